@@ -1,0 +1,7 @@
+/* conc.h — the whole library: Python's concurrency toolbox for C. */
+#ifndef CONC_H
+#define CONC_H
+#include "conc/base.h"
+#include "conc/sync.h"
+#include "conc/thread.h"
+#endif

@@ -1,0 +1,103 @@
+/*
+ * conc/base.h — error codes, timeouts and task failure.
+ *
+ * Every conc call that can fail returns an int: 0 on success, or a negative
+ * CONC_E* code that names the Python exception it stands for. Results come
+ * back through out-parameters. conc_strerror() names each code.
+ *
+ * Timeouts are double seconds, as in Python: CONC_FOREVER (-1.0) means
+ * "None" (wait forever), 0 means "do not block". Any other negative value,
+ * or NaN, is CONC_EINVAL. Huge values are clamped (they behave as forever)
+ * and never overflow. Internally every wait uses an absolute
+ * CLOCK_MONOTONIC deadline, so a call that sleeps and retries never
+ * waits longer in total than its timeout.
+ */
+#ifndef CONC_BASE_H
+#define CONC_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CONC_API __attribute__((visibility("default")))
+#define CONC_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CONC_API
+#define CONC_PRINTF(f, a)
+#endif
+
+/* Error codes. 0 is success; each negative code names a Python exception. */
+enum {
+    CONC_OK = 0,
+    CONC_EINVAL = -1,     /* ValueError/TypeError: bad argument, NULL, misuse   */
+    CONC_ETIMEDOUT = -2,  /* acquire()/wait() returned False; TimeoutError      */
+    CONC_EPERM = -3,      /* RuntimeError: release of an unowned lock, joining
+                             yourself, starting twice, joining an unstarted one */
+    CONC_ENOMEM = -4,     /* MemoryError                                        */
+    CONC_EBROKEN = -5,    /* BrokenBarrierError, BrokenExecutor                 */
+    CONC_EEMPTY = -6,     /* queue.Empty                                        */
+    CONC_EFULL = -7,      /* queue.Full                                         */
+    CONC_ESHUTDOWN = -8,  /* queue.ShutDown, submit after shutdown              */
+    CONC_ECANCELLED = -9, /* CancelledError                                     */
+    CONC_EKILLED = -10,   /* GreenletExit: a green thread was killed            */
+    CONC_EEOF = -11,      /* EOFError: the peer closed                          */
+    CONC_EFAILED = -12,   /* a task failed without naming a code                */
+    CONC_ESYS = -13,      /* OSError: the kernel refused (see errno)            */
+    CONC_EAGAIN = -14,    /* resource temporarily unavailable (e.g. threads)    */
+    CONC_EDEADLK = -15,   /* a deadlock was detected / would occur              */
+    CONC_ELOOPEXIT = -16, /* gevent LoopExit: nothing could ever wake the waiter*/
+    CONC_ENOTSUP = -17,   /* NotImplementedError / not supported here           */
+    CONC_ERANGE = -18     /* OverflowError: value out of range                  */
+};
+
+/* Returns a static, human readable description of code ("queue.Empty: ...").
+ * Never NULL; unknown codes give "unknown error". */
+CONC_API const char *conc_strerror(int code);
+
+/* Returns the Python exception name that code stands for ("TimeoutError"),
+ * or "OK" for 0. Static string, never NULL. */
+CONC_API const char *conc_errname(int code);
+
+/* Python's None as a timeout: wait forever. */
+#define CONC_FOREVER (-1.0)
+
+/* Seconds on the monotonic clock (time.monotonic()). */
+CONC_API double conc_monotonic(void);
+
+/* Sleep the calling thread for seconds (time.sleep). Returns 0, or
+ * CONC_EINVAL for a negative or NaN value. */
+CONC_API int conc_sleep_thread(double seconds);
+
+/*
+ * Task failure: Python's "raise" for C tasks.
+ *
+ * A task function (void *fn(void *)) reports failure by calling conc_fail()
+ * and returning; it returns NULL so `return conc_fail(CONC_EINVAL, "x=%d",
+ * x);` reads naturally. The failure is recorded on the current execution
+ * context (thread now, green thread later). When a Thread's function
+ * returns with a recorded failure, the failure hook (threading.excepthook)
+ * is called; Futures store it as their exception().
+ *
+ * code: a negative CONC_E* code; 0 or a positive value becomes CONC_EFAILED.
+ * The message is formatted into conc-owned storage (truncated at 255 bytes).
+ */
+CONC_API void *conc_fail(int code, const char *fmt, ...) CONC_PRINTF(2, 3);
+
+/* Reads the failure recorded on the current context, if any: returns its
+ * code (0 if none) and, when msg is not NULL, points *msg at the message
+ * (owned by conc, valid until the next conc_fail/conc_fail_clear on this
+ * context). */
+CONC_API int conc_failure(const char **msg);
+
+/* Forgets the failure recorded on the current context (Python's "except:"). */
+CONC_API void conc_fail_clear(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_BASE_H */

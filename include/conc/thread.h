@@ -1,0 +1,143 @@
+/*
+ * conc/thread.h — threading.Thread, threading.local, threading.Timer and the
+ * module-level functions (current_thread, enumerate, excepthook...).
+ *
+ * Ownership: conc_thread_t and conc_timer_t are opaque, reference-counted
+ * handles. Every handle you get from *_new, *_spawn, *_start or
+ * conc_thread_enumerate is yours and must be given back with the matching
+ * *_free exactly once; freeing a running thread's handle does not stop it
+ * (like dropping a Python reference). conc_current_thread() and
+ * conc_main_thread() return borrowed pointers: valid while that thread runs
+ * (the main thread's for the whole process).
+ *
+ * Exit: at normal process exit (return from main, exit()), conc joins every
+ * non-daemon thread still running and waits for pending (not cancelled)
+ * timers, as Python does. Daemon threads are abandoned.
+ */
+#ifndef CONC_THREAD_H
+#define CONC_THREAD_H
+
+#include "conc/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct conc_thread conc_thread_t;
+
+/* Options for conc_thread_new; NULL means all defaults. Zero fields mean
+ * the default: name "Thread-N", non-daemon (or inherit the creator's daemon
+ * flag, as Python does, when inherit_daemon is set), the system stack size. */
+typedef struct conc_thread_opts {
+    const char *name;  /* copied */
+    bool daemon;
+    bool inherit_daemon; /* take the creating thread's daemon flag instead */
+    size_t stack_size; /* bytes; 0 = default; else >= 16 KiB */
+} conc_thread_opts_t;
+
+/* Create a thread that will run fn(arg) once started (Thread(target=...)).
+ * Returns 0 and stores a new handle in *out, or CONC_EINVAL (NULL out/fn,
+ * stack size too small), CONC_ENOMEM. Does not start it. */
+CONC_API int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg,
+                             const conc_thread_opts_t *opts);
+/* Start it. Returns 0; CONC_EPERM if it was already started; CONC_EAGAIN
+ * if the system cannot create another thread. */
+CONC_API int conc_thread_start(conc_thread_t *t);
+/* conc_thread_new + conc_thread_start in one call; on failure *out is not
+ * set and nothing is left behind. */
+CONC_API int conc_thread_spawn(conc_thread_t **out, void *(*fn)(void *), void *arg,
+                               const conc_thread_opts_t *opts);
+/* Wait until the thread's function has returned. Returns 0 and stores the
+ * function's return value in *result (if result is not NULL);
+ * CONC_ETIMEDOUT if timeout passed first; CONC_EPERM when joining yourself
+ * or a thread never started; CONC_EINVAL. Any number of contexts may join. */
+CONC_API int conc_thread_join(conc_thread_t *t, double timeout, void **result);
+/* Give back your handle (see Ownership). Returns 0 or CONC_EINVAL. */
+CONC_API int conc_thread_free(conc_thread_t *t);
+
+/* True between start and the moment the function returned. */
+CONC_API bool conc_thread_is_alive(const conc_thread_t *t);
+/* The name; conc-owned, valid until the next set_name or the handle's free. */
+CONC_API const char *conc_thread_name(const conc_thread_t *t);
+/* Rename (copied). Also names the OS thread (first 15 bytes) for debuggers. */
+CONC_API int conc_thread_set_name(conc_thread_t *t, const char *name);
+CONC_API bool conc_thread_daemon(const conc_thread_t *t);
+/* Change the daemon flag; CONC_EPERM once started (Python's RuntimeError). */
+CONC_API int conc_thread_set_daemon(conc_thread_t *t, bool daemon);
+/* Thread.ident: the pthread_t as an integer; 0 before start. Stays set after
+ * the thread ended. */
+CONC_API unsigned long conc_thread_ident(const conc_thread_t *t);
+/* Thread.native_id: the kernel's thread id (gettid); 0 before start. */
+CONC_API long conc_thread_native_id(const conc_thread_t *t);
+
+/* threading.current_thread(): the calling thread's handle, borrowed. Also
+ * works for threads conc did not create (a "dummy" record, kept while that
+ * thread lives). NULL only if memory ran out. */
+CONC_API conc_thread_t *conc_current_thread(void);
+/* threading.main_thread(): borrowed, valid for the whole process. */
+CONC_API conc_thread_t *conc_main_thread(void);
+/* threading.get_ident() / get_native_id() of the caller. */
+CONC_API unsigned long conc_get_ident(void);
+CONC_API long conc_get_native_id(void);
+/* threading.active_count(): threads alive now (main + started-and-running +
+ * known foreign threads). */
+CONC_API size_t conc_active_count(void);
+/* threading.enumerate(): stores up to cap new handles (free each with
+ * conc_thread_free) of the threads alive now, and returns how many are
+ * alive (which may be more than cap). */
+CONC_API size_t conc_thread_enumerate(conc_thread_t **out, size_t cap);
+
+/* threading.excepthook: called in a thread whose function returned after
+ * conc_fail(). code/msg are the failure; t is the thread. The default hook
+ * prints "Exception in thread NAME: ErrName: message" on stderr. */
+typedef void (*conc_excepthook_fn)(conc_thread_t *t, int code, const char *msg, void *arg);
+/* Install hook (NULL restores the default). Returns the previous hook. */
+CONC_API conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg);
+
+/* --------------------------------------------------------------- local */
+
+/* threading.local: one value per thread. A thread sees NULL until it sets a
+ * value. When a thread ends, its non-NULL value is passed to dtor (if any)
+ * in that thread. conc_local_free passes every remaining value to dtor. */
+typedef struct conc_local conc_local_t;
+
+CONC_API int conc_local_new(conc_local_t **out, void (*dtor)(void *value));
+/* The calling thread's value, or NULL. Never blocks. */
+CONC_API void *conc_local_get(conc_local_t *l);
+/* Set the calling thread's value (the old one is NOT passed to dtor: it is
+ * returned to you through *old if old is not NULL). Returns 0, CONC_EINVAL,
+ * CONC_ENOMEM. */
+CONC_API int conc_local_set(conc_local_t *l, void *value, void **old);
+CONC_API int conc_local_free(conc_local_t *l);
+
+/* --------------------------------------------------------------- Timer */
+
+/* threading.Timer: fn(arg) runs once, interval seconds from now, unless
+ * cancelled first. All timers share one timer thread and a heap; timers
+ * due at the same time fire in the order they were started. fn runs on the
+ * timer thread: keep it short, or hand longer work to a thread. */
+typedef struct conc_timer conc_timer_t;
+
+/* Arm a timer. interval >= 0 (no CONC_FOREVER). Returns 0 and a new handle
+ * in *out (free it with conc_timer_free; freeing does not cancel), or
+ * CONC_EINVAL, CONC_ENOMEM, CONC_EAGAIN (no timer thread). */
+CONC_API int conc_timer_start(conc_timer_t **out, double interval, void (*fn)(void *),
+                              void *arg);
+/* Stop it if it has not fired yet. Harmless after it fired or was
+ * cancelled. Returns 0 or CONC_EINVAL. If fn is running now, cancel does
+ * not wait for it (use join). */
+CONC_API int conc_timer_cancel(conc_timer_t *t);
+/* Wait until the timer has fired (fn returned) or was cancelled.
+ * Returns 0, CONC_ETIMEDOUT, CONC_EINVAL, or CONC_EPERM when called from
+ * fn itself (it would wait for itself). */
+CONC_API int conc_timer_join(conc_timer_t *t, double timeout);
+/* True while the timer is pending or its fn is running. */
+CONC_API bool conc_timer_is_alive(const conc_timer_t *t);
+/* True when it ran fn (false if it was cancelled or is pending). */
+CONC_API bool conc_timer_fired(const conc_timer_t *t);
+CONC_API int conc_timer_free(conc_timer_t *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_THREAD_H */
