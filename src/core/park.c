@@ -1,0 +1,296 @@
+/*
+ * park.c — contexts, adaptive spinning, and the OS-thread kind of
+ * park/unpark (see park.h for the protocol and its invariants).
+ *
+ * An OS-thread waiter's state word goes WAITING -> NOTIFIED (woken while
+ * still spinning: no syscall on either side) or WAITING -> SLEEPING ->
+ * NOTIFIED (the waker sees SLEEPING and issues one FUTEX_WAKE). The waker's
+ * last access is the exchange plus, at most, a futex wake on the word's
+ * address; a futex wake on memory that was reused is harmless.
+ */
+#include "core/park.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conc/base.h"
+#include "core/futex.h"
+
+#define CONC__SPIN_MIN_NS 500
+#define CONC__SPIN_MAX_NS 50000
+#define CONC__SPIN_INIT_NS 10000
+
+/* ------------------------------------------------------------ contexts */
+
+static __thread conc__ctx_t *conc__cur __attribute__((tls_model("initial-exec")));
+static pthread_key_t conc__ctx_key;
+static pthread_once_t conc__ctx_once = PTHREAD_ONCE_INIT;
+static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS};
+
+/* Set by the thread module: runs when a thread conc did not create ends. */
+void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
+
+static void conc__ctx_destroy(void *p)
+{
+    conc__ctx_t *ctx = p;
+    conc__cur = ctx; /* the hook may still need the context */
+    if (conc__foreign_exit_hook)
+        conc__foreign_exit_hook(ctx);
+    conc__cur = NULL;
+    free(ctx);
+}
+
+static void conc__ctx_key_init(void)
+{
+    pthread_key_create(&conc__ctx_key, conc__ctx_destroy);
+}
+
+void conc__ctx_init(conc__ctx_t *ctx)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->spin_ns = CONC__SPIN_INIT_NS;
+}
+
+/* Make ctx the calling OS thread's context (conc-created threads). */
+void conc__ctx_bind(conc__ctx_t *ctx)
+{
+    conc__cur = ctx;
+}
+
+static conc__ctx_t *conc__ctx_slow(void)
+{
+    pthread_once(&conc__ctx_once, conc__ctx_key_init);
+    conc__ctx_t *ctx = malloc(sizeof *ctx);
+    if (!ctx)
+        return &conc__emergency_ctx;
+    conc__ctx_init(ctx);
+    conc__cur = ctx;
+    pthread_setspecific(conc__ctx_key, ctx);
+    return ctx;
+}
+
+conc__ctx_t *conc__ctx(void)
+{
+    conc__ctx_t *c = conc__cur;
+    return c ? c : conc__ctx_slow();
+}
+
+/* The context if one exists, without creating it. */
+conc__ctx_t *conc__ctx_peek(void)
+{
+    return conc__cur;
+}
+
+/* ------------------------------------------------------------ spinning */
+
+static int conc__ncpu;
+
+bool conc__smp(void)
+{
+    int n = conc__load(&conc__ncpu, RLX);
+    if (n == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 0 ? (int)v : 1;
+        conc__store(&conc__ncpu, n, RLX);
+    }
+    return n > 1;
+}
+
+void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
+{
+    sp->ctx = conc__ctx();
+    sp->n = 0;
+    sp->start = conc__now_ns();
+    int64_t budget = conc__smp() ? sp->ctx->spin_ns : 0;
+    sp->end = sp->start + budget;
+    if (sp->end > deadline)
+        sp->end = deadline;
+}
+
+void conc__spin_end(conc__spinner_t *sp, bool success)
+{
+    conc__ctx_t *c = sp->ctx;
+    uint32_t b = c->spin_ns;
+    if (success) {
+        b = b + b / 2 + 100;
+        if (b > CONC__SPIN_MAX_NS)
+            b = CONC__SPIN_MAX_NS;
+    } else {
+        b /= 2;
+        if (b < CONC__SPIN_MIN_NS)
+            b = CONC__SPIN_MIN_NS;
+    }
+    c->spin_ns = b;
+}
+
+/* ------------------------------------------------- OS thread park/unpark */
+
+static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
+{
+    uint32_t s = conc__load(&w->state, ACQ);
+    if (s == CONC__W_NOTIFIED)
+        return 0;
+    if (s == CONC__W_WAITING) {
+        conc__spinner_t sp;
+        conc__spin_begin(&sp, deadline);
+        bool ok = false;
+        while (conc__spin_more(&sp)) {
+            if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED) {
+                ok = true;
+                break;
+            }
+        }
+        conc__spin_end(&sp, ok);
+        if (ok)
+            return 0;
+        uint32_t exp = CONC__W_WAITING;
+        if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
+                                                     memory_order_acq_rel, memory_order_acquire)) {
+            if (exp == CONC__W_NOTIFIED)
+                return 0;
+        }
+    }
+    for (;;) {
+        int r = conc__futex_wait(&w->state, CONC__W_SLEEPING, deadline, 0);
+        if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED)
+            return 0;
+        if (r == CONC_ETIMEDOUT || (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline))
+            return CONC_ETIMEDOUT;
+    }
+}
+
+static void conc__thread_unpark(conc__waiter_t *w)
+{
+    uint32_t *word = &w->state;
+    uint32_t old = atomic_exchange_explicit(CONC__A(word), CONC__W_NOTIFIED, memory_order_acq_rel);
+    if (old == CONC__W_SLEEPING)
+        conc__futex_wake(word, 1, 0);
+}
+
+int conc__park(conc__waiter_t *w, int64_t deadline)
+{
+    const conc__park_ops_t *ops = w->ctx->ops;
+    if (ops)
+        return ops->park(w, deadline);
+    return conc__thread_park(w, deadline);
+}
+
+void conc__park_settle(conc__waiter_t *w)
+{
+    while (conc__park(w, CONC__NO_DEADLINE) != 0) {
+    }
+}
+
+void conc__unpark(conc__waiter_t *w)
+{
+    const conc__park_ops_t *ops = w->ctx->ops;
+    if (ops)
+        ops->unpark(w);
+    else
+        conc__thread_unpark(w);
+}
+
+/* ------------------------------------------------------------ wait lists */
+
+void conc__waitq_lock(conc__waitq_t *q)
+{
+    unsigned spins = 0;
+    for (;;) {
+        unsigned exp = 0;
+        if (conc__load(&q->guard, RLX) == 0 &&
+            atomic_compare_exchange_weak_explicit(CONC__A(&q->guard), &exp, 1u, ACQ, RLX))
+            return;
+        if (++spins < 128)
+            conc__cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w)
+{
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    w->queued = 1;
+    q->len++;
+}
+
+void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w)
+{
+    w->prev = NULL;
+    w->next = q->head;
+    if (q->head)
+        q->head->prev = w;
+    else
+        q->tail = w;
+    q->head = w;
+    w->queued = 1;
+    q->len++;
+}
+
+void conc__waitq_remove(conc__waitq_t *q, conc__waiter_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->next = w->prev = NULL;
+    w->queued = 0;
+    q->len--;
+}
+
+conc__waiter_t *conc__waitq_pop(conc__waitq_t *q)
+{
+    conc__waiter_t *w = q->head;
+    if (w)
+        conc__waitq_remove(q, w);
+    return w;
+}
+
+conc__waiter_t *conc__waitq_take_all(conc__waitq_t *q)
+{
+    conc__waiter_t *list = q->head;
+    for (conc__waiter_t *w = list; w; w = w->next)
+        w->queued = 0;
+    q->head = q->tail = NULL;
+    q->len = 0;
+    return list;
+}
+
+void conc__unpark_list(conc__waiter_t *list)
+{
+    while (list) {
+        conc__waiter_t *next = list->next; /* read before the waiter may vanish */
+        conc__unpark(list);
+        list = next;
+    }
+}
+
+int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
+                      void (*on_timeout_locked)(conc__waitq_t *q, void *arg), void *arg)
+{
+    if (conc__park(w, deadline) == 0)
+        return 0;
+    conc__waitq_lock(q);
+    if (w->queued) {
+        conc__waitq_remove(q, w);
+        if (on_timeout_locked)
+            on_timeout_locked(q, arg);
+        conc__waitq_unlock(q);
+        return CONC_ETIMEDOUT;
+    }
+    conc__waitq_unlock(q);
+    conc__park_settle(w);
+    return 0;
+}

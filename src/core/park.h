@@ -1,0 +1,153 @@
+/*
+ * park.h — the one layer under every blocking call in conc (private).
+ *
+ * A blocking primitive (Lock, Event, Queue...) keeps a wait list
+ * (conc__waitq_t, a doubly linked list of conc__waiter_t guarded by a tiny
+ * spin lock). To block, a context puts a waiter on the list, drops the
+ * guard and calls conc__park(). Whoever satisfies it takes the waiter off
+ * the list under the guard, then — after dropping the guard — calls
+ * conc__unpark(). Invariants:
+ *   - a waiter is on at most one list; w->queued says whether it is, and is
+ *     only read or written under that list's guard;
+ *   - conc__unpark() is called exactly once per dequeue, never under a
+ *     guard, and is the last access to the waiter by the waker (the waiter
+ *     lives on the parked context's stack and may vanish right after);
+ *   - when conc__park() times out, the waiter takes the guard: if still
+ *     queued it removes itself (a real timeout); if not, a waker dequeued it
+ *     and its unpark is imminent, so it waits for that (conc__park_settle)
+ *     and treats the wait as satisfied.
+ *
+ * Two kinds of contexts park: OS threads (an adaptive bounded spin on the
+ * waiter's state word, then a futex sleep) and — later — green threads,
+ * which switch to their hub. The kind is found through the context's ops
+ * table, so primitives never know which kind they serve.
+ */
+#ifndef CONC_CORE_PARK_H
+#define CONC_CORE_PARK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conc/sync.h"
+#include "core/time.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define conc__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define conc__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define conc__cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
+#define CONC__A(p) ((_Atomic __typeof__(*(p)) *)(p))
+#define conc__load(p, mo) atomic_load_explicit(CONC__A(p), mo)
+#define conc__store(p, v, mo) atomic_store_explicit(CONC__A(p), v, mo)
+#define conc__cas(p, exp, des) \
+    atomic_compare_exchange_weak_explicit(CONC__A(p), exp, des, memory_order_acq_rel, memory_order_relaxed)
+#define RLX memory_order_relaxed
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+
+struct conc__waiter;
+
+/* How one kind of context blocks and is woken. */
+typedef struct conc__park_ops {
+    /* Block until unparked or the deadline; 0 or CONC_ETIMEDOUT. */
+    int (*park)(struct conc__waiter *w, int64_t deadline);
+    /* Wake a parked (or about to park) waiter. */
+    void (*unpark)(struct conc__waiter *w);
+    const char *kind;
+} conc__park_ops_t;
+
+/* An execution context: an OS thread now, a green thread later. */
+typedef struct conc__ctx {
+    const conc__park_ops_t *ops; /* NULL: OS thread */
+    int fail_code;
+    char fail_msg[256];
+    uint32_t spin_ns;            /* adaptive spin budget before sleeping */
+    void *thread;                /* the conc_thread_t for OS threads, if known */
+} conc__ctx_t;
+
+enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };
+
+typedef struct conc__waiter {
+    uint32_t state;             /* CONC__W_* (atomic) */
+    uint32_t queued;            /* under the list's guard */
+    struct conc__waiter *next, *prev;
+    conc__ctx_t *ctx;
+    uintptr_t data;             /* primitive-specific payload */
+} conc__waiter_t;
+
+/* The calling context (never NULL). */
+conc__ctx_t *conc__ctx(void);
+/* A unique id of the calling context, nonzero (RLock owners). */
+static inline uintptr_t conc__ctx_id(void) { return (uintptr_t)conc__ctx(); }
+
+/* Prepare w for a wait by the calling context. */
+static inline void conc__waiter_init(conc__waiter_t *w)
+{
+    w->state = CONC__W_WAITING;
+    w->queued = 0;
+    w->next = w->prev = 0;
+    w->ctx = conc__ctx();
+    w->data = 0;
+}
+
+/* Block until unparked (0) or the deadline (CONC_ETIMEDOUT). */
+int conc__park(conc__waiter_t *w, int64_t deadline);
+/* After a timed-out park found w already dequeued: wait for the imminent
+ * unpark, so the waker's last touch happens before w's memory goes. */
+void conc__park_settle(conc__waiter_t *w);
+/* Wake w (exactly once per dequeue, never under a guard). */
+void conc__unpark(conc__waiter_t *w);
+
+/* Bounded adaptive spinning before a sleep:
+ *     conc__spinner_t sp; conc__spin_begin(&sp, deadline);
+ *     while (!ready) { if (!conc__spin_more(&sp)) break; }
+ *     conc__spin_end(&sp, ready);
+ * The budget (ns) is per context: it grows when spinning paid off and
+ * shrinks when the wait ended in a sleep anyway, within fixed bounds, so
+ * short waits never pay a futex round trip and long ones burn little CPU.
+ * On a single CPU it does not spin at all. */
+typedef struct conc__spinner {
+    conc__ctx_t *ctx;
+    int64_t end;      /* stop spinning at this time */
+    int64_t start;
+    unsigned n;
+} conc__spinner_t;
+void conc__spin_begin(conc__spinner_t *sp, int64_t deadline);
+static inline bool conc__spin_more(conc__spinner_t *sp)
+{
+    conc__cpu_relax();
+    if ((++sp->n & 31) != 0)
+        return true;
+    return conc__now_ns() < sp->end;
+}
+void conc__spin_end(conc__spinner_t *sp, bool success);
+
+/* Wait-list operations; everything but lock/unlock needs the guard held. */
+void conc__waitq_lock(conc__waitq_t *q);
+static inline void conc__waitq_unlock(conc__waitq_t *q) { conc__store(&q->guard, 0u, REL); }
+void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w);       /* at the tail */
+void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w);
+void conc__waitq_remove(conc__waitq_t *q, conc__waiter_t *w);
+conc__waiter_t *conc__waitq_pop(conc__waitq_t *q);                 /* head or NULL */
+static inline bool conc__waitq_empty(const conc__waitq_t *q) { return q->head == 0; }
+
+/* Unpark every waiter in a list detached with conc__waitq_take_all. */
+conc__waiter_t *conc__waitq_take_all(conc__waitq_t *q);
+void conc__unpark_list(conc__waiter_t *list);
+
+/* A ready-made wait: w must be queued on q by the caller (guard dropped).
+ * Parks until unparked or the deadline; on timeout removes w if still
+ * queued (returns CONC_ETIMEDOUT, with on_timeout_locked(q, arg) called
+ * under the guard after the removal, if given), else settles and
+ * returns 0. */
+int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
+                      void (*on_timeout_locked)(conc__waitq_t *q, void *arg), void *arg);
+
+/* True when more than one CPU is online: spinning is worth it. */
+bool conc__smp(void);
+
+#endif

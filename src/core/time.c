@@ -1,0 +1,56 @@
+/* time.c — timeouts to deadlines, conc_monotonic, conc_sleep_thread. */
+#include "core/time.h"
+
+#include <errno.h>
+#include <math.h>
+
+#include "conc/base.h"
+
+#define CONC__MAX_TIMEOUT_S (100.0 * 365 * 24 * 3600) /* clamp: "forever" */
+
+int conc__deadline(double timeout, int64_t *deadline)
+{
+    if (timeout == CONC_FOREVER) {
+        *deadline = CONC__NO_DEADLINE;
+        return 0;
+    }
+    if (isnan(timeout) || timeout < 0)
+        return CONC_EINVAL;
+    if (timeout >= CONC__MAX_TIMEOUT_S) {
+        *deadline = CONC__NO_DEADLINE;
+        return 0;
+    }
+    *deadline = conc__now_ns() + (int64_t)(timeout * 1e9);
+    return 0;
+}
+
+int conc__acquire_deadline(bool blocking, double timeout, int64_t *deadline)
+{
+    if (!blocking) {
+        if (timeout != CONC_FOREVER)
+            return CONC_EINVAL;
+        *deadline = 0;
+        return 0;
+    }
+    return conc__deadline(timeout, deadline);
+}
+
+double conc_monotonic(void)
+{
+    return (double)conc__now_ns() / 1e9;
+}
+
+int conc_sleep_thread(double seconds)
+{
+    int64_t dl;
+    if (seconds == CONC_FOREVER || isnan(seconds) || seconds < 0)
+        return CONC_EINVAL;
+    if (conc__deadline(seconds, &dl) != 0)
+        return CONC_EINVAL;
+    if (dl == CONC__NO_DEADLINE)
+        dl = conc__now_ns() + (int64_t)(CONC__MAX_TIMEOUT_S * 1e9);
+    struct timespec ts = {.tv_sec = dl / 1000000000, .tv_nsec = dl % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    return 0;
+}

@@ -1,0 +1,19 @@
+/* internal.h — what the sync files share (private). */
+#ifndef CONC_SYNC_INTERNAL_H
+#define CONC_SYNC_INTERNAL_H
+
+#include "conc/sync.h"
+#include "core/park.h"
+
+int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline);
+/* Acquire with a deadline (CONC__NO_DEADLINE, 0 = try once). */
+static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
+{
+    unsigned exp = 0;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, 1u, ACQ, RLX))
+        return 0;
+    return conc__lock_acquire_slow(l, deadline);
+}
+int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline);
+
+#endif

@@ -1,0 +1,52 @@
+/* internal.h — the thread record shared by thread.c and local.c (private). */
+#ifndef CONC_THREAD_INTERNAL_H
+#define CONC_THREAD_INTERNAL_H
+
+#include <pthread.h>
+
+#include "conc/sync.h"
+#include "conc/thread.h"
+#include "core/park.h"
+
+enum { CONC__T_NEW = 0, CONC__T_RUNNING = 1, CONC__T_DONE = 2 };
+
+typedef struct conc__slot {
+    uint64_t gen; /* the conc_local generation this value belongs to */
+    void *value;
+} conc__slot_t;
+
+struct conc_thread {
+    int refs;                    /* atomic */
+    int status;                  /* CONC__T_* (atomic) */
+    void *(*fn)(void *);
+    void *arg;
+    void *result;
+    char *name;
+    bool daemon;
+    bool dummy;                  /* a thread conc did not create */
+    bool is_main;
+    size_t stack_size;
+    unsigned long ident;         /* atomic */
+    long native_id;              /* atomic */
+    conc_event_t started;        /* native_id is known */
+    conc_event_t done;           /* the function returned */
+    conc__ctx_t *ctx;            /* its context (own_ctx for conc threads) */
+    conc__ctx_t own_ctx;
+    struct conc_thread *next, *prev; /* the registry of live threads */
+    conc_lock_t slots_lock;      /* guards slots (threading.local values) */
+    conc__slot_t *slots;
+    size_t nslots;
+};
+
+/* The calling thread's record, created for foreign threads (NULL: no memory). */
+conc_thread_t *conc__thread_self(void);
+/* Every live thread record, for local.c: calls fn under the registry lock. */
+void conc__thread_foreach(void (*fn)(conc_thread_t *t, void *arg), void *arg);
+/* local.c: run and clear the destructors of t's values (t is ending). */
+void conc__locals_thread_exit(conc_thread_t *t);
+/* local.c: fork handlers. */
+void conc__locals_atfork_prepare(void);
+void conc__locals_atfork_parent(void);
+void conc__locals_atfork_child(void);
+
+#endif

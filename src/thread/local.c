@@ -1,0 +1,209 @@
+/*
+ * local.c — threading.local.
+ *
+ * A conc_local_t is an index into every thread record's slot array plus a
+ * generation number; a slot holds (generation, value), so a value left by
+ * a freed local is never seen by a new local that reuses the index.
+ * `table` maps each index to the generation and destructor of the live
+ * local using it. Lock order: locals_lock -> registry lock -> a record's
+ * slots_lock. Destructors always run with no lock held.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/internal.h"
+#include "thread/internal.h"
+
+struct conc_local {
+    size_t idx;
+    uint64_t gen;
+    void (*dtor)(void *);
+};
+
+typedef struct {
+    uint64_t gen; /* 0: index free */
+    void (*dtor)(void *);
+} table_entry_t;
+
+static conc_lock_t locals_lock = CONC_LOCK_INIT;
+static table_entry_t *table;
+static size_t table_len;
+static uint64_t next_gen = 1;
+
+typedef struct {
+    void (*dtor)(void *);
+    void *value;
+} pending_t;
+
+static void locals_lock_acquire(void) { conc__lock_acquire_dl(&locals_lock, CONC__NO_DEADLINE); }
+
+int conc_local_new(conc_local_t **out, void (*dtor)(void *))
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_local_t *l = malloc(sizeof *l);
+    if (!l)
+        return CONC_ENOMEM;
+    locals_lock_acquire();
+    size_t i;
+    for (i = 0; i < table_len; i++)
+        if (table[i].gen == 0)
+            break;
+    if (i == table_len) {
+        size_t n = table_len ? table_len * 2 : 16;
+        table_entry_t *nt = realloc(table, n * sizeof *nt);
+        if (!nt) {
+            conc_lock_release(&locals_lock);
+            free(l);
+            return CONC_ENOMEM;
+        }
+        memset(nt + table_len, 0, (n - table_len) * sizeof *nt);
+        table = nt;
+        table_len = n;
+    }
+    l->idx = i;
+    l->gen = next_gen++;
+    l->dtor = dtor;
+    table[i].gen = l->gen;
+    table[i].dtor = dtor;
+    conc_lock_release(&locals_lock);
+    *out = l;
+    return 0;
+}
+
+void *conc_local_get(conc_local_t *l)
+{
+    conc_thread_t *t;
+    if (!l || !(t = conc__thread_self()))
+        return NULL;
+    void *v = NULL;
+    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    if (l->idx < t->nslots && t->slots[l->idx].gen == l->gen)
+        v = t->slots[l->idx].value;
+    conc_lock_release(&t->slots_lock);
+    return v;
+}
+
+int conc_local_set(conc_local_t *l, void *value, void **old)
+{
+    if (!l)
+        return CONC_EINVAL;
+    conc_thread_t *t = conc__thread_self();
+    if (!t)
+        return CONC_ENOMEM;
+    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    if (l->idx >= t->nslots) {
+        size_t n = t->nslots ? t->nslots : 4;
+        while (n <= l->idx)
+            n *= 2;
+        conc__slot_t *ns = realloc(t->slots, n * sizeof *ns);
+        if (!ns) {
+            conc_lock_release(&t->slots_lock);
+            return CONC_ENOMEM;
+        }
+        memset(ns + t->nslots, 0, (n - t->nslots) * sizeof *ns);
+        t->slots = ns;
+        t->nslots = n;
+    }
+    conc__slot_t *s = &t->slots[l->idx];
+    void *prev = s->gen == l->gen ? s->value : NULL;
+    s->gen = l->gen;
+    s->value = value;
+    conc_lock_release(&t->slots_lock);
+    if (old)
+        *old = prev;
+    return 0;
+}
+
+typedef struct {
+    conc_local_t *l;
+    void **vals;
+    size_t n, cap;
+    bool oom;
+} collect_t;
+
+static void collect_one(conc_thread_t *t, void *arg)
+{
+    collect_t *c = arg;
+    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    if (c->l->idx < t->nslots && t->slots[c->l->idx].gen == c->l->gen) {
+        conc__slot_t *s = &t->slots[c->l->idx];
+        if (s->value) {
+            if (c->n == c->cap) {
+                size_t ncap = c->cap ? c->cap * 2 : 8;
+                void **nv = realloc(c->vals, ncap * sizeof *nv);
+                if (nv) {
+                    c->vals = nv;
+                    c->cap = ncap;
+                }
+            }
+            if (c->n < c->cap)
+                c->vals[c->n++] = s->value;
+            else
+                c->oom = true;
+        }
+        s->gen = 0;
+        s->value = NULL;
+    }
+    conc_lock_release(&t->slots_lock);
+}
+
+int conc_local_free(conc_local_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    collect_t c = {.l = l};
+    locals_lock_acquire();
+    table[l->idx].gen = 0;
+    table[l->idx].dtor = NULL;
+    conc__thread_foreach(collect_one, &c);
+    conc_lock_release(&locals_lock);
+    if (l->dtor)
+        for (size_t i = 0; i < c.n; i++)
+            l->dtor(c.vals[i]);
+    free(c.vals);
+    free(l);
+    return 0;
+}
+
+void conc__locals_thread_exit(conc_thread_t *t)
+{
+    /* Destructors may set new values: repeat a few rounds, like pthread keys. */
+    for (int round = 0; round < 4; round++) {
+        pending_t *p = NULL;
+        size_t n = 0;
+        locals_lock_acquire();
+        conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+        if (t->nslots) {
+            p = malloc(t->nslots * sizeof *p);
+            for (size_t i = 0; i < t->nslots; i++) {
+                conc__slot_t *s = &t->slots[i];
+                if (s->gen && s->value && i < table_len && table[i].gen == s->gen && p && table[i].dtor) {
+                    p[n].dtor = table[i].dtor;
+                    p[n].value = s->value;
+                    n++;
+                }
+                if (p) {
+                    s->gen = 0;
+                    s->value = NULL;
+                }
+            }
+        }
+        conc_lock_release(&t->slots_lock);
+        conc_lock_release(&locals_lock);
+        for (size_t i = 0; i < n; i++)
+            p[i].dtor(p[i].value);
+        free(p);
+        if (n == 0)
+            break;
+    }
+    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    free(t->slots);
+    t->slots = NULL;
+    t->nslots = 0;
+    conc_lock_release(&t->slots_lock);
+}
+
+void conc__locals_atfork_prepare(void) { locals_lock_acquire(); }
+void conc__locals_atfork_parent(void) { conc_lock_release(&locals_lock); }
+void conc__locals_atfork_child(void) { conc_lock_init(&locals_lock); }

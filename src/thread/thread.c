@@ -1,0 +1,552 @@
+/*
+ * thread.c — threading.Thread and the module functions.
+ *
+ * Each thread conc knows has a record (struct conc_thread): threads conc
+ * starts, the main thread (recorded by a constructor at load time) and
+ * "dummy" records made on demand for threads conc did not create (freed by
+ * the context's key destructor when such a thread ends). Live records sit
+ * in one registry list under `reg_lock`; that list is what enumerate() and
+ * active_count() read and what exit-time joining walks.
+ *
+ * Records are reference counted: the user's handle holds one, a running
+ * thread holds one for itself, enumerate hands out more. Lifecycle:
+ * NEW -> RUNNING (start) -> DONE (function returned; `done` event set, so
+ * join is an Event wait through the park layer). Threads are created
+ * detached: join never needs pthread_join, and any number of contexts can
+ * join with timeouts.
+ *
+ * Exit: an atexit handler joins every live non-daemon thread (Python's
+ * threading._shutdown). Fork: pthread_atfork handlers keep the registry
+ * consistent; in the child every other thread is marked DONE and the
+ * forking thread becomes the main thread, as in CPython.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "sync/internal.h"
+#include "thread/internal.h"
+
+#define CONC__MIN_STACK (16 * 1024)
+
+static conc_lock_t reg_lock = CONC_LOCK_INIT;
+static conc_thread_t *reg_head;
+static size_t reg_count;
+static unsigned long name_counter;   /* atomic */
+static unsigned long dummy_counter;  /* atomic */
+static conc_thread_t main_record;
+static conc_thread_t *main_thread;
+static __thread conc_thread_t *self_record __attribute__((tls_model("initial-exec")));
+
+extern void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
+void conc__ctx_init(conc__ctx_t *ctx);
+void conc__ctx_bind(conc__ctx_t *ctx);
+
+static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg);
+static conc_excepthook_fn hook_fn = default_hook; /* under hook_lock */
+static void *hook_arg;
+static conc_lock_t hook_lock = CONC_LOCK_INIT;
+
+/* ------------------------------------------------------------ registry */
+
+static void reg_add_locked(conc_thread_t *t)
+{
+    t->prev = NULL;
+    t->next = reg_head;
+    if (reg_head)
+        reg_head->prev = t;
+    reg_head = t;
+    reg_count++;
+}
+
+static void reg_remove_locked(conc_thread_t *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else if (reg_head == t)
+        reg_head = t->next;
+    else
+        return; /* not registered */
+    if (t->next)
+        t->next->prev = t->prev;
+    t->next = t->prev = NULL;
+    reg_count--;
+}
+
+static void reg_lock_acquire(void) { conc__lock_acquire_dl(&reg_lock, CONC__NO_DEADLINE); }
+static void reg_lock_release(void) { conc_lock_release(&reg_lock); }
+
+void conc__thread_foreach(void (*fn)(conc_thread_t *t, void *arg), void *arg)
+{
+    reg_lock_acquire();
+    for (conc_thread_t *t = reg_head; t; t = t->next)
+        fn(t, arg);
+    reg_lock_release();
+}
+
+/* ------------------------------------------------------------- records */
+
+static void thread_ref(conc_thread_t *t)
+{
+    atomic_fetch_add_explicit(CONC__A(&t->refs), 1, RLX);
+}
+
+static void thread_unref(conc_thread_t *t)
+{
+    if (atomic_fetch_sub_explicit(CONC__A(&t->refs), 1, memory_order_acq_rel) != 1)
+        return;
+    if (t->is_main)
+        return; /* static */
+    free(t->name);
+    free(t->slots);
+    free(t);
+}
+
+static char *name_dup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static char *name_fmt(const char *fmt, unsigned long n)
+{
+    char buf[48];
+    snprintf(buf, sizeof buf, fmt, n);
+    return name_dup(buf);
+}
+
+static void os_name(const char *name)
+{
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static void report_failure(conc_thread_t *t)
+{
+    conc__ctx_t *c = t->ctx;
+    if (!c || c->fail_code == 0)
+        return;
+    conc__lock_acquire_dl(&hook_lock, CONC__NO_DEADLINE);
+    conc_excepthook_fn fn = hook_fn;
+    void *arg = hook_arg;
+    conc_lock_release(&hook_lock);
+    fn(t, c->fail_code, c->fail_msg, arg);
+}
+
+/* The end of a thread's life, in that thread: hook, locals, registry, done. */
+static void thread_finish(conc_thread_t *t)
+{
+    report_failure(t);
+    conc__locals_thread_exit(t);
+    reg_lock_acquire();
+    reg_remove_locked(t);
+    reg_lock_release();
+    conc__store(&t->status, CONC__T_DONE, REL);
+    conc_event_set(&t->done);
+}
+
+static void *trampoline(void *p)
+{
+    conc_thread_t *t = p;
+    self_record = t;
+    conc__ctx_bind(t->ctx);
+    conc__store(&t->native_id, (long)syscall(SYS_gettid), RLX);
+    conc_event_set(&t->started);
+    if (strncmp(t->name, "Thread-", 7) != 0)
+        os_name(t->name);
+    t->result = t->fn(t->arg);
+    thread_finish(t);
+    self_record = NULL;
+    conc__ctx_bind(NULL);
+    thread_unref(t); /* the running thread's own reference */
+    return NULL;
+}
+
+static conc_thread_t *record_new(void)
+{
+    conc_thread_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->refs = 1;
+    conc__ctx_init(&t->own_ctx);
+    t->own_ctx.thread = t;
+    t->ctx = &t->own_ctx;
+    return t;
+}
+
+int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg, const conc_thread_opts_t *opts)
+{
+    if (!out || !fn)
+        return CONC_EINVAL;
+    conc_thread_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    if (o.stack_size != 0 && o.stack_size < CONC__MIN_STACK)
+        return CONC_EINVAL;
+    conc_thread_t *t = record_new();
+    if (!t)
+        return CONC_ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    t->stack_size = o.stack_size;
+    if (o.inherit_daemon) {
+        conc_thread_t *me = conc__thread_self();
+        t->daemon = me ? me->daemon : false;
+    } else {
+        t->daemon = o.daemon;
+    }
+    if (o.name)
+        t->name = name_dup(o.name);
+    else
+        t->name = name_fmt("Thread-%lu", atomic_fetch_add_explicit(CONC__A(&name_counter), 1, RLX) + 1);
+    if (!t->name) {
+        free(t);
+        return CONC_ENOMEM;
+    }
+    *out = t;
+    return 0;
+}
+
+int conc_thread_start(conc_thread_t *t)
+{
+    if (!t)
+        return CONC_EINVAL;
+    int exp = CONC__T_NEW;
+    if (t->dummy || t->is_main ||
+        !atomic_compare_exchange_strong_explicit(CONC__A(&t->status), &exp, CONC__T_RUNNING,
+                                                 memory_order_acq_rel, RLX))
+        return CONC_EPERM;
+    thread_ref(t); /* the running thread's */
+    reg_lock_acquire();
+    reg_add_locked(t);
+    reg_lock_release();
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (t->stack_size)
+        pthread_attr_setstacksize(&attr, t->stack_size);
+    pthread_t pt;
+    int err = pthread_create(&pt, &attr, trampoline, t);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        reg_lock_acquire();
+        reg_remove_locked(t);
+        reg_lock_release();
+        conc__store(&t->status, CONC__T_NEW, REL);
+        thread_unref(t);
+        return err == EINVAL ? CONC_EINVAL : CONC_EAGAIN;
+    }
+    conc__store(&t->ident, (unsigned long)pt, RLX);
+    return 0;
+}
+
+int conc_thread_spawn(conc_thread_t **out, void *(*fn)(void *), void *arg, const conc_thread_opts_t *opts)
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_thread_t *t;
+    int rc = conc_thread_new(&t, fn, arg, opts);
+    if (rc)
+        return rc;
+    rc = conc_thread_start(t);
+    if (rc) {
+        thread_unref(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+int conc_thread_join(conc_thread_t *t, double timeout, void **result)
+{
+    if (!t)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__deadline(timeout, &deadline);
+    if (rc)
+        return rc;
+    if (conc__load(&t->status, ACQ) == CONC__T_NEW)
+        return CONC_EPERM;
+    if (t == self_record)
+        return CONC_EPERM;
+    rc = conc_event_wait(&t->done, timeout);
+    if (rc)
+        return rc;
+    if (result)
+        *result = t->result;
+    return 0;
+}
+
+int conc_thread_free(conc_thread_t *t)
+{
+    if (!t)
+        return CONC_EINVAL;
+    thread_unref(t);
+    return 0;
+}
+
+bool conc_thread_is_alive(const conc_thread_t *t)
+{
+    return t && conc__load(&t->status, ACQ) == CONC__T_RUNNING;
+}
+
+const char *conc_thread_name(const conc_thread_t *t)
+{
+    return t ? t->name : NULL;
+}
+
+int conc_thread_set_name(conc_thread_t *t, const char *name)
+{
+    if (!t || !name)
+        return CONC_EINVAL;
+    char *n = name_dup(name);
+    if (!n)
+        return CONC_ENOMEM;
+    char *old = t->name;
+    t->name = n;
+    free(old);
+    if (t == self_record)
+        os_name(n);
+    return 0;
+}
+
+bool conc_thread_daemon(const conc_thread_t *t)
+{
+    return t && t->daemon;
+}
+
+int conc_thread_set_daemon(conc_thread_t *t, bool daemon)
+{
+    if (!t)
+        return CONC_EINVAL;
+    if (conc__load(&t->status, ACQ) != CONC__T_NEW || t->dummy || t->is_main)
+        return CONC_EPERM;
+    t->daemon = daemon;
+    return 0;
+}
+
+unsigned long conc_thread_ident(const conc_thread_t *t)
+{
+    return t ? conc__load(&t->ident, RLX) : 0;
+}
+
+long conc_thread_native_id(const conc_thread_t *t)
+{
+    if (!t || conc__load(&t->status, ACQ) == CONC__T_NEW)
+        return 0;
+    conc_event_wait((conc_event_t *)&t->started, CONC_FOREVER);
+    return conc__load(&t->native_id, RLX);
+}
+
+/* ------------------------------------------------ current / dummy / main */
+
+static void foreign_exit(conc__ctx_t *ctx)
+{
+    conc_thread_t *t = ctx->thread;
+    if (!t || t->is_main)
+        return;
+    thread_finish(t);
+    self_record = NULL;
+    ctx->thread = NULL;
+    t->ctx = NULL;
+    thread_unref(t);
+}
+
+conc_thread_t *conc__thread_self(void)
+{
+    conc_thread_t *t = self_record;
+    if (t)
+        return t;
+    conc__ctx_t *ctx = conc__ctx();
+    if (ctx->thread) {
+        self_record = ctx->thread;
+        return ctx->thread;
+    }
+    t = record_new();
+    if (!t)
+        return NULL;
+    t->name = name_fmt("Dummy-%lu", atomic_fetch_add_explicit(CONC__A(&dummy_counter), 1, RLX) + 1);
+    if (!t->name) {
+        free(t);
+        return NULL;
+    }
+    t->dummy = true;
+    t->daemon = true;
+    t->status = CONC__T_RUNNING;
+    t->ctx = ctx;
+    ctx->thread = t;
+    t->ident = (unsigned long)pthread_self();
+    t->native_id = (long)syscall(SYS_gettid);
+    conc_event_set(&t->started);
+    conc__foreign_exit_hook = foreign_exit;
+    reg_lock_acquire();
+    reg_add_locked(t);
+    reg_lock_release();
+    self_record = t;
+    return t;
+}
+
+conc_thread_t *conc_current_thread(void)
+{
+    return conc__thread_self();
+}
+
+conc_thread_t *conc_main_thread(void)
+{
+    return main_thread;
+}
+
+unsigned long conc_get_ident(void)
+{
+    return (unsigned long)pthread_self();
+}
+
+long conc_get_native_id(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+size_t conc_active_count(void)
+{
+    reg_lock_acquire();
+    size_t n = reg_count;
+    reg_lock_release();
+    return n;
+}
+
+size_t conc_thread_enumerate(conc_thread_t **out, size_t cap)
+{
+    if (!out)
+        cap = 0;
+    reg_lock_acquire();
+    size_t i = 0;
+    for (conc_thread_t *t = reg_head; t; t = t->next, i++) {
+        if (i < cap) {
+            thread_ref(t);
+            out[i] = t;
+        }
+    }
+    reg_lock_release();
+    return i;
+}
+
+/* ----------------------------------------------------------- excepthook */
+
+static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "Exception in thread %s: %s%s%s\n", t && t->name ? t->name : "?", conc_errname(code),
+            msg && *msg ? ": " : "", msg ? msg : "");
+}
+
+conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg)
+{
+    conc__lock_acquire_dl(&hook_lock, CONC__NO_DEADLINE);
+    conc_excepthook_fn old = hook_fn;
+    hook_fn = hook ? hook : default_hook;
+    hook_arg = hook ? arg : NULL;
+    conc_lock_release(&hook_lock);
+    return old;
+}
+
+/* ------------------------------------------------------- exit and fork */
+
+static void join_all_at_exit(void)
+{
+    for (;;) {
+        conc_thread_t *victim = NULL;
+        reg_lock_acquire();
+        for (conc_thread_t *t = reg_head; t; t = t->next) {
+            if (!t->daemon && !t->dummy && !t->is_main && t != self_record &&
+                conc__load(&t->status, ACQ) == CONC__T_RUNNING) {
+                victim = t;
+                thread_ref(t);
+                break;
+            }
+        }
+        reg_lock_release();
+        if (!victim)
+            return;
+        conc_event_wait(&victim->done, CONC_FOREVER);
+        thread_unref(victim);
+    }
+}
+
+static void atfork_prepare(void)
+{
+    conc__locals_atfork_prepare();
+    reg_lock_acquire();
+}
+
+static void atfork_parent(void)
+{
+    reg_lock_release();
+    conc__locals_atfork_parent();
+}
+
+static void atfork_child(void)
+{
+    conc_thread_t *me = self_record;
+    conc_lock_init(&reg_lock);
+    conc_thread_t *t = reg_head;
+    reg_head = NULL;
+    reg_count = 0;
+    while (t) {
+        conc_thread_t *next = t->next;
+        t->next = t->prev = NULL;
+        if (t != me) {
+            /* That thread does not exist here: it is over. */
+            conc__store(&t->status, CONC__T_DONE, RLX);
+            conc_event_init(&t->done);
+            conc_event_set(&t->done);
+            conc_event_init(&t->started);
+            conc_event_set(&t->started);
+            conc_lock_init(&t->slots_lock);
+        }
+        t = next;
+    }
+    if (me) {
+        reg_add_locked(me);
+        me->native_id = (long)syscall(SYS_gettid);
+        me->ident = (unsigned long)pthread_self();
+        conc_lock_init(&me->slots_lock);
+        main_thread = me;
+    } else if (main_thread) {
+        main_thread = NULL;
+    }
+    conc_lock_init(&hook_lock);
+    conc__locals_atfork_child();
+}
+
+__attribute__((constructor)) static void conc__thread_init(void)
+{
+    conc_thread_t *t = &main_record;
+    t->refs = 1;
+    t->is_main = true;
+    t->status = CONC__T_RUNNING;
+    t->name = name_dup("MainThread");
+    t->ctx = conc__ctx();
+    t->ctx->thread = t;
+    t->ident = (unsigned long)pthread_self();
+    t->native_id = (long)syscall(SYS_gettid);
+    conc_event_set(&t->started);
+    self_record = t;
+    main_thread = t;
+    reg_add_locked(t);
+    conc__foreign_exit_hook = foreign_exit;
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    atexit(join_all_at_exit);
+}
