@@ -1,0 +1,110 @@
+# conc — convenience wrapper around CMake. Everything here can also be done
+# with cmake/ctest directly; see README.md.
+#
+#   make demo                 build and run the tour (examples/tour.c)
+#   make test                 install test deps if missing (root), build, ctest
+#   make test-asan            the same suites under ASan+UBSan (build-asan/)
+#   make test-tsan            the same suites under TSan (build-tsan/)
+#   make bench [BENCH=sync]   benchmarks (build-bench/, Release); rows go to build/bench.jsonl
+#   make install [PREFIX=/usr/local]
+#   make install-test         install into a temp prefix, build a consumer with
+#                             find_package(conc) and with pkg-config, run it
+#   make werror               gcc and clang builds with -Werror (build-gcc/, build-clang/)
+#   make clean
+#
+# Variables: CC (compiler), WERROR=ON, BUILD_TYPE, JOBS, CTEST_ARGS, CMAKE_ARGS.
+
+SHELL       := /bin/bash
+CMAKE       ?= cmake
+CTEST       ?= ctest
+JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
+WERROR      ?= OFF
+BUILD_TYPE  ?= RelWithDebInfo
+PREFIX      ?= /usr/local
+BENCH       ?=
+CTEST_ARGS  ?=
+CMAKE_ARGS  ?=
+
+CONFIGURE = $(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(2) -DCONC_WERROR=$(WERROR) $(CMAKE_ARGS)
+RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
+
+.PHONY: all build demo test test-deps test-asan test-tsan bench install install-test \
+        werror clean help
+
+all: build
+
+help:
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+
+build:
+	$(call CONFIGURE,build,$(BUILD_TYPE))
+	$(CMAKE) --build build -j $(JOBS)
+
+demo:
+	@if [ ! -f examples/tour.c ]; then \
+	  echo "make demo: examples/tour.c does not exist yet, so there is no tour to run." >&2; \
+	  echo "           (It is the demo program; it builds to build/tour once it lands.)" >&2; \
+	  exit 1; fi
+	$(call CONFIGURE,build,$(BUILD_TYPE))
+	$(CMAKE) --build build -j $(JOBS) --target tour
+	./build/tour
+
+test-deps:
+	scripts/install-test-deps
+
+test: test-deps
+	$(call CONFIGURE,build,$(BUILD_TYPE)) -DCONC_BUILD_TESTS=ON
+	$(CMAKE) --build build -j $(JOBS)
+	$(call RUN_CTEST,build)
+
+test-asan: test-deps
+	$(call CONFIGURE,build-asan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=address
+	$(CMAKE) --build build-asan -j $(JOBS)
+	$(call RUN_CTEST,build-asan)
+
+# TSan needs a fixed memory layout; some kernels randomise mmap too much for
+# it (high vm.mmap_rnd_bits). A probe decides whether to run with ASLR off.
+test-tsan: test-deps
+	$(call CONFIGURE,build-tsan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=thread
+	$(CMAKE) --build build-tsan -j $(JOBS)
+	@set -e; wrap=""; \
+	if ! build-tsan/tsan_probe >/dev/null 2>&1; then \
+	  if setarch "$$(uname -m)" -R build-tsan/tsan_probe >/dev/null 2>&1; then \
+	    wrap="setarch $$(uname -m) -R"; \
+	    echo "test-tsan: TSan needs ASLR off on this kernel; running under '$$wrap'"; \
+	  else \
+	    echo "test-tsan: ThreadSanitizer does not run on this machine, even with setarch -R:" >&2; \
+	    build-tsan/tsan_probe || true; \
+	    echo "  try: sysctl vm.mmap_rnd_bits=28" >&2; exit 1; \
+	  fi; \
+	fi; \
+	cd build-tsan && $$wrap $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
+
+# bench/run (owned by the benchmarks) gets BUILD_DIR=build-bench and the
+# module name (empty = all); it appends JSON lines to build/bench.jsonl.
+bench:
+	-scripts/install-bench-deps
+	@if [ ! -x bench/run ]; then \
+	  echo "make bench: bench/run does not exist (or is not executable) yet." >&2; exit 1; fi
+	$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCONC_BENCH=ON \
+	  -DCONC_BUILD_TESTS=OFF -DCONC_BUILD_EXAMPLES=OFF -DCONC_WERROR=$(WERROR) $(CMAKE_ARGS)
+	$(CMAKE) --build build-bench -j $(JOBS)
+	@mkdir -p build
+	BUILD_DIR=build-bench bench/run $(BENCH)
+
+install:
+	$(call CONFIGURE,build,$(BUILD_TYPE)) -DCMAKE_INSTALL_PREFIX="$(PREFIX)"
+	$(CMAKE) --build build -j $(JOBS)
+	$(CMAKE) --install build --prefix "$(PREFIX)"
+
+install-test:
+	tests/install/run
+
+werror:
+	$(CMAKE) -S . -B build-gcc -DCMAKE_C_COMPILER=gcc -DCONC_WERROR=ON -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+	$(CMAKE) --build build-gcc -j $(JOBS)
+	$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCONC_WERROR=ON -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+	$(CMAKE) --build build-clang -j $(JOBS)
+
+clean:
+	rm -rf build build-asan build-tsan build-bench build-gcc build-clang
