@@ -1,0 +1,363 @@
+/*
+ * bench/bench_util.h — small helpers shared by conc's benchmark programs.
+ *
+ * A benchmark program measures one "row" (a named piece of work) for
+ * several implementations ("impls": conc and its peers) in the same run,
+ * takes the median of several repetitions of each, and then
+ *   - prints a readable table with the impls side by side and, for every
+ *     peer, the conc-vs-peer ratio oriented so that > 1 means conc is
+ *     better (faster, or more throughput);
+ *   - appends one JSON object per (row, impl) to a JSON-lines file, exactly
+ *     {"bench":"lock.uncontended","impl":"conc","value":6.1,"unit":"ns","better":"lower"}
+ *     (DESIGN.md §5).
+ *
+ * Methodology helpers: a CLOCK_MONOTONIC clock, medians, a compiler
+ * barrier for tight loops, and a runner for an external peer program (the
+ * Python peer) that prints one measured value per line.
+ *
+ * Everything is static: include it from one .c file per benchmark program.
+ */
+#ifndef CONC_BENCH_UTIL_H
+#define CONC_BENCH_UTIL_H
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Keep the compiler from merging, hoisting or deleting loop bodies. */
+#define BENCH_CLOBBER() __asm__ __volatile__("" ::: "memory")
+/* Make the compiler believe v is read (and may be changed) here. */
+#define BENCH_USE(v) __asm__ __volatile__("" : "+r"(v) : : "memory")
+
+#define BENCH_MAX_REPS 64
+#define BENCH_MAX_IMPLS 8
+#define BENCH_MAX_ROWS 32
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int bench__cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of n values (n >= 1); v is not modified. */
+static double bench_median(const double *v, int n)
+{
+    double s[BENCH_MAX_REPS];
+    if (n <= 0)
+        return NAN;
+    if (n > BENCH_MAX_REPS)
+        n = BENCH_MAX_REPS;
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, bench__cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2.0;
+}
+
+static double bench_min(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] < m)
+            m = v[i];
+    return m;
+}
+
+static double bench_max(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] > m)
+            m = v[i];
+    return m;
+}
+
+/* ------------------------------------------------------------ results */
+
+enum bench_status { BENCH_OK, BENCH_SKIPPED, BENCH_FAILED };
+
+typedef struct bench_impl {
+    const char *name;
+    enum bench_status status;
+    char note[160];            /* why skipped / failed */
+    int n;                     /* measured repetitions */
+    double vals[BENCH_MAX_REPS];
+} bench_impl_t;
+
+typedef struct bench_row {
+    const char *name;  /* "lock.uncontended" */
+    const char *unit;  /* "ns", "ops/s", "us", "ms" */
+    bool lower_better; /* time: true; throughput: false */
+    int nimpl;
+    bench_impl_t impl[BENCH_MAX_IMPLS];
+} bench_row_t;
+
+static bench_row_t bench_rows[BENCH_MAX_ROWS];
+static int bench_nrows;
+
+static bench_row_t *bench_row_new(const char *name, const char *unit, bool lower_better)
+{
+    bench_row_t *r = &bench_rows[bench_nrows++];
+    memset(r, 0, sizeof *r);
+    r->name = name;
+    r->unit = unit;
+    r->lower_better = lower_better;
+    return r;
+}
+
+static bench_impl_t *bench_impl_add(bench_row_t *r, const char *name)
+{
+    bench_impl_t *im = &r->impl[r->nimpl++];
+    memset(im, 0, sizeof *im);
+    im->name = name;
+    return im;
+}
+
+static bench_impl_t *bench_impl_find(bench_row_t *r, const char *name)
+{
+    for (int i = 0; i < r->nimpl; i++)
+        if (strcmp(r->impl[i].name, name) == 0)
+            return &r->impl[i];
+    return NULL;
+}
+
+static bench_row_t *bench_row_find(const char *name)
+{
+    for (int i = 0; i < bench_nrows; i++)
+        if (strcmp(bench_rows[i].name, name) == 0)
+            return &bench_rows[i];
+    return NULL;
+}
+
+static void bench_impl_note(bench_impl_t *im, enum bench_status st, const char *fmt, ...)
+{
+    va_list ap;
+    if (im->status == BENCH_FAILED)
+        return; /* keep the first failure */
+    im->status = st;
+    va_start(ap, fmt);
+    vsnprintf(im->note, sizeof im->note, fmt, ap);
+    va_end(ap);
+}
+
+static void bench_impl_record(bench_impl_t *im, double v)
+{
+    if (im->n < BENCH_MAX_REPS)
+        im->vals[im->n++] = v;
+}
+
+static bool bench_impl_ok(const bench_impl_t *im)
+{
+    return im && im->status == BENCH_OK && im->n > 0;
+}
+
+static double bench_impl_median(const bench_impl_t *im)
+{
+    return bench_median(im->vals, im->n);
+}
+
+/* conc-vs-peer ratio for row r, oriented so > 1 means conc is better.
+ * NAN when either side has no valid measurement. */
+static double bench_speedup(bench_row_t *r, const char *peer)
+{
+    bench_impl_t *c = bench_impl_find(r, "conc"), *p = bench_impl_find(r, peer);
+    if (!bench_impl_ok(c) || !bench_impl_ok(p))
+        return NAN;
+    double cv = bench_impl_median(c), pv = bench_impl_median(p);
+    if (!(cv > 0) || !(pv > 0))
+        return NAN;
+    return r->lower_better ? pv / cv : cv / pv;
+}
+
+/* A number printed plainly (valid JSON, no exponent), with sensible
+ * precision for its size. */
+static const char *bench_fmt(char *buf, size_t n, double v)
+{
+    double a = fabs(v);
+    if (a >= 1000)
+        snprintf(buf, n, "%.0f", v);
+    else if (a >= 100)
+        snprintf(buf, n, "%.1f", v);
+    else if (a >= 10)
+        snprintf(buf, n, "%.2f", v);
+    else if (a >= 1)
+        snprintf(buf, n, "%.3f", v);
+    else
+        snprintf(buf, n, "%.4f", v);
+    return buf;
+}
+
+/* Human-friendly form with thousands grouping for big numbers. */
+static const char *bench_fmt_h(char *buf, size_t n, double v)
+{
+    if (fabs(v) >= 1e4 && fabs(v) < 1e18) {
+        char raw[24], out[40];
+        int len, j = 0;
+        snprintf(raw, sizeof raw, "%.0f", v);
+        len = (int)strlen(raw);
+        for (int i = 0; i < len; i++) {
+            out[j++] = raw[i];
+            int rest = len - 1 - i;
+            if (rest > 0 && rest % 3 == 0 && raw[i] != '-')
+                out[j++] = ',';
+        }
+        out[j] = 0;
+        snprintf(buf, n, "%s", out);
+        return buf;
+    }
+    return bench_fmt(buf, n, v);
+}
+
+static void bench_print_header(const char *module, int reps)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("\n== %s: median of %d reps per impl (reps interleaved, warm-up discarded), %ld CPUs ==\n",
+           module, reps, ncpu);
+    printf("%-20s %-9s %16s %-6s %27s   %s\n", "bench", "impl", "median", "unit",
+           "min .. max", "conc vs peer (>1: conc better)");
+}
+
+static void bench_print_row(bench_row_t *r)
+{
+    char a[64], b[64], c[64];
+    for (int i = 0; i < r->nimpl; i++) {
+        bench_impl_t *im = &r->impl[i];
+        const char *bn = i == 0 ? r->name : "";
+        if (im->status != BENCH_OK || im->n == 0) {
+            printf("%-20s %-9s %16s %-6s   %s: %s\n", bn, im->name, "-", r->unit,
+                   im->status == BENCH_FAILED ? "FAILED" : "skipped",
+                   im->note[0] ? im->note : "no measurement");
+            continue;
+        }
+        double med = bench_impl_median(im);
+        char range[80];
+        snprintf(range, sizeof range, "%s .. %s", bench_fmt_h(b, sizeof b, bench_min(im->vals, im->n)),
+                 bench_fmt_h(c, sizeof c, bench_max(im->vals, im->n)));
+        printf("%-20s %-9s %16s %-6s %27s", bn, im->name, bench_fmt_h(a, sizeof a, med), r->unit, range);
+        if (strcmp(im->name, "conc") != 0) {
+            double s = bench_speedup(r, im->name);
+            if (!isnan(s))
+                printf("   conc is %.2fx %s", s, im->name);
+        }
+        printf("\n");
+    }
+}
+
+/* Append every valid (row, impl) median to path as JSON lines. Creates the
+ * parent directory if needed. Returns the number of lines written, -1 on
+ * error. */
+static int bench_write_jsonl(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        mkdir(dir, 0777); /* one level is enough for build/bench.jsonl */
+    }
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        fprintf(stderr, "bench: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int lines = 0;
+    for (int i = 0; i < bench_nrows; i++) {
+        bench_row_t *r = &bench_rows[i];
+        for (int j = 0; j < r->nimpl; j++) {
+            bench_impl_t *im = &r->impl[j];
+            char v[64];
+            if (!bench_impl_ok(im))
+                continue;
+            fprintf(f, "{\"bench\":\"%s\",\"impl\":\"%s\",\"value\":%s,\"unit\":\"%s\",\"better\":\"%s\"}\n",
+                    r->name, im->name, bench_fmt(v, sizeof v, bench_impl_median(im)), r->unit,
+                    r->lower_better ? "lower" : "higher");
+            lines++;
+        }
+    }
+    fclose(f);
+    return lines;
+}
+
+/* ------------------------------------------------- targets (from issues) */
+
+/* Check "conc is at least `want`x peer" on row, print one line, return
+ * 1 met, 0 missed, -1 could not be checked. */
+static int bench_target(const char *row, const char *peer, double want, const char *text)
+{
+    bench_row_t *r = bench_row_find(row);
+    double s = r ? bench_speedup(r, peer) : NAN;
+    if (isnan(s)) {
+        printf("  [ n/a ] %-52s (no valid measurement)\n", text);
+        return -1;
+    }
+    int met = s >= want;
+    printf("  [%s] %-52s conc is %.2fx %s\n", met ? " MET " : "MISSED", text, s, peer);
+    return met;
+}
+
+/* ------------------------------------------------- external peer program */
+
+/* Run argv (argv[0] is a path), collect one double per stdout line into
+ * out (up to max). stderr passes through. Returns the number of values, or
+ * -1 if the program could not run or exited non-zero (why goes to why). */
+static int bench_run_peer(char *const argv[], double *out, int max, char *why, size_t whylen)
+{
+    int fd[2];
+    if (pipe(fd) != 0) {
+        snprintf(why, whylen, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, whylen, "fork: %s", strerror(errno));
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(argv[0], argv);
+        fprintf(stderr, "bench: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *f = fdopen(fd[0], "r");
+    int n = 0;
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        char *end;
+        double v = strtod(line, &end);
+        if (end != line && n < max)
+            out[n++] = v;
+    }
+    if (f)
+        fclose(f);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(why, whylen, "%s exited with %s %d", argv[0],
+                 WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        return -1;
+    }
+    return n;
+}
+
+#endif /* CONC_BENCH_UTIL_H */
