@@ -201,8 +201,7 @@ static void *rlock_intruder(void *arg)
 {
     (void)arg;
     int rc = conc_rlock_release(&tree_lock);
-    printf("  another thread calling release(): %s (RuntimeError in Python)\n",
-           conc_errname(rc));
+    printf("  another thread calling release() gets %s, as in Python\n", conc_errname(rc));
     return NULL;
 }
 
@@ -453,7 +452,7 @@ static void *handle_request(void *arg)
     long *mine = malloc(sizeof *mine);
     *mine = (long)arg;
     conc_local_set(request_id, mine, NULL);
-    conc_sleep_thread(0.01 * (double)(long)arg); /* the others set theirs meanwhile */
+    conc_sleep_thread(0.0001 * (double)*mine); /* the others set theirs meanwhile */
     printf("    %s sees request_id = %ld\n", conc_thread_name(conc_current_thread()),
            *(long *)conc_local_get(request_id));
     return NULL;

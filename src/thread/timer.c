@@ -34,7 +34,11 @@
  * Exit: the first time the thread is created an atexit handler is
  *   registered; it waits until the heap is empty and nothing runs, like
  *   Python joining non-daemon Timer threads (skipped when exit() is called on
- *   the timer thread itself).
+ *   the timer thread itself). Because it runs before thread.c's exit-time
+ *   join (atexit order is LIFO), it also joins live non-daemon threads and
+ *   repeats until neither a timer nor such a thread is left: a thread may
+ *   start a timer after the heap first drained, and a timer may start a
+ *   thread.
  *
  * Fork: pthread_atfork; prepare takes g.lock so the child inherits a
  *   consistent heap. In the child there is no timer thread: every pending
@@ -304,10 +308,9 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-static void timer_atexit(void)
+/* Wait until no timer is pending or running. */
+static void wait_drained(void)
 {
-    if (tl_timer_thread)
-        return; /* exit() from a timer function: nobody else can fire them */
     conc_lock_acquire(&g.lock, true, CONC_FOREVER);
     while (g.thread_up && (g.n > 0 || g.running)) {
         g.idle_waiters++;
@@ -315,6 +318,49 @@ static void timer_atexit(void)
         g.idle_waiters--;
     }
     conc_lock_release(&g.lock);
+}
+
+static bool drained(void)
+{
+    conc_lock_acquire(&g.lock, true, CONC_FOREVER);
+    bool d = !g.thread_up || (g.n == 0 && !g.running);
+    conc_lock_release(&g.lock);
+    return d;
+}
+
+/* Join the live non-daemon threads other than the caller and main; returns
+ * true if it joined any. They may start timers, and timers may start them,
+ * so exit alternates until neither is left (Python's threading._shutdown
+ * treats Timer threads as ordinary non-daemon threads). */
+static bool join_others(void)
+{
+    conc_thread_t *me = conc_current_thread(), *mainth = conc_main_thread();
+    size_t cap = conc_active_count() + 8, n;
+    conc_thread_t **all = malloc(cap * sizeof *all);
+    if (!all)
+        return false;
+    n = conc_thread_enumerate(all, cap);
+    bool joined = false;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        conc_thread_t *t = all[i];
+        if (t != me && t != mainth && !conc_thread_daemon(t) && conc_thread_is_alive(t) &&
+            conc_thread_join(t, CONC_FOREVER, NULL) == 0)
+            joined = true;
+        conc_thread_free(t);
+    }
+    if (n > cap)
+        joined = true; /* look again */
+    free(all);
+    return joined;
+}
+
+static void timer_atexit(void)
+{
+    if (tl_timer_thread)
+        return; /* exit() from a timer function: nobody else can fire them */
+    do
+        wait_drained();
+    while (join_others() || !drained());
 }
 
 /* Called with g.lock held. */
