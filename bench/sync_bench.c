@@ -811,6 +811,19 @@ int main(int argc, char **argv)
     fprintf(stderr, "note: gmutex peer skipped: GLib (pkg-config glib-2.0) was not found at build time\n");
 #endif
 
+    /* glibc's pthread_mutex_lock/unlock skip their atomic instructions
+     * while the process has never had a second thread (a single-threaded
+     * shortcut that GLib and conc do not take). A program that needs locks
+     * has threads, so measure every impl in a multi-threaded process: start
+     * and join one thread first (glibc never goes back to the shortcut). */
+    {
+        pthread_t t;
+        if (pthread_create(&t, NULL, empty_thread, NULL) != 0 || pthread_join(t, NULL) != 0) {
+            fprintf(stderr, "sync_bench: cannot start a thread\n");
+            return 1;
+        }
+    }
+
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
         if (selected(rowdefs[k].name))
