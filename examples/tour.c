@@ -323,7 +323,7 @@ static int sec_semaphore(void)
     printf("  %d workers share a BoundedSemaphore(%d): max concurrency observed = %d\n",
            SEM_WORKERS, SEM_LIMIT, atomic_load(&max_inside));
     int rc = conc_semaphore_release(&pool_slots, 1);
-    printf("  one release() too many on the BoundedSemaphore: %s (ValueError in Python)\n",
+    printf("  one release() too many on the BoundedSemaphore gets %s, as in Python\n",
            conc_errname(rc));
     CHECK(atomic_load(&max_inside) <= SEM_LIMIT && rc == CONC_EINVAL);
     return 0;
@@ -347,7 +347,7 @@ static int sec_event(void)
 {
     double t0 = conc_monotonic();
     conc_thread_t *t[3];
-    char name[16];
+    char name[32];
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof name, "waiter-%d", i);
         conc_thread_opts_t o = {.name = name};

@@ -45,7 +45,8 @@
  *   timer becomes CANCELLED (its event re-initialised and set, so joins
  *   return), the heap is emptied, the locks are fresh, and the next start
  *   creates a new thread. If fork() was called from inside fn, the forking
- *   thread finishes that timer in the child and then leaves its loop.
+ *   thread finishes that timer in the child and then calls exit(0): it is
+ *   the child's main thread and its "program" (fn) is over.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -302,10 +303,14 @@ static void *timer_main(void *arg)
         conc_event_set(&t->done);
         timer_unref(t);
     }
-    /* Forked from inside fn: this thread is the child's only thread. */
+    /* Forked from inside fn: in the child this thread is the main thread,
+     * and fn returning is the end of its program. Returning from here would
+     * leave the process alive as long as any daemon thread (the new timer
+     * thread, say) lives, so end it like main returning: exit(0) runs the
+     * exit-time waits for timers and non-daemon threads first. */
     check_idle();
     conc_lock_release(&g.lock);
-    return NULL;
+    exit(0);
 }
 
 /* Wait until no timer is pending or running. */
