@@ -1,0 +1,335 @@
+/* conc_lock_t: the behaviours of CPython's lock_tests.BaseLockTests/LockTests. */
+#include "test_util.h"
+
+Test(lock, static_and_init, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t a = CONC_LOCK_INIT;
+    cr_assert_not(conc_lock_locked(&a));
+    cr_assert_eq(conc_lock_acquire(&a, true, CONC_FOREVER), 0);
+    cr_assert(conc_lock_locked(&a));
+    cr_assert_eq(conc_lock_release(&a), 0);
+    cr_assert_not(conc_lock_locked(&a));
+
+    conc_lock_t b;
+    memset(&b, 0xa5, sizeof b);
+    cr_assert_eq(conc_lock_init(&b), 0);
+    cr_assert_not(conc_lock_locked(&b));
+    cr_assert_eq(conc_lock_acquire(&b, false, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_release(&b), 0);
+
+    conc_lock_t z;
+    memset(&z, 0, sizeof z); /* zero-initialised works too */
+    cr_assert_eq(conc_lock_acquire(&z, true, 1.0), 0);
+    cr_assert_eq(conc_lock_release(&z), 0);
+}
+
+Test(lock, null_pointers, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_lock_init(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(NULL, true, CONC_FOREVER), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(NULL, false, CONC_FOREVER), CONC_EINVAL);
+    cr_assert_eq(conc_lock_release(NULL), CONC_EINVAL);
+    cr_assert_not(conc_lock_locked(NULL));
+}
+
+Test(lock, acquire_release_try, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    cr_assert_eq(conc_lock_acquire(&l, false, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_acquire(&l, false, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_lock_acquire(&l, true, 0), CONC_ETIMEDOUT); /* 0: do not block */
+    cr_assert(conc_lock_locked(&l));
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_assert_eq(conc_lock_release(&l), CONC_EPERM); /* RuntimeError */
+    cr_assert_not(conc_lock_locked(&l));
+    cr_assert_eq(conc_lock_acquire(&l, true, 0), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+}
+
+Test(lock, release_unlocked_is_eperm, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    cr_assert_eq(conc_lock_release(&l), CONC_EPERM);
+    cr_assert_not(conc_lock_locked(&l));
+    cr_assert_eq(conc_lock_acquire(&l, false, CONC_FOREVER), 0, "EPERM release corrupted the lock");
+    cr_assert_eq(conc_lock_release(&l), 0);
+}
+
+Test(lock, bad_timeouts, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    /* can't specify a timeout for a non-blocking call */
+    cr_assert_eq(conc_lock_acquire(&l, false, 1.0), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, false, 0.0), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, false, 1e100), CONC_EINVAL);
+    /* negative other than FOREVER, NaN */
+    cr_assert_eq(conc_lock_acquire(&l, true, -100), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, true, -0.5), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, true, -1.5), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, true, -INFINITY), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, true, NAN), CONC_EINVAL);
+    cr_assert_not(conc_lock_locked(&l), "an invalid call acquired the lock");
+    /* huge values clamp (behave as forever) */
+    cr_assert_eq(conc_lock_acquire(&l, true, 1e100), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_assert_eq(conc_lock_acquire(&l, true, INFINITY), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_assert_eq(conc_lock_acquire(&l, true, 1e18), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_assert_eq(conc_lock_acquire(&l, true, 9.3e9), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+}
+
+/* ---- helpers with a shared context */
+typedef struct {
+    conc_lock_t l;
+    atomic_int results[TU_MAX_BUNCH];
+    double times[TU_MAX_BUNCH];
+    double timeout;
+    atomic_int phase;
+} ctx_t;
+
+static void try_acquire_fn(void *p, int i)
+{
+    ctx_t *c = p;
+    atomic_store(&c->results[i], conc_lock_acquire(&c->l, false, CONC_FOREVER));
+}
+
+Test(lock, try_acquire_contended, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+    tu_bunch_start(&b, 1, try_acquire_fn, &c);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&c.results[0]), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+}
+
+static void acquire_release_fn(void *p, int i)
+{
+    ctx_t *c = p;
+    atomic_store(&c->results[i], conc_lock_acquire(&c->l, true, CONC_FOREVER));
+    conc_lock_release(&c->l);
+}
+
+Test(lock, acquire_contended, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+    tu_bunch_start(&b, 5, acquire_release_fn, &c);
+    cr_assert(tu_bunch_wait_started(&b, 10));
+    /* Everyone must block: wait until all are asleep in the kernel. */
+    cr_assert(TU_WAIT_UNTIL(tu_bunch_all_sleeping(&b), 10), "waiters did not park");
+    tu_sleep(0.01);
+    cr_assert_eq(atomic_load(&b.finished), 0, "a thread got a held lock");
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&b.finished), 5);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(atomic_load(&c.results[i]), 0);
+    cr_assert_not(conc_lock_locked(&c.l));
+}
+
+static void timed_acquire_fn(void *p, int i)
+{
+    ctx_t *c = p;
+    double t = tu_now();
+    atomic_store(&c->results[i], conc_lock_acquire(&c->l, true, c->timeout));
+    c->times[i] = tu_now() - t;
+}
+
+Test(lock, timeout, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    double t = tu_now();
+    cr_assert_eq(conc_lock_acquire(&c.l, true, 5), 0);
+    cr_assert_lt(tu_now() - t, 5, "a free lock waited for its timeout");
+    c.timeout = 0.2;
+    tu_bunch_start(&b, 3, timed_acquire_fn, &c);
+    tu_bunch_join(&b);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(atomic_load(&c.results[i]), CONC_ETIMEDOUT);
+        tu_assert_timeout(c.times[i], 0.2);
+    }
+    cr_assert(conc_lock_locked(&c.l));
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+    cr_assert_not(conc_lock_locked(&c.l), "timed-out waiters left the lock locked");
+}
+
+static void release_later_fn(void *p, int i)
+{
+    (void)i;
+    ctx_t *c = p;
+    tu_sleep(0.1);
+    atomic_store(&c->phase, 1);
+    conc_lock_release(&c->l);
+}
+
+Test(lock, timed_acquire_succeeds_when_released, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+    tu_bunch_start(&b, 1, release_later_fn, &c);
+    double t = tu_now();
+    cr_assert_eq(conc_lock_acquire(&c.l, true, 10.0), 0);
+    double dt = tu_now() - t;
+    cr_assert_eq(atomic_load(&c.phase), 1);
+    cr_assert_lt(dt, 5.0);
+    tu_bunch_join(&b);
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+}
+
+Test(lock, huge_timeout_still_waits, .timeout = TU_TIMEOUT)
+{
+    /* A clamped huge timeout must not overflow into "already expired". */
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    double huge[] = {1e100, INFINITY, 1e18, 4e9, 9.3e9};
+    for (size_t k = 0; k < sizeof huge / sizeof huge[0]; k++) {
+        atomic_store(&c.phase, 0);
+        cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+        tu_bunch_start(&b, 1, release_later_fn, &c);
+        cr_assert_eq(conc_lock_acquire(&c.l, true, huge[k]), 0, "timeout %g", huge[k]);
+        cr_assert_eq(atomic_load(&c.phase), 1, "timeout %g did not wait", huge[k]);
+        tu_bunch_join(&b);
+        cr_assert_eq(conc_lock_release(&c.l), 0);
+    }
+}
+
+static void reacquire_fn(void *p, int i)
+{
+    (void)i;
+    ctx_t *c = p;
+    conc_lock_acquire(&c->l, true, CONC_FOREVER);
+    atomic_store(&c->phase, 1);
+    conc_lock_acquire(&c->l, true, CONC_FOREVER); /* blocks: not recursive */
+    atomic_store(&c->phase, 2);
+}
+
+Test(lock, reacquire_blocks_until_released, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    tu_bunch_start(&b, 1, reacquire_fn, &c);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&c.phase) >= 1, 10));
+    cr_assert(TU_WAIT_UNTIL(tu_bunch_all_sleeping(&b), 10));
+    tu_sleep(0.01);
+    cr_assert_eq(atomic_load(&c.phase), 1, "Lock was re-entrant");
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&c.phase), 2);
+    cr_assert(conc_lock_locked(&c.l));
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+}
+
+static void release_fn(void *p, int i)
+{
+    ctx_t *c = p;
+    atomic_store(&c->results[i], conc_lock_release(&c->l));
+}
+
+Test(lock, release_from_different_thread, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+    tu_bunch_start(&b, 1, release_fn, &c);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&c.results[0]), 0);
+    cr_assert_not(conc_lock_locked(&c.l));
+    cr_assert_eq(conc_lock_acquire(&c.l, false, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_release(&c.l), 0);
+}
+
+Test(lock, state_after_timeout, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    cr_assert_eq(conc_lock_acquire(&l, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_acquire(&l, true, 0.01), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_assert_not(conc_lock_locked(&l));
+    cr_assert_eq(conc_lock_acquire(&l, false, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_release(&l), 0);
+}
+
+/* A waiter parked in the kernel is woken by a release from a third thread,
+ * and the handoff goes on through a chain of waiters. */
+static void chain_fn(void *p, int i)
+{
+    ctx_t *c = p;
+    atomic_store(&c->results[i], conc_lock_acquire(&c->l, true, 30));
+    atomic_fetch_add(&c->phase, 1);
+    tu_sleep(0.002);
+    conc_lock_release(&c->l);
+}
+
+Test(lock, handoff_chain, .timeout = TU_TIMEOUT)
+{
+    static ctx_t c = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&c.phase, 0);
+        cr_assert_eq(conc_lock_acquire(&c.l, true, CONC_FOREVER), 0);
+        tu_bunch_start(&b, 8, chain_fn, &c);
+        cr_assert(TU_WAIT_UNTIL(tu_bunch_all_sleeping(&b), 10));
+        cr_assert_eq(atomic_load(&c.phase), 0);
+        cr_assert_eq(conc_lock_release(&c.l), 0);
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&c.phase), 8);
+        for (int i = 0; i < 8; i++)
+            cr_assert_eq(atomic_load(&c.results[i]), 0);
+        cr_assert_not(conc_lock_locked(&c.l));
+    }
+}
+
+/* Mutual exclusion, with blocking, try and timed acquires mixed. */
+typedef struct {
+    conc_lock_t l;
+    long counter;
+    long iters;
+    atomic_long errors;
+} mx_t;
+
+static void mutex_fn(void *p, int i)
+{
+    mx_t *m = p;
+    for (long k = 0; k < m->iters; k++) {
+        int rc;
+        switch ((i + k) % 3) {
+        case 0:
+            rc = conc_lock_acquire(&m->l, true, CONC_FOREVER);
+            break;
+        case 1:
+            while ((rc = conc_lock_acquire(&m->l, false, CONC_FOREVER)) == CONC_ETIMEDOUT)
+                ;
+            break;
+        default:
+            while ((rc = conc_lock_acquire(&m->l, true, 0.0005)) == CONC_ETIMEDOUT)
+                ;
+            break;
+        }
+        if (rc != 0) {
+            atomic_fetch_add(&m->errors, 1);
+            continue;
+        }
+        m->counter++;
+        if (conc_lock_release(&m->l) != 0)
+            atomic_fetch_add(&m->errors, 1);
+    }
+}
+
+Test(lock, mutual_exclusion_mixed_modes, .timeout = TU_TIMEOUT)
+{
+    static mx_t m = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    m.iters = tu_iters(20000);
+    tu_bunch_start(&b, 4, mutex_fn, &m);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&m.errors), 0);
+    cr_assert_eq(m.counter, 4 * m.iters);
+    cr_assert_not(conc_lock_locked(&m.l));
+}
