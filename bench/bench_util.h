@@ -20,6 +20,10 @@
 #ifndef CONC_BENCH_UTIL_H
 #define CONC_BENCH_UTIL_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* getloadavg; include this header first */
+#endif
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -222,11 +226,24 @@ static const char *bench_fmt_h(char *buf, size_t n, double v)
     return bench_fmt(buf, n, v);
 }
 
+/* Load average when the program started (set by bench_note_load). */
+static double bench_load_start = -1;
+
+static void bench_note_load(void)
+{
+    double l[1];
+    if (getloadavg(l, 1) == 1)
+        bench_load_start = l[0];
+}
+
 static void bench_print_header(const char *module, int reps)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    printf("\n== %s: median of %d reps per impl (reps interleaved, warm-up discarded), %ld CPUs ==\n",
-           module, reps, ncpu);
+    double l[1] = {-1};
+    getloadavg(l, 1);
+    printf("\n== %s: median of %d reps per impl (reps interleaved, warm-up discarded), %ld CPUs, "
+           "load avg %.2f at start, %.2f now ==\n",
+           module, reps, ncpu, bench_load_start, l[0]);
     printf("%-20s %-9s %16s %-6s %27s   %s\n", "bench", "impl", "median", "unit",
            "min .. max", "conc vs peer (>1: conc better)");
 }

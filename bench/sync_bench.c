@@ -374,7 +374,7 @@ static double event_pingpong(int impl, char *why, size_t whylen)
     int err = 0;
     long rounds = 0;
     ev.impl = impl;
-    ev.n = scaled(20000);
+    ev.n = scaled(50000);
     ev.b_rounds = 0;
     atomic_store(&ev.err, 0);
     gate_reset(&ev.gate);
@@ -465,7 +465,7 @@ static double condition_pingpong(int impl, char *why, size_t whylen)
 {
     pthread_t b;
     cv.impl = impl;
-    cv.n = scaled(20000);
+    cv.n = scaled(50000);
     cv.turn = 0;
     cv.turns[0] = cv.turns[1] = 0;
     atomic_store(&cv.err, 0);
@@ -803,7 +803,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--list") == 0) {
@@ -832,7 +832,6 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
         fprintf(stderr, "sync_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
@@ -859,6 +858,7 @@ int main(int argc, char **argv)
         }
     }
 
+    bench_note_load();
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
         if (selected(rowdefs[k].name))
