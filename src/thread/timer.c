@@ -17,7 +17,7 @@
  *   the park layer.
  *
  * Invariants (all under g.lock)
- *   - t->state == PENDING  <=> t is in the heap, and g.heap[t->idx] == t.
+ *   - t->state == PENDING  <=> t is in the heap, and g.heap[t->idx].t == t.
  *   - at most one timer is RUNNING: g.running; fn runs without g.lock held,
  *     so fn may start, cancel, free or join (other, finished) timers.
  *   - PENDING -> RUNNING -> FIRED, or PENDING -> CANCELLED; FIRED and
@@ -78,11 +78,17 @@ struct conc_timer {
     conc_event_t done;  /* set once FIRED or CANCELLED */
 };
 
+/* Keys live in the array, so sifting compares without touching timers. */
+struct hent {
+    uint64_t due, seq;
+    conc_timer_t *t;
+};
+
 static struct {
     conc_lock_t lock;
     conc_cond_t wake;    /* the timer thread waits here */
     conc_cond_t idle;    /* the atexit handler waits here */
-    conc_timer_t **heap;
+    struct hent *heap;
     size_t n, cap;
     uint64_t seq;
     conc_timer_t *running;
@@ -111,58 +117,58 @@ static void timer_unref(conc_timer_t *t)
 
 /* ------------------------------------------------------------ the heap */
 
-static bool before(const conc_timer_t *a, const conc_timer_t *b)
+static bool before(const struct hent *a, const struct hent *b)
 {
     return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
-static void heap_place(size_t i, conc_timer_t *t)
+static void heap_place(size_t i, struct hent e)
 {
-    g.heap[i] = t;
-    t->idx = i;
+    g.heap[i] = e;
+    e.t->idx = i;
 }
 
 static void sift_up(size_t i)
 {
-    conc_timer_t *t = g.heap[i];
+    struct hent e = g.heap[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!before(t, g.heap[p]))
+        if (!before(&e, &g.heap[p]))
             break;
         heap_place(i, g.heap[p]);
         i = p;
     }
-    heap_place(i, t);
+    heap_place(i, e);
 }
 
 static void sift_down(size_t i)
 {
-    conc_timer_t *t = g.heap[i];
+    struct hent e = g.heap[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= g.n)
             break;
-        if (c + 1 < g.n && before(g.heap[c + 1], g.heap[c]))
+        if (c + 1 < g.n && before(&g.heap[c + 1], &g.heap[c]))
             c++;
-        if (!before(g.heap[c], t))
+        if (!before(&g.heap[c], &e))
             break;
         heap_place(i, g.heap[c]);
         i = c;
     }
-    heap_place(i, t);
+    heap_place(i, e);
 }
 
 static int heap_push(conc_timer_t *t)
 {
     if (g.n == g.cap) {
         size_t cap = g.cap ? g.cap * 2 : 64;
-        conc_timer_t **h = realloc(g.heap, cap * sizeof *h);
+        struct hent *h = realloc(g.heap, cap * sizeof *h);
         if (!h)
             return CONC_ENOMEM;
         g.heap = h;
         g.cap = cap;
     }
-    g.heap[g.n] = t;
+    g.heap[g.n] = (struct hent){t->due, t->seq, t};
     t->idx = g.n++;
     sift_up(t->idx);
     return 0;
@@ -171,16 +177,16 @@ static int heap_push(conc_timer_t *t)
 static void heap_remove(conc_timer_t *t)
 {
     size_t i = t->idx;
-    conc_timer_t *last = g.heap[--g.n];
+    struct hent last = g.heap[--g.n];
     t->idx = NO_IDX;
     if (i != g.n) {
         heap_place(i, last);
         sift_down(i);
-        sift_up(last->idx);
+        sift_up(last.t->idx);
     }
     /* Give memory back after a burst (keep at least 64 slots). */
     if (g.cap > 64 && g.n < g.cap / 4) {
-        conc_timer_t **h = realloc(g.heap, g.cap / 2 * sizeof *h);
+        struct hent *h = realloc(g.heap, g.cap / 2 * sizeof *h);
         if (h) {
             g.heap = h;
             g.cap /= 2;
@@ -228,8 +234,8 @@ static void fork_child(void)
     init_locks();
     g.gen++;
     for (size_t i = 0; i < g.n; i++) {
-        g.heap[i]->idx = NO_IDX;
-        child_finish(g.heap[i]);
+        g.heap[i].t->idx = NO_IDX;
+        child_finish(g.heap[i].t);
     }
     g.n = 0;
     g.idle_waiters = 0;
@@ -275,15 +281,15 @@ static void *timer_main(void *arg)
     tl_timer_thread = true;
     conc_lock_acquire(&g.lock, true, CONC_FOREVER);
     unsigned gen = g.gen;
+    uint64_t now = 0; /* a past reading: the clock is read only when needed */
     while (gen == g.gen) {
         if (g.n == 0) {
             check_idle();
             conc_cond_wait(&g.wake, CONC_FOREVER);
             continue;
         }
-        conc_timer_t *t = g.heap[0];
-        uint64_t now = now_ns();
-        if (t->due > now) {
+        conc_timer_t *t = g.heap[0].t;
+        if (g.heap[0].due > now && g.heap[0].due > (now = now_ns())) {
             conc_cond_wait(&g.wake, (double)(t->due - now) / 1e9);
             continue;
         }
