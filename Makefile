@@ -29,12 +29,12 @@ CONFIGURE = $(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(2) -DCONC_WERROR=$(WERROR
 RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
 
 .PHONY: all build demo test test-deps test-asan test-tsan bench install install-test \
-        werror clean help
+        werror werror-gcc werror-clang clean help
 
 all: build
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,16p' Makefile | sed 's/^# \{0,1\}//'
 
 build:
 	$(call CONFIGURE,build,$(BUILD_TYPE))
@@ -100,11 +100,16 @@ install:
 install-test:
 	tests/install/run
 
-werror:
-	$(CMAKE) -S . -B build-gcc -DCMAKE_C_COMPILER=gcc -DCONC_WERROR=ON -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
-	$(CMAKE) --build build-gcc -j $(JOBS)
-	$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCONC_WERROR=ON -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
-	$(CMAKE) --build build-clang -j $(JOBS)
+werror: werror-gcc werror-clang
+
+WERROR_BUILD = $(CMAKE) -S . -B build-$(1) -DCMAKE_C_COMPILER=$(1) -DCONC_WERROR=ON \
+	-DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS) && $(CMAKE) --build build-$(1) -j $(JOBS)
+
+werror-gcc:
+	$(call WERROR_BUILD,gcc)
+
+werror-clang:
+	$(call WERROR_BUILD,clang)
 
 clean:
 	rm -rf build build-asan build-tsan build-bench build-gcc build-clang
