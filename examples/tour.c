@@ -502,6 +502,12 @@ static int sec_excepthook(void)
     conc_thread_free(t);
     conc_set_excepthook(old, NULL);
     CHECK(atomic_load(&hook_calls) == 1);
+    printf("  with the default hook back, the same failure is a line on stderr:\n");
+    fflush(stdout);
+    conc_thread_spawn(&t, parse_config, NULL, &o);
+    conc_thread_join(t, CONC_FOREVER, NULL);
+    conc_thread_free(t);
+    fflush(stderr);
     return 0;
 }
 
@@ -557,39 +563,42 @@ static int usage(void)
     return 2;
 }
 
+/* Finds the chapter named by want ("threads" or "threads/race"); *only is
+ * the section name or NULL. NULL if nothing matches. */
+static const struct chapter *lookup(const char *want, const char **only)
+{
+    for (const struct chapter *c = chapters; c->name; c++) {
+        size_t len = strlen(c->name);
+        if (strncmp(want, c->name, len) != 0 || (want[len] && want[len] != '/'))
+            continue;
+        *only = want[len] == '/' ? want + len + 1 : NULL;
+        if (!*only)
+            return c;
+        for (const struct section *s = c->sections; s->name; s++)
+            if (strcmp(s->name, *only) == 0)
+                return c;
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *want = argc > 1 ? argv[1] : NULL;
+    const char *want = argc > 1 ? argv[1] : NULL, *only = NULL;
+    const struct chapter *one = NULL;
     if (want && (strcmp(want, "--list") == 0 || strcmp(want, "-h") == 0 ||
                  strcmp(want, "--help") == 0)) {
         usage();
         return 0;
     }
-    printf("conc tour: Python's concurrency toolbox, in C.\n");
-    int ran = 0;
-    for (const struct chapter *c = chapters; c->name; c++) {
-        if (!want) {
-            run_chapter(c, NULL);
-            ran++;
-            continue;
-        }
-        size_t len = strlen(c->name);
-        if (strncmp(want, c->name, len) != 0 || (want[len] && want[len] != '/'))
-            continue;
-        const char *only = want[len] == '/' ? want + len + 1 : NULL;
-        if (only) {
-            const struct section *s = c->sections;
-            while (s->name && strcmp(s->name, only) != 0)
-                s++;
-            if (!s->name)
-                return usage();
-        }
-        run_chapter(c, only);
-        ran++;
-    }
-    if (!ran)
+    if (want && !(one = lookup(want, &only)))
         return usage();
+    printf("conc tour: Python's concurrency toolbox, in C.\n");
+    if (one)
+        run_chapter(one, only);
+    else
+        for (const struct chapter *c = chapters; c->name; c++)
+            run_chapter(c, NULL);
     printf("\n%s\n", failures ? "tour finished with failed checks" : "tour finished: all checks passed");
     return failures ? 1 : 0;
 }

@@ -268,9 +268,10 @@ static void report_failure(void)
     int code = conc_failure(&msg);
     if (code == 0)
         return;
-    /* threading.excepthook has no public "call the current hook" entry, so a
-     * failing timer function is reported like the default hook would. */
-    fprintf(stderr, "Exception in timer thread conc-timer: %s: %s\n", conc_errname(code),
+    /* There is no entry to call the installed threading.excepthook (with
+     * its arg) from here, so a failing timer function is reported the way
+     * the default hook reports a thread. */
+    fprintf(stderr, "Exception in thread conc-timer: %s: %s\n", conc_errname(code),
             msg ? msg : "");
     conc_fail_clear();
 }
