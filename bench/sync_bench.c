@@ -766,7 +766,6 @@ static void run_row(const rowdef_t *d)
         why[0] = 0;
         if (!impl_available(d->impls[i], why, sizeof why)) {
             bench_impl_note(ims[i], BENCH_SKIPPED, "%s", why);
-            fprintf(stderr, "note: %s: %s skipped: %s\n", d->name, ims[i]->name, why);
             continue;
         }
         /* warm-up, discarded (also catches a broken impl early) */
@@ -841,6 +840,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
     if (!opt_python)
         fprintf(stderr, "note: python peer skipped (no --python given)\n");
+    else if (access(opt_python, X_OK) != 0)
+        fprintf(stderr, "note: python peer skipped: %s not found\n", opt_python);
 #ifndef CONC_BENCH_HAVE_GLIB
     fprintf(stderr, "note: gmutex peer skipped: GLib (pkg-config glib-2.0) was not found at build time\n");
 #endif
