@@ -103,7 +103,13 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
     sp->ctx = conc__ctx();
     sp->n = 0;
     sp->start = conc__now_ns();
-    int64_t budget = conc__smp() ? sp->ctx->spin_ns : 0;
+    int64_t budget = 0;
+    if (conc__smp()) {
+        budget = sp->ctx->spin_ns;
+        /* With no budget left, probe now and then: conditions change. */
+        if (budget == 0 && (++sp->ctx->spin_skips & 15) == 0)
+            budget = CONC__SPIN_MIN_NS;
+    }
     sp->end = sp->start + budget;
     if (sp->end > deadline)
         sp->end = deadline;
@@ -114,13 +120,15 @@ void conc__spin_end(conc__spinner_t *sp, bool success)
     conc__ctx_t *c = sp->ctx;
     uint32_t b = c->spin_ns;
     if (success) {
-        b = b + b / 2 + 100;
+        b = b + b / 2 + CONC__SPIN_MIN_NS;
         if (b > CONC__SPIN_MAX_NS)
             b = CONC__SPIN_MAX_NS;
     } else {
+        /* Spinning did not pay: shrink; below the floor, stop spinning
+         * (an oversubscribed machine needs the CPU for the waker). */
         b /= 2;
         if (b < CONC__SPIN_MIN_NS)
-            b = CONC__SPIN_MIN_NS;
+            b = 0;
     }
     c->spin_ns = b;
 }
@@ -132,7 +140,7 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
     uint32_t s = conc__load(&w->state, ACQ);
     if (s == CONC__W_NOTIFIED)
         return 0;
-    if (s == CONC__W_WAITING) {
+    if (s == CONC__W_WAITING && !w->spun) {
         conc__spinner_t sp;
         conc__spin_begin(&sp, deadline);
         bool ok = false;
@@ -145,6 +153,8 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
         conc__spin_end(&sp, ok);
         if (ok)
             return 0;
+    }
+    if (s == CONC__W_WAITING) {
         uint32_t exp = CONC__W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
                                                      memory_order_acq_rel, memory_order_acquire)) {

@@ -66,6 +66,7 @@ typedef struct conc__ctx {
     int fail_code;
     char fail_msg[256];
     uint32_t spin_ns;            /* adaptive spin budget before sleeping */
+    uint32_t spin_skips;         /* waits since the budget fell to 0 */
     void *thread;                /* the conc_thread_t for OS threads, if known */
 } conc__ctx_t;
 
@@ -77,6 +78,7 @@ typedef struct conc__waiter {
     struct conc__waiter *next, *prev;
     conc__ctx_t *ctx;
     uintptr_t data;             /* primitive-specific payload */
+    uint32_t spun;              /* the primitive already spun: sleep at once */
 } conc__waiter_t;
 
 /* The calling context (never NULL). */
@@ -92,6 +94,7 @@ static inline void conc__waiter_init(conc__waiter_t *w)
     w->next = w->prev = 0;
     w->ctx = conc__ctx();
     w->data = 0;
+    w->spun = 0;
 }
 
 /* Block until unparked (0) or the deadline (CONC_ETIMEDOUT). */
@@ -120,7 +123,7 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline);
 static inline bool conc__spin_more(conc__spinner_t *sp)
 {
     conc__cpu_relax();
-    if ((++sp->n & 31) != 0)
+    if ((++sp->n & 7) != 0)
         return true;
     return conc__now_ns() < sp->end;
 }

@@ -73,6 +73,7 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline)
 {
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.data = deadline == CONC__NO_DEADLINE; /* may be moved to the lock's list */
     conc__waitq_lock(&c->q);
     conc__waitq_push(&c->q, &w);
     conc__waitq_unlock(&c->q);
@@ -134,6 +135,41 @@ int conc_cond_wait_for(conc_cond_t *c, bool (*pred)(void *arg), void *arg, doubl
     return 0;
 }
 
+/* Wake the notified waiters. A waiter with no deadline would only wake to
+ * find the lock held by the notifier, so a sleeping one is moved onto the
+ * lock's own wait list instead ("wait morphing"): the lock's release wakes
+ * it, and it returns from wait as notified. One still spinning is simply
+ * unparked (no syscall) and competes for the lock itself. Waiters with a deadline are woken
+ * directly (their timeout path only knows the condition's list). */
+static void conc__cond_hand_over(conc_cond_t *c, conc__waiter_t *list)
+{
+    conc_lock_t *l = c->kind == KIND_LOCK ? (conc_lock_t *)c->lock : &conc__cond_rlock(c)->lock;
+    conc__waiter_t *wake = NULL, **wake_tail = &wake;
+    bool moved = false;
+    while (list) {
+        conc__waiter_t *w = list, *next = w->next;
+        if (w->data && conc__load(&w->state, RLX) == CONC__W_SLEEPING) {
+            if (!moved) {
+                conc__waitq_lock(&l->q);
+                moved = true;
+            }
+            conc__waitq_push(&l->q, w);
+        } else {
+            w->next = NULL;
+            *wake_tail = w;
+            wake_tail = &w->next;
+        }
+        list = next;
+    }
+    if (moved) {
+        unsigned old = atomic_fetch_or_explicit(CONC__A(&l->state), 2u /* WAITERS */, memory_order_acq_rel);
+        conc__waitq_unlock(&l->q);
+        if (!(old & 1u)) /* released meanwhile: nobody else will wake them */
+            conc__lock_wake(l);
+    }
+    conc__unpark_list(wake);
+}
+
 int conc_cond_notify(conc_cond_t *c, int n)
 {
     if (!c || n < 0)
@@ -152,7 +188,7 @@ int conc_cond_notify(conc_cond_t *c, int n)
         tail = &w->next;
     }
     conc__waitq_unlock(&c->q);
-    conc__unpark_list(list);
+    conc__cond_hand_over(c, list);
     return 0;
 }
 
@@ -165,6 +201,6 @@ int conc_cond_notify_all(conc_cond_t *c)
     conc__waitq_lock(&c->q);
     conc__waiter_t *list = conc__waitq_take_all(&c->q);
     conc__waitq_unlock(&c->q);
-    conc__unpark_list(list);
+    conc__cond_hand_over(c, list);
     return 0;
 }

@@ -112,6 +112,7 @@ int conc_event_wait(conc_event_t *e, double timeout)
 
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.spun = 1; /* we just spun on the primitive itself */
     conc__waitq_lock(&e->q);
     s = conc__load(&e->state, ACQ);
     for (;;) {

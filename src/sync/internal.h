@@ -14,6 +14,8 @@ static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
         return 0;
     return conc__lock_acquire_slow(l, deadline);
 }
+/* Unpark the oldest waiter of l (after a release found WAITERS). */
+void conc__lock_wake(conc_lock_t *l);
 int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline);
 
 #endif

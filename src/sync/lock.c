@@ -18,6 +18,9 @@
 
 #define LOCKED 1u
 #define WAITERS 2u
+#ifndef CONC__LOCK_BACKOFF_MAX
+#define CONC__LOCK_BACKOFF_MAX 8u
+#endif
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -42,11 +45,16 @@ static bool conc__lock_spin(conc_lock_t *l, int64_t deadline)
     conc__spinner_t sp;
     conc__spin_begin(&sp, deadline);
     bool ok = false;
+    unsigned backoff = 1; /* exponential: keeps the line with the holder */
     do {
         if (!(conc__load(&l->state, RLX) & LOCKED) && conc__lock_try(l)) {
             ok = true;
             break;
         }
+        for (unsigned k = 1; k < backoff; k++)
+            conc__cpu_relax();
+        if (backoff < CONC__LOCK_BACKOFF_MAX)
+            backoff <<= 1;
     } while (conc__spin_more(&sp));
     conc__spin_end(&sp, ok);
     return ok;
@@ -70,6 +78,7 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         return 0;
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.spun = 1; /* we just spun on the primitive itself */
     bool requeue = false;
     for (;;) {
         conc__waitq_lock(&l->q);
@@ -134,9 +143,10 @@ int conc_lock_release(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    unsigned old = atomic_fetch_and_explicit(CONC__A(&l->state), ~LOCKED, REL);
-    if (__builtin_expect(old == LOCKED, 1))
+    unsigned old = LOCKED;
+    if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;
+    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~LOCKED, REL);
     if (!(old & LOCKED))
         return CONC_EPERM;
     conc__lock_wake(l);

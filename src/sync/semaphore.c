@@ -17,7 +17,7 @@
 
 static int conc__sem_init(conc_semaphore_t *s, long value, bool bounded)
 {
-    if (!s || value < 0 || value > (long)CONC_SEMAPHORE_MAX - 1)
+    if (!s || value < 0 || value > (long)CONC_SEMAPHORE_MAX)
         return CONC_EINVAL;
     *s = (conc_semaphore_t)CONC_SEMAPHORE_INIT(0);
     s->state = (unsigned)value << 1;
@@ -82,6 +82,7 @@ int conc_semaphore_acquire(conc_semaphore_t *s, bool blocking, double timeout)
 
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.spun = 1; /* we just spun on the primitive itself */
     conc__waitq_lock(&s->q);
     unsigned v = conc__load(&s->state, RLX);
     for (;;) {
@@ -112,7 +113,7 @@ int conc_semaphore_release(conc_semaphore_t *s, long n)
         unsigned val = v >> 1;
         if (s->bound && (unsigned long)val + add > s->bound - 1)
             return CONC_EINVAL;
-        if ((unsigned long)val + add > CONC_SEMAPHORE_MAX - 1)
+        if ((unsigned long)val + add > CONC_SEMAPHORE_MAX)
             return CONC_ERANGE;
         if (atomic_compare_exchange_weak_explicit(CONC__A(&s->state), &v, v + add * UNIT, REL, RLX))
             break;
