@@ -27,6 +27,9 @@
  *     release frees the struct, so free is safe from any thread at any time.
  *     cancel removes the entry from the heap in O(log n) using t->idx.
  *
+ * Failure: fn may call conc_fail(); after fn returns the failure is printed
+ *   like the default excepthook does for a thread, and cleared.
+ *
  * Join: waits on t->done. On the timer thread a join of an unfinished timer
  *   can never succeed through firing (the only thread that fires timers is
  *   the one waiting), so it returns CONC_EPERM, not only for fn's own timer.
