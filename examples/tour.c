@@ -21,8 +21,9 @@
 
 struct section {
     const char *name;
-    const char *python; /* the Python concept it mirrors */
+    const char *python;  /* the Python concept it mirrors */
     int (*run)(void);
+    const char *snippet; /* the same thing in Python, one line */
 };
 
 struct chapter {
@@ -462,8 +463,12 @@ static int sec_local(void)
 {
     conc_local_new(&request_id, forget);
     conc_thread_t *t[3];
-    for (long i = 1; i <= 3; i++)
-        conc_thread_spawn(&t[i - 1], handle_request, (void *)(i * 100), NULL);
+    for (long i = 1; i <= 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "handler-%ld", i);
+        conc_thread_opts_t o = {.name = name};
+        conc_thread_spawn(&t[i - 1], handle_request, (void *)(i * 100), &o);
+    }
     for (int i = 0; i < 3; i++) {
         conc_thread_join(t[i], CONC_FOREVER, NULL);
         conc_thread_free(t[i]);
@@ -513,17 +518,25 @@ static int sec_excepthook(void)
 
 static const struct section threads_sections[] = {
     {"names", "Thread(name=...), current_thread, main_thread, enumerate, active_count",
-     sec_names},
-    {"race", "the lost update of `counter += 1`, then `with lock:`", sec_race},
-    {"rlock", "threading.RLock re-entered by its owner", sec_rlock},
-    {"condition", "threading.Condition: producer / consumer", sec_condition},
-    {"semaphore", "threading.BoundedSemaphore limiting concurrency", sec_semaphore},
-    {"event", "threading.Event releasing waiting threads", sec_event},
-    {"barrier", "threading.Barrier with an action per cycle", sec_barrier},
-    {"timer", "threading.Timer: ordered firing, cancel", sec_timer},
-    {"local", "threading.local", sec_local},
-    {"excepthook", "threading.excepthook", sec_excepthook},
-    {NULL, NULL, NULL},
+     sec_names, "Thread(target=f, name='reader').start(); threading.enumerate()"},
+    {"race", "the lost update of `counter += 1`, then `with lock:`", sec_race,
+     "with lock: counter += 1"},
+    {"rlock", "threading.RLock re-entered by its owner", sec_rlock,
+     "with rlock: walk(node.child)  # walk() takes rlock again"},
+    {"condition", "threading.Condition: producer / consumer", sec_condition,
+     "with cond: cond.wait_for(lambda: items); items.pop()"},
+    {"semaphore", "threading.BoundedSemaphore limiting concurrency", sec_semaphore,
+     "with slots: download()"},
+    {"event", "threading.Event releasing waiting threads", sec_event,
+     "ready.wait(5.0)  ...  ready.set()"},
+    {"barrier", "threading.Barrier with an action per cycle", sec_barrier,
+     "b = Barrier(3, action=report); b.wait()"},
+    {"timer", "threading.Timer: ordered firing, cancel", sec_timer,
+     "t = Timer(0.1, ring, args=('E',)); t.start(); t.cancel()"},
+    {"local", "threading.local", sec_local, "ctx = threading.local(); ctx.request_id = 100"},
+    {"excepthook", "threading.excepthook", sec_excepthook,
+     "threading.excepthook = my_hook; raise ValueError(...)"},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* ================================================ the table of chapters */
@@ -539,6 +552,8 @@ static const struct chapter chapters[] = {
 static void run_section(const struct chapter *c, const struct section *s)
 {
     printf("\n-- %s/%s: %s\n", c->name, s->name, s->python);
+    if (s->snippet)
+        printf("   python> %s\n", s->snippet);
     fflush(stdout);
     s->run();
     fflush(stdout);
