@@ -221,4 +221,76 @@ static inline void tu_run_threads(int n, void (*fn)(void *, int), void *arg)
                      tu_dt_, tu_t_);                                                  \
     } while (0)
 
+
+/* ------------------------------------------------------- child scenarios
+ *
+ * Some behaviours are about process exit (conc joins non-daemon threads and
+ * waits for pending timers when main returns). A test file that needs them
+ * defines its own main with TU_MAIN_WITH_SCENARIOS(fn): run as usual it is
+ * Criterion's main; run with CONC_TEST_SCENARIO=name it calls fn(name) and
+ * returns fn's result from main, so the process exits the normal way.
+ * tu_run_scenario() runs this binary that way, collects its stdout and
+ * returns its wait status.
+ */
+#include <sys/wait.h>
+
+#define TU_MAIN_WITH_SCENARIOS(fn)                                           \
+    int main(int argc, char *argv[])                                         \
+    {                                                                        \
+        const char *sc = getenv("CONC_TEST_SCENARIO");                       \
+        if (sc)                                                              \
+            return fn(sc);                                                   \
+        struct criterion_test_set *tests = criterion_initialize();           \
+        int result = 0;                                                      \
+        if (criterion_handle_args(argc, argv, true))                         \
+            result = !criterion_run_all_tests(tests);                        \
+        criterion_finalize(tests);                                           \
+        return result;                                                       \
+    }
+
+static inline int tu_run_scenario(const char *name, char *out, size_t cap, double *secs)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert_gt(len, 0);
+    self[len] = 0;
+    char env[256];
+    snprintf(env, sizeof env, "CONC_TEST_SCENARIO=%s", name);
+    double t0 = tu_now();
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        char *argv[] = {self, NULL};
+        char *envp[] = {env, NULL};
+        execve(self, argv, envp);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(p[0], out + n, cap - 1 - n);
+        if (r > 0 && n + (size_t)r < cap - 1) {
+            n += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    out[n] = 0;
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (secs)
+        *secs = tu_now() - t0;
+    return st;
+}
+
 #endif /* CONC_TEST_UTIL_H */
