@@ -21,13 +21,18 @@ struct conc_thread {
     void *(*fn)(void *);
     void *arg;
     void *result;
-    char *name;
+    char *name;                  /* name_buf, or malloc'd when longer */
+    char name_buf[32];
     bool daemon;
     bool dummy;                  /* a thread conc did not create */
     bool is_main;
     size_t stack_size;
     unsigned long ident;         /* atomic */
     long native_id;              /* atomic */
+    pthread_t pt;                /* written by the thread itself, first thing */
+    pthread_t pt_start;          /* written by start() once pthread_create returned */
+    int pt_known;                /* atomic: pt_start is set */
+    int reaped;                  /* atomic: the OS thread was joined or detached */
     conc_event_t started;        /* native_id is known */
     conc_event_t done;           /* the function returned */
     conc__ctx_t *ctx;            /* its context (own_ctx for conc threads) */
@@ -40,6 +45,8 @@ struct conc_thread {
 
 /* The calling thread's record, created for foreign threads (NULL: no memory). */
 conc_thread_t *conc__thread_self(void);
+/* Report the failure recorded on t's context through the excepthook. */
+void conc__thread_report_failure(conc_thread_t *t);
 /* Every live thread record, for local.c: calls fn under the registry lock. */
 void conc__thread_foreach(void (*fn)(conc_thread_t *t, void *arg), void *arg);
 /* local.c: run and clear the destructors of t's values (t is ending). */

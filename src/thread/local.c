@@ -168,6 +168,8 @@ int conc_local_free(conc_local_t *l)
 
 void conc__locals_thread_exit(conc_thread_t *t)
 {
+    if (t->nslots == 0) /* only t itself grows its slots: no values ever set */
+        return;
     /* Destructors may set new values: repeat a few rounds, like pthread keys. */
     for (int round = 0; round < 4; round++) {
         pending_t *p = NULL;

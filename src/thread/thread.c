@@ -11,9 +11,11 @@
  * Records are reference counted: the user's handle holds one, a running
  * thread holds one for itself, enumerate hands out more. Lifecycle:
  * NEW -> RUNNING (start) -> DONE (function returned; `done` event set, so
- * join is an Event wait through the park layer). Threads are created
- * detached: join never needs pthread_join, and any number of contexts can
- * join with timeouts.
+ * join is an Event wait through the park layer, so any number of contexts
+ * can join, with timeouts). The OS thread is joinable: the first join that
+ * sees DONE reaps it with pthread_join (it is already on its way out), so
+ * its stack is recycled at once; if nobody joins, the last reference
+ * detaches it. `reaped` makes sure exactly one of the two happens.
  *
  * Exit: an atexit handler joins every live non-daemon thread (Python's
  * threading._shutdown). Fork: pthread_atfork handlers keep the registry
@@ -102,7 +104,14 @@ static void thread_unref(conc_thread_t *t)
         return;
     if (t->is_main)
         return; /* static */
-    free(t->name);
+    if (!t->dummy && conc__load(&t->status, ACQ) != CONC__T_NEW) {
+        /* Nobody pthread-joined it: let the system reclaim it. */
+        int exp = 0;
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&t->reaped), &exp, 1, memory_order_acq_rel, RLX))
+            pthread_detach(t->pt);
+    }
+    if (t->name != t->name_buf)
+        free(t->name);
     free(t->slots);
     free(t);
 }
@@ -116,11 +125,32 @@ static char *name_dup(const char *s)
     return d;
 }
 
-static char *name_fmt(const char *fmt, unsigned long n)
+/* Name t: a copy of name, or prefix + n; short names live inline. */
+static int name_set_initial(conc_thread_t *t, const char *name, const char *prefix, unsigned long n)
 {
-    char buf[48];
-    snprintf(buf, sizeof buf, fmt, n);
-    return name_dup(buf);
+    if (name) {
+        size_t len = strlen(name);
+        if (len < sizeof t->name_buf) {
+            memcpy(t->name_buf, name, len + 1);
+            t->name = t->name_buf;
+        } else if (!(t->name = name_dup(name))) {
+            return CONC_ENOMEM;
+        }
+        return 0;
+    }
+    char digits[24];
+    int nd = 0;
+    do {
+        digits[nd++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    size_t pl = strlen(prefix);
+    memcpy(t->name_buf, prefix, pl);
+    while (nd)
+        t->name_buf[pl++] = digits[--nd];
+    t->name_buf[pl] = 0;
+    t->name = t->name_buf;
+    return 0;
 }
 
 static void os_name(const char *name)
@@ -133,8 +163,10 @@ static void os_name(const char *name)
 
 /* ----------------------------------------------------------- lifecycle */
 
-static void report_failure(conc_thread_t *t)
+void conc__thread_report_failure(conc_thread_t *t)
 {
+    if (!t)
+        return;
     conc__ctx_t *c = t->ctx;
     if (!c || c->fail_code == 0)
         return;
@@ -148,7 +180,7 @@ static void report_failure(conc_thread_t *t)
 /* The end of a thread's life, in that thread: hook, locals, registry, done. */
 static void thread_finish(conc_thread_t *t)
 {
-    report_failure(t);
+    conc__thread_report_failure(t);
     conc__locals_thread_exit(t);
     reg_lock_acquire();
     reg_remove_locked(t);
@@ -160,6 +192,7 @@ static void thread_finish(conc_thread_t *t)
 static void *trampoline(void *p)
 {
     conc_thread_t *t = p;
+    t->pt = pthread_self();
     self_record = t;
     conc__ctx_bind(t->ctx);
     conc__store(&t->native_id, (long)syscall(SYS_gettid), RLX);
@@ -207,11 +240,8 @@ int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg, const c
     } else {
         t->daemon = o.daemon;
     }
-    if (o.name)
-        t->name = name_dup(o.name);
-    else
-        t->name = name_fmt("Thread-%lu", atomic_fetch_add_explicit(CONC__A(&name_counter), 1, RLX) + 1);
-    if (!t->name) {
+    if (name_set_initial(t, o.name, "Thread-",
+                         o.name ? 0 : atomic_fetch_add_explicit(CONC__A(&name_counter), 1, RLX) + 1)) {
         free(t);
         return CONC_ENOMEM;
     }
@@ -233,14 +263,17 @@ int conc_thread_start(conc_thread_t *t)
     reg_add_locked(t);
     reg_lock_release();
 
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (t->stack_size)
-        pthread_attr_setstacksize(&attr, t->stack_size);
     pthread_t pt;
-    int err = pthread_create(&pt, &attr, trampoline, t);
-    pthread_attr_destroy(&attr);
+    int err;
+    if (t->stack_size) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, t->stack_size);
+        err = pthread_create(&pt, &attr, trampoline, t);
+        pthread_attr_destroy(&attr);
+    } else {
+        err = pthread_create(&pt, NULL, trampoline, t);
+    }
     if (err) {
         reg_lock_acquire();
         reg_remove_locked(t);
@@ -250,6 +283,8 @@ int conc_thread_start(conc_thread_t *t)
         return err == EINVAL ? CONC_EINVAL : CONC_EAGAIN;
     }
     conc__store(&t->ident, (unsigned long)pt, RLX);
+    t->pt_start = pt;
+    conc__store(&t->pt_known, 1, REL);
     return 0;
 }
 
@@ -282,9 +317,28 @@ int conc_thread_join(conc_thread_t *t, double timeout, void **result)
         return CONC_EPERM;
     if (t == self_record)
         return CONC_EPERM;
+    int exp = 0;
+    if (deadline == CONC__NO_DEADLINE && !t->dummy && !t->is_main && conc__ctx()->ops == NULL &&
+        conc__load(&t->pt_known, ACQ) && conc__load(&t->reaped, RLX) == 0) {
+        /* An OS thread joining for as long as it takes: wait for the
+         * thread's full exit in one step with pthread_join (the kernel's
+         * exit wakeup; no extra handshake). Only one caller may do that. */
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&t->reaped), &exp, 1, memory_order_acq_rel, RLX)) {
+            pthread_join(t->pt_start, NULL);
+            if (result)
+                *result = t->result;
+            return 0;
+        }
+    }
     rc = conc_event_wait(&t->done, timeout);
     if (rc)
         return rc;
+    /* The first joiner reaps the OS thread (it is on its way out), so its
+     * stack goes back to the system's cache before the next start. */
+    exp = 0;
+    if (!t->dummy && !t->is_main &&
+        atomic_compare_exchange_strong_explicit(CONC__A(&t->reaped), &exp, 1, memory_order_acq_rel, RLX))
+        pthread_join(t->pt, NULL);
     if (result)
         *result = t->result;
     return 0;
@@ -317,9 +371,17 @@ int conc_thread_set_name(conc_thread_t *t, const char *name)
         return CONC_ENOMEM;
     char *old = t->name;
     t->name = n;
-    free(old);
-    if (t == self_record)
+    if (old != t->name_buf)
+        free(old);
+    if (t == self_record) {
         os_name(n);
+    } else if (!t->dummy && !t->is_main && conc__load(&t->status, ACQ) == CONC__T_RUNNING &&
+               conc__load(&t->pt_known, ACQ) && conc__load(&t->reaped, ACQ) == 0) {
+        char buf[16];
+        strncpy(buf, n, sizeof buf - 1);
+        buf[sizeof buf - 1] = 0;
+        pthread_setname_np(t->pt_start, buf); /* joinable and unreaped: pt is valid */
+    }
     return 0;
 }
 
@@ -378,11 +440,7 @@ conc_thread_t *conc__thread_self(void)
     t = record_new();
     if (!t)
         return NULL;
-    t->name = name_fmt("Dummy-%lu", atomic_fetch_add_explicit(CONC__A(&dummy_counter), 1, RLX) + 1);
-    if (!t->name) {
-        free(t);
-        return NULL;
-    }
+    name_set_initial(t, NULL, "Dummy-", atomic_fetch_add_explicit(CONC__A(&dummy_counter), 1, RLX) + 1);
     t->dummy = true;
     t->daemon = true;
     t->status = CONC__T_RUNNING;
@@ -510,6 +568,7 @@ static void atfork_child(void)
         if (t != me) {
             /* That thread does not exist here: it is over. */
             conc__store(&t->status, CONC__T_DONE, RLX);
+            t->reaped = 1;
             conc_event_init(&t->done);
             conc_event_set(&t->done);
             conc_event_init(&t->started);
@@ -537,7 +596,7 @@ __attribute__((constructor)) static void conc__thread_init(void)
     t->refs = 1;
     t->is_main = true;
     t->status = CONC__T_RUNNING;
-    t->name = name_dup("MainThread");
+    name_set_initial(t, "MainThread", NULL, 0);
     t->ctx = conc__ctx();
     t->ctx->thread = t;
     t->ident = (unsigned long)pthread_self();

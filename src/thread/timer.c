@@ -27,8 +27,9 @@
  *     release frees the struct, so free is safe from any thread at any time.
  *     cancel removes the entry from the heap in O(log n) using t->idx.
  *
- * Failure: fn may call conc_fail(); after fn returns the failure is printed
- *   like the default excepthook does for a thread, and cleared.
+ * Failure: fn may call conc_fail(); after fn returns the failure goes to
+ *   the excepthook (conc_set_excepthook) naming the timer thread, and is
+ *   cleared.
  *
  * Join: waits on t->done. On the timer thread a join of an unfinished timer
  *   can never succeed through firing (the only thread that fires timers is
@@ -63,6 +64,7 @@
 #include "conc/base.h"
 #include "conc/sync.h"
 #include "conc/thread.h"
+#include "thread/internal.h"
 
 enum { T_PENDING, T_RUNNING, T_FIRED, T_CANCELLED };
 
@@ -267,15 +269,11 @@ static void init_once(void)
 
 static void report_failure(void)
 {
-    const char *msg = NULL;
-    int code = conc_failure(&msg);
-    if (code == 0)
+    if (conc_failure(NULL) == 0)
         return;
-    /* There is no entry to call the installed threading.excepthook (with
-     * its arg) from here, so a failing timer function is reported the way
-     * the default hook reports a thread. */
-    fprintf(stderr, "Exception in thread conc-timer: %s: %s\n", conc_errname(code),
-            msg ? msg : "");
+    /* Through threading.excepthook, naming the timer thread (Python runs
+     * each Timer in its own thread, whose failure goes the same way). */
+    conc__thread_report_failure(conc_current_thread());
     conc_fail_clear();
 }
 
