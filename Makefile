@@ -94,7 +94,7 @@ bench:
 
 install:
 	$(call CONFIGURE,build,$(BUILD_TYPE)) -DCMAKE_INSTALL_PREFIX="$(PREFIX)"
-	$(CMAKE) --build build -j $(JOBS)
+	$(CMAKE) --build build -j $(JOBS) --target conc_shared conc_static
 	$(CMAKE) --install build --prefix "$(PREFIX)"
 
 install-test:
