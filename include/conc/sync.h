@@ -57,6 +57,30 @@ CONC_API int conc_lock_release(conc_lock_t *l);
 /* True while locked (a snapshot). */
 CONC_API bool conc_lock_locked(const conc_lock_t *l);
 
+/* The uncontended paths of acquire/release are inlined into the caller (one
+ * compare-and-swap each, no call); anything else goes to the functions
+ * above. Define CONC_NO_INLINE before including conc headers to always
+ * call the functions; (conc_lock_acquire)(...) also calls them. */
+#if !defined(CONC_NO_INLINE) && (defined(__GNUC__) || defined(__clang__))
+static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, double timeout)
+{
+    unsigned exp = 0;
+    if (l && blocking && timeout == CONC_FOREVER &&
+        __atomic_compare_exchange_n(&l->state, &exp, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    return (conc_lock_acquire)(l, blocking, timeout);
+}
+static inline int conc__lock_release_inline(conc_lock_t *l)
+{
+    unsigned exp = 1u;
+    if (l && __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return 0;
+    return (conc_lock_release)(l);
+}
+#define conc_lock_acquire(l, blocking, timeout) conc__lock_acquire_inline((l), (blocking), (timeout))
+#define conc_lock_release(l) conc__lock_release_inline((l))
+#endif
+
 /* --------------------------------------------------------------- RLock */
 
 /* threading.RLock: owned by one thread (later: one green thread), which may

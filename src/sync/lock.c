@@ -111,7 +111,7 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     }
 }
 
-int conc_lock_acquire(conc_lock_t *l, bool blocking, double timeout)
+int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
 {
     if (__builtin_expect(l != NULL && blocking && timeout == CONC_FOREVER, 1)) {
         unsigned exp = 0;
@@ -139,7 +139,7 @@ void conc__lock_wake(conc_lock_t *l)
         conc__unpark(w);
 }
 
-int conc_lock_release(conc_lock_t *l)
+int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;

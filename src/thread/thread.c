@@ -449,7 +449,6 @@ conc_thread_t *conc__thread_self(void)
     t->ident = (unsigned long)pthread_self();
     t->native_id = (long)syscall(SYS_gettid);
     conc_event_set(&t->started);
-    conc__foreign_exit_hook = foreign_exit;
     reg_lock_acquire();
     reg_add_locked(t);
     reg_lock_release();
@@ -538,7 +537,7 @@ static void join_all_at_exit(void)
         reg_lock_release();
         if (!victim)
             return;
-        conc_event_wait(&victim->done, CONC_FOREVER);
+        conc_thread_join(victim, CONC_FOREVER, NULL); /* also reaps the OS thread */
         thread_unref(victim);
     }
 }
