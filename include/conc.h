@@ -4,4 +4,5 @@
 #include "conc/base.h"
 #include "conc/sync.h"
 #include "conc/thread.h"
+#include "conc/queue.h"
 #endif
