@@ -287,7 +287,8 @@ Test(timer, failing_fn_does_not_stop_others, .timeout = TU_TIMEOUT)
 
 typedef struct {
     int n;
-    atomic_int pos;
+    atomic_int next; /* slot of the next timer to fire */
+    atomic_int pos;  /* timers done */
     int *order;  /* order[k] = index of the k-th timer to fire */
     int *calls;  /* per timer */
     double *fired;
@@ -303,15 +304,17 @@ static void ord_fn(void *arg)
     slot_t *s = arg;
     s->o->fired[s->i] = tu_now();
     s->o->calls[s->i]++;
-    int k = atomic_fetch_add(&s->o->pos, 1);
+    int k = atomic_fetch_add(&s->o->next, 1);
     if (k < s->o->n)
         s->o->order[k] = s->i;
+    atomic_fetch_add(&s->o->pos, 1); /* published after order[k] */
 }
 
 static void ord_alloc(int n)
 {
     ord.n = n;
     atomic_store(&ord.pos, 0);
+    atomic_store(&ord.next, 0);
     ord.order = calloc((size_t)n, sizeof *ord.order);
     ord.calls = calloc((size_t)n, sizeof *ord.calls);
     ord.fired = calloc((size_t)n, sizeof *ord.fired);
