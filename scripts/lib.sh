@@ -34,5 +34,18 @@ install_needed() {
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${CONC_MISSING[@]}"
+    if apt-get install -y -q --no-install-recommends "${CONC_MISSING[@]}"; then
+        return 0
+    fi
+    # One bad name fails the whole batch: with CONC_TOLERANT=1, install the
+    # others one by one and report the ones that failed.
+    [ "${CONC_TOLERANT:-0}" = 1 ] || return 1
+    local p rc=0
+    for p in "${CONC_MISSING[@]}"; do
+        apt-get install -y -q --no-install-recommends "$p" || {
+            echo "conc: could not install $p" >&2
+            rc=1
+        }
+    done
+    return $rc
 }
