@@ -732,6 +732,8 @@ static int scenario(const char *name)
             return 3;
         if (conc_thread_spawn(&t, slow_writer, NULL, NULL) != 0)
             return 2;
+        conc_thread_free(d); /* dropping the handles stops neither thread */
+        conc_thread_free(t);
         /* return from main: must wait for slow_writer, not for forever */
         return 0;
     }
