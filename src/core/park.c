@@ -195,6 +195,11 @@ void conc__park_settle(conc__waiter_t *w)
 
 void conc__unpark(conc__waiter_t *w)
 {
+    if (w->group) {
+        conc__unpark(w->group);
+        conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, REL); /* last touch */
+        return;
+    }
     const conc__park_ops_t *ops = w->ctx->ops;
     if (ops)
         ops->unpark(w);

@@ -25,6 +25,7 @@
 #ifndef CONC_CORE_PARK_H
 #define CONC_CORE_PARK_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,7 +80,28 @@ typedef struct conc__waiter {
     conc__ctx_t *ctx;
     uintptr_t data;             /* primitive-specific payload */
     uint32_t spun;              /* the primitive already spun: sleep at once */
+    struct conc__waiter *group; /* select: unpark this one instead (see below) */
 } conc__waiter_t;
+
+/*
+ * Waiting on several lists at once (select): put one "node" waiter on each
+ * list, all with group = &g, and park on g. conc__unpark(node) unparks g,
+ * then marks the node NOTIFIED as its very last access. Before the nodes
+ * go away, the selecting context removes each node still queued and, for
+ * each one a waker took, waits until it is marked (conc__node_settle), so
+ * no waker touches g or a node after the select returns. Unparking g more
+ * than once per park must be harmless for every kind of context.
+ */
+static inline void conc__node_settle(conc__waiter_t *node)
+{
+    unsigned n = 0;
+    while (conc__load(&node->state, ACQ) != CONC__W_NOTIFIED) {
+        if (++n < 128)
+            conc__cpu_relax();
+        else
+            sched_yield();
+    }
+}
 
 /* The calling context (never NULL). */
 conc__ctx_t *conc__ctx(void);
@@ -95,6 +117,7 @@ static inline void conc__waiter_init(conc__waiter_t *w)
     w->ctx = conc__ctx();
     w->data = 0;
     w->spun = 0;
+    w->group = 0;
 }
 
 /* Block until unparked (0) or the deadline (CONC_ETIMEDOUT). */

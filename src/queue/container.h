@@ -1,0 +1,138 @@
+/*
+ * container.h — the three item stores behind conc_queue_t (private).
+ *
+ *   ring   bounded FIFO: a multi-producer multi-consumer ring of
+ *          sequence-numbered cells (no lock; one CAS per put or get);
+ *   segq   unbounded FIFO (and SimpleQueue): a list of fixed-size segments
+ *          with one spin lock for producers and one for consumers, so a
+ *          producer and a consumer never contend with each other;
+ *   heapq  LIFO stack or priority heap under one spin lock.
+ *
+ * Each store keeps monotonic counters read with seq_cst loads: `puts`
+ * (items ever put) and the current item count. The queue's sleeping logic
+ * (queue.c) relies on this: a store operation is a seq_cst read-modify-
+ * write on a counter followed by a seq_cst load of the sleeper count, and a
+ * sleeper does a seq_cst RMW on the sleeper count followed by a load of
+ * the counters, so one of the two always sees the other (no lost wakeup,
+ * no fence on the fast path).
+ */
+#ifndef CONC_QUEUE_CONTAINER_H
+#define CONC_QUEUE_CONTAINER_H
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conc/queue.h"
+#include "core/park.h"
+
+#define CONC__CACHELINE 64
+
+/* A spin lock for very short critical sections (yields when it waits long). */
+typedef struct {
+    atomic_uint v;
+} conc__spin_t;
+static inline void conc__spin_lock(conc__spin_t *s)
+{
+    unsigned n = 0;
+    for (;;) {
+        if (atomic_load_explicit(&s->v, memory_order_relaxed) == 0 &&
+            atomic_exchange_explicit(&s->v, 1, memory_order_acquire) == 0)
+            return;
+        if (++n < 64)
+            conc__cpu_relax();
+        else
+            sched_yield();
+    }
+}
+static inline void conc__spin_unlock(conc__spin_t *s)
+{
+    atomic_store_explicit(&s->v, 0, memory_order_release);
+}
+
+/* ------------------------------------------------------------------ ring */
+
+typedef struct {
+    atomic_size_t seq;
+    void *item;
+} conc__cell_t;
+
+typedef struct {
+    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put */
+    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
+    _Alignas(CONC__CACHELINE) size_t cap;
+    size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
+    conc__cell_t *cells;
+} conc__ring_t;
+
+int conc__ring_init(conc__ring_t *r, size_t cap);
+void conc__ring_destroy(conc__ring_t *r);
+bool conc__ring_put(conc__ring_t *r, void *item); /* false: full */
+bool conc__ring_get(conc__ring_t *r, void **item); /* false: empty */
+static inline size_t conc__ring_size(const conc__ring_t *r)
+{
+    size_t d = atomic_load((atomic_size_t *)&r->deq);
+    size_t e = atomic_load((atomic_size_t *)&r->enq);
+    return e > d ? (e - d > r->cap ? r->cap : e - d) : 0;
+}
+
+/* ------------------------------------------------------------------ segq */
+
+#define CONC__SEG_ITEMS 254
+
+typedef struct conc__seg {
+    struct conc__seg *_Atomic next;
+    void *items[CONC__SEG_ITEMS];
+} conc__seg_t;
+
+typedef struct {
+    _Alignas(CONC__CACHELINE) conc__spin_t tail_lock;
+    conc__seg_t *tail;
+    size_t tail_i;
+    atomic_size_t puts;
+    _Alignas(CONC__CACHELINE) conc__spin_t head_lock;
+    conc__seg_t *head;
+    size_t head_i;
+    atomic_size_t gets;
+    _Alignas(CONC__CACHELINE) conc__seg_t *_Atomic spare; /* one recycled segment */
+} conc__segq_t;
+
+int conc__segq_init(conc__segq_t *q);
+void conc__segq_destroy(conc__segq_t *q);
+bool conc__segq_put(conc__segq_t *q, void *item); /* false: out of memory */
+bool conc__segq_get(conc__segq_t *q, void **item);
+static inline size_t conc__segq_size(const conc__segq_t *q)
+{
+    size_t g = atomic_load((atomic_size_t *)&q->gets);
+    size_t p = atomic_load((atomic_size_t *)&q->puts);
+    return p > g ? p - g : 0;
+}
+
+/* ----------------------------------------------------------------- heapq */
+
+typedef struct {
+    void *item;
+    uint64_t seq; /* insertion order: ties come out first-in first-out */
+} conc__hent_t;
+
+typedef struct {
+    conc__spin_t lock;
+    bool lifo;
+    conc_queue_cmp_fn cmp;     /* NULL: compare (uintptr_t)item */
+    conc__hent_t *v;
+    size_t n, cap;
+    size_t maxsize;            /* 0: unbounded */
+    uint64_t seq;
+    atomic_size_t count;
+    atomic_size_t puts;
+} conc__heapq_t;
+
+int conc__heapq_init(conc__heapq_t *h, bool lifo, conc_queue_cmp_fn cmp, size_t maxsize);
+void conc__heapq_destroy(conc__heapq_t *h);
+/* 0, CONC_EFULL or CONC_ENOMEM */
+int conc__heapq_put(conc__heapq_t *h, void *item);
+bool conc__heapq_get(conc__heapq_t *h, void **item);
+
+#endif

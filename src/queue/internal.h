@@ -1,0 +1,37 @@
+/* internal.h — struct conc_queue and what queue.c shares with select.c. */
+#ifndef CONC_QUEUE_INTERNAL_H
+#define CONC_QUEUE_INTERNAL_H
+
+#include "queue/container.h"
+
+enum { IMPL_RING, IMPL_SEGQ, IMPL_HEAPQ };
+
+struct conc_queue {
+    conc_queue_kind_t kind;
+    int impl;
+    long maxsize;                  /* <= 0: unbounded */
+    union {
+        conc__ring_t ring;
+        conc__segq_t segq;
+        conc__heapq_t heapq;
+    } s;
+    /* Sleepers: counts are changed under their list's guard with seq_cst
+     * RMWs and read without it by the fast paths (see container.h). */
+    _Alignas(CONC__CACHELINE) atomic_uint gsleep; /* getters (and selects) queued */
+    conc__waitq_t getq;
+    _Alignas(CONC__CACHELINE) atomic_uint psleep; /* putters queued */
+    conc__waitq_t putq;
+    _Alignas(CONC__CACHELINE) atomic_size_t dones; /* task_done calls */
+    atomic_uint jsleep;                            /* joiners queued */
+    conc__waitq_t joinq;
+    atomic_int shutdown;                           /* 0, 1, 2 = immediate */
+};
+
+/* Try to take an item without blocking; wakes a sleeping putter on success. */
+bool conc__queue_try_get(conc_queue_t *q, void **item);
+/* Whether q holds an item (a seq_cst read, for the sleeping protocol). */
+bool conc__queue_has_items(const conc_queue_t *q);
+/* Wake one sleeper of the list (getq/putq) whose count is *cnt. */
+void conc__queue_wake_one(conc__waitq_t *wq, atomic_uint *cnt);
+
+#endif

@@ -1,0 +1,473 @@
+/*
+ * queue.c — conc_queue_t: Python's Queue, LifoQueue, PriorityQueue and
+ * SimpleQueue over one of three stores (container.h), with blocking,
+ * task accounting and shutdown.
+ *
+ * Blocking: a getter that finds the store empty spins briefly (adaptive),
+ * then queues a waiter on getq, bumps gsleep (seq_cst RMW), re-checks the
+ * store and parks. A putter, after its store operation (a seq_cst RMW),
+ * reads gsleep and wakes one getter only if it is non-zero — so an
+ * uncontended put or get never touches a wait list or makes a syscall.
+ * Putters on a full bounded queue sleep the same way on putq/psleep.
+ * A woken waiter retries (no hand-off): whoever gets there first takes
+ * the item, and a waiter that loses simply waits again.
+ *
+ * Tasks: unfinished = puts - dones, where puts is the store's own put
+ * counter (no extra atomic on put) and dones counts task_done calls.
+ * Joiners sleep on joinq/jsleep and are woken when dones catches up.
+ *
+ * Shutdown sets a flag, then wakes every getter and putter (and joiners);
+ * each re-checks: putters fail with CONC_ESHUTDOWN, getters drain what is
+ * left, then fail with CONC_ESHUTDOWN.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/internal.h"
+
+/* ------------------------------------------------------------ the store */
+
+static bool store_put(conc_queue_t *q, void *item, int *err)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return conc__ring_put(&q->s.ring, item);
+    case IMPL_SEGQ:
+        if (conc__segq_put(&q->s.segq, item))
+            return true;
+        *err = CONC_ENOMEM;
+        return false;
+    default: {
+        int rc = conc__heapq_put(&q->s.heapq, item);
+        if (rc == CONC_ENOMEM)
+            *err = rc;
+        return rc == 0;
+    }
+    }
+}
+
+static bool store_get(conc_queue_t *q, void **item)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return conc__ring_get(&q->s.ring, item);
+    case IMPL_SEGQ:
+        return conc__segq_get(&q->s.segq, item);
+    default:
+        return conc__heapq_get(&q->s.heapq, item);
+    }
+}
+
+static size_t store_size(const conc_queue_t *q)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return conc__ring_size(&q->s.ring);
+    case IMPL_SEGQ:
+        return conc__segq_size(&q->s.segq);
+    default:
+        return atomic_load((atomic_size_t *)&q->s.heapq.count);
+    }
+}
+
+static size_t store_puts(const conc_queue_t *q)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return atomic_load((atomic_size_t *)&q->s.ring.enq);
+    case IMPL_SEGQ:
+        return atomic_load((atomic_size_t *)&q->s.segq.puts);
+    default:
+        return atomic_load((atomic_size_t *)&q->s.heapq.puts);
+    }
+}
+
+bool conc__queue_has_items(const conc_queue_t *q)
+{
+    return store_size(q) > 0;
+}
+
+static bool has_room(const conc_queue_t *q)
+{
+    return q->maxsize <= 0 || store_size(q) < (size_t)q->maxsize;
+}
+
+/* ------------------------------------------------------------- sleepers */
+
+void conc__queue_wake_one(conc__waitq_t *wq, atomic_uint *cnt)
+{
+    conc__waitq_lock(wq);
+    conc__waiter_t *w = conc__waitq_pop(wq);
+    if (w)
+        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+    conc__waitq_unlock(wq);
+    if (w)
+        conc__unpark(w);
+}
+
+static void wake_all(conc__waitq_t *wq, atomic_uint *cnt)
+{
+    conc__waitq_lock(wq);
+    conc__waiter_t *list = conc__waitq_take_all(wq);
+    atomic_store_explicit(cnt, 0, memory_order_seq_cst);
+    conc__waitq_unlock(wq);
+    conc__unpark_list(list);
+}
+
+static inline void after_put(conc_queue_t *q)
+{
+    if (atomic_load_explicit(&q->gsleep, memory_order_seq_cst))
+        conc__queue_wake_one(&q->getq, &q->gsleep);
+}
+
+static inline void after_get(conc_queue_t *q)
+{
+    if (atomic_load_explicit(&q->psleep, memory_order_seq_cst))
+        conc__queue_wake_one(&q->putq, &q->psleep);
+}
+
+typedef struct {
+    atomic_uint *cnt;
+} sleep_arg_t;
+
+static void on_timeout_dec(conc__waitq_t *wq, void *arg)
+{
+    (void)wq;
+    atomic_fetch_sub_explicit(((sleep_arg_t *)arg)->cnt, 1, memory_order_seq_cst);
+}
+
+/* Queue w on wq (cnt++), re-check `ready`, park. Returns 0 when woken or
+ * when ready turned true before sleeping, CONC_ETIMEDOUT at the deadline. */
+static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
+                       bool (*ready)(const conc_queue_t *), int64_t deadline)
+{
+    if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+        return CONC_ETIMEDOUT;
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    w.spun = 1;
+    conc__waitq_lock(wq);
+    atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
+    if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+        conc__waitq_unlock(wq);
+        return 0;
+    }
+    conc__waitq_push(wq, &w);
+    conc__waitq_unlock(wq);
+    sleep_arg_t a = {cnt};
+    return conc__wait_queued(wq, &w, deadline, on_timeout_dec, &a);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize, conc_queue_cmp_fn cmp)
+{
+    if (!out || (unsigned)kind > CONC_SIMPLE)
+        return CONC_EINVAL;
+    conc_queue_t *q = aligned_alloc(CONC__CACHELINE, (sizeof *q + CONC__CACHELINE - 1) &
+                                                         ~(size_t)(CONC__CACHELINE - 1));
+    if (!q)
+        return CONC_ENOMEM;
+    memset(q, 0, sizeof *q);
+    q->kind = kind;
+    q->maxsize = kind == CONC_SIMPLE || maxsize < 0 ? 0 : maxsize;
+    int rc;
+    if (kind == CONC_FIFO && q->maxsize > 0) {
+        q->impl = IMPL_RING;
+        rc = conc__ring_init(&q->s.ring, (size_t)q->maxsize);
+    } else if (kind == CONC_FIFO || kind == CONC_SIMPLE) {
+        q->impl = IMPL_SEGQ;
+        rc = conc__segq_init(&q->s.segq);
+    } else {
+        q->impl = IMPL_HEAPQ;
+        rc = conc__heapq_init(&q->s.heapq, kind == CONC_LIFO, cmp, (size_t)q->maxsize);
+    }
+    if (rc) {
+        free(q);
+        return rc;
+    }
+    *out = q;
+    return 0;
+}
+
+int conc_queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize)
+{
+    return queue_new(out, kind, maxsize, NULL);
+}
+
+int conc_priority_queue_new(conc_queue_t **out, long maxsize, conc_queue_cmp_fn cmp)
+{
+    return queue_new(out, CONC_PRIORITY, maxsize, cmp);
+}
+
+int conc_queue_free(conc_queue_t *q, void (*dtor)(void *item))
+{
+    if (!q)
+        return CONC_EINVAL;
+    if (atomic_load(&q->gsleep) || atomic_load(&q->psleep) || atomic_load(&q->jsleep))
+        return CONC_EPERM;
+    if (dtor) {
+        void *item;
+        while (store_get(q, &item))
+            dtor(item);
+    }
+    switch (q->impl) {
+    case IMPL_RING:
+        conc__ring_destroy(&q->s.ring);
+        break;
+    case IMPL_SEGQ:
+        conc__segq_destroy(&q->s.segq);
+        break;
+    default:
+        conc__heapq_destroy(&q->s.heapq);
+        break;
+    }
+    free(q);
+    return 0;
+}
+
+/* ------------------------------------------------------------- put / get */
+
+int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
+{
+    if (!q)
+        return CONC_EINVAL;
+    int64_t deadline = CONC__NO_DEADLINE;
+    if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
+        return CONC_ESHUTDOWN;
+    int err = 0;
+    if (__builtin_expect(store_put(q, item, &err), 1)) {
+        after_put(q);
+        return 0;
+    }
+    if (err)
+        return err;
+    if (!block)
+        return CONC_EFULL;
+
+    conc__spinner_t sp;
+    conc__spin_begin(&sp, deadline);
+    bool ok = false;
+    while (conc__spin_more(&sp)) {
+        if (has_room(q) && store_put(q, item, &err)) {
+            ok = true;
+            break;
+        }
+        if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
+            break;
+    }
+    conc__spin_end(&sp, ok);
+    for (;;) {
+        if (ok) {
+            after_put(q);
+            return 0;
+        }
+        if (err)
+            return err;
+        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+            return CONC_ESHUTDOWN;
+        if (sleep_until(q, &q->putq, &q->psleep, has_room, deadline) == CONC_ETIMEDOUT) {
+            if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+                return CONC_ESHUTDOWN;
+            if (store_put(q, item, &err)) {
+                after_put(q);
+                return 0;
+            }
+            return err ? err : CONC_EFULL;
+        }
+        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+            return CONC_ESHUTDOWN;
+        ok = store_put(q, item, &err);
+    }
+}
+
+int conc_queue_put_nowait(conc_queue_t *q, void *item)
+{
+    return conc_queue_put(q, item, false, CONC_FOREVER);
+}
+
+bool conc__queue_try_get(conc_queue_t *q, void **item)
+{
+    if (!store_get(q, item))
+        return false;
+    after_get(q);
+    return true;
+}
+
+int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
+{
+    if (!q || !item)
+        return CONC_EINVAL;
+    int64_t deadline = CONC__NO_DEADLINE;
+    if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    if (__builtin_expect(store_get(q, item), 1)) {
+        after_get(q);
+        return 0;
+    }
+    if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+        return conc__queue_try_get(q, item) ? 0 : CONC_ESHUTDOWN;
+    if (!block)
+        return CONC_EEMPTY;
+
+    conc__spinner_t sp;
+    conc__spin_begin(&sp, deadline);
+    bool ok = false;
+    while (conc__spin_more(&sp)) {
+        if (conc__queue_has_items(q) && store_get(q, item)) {
+            ok = true;
+            break;
+        }
+        if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
+            break;
+    }
+    conc__spin_end(&sp, ok);
+    for (;;) {
+        if (ok) {
+            after_get(q);
+            return 0;
+        }
+        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+            return conc__queue_try_get(q, item) ? 0 : CONC_ESHUTDOWN;
+        if (sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline) == CONC_ETIMEDOUT) {
+            if (conc__queue_try_get(q, item))
+                return 0;
+            return atomic_load_explicit(&q->shutdown, memory_order_acquire) ? CONC_ESHUTDOWN : CONC_EEMPTY;
+        }
+        ok = store_get(q, item);
+    }
+}
+
+int conc_queue_get_nowait(conc_queue_t *q, void **item)
+{
+    return conc_queue_get(q, item, false, CONC_FOREVER);
+}
+
+/* --------------------------------------------------------------- queries */
+
+size_t conc_queue_qsize(const conc_queue_t *q)
+{
+    return q ? store_size(q) : 0;
+}
+
+bool conc_queue_empty(const conc_queue_t *q)
+{
+    return !q || store_size(q) == 0;
+}
+
+bool conc_queue_full(const conc_queue_t *q)
+{
+    return q && q->maxsize > 0 && store_size(q) >= (size_t)q->maxsize;
+}
+
+long conc_queue_maxsize(const conc_queue_t *q)
+{
+    return q ? q->maxsize : 0;
+}
+
+conc_queue_kind_t conc_queue_kind(const conc_queue_t *q)
+{
+    return q ? q->kind : CONC_FIFO;
+}
+
+bool conc_queue_is_shutdown(const conc_queue_t *q)
+{
+    return q && atomic_load((atomic_int *)&q->shutdown);
+}
+
+/* ----------------------------------------------------------------- tasks */
+
+static size_t unfinished(const conc_queue_t *q)
+{
+    size_t d = atomic_load((atomic_size_t *)&q->dones);
+    size_t p = store_puts(q);
+    return p > d ? p - d : 0;
+}
+
+size_t conc_queue_unfinished_tasks(const conc_queue_t *q)
+{
+    return q && q->kind != CONC_SIMPLE ? unfinished(q) : 0;
+}
+
+int conc_queue_task_done(conc_queue_t *q)
+{
+    if (!q || q->kind == CONC_SIMPLE)
+        return CONC_EINVAL;
+    size_t d = atomic_load_explicit(&q->dones, memory_order_relaxed);
+    for (;;) {
+        if (d >= store_puts(q))
+            return CONC_EINVAL; /* task_done() called too many times */
+        if (atomic_compare_exchange_weak_explicit(&q->dones, &d, d + 1, memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            break;
+    }
+    if (atomic_load_explicit(&q->jsleep, memory_order_seq_cst) && unfinished(q) == 0)
+        wake_all(&q->joinq, &q->jsleep);
+    return 0;
+}
+
+static bool all_done(const conc_queue_t *q)
+{
+    return unfinished(q) == 0;
+}
+
+int conc_queue_join(conc_queue_t *q, double timeout)
+{
+    if (!q || q->kind == CONC_SIMPLE)
+        return CONC_EINVAL;
+    int64_t deadline;
+    if (conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    while (!all_done(q)) {
+        /* sleep_until also returns early on shutdown; joiners do not care
+         * about shutdown itself, only about the count, so wait properly. */
+        conc__waiter_t w;
+        conc__waiter_init(&w);
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            return CONC_ETIMEDOUT;
+        conc__waitq_lock(&q->joinq);
+        atomic_fetch_add_explicit(&q->jsleep, 1, memory_order_seq_cst);
+        if (all_done(q)) {
+            atomic_fetch_sub_explicit(&q->jsleep, 1, memory_order_seq_cst);
+            conc__waitq_unlock(&q->joinq);
+            return 0;
+        }
+        conc__waitq_push(&q->joinq, &w);
+        conc__waitq_unlock(&q->joinq);
+        sleep_arg_t a = {&q->jsleep};
+        if (conc__wait_queued(&q->joinq, &w, deadline, on_timeout_dec, &a) == CONC_ETIMEDOUT)
+            return all_done(q) ? 0 : CONC_ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------- shutdown */
+
+int conc_queue_shutdown(conc_queue_t *q, bool immediate, void (*discard)(void *item))
+{
+    if (!q)
+        return CONC_EINVAL;
+    int exp = 0;
+    atomic_compare_exchange_strong(&q->shutdown, &exp, immediate ? 2 : 1);
+    if (immediate) {
+        atomic_store(&q->shutdown, 2);
+        void *item;
+        while (store_get(q, &item)) {
+            if (q->kind != CONC_SIMPLE) {
+                /* unfinished_tasks -= 1, never below 0 */
+                size_t d = atomic_load(&q->dones);
+                while (d < store_puts(q) && !atomic_compare_exchange_weak(&q->dones, &d, d + 1)) {
+                }
+            }
+            if (discard)
+                discard(item);
+        }
+        wake_all(&q->joinq, &q->jsleep);
+    }
+    wake_all(&q->getq, &q->gsleep);
+    wake_all(&q->putq, &q->psleep);
+    return 0;
+}

@@ -1,0 +1,101 @@
+/*
+ * ring.c — bounded MPMC FIFO: an array of cells, each with a sequence
+ * number saying whose turn it is (after D. Vyukov's bounded queue).
+ *
+ * Cell i starts with seq = i. A producer holding ticket p (from `enq`) may
+ * fill cell p % cap when its seq == p, then sets seq = p + 1; a consumer
+ * with ticket d may empty cell d % cap when seq == d + 1, then sets
+ * seq = d + cap (the producer one lap later). Tickets are taken with a CAS
+ * only when the cell is ready, so `enq - deq` never exceeds cap and the
+ * counters double as the queue's put/get totals. Any capacity works
+ * (modulo; a mask when it is a power of two).
+ *
+ * A cell can be "claimed but not yet published" for a few instructions;
+ * put/get then spin instead of reporting full/empty, so put_nowait fails
+ * only when the queue really holds cap items (and get_nowait only when it
+ * holds none).
+ */
+#include <stdlib.h>
+
+#include "queue/container.h"
+
+int conc__ring_init(conc__ring_t *r, size_t cap)
+{
+    r->cells = malloc(cap * sizeof *r->cells);
+    if (!r->cells)
+        return CONC_ENOMEM;
+    for (size_t i = 0; i < cap; i++) {
+        atomic_init(&r->cells[i].seq, i);
+        r->cells[i].item = NULL;
+    }
+    r->cap = cap;
+    r->mask = (cap & (cap - 1)) == 0 ? cap - 1 : 0;
+    atomic_init(&r->enq, 0);
+    atomic_init(&r->deq, 0);
+    return 0;
+}
+
+void conc__ring_destroy(conc__ring_t *r)
+{
+    free(r->cells);
+    r->cells = NULL;
+}
+
+static inline conc__cell_t *cell_at(conc__ring_t *r, size_t pos)
+{
+    return &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+}
+
+bool conc__ring_put(conc__ring_t *r, void *item)
+{
+    size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+    for (;;) {
+        conc__cell_t *c = cell_at(r, pos);
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        intptr_t dif = (intptr_t)seq - (intptr_t)pos;
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&r->enq, &pos, pos + 1, memory_order_seq_cst,
+                                                      memory_order_relaxed)) {
+                c->item = item;
+                atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+                return true;
+            }
+        } else if (dif < 0) {
+            /* Full by this cell. Really full, or a consumer is mid-way? */
+            size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
+            if (pos - deq >= r->cap)
+                return false;
+            conc__cpu_relax();
+            pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        } else {
+            pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        }
+    }
+}
+
+bool conc__ring_get(conc__ring_t *r, void **item)
+{
+    size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+    for (;;) {
+        conc__cell_t *c = cell_at(r, pos);
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        intptr_t dif = (intptr_t)seq - (intptr_t)(pos + 1);
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&r->deq, &pos, pos + 1, memory_order_seq_cst,
+                                                      memory_order_relaxed)) {
+                *item = c->item;
+                atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+                return true;
+            }
+        } else if (dif < 0) {
+            /* Empty by this cell. Really empty, or a producer is mid-way? */
+            size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire);
+            if (enq == pos)
+                return false;
+            conc__cpu_relax();
+            pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+        } else {
+            pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+        }
+    }
+}
