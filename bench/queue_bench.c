@@ -1,0 +1,772 @@
+/*
+ * bench/queue_bench.c — the queue module's benchmark (issue 3): conc's
+ * Queue, SimpleQueue and PriorityQueue against the queues a C, C++ or
+ * Python programmer would otherwise use, in the same run.
+ *
+ * Rows (items/s, higher is better; pointer-sized items; see bench/README.md):
+ *   queue.1p1c          1 producer, 1 consumer, 10M items, capacity 1024
+ *                       conc moodycamel gasyncqueue tbb python
+ *   queue.2p2c          2 producers, 2 consumers, 10M items in all
+ *                       conc moodycamel gasyncqueue tbb python
+ *   simplequeue.1p1c    unbounded, 1 producer, 1 consumer, 10M items
+ *                       conc python
+ *   priorityqueue.1p1c  capacity 1024, random priorities, 2M items
+ *                       conc python
+ *
+ * The impls:
+ *   conc         conc_queue_new(&q, CONC_FIFO, 1024), conc_queue_put /
+ *                conc_queue_get with block=true, CONC_FOREVER (CONC_SIMPLE
+ *                and CONC_PRIORITY with (void *)(uintptr_t)priority items
+ *                for the other rows)
+ *   moodycamel   moodycamel::BlockingConcurrentQueue (unbounded by nature)
+ *                bounded to 1024 by moodycamel's own LightweightSemaphore
+ *                counting free slots; see bench/queue_peers.cpp
+ *   gasyncqueue  GLib's GAsyncQueue (unbounded by nature) bounded to 1024
+ *                by a counting semaphore of free slots made of GLib parts:
+ *                a g_atomic_int counter, and a GMutex + GCond only when a
+ *                producer must sleep (see gbq_put below)
+ *   tbb          tbb::concurrent_bounded_queue, set_capacity(1024), push/pop
+ *   python       bench/queue_python.py: queue.Queue(1024), queue.SimpleQueue,
+ *                queue.PriorityQueue(1024) with CPython threads (1M items for
+ *                the FIFO rows, fewer for the others; values are per second)
+ *
+ * Every run: the threads start behind a spinning gate; the time runs from
+ * opening it to the last thread finishing. Producer p of P puts the values
+ * p+1, p+1+P, p+1+2P, ... (never 0: GAsyncQueue refuses NULL); each
+ * consumer takes exactly total/C items (it counts; no sentinel, no timing)
+ * and adds up the values and their squares. A run passes only when those
+ * sums equal what was put, every call returned success and, for the FIFO
+ * rows, each consumer saw each producer's items in increasing order. A run
+ * making no progress for 60 s (a lost item would leave a consumer waiting
+ * forever) is reported and the program exits with status 1.
+ *
+ * Method as in sync_bench.c: one discarded warm-up run per impl, then the
+ * repetitions interleaved with the order rotated each time; medians.
+ *
+ * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ *                    [--python PYTHON --python-script queue_python.py] [--list]
+ */
+#define _GNU_SOURCE
+#include "bench_util.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conc/base.h"
+#include "conc/queue.h"
+
+#include "queue_peers.h"
+#ifndef CONC_BENCH_HAVE_QPEERS
+/* bench/queue_peers.cpp was not built (no C++ compiler): the C++ peers
+ * report themselves unavailable and are skipped. */
+int qpeer_available(int kind, char *why, size_t whylen)
+{
+    (void)kind;
+    snprintf(why, whylen, "not built: CMake found no C++ compiler for bench/queue_peers.cpp");
+    return 0;
+}
+qpeer_t *qpeer_new(int kind, long capacity, char *why, size_t whylen)
+{
+    (void)capacity;
+    qpeer_available(kind, why, whylen);
+    return NULL;
+}
+void qpeer_free(qpeer_t *q) { (void)q; }
+int qpeer_produce(qpeer_t *q, uintptr_t first, uintptr_t stride, long n)
+{
+    (void)q, (void)first, (void)stride, (void)n;
+    return -1;
+}
+int qpeer_consume(qpeer_t *q, long n, int nprod, uint64_t *sum, uint64_t *sumsq, long *progress)
+{
+    (void)q, (void)n, (void)nprod, (void)sum, (void)sumsq, (void)progress;
+    return -1;
+}
+#endif
+
+#ifdef CONC_BENCH_HAVE_GLIB
+#include <glib.h>
+#endif
+
+enum { IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, NIMPLS };
+static const char *impl_names[] = {"conc", "moodycamel", "gasyncqueue", "tbb"};
+
+#define CAPACITY 1024
+#define MAX_THREADS 8
+#define STALL_SECONDS 60.0
+
+static int opt_reps = 7;
+static double opt_scale = 1.0;
+static const char *opt_only;
+static const char *opt_jsonl;
+static const char *opt_python;
+static const char *opt_python_script;
+
+static long scaled(long n)
+{
+    long v = (long)((double)n * opt_scale);
+    return v < 1 ? 1 : v;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#define FAIL(...) (snprintf(why, whylen, __VA_ARGS__), NAN)
+
+/* ------------------------------------------------------------ the gate */
+
+typedef struct gate {
+    atomic_int ready;
+    atomic_int go;
+} gate_t;
+
+static void gate_reset(gate_t *g)
+{
+    atomic_store(&g->ready, 0);
+    atomic_store(&g->go, 0);
+}
+
+static void gate_arrive(gate_t *g)
+{
+    atomic_fetch_add(&g->ready, 1);
+    while (!atomic_load_explicit(&g->go, memory_order_acquire))
+        cpu_relax();
+}
+
+static double gate_open(gate_t *g, int parties)
+{
+    while (atomic_load(&g->ready) < parties)
+        sched_yield();
+    double t0 = bench_now();
+    atomic_store_explicit(&g->go, 1, memory_order_release);
+    return t0;
+}
+
+/* ------------------------------------------- GAsyncQueue, bounded to 1024 */
+
+#ifdef CONC_BENCH_HAVE_GLIB
+/* A counting semaphore of free slots around an unbounded GAsyncQueue.
+ * `free` counts free slots; below zero it counts producers that are (or
+ * are about to be) asleep. A producer takes a slot with one atomic
+ * decrement; only when there was none does it sleep on the GCond until a
+ * consumer hands it a token. A consumer gives a slot back with one atomic
+ * increment and takes the mutex only when someone waits for it. */
+typedef struct gbq {
+    GAsyncQueue *q;
+    gint free;
+    GMutex m;
+    GCond c;
+    long tokens;
+} gbq_t;
+
+static void gbq_init(gbq_t *b, int capacity)
+{
+    b->q = g_async_queue_new();
+    b->free = capacity;
+    g_mutex_init(&b->m);
+    g_cond_init(&b->c);
+    b->tokens = 0;
+}
+
+static void gbq_clear(gbq_t *b)
+{
+    g_async_queue_unref(b->q);
+    g_mutex_clear(&b->m);
+    g_cond_clear(&b->c);
+}
+
+static inline void gbq_put(gbq_t *b, void *item)
+{
+    if (g_atomic_int_add(&b->free, -1) <= 0) {
+        g_mutex_lock(&b->m);
+        while (b->tokens == 0)
+            g_cond_wait(&b->c, &b->m);
+        b->tokens--;
+        g_mutex_unlock(&b->m);
+    }
+    g_async_queue_push(b->q, item);
+}
+
+static inline void *gbq_get(gbq_t *b)
+{
+    void *item = g_async_queue_pop(b->q);
+    if (g_atomic_int_add(&b->free, 1) < 0) {
+        g_mutex_lock(&b->m);
+        b->tokens++;
+        g_cond_signal(&b->c);
+        g_mutex_unlock(&b->m);
+    }
+    return item;
+}
+#endif
+
+/* ------------------------------------------------------- one measured run */
+
+enum row_kind { ROW_FIFO, ROW_SIMPLE, ROW_PRIORITY };
+
+/* Priorities for priorityqueue.1p1c: xorshift64*, 31-bit values + 1. */
+static inline uint64_t prio_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return ((x * 0x2545F4914F6CDD1DULL) >> 33) + 1;
+}
+
+static uint64_t prio_seed(int producer)
+{
+    return 0x9E3779B97F4A7C15ULL * (uint64_t)(producer + 1) ^ 0xD1B54A32D192ED03ULL;
+}
+
+static struct {
+    gate_t gate;
+    int impl;
+    enum row_kind kind;
+    int nprod, ncons;
+    long per_prod, per_cons;
+    conc_queue_t *cq;
+    qpeer_t *pq;
+#ifdef CONC_BENCH_HAVE_GLIB
+    gbq_t gq;
+#endif
+    atomic_uint_least64_t sum, sumsq;
+    atomic_int finished;
+    long progress;        /* bumped (__atomic) by consumers every 64k items: stall check */
+    atomic_int err;       /* first error code seen (nonzero) */
+    atomic_int disorder;  /* a consumer saw a producer's items out of order */
+    double end[MAX_THREADS];
+} R;
+
+static void note_err(int code)
+{
+    int zero = 0;
+    atomic_compare_exchange_strong(&R.err, &zero, code ? code : -9999);
+}
+
+static void *producer(void *arg)
+{
+    int p = (int)(intptr_t)arg, id = p;
+    long n = R.per_prod;
+    uintptr_t stride = (uintptr_t)R.nprod, v = (uintptr_t)p + 1;
+    int err = 0;
+    gate_arrive(&R.gate);
+    switch (R.impl) {
+    case IMPL_CONC:
+        if (R.kind == ROW_PRIORITY) {
+            uint64_t s = prio_seed(p);
+            for (long i = 0; i < n; i++) {
+                err = conc_queue_put(R.cq, (void *)(uintptr_t)prio_next(&s), true, CONC_FOREVER);
+                if (err)
+                    break;
+            }
+        } else {
+            for (long i = 0; i < n; i++, v += stride) {
+                err = conc_queue_put(R.cq, (void *)v, true, CONC_FOREVER);
+                if (err)
+                    break;
+            }
+        }
+        break;
+    case IMPL_MOODYCAMEL:
+    case IMPL_TBB:
+        err = qpeer_produce(R.pq, v, stride, n);
+        break;
+#ifdef CONC_BENCH_HAVE_GLIB
+    case IMPL_GASYNC:
+        for (long i = 0; i < n; i++, v += stride)
+            gbq_put(&R.gq, (void *)v);
+        break;
+#endif
+    default:
+        err = -9998;
+    }
+    R.end[id] = bench_now();
+    if (err)
+        note_err(err);
+    atomic_fetch_add(&R.finished, 1);
+    return NULL;
+}
+
+/* The consumer's per-item check, kept identical for the C impls. */
+#define SEE(x)                                                                           \
+    do {                                                                                 \
+        uintptr_t x_ = (uintptr_t)(x);                                                   \
+        sum += x_;                                                                       \
+        sumsq += (uint64_t)x_ * x_;                                                      \
+        if (order) {                                                                     \
+            uintptr_t *l_ = &last[x_ % (uintptr_t)nprod];                                \
+            bad |= x_ <= *l_;                                                            \
+            *l_ = x_;                                                                    \
+        }                                                                                \
+    } while (0)
+
+static void *consumer(void *arg)
+{
+    int c = (int)(intptr_t)arg, id = R.nprod + c;
+    long n = R.per_cons;
+    int nprod = R.nprod, err = 0, bad = 0;
+    bool order = R.kind != ROW_PRIORITY;
+    uintptr_t last[MAX_THREADS] = {0};
+    uint64_t sum = 0, sumsq = 0;
+    void *item;
+    gate_arrive(&R.gate);
+    switch (R.impl) {
+    case IMPL_CONC:
+        for (long i = 0; i < n; i++) {
+            err = conc_queue_get(R.cq, &item, true, CONC_FOREVER);
+            if (err)
+                break;
+            SEE(item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
+        }
+        break;
+    case IMPL_MOODYCAMEL:
+    case IMPL_TBB:
+        /* the C++ loop checks the order itself (nprod > 0) */
+        err = qpeer_consume(R.pq, n, order ? nprod : 0, &sum, &sumsq, &R.progress);
+        if (err == -2) {
+            bad = 1;
+            err = 0;
+        }
+        break;
+#ifdef CONC_BENCH_HAVE_GLIB
+    case IMPL_GASYNC:
+        for (long i = 0; i < n; i++) {
+            item = gbq_get(&R.gq);
+            SEE(item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
+        }
+        break;
+#endif
+    default:
+        err = -9998;
+    }
+    R.end[id] = bench_now();
+    atomic_fetch_add(&R.sum, sum);
+    atomic_fetch_add(&R.sumsq, sumsq);
+    if (bad)
+        atomic_store(&R.disorder, 1);
+    if (err)
+        note_err(err);
+    atomic_fetch_add(&R.finished, 1);
+    return NULL;
+}
+
+static const char *err_name(int impl, int code)
+{
+    static char buf[64];
+    if (code == -9999 || code == -9998)
+        return "internal error";
+    if (impl == IMPL_CONC)
+        return conc_errname(code);
+    snprintf(buf, sizeof buf, "error %d", code);
+    return buf;
+}
+
+/* One run of `total` items through nprod producers and ncons consumers.
+ * Returns items/s, or NAN with the reason in why. */
+static double run_queue(int impl, enum row_kind kind, int nprod, int ncons, long total, char *why,
+                        size_t whylen)
+{
+    pthread_t th[MAX_THREADS];
+    int nth = nprod + ncons, started = 0;
+    long unit = (long)nprod * ncons;
+    total = total / unit * unit;
+    if (total < unit)
+        total = unit;
+
+    memset(R.end, 0, sizeof R.end);
+    R.impl = impl;
+    R.kind = kind;
+    R.nprod = nprod;
+    R.ncons = ncons;
+    R.per_prod = total / nprod;
+    R.per_cons = total / ncons;
+    R.cq = NULL;
+    R.pq = NULL;
+    atomic_store(&R.sum, 0);
+    atomic_store(&R.sumsq, 0);
+    atomic_store(&R.finished, 0);
+    __atomic_store_n(&R.progress, 0, __ATOMIC_RELAXED);
+    atomic_store(&R.err, 0);
+    atomic_store(&R.disorder, 0);
+    gate_reset(&R.gate);
+
+    /* what the consumers must add up to */
+    uint64_t want_sum = 0, want_sumsq = 0;
+    for (int p = 0; p < nprod; p++) {
+        uint64_t s = prio_seed(p);
+        uintptr_t v = (uintptr_t)p + 1;
+        for (long i = 0; i < R.per_prod; i++, v += (uintptr_t)nprod) {
+            uint64_t x = kind == ROW_PRIORITY ? prio_next(&s) : (uint64_t)v;
+            want_sum += x;
+            want_sumsq += x * x;
+        }
+    }
+
+    switch (impl) {
+    case IMPL_CONC: {
+        int rc = kind == ROW_PRIORITY ? conc_queue_new(&R.cq, CONC_PRIORITY, CAPACITY)
+                 : kind == ROW_SIMPLE ? conc_queue_new(&R.cq, CONC_SIMPLE, 0)
+                                      : conc_queue_new(&R.cq, CONC_FIFO, CAPACITY);
+        if (rc != 0)
+            return FAIL("conc_queue_new: %s", conc_errname(rc));
+        break;
+    }
+    case IMPL_MOODYCAMEL:
+    case IMPL_TBB:
+        R.pq = qpeer_new(impl == IMPL_TBB ? QPEER_TBB : QPEER_MOODYCAMEL, CAPACITY, why, whylen);
+        if (!R.pq)
+            return NAN;
+        break;
+#ifdef CONC_BENCH_HAVE_GLIB
+    case IMPL_GASYNC:
+        gbq_init(&R.gq, CAPACITY);
+        break;
+#endif
+    default:
+        return FAIL("impl not built in");
+    }
+
+    for (int i = 0; i < nth; i++) {
+        void *(*fn)(void *) = i < nprod ? producer : consumer;
+        intptr_t arg = i < nprod ? i : i - nprod;
+        if (pthread_create(&th[i], NULL, fn, (void *)arg) != 0) {
+            /* cannot happen in practice; the started threads would wait
+             * at the gate forever, so give up on the whole program */
+            fprintf(stderr, "queue_bench: pthread_create failed\n");
+            exit(1);
+        }
+        started++;
+    }
+    double t0 = gate_open(&R.gate, started);
+
+    /* Wait for the workers; they time themselves, so polling is cheap.
+     * A queue that lost an item would leave a consumer waiting forever. */
+    long seen = -1;
+    double last_move = bench_now();
+    while (atomic_load(&R.finished) < nth) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        long pr = __atomic_load_n(&R.progress, __ATOMIC_RELAXED) + 1000000L * atomic_load(&R.finished);
+        double now = bench_now();
+        if (pr != seen) {
+            seen = pr;
+            last_move = now;
+        } else if (now - last_move > STALL_SECONDS) {
+            fflush(stdout);
+            fprintf(stderr,
+                    "queue_bench: %s with %d producer(s) / %d consumer(s), %ld items: no progress for "
+                    "%.0f s (%d of %d threads finished; an item lost or a waiter never woken?). "
+                    "Giving up.\n",
+                    impl_names[impl], nprod, ncons, total, STALL_SECONDS, atomic_load(&R.finished), nth);
+            if (impl == IMPL_CONC && R.cq)
+                fprintf(stderr, "queue_bench: conc_queue_qsize says %zu\n", conc_queue_qsize(R.cq));
+            _exit(1);
+        }
+    }
+    for (int i = 0; i < nth; i++)
+        pthread_join(th[i], NULL);
+    double t1 = 0;
+    for (int i = 0; i < nth; i++)
+        if (R.end[i] > t1)
+            t1 = R.end[i];
+
+    int leftover = 0;
+    switch (impl) {
+    case IMPL_CONC: {
+        void *x;
+        leftover = conc_queue_get_nowait(R.cq, &x) == 0;
+        int rc = conc_queue_free(R.cq, NULL);
+        if (rc != 0 && !atomic_load(&R.err))
+            note_err(rc);
+        break;
+    }
+    case IMPL_MOODYCAMEL:
+    case IMPL_TBB:
+        qpeer_free(R.pq);
+        break;
+#ifdef CONC_BENCH_HAVE_GLIB
+    case IMPL_GASYNC:
+        leftover = g_async_queue_length(R.gq.q) != 0;
+        gbq_clear(&R.gq);
+        break;
+#endif
+    }
+
+    int err = atomic_load(&R.err);
+    if (err)
+        return FAIL("a put/get returned %s", err_name(impl, err));
+    if (atomic_load(&R.sum) != want_sum || atomic_load(&R.sumsq) != want_sumsq)
+        return FAIL("checksum mismatch: got sum %llu, put %llu (items lost, duplicated or corrupted)",
+                    (unsigned long long)atomic_load(&R.sum), (unsigned long long)want_sum);
+    if (atomic_load(&R.disorder))
+        return FAIL("a consumer got a producer's items out of FIFO order");
+    if (leftover)
+        return FAIL("items left in the queue after every item was consumed");
+    return (double)total / (t1 - t0);
+}
+
+/* ------------------------------------------------------------------ rows */
+
+static double queue_1p1c(int impl, char *why, size_t whylen)
+{
+    return run_queue(impl, ROW_FIFO, 1, 1, scaled(10000000), why, whylen);
+}
+
+static double queue_2p2c(int impl, char *why, size_t whylen)
+{
+    return run_queue(impl, ROW_FIFO, 2, 2, scaled(10000000), why, whylen);
+}
+
+static double simplequeue_1p1c(int impl, char *why, size_t whylen)
+{
+    return run_queue(impl, ROW_SIMPLE, 1, 1, scaled(10000000), why, whylen);
+}
+
+static double priorityqueue_1p1c(int impl, char *why, size_t whylen)
+{
+    return run_queue(impl, ROW_PRIORITY, 1, 1, scaled(2000000), why, whylen);
+}
+
+/* ------------------------------------------------------------- driver */
+
+typedef double (*measure_fn)(int impl, char *why, size_t whylen);
+
+typedef struct rowdef {
+    const char *name;
+    measure_fn fn;
+    int impls[NIMPLS];
+    int nimpls;
+    bool python;
+} rowdef_t;
+
+static const rowdef_t rowdefs[] = {
+    {"queue.1p1c", queue_1p1c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB}, 4, true},
+    {"queue.2p2c", queue_2p2c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB}, 4, true},
+    {"simplequeue.1p1c", simplequeue_1p1c, {IMPL_CONC}, 1, true},
+    {"priorityqueue.1p1c", priorityqueue_1p1c, {IMPL_CONC}, 1, true},
+};
+#define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
+
+static bool selected(const char *name)
+{
+    if (!opt_only)
+        return true;
+    size_t len = strlen(name);
+    for (const char *p = opt_only; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == len && strncmp(p, name, l) == 0)
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
+
+static bool impl_available(int impl, char *why, size_t whylen)
+{
+    switch (impl) {
+    case IMPL_MOODYCAMEL:
+        return qpeer_available(QPEER_MOODYCAMEL, why, whylen);
+    case IMPL_TBB:
+        return qpeer_available(QPEER_TBB, why, whylen);
+    case IMPL_GASYNC:
+#ifndef CONC_BENCH_HAVE_GLIB
+        snprintf(why, whylen, "GLib (pkg-config glib-2.0) was not found when the bench was built");
+        return false;
+#else
+        return true;
+#endif
+    default:
+        return true;
+    }
+}
+
+static void run_python(const rowdef_t *d, bench_impl_t *im)
+{
+    char why[200] = "";
+    if (!opt_python || !opt_python_script) {
+        bench_impl_note(im, BENCH_SKIPPED, "no Python interpreter given (--python)");
+        return;
+    }
+    if (access(opt_python, X_OK) != 0) {
+        bench_impl_note(im, BENCH_SKIPPED, "%s not found", opt_python);
+        return;
+    }
+    char reps[32], scale[32];
+    snprintf(reps, sizeof reps, "%d", opt_reps);
+    snprintf(scale, sizeof scale, "%g", opt_scale);
+    char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", reps, "--scale", scale,
+                    (char *)d->name, NULL};
+    double vals[BENCH_MAX_REPS];
+    int n = bench_run_peer(argv, vals, BENCH_MAX_REPS, why, sizeof why);
+    if (n < 0) {
+        bench_impl_note(im, BENCH_FAILED, "%s", why);
+        return;
+    }
+    if (n < opt_reps) {
+        bench_impl_note(im, BENCH_FAILED, "python peer printed %d values, expected %d", n, opt_reps);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        bench_impl_record(im, vals[i]);
+}
+
+static void run_row(const rowdef_t *d)
+{
+    bench_row_t *r = bench_row_new(d->name, "items/s", false);
+    bench_impl_t *ims[NIMPLS];
+    char why[200];
+    fprintf(stderr, "running %s ...\n", d->name);
+    for (int i = 0; i < d->nimpls; i++) {
+        ims[i] = bench_impl_add(r, impl_names[d->impls[i]]);
+        why[0] = 0;
+        if (!impl_available(d->impls[i], why, sizeof why)) {
+            bench_impl_note(ims[i], BENCH_SKIPPED, "%s", why);
+            continue;
+        }
+        double v = d->fn(d->impls[i], why, sizeof why); /* warm-up, discarded */
+        if (isnan(v))
+            bench_impl_note(ims[i], BENCH_FAILED, "%s", why);
+    }
+    for (int rep = 0; rep < opt_reps; rep++) {
+        for (int j = 0; j < d->nimpls; j++) {
+            int i = (j + rep) % d->nimpls;
+            if (ims[i]->status != BENCH_OK)
+                continue;
+            why[0] = 0;
+            double v = d->fn(d->impls[i], why, sizeof why);
+            if (isnan(v))
+                bench_impl_note(ims[i], BENCH_FAILED, "%s", why);
+            else
+                bench_impl_record(ims[i], v);
+        }
+    }
+    if (d->python)
+        run_python(d, bench_impl_add(r, "python"));
+    for (int i = 0; i < r->nimpl; i++)
+        if (r->impl[i].status != BENCH_OK)
+            fprintf(stderr, "note: %s: %s %s: %s\n", d->name, r->impl[i].name,
+                    r->impl[i].status == BENCH_FAILED ? "FAILED" : "skipped", r->impl[i].note);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]\n"
+               "                   [--python PYTHON --python-script queue_python.py] [--list]\n");
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i += 2) { /* every option but --list/--help takes a value */
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--list") == 0) {
+            for (int k = 0; k < NROWDEFS; k++)
+                printf("%s\n", rowdefs[k].name);
+            return 0;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (!v) {
+            usage(stderr);
+            return 2;
+        } else if (strcmp(a, "--reps") == 0) {
+            opt_reps = atoi(v);
+        } else if (strcmp(a, "--scale") == 0) {
+            opt_scale = atof(v);
+        } else if (strcmp(a, "--only") == 0) {
+            opt_only = v;
+        } else if (strcmp(a, "--jsonl") == 0) {
+            opt_jsonl = v;
+        } else if (strcmp(a, "--python") == 0) {
+            opt_python = v;
+        } else if (strcmp(a, "--python-script") == 0) {
+            opt_python_script = v;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
+        fprintf(stderr, "queue_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
+        return 2;
+    }
+    if (opt_reps < 5)
+        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    if (!opt_python)
+        fprintf(stderr, "note: python peer skipped (no --python given)\n");
+    else if (access(opt_python, X_OK) != 0)
+        fprintf(stderr, "note: python peer skipped: %s not found\n", opt_python);
+    {
+        char why[200];
+        for (int k = IMPL_MOODYCAMEL; k < NIMPLS; k++)
+            if (!impl_available(k, why, sizeof why))
+                fprintf(stderr, "note: %s peer skipped: %s\n", impl_names[k], why);
+    }
+
+    bench_note_load();
+    double t_start = bench_now();
+    for (int k = 0; k < NROWDEFS; k++)
+        if (selected(rowdefs[k].name))
+            run_row(&rowdefs[k]);
+    if (bench_nrows == 0) {
+        fprintf(stderr, "queue_bench: no row matches --only %s\n", opt_only);
+        return 2;
+    }
+
+    bench_print_header("queue", opt_reps);
+    for (int i = 0; i < bench_nrows; i++)
+        bench_print_row(&bench_rows[i]);
+
+    printf("\ntargets (issue 3, 2-core machine), as ratios of medians:\n");
+    int missed = 0, met = 0;
+#define TARGET(row, peer, want, text)                                                     \
+    do {                                                                                 \
+        if (bench_row_find(row)) {                                                       \
+            int r_ = bench_target(row, peer, want, text);                                \
+            met += r_ == 1;                                                              \
+            missed += r_ == 0;                                                           \
+        }                                                                                \
+    } while (0)
+    TARGET("queue.1p1c", "moodycamel", 1.5, "queue.1p1c: conc >= 1.5x moodycamel");
+    TARGET("queue.2p2c", "moodycamel", 1.0, "queue.2p2c: conc >= 1.0x moodycamel");
+    for (int i = 0; i < bench_nrows; i++) {
+        if (!bench_impl_find(&bench_rows[i], "python"))
+            continue;
+        char text[96];
+        snprintf(text, sizeof text, "%s: conc >= 50x python", bench_rows[i].name);
+        TARGET(bench_rows[i].name, "python", 50.0, text);
+    }
+    printf("  %d met, %d missed\n", met, missed);
+
+    int failed = 0;
+    for (int i = 0; i < bench_nrows; i++)
+        for (int j = 0; j < bench_rows[i].nimpl; j++)
+            failed += bench_rows[i].impl[j].status == BENCH_FAILED;
+    if (opt_jsonl) {
+        int lines = bench_write_jsonl(opt_jsonl);
+        if (lines >= 0)
+            printf("\n%d rows appended to %s\n", lines, opt_jsonl);
+        else
+            failed++;
+    }
+    printf("queue bench took %.0f s%s\n", bench_now() - t_start,
+           failed ? "; some impls FAILED their checks (see above)" : "");
+    return failed ? 1 : 0;
+}
