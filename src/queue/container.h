@@ -69,8 +69,26 @@ typedef struct {
 
 int conc__ring_init(conc__ring_t *r, size_t cap);
 void conc__ring_destroy(conc__ring_t *r);
-bool conc__ring_put(conc__ring_t *r, void *item); /* false: full */
-bool conc__ring_get(conc__ring_t *r, void **item); /* false: empty */
+/* exact: tell a cell being filled (or emptied) by another thread from a
+ * really empty (full) queue by reading the other side's counter; without
+ * it a cell in mid-publication reports empty (full), which is cheaper:
+ * the blocking paths re-check exactly before they sleep. */
+bool conc__ring_put(conc__ring_t *r, void *item, bool exact); /* false: full */
+bool conc__ring_get(conc__ring_t *r, void **item, bool exact); /* false: empty */
+/* Cheap readiness hints for spinning: look only at the next cell, which
+ * the other side is about to write anyway (not at the shared counters). */
+static inline bool conc__ring_peek_get(const conc__ring_t *r)
+{
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed);
+    const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+    return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos + 1;
+}
+static inline bool conc__ring_peek_put(const conc__ring_t *r)
+{
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
+    const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+    return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
+}
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
     size_t d = atomic_load((atomic_size_t *)&r->deq);

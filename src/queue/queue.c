@@ -27,11 +27,11 @@
 
 /* ------------------------------------------------------------ the store */
 
-static bool store_put(conc_queue_t *q, void *item, int *err)
+static bool store_put_x(conc_queue_t *q, void *item, int *err, bool exact)
 {
     switch (q->impl) {
     case IMPL_RING:
-        return conc__ring_put(&q->s.ring, item);
+        return conc__ring_put(&q->s.ring, item, exact);
     case IMPL_SEGQ:
         if (conc__segq_put(&q->s.segq, item))
             return true;
@@ -46,16 +46,26 @@ static bool store_put(conc_queue_t *q, void *item, int *err)
     }
 }
 
-static bool store_get(conc_queue_t *q, void **item)
+static bool store_get_x(conc_queue_t *q, void **item, bool exact)
 {
     switch (q->impl) {
     case IMPL_RING:
-        return conc__ring_get(&q->s.ring, item);
+        return conc__ring_get(&q->s.ring, item, exact);
     case IMPL_SEGQ:
         return conc__segq_get(&q->s.segq, item);
     default:
         return conc__heapq_get(&q->s.heapq, item);
     }
+}
+
+/* Exact: fails only when really full / empty (see ring.c). */
+static inline bool store_put(conc_queue_t *q, void *item, int *err)
+{
+    return store_put_x(q, item, err, true);
+}
+static inline bool store_get(conc_queue_t *q, void **item)
+{
+    return store_get_x(q, item, true);
 }
 
 static size_t store_size(const conc_queue_t *q)
@@ -85,6 +95,19 @@ static size_t store_puts(const conc_queue_t *q)
 bool conc__queue_has_items(const conc_queue_t *q)
 {
     return store_size(q) > 0;
+}
+
+static bool has_room(const conc_queue_t *q);
+
+/* Spinning hints: likely worth a try now (may be wrong either way). */
+static inline bool peek_get(const conc_queue_t *q)
+{
+    return q->impl == IMPL_RING ? conc__ring_peek_get(&q->s.ring) : store_size(q) > 0;
+}
+
+static inline bool peek_put(const conc_queue_t *q)
+{
+    return q->impl == IMPL_RING ? conc__ring_peek_put(&q->s.ring) : has_room(q);
 }
 
 static bool has_room(const conc_queue_t *q)
@@ -173,15 +196,17 @@ static int queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize, c
     q->kind = kind;
     q->maxsize = kind == CONC_SIMPLE || maxsize < 0 ? 0 : maxsize;
     int rc;
-    if (kind == CONC_FIFO && q->maxsize > 0) {
+    /* The ring needs two cells at least (a filled cell's sequence number
+     * must differ from the next lap's); a FIFO of one item is also a stack. */
+    if (kind == CONC_FIFO && q->maxsize > 1) {
         q->impl = IMPL_RING;
         rc = conc__ring_init(&q->s.ring, (size_t)q->maxsize);
-    } else if (kind == CONC_FIFO || kind == CONC_SIMPLE) {
+    } else if ((kind == CONC_FIFO && q->maxsize <= 0) || kind == CONC_SIMPLE) {
         q->impl = IMPL_SEGQ;
         rc = conc__segq_init(&q->s.segq);
     } else {
         q->impl = IMPL_HEAPQ;
-        rc = conc__heapq_init(&q->s.heapq, kind == CONC_LIFO, cmp, (size_t)q->maxsize);
+        rc = conc__heapq_init(&q->s.heapq, kind != CONC_PRIORITY, cmp, (size_t)q->maxsize);
     }
     if (rc) {
         free(q);
@@ -239,7 +264,7 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
         return CONC_ESHUTDOWN;
     int err = 0;
-    if (__builtin_expect(store_put(q, item, &err), 1)) {
+    if (__builtin_expect(store_put_x(q, item, &err, !block), 1)) {
         after_put(q);
         return 0;
     }
@@ -252,7 +277,7 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     conc__spin_begin(&sp, deadline);
     bool ok = false;
     while (conc__spin_more(&sp)) {
-        if (has_room(q) && store_put(q, item, &err)) {
+        if (peek_put(q) && store_put_x(q, item, &err, false)) {
             ok = true;
             break;
         }
@@ -304,7 +329,7 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
     int64_t deadline = CONC__NO_DEADLINE;
     if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
-    if (__builtin_expect(store_get(q, item), 1)) {
+    if (__builtin_expect(store_get_x(q, item, !block), 1)) {
         after_get(q);
         return 0;
     }
@@ -317,7 +342,7 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
     conc__spin_begin(&sp, deadline);
     bool ok = false;
     while (conc__spin_more(&sp)) {
-        if (conc__queue_has_items(q) && store_get(q, item)) {
+        if (peek_get(q) && store_get_x(q, item, false)) {
             ok = true;
             break;
         }

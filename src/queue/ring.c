@@ -10,10 +10,12 @@
  * counters double as the queue's put/get totals. Any capacity works
  * (modulo; a mask when it is a power of two).
  *
- * A cell can be "claimed but not yet published" for a few instructions;
- * put/get then spin instead of reporting full/empty, so put_nowait fails
- * only when the queue really holds cap items (and get_nowait only when it
- * holds none).
+ * A cell can be "claimed but not yet published" for a few instructions.
+ * In exact mode put/get then spin instead of reporting full/empty, so
+ * put_nowait fails only when the queue really holds cap items (and
+ * get_nowait only when it holds none); the blocking fast paths skip that
+ * check (it reads the other side's counter, a cache line the other side
+ * writes on every operation) and re-check exactly before sleeping.
  */
 #include <stdlib.h>
 
@@ -46,7 +48,7 @@ static inline conc__cell_t *cell_at(conc__ring_t *r, size_t pos)
     return &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
 }
 
-bool conc__ring_put(conc__ring_t *r, void *item)
+bool conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
@@ -62,6 +64,8 @@ bool conc__ring_put(conc__ring_t *r, void *item)
             }
         } else if (dif < 0) {
             /* Full by this cell. Really full, or a consumer is mid-way? */
+            if (!exact)
+                return false;
             size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
             if (pos - deq >= r->cap)
                 return false;
@@ -73,7 +77,7 @@ bool conc__ring_put(conc__ring_t *r, void *item)
     }
 }
 
-bool conc__ring_get(conc__ring_t *r, void **item)
+bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 {
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
@@ -89,6 +93,8 @@ bool conc__ring_get(conc__ring_t *r, void **item)
             }
         } else if (dif < 0) {
             /* Empty by this cell. Really empty, or a producer is mid-way? */
+            if (!exact)
+                return false;
             size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire);
             if (enq == pos)
                 return false;
