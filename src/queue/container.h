@@ -115,11 +115,13 @@ typedef struct {
     size_t head_i;
     atomic_size_t gets;
     _Alignas(CONC__CACHELINE) conc__seg_t *_Atomic spare; /* one recycled segment */
+    size_t bound;                                          /* 0: unbounded */
 } conc__segq_t;
 
-int conc__segq_init(conc__segq_t *q);
+int conc__segq_init(conc__segq_t *q, size_t bound);
 void conc__segq_destroy(conc__segq_t *q);
-bool conc__segq_put(conc__segq_t *q, void *item); /* false: out of memory */
+/* 0, CONC_EFULL (bounded) or CONC_ENOMEM */
+int conc__segq_put(conc__segq_t *q, void *item);
 bool conc__segq_get(conc__segq_t *q, void **item);
 static inline size_t conc__segq_size(const conc__segq_t *q)
 {

@@ -32,11 +32,12 @@ static bool store_put_x(conc_queue_t *q, void *item, int *err, bool exact)
     switch (q->impl) {
     case IMPL_RING:
         return conc__ring_put(&q->s.ring, item, exact);
-    case IMPL_SEGQ:
-        if (conc__segq_put(&q->s.segq, item))
-            return true;
-        *err = CONC_ENOMEM;
-        return false;
+    case IMPL_SEGQ: {
+        int rc = conc__segq_put(&q->s.segq, item);
+        if (rc == CONC_ENOMEM)
+            *err = rc;
+        return rc == 0;
+    }
     default: {
         int rc = conc__heapq_put(&q->s.heapq, item);
         if (rc == CONC_ENOMEM)
@@ -184,6 +185,10 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* Bounded FIFOs up to this size use the ring (all slots allocated up
+ * front); bigger ones use the segment list with a bound. */
+#define CONC__RING_MAX (1L << 16)
+
 static int queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize, conc_queue_cmp_fn cmp)
 {
     if (!out || (unsigned)kind > CONC_SIMPLE)
@@ -198,12 +203,12 @@ static int queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize, c
     int rc;
     /* The ring needs two cells at least (a filled cell's sequence number
      * must differ from the next lap's); a FIFO of one item is also a stack. */
-    if (kind == CONC_FIFO && q->maxsize > 1) {
+    if (kind == CONC_FIFO && q->maxsize > 1 && q->maxsize <= CONC__RING_MAX) {
         q->impl = IMPL_RING;
         rc = conc__ring_init(&q->s.ring, (size_t)q->maxsize);
-    } else if ((kind == CONC_FIFO && q->maxsize <= 0) || kind == CONC_SIMPLE) {
+    } else if ((kind == CONC_FIFO && q->maxsize != 1) || kind == CONC_SIMPLE) {
         q->impl = IMPL_SEGQ;
-        rc = conc__segq_init(&q->s.segq);
+        rc = conc__segq_init(&q->s.segq, (size_t)q->maxsize);
     } else {
         q->impl = IMPL_HEAPQ;
         rc = conc__heapq_init(&q->s.heapq, kind != CONC_PRIORITY, cmp, (size_t)q->maxsize);

@@ -6,7 +6,10 @@
  * (and any new segment link) is written, so a consumer that sees
  * gets < puts will find the item, following `next` into a new segment if
  * needed. A consumer that leaves a segment keeps one as a spare for the
- * producers, so a steady queue does not call malloc.
+ * producers, so a steady queue does not call malloc. With a bound (big
+ * bounded queues, where a ring would allocate every slot up front) a
+ * producer compares puts - gets with it; gets is stored seq_cst so a
+ * sleeping producer's re-check and the consumer's wake check pair up.
  */
 #include <stdlib.h>
 
@@ -21,8 +24,9 @@ static conc__seg_t *seg_new(conc__segq_t *q)
     return s;
 }
 
-int conc__segq_init(conc__segq_t *q)
+int conc__segq_init(conc__segq_t *q, size_t bound)
 {
+    q->bound = bound;
     atomic_init(&q->spare, NULL);
     conc__seg_t *s = seg_new(q);
     if (!s)
@@ -48,14 +52,20 @@ void conc__segq_destroy(conc__segq_t *q)
     q->head = q->tail = NULL;
 }
 
-bool conc__segq_put(conc__segq_t *q, void *item)
+int conc__segq_put(conc__segq_t *q, void *item)
 {
     conc__spin_lock(&q->tail_lock);
+    if (q->bound && atomic_load_explicit(&q->puts, memory_order_relaxed) -
+                            atomic_load_explicit(&q->gets, memory_order_seq_cst) >=
+                        q->bound) {
+        conc__spin_unlock(&q->tail_lock);
+        return CONC_EFULL;
+    }
     if (q->tail_i == CONC__SEG_ITEMS) {
         conc__seg_t *s = seg_new(q);
         if (!s) {
             conc__spin_unlock(&q->tail_lock);
-            return false;
+            return CONC_ENOMEM;
         }
         atomic_store_explicit(&q->tail->next, s, memory_order_release);
         q->tail = s;
@@ -64,7 +74,7 @@ bool conc__segq_put(conc__segq_t *q, void *item)
     q->tail->items[q->tail_i++] = item;
     atomic_fetch_add_explicit(&q->puts, 1, memory_order_seq_cst); /* publishes the slot */
     conc__spin_unlock(&q->tail_lock);
-    return true;
+    return 0;
 }
 
 bool conc__segq_get(conc__segq_t *q, void **item)
