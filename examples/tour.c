@@ -15,6 +15,7 @@
 
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -539,13 +540,538 @@ static const struct section threads_sections[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* ================================================ chapter: queue */
+
+/* Items are void *: small integers travel as (void *)(intptr_t)n. */
+#define JOB(n) ((void *)(intptr_t)(n))
+#define JOB_NO(p) ((int)(intptr_t)(p))
+
+static const char *me(void) { return conc_thread_name(conc_current_thread()); }
+
+static conc_thread_t *spawn_named(void *(*fn)(void *), void *arg, const char *name)
+{
+    conc_thread_t *t = NULL;
+    conc_thread_opts_t o = {.name = name};
+    CHECK(conc_thread_spawn(&t, fn, arg, &o) == 0);
+    return t;
+}
+
+static void join_free(conc_thread_t *t)
+{
+    CHECK(conc_thread_join(t, CONC_FOREVER, NULL) == 0);
+    conc_thread_free(t);
+}
+
+/* ---- queue/bounded: a bounded buffer, a slow consumer, back-pressure ---- */
+
+enum { BP_MAXSIZE = 3, BP_JOBS = 8 };
+#define BP_WORK 0.05 /* seconds the consumer spends on each job */
+
+struct bounded {
+    conc_queue_t *q;
+    double t0;
+    double longest_put; /* written by the producer only */
+    size_t max_qsize;   /* written by the producer only */
+    int order[BP_JOBS]; /* written by the consumer only */
+    int got;
+    int last_rc;
+};
+
+static void *bp_producer(void *arg)
+{
+    struct bounded *s = arg;
+    for (int i = 1; i <= BP_JOBS; i++) {
+        double t = conc_monotonic();
+        CHECK(conc_queue_put(s->q, JOB(i), true, CONC_FOREVER) == 0);
+        double waited = conc_monotonic() - t;
+        size_t n = conc_queue_qsize(s->q);
+        if (waited > s->longest_put)
+            s->longest_put = waited;
+        if (n > s->max_qsize)
+            s->max_qsize = n;
+        char what[40];
+        if (waited < 0.001)
+            snprintf(what, sizeof what, "put(job %d): at once", i);
+        else
+            snprintf(what, sizeof what, "put(job %d): blocked %.0f ms", i, waited * 1e3);
+        printf("    %4.0f ms  %-10s %-32s qsize=%zu\n", (conc_monotonic() - s->t0) * 1e3, me(),
+               what, n);
+    }
+    return NULL;
+}
+
+static void *bp_consumer(void *arg)
+{
+    struct bounded *s = arg;
+    for (;;) {
+        void *job;
+        int rc = conc_queue_get(s->q, &job, true, CONC_FOREVER);
+        if (rc != 0) {
+            s->last_rc = rc;
+            printf("    %4.0f ms  %-10s get() raised %s: no more work, exit\n",
+                   (conc_monotonic() - s->t0) * 1e3, me(), conc_errname(rc));
+            return NULL;
+        }
+        char what[40];
+        snprintf(what, sizeof what, "get() -> job %d, working...", JOB_NO(job));
+        printf("    %4.0f ms  %-10s %-32s qsize=%zu\n", (conc_monotonic() - s->t0) * 1e3, me(),
+               what, conc_queue_qsize(s->q));
+        conc_sleep_thread(BP_WORK); /* the slow part */
+        if (s->got < BP_JOBS)
+            s->order[s->got++] = JOB_NO(job);
+        CHECK(conc_queue_task_done(s->q) == 0);
+    }
+}
+
+static int sec_bounded(void)
+{
+    struct bounded s = {.last_rc = 0};
+    printf("  Producer and consumer never call each other: they share only q, a bounded\n"
+           "  buffer of %d slots. The producer has %d jobs; the consumer needs %.0f ms per\n"
+           "  job, so the buffer fills up and put() blocks until a slot frees: the slow\n"
+           "  side sets the pace (back-pressure), and memory stays bounded.\n",
+           BP_MAXSIZE, BP_JOBS, BP_WORK * 1e3);
+    CHECK(conc_queue_new(&s.q, CONC_FIFO, BP_MAXSIZE) == 0);
+    s.t0 = conc_monotonic();
+    conc_thread_t *c = spawn_named(bp_consumer, &s, "consumer");
+    conc_thread_t *p = spawn_named(bp_producer, &s, "producer");
+    join_free(p);
+    printf("    %4.0f ms  %-10s producer is done; q.join() waits for every task_done()\n",
+           (conc_monotonic() - s.t0) * 1e3, me());
+    CHECK(conc_queue_join(s.q, 10.0) == 0);
+    printf("    %4.0f ms  %-10s q.join() returned: unfinished_tasks=%zu; q.shutdown()\n",
+           (conc_monotonic() - s.t0) * 1e3, me(), conc_queue_unfinished_tasks(s.q));
+    CHECK(conc_queue_unfinished_tasks(s.q) == 0);
+    CHECK(conc_queue_shutdown(s.q, false, NULL) == 0);
+    join_free(c);
+
+    bool in_order = s.got == BP_JOBS;
+    for (int i = 0; i < s.got; i++)
+        in_order = in_order && s.order[i] == i + 1;
+    printf("  consumed %d jobs in the order put: %s; longest put() wait %.0f ms;\n"
+           "  qsize never above maxsize: %s (max seen %zu)\n",
+           s.got, in_order ? "yes" : "NO", s.longest_put * 1e3,
+           s.max_qsize <= BP_MAXSIZE ? "yes" : "NO", s.max_qsize);
+    CHECK(in_order);
+    CHECK(s.longest_put >= BP_WORK / 2); /* the producer really was held back */
+    CHECK(s.max_qsize <= BP_MAXSIZE);
+    CHECK(s.last_rc == CONC_ESHUTDOWN);
+    CHECK(conc_queue_free(s.q, NULL) == 0);
+    return 0;
+}
+
+/* ---- queue/join: task_done() / join() across a pool of workers ---- */
+
+enum { JOIN_WORKERS = 3, JOIN_JOBS = 12 };
+
+struct pool {
+    conc_queue_t *q;
+    atomic_long sum;
+    atomic_int done;
+    atomic_int per_worker[JOIN_WORKERS];
+};
+
+struct worker_arg {
+    struct pool *pool;
+    int id;
+};
+
+static void *join_worker(void *arg)
+{
+    struct worker_arg *w = arg;
+    void *job;
+    while (conc_queue_get(w->pool->q, &job, true, CONC_FOREVER) == 0) {
+        long n = JOB_NO(job);
+        conc_sleep_thread(0.01); /* "resize image n" */
+        atomic_fetch_add(&w->pool->sum, n * n);
+        atomic_fetch_add(&w->pool->done, 1);
+        atomic_fetch_add(&w->pool->per_worker[w->id], 1);
+        conc_queue_task_done(w->pool->q); /* after the result is stored */
+    }
+    return NULL; /* get() raised ShutDown */
+}
+
+static int sec_join(void)
+{
+    static struct pool pool;
+    memset(&pool, 0, sizeof pool);
+    CHECK(conc_queue_new(&pool.q, CONC_FIFO, 0) == 0); /* Queue(): unbounded */
+    struct worker_arg args[JOIN_WORKERS];
+    conc_thread_t *t[JOIN_WORKERS];
+    for (int i = 0; i < JOIN_WORKERS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "worker-%d", i + 1);
+        args[i] = (struct worker_arg){&pool, i};
+        t[i] = spawn_named(join_worker, &args[i], name);
+    }
+    double t0 = conc_monotonic();
+    long expect = 0;
+    for (int n = 1; n <= JOIN_JOBS; n++) {
+        CHECK(conc_queue_put(pool.q, JOB(n), true, CONC_FOREVER) == 0);
+        expect += (long)n * n;
+    }
+    printf("  main put %d jobs for %d workers; unfinished_tasks = %zu right after\n", JOIN_JOBS,
+           JOIN_WORKERS, conc_queue_unfinished_tasks(pool.q));
+    printf("  (get() does not finish a job: task_done() does, once the work is stored)\n");
+    int rc = conc_queue_join(pool.q, 10.0);
+    printf("  q.join() returned %s after %.0f ms: %d jobs done, sum of squares %ld "
+           "(expected %ld)\n",
+           conc_errname(rc), (conc_monotonic() - t0) * 1e3, atomic_load(&pool.done),
+           atomic_load(&pool.sum), expect);
+    printf("  jobs per worker:");
+    for (int i = 0; i < JOIN_WORKERS; i++)
+        printf(" worker-%d=%d", i + 1, atomic_load(&pool.per_worker[i]));
+    printf("\n");
+    CHECK(rc == 0);
+    CHECK(atomic_load(&pool.done) == JOIN_JOBS && atomic_load(&pool.sum) == expect);
+    conc_queue_shutdown(pool.q, false, NULL); /* the workers' get() raises ShutDown */
+    for (int i = 0; i < JOIN_WORKERS; i++)
+        join_free(t[i]);
+    rc = conc_queue_task_done(pool.q);
+    printf("  one task_done() too many: %s (\"task_done() called too many times\")\n",
+           conc_errname(rc));
+    CHECK(rc == CONC_EINVAL);
+    CHECK(conc_queue_free(pool.q, NULL) == 0);
+    return 0;
+}
+
+/* ---- queue/shutdown: Queue.shutdown() (3.13), graceful and immediate ---- */
+
+enum { SD_CONSUMERS = 3, SD_ITEMS = 7 };
+
+struct sd_consumer {
+    conc_queue_t *q;
+    int got;
+    int rc;
+};
+
+static void *sd_consume(void *arg)
+{
+    struct sd_consumer *c = arg;
+    void *item;
+    while ((c->rc = conc_queue_get(c->q, &item, true, 5.0)) == 0) {
+        c->got++;
+        conc_queue_task_done(c->q);
+        conc_sleep_thread(0.005);
+    }
+    printf("    %s: took %d item(s), then get() raised %s\n", me(), c->got, conc_errname(c->rc));
+    return NULL;
+}
+
+static void *sd_blocked_put(void *arg)
+{
+    conc_queue_t *q = arg;
+    int rc = conc_queue_put(q, JOB(2), true, 5.0); /* the queue is full: blocks */
+    printf("    %s: its blocked put() raised %s\n", me(), conc_errname(rc));
+    return (void *)(intptr_t)rc;
+}
+
+static void *sd_joiner(void *arg)
+{
+    conc_queue_t *q = arg;
+    int rc = conc_queue_join(q, 5.0);
+    printf("    %s: its join() returned %s\n", me(), conc_errname(rc));
+    return (void *)(intptr_t)rc;
+}
+
+static atomic_int discarded;
+
+static void discard_order(void *item)
+{
+    printf("    discard(\"%s\") frees it: the queue never owned it\n", (char *)item);
+    free(item);
+    atomic_fetch_add(&discarded, 1);
+}
+
+static int sec_shutdown(void)
+{
+    /* graceful: consumers drain what is left, then get ShutDown */
+    conc_queue_t *q;
+    CHECK(conc_queue_new(&q, CONC_FIFO, 0) == 0);
+    struct sd_consumer cs[SD_CONSUMERS];
+    conc_thread_t *t[SD_CONSUMERS];
+    for (int i = 0; i < SD_CONSUMERS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "consumer-%d", i + 1);
+        cs[i] = (struct sd_consumer){q, 0, 0};
+        t[i] = spawn_named(sd_consume, &cs[i], name);
+    }
+    conc_sleep_thread(0.02); /* let them block in get() */
+    for (int i = 1; i <= SD_ITEMS; i++)
+        CHECK(conc_queue_put(q, JOB(i), true, CONC_FOREVER) == 0);
+    printf("  shutdown(): %d consumers, %d items put, then q.shutdown() at once\n",
+           SD_CONSUMERS, SD_ITEMS);
+    conc_queue_shutdown(q, false, NULL);
+    int rc = conc_queue_put(q, JOB(99), true, CONC_FOREVER);
+    printf("    main: put() after shutdown raised %s\n", rc == 0 ? "nothing" : conc_errname(rc));
+    CHECK(rc == CONC_ESHUTDOWN);
+    int total = 0;
+    for (int i = 0; i < SD_CONSUMERS; i++) {
+        join_free(t[i]);
+        total += cs[i].got;
+        CHECK(cs[i].rc == CONC_ESHUTDOWN);
+    }
+    printf("  every item was still delivered (%d of %d) and every consumer stopped cleanly\n",
+           total, SD_ITEMS);
+    CHECK(total == SD_ITEMS);
+    CHECK(conc_queue_free(q, NULL) == 0);
+
+    /* a putter blocked on a full queue */
+    CHECK(conc_queue_new(&q, CONC_FIFO, 1) == 0);
+    CHECK(conc_queue_put(q, JOB(1), true, CONC_FOREVER) == 0);
+    conc_thread_t *p = spawn_named(sd_blocked_put, q, "producer");
+    conc_sleep_thread(0.02);
+    printf("  a producer is blocked in put() on a full Queue(1); q.shutdown():\n");
+    conc_queue_shutdown(q, false, NULL);
+    void *res;
+    conc_thread_join(p, CONC_FOREVER, &res);
+    conc_thread_free(p);
+    CHECK(JOB_NO(res) == CONC_ESHUTDOWN);
+    void *item;
+    rc = conc_queue_get(q, &item, true, CONC_FOREVER);
+    int rc2 = conc_queue_get(q, &item, true, CONC_FOREVER);
+    printf("    main: get() -> %s (the item already in), then get() -> %s\n",
+           rc == 0 ? "job 1" : conc_errname(rc), conc_errname(rc2));
+    CHECK(rc == 0 && rc2 == CONC_ESHUTDOWN);
+    CHECK(conc_queue_free(q, NULL) == 0);
+
+    /* immediate: the items left are discarded, joiners released */
+    static const char *orders[] = {"order-1", "order-2", "order-3", "order-4"};
+    CHECK(conc_queue_new(&q, CONC_FIFO, 8) == 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(conc_queue_put(q, strdup(orders[i]), true, CONC_FOREVER) == 0);
+    conc_thread_t *j = spawn_named(sd_joiner, q, "joiner");
+    conc_sleep_thread(0.02);
+    printf("  shutdown(immediate=True): %zu malloc'd orders queued, a thread waits in "
+           "join()\n",
+           conc_queue_qsize(q));
+    conc_queue_shutdown(q, true, discard_order);
+    conc_thread_join(j, CONC_FOREVER, &res);
+    conc_thread_free(j);
+    rc = conc_queue_get_nowait(q, &item);
+    printf("  after it: qsize=%zu unfinished_tasks=%zu, get_nowait() raised %s\n",
+           conc_queue_qsize(q), conc_queue_unfinished_tasks(q), conc_errname(rc));
+    CHECK(JOB_NO(res) == 0 && atomic_load(&discarded) == 4 && rc == CONC_ESHUTDOWN);
+    CHECK(conc_queue_qsize(q) == 0 && conc_queue_unfinished_tasks(q) == 0);
+    CHECK(conc_queue_free(q, free) == 0);
+    return 0;
+}
+
+/* ---- queue/timeouts: Full and Empty ---- */
+
+static int sec_timeouts(void)
+{
+    conc_queue_t *q;
+    CHECK(conc_queue_new(&q, CONC_FIFO, 2) == 0);
+    int a = conc_queue_put_nowait(q, JOB(1));
+    int b = conc_queue_put_nowait(q, JOB(2));
+    int c = conc_queue_put_nowait(q, JOB(3));
+    printf("  Queue(2): put_nowait x3 -> %s, %s, %s   (full() = %s)\n", conc_errname(a),
+           conc_errname(b), conc_errname(c), conc_queue_full(q) ? "True" : "False");
+    CHECK(a == 0 && b == 0 && c == CONC_EFULL && conc_queue_full(q));
+    double t = conc_monotonic();
+    int rc = conc_queue_put(q, JOB(3), true, 0.05);
+    double waited = conc_monotonic() - t;
+    printf("  put(x, timeout=0.05) on the full queue: %s after %.0f ms\n", conc_errname(rc),
+           waited * 1e3);
+    CHECK(rc == CONC_EFULL && waited >= 0.04);
+
+    void *x, *y, *z;
+    a = conc_queue_get_nowait(q, &x);
+    b = conc_queue_get_nowait(q, &y);
+    c = conc_queue_get_nowait(q, &z);
+    printf("  get_nowait x3 -> %s, %s, %s   (empty() = %s)\n", conc_errname(a), conc_errname(b),
+           conc_errname(c), conc_queue_empty(q) ? "True" : "False");
+    CHECK(a == 0 && b == 0 && c == CONC_EEMPTY && JOB_NO(x) == 1 && JOB_NO(y) == 2);
+    t = conc_monotonic();
+    rc = conc_queue_get(q, &x, true, 0.05);
+    waited = conc_monotonic() - t;
+    printf("  get(timeout=0.05) on the empty queue: %s after %.0f ms\n", conc_errname(rc),
+           waited * 1e3);
+    CHECK(rc == CONC_EEMPTY && waited >= 0.04);
+    rc = conc_queue_get(q, &x, true, -2.0);
+    printf("  get(timeout=-2) is a ValueError in Python; here: %s\n", conc_errname(rc));
+    CHECK(rc == CONC_EINVAL);
+    CHECK(conc_queue_free(q, NULL) == 0);
+    return 0;
+}
+
+/* ---- queue/ordering: Queue vs LifoQueue vs PriorityQueue vs SimpleQueue ---- */
+
+struct task {
+    int priority;
+    const char *name;
+};
+
+static int by_priority(const void *a, const void *b)
+{
+    const struct task *x = a, *y = b;
+    return (x->priority > y->priority) - (x->priority < y->priority);
+}
+
+static int sec_ordering(void)
+{
+    static const int in[] = {3, 1, 4, 1, 5, 9, 2, 6};
+    enum { N = sizeof in / sizeof in[0] };
+    static const int want[3][N] = {
+        {3, 1, 4, 1, 5, 9, 2, 6}, /* FIFO */
+        {6, 2, 9, 5, 1, 4, 1, 3}, /* LIFO */
+        {1, 1, 2, 3, 4, 5, 6, 9}, /* lowest first */
+    };
+    static const struct {
+        conc_queue_kind_t kind;
+        const char *python;
+    } kinds[3] = {{CONC_FIFO, "Queue()        "},
+                  {CONC_LIFO, "LifoQueue()    "},
+                  {CONC_PRIORITY, "PriorityQueue()"}};
+    printf("  put 3 1 4 1 5 9 2 6 into each, then get until empty:\n");
+    for (int k = 0; k < 3; k++) {
+        conc_queue_t *q;
+        CHECK(conc_queue_new(&q, kinds[k].kind, 0) == 0);
+        for (int i = 0; i < N; i++)
+            conc_queue_put(q, JOB(in[i]), true, CONC_FOREVER);
+        printf("    %s ->", kinds[k].python);
+        void *item;
+        for (int i = 0; conc_queue_get_nowait(q, &item) == 0; i++) {
+            printf(" %d", JOB_NO(item));
+            CHECK(i < N && JOB_NO(item) == want[k][i]);
+        }
+        printf("\n");
+        CHECK(conc_queue_free(q, NULL) == 0);
+    }
+
+    /* a comparator over structs; equal priorities keep their put order */
+    static struct task tasks[] = {
+        {2, "write docs"}, {1, "fix bug"}, {3, "lunch"}, {1, "ship release"}, {2, "review"}};
+    static const char *const expect[] = {"fix bug", "ship release", "write docs", "review",
+                                         "lunch"};
+    conc_queue_t *pq;
+    CHECK(conc_priority_queue_new(&pq, 0, by_priority) == 0);
+    for (size_t i = 0; i < sizeof tasks / sizeof tasks[0]; i++)
+        conc_queue_put(pq, &tasks[i], true, CONC_FOREVER);
+    printf("  PriorityQueue with a comparator over (priority, name) structs:\n   ");
+    void *item;
+    for (int i = 0; conc_queue_get_nowait(pq, &item) == 0; i++) {
+        const struct task *tk = item;
+        printf(" (%d, %s)", tk->priority, tk->name);
+        CHECK(i < 5 && strcmp(tk->name, expect[i]) == 0);
+    }
+    printf("\n  equal priorities come out in the order they were put (first in, first out)\n");
+    CHECK(conc_queue_free(pq, NULL) == 0);
+
+    conc_queue_t *sq;
+    CHECK(conc_queue_new(&sq, CONC_SIMPLE, 0) == 0);
+    conc_queue_put(sq, JOB(7), true, CONC_FOREVER);
+    int rc = conc_queue_get(sq, &item, true, CONC_FOREVER);
+    int td = conc_queue_task_done(sq);
+    printf("  SimpleQueue(): unbounded FIFO, put never blocks; got %d; it has no "
+           "task_done(): %s\n",
+           JOB_NO(item), conc_errname(td));
+    CHECK(rc == 0 && JOB_NO(item) == 7 && td == CONC_EINVAL);
+    CHECK(conc_queue_free(sq, NULL) == 0);
+    return 0;
+}
+
+/* ---- queue/select: wait on two queues at once (beyond Python) ---- */
+
+enum { SEL_ALERTS = 3, SEL_LOGS = 6 };
+
+struct feed {
+    conc_queue_t *q;
+    const char *prefix;
+    int count;
+    double every;
+};
+
+static void *feed_run(void *arg)
+{
+    struct feed *f = arg;
+    for (int i = 1; i <= f->count; i++) {
+        conc_sleep_thread(f->every);
+        conc_queue_put(f->q, JOB(i), true, CONC_FOREVER);
+    }
+    conc_queue_shutdown(f->q, false, NULL); /* "no more from me" */
+    return NULL;
+}
+
+static int sec_select(void)
+{
+    conc_queue_t *qs[2];
+    const char *names[2] = {"alerts", "logs"};
+    CHECK(conc_queue_new(&qs[0], CONC_FIFO, 4) == 0);
+    CHECK(conc_queue_new(&qs[1], CONC_FIFO, 4) == 0);
+
+    /* fairness: both queues ready, select takes turns */
+    for (int i = 1; i <= 3; i++) {
+        conc_queue_put(qs[0], JOB(i), true, CONC_FOREVER);
+        conc_queue_put(qs[1], JOB(i), true, CONC_FOREVER);
+    }
+    printf("  both queues hold 3 items; six select(timeout=0) calls take from:\n   ");
+    size_t idx, prev = 2;
+    void *item;
+    bool alternates = true;
+    for (int i = 0; i < 6; i++) {
+        CHECK(conc_queue_select(qs, 2, &idx, &item, 0) == 0);
+        printf(" %s", names[idx]);
+        alternates = alternates && idx != prev;
+        prev = idx;
+    }
+    int rc = conc_queue_select(qs, 2, &idx, &item, 0);
+    printf("\n  ready queues take turns: %s; a seventh select(timeout=0): %s\n",
+           alternates ? "yes" : "NO", conc_errname(rc));
+    CHECK(alternates && rc == CONC_EEMPTY);
+
+    /* two producers at different rates; one consumer waits on both */
+    struct feed feeds[2] = {{qs[0], "alert", SEL_ALERTS, 0.03},
+                            {qs[1], "log", SEL_LOGS, 0.012}};
+    conc_thread_t *t[2] = {spawn_named(feed_run, &feeds[0], "alerter"),
+                           spawn_named(feed_run, &feeds[1], "logger")};
+    printf("  an alerter (every 30 ms) and a logger (every 12 ms) feed one consumer:\n   ");
+    int got[2] = {0, 0};
+    double t0 = conc_monotonic();
+    while ((rc = conc_queue_select(qs, 2, &idx, &item, 5.0)) == 0) {
+        printf(" %s-%d", feeds[idx].prefix, JOB_NO(item));
+        got[idx]++;
+        CHECK(conc_queue_task_done(qs[idx]) == 0); /* select counts as a get */
+    }
+    printf("\n  after %.0f ms select returned %s: both queues shut down and drained\n",
+           (conc_monotonic() - t0) * 1e3, conc_errname(rc));
+    printf("  received %d alerts and %d log lines, each from the queue it was put in\n",
+           got[0], got[1]);
+    CHECK(rc == CONC_ESHUTDOWN && got[0] == SEL_ALERTS && got[1] == SEL_LOGS);
+    for (int i = 0; i < 2; i++) {
+        join_free(t[i]);
+        CHECK(conc_queue_free(qs[i], NULL) == 0);
+    }
+    return 0;
+}
+
+static const struct section queue_sections[] = {
+    {"bounded", "queue.Queue(maxsize): a slow consumer makes put() block (back-pressure)",
+     sec_bounded, "q = Queue(maxsize=3); q.put(job)  # waits while 3 jobs are queued"},
+    {"join", "Queue.task_done() / Queue.join(): knowing all work is finished", sec_join,
+     "q.put(job) x12; q.join()  # returns once every job got its task_done()"},
+    {"shutdown", "Queue.shutdown() (3.13): stop consumers cleanly", sec_shutdown,
+     "q.shutdown(); q.get()  # drains what is left, then raises queue.ShutDown"},
+    {"timeouts", "queue.Full and queue.Empty: nowait and timeouts", sec_timeouts,
+     "q.put_nowait(x)  # raises Full;  q.get(timeout=0.05)  # raises Empty"},
+    {"ordering", "Queue vs LifoQueue vs PriorityQueue vs SimpleQueue", sec_ordering,
+     "pq = PriorityQueue(); pq.put((1, 'fix bug')); pq.get()"},
+    {"select", "beyond Python: wait on several queues (Go's select)", sec_select,
+     "(none in Python; Go: select { case a := <-alerts: ... case l := <-logs: ... })"},
+    {NULL, NULL, NULL, NULL},
+};
+
 /* ================================================ the table of chapters */
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
                 "Timer, local",
      threads_sections},
-    /* later: queue, futures, processes, green threads, I/O models ... */
+    {"queue", "queue: producer-consumer (生产者消费者模型) -- Queue, LifoQueue, "
+              "PriorityQueue, SimpleQueue, select",
+     queue_sections},
+    /* later: futures, processes, green threads, I/O models ... */
     {NULL, NULL, NULL},
 };
 
@@ -555,7 +1081,8 @@ static void run_section(const struct chapter *c, const struct section *s)
     if (s->snippet)
         printf("   python> %s\n", s->snippet);
     fflush(stdout);
-    s->run();
+    if (s->run() != 0)
+        failures++;
     fflush(stdout);
 }
 
