@@ -45,7 +45,7 @@ int main(void)
     conc_queue_new(&q, CONC_FIFO, 4);             /* q = queue.Queue(maxsize=4) */
     conc_thread_t *p[PRODUCERS], *c[CONSUMERS];
     for (int i = 0; i < CONSUMERS; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "consumer-%d", i + 1);
         conc_thread_opts_t opts = {.name = name};
         conc_thread_spawn(&c[i], consume, NULL, &opts);

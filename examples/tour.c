@@ -699,7 +699,7 @@ static int sec_join(void)
     struct worker_arg args[JOIN_WORKERS];
     conc_thread_t *t[JOIN_WORKERS];
     for (int i = 0; i < JOIN_WORKERS; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "worker-%d", i + 1);
         args[i] = (struct worker_arg){&pool, i};
         t[i] = spawn_named(join_worker, &args[i], name);
@@ -791,7 +791,7 @@ static int sec_shutdown(void)
     struct sd_consumer cs[SD_CONSUMERS];
     conc_thread_t *t[SD_CONSUMERS];
     for (int i = 0; i < SD_CONSUMERS; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "consumer-%d", i + 1);
         cs[i] = (struct sd_consumer){q, 0, 0};
         t[i] = spawn_named(sd_consume, &cs[i], name);
