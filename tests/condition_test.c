@@ -687,3 +687,39 @@ Test(condition, notify_all_rounds, .timeout = TU_TIMEOUT)
     for (int i = 0; i < N; i++)
         cr_assert_eq(atomic_load(&x.res[i]), 0);
 }
+
+/* wait_for on an RLock held 3 times restores the level too (both paths). */
+static bool state_positive(void *arg) { return ((ctx_t *)arg)->state > 0; }
+
+static void bump_fn(void *p, int i)
+{
+    (void)i;
+    ctx_t *x = p;
+    atomic_store(&x->res[1], conc_cond_acquire(&x->c, true, 10.0));
+    x->state = 1;
+    conc_cond_notify_all(&x->c);
+    conc_cond_release(&x->c);
+}
+
+Test(condition, wait_for_restores_rlock_level, .timeout = TU_TIMEOUT)
+{
+    static ctx_t x;
+    static tu_bunch_t b;
+    for (int k = 0; k < K_COUNT; k++) {
+        if (k == K_LOCK)
+            continue;
+        setup(&x, k);
+        for (int j = 0; j < 3; j++)
+            lock(&x);
+        cr_assert_eq(conc_cond_wait_for(&x.c, state_positive, &x, 0.05), CONC_ETIMEDOUT);
+        cr_assert_eq(k == K_RLOCK ? conc_rlock_level(&x.r) : conc_rlock_level(&x.c.own), 3);
+        tu_bunch_start(&b, 1, bump_fn, &x);
+        cr_assert_eq(conc_cond_wait_for(&x.c, state_positive, &x, 10.0), 0);
+        cr_assert_eq(k == K_RLOCK ? conc_rlock_level(&x.r) : conc_rlock_level(&x.c.own), 3);
+        for (int j = 0; j < 3; j++)
+            unlock(&x);
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&x.res[1]), 0);
+        cr_assert_not(held(&x));
+    }
+}

@@ -490,3 +490,186 @@ Test(stress, thread_start_join, .timeout = TU_TIMEOUT)
     }
     cr_assert(TU_WAIT_UNTIL(conc_active_count() == 1, 10), "active_count %zu", conc_active_count());
 }
+
+/* ---- Semaphore: units are conserved when timed acquires race releases
+ * (a waiter handed a unit as its timeout passes must keep it and succeed). */
+
+typedef struct {
+    conc_semaphore_t s;
+    atomic_long ok;
+    atomic_int errors;
+    atomic_int stop;
+} cons_t;
+
+static void timed_taker(void *p, int i)
+{
+    cons_t *x = p;
+    while (!atomic_load(&x->stop)) {
+        int rc = conc_semaphore_acquire(&x->s, true, 0.0002 * (1 + i % 3));
+        if (rc == 0)
+            atomic_fetch_add(&x->ok, 1);
+        else if (rc != CONC_ETIMEDOUT)
+            atomic_fetch_add(&x->errors, 1);
+    }
+}
+
+Test(stress, semaphore_timed_acquire_conserves_units, .timeout = TU_TIMEOUT)
+{
+    static cons_t x;
+    static tu_bunch_t b;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(conc_semaphore_init(&x.s, 0), 0);
+    tu_bunch_start(&b, 6, timed_taker, &x);
+    long total = tu_iters(50000), given = 0;
+    while (given < total) {
+        long n = 1 + given % 3;
+        if (n > total - given)
+            n = total - given;
+        cr_assert_eq(conc_semaphore_release(&x.s, n), 0);
+        given += n;
+        if (given % 64 == 0)
+            tu_sleep(0.0001);
+    }
+    tu_sleep(0.05);
+    atomic_store(&x.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    cr_assert_eq(atomic_load(&x.ok) + conc_semaphore_value(&x.s), total,
+                 "taken %ld + left %ld != released %ld", atomic_load(&x.ok),
+                 conc_semaphore_value(&x.s), total);
+}
+
+/* ---- Event: timed waits racing set/clear only ever return 0 or a timeout,
+ * and a wait that returns 0 saw a set() that happened during or before it. */
+
+typedef struct {
+    conc_event_t e;
+    atomic_long sets; /* number of set() calls begun */
+    atomic_int errors;
+    atomic_int stop;
+    atomic_long ok, to;
+} ev_t;
+
+static void ev_waiter(void *p, int i)
+{
+    (void)i;
+    ev_t *x = p;
+    while (!atomic_load(&x->stop)) {
+        long before = atomic_load(&x->sets);
+        int rc = conc_event_wait(&x->e, 0.0005);
+        if (rc == 0) {
+            atomic_fetch_add(&x->ok, 1);
+            if (atomic_load(&x->sets) == 0 && before == 0)
+                atomic_fetch_add(&x->errors, 1); /* woke without any set */
+        } else if (rc == CONC_ETIMEDOUT) {
+            atomic_fetch_add(&x->to, 1);
+        } else {
+            atomic_fetch_add(&x->errors, 1);
+        }
+    }
+}
+
+Test(stress, event_timed_waits_race_set_clear, .timeout = TU_TIMEOUT)
+{
+    static ev_t x;
+    static tu_bunch_t b;
+    memset(&x, 0, sizeof x);
+    conc_event_init(&x.e);
+    tu_bunch_start(&b, 6, ev_waiter, &x);
+    tu_sleep(0.02); /* some timeouts with no set() at all */
+    long rounds = tu_iters(20000);
+    for (long r = 0; r < rounds; r++) {
+        atomic_fetch_add(&x.sets, 1);
+        conc_event_set(&x.e);
+        conc_event_clear(&x.e);
+        if (r % 16 == 0)
+            sched_yield();
+    }
+    atomic_store(&x.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    cr_assert_gt(atomic_load(&x.to), 0);
+}
+
+/* ---- Condition: waiters timing out while notify/notify_all fly */
+
+typedef struct {
+    conc_cond_t c;
+    int waiting;
+    atomic_int errors;
+    atomic_int stop;
+    atomic_long notified;
+} cn_t;
+
+static void cn_waiter(void *p, int i)
+{
+    cn_t *x = p;
+    conc_cond_acquire(&x->c, true, CONC_FOREVER);
+    while (!atomic_load(&x->stop)) {
+        x->waiting++;
+        int rc = conc_cond_wait(&x->c, 0.0003 * (1 + i % 4));
+        x->waiting--;
+        if (rc == 0)
+            atomic_fetch_add(&x->notified, 1);
+        else if (rc != CONC_ETIMEDOUT)
+            atomic_fetch_add(&x->errors, 1);
+        if (!conc_rlock_is_owned(&x->c.own))
+            atomic_fetch_add(&x->errors, 1000);
+    }
+    conc_cond_release(&x->c);
+}
+
+Test(stress, condition_timeouts_race_notify, .timeout = TU_TIMEOUT)
+{
+    static cn_t x;
+    static tu_bunch_t b;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(conc_cond_init(&x.c, NULL), 0);
+    tu_bunch_start(&b, 6, cn_waiter, &x);
+    long rounds = tu_iters(30000);
+    for (long r = 0; r < rounds; r++) {
+        conc_cond_acquire(&x.c, true, CONC_FOREVER);
+        if (r % 5 == 0)
+            conc_cond_notify_all(&x.c);
+        else
+            conc_cond_notify(&x.c, 1 + (int)(r % 3));
+        conc_cond_release(&x.c);
+    }
+    atomic_store(&x.stop, 1);
+    conc_cond_acquire(&x.c, true, CONC_FOREVER);
+    conc_cond_notify_all(&x.c);
+    conc_cond_release(&x.c);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    cr_assert_eq(x.waiting, 0);
+    cr_assert_not(conc_rlock_is_owned(&x.c.own));
+    cr_assert_eq(conc_cond_acquire(&x.c, false, CONC_FOREVER), 0, "lock left held");
+    conc_cond_release(&x.c);
+}
+
+/* ---- Thread join with short timeouts racing the thread's end */
+
+static void *short_life(void *a)
+{
+    for (volatile int k = 0; k < (int)(intptr_t)a; k++)
+        ;
+    return a;
+}
+
+Test(stress, join_timeouts_race_thread_end, .timeout = TU_TIMEOUT)
+{
+    long n = tu_iters(2000);
+    for (long k = 0; k < n; k++) {
+        conc_thread_t *t;
+        intptr_t spin = (k * 37) % 20000;
+        cr_assert_eq(conc_thread_spawn(&t, short_life, (void *)spin, NULL), 0);
+        int rc;
+        void *r = NULL;
+        while ((rc = conc_thread_join(t, (k % 2) ? 0 : 0.00005, &r)) == CONC_ETIMEDOUT)
+            ;
+        cr_assert_eq(rc, 0);
+        cr_assert_eq((intptr_t)r, spin);
+        cr_assert_not(conc_thread_is_alive(t));
+        cr_assert_eq(conc_thread_free(t), 0);
+    }
+}

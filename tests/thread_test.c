@@ -752,3 +752,76 @@ Test(thread, exit_joins_non_daemon_threads, .timeout = TU_TIMEOUT)
     cr_assert_str_eq(out, "joined\n", "the process exited before its non-daemon thread ended");
     cr_assert_lt(secs, 10.0, "exit waited for a daemon thread?");
 }
+
+/* ---- fork: in the child, the forking thread is the main thread and the
+ * only one alive (test_main_thread_after_fork[_from_nonmain_thread]). */
+
+static int child_checks(void)
+{
+    int bad = 0;
+    conc_thread_t *m = conc_main_thread(), *cur = conc_current_thread();
+    if (!m || m != cur)
+        bad |= 1;
+    if (conc_active_count() != 1)
+        bad |= 2;
+    if (conc_thread_enumerate(NULL, 0) != 1)
+        bad |= 4;
+    if (m && conc_thread_ident(m) != conc_get_ident())
+        bad |= 8;
+    if (m && conc_thread_native_id(m) != tu_gettid())
+        bad |= 16;
+    /* threads still work in the child */
+    conc_thread_t *t;
+    void *r = NULL;
+    if (conc_thread_spawn(&t, quick, (void *)0x42, NULL) != 0 ||
+        conc_thread_join(t, 10, &r) != 0 || r != (void *)0x42)
+        bad |= 32;
+    else
+        conc_thread_free(t);
+    return bad;
+}
+
+static void *fork_from_thread(void *arg)
+{
+    (void)arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(child_checks());
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return (void *)(intptr_t)st;
+}
+
+Test(thread, fork_from_main_thread, .timeout = TU_TIMEOUT)
+{
+    static tctx_t x;
+    tctx_init(&x);
+    conc_thread_t *t; /* another thread alive in the parent */
+    cr_assert_eq(conc_thread_spawn(&t, worker, &x, NULL), 0);
+    cr_assert_eq(conc_event_wait(&x.started, 10), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(child_checks());
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    conc_event_set(&x.go);
+    cr_assert_eq(conc_thread_join(t, CONC_FOREVER, NULL), 0);
+    conc_thread_free(t);
+    cr_assert(WIFEXITED(st), "child status %#x", st);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child checks failed: mask %#x", WEXITSTATUS(st));
+}
+
+Test(thread, fork_from_other_thread, .timeout = TU_TIMEOUT)
+{
+    fflush(NULL);
+    conc_thread_t *t;
+    void *r = NULL;
+    cr_assert_eq(conc_thread_spawn(&t, fork_from_thread, NULL, NULL), 0);
+    cr_assert_eq(conc_thread_join(t, 30, &r), 0);
+    conc_thread_free(t);
+    int st = (int)(intptr_t)r;
+    cr_assert(WIFEXITED(st), "child status %#x", st);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child checks failed: mask %#x", WEXITSTATUS(st));
+}

@@ -515,3 +515,97 @@ Test(timer, exit_does_not_wait_for_cancelled_timer, .timeout = TU_TIMEOUT)
     cr_assert_str_eq(out, "");
     cr_assert_lt(secs, 10.0);
 }
+
+/* ---- timers from many threads at once, cancelled from other threads */
+
+typedef struct {
+    conc_timer_t *t;
+    atomic_int calls;
+} mt_slot_t;
+
+typedef struct {
+    mt_slot_t *slots;
+    int per_thread;
+    atomic_int errors;
+} mt_t;
+
+static void mt_fn(void *arg) { atomic_fetch_add(&((mt_slot_t *)arg)->calls, 1); }
+
+static void mt_starter(void *p, int i)
+{
+    mt_t *m = p;
+    unsigned seed = (unsigned)i * 2654435761u + 1;
+    for (int k = 0; k < m->per_thread; k++) {
+        mt_slot_t *s = &m->slots[i * m->per_thread + k];
+        seed = seed * 1103515245u + 12345u;
+        double iv = (double)((seed >> 16) % 50) / 1000.0; /* 0..49 ms */
+        if (conc_timer_start(&s->t, iv, mt_fn, s) != 0)
+            atomic_fetch_add(&m->errors, 1);
+        /* cancel the previous timer of this thread every third time */
+        if (k > 0 && k % 3 == 0)
+            if (conc_timer_cancel(m->slots[i * m->per_thread + k - 1].t) != 0)
+                atomic_fetch_add(&m->errors, 1);
+    }
+}
+
+Test(timer, start_and_cancel_from_many_threads, .timeout = TU_TIMEOUT)
+{
+    static mt_t m;
+    static tu_bunch_t b;
+    const int nt = 4;
+    memset(&m, 0, sizeof m);
+    m.per_thread = (int)tu_iters(5000);
+    m.slots = calloc((size_t)(nt * m.per_thread), sizeof *m.slots);
+    cr_assert_not_null(m.slots);
+    tu_bunch_start(&b, nt, mt_starter, &m);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&m.errors), 0);
+    for (int k = 0; k < nt * m.per_thread; k++) {
+        mt_slot_t *s = &m.slots[k];
+        cr_assert_eq(conc_timer_join(s->t, 30), 0);
+        int calls = atomic_load(&s->calls);
+        cr_assert_leq(calls, 1, "timer %d fired %d times", k, calls);
+        cr_assert_eq(conc_timer_fired(s->t), calls == 1, "timer %d: fired() disagrees", k);
+        if (k % m.per_thread % 3 != 2) /* never cancelled */
+            cr_assert_eq(calls, 1, "timer %d never fired", k);
+        cr_assert_not(conc_timer_is_alive(s->t));
+        conc_timer_free(s->t);
+    }
+    free(m.slots);
+}
+
+/* ---- fork: a pending timer of the parent does not fire in the child, and
+ * the child can use timers. */
+
+static void mark_fn(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+Test(timer, timers_after_fork, .timeout = TU_TIMEOUT)
+{
+    static atomic_int parent_calls, child_calls;
+    conc_timer_t *p;
+    cr_assert_eq(conc_timer_start(&p, 0.3, mark_fn, &parent_calls), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int bad = 0;
+        conc_timer_t *c;
+        if (conc_timer_start(&c, 0.05, mark_fn, &child_calls) != 0)
+            _exit(1);
+        if (conc_timer_join(c, 10) != 0 || atomic_load(&child_calls) != 1)
+            bad |= 2;
+        tu_sleep(0.5); /* past the parent's timer's due time */
+        if (atomic_load(&parent_calls) != 0)
+            bad |= 4; /* the parent's timer fired in the child too */
+        if (conc_timer_join(p, 1.0) != 0)
+            bad |= 8; /* its join must not hang in the child */
+        _exit(bad);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert_eq(conc_timer_join(p, 10), 0);
+    cr_assert_eq(atomic_load(&parent_calls), 1);
+    conc_timer_free(p);
+    cr_assert(WIFEXITED(st), "child status %#x", st);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child failure mask %#x", WEXITSTATUS(st));
+}
