@@ -727,6 +727,8 @@ static int sec_join(void)
     conc_queue_shutdown(pool.q, false, NULL); /* the workers' get() raises ShutDown */
     for (int i = 0; i < JOIN_WORKERS; i++)
         join_free(t[i]);
+    printf("  q.shutdown(): the idle workers' get() raised ShutDown and all %d returned\n",
+           JOIN_WORKERS);
     rc = conc_queue_task_done(pool.q);
     printf("  one task_done() too many: %s (\"task_done() called too many times\")\n",
            conc_errname(rc));
