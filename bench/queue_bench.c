@@ -42,7 +42,10 @@
  *
  * Method as in sync_bench.c: one discarded warm-up run per impl (with a
  * quarter of the items), then the repetitions interleaved with the order
- * rotated each time; medians.
+ * rotated each time; medians. Unlike sync_bench.c, the Python peer takes
+ * part in the rotation: it is started once per repetition (each start warms
+ * up on a tenth of the items, then measures one run), so load changes on a
+ * shared machine hit it and the C impls alike.
  *
  * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
  *                    [--python PYTHON --python-script queue_python.py] [--list]
@@ -91,8 +94,8 @@ int qpeer_consume(qpeer_t *q, long n, int nprod, uint64_t *sum, uint64_t *sumsq,
 #include <glib.h>
 #endif
 
-enum { IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, NIMPLS };
-static const char *impl_names[] = {"conc", "moodycamel", "gasyncqueue", "tbb"};
+enum { IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON, NIMPLS };
+static const char *impl_names[] = {"conc", "moodycamel", "gasyncqueue", "tbb", "python"};
 
 #define CAPACITY 1024
 #define MAX_THREADS 8
@@ -560,14 +563,13 @@ typedef struct rowdef {
     measure_fn fn;
     int impls[NIMPLS];
     int nimpls;
-    bool python;
 } rowdef_t;
 
 static const rowdef_t rowdefs[] = {
-    {"queue.1p1c", queue_1p1c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB}, 4, true},
-    {"queue.2p2c", queue_2p2c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB}, 4, true},
-    {"simplequeue.1p1c", simplequeue_1p1c, {IMPL_CONC}, 1, true},
-    {"priorityqueue.1p1c", priorityqueue_1p1c, {IMPL_CONC}, 1, true},
+    {"queue.1p1c", queue_1p1c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON}, 5},
+    {"queue.2p2c", queue_2p2c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON}, 5},
+    {"simplequeue.1p1c", simplequeue_1p1c, {IMPL_CONC, IMPL_PYTHON}, 2},
+    {"priorityqueue.1p1c", priorityqueue_1p1c, {IMPL_CONC, IMPL_PYTHON}, 2},
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
@@ -602,39 +604,43 @@ static bool impl_available(int impl, char *why, size_t whylen)
 #else
         return true;
 #endif
+    case IMPL_PYTHON:
+        if (!opt_python || !opt_python_script) {
+            snprintf(why, whylen, "no Python interpreter given (--python)");
+            return false;
+        }
+        if (access(opt_python, X_OK) != 0) {
+            snprintf(why, whylen, "%s not found", opt_python);
+            return false;
+        }
+        return true;
     default:
         return true;
     }
 }
 
-static void run_python(const rowdef_t *d, bench_impl_t *im)
+/* One Python measurement: the peer script does its own (small) warm-up,
+ * then one measured run, and prints its value. Run once per repetition, in
+ * the same rotation as the C impls, so a change in machine load hits the
+ * Python peer alike. */
+static double python_once(const char *row, char *why, size_t whylen)
 {
-    char why[200] = "";
-    if (!opt_python || !opt_python_script) {
-        bench_impl_note(im, BENCH_SKIPPED, "no Python interpreter given (--python)");
-        return;
-    }
-    if (access(opt_python, X_OK) != 0) {
-        bench_impl_note(im, BENCH_SKIPPED, "%s not found", opt_python);
-        return;
-    }
-    char reps[32], scale[32];
-    snprintf(reps, sizeof reps, "%d", opt_reps);
+    char scale[32];
     snprintf(scale, sizeof scale, "%g", opt_scale);
-    char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", reps, "--scale", scale,
-                    (char *)d->name, NULL};
-    double vals[BENCH_MAX_REPS];
-    int n = bench_run_peer(argv, vals, BENCH_MAX_REPS, why, sizeof why);
-    if (n < 0) {
-        bench_impl_note(im, BENCH_FAILED, "%s", why);
-        return;
-    }
-    if (n < opt_reps) {
-        bench_impl_note(im, BENCH_FAILED, "python peer printed %d values, expected %d", n, opt_reps);
-        return;
-    }
-    for (int i = 0; i < n; i++)
-        bench_impl_record(im, vals[i]);
+    char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", "1", "--scale", scale,
+                    (char *)row, NULL};
+    double val;
+    int n = bench_run_peer(argv, &val, 1, why, whylen);
+    if (n < 0)
+        return NAN;
+    if (n < 1)
+        return FAIL("python peer printed no value");
+    return val;
+}
+
+static double measure(const rowdef_t *d, int impl, char *why, size_t whylen)
+{
+    return impl == IMPL_PYTHON ? python_once(d->name, why, whylen) : d->fn(impl, why, whylen);
 }
 
 static void run_row(const rowdef_t *d)
@@ -650,6 +656,8 @@ static void run_row(const rowdef_t *d)
             bench_impl_note(ims[i], BENCH_SKIPPED, "%s", why);
             continue;
         }
+        if (d->impls[i] == IMPL_PYTHON)
+            continue; /* the script warms up on every run */
         g_warmup = true; /* warm-up, discarded */
         double v = d->fn(d->impls[i], why, sizeof why);
         g_warmup = false;
@@ -662,15 +670,13 @@ static void run_row(const rowdef_t *d)
             if (ims[i]->status != BENCH_OK)
                 continue;
             why[0] = 0;
-            double v = d->fn(d->impls[i], why, sizeof why);
+            double v = measure(d, d->impls[i], why, sizeof why);
             if (isnan(v))
                 bench_impl_note(ims[i], BENCH_FAILED, "%s", why);
             else
                 bench_impl_record(ims[i], v);
         }
     }
-    if (d->python)
-        run_python(d, bench_impl_add(r, "python"));
     for (int i = 0; i < r->nimpl; i++)
         if (r->impl[i].status != BENCH_OK)
             fprintf(stderr, "note: %s: %s %s: %s\n", d->name, r->impl[i].name,
@@ -727,7 +733,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "note: python peer skipped: %s not found\n", opt_python);
     {
         char why[200];
-        for (int k = IMPL_MOODYCAMEL; k < NIMPLS; k++)
+        for (int k = IMPL_MOODYCAMEL; k < IMPL_PYTHON; k++)
             if (!impl_available(k, why, sizeof why))
                 fprintf(stderr, "note: %s peer skipped: %s\n", impl_names[k], why);
     }
