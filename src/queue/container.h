@@ -15,6 +15,11 @@
  * sleeper does a seq_cst RMW on the sleeper count followed by a load of
  * the counters, so one of the two always sees the other (no lost wakeup,
  * no fence on the fast path).
+ *
+ * close() (Queue.shutdown) is done at each store's own serialisation point
+ * (a bit in the ring's ticket counter, a flag under the producers' lock):
+ * a put either lands before the close or fails, so once a consumer has
+ * seen the queue's shutdown flag, "empty" means empty for good.
  */
 #ifndef CONC_QUEUE_CONTAINER_H
 #define CONC_QUEUE_CONTAINER_H
@@ -59,8 +64,11 @@ typedef struct {
     void *item;
 } conc__cell_t;
 
+/* Set in `enq` by close(): puts fail from then on, atomically with claims. */
+#define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
+
 typedef struct {
-    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put */
+    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
@@ -72,8 +80,12 @@ void conc__ring_destroy(conc__ring_t *r);
 /* exact: tell a cell being filled (or emptied) by another thread from a
  * really empty (full) queue by reading the other side's counter; without
  * it a cell in mid-publication reports empty (full), which is cheaper:
- * the blocking paths re-check exactly before they sleep. */
-bool conc__ring_put(conc__ring_t *r, void *item, bool exact); /* false: full */
+ * the blocking paths re-check exactly before they sleep.
+ * put returns 0, CONC_EFULL or CONC_ESHUTDOWN (closed). */
+int conc__ring_put(conc__ring_t *r, void *item, bool exact);
+/* After close, every put fails; a put either completed before (its item is
+ * counted in enq) or fails. */
+void conc__ring_close(conc__ring_t *r);
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact); /* false: empty */
 /* Cheap readiness hints for spinning: look only at the next cell, which
  * the other side is about to write anyway (not at the shared counters). */
@@ -86,13 +98,15 @@ static inline bool conc__ring_peek_get(const conc__ring_t *r)
 static inline bool conc__ring_peek_put(const conc__ring_t *r)
 {
     size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
+    if (pos & CONC__RING_CLOSED)
+        return true; /* let put see it and fail */
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
     size_t d = atomic_load((atomic_size_t *)&r->deq);
-    size_t e = atomic_load((atomic_size_t *)&r->enq);
+    size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_CLOSED;
     return e > d ? (e - d > r->cap ? r->cap : e - d) : 0;
 }
 
@@ -116,12 +130,14 @@ typedef struct {
     atomic_size_t gets;
     _Alignas(CONC__CACHELINE) conc__seg_t *_Atomic spare; /* one recycled segment */
     size_t bound;                                          /* 0: unbounded */
+    atomic_bool closed;                                    /* set under tail_lock */
 } conc__segq_t;
 
 int conc__segq_init(conc__segq_t *q, size_t bound);
 void conc__segq_destroy(conc__segq_t *q);
-/* 0, CONC_EFULL (bounded) or CONC_ENOMEM */
+/* 0, CONC_EFULL (bounded), CONC_ESHUTDOWN (closed) or CONC_ENOMEM */
 int conc__segq_put(conc__segq_t *q, void *item);
+void conc__segq_close(conc__segq_t *q);
 bool conc__segq_get(conc__segq_t *q, void **item);
 static inline size_t conc__segq_size(const conc__segq_t *q)
 {
@@ -147,12 +163,14 @@ typedef struct {
     uint64_t seq;
     atomic_size_t count;
     atomic_size_t puts;
+    bool closed;               /* under lock */
 } conc__heapq_t;
 
 int conc__heapq_init(conc__heapq_t *h, bool lifo, conc_queue_cmp_fn cmp, size_t maxsize);
 void conc__heapq_destroy(conc__heapq_t *h);
-/* 0, CONC_EFULL or CONC_ENOMEM */
+/* 0, CONC_EFULL, CONC_ESHUTDOWN (closed) or CONC_ENOMEM */
 int conc__heapq_put(conc__heapq_t *h, void *item);
+void conc__heapq_close(conc__heapq_t *h);
 bool conc__heapq_get(conc__heapq_t *h, void **item);
 
 #endif

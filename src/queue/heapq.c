@@ -18,6 +18,7 @@ int conc__heapq_init(conc__heapq_t *h, bool lifo, conc_queue_cmp_fn cmp, size_t 
     h->n = 0;
     h->cap = maxsize && maxsize < 64 ? maxsize : 64;
     h->seq = 0;
+    h->closed = false;
     h->v = malloc(h->cap * sizeof *h->v);
     atomic_init(&h->count, 0);
     atomic_init(&h->puts, 0);
@@ -46,6 +47,10 @@ static inline bool before(const conc__heapq_t *h, const conc__hent_t *a, const c
 int conc__heapq_put(conc__heapq_t *h, void *item)
 {
     conc__spin_lock(&h->lock);
+    if (h->closed) {
+        conc__spin_unlock(&h->lock);
+        return CONC_ESHUTDOWN;
+    }
     if (h->maxsize && h->n >= h->maxsize) {
         conc__spin_unlock(&h->lock);
         return CONC_EFULL;
@@ -76,6 +81,13 @@ int conc__heapq_put(conc__heapq_t *h, void *item)
     atomic_fetch_add_explicit(&h->count, 1, memory_order_seq_cst);
     conc__spin_unlock(&h->lock);
     return 0;
+}
+
+void conc__heapq_close(conc__heapq_t *h)
+{
+    conc__spin_lock(&h->lock);
+    h->closed = true;
+    conc__spin_unlock(&h->lock);
 }
 
 bool conc__heapq_get(conc__heapq_t *h, void **item)

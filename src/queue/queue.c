@@ -27,23 +27,31 @@
 
 /* ------------------------------------------------------------ the store */
 
-static bool store_put_x(conc_queue_t *q, void *item, int *err, bool exact)
+/* 0, CONC_EFULL, CONC_ESHUTDOWN (closed) or CONC_ENOMEM. */
+static int store_put_x(conc_queue_t *q, void *item, bool exact)
 {
     switch (q->impl) {
     case IMPL_RING:
         return conc__ring_put(&q->s.ring, item, exact);
-    case IMPL_SEGQ: {
-        int rc = conc__segq_put(&q->s.segq, item);
-        if (rc == CONC_ENOMEM)
-            *err = rc;
-        return rc == 0;
+    case IMPL_SEGQ:
+        return conc__segq_put(&q->s.segq, item);
+    default:
+        return conc__heapq_put(&q->s.heapq, item);
     }
-    default: {
-        int rc = conc__heapq_put(&q->s.heapq, item);
-        if (rc == CONC_ENOMEM)
-            *err = rc;
-        return rc == 0;
-    }
+}
+
+static void store_close(conc_queue_t *q)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        conc__ring_close(&q->s.ring);
+        break;
+    case IMPL_SEGQ:
+        conc__segq_close(&q->s.segq);
+        break;
+    default:
+        conc__heapq_close(&q->s.heapq);
+        break;
     }
 }
 
@@ -60,9 +68,9 @@ static bool store_get_x(conc_queue_t *q, void **item, bool exact)
 }
 
 /* Exact: fails only when really full / empty (see ring.c). */
-static inline bool store_put(conc_queue_t *q, void *item, int *err)
+static inline int store_put(conc_queue_t *q, void *item)
 {
-    return store_put_x(q, item, err, true);
+    return store_put_x(q, item, true);
 }
 static inline bool store_get(conc_queue_t *q, void **item)
 {
@@ -85,7 +93,7 @@ static size_t store_puts(const conc_queue_t *q)
 {
     switch (q->impl) {
     case IMPL_RING:
-        return atomic_load((atomic_size_t *)&q->s.ring.enq);
+        return atomic_load((atomic_size_t *)&q->s.ring.enq) & ~CONC__RING_CLOSED;
     case IMPL_SEGQ:
         return atomic_load((atomic_size_t *)&q->s.segq.puts);
     default:
@@ -266,51 +274,35 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     int64_t deadline = CONC__NO_DEADLINE;
     if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
-    if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
-        return CONC_ESHUTDOWN;
-    int err = 0;
-    if (__builtin_expect(store_put_x(q, item, &err, !block), 1)) {
+    int rc = store_put_x(q, item, !block);
+    if (__builtin_expect(rc == 0, 1)) {
         after_put(q);
         return 0;
     }
-    if (err)
-        return err;
-    if (!block)
-        return CONC_EFULL;
+    if (rc != CONC_EFULL || !block)
+        return rc;
 
     conc__spinner_t sp;
     conc__spin_begin(&sp, deadline);
-    bool ok = false;
     while (conc__spin_more(&sp)) {
-        if (peek_put(q) && store_put_x(q, item, &err, false)) {
-            ok = true;
-            break;
-        }
-        if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
+        if (peek_put(q) && (rc = store_put_x(q, item, false)) != CONC_EFULL)
             break;
     }
-    conc__spin_end(&sp, ok);
+    conc__spin_end(&sp, rc == 0);
     for (;;) {
-        if (ok) {
+        if (rc == 0) {
             after_put(q);
             return 0;
         }
-        if (err)
-            return err;
-        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
-            return CONC_ESHUTDOWN;
+        if (rc != CONC_EFULL)
+            return rc; /* CONC_ESHUTDOWN, CONC_ENOMEM */
         if (sleep_until(q, &q->putq, &q->psleep, has_room, deadline) == CONC_ETIMEDOUT) {
-            if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
-                return CONC_ESHUTDOWN;
-            if (store_put(q, item, &err)) {
+            rc = store_put(q, item);
+            if (rc == 0)
                 after_put(q);
-                return 0;
-            }
-            return err ? err : CONC_EFULL;
+            return rc;
         }
-        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
-            return CONC_ESHUTDOWN;
-        ok = store_put(q, item, &err);
+        rc = store_put(q, item);
     }
 }
 
@@ -480,6 +472,9 @@ int conc_queue_shutdown(conc_queue_t *q, bool immediate, void (*discard)(void *i
 {
     if (!q)
         return CONC_EINVAL;
+    /* Close the store first: from here a put either has landed or fails,
+     * so a getter that sees the flag can trust "empty". */
+    store_close(q);
     int exp = 0;
     atomic_compare_exchange_strong(&q->shutdown, &exp, immediate ? 2 : 1);
     if (immediate) {

@@ -48,10 +48,17 @@ static inline conc__cell_t *cell_at(conc__ring_t *r, size_t pos)
     return &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
 }
 
-bool conc__ring_put(conc__ring_t *r, void *item, bool exact)
+void conc__ring_close(conc__ring_t *r)
+{
+    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
+}
+
+int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
+        if (pos & CONC__RING_CLOSED)
+            return CONC_ESHUTDOWN;
         conc__cell_t *c = cell_at(r, pos);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         intptr_t dif = (intptr_t)seq - (intptr_t)pos;
@@ -60,15 +67,15 @@ bool conc__ring_put(conc__ring_t *r, void *item, bool exact)
                                                       memory_order_relaxed)) {
                 c->item = item;
                 atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
-                return true;
+                return 0;
             }
         } else if (dif < 0) {
             /* Full by this cell. Really full, or a consumer is mid-way? */
             if (!exact)
-                return false;
+                return CONC_EFULL;
             size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
             if (pos - deq >= r->cap)
-                return false;
+                return CONC_EFULL;
             conc__cpu_relax();
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
         } else {
@@ -95,7 +102,7 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
             /* Empty by this cell. Really empty, or a producer is mid-way? */
             if (!exact)
                 return false;
-            size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire);
+            size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
             if (enq == pos)
                 return false;
             conc__cpu_relax();

@@ -24,9 +24,17 @@ static conc__seg_t *seg_new(conc__segq_t *q)
     return s;
 }
 
+void conc__segq_close(conc__segq_t *q)
+{
+    conc__spin_lock(&q->tail_lock);
+    atomic_store_explicit(&q->closed, true, memory_order_seq_cst);
+    conc__spin_unlock(&q->tail_lock);
+}
+
 int conc__segq_init(conc__segq_t *q, size_t bound)
 {
     q->bound = bound;
+    atomic_init(&q->closed, false);
     atomic_init(&q->spare, NULL);
     conc__seg_t *s = seg_new(q);
     if (!s)
@@ -55,6 +63,10 @@ void conc__segq_destroy(conc__segq_t *q)
 int conc__segq_put(conc__segq_t *q, void *item)
 {
     conc__spin_lock(&q->tail_lock);
+    if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
+        conc__spin_unlock(&q->tail_lock);
+        return CONC_ESHUTDOWN;
+    }
     if (q->bound && atomic_load_explicit(&q->puts, memory_order_relaxed) -
                             atomic_load_explicit(&q->gets, memory_order_seq_cst) >=
                         q->bound) {

@@ -136,7 +136,7 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
         conc__waiter_t g;
         conc__waiter_init(&g);
         g.spun = 1;
-        size_t reg = 0;
+        size_t reg = 0, nshut = 0;
         bool ready = false;
         for (; reg < n; reg++) {
             conc_queue_t *q = qs[reg];
@@ -144,7 +144,10 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
             nodes[reg].group = &g;
             conc__waitq_lock(&q->getq);
             atomic_fetch_add_explicit(&q->gsleep, 1, memory_order_seq_cst);
-            if (conc__queue_has_items(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
+            /* A queue that is shut down (and so stays empty once drained)
+             * is not a reason to stay awake, unless all of them are. */
+            nshut += atomic_load_explicit(&q->shutdown, memory_order_seq_cst) != 0;
+            if (conc__queue_has_items(q) || nshut == n) {
                 atomic_fetch_sub_explicit(&q->gsleep, 1, memory_order_seq_cst);
                 conc__waitq_unlock(&q->getq);
                 ready = true;
