@@ -47,6 +47,17 @@
 #ifndef TU_SANITIZED
 #define TU_SANITIZED 0
 #endif
+/* TSan cannot start threads in a child forked from a threaded process. */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifndef TU_TSAN
+#define TU_TSAN 0
+#endif
 
 /* Per-test timeout (seconds) for Criterion's .timeout. */
 #define TU_TIMEOUT 60

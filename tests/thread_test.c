@@ -773,6 +773,8 @@ static int child_checks(void)
     /* threads still work in the child */
     conc_thread_t *t;
     void *r = NULL;
+    if (TU_TSAN) /* TSan cannot start threads after a threaded fork */
+        return bad;
     if (conc_thread_spawn(&t, quick, (void *)0x42, NULL) != 0 ||
         conc_thread_join(t, 10, &r) != 0 || r != (void *)0x42)
         bad |= 32;
