@@ -577,7 +577,7 @@ Test(stress, event_timed_waits_race_set_clear, .timeout = TU_TIMEOUT)
     conc_event_init(&x.e);
     tu_bunch_start(&b, 6, ev_waiter, &x);
     tu_sleep(0.02); /* some timeouts with no set() at all */
-    long rounds = tu_iters(20000);
+    long rounds = tu_iters(5000);
     for (long r = 0; r < rounds; r++) {
         atomic_fetch_add(&x.sets, 1);
         conc_event_set(&x.e);
