@@ -5,4 +5,5 @@
 #include "conc/sync.h"
 #include "conc/thread.h"
 #include "conc/queue.h"
+#include "conc/futures.h"
 #endif

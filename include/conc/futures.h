@@ -1,0 +1,202 @@
+/*
+ * conc/futures.h — concurrent.futures: Future, the Executor interface,
+ * ThreadPoolExecutor, wait, as_completed, map — plus then() and a map with
+ * a progress callback.
+ *
+ *     conc_executor_t *ex;
+ *     conc_thread_pool_new(&ex, NULL);                 // ThreadPoolExecutor()
+ *     conc_future_t *f;
+ *     conc_submit(ex, &f, work, arg);                  // f = ex.submit(work, arg)
+ *     void *r; conc_future_result(f, CONC_FOREVER, &r); // r = f.result()
+ *     conc_future_free(f); conc_executor_free(ex);     // with ex: ...
+ *
+ * Tasks have the pthread shape void *fn(void *arg). A task fails by
+ * calling conc_fail(code, fmt, ...) (and returning): its future then holds
+ * that code and message as its exception.
+ *
+ * Ownership: futures are reference counted. Every conc_future_t * you get
+ * from conc_submit, conc_future_new, conc_future_then or conc_future_ref is
+ * a reference you give back with conc_future_free exactly once — at any
+ * time, even before the task ran (the executor keeps its own reference).
+ * The futures conc_wait and conc_as_completed_next hand out are borrowed
+ * (the ones you passed in). Results (void *) are never owned by the
+ * future.
+ *
+ * Blocking calls (result, exception, wait, as_completed, shutdown(wait))
+ * park the current context through conc's park layer.
+ */
+#ifndef CONC_FUTURES_H
+#define CONC_FUTURES_H
+
+#include "conc/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct conc_future conc_future_t;
+
+typedef enum conc_future_state {
+    CONC_FUTURE_PENDING = 0,
+    CONC_FUTURE_RUNNING = 1,
+    CONC_FUTURE_CANCELLED = 2,
+    CONC_FUTURE_FINISHED = 3
+} conc_future_state_t;
+
+/* ------------------------------------------------------------- Future */
+
+/* A new pending future (for people who write executors). Returns 0,
+ * CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_future_new(conc_future_t **out);
+/* Take another reference (returns f). */
+CONC_API conc_future_t *conc_future_ref(conc_future_t *f);
+/* Give back one reference. Returns 0 or CONC_EINVAL. */
+CONC_API int conc_future_free(conc_future_t *f);
+
+/* Wait up to timeout for the outcome. Returns 0 and stores the result in
+ * *result (may be NULL); CONC_ETIMEDOUT if it is not done in time;
+ * CONC_ECANCELLED if it was cancelled; otherwise the task's failure code
+ * (as given to conc_fail; its message: conc_future_exception). */
+CONC_API int conc_future_result(conc_future_t *f, double timeout, void **result);
+/* Wait up to timeout; returns 0 once done and stores the exception's code
+ * (0 if the task succeeded) in *code and its message (owned by f, valid
+ * while you hold f) in *msg (either may be NULL); CONC_ETIMEDOUT;
+ * CONC_ECANCELLED. */
+CONC_API int conc_future_exception(conc_future_t *f, double timeout, int *code, const char **msg);
+
+/* Cancel if still pending: returns true if it is (now) cancelled, false if
+ * it is running or finished. Idempotent. Wakes waiters, runs callbacks. */
+CONC_API bool conc_future_cancel(conc_future_t *f);
+CONC_API bool conc_future_cancelled(const conc_future_t *f);
+CONC_API bool conc_future_running(const conc_future_t *f);
+/* Finished or cancelled. */
+CONC_API bool conc_future_done(const conc_future_t *f);
+CONC_API conc_future_state_t conc_future_state(const conc_future_t *f);
+
+/* Call fn(f, arg) once f is done: at once in the caller if it already is,
+ * otherwise in the context that completes it, after its waiters are woken.
+ * Callbacks run in the order they were added. A callback that calls
+ * conc_fail is reported through the excepthook (conc_set_excepthook) and
+ * does not affect the future or the other callbacks. Returns 0,
+ * CONC_EINVAL, CONC_ENOMEM. */
+typedef void (*conc_future_cb)(conc_future_t *f, void *arg);
+CONC_API int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg);
+
+/* For executors. set_running_or_notify_cancel returns 1 when f moved to
+ * RUNNING (run the task), 0 when it was cancelled (do not run it; waiters
+ * are woken), CONC_EPERM when it is already running or done. */
+CONC_API int conc_future_set_running_or_notify_cancel(conc_future_t *f);
+/* Complete f. Return 0, or CONC_EPERM when it is already finished or
+ * cancelled (InvalidStateError). code < 0 (else CONC_EFAILED); msg may be
+ * NULL. */
+CONC_API int conc_future_set_result(conc_future_t *f, void *result);
+CONC_API int conc_future_set_exception(conc_future_t *f, int code, const char *msg);
+
+/* Beyond Python: a new future that completes with fn(result, arg) once f
+ * finishes successfully; fn runs in the context that completes f (or at
+ * once if f is done). If f fails or is cancelled, the new future gets the
+ * same exception (or is cancelled) and fn does not run; if fn calls
+ * conc_fail, the new future holds that failure. Returns 0 and a new
+ * reference in *out, CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_future_then(conc_future_t *f, conc_future_t **out,
+                              void *(*fn)(void *result, void *arg), void *arg);
+
+/* ----------------------------------------------------------- Executor */
+
+typedef struct conc_executor conc_executor_t;
+
+/* The interface every executor implements (thread pool now; process,
+ * green and MPI pools later). Embed conc_executor_t first in your struct. */
+typedef struct conc_executor_ops {
+    const char *name;
+    /* Schedule fn(arg); store a new future reference in *out. */
+    int (*submit)(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg);
+    int (*shutdown)(conc_executor_t *ex, bool wait, bool cancel_futures);
+    /* Free everything (called by conc_executor_free after shutdown(wait)). */
+    void (*destroy)(conc_executor_t *ex);
+} conc_executor_ops_t;
+
+struct conc_executor {
+    const conc_executor_ops_t *ops;
+};
+
+/* Executor.submit. Returns 0 and a new future in *out; CONC_ESHUTDOWN after
+ * shutdown; CONC_EBROKEN when the executor is broken (e.g. its initializer
+ * failed); CONC_EINVAL; CONC_ENOMEM. */
+CONC_API int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg);
+/* Executor.shutdown(wait, cancel_futures): no new submits; with
+ * cancel_futures, work not yet started is cancelled; with wait, blocks
+ * until running work is done and the workers are gone. Returns 0 or
+ * CONC_EINVAL. Harmless to call twice. */
+CONC_API int conc_executor_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures);
+/* shutdown(wait=true) then free. Returns 0, CONC_EINVAL, or CONC_EPERM
+ * when called from one of the executor's own workers. */
+CONC_API int conc_executor_free(conc_executor_t *ex);
+
+/* Options for conc_map; NULL means: no timeout, no progress. */
+typedef struct conc_map_opts {
+    double timeout;        /* overall, seconds; CONC_FOREVER for none (set it!) */
+    /* Called (in the mapping thread) each time another item is done. */
+    void (*progress)(size_t done, size_t total, void *arg);
+    void *progress_arg;
+    size_t *failed_index;  /* if set: which item failed or timed out */
+} conc_map_opts_t;
+
+/* Executor.map: run fn(args[i]) for i < n and store the results, in order,
+ * in results[i]. Returns 0 when all succeeded; otherwise the code of the
+ * first item (in submission order) that failed, or CONC_ETIMEDOUT when
+ * the overall timeout passed — and everything not yet started is
+ * cancelled. CONC_EINVAL, CONC_ESHUTDOWN, CONC_EBROKEN as for submit. */
+CONC_API int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t n,
+                      void **results, const conc_map_opts_t *opts);
+
+/* ThreadPoolExecutor options; NULL or zero fields mean the defaults. */
+typedef struct conc_thread_pool_opts {
+    size_t max_workers;            /* 0: min(32, cpu_count + 4) */
+    const char *thread_name_prefix; /* "ThreadPoolExecutor-N" by default */
+    /* Runs once in each worker before any task; if it calls conc_fail the
+     * pool is broken: pending futures fail with CONC_EBROKEN, and so do
+     * later submits. */
+    void (*initializer)(void *arg);
+    void *initarg;
+} conc_thread_pool_opts_t;
+
+/* A ThreadPoolExecutor. Workers start lazily (one per submit while fewer
+ * than max_workers exist and none is idle) and are reused. Returns 0 and
+ * a new executor in *out (free with conc_executor_free), CONC_EINVAL,
+ * CONC_ENOMEM. At process exit, pools still alive are shut down and their
+ * workers joined (Python's behaviour). */
+CONC_API int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *opts);
+
+/* ----------------------------------------------------- wait, as_completed */
+
+typedef enum conc_return_when {
+    CONC_FIRST_COMPLETED = 0,
+    CONC_FIRST_EXCEPTION = 1,
+    CONC_ALL_COMPLETED = 2
+} conc_return_when_t;
+
+/* concurrent.futures.wait: wait until return_when holds or the timeout
+ * passes (one deadline for the whole call). Duplicates in fs count once.
+ * Fills done[] / not_done[] (each of capacity n, either may be NULL) with
+ * borrowed pointers (no new references) and their counts. Returns 0 (also
+ * on timeout, as Python returns the two sets), CONC_EINVAL. */
+CONC_API int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_when_t return_when,
+                       conc_future_t **done, size_t *ndone, conc_future_t **not_done, size_t *nnot_done);
+
+/* concurrent.futures.as_completed: an iterator over fs (duplicates once)
+ * yielding each future as it finishes (those already done first). */
+typedef struct conc_as_completed conc_as_completed_t;
+/* timeout: one deadline for the whole iteration (CONC_FOREVER: none). */
+CONC_API int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, size_t n,
+                                   double timeout);
+/* Next finished future: returns 0 and a borrowed pointer in *f (valid while
+ * the iterator lives); CONC_ETIMEDOUT when the deadline passes first (the
+ * iterator stays usable); CONC_EEOF when every future has been yielded. */
+CONC_API int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f);
+CONC_API int conc_as_completed_free(conc_as_completed_t *it);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_FUTURES_H */

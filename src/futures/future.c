@@ -1,0 +1,490 @@
+/*
+ * future.c — concurrent.futures.Future.
+ *
+ * The state word holds PENDING, RUNNING, CANCELLED or FINISHED plus a
+ * HASW bit meaning "someone registered a waiter or a callback". Moves
+ * between states are CASes on that word; the outcome fields are written
+ * before the final CAS (release) and read after an acquire load, so a
+ * future nobody waits on completes with one CAS and no lock. Waiters and
+ * callbacks are registered under the wait list's guard with a CAS that
+ * sets HASW while the state is still not final; a completer that sees
+ * HASW takes the guard, detaches waiters and callbacks, wakes the waiters,
+ * then runs the callbacks (in order, in its own context). Since the final
+ * CAS happens before the completer takes the guard, a registrant that
+ * takes the guard later sees the final state and does not register.
+ *
+ * Futures come from a per-thread free list; they are reference counted
+ * and go back to the list of whichever thread drops the last reference.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conc/thread.h"
+#include "futures/internal.h"
+
+/* -------------------------------------------------------------- memory */
+
+#define CACHE_MAX 256
+
+typedef struct {
+    conc_future_t *items[CACHE_MAX];
+    unsigned n;
+} fcache_t;
+
+static __thread fcache_t *tl_cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_destroy(void *p)
+{
+    fcache_t *c = p;
+    for (unsigned i = 0; i < c->n; i++)
+        free(c->items[i]);
+    free(c);
+    tl_cache = NULL;
+}
+
+static void cache_key_init(void)
+{
+    pthread_key_create(&cache_key, cache_destroy);
+}
+
+static fcache_t *cache_get(void)
+{
+    fcache_t *c = tl_cache;
+    if (c)
+        return c;
+    pthread_once(&cache_once, cache_key_init);
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    tl_cache = c;
+    pthread_setspecific(cache_key, c);
+    return c;
+}
+
+conc_future_t *conc__future_alloc(void)
+{
+    fcache_t *c = cache_get();
+    conc_future_t *f = c && c->n ? c->items[--c->n] : malloc(sizeof *f);
+    if (!f)
+        return NULL;
+    f->state = CONC_FUTURE_PENDING;
+    f->refs = 1;
+    f->q = (conc__waitq_t){0};
+    f->cbs = NULL;
+    f->cbs_tail = &f->cbs;
+    f->result = NULL;
+    f->code = 0;
+    f->msg = NULL;
+    f->fn = NULL;
+    f->arg = NULL;
+    return f;
+}
+
+static void future_release(conc_future_t *f)
+{
+    free(f->msg);
+    fcache_t *c = cache_get();
+    if (c && c->n < CACHE_MAX)
+        c->items[c->n++] = f;
+    else
+        free(f);
+}
+
+int conc_future_new(conc_future_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_future_t *f = conc__future_alloc();
+    if (!f)
+        return CONC_ENOMEM;
+    *out = f;
+    return 0;
+}
+
+conc_future_t *conc_future_ref(conc_future_t *f)
+{
+    if (f)
+        atomic_fetch_add_explicit(CONC__A(&f->refs), 1, RLX);
+    return f;
+}
+
+int conc_future_free(conc_future_t *f)
+{
+    if (!f)
+        return CONC_EINVAL;
+    if (atomic_fetch_sub_explicit(CONC__A(&f->refs), 1, memory_order_acq_rel) == 1)
+        future_release(f);
+    return 0;
+}
+
+/* -------------------------------------------------------------- states */
+
+static inline unsigned fstate(const conc_future_t *f)
+{
+    return conc__load(&f->state, ACQ) & FS_MASK;
+}
+
+static inline bool final_state(unsigned s)
+{
+    s &= FS_MASK;
+    return s == CONC_FUTURE_CANCELLED || s == CONC_FUTURE_FINISHED;
+}
+
+conc_future_state_t conc_future_state(const conc_future_t *f)
+{
+    return f ? (conc_future_state_t)fstate(f) : CONC_FUTURE_PENDING;
+}
+
+bool conc_future_cancelled(const conc_future_t *f)
+{
+    return f && fstate(f) == CONC_FUTURE_CANCELLED;
+}
+
+bool conc_future_running(const conc_future_t *f)
+{
+    return f && fstate(f) == CONC_FUTURE_RUNNING;
+}
+
+bool conc_future_done(const conc_future_t *f)
+{
+    return f && final_state(fstate(f));
+}
+
+static void run_callbacks(conc_future_t *f, conc__cb_t *cb);
+
+/* After the CAS that made f final: wake waiters, run callbacks. */
+static void complete_slow(conc_future_t *f)
+{
+    conc__waitq_lock(&f->q);
+    conc__waiter_t *list = conc__waitq_take_all(&f->q);
+    conc__cb_t *cbs = f->cbs;
+    f->cbs = NULL;
+    f->cbs_tail = &f->cbs;
+    conc__waitq_unlock(&f->q);
+    conc__unpark_list(list);
+    run_callbacks(f, cbs);
+}
+
+/* Move f from one of `from` (a bit set of states) to `to`. Returns the
+ * previous state word, or UINT_MAX if f was not in `from`. */
+static unsigned transition(conc_future_t *f, unsigned from_mask, unsigned to)
+{
+    unsigned s = conc__load(&f->state, RLX);
+    for (;;) {
+        if ((s & FS_COMPLETING) || !((1u << (s & FS_MASK)) & from_mask))
+            return ~0u;
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | to,
+                                                  memory_order_acq_rel, RLX))
+            return s;
+    }
+}
+
+#define FROM(st) (1u << (st))
+
+static int finish(conc_future_t *f, void *result, int code, const char *msg)
+{
+    /* Claim the outcome (COMPLETING) so only one completer writes it, and
+     * cancel/set_running cannot slip in meanwhile. */
+    unsigned s = conc__load(&f->state, RLX);
+    for (;;) {
+        if ((s & FS_COMPLETING) || final_state(s))
+            return CONC_EPERM;
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_COMPLETING,
+                                                  memory_order_acq_rel, RLX))
+            break;
+    }
+    f->result = result;
+    f->code = code;
+    if (code && msg && *msg) {
+        size_t n = strlen(msg) + 1;
+        f->msg = malloc(n);
+        if (f->msg)
+            memcpy(f->msg, msg, n);
+    }
+    s = conc__load(&f->state, RLX);
+    while (!atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | CONC_FUTURE_FINISHED,
+                                                  memory_order_acq_rel, RLX)) {
+    }
+    if (s & FS_HASW)
+        complete_slow(f);
+    return 0;
+}
+
+int conc_future_set_result(conc_future_t *f, void *result)
+{
+    if (!f)
+        return CONC_EINVAL;
+    if (final_state(conc__load(&f->state, ACQ)))
+        return CONC_EPERM;
+    return finish(f, result, 0, NULL);
+}
+
+int conc_future_set_exception(conc_future_t *f, int code, const char *msg)
+{
+    if (!f)
+        return CONC_EINVAL;
+    if (final_state(conc__load(&f->state, ACQ)))
+        return CONC_EPERM;
+    return finish(f, NULL, code < 0 ? code : CONC_EFAILED, msg);
+}
+
+int conc_future_set_running_or_notify_cancel(conc_future_t *f)
+{
+    if (!f)
+        return CONC_EINVAL;
+    unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING);
+    if (s != ~0u)
+        return 1;
+    if (fstate(f) == CONC_FUTURE_CANCELLED)
+        return 0; /* waiters were woken by cancel() already */
+    return CONC_EPERM;
+}
+
+bool conc_future_cancel(conc_future_t *f)
+{
+    if (!f)
+        return false;
+    unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_CANCELLED);
+    if (s == ~0u)
+        return fstate(f) == CONC_FUTURE_CANCELLED;
+    if (s & FS_HASW)
+        complete_slow(f);
+    return true;
+}
+
+void conc__future_fail_now(conc_future_t *f, int code, const char *msg)
+{
+    finish(f, NULL, code, msg);
+}
+
+bool conc__future_run(conc_future_t *f)
+{
+    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) == ~0u)
+        return false;
+    conc__ctx_t *c = conc__ctx();
+    c->fail_code = 0;
+    void *r = f->fn(f->arg);
+    if (c->fail_code) {
+        finish(f, NULL, c->fail_code, c->fail_msg);
+        c->fail_code = 0;
+        c->fail_msg[0] = 0;
+    } else {
+        finish(f, r, 0, NULL);
+    }
+    return true;
+}
+
+/* ----------------------------------------------------------- callbacks */
+
+static void run_callbacks(conc_future_t *f, conc__cb_t *cb)
+{
+    if (!cb)
+        return;
+    conc__ctx_t *c = conc__ctx();
+    int saved = c->fail_code;
+    char saved_msg[sizeof c->fail_msg];
+    if (saved)
+        memcpy(saved_msg, c->fail_msg, sizeof saved_msg);
+    while (cb) {
+        conc__cb_t *next = cb->next;
+        c->fail_code = 0;
+        cb->fn(f, cb->arg);
+        if (c->fail_code) {
+            /* "exception calling callback": report, never break f */
+            conc_thread_t *t = conc_current_thread();
+            extern void conc__thread_report_failure(conc_thread_t * t);
+            conc__thread_report_failure(t);
+            c->fail_code = 0;
+        }
+        free(cb);
+        cb = next;
+    }
+    c->fail_code = saved;
+    if (saved)
+        memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
+}
+
+int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg)
+{
+    if (!f || !fn)
+        return CONC_EINVAL;
+    conc__cb_t *cb = malloc(sizeof *cb);
+    if (!cb)
+        return CONC_ENOMEM;
+    cb->fn = fn;
+    cb->arg = arg;
+    cb->next = NULL;
+    conc__waitq_lock(&f->q);
+    unsigned s = conc__load(&f->state, RLX);
+    while (!final_state(s) &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
+                                                  RLX)) {
+    }
+    if (final_state(s)) {
+        conc__waitq_unlock(&f->q);
+        atomic_thread_fence(memory_order_acquire);
+        run_callbacks(f, cb);
+        return 0;
+    }
+    *f->cbs_tail = cb;
+    f->cbs_tail = &cb->next;
+    conc__waitq_unlock(&f->q);
+    return 0;
+}
+
+/* ------------------------------------------------------------- waiting */
+
+/* Register w on f unless f is done; true if registered. */
+bool conc__future_register(conc_future_t *f, conc__waiter_t *w)
+{
+    conc__waitq_lock(&f->q);
+    unsigned s = conc__load(&f->state, RLX);
+    while (!final_state(s) &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
+                                                  RLX)) {
+    }
+    if (final_state(s)) {
+        conc__waitq_unlock(&f->q);
+        return false;
+    }
+    conc__waitq_push(&f->q, w);
+    conc__waitq_unlock(&f->q);
+    return true;
+}
+
+int conc__future_wait_done(conc_future_t *f, int64_t deadline)
+{
+    if (final_state(conc__load(&f->state, ACQ)))
+        return 0;
+    /* A pool worker waiting on a future runs queued tasks meanwhile (the
+     * awaited task itself, often), so nested waits cannot starve. */
+    while (conc__pool_help_one()) {
+        if (final_state(conc__load(&f->state, ACQ)))
+            return 0;
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            return CONC_ETIMEDOUT;
+    }
+    if (deadline == 0)
+        return CONC_ETIMEDOUT;
+    conc__spinner_t sp;
+    conc__spin_begin(&sp, deadline);
+    bool ok = false;
+    while (conc__spin_more(&sp))
+        if ((ok = final_state(conc__load(&f->state, ACQ))))
+            break;
+    conc__spin_end(&sp, ok);
+    if (ok)
+        return 0;
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    w.spun = 1;
+    if (!conc__future_register(f, &w))
+        return 0;
+    return conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
+}
+
+static int wait_timeout(conc_future_t *f, double timeout)
+{
+    int64_t deadline;
+    if (conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    int rc = conc__future_wait_done(f, deadline);
+    if (rc)
+        return rc;
+    atomic_thread_fence(memory_order_acquire);
+    return 0;
+}
+
+int conc_future_result(conc_future_t *f, double timeout, void **result)
+{
+    if (!f)
+        return CONC_EINVAL;
+    int rc = wait_timeout(f, timeout);
+    if (rc)
+        return rc;
+    if (fstate(f) == CONC_FUTURE_CANCELLED)
+        return CONC_ECANCELLED;
+    if (f->code)
+        return f->code;
+    if (result)
+        *result = f->result;
+    return 0;
+}
+
+int conc_future_exception(conc_future_t *f, double timeout, int *code, const char **msg)
+{
+    if (!f)
+        return CONC_EINVAL;
+    int rc = wait_timeout(f, timeout);
+    if (rc)
+        return rc;
+    if (fstate(f) == CONC_FUTURE_CANCELLED)
+        return CONC_ECANCELLED;
+    if (code)
+        *code = f->code;
+    if (msg)
+        *msg = f->code ? (f->msg ? f->msg : "") : NULL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- then */
+
+typedef struct {
+    conc_future_t *out;
+    void *(*fn)(void *result, void *arg);
+    void *arg;
+} then_t;
+
+static void then_cb(conc_future_t *f, void *p)
+{
+    then_t *t = p;
+    conc_future_t *out = t->out;
+    unsigned s = fstate(f);
+    if (s == CONC_FUTURE_CANCELLED) {
+        conc_future_cancel(out);
+    } else if (f->code) {
+        finish(out, NULL, f->code, f->msg);
+    } else if (transition(out, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) != ~0u) {
+        conc__ctx_t *c = conc__ctx();
+        int saved = c->fail_code;
+        c->fail_code = 0;
+        void *r = t->fn(f->result, t->arg);
+        if (c->fail_code)
+            finish(out, NULL, c->fail_code, c->fail_msg);
+        else
+            finish(out, r, 0, NULL);
+        c->fail_code = saved;
+    }
+    conc_future_free(out);
+    free(t);
+}
+
+int conc_future_then(conc_future_t *f, conc_future_t **out, void *(*fn)(void *result, void *arg), void *arg)
+{
+    if (!f || !out || !fn)
+        return CONC_EINVAL;
+    then_t *t = malloc(sizeof *t);
+    conc_future_t *o = conc__future_alloc();
+    if (!t || !o) {
+        free(t);
+        if (o)
+            conc_future_free(o);
+        return CONC_ENOMEM;
+    }
+    t->out = conc_future_ref(o); /* the callback's reference */
+    t->fn = fn;
+    t->arg = arg;
+    int rc = conc_future_add_done_callback(f, then_cb, t);
+    if (rc) {
+        conc_future_free(o);
+        conc_future_free(o);
+        free(t);
+        return rc;
+    }
+    *out = o;
+    return 0;
+}
