@@ -1,0 +1,561 @@
+/* Futures under load: many submitters with checked sums, cancel racing the
+ * start of a task (from many threads), completion racing completion,
+ * callbacks added while the future completes (each runs exactly once),
+ * waiters racing completions, and futures freed at random moments by random
+ * threads. Iterations scale down under sanitizers (tu_iters). */
+#include "test_util.h"
+
+#define P(x) ((void *)(uintptr_t)(x))
+#define U(p) ((uintptr_t)(p))
+
+static conc_executor_t *mkpool(size_t max_workers)
+{
+    conc_thread_pool_opts_t o = {.max_workers = max_workers};
+    conc_executor_t *ex = NULL;
+    int rc = conc_thread_pool_new(&ex, &o);
+    cr_assert_eq(rc, 0, "conc_thread_pool_new = %d", rc);
+    return ex;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* ------------------------------------------------------ many submitters */
+
+static conc_executor_t *pool;
+static atomic_long task_sum, task_count;
+static atomic_int sub_errors;
+static long per_thread;
+
+static void *add_task(void *arg)
+{
+    atomic_fetch_add(&task_sum, (long)U(arg));
+    atomic_fetch_add(&task_count, 1);
+    if ((U(arg) & 63) == 0)
+        return conc_fail(CONC_ERANGE, "%lu", (unsigned long)U(arg));
+    return P(U(arg) * 3);
+}
+
+static void submitter(void *p, int idx)
+{
+    (void)p;
+    enum { BATCH = 64 };
+    conc_future_t *fs[BATCH];
+    uintptr_t args[BATCH];
+    uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(idx + 1);
+    long i = 0;
+    while (i < per_thread) {
+        int n = 0;
+        for (; n < BATCH && i < per_thread; n++, i++) {
+            args[n] = (uintptr_t)(idx * per_thread + i + 1);
+            if (conc_submit(pool, &fs[n], add_task, P(args[n])) != 0) {
+                atomic_fetch_add(&sub_errors, 1);
+                return;
+            }
+        }
+        for (int k = 0; k < n; k++) {
+            /* some are checked, some dropped unread (fire and forget) */
+            if (rnd(&seed) % 4 != 0) {
+                void *r = NULL;
+                int rc = conc_future_result(fs[k], 30, &r);
+                bool fails = (args[k] & 63) == 0;
+                if (fails ? rc != CONC_ERANGE : (rc != 0 || U(r) != args[k] * 3))
+                    atomic_fetch_add(&sub_errors, 1);
+            }
+            conc_future_free(fs[k]);
+        }
+    }
+}
+
+Test(futures_stress, many_submitters_checked_sums, .timeout = TU_TIMEOUT)
+{
+    const int T = 8;
+    per_thread = tu_iters(20000);
+    atomic_store(&task_sum, 0);
+    atomic_store(&task_count, 0);
+    atomic_store(&sub_errors, 0);
+    pool = mkpool(4);
+    tu_run_threads(T, submitter, NULL);
+    cr_assert_eq(conc_executor_free(pool), 0);
+    long n = T * per_thread;
+    cr_assert_eq(atomic_load(&sub_errors), 0, "%d wrong results or failed submits", atomic_load(&sub_errors));
+    cr_assert_eq(atomic_load(&task_count), n, "%ld tasks ran, %ld submitted", atomic_load(&task_count), n);
+    cr_assert_eq(atomic_load(&task_sum), n * (n + 1) / 2);
+}
+
+/* nested submitters: tasks that submit tasks, from many threads at once */
+static void *leaf_task(void *arg)
+{
+    atomic_fetch_add(&task_sum, (long)U(arg));
+    atomic_fetch_add(&task_count, 1);
+    return arg;
+}
+static void *fanout_task(void *arg)
+{
+    conc_future_t *fs[4];
+    long sum = 0;
+    int n = 0;
+    for (; n < 4; n++)
+        if (conc_submit(pool, &fs[n], leaf_task, P(U(arg) * 4 + (uintptr_t)n)) != 0)
+            break;
+    for (int k = 0; k < n; k++) {
+        void *r = NULL;
+        if (conc_future_result(fs[k], 30, &r) == 0)
+            sum += (long)U(r);
+        conc_future_free(fs[k]);
+    }
+    if (n != 4)
+        return conc_fail(CONC_EFAILED, "submit failed");
+    return P(sum);
+}
+
+static void fanout_submitter(void *p, int idx)
+{
+    (void)p;
+    for (long i = 0; i < per_thread; i++) {
+        uintptr_t a = (uintptr_t)(idx * per_thread + i);
+        conc_future_t *f;
+        if (conc_submit(pool, &f, fanout_task, P(a)) != 0) {
+            atomic_fetch_add(&sub_errors, 1);
+            return;
+        }
+        void *r = NULL;
+        if (conc_future_result(f, 30, &r) != 0 || U(r) != 16 * a + 6)
+            atomic_fetch_add(&sub_errors, 1);
+        conc_future_free(f);
+    }
+}
+
+Test(futures_stress, nested_submits_from_many_threads, .timeout = TU_TIMEOUT)
+{
+    const int T = 6;
+    per_thread = tu_iters(2000);
+    atomic_store(&task_sum, 0);
+    atomic_store(&task_count, 0);
+    atomic_store(&sub_errors, 0);
+    pool = mkpool(2);
+    tu_run_threads(T, fanout_submitter, NULL);
+    cr_assert_eq(conc_executor_free(pool), 0);
+    cr_assert_eq(atomic_load(&sub_errors), 0);
+    long leaves = 4L * T * per_thread;
+    cr_assert_eq(atomic_load(&task_count), leaves);
+    cr_assert_eq(atomic_load(&task_sum), leaves * (leaves - 1) / 2);
+}
+
+/* ------------------------------------------ cancel racing the task start */
+
+#define NF 256
+static conc_future_t *cf[NF];
+static atomic_int ran[NF], cb_calls[NF], cancel_true[NF], cancel_false[NF];
+static atomic_int srnc_rc[NF];
+static int nf;
+
+static void *mark_ran(void *arg)
+{
+    atomic_fetch_add(&ran[U(arg)], 1);
+    return arg;
+}
+
+static void count_cb(conc_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add(&cb_calls[U(arg)], 1);
+}
+
+static void canceller(void *p, int idx)
+{
+    (void)p;
+    uint64_t seed = 0x1234567ull + (uint64_t)idx * 7919;
+    /* walk the futures in a random rotation, each thread differently */
+    int start = (int)(rnd(&seed) % (uint64_t)nf), step = (idx & 1) ? 1 : nf - 1;
+    for (int k = 0, i = start; k < nf; k++, i = (i + step) % nf) {
+        if (conc_future_cancel(cf[i]))
+            atomic_fetch_add(&cancel_true[i], 1);
+        else
+            atomic_fetch_add(&cancel_false[i], 1);
+    }
+}
+
+static void reset_race(int n)
+{
+    nf = n;
+    for (int i = 0; i < NF; i++) {
+        atomic_store(&ran[i], 0);
+        atomic_store(&cb_calls[i], 0);
+        atomic_store(&cancel_true[i], 0);
+        atomic_store(&cancel_false[i], 0);
+        atomic_store(&srnc_rc[i], 99);
+    }
+}
+
+Test(futures_stress, cancel_races_task_start, .timeout = TU_TIMEOUT)
+{
+    const int C = 3;
+    long rounds = tu_iters(200);
+    long total_cancelled = 0, total_ran = 0;
+    for (long r = 0; r < rounds; r++) {
+        reset_race(NF);
+        pool = mkpool(2);
+        for (int i = 0; i < nf; i++) {
+            cr_assert_eq(conc_submit(pool, &cf[i], mark_ran, P(i)), 0);
+            cr_assert_eq(conc_future_add_done_callback(cf[i], count_cb, P(i)), 0);
+        }
+        tu_run_threads(C, canceller, NULL);
+        cr_assert_eq(conc_executor_free(pool), 0);
+        for (int i = 0; i < nf; i++) {
+            bool c = conc_future_cancelled(cf[i]);
+            cr_assert(conc_future_done(cf[i]), "future %d not done after shutdown(wait)", i);
+            int rn = atomic_load(&ran[i]), t = atomic_load(&cancel_true[i]), fl = atomic_load(&cancel_false[i]);
+            cr_assert_eq(rn + (c ? 1 : 0), 1, "future %d: ran %d times, cancelled %d", i, rn, c);
+            if (c)
+                cr_assert_eq(t, C, "future %d cancelled, but %d of %d cancel() calls said no", i, fl, C);
+            else
+                cr_assert_eq(fl, C, "future %d ran, but %d cancel() calls said yes", i, t);
+            cr_assert_eq(atomic_load(&cb_calls[i]), 1, "future %d: %d callback calls", i,
+                         atomic_load(&cb_calls[i]));
+            cr_assert_eq(conc_future_result(cf[i], 0, NULL), c ? CONC_ECANCELLED : 0);
+            total_cancelled += c;
+            total_ran += rn;
+            conc_future_free(cf[i]);
+        }
+    }
+    TU_TRACE("cancel race: %ld cancelled, %ld ran", total_cancelled, total_ran);
+    cr_assert_eq(total_cancelled + total_ran, rounds * NF);
+}
+
+/* the same race on bare futures: set_running_or_notify_cancel vs cancel */
+static void starter(void *p, int idx)
+{
+    (void)p;
+    (void)idx;
+    for (int i = 0; i < nf; i++) {
+        int rc = conc_future_set_running_or_notify_cancel(cf[i]);
+        atomic_store(&srnc_rc[i], rc);
+        if (rc == 1) {
+            atomic_fetch_add(&ran[i], 1);
+            conc_future_set_result(cf[i], P(i));
+        }
+    }
+}
+
+static void race_starter_and_cancellers(void *p, int idx)
+{
+    if (idx == 0)
+        starter(p, idx);
+    else
+        canceller(p, idx);
+}
+
+Test(futures_stress, cancel_races_set_running, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(1000);
+    const int C = 3;
+    for (long r = 0; r < rounds; r++) {
+        reset_race(NF);
+        for (int i = 0; i < nf; i++) {
+            cr_assert_eq(conc_future_new(&cf[i]), 0);
+            cr_assert_eq(conc_future_add_done_callback(cf[i], count_cb, P(i)), 0);
+        }
+        tu_run_threads(C + 1, race_starter_and_cancellers, NULL);
+        for (int i = 0; i < nf; i++) {
+            int s = atomic_load(&srnc_rc[i]);
+            bool c = conc_future_cancelled(cf[i]);
+            cr_assert(s == 0 || s == 1, "set_running_or_notify_cancel = %d", s);
+            cr_assert_eq(s == 0, c, "future %d: srnc %d but cancelled %d", i, s, c);
+            cr_assert_eq(atomic_load(&cancel_true[i]), c ? C : 0);
+            cr_assert_eq(atomic_load(&cancel_false[i]), c ? 0 : C);
+            cr_assert_eq(conc_future_state(cf[i]), c ? CONC_FUTURE_CANCELLED : CONC_FUTURE_FINISHED);
+            cr_assert_eq(atomic_load(&cb_calls[i]), 1, "future %d: %d callback calls", i,
+                         atomic_load(&cb_calls[i]));
+            conc_future_free(cf[i]);
+        }
+    }
+}
+
+/* ------------------------------------------ completion racing completion */
+
+static atomic_int winners[NF], eperms[NF], others[NF];
+static void completer(void *p, int idx)
+{
+    (void)p;
+    for (int i = 0; i < nf; i++) {
+        int rc;
+        switch ((idx + i) % 3) {
+        case 0: rc = conc_future_set_result(cf[i], P(idx + 1)); break;
+        case 1: rc = conc_future_set_exception(cf[i], CONC_EEOF, "x"); break;
+        default: rc = conc_future_cancel(cf[i]) ? 0 : CONC_EPERM; break;
+        }
+        if (rc == 0)
+            atomic_fetch_add(&winners[i], 1);
+        else if (rc == CONC_EPERM)
+            atomic_fetch_add(&eperms[i], 1);
+        else
+            atomic_fetch_add(&others[i], 1);
+    }
+}
+
+Test(futures_stress, set_result_set_exception_cancel_race, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(1000);
+    const int T = 4;
+    for (long r = 0; r < rounds; r++) {
+        reset_race(NF);
+        for (int i = 0; i < nf; i++) {
+            atomic_store(&winners[i], 0);
+            atomic_store(&eperms[i], 0);
+            atomic_store(&others[i], 0);
+            cr_assert_eq(conc_future_new(&cf[i]), 0);
+            cr_assert_eq(conc_future_add_done_callback(cf[i], count_cb, P(i)), 0);
+        }
+        tu_run_threads(T, completer, NULL);
+        for (int i = 0; i < nf; i++) {
+            cr_assert_eq(atomic_load(&others[i]), 0);
+            /* a cancel after a cancel also "wins" (idempotent); set_* after
+             * anything is EPERM, so: exactly one winner unless the winner
+             * was a cancel, in which case every cancel wins */
+            bool c = conc_future_cancelled(cf[i]);
+            int w = atomic_load(&winners[i]);
+            if (!c)
+                cr_assert_eq(w, 1, "future %d completed by %d threads", i, w);
+            else
+                cr_assert_geq(w, 1);
+            cr_assert_eq(w + atomic_load(&eperms[i]), T);
+            cr_assert(conc_future_done(cf[i]));
+            cr_assert_eq(atomic_load(&cb_calls[i]), 1, "future %d: %d callback calls", i,
+                         atomic_load(&cb_calls[i]));
+            conc_future_free(cf[i]);
+        }
+    }
+}
+
+/* ------------------------------------- callbacks added during completion */
+
+static atomic_int added[NF];
+static void adder(void *p, int idx)
+{
+    (void)p;
+    (void)idx;
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < 4; k++)
+            if (conc_future_add_done_callback(cf[i], count_cb, P(i)) == 0)
+                atomic_fetch_add(&added[i], 1);
+}
+static void finisher(void *p, int idx)
+{
+    (void)p;
+    (void)idx;
+    for (int i = 0; i < nf; i++) {
+        if (i & 1)
+            conc_future_set_result(cf[i], NULL);
+        else
+            conc_future_cancel(cf[i]);
+    }
+}
+static void adders_and_finisher(void *p, int idx)
+{
+    if (idx == 0)
+        finisher(p, idx);
+    else
+        adder(p, idx);
+}
+
+Test(futures_stress, callbacks_added_while_completing, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(200);
+    for (long r = 0; r < rounds; r++) {
+        reset_race(NF);
+        for (int i = 0; i < nf; i++) {
+            atomic_store(&added[i], 0);
+            cr_assert_eq(conc_future_new(&cf[i]), 0);
+        }
+        tu_run_threads(4, adders_and_finisher, NULL);
+        for (int i = 0; i < nf; i++) {
+            cr_assert_eq(atomic_load(&added[i]), 12);
+            cr_assert_eq(atomic_load(&cb_calls[i]), 12, "future %d: %d of 12 callbacks ran", i,
+                         atomic_load(&cb_calls[i]));
+            conc_future_free(cf[i]);
+        }
+    }
+}
+
+/* --------------------------------------------- waiters racing completion */
+
+static atomic_int wait_errors;
+static void racing_waiter(void *p, int idx)
+{
+    (void)p;
+    uint64_t seed = 77 + (uint64_t)idx;
+    for (int i = 0; i < nf; i++) {
+        switch (rnd(&seed) % 4) {
+        case 0: {
+            void *r = NULL;
+            if (conc_future_result(cf[i], 30, &r) != 0 || U(r) != (uintptr_t)i)
+                atomic_fetch_add(&wait_errors, 1);
+            break;
+        }
+        case 1: {
+            conc_future_t *fs[3] = {cf[i], cf[(i + 1) % nf], cf[i]};
+            size_t nd = 0, nn = 0;
+            conc_future_t *d[3], *n[3];
+            if (conc_wait(fs, 3, 30, CONC_FIRST_COMPLETED, d, &nd, n, &nn) != 0 || nd < 1 || nd + nn != 2)
+                atomic_fetch_add(&wait_errors, 1);
+            break;
+        }
+        case 2: {
+            conc_as_completed_t *it;
+            conc_future_t *fs[2] = {cf[i], cf[(i + 7) % nf]}, *got;
+            if (conc_as_completed_new(&it, fs, 2, 30) != 0) {
+                atomic_fetch_add(&wait_errors, 1);
+                break;
+            }
+            if (conc_as_completed_next(it, &got) != 0 || (got != fs[0] && got != fs[1]))
+                atomic_fetch_add(&wait_errors, 1);
+            conc_as_completed_free(it); /* with the other one maybe pending */
+            break;
+        }
+        default:
+            if (conc_future_result(cf[i], rnd(&seed) % 2 ? 0 : 0.0001, NULL) == CONC_EINVAL)
+                atomic_fetch_add(&wait_errors, 1);
+            break;
+        }
+    }
+}
+static void sequential_finisher(void *p, int idx)
+{
+    (void)p;
+    (void)idx;
+    for (int i = 0; i < nf; i++) {
+        conc_future_set_result(cf[i], P(i));
+        if ((i & 15) == 0)
+            tu_sleep(0.0002);
+    }
+}
+static void waiters_and_finisher(void *p, int idx)
+{
+    if (idx == 0)
+        sequential_finisher(p, idx);
+    else
+        racing_waiter(p, idx);
+}
+
+Test(futures_stress, waiters_race_completion, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(100);
+    atomic_store(&wait_errors, 0);
+    for (long r = 0; r < rounds; r++) {
+        reset_race(NF);
+        for (int i = 0; i < nf; i++)
+            cr_assert_eq(conc_future_new(&cf[i]), 0);
+        tu_run_threads(5, waiters_and_finisher, NULL);
+        for (int i = 0; i < nf; i++)
+            conc_future_free(cf[i]);
+        cr_assert_eq(atomic_load(&wait_errors), 0, "round %ld: %d wrong waits", r, atomic_load(&wait_errors));
+    }
+}
+
+/* ------------------------------------------- futures freed at random times */
+
+static pthread_mutex_t hand_mu = PTHREAD_MUTEX_INITIALIZER;
+static conc_future_t *handoff[4096];
+static int nhand;
+static atomic_int producers_left;
+static atomic_long rf_ran, rf_cb;
+
+static void *rf_task(void *arg)
+{
+    if (U(arg) % 5 == 0)
+        tu_sleep(0.0001);
+    atomic_fetch_add(&rf_ran, 1);
+    return arg;
+}
+static void rf_cb_fn(conc_future_t *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    atomic_fetch_add(&rf_cb, 1);
+}
+
+static void random_freer(void *p, int idx)
+{
+    (void)p;
+    uint64_t seed = 0xabcdefull * (uint64_t)(idx + 3);
+    if (idx % 2 == 0) { /* producers */
+        for (long i = 0; i < per_thread; i++) {
+            conc_future_t *f;
+            if (conc_submit(pool, &f, rf_task, P(i)) != 0) {
+                atomic_fetch_add(&sub_errors, 1);
+                break;
+            }
+            uint64_t x = rnd(&seed);
+            if (x & 1)
+                conc_future_add_done_callback(f, rf_cb_fn, NULL);
+            else
+                atomic_fetch_add(&rf_cb, 1); /* keep the count simple */
+            switch ((x >> 1) % 4) {
+            case 0: conc_future_free(f); break;                    /* at once */
+            case 1: conc_future_result(f, 30, NULL); conc_future_free(f); break; /* after */
+            case 2: { /* a ref for later, the other now */
+                conc_future_t *g = conc_future_ref(f);
+                conc_future_free(f);
+                if ((x >> 3) & 1)
+                    conc_future_cancel(g);
+                conc_future_free(g);
+                break;
+            }
+            default: /* hand it to another thread */
+                pthread_mutex_lock(&hand_mu);
+                if (nhand < 4096) {
+                    handoff[nhand++] = f;
+                    f = NULL;
+                }
+                pthread_mutex_unlock(&hand_mu);
+                if (f)
+                    conc_future_free(f);
+            }
+        }
+        atomic_fetch_sub(&producers_left, 1);
+    } else { /* freers */
+        for (;;) {
+            conc_future_t *f = NULL;
+            pthread_mutex_lock(&hand_mu);
+            if (nhand > 0)
+                f = handoff[--nhand];
+            pthread_mutex_unlock(&hand_mu);
+            if (f) {
+                if (rnd(&seed) % 3 == 0)
+                    conc_future_result(f, 0, NULL);
+                conc_future_free(f);
+            } else if (atomic_load(&producers_left) == 0) {
+                break;
+            } else {
+                tu_sleep(0.0001);
+            }
+        }
+    }
+}
+
+Test(futures_stress, futures_freed_at_random_times, .timeout = TU_TIMEOUT)
+{
+    const int T = 6;
+    per_thread = tu_iters(10000);
+    atomic_store(&sub_errors, 0);
+    atomic_store(&rf_ran, 0);
+    atomic_store(&rf_cb, 0);
+    atomic_store(&producers_left, T / 2);
+    nhand = 0;
+    pool = mkpool(3);
+    tu_run_threads(T, random_freer, NULL);
+    cr_assert_eq(conc_executor_free(pool), 0);
+    cr_assert_eq(atomic_load(&sub_errors), 0);
+    long n = (T / 2) * per_thread;
+    /* some were cancelled before they ran (case 2); none ran twice, and
+     * every callback ran exactly once */
+    cr_assert_leq(atomic_load(&rf_ran), n);
+    cr_assert_eq(atomic_load(&rf_cb), n, "%ld of %ld callbacks", atomic_load(&rf_cb), n);
+}
