@@ -56,8 +56,7 @@ bool conc__deque_push(conc__deque_t *d, conc_future_t *f)
         a = n;
     }
     atomic_store_explicit(&a->slot[b & (a->size - 1)], f, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_seq_cst);
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
     return true;
 }
 

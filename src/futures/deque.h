@@ -33,9 +33,8 @@ typedef struct conc__deque {
 
 int conc__deque_init(conc__deque_t *d, size_t size);
 void conc__deque_destroy(conc__deque_t *d);
-/* Owner only. false: out of memory. The push is a seq_cst store, so a
- * following seq_cst load of the pool's sleeper count pairs with a
- * sleeper's check (no lost wakeup). */
+/* Owner only. false: out of memory. The push is a release store; the
+ * pool pairs it with sleepers through the asymmetric fences of fence.h. */
 bool conc__deque_push(conc__deque_t *d, conc_future_t *f);
 conc_future_t *conc__deque_pop(conc__deque_t *d);   /* owner only; NULL: empty */
 conc_future_t *conc__deque_steal(conc__deque_t *d); /* anyone; NULL: empty or lost a race */

@@ -10,10 +10,12 @@
  * deques, starting at a rotating victim. Outside deques beyond the fixed
  * table share one locked overflow deque.
  *
- * Sleeping: an idle worker spins briefly, then bumps `idle` (seq_cst RMW),
- * re-checks every deque and parks; a submit's push is a seq_cst store
- * followed by a seq_cst load of `idle`, so a worker is woken only when one
- * sleeps, and never missed. Workers start lazily: a submit that finds no
+ * Sleeping: an idle worker spins briefly, yields a while, then bumps
+ * `idle`, issues a heavy fence (membarrier: every thread of the process
+ * runs a full barrier), re-checks every deque and parks; a submit is a
+ * plain release store of the deque's bottom, a compiler-only fence and a
+ * load of `idle` (core/fence.h) — so a worker is woken only when one
+ * sleeps, never missed, and submitting costs no atomic RMW or fence. Workers start lazily: a submit that finds no
  * idle worker starts one while fewer than max_workers exist.
  *
  * Waiting helps: a worker that waits on a future (result, wait...) runs
@@ -36,6 +38,7 @@
 
 #include "conc/sync.h"
 #include "conc/thread.h"
+#include "core/fence.h"
 #include "futures/deque.h"
 #include "futures/internal.h"
 #include "sync/internal.h"
@@ -43,6 +46,7 @@
 #define EXT_MAX 64
 #define DEQUE_SIZE 256
 #define BATCH 32
+#define IDLE_YIELDS 64
 
 typedef struct pool pool_t;
 
@@ -257,11 +261,23 @@ static void *worker_main(void *arg)
             continue;
         if (atomic_load_explicit(&p->shutdown, memory_order_acquire) && !any_work(p))
             break;
+        /* Then yield for a while before sleeping: on a busy machine the
+         * submitter may just need our CPU, and a sleeping worker costs it
+         * a wake-up syscall per task burst. */
+        for (int y = 0; y < IDLE_YIELDS && !found; y++) {
+            sched_yield();
+            found = any_work(p);
+        }
+        if (found)
+            continue;
         conc__waiter_t wt;
         conc__waiter_init(&wt);
         wt.spun = 1;
         conc__waitq_lock(&p->idleq);
         atomic_fetch_add_explicit(&p->idle, 1, memory_order_seq_cst);
+        /* Pairs with the submitters' light fence: after this, a push that
+         * our check below misses is one whose submitter sees idle > 0. */
+        conc__fence_heavy();
         if (any_work(p) || atomic_load_explicit(&p->shutdown, memory_order_seq_cst)) {
             atomic_fetch_sub_explicit(&p->idle, 1, memory_order_seq_cst);
             conc__waitq_unlock(&p->idleq);
@@ -387,7 +403,8 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
             return CONC_ESHUTDOWN;
         }
     }
-    if (atomic_load_explicit(&p->idle, memory_order_seq_cst)) {
+    conc__fence_light(); /* the push before the idle check; see fence.h */
+    if (atomic_load_explicit(&p->idle, memory_order_relaxed)) {
         wake_one_worker(p);
     } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers) {
         conc__lock_acquire_dl(&p->lock, CONC__NO_DEADLINE);
@@ -535,6 +552,7 @@ int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *o
     p->initializer = o.initializer;
     p->initarg = o.initarg;
     pthread_once(&atexit_once, atexit_init);
+    conc__membarrier_init();
     conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
     p->all_next = registry;
     registry = p;

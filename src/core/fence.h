@@ -1,0 +1,33 @@
+/*
+ * fence.h — asymmetric fences for "fast side / slow side" handshakes
+ * (private).
+ *
+ * A Dekker-style handshake (A: write x, read y; B: write y, read x — one
+ * of them must see the other) normally needs a full fence on both sides.
+ * When one side is hot (a submit) and the other is rare and already slow
+ * (a worker about to sleep), the hot side can use conc__fence_light() — a
+ * compiler barrier only — if the slow side uses conc__fence_heavy(), which
+ * makes every running thread of the process execute a full barrier
+ * (membarrier(2), MEMBARRIER_CMD_PRIVATE_EXPEDITED). Where membarrier is
+ * not available both become ordinary seq_cst fences.
+ */
+#ifndef CONC_CORE_FENCE_H
+#define CONC_CORE_FENCE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+extern int conc__membarrier_state; /* 0 unknown, 1 usable, -1 not usable */
+bool conc__membarrier_init(void);
+
+static inline void conc__fence_light(void)
+{
+    if (__builtin_expect(conc__membarrier_state == 1, 1))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
+void conc__fence_heavy(void);
+
+#endif
