@@ -185,6 +185,25 @@ static unsigned transition(conc_future_t *f, unsigned from_mask, unsigned to)
 
 #define FROM(st) (1u << (st))
 
+/* Write the outcome of a future we hold COMPLETING on, then publish it. */
+static void finish_claimed(conc_future_t *f, void *result, int code, const char *msg)
+{
+    f->result = result;
+    f->code = code;
+    if (code && msg && *msg) {
+        size_t n = strlen(msg) + 1;
+        f->msg = malloc(n);
+        if (f->msg)
+            memcpy(f->msg, msg, n);
+    }
+    unsigned s = conc__load(&f->state, RLX);
+    while (!atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | CONC_FUTURE_FINISHED,
+                                                  memory_order_acq_rel, RLX)) {
+    }
+    if (s & FS_HASW)
+        complete_slow(f);
+}
+
 static int finish(conc_future_t *f, void *result, int code, const char *msg)
 {
     /* Claim the outcome (COMPLETING) so only one completer writes it, and
@@ -197,20 +216,7 @@ static int finish(conc_future_t *f, void *result, int code, const char *msg)
                                                   memory_order_acq_rel, RLX))
             break;
     }
-    f->result = result;
-    f->code = code;
-    if (code && msg && *msg) {
-        size_t n = strlen(msg) + 1;
-        f->msg = malloc(n);
-        if (f->msg)
-            memcpy(f->msg, msg, n);
-    }
-    s = conc__load(&f->state, RLX);
-    while (!atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | CONC_FUTURE_FINISHED,
-                                                  memory_order_acq_rel, RLX)) {
-    }
-    if (s & FS_HASW)
-        complete_slow(f);
+    finish_claimed(f, result, code, msg);
     return 0;
 }
 
@@ -263,17 +269,20 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg)
 
 bool conc__future_run(conc_future_t *f)
 {
-    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) == ~0u)
+    /* RUNNING and COMPLETING at once: the runner owns the outcome (so it
+     * saves a CAS at the end); set_result by anyone else meanwhile is
+     * refused with CONC_EPERM, as for a finished future. */
+    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING | FS_COMPLETING) == ~0u)
         return false;
     conc__ctx_t *c = conc__ctx();
     c->fail_code = 0;
     void *r = f->fn(f->arg);
     if (c->fail_code) {
-        finish(f, NULL, c->fail_code, c->fail_msg);
+        finish_claimed(f, NULL, c->fail_code, c->fail_msg);
         c->fail_code = 0;
         c->fail_msg[0] = 0;
     } else {
-        finish(f, r, 0, NULL);
+        finish_claimed(f, r, 0, NULL);
     }
     return true;
 }
