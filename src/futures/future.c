@@ -369,13 +369,14 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
 {
     if (final_state(conc__load(&f->state, ACQ)))
         return 0;
-    /* A pool worker waiting on a future runs queued tasks meanwhile (the
-     * awaited task itself, often), so nested waits cannot starve. */
-    while (conc__pool_help_one()) {
-        if (final_state(conc__load(&f->state, ACQ)))
-            return 0;
-        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
-            return CONC_ETIMEDOUT;
+    /* A pool worker waiting (without a timeout) on a future runs queued
+     * tasks meanwhile (the awaited task itself, often), so nested waits
+     * cannot starve the pool. Timed waits do not: a task could overrun
+     * the timeout, and they end by themselves anyway. */
+    if (deadline == CONC__NO_DEADLINE) {
+        while (conc__pool_help_one())
+            if (final_state(conc__load(&f->state, ACQ)))
+                return 0;
     }
     if (deadline == 0)
         return CONC_ETIMEDOUT;
