@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct section {
     const char *name;
@@ -1064,6 +1065,556 @@ static const struct section queue_sections[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* ================================================ chapter: futures */
+
+/* A Future is the promise of a result: submit() hands one back at once, the
+ * task runs on a pool thread, and whoever holds the future can wait for the
+ * outcome, or leave a callback (回调函数) that the pool calls when it is
+ * ready. Every wait below is bounded, so a broken pool fails a check
+ * instead of hanging the tour. */
+
+static conc_executor_t *new_pool(size_t workers, const char *prefix)
+{
+    conc_executor_t *ex = NULL;
+    conc_thread_pool_opts_t o = {.max_workers = workers, .thread_name_prefix = prefix};
+    CHECK(conc_thread_pool_new(&ex, &o) == 0);
+    return ex;
+}
+
+static conc_future_t *submit(conc_executor_t *ex, void *(*fn)(void *), void *arg)
+{
+    conc_future_t *f = NULL;
+    CHECK(conc_submit(ex, &f, fn, arg) == 0);
+    return f;
+}
+
+/* ---- futures/callbacks: Future.add_done_callback ---- */
+
+struct cb_log {
+    conc_event_t fired;
+    atomic_int calls;
+    char thread[32]; /* where the callback ran */
+    int code;        /* the future's exception (0: it succeeded) */
+    char text[96];   /* its result, or the exception's message */
+};
+
+/* The callback: it gets the finished future and reads its outcome without
+ * waiting (timeout 0), as Python's fn(future) would call future.result(). */
+static void on_done(conc_future_t *f, void *arg)
+{
+    struct cb_log *log = arg;
+    snprintf(log->thread, sizeof log->thread, "%s", me());
+    void *r = NULL;
+    const char *msg = NULL;
+    if (conc_future_exception(f, 0, &log->code, &msg) == 0 && log->code == 0 &&
+        conc_future_result(f, 0, &r) == 0)
+        snprintf(log->text, sizeof log->text, "%s", (const char *)r);
+    else
+        snprintf(log->text, sizeof log->text, "%s", msg ? msg : "?");
+    atomic_fetch_add(&log->calls, 1);
+    conc_event_set(&log->fired);
+}
+
+static void *brew(void *gate)
+{
+    conc_event_wait(gate, 5.0); /* hold the task until main has added its callback */
+    return "espresso";
+}
+
+static void *brew_unknown(void *arg)
+{
+    return conc_fail(CONC_EINVAL, "no such drink: '%s'", (const char *)arg);
+}
+
+static void bad_callback(conc_future_t *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    conc_fail(CONC_ERANGE, "the receipt printer is out of paper");
+}
+
+static atomic_int cb_hook_calls;
+
+static void cb_hook(conc_thread_t *t, int code, const char *msg, void *arg)
+{
+    (void)arg;
+    printf("    excepthook: a callback in %s raised %s: %s\n", conc_thread_name(t),
+           conc_errname(code), msg);
+    atomic_fetch_add(&cb_hook_calls, 1);
+}
+
+static int sec_callbacks(void)
+{
+    conc_executor_t *ex = new_pool(2, "barista");
+    conc_event_t gate = CONC_EVENT_INIT;
+    struct cb_log later = {.fired = CONC_EVENT_INIT}, at_once = {.fired = CONC_EVENT_INIT},
+                  failed = {.fired = CONC_EVENT_INIT};
+
+    /* 1. a callback on a pending future runs in the thread that completes it */
+    conc_future_t *f = submit(ex, brew, &gate);
+    CHECK(conc_future_add_done_callback(f, on_done, &later) == 0);
+    printf("  submit(brew) returned a future at once; done() = %s; callback added\n",
+           conc_future_done(f) ? "true" : "false");
+    CHECK(!conc_future_done(f) && atomic_load(&later.calls) == 0);
+    conc_event_set(&gate); /* let the task finish */
+    CHECK(conc_event_wait(&later.fired, 5.0) == 0);
+    printf("  the task returned; the callback ran in %s and saw result '%s'\n", later.thread,
+           later.text);
+    CHECK(atomic_load(&later.calls) == 1 && strcmp(later.text, "espresso") == 0);
+    CHECK(strncmp(later.thread, "barista", 7) == 0); /* a pool thread, not MainThread */
+
+    /* 2. on a future that is already done, the callback runs at once, here */
+    CHECK(conc_future_add_done_callback(f, on_done, &at_once) == 0);
+    printf("  added to the finished future: the callback ran before add_done_callback "
+           "returned, in %s\n", at_once.thread);
+    CHECK(atomic_load(&at_once.calls) == 1 && strcmp(at_once.thread, me()) == 0);
+
+    /* 3. a failing task: its exception reaches the callback */
+    conc_future_t *g = submit(ex, brew_unknown, "kale smoothie");
+    CHECK(conc_future_add_done_callback(g, on_done, &failed) == 0);
+    CHECK(conc_event_wait(&failed.fired, 5.0) == 0);
+    printf("  a task that raises: the callback saw %s: %s\n", conc_errname(failed.code),
+           failed.text);
+    CHECK(failed.code == CONC_EINVAL && strcmp(failed.text, "no such drink: 'kale smoothie'") == 0);
+    void *r = NULL;
+    CHECK(conc_future_result(g, 0, &r) == CONC_EINVAL); /* result() re-raises it */
+
+    /* 4. a callback that raises is reported and changes nothing */
+    conc_excepthook_fn old = conc_set_excepthook(cb_hook, NULL);
+    CHECK(conc_future_add_done_callback(f, bad_callback, NULL) == 0);
+    conc_set_excepthook(old, NULL);
+    CHECK(atomic_load(&cb_hook_calls) == 1);
+    CHECK(conc_future_result(f, 0, &r) == 0 && strcmp(r, "espresso") == 0);
+    printf("  ...and the future still holds its result '%s'\n", (const char *)r);
+
+    conc_future_free(f);
+    conc_future_free(g);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+/* ---- futures/then: a chain of steps, each running when the last is done ---- */
+
+static atomic_int steps_run;
+
+static void *load_cart(void *arg) /* the first step runs on the pool */
+{
+    conc_event_t *gate = ((void **)arg)[0];
+    int cart = JOB_NO(((void **)arg)[1]);
+    conc_event_wait(gate, 5.0);
+    atomic_fetch_add(&steps_run, 1);
+    if (cart == 0)
+        return conc_fail(CONC_EINVAL, "cart %d is empty", cart);
+    printf("    load_cart(%d)        in %-9s -> 1250 cents\n", cart, me());
+    return JOB(1250);
+}
+
+static void *add_tax(void *cents, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&steps_run, 1);
+    int total = JOB_NO(cents) * 6 / 5; /* +20% */
+    printf("    add_tax(%d)       in %-9s -> %d cents\n", JOB_NO(cents), me(), total);
+    return JOB(total);
+}
+
+static void *format_total(void *cents, void *buf)
+{
+    atomic_fetch_add(&steps_run, 1);
+    snprintf(buf, 32, "total: %d.%02d EUR", JOB_NO(cents) / 100, JOB_NO(cents) % 100);
+    printf("    format_total(%d)  in %-9s -> \"%s\"\n", JOB_NO(cents), me(), (char *)buf);
+    return buf;
+}
+
+/* cart -> load_cart -> add_tax -> format_total; returns the last future. */
+static conc_future_t *checkout(conc_executor_t *ex, void **args, char *buf)
+{
+    conc_future_t *loaded = submit(ex, load_cart, args), *taxed = NULL, *text = NULL;
+    CHECK(conc_future_then(loaded, &taxed, add_tax, NULL) == 0);
+    CHECK(conc_future_then(taxed, &text, format_total, buf) == 0);
+    /* The chain holds what it needs: our references to the middle steps
+     * can go now, the last one is all we keep. */
+    conc_future_free(loaded);
+    conc_future_free(taxed);
+    return text;
+}
+
+static int sec_then(void)
+{
+    conc_executor_t *ex = new_pool(1, "shop");
+    conc_event_t gate = CONC_EVENT_INIT;
+    char buf[32] = "";
+    void *args[2] = {&gate, JOB(7)};
+
+    printf("  chain: submit(load_cart, 7).then(add_tax).then(format_total)\n");
+    conc_future_t *text = checkout(ex, args, buf);
+    conc_event_set(&gate);
+    void *r = NULL;
+    int rc = conc_future_result(text, 5.0, &r);
+    printf("  result() of the last future: \"%s\"\n", rc == 0 ? (char *)r : conc_errname(rc));
+    CHECK(rc == 0 && r == buf && strcmp(buf, "total: 15.00 EUR") == 0);
+    CHECK(atomic_load(&steps_run) == 3);
+    conc_future_free(text);
+
+    /* a failure skips the remaining steps and comes out at the end */
+    atomic_store(&steps_run, 0);
+    args[1] = JOB(0);
+    text = checkout(ex, args, buf);
+    int code = 0;
+    const char *msg = NULL;
+    CHECK(conc_future_exception(text, 5.0, &code, &msg) == 0);
+    printf("  load_cart(0) raises: add_tax and format_total never run; the last future "
+           "holds %s: %s\n", conc_errname(code), msg ? msg : "?");
+    CHECK(code == CONC_EINVAL && msg && strcmp(msg, "cart 0 is empty") == 0);
+    CHECK(atomic_load(&steps_run) == 1);
+    conc_future_free(text);
+
+    /* cancelling the first step cancels the ones after it */
+    conc_future_t *order = NULL, *next = NULL;
+    CHECK(conc_future_new(&order) == 0); /* a bare future nobody runs yet */
+    CHECK(conc_future_then(order, &next, add_tax, NULL) == 0);
+    CHECK(conc_future_cancel(order));
+    printf("  a step whose input is cancelled is cancelled too: cancelled() = %s\n",
+           conc_future_cancelled(next) ? "true" : "false");
+    CHECK(conc_future_cancelled(next) && conc_future_result(next, 0, &r) == CONC_ECANCELLED);
+    conc_future_free(order);
+    conc_future_free(next);
+
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+/* ---- futures/map: Executor.map over a slow function, with a progress bar ---- */
+
+enum { MAP_ITEMS = 40, MAP_WORKERS = 4, MAP_BAR = 30 };
+
+static int thumb_ms(int i) { return 20 + (i * 7) % 31; } /* 20..50 ms, mixed */
+static atomic_int thumbs_made;
+static int thumb_fail_at = -1;
+
+static void *make_thumbnail(void *arg)
+{
+    int i = JOB_NO(arg);
+    atomic_fetch_add(&thumbs_made, 1);
+    if (i == thumb_fail_at) /* the header is wrong: fail at once */
+        return conc_fail(CONC_EINVAL, "photo %d is not a JPEG", i);
+    conc_sleep_thread(thumb_ms(i) / 1000.0);
+    return JOB(1000 + i); /* "the thumbnail's id" */
+}
+
+struct bar {
+    bool tty;   /* redraw one line with \r, or print a few lines for logs */
+    double t0;
+    size_t calls, last;
+    bool in_steps; /* each call reported exactly one more item */
+    unsigned quarter;
+};
+
+static void draw_bar(size_t done, size_t total, void *arg)
+{
+    struct bar *b = arg;
+    b->in_steps = b->in_steps && done == b->last + 1;
+    b->last = done;
+    b->calls++;
+    char cells[MAP_BAR + 1];
+    size_t fill = total ? done * MAP_BAR / total : MAP_BAR;
+    memset(cells, '#', fill);
+    memset(cells + fill, '.', MAP_BAR - fill);
+    cells[MAP_BAR] = 0;
+    double ms = (conc_monotonic() - b->t0) * 1e3;
+    if (b->tty) {
+        printf("\r  [%s] %2zu/%zu %5.0f ms", cells, done, total, ms);
+        if (done == total)
+            printf("\n");
+        fflush(stdout);
+    } else if (done * 4 >= total * b->quarter) { /* not a terminal: 25%, 50%, 75%, 100% */
+        printf("  [%s] %2zu/%zu %5.0f ms\n", cells, done, total, ms);
+        while (done * 4 >= total * b->quarter)
+            b->quarter++;
+    }
+}
+
+static int sec_map(void)
+{
+    conc_executor_t *ex = new_pool(MAP_WORKERS, "thumbs");
+    void *args[MAP_ITEMS], *results[MAP_ITEMS];
+    int work_ms = 0;
+    for (int i = 0; i < MAP_ITEMS; i++) {
+        args[i] = JOB(i);
+        results[i] = NULL;
+        work_ms += thumb_ms(i);
+    }
+    struct bar b = {.tty = isatty(STDOUT_FILENO), .t0 = conc_monotonic(), .in_steps = true,
+                    .quarter = 1};
+    conc_map_opts_t o = {.timeout = 30.0, .progress = draw_bar, .progress_arg = &b};
+    printf("  %d photos, 20-50 ms each, on %d workers:\n", MAP_ITEMS, MAP_WORKERS);
+    int rc = conc_map(ex, make_thumbnail, args, MAP_ITEMS, results, &o);
+    double took = conc_monotonic() - b.t0;
+    bool in_order = true;
+    for (int i = 0; i < MAP_ITEMS; i++)
+        in_order = in_order && JOB_NO(results[i]) == 1000 + i;
+    printf("  map returned %s; results in submission order: %s; %d ms of work took "
+           "%.0f ms\n", conc_errname(rc), in_order ? "yes" : "NO", work_ms, took * 1e3);
+    CHECK(rc == 0 && in_order);
+    CHECK(b.calls == MAP_ITEMS && b.last == MAP_ITEMS && b.in_steps);
+    CHECK(took < work_ms / 1000.0 / 2); /* four sleepers at a time, not one */
+
+    /* One item fails: map raises its exception, and what had not started is
+     * cancelled. (Item 0: map looks at the items in order, and the pool
+     * does not promise to start them in order -- it is the first item that
+     * is sure to start first.) */
+    atomic_store(&thumbs_made, 0);
+    thumb_fail_at = 0;
+    size_t bad = 0;
+    conc_map_opts_t o2 = {.timeout = 30.0, .failed_index = &bad};
+    rc = conc_map(ex, make_thumbnail, args, MAP_ITEMS, results, &o2);
+    CHECK(conc_executor_shutdown(ex, true, false) == 0); /* let running items finish */
+    int made = atomic_load(&thumbs_made);
+    printf("  with photo 0 broken: map raised %s at item %zu; %d of %d tasks ran, "
+           "the rest were cancelled\n", conc_errname(rc), bad, made, MAP_ITEMS);
+    CHECK(rc == CONC_EINVAL && bad == 0 && made < MAP_ITEMS);
+    thumb_fail_at = -1;
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+/* ---- futures/as_completed: results in the order they finish ---- */
+
+struct download {
+    const char *name;
+    int ms;    /* how long it takes */
+    int bytes;
+};
+
+static const struct download downloads[] = {
+    {"index.html", 180, 5120}, {"logo.png", 60, 20480}, {"app.js", 120, 81920},
+    {"style.css", 30, 4096},   {"video.mp4", 240, 1 << 20}, {"font.woff", 90, 30720},
+};
+enum { NDL = sizeof downloads / sizeof downloads[0] };
+
+static void *download(void *arg)
+{
+    const struct download *d = arg;
+    conc_sleep_thread(d->ms / 1000.0);
+    return JOB(d->bytes);
+}
+
+static int sec_as_completed(void)
+{
+    conc_executor_t *ex = new_pool(NDL, "fetch");
+    conc_future_t *fs[NDL];
+    printf("  submitted in this order:");
+    for (int i = 0; i < NDL; i++) {
+        fs[i] = submit(ex, download, (void *)&downloads[i]);
+        printf(" %s", downloads[i].name);
+    }
+    printf("\n");
+    double t0 = conc_monotonic();
+    conc_as_completed_t *it = NULL;
+    CHECK(conc_as_completed_new(&it, fs, NDL, 10.0) == 0);
+    conc_future_t *f;
+    int rc, n = 0, prev = -1, inversions = 0, shortest_first = 1;
+    unsigned seen = 0;
+    while ((rc = conc_as_completed_next(it, &f)) == 0) {
+        int i = 0;
+        while (i < NDL && fs[i] != f)
+            i++;
+        CHECK(i < NDL && !(seen & (1u << i)));
+        if (i >= NDL)
+            break;
+        seen |= 1u << i;
+        void *bytes = NULL;
+        CHECK(conc_future_result(f, 0, &bytes) == 0 && JOB_NO(bytes) == downloads[i].bytes);
+        printf("  %4.0f ms  %-10s %7d bytes  (submitted #%d)\n", (conc_monotonic() - t0) * 1e3,
+               downloads[i].name, JOB_NO(bytes), i + 1);
+        inversions += prev > i;
+        shortest_first &= prev < 0 || downloads[prev].ms < downloads[i].ms;
+        prev = i;
+        n++;
+    }
+    printf("  as_completed ended with %s after %d futures: %s\n", conc_errname(rc), n,
+           shortest_first ? "the shortest download first, the longest last"
+                          : "out of submission order");
+    CHECK(rc == CONC_EEOF && n == NDL && seen == (1u << NDL) - 1);
+    CHECK(inversions > 0); /* not submission order: 180 ms index.html came after 30 ms style.css */
+    CHECK(conc_as_completed_free(it) == 0);
+    for (int i = 0; i < NDL; i++)
+        conc_future_free(fs[i]);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+/* ---- futures/wait: FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED ---- */
+
+static conc_event_t mirrors_gate = CONC_EVENT_INIT;
+
+static void *ask_slow_mirror(void *arg)
+{
+    conc_event_wait(&mirrors_gate, 5.0); /* answers only when main opens the gate */
+    return arg;
+}
+
+static void *ask_fast_mirror(void *arg)
+{
+    conc_sleep_thread(0.04);
+    return arg;
+}
+
+static void *ask_broken_mirror(void *arg)
+{
+    conc_sleep_thread(0.02);
+    return conc_fail(CONC_EEOF, "%s closed the connection", (const char *)arg);
+}
+
+static const char *which(conc_future_t *f, conc_future_t *const *fs, const char *const *names,
+                         size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fs[i] == f)
+            return names[i];
+    return "?";
+}
+
+static void show_sets(const char *what, conc_future_t *const *fs, const char *const *names,
+                      size_t n, conc_future_t **done, size_t nd, conc_future_t **not_done,
+                      size_t nn)
+{
+    printf("  %-28s done = {", what);
+    for (size_t i = 0; i < nd; i++)
+        printf("%s%s", i ? ", " : "", which(done[i], fs, names, n));
+    printf("}  not_done = {");
+    for (size_t i = 0; i < nn; i++)
+        printf("%s%s", i ? ", " : "", which(not_done[i], fs, names, n));
+    printf("}\n");
+}
+
+static int sec_wait(void)
+{
+    conc_event_clear(&mirrors_gate);
+    conc_executor_t *ex = new_pool(4, "mirror");
+    const char *names[4] = {"eu", "us", "asia", "moon"};
+    conc_future_t *fs[4] = {submit(ex, ask_slow_mirror, "eu"), submit(ex, ask_fast_mirror, "us"),
+                            submit(ex, ask_slow_mirror, "asia"), NULL};
+    conc_future_t *done[4], *not_done[4];
+    size_t nd = 0, nn = 0;
+
+    CHECK(conc_wait(fs, 3, 5.0, CONC_FIRST_COMPLETED, done, &nd, not_done, &nn) == 0);
+    show_sets("wait(FIRST_COMPLETED):", fs, names, 4, done, nd, not_done, nn);
+    CHECK(nd == 1 && done[0] == fs[1] && nn == 2);
+
+    double t0 = conc_monotonic();
+    CHECK(conc_wait(fs, 3, 0.05, CONC_ALL_COMPLETED, done, &nd, not_done, &nn) == 0);
+    show_sets("wait(timeout=0.05):", fs, names, 4, done, nd, not_done, nn);
+    printf("  %-28s (returned after %.0f ms with the two sets, no exception)\n", "",
+           (conc_monotonic() - t0) * 1e3);
+    CHECK(nd == 1 && nn == 2);
+
+    fs[3] = submit(ex, ask_broken_mirror, "moon");
+    CHECK(conc_wait(fs, 4, 5.0, CONC_FIRST_EXCEPTION, done, &nd, not_done, &nn) == 0);
+    show_sets("wait(FIRST_EXCEPTION):", fs, names, 4, done, nd, not_done, nn);
+    CHECK(nd == 2 && nn == 2 && conc_future_done(fs[3]) && conc_future_result(fs[3], 0, NULL) == CONC_EEOF);
+
+    conc_event_set(&mirrors_gate);
+    conc_future_t *dup[5] = {fs[0], fs[1], fs[2], fs[3], fs[0]}; /* a duplicate counts once */
+    CHECK(conc_wait(dup, 5, 5.0, CONC_ALL_COMPLETED, done, &nd, not_done, &nn) == 0);
+    show_sets("gate open, wait(ALL_COMPLETED):", fs, names, 4, done, nd, not_done, nn);
+    CHECK(nd == 4 && nn == 0);
+
+    for (int i = 0; i < 4; i++)
+        conc_future_free(fs[i]);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+/* ---- futures/cancel: Future.cancel() and shutdown(cancel_futures=True) ---- */
+
+enum { CANCEL_JOBS = 8, CANCEL_WORKERS = 2 };
+static conc_event_t jobs_gate = CONC_EVENT_INIT;
+static conc_semaphore_t jobs_started = CONC_SEMAPHORE_INIT(0);
+static atomic_int jobs_ran;
+
+static void *long_job(void *arg)
+{
+    atomic_fetch_add(&jobs_ran, 1);
+    conc_semaphore_release(&jobs_started, 1);
+    conc_event_wait(&jobs_gate, 5.0);
+    return arg;
+}
+
+static int sec_cancel(void)
+{
+    conc_event_clear(&jobs_gate);
+    conc_executor_t *ex = new_pool(CANCEL_WORKERS, "batch");
+    conc_future_t *fs[CANCEL_JOBS];
+    for (int i = 0; i < CANCEL_JOBS; i++)
+        fs[i] = submit(ex, long_job, JOB(i));
+    for (int i = 0; i < CANCEL_WORKERS; i++) /* both workers are busy now */
+        CHECK(conc_semaphore_acquire(&jobs_started, true, 5.0) == 0);
+
+    int running = -1, pending = -1;
+    for (int i = 0; i < CANCEL_JOBS; i++) {
+        if (conc_future_running(fs[i]) && running < 0)
+            running = i;
+        if (conc_future_state(fs[i]) == CONC_FUTURE_PENDING && pending < 0)
+            pending = i;
+    }
+    CHECK(running >= 0 && pending >= 0);
+    if (running < 0 || pending < 0) {
+        conc_event_set(&jobs_gate);
+        conc_executor_free(ex);
+        for (int i = 0; i < CANCEL_JOBS; i++)
+            conc_future_free(fs[i]);
+        return 1;
+    }
+    bool c1 = conc_future_cancel(fs[running]), c2 = conc_future_cancel(fs[pending]);
+    printf("  %d workers busy, %d jobs queued\n", CANCEL_WORKERS, CANCEL_JOBS - CANCEL_WORKERS);
+    printf("  cancel() on running job %d: %s; on queued job %d: %s\n", running,
+           c1 ? "true" : "false", pending, c2 ? "true" : "false");
+    CHECK(!c1 && c2 && conc_future_result(fs[pending], 0, NULL) == CONC_ECANCELLED);
+
+    CHECK(conc_executor_shutdown(ex, false, true) == 0); /* wait=False, cancel_futures=True */
+    conc_future_t *late = NULL;
+    int rc = conc_submit(ex, &late, long_job, JOB(99));
+    printf("  shutdown(wait=False, cancel_futures=True); a submit after it: %s\n",
+           conc_errname(rc));
+    CHECK(rc == CONC_ESHUTDOWN);
+
+    conc_event_set(&jobs_gate); /* the two running jobs may finish now */
+    CHECK(conc_executor_shutdown(ex, true, false) == 0);
+    int finished = 0, cancelled = 0;
+    printf("  states:");
+    for (int i = 0; i < CANCEL_JOBS; i++) {
+        conc_future_state_t s = conc_future_state(fs[i]);
+        finished += s == CONC_FUTURE_FINISHED;
+        cancelled += s == CONC_FUTURE_CANCELLED;
+        printf(" %d:%s", i, s == CONC_FUTURE_FINISHED ? "finished" :
+                            s == CONC_FUTURE_CANCELLED ? "cancelled" : "?");
+        conc_future_free(fs[i]);
+    }
+    printf("\n  %d finished, %d cancelled; %d jobs ever started\n", finished, cancelled,
+           atomic_load(&jobs_ran));
+    CHECK(finished == CANCEL_WORKERS && cancelled == CANCEL_JOBS - CANCEL_WORKERS);
+    CHECK(atomic_load(&jobs_ran) == CANCEL_WORKERS);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+static const struct section futures_sections[] = {
+    {"callbacks", "Future.add_done_callback: run code when a result is ready (回调函数)",
+     sec_callbacks, "f = pool.submit(brew); f.add_done_callback(lambda f: print(f.result()))"},
+    {"then", "beyond Python: chain steps with then()", sec_then,
+     "(none in Python; JavaScript: loadCart(7).then(addTax).then(formatTotal))"},
+    {"map", "Executor.map over a slow function, with a live progress bar", sec_map,
+     "thumbs = list(pool.map(make_thumbnail, photos))  # plus a progress callback"},
+    {"as_completed", "concurrent.futures.as_completed: results as they finish",
+     sec_as_completed, "for f in as_completed(fs): print(f.result())"},
+    {"wait", "concurrent.futures.wait: FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED",
+     sec_wait, "done, not_done = wait(fs, return_when=FIRST_COMPLETED)"},
+    {"cancel", "Future.cancel() and Executor.shutdown(cancel_futures=True)", sec_cancel,
+     "pool.shutdown(wait=False, cancel_futures=True)  # queued work never starts"},
+    {NULL, NULL, NULL, NULL},
+};
+
 /* ================================================ the table of chapters */
 
 static const struct chapter chapters[] = {
@@ -1073,7 +1624,10 @@ static const struct chapter chapters[] = {
     {"queue", "queue: producer-consumer (生产者消费者模型) -- Queue, LifoQueue, "
               "PriorityQueue, SimpleQueue, select",
      queue_sections},
-    /* later: futures, processes, green threads, I/O models ... */
+    {"futures", "concurrent.futures: callbacks (回调函数) -- Future, ThreadPoolExecutor, "
+                "then, map, as_completed, wait, cancel",
+     futures_sections},
+    /* later: processes, green threads, I/O models ... */
     {NULL, NULL, NULL},
 };
 
