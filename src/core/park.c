@@ -24,7 +24,7 @@
 
 /* ------------------------------------------------------------ contexts */
 
-static __thread conc__ctx_t *conc__cur __attribute__((tls_model("initial-exec")));
+__thread conc__ctx_t *conc__cur __attribute__((tls_model("initial-exec")));
 static pthread_key_t conc__ctx_key;
 static pthread_once_t conc__ctx_once = PTHREAD_ONCE_INIT;
 static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS};
@@ -59,7 +59,7 @@ void conc__ctx_bind(conc__ctx_t *ctx)
     conc__cur = ctx;
 }
 
-static conc__ctx_t *conc__ctx_slow(void)
+conc__ctx_t *conc__ctx_slow(void)
 {
     pthread_once(&conc__ctx_once, conc__ctx_key_init);
     conc__ctx_t *ctx = malloc(sizeof *ctx);
@@ -69,12 +69,6 @@ static conc__ctx_t *conc__ctx_slow(void)
     conc__cur = ctx;
     pthread_setspecific(conc__ctx_key, ctx);
     return ctx;
-}
-
-conc__ctx_t *conc__ctx(void)
-{
-    conc__ctx_t *c = conc__cur;
-    return c ? c : conc__ctx_slow();
 }
 
 /* The context if one exists, without creating it. */

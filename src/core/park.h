@@ -103,8 +103,14 @@ static inline void conc__node_settle(conc__waiter_t *node)
     }
 }
 
-/* The calling context (never NULL). */
-conc__ctx_t *conc__ctx(void);
+/* The calling context (never NULL). Inline: it sits on every RLock op. */
+extern __thread conc__ctx_t *conc__cur __attribute__((tls_model("initial-exec")));
+conc__ctx_t *conc__ctx_slow(void);
+static inline conc__ctx_t *conc__ctx(void)
+{
+    conc__ctx_t *c = conc__cur;
+    return __builtin_expect(c != NULL, 1) ? c : conc__ctx_slow();
+}
 /* A unique id of the calling context, nonzero (RLock owners). */
 static inline uintptr_t conc__ctx_id(void) { return (uintptr_t)conc__ctx(); }
 
