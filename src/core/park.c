@@ -3,8 +3,10 @@
  * park/unpark (see park.h for the protocol and its invariants).
  *
  * An OS-thread waiter's state word goes WAITING -> NOTIFIED (woken while
- * still spinning: no syscall on either side) or WAITING -> SLEEPING ->
- * NOTIFIED (the waker sees SLEEPING and issues one FUTEX_WAKE). The waker's
+ * still spinning or yielding: no futex call on either side) or WAITING ->
+ * SLEEPING -> NOTIFIED (the waker sees SLEEPING and issues one FUTEX_WAKE).
+ * Before sleeping a waiter spins (adaptive budget) and then yields a few
+ * times, which on an oversubscribed machine hands the CPU to the waker. The waker's
  * last access is the exchange plus, at most, a futex wake on the word's
  * address; a futex wake on memory that was reused is harmless.
  */
@@ -21,6 +23,7 @@
 #define CONC__SPIN_MIN_NS 500
 #define CONC__SPIN_MAX_NS 50000
 #define CONC__SPIN_INIT_NS 10000
+#define CONC__PARK_YIELDS 4
 
 /* ------------------------------------------------------------ contexts */
 
@@ -147,6 +150,18 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
         conc__spin_end(&sp, ok);
         if (ok)
             return 0;
+    }
+    if (s == CONC__W_WAITING && conc__smp()) {
+        /* A few yields before sleeping: on an oversubscribed machine the
+         * waker may be waiting for this very CPU; on an idle one a yield
+         * returns at once. Cheaper than a futex sleep + wake either way. */
+        for (int y = 0; y < CONC__PARK_YIELDS; y++) {
+            if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+                break;
+            sched_yield();
+            if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED)
+                return 0;
+        }
     }
     if (s == CONC__W_WAITING) {
         uint32_t exp = CONC__W_WAITING;
