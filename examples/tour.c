@@ -1656,7 +1656,7 @@ static int usage(void)
     for (const struct chapter *c = chapters; c->name; c++) {
         printf("  %s\n", c->name);
         for (const struct section *s = c->sections; s->name; s++)
-            printf("    %s/%-11s %s\n", c->name, s->name, s->python);
+            printf("    %s/%-13s %s\n", c->name, s->name, s->python);
     }
     return 2;
 }
