@@ -171,7 +171,7 @@ static void basic_queue_test(conc_queue_t *q, conc_queue_kind_t kind)
         cr_assert_eq(conc_queue_put(q, P(4242 + k), true, CONC_FOREVER), 0);
         tu_bunch_join(&b);
         cr_assert_eq(atomic_load(&x.rc[0]), 0);
-        cr_assert_eq(atomic_load(&x.got[0]), 4242 + k);
+        cr_assert_eq(atomic_load(&x.got[0]), 4242 + (uintptr_t)k);
     }
     cr_assert_eq(conc_queue_qsize(q), 0);
     /* 3 + 4 + 1 + 2 blocked puts + 2 puts for the getters */
@@ -450,7 +450,7 @@ Test(queue, huge_timeouts_block_until_woken, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_queue_put(q, P(10 + k), true, CONC_FOREVER), 0);
         tu_bunch_join(&b);
         cr_assert_eq(atomic_load(&x.rc[0]), 0, "timeout %g: rc %d", ts[k], atomic_load(&x.rc[0]));
-        cr_assert_eq(atomic_load(&x.got[0]), 10 + k);
+        cr_assert_eq(atomic_load(&x.got[0]), 10 + (uintptr_t)k);
         cr_assert_eq(conc_queue_put(q, P(1), true, CONC_FOREVER), 0);
         cr_assert_eq(conc_queue_put(q, P(2), true, CONC_FOREVER), 0);
         x.put_base = 99;
