@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 int conc__membarrier_state;
+#ifdef CONC__TSAN
+atomic_uint conc__fence_word;
+#endif
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void probe(void)
@@ -26,9 +29,9 @@ bool conc__membarrier_init(void)
 void conc__fence_heavy(void)
 {
     if (conc__membarrier_state == 1) {
-        atomic_thread_fence(memory_order_seq_cst);
+        conc__fence_full();
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
             return;
     }
-    atomic_thread_fence(memory_order_seq_cst);
+    conc__fence_full();
 }

@@ -17,6 +17,23 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define CONC__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONC__TSAN 1
+#endif
+#endif
+
+/* A full fence. ThreadSanitizer does not model stand-alone fences (and gcc
+ * warns about them), so under TSan it is a seq_cst RMW on a dummy word. */
+#ifdef CONC__TSAN
+extern atomic_uint conc__fence_word;
+#define conc__fence_full() ((void)atomic_fetch_add_explicit(&conc__fence_word, 0, memory_order_seq_cst))
+#else
+#define conc__fence_full() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
 extern int conc__membarrier_state; /* 0 unknown, 1 usable, -1 not usable */
 bool conc__membarrier_init(void);
 
@@ -25,7 +42,7 @@ static inline void conc__fence_light(void)
     if (__builtin_expect(conc__membarrier_state == 1, 1))
         atomic_signal_fence(memory_order_seq_cst);
     else
-        atomic_thread_fence(memory_order_seq_cst);
+        conc__fence_full();
 }
 
 void conc__fence_heavy(void);

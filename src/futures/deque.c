@@ -1,6 +1,8 @@
 /* deque.c — see deque.h. */
 #include "futures/deque.h"
 
+#include "core/fence.h"
+
 #include <stdlib.h>
 
 static conc__darray_t *darray_new(size_t size)
@@ -65,7 +67,7 @@ conc_future_t *conc__deque_pop(conc__deque_t *d)
     size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
     atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
+    conc__fence_full();
     size_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
     if ((intptr_t)(b - t) < 0) {
         atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
@@ -85,7 +87,7 @@ conc_future_t *conc__deque_pop(conc__deque_t *d)
 conc_future_t *conc__deque_steal(conc__deque_t *d)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
-    atomic_thread_fence(memory_order_seq_cst);
+    conc__fence_full();
     size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
     if ((intptr_t)(b - t) <= 0)
         return NULL;
@@ -100,7 +102,7 @@ conc_future_t *conc__deque_steal(conc__deque_t *d)
 size_t conc__deque_steal_batch(conc__deque_t *d, conc_future_t **out, size_t max)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
-    atomic_thread_fence(memory_order_seq_cst);
+    conc__fence_full();
     size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
     if ((intptr_t)(b - t) <= 0)
         return 0;

@@ -84,8 +84,19 @@ conc_future_t *conc__future_alloc(void)
     return f;
 }
 
+static void then_discard(void *p);
+static void then_cb(conc_future_t *f, void *p);
+
 static void future_release(conc_future_t *f)
 {
+    /* A future dropped before it completed still has its callbacks: they
+     * will never run; free them (and a then() step's state and future). */
+    for (conc__cb_t *cb = f->cbs, *next; cb; cb = next) {
+        next = cb->next;
+        if (cb->fn == then_cb)
+            then_discard(cb->arg);
+        free(cb);
+    }
     free(f->msg);
     fcache_t *c = cache_get();
     if (c && c->n < CACHE_MAX)
@@ -328,15 +339,14 @@ int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg
     cb->arg = arg;
     cb->next = NULL;
     conc__waitq_lock(&f->q);
-    unsigned s = conc__load(&f->state, RLX);
+    unsigned s = conc__load(&f->state, ACQ);
     while (!final_state(s) &&
            !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
-                                                  RLX)) {
+                                                  ACQ)) {
     }
     if (final_state(s)) {
         conc__waitq_unlock(&f->q);
-        atomic_thread_fence(memory_order_acquire);
-        run_callbacks(f, cb);
+        run_callbacks(f, cb); /* s was read with acquire: the outcome is visible */
         return 0;
     }
     *f->cbs_tail = cb;
@@ -351,10 +361,10 @@ int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg
 bool conc__future_register(conc_future_t *f, conc__waiter_t *w)
 {
     conc__waitq_lock(&f->q);
-    unsigned s = conc__load(&f->state, RLX);
+    unsigned s = conc__load(&f->state, ACQ);
     while (!final_state(s) &&
            !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
-                                                  RLX)) {
+                                                  ACQ)) {
     }
     if (final_state(s)) {
         conc__waitq_unlock(&f->q);
@@ -402,11 +412,7 @@ static int wait_timeout(conc_future_t *f, double timeout)
     int64_t deadline;
     if (conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
-    int rc = conc__future_wait_done(f, deadline);
-    if (rc)
-        return rc;
-    atomic_thread_fence(memory_order_acquire);
-    return 0;
+    return conc__future_wait_done(f, deadline); /* ends with an acquire load */
 }
 
 int conc_future_result(conc_future_t *f, double timeout, void **result)
@@ -470,6 +476,13 @@ static void then_cb(conc_future_t *f, void *p)
         c->fail_code = saved;
     }
     conc_future_free(out);
+    free(t);
+}
+
+static void then_discard(void *p)
+{
+    then_t *t = p;
+    conc_future_free(t->out);
     free(t);
 }
 

@@ -147,10 +147,11 @@ static conc_future_t *steal_any(pool_t *p, worker_t *self)
                 for (int tries = 0; tries < 4 && !k && conc__deque_nonempty(d); tries++)
                     k = conc__deque_steal_batch(d, batch, BATCH);
                 if (k) {
-                    for (size_t j = 1; j < k; j++)
-                        if (!conc__deque_push(&self->dq, batch[j])) {
+                    /* Pushed newest first, so our LIFO pops take them in
+                     * submission order (Python's pool starts work FIFO). */
+                    for (size_t j = k; j-- > 1;)
+                        if (!conc__deque_push(&self->dq, batch[j]))
                             run(p, batch[j]); /* no memory to queue it: run it now */
-                        }
                     return batch[0];
                 }
                 continue;
