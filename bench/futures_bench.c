@@ -67,13 +67,7 @@
 
 #include "conc/base.h"
 
-/* conc's side needs src/futures/; until it links, build the peers only. */
-#ifndef CONC_BENCH_FUTURES_CONC
-#define CONC_BENCH_FUTURES_CONC 0
-#endif
-#if CONC_BENCH_FUTURES_CONC
 #include "conc/futures.h"
-#endif
 
 #include "futures_peers.h"
 
@@ -202,7 +196,6 @@ static long slots_bad(long n)
 
 /* ------------------------------------------------------------------ conc */
 
-#if CONC_BENCH_FUTURES_CONC
 static conc_executor_t *g_ex; /* the current row's pool */
 
 static int conc_pool(char *why, size_t whylen)
@@ -349,9 +342,6 @@ static double conc_nested(long *value, char *why, size_t whylen)
         return FAIL("conc_submit/conc_future_result returned %s", conc_errname(err));
     return t1 - t0;
 }
-#else
-static void conc_pool_free(void) {}
-#endif
 
 /* ----------------------------------------------------------------- libuv */
 
@@ -516,11 +506,9 @@ static double pool_throughput(int impl, char *why, size_t whylen)
     unsigned char *slots = slots_get(n);
     double secs = NAN;
     switch (impl) {
-#if CONC_BENCH_FUTURES_CONC
     case IMPL_CONC:
         secs = conc_throughput(n, slots, why, whylen);
         break;
-#endif
     case IMPL_TBB:
         secs = fpeer_tbb_throughput(n, slots, g_workers, why, whylen);
         break;
@@ -553,11 +541,9 @@ static double pool_latency(int impl, char *why, size_t whylen)
     long n = scaled(LATENCY_TRIPS);
     double secs;
     switch (impl) {
-#if CONC_BENCH_FUTURES_CONC
     case IMPL_CONC:
         secs = conc_latency(n, why, whylen);
         break;
-#endif
 #ifdef CONC_BENCH_HAVE_LIBUV
     case IMPL_LIBUV:
         secs = uv_latency(n, why, whylen);
@@ -582,11 +568,9 @@ static double pool_nested(int impl, char *why, size_t whylen)
         long v = -1;
         double secs;
         switch (impl) {
-#if CONC_BENCH_FUTURES_CONC
         case IMPL_CONC:
             secs = conc_nested(&v, why, whylen);
             break;
-#endif
         case IMPL_TBB:
             secs = fpeer_tbb_fib(FIB_N, FIB_CUTOFF, g_workers, &v, why, whylen);
             break;
@@ -736,13 +720,7 @@ static bool impl_available(int impl, char *why, size_t whylen)
 {
     switch (impl) {
     case IMPL_CONC:
-#if CONC_BENCH_FUTURES_CONC
         return true;
-#else
-        snprintf(why, whylen, "not built in: src/futures/ does not implement conc/futures.h yet "
-                              "(CONC_BENCH_FUTURES_CONC=0)");
-        return false;
-#endif
     case IMPL_TBB:
         return fpeer_tbb_available(why, whylen);
     case IMPL_OPENMP:
