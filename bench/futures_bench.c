@@ -7,7 +7,7 @@
  *   pool.throughput  tasks/s: submit 1M empty tasks, then wait for all
  *                    (Python 100k)          conc tbb openmp libuv glib python
  *   pool.latency     us per submit -> result round trip of one empty task,
- *                    20k round trips one after the other (Python 5k)
+ *                    50k round trips one after the other (Python 10k)
  *                                           conc glib libuv python
  *   pool.nested      ms per recursive fib(27) where every call with n > 15
  *                    submits both halves as tasks and waits for them (the
@@ -140,11 +140,11 @@ enum { IMPL_CONC, IMPL_TBB, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON, NIM
 static const char *impl_names[] = {"conc", "tbb", "openmp", "libuv", "glib", "python"};
 
 #define THROUGHPUT_TASKS 1000000L
-#define LATENCY_TRIPS 20000L
+#define LATENCY_TRIPS 50000L
 #define FIB_N 27
 #define FIB_CUTOFF 15
 #define FIB_VALUE 196418L
-#define FIB_RUNS 10 /* fib(27)s per measurement (about 1 ms each): the value is their mean */
+#define FIB_RUNS 20 /* fib(27)s per measurement (about 1 ms each): the value is their mean */
 
 static int opt_reps = 7;
 static double opt_scale = 1.0;

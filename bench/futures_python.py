@@ -14,7 +14,7 @@ the median):
     pool.throughput  tasks/s: ThreadPoolExecutor(W); submit 100k tasks, each
                      with its own Future, then result() on each in
                      submission order
-    pool.latency     us per round trip: ex.submit(task, i).result(), 5k times
+    pool.latency     us per round trip: ex.submit(task, i).result(), 10k times
                      one after the other
 
 W (--workers) is the number of CPUs by default, as in the C program. The
@@ -61,7 +61,7 @@ def throughput(ex, n=100_000):
     return n / (t1 - t0)
 
 
-def latency(ex, n=5_000):
+def latency(ex, n=10_000):
     n = scaled(n)
     submit = ex.submit
     wrong = 0
