@@ -437,7 +437,8 @@ Test(future, timed_waiters_time_out, .timeout = TU_TIMEOUT)
 
 #define MAXLOG 64
 typedef struct {
-    atomic_int n;
+    atomic_int n;      /* claimed slots */
+    atomic_int filled; /* slots written (published after the fields) */
     int order[MAXLOG];
     conc_future_t *fs[MAXLOG];
     long tids[MAXLOG];
@@ -460,6 +461,7 @@ static void log_cb(conc_future_t *f, void *arg)
     /* the outcome is readable inside the callback (and does not block) */
     int rc = conc_future_exception(f, 0, &code, NULL);
     cbl.codes[k] = rc == 0 ? code : rc;
+    atomic_fetch_add(&cbl.filled, 1);
 }
 
 Test(future, callback_runs_on_completion_in_completing_thread, .timeout = TU_TIMEOUT)
@@ -561,7 +563,7 @@ Test(future, callback_from_another_thread_completion, .timeout = TU_TIMEOUT)
     atomic_store(&gate, 1);
     void *r;
     cr_assert_eq(conc_future_result(f, 20, &r), 0);
-    cr_assert(TU_WAIT_UNTIL(atomic_load(&cbl.n) == 1, 10));
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&cbl.filled) == 1, 10));
     cr_assert_neq(cbl.tids[0], tu_gettid(), "callback ran in the waiting thread, not the worker");
     cr_assert_eq(cbl.states[0], CONC_FUTURE_FINISHED);
     freef(f);
