@@ -55,7 +55,8 @@
  * of the work), then the repetitions interleaved, the order rotated each
  * time; medians.
  *
- * Usage: futures_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ * Usage: futures_bench [--reps N] [--scale F] [--only row,row] [--impls conc,tbb,...] [--settle MS]
+ *                      [--jsonl FILE]
  *                      [--python PYTHON --python-script futures_python.py] [--list]
  */
 #define _GNU_SOURCE
@@ -149,6 +150,8 @@ static const char *impl_names[] = {"conc", "tbb", "openmp", "libuv", "glib", "py
 static int opt_reps = 7;
 static double opt_scale = 1.0;
 static const char *opt_only;
+static const char *opt_impls; /* --impls conc,tbb: run only these */
+static long opt_settle_ms = 50; /* --settle: pause before every measurement */
 static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
@@ -699,12 +702,12 @@ static const rowdef_t rowdefs[] = {
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
-static bool selected(const char *name)
+static bool in_list(const char *list, const char *name)
 {
-    if (!opt_only)
+    if (!list)
         return true;
     size_t len = strlen(name);
-    for (const char *p = opt_only; *p;) {
+    for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
         size_t l = e ? (size_t)(e - p) : strlen(p);
         if (l == len && strncmp(p, name, l) == 0)
@@ -716,8 +719,17 @@ static bool selected(const char *name)
     return false;
 }
 
+static bool selected(const char *name)
+{
+    return in_list(opt_only, name);
+}
+
 static bool impl_available(int impl, char *why, size_t whylen)
 {
+    if (!in_list(opt_impls, impl_names[impl])) {
+        snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
+        return false;
+    }
     switch (impl) {
     case IMPL_CONC:
         return true;
@@ -777,6 +789,13 @@ static double python_once(int impl, char *why, size_t whylen)
 
 static double measure(const rowdef_t *d, int impl, bool warmup, char *why, size_t whylen)
 {
+    /* Let the previous impl's threads go to sleep first: pools spin (or
+     * yield) for a while after their work runs out, and on 2 cores a
+     * spinning thread of the last impl takes a CPU from the next one. */
+    if (opt_settle_ms > 0) {
+        struct timespec ts = {(time_t)(opt_settle_ms / 1000), (long)(opt_settle_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (impl == IMPL_PYTHON) {
         g_python_row = d->name;
         return run_job(python_once, impl, false, d->timeout + 60, why, whylen);
@@ -831,7 +850,7 @@ static void run_row(const rowdef_t *d)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: futures_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]\n"
+    fprintf(f, "usage: futures_bench [--reps N] [--scale F] [--only row,row] [--impls impl,impl] [--settle MS] [--jsonl FILE]\n"
                "                     [--python PYTHON --python-script futures_python.py] [--list]\n");
 }
 
@@ -856,6 +875,10 @@ int main(int argc, char **argv)
             opt_scale = atof(v);
         } else if (strcmp(a, "--only") == 0) {
             opt_only = v;
+        } else if (strcmp(a, "--impls") == 0) {
+            opt_impls = v;
+        } else if (strcmp(a, "--settle") == 0) {
+            opt_settle_ms = atol(v);
         } else if (strcmp(a, "--jsonl") == 0) {
             opt_jsonl = v;
         } else if (strcmp(a, "--python") == 0) {
