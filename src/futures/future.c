@@ -81,6 +81,7 @@ conc_future_t *conc__future_alloc(void)
     f->msg = NULL;
     f->fn = NULL;
     f->arg = NULL;
+    f->owner = NULL;
     return f;
 }
 
@@ -379,10 +380,14 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
 {
     if (final_state(conc__load(&f->state, ACQ)))
         return 0;
-    /* A pool worker waiting (without a timeout) on a future runs queued
-     * tasks meanwhile (the awaited task itself, often), so nested waits
-     * cannot starve the pool. Timed waits do not: a task could overrun
-     * the timeout, and they end by themselves anyway. */
+    /* A worker of the pool that queued f runs f itself if it has not
+     * started yet (so a task waiting on its subtasks cannot deadlock the
+     * pool, even with one worker); its queue entry is skipped later. */
+    if (f->owner && conc__pool_run_inline(f))
+        return 0;
+    /* Waiting without a timeout, a worker also runs other queued tasks
+     * meanwhile. Timed waits do not: another task could overrun the
+     * timeout. */
     if (deadline == CONC__NO_DEADLINE) {
         while (conc__pool_help_one())
             if (final_state(conc__load(&f->state, ACQ)))

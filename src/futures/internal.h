@@ -29,6 +29,7 @@ struct conc_future {
     /* The task, while an executor holds it. */
     void *(*fn)(void *);
     void *arg;
+    void *owner;                /* the pool that queued it, or NULL */
 };
 
 conc_future_t *conc__future_alloc(void);
@@ -45,5 +46,8 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg);
 /* pool.c: if the calling thread is a pool worker, run one queued task of
  * its pool; returns false if there was none. */
 bool conc__pool_help_one(void);
+/* pool.c: if the calling thread is a worker of the pool that queued f and
+ * f has not started, run it here and now (it is done on return: true). */
+bool conc__pool_run_inline(conc_future_t *f);
 
 #endif

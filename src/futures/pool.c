@@ -199,6 +199,16 @@ static void run(pool_t *p, conc_future_t *f)
     conc_future_free(f);
 }
 
+bool conc__pool_run_inline(conc_future_t *f)
+{
+    worker_t *w = tl_worker;
+    if (!w || f->owner != (void *)w->pool)
+        return false;
+    if (atomic_load_explicit(&w->pool->broken, memory_order_acquire))
+        return false;
+    return conc__future_run(f); /* claims it; the queue entry is skipped later */
+}
+
 bool conc__pool_help_one(void)
 {
     worker_t *w = tl_worker;
@@ -371,6 +381,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
         return CONC_ENOMEM;
     f->fn = fn;
     f->arg = arg;
+    f->owner = p;
     f->refs = 2; /* the caller's and the pool's */
 
     worker_t *w = tl_worker;
