@@ -817,8 +817,8 @@ static void *long_task(void *arg)
     return arg;
 }
 static conc_executor_t *timed_pool;
-static double timed_dt[2];
-static atomic_int timed_rc[2];
+static double timed_dt[3];
+static atomic_int timed_rc[3];
 static void *timed_wait_in_worker(void *arg)
 {
     (void)arg;
@@ -831,6 +831,10 @@ static void *timed_wait_in_worker(void *arg)
     t = tu_now();
     atomic_store(&timed_rc[1], conc_future_result(never, 0, NULL));
     timed_dt[1] = tu_now() - t;
+    /* and on the queued slow task itself: time out, do not run it inline */
+    t = tu_now();
+    atomic_store(&timed_rc[2], conc_future_result(slow, 0.1, NULL));
+    timed_dt[2] = tu_now() - t;
     atomic_store(&long_task_release, 1);
     conc_future_free(never);
     conc_future_result(slow, 20, NULL);
@@ -852,6 +856,11 @@ Test(executor, timed_wait_in_worker_keeps_its_timeout, .timeout = TU_TIMEOUT)
                  "result(timeout=0.1) in a worker took %.2fs (it ran a queued task meanwhile)", timed_dt[0]);
     cr_assert_lt(timed_dt[1], TU_SLACK, "result(timeout=0) in a worker took %.2fs (it ran a queued task)",
                  timed_dt[1]);
+    cr_assert_lt(timed_dt[2], 0.1 + TU_SLACK,
+                 "result(timeout=0.1) on a queued 10 s task in a worker took %.2fs (it ran the task inline)",
+                 timed_dt[2]);
+    cr_assert_eq(atomic_load(&timed_rc[2]), CONC_ETIMEDOUT, "result(timeout=0.1) on a queued 10 s task = %d",
+                 atomic_load(&timed_rc[2]));
 }
 
 /* -------------------------------------------------------------------- map */
