@@ -620,3 +620,16 @@ Test(as_completed, iterator_keeps_yielded_futures_alive, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_as_completed_free(it), 0);
     cr_assert_eq(conc_executor_free(ex), 0);
 }
+
+Test(as_completed, free_iterator_then_drop_pending_future, .timeout = TU_TIMEOUT)
+{
+    /* give up on a future that never completes: free the iterator, then
+     * the future; nothing may leak (checked by LeakSanitizer) */
+    conc_future_t *p = newf();
+    conc_future_t *fs[1] = {p};
+    conc_as_completed_t *it = ac_new(fs, 1, 0.01);
+    conc_future_t *got;
+    cr_assert_eq(conc_as_completed_next(it, &got), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_as_completed_free(it), 0);
+    freef(p);
+}
