@@ -775,8 +775,10 @@ static void *tree_task(void *arg)
         return conc_fail(CONC_EFAILED, "submit failed");
     }
     void *a = NULL, *b = NULL;
-    int ra = conc_future_result(l, 15, &a);
-    int rb = conc_future_result(r, 15, &b);
+    /* Untimed waits: a worker waiting without a timeout runs the queued
+     * subtasks itself (timed waits keep Python's semantics and do not). */
+    int ra = conc_future_result(l, CONC_FOREVER, &a);
+    int rb = conc_future_result(r, CONC_FOREVER, &b);
     conc_future_free(l);
     conc_future_free(r);
     if (ra != 0 || rb != 0) {

@@ -85,17 +85,14 @@ conc_future_t *conc__future_alloc(void)
     return f;
 }
 
-static void then_discard(void *p);
-static void then_cb(conc_future_t *f, void *p);
-
 static void future_release(conc_future_t *f)
 {
     /* A future dropped before it completed still has its callbacks: they
      * will never run; free them (and a then() step's state and future). */
     for (conc__cb_t *cb = f->cbs, *next; cb; cb = next) {
         next = cb->next;
-        if (cb->fn == then_cb)
-            then_discard(cb->arg);
+        if (cb->discard)
+            cb->discard(cb->arg);
         free(cb);
     }
     free(f->msg);
@@ -329,16 +326,11 @@ static void run_callbacks(conc_future_t *f, conc__cb_t *cb)
         memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
 }
 
-int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg)
+/* Take f's guard and set HASW, unless f is done (then return false with
+ * the guard released and the outcome visible). Completers that see HASW
+ * take the guard, so what we add under it is never missed. */
+static bool lock_unless_done(conc_future_t *f)
 {
-    if (!f || !fn)
-        return CONC_EINVAL;
-    conc__cb_t *cb = malloc(sizeof *cb);
-    if (!cb)
-        return CONC_ENOMEM;
-    cb->fn = fn;
-    cb->arg = arg;
-    cb->next = NULL;
     conc__waitq_lock(&f->q);
     unsigned s = conc__load(&f->state, ACQ);
     while (!final_state(s) &&
@@ -347,7 +339,29 @@ int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg
     }
     if (final_state(s)) {
         conc__waitq_unlock(&f->q);
-        run_callbacks(f, cb); /* s was read with acquire: the outcome is visible */
+        return false;
+    }
+    return true;
+}
+
+int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg)
+{
+    return conc__future_add_callback(f, fn, arg, NULL);
+}
+
+int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *))
+{
+    if (!f || !fn)
+        return CONC_EINVAL;
+    conc__cb_t *cb = malloc(sizeof *cb);
+    if (!cb)
+        return CONC_ENOMEM;
+    cb->fn = fn;
+    cb->arg = arg;
+    cb->discard = discard;
+    cb->next = NULL;
+    if (!lock_unless_done(f)) {
+        run_callbacks(f, cb); /* the outcome is visible: read with acquire */
         return 0;
     }
     *f->cbs_tail = cb;
@@ -361,48 +375,38 @@ int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg
 /* Register w on f unless f is done; true if registered. */
 bool conc__future_register(conc_future_t *f, conc__waiter_t *w)
 {
-    conc__waitq_lock(&f->q);
-    unsigned s = conc__load(&f->state, ACQ);
-    while (!final_state(s) &&
-           !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
-                                                  ACQ)) {
-    }
-    if (final_state(s)) {
-        conc__waitq_unlock(&f->q);
+    if (!lock_unless_done(f))
         return false;
-    }
     conc__waitq_push(&f->q, w);
     conc__waitq_unlock(&f->q);
     return true;
+}
+
+static bool spin_done(void *p)
+{
+    return final_state(conc__load(&((conc_future_t *)p)->state, ACQ));
 }
 
 int conc__future_wait_done(conc_future_t *f, int64_t deadline)
 {
     if (final_state(conc__load(&f->state, ACQ)))
         return 0;
-    /* A worker of the pool that queued f runs f itself if it has not
-     * started yet (so a task waiting on its subtasks cannot deadlock the
-     * pool, even with one worker); its queue entry is skipped later. */
-    if (f->owner && conc__pool_run_inline(f))
-        return 0;
-    /* Waiting without a timeout, a worker also runs other queued tasks
-     * meanwhile. Timed waits do not: another task could overrun the
-     * timeout. */
+    /* Waiting without a timeout, a worker of the pool that queued f runs f
+     * itself if it has not started yet (its queue entry is skipped later),
+     * and other queued tasks while f runs elsewhere — so tasks waiting on
+     * subtasks cannot deadlock the pool, even with one worker. Timed waits
+     * keep Python's semantics: they never run a task, which could overrun
+     * the timeout. */
     if (deadline == CONC__NO_DEADLINE) {
+        if (f->owner && conc__pool_run_inline(f))
+            return 0;
         while (conc__pool_help_one())
             if (final_state(conc__load(&f->state, ACQ)))
                 return 0;
     }
     if (deadline == 0)
         return CONC_ETIMEDOUT;
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
-    bool ok = false;
-    while (conc__spin_more(&sp))
-        if ((ok = final_state(conc__load(&f->state, ACQ))))
-            break;
-    conc__spin_end(&sp, ok);
-    if (ok)
+    if (conc__spin_until(spin_done, f, deadline))
         return 0;
     conc__waiter_t w;
     conc__waiter_init(&w);
@@ -506,7 +510,7 @@ int conc_future_then(conc_future_t *f, conc_future_t **out, void *(*fn)(void *re
     t->out = conc_future_ref(o); /* the callback's reference */
     t->fn = fn;
     t->arg = arg;
-    int rc = conc_future_add_done_callback(f, then_cb, t);
+    int rc = conc__future_add_callback(f, then_cb, t, then_discard);
     if (rc) {
         conc_future_free(o);
         conc_future_free(o);

@@ -15,8 +15,13 @@
 typedef struct conc__cb {
     conc_future_cb fn;
     void *arg;
+    void (*discard)(void *arg); /* if the future is dropped before it completes */
     struct conc__cb *next;
 } conc__cb_t;
+
+/* add_done_callback with a discard hook: called with arg instead of fn if
+ * the last reference to f goes while f is still pending. */
+int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *));
 
 struct conc_future {
     unsigned state;             /* conc_future_state_t | FS_HASW (atomic) */

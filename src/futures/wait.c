@@ -71,6 +71,17 @@ static size_t unique(conc_future_t *const *fs, size_t n, conc_future_t **u)
     return m;
 }
 
+/* fs holds n non-NULL futures and timeout is valid: 0, else CONC_EINVAL. */
+static int check_args(conc_future_t *const *fs, size_t n, double timeout, int64_t *deadline)
+{
+    if (n && !fs)
+        return CONC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i])
+            return CONC_EINVAL;
+    return conc__deadline(timeout, deadline) ? CONC_EINVAL : 0;
+}
+
 static bool satisfied(conc_future_t **u, size_t m, conc_return_when_t rw)
 {
     size_t ndone = 0;
@@ -89,13 +100,8 @@ static bool satisfied(conc_future_t **u, size_t m, conc_return_when_t rw)
 int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_when_t return_when,
               conc_future_t **done, size_t *ndone, conc_future_t **not_done, size_t *nnot_done)
 {
-    if ((n && !fs) || (unsigned)return_when > CONC_ALL_COMPLETED)
-        return CONC_EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (!fs[i])
-            return CONC_EINVAL;
     int64_t deadline;
-    if (conc__deadline(timeout, &deadline))
+    if ((unsigned)return_when > CONC_ALL_COMPLETED || check_args(fs, n, timeout, &deadline))
         return CONC_EINVAL;
     conc_future_t **u = malloc((n ? n : 1) * sizeof *u);
     if (!u)
@@ -202,15 +208,16 @@ static void ac_cb(conc_future_t *f, void *arg)
     ac_unref(sh);
 }
 
+/* The future was dropped before completing: its callback will never run. */
+static void ac_discard(void *arg)
+{
+    ac_unref(arg);
+}
+
 int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, size_t n, double timeout)
 {
-    if (!out || (n && !fs))
-        return CONC_EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (!fs[i])
-            return CONC_EINVAL;
     int64_t deadline;
-    if (conc__deadline(timeout, &deadline))
+    if (!out || check_args(fs, n, timeout, &deadline))
         return CONC_EINVAL;
     conc_as_completed_t *it = calloc(1, sizeof *it);
     ac_shared_t *sh = calloc(1, sizeof *sh);
@@ -234,7 +241,7 @@ int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, s
     for (size_t i = 0; i < m; i++) {
         conc_future_ref(u[i]);
         atomic_fetch_add_explicit(CONC__A(&sh->refs), 1, RLX);
-        if (conc_future_add_done_callback(u[i], ac_cb, sh)) {
+        if (conc__future_add_callback(u[i], ac_cb, sh, ac_discard)) {
             /* out of memory: count it as finished when it is done, by
              * polling in next(); keep our reference balanced */
             ac_unref(sh);
