@@ -112,11 +112,16 @@ static inline size_t conc__ring_size(const conc__ring_t *r)
 
 /* ------------------------------------------------------------------ segq */
 
-#define CONC__SEG_ITEMS 254
+#define CONC__SEG_ITEMS 255
+
+typedef struct {
+    void *item;
+    atomic_uint full; /* published by the producer (release) */
+} conc__slot_t;
 
 typedef struct conc__seg {
     struct conc__seg *_Atomic next;
-    void *items[CONC__SEG_ITEMS];
+    conc__slot_t slots[CONC__SEG_ITEMS];
 } conc__seg_t;
 
 typedef struct {

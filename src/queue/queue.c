@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fence.h"
 #include "queue/internal.h"
 
 /* ------------------------------------------------------------ the store */
@@ -148,6 +149,9 @@ static void wake_all(conc__waitq_t *wq, atomic_uint *cnt)
 
 static inline void after_put(conc_queue_t *q)
 {
+    /* ring and heapq publish with an atomic RMW; segq with a release
+     * store, paired with the sleeper's heavy fence (core/fence.h). */
+    conc__fence_light();
     if (atomic_load_explicit(&q->gsleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->getq, &q->gsleep);
 }
@@ -180,6 +184,8 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     w.spun = 1;
     conc__waitq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
+    if (q->impl == IMPL_SEGQ)
+        conc__fence_heavy(); /* segq puts publish without an RMW */
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
         atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
         conc__waitq_unlock(wq);

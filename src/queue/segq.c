@@ -1,18 +1,21 @@
 /*
  * segq.c — unbounded FIFO: a linked list of segments of CONC__SEG_ITEMS
  * slots. Producers serialise on tail_lock and consumers on head_lock (two
- * locks: a producer and a consumer never wait for each other). `puts`
- * counts items ever put and is written with a seq_cst RMW after the slot
- * (and any new segment link) is written, so a consumer that sees
- * gets < puts will find the item, following `next` into a new segment if
- * needed. A consumer that leaves a segment keeps one as a spare for the
- * producers, so a steady queue does not call malloc. With a bound (big
- * bounded queues, where a ring would allocate every slot up front) a
- * producer compares puts - gets with it; gets is stored seq_cst so a
- * sleeping producer's re-check and the consumer's wake check pair up.
+ * locks: a producer and a consumer never wait for each other). A slot is
+ * published by a release store of its `full` flag, so a consumer looks at
+ * the next slot, not at a counter the producers write — the hot path
+ * shares no cache line between the two sides but the slots themselves.
+ * `puts` and `gets` are plain counters (each written by one side, under
+ * its lock) for qsize and task accounting. The sleeping protocol pairs a
+ * producer's compiler-only fence with the sleeper's membarrier
+ * (core/fence.h) instead of an atomic RMW per put. A consumer that leaves
+ * a segment keeps one as a spare for the producers, so a steady queue does
+ * not call malloc. With a bound (big bounded queues, where a ring would
+ * allocate every slot up front) a producer compares puts - gets with it.
  */
 #include <stdlib.h>
 
+#include "core/fence.h"
 #include "queue/container.h"
 
 static conc__seg_t *seg_new(conc__segq_t *q)
@@ -21,6 +24,8 @@ static conc__seg_t *seg_new(conc__segq_t *q)
     if (!s && !(s = malloc(sizeof *s)))
         return NULL;
     atomic_store_explicit(&s->next, NULL, memory_order_relaxed);
+    for (size_t i = 0; i < CONC__SEG_ITEMS; i++)
+        atomic_store_explicit(&s->slots[i].full, 0, memory_order_relaxed);
     return s;
 }
 
@@ -45,6 +50,7 @@ int conc__segq_init(conc__segq_t *q, size_t bound)
     q->head_i = q->tail_i = 0;
     atomic_init(&q->puts, 0);
     atomic_init(&q->gets, 0);
+    conc__membarrier_init();
     return 0;
 }
 
@@ -67,9 +73,8 @@ int conc__segq_put(conc__segq_t *q, void *item)
         conc__spin_unlock(&q->tail_lock);
         return CONC_ESHUTDOWN;
     }
-    if (q->bound && atomic_load_explicit(&q->puts, memory_order_relaxed) -
-                            atomic_load_explicit(&q->gets, memory_order_seq_cst) >=
-                        q->bound) {
+    size_t p = atomic_load_explicit(&q->puts, memory_order_relaxed);
+    if (q->bound && p - atomic_load_explicit(&q->gets, memory_order_seq_cst) >= q->bound) {
         conc__spin_unlock(&q->tail_lock);
         return CONC_EFULL;
     }
@@ -83,33 +88,43 @@ int conc__segq_put(conc__segq_t *q, void *item)
         q->tail = s;
         q->tail_i = 0;
     }
-    q->tail->items[q->tail_i++] = item;
-    atomic_fetch_add_explicit(&q->puts, 1, memory_order_seq_cst); /* publishes the slot */
+    conc__slot_t *sl = &q->tail->slots[q->tail_i++];
+    sl->item = item;
+    /* Count it before publishing it: whoever takes it (and calls
+     * task_done) must already see it counted. */
+    atomic_store_explicit(&q->puts, p + 1, memory_order_relaxed);
+    atomic_store_explicit(&sl->full, 1, memory_order_release);
     conc__spin_unlock(&q->tail_lock);
     return 0;
 }
 
 bool conc__segq_get(conc__segq_t *q, void **item)
 {
-    /* Cheap emptiness check before touching the consumer lock. */
-    if (atomic_load_explicit(&q->gets, memory_order_relaxed) ==
-        atomic_load_explicit(&q->puts, memory_order_acquire))
-        return false;
     conc__spin_lock(&q->head_lock);
-    size_t g = atomic_load_explicit(&q->gets, memory_order_relaxed);
-    if (g == atomic_load_explicit(&q->puts, memory_order_acquire)) {
-        conc__spin_unlock(&q->head_lock);
-        return false;
-    }
     if (q->head_i == CONC__SEG_ITEMS) {
+        conc__seg_t *next = atomic_load_explicit(&q->head->next, memory_order_acquire);
+        if (!next) {
+            conc__spin_unlock(&q->head_lock);
+            return false;
+        }
         conc__seg_t *old = q->head;
-        q->head = atomic_load_explicit(&old->next, memory_order_acquire);
+        q->head = next;
         q->head_i = 0;
         conc__seg_t *prev = atomic_exchange_explicit(&q->spare, old, memory_order_acq_rel);
         free(prev);
     }
-    *item = q->head->items[q->head_i++];
-    atomic_store_explicit(&q->gets, g + 1, memory_order_seq_cst);
+    conc__slot_t *sl = &q->head->slots[q->head_i];
+    if (!atomic_load_explicit(&sl->full, memory_order_acquire)) {
+        conc__spin_unlock(&q->head_lock);
+        return false;
+    }
+    *item = sl->item;
+    q->head_i++;
+    size_t g = atomic_load_explicit(&q->gets, memory_order_relaxed) + 1;
+    if (q->bound) /* a full producer's sleeping protocol reads it */
+        atomic_store_explicit(&q->gets, g, memory_order_seq_cst);
+    else
+        atomic_store_explicit(&q->gets, g, memory_order_release);
     conc__spin_unlock(&q->head_lock);
     return true;
 }
