@@ -23,10 +23,20 @@
 
 #include "conc/thread.h"
 #include "futures/internal.h"
+#include "sync/internal.h"
 
 /* -------------------------------------------------------------- memory */
 
+/* Futures are recycled: each thread keeps a small cache, and caches trade
+ * chains of BATCH futures with a global depot under one lock (so a burst
+ * of a million futures is allocated once, not page-faulted in again for
+ * every burst). The depot keeps at most DEPOT_MAX chains; past that,
+ * memory goes back to malloc. A chain is linked through the futures' own
+ * `owner` (next future) and `arg` (next chain) fields while they sit there. */
+
 #define CACHE_MAX 256
+#define BATCH 128
+#define DEPOT_MAX 4096
 
 typedef struct {
     conc_future_t *items[CACHE_MAX];
@@ -36,19 +46,66 @@ typedef struct {
 static __thread fcache_t *tl_cache;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static conc_lock_t depot_lock = CONC_LOCK_INIT;
+static conc_future_t *depot;     /* chains, linked through arg */
+static size_t depot_chains;
+
+#define NEXT_IN_CHAIN(f) ((f)->owner)
+
+static void depot_put(conc_future_t **items, unsigned n)
+{
+    for (unsigned i = 0; i + 1 < n; i++)
+        NEXT_IN_CHAIN(items[i]) = items[i + 1];
+    NEXT_IN_CHAIN(items[n - 1]) = NULL;
+    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    if (depot_chains < DEPOT_MAX) {
+        items[0]->arg = depot;
+        depot = items[0];
+        depot_chains++;
+        items = NULL;
+    }
+    conc_lock_release(&depot_lock);
+    if (items)
+        for (unsigned i = 0; i < n; i++)
+            free(items[i]);
+}
+
+/* Refill c from the depot; false if it is empty. */
+static bool depot_take(fcache_t *c)
+{
+    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    conc_future_t *chain = depot;
+    if (chain) {
+        depot = chain->arg;
+        depot_chains--;
+    }
+    conc_lock_release(&depot_lock);
+    for (conc_future_t *f = chain; f && c->n < CACHE_MAX; f = (conc_future_t *)NEXT_IN_CHAIN(f))
+        c->items[c->n++] = f;
+    return chain != NULL;
+}
 
 static void cache_destroy(void *p)
 {
     fcache_t *c = p;
-    for (unsigned i = 0; i < c->n; i++)
-        free(c->items[i]);
+    while (c->n) {
+        unsigned k = c->n < BATCH ? c->n : BATCH;
+        depot_put(&c->items[c->n - k], k);
+        c->n -= k;
+    }
     free(c);
     tl_cache = NULL;
+}
+
+static void depot_atfork_child(void)
+{
+    conc_lock_init(&depot_lock);
 }
 
 static void cache_key_init(void)
 {
     pthread_key_create(&cache_key, cache_destroy);
+    pthread_atfork(NULL, NULL, depot_atfork_child);
 }
 
 static fcache_t *cache_get(void)
@@ -68,8 +125,10 @@ static fcache_t *cache_get(void)
 conc_future_t *conc__future_alloc(void)
 {
     fcache_t *c = cache_get();
-    conc_future_t *f = c && c->n ? c->items[--c->n] : malloc(sizeof *f);
-    if (!f)
+    conc_future_t *f;
+    if (c && (c->n || depot_take(c)))
+        f = c->items[--c->n];
+    else if (!(f = malloc(sizeof *f)))
         return NULL;
     f->state = CONC_FUTURE_PENDING;
     f->refs = 1;
@@ -97,10 +156,16 @@ static void future_release(conc_future_t *f)
     }
     free(f->msg);
     fcache_t *c = cache_get();
-    if (c && c->n < CACHE_MAX)
-        c->items[c->n++] = f;
-    else
+    if (!c) {
         free(f);
+        return;
+    }
+    if (c->n == CACHE_MAX) { /* full: hand the older half to the depot */
+        depot_put(&c->items[0], BATCH);
+        memmove(&c->items[0], &c->items[BATCH], (CACHE_MAX - BATCH) * sizeof c->items[0]);
+        c->n -= BATCH;
+    }
+    c->items[c->n++] = f;
 }
 
 int conc_future_new(conc_future_t **out)

@@ -46,7 +46,7 @@
 #define EXT_MAX 64
 #define DEQUE_SIZE 256
 #define BATCH 32
-#define IDLE_YIELDS 64
+#define IDLE_YIELDS 16
 
 typedef struct pool pool_t;
 
