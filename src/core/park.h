@@ -158,6 +158,20 @@ static inline bool conc__spin_more(conc__spinner_t *sp)
 }
 void conc__spin_end(conc__spinner_t *sp, bool success);
 
+/* The whole pattern: spin until ready(arg) holds (true) or the budget or
+ * the deadline runs out (false). Inlined, so ready is too. */
+static inline bool conc__spin_until(bool (*ready)(void *), void *arg, int64_t deadline)
+{
+    conc__spinner_t sp;
+    conc__spin_begin(&sp, deadline);
+    bool ok = false;
+    while (conc__spin_more(&sp))
+        if ((ok = ready(arg)))
+            break;
+    conc__spin_end(&sp, ok);
+    return ok;
+}
+
 /* Wait-list operations; everything but lock/unlock needs the guard held. */
 void conc__waitq_lock(conc__waitq_t *q);
 static inline void conc__waitq_unlock(conc__waitq_t *q) { conc__store(&q->guard, 0u, REL); }

@@ -73,6 +73,17 @@ static inline bool conc__event_fired(unsigned s, unsigned gen0)
     return (s & FLAG) || (s >> 2) != gen0;
 }
 
+struct spin_arg {
+    conc_event_t *e;
+    unsigned gen0;
+};
+
+static bool spin_fired(void *p)
+{
+    struct spin_arg *a = p;
+    return conc__event_fired(conc__load(&a->e->state, ACQ), a->gen0);
+}
+
 static void conc__event_clear_waiters(conc__waitq_t *q, void *arg)
 {
     conc_event_t *e = arg;
@@ -97,17 +108,8 @@ int conc_event_wait(conc_event_t *e, double timeout)
         return CONC_ETIMEDOUT;
     unsigned gen0 = s >> 2;
 
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
-    bool ok = false;
-    while (conc__spin_more(&sp)) {
-        if (conc__event_fired(conc__load(&e->state, ACQ), gen0)) {
-            ok = true;
-            break;
-        }
-    }
-    conc__spin_end(&sp, ok);
-    if (ok)
+    struct spin_arg a = {e, gen0};
+    if (conc__spin_until(spin_fired, &a, deadline))
         return 0;
 
     conc__waiter_t w;

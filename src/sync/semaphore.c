@@ -45,6 +45,12 @@ static inline bool conc__sem_try(conc_semaphore_t *s)
     return false;
 }
 
+static bool spin_take(void *p)
+{
+    conc_semaphore_t *s = p;
+    return conc__load(&s->state, RLX) >= UNIT && conc__sem_try(s);
+}
+
 static void conc__sem_clear_waiters(conc__waitq_t *q, void *arg)
 {
     conc_semaphore_t *s = arg;
@@ -67,17 +73,7 @@ int conc_semaphore_acquire(conc_semaphore_t *s, bool blocking, double timeout)
     if (deadline == 0)
         return CONC_ETIMEDOUT;
 
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
-    bool ok = false;
-    while (conc__spin_more(&sp)) {
-        if (conc__load(&s->state, RLX) >= UNIT && conc__sem_try(s)) {
-            ok = true;
-            break;
-        }
-    }
-    conc__spin_end(&sp, ok);
-    if (ok)
+    if (conc__spin_until(spin_take, s, deadline))
         return 0;
 
     conc__waiter_t w;
