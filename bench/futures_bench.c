@@ -51,9 +51,12 @@
  * as FAILED, its impl is skipped for the rest of the program, and the
  * program exits with _exit so process-exit hooks do not wait for it.
  *
- * Method as in queue_bench.c: one discarded warm-up run per impl (a quarter
- * of the work), then the repetitions interleaved, the order rotated each
- * time; medians.
+ * Method as in queue_bench.c: one discarded warm-up run per impl, then the
+ * repetitions interleaved, the order rotated each time; medians. The
+ * warm-up does the full work (not a quarter): pools that keep memory
+ * between runs (conc's recycled futures, libuv's request array, TBB's
+ * allocator) would otherwise take their first page faults in the first
+ * measured run. A 50 ms pause precedes every measurement (--settle).
  *
  * Usage: futures_bench [--reps N] [--scale F] [--only row,row] [--impls conc,tbb,...] [--settle MS]
  *                      [--jsonl FILE]
@@ -159,13 +162,13 @@ static const char *opt_python;
 static const char *opt_python_script;
 
 static int g_workers = 2;     /* = online CPUs */
-static bool g_warmup;         /* the discarded warm-up run does a quarter of the work */
+static bool g_warmup;         /* this is the discarded warm-up run (same work) */
 static bool g_hung[NIMPLS];   /* an impl whose run never finished: not run again */
 static bool g_abandoned;      /* some runner thread was left hanging: leave with _exit */
 
 static long scaled(long n)
 {
-    long v = (long)((double)n * opt_scale * (g_warmup ? 0.25 : 1.0));
+    long v = (long)((double)n * opt_scale);
     return v < 1 ? 1 : v;
 }
 
@@ -567,7 +570,7 @@ static double pool_latency(int impl, char *why, size_t whylen)
 
 static double pool_nested(int impl, char *why, size_t whylen)
 {
-    int runs = g_warmup ? 2 : FIB_RUNS;
+    int runs = FIB_RUNS;
     double total = 0;
     for (int k = 0; k < runs; k++) {
         long v = -1;
