@@ -24,11 +24,12 @@
  *
  * Blocking calls (result, exception, wait, as_completed, shutdown(wait))
  * park the current context through conc's park layer. A pool worker that
- * waits without a timeout (CONC_FOREVER) on a future of its own pool runs
- * that task itself if it has not started, and other queued tasks while it
- * waits, so tasks that wait on subtasks never deadlock the pool. Timed
- * waits never run tasks (a task could overrun the timeout): as in Python,
- * a timed wait for work queued behind busy workers just times out.
+ * waits without a timeout (result, exception, wait with ALL_COMPLETED,
+ * map) on a future of its own pool runs that task itself if it has not
+ * started — in a context of its own, as if on another worker — so tasks
+ * that wait on their subtasks never deadlock the pool. Timed waits never
+ * run tasks (a task could overrun the timeout): as in Python, a timed wait
+ * for work queued behind busy workers just times out.
  */
 #ifndef CONC_FUTURES_H
 #define CONC_FUTURES_H

@@ -111,6 +111,10 @@ static inline conc__ctx_t *conc__ctx(void)
     conc__ctx_t *c = conc__cur;
     return __builtin_expect(c != NULL, 1) ? c : conc__ctx_slow();
 }
+/* Reset ctx to a fresh OS-thread context / make it the calling thread's
+ * current one (NULL: back to the thread's own, created on demand). */
+void conc__ctx_init(conc__ctx_t *ctx);
+void conc__ctx_bind(conc__ctx_t *ctx);
 /* A unique id of the calling context, nonzero (RLock owners). */
 static inline uintptr_t conc__ctx_id(void) { return (uintptr_t)conc__ctx(); }
 

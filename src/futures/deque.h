@@ -42,6 +42,13 @@ conc_future_t *conc__deque_steal(conc__deque_t *d); /* anyone; NULL: empty or lo
  * returns how many. Only for deques whose owner never pops (outside
  * submitters' deques): an owner pop could race for the same items. */
 size_t conc__deque_steal_batch(conc__deque_t *d, conc_future_t **out, size_t max);
+/* How many items it holds (a snapshot). */
+static inline size_t conc__deque_size(conc__deque_t *d)
+{
+    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
+    return (intptr_t)(b - t) > 0 ? b - t : 0;
+}
 static inline bool conc__deque_nonempty(conc__deque_t *d)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);

@@ -84,7 +84,7 @@ int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t
         }
     }
     if (rc && o.failed_index)
-        *o.failed_index = i < n ? i : submitted;
+        *o.failed_index = submitted < n ? submitted : i;
     /* A failure or a timeout cancels what has not started. */
     for (size_t k = 0; k < submitted; k++) {
         if (rc)

@@ -70,6 +70,32 @@ static void depot_put(conc_future_t **items, unsigned n)
             free(items[i]);
 }
 
+/* Give the depot's memory back to malloc (the last pool went away). The
+ * calling thread's cache is emptied too; other threads keep theirs (at
+ * most CACHE_MAX futures each). */
+void conc__futures_trim(void)
+{
+    fcache_t *c = tl_cache;
+    if (c) {
+        for (unsigned i = 0; i < c->n; i++)
+            free(c->items[i]);
+        c->n = 0;
+    }
+    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    conc_future_t *chains = depot;
+    depot = NULL;
+    depot_chains = 0;
+    conc_lock_release(&depot_lock);
+    while (chains) {
+        conc_future_t *next_chain = chains->arg;
+        for (conc_future_t *f = chains, *n; f; f = n) {
+            n = (conc_future_t *)NEXT_IN_CHAIN(f);
+            free(f);
+        }
+        chains = next_chain;
+    }
+}
+
 /* Refill c from the depot; false if it is empty. */
 static bool depot_take(fcache_t *c)
 {
@@ -458,17 +484,12 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
         return 0;
     /* Waiting without a timeout, a worker of the pool that queued f runs f
      * itself if it has not started yet (its queue entry is skipped later),
-     * and other queued tasks while f runs elsewhere — so tasks waiting on
-     * subtasks cannot deadlock the pool, even with one worker. Timed waits
-     * keep Python's semantics: they never run a task, which could overrun
-     * the timeout. */
-    if (deadline == CONC__NO_DEADLINE) {
-        if (f->owner && conc__pool_run_inline(f))
-            return 0;
-        while (conc__pool_help_one())
-            if (final_state(conc__load(&f->state, ACQ)))
-                return 0;
-    }
+     * so tasks waiting on their subtasks cannot deadlock the pool, even
+     * with one worker. It does not run unrelated tasks: one could need a
+     * lock the waiting task holds. Timed waits keep Python's semantics and
+     * never run a task, which could overrun the timeout. */
+    if (deadline == CONC__NO_DEADLINE && f->owner && conc__pool_run_inline(f))
+        return 0;
     if (deadline == 0)
         return CONC_ETIMEDOUT;
     if (conc__spin_until(spin_done, f, deadline))

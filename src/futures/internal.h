@@ -38,6 +38,8 @@ struct conc_future {
 };
 
 conc_future_t *conc__future_alloc(void);
+/* Return recycled futures to malloc (called when the last pool is freed). */
+void conc__futures_trim(void);
 /* Wait until f is done or the deadline; helps run pool tasks meanwhile if
  * the caller is a pool worker. 0 or CONC_ETIMEDOUT. */
 int conc__future_wait_done(conc_future_t *f, int64_t deadline);
@@ -48,9 +50,6 @@ bool conc__future_run(conc_future_t *f);
  * pending or running. */
 void conc__future_fail_now(conc_future_t *f, int code, const char *msg);
 
-/* pool.c: if the calling thread is a pool worker, run one queued task of
- * its pool; returns false if there was none. */
-bool conc__pool_help_one(void);
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */
 bool conc__pool_run_inline(conc_future_t *f);

@@ -18,9 +18,10 @@
  * sleeps, never missed, and submitting costs no atomic RMW or fence. Workers start lazily: a submit that finds no
  * idle worker starts one while fewer than max_workers exist.
  *
- * Waiting helps: a worker that waits on a future (result, wait...) runs
- * queued tasks of its pool meanwhile (conc__pool_help_one), so tasks that
- * wait on subtasks cannot deadlock the pool.
+ * Waiting runs the awaited task: a worker that waits without a timeout
+ * on a not-yet-started future of its own pool runs it on the spot, in a
+ * context of its own (conc__pool_run_inline), so tasks that wait on their
+ * subtasks cannot deadlock the pool.
  *
  * Shutdown: submits fail from then on; with cancel_futures every queued
  * future is cancelled; workers drain what is left and exit; wait joins
@@ -46,7 +47,9 @@
 #define EXT_MAX 64
 #define DEQUE_SIZE 256
 #define BATCH 32
+#define BATCH_MIN (2 * BATCH) /* shorter outside deques: one at a time */
 #define IDLE_YIELDS 16
+#define IDLE_SPIN_NS 20000
 
 typedef struct pool pool_t;
 
@@ -124,47 +127,52 @@ static bool any_work(pool_t *p)
 
 static void run(pool_t *p, conc_future_t *f);
 
+/* A steal can lose a race with a non-empty deque: retry a little. */
+static conc_future_t *steal_from(conc__deque_t *d)
+{
+    for (int tries = 0; tries < 4 && conc__deque_nonempty(d); tries++) {
+        conc_future_t *f = conc__deque_steal(d);
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+/* Find a task for `self` (NULL: any thread draining the pool). Other
+ * workers' deques come first: what sits there was taken from outside
+ * deques earlier, so it is older than anything still outside (Python's
+ * pool starts work first in, first out). From a long outside deque a
+ * worker takes a batch, runs the oldest and keeps the rest in its own
+ * deque, where other workers can steal them; short ones are taken one
+ * item at a time, so a few queued tasks go to as many workers. */
 static conc_future_t *steal_any(pool_t *p, worker_t *self)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     size_t e = atomic_load_explicit(&p->next_, memory_order_acquire);
-    size_t total = n + e + 1;
     unsigned start = self ? self->victim++ : 0;
-    for (size_t k = 0; k < total; k++) {
-        size_t i = (start + k) % total;
-        conc__deque_t *d;
-        if (i < n) {
-            if (self && p->workers[i] == self)
-                continue;
-            d = &p->workers[i]->dq;
-        } else if (i < n + e) {
-            d = p->ext[i - n];
-            if (self) {
-                /* Outside deques are never popped by their owner: take a
-                 * batch, run one, keep the rest in our own deque. */
-                conc_future_t *batch[BATCH];
-                size_t k = 0;
-                for (int tries = 0; tries < 4 && !k && conc__deque_nonempty(d); tries++)
-                    k = conc__deque_steal_batch(d, batch, BATCH);
-                if (k) {
-                    /* Pushed newest first, so our LIFO pops take them in
-                     * submission order (Python's pool starts work FIFO). */
-                    for (size_t j = k; j-- > 1;)
-                        if (!conc__deque_push(&self->dq, batch[j]))
-                            run(p, batch[j]); /* no memory to queue it: run it now */
-                    return batch[0];
-                }
-                continue;
+    conc_future_t *f;
+    for (size_t k = 0; k < n; k++) {
+        worker_t *w = p->workers[(start + k) % n];
+        if (w && w != self && (f = steal_from(&w->dq)))
+            return f;
+    }
+    for (size_t k = 0; k <= e; k++) {
+        size_t i = (start + k) % (e + 1);
+        conc__deque_t *d = i < e ? p->ext[i] : &p->overflow;
+        if (self && i < e && conc__deque_size(d) >= BATCH_MIN) {
+            conc_future_t *batch[BATCH];
+            size_t got = conc__deque_steal_batch(d, batch, BATCH);
+            if (got) {
+                /* Pushed newest first, so our LIFO pops take them in
+                 * submission order. */
+                for (size_t j = got; j-- > 1;)
+                    if (!conc__deque_push(&self->dq, batch[j]))
+                        run(p, batch[j]); /* no memory to queue it: run it now */
+                return batch[0];
             }
-        } else {
-            d = &p->overflow;
         }
-        /* A steal can lose a race with a non-empty deque: retry a little. */
-        for (int tries = 0; tries < 4 && conc__deque_nonempty(d); tries++) {
-            conc_future_t *f = conc__deque_steal(d);
-            if (f)
-                return f;
-        }
+        if ((f = steal_from(d)))
+            return f;
     }
     return NULL;
 }
@@ -206,21 +214,18 @@ bool conc__pool_run_inline(conc_future_t *f)
         return false;
     if (atomic_load_explicit(&w->pool->broken, memory_order_acquire))
         return false;
-    return conc__future_run(f); /* claims it; the queue entry is skipped later */
-}
-
-bool conc__pool_help_one(void)
-{
-    worker_t *w = tl_worker;
-    if (!w)
-        return false;
-    conc_future_t *f = conc__deque_pop(&w->dq);
-    if (!f)
-        f = steal_any(w->pool, w);
-    if (!f)
-        return false;
-    run(w->pool, f);
-    return true;
+    /* Run it as if on another worker: a context of its own, so it has its
+     * own failure record and RLock identity (the waiting task may hold an
+     * RLock; the subtask must not silently re-enter it). */
+    conc__ctx_t *caller = conc__ctx();
+    conc__ctx_t tmp;
+    conc__ctx_init(&tmp);
+    tmp.thread = caller->thread;
+    tmp.spin_ns = caller->spin_ns;
+    conc__ctx_bind(&tmp);
+    bool ran = conc__future_run(f); /* claims it; the queue entry is skipped later */
+    conc__ctx_bind(caller);
+    return ran;
 }
 
 /* ------------------------------------------------------------- workers */
@@ -260,9 +265,13 @@ static void *worker_main(void *arg)
         }
         if (atomic_load_explicit(&p->broken, memory_order_acquire))
             break;
-        /* Nothing to do: spin a little, then sleep. */
+        /* Nothing to do: spin a little (a fixed floor on top of the
+         * adaptive budget: work tends to arrive in streams, and a worker
+         * that falls asleep costs the submitter a wake-up), then sleep. */
         conc__spinner_t sp;
         conc__spin_begin(&sp, CONC__NO_DEADLINE);
+        if (conc__smp() && sp.end < sp.start + IDLE_SPIN_NS)
+            sp.end = sp.start + IDLE_SPIN_NS;
         bool found = false;
         while (conc__spin_more(&sp))
             if ((found = any_work(p)))
@@ -270,8 +279,6 @@ static void *worker_main(void *arg)
         conc__spin_end(&sp, found);
         if (found)
             continue;
-        if (atomic_load_explicit(&p->shutdown, memory_order_acquire) && !any_work(p))
-            break;
         /* Then yield for a while before sleeping: on a busy machine the
          * submitter may just need our CPU, and a sleeping worker costs it
          * a wake-up syscall per task burst. */
@@ -289,10 +296,17 @@ static void *worker_main(void *arg)
         /* Pairs with the submitters' light fence: after this, a push that
          * our check below misses is one whose submitter sees idle > 0. */
         conc__fence_heavy();
-        if (any_work(p) || atomic_load_explicit(&p->shutdown, memory_order_seq_cst)) {
+        if (any_work(p)) {
             atomic_fetch_sub_explicit(&p->idle, 1, memory_order_seq_cst);
             conc__waitq_unlock(&p->idleq);
             continue;
+        }
+        /* Exit only here, after the heavy fence: a submit that passed its
+         * own shutdown check has its push visible to any_work above. */
+        if (atomic_load_explicit(&p->shutdown, memory_order_seq_cst)) {
+            atomic_fetch_sub_explicit(&p->idle, 1, memory_order_seq_cst);
+            conc__waitq_unlock(&p->idleq);
+            break;
         }
         conc__waitq_push(&p->idleq, &wt);
         conc__waitq_unlock(&p->idleq);
@@ -302,7 +316,11 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Start one more worker if allowed; under p->lock. */
+/* Start one more worker if allowed; under p->lock. The worker is published
+ * in workers[] only once its thread exists (stealers read the table
+ * without the lock). Workers are daemon threads: the pool's own exit
+ * handler shuts pools down and joins them, before conc joins the other
+ * non-daemon threads, whatever order things were first used in. */
 static int start_worker_locked(pool_t *p)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
@@ -320,17 +338,15 @@ static int start_worker_locked(pool_t *p)
     w->victim = (unsigned)n + 1;
     char name[96];
     snprintf(name, sizeof name, "%s_%zu", p->prefix, n);
-    conc_thread_opts_t o = {.name = name};
-    p->workers[n] = w;
-    atomic_store_explicit(&p->nworkers, n + 1, memory_order_release);
+    conc_thread_opts_t o = {.name = name, .daemon = true};
     int rc = conc_thread_spawn(&w->thread, worker_main, w, &o);
     if (rc) {
-        atomic_store_explicit(&p->nworkers, n, memory_order_release);
-        p->workers[n] = NULL;
         conc__deque_destroy(&w->dq);
         free(w);
         return n == 0 ? rc : 0; /* with some workers, carry on */
     }
+    p->workers[n] = w;
+    atomic_store_explicit(&p->nworkers, n + 1, memory_order_release);
     return 0;
 }
 
@@ -404,6 +420,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
         conc_future_free(f);
         return CONC_ENOMEM;
     }
+    conc__fence_light(); /* the push before the shutdown and idle checks; see fence.h */
     if (!(w && w->pool == p) && atomic_load_explicit(&p->shutdown, memory_order_seq_cst)) {
         /* Shutdown raced with this submit (Python serialises the two with a
          * lock). Seeing the flag only now, our push may have come after the
@@ -415,16 +432,23 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
             return CONC_ESHUTDOWN;
         }
     }
-    conc__fence_light(); /* the push before the idle check; see fence.h */
     if (atomic_load_explicit(&p->idle, memory_order_relaxed)) {
         wake_one_worker(p);
     } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers) {
         conc__lock_acquire_dl(&p->lock, CONC__NO_DEADLINE);
-        int rc = atomic_load_explicit(&p->shutdown, memory_order_relaxed) ? 0 : start_worker_locked(p);
+        bool shut = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
+        int rc = shut ? 0 : start_worker_locked(p);
+        size_t nw = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
         conc_lock_release(&p->lock);
-        if (rc && atomic_load_explicit(&p->nworkers, memory_order_relaxed) == 0) {
-            /* No worker could start at all: do not leave it queued forever. */
-            conc__future_fail_now(f, rc, "could not start a worker thread");
+        if (nw == 0) {
+            /* Nobody will ever run it: shut down before a first worker
+             * existed, or no thread could be started at all. */
+            if (shut && conc_future_cancel(f)) {
+                conc_future_free(f);
+                return CONC_ESHUTDOWN;
+            }
+            if (rc)
+                conc__future_fail_now(f, rc, "could not start a worker thread");
         }
     }
     *out = f;
@@ -458,7 +482,8 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
     return 0;
 }
 
-static void registry_remove(pool_t *p)
+/* Returns true if no pool is left. */
+static bool registry_remove(pool_t *p)
 {
     conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
     for (pool_t **pp = &registry; *pp; pp = &(*pp)->all_next)
@@ -466,13 +491,15 @@ static void registry_remove(pool_t *p)
             *pp = p->all_next;
             break;
         }
+    bool last = registry == NULL;
     conc_lock_release(&registry_lock);
+    return last;
 }
 
 static void pool_destroy(conc_executor_t *ex)
 {
     pool_t *p = (pool_t *)ex;
-    registry_remove(p);
+    bool last = registry_remove(p);
     /* Anything left (submitted after the workers were gone) is cancelled. */
     conc_future_t *f;
     while ((f = steal_any(p, NULL)) != NULL) {
@@ -496,6 +523,8 @@ static void pool_destroy(conc_executor_t *ex)
     free(p->workers);
     p->gen = 0;
     free(p);
+    if (last)
+        conc__futures_trim(); /* no pool left: give recycled futures back */
 }
 
 static const conc_executor_ops_t pool_ops = {

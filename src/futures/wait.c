@@ -242,9 +242,15 @@ int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, s
         conc_future_ref(u[i]);
         atomic_fetch_add_explicit(CONC__A(&sh->refs), 1, RLX);
         if (conc__future_add_callback(u[i], ac_cb, sh, ac_discard)) {
-            /* out of memory: count it as finished when it is done, by
-             * polling in next(); keep our reference balanced */
+            /* Out of memory: undo. Callbacks already registered keep the
+             * shared state alive through their own references. */
             ac_unref(sh);
+            for (size_t k = 0; k <= i; k++)
+                conc_future_free(u[k]);
+            free(u);
+            free(it);
+            ac_unref(sh);
+            return CONC_ENOMEM;
         }
     }
     *out = it;

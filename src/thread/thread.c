@@ -46,8 +46,6 @@ static conc_thread_t *main_thread;
 static __thread conc_thread_t *self_record __attribute__((tls_model("initial-exec")));
 
 extern void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
-void conc__ctx_init(conc__ctx_t *ctx);
-void conc__ctx_bind(conc__ctx_t *ctx);
 
 static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg);
 static conc_excepthook_fn hook_fn = default_hook; /* under hook_lock */
