@@ -502,23 +502,24 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
     return conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
 }
 
-static int wait_timeout(conc_future_t *f, double timeout)
+/* Wait up to timeout for f to be done: 0 once it finished (the outcome is
+ * visible), CONC_ECANCELLED, CONC_ETIMEDOUT, CONC_EINVAL. */
+static int wait_finished(conc_future_t *f, double timeout)
 {
     int64_t deadline;
-    if (conc__deadline(timeout, &deadline))
+    if (!f || conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
-    return conc__future_wait_done(f, deadline); /* ends with an acquire load */
+    int rc = conc__future_wait_done(f, deadline); /* ends with an acquire load */
+    if (rc)
+        return rc;
+    return fstate(f) == CONC_FUTURE_CANCELLED ? CONC_ECANCELLED : 0;
 }
 
 int conc_future_result(conc_future_t *f, double timeout, void **result)
 {
-    if (!f)
-        return CONC_EINVAL;
-    int rc = wait_timeout(f, timeout);
+    int rc = wait_finished(f, timeout);
     if (rc)
         return rc;
-    if (fstate(f) == CONC_FUTURE_CANCELLED)
-        return CONC_ECANCELLED;
     if (f->code)
         return f->code;
     if (result)
@@ -528,13 +529,9 @@ int conc_future_result(conc_future_t *f, double timeout, void **result)
 
 int conc_future_exception(conc_future_t *f, double timeout, int *code, const char **msg)
 {
-    if (!f)
-        return CONC_EINVAL;
-    int rc = wait_timeout(f, timeout);
+    int rc = wait_finished(f, timeout);
     if (rc)
         return rc;
-    if (fstate(f) == CONC_FUTURE_CANCELLED)
-        return CONC_ECANCELLED;
     if (code)
         *code = f->code;
     if (msg)

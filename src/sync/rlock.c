@@ -37,22 +37,8 @@ int conc_rlock_acquire(conc_rlock_t *r, bool blocking, double timeout)
 {
     if (!r)
         return CONC_EINVAL;
-    if (__builtin_expect(blocking && timeout == CONC_FOREVER, 1)) {
-        uintptr_t me = conc__ctx_id();
-        if (conc__load(&r->owner, RLX) == me) {
-            if (r->count == (unsigned long)-1)
-                return CONC_ERANGE;
-            r->count++;
-            return 0;
-        }
-        unsigned exp = 0;
-        if (!atomic_compare_exchange_strong_explicit(CONC__A(&r->lock.state), &exp, 1u, ACQ, RLX) &&
-            conc__lock_acquire_slow(&r->lock, CONC__NO_DEADLINE))
-            return CONC_ETIMEDOUT; /* not reached: no deadline */
-        conc__store(&r->owner, me, RLX);
-        r->count = 1;
-        return 0;
-    }
+    if (__builtin_expect(blocking && timeout == CONC_FOREVER, 1))
+        return conc__rlock_acquire_dl(r, CONC__NO_DEADLINE); /* inlined: same file */
     int64_t deadline = CONC__NO_DEADLINE;
     if (!(blocking && timeout == CONC_FOREVER)) {
         int rc = conc__acquire_deadline(blocking, timeout, &deadline);
