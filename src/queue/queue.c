@@ -149,9 +149,11 @@ static void wake_all(conc__waitq_t *wq, atomic_uint *cnt)
 
 static inline void after_put(conc_queue_t *q)
 {
-    /* ring and heapq publish with an atomic RMW; segq with a release
-     * store, paired with the sleeper's heavy fence (core/fence.h). */
-    conc__fence_light();
+    /* ring and heapq publish with an atomic RMW, which already orders the
+     * load below; segq with a release store, paired with the sleeper's
+     * heavy fence (core/fence.h). */
+    if (q->impl == IMPL_SEGQ)
+        conc__fence_light();
     if (atomic_load_explicit(&q->gsleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->getq, &q->gsleep);
 }
