@@ -263,8 +263,8 @@ static void *worker_main(void *arg)
             run(p, f);
             continue;
         }
-        if (atomic_load_explicit(&p->broken, memory_order_acquire))
-            break;
+        if (atomic_load_explicit(&p->broken, memory_order_acquire) && !any_work(p))
+            break; /* run() fails whatever is still queued */
         /* Nothing to do: spin a little (a fixed floor on top of the
          * adaptive budget: work tends to arrive in streams, and a worker
          * that falls asleep costs the submitter a wake-up), then sleep. */
@@ -421,6 +421,12 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
         return CONC_ENOMEM;
     }
     conc__fence_light(); /* the push before the shutdown and idle checks; see fence.h */
+    if (atomic_load_explicit(&p->broken, memory_order_seq_cst)) {
+        /* The initializer failed meanwhile and the workers may be gone. */
+        conc__future_fail_now(f, CONC_EBROKEN, "a thread initializer failed, the pool is not usable anymore");
+        conc_future_free(f);
+        return CONC_EBROKEN;
+    }
     if (!(w && w->pool == p) && atomic_load_explicit(&p->shutdown, memory_order_seq_cst)) {
         /* Shutdown raced with this submit (Python serialises the two with a
          * lock). Seeing the flag only now, our push may have come after the
