@@ -326,6 +326,57 @@ static int bench_target(const char *row, const char *peer, double want, const ch
     return met;
 }
 
+/* Tally of target checks for the closing summary. */
+typedef struct bench_tally {
+    int met, missed;
+} bench_tally_t;
+
+/* bench_target for a row that was run (rows left out by --only are not
+ * counted), added to *t. */
+static void bench_target_tally(bench_tally_t *t, const char *row, const char *peer, double want,
+                               const char *text)
+{
+    if (!bench_row_find(row))
+        return;
+    int r = bench_target(row, peer, want, text);
+    t->met += r == 1;
+    t->missed += r == 0;
+}
+
+/* "conc >= want x python" on every row that has a python impl. */
+static void bench_python_targets(bench_tally_t *t, double want)
+{
+    for (int i = 0; i < bench_nrows; i++) {
+        if (!bench_impl_find(&bench_rows[i], "python"))
+            continue;
+        char text[96];
+        snprintf(text, sizeof text, "%s: conc >= %gx python", bench_rows[i].name, want);
+        bench_target_tally(t, bench_rows[i].name, "python", want, text);
+    }
+}
+
+/* The common end of every bench program: the tally line, the JSON lines
+ * (if jsonl), the time taken. Returns the exit status: 1 if an impl
+ * FAILED its checks or the JSON lines could not be written, else 0. */
+static int bench_finish(const char *module, const bench_tally_t *t, const char *jsonl, double t_start)
+{
+    printf("  %d met, %d missed\n", t->met, t->missed);
+    int failed = 0;
+    for (int i = 0; i < bench_nrows; i++)
+        for (int j = 0; j < bench_rows[i].nimpl; j++)
+            failed += bench_rows[i].impl[j].status == BENCH_FAILED;
+    if (jsonl) {
+        int lines = bench_write_jsonl(jsonl);
+        if (lines >= 0)
+            printf("\n%d rows appended to %s\n", lines, jsonl);
+        else
+            failed++;
+    }
+    printf("%s bench took %.0f s%s\n", module, bench_now() - t_start,
+           failed ? "; some impls FAILED their checks (see above)" : "");
+    return failed ? 1 : 0;
+}
+
 /* ------------------------------------------------- external peer program */
 
 /* Run argv (argv[0] is a path), collect one double per stdout line into

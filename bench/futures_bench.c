@@ -1007,44 +1007,16 @@ int main(int argc, char **argv)
         bench_print_row(&bench_rows[i]);
 
     printf("\ntargets (issue 4, 2-core machine), as ratios of medians:\n");
-    int missed = 0, met = 0;
-#define TARGET(row, peer, want, text)                                                     \
-    do {                                                                                 \
-        if (bench_row_find(row)) {                                                       \
-            int r_ = bench_target(row, peer, want, text);                                \
-            met += r_ == 1;                                                              \
-            missed += r_ == 0;                                                           \
-        }                                                                                \
-    } while (0)
-    TARGET("pool.throughput", "tbb", 2.0, "pool.throughput: conc >= 2.0x tbb");
+    bench_tally_t tally = {0, 0};
+    bench_target_tally(&tally, "pool.throughput", "tbb", 2.0, "pool.throughput: conc >= 2.0x tbb");
     /* times: "conc <= k x peer" is "peer/conc >= 1/k" */
-    TARGET("pool.latency", "glib", 1 / 0.2, "pool.latency: conc time <= 0.2x glib");
-    TARGET("pool.nested", "tbb", 1 / 1.5, "pool.nested: conc time <= 1.5x tbb");
-    for (int i = 0; i < bench_nrows; i++) {
-        if (!bench_impl_find(&bench_rows[i], "python"))
-            continue;
-        char text[96];
-        snprintf(text, sizeof text, "%s: conc >= 100x python", bench_rows[i].name);
-        TARGET(bench_rows[i].name, "python", 100.0, text);
-    }
-    printf("  %d met, %d missed\n", met, missed);
-
-    int failed = 0;
-    for (int i = 0; i < bench_nrows; i++)
-        for (int j = 0; j < bench_rows[i].nimpl; j++)
-            failed += bench_rows[i].impl[j].status == BENCH_FAILED;
-    if (opt_jsonl) {
-        int lines = bench_write_jsonl(opt_jsonl);
-        if (lines >= 0)
-            printf("\n%d rows appended to %s\n", lines, opt_jsonl);
-        else
-            failed++;
-    }
-    printf("futures bench took %.0f s%s\n", bench_now() - t_start,
-           failed ? "; some impls FAILED their checks (see above)" : "");
+    bench_target_tally(&tally, "pool.latency", "glib", 1 / 0.2, "pool.latency: conc time <= 0.2x glib");
+    bench_target_tally(&tally, "pool.nested", "tbb", 1 / 1.5, "pool.nested: conc time <= 1.5x tbb");
+    bench_python_targets(&tally, 100.0);
+    int status = bench_finish("futures", &tally, opt_jsonl, t_start);
     fflush(stdout);
     fflush(stderr);
     if (g_abandoned)
-        _exit(failed ? 1 : 0); /* a hung pool would block the exit-time shutdown */
-    return failed ? 1 : 0;
+        _exit(status); /* a hung pool would block the exit-time shutdown */
+    return status;
 }

@@ -753,38 +753,9 @@ int main(int argc, char **argv)
         bench_print_row(&bench_rows[i]);
 
     printf("\ntargets (issue 3, 2-core machine), as ratios of medians:\n");
-    int missed = 0, met = 0;
-#define TARGET(row, peer, want, text)                                                     \
-    do {                                                                                 \
-        if (bench_row_find(row)) {                                                       \
-            int r_ = bench_target(row, peer, want, text);                                \
-            met += r_ == 1;                                                              \
-            missed += r_ == 0;                                                           \
-        }                                                                                \
-    } while (0)
-    TARGET("queue.1p1c", "moodycamel", 1.5, "queue.1p1c: conc >= 1.5x moodycamel");
-    TARGET("queue.2p2c", "moodycamel", 1.0, "queue.2p2c: conc >= 1.0x moodycamel");
-    for (int i = 0; i < bench_nrows; i++) {
-        if (!bench_impl_find(&bench_rows[i], "python"))
-            continue;
-        char text[96];
-        snprintf(text, sizeof text, "%s: conc >= 50x python", bench_rows[i].name);
-        TARGET(bench_rows[i].name, "python", 50.0, text);
-    }
-    printf("  %d met, %d missed\n", met, missed);
-
-    int failed = 0;
-    for (int i = 0; i < bench_nrows; i++)
-        for (int j = 0; j < bench_rows[i].nimpl; j++)
-            failed += bench_rows[i].impl[j].status == BENCH_FAILED;
-    if (opt_jsonl) {
-        int lines = bench_write_jsonl(opt_jsonl);
-        if (lines >= 0)
-            printf("\n%d rows appended to %s\n", lines, opt_jsonl);
-        else
-            failed++;
-    }
-    printf("queue bench took %.0f s%s\n", bench_now() - t_start,
-           failed ? "; some impls FAILED their checks (see above)" : "");
-    return failed ? 1 : 0;
+    bench_tally_t tally = {0, 0};
+    bench_target_tally(&tally, "queue.1p1c", "moodycamel", 1.5, "queue.1p1c: conc >= 1.5x moodycamel");
+    bench_target_tally(&tally, "queue.2p2c", "moodycamel", 1.0, "queue.2p2c: conc >= 1.0x moodycamel");
+    bench_python_targets(&tally, 50.0);
+    return bench_finish("queue", &tally, opt_jsonl, t_start);
 }

@@ -874,40 +874,11 @@ int main(int argc, char **argv)
         bench_print_row(&bench_rows[i]);
 
     printf("\ntargets (issue 2), as ratios of medians:\n");
-    int missed = 0, met = 0;
-#define TARGET(row, peer, want, text)                                                     \
-    do {                                                                                 \
-        if (bench_row_find(row)) {                                                       \
-            int r_ = bench_target(row, peer, want, text);                                \
-            met += r_ == 1;                                                              \
-            missed += r_ == 0;                                                           \
-        }                                                                                \
-    } while (0)
-    TARGET("lock.uncontended", "gmutex", 1.0, "lock.uncontended: conc time <= 1.0x gmutex");
-    TARGET("lock.contended2", "gmutex", 1.0, "lock.contended2: conc ops/s >= 1.0x gmutex");
-    TARGET("event.pingpong", "pthread", 100.0, "event.pingpong: conc >= 100x pthread");
-    TARGET("thread.start_join", "pthread", 1.0, "thread.start_join: conc time <= 1.0x pthread");
-    for (int i = 0; i < bench_nrows; i++) {
-        if (!bench_impl_find(&bench_rows[i], "python"))
-            continue;
-        char text[96];
-        snprintf(text, sizeof text, "%s: conc >= 20x python", bench_rows[i].name);
-        TARGET(bench_rows[i].name, "python", 20.0, text);
-    }
-    printf("  %d met, %d missed\n", met, missed);
-
-    int failed = 0;
-    for (int i = 0; i < bench_nrows; i++)
-        for (int j = 0; j < bench_rows[i].nimpl; j++)
-            failed += bench_rows[i].impl[j].status == BENCH_FAILED;
-    if (opt_jsonl) {
-        int lines = bench_write_jsonl(opt_jsonl);
-        if (lines >= 0)
-            printf("\n%d rows appended to %s\n", lines, opt_jsonl);
-        else
-            failed++;
-    }
-    printf("sync bench took %.0f s%s\n", bench_now() - t_start,
-           failed ? "; some impls FAILED their checks (see above)" : "");
-    return failed ? 1 : 0;
+    bench_tally_t tally = {0, 0};
+    bench_target_tally(&tally, "lock.uncontended", "gmutex", 1.0, "lock.uncontended: conc time <= 1.0x gmutex");
+    bench_target_tally(&tally, "lock.contended2", "gmutex", 1.0, "lock.contended2: conc ops/s >= 1.0x gmutex");
+    bench_target_tally(&tally, "event.pingpong", "pthread", 100.0, "event.pingpong: conc >= 100x pthread");
+    bench_target_tally(&tally, "thread.start_join", "pthread", 1.0, "thread.start_join: conc time <= 1.0x pthread");
+    bench_python_targets(&tally, 20.0);
+    return bench_finish("sync", &tally, opt_jsonl, t_start);
 }
