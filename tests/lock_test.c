@@ -333,3 +333,24 @@ Test(lock, mutual_exclusion_mixed_modes, .timeout = TU_TIMEOUT)
     cr_assert_eq(m.counter, 4 * m.iters);
     cr_assert_not(conc_lock_locked(&m.l));
 }
+
+/* The header inlines the uncontended paths (conc__lock_*_inline behind the
+ * conc_lock_acquire/release macros); the functions behind them must agree
+ * with the out-of-line ones on every outcome. */
+Test(lock, inline_and_out_of_line_paths_agree, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    cr_assert_eq(conc__lock_acquire_inline(&l, true, CONC_FOREVER), 0);
+    cr_assert_eq((conc_lock_acquire)(&l, false, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc__lock_acquire_inline(&l, false, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc__lock_acquire_inline(&l, true, 0.01), CONC_ETIMEDOUT);
+    cr_assert_eq(conc__lock_release_inline(&l), 0);
+    cr_assert_eq(conc__lock_release_inline(&l), CONC_EPERM);
+    cr_assert_eq((conc_lock_release)(&l), CONC_EPERM);
+    cr_assert_eq((conc_lock_acquire)(&l, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc__lock_release_inline(&l), 0);
+    cr_assert_eq(conc__lock_acquire_inline(NULL, true, CONC_FOREVER), CONC_EINVAL);
+    cr_assert_eq(conc__lock_release_inline(NULL), CONC_EINVAL);
+    cr_assert_eq(conc__lock_acquire_inline(&l, false, 1.0), CONC_EINVAL);
+    cr_assert_not(conc_lock_locked(&l));
+}

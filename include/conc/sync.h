@@ -33,7 +33,7 @@ extern "C" {
 struct conc__waiter;
 typedef struct conc__waitq {
     unsigned int guard; /* spin lock protecting head/tail (atomic) */
-    unsigned int len;
+    unsigned int reserved;
     struct conc__waiter *head, *tail;
 } conc__waitq_t;
 
@@ -194,7 +194,6 @@ typedef struct conc_barrier {
     int parties;
     int count;             /* contexts waiting in this cycle */
     int state;             /* 0 filling, 1 draining, -1 resetting, -2 broken */
-    unsigned long cycle;
     void (*action)(void *arg);
     void *arg;
     double timeout;

@@ -243,7 +243,6 @@ void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w)
         q->head = w;
     q->tail = w;
     w->queued = 1;
-    q->len++;
 }
 
 void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w)
@@ -256,7 +255,6 @@ void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w)
         q->tail = w;
     q->head = w;
     w->queued = 1;
-    q->len++;
 }
 
 void conc__waitq_remove(conc__waitq_t *q, conc__waiter_t *w)
@@ -271,7 +269,6 @@ void conc__waitq_remove(conc__waitq_t *q, conc__waiter_t *w)
         q->tail = w->prev;
     w->next = w->prev = NULL;
     w->queued = 0;
-    q->len--;
 }
 
 conc__waiter_t *conc__waitq_pop(conc__waitq_t *q)
@@ -288,7 +285,6 @@ conc__waiter_t *conc__waitq_take_all(conc__waitq_t *q)
     for (conc__waiter_t *w = list; w; w = w->next)
         w->queued = 0;
     q->head = q->tail = NULL;
-    q->len = 0;
     return list;
 }
 

@@ -57,7 +57,6 @@ typedef struct worker {
     conc__deque_t dq;
     pool_t *pool;
     conc_thread_t *thread;
-    unsigned id;
     unsigned victim;
 } worker_t;
 
@@ -81,7 +80,6 @@ struct pool {
     conc__waitq_t idleq;
     atomic_int shutdown;
     atomic_int broken;
-    bool freed;
     struct pool *all_next;        /* registry of live pools (atexit) */
 };
 
@@ -334,7 +332,6 @@ static int start_worker_locked(pool_t *p)
         return CONC_ENOMEM;
     }
     w->pool = p;
-    w->id = (unsigned)n;
     w->victim = (unsigned)n + 1;
     char name[96];
     snprintf(name, sizeof name, "%s_%zu", p->prefix, n);

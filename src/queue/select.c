@@ -63,6 +63,17 @@ static void unregister(conc_queue_t *const *qs, conc__waiter_t *nodes, size_t co
     }
 }
 
+/* One scan: 0 with an item (and *got set), CONC_ESHUTDOWN when every queue
+ * is shut down and empty, 1 when there is nothing yet. */
+static int try_all(conc_queue_t *const *qs, size_t n, size_t start, void **item, size_t *got)
+{
+    bool all_shut = false;
+    *got = scan(qs, n, start, item, &all_shut);
+    if (*got < n)
+        return 0;
+    return all_shut ? CONC_ESHUTDOWN : 1;
+}
+
 static void pass_on(conc_queue_t *const *qs, size_t n, const bool *notified, size_t used)
 {
     for (size_t i = 0; i < n; i++)
@@ -83,12 +94,12 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
         return CONC_EINVAL;
 
     size_t start = conc__select_next % n;
-    bool all_shut = false;
-    size_t got = scan(qs, n, start, item, &all_shut);
-    if (got < n)
+    size_t got;
+    int rc = try_all(qs, n, start, item, &got);
+    if (rc == 0)
         goto found;
-    if (all_shut)
-        return CONC_ESHUTDOWN;
+    if (rc < 0)
+        return rc;
     if (timeout == 0)
         return CONC_EEMPTY;
 
@@ -119,17 +130,9 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
             return CONC_ENOMEM;
         }
     }
-    int rc;
     for (;;) {
-        got = scan(qs, n, start, item, &all_shut);
-        if (got < n) {
-            rc = 0;
+        if ((rc = try_all(qs, n, start, item, &got)) <= 0)
             break;
-        }
-        if (all_shut) {
-            rc = CONC_ESHUTDOWN;
-            break;
-        }
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline) {
             rc = CONC_EEMPTY;
             break;
@@ -162,16 +165,10 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
         if (!ready)
             conc__park(&g, deadline);
         unregister(qs, nodes, reg, notified);
-        got = scan(qs, n, start, item, &all_shut);
+        rc = try_all(qs, n, start, item, &got);
         pass_on(qs, reg, notified, got);
-        if (got < n) {
-            rc = 0;
+        if (rc <= 0)
             break;
-        }
-        if (all_shut) {
-            rc = CONC_ESHUTDOWN;
-            break;
-        }
     }
     if (nodes != stack_nodes) {
         free(nodes);

@@ -108,7 +108,6 @@ int conc_barrier_wait(conc_barrier_t *b, double timeout, int *index)
         }
         if (rc == 0) {
             b->state = DRAINING;
-            b->cycle++;
             conc__barrier_wake_all(b);
         }
     } else {

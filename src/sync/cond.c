@@ -15,28 +15,26 @@
 
 enum { KIND_OWN = 0, KIND_LOCK = 1, KIND_RLOCK = 2 };
 
-int conc_cond_init(conc_cond_t *c, conc_lock_t *lock)
+static int cond_init(conc_cond_t *c, void *lock, int kind)
 {
     if (!c)
         return CONC_EINVAL;
     *c = (conc_cond_t)CONC_COND_INIT;
     if (lock) {
         c->lock = lock;
-        c->kind = KIND_LOCK;
+        c->kind = kind;
     }
     return 0;
 }
 
+int conc_cond_init(conc_cond_t *c, conc_lock_t *lock)
+{
+    return cond_init(c, lock, KIND_LOCK);
+}
+
 int conc_cond_init_rlock(conc_cond_t *c, conc_rlock_t *rlock)
 {
-    if (!c)
-        return CONC_EINVAL;
-    *c = (conc_cond_t)CONC_COND_INIT;
-    if (rlock) {
-        c->lock = rlock;
-        c->kind = KIND_RLOCK;
-    }
-    return 0;
+    return cond_init(c, rlock, KIND_RLOCK);
 }
 
 static conc_rlock_t *conc__cond_rlock(conc_cond_t *c)
