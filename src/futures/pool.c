@@ -27,7 +27,7 @@
  * future is cancelled; workers drain what is left and exit; wait joins
  * them. A failing initializer breaks the pool: queued futures fail with
  * CONC_EBROKEN and so do later submits. At process exit, live pools are
- * shut down and joined (an atexit handler), as Python does.
+ * shut down and joined (an exit hook of the thread module), as Python does.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -43,6 +43,7 @@
 #include "futures/deque.h"
 #include "futures/internal.h"
 #include "sync/internal.h"
+#include "thread/internal.h"
 
 #define EXT_MAX 64
 #define DEQUE_SIZE 256
@@ -80,7 +81,7 @@ struct pool {
     conc__waitq_t idleq;
     atomic_int shutdown;
     atomic_int broken;
-    struct pool *all_next;        /* registry of live pools (atexit) */
+    struct pool *all_next;        /* registry of live pools (exit hook) */
 };
 
 static __thread worker_t *tl_worker;
@@ -316,9 +317,8 @@ static void *worker_main(void *arg)
 
 /* Start one more worker if allowed; under p->lock. The worker is published
  * in workers[] only once its thread exists (stealers read the table
- * without the lock). Workers are daemon threads: the pool's own exit
- * handler shuts pools down and joins them, before conc joins the other
- * non-daemon threads, whatever order things were first used in. */
+ * without the lock). Workers are daemon threads: the pool's exit hook
+ * shuts pools down and joins them (thread/internal.h). */
 static int start_worker_locked(pool_t *p)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
@@ -543,8 +543,11 @@ bool conc__executor_is_own_worker(conc_executor_t *ex)
     return ex->ops == &pool_ops && tl_worker && tl_worker->pool == (pool_t *)ex;
 }
 
-static void pools_atexit(void)
+/* Exit hook (thread/internal.h): shut down and join every live pool, as
+ * Python does at interpreter exit; true if there was one. */
+static bool pools_exit_hook(void)
 {
+    bool any = false;
     for (;;) {
         conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
         pool_t *p = registry;
@@ -552,7 +555,8 @@ static void pools_atexit(void)
             registry = p->all_next;
         conc_lock_release(&registry_lock);
         if (!p)
-            return;
+            return any;
+        any = true;
         if (!tl_worker || tl_worker->pool != p)
             pool_shutdown(&p->base, true, false);
     }
@@ -560,7 +564,7 @@ static void pools_atexit(void)
 
 static void atexit_init(void)
 {
-    atexit(pools_atexit);
+    conc__at_exit(pools_exit_hook);
 }
 
 int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *opts)

@@ -45,6 +45,13 @@ struct conc_thread {
 
 /* The calling thread's record, created for foreign threads (NULL: no memory). */
 conc_thread_t *conc__thread_self(void);
+/* Modules that keep work alive past main (pools, timers) register an exit
+ * hook: at normal exit conc runs every hook, then joins the non-daemon
+ * threads, and repeats until a round does nothing (a timer may start a
+ * thread, a thread may submit to a pool...). A hook returns true if it
+ * waited for or stopped something. */
+void conc__at_exit(bool (*hook)(void));
+
 /* Report the failure recorded on t's context through the excepthook. */
 void conc__thread_report_failure(conc_thread_t *t);
 /* Every live thread record, for local.c: calls fn under the registry lock. */

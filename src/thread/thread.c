@@ -17,8 +17,9 @@
  * its stack is recycled at once; if nobody joins, the last reference
  * detaches it. `reaped` makes sure exactly one of the two happens.
  *
- * Exit: an atexit handler joins every live non-daemon thread (Python's
- * threading._shutdown). Fork: pthread_atfork handlers keep the registry
+ * Exit: an atexit handler runs the modules' exit hooks (pools, timers) and
+ * joins every live non-daemon thread, until neither finds anything
+ * (Python's threading._shutdown). Fork: pthread_atfork handlers keep the registry
  * consistent; in the child every other thread is marked DONE and the
  * forking thread becomes the main thread, as in CPython.
  */
@@ -519,8 +520,22 @@ conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg)
 
 /* ------------------------------------------------------- exit and fork */
 
-static void join_all_at_exit(void)
+#define EXIT_HOOKS 8
+static bool (*exit_hooks[EXIT_HOOKS])(void); /* under reg_lock */
+static int n_exit_hooks;
+
+void conc__at_exit(bool (*hook)(void))
 {
+    reg_lock_acquire();
+    if (n_exit_hooks < EXIT_HOOKS)
+        exit_hooks[n_exit_hooks++] = hook;
+    reg_lock_release();
+}
+
+/* Join every live non-daemon thread but the caller; true if it joined any. */
+static bool join_round(void)
+{
+    bool joined = false;
     for (;;) {
         conc_thread_t *victim = NULL;
         reg_lock_acquire();
@@ -534,10 +549,30 @@ static void join_all_at_exit(void)
         }
         reg_lock_release();
         if (!victim)
-            return;
+            return joined;
         conc_thread_join(victim, CONC_FOREVER, NULL); /* also reaps the OS thread */
         thread_unref(victim);
+        joined = true;
     }
+}
+
+/* Python's threading._shutdown: the module hooks (pools shut down, timers
+ * drained) and the joins alternate until nothing is left to wait for. */
+static void exit_sequence(void)
+{
+    bool progress;
+    do {
+        progress = false;
+        reg_lock_acquire();
+        int n = n_exit_hooks;
+        bool (*hooks[EXIT_HOOKS])(void);
+        for (int i = 0; i < n; i++)
+            hooks[i] = exit_hooks[i];
+        reg_lock_release();
+        for (int i = 0; i < n; i++)
+            progress |= hooks[i]();
+        progress |= join_round();
+    } while (progress);
 }
 
 static void atfork_prepare(void)
@@ -604,5 +639,5 @@ __attribute__((constructor)) static void conc__thread_init(void)
     reg_add_locked(t);
     conc__foreign_exit_hook = foreign_exit;
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    atexit(join_all_at_exit);
+    atexit(exit_sequence);
 }

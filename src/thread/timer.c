@@ -35,14 +35,13 @@
  *   can never succeed through firing (the only thread that fires timers is
  *   the one waiting), so it returns CONC_EPERM, not only for fn's own timer.
  *
- * Exit: the first time the thread is created an atexit handler is
- *   registered; it waits until the heap is empty and nothing runs, like
- *   Python joining non-daemon Timer threads (skipped when exit() is called on
- *   the timer thread itself). Because it runs before thread.c's exit-time
- *   join (atexit order is LIFO), it also joins live non-daemon threads and
- *   repeats until neither a timer nor such a thread is left: a thread may
- *   start a timer after the heap first drained, and a timer may start a
- *   thread.
+ * Exit: the first time the thread is created an exit hook is registered
+ *   with the thread module (thread/internal.h); it waits until the heap is
+ *   empty and nothing runs, like Python joining non-daemon Timer threads
+ *   (skipped when exit() is called on the timer thread itself). The exit
+ *   sequence alternates it with joining threads until neither a timer nor
+ *   such a thread is left: a thread may start a timer after the heap first
+ *   drained, and a timer may start a thread.
  *
  * Fork: pthread_atfork; prepare takes g.lock so the child inherits a
  *   consistent heap. In the child there is no timer thread: every pending
@@ -92,14 +91,14 @@ struct hent {
 static struct {
     conc_lock_t lock;
     conc_cond_t wake;    /* the timer thread waits here */
-    conc_cond_t idle;    /* the atexit handler waits here */
+    conc_cond_t idle;    /* the exit hook waits here */
     struct hent *heap;
     size_t n, cap;
     uint64_t seq;
     conc_timer_t *running;
     unsigned idle_waiters;
     bool thread_up;
-    bool atexit_done;
+    bool atexit_done;    /* the exit hook is registered */
     unsigned gen;        /* bumped in a forked child */
 } g;
 
@@ -199,7 +198,7 @@ static void heap_remove(conc_timer_t *t)
     }
 }
 
-/* Wake the atexit handler if it waits and there is nothing left to do. */
+/* Wake the exit hook if it waits and there is nothing left to do. */
 static void check_idle(void)
 {
     if (g.idle_waiters && g.n == 0 && !g.running)
@@ -321,18 +320,6 @@ static void *timer_main(void *arg)
     exit(0);
 }
 
-/* Wait until no timer is pending or running. */
-static void wait_drained(void)
-{
-    conc_lock_acquire(&g.lock, true, CONC_FOREVER);
-    while (g.thread_up && (g.n > 0 || g.running)) {
-        g.idle_waiters++;
-        conc_cond_wait(&g.idle, CONC_FOREVER);
-        g.idle_waiters--;
-    }
-    conc_lock_release(&g.lock);
-}
-
 static bool drained(void)
 {
     conc_lock_acquire(&g.lock, true, CONC_FOREVER);
@@ -341,39 +328,22 @@ static bool drained(void)
     return d;
 }
 
-/* Join the live non-daemon threads other than the caller and main; returns
- * true if it joined any. They may start timers, and timers may start them,
- * so exit alternates until neither is left (Python's threading._shutdown
- * treats Timer threads as ordinary non-daemon threads). */
-static bool join_others(void)
+/* Exit hook (thread/internal.h): wait until no timer is pending or
+ * running, like Python's non-daemon Timer threads; true if it waited. The
+ * exit sequence alternates this with joining threads, since timers may
+ * start threads and threads may start timers. */
+static bool timers_exit_hook(void)
 {
-    conc_thread_t *me = conc_current_thread(), *mainth = conc_main_thread();
-    size_t cap = conc_active_count() + 8, n;
-    conc_thread_t **all = malloc(cap * sizeof *all);
-    if (!all)
-        return false;
-    n = conc_thread_enumerate(all, cap);
-    bool joined = false;
-    for (size_t i = 0; i < n && i < cap; i++) {
-        conc_thread_t *t = all[i];
-        if (t != me && t != mainth && !conc_thread_daemon(t) && conc_thread_is_alive(t) &&
-            conc_thread_join(t, CONC_FOREVER, NULL) == 0)
-            joined = true;
-        conc_thread_free(t);
+    if (tl_timer_thread || drained())
+        return false; /* exit() from a timer function: nobody else can fire them */
+    conc_lock_acquire(&g.lock, true, CONC_FOREVER);
+    while (g.thread_up && (g.n > 0 || g.running)) {
+        g.idle_waiters++;
+        conc_cond_wait(&g.idle, CONC_FOREVER);
+        g.idle_waiters--;
     }
-    if (n > cap)
-        joined = true; /* look again */
-    free(all);
-    return joined;
-}
-
-static void timer_atexit(void)
-{
-    if (tl_timer_thread)
-        return; /* exit() from a timer function: nobody else can fire them */
-    do
-        wait_drained();
-    while (join_others() || !drained());
+    conc_lock_release(&g.lock);
+    return true;
 }
 
 /* Called with g.lock held. */
@@ -390,7 +360,7 @@ static int ensure_thread(void)
     g.thread_up = true;
     if (!g.atexit_done) {
         g.atexit_done = true;
-        atexit(timer_atexit);
+        conc__at_exit(timers_exit_hook);
     }
     return 0;
 }
