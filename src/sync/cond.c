@@ -102,29 +102,32 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline)
     return rc;
 }
 
-int conc_cond_wait(conc_cond_t *c, double timeout)
+/* The checks both waits start with: 0 and the deadline, or the error. */
+static int wait_start(conc_cond_t *c, double timeout, int64_t *deadline)
 {
     if (!c)
         return CONC_EINVAL;
-    int64_t deadline;
-    int rc = conc__deadline(timeout, &deadline);
+    int rc = conc__deadline(timeout, deadline);
     if (rc)
         return rc;
-    if (!conc__cond_owned(c))
-        return CONC_EPERM;
-    return conc__cond_wait_dl(c, deadline);
+    return conc__cond_owned(c) ? 0 : CONC_EPERM;
+}
+
+int conc_cond_wait(conc_cond_t *c, double timeout)
+{
+    int64_t deadline;
+    int rc = wait_start(c, timeout, &deadline);
+    return rc ? rc : conc__cond_wait_dl(c, deadline);
 }
 
 int conc_cond_wait_for(conc_cond_t *c, bool (*pred)(void *arg), void *arg, double timeout)
 {
-    if (!c || !pred)
+    if (!pred)
         return CONC_EINVAL;
     int64_t deadline;
-    int rc = conc__deadline(timeout, &deadline);
+    int rc = wait_start(c, timeout, &deadline);
     if (rc)
         return rc;
-    if (!conc__cond_owned(c))
-        return CONC_EPERM;
     while (!pred(arg)) {
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
