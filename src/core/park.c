@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conc/base.h"
+#include "conc/green.h"
 #include "core/futex.h"
 
 #define CONC__SPIN_MIN_NS 500
@@ -30,7 +31,7 @@
 __thread conc__ctx_t *conc__cur __attribute__((tls_model("initial-exec")));
 static pthread_key_t conc__ctx_key;
 static pthread_once_t conc__ctx_once = PTHREAD_ONCE_INIT;
-static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS};
+static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS, .cut_scope = -1};
 
 /* Set by the thread module: runs when a thread conc did not create ends. */
 void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
@@ -54,6 +55,7 @@ void conc__ctx_init(conc__ctx_t *ctx)
 {
     memset(ctx, 0, sizeof *ctx);
     ctx->spin_ns = CONC__SPIN_INIT_NS;
+    ctx->cut_scope = -1;
 }
 
 /* Make ctx the calling OS thread's context (conc-created threads). */
@@ -101,7 +103,8 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
     sp->n = 0;
     sp->start = conc__now_ns();
     int64_t budget = 0;
-    if (conc__smp()) {
+    /* Green threads never spin: the waker may be a sibling on this hub. */
+    if (!sp->ctx->ops && conc__smp()) {
         budget = sp->ctx->spin_ns;
         /* With no budget left, probe now and then: conditions change. */
         if (budget == 0 && (++sp->ctx->spin_skips & 15) == 0)
@@ -188,17 +191,97 @@ static void conc__thread_unpark(conc__waiter_t *w)
         conc__futex_wake(word, 1, 0);
 }
 
+/* ------------------------------------------------------ timeout scopes */
+
+static void scope_recompute(conc__ctx_t *ctx)
+{
+    int64_t m = 0;
+    for (int i = 0; i < ctx->nscopes; i++)
+        if (!(ctx->fired & (1u << i)) && (m == 0 || ctx->scopes[i] < m))
+            m = ctx->scopes[i];
+    ctx->scope_dl = m;
+}
+
+int conc__park_cut(conc__ctx_t *ctx, int64_t deadline)
+{
+    int64_t s = ctx->scope_dl;
+    if (s && s < deadline) {
+        /* The earliest unfired scope fired: mark it (and any other with
+         * the same deadline: one interruption covers them). */
+        for (int i = 0; i < ctx->nscopes; i++)
+            if (!(ctx->fired & (1u << i)) && ctx->scopes[i] == s) {
+                ctx->fired |= (uint8_t)(1u << i);
+                ctx->cut_scope = (int8_t)i;
+            }
+        scope_recompute(ctx);
+    }
+    return CONC_ETIMEDOUT;
+}
+
+int conc_timeout_begin(double seconds)
+{
+    int64_t dl;
+    if (conc__deadline(seconds, &dl))
+        return CONC_EINVAL;
+    conc__ctx_t *ctx = conc__ctx();
+    if (ctx->nscopes >= CONC__MAX_SCOPES)
+        return CONC_ERANGE;
+    if (dl == 0)
+        dl = 1; /* 0 means "no scope" in scope_dl: already passed anyway */
+    int i = ctx->nscopes++;
+    ctx->scopes[i] = dl;
+    ctx->fired &= (uint8_t)~(1u << i);
+    if (dl != CONC__NO_DEADLINE && (ctx->scope_dl == 0 || dl < ctx->scope_dl))
+        ctx->scope_dl = dl;
+    return 0;
+}
+
+int conc_timeout_end(void)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    if (ctx->nscopes == 0)
+        return CONC_EPERM;
+    int i = --ctx->nscopes;
+    int fired = (ctx->fired >> i) & 1;
+    ctx->fired &= (uint8_t)~(1u << i);
+    if (ctx->cut_scope >= i)
+        ctx->cut_scope = -1;
+    scope_recompute(ctx);
+    return fired;
+}
+
+/* ------------------------------------------------------- park dispatch */
+
 int conc__park(conc__waiter_t *w, int64_t deadline)
 {
-    const conc__park_ops_t *ops = w->ctx->ops;
-    if (ops)
-        return ops->park(w, deadline);
-    return conc__thread_park(w, deadline);
+    conc__ctx_t *ctx = w->ctx;
+    const conc__park_ops_t *ops = ctx->ops;
+    ctx->cut_scope = -1;
+    int64_t dl = conc__park_deadline(ctx, deadline);
+    int rc = ops ? ops->park(w, dl) : conc__thread_park(w, dl);
+    if (__builtin_expect(rc == CONC_ETIMEDOUT && dl != deadline, 0))
+        return conc__park_cut(ctx, deadline);
+    return rc;
+}
+
+void conc__park_rearm(conc__waiter_t *w)
+{
+    conc__ctx_t *ctx = w->ctx;
+    if (ctx->cut_scope >= 0) {
+        /* The scope's deadline has passed: the next wait ends at once. */
+        ctx->fired &= (uint8_t)~(1u << ctx->cut_scope);
+        ctx->cut_scope = -1;
+        scope_recompute(ctx);
+    }
+    if (ctx->ops && ctx->ops->rearm)
+        ctx->ops->rearm(w);
 }
 
 void conc__park_settle(conc__waiter_t *w)
 {
-    while (conc__park(w, CONC__NO_DEADLINE) != 0) {
+    /* No scopes here: the unpark is imminent and must be waited for. */
+    const conc__park_ops_t *ops = w->ctx->ops;
+    while ((ops ? ops->park(w, CONC__NO_DEADLINE) : conc__thread_park(w, CONC__NO_DEADLINE)) != 0) {
     }
 }
 
@@ -300,7 +383,8 @@ void conc__unpark_list(conc__waiter_t *list)
 int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
                       void (*on_timeout_locked)(conc__waitq_t *q, void *arg), void *arg)
 {
-    if (conc__park(w, deadline) == 0)
+    int rc = conc__park(w, deadline);
+    if (rc == 0)
         return 0;
     conc__waitq_lock(q);
     if (w->queued) {
@@ -308,9 +392,10 @@ int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
         if (on_timeout_locked)
             on_timeout_locked(q, arg);
         conc__waitq_unlock(q);
-        return CONC_ETIMEDOUT;
+        return rc;
     }
     conc__waitq_unlock(q);
     conc__park_settle(w);
+    conc__park_rearm(w);
     return 0;
 }

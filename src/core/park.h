@@ -59,7 +59,15 @@ typedef struct conc__park_ops {
     /* Wake a parked (or about to park) waiter. */
     void (*unpark)(struct conc__waiter *w);
     const char *kind;
+    /* The wait in w was cut short (kill, timeout scope) but turned out
+     * satisfied: deliver the interruption at the next blocking point. */
+    void (*rearm)(struct conc__waiter *w);
+    /* conc__fd_wait for this kind (NULL: poll). */
+    int (*fd_wait)(int fd, int events, int64_t deadline);
+    void (*fd_forget)(int fd);
 } conc__park_ops_t;
+
+#define CONC__MAX_SCOPES 8
 
 /* An execution context: an OS thread now, a green thread later. */
 typedef struct conc__ctx {
@@ -69,6 +77,12 @@ typedef struct conc__ctx {
     uint32_t spin_ns;            /* adaptive spin budget before sleeping */
     uint32_t spin_skips;         /* waits since the budget fell to 0 */
     void *thread;                /* the conc_thread_t for OS threads, if known */
+    void *green;                 /* scheduling state when a hub runs this context */
+    int64_t scope_dl;            /* earliest unfired timeout scope; 0 = none */
+    int64_t scopes[CONC__MAX_SCOPES]; /* open timeout scopes, innermost last */
+    uint8_t nscopes;
+    uint8_t fired;               /* bit i: scope i fired */
+    int8_t cut_scope;            /* the scope the last park fired, or -1 */
 } conc__ctx_t;
 
 enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };
@@ -130,8 +144,32 @@ static inline void conc__waiter_init(conc__waiter_t *w)
     w->group = 0;
 }
 
-/* Block until unparked (0) or the deadline (CONC_ETIMEDOUT). */
+/* Block until unparked (0) or the deadline (CONC_ETIMEDOUT); green
+ * contexts may also return an interruption (CONC_EKILLED,
+ * CONC_ELOOPEXIT), and an open timeout scope may end the wait early with
+ * CONC_ETIMEDOUT. Callers treat any nonzero result as "stop waiting":
+ * dequeue, then return that code (or, when it turns out the wait was
+ * satisfied after all, succeed and call conc__park_rearm). */
 int conc__park(conc__waiter_t *w, int64_t deadline);
+/* True when rc, just returned by a park of the calling context (before
+ * any other park), means "interrupted": a kill, a LoopExit or a timeout
+ * scope — not the wait's own deadline. */
+static inline bool conc__park_interrupted(int rc)
+{
+    return rc != 0 && (rc != CONC_ETIMEDOUT || conc__ctx()->cut_scope >= 0);
+}
+/* See conc__park: the interruption that ended the last park is not lost. */
+void conc__park_rearm(conc__waiter_t *w);
+
+/* Timeout scopes: the deadline a wait of ctx really has (its own or the
+ * earliest open scope's), and what to return once that passed: marks the
+ * scope fired when it was the scope's; CONC_ETIMEDOUT either way. */
+static inline int64_t conc__park_deadline(const conc__ctx_t *ctx, int64_t deadline)
+{
+    int64_t s = ctx->scope_dl;
+    return (s && s < deadline) ? s : deadline;
+}
+int conc__park_cut(conc__ctx_t *ctx, int64_t deadline);
 /* After a timed-out park found w already dequeued: wait for the imminent
  * unpark, so the waker's last touch happens before w's memory goes. */
 void conc__park_settle(conc__waiter_t *w);

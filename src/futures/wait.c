@@ -110,10 +110,16 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
 
     /* All-completed over many futures: wait for each in turn (cheap, and a
      * pool worker helps run tasks while it waits). */
+    int intr = 0; /* a kill or timeout scope cut the wait short */
     if (return_when == CONC_ALL_COMPLETED) {
-        for (size_t i = 0; i < m; i++)
-            if (conc__future_wait_done(u[i], deadline))
+        for (size_t i = 0; i < m; i++) {
+            int r = conc__future_wait_done(u[i], deadline);
+            if (r) {
+                if (conc__park_interrupted(r))
+                    intr = r;
                 break;
+            }
+        }
     } else {
         conc__waiter_t *nodes = NULL;
         while (!satisfied(u, m, return_when)) {
@@ -134,8 +140,9 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
                 if (!reg[i])
                     any_done = true; /* finished meanwhile: re-check */
             }
-            if (!any_done)
-                conc__park(&g, deadline);
+            int prc = any_done ? 0 : conc__park(&g, deadline);
+            if (conc__park_interrupted(prc))
+                intr = prc;
             for (size_t i = 0; i < m; i++) {
                 if (!reg[i])
                     continue;
@@ -148,6 +155,8 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
                     conc__node_settle(&nodes[i]);
             }
             free(reg);
+            if (intr)
+                break;
         }
         free(nodes);
     }
@@ -169,7 +178,7 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
     if (nnot_done)
         *nnot_done = nd;
     free(u);
-    return 0;
+    return intr;
 }
 
 /* --------------------------------------------------------- as_completed */
@@ -281,7 +290,10 @@ int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f)
                 return CONC_ETIMEDOUT;
             left = (double)ns / 1e9;
         }
-        if (conc_event_wait(&sh->changed, left) == CONC_ETIMEDOUT) {
+        int rc = conc_event_wait(&sh->changed, left);
+        if (rc != 0 && conc__park_interrupted(rc))
+            return rc;
+        if (rc == CONC_ETIMEDOUT) {
             /* one last look before reporting the timeout */
             conc__lock_acquire_dl(&sh->lock, CONC__NO_DEADLINE);
             have = it->yielded < sh->nfinished;

@@ -304,11 +304,13 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
         }
         if (rc != CONC_EFULL)
             return rc; /* CONC_ESHUTDOWN, CONC_ENOMEM */
-        if (sleep_until(q, &q->putq, &q->psleep, has_room, deadline) == CONC_ETIMEDOUT) {
+        int src = sleep_until(q, &q->putq, &q->psleep, has_room, deadline);
+        if (src != 0) {
+            bool intr = conc__park_interrupted(src);
             rc = store_put(q, item);
             if (rc == 0)
                 after_put(q);
-            return rc;
+            return (rc == CONC_EFULL && intr) ? src : rc;
         }
         rc = store_put(q, item);
     }
@@ -362,10 +364,14 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
         }
         if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
             return conc__queue_try_get(q, item) ? 0 : CONC_ESHUTDOWN;
-        if (sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline) == CONC_ETIMEDOUT) {
+        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline);
+        if (src != 0) {
+            bool intr = conc__park_interrupted(src);
             if (conc__queue_try_get(q, item))
                 return 0;
-            return atomic_load_explicit(&q->shutdown, memory_order_acquire) ? CONC_ESHUTDOWN : CONC_EEMPTY;
+            if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+                return CONC_ESHUTDOWN;
+            return intr ? src : CONC_EEMPTY;
         }
         ok = store_get(q, item);
     }
@@ -468,8 +474,9 @@ int conc_queue_join(conc_queue_t *q, double timeout)
         conc__waitq_push(&q->joinq, &w);
         conc__waitq_unlock(&q->joinq);
         sleep_arg_t a = {&q->jsleep};
-        if (conc__wait_queued(&q->joinq, &w, deadline, on_timeout_dec, &a) == CONC_ETIMEDOUT)
-            return all_done(q) ? 0 : CONC_ETIMEDOUT;
+        int rc = conc__wait_queued(&q->joinq, &w, deadline, on_timeout_dec, &a);
+        if (rc != 0)
+            return all_done(q) ? 0 : rc;
     }
     return 0;
 }

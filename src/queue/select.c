@@ -162,13 +162,17 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
             conc__waitq_push(&q->getq, &nodes[reg]);
             conc__waitq_unlock(&q->getq);
         }
-        if (!ready)
-            conc__park(&g, deadline);
+        int prc = ready ? 0 : conc__park(&g, deadline);
+        bool intr = conc__park_interrupted(prc);
         unregister(qs, nodes, reg, notified);
         rc = try_all(qs, n, start, item, &got);
         pass_on(qs, reg, notified, got);
         if (rc <= 0)
             break;
+        if (intr) {
+            rc = prc; /* a kill or a timeout scope */
+            break;
+        }
     }
     if (nodes != stack_nodes) {
         free(nodes);

@@ -32,6 +32,10 @@ int conc_barrier_init(conc_barrier_t *b, int parties, void (*action)(void *), vo
     return 0;
 }
 
+/* Interruptions come back from conc__barrier_sleep shifted below every
+ * CONC_E* code, so the callers can tell them from the wait's timeout. */
+#define CONC__BARRIER_INTR(code) (-1000 + (code))
+
 /* Condition wait on b->q with b->lock held. */
 static int conc__barrier_sleep(conc_barrier_t *b, int64_t deadline)
 {
@@ -42,8 +46,11 @@ static int conc__barrier_sleep(conc_barrier_t *b, int64_t deadline)
     conc__waitq_unlock(&b->q);
     conc_lock_release(&b->lock);
     int rc = conc__wait_queued(&b->q, &w, deadline, NULL, NULL);
+    /* An interruption (kill, timeout scope) is told apart from the wait's
+     * own timeout now, before the relock can park again. */
+    int intr = conc__park_interrupted(rc) ? rc : 0;
     conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
-    return rc;
+    return intr ? CONC__BARRIER_INTR(intr) : rc;
 }
 
 static void conc__barrier_wake_all(conc_barrier_t *b)
@@ -81,14 +88,20 @@ int conc_barrier_wait(conc_barrier_t *b, double timeout, int *index)
         return rc;
 
     conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
-    while (b->state == DRAINING || b->state == RESETTING)
-        conc__barrier_sleep(b, CONC__NO_DEADLINE);
+    while (b->state == DRAINING || b->state == RESETTING) {
+        int s = conc__barrier_sleep(b, CONC__NO_DEADLINE);
+        if (s <= CONC__BARRIER_INTR(0)) {
+            conc_lock_release(&b->lock);
+            return s - CONC__BARRIER_INTR(0);
+        }
+    }
     if (b->state < 0) {
         conc_lock_release(&b->lock);
         return CONC_EBROKEN;
     }
     int idx = b->count++;
     rc = 0;
+    int intr = 0;
     if (idx + 1 == b->parties) {
         /* Last to arrive: run the action, then release everyone. */
         if (b->action) {
@@ -114,13 +127,18 @@ int conc_barrier_wait(conc_barrier_t *b, double timeout, int *index)
         for (;;) {
             if (b->state != FILLING)
                 break;
-            if (conc__barrier_sleep(b, deadline) == CONC_ETIMEDOUT && b->state == FILLING) {
+            int s = conc__barrier_sleep(b, deadline);
+            if (s != 0 && b->state == FILLING) {
+                /* A timeout breaks the barrier (Python); so does an
+                 * interruption, which is what this call reports. */
                 conc__barrier_break(b);
+                if (s <= CONC__BARRIER_INTR(0))
+                    intr = s - CONC__BARRIER_INTR(0);
                 break;
             }
         }
         if (b->state < 0)
-            rc = CONC_EBROKEN;
+            rc = intr ? intr : CONC_EBROKEN;
     }
     b->count--;
     conc__barrier_exit(b);

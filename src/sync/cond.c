@@ -67,7 +67,7 @@ static bool conc__cond_owned(conc_cond_t *c)
     return conc_rlock_is_owned(conc__cond_rlock(c));
 }
 
-static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline)
+static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
 {
     conc__waiter_t w;
     conc__waiter_init(&w);
@@ -90,6 +90,8 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline)
     }
 
     int rc = conc__wait_queued(&c->q, &w, deadline, NULL, NULL);
+    if (intr)
+        *intr = conc__park_interrupted(rc); /* before the relock parks again */
 
     /* Re-acquire on every path (Python's _acquire_restore). */
     if (c->kind == KIND_LOCK) {
@@ -117,7 +119,7 @@ int conc_cond_wait(conc_cond_t *c, double timeout)
 {
     int64_t deadline;
     int rc = wait_start(c, timeout, &deadline);
-    return rc ? rc : conc__cond_wait_dl(c, deadline);
+    return rc ? rc : conc__cond_wait_dl(c, deadline, NULL);
 }
 
 int conc_cond_wait_for(conc_cond_t *c, bool (*pred)(void *arg), void *arg, double timeout)
@@ -131,7 +133,10 @@ int conc_cond_wait_for(conc_cond_t *c, bool (*pred)(void *arg), void *arg, doubl
     while (!pred(arg)) {
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
-        conc__cond_wait_dl(c, deadline);
+        bool intr = false;
+        rc = conc__cond_wait_dl(c, deadline, &intr);
+        if (intr)
+            return pred(arg) ? 0 : rc; /* a kill or a timeout scope */
     }
     return 0;
 }

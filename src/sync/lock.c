@@ -100,8 +100,9 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         else
             conc__waitq_push(&l->q, &w);
         conc__waitq_unlock(&l->q);
-        if (conc__wait_queued(&l->q, &w, deadline, conc__lock_clear_waiters, l) != 0)
-            return CONC_ETIMEDOUT;
+        int rc = conc__wait_queued(&l->q, &w, deadline, conc__lock_clear_waiters, l);
+        if (rc != 0)
+            return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
         /* Woken by a release: compete for the lock. */
         if (conc__lock_spin(l, deadline))
             return 0;

@@ -1,0 +1,178 @@
+/*
+ * conc/green.h — green threads (gevent's greenlets in C): spawn, join, kill,
+ * sleep, yield, timeout scopes, links, a green Pool, and offloading to the
+ * thread pool.
+ *
+ * A green thread is a function running on its own small stack, scheduled
+ * cooperatively by the hub of the OS thread that spawned it: it runs until
+ * it blocks, yields or returns, then the hub runs the next ready one. There
+ * is one hub per OS thread, created by the first conc_go on that thread; a
+ * green thread never moves to another OS thread.
+ *
+ * Blocking without color: every conc blocking call — Lock, RLock (owned per
+ * green thread), Condition, Semaphore, Event, Barrier, Queue, Future, Thread
+ * join, green join, conc_sleep, the cooperative I/O of conc/io.h — parks
+ * only the calling green thread when called from one, and the OS thread
+ * that owns a hub is itself just one more context of that hub (gevent's
+ * "main greenlet"): when it blocks in a conc call, its green threads run.
+ * Other OS threads can wake, join and kill green threads. A plain blocking
+ * syscall (read(2) on a blocking fd, pthread_mutex_lock...) still blocks the
+ * whole OS thread and every green thread on it.
+ *
+ * Ownership: conc_go returns a handle that you give back with
+ * conc_green_free exactly once (before or after the green thread ended;
+ * freeing does not stop it). Pass out = NULL to conc_go for a detached
+ * green thread (freed when it ends).
+ *
+ * Stacks are mmap'd, committed lazily (an idle green thread costs about one
+ * page of memory), pooled and reused, with a guard page below each while
+ * the kernel's map-count budget (vm.max_map_count) allows; an overflow into
+ * the guard page prints which green thread overflowed, then the process
+ * dies of SIGSEGV. Stacks past that budget carry a canary word instead,
+ * checked at every switch.
+ */
+#ifndef CONC_GREEN_H
+#define CONC_GREEN_H
+
+#include "conc/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct conc_green conc_green_t;
+
+/* Options for conc_go_opts; NULL or zero fields mean the defaults. */
+typedef struct conc_green_opts {
+    const char *name;  /* copied (first 31 bytes); default "Green-N" */
+    size_t stack_size; /* bytes of stack; 0 = 128 KiB; at least 16 KiB, rounded up to pages */
+} conc_green_opts_t;
+
+/* gevent.spawn: create a green thread running fn(arg) on the calling OS
+ * thread's hub, scheduled to start at the caller's next blocking point or
+ * yield. Stores the handle in *out (NULL out: detached). Returns 0,
+ * CONC_EINVAL (NULL fn, bad stack size), CONC_ENOMEM. Never blocks. */
+CONC_API int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg);
+CONC_API int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg);
+
+/* Greenlet.join: wait up to timeout for g to end (returned, failed, or was
+ * killed). Returns 0 once it ended, CONC_ETIMEDOUT, CONC_EPERM when joining
+ * yourself, CONC_EINVAL. Blocks the calling context only (any kind, any
+ * OS thread). */
+CONC_API int conc_green_join(conc_green_t *g, double timeout);
+
+/* Greenlet.get: join, then hand over the outcome. Returns 0 and stores fn's
+ * return value in *result (NULL for a green thread killed before it
+ * returned — a kill is a clean end); or g's failure code when its function
+ * failed with conc_fail (see conc_green_exception for the message);
+ * CONC_ETIMEDOUT; CONC_EPERM (yourself); CONC_EINVAL. */
+CONC_API int conc_green_get(conc_green_t *g, double timeout, void **result);
+
+/* The failure g ended with: its code (0 if none or still running) and, if
+ * msg is not NULL, its message (valid while the handle is). */
+CONC_API int conc_green_exception(const conc_green_t *g, const char **msg);
+
+/* Greenlet.kill: make g's next (or current) blocking call return
+ * CONC_EKILLED — g should then return. A green thread killed before it
+ * started never runs. Killing an ended one does nothing. With block, waits
+ * up to timeout for g to end. Returns 0, CONC_ETIMEDOUT (block only),
+ * CONC_EPERM (block on yourself), CONC_EINVAL. */
+CONC_API int conc_green_kill(conc_green_t *g, bool block, double timeout);
+
+/* Give back the handle (see Ownership). Returns 0 or CONC_EINVAL. */
+CONC_API int conc_green_free(conc_green_t *g);
+
+/* Greenlet.dead / ready(): true once g ended. started: true once it ran. */
+CONC_API bool conc_green_dead(const conc_green_t *g);
+CONC_API bool conc_green_started(const conc_green_t *g);
+/* Greenlet.successful(): ended by returning without a failure (a kill
+ * counts as successful, as in gevent). */
+CONC_API bool conc_green_successful(const conc_green_t *g);
+/* True if g ended because it was killed (before or during its run). */
+CONC_API bool conc_green_killed(const conc_green_t *g);
+/* The name (conc-owned, valid while the handle is). */
+CONC_API const char *conc_green_name(const conc_green_t *g);
+
+/* gevent.getcurrent(): the calling green thread, borrowed; NULL when the
+ * caller is an OS thread's own context. */
+CONC_API conc_green_t *conc_green_current(void);
+
+/* gevent.joinall: wait for all n to end (NULL entries are skipped).
+ * Returns 0, CONC_ETIMEDOUT, or whatever interrupted the wait
+ * (CONC_EKILLED...). */
+CONC_API int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeout);
+
+/* Greenlet.link / rawlink: call cb(g, arg) once g has ended (right away,
+ * on the caller, if it already has). The callback runs on the ending green
+ * thread after its end is visible to joiners; it must not block for long.
+ * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
+
+/* gevent.sleep: green threads park for seconds; OS threads sleep. 0 yields
+ * to the other ready green threads (on an OS thread without a hub, to the
+ * OS scheduler). Returns 0, CONC_EINVAL (negative/NaN), or the
+ * interruption that cut it short: CONC_EKILLED, CONC_ETIMEDOUT (a timeout
+ * scope ran out). */
+CONC_API int conc_sleep(double seconds);
+/* conc_sleep(0). */
+CONC_API int conc_yield(void);
+
+/*
+ * Timeouts as scopes (gevent.Timeout as a context manager):
+ *
+ *     conc_timeout_begin(0.5);
+ *     rc = conc_queue_get(q, &item, true, CONC_FOREVER);  // CONC_ETIMEDOUT after 0.5 s
+ *     conc_timeout_end();
+ *
+ * Inside a scope, the first blocking call that is still blocked when the
+ * deadline passes returns CONC_ETIMEDOUT (once, like gevent raising
+ * Timeout once); a call whose own timeout is shorter is not affected.
+ * Scopes nest (the earliest deadline wins), up to 8 deep per context; end
+ * them in reverse order. Works on green threads and OS threads alike.
+ * begin returns 0, CONC_EINVAL (negative/NaN seconds; CONC_FOREVER opens a
+ * scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
+ * this scope fired, 0 if not, CONC_EPERM if no scope is open.
+ */
+CONC_API int conc_timeout_begin(double seconds);
+CONC_API int conc_timeout_end(void);
+
+/*
+ * LoopExit: when a green thread's hub has nothing that could ever wake
+ * the OS thread's own context — no ready green thread, no timer, no I/O
+ * being waited on, and no other thread in the process — the blocked call
+ * of that context returns CONC_ELOOPEXIT instead of hanging.
+ */
+
+/* gevent's threadpool.spawn(...).get(): run fn(arg) on conc's default
+ * thread pool and park the caller (only this green thread) until it is
+ * done. Returns 0 and stores fn's result in *result, fn's failure code,
+ * or CONC_EKILLED/CONC_ETIMEDOUT if interrupted (fn keeps running). */
+CONC_API int conc_green_offload(void *(*fn)(void *), void *arg, void **result);
+
+/*
+ * Green Pool (gevent.pool.Pool): at most size green threads of the pool
+ * run at once; spawn blocks (the calling context) until a slot is free.
+ */
+typedef struct conc_green_pool conc_green_pool_t;
+
+/* Returns 0 and a new pool in *out; CONC_EINVAL (size < 1), CONC_ENOMEM. */
+CONC_API int conc_green_pool_new(conc_green_pool_t **out, size_t size);
+/* Wait for a free slot (up to timeout), then conc_go into the pool.
+ * *out (may be NULL) receives a handle you must free. Returns 0,
+ * CONC_ETIMEDOUT, CONC_EINVAL, CONC_ENOMEM, or an interruption. */
+CONC_API int conc_green_pool_spawn(conc_green_pool_t *p, conc_green_t **out, void *(*fn)(void *), void *arg,
+                                   double timeout);
+/* Wait until no green thread of the pool runs. 0 or CONC_ETIMEDOUT. */
+CONC_API int conc_green_pool_join(conc_green_pool_t *p, double timeout);
+/* Kill every member; with block, wait up to timeout for them to end. */
+CONC_API int conc_green_pool_kill(conc_green_pool_t *p, bool block, double timeout);
+/* Members running now / free slots. */
+CONC_API size_t conc_green_pool_size(const conc_green_pool_t *p);
+CONC_API size_t conc_green_pool_free_count(const conc_green_pool_t *p);
+/* Free an empty pool: CONC_EPERM while members run, else 0. */
+CONC_API int conc_green_pool_free(conc_green_pool_t *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_GREEN_H */
