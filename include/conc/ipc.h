@@ -1,0 +1,402 @@
+/*
+ * conc/ipc.h — multiprocessing's communication and sharing:
+ * Pipe/Connection, SharedMemory, Value/Array, and the process-shared
+ * Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier.
+ *
+ * Everything here works between processes: fork children share it by
+ * inheritance; spawned (exec'd) children get a name or a file descriptor
+ * through their argument bytes and attach (conc_conn_from_fd,
+ * conc_shm_attach, conc_array_attach). All processes using one object must
+ * live in the same pid namespace (owner liveness checks compare pids).
+ *
+ * Errors follow conc/base.h: 0 or a negative CONC_E* code. CONC_ESYS means
+ * the kernel refused; errno then tells why (Python's OSError subclasses:
+ * EEXIST = FileExistsError, ENOENT = FileNotFoundError, ...).
+ */
+#ifndef CONC_IPC_H
+#define CONC_IPC_H
+
+#include "conc/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ====================================================== Pipe / Connection
+ *
+ * A Connection sends and receives byte messages; message boundaries are
+ * kept (each message travels as an 8-byte length and its bytes). A message
+ * may be any size (16 MiB and more) and survives partial writes and
+ * signals (EINTR). A small message goes out in one write; reads are
+ * buffered, so a small message usually costs one read.
+ *
+ * Blocking: send blocks while the kernel's buffer is full (the reader must
+ * read); recv blocks until a whole message is there. Use conc_conn_poll
+ * to wait with a timeout. A Connection is used by one thread at a time
+ * (like Python's); after fork, each process should use only its own end.
+ *
+ * Ownership: conc_pipe/conc_conn_from_fd give heap handles; conc_conn_close
+ * closes the descriptor and frees the handle (always, even on error).
+ * Descriptors are close-on-exec unless conc_conn_set_inheritable says
+ * otherwise.
+ *
+ * Errors: CONC_EEOF when the peer closed (Python's EOFError; also when it
+ * closed in the middle of a message, which breaks the connection);
+ * CONC_ERANGE when a message is longer than the reader's limit or buffer
+ * (Python's "bad message length" / BufferTooShort): the connection is then
+ * broken, as Python closes it; every later call on a broken connection
+ * returns CONC_EINVAL (Python's "handle is closed"), as do calls in the
+ * wrong direction (recv on a send-only end...). Sending to a closed peer
+ * is CONC_ESYS with errno EPIPE (never a SIGPIPE).
+ */
+typedef struct conc_conn conc_conn_t;
+
+/* multiprocessing.Pipe(duplex). duplex: both ends send and receive (a
+ * socketpair(AF_UNIX, SOCK_STREAM)); otherwise *a only receives and *b only
+ * sends (pipe2). Returns 0, CONC_EINVAL (NULL out-pointer), CONC_ENOMEM or
+ * CONC_ESYS (out of descriptors). */
+CONC_API int conc_pipe(bool duplex, conc_conn_t **a, conc_conn_t **b);
+
+/* A Connection over an existing descriptor (a pipe end or a stream socket;
+ * e.g. one a spawned child got by number). Takes ownership of fd (it is
+ * not closed on failure). Returns 0, CONC_EINVAL (fd < 0, neither readable
+ * nor writable, out NULL), CONC_ENOMEM. */
+CONC_API int conc_conn_from_fd(int fd, bool readable, bool writable, conc_conn_t **out);
+
+/* The descriptor (Connection.fileno()), or CONC_EINVAL for NULL/closed. */
+CONC_API int conc_conn_fileno(const conc_conn_t *c);
+CONC_API bool conc_conn_readable(const conc_conn_t *c);
+CONC_API bool conc_conn_writable(const conc_conn_t *c);
+
+/* Let (or stop) the descriptor survive exec, to hand it to a spawned
+ * child. Returns 0, CONC_EINVAL, CONC_ESYS. */
+CONC_API int conc_conn_set_inheritable(conc_conn_t *c, bool inheritable);
+
+/* Send one message of len bytes (len may be 0). Blocks until all of it is
+ * written to the kernel. Returns 0, CONC_EINVAL (NULL buf with len > 0,
+ * not writable, broken), CONC_ESYS (EPIPE: the reader is gone). A failure
+ * in the middle of a message breaks the connection. */
+CONC_API int conc_conn_send_bytes(conc_conn_t *c, const void *buf, size_t len);
+
+/* Receive one message into a new malloc'd buffer (*buf, freed by the
+ * caller with free(); a zero-length message gives a valid 1-byte
+ * allocation) of *len bytes. maxlength: 0 for no limit, else longer
+ * messages are refused with CONC_ERANGE and break the connection. Blocks
+ * until a whole message arrived. Returns 0, CONC_EEOF, CONC_ERANGE,
+ * CONC_ENOMEM, CONC_EINVAL, CONC_ESYS. */
+CONC_API int conc_conn_recv_bytes(conc_conn_t *c, void **buf, size_t *len, size_t maxlength);
+
+/* Receive one message into buf (cap bytes); *len gets its length.
+ * A longer message: CONC_ERANGE with *len set to its length, the message
+ * is discarded and the connection broken. Otherwise as recv_bytes. */
+CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, size_t *len);
+
+/* Wait until there is something to read (a message, or end of file — then
+ * recv reports CONC_EEOF), without consuming it. timeout: 0 checks,
+ * CONC_FOREVER waits. Returns 0 (Python's True), CONC_ETIMEDOUT (False),
+ * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
+CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
+
+/* Close the descriptor and free the handle (c may be NULL). The peer then
+ * reads CONC_EEOF once the messages already sent are read. Returns 0 or
+ * CONC_ESYS (close failed; the handle is freed anyway). */
+CONC_API int conc_conn_close(conc_conn_t *c);
+
+/* ========================================================= SharedMemory
+ *
+ * multiprocessing.shared_memory.SharedMemory: a POSIX shared memory
+ * segment (/dev/shm) found by name. Names are like Python's: "psm_" and
+ * random hex when created with name NULL; a leading '/' is optional and
+ * conc_shm_name gives the name without it.
+ *
+ * Leak cleanup (the job of Python's resource_tracker, without a tracker
+ * process and without warnings): a segment created by conc carries a
+ * 64-byte trailer after its data: a magic, the data size, the pid of its
+ * owner, the owner's start time (from /proc/<pid>/stat, so a reused pid
+ * does not look alive) and its pid namespace. The owner is the creating
+ * process (conc_shm_adopt moves it). A sweep (conc_shm_sweep, and
+ * conc_shm_create before it creates) unlinks every conc segment of the
+ * caller's pid namespace whose owner has ended (including zombies)
+ * without unlinking it. Mappings that other processes still hold stay
+ * valid; only the name goes. Segments created with CONC_SHM_UNTRACKED
+ * (Python's track=False) and segments not made by conc are never swept.
+ * A process that wants a segment to outlive it must adopt or untrack it.
+ * The sweep reads the trailer of each segment it may open; a segment
+ * re-created under the same name between that read and the unlink could
+ * be unlinked by mistake (a tiny window; use fresh names).
+ *
+ * Ownership: handles are heap objects freed by conc_shm_close (which
+ * unmaps); the segment itself lives until unlinked and unmapped by all.
+ */
+typedef struct conc_shm conc_shm_t;
+
+enum {
+    CONC_SHM_UNTRACKED = 1 /* never swept, even if the creator dies */
+};
+
+/* Create a segment of size bytes (> 0), zero-filled, mode 0600. name NULL
+ * picks a fresh "psm_..." name. flags: 0 or CONC_SHM_UNTRACKED. Sweeps
+ * first (see above). Returns 0, CONC_EINVAL (size 0, out NULL, a name with
+ * an inner '/', empty or longer than 250 bytes), CONC_ESYS (errno EEXIST
+ * when the name is taken: FileExistsError), CONC_ENOMEM. */
+CONC_API int conc_shm_create(const char *name, size_t size, int flags, conc_shm_t **out);
+/* Attach to an existing segment by name (SharedMemory(name)). Its size is
+ * the creator's size for conc segments, the file size for others.
+ * Returns 0, CONC_EINVAL, CONC_ESYS (errno ENOENT: FileNotFoundError). */
+CONC_API int conc_shm_attach(const char *name, conc_shm_t **out);
+/* The mapping (SharedMemory.buf), its size, its name (owned by the
+ * handle). NULL/0 for a NULL handle. */
+CONC_API void *conc_shm_buf(const conc_shm_t *s);
+CONC_API size_t conc_shm_size(const conc_shm_t *s);
+CONC_API const char *conc_shm_name(const conc_shm_t *s);
+/* Remove the name (SharedMemory.unlink); mappings stay valid. Returns 0,
+ * CONC_EINVAL, CONC_ESYS (errno ENOENT when already unlinked). */
+CONC_API int conc_shm_unlink(conc_shm_t *s);
+/* Unlink a segment by name, without attaching. */
+CONC_API int conc_shm_unlink_name(const char *name);
+/* Make the calling process the segment's owner (the sweep unlinks it only
+ * once this process has ended). Returns 0, CONC_EINVAL (NULL, or not a
+ * conc segment), CONC_ESYS. */
+CONC_API int conc_shm_adopt(conc_shm_t *s);
+/* Unmap and free the handle (SharedMemory.close); does not unlink.
+ * s may be NULL. Returns 0. */
+CONC_API int conc_shm_close(conc_shm_t *s);
+/* Unlink the conc segments whose owner has ended. Returns how many were
+ * unlinked (>= 0), or CONC_ESYS when /dev/shm cannot be read. */
+CONC_API int conc_shm_sweep(void);
+
+/* ====================================================== Process-shared sync
+ *
+ * The multiprocessing versions of conc/sync.h's primitives. They live in
+ * shared memory (a MAP_SHARED mapping: a SharedMemory segment, a struct in
+ * conc_shared_alloc'd memory, a Value/Array...), hold no pointers, and may
+ * be embedded in a shared struct: call the *_init function on a pointer
+ * into the mapping once, before other processes use it (all-zero memory is
+ * also a valid, unlocked Lock/RLock, a Semaphore of 0, a clear Event). The
+ * conc_*_new helpers allocate one in an anonymous shared mapping that fork
+ * children inherit; free it with conc_shared_free.
+ *
+ * Semantics and error codes are those of conc/sync.h (the acquire family:
+ * acquire(blocking, timeout) -> 0 / CONC_ETIMEDOUT / CONC_EINVAL). They
+ * block on futexes on the shared words (after a short spin), and a release
+ * makes a futex call only when someone sleeps. Waiters are not served in
+ * strict FIFO order.
+ *
+ * Owner death: a Lock stores its holder's pid, an RLock its owner's thread
+ * id. A waiter that sleeps checks, every 50 ms, whether that process
+ * (thread) still lives; if it ended (or is a zombie), the waiter takes the
+ * lock over and its acquire returns 0 as usual; conc_plock_recoveries()
+ * counts such takeovers, so code can notice that the data the lock guarded
+ * may be half-updated. A pid reused by a new process in between keeps the
+ * lock waiting until that process ends (pids cycle through millions).
+ * Semaphores, Events, Conditions and Barriers have no owner: a process that
+ * dies holding a semaphore unit or waiting in a condition/barrier loses
+ * that unit / may absorb one notify / breaks the barrier only on others'
+ * timeouts (like Python's multiprocessing).
+ */
+
+/* Allocate size bytes (> 0) of zeroed memory shared with fork children
+ * (mmap MAP_SHARED|MAP_ANONYMOUS). *out is page aligned. Returns 0,
+ * CONC_EINVAL, CONC_ENOMEM. Free with conc_shared_free (in each process
+ * that no longer needs it; NULL is ignored). */
+CONC_API int conc_shared_alloc(size_t size, void **out);
+CONC_API void conc_shared_free(void *p);
+
+/* ---- Lock (multiprocessing.Lock): not owned, any process may release. */
+typedef struct conc_plock {
+    uint32_t word;       /* holder pid, 0 when free (atomic) */
+    uint32_t sleepers;   /* processes asleep on word (atomic) */
+    uint32_t recoveries; /* takeovers from dead holders (atomic) */
+    uint32_t reserved;
+} conc_plock_t;
+#define CONC_PLOCK_INIT {0, 0, 0, 0}
+
+CONC_API int conc_plock_init(conc_plock_t *l);
+CONC_API int conc_plock_new(conc_plock_t **out);
+/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL. Blocks per blocking/timeout. */
+CONC_API int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout);
+/* Returns 0, or CONC_EPERM when not locked. Never blocks. */
+CONC_API int conc_plock_release(conc_plock_t *l);
+CONC_API bool conc_plock_locked(const conc_plock_t *l);
+/* How many times a waiter took l over from a dead holder. */
+CONC_API unsigned conc_plock_recoveries(const conc_plock_t *l);
+
+/* ---- RLock (multiprocessing.RLock): owned by one thread of one process. */
+typedef struct conc_prlock {
+    uint32_t word;       /* owner thread id, 0 when free (atomic) */
+    uint32_t sleepers;
+    uint32_t recoveries;
+    uint32_t count;      /* recursion level, touched by the owner only */
+} conc_prlock_t;
+#define CONC_PRLOCK_INIT {0, 0, 0, 0}
+
+CONC_API int conc_prlock_init(conc_prlock_t *r);
+CONC_API int conc_prlock_new(conc_prlock_t **out);
+/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL, CONC_ERANGE (recursion overflow). */
+CONC_API int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout);
+/* Returns 0, or CONC_EPERM when the calling thread does not own it. */
+CONC_API int conc_prlock_release(conc_prlock_t *r);
+CONC_API bool conc_prlock_is_owned(const conc_prlock_t *r);
+CONC_API unsigned long conc_prlock_level(const conc_prlock_t *r);
+CONC_API unsigned conc_prlock_recoveries(const conc_prlock_t *r);
+
+/* ---- Semaphore / BoundedSemaphore */
+typedef struct conc_psemaphore {
+    uint32_t value;    /* atomic */
+    uint32_t sleepers;
+    uint32_t bound;    /* 0 unbounded, else initial value + 1 */
+    uint32_t reserved;
+} conc_psemaphore_t;
+#define CONC_PSEMAPHORE_INIT(n) {(uint32_t)(n), 0, 0, 0}
+
+/* value 0..CONC_SEMAPHORE_MAX (0x7fffffff); else CONC_EINVAL. */
+CONC_API int conc_psemaphore_init(conc_psemaphore_t *s, long value);
+CONC_API int conc_pbounded_semaphore_init(conc_psemaphore_t *s, long value);
+CONC_API int conc_psemaphore_new(long value, bool bounded, conc_psemaphore_t **out);
+/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL. */
+CONC_API int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout);
+/* Add n >= 1 units. CONC_EINVAL for n < 1 or when a bounded semaphore
+ * would pass its initial value (nothing released: ValueError); CONC_ERANGE
+ * past 0x7fffffff. */
+CONC_API int conc_psemaphore_release(conc_psemaphore_t *s, long n);
+CONC_API long conc_psemaphore_value(const conc_psemaphore_t *s);
+
+/* ---- Event */
+typedef struct conc_pevent {
+    uint32_t state;    /* generation << 1 | flag (atomic) */
+    uint32_t sleepers;
+} conc_pevent_t;
+#define CONC_PEVENT_INIT {0, 0}
+
+CONC_API int conc_pevent_init(conc_pevent_t *e);
+CONC_API int conc_pevent_new(conc_pevent_t **out);
+/* Set the flag and wake all waiters; every process/thread already waiting
+ * returns 0 even if clear() follows at once. */
+CONC_API int conc_pevent_set(conc_pevent_t *e);
+CONC_API int conc_pevent_clear(conc_pevent_t *e);
+CONC_API bool conc_pevent_is_set(const conc_pevent_t *e);
+/* Returns 0 (True), CONC_ETIMEDOUT (False), CONC_EINVAL. */
+CONC_API int conc_pevent_wait(conc_pevent_t *e, double timeout);
+
+/* ---- Condition (multiprocessing.Condition) over a process-shared Lock or
+ * RLock. The lock is found by its offset from the condition, so it must
+ * live in the same shared mapping (e.g. the same struct); with NULL the
+ * condition uses its own embedded RLock (Condition()). */
+typedef struct conc_pcond {
+    uint32_t seq;      /* bumped by every notify (futex word) */
+    uint32_t waiting;  /* waiters not yet notified (under the lock) */
+    uint32_t tokens;   /* notified waiters that have not left yet (atomic) */
+    int32_t kind;      /* 0 embedded RLock, 1 Lock, 2 RLock */
+    int64_t offset;    /* lock address - condition address */
+    conc_prlock_t own;
+} conc_pcond_t;
+
+CONC_API int conc_pcond_init(conc_pcond_t *c, conc_plock_t *lock);
+CONC_API int conc_pcond_init_rlock(conc_pcond_t *c, conc_prlock_t *rlock);
+CONC_API int conc_pcond_new(conc_pcond_t **out); /* embedded RLock */
+CONC_API int conc_pcond_acquire(conc_pcond_t *c, bool blocking, double timeout);
+CONC_API int conc_pcond_release(conc_pcond_t *c);
+/* Release the lock (all levels), wait for a notify or the timeout, take
+ * the lock back. Returns 0 when notified, CONC_ETIMEDOUT, CONC_EPERM (lock
+ * not held: for a Lock, not locked; for an RLock, not owned), CONC_EINVAL. */
+CONC_API int conc_pcond_wait(conc_pcond_t *c, double timeout);
+/* Wait until pred(arg) (called with the lock held), one overall deadline.
+ * Returns 0, CONC_ETIMEDOUT (pred still false), CONC_EPERM, CONC_EINVAL. */
+CONC_API int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *arg), void *arg,
+                                 double timeout);
+/* Wake at most n (>= 0) of the current waiters. Returns 0, CONC_EPERM,
+ * CONC_EINVAL. */
+CONC_API int conc_pcond_notify(conc_pcond_t *c, int n);
+CONC_API int conc_pcond_notify_all(conc_pcond_t *c);
+
+/* ---- Barrier. The action runs in the last arriving process; it is a
+ * function pointer, valid only in the initialising process and its fork
+ * children. A process where it would not be valid (a spawned one: a
+ * different address-space layout, detected) gets CONC_ENOTSUP from wait
+ * and the barrier breaks; use no action and let the waiter with index 0
+ * do the work instead. */
+typedef struct conc_pbarrier {
+    conc_plock_t lock;
+    conc_pcond_t cond;
+    int32_t parties;
+    int32_t count;
+    int32_t state;     /* 0 filling, 1 draining, -1 resetting, -2 broken */
+    int32_t reserved;
+    double timeout;
+    uint64_t layout;   /* address-space tag of the initialiser */
+    void (*action)(void *arg);
+    void *arg;
+} conc_pbarrier_t;
+
+/* Same as conc_barrier_init (timeout: the default for wait, CONC_FOREVER
+ * for none). Returns 0 or CONC_EINVAL. */
+CONC_API int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *),
+                                void *arg, double timeout);
+CONC_API int conc_pbarrier_new(int parties, void (*action)(void *), void *arg, double timeout,
+                               conc_pbarrier_t **out);
+/* timeout CONC_BARRIER_DEFAULT (conc/sync.h, -2.0) uses the barrier's.
+ * Returns 0 (and *index 0..parties-1 if index != NULL), CONC_EBROKEN,
+ * CONC_ENOTSUP (see above), CONC_EINVAL. */
+CONC_API int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index);
+CONC_API int conc_pbarrier_reset(conc_pbarrier_t *b);
+CONC_API int conc_pbarrier_abort(conc_pbarrier_t *b);
+CONC_API bool conc_pbarrier_broken(conc_pbarrier_t *b);
+CONC_API int conc_pbarrier_n_waiting(conc_pbarrier_t *b);
+CONC_API int conc_pbarrier_parties(const conc_pbarrier_t *b);
+
+/* =========================================================== Value / Array
+ *
+ * multiprocessing.Value / Array: n elements of elem_size bytes in a named
+ * SharedMemory segment, with an optional process-shared RLock (Python's
+ * default lock=True). Fork children inherit the mapping and simply use the
+ * handle; spawned children get conc_array_name() through their argument
+ * and call conc_array_attach(). The creating process owns the segment: it
+ * is unlinked when the creator calls conc_array_free (or, if the creator
+ * crashes, by the next sweep); unlink it earlier with conc_array_unlink
+ * once every child has attached. A Value is an Array of one element.
+ *
+ * Ownership: heap handles, freed by conc_array_free (which unmaps; in the
+ * creating process it also unlinks the name).
+ */
+typedef struct conc_array conc_array_t;
+typedef conc_array_t conc_value_t;
+
+/* Array(elem_size, n, lock). init (may be NULL: zeros) holds n elements.
+ * Returns 0, CONC_EINVAL (elem_size or n 0, overflow, out NULL),
+ * CONC_ENOMEM, CONC_ESYS. */
+CONC_API int conc_array_new(size_t elem_size, size_t n, const void *init, bool lock,
+                            conc_array_t **out);
+/* Value(size, init, lock) = an Array of one element. */
+CONC_API int conc_value_new(size_t size, const void *init, bool lock, conc_value_t **out);
+/* Attach by name (a spawned child). Returns 0, CONC_EINVAL (not a conc
+ * array), CONC_ESYS (errno ENOENT). */
+CONC_API int conc_array_attach(const char *name, conc_array_t **out);
+/* The elements (get_obj(); Value.value is *(T *)conc_array_ptr(v)). */
+CONC_API void *conc_array_ptr(const conc_array_t *a);
+CONC_API size_t conc_array_len(const conc_array_t *a);
+CONC_API size_t conc_array_elem_size(const conc_array_t *a);
+/* get_lock(): the RLock, or NULL when created with lock=false. */
+CONC_API conc_prlock_t *conc_array_get_lock(const conc_array_t *a);
+/* acquire()/release() of that lock; CONC_EINVAL without one. */
+CONC_API int conc_array_acquire(conc_array_t *a, bool blocking, double timeout);
+CONC_API int conc_array_release(conc_array_t *a);
+/* The segment name to give a spawned child (owned by the handle). */
+CONC_API const char *conc_array_name(const conc_array_t *a);
+/* Remove the name now (mappings stay valid). Returns 0, CONC_EINVAL, CONC_ESYS. */
+CONC_API int conc_array_unlink(conc_array_t *a);
+/* Unmap and free; the creating process also unlinks the name. NULL ok. */
+CONC_API int conc_array_free(conc_array_t *a);
+
+#define conc_value_attach conc_array_attach
+#define conc_value_ptr conc_array_ptr
+#define conc_value_get_lock conc_array_get_lock
+#define conc_value_acquire conc_array_acquire
+#define conc_value_release conc_array_release
+#define conc_value_name conc_array_name
+#define conc_value_unlink conc_array_unlink
+#define conc_value_free conc_array_free
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_IPC_H */

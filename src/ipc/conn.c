@@ -1,0 +1,394 @@
+/*
+ * conn.c — multiprocessing.Pipe / Connection.
+ *
+ * Framing: each message is an 8-byte native-endian length and its bytes
+ * (both ends run on the same machine). A message of up to SMALL bytes is
+ * copied behind its header on the stack and sent with one write, so the
+ * reader usually finds a whole message after one read; larger ones go out
+ * with writev (header + caller's buffer), continuing after partial writes.
+ *
+ * Reading is buffered: each end owns a BUF-byte buffer that read() fills
+ * with whatever the kernel has (possibly several messages). A message is
+ * copied out of the buffer; the part of a large message the buffer does
+ * not hold is read straight into the destination, never past its end, so
+ * the next message stays in the kernel. poll() reports buffered bytes
+ * without a syscall.
+ *
+ * Errors break the connection for good (Python closes it) when the stream
+ * is no longer at a message boundary: a message over the limit (its bytes
+ * are not read), an EOF or I/O error in the middle of a message.
+ *
+ * SIGPIPE: sockets are written with MSG_NOSIGNAL; for pipes the signal is
+ * blocked in the calling thread around the write and a SIGPIPE caused by
+ * it is consumed, so a vanished reader is CONC_ESYS/EPIPE, never a signal.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc/internal.h"
+
+#define BUF (64 * 1024)
+#define SMALL 4096
+#define HDR 8
+
+struct conc_conn {
+    int fd;
+    bool readable, writable, sock, broken;
+    size_t rpos, rlen; /* buffered bytes: rbuf[rpos, rlen) */
+    char *rbuf;        /* BUF bytes when readable */
+};
+
+static int conc__conn_make(int fd, bool r, bool w, conc_conn_t **out)
+{
+    conc_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return CONC_ENOMEM;
+    if (r && !(c->rbuf = malloc(BUF))) {
+        free(c);
+        return CONC_ENOMEM;
+    }
+    struct stat st;
+    c->fd = fd;
+    c->readable = r;
+    c->writable = w;
+    c->sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    *out = c;
+    return 0;
+}
+
+int conc_pipe(bool duplex, conc_conn_t **a, conc_conn_t **b)
+{
+    if (!a || !b)
+        return CONC_EINVAL;
+    *a = *b = NULL;
+    int fds[2];
+    if (duplex) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+            return CONC_ESYS;
+    } else if (pipe2(fds, O_CLOEXEC) != 0) {
+        return CONC_ESYS;
+    }
+    int rc = conc__conn_make(fds[0], true, duplex, a);
+    if (rc == 0 && (rc = conc__conn_make(fds[1], duplex, true, b)) != 0) {
+        conc_conn_close(*a);
+        *a = NULL;
+        close(fds[1]);
+        return rc;
+    }
+    if (rc) {
+        close(fds[0]);
+        close(fds[1]);
+    }
+    return rc;
+}
+
+int conc_conn_from_fd(int fd, bool readable, bool writable, conc_conn_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (fd < 0 || (!readable && !writable))
+        return CONC_EINVAL;
+    return conc__conn_make(fd, readable, writable, out);
+}
+
+int conc_conn_fileno(const conc_conn_t *c) { return c && c->fd >= 0 ? c->fd : CONC_EINVAL; }
+bool conc_conn_readable(const conc_conn_t *c) { return c && c->readable; }
+bool conc_conn_writable(const conc_conn_t *c) { return c && c->writable; }
+
+int conc_conn_set_inheritable(conc_conn_t *c, bool inheritable)
+{
+    if (!c || c->fd < 0)
+        return CONC_EINVAL;
+    int fl = fcntl(c->fd, F_GETFD);
+    if (fl < 0)
+        return CONC_ESYS;
+    fl = inheritable ? (fl & ~FD_CLOEXEC) : (fl | FD_CLOEXEC);
+    return fcntl(c->fd, F_SETFD, fl) == 0 ? 0 : CONC_ESYS;
+}
+
+int conc_conn_close(conc_conn_t *c)
+{
+    if (!c)
+        return 0;
+    int rc = 0;
+    if (c->fd >= 0 && close(c->fd) != 0 && errno != EINTR)
+        rc = CONC_ESYS;
+    free(c->rbuf);
+    free(c);
+    return rc;
+}
+
+/* Wait until fd is ready for events (after EAGAIN on a non-blocking fd). */
+static void conc__conn_wait_fd(int fd, short events)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+}
+
+/* ------------------------------------------------------------------ send */
+
+/* One write/sendmsg of iov, without SIGPIPE. Returns bytes or -1 (errno). */
+static ssize_t conc__conn_writev(conc_conn_t *c, struct iovec *iov, int n)
+{
+    if (c->sock) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        return sendmsg(c->fd, &m, MSG_NOSIGNAL);
+    }
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool was_pending = false;
+    if (sigismember(&old, SIGPIPE)) { /* the caller blocks it: keep theirs */
+        sigset_t pend;
+        sigpending(&pend);
+        was_pending = sigismember(&pend, SIGPIPE);
+    }
+    ssize_t r = n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
+    if (r < 0 && errno == EPIPE && !was_pending) {
+        int e = errno;
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+        errno = e;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+/* Write all of iov[0..n), continuing after partial writes and EINTR. */
+static int conc__conn_write_all(conc_conn_t *c, struct iovec *iov, int n)
+{
+    bool started = false;
+    while (n > 0) {
+        ssize_t r = conc__conn_writev(c, iov, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                conc__conn_wait_fd(c->fd, POLLOUT);
+                continue;
+            }
+            if (started)
+                c->broken = true; /* the peer saw half a message */
+            return CONC_ESYS;
+        }
+        started = true;
+        size_t done = (size_t)r;
+        while (n > 0 && done >= iov[0].iov_len) {
+            done -= iov[0].iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov[0].iov_base = (char *)iov[0].iov_base + done;
+            iov[0].iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+int conc_conn_send_bytes(conc_conn_t *c, const void *buf, size_t len)
+{
+    if (!c || c->broken || !c->writable || (!buf && len > 0))
+        return CONC_EINVAL;
+    uint64_t h = (uint64_t)len;
+    if (len <= SMALL) {
+        char tmp[HDR + SMALL];
+        memcpy(tmp, &h, HDR);
+        if (len)
+            memcpy(tmp + HDR, buf, len);
+        struct iovec iov = {tmp, HDR + len};
+        return conc__conn_write_all(c, &iov, 1);
+    }
+    struct iovec iov[2] = {{&h, HDR}, {(void *)buf, len}};
+    return conc__conn_write_all(c, iov, 2);
+}
+
+/* ------------------------------------------------------------------ recv */
+
+/* One read into dst (at most cap). Returns bytes, 0 at EOF, or -1 after an
+ * error (errno); EINTR and EAGAIN are retried. */
+static ssize_t conc__conn_read(conc_conn_t *c, void *dst, size_t cap)
+{
+    for (;;) {
+        ssize_t r = read(c->fd, dst, cap);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            conc__conn_wait_fd(c->fd, POLLIN);
+            continue;
+        }
+        return -1;
+    }
+}
+
+/* Make at least need (<= BUF) bytes available in the buffer. */
+static int conc__conn_fill(conc_conn_t *c, size_t need)
+{
+    while (c->rlen - c->rpos < need) {
+        if (c->rpos == c->rlen) {
+            c->rpos = c->rlen = 0;
+        } else if (c->rpos > 0 && BUF - c->rpos < need) {
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        ssize_t r = conc__conn_read(c, c->rbuf + c->rlen, BUF - c->rlen);
+        if (r < 0) {
+            if (c->rlen > c->rpos)
+                c->broken = true;
+            return CONC_ESYS;
+        }
+        if (r == 0) {
+            if (c->rlen > c->rpos)
+                c->broken = true; /* EOF in the middle of a message */
+            return CONC_EEOF;
+        }
+        c->rlen += (size_t)r;
+    }
+    return 0;
+}
+
+/* Read the next header; *len gets the message length. */
+static int conc__conn_header(conc_conn_t *c, uint64_t *len)
+{
+    if (!c || c->broken || !c->readable)
+        return CONC_EINVAL;
+    int rc = conc__conn_fill(c, HDR);
+    if (rc)
+        return rc;
+    memcpy(len, c->rbuf + c->rpos, HDR);
+    return 0;
+}
+
+/* Copy the body (len bytes) of the message whose header is buffered. */
+static int conc__conn_body(conc_conn_t *c, char *dst, size_t len)
+{
+    c->rpos += HDR;
+    size_t have = c->rlen - c->rpos;
+    if (len <= have) {
+        memcpy(dst, c->rbuf + c->rpos, len);
+        c->rpos += len;
+        return 0;
+    }
+    if (len - have < BUF / 2) { /* finish through the buffer */
+        memcpy(dst, c->rbuf + c->rpos, have);
+        dst += have;
+        len -= have;
+        c->rpos = c->rlen = 0;
+        int rc = conc__conn_fill(c, len);
+        if (rc) {
+            c->broken = true;
+            return rc;
+        }
+        memcpy(dst, c->rbuf, len);
+        c->rpos = len;
+        return 0;
+    }
+    memcpy(dst, c->rbuf + c->rpos, have);
+    c->rpos = c->rlen = 0;
+    size_t done = have;
+    while (done < len) {
+        ssize_t r = conc__conn_read(c, dst + done, len - done);
+        if (r <= 0) {
+            c->broken = true;
+            return r == 0 ? CONC_EEOF : CONC_ESYS;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int conc_conn_recv_bytes(conc_conn_t *c, void **buf, size_t *len, size_t maxlength)
+{
+    if (!buf || !len)
+        return CONC_EINVAL;
+    *buf = NULL;
+    *len = 0;
+    uint64_t n;
+    int rc = conc__conn_header(c, &n);
+    if (rc)
+        return rc;
+    if ((maxlength && n > maxlength) || n > (uint64_t)SIZE_MAX - 1) {
+        c->broken = true;
+        return CONC_ERANGE;
+    }
+    char *p = malloc(n ? (size_t)n : 1);
+    if (!p) {
+        c->broken = true; /* its bytes are still in the stream */
+        return CONC_ENOMEM;
+    }
+    rc = conc__conn_body(c, p, (size_t)n);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *buf = p;
+    *len = (size_t)n;
+    return 0;
+}
+
+int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, size_t *len)
+{
+    if (!len || (!buf && cap > 0))
+        return CONC_EINVAL;
+    *len = 0;
+    uint64_t n;
+    int rc = conc__conn_header(c, &n);
+    if (rc)
+        return rc;
+    if (n > cap) {
+        c->broken = true;
+        *len = n > SIZE_MAX ? SIZE_MAX : (size_t)n;
+        return CONC_ERANGE;
+    }
+    rc = conc__conn_body(c, buf, (size_t)n);
+    if (rc == 0)
+        *len = (size_t)n;
+    return rc;
+}
+
+int conc_conn_poll(conc_conn_t *c, double timeout)
+{
+    if (!c || c->broken || !c->readable)
+        return CONC_EINVAL;
+    int64_t deadline;
+    if (conc__deadline(timeout, &deadline) != 0)
+        return CONC_EINVAL;
+    if (c->rlen > c->rpos)
+        return 0;
+    for (;;) {
+        struct timespec ts, *tsp = NULL;
+        if (deadline != CONC__NO_DEADLINE) {
+            int64_t left = deadline - conc__now_ns();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = (time_t)(left / 1000000000);
+            ts.tv_nsec = (long)(left % 1000000000);
+            tsp = &ts;
+        }
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int r = ppoll(&p, 1, tsp, NULL);
+        if (r > 0)
+            return 0; /* data, EOF (POLLHUP) or an error recv will report */
+        if (r == 0)
+            return CONC_ETIMEDOUT;
+        if (errno != EINTR)
+            return CONC_ESYS;
+    }
+}

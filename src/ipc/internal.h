@@ -1,0 +1,59 @@
+/* ipc/internal.h — shared internals of src/ipc (private).
+ *
+ * - conc__ipc_pid()/conc__ipc_tid(): the caller's pid / thread id, cached
+ *   (glibc's getpid is a syscall) and refreshed in fork children.
+ * - conc__ipc_alive(pid): does that process (or thread id) still run?
+ *   false when it is gone or a zombie; start_time, when nonzero, must match
+ *   field 22 of /proc/<pid>/stat (defeats pid reuse).
+ * - conc__ipc_start_time(pid): that field, 0 if unknown.
+ * - conc__ipc_pidns(): inode of the caller's pid namespace.
+ * - conc__pwait(word, expect, deadline): a shared futex sleep that counts
+ *   itself in *sleepers, so wakers call the kernel only when someone
+ *   sleeps; conc__pwake(word, sleepers, n) is the matching wake.
+ */
+#ifndef CONC_IPC_INTERNAL_H
+#define CONC_IPC_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "conc/ipc.h"
+#include "core/futex.h"
+#include "core/time.h"
+
+#define CONC__IA(p) ((_Atomic __typeof__(*(p)) *)(p))
+
+pid_t conc__ipc_pid(void);
+pid_t conc__ipc_tid(void);
+bool conc__ipc_alive(pid_t pid, uint64_t start_time);
+uint64_t conc__ipc_start_time(pid_t pid);
+uint64_t conc__ipc_pidns(void);
+
+/* How often a sleeping lock waiter checks that the holder lives (ns). */
+#define CONC__IPC_CHECK_NS (50 * 1000 * 1000)
+
+/* Sleep on *word while it equals expect, until woken, the deadline, or
+ * (with check) the next liveness check. Returns 0 or CONC_ETIMEDOUT. */
+static inline int conc__pwait(uint32_t *word, uint32_t *sleepers, uint32_t expect, int64_t deadline)
+{
+    atomic_fetch_add_explicit(CONC__IA(sleepers), 1u, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst); /* sleepers++ before the kernel reads word */
+    int r = conc__futex_wait(word, expect, deadline, 1);
+    atomic_fetch_sub_explicit(CONC__IA(sleepers), 1u, memory_order_relaxed);
+    return r;
+}
+
+/* Call after the store that changes *word (seq_cst). */
+static inline void conc__pwake(uint32_t *word, uint32_t *sleepers, int n)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(CONC__IA(sleepers), memory_order_seq_cst) != 0)
+        conc__futex_wake(word, n, 1);
+}
+
+/* Bounded spin on ready(arg) (true when it became ready). */
+bool conc__ipc_spin(bool (*ready)(void *), void *arg, int64_t deadline);
+
+#endif
