@@ -1,0 +1,645 @@
+/*
+ * queue.c — multiprocessing.Queue / JoinableQueue / SimpleQueue over a
+ * shared-memory ring (conc/ipc_queue.h).
+ *
+ * Segment: a memfd holding a header (queue_internal.h) and a ring of
+ * `cap` bytes (a power of two). Positions are byte counts that only grow
+ * (u64, never wrap in practice); pos & (cap-1) is the ring offset. A
+ * message is an 8-byte header (u32 length) and its bytes, padded to 8, so
+ * a header never straddles the end of the ring (the bytes may: they are
+ * copied in two pieces).
+ *
+ * Two locks, like the two-lock queue of Michael and Scott: producers
+ * serialize on put.lock, consumers on get.lock, so one producer and one
+ * consumer never contend for a lock, and each lock's line stays in its
+ * side's cache. Each side writes only its own published words:
+ *     producers: tail (bytes) and puts (messages), puts stored first;
+ *     consumers: head and gets.
+ * Each side keeps a cached copy of the other side's position and count
+ * and re-reads the real one only when the cache says "full" or "empty",
+ * so in a stream the two sides touch each other's lines once per batch,
+ * not once per message. Invariant: head <= tail <= head + cap.
+ *
+ * Publication and crash safety. A put writes the header and bytes past
+ * tail (invisible), then commits with a release store of tail; a get
+ * copies the message out, then commits with a release store of head. The
+ * locks are robust, process-shared pthread mutexes. Each commit updates
+ * two words (position and count), so it goes through a one-entry redo
+ * journal in the side's lock line: write the new values, set valid, store
+ * the words, clear valid (compiler-ordered; a killed process's executed
+ * stores all reach memory). A process that gets EOWNERDEAD replays a valid
+ * journal (or finds the old, consistent state when valid was never set),
+ * marks the lock consistent and wakes every sleeper. So a put killed
+ * before its commit leaves nothing, after it leaves the whole message; a
+ * get killed before its commit leaves the message in the queue.
+ *
+ * Blocking. Waiters spin briefly (conc's adaptive spinner) on the word
+ * they need to change, then sleep on a futex word `seq` in the segment
+ * after counting themselves in `sleepers`. A committer issues a full
+ * fence and looks at `sleepers`; only if nonzero does it bump `seq` and
+ * call futex_wake (a put wakes one consumer, a get wakes every waiting
+ * producer — their messages differ in size — and the last task_done wakes
+ * every joiner). No lost wakeup: the sleeper increments `sleepers`, reads
+ * `seq`, re-checks its condition, and only then waits on `seq`; the
+ * committer stores, fences, then reads `sleepers` (a Dekker pair). A woken
+ * consumer that times out while a message is waiting passes its wakeup
+ * on. Processes can die between being woken and acting, or after a commit
+ * and before their wake call; sleeps are therefore capped at 250 ms and
+ * re-checked, so such a loss costs at most that much latency, never a
+ * hang. A process killed while asleep leaves `sleepers` one too high;
+ * that only costs the other side a futex_wake call per operation.
+ *
+ * JoinableQueue: unfinished = puts - done. task_done increments done
+ * with a CAS that refuses to pass puts (ValueError); one word, so it is
+ * crash-safe without a lock.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "core/fence.h"
+#include "core/futex.h"
+#include "core/park.h"
+#include "core/time.h"
+#include "ipc/queue_internal.h"
+
+#define SEQ memory_order_seq_cst
+#define HDR ((uint64_t)CONC__MPQ_HDR)
+#define SLEEP_CAP_NS 250000000LL
+
+static inline uint64_t msg_size(uint64_t len) { return HDR + ((len + 7) & ~(uint64_t)7); }
+
+/* ------------------------------------------------------------ waiting */
+
+typedef struct {
+    const uint64_t *a, *b; /* wait until *a != av or (b and *b != bv) */
+    uint64_t av, bv;
+} wait_cond_t;
+
+static bool cond_changed(void *arg)
+{
+    const wait_cond_t *c = arg;
+    return conc__load(c->a, ACQ) != c->av || (c->b && conc__load(c->b, ACQ) != c->bv);
+}
+
+/* Wait for the condition; 0 when it changed, CONC_ETIMEDOUT. */
+static int mpq_wait(conc__mpq_wait_t *w, wait_cond_t *c, int64_t deadline)
+{
+    if (cond_changed(c) || conc__spin_until(cond_changed, c, deadline))
+        return 0;
+    for (;;) {
+        int64_t now = conc__now_ns();
+        if (now >= deadline)
+            return cond_changed(c) ? 0 : CONC_ETIMEDOUT;
+        atomic_fetch_add_explicit(CONC__A(&w->sleepers), 1u, SEQ);
+        uint32_t seq = conc__load(&w->seq, SEQ);
+        if (cond_changed(c)) {
+            atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
+            return 0;
+        }
+        int64_t until = deadline - now > SLEEP_CAP_NS ? now + SLEEP_CAP_NS : deadline;
+        conc__futex_wait(&w->seq, seq, until, 1);
+        atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
+        if (cond_changed(c))
+            return 0;
+    }
+}
+
+static void mpq_wake(conc__mpq_wait_t *w, int n)
+{
+    atomic_fetch_add_explicit(CONC__A(&w->seq), 1u, SEQ);
+    conc__futex_wake(&w->seq, n, 1);
+}
+
+/* After a commit: wake n sleepers of w if there are any. */
+static inline void mpq_notify(conc__mpq_wait_t *w, int n)
+{
+    conc__fence_full();
+    if (__builtin_expect(conc__load(&w->sleepers, RLX) != 0, 0))
+        mpq_wake(w, n);
+}
+
+/* ------------------------------------------------------------ locking */
+
+/* Replay side sd's journal after its lock holder died. pos/count are the
+ * side's published words. */
+static void mpq_repair(conc__mpq_shm_t *s, conc__mpq_side_t *sd, uint64_t *pos, uint64_t *count)
+{
+    if (conc__load(&sd->j.valid, ACQ)) {
+        conc__store(count, sd->j.count, REL);
+        conc__store(pos, sd->j.pos, REL);
+        conc__store(&sd->j.valid, 0u, REL);
+    }
+    atomic_fetch_add_explicit(CONC__A(&s->recoveries), 1u, RLX);
+    mpq_wake(&s->nonempty, INT_MAX);
+    mpq_wake(&s->nonfull, INT_MAX);
+    mpq_wake(&s->alldone, INT_MAX);
+}
+
+/* Lock one side; deadline as for waits (0 and none: plain lock). Returns
+ * 0, CONC_ETIMEDOUT, CONC_EBROKEN (the lock cannot be recovered). */
+static int mpq_lock(conc__mpq_shm_t *s, bool put_side, int64_t deadline)
+{
+    conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
+    int r;
+    if (deadline == 0 || deadline == CONC__NO_DEADLINE) {
+        r = pthread_mutex_lock(&sd->lock);
+    } else {
+        struct timespec ts = {.tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000};
+        r = pthread_mutex_clocklock(&sd->lock, CLOCK_MONOTONIC, &ts);
+    }
+    if (__builtin_expect(r == 0, 1))
+        return 0;
+    if (r == EOWNERDEAD) {
+        if (put_side)
+            mpq_repair(s, sd, &s->tail, &s->puts);
+        else
+            mpq_repair(s, sd, &s->head, &s->gets);
+        pthread_mutex_consistent(&sd->lock);
+        return 0;
+    }
+    if (r == ETIMEDOUT)
+        return CONC_ETIMEDOUT;
+    return CONC_EBROKEN;
+}
+
+static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side)
+{
+    pthread_mutex_unlock(put_side ? &s->put.lock : &s->get.lock);
+}
+
+/* Commit new values of a side's two published words through its journal. */
+static inline void mpq_commit(conc__mpq_side_t *sd, uint64_t *pos, uint64_t npos, uint64_t *count,
+                              uint64_t ncount)
+{
+    atomic_signal_fence(SEQ); /* the message bytes first */
+    conc__store(&sd->j.pos, npos, RLX);
+    conc__store(&sd->j.count, ncount, RLX);
+    conc__store(&sd->j.valid, 1u, REL);
+    conc__store(count, ncount, REL);
+    conc__store(pos, npos, REL);
+    conc__store(&sd->j.valid, 0u, REL);
+}
+
+/* --------------------------------------------------------- lifecycle */
+
+static int mpq_handle(conc_mpqueue_t **out, int fd, conc__mpq_shm_t *s, size_t map_size)
+{
+    conc_mpqueue_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return CONC_ENOMEM;
+    q->shm = s;
+    q->ring = (unsigned char *)s + s->data_off;
+    q->map_size = map_size;
+    q->fd = fd;
+    q->kind = (int)s->kind;
+    q->cap = s->cap;
+    q->mask = s->cap - 1;
+    atomic_init(&q->users, 0);
+    atomic_init(&q->closed, 0);
+    *out = q;
+    return 0;
+}
+
+static size_t mpq_data_off(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t p = pg > 0 ? (size_t)pg : 4096;
+    return (sizeof(conc__mpq_shm_t) + p - 1) / p * p;
+}
+
+static int init_lock(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a) != 0)
+        return -1;
+    int r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (r == 0)
+        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (r == 0)
+        r = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return r;
+}
+
+int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsize, size_t capacity)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (kind != CONC_MPQ_QUEUE && kind != CONC_MPQ_JOINABLE && kind != CONC_MPQ_SIMPLE)
+        return CONC_EINVAL;
+    if (capacity > CONC_MPQ_MAX_CAPACITY)
+        return CONC_EINVAL;
+    if (capacity == 0)
+        capacity = CONC_MPQ_DEFAULT_CAPACITY;
+    size_t cap = 64;
+    while (cap < capacity)
+        cap <<= 1;
+    size_t off = mpq_data_off(), size = off + cap;
+
+    int fd = memfd_create("conc-mpqueue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return CONC_ESYS;
+    }
+    /* Nobody may resize it under the mappings (that would be SIGBUS). */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return e == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+    }
+    conc__mpq_shm_t *s = p;
+    s->version = CONC__MPQ_VERSION;
+    s->kind = (uint32_t)kind;
+    s->cap = cap;
+    s->maxsize = (kind != CONC_MPQ_SIMPLE && maxsize > 0) ? (uint64_t)maxsize : 0;
+    s->map_size = size;
+    s->data_off = off;
+    if (init_lock(&s->put.lock) != 0 || init_lock(&s->get.lock) != 0) {
+        munmap(p, size);
+        close(fd);
+        return CONC_ESYS;
+    }
+    int rc = mpq_handle(out, fd, s, size);
+    if (rc != 0) {
+        munmap(p, size);
+        close(fd);
+        return rc;
+    }
+    conc__store(&s->magic, CONC__MPQ_MAGIC, REL);
+    return 0;
+}
+
+int conc_mpqueue_attach(conc_mpqueue_t **out, int fd)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (fd < 0)
+        return CONC_EINVAL;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno == EBADF ? CONC_EINVAL : CONC_ESYS;
+    size_t off = mpq_data_off();
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < off + 64)
+        return CONC_EINVAL;
+    size_t size = (size_t)st.st_size;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return errno == ENOMEM ? CONC_ENOMEM : CONC_EINVAL;
+    conc__mpq_shm_t *s = p;
+    uint64_t cap = s->cap;
+    if (conc__load(&s->magic, ACQ) != CONC__MPQ_MAGIC || s->version != CONC__MPQ_VERSION ||
+        s->map_size != size || s->data_off != off || cap < 64 || (cap & (cap - 1)) != 0 ||
+        off + cap != size || s->kind > CONC_MPQ_SIMPLE) {
+        munmap(p, size);
+        return CONC_EINVAL;
+    }
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0) {
+        munmap(p, size);
+        return CONC_ESYS;
+    }
+    int rc = mpq_handle(out, nfd, s, size);
+    if (rc != 0) {
+        munmap(p, size);
+        close(nfd);
+    }
+    return rc;
+}
+
+int conc_mpqueue_fd(const conc_mpqueue_t *q)
+{
+    if (!q || !q->shm)
+        return CONC_EINVAL;
+    return q->fd;
+}
+
+int conc_mpqueue_close(conc_mpqueue_t *q)
+{
+    if (!q || !q->shm)
+        return CONC_EINVAL;
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&q->closed, &expect, 1))
+        return CONC_EINVAL;
+    if (atomic_load(&q->users) != 0) {
+        atomic_store(&q->closed, 0);
+        return CONC_EPERM;
+    }
+    munmap(q->shm, q->map_size);
+    close(q->fd);
+    q->shm = NULL;
+    q->ring = NULL;
+    q->fd = -1;
+    return 0;
+}
+
+int conc_mpqueue_free(conc_mpqueue_t *q)
+{
+    if (!q)
+        return 0;
+    if (q->shm) {
+        int rc = conc_mpqueue_close(q);
+        if (rc != 0)
+            return rc;
+    }
+    free(q);
+    return 0;
+}
+
+/* A call that is about to wait registers itself so close() refuses to
+ * unmap under it. Returns false when q is being closed. */
+static bool mpq_enter_wait(conc_mpqueue_t *q, bool *counted)
+{
+    if (*counted)
+        return true;
+    atomic_fetch_add(&q->users, 1);
+    if (atomic_load(&q->closed)) {
+        atomic_fetch_sub(&q->users, 1);
+        return false;
+    }
+    *counted = true;
+    return true;
+}
+
+static inline int mpq_leave(conc_mpqueue_t *q, bool counted, int rc)
+{
+    if (counted)
+        atomic_fetch_sub(&q->users, 1);
+    return rc;
+}
+
+/* --------------------------------------------------------- put / get */
+
+static inline void ring_write(conc_mpqueue_t *q, uint64_t pos, const void *src, size_t n)
+{
+    size_t off = (size_t)(pos & q->mask), first = (size_t)q->cap - off;
+    if (n <= first) {
+        memcpy(q->ring + off, src, n);
+    } else {
+        memcpy(q->ring + off, src, first);
+        memcpy(q->ring, (const unsigned char *)src + first, n - first);
+    }
+}
+
+static inline void ring_read(const conc_mpqueue_t *q, uint64_t pos, void *dst, size_t n)
+{
+    size_t off = (size_t)(pos & q->mask), first = (size_t)q->cap - off;
+    if (n <= first) {
+        memcpy(dst, q->ring + off, n);
+    } else {
+        memcpy(dst, q->ring + off, first);
+        memcpy((unsigned char *)dst + first, q->ring, n - first);
+    }
+}
+
+int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block, double timeout)
+{
+    if (!q || (!data && len) || !q->shm)
+        return CONC_EINVAL;
+    conc__mpq_shm_t *s = q->shm;
+    int64_t deadline = 0;
+    if (block && conc__deadline(timeout, &deadline) != 0)
+        return CONC_EINVAL;
+    if (len > q->cap - HDR)
+        return CONC_ERANGE;
+    uint64_t need = msg_size(len), cap = q->cap, maxsize = s->maxsize;
+    bool counted = false;
+    int rc = mpq_lock(s, true, deadline);
+    if (rc != 0)
+        return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
+    uint64_t t;
+    for (;;) {
+        t = s->tail;
+        bool room = t + need - s->put.peer_pos <= cap;
+        if (!room) {
+            s->put.peer_pos = conc__load(&s->head, ACQ);
+            room = t + need - s->put.peer_pos <= cap;
+        }
+        bool items = true;
+        if (maxsize) {
+            items = s->puts - s->put.peer_count < maxsize;
+            if (!items) {
+                s->put.peer_count = conc__load(&s->gets, ACQ);
+                items = s->puts - s->put.peer_count < maxsize;
+            }
+        }
+        if (room && items)
+            break;
+        wait_cond_t c = {.a = &s->head, .av = s->put.peer_pos, .b = &s->gets, .bv = s->put.peer_count};
+        mpq_unlock(s, true);
+        if (!block || !mpq_enter_wait(q, &counted))
+            return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
+        if (mpq_wait(&s->nonfull, &c, deadline) != 0)
+            return mpq_leave(q, counted, CONC_EFULL);
+        rc = mpq_lock(s, true, deadline);
+        if (rc != 0)
+            return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EFULL : rc);
+    }
+    uint64_t hdr = (uint64_t)len; /* u32 length, u32 spare (zero) */
+    memcpy(q->ring + (t & q->mask), &hdr, sizeof hdr);
+    if (len)
+        ring_write(q, t + HDR, data, len);
+    mpq_commit(&s->put, &s->tail, t + need, &s->puts, s->puts + 1);
+    mpq_unlock(s, true);
+    mpq_notify(&s->nonempty, 1);
+    return mpq_leave(q, counted, 0);
+}
+
+int conc_mpqueue_put_nowait(conc_mpqueue_t *q, const void *data, size_t len)
+{
+    return conc_mpqueue_put(q, data, len, false, 0);
+}
+
+/* get and get_alloc: exactly one of buf/allocp is used. */
+static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, void **allocp,
+                   bool block, double timeout)
+{
+    if (!q || !lenp || !q->shm || (!allocp && !buf && bufcap))
+        return CONC_EINVAL;
+    conc__mpq_shm_t *s = q->shm;
+    int64_t deadline = 0;
+    if (block && conc__deadline(timeout, &deadline) != 0)
+        return CONC_EINVAL;
+    bool counted = false;
+    int rc = mpq_lock(s, false, deadline);
+    if (rc != 0)
+        return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
+    uint64_t h;
+    for (;;) {
+        h = s->head;
+        if (h == s->get.peer_pos)
+            s->get.peer_pos = conc__load(&s->tail, ACQ);
+        if (h != s->get.peer_pos)
+            break;
+        mpq_unlock(s, false);
+        if (!block || !mpq_enter_wait(q, &counted))
+            return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EEMPTY);
+        wait_cond_t c = {.a = &s->tail, .av = h};
+        rc = mpq_wait(&s->nonempty, &c, deadline);
+        if (rc == 0)
+            rc = mpq_lock(s, false, deadline);
+        if (rc != 0) {
+            /* We may have been the one consumer woken for a message that
+             * is still there: pass the wakeup on. */
+            if (conc__load(&s->tail, ACQ) != conc__load(&s->head, ACQ))
+                mpq_notify(&s->nonempty, 1);
+            return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc);
+        }
+    }
+    uint64_t hdr;
+    memcpy(&hdr, q->ring + (h & q->mask), sizeof hdr);
+    size_t len = (size_t)(uint32_t)hdr;
+    if (__builtin_expect(len > q->cap - HDR, 0)) { /* someone scribbled on the segment */
+        mpq_unlock(s, false);
+        return mpq_leave(q, counted, CONC_EBROKEN);
+    }
+    if (allocp) {
+        buf = malloc(len ? len : 1);
+        if (!buf) {
+            mpq_unlock(s, false);
+            return mpq_leave(q, counted, CONC_ENOMEM);
+        }
+    } else if (len > bufcap) {
+        mpq_unlock(s, false);
+        *lenp = len;
+        return mpq_leave(q, counted, CONC_ERANGE);
+    }
+    if (len)
+        ring_read(q, h + HDR, buf, len);
+    mpq_commit(&s->get, &s->head, h + msg_size(len), &s->gets, s->gets + 1);
+    mpq_unlock(s, false);
+    mpq_notify(&s->nonfull, INT_MAX);
+    *lenp = len;
+    if (allocp)
+        *allocp = buf;
+    return mpq_leave(q, counted, 0);
+}
+
+int conc_mpqueue_get(conc_mpqueue_t *q, void *buf, size_t cap, size_t *len, bool block,
+                     double timeout)
+{
+    return mpq_get(q, buf, cap, len, NULL, block, timeout);
+}
+
+int conc_mpqueue_get_nowait(conc_mpqueue_t *q, void *buf, size_t cap, size_t *len)
+{
+    return mpq_get(q, buf, cap, len, NULL, false, 0);
+}
+
+int conc_mpqueue_get_alloc(conc_mpqueue_t *q, void **data, size_t *len, bool block, double timeout)
+{
+    if (!data)
+        return CONC_EINVAL;
+    return mpq_get(q, NULL, 0, len, data, block, timeout);
+}
+
+/* ------------------------------------------------------------ queries */
+
+size_t conc_mpqueue_qsize(const conc_mpqueue_t *q)
+{
+    if (!q || !q->shm)
+        return 0;
+    const conc__mpq_shm_t *s = q->shm;
+    uint64_t g = conc__load(&s->gets, ACQ); /* gets first: then puts >= gets */
+    uint64_t p = conc__load(&s->puts, ACQ);
+    return p > g ? (size_t)(p - g) : 0;
+}
+
+bool conc_mpqueue_empty(const conc_mpqueue_t *q) { return conc_mpqueue_qsize(q) == 0; }
+
+bool conc_mpqueue_full(const conc_mpqueue_t *q)
+{
+    if (!q || !q->shm)
+        return false;
+    const conc__mpq_shm_t *s = q->shm;
+    if (s->maxsize && conc_mpqueue_qsize(q) >= s->maxsize)
+        return true;
+    uint64_t h = conc__load(&s->head, ACQ);
+    uint64_t t = conc__load(&s->tail, ACQ);
+    return t - h > q->cap - HDR;
+}
+
+long conc_mpqueue_maxsize(const conc_mpqueue_t *q)
+{
+    return q && q->shm ? (long)q->shm->maxsize : 0;
+}
+
+size_t conc_mpqueue_capacity(const conc_mpqueue_t *q) { return q && q->shm ? (size_t)q->cap : 0; }
+
+size_t conc_mpqueue_max_message(const conc_mpqueue_t *q)
+{
+    return q && q->shm ? (size_t)(q->cap - HDR) : 0;
+}
+
+unsigned long conc_mpqueue_recoveries(const conc_mpqueue_t *q)
+{
+    return q && q->shm ? (unsigned long)conc__load(&q->shm->recoveries, RLX) : 0;
+}
+
+/* ------------------------------------------------------ JoinableQueue */
+
+int conc_mpqueue_task_done(conc_mpqueue_t *q)
+{
+    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+        return CONC_EINVAL;
+    conc__mpq_shm_t *s = q->shm;
+    uint64_t d = conc__load(&s->done, RLX), p;
+    do {
+        p = conc__load(&s->puts, ACQ);
+        if (d >= p)
+            return CONC_EINVAL; /* task_done() called too many times */
+    } while (!atomic_compare_exchange_weak_explicit(CONC__A(&s->done), &d, d + 1, SEQ, RLX));
+    if (d + 1 == p)
+        mpq_notify(&s->alldone, INT_MAX);
+    return 0;
+}
+
+int conc_mpqueue_join(conc_mpqueue_t *q, double timeout)
+{
+    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+        return CONC_EINVAL;
+    conc__mpq_shm_t *s = q->shm;
+    int64_t deadline;
+    if (conc__deadline(timeout, &deadline) != 0)
+        return CONC_EINVAL;
+    bool counted = false;
+    for (;;) {
+        uint64_t d = conc__load(&s->done, ACQ);
+        uint64_t p = conc__load(&s->puts, ACQ);
+        if (d >= p)
+            return mpq_leave(q, counted, 0);
+        if (!mpq_enter_wait(q, &counted))
+            return CONC_EINVAL;
+        wait_cond_t c = {.a = &s->done, .av = d};
+        if (mpq_wait(&s->alldone, &c, deadline) != 0)
+            return mpq_leave(q, counted, CONC_ETIMEDOUT);
+    }
+}
+
+size_t conc_mpqueue_unfinished_tasks(const conc_mpqueue_t *q)
+{
+    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+        return 0;
+    const conc__mpq_shm_t *s = q->shm;
+    uint64_t d = conc__load(&s->done, ACQ);
+    uint64_t p = conc__load(&s->puts, ACQ);
+    return p > d ? (size_t)(p - d) : 0;
+}

@@ -1,0 +1,79 @@
+/* queue_internal.h — layout of a conc_mpqueue segment (private; see
+ * src/ipc/queue.c for the algorithm). Everything in the segment is plain
+ * data at fixed offsets: no pointers, since each process maps it at its
+ * own address. */
+#ifndef CONC_IPC_QUEUE_INTERNAL_H
+#define CONC_IPC_QUEUE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conc/ipc_queue.h"
+
+#define CONC__MPQ_MAGIC 0x636f6e634d505131ull /* "concMPQ1" */
+#define CONC__MPQ_VERSION 1u
+#define CONC__MPQ_HDR 8u        /* per-message header: u32 length + u32 spare */
+#define CONC__MPQ_LINE 64
+
+/* A redo record: the new values of one side's published words, valid
+ * while `valid` is 1. A process that dies between setting valid and
+ * clearing it leaves a record the next lock holder replays. */
+typedef struct conc__mpq_journal {
+    uint64_t pos;   /* new tail (put side) / head (get side) */
+    uint64_t count; /* new puts / gets */
+    uint32_t valid;
+} conc__mpq_journal_t;
+
+/* One side (producers or consumers): its robust lock and what only the
+ * lock holder writes. */
+typedef struct conc__mpq_side {
+    pthread_mutex_t lock;      /* PROCESS_SHARED + ROBUST */
+    conc__mpq_journal_t j;
+    uint64_t peer_pos;         /* cached copy of the other side's position */
+    uint64_t peer_count;       /* cached copy of the other side's count */
+} conc__mpq_side_t;
+
+/* A futex-backed wait: sleepers counts the processes/threads inside (or
+ * about to enter) the futex wait on seq. */
+typedef struct conc__mpq_wait {
+    uint32_t sleepers;
+    uint32_t seq;
+} conc__mpq_wait_t;
+
+typedef struct conc__mpq_shm {
+    /* immutable after creation */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t kind;
+    uint64_t cap;        /* ring bytes, a power of two */
+    uint64_t maxsize;    /* 0: no item limit */
+    uint64_t map_size;   /* whole segment */
+    uint64_t data_off;   /* ring offset in the segment */
+    uint64_t recoveries; /* atomic */
+
+    _Alignas(CONC__MPQ_LINE) conc__mpq_side_t put;
+    _Alignas(CONC__MPQ_LINE) conc__mpq_side_t get;
+    /* published positions, each on its own line (read by the other side) */
+    _Alignas(CONC__MPQ_LINE) uint64_t tail; /* bytes ever put   */
+    uint64_t puts;                           /* messages ever put */
+    _Alignas(CONC__MPQ_LINE) uint64_t head; /* bytes ever taken */
+    uint64_t gets;                           /* messages ever taken */
+    _Alignas(CONC__MPQ_LINE) conc__mpq_wait_t nonempty;
+    _Alignas(CONC__MPQ_LINE) conc__mpq_wait_t nonfull;
+    _Alignas(CONC__MPQ_LINE) uint64_t done; /* task_done calls (joinable) */
+    conc__mpq_wait_t alldone;
+} conc__mpq_shm_t;
+
+struct conc_mpqueue {
+    conc__mpq_shm_t *shm;  /* NULL once closed */
+    unsigned char *ring;
+    size_t map_size;
+    int fd;
+    int kind;
+    uint64_t cap, mask;
+    atomic_int users;      /* calls in progress in this process */
+    atomic_int closed;
+};
+
+#endif
