@@ -1,0 +1,243 @@
+/*
+ * child.c — starting, waiting for and signalling one child process
+ * (conc__child_t), whatever the start method. process.c builds the public
+ * Process on it; pools use it directly (see internal.h).
+ *
+ * Every child is known by a pidfd: fork and spawn children are ours, so
+ * the pidfd is polled and then reaped with waitid(P_PIDFD). A fork-server
+ * child is the server's: the server sends us its pidfd (the sentinel, it
+ * still becomes readable when the child ends) and, once it has reaped the
+ * child, its exit code on a per-child status socket; we wait on that
+ * socket. Reaping is serialised by the child's lock so several threads may
+ * wait at once; `done` is published last.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/park.h"
+#include "core/time.h"
+#include "process/internal.h"
+#include "sync/internal.h"
+
+/* -------------------------------------------------------- start method */
+
+/* Threads of this process, from /proc/self/stat (field 20); 0 if unknown. */
+static long thread_count(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    p++;
+    /* After the name: state is field 3, num_threads field 20. */
+    for (int field = 2; field < 20 && p; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtol(p + 1, NULL, 10) : 0;
+}
+
+static int default_method; /* atomic conc_start_method_t */
+
+int conc_set_start_method(conc_start_method_t m)
+{
+    if ((int)m < CONC_START_DEFAULT || m > CONC_FORKSERVER)
+        return CONC_EINVAL;
+    conc__store(&default_method, (int)m, RLX);
+    return 0;
+}
+
+conc_start_method_t conc_get_start_method(void)
+{
+    return (conc_start_method_t)conc__load(&default_method, RLX);
+}
+
+const char *conc_start_method_name(conc_start_method_t m)
+{
+    switch (m) {
+    case CONC_FORK: return "fork";
+    case CONC_SPAWN: return "spawn";
+    case CONC_FORKSERVER: return "forkserver";
+    case CONC_START_DEFAULT: return "default";
+    }
+    return "unknown";
+}
+
+conc_start_method_t conc__resolve_method(conc_start_method_t m)
+{
+    if (m == CONC_START_DEFAULT)
+        m = (conc_start_method_t)conc__load(&default_method, RLX);
+    if (m == CONC_START_DEFAULT)
+        m = thread_count() == 1 ? CONC_FORK : CONC_FORKSERVER;
+    return m;
+}
+
+/* ---------------------------------------------------------------- fork */
+
+static int fork_start(conc__child_t *c, const conc__launch_t *l)
+{
+    conc_process_fn fn = l->entry ? (conc_process_fn)(void (*)(void))l->entry->fn : l->fork_fn;
+    if (!fn)
+        return CONC_EINVAL;
+    int ppidfd = conc__self_pidfd(); /* inherited: the child's parent pidfd */
+    pid_t ppid = getpid();
+    fflush(NULL); /* buffered output is written once, not once per process */
+    pid_t pid = fork();
+    if (pid < 0)
+        return errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+    if (pid == 0) {
+        conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds};
+        conc__become_child(&info);
+        conc__child_exit(conc__run_child_fn(fn, l->arg, l->len));
+    }
+    c->pid = pid;
+    c->pidfd = conc__pidfd_open(pid);
+    if (c->pidfd < 0) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        errno = e;
+        return CONC_ESYS;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- start */
+
+int conc__child_start(conc__child_t *c, const conc__launch_t *l)
+{
+    if (!c || !l || l->nfds < 0 || l->nfds > CONC__MAX_FDS || (l->nfds && !l->fds) || (l->len && !l->arg))
+        return CONC_EINVAL;
+    memset(c, 0, sizeof *c);
+    c->pidfd = -1;
+    c->statusfd = -1;
+    conc_lock_init(&c->mu);
+    if (conc__unguarded()) {
+        fprintf(stderr, "conc: a child started by spawn tried to start a process before "
+                        "CONC_PROCESS_MAIN(argc, argv) ran: call it first thing in main\n");
+        return CONC_EPERM;
+    }
+    conc_start_method_t m = conc__resolve_method(l->method);
+    c->method = m;
+    if (m != CONC_FORK && (!l->entry || !l->entry->fn || l->entry->sig != CONC_SIG_PROCESS))
+        return CONC_EINVAL;
+    switch (m) {
+    case CONC_FORK: return fork_start(c, l);
+    case CONC_SPAWN: return conc__spawn_start(c, l);
+    case CONC_FORKSERVER: return conc__forkserver_start(c, l);
+    default: return CONC_EINVAL;
+    }
+}
+
+/* ---------------------------------------------------------------- wait */
+
+static int status_code(const siginfo_t *si)
+{
+    if (si->si_code == CLD_EXITED)
+        return si->si_status;
+    return -si->si_status; /* CLD_KILLED, CLD_DUMPED */
+}
+
+static void publish(conc__child_t *c, int code)
+{
+    c->exitcode = code;
+    conc__store(&c->done, 1, REL);
+}
+
+/* Under c->mu: try to collect the exit status without blocking. */
+static bool reap_locked(conc__child_t *c)
+{
+    if (conc__load(&c->done, ACQ))
+        return true;
+    if (c->method == CONC_FORKSERVER) {
+        struct pollfd pf = {c->statusfd, POLLIN, 0};
+        int n;
+        do
+            n = poll(&pf, 1, 0);
+        while (n < 0 && errno == EINTR);
+        if (n == 0)
+            return false;
+        int32_t code;
+        if (conc__read_all(c->statusfd, &code, sizeof code) != 0)
+            code = 255; /* the server went away: nobody knows */
+        publish(c, code);
+        return true;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r;
+    do
+        r = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        publish(c, 255); /* ECHILD: reaped behind our back (SIGCHLD ignored?) */
+        return true;
+    }
+    if (si.si_pid == 0)
+        return false;
+    publish(c, status_code(&si));
+    return true;
+}
+
+bool conc__child_poll(conc__child_t *c)
+{
+    if (conc__load(&c->done, ACQ))
+        return true;
+    conc__lock_acquire_dl(&c->mu, CONC__NO_DEADLINE);
+    bool r = reap_locked(c);
+    conc_lock_release(&c->mu);
+    return r;
+}
+
+int conc__child_wait(conc__child_t *c, int64_t deadline)
+{
+    int fd = c->method == CONC_FORKSERVER ? c->statusfd : c->pidfd;
+    for (;;) {
+        if (conc__child_poll(c))
+            return 0;
+        struct timespec ts, *tsp = NULL;
+        if (deadline != CONC__NO_DEADLINE) {
+            int64_t left = deadline - conc__now_ns();
+            if (left <= 0)
+                return CONC_ETIMEDOUT;
+            ts.tv_sec = (time_t)(left / 1000000000);
+            ts.tv_nsec = (long)(left % 1000000000);
+            tsp = &ts;
+        }
+        struct pollfd pf = {fd, POLLIN, 0};
+        ppoll(&pf, 1, tsp, NULL);
+    }
+}
+
+int conc__child_signal(conc__child_t *c, int sig)
+{
+    if (conc__load(&c->done, ACQ) || c->pidfd < 0)
+        return 0;
+    if (conc__pidfd_send_signal(c->pidfd, sig) == 0 || errno == ESRCH)
+        return 0;
+    return CONC_ESYS;
+}
+
+void conc__child_release(conc__child_t *c)
+{
+    if (c->pidfd >= 0)
+        close(c->pidfd);
+    if (c->statusfd >= 0)
+        close(c->statusfd);
+    c->pidfd = c->statusfd = -1;
+}

@@ -1,0 +1,682 @@
+/*
+ * process.c — multiprocessing.Process and the module functions.
+ *
+ * A conc_process_t is a reference-counted record around a conc__child_t
+ * (child.c). Three kinds: CHILD records (conc_process_new), the CURRENT
+ * process (static, "MainProcess" or the name this child was started
+ * with) and the PARENT record of a child (static; pid and a pidfd of the
+ * parent, so is_alive/join/sentinel work on it).
+ *
+ * Children this process started and has not reaped yet sit in one list
+ * (under `kids_lock`, holding a reference), as Python's _children set:
+ * active_children() and the next start reap the ones that ended, join
+ * removes them, and the exit hook (registered with the thread module's
+ * exit sequence) terminates the daemon ones and joins them all, then stops
+ * the fork server: no child outlives a normal exit unreaped.
+ *
+ * Fork: the atfork child handler empties the list (those are the parent's
+ * children: their fds are closed, their handles answer CONC_EPERM here),
+ * resets the counter used for names, and forgets the fork server. The
+ * cached pidfd of this process is inherited by a child conc forks, where it
+ * becomes the parent's pidfd.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conc/thread.h"
+#include "core/park.h"
+#include "core/time.h"
+#include "process/internal.h"
+#include "sync/internal.h"
+#include "thread/internal.h"
+
+enum { K_CHILD = 0, K_CURRENT = 1, K_PARENT = 2 };
+enum { S_NEW = 0, S_STARTED = 1, S_CLOSED = 2 };
+
+struct conc_process {
+    int refs;                 /* atomic */
+    int kind;
+    int state;                /* S_* (atomic) */
+    conc_process_fn fn;
+    void *arg;
+    size_t len;
+    char *name;               /* malloc'd (static strings for CURRENT/PARENT until renamed) */
+    char *ident;              /* "1", "1:2": the numbers in the default name */
+    bool daemon;
+    bool listed;              /* in the children list (under kids_lock) */
+    bool name_owned;
+    conc_start_method_t method;
+    pid_t creator;
+    conc__child_t child;
+    struct conc_process *next, *prev;
+};
+
+static conc_lock_t kids_lock = CONC_LOCK_INIT;
+static conc_process_t *kids;          /* started, unreaped children */
+static unsigned long counter;         /* atomic: the N of Process-N */
+static conc_process_t current_rec = {.refs = 1, .kind = K_CURRENT, .state = S_STARTED,
+                                     .name = (char *)"MainProcess", .ident = (char *)""};
+static conc_process_t parent_rec = {.refs = 1, .kind = K_PARENT, .state = S_STARTED};
+static bool have_parent;
+static int self_pidfd = -1;           /* atomic; this process's own pidfd */
+static __thread bool forking;         /* this thread is in fork_start's fork */
+static bool unguarded;                /* spawned child that has not run the guard */
+static int passed_fds[CONC__MAX_FDS];
+static int n_passed_fds;
+
+#define SPAWN_ENV "CONC_PROCESS_CHILD"
+
+/* ------------------------------------------------------------- helpers */
+
+static void kids_acquire(void) { conc__lock_acquire_dl(&kids_lock, CONC__NO_DEADLINE); }
+static void kids_release(void) { conc_lock_release(&kids_lock); }
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void rec_ref(conc_process_t *p) { atomic_fetch_add_explicit(CONC__A(&p->refs), 1, RLX); }
+
+static void rec_unref(conc_process_t *p)
+{
+    if (p->kind != K_CHILD)
+        return;
+    if (atomic_fetch_sub_explicit(CONC__A(&p->refs), 1, memory_order_acq_rel) != 1)
+        return;
+    conc__child_release(&p->child);
+    free(p->arg);
+    free(p->name);
+    free(p->ident);
+    free(p);
+}
+
+static void list_add_locked(conc_process_t *p)
+{
+    p->prev = NULL;
+    p->next = kids;
+    if (kids)
+        kids->prev = p;
+    kids = p;
+    p->listed = true;
+}
+
+static bool list_remove_locked(conc_process_t *p)
+{
+    if (!p->listed)
+        return false;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        kids = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+    p->listed = false;
+    return true;
+}
+
+/* The child has been reaped: take it off the list (dropping the list's ref). */
+static void unlist(conc_process_t *p)
+{
+    kids_acquire();
+    bool was = list_remove_locked(p);
+    kids_release();
+    if (was)
+        rec_unref(p);
+}
+
+/* Reap the listed children that have ended (Python's _cleanup). */
+static void cleanup(void)
+{
+    for (;;) {
+        conc_process_t *dead = NULL;
+        kids_acquire();
+        for (conc_process_t *p = kids; p; p = p->next) {
+            if (conc__child_poll(&p->child)) {
+                list_remove_locked(p);
+                dead = p;
+                break;
+            }
+        }
+        kids_release();
+        if (!dead)
+            return;
+        rec_unref(dead);
+    }
+}
+
+int conc__self_pidfd(void)
+{
+    int fd = conc__load(&self_pidfd, ACQ);
+    if (fd >= 0)
+        return fd;
+    fd = conc__pidfd_open(getpid());
+    if (fd < 0)
+        return -1;
+    int exp = -1;
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&self_pidfd), &exp, fd, memory_order_acq_rel, ACQ)) {
+        close(fd);
+        fd = exp;
+    }
+    return fd;
+}
+
+const char *conc__self_name(void) { return current_rec.name; }
+
+bool conc__unguarded(void) { return unguarded; }
+
+int conc__child_fds(const int **fds)
+{
+    if (fds)
+        *fds = passed_fds;
+    return n_passed_fds;
+}
+
+/* ----------------------------------------------------------- the child */
+
+void conc__become_child(const conc__child_info_t *info)
+{
+    /* Strings first: info may point into records we are about to change. */
+    char *name = dup_str(info->name ? info->name : "Process");
+    char *ident = dup_str(info->ident ? info->ident : "");
+    char *pname = info->parent_name ? dup_str(info->parent_name) : NULL;
+    if (!pname) {
+        const char *old = current_rec.name;
+        pname = dup_str(old ? old : "MainProcess");
+    }
+    if (name && ident) {
+        if (current_rec.name_owned) {
+            free(current_rec.name);
+            free(current_rec.ident);
+        }
+        current_rec.name = name;
+        current_rec.ident = ident;
+        current_rec.name_owned = true;
+    }
+    current_rec.daemon = info->daemon;
+    if (parent_rec.name_owned)
+        free(parent_rec.name);
+    parent_rec.name = pname ? pname : (char *)"parent";
+    parent_rec.name_owned = pname != NULL;
+    if (have_parent && parent_rec.child.pidfd >= 0 && parent_rec.child.pidfd != info->parent_pidfd)
+        close(parent_rec.child.pidfd);
+    memset(&parent_rec.child, 0, sizeof parent_rec.child);
+    parent_rec.child.pid = info->parent_pid;
+    parent_rec.child.pidfd = info->parent_pidfd;
+    parent_rec.child.statusfd = -1;
+    parent_rec.creator = 0;
+    have_parent = true;
+    n_passed_fds = 0;
+    for (int i = 0; i < info->nfds && i < CONC__MAX_FDS; i++)
+        passed_fds[n_passed_fds++] = info->fds[i];
+    conc__store(&counter, 0UL, RLX);
+    unguarded = false;
+}
+
+int conc__run_child_fn(conc_process_fn fn, const void *arg, size_t len)
+{
+    conc_fail_clear();
+    int rc = fn(arg, len);
+    const char *msg;
+    int code = conc_failure(&msg);
+    if (code) {
+        fprintf(stderr, "Process %s: %s%s%s\n", current_rec.name, conc_errname(code), *msg ? ": " : "", msg);
+        return 1;
+    }
+    return rc & 0xff;
+}
+
+static bool exit_hook(void);
+
+/* Python's _bootstrap ending: children and threads joined, stdio flushed,
+ * then _exit (the parent's atexit handlers are not ours to run). */
+_Noreturn void conc__child_exit(int code)
+{
+    bool progress;
+    do {
+        progress = exit_hook();
+        conc_thread_t *ts[64];
+        size_t n = conc_thread_enumerate(ts, 64);
+        if (n > 64)
+            n = 64;
+        conc_thread_t *me = conc_current_thread();
+        for (size_t i = 0; i < n; i++) {
+            if (ts[i] != me && ts[i] != conc_main_thread() && !conc_thread_daemon(ts[i]) &&
+                conc_thread_is_alive(ts[i])) {
+                conc_thread_join(ts[i], CONC_FOREVER, NULL);
+                progress = true;
+            }
+            conc_thread_free(ts[i]);
+        }
+    } while (progress);
+    fflush(NULL);
+    _exit(code);
+}
+
+/* -------------------------------------------------------------- Process */
+
+int conc_process_new(conc_process_t **out, conc_process_fn fn, const void *arg, size_t len,
+                     const conc_process_opts_t *opts)
+{
+    if (!out || !fn || (len && !arg))
+        return CONC_EINVAL;
+    conc_process_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    if ((int)o.method < CONC_START_DEFAULT || o.method > CONC_FORKSERVER)
+        return CONC_EINVAL;
+    conc_process_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    p->refs = 1;
+    p->kind = K_CHILD;
+    p->fn = fn;
+    p->len = len;
+    p->daemon = o.daemon;
+    p->method = o.method;
+    p->creator = getpid();
+    p->child.pidfd = p->child.statusfd = -1;
+    conc_lock_init(&p->child.mu);
+    if (len && !(p->arg = malloc(len)))
+        goto nomem;
+    if (len)
+        memcpy(p->arg, arg, len);
+    char num[96];
+    unsigned long n = atomic_fetch_add_explicit(CONC__A(&counter), 1, RLX) + 1;
+    const char *mine = current_rec.ident ? current_rec.ident : "";
+    snprintf(num, sizeof num, "%s%s%lu", mine, *mine ? ":" : "", n);
+    if (!(p->ident = dup_str(num)))
+        goto nomem;
+    if (o.name) {
+        p->name = dup_str(o.name);
+    } else {
+        char nm[112];
+        snprintf(nm, sizeof nm, "Process-%s", num);
+        p->name = dup_str(nm);
+    }
+    if (!p->name)
+        goto nomem;
+    *out = p;
+    return 0;
+nomem:
+    free(p->arg);
+    free(p->ident);
+    free(p);
+    return CONC_ENOMEM;
+}
+
+static bool registered_hook;
+
+int conc_process_start(conc_process_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->kind != K_CHILD)
+        return CONC_EPERM;
+    int st = conc__load(&p->state, ACQ);
+    if (st == S_CLOSED)
+        return CONC_EINVAL;
+    if (st != S_NEW || p->creator != getpid() || current_rec.daemon)
+        return CONC_EPERM;
+    int exp = S_NEW;
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&p->state), &exp, S_STARTED, memory_order_acq_rel, RLX))
+        return exp == S_CLOSED ? CONC_EINVAL : CONC_EPERM;
+    if (!conc__load(&registered_hook, ACQ)) {
+        bool no = false;
+        if (atomic_compare_exchange_strong(CONC__A(&registered_hook), &no, true))
+            conc__at_exit(exit_hook);
+    }
+    cleanup();
+    conc__launch_t l = {0};
+    l.method = conc__resolve_method(p->method);
+    if (l.method != CONC_FORK) {
+        l.entry = conc_registry_find_fn((void (*)(void))p->fn);
+        if (!l.entry || l.entry->sig != CONC_SIG_PROCESS) {
+            conc__store(&p->state, S_NEW, REL);
+            return CONC_EINVAL;
+        }
+    }
+    l.fork_fn = p->fn;
+    l.arg = p->arg;
+    l.len = p->len;
+    l.name = p->name;
+    l.ident = p->ident;
+    l.daemon = p->daemon;
+    /* The list lock is held across fork so the child copies a consistent
+     * list (the atfork handlers take it too; see below). */
+    forking = true;
+    int rc = conc__child_start(&p->child, &l);
+    forking = false;
+    if (rc) {
+        conc__store(&p->state, S_NEW, REL);
+        return rc;
+    }
+    p->method = l.method;
+    rec_ref(p);
+    kids_acquire();
+    list_add_locked(p);
+    kids_release();
+    return 0;
+}
+
+/* Common checks of the calls on a started child: 0 or the error code. */
+static int check_started(const conc_process_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    int st = conc__load(&p->state, ACQ);
+    if (st == S_CLOSED)
+        return CONC_EINVAL;
+    if (st == S_NEW)
+        return CONC_EPERM;
+    if (p->kind == K_CHILD && p->creator != getpid())
+        return CONC_EPERM;
+    return 0;
+}
+
+static bool parent_alive(void)
+{
+    if (parent_rec.child.pidfd < 0)
+        return getppid() == parent_rec.child.pid;
+    struct pollfd pf = {parent_rec.child.pidfd, POLLIN, 0};
+    return poll(&pf, 1, 0) == 0;
+}
+
+int conc_process_join(conc_process_t *p, double timeout)
+{
+    int64_t deadline;
+    if (!p || conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    if (p->kind == K_CURRENT)
+        return CONC_EPERM; /* joining yourself */
+    int rc = check_started(p);
+    if (rc)
+        return rc;
+    if (p->kind == K_PARENT) {
+        for (;;) {
+            if (!parent_alive())
+                return 0;
+            if (parent_rec.child.pidfd < 0)
+                return CONC_EPERM;
+            struct timespec ts, *tsp = NULL;
+            if (deadline != CONC__NO_DEADLINE) {
+                int64_t left = deadline - conc__now_ns();
+                if (left <= 0)
+                    return CONC_ETIMEDOUT;
+                ts.tv_sec = (time_t)(left / 1000000000);
+                ts.tv_nsec = (long)(left % 1000000000);
+                tsp = &ts;
+            }
+            struct pollfd pf = {parent_rec.child.pidfd, POLLIN, 0};
+            ppoll(&pf, 1, tsp, NULL);
+        }
+    }
+    rc = conc__child_wait(&p->child, deadline);
+    if (rc)
+        return rc;
+    unlist(p);
+    return 0;
+}
+
+bool conc_process_is_alive(conc_process_t *p)
+{
+    if (!p)
+        return false;
+    if (p->kind == K_CURRENT)
+        return true;
+    if (check_started(p))
+        return false;
+    if (p->kind == K_PARENT)
+        return parent_alive();
+    if (!conc__child_poll(&p->child))
+        return true;
+    unlist(p);
+    return false;
+}
+
+int conc_process_exitcode(conc_process_t *p, int *code)
+{
+    if (!p || !code)
+        return CONC_EINVAL;
+    if (p->kind != K_CHILD)
+        return CONC_EAGAIN;
+    int rc = check_started(p);
+    if (rc == CONC_EPERM)
+        return CONC_EAGAIN; /* not started: None */
+    if (rc)
+        return rc;
+    if (!conc__child_poll(&p->child))
+        return CONC_EAGAIN;
+    unlist(p);
+    *code = p->child.exitcode;
+    return 0;
+}
+
+int conc_process_pid(const conc_process_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->kind == K_CURRENT)
+        return (int)getpid();
+    int st = conc__load(&p->state, ACQ);
+    if (st == S_CLOSED)
+        return CONC_EINVAL;
+    if (st == S_NEW)
+        return 0;
+    return (int)p->child.pid;
+}
+
+int conc_process_sentinel(const conc_process_t *p)
+{
+    if (p && p->kind == K_CURRENT)
+        return CONC_EPERM;
+    int rc = check_started(p);
+    if (rc)
+        return rc;
+    if (p->child.pidfd < 0)
+        return CONC_EPERM;
+    return p->child.pidfd;
+}
+
+static int send_sig(conc_process_t *p, int sig)
+{
+    if (p && p->kind != K_CHILD)
+        return CONC_EPERM;
+    int rc = check_started(p);
+    if (rc)
+        return rc;
+    return conc__child_signal(&p->child, sig);
+}
+
+int conc_process_terminate(conc_process_t *p) { return send_sig(p, SIGTERM); }
+int conc_process_kill(conc_process_t *p) { return send_sig(p, SIGKILL); }
+
+int conc_process_close(conc_process_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->kind != K_CHILD)
+        return CONC_EPERM;
+    int st = conc__load(&p->state, ACQ);
+    if (st == S_CLOSED)
+        return 0;
+    if (st == S_STARTED) {
+        if (p->creator != getpid())
+            return CONC_EPERM;
+        if (!conc__child_poll(&p->child))
+            return CONC_EINVAL; /* still running */
+        unlist(p);
+        conc__lock_acquire_dl(&p->child.mu, CONC__NO_DEADLINE);
+        conc__child_release(&p->child);
+        conc_lock_release(&p->child.mu);
+    }
+    conc__store(&p->state, S_CLOSED, REL);
+    return 0;
+}
+
+int conc_process_free(conc_process_t *p)
+{
+    if (!p || p->kind != K_CHILD)
+        return CONC_EINVAL;
+    rec_unref(p);
+    return 0;
+}
+
+const char *conc_process_name(const conc_process_t *p) { return p ? p->name : NULL; }
+
+int conc_process_set_name(conc_process_t *p, const char *name)
+{
+    if (!p || !name)
+        return CONC_EINVAL;
+    char *n = dup_str(name);
+    if (!n)
+        return CONC_ENOMEM;
+    char *old = p->name;
+    p->name = n;
+    if (p->kind == K_CHILD || p->name_owned)
+        free(old);
+    p->name_owned = true;
+    return 0;
+}
+
+bool conc_process_daemon(const conc_process_t *p) { return p && p->daemon; }
+
+int conc_process_set_daemon(conc_process_t *p, bool daemon)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->kind != K_CHILD || conc__load(&p->state, ACQ) != S_NEW)
+        return CONC_EPERM;
+    p->daemon = daemon;
+    return 0;
+}
+
+conc_start_method_t conc_process_method(const conc_process_t *p) { return p ? p->method : CONC_START_DEFAULT; }
+
+/* ---------------------------------------------------- module functions */
+
+conc_process_t *conc_current_process(void) { return &current_rec; }
+
+conc_process_t *conc_parent_process(void) { return have_parent ? &parent_rec : NULL; }
+
+size_t conc_active_children(conc_process_t **out, size_t cap)
+{
+    if (!out)
+        cap = 0;
+    cleanup();
+    size_t n = 0;
+    kids_acquire();
+    for (conc_process_t *p = kids; p; p = p->next, n++) {
+        if (n < cap) {
+            rec_ref(p);
+            out[n] = p;
+        }
+    }
+    kids_release();
+    return n;
+}
+
+int conc_cpu_count(void)
+{
+    for (int ncpu = 1024; ncpu <= (1 << 20); ncpu *= 2) {
+        cpu_set_t *set = CPU_ALLOC((size_t)ncpu);
+        if (!set)
+            break;
+        size_t sz = CPU_ALLOC_SIZE((size_t)ncpu);
+        if (sched_getaffinity(0, sz, set) == 0) {
+            int n = CPU_COUNT_S(sz, set);
+            CPU_FREE(set);
+            return n > 0 ? n : 1;
+        }
+        CPU_FREE(set);
+        if (errno != EINVAL)
+            break;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* ------------------------------------------------------- exit and fork */
+
+/* Python's util._exit_function: daemon children terminated, all joined,
+ * then the fork server stopped. True if it did anything. */
+static bool exit_hook(void)
+{
+    cleanup();
+    conc_process_t *batch[64];
+    size_t n = 0;
+    kids_acquire();
+    for (conc_process_t *p = kids; p && n < 64; p = p->next) {
+        rec_ref(p);
+        batch[n++] = p;
+    }
+    kids_release();
+    if (n == 0)
+        return conc__forkserver_stop();
+    for (size_t i = 0; i < n; i++)
+        if (batch[i]->daemon)
+            conc__child_signal(&batch[i]->child, SIGTERM);
+    for (size_t i = 0; i < n; i++) {
+        conc__child_wait(&batch[i]->child, CONC__NO_DEADLINE);
+        unlist(batch[i]);
+        rec_unref(batch[i]);
+    }
+    return true;
+}
+
+static void atfork_prepare(void)
+{
+    conc__forkserver_atfork_prepare();
+    kids_acquire();
+}
+
+static void atfork_parent(void)
+{
+    kids_release();
+    conc__forkserver_atfork_parent();
+}
+
+static void atfork_child(void)
+{
+    /* The parent's children are not ours: close their fds, drop them. */
+    conc_process_t *p = kids;
+    kids = NULL;
+    conc_lock_init(&kids_lock);
+    while (p) {
+        conc_process_t *next = p->next;
+        p->next = p->prev = NULL;
+        p->listed = false;
+        conc__child_release(&p->child);
+        conc_lock_init(&p->child.mu);
+        rec_unref(p);
+        p = next;
+    }
+    /* The cached pidfd is the parent's now: conc's own fork keeps it as
+     * the parent pidfd (become_child), any other fork closes it. */
+    int fd = self_pidfd;
+    self_pidfd = -1;
+    if (fd >= 0 && !forking)
+        close(fd);
+    counter = 0;
+    conc__forkserver_atfork_child();
+}
+
+__attribute__((constructor)) static void conc__process_init(void)
+{
+    if (getenv(SPAWN_ENV))
+        unguarded = true;
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
