@@ -1,0 +1,776 @@
+/*
+ * conc_process_t: the behaviours of CPython's _test_multiprocessing
+ * _TestProcess (exit codes, join timeouts, is_alive, names, daemons,
+ * sentinels, close, parent_process, active_children, cpu_count), for each
+ * start method, plus the exit sequence and "no zombies".
+ *
+ * This file has its own main: spawn and the fork server run a fresh copy of
+ * this executable, whose main must begin with CONC_PROCESS_MAIN. Criterion
+ * runs every test in a worker started with BXFI_MAP in its environment; a
+ * spawned copy inheriting it would take itself for a worker, so the suite's
+ * init removes it (Criterion reads it only at start-up).
+ *
+ * Child functions check what they see and return 0, or 99 after printing
+ * the failed check on stderr; the test asserts the exit code.
+ */
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <conc/process.h>
+
+#include "core/time.h"
+#include "process/internal.h"
+
+#define CK(c)                                                                     \
+    do {                                                                          \
+        if (!(c)) {                                                               \
+            fprintf(stderr, "child %d: check failed at line %d: %s\n", getpid(), \
+                    __LINE__, #c);                                                \
+            return 99;                                                            \
+        }                                                                         \
+    } while (0)
+
+static const conc_start_method_t METHODS[] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
+#define NMETHODS 3
+
+/* gcc 12's ASan can deadlock in a child forked from a threaded process. */
+#define SKIP_FORK_AFTER_THREADS()                                                        \
+    do {                                                                                 \
+        if (TU_SANITIZED)                                                                \
+            cr_skip_test("fork from a threaded process can deadlock under the sanitizer"); \
+    } while (0)
+
+static void setup(void) { unsetenv("BXFI_MAP"); }
+TestSuite(process, .init = setup, .timeout = TU_TIMEOUT);
+
+/* ------------------------------------------------------ child functions */
+
+static int ret_byte(const void *arg, size_t len)
+{
+    return len ? *(const unsigned char *)arg : 0;
+}
+CONC_REGISTER(ret_byte);
+
+static int fail_fn(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    conc_fail(CONC_EINVAL, "expected failure from a child (ignore this line)");
+    return 0;
+}
+CONC_REGISTER(fail_fn);
+
+static int sleeper(const void *arg, size_t len)
+{
+    double s = 30;
+    if (len == sizeof s)
+        memcpy(&s, arg, sizeof s);
+    tu_sleep(s);
+    return 0;
+}
+CONC_REGISTER(sleeper);
+
+typedef struct {
+    int parent_pid;
+    bool daemon;
+    char name[32];
+} info_arg_t;
+
+static int info_fn(const void *arg, size_t len)
+{
+    info_arg_t a;
+    CK(len == sizeof a);
+    memcpy(&a, arg, sizeof a);
+    conc_process_t *me = conc_current_process();
+    CK(strcmp(conc_process_name(me), a.name) == 0);
+    CK(conc_process_pid(me) == getpid());
+    CK(conc_process_daemon(me) == a.daemon);
+    CK(conc_process_is_alive(me));
+    CK(conc_process_join(me, 0) == CONC_EPERM);
+    conc_process_t *pp = conc_parent_process();
+    CK(pp != NULL);
+    CK(conc_process_pid(pp) == a.parent_pid);
+    CK(strcmp(conc_process_name(pp), "MainProcess") == 0);
+    CK(conc_process_is_alive(pp));
+    CK(conc_process_join(pp, 0.01) == CONC_ETIMEDOUT);
+    CK(conc_process_sentinel(pp) >= 0);
+    CK(conc_process_terminate(pp) == CONC_EPERM);
+    return 0;
+}
+CONC_REGISTER(info_fn);
+
+static int sum_fn(const void *arg, size_t len)
+{
+    const unsigned char *b = arg;
+    unsigned s = 0;
+    for (size_t i = 0; i < len; i++)
+        s += b[i];
+    CK(len == (1u << 20) + 3);
+    return (int)(s & 0x7f);
+}
+CONC_REGISTER(sum_fn);
+
+static int daemon_parent(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    conc_process_t *p;
+    conc_process_opts_t o = {.method = CONC_FORK};
+    CK(conc_process_new(&p, ret_byte, NULL, 0, &o) == 0);
+    CK(conc_process_start(p) == CONC_EPERM); /* daemonic processes have no children */
+    conc_process_free(p);
+    return 0;
+}
+CONC_REGISTER(daemon_parent);
+
+/* Writes 'N' to fd after 0.3 s. */
+static int slow_writer(const void *arg, size_t len)
+{
+    int fd;
+    CK(len == sizeof fd);
+    memcpy(&fd, arg, sizeof fd);
+    tu_sleep(0.3);
+    CK(write(fd, "N", 1) == 1);
+    return 0;
+}
+CONC_REGISTER(slow_writer);
+
+/* Sleeps (a daemon the exit sequence must terminate). */
+static int daemon_sleeper(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    tu_sleep(30);
+    return 0;
+}
+CONC_REGISTER(daemon_sleeper);
+
+/* Starts a slow non-daemon and a daemon grandchild and returns at once:
+ * the exit sequence must join the first and terminate the second. */
+static int exit_seq_fn(const void *arg, size_t len)
+{
+    int fd;
+    CK(len == sizeof fd);
+    memcpy(&fd, arg, sizeof fd);
+    conc_process_t *a, *b;
+    conc_process_opts_t oa = {.method = CONC_FORK};
+    conc_process_opts_t ob = {.method = CONC_FORK, .daemon = true};
+    CK(conc_process_new(&a, slow_writer, &fd, sizeof fd, &oa) == 0);
+    CK(conc_process_new(&b, daemon_sleeper, &fd, sizeof fd, &ob) == 0);
+    CK(conc_process_start(a) == 0);
+    CK(conc_process_start(b) == 0);
+    char buf[1 + sizeof(int)];
+    int dpid = conc_process_pid(b);
+    buf[0] = 'D';
+    memcpy(buf + 1, &dpid, sizeof dpid);
+    CK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
+    /* Names carry the creator's numbers: the child is Process-N. */
+    const char *me = conc_process_name(conc_current_process());
+    char want[64];
+    snprintf(want, sizeof want, "%s:1", me);
+    CK(strncmp(me, "Process-", 8) == 0);
+    CK(strcmp(conc_process_name(a), want) == 0);
+    conc_process_free(a);
+    conc_process_free(b);
+    return 0;
+}
+CONC_REGISTER(exit_seq_fn);
+
+/* Internal API: reverse the argument into the first passed fd. */
+static int pipe_writer(const void *arg, size_t len)
+{
+    const int *fds;
+    CK(conc__child_fds(&fds) == 1);
+    char buf[64];
+    CK(len <= sizeof buf);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = ((const char *)arg)[len - 1 - i];
+    CK(write(fds[0], buf, len) == (ssize_t)len);
+    return 0;
+}
+CONC_REGISTER(pipe_writer);
+
+static int not_registered(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    return 5;
+}
+
+/* -------------------------------------------------------------- helpers */
+
+static conc_process_t *start(conc_process_fn fn, const void *arg, size_t len, conc_start_method_t m,
+                             bool daemon, const char *name)
+{
+    conc_process_opts_t o = {.method = m, .daemon = daemon, .name = name};
+    conc_process_t *p = NULL;
+    cr_assert_eq(conc_process_new(&p, fn, arg, len, &o), 0);
+    int rc = conc_process_start(p);
+    cr_assert_eq(rc, 0, "start (%s): %s", conc_start_method_name(m), conc_strerror(rc));
+    return p;
+}
+
+static int exitcode_of(conc_process_t *p)
+{
+    int code = -1000;
+    int rc = conc_process_exitcode(p, &code);
+    cr_assert_eq(rc, 0, "exitcode: %s", conc_strerror(rc));
+    return code;
+}
+
+static int join_code(conc_process_t *p)
+{
+    cr_assert_eq(conc_process_join(p, 20), 0);
+    return exitcode_of(p);
+}
+
+/* Not a zombie of ours: our own child is reaped (ECHILD) and, for any
+ * child, /proc shows no zombie with that pid. */
+static bool reaped(pid_t pid, bool ours)
+{
+    if (ours) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) != -1 || errno != ECHILD)
+            return false;
+    }
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return !(p && p[1] == ' ' && p[2] == 'Z');
+}
+
+static ssize_t read_full(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static bool fd_readable(int fd, int ms)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    return poll(&pf, 1, ms) == 1;
+}
+
+/* ------------------------------------------------------------- registry */
+
+Test(process, registry)
+{
+    const conc_registration_t *r = conc_registry_find("ret_byte");
+    cr_assert_not_null(r);
+    cr_assert_eq(r->sig, CONC_SIG_PROCESS);
+    cr_assert(r->fn == (void (*)(void))ret_byte);
+    cr_assert_eq(conc_registry_find_fn((void (*)(void))ret_byte), r);
+    cr_assert_null(conc_registry_find("no_such_function"));
+    cr_assert_null(conc_registry_find(NULL));
+    cr_assert_null(conc_registry_find_fn((void (*)(void))not_registered));
+    cr_assert_eq(conc_register(NULL), CONC_EINVAL);
+}
+
+static void *task_shape(void *a) { return a; }
+CONC_REGISTER(task_shape);
+
+Test(process, registry_signature_tags)
+{
+    const conc_registration_t *r = conc_registry_find("task_shape");
+    cr_assert_not_null(r);
+    cr_assert_eq(r->sig, CONC_SIG_TASK);
+}
+
+/* -------------------------------------------------------------- current */
+
+Test(process, current)
+{
+    conc_process_t *me = conc_current_process();
+    cr_assert_not_null(me);
+    cr_assert_str_eq(conc_process_name(me), "MainProcess");
+    cr_assert_eq(conc_process_pid(me), getpid());
+    cr_assert(conc_process_is_alive(me));
+    cr_assert_not(conc_process_daemon(me));
+    cr_assert_eq(conc_process_join(me, 0), CONC_EPERM);
+    cr_assert_eq(conc_process_start(me), CONC_EPERM);
+    cr_assert_eq(conc_process_free(me), CONC_EINVAL);
+    cr_assert_null(conc_parent_process());
+}
+
+Test(process, cpu_count)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = conc_cpu_count();
+    cr_assert_geq(n, 1);
+    cr_assert_eq(n, CPU_COUNT(&set));
+}
+
+Test(process, bad_arguments)
+{
+    conc_process_t *p;
+    cr_assert_eq(conc_process_new(NULL, ret_byte, NULL, 0, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_new(&p, NULL, NULL, 0, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_new(&p, ret_byte, NULL, 3, NULL), CONC_EINVAL);
+    conc_process_opts_t o = {.method = (conc_start_method_t)42};
+    cr_assert_eq(conc_process_new(&p, ret_byte, NULL, 0, &o), CONC_EINVAL);
+    cr_assert_eq(conc_process_start(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_join(NULL, 0), CONC_EINVAL);
+    cr_assert_not(conc_process_is_alive(NULL));
+    cr_assert_eq(conc_process_pid(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_sentinel(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_terminate(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_close(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_free(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_set_start_method((conc_start_method_t)9), CONC_EINVAL);
+    cr_assert_eq(conc_process_new(&p, ret_byte, NULL, 0, NULL), 0);
+    cr_assert_eq(conc_process_join(p, -2), CONC_EINVAL);
+    cr_assert_eq(conc_process_join(p, NAN), CONC_EINVAL);
+    int code;
+    cr_assert_eq(conc_process_exitcode(p, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_process_exitcode(p, &code), CONC_EAGAIN);
+    conc_process_free(p);
+}
+
+/* ------------------------------------------------- each start method */
+
+Test(process, exitcodes_each_method)
+{
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_start_method_t m = METHODS[i];
+        unsigned char v = (unsigned char)(40 + i);
+        conc_process_t *p = start(ret_byte, &v, 1, m, false, NULL);
+        cr_assert_eq(conc_process_method(p), m);
+        pid_t pid = conc_process_pid(p);
+        cr_assert_gt(pid, 0);
+        cr_assert_eq(join_code(p), 40 + i, "%s", conc_start_method_name(m));
+        cr_assert_not(conc_process_is_alive(p));
+        cr_assert(reaped(pid, m != CONC_FORKSERVER), "%s child left a zombie", conc_start_method_name(m));
+        conc_process_free(p);
+
+        /* conc_fail -> 1 */
+        p = start(fail_fn, NULL, 0, m, false, NULL);
+        cr_assert_eq(join_code(p), 1, "%s", conc_start_method_name(m));
+        conc_process_free(p);
+    }
+}
+
+Test(process, terminate_and_kill_each_method)
+{
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_start_method_t m = METHODS[i];
+        conc_process_t *p = start(sleeper, NULL, 0, m, false, NULL);
+        cr_assert(conc_process_is_alive(p));
+        int code;
+        cr_assert_eq(conc_process_exitcode(p, &code), CONC_EAGAIN);
+        double t0 = tu_now();
+        cr_assert_eq(conc_process_join(p, 0.1), CONC_ETIMEDOUT);
+        double dt = tu_now() - t0;
+        tu_assert_timeout(dt, 0.1);
+        cr_assert_eq(conc_process_join(p, 0), CONC_ETIMEDOUT);
+        cr_assert(conc_process_is_alive(p));
+        cr_assert_eq(conc_process_terminate(p), 0);
+        cr_assert_eq(join_code(p), -SIGTERM, "%s", conc_start_method_name(m));
+        cr_assert_not(conc_process_is_alive(p));
+        cr_assert_eq(conc_process_terminate(p), 0); /* harmless once it ended */
+        pid_t pid = conc_process_pid(p);
+        cr_assert(reaped(pid, m != CONC_FORKSERVER));
+        conc_process_free(p);
+
+        p = start(sleeper, NULL, 0, m, false, NULL);
+        cr_assert_eq(conc_process_kill(p), 0);
+        cr_assert_eq(join_code(p), -SIGKILL, "%s", conc_start_method_name(m));
+        conc_process_free(p);
+    }
+}
+
+Test(process, info_in_child_each_method)
+{
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_start_method_t m = METHODS[i];
+        info_arg_t a = {.parent_pid = getpid(), .daemon = (i % 2) == 1};
+        snprintf(a.name, sizeof a.name, "info-%s", conc_start_method_name(m));
+        conc_process_t *p = start(info_fn, &a, sizeof a, m, a.daemon, a.name);
+        cr_assert_str_eq(conc_process_name(p), a.name);
+        cr_assert_eq(conc_process_daemon(p), a.daemon);
+        cr_assert_eq(join_code(p), 0, "%s: see the child's line above", conc_start_method_name(m));
+        conc_process_free(p);
+    }
+}
+
+Test(process, big_argument_each_method)
+{
+    size_t n = (1u << 20) + 3;
+    unsigned char *buf = malloc(n);
+    cr_assert_not_null(buf);
+    unsigned s = 0;
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = (unsigned char)(i * 7 + 3);
+        s += buf[i];
+    }
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_process_t *p = start(sum_fn, buf, n, METHODS[i], false, NULL);
+        memset(buf, 0, 16); /* the argument was copied at new */
+        for (size_t k = 0; k < 16; k++)
+            buf[k] = (unsigned char)(k * 7 + 3);
+        cr_assert_eq(join_code(p), (int)(s & 0x7f), "%s", conc_start_method_name(METHODS[i]));
+        conc_process_free(p);
+    }
+    free(buf);
+}
+
+Test(process, sentinel_each_method)
+{
+    for (int i = 0; i < NMETHODS; i++) {
+        double s = 0.3;
+        conc_process_t *p = start(sleeper, &s, sizeof s, METHODS[i], false, NULL);
+        int fd = conc_process_sentinel(p);
+        cr_assert_geq(fd, 0);
+        cr_assert_not(fd_readable(fd, 0));
+        cr_assert(fd_readable(fd, 10000), "%s: sentinel never readable", conc_start_method_name(METHODS[i]));
+        cr_assert_eq(join_code(p), 0);
+        cr_assert(fd_readable(fd, 0));
+        conc_process_free(p);
+    }
+}
+
+Test(process, pipe_result_internal_api_each_method)
+{
+    const conc_registration_t *e = conc_registry_find("pipe_writer");
+    cr_assert_not_null(e);
+    for (int i = 0; i < NMETHODS; i++) {
+        int pp[2];
+        cr_assert_eq(pipe2(pp, O_CLOEXEC), 0);
+        conc__child_t c;
+        conc__launch_t l = {.entry = e, .arg = "abcdef", .len = 6, .method = METHODS[i],
+                            .name = "piper", .fds = &pp[1], .nfds = 1};
+        cr_assert_eq(conc__child_start(&c, &l), 0, "%s", conc_start_method_name(METHODS[i]));
+        close(pp[1]);
+        char buf[16] = {0};
+        cr_assert_eq(read_full(pp[0], buf, 6), 6);
+        cr_assert_str_eq(buf, "fedcba");
+        cr_assert_eq(conc__child_wait(&c, CONC__NO_DEADLINE), 0);
+        cr_assert_eq(c.exitcode, 0);
+        cr_assert(conc__child_poll(&c));
+        char x;
+        cr_assert_eq(read(pp[0], &x, 1), 0); /* every copy of the write end is closed */
+        conc__child_release(&c);
+        close(pp[0]);
+    }
+}
+
+/* ------------------------------------------------------ misuse, states */
+
+Test(process, start_twice_join_unstarted)
+{
+    conc_process_t *p;
+    cr_assert_eq(conc_process_new(&p, ret_byte, NULL, 0, NULL), 0);
+    cr_assert_eq(conc_process_join(p, 0), CONC_EPERM);
+    cr_assert_eq(conc_process_sentinel(p), CONC_EPERM);
+    cr_assert_eq(conc_process_terminate(p), CONC_EPERM);
+    cr_assert_eq(conc_process_kill(p), CONC_EPERM);
+    cr_assert_eq(conc_process_pid(p), 0);
+    cr_assert_not(conc_process_is_alive(p));
+    cr_assert_eq(conc_process_set_daemon(p, true), 0);
+    cr_assert_eq(conc_process_set_daemon(p, false), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(conc_process_start(p), CONC_EPERM);
+    cr_assert_eq(conc_process_set_daemon(p, true), CONC_EPERM);
+    cr_assert_eq(join_code(p), 0);
+    cr_assert_eq(conc_process_start(p), CONC_EPERM);
+    conc_process_free(p);
+}
+
+Test(process, close)
+{
+    conc_process_t *p;
+    cr_assert_eq(conc_process_new(&p, sleeper, NULL, 0, NULL), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(conc_process_close(p), CONC_EINVAL); /* still running */
+    cr_assert_eq(conc_process_terminate(p), 0);
+    cr_assert_eq(conc_process_join(p, 20), 0);
+    cr_assert_eq(conc_process_close(p), 0);
+    cr_assert_eq(conc_process_close(p), 0);
+    int code;
+    cr_assert_eq(conc_process_pid(p), CONC_EINVAL);
+    cr_assert_eq(conc_process_sentinel(p), CONC_EINVAL);
+    cr_assert_eq(conc_process_join(p, 0), CONC_EINVAL);
+    cr_assert_eq(conc_process_exitcode(p, &code), CONC_EINVAL);
+    cr_assert_eq(conc_process_terminate(p), CONC_EINVAL);
+    cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    cr_assert_not(conc_process_is_alive(p));
+    cr_assert_str_eq(conc_process_name(p), "Process-1");
+    conc_process_free(p);
+
+    cr_assert_eq(conc_process_new(&p, ret_byte, NULL, 0, NULL), 0);
+    cr_assert_eq(conc_process_close(p), 0); /* never started */
+    cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    conc_process_free(p);
+}
+
+Test(process, names)
+{
+    conc_process_t *a, *b;
+    cr_assert_eq(conc_process_new(&a, ret_byte, NULL, 0, NULL), 0);
+    cr_assert_eq(conc_process_new(&b, ret_byte, NULL, 0, NULL), 0);
+    cr_assert_str_eq(conc_process_name(a), "Process-1");
+    cr_assert_str_eq(conc_process_name(b), "Process-2");
+    cr_assert_eq(conc_process_set_name(a, "renamed"), 0);
+    cr_assert_str_eq(conc_process_name(a), "renamed");
+    cr_assert_eq(conc_process_set_name(a, NULL), CONC_EINVAL);
+    conc_process_free(a);
+    conc_process_free(b);
+}
+
+Test(process, unregistered_function_needs_fork)
+{
+    conc_process_opts_t o = {.method = CONC_SPAWN};
+    conc_process_t *p;
+    cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
+    cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    cr_assert_eq(conc_process_pid(p), 0); /* still new: it can be fixed and started */
+    conc_process_free(p);
+    o.method = CONC_FORKSERVER;
+    cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
+    cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    conc_process_free(p);
+    o.method = CONC_FORK;
+    cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(join_code(p), 5);
+    conc_process_free(p);
+}
+
+Test(process, daemon_cannot_have_children)
+{
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_process_t *p = start(daemon_parent, NULL, 0, METHODS[i], true, NULL);
+        cr_assert_eq(join_code(p), 0, "%s", conc_start_method_name(METHODS[i]));
+        conc_process_free(p);
+    }
+}
+
+/* ------------------------------------------------------ children, exit */
+
+static bool contains(conc_process_t **v, size_t n, conc_process_t *p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == p)
+            return true;
+    return false;
+}
+
+Test(process, active_children)
+{
+    conc_process_t *ps[3], *got[8];
+    cr_assert_eq(conc_active_children(NULL, 0), 0);
+    for (int i = 0; i < 3; i++)
+        ps[i] = start(sleeper, NULL, 0, METHODS[i], false, NULL);
+    size_t n = conc_active_children(got, 8);
+    cr_assert_eq(n, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert(contains(got, n, ps[i]));
+    for (size_t i = 0; i < n; i++)
+        conc_process_free(got[i]);
+    cr_assert_eq(conc_active_children(NULL, 0), 3);
+    conc_process_terminate(ps[1]);
+    cr_assert(TU_WAIT_UNTIL(conc_active_children(NULL, 0) == 2, 10));
+    n = conc_active_children(got, 8);
+    cr_assert_not(contains(got, n, ps[1]));
+    for (size_t i = 0; i < n; i++)
+        conc_process_free(got[i]);
+    for (int i = 0; i < 3; i++) {
+        conc_process_kill(ps[i]);
+        cr_assert_eq(conc_process_join(ps[i], 20), 0);
+        conc_process_free(ps[i]);
+    }
+    cr_assert_eq(conc_active_children(NULL, 0), 0);
+}
+
+Test(process, freed_running_child_is_still_reaped)
+{
+    double s = 0.1;
+    conc_process_t *p = start(sleeper, &s, sizeof s, CONC_FORK, false, NULL);
+    pid_t pid = conc_process_pid(p);
+    conc_process_free(p);
+    cr_assert_eq(conc_active_children(NULL, 0), 1);
+    cr_assert(TU_WAIT_UNTIL(conc_active_children(NULL, 0) == 0, 10));
+    cr_assert(reaped(pid, true));
+}
+
+Test(process, exit_sequence_joins_and_terminates_daemons)
+{
+    conc_start_method_t ms[] = {CONC_FORK, CONC_SPAWN};
+    for (int i = 0; i < 2; i++) {
+        int pp[2];
+        cr_assert_eq(pipe(pp), 0); /* inheritable: the spawned child uses pp[1] too */
+        conc_process_t *p = start(exit_seq_fn, &pp[1], sizeof pp[1], ms[i], false, NULL);
+        close(pp[1]);
+        cr_assert_eq(join_code(p), 0, "%s", conc_start_method_name(ms[i]));
+        conc_process_free(p);
+        /* The child has exited: the slow writer was joined before that,
+         * the daemon sleeper terminated; EOF means no copy is left. */
+        char buf[16];
+        int got = 0, dpid = 0;
+        bool saw_n = false;
+        for (;;) {
+            ssize_t r = read(pp[0], buf + got, sizeof buf - (size_t)got);
+            if (r <= 0)
+                break;
+            got += (int)r;
+        }
+        close(pp[0]);
+        for (int k = 0; k < got; k++) {
+            if (buf[k] == 'N') {
+                saw_n = true;
+            } else if (buf[k] == 'D' && k + 1 + (int)sizeof dpid <= got) {
+                memcpy(&dpid, buf + k + 1, sizeof dpid);
+                k += (int)sizeof dpid;
+            }
+        }
+        cr_assert(saw_n, "%s: the non-daemon grandchild was not joined", conc_start_method_name(ms[i]));
+        cr_assert_gt(dpid, 0);
+        cr_assert(reaped(dpid, false));
+        cr_assert(kill(dpid, 0) == -1 && errno == ESRCH, "daemon grandchild %d still exists", dpid);
+    }
+}
+
+/* --------------------------------------------------------- start method */
+
+static void *block_thread(void *arg)
+{
+    int fd = *(int *)arg;
+    char c;
+    while (read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+    return NULL;
+}
+
+static long threads_now(void)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    for (int field = 2; field < 20 && p; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtol(p + 1, NULL, 10) : -1;
+}
+
+Test(process, default_method_follows_threads)
+{
+    cr_assert_eq(conc_get_start_method(), CONC_START_DEFAULT);
+    conc_process_t *p;
+    if (threads_now() == 1) {
+        p = start(ret_byte, NULL, 0, CONC_START_DEFAULT, false, NULL);
+        cr_assert_eq(conc_process_method(p), CONC_FORK);
+        cr_assert_eq(join_code(p), 0);
+        conc_process_free(p);
+    }
+    int pp[2];
+    cr_assert_eq(pipe(pp), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, block_thread, &pp[0]), 0);
+    p = start(ret_byte, NULL, 0, CONC_START_DEFAULT, false, NULL);
+    cr_assert_eq(conc_process_method(p), CONC_FORKSERVER);
+    cr_assert_eq(join_code(p), 0);
+    conc_process_free(p);
+
+    cr_assert_eq(conc_set_start_method(CONC_SPAWN), 0);
+    cr_assert_eq(conc_get_start_method(), CONC_SPAWN);
+    p = start(ret_byte, NULL, 0, CONC_START_DEFAULT, false, NULL);
+    cr_assert_eq(conc_process_method(p), CONC_SPAWN);
+    cr_assert_eq(join_code(p), 0);
+    conc_process_free(p);
+    cr_assert_eq(conc_set_start_method(CONC_START_DEFAULT), 0);
+
+    cr_assert_eq(write(pp[1], "x", 1), 1);
+    pthread_join(th, NULL);
+    close(pp[0]);
+    close(pp[1]);
+    cr_assert_str_eq(conc_start_method_name(CONC_FORKSERVER), "forkserver");
+}
+
+static void *fork_from_thread(void *arg)
+{
+    (void)arg;
+    unsigned char v = 9;
+    conc_process_opts_t o = {.method = CONC_FORK};
+    conc_process_t *p;
+    if (conc_process_new(&p, ret_byte, &v, 1, &o) || conc_process_start(p))
+        return (void *)1;
+    int code = -1;
+    conc_process_join(p, 20);
+    conc_process_exitcode(p, &code);
+    conc_process_free(p);
+    return (void *)(intptr_t)code;
+}
+
+Test(process, fork_from_a_thread)
+{
+    SKIP_FORK_AFTER_THREADS();
+    if (TU_TSAN)
+        cr_skip_test("TSan: fork from a threaded process");
+    pthread_t th;
+    void *res;
+    cr_assert_eq(pthread_create(&th, NULL, fork_from_thread, NULL), 0);
+    pthread_join(th, &res);
+    cr_assert_eq((intptr_t)res, 9);
+}
+
+Test(process, forkserver_leaves_no_socket_dir)
+{
+    conc_process_t *p = start(ret_byte, NULL, 0, CONC_FORKSERVER, false, NULL);
+    cr_assert_eq(join_code(p), 0);
+    conc_process_free(p);
+    /* The server's directory is removed once this process is connected;
+     * the server is the only other child we have and it is a spawn of us. */
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "find ${TMPDIR:-/tmp} -maxdepth 1 -name 'conc-fs-*' -user %d -newer /proc/%d/stat | grep -q .",
+             (int)getuid(), (int)getpid());
+    cr_assert_neq(system(cmd), 0, "a conc-fs-* directory was left behind");
+}
+
+Test(process, many_processes)
+{
+    int n = (int)tu_iters(30);
+    for (int i = 0; i < NMETHODS; i++) {
+        conc_process_t *ps[30];
+        for (int k = 0; k < n; k++) {
+            unsigned char v = (unsigned char)k;
+            ps[k] = start(ret_byte, &v, 1, METHODS[i], false, NULL);
+        }
+        for (int k = 0; k < n; k++) {
+            cr_assert_eq(join_code(ps[k]), k);
+            conc_process_free(ps[k]);
+        }
+    }
+    cr_assert_eq(conc_active_children(NULL, 0), 0);
+}
+
+int main(int argc, char *argv[])
+{
+    CONC_PROCESS_MAIN(argc, argv);
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true))
+        result = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return result;
+}
