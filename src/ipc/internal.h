@@ -53,6 +53,15 @@ static inline void conc__pwake(uint32_t *word, uint32_t *sleepers, int n)
         conc__futex_wake(word, n, 1);
 }
 
+/* The owner pid recorded in a conc segment's trailer (0: none). */
+pid_t conc__shm_owner(const conc_shm_t *s);
+
+/* For the condition: drop every level of an owned RLock (returns it) /
+ * take it back; take a Lock, waiting as long as needed. */
+uint32_t conc__prlock_release_all(conc_prlock_t *r);
+void conc__prlock_restore(conc_prlock_t *r, uint32_t n);
+void conc__plock_lock_forever(conc_plock_t *l);
+
 /* Bounded spin on ready(arg) (true when it became ready). */
 bool conc__ipc_spin(bool (*ready)(void *), void *arg, int64_t deadline);
 

@@ -1,0 +1,387 @@
+/*
+ * pcond.c — process-shared Condition and Barrier.
+ *
+ * Condition: three shared words and no wait list.
+ *   waiting  waiters not yet notified (changed only with the lock held);
+ *   tokens   notifications handed out and not yet consumed;
+ *   seq      bumped by every notify; waiters futex-sleep on it.
+ * wait() (lock held): waiting++, remember seq as s0, release the lock,
+ * then loop: read seq; if seq != s0 (a notify happened since this wait
+ * began), try to take a token with a CAS; otherwise futex-sleep while seq
+ * is unchanged. notify(n) (lock held): m = min(n, waiting), waiting -= m,
+ * tokens += m, seq++, futex_wake(m). Invariant: waiting + tokens = waiters
+ * inside wait(). Tokens are anonymous: if a waiter that was still on its
+ * way to sleep takes the token meant for one that was woken, the woken one
+ * simply sleeps again and stays counted — counts are exact, identities are
+ * not (the first to look wins). A waiter never takes a token from a notify
+ * that came before its wait began. On timeout the waiter takes the lock
+ * back and settles its account under it: if waiting > 0 it leaves by
+ * waiting--; if waiting == 0 a notify already counted it, so a token is
+ * reserved for it: it takes it and reports being notified.
+ *
+ * The lock lives in the same mapping; the condition keeps its offset.
+ *
+ * Barrier: CPython's state machine (see src/sync/barrier.c) over a
+ * process-shared Lock and this condition.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/park.h"
+#include "ipc/internal.h"
+
+#define RLXO memory_order_relaxed
+#define ACQO memory_order_acquire
+#define SC memory_order_seq_cst
+
+enum { EMBEDDED = 0, LOCK = 1, RLOCK = 2 };
+
+static void *conc__pcond_lock(conc_pcond_t *c)
+{
+    return c->kind == EMBEDDED ? (void *)&c->own : (void *)((char *)c + c->offset);
+}
+
+int conc_pcond_init(conc_pcond_t *c, conc_plock_t *lock)
+{
+    if (!c)
+        return CONC_EINVAL;
+    memset(c, 0, sizeof *c);
+    if (lock) {
+        c->kind = LOCK;
+        c->offset = (int64_t)((char *)lock - (char *)c);
+    }
+    return 0;
+}
+
+int conc_pcond_init_rlock(conc_pcond_t *c, conc_prlock_t *rlock)
+{
+    if (!c)
+        return CONC_EINVAL;
+    memset(c, 0, sizeof *c);
+    if (rlock && rlock != &c->own) {
+        c->kind = RLOCK;
+        c->offset = (int64_t)((char *)rlock - (char *)c);
+    }
+    return 0;
+}
+
+int conc_pcond_new(conc_pcond_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    return conc_shared_alloc(sizeof(conc_pcond_t), (void **)out);
+}
+
+int conc_pcond_acquire(conc_pcond_t *c, bool blocking, double timeout)
+{
+    if (!c)
+        return CONC_EINVAL;
+    if (c->kind == LOCK)
+        return conc_plock_acquire(conc__pcond_lock(c), blocking, timeout);
+    return conc_prlock_acquire(conc__pcond_lock(c), blocking, timeout);
+}
+
+int conc_pcond_release(conc_pcond_t *c)
+{
+    if (!c)
+        return CONC_EINVAL;
+    if (c->kind == LOCK)
+        return conc_plock_release(conc__pcond_lock(c));
+    return conc_prlock_release(conc__pcond_lock(c));
+}
+
+static bool conc__pcond_owned(conc_pcond_t *c)
+{
+    if (c->kind == LOCK)
+        return conc_plock_locked(conc__pcond_lock(c));
+    return conc_prlock_is_owned(conc__pcond_lock(c));
+}
+
+static bool conc__pcond_take(conc_pcond_t *c)
+{
+    uint32_t t = atomic_load_explicit(CONC__IA(&c->tokens), RLXO);
+    while (t > 0)
+        if (atomic_compare_exchange_weak_explicit(CONC__IA(&c->tokens), &t, t - 1, ACQO, RLXO))
+            return true;
+    return false;
+}
+
+/* The wait, with the lock held and checked. 0 notified, CONC_ETIMEDOUT. */
+static int conc__pcond_wait_dl(conc_pcond_t *c, int64_t deadline)
+{
+    atomic_store_explicit(CONC__IA(&c->waiting), atomic_load_explicit(CONC__IA(&c->waiting), RLXO) + 1,
+                          RLXO);
+    uint32_t s0 = atomic_load_explicit(CONC__IA(&c->seq), RLXO);
+    uint32_t levels = 0;
+    if (c->kind == LOCK)
+        conc_plock_release(conc__pcond_lock(c));
+    else
+        levels = conc__prlock_release_all(conc__pcond_lock(c));
+
+    bool notified = false, timed_out = false;
+    uint32_t s = s0;
+    for (;;) {
+        if (s != s0 && conc__pcond_take(c)) {
+            notified = true;
+            break;
+        }
+        if (timed_out)
+            break;
+        if (conc__futex_wait(&c->seq, s, deadline, 1) == CONC_ETIMEDOUT)
+            timed_out = true;
+        s = atomic_load_explicit(CONC__IA(&c->seq), ACQO);
+    }
+
+    if (c->kind == LOCK)
+        conc__plock_lock_forever(conc__pcond_lock(c));
+    else
+        conc__prlock_restore(conc__pcond_lock(c), levels);
+    if (notified)
+        return 0;
+    uint32_t w = atomic_load_explicit(CONC__IA(&c->waiting), RLXO);
+    if (w > 0) {
+        atomic_store_explicit(CONC__IA(&c->waiting), w - 1, RLXO);
+        return CONC_ETIMEDOUT;
+    }
+    /* A notify counted this waiter after its timeout: its token is there
+     * (or about to be, from nobody else: spin is bounded in practice). */
+    while (!conc__pcond_take(c))
+        conc__cpu_relax();
+    return 0;
+}
+
+int conc_pcond_wait(conc_pcond_t *c, double timeout)
+{
+    if (!c)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__deadline(timeout, &deadline);
+    if (rc)
+        return rc;
+    if (!conc__pcond_owned(c))
+        return CONC_EPERM;
+    return conc__pcond_wait_dl(c, deadline);
+}
+
+int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double timeout)
+{
+    if (!c || !pred)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__deadline(timeout, &deadline);
+    if (rc)
+        return rc;
+    if (!conc__pcond_owned(c))
+        return CONC_EPERM;
+    while (!pred(arg)) {
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            return CONC_ETIMEDOUT;
+        conc__pcond_wait_dl(c, deadline);
+    }
+    return 0;
+}
+
+static void conc__pcond_notify_locked(conc_pcond_t *c, uint32_t n)
+{
+    uint32_t w = atomic_load_explicit(CONC__IA(&c->waiting), RLXO);
+    uint32_t m = n < w ? n : w;
+    if (m == 0)
+        return;
+    atomic_store_explicit(CONC__IA(&c->waiting), w - m, RLXO);
+    atomic_fetch_add_explicit(CONC__IA(&c->tokens), m, memory_order_release);
+    atomic_fetch_add_explicit(CONC__IA(&c->seq), 1u, SC);
+    conc__futex_wake(&c->seq, m > INT_MAX ? INT_MAX : (int)m, 1);
+}
+
+int conc_pcond_notify(conc_pcond_t *c, int n)
+{
+    if (!c || n < 0)
+        return CONC_EINVAL;
+    if (!conc__pcond_owned(c))
+        return CONC_EPERM;
+    conc__pcond_notify_locked(c, (uint32_t)n);
+    return 0;
+}
+
+int conc_pcond_notify_all(conc_pcond_t *c)
+{
+    if (!c)
+        return CONC_EINVAL;
+    if (!conc__pcond_owned(c))
+        return CONC_EPERM;
+    conc__pcond_notify_locked(c, UINT32_MAX);
+    return 0;
+}
+
+/* ------------------------------------------------------------- Barrier */
+
+enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
+
+/* A libconc address: equal in fork children, different after an exec
+ * (ASLR), so it tells whether the action pointer means anything here. */
+static const char conc__layout_anchor = 1;
+static uint64_t conc__layout(void) { return (uint64_t)(uintptr_t)&conc__layout_anchor; }
+
+int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *), void *arg, double timeout)
+{
+    if (!b || parties <= 0)
+        return CONC_EINVAL;
+    if (timeout != CONC_FOREVER && (isnan(timeout) || timeout < 0))
+        return CONC_EINVAL;
+    memset(b, 0, sizeof *b);
+    conc_pcond_init(&b->cond, &b->lock);
+    b->parties = parties;
+    b->action = action;
+    b->arg = arg;
+    b->timeout = timeout;
+    b->layout = conc__layout();
+    return 0;
+}
+
+int conc_pbarrier_new(int parties, void (*action)(void *), void *arg, double timeout, conc_pbarrier_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    conc_pbarrier_t tmp;
+    int rc = conc_pbarrier_init(&tmp, parties, action, arg, timeout);
+    if (rc)
+        return rc;
+    rc = conc_shared_alloc(sizeof(conc_pbarrier_t), (void **)out);
+    if (rc == 0)
+        conc_pbarrier_init(*out, parties, action, arg, timeout);
+    return rc;
+}
+
+static bool conc__pbarrier_ok(const conc_pbarrier_t *b) { return b && b->parties > 0; }
+
+static void conc__pbarrier_break(conc_pbarrier_t *b)
+{
+    b->state = BROKEN;
+    conc__pcond_notify_locked(&b->cond, UINT32_MAX);
+}
+
+static void conc__pbarrier_exit(conc_pbarrier_t *b)
+{
+    if (b->count == 0 && (b->state == RESETTING || b->state == DRAINING)) {
+        b->state = FILLING;
+        conc__pcond_notify_locked(&b->cond, UINT32_MAX);
+    }
+}
+
+/* Runs the action; returns 0, CONC_EBROKEN (it failed) or CONC_ENOTSUP. */
+static int conc__pbarrier_action(conc_pbarrier_t *b)
+{
+    if (!b->action)
+        return 0;
+    if (b->layout != conc__layout())
+        return CONC_ENOTSUP;
+    const char *m;
+    int saved = conc_failure(&m);
+    char saved_msg[256];
+    strncpy(saved_msg, m ? m : "", sizeof saved_msg - 1);
+    saved_msg[sizeof saved_msg - 1] = 0;
+    conc_fail_clear();
+    b->action(b->arg);
+    if (conc_failure(NULL) != 0)
+        return CONC_EBROKEN;
+    if (saved)
+        conc_fail(saved, "%s", saved_msg);
+    return 0;
+}
+
+int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
+{
+    if (!conc__pbarrier_ok(b))
+        return CONC_EINVAL;
+    if (timeout == CONC_BARRIER_DEFAULT)
+        timeout = b->timeout;
+    int64_t deadline;
+    int rc = conc__deadline(timeout, &deadline);
+    if (rc)
+        return rc;
+
+    conc__plock_lock_forever(&b->lock);
+    while (b->state == DRAINING || b->state == RESETTING)
+        conc__pcond_wait_dl(&b->cond, CONC__NO_DEADLINE);
+    if (b->state < 0) {
+        conc_plock_release(&b->lock);
+        return CONC_EBROKEN;
+    }
+    int idx = b->count++;
+    rc = 0;
+    if (idx + 1 == b->parties) {
+        rc = conc__pbarrier_action(b);
+        if (rc)
+            conc__pbarrier_break(b);
+        else {
+            b->state = DRAINING;
+            conc__pcond_notify_locked(&b->cond, UINT32_MAX);
+        }
+    } else {
+        while (b->state == FILLING) {
+            if (conc__pcond_wait_dl(&b->cond, deadline) == CONC_ETIMEDOUT && b->state == FILLING) {
+                conc__pbarrier_break(b);
+                break;
+            }
+        }
+        if (b->state < 0)
+            rc = CONC_EBROKEN;
+    }
+    b->count--;
+    conc__pbarrier_exit(b);
+    conc_plock_release(&b->lock);
+    if (rc == 0 && index)
+        *index = idx;
+    return rc;
+}
+
+int conc_pbarrier_reset(conc_pbarrier_t *b)
+{
+    if (!conc__pbarrier_ok(b))
+        return CONC_EINVAL;
+    conc__plock_lock_forever(&b->lock);
+    if (b->count > 0) {
+        if (b->state == FILLING || b->state == BROKEN)
+            b->state = RESETTING;
+    } else {
+        b->state = FILLING;
+    }
+    conc__pcond_notify_locked(&b->cond, UINT32_MAX);
+    conc_plock_release(&b->lock);
+    return 0;
+}
+
+int conc_pbarrier_abort(conc_pbarrier_t *b)
+{
+    if (!conc__pbarrier_ok(b))
+        return CONC_EINVAL;
+    conc__plock_lock_forever(&b->lock);
+    conc__pbarrier_break(b);
+    conc_plock_release(&b->lock);
+    return 0;
+}
+
+bool conc_pbarrier_broken(conc_pbarrier_t *b)
+{
+    if (!conc__pbarrier_ok(b))
+        return false;
+    conc__plock_lock_forever(&b->lock);
+    bool r = b->state == BROKEN;
+    conc_plock_release(&b->lock);
+    return r;
+}
+
+int conc_pbarrier_n_waiting(conc_pbarrier_t *b)
+{
+    if (!conc__pbarrier_ok(b))
+        return 0;
+    conc__plock_lock_forever(&b->lock);
+    int n = b->state == FILLING ? b->count : 0;
+    conc_plock_release(&b->lock);
+    return n;
+}
+
+int conc_pbarrier_parties(const conc_pbarrier_t *b) { return b ? b->parties : 0; }

@@ -1,0 +1,380 @@
+/*
+ * psync.c — process-shared Lock, RLock, Semaphore/BoundedSemaphore, Event.
+ *
+ * Each is a few 32-bit words in shared memory and nothing else: no
+ * pointers, no wait lists. Blocking is a shared (not private) futex wait on
+ * the word that changes, after a short adaptive spin. Every object counts
+ * its sleepers in a second word (incremented before the futex wait, behind
+ * a full fence); a releaser changes the word, fences, and calls futex_wake
+ * only if that count is nonzero. Either the sleeper's count is seen by the
+ * releaser, or the sleeper's futex_wait sees the changed word and does not
+ * sleep, so no wakeup is lost. A sleeper killed while asleep leaves the
+ * count too high: that only costs extra wake calls.
+ *
+ * Lock word = holder pid, RLock word = owner thread id (0 free). Acquire is
+ * one CAS from 0. A waiter sleeps at most CONC__IPC_CHECK_NS at a time;
+ * each time such a sleep runs out with the same holder, it asks /proc
+ * whether the holder still lives; if not (gone or zombie), it takes the
+ * lock over with a CAS from that exact word (so one waiter wins) and counts
+ * the recovery. The Lock stores a pid, not a thread id, because any thread
+ * may release a Lock: only the death of the whole holding process frees it.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+
+#include "ipc/internal.h"
+
+#define SC memory_order_seq_cst
+#define RLXO memory_order_relaxed
+#define ACQO memory_order_acquire
+
+/* --------------------------------------------------------- owner words */
+
+typedef struct {
+    uint32_t *word;
+    uint32_t me;
+} conc__ptry_t;
+
+static bool conc__ptry(void *arg)
+{
+    conc__ptry_t *t = arg;
+    uint32_t exp = 0;
+    if (atomic_load_explicit(CONC__IA(t->word), RLXO) != 0)
+        return false;
+    return atomic_compare_exchange_strong_explicit(CONC__IA(t->word), &exp, t->me, ACQO, RLXO);
+}
+
+/* Take *word from 0 to me. Returns 0 or CONC_ETIMEDOUT. */
+static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint32_t me,
+                            int64_t deadline)
+{
+    conc__ptry_t t = {word, me};
+    if (conc__ptry(&t))
+        return 0;
+    if (deadline == 0)
+        return CONC_ETIMEDOUT;
+    if (conc__ipc_spin(conc__ptry, &t, deadline))
+        return 0;
+    for (;;) {
+        uint32_t s = atomic_load_explicit(CONC__IA(word), RLXO);
+        if (s == 0) {
+            if (atomic_compare_exchange_strong_explicit(CONC__IA(word), &s, me, ACQO, RLXO))
+                return 0;
+            continue;
+        }
+        int64_t now = conc__now_ns();
+        if (deadline != CONC__NO_DEADLINE && now >= deadline)
+            return CONC_ETIMEDOUT;
+        int64_t wake = now + CONC__IPC_CHECK_NS;
+        bool check = wake < deadline;
+        if (conc__pwait(word, sleepers, s, check ? wake : deadline) == CONC_ETIMEDOUT && check &&
+            atomic_load_explicit(CONC__IA(word), RLXO) == s && !conc__ipc_alive((pid_t)s, 0)) {
+            /* The holder ended without releasing: take over from it. */
+            if (atomic_compare_exchange_strong_explicit(CONC__IA(word), &s, me, ACQO, RLXO)) {
+                atomic_fetch_add_explicit(CONC__IA(recoveries), 1u, RLXO);
+                return 0;
+            }
+        }
+    }
+}
+
+static void conc__pword_unlock(uint32_t *word, uint32_t *sleepers)
+{
+    atomic_store_explicit(CONC__IA(word), 0u, SC);
+    conc__pwake(word, sleepers, 1);
+}
+
+/* ---------------------------------------------------------------- Lock */
+
+int conc_plock_init(conc_plock_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    *l = (conc_plock_t)CONC_PLOCK_INIT;
+    return 0;
+}
+
+int conc_plock_new(conc_plock_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    return conc_shared_alloc(sizeof(conc_plock_t), (void **)out);
+}
+
+int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout)
+{
+    if (!l)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    if (rc)
+        return rc;
+    return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, (uint32_t)conc__ipc_pid(), deadline);
+}
+
+int conc_plock_release(conc_plock_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    uint32_t old = atomic_exchange_explicit(CONC__IA(&l->word), 0u, SC);
+    if (old == 0)
+        return CONC_EPERM;
+    conc__pwake(&l->word, &l->sleepers, 1);
+    return 0;
+}
+
+bool conc_plock_locked(const conc_plock_t *l)
+{
+    return l && atomic_load_explicit(CONC__IA(&l->word), RLXO) != 0;
+}
+
+unsigned conc_plock_recoveries(const conc_plock_t *l)
+{
+    return l ? atomic_load_explicit(CONC__IA(&l->recoveries), RLXO) : 0;
+}
+
+/* --------------------------------------------------------------- RLock */
+
+int conc_prlock_init(conc_prlock_t *r)
+{
+    if (!r)
+        return CONC_EINVAL;
+    *r = (conc_prlock_t)CONC_PRLOCK_INIT;
+    return 0;
+}
+
+int conc_prlock_new(conc_prlock_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    return conc_shared_alloc(sizeof(conc_prlock_t), (void **)out);
+}
+
+int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout)
+{
+    if (!r)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    if (rc)
+        return rc;
+    uint32_t me = (uint32_t)conc__ipc_tid();
+    if (atomic_load_explicit(CONC__IA(&r->word), RLXO) == me) {
+        if (r->count == UINT32_MAX)
+            return CONC_ERANGE;
+        r->count++;
+        return 0;
+    }
+    rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, me, deadline);
+    if (rc == 0)
+        r->count = 1;
+    return rc;
+}
+
+int conc_prlock_release(conc_prlock_t *r)
+{
+    if (!r)
+        return CONC_EINVAL;
+    if (atomic_load_explicit(CONC__IA(&r->word), RLXO) != (uint32_t)conc__ipc_tid() || r->count == 0)
+        return CONC_EPERM;
+    if (--r->count == 0)
+        conc__pword_unlock(&r->word, &r->sleepers);
+    return 0;
+}
+
+bool conc_prlock_is_owned(const conc_prlock_t *r)
+{
+    return r && atomic_load_explicit(CONC__IA(&r->word), RLXO) == (uint32_t)conc__ipc_tid();
+}
+
+unsigned long conc_prlock_level(const conc_prlock_t *r)
+{
+    return conc_prlock_is_owned(r) ? r->count : 0;
+}
+
+unsigned conc_prlock_recoveries(const conc_prlock_t *r)
+{
+    return r ? atomic_load_explicit(CONC__IA(&r->recoveries), RLXO) : 0;
+}
+
+/* Used by the condition: drop all levels / take them back. */
+uint32_t conc__prlock_release_all(conc_prlock_t *r)
+{
+    uint32_t n = r->count;
+    r->count = 0;
+    conc__pword_unlock(&r->word, &r->sleepers);
+    return n;
+}
+
+void conc__prlock_restore(conc_prlock_t *r, uint32_t n)
+{
+    conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, (uint32_t)conc__ipc_tid(), CONC__NO_DEADLINE);
+    r->count = n;
+}
+
+void conc__plock_lock_forever(conc_plock_t *l)
+{
+    conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, (uint32_t)conc__ipc_pid(), CONC__NO_DEADLINE);
+}
+
+/* ----------------------------------------------------------- Semaphore */
+
+#define SEM_MAX 0x7fffffffu
+
+static int conc__psem_init(conc_psemaphore_t *s, long value, bool bounded)
+{
+    if (!s || value < 0 || value > (long)SEM_MAX)
+        return CONC_EINVAL;
+    *s = (conc_psemaphore_t)CONC_PSEMAPHORE_INIT(value);
+    s->bound = bounded ? (uint32_t)value + 1 : 0;
+    return 0;
+}
+
+int conc_psemaphore_init(conc_psemaphore_t *s, long value) { return conc__psem_init(s, value, false); }
+int conc_pbounded_semaphore_init(conc_psemaphore_t *s, long value) { return conc__psem_init(s, value, true); }
+
+int conc_psemaphore_new(long value, bool bounded, conc_psemaphore_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (value < 0 || value > (long)SEM_MAX)
+        return CONC_EINVAL;
+    int rc = conc_shared_alloc(sizeof(conc_psemaphore_t), (void **)out);
+    if (rc == 0)
+        conc__psem_init(*out, value, bounded);
+    return rc;
+}
+
+static bool conc__psem_try(void *arg)
+{
+    conc_psemaphore_t *s = arg;
+    uint32_t v = atomic_load_explicit(CONC__IA(&s->value), RLXO);
+    while (v > 0)
+        if (atomic_compare_exchange_weak_explicit(CONC__IA(&s->value), &v, v - 1, ACQO, RLXO))
+            return true;
+    return false;
+}
+
+int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout)
+{
+    if (!s)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    if (rc)
+        return rc;
+    if (conc__psem_try(s))
+        return 0;
+    if (deadline == 0)
+        return CONC_ETIMEDOUT;
+    if (conc__ipc_spin(conc__psem_try, s, deadline))
+        return 0;
+    for (;;) {
+        if (conc__psem_try(s))
+            return 0;
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            return CONC_ETIMEDOUT;
+        conc__pwait(&s->value, &s->sleepers, 0, deadline);
+    }
+}
+
+int conc_psemaphore_release(conc_psemaphore_t *s, long n)
+{
+    if (!s || n < 1)
+        return CONC_EINVAL;
+    uint32_t v = atomic_load_explicit(CONC__IA(&s->value), RLXO);
+    for (;;) {
+        if (s->bound && (uint64_t)v + (uint64_t)n > (uint64_t)s->bound - 1)
+            return CONC_EINVAL;
+        if ((uint64_t)v + (uint64_t)n > SEM_MAX)
+            return CONC_ERANGE;
+        if (atomic_compare_exchange_weak_explicit(CONC__IA(&s->value), &v, v + (uint32_t)n, SC, RLXO))
+            break;
+    }
+    conc__pwake(&s->value, &s->sleepers, n > INT_MAX ? INT_MAX : (int)n);
+    return 0;
+}
+
+long conc_psemaphore_value(const conc_psemaphore_t *s)
+{
+    return s ? (long)atomic_load_explicit(CONC__IA(&s->value), RLXO) : 0;
+}
+
+/* --------------------------------------------------------------- Event */
+
+int conc_pevent_init(conc_pevent_t *e)
+{
+    if (!e)
+        return CONC_EINVAL;
+    *e = (conc_pevent_t)CONC_PEVENT_INIT;
+    return 0;
+}
+
+int conc_pevent_new(conc_pevent_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    return conc_shared_alloc(sizeof(conc_pevent_t), (void **)out);
+}
+
+int conc_pevent_set(conc_pevent_t *e)
+{
+    if (!e)
+        return CONC_EINVAL;
+    uint32_t s = atomic_load_explicit(CONC__IA(&e->state), RLXO);
+    do {
+        if (s & 1u)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(CONC__IA(&e->state), &s, (s + 2u) | 1u, SC, RLXO));
+    conc__pwake(&e->state, &e->sleepers, INT_MAX);
+    return 0;
+}
+
+int conc_pevent_clear(conc_pevent_t *e)
+{
+    if (!e)
+        return CONC_EINVAL;
+    atomic_fetch_and_explicit(CONC__IA(&e->state), ~1u, memory_order_release);
+    return 0;
+}
+
+bool conc_pevent_is_set(const conc_pevent_t *e)
+{
+    return e && (atomic_load_explicit(CONC__IA(&e->state), ACQO) & 1u);
+}
+
+typedef struct {
+    uint32_t *state;
+    uint32_t seen;
+} conc__pevent_spin_t;
+
+static bool conc__pevent_changed(void *arg)
+{
+    conc__pevent_spin_t *p = arg;
+    return atomic_load_explicit(CONC__IA(p->state), ACQO) != p->seen;
+}
+
+int conc_pevent_wait(conc_pevent_t *e, double timeout)
+{
+    if (!e)
+        return CONC_EINVAL;
+    int64_t deadline;
+    int rc = conc__deadline(timeout, &deadline);
+    if (rc)
+        return rc;
+    uint32_t s = atomic_load_explicit(CONC__IA(&e->state), ACQO);
+    if (s & 1u)
+        return 0;
+    /* Only a set() changes the word while the flag is clear. */
+    conc__pevent_spin_t sp = {&e->state, s};
+    if (deadline != 0 && conc__ipc_spin(conc__pevent_changed, &sp, deadline))
+        return 0;
+    for (;;) {
+        if (atomic_load_explicit(CONC__IA(&e->state), ACQO) != s)
+            return 0;
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            return CONC_ETIMEDOUT;
+        conc__pwait(&e->state, &e->sleepers, s, deadline);
+    }
+}
