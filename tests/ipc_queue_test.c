@@ -76,7 +76,7 @@ Test(ipc_queue, new_and_bad_args, .timeout = TU_TIMEOUT)
 
     cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 5, 100), 0);
     cr_assert_eq(conc_mpqueue_capacity(q), 128, "capacity rounds up to a power of two");
-    cr_assert_eq(conc_mpqueue_max_message(q), 120);
+    cr_assert_eq(conc_mpqueue_max_message(q), 112, "capacity minus a header and the end marker");
     cr_assert_eq(conc_mpqueue_maxsize(q), 5);
     char b[8];
     size_t n;
@@ -173,24 +173,24 @@ Test(ipc_queue, byte_limits_and_short_buffers, .timeout = TU_TIMEOUT)
 {
     conc_mpqueue_t *q;
     cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 64), 0);
-    cr_assert_eq(conc_mpqueue_max_message(q), 56);
+    cr_assert_eq(conc_mpqueue_max_message(q), 48);
     char big[100];
     memset(big, 'b', sizeof big);
-    cr_assert_eq(conc_mpqueue_put(q, big, 57, true, CONC_FOREVER), CONC_ERANGE,
+    cr_assert_eq(conc_mpqueue_put(q, big, 49, true, CONC_FOREVER), CONC_ERANGE,
                  "a message that can never fit must not block");
-    cr_assert_eq(conc_mpqueue_put(q, big, 56, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc_mpqueue_put(q, big, 48, true, CONC_FOREVER), 0);
     cr_assert(conc_mpqueue_full(q), "the ring has no room left");
     cr_assert_eq(conc_mpqueue_put_nowait(q, NULL, 0), CONC_EFULL);
 
     char small[10];
     size_t n = 0;
     cr_assert_eq(conc_mpqueue_get(q, small, sizeof small, &n, true, 1.0), CONC_ERANGE);
-    cr_assert_eq(n, 56, "the needed size is reported");
+    cr_assert_eq(n, 48, "the needed size is reported");
     cr_assert_eq(conc_mpqueue_qsize(q), 1, "the message stays in the queue");
     cr_assert_eq(conc_mpqueue_get_nowait(q, NULL, 0, &n), CONC_ERANGE);
-    char out[56];
+    char out[48];
     cr_assert_eq(conc_mpqueue_get_nowait(q, out, sizeof out, &n), 0);
-    cr_assert(n == 56 && memcmp(out, big, 56) == 0);
+    cr_assert(n == 48 && memcmp(out, big, 48) == 0);
 
     /* empty messages are messages */
     cr_assert_eq(conc_mpqueue_put_nowait(q, NULL, 0), 0);

@@ -120,7 +120,7 @@ static void mpq_wake(conc__mpq_wait_t *w, int n)
     conc__futex_wake(&w->seq, n, 1);
 }
 
-/* After a commit: wake n sleepers of w if there are any. */
+/* After a commit made without a lock: wake n sleepers of w if any. */
 static inline void mpq_notify(conc__mpq_wait_t *w, int n)
 {
     conc__fence_full();
@@ -130,13 +130,27 @@ static inline void mpq_notify(conc__mpq_wait_t *w, int n)
 
 /* ------------------------------------------------------------ locking */
 
-/* Replay side sd's journal after its lock holder died. pos/count are the
- * side's published words. */
-static void mpq_repair(conc__mpq_shm_t *s, conc__mpq_side_t *sd, uint64_t *pos, uint64_t *count)
+static inline uint64_t *ring_word(const conc_mpqueue_t *q, uint64_t pos)
 {
+    return (uint64_t *)(void *)(q->ring + (pos & q->mask));
+}
+
+/* Finish or undo the operation a dead lock holder left in sd's journal.
+ * A put took effect iff its header was stored; a get iff head moved. */
+static void mpq_repair(conc_mpqueue_t *q, bool put_side)
+{
+    conc__mpq_shm_t *s = q->shm;
+    conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
     if (conc__load(&sd->j.valid, ACQ)) {
-        conc__store(count, sd->j.count, REL);
-        conc__store(pos, sd->j.pos, REL);
+        uint64_t pos = sd->j.pos, size = sd->j.size, count = sd->j.count;
+        if (put_side) {
+            bool done = conc__load(ring_word(q, pos), ACQ) != 0;
+            conc__store(&s->puts, count + done, REL);
+            conc__store(&s->tail, done ? pos + size : pos, REL);
+        } else {
+            bool done = conc__load(&s->head, ACQ) != pos;
+            conc__store(&s->gets, count + done, REL);
+        }
         conc__store(&sd->j.valid, 0u, REL);
     }
     atomic_fetch_add_explicit(CONC__A(&s->recoveries), 1u, RLX);
@@ -147,9 +161,9 @@ static void mpq_repair(conc__mpq_shm_t *s, conc__mpq_side_t *sd, uint64_t *pos, 
 
 /* Lock one side; deadline as for waits (0 and none: plain lock). Returns
  * 0, CONC_ETIMEDOUT, CONC_EBROKEN (the lock cannot be recovered). */
-static int mpq_lock(conc__mpq_shm_t *s, bool put_side, int64_t deadline)
+static int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
 {
-    conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
+    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
     int r;
     if (deadline == 0 || deadline == CONC__NO_DEADLINE) {
         r = pthread_mutex_lock(&sd->lock);
@@ -160,10 +174,7 @@ static int mpq_lock(conc__mpq_shm_t *s, bool put_side, int64_t deadline)
     if (__builtin_expect(r == 0, 1))
         return 0;
     if (r == EOWNERDEAD) {
-        if (put_side)
-            mpq_repair(s, sd, &s->tail, &s->puts);
-        else
-            mpq_repair(s, sd, &s->head, &s->gets);
+        mpq_repair(q, put_side);
         pthread_mutex_consistent(&sd->lock);
         return 0;
     }
@@ -172,22 +183,23 @@ static int mpq_lock(conc__mpq_shm_t *s, bool put_side, int64_t deadline)
     return CONC_EBROKEN;
 }
 
+/* Unlock, then the full barrier a Dekker-style sleeper check needs. On
+ * x86 the unlock of a robust mutex is a locked RMW (xchg) — already a
+ * full barrier — and an opaque call the compiler cannot move loads above,
+ * so only other CPUs pay for an explicit fence. */
 static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side)
 {
     pthread_mutex_unlock(put_side ? &s->put.lock : &s->get.lock);
+#if !(defined(__x86_64__) || defined(__i386__)) || defined(CONC__TSAN)
+    conc__fence_full();
+#endif
 }
 
-/* Commit new values of a side's two published words through its journal. */
-static inline void mpq_commit(conc__mpq_side_t *sd, uint64_t *pos, uint64_t npos, uint64_t *count,
-                              uint64_t ncount)
+/* After a commit and unlock: wake n sleepers of w if there are any. */
+static inline void mpq_notify_unlocked(conc__mpq_wait_t *w, int n)
 {
-    atomic_signal_fence(SEQ); /* the message bytes first */
-    conc__store(&sd->j.pos, npos, RLX);
-    conc__store(&sd->j.count, ncount, RLX);
-    conc__store(&sd->j.valid, 1u, REL);
-    conc__store(count, ncount, REL);
-    conc__store(pos, npos, REL);
-    conc__store(&sd->j.valid, 0u, REL);
+    if (__builtin_expect(conc__load(&w->sleepers, RLX) != 0, 0))
+        mpq_wake(w, n);
 }
 
 /* --------------------------------------------------------- lifecycle */
@@ -418,11 +430,12 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     int64_t deadline = 0;
     if (block && conc__deadline(timeout, &deadline) != 0)
         return CONC_EINVAL;
-    if (len > q->cap - HDR)
+    if (len > q->cap - 2 * HDR)
         return CONC_ERANGE;
-    uint64_t need = msg_size(len), cap = q->cap, maxsize = s->maxsize;
+    /* room for the message and the zero header that ends the ring */
+    uint64_t need = msg_size(len), cap = q->cap - HDR, maxsize = s->maxsize;
     bool counted = false;
-    int rc = mpq_lock(s, true, deadline);
+    int rc = mpq_lock(q, true, deadline);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
     uint64_t t;
@@ -449,17 +462,29 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
         if (mpq_wait(&s->nonfull, &c, deadline) != 0)
             return mpq_leave(q, counted, CONC_EFULL);
-        rc = mpq_lock(s, true, deadline);
+        rc = mpq_lock(q, true, deadline);
         if (rc != 0)
             return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EFULL : rc);
     }
-    uint64_t hdr = (uint64_t)len; /* u32 length, u32 spare (zero) */
-    memcpy(q->ring + (t & q->mask), &hdr, sizeof hdr);
+    /* [t, t + need + HDR) is free. The bytes, the zero header after them,
+     * the journal, the count, then the header: the commit. */
     if (len)
         ring_write(q, t + HDR, data, len);
-    mpq_commit(&s->put, &s->tail, t + need, &s->puts, s->puts + 1);
+    conc__store(ring_word(q, t + need), (uint64_t)0, RLX);
+    uint64_t p = s->puts;
+    s->put.j.pos = t;
+    s->put.j.size = need;
+    s->put.j.count = p;
+    atomic_signal_fence(SEQ);
+    conc__store(&s->put.j.valid, 1u, RLX);
+    atomic_signal_fence(SEQ);
+    conc__store(&s->puts, p + 1, RLX);
+    conc__store(ring_word(q, t), (uint64_t)len | CONC__MPQ_MARK << 32, REL);
+    conc__store(&s->tail, t + need, RLX);
+    atomic_signal_fence(SEQ);
+    conc__store(&s->put.j.valid, 0u, RLX);
     mpq_unlock(s, true);
-    mpq_notify(&s->nonempty, 1);
+    mpq_notify_unlocked(&s->nonempty, 1);
     return mpq_leave(q, counted, 0);
 }
 
@@ -479,36 +504,33 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     if (block && conc__deadline(timeout, &deadline) != 0)
         return CONC_EINVAL;
     bool counted = false;
-    int rc = mpq_lock(s, false, deadline);
+    int rc = mpq_lock(q, false, deadline);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
-    uint64_t h;
+    uint64_t h, hdr;
     for (;;) {
         h = s->head;
-        if (h == s->get.peer_pos)
-            s->get.peer_pos = conc__load(&s->tail, ACQ);
-        if (h != s->get.peer_pos)
+        hdr = conc__load(ring_word(q, h), ACQ);
+        if (hdr != 0)
             break;
         mpq_unlock(s, false);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EEMPTY);
-        wait_cond_t c = {.a = &s->tail, .av = h};
+        wait_cond_t c = {.a = ring_word(q, h), .av = 0, .b = &s->head, .bv = h};
         rc = mpq_wait(&s->nonempty, &c, deadline);
         if (rc == 0)
-            rc = mpq_lock(s, false, deadline);
+            rc = mpq_lock(q, false, deadline);
         if (rc != 0) {
             /* We may have been the one consumer woken for a message that
              * is still there: pass the wakeup on. */
-            if (conc__load(&s->tail, ACQ) != conc__load(&s->head, ACQ))
+            if (conc__load(ring_word(q, conc__load(&s->head, ACQ)), ACQ) != 0)
                 mpq_notify(&s->nonempty, 1);
             return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc);
         }
     }
-    uint64_t hdr;
-    memcpy(&hdr, q->ring + (h & q->mask), sizeof hdr);
     size_t len = (size_t)(uint32_t)hdr;
-    if (__builtin_expect(len > q->cap - HDR, 0)) { /* someone scribbled on the segment */
-        mpq_unlock(s, false);
+    if (__builtin_expect(len > q->cap - 2 * HDR || hdr >> 32 != CONC__MPQ_MARK, 0)) {
+        mpq_unlock(s, false); /* someone scribbled on the segment */
         return mpq_leave(q, counted, CONC_EBROKEN);
     }
     if (allocp) {
@@ -524,9 +546,20 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     }
     if (len)
         ring_read(q, h + HDR, buf, len);
-    mpq_commit(&s->get, &s->head, h + msg_size(len), &s->gets, s->gets + 1);
+    /* Commit: head (release: the bytes were read before the space is
+     * handed back). gets follows; the journal covers the gap. */
+    uint64_t g = s->gets;
+    s->get.j.pos = h;
+    s->get.j.size = msg_size(len);
+    s->get.j.count = g;
+    atomic_signal_fence(SEQ);
+    conc__store(&s->get.j.valid, 1u, RLX);
+    conc__store(&s->head, h + msg_size(len), REL);
+    conc__store(&s->gets, g + 1, REL);
+    atomic_signal_fence(SEQ);
+    conc__store(&s->get.j.valid, 0u, RLX);
     mpq_unlock(s, false);
-    mpq_notify(&s->nonfull, INT_MAX);
+    mpq_notify_unlocked(&s->nonfull, INT_MAX);
     *lenp = len;
     if (allocp)
         *allocp = buf;
@@ -574,7 +607,7 @@ bool conc_mpqueue_full(const conc_mpqueue_t *q)
         return true;
     uint64_t h = conc__load(&s->head, ACQ);
     uint64_t t = conc__load(&s->tail, ACQ);
-    return t - h > q->cap - HDR;
+    return t > h && t - h > q->cap - 2 * HDR;
 }
 
 long conc_mpqueue_maxsize(const conc_mpqueue_t *q)
@@ -586,7 +619,7 @@ size_t conc_mpqueue_capacity(const conc_mpqueue_t *q) { return q && q->shm ? (si
 
 size_t conc_mpqueue_max_message(const conc_mpqueue_t *q)
 {
-    return q && q->shm ? (size_t)(q->cap - HDR) : 0;
+    return q && q->shm ? (size_t)(q->cap - 2 * HDR) : 0;
 }
 
 unsigned long conc_mpqueue_recoveries(const conc_mpqueue_t *q)

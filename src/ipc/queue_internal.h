@@ -12,16 +12,20 @@
 #include "conc/ipc_queue.h"
 
 #define CONC__MPQ_MAGIC 0x636f6e634d505131ull /* "concMPQ1" */
-#define CONC__MPQ_VERSION 1u
-#define CONC__MPQ_HDR 8u        /* per-message header: u32 length + u32 spare */
+#define CONC__MPQ_VERSION 2u
+#define CONC__MPQ_HDR 8u        /* per-message header: u32 length + u32 mark */
+#define CONC__MPQ_MARK 0x51504d43ull /* nonzero: a published header */
 #define CONC__MPQ_LINE 64
 
-/* A redo record: the new values of one side's published words, valid
- * while `valid` is 1. A process that dies between setting valid and
- * clearing it leaves a record the next lock holder replays. */
+/* One side's operation in progress, valid while `valid` is 1: it moves
+ * the side's position from pos to pos + size and its count from count to
+ * count + 1. Whether it took effect is decided by its one commit store
+ * (put: the message header at pos; get: head); a process that dies with
+ * valid set leaves the next lock holder to finish or undo the rest. */
 typedef struct conc__mpq_journal {
-    uint64_t pos;   /* new tail (put side) / head (get side) */
-    uint64_t count; /* new puts / gets */
+    uint64_t pos;
+    uint64_t size;
+    uint64_t count;
     uint32_t valid;
 } conc__mpq_journal_t;
 
@@ -55,8 +59,8 @@ typedef struct conc__mpq_shm {
     _Alignas(CONC__MPQ_LINE) conc__mpq_side_t put;
     _Alignas(CONC__MPQ_LINE) conc__mpq_side_t get;
     /* published positions, each on its own line (read by the other side) */
-    _Alignas(CONC__MPQ_LINE) uint64_t tail; /* bytes ever put   */
-    uint64_t puts;                           /* messages ever put */
+    _Alignas(CONC__MPQ_LINE) uint64_t tail; /* bytes ever put (may lag a header) */
+    uint64_t puts;                           /* messages ever put (may lead it)   */
     _Alignas(CONC__MPQ_LINE) uint64_t head; /* bytes ever taken */
     uint64_t gets;                           /* messages ever taken */
     _Alignas(CONC__MPQ_LINE) conc__mpq_wait_t nonempty;
