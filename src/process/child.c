@@ -95,12 +95,12 @@ static int fork_start(conc__child_t *c, const conc__launch_t *l)
         return CONC_EINVAL;
     int ppidfd = conc__self_pidfd(); /* inherited: the child's parent pidfd */
     pid_t ppid = getpid();
-    fflush(NULL); /* buffered output is written once, not once per process */
+    conc__flush_std(); /* buffered output is written once, not once per process */
     pid_t pid = fork();
     if (pid < 0)
         return errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
     if (pid == 0) {
-        conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds};
+        conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds, true};
         conc__become_child(&info);
         conc__child_exit(conc__run_child_fn(fn, l->arg, l->len));
     }

@@ -86,6 +86,7 @@ typedef struct conc__child_info {
     int parent_pidfd;         /* -1 if unknown */
     const int *fds;
     int nfds;
+    bool forked;              /* strings stay valid: the parent's copy */
 } conc__child_info_t;
 
 /* process.c: become the child described by info (current/parent records,
@@ -96,6 +97,8 @@ int conc__run_child_fn(conc_process_fn fn, const void *arg, size_t len);
 /* process.c: what a forked child does after fn: children joined, non-daemon
  * threads joined, stdio flushed, _exit(code). */
 _Noreturn void conc__child_exit(int code);
+/* process.c: flush stdout/stderr if they hold buffered output. */
+void conc__flush_std(void);
 /* process.c: this process's identity string and name (for children). */
 const char *conc__self_name(void);
 /* process.c: a pidfd for this process (lazily opened, cached), or -1. */

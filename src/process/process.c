@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,7 +68,7 @@ static conc_process_t current_rec = {.refs = 1, .kind = K_CURRENT, .state = S_ST
 static conc_process_t parent_rec = {.refs = 1, .kind = K_PARENT, .state = S_STARTED};
 static bool have_parent;
 static int self_pidfd = -1;           /* atomic; this process's own pidfd */
-static __thread bool forking;         /* this thread is in fork_start's fork */
+static pthread_t forking;             /* the thread in conc's own fork (0: none) */
 static bool unguarded;                /* spawned child that has not run the guard */
 static int passed_fds[CONC__MAX_FDS];
 static int n_passed_fds;
@@ -189,40 +190,41 @@ int conc__child_fds(const int **fds)
 
 void conc__become_child(const conc__child_info_t *info)
 {
-    /* Strings first: info may point into records we are about to change. */
-    char *name = dup_str(info->name ? info->name : "Process");
-    char *ident = dup_str(info->ident ? info->ident : "");
-    char *pname = info->parent_name ? dup_str(info->parent_name) : NULL;
-    if (!pname) {
-        const char *old = current_rec.name;
-        pname = dup_str(old ? old : "MainProcess");
-    }
-    if (name && ident) {
-        if (current_rec.name_owned) {
-            free(current_rec.name);
-            free(current_rec.ident);
+    /* A forked child keeps pointing at its copy of the parent's strings
+     * (no malloc: every page written here is a copy-on-write fault). */
+    bool copy = !info->forked;
+    const char *pn = info->parent_name ? info->parent_name : current_rec.name;
+    char *name = (char *)(info->name ? info->name : "Process");
+    char *ident = (char *)(info->ident ? info->ident : "");
+    char *pname = (char *)(pn ? pn : "MainProcess");
+    if (copy) {
+        name = dup_str(name);
+        ident = dup_str(ident);
+        pname = dup_str(pname);
+        if (!name || !ident || !pname) {
+            fprintf(stderr, "conc: out of memory starting a child\n");
+            _exit(255);
         }
-        current_rec.name = name;
-        current_rec.ident = ident;
-        current_rec.name_owned = true;
     }
+    /* The old strings are not freed: the parent's name may be one of them
+     * (a forked child of a child), and this happens once per process. */
+    current_rec.name = name;
+    current_rec.ident = ident;
+    current_rec.name_owned = copy;
     current_rec.daemon = info->daemon;
-    if (parent_rec.name_owned)
-        free(parent_rec.name);
-    parent_rec.name = pname ? pname : (char *)"parent";
-    parent_rec.name_owned = pname != NULL;
+    parent_rec.name = pname;
+    parent_rec.name_owned = copy;
     if (have_parent && parent_rec.child.pidfd >= 0 && parent_rec.child.pidfd != info->parent_pidfd)
         close(parent_rec.child.pidfd);
-    memset(&parent_rec.child, 0, sizeof parent_rec.child);
     parent_rec.child.pid = info->parent_pid;
     parent_rec.child.pidfd = info->parent_pidfd;
     parent_rec.child.statusfd = -1;
-    parent_rec.creator = 0;
+    parent_rec.child.method = CONC_FORK;
     have_parent = true;
     n_passed_fds = 0;
     for (int i = 0; i < info->nfds && i < CONC__MAX_FDS; i++)
         passed_fds[n_passed_fds++] = info->fds[i];
-    conc__store(&counter, 0UL, RLX);
+    counter = 0;
     unguarded = false;
 }
 
@@ -248,6 +250,8 @@ _Noreturn void conc__child_exit(int code)
     bool progress;
     do {
         progress = exit_hook();
+        if (conc_active_count() <= 1)
+            continue;
         conc_thread_t *ts[64];
         size_t n = conc_thread_enumerate(ts, 64);
         if (n > 64)
@@ -262,8 +266,19 @@ _Noreturn void conc__child_exit(int code)
             conc_thread_free(ts[i]);
         }
     } while (progress);
-    fflush(NULL);
+    conc__flush_std();
     _exit(code);
+}
+
+void conc__flush_std(void)
+{
+    /* Python flushes sys.stdout and sys.stderr; only they are written by
+     * both processes. __fpending avoids touching (copying) their pages
+     * when there is nothing to write. */
+    if (__fpending(stdout))
+        fflush(stdout);
+    if (__fpending(stderr))
+        fflush(stderr);
 }
 
 /* -------------------------------------------------------------- Process */
@@ -355,11 +370,11 @@ int conc_process_start(conc_process_t *p)
     l.name = p->name;
     l.ident = p->ident;
     l.daemon = p->daemon;
-    /* The list lock is held across fork so the child copies a consistent
-     * list (the atfork handlers take it too; see below). */
-    forking = true;
+    /* In the child, the atfork handler keeps the cached pidfd (the
+     * parent's pidfd there) only for the thread that forks for us. */
+    conc__store(&forking, l.method == CONC_FORK ? pthread_self() : (pthread_t)0, RLX);
     int rc = conc__child_start(&p->child, &l);
-    forking = false;
+    conc__store(&forking, (pthread_t)0, RLX); /* same page as kids_lock: no extra copy fault */
     if (rc) {
         conc__store(&p->state, S_NEW, REL);
         return rc;
@@ -668,7 +683,7 @@ static void atfork_child(void)
      * the parent pidfd (become_child), any other fork closes it. */
     int fd = self_pidfd;
     self_pidfd = -1;
-    if (fd >= 0 && !forking)
+    if (fd >= 0 && !pthread_equal(forking, pthread_self()))
         close(fd);
     counter = 0;
     conc__forkserver_atfork_child();

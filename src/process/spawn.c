@@ -58,7 +58,16 @@ int conc__spawn_program(pid_t *pid, int *sock, char mode)
     posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]);
     char *argv[] = {program_invocation_name ? program_invocation_name : (char *)"conc-child",
                     (char *)"--conc-process-child", NULL};
-    int err = posix_spawn(pid, "/proc/self/exe", &fa, NULL, argv, envp);
+    /* A fresh program starts with no blocked signals (a thread that blocks
+     * SIGTERM for its signalfd must not make its children unkillable). */
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    int err = posix_spawn(pid, "/proc/self/exe", &fa, &at, argv, envp);
+    posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
     free(envp);
     close(sv[1]);
@@ -129,7 +138,7 @@ int conc_process_main(int argc, char **argv)
     int nfixed = r.nrecv - (int)r.h.nfds;
     conc__child_info_t info = {r.name, r.ident, r.h.daemon != 0, r.parent_name, (pid_t)r.h.parent_pid,
                                nfixed > 0 ? r.fds[0] : -1, r.fds + (nfixed > 0 ? nfixed : 0),
-                               r.nrecv - (nfixed > 0 ? nfixed : 0)};
+                               r.nrecv - (nfixed > 0 ? nfixed : 0), false};
     conc__become_child(&info);
     int code = conc__run_child_fn((conc_process_fn)(void (*)(void))entry->fn, r.arg, (size_t)r.h.arg_len);
     conc__req_free(&r);
