@@ -10,7 +10,7 @@
  *     conc_mpqueue_free(q);
  *
  * Messages are byte strings of any length from 0 up to the queue's capacity
- * minus 8 (conc_mpqueue_max_message). They live in a ring inside a memfd
+ * minus 16 (conc_mpqueue_max_message). They live in a ring inside a memfd
  * shared-memory segment: a forked child uses the same handle as its parent;
  * a spawned (exec'd) child receives the segment's fd (conc_mpqueue_fd) and
  * calls conc_mpqueue_attach. The segment goes away when the last process
@@ -23,14 +23,17 @@
  * took effect).
  *
  * Bounds: capacity bytes (rounded up to a power of two; each message costs
- * 8 + its length rounded up to 8) and, optionally, maxsize messages
- * (Python's maxsize). put waits while either is exhausted.
+ * 8 + its length rounded up to 8, and 8 bytes always stay free) and,
+ * optionally, maxsize messages (Python's maxsize). put waits while either
+ * is exhausted.
  *
  * Crash safety: a process killed (even SIGKILL) in the middle of any call
  * leaves the queue usable by the others. A message is published by one
  * store after its bytes are written, so a put that dies is either fully in
- * the queue or absent, and a get that dies leaves its message in the
- * queue. Repairs happen in the next process that takes the lock.
+ * the queue or absent, and a get that dies before its one commit store
+ * leaves its message in the queue (after it, the message was taken — as
+ * if the process had died just after get returned). Repairs happen in the
+ * next process that takes the lock (robust process-shared mutexes).
  *
  * block/timeout as in Python's queue module: block=false never waits (the
  * timeout is ignored); block=true waits up to timeout seconds (CONC_FOREVER:

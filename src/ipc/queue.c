@@ -72,7 +72,18 @@
 #include "core/time.h"
 #include "ipc/queue_internal.h"
 
+#include <signal.h>
+
 #define SEQ memory_order_seq_cst
+
+/* Tests only: a process that sets this dies by SIGKILL when its put/get
+ * reaches step n (see FAULT below), to hit every point of a commit. */
+int conc__mpq_fault_point;
+#define FAULT(n)                                                              \
+    do {                                                                      \
+        if (__builtin_expect(conc__mpq_fault_point != 0, 0) && conc__mpq_fault_point == (n)) \
+            raise(SIGKILL);                                                   \
+    } while (0)
 #define HDR ((uint64_t)CONC__MPQ_HDR)
 #define SLEEP_CAP_NS 250000000LL
 
@@ -470,7 +481,9 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
      * the journal, the count, then the header: the commit. */
     if (len)
         ring_write(q, t + HDR, data, len);
+    FAULT(1);
     conc__store(ring_word(q, t + need), (uint64_t)0, RLX);
+    FAULT(2);
     uint64_t p = s->puts;
     s->put.j.pos = t;
     s->put.j.size = need;
@@ -478,11 +491,16 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     atomic_signal_fence(SEQ);
     conc__store(&s->put.j.valid, 1u, RLX);
     atomic_signal_fence(SEQ);
+    FAULT(3);
     conc__store(&s->puts, p + 1, RLX);
+    FAULT(4);
     conc__store(ring_word(q, t), (uint64_t)len | CONC__MPQ_MARK << 32, REL);
+    FAULT(5);
     conc__store(&s->tail, t + need, RLX);
     atomic_signal_fence(SEQ);
+    FAULT(6);
     conc__store(&s->put.j.valid, 0u, RLX);
+    FAULT(7);
     mpq_unlock(s, true);
     mpq_notify_unlocked(&s->nonempty, 1);
     return mpq_leave(q, counted, 0);
@@ -546,6 +564,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     }
     if (len)
         ring_read(q, h + HDR, buf, len);
+    FAULT(11);
     /* Commit: head (release: the bytes were read before the space is
      * handed back). gets follows; the journal covers the gap. */
     uint64_t g = s->gets;
@@ -554,10 +573,15 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     s->get.j.count = g;
     atomic_signal_fence(SEQ);
     conc__store(&s->get.j.valid, 1u, RLX);
+    atomic_signal_fence(SEQ);
+    FAULT(12);
     conc__store(&s->head, h + msg_size(len), REL);
+    FAULT(13);
     conc__store(&s->gets, g + 1, REL);
     atomic_signal_fence(SEQ);
+    FAULT(14);
     conc__store(&s->get.j.valid, 0u, RLX);
+    FAULT(15);
     mpq_unlock(s, false);
     mpq_notify_unlocked(&s->nonfull, INT_MAX);
     *lenp = len;
