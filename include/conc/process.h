@@ -131,9 +131,18 @@ CONC_API const conc_registration_t *conc_registry_find(const char *name);
 /* The entry registered for function pointer fn, or NULL. */
 CONC_API const conc_registration_t *conc_registry_find_fn(void (*fn)(void));
 
+#ifdef __cplusplus
+} /* extern "C" */
+static inline int conc__sig_of(conc_process_fn) { return CONC_SIG_PROCESS; }
+static inline int conc__sig_of(void *(*)(void *)) { return CONC_SIG_TASK; }
+template <class F> static inline int conc__sig_of(F) { return CONC_SIG_OTHER; }
+#define CONC__SIG_OF(fn) conc__sig_of(fn)
+extern "C" {
+#else
 #define CONC__SIG_OF(fn)                                                      \
     _Generic((fn), conc_process_fn: CONC_SIG_PROCESS,                         \
              void *(*)(void *): CONC_SIG_TASK, default: CONC_SIG_OTHER)
+#endif
 
 /* Register fn under its own name (at file scope; fn declared before it). */
 #define CONC_REGISTER(fn) CONC_REGISTER_AS(fn, #fn, CONC__SIG_OF(&fn))
