@@ -1,0 +1,364 @@
+/*
+ * coop.c — cooperative I/O (conc/io.h): read, write, recv, send, accept,
+ * connect with timeouts, on top of conc__fd_wait (core/fdwait.h).
+ *
+ * Every call is "try, and on EAGAIN wait, then try again": the syscall is
+ * made first because on a busy fd the data is usually there already, and
+ * conc__fd_wait parks a green thread on its hub's epoll (or polls on a
+ * plain OS thread), honouring the deadline, timeout scopes and kills. The
+ * deadline is computed once per call, so a call that waits and retries
+ * several times (read_exact, write_all, a spurious wake-up) never waits
+ * longer in total than its timeout. EINTR is retried (PEP 475).
+ *
+ * We never change an fd's flags, so we must not make a syscall that could
+ * block on a blocking fd. How a stream fd is talked to (its "mode"):
+ *   SOCK      recv/send with MSG_DONTWAIT (and MSG_NOSIGNAL): never blocks,
+ *             whatever O_NONBLOCK says. This is tried first by conc_read
+ *             and conc_write; ENOTSOCK moves the fd to one of:
+ *   NONBLOCK  read/write, then wait on EAGAIN;
+ *   BLOCK     wait for readiness first (a zero-timeout poll, then the real
+ *             wait), then one read/write.
+ * The mode is found once per call (one F_GETFL for non-sockets) and not
+ * cached across calls: fd numbers are reused.
+ *
+ * A write to a pipe whose reader is gone would raise SIGPIPE: it is
+ * blocked in the calling thread around the write and a SIGPIPE caused by
+ * the write is consumed, so the caller sees EPIPE (sockets use
+ * MSG_NOSIGNAL instead, which costs nothing).
+ *
+ * connect: non-blocking connect, wait for writability, read SO_ERROR, and
+ * make sure the socket really is connected (getpeername) before reporting
+ * success, since readiness may be spurious. A Unix socket whose listener's
+ * backlog is full fails with EAGAIN rather than EINPROGRESS and never
+ * becomes "writable" in a useful way, so that case is retried after a short
+ * park (1 ms doubling to 32 ms) until the deadline.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conc/io.h"
+#include "core/fdwait.h"
+#include "core/park.h"
+#include "core/time.h"
+
+enum { M_SOCK, M_NONBLOCK, M_BLOCK };
+
+static int check_args(int fd, const void *buf, size_t n, double timeout, int64_t *dl)
+{
+    if (fd < 0 || (!buf && n > 0) || n > (size_t)SSIZE_MAX)
+        return CONC_EINVAL;
+    return conc__deadline(timeout, dl);
+}
+
+/* Is fd ready right now (a zero-timeout poll)? 1, 0, or a code. */
+static int probe(int fd, int events)
+{
+    struct pollfd p = {.fd = fd, .events = (short)(((events & CONC__FD_READ) ? POLLIN : 0) |
+                                                   ((events & CONC__FD_WRITE) ? POLLOUT : 0))};
+    int r;
+    while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+    }
+    if (r < 0)
+        return CONC_ESYS;
+    if (r > 0 && (p.revents & POLLNVAL))
+        return CONC_EINVAL;
+    return r > 0;
+}
+
+/* Wait until fd is ready or dl. With first, the fd is checked before any
+ * wait: a deadline that has already passed (timeout 0) must not fail a
+ * call whose fd is ready. */
+static int wait_fd(int fd, int events, int64_t dl, bool first)
+{
+    if (first) {
+        int r = probe(fd, events);
+        if (r != 0)
+            return r > 0 ? 0 : r;
+    }
+    return conc__fd_wait(fd, events, dl);
+}
+
+/* M_NONBLOCK or M_BLOCK for a non-socket fd, or CONC_ESYS. */
+static int classify(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return CONC_ESYS;
+    return (fl & O_NONBLOCK) ? M_NONBLOCK : M_BLOCK;
+}
+
+/* write(2) without SIGPIPE (see the top). */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t n)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool pending_before = false;
+    if (sigismember(&old, SIGPIPE)) { /* already blocked by the caller */
+        sigset_t pend;
+        sigpending(&pend);
+        pending_before = sigismember(&pend, SIGPIPE);
+    }
+    ssize_t r = write(fd, buf, n);
+    if (r < 0 && errno == EPIPE && !pending_before) {
+        int e = errno;
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+        errno = e;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+/* One transfer (bytes >= 0) or a code. *mode is M_SOCK on the first call
+ * of an operation; any_fd allows falling back to read/write for
+ * non-sockets (conc_read/conc_write) instead of failing with ENOTSOCK. */
+static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd, int *mode, int64_t dl)
+{
+    int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
+    for (;;) {
+        ssize_t r;
+        if (*mode == M_SOCK) {
+            r = wr ? send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL) : recv(fd, buf, n, flags | MSG_DONTWAIT);
+            if (r < 0 && errno == ENOTSOCK && any_fd) {
+                int m = classify(fd);
+                if (m < 0)
+                    return m;
+                *mode = m;
+                continue;
+            }
+        } else {
+            if (*mode == M_BLOCK) {
+                int rc = wait_fd(fd, ev, dl, true);
+                if (rc)
+                    return rc;
+            }
+            r = wr ? write_nosigpipe(fd, buf, n) : read(fd, buf, n);
+        }
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return CONC_ESYS;
+        int rc = conc__fd_wait(fd, ev, dl);
+        if (rc)
+            return rc;
+    }
+}
+
+ssize_t conc_read(int fd, void *buf, size_t n, double timeout)
+{
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    if (rc)
+        return rc;
+    int mode = M_SOCK;
+    return xfer(fd, false, buf, n, 0, true, &mode, dl);
+}
+
+ssize_t conc_write(int fd, const void *buf, size_t n, double timeout)
+{
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    if (rc)
+        return rc;
+    int mode = M_SOCK;
+    return xfer(fd, true, (void *)buf, n, 0, true, &mode, dl);
+}
+
+ssize_t conc_recv(int fd, void *buf, size_t n, int flags, double timeout)
+{
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    if (rc)
+        return rc;
+    int mode = M_SOCK;
+    return xfer(fd, false, buf, n, flags, false, &mode, dl);
+}
+
+ssize_t conc_send(int fd, const void *buf, size_t n, int flags, double timeout)
+{
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    if (rc)
+        return rc;
+    int mode = M_SOCK;
+    return xfer(fd, true, (void *)buf, n, flags, false, &mode, dl);
+}
+
+/* Transfer all n bytes; *done counts them. */
+static int xfer_all(int fd, bool wr, char *buf, size_t n, int flags, bool any_fd, size_t *done, double timeout)
+{
+    size_t got = 0;
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    int mode = M_SOCK;
+    while (rc == 0 && got < n) {
+        ssize_t r = xfer(fd, wr, buf + got, n - got, flags, any_fd, &mode, dl);
+        if (r < 0)
+            rc = (int)r;
+        else if (r == 0 && !wr)
+            rc = CONC_EEOF;
+        else
+            got += (size_t)r;
+    }
+    if (done)
+        *done = got;
+    return rc;
+}
+
+int conc_read_exact(int fd, void *buf, size_t n, size_t *got, double timeout)
+{
+    return xfer_all(fd, false, buf, n, 0, true, got, timeout);
+}
+
+int conc_write_all(int fd, const void *buf, size_t n, size_t *sent, double timeout)
+{
+    return xfer_all(fd, true, (char *)buf, n, 0, true, sent, timeout);
+}
+
+int conc_sendall(int fd, const void *buf, size_t n, int flags, double timeout)
+{
+    return xfer_all(fd, true, (char *)buf, n, flags, false, NULL, timeout);
+}
+
+static int wait_public(int fd, int events, double timeout)
+{
+    int64_t dl;
+    if (fd < 0 || conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    /* timeout 0 is a check, not an immediate failure */
+    return wait_fd(fd, events, dl, dl != CONC__NO_DEADLINE && dl <= conc__now_ns());
+}
+
+int conc_wait_read(int fd, double timeout) { return wait_public(fd, CONC__FD_READ, timeout); }
+int conc_wait_write(int fd, double timeout) { return wait_public(fd, CONC__FD_WRITE, timeout); }
+
+int conc_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeout)
+{
+    int64_t dl;
+    if (fd < 0 || (addr && !addrlen) || conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    int mode = classify(fd);
+    if (mode < 0)
+        return mode;
+    for (;;) {
+        if (mode == M_BLOCK) {
+            int rc = wait_fd(fd, CONC__FD_READ, dl, true);
+            if (rc)
+                return rc;
+        }
+        int c = accept4(fd, addr, addr ? addrlen : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0)
+            return c;
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return CONC_ESYS;
+        int rc = conc__fd_wait(fd, CONC__FD_READ, dl);
+        if (rc)
+            return rc;
+    }
+}
+
+/* Park the caller until min(now + ns, dl): 0 to go on, or the code that
+ * ends the operation (its own deadline passed, a scope fired, a kill). */
+static int nap(int64_t ns, int64_t dl)
+{
+    int64_t until = conc__now_ns() + ns;
+    if (until > dl)
+        until = dl;
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    w.spun = 1; /* nobody will unpark it: do not spin */
+    int rc = conc__park(&w, until);
+    if (rc == 0 || (rc == CONC_ETIMEDOUT && !conc__park_interrupted(rc)))
+        return conc__now_ns() >= dl ? CONC_ETIMEDOUT : 0;
+    return rc;
+}
+
+static int connect_nb(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t dl)
+{
+    int64_t backoff = 1000000;
+    for (;;) {
+        if (connect(fd, addr, addrlen) == 0)
+            return 0;
+        int e = errno;
+        if (e == EINPROGRESS || e == EALREADY || e == EINTR)
+            break;
+        if (e == EAGAIN && addr->sa_family == AF_UNIX) { /* backlog full */
+            int rc = nap(backoff, dl);
+            if (rc)
+                return rc;
+            if (backoff < 32000000)
+                backoff *= 2;
+            continue;
+        }
+        return CONC_ESYS;
+    }
+    for (;;) {
+        /* loopback connects are often done by now: timeout 0 may succeed */
+        int rc = wait_fd(fd, CONC__FD_WRITE, dl, dl <= conc__now_ns());
+        if (rc)
+            return rc;
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return CONC_ESYS;
+        if (err) {
+            errno = err;
+            return CONC_ESYS;
+        }
+        struct sockaddr_storage peer;
+        len = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
+            return 0;
+        if (errno != ENOTCONN)
+            return CONC_ESYS;
+        /* spurious: still connecting */
+    }
+}
+
+int conc_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double timeout)
+{
+    int64_t dl;
+    if (fd < 0 || !addr || conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return CONC_ESYS;
+    bool restore = !(fl & O_NONBLOCK);
+    if (restore && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return CONC_ESYS;
+    int rc = connect_nb(fd, addr, addrlen, dl);
+    if (restore) {
+        int e = errno;
+        fcntl(fd, F_SETFL, fl);
+        errno = e;
+    }
+    return rc;
+}
+
+int conc_close(int fd)
+{
+    if (fd < 0)
+        return CONC_EINVAL;
+    conc__fd_forget(fd);
+    /* Linux releases the fd even when close fails with EINTR: never retry
+     * (the number may already belong to someone else). */
+    if (close(fd) < 0 && errno != EINTR)
+        return CONC_ESYS;
+    return 0;
+}
