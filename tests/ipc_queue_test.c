@@ -594,6 +594,16 @@ static int scenario(const char *name)
         printf("ok %d", conc_mpqueue_fd(q) >= 0);
         return conc_mpqueue_free(q) == 0 ? 0 : 13;
     }
+    char qname[64];
+    if (sscanf(name, "attach_name:%63s", qname) == 1) {
+        conc_mpqueue_t *q;
+        if (conc_mpqueue_attach_name(&q, qname) != 0)
+            return 20;
+        if (conc_mpqueue_put(q, "by name", 7, true, 5.0) != 0)
+            return 21;
+        printf("ok");
+        return conc_mpqueue_free(q) == 0 ? 0 : 22;
+    }
     return 99;
 }
 
@@ -611,6 +621,32 @@ Test(ipc_queue, spawned_child_attaches, .timeout = TU_TIMEOUT)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x, out '%s'", st, out);
     cr_assert_str_eq(out, "ok 1");
     get_str(q, "denwaps");
+    cr_assert_eq(conc_mpqueue_free(q), 0);
+}
+
+/* A spawned child that inherits no fd attaches by name. */
+Test(ipc_queue, attach_by_name, .timeout = TU_TIMEOUT)
+{
+    conc_mpqueue_t *q, *b;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 0), 0);
+    char name[CONC_MPQ_NAME_MAX], out[256];
+    char tiny[5];
+    cr_assert_eq(conc_mpqueue_name(q, tiny, sizeof tiny), CONC_EINVAL);
+    cr_assert_eq(conc_mpqueue_name(q, name, sizeof name), 0);
+    cr_assert_eq(conc_mpqueue_name(NULL, name, sizeof name), CONC_EINVAL);
+    cr_assert_eq(conc_mpqueue_attach_name(&b, name), 0);
+    cr_assert_eq(PUTS(b, "same queue"), 0);
+    get_str(q, "same queue");
+    cr_assert_eq(conc_mpqueue_free(b), 0);
+    char arg[128];
+    snprintf(arg, sizeof arg, "attach_name:%s", name);
+    int st = tu_run_scenario(arg, out, sizeof out, NULL);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+    get_str(q, "by name");
+    cr_assert_eq(conc_mpqueue_attach_name(&b, "conc-mpq:1:x"), CONC_EINVAL);
+    cr_assert_eq(conc_mpqueue_attach_name(&b, "nonsense"), CONC_EINVAL);
+    cr_assert_eq(conc_mpqueue_attach_name(&b, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_mpqueue_attach_name(&b, "conc-mpq:999999999:3"), CONC_EINVAL);
     cr_assert_eq(conc_mpqueue_free(q), 0);
 }
 

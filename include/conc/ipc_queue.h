@@ -85,6 +85,19 @@ CONC_API int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, lo
  * segment); CONC_ENOMEM; CONC_ESYS. */
 CONC_API int conc_mpqueue_attach(conc_mpqueue_t **out, int fd);
 
+/* A printable name for q's segment ("conc-mpq:<pid>:<fd>", at most
+ * CONC_MPQ_NAME_MAX bytes with the NUL) that another process of the same
+ * user can pass to conc_mpqueue_attach_name while this process keeps q
+ * open — e.g. as the byte argument of a spawned or fork-server child,
+ * which inherits no fds from us. Returns 0; CONC_EINVAL (NULL, closed,
+ * cap too small). */
+#define CONC_MPQ_NAME_MAX 48
+CONC_API int conc_mpqueue_name(const conc_mpqueue_t *q, char *buf, size_t cap);
+/* Attach through a name from conc_mpqueue_name (opens the segment via
+ * /proc/<pid>/fd/<fd>). Returns as conc_mpqueue_attach; CONC_EINVAL also
+ * for a malformed name or one whose process or fd is gone. */
+CONC_API int conc_mpqueue_attach_name(conc_mpqueue_t **out, const char *name);
+
 /* The segment's file descriptor (owned by q: dup it to keep it beyond
  * conc_mpqueue_close). It is close-on-exec; a spawner passes it on
  * explicitly. Returns the fd, or CONC_EINVAL (NULL or closed handle). */

@@ -73,6 +73,7 @@
 #include "ipc/queue_internal.h"
 
 #include <signal.h>
+#include <stdio.h>
 
 #define SEQ memory_order_seq_cst
 
@@ -345,6 +346,34 @@ int conc_mpqueue_attach(conc_mpqueue_t **out, int fd)
         munmap(p, size);
         close(nfd);
     }
+    return rc;
+}
+
+int conc_mpqueue_name(const conc_mpqueue_t *q, char *buf, size_t cap)
+{
+    if (!q || !q->shm || !buf)
+        return CONC_EINVAL;
+    int n = snprintf(buf, cap, "conc-mpq:%ld:%d", (long)getpid(), q->fd);
+    return n > 0 && (size_t)n < cap ? 0 : CONC_EINVAL;
+}
+
+int conc_mpqueue_attach_name(conc_mpqueue_t **out, const char *name)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    long pid;
+    int fd, used = 0;
+    if (!name || sscanf(name, "conc-mpq:%ld:%d%n", &pid, &fd, &used) != 2 || name[used] != 0 ||
+        pid <= 0 || fd < 0)
+        return CONC_EINVAL;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd/%d", pid, fd);
+    int f = open(path, O_RDWR | O_CLOEXEC);
+    if (f < 0)
+        return errno == ENOENT || errno == ESRCH ? CONC_EINVAL : CONC_ESYS;
+    int rc = conc_mpqueue_attach(out, f);
+    close(f);
     return rc;
 }
 
