@@ -38,17 +38,18 @@ uint64_t conc__ipc_pidns(void);
  * (with check) the next liveness check. Returns 0 or CONC_ETIMEDOUT. */
 static inline int conc__pwait(uint32_t *word, uint32_t *sleepers, uint32_t expect, int64_t deadline)
 {
+    /* The kernel orders this increment before its read of *word (a full
+     * barrier in futex_wait); the waker's seq_cst store of *word and
+     * seq_cst load of *sleepers pair with it. */
     atomic_fetch_add_explicit(CONC__IA(sleepers), 1u, memory_order_seq_cst);
-    atomic_thread_fence(memory_order_seq_cst); /* sleepers++ before the kernel reads word */
     int r = conc__futex_wait(word, expect, deadline, 1);
     atomic_fetch_sub_explicit(CONC__IA(sleepers), 1u, memory_order_relaxed);
     return r;
 }
 
-/* Call after the store that changes *word (seq_cst). */
+/* Call after a seq_cst store/RMW that changed *word. */
 static inline void conc__pwake(uint32_t *word, uint32_t *sleepers, int n)
 {
-    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(CONC__IA(sleepers), memory_order_seq_cst) != 0)
         conc__futex_wake(word, n, 1);
 }

@@ -4,9 +4,10 @@
  * Each is a few 32-bit words in shared memory and nothing else: no
  * pointers, no wait lists. Blocking is a shared (not private) futex wait on
  * the word that changes, after a short adaptive spin. Every object counts
- * its sleepers in a second word (incremented before the futex wait, behind
- * a full fence); a releaser changes the word, fences, and calls futex_wake
- * only if that count is nonzero. Either the sleeper's count is seen by the
+ * its sleepers in a second word (incremented before the futex wait; the
+ * kernel orders that before its read of the word); a releaser changes the
+ * word with a seq_cst store, reads the count (seq_cst) and calls futex_wake
+ * only if it is nonzero. Either the sleeper's count is seen by the
  * releaser, or the sleeper's futex_wait sees the changed word and does not
  * sleep, so no wakeup is lost. A sleeper killed while asleep leaves the
  * count too high: that only costs extra wake calls.

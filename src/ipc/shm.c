@@ -113,9 +113,8 @@ static void conc__shm_set_owner(conc__shm_trailer_t *t)
     pid_t pid;
     uint64_t start, ns;
     conc__shm_me(&pid, &start, &ns);
-    uint32_t s = atomic_load_explicit(CONC__IA(&t->seq), memory_order_relaxed);
-    atomic_store_explicit(CONC__IA(&t->seq), s | 1u, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
+    /* odd while writing; the acquire half keeps the writes below it */
+    uint32_t s = atomic_fetch_or_explicit(CONC__IA(&t->seq), 1u, memory_order_acq_rel);
     t->pid = pid;
     t->start = start;
     t->pidns = ns;
