@@ -195,6 +195,38 @@ static int pipe_writer(const void *arg, size_t len)
 }
 CONC_REGISTER(pipe_writer);
 
+/* Reports its parent's pid (the fork server's) on the first passed fd. */
+static int report_ppid(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    const int *fds;
+    CK(conc__child_fds(&fds) == 1);
+    int pid = getppid();
+    CK(write(fds[0], &pid, sizeof pid) == (ssize_t)sizeof pid);
+    return 0;
+}
+CONC_REGISTER(report_ppid);
+
+/* Starts a fork-server child that reports the server's pid, then waits to
+ * be killed. */
+static int server_owner(const void *arg, size_t len)
+{
+    int fd;
+    CK(len == sizeof fd);
+    memcpy(&fd, arg, sizeof fd);
+    conc__child_t c;
+    conc__launch_t l = {.entry = conc_registry_find("report_ppid"), .method = CONC_FORKSERVER,
+                        .name = "reporter", .fds = &fd, .nfds = 1};
+    CK(conc__child_start(&c, &l) == 0);
+    CK(conc__child_wait(&c, CONC__NO_DEADLINE) == 0);
+    CK(c.exitcode == 0);
+    conc__child_release(&c);
+    tu_sleep(30);
+    return 0;
+}
+CONC_REGISTER(server_owner);
+
 static int not_registered(const void *arg, size_t len)
 {
     (void)arg;
@@ -758,6 +790,38 @@ Test(process, forkserver_leaves_no_socket_dir)
     cr_assert_eq(conc_process_kill(p), 0);
     cr_assert_eq(join_code(p), -SIGKILL);
     conc_process_free(p);
+}
+
+static bool gone(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'); /* exited, maybe unreaped by init */
+}
+
+Test(process, forkserver_exits_when_its_parent_dies)
+{
+    int pp[2];
+    cr_assert_eq(pipe2(pp, O_CLOEXEC), 0);
+    conc_process_t *p = start(server_owner, &pp[1], sizeof pp[1], CONC_FORK, false, NULL);
+    close(pp[1]);
+    int spid = 0;
+    cr_assert_eq(read_full(pp[0], &spid, sizeof spid), (ssize_t)sizeof spid);
+    close(pp[0]);
+    cr_assert_gt(spid, 0);
+    cr_assert_neq(spid, conc_process_pid(p)); /* the server's, not the owner's */
+    cr_assert_not(gone(spid));
+    cr_assert_eq(conc_process_kill(p), 0);
+    cr_assert_eq(join_code(p), -SIGKILL);
+    conc_process_free(p);
+    cr_assert(TU_WAIT_UNTIL(gone(spid), 10), "the fork server %d outlived its parent", spid);
 }
 
 Test(process, many_processes)
