@@ -203,7 +203,7 @@ CONC_API int conc_process_join(conc_process_t *p, double timeout);
 
 /* True between start and the moment the child is seen to have ended (a
  * child that ended is reaped here). False for NULL, never-started, closed
- * handles. conc_current_process() is always alive; the parent record is
+ * handles and handles of another process's children. conc_current_process() is always alive; the parent record is
  * alive until the parent ends. */
 CONC_API bool conc_process_is_alive(conc_process_t *p);
 

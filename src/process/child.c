@@ -134,6 +134,7 @@ int conc__child_start(conc__child_t *c, const conc__launch_t *l)
     }
     conc_start_method_t m = conc__resolve_method(l->method);
     c->method = m;
+    conc__process_exit_hook_once();
     if (m != CONC_FORK && (!l->entry || !l->entry->fn || l->entry->sig != CONC_SIG_PROCESS))
         return CONC_EINVAL;
     switch (m) {

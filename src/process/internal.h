@@ -97,6 +97,9 @@ int conc__run_child_fn(conc_process_fn fn, const void *arg, size_t len);
 /* process.c: what a forked child does after fn: children joined, non-daemon
  * threads joined, stdio flushed, _exit(code). */
 _Noreturn void conc__child_exit(int code);
+/* process.c: register the exit hook (children joined, daemons terminated,
+ * fork server stopped) with the thread module's exit sequence, once. */
+void conc__process_exit_hook_once(void);
 /* process.c: flush stdout/stderr if they hold buffered output. */
 void conc__flush_std(void);
 /* process.c: this process's identity string and name (for children). */

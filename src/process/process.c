@@ -335,6 +335,15 @@ nomem:
 
 static bool registered_hook;
 
+void conc__process_exit_hook_once(void)
+{
+    if (conc__load(&registered_hook, ACQ))
+        return;
+    bool no = false;
+    if (atomic_compare_exchange_strong(CONC__A(&registered_hook), &no, true))
+        conc__at_exit(exit_hook);
+}
+
 int conc_process_start(conc_process_t *p)
 {
     if (!p)
@@ -349,11 +358,6 @@ int conc_process_start(conc_process_t *p)
     int exp = S_NEW;
     if (!atomic_compare_exchange_strong_explicit(CONC__A(&p->state), &exp, S_STARTED, memory_order_acq_rel, RLX))
         return exp == S_CLOSED ? CONC_EINVAL : CONC_EPERM;
-    if (!conc__load(&registered_hook, ACQ)) {
-        bool no = false;
-        if (atomic_compare_exchange_strong(CONC__A(&registered_hook), &no, true))
-            conc__at_exit(exit_hook);
-    }
     cleanup();
     conc__launch_t l = {0};
     l.method = conc__resolve_method(p->method);
