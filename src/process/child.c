@@ -177,6 +177,7 @@ static bool reap_locked(conc__child_t *c)
         if (conc__read_all(c->statusfd, &code, sizeof code) != 0)
             code = 255; /* the server went away: nobody knows */
         publish(c, code);
+        conc__forkserver_child_done();
         return true;
     }
     siginfo_t si;
@@ -236,6 +237,8 @@ int conc__child_signal(conc__child_t *c, int sig)
 
 void conc__child_release(conc__child_t *c)
 {
+    if (c->method == CONC_FORKSERVER && c->statusfd >= 0 && !conc__load(&c->done, ACQ))
+        conc__forkserver_child_done(); /* abandoned unreaped */
     if (c->pidfd >= 0)
         close(c->pidfd);
     if (c->statusfd >= 0)

@@ -49,6 +49,9 @@ static conc_lock_t fs_lock = CONC_LOCK_INIT;
 static pid_t fs_pid;
 static int fs_pidfd = -1;
 static int fs_ctl = -1; /* the authenticated connection */
+static int fs_live;      /* atomic: fork-server children not yet reaped */
+
+void conc__forkserver_child_done(void) { atomic_fetch_sub_explicit(CONC__A(&fs_live), 1, RLX); }
 
 static void fs_acquire(void) { conc__lock_acquire_dl(&fs_lock, CONC__NO_DEADLINE); }
 static void fs_release(void) { conc_lock_release(&fs_lock); }
@@ -189,11 +192,15 @@ int conc__forkserver_start(conc__child_t *c, const conc__launch_t *l)
     c->pid = (pid_t)pid;
     c->pidfd = nfd ? fd : -1;
     c->statusfd = sv[0];
+    atomic_fetch_add_explicit(CONC__A(&fs_live), 1, RLX);
     return 0;
 }
 
 bool conc__forkserver_stop(void)
 {
+    /* Children someone still waits for (a pool's workers) keep it. */
+    if (conc__load(&fs_live, RLX) > 0)
+        return false;
     fs_acquire();
     bool had = fs_ctl >= 0 || fs_pidfd >= 0;
     if (had)
@@ -214,6 +221,7 @@ void conc__forkserver_atfork_child(void)
         close(fs_pidfd);
     fs_ctl = fs_pidfd = -1;
     fs_pid = 0;
+    fs_live = 0;
 }
 
 /* -------------------------------------------------------------- server */

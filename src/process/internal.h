@@ -155,7 +155,10 @@ int conc__spawn_program(pid_t *pid, int *sock, char mode);
 /* forkserver.c */
 int conc__forkserver_start(conc__child_t *c, const conc__launch_t *l);
 _Noreturn void conc__forkserver_main(int boot);
-/* forkserver.c: stop the server (exit sequence); true if there was one. */
+/* forkserver.c: a fork-server child was reaped or abandoned. */
+void conc__forkserver_child_done(void);
+/* forkserver.c: stop the server (exit sequence) unless some of its
+ * children are still unreaped; true if it stopped one. */
 bool conc__forkserver_stop(void);
 void conc__forkserver_atfork_prepare(void);
 void conc__forkserver_atfork_parent(void);
