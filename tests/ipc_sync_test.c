@@ -40,7 +40,7 @@ static int wait_child(pid_t pid, double secs)
 typedef struct shared {
     conc_plock_t lock;
     conc_prlock_t rlock;
-    conc_psemaphore_t sem;
+    conc_psemaphore_t sem, sem2;
     conc_pevent_t ev, ev2;
     conc_plock_t cond_lock;
     conc_pcond_t cond;
@@ -479,6 +479,71 @@ Test(ipc_condition, wait_for_timeouts_and_rlock_levels, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_pcond_release(&s->cond), 0);
     cr_assert_eq(conc_pcond_release(&s->cond), CONC_EPERM);
     cr_assert_eq(wait_child(pid, 20), 0);
+    conc_shared_free(s);
+}
+
+/* Two processes take turns through a Condition (and, separately, through
+ * a pair of semaphores) many times: a lost wakeup would stall a turn until
+ * its 10 s timeout and fail the test. */
+struct turns {
+    shared_t *s;
+    int me;
+    long n;
+};
+
+static bool my_turn(void *p)
+{
+    struct turns *t = p;
+    return t->s->value % 2 == t->me;
+}
+
+static int take_turns(void *p)
+{
+    struct turns *t = p;
+    for (long i = 0; i < t->n; i++) {
+        if (conc_pcond_acquire(&t->s->cond, true, CONC_FOREVER))
+            return 1;
+        if (conc_pcond_wait_for(&t->s->cond, my_turn, t, 10.0) != 0)
+            return 2;
+        t->s->value++;
+        conc_pcond_notify(&t->s->cond, 1);
+        conc_pcond_release(&t->s->cond);
+    }
+    return 0;
+}
+
+static int sem_turns(void *p)
+{
+    struct turns *t = p;
+    conc_psemaphore_t *mine = t->me ? &t->s->sem : &t->s->sem2;
+    conc_psemaphore_t *other = t->me ? &t->s->sem2 : &t->s->sem;
+    for (long i = 0; i < t->n; i++) {
+        if (conc_psemaphore_acquire(mine, true, 10.0) != 0)
+            return 1;
+        t->s->counter++;
+        if (conc_psemaphore_release(other, 1) != 0)
+            return 2;
+    }
+    return 0;
+}
+
+Test(ipc_condition, two_processes_take_turns_without_lost_wakeups, .timeout = TU_TIMEOUT)
+{
+    shared_t *s = new_shared();
+    cr_assert_eq(conc_pcond_init(&s->cond, &s->cond_lock), 0);
+    long n = tu_iters(2000);
+    struct turns a = {s, 0, n}, b = {s, 1, n};
+    pid_t pid = fork_child(take_turns, &b);
+    cr_assert_eq(take_turns(&a), 0);
+    cr_assert_eq(wait_child(pid, 30), 0);
+    cr_assert_eq(s->value, 2 * n);
+
+    conc_psemaphore_init(&s->sem, 0);
+    conc_psemaphore_init(&s->sem2, 1);
+    pid = fork_child(sem_turns, &b);
+    cr_assert_eq(sem_turns(&a), 0);
+    cr_assert_eq(wait_child(pid, 30), 0);
+    cr_assert_eq(s->counter, 2 * n);
     conc_shared_free(s);
 }
 
