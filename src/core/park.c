@@ -101,7 +101,6 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
 {
     sp->ctx = conc__ctx();
     sp->n = 0;
-    sp->start = conc__now_ns();
     int64_t budget = 0;
     /* Green threads never spin: the waker may be a sibling on this hub. */
     if (!sp->ctx->ops && conc__smp()) {
@@ -110,6 +109,11 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
         if (budget == 0 && (++sp->ctx->spin_skips & 15) == 0)
             budget = CONC__SPIN_MIN_NS;
     }
+    if (budget == 0) {
+        sp->start = sp->end = 0; /* no spin, and no clock read for it */
+        return;
+    }
+    sp->start = conc__now_ns();
     sp->end = sp->start + budget;
     if (sp->end > deadline)
         sp->end = deadline;
@@ -117,6 +121,8 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
 
 void conc__spin_end(conc__spinner_t *sp, bool success)
 {
+    if (sp->end == 0)
+        return; /* did not spin */
     conc__ctx_t *c = sp->ctx;
     uint32_t b = c->spin_ns;
     if (success) {

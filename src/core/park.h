@@ -193,6 +193,8 @@ typedef struct conc__spinner {
 void conc__spin_begin(conc__spinner_t *sp, int64_t deadline);
 static inline bool conc__spin_more(conc__spinner_t *sp)
 {
+    if (sp->end == 0)
+        return false; /* no budget */
     conc__cpu_relax();
     if ((++sp->n & 7) != 0)
         return true;

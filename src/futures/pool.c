@@ -269,8 +269,11 @@ static void *worker_main(void *arg)
          * that falls asleep costs the submitter a wake-up), then sleep. */
         conc__spinner_t sp;
         conc__spin_begin(&sp, CONC__NO_DEADLINE);
-        if (conc__smp() && sp.end < sp.start + IDLE_SPIN_NS)
+        if (conc__smp() && sp.end < sp.start + IDLE_SPIN_NS) {
+            if (sp.end == 0) /* no adaptive budget: the floor alone */
+                sp.start = conc__now_ns();
             sp.end = sp.start + IDLE_SPIN_NS;
+        }
         bool found = false;
         while (conc__spin_more(&sp))
             if ((found = any_work(p)))

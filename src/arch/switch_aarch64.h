@@ -1,0 +1,36 @@
+/*
+ * switch_aarch64.h — the context switch for AArch64 (AAPCS64), inlined.
+ *
+ * As on x86-64 (see switch_x86_64.h): inline assembly entered and left by
+ * branches, no call/return pair to unbalance the return predictor; every
+ * register it does not restore is declared clobbered, so the compiler
+ * saves only what is live (at most x19-x28 and d8-d15, the callee-saved
+ * set). Kept by hand, 16 bytes at the saved stack pointer: x29 (frame
+ * pointer) and the resume address.
+ */
+#ifndef CONC_ARCH_SWITCH_AARCH64_H
+#define CONC_ARCH_SWITCH_AARCH64_H
+
+static inline __attribute__((always_inline)) void conc__switch(void **save, void *to)
+{
+    register void *s __asm__("x0") = save;
+    register void *t __asm__("x1") = to;
+    __asm__ __volatile__(
+        "adr x9, 1f\n\t"
+        "stp x29, x9, [sp, #-16]!\n\t"
+        "mov x10, sp\n\t"
+        "str x10, [x0]\n\t"
+        "mov sp, x1\n\t"
+        "ldp x29, x9, [sp], #16\n\t"
+        "br x9\n\t"
+        "1:\n\t"
+        : "+r"(s), "+r"(t)
+        :
+        : "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",
+          "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x30", "memory",
+          "cc", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14",
+          "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28",
+          "v29", "v30", "v31");
+}
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * switch_x86_64.c — fresh stacks for x86-64: the frame conc__switch (see
+ * switch_x86_64.h) resumes into on a new stack, and the entry trampoline.
+ *
+ * The first switch to a fresh stack pops the default FP control words,
+ * the resume address (conc__switch_start) and "rbp", which carries the
+ * argument; the trampoline then calls conc__green_entry(arg) with the
+ * stack 16-byte aligned, as the ABI wants at a call.
+ */
+#if defined(__x86_64__)
+#include <stdint.h>
+
+#include "arch/switch.h"
+
+__asm__(".text\n"
+        ".globl conc__switch_start\n"
+        ".hidden conc__switch_start\n"
+        ".type conc__switch_start,@function\n"
+        ".p2align 4\n"
+        "conc__switch_start:\n"
+        "  .cfi_startproc\n"
+        "  .cfi_undefined %rip\n" /* the outermost frame, for debuggers */
+        "  movq %rbp, %rdi\n"
+        "  xorl %ebp, %ebp\n"
+        "  call conc__green_entry\n"
+        "  ud2\n"
+        "  .cfi_endproc\n"
+        ".size conc__switch_start,.-conc__switch_start\n");
+
+void conc__switch_start(void);
+
+void *conc__switch_frame(void *top, void *arg)
+{
+    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 3;
+    sp[0] = 0x1F80u | ((uint64_t)0x037Fu << 32); /* default MXCSR, x87 cw */
+    sp[1] = (uint64_t)(uintptr_t)conc__switch_start;
+    sp[2] = (uint64_t)(uintptr_t)arg; /* popped into rbp */
+    return sp;
+}
+#endif

@@ -1,0 +1,425 @@
+/*
+ * green.c — green threads: spawn, run, end, join, kill, links, sleep,
+ * yield, offload (the scheduler itself is hub.c).
+ *
+ * A green thread's record sits at the top of its own stack (so an idle one
+ * costs one page) and is reference counted: one reference for the handle
+ * (none when detached), one for being alive — dropped by the hub only
+ * after the green thread has switched off its stack for good — and one per
+ * pending kill request from another OS thread. The last reference returns
+ * the stack (and with it the record) to the stack pool.
+ *
+ * Ending, in order: status DEAD, the `done` event (joiners wake), then the
+ * links, on the ending green thread. A green thread killed before it
+ * started ends at once, in the killer's context; the hub skips it when it
+ * comes up in the ready queue.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arch/switch.h"
+#include "conc/futures.h"
+#include "core/time.h"
+#include "green/internal.h"
+
+#ifdef CONC__TSAN
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+#endif
+
+void conc__hub_exit(conc__hub_t *h, conc__gs_t *from) __attribute__((noreturn));
+void conc__green_pool_member_done(conc_green_t *g);
+
+static _Atomic unsigned long green_ids;
+
+static conc_green_t *green_of(conc__gs_t *gs)
+{
+    return (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
+}
+
+/* "Green-<n>" without printf (spawn is on the hot path). */
+static void default_name(char *buf, unsigned long n)
+{
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    memcpy(buf, "Green-", 6);
+    int i = 6;
+    while (k)
+        buf[i++] = digits[--k];
+    buf[i] = 0;
+}
+
+int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg)
+{
+    if (!fn)
+        return CONC_EINVAL;
+    size_t size = CONC__GREEN_STACK_DEFAULT;
+    if (opts && opts->stack_size) {
+        if (opts->stack_size < CONC__GREEN_STACK_MIN || opts->stack_size > ((size_t)1 << 40))
+            return CONC_EINVAL;
+        size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+        size = (opts->stack_size + pg - 1) & ~(pg - 1);
+    }
+    conc__hub_t *h = conc__hub_get();
+    if (!h)
+        return CONC_ENOMEM;
+    conc__stack_t st;
+    if (conc__stack_get(h, size, &st) != 0)
+        return CONC_ENOMEM;
+    conc_green_t *g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+
+    /* Field by field: the failure message buffer needs no clearing. */
+    memset(&g->ctx, 0, offsetof(conc__ctx_t, fail_msg));
+    g->ctx.fail_msg[0] = 0;
+    memset((char *)&g->ctx + offsetof(conc__ctx_t, spin_ns), 0,
+           sizeof(conc__ctx_t) - offsetof(conc__ctx_t, spin_ns));
+    g->ctx.ops = &conc__green_ops;
+    g->ctx.green = &g->gs;
+    g->ctx.cut_scope = -1;
+    conc__gs_init(&g->gs, h, &g->ctx, GS_GREEN);
+    g->gs.stack_lo = st.lo;
+    g->gs.stack_size = (size_t)(st.hi - st.lo);
+#ifdef CONC__TSAN
+    g->gs.tsan_fiber = __tsan_create_fiber(0);
+#endif
+    g->stack = st;
+    g->fn = fn;
+    g->arg = arg;
+    g->result = NULL;
+    atomic_store_explicit(&g->status, G_NEW, memory_order_relaxed);
+    atomic_store_explicit(&g->refs, out ? 2 : 1, memory_order_relaxed);
+    g->killed = false;
+    atomic_store_explicit(&g->ran, false, memory_order_relaxed);
+    g->detached = out == NULL;
+    atomic_store_explicit(&g->kill_queued, false, memory_order_relaxed);
+    atomic_store_explicit(&g->kill_next, NULL, memory_order_relaxed);
+    memset(&g->done, 0, sizeof g->done);
+    memset(&g->links_guard, 0, sizeof g->links_guard);
+    g->links = NULL;
+    g->pool = NULL;
+    g->pool_next = g->pool_prev = NULL;
+    unsigned long id = atomic_fetch_add_explicit(&green_ids, 1, memory_order_relaxed) + 1;
+    if (opts && opts->name) {
+        strncpy(g->name, opts->name, sizeof g->name - 1);
+        g->name[sizeof g->name - 1] = 0;
+    } else {
+        default_name(g->name, id);
+    }
+    g->gs.sp = conc__switch_frame(g, &g->gs);
+    h->nalive++;
+    conc__hub_ready(h, &g->gs);
+    if (out)
+        *out = g;
+    return 0;
+}
+
+int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
+{
+    return conc_go_opts(out, NULL, fn, arg);
+}
+
+void conc__green_unref(conc_green_t *g)
+{
+    if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    conc__hub_t *h = conc__tl_hub;
+#ifdef CONC__TSAN
+    __tsan_destroy_fiber(g->gs.tsan_fiber);
+#endif
+    conc__stack_t st = g->stack; /* g lives on it */
+    conc__stack_put(h == g->gs.hub ? h : NULL, &st);
+}
+
+/* Mark g ended and tell everyone: joiners, links, its pool. */
+static void end_green(conc_green_t *g)
+{
+    conc__hub_t *h = g->gs.hub;
+    h->nalive--;
+    conc__waitq_lock(&g->links_guard);
+    atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
+    conc__link_t *list = g->links;
+    g->links = NULL;
+    conc__waitq_unlock(&g->links_guard);
+    if (g->pool)
+        conc__green_pool_member_done(g);
+    conc_event_set(&g->done);
+    conc__link_t *rev = NULL; /* added newest first: run in link order */
+    while (list) {
+        conc__link_t *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        conc__link_t *n = rev->next;
+        rev->cb(g, rev->arg);
+        free(rev);
+        rev = n;
+    }
+}
+
+void conc__green_run(conc_green_t *g) __attribute__((noreturn));
+void conc__green_run(conc_green_t *g)
+{
+    atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
+    atomic_store_explicit(&g->ran, true, memory_order_release);
+    g->result = g->fn(g->arg);
+    if (g->gs.interrupt == CONC_EKILLED || g->gs.last_intr == CONC_EKILLED)
+        g->killed = true;
+    end_green(g);
+    conc__hub_t *h = g->gs.hub;
+    h->dead = g; /* its alive reference goes once we are off this stack */
+    conc__hub_exit(h, &g->gs);
+}
+
+void conc__green_do_kill(conc_green_t *g)
+{
+    int st = atomic_load_explicit(&g->status, memory_order_acquire);
+    if (st == G_DEAD)
+        return;
+    g->killed = true;
+    if (st == G_NEW) {
+        /* Never ran and never will: it ends now. Its alive reference is
+         * dropped when the hub skips it in the ready queue. */
+        end_green(g);
+        return;
+    }
+    conc__hub_interrupt(g->gs.hub, &g->gs, CONC_EKILLED);
+}
+
+/* ----------------------------------------------------------------- API */
+
+conc_green_t *conc_green_current(void)
+{
+    conc__ctx_t *ctx = conc__cur;
+    if (!ctx || !ctx->green)
+        return NULL;
+    conc__gs_t *gs = ctx->green;
+    return gs->kind == GS_GREEN ? green_of(gs) : NULL;
+}
+
+int conc_green_join(conc_green_t *g, double timeout)
+{
+    if (!g)
+        return CONC_EINVAL;
+    if (g == conc_green_current())
+        return CONC_EPERM;
+    if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD) {
+        int64_t dl;
+        return conc__deadline(timeout, &dl);
+    }
+    return conc_event_wait(&g->done, timeout);
+}
+
+int conc_green_get(conc_green_t *g, double timeout, void **result)
+{
+    int rc = conc_green_join(g, timeout);
+    if (rc)
+        return rc;
+    if (g->killed) {
+        if (result)
+            *result = NULL;
+        return 0;
+    }
+    if (g->ctx.fail_code)
+        return g->ctx.fail_code;
+    if (result)
+        *result = g->result;
+    return 0;
+}
+
+int conc_green_exception(const conc_green_t *g, const char **msg)
+{
+    if (!g)
+        return CONC_EINVAL;
+    if (atomic_load_explicit(&g->status, memory_order_acquire) != G_DEAD || g->killed || !g->ctx.fail_code) {
+        if (msg)
+            *msg = NULL;
+        return 0;
+    }
+    if (msg)
+        *msg = g->ctx.fail_msg;
+    return g->ctx.fail_code;
+}
+
+int conc_green_kill(conc_green_t *g, bool block, double timeout)
+{
+    if (!g)
+        return CONC_EINVAL;
+    int64_t dl;
+    if (block && conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    if (atomic_load_explicit(&g->status, memory_order_acquire) != G_DEAD) {
+        if (g->gs.hub == conc__tl_hub)
+            conc__green_do_kill(g);
+        else
+            conc__hub_kill_remote(g->gs.hub, g);
+    }
+    if (!block)
+        return 0;
+    if (g == conc_green_current())
+        return CONC_EPERM;
+    return conc_green_join(g, timeout);
+}
+
+int conc_green_free(conc_green_t *g)
+{
+    if (!g || g->detached)
+        return CONC_EINVAL;
+    g->detached = true;
+    conc__green_unref(g);
+    return 0;
+}
+
+bool conc_green_dead(const conc_green_t *g)
+{
+    return g && atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD;
+}
+
+bool conc_green_started(const conc_green_t *g)
+{
+    return g && atomic_load_explicit(&g->ran, memory_order_acquire);
+}
+
+bool conc_green_successful(const conc_green_t *g)
+{
+    return conc_green_dead(g) && (g->killed || g->ctx.fail_code == 0);
+}
+
+bool conc_green_killed(const conc_green_t *g)
+{
+    return conc_green_dead(g) && g->killed;
+}
+
+const char *conc_green_name(const conc_green_t *g)
+{
+    return g ? g->name : NULL;
+}
+
+int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeout)
+{
+    int64_t dl;
+    if ((!gs && n) || conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!gs[i])
+            continue;
+        double left = CONC_FOREVER;
+        if (dl != CONC__NO_DEADLINE) {
+            int64_t ns = dl - conc__now_ns();
+            left = ns > 0 ? (double)ns / 1e9 : 0;
+        }
+        int rc = conc_green_join(gs[i], left);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
+{
+    if (!g || !cb)
+        return CONC_EINVAL;
+    conc__link_t *l = malloc(sizeof *l);
+    if (!l)
+        return CONC_ENOMEM;
+    l->cb = cb;
+    l->arg = arg;
+    conc__waitq_lock(&g->links_guard);
+    if (atomic_load_explicit(&g->status, memory_order_relaxed) == G_DEAD) {
+        conc__waitq_unlock(&g->links_guard);
+        free(l);
+        cb(g, arg);
+        return 0;
+    }
+    l->next = g->links;
+    g->links = l;
+    conc__waitq_unlock(&g->links_guard);
+    return 0;
+}
+
+/* ------------------------------------------------------ sleep and yield */
+
+int conc_yield(void)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    if (!ctx->ops) {
+        sched_yield();
+        return 0;
+    }
+    conc__gs_t *gs = ctx->green;
+    if (__builtin_expect(gs->interrupt != 0, 0)) {
+        int code = gs->interrupt;
+        gs->interrupt = 0;
+        return code;
+    }
+    if (__builtin_expect(ctx->scope_dl != 0, 0) && conc__now_ns() >= ctx->scope_dl)
+        return conc__park_cut(ctx, CONC__NO_DEADLINE);
+    conc__hub_ready(gs->hub, gs);
+    conc__hub_schedule(gs->hub, gs);
+    if (__builtin_expect(gs->interrupt != 0, 0)) {
+        int code = gs->interrupt;
+        gs->interrupt = 0;
+        return code;
+    }
+    return 0;
+}
+
+int conc_sleep(double seconds)
+{
+    int64_t dl;
+    if (conc__deadline(seconds, &dl) || seconds < 0)
+        return CONC_EINVAL;
+    conc__ctx_t *ctx = conc__ctx();
+    if (seconds == 0)
+        return conc_yield();
+    if (!ctx->ops && ctx->scope_dl == 0)
+        return conc_sleep_thread(seconds);
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    w.spun = 1;
+    int rc = conc__park(&w, dl);
+    if (rc == CONC_ETIMEDOUT && !conc__park_interrupted(rc))
+        return 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------- offload */
+
+static conc_executor_t *offload_pool;
+static pthread_once_t offload_once = PTHREAD_ONCE_INIT;
+
+static void offload_init(void)
+{
+    conc_thread_pool_opts_t o = {0};
+    o.thread_name_prefix = "conc-offload";
+    if (conc_thread_pool_new(&offload_pool, &o) != 0)
+        offload_pool = NULL;
+}
+
+int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
+{
+    if (!fn)
+        return CONC_EINVAL;
+    pthread_once(&offload_once, offload_init);
+    if (!offload_pool)
+        return CONC_ENOMEM;
+    conc_future_t *f;
+    int rc = conc_submit(offload_pool, &f, fn, arg);
+    if (rc)
+        return rc;
+    void *r = NULL;
+    rc = conc_future_result(f, CONC_FOREVER, &r);
+    conc_future_free(f);
+    if (rc == 0 && result)
+        *result = r;
+    return rc;
+}

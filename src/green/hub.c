@@ -1,0 +1,738 @@
+/*
+ * hub.c — the per-OS-thread scheduler of green threads, and the green kind
+ * of park/unpark.
+ *
+ * A hub schedules three kinds of contexts (green/internal.h): green
+ * threads, the OS thread's own context ("main") and its loop context. A
+ * context that blocks switches straight to the next ready one (no detour
+ * through the loop); only when nothing is ready — or every 64 switches, or
+ * when another thread left work in the inbox — does it switch to the loop,
+ * which moves remote wakeups and kill requests from the lock-free inboxes
+ * to the ready queue, fires due timers (a binary heap), and polls epoll
+ * (the fds green threads wait on, plus an eventfd other threads write to
+ * wake it only when it sleeps).
+ *
+ * The park protocol (core/park.h) carries over: a parking green context
+ * moves its waiter WAITING -> SLEEPING and switches away. Whoever moves it
+ * out of SLEEPING owns its resumption: an unpark (-> NOTIFIED), its timer
+ * (-> TIMEDOUT) or an interruption (-> INTERRUPTED: kill, LoopExit) — so
+ * a context is made ready exactly once per park, from any thread. An
+ * unpark from another OS thread pushes the context onto the hub's inbox
+ * (a Treiber stack) and writes the eventfd only if the hub said it sleeps
+ * (Dekker-style: both sides use sequentially consistent operations).
+ *
+ * LoopExit: when nothing is ready, no timer is pending, no fd is waited on
+ * and the process has no other thread, nothing can ever wake the main
+ * context, so its blocked call returns CONC_ELOOPEXIT.
+ *
+ * Hubs are never freed (a remote waker may touch one just after the
+ * context it woke has run): an OS thread that exits leaves its hub on a
+ * free list for the next one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "arch/switch.h"
+#include "core/fdwait.h"
+#include "core/time.h"
+#include "green/internal.h"
+
+#ifdef CONC__ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef CONC__TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
+__thread conc__hub_t *conc__tl_hub __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t hubs_lock = PTHREAD_MUTEX_INITIALIZER;
+static conc__hub_t *hubs_free;
+static pthread_key_t hub_key;
+static pthread_once_t hub_once = PTHREAD_ONCE_INIT;
+
+#define LOOP_STACK ((size_t)64 * 1024)
+#define EV_WAKE UINT64_MAX
+
+/* ------------------------------------------------------------ switching */
+
+static void after_switch(conc__hub_t *h)
+{
+    conc_green_t *d = h->dead;
+    if (d) {
+        h->dead = NULL;
+        conc__green_unref(d); /* its "alive" reference: off its stack now */
+    }
+}
+
+#ifdef CONC__ASAN
+static __thread conc__gs_t *asan_from;
+static void asan_finish(conc__gs_t *self)
+{
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(self ? self->asan_fake : NULL, &bottom, &size);
+    if (asan_from && asan_from->kind == GS_MAIN) {
+        asan_from->stack_lo = bottom;
+        asan_from->stack_size = size;
+    }
+}
+#endif
+
+/* Switch from the running context `from` to `to`; returns when someone
+ * switches back to `from`. dying: from never runs again. */
+static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to, bool dying)
+{
+    h->cur = to;
+#ifdef CONC__ASAN
+    asan_from = from;
+    __sanitizer_start_switch_fiber(dying ? NULL : &from->asan_fake, to->stack_lo, to->stack_size);
+#endif
+#ifdef CONC__TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    (void)dying;
+    conc__switch(&from->sp, to->sp);
+#ifdef CONC__ASAN
+    asan_finish(from);
+#endif
+    h->cur = from;
+    conc__cur = from->ctx;
+    after_switch(h);
+}
+
+void conc__hub_ready(conc__hub_t *h, conc__gs_t *gs)
+{
+    gs->next = NULL;
+    if (h->ready_tail)
+        h->ready_tail->next = gs;
+    else
+        h->ready_head = gs;
+    h->ready_tail = gs;
+}
+
+static conc__gs_t *pop_ready(conc__hub_t *h)
+{
+    for (;;) {
+        conc__gs_t *gs = h->ready_head;
+        if (!gs)
+            return NULL;
+        h->ready_head = gs->next;
+        if (!h->ready_head)
+            h->ready_tail = NULL;
+        if (gs->kind == GS_GREEN) {
+            conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
+            if (atomic_load_explicit(&g->status, memory_order_relaxed) == G_DEAD) {
+                /* killed before it started: already ended, never runs */
+                conc__green_unref(g);
+                continue;
+            }
+        }
+        return gs;
+    }
+}
+
+static bool inbox_pending(conc__hub_t *h)
+{
+    return atomic_load_explicit(&h->inbox, memory_order_relaxed) != NULL ||
+           atomic_load_explicit(&h->kills, memory_order_relaxed) != NULL;
+}
+
+void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
+{
+    conc__gs_t *to;
+    if (__builtin_expect((++h->nswitch & 63) == 0, 0) || inbox_pending(h) || !(to = pop_ready(h)))
+        to = &h->loop;
+    if (to == from)
+        return;
+    do_switch(h, from, to, false);
+}
+
+/* The running green thread ended: switch away for good. */
+void conc__hub_exit(conc__hub_t *h, conc__gs_t *from) __attribute__((noreturn));
+void conc__hub_exit(conc__hub_t *h, conc__gs_t *from)
+{
+    conc__gs_t *to = pop_ready(h);
+    if (!to)
+        to = &h->loop;
+    do_switch(h, from, to, true);
+    __builtin_unreachable();
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void heap_swap(conc__hub_t *h, size_t a, size_t b)
+{
+    conc__gs_t *t = h->heap[a];
+    h->heap[a] = h->heap[b];
+    h->heap[b] = t;
+    h->heap[a]->heap_idx = a;
+    h->heap[b]->heap_idx = b;
+}
+
+static void heap_up(conc__hub_t *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (h->heap[p]->due <= h->heap[i]->due)
+            break;
+        heap_swap(h, i, p);
+        i = p;
+    }
+}
+
+static void heap_down(conc__hub_t *h, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->nheap && h->heap[l]->due < h->heap[m]->due)
+            m = l;
+        if (r < h->nheap && h->heap[r]->due < h->heap[m]->due)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(h, i, m);
+        i = m;
+    }
+}
+
+static bool heap_add(conc__hub_t *h, conc__gs_t *gs, int64_t due)
+{
+    if (h->nheap == h->cap_heap) {
+        size_t cap = h->cap_heap ? h->cap_heap * 2 : 64;
+        conc__gs_t **n = realloc(h->heap, cap * sizeof *n);
+        if (!n)
+            return false;
+        h->heap = n;
+        h->cap_heap = cap;
+    }
+    gs->due = due;
+    gs->heap_idx = h->nheap;
+    h->heap[h->nheap++] = gs;
+    heap_up(h, gs->heap_idx);
+    return true;
+}
+
+static void heap_remove(conc__hub_t *h, conc__gs_t *gs)
+{
+    size_t i = gs->heap_idx;
+    gs->heap_idx = SIZE_MAX;
+    size_t last = --h->nheap;
+    if (i != last) {
+        h->heap[i] = h->heap[last];
+        h->heap[i]->heap_idx = i;
+        heap_down(h, i);
+        heap_up(h, i);
+    }
+}
+
+/* ------------------------------------------------------ park and unpark */
+
+/* Resume gs, parked on w, for `why` (TIMEDOUT / INTERRUPTED) unless
+ * something else already owns its resumption. Hub thread only. */
+static void resume_for(conc__hub_t *h, conc__gs_t *gs, conc__waiter_t *w, uint32_t why)
+{
+    uint32_t exp = CONC__W_SLEEPING;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, why, memory_order_acq_rel,
+                                                memory_order_relaxed))
+        conc__hub_ready(h, gs);
+}
+
+void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code)
+{
+    if (gs->interrupt != CONC_EKILLED)
+        gs->interrupt = code;
+    if (gs->parked_w)
+        resume_for(h, gs, gs->parked_w, CONC__W_INTERRUPTED);
+}
+
+static int take_interrupt(conc__gs_t *gs)
+{
+    int code = gs->interrupt;
+    gs->interrupt = 0;
+    gs->last_intr = code;
+    return code;
+}
+
+static void maybe_detach(conc__hub_t *h);
+
+static int green_park(conc__waiter_t *w, int64_t deadline)
+{
+    conc__gs_t *gs = w->ctx->green;
+    conc__hub_t *h = gs->hub;
+    uint32_t s = conc__load(&w->state, ACQ);
+    if (s == CONC__W_NOTIFIED)
+        return 0;
+    if (s != CONC__W_WAITING) {
+        /* Settling after a cut-short park: the unpark is imminent (its
+         * waker is on another thread, or already done). Let others run. */
+        while (conc__load(&w->state, ACQ) != CONC__W_NOTIFIED) {
+            conc__hub_ready(h, gs);
+            conc__hub_schedule(h, gs);
+        }
+        return 0;
+    }
+    gs->last_intr = 0;
+    if (gs->interrupt)
+        return take_interrupt(gs);
+    uint32_t exp = CONC__W_WAITING;
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return 0; /* notified meanwhile */
+    gs->parked_w = w;
+    if (deadline != CONC__NO_DEADLINE && !heap_add(h, gs, deadline))
+        resume_for(h, gs, w, CONC__W_TIMEDOUT); /* no memory for a timer: time out now */
+    conc__hub_schedule(h, gs);
+    gs->parked_w = NULL;
+    if (gs->heap_idx != SIZE_MAX)
+        heap_remove(h, gs);
+    s = conc__load(&w->state, ACQ);
+    if (s == CONC__W_NOTIFIED) {
+        if (gs->kind == GS_MAIN)
+            maybe_detach(h);
+        return 0;
+    }
+    if (s == CONC__W_TIMEDOUT)
+        return CONC_ETIMEDOUT;
+    return take_interrupt(gs);
+}
+
+static void remote_wake(conc__hub_t *h)
+{
+    if (atomic_load_explicit(&h->sleeping, memory_order_seq_cst) &&
+        atomic_exchange_explicit(&h->sleeping, 0, memory_order_seq_cst)) {
+        uint64_t one = 1;
+        ssize_t r = write(h->evfd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+static void green_unpark(conc__waiter_t *w)
+{
+    conc__gs_t *gs = w->ctx->green;
+    conc__hub_t *h = gs->hub;
+    uint32_t old = atomic_exchange_explicit(CONC__A(&w->state), CONC__W_NOTIFIED, memory_order_acq_rel);
+    if (old != CONC__W_SLEEPING)
+        return; /* it did not sleep, or its timer / an interruption resumed it */
+    if (h == conc__tl_hub) {
+        conc__hub_ready(h, gs);
+        return;
+    }
+    conc__gs_t *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&gs->inbox_next, head, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, gs, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    remote_wake(h);
+}
+
+void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g)
+{
+    if (atomic_exchange_explicit(&g->kill_queued, true, memory_order_acq_rel))
+        return; /* one request is enough */
+    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+    void *head = atomic_load_explicit(&h->kills, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&g->kill_next, head, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&h->kills, &head, (void *)g, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    remote_wake(h);
+}
+
+static void green_rearm(conc__waiter_t *w)
+{
+    conc__gs_t *gs = w->ctx->green;
+    if (gs->last_intr && !gs->interrupt)
+        gs->interrupt = gs->last_intr;
+    gs->last_intr = 0;
+}
+
+/* ---------------------------------------------------------------- fd waits */
+
+static conc__fdent_t *fdent(conc__hub_t *h, int fd)
+{
+    if ((size_t)fd >= h->nfds) {
+        size_t n = h->nfds ? h->nfds : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        conc__fdent_t *t = realloc(h->fds, n * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + h->nfds, 0, (n - h->nfds) * sizeof *t);
+        h->fds = t;
+        h->nfds = n;
+    }
+    return &h->fds[fd];
+}
+
+static int green_fd_wait(int fd, int events, int64_t deadline)
+{
+    conc__hub_t *h = conc__tl_hub;
+    conc__fdent_t *e = fdent(h, fd);
+    if (!e)
+        return CONC_ENOMEM;
+    if (((events & CONC__FD_READ) && e->rd) || ((events & CONC__FD_WRITE) && e->wr))
+        return CONC_EPERM; /* another context of this hub waits for the same */
+    if (!e->registered) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)fd};
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            if (errno == EPERM)
+                return 0; /* regular file: always ready */
+            if (errno == EBADF)
+                return CONC_EINVAL;
+            if (errno != EEXIST)
+                return CONC_ESYS;
+        }
+        e->registered = 1;
+    }
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    if (events & CONC__FD_READ)
+        e->rd = &w;
+    if (events & CONC__FD_WRITE)
+        e->wr = &w;
+    h->nfdwait++;
+    int rc = conc__park(&w, deadline);
+    h->nfdwait--;
+    e = &h->fds[fd]; /* the table may have moved */
+    if (e->rd == &w)
+        e->rd = NULL;
+    if (e->wr == &w)
+        e->wr = NULL;
+    return rc;
+}
+
+static void green_fd_forget(int fd)
+{
+    conc__hub_t *h = conc__tl_hub;
+    if (!h || fd < 0 || (size_t)fd >= h->nfds || !h->fds[fd].registered)
+        return;
+    conc__fdent_t *e = &h->fds[fd];
+    epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+    e->registered = 0;
+    /* Waiters would wait forever: wake them to see the fd is gone. */
+    if (e->rd)
+        conc__unpark(e->rd);
+    if (e->wr && e->wr != e->rd)
+        conc__unpark(e->wr);
+}
+
+const conc__park_ops_t conc__green_ops = {
+    .park = green_park,
+    .unpark = green_unpark,
+    .kind = "green",
+    .rearm = green_rearm,
+    .fd_wait = green_fd_wait,
+    .fd_forget = green_fd_forget,
+};
+
+/* ------------------------------------------------------------- the loop */
+
+static int process_threads(void)
+{
+    char buf[512];
+    FILE *f = fopen("/proc/self/stat", "re");
+    if (!f)
+        return 2;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 2;
+    /* fields after the name: state(3) ... num_threads(20) */
+    int field = 2;
+    for (p++; *p && field < 20; p++)
+        if (*p == ' ')
+            field++;
+    return atoi(p);
+}
+
+static void drain_inboxes(conc__hub_t *h)
+{
+    void *k = atomic_exchange_explicit(&h->kills, NULL, memory_order_acquire);
+    while (k) {
+        conc_green_t *g = k;
+        k = atomic_load_explicit(&g->kill_next, memory_order_relaxed);
+        atomic_store_explicit(&g->kill_queued, false, memory_order_release);
+        conc__green_do_kill(g);
+        conc__green_unref(g);
+    }
+    conc__gs_t *list = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
+    conc__gs_t *rev = NULL; /* pushed newest first: restore arrival order */
+    while (list) {
+        conc__gs_t *next = atomic_load_explicit(&list->inbox_next, memory_order_relaxed);
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev) {
+        conc__gs_t *next = rev->next;
+        conc__hub_ready(h, rev);
+        rev = next;
+    }
+}
+
+static void fire_timers(conc__hub_t *h, int64_t now)
+{
+    while (h->nheap && h->heap[0]->due <= now) {
+        conc__gs_t *gs = h->heap[0];
+        heap_remove(h, gs);
+        if (gs->parked_w)
+            resume_for(h, gs, gs->parked_w, CONC__W_TIMEDOUT);
+    }
+}
+
+static int epoll_for(conc__hub_t *h, struct epoll_event *evs, int max, int64_t timeout_ns)
+{
+#ifdef SYS_epoll_pwait2
+    static _Atomic int no_pwait2;
+    if (timeout_ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts = {timeout_ns / 1000000000, timeout_ns % 1000000000};
+        long r = syscall(SYS_epoll_pwait2, h->epfd, evs, max, &ts, NULL, 0);
+        if (r >= 0 || errno != ENOSYS)
+            return (int)r;
+        atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
+    }
+#endif
+    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+    if (timeout_ns > (int64_t)1000000000 * 1000000)
+        ms = 1000000000;
+    return epoll_wait(h->epfd, evs, max, ms);
+}
+
+static void wake_fd(conc__hub_t *h, int fd, uint32_t ev)
+{
+    if ((size_t)fd >= h->nfds)
+        return;
+    conc__fdent_t *e = &h->fds[fd];
+    conc__waiter_t *rd = e->rd, *wr = e->wr;
+    if (rd && (ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
+        conc__unpark(rd);
+    if (wr && wr != rd && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        conc__unpark(wr);
+    else if (wr && wr == rd && !(ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && (ev & EPOLLOUT))
+        conc__unpark(wr);
+}
+
+/* One pass: inboxes, timers, I/O. block: nothing is ready, so sleep in
+ * epoll until something happens (or deliver LoopExit). */
+static void poll_once(conc__hub_t *h, bool block)
+{
+    drain_inboxes(h);
+    int64_t now = 0;
+    if (h->nheap) {
+        now = conc__now_ns();
+        fire_timers(h, now);
+    }
+    int64_t timeout = 0;
+    if (block && !h->ready_head) {
+        if (h->nheap) {
+            timeout = h->heap[0]->due - now;
+            if (timeout < 0)
+                timeout = 0;
+        } else {
+            timeout = -1;
+            if (h->nfdwait == 0 && h->main.parked_w && process_threads() <= 1) {
+                conc__hub_interrupt(h, &h->main, CONC_ELOOPEXIT);
+                return;
+            }
+        }
+        atomic_store_explicit(&h->sleeping, 1, memory_order_seq_cst);
+        if (inbox_pending(h)) {
+            atomic_store_explicit(&h->sleeping, 0, memory_order_seq_cst);
+            return;
+        }
+    } else if (h->nfdwait == 0) {
+        return;
+    }
+    struct epoll_event evs[64];
+    int n = epoll_for(h, evs, 64, timeout);
+    if (timeout != 0)
+        atomic_store_explicit(&h->sleeping, 0, memory_order_seq_cst);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u64 == EV_WAKE) {
+            uint64_t v;
+            ssize_t r = read(h->evfd, &v, sizeof v);
+            (void)r;
+            continue;
+        }
+        wake_fd(h, (int)evs[i].data.u64, evs[i].events);
+    }
+    if (h->nheap)
+        fire_timers(h, conc__now_ns());
+}
+
+static void hub_loop(conc__hub_t *h) __attribute__((noreturn));
+static void hub_loop(conc__hub_t *h)
+{
+    for (;;) {
+        poll_once(h, false);
+        conc__gs_t *to = pop_ready(h);
+        if (!to) {
+            poll_once(h, true);
+            continue;
+        }
+        do_switch(h, &h->loop, to, false);
+    }
+}
+
+void conc__green_run(conc_green_t *g) __attribute__((noreturn));
+
+void conc__green_entry(void *arg)
+{
+    conc__gs_t *gs = arg;
+    conc__hub_t *h = gs->hub;
+#ifdef CONC__ASAN
+    asan_finish(NULL);
+#endif
+    h->cur = gs;
+    conc__cur = gs->ctx;
+    after_switch(h);
+    if (gs->kind == GS_LOOP)
+        hub_loop(h);
+    conc__green_run((conc_green_t *)((char *)gs - offsetof(conc_green_t, gs)));
+}
+
+/* --------------------------------------------------------------- the hub */
+
+void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind)
+{
+    memset(gs, 0, sizeof *gs);
+    gs->hub = h;
+    gs->ctx = ctx;
+    gs->kind = (uint8_t)kind;
+    gs->heap_idx = SIZE_MAX;
+}
+
+/* Back to plain OS-thread parking once nothing green is left: a thread
+ * that ran green threads once does not keep paying for the hub. Only
+ * while main runs (none of its waiters is outstanding). */
+static void maybe_detach(conc__hub_t *h)
+{
+    if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && !h->ready_head && !inbox_pending(h) &&
+        !h->dead && h->main.ctx && !h->main.interrupt) {
+        h->main.ctx->ops = NULL;
+        h->main.ctx->green = NULL;
+    }
+}
+
+static void hub_thread_exit(void *p)
+{
+    conc__hub_t *h = p;
+    if (conc__tl_hub != h)
+        return;
+    conc__tl_hub = NULL;
+    if (conc__cur && conc__cur == h->main.ctx) {
+        h->main.ctx->ops = NULL;
+        h->main.ctx->green = NULL;
+    }
+    h->main.ctx = NULL;
+    if (h->nalive != 0)
+        return; /* its green threads are abandoned with it (documented) */
+    pthread_mutex_lock(&hubs_lock);
+    h->free_next = hubs_free;
+    hubs_free = h;
+    pthread_mutex_unlock(&hubs_lock);
+}
+
+static void hub_atfork_child(void)
+{
+    conc__hub_t *h = conc__tl_hub;
+    if (!h)
+        return;
+    /* The epoll instance is shared with the parent: make our own. */
+    close(h->epfd);
+    close(h->evfd);
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE};
+    epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
+    for (size_t fd = 0; fd < h->nfds; fd++) {
+        if (!h->fds[fd].registered)
+            continue;
+        struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = fd};
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, (int)fd, &e) != 0)
+            h->fds[fd].registered = 0;
+    }
+    atomic_store(&h->sleeping, 0);
+}
+
+static void hub_once_init(void)
+{
+    pthread_key_create(&hub_key, hub_thread_exit);
+    pthread_atfork(NULL, NULL, hub_atfork_child);
+}
+
+static conc__hub_t *hub_create(void)
+{
+    pthread_mutex_lock(&hubs_lock);
+    conc__hub_t *h = hubs_free;
+    if (h)
+        hubs_free = h->free_next;
+    pthread_mutex_unlock(&hubs_lock);
+    if (h)
+        return h;
+    h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE};
+    if (h->epfd < 0 || h->evfd < 0 || epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev) != 0 ||
+        conc__stack_get(NULL, LOOP_STACK, &h->loop_stack) != 0) {
+        if (h->epfd >= 0)
+            close(h->epfd);
+        if (h->evfd >= 0)
+            close(h->evfd);
+        free(h);
+        return NULL;
+    }
+    conc__gs_init(&h->loop, h, NULL, GS_LOOP);
+    h->loop.stack_lo = h->loop_stack.lo;
+    h->loop.stack_size = (size_t)(h->loop_stack.hi - h->loop_stack.lo);
+#ifdef CONC__TSAN
+    h->loop.tsan_fiber = __tsan_create_fiber(0);
+#endif
+    h->loop.sp = conc__switch_frame(h->loop_stack.hi, &h->loop);
+    return h;
+}
+
+conc__hub_t *conc__hub_get(void)
+{
+    conc__hub_t *h = conc__tl_hub;
+    conc__ctx_t *ctx = conc__ctx();
+    if (!h) {
+        pthread_once(&hub_once, hub_once_init);
+        if (!(h = hub_create()))
+            return NULL;
+        conc__gs_init(&h->main, h, ctx, GS_MAIN);
+#ifdef CONC__TSAN
+        h->main.tsan_fiber = __tsan_get_current_fiber();
+#endif
+        h->loop.ctx = ctx;
+        h->cur = &h->main;
+        conc__tl_hub = h;
+        pthread_setspecific(hub_key, h);
+        conc__stack_overflow_handler_install();
+    }
+    if (ctx->ops == NULL) {
+        /* (re)attach: this thread's context now parks through the hub */
+        h->main.ctx = ctx;
+        h->loop.ctx = ctx;
+        ctx->green = &h->main;
+        ctx->ops = &conc__green_ops;
+    }
+    return h;
+}

@@ -1,0 +1,162 @@
+/*
+ * green/internal.h — the green-thread scheduler's data (private).
+ *
+ * Every context a hub schedules has a conc__gs_t: the green threads, the
+ * OS thread's own context ("main", gevent's main greenlet) and the hub's
+ * loop context (which runs timers, epoll and the inbox when nothing else
+ * is ready). A conc__gs_t is only touched by its hub's OS thread, except
+ * for `inbox_next` (remote wakers push onto the hub's inbox) and the
+ * waiter state words, which carry the park protocol across threads.
+ */
+#ifndef CONC_GREEN_INTERNAL_H
+#define CONC_GREEN_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conc/green.h"
+#include "conc/sync.h"
+#include "core/park.h"
+
+/* Waiter states beyond park.h's: set by the hub when it resumes a parked
+ * green context for a reason other than an unpark. */
+enum { CONC__W_TIMEDOUT = 3, CONC__W_INTERRUPTED = 4 };
+
+enum { GS_MAIN = 0, GS_GREEN = 1, GS_LOOP = 2 };
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CONC__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONC__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CONC__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONC__TSAN 1
+#endif
+#endif
+
+struct conc__hub;
+
+typedef struct conc__gs {
+    void *sp;                       /* saved stack pointer while switched out */
+    struct conc__hub *hub;
+    struct conc__gs *next;          /* ready queue */
+    struct conc__gs *_Atomic inbox_next;
+    conc__waiter_t *parked_w;       /* set while parked */
+    conc__ctx_t *ctx;
+    int64_t due;                    /* timer */
+    size_t heap_idx;                /* in hub->heap, or SIZE_MAX */
+    int interrupt;                  /* pending: CONC_EKILLED, CONC_ELOOPEXIT */
+    int last_intr;                  /* what the last park reported (rearm) */
+    uint8_t kind;                   /* GS_* */
+    const void *stack_lo;           /* for sanitizers; NULL = unknown (main) */
+    size_t stack_size;
+#ifdef CONC__ASAN
+    void *asan_fake;
+#endif
+#ifdef CONC__TSAN
+    void *tsan_fiber;
+#endif
+} conc__gs_t;
+
+/* A stack slot from the slab allocator (stack.c). */
+typedef struct conc__stack {
+    char *lo;         /* lowest usable byte (above the guard, if any) */
+    char *hi;         /* one past the highest byte */
+    uint32_t guarded; /* a PROT_NONE page sits just below lo */
+    unsigned valgrind_id;
+} conc__stack_t;
+
+typedef struct conc__link {
+    struct conc__link *next;
+    void (*cb)(conc_green_t *g, void *arg);
+    void *arg;
+} conc__link_t;
+
+enum { G_NEW = 0, G_RUNNING = 1, G_DEAD = 2 };
+
+/* A green thread. It lives at the top of its own stack, so an idle green
+ * thread costs one page. */
+struct conc_green {
+    conc__ctx_t ctx;         /* ctx.green = &gs */
+    conc__gs_t gs;
+    conc__stack_t stack;
+    void *(*fn)(void *);
+    void *arg;
+    void *result;
+    _Atomic int status;      /* G_* */
+    _Atomic int refs;        /* handle + alive + pending remote kills */
+    bool killed;             /* ended by a kill */
+    _Atomic bool ran;        /* its function started */
+    bool detached;
+    _Atomic bool kill_queued;
+    void *_Atomic kill_next; /* remote kill requests (hub->kills) */
+    conc_event_t done;
+    conc__waitq_t links_guard; /* guards links (its list is unused) */
+    conc__link_t *links;
+    struct conc_green_pool *pool;
+    struct conc_green *pool_next, *pool_prev;
+    char name[32];
+};
+
+/* One watched fd. */
+typedef struct conc__fdent {
+    conc__waiter_t *rd, *wr;
+    uint32_t registered;
+} conc__fdent_t;
+
+typedef struct conc__hub {
+    conc__gs_t *cur;                 /* the running context */
+    conc__gs_t main;                 /* the OS thread's own context */
+    conc__gs_t loop;                 /* the loop context */
+    conc__stack_t loop_stack;
+    conc__gs_t *ready_head, *ready_tail;
+    conc__gs_t *_Atomic inbox;       /* remote wakeups (Treiber stack) */
+    void *_Atomic kills;             /* remote kill requests (via kill_next) */
+    _Atomic int sleeping;            /* in epoll_wait: wake through evfd */
+    int epfd, evfd;
+    conc__gs_t **heap;               /* timers, by due */
+    size_t nheap, cap_heap;
+    size_t nalive;                   /* green threads not yet ended */
+    size_t nfdwait;                  /* contexts waiting on fds */
+    conc__fdent_t *fds;
+    size_t nfds;
+    conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
+    unsigned nswitch;
+    struct conc__hub *free_next;
+    /* stacks of the default size, kept for reuse by this hub */
+    conc__stack_t *cache;
+    size_t ncache, cap_cache;
+} conc__hub_t;
+
+/* The calling OS thread's hub, or NULL. */
+extern __thread conc__hub_t *conc__tl_hub __attribute__((tls_model("initial-exec")));
+conc__hub_t *conc__hub_get(void); /* create on first use; NULL if out of memory */
+
+/* Scheduling (hub.c). All on the hub's own thread. */
+void conc__hub_ready(conc__hub_t *h, conc__gs_t *gs);          /* append to the ready queue */
+void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from);     /* switch away; returns when resumed */
+void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code);
+void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g);   /* from another thread */
+void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind);
+extern const conc__park_ops_t conc__green_ops;
+
+/* Stacks (stack.c). size: usable bytes, page multiple. */
+#define CONC__GREEN_STACK_DEFAULT ((size_t)128 * 1024)
+#define CONC__GREEN_STACK_MIN ((size_t)16 * 1024)
+int conc__stack_get(conc__hub_t *h, size_t size, conc__stack_t *out);
+void conc__stack_put(conc__hub_t *h, conc__stack_t *s);
+bool conc__stack_canary_ok(const conc__stack_t *s);
+void conc__stack_overflow_handler_install(void);
+
+/* green.c */
+void conc__green_unref(conc_green_t *g);
+void conc__green_do_kill(conc_green_t *g); /* on g's hub thread */
+
+#endif
