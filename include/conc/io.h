@@ -19,6 +19,8 @@
  *   CONC_ESYS       the kernel refused; errno says why (EBADF, ECONNRESET,
  *                   ECONNREFUSED, EPIPE ...) and is left as the kernel set it
  *   CONC_EEOF       (conc_read_exact only) the peer closed before n bytes
+ *   CONC_EPERM      another green thread of the same hub already waits to
+ *                   read (or to write) this fd
  *   CONC_EINVAL     a negative fd, NULL buffer with n > 0, n > SSIZE_MAX,
  *                   a negative or NaN timeout other than CONC_FOREVER
  * A wait that was cut short (timeout, kill) moved no data: the bytes the
@@ -46,8 +48,11 @@
  * CONC_ESYS with errno EPIPE; the process never gets the signal.
  *
  * Sharing: at most one context reads and one writes a given fd at a time
- * (gevent raises "already used by another greenlet"). Close an fd with
- * conc_close once nobody waits on it: the hub may be watching it.
+ * (gevent raises "already used by another greenlet"; conc returns
+ * CONC_EPERM when it can tell). Close an fd with conc_close, never plain
+ * close(2), once the hub may have watched it: conc_close makes the hub
+ * forget it first, and green threads of that hub still waiting on it wake
+ * up and get CONC_ESYS (EBADF) — gevent's cancel_wait.
  *
  * Names are not resolved: the helpers take IPv4/IPv6 literals and
  * "localhost" (127.0.0.1), because DNS would block the OS thread. Resolve
@@ -106,10 +111,11 @@ CONC_API int conc_write_all(int fd, const void *buf, size_t n, size_t *sent, dou
 CONC_API int conc_sendall(int fd, const void *buf, size_t n, int flags, double timeout);
 
 /* gevent.socket.wait_read / wait_write: wait until fd is readable /
- * writable (errors and hang-ups count as ready), up to timeout. For
- * driving other libraries' non-blocking fds. Returns 0, CONC_ETIMEDOUT,
- * CONC_EKILLED, CONC_EINVAL (bad fd), CONC_ESYS. Readiness may be
- * spurious: retry your call and wait again on EAGAIN. */
+ * writable (errors and hang-ups count as ready), up to timeout; returns at
+ * once if it already is. For driving other libraries' non-blocking fds.
+ * Returns 0, CONC_ETIMEDOUT, CONC_EKILLED, CONC_EPERM (see above),
+ * CONC_EINVAL (bad fd), CONC_ESYS. Readiness may be spurious: retry your
+ * call and wait again on EAGAIN. */
 CONC_API int conc_wait_read(int fd, double timeout);
 CONC_API int conc_wait_write(int fd, double timeout);
 

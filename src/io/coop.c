@@ -239,8 +239,10 @@ static int wait_public(int fd, int events, double timeout)
     int64_t dl;
     if (fd < 0 || conc__deadline(timeout, &dl))
         return CONC_EINVAL;
-    /* timeout 0 is a check, not an immediate failure */
-    return wait_fd(fd, events, dl, dl != CONC__NO_DEADLINE && dl <= conc__now_ns());
+    /* Level-triggered, whatever the hub's epoll does: an fd that is ready
+     * now returns at once (the caller may not have drained it), and
+     * timeout 0 is a check, not an immediate failure. */
+    return wait_fd(fd, events, dl, true);
 }
 
 int conc_wait_read(int fd, double timeout) { return wait_public(fd, CONC__FD_READ, timeout); }
