@@ -346,3 +346,376 @@ Test(green_timeout, scopes_are_per_os_thread, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_timeout_end(), 0, "this thread's scope was disturbed");
     cr_assert_eq(conc_timeout_end(), CONC_EPERM);
 }
+
+/* ---------------------------------------------------- inside green threads */
+
+static const char *sc_sleep_cut(void)
+{
+    CHECK_RC(conc_timeout_begin(0.03), 0);
+    double t0 = tu_now();
+    CHECK_RC(conc_sleep(2.0), CONC_ETIMEDOUT);
+    CHECK_TOOK(tu_now() - t0, 0.03);
+    CHECK_RC(conc_timeout_end(), 1);
+    CHECK_RC(conc_timeout_begin(1.0), 0);
+    CHECK_RC(conc_sleep(0.02), 0);
+    CHECK_RC(conc_sleep(0), 0);
+    CHECK_RC(conc_timeout_end(), 0);
+    return NULL;
+}
+
+typedef struct {
+    double secs;
+    atomic_int rc;
+} sleep_arg_t;
+
+static void *sleep_arg(void *arg)
+{
+    sleep_arg_t *s = arg;
+    atomic_store(&s->rc, conc_sleep(s->secs));
+    return NULL;
+}
+
+static const char *sc_green_join_cut(void)
+{
+    static __thread sleep_arg_t s;
+    s.secs = 2.0;
+    atomic_store(&s.rc, 99);
+    conc_green_t *g;
+    CHECK_RC(conc_go(&g, sleep_arg, &s), 0);
+    CHECK_RC(conc_timeout_begin(0.03), 0);
+    double t0 = tu_now();
+    int rc = conc_green_join(g, CONC_FOREVER);
+    double dt = tu_now() - t0;
+    int e = conc_timeout_end();
+    int k = conc_green_kill(g, true, 5.0);
+    bool killed = conc_green_killed(g);
+    conc_green_free(g);
+    CHECK(rc == CONC_ETIMEDOUT, "join in a scope returned %d", rc);
+    CHECK_TOOK(dt, 0.03);
+    CHECK(e == 1, "end returned %d", e);
+    CHECK(k == 0, "kill returned %d", k);
+    CHECK(killed, "not killed");
+    CHECK(atomic_load(&s.rc) == CONC_EKILLED, "the joined green thread's sleep returned %d",
+          atomic_load(&s.rc));
+    return NULL;
+}
+
+static const char *(*const green_scenarios[])(void) = {sc_sleep_cut, sc_green_join_cut};
+
+typedef struct {
+    results_t r;
+    char gmsg[2][256];
+} green_results_t;
+
+static void *run_all_green(void *arg)
+{
+    green_results_t *r = arg;
+    run_all_into(&r->r);
+    for (size_t i = 0; i < 2; i++) {
+        const char *m = green_scenarios[i]();
+        r->gmsg[i][0] = 0;
+        if (m)
+            snprintf(r->gmsg[i], sizeof r->gmsg[i], "%s", m);
+    }
+    return NULL;
+}
+
+Test(green_timeout, scopes_inside_a_green_thread, .timeout = TU_TIMEOUT)
+{
+    static green_results_t r;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, run_all_green, &r), 0);
+    cr_assert_eq(conc_green_join(g, 30.0), 0);
+    for (size_t i = 0; i < NSC; i++)
+        cr_expect_eq(r.r.msg[i][0], 0, "%s in a green thread: %s", scenarios[i].name, r.r.msg[i]);
+    cr_expect_eq(r.gmsg[0][0], 0, "sleep_cut in a green thread: %s", r.gmsg[0]);
+    cr_expect_eq(r.gmsg[1][0], 0, "green_join_cut in a green thread: %s", r.gmsg[1]);
+    cr_assert_eq(conc_green_free(g), 0);
+}
+
+Test(green_timeout, sleep_and_green_join_cut_on_the_main_context, .timeout = TU_TIMEOUT)
+{
+    const char *m = sc_sleep_cut();
+    cr_expect_null(m, "sleep_cut: %s", m ? m : "");
+    m = sc_green_join_cut();
+    cr_expect_null(m, "green_join_cut: %s", m ? m : "");
+}
+
+/* A scope belongs to the context that opened it: green threads without a
+ * scope, and the main context, are not cut by another green thread's. */
+typedef struct {
+    double scope;   /* 0: none */
+    double sleep;
+    atomic_int rc, end;
+    double took;
+} scoped_t;
+
+static void *scoped_sleeper(void *arg)
+{
+    scoped_t *s = arg;
+    if (s->scope > 0)
+        conc_timeout_begin(s->scope);
+    double t0 = tu_now();
+    atomic_store(&s->rc, conc_sleep(s->sleep));
+    s->took = tu_now() - t0;
+    atomic_store(&s->end, s->scope > 0 ? conc_timeout_end() : -100);
+    return NULL;
+}
+
+Test(green_timeout, scopes_are_per_green_thread, .timeout = TU_TIMEOUT)
+{
+    scoped_t s[3] = {{.scope = 0.03, .sleep = 1.0}, {.sleep = 0.1}, {.scope = 0.5, .sleep = 0.06}};
+    conc_green_t *g[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_go(&g[i], scoped_sleeper, &s[i]), 0);
+    cr_assert_eq(conc_timeout_begin(0.2), 0);
+    cr_assert_eq(conc_green_joinall(g, 3, 5.0), 0, "main's own roomy scope");
+    cr_assert_eq(conc_timeout_end(), 0, "main's scope fired");
+    cr_assert_eq(atomic_load(&s[0].rc), CONC_ETIMEDOUT);
+    tu_assert_timeout(s[0].took, 0.03);
+    cr_assert_eq(atomic_load(&s[0].end), 1);
+    cr_assert_eq(atomic_load(&s[1].rc), 0, "a green thread without a scope was cut");
+    tu_assert_timeout(s[1].took, 0.1);
+    cr_assert_eq(atomic_load(&s[2].rc), 0);
+    cr_assert_eq(atomic_load(&s[2].end), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_green_free(g[i]), 0);
+
+    /* main's scope cuts main's join, not the joined green thread */
+    scoped_t t = {.sleep = 0.1};
+    conc_green_t *h;
+    cr_assert_eq(conc_go(&h, scoped_sleeper, &t), 0);
+    cr_assert_eq(conc_timeout_begin(0.02), 0);
+    cr_assert_eq(conc_green_join(h, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_timeout_end(), 1);
+    cr_assert_eq(conc_green_join(h, 5.0), 0);
+    cr_assert_eq(atomic_load(&t.rc), 0, "main's scope cut the green thread it joined");
+    cr_assert_eq(conc_green_free(h), 0);
+}
+
+Test(green_timeout, kill_inside_a_scope_is_a_kill, .timeout = TU_TIMEOUT)
+{
+    scoped_t s = {.scope = 1.0, .sleep = 5.0};
+    atomic_store(&s.end, 99);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, scoped_sleeper, &s), 0);
+    conc_yield();
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert_eq(atomic_load(&s.rc), CONC_EKILLED);
+    cr_assert_eq(atomic_load(&s.end), 0, "the scope was reported fired after a kill");
+    cr_assert_eq(conc_green_free(g), 0);
+}
+
+static atomic_int slow_done;
+static void *slow_task(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.15);
+    atomic_store(&slow_done, 1);
+    return PTR(5);
+}
+
+static void *offload_in_scope(void *arg)
+{
+    int *out = arg;
+    conc_timeout_begin(0.03);
+    void *r = NULL;
+    out[0] = conc_green_offload(slow_task, NULL, &r);
+    out[1] = conc_timeout_end();
+    return NULL;
+}
+
+Test(green_timeout, offload_cut_by_a_scope, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&slow_done, 0);
+    int out[2] = {99, 99};
+    conc_green_t *g;
+    double t0 = tu_now();
+    cr_assert_eq(conc_go(&g, offload_in_scope, out), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    double dt = tu_now() - t0;
+    cr_assert_eq(out[0], CONC_ETIMEDOUT);
+    cr_assert_eq(out[1], 1);
+    cr_assert_lt(dt, 0.14, "the scope did not cut the offload (%.3fs)", dt);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&slow_done), 5.0), "the offloaded function did not keep running");
+    cr_assert_eq(conc_green_free(g), 0);
+}
+
+/* ------------------------------------------------------------- LoopExit */
+
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+typedef struct {
+    conc_event_t *ev;
+    atomic_int rc;
+} waitev_t;
+
+static void *wait_event_forever(void *arg)
+{
+    waitev_t *w = arg;
+    atomic_store(&w->rc, conc_event_wait(w->ev, CONC_FOREVER));
+    return NULL;
+}
+
+static void *set_after(void *arg)
+{
+    tu_sleep(0.1);
+    conc_event_set(arg);
+    return NULL;
+}
+
+static void *green_set_after(void *arg)
+{
+    conc_sleep(0.05);
+    conc_event_set(arg);
+    return NULL;
+}
+
+/* Run in a fresh process (CONC_TEST_SCENARIO); prints key=value lines. */
+static int scenario(const char *name)
+{
+    alarm(10); /* a LoopExit that never comes is a hang: die of SIGALRM */
+    conc_event_t ev = CONC_EVENT_INIT;
+    printf("threads=%d\n", count_threads());
+    if (strcmp(name, "loopexit_join") == 0) {
+        waitev_t w = {.ev = &ev};
+        atomic_store(&w.rc, 99);
+        conc_green_t *g;
+        if (conc_go(&g, wait_event_forever, &w) != 0)
+            return 2;
+        printf("join=%d\n", conc_green_join(g, CONC_FOREVER));
+        printf("threads_after=%d\n", count_threads());
+        /* the waiter is still there and can be killed */
+        printf("dead=%d\n", conc_green_dead(g));
+        printf("kill=%d\n", conc_green_kill(g, true, 5.0));
+        printf("waiter=%d\n", atomic_load(&w.rc));
+        conc_green_free(g);
+        return 0;
+    }
+    if (strcmp(name, "loopexit_main_wait") == 0) {
+        /* a green thread is alive but parked on an Event nobody sets; main
+         * waits on another such Event */
+        conc_event_t other = CONC_EVENT_INIT;
+        waitev_t w = {.ev = &other};
+        atomic_store(&w.rc, 99);
+        conc_green_t *g;
+        if (conc_go(&g, wait_event_forever, &w) != 0)
+            return 2;
+        printf("wait=%d\n", conc_event_wait(&ev, CONC_FOREVER));
+        printf("kill=%d\n", conc_green_kill(g, true, 5.0));
+        printf("waiter=%d\n", atomic_load(&w.rc));
+        conc_green_free(g);
+        return 0;
+    }
+    if (strcmp(name, "no_loopexit_with_timer") == 0) {
+        conc_green_t *g;
+        if (conc_go(&g, green_set_after, &ev) != 0)
+            return 2;
+        printf("wait=%d\n", conc_event_wait(&ev, CONC_FOREVER));
+        printf("join=%d\n", conc_green_join(g, 5.0));
+        conc_green_free(g);
+        return 0;
+    }
+    if (strcmp(name, "no_loopexit_with_other_thread") == 0) {
+        waitev_t w = {.ev = &ev};
+        atomic_store(&w.rc, 99);
+        conc_green_t *g;
+        if (conc_go(&g, wait_event_forever, &w) != 0)
+            return 2;
+        pthread_t th;
+        pthread_create(&th, NULL, set_after, &ev);
+        printf("join=%d\n", conc_green_join(g, CONC_FOREVER));
+        printf("waiter=%d\n", atomic_load(&w.rc));
+        pthread_join(th, NULL);
+        conc_green_free(g);
+        return 0;
+    }
+    return 3;
+}
+
+TU_MAIN_WITH_SCENARIOS(scenario)
+
+static void run_sc(const char *name, char *out, size_t cap)
+{
+    double secs = 0;
+    int st = tu_run_scenario(name, out, cap, &secs);
+    cr_assert(WIFEXITED(st), "scenario %s died (signal %d%s) after %.2fs; output:\n%s", name,
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0,
+              WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM ? ": hung, no LoopExit" : "", secs, out);
+    cr_assert_eq(WEXITSTATUS(st), 0, "scenario %s exited %d; output:\n%s", name, WEXITSTATUS(st), out);
+    cr_assert(strstr(out, "threads=1\n"), "scenario %s did not start single-threaded:\n%s", name, out);
+}
+
+Test(green_timeout, loopexit_join_of_a_green_thread_nobody_can_wake, .timeout = TU_TIMEOUT)
+{
+    char out[1024];
+    run_sc("loopexit_join", out, sizeof out);
+    char want[64];
+    snprintf(want, sizeof want, "join=%d\n", CONC_ELOOPEXIT);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+    cr_assert(strstr(out, "dead=0\n"), "%s", out);
+    cr_assert(strstr(out, "kill=0\n"), "%s", out);
+    snprintf(want, sizeof want, "waiter=%d\n", CONC_EKILLED);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+}
+
+Test(green_timeout, loopexit_main_waits_on_an_event_while_its_green_threads_are_stuck, .timeout = TU_TIMEOUT)
+{
+    char out[1024];
+    run_sc("loopexit_main_wait", out, sizeof out);
+    char want[64];
+    snprintf(want, sizeof want, "wait=%d\n", CONC_ELOOPEXIT);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+    cr_assert(strstr(out, "kill=0\n"), "%s", out);
+    snprintf(want, sizeof want, "waiter=%d\n", CONC_EKILLED);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+}
+
+Test(green_timeout, no_loopexit_while_a_timer_is_pending, .timeout = TU_TIMEOUT)
+{
+    char out[1024];
+    run_sc("no_loopexit_with_timer", out, sizeof out);
+    cr_assert(strstr(out, "wait=0\n"), "%s", out);
+    cr_assert(strstr(out, "join=0\n"), "%s", out);
+}
+
+Test(green_timeout, no_loopexit_while_another_thread_exists_scenario, .timeout = TU_TIMEOUT)
+{
+    char out[1024];
+    run_sc("no_loopexit_with_other_thread", out, sizeof out);
+    cr_assert(strstr(out, "join=0\n"), "%s", out);
+    cr_assert(strstr(out, "waiter=0\n"), "%s", out);
+}
+
+/* Inside Criterion's test child there are already two threads (the runner
+ * keeps an I/O thread), so LoopExit must not fire here: a FOREVER join of
+ * a green thread that another thread wakes later returns 0. */
+Test(green_timeout, loopexit_not_raised_while_another_thread_exists, .timeout = 20)
+{
+    int n = count_threads();
+    cr_log_info("threads in Criterion's test child: %d", n);
+    cr_assert_geq(n, 1);
+    conc_event_t ev = CONC_EVENT_INIT;
+    waitev_t w = {.ev = &ev};
+    atomic_store(&w.rc, 99);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, wait_event_forever, &w), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, set_after, &ev), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&w.rc), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+}
