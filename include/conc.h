@@ -6,4 +6,9 @@
 #include "conc/thread.h"
 #include "conc/queue.h"
 #include "conc/futures.h"
+#include "conc/process.h"
+#include "conc/ipc.h"
+#include "conc/ipc_queue.h"
+#include "conc/green.h"
+#include "conc/io.h"
 #endif

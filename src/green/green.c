@@ -76,17 +76,34 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
         return CONC_ENOMEM;
     conc_green_t *g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
 
-    /* Field by field: the failure message buffer needs no clearing. */
-    memset(&g->ctx, 0, offsetof(conc__ctx_t, fail_msg));
-    g->ctx.fail_msg[0] = 0;
-    memset((char *)&g->ctx + offsetof(conc__ctx_t, spin_ns), 0,
-           sizeof(conc__ctx_t) - offsetof(conc__ctx_t, spin_ns));
+    /* Field by field (spawn is on the hot path): the failure message and
+     * the scope slots need no clearing. */
     g->ctx.ops = &conc__green_ops;
+    g->ctx.fail_code = 0;
+    g->ctx.fail_msg[0] = 0;
+    g->ctx.spin_ns = 0;
+    g->ctx.spin_skips = 0;
+    g->ctx.thread = NULL;
     g->ctx.green = &g->gs;
+    g->ctx.scope_dl = 0;
+    g->ctx.nscopes = 0;
+    g->ctx.fired = 0;
     g->ctx.cut_scope = -1;
-    conc__gs_init(&g->gs, h, &g->ctx, GS_GREEN);
+    g->gs.sp = NULL;
+    g->gs.hub = h;
+    g->gs.next = NULL;
+    atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
+    g->gs.parked_w = NULL;
+    g->gs.ctx = &g->ctx;
+    g->gs.heap_idx = SIZE_MAX;
+    g->gs.interrupt = 0;
+    g->gs.last_intr = 0;
+    g->gs.kind = GS_GREEN;
     g->gs.stack_lo = st.lo;
     g->gs.stack_size = (size_t)(st.hi - st.lo);
+#ifdef CONC__ASAN
+    g->gs.asan_fake = NULL;
+#endif
 #ifdef CONC__TSAN
     g->gs.tsan_fiber = __tsan_create_fiber(0);
 #endif
@@ -102,16 +119,16 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     atomic_store_explicit(&g->kill_queued, false, memory_order_relaxed);
     atomic_store_explicit(&g->kill_next, NULL, memory_order_relaxed);
     memset(&g->done, 0, sizeof g->done);
-    memset(&g->links_guard, 0, sizeof g->links_guard);
-    g->links = NULL;
+    memset(&g->joinq, 0, sizeof g->joinq);
+    atomic_store_explicit(&g->links, NULL, memory_order_relaxed);
     g->pool = NULL;
     g->pool_next = g->pool_prev = NULL;
-    unsigned long id = atomic_fetch_add_explicit(&green_ids, 1, memory_order_relaxed) + 1;
     if (opts && opts->name) {
         strncpy(g->name, opts->name, sizeof g->name - 1);
         g->name[sizeof g->name - 1] = 0;
+        atomic_store_explicit(&g->name_state, 2, memory_order_relaxed);
     } else {
-        default_name(g->name, id);
+        atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
     }
     g->gs.sp = conc__switch_frame(g, &g->gs);
     h->nalive++;
@@ -128,7 +145,10 @@ int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
 
 void conc__green_unref(conc_green_t *g)
 {
-    if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+    /* The last reference cannot gain company (taking one needs one), so
+     * it goes without the atomic read-modify-write. */
+    if (atomic_load_explicit(&g->refs, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
     conc__hub_t *h = conc__tl_hub;
 #ifdef CONC__TSAN
@@ -143,13 +163,13 @@ static void end_green(conc_green_t *g)
 {
     conc__hub_t *h = g->gs.hub;
     h->nalive--;
-    conc__waitq_lock(&g->links_guard);
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
-    conc__link_t *list = g->links;
-    g->links = NULL;
-    conc__waitq_unlock(&g->links_guard);
+    conc__link_t *list = atomic_exchange_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_acq_rel);
     if (g->pool)
         conc__green_pool_member_done(g);
+    conc__waiter_t *w;
+    while ((w = conc__waitq_pop(&g->joinq)))
+        conc__unpark(w);
     conc_event_set(&g->done);
     conc__link_t *rev = NULL; /* added newest first: run in link order */
     while (list) {
@@ -212,11 +232,30 @@ int conc_green_join(conc_green_t *g, double timeout)
         return CONC_EINVAL;
     if (g == conc_green_current())
         return CONC_EPERM;
-    if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD) {
-        int64_t dl;
-        return conc__deadline(timeout, &dl);
+    int64_t dl;
+    if (conc__deadline(timeout, &dl))
+        return CONC_EINVAL;
+    if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
+        return 0;
+    if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL)
+        return conc_event_wait(&g->done, timeout); /* from another OS thread */
+    /* A joiner on g's own hub: a plain list, no atomics (hub-local). */
+    if (dl == 0)
+        return CONC_ETIMEDOUT;
+    conc__waiter_t w;
+    conc__waiter_init(&w);
+    conc__waitq_push(&g->joinq, &w);
+    int rc = conc__park(&w, dl);
+    if (rc != 0) {
+        if (w.queued) {
+            conc__waitq_remove(&g->joinq, &w);
+        } else {
+            conc__park_settle(&w); /* g ended while our park was cut short */
+            conc__park_rearm(&w);
+            rc = 0;
+        }
     }
-    return conc_event_wait(&g->done, timeout);
+    return rc;
 }
 
 int conc_green_get(conc_green_t *g, double timeout, void **result)
@@ -301,7 +340,21 @@ bool conc_green_killed(const conc_green_t *g)
 
 const char *conc_green_name(const conc_green_t *g)
 {
-    return g ? g->name : NULL;
+    if (!g)
+        return NULL;
+    /* Default names are made when first asked for (spawn is hot): one
+     * caller writes it, concurrent ones wait for it. */
+    conc_green_t *m = (conc_green_t *)g;
+    int st = atomic_load_explicit(&m->name_state, memory_order_acquire);
+    if (st == 0 && atomic_compare_exchange_strong_explicit(&m->name_state, &st, 1, memory_order_acq_rel,
+                                                           memory_order_acquire)) {
+        default_name(m->name, atomic_fetch_add_explicit(&green_ids, 1, memory_order_relaxed) + 1);
+        atomic_store_explicit(&m->name_state, 2, memory_order_release);
+        return g->name;
+    }
+    while (atomic_load_explicit(&m->name_state, memory_order_acquire) != 2)
+        sched_yield();
+    return g->name;
 }
 
 int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeout)
@@ -333,16 +386,16 @@ int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), voi
         return CONC_ENOMEM;
     l->cb = cb;
     l->arg = arg;
-    conc__waitq_lock(&g->links_guard);
-    if (atomic_load_explicit(&g->status, memory_order_relaxed) == G_DEAD) {
-        conc__waitq_unlock(&g->links_guard);
-        free(l);
-        cb(g, arg);
-        return 0;
-    }
-    l->next = g->links;
-    g->links = l;
-    conc__waitq_unlock(&g->links_guard);
+    conc__link_t *head = atomic_load_explicit(&g->links, memory_order_acquire);
+    do {
+        if (head == CONC__LINKS_CLOSED) { /* already ended */
+            free(l);
+            cb(g, arg);
+            return 0;
+        }
+        l->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&g->links, &head, l, memory_order_acq_rel,
+                                                    memory_order_acquire));
     return 0;
 }
 

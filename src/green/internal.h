@@ -80,6 +80,7 @@ typedef struct conc__link {
 } conc__link_t;
 
 enum { G_NEW = 0, G_RUNNING = 1, G_DEAD = 2 };
+#define CONC__LINKS_CLOSED ((conc__link_t *)1)
 
 /* A green thread. It lives at the top of its own stack, so an idle green
  * thread costs one page. */
@@ -97,11 +98,12 @@ struct conc_green {
     bool detached;
     _Atomic bool kill_queued;
     void *_Atomic kill_next; /* remote kill requests (hub->kills) */
-    conc_event_t done;
-    conc__waitq_t links_guard; /* guards links (its list is unused) */
-    conc__link_t *links;
+    conc_event_t done;       /* set at the end: joiners on other OS threads */
+    conc__waitq_t joinq;     /* joiners on g's own hub (no guard: hub-local) */
+    conc__link_t *_Atomic links; /* a stack; CONC__LINKS_CLOSED once ended */
     struct conc_green_pool *pool;
     struct conc_green *pool_next, *pool_prev;
+    _Atomic int name_state; /* 0: default name not made yet, 1: being made, 2: set */
     char name[32];
 };
 
