@@ -1094,3 +1094,74 @@ Test(green, many_spawn_join_cycles_reuse_stacks, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_green_free(g), 0);
     }
 }
+
+/* ------------------------------------------------------ stack overflow */
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static volatile int keep_recursing = 1;
+
+__attribute__((noinline)) static int recurse(int n)
+{
+    volatile char buf[512];
+    buf[0] = (char)n;
+    buf[511] = (char)n;
+    if (!keep_recursing)
+        return n;
+    return recurse(n + 1) + buf[0] + buf[511];
+}
+
+static void *overflow(void *arg)
+{
+    (void)arg;
+    return PTR(recurse(0));
+}
+
+/* An overflow hits the guard page; a SIGSEGV handler on an alternate stack
+ * names the green thread, then the process dies of SIGSEGV. Sanitizers
+ * install their own SIGSEGV handling, so this runs only without them. */
+Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout = TU_TIMEOUT)
+{
+    if (TU_SANITIZED) {
+        cr_skip_test("sanitizers handle SIGSEGV themselves");
+    }
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        alarm(10);
+        conc_green_opts_t o = {.name = "overflower-1", .stack_size = 16 * 1024};
+        conc_green_t *g;
+        if (conc_go_opts(&g, &o, overflow, NULL) != 0)
+            _exit(2);
+        conc_green_join(g, 5.0);
+        _exit(3); /* survived the overflow */
+    }
+    close(p[1]);
+    char out[4096];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(p[0], out + n, sizeof out - 1 - n);
+        if (r > 0 && n + (size_t)r < sizeof out - 1) {
+            n += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    out[n] = 0;
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    cr_assert(WIFSIGNALED(st), "the child did not die of a signal (status %d); stderr:\n%s", st, out);
+    cr_assert_eq(WTERMSIG(st), SIGSEGV, "died of signal %d; stderr:\n%s", WTERMSIG(st), out);
+    cr_assert(strstr(out, "overflower-1"), "the message does not name the green thread:\n%s", out);
+}
