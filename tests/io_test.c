@@ -602,3 +602,420 @@ Test(io, bad_fds_and_arguments, .timeout = TU_TIMEOUT)
     cr_assert_eq(fd, 12345, "fd written on failure");
     cr_assert_eq(conc_socket_port(-1), CONC_EINVAL);
 }
+
+/* ================================================== green threads
+ *
+ * The hub parks a green thread on epoll while its fd is not ready; these
+ * tests check that siblings run meanwhile, that kills and timeout scopes
+ * reach a green thread blocked in I/O, and an echo server with a green
+ * thread per connection serving 1,000 concurrent clients. Green threads
+ * record what they saw; the test's own context asserts. */
+
+#define PTR(x) ((void *)(intptr_t)(x))
+#define INT(p) ((int)(intptr_t)(p))
+
+/* Raise the soft fd limit to the hard one; returns the soft limit. */
+static long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1L << 20 : (long)rl.rlim_cur;
+}
+
+/* conc_green_get, asserting a clean end; returns fn's result as an int. */
+static int green_result(conc_green_t *g, double timeout)
+{
+    void *r = PTR(-999);
+    int rc = conc_green_get(g, timeout, &r);
+    cr_assert_eq(rc, 0, "green thread did not end cleanly: %s", conc_strerror(rc));
+    conc_green_free(g);
+    return INT(r);
+}
+
+/* ---- a green thread blocked in conc_read while its siblings run */
+
+typedef struct {
+    int rfd, wfd;
+    double timeout;
+    atomic_int ticks;      /* sibling progress */
+    atomic_int ticks_seen; /* ticks when the reader woke */
+    double took;
+} green_rd_t;
+
+static void *green_reader(void *arg)
+{
+    green_rd_t *r = arg;
+    char buf[8];
+    double t = tu_now();
+    ssize_t n = conc_read(r->rfd, buf, sizeof buf, r->timeout);
+    r->took = tu_now() - t;
+    atomic_store(&r->ticks_seen, atomic_load(&r->ticks));
+    return PTR(n);
+}
+
+static void *green_ticker(void *arg)
+{
+    green_rd_t *r = arg;
+    for (int i = 0; i < 50; i++) {
+        atomic_fetch_add(&r->ticks, 1);
+        int rc = conc_sleep(i % 2 ? 0 : 0.001);
+        if (rc != 0)
+            return PTR(rc);
+    }
+    return PTR(r->wfd >= 0 ? conc_write(r->wfd, "go", 2, 1.0) : 0);
+}
+
+Test(io_green, blocked_reader_lets_siblings_run, .timeout = TU_TIMEOUT)
+{
+    int s[2];
+    pair(s);
+    static green_rd_t r;
+    r = (green_rd_t){.rfd = s[0], .wfd = s[1], .timeout = 10.0};
+    conc_green_t *a, *b;
+    cr_assert_eq(conc_go(&a, green_reader, &r), 0);
+    cr_assert_eq(conc_go(&b, green_ticker, &r), 0);
+    cr_assert_eq(green_result(b, 10.0), 2, "the ticker's write");
+    cr_assert_eq(green_result(a, 10.0), 2, "the reader got the bytes");
+    cr_assert_eq(atomic_load(&r.ticks_seen), 50, "the reader woke before its sibling wrote");
+    conc_close(s[0]);
+    conc_close(s[1]);
+}
+
+Test(io_green, read_timeout_while_siblings_run, .timeout = TU_TIMEOUT)
+{
+    int s[2];
+    pair(s);
+    static green_rd_t r;
+    r = (green_rd_t){.rfd = s[0], .wfd = -1, .timeout = 0.2};
+    conc_green_t *a, *b;
+    cr_assert_eq(conc_go(&a, green_reader, &r), 0);
+    cr_assert_eq(conc_go(&b, green_ticker, &r), 0);
+    cr_assert_eq(green_result(a, 10.0), CONC_ETIMEDOUT);
+    tu_assert_timeout(r.took, 0.2);
+    cr_assert_eq(green_result(b, 10.0), 0);
+    cr_assert_eq(atomic_load(&r.ticks), 50);
+    conc_close(s[0]);
+    conc_close(s[1]);
+}
+
+/* ---- kills and scopes reach green threads blocked in I/O */
+
+typedef struct {
+    int fd;
+    const char *path;
+    atomic_int started;
+    double scope;
+    atomic_int rc; /* what the blocking call returned (a killed green
+                      thread's own result is NULL, as in gevent) */
+} green_blk_t;
+
+static void *green_accept(void *arg)
+{
+    green_blk_t *b = arg;
+    atomic_store(&b->started, 1);
+    int rc = conc_accept(b->fd, NULL, NULL, CONC_FOREVER);
+    atomic_store(&b->rc, rc);
+    return PTR(rc);
+}
+
+static void *green_read_forever(void *arg)
+{
+    green_blk_t *b = arg;
+    char c;
+    atomic_store(&b->started, 1);
+    if (b->scope > 0)
+        conc_timeout_begin(b->scope);
+    int rc = (int)conc_read(b->fd, &c, 1, CONC_FOREVER);
+    if (b->scope > 0 && conc_timeout_end() != 1)
+        rc = -1000; /* the scope did not say it fired */
+    atomic_store(&b->rc, rc);
+    return PTR(rc);
+}
+
+static void *green_dial_forever(void *arg)
+{
+    green_blk_t *b = arg;
+    int fd = -1;
+    atomic_store(&b->started, 1);
+    int rc = conc_unix_dial(b->path, CONC_FOREVER, &fd);
+    if (rc == 0)
+        conc_close(fd);
+    atomic_store(&b->rc, rc);
+    return PTR(rc);
+}
+
+/* Start fn(b) and let it block (conc_sleep runs the hub), then kill it. */
+static int kill_blocked(void *(*fn)(void *), green_blk_t *b)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fn, b), 0);
+    cr_assert_eq(conc_sleep(0.05), 0);
+    cr_assert(atomic_load(&b->started), "the green thread did not run");
+    cr_assert_not(conc_green_dead(g), "it did not block");
+    double t = tu_now();
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert_lt(tu_now() - t, 2.0);
+    cr_assert(conc_green_dead(g));
+    cr_assert(conc_green_killed(g));
+    green_result(g, 1.0);
+    return atomic_load(&b->rc);
+}
+
+Test(io_green, kill_blocked_accept_read_and_dial, .timeout = TU_TIMEOUT)
+{
+    static green_blk_t b;
+    int lfd, port;
+    set_tcp(&lfd, &port);
+    b = (green_blk_t){.fd = lfd};
+    cr_assert_eq(kill_blocked(green_accept, &b), CONC_EKILLED, "accept");
+    /* the listener still works afterwards (the hub forgot the old wait) */
+    int c;
+    cr_assert_eq(conc_tcp_dial("127.0.0.1", port, 2.0, &c), 0);
+    int a = conc_accept(lfd, NULL, NULL, 2.0);
+    cr_assert_geq(a, 0);
+    conc_close(a);
+    conc_close(c);
+    conc_close(lfd);
+
+    int s[2];
+    pair(s);
+    b = (green_blk_t){.fd = s[0]};
+    cr_assert_eq(kill_blocked(green_read_forever, &b), CONC_EKILLED, "read");
+    conc_close(s[0]);
+    conc_close(s[1]);
+
+    /* a dial backing off on a full Unix backlog is killable too */
+    char abs[64];
+    snprintf(abs, sizeof abs, "@conc-io-green-%d", (int)getpid());
+    cr_assert_eq(conc_unix_listen(abs, 1, &lfd), 0);
+    int held[8], n = 0;
+    while (n < 8 && conc_unix_dial(abs, 0.05, &held[n]) == 0)
+        n++;
+    cr_assert_lt(n, 8, "the backlog never filled");
+    b = (green_blk_t){.path = abs};
+    cr_assert_eq(kill_blocked(green_dial_forever, &b), CONC_EKILLED, "dial");
+    for (int i = 0; i < n; i++)
+        conc_close(held[i]);
+    conc_close(lfd);
+}
+
+Test(io_green, timeout_scope_in_green_thread, .timeout = TU_TIMEOUT)
+{
+    int s[2];
+    pair(s);
+    static green_blk_t b;
+    b = (green_blk_t){.fd = s[0], .scope = 0.1};
+    conc_green_t *g;
+    double t = tu_now();
+    cr_assert_eq(conc_go(&g, green_read_forever, &b), 0);
+    cr_assert_eq(green_result(g, 10.0), CONC_ETIMEDOUT);
+    tu_assert_timeout(tu_now() - t, 0.1);
+    conc_close(s[0]);
+    conc_close(s[1]);
+}
+
+/* ---- two readers of one fd; closing wakes a waiter */
+
+static void *green_close_fd(void *arg)
+{
+    green_blk_t *b = arg;
+    return PTR(conc_close(b->fd));
+}
+
+Test(io_green, second_reader_is_refused_and_close_wakes, .timeout = TU_TIMEOUT)
+{
+    int s[2];
+    pair(s);
+    static green_blk_t b;
+    b = (green_blk_t){.fd = s[0]};
+    conc_green_t *g1, *g2, *g3;
+    cr_assert_eq(conc_go(&g1, green_read_forever, &b), 0);
+    cr_assert_eq(conc_sleep(0.02), 0);
+    cr_assert_eq(conc_go(&g2, green_read_forever, &b), 0);
+    cr_assert_eq(green_result(g2, 5.0), CONC_EPERM, "two green threads reading one fd");
+    cr_assert_eq(conc_go(&g3, green_close_fd, &b), 0);
+    cr_assert_eq(green_result(g3, 5.0), 0);
+    errno = 0;
+    cr_assert_eq(green_result(g1, 5.0), CONC_ESYS, "a reader of a closed fd wakes");
+    conc_close(s[1]);
+}
+
+/* ---- echo server: a green thread per connection, 1,000 clients */
+
+typedef struct {
+    int lfd;
+    atomic_int active, max_active, served;
+    atomic_int connected; /* clients connected so far */
+    conc_event_t all_connected;
+    int nclients, rounds;
+    atomic_int failures;
+    atomic_int first_failure;
+    atomic_int server_rc;
+} echo_t;
+
+static echo_t echo;
+
+static void *echo_conn(void *arg)
+{
+    int c = INT(arg);
+    int now = atomic_fetch_add(&echo.active, 1) + 1;
+    int m = atomic_load(&echo.max_active);
+    while (now > m && !atomic_compare_exchange_weak(&echo.max_active, &m, now)) {
+    }
+    char buf[1024];
+    ssize_t n;
+    while ((n = conc_read(c, buf, sizeof buf, 30.0)) > 0)
+        if (conc_write_all(c, buf, (size_t)n, NULL, 30.0) != 0)
+            break;
+    if (n < 0) {
+        atomic_fetch_add(&echo.failures, 1);
+        int z = 0;
+        atomic_compare_exchange_strong(&echo.first_failure, &z, (int)n);
+    }
+    conc_close(c);
+    atomic_fetch_sub(&echo.active, 1);
+    atomic_fetch_add(&echo.served, 1);
+    return NULL;
+}
+
+static void *echo_server(void *arg)
+{
+    (void)arg;
+    int c;
+    while ((c = conc_accept(echo.lfd, NULL, NULL, CONC_FOREVER)) >= 0)
+        if (conc_go(NULL, echo_conn, PTR(c)) != 0) {
+            conc_close(c);
+            atomic_fetch_add(&echo.failures, 1);
+        }
+    atomic_store(&echo.server_rc, c); /* CONC_EKILLED when the test stops it */
+    return NULL;
+}
+
+/* One round trip of a message naming client id and round i. */
+static int echo_once(int fd, int id, int i)
+{
+    char out[48], in[48];
+    int n = snprintf(out, sizeof out, "client %d round %d", id, i);
+    int rc = conc_write_all(fd, out, (size_t)n, NULL, 20.0);
+    if (rc == 0)
+        rc = conc_read_exact(fd, in, (size_t)n, NULL, 20.0);
+    if (rc == 0 && memcmp(in, out, (size_t)n) != 0)
+        rc = CONC_EFAILED;
+    return rc;
+}
+
+static void *echo_client(void *arg)
+{
+    int id = INT(arg), fd, port = conc_socket_port(echo.lfd);
+    int rc = conc_tcp_dial("127.0.0.1", port, 20.0, &fd);
+    if (rc != 0)
+        return PTR(rc);
+    if (atomic_fetch_add(&echo.connected, 1) + 1 == echo.nclients)
+        conc_event_set(&echo.all_connected);
+    /* all connections are open at once before anyone talks */
+    rc = conc_event_wait(&echo.all_connected, 20.0);
+    for (int i = 0; rc == 0 && i < echo.rounds; i++)
+        rc = echo_once(fd, id, i);
+    conc_close(fd);
+    return PTR(rc);
+}
+
+static void echo_setup(int nclients, int rounds)
+{
+    memset(&echo, 0, sizeof echo);
+    conc_event_init(&echo.all_connected);
+    echo.nclients = nclients;
+    echo.rounds = rounds;
+    cr_assert_eq(conc_tcp_listen("127.0.0.1", 0, 0, &echo.lfd), 0);
+}
+
+static void echo_teardown(conc_green_t *srv)
+{
+    cr_assert_eq(conc_green_kill(srv, true, 5.0), 0);
+    green_result(srv, 1.0);
+    cr_assert_eq(atomic_load(&echo.server_rc), CONC_EKILLED, "server's accept");
+    cr_assert(TU_WAIT_UNTIL((conc_sleep(0.001), atomic_load(&echo.served) == echo.nclients), 10),
+              "served %d of %d", atomic_load(&echo.served), echo.nclients);
+    cr_assert_eq(atomic_load(&echo.failures), 0, "server side failures (first: %s)",
+                 conc_strerror(atomic_load(&echo.first_failure)));
+    conc_close(echo.lfd);
+}
+
+Test(io_green, echo_server_1000_green_clients, .timeout = TU_TIMEOUT)
+{
+    long lim = raise_nofile();
+    int n = 1000;
+    if (lim < 2 * n + 64) {
+        n = (int)(lim - 64) / 2;
+        cr_log_warn("fd limit %ld: scaled down to %d clients", lim, n);
+    }
+    echo_setup(n, TU_SANITIZED ? 2 : 5);
+    conc_green_t *srv;
+    conc_green_t **cl = calloc((size_t)n, sizeof *cl);
+    cr_assert(cl);
+    double t = tu_now();
+    cr_assert_eq(conc_go(&srv, echo_server, NULL), 0);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(conc_go(&cl[i], echo_client, PTR(i)), 0);
+    cr_assert_eq(conc_green_joinall(cl, (size_t)n, 30.0), 0, "clients did not finish in 30 s");
+    double dt = tu_now() - t;
+    int bad = 0, first = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = green_result(cl[i], 1.0);
+        if (rc != 0 && bad++ == 0)
+            first = rc;
+    }
+    cr_assert_eq(bad, 0, "%d clients failed (first: %s)", bad, conc_strerror(first));
+    cr_assert_eq(atomic_load(&echo.max_active), n, "connections were not all open at once");
+    echo_teardown(srv);
+    free(cl);
+    cr_assert_lt(dt, TU_SANITIZED ? 30.0 : 10.0, "took %.2f s", dt);
+    cr_log_info("echo: %d green clients x %d rounds in %.3f s", n, echo.rounds, dt);
+}
+
+/* OS-thread clients (conc_* calls poll there) against the green server. */
+#define OS_CLIENTS 4
+#define OS_CONNS 50
+
+static void os_client_fn(void *p, int idx)
+{
+    atomic_int *result = p;
+    int fds[OS_CONNS], port = conc_socket_port(echo.lfd), rc = 0, k = 0;
+    for (; rc == 0 && k < OS_CONNS; k++)
+        if ((rc = conc_tcp_dial("127.0.0.1", port, 20.0, &fds[k])) != 0)
+            k--;
+    for (int i = 0; rc == 0 && i < echo.rounds; i++)
+        for (int j = 0; rc == 0 && j < k; j++)
+            rc = echo_once(fds[j], idx * OS_CONNS + j, i);
+    for (int j = 0; j < k; j++)
+        conc_close(fds[j]);
+    atomic_store(&result[idx], rc == 0 ? 1 : rc);
+}
+
+Test(io_green, echo_server_os_thread_clients, .timeout = TU_TIMEOUT)
+{
+    raise_nofile();
+    echo_setup(OS_CLIENTS * OS_CONNS, 5);
+    conc_green_t *srv;
+    cr_assert_eq(conc_go(&srv, echo_server, NULL), 0);
+    static atomic_int result[OS_CLIENTS];
+    static tu_bunch_t b;
+    for (int i = 0; i < OS_CLIENTS; i++)
+        atomic_store(&result[i], 0);
+    tu_bunch_start(&b, OS_CLIENTS, os_client_fn, result);
+    /* the main context waits in conc calls, so the hub serves meanwhile */
+    double dl = tu_now() + 30;
+    while (atomic_load(&b.finished) < OS_CLIENTS && tu_now() < dl)
+        conc_sleep(0.005);
+    cr_assert_eq(atomic_load(&b.finished), OS_CLIENTS, "OS-thread clients did not finish");
+    tu_bunch_join(&b);
+    for (int i = 0; i < OS_CLIENTS; i++)
+        cr_assert_eq(atomic_load(&result[i]), 1, "client thread %d: %s", i, conc_strerror(atomic_load(&result[i])));
+    echo_teardown(srv);
+}
