@@ -26,12 +26,8 @@
 #include "core/time.h"
 #include "green/internal.h"
 
-#ifdef CONC__TSAN
-void *__tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void *fiber);
-#endif
 
-void conc__hub_exit(conc__hub_t *h, conc__gs_t *from) __attribute__((noreturn));
+void conc__hub_retire(conc__hub_t *h, conc__gs_t *from);
 void conc__green_pool_member_done(conc_green_t *g);
 
 static _Atomic unsigned long green_ids;
@@ -89,7 +85,6 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     g->ctx.nscopes = 0;
     g->ctx.fired = 0;
     g->ctx.cut_scope = -1;
-    g->gs.sp = NULL;
     g->gs.hub = h;
     g->gs.next = NULL;
     atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
@@ -105,7 +100,7 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     g->gs.asan_fake = NULL;
 #endif
 #ifdef CONC__TSAN
-    g->gs.tsan_fiber = __tsan_create_fiber(0);
+    g->gs.tsan_fiber = st.tsan_fiber;
 #endif
     g->stack = st;
     g->fn = fn;
@@ -130,7 +125,9 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     } else {
         atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
     }
-    g->gs.sp = conc__switch_frame(g, &g->gs);
+    /* A stack that ran green threads before is suspended in
+     * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
+    g->gs.sp = st.resume_sp ? st.resume_sp : conc__switch_frame(g, &g->gs);
     h->nalive++;
     conc__hub_ready(h, &g->gs);
     if (out)
@@ -151,10 +148,8 @@ void conc__green_unref(conc_green_t *g)
         atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
     conc__hub_t *h = conc__tl_hub;
-#ifdef CONC__TSAN
-    __tsan_destroy_fiber(g->gs.tsan_fiber);
-#endif
     conc__stack_t st = g->stack; /* g lives on it */
+    st.resume_sp = g->gs.sp;      /* where its next green thread starts */
     conc__stack_put(h == g->gs.hub ? h : NULL, &st);
 }
 
@@ -186,7 +181,8 @@ static void end_green(conc_green_t *g)
     }
 }
 
-void conc__green_run(conc_green_t *g) __attribute__((noreturn));
+/* Run g's function and end it; the caller then retires the stack. */
+void conc__green_run(conc_green_t *g);
 void conc__green_run(conc_green_t *g)
 {
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
@@ -195,9 +191,7 @@ void conc__green_run(conc_green_t *g)
     if (g->gs.interrupt == CONC_EKILLED || g->gs.last_intr == CONC_EKILLED)
         g->killed = true;
     end_green(g);
-    conc__hub_t *h = g->gs.hub;
-    h->dead = g; /* its alive reference goes once we are off this stack */
-    conc__hub_exit(h, &g->gs);
+    g->gs.hub->dead = g; /* its alive reference goes once we are off this stack */
 }
 
 void conc__green_do_kill(conc_green_t *g)

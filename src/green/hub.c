@@ -91,22 +91,24 @@ static void asan_finish(conc__gs_t *self)
 #endif
 
 /* Switch from the running context `from` to `to`; returns when someone
- * switches back to `from`. dying: from never runs again. */
-static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to, bool dying)
+ * switches back to `from` — for a retired green thread's stack, that is
+ * when the stack is reused, maybe by another OS thread's hub, so the hub
+ * is read again from `from`. */
+static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
 {
     h->cur = to;
 #ifdef CONC__ASAN
     asan_from = from;
-    __sanitizer_start_switch_fiber(dying ? NULL : &from->asan_fake, to->stack_lo, to->stack_size);
+    __sanitizer_start_switch_fiber(&from->asan_fake, to->stack_lo, to->stack_size);
 #endif
 #ifdef CONC__TSAN
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    (void)dying;
     conc__switch(&from->sp, to->sp);
 #ifdef CONC__ASAN
     asan_finish(from);
 #endif
+    h = from->hub;
     h->cur = from;
     conc__cur = from->ctx;
     after_switch(h);
@@ -156,18 +158,19 @@ void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
         to = &h->loop;
     if (to == from)
         return;
-    do_switch(h, from, to, false);
+    do_switch(h, from, to);
 }
 
-/* The running green thread ended: switch away for good. */
-void conc__hub_exit(conc__hub_t *h, conc__gs_t *from) __attribute__((noreturn));
-void conc__hub_exit(conc__hub_t *h, conc__gs_t *from)
+/* The running green thread ended: switch away. Its stack stays suspended
+ * here, in conc__green_entry's loop, until a new green thread reuses the
+ * stack and switches to it (so stacks are never unwound or re-entered:
+ * sanitizers see every frame return). */
+void conc__hub_retire(conc__hub_t *h, conc__gs_t *from)
 {
     conc__gs_t *to = pop_ready(h);
     if (!to)
         to = &h->loop;
-    do_switch(h, from, to, true);
-    __builtin_unreachable();
+    do_switch(h, from, to);
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -584,11 +587,11 @@ static void hub_loop(conc__hub_t *h)
             poll_once(h, true);
             continue;
         }
-        do_switch(h, &h->loop, to, false);
+        do_switch(h, &h->loop, to);
     }
 }
 
-void conc__green_run(conc_green_t *g) __attribute__((noreturn));
+void conc__green_run(conc_green_t *g);
 
 void conc__green_entry(void *arg)
 {
@@ -602,7 +605,13 @@ void conc__green_entry(void *arg)
     after_switch(h);
     if (gs->kind == GS_LOOP)
         hub_loop(h);
-    conc__green_run((conc_green_t *)((char *)gs - offsetof(conc_green_t, gs)));
+    /* One green thread after another on this stack: g's record sits at the
+     * same place (the stack's top) for each of them. */
+    conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
+    for (;;) {
+        conc__green_run(g);
+        conc__hub_retire(g->gs.hub, &g->gs);
+    }
 }
 
 /* --------------------------------------------------------------- the hub */
@@ -703,7 +712,7 @@ static conc__hub_t *hub_create(void)
     h->loop.stack_lo = h->loop_stack.lo;
     h->loop.stack_size = (size_t)(h->loop_stack.hi - h->loop_stack.lo);
 #ifdef CONC__TSAN
-    h->loop.tsan_fiber = __tsan_create_fiber(0);
+    h->loop.tsan_fiber = h->loop_stack.tsan_fiber;
 #endif
     h->loop.sp = conc__switch_frame(h->loop_stack.hi, &h->loop);
     return h;

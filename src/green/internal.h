@@ -71,6 +71,10 @@ typedef struct conc__stack {
     char *hi;         /* one past the highest byte */
     uint32_t guarded; /* a PROT_NONE page sits just below lo */
     unsigned valgrind_id;
+    void *resume_sp;  /* suspended in conc__green_entry's loop, or NULL */
+#ifdef CONC__TSAN
+    void *tsan_fiber; /* made once per stack (creating one is slow) */
+#endif
 } conc__stack_t;
 
 typedef struct conc__link {

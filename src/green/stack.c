@@ -36,6 +36,10 @@
 #define CONC__VG_REGISTER(lo, hi) 0u
 #endif
 
+#ifdef CONC__TSAN
+void *__tsan_create_fiber(unsigned flags);
+#endif
+
 #define SLAB_BYTES ((size_t)32 << 20)
 #define MAX_SLABS 65536
 #define NCLASSES 8
@@ -118,11 +122,15 @@ static int carve(size_class_t *c, size_t size, conc__stack_t *out)
     out->lo = base + page_size;
     out->hi = base + slot;
     out->guarded = 0;
+    out->resume_sp = NULL;
     if (guards_made < guard_budget && mprotect(base, page_size, PROT_NONE) == 0) {
         out->guarded = 1;
         guards_made++;
     }
     out->valgrind_id = CONC__VG_REGISTER(out->lo, out->hi);
+#ifdef CONC__TSAN
+    out->tsan_fiber = NULL; /* made outside the lock, by conc__stack_get */
+#endif
     return 0;
 }
 
@@ -142,6 +150,10 @@ int conc__stack_get(conc__hub_t *h, size_t size, conc__stack_t *out)
     else
         rc = carve(c, size, out);
     pthread_mutex_unlock(&stacks_lock);
+#ifdef CONC__TSAN
+    if (rc == 0 && !out->tsan_fiber)
+        out->tsan_fiber = __tsan_create_fiber(0);
+#endif
     return rc;
 }
 
@@ -177,7 +189,8 @@ void conc__stack_put(conc__hub_t *h, conc__stack_t *s)
     if (c && c->nfree < c->cap) {
         c->free[c->nfree++] = *s;
     } else {
-        /* No room to remember it: give the memory back, keep the range. */
+        /* No room to remember it: give the memory back, keep the range.
+         * (It is not reused, so its suspended frames do not matter.) */
         madvise(s->lo, size, MADV_DONTNEED);
     }
     pthread_mutex_unlock(&stacks_lock);
