@@ -19,6 +19,11 @@
  * syscall (read(2) on a blocking fd, pthread_mutex_lock...) still blocks the
  * whole OS thread and every green thread on it.
  *
+ * Green-thread-local storage (gevent.local): a conc_local_t (conc/thread.h)
+ * holds one value per green thread when used from green threads, apart
+ * from its OS thread's value; a green thread's values are destroyed (the
+ * local's destructor) when it ends.
+ *
  * Ownership: conc_go returns a handle that you give back with
  * conc_green_free exactly once (before or after the green thread ended;
  * freeing does not stop it). Pass out = NULL to conc_go for a detached
@@ -28,8 +33,9 @@
  * page of memory), pooled and reused, with a guard page below each while
  * the kernel's map-count budget (vm.max_map_count) allows; an overflow into
  * the guard page prints which green thread overflowed, then the process
- * dies of SIGSEGV. Stacks past that budget carry a canary word instead,
- * checked at every switch.
+ * dies of SIGSEGV. Past that budget (a quarter of vm.max_map_count, which
+ * is 65530 by default: about 16k guarded stacks), stacks have no guard
+ * page; raise vm.max_map_count to guard more.
  */
 #ifndef CONC_GREEN_H
 #define CONC_GREEN_H

@@ -96,7 +96,8 @@ CONC_API conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *a
 
 /* --------------------------------------------------------------- local */
 
-/* threading.local: one value per thread. A thread sees NULL until it sets a
+/* threading.local: one value per thread — and per green thread, used from
+ * one (gevent.local; see conc/green.h). A thread sees NULL until it sets a
  * value. When a thread ends, its non-NULL value is passed to dtor (if any)
  * in that thread. conc_local_free passes every remaining value to dtor. */
 typedef struct conc_local conc_local_t;

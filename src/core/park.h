@@ -78,6 +78,8 @@ typedef struct conc__ctx {
     uint32_t spin_skips;         /* waits since the budget fell to 0 */
     void *thread;                /* the conc_thread_t for OS threads, if known */
     void *green;                 /* scheduling state when a hub runs this context */
+    void *locals;                /* a green thread's local values (thread/local.c) */
+    uint8_t is_green;            /* a green thread (not an OS thread's own context) */
     int64_t scope_dl;            /* earliest unfired timeout scope; 0 = none */
     int64_t scopes[CONC__MAX_SCOPES]; /* open timeout scopes, innermost last */
     uint8_t nscopes;

@@ -25,6 +25,7 @@
 #include "conc/futures.h"
 #include "core/time.h"
 #include "green/internal.h"
+#include "thread/internal.h"
 
 
 void conc__hub_retire(conc__hub_t *h, conc__gs_t *from);
@@ -81,6 +82,8 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     g->ctx.spin_skips = 0;
     g->ctx.thread = NULL;
     g->ctx.green = &g->gs;
+    g->ctx.locals = NULL;
+    g->ctx.is_green = 1;
     g->ctx.scope_dl = 0;
     g->ctx.nscopes = 0;
     g->ctx.fired = 0;
@@ -190,6 +193,8 @@ void conc__green_run(conc_green_t *g)
     g->result = g->fn(g->arg);
     if (g->gs.interrupt == CONC_EKILLED || g->gs.last_intr == CONC_EKILLED)
         g->killed = true;
+    if (g->ctx.locals)
+        conc__locals_ctx_exit(&g->ctx); /* destructors run on g, before joiners wake */
     end_green(g);
     g->gs.hub->dead = g; /* its alive reference goes once we are off this stack */
 }

@@ -15,6 +15,15 @@ typedef struct conc__slot {
     void *value;
 } conc__slot_t;
 
+/* The values of the locals in one context (an OS thread, or a green thread
+ * that set one). Only its context grows it; lock guards it against
+ * conc_local_free from elsewhere. */
+typedef struct conc__slotset {
+    conc_lock_t lock;
+    conc__slot_t *slots;
+    size_t nslots;
+} conc__slotset_t;
+
 struct conc_thread {
     int refs;                    /* atomic */
     int status;                  /* CONC__T_* (atomic) */
@@ -38,9 +47,7 @@ struct conc_thread {
     conc__ctx_t *ctx;            /* its context (own_ctx for conc threads) */
     conc__ctx_t own_ctx;
     struct conc_thread *next, *prev; /* the registry of live threads */
-    conc_lock_t slots_lock;      /* guards slots (threading.local values) */
-    conc__slot_t *slots;
-    size_t nslots;
+    conc__slotset_t locals;      /* threading.local values */
 };
 
 /* The calling thread's record, created for foreign threads (NULL: no memory). */
@@ -58,6 +65,8 @@ void conc__thread_report_failure(conc_thread_t *t);
 void conc__thread_foreach(void (*fn)(conc_thread_t *t, void *arg), void *arg);
 /* local.c: run and clear the destructors of t's values (t is ending). */
 void conc__locals_thread_exit(conc_thread_t *t);
+/* A green thread (ctx) ends: run the destructors of its local values. */
+void conc__locals_ctx_exit(conc__ctx_t *ctx);
 /* local.c: fork handlers. */
 void conc__locals_atfork_prepare(void);
 void conc__locals_atfork_parent(void);

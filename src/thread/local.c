@@ -6,7 +6,11 @@
  * a freed local is never seen by a new local that reuses the index.
  * `table` maps each index to the generation and destructor of the live
  * local using it. Lock order: locals_lock -> registry lock -> a record's
- * slots_lock. Destructors always run with no lock held.
+ * slot-set lock. Destructors always run with no lock held.
+ *
+ * Green threads have their own values (gevent's local): a green thread's
+ * first set gives it a slot set of its own, kept on a list so that
+ * conc_local_free finds its values too; its destructors run when it ends.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,16 +75,48 @@ int conc_local_new(conc_local_t **out, void (*dtor)(void *))
     return 0;
 }
 
+/* A green thread's values: a slot set on a list (for conc_local_free). */
+typedef struct gslots {
+    conc__slotset_t set;
+    struct gslots *prev, *next;
+} gslots_t;
+static gslots_t *gslots_list; /* under locals_lock */
+
+/* The calling context's slot set: its green thread's (made on demand when
+ * create) or its OS thread's. NULL when there is none (or no memory). */
+static conc__slotset_t *current_set(bool create)
+{
+    conc__ctx_t *ctx = conc__cur;
+    if (ctx && ctx->is_green) {
+        if (!ctx->locals && create) {
+            gslots_t *g = calloc(1, sizeof *g);
+            if (!g)
+                return NULL;
+            conc_lock_init(&g->set.lock);
+            locals_lock_acquire();
+            g->next = gslots_list;
+            if (gslots_list)
+                gslots_list->prev = g;
+            gslots_list = g;
+            conc_lock_release(&locals_lock);
+            ctx->locals = g;
+        }
+        return ctx->locals ? &((gslots_t *)ctx->locals)->set : NULL;
+    }
+    conc_thread_t *t = conc__thread_self();
+    return t ? &t->locals : NULL;
+}
+
 void *conc_local_get(conc_local_t *l)
 {
-    conc_thread_t *t;
-    if (!l || !(t = conc__thread_self()))
+    conc__slotset_t *t;
+    if (!l || !(t = current_set(false)))
         return NULL;
     void *v = NULL;
-    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
     if (l->idx < t->nslots && t->slots[l->idx].gen == l->gen)
         v = t->slots[l->idx].value;
-    conc_lock_release(&t->slots_lock);
+    conc_lock_release(&t->lock);
     return v;
 }
 
@@ -88,17 +124,17 @@ int conc_local_set(conc_local_t *l, void *value, void **old)
 {
     if (!l)
         return CONC_EINVAL;
-    conc_thread_t *t = conc__thread_self();
+    conc__slotset_t *t = current_set(true);
     if (!t)
         return CONC_ENOMEM;
-    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
     if (l->idx >= t->nslots) {
         size_t n = t->nslots ? t->nslots : 4;
         while (n <= l->idx)
             n *= 2;
         conc__slot_t *ns = realloc(t->slots, n * sizeof *ns);
         if (!ns) {
-            conc_lock_release(&t->slots_lock);
+            conc_lock_release(&t->lock);
             return CONC_ENOMEM;
         }
         memset(ns + t->nslots, 0, (n - t->nslots) * sizeof *ns);
@@ -109,7 +145,7 @@ int conc_local_set(conc_local_t *l, void *value, void **old)
     void *prev = s->gen == l->gen ? s->value : NULL;
     s->gen = l->gen;
     s->value = value;
-    conc_lock_release(&t->slots_lock);
+    conc_lock_release(&t->lock);
     if (old)
         *old = prev;
     return 0;
@@ -122,10 +158,9 @@ typedef struct {
     bool oom;
 } collect_t;
 
-static void collect_one(conc_thread_t *t, void *arg)
+static void collect_set(conc__slotset_t *t, collect_t *c)
 {
-    collect_t *c = arg;
-    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
     if (c->l->idx < t->nslots && t->slots[c->l->idx].gen == c->l->gen) {
         conc__slot_t *s = &t->slots[c->l->idx];
         if (s->value) {
@@ -145,7 +180,12 @@ static void collect_one(conc_thread_t *t, void *arg)
         s->gen = 0;
         s->value = NULL;
     }
-    conc_lock_release(&t->slots_lock);
+    conc_lock_release(&t->lock);
+}
+
+static void collect_one(conc_thread_t *t, void *arg)
+{
+    collect_set(&t->locals, arg);
 }
 
 int conc_local_free(conc_local_t *l)
@@ -157,6 +197,8 @@ int conc_local_free(conc_local_t *l)
     table[l->idx].gen = 0;
     table[l->idx].dtor = NULL;
     conc__thread_foreach(collect_one, &c);
+    for (gslots_t *g = gslots_list; g; g = g->next)
+        collect_set(&g->set, &c);
     conc_lock_release(&locals_lock);
     if (l->dtor)
         for (size_t i = 0; i < c.n; i++)
@@ -166,16 +208,17 @@ int conc_local_free(conc_local_t *l)
     return 0;
 }
 
-void conc__locals_thread_exit(conc_thread_t *t)
+/* Run the destructors of every value in t (its context is ending). */
+static void set_exit(conc__slotset_t *t)
 {
-    if (t->nslots == 0) /* only t itself grows its slots: no values ever set */
+    if (t->nslots == 0) /* only its context grows it: no values ever set */
         return;
     /* Destructors may set new values: repeat a few rounds, like pthread keys. */
     for (int round = 0; round < 4; round++) {
         pending_t *p = NULL;
         size_t n = 0;
         locals_lock_acquire();
-        conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+        conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
         if (t->nslots) {
             p = malloc(t->nslots * sizeof *p);
             for (size_t i = 0; i < t->nslots; i++) {
@@ -191,7 +234,7 @@ void conc__locals_thread_exit(conc_thread_t *t)
                 }
             }
         }
-        conc_lock_release(&t->slots_lock);
+        conc_lock_release(&t->lock);
         conc_lock_release(&locals_lock);
         for (size_t i = 0; i < n; i++)
             p[i].dtor(p[i].value);
@@ -199,11 +242,34 @@ void conc__locals_thread_exit(conc_thread_t *t)
         if (n == 0)
             break;
     }
-    conc__lock_acquire_dl(&t->slots_lock, CONC__NO_DEADLINE);
+    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
     free(t->slots);
     t->slots = NULL;
     t->nslots = 0;
-    conc_lock_release(&t->slots_lock);
+    conc_lock_release(&t->lock);
+}
+
+void conc__locals_thread_exit(conc_thread_t *t)
+{
+    set_exit(&t->locals);
+}
+
+void conc__locals_ctx_exit(conc__ctx_t *ctx)
+{
+    gslots_t *g = ctx->locals;
+    if (!g)
+        return;
+    set_exit(&g->set); /* destructors run on the green thread itself */
+    locals_lock_acquire();
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        gslots_list = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    conc_lock_release(&locals_lock);
+    ctx->locals = NULL;
+    free(g);
 }
 
 void conc__locals_atfork_prepare(void) { locals_lock_acquire(); }

@@ -111,7 +111,7 @@ static void thread_unref(conc_thread_t *t)
     }
     if (t->name != t->name_buf)
         free(t->name);
-    free(t->slots);
+    free(t->locals.slots);
     free(t);
 }
 
@@ -605,7 +605,7 @@ static void atfork_child(void)
             conc_event_set(&t->done);
             conc_event_init(&t->started);
             conc_event_set(&t->started);
-            conc_lock_init(&t->slots_lock);
+            conc_lock_init(&t->locals.lock);
         }
         t = next;
     }
@@ -613,7 +613,7 @@ static void atfork_child(void)
         reg_add_locked(me);
         me->native_id = (long)syscall(SYS_gettid);
         me->ident = (unsigned long)pthread_self();
-        conc_lock_init(&me->slots_lock);
+        conc_lock_init(&me->locals.lock);
         main_thread = me;
     } else if (main_thread) {
         main_thread = NULL;
