@@ -10,12 +10,19 @@
  *   green thread stays sane (the memory is grown in stages, and the test
  *   stops early if the per-thread cost is already too high, so a bad
  *   implementation fails instead of eating the machine).
- * Sizes scale with tu_iters (10% under sanitizers; the idle test 1%). */
+ * Sizes scale with tu_iters (10% under sanitizers; the idle test 1%; under
+ * TSan at most 400 alive at once: see TSAN_MAX_ALIVE). */
 #include "test_util.h"
 
 #include "conc/green.h"
 
 #define PTR(x) ((void *)(uintptr_t)(x))
+
+/* TSan makes each green thread a fiber: it dies past 8128 live threads,
+ * every synchronisation costs time proportional to the number of them
+ * (vector clocks: ~0.2 ms per queue handoff with 200 alive, ~1 ms with
+ * 6000) and each costs ~900 KB of its memory. */
+#define TSAN_MAX_ALIVE 400L
 
 static long rss_bytes(void)
 {
@@ -95,6 +102,8 @@ static void *ponger(void *arg)
 Test(green_stress, ping_pong_100k_green_threads_through_queues, .timeout = 120)
 {
     long npairs = tu_iters(50000);
+    if (TU_TSAN && npairs > TSAN_MAX_ALIVE / 2)
+        npairs = TSAN_MAX_ALIVE / 2;
     rounds = 4;
     atomic_store(&errors, 0);
     atomic_store(&done_pairs, 0);
@@ -218,12 +227,14 @@ static void *idle(void *arg)
 
 /* Sane: well above the ~4 KiB target, far below a committed 128 KiB stack.
  * Sanitizers add shadow memory and fake stacks per green thread. */
-#define MAX_RSS_PER_GREEN (TU_SANITIZED ? 96 * 1024 : 16 * 1024)
+#define MAX_RSS_PER_GREEN (TU_TSAN ? 4096 * 1024 : TU_SANITIZED ? 96 * 1024 : 16 * 1024)
 
 Test(green_stress, one_million_idle_green_threads, .timeout = 300)
 {
     /* sanitized: 1% (10k), to keep their per-thread overhead bounded */
     long n = TU_SANITIZED ? tu_iters(100000) : tu_iters(1000000);
+    if (TU_TSAN && n > TSAN_MAX_ALIVE)
+        n = TSAN_MAX_ALIVE;
     long mmc = max_map_count();
     conc_green_t **g = calloc((size_t)n, sizeof *g);
     cr_assert_not_null(g);
