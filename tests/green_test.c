@@ -1165,3 +1165,54 @@ Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout 
     cr_assert_eq(WTERMSIG(st), SIGSEGV, "died of signal %d; stderr:\n%s", WTERMSIG(st), out);
     cr_assert(strstr(out, "overflower-1"), "the message does not name the green thread:\n%s", out);
 }
+
+/* ------------------------------------------------- green-thread locals */
+
+static atomic_int local_dtors;
+static void local_dtor(void *v)
+{
+    (void)v;
+    atomic_fetch_add(&local_dtors, 1);
+}
+
+typedef struct {
+    conc_local_t *l;
+    int id;
+    atomic_int saw_null, kept;
+} gl_t;
+
+static void *use_local(void *arg)
+{
+    gl_t *x = arg;
+    atomic_store(&x->saw_null, conc_local_get(x->l) == NULL);
+    conc_local_set(x->l, PTR(100 + x->id), NULL);
+    conc_yield();
+    conc_sleep(0.005);
+    atomic_store(&x->kept, conc_local_get(x->l) == PTR(100 + x->id));
+    return NULL;
+}
+
+Test(green, conc_local_holds_one_value_per_green_thread, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&local_dtors, 0);
+    conc_local_t *l;
+    cr_assert_eq(conc_local_new(&l, local_dtor), 0);
+    cr_assert_eq(conc_local_set(l, PTR(7), NULL), 0); /* the OS thread's own value */
+    gl_t x[3];
+    conc_green_t *g[3];
+    for (int i = 0; i < 3; i++) {
+        x[i] = (gl_t){.l = l, .id = i};
+        cr_assert_eq(conc_go(&g[i], use_local, &x[i]), 0);
+    }
+    cr_assert_eq(conc_green_joinall(g, 3, 5.0), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(atomic_load(&x[i].saw_null), "green %d saw a value before setting one", i);
+        cr_assert(atomic_load(&x[i].kept), "green %d lost its value or saw a sibling's", i);
+        cr_assert_eq(conc_green_free(g[i]), 0);
+    }
+    cr_assert_eq(conc_local_get(l), PTR(7), "green threads overwrote the OS thread's value");
+    cr_assert(TU_WAIT_UNTIL((conc_sleep(0.001), atomic_load(&local_dtors) == 3), 5.0),
+              "destructor ran %d times for 3 ended green threads", atomic_load(&local_dtors));
+    cr_assert_eq(conc_local_free(l), 0);
+    cr_assert_eq(atomic_load(&local_dtors), 4, "conc_local_free did not destroy the OS thread's value");
+}
