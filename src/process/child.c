@@ -24,6 +24,7 @@
 
 #include "core/park.h"
 #include "core/time.h"
+#include "core/fdwait.h"
 #include "process/internal.h"
 #include "sync/internal.h"
 
@@ -212,17 +213,11 @@ int conc__child_wait(conc__child_t *c, int64_t deadline)
     for (;;) {
         if (conc__child_poll(c))
             return 0;
-        struct timespec ts, *tsp = NULL;
-        if (deadline != CONC__NO_DEADLINE) {
-            int64_t left = deadline - conc__now_ns();
-            if (left <= 0)
-                return CONC_ETIMEDOUT;
-            ts.tv_sec = (time_t)(left / 1000000000);
-            ts.tv_nsec = (long)(left % 1000000000);
-            tsp = &ts;
-        }
-        struct pollfd pf = {fd, POLLIN, 0};
-        ppoll(&pf, 1, tsp, NULL);
+        /* Parks only the caller: a green thread waits in its hub's epoll,
+         * an OS thread in poll(2). */
+        int rc = conc__fd_wait(fd, CONC__FD_READ, deadline);
+        if (rc == CONC_ETIMEDOUT || (rc != 0 && rc != CONC_ESYS))
+            return conc__child_poll(c) ? 0 : rc; /* timeout, kill, timeout scope */
     }
 }
 
@@ -239,9 +234,13 @@ void conc__child_release(conc__child_t *c)
 {
     if (c->method == CONC_FORKSERVER && c->statusfd >= 0 && !conc__load(&c->done, ACQ))
         conc__forkserver_child_done(); /* abandoned unreaped */
-    if (c->pidfd >= 0)
+    if (c->pidfd >= 0) {
+        conc__fd_forget(c->pidfd); /* a hub may watch it */
         close(c->pidfd);
-    if (c->statusfd >= 0)
+    }
+    if (c->statusfd >= 0) {
+        conc__fd_forget(c->statusfd);
         close(c->statusfd);
+    }
     c->pidfd = c->statusfd = -1;
 }
