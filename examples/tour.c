@@ -13,12 +13,18 @@
 #define _GNU_SOURCE
 #include <conc.h>
 
+#include <ctype.h>
+#include <dirent.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct section {
@@ -1615,6 +1621,982 @@ static const struct section futures_sections[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* ================================================ chapter: processes (进程) */
+
+/* A child started by spawn or by the fork server shares nothing with us, so
+ * everything it needs travels in its argument bytes: numbers, and the names
+ * of shared objects (a SharedMemory segment, a Value, a Queue) that it
+ * attaches to. A fork child could simply use our pointers; going by name
+ * keeps the start method a detail, as in Python. */
+
+enum { LOG_CAP = 8 };
+
+struct lab {                   /* one SharedMemory segment per section */
+    conc_plock_t lock;         /* multiprocessing.Lock() */
+    conc_psemaphore_t started; /* each child releases one unit once it runs */
+    conc_pevent_t go, stop, holding;
+    atomic_int nlog;
+    struct {
+        int pid;
+        int done;
+    } log[LOG_CAP];
+};
+
+struct kid {       /* a child's argument (copied into the child) */
+    char lab[64];  /* the lab's SharedMemory name */
+    char name1[64], name2[64]; /* names of a Value or Queues */
+    int n, flag, parent;
+};
+
+/* Copy a child's argument out of its byte buffer; false if it is not one. */
+static bool kid_get(struct kid *k, const void *arg, size_t len)
+{
+    if (len != sizeof *k)
+        return false;
+    memcpy(k, arg, sizeof *k);
+    return true;
+}
+
+/* In the parent: a new zero-filled lab (an unlocked Lock, clear Events, a
+ * Semaphore of 0) and a kid argument that names it. */
+static conc_shm_t *lab_new(struct lab **out, struct kid *k)
+{
+    conc_shm_t *s = NULL;
+    memset(k, 0, sizeof *k);
+    k->parent = (int)getpid();
+    *out = NULL;
+    CHECK(conc_shm_create(NULL, sizeof(struct lab), 0, &s) == 0);
+    if (!s)
+        return NULL;
+    snprintf(k->lab, sizeof k->lab, "%s", conc_shm_name(s));
+    *out = conc_shm_buf(s);
+    return s;
+}
+
+static void lab_free(conc_shm_t *s)
+{
+    if (s) {
+        conc_shm_unlink(s);
+        conc_shm_close(s);
+    }
+}
+
+/* In a child: attach to the lab named in k (SharedMemory(name)). */
+static struct lab *lab_attach(const struct kid *k, conc_shm_t **s)
+{
+    return conc_shm_attach(k->lab, s) == 0 ? conc_shm_buf(*s) : NULL;
+}
+
+/* Print from a child: one write per line, at once (a spawned child's stdout
+ * is not line buffered). */
+static void say(const char *fmt, ...) CONC_PRINTF(1, 2);
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+}
+
+/* Start fn(k) in a new process named name. Never NULL unless out of memory;
+ * a failed start is a failed check (finish() then reports no exit code). */
+static conc_process_t *start_kid(conc_process_fn fn, const struct kid *k, const char *name,
+                                 conc_start_method_t method)
+{
+    conc_process_t *p = NULL;
+    conc_process_opts_t o = {.name = name, .method = method};
+    int rc = conc_process_new(&p, fn, k, sizeof *k, &o);
+    if (rc == 0)
+        rc = conc_process_start(p);
+    if (rc != 0)
+        printf("    !! could not start %s: %s\n", name, conc_errname(rc));
+    CHECK(rc == 0);
+    return p;
+}
+
+enum { NO_EXITCODE = -1000 };
+
+/* p.join(timeout) -- killing p if it still runs then -- and p.exitcode;
+ * frees the handle. NO_EXITCODE when there is none. */
+static int finish(conc_process_t *p, double timeout)
+{
+    if (!p)
+        return NO_EXITCODE;
+    int rc = conc_process_join(p, timeout);
+    if (rc == CONC_ETIMEDOUT) {
+        printf("    !! %s still running after %.0f s: killed\n", conc_process_name(p), timeout);
+        failures++;
+        conc_process_kill(p);
+        conc_process_join(p, 5.0);
+    }
+    int code = NO_EXITCODE;
+    if (conc_process_exitcode(p, &code) != 0)
+        code = NO_EXITCODE;
+    conc_process_free(p);
+    return code;
+}
+
+/* Wait until n children have said they run (released lab->started). */
+static bool wait_started(struct lab *lab, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (conc_psemaphore_acquire(&lab->started, true, 10.0) != 0) {
+            printf("    !! only %d of %d children started within 10 s\n", i, n);
+            failures++;
+            return false;
+        }
+    return true;
+}
+
+/* Field `field` (1-based, as numbered in proc(5)) of /proc/<pid>/stat
+ * (pid 0: this process) into out; false when the process is gone. */
+static bool proc_stat(int pid, int field, char *out, size_t cap)
+{
+    char path[64], buf[1024];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p)
+        return false;
+    p++;
+    for (int i = 3; i <= field; i++) {
+        while (*p == ' ')
+            p++;
+        char *end = p;
+        while (*end && *end != ' ' && *end != '\n')
+            end++;
+        if (i == field) {
+            snprintf(out, cap, "%.*s", (int)(end - p), p);
+            return end > p;
+        }
+        p = end;
+    }
+    return false;
+}
+
+/* The state letter of pid (R running or ready, S blocked, Z zombie...),
+ * '-' when it is gone. */
+static char proc_state(int pid)
+{
+    char s[8];
+    return proc_stat(pid, 3, s, sizeof s) ? s[0] : '-';
+}
+
+static int thread_count(void)
+{
+    char s[16];
+    return proc_stat(0, 20, s, sizeof s) ? atoi(s) : -1;
+}
+
+/* The names of this process's threads ("tour, conc-timer") into out. */
+static void thread_names(char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "?";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(comm, sizeof comm, f))
+                comm[strcspn(comm, "\n")] = 0;
+            fclose(f);
+        }
+        int n = snprintf(out + used, cap - used, "%s%s", used ? ", " : "", comm);
+        if (n < 0 || (size_t)n >= cap - used)
+            break;
+        used += (size_t)n;
+    }
+    closedir(d);
+}
+
+/* Seconds pid has spent on a CPU (running) and waiting for one (ready):
+ * /proc/<pid>/schedstat. False when the kernel does not tell. */
+static bool proc_sched(int pid, double *running, double *ready)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    unsigned long long run_ns, wait_ns;
+    bool ok = fscanf(f, "%llu %llu", &run_ns, &wait_ns) == 2;
+    fclose(f);
+    *running = (double)run_ns / 1e9;
+    *ready = (double)wait_ns / 1e9;
+    return ok;
+}
+
+/* ---- processes/start: Process, the three start methods, exit codes ---- */
+
+static int square_child(const void *arg, size_t len)
+{
+    struct kid k;
+    if (!kid_get(&k, arg, len))
+        return 2;
+    conc_process_t *me = conc_current_process(), *parent = conc_parent_process();
+    int ppid = parent ? conc_process_pid(parent) : 0;
+    say("    [child] %s: pid %d, parent %d, started by %s: %d*%d\n", conc_process_name(me),
+        conc_process_pid(me), ppid, conc_start_method_name((conc_start_method_t)k.flag), k.n,
+        k.n);
+    if (ppid != k.parent)
+        return 3; /* parent_process() must be the tour, even for a fork-server child */
+    return k.n * k.n; /* the exit code carries the result */
+}
+CONC_REGISTER(square_child);
+
+static int failing_child(const void *arg, size_t len)
+{
+    struct kid k;
+    if (!kid_get(&k, arg, len))
+        return 2;
+    if (k.n < 0) {
+        conc_fail(CONC_EINVAL, "side must be positive, got %d", k.n); /* raise ValueError */
+        return 0;
+    }
+    return k.n * k.n;
+}
+CONC_REGISTER(failing_child);
+
+static int waiting_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    conc_psemaphore_release(&lab->started, 1);
+    int rc = conc_pevent_wait(&lab->stop, 30.0); /* until stop.set() (or a signal) */
+    conc_shm_close(s);
+    return rc == 0 ? 0 : 4;
+}
+CONC_REGISTER(waiting_child);
+
+struct idler {
+    conc_event_t running, release;
+};
+
+static void *idle_thread(void *arg)
+{
+    struct idler *d = arg;
+    conc_event_set(&d->running);
+    conc_event_wait(&d->release, 10.0);
+    return NULL;
+}
+
+static int sec_start(void)
+{
+    printf("  A Process runs one function in a new process: its own memory, its own pid.\n"
+           "  The function gets a copy of its argument (bytes here, pickled objects in\n"
+           "  Python); what it returns is the exit code. Three ways to start one:\n"
+           "    fork        copy this process as it is (fast; unsafe once threads run)\n"
+           "    spawn       run this program afresh: CONC_PROCESS_MAIN, the first line of\n"
+           "                main, is the `if __name__ == '__main__':` that runs the function\n"
+           "    forkserver  ask a small single-threaded server process to fork for us\n"
+           "    default     fork while this process has one thread, forkserver once it\n"
+           "                has more\n");
+    static const conc_start_method_t methods[3] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
+    struct kid k = {.parent = (int)getpid()};
+    for (int i = 0; i < 3; i++) {
+        k.n = 5 + i;
+        k.flag = methods[i];
+        double t0 = conc_monotonic();
+        conc_process_t *p = start_kid(square_child, &k, NULL, methods[i]);
+        int pid = p ? conc_process_pid(p) : 0;
+        int code = finish(p, 10.0);
+        printf("  %-10s  pid %d  exitcode %d (expected %d)  start+join %.1f ms\n",
+               conc_start_method_name(methods[i]), pid, code, k.n * k.n,
+               (conc_monotonic() - t0) * 1e3);
+        CHECK(code == k.n * k.n);
+    }
+
+    /* The default: fork while we have one thread, forkserver once we have more. */
+    struct idler hold = {CONC_EVENT_INIT, CONC_EVENT_INIT};
+    conc_thread_t *t = NULL;
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            conc_thread_opts_t o = {.name = "idler"};
+            CHECK(conc_thread_spawn(&t, idle_thread, &hold, &o) == 0);
+            CHECK(conc_event_wait(&hold.running, 10.0) == 0); /* it has named itself */
+        }
+        char names[256];
+        thread_names(names, sizeof names);
+        int threads = thread_count();
+        k.n = 3;
+        k.flag = CONC_START_DEFAULT;
+        conc_process_t *p = start_kid(square_child, &k, NULL, CONC_START_DEFAULT);
+        conc_start_method_t used = p ? conc_process_method(p) : CONC_START_DEFAULT;
+        int code = finish(p, 10.0);
+        printf("  with %d thread%s (%s), the default start method used %s (exitcode %d)\n",
+               threads, threads == 1 ? "" : "s", names, conc_start_method_name(used), code);
+        CHECK(code == 9);
+        CHECK(threads >= 1 && used == (threads == 1 ? CONC_FORK : CONC_FORKSERVER));
+        if (round == 0 && threads > 1)
+            printf("  (`build/tour processes` runs before any thread exists: there the "
+                   "default is fork)\n");
+    }
+    conc_event_set(&hold.release);
+    if (t) {
+        conc_thread_join(t, CONC_FOREVER, NULL);
+        conc_thread_free(t);
+    }
+    printf("  (a fork copies only the thread that calls it: a lock another thread held\n"
+           "  stays locked in the child forever -- so the default never forks then)\n");
+
+    /* Failing and killed children. */
+    k.n = -4;
+    conc_process_t *p = start_kid(failing_child, &k, "Parser", CONC_START_DEFAULT);
+    int code = finish(p, 10.0);
+    printf("  a child that fails with conc_fail (Python: raises): exitcode %d\n", code);
+    CHECK(code == 1);
+    struct lab *lab;
+    conc_shm_t *s = lab_new(&lab, &k);
+    if (!s)
+        return 1;
+    p = start_kid(waiting_child, &k, "Waiter", CONC_START_DEFAULT);
+    wait_started(lab, 1);
+    CHECK(conc_process_is_alive(p));
+    CHECK(conc_process_terminate(p) == 0);
+    code = finish(p, 10.0);
+    printf("  a child stopped by p.terminate() (SIGTERM): exitcode %d (-SIGTERM)\n", code);
+    CHECK(code == -SIGTERM);
+    lab_free(s);
+    return 0;
+}
+
+/* ---- processes/states: running, ready, blocked, zombie ---- */
+
+static int spin_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(k.n, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) /* both spinners share CPU k.n */
+        return 3;
+    conc_psemaphore_release(&lab->started, 1);
+    while (!conc_pevent_is_set(&lab->stop)) {
+        /* while not stop.is_set(): pass */
+    }
+    conc_shm_close(s);
+    return 0;
+}
+CONC_REGISTER(spin_child);
+
+static int reader_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    conc_mpqueue_t *q;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    if (conc_mpqueue_attach_name(&q, k.name1) != 0)
+        return 3;
+    conc_psemaphore_release(&lab->started, 1);
+    char msg[32];
+    size_t n;
+    int rc = conc_mpqueue_get(q, msg, sizeof msg, &n, true, 30.0); /* q.get() */
+    conc_mpqueue_free(q);
+    conc_shm_close(s);
+    return rc == 0 ? 0 : 4;
+}
+CONC_REGISTER(reader_child);
+
+enum { NSTATE = 4 };
+
+static int sec_states(void)
+{
+    printf("  A process is always in one of a few states; /proc/<pid>/stat shows it as\n"
+           "  a letter (the STAT column of `ps`):\n"
+           "    running  R  on a CPU right now\n"
+           "    ready    R  could run, waits for a free CPU (Linux says R for both)\n"
+           "    blocked  S  waits for something: a lock, a message, the end of a sleep\n"
+           "    zombie   Z  has ended; its parent has not join()ed it yet\n"
+           "\n"
+           "    start() --> ready <--- the scheduler ---> running --> ended: zombie --> gone\n"
+           "                  ^                              |                  join()\n"
+           "                  +--------- blocked <-----------+\n"
+           "           the event came              waits for a lock, I/O, sleep()\n\n");
+    struct lab *lab;
+    struct kid k;
+    conc_shm_t *s = lab_new(&lab, &k);
+    conc_mpqueue_t *q = NULL;
+    CHECK(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 0) == 0);
+    if (!s || !q) {
+        lab_free(s);
+        conc_mpqueue_free(q);
+        return 1;
+    }
+    CHECK(conc_mpqueue_name(q, k.name1, sizeof k.name1) == 0);
+    cpu_set_t mine;
+    k.n = 0;
+    if (sched_getaffinity(0, sizeof mine, &mine) == 0)
+        while (k.n < CPU_SETSIZE - 1 && !CPU_ISSET(k.n, &mine))
+            k.n++;
+
+    static const char *const names[NSTATE] = {"spinner-1", "spinner-2", "waiter", "reader"};
+    static const char *const doing[NSTATE] = {"while not stop.is_set(): pass",
+                                              "while not stop.is_set(): pass", "stop.wait()",
+                                              "q.get()"};
+    static const conc_process_fn fns[NSTATE] = {spin_child, spin_child, waiting_child,
+                                                reader_child};
+    conc_process_t *p[NSTATE];
+    int pid[NSTATE];
+    for (int i = 0; i < NSTATE; i++) {
+        p[i] = start_kid(fns[i], &k, names[i], CONC_START_DEFAULT);
+        pid[i] = p[i] ? conc_process_pid(p[i]) : 0;
+    }
+    bool ok = wait_started(lab, NSTATE);
+
+    /* Sample the states until each child has shown the expected one. */
+    static const char expect[NSTATE] = {'R', 'R', 'S', 'S'};
+    bool seen[NSTATE] = {false};
+    double deadline = conc_monotonic() + 5.0;
+    for (int all = 0; ok && all < NSTATE && conc_monotonic() < deadline;) {
+        all = 0;
+        for (int i = 0; i < NSTATE; i++) {
+            seen[i] = seen[i] || proc_state(pid[i]) == expect[i];
+            all += seen[i];
+        }
+        if (all < NSTATE)
+            conc_sleep_thread(0.005);
+    }
+    for (int i = 0; i < NSTATE; i++)
+        CHECK(seen[i]);
+
+    /* How the next 300 ms are spent: on a CPU, waiting for one, or blocked. */
+    double run0[NSTATE], ready0[NSTATE], run1[NSTATE], ready1[NSTATE];
+    bool sched = ok;
+    double w0 = conc_monotonic();
+    for (int i = 0; i < NSTATE; i++)
+        sched = sched && proc_sched(pid[i], &run0[i], &ready0[i]);
+    conc_sleep_thread(0.3);
+    char state[NSTATE];
+    for (int i = 0; i < NSTATE; i++) {
+        sched = sched && proc_sched(pid[i], &run1[i], &ready1[i]);
+        state[i] = proc_state(pid[i]);
+    }
+    double window = conc_monotonic() - w0;
+    printf("  four children; both spinners are pinned to CPU %d:\n", k.n);
+    printf("    %-7s %-10s %-31s %-5s %s\n", "pid", "name", "doing", "state",
+           sched ? "running    ready  (ms of the last 300)" : "");
+    for (int i = 0; i < NSTATE; i++) {
+        printf("    %-7d %-10s %-31s   %c  ", pid[i], names[i], doing[i], state[i]);
+        if (sched)
+            printf("%8.0f %8.0f", (run1[i] - run0[i]) * 1e3, (ready1[i] - ready0[i]) * 1e3);
+        printf("\n");
+    }
+    if (sched) {
+        double run = run1[0] - run0[0] + run1[1] - run0[1];
+        double ready = ready1[0] - ready0[0] + ready1[1] - ready0[1];
+        printf("  The spinners take turns on their one CPU: while one runs, the other is\n"
+               "  ready. Together they ran %.0f ms of %.0f (one CPU cannot give more; other\n"
+               "  programs use it too) and were ready %.0f ms. The blocked two were neither:\n"
+               "  they sleep in the kernel, using no CPU, until what they wait for happens.\n",
+               run * 1e3, window * 1e3, ready * 1e3);
+        CHECK(run <= window * 1.05 + 0.03);
+        CHECK(ready >= window / 2);
+    } else {
+        printf("  (this kernel has no /proc/<pid>/schedstat: no running/ready times)\n");
+    }
+
+    /* The reader gets its message and ends; until join() it is a zombie. */
+    CHECK(conc_mpqueue_put(q, "wake up", 7, true, 5.0) == 0);
+    struct pollfd pfd = {.fd = p[3] ? conc_process_sentinel(p[3]) : -1, .events = POLLIN};
+    CHECK(poll(&pfd, 1, 10000) == 1);
+    char z = proc_state(pid[3]);
+    bool forked = p[3] && conc_process_method(p[3]) == CONC_FORK;
+    printf("  q.put(b'wake up'): the reader takes it and returns; its sentinel is ready.\n");
+    if (forked) {
+        printf("  Before join() its state is %c (zombie: only its exit code is left)\n", z);
+        CHECK(z == 'Z');
+    } else {
+        printf("  (the fork server started it, so the server reaps it: no zombie of ours)\n");
+    }
+    int code = finish(p[3], 10.0);
+    printf("  after join(): exitcode %d, /proc/%d %s\n", code, pid[3],
+           proc_state(pid[3]) == '-' ? "is gone" : "still there");
+    CHECK(code == 0);
+    if (!forked) { /* show a zombie of our own: os.fork(), the child exits at once */
+        fflush(stdout);
+        pid_t c = fork();
+        if (c == 0)
+            _exit(0);
+        siginfo_t info;
+        CHECK(c > 0 && waitid(P_PID, (id_t)c, &info, WEXITED | WNOWAIT) == 0); /* not reaped */
+        z = proc_state((int)c);
+        printf("  os.fork() a child that exits at once: before os.waitpid() its state is %c\n"
+               "  (zombie: only its exit status is left);",
+               z);
+        CHECK(z == 'Z');
+        CHECK(waitpid(c, NULL, 0) == c);
+        printf(" after waitpid(), /proc/%d %s\n", (int)c,
+               proc_state((int)c) == '-' ? "is gone" : "still there");
+    }
+
+    CHECK(conc_pevent_set(&lab->stop) == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(finish(p[i], 10.0) == 0);
+    printf("  stop.set(): the spinners see it and the waiter wakes up; all joined\n");
+    conc_mpqueue_free(q);
+    lab_free(s);
+    return 0;
+}
+
+/* ---- processes/three: "<pid> is running" / "<pid> is done" ---- */
+
+static void log_step(struct lab *lab, int done)
+{
+    int i = atomic_fetch_add(&lab->nlog, 1);
+    if (i < LOG_CAP) {
+        lab->log[i].pid = (int)getpid();
+        lab->log[i].done = done;
+    }
+}
+
+static int three_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    conc_psemaphore_release(&lab->started, 1);
+    if (conc_pevent_wait(&lab->go, 10.0) != 0)
+        return 4;
+    if (k.flag && conc_plock_acquire(&lab->lock, true, 10.0) != 0) /* with lock: */
+        return 5;
+    say("    %d is running\n", (int)getpid());
+    log_step(lab, 0);
+    conc_sleep_thread(0.1);
+    say("    %d is done\n", (int)getpid());
+    log_step(lab, 1);
+    if (k.flag)
+        conc_plock_release(&lab->lock);
+    conc_shm_close(s);
+    return 0;
+}
+CONC_REGISTER(three_child);
+
+/* Run the three; true if their steps interleaved. */
+static bool run_three(bool use_lock)
+{
+    struct lab *lab;
+    struct kid k;
+    conc_shm_t *s = lab_new(&lab, &k);
+    if (!s)
+        return false;
+    k.flag = use_lock;
+    conc_process_t *p[3];
+    for (int i = 0; i < 3; i++)
+        p[i] = start_kid(three_child, &k, NULL, CONC_START_DEFAULT);
+    if (wait_started(lab, 3))
+        conc_pevent_set(&lab->go); /* all three at once */
+    for (int i = 0; i < 3; i++)
+        CHECK(finish(p[i], 10.0) == 0);
+    int n = atomic_load(&lab->nlog);
+    CHECK(n == 6);
+    bool interleaved = false, paired = n == 6;
+    for (int i = 0; i + 1 < n && i + 1 < LOG_CAP; i += 2) {
+        bool pair = lab->log[i].pid == lab->log[i + 1].pid && !lab->log[i].done &&
+                    lab->log[i + 1].done;
+        paired = paired && pair;
+        interleaved = interleaved || !pair;
+    }
+    if (use_lock)
+        CHECK(paired);
+    lab_free(s);
+    return interleaved;
+}
+
+static int sec_three(void)
+{
+    printf("  Each of three processes prints \"<pid> is running\", sleeps 0.1 s, then\n"
+           "  prints \"<pid> is done\". Without a lock they all run at once:\n");
+    bool mixed = run_three(false);
+    if (mixed)
+        printf("  -> interleaved: the three share the terminal with no order between them.\n");
+    else
+        printf("  -> (not interleaved this time: the scheduler ran them one by one)\n");
+    printf("  With a process-shared Lock held from \"running\" to \"done\", one at a time:\n");
+    run_three(true);
+    printf("  -> each \"running\" is followed by its own \"done\" (the Lock lives in shared\n"
+           "     memory: a threading.Lock would be copied into each child, not shared)\n");
+    return 0;
+}
+
+/* ---- processes/pipe: Pipe() between the tour and a spawned child ---- */
+
+static int echo_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_conn_t *c;
+    if (!kid_get(&k, arg, len) || conc_conn_from_fd(k.n, true, true, &c) != 0)
+        return 2;
+    int served = 0, rc;
+    void *msg;
+    size_t n;
+    while ((rc = conc_conn_recv_bytes(c, &msg, &n, 256)) == 0) { /* until EOFError */
+        char *up = msg;
+        for (size_t i = 0; i < n; i++)
+            up[i] = (char)toupper((unsigned char)up[i]);
+        rc = conc_conn_send_bytes(c, up, n);
+        free(msg);
+        if (rc != 0)
+            break;
+        served++;
+    }
+    conc_conn_close(c);
+    return rc == CONC_EEOF ? served : 100;
+}
+CONC_REGISTER(echo_child);
+
+static int sec_pipe(void)
+{
+    printf("  Pipe() gives two connected ends. The child gets one end: a spawned child\n"
+           "  inherits the descriptor we mark inheritable and learns its number from its\n"
+           "  argument (a fork child inherits it anyway; a fork-server child inherits\n"
+           "  nothing -- give it a Queue by name instead). It answers in capitals.\n");
+    struct kid k = {.parent = (int)getpid()};
+    conc_conn_t *a = NULL, *b = NULL;
+    CHECK(conc_pipe(true, &a, &b) == 0);
+    if (!a || !b)
+        return 1;
+    CHECK(conc_conn_set_inheritable(b, true) == 0);
+    k.n = conc_conn_fileno(b);
+    conc_process_t *p = start_kid(echo_child, &k, "Echo", CONC_SPAWN);
+    conc_conn_close(b); /* the child has its own copy now */
+    int rc = conc_conn_poll(a, 0);
+    printf("    a.poll() = %s: nothing to read yet\n", rc == 0 ? "True" : "False");
+    CHECK(rc == CONC_ETIMEDOUT);
+    static const char *const words[3] = {"hello", "from the", "parent"};
+    for (int i = 0; i < 3; i++) {
+        char buf[64], want[64];
+        size_t n = 0;
+        CHECK(conc_conn_send_bytes(a, words[i], strlen(words[i])) == 0);
+        CHECK(conc_conn_poll(a, 10.0) == 0);
+        rc = conc_conn_recv_bytes_into(a, buf, sizeof buf - 1, &n);
+        buf[rc == 0 ? n : 0] = 0;
+        size_t j = 0;
+        for (; words[i][j]; j++)
+            want[j] = (char)toupper((unsigned char)words[i][j]);
+        want[j] = 0;
+        printf("    a.send_bytes(b'%s') -> a.recv_bytes() = b'%s'\n", words[i], buf);
+        CHECK(rc == 0 && strcmp(buf, want) == 0);
+    }
+    conc_conn_close(a); /* the child's recv now raises EOFError */
+    int code = finish(p, 10.0);
+    printf("  a.close(): the child reads EOF and exits with the number of messages: %d\n",
+           code);
+    CHECK(code == 3);
+    return 0;
+}
+
+/* ---- processes/queue: producer-consumer (生产者消费者模型) across processes ---- */
+
+enum { MPQ_JOBS = 20, MPQ_WORKERS = 2 };
+
+struct answer {
+    int pid, job, square;
+};
+
+static int producer_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_mpqueue_t *jobs;
+    if (!kid_get(&k, arg, len) || conc_mpqueue_attach_name(&jobs, k.name1) != 0)
+        return 2;
+    for (int job = 1; job <= k.n; job++)
+        if (conc_mpqueue_put(jobs, &job, sizeof job, true, 10.0) != 0)
+            return 3;
+    conc_mpqueue_free(jobs);
+    return 0; /* exits at once: nothing left to flush */
+}
+CONC_REGISTER(producer_child);
+
+static int consumer_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_mpqueue_t *jobs, *results;
+    if (!kid_get(&k, arg, len) || conc_mpqueue_attach_name(&jobs, k.name1) != 0 ||
+        conc_mpqueue_attach_name(&results, k.name2) != 0)
+        return 200;
+    int served = 0;
+    for (;;) {
+        int job;
+        size_t n;
+        if (conc_mpqueue_get(jobs, &job, sizeof job, &n, true, 10.0) != 0)
+            return 201;
+        if (n == 0) /* None: no more jobs */
+            break;
+        conc_sleep_thread(0.002); /* "work" */
+        struct answer a = {(int)getpid(), job, job * job};
+        if (conc_mpqueue_put(results, &a, sizeof a, true, 10.0) != 0)
+            return 202;
+        conc_mpqueue_task_done(jobs);
+        served++;
+    }
+    conc_mpqueue_free(jobs);
+    conc_mpqueue_free(results);
+    return served;
+}
+CONC_REGISTER(consumer_child);
+
+static int sec_mpqueue(void)
+{
+    printf("  A producer process fills a JoinableQueue with %d jobs and exits; %d consumer\n"
+           "  processes square them into a results Queue. The queues live in shared\n"
+           "  memory; each child attaches to them by name.\n",
+           MPQ_JOBS, MPQ_WORKERS);
+    conc_mpqueue_t *jobs = NULL, *results = NULL;
+    CHECK(conc_mpqueue_new(&jobs, CONC_MPQ_JOINABLE, 0, 0) == 0);
+    CHECK(conc_mpqueue_new(&results, CONC_MPQ_QUEUE, 0, 0) == 0);
+    if (!jobs || !results) {
+        conc_mpqueue_free(jobs);
+        conc_mpqueue_free(results);
+        return 1;
+    }
+    struct kid k = {.parent = (int)getpid(), .n = MPQ_JOBS};
+    CHECK(conc_mpqueue_name(jobs, k.name1, sizeof k.name1) == 0);
+    CHECK(conc_mpqueue_name(results, k.name2, sizeof k.name2) == 0);
+
+    int code = finish(start_kid(producer_child, &k, "Producer", CONC_START_DEFAULT), 10.0);
+    size_t queued = conc_mpqueue_qsize(jobs);
+    printf("    producer: exitcode %d; jobs.qsize() = %zu -- its messages outlive it\n"
+           "    (put() returns once the message is in shared memory: no feeder thread)\n",
+           code, queued);
+    CHECK(code == 0 && queued == MPQ_JOBS);
+
+    conc_process_t *w[MPQ_WORKERS];
+    int wpid[MPQ_WORKERS];
+    for (int i = 0; i < MPQ_WORKERS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "Consumer-%d", i + 1);
+        w[i] = start_kid(consumer_child, &k, name, CONC_START_DEFAULT);
+        wpid[i] = w[i] ? conc_process_pid(w[i]) : 0;
+    }
+    int rc = conc_mpqueue_join(jobs, 20.0);
+    printf("    jobs.join() -> %s: every job is task_done(); unfinished_tasks = %zu\n",
+           rc == 0 ? "returned" : conc_errname(rc), conc_mpqueue_unfinished_tasks(jobs));
+    CHECK(rc == 0);
+    for (int i = 0; i < MPQ_WORKERS; i++)
+        CHECK(conc_mpqueue_put(jobs, NULL, 0, true, 5.0) == 0); /* None: stop */
+
+    long sum = 0;
+    int got = 0, by[MPQ_WORKERS] = {0};
+    bool seen[MPQ_JOBS + 1] = {false}, good = true;
+    for (int i = 0; i < MPQ_JOBS; i++) {
+        struct answer a;
+        size_t n;
+        if (conc_mpqueue_get(results, &a, sizeof a, &n, true, 10.0) != 0 || n != sizeof a) {
+            good = false;
+            break;
+        }
+        got++;
+        sum += a.square;
+        good = good && a.job >= 1 && a.job <= MPQ_JOBS && !seen[a.job] &&
+               a.square == a.job * a.job;
+        if (a.job >= 1 && a.job <= MPQ_JOBS)
+            seen[a.job] = true;
+        for (int j = 0; j < MPQ_WORKERS; j++)
+            by[j] += a.pid == wpid[j];
+    }
+    int served = 0;
+    for (int i = 0; i < MPQ_WORKERS; i++) {
+        code = finish(w[i], 10.0);
+        printf("    Consumer-%d (pid %d) squared %d jobs; exitcode %d\n", i + 1, wpid[i], by[i],
+               code);
+        CHECK(code == by[i]);
+        served += by[i];
+    }
+    printf("  %d results, each job once, sum of squares %ld (expected 2870)\n", got, sum);
+    CHECK(good && got == MPQ_JOBS && served == MPQ_JOBS && sum == 2870);
+    conc_mpqueue_free(jobs);
+    conc_mpqueue_free(results);
+    return 0;
+}
+
+static const struct section processes_sections[] = {
+    {"start", "multiprocessing.Process with fork, spawn and forkserver; exitcode", sec_start,
+     "p = Process(target=square, args=(5,)); p.start(); p.join(); p.exitcode"},
+    {"states", "process states (进程状态): running, ready, blocked, zombie", sec_states,
+     "p.start()  # ready -> running -> blocked on q.get() -> ... -> p.join()"},
+    {"three", "three processes printing: interleaved, then one at a time with a Lock",
+     sec_three, "with lock: print(pid, 'is running'); time.sleep(0.1); print(pid, 'is done')"},
+    {"pipe", "multiprocessing.Pipe: messages between two processes", sec_pipe,
+     "a, b = Pipe(); Process(target=echo, args=(b,)).start(); a.send_bytes(b'hello')"},
+    {"queue", "multiprocessing.JoinableQueue: producer-consumer across processes", sec_mpqueue,
+     "jobs = JoinableQueue(); Process(target=consume, args=(jobs, results)).start()"},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* ================================================ chapter: mutex (互斥锁) */
+
+/* ---- mutex/counter: Value('l', 0) incremented by four processes ---- */
+
+enum { COUNT_PROCS = 4, COUNT_ITERS = 10000 };
+
+static int count_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    conc_value_t *v;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    if (conc_value_attach(k.name1, &v) != 0)
+        return 3;
+    volatile long *x = conc_value_ptr(v);
+    conc_psemaphore_release(&lab->started, 1);
+    if (conc_pevent_wait(&lab->go, 10.0) != 0)
+        return 4;
+    for (int i = 0; i < k.n; i++) {
+        if (k.flag) /* with counter.get_lock(): */
+            conc_value_acquire(v, true, CONC_FOREVER);
+        long old = *x; /* counter.value += 1 is a read ... */
+        if (i % 64 == 0)
+            sched_yield(); /* ... another process may run here ... */
+        *x = old + 1;  /* ... and a write */
+        if (k.flag)
+            conc_value_release(v);
+    }
+    conc_value_free(v);
+    conc_shm_close(s);
+    return 0;
+}
+CONC_REGISTER(count_child);
+
+static long run_count(bool use_lock)
+{
+    struct lab *lab;
+    struct kid k;
+    conc_shm_t *s = lab_new(&lab, &k);
+    conc_value_t *v = NULL;
+    long zero = 0, result = -1;
+    CHECK(conc_value_new(sizeof(long), &zero, true, &v) == 0); /* Value('l', 0) */
+    if (!s || !v) {
+        lab_free(s);
+        conc_value_free(v);
+        return -1;
+    }
+    snprintf(k.name1, sizeof k.name1, "%s", conc_value_name(v));
+    k.n = COUNT_ITERS;
+    k.flag = use_lock;
+    conc_process_t *p[COUNT_PROCS];
+    for (int i = 0; i < COUNT_PROCS; i++)
+        p[i] = start_kid(count_child, &k, NULL, CONC_START_DEFAULT);
+    if (wait_started(lab, COUNT_PROCS))
+        conc_pevent_set(&lab->go);
+    bool ok = true;
+    for (int i = 0; i < COUNT_PROCS; i++)
+        ok = finish(p[i], 20.0) == 0 && ok;
+    CHECK(ok);
+    if (ok)
+        result = *(long *)conc_value_ptr(v);
+    conc_value_free(v);
+    lab_free(s);
+    return result;
+}
+
+static int sec_counter(void)
+{
+    long expect = (long)COUNT_PROCS * COUNT_ITERS;
+    printf("  counter = Value('l', 0) lives in shared memory. %d processes each do\n"
+           "  `counter.value += 1` %d times: a read, then a write, and other processes\n"
+           "  run in between (on other CPUs, or when the scheduler switches).\n",
+           COUNT_PROCS, COUNT_ITERS);
+    long lost = run_count(false);
+    printf("  without the lock:          counter = %ld, expected %ld -> %ld updates lost\n",
+           lost, expect, expect - lost);
+    if (lost == expect)
+        printf("    (no update was lost this time: the scheduler was kind)\n");
+    CHECK(lost >= 0 && lost <= expect);
+    long ok = run_count(true);
+    printf("  with counter.get_lock():   counter = %ld, expected %ld -> %s\n", ok, expect,
+           ok == expect ? "correct" : "WRONG");
+    printf("  The lock is a mutex (互斥锁): between acquire() and release() only one\n"
+           "  process runs the read-modify-write, so no update can be overwritten.\n");
+    CHECK(ok == expect);
+    return 0;
+}
+
+/* ---- mutex/dead_holder: beyond Python, a lock whose holder was killed ---- */
+
+static int holder_child(const void *arg, size_t len)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s)))
+        return 2;
+    if (conc_plock_acquire(&lab->lock, true, 10.0) != 0)
+        return 3;
+    conc_pevent_set(&lab->holding);
+    conc_pevent_wait(&lab->stop, 30.0); /* killed before it releases */
+    conc_plock_release(&lab->lock);
+    conc_shm_close(s);
+    return 0;
+}
+CONC_REGISTER(holder_child);
+
+static int sec_dead_holder(void)
+{
+    printf("  A process takes the Lock and is killed (SIGKILL) before it releases it.\n"
+           "  In Python the Lock stays locked forever and every later acquire() hangs.\n");
+    struct lab *lab;
+    struct kid k;
+    conc_shm_t *s = lab_new(&lab, &k);
+    if (!s)
+        return 1;
+    conc_process_t *p = start_kid(holder_child, &k, "Holder", CONC_START_DEFAULT);
+    CHECK(conc_pevent_wait(&lab->holding, 10.0) == 0);
+    int rc = conc_plock_acquire(&lab->lock, true, 0.1);
+    printf("    holder has it: lock.acquire(timeout=0.1) -> %s\n", conc_errname(rc));
+    CHECK(rc == CONC_ETIMEDOUT);
+    CHECK(conc_process_kill(p) == 0);
+    int code = finish(p, 10.0);
+    printf("    p.kill(); p.join(): exitcode %d (-SIGKILL)\n", code);
+    CHECK(code == -SIGKILL);
+    double t0 = conc_monotonic();
+    rc = conc_plock_acquire(&lab->lock, true, 5.0);
+    printf("    lock.acquire(timeout=5) -> %s after %.0f ms: the waiter saw that the\n"
+           "    holder is dead and took the lock over; recoveries = %u (so the program\n"
+           "    knows the data it guarded may be half-updated)\n",
+           conc_errname(rc), (conc_monotonic() - t0) * 1e3, conc_plock_recoveries(&lab->lock));
+    CHECK(rc == 0 && conc_plock_recoveries(&lab->lock) == 1);
+    if (rc == 0)
+        CHECK(conc_plock_release(&lab->lock) == 0);
+    lab_free(s);
+    return 0;
+}
+
+static const struct section mutex_sections[] = {
+    {"counter", "a shared Value incremented by 4 processes, without and with its lock",
+     sec_counter, "with counter.get_lock(): counter.value += 1"},
+    {"dead_holder", "beyond Python: a Lock whose holder was killed is taken over",
+     sec_dead_holder, "lock.acquire()  # in Python: hangs forever once the holder is killed"},
+    {NULL, NULL, NULL, NULL},
+};
+
 /* ================================================ the table of chapters */
 
 static const struct chapter chapters[] = {
@@ -1627,7 +2609,13 @@ static const struct chapter chapters[] = {
     {"futures", "concurrent.futures: callbacks (回调函数) -- Future, ThreadPoolExecutor, "
                 "then, map, as_completed, wait, cancel",
      futures_sections},
-    /* later: processes, green threads, I/O models ... */
+    {"processes", "multiprocessing: 进程 (processes) -- Process, start methods "
+                  "(fork/spawn/forkserver), process states, Pipe, Queue",
+     processes_sections},
+    {"mutex", "multiprocessing: 互斥锁 (mutex) -- a shared Value with and without its "
+              "lock, a Lock whose holder dies",
+     mutex_sections},
+    /* later: green threads, I/O models ... */
     {NULL, NULL, NULL},
 };
 
@@ -1681,6 +2669,7 @@ static const struct chapter *lookup(const char *want, const char **only)
 
 int main(int argc, char **argv)
 {
+    CONC_PROCESS_MAIN(argc, argv); /* a spawned child runs its function here and exits */
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *want = argc > 1 ? argv[1] : NULL, *only = NULL;
     const struct chapter *one = NULL;
