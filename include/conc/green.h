@@ -68,10 +68,11 @@ CONC_API int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, voi
 CONC_API int conc_green_join(conc_green_t *g, double timeout);
 
 /* Greenlet.get: join, then hand over the outcome. Returns 0 and stores fn's
- * return value in *result (NULL for a green thread killed before it
- * returned — a kill is a clean end); or g's failure code when its function
- * failed with conc_fail (see conc_green_exception for the message);
- * CONC_ETIMEDOUT; CONC_EPERM (yourself); CONC_EINVAL. */
+ * return value in *result; or g's failure code when its function failed
+ * with conc_fail (see conc_green_exception for the message);
+ * CONC_ETIMEDOUT; CONC_EPERM (yourself); CONC_EINVAL. A green thread that
+ * was killed ends cleanly, like gevent's GreenletExit: 0 with *result set
+ * to NULL, whatever its function returned after seeing CONC_EKILLED. */
 CONC_API int conc_green_get(conc_green_t *g, double timeout, void **result);
 
 /* The failure g ended with: its code (0 if none or still running) and, if
@@ -79,10 +80,12 @@ CONC_API int conc_green_get(conc_green_t *g, double timeout, void **result);
 CONC_API int conc_green_exception(const conc_green_t *g, const char **msg);
 
 /* Greenlet.kill: make g's next (or current) blocking call return
- * CONC_EKILLED — g should then return. A green thread killed before it
- * started never runs. Killing an ended one does nothing. With block, waits
- * up to timeout for g to end. Returns 0, CONC_ETIMEDOUT (block only),
- * CONC_EPERM (block on yourself), CONC_EINVAL. */
+ * CONC_EKILLED, once — g should then return; if it ignores it and blocks
+ * again, it blocks normally. A green thread killed before it started
+ * never runs (it ends at once; its links still run). Killing an ended one
+ * does nothing. Works from any OS thread. With block, waits up to timeout
+ * for g to end. Returns 0, CONC_ETIMEDOUT (block only), CONC_EPERM (block
+ * on yourself), CONC_EINVAL. */
 CONC_API int conc_green_kill(conc_green_t *g, bool block, double timeout);
 
 /* Give back the handle (see Ownership). Returns 0 or CONC_EINVAL. */
@@ -96,7 +99,7 @@ CONC_API bool conc_green_started(const conc_green_t *g);
 CONC_API bool conc_green_successful(const conc_green_t *g);
 /* True if g ended because it was killed (before or during its run). */
 CONC_API bool conc_green_killed(const conc_green_t *g);
-/* The name (conc-owned, valid while the handle is). */
+/* The name (conc-owned, valid while the handle is); NULL for NULL. */
 CONC_API const char *conc_green_name(const conc_green_t *g);
 
 /* gevent.getcurrent(): the calling green thread, borrowed; NULL when the
@@ -110,7 +113,8 @@ CONC_API int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeou
 
 /* Greenlet.link / rawlink: call cb(g, arg) once g has ended (right away,
  * on the caller, if it already has). The callback runs on the ending green
- * thread after its end is visible to joiners; it must not block for long.
+ * thread after its end is visible to joiners (so conc_green_join(g) inside
+ * it is a join of yourself: CONC_EPERM); it must not block for long.
  * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
 
@@ -134,7 +138,10 @@ CONC_API int conc_yield(void);
  * deadline passes returns CONC_ETIMEDOUT (once, like gevent raising
  * Timeout once); a call whose own timeout is shorter is not affected.
  * Scopes nest (the earliest deadline wins), up to 8 deep per context; end
- * them in reverse order. Works on green threads and OS threads alike.
+ * them in reverse order. A call cut by a scope returns CONC_ETIMEDOUT even
+ * where its own timeout reports something else (a Queue get cut by a scope
+ * returns CONC_ETIMEDOUT, not CONC_EEMPTY; a Barrier wait breaks the
+ * barrier and returns CONC_ETIMEDOUT), so the two can be told apart. Works on green threads and OS threads alike.
  * begin returns 0, CONC_EINVAL (negative/NaN seconds; CONC_FOREVER opens a
  * scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
  * this scope fired, 0 if not, CONC_EPERM if no scope is open.
@@ -146,7 +153,11 @@ CONC_API int conc_timeout_end(void);
  * LoopExit: when a green thread's hub has nothing that could ever wake
  * the OS thread's own context — no ready green thread, no timer, no I/O
  * being waited on, and no other thread in the process — the blocked call
- * of that context returns CONC_ELOOPEXIT instead of hanging.
+ * of that context returns CONC_ELOOPEXIT instead of hanging. Another
+ * thread (conc's thread pools, Criterion's runner...) could always wake
+ * it, so then it waits. Once the last green thread of a hub has ended, the
+ * OS thread's context parks as a plain thread again, and LoopExit no
+ * longer applies.
  */
 
 /* gevent's threadpool.spawn(...).get(): run fn(arg) on conc's default

@@ -132,6 +132,11 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
      * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
     g->gs.sp = st.resume_sp ? st.resume_sp : conc__switch_frame(g, &g->gs);
     h->nalive++;
+    g->all_prev = NULL;
+    g->all_next = h->all;
+    if (h->all)
+        h->all->all_prev = g;
+    h->all = g;
     conc__hub_ready(h, &g->gs);
     if (out)
         *out = g;
@@ -161,6 +166,12 @@ static void end_green(conc_green_t *g)
 {
     conc__hub_t *h = g->gs.hub;
     h->nalive--;
+    if (g->all_prev)
+        g->all_prev->all_next = g->all_next;
+    else
+        h->all = g->all_next;
+    if (g->all_next)
+        g->all_next->all_prev = g->all_prev;
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
     conc__link_t *list = atomic_exchange_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_acq_rel);
     if (g->pool)

@@ -107,6 +107,7 @@ struct conc_green {
     conc__link_t *_Atomic links; /* a stack; CONC__LINKS_CLOSED once ended */
     struct conc_green_pool *pool;
     struct conc_green *pool_next, *pool_prev;
+    struct conc_green *all_next, *all_prev; /* hub->all: live ones, for debuggers */
     _Atomic int name_state; /* 0: default name not made yet, 1: being made, 2: set */
     char name[32];
 };
@@ -130,6 +131,7 @@ typedef struct conc__hub {
     conc__gs_t **heap;               /* timers, by due */
     size_t nheap, cap_heap;
     size_t nalive;                   /* green threads not yet ended */
+    struct conc_green *all;          /* the live ones (scripts/gdb/conc_green.py) */
     size_t nfdwait;                  /* contexts waiting on fds */
     conc__fdent_t *fds;
     size_t nfds;
