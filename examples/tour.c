@@ -1993,8 +1993,11 @@ static int spin_child(const void *arg, size_t len)
     if (sched_setaffinity(0, sizeof one, &one) != 0) /* both spinners share CPU k.n */
         return 3;
     conc_psemaphore_release(&lab->started, 1);
-    while (!conc_pevent_is_set(&lab->stop)) {
-        /* while not stop.is_set(): pass */
+    double give_up = conc_monotonic() + 15.0; /* never spin on if the tour was killed */
+    unsigned long spins = 0;
+    while (!conc_pevent_is_set(&lab->stop)) { /* while not stop.is_set(): pass */
+        if (++spins % 65536 == 0 && conc_monotonic() > give_up)
+            return 5;
     }
     conc_shm_close(s);
     return 0;
