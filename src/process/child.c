@@ -45,8 +45,8 @@ static long thread_count(void)
     char *p = strrchr(buf, ')');
     if (!p)
         return 0;
-    p++;
-    /* After the name: state is field 3, num_threads field 20. */
+    /* After the name: state is field 3, num_threads field 20; each step
+     * moves p to the space before the next field. */
     for (int field = 2; field < 20 && p; field++)
         p = strchr(p + 1, ' ');
     return p ? strtol(p + 1, NULL, 10) : 0;
