@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 
 #include "conc/ipc_queue.h"
+#include "ipc/internal.h"
+#include "ipc/queue_internal.h"
 
 #define MAXLEN 1500
 
@@ -417,4 +419,56 @@ Test(ipc_queue_fault, every_commit_step, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_mpqueue_free(q), 0);
     }
     cr_assert_eq(count_fds(), fds, "leaked fds");
+}
+
+/* The side locks record the holder's thread id and start time. A waiter
+ * must not take the lock from a holder that lives, must take it from a
+ * zombie, and must not be fooled by a thread id that was reused (same id,
+ * another start time). The lock word is forged here to name a live
+ * process that never touched the queue. */
+Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
+{
+    conc_mpqueue_t *q;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 4096), 0);
+    conc__mpq_shm_t *s = q->shm;
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        for (;;)
+            pause();
+    }
+    uint64_t start = conc__ipc_start_time(pid);
+    cr_assert_neq(start, 0, "no start time for a live child in /proc");
+    uint64_t live = (uint64_t)(uint32_t)pid | (uint64_t)(uint32_t)start << 32;
+    unsigned char m[64] = {1}, b[64];
+    size_t n;
+
+    /* a live holder keeps its lock: the put times out waiting for it */
+    atomic_store((_Atomic uint64_t *)&s->put.lock, live);
+    double t0 = tu_now();
+    cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 0.1), CONC_EFULL);
+    cr_assert_geq(tu_now() - t0, 0.09);
+    cr_assert_eq(conc_mpqueue_recoveries(q), 0);
+    cr_assert_eq(atomic_load((_Atomic uint64_t *)&s->put.lock), live);
+
+    /* the same thread id with another start time: the holder died and its
+     * id was reused, so the lock is taken over */
+    atomic_store((_Atomic uint64_t *)&s->put.lock, live ^ ((uint64_t)1 << 32));
+    t0 = tu_now();
+    cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 5.0), 0);
+    cr_assert_lt(tu_now() - t0, 1.0, "took %.3f s to take a dead lock over", tu_now() - t0);
+    cr_assert_eq(conc_mpqueue_recoveries(q), 1);
+
+    /* a killed holder that nobody reaped yet (a zombie) is dead too */
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert(TU_WAIT_UNTIL(!conc__ipc_alive(pid, 0), 5.0));
+    atomic_store((_Atomic uint64_t *)&s->get.lock, live);
+    cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 5.0), 0);
+    cr_assert(n == sizeof m && memcmp(b, m, n) == 0);
+    cr_assert_eq(conc_mpqueue_recoveries(q), 2);
+    int st = reap(pid);
+    cr_assert(WIFSIGNALED(st));
+    assert_queue_works(q);
+    cr_assert_eq(conc_mpqueue_free(q), 0);
 }

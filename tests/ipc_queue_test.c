@@ -694,3 +694,37 @@ Test(ipc_queue, close_while_waiting_is_eperm, .timeout = TU_TIMEOUT)
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)
+
+/* A put that finds the queue full after earlier gets (so the producer's
+ * cached copy of the consumers' counters is old) sleeps until its
+ * timeout: it neither returns early nor spins through the wait. Both
+ * bounds: the ring's bytes (maxsize 0) and maxsize with room in the ring. */
+Test(ipc_queue, full_put_sleeps_until_timeout, .timeout = TU_TIMEOUT)
+{
+    for (int bounded = 0; bounded < 2; bounded++) {
+        conc_mpqueue_t *q;
+        cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, bounded ? 5 : 0, 1024), 0);
+        char m[40] = "x", b[40];
+        size_t n;
+        for (int i = 0; i < 3; i++) { /* move the consumers' counters */
+            cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 1.0), 0);
+            cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0), 0);
+        }
+        int put = 0;
+        while (conc_mpqueue_put_nowait(q, m, sizeof m) == 0)
+            put++;
+        cr_assert(bounded ? put == 5 : put > 5, "%d puts", put);
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+        double t0 = tu_now();
+        cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 0.3), CONC_EFULL);
+        double wall = tu_now() - t0;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+        double cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
+        tu_assert_timeout(wall, 0.3);
+        cr_assert_lt(cpu, 0.15, "bounded=%d: the full put burnt %.3f s of CPU in %.3f s", bounded,
+                     cpu, wall);
+        cr_assert_eq(conc_mpqueue_qsize(q), (size_t)put);
+        cr_assert_eq(conc_mpqueue_free(q), 0);
+    }
+}

@@ -33,7 +33,9 @@
  * the queue or absent, and a get that dies before its one commit store
  * leaves its message in the queue (after it, the message was taken — as
  * if the process had died just after get returned). Repairs happen in the
- * next process that takes the lock (robust process-shared mutexes).
+ * next process that wants the lock: it notices within a few milliseconds
+ * that the holder died. All processes sharing a queue must be in one pid
+ * namespace (the locks record thread ids).
  *
  * block/timeout as in Python's queue module: block=false never waits (the
  * timeout is ignored); block=true waits up to timeout seconds (CONC_FOREVER:

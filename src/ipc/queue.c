@@ -22,16 +22,29 @@
  *
  * Publication and crash safety. A put writes the header and bytes past
  * tail (invisible), then commits with a release store of tail; a get
- * copies the message out, then commits with a release store of head. The
- * locks are robust, process-shared pthread mutexes. Each commit updates
- * two words (position and count), so it goes through a one-entry redo
- * journal in the side's lock line: write the new values, set valid, store
- * the words, clear valid (compiler-ordered; a killed process's executed
- * stores all reach memory). A process that gets EOWNERDEAD replays a valid
- * journal (or finds the old, consistent state when valid was never set),
- * marks the lock consistent and wakes every sleeper. So a put killed
- * before its commit leaves nothing, after it leaves the whole message; a
- * get killed before its commit leaves the message in the queue.
+ * copies the message out, then commits with a release store of head.
+ * Each commit updates two words (position and count), so it goes through
+ * a one-entry redo journal in the side's lock line: write the new values,
+ * set valid, store the words, clear valid (compiler-ordered; a killed
+ * process's executed stores all reach memory). A process that takes over
+ * the lock of a dead holder replays a valid journal (or finds the old,
+ * consistent state when valid was never set) and wakes every sleeper. So
+ * a put killed before its commit leaves nothing, after it leaves the whole
+ * message; a get killed before its commit leaves the message in the queue.
+ *
+ * The side locks are our own, not glibc's robust mutexes (whose lock and
+ * unlock were more than half the cost of a put+get): a 64-bit word, 0
+ * when free, else the holder's thread id in the low half (the futex word)
+ * and the low 32 bits of that thread's start time (/proc, clock ticks;
+ * read once per thread) in the high half. Lock is one CAS; unlock one
+ * seq_cst store, then a futex wake only if lock_sleepers says someone
+ * sleeps. A waiter spins, then sleeps on the word; when a sleep ends with
+ * the same holder (first after 2 ms, then every CONC__IPC_CHECK_NS), it
+ * asks whether that thread still runs: gone, a zombie, or a thread of
+ * the same id with another start time (the id was reused) means the
+ * holder died, and the waiter takes the word over with a CAS from that
+ * exact value (one waiter wins) and repairs. All processes sharing a
+ * queue must see one pid namespace (as for the process-shared locks).
  *
  * Blocking. Waiters spin briefly (conc's adaptive spinner) on the word
  * they need to change, then sleep on a futex word `seq` in the segment
@@ -58,7 +71,6 @@
 #endif
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -70,6 +82,7 @@
 #include "core/futex.h"
 #include "core/park.h"
 #include "core/time.h"
+#include "ipc/internal.h"
 #include "ipc/queue_internal.h"
 
 #include <signal.h>
@@ -171,46 +184,129 @@ static void mpq_repair(conc_mpqueue_t *q, bool put_side)
     mpq_wake(&s->alldone, INT_MAX);
 }
 
-/* Lock one side; deadline as for waits (0 and none: plain lock). Returns
- * 0, CONC_ETIMEDOUT, CONC_EBROKEN (the lock cannot be recovered). */
-static int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
+/* The caller's lock word: thread id | low 32 bits of its start time << 32.
+ * Cached per thread; a fork child has a new thread id and recomputes. */
+static __thread pid_t mpq_me_tid;
+static __thread uint64_t mpq_me_word;
+
+static uint64_t mpq_me_slow(pid_t tid)
 {
-    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
-    int r;
-#ifdef CONC__TSAN
-    /* TSan intercepts neither clocklock nor an EOWNERDEAD from timedlock
-     * (it would report unlocks of mutexes it never saw locked). Lock
-     * holds are short, so TSan builds just wait for the lock. */
-    (void)deadline;
-    r = pthread_mutex_lock(&sd->lock);
-#else
-    if (deadline == 0 || deadline == CONC__NO_DEADLINE) {
-        r = pthread_mutex_lock(&sd->lock);
-    } else {
-        struct timespec ts = {.tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000};
-        r = pthread_mutex_clocklock(&sd->lock, CLOCK_MONOTONIC, &ts);
-    }
-#endif
-    if (__builtin_expect(r == 0, 1))
-        return 0;
-    if (r == EOWNERDEAD) {
-        mpq_repair(q, put_side);
-        pthread_mutex_consistent(&sd->lock);
-        return 0;
-    }
-    if (r == ETIMEDOUT)
-        return CONC_ETIMEDOUT;
-    return CONC_EBROKEN;
+    uint64_t start = conc__ipc_start_time(tid);
+    mpq_me_word = (uint64_t)(uint32_t)tid | (uint64_t)(uint32_t)start << 32;
+    mpq_me_tid = tid;
+    return mpq_me_word;
 }
 
-/* Unlock, then the full barrier a Dekker-style sleeper check needs. On
- * x86 the unlock of a robust mutex is a locked RMW (xchg) — already a
- * full barrier — and an opaque call the compiler cannot move loads above,
- * so only other CPUs pay for an explicit fence. */
+static inline uint64_t mpq_me(void)
+{
+    pid_t tid = conc__ipc_tid();
+    return __builtin_expect(tid == mpq_me_tid, 1) ? mpq_me_word : mpq_me_slow(tid);
+}
+
+/* The futex word of a lock: its low 32 bits (the holder's thread id). */
+static inline uint32_t *lock_futex(uint64_t *lock)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (uint32_t *)(void *)lock + 1;
+#else
+    return (uint32_t *)(void *)lock;
+#endif
+}
+
+/* Does the thread recorded in lock word w still run? Its thread id must
+ * exist, not be a zombie, and — when the start time is known — have the
+ * recorded start time, so a thread id reused after the holder died is
+ * not mistaken for it. (Only the low 32 bits of the start time, in clock
+ * ticks, are compared: a new thread would have to get the same id and
+ * start in the same tick modulo 2^32 ticks to fool it.) */
+static bool holder_alive(uint64_t w)
+{
+    pid_t tid = (pid_t)(uint32_t)w;
+    uint32_t start = (uint32_t)(w >> 32);
+    if (!conc__ipc_alive(tid, 0))
+        return false;
+    if (start == 0)
+        return true;
+    uint64_t now = conc__ipc_start_time(tid);
+    return now == 0 || (uint32_t)now == start;
+}
+
+typedef struct {
+    uint64_t *lock;
+    uint64_t me;
+} try_lock_t;
+
+static bool try_lock(void *arg)
+{
+    try_lock_t *t = arg;
+    uint64_t exp = 0;
+    return conc__load(t->lock, RLX) == 0 &&
+           atomic_compare_exchange_strong_explicit(CONC__A(t->lock), &exp, t->me, ACQ, RLX);
+}
+
+/* First sleep on a held lock before asking whether its holder lives, then
+ * the period of later checks. A holder's critical section is a copy, so a
+ * lock held this long usually means a preempted or dead holder. */
+#define LOCK_FIRST_CHECK_NS 2000000LL
+
+static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t deadline)
+{
+    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
+    try_lock_t t = {&sd->lock, me};
+    if (deadline == 0)
+        deadline = CONC__NO_DEADLINE; /* a non-blocking call still waits for the lock */
+    if (conc__spin_until(try_lock, &t, deadline))
+        return 0;
+    int64_t period = LOCK_FIRST_CHECK_NS;
+    for (;;) {
+        uint64_t w = conc__load(&sd->lock, ACQ);
+        if (w == 0) {
+            if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+                return 0;
+            continue;
+        }
+        int64_t now = conc__now_ns();
+        if (now >= deadline)
+            return CONC_ETIMEDOUT;
+        int64_t until = deadline - now > period ? now + period : deadline;
+        atomic_fetch_add_explicit(CONC__A(&sd->lock_sleepers), 1u, SEQ);
+        int r = conc__futex_wait(lock_futex(&sd->lock), (uint32_t)w, until, 1);
+        atomic_fetch_sub_explicit(CONC__A(&sd->lock_sleepers), 1u, RLX);
+        if (r != CONC_ETIMEDOUT || conc__load(&sd->lock, ACQ) != w)
+            continue;
+        period = CONC__IPC_CHECK_NS;
+        if (holder_alive(w))
+            continue;
+        /* The holder died with the lock: take it over from that exact
+         * word (so one waiter wins), then finish or undo its operation. */
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX)) {
+            mpq_repair(q, put_side);
+            return 0;
+        }
+    }
+}
+
+/* Lock one side; deadline as for waits (0: wait for the lock anyway, it
+ * is held only across a copy). Returns 0 or CONC_ETIMEDOUT. */
+static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
+{
+    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
+    uint64_t me = mpq_me(), exp = 0;
+    if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &exp, me, ACQ, RLX), 1))
+        return 0;
+    return mpq_lock_slow(q, put_side, me, deadline);
+}
+
+/* Unlock (a seq_cst store: on x86 an xchg, a full barrier), wake one lock
+ * waiter if any, and leave the full barrier a Dekker-style sleeper check
+ * after the commit needs. */
 static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side)
 {
-    pthread_mutex_unlock(put_side ? &s->put.lock : &s->get.lock);
-#if !(defined(__x86_64__) || defined(__i386__)) || defined(CONC__TSAN)
+    conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
+    conc__store(&sd->lock, (uint64_t)0, SEQ);
+    if (__builtin_expect(conc__load(&sd->lock_sleepers, SEQ) != 0, 0))
+        conc__futex_wake(lock_futex(&sd->lock), 1, 1);
+#if !(defined(__x86_64__) || defined(__i386__))
     conc__fence_full();
 #endif
 }
@@ -247,20 +343,6 @@ static size_t mpq_data_off(void)
     long pg = sysconf(_SC_PAGESIZE);
     size_t p = pg > 0 ? (size_t)pg : 4096;
     return (sizeof(conc__mpq_shm_t) + p - 1) / p * p;
-}
-
-static int init_lock(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    if (pthread_mutexattr_init(&a) != 0)
-        return -1;
-    int r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (r == 0)
-        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (r == 0)
-        r = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return r;
 }
 
 int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsize, size_t capacity)
@@ -304,11 +386,6 @@ int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsiz
     s->maxsize = (kind != CONC_MPQ_SIMPLE && maxsize > 0) ? (uint64_t)maxsize : 0;
     s->map_size = size;
     s->data_off = off;
-    if (init_lock(&s->put.lock) != 0 || init_lock(&s->get.lock) != 0) {
-        munmap(p, size);
-        close(fd);
-        return CONC_ESYS;
-    }
     int rc = mpq_handle(out, fd, s, size);
     if (rc != 0) {
         munmap(p, size);
@@ -489,22 +566,17 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     uint64_t t;
     for (;;) {
         t = s->tail;
-        bool room = t + need - s->put.peer_pos <= cap;
-        if (!room) {
-            s->put.peer_pos = conc__load(&s->head, ACQ);
-            room = t + need - s->put.peer_pos <= cap;
-        }
-        bool items = true;
-        if (maxsize) {
-            items = s->puts - s->put.peer_count < maxsize;
-            if (!items) {
-                s->put.peer_count = conc__load(&s->gets, ACQ);
-                items = s->puts - s->put.peer_count < maxsize;
-            }
-        }
-        if (room && items)
+        if (t + need - s->put.peer_pos <= cap && (!maxsize || s->puts - s->put.peer_count < maxsize))
             break;
-        wait_cond_t c = {.a = &s->head, .av = s->put.peer_pos, .b = &s->gets, .bv = s->put.peer_count};
+        /* The cached peer words say no: refresh both (the wait below
+         * watches them, so neither may be stale) and look again. */
+        s->put.peer_pos = conc__load(&s->head, ACQ);
+        if (maxsize)
+            s->put.peer_count = conc__load(&s->gets, ACQ);
+        if (t + need - s->put.peer_pos <= cap && (!maxsize || s->puts - s->put.peer_count < maxsize))
+            break;
+        wait_cond_t c = {.a = &s->head, .av = s->put.peer_pos, .b = maxsize ? &s->gets : NULL,
+                         .bv = s->put.peer_count};
         mpq_unlock(s, true);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);

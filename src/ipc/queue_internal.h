@@ -5,14 +5,13 @@
 #ifndef CONC_IPC_QUEUE_INTERNAL_H
 #define CONC_IPC_QUEUE_INTERNAL_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "conc/ipc_queue.h"
 
 #define CONC__MPQ_MAGIC 0x636f6e634d505131ull /* "concMPQ1" */
-#define CONC__MPQ_VERSION 2u
+#define CONC__MPQ_VERSION 3u
 #define CONC__MPQ_HDR 8u        /* per-message header: u32 length + u32 mark */
 #define CONC__MPQ_MARK 0x51504d43ull /* nonzero: a published header */
 #define CONC__MPQ_LINE 64
@@ -29,10 +28,14 @@ typedef struct conc__mpq_journal {
     uint32_t valid;
 } conc__mpq_journal_t;
 
-/* One side (producers or consumers): its robust lock and what only the
- * lock holder writes. */
+/* One side (producers or consumers): its lock and what only the lock
+ * holder writes. The lock word is 0 when free, else the holder's thread
+ * id (low 32 bits, the futex word) and the low 32 bits of that thread's
+ * start time (high 32 bits; 0 when unknown), which tells a reused thread
+ * id from the dead holder's (see queue.c). */
 typedef struct conc__mpq_side {
-    pthread_mutex_t lock;      /* PROCESS_SHARED + ROBUST */
+    uint64_t lock;
+    uint32_t lock_sleepers;    /* waiters in (or entering) the futex wait */
     conc__mpq_journal_t j;
     uint64_t peer_pos;         /* cached copy of the other side's position */
     uint64_t peer_count;       /* cached copy of the other side's count */
