@@ -8,7 +8,10 @@
 #ifndef CONC_CORE_FDWAIT_H
 #define CONC_CORE_FDWAIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "core/park.h"
 
 enum { CONC__FD_READ = 1, CONC__FD_WRITE = 2 };
 
@@ -19,6 +22,24 @@ enum { CONC__FD_READ = 1, CONC__FD_WRITE = 2 };
  * (bad fd or events), CONC_ESYS (errno set). Readiness may be spurious:
  * retry the syscall and wait again on EAGAIN. */
 int conc__fd_wait(int fd, int events, int64_t deadline);
+
+/* Readiness hints, so a cooperative read or write skips the syscall that
+ * would only fail with EAGAIN. conc__fd_maybe_ready: false when the
+ * caller's hub knows fd ran dry (EAGAIN, or a short transfer on a stream)
+ * and has seen no readiness since — wait first; true otherwise (always on
+ * plain OS threads). conc__fd_short: the caller's read or write of fd moved
+ * fewer bytes than asked, so (on a stream) it is drained / full now. */
+static inline bool conc__fd_maybe_ready(int fd, int events)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    return !ctx->ops || !ctx->ops->fd_maybe_ready || ctx->ops->fd_maybe_ready(fd, events);
+}
+static inline void conc__fd_short(int fd, int events)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    if (ctx->ops && ctx->ops->fd_short)
+        ctx->ops->fd_short(fd, events);
+}
 
 /* Forget fd before it is closed (a green thread's hub may be watching it).
  * Harmless for fds never waited on. */

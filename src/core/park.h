@@ -65,6 +65,8 @@ typedef struct conc__park_ops {
     /* conc__fd_wait for this kind (NULL: poll). */
     int (*fd_wait)(int fd, int events, int64_t deadline);
     void (*fd_forget)(int fd);
+    bool (*fd_maybe_ready)(int fd, int events);
+    void (*fd_short)(int fd, int events);
 } conc__park_ops_t;
 
 #define CONC__MAX_SCOPES 8

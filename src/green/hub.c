@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -379,6 +380,20 @@ static conc__fdent_t *fdent(conc__hub_t *h, int fd)
     return &h->fds[fd];
 }
 
+/* Watch fd (edge-triggered, both directions) from now on. 0 or -1 (errno). */
+static int register_fd(conc__hub_t *h, conc__fdent_t *e, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)fd};
+    if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
+        return -1;
+    int type = 0;
+    socklen_t len = sizeof type;
+    e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type == SOCK_STREAM;
+    e->registered = 1;
+    e->dry = 0;
+    return 0;
+}
+
 static int green_fd_wait(int fd, int events, int64_t deadline)
 {
     conc__hub_t *h = conc__tl_hub;
@@ -387,18 +402,9 @@ static int green_fd_wait(int fd, int events, int64_t deadline)
         return CONC_ENOMEM;
     if (((events & CONC__FD_READ) && e->rd) || ((events & CONC__FD_WRITE) && e->wr))
         return CONC_EPERM; /* another context of this hub waits for the same */
-    if (!e->registered) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)fd};
-        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            if (errno == EPERM)
-                return 0; /* regular file: always ready */
-            if (errno == EBADF)
-                return CONC_EINVAL;
-            if (errno != EEXIST)
-                return CONC_ESYS;
-        }
-        e->registered = 1;
-    }
+    if (!e->registered && register_fd(h, e, fd) != 0)
+        return errno == EPERM ? 0 : errno == EBADF ? CONC_EINVAL : CONC_ESYS; /* EPERM: a file, always ready */
+    e->dry |= (uint8_t)events; /* the caller found it not ready */
     conc__waiter_t w;
     conc__waiter_init(&w);
     if (events & CONC__FD_READ)
@@ -424,11 +430,28 @@ static void green_fd_forget(int fd)
     conc__fdent_t *e = &h->fds[fd];
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
     e->registered = 0;
+    e->dry = 0;
     /* Waiters would wait forever: wake them to see the fd is gone. */
     if (e->rd)
         conc__unpark(e->rd);
     if (e->wr && e->wr != e->rd)
         conc__unpark(e->wr);
+}
+
+/* Readiness hints (core/fdwait.h): only for fds this hub watches. */
+static bool green_fd_maybe_ready(int fd, int events)
+{
+    conc__hub_t *h = conc__tl_hub;
+    if (fd < 0 || (size_t)fd >= h->nfds || !h->fds[fd].registered)
+        return true;
+    return (h->fds[fd].dry & events) != events;
+}
+
+static void green_fd_short(int fd, int events)
+{
+    conc__hub_t *h = conc__tl_hub;
+    if (fd >= 0 && (size_t)fd < h->nfds && h->fds[fd].registered && h->fds[fd].stream)
+        h->fds[fd].dry |= (uint8_t)events;
 }
 
 const conc__park_ops_t conc__green_ops = {
@@ -438,6 +461,8 @@ const conc__park_ops_t conc__green_ops = {
     .rearm = green_rearm,
     .fd_wait = green_fd_wait,
     .fd_forget = green_fd_forget,
+    .fd_maybe_ready = green_fd_maybe_ready,
+    .fd_short = green_fd_short,
 };
 
 /* ------------------------------------------------------------- the loop */
@@ -520,6 +545,10 @@ static void wake_fd(conc__hub_t *h, int fd, uint32_t ev)
     if ((size_t)fd >= h->nfds)
         return;
     conc__fdent_t *e = &h->fds[fd];
+    if (ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+        e->dry &= (uint8_t)~CONC__FD_READ;
+    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        e->dry &= (uint8_t)~CONC__FD_WRITE;
     conc__waiter_t *rd = e->rd, *wr = e->wr;
     if (rd && (ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
         conc__unpark(rd);

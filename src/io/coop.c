@@ -127,6 +127,13 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t n)
 static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd, int *mode, int64_t dl)
 {
     int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
+    if (dl != 0 && !conc__fd_maybe_ready(fd, ev)) {
+        /* The hub saw it run dry and nothing since: the syscall would
+         * only say EAGAIN. Wait first. */
+        int rc = conc__fd_wait(fd, ev, dl);
+        if (rc)
+            return rc;
+    }
     for (;;) {
         ssize_t r;
         if (*mode == M_SOCK) {
@@ -146,8 +153,11 @@ static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd
             }
             r = wr ? write_nosigpipe(fd, buf, n) : read(fd, buf, n);
         }
-        if (r >= 0)
+        if (r >= 0) {
+            if ((size_t)r < n && n > 0)
+                conc__fd_short(fd, ev); /* drained (or full): the next edge says when not */
             return r;
+        }
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
