@@ -2600,6 +2600,547 @@ static const struct section mutex_sections[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* ================================================ chapter: green threads (协程) */
+
+/* What concurrency needs at its core is two things: a way to switch from
+ * one task to another, and a place where each suspended task keeps its
+ * state until it runs again. A green thread is the smallest complete answer:
+ * its state is its own stack (its local variables and return addresses stay
+ * there while it is suspended), and a switch saves a few registers -- the
+ * stack pointer, the resume address, the callee-saved ones -- and loads the
+ * other task's. No system call, no kernel: the hub of the OS thread decides
+ * who runs next, whenever the running green thread blocks or yields. */
+
+/* ---- green/switch: two green threads hand control back and forth ---- */
+
+enum { PP_ROUNDS = 4, PP_BENCH = 100000 };
+
+struct pingpong {
+    char log[PP_ROUNDS * 2][24];
+    int n;
+    const void *stack_of[2]; /* where each one's loop counter lives */
+};
+
+struct player {
+    struct pingpong *pp;
+    int who; /* 0 = ping, 1 = pong */
+};
+
+static void *play(void *arg)
+{
+    struct player *me = arg;
+    const char *name = me->who ? "pong" : "ping";
+    for (int i = 0; i < PP_ROUNDS; i++) { /* i lives on this green thread's own stack */
+        if (i == 0)
+            me->pp->stack_of[me->who] = &i;
+        snprintf(me->pp->log[me->pp->n++], sizeof me->pp->log[0], "%s %d", name, i);
+        conc_yield(); /* gevent.sleep(0): hand control to the other one */
+    }
+    return NULL;
+}
+
+static void *spin_yield(void *arg)
+{
+    for (int i = 0; i < PP_BENCH; i++)
+        conc_yield();
+    return arg;
+}
+
+static int sec_switch(void)
+{
+    struct pingpong pp = {.n = 0};
+    struct player p[2] = {{&pp, 0}, {&pp, 1}};
+    conc_green_t *g[2];
+    printf("  two green threads on this one OS thread; each records a step, then yields:\n");
+    CHECK(conc_go(&g[0], play, &p[0]) == 0);
+    CHECK(conc_go(&g[1], play, &p[1]) == 0);
+    /* main blocks in a conc call, so the hub runs the green threads */
+    CHECK(conc_green_joinall(g, 2, 10.0) == 0);
+    printf("    ");
+    for (int i = 0; i < pp.n; i++)
+        printf("%s%s", pp.log[i], i + 1 < pp.n ? " -> " : "\n");
+    CHECK(pp.n == PP_ROUNDS * 2);
+    for (int i = 0; i < pp.n; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%s %d", i % 2 ? "pong" : "ping", i / 2);
+        CHECK(strcmp(pp.log[i], want) == 0);
+    }
+    long gap = labs((long)((const char *)pp.stack_of[0] - (const char *)pp.stack_of[1]));
+    printf("  each kept its loop counter on its own stack while the other ran:\n"
+           "    ping's `i` at %p, pong's at %p (%ld KiB apart)\n",
+           pp.stack_of[0], pp.stack_of[1], gap / 1024);
+    CHECK(pp.stack_of[0] != pp.stack_of[1]);
+    for (int i = 0; i < 2; i++)
+        conc_green_free(g[i]);
+
+    /* what one switch costs (printed, not checked: the machine is shared) */
+    double t0 = conc_monotonic();
+    CHECK(conc_go(&g[0], spin_yield, NULL) == 0);
+    CHECK(conc_go(&g[1], spin_yield, NULL) == 0);
+    CHECK(conc_green_joinall(g, 2, 30.0) == 0);
+    double dt = conc_monotonic() - t0;
+    printf("  %d yields each, back and forth: %.1f ms, about %.0f ns per switch\n"
+           "  (an OS thread switch goes through the kernel: a few microseconds)\n",
+           PP_BENCH, dt * 1e3, dt * 1e9 / (2.0 * PP_BENCH));
+    for (int i = 0; i < 2; i++)
+        conc_green_free(g[i]);
+    return 0;
+}
+
+/* ---- green/sleepers: 10,000 green threads asleep at once ---- */
+
+enum { SLEEPERS = 10000 };
+#define SLEEP_S 0.2
+static atomic_int asleep, slept_ok;
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&asleep, 1);
+    if (conc_sleep(SLEEP_S) == 0) /* parks only this green thread */
+        atomic_fetch_add(&slept_ok, 1);
+    return NULL;
+}
+
+/* Field `field` (1-based) of /proc/self/statm, in bytes; 0 if unreadable. */
+static double statm_bytes(int field)
+{
+    unsigned long v[7] = {0};
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]);
+    fclose(f);
+    return n >= field ? (double)v[field - 1] * (double)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static int sec_sleepers(void)
+{
+    conc_green_t **g = calloc(SLEEPERS, sizeof *g);
+    if (!g)
+        return 1;
+    atomic_store(&asleep, 0);
+    atomic_store(&slept_ok, 0);
+    double rss0 = statm_bytes(2), vsz0 = statm_bytes(1);
+    double t0 = conc_monotonic();
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK(conc_go(&g[i], sleeper, NULL) == 0);
+    conc_yield(); /* let every one of them start and fall asleep */
+    double rss1 = statm_bytes(2), vsz1 = statm_bytes(1);
+    int n = atomic_load(&asleep);
+    printf("  %d green threads each call conc_sleep(%.1f); all %d are asleep now\n", SLEEPERS,
+           SLEEP_S, n);
+    CHECK(n == SLEEPERS);
+    CHECK(conc_green_joinall(g, SLEEPERS, 30.0) == 0);
+    double wall = conc_monotonic() - t0;
+    printf("  joinall: %d slept the full %.1f s; wall time %.3f s -- one sleep, not %d of them\n",
+           atomic_load(&slept_ok), SLEEP_S, wall, SLEEPERS);
+    CHECK(atomic_load(&slept_ok) == SLEEPERS);
+    CHECK(wall >= SLEEP_S && wall < 20 * SLEEP_S);
+    double per_rss = (rss1 - rss0) / SLEEPERS, per_vsz = (vsz1 - vsz0) / SLEEPERS;
+    printf("  /proc/self/statm while they slept: +%.1f MiB resident = %.1f KiB per green thread\n"
+           "  (+%.0f KiB of address space each: a 128 KiB stack the kernel backs page by\n"
+           "  page as it is touched; an OS thread reserves 8 MiB and needs a kernel task)\n",
+           (rss1 - rss0) / 1048576.0, per_rss / 1024, per_vsz / 1024);
+    CHECK(per_rss < 64 * 1024); /* a sanity bound, far above the ~1 page expected */
+    for (int i = 0; i < SLEEPERS; i++)
+        conc_green_free(g[i]);
+    free(g);
+    return 0;
+}
+
+/* ---- green/echo: a green echo server and its clients ---- */
+
+enum { ECHO_CLIENTS = 3, ECHO_MSGS = 2 };
+static int echo_port;
+static atomic_int echo_conns;
+static long echo_main_tid;
+
+static void *echo_conn(void *arg) /* one green thread per connection */
+{
+    int c = (int)(intptr_t)arg;
+    char buf[256];
+    ssize_t n;
+    while ((n = conc_read(c, buf, sizeof buf, 10.0)) > 0) /* parks while no data */
+        if (conc_write_all(c, buf, (size_t)n, NULL, 10.0) != 0)
+            break;
+    conc_close(c);
+    return NULL;
+}
+
+static void *echo_server(void *arg)
+{
+    int lfd = (int)(intptr_t)arg, c;
+    while ((c = conc_accept(lfd, NULL, NULL, CONC_FOREVER)) >= 0) { /* CONC_EKILLED ends it */
+        atomic_fetch_add(&echo_conns, 1);
+        conc_go(NULL, echo_conn, (void *)(intptr_t)c); /* detached: frees itself */
+    }
+    return (void *)(intptr_t)c;
+}
+
+static void *echo_client(void *arg)
+{
+    int id = (int)(intptr_t)arg, fd, rc;
+    if ((rc = conc_tcp_dial("127.0.0.1", echo_port, 5.0, &fd)) != 0)
+        return conc_fail(rc, "client %d: dial: %s", id, conc_strerror(rc));
+    for (int i = 0; i < ECHO_MSGS; i++) {
+        char out[64], in[64] = {0};
+        int n = snprintf(out, sizeof out, "hello %d from client %d", i, id);
+        if ((rc = conc_write_all(fd, out, (size_t)n, NULL, 5.0)) != 0 ||
+            (rc = conc_read_exact(fd, in, (size_t)n, NULL, 5.0)) != 0) {
+            conc_close(fd);
+            return conc_fail(rc, "client %d: %s", id, conc_strerror(rc));
+        }
+        printf("    client %d (OS thread %ld): sent \"%s\", got back \"%s\"\n", id,
+               conc_get_native_id(), out, in);
+        if (memcmp(in, out, (size_t)n) != 0 || conc_get_native_id() != echo_main_tid) {
+            conc_close(fd);
+            return conc_fail(CONC_EFAILED, "client %d: wrong echo or wrong OS thread", id);
+        }
+    }
+    conc_close(fd);
+    return NULL;
+}
+
+static int sec_echo(void)
+{
+    int lfd, rc;
+    CHECK((rc = conc_tcp_listen("127.0.0.1", 0, 0, &lfd)) == 0);
+    if (rc != 0)
+        return 1;
+    echo_port = conc_socket_port(lfd);
+    echo_main_tid = conc_get_native_id();
+    atomic_store(&echo_conns, 0);
+    printf("  server: conc_tcp_listen(\"127.0.0.1\", 0) -> port %d; a green thread accepts and\n"
+           "  spawns a green thread per connection; %d green clients dial it, all on OS thread %ld:\n",
+           echo_port, ECHO_CLIENTS, echo_main_tid);
+    conc_green_t *srv, *cl[ECHO_CLIENTS];
+    CHECK(conc_go(&srv, echo_server, (void *)(intptr_t)lfd) == 0);
+    for (int i = 0; i < ECHO_CLIENTS; i++)
+        CHECK(conc_go(&cl[i], echo_client, (void *)(intptr_t)i) == 0);
+    CHECK(conc_green_joinall(cl, ECHO_CLIENTS, 20.0) == 0);
+    for (int i = 0; i < ECHO_CLIENTS; i++) {
+        const char *msg;
+        int code = conc_green_exception(cl[i], &msg);
+        if (code)
+            printf("    !! %s\n", msg);
+        CHECK(conc_green_dead(cl[i]) && code == 0);
+        conc_green_free(cl[i]);
+    }
+    CHECK(conc_green_kill(srv, true, 5.0) == 0); /* its conc_accept returns CONC_EKILLED */
+    void *r = NULL;
+    CHECK(conc_green_get(srv, 0, &r) == 0);
+    printf("  %d connections served; server killed: its accept returned %s\n",
+           atomic_load(&echo_conns), conc_errname(CONC_EKILLED));
+    CHECK(atomic_load(&echo_conns) == ECHO_CLIENTS);
+    CHECK(conc_green_killed(srv));
+    conc_green_free(srv);
+    conc_close(lfd);
+    return 0;
+}
+
+/* ---- green/future: waiting on a thread pool while the others run ---- */
+
+static atomic_int ticks, ticks_at_result, waiting_done;
+
+static void *slow_square(void *arg) /* runs on a pool worker (an OS thread) */
+{
+    conc_sleep_thread(0.2); /* stands for blocking work: a C library call, disk... */
+    intptr_t x = (intptr_t)arg;
+    return (void *)(x * x);
+}
+
+static void *await_future(void *arg)
+{
+    void *r = NULL;
+    int rc = conc_future_result(arg, 10.0, &r); /* parks this green thread only */
+    atomic_store(&ticks_at_result, atomic_load(&ticks));
+    atomic_store(&waiting_done, 1);
+    return rc == 0 ? r : conc_fail(rc, "result: %s", conc_strerror(rc));
+}
+
+static void *ticker(void *arg)
+{
+    double t0 = *(double *)arg;
+    while (!atomic_load(&waiting_done)) {
+        int n = atomic_fetch_add(&ticks, 1) + 1;
+        printf("    ticker: tick %d at %3.0f ms\n", n, (conc_monotonic() - t0) * 1e3);
+        conc_sleep(0.05);
+    }
+    return NULL;
+}
+
+static int sec_future(void)
+{
+    conc_executor_t *ex = NULL;
+    conc_thread_pool_opts_t o = {.max_workers = 1, .thread_name_prefix = "Worker"};
+    CHECK(conc_thread_pool_new(&ex, &o) == 0);
+    if (!ex)
+        return 1;
+    atomic_store(&ticks, 0);
+    atomic_store(&waiting_done, 0);
+    conc_future_t *f = NULL;
+    CHECK(conc_submit(ex, &f, slow_square, (void *)(intptr_t)12) == 0);
+    double t0 = conc_monotonic();
+    printf("  a pool worker computes 12*12 slowly (0.2 s); green thread A waits on the\n"
+           "  future with conc_future_result, green thread B ticks meanwhile:\n");
+    conc_green_t *g[2];
+    CHECK(conc_go(&g[0], await_future, f) == 0);
+    CHECK(conc_go(&g[1], ticker, &t0) == 0);
+    void *r = NULL;
+    CHECK(conc_green_get(g[0], 10.0, &r) == 0);
+    CHECK(conc_green_join(g[1], 10.0) == 0);
+    printf("  A got %ld after %.0f ms; B had ticked %d times by then: waiting on the\n"
+           "  future parked only A, not the OS thread\n",
+           (long)(intptr_t)r, (conc_monotonic() - t0) * 1e3, atomic_load(&ticks_at_result));
+    CHECK((intptr_t)r == 144);
+    CHECK(atomic_load(&ticks_at_result) >= 1);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+    conc_future_free(f);
+    conc_executor_free(ex);
+
+    /* the shorthand: gevent's get_hub().threadpool.spawn(fn, arg).get() */
+    CHECK(conc_green_offload(slow_square, (void *)(intptr_t)7, &r) == 0);
+    printf("  conc_green_offload(slow_square, 7) -> %ld (conc's default pool; the caller parks)\n",
+           (long)(intptr_t)r);
+    CHECK((intptr_t)r == 49);
+    return 0;
+}
+
+/* ---- green/timeout: a Timeout scope cuts a wait ---- */
+
+static void *impatient(void *arg)
+{
+    conc_queue_t *q = arg;
+    void *item;
+    double t0 = conc_monotonic();
+    conc_timeout_begin(0.1); /* with gevent.Timeout(0.1): */
+    int rc = conc_queue_get(q, &item, true, CONC_FOREVER);
+    int fired = conc_timeout_end();
+    printf("    with Timeout(0.1): q.get() -> %s after %.0f ms; the scope fired: %s\n",
+           conc_errname(rc), (conc_monotonic() - t0) * 1e3, fired == 1 ? "yes" : "no");
+    if (rc != CONC_ETIMEDOUT || fired != 1)
+        return conc_fail(CONC_EFAILED, "scope did not cut the get");
+
+    t0 = conc_monotonic();
+    conc_timeout_begin(5.0);
+    conc_timeout_begin(0.05); /* nested: the earliest deadline wins */
+    rc = conc_sleep(10);
+    int inner = conc_timeout_end(), outer = conc_timeout_end();
+    printf("    Timeout(5) around Timeout(0.05): sleep(10) -> %s after %.0f ms; fired: inner %s, "
+           "outer %s\n",
+           conc_errname(rc), (conc_monotonic() - t0) * 1e3, inner == 1 ? "yes" : "no",
+           outer == 1 ? "yes" : "no");
+    if (rc != CONC_ETIMEDOUT || inner != 1 || outer != 0)
+        return conc_fail(CONC_EFAILED, "nested scopes");
+
+    conc_timeout_begin(1.0);
+    rc = conc_queue_get(q, &item, true, 0.02); /* its own, shorter timeout */
+    int fired2 = conc_timeout_end();
+    printf("    Timeout(1) around q.get(timeout=0.02) -> %s (its own timeout: queue.Empty, not\n"
+           "    TimeoutError, so the two can be told apart); the scope fired: %s\n",
+           conc_errname(rc), fired2 == 1 ? "yes" : "no");
+    if (rc != CONC_EEMPTY || fired2 != 0)
+        return conc_fail(CONC_EFAILED, "own timeout");
+    return NULL;
+}
+
+static int sec_timeout(void)
+{
+    conc_queue_t *q = NULL;
+    CHECK(conc_queue_new(&q, CONC_FIFO, 0) == 0);
+    if (!q)
+        return 1;
+    printf("  a green thread waits on an empty queue with no timeout of its own, inside\n"
+           "  a scope: whatever blocks in the scope gives up when the scope runs out\n");
+    conc_green_t *g;
+    CHECK(conc_go(&g, impatient, q) == 0);
+    void *r;
+    int rc = conc_green_get(g, 10.0, &r);
+    if (rc != 0) {
+        const char *msg = NULL;
+        conc_green_exception(g, &msg);
+        printf("    !! %s\n", msg ? msg : conc_errname(rc));
+    }
+    CHECK(rc == 0);
+    conc_green_free(g);
+    conc_queue_free(q, NULL);
+    return 0;
+}
+
+/* ---- green/kill: Greenlet.kill ---- */
+
+static atomic_int victim_rc, never_ran;
+
+static void *victim(void *arg)
+{
+    (void)arg;
+    atomic_store(&victim_rc, conc_sleep(10)); /* a long nap... */
+    return (void *)"returned after the kill"; /* get() reports NULL: killed is a clean end */
+}
+
+static void *never(void *arg)
+{
+    (void)arg;
+    atomic_store(&never_ran, 1);
+    return NULL;
+}
+
+static void obituary(conc_green_t *g, void *arg)
+{
+    (void)arg;
+    printf("    link: %s ended (killed: %s)\n", conc_green_name(g), conc_green_killed(g) ? "yes" : "no");
+}
+
+static int sec_kill(void)
+{
+    conc_green_opts_t o = {.name = "Sleepy"};
+    conc_green_t *g, *h;
+    atomic_store(&victim_rc, 99);
+    atomic_store(&never_ran, 0);
+    CHECK(conc_go_opts(&g, &o, victim, NULL) == 0);
+    CHECK(conc_green_link(g, obituary, NULL) == 0);
+    conc_sleep(0.02); /* Sleepy starts and dozes off */
+    double t0 = conc_monotonic();
+    CHECK(conc_green_kill(g, true, 5.0) == 0);
+    printf("  Sleepy was in sleep(10); kill(block=True) returned after %.1f ms; inside Sleepy\n"
+           "  sleep() returned %s at once, and Sleepy returned\n",
+           (conc_monotonic() - t0) * 1e3, conc_errname(atomic_load(&victim_rc)));
+    CHECK(atomic_load(&victim_rc) == CONC_EKILLED);
+    void *r = (void *)1;
+    CHECK(conc_green_get(g, 0, &r) == 0);
+    printf("  get() -> OK with result %s, successful() = %s: a kill is a clean end (GreenletExit)\n",
+           r ? "set" : "NULL", conc_green_successful(g) ? "true" : "false");
+    CHECK(r == NULL && conc_green_killed(g) && conc_green_successful(g));
+    conc_green_free(g);
+
+    o.name = "Unlucky";
+    CHECK(conc_go_opts(&h, &o, never, NULL) == 0);
+    CHECK(conc_green_link(h, obituary, NULL) == 0);
+    CHECK(conc_green_kill(h, false, 0) == 0); /* before it ever ran */
+    CHECK(conc_green_join(h, 5.0) == 0);
+    printf("  Unlucky was killed before it started: started() = %s, its function never ran\n",
+           conc_green_started(h) ? "true" : "false");
+    CHECK(!conc_green_started(h) && !atomic_load(&never_ran));
+    conc_green_free(h);
+    return 0;
+}
+
+/* ---- green/pool: at most N at once ---- */
+
+enum { POOL_SIZE = 3, POOL_JOBS = 8 };
+static atomic_int pool_now, pool_max;
+
+static void *pool_job(void *arg)
+{
+    int now = atomic_fetch_add(&pool_now, 1) + 1;
+    int m = atomic_load(&pool_max);
+    while (now > m && !atomic_compare_exchange_weak(&pool_max, &m, now))
+        ;
+    conc_sleep(0.02);
+    atomic_fetch_sub(&pool_now, 1);
+    return arg;
+}
+
+static int sec_pool(void)
+{
+    conc_green_pool_t *p = NULL;
+    CHECK(conc_green_pool_new(&p, POOL_SIZE) == 0);
+    if (!p)
+        return 1;
+    atomic_store(&pool_now, 0);
+    atomic_store(&pool_max, 0);
+    double t0 = conc_monotonic();
+    for (intptr_t i = 0; i < POOL_JOBS; i++)
+        CHECK(conc_green_pool_spawn(p, NULL, pool_job, (void *)i, 5.0) == 0); /* waits for a slot */
+    CHECK(conc_green_pool_join(p, 5.0) == 0);
+    printf("  Pool(%d): %d jobs of 20 ms each; spawn waited for a free slot; at most %d ran\n"
+           "  at once; all done in %.0f ms (about %d rounds)\n",
+           POOL_SIZE, POOL_JOBS, atomic_load(&pool_max), (conc_monotonic() - t0) * 1e3,
+           (POOL_JOBS + POOL_SIZE - 1) / POOL_SIZE);
+    CHECK(atomic_load(&pool_max) >= 1 && atomic_load(&pool_max) <= POOL_SIZE);
+    CHECK(conc_green_pool_size(p) == 0);
+    CHECK(conc_green_pool_free(p) == 0);
+    return 0;
+}
+
+/* ---- green/loopexit: blocking with nothing left that could wake you ---- */
+
+static void *wait_forever(void *ev)
+{
+    conc_event_wait(ev, CONC_FOREVER); /* nobody will ever set it */
+    return NULL;
+}
+
+static int loopexit_child(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    alarm(20); /* a hang would be a bug: die instead */
+    char nthreads[32] = "?";
+    proc_stat(0, 20, nthreads, sizeof nthreads);
+    conc_event_t ev = CONC_EVENT_INIT;
+    conc_green_t *g;
+    if (conc_go(&g, wait_forever, &ev) != 0)
+        return 2;
+    double t0 = conc_monotonic();
+    int rc = conc_green_join(g, CONC_FOREVER);
+    say("    child %d (%s thread): a green thread waits on an Event nobody sets;\n"
+        "    join(g) with no timeout -> %s after %.1f ms instead of hanging\n",
+        (int)getpid(), nthreads, conc_errname(rc), (conc_monotonic() - t0) * 1e3);
+    int krc = conc_green_kill(g, true, 5.0);
+    conc_green_free(g);
+    return rc == CONC_ELOOPEXIT && krc == 0 ? 0 : 1;
+}
+CONC_REGISTER(loopexit_child);
+
+static int sec_loopexit(void)
+{
+    char nthreads[32] = "?";
+    proc_stat(0, 20, nthreads, sizeof nthreads);
+    conc_event_t ev = CONC_EVENT_INIT;
+    conc_green_t *g;
+    CHECK(conc_go(&g, wait_forever, &ev) == 0);
+    int rc = conc_green_join(g, 0.1);
+    printf("  here a green thread waits on an Event nobody sets, and join(g, timeout=0.1)\n"
+           "  -> %s: the join's own timer could end the wait, and so could any other\n"
+           "  thread of this process (threads now: %s%s), so the wait is not\n"
+           "  hopeless. LoopExit needs one thread and nothing pending,\n",
+           conc_errname(rc), nthreads, strcmp(nthreads, "1") ? ", the tour's thread pools" : "");
+    CHECK(rc == CONC_ETIMEDOUT);
+    CHECK(conc_green_kill(g, true, 5.0) == 0);
+    conc_green_free(g);
+    printf("  so that part runs in a fresh, single-threaded process (start method spawn):\n");
+    struct kid k;
+    memset(&k, 0, sizeof k);
+    conc_process_t *p = start_kid(loopexit_child, &k, "LoopExit", CONC_SPAWN);
+    int code = finish(p, 20.0);
+    printf("  child exitcode %d (0: it got LoopExit)\n", code);
+    CHECK(code == 0);
+    return 0;
+}
+
+static const struct section green_sections[] = {
+    {"switch", "switching tasks and keeping their state: two green threads take turns",
+     sec_switch, "def play(): for i in range(4): log(i); gevent.sleep(0)"},
+    {"sleepers", "10,000 green threads sleeping at once: wall time and memory",
+     sec_sleepers, "gevent.joinall([gevent.spawn(gevent.sleep, 0.2) for _ in range(10000)])"},
+    {"echo", "a green echo server (a green thread per connection) and green clients",
+     sec_echo, "gevent.server.StreamServer(('127.0.0.1', 0), handle).start()"},
+    {"future", "a green thread waits on a thread-pool future while the others run",
+     sec_future, "pool.submit(slow_square, 12).result()  # in a greenlet: only it waits"},
+    {"timeout", "Timeout scopes: every blocking call inside gives up at the deadline",
+     sec_timeout, "with gevent.Timeout(0.1): q.get()"},
+    {"kill", "Greenlet.kill: the next blocking call returns GreenletExit; links",
+     sec_kill, "g.kill(block=True)"},
+    {"pool", "gevent.pool.Pool: at most N green threads at once",
+     sec_pool, "p = Pool(3); [p.spawn(job, i) for i in range(8)]; p.join()"},
+    {"loopexit", "LoopExit: a wait nothing could ever end returns an error, not a hang",
+     sec_loopexit, "g.join()  # gevent: LoopExit('This operation would block forever')"},
+    {NULL, NULL, NULL, NULL},
+};
+
 /* ================================================ the table of chapters */
 
 static const struct chapter chapters[] = {
@@ -2618,7 +3159,10 @@ static const struct chapter chapters[] = {
     {"mutex", "multiprocessing: 互斥锁 (mutex) -- a shared Value with and without its "
               "lock, a Lock whose holder dies",
      mutex_sections},
-    /* later: green threads, I/O models ... */
+    {"green", "gevent: 协程 (green threads / coroutines) -- switching, 10,000 sleepers, an echo "
+              "server, waiting on a thread pool, Timeout, kill, Pool, LoopExit",
+     green_sections},
+    /* later: I/O models ... */
     {NULL, NULL, NULL},
 };
 
