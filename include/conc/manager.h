@@ -1,0 +1,236 @@
+/*
+ * conc/manager.h — multiprocessing's Manager: a server process that holds
+ * shared objects (a dict, a list, a Lock, a Queue) which other processes —
+ * children, or programs it never met — use through proxies, by address
+ * and authentication key.
+ *
+ *     conc_manager_t *m;
+ *     conc_manager_start(&m, NULL);                 // m = Manager(); m.start()
+ *     conc_mdict_t *d;
+ *     conc_manager_dict(m, "config", &d);           // d = m.dict()
+ *     conc_mdict_set(d, "k", 1, "v", 1);            // d[b"k"] = b"v"
+ *     ... any process: conc_manager_connect(&m2, address, key, keylen, 5.0)
+ *     conc_mdict_free(d);
+ *     conc_manager_free(m);                         // m.shutdown()
+ *
+ * The server. conc_manager_start starts a server process (fork, spawn or
+ * forkserver, as for conc/process.h; spawn and forkserver need
+ * CONC_PROCESS_MAIN in main) listening on a Unix socket in a private 0700
+ * directory (default) or on TCP 127.0.0.1. It serves every connection on
+ * its own thread, so a client blocked in acquire or get, or a client that
+ * sends garbage, holds up nobody else. It ends on conc_manager_shutdown
+ * (from any client), or when the process that started it ends.
+ *
+ * Authentication. Every connection starts with an HMAC-SHA256 challenge on
+ * the authkey in both directions (multiprocessing.connection's
+ * deliver_challenge / answer_challenge): the client proves the key to the
+ * server before the server does anything for it, then the server proves it
+ * to the client. A wrong key gets CONC_EPERM (Python's AuthenticationError)
+ * and the connection is closed. The key is never sent.
+ *
+ * Shared objects are bytes: dict keys and values, list items, queue items
+ * are byte strings of any length (the whole request must fit in
+ * CONC_MANAGER_MAX_MESSAGE; larger is CONC_ERANGE). Every object may carry
+ * a name: asking for a name that exists returns a proxy of the same object
+ * (another client looks it up that way); a name is kept until the server
+ * ends. An object without a name lives while some proxy refers to it.
+ *
+ * Proxies. Each proxy has its own connection to the server (set up when it
+ * is made, kept until it is freed), so a call is one request and one reply.
+ * Calls on one proxy from several threads are serialised; give each thread
+ * its own proxy when they should block independently. A proxy inherited
+ * through fork reconnects on its first use in the child (as Python's
+ * proxies do after fork).
+ *
+ * Errors (Python's exception in brackets):
+ *   CONC_EINVAL    NULL argument, bad timeout, bad address; a name that
+ *                  exists with another type.
+ *   CONC_EPERM     the authkey was refused (AuthenticationError).
+ *   CONC_EBROKEN   the server is gone: the connection failed, closed, or a
+ *                  reply did not come within the manager's timeout. The
+ *                  proxy stays broken; every later call returns it too.
+ *   CONC_EEMPTY    KeyError for dict get/del/pop; queue.Empty.
+ *   CONC_ERANGE    IndexError for list get/set/pop; too large a message.
+ *   CONC_EFULL     queue.Full.
+ *   CONC_ETIMEDOUT acquire timed out (Python's False).
+ *   CONC_ESHUTDOWN the server is shutting down.
+ *   CONC_ENOMEM, CONC_ESYS (errno set).
+ *
+ * Waiting. A call that blocks on the server (acquire, a get from an empty
+ * queue, a put to a full one) waits there for its own timeout; every other
+ * call waits at most the manager's timeout for its reply (opts.timeout,
+ * default 30 s). A server that dies closes its connections, so no call
+ * hangs on a dead server whatever its timeout. Calls park the calling green
+ * thread (conc/io.h) rather than its hub.
+ *
+ * Beyond Python: a Lock whose holder's connection closes (its process died
+ * or freed the proxy) while still holding it is released by the server.
+ *
+ * Ownership. conc_manager_t and every proxy are opaque handles: free each
+ * once. Freeing the manager that started the server shuts the server down
+ * (in the process that started it; in a forked child it only closes). Byte
+ * strings returned through void ** / conc_mbytes_t ** are malloc'd and
+ * yours: free() them (keys: one free() for the whole array).
+ */
+#ifndef CONC_MANAGER_H
+#define CONC_MANAGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conc/base.h"
+#include "conc/process.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest request or reply on the wire (16 MiB). */
+#define CONC_MANAGER_MAX_MESSAGE (16u << 20)
+
+typedef struct conc_manager conc_manager_t;
+typedef struct conc_mdict conc_mdict_t;   /* DictProxy */
+typedef struct conc_mlist conc_mlist_t;   /* ListProxy */
+typedef struct conc_mlock conc_mlock_t;   /* AcquirerProxy of a Lock */
+typedef struct conc_mqueue conc_mqueue_t; /* Queue proxy */
+
+/* A byte string (keys lists). */
+typedef struct conc_mbytes {
+    void *data;
+    size_t len;
+} conc_mbytes_t;
+
+/* Options for conc_manager_start; NULL means all defaults. */
+typedef struct conc_manager_opts {
+    const void *authkey;         /* NULL: 32 random bytes (see conc_manager_authkey) */
+    size_t authkey_len;
+    bool tcp;                    /* listen on TCP 127.0.0.1 instead of a Unix socket */
+    int port;                    /* with tcp: 0 lets the kernel pick */
+    conc_start_method_t method;  /* how the server process starts */
+    double timeout;              /* reply timeout of non-blocking calls; 0: 30 s */
+} conc_manager_opts_t;
+
+/* ------------------------------------------------------------- manager */
+
+/* Manager().start(): start a server process and connect to it. Returns 0
+ * and the handle in *out, or CONC_EINVAL (NULL out, bad options),
+ * CONC_EPERM (spawn/forkserver from an unguarded spawned child), CONC_ESYS,
+ * CONC_ENOMEM, CONC_EBROKEN (the server did not come up). Blocks until the
+ * server answered the handshake. */
+CONC_API int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts);
+
+/* BaseManager(address, authkey).connect(): connect to a running server.
+ * address: as conc_manager_address gives it (a Unix socket path, or
+ * "127.0.0.1:PORT"). Waits up to timeout for the connection and handshake.
+ * Returns 0, CONC_EINVAL, CONC_EPERM (wrong key), CONC_EBROKEN (nobody
+ * there, or it closed), CONC_ENOMEM. */
+CONC_API int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
+                                  size_t authkey_len, double timeout);
+
+/* The server's address (conc-owned, lives as long as m); NULL for NULL. */
+CONC_API const char *conc_manager_address(const conc_manager_t *m);
+
+/* The authkey (conc-owned); *len gets its length. NULL for NULL m. */
+CONC_API const void *conc_manager_authkey(const conc_manager_t *m, size_t *len);
+
+/* The server's pid when this process started it, else 0; CONC_EINVAL for
+ * NULL. */
+CONC_API int conc_manager_pid(const conc_manager_t *m);
+
+/* Manager.shutdown(): ask the server to stop (any client may). The server
+ * wakes its waiting calls (they get CONC_ESHUTDOWN), closes every
+ * connection and exits; the process that started it also waits for it
+ * (up to 5 s, then kills it) and removes its socket directory. Returns 0,
+ * CONC_EBROKEN (already gone; for the starter the process is still
+ * reaped), CONC_EINVAL. Proxies fail with CONC_EBROKEN afterwards. */
+CONC_API int conc_manager_shutdown(conc_manager_t *m);
+
+/* Close the handle; in the process that started the server, shut it down
+ * first unless that was done. Returns 0 or CONC_EINVAL. */
+CONC_API int conc_manager_free(conc_manager_t *m);
+
+/* Make a proxy of a shared object: a new one when name is NULL, else the
+ * object named name, created if the server has none by that name (then
+ * maxsize applies: <= 0 means unbounded). Opens the proxy's connection.
+ * Returns 0, CONC_EINVAL (NULL m/out, name longer than 4096 bytes, name
+ * taken by another type), CONC_EBROKEN, CONC_EPERM, CONC_ENOMEM. */
+CONC_API int conc_manager_dict(conc_manager_t *m, const char *name, conc_mdict_t **out);
+CONC_API int conc_manager_list(conc_manager_t *m, const char *name, conc_mlist_t **out);
+CONC_API int conc_manager_lock(conc_manager_t *m, const char *name, conc_mlock_t **out);
+CONC_API int conc_manager_queue(conc_manager_t *m, const char *name, long maxsize,
+                                conc_mqueue_t **out);
+
+/* ---------------------------------------------------------------- dict */
+
+/* d[key] = val. 0 or an error above. */
+CONC_API int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val,
+                            size_t vlen);
+/* d[key]: *val (malloc'd, free it) and *vlen; CONC_EEMPTY if absent. */
+CONC_API int conc_mdict_get(conc_mdict_t *d, const void *key, size_t klen, void **val,
+                            size_t *vlen);
+/* del d[key]: CONC_EEMPTY if absent. */
+CONC_API int conc_mdict_del(conc_mdict_t *d, const void *key, size_t klen);
+/* d.pop(key): as get, and removes it. */
+CONC_API int conc_mdict_pop(conc_mdict_t *d, const void *key, size_t klen, void **val,
+                            size_t *vlen);
+/* key in d -> *out. */
+CONC_API int conc_mdict_contains(conc_mdict_t *d, const void *key, size_t klen, bool *out);
+/* len(d) -> *n. */
+CONC_API int conc_mdict_len(conc_mdict_t *d, size_t *n);
+/* list(d.keys()), in insertion order: *keys is one malloc'd block (an
+ * array of *n entries followed by their bytes): free(*keys) once. */
+CONC_API int conc_mdict_keys(conc_mdict_t *d, conc_mbytes_t **keys, size_t *n);
+/* d.clear(). */
+CONC_API int conc_mdict_clear(conc_mdict_t *d);
+/* Close the proxy (0 or CONC_EINVAL). */
+CONC_API int conc_mdict_free(conc_mdict_t *d);
+
+/* ---------------------------------------------------------------- list */
+
+/* l.append(val). */
+CONC_API int conc_mlist_append(conc_mlist_t *l, const void *val, size_t len);
+/* l.extend(items): n items in one request. */
+CONC_API int conc_mlist_extend(conc_mlist_t *l, const conc_mbytes_t *items, size_t n);
+/* l[index] (negative counts from the end): *val malloc'd; CONC_ERANGE. */
+CONC_API int conc_mlist_get(conc_mlist_t *l, long index, void **val, size_t *len);
+/* l[index] = val; CONC_ERANGE. */
+CONC_API int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len);
+/* l.pop(index) (-1: the last): CONC_ERANGE when out of range or empty. */
+CONC_API int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len);
+/* len(l) -> *n. */
+CONC_API int conc_mlist_len(conc_mlist_t *l, size_t *n);
+/* l.clear(). */
+CONC_API int conc_mlist_clear(conc_mlist_t *l);
+CONC_API int conc_mlist_free(conc_mlist_t *l);
+
+/* ---------------------------------------------------------------- lock */
+
+/* Lock.acquire(blocking, timeout), as in conc/sync.h: 0 when acquired,
+ * CONC_ETIMEDOUT when not, CONC_EINVAL for a bad combination. Blocks on
+ * the server. */
+CONC_API int conc_mlock_acquire(conc_mlock_t *l, bool blocking, double timeout);
+/* Lock.release(): any process may release; CONC_EPERM when not locked. */
+CONC_API int conc_mlock_release(conc_mlock_t *l);
+/* Lock.locked() -> *out. */
+CONC_API int conc_mlock_locked(conc_mlock_t *l, bool *out);
+CONC_API int conc_mlock_free(conc_mlock_t *l);
+
+/* --------------------------------------------------------------- queue */
+
+/* Queue.put(item, block, timeout): CONC_EFULL when a bounded queue stays
+ * full (at once when block is false). */
+CONC_API int conc_mqueue_put(conc_mqueue_t *q, const void *item, size_t len, bool block,
+                             double timeout);
+/* Queue.get(block, timeout): *item malloc'd; CONC_EEMPTY when nothing
+ * came (at once when block is false). */
+CONC_API int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool block,
+                             double timeout);
+/* Queue.qsize() -> *n. */
+CONC_API int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n);
+CONC_API int conc_mqueue_free(conc_mqueue_t *q);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_MANAGER_H */

@@ -1,0 +1,912 @@
+/*
+ * manager.c — multiprocessing.Manager for C: starting the server process,
+ * connecting to it, and the proxies (conc/manager.h).
+ *
+ * The process that starts a manager makes the listening socket itself (a
+ * Unix socket in a fresh mkdtemp directory, mode 0700, or TCP on
+ * 127.0.0.1) and hands it to the server process, so the address is known
+ * before the server runs and nothing has to be sent back. The server
+ * watches its starter's pidfd and ends with it.
+ *
+ * Every proxy (and the manager handle itself, for ping and shutdown) is a
+ * connection: dial, the two-way HMAC handshake, then BIND to its object.
+ * A call is one frame out and one frame back on that connection, written
+ * with a single send and read into a buffer the proxy keeps; the proxy's
+ * lock serialises calls from several threads. Any I/O failure, EOF, a
+ * reply that does not parse, or a reply that did not come in time marks
+ * the proxy broken (CONC_EBROKEN from then on): after a timeout the stream
+ * can no longer be trusted to pair replies with requests.
+ *
+ * After fork the child has a copy of the parent's socket; using it from
+ * both would interleave frames. A proxy therefore remembers the pid that
+ * connected it and, used in another process, dials again and binds to the
+ * same object by id.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conc/io.h"
+#include "conc/manager.h"
+#include "core/time.h"
+#include "manager/internal.h"
+#include "process/internal.h"
+
+#define DEFAULT_TIMEOUT 30.0
+#define ADDR_MAX 160
+
+typedef struct conc__mproxy {
+    int fd;
+    pid_t pid;           /* the process that connected fd */
+    bool broken;
+    uint64_t id;         /* bound object (0: the manager's own connection) */
+    int kind;
+    conc_lock_t mu;
+    conc__wbuf_t req;
+    uint8_t *in;
+    size_t incap;
+    double timeout;
+    char addr[ADDR_MAX];
+    uint8_t *key;
+    size_t keylen;
+} mproxy_t;
+
+struct conc_mdict { mproxy_t p; };
+struct conc_mlist { mproxy_t p; };
+struct conc_mlock { mproxy_t p; };
+struct conc_mqueue { mproxy_t p; };
+
+struct conc_manager {
+    mproxy_t ctl;
+    pid_t owner;             /* the process that started the server, 0 if connected */
+    conc__child_t child;
+    bool shut;
+    char path[ADDR_MAX];     /* the Unix socket we created ("" for TCP) */
+};
+
+/* --------------------------------------------------------- connections */
+
+static int dial(const char *addr, double timeout, int *fd)
+{
+    if (addr[0] == '/' || addr[0] == '@')
+        return conc_unix_dial(addr, timeout, fd);
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= 64)
+        return CONC_EINVAL;
+    char host[64];
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port <= 0 || port > 65535)
+        return CONC_EINVAL;
+    return conc_tcp_dial(host, (int)port, timeout, fd);
+}
+
+static void proxy_close_fd(mproxy_t *p)
+{
+    if (p->fd >= 0)
+        conc_close(p->fd);
+    p->fd = -1;
+}
+
+/* The frame in p->in, or a broken proxy. */
+static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
+{
+    double deadline = wait < 0 ? INFINITY : conc_monotonic() + wait;
+    size_t have = 0;
+    for (;;) {
+        const uint8_t *body;
+        size_t blen, used;
+        int f = conc__mgr_frame(p->in, have, CONC__MGR_MAX_FRAME, &body, &blen, &used);
+        if (f == 1) {
+            if (used != have || blen < 4)
+                return CONC_EBROKEN; /* more than one reply, or no code */
+            rep->p = body;
+            rep->end = body + blen;
+            rep->bad = false;
+            return 0;
+        }
+        if (f < 0)
+            return CONC_EBROKEN;
+        size_t need = have < 4 ? 4096 : 4 + (size_t)(p->in[0] | p->in[1] << 8 | p->in[2] << 16 |
+                                                   (uint32_t)p->in[3] << 24);
+        if (need < 4096)
+            need = 4096;
+        if (need > p->incap) {
+            uint8_t *q = realloc(p->in, need);
+            if (!q)
+                return CONC_ENOMEM;
+            p->in = q;
+            p->incap = need;
+        }
+        /* The reply usually follows within microseconds: try before parking. */
+        ssize_t r = recv(p->fd, p->in + have, p->incap - have, MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            double left = wait < 0 ? CONC_FOREVER : deadline - conc_monotonic();
+            if (wait >= 0 && left < 0)
+                left = 0;
+            r = conc_read(p->fd, p->in + have, p->incap - have, left);
+        }
+        if (r <= 0)
+            return CONC_EBROKEN; /* EOF, error, timeout */
+        have += (size_t)r;
+    }
+}
+
+/* Dial, authenticate, bind (by id when p->id is set). Caller holds p->mu. */
+static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize, const char *name)
+{
+    int fd = -1;
+    int rc = dial(p->addr, timeout, &fd);
+    if (rc)
+        return rc == CONC_EINVAL ? rc : CONC_EBROKEN;
+    rc = conc__mgr_hs_client(fd, p->key, p->keylen, timeout);
+    if (rc) {
+        conc_close(fd);
+        return rc == CONC_EPERM ? rc : rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
+    }
+    p->fd = fd;
+    p->pid = getpid();
+    p->broken = false;
+    if (!kind && !p->id)
+        return 0; /* the manager's own connection */
+    conc__wbuf_t *w = &p->req;
+    conc__wb_begin_frame(w);
+    if (p->id) {
+        conc__wb_u8(w, CONC__MOP_BIND_ID);
+        conc__wb_u64(w, p->id);
+    } else {
+        conc__wb_u8(w, CONC__MOP_BIND_NEW);
+        conc__wb_u8(w, kind);
+        conc__wb_u64(w, (uint64_t)(int64_t)maxsize);
+        conc__wb_bytes(w, name ? name : "", name ? strlen(name) : 0);
+    }
+    conc__wb_end_frame(w);
+    conc__rbuf_t rep;
+    if (w->oom)
+        rc = CONC_ENOMEM;
+    else if (conc_write_all(fd, w->p, w->len, NULL, timeout) != 0)
+        rc = CONC_EBROKEN;
+    else
+        rc = recv_reply(p, timeout, &rep);
+    if (!rc) {
+        rc = (int32_t)conc__rb_u32(&rep);
+        if (!rc) {
+            uint64_t id = conc__rb_u64(&rep);
+            int k = conc__rb_u8(&rep);
+            if (!conc__rb_done(&rep) || (p->id && id != p->id) || (kind && k != kind))
+                rc = CONC_EBROKEN;
+            p->id = id;
+            p->kind = k;
+        }
+    }
+    if (rc)
+        proxy_close_fd(p);
+    return rc;
+}
+
+static int proxy_init(mproxy_t *p, const char *addr, const void *key, size_t keylen, double timeout)
+{
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+    conc_lock_init(&p->mu);
+    p->timeout = timeout;
+    size_t n = strlen(addr);
+    if (n >= ADDR_MAX)
+        return CONC_EINVAL;
+    memcpy(p->addr, addr, n + 1);
+    p->key = malloc(keylen ? keylen : 1);
+    if (!p->key)
+        return CONC_ENOMEM;
+    if (keylen)
+        memcpy(p->key, key, keylen);
+    p->keylen = keylen;
+    return 0;
+}
+
+static void proxy_fini(mproxy_t *p)
+{
+    /* In a forked child the fd is the parent's connection too: closing our
+     * copy is harmless (the socket lives on in the parent). */
+    proxy_close_fd(p);
+    conc__wb_free(&p->req);
+    free(p->in);
+    if (p->key)
+        memset(p->key, 0, p->keylen);
+    free(p->key);
+}
+
+/* ----------------------------------------------------------------- calls */
+
+/* Begin a request: lock the proxy, reconnect after fork, start the frame. */
+static conc__wbuf_t *call_begin(mproxy_t *p, uint8_t op)
+{
+    conc_lock_acquire(&p->mu, true, CONC_FOREVER);
+    conc__wb_begin_frame(&p->req);
+    conc__wb_u8(&p->req, op);
+    return &p->req;
+}
+
+/* Send, wait up to wait (CONC_FOREVER: until the reply or EOF) for the
+ * reply; returns its code (the results follow in *rep). The lock stays
+ * held until call_end. */
+static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
+{
+    if (p->fd >= 0 && p->pid != getpid() && !p->broken) { /* inherited through fork */
+        proxy_close_fd(p);
+        conc__wbuf_t saved = p->req; /* the pending request survives the rebind */
+        memset(&p->req, 0, sizeof p->req);
+        int rc = proxy_connect(p, p->timeout, 0, 0, NULL);
+        conc__wb_free(&p->req);
+        p->req = saved;
+        if (rc) {
+            p->broken = true;
+            return rc == CONC_EPERM ? rc : CONC_EBROKEN;
+        }
+    }
+    if (p->broken || p->fd < 0)
+        return CONC_EBROKEN;
+    conc__wbuf_t *w = &p->req;
+    if (w->oom)
+        return CONC_ENOMEM;
+    if (w->len - 4 > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wb_end_frame(w);
+    int rc = conc_write_all(p->fd, w->p, w->len, NULL, p->timeout);
+    if (!rc)
+        rc = recv_reply(p, wait, rep);
+    if (rc) {
+        if (rc != CONC_ENOMEM) {
+            p->broken = true;
+            proxy_close_fd(p);
+        }
+        return rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
+    }
+    rc = (int32_t)conc__rb_u32(rep);
+    if (rc > 0 || rc < CONC_ERANGE) { /* not a code: the stream is corrupt */
+        p->broken = true;
+        proxy_close_fd(p);
+        return CONC_EBROKEN;
+    }
+    return rc;
+}
+
+static void call_end(mproxy_t *p) { conc_lock_release(&p->mu); }
+
+/* The common shapes. */
+static int finish_void(mproxy_t *p, conc__rbuf_t *rep, int rc)
+{
+    if (!rc && !conc__rb_done(rep)) {
+        p->broken = true;
+        proxy_close_fd(p);
+        rc = CONC_EBROKEN;
+    }
+    call_end(p);
+    return rc;
+}
+
+static int call_void(mproxy_t *p, double wait)
+{
+    conc__rbuf_t rep;
+    return finish_void(p, &rep, call_run(p, wait, &rep));
+}
+
+static int finish_bytes(mproxy_t *p, conc__rbuf_t *rep, int rc, void **val, size_t *len)
+{
+    if (!rc) {
+        size_t n;
+        const uint8_t *b = conc__rb_bytes(rep, &n);
+        if (!conc__rb_done(rep)) {
+            p->broken = true;
+            proxy_close_fd(p);
+            rc = CONC_EBROKEN;
+        } else {
+            void *out = malloc(n ? n : 1);
+            if (!out) {
+                rc = CONC_ENOMEM;
+            } else {
+                memcpy(out, b, n);
+                *val = out;
+                *len = n;
+            }
+        }
+    }
+    call_end(p);
+    return rc;
+}
+
+static int call_bytes(mproxy_t *p, double wait, void **val, size_t *len)
+{
+    conc__rbuf_t rep;
+    return finish_bytes(p, &rep, call_run(p, wait, &rep), val, len);
+}
+
+static int call_u64(mproxy_t *p, uint64_t *out)
+{
+    conc__rbuf_t rep;
+    int rc = call_run(p, p->timeout, &rep);
+    if (!rc) {
+        uint64_t v = conc__rb_u64(&rep);
+        if (conc__rb_done(&rep))
+            *out = v;
+        else
+            rc = CONC_EBROKEN, p->broken = true, proxy_close_fd(p);
+    }
+    call_end(p);
+    return rc;
+}
+
+static int call_bool(mproxy_t *p, bool *out)
+{
+    conc__rbuf_t rep;
+    int rc = call_run(p, p->timeout, &rep);
+    if (!rc) {
+        uint8_t v = conc__rb_u8(&rep);
+        if (conc__rb_done(&rep) && v <= 1)
+            *out = v;
+        else
+            rc = CONC_EBROKEN, p->broken = true, proxy_close_fd(p);
+    }
+    call_end(p);
+    return rc;
+}
+
+/* How long to wait for the reply of a call that may block for timeout. */
+static double blocking_wait(mproxy_t *p, bool block, double timeout)
+{
+    if (!block)
+        return p->timeout;
+    if (timeout == CONC_FOREVER || timeout >= 1e9)
+        return CONC_FOREVER;
+    return timeout + p->timeout;
+}
+
+static bool bad_timeout(double t) { return isnan(t) || (t < 0 && t != CONC_FOREVER); }
+
+/* ------------------------------------------------------- server process */
+
+/* The server process: arg = u32 keylen, key, u32 pathlen, path; fds[0] =
+ * the listening socket. */
+static int conc__manager_server(const void *arg, size_t len)
+{
+    conc__rbuf_t r = {arg, (const uint8_t *)arg + len, false};
+    size_t keylen, pathlen;
+    const uint8_t *key = conc__rb_bytes(&r, &keylen);
+    const uint8_t *path = conc__rb_bytes(&r, &pathlen);
+    const int *fds;
+    if (!conc__rb_done(&r) || conc__child_fds(&fds) < 1 || pathlen >= ADDR_MAX)
+        return 2;
+    char p[ADDR_MAX];
+    memcpy(p, path, pathlen);
+    p[pathlen] = 0;
+    signal(SIGPIPE, SIG_IGN);
+    int watch = conc_process_sentinel(conc_parent_process());
+    int rc = conc__mgr_serve(fds[0], watch >= 0 ? watch : -1, key, keylen, pathlen ? p : NULL);
+    return rc ? 1 : 0;
+}
+CONC_REGISTER_AS(conc__manager_server, "conc.manager.server", CONC_SIG_PROCESS);
+
+/* A fresh private directory with a socket path in it. */
+static int make_socket_path(char *path, size_t cap)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp || strlen(tmp) > 60)
+        tmp = "/tmp";
+    char dir[ADDR_MAX];
+    snprintf(dir, sizeof dir, "%s/conc-mgr-XXXXXX", tmp);
+    if (!mkdtemp(dir)) /* mode 0700 */
+        return CONC_ESYS;
+    if ((size_t)snprintf(path, cap, "%s/listener", dir) >= cap) {
+        rmdir(dir);
+        return CONC_EINVAL;
+    }
+    return 0;
+}
+
+static void remove_socket_path(const char *path)
+{
+    if (!path[0])
+        return;
+    unlink(path);
+    char dir[ADDR_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = 0;
+        rmdir(dir);
+    }
+}
+
+/* ------------------------------------------------------------ manager */
+
+int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
+{
+    conc_manager_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    if (!out || (o.authkey_len && !o.authkey) || o.authkey_len > 1024 || o.port < 0 ||
+        o.port > 65535 || isnan(o.timeout) || o.timeout < 0 || (int)o.method < CONC_START_DEFAULT ||
+        o.method > CONC_FORKSERVER)
+        return CONC_EINVAL;
+    uint8_t rnd[32];
+    if (!o.authkey) {
+        if (conc__mgr_random(rnd, sizeof rnd) != 0)
+            return CONC_ESYS;
+        o.authkey = rnd;
+        o.authkey_len = sizeof rnd;
+    }
+    conc_manager_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return CONC_ENOMEM;
+    char addr[ADDR_MAX];
+    int lfd = -1, rc;
+    if (o.tcp) {
+        rc = conc_tcp_listen("127.0.0.1", o.port, 0, &lfd);
+        if (!rc)
+            snprintf(addr, sizeof addr, "127.0.0.1:%d", conc_socket_port(lfd));
+    } else {
+        rc = make_socket_path(m->path, sizeof m->path);
+        if (!rc) {
+            rc = conc_unix_listen(m->path, 0, &lfd);
+            if (rc)
+                remove_socket_path(m->path);
+        }
+        snprintf(addr, sizeof addr, "%s", m->path);
+    }
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    rc = proxy_init(&m->ctl, addr, o.authkey, o.authkey_len, o.timeout > 0 ? o.timeout : DEFAULT_TIMEOUT);
+    conc__wbuf_t arg = {0};
+    conc__wb_bytes(&arg, o.authkey, o.authkey_len);
+    conc__wb_bytes(&arg, m->path, strlen(m->path));
+    if (!rc && arg.oom)
+        rc = CONC_ENOMEM;
+    if (!rc) {
+        conc__launch_t l = {.entry = conc_registry_find("conc.manager.server"),
+                            .fork_fn = conc__manager_server,
+                            .arg = arg.p,
+                            .len = arg.len,
+                            .method = o.method,
+                            .name = "SyncManager",
+                            .daemon = true,
+                            .fds = &lfd,
+                            .nfds = 1};
+        rc = conc__child_start(&m->child, &l);
+    }
+    conc__wb_free(&arg);
+    close(lfd);
+    if (rc) {
+        remove_socket_path(m->path);
+        proxy_fini(&m->ctl);
+        free(m);
+        return rc;
+    }
+    m->owner = getpid();
+    conc_lock_acquire(&m->ctl.mu, true, CONC_FOREVER);
+    rc = proxy_connect(&m->ctl, m->ctl.timeout, 0, 0, NULL);
+    conc_lock_release(&m->ctl.mu);
+    if (rc) {
+        conc__child_signal(&m->child, SIGKILL);
+        conc__child_wait(&m->child, CONC__NO_DEADLINE);
+        conc__child_release(&m->child);
+        remove_socket_path(m->path);
+        proxy_fini(&m->ctl);
+        free(m);
+        return rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
+    }
+    *out = m;
+    return 0;
+}
+
+int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
+                         size_t authkey_len, double timeout)
+{
+    if (!out || !address || !*address || (authkey_len && !authkey) || bad_timeout(timeout))
+        return CONC_EINVAL;
+    conc_manager_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return CONC_ENOMEM;
+    int rc = proxy_init(&m->ctl, address, authkey, authkey_len, DEFAULT_TIMEOUT);
+    if (!rc) {
+        conc_lock_acquire(&m->ctl.mu, true, CONC_FOREVER);
+        rc = proxy_connect(&m->ctl, timeout, 0, 0, NULL);
+        conc_lock_release(&m->ctl.mu);
+    }
+    if (rc) {
+        proxy_fini(&m->ctl);
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+const char *conc_manager_address(const conc_manager_t *m) { return m ? m->ctl.addr : NULL; }
+
+const void *conc_manager_authkey(const conc_manager_t *m, size_t *len)
+{
+    if (!m)
+        return NULL;
+    if (len)
+        *len = m->ctl.keylen;
+    return m->ctl.key;
+}
+
+int conc_manager_pid(const conc_manager_t *m)
+{
+    if (!m)
+        return CONC_EINVAL;
+    return m->owner == getpid() ? (int)m->child.pid : 0;
+}
+
+int conc_manager_shutdown(conc_manager_t *m)
+{
+    if (!m)
+        return CONC_EINVAL;
+    call_begin(&m->ctl, CONC__MOP_SHUTDOWN);
+    int rc = call_void(&m->ctl, m->ctl.timeout);
+    conc_lock_acquire(&m->ctl.mu, true, CONC_FOREVER);
+    m->ctl.broken = true; /* the server is going: later calls fail at once */
+    proxy_close_fd(&m->ctl);
+    conc_lock_release(&m->ctl.mu);
+    if (m->owner == getpid() && !m->shut) {
+        m->shut = true;
+        if (conc__child_wait(&m->child, conc__now_ns() + 5000000000LL) != 0) {
+            conc__child_signal(&m->child, SIGKILL);
+            conc__child_wait(&m->child, CONC__NO_DEADLINE);
+        }
+        conc__child_release(&m->child);
+        remove_socket_path(m->path);
+    }
+    return rc;
+}
+
+int conc_manager_free(conc_manager_t *m)
+{
+    if (!m)
+        return CONC_EINVAL;
+    if (m->owner == getpid() && !m->shut)
+        conc_manager_shutdown(m);
+    proxy_fini(&m->ctl);
+    free(m);
+    return 0;
+}
+
+static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                      mproxy_t **out)
+{
+    if (!m || !out || (name && strlen(name) > 4096))
+        return CONC_EINVAL;
+    mproxy_t *p = malloc(sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    int rc = proxy_init(p, m->ctl.addr, m->ctl.key, m->ctl.keylen, m->ctl.timeout);
+    if (!rc) {
+        conc_lock_acquire(&p->mu, true, CONC_FOREVER);
+        rc = proxy_connect(p, p->timeout, kind, maxsize, name);
+        conc_lock_release(&p->mu);
+    }
+    if (rc) {
+        proxy_fini(p);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int conc_manager_dict(conc_manager_t *m, const char *name, conc_mdict_t **out)
+{
+    return make_proxy(m, CONC__MK_DICT, 0, name, (mproxy_t **)out);
+}
+
+int conc_manager_list(conc_manager_t *m, const char *name, conc_mlist_t **out)
+{
+    return make_proxy(m, CONC__MK_LIST, 0, name, (mproxy_t **)out);
+}
+
+int conc_manager_lock(conc_manager_t *m, const char *name, conc_mlock_t **out)
+{
+    return make_proxy(m, CONC__MK_LOCK, 0, name, (mproxy_t **)out);
+}
+
+int conc_manager_queue(conc_manager_t *m, const char *name, long maxsize, conc_mqueue_t **out)
+{
+    return make_proxy(m, CONC__MK_QUEUE, maxsize, name, (mproxy_t **)out);
+}
+
+static int proxy_free(mproxy_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    proxy_fini(p);
+    free(p);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- dict */
+
+#define KEYOK(k, kn) ((k) || !(kn))
+
+int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (!d || !KEYOK(key, klen) || !KEYOK(val, vlen))
+        return CONC_EINVAL;
+    if (klen > CONC__MGR_MAX_FRAME || vlen > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&d->p, CONC__MOP_D_SET);
+    conc__wb_bytes(w, key, klen);
+    conc__wb_bytes(w, val, vlen);
+    return call_void(&d->p, d->p.timeout);
+}
+
+static int dict_key_bytes(conc_mdict_t *d, int op, const void *key, size_t klen, void **val,
+                          size_t *vlen)
+{
+    if (!d || !KEYOK(key, klen) || (op != CONC__MOP_D_DEL && (!val || !vlen)))
+        return CONC_EINVAL;
+    if (klen > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&d->p, (uint8_t)op);
+    conc__wb_bytes(w, key, klen);
+    if (op == CONC__MOP_D_DEL)
+        return call_void(&d->p, d->p.timeout);
+    return call_bytes(&d->p, d->p.timeout, val, vlen);
+}
+
+int conc_mdict_get(conc_mdict_t *d, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    return dict_key_bytes(d, CONC__MOP_D_GET, key, klen, val, vlen);
+}
+
+int conc_mdict_del(conc_mdict_t *d, const void *key, size_t klen)
+{
+    return dict_key_bytes(d, CONC__MOP_D_DEL, key, klen, NULL, NULL);
+}
+
+int conc_mdict_pop(conc_mdict_t *d, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    return dict_key_bytes(d, CONC__MOP_D_POP, key, klen, val, vlen);
+}
+
+int conc_mdict_contains(conc_mdict_t *d, const void *key, size_t klen, bool *out)
+{
+    if (!d || !KEYOK(key, klen) || !out)
+        return CONC_EINVAL;
+    if (klen > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&d->p, CONC__MOP_D_HAS);
+    conc__wb_bytes(w, key, klen);
+    return call_bool(&d->p, out);
+}
+
+int conc_mdict_len(conc_mdict_t *d, size_t *n)
+{
+    if (!d || !n)
+        return CONC_EINVAL;
+    uint64_t v = 0;
+    call_begin(&d->p, CONC__MOP_D_LEN);
+    int rc = call_u64(&d->p, &v);
+    if (!rc)
+        *n = (size_t)v;
+    return rc;
+}
+
+int conc_mdict_keys(conc_mdict_t *d, conc_mbytes_t **keys, size_t *n)
+{
+    if (!d || !keys || !n)
+        return CONC_EINVAL;
+    mproxy_t *p = &d->p;
+    call_begin(p, CONC__MOP_D_KEYS);
+    conc__rbuf_t rep;
+    int rc = call_run(p, p->timeout, &rep);
+    if (!rc) {
+        uint64_t count = conc__rb_u64(&rep);
+        /* First pass: check the shape and size the block. */
+        conc__rbuf_t scan = rep;
+        size_t bytes = 0;
+        for (uint64_t i = 0; i < count && !scan.bad; i++) {
+            size_t kn;
+            conc__rb_bytes(&scan, &kn);
+            bytes += kn;
+        }
+        if (!conc__rb_done(&scan) || count > (uint64_t)(rep.end - rep.p) / 4) {
+            rc = CONC_EBROKEN;
+            p->broken = true;
+            proxy_close_fd(p);
+        } else {
+            conc_mbytes_t *arr = malloc(count * sizeof *arr + bytes + 1);
+            if (!arr) {
+                rc = CONC_ENOMEM;
+            } else {
+                uint8_t *data = (uint8_t *)(arr + count);
+                for (uint64_t i = 0; i < count; i++) {
+                    size_t kn;
+                    const uint8_t *k = conc__rb_bytes(&rep, &kn);
+                    memcpy(data, k, kn);
+                    arr[i].data = data;
+                    arr[i].len = kn;
+                    data += kn;
+                }
+                *keys = arr;
+                *n = (size_t)count;
+            }
+        }
+    }
+    call_end(p);
+    return rc;
+}
+
+int conc_mdict_clear(conc_mdict_t *d)
+{
+    if (!d)
+        return CONC_EINVAL;
+    call_begin(&d->p, CONC__MOP_D_CLEAR);
+    return call_void(&d->p, d->p.timeout);
+}
+
+int conc_mdict_free(conc_mdict_t *d) { return proxy_free((mproxy_t *)d); }
+
+/* ---------------------------------------------------------------- list */
+
+int conc_mlist_append(conc_mlist_t *l, const void *val, size_t len)
+{
+    if (!l || !KEYOK(val, len))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_APPEND);
+    conc__wb_bytes(w, val, len);
+    return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlist_extend(conc_mlist_t *l, const conc_mbytes_t *items, size_t n)
+{
+    if (!l || (n && !items))
+        return CONC_EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!KEYOK(items[i].data, items[i].len))
+            return CONC_EINVAL;
+        if (items[i].len > CONC__MGR_MAX_FRAME || (total += items[i].len + 4) > CONC__MGR_MAX_FRAME)
+            return CONC_ERANGE;
+    }
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_EXTEND);
+    conc__wb_u32(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        conc__wb_bytes(w, items[i].data, items[i].len);
+    return call_void(&l->p, l->p.timeout);
+}
+
+static int list_index_bytes(conc_mlist_t *l, int op, long index, void **val, size_t *len)
+{
+    if (!l || !val || !len)
+        return CONC_EINVAL;
+    conc__wbuf_t *w = call_begin(&l->p, (uint8_t)op);
+    conc__wb_u64(w, (uint64_t)(int64_t)index);
+    return call_bytes(&l->p, l->p.timeout, val, len);
+}
+
+int conc_mlist_get(conc_mlist_t *l, long index, void **val, size_t *len)
+{
+    return list_index_bytes(l, CONC__MOP_L_GET, index, val, len);
+}
+
+int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len)
+{
+    return list_index_bytes(l, CONC__MOP_L_POP, index, val, len);
+}
+
+int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
+{
+    if (!l || !KEYOK(val, len))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_SET);
+    conc__wb_u64(w, (uint64_t)(int64_t)index);
+    conc__wb_bytes(w, val, len);
+    return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlist_len(conc_mlist_t *l, size_t *n)
+{
+    if (!l || !n)
+        return CONC_EINVAL;
+    uint64_t v = 0;
+    call_begin(&l->p, CONC__MOP_L_LEN);
+    int rc = call_u64(&l->p, &v);
+    if (!rc)
+        *n = (size_t)v;
+    return rc;
+}
+
+int conc_mlist_clear(conc_mlist_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    call_begin(&l->p, CONC__MOP_L_CLEAR);
+    return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlist_free(conc_mlist_t *l) { return proxy_free((mproxy_t *)l); }
+
+/* ---------------------------------------------------------------- lock */
+
+int conc_mlock_acquire(conc_mlock_t *l, bool blocking, double timeout)
+{
+    if (!l || bad_timeout(timeout) || (!blocking && timeout != CONC_FOREVER))
+        return CONC_EINVAL;
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_K_ACQUIRE);
+    conc__wb_u8(w, blocking);
+    conc__wb_f64(w, timeout);
+    return call_void(&l->p, blocking_wait(&l->p, blocking, timeout));
+}
+
+int conc_mlock_release(conc_mlock_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    call_begin(&l->p, CONC__MOP_K_RELEASE);
+    return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlock_locked(conc_mlock_t *l, bool *out)
+{
+    if (!l || !out)
+        return CONC_EINVAL;
+    call_begin(&l->p, CONC__MOP_K_LOCKED);
+    return call_bool(&l->p, out);
+}
+
+int conc_mlock_free(conc_mlock_t *l) { return proxy_free((mproxy_t *)l); }
+
+/* --------------------------------------------------------------- queue */
+
+int conc_mqueue_put(conc_mqueue_t *q, const void *item, size_t len, bool block, double timeout)
+{
+    if (!q || !KEYOK(item, len) || (block && bad_timeout(timeout)))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&q->p, CONC__MOP_Q_PUT);
+    conc__wb_u8(w, block);
+    conc__wb_f64(w, block ? timeout : 0);
+    conc__wb_bytes(w, item, len);
+    return call_void(&q->p, blocking_wait(&q->p, block, timeout));
+}
+
+int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool block, double timeout)
+{
+    if (!q || !item || !len || (block && bad_timeout(timeout)))
+        return CONC_EINVAL;
+    conc__wbuf_t *w = call_begin(&q->p, CONC__MOP_Q_GET);
+    conc__wb_u8(w, block);
+    conc__wb_f64(w, block ? timeout : 0);
+    return call_bytes(&q->p, blocking_wait(&q->p, block, timeout), item, len);
+}
+
+int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
+{
+    if (!q || !n)
+        return CONC_EINVAL;
+    uint64_t v = 0;
+    call_begin(&q->p, CONC__MOP_Q_SIZE);
+    int rc = call_u64(&q->p, &v);
+    if (!rc)
+        *n = (size_t)v;
+    return rc;
+}
+
+int conc_mqueue_free(conc_mqueue_t *q) { return proxy_free((mproxy_t *)q); }

@@ -1,0 +1,1009 @@
+/*
+ * server.c — the manager's server: the shared objects, the request
+ * dispatcher and the connection threads.
+ *
+ * Objects. Every object has an id (a counter) and, optionally, a name;
+ * two small chained hash tables find them. An object's reference count is
+ * the number of connections bound to it, plus one for its name (named
+ * objects live until the server ends). The tables and the counts are
+ * guarded by the server lock; an object's contents by its own lock, so
+ * clients of different objects never contend. Locking order: an object's
+ * lock is never held while taking the server lock.
+ *
+ * Blocking requests (Lock.acquire, Queue.get on an empty queue, Queue.put
+ * on a full one) wait on the object's condition in slices of at most
+ * 50 ms; between slices they look at the server's stop flag and at the
+ * client's socket (POLLRDHUP), so a client that went away or a shutdown
+ * never leaves a thread waiting for good.
+ *
+ * Connections. The main thread accepts; every connection gets a detached
+ * thread that runs the handshake (nothing else happens before the client
+ * proved the key), then reads frames, dispatches them and writes one reply
+ * each. A frame that is too long, a request that does not parse exactly,
+ * or an unknown op gets an error reply and closes that connection only.
+ * Shutdown: the stop flag is set, the listener closed, every connection is
+ * shut down (waking its thread from read), every condition broadcast, and
+ * the threads are given a moment to leave before the process exits.
+ *
+ * Dicts keep insertion order (like Python's): entries are chained in the
+ * hash buckets and on a doubly linked list in insertion order. Lists are
+ * arrays; queues are rings.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/time.h"
+#include "manager/internal.h"
+
+#define NBUCKETS 1024
+#define SLICE_NS 50000000LL
+#define MAX_NAME 4096
+
+typedef struct item {
+    uint8_t *p; /* malloc'd, at least one byte */
+    size_t n;
+} item_t;
+
+typedef struct dent {
+    struct dent *chain, *prev, *next;
+    uint64_t h;
+    item_t v;
+    size_t klen;
+    uint8_t key[];
+} dent_t;
+
+typedef struct obj {
+    uint64_t id;
+    int kind;
+    unsigned long refs;            /* server lock */
+    struct obj *id_next, *name_next;
+    char *name;                    /* NULL: anonymous */
+    size_t nlen;
+    conc_lock_t mu;
+    conc_cond_t cv;
+    /* dict */
+    dent_t **b;
+    size_t nb, n;
+    dent_t *head, *tail;
+    /* list, queue (ring from `first`) */
+    item_t *v;
+    size_t len, cap, first;
+    long maxsize;
+    /* lock */
+    bool held;
+    conc__mgr_conn_t *holder;
+} obj_t;
+
+struct conc__mgr_conn {
+    conc__mgr_server_t *s;
+    int fd;
+    obj_t *bound;
+    conc__wbuf_t out;
+    uint8_t *in;
+    size_t inlen, incap;
+    conc__mgr_conn_t *prev, *next; /* server lock */
+};
+
+struct conc__mgr_server {
+    conc_lock_t mu;
+    obj_t *ids[NBUCKETS], *names[NBUCKETS];
+    uint64_t next_id;
+    uint8_t *key;
+    size_t keylen;
+    bool noblock;
+    int stopping;                  /* atomic */
+    int nthreads;                  /* atomic: connection threads alive */
+    int wake[2];                   /* a connection asks the main thread to stop */
+    conc__mgr_conn_t *conns;
+};
+
+/* --------------------------------------------------------------- items */
+
+static int item_set(item_t *it, const uint8_t *p, size_t n)
+{
+    uint8_t *q = malloc(n ? n : 1);
+    if (!q)
+        return CONC_ENOMEM;
+    if (n)
+        memcpy(q, p, n);
+    it->p = q;
+    it->n = n;
+    return 0;
+}
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* ---------------------------------------------------------------- dict */
+
+static dent_t **dict_slot(obj_t *o, const uint8_t *k, size_t kn, uint64_t h)
+{
+    dent_t **pp = &o->b[h & (o->nb - 1)];
+    for (; *pp; pp = &(*pp)->chain)
+        if ((*pp)->h == h && (*pp)->klen == kn && memcmp((*pp)->key, k, kn) == 0)
+            break;
+    return pp;
+}
+
+static int dict_grow(obj_t *o)
+{
+    size_t nb = o->nb ? o->nb * 2 : 16;
+    dent_t **b = calloc(nb, sizeof *b);
+    if (!b)
+        return CONC_ENOMEM;
+    for (dent_t *e = o->head; e; e = e->next) {
+        dent_t **pp = &b[e->h & (nb - 1)];
+        e->chain = *pp;
+        *pp = e;
+    }
+    free(o->b);
+    o->b = b;
+    o->nb = nb;
+    return 0;
+}
+
+static void dict_unlink(obj_t *o, dent_t **pp)
+{
+    dent_t *e = *pp;
+    *pp = e->chain;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        o->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        o->tail = e->prev;
+    o->n--;
+}
+
+static int dict_set(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
+{
+    if (o->n >= o->nb - o->nb / 4 || !o->nb) {
+        int rc = dict_grow(o);
+        if (rc)
+            return rc;
+    }
+    uint64_t h = hash_bytes(k, kn);
+    dent_t **pp = dict_slot(o, k, kn, h);
+    item_t it;
+    int rc = item_set(&it, v, vn);
+    if (rc)
+        return rc;
+    if (*pp) {
+        free((*pp)->v.p);
+        (*pp)->v = it;
+        return 0;
+    }
+    dent_t *e = malloc(sizeof *e + kn);
+    if (!e) {
+        free(it.p);
+        return CONC_ENOMEM;
+    }
+    e->h = h;
+    e->klen = kn;
+    memcpy(e->key, k, kn);
+    e->v = it;
+    e->chain = NULL;
+    *pp = e;
+    e->next = NULL;
+    e->prev = o->tail;
+    if (o->tail)
+        o->tail->next = e;
+    else
+        o->head = e;
+    o->tail = e;
+    o->n++;
+    return 0;
+}
+
+static void dict_clear(obj_t *o)
+{
+    for (dent_t *e = o->head, *nx; e; e = nx) {
+        nx = e->next;
+        free(e->v.p);
+        free(e);
+    }
+    o->head = o->tail = NULL;
+    o->n = 0;
+    if (o->b)
+        memset(o->b, 0, o->nb * sizeof *o->b);
+}
+
+/* ---------------------------------------------------------- list/queue */
+
+static int vec_reserve(obj_t *o, size_t more)
+{
+    if (more <= o->cap - o->len)
+        return 0;
+    if (more > SIZE_MAX / sizeof(item_t) / 2 - o->len)
+        return CONC_ENOMEM;
+    size_t cap = o->cap ? o->cap : 8;
+    while (cap - o->len < more)
+        cap *= 2;
+    item_t *v = malloc(cap * sizeof *v);
+    if (!v)
+        return CONC_ENOMEM;
+    for (size_t i = 0; i < o->len; i++) /* unwrap the ring */
+        v[i] = o->v[(o->first + i) % o->cap];
+    free(o->v);
+    o->v = v;
+    o->cap = cap;
+    o->first = 0;
+    return 0;
+}
+
+static item_t *vec_at(obj_t *o, size_t i) { return &o->v[(o->first + i) % o->cap]; }
+
+static void vec_clear(obj_t *o)
+{
+    for (size_t i = 0; i < o->len; i++)
+        free(vec_at(o, i)->p);
+    o->len = 0;
+    o->first = 0;
+}
+
+/* Python index -> position; false when out of range. */
+static bool norm_index(obj_t *o, int64_t idx, size_t *pos)
+{
+    if (idx < 0) {
+        if ((uint64_t)-(idx + 1) >= o->len) /* -(idx+1) avoids overflow at INT64_MIN */
+            return false;
+        *pos = o->len - (size_t)-(idx + 1) - 1;
+        return true;
+    }
+    if ((uint64_t)idx >= o->len)
+        return false;
+    *pos = (size_t)idx;
+    return true;
+}
+
+/* ------------------------------------------------------------- objects */
+
+static void obj_free(obj_t *o)
+{
+    dict_clear(o);
+    free(o->b);
+    vec_clear(o);
+    free(o->v);
+    free(o->name);
+    free(o);
+}
+
+static obj_t *obj_by_id(conc__mgr_server_t *s, uint64_t id)
+{
+    obj_t *o = s->ids[id % NBUCKETS];
+    while (o && o->id != id)
+        o = o->id_next;
+    return o;
+}
+
+static void obj_unref(conc__mgr_server_t *s, obj_t *o) /* server lock held */
+{
+    if (--o->refs)
+        return;
+    obj_t **pp = &s->ids[o->id % NBUCKETS];
+    while (*pp != o)
+        pp = &(*pp)->id_next;
+    *pp = o->id_next;
+    obj_free(o); /* anonymous: named ones keep a reference */
+}
+
+/* Find or create; returns the object with a reference for the caller. */
+static int obj_get(conc__mgr_server_t *s, int kind, long maxsize, const uint8_t *name,
+                   size_t nlen, obj_t **out)
+{
+    uint64_t h = hash_bytes(name, nlen);
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    if (nlen) {
+        for (obj_t *o = s->names[h % NBUCKETS]; o; o = o->name_next)
+            if (o->nlen == nlen && memcmp(o->name, name, nlen) == 0) {
+                int rc = 0;
+                if (o->kind != kind)
+                    rc = CONC_EINVAL;
+                else
+                    o->refs++, *out = o;
+                conc_lock_release(&s->mu);
+                return rc;
+            }
+    }
+    obj_t *o = calloc(1, sizeof *o);
+    if (!o || (nlen && !(o->name = malloc(nlen)))) {
+        free(o);
+        conc_lock_release(&s->mu);
+        return CONC_ENOMEM;
+    }
+    o->id = ++s->next_id;
+    o->kind = kind;
+    o->maxsize = maxsize;
+    o->refs = nlen ? 2 : 1;
+    conc_lock_init(&o->mu);
+    conc_cond_init(&o->cv, &o->mu);
+    o->id_next = s->ids[o->id % NBUCKETS];
+    s->ids[o->id % NBUCKETS] = o;
+    if (nlen) {
+        memcpy(o->name, name, nlen);
+        o->nlen = nlen;
+        o->name_next = s->names[h % NBUCKETS];
+        s->names[h % NBUCKETS] = o;
+    }
+    conc_lock_release(&s->mu);
+    *out = o;
+    return 0;
+}
+
+/* --------------------------------------------------------- connections */
+
+int conc__mgr_server_new(conc__mgr_server_t **out, const void *key, size_t keylen, bool noblock)
+{
+    conc__mgr_server_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->key = malloc(keylen ? keylen : 1))) {
+        free(s);
+        return CONC_ENOMEM;
+    }
+    if (keylen)
+        memcpy(s->key, key, keylen);
+    s->keylen = keylen;
+    s->noblock = noblock;
+    s->wake[0] = s->wake[1] = -1;
+    conc_lock_init(&s->mu);
+    *out = s;
+    return 0;
+}
+
+void conc__mgr_server_free(conc__mgr_server_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < NBUCKETS; i++)
+        for (obj_t *o = s->ids[i], *nx; o; o = nx) {
+            nx = o->id_next;
+            obj_free(o);
+        }
+    if (s->wake[0] >= 0) {
+        close(s->wake[0]);
+        close(s->wake[1]);
+    }
+    free(s->key);
+    free(s);
+}
+
+conc__mgr_conn_t *conc__mgr_conn_new(conc__mgr_server_t *s, int fd)
+{
+    conc__mgr_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->fd = fd;
+    return c;
+}
+
+static void unbind(conc__mgr_conn_t *c)
+{
+    obj_t *o = c->bound;
+    if (!o)
+        return;
+    c->bound = NULL;
+    if (o->kind == CONC__MK_LOCK) {
+        conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+        if (o->held && o->holder == c) { /* its holder is gone: release it */
+            o->held = false;
+            o->holder = NULL;
+            conc_cond_notify_all(&o->cv);
+        }
+        conc_lock_release(&o->mu);
+    }
+    conc_lock_acquire(&c->s->mu, true, CONC_FOREVER);
+    obj_unref(c->s, o);
+    conc_lock_release(&c->s->mu);
+}
+
+void conc__mgr_conn_free(conc__mgr_conn_t *c)
+{
+    if (!c)
+        return;
+    unbind(c);
+    conc__wb_free(&c->out);
+    free(c->in);
+    free(c);
+}
+
+/* ------------------------------------------------------------- waiting */
+
+static bool peer_gone(int fd)
+{
+    if (fd < 0)
+        return false;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* With o->mu held: wait one slice for a change. 0 (look again),
+ * CONC_ETIMEDOUT, CONC_ESHUTDOWN, CONC_EEOF (the client left). */
+static int wait_slice(conc__mgr_conn_t *c, obj_t *o, int64_t deadline)
+{
+    int64_t now = conc__now_ns();
+    if (now >= deadline || c->s->noblock)
+        return CONC_ETIMEDOUT;
+    if (__atomic_load_n(&c->s->stopping, __ATOMIC_ACQUIRE))
+        return CONC_ESHUTDOWN;
+    if (peer_gone(c->fd))
+        return CONC_EEOF;
+    int64_t slice = deadline - now < SLICE_NS ? deadline - now : SLICE_NS;
+    conc_cond_wait(&o->cv, (double)slice / 1e9);
+    return 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static int reply_code(conc__mgr_conn_t *c, int code)
+{
+    conc__wb_begin_frame(&c->out);
+    conc__wb_u32(&c->out, (uint32_t)code);
+    return 0;
+}
+
+static int bad(conc__mgr_conn_t *c)
+{
+    reply_code(c, CONC_EINVAL);
+    return CONC_EINVAL;
+}
+
+static int do_bind(conc__mgr_conn_t *c, conc__rbuf_t *r, int op)
+{
+    obj_t *o = NULL;
+    int rc;
+    if (op == CONC__MOP_BIND_NEW) {
+        uint8_t kind = conc__rb_u8(r);
+        uint64_t maxsize = conc__rb_u64(r);
+        size_t nlen;
+        const uint8_t *name = conc__rb_bytes(r, &nlen);
+        if (!conc__rb_done(r) || kind < CONC__MK_DICT || kind > CONC__MK_QUEUE)
+            return bad(c);
+        if (nlen > MAX_NAME)
+            return reply_code(c, CONC_EINVAL);
+        int64_t ms = (int64_t)maxsize;
+        rc = obj_get(c->s, kind, ms > LONG_MAX ? LONG_MAX : ms < 0 ? 0 : (long)ms, name, nlen, &o);
+    } else {
+        uint64_t id = conc__rb_u64(r);
+        if (!conc__rb_done(r))
+            return bad(c);
+        conc_lock_acquire(&c->s->mu, true, CONC_FOREVER);
+        o = obj_by_id(c->s, id);
+        if (o)
+            o->refs++;
+        conc_lock_release(&c->s->mu);
+        rc = o ? 0 : CONC_EINVAL;
+    }
+    if (rc)
+        return reply_code(c, rc);
+    unbind(c);
+    c->bound = o;
+    reply_code(c, 0);
+    conc__wb_u64(&c->out, o->id);
+    conc__wb_u8(&c->out, (uint8_t)o->kind);
+    return 0;
+}
+
+static int do_dict(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
+{
+    size_t kn = 0, vn = 0;
+    const uint8_t *k = NULL, *v = NULL;
+    if (op >= CONC__MOP_D_SET && op <= CONC__MOP_D_HAS)
+        k = conc__rb_bytes(r, &kn);
+    if (op == CONC__MOP_D_SET)
+        v = conc__rb_bytes(r, &vn);
+    if (!conc__rb_done(r))
+        return bad(c);
+    conc__wbuf_t *w = &c->out;
+    int rc = 0;
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    switch (op) {
+    case CONC__MOP_D_SET:
+        rc = dict_set(o, k, kn, v, vn);
+        reply_code(c, rc);
+        break;
+    case CONC__MOP_D_GET:
+    case CONC__MOP_D_POP:
+    case CONC__MOP_D_DEL:
+    case CONC__MOP_D_HAS: {
+        dent_t **pp = o->nb ? dict_slot(o, k, kn, hash_bytes(k, kn)) : NULL;
+        dent_t *e = pp ? *pp : NULL;
+        if (op == CONC__MOP_D_HAS) {
+            reply_code(c, 0);
+            conc__wb_u8(w, e != NULL);
+            break;
+        }
+        if (!e) {
+            reply_code(c, CONC_EEMPTY);
+            break;
+        }
+        reply_code(c, 0);
+        if (op != CONC__MOP_D_DEL)
+            conc__wb_bytes(w, e->v.p, e->v.n);
+        if (op != CONC__MOP_D_GET) {
+            dict_unlink(o, pp);
+            free(e->v.p);
+            free(e);
+        }
+        break;
+    }
+    case CONC__MOP_D_LEN:
+        reply_code(c, 0);
+        conc__wb_u64(w, o->n);
+        break;
+    case CONC__MOP_D_KEYS:
+        reply_code(c, 0);
+        conc__wb_u64(w, o->n);
+        for (dent_t *e = o->head; e && !w->oom && w->len <= CONC__MGR_MAX_FRAME; e = e->next)
+            conc__wb_bytes(w, e->key, e->klen);
+        if (w->len > 4 + CONC__MGR_MAX_FRAME)
+            reply_code(c, CONC_ERANGE);
+        break;
+    case CONC__MOP_D_CLEAR:
+        dict_clear(o);
+        reply_code(c, 0);
+        break;
+    }
+    conc_lock_release(&o->mu);
+    return 0;
+}
+
+static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
+{
+    int64_t idx = 0;
+    size_t vn = 0;
+    const uint8_t *v = NULL;
+    uint32_t count = 0;
+    const uint8_t *items = NULL;
+    if (op == CONC__MOP_L_GET || op == CONC__MOP_L_SET || op == CONC__MOP_L_POP)
+        idx = (int64_t)conc__rb_u64(r);
+    if (op == CONC__MOP_L_APPEND || op == CONC__MOP_L_SET)
+        v = conc__rb_bytes(r, &vn);
+    if (op == CONC__MOP_L_EXTEND) { /* validate every item before touching the list */
+        count = conc__rb_u32(r);
+        items = r->p;
+        for (uint32_t i = 0; i < count && !r->bad; i++)
+            conc__rb_bytes(r, &vn);
+    }
+    if (!conc__rb_done(r))
+        return bad(c);
+    conc__wbuf_t *w = &c->out;
+    size_t pos = 0;
+    int rc = 0;
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    switch (op) {
+    case CONC__MOP_L_APPEND:
+        if (!(rc = vec_reserve(o, 1)) && !(rc = item_set(vec_at(o, o->len), v, vn)))
+            o->len++;
+        reply_code(c, rc);
+        break;
+    case CONC__MOP_L_EXTEND: {
+        conc__rbuf_t rr = {items, r->end, false};
+        rc = vec_reserve(o, count);
+        size_t done = 0;
+        for (; !rc && done < count; done++) {
+            v = conc__rb_bytes(&rr, &vn);
+            rc = item_set(vec_at(o, o->len + done), v, vn);
+            if (rc)
+                break;
+        }
+        if (rc)
+            while (done--)
+                free(vec_at(o, o->len + done)->p);
+        else
+            o->len += count;
+        reply_code(c, rc);
+        break;
+    }
+    case CONC__MOP_L_GET:
+        if (!norm_index(o, idx, &pos)) {
+            reply_code(c, CONC_ERANGE);
+            break;
+        }
+        reply_code(c, 0);
+        conc__wb_bytes(w, vec_at(o, pos)->p, vec_at(o, pos)->n);
+        break;
+    case CONC__MOP_L_SET: {
+        item_t it;
+        if (!norm_index(o, idx, &pos))
+            rc = CONC_ERANGE;
+        else if (!(rc = item_set(&it, v, vn))) {
+            free(vec_at(o, pos)->p);
+            *vec_at(o, pos) = it;
+        }
+        reply_code(c, rc);
+        break;
+    }
+    case CONC__MOP_L_POP: {
+        if (!norm_index(o, idx, &pos)) {
+            reply_code(c, CONC_ERANGE);
+            break;
+        }
+        item_t it = *vec_at(o, pos);
+        for (size_t i = pos; i + 1 < o->len; i++)
+            *vec_at(o, i) = *vec_at(o, i + 1);
+        o->len--;
+        reply_code(c, 0);
+        conc__wb_bytes(w, it.p, it.n);
+        free(it.p);
+        break;
+    }
+    case CONC__MOP_L_LEN:
+        reply_code(c, 0);
+        conc__wb_u64(w, o->len);
+        break;
+    case CONC__MOP_L_CLEAR:
+        vec_clear(o);
+        reply_code(c, 0);
+        break;
+    }
+    conc_lock_release(&o->mu);
+    return 0;
+}
+
+static int do_lock(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
+{
+    int64_t deadline = 0;
+    int rc = 0;
+    if (op == CONC__MOP_K_ACQUIRE) {
+        uint8_t blocking = conc__rb_u8(r);
+        double timeout = conc__rb_f64(r);
+        if (!conc__rb_done(r) || blocking > 1)
+            return bad(c);
+        if (conc__acquire_deadline(blocking, timeout, &deadline) != 0)
+            return reply_code(c, CONC_EINVAL);
+    } else if (!conc__rb_done(r)) {
+        return bad(c);
+    }
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    switch (op) {
+    case CONC__MOP_K_ACQUIRE:
+        while (o->held && (rc = wait_slice(c, o, deadline)) == 0) {
+        }
+        if (!o->held) {
+            o->held = true;
+            o->holder = c;
+            rc = 0;
+        }
+        reply_code(c, rc);
+        break;
+    case CONC__MOP_K_RELEASE:
+        if (!o->held) {
+            rc = CONC_EPERM;
+        } else {
+            o->held = false;
+            o->holder = NULL;
+            conc_cond_notify_all(&o->cv);
+        }
+        reply_code(c, rc);
+        break;
+    case CONC__MOP_K_LOCKED:
+        reply_code(c, 0);
+        conc__wb_u8(&c->out, o->held);
+        break;
+    }
+    conc_lock_release(&o->mu);
+    return 0;
+}
+
+static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
+{
+    int64_t deadline = 0;
+    size_t vn = 0;
+    const uint8_t *v = NULL;
+    int rc = 0;
+    if (op == CONC__MOP_Q_PUT || op == CONC__MOP_Q_GET) {
+        uint8_t block = conc__rb_u8(r);
+        double timeout = conc__rb_f64(r);
+        if (op == CONC__MOP_Q_PUT)
+            v = conc__rb_bytes(r, &vn);
+        if (!conc__rb_done(r) || block > 1)
+            return bad(c);
+        if (block && conc__deadline(timeout, &deadline) != 0)
+            return reply_code(c, CONC_EINVAL);
+    } else if (!conc__rb_done(r)) {
+        return bad(c);
+    }
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    switch (op) {
+    case CONC__MOP_Q_PUT:
+        while (o->maxsize > 0 && o->len >= (size_t)o->maxsize &&
+               (rc = wait_slice(c, o, deadline)) == 0) {
+        }
+        if (o->maxsize <= 0 || o->len < (size_t)o->maxsize) {
+            if (!(rc = vec_reserve(o, 1)) && !(rc = item_set(vec_at(o, o->len), v, vn))) {
+                o->len++;
+                conc_cond_notify_all(&o->cv);
+            }
+        } else if (rc == CONC_ETIMEDOUT) {
+            rc = CONC_EFULL;
+        }
+        reply_code(c, rc);
+        break;
+    case CONC__MOP_Q_GET:
+        while (o->len == 0 && (rc = wait_slice(c, o, deadline)) == 0) {
+        }
+        if (o->len) {
+            item_t it = *vec_at(o, 0);
+            o->first = (o->first + 1) % o->cap;
+            o->len--;
+            conc_cond_notify_all(&o->cv);
+            reply_code(c, 0);
+            conc__wb_bytes(&c->out, it.p, it.n);
+            free(it.p);
+        } else {
+            reply_code(c, rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc);
+        }
+        break;
+    case CONC__MOP_Q_SIZE:
+        reply_code(c, 0);
+        conc__wb_u64(&c->out, o->len);
+        break;
+    }
+    conc_lock_release(&o->mu);
+    return 0;
+}
+
+int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
+                       const uint8_t **reply, size_t *rlen)
+{
+    conc__rbuf_t r = {req, req + n, false};
+    int op = conc__rb_u8(&r);
+    int rc = 0;
+    obj_t *o = c->bound;
+    if (r.bad) {
+        rc = bad(c);
+    } else if (op == CONC__MOP_PING || op == CONC__MOP_SHUTDOWN) {
+        if (!conc__rb_done(&r)) {
+            rc = bad(c);
+        } else {
+            reply_code(c, 0);
+            rc = op == CONC__MOP_SHUTDOWN;
+        }
+    } else if (op == CONC__MOP_BIND_NEW || op == CONC__MOP_BIND_ID) {
+        rc = do_bind(c, &r, op);
+    } else if (op >= CONC__MOP_D_SET && op <= CONC__MOP_D_CLEAR && o && o->kind == CONC__MK_DICT) {
+        rc = do_dict(c, o, &r, op);
+    } else if (op >= CONC__MOP_L_APPEND && op <= CONC__MOP_L_CLEAR && o && o->kind == CONC__MK_LIST) {
+        rc = do_list(c, o, &r, op);
+    } else if (op >= CONC__MOP_K_ACQUIRE && op <= CONC__MOP_K_LOCKED && o && o->kind == CONC__MK_LOCK) {
+        rc = do_lock(c, o, &r, op);
+    } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_SIZE && o && o->kind == CONC__MK_QUEUE) {
+        rc = do_queue(c, o, &r, op);
+    } else {
+        rc = bad(c); /* unknown op, or not for the bound object */
+    }
+    if (c->out.oom)
+        reply_code(c, CONC_ENOMEM);
+    if (c->out.oom) { /* not even the code fits */
+        static const uint8_t nomem[8] = {4, 0, 0, 0, (uint8_t)CONC_ENOMEM, 0xff, 0xff, 0xff};
+        *reply = nomem + 4;
+        *rlen = 4;
+        return rc;
+    }
+    conc__wb_end_frame(&c->out);
+    *reply = c->out.p + 4;
+    *rlen = c->out.len - 4;
+    return rc;
+}
+
+int conc__mgr_feed(conc__mgr_conn_t *c, const uint8_t *data, size_t n)
+{
+    while (n) {
+        const uint8_t *body, *reply;
+        size_t blen, used, rlen;
+        int f = conc__mgr_frame(data, n, CONC__MGR_MAX_FRAME, &body, &blen, &used);
+        if (f == 0)
+            return CONC_EINVAL; /* truncated: the stream ended inside a frame */
+        if (f < 0)
+            return f;
+        int rc = conc__mgr_dispatch(c, body, blen, &reply, &rlen);
+        if (rc)
+            return rc;
+        data += used;
+        n -= used;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------ serving sockets */
+
+static int send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void wake_main(conc__mgr_server_t *s)
+{
+    char b = 1;
+    while (write(s->wake[1], &b, 1) < 0 && errno == EINTR) {
+    }
+}
+
+static void *conn_main(void *arg)
+{
+    conc__mgr_conn_t *c = arg;
+    conc__mgr_server_t *s = c->s;
+    int fd = c->fd;
+    if (conc__mgr_hs_server(fd, s->key, s->keylen, CONC__MGR_HS_TIMEOUT) != 0)
+        goto out;
+    for (;;) {
+        const uint8_t *body, *reply;
+        size_t blen, used, rlen;
+        int f = conc__mgr_frame(c->in, c->inlen, CONC__MGR_MAX_FRAME, &body, &blen, &used);
+        if (f < 0) { /* too long: say so, then close without reading it */
+            reply_code(c, CONC_ERANGE);
+            conc__wb_end_frame(&c->out);
+            send_all(fd, c->out.p, c->out.len);
+            break;
+        }
+        if (f == 0) {
+            size_t need = c->inlen < 4 ? 4096 : 4 + (size_t)(c->in[0] | c->in[1] << 8 |
+                                                            c->in[2] << 16 | (uint32_t)c->in[3] << 24);
+            if (need < 4096)
+                need = 4096;
+            if (need > c->incap) {
+                uint8_t *p = realloc(c->in, need);
+                if (!p)
+                    break;
+                c->in = p;
+                c->incap = need;
+            }
+            ssize_t r = recv(fd, c->in + c->inlen, c->incap - c->inlen, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break; /* EOF (a truncated frame included), error, shutdown */
+            c->inlen += (size_t)r;
+            continue;
+        }
+        int rc = conc__mgr_dispatch(c, body, blen, &reply, &rlen);
+        if (send_all(fd, reply - 4, rlen + 4) != 0 || rc < 0)
+            break;
+        c->inlen -= used;
+        memmove(c->in, c->in + used, c->inlen);
+        if (rc == 1) {
+            __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+            wake_main(s);
+        }
+    }
+out:
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    conc_lock_release(&s->mu);
+    conc__mgr_conn_free(c);
+    close(fd);
+    __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELEASE); /* last touch of s */
+    return NULL;
+}
+
+static void start_conn(conc__mgr_server_t *s, int fd)
+{
+    conc__mgr_conn_t *c = conc__mgr_conn_new(s, fd);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    conc_lock_release(&s->mu);
+    __atomic_fetch_add(&s->nthreads, 1, __ATOMIC_RELAXED);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_t th;
+    if (pthread_create(&th, &at, conn_main, c) != 0) { /* refuse it */
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        conc_lock_release(&s->mu);
+        conc__mgr_conn_free(c);
+        close(fd);
+        __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELAXED);
+    }
+    pthread_attr_destroy(&at);
+}
+
+int conc__mgr_serve(int lfd, int watch_fd, const void *key, size_t keylen, const char *unix_path)
+{
+    conc__mgr_server_t *s;
+    int rc = conc__mgr_server_new(&s, key, keylen, false);
+    if (rc)
+        return rc;
+    if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        conc__mgr_server_free(s);
+        return CONC_ESYS;
+    }
+    for (;;) {
+        struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
+                              {.fd = s->wake[0], .events = POLLIN},
+                              {.fd = watch_fd, .events = POLLIN}};
+        int n = poll(p, watch_fd >= 0 ? 3 : 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || p[1].revents || (watch_fd >= 0 && p[2].revents))
+            break;
+        if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+            break;
+        if (p[0].revents & POLLIN) {
+            int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                start_conn(s, fd);
+            else if (errno == EMFILE || errno == ENFILE)
+                poll(NULL, 0, 10); /* out of fds: back off instead of spinning */
+        } else if (p[0].revents) {
+            break;
+        }
+    }
+    /* Stop: no new connections, wake every thread, wait for them a moment. */
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+    close(lfd);
+    if (unix_path) {
+        unlink(unix_path);
+        char dir[4096];
+        size_t n = strlen(unix_path);
+        if (n < sizeof dir) {
+            memcpy(dir, unix_path, n + 1);
+            char *slash = strrchr(dir, '/');
+            if (slash && slash != dir) {
+                *slash = 0;
+                rmdir(dir);
+            }
+        }
+    }
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    for (conc__mgr_conn_t *c = s->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    for (int i = 0; i < NBUCKETS; i++)
+        for (obj_t *o = s->ids[i]; o; o = o->id_next) {
+            conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+            conc_cond_notify_all(&o->cv);
+            conc_lock_release(&o->mu);
+        }
+    conc_lock_release(&s->mu);
+    for (int i = 0; i < 3000 && __atomic_load_n(&s->nthreads, __ATOMIC_ACQUIRE); i++)
+        poll(NULL, 0, 1);
+    if (__atomic_load_n(&s->nthreads, __ATOMIC_ACQUIRE) == 0)
+        conc__mgr_server_free(s); /* else the process exits under them */
+    return 0;
+}
