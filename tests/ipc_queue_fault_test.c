@@ -94,6 +94,29 @@ static void assert_queue_works(conc_mpqueue_t *q)
 
 /* ------------------------------------------- producers killed in put */
 
+/* The thread id holding q's put lock (0: free). */
+static pid_t put_lock_holder(conc_mpqueue_t *q)
+{
+    return (pid_t)(uint32_t)atomic_load((_Atomic uint64_t *)&q->shm->put.lock);
+}
+
+/* One try at catching child pid inside a put: stop it wherever it is;
+ * true when it is stopped holding the put lock (a SIGKILL now lands
+ * there for certain), else it is let go on and false. */
+static bool stopped_in_put_lock(conc_mpqueue_t *q, pid_t pid)
+{
+    int st = 0;
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    while (waitpid(pid, &st, WUNTRACED) < 0)
+        cr_assert_eq(errno, EINTR);
+    cr_assert(WIFSTOPPED(st), "child status 0x%x", st);
+    if (put_lock_holder(q) == pid)
+        return true;
+    cr_assert_eq(kill(pid, SIGCONT), 0);
+    return false;
+}
+
+
 typedef struct {
     atomic_uint acked; /* puts of the victim that returned */
     atomic_int started;
@@ -142,9 +165,15 @@ Test(ipc_queue_fault, producer_killed_mid_put, .timeout = TU_TIMEOUT)
         unsigned char b[MAXLEN];
         cr_assert(TU_WAIT_UNTIL(atomic_load(&sh->started) == 2, 10.0));
         double kill_at = tu_now() + (rand_r(&seed) % 3000) * 1e-6;
+        /* Odd runs aim the kill at a moment the victim holds the put lock
+         * (mid-copy or mid-commit): stop it, kill it if it is inside, else
+         * let it go on and try again after the next get (for 50 ms). */
+        bool aim = run % 2 == 1;
         bool killed = false, steady_done = false;
         for (;;) {
-            if (!killed && tu_now() >= kill_at) {
+            double now = tu_now();
+            if (!killed && now >= kill_at &&
+                (!aim || now >= kill_at + 0.05 || stopped_in_put_lock(q, victim))) {
                 cr_assert_eq(kill(victim, SIGKILL), 0);
                 int st = reap(victim);
                 cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "victim status 0x%x", st);
@@ -178,8 +207,8 @@ Test(ipc_queue_fault, producer_killed_mid_put, .timeout = TU_TIMEOUT)
                   "run %d: %u of the victim's messages arrived, %u were acknowledged", run, next[0],
                   acked);
         cr_assert_eq(next[1], STEADY_MSGS, "run %d: the other producer lost messages", run);
+        assert_queue_works(q); /* takes the put lock: repairs if the victim held it */
         recoveries += conc_mpqueue_recoveries(q);
-        assert_queue_works(q);
         cr_assert_eq(conc_mpqueue_free(q), 0);
     }
     cr_assert(no_zombie_children());
@@ -286,8 +315,9 @@ Test(ipc_queue_fault, consumer_killed_mid_get, .timeout = TU_TIMEOUT)
     munmap(sh, sizeof *sh);
 }
 
-/* A process killed while it holds the get lock (stopped there first, so
- * the kill is certain to land inside): the next get repairs and goes on. */
+/* A process killed while it holds the put lock, in the middle of a large
+ * copy (the kill is aimed at a moment the lock word names it): the next
+ * put (the next round's child) repairs and goes on. */
 Test(ipc_queue_fault, killed_lock_holder_is_recovered, .timeout = TU_TIMEOUT)
 {
     conc_mpqueue_t *q;
@@ -304,10 +334,15 @@ Test(ipc_queue_fault, killed_lock_holder_is_recovered, .timeout = TU_TIMEOUT)
                 if (conc_mpqueue_put(q, big, sizeof big, true, 20.0) != 0)
                     _exit(3);
         }
-        double until = tu_now() + 0.002 + 0.0007 * (r % 7);
+        double until = tu_now() + 0.002 + 0.0007 * (r % 7), give_up = until + 0.5;
         void *p = NULL;
         size_t n = 0;
-        while (tu_now() < until) {
+        /* Consume until the time is up and the child is caught holding
+         * the put lock (aim the kill inside its copy), or long past it. */
+        for (;;) {
+            double now = tu_now();
+            if (now >= until && (now >= give_up || stopped_in_put_lock(q, pid)))
+                break;
             if (conc_mpqueue_get_alloc(q, &p, &n, true, 0.001) == 0) {
                 cr_assert_eq(n, sizeof big);
                 cr_assert(memcmp(p, big, n) == 0);

@@ -47,8 +47,11 @@
  * queue must see one pid namespace (as for the process-shared locks).
  *
  * Blocking. Waiters spin briefly (conc's adaptive spinner) on the word
- * they need to change, then sleep on a futex word `seq` in the segment
- * after counting themselves in `sleepers`. A committer issues a full
+ * they need to change, then yield the CPU for a while (an adaptive
+ * per-thread budget, see mpq_yield_until: on a busy machine the other
+ * side often waits for our CPU, and sleeping at once would cost a futex
+ * wake and two context switches per message), then sleep on a futex word
+ * `seq` in the segment after counting themselves in `sleepers`. A committer issues a full
  * fence and looks at `sleepers`; only if nonzero does it bump `seq` and
  * call futex_wake (a put wakes one consumer, a get wakes every waiting
  * producer — their messages differ in size — and the last task_done wakes
@@ -71,6 +74,7 @@
 #endif
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -116,10 +120,41 @@ static bool cond_changed(void *arg)
     return conc__load(c->a, ACQ) != c->av || (c->b && conc__load(c->b, ACQ) != c->bv);
 }
 
+/* Between the spin and the sleep: give the CPU away (sched_yield) for up
+ * to a per-thread budget, re-checking after each yield. When the other
+ * side is runnable on our CPU (an oversubscribed machine), this lets it
+ * fill or drain a batch instead of our sleeping at once and its waking us
+ * with a system call per message; when it is not, a yield returns at once
+ * and this is a slower spin. The budget doubles when yielding paid off
+ * and halves (to a floor) when the wait ended in a sleep anyway. True
+ * when the condition changed. */
+#define YIELD_MAX_NS 200000u
+#define YIELD_MIN_NS 10000u
+static __thread uint32_t mpq_yield_ns = YIELD_MAX_NS;
+
+static bool mpq_yield_until(const wait_cond_t *c, int64_t deadline)
+{
+    uint32_t budget = mpq_yield_ns;
+    int64_t end = conc__now_ns() + budget;
+    if (end > deadline)
+        end = deadline;
+    for (unsigned i = 1;; i++) {
+        sched_yield();
+        if (cond_changed((void *)c)) {
+            mpq_yield_ns = budget >= YIELD_MAX_NS / 2 ? YIELD_MAX_NS : budget * 2;
+            return true;
+        }
+        if ((i & 3) == 0 && conc__now_ns() >= end)
+            break;
+    }
+    mpq_yield_ns = budget / 2 < YIELD_MIN_NS ? YIELD_MIN_NS : budget / 2;
+    return false;
+}
+
 /* Wait for the condition; 0 when it changed, CONC_ETIMEDOUT. */
 static int mpq_wait(conc__mpq_wait_t *w, wait_cond_t *c, int64_t deadline)
 {
-    if (cond_changed(c) || conc__spin_until(cond_changed, c, deadline))
+    if (cond_changed(c) || conc__spin_until(cond_changed, c, deadline) || mpq_yield_until(c, deadline))
         return 0;
     for (;;) {
         int64_t now = conc__now_ns();
