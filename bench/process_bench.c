@@ -106,12 +106,13 @@ static const char *impl_names[] = {"conc_fork",   "conc_forkserver",   "conc_spa
                                    "raw_pipe",    "python"};
 
 /* Iterations per measurement at --scale 1 (each sized for roughly 0.1 to
- * 0.6 s per run on a 2-core machine). */
+ * 0.5 s per run on a quiet 2-core machine; the Python peer's counts are in
+ * process_python.py). */
 #define START_FORK_N 400L  /* conc_fork, raw_fork */
 #define START_FS_N 300L    /* conc_forkserver */
 #define START_SPAWN_N 150L /* conc_spawn */
-#define PING_N 40000L      /* round trips */
-#define QUEUE_N 1000000L   /* messages */
+#define PING_N 30000L      /* round trips */
+#define QUEUE_N 500000L    /* messages */
 #define VALUE_N 1000000L   /* increments per process */
 #define PING_SIZE 16
 #define QUEUE_MSG 64

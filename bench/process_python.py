@@ -71,15 +71,15 @@ def start_join(method, n):
 
 
 def start_join_fork():
-    return start_join("fork", scaled(300))
+    return start_join("fork", scaled(60))
 
 
 def start_join_forkserver():
-    return start_join("forkserver", scaled(150))
+    return start_join("forkserver", scaled(15))
 
 
 def start_join_spawn():
-    return start_join("spawn", scaled(12))
+    return start_join("spawn", scaled(6))
 
 
 # ------------------------------------------------------------ gate
@@ -114,7 +114,7 @@ def echo(r, w, n):
 
 
 def pingpong():
-    n = scaled(20_000)
+    n = scaled(10_000)
     ctx = mp.get_context("fork")
     p2c_r, p2c_w = ctx.Pipe(duplex=False)
     c2p_r, c2p_w = ctx.Pipe(duplex=False)
@@ -158,7 +158,7 @@ def producer(q, n, ready_w, go_r):
 
 
 def ipc_queue():
-    n = scaled(100_000)
+    n = scaled(50_000)
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     ready_r, ready_w = os.pipe()
