@@ -24,6 +24,10 @@
  * from its OS thread's value; a green thread's values are destroyed (the
  * local's destructor) when it ends.
  *
+ * An OS thread that exits while it still has live green threads abandons
+ * them: they never run again. Join them before the thread ends (the main
+ * thread's are dropped at process exit, as in gevent).
+ *
  * Ownership: conc_go returns a handle that you give back with
  * conc_green_free exactly once (before or after the green thread ended;
  * freeing does not stop it). Pass out = NULL to conc_go for a detached

@@ -672,6 +672,7 @@ static void hub_thread_exit(void *p)
     if (conc__tl_hub != h)
         return;
     conc__tl_hub = NULL;
+    conc__stack_overflow_handler_thread_exit();
     if (conc__cur && conc__cur == h->main.ctx) {
         h->main.ctx->ops = NULL;
         h->main.ctx->green = NULL;

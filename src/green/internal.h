@@ -164,6 +164,7 @@ int conc__stack_get(conc__hub_t *h, size_t size, conc__stack_t *out);
 void conc__stack_put(conc__hub_t *h, conc__stack_t *s);
 bool conc__stack_canary_ok(const conc__stack_t *s);
 void conc__stack_overflow_handler_install(void);
+void conc__stack_overflow_handler_thread_exit(void);
 
 /* green.c */
 void conc__green_unref(conc_green_t *g);

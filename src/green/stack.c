@@ -239,6 +239,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 }
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+static __thread void *alt_mem; /* the alternate signal stack we installed */
 
 static void install(void)
 {
@@ -267,5 +268,21 @@ void conc__stack_overflow_handler_install(void)
     stack_t ss = {.ss_sp = mem, .ss_size = sz, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0)
         free(mem);
+    else
+        alt_mem = mem;
+#endif
+}
+
+/* The OS thread is ending: give back the alternate stack we gave it. */
+void conc__stack_overflow_handler_thread_exit(void)
+{
+#ifndef CONC__ASAN
+    if (!alt_mem)
+        return;
+    stack_t off = {.ss_flags = SS_DISABLE};
+    if (sigaltstack(&off, NULL) == 0) {
+        free(alt_mem);
+        alt_mem = NULL;
+    }
 #endif
 }
