@@ -728,3 +728,64 @@ Test(ipc_queue, full_put_sleeps_until_timeout, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_mpqueue_free(q), 0);
     }
 }
+
+/* No lost wakeups: two processes bounce a counter through two queues,
+ * the responder now and then pausing longer than a waiter spins and
+ * yields, so the waiter sleeps and the wake races with its going to
+ * sleep. Sleeps are uncapped here (a missed wakeup would be noticed only
+ * at the 250 ms cap otherwise), so a lost wakeup shows as a round trip
+ * that takes until the get's 20 s timeout. */
+extern int64_t conc__mpq_sleep_cap_ns; /* src/ipc/queue.c, tests only */
+
+static void pong_wait(unsigned *seed)
+{
+    unsigned r = rand_r(seed) % 8;
+    if (r == 0)
+        tu_sleep((rand_r(seed) % 400) * 1e-6 + 0.0002);
+    else if (r == 1)
+        sched_yield();
+}
+
+Test(ipc_queue, ping_pong_no_lost_wakeup, .timeout = TU_TIMEOUT)
+{
+    const int rounds = (int)tu_iters(3000);
+    conc__mpq_sleep_cap_ns = 60 * 1000000000LL;
+    conc_mpqueue_t *ping, *pong;
+    cr_assert_eq(conc_mpqueue_new(&ping, CONC_MPQ_QUEUE, 0, 0), 0);
+    cr_assert_eq(conc_mpqueue_new(&pong, CONC_MPQ_SIMPLE, 0, 4096), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        unsigned seed = 99;
+        for (int i = 0; i < rounds; i++) {
+            int v;
+            size_t n;
+            if (conc_mpqueue_get(ping, &v, sizeof v, &n, true, 20.0) != 0 || n != sizeof v || v != i)
+                _exit(1);
+            pong_wait(&seed);
+            v = -v;
+            if (conc_mpqueue_put(pong, &v, sizeof v, true, 20.0) != 0)
+                _exit(2);
+        }
+        _exit(0);
+    }
+    unsigned seed = 7;
+    double worst = 0;
+    for (int i = 0; i < rounds; i++) {
+        double t0 = tu_now();
+        pong_wait(&seed);
+        cr_assert_eq(conc_mpqueue_put(ping, &i, sizeof i, true, 20.0), 0);
+        int v = 0;
+        size_t n = 0;
+        cr_assert_eq(conc_mpqueue_get(pong, &v, sizeof v, &n, true, 20.0), 0, "round %d", i);
+        cr_assert(n == sizeof v && v == -i);
+        double dt = tu_now() - t0;
+        worst = dt > worst ? dt : worst;
+    }
+    assert_child_ok(pid);
+    conc__mpq_sleep_cap_ns = 250000000LL;
+    cr_assert_lt(worst, 5.0, "a round trip took %.3f s: a wakeup was lost", worst);
+    cr_assert_eq(conc_mpqueue_free(ping), 0);
+    cr_assert_eq(conc_mpqueue_free(pong), 0);
+}

@@ -36,9 +36,9 @@
  * unlock were more than half the cost of a put+get): a 64-bit word, 0
  * when free, else the holder's thread id in the low half (the futex word)
  * and the low 32 bits of that thread's start time (/proc, clock ticks;
- * read once per thread) in the high half. Lock is one CAS; unlock one
- * seq_cst store, then a futex wake only if lock_sleepers says someone
- * sleeps. A waiter spins, then sleeps on the word; when a sleep ends with
+ * read once per thread) in the high half. Lock is one CAS; unlock a
+ * release store, then a futex wake only if lock_sleepers says someone
+ * sleeps (see the fences under Blocking). A waiter spins, then sleeps on the word; when a sleep ends with
  * the same holder (first after 2 ms, then every CONC__IPC_CHECK_NS), it
  * asks whether that thread still runs: gone, a zombie, or a thread of
  * the same id with another start time (the id was reused) means the
@@ -51,13 +51,19 @@
  * per-thread budget, see mpq_yield_until: on a busy machine the other
  * side often waits for our CPU, and sleeping at once would cost a futex
  * wake and two context switches per message), then sleep on a futex word
- * `seq` in the segment after counting themselves in `sleepers`. A committer issues a full
- * fence and looks at `sleepers`; only if nonzero does it bump `seq` and
+ * `seq` in the segment after counting themselves in `sleepers`. A
+ * committer fences and looks at `sleepers`; only if nonzero does it bump `seq` and
  * call futex_wake (a put wakes one consumer, a get wakes every waiting
  * producer — their messages differ in size — and the last task_done wakes
  * every joiner). No lost wakeup: the sleeper increments `sleepers`, reads
  * `seq`, re-checks its condition, and only then waits on `seq`; the
- * committer stores, fences, then reads `sleepers` (a Dekker pair). A woken
+ * committer stores, fences, then reads `sleepers` (a Dekker pair). The
+ * fences are asymmetric where the kernel allows: every process using a
+ * queue registers for MEMBARRIER_CMD_GLOBAL_EXPEDITED, a sleeper issues
+ * that membarrier between its increment and its re-check (once per
+ * sleep), and a registered committer's fence is then only a compiler
+ * barrier — its unlock is a plain release store, no locked instruction
+ * (see mpq_unlock; the lock's own sleepers pair the same way). A woken
  * consumer that times out while a message is waiting passes its wakeup
  * on. Processes can die between being woken and acting, or after a commit
  * and before their wake call; sleeps are therefore capped at 250 ms and
@@ -81,6 +87,8 @@
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/membarrier.h>
 
 #include "core/fence.h"
 #include "core/futex.h"
@@ -104,6 +112,9 @@ int conc__mpq_fault_point;
     } while (0)
 #define HDR ((uint64_t)CONC__MPQ_HDR)
 #define SLEEP_CAP_NS 250000000LL
+/* Tests only: the cap on one futex sleep of a queue wait (a test that
+ * raises it turns a lost wakeup into a long stall it can see). */
+int64_t conc__mpq_sleep_cap_ns = SLEEP_CAP_NS;
 
 static inline uint64_t msg_size(uint64_t len) { return HDR + ((len + 7) & ~(uint64_t)7); }
 
@@ -119,6 +130,27 @@ static bool cond_changed(void *arg)
     const wait_cond_t *c = arg;
     return conc__load(c->a, ACQ) != c->av || (c->b && conc__load(c->b, ACQ) != c->bv);
 }
+
+/* The sleeper's half of the Dekker pairs (see mpq_unlock): after
+ * counting ourselves in a sleepers word (a seq_cst RMW) and before
+ * re-reading the condition. When membarrier cannot be issued, no
+ * committer may rely on it: the caller then caps its sleep at 1 ms
+ * (returns false), which bounds the cost of a missed wakeup. */
+static bool mpq_sleep_fence(void)
+{
+#if defined(CONC__TSAN) || !defined(SYS_membarrier)
+    return true; /* every committer fences */
+#else
+    static int broken;
+    if (__atomic_load_n(&broken, __ATOMIC_RELAXED))
+        return false;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
+        return true;
+    __atomic_store_n(&broken, 1, __ATOMIC_RELAXED);
+    return false;
+#endif
+}
+#define BLIND_SLEEP_NS 1000000LL
 
 /* Between the spin and the sleep: give the CPU away (sched_yield) for up
  * to a per-thread budget, re-checking after each yield. When the other
@@ -161,12 +193,13 @@ static int mpq_wait(conc__mpq_wait_t *w, wait_cond_t *c, int64_t deadline)
         if (now >= deadline)
             return cond_changed(c) ? 0 : CONC_ETIMEDOUT;
         atomic_fetch_add_explicit(CONC__A(&w->sleepers), 1u, SEQ);
+        int64_t cap = mpq_sleep_fence() ? conc__mpq_sleep_cap_ns : BLIND_SLEEP_NS;
         uint32_t seq = conc__load(&w->seq, SEQ);
         if (cond_changed(c)) {
             atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
             return 0;
         }
-        int64_t until = deadline - now > SLEEP_CAP_NS ? now + SLEEP_CAP_NS : deadline;
+        int64_t until = deadline - now > cap ? now + cap : deadline;
         conc__futex_wait(&w->seq, seq, until, 1);
         atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
         if (cond_changed(c))
@@ -223,10 +256,42 @@ static void mpq_repair(conc_mpqueue_t *q, bool put_side)
  * Cached per thread; a fork child has a new thread id and recomputes. */
 static __thread pid_t mpq_me_tid;
 static __thread uint64_t mpq_me_word;
+/* This process is registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED: its
+ * unlocks may skip the full barrier (see mpq_unlock). Copied per thread
+ * with the word. */
+static __thread bool mpq_me_light;
+
+/* Register the process once (per pid: a fork child registers again) —
+ * when a queue is made or attached, or in a fork child's first call.
+ * (Registering a process with several threads may wait for an RCU grace
+ * period, so it is not left to each thread's first call.) */
+#if defined(CONC__TSAN) || !defined(SYS_membarrier)
+static bool mpq_mb_register(void)
+{
+    return false; /* TSan does not model membarrier: keep the fences */
+}
+#else
+static _Atomic pid_t mpq_mb_pid;
+static atomic_bool mpq_mb_ok;
+
+static bool mpq_mb_register(void)
+{
+    pid_t me = conc__ipc_pid();
+    if (atomic_load_explicit(&mpq_mb_pid, ACQ) == me)
+        return atomic_load_explicit(&mpq_mb_ok, RLX);
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    bool ok = cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+              syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+    atomic_store_explicit(&mpq_mb_ok, ok, RLX);
+    atomic_store_explicit(&mpq_mb_pid, me, REL);
+    return ok;
+}
+#endif
 
 static uint64_t mpq_me_slow(pid_t tid)
 {
     uint64_t start = conc__ipc_start_time(tid);
+    mpq_me_light = mpq_mb_register();
     mpq_me_word = (uint64_t)(uint32_t)tid | (uint64_t)(uint32_t)start << 32;
     mpq_me_tid = tid;
     return mpq_me_word;
@@ -303,8 +368,9 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
         int64_t now = conc__now_ns();
         if (now >= deadline)
             return CONC_ETIMEDOUT;
-        int64_t until = deadline - now > period ? now + period : deadline;
         atomic_fetch_add_explicit(CONC__A(&sd->lock_sleepers), 1u, SEQ);
+        int64_t cap = mpq_sleep_fence() ? period : BLIND_SLEEP_NS;
+        int64_t until = deadline - now > cap ? now + cap : deadline;
         int r = conc__futex_wait(lock_futex(&sd->lock), (uint32_t)w, until, 1);
         atomic_fetch_sub_explicit(CONC__A(&sd->lock_sleepers), 1u, RLX);
         if (r != CONC_ETIMEDOUT || conc__load(&sd->lock, ACQ) != w)
@@ -332,18 +398,26 @@ static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
     return mpq_lock_slow(q, put_side, me, deadline);
 }
 
-/* Unlock (a seq_cst store: on x86 an xchg, a full barrier), wake one lock
- * waiter if any, and leave the full barrier a Dekker-style sleeper check
- * after the commit needs. */
+/* Unlock with a release store and look for sleepers: first on the lock,
+ * then (the caller) on the side's wait word. Each look is the second half
+ * of a Dekker pair (we store, then read the sleeper count; a sleeper
+ * counts itself, then reads our word), which needs a full barrier between
+ * our store and our load — or, when this process is registered for
+ * global expedited membarrier, none here: every sleeper calls
+ * mpq_sleep_fence() between counting itself and re-reading, which makes
+ * each running registered thread execute a full barrier (a thread not
+ * running has passed one in the context switch). A sleeper does that once
+ * per sleep; the committer saves a locked instruction per operation. */
 static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side)
 {
     conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
-    conc__store(&sd->lock, (uint64_t)0, SEQ);
-    if (__builtin_expect(conc__load(&sd->lock_sleepers, SEQ) != 0, 0))
+    conc__store(&sd->lock, (uint64_t)0, REL);
+    if (__builtin_expect(mpq_me_light, 1))
+        atomic_signal_fence(SEQ);
+    else
+        conc__fence_full();
+    if (__builtin_expect(conc__load(&sd->lock_sleepers, RLX) != 0, 0))
         conc__futex_wake(lock_futex(&sd->lock), 1, 1);
-#if !(defined(__x86_64__) || defined(__i386__))
-    conc__fence_full();
-#endif
 }
 
 /* After a commit and unlock: wake n sleepers of w if there are any. */
@@ -360,6 +434,7 @@ static int mpq_handle(conc_mpqueue_t **out, int fd, conc__mpq_shm_t *s, size_t m
     conc_mpqueue_t *q = calloc(1, sizeof *q);
     if (!q)
         return CONC_ENOMEM;
+    (void)mpq_mb_register();
     q->shm = s;
     q->ring = (unsigned char *)s + s->data_off;
     q->map_size = map_size;
