@@ -1,0 +1,267 @@
+/*
+ * conc/pool.h — process pools: concurrent.futures.ProcessPoolExecutor and
+ * multiprocessing.Pool.
+ *
+ *     static int square(const void *arg, size_t len, conc_pool_out_t *out)
+ *     {
+ *         int x = *(const int *)arg, y = x * x;
+ *         return conc_pool_return(out, &y, sizeof y);
+ *     }
+ *     CONC_POOL_REGISTER(square);                         // file scope
+ *
+ *     int main(int argc, char **argv) {
+ *         CONC_PROCESS_MAIN(argc, argv);                  // see conc/process.h
+ *         conc_executor_t *ex;
+ *         conc_process_pool_new(&ex, NULL);               // ProcessPoolExecutor()
+ *         conc_future_t *f; int x = 7;
+ *         conc_process_pool_submit(ex, &f, square, &x, sizeof x);
+ *         const void *r; size_t n;
+ *         conc_future_bytes(f, CONC_FOREVER, &r, &n);     // *(int *)r == 49
+ *         conc_future_free(f); conc_executor_free(ex);
+ *     }
+ *
+ * Tasks. A pool task runs in a worker process and has the shape
+ * conc_pool_fn: it gets a private copy of its byte-buffer argument and
+ * hands back its result bytes with conc_pool_return (called any number of
+ * times: the pieces are appended; none means an empty result). It fails
+ * by calling conc_fail(code, fmt, ...) — the caller then sees that code
+ * and message — or by returning a nonzero value (a negative CONC_E* code
+ * is kept, anything else becomes CONC_EFAILED). Task functions must be
+ * registered: CONC_POOL_REGISTER(fn) at file scope (CONC_REGISTER works
+ * too; see conc/process.h for why functions are named through a registry).
+ *
+ * Results. The future of a bytes task (conc_process_pool_submit,
+ * conc_pool_apply_async) holds conc-owned result bytes: read them with
+ * conc_future_bytes; they live as long as the future (freed with its last
+ * reference). map-like calls return a conc_results_t (one result or
+ * failure per item) that the caller frees.
+ *
+ * Items. map, imap and imap_unordered take their inputs as
+ * (items, item_size, n): n items of item_size bytes each, one after the
+ * other; or, when item_size is 0, items points at n conc_buf_t (items of
+ * any size). Inputs are copied before the call returns.
+ *
+ * The Executor interface. A process pool is a conc_executor_t:
+ * conc_executor_shutdown and conc_executor_free work on it, and so do
+ * conc_submit and conc_map, with the pthread-shaped task void *fn(void *)
+ * (registered with CONC_REGISTER): since pointers mean nothing in another
+ * process, arg and the result travel by value, as integers (uintptr_t).
+ *
+ * Workers. max_workers processes, started when the pool is created (each
+ * with the start method asked for; CONC_START_DEFAULT is fork while the
+ * process has a single thread, the fork server afterwards — replacements
+ * for retired or dead workers, started once the pool's own threads run,
+ * therefore come from the fork server). Each worker has its own
+ * shared-memory task queue (conc_mpqueue_t) and all share one result
+ * queue; short tasks travel in batches sized from their measured run
+ * time, so a busy pool makes no system call per task. A parent thread
+ * watches every worker's pidfd and notices a death at once.
+ *
+ * Dead workers. ProcessPoolExecutor: a worker that dies (signal, _exit, a
+ * crash in a task) breaks the pool (BrokenProcessPool): every pending and
+ * running future fails with CONC_EBROKEN and a message naming the worker's
+ * pid and how it ended, later submits fail with CONC_EBROKEN, the other
+ * workers are killed and everything is reaped. Pool: the dead worker is
+ * replaced and only the tasks it had taken and not yet reported fail with
+ * CONC_EBROKEN (the one it was running — and, since results travel in
+ * batches, possibly some it had finished within the last 50 µs); tasks
+ * still queued for it go to its replacement. Python's Pool hangs there.
+ *
+ * Initializer (both): runs once in each worker before any task; if it
+ * fails (conc_fail or a nonzero return) the pool is broken as above.
+ *
+ * Limits: a task's argument (or a map chunk's items) must fit in half a
+ * task queue (queue_capacity / 2, default 2 MiB); a larger one is refused
+ * with CONC_ERANGE at submit. One item's result must fit in a quarter of
+ * the result queue (default 2 MiB); a larger one makes that item fail with
+ * CONC_ERANGE. Raise queue_capacity for bigger messages.
+ *
+ * Exit. At normal exit a ProcessPoolExecutor still alive is shut down with
+ * wait (Python joins its manager at exit); a Pool is terminated. Worker
+ * processes never outlive their pool; none is left a zombie. A worker
+ * exits by itself if the process that owns the pool goes away.
+ */
+#ifndef CONC_POOL_H
+#define CONC_POOL_H
+
+#include "conc/base.h"
+#include "conc/futures.h"
+#include "conc/process.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Where a task writes its result (opaque; valid during the call only). */
+typedef struct conc_pool_out conc_pool_out_t;
+
+/* A pool task (see the top of this file). */
+typedef int (*conc_pool_fn)(const void *arg, size_t len, conc_pool_out_t *out);
+
+/* Registry tag of pool tasks. */
+#define CONC_SIG_POOL 3
+/* Register a pool task under its own name (file scope). */
+#define CONC_POOL_REGISTER(fn) CONC_REGISTER_AS(fn, #fn, CONC_SIG_POOL)
+
+/* In a task: append len bytes at data to its result. Returns 0,
+ * CONC_EINVAL (NULL out, NULL data with len > 0), CONC_ENOMEM. */
+CONC_API int conc_pool_return(conc_pool_out_t *out, const void *data, size_t len);
+
+/* A byte buffer (items of any size, when item_size is 0). */
+typedef struct conc_buf {
+    const void *data;
+    size_t len;
+} conc_buf_t;
+
+/* ------------------------------------------------------------ Results */
+
+/* The results of a map: one outcome per item, in item order. */
+typedef struct conc_results conc_results_t;
+
+/* Number of items. 0 for NULL. */
+CONC_API size_t conc_results_len(const conc_results_t *r);
+/* Item i: returns 0 and its result bytes in *data, *len (owned by r);
+ * or the item's failure code, with its message (NUL-terminated, owned by
+ * r) in *data and the message length in *len; CONC_EINVAL (NULL r, i out
+ * of range). data and len may be NULL. */
+CONC_API int conc_results_item(const conc_results_t *r, size_t i, const void **data, size_t *len);
+/* Copy every result into dst[i * item_size]. Returns 0; the first failed
+ * item's code; CONC_ERANGE when a result is not exactly item_size bytes
+ * (copying stops there); CONC_EINVAL. */
+CONC_API int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size);
+/* Free r (NULL is a no-op). */
+CONC_API void conc_results_free(conc_results_t *r);
+
+/* Result bytes of a future of a bytes task: waits up to timeout, then
+ * returns 0 with *data, *len (owned by the future, valid while you hold a
+ * reference); CONC_ETIMEDOUT; CONC_ECANCELLED; the task's failure code
+ * (message: conc_future_exception); CONC_EINVAL (NULL f, bad timeout, a
+ * future that does not hold result bytes). */
+CONC_API int conc_future_bytes(conc_future_t *f, double timeout, const void **data, size_t *len);
+
+/* ------------------------------------------------ ProcessPoolExecutor */
+
+/* Options; NULL or zero fields mean the defaults. */
+typedef struct conc_process_pool_opts {
+    size_t max_workers;             /* 0: conc_cpu_count() */
+    conc_start_method_t method;     /* mp_context */
+    conc_process_fn initializer;    /* registered; NULL: none */
+    const void *initarg;            /* copied; its argument */
+    size_t initarg_len;
+    unsigned max_tasks_per_child;   /* 0: no limit */
+    size_t queue_capacity;          /* bytes per task queue, 0: 4 MiB;
+                                       the result queue has twice that */
+} conc_process_pool_opts_t;
+
+/* ProcessPoolExecutor(...). Starts the workers and returns 0 and a new
+ * executor in *out (free with conc_executor_free); CONC_EINVAL (NULL out,
+ * unregistered initializer for spawn/forkserver, max_workers > 1024);
+ * CONC_ENOMEM; CONC_ESYS (a worker could not be started). */
+CONC_API int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts);
+
+/* Executor.submit(fn, arg): arg (len bytes) is copied. Returns 0 and a new
+ * future in *out (results: conc_future_bytes); CONC_ESHUTDOWN after
+ * shutdown; CONC_EBROKEN when the pool is broken; CONC_EINVAL (NULL, not a
+ * process pool, fn not registered); CONC_ERANGE (arg too large);
+ * CONC_ENOMEM. Never blocks on the workers. */
+CONC_API int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn,
+                                      const void *arg, size_t len);
+
+/* Executor.map(fn, items, timeout, chunksize): runs fn on every item
+ * (chunksize items per task; 0 means 1, as in Python) and waits for all.
+ * Returns 0 when every item succeeded, otherwise the code of the first
+ * failed item (in item order) — in both cases *out holds all outcomes
+ * (free it); CONC_ETIMEDOUT when timeout (seconds, for the whole call)
+ * passed first: what has not started is cancelled and *out is NULL;
+ * CONC_EBROKEN / CONC_ESHUTDOWN / CONC_EINVAL / CONC_ERANGE as for submit
+ * (*out NULL). */
+CONC_API int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const void *items,
+                                   size_t item_size, size_t n, size_t chunksize, double timeout,
+                                   conc_results_t **out);
+
+/* ---------------------------------------------------- multiprocessing.Pool */
+
+typedef struct conc_pool conc_pool_t;
+
+/* Options; NULL or zero fields mean the defaults. */
+typedef struct conc_pool_opts {
+    size_t processes;               /* 0: conc_cpu_count() */
+    conc_process_fn initializer;    /* registered; NULL: none */
+    const void *initarg;            /* copied */
+    size_t initarg_len;
+    unsigned maxtasksperchild;      /* 0: no limit */
+    conc_start_method_t method;     /* context */
+    size_t queue_capacity;          /* as for the executor */
+} conc_pool_opts_t;
+
+/* Pool(...): start the workers. Returns 0 and a new pool in *out (give it
+ * back with conc_pool_free); CONC_EINVAL, CONC_ENOMEM, CONC_ESYS. */
+CONC_API int conc_pool_new(conc_pool_t **out, const conc_pool_opts_t *opts);
+
+/* Pool.apply_async(fn, arg, callback, error_callback): returns 0 and a new
+ * future in *out (the AsyncResult: get = conc_future_bytes, ready =
+ * conc_future_done, wait = conc_future_exception with a timeout; out may
+ * be NULL if you do not want it). callback(data, len, cbarg) runs on
+ * success, error_callback(code, msg, cbarg) on failure — either may be
+ * NULL — in the pool's result thread (as in Python: keep them short, do
+ * not wait on the pool there). Returns CONC_EINVAL (NULL, unregistered fn,
+ * pool closed: Python's ValueError "Pool not running"), CONC_EBROKEN (the
+ * initializer failed), CONC_ERANGE, CONC_ENOMEM. */
+typedef void (*conc_pool_callback)(const void *data, size_t len, void *cbarg);
+typedef void (*conc_pool_error_callback)(int code, const char *msg, void *cbarg);
+CONC_API int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len,
+                                   conc_pool_callback callback, conc_pool_error_callback error_callback,
+                                   void *cbarg, conc_future_t **out);
+
+/* Pool.apply: apply_async and wait. Returns 0 with a malloc'd copy of the
+ * result in *data (free it; never NULL on success) and its length in *len;
+ * or the task's failure code; or an error of apply_async. */
+CONC_API int conc_pool_apply(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len, void **data,
+                             size_t *rlen);
+
+/* Pool.map: chunksize 0 means Python's default (n / (4 * processes),
+ * rounded up). Returns as conc_process_pool_map (no timeout). */
+CONC_API int conc_pool_map(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                           size_t chunksize, conc_results_t **out);
+
+/* Pool.imap / Pool.imap_unordered: an iterator over the results, yielding
+ * each as soon as it (and, for imap, every one before it) is done.
+ * chunksize 0 means 1. Returns 0 and a new iterator in *out (free it), or
+ * an error as for apply_async. */
+typedef struct conc_pool_iter conc_pool_iter_t;
+CONC_API int conc_pool_imap(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                            size_t chunksize, conc_pool_iter_t **out);
+CONC_API int conc_pool_imap_unordered(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size,
+                                      size_t n, size_t chunksize, conc_pool_iter_t **out);
+/* The iterator's next(timeout): returns 0 with the next result in
+ * *data, *len (owned by the iterator, valid until it is freed) and its item
+ * index in *index (any of the three may be NULL); the item's failure code
+ * (message in *data, as conc_results_item); CONC_ETIMEDOUT (the iterator
+ * stays usable); CONC_EEOF after the last item; CONC_EINVAL. */
+CONC_API int conc_pool_iter_next(conc_pool_iter_t *it, double timeout, const void **data, size_t *len,
+                                 size_t *index);
+/* Free the iterator (waits for nothing: unfinished chunks still run). */
+CONC_API void conc_pool_iter_free(conc_pool_iter_t *it);
+
+/* Pool.close: no more tasks; the workers exit once the queued ones are
+ * done. Returns 0 or CONC_EINVAL. */
+CONC_API int conc_pool_close(conc_pool_t *p);
+/* Pool.terminate: stop the workers now (SIGTERM). Unstarted tasks are
+ * cancelled, running ones fail with CONC_ESHUTDOWN ("pool terminated").
+ * Returns 0 or CONC_EINVAL. */
+CONC_API int conc_pool_terminate(conc_pool_t *p);
+/* Pool.join: wait until every worker has exited (after close or
+ * terminate). Returns 0, CONC_ETIMEDOUT, CONC_EINVAL (NULL, bad timeout,
+ * pool still running: Python's ValueError). */
+CONC_API int conc_pool_join(conc_pool_t *p, double timeout);
+/* Terminate (if still running), join and free (with Pool(...) as p). */
+CONC_API int conc_pool_free(conc_pool_t *p);
+
+/* The pids of the current workers (up to cap) and how many there are. */
+CONC_API size_t conc_pool_pids(conc_pool_t *p, int *pids, size_t cap);
+CONC_API size_t conc_process_pool_pids(conc_executor_t *ex, int *pids, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONC_POOL_H */

@@ -1,0 +1,669 @@
+/*
+ * api.c — the public faces of the process-pool engine (engine.c):
+ * ProcessPoolExecutor (an Executor: conc_submit, conc_map,
+ * conc_executor_shutdown/free work on it), multiprocessing.Pool, the
+ * map results and the imap iterators.
+ *
+ * A map is cut into chunks; each chunk is one task with one future whose
+ * result is the chunk's outcome block (cres_t: one outcome per item). A
+ * conc_results_t is just the array of chunk futures; imap yields from
+ * them in order, imap_unordered in the order the chunks complete (a done
+ * callback queues each finished chunk for the iterator).
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/time.h"
+#include "futures/internal.h"
+#include "pool/internal.h"
+
+/* ------------------------------------------------------------ results */
+
+struct conc_results {
+    size_t n, chunksize, nchunks;
+    conc_future_t **fs;
+};
+
+static const cres_t *fut_cres(conc_future_t *f)
+{
+    if (conc_future_state(f) != CONC_FUTURE_FINISHED || f->code) /* acquire load */
+        return NULL;
+    const cres_t *c = f->result;
+    if (!c || (const void *)f->msg != (const void *)c || c->magic != CRES_MAGIC)
+        return NULL;
+    return c;
+}
+
+int conc_future_bytes(conc_future_t *f, double timeout, const void **data, size_t *len)
+{
+    void *r;
+    int rc = conc_future_result(f, timeout, &r);
+    if (rc)
+        return rc;
+    const cres_t *c = fut_cres(f);
+    if (!c || c->count != 1)
+        return CONC_EINVAL;
+    if (data)
+        *data = cres_data((cres_t *)c) + c->items[0].off;
+    if (len)
+        *len = c->items[0].len;
+    return 0;
+}
+
+/* Item j of chunk future f (done): its code, data and length. */
+static int chunk_item(conc_future_t *f, size_t j, const void **data, size_t *len)
+{
+    const cres_t *c = fut_cres(f);
+    if (!c) {
+        int code = 0;
+        const char *msg = "";
+        if (conc_future_cancelled(f)) {
+            code = CONC_ECANCELLED;
+            msg = "cancelled";
+        } else {
+            conc_future_exception(f, 0, &code, &msg);
+            if (!code)
+                code = CONC_EINVAL;
+        }
+        if (data)
+            *data = msg ? msg : "";
+        if (len)
+            *len = msg ? strlen(msg) : 0;
+        return code;
+    }
+    if (j >= c->count)
+        return CONC_EINVAL;
+    const citem_t *it = &c->items[j];
+    if (data)
+        *data = cres_data((cres_t *)c) + it->off;
+    if (len)
+        *len = it->code ? (it->len ? it->len - 1 : 0) : it->len;
+    return it->code;
+}
+
+size_t conc_results_len(const conc_results_t *r) { return r ? r->n : 0; }
+
+int conc_results_item(const conc_results_t *r, size_t i, const void **data, size_t *len)
+{
+    if (!r || i >= r->n)
+        return CONC_EINVAL;
+    return chunk_item(r->fs[i / r->chunksize], i % r->chunksize, data, len);
+}
+
+int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size)
+{
+    if (!r || (!dst && r->n))
+        return CONC_EINVAL;
+    for (size_t c = 0; c < r->nchunks; c++) {
+        size_t first = c * r->chunksize;
+        const cres_t *cr = fut_cres(r->fs[c]);
+        if (!cr) /* the chunk failed as a whole: its first item says why */
+            return conc_results_item(r, first, NULL, NULL);
+        const unsigned char *data = cres_data((cres_t *)cr);
+        char *out = (char *)dst + first * item_size;
+        for (size_t j = 0; j < cr->count; j++) {
+            const citem_t *it = &cr->items[j];
+            if (it->code)
+                return it->code;
+            if (it->len != item_size)
+                return CONC_ERANGE;
+            memcpy(out + j * item_size, data + it->off, item_size);
+        }
+    }
+    return 0;
+}
+
+static void results_drop(conc_results_t *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nchunks; i++)
+        if (r->fs[i])
+            conc_future_free(r->fs[i]);
+    free(r->fs);
+}
+
+void conc_results_free(conc_results_t *r)
+{
+    results_drop(r);
+    free(r);
+}
+
+/* Cut the items into chunk tasks and submit them; fills r (n, chunksize,
+ * nchunks, fs). On error nothing stays queued. */
+static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                         size_t chunksize, conc_results_t *r, void (*cb)(conc_future_t *, void *), char *cbargs,
+                         size_t cbstride)
+{
+    const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
+    if (!reg || (n && !items))
+        return CONC_EINVAL;
+    if (chunksize == 0)
+        chunksize = 1;
+    r->n = n;
+    r->chunksize = chunksize;
+    r->nchunks = n ? (n - 1) / chunksize + 1 : 0;
+    r->fs = calloc(r->nchunks ? r->nchunks : 1, sizeof *r->fs);
+    task_t **ts = calloc(r->nchunks ? r->nchunks : 1, sizeof *ts);
+    int rc = 0;
+    if (!r->fs || !ts)
+        rc = CONC_ENOMEM;
+    for (size_t c = 0; rc == 0 && c < r->nchunks; c++) {
+        size_t first = c * chunksize, cnt = n - first < chunksize ? n - first : chunksize;
+        const void *base = item_size ? (const char *)items + first * item_size
+                                     : (const void *)((const conc_buf_t *)items + first);
+        rc = conc__task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt);
+        if (rc == 0 && !(ts[c]->f = conc__future_alloc()))
+            rc = CONC_ENOMEM;
+        if (rc == 0)
+            r->fs[c] = conc_future_ref(ts[c]->f);
+        if (rc == 0 && cb && (rc = conc__future_add_callback(r->fs[c], cb, cbargs + c * cbstride, NULL)) != 0)
+            conc_future_free(r->fs[c]), r->fs[c] = NULL;
+    }
+    if (rc == 0)
+        rc = conc__engine_submit(e, ts, r->nchunks);
+    if (rc) {
+        for (size_t c = 0; c < r->nchunks; c++) {
+            if (r->fs[c] && cb)
+                conc_future_cancel(r->fs[c]); /* runs cb: the iterator counts it */
+            conc__task_free(ts ? ts[c] : NULL);
+        }
+        results_drop(r);
+        r->fs = NULL;
+        r->nchunks = 0;
+    }
+    free(ts);
+    return rc;
+}
+
+/* Wait for every chunk; cancel the rest on timeout. */
+static int wait_chunks(conc_results_t *r, int64_t deadline)
+{
+    for (size_t c = 0; c < r->nchunks; c++)
+        if (conc__future_wait_done(r->fs[c], deadline) != 0) {
+            for (size_t k = 0; k < r->nchunks; k++)
+                conc_future_cancel(r->fs[k]);
+            return CONC_ETIMEDOUT;
+        }
+    for (size_t i = 0; i < r->n; i++) {
+        int rc = conc_results_item(r, i, NULL, NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int do_map(engine_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n, size_t chunksize,
+                  int64_t deadline, conc_results_t **out)
+{
+    conc_results_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return CONC_ENOMEM;
+    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    rc = wait_chunks(r, deadline);
+    if (rc == CONC_ETIMEDOUT) {
+        conc_results_free(r);
+        return rc;
+    }
+    *out = r;
+    return rc;
+}
+
+static int submit_one(engine_t *e, conc_future_t **out, const conc_registration_t *reg, uint32_t kind,
+                      const void *arg, size_t len, conc_future_cb cb, void *cbarg)
+{
+    task_t *t;
+    int rc = conc__task_new(e, &t, reg, kind, arg, len, 1);
+    if (rc)
+        return rc;
+    if (!(t->f = conc__future_alloc())) {
+        conc__task_free(t);
+        return CONC_ENOMEM;
+    }
+    conc_future_t *f = out ? conc_future_ref(t->f) : NULL;
+    if (cb && (rc = conc__future_add_callback(t->f, cb, cbarg, free)) != 0) {
+        if (f)
+            conc_future_free(f);
+        conc__task_free(t);
+        return rc;
+    }
+    rc = conc__engine_submit(e, &t, 1);
+    if (rc) {
+        if (f)
+            conc_future_free(f);
+        conc__task_free(t); /* the callback's arg is discarded with it */
+        return rc;
+    }
+    if (out)
+        *out = f;
+    return 0;
+}
+
+/* ------------------------------------------------ ProcessPoolExecutor */
+
+typedef struct {
+    conc_executor_t base;
+    engine_t *e;
+} ppe_t;
+
+static int ppe_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+{
+    ppe_t *p = (ppe_t *)ex;
+    const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, true);
+    if (!reg)
+        return CONC_EINVAL;
+    uint64_t v = (uint64_t)(uintptr_t)arg;
+    return submit_one(p->e, out, reg, K_WORD, &v, 8, NULL, NULL);
+}
+
+static int ppe_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
+{
+    ppe_t *p = (ppe_t *)ex;
+    conc__engine_close(p->e, cancel_futures);
+    if (wait)
+        conc__engine_join(p->e, CONC__NO_DEADLINE);
+    return 0;
+}
+
+static void ppe_destroy(conc_executor_t *ex)
+{
+    ppe_t *p = (ppe_t *)ex;
+    conc__engine_destroy(p->e);
+    free(p);
+}
+
+static const conc_executor_ops_t ppe_ops = {"ProcessPoolExecutor", ppe_submit_word, ppe_shutdown, ppe_destroy};
+
+static engine_t *ppe_engine(conc_executor_t *ex)
+{
+    return ex && ex->ops == &ppe_ops ? ((ppe_t *)ex)->e : NULL;
+}
+
+int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts)
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_process_pool_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    engine_opts_t eo = {o.max_workers ? o.max_workers : (size_t)conc_cpu_count(),
+                        o.method,
+                        o.initializer,
+                        o.initarg,
+                        o.initarg_len,
+                        o.max_tasks_per_child,
+                        o.queue_capacity};
+    ppe_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    p->base.ops = &ppe_ops;
+    int rc = conc__engine_new(&p->e, E_EXECUTOR, &eo);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = &p->base;
+    return 0;
+}
+
+int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
+                             size_t len)
+{
+    engine_t *e = ppe_engine(ex);
+    const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, false) : NULL;
+    if (!e || !out || !reg || (!arg && len))
+        return CONC_EINVAL;
+    return submit_one(e, out, reg, K_BYTES, arg, len, NULL, NULL);
+}
+
+int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                          size_t chunksize, double timeout, conc_results_t **out)
+{
+    engine_t *e = ppe_engine(ex);
+    int64_t deadline;
+    if (!e || !fn || !out || conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    *out = NULL;
+    return do_map(e, fn, items, item_size, n, chunksize, deadline, out);
+}
+
+size_t conc_process_pool_pids(conc_executor_t *ex, int *pids, size_t cap)
+{
+    engine_t *e = ppe_engine(ex);
+    return e ? conc__engine_pids(e, pids, cap) : 0;
+}
+
+/* ---------------------------------------------------- multiprocessing.Pool */
+
+struct conc_pool {
+    engine_t *e;
+    size_t processes;
+    int state; /* 0 running, 1 closed, 2 terminated */
+};
+
+int conc_pool_new(conc_pool_t **out, const conc_pool_opts_t *opts)
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_pool_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    engine_opts_t eo = {o.processes ? o.processes : (size_t)conc_cpu_count(),
+                        o.method,
+                        o.initializer,
+                        o.initarg,
+                        o.initarg_len,
+                        o.maxtasksperchild,
+                        o.queue_capacity};
+    conc_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    p->processes = eo.workers;
+    int rc = conc__engine_new(&p->e, E_POOL, &eo);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+static int pool_rc(int rc)
+{
+    return rc == CONC_ESHUTDOWN ? CONC_EINVAL : rc; /* ValueError: Pool not running */
+}
+
+typedef struct {
+    conc_pool_callback cb;
+    conc_pool_error_callback ecb;
+    void *arg;
+} apply_cb_t;
+
+static void apply_done(conc_future_t *f, void *p)
+{
+    apply_cb_t *a = p;
+    const void *d;
+    size_t n;
+    int rc = conc_future_bytes(f, 0, &d, &n);
+    if (rc == 0) {
+        if (a->cb)
+            a->cb(d, n, a->arg);
+    } else if (a->ecb) {
+        int code = rc;
+        const char *msg = "cancelled";
+        if (rc != CONC_ECANCELLED)
+            conc_future_exception(f, 0, &code, &msg);
+        a->ecb(code, msg ? msg : "", a->arg);
+    }
+    free(a);
+}
+
+int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len,
+                          conc_pool_callback callback, conc_pool_error_callback error_callback, void *cbarg,
+                          conc_future_t **out)
+{
+    const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, false) : NULL;
+    if (!p || !reg || (!arg && len))
+        return CONC_EINVAL;
+    if (p->state)
+        return CONC_EINVAL;
+    apply_cb_t *a = NULL;
+    if (callback || error_callback) {
+        if (!(a = malloc(sizeof *a)))
+            return CONC_ENOMEM;
+        *a = (apply_cb_t){callback, error_callback, cbarg};
+    }
+    int rc = submit_one(p->e, out, reg, K_BYTES, arg, len, a ? apply_done : NULL, a);
+    return pool_rc(rc);
+}
+
+int conc_pool_apply(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len, void **data, size_t *rlen)
+{
+    if (!data || !rlen)
+        return CONC_EINVAL;
+    conc_future_t *f;
+    int rc = conc_pool_apply_async(p, fn, arg, len, NULL, NULL, NULL, &f);
+    if (rc)
+        return rc;
+    const void *d;
+    size_t n;
+    rc = conc_future_bytes(f, CONC_FOREVER, &d, &n);
+    if (rc == 0) {
+        void *c = malloc(n ? n : 1);
+        if (!c) {
+            rc = CONC_ENOMEM;
+        } else {
+            if (n)
+                memcpy(c, d, n);
+            *data = c;
+            *rlen = n;
+        }
+    }
+    conc_future_free(f);
+    return rc;
+}
+
+int conc_pool_map(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                  size_t chunksize, conc_results_t **out)
+{
+    if (!p || !fn || !out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (p->state)
+        return CONC_EINVAL;
+    if (chunksize == 0) {
+        size_t d = p->processes * 4;
+        chunksize = n / d + (n % d ? 1 : 0);
+    }
+    return pool_rc(do_map(p->e, fn, items, item_size, n, chunksize, CONC__NO_DEADLINE, out));
+}
+
+/* ------------------------------------------------------------- imap */
+
+typedef struct {
+    struct conc_pool_iter *it;
+    size_t idx;
+} islot_t;
+
+struct conc_pool_iter {
+    islot_t *slots;          /* unordered: the callbacks' arguments */
+    conc_results_t r;
+    bool ordered;
+    size_t yielded;          /* items handed out */
+    size_t cur, cur_j;       /* chunk being read, next item in it */
+    bool have_cur;
+    /* unordered: chunks finished, in completion order */
+    conc_rlock_t mu;
+    conc_cond_t cv;
+    size_t *ready;
+    size_t nready, rpos;
+    int refs;                /* the iterator + one per pending callback */
+};
+
+static void iter_unref(conc_pool_iter_t *it)
+{
+    if (atomic_fetch_sub((_Atomic int *)&it->refs, 1) == 1) {
+        results_drop(&it->r);
+        free(it->ready);
+        free(it->slots);
+        free(it);
+    }
+}
+
+static void iter_chunk_done(conc_future_t *f, void *p)
+{
+    (void)f;
+    islot_t *s = p;
+    conc_pool_iter_t *it = s->it;
+    conc_cond_acquire(&it->cv, true, CONC_FOREVER);
+    it->ready[it->nready++] = s->idx;
+    conc_cond_notify_all(&it->cv);
+    conc_cond_release(&it->cv);
+    iter_unref(it);
+}
+
+static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                       size_t chunksize, bool ordered, conc_pool_iter_t **out)
+{
+    if (!p || !fn || !out)
+        return CONC_EINVAL;
+    if (p->state)
+        return CONC_EINVAL;
+    conc_pool_iter_t *it = calloc(1, sizeof *it);
+    if (!it)
+        return CONC_ENOMEM;
+    it->ordered = ordered;
+    it->refs = 1;
+    conc_rlock_init(&it->mu);
+    conc_cond_init_rlock(&it->cv, &it->mu);
+    int rc;
+    if (ordered) {
+        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0);
+    } else {
+        size_t cs = chunksize ? chunksize : 1;
+        size_t nch = n ? (n - 1) / cs + 1 : 0;
+        it->ready = malloc((nch ? nch : 1) * sizeof *it->ready);
+        it->slots = malloc((nch ? nch : 1) * sizeof *it->slots);
+        if (!it->ready || !it->slots) {
+            free(it->ready);
+            free(it->slots);
+            free(it);
+            return CONC_ENOMEM;
+        }
+        for (size_t k = 0; k < nch; k++)
+            it->slots[k] = (islot_t){it, k};
+        it->refs = 1 + (int)nch;
+        /* fs[] must be complete before a callback searches it: hold the
+         * lock while submitting (callbacks wait for it). */
+        conc_cond_acquire(&it->cv, true, CONC_FOREVER);
+        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, iter_chunk_done,
+                           (char *)it->slots, sizeof *it->slots);
+        conc_cond_release(&it->cv);
+        if (rc) {
+            /* callbacks of cancelled chunks ran and dropped their refs;
+             * the ones never registered did not */
+            it->refs = 1;
+        }
+    }
+    if (rc) {
+        iter_unref(it);
+        return pool_rc(rc);
+    }
+    *out = it;
+    return 0;
+}
+
+int conc_pool_imap(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                   size_t chunksize, conc_pool_iter_t **out)
+{
+    return imap_common(p, fn, items, item_size, n, chunksize, true, out);
+}
+
+int conc_pool_imap_unordered(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                             size_t chunksize, conc_pool_iter_t **out)
+{
+    return imap_common(p, fn, items, item_size, n, chunksize, false, out);
+}
+
+int conc_pool_iter_next(conc_pool_iter_t *it, double timeout, const void **data, size_t *len, size_t *index)
+{
+    int64_t deadline;
+    if (!it || conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    if (it->yielded >= it->r.n)
+        return CONC_EEOF;
+    if (!it->have_cur) {
+        if (it->ordered) {
+            it->cur = it->yielded / it->r.chunksize;
+            if (conc__future_wait_done(it->r.fs[it->cur], deadline) != 0)
+                return CONC_ETIMEDOUT;
+        } else {
+            conc_cond_acquire(&it->cv, true, CONC_FOREVER);
+            while (it->rpos == it->nready) {
+                double left = CONC_FOREVER;
+                if (deadline != CONC__NO_DEADLINE) {
+                    int64_t l = deadline - conc__now_ns();
+                    if (l <= 0)
+                        break;
+                    left = l / 1e9;
+                }
+                conc_cond_wait(&it->cv, left);
+            }
+            bool got = it->rpos < it->nready;
+            if (got)
+                it->cur = it->ready[it->rpos++];
+            conc_cond_release(&it->cv);
+            if (!got)
+                return CONC_ETIMEDOUT;
+        }
+        it->cur_j = 0;
+        it->have_cur = true;
+    }
+    size_t c = it->cur, j = it->cur_j;
+    size_t first = c * it->r.chunksize;
+    size_t cnt = it->r.n - first < it->r.chunksize ? it->r.n - first : it->r.chunksize;
+    int rc = chunk_item(it->r.fs[c], j, data, len);
+    if (index)
+        *index = first + j;
+    it->yielded++;
+    if (++it->cur_j >= cnt)
+        it->have_cur = false;
+    return rc;
+}
+
+void conc_pool_iter_free(conc_pool_iter_t *it)
+{
+    if (it)
+        iter_unref(it);
+}
+
+int conc_pool_close(conc_pool_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->state == 0) {
+        p->state = 1;
+        conc__engine_close(p->e, false);
+    }
+    return 0;
+}
+
+int conc_pool_terminate(conc_pool_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    p->state = 2;
+    conc__engine_terminate(p->e);
+    return 0;
+}
+
+int conc_pool_join(conc_pool_t *p, double timeout)
+{
+    int64_t deadline;
+    if (!p || conc__deadline(timeout, &deadline) || p->state == 0)
+        return CONC_EINVAL;
+    return conc__engine_join(p->e, deadline);
+}
+
+int conc_pool_free(conc_pool_t *p)
+{
+    if (!p)
+        return CONC_EINVAL;
+    if (p->state != 2)
+        conc_pool_terminate(p);
+    conc__engine_join(p->e, CONC__NO_DEADLINE);
+    conc__engine_destroy(p->e);
+    free(p);
+    return 0;
+}
+
+size_t conc_pool_pids(conc_pool_t *p, int *pids, size_t cap)
+{
+    return p ? conc__engine_pids(p->e, pids, cap) : 0;
+}

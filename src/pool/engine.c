@@ -1,0 +1,955 @@
+/*
+ * engine.c — the parent side of conc's process pools (ProcessPoolExecutor
+ * and multiprocessing.Pool share it; see ppe.c and pool.c for the APIs).
+ *
+ * Transport. Every worker slot owns a task queue (a conc_mpqueue_t: a
+ * shared-memory ring with futex wakeups) that only the parent writes and
+ * only that slot's current process reads; all workers write their results
+ * into one shared result queue that only the manager thread reads. A
+ * message carries a batch of tasks (or of results): the batch size comes
+ * from the measured run time of recent tasks (about 200 µs of work per
+ * message), so short tasks cost no system call each, while long tasks go
+ * one at a time (at most two in flight per worker, as Python keeps
+ * max_workers + 1 calls queued).
+ *
+ * Dispatch. Submitted tasks wait in a backlog (under mu); pump() moves
+ * them into the task queues of workers with room, from the submitting
+ * thread when a worker has room, otherwise from the manager each time
+ * results free some. Futures turn RUNNING when dispatched (Python marks
+ * them running when they enter the call queue), so cancel works until
+ * then. Each worker's in-flight tasks are kept in dispatch order; a
+ * worker handles its queue in order, so a result record always belongs to
+ * (nearly) the head of its list.
+ *
+ * Deaths. A watcher thread epoll()s every worker's pidfd; when one becomes
+ * readable it reaps the child and puts an M_DIED message into the result
+ * queue. The queue is FIFO, so every result the worker sent before dying
+ * is handled before its death notice: at that point the tasks still in
+ * its in-flight list that were in messages it had taken (messages put
+ * minus those still queued) are exactly the ones it held. The executor
+ * breaks (fails everything, kills the others); Pool fails those tasks and
+ * starts a replacement on the same task queue, which picks up whatever
+ * was still queued — no task and no wakeup is lost. max_tasks_per_child
+ * works the same way: the worker announces M_RETIRE after its last task,
+ * the parent sends it no more than its budget and starts the replacement
+ * on the same queue at once.
+ *
+ * Shutdown. close() stops submits; once the backlog is empty an M_STOP
+ * goes to every task queue, after the tasks; workers exit on it, the
+ * watcher reports their deaths, and the manager ends when no process is
+ * left (then the watcher ends too). terminate() and a broken pool signal
+ * the workers instead. Every process is reaped by the watcher.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/time.h"
+#include "futures/internal.h"
+#include "pool/internal.h"
+#include "thread/internal.h"
+
+#define BATCH_NS 200000.0
+#define BATCH_MAX 1024
+
+/* ------------------------------------------------------------ helpers */
+
+static void lock(engine_t *e) { conc_lock_acquire(&e->mu, true, CONC_FOREVER); }
+static void unlock(engine_t *e) { conc_lock_release(&e->mu); }
+
+const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word)
+{
+    const conc_registration_t *r = conc_registry_find_fn(fn);
+    if (!r)
+        return NULL;
+    if (word)
+        return (r->sig == CONC_SIG_TASK || r->sig == CONC_SIG_OTHER) ? r : NULL;
+    return (r->sig == CONC_SIG_POOL || r->sig == CONC_SIG_OTHER) ? r : NULL;
+}
+
+int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, uint32_t kind,
+                   const void *items, size_t item_size, size_t count)
+{
+    size_t namelen = strlen(reg->name);
+    size_t datalen;
+    if (kind == K_CHUNK && item_size == 0) {
+        const conc_buf_t *b = items;
+        datalen = (count + 1) * 8;
+        for (size_t i = 0; i < count; i++) {
+            if (!b[i].data && b[i].len)
+                return CONC_EINVAL;
+            datalen += b[i].len;
+        }
+    } else {
+        datalen = item_size * count;
+    }
+    size_t wirelen = sizeof(wtask_t) + PAD8(namelen) + PAD8(datalen);
+    if (wirelen + sizeof(mhdr_t) > e->tmsg_max || count > UINT32_MAX || item_size > UINT32_MAX)
+        return CONC_ERANGE;
+    task_t *t = malloc(sizeof *t);
+    if (!t)
+        return CONC_ENOMEM;
+    t->wire = wirelen <= sizeof t->inl ? t->inl : malloc(wirelen);
+    if (!t->wire) {
+        free(t);
+        return CONC_ENOMEM;
+    }
+    t->next = NULL;
+    t->f = NULL;
+    t->res = NULL;
+    t->running = false;
+    t->kind = kind;
+    t->count = (uint32_t)count;
+    t->wirelen = wirelen;
+    wtask_t *w = (wtask_t *)t->wire;
+    *w = (wtask_t){0, kind, (uint32_t)count, (uint32_t)namelen, (uint32_t)item_size, datalen};
+    unsigned char *p = t->wire + sizeof *w;
+    memcpy(p, reg->name, namelen);
+    memset(p + namelen, 0, PAD8(namelen) - namelen);
+    p += PAD8(namelen);
+    if (kind == K_CHUNK && item_size == 0) {
+        const conc_buf_t *b = items;
+        uint64_t *offs = (uint64_t *)p;
+        unsigned char *d = p + (count + 1) * 8;
+        uint64_t off = 0;
+        for (size_t i = 0; i < count; i++) {
+            offs[i] = off;
+            if (b[i].len)
+                memcpy(d + off, b[i].data, b[i].len);
+            off += b[i].len;
+        }
+        offs[count] = off;
+    } else if (datalen) {
+        memcpy(p, items, datalen);
+    }
+    memset(p + datalen, 0, PAD8(datalen) - datalen);
+    *out = t;
+    return 0;
+}
+
+void conc__task_free(task_t *t)
+{
+    if (!t)
+        return;
+    if (t->wire != t->inl)
+        free(t->wire);
+    free(t->res);
+    if (t->f)
+        conc_future_free(t->f);
+    free(t);
+}
+
+/* A list of tasks to complete outside the lock. */
+typedef struct {
+    task_t *head, **tail;
+} tlist_t;
+
+static void tl_init(tlist_t *l)
+{
+    l->head = NULL;
+    l->tail = &l->head;
+}
+
+static void tl_push(tlist_t *l, task_t *t)
+{
+    t->next = NULL;
+    *l->tail = t;
+    l->tail = &t->next;
+}
+
+/* Fail code/msg stored on the task for finish(). */
+static void task_fail(task_t *t, int code, const char *msg)
+{
+    free(t->res);
+    size_t n = strlen(msg) + 1;
+    t->res = malloc(sizeof(cres_t) + sizeof(citem_t) + n);
+    if (t->res) {
+        t->res->magic = 0; /* a failure record, never handed out */
+        t->res->count = 1;
+        t->res->got = 1;
+        t->res->cap = t->res->used = n;
+        t->res->items[0] = (citem_t){0, (uint32_t)n, code};
+        memcpy(cres_data(t->res), msg, n);
+    }
+    t->kind |= 0x100; /* failed as a whole */
+}
+
+/* Complete one task's future (outside the lock, may run callbacks). */
+static void finish_task(task_t *t)
+{
+    conc_future_t *f = t->f;
+    cres_t *r = t->res;
+    if (t->kind & 0x100) {
+        int code = r ? r->items[0].code : CONC_EBROKEN;
+        conc__future_fail_now(f, code, r ? (const char *)cres_data(r) : "process pool failure");
+    } else if (!r) {
+        conc__future_fail_now(f, CONC_ENOMEM, "out of memory for a result");
+    } else if (t->kind != K_CHUNK && r->items[0].code) {
+        conc__future_fail_now(f, r->items[0].code, (const char *)cres_data(r) + r->items[0].off);
+    } else if (t->kind == K_WORD) {
+        uint64_t v = 0;
+        if (r->items[0].len == 8)
+            memcpy(&v, cres_data(r) + r->items[0].off, 8);
+        conc_future_set_result(f, (void *)(uintptr_t)v);
+    } else {
+        /* The future owns the block from here: it frees its msg field with
+         * its last reference, and a successful future never shows msg. */
+        r->magic = CRES_MAGIC;
+        if (f->msg == NULL && conc_future_state(f) == CONC_FUTURE_RUNNING) {
+            f->msg = (char *)r;
+            t->res = NULL;
+            conc_future_set_result(f, r);
+        }
+    }
+    conc__task_free(t);
+}
+
+static void finish_list(tlist_t *l)
+{
+    for (task_t *t = l->head, *n; t; t = n) {
+        n = t->next;
+        finish_task(t);
+    }
+}
+
+/* ------------------------------------------------------------ workers */
+
+static conc_lock_t reg_mu = CONC_LOCK_INIT;
+static engine_t *registry;
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+
+static int start_proc(engine_t *e, uint32_t idx)
+{
+    wslot_t *w = &e->w[idx];
+    proc_t *p = calloc(1, sizeof *p);
+    size_t namelen = e->init ? strlen(e->init->name) : 0;
+    size_t cfglen = sizeof(wcfg_t) + namelen + e->initarg_len;
+    unsigned char *cfg = malloc(cfglen);
+    if (!p || !cfg) {
+        free(p);
+        free(cfg);
+        return CONC_ENOMEM;
+    }
+    w->gen++;
+    p->idx = idx;
+    p->gen = w->gen;
+    wcfg_t *c = (wcfg_t *)cfg;
+    *c = (wcfg_t){idx, w->gen, e->max_tasks, (uint32_t)namelen, e->initarg_len};
+    if (namelen)
+        memcpy(cfg + sizeof *c, e->init->name, namelen);
+    if (e->initarg_len)
+        memcpy(cfg + sizeof *c + namelen, e->initarg, e->initarg_len);
+    char name[64];
+    snprintf(name, sizeof name, "%s-%u", e->mode == E_POOL ? "PoolWorker" : "ProcessPoolWorker",
+             ++e->nstarted);
+    int fds[2] = {conc_mpqueue_fd(w->tq), conc_mpqueue_fd(e->rq)};
+    conc__launch_t l = {.entry = conc__pool_worker_entry(),
+                        .arg = cfg,
+                        .len = cfglen,
+                        .method = e->method,
+                        .name = name,
+                        .daemon = e->mode == E_POOL,
+                        .fds = fds,
+                        .nfds = 2};
+    int rc = conc__child_start(&p->child, &l);
+    free(cfg);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, p->child.pidfd, &ev) < 0) {
+        conc__child_signal(&p->child, SIGKILL);
+        conc__child_wait(&p->child, CONC__NO_DEADLINE);
+        conc__child_release(&p->child);
+        free(p);
+        return CONC_ESYS;
+    }
+    p->all_next = e->all;
+    e->all = p;
+    w->proc = p;
+    w->budget_used = 0;
+    e->live++;
+    return 0;
+}
+
+static void unlink_proc(engine_t *e, proc_t *p)
+{
+    for (proc_t **pp = &e->all; *pp; pp = &(*pp)->all_next)
+        if (*pp == p) {
+            *pp = p->all_next;
+            break;
+        }
+    conc__child_release(&p->child);
+    free(p);
+}
+
+static void kill_all(engine_t *e, int sig)
+{
+    for (proc_t *p = e->all; p; p = p->all_next) {
+        p->killed = true;
+        conc__child_signal(&p->child, sig);
+    }
+}
+
+/* ----------------------------------------------------------- dispatch */
+
+static size_t batch_size(engine_t *e)
+{
+    if (e->avg_ns <= 0)
+        return 1;
+    double b = BATCH_NS / e->avg_ns;
+    return b < 1 ? 1 : b > BATCH_MAX ? BATCH_MAX : (size_t)b;
+}
+
+static void send_stop(engine_t *e)
+{
+    mhdr_t h = {M_STOP, 0, 0, 0};
+    for (size_t i = 0; i < e->nw; i++) {
+        /* STOP is tiny; a full queue empties as the worker works. */
+        if (conc_mpqueue_put(e->w[i].tq, &h, sizeof h, true, 5.0) == 0)
+            e->w[i].msgs_put++;
+    }
+    e->stop_sent = true;
+}
+
+/* Move backlog tasks into workers' queues (under mu). Cancelled futures
+ * are dropped onto *drop. */
+static void pump(engine_t *e, tlist_t *drop)
+{
+    if (e->state >= S_TERMINATING)
+        return;
+    size_t batch = batch_size(e);
+    size_t limit = batch * 2 > 2 ? batch * 2 : 2;
+    for (size_t k = 0; k < e->nw && e->bl_head; k++) {
+        wslot_t *w = &e->w[(e->rr + k) % e->nw];
+        if (!w->proc || w->proc->retired)
+            continue;
+        while (e->bl_head && w->ninflight < limit) {
+            size_t room = limit - w->ninflight;
+            if (room > batch)
+                room = batch;
+            if (e->max_tasks) {
+                size_t left = e->max_tasks - w->budget_used;
+                if (left == 0)
+                    break;
+                if (room > left)
+                    room = left;
+            }
+            mhdr_t *h = (mhdr_t *)e->scratch;
+            size_t len = sizeof *h, n = 0;
+            task_t *first = NULL, **tail = &first;
+            while (e->bl_head && n < room && len + e->bl_head->wirelen <= e->tmsg_max) {
+                task_t *t = e->bl_head;
+                e->bl_head = t->next;
+                if (!e->bl_head)
+                    e->bl_tail = NULL;
+                e->nbacklog--;
+                if (!t->running && conc_future_set_running_or_notify_cancel(t->f) != 1) {
+                    tl_push(drop, t);
+                    continue;
+                }
+                t->running = true;
+                ((wtask_t *)t->wire)->id = t->id;
+                memcpy(e->scratch + len, t->wire, t->wirelen);
+                len += t->wirelen;
+                t->msgseq = w->msgs_put;
+                t->next = NULL;
+                *tail = t;
+                tail = &t->next;
+                n++;
+            }
+            if (n == 0)
+                break;
+            *h = (mhdr_t){M_TASKS, 0, (uint32_t)n, 0};
+            if (conc_mpqueue_put_nowait(w->tq, e->scratch, len) != 0) {
+                /* No room (a slow worker): back to the front, RUNNING
+                 * futures and all; try again when results come. */
+                *tail = e->bl_head;
+                e->bl_head = first;
+                if (!e->bl_tail)
+                    e->bl_tail = (task_t *)((char *)tail - offsetof(task_t, next));
+                e->nbacklog += n;
+                break;
+            }
+            w->msgs_put++;
+            w->budget_used += (unsigned)n;
+            if (w->tail)
+                w->tail->next = first;
+            else
+                w->head = first;
+            w->tail = (task_t *)((char *)tail - offsetof(task_t, next));
+            w->ninflight += n;
+        }
+    }
+    e->rr++;
+    if (e->state == S_CLOSING && !e->bl_head && !e->stop_sent)
+        send_stop(e);
+}
+
+static void wake_manager(engine_t *e)
+{
+    mhdr_t h = {M_WAKE, 0, 0, 0};
+    conc_mpqueue_put(e->rq, &h, sizeof h, true, CONC_FOREVER);
+}
+
+int conc__engine_submit(engine_t *e, task_t **ts, size_t n)
+{
+    tlist_t drop;
+    tl_init(&drop);
+    lock(e);
+    if (e->state == S_BROKEN) {
+        unlock(e);
+        return CONC_EBROKEN;
+    }
+    if (e->state != S_RUNNING) {
+        unlock(e);
+        return CONC_ESHUTDOWN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        task_t *t = ts[i];
+        t->id = ++e->next_id;
+        t->next = NULL;
+        if (e->bl_tail)
+            e->bl_tail->next = t;
+        else
+            e->bl_head = t;
+        e->bl_tail = t;
+        e->nbacklog++;
+    }
+    pump(e, &drop);
+    unlock(e);
+    for (task_t *t = drop.head, *nx; t; t = nx) {
+        nx = t->next;
+        conc__task_free(t);
+    }
+    return 0;
+}
+
+/* Everything queued or in flight fails with code/msg (under mu). */
+static void fail_everything(engine_t *e, int code, const char *msg, tlist_t *out)
+{
+    for (task_t *t = e->bl_head, *n; t; t = n) {
+        n = t->next;
+        task_fail(t, code, msg);
+        tl_push(out, t);
+    }
+    e->bl_head = e->bl_tail = NULL;
+    e->nbacklog = 0;
+    for (size_t i = 0; i < e->nw; i++) {
+        wslot_t *w = &e->w[i];
+        for (task_t *t = w->head, *n; t; t = n) {
+            n = t->next;
+            task_fail(t, code, msg);
+            tl_push(out, t);
+        }
+        w->head = w->tail = NULL;
+        w->ninflight = 0;
+    }
+}
+
+static void cancel_backlog(engine_t *e, tlist_t *out)
+{
+    for (task_t *t = e->bl_head, *n; t; t = n) {
+        n = t->next;
+        if (!conc_future_cancel(t->f))
+            task_fail(t, CONC_ECANCELLED, "cancelled"); /* went back after a full queue */
+        tl_push(out, t); /* finish_task on a cancelled future is a no-op */
+    }
+    e->bl_head = e->bl_tail = NULL;
+    e->nbacklog = 0;
+}
+
+void conc__engine_close(engine_t *e, bool cancel)
+{
+    tlist_t out;
+    tl_init(&out);
+    lock(e);
+    if (cancel)
+        cancel_backlog(e, &out);
+    if (e->state == S_RUNNING) {
+        e->state = S_CLOSING;
+        pump(e, &out);
+    }
+    unlock(e);
+    finish_list(&out);
+    wake_manager(e);
+}
+
+void conc__engine_terminate(engine_t *e)
+{
+    tlist_t out;
+    tl_init(&out);
+    lock(e);
+    if (e->state <= S_CLOSING) {
+        e->state = S_TERMINATING;
+        cancel_backlog(e, &out);
+        fail_everything(e, CONC_ESHUTDOWN, "pool terminated", &out);
+        kill_all(e, SIGTERM);
+    }
+    unlock(e);
+    finish_list(&out);
+    wake_manager(e);
+}
+
+/* ------------------------------------------------------------ manager */
+
+static void describe_death(char *buf, size_t cap, pid_t pid, int code)
+{
+    if (code < 0)
+        snprintf(buf, cap, "worker process %d died (killed by signal %d: %s)", (int)pid, -code,
+                 strsignal(-code));
+    else
+        snprintf(buf, cap, "worker process %d died (exit status %d)", (int)pid, code);
+}
+
+static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *tab, const unsigned char *data,
+                      tlist_t *done)
+{
+    task_t *prev = NULL, *t = w->head;
+    while (t && t->id != r->id) {
+        prev = t;
+        t = t->next;
+    }
+    if (!t || (uint64_t)r->first + r->count > t->count)
+        return; /* not ours (cannot happen) */
+    cres_t *c = t->res;
+    if (!c) {
+        size_t est = r->datalen;
+        if (r->count && r->count < t->count)
+            est = r->datalen / r->count * t->count + 64;
+        c = malloc(sizeof *c + t->count * sizeof(citem_t) + est);
+        if (!c)
+            goto oom;
+        c->magic = 0;
+        c->count = t->count;
+        c->got = 0;
+        c->cap = est;
+        c->used = 0;
+        t->res = c;
+    }
+    if (c->used + r->datalen > c->cap) {
+        size_t cap = c->cap + c->cap / 2;
+        if (cap < c->used + r->datalen)
+            cap = c->used + r->datalen;
+        cres_t *nc = realloc(c, sizeof *c + t->count * sizeof(citem_t) + cap);
+        if (!nc)
+            goto oom;
+        c = t->res = nc;
+        c->cap = cap;
+    }
+    uint64_t off = c->used;
+    for (uint32_t j = 0; j < r->count; j++) {
+        c->items[r->first + j] = (citem_t){off, tab[j].len, tab[j].code};
+        off += tab[j].len;
+    }
+    if (r->datalen)
+        memcpy(cres_data(c) + c->used, data, r->datalen);
+    c->used += r->datalen;
+    c->got += r->count;
+    double ns = (double)r->elapsed_ns;
+    if (r->count && r->count < t->count)
+        ns = ns / r->count * t->count;
+    e->avg_ns = e->avg_ns <= 0 ? ns : 0.8 * e->avg_ns + 0.2 * ns;
+    if (c->got < c->count)
+        return;
+done_task:
+    if (prev)
+        prev->next = t->next;
+    else
+        w->head = t->next;
+    if (w->tail == t)
+        w->tail = prev;
+    w->ninflight--;
+    tl_push(done, t);
+    return;
+oom:
+    task_fail(t, CONC_ENOMEM, "out of memory for a result");
+    goto done_task;
+}
+
+static void on_results(engine_t *e, const unsigned char *m, size_t n, tlist_t *done)
+{
+    const mhdr_t *h = (const mhdr_t *)m;
+    if (h->worker >= e->nw)
+        return;
+    wslot_t *w = &e->w[h->worker];
+    size_t pos = sizeof *h;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (pos + sizeof(wres_t) > n)
+            return;
+        const wres_t *r = (const wres_t *)(m + pos);
+        size_t tab = (size_t)r->count * sizeof(witem_t);
+        if (pos + sizeof *r + tab + r->datalen > n)
+            return;
+        add_piece(e, w, r, (const witem_t *)(r + 1), m + pos + sizeof *r + tab, done);
+        pos += sizeof *r + tab + PAD8(r->datalen);
+    }
+}
+
+/* The proc that sent a message, if it is still the slot's current one. */
+static proc_t *current(engine_t *e, const mhdr_t *h)
+{
+    if (h->worker >= e->nw)
+        return NULL;
+    proc_t *p = e->w[h->worker].proc;
+    return p && p->gen == h->gen ? p : NULL;
+}
+
+static void break_pool(engine_t *e, const char *msg, tlist_t *out)
+{
+    if (e->state == S_BROKEN || e->state == S_TERMINATING)
+        return;
+    e->state = S_BROKEN;
+    snprintf(e->broken_msg, sizeof e->broken_msg, "%s", msg);
+    fail_everything(e, CONC_EBROKEN, e->broken_msg, out);
+    kill_all(e, SIGKILL);
+}
+
+/* Start a replacement unless the pool is going away and the slot has
+ * nothing left to do. Breaks the pool if one is needed and cannot start. */
+static void maybe_replace(engine_t *e, uint32_t idx, tlist_t *out)
+{
+    wslot_t *w = &e->w[idx];
+    if (e->state >= S_TERMINATING)
+        return;
+    if (e->stop_sent && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0)
+        return;
+    int rc = start_proc(e, idx);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "could not start a replacement worker: %s", conc_strerror(rc));
+        break_pool(e, msg, out);
+    }
+}
+
+static void on_died(engine_t *e, const unsigned char *m, size_t n, tlist_t *out)
+{
+    if (n < sizeof(mhdr_t) + sizeof(wdied_t))
+        return;
+    const mhdr_t *h = (const mhdr_t *)m;
+    const wdied_t *d = (const wdied_t *)(h + 1);
+    proc_t *p = (proc_t *)(uintptr_t)d->proc;
+    uint32_t idx = p->idx;
+    wslot_t *w = &e->w[idx];
+    e->live--;
+    bool cur = w->proc == p;
+    bool killed = p->killed;
+    unlink_proc(e, p);
+    if (!cur)
+        return; /* a retired instance, already replaced */
+    w->proc = NULL;
+    if (e->state >= S_TERMINATING || killed)
+        return;
+    bool expected = e->stop_sent && d->exitcode == 0 && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0;
+    if (expected)
+        return;
+    char msg[200];
+    describe_death(msg, sizeof msg, d->pid, d->exitcode);
+    if (e->mode == E_EXECUTOR) {
+        char full[320];
+        snprintf(full, sizeof full, "A process in the process pool was terminated abruptly: %s", msg);
+        break_pool(e, full, out);
+        return;
+    }
+    /* Pool: fail what it held, replace it. */
+    size_t queued = conc_mpqueue_qsize(w->tq);
+    uint64_t taken = w->msgs_put - (queued < w->msgs_put ? queued : w->msgs_put);
+    task_t *prev = NULL;
+    for (task_t *t = w->head, *nx; t; t = nx) {
+        nx = t->next;
+        if (t->msgseq < taken) {
+            if (prev)
+                prev->next = nx;
+            else
+                w->head = nx;
+            if (w->tail == t)
+                w->tail = prev;
+            w->ninflight--;
+            task_fail(t, CONC_EBROKEN, msg);
+            tl_push(out, t);
+        } else {
+            prev = t;
+        }
+    }
+    maybe_replace(e, idx, out);
+}
+
+static bool manager_finished(engine_t *e)
+{
+    return e->live == 0 && e->state != S_RUNNING;
+}
+
+static void *manager_main(void *arg)
+{
+    engine_t *e = arg;
+    size_t cap = conc_mpqueue_max_message(e->rq);
+    unsigned char *buf = malloc(cap);
+    for (;;) {
+        size_t n = 0;
+        int rc = buf ? conc_mpqueue_get(e->rq, buf, cap, &n, true, CONC_FOREVER) : CONC_ENOMEM;
+        tlist_t out;
+        tl_init(&out);
+        lock(e);
+        if (rc == 0 && n >= sizeof(mhdr_t)) {
+            const mhdr_t *h = (const mhdr_t *)buf;
+            switch (h->type) {
+            case M_RESULTS: on_results(e, buf, n, &out); break;
+            case M_RETIRE: {
+                proc_t *p = current(e, h);
+                if (p) {
+                    p->retired = true;
+                    e->w[p->idx].proc = NULL;
+                    maybe_replace(e, p->idx, &out);
+                }
+                break;
+            }
+            case M_INITFAIL: {
+                char msg[200];
+                const char *m = n > sizeof *h + 4 ? (const char *)buf + sizeof *h + 4 : "";
+                buf[n - 1] = 0;
+                snprintf(msg, sizeof msg, "the pool's initializer failed: %s", m);
+                break_pool(e, msg, &out);
+                break;
+            }
+            case M_DIED: on_died(e, buf, n, &out); break;
+            default: break;
+            }
+        } else if (rc == CONC_ENOMEM) {
+            break_pool(e, "out of memory in the pool's manager", &out);
+        }
+        pump(e, &out);
+        bool fin = manager_finished(e);
+        unlock(e);
+        finish_list(&out);
+        if (fin)
+            break;
+    }
+    free(buf);
+    uint64_t one = 1;
+    ssize_t wr = write(e->evfd, &one, sizeof one);
+    (void)wr;
+    pthread_join(e->watcher, NULL);
+    conc_event_set(&e->done);
+    return NULL;
+}
+
+static void *watcher_main(void *arg)
+{
+    engine_t *e = arg;
+    for (;;) {
+        struct epoll_event evs[16];
+        int n = epoll_wait(e->epfd, evs, 16, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return NULL;
+        }
+        for (int i = 0; i < n; i++) {
+            proc_t *p = evs[i].data.ptr;
+            if (!p)
+                return NULL;
+            epoll_ctl(e->epfd, EPOLL_CTL_DEL, p->child.pidfd, NULL);
+            if (conc__child_wait(&p->child, conc__now_ns() + 10 * 1000000000LL) != 0)
+                p->child.exitcode = 255;
+            struct {
+                mhdr_t h;
+                wdied_t d;
+            } m = {{M_DIED, p->idx, 0, p->gen}, {p->child.pid, p->child.exitcode, (uint64_t)(uintptr_t)p}};
+            conc_mpqueue_put(e->rq, &m, sizeof m, true, CONC_FOREVER);
+        }
+    }
+}
+
+/* ------------------------------------------------------- create / exit */
+
+static bool exit_hook(void)
+{
+    bool any = false;
+    for (;;) {
+        conc_lock_acquire(&reg_mu, true, CONC_FOREVER);
+        engine_t *e = registry;
+        while (e && conc_event_is_set(&e->done))
+            e = e->reg_next;
+        conc_lock_release(&reg_mu);
+        if (!e)
+            return any;
+        any = true;
+        if (e->mode == E_POOL)
+            conc__engine_terminate(e);
+        else
+            conc__engine_close(e, false);
+        conc__engine_join(e, CONC__NO_DEADLINE);
+    }
+}
+
+/* A forked child has copies of the pools but none of their threads or
+ * workers: it must not wait for them at its exit. */
+static void atfork_child(void)
+{
+    registry = NULL;
+    conc_lock_init(&reg_mu);
+}
+
+static void hook_init(void)
+{
+    conc__at_exit(exit_hook);
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o)
+{
+    if (o->workers == 0 || o->workers > 1024)
+        return CONC_EINVAL;
+    const conc_registration_t *init = NULL;
+    if (o->initializer) {
+        init = conc_registry_find_fn((void (*)(void))o->initializer);
+        if (!init || init->sig != CONC_SIG_PROCESS)
+            return CONC_EINVAL;
+    }
+    if (o->initarg_len && !o->initarg)
+        return CONC_EINVAL;
+    size_t qcap = o->queue_capacity ? o->queue_capacity : (size_t)4 << 20;
+    if (qcap > CONC_MPQ_MAX_CAPACITY / 2)
+        return CONC_EINVAL;
+    engine_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return CONC_ENOMEM;
+    e->mode = mode;
+    e->nw = o->workers;
+    e->method = o->method;
+    e->init = init;
+    e->max_tasks = o->max_tasks;
+    e->epfd = e->evfd = -1;
+    conc_event_init(&e->done);
+    int rc = CONC_ENOMEM;
+    e->w = calloc(e->nw, sizeof *e->w);
+    if (!e->w)
+        goto fail;
+    if (o->initarg_len) {
+        if (!(e->initarg = malloc(o->initarg_len)))
+            goto fail;
+        memcpy(e->initarg, o->initarg, o->initarg_len);
+        e->initarg_len = o->initarg_len;
+    }
+    if ((rc = conc_mpqueue_new(&e->rq, CONC_MPQ_SIMPLE, 0, qcap * 2)))
+        goto fail;
+    for (size_t i = 0; i < e->nw; i++)
+        if ((rc = conc_mpqueue_new(&e->w[i].tq, CONC_MPQ_SIMPLE, 0, qcap)))
+            goto fail;
+    e->tmsg_max = conc_mpqueue_max_message(e->w[0].tq) / 2;
+    rc = CONC_ENOMEM;
+    if (!(e->scratch = malloc(e->tmsg_max)))
+        goto fail;
+    rc = CONC_ESYS;
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->evfd = eventfd(0, EFD_CLOEXEC);
+    if (e->epfd < 0 || e->evfd < 0)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->evfd, &ev) < 0)
+        goto fail;
+    /* Workers first: while this process has one thread, the default start
+     * method may still fork. */
+    for (size_t i = 0; i < e->nw; i++)
+        if ((rc = start_proc(e, (uint32_t)i)))
+            goto fail;
+    rc = CONC_EAGAIN;
+    if (pthread_create(&e->watcher, NULL, watcher_main, e))
+        goto fail;
+    if (pthread_create(&e->manager, NULL, manager_main, e)) {
+        uint64_t one = 1;
+        ssize_t wr = write(e->evfd, &one, sizeof one);
+        (void)wr;
+        pthread_join(e->watcher, NULL);
+        goto fail;
+    }
+    e->threads = true;
+    pthread_once(&hook_once, hook_init);
+    conc_lock_acquire(&reg_mu, true, CONC_FOREVER);
+    e->reg_next = registry;
+    registry = e;
+    conc_lock_release(&reg_mu);
+    *out = e;
+    return 0;
+fail:
+    kill_all(e, SIGKILL);
+    while (e->all) {
+        conc__child_wait(&e->all->child, CONC__NO_DEADLINE);
+        unlink_proc(e, e->all);
+    }
+    conc__engine_destroy(e);
+    return rc;
+}
+
+int conc__engine_join(engine_t *e, int64_t deadline)
+{
+    if (!e->threads)
+        return 0;
+    double timeout = CONC_FOREVER;
+    if (deadline != CONC__NO_DEADLINE) {
+        int64_t left = deadline - conc__now_ns();
+        timeout = left > 0 ? left / 1e9 : 0;
+    }
+    if (conc_event_wait(&e->done, timeout) != 0)
+        return CONC_ETIMEDOUT;
+    conc_lock_acquire(&e->join_mu, true, CONC_FOREVER);
+    if (!e->joined) {
+        pthread_join(e->manager, NULL);
+        e->joined = true;
+    }
+    conc_lock_release(&e->join_mu);
+    return 0;
+}
+
+void conc__engine_destroy(engine_t *e)
+{
+    if (!e)
+        return;
+    if (e->threads) {
+        conc__engine_join(e, CONC__NO_DEADLINE);
+        conc_lock_acquire(&reg_mu, true, CONC_FOREVER);
+        for (engine_t **pp = &registry; *pp; pp = &(*pp)->reg_next)
+            if (*pp == e) {
+                *pp = e->reg_next;
+                break;
+            }
+        conc_lock_release(&reg_mu);
+    }
+    tlist_t out;
+    tl_init(&out);
+    fail_everything(e, CONC_ESHUTDOWN, "pool freed", &out);
+    finish_list(&out);
+    if (e->w)
+        for (size_t i = 0; i < e->nw; i++)
+            conc_mpqueue_free(e->w[i].tq);
+    conc_mpqueue_free(e->rq);
+    if (e->epfd >= 0)
+        close(e->epfd);
+    if (e->evfd >= 0)
+        close(e->evfd);
+    free(e->scratch);
+    free(e->initarg);
+    free(e->w);
+    free(e);
+}
+
+size_t conc__engine_pids(engine_t *e, int *pids, size_t cap)
+{
+    size_t n = 0;
+    lock(e);
+    for (size_t i = 0; i < e->nw; i++)
+        if (e->w[i].proc) {
+            if (n < cap && pids)
+                pids[n] = e->w[i].proc->child.pid;
+            n++;
+        }
+    unlock(e);
+    return n;
+}

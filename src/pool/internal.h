@@ -1,0 +1,188 @@
+/* internal.h — the process-pool engine shared by ProcessPoolExecutor and
+ * multiprocessing.Pool (private). See engine.c for how it works. */
+#ifndef CONC_POOL_INTERNAL_H
+#define CONC_POOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "conc/futures.h"
+#include "conc/ipc_queue.h"
+#include "conc/pool.h"
+#include "conc/sync.h"
+#include "process/internal.h"
+
+/* ------------------------------------------------------------ wire */
+
+enum {
+    M_TASKS = 1,    /* parent -> worker: hdr, n x (wtask, name, data)      */
+    M_STOP = 2,     /* parent -> worker: exit once this is read             */
+    M_RESULTS = 3,  /* worker -> parent: hdr, n x (wres, table, data)       */
+    M_RETIRE = 4,   /* worker -> parent: max_tasks_per_child reached        */
+    M_INITFAIL = 5, /* worker -> parent: hdr, int32 code, message (NUL)     */
+    M_DIED = 6,     /* watcher -> manager: hdr, wdied                       */
+    M_WAKE = 7      /* anyone -> manager: look at the state again           */
+};
+
+enum { K_BYTES = 1, K_WORD = 2, K_CHUNK = 3 };
+
+typedef struct {
+    uint32_t type, worker, n, gen;
+} mhdr_t;
+
+typedef struct {
+    uint64_t id;
+    uint32_t kind, count, namelen, stride; /* stride 0 (chunk): offsets */
+    uint64_t datalen;                      /* bytes after the padded name */
+} wtask_t;
+
+typedef struct {
+    uint64_t id;
+    uint32_t first, count;  /* items [first, first+count) of the task */
+    uint64_t datalen;       /* bytes after the table */
+    uint64_t elapsed_ns;    /* time spent on these items */
+} wres_t;
+
+typedef struct {
+    int32_t code;           /* 0 or the item's failure code */
+    uint32_t len;           /* result bytes, or message bytes with the NUL */
+} witem_t;
+
+typedef struct {
+    int32_t pid, exitcode;
+    uint64_t proc;          /* the proc_t * (same address space) */
+} wdied_t;
+
+typedef struct {
+    uint32_t idx, gen, max_tasks, initname_len;
+    uint64_t initarg_len;
+} wcfg_t;
+
+#define PAD8(n) (((n) + 7) & ~(size_t)7)
+
+/* -------------------------------------------------------- results */
+
+#define CRES_MAGIC 0x43524553u
+
+typedef struct {
+    uint64_t off;
+    uint32_t len;
+    int32_t code;
+} citem_t;
+
+/* The outcome of one task (1 item, or a chunk), as one malloc block: the
+ * future owns it (as its result and through its msg field, which the
+ * futures module frees with the future). */
+typedef struct cres {
+    uint32_t magic, count, got, pad;
+    size_t cap, used;       /* data area */
+    citem_t items[];        /* count of them, then the data area */
+} cres_t;
+
+static inline unsigned char *cres_data(cres_t *r)
+{
+    return (unsigned char *)&r->items[r->count];
+}
+
+/* ---------------------------------------------------------- engine */
+
+typedef struct task {
+    struct task *next;
+    uint64_t id;
+    uint64_t msgseq;        /* which message of its worker carried it */
+    conc_future_t *f;       /* the engine's reference */
+    uint32_t kind, count;
+    bool running;           /* its future is RUNNING already */
+    cres_t *res;            /* being assembled */
+    size_t wirelen;         /* wtask + name + data, padded */
+    unsigned char *wire;    /* points at inline or a malloc'd block */
+    unsigned char inl[96];
+} task_t;
+
+typedef struct proc {
+    conc__child_t child;
+    struct proc *all_next;
+    uint32_t idx, gen;
+    bool retired;           /* sent M_RETIRE */
+    bool killed;            /* we signalled it */
+} proc_t;
+
+typedef struct {
+    conc_mpqueue_t *tq;
+    proc_t *proc;           /* current instance or NULL */
+    task_t *head, *tail;    /* in flight: dispatched, not resolved */
+    size_t ninflight;
+    uint64_t msgs_put;
+    unsigned budget_used;   /* tasks sent to the current instance */
+    uint32_t gen;
+} wslot_t;
+
+enum { E_EXECUTOR = 1, E_POOL = 2 };
+enum { S_RUNNING = 0, S_CLOSING = 1, S_TERMINATING = 2, S_BROKEN = 3 };
+
+typedef struct engine {
+    int mode;
+    conc_lock_t mu;
+    int state;
+    bool stop_sent;
+    size_t nw;
+    wslot_t *w;
+    conc_mpqueue_t *rq;
+    size_t tmsg_max;        /* largest task message */
+    task_t *bl_head, *bl_tail; /* backlog */
+    size_t nbacklog;
+    uint64_t next_id;
+    int live;               /* processes started and not yet seen dead */
+    proc_t *all;            /* every proc not yet released */
+    char broken_msg[320];
+    double avg_ns;          /* EWMA of a task's run time */
+    unsigned rr;            /* round-robin start for dispatch */
+    conc_start_method_t method;
+    const conc_registration_t *init;
+    void *initarg;
+    size_t initarg_len;
+    unsigned max_tasks;
+    unsigned nstarted;
+    unsigned char *scratch; /* a task message being built (tmsg_max) */
+    int epfd, evfd;
+    pthread_t manager, watcher;
+    bool threads;
+    conc_event_t done;      /* set when the manager has finished */
+    conc_lock_t join_mu;
+    bool joined;
+    struct engine *reg_next;
+} engine_t;
+
+typedef struct {
+    size_t workers;
+    conc_start_method_t method;
+    conc_process_fn initializer;
+    const void *initarg;
+    size_t initarg_len;
+    unsigned max_tasks;
+    size_t queue_capacity;
+} engine_opts_t;
+
+int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o);
+/* Make a task: fn's registry entry, kind, payload. Returns 0 or an error. */
+int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, uint32_t kind,
+                   const void *items, size_t item_size, size_t count);
+void conc__task_free(task_t *t);
+/* Queue tasks (each with a future set), all or none. 0, CONC_EBROKEN,
+ * CONC_ESHUTDOWN. On error the tasks are not consumed. */
+int conc__engine_submit(engine_t *e, task_t **ts, size_t n);
+/* Stop accepting; cancel queued futures if asked; workers exit when done. */
+void conc__engine_close(engine_t *e, bool cancel);
+void conc__engine_terminate(engine_t *e);
+/* Wait for the manager to finish (0 or CONC_ETIMEDOUT). */
+int conc__engine_join(engine_t *e, int64_t deadline);
+void conc__engine_destroy(engine_t *e);
+size_t conc__engine_pids(engine_t *e, int *pids, size_t cap);
+
+/* The registry entry of a task function; NULL if not a usable one. */
+const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word);
+
+/* worker.c */
+extern const conc_registration_t *conc__pool_worker_entry(void);
+
+#endif

@@ -1,0 +1,356 @@
+/*
+ * worker.c — the child side of the process pools: a worker process reads
+ * task messages from its own queue, runs each task, and sends results
+ * back in batches on the shared result queue.
+ *
+ * Results of consecutive tasks are gathered in one message, sent when the
+ * task queue runs dry, when the message is full, or before the next task
+ * starts if the oldest result waiting has waited 50 µs — so a busy worker
+ * makes about one put per batch, and a result is never held back long by
+ * the tasks after it. A chunk whose results do not fit in one message is
+ * sent in pieces (first item, count). A single result that could never fit
+ * fails with CONC_ERANGE. The worker leaves when it reads M_STOP, after
+ * max_tasks tasks (announcing M_RETIRE), or when its parent is gone.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/park.h"
+#include "pool/internal.h"
+
+#define FLUSH_NS 50000
+
+struct conc_pool_out {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+int conc_pool_return(conc_pool_out_t *out, const void *data, size_t len)
+{
+    if (!out || (!data && len))
+        return CONC_EINVAL;
+    if (out->len + len > out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 256;
+        while (cap < out->len + len)
+            cap *= 2;
+        unsigned char *p = realloc(out->p, cap);
+        if (!p)
+            return CONC_ENOMEM;
+        out->p = p;
+        out->cap = cap;
+    }
+    if (len)
+        memcpy(out->p + out->len, data, len);
+    out->len += len;
+    return 0;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct {
+    conc_mpqueue_t *tq, *rq;
+    uint32_t idx, gen;
+    /* the result message being built */
+    unsigned char *m;
+    size_t mlen, mcap;      /* mcap: largest message we send */
+    uint32_t nrec;
+    int64_t oldest;         /* when the first unsent result was added */
+    /* the current piece of the current task */
+    witem_t *tab;
+    size_t tabn, tabcap;
+    unsigned char *pd;
+    size_t pdlen, pdcap;
+    uint64_t task_id;
+    uint32_t first;
+    int64_t piece_start;
+    conc_pool_out_t out;
+    conc__ctx_t *ctx;       /* this thread's context: its failure record */
+} wk_t;
+
+static bool parent_alive(void)
+{
+    conc_process_t *pp = conc_parent_process();
+    return !pp || conc_process_is_alive(pp);
+}
+
+static int put_msg(wk_t *w, const void *m, size_t len)
+{
+    for (;;) {
+        int rc = conc_mpqueue_put(w->rq, m, len, true, 1.0);
+        if (rc != CONC_EFULL)
+            return rc;
+        if (!parent_alive())
+            return CONC_EEOF;
+    }
+}
+
+static void flush(wk_t *w)
+{
+    if (!w->nrec)
+        return;
+    *(mhdr_t *)w->m = (mhdr_t){M_RESULTS, w->idx, w->nrec, w->gen};
+    if (put_msg(w, w->m, w->mlen))
+        _exit(0);
+    w->mlen = sizeof(mhdr_t);
+    w->nrec = 0;
+}
+
+/* Close the current piece into the message. */
+static void end_piece(wk_t *w, int64_t now)
+{
+    if (!w->tabn)
+        return;
+    size_t need = sizeof(wres_t) + w->tabn * sizeof(witem_t) + PAD8(w->pdlen);
+    if (w->mlen + need > w->mcap)
+        flush(w);
+    if (w->nrec == 0)
+        w->oldest = now;
+    wres_t r = {w->task_id, w->first, (uint32_t)w->tabn, w->pdlen, (uint64_t)(now - w->piece_start)};
+    unsigned char *p = w->m + w->mlen;
+    memcpy(p, &r, sizeof r);
+    p += sizeof r;
+    memcpy(p, w->tab, w->tabn * sizeof(witem_t));
+    p += w->tabn * sizeof(witem_t);
+    if (w->pdlen)
+        memcpy(p, w->pd, w->pdlen);
+    memset(p + w->pdlen, 0, PAD8(w->pdlen) - w->pdlen);
+    w->mlen += need;
+    w->nrec++;
+    w->first += (uint32_t)w->tabn;
+    w->tabn = 0;
+    w->pdlen = 0;
+    w->piece_start = now;
+}
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(p, c * elem);
+    if (!q) {
+        fprintf(stderr, "conc pool worker: out of memory\n");
+        _exit(70);
+    }
+    *cap = c;
+    return q;
+}
+
+/* Add one item's outcome to the current piece. */
+static void add_item(wk_t *w, int code, const void *data, size_t len)
+{
+    size_t maxdata = w->mcap - sizeof(mhdr_t) - sizeof(wres_t) - sizeof(witem_t) - 8;
+    char tmp[96];
+    if (len > maxdata || len > UINT32_MAX) {
+        snprintf(tmp, sizeof tmp, "result too large for the pool's result queue (%zu bytes)", len);
+        code = CONC_ERANGE;
+        data = tmp;
+        len = strlen(tmp) + 1;
+    }
+    size_t cur = sizeof(wres_t) + (w->tabn + 1) * sizeof(witem_t) + PAD8(w->pdlen + len);
+    if (w->tabn && sizeof(mhdr_t) + cur > w->mcap)
+        end_piece(w, now_ns());
+    w->tab = grow(w->tab, &w->tabcap, w->tabn + 1, sizeof(witem_t));
+    w->pd = grow(w->pd, &w->pdcap, w->pdlen + len, 1);
+    w->tab[w->tabn++] = (witem_t){code, (uint32_t)len};
+    if (len)
+        memcpy(w->pd + w->pdlen, data, len);
+    w->pdlen += len;
+}
+
+static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, const void *arg, size_t len)
+{
+    const char *msg;
+    conc__ctx_t *ctx = w->ctx;
+    ctx->fail_code = 0;
+    if (!reg) {
+        const char *m = "task function not found in the worker's registry";
+        add_item(w, CONC_EINVAL, m, strlen(m) + 1);
+        return;
+    }
+    if (kind == K_WORD) {
+        uint64_t v = 0;
+        memcpy(&v, arg, len < 8 ? len : 8);
+        void *r = ((void *(*)(void *))(void (*)(void))reg->fn)((void *)(uintptr_t)v);
+        int code = ctx->fail_code;
+        msg = ctx->fail_msg;
+        if (code) {
+            add_item(w, code, msg, strlen(msg) + 1);
+        } else {
+            uint64_t rv = (uint64_t)(uintptr_t)r;
+            add_item(w, 0, &rv, 8);
+        }
+        return;
+    }
+    w->out.len = 0;
+    int rc = ((conc_pool_fn)(void (*)(void))reg->fn)(arg, len, &w->out);
+    int code = ctx->fail_code;
+    msg = ctx->fail_msg;
+    if (!code && rc) {
+        code = rc < 0 ? rc : CONC_EFAILED;
+        msg = rc < 0 ? conc_strerror(rc) : "task returned a nonzero value";
+    }
+    if (code)
+        add_item(w, code, msg, strlen(msg) + 1);
+    else
+        add_item(w, 0, w->out.p, w->out.len);
+}
+
+/* Run the tasks of one message. Returns false when the worker must leave
+ * (its task budget is used up). */
+static bool run_tasks(wk_t *w, const unsigned char *m, size_t n, unsigned max_tasks, unsigned *done)
+{
+    const mhdr_t *h = (const mhdr_t *)m;
+    size_t pos = sizeof *h;
+    const conc_registration_t *reg = NULL;
+    const char *regname = NULL;
+    size_t reglen = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (pos + sizeof(wtask_t) > n)
+            break;
+        const wtask_t *t = (const wtask_t *)(m + pos);
+        const char *name = (const char *)(t + 1);
+        const unsigned char *data = (const unsigned char *)name + PAD8(t->namelen);
+        pos += sizeof *t + PAD8(t->namelen) + PAD8(t->datalen);
+        if (pos > n)
+            break;
+        if (!regname || reglen != t->namelen || memcmp(regname, name, reglen) != 0) {
+            char nb[256];
+            size_t k = t->namelen < sizeof nb - 1 ? t->namelen : sizeof nb - 1;
+            memcpy(nb, name, k);
+            nb[k] = 0;
+            reg = conc_registry_find(nb);
+            regname = name;
+            reglen = t->namelen;
+        }
+        int64_t t0 = now_ns();
+        if (w->tabn)
+            end_piece(w, t0); /* the previous task's record */
+        if (w->nrec && t0 - w->oldest > FLUSH_NS)
+            flush(w);
+        w->task_id = t->id;
+        w->first = 0;
+        w->piece_start = t0;
+        if (t->kind == K_CHUNK) {
+            for (uint32_t j = 0; j < t->count; j++) {
+                if (t->stride) {
+                    run_item(w, reg, K_BYTES, data + (size_t)j * t->stride, t->stride);
+                } else {
+                    const uint64_t *offs = (const uint64_t *)data;
+                    const unsigned char *base = data + ((size_t)t->count + 1) * 8;
+                    run_item(w, reg, K_BYTES, base + offs[j], offs[j + 1] - offs[j]);
+                }
+            }
+        } else {
+            run_item(w, reg, t->kind, data, t->datalen);
+        }
+        if (max_tasks && ++*done >= max_tasks) {
+            end_piece(w, now_ns());
+            return false;
+        }
+    }
+    end_piece(w, now_ns());
+    return true;
+}
+
+static int worker_main(const void *arg, size_t len)
+{
+    if (len < sizeof(wcfg_t))
+        return 70;
+    wcfg_t cfg;
+    memcpy(&cfg, arg, sizeof cfg);
+    const int *fds;
+    if (conc__child_fds(&fds) < 2)
+        return 70;
+    wk_t w = {0};
+    w.ctx = conc__ctx();
+    w.idx = cfg.idx;
+    w.gen = cfg.gen;
+    if (conc_mpqueue_attach(&w.tq, fds[0]) || conc_mpqueue_attach(&w.rq, fds[1]))
+        return 70;
+    w.mcap = conc_mpqueue_max_message(w.rq) / 4;
+    w.m = malloc(w.mcap);
+    size_t cap = conc_mpqueue_max_message(w.tq);
+    unsigned char *buf = malloc(cap);
+    if (!w.m || !buf)
+        return 70;
+    w.mlen = sizeof(mhdr_t);
+    if (cfg.initname_len) {
+        char name[256];
+        size_t k = cfg.initname_len < sizeof name - 1 ? cfg.initname_len : sizeof name - 1;
+        memcpy(name, (const char *)arg + sizeof cfg, k);
+        name[k] = 0;
+        const conc_registration_t *r = conc_registry_find(name);
+        conc_fail_clear();
+        int rc = r ? ((conc_process_fn)(void (*)(void))r->fn)(
+                         (const char *)arg + sizeof cfg + cfg.initname_len, cfg.initarg_len)
+                   : CONC_EINVAL;
+        const char *msg;
+        int code = conc_failure(&msg);
+        if (!r)
+            msg = "initializer not found in the worker's registry";
+        if (code || rc) {
+            if (!code)
+                msg = rc < 0 ? conc_strerror(rc) : "initializer returned a nonzero value";
+            size_t ml = strlen(msg) + 1;
+            unsigned char *m = malloc(sizeof(mhdr_t) + 4 + ml);
+            if (m) {
+                *(mhdr_t *)m = (mhdr_t){M_INITFAIL, w.idx, 0, w.gen};
+                int32_t c = code ? code : rc;
+                memcpy(m + sizeof(mhdr_t), &c, 4);
+                memcpy(m + sizeof(mhdr_t) + 4, msg, ml);
+                put_msg(&w, m, sizeof(mhdr_t) + 4 + ml);
+            }
+            conc_fail_clear();
+            return 1;
+        }
+    }
+    unsigned done = 0;
+    for (;;) {
+        size_t n;
+        int rc = conc_mpqueue_get(w.tq, buf, cap, &n, w.nrec == 0, 0.25);
+        if (rc == CONC_EEMPTY) {
+            if (w.nrec) {
+                flush(&w);
+                continue;
+            }
+            if (!parent_alive())
+                return 0;
+            continue;
+        }
+        if (rc || n < sizeof(mhdr_t))
+            return 70;
+        const mhdr_t *h = (const mhdr_t *)buf;
+        if (h->type == M_STOP) {
+            flush(&w);
+            return 0;
+        }
+        if (h->type != M_TASKS)
+            continue;
+        if (!run_tasks(&w, buf, n, cfg.max_tasks, &done)) {
+            flush(&w);
+            mhdr_t r = {M_RETIRE, w.idx, 0, w.gen};
+            put_msg(&w, &r, sizeof r);
+            return 0;
+        }
+        if (w.nrec && now_ns() - w.oldest > FLUSH_NS)
+            flush(&w);
+    }
+}
+CONC_REGISTER_AS(worker_main, "conc.pool.worker", CONC_SIG_PROCESS);
+
+const conc_registration_t *conc__pool_worker_entry(void)
+{
+    return &conc__reg_worker_main;
+}
