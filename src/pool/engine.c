@@ -327,14 +327,19 @@ static void pump(engine_t *e, tlist_t *drop)
         return;
     size_t batch = batch_size(e);
     size_t limit = batch * 2 > 2 ? batch * 2 : 2;
+    /* a short backlog is spread over the workers */
+    size_t share = (e->nbacklog + e->nw - 1) / e->nw;
     for (size_t k = 0; k < e->nw && e->bl_head; k++) {
         wslot_t *w = &e->w[(e->rr + k) % e->nw];
         if (!w->proc || w->proc->retired)
             continue;
-        while (e->bl_head && w->ninflight < limit) {
+        size_t given = 0;
+        while (e->bl_head && w->ninflight < limit && given < share) {
             size_t room = limit - w->ninflight;
             if (room > batch)
                 room = batch;
+            if (room > share - given)
+                room = share - given;
             if (e->max_tasks) {
                 size_t left = e->max_tasks - w->budget_used;
                 if (left == 0)
@@ -379,6 +384,7 @@ static void pump(engine_t *e, tlist_t *drop)
                 break;
             }
             w->msgs_put++;
+            given += n;
             w->budget_used += (unsigned)n;
             if (w->tail)
                 w->tail->next = first;

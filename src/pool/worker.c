@@ -3,11 +3,12 @@
  * task messages from its own queue, runs each task, and sends results
  * back in batches on the shared result queue.
  *
- * Results of consecutive tasks are gathered in one message, sent when the
- * task queue runs dry, when the message is full, or before the next task
- * starts if the oldest result waiting has waited 50 µs — so a busy worker
- * makes about one put per batch, and a result is never held back long by
- * the tasks after it. A chunk whose results do not fit in one message is
+ * Results of the tasks of one task message (a batch of tasks measured to
+ * be short) are gathered in one result message, sent when the batch is
+ * done, when the message is full, or before the next task starts if the
+ * oldest result waiting has waited 50 µs — so a busy worker makes about
+ * one put per batch, and a result is held back by at most one task of
+ * its own batch. A chunk whose results do not fit in one message is
  * sent in pieces (first item, count). A single result that could never fit
  * fails with CONC_ERANGE. The worker leaves when it reads M_STOP, after
  * max_tasks tasks (announcing M_RETIRE), or when its parent is gone.
@@ -187,6 +188,7 @@ static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, con
         msg = ctx->fail_msg;
         if (code) {
             add_item(w, code, msg, strlen(msg) + 1);
+            ctx->fail_code = 0;
         } else {
             uint64_t rv = (uint64_t)(uintptr_t)r;
             add_item(w, 0, &rv, 8);
@@ -205,6 +207,7 @@ static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, con
         add_item(w, code, msg, strlen(msg) + 1);
     else
         add_item(w, 0, w->out.p, w->out.len);
+    ctx->fail_code = 0; /* not the worker's own failure at exit */
 }
 
 /* Run the tasks of one message. Returns false when the worker must leave
@@ -338,6 +341,9 @@ static int worker_main(const void *arg, size_t len)
         }
         if (h->type != M_TASKS)
             continue;
+        /* A new message: its tasks may be long, send what we have first
+         * (tasks are only batched into one message when they are short). */
+        flush(&w);
         if (!run_tasks(&w, buf, n, cfg.max_tasks, &done)) {
             flush(&w);
             mhdr_t r = {M_RETIRE, w.idx, 0, w.gen};
