@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "conc/manager.h"
 #include "conc/sync.h"
@@ -40,6 +41,22 @@
 #define CONC__MGR_HS_MAX 64u            /* largest body during the handshake */
 #define CONC__MGR_NONCE 32u
 #define CONC__MGR_HS_TIMEOUT 5.0        /* seconds for the whole handshake */
+/* Adaptive spinning before a reader sleeps: a peer in a loop of calls
+ * answers within microseconds when it has a core of its own, and catching
+ * the frame awake saves the two wake-ups of a round trip. The budget (ns)
+ * doubles when a spin caught data and halves when it did not (to 0 on a
+ * busy machine, where spinning only steals the peer's core); at 0 a short
+ * spin is tried every 32nd read to see whether it pays again.
+ * conc__mgr_spin_ns caps it (env CONC_MANAGER_SPIN_NS; 0 turns it off). */
+extern long conc__mgr_spin_ns;
+extern int conc__mgr_spin_yield;
+typedef struct conc__spin {
+    long budget;
+    unsigned probe;
+} conc__spin_t;
+/* recv(MSG_DONTWAIT) in a loop for up to the budget: bytes, 0 at EOF, or
+ * -1 with errno (EAGAIN when nothing came: sleep in a real wait now). */
+ssize_t conc__mgr_recv_spin(int fd, void *buf, size_t n, conc__spin_t *sp);
 
 enum {
     CONC__MOP_PING = 1,

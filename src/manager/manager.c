@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,7 @@ typedef struct conc__mproxy {
     uint8_t *in;
     size_t incap;
     double timeout;
+    conc__spin_t spin;
     char addr[ADDR_MAX];
     uint8_t *key;
     size_t keylen;
@@ -73,6 +75,16 @@ struct conc_manager {
 };
 
 /* --------------------------------------------------------- connections */
+
+/* getpid() without a syscall per call: refreshed in every forked child. */
+static pid_t self_pid;
+static void pid_refresh(void) { self_pid = getpid(); }
+__attribute__((constructor)) static void pid_init(void)
+{
+    self_pid = getpid();
+    pthread_atfork(NULL, NULL, pid_refresh);
+}
+
 
 static int dial(const char *addr, double timeout, int *fd)
 {
@@ -128,9 +140,8 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
             p->in = q;
             p->incap = need;
         }
-        /* The reply usually follows within microseconds: try before parking. */
-        ssize_t r = recv(p->fd, p->in + have, p->incap - have, MSG_DONTWAIT);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        ssize_t r = conc__mgr_recv_spin(p->fd, p->in + have, p->incap - have, &p->spin);
+        if (r < 0 && errno == EAGAIN) {
             double left = wait < 0 ? CONC_FOREVER : deadline - conc_monotonic();
             if (wait >= 0 && left < 0)
                 left = 0;
@@ -241,7 +252,7 @@ static conc__wbuf_t *call_begin(mproxy_t *p, uint8_t op)
  * held until call_end. */
 static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
 {
-    if (p->fd >= 0 && p->pid != getpid() && !p->broken) { /* inherited through fork */
+    if (p->fd >= 0 && p->pid != self_pid && !p->broken) { /* inherited through fork */
         proxy_close_fd(p);
         conc__wbuf_t saved = p->req; /* the pending request survives the rebind */
         memset(&p->req, 0, sizeof p->req);

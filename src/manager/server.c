@@ -90,6 +90,7 @@ struct conc__mgr_conn {
     conc__wbuf_t out;
     uint8_t *in;
     size_t inlen, incap;
+    conc__spin_t spin;
     conc__mgr_conn_t *prev, *next; /* server lock */
 };
 
@@ -876,7 +877,9 @@ static void *conn_main(void *arg)
                 c->in = p;
                 c->incap = need;
             }
-            ssize_t r = recv(fd, c->in + c->inlen, c->incap - c->inlen, 0);
+            ssize_t r = conc__mgr_recv_spin(fd, c->in + c->inlen, c->incap - c->inlen, &c->spin);
+            if (r < 0 && errno == EAGAIN)
+                r = recv(fd, c->in + c->inlen, c->incap - c->inlen, 0);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0)

@@ -9,11 +9,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include "conc/io.h"
+#include "core/time.h"
 #include "manager/internal.h"
 #include "manager/sha256.h"
 
@@ -294,4 +296,40 @@ int conc__mgr_hs_client(int fd, const void *key, size_t keylen, double timeout)
     double deadline = timeout < 0 ? 1e300 : conc_monotonic() + timeout;
     int rc = answer(fd, 'S', key, keylen, deadline);
     return rc ? rc : deliver(fd, 'C', key, keylen, deadline);
+}
+
+long conc__mgr_spin_ns = 50000;
+int conc__mgr_spin_yield = 1;
+__attribute__((constructor)) static void spin_from_env(void)
+{
+    const char *e = getenv("CONC_MANAGER_SPIN_NS");
+    if (e)
+        conc__mgr_spin_ns = atol(e);
+    if (getenv("CONC_MANAGER_SPIN_YIELD"))
+        conc__mgr_spin_yield = 1;
+}
+
+ssize_t conc__mgr_recv_spin(int fd, void *buf, size_t n, conc__spin_t *sp)
+{
+    long budget = sp->budget;
+    if (budget <= 0 && ++sp->probe % 32 == 0)
+        budget = 2000; /* now and then, see whether spinning pays again */
+    if (budget > 0) {
+        int64_t t0 = conc__now_ns(), until = t0 + budget;
+        do {
+            ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+            if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                if (r > 0) { /* caught it awake: allow a longer spin next time */
+                    long b = budget * 2;
+                    sp->budget = b > conc__mgr_spin_ns ? conc__mgr_spin_ns : b;
+                }
+                return r;
+            }
+            if (conc__mgr_spin_yield)
+                sched_yield();
+        } while (conc__now_ns() < until);
+        sp->budget = budget / 2 < 1000 ? 0 : budget / 2; /* it did not pay: spin less */
+    }
+    errno = EAGAIN;
+    return -1;
 }
