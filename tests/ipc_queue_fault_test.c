@@ -7,7 +7,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "conc/ipc_queue.h"
@@ -92,12 +94,32 @@ static void assert_queue_works(conc_mpqueue_t *q)
     cr_assert(conc_mpqueue_empty(q));
 }
 
+/* Whether this build and kernel let a queue lock be biased (queue.c:
+ * global expedited membarrier, not under TSan). */
+static bool bias_possible(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return false;
+#endif
+#endif
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+}
+
 /* ------------------------------------------- producers killed in put */
 
-/* The thread id holding q's put lock (0: free). */
+/* The thread id inside an operation under q's put lock (0: none). A
+ * biased holder (bit 63) keeps the lock between operations: it is inside
+ * one only while it says busy. */
 static pid_t put_lock_holder(conc_mpqueue_t *q)
 {
-    return (pid_t)(uint32_t)atomic_load((_Atomic uint64_t *)&q->shm->put.lock);
+    uint64_t w = atomic_load((_Atomic uint64_t *)&q->shm->put.lock);
+    if ((w >> 63) && atomic_load((_Atomic uint32_t *)&q->shm->put.busy) == 0)
+        return 0;
+    return (pid_t)(uint32_t)w;
 }
 
 /* One try at catching child pid inside a put: stop it wherever it is;
@@ -382,27 +404,45 @@ Test(ipc_queue_fault, every_commit_step, .timeout = TU_TIMEOUT)
         {12, false, true}, {13, false, false}, {14, false, false}, {15, false, false},
     };
     int fds = count_fds();
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    /* Twice: the victim holds the lock plainly (the parent used both sides
+     * first, so the victim revoked the parent's bias), then biased (the
+     * first traffic came from a helper that closed its handle, so the
+     * victim is the first to want the lock and keeps it between
+     * operations — and dies inside one). */
+    for (size_t i = 0; i < 2 * (sizeof cases / sizeof cases[0]); i++) {
+        bool victim_biased = i >= sizeof cases / sizeof cases[0];
+        size_t c = i % (sizeof cases / sizeof cases[0]);
         conc_mpqueue_t *q;
         cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_JOINABLE, 0, 4096), 0);
         unsigned char m[MAXLEN], b[MAXLEN];
         /* some traffic first, so positions are not zero and the ring wraps */
-        for (uint32_t k = 0; k < 7; k++) {
-            size_t len = make_msg(m, 1, k), n;
-            cr_assert_eq(conc_mpqueue_put(q, m, len, true, 1.0), 0);
-            cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0), 0);
-            cr_assert_eq(conc_mpqueue_task_done(q), 0);
+        pid_t helper = victim_biased ? fork() : 0;
+        cr_assert_neq(helper, -1);
+        if (helper == 0) {
+            bool ok = true;
+            for (uint32_t k = 0; k < 7 && ok; k++) {
+                size_t len = make_msg(m, 1, k), n;
+                ok = conc_mpqueue_put(q, m, len, true, 1.0) == 0 &&
+                     conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0) == 0 &&
+                     conc_mpqueue_task_done(q) == 0;
+            }
+            if (victim_biased)
+                _exit(ok && conc_mpqueue_free(q) == 0 ? 0 : 1); /* free gives its biases back */
+            cr_assert(ok, "traffic failed");
+        } else {
+            int hst = reap(helper);
+            cr_assert(WIFEXITED(hst) && WEXITSTATUS(hst) == 0, "helper status 0x%x", hst);
         }
         size_t vlen = make_msg(m, 0, 42);
-        if (!cases[i].put)
+        if (!cases[c].put)
             cr_assert_eq(conc_mpqueue_put(q, m, vlen, true, 1.0), 0);
         fflush(NULL);
         pid_t pid = fork();
         cr_assert_neq(pid, -1);
         if (pid == 0) {
-            conc__mpq_fault_point = cases[i].step;
+            conc__mpq_fault_point = cases[c].step;
             size_t n;
-            if (cases[i].put)
+            if (cases[c].put)
                 conc_mpqueue_put(q, m, vlen, true, 5.0);
             else
                 conc_mpqueue_get(q, b, sizeof b, &n, true, 5.0);
@@ -410,46 +450,53 @@ Test(ipc_queue_fault, every_commit_step, .timeout = TU_TIMEOUT)
         }
         int st = reap(pid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "step %d: the victim did not die there",
-                  cases[i].step);
+                  cases[c].step);
+        if (victim_biased && bias_possible()) {
+            conc__mpq_side_t *sd = cases[c].put ? &q->shm->put : &q->shm->get;
+            uint64_t w = atomic_load((_Atomic uint64_t *)&sd->lock);
+            cr_assert((pid_t)(uint32_t)w == pid && (w >> 63) == 1 && atomic_load((_Atomic uint32_t *)&sd->busy) == 1,
+                      "step %d: the victim did not die inside a biased operation (lock %#llx)",
+                      cases[c].step, (unsigned long long)w);
+        }
         /* the next lock holder repairs; the state must be exact */
-        size_t want = cases[i].present ? 1 : 0;
+        size_t want = cases[c].present ? 1 : 0;
         size_t n = 0;
-        if (cases[i].put) {
+        if (cases[c].put) {
             /* a put takes the put lock first: repair, then its message */
             size_t len = make_msg(m, 1, 100);
             cr_assert_eq(conc_mpqueue_put(q, m, len, true, 1.0), 0);
-            cr_assert_eq(conc_mpqueue_recoveries(q), 1, "step %d", cases[i].step);
-            cr_assert_eq(conc_mpqueue_qsize(q), want + 1, "step %d: qsize %zu", cases[i].step,
+            cr_assert_eq(conc_mpqueue_recoveries(q), 1, "step %d", cases[c].step);
+            cr_assert_eq(conc_mpqueue_qsize(q), want + 1, "step %d: qsize %zu", cases[c].step,
                          conc_mpqueue_qsize(q));
             cr_assert_eq(conc_mpqueue_unfinished_tasks(q), want + 1);
             if (want) {
                 cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0), 0);
                 msg_hdr_t h;
                 cr_assert_eq(check_msg(b, n, &h), 0);
-                cr_assert(h.producer == 0 && h.seq == 42, "step %d", cases[i].step);
+                cr_assert(h.producer == 0 && h.seq == 42, "step %d", cases[c].step);
             }
             cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0), 0);
             msg_hdr_t h;
             cr_assert_eq(check_msg(b, n, &h), 0);
-            cr_assert(h.producer == 1 && h.seq == 100, "step %d", cases[i].step);
+            cr_assert(h.producer == 1 && h.seq == 100, "step %d", cases[c].step);
         } else {
             int rc = conc_mpqueue_get(q, b, sizeof b, &n, true, 0.05);
-            cr_assert_eq(conc_mpqueue_recoveries(q), 1, "step %d", cases[i].step);
+            cr_assert_eq(conc_mpqueue_recoveries(q), 1, "step %d", cases[c].step);
             if (want) {
-                cr_assert_eq(rc, 0, "step %d: the message a dead get left is gone", cases[i].step);
+                cr_assert_eq(rc, 0, "step %d: the message a dead get left is gone", cases[c].step);
                 msg_hdr_t h;
                 cr_assert_eq(check_msg(b, n, &h), 0);
                 cr_assert(h.producer == 0 && h.seq == 42);
             } else {
-                cr_assert_eq(rc, CONC_EEMPTY, "step %d: delivered twice", cases[i].step);
+                cr_assert_eq(rc, CONC_EEMPTY, "step %d: delivered twice", cases[c].step);
             }
             /* the counts must still be exact (qsize clamps at 0) */
             cr_assert_eq(conc_mpqueue_put(q, m, vlen, true, 1.0), 0);
-            cr_assert_eq(conc_mpqueue_qsize(q), 1, "step %d: qsize %zu", cases[i].step,
+            cr_assert_eq(conc_mpqueue_qsize(q), 1, "step %d: qsize %zu", cases[c].step,
                          conc_mpqueue_qsize(q));
             cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, true, 1.0), 0);
         }
-        cr_assert_eq(conc_mpqueue_qsize(q), 0, "step %d", cases[i].step);
+        cr_assert_eq(conc_mpqueue_qsize(q), 0, "step %d", cases[c].step);
         assert_queue_works(q);
         cr_assert_eq(conc_mpqueue_free(q), 0);
     }
@@ -475,7 +522,7 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
     }
     uint64_t start = conc__ipc_start_time(pid);
     cr_assert_neq(start, 0, "no start time for a live child in /proc");
-    uint64_t live = (uint64_t)(uint32_t)pid | (uint64_t)(uint32_t)start << 32;
+    uint64_t live = (uint64_t)(uint32_t)pid | (start & 0x7fffffffu) << 32;
     unsigned char m[64] = {1}, b[64];
     size_t n;
 

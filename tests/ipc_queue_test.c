@@ -789,3 +789,59 @@ Test(ipc_queue, ping_pong_no_lost_wakeup, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_mpqueue_free(ping), 0);
     cr_assert_eq(conc_mpqueue_free(pong), 0);
 }
+
+/* A side's lock may stay with its only user between operations (a bias).
+ * Another process that wants it gets it at once — from a live holder
+ * that is outside its operations, and from one that exited (without
+ * closing) — and that is no repair: recoveries stays 0. */
+Test(ipc_queue, lock_bias_handoff, .timeout = TU_TIMEOUT)
+{
+    conc_mpqueue_t *q;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 4096), 0);
+    /* the parent uses both sides first, then a child does, then the parent */
+    cr_assert_eq(PUTS(q, "a"), 0);
+    get_str(q, "a");
+    cr_assert_eq(PUTS(q, "b"), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        char buf[8];
+        size_t n;
+        double t0 = tu_now();
+        if (conc_mpqueue_get(q, buf, sizeof buf, &n, true, 5.0) != 0 || n != 1 || buf[0] != 'b')
+            _exit(1);
+        if (conc_mpqueue_put(q, "c", 1, true, 5.0) != 0)
+            _exit(2);
+        _exit(tu_now() - t0 < 1.0 ? 0 : 3);
+    }
+    assert_child_ok(pid);
+    get_str(q, "c");
+    cr_assert_eq(PUTS(q, "d"), 0);
+    get_str(q, "d");
+    cr_assert_eq(conc_mpqueue_recoveries(q), 0);
+    cr_assert_eq(conc_mpqueue_free(q), 0);
+
+    /* a child is the first user of both sides and exits holding them */
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 4096), 0);
+    fflush(NULL);
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        char buf[8];
+        size_t n;
+        if (PUTS(q, "x") != 0 || PUTS(q, "y") != 0)
+            _exit(1);
+        if (conc_mpqueue_get(q, buf, sizeof buf, &n, true, 5.0) != 0 || n != 1 || buf[0] != 'x')
+            _exit(2);
+        _exit(0);
+    }
+    assert_child_ok(pid);
+    double t0 = tu_now();
+    get_str(q, "y");
+    cr_assert_eq(PUTS(q, "z"), 0);
+    get_str(q, "z");
+    cr_assert_lt(tu_now() - t0, 1.0);
+    cr_assert_eq(conc_mpqueue_recoveries(q), 0);
+    cr_assert_eq(conc_mpqueue_free(q), 0);
+}

@@ -37,6 +37,15 @@
  * that the holder died. All processes sharing a queue must be in one pid
  * namespace (the locks record thread ids).
  *
+ * Speed: while only one thread (of one process) puts, it keeps the
+ * producers' lock between its puts, and likewise for gets, so a put or a
+ * get costs no atomic read-modify-write; the first other thread that
+ * wants the lock takes it over at once (the holder may live, have exited
+ * or have been killed) and from then on that side is locked per call. A
+ * process using a queue registers for membarrier(2)
+ * MEMBARRIER_CMD_GLOBAL_EXPEDITED (Linux 4.16+; where it is missing the
+ * queue falls back to plain locks and full fences).
+ *
  * block/timeout as in Python's queue module: block=false never waits (the
  * timeout is ignored); block=true waits up to timeout seconds (CONC_FOREVER:
  * no limit; other negative values or NaN: CONC_EINVAL). Waits spin briefly,

@@ -46,6 +46,18 @@
  * exact value (one waiter wins) and repairs. All processes sharing a
  * queue must see one pid namespace (as for the process-shared locks).
  *
+ * Biased locks (see mpq_lock). With one producer process and one
+ * consumer process — the common case — each side's lock is only ever
+ * wanted by one thread, so that thread keeps it between operations (bit
+ * 63 of the word) and brackets each operation with stores of `busy`
+ * instead of a CAS and an unlock. The first other thread that wants the
+ * lock revokes the bias for good: it sets `revoked`, issues a global
+ * expedited membarrier (so the holder either sees `revoked` when it next
+ * starts an operation and lets go, or its busy = 1 is visible), waits for
+ * busy == 0 and takes the word over with a CAS. A biased holder that dies
+ * between operations needs no repair; one that dies inside (busy == 1)
+ * is found dead by the same liveness check as a plain holder.
+ *
  * Blocking. Waiters spin briefly (conc's adaptive spinner) on the word
  * they need to change, then yield the CPU for a while (an adaptive
  * per-thread budget, see mpq_yield_until: on a busy machine the other
@@ -252,8 +264,13 @@ static void mpq_repair(conc_mpqueue_t *q, bool put_side)
     mpq_wake(&s->alldone, INT_MAX);
 }
 
-/* The caller's lock word: thread id | low 32 bits of its start time << 32.
- * Cached per thread; a fork child has a new thread id and recomputes. */
+/* Lock word: holder's thread id | low 31 bits of its start time << 32 |
+ * LOCK_BIAS (the holder keeps the lock between its operations). */
+#define LOCK_BIAS ((uint64_t)1 << 63)
+#define LOCK_START_MASK 0x7fffffffull
+
+/* The caller's lock word (without LOCK_BIAS). Cached per thread; a fork
+ * child has a new thread id and recomputes. */
 static __thread pid_t mpq_me_tid;
 static __thread uint64_t mpq_me_word;
 /* This process is registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED: its
@@ -292,7 +309,7 @@ static uint64_t mpq_me_slow(pid_t tid)
 {
     uint64_t start = conc__ipc_start_time(tid);
     mpq_me_light = mpq_mb_register();
-    mpq_me_word = (uint64_t)(uint32_t)tid | (uint64_t)(uint32_t)start << 32;
+    mpq_me_word = (uint64_t)(uint32_t)tid | (start & LOCK_START_MASK) << 32;
     mpq_me_tid = tid;
     return mpq_me_word;
 }
@@ -316,53 +333,149 @@ static inline uint32_t *lock_futex(uint64_t *lock)
 /* Does the thread recorded in lock word w still run? Its thread id must
  * exist, not be a zombie, and — when the start time is known — have the
  * recorded start time, so a thread id reused after the holder died is
- * not mistaken for it. (Only the low 32 bits of the start time, in clock
+ * not mistaken for it. (Only the low 31 bits of the start time, in clock
  * ticks, are compared: a new thread would have to get the same id and
- * start in the same tick modulo 2^32 ticks to fool it.) */
+ * start in the same tick modulo 2^31 ticks to fool it.) */
 static bool holder_alive(uint64_t w)
 {
     pid_t tid = (pid_t)(uint32_t)w;
-    uint32_t start = (uint32_t)(w >> 32);
+    uint64_t start = (w >> 32) & LOCK_START_MASK;
     if (!conc__ipc_alive(tid, 0))
         return false;
     if (start == 0)
         return true;
     uint64_t now = conc__ipc_start_time(tid);
-    return now == 0 || (uint32_t)now == start;
+    return now == 0 || (now & LOCK_START_MASK) == start;
 }
 
 typedef struct {
-    uint64_t *lock;
-    uint64_t me;
-} try_lock_t;
+    conc__mpq_side_t *sd;
+    uint64_t w;
+} lock_watch_t;
 
-static bool try_lock(void *arg)
+/* The lock is free, or no longer the word we saw. */
+static bool lock_moved(void *arg)
 {
-    try_lock_t *t = arg;
-    uint64_t exp = 0;
-    return conc__load(t->lock, RLX) == 0 &&
-           atomic_compare_exchange_strong_explicit(CONC__A(t->lock), &exp, t->me, ACQ, RLX);
+    lock_watch_t *t = arg;
+    return conc__load(&t->sd->lock, RLX) != t->w;
+}
+
+/* A revoker waits for the biased holder to leave its operation. */
+static bool bias_idle(void *arg)
+{
+    lock_watch_t *t = arg;
+    return conc__load(&t->sd->busy, ACQ) == 0 || conc__load(&t->sd->lock, RLX) != t->w;
 }
 
 /* First sleep on a held lock before asking whether its holder lives, then
  * the period of later checks. A holder's critical section is a copy, so a
  * lock held this long usually means a preempted or dead holder. */
 #define LOCK_FIRST_CHECK_NS 2000000LL
+#define BIAS_POLL_NS 100000LL
 
-static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t deadline)
+/* Biased holder: enter an operation. busy = 1, then look at revoked; a
+ * revoker stores revoked, issues a global membarrier, then looks at busy,
+ * so either we see revoked or it sees busy (asymmetric Dekker; only a
+ * compiler barrier here). Revoked: give the bias up and return false. */
+static inline bool bias_enter(conc__mpq_side_t *sd, uint64_t mine)
+{
+    conc__store(&sd->busy, 1u, RLX);
+    atomic_signal_fence(SEQ);
+    if (__builtin_expect(conc__load(&sd->revoked, ACQ) == 0, 1))
+        return true;
+    conc__store(&sd->busy, 0u, REL);
+    uint64_t w = mine;
+    (void)atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, (uint64_t)0, REL, RLX);
+    return false;
+}
+
+/* Take a biased lock w from its holder (another thread): revoke the bias
+ * for good, wait until the holder is outside any operation (or dead),
+ * then take the word over with a CAS from w. Returns 0 (locked, plain),
+ * 1 (w moved: try again), CONC_ETIMEDOUT. If the membarrier cannot be
+ * issued (only where it is filtered for this process alone), busy proves
+ * nothing: wait for the holder to let go at its next operation, or die. */
+static int bias_revoke(conc_mpqueue_t *q, bool put_side, uint64_t me, uint64_t w, int64_t deadline)
 {
     conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
-    try_lock_t t = {&sd->lock, me};
+    if (conc__load(&sd->revoked, RLX) == 0)
+        conc__store(&sd->revoked, 1u, SEQ);
+    bool forced = mpq_sleep_fence();
+    lock_watch_t t = {sd, w};
+    if (forced && !bias_idle(&t))
+        conc__spin_until(bias_idle, &t, deadline);
+    int64_t period = LOCK_FIRST_CHECK_NS, next_check = 0;
+    for (;;) {
+        if (lock_moved(&t))
+            return 1;
+        if (forced && conc__load(&sd->busy, ACQ) == 0)
+            break;
+        int64_t now = conc__now_ns();
+        if (next_check == 0)
+            next_check = now + period;
+        if (now >= next_check) {
+            period = CONC__IPC_CHECK_NS;
+            next_check = now + period;
+            if (!holder_alive(w)) {
+                /* It died (inside an operation, if busy): take over and
+                 * repair. */
+                if (!atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+                    return 1;
+                conc__store(&sd->busy, 0u, RLX);
+                mpq_repair(q, put_side);
+                return 0;
+            }
+        }
+        if (now >= deadline)
+            return CONC_ETIMEDOUT;
+        int64_t until = now + BIAS_POLL_NS < deadline ? now + BIAS_POLL_NS : deadline;
+        /* a timed nap (nobody wakes it; a change of busy ends it early) */
+        conc__futex_wait(&sd->busy, conc__load(&sd->busy, RLX), until, 1);
+    }
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+        return 1;
+    /* The holder was outside its operations (maybe gone for good: a
+     * process may exit holding a bias); its journal is clear. */
+    return 0;
+}
+
+static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t deadline,
+                         bool *biased)
+{
+    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
     if (deadline == 0)
         deadline = CONC__NO_DEADLINE; /* a non-blocking call still waits for the lock */
-    if (conc__spin_until(try_lock, &t, deadline))
-        return 0;
     int64_t period = LOCK_FIRST_CHECK_NS;
+    bool spun = false;
+    *biased = false;
     for (;;) {
         uint64_t w = conc__load(&sd->lock, ACQ);
-        if (w == 0) {
-            if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+        if (w == (me | LOCK_BIAS)) {
+            if (bias_enter(sd, w)) {
+                *biased = true;
                 return 0;
+            }
+            continue;
+        }
+        if (w == 0) {
+            uint64_t want = me;
+            if (mpq_me_light && conc__load(&sd->revoked, RLX) == 0)
+                want |= LOCK_BIAS; /* nobody else ever wanted this side: keep it */
+            if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, want, ACQ, RLX) &&
+                !(want & LOCK_BIAS))
+                return 0;
+            continue; /* lost the race, or took the bias: enter it above */
+        }
+        if (w & LOCK_BIAS) {
+            int r = bias_revoke(q, put_side, me, w, deadline);
+            if (r <= 0)
+                return r;
+            continue;
+        }
+        if (!spun) {
+            spun = true;
+            lock_watch_t t = {sd, w};
+            conc__spin_until(lock_moved, &t, deadline);
             continue;
         }
         int64_t now = conc__now_ns();
@@ -388,19 +501,41 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
 }
 
 /* Lock one side; deadline as for waits (0: wait for the lock anyway, it
- * is held only across a copy). Returns 0 or CONC_ETIMEDOUT. */
-static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
+ * is held only across a copy). Returns 0 or CONC_ETIMEDOUT; *biased says
+ * how to unlock.
+ *
+ * Biased locking: a thread that takes a side's lock while nobody else
+ * ever wanted it (revoked is 0, and its process is registered for global
+ * membarrier) sets LOCK_BIAS in the word and keeps the lock between its
+ * operations; it enters one with busy = 1 and a look at revoked, and
+ * leaves it with busy = 0 — no locked instruction at all. Any other
+ * thread that wants the lock revokes the bias for good (revoked = 1, a
+ * membarrier), waits for busy == 0, and takes the word over with a CAS
+ * from the biased value; from then on the side is locked with a CAS per
+ * operation. A biased holder that dies outside an operation (busy == 0,
+ * journal clear) is simply taken over; one that dies inside (busy == 1)
+ * is found dead by the liveness check and repaired as usual. */
+static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline, bool *biased)
 {
     conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
     uint64_t me = mpq_me(), exp = 0;
-    if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &exp, me, ACQ, RLX), 1))
+    if (__builtin_expect(conc__load(&sd->lock, RLX) == (me | LOCK_BIAS), 1) && bias_enter(sd, me | LOCK_BIAS)) {
+        *biased = true;
         return 0;
-    return mpq_lock_slow(q, put_side, me, deadline);
+    }
+    if (!mpq_me_light || conc__load(&sd->revoked, RLX) != 0) {
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &exp, me, ACQ, RLX)) {
+            *biased = false;
+            return 0;
+        }
+    }
+    return mpq_lock_slow(q, put_side, me, deadline, biased);
 }
 
-/* Unlock with a release store and look for sleepers: first on the lock,
- * then (the caller) on the side's wait word. Each look is the second half
- * of a Dekker pair (we store, then read the sleeper count; a sleeper
+/* Unlock and look for sleepers: first on the lock, then (the caller) on
+ * the side's wait word. A plain holder unlocks with a release store; a
+ * biased one keeps the lock and stores busy = 0. Each look is the second
+ * half of a Dekker pair (we store, then read the sleeper count; a sleeper
  * counts itself, then reads our word), which needs a full barrier between
  * our store and our load — or, when this process is registered for
  * global expedited membarrier, none here: every sleeper calls
@@ -408,15 +543,18 @@ static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline)
  * each running registered thread execute a full barrier (a thread not
  * running has passed one in the context switch). A sleeper does that once
  * per sleep; the committer saves a locked instruction per operation. */
-static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side)
+static inline void mpq_unlock(conc__mpq_shm_t *s, bool put_side, bool biased)
 {
     conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
-    conc__store(&sd->lock, (uint64_t)0, REL);
+    if (biased)
+        conc__store(&sd->busy, 0u, REL);
+    else
+        conc__store(&sd->lock, (uint64_t)0, REL);
     if (__builtin_expect(mpq_me_light, 1))
         atomic_signal_fence(SEQ);
     else
         conc__fence_full();
-    if (__builtin_expect(conc__load(&sd->lock_sleepers, RLX) != 0, 0))
+    if (__builtin_expect(!biased && conc__load(&sd->lock_sleepers, RLX) != 0, 0))
         conc__futex_wake(lock_futex(&sd->lock), 1, 1);
 }
 
@@ -590,6 +728,15 @@ int conc_mpqueue_close(conc_mpqueue_t *q)
         atomic_store(&q->closed, 0);
         return CONC_EPERM;
     }
+    /* Give up a bias this thread holds, so the next user need not revoke
+     * it (a bias held by another thread or a process that exits is
+     * revoked when someone wants the lock). */
+    uint64_t mine = mpq_me() | LOCK_BIAS;
+    for (int side = 0; side < 2; side++) {
+        uint64_t w = mine;
+        atomic_compare_exchange_strong_explicit(CONC__A(side ? &q->shm->get.lock : &q->shm->put.lock),
+                                                &w, (uint64_t)0, REL, RLX);
+    }
     munmap(q->shm, q->map_size);
     close(q->fd);
     q->shm = NULL;
@@ -669,8 +816,8 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
         return CONC_ERANGE;
     /* room for the message and the zero header that ends the ring */
     uint64_t need = msg_size(len), cap = q->cap - HDR, maxsize = s->maxsize;
-    bool counted = false;
-    int rc = mpq_lock(q, true, deadline);
+    bool counted = false, biased;
+    int rc = mpq_lock(q, true, deadline, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
     uint64_t t;
@@ -687,12 +834,12 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
             break;
         wait_cond_t c = {.a = &s->head, .av = s->put.peer_pos, .b = maxsize ? &s->gets : NULL,
                          .bv = s->put.peer_count};
-        mpq_unlock(s, true);
+        mpq_unlock(s, true, biased);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
         if (mpq_wait(&s->nonfull, &c, deadline) != 0)
             return mpq_leave(q, counted, CONC_EFULL);
-        rc = mpq_lock(q, true, deadline);
+        rc = mpq_lock(q, true, deadline, &biased);
         if (rc != 0)
             return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EFULL : rc);
     }
@@ -720,7 +867,7 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     FAULT(6);
     conc__store(&s->put.j.valid, 0u, RLX);
     FAULT(7);
-    mpq_unlock(s, true);
+    mpq_unlock(s, true, biased);
     mpq_notify_unlocked(&s->nonempty, 1);
     return mpq_leave(q, counted, 0);
 }
@@ -740,8 +887,8 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     int64_t deadline = 0;
     if (block && conc__deadline(timeout, &deadline) != 0)
         return CONC_EINVAL;
-    bool counted = false;
-    int rc = mpq_lock(q, false, deadline);
+    bool counted = false, biased;
+    int rc = mpq_lock(q, false, deadline, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
     uint64_t h, hdr;
@@ -750,13 +897,13 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
         hdr = conc__load(ring_word(q, h), ACQ);
         if (hdr != 0)
             break;
-        mpq_unlock(s, false);
+        mpq_unlock(s, false, biased);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EEMPTY);
         wait_cond_t c = {.a = ring_word(q, h), .av = 0, .b = &s->head, .bv = h};
         rc = mpq_wait(&s->nonempty, &c, deadline);
         if (rc == 0)
-            rc = mpq_lock(q, false, deadline);
+            rc = mpq_lock(q, false, deadline, &biased);
         if (rc != 0) {
             /* We may have been the one consumer woken for a message that
              * is still there: pass the wakeup on. */
@@ -767,17 +914,17 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     }
     size_t len = (size_t)(uint32_t)hdr;
     if (__builtin_expect(len > q->cap - 2 * HDR || hdr >> 32 != CONC__MPQ_MARK, 0)) {
-        mpq_unlock(s, false); /* someone scribbled on the segment */
+        mpq_unlock(s, false, biased); /* someone scribbled on the segment */
         return mpq_leave(q, counted, CONC_EBROKEN);
     }
     if (allocp) {
         buf = malloc(len ? len : 1);
         if (!buf) {
-            mpq_unlock(s, false);
+            mpq_unlock(s, false, biased);
             return mpq_leave(q, counted, CONC_ENOMEM);
         }
     } else if (len > bufcap) {
-        mpq_unlock(s, false);
+        mpq_unlock(s, false, biased);
         *lenp = len;
         return mpq_leave(q, counted, CONC_ERANGE);
     }
@@ -801,7 +948,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     FAULT(14);
     conc__store(&s->get.j.valid, 0u, RLX);
     FAULT(15);
-    mpq_unlock(s, false);
+    mpq_unlock(s, false, biased);
     mpq_notify_unlocked(&s->nonfull, INT_MAX);
     *lenp = len;
     if (allocp)

@@ -11,7 +11,7 @@
 #include "conc/ipc_queue.h"
 
 #define CONC__MPQ_MAGIC 0x636f6e634d505131ull /* "concMPQ1" */
-#define CONC__MPQ_VERSION 3u
+#define CONC__MPQ_VERSION 4u
 #define CONC__MPQ_HDR 8u        /* per-message header: u32 length + u32 mark */
 #define CONC__MPQ_MARK 0x51504d43ull /* nonzero: a published header */
 #define CONC__MPQ_LINE 64
@@ -30,12 +30,15 @@ typedef struct conc__mpq_journal {
 
 /* One side (producers or consumers): its lock and what only the lock
  * holder writes. The lock word is 0 when free, else the holder's thread
- * id (low 32 bits, the futex word) and the low 32 bits of that thread's
- * start time (high 32 bits; 0 when unknown), which tells a reused thread
- * id from the dead holder's (see queue.c). */
+ * id (low 32 bits, the futex word), the low 31 bits of that thread's
+ * start time (bits 32-62; 0 when unknown), which tells a reused thread
+ * id from the dead holder's, and bit 63 when the holder keeps the lock
+ * between operations (biased; see queue.c). */
 typedef struct conc__mpq_side {
     uint64_t lock;
     uint32_t lock_sleepers;    /* waiters in (or entering) the futex wait */
+    uint32_t busy;             /* a biased holder is inside an operation */
+    uint32_t revoked;          /* someone else wanted a biased lock: no more bias */
     conc__mpq_journal_t j;
     uint64_t peer_pos;         /* cached copy of the other side's position */
     uint64_t peer_count;       /* cached copy of the other side's count */
