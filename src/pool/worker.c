@@ -267,6 +267,12 @@ static bool run_tasks(wk_t *w, const unsigned char *m, size_t n, unsigned max_ta
     return true;
 }
 
+#define RET(x)                                                                \
+    do {                                                                      \
+        ret = (x);                                                            \
+        goto out;                                                             \
+    } while (0)
+
 static int worker_main(const void *arg, size_t len)
 {
     if (len < sizeof(wcfg_t))
@@ -277,17 +283,19 @@ static int worker_main(const void *arg, size_t len)
     if (conc__child_fds(&fds) < 2)
         return 70;
     wk_t w = {0};
+    int ret = 0;
+    unsigned char *buf = NULL;
     w.ctx = conc__ctx();
     w.idx = cfg.idx;
     w.gen = cfg.gen;
     if (conc_mpqueue_attach(&w.tq, fds[0]) || conc_mpqueue_attach(&w.rq, fds[1]))
-        return 70;
+        RET(70);
     w.mcap = conc_mpqueue_max_message(w.rq) / 4;
     w.m = malloc(w.mcap);
     size_t cap = conc_mpqueue_max_message(w.tq);
-    unsigned char *buf = malloc(cap);
+    buf = malloc(cap);
     if (!w.m || !buf)
-        return 70;
+        RET(70);
     w.mlen = sizeof(mhdr_t);
     if (cfg.initname_len) {
         char name[256];
@@ -314,9 +322,10 @@ static int worker_main(const void *arg, size_t len)
                 memcpy(m + sizeof(mhdr_t), &c, 4);
                 memcpy(m + sizeof(mhdr_t) + 4, msg, ml);
                 put_msg(&w, m, sizeof(mhdr_t) + 4 + ml);
+                free(m);
             }
             conc_fail_clear();
-            return 1;
+            RET(1);
         }
     }
     unsigned done = 0;
@@ -329,15 +338,15 @@ static int worker_main(const void *arg, size_t len)
                 continue;
             }
             if (!parent_alive())
-                return 0;
+                RET(0);
             continue;
         }
         if (rc || n < sizeof(mhdr_t))
-            return 70;
+            RET(70);
         const mhdr_t *h = (const mhdr_t *)buf;
         if (h->type == M_STOP) {
             flush(&w);
-            return 0;
+            RET(0);
         }
         if (h->type != M_TASKS)
             continue;
@@ -348,12 +357,22 @@ static int worker_main(const void *arg, size_t len)
             flush(&w);
             mhdr_t r = {M_RETIRE, w.idx, 0, w.gen};
             put_msg(&w, &r, sizeof r);
-            return 0;
+            RET(0);
         }
         if (w.nrec && now_ns() - w.oldest > FLUSH_NS)
             flush(&w);
     }
+out:
+    free(buf);
+    free(w.m);
+    free(w.tab);
+    free(w.pd);
+    free(w.out.p);
+    conc_mpqueue_free(w.tq);
+    conc_mpqueue_free(w.rq);
+    return ret;
 }
+#undef RET
 CONC_REGISTER_AS(worker_main, "conc.pool.worker", CONC_SIG_PROCESS);
 
 const conc_registration_t *conc__pool_worker_entry(void)
