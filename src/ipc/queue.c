@@ -92,6 +92,7 @@
 #endif
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,10 +270,46 @@ static void mpq_repair(conc_mpqueue_t *q, bool put_side)
 #define LOCK_BIAS ((uint64_t)1 << 63)
 #define LOCK_START_MASK 0x7fffffffull
 
+/* A call's deadline, computed on first need: a call that neither waits
+ * nor meets a held lock never reads the clock. */
+#define DL_LAZY INT64_MIN
+typedef struct {
+    int64_t dl;     /* DL_LAZY until computed; 0: do not wait */
+    double timeout; /* validated: CONC_FOREVER or >= 0 */
+} mpq_dl_t;
+
+static int64_t dl_get(mpq_dl_t *d)
+{
+    if (d->dl == DL_LAZY)
+        (void)conc__deadline(d->timeout, &d->dl);
+    return d->dl;
+}
+
+/* block/timeout as the API takes them. Returns 0 or CONC_EINVAL. */
+static inline int dl_init(mpq_dl_t *d, bool block, double timeout)
+{
+    d->timeout = timeout;
+    if (!block)
+        d->dl = 0;
+    else if (timeout == CONC_FOREVER)
+        d->dl = CONC__NO_DEADLINE;
+    else if (!(timeout >= 0)) /* NaN or negative */
+        return CONC_EINVAL;
+    else
+        d->dl = DL_LAZY;
+    return 0;
+}
+
 /* The caller's lock word (without LOCK_BIAS). Cached per thread; a fork
  * child has a new thread id and recomputes. */
-static __thread pid_t mpq_me_tid;
 static __thread uint64_t mpq_me_word;
+/* Bumped in every fork child (pthread_atfork), so a thread's cached word
+ * is recomputed there (the child's thread id differs). */
+static _Atomic unsigned mpq_fork_gen = 1;
+static __thread unsigned mpq_me_gen;
+static pthread_once_t mpq_atfork_once = PTHREAD_ONCE_INIT;
+static void mpq_atfork_child(void) { atomic_fetch_add_explicit(&mpq_fork_gen, 1u, RLX); }
+static void mpq_atfork_register(void) { (void)pthread_atfork(NULL, NULL, mpq_atfork_child); }
 /* This process is registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED: its
  * unlocks may skip the full barrier (see mpq_unlock). Copied per thread
  * with the word. */
@@ -305,19 +342,23 @@ static bool mpq_mb_register(void)
 }
 #endif
 
-static uint64_t mpq_me_slow(pid_t tid)
+static uint64_t mpq_me_slow(void)
 {
+    pthread_once(&mpq_atfork_once, mpq_atfork_register);
+    unsigned gen = atomic_load_explicit(&mpq_fork_gen, RLX);
+    pid_t tid = conc__ipc_tid();
     uint64_t start = conc__ipc_start_time(tid);
     mpq_me_light = mpq_mb_register();
     mpq_me_word = (uint64_t)(uint32_t)tid | (start & LOCK_START_MASK) << 32;
-    mpq_me_tid = tid;
+    mpq_me_gen = gen;
     return mpq_me_word;
 }
 
 static inline uint64_t mpq_me(void)
 {
-    pid_t tid = conc__ipc_tid();
-    return __builtin_expect(tid == mpq_me_tid, 1) ? mpq_me_word : mpq_me_slow(tid);
+    if (__builtin_expect(mpq_me_gen == atomic_load_explicit(&mpq_fork_gen, RLX), 1))
+        return mpq_me_word;
+    return mpq_me_slow();
 }
 
 /* The futex word of a lock: its low 32 bits (the holder's thread id). */
@@ -515,7 +556,7 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
  * operation. A biased holder that dies outside an operation (busy == 0,
  * journal clear) is simply taken over; one that dies inside (busy == 1)
  * is found dead by the liveness check and repaired as usual. */
-static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline, bool *biased)
+static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, mpq_dl_t *dl, bool *biased)
 {
     conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
     uint64_t me = mpq_me(), exp = 0;
@@ -529,7 +570,7 @@ static inline int mpq_lock(conc_mpqueue_t *q, bool put_side, int64_t deadline, b
             return 0;
         }
     }
-    return mpq_lock_slow(q, put_side, me, deadline, biased);
+    return mpq_lock_slow(q, put_side, me, dl_get(dl), biased);
 }
 
 /* Unlock and look for sleepers: first on the lock, then (the caller) on
@@ -809,15 +850,15 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     if (!q || (!data && len) || !q->shm)
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
-    int64_t deadline = 0;
-    if (block && conc__deadline(timeout, &deadline) != 0)
+    mpq_dl_t dl;
+    if (dl_init(&dl, block, timeout) != 0)
         return CONC_EINVAL;
     if (len > q->cap - 2 * HDR)
         return CONC_ERANGE;
     /* room for the message and the zero header that ends the ring */
     uint64_t need = msg_size(len), cap = q->cap - HDR, maxsize = s->maxsize;
     bool counted = false, biased;
-    int rc = mpq_lock(q, true, deadline, &biased);
+    int rc = mpq_lock(q, true, &dl, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
     uint64_t t;
@@ -837,9 +878,9 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
         mpq_unlock(s, true, biased);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
-        if (mpq_wait(&s->nonfull, &c, deadline) != 0)
+        if (mpq_wait(&s->nonfull, &c, dl_get(&dl)) != 0)
             return mpq_leave(q, counted, CONC_EFULL);
-        rc = mpq_lock(q, true, deadline, &biased);
+        rc = mpq_lock(q, true, &dl, &biased);
         if (rc != 0)
             return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EFULL : rc);
     }
@@ -884,11 +925,11 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     if (!q || !lenp || !q->shm || (!allocp && !buf && bufcap))
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
-    int64_t deadline = 0;
-    if (block && conc__deadline(timeout, &deadline) != 0)
+    mpq_dl_t dl;
+    if (dl_init(&dl, block, timeout) != 0)
         return CONC_EINVAL;
     bool counted = false, biased;
-    int rc = mpq_lock(q, false, deadline, &biased);
+    int rc = mpq_lock(q, false, &dl, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
     uint64_t h, hdr;
@@ -901,9 +942,9 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EEMPTY);
         wait_cond_t c = {.a = ring_word(q, h), .av = 0, .b = &s->head, .bv = h};
-        rc = mpq_wait(&s->nonempty, &c, deadline);
+        rc = mpq_wait(&s->nonempty, &c, dl_get(&dl));
         if (rc == 0)
-            rc = mpq_lock(q, false, deadline, &biased);
+            rc = mpq_lock(q, false, &dl, &biased);
         if (rc != 0) {
             /* We may have been the one consumer woken for a message that
              * is still there: pass the wakeup on. */
