@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -33,8 +34,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include "conc/green.h"
 #include "conc/io.h"
 #include "conc/manager.h"
 #include "core/time.h"
@@ -56,6 +59,7 @@ typedef struct conc__mproxy {
     size_t incap;
     double timeout;
     conc__spin_t spin;
+    double rcvtimeo;     /* SO_RCVTIMEO now set on fd (0: none yet) */
     char addr[ADDR_MAX];
     uint8_t *key;
     size_t keylen;
@@ -110,6 +114,25 @@ static void proxy_close_fd(mproxy_t *p)
     p->fd = -1;
 }
 
+/* The receive timeout of p's (blocking) socket, set only when it changes:
+ * the socket's SO_RCVTIMEO bounds an OS thread's recv. 0 or -1. */
+static int set_rcvtimeo(mproxy_t *p, double t)
+{
+    if (t != CONC_FOREVER && t < 0.000001)
+        t = 0.000001; /* 0 would mean "forever" to the kernel */
+    if (t == p->rcvtimeo)
+        return 0;
+    struct timeval tv = {0, 0};
+    if (t != CONC_FOREVER && t < 1e8) {
+        tv.tv_sec = (time_t)t;
+        tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6);
+    }
+    if (setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+        return -1;
+    p->rcvtimeo = t;
+    return 0;
+}
+
 /* The frame in p->in, or a broken proxy. */
 static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
 {
@@ -145,7 +168,18 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
             double left = wait < 0 ? CONC_FOREVER : deadline - conc_monotonic();
             if (wait >= 0 && left < 0)
                 left = 0;
-            r = conc_read(p->fd, p->in + have, p->incap - have, left);
+            if (have == 0 && !conc_green_current() && set_rcvtimeo(p, wait) == 0) {
+                /* An OS thread sleeps in recv itself: one syscall, where
+                 * conc_read would take three (recv, poll, recv). The
+                 * socket keeps the call's whole wait as its timeout (set
+                 * again only when it changes); the rest of a long reply
+                 * is read within what is left of it. */
+                do
+                    r = recv(p->fd, p->in + have, p->incap - have, 0);
+                while (r < 0 && errno == EINTR && (wait < 0 || conc_monotonic() < deadline));
+            } else {
+                r = conc_read(p->fd, p->in + have, p->incap - have, left);
+            }
         }
         if (r <= 0)
             return CONC_EBROKEN; /* EOF, error, timeout */
@@ -165,6 +199,13 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
         conc_close(fd);
         return rc == CONC_EPERM ? rc : rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
     }
+    /* Blocking mode: an OS thread then sleeps in recv (under SO_RCVTIMEO);
+     * conc_read and conc_write_all use MSG_DONTWAIT on sockets, so green
+     * threads are not affected. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    p->rcvtimeo = 0;
     p->fd = fd;
     p->pid = getpid();
     p->broken = false;
