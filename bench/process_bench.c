@@ -108,9 +108,9 @@ static const char *impl_names[] = {"conc_fork",   "conc_forkserver",   "conc_spa
 /* Iterations per measurement at --scale 1 (each sized for roughly 0.1 to
  * 0.5 s per run on a quiet 2-core machine; the Python peer's counts are in
  * process_python.py). */
-#define START_FORK_N 400L  /* conc_fork, raw_fork */
-#define START_FS_N 300L    /* conc_forkserver */
-#define START_SPAWN_N 150L /* conc_spawn */
+#define START_FORK_N 1000L /* conc_fork, raw_fork */
+#define START_FS_N 600L    /* conc_forkserver */
+#define START_SPAWN_N 200L /* conc_spawn */
 #define PING_N 30000L      /* round trips */
 #define QUEUE_N 500000L    /* messages */
 #define VALUE_N 1000000L   /* increments per process */
@@ -968,6 +968,8 @@ static void print_table(void)
            opt_reps, sysconf(_SC_NPROCESSORS_ONLN), bench_load_start, l[0]);
     printf("%-23s %-17s %16s %-7s %27s   %s\n", "bench", "impl", "median", "unit", "min .. max",
            "conc vs peer (>1: conc better)");
+    printf("(start_join children do nothing; the other rows' helpers are fork children; "
+           "16-byte pings, 64-byte queue messages)\n");
     for (int k = 0; k < bench_nrows; k++) {
         bench_row_t *r = &bench_rows[k];
         for (int i = 0; i < r->nimpl; i++) {
@@ -1091,8 +1093,6 @@ int main(int argc, char **argv)
     }
 
     print_table();
-    printf("(start_join children do nothing; the other rows' helpers are fork children; "
-           "16-byte pings, 64-byte queue messages)\n");
 
     printf("\ntargets (issue 5, 2-core machine), as ratios of medians:\n");
     bench_tally_t tally = {0, 0};
