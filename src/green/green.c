@@ -217,9 +217,11 @@ void conc__green_do_kill(conc_green_t *g)
         return;
     g->killed = true;
     if (st == G_NEW) {
-        /* Never ran and never will: it ends now. Its alive reference is
-         * dropped when the hub skips it in the ready queue. */
+        /* Never ran and never will: it ends now, off the ready queue, and
+         * its alive reference goes (its stack holds no running frame). */
+        conc__hub_unready(g->gs.hub, &g->gs);
         end_green(g);
+        conc__green_unref(g);
         return;
     }
     conc__hub_interrupt(g->gs.hub, &g->gs, CONC_EKILLED);
@@ -426,14 +428,7 @@ int conc_yield(void)
     }
     if (__builtin_expect(ctx->scope_dl != 0, 0) && conc__now_ns() >= ctx->scope_dl)
         return conc__park_cut(ctx, CONC__NO_DEADLINE);
-    conc__hub_ready(gs->hub, gs);
-    conc__hub_schedule(gs->hub, gs);
-    if (__builtin_expect(gs->interrupt != 0, 0)) {
-        int code = gs->interrupt;
-        gs->interrupt = 0;
-        return code;
-    }
-    return 0;
+    return conc__hub_yield(gs);
 }
 
 int conc_sleep(double seconds)

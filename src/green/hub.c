@@ -115,35 +115,30 @@ static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
     after_switch(h);
 }
 
-void conc__hub_ready(conc__hub_t *h, conc__gs_t *gs)
+void conc__hub_unready(conc__hub_t *h, conc__gs_t *gs)
 {
-    gs->next = NULL;
-    if (h->ready_tail)
-        h->ready_tail->next = gs;
+    if (gs->prev)
+        gs->prev->next = gs->next;
     else
-        h->ready_head = gs;
-    h->ready_tail = gs;
+        h->ready_head = gs->next;
+    if (gs->next)
+        gs->next->prev = gs->prev;
+    else
+        h->ready_tail = gs->prev;
+    gs->next = gs->prev = NULL;
 }
 
-static conc__gs_t *pop_ready(conc__hub_t *h)
+static inline conc__gs_t *pop_ready(conc__hub_t *h)
 {
-    for (;;) {
-        conc__gs_t *gs = h->ready_head;
-        if (!gs)
-            return NULL;
+    conc__gs_t *gs = h->ready_head;
+    if (gs) {
         h->ready_head = gs->next;
-        if (!h->ready_head)
+        if (gs->next)
+            gs->next->prev = NULL;
+        else
             h->ready_tail = NULL;
-        if (gs->kind == GS_GREEN) {
-            conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
-            if (atomic_load_explicit(&g->status, memory_order_relaxed) == G_DEAD) {
-                /* killed before it started: already ended, never runs */
-                conc__green_unref(g);
-                continue;
-            }
-        }
-        return gs;
     }
+    return gs;
 }
 
 static bool inbox_pending(conc__hub_t *h)
@@ -152,14 +147,28 @@ static bool inbox_pending(conc__hub_t *h)
            atomic_load_explicit(&h->kills, memory_order_relaxed) != NULL;
 }
 
+/* Every 64 switches the loop gets a turn even when contexts are ready, so
+ * timers, I/O and wakeups from other threads are not starved by green
+ * threads that keep yielding to each other. */
 void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
 {
     conc__gs_t *to;
-    if (__builtin_expect((++h->nswitch & 63) == 0, 0) || inbox_pending(h) || !(to = pop_ready(h)))
+    if (__builtin_expect((++h->nswitch & 63) == 0, 0) || !(to = pop_ready(h)))
         to = &h->loop;
     if (to == from)
         return;
     do_switch(h, from, to);
+}
+
+int conc__hub_yield(conc__gs_t *gs)
+{
+    conc__hub_t *h = gs->hub;
+    conc__hub_ready(h, gs);
+    conc__hub_schedule(h, gs);
+    int code = gs->interrupt;
+    if (__builtin_expect(code != 0, 0))
+        gs->interrupt = 0;
+    return code;
 }
 
 /* The running green thread ended: switch away. Its stack stays suspended

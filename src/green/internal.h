@@ -46,7 +46,7 @@ struct conc__hub;
 typedef struct conc__gs {
     void *sp;                       /* saved stack pointer while switched out */
     struct conc__hub *hub;
-    struct conc__gs *next;          /* ready queue */
+    struct conc__gs *next, *prev;   /* ready queue (prev: unlink a killed, unstarted one) */
     struct conc__gs *_Atomic inbox_next;
     conc__waiter_t *parked_w;       /* set while parked */
     conc__ctx_t *ctx;
@@ -150,7 +150,19 @@ extern __thread conc__hub_t *conc__tl_hub __attribute__((tls_model("initial-exec
 conc__hub_t *conc__hub_get(void); /* create on first use; NULL if out of memory */
 
 /* Scheduling (hub.c). All on the hub's own thread. */
-void conc__hub_ready(conc__hub_t *h, conc__gs_t *gs);          /* append to the ready queue */
+/* Append gs to the ready queue. Inline: it is on every yield and wakeup. */
+static inline void conc__hub_ready(conc__hub_t *h, conc__gs_t *gs)
+{
+    gs->next = NULL;
+    gs->prev = h->ready_tail;
+    if (h->ready_tail)
+        h->ready_tail->next = gs;
+    else
+        h->ready_head = gs;
+    h->ready_tail = gs;
+}
+void conc__hub_unready(conc__hub_t *h, conc__gs_t *gs);        /* take it out again */
+int conc__hub_yield(conc__gs_t *gs);                           /* conc_yield on a hub */
 void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from);     /* switch away; returns when resumed */
 void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code);
 void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g);   /* from another thread */
