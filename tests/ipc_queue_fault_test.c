@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -52,6 +53,13 @@ static int check_msg(const unsigned char *buf, size_t len, msg_hdr_t *h)
         sum += buf[k];
     }
     return sum == h->sum ? 0 : 4;
+}
+
+/* In a forked child: die with the test process, so no child outlives a
+ * test that failed or was killed (a leftover producer would spin on). */
+static void die_with_parent(void)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 static void *shared_mem(size_t n)
@@ -149,6 +157,7 @@ typedef struct {
 static void producer_loop(conc_mpqueue_t *q, uint32_t id, uint32_t n, prod_shared_t *sh)
 {
     unsigned char m[MAXLEN];
+    die_with_parent();
     atomic_fetch_add(&sh->started, 1);
     for (uint32_t seq = 0; seq < n; seq++) {
         size_t len = make_msg(m, id, seq);
@@ -252,6 +261,7 @@ typedef struct {
 static void consumer_loop(conc_mpqueue_t *q, int id, cons_shared_t *sh)
 {
     unsigned char b[MAXLEN];
+    die_with_parent();
     atomic_fetch_add(&sh->started, 1);
     for (;;) {
         size_t n = 0;
@@ -352,6 +362,7 @@ Test(ipc_queue_fault, killed_lock_holder_is_recovered, .timeout = TU_TIMEOUT)
         pid_t pid = fork();
         cr_assert_neq(pid, -1);
         if (pid == 0) {
+            die_with_parent();
             for (;;) /* large copies: most of the time is spent with the lock held */
                 if (conc_mpqueue_put(q, big, sizeof big, true, 20.0) != 0)
                     _exit(3);
@@ -440,6 +451,7 @@ Test(ipc_queue_fault, every_commit_step, .timeout = TU_TIMEOUT)
         pid_t pid = fork();
         cr_assert_neq(pid, -1);
         if (pid == 0) {
+            die_with_parent();
             conc__mpq_fault_point = cases[c].step;
             size_t n;
             if (cases[c].put)
@@ -517,6 +529,7 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
+        die_with_parent();
         for (;;)
             pause();
     }

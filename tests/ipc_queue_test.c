@@ -845,3 +845,28 @@ Test(ipc_queue, lock_bias_handoff, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_mpqueue_recoveries(q), 0);
     cr_assert_eq(conc_mpqueue_free(q), 0);
 }
+
+/* Every small length, at every ring offset (a 256-byte ring wraps many
+ * times): the bytes come back exact and nothing past len is written in
+ * the caller's buffer. */
+Test(ipc_queue, small_lengths_exact, .timeout = TU_TIMEOUT)
+{
+    conc_mpqueue_t *q;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 256), 0);
+    unsigned char m[100], b[100];
+    for (int round = 0; round < 40; round++) {
+        for (size_t len = 0; len <= 80; len++) {
+            for (size_t k = 0; k < len; k++)
+                m[k] = (unsigned char)(round * 7 + len * 3 + k);
+            cr_assert_eq(conc_mpqueue_put(q, m, len, false, 0), 0, "len %zu", len);
+            memset(b, 0xee, sizeof b);
+            size_t n = 999;
+            cr_assert_eq(conc_mpqueue_get(q, b, sizeof b, &n, false, 0), 0);
+            cr_assert_eq(n, len);
+            cr_assert(memcmp(b, m, len) == 0, "round %d len %zu: bytes differ", round, len);
+            for (size_t k = len; k < sizeof b; k++)
+                cr_assert_eq(b[k], 0xee, "round %d len %zu: byte %zu written", round, len, k);
+        }
+    }
+    cr_assert_eq(conc_mpqueue_free(q), 0);
+}

@@ -823,10 +823,34 @@ static inline int mpq_leave(conc_mpqueue_t *q, bool counted, int rc)
 
 /* --------------------------------------------------------- put / get */
 
+/* Copy n <= 64 bytes inline (two overlapping fixed-size moves), without
+ * a call into libc: small messages are the common case. */
+static inline void copy_small(unsigned char *d, const unsigned char *s, size_t n)
+{
+    if (n >= 32) {
+        memcpy(d, s, 32);
+        memcpy(d + n - 32, s + n - 32, 32);
+    } else if (n >= 16) {
+        memcpy(d, s, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+}
+
 static inline void ring_write(conc_mpqueue_t *q, uint64_t pos, const void *src, size_t n)
 {
     size_t off = (size_t)(pos & q->mask), first = (size_t)q->cap - off;
-    if (n <= first) {
+    if (n <= 64 && n <= first) {
+        copy_small(q->ring + off, src, n);
+    } else if (n <= first) {
         memcpy(q->ring + off, src, n);
     } else {
         memcpy(q->ring + off, src, first);
@@ -837,7 +861,9 @@ static inline void ring_write(conc_mpqueue_t *q, uint64_t pos, const void *src, 
 static inline void ring_read(const conc_mpqueue_t *q, uint64_t pos, void *dst, size_t n)
 {
     size_t off = (size_t)(pos & q->mask), first = (size_t)q->cap - off;
-    if (n <= first) {
+    if (n <= 64 && n <= first) {
+        copy_small(dst, q->ring + off, n);
+    } else if (n <= first) {
         memcpy(dst, q->ring + off, n);
     } else {
         memcpy(dst, q->ring + off, first);
