@@ -21,6 +21,9 @@
  * SIGPIPE: sockets are written with MSG_NOSIGNAL; for pipes the signal is
  * blocked in the calling thread around the write and a SIGPIPE caused by
  * it is consumed, so a vanished reader is CONC_ESYS/EPIPE, never a signal.
+ * That costs two sigmask calls per write, so a pipe end made while SIGPIPE
+ * is ignored (as Python runs, and many servers) writes without the guard;
+ * changing SIGPIPE back to its default afterwards is the caller's risk.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,6 +47,7 @@
 struct conc_conn {
     int fd;
     bool readable, writable, sock, broken;
+    bool sigpipe_ignored; /* SIGPIPE was SIG_IGN when it was made: no guard */
     size_t rpos, rlen; /* buffered bytes: rbuf[rpos, rlen) */
     char *rbuf;        /* BUF bytes when readable */
 };
@@ -62,6 +66,10 @@ static int conc__conn_make(int fd, bool r, bool w, conc_conn_t **out)
     c->readable = r;
     c->writable = w;
     c->sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    if (w && !c->sock) {
+        struct sigaction sa;
+        c->sigpipe_ignored = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+    }
     *out = c;
     return 0;
 }
@@ -146,6 +154,8 @@ static ssize_t conc__conn_writev(conc_conn_t *c, struct iovec *iov, int n)
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         return sendmsg(c->fd, &m, MSG_NOSIGNAL);
     }
+    if (c->sigpipe_ignored) /* as Python runs: a gone reader is just EPIPE */
+        return n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
     sigset_t pipe_set, old;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
