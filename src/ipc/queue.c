@@ -35,10 +35,11 @@
  * The side locks are our own, not glibc's robust mutexes (whose lock and
  * unlock were more than half the cost of a put+get): a 64-bit word, 0
  * when free, else the holder's thread id in the low half (the futex word)
- * and the low 32 bits of that thread's start time (/proc, clock ticks;
- * read once per thread) in the high half. Lock is one CAS; unlock a
- * release store, then a futex wake only if lock_sleepers says someone
- * sleeps (see the fences under Blocking). A waiter spins, then sleeps on the word; when a sleep ends with
+ * and the low 31 bits of that thread's start time (/proc, clock ticks;
+ * read once per thread) above it; bit 63 marks a biased lock (below).
+ * Lock is one CAS; unlock a release store, then a futex wake only if
+ * lock_sleepers says someone sleeps (see the fences under Blocking). A
+ * waiter spins, then sleeps on the word; when a sleep ends with
  * the same holder (first after 2 ms, then every CONC__IPC_CHECK_NS), it
  * asks whether that thread still runs: gone, a zombie, or a thread of
  * the same id with another start time (the id was reused) means the
@@ -64,8 +65,8 @@
  * side often waits for our CPU, and sleeping at once would cost a futex
  * wake and two context switches per message), then sleep on a futex word
  * `seq` in the segment after counting themselves in `sleepers`. A
- * committer fences and looks at `sleepers`; only if nonzero does it bump `seq` and
- * call futex_wake (a put wakes one consumer, a get wakes every waiting
+ * committer fences and looks at `sleepers`; only if nonzero does it bump
+ * `seq` and call futex_wake (a put wakes one consumer, a get wakes every waiting
  * producer — their messages differ in size — and the last task_done wakes
  * every joiner). No lost wakeup: the sleeper increments `sleepers`, reads
  * `seq`, re-checks its condition, and only then waits on `seq`; the
