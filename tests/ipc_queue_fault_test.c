@@ -198,13 +198,13 @@ Test(ipc_queue_fault, producer_killed_mid_put, .timeout = TU_TIMEOUT)
         double kill_at = tu_now() + (rand_r(&seed) % 3000) * 1e-6;
         /* Odd runs aim the kill at a moment the victim holds the put lock
          * (mid-copy or mid-commit): stop it, kill it if it is inside, else
-         * let it go on and try again after the next get (for 50 ms). */
+         * let it go on and try again after the next get (for 20 ms). */
         bool aim = run % 2 == 1;
         bool killed = false, steady_done = false;
         for (;;) {
             double now = tu_now();
             if (!killed && now >= kill_at &&
-                (!aim || now >= kill_at + 0.05 || stopped_in_put_lock(q, victim))) {
+                (!aim || now >= kill_at + 0.02 || stopped_in_put_lock(q, victim))) {
                 cr_assert_eq(kill(victim, SIGKILL), 0);
                 int st = reap(victim);
                 cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "victim status 0x%x", st);
@@ -367,11 +367,14 @@ Test(ipc_queue_fault, killed_lock_holder_is_recovered, .timeout = TU_TIMEOUT)
                 if (conc_mpqueue_put(q, big, sizeof big, true, 20.0) != 0)
                     _exit(3);
         }
-        double until = tu_now() + 0.002 + 0.0007 * (r % 7), give_up = until + 0.5;
+        double until = tu_now() + 0.002 + 0.0007 * (r % 7), give_up = until + 0.15;
         void *p = NULL;
         size_t n = 0;
         /* Consume until the time is up and the child is caught holding
-         * the put lock (aim the kill inside its copy), or long past it. */
+         * the put lock (aim the kill inside its copy), or long past it.
+         * Once aiming, each get makes room, then a short random pause
+         * lets the child into its next copy before the stop. */
+        unsigned seed = (unsigned)r;
         for (;;) {
             double now = tu_now();
             if (now >= until && (now >= give_up || stopped_in_put_lock(q, pid)))
@@ -381,6 +384,8 @@ Test(ipc_queue_fault, killed_lock_holder_is_recovered, .timeout = TU_TIMEOUT)
                 cr_assert(memcmp(p, big, n) == 0);
                 free(p);
             }
+            if (now >= until)
+                tu_sleep((20 + rand_r(&seed) % 200) * 1e-6);
         }
         kill(pid, SIGKILL);
         reap(pid);
