@@ -619,13 +619,13 @@ static void hub_loop(conc__hub_t *h) __attribute__((noreturn));
 static void hub_loop(conc__hub_t *h)
 {
     for (;;) {
-        poll_once(h, false);
+        /* One pass per turn, one epoll call at most: a quick look when
+         * contexts are ready (the periodic fairness turn), a sleep when
+         * none is. */
+        poll_once(h, h->ready_head == NULL);
         conc__gs_t *to = pop_ready(h);
-        if (!to) {
-            poll_once(h, true);
-            continue;
-        }
-        do_switch(h, &h->loop, to);
+        if (to)
+            do_switch(h, &h->loop, to);
     }
 }
 
