@@ -427,7 +427,8 @@ static bool bad_timeout(double t) { return isnan(t) || (t < 0 && t != CONC_FOREV
 /* ------------------------------------------------------- server process */
 
 /* The server process: arg = u32 keylen, key, u32 pathlen, path; fds[0] =
- * the listening socket. */
+ * the listening socket, fds[1] (if any) a pidfd of the process that
+ * started it (readable when that process ends: the server then ends too). */
 static int conc__manager_server(const void *arg, size_t len)
 {
     conc__rbuf_t r = {arg, (const uint8_t *)arg + len, false};
@@ -435,14 +436,15 @@ static int conc__manager_server(const void *arg, size_t len)
     const uint8_t *key = conc__rb_bytes(&r, &keylen);
     const uint8_t *path = conc__rb_bytes(&r, &pathlen);
     const int *fds;
-    if (!conc__rb_done(&r) || conc__child_fds(&fds) < 1 || pathlen >= ADDR_MAX)
+    int nfds = conc__child_fds(&fds);
+    if (!conc__rb_done(&r) || nfds < 1 || pathlen >= ADDR_MAX)
         return 2;
     char p[ADDR_MAX];
     memcpy(p, path, pathlen);
     p[pathlen] = 0;
     signal(SIGPIPE, SIG_IGN);
-    int watch = conc_process_sentinel(conc_parent_process());
-    int rc = conc__mgr_serve(fds[0], watch >= 0 ? watch : -1, key, keylen, pathlen ? p : NULL);
+    signal(SIGINT, SIG_IGN); /* Ctrl-C is for the program, as in Python's manager */
+    int rc = conc__mgr_serve(fds[0], nfds >= 2 ? fds[1] : -1, key, keylen, pathlen ? p : NULL);
     return rc ? 1 : 0;
 }
 CONC_REGISTER_AS(conc__manager_server, "conc.manager.server", CONC_SIG_PROCESS);
@@ -534,7 +536,14 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
                             .daemon = true,
                             .fds = &lfd,
                             .nfds = 1};
+        /* Our own pidfd, passed explicitly: the server ends with us. */
+        int fds[2] = {lfd, conc__pidfd_open(getpid())};
+        if (fds[1] >= 0)
+            l.nfds = 2;
+        l.fds = fds;
         rc = conc__child_start(&m->child, &l);
+        if (fds[1] >= 0)
+            close(fds[1]);
     }
     conc__wb_free(&arg);
     close(lfd);
