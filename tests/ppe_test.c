@@ -203,6 +203,23 @@ static void check_submit(conc_start_method_t m)
 }
 
 Test(ppe, submit_fork) { check_submit(CONC_FORK); }
+
+/* Idle workers wake up now and then to see whether their parent is still
+ * there; a live parent must never look gone (any start method). */
+Test(ppe, idle_workers_stay)
+{
+    for (int m = CONC_FORK; m <= CONC_FORKSERVER; m++) {
+        conc_executor_t *ex = new_pool((conc_start_method_t)m, 2);
+        for (int k = 0; k < 2; k++) {
+            conc_future_t *f;
+            cr_assert_eq(conc_process_pool_submit(ex, &f, echo, "a", 1), 0, "method %d round %d", m, k);
+            cr_assert_eq(conc_future_bytes(f, 10, NULL, NULL), 0);
+            conc_future_free(f);
+            tu_sleep(0.6);
+        }
+        conc_executor_free(ex);
+    }
+}
 Test(ppe, submit_spawn) { check_submit(CONC_SPAWN); }
 Test(ppe, submit_forkserver) { check_submit(CONC_FORKSERVER); }
 

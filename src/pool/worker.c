@@ -77,10 +77,13 @@ typedef struct {
     conc__ctx_t *ctx;       /* this thread's context: its failure record */
 } wk_t;
 
+/* The process that started this worker (the pool's owner, or the fork
+ * server, which leaves with it): gone when we have been re-parented. */
+static pid_t start_ppid;
+
 static bool parent_alive(void)
 {
-    conc_process_t *pp = conc_parent_process();
-    return !pp || conc_process_is_alive(pp);
+    return getppid() == start_ppid;
 }
 
 static int put_msg(wk_t *w, const void *m, size_t len)
@@ -282,6 +285,7 @@ static int worker_main(const void *arg, size_t len)
     const int *fds;
     if (conc__child_fds(&fds) < 2)
         return 70;
+    start_ppid = getppid();
     wk_t w = {0};
     int ret = 0;
     unsigned char *buf = NULL;
