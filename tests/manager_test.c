@@ -663,6 +663,51 @@ Test(manager, shutdown_by_client_then_restart)
     conc_manager_free(m);
 }
 
+/* True when pid has ended (gone, or a zombie nobody reaped yet). */
+static bool ended(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return !p || p[2] == 'Z' || p[2] == 'X';
+}
+
+Test(manager, server_ends_with_its_starter)
+{
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t starter = fork();
+    if (starter == 0) {
+        conc_manager_t *m;
+        conc_manager_opts_t o = {.method = CONC_FORK};
+        if (conc_manager_start(&m, &o) != 0)
+            _exit(1);
+        char line[256];
+        int n = snprintf(line, sizeof line, "%d %s", conc_manager_pid(m), conc_manager_address(m));
+        if (write(pfd[1], line, (size_t)n + 1) < 0)
+            _exit(2);
+        _exit(0); /* without freeing the manager */
+    }
+    close(pfd[1]);
+    char line[256] = {0};
+    cr_assert_gt(read(pfd[0], line, sizeof line - 1), 0);
+    close(pfd[0]);
+    int st;
+    waitpid(starter, &st, 0);
+    pid_t server = (pid_t)atoi(line);
+    const char *path = strchr(line, ' ') + 1;
+    cr_assert_gt(server, 0);
+    cr_assert(TU_WAIT_UNTIL(ended(server), 10), "the server outlived the process that started it");
+    struct stat sb;
+    cr_assert(TU_WAIT_UNTIL(stat(path, &sb) != 0, 5), "socket %s left behind", path);
+}
+
 /* ------------------------------------------------------ malformed input */
 
 /* A raw authenticated connection. */
