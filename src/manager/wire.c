@@ -305,8 +305,8 @@ __attribute__((constructor)) static void spin_from_env(void)
     const char *e = getenv("CONC_MANAGER_SPIN_NS");
     if (e)
         conc__mgr_spin_ns = atol(e);
-    if (getenv("CONC_MANAGER_SPIN_YIELD"))
-        conc__mgr_spin_yield = 1;
+    if ((e = getenv("CONC_MANAGER_SPIN_YIELD")))
+        conc__mgr_spin_yield = atoi(e) != 0;
 }
 
 ssize_t conc__mgr_recv_spin(int fd, void *buf, size_t n, conc__spin_t *sp)
