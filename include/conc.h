@@ -11,4 +11,6 @@
 #include "conc/ipc_queue.h"
 #include "conc/green.h"
 #include "conc/io.h"
+#include "conc/pool.h"
+#include "conc/manager.h"
 #endif
