@@ -2600,6 +2600,600 @@ static const struct section mutex_sections[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* ================================================ chapter: process pools (进程池) */
+
+/* A pool keeps a few workers alive and hands them task after task. In a
+ * process pool the task runs in another process, so it is a registered
+ * function (CONC_POOL_REGISTER) that gets a copy of its argument bytes and
+ * hands back result bytes (conc_pool_return): a pointer would mean nothing
+ * over there. Python pickles the arguments; conc copies bytes through
+ * shared memory. Every wait below is bounded: a broken pool fails a check
+ * instead of hanging the tour. */
+
+/* ---- pools/cpu: one CPU-bound job on a thread pool and on a process pool ---- */
+
+enum { PRIME_LIMIT = 2000000, PRIME_SPANS = 16, PRIME_WORKERS = 2 };
+enum { PRIMES_BELOW_LIMIT = 148933 }; /* pi(2,000,000), a number from the tables */
+enum { BLOB_SIZE = 1 << 20, BLOBS = 16 };
+
+struct span {
+    long lo, hi; /* count the primes in [lo, hi) */
+};
+
+static atomic_int spans_counted_here; /* spans counted by THIS process */
+
+static long count_primes(long lo, long hi)
+{
+    long n = 0;
+    for (long x = lo < 2 ? 2 : lo; x < hi; x++) {
+        bool prime = x == 2 || x % 2 != 0;
+        for (long d = 3; prime && d * d <= x; d += 2)
+            prime = x % d != 0;
+        n += prime;
+    }
+    atomic_fetch_add(&spans_counted_here, 1);
+    return n;
+}
+
+/* The thread-pool task: a pointer in, a number out. */
+static void *primes_in_thread(void *arg)
+{
+    const struct span *s = arg;
+    return (void *)(intptr_t)count_primes(s->lo, s->hi);
+}
+
+/* The process-pool task: bytes in, bytes out. */
+static int primes_in_process(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    struct span s;
+    if (len != sizeof s) {
+        conc_fail(CONC_EINVAL, "expected a span, got %zu bytes", len);
+        return CONC_EINVAL;
+    }
+    memcpy(&s, arg, sizeof s);
+    long n = count_primes(s.lo, s.hi);
+    return conc_pool_return(out, &n, sizeof n);
+}
+CONC_POOL_REGISTER(primes_in_process);
+
+static uint64_t checksum(const unsigned char *p, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum = sum * 31 + p[i];
+    return sum;
+}
+
+static void *checksum_in_thread(void *arg) /* the data is shared: just a pointer */
+{
+    return (void *)(uintptr_t)checksum(arg, BLOB_SIZE);
+}
+
+static int checksum_in_process(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    uint64_t sum = checksum(arg, len); /* arg is this worker's copy of the bytes */
+    return conc_pool_return(out, &sum, sizeof sum);
+}
+CONC_POOL_REGISTER(checksum_in_process);
+
+static int sec_cpu(void)
+{
+    printf("  Count the primes below %d, in %d spans, on %d workers. In Python only a\n"
+           "  ProcessPoolExecutor runs this in parallel: the GIL lets one thread at a\n"
+           "  time run Python code. C has no GIL, so both pools use every CPU here.\n",
+           PRIME_LIMIT, PRIME_SPANS, PRIME_WORKERS);
+    struct span spans[PRIME_SPANS];
+    void *args[PRIME_SPANS], *thread_counts[PRIME_SPANS];
+    long process_counts[PRIME_SPANS];
+    for (int i = 0; i < PRIME_SPANS; i++) {
+        spans[i].lo = (long)PRIME_LIMIT * i / PRIME_SPANS;
+        spans[i].hi = (long)PRIME_LIMIT * (i + 1) / PRIME_SPANS;
+        args[i] = &spans[i];
+        thread_counts[i] = NULL;
+        process_counts[i] = -1;
+    }
+    atomic_store(&spans_counted_here, 0);
+
+    /* ThreadPoolExecutor */
+    double t0 = conc_monotonic();
+    conc_executor_t *tp = new_pool(PRIME_WORKERS, "primes");
+    double t1 = conc_monotonic();
+    conc_map_opts_t mo = {.timeout = 60.0};
+    int trc = tp ? conc_map(tp, primes_in_thread, args, PRIME_SPANS, thread_counts, &mo)
+                 : CONC_EINVAL;
+    double t2 = conc_monotonic();
+    int counted_by_threads = atomic_load(&spans_counted_here);
+
+    /* ProcessPoolExecutor: the same spans, sent as bytes */
+    conc_executor_t *pp = NULL;
+    double t3 = conc_monotonic();
+    int prc = conc_process_pool_new(&pp, &(conc_process_pool_opts_t){.max_workers = PRIME_WORKERS});
+    double t4 = conc_monotonic();
+    conc_results_t *res = NULL;
+    if (prc == 0)
+        prc = conc_process_pool_map(pp, primes_in_process, spans, sizeof spans[0], PRIME_SPANS, 1,
+                                    60.0, &res);
+    if (prc == 0)
+        prc = conc_results_copy(res, process_counts, sizeof process_counts[0]);
+    conc_results_free(res);
+    double t5 = conc_monotonic();
+    int counted_after_processes = atomic_load(&spans_counted_here);
+
+    long thread_total = 0, process_total = 0;
+    bool same = true;
+    for (int i = 0; i < PRIME_SPANS; i++) {
+        thread_total += (long)(intptr_t)thread_counts[i];
+        process_total += process_counts[i];
+        same = same && (long)(intptr_t)thread_counts[i] == process_counts[i];
+    }
+    printf("                          start the pool   count     primes found\n");
+    printf("    ThreadPoolExecutor    %8.1f ms   %6.0f ms   %ld (%s)\n", (t1 - t0) * 1e3,
+           (t2 - t1) * 1e3, thread_total, conc_errname(trc));
+    printf("    ProcessPoolExecutor   %8.1f ms   %6.0f ms   %ld (%s)\n", (t4 - t3) * 1e3,
+           (t5 - t4) * 1e3, process_total, conc_errname(prc));
+    printf("  (The thread pool starts its threads with the first tasks; the process pool\n"
+           "  starts its processes up front.) Both found %d primes, span by span the\n"
+           "  same: %s. Timings are informal -- which pool wins is not the point.\n",
+           PRIMES_BELOW_LIMIT, same ? "yes" : "NO");
+    CHECK(trc == 0 && prc == 0);
+    CHECK(thread_total == PRIMES_BELOW_LIMIT && process_total == PRIMES_BELOW_LIMIT && same);
+
+    /* Isolation: the workers counted spans in their own copies of the
+     * counter; the parent's did not move. */
+    printf("  Isolation: count_primes() bumps a global counter. Here it reads %d after\n"
+           "  the thread pool and still %d after the process pool: each worker process\n"
+           "  changed its own copy (a stray write or a crash stays over there too).\n",
+           counted_by_threads, counted_after_processes);
+    CHECK(counted_by_threads == PRIME_SPANS && counted_after_processes == PRIME_SPANS);
+
+    /* Copying: threads share memory, a process gets its own copy. */
+    unsigned char *blob = malloc(BLOB_SIZE);
+    CHECK(blob != NULL);
+    if (blob && tp && pp) {
+        for (size_t i = 0; i < BLOB_SIZE; i++)
+            blob[i] = (unsigned char)(i * 7 + (i >> 9));
+        void *bargs[BLOBS], *bsums[BLOBS];
+        conc_buf_t bufs[BLOBS];
+        uint64_t psums[BLOBS];
+        for (int i = 0; i < BLOBS; i++) {
+            bargs[i] = blob;
+            bufs[i] = (conc_buf_t){blob, BLOB_SIZE};
+        }
+        double c0 = conc_monotonic();
+        int rc1 = conc_map(tp, checksum_in_thread, bargs, BLOBS, bsums, &mo);
+        double c1 = conc_monotonic();
+        res = NULL;
+        int rc2 = conc_process_pool_map(pp, checksum_in_process, bufs, 0, BLOBS, 1, 60.0, &res);
+        if (rc2 == 0)
+            rc2 = conc_results_copy(res, psums, sizeof psums[0]);
+        conc_results_free(res);
+        double c2 = conc_monotonic();
+        bool equal = rc1 == 0 && rc2 == 0;
+        for (int i = 0; equal && i < BLOBS; i++)
+            equal = (uint64_t)(uintptr_t)bsums[i] == psums[i] &&
+                    psums[i] == (uint64_t)(uintptr_t)bsums[0];
+        printf("  Copying: checksum a 1 MiB buffer %d times. Threads get a pointer to it\n"
+               "  (%.1f ms); processes get %d MiB of copies, written into and read out of\n"
+               "  shared memory (%.1f ms). Same checksums: %s.\n",
+               BLOBS, (c1 - c0) * 1e3, BLOBS, (c2 - c1) * 1e3, equal ? "yes" : "NO");
+        CHECK(equal);
+    }
+    free(blob);
+    printf("  So: processes buy isolation and cost start-up and copying. In C, reach\n"
+           "  for a process pool when a task may crash, leak or must not share memory.\n");
+    if (tp)
+        CHECK(conc_executor_free(tp) == 0);
+    if (pp)
+        CHECK(conc_executor_free(pp) == 0);
+    return 0;
+}
+
+/* ---- pools/imap: Pool.map, then imap_unordered with a progress bar ---- */
+
+enum { RENDER_JOBS = 40, RENDER_PROCS = 4, SQUARES = 1000 };
+
+static int square_task(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    long x;
+    if (len != sizeof x) {
+        conc_fail(CONC_EINVAL, "expected a long");
+        return CONC_EINVAL;
+    }
+    memcpy(&x, arg, sizeof x);
+    long y = x * x;
+    return conc_pool_return(out, &y, sizeof y);
+}
+CONC_POOL_REGISTER(square_task);
+
+/* A "render" of frame i: 20-50 ms of waiting, then the frame's number + 1000. */
+static int render_task(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    int i;
+    if (len != sizeof i) {
+        conc_fail(CONC_EINVAL, "expected an int");
+        return CONC_EINVAL;
+    }
+    memcpy(&i, arg, sizeof i);
+    conc_sleep_thread(thumb_ms(i) / 1000.0);
+    int r = 1000 + i;
+    return conc_pool_return(out, &r, sizeof r);
+}
+CONC_POOL_REGISTER(render_task);
+
+static int sec_imap(void)
+{
+    conc_pool_t *p = NULL;
+    CHECK(conc_pool_new(&p, &(conc_pool_opts_t){.processes = RENDER_PROCS}) == 0);
+    if (!p)
+        return 1;
+
+    /* Pool.map: all results at once, in order (default chunksize: the
+     * items go in a few big chunks, so 1000 items are a handful of
+     * messages). */
+    long xs[SQUARES], ys[SQUARES];
+    for (int i = 0; i < SQUARES; i++)
+        xs[i] = i;
+    conc_results_t *res = NULL;
+    int rc = conc_pool_map(p, square_task, xs, sizeof xs[0], SQUARES, 0, &res);
+    if (rc == 0)
+        rc = conc_results_copy(res, ys, sizeof ys[0]);
+    conc_results_free(res);
+    long sum = 0;
+    for (int i = 0; rc == 0 && i < SQUARES; i++)
+        sum += ys[i];
+    long expect = (long)(SQUARES - 1) * SQUARES * (2 * SQUARES - 1) / 6;
+    printf("  p.map(square, range(%d)) -> %s, sum = %ld (expected %ld)\n", SQUARES,
+           conc_errname(rc), sum, expect);
+    CHECK(rc == 0 && sum == expect);
+
+    /* imap_unordered: each result as soon as it is done. */
+    int frames[RENDER_JOBS];
+    int work_ms = 0;
+    for (int i = 0; i < RENDER_JOBS; i++) {
+        frames[i] = i;
+        work_ms += thumb_ms(i);
+    }
+    printf("  %d frames, 20-50 ms each, on %d processes; the bar moves as results arrive:\n",
+           RENDER_JOBS, RENDER_PROCS);
+    struct bar b = {.tty = isatty(STDOUT_FILENO), .t0 = conc_monotonic(), .in_steps = true,
+                    .quarter = 1};
+    conc_pool_iter_t *it = NULL;
+    CHECK(conc_pool_imap_unordered(p, render_task, frames, sizeof frames[0], RENDER_JOBS, 1, &it) ==
+          0);
+    int seen[RENDER_JOBS] = {0}, order[RENDER_JOBS];
+    for (int i = 0; i < RENDER_JOBS; i++)
+        order[i] = -1;
+    size_t got = 0;
+    bool right = true;
+    int last = 0;
+    while (it) {
+        const void *data;
+        size_t len, index;
+        last = conc_pool_iter_next(it, 10.0, &data, &len, &index);
+        if (last != 0)
+            break;
+        int r = 0;
+        right = right && len == sizeof r && index < RENDER_JOBS;
+        if (!right)
+            break;
+        memcpy(&r, data, sizeof r);
+        right = r == 1000 + (int)index;
+        seen[index]++;
+        if (got < RENDER_JOBS)
+            order[got] = (int)index;
+        got++;
+        draw_bar(got, RENDER_JOBS, &b);
+    }
+    double took = conc_monotonic() - b.t0;
+    conc_pool_iter_free(it);
+    bool each_once = true, in_order = true;
+    for (int i = 0; i < RENDER_JOBS; i++)
+        each_once = each_once && seen[i] == 1;
+    for (size_t i = 0; i < got && i < RENDER_JOBS; i++)
+        in_order = in_order && order[i] == (int)i;
+    printf("  next() ended with %s after %zu results; every frame exactly once: %s;\n"
+           "  arrival order starts %d, %d, %d, %d, %d ... (%s); %d ms of work took %.0f ms\n",
+           conc_errname(last), got, each_once ? "yes" : "NO", order[0], order[1], order[2],
+           order[3], order[4], in_order ? "in order this time" : "finish order, not item order",
+           work_ms, took * 1e3);
+    CHECK(last == CONC_EEOF && got == RENDER_JOBS && right && each_once);
+    CHECK(b.calls == RENDER_JOBS && b.in_steps);
+
+    CHECK(conc_pool_close(p) == 0); /* p.close(); p.join() */
+    CHECK(conc_pool_join(p, 10.0) == 0);
+    CHECK(conc_pool_free(p) == 0);
+    return 0;
+}
+
+/* ---- pools/broken: a worker killed on purpose ---- */
+
+enum { BROKEN_TASKS = 4 };
+
+/* Says which process runs it (in the lab), then waits -- until the tour
+ * sets lab->stop, or the worker is killed. */
+static int napper_task(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    struct kid k;
+    conc_shm_t *s;
+    struct lab *lab;
+    (void)out;
+    if (!kid_get(&k, arg, len) || !(lab = lab_attach(&k, &s))) {
+        conc_fail(CONC_EINVAL, "no lab");
+        return CONC_EINVAL;
+    }
+    int slot = atomic_fetch_add(&lab->nlog, 1);
+    if (slot < LOG_CAP)
+        lab->log[slot].pid = (int)getpid();
+    conc_psemaphore_release(&lab->started, 1);
+    conc_pevent_wait(&lab->stop, 30.0);
+    conc_shm_close(s);
+    return 0;
+}
+CONC_POOL_REGISTER(napper_task);
+
+static bool is_pid_in(int pid, const int *pids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+static int sec_broken(void)
+{
+    struct lab *lab;
+    struct kid k;
+    conc_shm_t *s = lab_new(&lab, &k);
+    if (!s)
+        return 1;
+
+    /* ProcessPoolExecutor: a dead worker breaks the pool. */
+    printf("  ProcessPoolExecutor(2): two tasks run (they wait), two are queued. Then\n"
+           "  one worker is killed with SIGKILL:\n");
+    conc_executor_t *ex = NULL;
+    CHECK(conc_process_pool_new(&ex, &(conc_process_pool_opts_t){.max_workers = 2}) == 0);
+    conc_future_t *fs[BROKEN_TASKS] = {0};
+    for (int i = 0; ex && i < BROKEN_TASKS; i++)
+        CHECK(conc_process_pool_submit(ex, &fs[i], napper_task, &k, sizeof k) == 0);
+    int pids[8];
+    size_t np = ex ? conc_process_pool_pids(ex, pids, 8) : 0;
+    if (ex && wait_started(lab, 2) && np > 0) {
+        double t0 = conc_monotonic();
+        CHECK(kill(pids[0], SIGKILL) == 0);
+        int broken = 0;
+        double slowest = 0;
+        const char *first_msg = NULL;
+        for (int i = 0; i < BROKEN_TASKS; i++) {
+            int code = 0;
+            const char *msg = NULL;
+            if (!fs[i] || conc_future_exception(fs[i], 5.0, &code, &msg) != 0)
+                continue; /* not done within 5 s: counted as not broken */
+            double at = conc_monotonic() - t0;
+            slowest = at > slowest ? at : slowest;
+            broken += code == CONC_EBROKEN;
+            if (!first_msg)
+                first_msg = msg;
+        }
+        printf("    kill -9 %d: all %d futures failed with %s within %.1f ms, none hangs:\n"
+               "      \"%s\"\n",
+               pids[0], broken, broken == BROKEN_TASKS ? "CONC_EBROKEN" : "?? (see below)",
+               slowest * 1e3, first_msg ? first_msg : "(no message)");
+        CHECK(broken == BROKEN_TASKS);
+        conc_future_t *late = NULL;
+        int rc = conc_process_pool_submit(ex, &late, napper_task, &k, sizeof k);
+        printf("    a later submit -> %s\n",
+               rc == CONC_EBROKEN ? "CONC_EBROKEN (BrokenProcessPool)" : conc_errname(rc));
+        CHECK(rc == CONC_EBROKEN && late == NULL);
+        if (late)
+            conc_future_free(late);
+    }
+    for (int i = 0; i < BROKEN_TASKS; i++)
+        if (fs[i])
+            conc_future_free(fs[i]);
+    if (ex)
+        CHECK(conc_executor_free(ex) == 0);
+
+    /* multiprocessing.Pool: the dead worker is replaced. */
+    printf("  multiprocessing.Pool(2): one task runs (it waits); its worker is killed.\n"
+           "  Python's Pool would wait for that result forever. conc's:\n");
+    atomic_store(&lab->nlog, 0);
+    conc_pool_t *p = NULL;
+    CHECK(conc_pool_new(&p, &(conc_pool_opts_t){.processes = 2}) == 0);
+    conc_future_t *f = NULL;
+    if (p)
+        CHECK(conc_pool_apply_async(p, napper_task, &k, sizeof k, NULL, NULL, NULL, &f) == 0);
+    if (p && f && wait_started(lab, 1)) {
+        int victim = lab->log[0].pid, before[2] = {0, 0}, after[2] = {0, 0};
+        size_t nb = conc_pool_pids(p, before, 2);
+        CHECK(nb == 2 && is_pid_in(victim, before, nb));
+        double t0 = conc_monotonic();
+        CHECK(kill(victim, SIGKILL) == 0);
+        int code = 0;
+        const char *msg = NULL;
+        int rc = conc_future_exception(f, 5.0, &code, &msg);
+        printf("    kill -9 %d: its task failed after %.1f ms with %s:\n      \"%s\"\n", victim,
+               (conc_monotonic() - t0) * 1e3,
+               rc != 0 ? conc_errname(rc) : code == CONC_EBROKEN ? "CONC_EBROKEN" : conc_errname(code),
+               msg ? msg : "(no message)");
+        CHECK(rc == 0 && code == CONC_EBROKEN);
+        /* The replacement comes up in the background. */
+        size_t na = 0;
+        double until = conc_monotonic() + 10.0;
+        while ((na = conc_pool_pids(p, after, 2)) != 2 || is_pid_in(victim, after, na)) {
+            if (conc_monotonic() > until)
+                break;
+            conc_sleep_thread(0.005);
+        }
+        printf("    workers before: %d %d; after: %d %d (the dead one replaced)\n", before[0],
+               before[1], after[0], after[1]);
+        CHECK(na == 2 && !is_pid_in(victim, after, na));
+        long x = 12;
+        void *y = NULL;
+        size_t ylen = 0;
+        rc = conc_pool_apply(p, square_task, &x, sizeof x, &y, &ylen);
+        long yv = rc == 0 && ylen == sizeof yv ? *(long *)y : -1;
+        printf("    and the pool goes on: p.apply(square, (12,)) -> %ld\n", yv);
+        CHECK(rc == 0 && yv == 144);
+        free(y);
+    }
+    if (f)
+        conc_future_free(f);
+    conc_pevent_set(&lab->stop);
+    if (p)
+        CHECK(conc_pool_free(p) == 0);
+    lab_free(s);
+    return 0;
+}
+
+/* ---- pools/manager: a shared dict and a Lock, in a server process ---- */
+
+enum { MGR_PROCS = 3, MGR_ITERS = 100 };
+
+struct mgr_job {            /* what a worker needs to find the manager */
+    char address[256];
+    unsigned char key[64];
+    size_t keylen;
+    int id, use_lock;
+};
+
+/* d["count"] += 1, MGR_ITERS times, with or without `with lock:`; then
+ * d["worker-<id>"] = its pid. */
+static int mgr_worker(const void *arg, size_t len)
+{
+    struct mgr_job job;
+    if (len != sizeof job)
+        return 2;
+    memcpy(&job, arg, sizeof job);
+    conc_manager_t *m = NULL;
+    if (conc_manager_connect(&m, job.address, job.key, job.keylen, 5.0) != 0)
+        return 3; /* BaseManager(address, authkey).connect() */
+    conc_mdict_t *d = NULL;
+    conc_mlock_t *lock = NULL;
+    int code = 0;
+    if (conc_manager_dict(m, "tour-stats", &d) != 0 || conc_manager_lock(m, "tour-lock", &lock) != 0)
+        code = 4;
+    for (int i = 0; !code && i < MGR_ITERS; i++) {
+        if (job.use_lock && conc_mlock_acquire(lock, true, 10.0) != 0) {
+            code = 5;
+            break;
+        }
+        long n = 0;
+        void *v = NULL;
+        size_t vlen = 0;
+        int rc = conc_mdict_get(d, "count", 5, &v, &vlen); /* n = d.get("count", 0) */
+        if (rc == 0 && vlen == sizeof n)
+            memcpy(&n, v, sizeof n);
+        else if (rc != CONC_EEMPTY)
+            code = 6;
+        free(v);
+        n++;
+        if (!code && conc_mdict_set(d, "count", 5, &n, sizeof n) != 0) /* d["count"] = n */
+            code = 7;
+        if (job.use_lock)
+            conc_mlock_release(lock);
+    }
+    char key[32];
+    int pid = (int)getpid();
+    int klen = snprintf(key, sizeof key, "worker-%d", job.id);
+    if (!code && conc_mdict_set(d, key, (size_t)klen, &pid, sizeof pid) != 0)
+        code = 8;
+    conc_mlock_free(lock);
+    conc_mdict_free(d);
+    conc_manager_free(m); /* only closes: the server is not ours */
+    return code;
+}
+CONC_REGISTER(mgr_worker);
+
+static long run_mgr_workers(conc_mdict_t *d, struct mgr_job *job, bool use_lock)
+{
+    conc_process_t *ps[MGR_PROCS] = {0};
+    job->use_lock = use_lock;
+    CHECK(conc_mdict_clear(d) == 0);
+    for (int i = 0; i < MGR_PROCS; i++) {
+        job->id = i;
+        int rc = conc_process_new(&ps[i], mgr_worker, job, sizeof *job, NULL);
+        if (rc == 0)
+            rc = conc_process_start(ps[i]);
+        CHECK(rc == 0);
+    }
+    bool ok = true;
+    for (int i = 0; i < MGR_PROCS; i++) {
+        int code = finish(ps[i], 30.0);
+        if (code != 0)
+            printf("    !! worker %d ended with exit code %d\n", i, code);
+        ok = ok && code == 0;
+    }
+    CHECK(ok);
+    long n = -1;
+    void *v = NULL;
+    size_t vlen = 0;
+    if (conc_mdict_get(d, "count", 5, &v, &vlen) == 0 && vlen == sizeof n)
+        memcpy(&n, v, sizeof n);
+    free(v);
+    return n;
+}
+
+static int sec_manager(void)
+{
+    conc_manager_t *m = NULL;
+    int rc = conc_manager_start(&m, NULL); /* Manager(): a server process, a random authkey */
+    CHECK(rc == 0);
+    if (rc != 0)
+        return 1;
+    conc_mdict_t *d = NULL;
+    conc_mlock_t *lock = NULL;
+    CHECK(conc_manager_dict(m, "tour-stats", &d) == 0);
+    CHECK(conc_manager_lock(m, "tour-lock", &lock) == 0);
+    struct mgr_job job = {0};
+    snprintf(job.address, sizeof job.address, "%s", conc_manager_address(m));
+    const void *key = conc_manager_authkey(m, &job.keylen);
+    if (key && job.keylen <= sizeof job.key)
+        memcpy(job.key, key, job.keylen);
+    printf("  The manager (pid %d) serves at %s. %d processes connect\n"
+           "  with its address and authkey and do d[\"count\"] += 1, %d times each:\n",
+           conc_manager_pid(m), conc_manager_address(m), MGR_PROCS, MGR_ITERS);
+    long expect = (long)MGR_PROCS * MGR_ITERS;
+    if (d && lock) {
+        long lost = run_mgr_workers(d, &job, false);
+        printf("    without the lock: count = %ld of %ld (a get and a set are two calls;\n"
+               "    another process can run in between)\n", lost, expect);
+        CHECK(lost > 0 && lost <= expect);
+        long ok = run_mgr_workers(d, &job, true);
+        printf("    with m.Lock():    count = %ld of %ld -> %s\n", ok, expect,
+               ok == expect ? "correct" : "WRONG");
+        CHECK(ok == expect);
+        size_t n = 0;
+        CHECK(conc_mdict_len(d, &n) == 0);
+        printf("    the dict holds %zu keys: \"count\" and one \"worker-<i>\" per process\n", n);
+        CHECK(n == 1 + MGR_PROCS);
+    }
+    /* A dead manager: proxies report it instead of hanging. */
+    CHECK(conc_manager_shutdown(m) == 0);
+    rc = d ? conc_mdict_len(d, &(size_t){0}) : CONC_EINVAL;
+    printf("  m.shutdown(); len(d) -> %s: the server is gone, the proxy says so\n"
+           "  at once (Python raises EOFError or BrokenPipeError)\n",
+           rc == CONC_EBROKEN ? "CONC_EBROKEN" : conc_errname(rc));
+    CHECK(rc == CONC_EBROKEN);
+    if (lock)
+        conc_mlock_free(lock);
+    if (d)
+        conc_mdict_free(d);
+    CHECK(conc_manager_free(m) == 0);
+    return 0;
+}
+
+static const struct section pools_sections[] = {
+    {"cpu", "a CPU-bound job on ThreadPoolExecutor and ProcessPoolExecutor, side by side",
+     sec_cpu, "with ProcessPoolExecutor() as ex: total = sum(ex.map(count_primes, spans))"},
+    {"imap", "Pool.map, then Pool.imap_unordered with a progress bar", sec_imap,
+     "for r in pool.imap_unordered(render, frames): bar.update(1)"},
+    {"broken", "a worker killed on purpose: BrokenProcessPool, and a Pool that replaces it",
+     sec_broken, "os.kill(pid, SIGKILL); f.result()  # BrokenProcessPool, not a hang"},
+    {"manager", "multiprocessing.Manager: a shared dict and a Lock used by 3 processes",
+     sec_manager, "d, lock = m.dict(), m.Lock(); with lock: d['count'] = d.get('count', 0) + 1"},
+    {NULL, NULL, NULL, NULL},
+};
+
 /* ================================================ chapter: green threads (协程) */
 
 /* What concurrency needs at its core is two things: a way to switch from
@@ -3179,6 +3773,10 @@ static const struct chapter chapters[] = {
     {"mutex", "multiprocessing: 互斥锁 (mutex) -- a shared Value with and without its "
               "lock, a Lock whose holder dies",
      mutex_sections},
+    {"pools", "multiprocessing + concurrent.futures: 进程池 (process pools) -- threads vs "
+              "processes on a CPU-bound job, Pool.map/imap_unordered with a progress bar, "
+              "a killed worker (BrokenProcessPool), Manager",
+     pools_sections},
     {"green", "gevent: 协程 (green threads / coroutines) -- switching, 10,000 sleepers, an echo "
               "server, waiting on a thread pool, Timeout, kill, Pool, LoopExit",
      green_sections},
