@@ -42,6 +42,13 @@
  * through fork reconnects on its first use in the child (as Python's
  * proxies do after fork).
  *
+ * Transport. Over a Unix socket, a connection switches after the handshake
+ * to a shared-memory channel the server hands over (a sealed memfd): calls
+ * then cost no system call while both sides are running, and the socket
+ * stays open to tell each side when the other is gone. TCP connections
+ * (and opts.socket_only, or CONC_MANAGER_TRANSPORT=socket in the
+ * environment) keep the frames on the socket. Semantics are the same.
+ *
  * Errors (Python's exception in brackets):
  *   CONC_EINVAL    NULL argument, bad timeout, bad address; a name that
  *                  exists with another type.
@@ -109,6 +116,10 @@ typedef struct conc_manager_opts {
     int port;                    /* with tcp: 0 lets the kernel pick */
     conc_start_method_t method;  /* how the server process starts */
     double timeout;              /* reply timeout of non-blocking calls; 0: 30 s */
+    bool socket_only;            /* frames over the Unix socket, no shared-memory channel
+                                    (this handle and the proxies made from it; the
+                                    environment's CONC_MANAGER_TRANSPORT=socket does it
+                                    for every connection of the process) */
 } conc_manager_opts_t;
 
 /* ------------------------------------------------------------- manager */

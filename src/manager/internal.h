@@ -58,6 +58,72 @@ typedef struct conc__spin {
  * -1 with errno (EAGAIN when nothing came: sleep in a real wait now). */
 ssize_t conc__mgr_recv_spin(int fd, void *buf, size_t n, conc__spin_t *sp);
 
+/* ------------------------------------------------- shared-memory channel
+ *
+ * A client on the same machine (a Unix-socket connection) may move its
+ * requests and replies off the socket: after the handshake it sends the
+ * one-byte request CONC__MOP_SHM; the server answers the frame {code 0}
+ * with a memfd attached (SCM_RIGHTS), sealed against shrinking and
+ * growing, of CONC__MGR_CHAN_SIZE bytes: the header below, then one data
+ * area of CONC__MGR_MAX_FRAME bytes that holds a request body, then its
+ * reply body, in turn (one call at a time per connection). Any other code
+ * means "stay on the socket". From then on:
+ *
+ *   client: data = body; req_len = n; req_seq++ (release); wake the server
+ *   server: sees req_seq move; copies req_len bytes (bounded by the data
+ *           area, exactly like a frame from the socket) into private
+ *           memory; dispatches; data = reply; rep_len; rep_seq = req_seq;
+ *           wakes the client
+ *
+ * The socket stays open and carries only one-byte wake-ups: it tells each
+ * side when the other one is gone (EOF), as before. Waiting (both sides,
+ * conc__mgr_chan_wait): spin (adaptive, as for the socket), then a futex
+ * on the sequence word for up to CONC__MGR_CHAN_FUTEX_NS, then poll the
+ * socket. The waiter announces how it sleeps in its own wait word
+ * (1: futex, 2: socket); the poster reads it after publishing and, if set,
+ * takes it (exchange with 0) and wakes that way (conc__mgr_chan_post).
+ * The server treats everything in the segment as hostile input: lengths
+ * are read once and bounded, the request is copied out before it is
+ * parsed, the sealed size means no access can fault.
+ */
+#define CONC__MOP_SHM 5
+#define CONC__MGR_CHAN_HDR 4096u
+#define CONC__MGR_CHAN_SIZE ((size_t)CONC__MGR_CHAN_HDR + CONC__MGR_MAX_FRAME)
+#define CONC__MGR_CHAN_FUTEX_NS 5000000LL
+/* a data area that held more than this gets its pages back (punched)
+ * before a smaller reply is written */
+#define CONC__MGR_CHAN_KEEP (1u << 20)
+
+typedef struct conc__mgr_chan {
+    /* written by the client */
+    _Alignas(64) uint32_t req_seq;
+    uint32_t req_len;
+    uint32_t srv_wait; /* the server sleeps: 1 futex on req_seq, 2 on its socket */
+    /* written by the server */
+    _Alignas(64) uint32_t rep_seq;
+    uint32_t rep_len;
+    uint32_t cli_wait; /* the client sleeps: 1 futex on rep_seq, 2 on its socket */
+} conc__mgr_chan_t;
+
+static inline uint8_t *conc__mgr_chan_data(conc__mgr_chan_t *ch)
+{
+    return (uint8_t *)ch + CONC__MGR_CHAN_HDR;
+}
+
+/* Wait until *word != old (another process stores it): 0; CONC_ETIMEDOUT
+ * at deadline (ns, CLOCK_MONOTONIC; INT64_MAX: none); CONC_EEOF when fd
+ * reports EOF or an error (the peer is gone); CONC_ESHUTDOWN when *stop
+ * (may be NULL) became nonzero; another negative code from conc_wait_read
+ * (green). flag: this side's wait word. green: never sleep in the kernel
+ * on the futex (a green thread must park through conc/io.h instead). */
+int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int fd,
+                        conc__spin_t *sp, int64_t deadline, const int *stop, bool green);
+/* Publish *word = v, then wake the other side the way its flag says. */
+void conc__mgr_chan_post(uint32_t *word, uint32_t v, uint32_t *flag, int fd);
+/* Create a channel segment: the sealed memfd (close-on-exec) in *fd and
+ * its mapping in *ch. 0 or CONC_ESYS. */
+int conc__mgr_chan_create(int *fd, conc__mgr_chan_t **ch);
+
 enum {
     CONC__MOP_PING = 1,
     CONC__MOP_SHUTDOWN = 2,
@@ -150,6 +216,12 @@ void conc__mgr_conn_free(conc__mgr_conn_t *c);
  * server), or CONC_EINVAL (malformed: reply, then close the connection). */
 int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
                        const uint8_t **reply, size_t *rlen);
+/* Serve the request in the channel's data area (of cap bytes; the real
+ * segment has CONC__MGR_MAX_FRAME): read req_len once; if it exceeds cap or
+ * CONC__MGR_MAX_FRAME, reply CONC_ERANGE; else copy the body out and
+ * dispatch it. Writes the reply body and rep_len (not rep_seq: the caller
+ * posts it). Returns as conc__mgr_dispatch, or CONC_ERANGE (close). */
+int conc__mgr_chan_serve(conc__mgr_conn_t *c, conc__mgr_chan_t *ch, size_t cap);
 /* Feed a byte stream as a connection would receive it after the handshake:
  * frames are cut and dispatched in order. Returns 0 when the stream ended
  * on a frame boundary, CONC_EINVAL/CONC_ERANGE when the connection would

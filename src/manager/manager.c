@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -60,6 +61,9 @@ typedef struct conc__mproxy {
     double timeout;
     conc__spin_t spin;
     double rcvtimeo;     /* SO_RCVTIMEO now set on fd (0: none yet) */
+    conc__mgr_chan_t *chan; /* the shared-memory channel (NULL: the socket carries frames) */
+    uint32_t seq;        /* the last request posted on chan */
+    bool socket_only;    /* never switch to a channel */
     char addr[ADDR_MAX];
     uint8_t *key;
     size_t keylen;
@@ -112,6 +116,83 @@ static void proxy_close_fd(mproxy_t *p)
     if (p->fd >= 0)
         conc_close(p->fd);
     p->fd = -1;
+    if (p->chan) /* after fork: only our mapping goes, the parent keeps its own */
+        munmap(p->chan, CONC__MGR_CHAN_SIZE);
+    p->chan = NULL;
+}
+
+static bool want_chan(const mproxy_t *p)
+{
+    if (p->socket_only || (p->addr[0] != '/' && p->addr[0] != '@'))
+        return false; /* TCP: the peer may be another machine */
+    const char *e = getenv("CONC_MANAGER_TRANSPORT");
+    return !e || strcmp(e, "socket") != 0;
+}
+
+/* Ask the server for a shared-memory channel on the fresh connection fd.
+ * 0: switched (p->chan set) or the server said no (stay on the socket);
+ * CONC_EBROKEN: the connection failed. */
+static int chan_switch(mproxy_t *p, int fd, double timeout)
+{
+    static const uint8_t req[5] = {1, 0, 0, 0, CONC__MOP_SHM};
+    if (conc_write_all(fd, req, sizeof req, NULL, timeout) != 0)
+        return CONC_EBROKEN;
+    double deadline = timeout < 0 ? INFINITY : conc_monotonic() + timeout;
+    uint8_t msg[8];
+    size_t have = 0;
+    int mfd = -1;
+    while (have < sizeof msg) {
+        double left = timeout < 0 ? CONC_FOREVER : deadline - conc_monotonic();
+        if (timeout >= 0 && left < 0)
+            left = 0;
+        if (conc_wait_read(fd, left) != 0)
+            goto broken;
+        struct iovec iov = {msg + have, sizeof msg - have};
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int))];
+        } cb;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+                            .msg_controllen = sizeof cb.b};
+        ssize_t r = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
+        if (r <= 0)
+            goto broken;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                for (int i = 0; i < n; i++) {
+                    int got;
+                    memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
+                    if (mfd < 0)
+                        mfd = got;
+                    else
+                        close(got);
+                }
+            }
+        have += (size_t)r;
+    }
+    int32_t code = (int32_t)((uint32_t)msg[4] | (uint32_t)msg[5] << 8 | (uint32_t)msg[6] << 16 |
+                             (uint32_t)msg[7] << 24);
+    if (msg[0] != 4 || msg[1] || msg[2] || msg[3] || (code == 0) != (mfd >= 0))
+        goto broken;
+    if (code) /* e.g. not a Unix socket on the server's side: keep the socket */
+        return 0;
+    struct stat st;
+    void *m = MAP_FAILED;
+    if (fstat(mfd, &st) == 0 && (size_t)st.st_size == CONC__MGR_CHAN_SIZE)
+        m = mmap(NULL, CONC__MGR_CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    close(mfd);
+    if (m == MAP_FAILED)
+        return CONC_EBROKEN; /* the server waits on the channel now */
+    p->chan = m;
+    p->seq = 0;
+    return 0;
+broken:
+    if (mfd >= 0)
+        close(mfd);
+    return CONC_EBROKEN;
 }
 
 /* The receive timeout of p's (blocking) socket, set only when it changes:
@@ -187,6 +268,43 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
     }
 }
 
+/* One round trip on the shared-memory channel: the request frame in p->req
+ * goes into the data area, the reply comes back into p->in. */
+static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep)
+{
+    conc__mgr_chan_t *ch = p->chan;
+    conc__wbuf_t *w = &p->req;
+    size_t n = w->len - 4;
+    memcpy(conc__mgr_chan_data(ch), w->p + 4, n);
+    __atomic_store_n(&ch->req_len, (uint32_t)n, __ATOMIC_RELAXED);
+    uint32_t seq = ++p->seq;
+    conc__mgr_chan_post(&ch->req_seq, seq, &ch->srv_wait, p->fd);
+    int64_t deadline = wait < 0 ? INT64_MAX : conc__now_ns() + (int64_t)(wait * 1e9);
+    int rc = conc__mgr_chan_wait(&ch->rep_seq, seq - 1, &ch->cli_wait, p->fd, &p->spin, deadline,
+                                 NULL, conc_green_current() != NULL);
+    if (rc)
+        return CONC_EBROKEN; /* EOF, timeout, killed: no reply can be paired with this call now */
+    size_t rl = __atomic_load_n(&ch->rep_len, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&ch->rep_seq, __ATOMIC_ACQUIRE) != seq || rl < 4 ||
+        rl > CONC__MGR_MAX_FRAME)
+        return CONC_EBROKEN;
+    if (rl > p->incap) {
+        size_t cap = p->incap ? p->incap : 4096;
+        while (cap < rl)
+            cap *= 2;
+        uint8_t *q = realloc(p->in, cap);
+        if (!q)
+            return CONC_EBROKEN; /* the reply is lost: the call's outcome is unknown */
+        p->in = q;
+        p->incap = cap;
+    }
+    memcpy(p->in, conc__mgr_chan_data(ch), rl);
+    rep->p = p->in;
+    rep->end = p->in + rl;
+    rep->bad = false;
+    return 0;
+}
+
 /* Dial, authenticate, bind (by id when p->id is set). Caller holds p->mu. */
 static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize, const char *name)
 {
@@ -206,6 +324,10 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
     if (fl >= 0)
         fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     p->rcvtimeo = 0;
+    if (want_chan(p) && (rc = chan_switch(p, fd, timeout)) != 0) {
+        conc_close(fd);
+        return rc;
+    }
     p->fd = fd;
     p->pid = getpid();
     p->broken = false;
@@ -226,6 +348,8 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
     conc__rbuf_t rep;
     if (w->oom)
         rc = CONC_ENOMEM;
+    else if (p->chan)
+        rc = chan_call(p, timeout, &rep);
     else if (conc_write_all(fd, w->p, w->len, NULL, timeout) != 0)
         rc = CONC_EBROKEN;
     else
@@ -313,8 +437,10 @@ static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
     if (w->len - 4 > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wb_end_frame(w);
-    int rc = conc_write_all(p->fd, w->p, w->len, NULL, p->timeout);
-    if (!rc)
+    int rc;
+    if (p->chan)
+        rc = chan_call(p, wait, rep);
+    else if (!(rc = conc_write_all(p->fd, w->p, w->len, NULL, p->timeout)))
         rc = recv_reply(p, wait, rep);
     if (rc) {
         if (rc != CONC_ENOMEM) {
@@ -521,6 +647,7 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
         return rc;
     }
     rc = proxy_init(&m->ctl, addr, o.authkey, o.authkey_len, o.timeout > 0 ? o.timeout : DEFAULT_TIMEOUT);
+    m->ctl.socket_only = o.socket_only;
     conc__wbuf_t arg = {0};
     conc__wb_bytes(&arg, o.authkey, o.authkey_len);
     conc__wb_bytes(&arg, m->path, strlen(m->path));
@@ -653,6 +780,7 @@ static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char 
     if (!p)
         return CONC_ENOMEM;
     int rc = proxy_init(p, m->ctl.addr, m->ctl.key, m->ctl.keylen, m->ctl.timeout);
+    p->socket_only = m->ctl.socket_only;
     if (!rc) {
         conc_lock_acquire(&p->mu, true, CONC_FOREVER);
         rc = proxy_connect(p, p->timeout, kind, maxsize, name);

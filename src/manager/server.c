@@ -38,6 +38,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -91,6 +92,8 @@ struct conc__mgr_conn {
     uint8_t *in;
     size_t inlen, incap;
     conc__spin_t spin;
+    conc__mgr_chan_t *chan;        /* the shared-memory channel, once switched */
+    size_t chan_hi;                /* most of its data area used since the last trim */
     conc__mgr_conn_t *prev, *next; /* server lock */
 };
 
@@ -420,6 +423,8 @@ void conc__mgr_conn_free(conc__mgr_conn_t *c)
     if (!c)
         return;
     unbind(c);
+    if (c->chan)
+        munmap(c->chan, CONC__MGR_CHAN_SIZE);
     conc__wb_free(&c->out);
     free(c->in);
     free(c);
@@ -824,6 +829,59 @@ int conc__mgr_feed(conc__mgr_conn_t *c, const uint8_t *data, size_t n)
     return 0;
 }
 
+/* Room for n bytes in c->in (the copied-out request). */
+static bool in_reserve(conc__mgr_conn_t *c, size_t n)
+{
+    if (n <= c->incap)
+        return true;
+    size_t cap = c->incap ? c->incap : 4096;
+    while (cap < n)
+        cap *= 2;
+    uint8_t *p = realloc(c->in, cap);
+    if (!p)
+        return false;
+    c->in = p;
+    c->incap = cap;
+    return true;
+}
+
+int conc__mgr_chan_serve(conc__mgr_conn_t *c, conc__mgr_chan_t *ch, size_t cap)
+{
+    static const uint8_t erange[4] = {(uint8_t)CONC_ERANGE, 0xff, 0xff, 0xff};
+    static const uint8_t enomem[4] = {(uint8_t)CONC_ENOMEM, 0xff, 0xff, 0xff};
+    uint8_t *data = conc__mgr_chan_data(ch);
+    /* Read once: the client may change it (and the data) at any time. */
+    size_t len = __atomic_load_n(&ch->req_len, __ATOMIC_RELAXED);
+    const uint8_t *reply;
+    size_t rlen;
+    int rc;
+    if (len > cap || len > CONC__MGR_MAX_FRAME) {
+        reply = erange, rlen = 4, rc = CONC_ERANGE;
+    } else if (!in_reserve(c, len)) {
+        reply = enomem, rlen = 4, rc = 0;
+    } else {
+        memcpy(c->in, data, len); /* parse a private copy, never the shared bytes */
+        rc = conc__mgr_dispatch(c, c->in, len, &reply, &rlen);
+        if (rlen > cap)
+            reply = erange, rlen = 4;
+    }
+    if (len > c->chan_hi)
+        c->chan_hi = len;
+    if (c->chan_hi > CONC__MGR_CHAN_KEEP && rlen <= CONC__MGR_CHAN_KEEP &&
+        cap > CONC__MGR_CHAN_KEEP) { /* give a big message's pages back */
+        size_t pg = CONC__MGR_CHAN_KEEP, n = (c->chan_hi - pg + 4095) & ~(size_t)4095;
+        if (n > cap - pg)
+            n = cap - pg;
+        madvise(data + pg, n, MADV_REMOVE);
+        c->chan_hi = rlen;
+    } else if (rlen > c->chan_hi) {
+        c->chan_hi = rlen;
+    }
+    memcpy(data, reply, rlen);
+    __atomic_store_n(&ch->rep_len, (uint32_t)rlen, __ATOMIC_RELAXED);
+    return rc;
+}
+
 /* ------------------------------------------------------ serving sockets */
 
 static int send_all(int fd, const uint8_t *p, size_t n)
@@ -845,6 +903,71 @@ static void wake_main(conc__mgr_server_t *s)
 {
     char b = 1;
     while (write(s->wake[1], &b, 1) < 0 && errno == EINTR) {
+    }
+}
+
+/* Answer a CONC__MOP_SHM request: {0} with the channel's memfd attached,
+ * or an error code (stay on the socket): only Unix-socket peers can map
+ * our memory. 1 switched, 0 not, -1 the socket failed. */
+static int offer_chan(conc__mgr_conn_t *c)
+{
+    int code = 0, mfd = -1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (c->chan)
+        code = CONC_EINVAL;
+    else if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family != AF_UNIX)
+        code = CONC_ENOTSUP;
+    else if (conc__mgr_chan_create(&mfd, &c->chan) != 0)
+        code = CONC_ENOTSUP;
+    uint8_t msg[8] = {4, 0, 0, 0, (uint8_t)code, (uint8_t)((uint32_t)code >> 8),
+                      (uint8_t)((uint32_t)code >> 16), (uint8_t)((uint32_t)code >> 24)};
+    struct iovec iov = {msg, sizeof msg};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (mfd >= 0) {
+        memset(&cb, 0, sizeof cb);
+        mh.msg_control = cb.b;
+        mh.msg_controllen = sizeof cb.b;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &mfd, sizeof mfd);
+    }
+    ssize_t w;
+    while ((w = sendmsg(c->fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    if (mfd >= 0)
+        close(mfd);
+    if (w < 0 || (w < (ssize_t)sizeof msg && send_all(c->fd, msg + w, sizeof msg - (size_t)w)))
+        return -1;
+    return code == 0;
+}
+
+/* A connection on the shared-memory channel: serve until the client
+ * hangs up or the server stops. */
+static void serve_chan(conc__mgr_conn_t *c)
+{
+    conc__mgr_server_t *s = c->s;
+    conc__mgr_chan_t *ch = c->chan;
+    uint32_t seq = 0;
+    for (;;) {
+        if (conc__mgr_chan_wait(&ch->req_seq, seq, &ch->srv_wait, c->fd, &c->spin, INT64_MAX,
+                                &s->stopping, false) != 0)
+            return; /* EOF, shutdown */
+        seq = __atomic_load_n(&ch->req_seq, __ATOMIC_ACQUIRE);
+        int rc = conc__mgr_chan_serve(c, ch, CONC__MGR_MAX_FRAME);
+        conc__mgr_chan_post(&ch->rep_seq, seq, &ch->cli_wait, c->fd);
+        if (rc < 0)
+            return; /* malformed: replied, now close */
+        if (rc == 1) {
+            __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+            wake_main(s);
+        }
     }
 }
 
@@ -885,6 +1008,18 @@ static void *conn_main(void *arg)
             if (r <= 0)
                 break; /* EOF (a truncated frame included), error, shutdown */
             c->inlen += (size_t)r;
+            continue;
+        }
+        if (blen == 1 && body[0] == CONC__MOP_SHM) {
+            int sw = offer_chan(c);
+            if (sw < 0 || (sw && c->inlen != used))
+                break; /* nothing may follow the switch on the socket */
+            c->inlen -= used;
+            memmove(c->in, c->in + used, c->inlen);
+            if (sw) {
+                serve_chan(c);
+                break;
+            }
             continue;
         }
         int rc = conc__mgr_dispatch(c, body, blen, &reply, &rlen);

@@ -9,12 +9,19 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "conc/io.h"
+#include "core/futex.h"
+#include "core/park.h"
 #include "core/time.h"
 #include "manager/internal.h"
 #include "manager/sha256.h"
@@ -332,4 +339,157 @@ ssize_t conc__mgr_recv_spin(int fd, void *buf, size_t n, conc__spin_t *sp)
     }
     errno = EAGAIN;
     return -1;
+}
+
+/* ------------------------------------------------ shared-memory channel */
+
+int conc__mgr_chan_create(int *fd, conc__mgr_chan_t **ch)
+{
+    int m = memfd_create("conc-manager", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (m < 0)
+        return CONC_ESYS;
+    /* Sealed at its size: the client cannot shrink it under our mapping
+     * (an access past the end would be SIGBUS in the server). */
+    if (ftruncate(m, (off_t)CONC__MGR_CHAN_SIZE) != 0 ||
+        fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        close(m);
+        return CONC_ESYS;
+    }
+    void *p = mmap(NULL, CONC__MGR_CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+    if (p == MAP_FAILED) {
+        close(m);
+        return CONC_ESYS;
+    }
+    *fd = m;
+    *ch = p;
+    return 0;
+}
+
+/* Spin on *word for up to the adaptive budget (as conc__mgr_recv_spin). */
+static bool chan_spin(const uint32_t *word, uint32_t old, conc__spin_t *sp)
+{
+    long budget = sp->budget;
+    if (budget <= 0 && ++sp->probe % 32 == 0)
+        budget = 2000;
+    if (budget <= 0)
+        return false;
+    int64_t until = conc__now_ns() + budget;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != old) {
+                long b = budget * 2;
+                sp->budget = b > conc__mgr_spin_ns ? conc__mgr_spin_ns : b;
+                return true;
+            }
+            conc__cpu_relax();
+        }
+        if (conc__now_ns() >= until)
+            break;
+        if (conc__mgr_spin_yield)
+            sched_yield();
+    }
+    sp->budget = budget / 2 < 1000 ? 0 : budget / 2;
+    return false;
+}
+
+/* Read the wake-up bytes waiting on fd: false at EOF or on an error. */
+static bool chan_drain(int fd)
+{
+    char b[64];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (r == (ssize_t)sizeof b)
+            continue;
+        if (r > 0)
+            return true;
+        if (r == 0)
+            return false;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
+}
+
+static bool moved(const uint32_t *word, uint32_t old, uint32_t *flag)
+{
+    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == old)
+        return false;
+    __atomic_store_n(flag, 0, __ATOMIC_RELAXED); /* no wake-up wanted now */
+    return true;
+}
+
+int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int fd,
+                        conc__spin_t *sp, int64_t deadline, const int *stop, bool green)
+{
+    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != old || chan_spin(word, old, sp))
+        return 0;
+    if (!green) { /* the futex: the cheapest wake-up, but blind to EOF */
+        int64_t until = conc__now_ns() + CONC__MGR_CHAN_FUTEX_NS;
+        if (until > deadline)
+            until = deadline;
+        for (;;) {
+            if (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))
+                return CONC_ESHUTDOWN;
+            __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);
+            if (moved(word, old, flag))
+                return 0;
+            conc__futex_wait(word, old, until, 1);
+            if (moved(word, old, flag))
+                return 0;
+            if (conc__now_ns() >= until)
+                break;
+        }
+        if (until >= deadline) {
+            __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+            return CONC_ETIMEDOUT;
+        }
+    }
+    /* the socket: a wake-up byte, or EOF when the peer is gone */
+    for (;;) {
+        if (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))
+            return CONC_ESHUTDOWN;
+        __atomic_store_n(flag, 2, __ATOMIC_SEQ_CST);
+        if (moved(word, old, flag))
+            return 0;
+        int64_t now = conc__now_ns();
+        if (now >= deadline) {
+            __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+            return CONC_ETIMEDOUT;
+        }
+        if (green) {
+            int rc = conc_wait_read(fd, deadline == INT64_MAX ? CONC_FOREVER
+                                                              : (double)(deadline - now) / 1e9);
+            if (rc != 0 && rc != CONC_ETIMEDOUT) {
+                __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+                return moved(word, old, flag) ? 0 : rc;
+            }
+        } else {
+            struct pollfd pf = {.fd = fd, .events = POLLIN | POLLRDHUP};
+            int64_t ms = deadline == INT64_MAX ? -1 : (deadline - now + 999999) / 1000000;
+            if (poll(&pf, 1, ms > INT32_MAX ? INT32_MAX : (int)ms) < 0 && errno != EINTR) {
+                __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+                return moved(word, old, flag) ? 0 : CONC_EEOF;
+            }
+        }
+        if (moved(word, old, flag))
+            return 0;
+        if (!chan_drain(fd)) {
+            __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+            return CONC_EEOF;
+        }
+    }
+}
+
+void conc__mgr_chan_post(uint32_t *word, uint32_t v, uint32_t *flag, int fd)
+{
+    __atomic_store_n(word, v, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(flag, __ATOMIC_SEQ_CST) == 0)
+        return; /* nobody sleeps: no syscall */
+    uint32_t how = __atomic_exchange_n(flag, 0, __ATOMIC_SEQ_CST);
+    if (how == 1) {
+        conc__futex_wake(word, 1, 1);
+    } else if (how) {
+        while (send(fd, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR) {
+        }
+    }
 }
