@@ -2990,8 +2990,11 @@ static int sec_broken(void)
     for (int i = 0; i < BROKEN_TASKS; i++)
         if (fs[i])
             conc_future_free(fs[i]);
+    conc_pevent_set(&lab->stop); /* if the pool did not break, its tasks end now */
     if (ex)
         CHECK(conc_executor_free(ex) == 0);
+    conc_pevent_clear(&lab->stop);
+    conc_psemaphore_init(&lab->started, 0);
 
     /* multiprocessing.Pool: the dead worker is replaced. */
     printf("  multiprocessing.Pool(2): one task runs (it waits); its worker is killed.\n"
