@@ -407,6 +407,75 @@ Test(mppool, dead_worker_is_replaced)
     conc_pool_free(p);
 }
 
+/* x -> 3x as 8 bytes, except: 4 bytes at x == 4500, a failure at 12345. */
+static int mixed(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)len;
+    int x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 12345) {
+        conc_fail(CONC_EINVAL, "bad %d", x);
+        return 0;
+    }
+    long y = 3L * x;
+    if (x == 4500) {
+        int z = x;
+        return conc_pool_return(out, &z, sizeof z);
+    }
+    /* in two calls: the pieces are appended */
+    int rc = conc_pool_return(out, &y, 4);
+    return rc ? rc : conc_pool_return(out, (char *)&y + 4, 4);
+}
+CONC_POOL_REGISTER(mixed);
+
+/* Results of fixed size travel without a per-item table; a chunk whose
+ * results change size or fail part-way, or whose results need several
+ * messages (a small result queue), still comes back item for item. */
+Test(mppool, map_result_layouts)
+{
+    conc_pool_t *p = NULL;
+    conc_pool_opts_t o = {.processes = 2, .queue_capacity = 1 << 16};
+    cr_assert_eq(conc_pool_new(&p, &o), 0);
+    enum { N = 20000 };
+    int *xs = malloc(N * sizeof *xs);
+    long *ys = malloc(N * sizeof *ys);
+    for (int i = 0; i < N; i++)
+        xs[i] = i;
+    conc_results_t *r;
+    cr_assert_eq(conc_pool_map(p, mixed, xs, sizeof *xs, N, 5000, &r), CONC_EINVAL);
+    for (int i = 0; i < N; i++) {
+        const void *d;
+        size_t n;
+        int rc = conc_results_item(r, (size_t)i, &d, &n);
+        if (i == 12345) {
+            cr_assert_eq(rc, CONC_EINVAL);
+            cr_assert_str_eq(d, "bad 12345");
+        } else if (i == 4500) {
+            cr_assert_eq(rc, 0);
+            cr_assert_eq(n, 4);
+            cr_assert_eq(as_int(d), 4500);
+        } else {
+            cr_assert_eq(rc, 0, "item %d: %d", i, rc);
+            cr_assert_eq(n, 8, "item %d: %zu bytes", i, n);
+            long v;
+            memcpy(&v, d, sizeof v);
+            cr_assert_eq(v, 3L * i, "item %d: %ld", i, v);
+        }
+    }
+    cr_assert_eq(conc_results_copy(r, ys, sizeof *ys), CONC_ERANGE); /* item 4500 */
+    conc_results_free(r);
+    /* all of one size: copied out whole */
+    cr_assert_eq(conc_pool_map(p, mixed, xs + 5000, sizeof *xs, 5000, 0, &r), 0);
+    memset(ys, 0, N * sizeof *ys);
+    cr_assert_eq(conc_results_copy(r, ys, sizeof *ys), 0);
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(ys[i], 3L * (i + 5000));
+    conc_results_free(r);
+    free(xs);
+    free(ys);
+    conc_pool_free(p);
+}
+
 int main(int argc, char *argv[])
 {
     CONC_PROCESS_MAIN(argc, argv);

@@ -45,10 +45,13 @@ int conc_future_bytes(conc_future_t *f, double timeout, const void **data, size_
     const cres_t *c = fut_cres(f);
     if (!c || c->count != 1)
         return CONC_EINVAL;
+    uint64_t off;
+    uint32_t n;
+    cres_item(c, 0, &off, &n);
     if (data)
-        *data = cres_data((cres_t *)c) + c->items[0].off;
+        *data = cres_data((cres_t *)c) + off;
     if (len)
-        *len = c->items[0].len;
+        *len = n;
     return 0;
 }
 
@@ -75,12 +78,14 @@ static int chunk_item(conc_future_t *f, size_t j, const void **data, size_t *len
     }
     if (j >= c->count)
         return CONC_EINVAL;
-    const citem_t *it = &c->items[j];
+    uint64_t off;
+    uint32_t n;
+    int32_t code = cres_item(c, j, &off, &n);
     if (data)
-        *data = cres_data((cres_t *)c) + it->off;
+        *data = cres_data((cres_t *)c) + off;
     if (len)
-        *len = it->code ? (it->len ? it->len - 1 : 0) : it->len;
-    return it->code;
+        *len = code ? (n ? n - 1 : 0) : n;
+    return code;
 }
 
 size_t conc_results_len(const conc_results_t *r) { return r ? r->n : 0; }
@@ -103,13 +108,20 @@ int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size)
             return conc_results_item(r, first, NULL, NULL);
         const unsigned char *data = cres_data((cres_t *)cr);
         char *out = (char *)dst + first * item_size;
+        if (!cr->table && cr->unilen == item_size) { /* one block, in item order */
+            if (cr->count && item_size)
+                memcpy(out, data, (size_t)cr->count * item_size);
+            continue;
+        }
         for (size_t j = 0; j < cr->count; j++) {
-            const citem_t *it = &cr->items[j];
-            if (it->code)
-                return it->code;
-            if (it->len != item_size)
+            uint64_t off;
+            uint32_t len;
+            int32_t code = cres_item(cr, j, &off, &len);
+            if (code)
+                return code;
+            if (len != item_size)
                 return CONC_ERANGE;
-            memcpy(out + j * item_size, data + it->off, item_size);
+            memcpy(out + j * item_size, data + off, item_size);
         }
     }
     return 0;
@@ -187,10 +199,18 @@ static int wait_chunks(conc_results_t *r, int64_t deadline)
                 conc_future_cancel(r->fs[k]);
             return CONC_ETIMEDOUT;
         }
-    for (size_t i = 0; i < r->n; i++) {
-        int rc = conc_results_item(r, i, NULL, NULL);
-        if (rc)
-            return rc;
+    /* the first failed item, in item order: whole chunks are skipped
+     * unless they hold a failure */
+    for (size_t c = 0; c < r->nchunks; c++) {
+        const cres_t *cr = fut_cres(r->fs[c]);
+        if (cr && cr->nfail == 0)
+            continue;
+        size_t first = c * r->chunksize, end = first + r->chunksize < r->n ? first + r->chunksize : r->n;
+        for (size_t i = first; i < end; i++) {
+            int rc = conc_results_item(r, i, NULL, NULL);
+            if (rc)
+                return rc;
+        }
     }
     return 0;
 }

@@ -95,11 +95,12 @@ int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, ui
     task_t *t = malloc(sizeof *t);
     if (!t)
         return CONC_ENOMEM;
-    t->wire = wirelen <= sizeof t->inl ? t->inl : malloc(wirelen);
-    if (!t->wire) {
+    unsigned char *blk = WIRE_HEAD + wirelen <= sizeof t->inl ? t->inl : malloc(WIRE_HEAD + wirelen);
+    if (!blk) {
         free(t);
         return CONC_ENOMEM;
     }
+    t->wire = blk + WIRE_HEAD;
     t->next = NULL;
     t->f = NULL;
     t->res = NULL;
@@ -137,8 +138,8 @@ void conc__task_free(task_t *t)
 {
     if (!t)
         return;
-    if (t->wire != t->inl)
-        free(t->wire);
+    if (t->wire != t->inl + WIRE_HEAD)
+        free(t->wire - WIRE_HEAD);
     free(t->res);
     if (t->f)
         conc_future_free(t->f);
@@ -173,6 +174,9 @@ static void task_fail(task_t *t, int code, const char *msg)
         t->res->magic = 0; /* a failure record, never handed out */
         t->res->count = 1;
         t->res->got = 1;
+        t->res->nfail = 1;
+        t->res->unilen = 0;
+        t->res->table = 1;
         t->res->cap = t->res->used = n;
         t->res->items[0] = (citem_t){0, (uint32_t)n, code};
         memcpy(cres_data(t->res), msg, n);
@@ -185,17 +189,20 @@ static void finish_task(task_t *t)
 {
     conc_future_t *f = t->f;
     cres_t *r = t->res;
+    uint64_t off0 = 0;
+    uint32_t len0 = 0;
+    int32_t code0 = r ? cres_item(r, 0, &off0, &len0) : 0;
     if (t->kind & 0x100) {
-        int code = r ? r->items[0].code : CONC_EBROKEN;
+        int code = r ? code0 : CONC_EBROKEN;
         conc__future_fail_now(f, code, r ? (const char *)cres_data(r) : "process pool failure");
     } else if (!r) {
         conc__future_fail_now(f, CONC_ENOMEM, "out of memory for a result");
-    } else if (t->kind != K_CHUNK && r->items[0].code) {
-        conc__future_fail_now(f, r->items[0].code, (const char *)cres_data(r) + r->items[0].off);
+    } else if (t->kind != K_CHUNK && code0) {
+        conc__future_fail_now(f, code0, (const char *)cres_data(r) + off0);
     } else if (t->kind == K_WORD) {
         uint64_t v = 0;
-        if (r->items[0].len == 8)
-            memcpy(&v, cres_data(r) + r->items[0].off, 8);
+        if (len0 == 8)
+            memcpy(&v, cres_data(r) + off0, 8);
         conc_future_set_result(f, (void *)(uintptr_t)v);
     } else {
         /* The future owns the block from here: it frees its msg field with
@@ -347,8 +354,7 @@ static void pump(engine_t *e, tlist_t *drop)
                 if (room > left)
                     room = left;
             }
-            mhdr_t *h = (mhdr_t *)e->scratch;
-            size_t len = sizeof *h, n = 0;
+            size_t len = sizeof(mhdr_t), n = 0;
             task_t *first = NULL, **tail = &first;
             while (e->bl_head && n < room && len + e->bl_head->wirelen <= e->tmsg_max) {
                 task_t *t = e->bl_head;
@@ -362,7 +368,6 @@ static void pump(engine_t *e, tlist_t *drop)
                 }
                 t->running = true;
                 ((wtask_t *)t->wire)->id = t->id;
-                memcpy(e->scratch + len, t->wire, t->wirelen);
                 len += t->wirelen;
                 t->msgseq = w->msgs_put;
                 t->next = NULL;
@@ -372,8 +377,21 @@ static void pump(engine_t *e, tlist_t *drop)
             }
             if (n == 0)
                 break;
-            *h = (mhdr_t){M_TASKS, 0, (uint32_t)n, 0};
-            if (conc_mpqueue_put_nowait(w->tq, e->scratch, len) != 0) {
+            /* A task alone (a big map chunk) goes from its own block, with
+             * the header in the room before it; several are gathered. */
+            unsigned char *msg;
+            if (n == 1) {
+                msg = first->wire - WIRE_HEAD;
+            } else {
+                msg = e->scratch;
+                size_t pos = sizeof(mhdr_t);
+                for (task_t *t = first; t; t = t->next) {
+                    memcpy(msg + pos, t->wire, t->wirelen);
+                    pos += t->wirelen;
+                }
+            }
+            *(mhdr_t *)msg = (mhdr_t){M_TASKS, 0, (uint32_t)n, 0};
+            if (conc_mpqueue_put_nowait(w->tq, msg, len) != 0) {
                 /* No room (a slow worker): back to the front, RUNNING
                  * futures and all; try again when results come. */
                 *tail = e->bl_head;
@@ -515,6 +533,22 @@ static void describe_death(char *buf, size_t cap, pid_t pid, int code)
         snprintf(buf, cap, "worker process %d died (exit status %d)", (int)pid, code);
 }
 
+/* A uniform block becomes a tabled one (a piece that does not fit the
+ * uniform layout came): room for the table before the data, entries for
+ * the items already there (items [0, got), in order). */
+static cres_t *cres_to_table(cres_t *c)
+{
+    size_t tab = (size_t)c->count * sizeof(citem_t);
+    cres_t *nc = realloc(c, sizeof *c + tab + c->cap);
+    if (!nc)
+        return NULL;
+    memmove((unsigned char *)nc->items + tab, nc->items, nc->used);
+    for (uint32_t j = 0; j < nc->got; j++)
+        nc->items[j] = (citem_t){(uint64_t)j * nc->unilen, nc->unilen, 0};
+    nc->table = 1;
+    return nc;
+}
+
 static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *tab, const unsigned char *data,
                       tlist_t *done)
 {
@@ -525,35 +559,54 @@ static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
     }
     if (!t || (uint64_t)r->first + r->count > t->count)
         return; /* not ours (cannot happen) */
+    bool uni = r->flags & WRES_UNIFORM;
+    if (uni && (uint64_t)r->unilen * r->count != r->datalen)
+        return; /* malformed (cannot happen) */
     cres_t *c = t->res;
     if (!c) {
         size_t est = r->datalen;
         if (r->count && r->count < t->count)
             est = r->datalen / r->count * t->count + 64;
-        c = malloc(sizeof *c + t->count * sizeof(citem_t) + est);
+        size_t tabsz = uni ? 0 : t->count * sizeof(citem_t);
+        c = malloc(sizeof *c + tabsz + est);
         if (!c)
             goto oom;
         c->magic = 0;
         c->count = t->count;
         c->got = 0;
+        c->nfail = 0;
         c->cap = est;
         c->used = 0;
+        c->unilen = uni ? r->unilen : 0;
+        c->table = !uni;
         t->res = c;
+    }
+    if (!c->table && (!uni || r->unilen != c->unilen || r->first != c->got)) {
+        cres_t *nc = cres_to_table(c);
+        if (!nc)
+            goto oom;
+        c = t->res = nc;
     }
     if (c->used + r->datalen > c->cap) {
         size_t cap = c->cap + c->cap / 2;
         if (cap < c->used + r->datalen)
             cap = c->used + r->datalen;
-        cres_t *nc = realloc(c, sizeof *c + t->count * sizeof(citem_t) + cap);
+        size_t tabsz = c->table ? c->count * sizeof(citem_t) : 0;
+        cres_t *nc = realloc(c, sizeof *c + tabsz + cap);
         if (!nc)
             goto oom;
         c = t->res = nc;
         c->cap = cap;
     }
-    uint64_t off = c->used;
-    for (uint32_t j = 0; j < r->count; j++) {
-        c->items[r->first + j] = (citem_t){off, tab[j].len, tab[j].code};
-        off += tab[j].len;
+    if (c->table) {
+        uint64_t off = c->used;
+        for (uint32_t j = 0; j < r->count; j++) {
+            uint32_t len = uni ? r->unilen : tab[j].len;
+            int32_t code = uni ? 0 : tab[j].code;
+            c->items[r->first + j] = (citem_t){off, len, code};
+            c->nfail += code != 0;
+            off += len;
+        }
     }
     if (r->datalen)
         memcpy(cres_data(c) + c->used, data, r->datalen);
@@ -591,7 +644,7 @@ static void on_results(engine_t *e, const unsigned char *m, size_t n, tlist_t *d
         if (pos + sizeof(wres_t) > n)
             return;
         const wres_t *r = (const wres_t *)(m + pos);
-        size_t tab = (size_t)r->count * sizeof(witem_t);
+        size_t tab = r->flags & WRES_UNIFORM ? 0 : (size_t)r->count * sizeof(witem_t);
         if (pos + sizeof *r + tab + r->datalen > n)
             return;
         add_piece(e, w, r, (const witem_t *)(r + 1), m + pos + sizeof *r + tab, done);

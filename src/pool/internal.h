@@ -41,7 +41,13 @@ typedef struct {
     uint32_t first, count;  /* items [first, first+count) of the task */
     uint64_t datalen;       /* bytes after the table */
     uint64_t elapsed_ns;    /* time spent on these items */
+    uint32_t unilen;        /* WRES_UNIFORM: every item's result length */
+    uint32_t flags;
 } wres_t;
+
+/* A piece without a table: every item succeeded with unilen bytes, and
+ * the data is the items' results one after the other. */
+#define WRES_UNIFORM 1u
 
 typedef struct {
     int32_t code;           /* 0 or the item's failure code */
@@ -59,6 +65,7 @@ typedef struct {
 } wcfg_t;
 
 #define PAD8(n) (((n) + 7) & ~(size_t)7)
+#define WIRE_HEAD sizeof(mhdr_t)
 
 /* -------------------------------------------------------- results */
 
@@ -72,16 +79,33 @@ typedef struct {
 
 /* The outcome of one task (1 item, or a chunk), as one malloc block: the
  * future owns it (as its result and through its msg field, which the
- * futures module frees with the future). */
+ * futures module frees with the future). Uniform (table == 0): every item
+ * succeeded with unilen result bytes, item j's at j * unilen, and there is
+ * no table — what a map of fixed-size results gets, so neither side
+ * touches a per-item record. Otherwise count citem_t come first. */
 typedef struct cres {
-    uint32_t magic, count, got, pad;
+    uint32_t magic, count, got, nfail; /* nfail: items with a failure code */
     size_t cap, used;       /* data area */
-    citem_t items[];        /* count of them, then the data area */
+    uint32_t unilen, table;
+    citem_t items[];        /* table: count of them; then the data area */
 } cres_t;
 
 static inline unsigned char *cres_data(cres_t *r)
 {
-    return (unsigned char *)&r->items[r->count];
+    return r->table ? (unsigned char *)&r->items[r->count] : (unsigned char *)r->items;
+}
+
+/* Item j's code, data offset and length. */
+static inline int32_t cres_item(const cres_t *r, size_t j, uint64_t *off, uint32_t *len)
+{
+    if (!r->table) {
+        *off = (uint64_t)j * r->unilen;
+        *len = r->unilen;
+        return 0;
+    }
+    *off = r->items[j].off;
+    *len = r->items[j].len;
+    return r->items[j].code;
 }
 
 /* ---------------------------------------------------------- engine */
@@ -95,8 +119,10 @@ typedef struct task {
     bool running;           /* its future is RUNNING already */
     cres_t *res;            /* being assembled */
     size_t wirelen;         /* wtask + name + data, padded */
-    unsigned char *wire;    /* points at inline or a malloc'd block */
-    unsigned char inl[96];
+    unsigned char *wire;    /* points into inl or a malloc'd block, after
+                               WIRE_HEAD bytes of room for a message
+                               header (a task sent alone goes as is) */
+    unsigned char inl[112];
 } task_t;
 
 typedef struct proc {

@@ -25,27 +25,37 @@
 
 #define FLUSH_NS 50000
 
+/* A task's result goes straight into the worker's piece data (pd): base
+ * is where this item's bytes start, len how many it has written so far. */
 struct conc_pool_out {
     unsigned char *p;
-    size_t len, cap;
+    size_t cap, base, len;
 };
+
+static int out_reserve(conc_pool_out_t *out, size_t need)
+{
+    if (need <= out->cap)
+        return 0;
+    size_t cap = out->cap ? out->cap * 2 : 4096;
+    while (cap < need)
+        cap *= 2;
+    unsigned char *p = realloc(out->p, cap);
+    if (!p)
+        return CONC_ENOMEM;
+    out->p = p;
+    out->cap = cap;
+    return 0;
+}
 
 int conc_pool_return(conc_pool_out_t *out, const void *data, size_t len)
 {
     if (!out || (!data && len))
         return CONC_EINVAL;
-    if (out->len + len > out->cap) {
-        size_t cap = out->cap ? out->cap * 2 : 256;
-        while (cap < out->len + len)
-            cap *= 2;
-        unsigned char *p = realloc(out->p, cap);
-        if (!p)
-            return CONC_ENOMEM;
-        out->p = p;
-        out->cap = cap;
-    }
+    size_t at = out->base + out->len;
+    if (at + len > out->cap && out_reserve(out, at + len))
+        return CONC_ENOMEM;
     if (len)
-        memcpy(out->p + out->len, data, len);
+        memcpy(out->p + at, data, len);
     out->len += len;
     return 0;
 }
@@ -65,15 +75,17 @@ typedef struct {
     size_t mlen, mcap;      /* mcap: largest message we send */
     uint32_t nrec;
     int64_t oldest;         /* when the first unsent result was added */
-    /* the current piece of the current task */
+    /* the current piece of the current task: uniform (no table: every
+     * item succeeded with unilen bytes) until an item does not fit that */
     witem_t *tab;
-    size_t tabn, tabcap;
-    unsigned char *pd;
-    size_t pdlen, pdcap;
+    size_t tabn, tabcap;    /* tabn: items in the piece (tab unused if uni) */
+    bool uni;
+    uint32_t unilen;
+    size_t pdlen;           /* the piece's data: out.p[0, pdlen) */
     uint64_t task_id;
     uint32_t first;
     int64_t piece_start;
-    conc_pool_out_t out;
+    conc_pool_out_t out;    /* the data buffer; a task appends at pdlen */
     conc__ctx_t *ctx;       /* this thread's context: its failure record */
 } wk_t;
 
@@ -113,19 +125,22 @@ static void end_piece(wk_t *w, int64_t now)
 {
     if (!w->tabn)
         return;
-    size_t need = sizeof(wres_t) + w->tabn * sizeof(witem_t) + PAD8(w->pdlen);
+    size_t tabsz = w->uni ? 0 : w->tabn * sizeof(witem_t);
+    size_t need = sizeof(wres_t) + tabsz + PAD8(w->pdlen);
     if (w->mlen + need > w->mcap)
         flush(w);
     if (w->nrec == 0)
         w->oldest = now;
-    wres_t r = {w->task_id, w->first, (uint32_t)w->tabn, w->pdlen, (uint64_t)(now - w->piece_start)};
+    wres_t r = {w->task_id,   w->first, (uint32_t)w->tabn, w->pdlen, (uint64_t)(now - w->piece_start),
+                w->uni ? w->unilen : 0, w->uni ? WRES_UNIFORM : 0};
     unsigned char *p = w->m + w->mlen;
     memcpy(p, &r, sizeof r);
     p += sizeof r;
-    memcpy(p, w->tab, w->tabn * sizeof(witem_t));
-    p += w->tabn * sizeof(witem_t);
+    if (tabsz)
+        memcpy(p, w->tab, tabsz);
+    p += tabsz;
     if (w->pdlen)
-        memcpy(p, w->pd, w->pdlen);
+        memcpy(p, w->out.p, w->pdlen);
     memset(p + w->pdlen, 0, PAD8(w->pdlen) - w->pdlen);
     w->mlen += need;
     w->nrec++;
@@ -151,25 +166,90 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
     return q;
 }
 
-/* Add one item's outcome to the current piece. */
-static void add_item(wk_t *w, int code, const void *data, size_t len)
+/* A uniform piece of a few items gets a table (entries for the items so
+ * far). Longer uniform runs are ended instead and stay compact; room for
+ * a table of UNI_SLACK entries is kept free in every uniform piece, so
+ * the table always fits. */
+#define UNI_SLACK 8
+
+static void to_table(wk_t *w)
 {
-    size_t maxdata = w->mcap - sizeof(mhdr_t) - sizeof(wres_t) - sizeof(witem_t) - 8;
-    char tmp[96];
+    w->tab = grow(w->tab, &w->tabcap, UNI_SLACK + 1, sizeof(witem_t));
+    for (size_t j = 0; j < w->tabn; j++)
+        w->tab[j] = (witem_t){0, w->unilen};
+    w->uni = false;
+}
+
+/* End the current piece; move bytes already written for the next item
+ * (at out.p + pdlen) to the front of the new one. */
+static void end_piece_keep(wk_t *w, size_t move)
+{
+    size_t at = w->pdlen;
+    end_piece(w, now_ns());
+    if (move)
+        memmove(w->out.p, w->out.p + at, move);
+}
+
+/* Make room in the message for one more item of len data bytes (and a
+ * table entry if tabled): end the piece when it would not fit, keeping
+ * `move` bytes of the item. */
+static void fit_item(wk_t *w, size_t len, size_t move, bool tabled)
+{
+    size_t tabsz = (tabled ? w->tabn + 1 : UNI_SLACK) * sizeof(witem_t);
+    if (w->tabn && sizeof(mhdr_t) + sizeof(wres_t) + tabsz + PAD8(w->pdlen + len) > w->mcap)
+        end_piece_keep(w, move);
+}
+
+static void add_fail(wk_t *w, int code, const char *msg);
+
+/* Item succeeded: its len result bytes are at out.p + pdlen. */
+static void add_ok(wk_t *w, size_t len)
+{
+    size_t maxdata = w->mcap - sizeof(mhdr_t) - sizeof(wres_t) - UNI_SLACK * sizeof(witem_t) - 8;
     if (len > maxdata || len > UINT32_MAX) {
+        char tmp[96];
         snprintf(tmp, sizeof tmp, "result too large for the pool's result queue (%zu bytes)", len);
-        code = CONC_ERANGE;
-        data = tmp;
-        len = strlen(tmp) + 1;
+        add_fail(w, CONC_ERANGE, tmp);
+        return;
     }
-    size_t cur = sizeof(wres_t) + (w->tabn + 1) * sizeof(witem_t) + PAD8(w->pdlen + len);
-    if (w->tabn && sizeof(mhdr_t) + cur > w->mcap)
-        end_piece(w, now_ns());
+    if (w->tabn && w->uni && len != w->unilen) {
+        if (w->tabn >= UNI_SLACK)
+            end_piece_keep(w, len);
+        else
+            to_table(w);
+    }
+    fit_item(w, len, len, w->tabn && !w->uni);
+    if (w->tabn == 0) { /* a new piece */
+        w->uni = true;
+        w->unilen = (uint32_t)len;
+    }
+    if (!w->uni) {
+        w->tab = grow(w->tab, &w->tabcap, w->tabn + 1, sizeof(witem_t));
+        w->tab[w->tabn] = (witem_t){0, (uint32_t)len};
+    }
+    w->tabn++;
+    w->pdlen += len;
+}
+
+/* Item failed with code and msg (NUL-terminated; not in out.p). */
+static void add_fail(wk_t *w, int code, const char *msg)
+{
+    size_t len = strlen(msg) + 1;
+    if (w->tabn && w->uni) {
+        if (w->tabn >= UNI_SLACK)
+            end_piece_keep(w, 0);
+        else
+            to_table(w);
+    }
+    fit_item(w, len, 0, true);
+    w->uni = false;
+    if (out_reserve(&w->out, w->pdlen + len)) {
+        fprintf(stderr, "conc pool worker: out of memory\n");
+        _exit(70);
+    }
+    memcpy(w->out.p + w->pdlen, msg, len);
     w->tab = grow(w->tab, &w->tabcap, w->tabn + 1, sizeof(witem_t));
-    w->pd = grow(w->pd, &w->pdcap, w->pdlen + len, 1);
     w->tab[w->tabn++] = (witem_t){code, (uint32_t)len};
-    if (len)
-        memcpy(w->pd + w->pdlen, data, len);
     w->pdlen += len;
 }
 
@@ -179,8 +259,7 @@ static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, con
     conc__ctx_t *ctx = w->ctx;
     ctx->fail_code = 0;
     if (!reg) {
-        const char *m = "task function not found in the worker's registry";
-        add_item(w, CONC_EINVAL, m, strlen(m) + 1);
+        add_fail(w, CONC_EINVAL, "task function not found in the worker's registry");
         return;
     }
     if (kind == K_WORD) {
@@ -190,14 +269,20 @@ static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, con
         int code = ctx->fail_code;
         msg = ctx->fail_msg;
         if (code) {
-            add_item(w, code, msg, strlen(msg) + 1);
+            add_fail(w, code, msg);
             ctx->fail_code = 0;
         } else {
             uint64_t rv = (uint64_t)(uintptr_t)r;
-            add_item(w, 0, &rv, 8);
+            w->out.base = w->pdlen;
+            w->out.len = 0;
+            if (conc_pool_return(&w->out, &rv, 8))
+                add_fail(w, CONC_ENOMEM, "out of memory for a result");
+            else
+                add_ok(w, 8);
         }
         return;
     }
+    w->out.base = w->pdlen;
     w->out.len = 0;
     int rc = ((conc_pool_fn)(void (*)(void))reg->fn)(arg, len, &w->out);
     int code = ctx->fail_code;
@@ -207,9 +292,9 @@ static void run_item(wk_t *w, const conc_registration_t *reg, uint32_t kind, con
         msg = rc < 0 ? conc_strerror(rc) : "task returned a nonzero value";
     }
     if (code)
-        add_item(w, code, msg, strlen(msg) + 1);
+        add_fail(w, code, msg);
     else
-        add_item(w, 0, w->out.p, w->out.len);
+        add_ok(w, w->out.len);
     ctx->fail_code = 0; /* not the worker's own failure at exit */
 }
 
@@ -370,7 +455,6 @@ out:
     free(buf);
     free(w.m);
     free(w.tab);
-    free(w.pd);
     free(w.out.p);
     conc_mpqueue_free(w.tq);
     conc_mpqueue_free(w.rq);
