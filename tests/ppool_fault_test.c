@@ -26,6 +26,7 @@ static int work(const void *arg, size_t len, conc_pool_out_t *out)
     volatile int spin = 0;
     for (int i = 0; i < 2000; i++)
         spin += i;
+    (void)spin;
     int y = x * 3 + 1;
     return conc_pool_return(out, &y, sizeof y);
 }
