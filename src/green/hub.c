@@ -389,17 +389,36 @@ static conc__fdent_t *fdent(conc__hub_t *h, int fd)
     return &h->fds[fd];
 }
 
-/* Watch fd (edge-triggered, both directions) from now on. 0 or -1 (errno). */
-static int register_fd(conc__hub_t *h, conc__fdent_t *e, int fd)
+static uint32_t ep_events(int dirs)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)fd};
-    if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
-        return -1;
-    int type = 0;
-    socklen_t len = sizeof type;
-    e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type == SOCK_STREAM;
-    e->registered = 1;
-    e->dry = 0;
+    uint32_t ev = EPOLLET;
+    if (dirs & CONC__FD_READ)
+        ev |= EPOLLIN | EPOLLRDHUP;
+    if (dirs & CONC__FD_WRITE)
+        ev |= EPOLLOUT;
+    return ev;
+}
+
+/* Watch fd for `events` too from now on (edge-triggered; a direction is
+ * added when first waited for — not before, or every ACK that frees send
+ * space would wake the hub for nothing). 0 or -1 (errno). */
+static int watch_fd(conc__hub_t *h, conc__fdent_t *e, int fd, int events)
+{
+    int want = e->registered | events;
+    struct epoll_event ev = {.events = ep_events(want), .data.u64 = (uint64_t)fd};
+    if (e->registered) {
+        if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
+            return -1;
+    } else {
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+            (errno != EEXIST || epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0))
+            return -1;
+        int type = 0;
+        socklen_t len = sizeof type;
+        e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type == SOCK_STREAM;
+        e->dry = 0;
+    }
+    e->registered = (uint8_t)want;
     return 0;
 }
 
@@ -411,7 +430,7 @@ static int green_fd_wait(int fd, int events, int64_t deadline)
         return CONC_ENOMEM;
     if (((events & CONC__FD_READ) && e->rd) || ((events & CONC__FD_WRITE) && e->wr))
         return CONC_EPERM; /* another context of this hub waits for the same */
-    if (!e->registered && register_fd(h, e, fd) != 0)
+    if ((e->registered & events) != events && watch_fd(h, e, fd, events) != 0)
         return errno == EPERM ? 0 : errno == EBADF ? CONC_EINVAL : CONC_ESYS; /* EPERM: a file, always ready */
     e->dry |= (uint8_t)events; /* the caller found it not ready */
     conc__waiter_t w;
@@ -451,16 +470,16 @@ static void green_fd_forget(int fd)
 static bool green_fd_maybe_ready(int fd, int events)
 {
     conc__hub_t *h = conc__tl_hub;
-    if (fd < 0 || (size_t)fd >= h->nfds || !h->fds[fd].registered)
-        return true;
+    if (fd < 0 || (size_t)fd >= h->nfds || (h->fds[fd].registered & events) != events)
+        return true; /* not watched that way: nothing known */
     return (h->fds[fd].dry & events) != events;
 }
 
 static void green_fd_short(int fd, int events)
 {
     conc__hub_t *h = conc__tl_hub;
-    if (fd >= 0 && (size_t)fd < h->nfds && h->fds[fd].registered && h->fds[fd].stream)
-        h->fds[fd].dry |= (uint8_t)events;
+    if (fd >= 0 && (size_t)fd < h->nfds && h->fds[fd].stream)
+        h->fds[fd].dry |= (uint8_t)(events & h->fds[fd].registered);
 }
 
 const conc__park_ops_t conc__green_ops = {
@@ -710,7 +729,7 @@ static void hub_atfork_child(void)
     for (size_t fd = 0; fd < h->nfds; fd++) {
         if (!h->fds[fd].registered)
             continue;
-        struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = fd};
+        struct epoll_event e = {.events = ep_events(h->fds[fd].registered), .data.u64 = fd};
         if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, (int)fd, &e) != 0)
             h->fds[fd].registered = 0;
     }

@@ -115,7 +115,7 @@ struct conc_green {
 /* One watched fd. */
 typedef struct conc__fdent {
     conc__waiter_t *rd, *wr;
-    uint8_t registered;
+    uint8_t registered; /* CONC__FD_READ/WRITE: the directions epoll watches */
     uint8_t dry;    /* CONC__FD_READ/WRITE: ran dry, no readiness seen since */
     uint8_t stream; /* a short read means drained (not a datagram socket) */
 } conc__fdent_t;
