@@ -398,6 +398,28 @@ Test(ppe, map_timeout)
     conc_executor_free(ex);
 }
 
+/* A map reads big chunks of fixed-size items from the caller's array as
+ * it dispatches them; when it returns early (timeout) nothing may read
+ * that array afterwards (ASan checks it is freed at once). */
+Test(ppe, map_timeout_then_items_freed)
+{
+    conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 2);
+    size_t n = 6000; /* 6 chunks of 8000 bytes */
+    double *s = calloc(n, sizeof *s);
+    s[1000] = s[2000] = 0.6;
+    conc_results_t *r = (void *)1;
+    cr_assert_eq(conc_process_pool_map(ex, sleeper, s, sizeof *s, n, 1000, 0.2, &r), CONC_ETIMEDOUT);
+    cr_assert_null(r);
+    memset(s, 0xff, n * sizeof *s);
+    free(s);
+    /* the pool goes on */
+    double z[3] = {0, 0, 0};
+    cr_assert_eq(conc_process_pool_map(ex, sleeper, z, sizeof z[0], 3, 1, 10, &r), 0);
+    cr_assert_eq(conc_results_len(r), 3);
+    conc_results_free(r);
+    conc_executor_free(ex);
+}
+
 Test(ppe, shutdown_wait)
 {
     conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 2);

@@ -132,8 +132,17 @@ static void results_drop(conc_results_t *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->nchunks; i++)
-        if (r->fs[i])
+        if (r->fs[i]) {
+            /* A chunk's block goes back to the cache for the next map.
+             * Only this object ever handed the future out, and the
+             * engine never looks at a finished one's result again. */
+            cres_t *c = (cres_t *)fut_cres(r->fs[i]);
+            if (c) {
+                r->fs[i]->msg = NULL;
+                conc__cres_release(c);
+            }
             conc_future_free(r->fs[i]);
+        }
     free(r->fs);
 }
 
@@ -144,10 +153,13 @@ void conc_results_free(conc_results_t *r)
 }
 
 /* Cut the items into chunk tasks and submit them; fills r (n, chunksize,
- * nchunks, fs). On error nothing stays queued. */
+ * nchunks, fs). On error nothing stays queued. borrow: a blocking map,
+ * whose items stay valid until it returns — big chunks of fixed-size items
+ * are then read from the caller's array when dispatched, not copied
+ * first (see do_map for the early return). */
 static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
                          size_t chunksize, conc_results_t *r, void (*cb)(conc_future_t *, void *), char *cbargs,
-                         size_t cbstride)
+                         size_t cbstride, bool borrow)
 {
     const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
     if (!reg || (n && !items))
@@ -166,7 +178,7 @@ static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t
         size_t first = c * chunksize, cnt = n - first < chunksize ? n - first : chunksize;
         const void *base = item_size ? (const char *)items + first * item_size
                                      : (const void *)((const conc_buf_t *)items + first);
-        rc = conc__task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt);
+        rc = conc__task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt, borrow);
         if (rc == 0 && !(ts[c]->f = conc__future_alloc()))
             rc = CONC_ENOMEM;
         if (rc == 0)
@@ -221,13 +233,16 @@ static int do_map(engine_t *e, conc_pool_fn fn, const void *items, size_t item_s
     conc_results_t *r = calloc(1, sizeof *r);
     if (!r)
         return CONC_ENOMEM;
-    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0);
+    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, true);
     if (rc) {
         free(r);
         return rc;
     }
     rc = wait_chunks(r, deadline);
     if (rc == CONC_ETIMEDOUT) {
+        /* chunks that could not be cancelled (dispatched once, sent back
+         * by a full queue) may still wait: they get their own copy */
+        conc__engine_unborrow(e);
         conc_results_free(r);
         return rc;
     }
@@ -239,7 +254,7 @@ static int submit_one(engine_t *e, conc_future_t **out, const conc_registration_
                       const void *arg, size_t len, conc_future_cb cb, void *cbarg)
 {
     task_t *t;
-    int rc = conc__task_new(e, &t, reg, kind, arg, len, 1);
+    int rc = conc__task_new(e, &t, reg, kind, arg, len, 1, false);
     if (rc)
         return rc;
     if (!(t->f = conc__future_alloc())) {
@@ -544,7 +559,7 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
     conc_cond_init_rlock(&it->cv, &it->mu);
     int rc;
     if (ordered) {
-        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0);
+        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0, false);
     } else {
         size_t cs = chunksize ? chunksize : 1;
         size_t nch = n ? (n - 1) / cs + 1 : 0;
@@ -563,7 +578,7 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
          * lock while submitting (callbacks wait for it). */
         conc_cond_acquire(&it->cv, true, CONC_FOREVER);
         rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, iter_chunk_done,
-                           (char *)it->slots, sizeof *it->slots);
+                           (char *)it->slots, sizeof *it->slots, false);
         conc_cond_release(&it->cv);
         if (rc) {
             /* callbacks of cancelled chunks ran and dropped their refs;

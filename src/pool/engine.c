@@ -48,10 +48,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/time.h"
 #include "futures/internal.h"
+#include "ipc/queue_internal.h"
 #include "pool/internal.h"
 #include "thread/internal.h"
 
@@ -74,7 +76,7 @@ const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word)
 }
 
 int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, uint32_t kind,
-                   const void *items, size_t item_size, size_t count)
+                   const void *items, size_t item_size, size_t count, bool borrow)
 {
     size_t namelen = strlen(reg->name);
     size_t datalen;
@@ -89,13 +91,16 @@ int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, ui
     } else {
         datalen = item_size * count;
     }
-    size_t wirelen = sizeof(wtask_t) + PAD8(namelen) + PAD8(datalen);
+    size_t headlen = sizeof(wtask_t) + PAD8(namelen);
+    size_t wirelen = headlen + PAD8(datalen);
     if (wirelen + sizeof(mhdr_t) > e->tmsg_max || count > UINT32_MAX || item_size > UINT32_MAX)
         return CONC_ERANGE;
+    borrow = borrow && kind == K_CHUNK && item_size && datalen > 4096;
+    size_t own = borrow ? headlen : wirelen;
     task_t *t = malloc(sizeof *t);
     if (!t)
         return CONC_ENOMEM;
-    unsigned char *blk = WIRE_HEAD + wirelen <= sizeof t->inl ? t->inl : malloc(WIRE_HEAD + wirelen);
+    unsigned char *blk = WIRE_HEAD + own <= sizeof t->inl ? t->inl : malloc(WIRE_HEAD + own);
     if (!blk) {
         free(t);
         return CONC_ENOMEM;
@@ -108,12 +113,18 @@ int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, ui
     t->kind = kind;
     t->count = (uint32_t)count;
     t->wirelen = wirelen;
+    t->headlen = headlen;
+    t->ext = borrow ? items : NULL;
     wtask_t *w = (wtask_t *)t->wire;
     *w = (wtask_t){0, kind, (uint32_t)count, (uint32_t)namelen, (uint32_t)item_size, datalen};
     unsigned char *p = t->wire + sizeof *w;
     memcpy(p, reg->name, namelen);
     memset(p + namelen, 0, PAD8(namelen) - namelen);
     p += PAD8(namelen);
+    if (borrow) {
+        *out = t;
+        return 0;
+    }
     if (kind == K_CHUNK && item_size == 0) {
         const conc_buf_t *b = items;
         uint64_t *offs = (uint64_t *)p;
@@ -146,6 +157,75 @@ void conc__task_free(task_t *t)
     free(t);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Fault in len bytes at p now (Linux 5.14+; elsewhere a no-op): memory a
+ * pool is sure to touch costs its page faults when the pool starts, not in
+ * the first big map. */
+void conc__pool_populate(void *p, size_t len)
+{
+    if (p && len)
+        (void)madvise(p, len, MADV_POPULATE_WRITE);
+}
+
+void conc__pool_populate_queue(conc_mpqueue_t *q)
+{
+    if (q && q->shm)
+        conc__pool_populate(q->ring, (size_t)q->cap);
+}
+
+/* The result-block cache (process-wide: results outlive their pool). */
+#define CACHE_SLOTS 8
+#define CACHE_MIN ((size_t)64 << 10)
+#define CACHE_MAX_BYTES ((size_t)16 << 20)
+static conc_lock_t cache_mu = CONC_LOCK_INIT;
+static cres_t *cache[CACHE_SLOTS];
+static size_t cache_bytes;
+
+cres_t *conc__cres_alloc(size_t bytes)
+{
+    cres_t *c = NULL;
+    if (bytes >= CACHE_MIN / 2) {
+        conc_lock_acquire(&cache_mu, true, CONC_FOREVER);
+        int best = -1;
+        for (int i = 0; i < CACHE_SLOTS; i++)
+            if (cache[i] && cache[i]->blk >= bytes && cache[i]->blk <= 2 * bytes + CACHE_MIN &&
+                (best < 0 || cache[i]->blk < cache[best]->blk))
+                best = i;
+        if (best >= 0) {
+            c = cache[best];
+            cache[best] = NULL;
+            cache_bytes -= c->blk;
+        }
+        conc_lock_release(&cache_mu);
+    }
+    if (!c) {
+        c = malloc(bytes);
+        if (c)
+            c->blk = bytes;
+    }
+    return c;
+}
+
+void conc__cres_release(cres_t *c)
+{
+    if (!c)
+        return;
+    if (c->blk >= CACHE_MIN && c->blk <= CACHE_MAX_BYTES / 2) {
+        conc_lock_acquire(&cache_mu, true, CONC_FOREVER);
+        for (int i = 0; i < CACHE_SLOTS && c; i++)
+            if (!cache[i] && cache_bytes + c->blk <= CACHE_MAX_BYTES) {
+                cache[i] = c;
+                cache_bytes += c->blk;
+                c = NULL;
+            }
+        conc_lock_release(&cache_mu);
+    }
+    free(c);
+}
+
 /* A list of tasks to complete outside the lock. */
 typedef struct {
     task_t *head, **tail;
@@ -175,6 +255,7 @@ static void task_fail(task_t *t, int code, const char *msg)
         t->res->count = 1;
         t->res->got = 1;
         t->res->nfail = 1;
+        t->res->blk = sizeof(cres_t) + sizeof(citem_t) + n;
         t->res->unilen = 0;
         t->res->table = 1;
         t->res->cap = t->res->used = n;
@@ -380,13 +461,20 @@ static void pump(engine_t *e, tlist_t *drop)
             /* A task alone (a big map chunk) goes from its own block, with
              * the header in the room before it; several are gathered. */
             unsigned char *msg;
-            if (n == 1) {
+            if (n == 1 && !first->ext) {
                 msg = first->wire - WIRE_HEAD;
             } else {
                 msg = e->scratch;
                 size_t pos = sizeof(mhdr_t);
                 for (task_t *t = first; t; t = t->next) {
-                    memcpy(msg + pos, t->wire, t->wirelen);
+                    if (!t->ext) {
+                        memcpy(msg + pos, t->wire, t->wirelen);
+                    } else {
+                        size_t dl = t->wirelen - t->headlen, real = ((wtask_t *)t->wire)->datalen;
+                        memcpy(msg + pos, t->wire, t->headlen);
+                        memcpy(msg + pos + t->headlen, t->ext, real);
+                        memset(msg + pos + t->headlen + real, 0, dl - real);
+                    }
                     pos += t->wirelen;
                 }
             }
@@ -454,6 +542,47 @@ int conc__engine_submit(engine_t *e, task_t **ts, size_t n)
         conc__task_free(t);
     }
     return 0;
+}
+
+void conc__engine_unborrow(engine_t *e)
+{
+    tlist_t out;
+    tl_init(&out);
+    lock(e);
+    task_t *prev = NULL;
+    for (task_t *t = e->bl_head, *nx; t; t = nx) {
+        nx = t->next;
+        if (!t->ext) {
+            prev = t;
+            continue;
+        }
+        unsigned char *blk = malloc(WIRE_HEAD + t->wirelen);
+        if (blk) {
+            size_t real = ((wtask_t *)t->wire)->datalen;
+            memcpy(blk + WIRE_HEAD, t->wire, t->headlen);
+            memcpy(blk + WIRE_HEAD + t->headlen, t->ext, real);
+            memset(blk + WIRE_HEAD + t->headlen + real, 0, t->wirelen - t->headlen - real);
+            if (t->wire != t->inl + WIRE_HEAD)
+                free(t->wire - WIRE_HEAD);
+            t->wire = blk + WIRE_HEAD;
+            t->ext = NULL;
+            prev = t;
+            continue;
+        }
+        /* no memory for a copy: the task fails rather than read freed data */
+        if (prev)
+            prev->next = nx;
+        else
+            e->bl_head = nx;
+        if (e->bl_tail == t)
+            e->bl_tail = prev;
+        e->nbacklog--;
+        t->ext = NULL;
+        task_fail(t, CONC_ENOMEM, "out of memory");
+        tl_push(&out, t);
+    }
+    unlock(e);
+    finish_list(&out);
 }
 
 /* Everything queued or in flight fails with code/msg (under mu). */
@@ -539,9 +668,12 @@ static void describe_death(char *buf, size_t cap, pid_t pid, int code)
 static cres_t *cres_to_table(cres_t *c)
 {
     size_t tab = (size_t)c->count * sizeof(citem_t);
-    cres_t *nc = realloc(c, sizeof *c + tab + c->cap);
+    size_t blk = sizeof *c + tab + c->cap;
+    cres_t *nc = blk <= c->blk ? c : realloc(c, blk);
     if (!nc)
         return NULL;
+    if (blk > nc->blk)
+        nc->blk = blk;
     memmove((unsigned char *)nc->items + tab, nc->items, nc->used);
     for (uint32_t j = 0; j < nc->got; j++)
         nc->items[j] = (citem_t){(uint64_t)j * nc->unilen, nc->unilen, 0};
@@ -568,14 +700,14 @@ static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
         if (r->count && r->count < t->count)
             est = r->datalen / r->count * t->count + 64;
         size_t tabsz = uni ? 0 : t->count * sizeof(citem_t);
-        c = malloc(sizeof *c + tabsz + est);
+        c = conc__cres_alloc(sizeof *c + tabsz + est);
         if (!c)
             goto oom;
         c->magic = 0;
         c->count = t->count;
         c->got = 0;
         c->nfail = 0;
-        c->cap = est;
+        c->cap = c->blk - sizeof *c - tabsz; /* a reused block may be larger */
         c->used = 0;
         c->unilen = uni ? r->unilen : 0;
         c->table = !uni;
@@ -592,11 +724,14 @@ static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
         if (cap < c->used + r->datalen)
             cap = c->used + r->datalen;
         size_t tabsz = c->table ? c->count * sizeof(citem_t) : 0;
-        cres_t *nc = realloc(c, sizeof *c + tabsz + cap);
+        size_t blk = sizeof *c + tabsz + cap;
+        cres_t *nc = blk <= c->blk ? c : realloc(c, blk);
         if (!nc)
             goto oom;
         c = t->res = nc;
         c->cap = cap;
+        if (blk > c->blk)
+            c->blk = blk;
     }
     if (c->table) {
         uint64_t off = c->used;
@@ -750,6 +885,8 @@ static void *manager_main(void *arg)
     engine_t *e = arg;
     size_t cap = conc_mpqueue_max_message(e->rq);
     unsigned char *buf = malloc(cap);
+    if (buf && cap * 2 <= POPULATE_MAX)
+        conc__pool_populate(buf, cap / 4 + 4096); /* a worker's messages are at most a quarter */
     for (;;) {
         size_t n = 0;
         int rc = buf ? conc_mpqueue_get(e->rq, buf, cap, &n, true, CONC_FOREVER) : CONC_ENOMEM;
@@ -854,6 +991,7 @@ static void atfork_child(void)
 {
     registry = NULL;
     conc_lock_init(&reg_mu);
+    conc_lock_init(&cache_mu);
 }
 
 static void hook_init(void)
@@ -903,6 +1041,14 @@ int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o)
         if ((rc = conc_mpqueue_new(&e->w[i].tq, CONC_MPQ_SIMPLE, 0, qcap)))
             goto fail;
     e->tmsg_max = conc_mpqueue_max_message(e->w[0].tq) / 2;
+    /* The rings' pages: allocated here, once, while they are few enough
+     * (a busy pool goes round each ring anyway); workers map them when
+     * they start. */
+    if ((qcap * 2 + qcap * e->nw) <= POPULATE_MAX) {
+        conc__pool_populate_queue(e->rq);
+        for (size_t i = 0; i < e->nw; i++)
+            conc__pool_populate_queue(e->w[i].tq);
+    }
     rc = CONC_ENOMEM;
     if (!(e->scratch = malloc(e->tmsg_max)))
         goto fail;

@@ -86,6 +86,7 @@ typedef struct {
 typedef struct cres {
     uint32_t magic, count, got, nfail; /* nfail: items with a failure code */
     size_t cap, used;       /* data area */
+    size_t blk;             /* bytes malloc'd for the whole block */
     uint32_t unilen, table;
     citem_t items[];        /* table: count of them; then the data area */
 } cres_t;
@@ -119,6 +120,9 @@ typedef struct task {
     bool running;           /* its future is RUNNING already */
     cres_t *res;            /* being assembled */
     size_t wirelen;         /* wtask + name + data, padded */
+    size_t headlen;         /* wtask + name, padded */
+    const unsigned char *ext; /* borrowed data (a blocking map's items,
+                               valid until it returns), or NULL: in wire */
     unsigned char *wire;    /* points into inl or a malloc'd block, after
                                WIRE_HEAD bytes of room for a message
                                header (a task sent alone goes as is) */
@@ -192,7 +196,10 @@ typedef struct {
 int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o);
 /* Make a task: fn's registry entry, kind, payload. Returns 0 or an error. */
 int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, uint32_t kind,
-                   const void *items, size_t item_size, size_t count);
+                   const void *items, size_t item_size, size_t count, bool borrow);
+/* Copy the borrowed data of every task still waiting in the backlog (a
+ * blocking map is about to return early). */
+void conc__engine_unborrow(engine_t *e);
 void conc__task_free(task_t *t);
 /* Queue tasks (each with a future set), all or none. 0, CONC_EBROKEN,
  * CONC_ESHUTDOWN. On error the tasks are not consumed. */
@@ -207,6 +214,18 @@ size_t conc__engine_pids(engine_t *e, int *pids, size_t cap);
 
 /* The registry entry of a task function; NULL if not a usable one. */
 const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word);
+
+/* Fault in memory / a queue's ring now (madvise MADV_POPULATE_WRITE). */
+#define POPULATE_MAX ((size_t)64 << 20) /* most ring bytes a pool populates */
+void conc__pool_populate(void *p, size_t len);
+void conc__pool_populate_queue(conc_mpqueue_t *q);
+
+/* Result blocks: a new one of at least bytes (malloc, or one a finished
+ * map gave back), and giving one back (kept for reuse while the cache is
+ * small: a big map's blocks would otherwise go back to the kernel and be
+ * faulted in again, page by page, by the next). */
+cres_t *conc__cres_alloc(size_t bytes);
+void conc__cres_release(cres_t *c);
 
 /* worker.c */
 extern const conc_registration_t *conc__pool_worker_entry(void);

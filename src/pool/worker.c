@@ -381,11 +381,22 @@ static int worker_main(const void *arg, size_t len)
         RET(70);
     w.mcap = conc_mpqueue_max_message(w.rq) / 4;
     w.m = malloc(w.mcap);
-    size_t cap = conc_mpqueue_max_message(w.tq);
+    /* the parent sends messages of at most half the task queue */
+    size_t cap = conc_mpqueue_max_message(w.tq) / 2 + 64;
     buf = malloc(cap);
-    if (!w.m || !buf)
+    /* a piece's data never exceeds the message */
+    if (!w.m || !buf || out_reserve(&w.out, w.mcap))
         RET(70);
     w.mlen = sizeof(mhdr_t);
+    /* map the rings (the parent allocated them when they are small enough)
+     * and this worker's buffers now, not during its first big task */
+    if (conc_mpqueue_capacity(w.tq) * 3 <= POPULATE_MAX) {
+        conc__pool_populate_queue(w.tq);
+        conc__pool_populate_queue(w.rq);
+        conc__pool_populate(buf, cap);
+        conc__pool_populate(w.m, w.mcap);
+        conc__pool_populate(w.out.p, w.out.cap);
+    }
     if (cfg.initname_len) {
         char name[256];
         size_t k = cfg.initname_len < sizeof name - 1 ? cfg.initname_len : sizeof name - 1;
