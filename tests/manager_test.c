@@ -16,11 +16,13 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <conc/manager.h>
 
+#include "core/time.h"
 #include "manager/internal.h"
 #include "manager/sha256.h"
 
@@ -905,6 +907,380 @@ Test(manager, concurrent_clients)
     cr_assert_eq(n, want, "counter %ld, expected %ld: the lock did not exclude", n, want);
     conc_mdict_free(d);
     conc_manager_free(m);
+}
+
+/* --------------------------------------------- shared-memory channel */
+
+/* How many channel segments this process has mapped (one per proxy on
+ * the shared-memory transport, the manager's own connection included). */
+static int chan_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, "memfd:conc-manager") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* set/get/keys round trips of every size class on a fresh dict proxy;
+ * want_chan: the proxy must (or must not) be on a channel. */
+static void dict_workout(conc_manager_t *m, long n, bool want_chan)
+{
+    int before = chan_maps();
+    conc_mdict_t *d;
+    cr_assert_eq(conc_manager_dict(m, NULL, &d), 0);
+    cr_assert_eq(chan_maps(), before + (want_chan ? 1 : 0), "transport: want_chan=%d", want_chan);
+    for (long i = 0; i < n; i++) {
+        char k[32], v[64];
+        size_t kl = (size_t)snprintf(k, sizeof k, "key%ld", i % 50);
+        size_t vl = (size_t)snprintf(v, sizeof v, "value-%ld-%.*s", i, (int)(i % 30), "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        cr_assert_eq(conc_mdict_set(d, k, kl, v, vl), 0);
+        void *g;
+        size_t gl;
+        cr_assert_eq(conc_mdict_get(d, k, kl, &g, &gl), 0);
+        cr_assert(gl == vl && memcmp(g, v, vl) == 0, "call %ld: wrong value", i);
+        free(g);
+    }
+    size_t len = 0;
+    cr_assert_eq(conc_mdict_len(d, &len), 0);
+    cr_assert_eq(len, (size_t)(n < 50 ? n : 50));
+    /* a value larger than the channel keeps (its pages are given back
+     * afterwards), then small calls again; one that can never fit */
+    size_t big = 3u << 20;
+    uint8_t *b = calloc(1, CONC_MANAGER_MAX_MESSAGE); /* the too-large call reads it all */
+    for (size_t i = 0; i < big; i++)
+        b[i] = (uint8_t)(i * 7);
+    cr_assert_eq(conc_mdict_set(d, "big", 3, b, big), 0);
+    void *g;
+    size_t gl;
+    cr_assert_eq(conc_mdict_get(d, "big", 3, &g, &gl), 0);
+    cr_assert(gl == big && memcmp(g, b, big) == 0);
+    free(g);
+    cr_assert_eq(conc_mdict_set(d, "b", 1, b, CONC_MANAGER_MAX_MESSAGE), CONC_ERANGE);
+    cr_assert_eq(conc_mdict_pop(d, "big", 3, &g, &gl), 0);
+    free(g);
+    free(b);
+    conc_mbytes_t *keys;
+    size_t nk;
+    cr_assert_eq(conc_mdict_keys(d, &keys, &nk), 0);
+    cr_assert_eq(nk, len);
+    free(keys);
+    cr_assert_eq(conc_mdict_get(d, "nope", 4, &g, &gl), CONC_EEMPTY);
+    cr_assert_eq(conc_mdict_free(d), 0);
+    cr_assert_eq(chan_maps(), before);
+}
+
+Test(manager, shm_transport_many_calls)
+{
+    conc_manager_t *m = start(false);
+    cr_assert_eq(chan_maps(), 1); /* the manager's own connection */
+    dict_workout(m, tu_iters(20000), true);
+    conc_manager_free(m);
+    cr_assert_eq(chan_maps(), 0);
+}
+
+Test(manager, socket_transport_forced)
+{
+    conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 10, .socket_only = true};
+    conc_manager_t *m;
+    cr_assert_eq(conc_manager_start(&m, &o), 0);
+    cr_assert_eq(chan_maps(), 0);
+    dict_workout(m, tu_iters(5000), false);
+    conc_manager_free(m);
+
+    setenv("CONC_MANAGER_TRANSPORT", "socket", 1);
+    m = start(false);
+    dict_workout(m, tu_iters(2000), false);
+    unsetenv("CONC_MANAGER_TRANSPORT");
+    dict_workout(m, tu_iters(2000), true); /* the same server, a channel again */
+    conc_manager_free(m);
+
+    m = start(true); /* TCP never switches */
+    dict_workout(m, tu_iters(2000), false);
+    conc_manager_free(m);
+}
+
+static double g_fail_at;
+static void *dict_hammer(void *arg)
+{
+    conc_mdict_t *d = arg;
+    int rc = 0;
+    for (long i = 0; rc == 0; i++) {
+        rc = conc_mdict_set(d, "k", 1, &i, sizeof i);
+        void *v;
+        size_t vl;
+        if (rc == 0 && (rc = conc_mdict_get(d, "k", 1, &v, &vl)) == 0)
+            free(v);
+    }
+    g_fail_at = tu_now();
+    return (void *)(intptr_t)rc;
+}
+
+Test(manager, shm_server_killed_mid_call)
+{
+    conc_manager_t *m = start(false);
+    conc_mdict_t *d, *idle;
+    cr_assert_eq(conc_manager_dict(m, NULL, &d), 0);
+    cr_assert_eq(conc_manager_dict(m, NULL, &idle), 0);
+    cr_assert_eq(chan_maps(), 3);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, dict_hammer, d), 0);
+    tu_sleep(0.2);
+    double t0 = tu_now();
+    cr_assert_eq(kill(conc_manager_pid(m), SIGKILL), 0);
+    void *res;
+    pthread_join(th, &res);
+    cr_assert_eq((int)(intptr_t)res, CONC_EBROKEN);
+    cr_assert_lt(g_fail_at - t0, TU_SLACK / 2, "noticed after %.3f s", g_fail_at - t0);
+    /* a proxy that was idle (its server thread asleep) fails at once too */
+    t0 = tu_now();
+    void *v;
+    size_t vl;
+    cr_assert_eq(conc_mdict_get(idle, "k", 1, &v, &vl), CONC_EBROKEN);
+    cr_assert_eq(conc_mdict_set(d, "k", 1, "v", 1), CONC_EBROKEN);
+    cr_assert_lt(tu_now() - t0, TU_SLACK / 2);
+    conc_mdict_free(d);
+    conc_mdict_free(idle);
+    cr_assert_eq(conc_manager_shutdown(m), CONC_EBROKEN);
+    conc_manager_free(m);
+}
+
+/* A child that holds the lock and calls in a loop until it is killed. */
+static int child_hold_and_hammer(const void *arg, size_t len)
+{
+    conc_manager_t *m;
+    CK(connect_arg(arg, len, &m) == 0);
+    conc_mdict_t *d;
+    conc_mlock_t *l;
+    CK(conc_manager_dict(m, "shared", &d) == 0);
+    CK(conc_manager_lock(m, "L", &l) == 0);
+    CK(conc_mlock_acquire(l, true, 10) == 0);
+    for (long i = 0;; i++) {
+        CK(conc_mdict_set(d, "started", 7, &i, sizeof i) == 0);
+        void *v;
+        size_t vl;
+        CK(conc_mdict_get(d, "started", 7, &v, &vl) == 0);
+        free(v);
+    }
+}
+CONC_REGISTER(child_hold_and_hammer);
+
+Test(manager, shm_client_killed_mid_call)
+{
+    conc_manager_t *m = start(false);
+    char arg[512];
+    size_t len = addr_arg(m, arg, sizeof arg);
+    conc_mdict_t *d;
+    conc_mlock_t *l;
+    cr_assert_eq(conc_manager_dict(m, "shared", &d), 0);
+    cr_assert_eq(conc_manager_lock(m, "L", &l), 0);
+    for (int round = 0; round < 4; round++) {
+        conc_process_t *p = run(child_hold_and_hammer, arg, len, CONC_FORK);
+        bool has = false;
+        cr_assert(TU_WAIT_UNTIL(conc_mdict_contains(d, "started", 7, &has) == 0 && has, 10));
+        tu_sleep(0.01 * round);
+        cr_assert_eq(conc_process_kill(p), 0);
+        cr_assert_eq(conc_process_join(p, 10), 0);
+        conc_process_free(p);
+        /* the server let go of the dead client's lock and serves everyone */
+        cr_assert_eq(conc_mlock_acquire(l, true, 5), 0, "round %d: the lock was not released", round);
+        cr_assert_eq(conc_mlock_release(l), 0);
+        cr_assert_eq(conc_mdict_del(d, "started", 7), 0);
+    }
+    conc_mdict_t *d2;
+    cr_assert_eq(conc_manager_dict(m, "shared", &d2), 0);
+    cr_assert_eq(conc_mdict_set(d2, "after", 5, "ok", 2), 0);
+    conc_mdict_free(d2);
+    conc_mlock_free(l);
+    conc_mdict_free(d);
+    conc_manager_free(m);
+}
+
+static int child_own_keys(const void *arg, size_t len)
+{
+    conc_manager_t *m;
+    const char *addr = arg;
+    size_t alen = strlen(addr);
+    CK(conc_manager_connect(&m, addr, addr + alen + 2, len - alen - 2, 10) == 0);
+    char me = addr[alen + 1];
+    conc_mdict_t *d;
+    CK(conc_manager_dict(m, "two", &d) == 0);
+    long n = tu_iters(5000);
+    for (long i = 0; i < n; i++) {
+        char k[32];
+        size_t kl = (size_t)snprintf(k, sizeof k, "%c%ld", me, i % 100);
+        CK(conc_mdict_set(d, k, kl, &i, sizeof i) == 0);
+        void *v;
+        size_t vl;
+        CK(conc_mdict_get(d, k, kl, &v, &vl) == 0);
+        CK(vl == sizeof i && memcmp(v, &i, sizeof i) == 0);
+        free(v);
+    }
+    conc_mdict_free(d);
+    conc_manager_free(m);
+    return 0;
+}
+CONC_REGISTER(child_own_keys);
+
+Test(manager, shm_two_clients_at_once)
+{
+    conc_manager_t *m = start(false);
+    char arg[2][512];
+    size_t alen = strlen(conc_manager_address(m));
+    conc_process_t *p[2];
+    for (int i = 0; i < 2; i++) {
+        memcpy(arg[i], conc_manager_address(m), alen + 1);
+        arg[i][alen + 1] = (char)('a' + i);
+        memcpy(arg[i] + alen + 2, "secret", 6);
+        p[i] = run(child_own_keys, arg[i], alen + 8, CONC_FORK);
+    }
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(join_code(p[i]), 0);
+    conc_mdict_t *d;
+    cr_assert_eq(conc_manager_dict(m, "two", &d), 0);
+    size_t n;
+    cr_assert_eq(conc_mdict_len(d, &n), 0);
+    cr_assert_eq(n, 200);
+    conc_mdict_free(d);
+    conc_manager_free(m);
+}
+
+/* A raw authenticated connection switched to a channel by hand. */
+static conc__mgr_chan_t *raw_chan(int fd)
+{
+    send_raw(fd, "\x01\x00\x00\x00\x05", 5);
+    cr_assert_eq(conc_wait_read(fd, 5), 0);
+    uint8_t msg[8];
+    struct iovec iov = {msg, sizeof msg};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof cb.b};
+    cr_assert_eq(recvmsg(fd, &mh, MSG_CMSG_CLOEXEC), 8);
+    cr_assert_eq(memcmp(msg, "\x04\0\0\0\0\0\0\0", 8), 0);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cr_assert(cm && cm->cmsg_type == SCM_RIGHTS);
+    int mfd;
+    memcpy(&mfd, CMSG_DATA(cm), sizeof mfd);
+    /* sealed: a client cannot shrink it under the server's mapping */
+    cr_assert_neq(ftruncate(mfd, 4096), 0);
+    void *p = mmap(NULL, CONC__MGR_CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    cr_assert_neq(p, MAP_FAILED);
+    close(mfd);
+    return p;
+}
+
+/* Post request seq (its bytes already in place), wait for the reply code. */
+static int raw_chan_call(conc__mgr_chan_t *ch, int fd, uint32_t seq)
+{
+    uint32_t old = __atomic_load_n(&ch->rep_seq, __ATOMIC_ACQUIRE);
+    conc__mgr_chan_post(&ch->req_seq, seq, &ch->srv_wait, fd);
+    conc__spin_t sp = {0, 0};
+    int rc = conc__mgr_chan_wait(&ch->rep_seq, old, &ch->cli_wait, fd, &sp,
+                                 conc__now_ns() + 5000000000LL, NULL, false);
+    cr_assert_eq(rc, 0, "no reply: %d", rc);
+    cr_assert_geq(ch->rep_len, 4);
+    int32_t code;
+    memcpy(&code, conc__mgr_chan_data(ch), 4);
+    return code;
+}
+
+static void raw_chan_close(conc__mgr_chan_t *ch, int fd, bool expect_eof)
+{
+    if (expect_eof) {
+        uint8_t b[16];
+        ssize_t r;
+        while ((r = conc_read(fd, b, sizeof b, 5)) > 0) {
+        }
+        cr_assert_eq(r, 0, "the server kept a bad channel open");
+    }
+    conc_close(fd);
+    munmap(ch, CONC__MGR_CHAN_SIZE);
+}
+
+Test(manager, shm_hostile_client)
+{
+    conc_manager_t *m = start(false);
+    conc_mdict_t *d;
+    cr_assert_eq(conc_manager_dict(m, NULL, &d), 0);
+    cr_assert_eq(conc_mdict_set(d, "k", 1, "v", 1), 0);
+
+    int fd = raw_conn(m); /* a length past the data area: refused, closed */
+    conc__mgr_chan_t *ch = raw_chan(fd);
+    ch->req_len = 0xffffffffu;
+    cr_assert_eq(raw_chan_call(ch, fd, 1), CONC_ERANGE);
+    raw_chan_close(ch, fd, true);
+
+    fd = raw_conn(m); /* a ping works, an unknown op closes */
+    ch = raw_chan(fd);
+    conc__mgr_chan_data(ch)[0] = CONC__MOP_PING;
+    ch->req_len = 1;
+    cr_assert_eq(raw_chan_call(ch, fd, 1), 0);
+    cr_assert_eq(ch->rep_len, 4);
+    conc__mgr_chan_data(ch)[0] = 0xee;
+    cr_assert_eq(raw_chan_call(ch, fd, 2), CONC_EINVAL);
+    raw_chan_close(ch, fd, true);
+
+    fd = raw_conn(m); /* a string longer than the request; sequence numbers jump */
+    ch = raw_chan(fd);
+    memcpy(conc__mgr_chan_data(ch), "\x03\x01\0\0\0\0\0\0\0\0\xff\xff\0\0", 14);
+    ch->req_len = 14;
+    cr_assert_eq(raw_chan_call(ch, fd, 77), CONC_EINVAL);
+    raw_chan_close(ch, fd, true);
+
+    fd = raw_conn(m); /* garbage in the wait words, then it leaves mid-request */
+    ch = raw_chan(fd);
+    ch->srv_wait = 0x12345678;
+    ch->cli_wait = 3;
+    conc__mgr_chan_data(ch)[0] = CONC__MOP_PING;
+    ch->req_len = 1;
+    __atomic_store_n(&ch->req_seq, 5, __ATOMIC_SEQ_CST); /* no wake-up sent */
+    raw_chan_close(ch, fd, false);
+
+    fd = raw_conn(m); /* frames after the switch request: closed */
+    send_raw(fd, "\x01\x00\x00\x00\x05\x01\x00\x00\x00\x01", 10);
+    uint8_t buf[64];
+    ssize_t r;
+    while ((r = conc_read(fd, buf, sizeof buf, 5)) > 0) {
+    }
+    cr_assert_eq(r, 0);
+    conc_close(fd);
+
+    void *v;
+    size_t vl;
+    cr_assert_eq(conc_mdict_get(d, "k", 1, &v, &vl), 0, "the good client must still be served");
+    free(v);
+    conc_mdict_free(d);
+    conc_manager_free(m);
+}
+
+/* conc__mgr_chan_serve without processes: what the fuzzer drives. */
+Test(manager, chan_serve_direct)
+{
+    conc__mgr_server_t *s;
+    cr_assert_eq(conc__mgr_server_new(&s, "k", 1, true), 0);
+    conc__mgr_conn_t *c = conc__mgr_conn_new(s, -1);
+    size_t cap = 256;
+    conc__mgr_chan_t *ch = aligned_alloc(4096, CONC__MGR_CHAN_HDR + cap);
+    memset(ch, 0, CONC__MGR_CHAN_HDR + cap);
+    uint8_t *data = conc__mgr_chan_data(ch);
+    memcpy(data, "\x03\x01\0\0\0\0\0\0\0\0\0\0\0", 14); /* bind a new dict */
+    ch->req_len = 14;
+    cr_assert_eq(conc__mgr_chan_serve(c, ch, cap), 0);
+    cr_assert_eq(ch->rep_len, 4 + 8 + 1);
+    cr_assert_eq(memcmp(data, "\0\0\0\0", 4), 0);
+    ch->req_len = (uint32_t)cap + 1; /* past the area */
+    cr_assert_eq(conc__mgr_chan_serve(c, ch, cap), CONC_ERANGE);
+    cr_assert_eq(ch->rep_len, 4);
+    ch->req_len = 0; /* empty: malformed */
+    cr_assert_eq(conc__mgr_chan_serve(c, ch, cap), CONC_EINVAL);
+    conc__mgr_conn_free(c);
+    free(ch);
+    conc__mgr_server_free(s);
 }
 
 int main(int argc, char *argv[])
