@@ -388,11 +388,10 @@ static int worker_main(const void *arg, size_t len)
     if (!w.m || !buf || out_reserve(&w.out, w.mcap))
         RET(70);
     w.mlen = sizeof(mhdr_t);
-    /* map the rings (the parent allocated them when they are small enough)
-     * and this worker's buffers now, not during its first big task */
+    /* fault this worker's buffers in now, not during its first big task
+     * (the rings' pages were allocated by the parent; mapping them here
+     * too would only make the worker's exit slower) */
     if (conc_mpqueue_capacity(w.tq) * 3 <= POPULATE_MAX) {
-        conc__pool_populate_queue(w.tq);
-        conc__pool_populate_queue(w.rq);
         conc__pool_populate(buf, cap);
         conc__pool_populate(w.m, w.mcap);
         conc__pool_populate(w.out.p, w.out.cap);
