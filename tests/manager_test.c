@@ -1265,8 +1265,8 @@ Test(manager, chan_serve_direct)
     cr_assert_eq(conc__mgr_server_new(&s, "k", 1, true), 0);
     conc__mgr_conn_t *c = conc__mgr_conn_new(s, -1);
     size_t cap = 256;
-    conc__mgr_chan_t *ch = aligned_alloc(4096, CONC__MGR_CHAN_HDR + cap);
-    memset(ch, 0, CONC__MGR_CHAN_HDR + cap);
+    conc__mgr_chan_t *ch = aligned_alloc(4096, CONC__MGR_CHAN_HDR + 4096); /* a size multiple of the alignment */
+    memset(ch, 0, CONC__MGR_CHAN_HDR + 4096);
     uint8_t *data = conc__mgr_chan_data(ch);
     memcpy(data, "\x03\x01\0\0\0\0\0\0\0\0\0\0\0", 14); /* bind a new dict */
     ch->req_len = 14;
