@@ -399,7 +399,6 @@ static double row_map(int impl, char *why, size_t whylen)
     }
     for (long i = 0; i < n; i++)
         xs[i] = i;
-    memset(ys, 0, (size_t)n * sizeof *ys); /* no first-touch faults inside the clock, as Python's list */
     conc_pool_t *p;
     conc_pool_opts_t o = {0};
     o.processes = WORKERS;
@@ -415,6 +414,10 @@ static double row_map(int impl, char *why, size_t whylen)
         size_t np = conc_pool_pids(p, pids, WORKERS);
         kids_from_pids(pids, np);
     }
+    /* The output array is touched before the clock (as a caller's array
+     * would be) and after the workers were forked: pages present at a fork
+     * are copy-on-write, and every first write would copy one. */
+    memset(ys, 0, (size_t)n * sizeof *ys);
     conc_results_t *r;
     /* warm up: every worker runs a chunk */
     if ((rc = conc_pool_map(p, square, xs, sizeof *xs, n < 4096 ? n : 4096, 0, &r)) != 0) {

@@ -1065,6 +1065,10 @@ int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o)
     for (size_t i = 0; i < e->nw; i++)
         if ((rc = start_proc(e, (uint32_t)i)))
             goto fail;
+    /* after the forks: pages present at a fork are shared copy-on-write
+     * with the child, and the first write to each would copy it */
+    if (e->tmsg_max * 4 <= POPULATE_MAX)
+        conc__pool_populate(e->scratch, e->tmsg_max);
     rc = CONC_EAGAIN;
     if (pthread_create(&e->watcher, NULL, watcher_main, e))
         goto fail;
