@@ -857,7 +857,7 @@ int conc__mgr_chan_serve(conc__mgr_conn_t *c, conc__mgr_chan_t *ch, size_t cap)
     int rc;
     if (len > cap || len > CONC__MGR_MAX_FRAME) {
         reply = erange, rlen = 4, rc = CONC_ERANGE;
-    } else if (!in_reserve(c, len)) {
+    } else if (!in_reserve(c, len ? len : 1)) { /* never memcpy to NULL */
         reply = enomem, rlen = 4, rc = 0;
     } else {
         memcpy(c->in, data, len); /* parse a private copy, never the shared bytes */
