@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <conc/green.h>
 #include <conc/manager.h>
 
 #include "core/time.h"
@@ -1255,6 +1256,72 @@ Test(manager, shm_hostile_client)
     cr_assert_eq(conc_mdict_get(d, "k", 1, &v, &vl), 0, "the good client must still be served");
     free(v);
     conc_mdict_free(d);
+    conc_manager_free(m);
+}
+
+/* Green threads on the channel park (through conc/io.h) instead of
+ * sleeping on the futex, so a get blocked on the server does not stop the
+ * green thread that will satisfy it. */
+typedef struct {
+    conc_manager_t *m;
+    int rc;
+    long calls;
+} green_arg_t;
+
+static void *green_getter(void *arg)
+{
+    green_arg_t *a = arg;
+    conc_mqueue_t *q;
+    if ((a->rc = conc_manager_queue(a->m, "gq", 0, &q)) != 0)
+        return NULL;
+    void *v;
+    size_t vl;
+    a->rc = conc_mqueue_get(q, &v, &vl, true, 10);
+    if (a->rc == 0) {
+        a->rc = vl == 5 && memcmp(v, "hello", 5) == 0 ? 0 : CONC_EFAILED;
+        free(v);
+    }
+    conc_mqueue_free(q);
+    return NULL;
+}
+
+static void *green_putter(void *arg)
+{
+    green_arg_t *a = arg;
+    conc_mqueue_t *q;
+    conc_mdict_t *d;
+    if ((a->rc = conc_manager_queue(a->m, "gq", 0, &q)) != 0 ||
+        (a->rc = conc_manager_dict(a->m, NULL, &d)) != 0)
+        return NULL;
+    conc_sleep(0.05);
+    for (long i = 0; i < 200 && !a->rc; i++, a->calls++) {
+        void *v;
+        size_t vl;
+        if (!(a->rc = conc_mdict_set(d, "k", 1, &i, sizeof i)) &&
+            !(a->rc = conc_mdict_get(d, "k", 1, &v, &vl)))
+            free(v);
+    }
+    if (!a->rc)
+        a->rc = conc_mqueue_put(q, "hello", 5, true, 5);
+    conc_mdict_free(d);
+    conc_mqueue_free(q);
+    return NULL;
+}
+
+Test(manager, shm_green_threads_park)
+{
+    conc_manager_t *m = start(false);
+    green_arg_t ga = {m, -1, 0}, pa = {m, -1, 0};
+    conc_green_t *g1, *g2;
+    cr_assert_eq(conc_go(&g1, green_getter, &ga), 0);
+    cr_assert_eq(conc_go(&g2, green_putter, &pa), 0);
+    cr_assert_eq(conc_green_join(g1, 20), 0);
+    cr_assert_eq(conc_green_join(g2, 20), 0);
+    cr_assert_eq(ga.rc, 0, "getter: %d", ga.rc);
+    cr_assert_eq(pa.rc, 0, "putter: %d", pa.rc);
+    cr_assert_eq(pa.calls, 200);
+    conc_green_free(g1);
+    conc_green_free(g2);
     conc_manager_free(m);
 }
 
