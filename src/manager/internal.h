@@ -99,11 +99,18 @@ typedef struct conc__mgr_chan {
     _Alignas(64) uint32_t req_seq;
     uint32_t req_len;
     uint32_t srv_wait; /* the server sleeps: 1 futex on req_seq, 2 on its socket */
+    uint32_t req_cpu;  /* the CPU the client posted from (a hint) */
     /* written by the server */
     _Alignas(64) uint32_t rep_seq;
     uint32_t rep_len;
     uint32_t cli_wait; /* the client sleeps: 1 futex on rep_seq, 2 on its socket */
+    uint32_t rep_cpu;  /* the CPU the server posted from (a hint) */
 } conc__mgr_chan_t;
+/* The poster's CPU sits three words after its sequence word. */
+_Static_assert(__builtin_offsetof(conc__mgr_chan_t, req_cpu) ==
+                   __builtin_offsetof(conc__mgr_chan_t, req_seq) + 12 &&
+               __builtin_offsetof(conc__mgr_chan_t, rep_cpu) ==
+                   __builtin_offsetof(conc__mgr_chan_t, rep_seq) + 12, "channel layout");
 
 static inline uint8_t *conc__mgr_chan_data(conc__mgr_chan_t *ch)
 {

@@ -17,8 +17,16 @@
  * the proxy broken (CONC_EBROKEN from then on): after a timeout the stream
  * can no longer be trusted to pair replies with requests.
  *
- * After fork the child has a copy of the parent's socket; using it from
- * both would interleave frames. A proxy therefore remembers the pid that
+ * Transport. On a Unix socket a proxy asks, right after the handshake, for
+ * the shared-memory channel (internal.h): the server passes a sealed memfd
+ * and from then on a call writes the request body into it, bumps a
+ * sequence word and waits for the reply's (spin, futex, then poll the
+ * socket, which stays open to report a dead server as EOF). A green thread
+ * skips the futex and parks on the socket. TCP, opts.socket_only and
+ * CONC_MANAGER_TRANSPORT=socket keep the frames on the socket.
+ *
+ * After fork the child has a copy of the parent's socket (and channel
+ * mapping); using it from both would interleave frames. A proxy therefore remembers the pid that
  * connected it and, used in another process, dials again and binds to the
  * same object by id.
  */

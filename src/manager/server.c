@@ -25,6 +25,15 @@
  * shut down (waking its thread from read), every condition broadcast, and
  * the threads are given a moment to leave before the process exits.
  *
+ * A Unix-socket client may switch its connection to a shared-memory
+ * channel (CONC__MOP_SHM, internal.h): the thread creates a sealed memfd,
+ * sends it with the reply and then serves requests from the segment
+ * (serve_chan): wait for the request word to move (spin, futex, then the
+ * socket, whose EOF still ends the connection and so releases a held
+ * lock), copy the request out (its length bounded exactly as a socket
+ * frame's), dispatch it with the same dispatcher, write the reply, post.
+ * Nothing the client writes into the segment is trusted.
+ *
  * Dicts keep insertion order (like Python's): entries are chained in the
  * hash buckets and on a doubly linked list in insertion order. Lists are
  * arrays; queues are rings.

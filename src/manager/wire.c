@@ -366,7 +366,8 @@ int conc__mgr_chan_create(int *fd, conc__mgr_chan_t **ch)
 }
 
 /* Spin on *word for up to the adaptive budget (as conc__mgr_recv_spin,
- * capped at CHAN_SPIN_MAX). It never yields: a word in memory is caught
+ * capped at CHAN_SPIN_MAX), unless the peer is on our own CPU (each post
+ * records the poster's CPU next to its sequence word). It never yields: a word in memory is caught
  * within nanoseconds when the peer runs on another core, and when the peer
  * shares our core a sched_yield can hand the core to some third busy
  * process for a whole time slice (measured: 5k pairs/s with one busy loop
@@ -376,11 +377,14 @@ int conc__mgr_chan_create(int *fd, conc__mgr_chan_t **ch)
 static bool chan_spin(const uint32_t *word, uint32_t old, conc__spin_t *sp)
 {
     long cap = conc__mgr_spin_ns < CHAN_SPIN_MAX ? conc__mgr_spin_ns : CHAN_SPIN_MAX;
-    long budget = sp->budget;
-    if (budget <= 0 && ++sp->probe % 32 == 0 && cap > 0)
-        budget = 2000;
-    if (budget <= 0)
+    /* The peer last posted from our CPU: it cannot run while we spin. */
+    if (cap <= 0 || (int)__atomic_load_n(word + 3, __ATOMIC_RELAXED) == sched_getcpu())
         return false;
+    /* On another CPU a reply is usually a microsecond or two away; the
+     * budget never drops below a quarter of the cap there, so one peer
+     * that was preempted a few times does not put both sides to sleep
+     * for good (a sleeping peer makes every later spin miss too). */
+    long budget = sp->budget < cap / 4 ? cap / 4 : sp->budget;
     int64_t until = conc__now_ns() + budget;
     for (;;) {
         for (int i = 0; i < 32; i++) {
@@ -488,6 +492,7 @@ int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int 
 
 void conc__mgr_chan_post(uint32_t *word, uint32_t v, uint32_t *flag, int fd)
 {
+    __atomic_store_n(word + 3, (uint32_t)sched_getcpu(), __ATOMIC_RELAXED);
     __atomic_store_n(word, v, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(flag, __ATOMIC_SEQ_CST) == 0)
         return; /* nobody sleeps: no syscall */
