@@ -164,6 +164,7 @@ conc_future_t *conc__future_alloc(void)
     f->result = NULL;
     f->code = 0;
     f->msg = NULL;
+    f->owned = NULL;
     f->fn = NULL;
     f->arg = NULL;
     f->owner = NULL;
@@ -181,6 +182,7 @@ static void future_release(conc_future_t *f)
         free(cb);
     }
     free(f->msg);
+    free(f->owned);
     fcache_t *c = cache_get();
     if (!c) {
         free(f);

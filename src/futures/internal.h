@@ -31,6 +31,8 @@ struct conc_future {
     void *result;
     int code;                   /* failure code, 0 on success */
     char *msg;                  /* failure message (malloc'd) or NULL */
+    void *owned;                /* malloc'd block an executor attached (a process
+                                   pool's result bytes): freed with the future */
     /* The task, while an executor holds it. */
     void *(*fn)(void *);
     void *arg;

@@ -31,7 +31,7 @@ static const cres_t *fut_cres(conc_future_t *f)
     if (conc_future_state(f) != CONC_FUTURE_FINISHED || f->code) /* acquire load */
         return NULL;
     const cres_t *c = f->result;
-    if (!c || (const void *)f->msg != (const void *)c || c->magic != CRES_MAGIC)
+    if (!c || (const void *)f->owned != (const void *)c || c->magic != CRES_MAGIC)
         return NULL;
     return c;
 }
@@ -138,7 +138,7 @@ static void results_drop(conc_results_t *r)
              * engine never looks at a finished one's result again. */
             cres_t *c = (cres_t *)fut_cres(r->fs[i]);
             if (c) {
-                r->fs[i]->msg = NULL;
+                r->fs[i]->owned = NULL;
                 conc__cres_release(c);
             }
             conc_future_free(r->fs[i]);

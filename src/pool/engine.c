@@ -286,11 +286,11 @@ static void finish_task(task_t *t)
             memcpy(&v, cres_data(r) + off0, 8);
         conc_future_set_result(f, (void *)(uintptr_t)v);
     } else {
-        /* The future owns the block from here: it frees its msg field with
-         * its last reference, and a successful future never shows msg. */
+        /* The future owns the block from here: it frees what it owns with
+         * its last reference. */
         r->magic = CRES_MAGIC;
-        if (f->msg == NULL && conc_future_state(f) == CONC_FUTURE_RUNNING) {
-            f->msg = (char *)r;
+        if (f->owned == NULL && conc_future_state(f) == CONC_FUTURE_RUNNING) {
+            f->owned = r;
             t->res = NULL;
             conc_future_set_result(f, r);
         }
