@@ -116,9 +116,11 @@ CONC_API int conc_mpqueue_fd(const conc_mpqueue_t *q);
 
 /* Queue.close(): this process will use q no more. Later calls through q
  * return CONC_EINVAL (Python's ValueError "Queue is closed"); other
- * processes are not affected. Unmaps the segment and closes the fd.
- * Returns 0; CONC_EINVAL (NULL, already closed); CONC_EPERM when other
- * threads of this process are inside calls on q (nothing is closed). */
+ * processes are not affected. Calls of other threads that were already
+ * running and do not wait finish normally; the segment stays mapped (and
+ * the fd open) until conc_mpqueue_free. Returns 0; CONC_EINVAL (NULL,
+ * already closed); CONC_EPERM when another thread of this process waits in
+ * a blocking call on q (nothing is closed). */
 CONC_API int conc_mpqueue_close(conc_mpqueue_t *q);
 
 /* Close q if still open and free the handle. NULL is a no-op. Returns 0;

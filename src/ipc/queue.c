@@ -635,6 +635,13 @@ static size_t mpq_data_off(void)
     return (sizeof(conc__mpq_shm_t) + p - 1) / p * p;
 }
 
+/* Open for calls: mapped and not closed (close keeps the mapping for calls
+ * still running in other threads; free releases it). */
+static inline bool mpq_open(const conc_mpqueue_t *q)
+{
+    return q->shm && !atomic_load_explicit(&((conc_mpqueue_t *)q)->closed, memory_order_relaxed);
+}
+
 int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsize, size_t capacity)
 {
     if (!out)
@@ -726,7 +733,7 @@ int conc_mpqueue_attach(conc_mpqueue_t **out, int fd)
 
 int conc_mpqueue_name(const conc_mpqueue_t *q, char *buf, size_t cap)
 {
-    if (!q || !q->shm || !buf)
+    if (!q || !mpq_open(q) || !buf)
         return CONC_EINVAL;
     int n = snprintf(buf, cap, "conc-mpq:%ld:%d", (long)getpid(), q->fd);
     return n > 0 && (size_t)n < cap ? 0 : CONC_EINVAL;
@@ -754,7 +761,7 @@ int conc_mpqueue_attach_name(conc_mpqueue_t **out, const char *name)
 
 int conc_mpqueue_fd(const conc_mpqueue_t *q)
 {
-    if (!q || !q->shm)
+    if (!q || !mpq_open(q))
         return CONC_EINVAL;
     return q->fd;
 }
@@ -779,11 +786,9 @@ int conc_mpqueue_close(conc_mpqueue_t *q)
         atomic_compare_exchange_strong_explicit(CONC__A(side ? &q->shm->get.lock : &q->shm->put.lock),
                                                 &w, (uint64_t)0, REL, RLX);
     }
-    munmap(q->shm, q->map_size);
-    close(q->fd);
-    q->shm = NULL;
-    q->ring = NULL;
-    q->fd = -1;
+    /* The mapping and the fd stay until conc_mpqueue_free: a call of
+     * another thread that does not wait (and so is not counted in users)
+     * may still be running on them. */
     return 0;
 }
 
@@ -792,9 +797,16 @@ int conc_mpqueue_free(conc_mpqueue_t *q)
     if (!q)
         return 0;
     if (q->shm) {
-        int rc = conc_mpqueue_close(q);
-        if (rc != 0)
-            return rc;
+        if (!atomic_load(&q->closed)) {
+            int rc = conc_mpqueue_close(q);
+            if (rc != 0)
+                return rc;
+        }
+        munmap(q->shm, q->map_size);
+        close(q->fd);
+        q->shm = NULL;
+        q->ring = NULL;
+        q->fd = -1;
     }
     free(q);
     return 0;
@@ -876,7 +888,7 @@ static inline void ring_read(const conc_mpqueue_t *q, uint64_t pos, void *dst, s
 
 int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block, double timeout)
 {
-    if (!q || (!data && len) || !q->shm)
+    if (!q || (!data && len) || !mpq_open(q))
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
     mpq_dl_t dl;
@@ -955,7 +967,7 @@ int conc_mpqueue_put_nowait(conc_mpqueue_t *q, const void *data, size_t len)
 static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, void **allocp,
                    bool block, double timeout)
 {
-    if (!q || !lenp || !q->shm || (!allocp && !buf && bufcap))
+    if (!q || !lenp || !mpq_open(q) || (!allocp && !buf && bufcap))
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
     mpq_dl_t dl;
@@ -1052,7 +1064,7 @@ int conc_mpqueue_get_alloc(conc_mpqueue_t *q, void **data, size_t *len, bool blo
 
 size_t conc_mpqueue_qsize(const conc_mpqueue_t *q)
 {
-    if (!q || !q->shm)
+    if (!q || !mpq_open(q))
         return 0;
     const conc__mpq_shm_t *s = q->shm;
     uint64_t g = conc__load(&s->gets, ACQ); /* gets first: then puts >= gets */
@@ -1064,7 +1076,7 @@ bool conc_mpqueue_empty(const conc_mpqueue_t *q) { return conc_mpqueue_qsize(q) 
 
 bool conc_mpqueue_full(const conc_mpqueue_t *q)
 {
-    if (!q || !q->shm)
+    if (!q || !mpq_open(q))
         return false;
     const conc__mpq_shm_t *s = q->shm;
     if (s->maxsize && conc_mpqueue_qsize(q) >= s->maxsize)
@@ -1076,26 +1088,26 @@ bool conc_mpqueue_full(const conc_mpqueue_t *q)
 
 long conc_mpqueue_maxsize(const conc_mpqueue_t *q)
 {
-    return q && q->shm ? (long)q->shm->maxsize : 0;
+    return q && mpq_open(q) ? (long)q->shm->maxsize : 0;
 }
 
-size_t conc_mpqueue_capacity(const conc_mpqueue_t *q) { return q && q->shm ? (size_t)q->cap : 0; }
+size_t conc_mpqueue_capacity(const conc_mpqueue_t *q) { return q && mpq_open(q) ? (size_t)q->cap : 0; }
 
 size_t conc_mpqueue_max_message(const conc_mpqueue_t *q)
 {
-    return q && q->shm ? (size_t)(q->cap - 2 * HDR) : 0;
+    return q && mpq_open(q) ? (size_t)(q->cap - 2 * HDR) : 0;
 }
 
 unsigned long conc_mpqueue_recoveries(const conc_mpqueue_t *q)
 {
-    return q && q->shm ? (unsigned long)conc__load(&q->shm->recoveries, RLX) : 0;
+    return q && mpq_open(q) ? (unsigned long)conc__load(&q->shm->recoveries, RLX) : 0;
 }
 
 /* ------------------------------------------------------ JoinableQueue */
 
 int conc_mpqueue_task_done(conc_mpqueue_t *q)
 {
-    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+    if (!q || !mpq_open(q) || q->kind != CONC_MPQ_JOINABLE)
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
     uint64_t d = conc__load(&s->done, RLX), p;
@@ -1111,7 +1123,7 @@ int conc_mpqueue_task_done(conc_mpqueue_t *q)
 
 int conc_mpqueue_join(conc_mpqueue_t *q, double timeout)
 {
-    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+    if (!q || !mpq_open(q) || q->kind != CONC_MPQ_JOINABLE)
         return CONC_EINVAL;
     conc__mpq_shm_t *s = q->shm;
     int64_t deadline;
@@ -1133,7 +1145,7 @@ int conc_mpqueue_join(conc_mpqueue_t *q, double timeout)
 
 size_t conc_mpqueue_unfinished_tasks(const conc_mpqueue_t *q)
 {
-    if (!q || !q->shm || q->kind != CONC_MPQ_JOINABLE)
+    if (!q || !mpq_open(q) || q->kind != CONC_MPQ_JOINABLE)
         return 0;
     const conc__mpq_shm_t *s = q->shm;
     uint64_t d = conc__load(&s->done, ACQ);
