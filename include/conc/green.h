@@ -55,7 +55,8 @@ typedef struct conc_green conc_green_t;
 /* Options for conc_go_opts; NULL or zero fields mean the defaults. */
 typedef struct conc_green_opts {
     const char *name;  /* copied (first 31 bytes); default "Green-N" */
-    size_t stack_size; /* bytes of stack; 0 = 128 KiB; at least 16 KiB, rounded up to pages */
+    size_t stack_size; /* bytes of stack; 0 = 128 KiB; at least 16 KiB, rounded up to pages;
+                          a process may use up to 30 distinct sizes (then CONC_ENOMEM) */
 } conc_green_opts_t;
 
 /* gevent.spawn: create a green thread running fn(arg) on the calling OS

@@ -25,7 +25,8 @@ int conc__fd_wait(int fd, int events, int64_t deadline);
 
 /* Readiness hints, so a cooperative read or write skips the syscall that
  * would only fail with EAGAIN. conc__fd_maybe_ready: false when the
- * caller's hub knows fd ran dry (EAGAIN, or a short transfer on a stream)
+ * caller's hub knows fd ran dry (EAGAIN, or a short transfer on a stream
+ * socket)
  * and has seen no readiness since — wait first; true otherwise (always on
  * plain OS threads). conc__fd_short: the caller's read or write of fd moved
  * fewer bytes than asked, so (on a stream) it is drained / full now. */

@@ -263,7 +263,7 @@ int conc__park(conc__waiter_t *w, int64_t deadline)
     conc__ctx_t *ctx = w->ctx;
     const conc__park_ops_t *ops = ctx->ops;
     ctx->cut_scope = -1;
-    int64_t dl = conc__park_deadline(ctx, deadline);
+    int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
     int rc = ops ? ops->park(w, dl) : conc__thread_park(w, dl);
     if (__builtin_expect(rc == CONC_ETIMEDOUT && dl != deadline, 0))
         return conc__park_cut(ctx, deadline);

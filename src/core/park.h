@@ -87,6 +87,7 @@ typedef struct conc__ctx {
     uint8_t nscopes;
     uint8_t fired;               /* bit i: scope i fired */
     int8_t cut_scope;            /* the scope the last park fired, or -1 */
+    uint8_t nointr;              /* > 0: parks are not cut short (conc's own lock holds) */
 } conc__ctx_t;
 
 enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };

@@ -57,7 +57,7 @@ static void depot_put(conc_future_t **items, unsigned n)
     for (unsigned i = 0; i + 1 < n; i++)
         NEXT_IN_CHAIN(items[i]) = items[i + 1];
     NEXT_IN_CHAIN(items[n - 1]) = NULL;
-    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&depot_lock);
     if (depot_chains < DEPOT_MAX) {
         items[0]->arg = depot;
         depot = items[0];
@@ -81,7 +81,7 @@ void conc__futures_trim(void)
             free(c->items[i]);
         c->n = 0;
     }
-    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&depot_lock);
     conc_future_t *chains = depot;
     depot = NULL;
     depot_chains = 0;
@@ -99,7 +99,7 @@ void conc__futures_trim(void)
 /* Refill c from the depot; false if it is empty. */
 static bool depot_take(fcache_t *c)
 {
-    conc__lock_acquire_dl(&depot_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&depot_lock);
     conc_future_t *chain = depot;
     if (chain) {
         depot = chain->arg;

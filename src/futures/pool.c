@@ -359,7 +359,7 @@ static conc__deque_t *outside_deque(pool_t *p)
             return tl_ext[i].dq;
     uintptr_t me = conc__ctx_id();
     conc__deque_t *d = NULL;
-    conc__lock_acquire_dl(&p->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&p->lock);
     size_t e = atomic_load_explicit(&p->next_, memory_order_relaxed);
     for (size_t i = 0; i < e; i++)
         if (p->ext[i]->owner == me)
@@ -410,7 +410,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
         if (d) {
             ok = conc__deque_push(d, f);
         } else {
-            conc__lock_acquire_dl(&p->overflow_lock, CONC__NO_DEADLINE);
+            conc__lock_hold(&p->overflow_lock);
             ok = conc__deque_push(&p->overflow, f);
             conc_lock_release(&p->overflow_lock);
         }
@@ -441,7 +441,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
     if (atomic_load_explicit(&p->idle, memory_order_relaxed)) {
         wake_one_worker(p);
     } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers) {
-        conc__lock_acquire_dl(&p->lock, CONC__NO_DEADLINE);
+        conc__lock_hold(&p->lock);
         bool shut = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
         int rc = shut ? 0 : start_worker_locked(p);
         size_t nw = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
@@ -466,7 +466,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
 static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
 {
     pool_t *p = (pool_t *)ex;
-    conc__lock_acquire_dl(&p->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&p->lock);
     atomic_store_explicit(&p->shutdown, 1, memory_order_seq_cst);
     conc_lock_release(&p->lock);
     if (cancel_futures) {
@@ -491,7 +491,7 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
 /* Returns true if no pool is left. */
 static bool registry_remove(pool_t *p)
 {
-    conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&registry_lock);
     for (pool_t **pp = &registry; *pp; pp = &(*pp)->all_next)
         if (*pp == p) {
             *pp = p->all_next;
@@ -552,7 +552,7 @@ static bool pools_exit_hook(void)
 {
     bool any = false;
     for (;;) {
-        conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
+        conc__lock_hold(&registry_lock);
         pool_t *p = registry;
         if (p)
             registry = p->all_next;
@@ -604,7 +604,7 @@ int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *o
     p->initarg = o.initarg;
     pthread_once(&atexit_once, atexit_init);
     conc__membarrier_init();
-    conc__lock_acquire_dl(&registry_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&registry_lock);
     p->all_next = registry;
     registry = p;
     conc_lock_release(&registry_lock);

@@ -210,7 +210,7 @@ static void ac_unref(ac_shared_t *sh)
 static void ac_cb(conc_future_t *f, void *arg)
 {
     ac_shared_t *sh = arg;
-    conc__lock_acquire_dl(&sh->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&sh->lock);
     sh->finished[sh->nfinished++] = f; /* cap = number of futures: fits */
     conc_lock_release(&sh->lock);
     conc_event_set(&sh->changed);
@@ -274,7 +274,7 @@ int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f)
     for (;;) {
         if (it->yielded == it->m)
             return CONC_EEOF;
-        conc__lock_acquire_dl(&sh->lock, CONC__NO_DEADLINE);
+        conc__lock_hold(&sh->lock);
         bool have = it->yielded < sh->nfinished;
         if (have)
             *f = sh->finished[it->yielded++];
@@ -295,7 +295,7 @@ int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f)
             return rc;
         if (rc == CONC_ETIMEDOUT) {
             /* one last look before reporting the timeout */
-            conc__lock_acquire_dl(&sh->lock, CONC__NO_DEADLINE);
+            conc__lock_hold(&sh->lock);
             have = it->yielded < sh->nfinished;
             if (have)
                 *f = sh->finished[it->yielded++];

@@ -200,8 +200,10 @@ void conc__green_run(conc_green_t *g);
 void conc__green_run(conc_green_t *g)
 {
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
-    atomic_store_explicit(&g->ran, true, memory_order_release);
-    g->result = g->fn(g->arg);
+    if (!g->killed) { /* killed before it started: it never runs */
+        atomic_store_explicit(&g->ran, true, memory_order_release);
+        g->result = g->fn(g->arg);
+    }
     if (g->gs.interrupt == CONC_EKILLED || g->gs.last_intr == CONC_EKILLED)
         g->killed = true;
     if (g->ctx.locals)
@@ -217,6 +219,10 @@ void conc__green_do_kill(conc_green_t *g)
         return;
     g->killed = true;
     if (st == G_NEW) {
+        if (g->gs.hub->cur == &g->gs.hub->loop)
+            return; /* a remote kill, handled in the hub's loop: links may
+                       block, so it ends on its own stack when its turn comes
+                       (conc__green_run skips the function) */
         /* Never ran and never will: it ends now, off the ready queue, and
          * its alive reference goes (its stack holds no running frame). */
         conc__hub_unready(g->gs.hub, &g->gs);

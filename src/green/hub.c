@@ -266,7 +266,9 @@ void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code)
 {
     if (gs->interrupt != CONC_EKILLED)
         gs->interrupt = code;
-    if (gs->parked_w)
+    /* Not while it holds on for conc's own lock: it gets the interruption
+     * at its next blocking call. */
+    if (gs->parked_w && !gs->ctx->nointr)
         resume_for(h, gs, gs->parked_w, CONC__W_INTERRUPTED);
 }
 
@@ -297,7 +299,7 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
         return 0;
     }
     gs->last_intr = 0;
-    if (gs->interrupt)
+    if (gs->interrupt && !gs->ctx->nointr)
         return take_interrupt(gs);
     uint32_t exp = CONC__W_WAITING;
     if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
@@ -333,11 +335,15 @@ static void remote_wake(conc__hub_t *h)
 
 static void green_unpark(conc__waiter_t *w)
 {
-    conc__gs_t *gs = w->ctx->green;
-    conc__hub_t *h = gs->hub;
+    /* Read the context only after winning its resumption: until then it
+     * may be running (and the OS thread's own context may even go back to
+     * plain parking, clearing ctx->green). */
+    conc__ctx_t *ctx = w->ctx;
     uint32_t old = atomic_exchange_explicit(CONC__A(&w->state), CONC__W_NOTIFIED, memory_order_acq_rel);
     if (old != CONC__W_SLEEPING)
         return; /* it did not sleep, or its timer / an interruption resumed it */
+    conc__gs_t *gs = ctx->green;
+    conc__hub_t *h = gs->hub;
     if (h == conc__tl_hub) {
         conc__hub_ready(h, gs);
         return;
@@ -389,6 +395,17 @@ static conc__fdent_t *fdent(conc__hub_t *h, int fd)
     return &h->fds[fd];
 }
 
+/* A short read or write of fd means it is drained or full now: true for
+ * stream sockets only — not for datagrams, pipes (a packet-mode pipe's
+ * read end cannot be told from a plain one), terminals, inotify,
+ * signalfd... (one record per read). */
+static bool is_stream(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
 static uint32_t ep_events(int dirs)
 {
     uint32_t ev = EPOLLET;
@@ -413,10 +430,9 @@ static int watch_fd(conc__hub_t *h, conc__fdent_t *e, int fd, int events)
         if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
             (errno != EEXIST || epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0))
             return -1;
-        int type = 0;
-        socklen_t len = sizeof type;
-        e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type == SOCK_STREAM;
+        e->stream = is_stream(fd);
         e->dry = 0;
+        h->nwatched++;
     }
     e->registered = (uint8_t)want;
     return 0;
@@ -459,6 +475,7 @@ static void green_fd_forget(int fd)
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
     e->registered = 0;
     e->dry = 0;
+    h->nwatched--;
     /* Waiters would wait forever: wake them to see the fd is gone. */
     if (e->rd)
         conc__unpark(e->rd);
@@ -689,6 +706,16 @@ static void maybe_detach(conc__hub_t *h)
 {
     if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && !h->ready_head && !inbox_pending(h) &&
         !h->dead && h->main.ctx && !h->main.interrupt) {
+        /* Detached, a conc_close would not reach the hub: forget every fd
+         * now, or a reused fd number would look watched already. */
+        for (size_t fd = 0; h->nwatched && fd < h->nfds; fd++) {
+            if (h->fds[fd].registered) {
+                epoll_ctl(h->epfd, EPOLL_CTL_DEL, (int)fd, NULL);
+                h->fds[fd].registered = 0;
+                h->fds[fd].dry = 0;
+                h->nwatched--;
+            }
+        }
         h->main.ctx->ops = NULL;
         h->main.ctx->green = NULL;
     }
@@ -730,8 +757,10 @@ static void hub_atfork_child(void)
         if (!h->fds[fd].registered)
             continue;
         struct epoll_event e = {.events = ep_events(h->fds[fd].registered), .data.u64 = fd};
-        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, (int)fd, &e) != 0)
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, (int)fd, &e) != 0) {
             h->fds[fd].registered = 0;
+            h->nwatched--;
+        }
     }
     atomic_store(&h->sleeping, 0);
 }

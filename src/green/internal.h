@@ -137,6 +137,7 @@ typedef struct conc__hub {
     size_t nfdwait;                  /* contexts waiting on fds */
     conc__fdent_t *fds;
     size_t nfds;
+    size_t nwatched;                 /* fds with registered != 0 */
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
     unsigned nswitch;
     struct conc__hub *free_next;

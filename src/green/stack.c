@@ -42,7 +42,7 @@ void *__tsan_create_fiber(unsigned flags);
 
 #define SLAB_BYTES ((size_t)32 << 20)
 #define MAX_SLABS 65536
-#define NCLASSES 8
+#define NCLASSES 32 /* distinct stack sizes a process may use */
 #define HUB_CACHE_MAX 256
 
 typedef struct slab {
@@ -96,7 +96,7 @@ static size_class_t *class_for(size_t size)
 static int carve(size_class_t *c, size_t size, conc__stack_t *out)
 {
     size_t slot = size + page_size;
-    if (!c || !c->carving || c->next == c->carving->count) {
+    if (!c->carving || c->next == c->carving->count) {
         size_t n = atomic_load_explicit(&nslabs, memory_order_relaxed);
         if (n == MAX_SLABS)
             return CONC_ENOMEM;
@@ -113,8 +113,6 @@ static int carve(size_class_t *c, size_t size, conc__stack_t *out)
         s->count = count;
         atomic_store_explicit(&nslabs, n + 1, memory_order_release);
         guard_budget = read_max_map_count() / 4;
-        if (!c)
-            c = &(size_class_t){0};
         c->carving = s;
         c->next = 0;
     }
@@ -145,7 +143,9 @@ int conc__stack_get(conc__hub_t *h, size_t size, conc__stack_t *out)
         page_size = (size_t)sysconf(_SC_PAGESIZE);
     size_class_t *c = class_for(size);
     int rc = 0;
-    if (c && c->nfree)
+    if (!c)
+        rc = CONC_ENOMEM; /* more distinct stack sizes than NCLASSES */
+    else if (c->nfree)
         *out = c->free[--c->nfree];
     else
         rc = carve(c, size, out);

@@ -201,7 +201,7 @@ bool conc__child_poll(conc__child_t *c)
 {
     if (conc__load(&c->done, ACQ))
         return true;
-    conc__lock_acquire_dl(&c->mu, CONC__NO_DEADLINE);
+    conc__lock_hold(&c->mu);
     bool r = reap_locked(c);
     conc_lock_release(&c->mu);
     return r;

@@ -53,7 +53,7 @@ static int fs_live;      /* atomic: fork-server children not yet reaped */
 
 void conc__forkserver_child_done(void) { atomic_fetch_sub_explicit(CONC__A(&fs_live), 1, RLX); }
 
-static void fs_acquire(void) { conc__lock_acquire_dl(&fs_lock, CONC__NO_DEADLINE); }
+static void fs_acquire(void) { conc__lock_hold(&fs_lock); }
 static void fs_release(void) { conc_lock_release(&fs_lock); }
 
 /* -------------------------------------------------------------- client */

@@ -77,7 +77,7 @@ static int n_passed_fds;
 
 /* ------------------------------------------------------------- helpers */
 
-static void kids_acquire(void) { conc__lock_acquire_dl(&kids_lock, CONC__NO_DEADLINE); }
+static void kids_acquire(void) { conc__lock_hold(&kids_lock); }
 static void kids_release(void) { conc_lock_release(&kids_lock); }
 
 static char *dup_str(const char *s)
@@ -538,7 +538,7 @@ int conc_process_close(conc_process_t *p)
         if (!conc__child_poll(&p->child))
             return CONC_EINVAL; /* still running */
         unlist(p);
-        conc__lock_acquire_dl(&p->child.mu, CONC__NO_DEADLINE);
+        conc__lock_hold(&p->child.mu);
         conc__child_release(&p->child);
         conc_lock_release(&p->child.mu);
     }

@@ -49,7 +49,7 @@ static int conc__barrier_sleep(conc_barrier_t *b, int64_t deadline)
     /* An interruption (kill, timeout scope) is told apart from the wait's
      * own timeout now, before the relock can park again. */
     int intr = conc__park_interrupted(rc) ? rc : 0;
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     return intr ? CONC__BARRIER_INTR(intr) : rc;
 }
 
@@ -87,7 +87,7 @@ int conc_barrier_wait(conc_barrier_t *b, double timeout, int *index)
     if (rc)
         return rc;
 
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     while (b->state == DRAINING || b->state == RESETTING) {
         int s = conc__barrier_sleep(b, CONC__NO_DEADLINE);
         if (s <= CONC__BARRIER_INTR(0)) {
@@ -152,7 +152,7 @@ int conc_barrier_reset(conc_barrier_t *b)
 {
     if (!b || b->parties <= 0)
         return CONC_EINVAL;
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     if (b->count > 0) {
         if (b->state == FILLING || b->state == BROKEN)
             b->state = RESETTING;
@@ -169,7 +169,7 @@ int conc_barrier_abort(conc_barrier_t *b)
 {
     if (!b || b->parties <= 0)
         return CONC_EINVAL;
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     conc__barrier_break(b);
     conc_lock_release(&b->lock);
     return 0;
@@ -179,7 +179,7 @@ bool conc_barrier_broken(conc_barrier_t *b)
 {
     if (!b || b->parties <= 0)
         return false;
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     bool r = b->state == BROKEN;
     conc_lock_release(&b->lock);
     return r;
@@ -189,7 +189,7 @@ int conc_barrier_n_waiting(conc_barrier_t *b)
 {
     if (!b || b->parties <= 0)
         return 0;
-    conc__lock_acquire_dl(&b->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&b->lock);
     int n = b->state == FILLING ? b->count : 0;
     conc_lock_release(&b->lock);
     return n;

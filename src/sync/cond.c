@@ -71,7 +71,11 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
 {
     conc__waiter_t w;
     conc__waiter_init(&w);
-    w.data = deadline == CONC__NO_DEADLINE; /* may be moved to the lock's list */
+    /* May be moved to the lock's list by a notify (wait morphing) — only a
+     * wait nothing can cut short: no deadline, no open timeout scope, not
+     * a green context (kills). A cut-short wait must find itself on the
+     * condition's list. */
+    w.data = deadline == CONC__NO_DEADLINE && !w.ctx->ops && !w.ctx->scope_dl;
     conc__waitq_lock(&c->q);
     conc__waitq_push(&c->q, &w);
     conc__waitq_unlock(&c->q);
@@ -95,9 +99,9 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
 
     /* Re-acquire on every path (Python's _acquire_restore). */
     if (c->kind == KIND_LOCK) {
-        conc__lock_acquire_dl(c->lock, CONC__NO_DEADLINE);
+        conc__lock_hold(c->lock);
     } else {
-        conc__lock_acquire_dl(&r->lock, CONC__NO_DEADLINE);
+        conc__lock_hold(&r->lock);
         conc__store(&r->owner, conc__ctx_id(), RLX);
         r->count = level;
     }

@@ -14,6 +14,19 @@ static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
         return 0;
     return conc__lock_acquire_slow(l, deadline);
 }
+/* Take l for conc's own bookkeeping (a condition's relock, a table
+ * guard): never cut short by a kill or a timeout scope — those stay
+ * pending for the caller's next blocking call. */
+static inline void conc__lock_hold(conc_lock_t *l)
+{
+    unsigned exp = 0;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, 1u, ACQ, RLX))
+        return;
+    conc__ctx_t *ctx = conc__ctx();
+    ctx->nointr++;
+    conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
+    ctx->nointr--;
+}
 /* Unpark the oldest waiter of l (after a release found WAITERS). */
 void conc__lock_wake(conc_lock_t *l);
 int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline);

@@ -39,7 +39,7 @@ typedef struct {
     void *value;
 } pending_t;
 
-static void locals_lock_acquire(void) { conc__lock_acquire_dl(&locals_lock, CONC__NO_DEADLINE); }
+static void locals_lock_acquire(void) { conc__lock_hold(&locals_lock); }
 
 int conc_local_new(conc_local_t **out, void (*dtor)(void *))
 {
@@ -113,7 +113,7 @@ void *conc_local_get(conc_local_t *l)
     if (!l || !(t = current_set(false)))
         return NULL;
     void *v = NULL;
-    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&t->lock);
     if (l->idx < t->nslots && t->slots[l->idx].gen == l->gen)
         v = t->slots[l->idx].value;
     conc_lock_release(&t->lock);
@@ -127,7 +127,7 @@ int conc_local_set(conc_local_t *l, void *value, void **old)
     conc__slotset_t *t = current_set(true);
     if (!t)
         return CONC_ENOMEM;
-    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&t->lock);
     if (l->idx >= t->nslots) {
         size_t n = t->nslots ? t->nslots : 4;
         while (n <= l->idx)
@@ -160,7 +160,7 @@ typedef struct {
 
 static void collect_set(conc__slotset_t *t, collect_t *c)
 {
-    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&t->lock);
     if (c->l->idx < t->nslots && t->slots[c->l->idx].gen == c->l->gen) {
         conc__slot_t *s = &t->slots[c->l->idx];
         if (s->value) {
@@ -218,7 +218,7 @@ static void set_exit(conc__slotset_t *t)
         pending_t *p = NULL;
         size_t n = 0;
         locals_lock_acquire();
-        conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
+        conc__lock_hold(&t->lock);
         if (t->nslots) {
             p = malloc(t->nslots * sizeof *p);
             for (size_t i = 0; i < t->nslots; i++) {
@@ -242,7 +242,7 @@ static void set_exit(conc__slotset_t *t)
         if (n == 0)
             break;
     }
-    conc__lock_acquire_dl(&t->lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&t->lock);
     free(t->slots);
     t->slots = NULL;
     t->nslots = 0;

@@ -79,7 +79,7 @@ static void reg_remove_locked(conc_thread_t *t)
     reg_count--;
 }
 
-static void reg_lock_acquire(void) { conc__lock_acquire_dl(&reg_lock, CONC__NO_DEADLINE); }
+static void reg_lock_acquire(void) { conc__lock_hold(&reg_lock); }
 static void reg_lock_release(void) { conc_lock_release(&reg_lock); }
 
 void conc__thread_foreach(void (*fn)(conc_thread_t *t, void *arg), void *arg)
@@ -169,7 +169,7 @@ void conc__thread_report_failure(conc_thread_t *t)
     conc__ctx_t *c = t->ctx;
     if (!c || c->fail_code == 0)
         return;
-    conc__lock_acquire_dl(&hook_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&hook_lock);
     conc_excepthook_fn fn = hook_fn;
     void *arg = hook_arg;
     conc_lock_release(&hook_lock);
@@ -510,7 +510,7 @@ static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg)
 
 conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg)
 {
-    conc__lock_acquire_dl(&hook_lock, CONC__NO_DEADLINE);
+    conc__lock_hold(&hook_lock);
     conc_excepthook_fn old = hook_fn;
     hook_fn = hook ? hook : default_hook;
     hook_arg = hook ? arg : NULL;
