@@ -396,15 +396,25 @@ static size_t batch_size(engine_t *e)
     return b < 1 ? 1 : b > BATCH_MAX ? BATCH_MAX : (size_t)b;
 }
 
+/* Queue STOP behind each worker's tasks, without waiting (this runs under
+ * mu): a queue that is full now gets it at a later pump, once the worker
+ * has taken some of its tasks. stop_sent once every queue has it. */
 static void send_stop(engine_t *e)
 {
     mhdr_t h = {M_STOP, 0, 0, 0};
+    bool all = true;
     for (size_t i = 0; i < e->nw; i++) {
-        /* STOP is tiny; a full queue empties as the worker works. */
-        if (conc_mpqueue_put(e->w[i].tq, &h, sizeof h, true, 5.0) == 0)
-            e->w[i].msgs_put++;
+        wslot_t *w = &e->w[i];
+        if (w->stop_put)
+            continue;
+        if (conc_mpqueue_put_nowait(w->tq, &h, sizeof h) == 0) {
+            w->stop_put = true;
+            w->msgs_put++;
+        } else {
+            all = false;
+        }
     }
-    e->stop_sent = true;
+    e->stop_sent = all;
 }
 
 /* Move backlog tasks into workers' queues (under mu). Cancelled futures
@@ -813,7 +823,7 @@ static void maybe_replace(engine_t *e, uint32_t idx, tlist_t *out)
     wslot_t *w = &e->w[idx];
     if (e->state >= S_TERMINATING)
         return;
-    if (e->stop_sent && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0)
+    if (w->stop_put && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0)
         return;
     int rc = start_proc(e, idx);
     if (rc) {
@@ -841,7 +851,7 @@ static void on_died(engine_t *e, const unsigned char *m, size_t n, tlist_t *out)
     w->proc = NULL;
     if (e->state >= S_TERMINATING || killed)
         return;
-    bool expected = e->stop_sent && d->exitcode == 0 && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0;
+    bool expected = w->stop_put && d->exitcode == 0 && w->ninflight == 0 && conc_mpqueue_qsize(w->tq) == 0;
     if (expected)
         return;
     char msg[200];

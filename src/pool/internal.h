@@ -143,6 +143,7 @@ typedef struct {
     task_t *head, *tail;    /* in flight: dispatched, not resolved */
     size_t ninflight;
     uint64_t msgs_put;
+    bool stop_put;          /* its queue holds (or held) the STOP message */
     unsigned budget_used;   /* tasks sent to the current instance */
     uint32_t gen;
 } wslot_t;
