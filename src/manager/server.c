@@ -115,6 +115,7 @@ struct conc__mgr_server {
     bool noblock;
     int stopping;                  /* atomic */
     int nthreads;                  /* atomic: connection threads alive */
+    int nhandshakes;               /* atomic: connections not yet authenticated */
     int wake[2];                   /* a connection asks the main thread to stop */
     conc__mgr_conn_t *conns;
 };
@@ -980,12 +981,19 @@ static void serve_chan(conc__mgr_conn_t *c)
     }
 }
 
+/* Connections allowed to be in the handshake at once (each has a thread
+ * and waits up to CONC__MGR_HS_TIMEOUT): a flood of idle connections is
+ * refused instead of exhausting threads. */
+#define CONC__MGR_MAX_HANDSHAKES 64
+
 static void *conn_main(void *arg)
 {
     conc__mgr_conn_t *c = arg;
     conc__mgr_server_t *s = c->s;
     int fd = c->fd;
-    if (conc__mgr_hs_server(fd, s->key, s->keylen, CONC__MGR_HS_TIMEOUT) != 0)
+    int hs = conc__mgr_hs_server(fd, s->key, s->keylen, CONC__MGR_HS_TIMEOUT);
+    __atomic_fetch_sub(&s->nhandshakes, 1, __ATOMIC_RELAXED);
+    if (hs != 0)
         goto out;
     for (;;) {
         const uint8_t *body, *reply;
@@ -1070,6 +1078,7 @@ static void start_conn(conc__mgr_server_t *s, int fd)
     s->conns = c;
     conc_lock_release(&s->mu);
     __atomic_fetch_add(&s->nthreads, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->nhandshakes, 1, __ATOMIC_RELAXED);
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
@@ -1087,6 +1096,7 @@ static void start_conn(conc__mgr_server_t *s, int fd)
         conc__mgr_conn_free(c);
         close(fd);
         __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&s->nhandshakes, 1, __ATOMIC_RELAXED);
     }
     pthread_attr_destroy(&at);
 }
@@ -1114,7 +1124,9 @@ int conc__mgr_serve(int lfd, int watch_fd, const void *key, size_t keylen, const
             break;
         if (p[0].revents & POLLIN) {
             int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0)
+            if (fd >= 0 && __atomic_load_n(&s->nhandshakes, __ATOMIC_RELAXED) >= CONC__MGR_MAX_HANDSHAKES)
+                close(fd); /* unauthenticated connections cost a thread each: cap them */
+            else if (fd >= 0)
                 start_conn(s, fd);
             else if (errno == EMFILE || errno == ENFILE)
                 poll(NULL, 0, 10); /* out of fds: back off instead of spinning */
