@@ -839,7 +839,16 @@ static void on_died(engine_t *e, const unsigned char *m, size_t n, tlist_t *out)
         return;
     const mhdr_t *h = (const mhdr_t *)m;
     const wdied_t *d = (const wdied_t *)(h + 1);
-    proc_t *p = (proc_t *)(uintptr_t)d->proc;
+    /* The notice came through shared memory every worker can write: use
+     * the pointer only if it names one of our live instances. */
+    proc_t *p = NULL;
+    for (proc_t *q = e->all; q; q = q->all_next)
+        if ((uintptr_t)q == (uintptr_t)d->proc) {
+            p = q;
+            break;
+        }
+    if (!p)
+        return;
     uint32_t idx = p->idx;
     wslot_t *w = &e->w[idx];
     e->live--;
