@@ -186,7 +186,10 @@ typedef enum conc_return_when {
  * passes (one deadline for the whole call). Duplicates in fs count once.
  * Fills done[] / not_done[] (each of capacity n, either may be NULL) with
  * borrowed pointers (no new references) and their counts. Returns 0 (also
- * on timeout, as Python returns the two sets), CONC_EINVAL. */
+ * on timeout, as Python returns the two sets), CONC_EINVAL, or — with the
+ * sets still filled — the interruption that cut the wait short: a kill of
+ * the calling green thread (CONC_EKILLED) or an expired timeout scope
+ * (CONC_ETIMEDOUT; see conc/green.h). */
 CONC_API int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_when_t return_when,
                        conc_future_t **done, size_t *ndone, conc_future_t **not_done, size_t *nnot_done);
 
