@@ -17,13 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define CONC__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CONC__TSAN 1
-#endif
-#endif
+#include "core/sanitize.h"
 
 /* A full fence. ThreadSanitizer does not model stand-alone fences (and gcc
  * warns about them), so under TSan it is a seq_cst RMW on a dummy word. */

@@ -43,6 +43,7 @@
 
 #include "arch/switch.h"
 #include "core/fdwait.h"
+#include "core/sys.h"
 #include "core/time.h"
 #include "green/internal.h"
 
@@ -512,26 +513,6 @@ const conc__park_ops_t conc__green_ops = {
 
 /* ------------------------------------------------------------- the loop */
 
-static int process_threads(void)
-{
-    char buf[512];
-    FILE *f = fopen("/proc/self/stat", "re");
-    if (!f)
-        return 2;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 2;
-    /* fields after the name: state(3) ... num_threads(20) */
-    int field = 2;
-    for (p++; *p && field < 20; p++)
-        if (*p == ' ')
-            field++;
-    return atoi(p);
-}
-
 static void drain_inboxes(conc__hub_t *h)
 {
     void *k = atomic_exchange_explicit(&h->kills, NULL, memory_order_acquire);
@@ -621,7 +602,7 @@ static void poll_once(conc__hub_t *h, bool block)
                 timeout = 0;
         } else {
             timeout = -1;
-            if (h->nfdwait == 0 && h->main.parked_w && process_threads() <= 1) {
+            if (h->nfdwait == 0 && h->main.parked_w && conc__process_threads() <= 1) {
                 conc__hub_interrupt(h, &h->main, CONC_ELOOPEXIT);
                 return;
             }

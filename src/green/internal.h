@@ -26,20 +26,7 @@ enum { CONC__W_TIMEDOUT = 3, CONC__W_INTERRUPTED = 4 };
 
 enum { GS_MAIN = 0, GS_GREEN = 1, GS_LOOP = 2 };
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CONC__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CONC__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define CONC__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CONC__TSAN 1
-#endif
-#endif
+#include "core/sanitize.h"
 
 struct conc__hub;
 

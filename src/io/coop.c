@@ -47,6 +47,7 @@
 
 #include "conc/io.h"
 #include "core/fdwait.h"
+#include "core/sys.h"
 #include "core/park.h"
 #include "core/time.h"
 
@@ -99,26 +100,8 @@ static int classify(int fd)
 /* write(2) without SIGPIPE (see the top). */
 static ssize_t write_nosigpipe(int fd, const void *buf, size_t n)
 {
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool pending_before = false;
-    if (sigismember(&old, SIGPIPE)) { /* already blocked by the caller */
-        sigset_t pend;
-        sigpending(&pend);
-        pending_before = sigismember(&pend, SIGPIPE);
-    }
-    ssize_t r = write(fd, buf, n);
-    if (r < 0 && errno == EPIPE && !pending_before) {
-        int e = errno;
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-        errno = e;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return r;
+    struct iovec v = {(void *)buf, n};
+    return conc__writev_nosigpipe(fd, &v, 1);
 }
 
 /* One transfer (bytes >= 0) or a code. *mode is M_SOCK on the first call

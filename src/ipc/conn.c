@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/sys.h"
 #include "ipc/internal.h"
 
 #define BUF (64 * 1024)
@@ -156,26 +157,7 @@ static ssize_t conc__conn_writev(conc_conn_t *c, struct iovec *iov, int n)
     }
     if (c->sigpipe_ignored) /* as Python runs: a gone reader is just EPIPE */
         return n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool was_pending = false;
-    if (sigismember(&old, SIGPIPE)) { /* the caller blocks it: keep theirs */
-        sigset_t pend;
-        sigpending(&pend);
-        was_pending = sigismember(&pend, SIGPIPE);
-    }
-    ssize_t r = n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
-    if (r < 0 && errno == EPIPE && !was_pending) {
-        int e = errno;
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-        errno = e;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return r;
+    return conc__writev_nosigpipe(c->fd, iov, n);
 }
 
 /* Write all of iov[0..n), continuing after partial writes and EINTR. */

@@ -25,32 +25,11 @@
 #include "core/park.h"
 #include "core/time.h"
 #include "core/fdwait.h"
+#include "core/sys.h"
 #include "process/internal.h"
 #include "sync/internal.h"
 
 /* -------------------------------------------------------- start method */
-
-/* Threads of this process, from /proc/self/stat (field 20); 0 if unknown. */
-static long thread_count(void)
-{
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    /* After the name: state is field 3, num_threads field 20; each step
-     * moves p to the space before the next field. */
-    for (int field = 2; field < 20 && p; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtol(p + 1, NULL, 10) : 0;
-}
 
 static int default_method; /* atomic conc_start_method_t */
 
@@ -83,7 +62,7 @@ conc_start_method_t conc__resolve_method(conc_start_method_t m)
     if (m == CONC_START_DEFAULT)
         m = (conc_start_method_t)conc__load(&default_method, RLX);
     if (m == CONC_START_DEFAULT)
-        m = thread_count() == 1 ? CONC_FORK : CONC_FORKSERVER;
+        m = conc__process_threads() == 1 ? CONC_FORK : CONC_FORKSERVER;
     return m;
 }
 
