@@ -25,12 +25,14 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -381,31 +383,44 @@ static int bench_finish(const char *module, const bench_tally_t *t, const char *
 
 /* Run argv (argv[0] is a path), collect one double per stdout line into
  * out (up to max). stderr passes through. Returns the number of values, or
- * -1 if the program could not run or exited non-zero (why goes to why). */
+ * -1 if the program could not run or exited non-zero (why goes to why).
+ *
+ * Started with posix_spawn, not fork: glibc's posix_spawn shares the
+ * parent's memory until exec (CLONE_VM | CLONE_VFORK), while fork marks
+ * every private page of the bench copy-on-write, so the next C run that
+ * reuses its memory (recycled futures, pools' rings, allocators) would
+ * page-fault on every page it writes — measuring the harness, not the
+ * work. The peer gets a process group of its own, kept in bench_peer_pgid
+ * while it runs, so a watchdog can kill it with its children. */
+extern char **environ;
+static volatile pid_t bench_peer_pgid;
+
 static int bench_run_peer(char *const argv[], double *out, int max, char *why, size_t whylen)
 {
     int fd[2];
-    if (pipe(fd) != 0) {
+    if (pipe2(fd, O_CLOEXEC) != 0) {
         snprintf(why, whylen, "pipe: %s", strerror(errno));
         return -1;
     }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1); /* dup2 clears CLOEXEC on fd 1 */
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
     fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(why, whylen, "fork: %s", strerror(errno));
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(fd[1]);
+    if (rc != 0) {
         close(fd[0]);
-        close(fd[1]);
+        snprintf(why, whylen, "cannot run %s: %s", argv[0], strerror(rc));
         return -1;
     }
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execv(argv[0], argv);
-        fprintf(stderr, "bench: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fd[1]);
+    bench_peer_pgid = pid;
     FILE *f = fdopen(fd[0], "r");
     int n = 0;
     char line[256];
@@ -417,12 +432,15 @@ static int bench_run_peer(char *const argv[], double *out, int max, char *why, s
     }
     if (f)
         fclose(f);
+    else
+        close(fd[0]);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
+    bench_peer_pgid = 0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(why, whylen, "%s exited with %s %d", argv[0],
-                 WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        snprintf(why, whylen, "%s exited with %s %d", argv[0], WIFEXITED(st) ? "status" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
         return -1;
     }
     return n;

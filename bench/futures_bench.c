@@ -771,60 +771,6 @@ static bool impl_available(int impl, char *why, size_t whylen)
     }
 }
 
-/* Like bench_run_peer (bench_util.h), but started with posix_spawn instead
- * of fork: glibc's posix_spawn shares the parent's memory until exec
- * (CLONE_VM | CLONE_VFORK), while fork marks every private page of this
- * process copy-on-write, so the next run of an impl that reuses its memory
- * (conc's recycled futures, libuv's request array, TBB's allocator)
- * page-faults on every page it writes — ~20k faults per conc throughput
- * run after each Python run here, which measured the harness, not the
- * pool. Returns the number of values read, or -1 (reason in why). */
-extern char **environ;
-
-static int spawn_peer(char *const argv[], double *out, int max, char *why, size_t whylen)
-{
-    int fd[2];
-    if (pipe2(fd, O_CLOEXEC) != 0) {
-        snprintf(why, whylen, "pipe: %s", strerror(errno));
-        return -1;
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd[1], 1); /* dup2 clears CLOEXEC on fd 1 */
-    fflush(stdout);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fd[1]);
-    if (rc != 0) {
-        close(fd[0]);
-        snprintf(why, whylen, "cannot run %s: %s", argv[0], strerror(rc));
-        return -1;
-    }
-    FILE *f = fdopen(fd[0], "r");
-    int n = 0;
-    char line[256];
-    while (f && fgets(line, sizeof line, f)) {
-        char *end;
-        double v = strtod(line, &end);
-        if (end != line && n < max)
-            out[n++] = v;
-    }
-    if (f)
-        fclose(f);
-    else
-        close(fd[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(why, whylen, "%s exited with %s %d", argv[0], WIFEXITED(st) ? "status" : "signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-        return -1;
-    }
-    return n;
-}
-
 /* One Python measurement (the script warms up on a tenth of the work, then
  * measures one run), in the same rotation as the C impls. */
 static const char *g_python_row;
@@ -838,7 +784,7 @@ static double python_once(int impl, char *why, size_t whylen)
     char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", "1", "--scale", scale,
                     "--workers", workers, (char *)g_python_row, NULL};
     double val;
-    int n = spawn_peer(argv, &val, 1, why, whylen);
+    int n = bench_run_peer(argv, &val, 1, why, whylen);
     if (n < 0)
         return NAN;
     if (n < 1)
@@ -955,7 +901,6 @@ int main(int argc, char **argv)
     }
     if (opt_reps < 5)
         fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
-    (void)bench_run_peer; /* the Python peer is started by spawn_peer instead */
 
 #ifdef CONC_BENCH_HAVE_OPENMP
     /* libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it

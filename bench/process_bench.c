@@ -143,7 +143,6 @@ static long scaled(long n)
  * peer's process group. */
 #define MAX_KIDS 4
 static volatile pid_t g_kids[MAX_KIDS];
-static volatile pid_t g_peer_pgid;
 static const char *volatile g_current = "";
 
 static void kids_clear(void)
@@ -174,8 +173,8 @@ static void on_alarm(int sig)
     for (int i = 0; i < MAX_KIDS; i++)
         if (g_kids[i] > 0)
             kill(g_kids[i], SIGKILL);
-    if (g_peer_pgid > 0)
-        kill(-g_peer_pgid, SIGKILL);
+    if (bench_peer_pgid > 0)
+        kill(-bench_peer_pgid, SIGKILL);
     _exit(1);
 }
 
@@ -804,63 +803,6 @@ static bool impl_available(int impl, char *why, size_t whylen)
     return true;
 }
 
-/* Run the Python peer (posix_spawn: no copy-on-write marking of this
- * process's memory, which a fork would leave behind for the next C run;
- * its own process group, so the watchdog can kill it with its children).
- * Returns the number of values read, or -1 (reason in why). */
-extern char **environ;
-
-static int spawn_peer(char *const argv[], double *out, int max, char *why, size_t whylen)
-{
-    int fd[2];
-    if (pipe2(fd, O_CLOEXEC) != 0) {
-        snprintf(why, whylen, "pipe: %s", strerror(errno));
-        return -1;
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&at, 0);
-    fflush(stdout);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(fd[1]);
-    if (rc != 0) {
-        close(fd[0]);
-        snprintf(why, whylen, "cannot run %s: %s", argv[0], strerror(rc));
-        return -1;
-    }
-    g_peer_pgid = pid;
-    FILE *f = fdopen(fd[0], "r");
-    int n = 0;
-    char line[256];
-    while (f && fgets(line, sizeof line, f)) {
-        char *end;
-        double v = strtod(line, &end);
-        if (end != line && n < max)
-            out[n++] = v;
-    }
-    if (f)
-        fclose(f);
-    else
-        close(fd[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    g_peer_pgid = 0;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(why, whylen, "%s exited with %s %d", argv[0], WIFEXITED(st) ? "status" : "signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-        return -1;
-    }
-    return n;
-}
-
 /* One Python measurement: the script warms up, measures one run, prints it. */
 static double python_once(const char *row, int impl, char *why, size_t whylen)
 {
@@ -872,7 +814,7 @@ static double python_once(const char *row, int impl, char *why, size_t whylen)
         snprintf(prow, sizeof prow, "%s.%s", row, impl_names[impl] + strlen("python_"));
     char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", "1", "--scale", scale, prow, NULL};
     double val;
-    int n = spawn_peer(argv, &val, 1, why, whylen);
+    int n = bench_run_peer(argv, &val, 1, why, whylen);
     if (n < 0)
         return NAN;
     if (n < 1)
@@ -1071,7 +1013,6 @@ int main(int argc, char **argv)
     }
     if (opt_reps < 5)
         fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
-    (void)bench_run_peer; /* the Python peer is started by spawn_peer instead */
     (void)bench_python_targets; /* the targets differ per row (see the end of main) */
     (void)bench_print_header; /* print_table: wider columns for this module's names */
     (void)bench_print_row;
