@@ -1350,13 +1350,4 @@ Test(manager, chan_serve_direct)
     conc__mgr_server_free(s);
 }
 
-int main(int argc, char *argv[])
-{
-    CONC_PROCESS_MAIN(argc, argv);
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
-}
+TU_MAIN_WITH_PROCESS_GUARD()

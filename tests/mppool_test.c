@@ -476,13 +476,4 @@ Test(mppool, map_result_layouts)
     conc_pool_free(p);
 }
 
-int main(int argc, char *argv[])
-{
-    CONC_PROCESS_MAIN(argc, argv);
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
-}
+TU_MAIN_WITH_PROCESS_GUARD()

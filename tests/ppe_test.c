@@ -141,34 +141,6 @@ static int unregistered(const void *arg, size_t len, conc_pool_out_t *out)
 
 /* ---------------------------------------------------------- helpers */
 
-/* Zombie children of this process (state Z in /proc). */
-static int zombies(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char path[300], buf[512];
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t k = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[k] = 0;
-        char *rp = strrchr(buf, ')');
-        char st;
-        int ppid;
-        if (rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid() && st == 'Z')
-            n++;
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
 static bool gone(int pid) { return kill(pid, 0) < 0 && errno == ESRCH; }
 
 static conc_executor_t *new_pool(conc_start_method_t m, size_t workers)
@@ -200,7 +172,7 @@ static void check_submit(conc_start_method_t m)
     cr_assert_eq(conc_process_pool_pids(ex, pids, 4), 2);
     cr_assert_eq(conc_executor_free(ex), 0);
     cr_assert(gone(pids[0]) && gone(pids[1]));
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
 }
 
 Test(ppe, submit_fork) { check_submit(CONC_FORK); }
@@ -437,7 +409,7 @@ Test(ppe, shutdown_wait)
     cr_assert_eq(conc_process_pool_submit(ex, &f, echo, "a", 1), CONC_ESHUTDOWN);
     cr_assert_eq(conc_submit(ex, &f, word_sq, NULL), CONC_ESHUTDOWN);
     cr_assert_eq(conc_executor_shutdown(ex, true, false), 0); /* twice is fine */
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
     conc_executor_free(ex);
 }
 
@@ -501,7 +473,7 @@ static void check_broken(conc_executor_t *ex, conc_future_t *victim, int npend, 
     int pids[4];
     cr_assert_eq(conc_executor_free(ex), 0);
     (void)pids;
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
 }
 
 Test(ppe, broken_worker_killed)
@@ -570,7 +542,7 @@ Test(ppe, broken_initializer)
     TU_WAIT_UNTIL(conc_process_pool_submit(ex, &f, echo, "a", 1) == CONC_EBROKEN, 10);
     cr_assert_eq(conc_process_pool_submit(ex, &f, echo, "a", 1), CONC_EBROKEN);
     conc_executor_free(ex);
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
 }
 
 Test(ppe, initializer)
@@ -633,7 +605,7 @@ Test(ppe, max_tasks_per_child)
         cr_assert(count[k] <= 3);
     cr_assert(nseen >= 20);
     conc_executor_free(ex);
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
 }
 
 Test(ppe, many_tasks_and_cancel)
@@ -661,13 +633,4 @@ Test(ppe, many_tasks_and_cancel)
     conc_executor_free(ex);
 }
 
-int main(int argc, char *argv[])
-{
-    CONC_PROCESS_MAIN(argc, argv);
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
-}
+TU_MAIN_WITH_PROCESS_GUARD()

@@ -66,33 +66,6 @@ static int shm_count(void)
     return n;
 }
 
-static int zombies(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char path[300], buf[512];
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t k = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[k] = 0;
-        char *rp = strrchr(buf, ')');
-        char st;
-        int ppid;
-        if (rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid() && st == 'Z')
-            n++;
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
 #define NTASKS 1000
 
 /* Submit NTASKS, kill a random worker after a random short delay, check
@@ -143,7 +116,7 @@ Test(ppool_fault, pool_kill_random_worker)
         broken += run_once(pool, NULL, &seed);
     fprintf(stderr, "ppool_fault: %ld runs, %ld tasks failed with CONC_EBROKEN\n", runs, broken);
     cr_assert_eq(conc_pool_free(pool), 0);
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
     cr_assert_eq(shm_count(), shm0);
     /* conc keeps three for good: the fork server's socket and pidfd (it
      * starts the replacements) and a pidfd of this process (children
@@ -169,18 +142,9 @@ Test(ppool_fault, executor_kill_random_worker)
             cr_assert_eq(rc, CONC_EBROKEN);
         cr_assert_eq(conc_executor_free(ex), 0);
     }
-    cr_assert_eq(zombies(), 0);
+    cr_assert_eq(tu_zombies(), 0);
     cr_assert_eq(shm_count(), shm0);
     cr_assert_leq(count_dir("/proc/self/fd"), fds0 + 3);
 }
 
-int main(int argc, char *argv[])
-{
-    CONC_PROCESS_MAIN(argc, argv);
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
-}
+TU_MAIN_WITH_PROCESS_GUARD()

@@ -841,13 +841,4 @@ Test(process, many_processes)
     cr_assert_eq(conc_active_children(NULL, 0), 0);
 }
 
-int main(int argc, char *argv[])
-{
-    CONC_PROCESS_MAIN(argc, argv);
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
-}
+TU_MAIN_WITH_PROCESS_GUARD()

@@ -243,7 +243,19 @@ static inline void tu_run_threads(int n, void (*fn)(void *, int), void *arg)
  * tu_run_scenario() runs this binary that way, collects its stdout and
  * returns its wait status.
  */
+#include <dirent.h>
 #include <sys/wait.h>
+
+/* Criterion's own main, for files that define theirs. */
+static inline int tu_criterion_main(int argc, char *argv[])
+{
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true))
+        result = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return result;
+}
 
 #define TU_MAIN_WITH_SCENARIOS(fn)                                           \
     int main(int argc, char *argv[])                                         \
@@ -251,13 +263,46 @@ static inline void tu_run_threads(int n, void (*fn)(void *, int), void *arg)
         const char *sc = getenv("CONC_TEST_SCENARIO");                       \
         if (sc)                                                              \
             return fn(sc);                                                   \
-        struct criterion_test_set *tests = criterion_initialize();           \
-        int result = 0;                                                      \
-        if (criterion_handle_args(argc, argv, true))                         \
-            result = !criterion_run_all_tests(tests);                        \
-        criterion_finalize(tests);                                           \
-        return result;                                                       \
+        return tu_criterion_main(argc, argv);                                \
     }
+
+/* For files whose tests start processes with spawn or the fork server:
+ * the binary is re-executed for those children, so main begins with the
+ * CONC_PROCESS_MAIN guard (conc/process.h). */
+#define TU_MAIN_WITH_PROCESS_GUARD()                                         \
+    int main(int argc, char *argv[])                                         \
+    {                                                                        \
+        CONC_PROCESS_MAIN(argc, argv);                                       \
+        return tu_criterion_main(argc, argv);                                \
+    }
+
+/* Zombie children of this process (state Z in /proc). */
+static inline int tu_zombies(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[300], buf[512];
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t k = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[k] = 0;
+        char *rp = strrchr(buf, ')');
+        char st;
+        int ppid;
+        if (rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid() && st == 'Z')
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
 
 static inline int tu_run_scenario(const char *name, char *out, size_t cap, double *secs)
 {
