@@ -487,3 +487,20 @@ Test(ipc_shm, spawned_child_attaches_by_name, .timeout = TU_TIMEOUT)
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)
+
+/* Value.unlink: the name goes at once (no new attach), the mapping stays. */
+Test(ipc_value, unlink_removes_the_name_and_keeps_the_mapping, .timeout = TU_TIMEOUT)
+{
+    conc_array_t *a, *b;
+    long init = 42;
+    cr_assert_eq(conc_array_new(sizeof(long), 1, &init, true, &a), 0);
+    char name[256];
+    snprintf(name, sizeof name, "%s", conc_array_name(a));
+    cr_assert_eq(conc_array_attach(name, &b), 0);
+    conc_array_free(b);
+    cr_assert_eq(conc_array_unlink(a), 0);
+    cr_assert_neq(conc_array_attach(name, &b), 0);
+    cr_assert_eq(*(long *)conc_array_ptr(a), 42);
+    cr_assert_eq(conc_array_unlink(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_array_free(a), 0);
+}

@@ -697,3 +697,57 @@ Test(ipc_barrier, action_pointer_is_refused_in_a_spawned_process, .timeout = TU_
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)
+
+/* The allocating constructors and the other init variants give working
+ * primitives (in shared memory, freed with conc_shared_free). */
+Test(ipc_sync, allocating_constructors_and_init_variants, .timeout = TU_TIMEOUT)
+{
+    conc_prlock_t *r;
+    cr_assert_eq(conc_prlock_new(&r), 0);
+    cr_assert_eq(conc_prlock_acquire(r, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc_prlock_acquire(r, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc_prlock_level(r), 2);
+    cr_assert_eq(conc_prlock_release(r), 0);
+    cr_assert_eq(conc_prlock_release(r), 0);
+    cr_assert_eq(conc_prlock_release(r), CONC_EPERM);
+    conc_shared_free(r);
+
+    conc_pevent_t *e;
+    cr_assert_eq(conc_pevent_new(&e), 0);
+    cr_assert_not(conc_pevent_is_set(e));
+    cr_assert_eq(conc_pevent_wait(e, 0.01), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_pevent_set(e), 0);
+    cr_assert_eq(conc_pevent_wait(e, 0), 0);
+    conc_shared_free(e);
+
+    conc_pcond_t *c;
+    cr_assert_eq(conc_pcond_new(&c), 0); /* its own RLock */
+    cr_assert_eq(conc_pcond_acquire(c, true, CONC_FOREVER), 0);
+    cr_assert_eq(conc_pcond_wait(c, 0.01), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_pcond_release(c), 0);
+    cr_assert_eq(conc_pcond_release(c), CONC_EPERM);
+    conc_shared_free(c);
+
+    struct cr_pair {
+        conc_prlock_t lock;
+        conc_pcond_t cond;
+    } *s;
+    cr_assert_eq(conc_shared_alloc(sizeof *s, (void **)&s), 0);
+    cr_assert_eq(conc_prlock_init(&s->lock), 0);
+    cr_assert_eq(conc_pcond_init_rlock(&s->cond, &s->lock), 0);
+    cr_assert_eq(conc_pcond_acquire(&s->cond, true, CONC_FOREVER), 0);
+    cr_assert(conc_prlock_is_owned(&s->lock));
+    cr_assert_eq(conc_pcond_wait(&s->cond, 0.01), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_prlock_level(&s->lock), 1); /* restored after the wait */
+    cr_assert_eq(conc_pcond_release(&s->cond), 0);
+    cr_assert_not(conc_prlock_is_owned(&s->lock));
+    cr_assert_eq(conc_pcond_init_rlock(&s->cond, NULL), 0); /* NULL: its own RLock, as Condition() */
+    conc_shared_free(s);
+
+    conc_psemaphore_t b;
+    cr_assert_eq(conc_pbounded_semaphore_init(&b, 1), 0);
+    cr_assert_eq(conc_psemaphore_release(&b, 1), CONC_EINVAL); /* past its initial value */
+    cr_assert_eq(conc_psemaphore_acquire(&b, false, 0), 0);
+    cr_assert_eq(conc_psemaphore_release(&b, 1), 0);
+    cr_assert_eq(conc_psemaphore_value(&b), 1);
+}
