@@ -747,7 +747,7 @@ Test(ipc_sync, allocating_constructors_and_init_variants, .timeout = TU_TIMEOUT)
     conc_psemaphore_t b;
     cr_assert_eq(conc_pbounded_semaphore_init(&b, 1), 0);
     cr_assert_eq(conc_psemaphore_release(&b, 1), CONC_EINVAL); /* past its initial value */
-    cr_assert_eq(conc_psemaphore_acquire(&b, false, 0), 0);
+    cr_assert_eq(conc_psemaphore_acquire(&b, false, CONC_FOREVER), 0);
     cr_assert_eq(conc_psemaphore_release(&b, 1), 0);
     cr_assert_eq(conc_psemaphore_value(&b), 1);
 }
