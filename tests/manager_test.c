@@ -558,7 +558,7 @@ Test(manager, wrong_authkey_refused)
     conc_manager_t *m = start(false);
     conc_manager_t *x = NULL;
     cr_assert_eq(conc_manager_connect(&x, conc_manager_address(m), "wrong", 5, 5), CONC_EPERM);
-    cr_assert_eq(conc_manager_connect(&x, conc_manager_address(m), "", 0, 5), CONC_EPERM);
+    cr_assert_eq(conc_manager_connect(&x, conc_manager_address(m), "", 0, 5), CONC_EINVAL); /* empty key */
     cr_assert_eq(conc_manager_connect(&x, conc_manager_address(m), "secretX", 7, 5), CONC_EPERM);
     /* a client that answers with garbage, or not at all, is dropped too */
     int fd;

@@ -61,7 +61,10 @@
  *   CONC_EFULL     queue.Full.
  *   CONC_ETIMEDOUT acquire timed out (Python's False).
  *   CONC_ESHUTDOWN the server is shutting down.
- *   CONC_ENOMEM, CONC_ESYS (errno set).
+ *   CONC_ESYS      errno set; EMFILE/ENFILE: this process has no file
+ *                  descriptor left for a new connection (the server is
+ *                  not to blame, so this is not CONC_EBROKEN).
+ *   CONC_ENOMEM.
  *
  * Waiting. A call that blocks on the server (acquire, a get from an empty
  * queue, a put to a full one) waits there for its own timeout; every other
@@ -110,7 +113,8 @@ typedef struct conc_mbytes {
 
 /* Options for conc_manager_start; NULL means all defaults. */
 typedef struct conc_manager_opts {
-    const void *authkey;         /* NULL: 32 random bytes (see conc_manager_authkey) */
+    const void *authkey;         /* NULL: 32 random bytes (see conc_manager_authkey);
+                                    a key of length 0 is CONC_EINVAL */
     size_t authkey_len;
     bool tcp;                    /* listen on TCP 127.0.0.1 instead of a Unix socket */
     int port;                    /* with tcp: 0 lets the kernel pick */
@@ -134,8 +138,10 @@ CONC_API int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t 
 /* BaseManager(address, authkey).connect(): connect to a running server.
  * address: as conc_manager_address gives it (a Unix socket path, or
  * "127.0.0.1:PORT"). Waits up to timeout for the connection and handshake.
- * Returns 0, CONC_EINVAL, CONC_EPERM (wrong key), CONC_EBROKEN (nobody
- * there, or it closed), CONC_ENOMEM. */
+ * Returns 0, CONC_EINVAL (also for an empty key: it would prove nothing),
+ * CONC_EPERM (wrong key), CONC_EBROKEN (nobody there, or it closed),
+ * CONC_ESYS (errno set: this process is out of file descriptors),
+ * CONC_ENOMEM. */
 CONC_API int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
                                   size_t authkey_len, double timeout);
 

@@ -318,6 +318,8 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
 {
     int fd = -1;
     int rc = dial(p->addr, timeout, &fd);
+    if (rc == CONC_ESYS && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM))
+        return CONC_ESYS; /* out of fds (or memory) here: errno says so; the server is fine */
     if (rc)
         return rc == CONC_EINVAL ? rc : CONC_EBROKEN;
     rc = conc__mgr_hs_client(fd, p->key, p->keylen, timeout);
@@ -621,7 +623,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
     conc_manager_opts_t o = {0};
     if (opts)
         o = *opts;
-    if (!out || (o.authkey_len && !o.authkey) || o.authkey_len > 1024 || o.port < 0 ||
+    if (!out || (o.authkey_len && !o.authkey) || (o.authkey && !o.authkey_len) || /* empty key */
+        o.authkey_len > 1024 || o.port < 0 ||
         o.port > 65535 || isnan(o.timeout) || o.timeout < 0 || (int)o.method < CONC_START_DEFAULT ||
         o.method > CONC_FORKSERVER)
         return CONC_EINVAL;
@@ -699,7 +702,7 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
         remove_socket_path(m->path);
         proxy_fini(&m->ctl);
         free(m);
-        return rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
+        return rc == CONC_ENOMEM || rc == CONC_ESYS ? rc : CONC_EBROKEN;
     }
     *out = m;
     return 0;
@@ -708,8 +711,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
 int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
                          size_t authkey_len, double timeout)
 {
-    if (!out || !address || !*address || (authkey_len && !authkey) || bad_timeout(timeout))
-        return CONC_EINVAL;
+    if (!out || !address || !*address || !authkey || !authkey_len || bad_timeout(timeout))
+        return CONC_EINVAL; /* an empty key would authenticate anybody */
     conc_manager_t *m = calloc(1, sizeof *m);
     if (!m)
         return CONC_ENOMEM;

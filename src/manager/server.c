@@ -1,6 +1,6 @@
 /*
- * server.c — the manager's server: the shared objects, the request
- * dispatcher and the connection threads.
+ * server.c — the manager's objects and the request dispatcher (the
+ * connections, the handshakes and the server's life are in listener.c).
  *
  * Objects. Every object has an id (a counter) and, optionally, a name;
  * two small chained hash tables find them. An object's reference count is
@@ -16,23 +16,19 @@
  * client's socket (POLLRDHUP), so a client that went away or a shutdown
  * never leaves a thread waiting for good.
  *
- * Connections. The main thread accepts; every connection gets a detached
- * thread that runs the handshake (nothing else happens before the client
- * proved the key), then reads frames, dispatches them and writes one reply
- * each. A frame that is too long, a request that does not parse exactly,
- * or an unknown op gets an error reply and closes that connection only.
- * Shutdown: the stop flag is set, the listener closed, every connection is
- * shut down (waking its thread from read), every condition broadcast, and
- * the threads are given a moment to leave before the process exits.
+ * A Lock held by a connection that closed is released. The holder's
+ * thread does it when it sees the EOF, but that is asynchronous; so every
+ * request on the lock (and every slice of a waiting acquire) first looks
+ * at the holder's socket. The kernel closes a process's sockets before its
+ * death can be seen by wait/join, so once a holder's exit is observable,
+ * any later request finds the lock released: deterministically, not by
+ * timing.
  *
- * A Unix-socket client may switch its connection to a shared-memory
- * channel (CONC__MOP_SHM, internal.h): the thread creates a sealed memfd,
- * sends it with the reply and then serves requests from the segment
- * (serve_chan): wait for the request word to move (spin, futex, then the
- * socket, whose EOF still ends the connection and so releases a held
- * lock), copy the request out (its length bounded exactly as a socket
- * frame's), dispatch it with the same dispatcher, write the reply, post.
- * Nothing the client writes into the segment is trusted.
+ * A request that does not parse exactly, or an unknown op, gets an error
+ * reply and the caller closes that connection only. A Unix-socket
+ * connection may move to a shared-memory channel (internal.h);
+ * conc__mgr_chan_serve copies each request out of the segment before it is
+ * parsed: nothing the client writes there is trusted.
  *
  * Dicts keep insertion order (like Python's): entries are chained in the
  * hash buckets and on a doubly linked list in insertion order. Lists are
@@ -52,9 +48,9 @@
 #include <unistd.h>
 
 #include "core/time.h"
-#include "manager/internal.h"
+#include "manager/server.h"
 
-#define NBUCKETS 1024
+#define NBUCKETS CONC__MGR_NBUCKETS
 #define SLICE_NS 50000000LL
 #define MAX_NAME 4096
 
@@ -71,11 +67,11 @@ typedef struct dent {
     uint8_t key[];
 } dent_t;
 
-typedef struct obj {
+typedef struct conc__mgr_obj {
     uint64_t id;
     int kind;
     unsigned long refs;            /* server lock */
-    struct obj *id_next, *name_next;
+    struct conc__mgr_obj *id_next, *name_next;
     char *name;                    /* NULL: anonymous */
     size_t nlen;
     conc_lock_t mu;
@@ -92,33 +88,6 @@ typedef struct obj {
     bool held;
     conc__mgr_conn_t *holder;
 } obj_t;
-
-struct conc__mgr_conn {
-    conc__mgr_server_t *s;
-    int fd;
-    obj_t *bound;
-    conc__wbuf_t out;
-    uint8_t *in;
-    size_t inlen, incap;
-    conc__spin_t spin;
-    conc__mgr_chan_t *chan;        /* the shared-memory channel, once switched */
-    size_t chan_hi;                /* most of its data area used since the last trim */
-    conc__mgr_conn_t *prev, *next; /* server lock */
-};
-
-struct conc__mgr_server {
-    conc_lock_t mu;
-    obj_t *ids[NBUCKETS], *names[NBUCKETS];
-    uint64_t next_id;
-    uint8_t *key;
-    size_t keylen;
-    bool noblock;
-    int stopping;                  /* atomic */
-    int nthreads;                  /* atomic: connection threads alive */
-    int nhandshakes;               /* atomic: connections not yet authenticated */
-    int wake[2];                   /* a connection asks the main thread to stop */
-    conc__mgr_conn_t *conns;
-};
 
 /* --------------------------------------------------------------- items */
 
@@ -450,6 +419,19 @@ static bool peer_gone(int fd)
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
+/* With o->mu held: a Lock whose holder's connection has closed is
+ * released now (see the top of the file). The holder's record stays valid
+ * while it is the holder: unbind() clears it under o->mu before the
+ * connection is freed and its socket closed. */
+static void lock_reclaim(obj_t *o)
+{
+    if (o->kind == CONC__MK_LOCK && o->held && o->holder && peer_gone(o->holder->fd)) {
+        o->held = false;
+        o->holder = NULL;
+        conc_cond_notify_all(&o->cv);
+    }
+}
+
 /* With o->mu held: wait one slice for a change. 0 (look again),
  * CONC_ETIMEDOUT, CONC_ESHUTDOWN, CONC_EEOF (the client left). */
 static int wait_slice(conc__mgr_conn_t *c, obj_t *o, int64_t deadline)
@@ -463,6 +445,7 @@ static int wait_slice(conc__mgr_conn_t *c, obj_t *o, int64_t deadline)
         return CONC_EEOF;
     int64_t slice = deadline - now < SLICE_NS ? deadline - now : SLICE_NS;
     conc_cond_wait(&o->cv, (double)slice / 1e9);
+    lock_reclaim(o);
     return 0;
 }
 
@@ -473,6 +456,20 @@ static int reply_code(conc__mgr_conn_t *c, int code)
     conc__wb_begin_frame(&c->out);
     conc__wb_u32(&c->out, (uint32_t)code);
     return 0;
+}
+
+void conc__mgr_reply_code(conc__mgr_conn_t *c, int code) { reply_code(c, code); }
+
+void conc__mgr_wake_objects(conc__mgr_server_t *s)
+{
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    for (int i = 0; i < NBUCKETS; i++)
+        for (obj_t *o = s->ids[i]; o; o = o->id_next) {
+            conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+            conc_cond_notify_all(&o->cv);
+            conc_lock_release(&o->mu);
+        }
+    conc_lock_release(&s->mu);
 }
 
 static int bad(conc__mgr_conn_t *c)
@@ -689,6 +686,7 @@ static int do_lock(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         return bad(c);
     }
     conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    lock_reclaim(o);
     switch (op) {
     case CONC__MOP_K_ACQUIRE:
         while (o->held && (rc = wait_slice(c, o, deadline)) == 0) {
@@ -892,277 +890,3 @@ int conc__mgr_chan_serve(conc__mgr_conn_t *c, conc__mgr_chan_t *ch, size_t cap)
     return rc;
 }
 
-/* ------------------------------------------------------ serving sockets */
-
-static int send_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static void wake_main(conc__mgr_server_t *s)
-{
-    char b = 1;
-    while (write(s->wake[1], &b, 1) < 0 && errno == EINTR) {
-    }
-}
-
-/* Answer a CONC__MOP_SHM request: {0} with the channel's memfd attached,
- * or an error code (stay on the socket): only Unix-socket peers can map
- * our memory. 1 switched, 0 not, -1 the socket failed. */
-static int offer_chan(conc__mgr_conn_t *c)
-{
-    int code = 0, mfd = -1;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (c->chan)
-        code = CONC_EINVAL;
-    else if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family != AF_UNIX)
-        code = CONC_ENOTSUP;
-    else if (conc__mgr_chan_create(&mfd, &c->chan) != 0)
-        code = CONC_ENOTSUP;
-    uint8_t msg[8] = {4, 0, 0, 0, (uint8_t)code, (uint8_t)((uint32_t)code >> 8),
-                      (uint8_t)((uint32_t)code >> 16), (uint8_t)((uint32_t)code >> 24)};
-    struct iovec iov = {msg, sizeof msg};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cb;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (mfd >= 0) {
-        memset(&cb, 0, sizeof cb);
-        mh.msg_control = cb.b;
-        mh.msg_controllen = sizeof cb.b;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &mfd, sizeof mfd);
-    }
-    ssize_t w;
-    while ((w = sendmsg(c->fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-    }
-    if (mfd >= 0)
-        close(mfd);
-    if (w < 0 || (w < (ssize_t)sizeof msg && send_all(c->fd, msg + w, sizeof msg - (size_t)w)))
-        return -1;
-    return code == 0;
-}
-
-/* A connection on the shared-memory channel: serve until the client
- * hangs up or the server stops. */
-static void serve_chan(conc__mgr_conn_t *c)
-{
-    conc__mgr_server_t *s = c->s;
-    conc__mgr_chan_t *ch = c->chan;
-    uint32_t seq = 0;
-    for (;;) {
-        if (conc__mgr_chan_wait(&ch->req_seq, seq, &ch->srv_wait, c->fd, &c->spin, INT64_MAX,
-                                &s->stopping, false) != 0)
-            return; /* EOF, shutdown */
-        seq = __atomic_load_n(&ch->req_seq, __ATOMIC_ACQUIRE);
-        int rc = conc__mgr_chan_serve(c, ch, CONC__MGR_MAX_FRAME);
-        conc__mgr_chan_post(&ch->rep_seq, seq, &ch->cli_wait, c->fd);
-        if (rc < 0)
-            return; /* malformed: replied, now close */
-        if (rc == 1) {
-            __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-            wake_main(s);
-        }
-    }
-}
-
-/* Connections allowed to be in the handshake at once (each has a thread
- * and waits up to CONC__MGR_HS_TIMEOUT): a flood of idle connections is
- * refused instead of exhausting threads. */
-#define CONC__MGR_MAX_HANDSHAKES 64
-
-static void *conn_main(void *arg)
-{
-    conc__mgr_conn_t *c = arg;
-    conc__mgr_server_t *s = c->s;
-    int fd = c->fd;
-    int hs = conc__mgr_hs_server(fd, s->key, s->keylen, CONC__MGR_HS_TIMEOUT);
-    __atomic_fetch_sub(&s->nhandshakes, 1, __ATOMIC_RELAXED);
-    if (hs != 0)
-        goto out;
-    for (;;) {
-        const uint8_t *body, *reply;
-        size_t blen, used, rlen;
-        int f = conc__mgr_frame(c->in, c->inlen, CONC__MGR_MAX_FRAME, &body, &blen, &used);
-        if (f < 0) { /* too long: say so, then close without reading it */
-            reply_code(c, CONC_ERANGE);
-            conc__wb_end_frame(&c->out);
-            send_all(fd, c->out.p, c->out.len);
-            break;
-        }
-        if (f == 0) {
-            size_t need = c->inlen < 4 ? 4096 : 4 + (size_t)(c->in[0] | c->in[1] << 8 |
-                                                            c->in[2] << 16 | (uint32_t)c->in[3] << 24);
-            if (need < 4096)
-                need = 4096;
-            if (need > c->incap) {
-                uint8_t *p = realloc(c->in, need);
-                if (!p)
-                    break;
-                c->in = p;
-                c->incap = need;
-            }
-            ssize_t r = conc__mgr_recv_spin(fd, c->in + c->inlen, c->incap - c->inlen, &c->spin);
-            if (r < 0 && errno == EAGAIN)
-                r = recv(fd, c->in + c->inlen, c->incap - c->inlen, 0);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break; /* EOF (a truncated frame included), error, shutdown */
-            c->inlen += (size_t)r;
-            continue;
-        }
-        if (blen == 1 && body[0] == CONC__MOP_SHM) {
-            int sw = offer_chan(c);
-            if (sw < 0 || (sw && c->inlen != used))
-                break; /* nothing may follow the switch on the socket */
-            c->inlen -= used;
-            memmove(c->in, c->in + used, c->inlen);
-            if (sw) {
-                serve_chan(c);
-                break;
-            }
-            continue;
-        }
-        int rc = conc__mgr_dispatch(c, body, blen, &reply, &rlen);
-        if (send_all(fd, reply - 4, rlen + 4) != 0 || rc < 0)
-            break;
-        c->inlen -= used;
-        memmove(c->in, c->in + used, c->inlen);
-        if (rc == 1) {
-            __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-            wake_main(s);
-        }
-    }
-out:
-    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    conc_lock_release(&s->mu);
-    conc__mgr_conn_free(c);
-    close(fd);
-    __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELEASE); /* last touch of s */
-    return NULL;
-}
-
-static void start_conn(conc__mgr_server_t *s, int fd)
-{
-    conc__mgr_conn_t *c = conc__mgr_conn_new(s, fd);
-    if (!c) {
-        close(fd);
-        return;
-    }
-    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    conc_lock_release(&s->mu);
-    __atomic_fetch_add(&s->nthreads, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&s->nhandshakes, 1, __ATOMIC_RELAXED);
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 * 1024);
-    pthread_t th;
-    if (pthread_create(&th, &at, conn_main, c) != 0) { /* refuse it */
-        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            s->conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        conc_lock_release(&s->mu);
-        conc__mgr_conn_free(c);
-        close(fd);
-        __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_sub(&s->nhandshakes, 1, __ATOMIC_RELAXED);
-    }
-    pthread_attr_destroy(&at);
-}
-
-int conc__mgr_serve(int lfd, int watch_fd, const void *key, size_t keylen, const char *unix_path)
-{
-    conc__mgr_server_t *s;
-    int rc = conc__mgr_server_new(&s, key, keylen, false);
-    if (rc)
-        return rc;
-    if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        conc__mgr_server_free(s);
-        return CONC_ESYS;
-    }
-    for (;;) {
-        struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
-                              {.fd = s->wake[0], .events = POLLIN},
-                              {.fd = watch_fd, .events = POLLIN}};
-        int n = poll(p, watch_fd >= 0 ? 3 : 2, -1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 || p[1].revents || (watch_fd >= 0 && p[2].revents))
-            break;
-        if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
-            break;
-        if (p[0].revents & POLLIN) {
-            int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0 && __atomic_load_n(&s->nhandshakes, __ATOMIC_RELAXED) >= CONC__MGR_MAX_HANDSHAKES)
-                close(fd); /* unauthenticated connections cost a thread each: cap them */
-            else if (fd >= 0)
-                start_conn(s, fd);
-            else if (errno == EMFILE || errno == ENFILE)
-                poll(NULL, 0, 10); /* out of fds: back off instead of spinning */
-        } else if (p[0].revents) {
-            break;
-        }
-    }
-    /* Stop: no new connections, wake every thread, wait for them a moment. */
-    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-    close(lfd);
-    if (unix_path) {
-        unlink(unix_path);
-        char dir[4096];
-        size_t n = strlen(unix_path);
-        if (n < sizeof dir) {
-            memcpy(dir, unix_path, n + 1);
-            char *slash = strrchr(dir, '/');
-            if (slash && slash != dir) {
-                *slash = 0;
-                rmdir(dir);
-            }
-        }
-    }
-    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-    for (conc__mgr_conn_t *c = s->conns; c; c = c->next)
-        shutdown(c->fd, SHUT_RDWR);
-    for (int i = 0; i < NBUCKETS; i++)
-        for (obj_t *o = s->ids[i]; o; o = o->id_next) {
-            conc_lock_acquire(&o->mu, true, CONC_FOREVER);
-            conc_cond_notify_all(&o->cv);
-            conc_lock_release(&o->mu);
-        }
-    conc_lock_release(&s->mu);
-    for (int i = 0; i < 3000 && __atomic_load_n(&s->nthreads, __ATOMIC_ACQUIRE); i++)
-        poll(NULL, 0, 1);
-    if (__atomic_load_n(&s->nthreads, __ATOMIC_ACQUIRE) == 0)
-        conc__mgr_server_free(s); /* else the process exits under them */
-    return 0;
-}
