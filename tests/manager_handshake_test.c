@@ -101,7 +101,7 @@ static pid_t server_pid(const char *path)
         struct dirent *fe;
         while (fd && (fe = readdir(fd))) {
             char lp[300], tgt[64];
-            snprintf(lp, sizeof lp, "%s/%s", dir, fe->d_name);
+            snprintf(lp, sizeof lp, "/proc/%d/fd/%.200s", pid, fe->d_name);
             ssize_t n = readlink(lp, tgt, sizeof tgt - 1);
             if (n > 0 && (tgt[n] = 0, strcmp(tgt, want) == 0)) {
                 found = pid;
