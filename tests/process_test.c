@@ -574,17 +574,153 @@ Test(process, unregistered_function_needs_fork)
     conc_process_t *p;
     cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
     cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    /* the failure names the function and the fix */
+    const char *msg = NULL;
+    cr_assert_eq(conc_failure(&msg), CONC_EINVAL);
+    cr_assert(strstr(msg, "not_registered") && strstr(msg, "CONC_REGISTER(not_registered)") &&
+                  strstr(msg, "spawn"), "message: %s", msg);
     cr_assert_eq(conc_process_pid(p), 0); /* still new: it can be fixed and started */
     conc_process_free(p);
     o.method = CONC_FORKSERVER;
     cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
+    conc_fail_clear();
     cr_assert_eq(conc_process_start(p), CONC_EINVAL);
+    cr_assert_eq(conc_failure(&msg), CONC_EINVAL);
+    cr_assert(strstr(msg, "CONC_REGISTER(not_registered)") && strstr(msg, "forkserver"), "message: %s", msg);
     conc_process_free(p);
     o.method = CONC_FORK;
     cr_assert_eq(conc_process_new(&p, not_registered, NULL, 0, &o), 0);
     cr_assert_eq(conc_process_start(p), 0);
     cr_assert_eq(join_code(p), 5);
     conc_process_free(p);
+}
+
+/* ----------------------------------------------- what a user tripped on */
+
+static int arg_aligned(const void *arg, size_t len)
+{
+    CK(((uintptr_t)arg % _Alignof(max_align_t)) == 0);
+    CK(len >= sizeof(int) && *(const int *)arg == 42); /* what our examples do */
+    return 0;
+}
+CONC_REGISTER(arg_aligned);
+
+Test(process, argument_aligned_for_any_type_each_method)
+{
+    int v[8] = {42};
+    /* names of every length move the strings before the argument */
+    for (int m = 0; m < NMETHODS; m++)
+        for (int k = 1; k <= 17; k += 3) {
+            char name[32];
+            snprintf(name, sizeof name, "%.*s", k, "abcdefghijklmnopqrstuvwxyz");
+            conc_process_t *p = start(arg_aligned, v, sizeof v, METHODS[m], false, name);
+            cr_assert_eq(join_code(p), 0, "%s, name of %d", conc_start_method_name(METHODS[m]), k);
+            conc_process_free(p);
+        }
+}
+
+static int report_method(const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    return (int)conc_process_method(conc_current_process());
+}
+CONC_REGISTER(report_method);
+
+Test(process, child_knows_its_start_method)
+{
+    cr_assert_eq(conc_process_method(conc_current_process()), CONC_START_DEFAULT);
+    for (int m = 0; m < NMETHODS; m++) {
+        conc_process_t *p = start(report_method, NULL, 0, METHODS[m], false, NULL);
+        cr_assert_eq(join_code(p), (int)METHODS[m], "%s", conc_start_method_name(METHODS[m]));
+        conc_process_free(p);
+    }
+}
+
+static int quick_exit_fn(const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    return 3;
+}
+CONC_REGISTER(quick_exit_fn);
+
+Test(process, forkserver_sentinel_agrees_with_is_alive_and_join)
+{
+    for (int i = 0; i < 40; i++) {
+        conc_process_t *p = start(quick_exit_fn, NULL, 0, CONC_FORKSERVER, false, NULL);
+        int s = conc_process_sentinel(p);
+        cr_assert_geq(s, 0);
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        cr_assert_eq(poll(&pf, 1, 20000), 1);
+        /* the sentinel says it ended: so do is_alive and join(0) */
+        cr_assert_not(conc_process_is_alive(p), "round %d: alive after its sentinel fired", i);
+        cr_assert_eq(conc_process_join(p, 0), 0, "round %d", i);
+        cr_assert_eq(exitcode_of(p), 3);
+        conc_process_free(p);
+    }
+}
+
+static int read_comm(const void *arg, size_t len)
+{
+    char comm[32] = {0};
+    int fd = open("/proc/self/comm", O_RDONLY);
+    CK(fd >= 0);
+    ssize_t n = read(fd, comm, sizeof comm - 1);
+    close(fd);
+    CK(n > 0);
+    if (comm[n - 1] == '\n')
+        comm[n - 1] = 0;
+    if (strcmp(comm, (const char *)arg) != 0 || len != strlen(arg) + 1) {
+        fprintf(stderr, "child comm '%s', parent's '%s'\n", comm, (const char *)arg);
+        return 98;
+    }
+    return 0;
+}
+CONC_REGISTER(read_comm);
+
+Test(process, children_show_the_program_name)
+{
+    char comm[32] = {0};
+    int fd = open("/proc/self/comm", O_RDONLY);
+    cr_assert_geq(fd, 0);
+    ssize_t n = read(fd, comm, sizeof comm - 1);
+    close(fd);
+    cr_assert_gt(n, 0);
+    if (comm[n - 1] == '\n')
+        comm[n - 1] = 0;
+    cr_assert_str_neq(comm, "exe");
+    for (int m = 0; m < NMETHODS; m++) {
+        conc_process_t *p = start(read_comm, comm, strlen(comm) + 1, METHODS[m], false, NULL);
+        cr_assert_eq(join_code(p), 0, "%s: the child is not called '%s' in ps", conc_start_method_name(METHODS[m]), comm);
+        conc_process_free(p);
+    }
+}
+
+static int touch_flag(const void *arg, size_t len)
+{
+    (void)len;
+    int fd = open((const char *)arg, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+CONC_REGISTER(touch_flag);
+
+/* main() skips the guard when CONC_TEST_NO_GUARD is set (see the end of
+ * this file): the spawned copy then runs main instead of the target. */
+Test(process, spawned_child_without_guard_exits_nonzero)
+{
+    char flag[] = "/tmp/conc-noguard-XXXXXX";
+    int fd = mkstemp(flag);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(flag);
+    setenv("CONC_TEST_NO_GUARD", "1", 1);
+    conc_process_t *p = start(touch_flag, flag, sizeof flag, CONC_SPAWN, false, NULL);
+    int code = join_code(p);
+    unsetenv("CONC_TEST_NO_GUARD");
+    conc_process_free(p);
+    cr_assert_neq(access(flag, F_OK), 0, "the target ran without the guard?");
+    cr_assert_neq(code, 0, "a child whose target never ran reported success");
 }
 
 Test(process, daemon_cannot_have_children)
@@ -841,4 +977,10 @@ Test(process, many_processes)
     cr_assert_eq(conc_active_children(NULL, 0), 0);
 }
 
-TU_MAIN_WITH_PROCESS_GUARD()
+int main(int argc, char *argv[])
+{
+    if (getenv("CONC_TEST_NO_GUARD") && getenv("CONC_PROCESS_CHILD"))
+        return 0; /* a program that forgot the guard: returns from main at once */
+    CONC_PROCESS_MAIN(argc, argv);
+    return tu_criterion_main(argc, argv);
+}

@@ -148,14 +148,18 @@ typedef struct conc_process_pool_opts {
     conc_process_fn initializer;    /* registered; NULL: none */
     const void *initarg;            /* copied; its argument */
     size_t initarg_len;
-    unsigned max_tasks_per_child;   /* 0: no limit */
+    unsigned max_tasks_per_child;   /* 0: no limit; not with method CONC_FORK (replacement
+                                       workers would be forks of a threaded parent): that
+                                       is CONC_EINVAL; with CONC_START_DEFAULT while the
+                                       default is fork, the pool uses the fork server */
     size_t queue_capacity;          /* bytes per task queue, 0: 4 MiB;
                                        the result queue has twice that */
 } conc_process_pool_opts_t;
 
 /* ProcessPoolExecutor(...). Starts the workers and returns 0 and a new
  * executor in *out (free with conc_executor_free); CONC_EINVAL (NULL out,
- * unregistered initializer for spawn/forkserver, max_workers > 1024);
+ * unregistered initializer for spawn/forkserver, max_workers > 1024,
+ * max_tasks_per_child with method CONC_FORK: Python's ValueError);
  * CONC_ENOMEM; CONC_ESYS (a worker could not be started). */
 CONC_API int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts);
 

@@ -246,7 +246,9 @@ CONC_API bool conc_process_daemon(const conc_process_t *p);
 /* Change the daemon flag; CONC_EPERM once started (AssertionError). */
 CONC_API int conc_process_set_daemon(conc_process_t *p, bool daemon);
 /* The start method this handle uses (CONC_START_DEFAULT until started;
- * then the method that was actually used). */
+ * then the method that was actually used). For conc_current_process() in
+ * a child: the method it was started with (CONC_START_DEFAULT in the
+ * original program). */
 CONC_API conc_start_method_t conc_process_method(const conc_process_t *p);
 
 /* ---------------------------------------------------- module functions */

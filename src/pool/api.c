@@ -327,6 +327,10 @@ int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t 
     conc_process_pool_opts_t o = {0};
     if (opts)
         o = *opts;
+    if (o.max_tasks_per_child && o.method == CONC_FORK)
+        return CONC_EINVAL; /* replacements would be forks of a threaded parent */
+    if (o.max_tasks_per_child && o.method == CONC_START_DEFAULT && conc_get_start_method() == CONC_FORK)
+        o.method = CONC_FORKSERVER; /* Python picks spawn here; the fork server is ours */
     engine_opts_t eo = {o.max_workers ? o.max_workers : (size_t)conc_cpu_count(),
                         o.method,
                         o.initializer,

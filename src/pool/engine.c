@@ -67,7 +67,8 @@ static void unlock(engine_t *e) { conc_lock_release(&e->mu); }
 
 const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word)
 {
-    const conc_registration_t *r = conc_registry_find_fn(fn);
+    const conc_registration_t *r =
+        conc__require_registered(fn, "a process pool's workers find their tasks by name");
     if (!r)
         return NULL;
     if (word)

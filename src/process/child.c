@@ -80,7 +80,8 @@ static int fork_start(conc__child_t *c, const conc__launch_t *l)
     if (pid < 0)
         return errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
     if (pid == 0) {
-        conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds, true};
+        conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds, true,
+                                   CONC_FORK};
         conc__become_child(&info);
         conc__child_exit(conc__run_child_fn(fn, l->arg, l->len));
     }
@@ -146,12 +147,23 @@ static bool reap_locked(conc__child_t *c)
     if (conc__load(&c->done, ACQ))
         return true;
     if (c->method == CONC_FORKSERVER) {
-        struct pollfd pf = {c->statusfd, POLLIN, 0};
+        /* The sentinel (the pidfd) turns readable when the child dies; the
+         * status comes a moment later, once the server has reaped it. Both
+         * must tell the same story: a dead child is waited for until its
+         * status is in (the server does that at once; 10 s covers a
+         * stopped or swamped server, after which the child counts as
+         * still running). */
+        struct pollfd pf[2] = {{c->statusfd, POLLIN, 0}, {c->pidfd, POLLIN, 0}};
         int n;
         do
-            n = poll(&pf, 1, 0);
+            n = poll(pf, c->pidfd >= 0 ? 2 : 1, 0);
         while (n < 0 && errno == EINTR);
-        if (n == 0)
+        if (n > 0 && !pf[0].revents) {
+            do
+                n = poll(pf, 1, 10000);
+            while (n < 0 && errno == EINTR);
+        }
+        if (n <= 0 || !pf[0].revents)
             return false;
         int32_t code;
         if (conc__read_all(c->statusfd, &code, sizeof code) != 0)

@@ -87,6 +87,7 @@ typedef struct conc__child_info {
     const int *fds;
     int nfds;
     bool forked;              /* strings stay valid: the parent's copy */
+    conc_start_method_t method; /* how this child was started */
 } conc__child_info_t;
 
 /* process.c: become the child described by info (current/parent records,
@@ -163,6 +164,14 @@ bool conc__forkserver_stop(void);
 void conc__forkserver_atfork_prepare(void);
 void conc__forkserver_atfork_parent(void);
 void conc__forkserver_atfork_child(void);
+
+/* symname.c: a name for fn ("work", or "the function at 0x..."). */
+void conc__fn_name(void (*fn)(void), char *out, size_t cap);
+/* symname.c: fn's registration; when it has none, fail (conc_fail with
+ * CONC_EINVAL and a message naming fn and the fix, CONC_REGISTER, also
+ * written once to stderr) and return NULL. where: why a name is needed
+ * ("a process pool's workers find their tasks by name"). */
+const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where);
 
 /* Linux syscalls (glibc 2.36 has wrappers, older ones do not). */
 int conc__pidfd_open(pid_t pid);

@@ -30,6 +30,7 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "conc/thread.h"
@@ -212,6 +213,7 @@ void conc__become_child(const conc__child_info_t *info)
     current_rec.ident = ident;
     current_rec.name_owned = copy;
     current_rec.daemon = info->daemon;
+    current_rec.method = info->method; /* what conc_process_method() reports here */
     parent_rec.name = pname;
     parent_rec.name_owned = copy;
     if (have_parent && parent_rec.child.pidfd >= 0 && parent_rec.child.pidfd != info->parent_pidfd)
@@ -362,8 +364,16 @@ int conc_process_start(conc_process_t *p)
     conc__launch_t l = {0};
     l.method = conc__resolve_method(p->method);
     if (l.method != CONC_FORK) {
-        l.entry = conc_registry_find_fn((void (*)(void))p->fn);
-        if (!l.entry || l.entry->sig != CONC_SIG_PROCESS) {
+        char why[160];
+        snprintf(why, sizeof why, "a process started with %s runs it in a fresh copy of the "
+                 "program, which finds functions by name", conc_start_method_name(l.method));
+        l.entry = conc__require_registered((void (*)(void))p->fn, why);
+        if (l.entry && l.entry->sig != CONC_SIG_PROCESS) {
+            conc_fail(CONC_EINVAL, "'%s' is registered, but not as a process function "
+                      "(int fn(const void *arg, size_t len))", l.entry->name);
+            l.entry = NULL;
+        }
+        if (!l.entry) {
             conc__store(&p->state, S_NEW, REL);
             return CONC_EINVAL;
         }
@@ -693,9 +703,45 @@ static void atfork_child(void)
     conc__forkserver_atfork_child();
 }
 
+/* A spawned child whose main did not run the guard got to exit without
+ * running its target: say so and fail, instead of exiting 0 as if it had
+ * done its work. */
+static void unguarded_exit(void)
+{
+    if (!unguarded)
+        return;
+    fprintf(stderr, "conc: this process was started by spawn or as the fork server, but main() "
+                    "does not call CONC_PROCESS_MAIN(argc, argv) first: the target never ran\n");
+    conc__flush_std();
+    _exit(255);
+}
+
+/* ps shows comm: after exec of /proc/self/exe it reads "exe"; give the
+ * child the program's own name, as its parent has. */
+static void name_like_the_program(void)
+{
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0)
+        return;
+    path[n] = 0;
+    char *del = strstr(path, " (deleted)");
+    if (del && del[10] == 0)
+        *del = 0;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char comm[16] = {0};
+    size_t len = strlen(base);
+    memcpy(comm, base, len < 15 ? len : 15); /* the kernel keeps 15 bytes */
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+}
+
 __attribute__((constructor)) static void conc__process_init(void)
 {
-    if (getenv(SPAWN_ENV))
+    if (getenv(SPAWN_ENV)) {
         unguarded = true;
+        name_like_the_program();
+        atexit(unguarded_exit);
+    }
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -210,7 +211,10 @@ int conc__req_recv(int sock, conc__req_t *r)
     if (r->h.fn_len > 4096 || r->h.name_len > 65536 || r->h.ident_len > 4096 ||
         r->h.parent_name_len > 65536 || r->h.arg_len > ((uint64_t)1 << 40))
         return CONC_ESYS;
-    size_t total = strs + 4 + (size_t)r->h.arg_len + 1;
+    /* The argument goes at an offset aligned for any type (malloc's own
+     * alignment), so a child may read *(const int *)arg or a struct. */
+    size_t argoff = (strs + 4 + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    size_t total = argoff + (size_t)r->h.arg_len + 1;
     char *b = malloc(total);
     if (!b)
         return CONC_ENOMEM;
@@ -219,7 +223,7 @@ int conc__req_recv(int sock, conc__req_t *r)
     if (rc)
         return rc;
     /* Re-lay the strings out with terminators: copy from the back. */
-    char *s = b + strs + 4;
+    char *s = b + argoff;
     rc = conc__read_all(sock, s, (size_t)r->h.arg_len);
     if (rc)
         return rc;
