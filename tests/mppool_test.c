@@ -126,6 +126,27 @@ Test(mppool, apply)
     cr_assert_eq(conc_pool_free(p), 0);
 }
 
+static int not_a_pool_task(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)arg, (void)len, (void)out;
+    return 0;
+}
+
+Test(mppool, unregistered_task_is_named)
+{
+    conc_pool_t *p = new_pool(1);
+    int x = 5;
+    void *d;
+    size_t n;
+    conc_fail_clear();
+    cr_assert_eq(conc_pool_apply(p, not_a_pool_task, &x, sizeof x, &d, &n), CONC_EINVAL);
+    const char *msg = NULL;
+    cr_assert_eq(conc_failure(&msg), CONC_EINVAL);
+    cr_assert(strstr(msg, "not_a_pool_task") && strstr(msg, "CONC_POOL_REGISTER(not_a_pool_task)"),
+              "message: %s", msg);
+    cr_assert_eq(conc_pool_free(p), 0);
+}
+
 Test(mppool, map)
 {
     conc_pool_t *p = new_pool(4);

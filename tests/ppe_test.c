@@ -222,7 +222,16 @@ Test(ppe, misuse)
 {
     conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 1);
     conc_future_t *f;
+    conc_fail_clear();
     cr_assert_eq(conc_process_pool_submit(ex, &f, unregistered, NULL, 0), CONC_EINVAL);
+    const char *msg = NULL; /* the failure names the function and the fix */
+    cr_assert_eq(conc_failure(&msg), CONC_EINVAL);
+    cr_assert(strstr(msg, "CONC_POOL_REGISTER(unregistered)"), "message: %s", msg);
+    conc_fail_clear();
+    conc_results_t *mr = NULL;
+    cr_assert_eq(conc_process_pool_map(ex, unregistered, "ab", 1, 2, 1, 5, &mr), CONC_EINVAL);
+    cr_assert_eq(conc_failure(&msg), CONC_EINVAL);
+    cr_assert(strstr(msg, "CONC_POOL_REGISTER(unregistered)"), "message: %s", msg);
     cr_assert_eq(conc_process_pool_submit(ex, NULL, echo, NULL, 0), CONC_EINVAL);
     cr_assert_eq(conc_process_pool_submit(NULL, &f, echo, NULL, 0), CONC_EINVAL);
     cr_assert_eq(conc_process_pool_submit(ex, &f, echo, NULL, 3), CONC_EINVAL);
@@ -563,6 +572,27 @@ Test(ppe, initializer)
         conc_results_free(r);
         conc_executor_free(ex);
     }
+}
+
+/* Python: ValueError("max_tasks_per_child is incompatible with the 'fork'
+ * multiprocessing start method") */
+Test(ppe, max_tasks_per_child_refuses_fork)
+{
+    conc_process_pool_opts_t o = {.max_workers = 1, .max_tasks_per_child = 3, .method = CONC_FORK};
+    conc_executor_t *ex = NULL;
+    cr_assert_eq(conc_process_pool_new(&ex, &o), CONC_EINVAL);
+    cr_assert_null(ex);
+    /* the default method, set to fork: the pool uses the fork server instead */
+    cr_assert_eq(conc_set_start_method(CONC_FORK), 0);
+    o.method = CONC_START_DEFAULT;
+    int rc = conc_process_pool_new(&ex, &o);
+    conc_set_start_method(CONC_START_DEFAULT);
+    cr_assert_eq(rc, 0);
+    conc_future_t *f;
+    cr_assert_eq(conc_process_pool_submit(ex, &f, getpid_task, NULL, 0), 0);
+    cr_assert_eq(conc_future_bytes(f, 10, NULL, NULL), 0);
+    conc_future_free(f);
+    conc_executor_free(ex);
 }
 
 Test(ppe, max_tasks_per_child)

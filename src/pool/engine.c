@@ -68,7 +68,8 @@ static void unlock(engine_t *e) { conc_lock_release(&e->mu); }
 const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word)
 {
     const conc_registration_t *r =
-        conc__require_registered(fn, "a process pool's workers find their tasks by name");
+        conc__require_registered(fn, "a process pool's workers find their tasks by name",
+                                 word ? "CONC_REGISTER" : "CONC_POOL_REGISTER");
     if (!r)
         return NULL;
     if (word)

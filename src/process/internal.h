@@ -170,8 +170,10 @@ void conc__fn_name(void (*fn)(void), char *out, size_t cap);
 /* symname.c: fn's registration; when it has none, fail (conc_fail with
  * CONC_EINVAL and a message naming fn and the fix, CONC_REGISTER, also
  * written once to stderr) and return NULL. where: why a name is needed
- * ("a process pool's workers find their tasks by name"). */
-const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where);
+ * ("a process pool's workers find their tasks by name"); macro: the fix
+ * ("CONC_REGISTER", "CONC_POOL_REGISTER"). */
+const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where,
+                                                    const char *macro);
 
 /* Linux syscalls (glibc 2.36 has wrappers, older ones do not). */
 int conc__pidfd_open(pid_t pid);

@@ -367,7 +367,7 @@ int conc_process_start(conc_process_t *p)
         char why[160];
         snprintf(why, sizeof why, "a process started with %s runs it in a fresh copy of the "
                  "program, which finds functions by name", conc_start_method_name(l.method));
-        l.entry = conc__require_registered((void (*)(void))p->fn, why);
+        l.entry = conc__require_registered((void (*)(void))p->fn, why, "CONC_REGISTER");
         if (l.entry && l.entry->sig != CONC_SIG_PROCESS) {
             conc_fail(CONC_EINVAL, "'%s' is registered, but not as a process function "
                       "(int fn(const void *arg, size_t len))", l.entry->name);

@@ -114,7 +114,8 @@ void conc__fn_name(void (*fn)(void), char *out, size_t cap)
     snprintf(out, cap, "the function at %p", (void *)fn);
 }
 
-const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where)
+const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where,
+                                                    const char *macro)
 {
     const conc_registration_t *r = conc_registry_find_fn(fn);
     if (r)
@@ -122,7 +123,7 @@ const conc_registration_t *conc__require_registered(void (*fn)(void), const char
     char name[256];
     conc__fn_name(fn, name, sizeof name);
     conc_fail(CONC_EINVAL,
-              "%s is not registered: %s; add CONC_REGISTER(%s); at file scope", name, where, name);
+              "%s is not registered: %s; add %s(%s); at file scope", name, where, macro, name);
     const char *msg = "";
     conc_failure(&msg);
     fprintf(stderr, "conc: %s\n", msg);
