@@ -17,11 +17,13 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <conc/process.h>
+#include <conc/queue.h>
 
 #include "core/time.h"
 #include "process/internal.h"
@@ -721,6 +723,93 @@ Test(process, spawned_child_without_guard_exits_nonzero)
     conc_process_free(p);
     cr_assert_neq(access(flag, F_OK), 0, "the target ran without the guard?");
     cr_assert_neq(code, 0, "a child whose target never ran reported success");
+}
+
+/* A raw fork() from a threaded program while a thread hammers a queue:
+ * the child's timed queue calls must honour their timeouts, whatever
+ * internal spin lock (a wait list's guard, a store's lock) or half-done
+ * slot the hammering thread left behind at the fork. */
+typedef struct {
+    conc_queue_t *q;
+    int stop; /* atomic */
+} hammer_t;
+
+static void *hammer_queue(void *arg)
+{
+    hammer_t *h = arg;
+    long i = 0;
+    while (!__atomic_load_n(&h->stop, __ATOMIC_RELAXED)) {
+        void *item;
+        conc_queue_put(h->q, (void *)(intptr_t)(++i), true, 0.0005);
+        conc_queue_get(h->q, &item, true, 0.0005);
+        if (i % 3 == 0)
+            conc_queue_get(h->q, &item, true, 0.0002); /* often empty: a waiter on the list */
+    }
+    return NULL;
+}
+
+/* In the child: every call returns within its timeout (plus slack). */
+static int child_queue_calls(conc_queue_t *q)
+{
+    double t0 = tu_now();
+    void *item;
+    int rc = conc_queue_get(q, &item, true, 0.005);
+    if (rc != 0 && rc != CONC_EEMPTY && rc != CONC_ETIMEDOUT)
+        return 2;
+    rc = conc_queue_put(q, (void *)1, true, 0.005);
+    if (rc != 0 && rc != CONC_EFULL && rc != CONC_ETIMEDOUT)
+        return 3;
+    rc = conc_queue_get(q, &item, true, 0.005);
+    if (rc != 0 && rc != CONC_EEMPTY && rc != CONC_ETIMEDOUT)
+        return 4;
+    return tu_now() - t0 < 2.0 ? 0 : 5;
+}
+
+Test(process, raw_fork_while_a_thread_uses_a_queue_timeouts_hold, .timeout = 180)
+{
+    SKIP_FORK_AFTER_THREADS();
+    struct {
+        conc_queue_kind_t kind;
+        long maxsize;
+    } kinds[] = {{CONC_FIFO, 4}, {CONC_FIFO, 0}, {CONC_LIFO, 4}, {CONC_PRIORITY, 0}};
+    int hung = 0, bad = 0, iters = (int)tu_iters(300);
+    for (int k = 0; k < 4; k++) {
+        hammer_t h = {0};
+        if (kinds[k].kind == CONC_PRIORITY)
+            cr_assert_eq(conc_priority_queue_new(&h.q, kinds[k].maxsize, NULL), 0);
+        else
+            cr_assert_eq(conc_queue_new(&h.q, kinds[k].kind, kinds[k].maxsize), 0);
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++)
+            cr_assert_eq(pthread_create(&th[t], NULL, hammer_queue, &h), 0);
+        for (int i = 0; i < iters / 4; i++) {
+            pid_t pid = fork();
+            cr_assert_geq(pid, 0);
+            if (pid == 0)
+                _exit(child_queue_calls(h.q));
+            int pfd = conc__pidfd_open(pid);
+            cr_assert_geq(pfd, 0);
+            struct pollfd pf = {pfd, POLLIN, 0};
+            if (poll(&pf, 1, 10000) != 1) {
+                hung++;
+                kill(pid, SIGKILL);
+            }
+            int st = 0;
+            cr_assert_eq(waitpid(pid, &st, 0), pid);
+            close(pfd);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                bad++;
+        }
+        __atomic_store_n(&h.stop, 1, __ATOMIC_RELAXED);
+        for (int t = 0; t < 2; t++)
+            pthread_join(th[t], NULL);
+        void *item;
+        while (conc_queue_get_nowait(h.q, &item) == 0) {
+        }
+        conc_queue_free(h.q, NULL);
+        cr_assert_eq(hung, 0, "kind %d: %d children hung in a timed queue call", k, hung);
+        cr_assert_eq(bad, 0, "kind %d: %d children failed", k, bad);
+    }
 }
 
 Test(process, daemon_cannot_have_children)

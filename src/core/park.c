@@ -307,14 +307,32 @@ void conc__unpark(conc__waiter_t *w)
 
 /* ------------------------------------------------------------ wait lists */
 
+/* Forks survived by this process's memory (see park.h). Bumped by the
+ * first atfork child handler conc registers: the constructor runs before
+ * every other conc constructor (priority), and child handlers run in
+ * registration order, so no later handler meets a stale guard. */
+unsigned conc__fork_gen;
+
+static void fork_gen_atfork_child(void)
+{
+    conc__store(&conc__fork_gen, conc__load(&conc__fork_gen, RLX) + 1, RLX);
+}
+
+__attribute__((constructor(101))) static void fork_gen_init(void)
+{
+    pthread_atfork(NULL, NULL, fork_gen_atfork_child);
+}
+
 void conc__waitq_lock(conc__waitq_t *q)
 {
-    unsigned spins = 0;
+    unsigned spins = 0, mine = conc__guard_stamp();
     for (;;) {
-        unsigned exp = 0;
-        if (conc__load(&q->guard, RLX) == 0 &&
-            atomic_compare_exchange_weak_explicit(CONC__A(&q->guard), &exp, 1u, ACQ, RLX))
-            return;
+        unsigned v = conc__load(&q->guard, RLX);
+        if (v == 0 || conc__guard_stale(v, mine)) { /* free, or its holder died in a fork */
+            if (atomic_compare_exchange_weak_explicit(CONC__A(&q->guard), &v, mine, ACQ, RLX))
+                return;
+            continue;
+        }
         if (++spins < 128)
             conc__cpu_relax();
         else

@@ -221,6 +221,29 @@ static inline bool conc__spin_until(bool (*ready)(void *), void *arg, int64_t de
     return ok;
 }
 
+/* Fork safety of internal spin locks (the wait lists' guards, the queue
+ * stores' locks). A raw fork() from a threaded program copies a guard that
+ * another thread held at that moment; that thread does not exist in the
+ * child, so the guard would never be released and the next call in the
+ * child would spin forever, whatever its timeout. So a holder stamps the
+ * guard with the fork generation it took it in (conc__fork_gen, bumped in
+ * every forked child before any other conc atfork handler runs; the
+ * thread that forks holds no guard, they are never held across a call
+ * out). A waiter that finds a stamp of an older generation takes the
+ * guard over. In the parent the generation never changes, so this costs
+ * one load on the way in. What the dead holder was doing under the guard
+ * is lost (a waiter it was queueing may stay on the list as a ghost: the
+ * next wake may go to it, which only matters to waits without a timeout —
+ * as after any fork of a threaded program, the child should exec or use
+ * conc with timeouts). */
+extern unsigned conc__fork_gen;
+static inline unsigned conc__guard_stamp(void)
+{
+    return ((conc__load(&conc__fork_gen, RLX) & 0x7fffffffu) << 1) | 1u;
+}
+/* v (nonzero) was stamped in an older generation than mine. */
+static inline bool conc__guard_stale(unsigned v, unsigned mine) { return v && v != mine && (v & 1u); }
+
 /* Wait-list operations; everything but lock/unlock needs the guard held. */
 void conc__waitq_lock(conc__waitq_t *q);
 static inline void conc__waitq_unlock(conc__waitq_t *q) { conc__store(&q->guard, 0u, REL); }

@@ -35,17 +35,24 @@
 
 #define CONC__CACHELINE 64
 
-/* A spin lock for very short critical sections (yields when it waits long). */
+/* A spin lock for very short critical sections (yields when it waits
+ * long). Stamped with the fork generation like a wait list's guard
+ * (core/park.h): one held by a thread that a fork left behind is taken
+ * over in the child instead of spun on forever. */
 typedef struct {
     atomic_uint v;
 } conc__spin_t;
 static inline void conc__spin_lock(conc__spin_t *s)
 {
-    unsigned n = 0;
+    unsigned n = 0, mine = conc__guard_stamp();
     for (;;) {
-        if (atomic_load_explicit(&s->v, memory_order_relaxed) == 0 &&
-            atomic_exchange_explicit(&s->v, 1, memory_order_acquire) == 0)
-            return;
+        unsigned v = atomic_load_explicit(&s->v, memory_order_relaxed);
+        if (v == 0 || conc__guard_stale(v, mine)) {
+            if (atomic_compare_exchange_weak_explicit(&s->v, &v, mine, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return;
+            continue;
+        }
         if (++n < 64)
             conc__cpu_relax();
         else

@@ -16,6 +16,14 @@
  * get_nowait only when it holds none); the blocking fast paths skip that
  * check (it reads the other side's counter, a cache line the other side
  * writes on every operation) and re-check exactly before sleeping.
+ *
+ * After a raw fork() the claiming thread may not exist: its cell stays
+ * claimed for good. So in a process that was forked (core/park.h) a spin
+ * that lasts ~16k rounds gives up and answers full/empty; the caller's
+ * blocking path then waits with its own deadline instead of spinning
+ * forever. (In a threaded child a preempted claimer can cause such an
+ * answer too; blocking callers re-check, so only the _nowait calls can see
+ * a spurious Full/Empty there.)
  */
 #include <stdlib.h>
 
@@ -53,8 +61,15 @@ void conc__ring_close(conc__ring_t *r)
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
 
+/* A claimed cell still unpublished after many rounds, in a forked child. */
+static bool stuck_since_fork(unsigned *spins)
+{
+    return ++*spins > (1u << 14) && conc__load(&conc__fork_gen, RLX) != 0;
+}
+
 int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
+    unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
         if (pos & CONC__RING_CLOSED)
@@ -74,7 +89,7 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
             if (!exact)
                 return CONC_EFULL;
             size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
-            if (pos - deq >= r->cap)
+            if (pos - deq >= r->cap || stuck_since_fork(&spins))
                 return CONC_EFULL;
             conc__cpu_relax();
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
@@ -86,6 +101,7 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 {
+    unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
         conc__cell_t *c = cell_at(r, pos);
@@ -103,7 +119,7 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
             if (!exact)
                 return false;
             size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
-            if (enq == pos)
+            if (enq == pos || stuck_since_fork(&spins))
                 return false;
             conc__cpu_relax();
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
