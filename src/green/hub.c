@@ -722,8 +722,15 @@ static void hub_thread_exit(void *p)
     pthread_mutex_unlock(&hubs_lock);
 }
 
+/* hubs_lock across fork: held by the forking thread, so no other thread
+ * can be inside it when the child is made (a child would otherwise block
+ * forever on the first hub it creates or retires). */
+static void hub_atfork_prepare(void) { pthread_mutex_lock(&hubs_lock); }
+static void hub_atfork_parent(void) { pthread_mutex_unlock(&hubs_lock); }
+
 static void hub_atfork_child(void)
 {
+    pthread_mutex_unlock(&hubs_lock);
     conc__hub_t *h = conc__tl_hub;
     if (!h)
         return;
@@ -749,7 +756,7 @@ static void hub_atfork_child(void)
 static void hub_once_init(void)
 {
     pthread_key_create(&hub_key, hub_thread_exit);
-    pthread_atfork(NULL, NULL, hub_atfork_child);
+    pthread_atfork(hub_atfork_prepare, hub_atfork_parent, hub_atfork_child);
 }
 
 static conc__hub_t *hub_create(void)
