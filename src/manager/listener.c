@@ -65,7 +65,7 @@
 /* Handshakes held at once, at most (fewer when the fd limit is lower). */
 #define CONC__MGR_MAX_PENDING 10000
 /* Seconds a connection may take to prove the key. */
-#define CONC__MGR_HS_SERVER_TIMEOUT 3.0
+#define CONC__MGR_HS_SERVER_TIMEOUT 5.0
 /* fds kept out of the handshake budget: authenticated connections, the
  * loop's own, the channels' memfds while they are handed over. */
 #define FD_RESERVE 512
