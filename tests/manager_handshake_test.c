@@ -253,6 +253,13 @@ static int child_out_of_fds(const void *arg, size_t len)
     CK(e == EMFILE);
     conc_manager_t *x = NULL;
     CK(conc_manager_connect(&x, conc_manager_address(m), "secret", 6, 5) == CONC_ESYS && errno == EMFILE);
+    /* one fd free: the socket fits, the shared-memory channel's memfd does not */
+    close(fds[--n]);
+    errno = 0;
+    rc = conc_manager_dict(m, "d", &d);
+    e = errno;
+    fprintf(stderr, "one fd left: %s, errno %d\n", conc_strerror(rc), e);
+    CK(rc == CONC_ESYS && e == EMFILE);
     for (int i = 0; i < n; i++)
         close(fds[i]);
     CK(conc_manager_dict(m, "d", &d) == 0); /* nothing was broken */

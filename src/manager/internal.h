@@ -40,7 +40,7 @@
 #define CONC__MGR_MAX_FRAME (16u << 20) /* largest body, either way */
 #define CONC__MGR_HS_MAX 64u            /* largest body during the handshake */
 #define CONC__MGR_NONCE 32u
-#define CONC__MGR_HS_TIMEOUT 5.0        /* seconds for the whole handshake */
+#define CONC__MGR_HS_TIMEOUT 5.0        /* seconds the server gives a whole handshake */
 /* Adaptive spinning before a reader sleeps: a peer in a loop of calls
  * answers within microseconds when it has a core of its own, and catching
  * the frame awake saves the two wake-ups of a round trip. The budget (ns)
@@ -235,9 +235,12 @@ int conc__mgr_chan_serve(conc__mgr_conn_t *c, conc__mgr_chan_t *ch, size_t cap);
  * be closed (malformed, too long, truncated), 1 for a shutdown request. */
 int conc__mgr_feed(conc__mgr_conn_t *c, const uint8_t *data, size_t n);
 
-/* The whole server process: serve on listening socket lfd until SHUTDOWN
- * or until watch_fd (a pidfd of the owner, -1 for none) becomes readable.
- * unix_path (may be NULL): unlinked, and its directory removed, at the end. */
+/* The whole server process (listener.c): serve on listening socket lfd
+ * until SHUTDOWN, until watch_fd (a pidfd of the owner, -1 for none)
+ * becomes readable, or until SIGTERM or SIGHUP (blocked in the calling
+ * process and read from a signalfd). unix_path (may be NULL): unlinked,
+ * and its directory removed, however it ends. Raises RLIMIT_NOFILE's soft
+ * limit to the hard one. */
 int conc__mgr_serve(int lfd, int watch_fd, const void *key, size_t keylen, const char *unix_path);
 
 /* ------------------------------------------------------------ handshake */

@@ -18,7 +18,7 @@
  * after its verdict is consumed here; the server's own messages are tiny
  * and go into an empty socket buffer, so a send that would block is a
  * protocol failure, never a wait. Each pending handshake has a deadline
- * (CONC__MGR_HS_SERVER_TIMEOUT); they all have the same length, so the
+ * (CONC__MGR_HS_TIMEOUT); they all have the same length, so the
  * pending list in accept order is also in deadline order and the loop
  * sleeps until the oldest one expires. At most CONC__MGR_MAX_PENDING are
  * held (fewer if the fd limit, raised to its hard maximum at start, is
@@ -64,8 +64,6 @@
 
 /* Handshakes held at once, at most (fewer when the fd limit is lower). */
 #define CONC__MGR_MAX_PENDING 10000
-/* Seconds a connection may take to prove the key. */
-#define CONC__MGR_HS_SERVER_TIMEOUT 5.0
 /* fds kept out of the handshake budget: authenticated connections, the
  * loop's own, the channels' memfds while they are handed over. */
 #define FD_RESERVE 512
@@ -375,7 +373,7 @@ static bool accept_one(loop_t *L)
     }
     p->fd = fd;
     p->state = HS_MAC;
-    p->deadline = conc__now_ns() + (int64_t)(CONC__MGR_HS_SERVER_TIMEOUT * 1e9);
+    p->deadline = conc__now_ns() + (int64_t)(CONC__MGR_HS_TIMEOUT * 1e9);
     p->chal[0] = 'S';
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = p};
     if (conc__mgr_random(p->chal + 1, CONC__MGR_NONCE) != 0 || hs_send(fd, p->chal, sizeof p->chal) ||

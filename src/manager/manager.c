@@ -139,7 +139,8 @@ static bool want_chan(const mproxy_t *p)
 
 /* Ask the server for a shared-memory channel on the fresh connection fd.
  * 0: switched (p->chan set) or the server said no (stay on the socket);
- * CONC_EBROKEN: the connection failed. */
+ * CONC_EBROKEN: the connection failed; CONC_ESYS (errno set): no fd or
+ * memory left here for the channel. */
 static int chan_switch(mproxy_t *p, int fd, double timeout)
 {
     static const uint8_t req[5] = {1, 0, 0, 0, CONC__MOP_SHM};
@@ -149,6 +150,7 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
     uint8_t msg[8];
     size_t have = 0;
     int mfd = -1;
+    bool ctrunc = false;
     while (have < sizeof msg) {
         double left = timeout < 0 ? CONC_FOREVER : deadline - conc_monotonic();
         if (timeout >= 0 && left < 0)
@@ -167,6 +169,8 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
             continue;
         if (r <= 0)
             goto broken;
+        if (mh.msg_flags & MSG_CTRUNC)
+            ctrunc = true; /* the memfd did not fit in our fd table */
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
             if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
                 int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -183,6 +187,10 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
     }
     int32_t code = (int32_t)((uint32_t)msg[4] | (uint32_t)msg[5] << 8 | (uint32_t)msg[6] << 16 |
                              (uint32_t)msg[7] << 24);
+    if (code == 0 && mfd < 0 && ctrunc) {
+        errno = EMFILE; /* out of fds here: not the server's fault */
+        return CONC_ESYS;
+    }
     if (msg[0] != 4 || msg[1] || msg[2] || msg[3] || (code == 0) != (mfd >= 0))
         goto broken;
     if (code) /* e.g. not a Unix socket on the server's side: keep the socket */
@@ -191,7 +199,12 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
     void *m = MAP_FAILED;
     if (fstat(mfd, &st) == 0 && (size_t)st.st_size == CONC__MGR_CHAN_SIZE)
         m = mmap(NULL, CONC__MGR_CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    int e = errno;
     close(mfd);
+    if (m == MAP_FAILED && (e == ENOMEM || e == EMFILE || e == ENFILE)) {
+        errno = e;
+        return CONC_ESYS; /* no room here for the mapping */
+    }
     if (m == MAP_FAILED)
         return CONC_EBROKEN; /* the server waits on the channel now */
     p->chan = m;
