@@ -52,7 +52,10 @@ enum {
     CONC_EDEADLK = -15,   /* a deadlock was detected / would occur              */
     CONC_ELOOPEXIT = -16, /* gevent LoopExit: nothing could ever wake the waiter*/
     CONC_ENOTSUP = -17,   /* NotImplementedError / not supported here           */
-    CONC_ERANGE = -18     /* OverflowError: value out of range                  */
+    CONC_ERANGE = -18,    /* OverflowError: value out of range                  */
+    CONC_EOWNERDEAD = -19 /* robust-mutex EOWNERDEAD: the lock is yours now, but
+                             its previous holder died holding it; repair the
+                             data it protected (process-shared locks only)    */
 };
 
 /* Returns a static, human readable description of code ("queue.Empty: ...").

@@ -27,6 +27,9 @@ static const struct conc__errinfo conc__errors[] = {
     {CONC_ELOOPEXIT, "LoopExit", "LoopExit: nothing can ever wake this waiter"},
     {CONC_ENOTSUP, "NotImplementedError", "NotImplementedError: not supported"},
     {CONC_ERANGE, "OverflowError", "OverflowError: value out of range"},
+    {CONC_EOWNERDEAD, "OwnerDeadError",
+     "OwnerDeadError: acquired, but the previous holder died holding the lock (robust-mutex "
+     "EOWNERDEAD); repair the data it protected"},
 };
 
 static const struct conc__errinfo *conc__find(int code)
