@@ -177,7 +177,8 @@ static int acquire_and_die(void *p)
 static int recover_in_child(void *p)
 {
     shared_t *s = p;
-    if (conc_plock_acquire(&s->lock, true, 10.0) != 0)
+    /* the taker is told that the holder died (robust-mutex EOWNERDEAD) */
+    if (conc_plock_acquire(&s->lock, true, 10.0) != CONC_EOWNERDEAD)
         return 1;
     conc_plock_release(&s->lock);
     return 0;
@@ -206,7 +207,7 @@ Test(ipc_lock, holder_killed_is_recovered_not_wedged, .timeout = TU_TIMEOUT)
     cr_assert_not(conc_prlock_is_owned(&s->rlock));
     cr_assert_eq(conc_prlock_release(&s->rlock), CONC_EPERM);
     double t0 = tu_now();
-    cr_assert_eq(conc_prlock_acquire(&s->rlock, true, 5.0), 0);
+    cr_assert_eq(conc_prlock_acquire(&s->rlock, true, 5.0), CONC_EOWNERDEAD);
     cr_assert_lt(tu_now() - t0, 2.0);
     cr_assert_eq(conc_prlock_level(&s->rlock), 1, "a fresh level, not the dead owner's");
     cr_assert_eq(conc_prlock_recoveries(&s->rlock), 1);

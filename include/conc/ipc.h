@@ -184,16 +184,34 @@ CONC_API int conc_shm_sweep(void);
  * strict FIFO order.
  *
  * Owner death: a Lock stores its holder's pid, an RLock its owner's thread
- * id. A waiter that sleeps checks, every 50 ms, whether that process
- * (thread) still lives; if it ended (or is a zombie), the waiter takes the
- * lock over and its acquire returns 0 as usual; conc_plock_recoveries()
- * counts such takeovers, so code can notice that the data the lock guarded
- * may be half-updated. A pid reused by a new process in between keeps the
- * lock waiting until that process ends (pids cycle through millions).
- * Semaphores, Events, Conditions and Barriers have no owner: a process that
- * dies holding a semaphore unit or waiting in a condition/barrier loses
- * that unit / may absorb one notify / breaks the barrier only on others'
- * timeouts (like Python's multiprocessing).
+ * id, each with a tag that tells that process (thread) from a later one
+ * that gets the same id (the low bits of its pidfs inode number, Linux
+ * 6.9+, which the kernel never reuses before reboot; on older kernels its
+ * start time in clock ticks). A waiter that sleeps checks, every 50 ms,
+ * whether the holder still lives: if it ended, is a zombie, or its id now
+ * names another process, the waiter takes the lock over within that
+ * period (so at most ~50 ms after the death, whatever happened to the pid
+ * since) and its acquire returns CONC_EOWNERDEAD — like a robust mutex's
+ * EOWNERDEAD: the caller holds the lock, and the data it guards may be
+ * half-updated, so it should repair it before use (then release as
+ * usual). conc_plock_recoveries() counts such takeovers. A non-blocking
+ * acquire (or one whose timeout ends before the first check) does not
+ * check. The Condition's wait reports CONC_EOWNERDEAD when it took its
+ * lock back from a dead holder (its own outcome is then unknown: treat it
+ * as a spurious wakeup and re-check the predicate, after the repair); a
+ * Barrier whose lock was taken over from a dead party breaks
+ * (CONC_EBROKEN, like Python's barrier when a party is lost). Value/Array
+ * acquire returns the RLock's code. Semaphores, Events, Conditions and
+ * Barriers have no owner: a process that dies holding a semaphore unit
+ * or waiting in a condition/barrier loses that unit (a Semaphore cannot
+ * know whose unit it was: left as Python's) / may absorb one notify /
+ * breaks the barrier only on others' timeouts.
+ *
+ * Hostile peers (docs/security.md): every field above lives in memory
+ * another process can write. Whatever it writes, a call never touches
+ * memory outside the object (and, for a Condition, outside the mapping
+ * that holds it), never spins without a bound and never calls code a
+ * peer chose; it may block (as a peer holding the lock can make it do).
  */
 
 /* Allocate size bytes (> 0) of zeroed memory shared with fork children
@@ -203,18 +221,28 @@ CONC_API int conc_shm_sweep(void);
 CONC_API int conc_shared_alloc(size_t size, void **out);
 CONC_API void conc_shared_free(void *p);
 
+/* The lock words below hold the holder's id and its tag side by side, as
+ * one aligned 64-bit unit. */
+#ifdef __cplusplus
+#define CONC__ALIGN8 alignas(8)
+#else
+#define CONC__ALIGN8 _Alignas(8)
+#endif
+
 /* ---- Lock (multiprocessing.Lock): not owned, any process may release. */
 typedef struct conc_plock {
-    uint32_t word;       /* holder pid, 0 when free (atomic) */
+    CONC__ALIGN8 uint32_t word; /* holder pid, 0 when free (atomic; the futex word) */
+    uint32_t tag;        /* which process had that pid (see Owner death) */
     uint32_t sleepers;   /* processes asleep on word (atomic) */
     uint32_t recoveries; /* takeovers from dead holders (atomic) */
-    uint32_t reserved;
 } conc_plock_t;
 #define CONC_PLOCK_INIT {0, 0, 0, 0}
 
 CONC_API int conc_plock_init(conc_plock_t *l);
 CONC_API int conc_plock_new(conc_plock_t **out);
-/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL. Blocks per blocking/timeout. */
+/* Returns 0, CONC_EOWNERDEAD (acquired from a holder that died holding
+ * it: the caller holds the lock and should repair what it protects),
+ * CONC_ETIMEDOUT, CONC_EINVAL. Blocks per blocking/timeout. */
 CONC_API int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout);
 /* Returns 0, or CONC_EPERM when not locked. Never blocks. */
 CONC_API int conc_plock_release(conc_plock_t *l);
@@ -224,16 +252,21 @@ CONC_API unsigned conc_plock_recoveries(const conc_plock_t *l);
 
 /* ---- RLock (multiprocessing.RLock): owned by one thread of one process. */
 typedef struct conc_prlock {
-    uint32_t word;       /* owner thread id, 0 when free (atomic) */
+    CONC__ALIGN8 uint32_t word; /* owner thread id, 0 when free (atomic; the futex word) */
+    uint32_t tag;        /* which thread had that id */
     uint32_t sleepers;
     uint32_t recoveries;
     uint32_t count;      /* recursion level, touched by the owner only */
+    uint32_t reserved;
 } conc_prlock_t;
-#define CONC_PRLOCK_INIT {0, 0, 0, 0}
+#define CONC_PRLOCK_INIT {0, 0, 0, 0, 0, 0}
 
 CONC_API int conc_prlock_init(conc_prlock_t *r);
 CONC_API int conc_prlock_new(conc_prlock_t **out);
-/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL, CONC_ERANGE (recursion overflow). */
+/* Returns 0, CONC_EOWNERDEAD (taken over from an owner thread that ended
+ * holding it: the caller owns it at level 1 and should repair what it
+ * protects), CONC_ETIMEDOUT, CONC_EINVAL, CONC_ERANGE (recursion
+ * overflow). */
 CONC_API int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout);
 /* Returns 0, or CONC_EPERM when the calling thread does not own it. */
 CONC_API int conc_prlock_release(conc_prlock_t *r);

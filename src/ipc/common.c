@@ -12,8 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -112,6 +115,235 @@ bool conc__ipc_alive(pid_t pid, uint64_t start_time)
     return start_time == 0 || t == start_time;
 }
 
+/* --------------------------------------------------- holder identity
+ * A pid (thread id) is reused by the kernel; a lock word that holds only
+ * the id can be fooled by an unrelated process that got it. The tag says
+ * which incarnation: pidfs (Linux 6.9+) gives every process and thread an
+ * inode number that is never reused before reboot; older kernels fall
+ * back to the start time in clock ticks (a reuse within the same tick
+ * would fool it). Every process of one machine uses the same source. */
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#define CONC__PID_FS_MAGIC 0x50494446
+
+static _Atomic int conc__ipc_pidfs; /* 0 unknown, 1 pidfs, -1 /proc start times */
+
+static int conc__ipc_pidfd(pid_t id, bool thread)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, id, thread ? PIDFD_THREAD : 0);
+#else
+    (void)id, (void)thread;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static bool conc__ipc_use_pidfs(void)
+{
+    int m = atomic_load_explicit(&conc__ipc_pidfs, memory_order_relaxed);
+    if (__builtin_expect(m != 0, 1))
+        return m > 0;
+    struct statfs sf;
+    int fd = conc__ipc_pidfd(getpid(), false);
+    m = fd >= 0 && fstatfs(fd, &sf) == 0 && (unsigned long)sf.f_type == CONC__PID_FS_MAGIC ? 1 : -1;
+    if (fd >= 0)
+        close(fd);
+    atomic_store_explicit(&conc__ipc_pidfs, m, memory_order_relaxed);
+    return m > 0;
+}
+
+static uint32_t conc__ipc_fold(uint64_t x)
+{
+    uint32_t v = (uint32_t)(x ^ (x >> 32));
+    return v ? v : 1u;
+}
+
+/* The tag behind an open pidfd. */
+static uint32_t conc__ipc_fd_tag(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? conc__ipc_fold((uint64_t)st.st_ino) : 0;
+}
+
+uint32_t conc__ipc_tag(pid_t id, bool thread)
+{
+    if (id <= 0)
+        return 0;
+    if (conc__ipc_use_pidfs()) {
+        int fd = conc__ipc_pidfd(id, thread);
+        if (fd < 0)
+            return 0;
+        uint32_t t = conc__ipc_fd_tag(fd);
+        close(fd);
+        return t;
+    }
+    uint64_t start = conc__ipc_start_time(id);
+    return start ? conc__ipc_fold(start) : 0;
+}
+
+static _Atomic pid_t conc__ipc_tag_pid;
+static _Atomic uint32_t conc__ipc_ptag;
+static __thread unsigned conc__ipc_ttag_gen;
+static __thread uint32_t conc__ipc_ttag;
+
+uint32_t conc__ipc_my_tag(bool thread)
+{
+    if (thread) {
+        pid_t tid = conc__ipc_tid(); /* refreshes the generation after fork */
+        unsigned g = atomic_load_explicit(&conc__ipc_gen, memory_order_relaxed);
+        if (conc__ipc_ttag_gen != g) {
+            conc__ipc_ttag = conc__ipc_tag(tid, true);
+            conc__ipc_ttag_gen = g;
+        }
+        return conc__ipc_ttag;
+    }
+    pid_t me = conc__ipc_pid();
+    if (atomic_load_explicit(&conc__ipc_tag_pid, memory_order_acquire) != me) {
+        atomic_store_explicit(&conc__ipc_ptag, conc__ipc_tag(me, false), memory_order_relaxed);
+        atomic_store_explicit(&conc__ipc_tag_pid, me, memory_order_release);
+    }
+    return atomic_load_explicit(&conc__ipc_ptag, memory_order_relaxed);
+}
+
+bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
+{
+    if (id <= 0)
+        return false;
+    if (conc__ipc_use_pidfs()) {
+        int fd = conc__ipc_pidfd(id, thread);
+        if (fd < 0) {
+            /* ESRCH: gone; ENOENT: not a process (a thread of another) */
+            if (errno == ESRCH || errno == ENOENT)
+                return false;
+            return conc__ipc_alive(id, 0); /* out of descriptors...: ask /proc */
+        }
+        bool alive = true;
+        uint32_t now = conc__ipc_fd_tag(fd);
+        if (tag && now && (now & mask) != (tag & mask))
+            alive = false; /* the id was reused: the holder is gone */
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (alive && poll(&pf, 1, 0) > 0 && (pf.revents & (POLLIN | POLLHUP)))
+            alive = false; /* exited (a zombie until reaped) */
+        close(fd);
+        return alive;
+    }
+    if (!conc__ipc_alive(id, 0))
+        return false;
+    if (!tag)
+        return true;
+    uint32_t now = conc__ipc_tag(id, thread);
+    return now == 0 || (now & mask) == (tag & mask);
+}
+
+/* ------------------------------------------------------------- the MAC */
+
+static uint64_t conc__ipc_key[2];
+static pthread_once_t conc__ipc_key_once = PTHREAD_ONCE_INIT;
+
+static void conc__ipc_key_init(void)
+{
+    if (getrandom(conc__ipc_key, sizeof conc__ipc_key, 0) != (ssize_t)sizeof conc__ipc_key) {
+        uint64_t x = (uint64_t)conc__now_ns() ^ (uint64_t)(uintptr_t)&conc__ipc_key ^ ((uint64_t)getpid() << 40);
+        for (int i = 0; i < 2; i++) {
+            x += 0x9e3779b97f4a7c15ull;
+            uint64_t z = x;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            conc__ipc_key[i] = z ^ (z >> 31);
+        }
+    }
+}
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1, v1 = ROTL(v1, 13), v1 ^= v0, v0 = ROTL(v0, 32);                                  \
+        v2 += v3, v3 = ROTL(v3, 16), v3 ^= v2;                                                     \
+        v0 += v3, v3 = ROTL(v3, 21), v3 ^= v0;                                                     \
+        v2 += v1, v1 = ROTL(v1, 17), v1 ^= v2, v2 = ROTL(v2, 32);                                  \
+    } while (0)
+
+uint64_t conc__ipc_mac(uint64_t a, uint64_t b, uint64_t c)
+{
+    pthread_once(&conc__ipc_key_once, conc__ipc_key_init);
+    uint64_t k0 = conc__ipc_key[0], k1 = conc__ipc_key[1];
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+    const uint64_t m[4] = {a, b, c, (uint64_t)24 << 56};
+    for (int i = 0; i < 4; i++) {
+        v3 ^= m[i];
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m[i];
+    }
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* ------------------------------------------------------ mapping checks */
+
+#define MAPCACHE 8
+static __thread struct {
+    uintptr_t lo, hi; /* a mapping seen in /proc/self/maps */
+    unsigned gen;
+} conc__ipc_maps[MAPCACHE];
+static __thread unsigned conc__ipc_maps_next;
+/* Bumped by conc_shared_free (an unmap we make): cached ranges may be gone. */
+static _Atomic unsigned conc__ipc_maps_gen = 1;
+
+static bool conc__ipc_maps_find(uintptr_t p, uintptr_t *lo, uintptr_t *hi)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2 && p >= a && p < b) {
+            *lo = a, *hi = b;
+            found = true;
+            break;
+        }
+        if (!strchr(line, '\n')) { /* a long line (a path): skip its rest */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {
+            }
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+bool conc__ipc_in_mapping(const void *a, size_t alen, const void *b, size_t blen)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    if (pa + alen < pa || pb + blen < pb)
+        return false;
+    unsigned gen = atomic_load_explicit(&conc__ipc_maps_gen, memory_order_acquire);
+    for (int i = 0; i < MAPCACHE; i++) {
+        if (conc__ipc_maps[i].gen == gen && pa >= conc__ipc_maps[i].lo && pa + alen <= conc__ipc_maps[i].hi)
+            return pb >= conc__ipc_maps[i].lo && pb + blen <= conc__ipc_maps[i].hi;
+    }
+    uintptr_t lo, hi;
+    if (!conc__ipc_maps_find(pa, &lo, &hi)) {
+        /* no /proc: allow only a lock within the same page as a */
+        uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        return pb / pg == pa / pg && (pb + blen - 1) / pg == pa / pg;
+    }
+    unsigned k = conc__ipc_maps_next++ % MAPCACHE;
+    conc__ipc_maps[k].lo = lo;
+    conc__ipc_maps[k].hi = hi;
+    conc__ipc_maps[k].gen = gen;
+    return pa + alen <= hi && pb >= lo && pb + blen <= hi;
+}
+
 uint64_t conc__ipc_pidns(void)
 {
     struct stat s;
@@ -157,5 +389,6 @@ void conc_shared_free(void *p)
     uint64_t *h = (uint64_t *)((char *)p - 16);
     if (((uintptr_t)p & (pg - 1)) != 0 || h[0] != CONC__SHARED_MAGIC)
         return; /* not ours: leave it alone */
+    atomic_fetch_add_explicit(&conc__ipc_maps_gen, 1u, memory_order_release);
     munmap((char *)p - pg, (size_t)h[1]);
 }

@@ -31,6 +31,30 @@ bool conc__ipc_alive(pid_t pid, uint64_t start_time);
 uint64_t conc__ipc_start_time(pid_t pid);
 uint64_t conc__ipc_pidns(void);
 
+/* Holder identity beyond the id (a pid or a thread id, which the kernel
+ * reuses): a 32-bit tag of that process/thread's incarnation — the low
+ * bits of its pidfs inode number (unique per process or thread since
+ * boot; Linux 6.9+), else of its start time (clock ticks, /proc). 0 when
+ * unknown. conc__ipc_my_tag is the caller's (cached; thread: of the
+ * calling thread, else of its process). conc__ipc_holder_alive: does the
+ * process (thread) id, whose tag was tag (0: unknown, not compared; only
+ * the bits in mask are), still run? False when it ended, is a zombie, or
+ * its id now names another incarnation (reused). */
+uint32_t conc__ipc_tag(pid_t id, bool thread);
+uint32_t conc__ipc_my_tag(bool thread);
+bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread);
+
+/* A keyed 64-bit MAC (SipHash-2-4) of three words under a key made at
+ * random once per address space (fork children share it; an exec'd or
+ * unrelated process has another): proves that a value in shared memory
+ * was written by this address space or a fork relative, not forged. */
+uint64_t conc__ipc_mac(uint64_t a, uint64_t b, uint64_t c);
+
+/* Do [a, a+alen) and [b, b+blen) lie in one mapping of this process (one
+ * line of /proc/self/maps)? For a pointer computed from a shared offset.
+ * Answers are cached per thread. */
+bool conc__ipc_in_mapping(const void *a, size_t alen, const void *b, size_t blen);
+
 /* How often a sleeping lock waiter checks that the holder lives (ns). */
 #define CONC__IPC_CHECK_NS (50 * 1000 * 1000)
 
@@ -58,10 +82,11 @@ static inline void conc__pwake(uint32_t *word, uint32_t *sleepers, int n)
 pid_t conc__shm_owner(const conc_shm_t *s);
 
 /* For the condition: drop every level of an owned RLock (returns it) /
- * take it back; take a Lock, waiting as long as needed. */
+ * take it back; take a Lock, waiting as long as needed. The takers return
+ * 0 or CONC_EOWNERDEAD (taken over from a dead holder). */
 uint32_t conc__prlock_release_all(conc_prlock_t *r);
-void conc__prlock_restore(conc_prlock_t *r, uint32_t n);
-void conc__plock_lock_forever(conc_plock_t *l);
+int conc__prlock_restore(conc_prlock_t *r, uint32_t n);
+int conc__plock_lock_forever(conc_plock_t *l);
 
 /* Bounded spin on ready(arg) (true when it became ready). */
 bool conc__ipc_spin(bool (*ready)(void *), void *arg, int64_t deadline);

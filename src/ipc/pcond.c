@@ -38,9 +38,32 @@
 
 enum { EMBEDDED = 0, LOCK = 1, RLOCK = 2 };
 
-static void *conc__pcond_lock(conc_pcond_t *c)
+/* The condition's lock, from one read of kind and offset, checked: a
+ * known kind, and for an outside lock an aligned address inside the
+ * mapping that holds the condition (a peer may have written any offset).
+ * NULL when they are bad: the condition is broken. */
+typedef struct {
+    void *lock;
+    int kind;
+} conc__pcond_lk_t;
+
+static bool conc__pcond_resolve(conc_pcond_t *c, conc__pcond_lk_t *lk)
 {
-    return c->kind == EMBEDDED ? (void *)&c->own : (void *)((char *)c + c->offset);
+    int32_t kind = atomic_load_explicit(CONC__IA(&c->kind), RLXO);
+    lk->kind = kind;
+    if (kind == EMBEDDED) {
+        lk->lock = &c->own;
+        return true;
+    }
+    if (kind != LOCK && kind != RLOCK)
+        return false;
+    int64_t off = atomic_load_explicit(CONC__IA(&c->offset), RLXO);
+    size_t need = kind == LOCK ? sizeof(conc_plock_t) : sizeof(conc_prlock_t);
+    uintptr_t at = (uintptr_t)c + (uintptr_t)off;
+    if ((off & 7) != 0 || !conc__ipc_in_mapping(c, sizeof *c, (const void *)at, need))
+        return false;
+    lk->lock = (void *)at;
+    return true;
 }
 
 int conc_pcond_init(conc_pcond_t *c, conc_plock_t *lock)
@@ -78,25 +101,31 @@ int conc_pcond_acquire(conc_pcond_t *c, bool blocking, double timeout)
 {
     if (!c)
         return CONC_EINVAL;
-    if (c->kind == LOCK)
-        return conc_plock_acquire(conc__pcond_lock(c), blocking, timeout);
-    return conc_prlock_acquire(conc__pcond_lock(c), blocking, timeout);
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (lk.kind == LOCK)
+        return conc_plock_acquire(lk.lock, blocking, timeout);
+    return conc_prlock_acquire(lk.lock, blocking, timeout);
 }
 
 int conc_pcond_release(conc_pcond_t *c)
 {
     if (!c)
         return CONC_EINVAL;
-    if (c->kind == LOCK)
-        return conc_plock_release(conc__pcond_lock(c));
-    return conc_prlock_release(conc__pcond_lock(c));
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (lk.kind == LOCK)
+        return conc_plock_release(lk.lock);
+    return conc_prlock_release(lk.lock);
 }
 
-static bool conc__pcond_owned(conc_pcond_t *c)
+static bool conc__pcond_owned(const conc__pcond_lk_t *lk)
 {
-    if (c->kind == LOCK)
-        return conc_plock_locked(conc__pcond_lock(c));
-    return conc_prlock_is_owned(conc__pcond_lock(c));
+    if (lk->kind == LOCK)
+        return conc_plock_locked(lk->lock);
+    return conc_prlock_is_owned(lk->lock);
 }
 
 static bool conc__pcond_take(conc_pcond_t *c)
@@ -108,17 +137,22 @@ static bool conc__pcond_take(conc_pcond_t *c)
     return false;
 }
 
-/* The wait, with the lock held and checked. 0 notified, CONC_ETIMEDOUT. */
-static int conc__pcond_wait_dl(conc_pcond_t *c, int64_t deadline)
+/* How long a waiter that must have a token looks for it (a peer may have
+ * zeroed the counters: it must not spin for ever). */
+#define TOKEN_SPIN_NS (10 * 1000 * 1000)
+
+/* The wait, with the lock held and checked. 0 notified, CONC_ETIMEDOUT,
+ * CONC_EOWNERDEAD (the lock was taken back from a dead holder). */
+static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int64_t deadline)
 {
     atomic_store_explicit(CONC__IA(&c->waiting), atomic_load_explicit(CONC__IA(&c->waiting), RLXO) + 1,
                           RLXO);
     uint32_t s0 = atomic_load_explicit(CONC__IA(&c->seq), RLXO);
     uint32_t levels = 0;
-    if (c->kind == LOCK)
-        conc_plock_release(conc__pcond_lock(c));
+    if (lk->kind == LOCK)
+        conc_plock_release(lk->lock);
     else
-        levels = conc__prlock_release_all(conc__pcond_lock(c));
+        levels = conc__prlock_release_all(lk->lock);
 
     bool notified = false, timed_out = false;
     uint32_t s = s0;
@@ -134,22 +168,28 @@ static int conc__pcond_wait_dl(conc_pcond_t *c, int64_t deadline)
         s = atomic_load_explicit(CONC__IA(&c->seq), ACQO);
     }
 
-    if (c->kind == LOCK)
-        conc__plock_lock_forever(conc__pcond_lock(c));
+    int taken;
+    if (lk->kind == LOCK)
+        taken = conc__plock_lock_forever(lk->lock);
     else
-        conc__prlock_restore(conc__pcond_lock(c), levels);
+        taken = conc__prlock_restore(lk->lock, levels);
     if (notified)
-        return 0;
+        return taken;
     uint32_t w = atomic_load_explicit(CONC__IA(&c->waiting), RLXO);
     if (w > 0) {
         atomic_store_explicit(CONC__IA(&c->waiting), w - 1, RLXO);
-        return CONC_ETIMEDOUT;
+        return taken ? taken : CONC_ETIMEDOUT;
     }
     /* A notify counted this waiter after its timeout: its token is there
-     * (or about to be, from nobody else: spin is bounded in practice). */
-    while (!conc__pcond_take(c))
+     * (or about to be). Bounded: a peer may have zeroed the counters; then
+     * this is a spurious wakeup, which a condition allows. */
+    int64_t give_up = conc__now_ns() + TOKEN_SPIN_NS;
+    for (unsigned i = 0; !conc__pcond_take(c); i++) {
+        if ((i & 255) == 0 && conc__now_ns() >= give_up)
+            break;
         conc__cpu_relax();
-    return 0;
+    }
+    return taken;
 }
 
 int conc_pcond_wait(conc_pcond_t *c, double timeout)
@@ -160,9 +200,12 @@ int conc_pcond_wait(conc_pcond_t *c, double timeout)
     int rc = conc__deadline(timeout, &deadline);
     if (rc)
         return rc;
-    if (!conc__pcond_owned(c))
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (!conc__pcond_owned(&lk))
         return CONC_EPERM;
-    return conc__pcond_wait_dl(c, deadline);
+    return conc__pcond_wait_dl(c, &lk, deadline);
 }
 
 int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double timeout)
@@ -173,12 +216,16 @@ int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double
     int rc = conc__deadline(timeout, &deadline);
     if (rc)
         return rc;
-    if (!conc__pcond_owned(c))
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (!conc__pcond_owned(&lk))
         return CONC_EPERM;
     while (!pred(arg)) {
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
-        conc__pcond_wait_dl(c, deadline);
+        if (conc__pcond_wait_dl(c, &lk, deadline) == CONC_EOWNERDEAD)
+            return CONC_EOWNERDEAD; /* repair first; pred may see torn data */
     }
     return 0;
 }
@@ -199,7 +246,10 @@ int conc_pcond_notify(conc_pcond_t *c, int n)
 {
     if (!c || n < 0)
         return CONC_EINVAL;
-    if (!conc__pcond_owned(c))
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (!conc__pcond_owned(&lk))
         return CONC_EPERM;
     conc__pcond_notify_locked(c, (uint32_t)n);
     return 0;
@@ -209,7 +259,10 @@ int conc_pcond_notify_all(conc_pcond_t *c)
 {
     if (!c)
         return CONC_EINVAL;
-    if (!conc__pcond_owned(c))
+    conc__pcond_lk_t lk;
+    if (!conc__pcond_resolve(c, &lk))
+        return CONC_EBROKEN;
+    if (!conc__pcond_owned(&lk))
         return CONC_EPERM;
     conc__pcond_notify_locked(c, UINT32_MAX);
     return 0;
@@ -219,10 +272,17 @@ int conc_pcond_notify_all(conc_pcond_t *c)
 
 enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
 
-/* A libconc address: equal in fork children, different after an exec
- * (ASLR), so it tells whether the action pointer means anything here. */
-static const char conc__layout_anchor = 1;
-static uint64_t conc__layout(void) { return (uint64_t)(uintptr_t)&conc__layout_anchor; }
+/* The action is a function pointer in shared memory: it means something
+ * only in the initialiser's address space and its fork children, and a
+ * peer could write any address there. The initialiser stores a MAC of
+ * (action, arg) under its address space's secret key (common.c) in
+ * `layout`; a process calls the action only when the MAC matches under
+ * its own key: a fork relative, never a spawned process (another key:
+ * CONC_ENOTSUP) and never a forged pointer. */
+static uint64_t conc__pbarrier_tag(void (*action)(void *), void *arg)
+{
+    return conc__ipc_mac((uint64_t)(uintptr_t)action, (uint64_t)(uintptr_t)arg, 0x70626172ull);
+}
 
 int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *), void *arg, double timeout)
 {
@@ -236,7 +296,7 @@ int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *), 
     b->action = action;
     b->arg = arg;
     b->timeout = timeout;
-    b->layout = conc__layout();
+    b->layout = action ? conc__pbarrier_tag(action, arg) : 0;
     return 0;
 }
 
@@ -255,12 +315,36 @@ int conc_pbarrier_new(int parties, void (*action)(void *), void *arg, double tim
     return rc;
 }
 
-static bool conc__pbarrier_ok(const conc_pbarrier_t *b) { return b && b->parties > 0; }
+/* The barrier's condition always uses the barrier's own Lock (never the
+ * offset stored in shared memory). */
+static conc__pcond_lk_t conc__pbarrier_lk(conc_pbarrier_t *b)
+{
+    return (conc__pcond_lk_t){&b->lock, LOCK};
+}
+
+static int32_t conc__pbarrier_parties(const conc_pbarrier_t *b)
+{
+    return atomic_load_explicit(CONC__IA(&((conc_pbarrier_t *)b)->parties), RLXO);
+}
+
+static bool conc__pbarrier_ok(const conc_pbarrier_t *b)
+{
+    return b && !((uintptr_t)b & 7) && conc__pbarrier_parties(b) > 0;
+}
 
 static void conc__pbarrier_break(conc_pbarrier_t *b)
 {
     b->state = BROKEN;
     conc__pcond_notify_locked(&b->cond, UINT32_MAX);
+}
+
+/* Take the barrier's lock; a lock taken over from a dead party breaks the
+ * barrier (its state may be half-updated; Python's barrier breaks when a
+ * party is lost). */
+static void conc__pbarrier_lock(conc_pbarrier_t *b)
+{
+    if (conc__plock_lock_forever(&b->lock) == CONC_EOWNERDEAD)
+        conc__pbarrier_break(b);
 }
 
 static void conc__pbarrier_exit(conc_pbarrier_t *b)
@@ -274,9 +358,12 @@ static void conc__pbarrier_exit(conc_pbarrier_t *b)
 /* Runs the action; returns 0, CONC_EBROKEN (it failed) or CONC_ENOTSUP. */
 static int conc__pbarrier_action(conc_pbarrier_t *b)
 {
-    if (!b->action)
+    void (*action)(void *) = b->action; /* one read of each; only the copies are used */
+    void *arg = b->arg;
+    uint64_t tag = b->layout;
+    if (!action)
         return 0;
-    if (b->layout != conc__layout())
+    if (tag != conc__pbarrier_tag(action, arg))
         return CONC_ENOTSUP;
     const char *m;
     int saved = conc_failure(&m);
@@ -284,7 +371,7 @@ static int conc__pbarrier_action(conc_pbarrier_t *b)
     strncpy(saved_msg, m ? m : "", sizeof saved_msg - 1);
     saved_msg[sizeof saved_msg - 1] = 0;
     conc_fail_clear();
-    b->action(b->arg);
+    action(arg);
     if (conc_failure(NULL) != 0)
         return CONC_EBROKEN;
     if (saved)
@@ -303,16 +390,24 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
     if (rc)
         return rc;
 
-    conc__plock_lock_forever(&b->lock);
+    conc__pcond_lk_t lk = conc__pbarrier_lk(b);
+    conc__pbarrier_lock(b);
     while (b->state == DRAINING || b->state == RESETTING)
-        conc__pcond_wait_dl(&b->cond, CONC__NO_DEADLINE);
+        if (conc__pcond_wait_dl(&b->cond, &lk, CONC__NO_DEADLINE) == CONC_EOWNERDEAD)
+            conc__pbarrier_break(b);
+    /* Under the lock, but a peer may have written anything: a count out
+     * of [0, parties) is a broken barrier. */
+    int32_t parties = conc__pbarrier_parties(b), count = b->count;
+    if (parties <= 0 || count < 0 || count >= parties)
+        conc__pbarrier_break(b);
     if (b->state < 0) {
         conc_plock_release(&b->lock);
         return CONC_EBROKEN;
     }
-    int idx = b->count++;
+    int idx = count;
+    b->count = count + 1;
     rc = 0;
-    if (idx + 1 == b->parties) {
+    if (idx + 1 == parties) {
         rc = conc__pbarrier_action(b);
         if (rc)
             conc__pbarrier_break(b);
@@ -322,7 +417,8 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
         }
     } else {
         while (b->state == FILLING) {
-            if (conc__pcond_wait_dl(&b->cond, deadline) == CONC_ETIMEDOUT && b->state == FILLING) {
+            int w = conc__pcond_wait_dl(&b->cond, &lk, deadline);
+            if ((w == CONC_ETIMEDOUT && b->state == FILLING) || w == CONC_EOWNERDEAD) {
                 conc__pbarrier_break(b);
                 break;
             }
@@ -330,7 +426,8 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
         if (b->state < 0)
             rc = CONC_EBROKEN;
     }
-    b->count--;
+    count = b->count;
+    b->count = count > 0 ? count - 1 : 0;
     conc__pbarrier_exit(b);
     conc_plock_release(&b->lock);
     if (rc == 0 && index)
@@ -342,7 +439,7 @@ int conc_pbarrier_reset(conc_pbarrier_t *b)
 {
     if (!conc__pbarrier_ok(b))
         return CONC_EINVAL;
-    conc__plock_lock_forever(&b->lock);
+    conc__pbarrier_lock(b);
     if (b->count > 0) {
         if (b->state == FILLING || b->state == BROKEN)
             b->state = RESETTING;
@@ -358,7 +455,7 @@ int conc_pbarrier_abort(conc_pbarrier_t *b)
 {
     if (!conc__pbarrier_ok(b))
         return CONC_EINVAL;
-    conc__plock_lock_forever(&b->lock);
+    conc__pbarrier_lock(b);
     conc__pbarrier_break(b);
     conc_plock_release(&b->lock);
     return 0;
@@ -368,7 +465,7 @@ bool conc_pbarrier_broken(conc_pbarrier_t *b)
 {
     if (!conc__pbarrier_ok(b))
         return false;
-    conc__plock_lock_forever(&b->lock);
+    conc__pbarrier_lock(b);
     bool r = b->state == BROKEN;
     conc_plock_release(&b->lock);
     return r;
@@ -378,10 +475,10 @@ int conc_pbarrier_n_waiting(conc_pbarrier_t *b)
 {
     if (!conc__pbarrier_ok(b))
         return 0;
-    conc__plock_lock_forever(&b->lock);
+    conc__pbarrier_lock(b);
     int n = b->state == FILLING ? b->count : 0;
     conc_plock_release(&b->lock);
     return n;
 }
 
-int conc_pbarrier_parties(const conc_pbarrier_t *b) { return b ? b->parties : 0; }
+int conc_pbarrier_parties(const conc_pbarrier_t *b) { return b ? conc__pbarrier_parties(b) : 0; }

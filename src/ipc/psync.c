@@ -12,13 +12,21 @@
  * sleep, so no wakeup is lost. A sleeper killed while asleep leaves the
  * count too high: that only costs extra wake calls.
  *
- * Lock word = holder pid, RLock word = owner thread id (0 free). Acquire is
- * one CAS from 0. A waiter sleeps at most CONC__IPC_CHECK_NS at a time;
- * each time such a sleep runs out with the same holder, it asks /proc
- * whether the holder still lives; if not (gone or zombie), it takes the
- * lock over with a CAS from that exact word (so one waiter wins) and counts
- * the recovery. The Lock stores a pid, not a thread id, because any thread
- * may release a Lock: only the death of the whole holding process frees it.
+ * Lock word = holder pid, RLock word = owner thread id (0 free), each
+ * beside a tag naming that incarnation of the id (the holder's pidfs
+ * inode, else start time: common.c), the pair one 64-bit unit. Acquire is
+ * one 64-bit CAS from 0. A waiter sleeps at most CONC__IPC_CHECK_NS at a
+ * time; each time such a sleep runs out with the same pair, it asks
+ * whether that holder still lives (pidfd_open + the inode + a poll for
+ * exit; /proc on old kernels); if not (gone, zombie, or the id reused by
+ * another process), it takes the lock over with a CAS from that exact pair
+ * (so one waiter wins), counts the recovery and returns CONC_EOWNERDEAD.
+ * So a takeover comes at most one period (50 ms) after the death, pid
+ * reuse or not. The Lock stores a pid, not a thread id, because any
+ * thread may release a Lock: only the death of the whole holding process
+ * frees it. The words are shared with peers that may be hostile: each is
+ * read once per decision, and no value of them can make a call touch
+ * memory outside the object or spin without bound.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -29,25 +37,44 @@
 #define RLXO memory_order_relaxed
 #define ACQO memory_order_acquire
 
-/* --------------------------------------------------------- owner words */
+/* --------------------------------------------------------- owner words
+ * An owner word is the pair (id, tag) at &word, one aligned 64-bit unit:
+ * the id half is the futex word, the tag tells that process (thread) from
+ * a later one with the same id. It is taken and released as a whole. */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define OWNER(id, tag) ((uint64_t)(id) << 32 | (uint32_t)(tag))
+#define OWNER_ID(v) ((uint32_t)((v) >> 32))
+#define OWNER_TAG(v) ((uint32_t)(v))
+#else
+#define OWNER(id, tag) ((uint64_t)(tag) << 32 | (uint32_t)(id))
+#define OWNER_ID(v) ((uint32_t)(v))
+#define OWNER_TAG(v) ((uint32_t)((v) >> 32))
+#endif
+#define PAIR(word) ((_Atomic uint64_t *)(void *)(word))
+
+_Static_assert(sizeof(conc_plock_t) == 16 && _Alignof(conc_plock_t) == 8, "plock layout");
+_Static_assert(sizeof(conc_prlock_t) == 24 && _Alignof(conc_prlock_t) == 8, "prlock layout");
 
 typedef struct {
     uint32_t *word;
-    uint32_t me;
+    uint64_t me;
 } conc__ptry_t;
 
 static bool conc__ptry(void *arg)
 {
     conc__ptry_t *t = arg;
-    uint32_t exp = 0;
+    uint64_t exp = 0;
     if (atomic_load_explicit(CONC__IA(t->word), RLXO) != 0)
         return false;
-    return atomic_compare_exchange_strong_explicit(CONC__IA(t->word), &exp, t->me, ACQO, RLXO);
+    return atomic_compare_exchange_strong_explicit(PAIR(t->word), &exp, t->me, ACQO, RLXO);
 }
 
-/* Take *word from 0 to me. Returns 0 or CONC_ETIMEDOUT. */
-static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint32_t me,
-                            int64_t deadline)
+/* Take the owner pair at word from free to me. Returns 0, CONC_EOWNERDEAD
+ * (taken over from a holder that ended without releasing) or
+ * CONC_ETIMEDOUT. thread: the ids are thread ids (RLock). */
+static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint64_t me,
+                            bool thread, int64_t deadline)
 {
     conc__ptry_t t = {word, me};
     if (conc__ptry(&t))
@@ -57,23 +84,28 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
     if (conc__ipc_spin(conc__ptry, &t, deadline))
         return 0;
     for (;;) {
-        uint32_t s = atomic_load_explicit(CONC__IA(word), RLXO);
-        if (s == 0) {
-            if (atomic_compare_exchange_strong_explicit(CONC__IA(word), &s, me, ACQO, RLXO))
+        /* One read of the pair; only the copy is used below. */
+        uint64_t v = atomic_load_explicit(PAIR(word), RLXO);
+        if (OWNER_ID(v) == 0) { /* free (or a peer left a stray tag: free too) */
+            if (atomic_compare_exchange_strong_explicit(PAIR(word), &v, me, ACQO, RLXO))
                 return 0;
             continue;
         }
+        uint32_t s = OWNER_ID(v);
         int64_t now = conc__now_ns();
         if (deadline != CONC__NO_DEADLINE && now >= deadline)
             return CONC_ETIMEDOUT;
         int64_t wake = now + CONC__IPC_CHECK_NS;
         bool check = wake < deadline;
-        if (conc__pwait(word, sleepers, s, check ? wake : deadline) == CONC_ETIMEDOUT && check &&
-            atomic_load_explicit(CONC__IA(word), RLXO) == s && !conc__ipc_alive((pid_t)s, 0)) {
-            /* The holder ended without releasing: take over from it. */
-            if (atomic_compare_exchange_strong_explicit(CONC__IA(word), &s, me, ACQO, RLXO)) {
+        if (conc__pwait(word, sleepers, s, check ? wake : deadline) == CONC_ETIMEDOUT &&
+            atomic_load_explicit(PAIR(word), RLXO) == v &&
+            !conc__ipc_holder_alive((pid_t)s, OWNER_TAG(v), UINT32_MAX, thread)) {
+            /* The holder ended without releasing (or its id names another
+             * process now): take over from that exact pair, so one waiter
+             * wins. */
+            if (atomic_compare_exchange_strong_explicit(PAIR(word), &v, me, ACQO, RLXO)) {
                 atomic_fetch_add_explicit(CONC__IA(recoveries), 1u, RLXO);
-                return 0;
+                return CONC_EOWNERDEAD;
             }
         }
     }
@@ -81,8 +113,18 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
 
 static void conc__pword_unlock(uint32_t *word, uint32_t *sleepers)
 {
-    atomic_store_explicit(CONC__IA(word), 0u, SC);
+    atomic_store_explicit(PAIR(word), (uint64_t)0, SC);
     conc__pwake(word, sleepers, 1);
+}
+
+static inline uint64_t conc__plock_me(void)
+{
+    return OWNER((uint32_t)conc__ipc_pid(), conc__ipc_my_tag(false));
+}
+
+static inline uint64_t conc__prlock_me(void)
+{
+    return OWNER((uint32_t)conc__ipc_tid(), conc__ipc_my_tag(true));
 }
 
 /* ---------------------------------------------------------------- Lock */
@@ -104,21 +146,21 @@ int conc_plock_new(conc_plock_t **out)
 
 int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout)
 {
-    if (!l)
+    if (!l || ((uintptr_t)l & 7))
         return CONC_EINVAL;
     int64_t deadline;
     int rc = conc__acquire_deadline(blocking, timeout, &deadline);
     if (rc)
         return rc;
-    return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, (uint32_t)conc__ipc_pid(), deadline);
+    return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false, deadline);
 }
 
 int conc_plock_release(conc_plock_t *l)
 {
-    if (!l)
+    if (!l || ((uintptr_t)l & 7))
         return CONC_EINVAL;
-    uint32_t old = atomic_exchange_explicit(CONC__IA(&l->word), 0u, SC);
-    if (old == 0)
+    uint64_t old = atomic_exchange_explicit(PAIR(&l->word), (uint64_t)0, SC);
+    if (OWNER_ID(old) == 0)
         return CONC_EPERM;
     conc__pwake(&l->word, &l->sleepers, 1);
     return 0;
@@ -151,46 +193,54 @@ int conc_prlock_new(conc_prlock_t **out)
     return conc_shared_alloc(sizeof(conc_prlock_t), (void **)out);
 }
 
+static inline bool conc__prlock_mine(const conc_prlock_t *r, uint64_t me)
+{
+    return atomic_load_explicit(PAIR(&((conc_prlock_t *)r)->word), RLXO) == me;
+}
+
 int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout)
 {
-    if (!r)
+    if (!r || ((uintptr_t)r & 7))
         return CONC_EINVAL;
     int64_t deadline;
     int rc = conc__acquire_deadline(blocking, timeout, &deadline);
     if (rc)
         return rc;
-    uint32_t me = (uint32_t)conc__ipc_tid();
-    if (atomic_load_explicit(CONC__IA(&r->word), RLXO) == me) {
-        if (r->count == UINT32_MAX)
+    uint64_t me = conc__prlock_me();
+    if (conc__prlock_mine(r, me)) {
+        uint32_t n = atomic_load_explicit(CONC__IA(&r->count), RLXO);
+        if (n == UINT32_MAX)
             return CONC_ERANGE;
-        r->count++;
+        atomic_store_explicit(CONC__IA(&r->count), n + 1, RLXO);
         return 0;
     }
-    rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, me, deadline);
-    if (rc == 0)
-        r->count = 1;
+    rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, me, true, deadline);
+    if (rc == 0 || rc == CONC_EOWNERDEAD)
+        atomic_store_explicit(CONC__IA(&r->count), 1u, RLXO);
     return rc;
 }
 
 int conc_prlock_release(conc_prlock_t *r)
 {
-    if (!r)
+    if (!r || ((uintptr_t)r & 7))
         return CONC_EINVAL;
-    if (atomic_load_explicit(CONC__IA(&r->word), RLXO) != (uint32_t)conc__ipc_tid() || r->count == 0)
+    uint32_t n = atomic_load_explicit(CONC__IA(&r->count), RLXO);
+    if (!conc__prlock_mine(r, conc__prlock_me()) || n == 0)
         return CONC_EPERM;
-    if (--r->count == 0)
+    atomic_store_explicit(CONC__IA(&r->count), n - 1, RLXO);
+    if (n == 1)
         conc__pword_unlock(&r->word, &r->sleepers);
     return 0;
 }
 
 bool conc_prlock_is_owned(const conc_prlock_t *r)
 {
-    return r && atomic_load_explicit(CONC__IA(&r->word), RLXO) == (uint32_t)conc__ipc_tid();
+    return r && !((uintptr_t)r & 7) && conc__prlock_mine(r, conc__prlock_me());
 }
 
 unsigned long conc_prlock_level(const conc_prlock_t *r)
 {
-    return conc_prlock_is_owned(r) ? r->count : 0;
+    return conc_prlock_is_owned(r) ? atomic_load_explicit(CONC__IA(&((conc_prlock_t *)r)->count), RLXO) : 0;
 }
 
 unsigned conc_prlock_recoveries(const conc_prlock_t *r)
@@ -198,24 +248,28 @@ unsigned conc_prlock_recoveries(const conc_prlock_t *r)
     return r ? atomic_load_explicit(CONC__IA(&r->recoveries), RLXO) : 0;
 }
 
-/* Used by the condition: drop all levels / take them back. */
+/* Used by the condition: drop all levels / take them back (0, or
+ * CONC_EOWNERDEAD when taken over from a dead holder). */
 uint32_t conc__prlock_release_all(conc_prlock_t *r)
 {
-    uint32_t n = r->count;
-    r->count = 0;
+    uint32_t n = atomic_load_explicit(CONC__IA(&r->count), RLXO);
+    atomic_store_explicit(CONC__IA(&r->count), 0u, RLXO);
     conc__pword_unlock(&r->word, &r->sleepers);
-    return n;
+    return n ? n : 1; /* a peer may have zeroed it: we held one level at least */
 }
 
-void conc__prlock_restore(conc_prlock_t *r, uint32_t n)
+int conc__prlock_restore(conc_prlock_t *r, uint32_t n)
 {
-    conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, (uint32_t)conc__ipc_tid(), CONC__NO_DEADLINE);
-    r->count = n;
+    int rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, conc__prlock_me(), true,
+                              CONC__NO_DEADLINE);
+    atomic_store_explicit(CONC__IA(&r->count), n, RLXO);
+    return rc;
 }
 
-void conc__plock_lock_forever(conc_plock_t *l)
+int conc__plock_lock_forever(conc_plock_t *l)
 {
-    conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, (uint32_t)conc__ipc_pid(), CONC__NO_DEADLINE);
+    return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false,
+                            CONC__NO_DEADLINE);
 }
 
 /* ----------------------------------------------------------- Semaphore */
