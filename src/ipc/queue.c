@@ -35,14 +35,15 @@
  * The side locks are our own, not glibc's robust mutexes (whose lock and
  * unlock were more than half the cost of a put+get): a 64-bit word, 0
  * when free, else the holder's thread id in the low half (the futex word)
- * and the low 31 bits of that thread's start time (/proc, clock ticks;
- * read once per thread) above it; bit 63 marks a biased lock (below).
+ * and the low 31 bits of that thread's tag (its pidfs inode number, or
+ * start time on old kernels: src/ipc/common.c; read once per thread)
+ * above it; bit 63 marks a biased lock (below).
  * Lock is one CAS; unlock a release store, then a futex wake only if
  * lock_sleepers says someone sleeps (see the fences under Blocking). A
  * waiter spins, then sleeps on the word; when a sleep ends with
  * the same holder (first after 2 ms, then every CONC__IPC_CHECK_NS), it
- * asks whether that thread still runs: gone, a zombie, or a thread of
- * the same id with another start time (the id was reused) means the
+ * asks whether that thread still runs: gone, exited, or a thread of
+ * the same id with another tag (the id was reused) means the
  * holder died, and the waiter takes the word over with a CAS from that
  * exact value (one waiter wins) and repairs. All processes sharing a
  * queue must see one pid namespace (as for the process-shared locks).
@@ -348,9 +349,9 @@ static uint64_t mpq_me_slow(void)
     pthread_once(&mpq_atfork_once, mpq_atfork_register);
     unsigned gen = atomic_load_explicit(&mpq_fork_gen, RLX);
     pid_t tid = conc__ipc_tid();
-    uint64_t start = conc__ipc_start_time(tid);
+    uint64_t tag = conc__ipc_my_tag(true);
     mpq_me_light = mpq_mb_register();
-    mpq_me_word = (uint64_t)(uint32_t)tid | (start & LOCK_START_MASK) << 32;
+    mpq_me_word = (uint64_t)(uint32_t)tid | (tag & LOCK_START_MASK) << 32;
     mpq_me_gen = gen;
     return mpq_me_word;
 }
@@ -373,21 +374,14 @@ static inline uint32_t *lock_futex(uint64_t *lock)
 }
 
 /* Does the thread recorded in lock word w still run? Its thread id must
- * exist, not be a zombie, and — when the start time is known — have the
- * recorded start time, so a thread id reused after the holder died is
- * not mistaken for it. (Only the low 31 bits of the start time, in clock
- * ticks, are compared: a new thread would have to get the same id and
- * start in the same tick modulo 2^31 ticks to fool it.) */
+ * exist, not have exited, and — when the tag is known — still name the
+ * same thread (pidfs inode or start time, common.c; the low 31 bits are
+ * compared), so a thread id reused after the holder died is not mistaken
+ * for it. */
 static bool holder_alive(uint64_t w)
 {
-    pid_t tid = (pid_t)(uint32_t)w;
-    uint64_t start = (w >> 32) & LOCK_START_MASK;
-    if (!conc__ipc_alive(tid, 0))
-        return false;
-    if (start == 0)
-        return true;
-    uint64_t now = conc__ipc_start_time(tid);
-    return now == 0 || (now & LOCK_START_MASK) == start;
+    return conc__ipc_holder_alive((pid_t)(uint32_t)w, (uint32_t)((w >> 32) & LOCK_START_MASK),
+                                  (uint32_t)LOCK_START_MASK, true);
 }
 
 typedef struct {

@@ -31,8 +31,8 @@ typedef struct conc__mpq_journal {
 /* One side (producers or consumers): its lock and what only the lock
  * holder writes. The lock word is 0 when free, else the holder's thread
  * id (low 32 bits, the futex word), the low 31 bits of that thread's
- * start time (bits 32-62; 0 when unknown), which tells a reused thread
- * id from the dead holder's, and bit 63 when the holder keeps the lock
+ * tag (pidfs inode or start time, src/ipc/common.c; bits 32-62; 0 when
+ * unknown), which tells a reused thread id from the dead holder's, and bit 63 when the holder keeps the lock
  * between operations (biased; see queue.c). */
 typedef struct conc__mpq_side {
     uint64_t lock;
