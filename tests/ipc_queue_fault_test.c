@@ -520,10 +520,10 @@ Test(ipc_queue_fault, every_commit_step, .timeout = TU_TIMEOUT)
     cr_assert_eq(count_fds(), fds, "leaked fds");
 }
 
-/* The side locks record the holder's thread id and start time. A waiter
- * must not take the lock from a holder that lives, must take it from a
- * zombie, and must not be fooled by a thread id that was reused (same id,
- * another start time). The lock word is forged here to name a live
+/* The side locks record the holder's thread id and tag (pidfs inode or
+ * start time). A waiter must not take the lock from a holder that lives,
+ * must take it from a zombie, and must not be fooled by a thread id that
+ * was reused (same id, another tag). The lock word is forged here to name a live
  * process that never touched the queue. */
 Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
 {
@@ -538,9 +538,9 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
         for (;;)
             pause();
     }
-    uint64_t start = conc__ipc_start_time(pid);
-    cr_assert_neq(start, 0, "no start time for a live child in /proc");
-    uint64_t live = (uint64_t)(uint32_t)pid | (start & 0x7fffffffu) << 32;
+    uint64_t tag = conc__ipc_tag(pid, true);
+    cr_assert_neq(tag, 0, "no tag (pidfs inode or start time) for a live child");
+    uint64_t live = (uint64_t)(uint32_t)pid | (tag & 0x7fffffffu) << 32;
     unsigned char m[64] = {1}, b[64];
     size_t n;
 
@@ -552,7 +552,7 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_mpqueue_recoveries(q), 0);
     cr_assert_eq(atomic_load((_Atomic uint64_t *)&s->put.lock), live);
 
-    /* the same thread id with another start time: the holder died and its
+    /* the same thread id with another tag: the holder died and its
      * id was reused, so the lock is taken over */
     atomic_store((_Atomic uint64_t *)&s->put.lock, live ^ ((uint64_t)1 << 32));
     t0 = tu_now();
