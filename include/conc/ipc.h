@@ -331,11 +331,17 @@ CONC_API int conc_pcond_new(conc_pcond_t **out); /* embedded RLock */
 CONC_API int conc_pcond_acquire(conc_pcond_t *c, bool blocking, double timeout);
 CONC_API int conc_pcond_release(conc_pcond_t *c);
 /* Release the lock (all levels), wait for a notify or the timeout, take
- * the lock back. Returns 0 when notified, CONC_ETIMEDOUT, CONC_EPERM (lock
- * not held: for a Lock, not locked; for an RLock, not owned), CONC_EINVAL. */
+ * the lock back. Returns 0 when notified, CONC_ETIMEDOUT, CONC_EOWNERDEAD
+ * (the lock was taken back from a holder that died holding it: held now;
+ * whether a notify came is unknown — repair, then re-check the
+ * predicate), CONC_EPERM (lock not held: for a Lock, not locked; for an
+ * RLock, not owned), CONC_EINVAL, CONC_EBROKEN (the condition's shared
+ * fields name no valid lock: a peer scribbled on it; every call). */
 CONC_API int conc_pcond_wait(conc_pcond_t *c, double timeout);
 /* Wait until pred(arg) (called with the lock held), one overall deadline.
- * Returns 0, CONC_ETIMEDOUT (pred still false), CONC_EPERM, CONC_EINVAL. */
+ * Returns 0, CONC_ETIMEDOUT (pred still false), CONC_EOWNERDEAD (as for
+ * wait; returned at once, before pred is called again), CONC_EPERM,
+ * CONC_EINVAL, CONC_EBROKEN. */
 CONC_API int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *arg), void *arg,
                                  double timeout);
 /* Wake at most n (>= 0) of the current waiters. Returns 0, CONC_EPERM,
@@ -345,10 +351,12 @@ CONC_API int conc_pcond_notify_all(conc_pcond_t *c);
 
 /* ---- Barrier. The action runs in the last arriving process; it is a
  * function pointer, valid only in the initialising process and its fork
- * children. A process where it would not be valid (a spawned one: a
- * different address-space layout, detected) gets CONC_ENOTSUP from wait
- * and the barrier breaks; use no action and let the waiter with index 0
- * do the work instead. */
+ * children. A process where it would not be valid (a spawned one, or a
+ * pointer a peer wrote: the initialiser stores a keyed MAC of the action
+ * that only its fork relatives can check) gets CONC_ENOTSUP from wait and
+ * the barrier breaks — a forged pointer is never called; use no action
+ * and let the waiter with index 0 do the work instead. A party that dies
+ * holding the barrier's lock breaks it (CONC_EBROKEN). */
 typedef struct conc_pbarrier {
     conc_plock_t lock;
     conc_pcond_t cond;
@@ -411,7 +419,12 @@ CONC_API size_t conc_array_len(const conc_array_t *a);
 CONC_API size_t conc_array_elem_size(const conc_array_t *a);
 /* get_lock(): the RLock, or NULL when created with lock=false. */
 CONC_API conc_prlock_t *conc_array_get_lock(const conc_array_t *a);
-/* acquire()/release() of that lock; CONC_EINVAL without one. */
+/* acquire()/release() of that lock; CONC_EINVAL without one. acquire
+ * returns CONC_EOWNERDEAD when it took the lock over from a holder that
+ * died holding it: the caller holds it, and the elements may be
+ * half-written (repair them, then release). The element count, size and
+ * lock flag are copied into the handle when it is made (a peer that
+ * rewrites the segment's header cannot change them). */
 CONC_API int conc_array_acquire(conc_array_t *a, bool blocking, double timeout);
 CONC_API int conc_array_release(conc_array_t *a);
 /* The segment name to give a spawned child (owned by the handle). */

@@ -26,14 +26,20 @@ typedef struct conc__array_hdr {
 } conc__array_hdr_t;
 _Static_assert(sizeof(conc__array_hdr_t) <= HEADER, "array header fits");
 
+/* The header is shared memory a peer may rewrite: the handle keeps checked
+ * copies of its fields, read once when it is made, and never reads them
+ * again. */
 struct conc_array {
     conc_shm_t *shm;
     conc__array_hdr_t *hdr;
     void *data;
+    size_t elem_size, n;
+    bool has_lock;
     pid_t creator; /* pid that created it in this handle's history, 0 if attached */
 };
 
-static int conc__array_wrap(conc_shm_t *shm, pid_t creator, conc_array_t **out)
+static int conc__array_wrap(conc_shm_t *shm, pid_t creator, size_t elem_size, size_t n, bool has_lock,
+                            conc_array_t **out)
 {
     conc_array_t *a = calloc(1, sizeof *a);
     if (!a)
@@ -41,6 +47,9 @@ static int conc__array_wrap(conc_shm_t *shm, pid_t creator, conc_array_t **out)
     a->shm = shm;
     a->hdr = conc_shm_buf(shm);
     a->data = (char *)a->hdr + HEADER;
+    a->elem_size = elem_size;
+    a->n = n;
+    a->has_lock = has_lock;
     a->creator = creator;
     *out = a;
     return 0;
@@ -65,7 +74,7 @@ int conc_array_new(size_t elem_size, size_t n, const void *init, bool lock, conc
     if (init)
         memcpy((char *)h + HEADER, init, elem_size * n);
     atomic_store_explicit(CONC__IA(&h->magic), MAGIC, memory_order_release);
-    rc = conc__array_wrap(shm, conc__ipc_pid(), out);
+    rc = conc__array_wrap(shm, conc__ipc_pid(), elem_size, n, lock, out);
     if (rc) {
         conc_shm_unlink(shm);
         conc_shm_close(shm);
@@ -89,37 +98,47 @@ int conc_array_attach(const char *name, conc_array_t **out)
         return rc;
     conc__array_hdr_t *h = conc_shm_buf(shm);
     size_t sz = conc_shm_size(shm);
-    if (sz < HEADER || atomic_load_explicit(CONC__IA(&h->magic), memory_order_acquire) != MAGIC ||
-        h->elem_size == 0 || h->n == 0 || h->n > (sz - HEADER) / h->elem_size) {
+    if (sz < HEADER || ((uintptr_t)h & 7)) {
         conc_shm_close(shm);
         return CONC_EINVAL;
     }
-    rc = conc__array_wrap(shm, 0, out);
+    /* each field once; checks and the handle use the copies */
+    uint64_t magic = atomic_load_explicit(CONC__IA(&h->magic), memory_order_acquire);
+    uint64_t es = atomic_load_explicit(CONC__IA(&h->elem_size), memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(CONC__IA(&h->n), memory_order_relaxed);
+    uint32_t has_lock = atomic_load_explicit(CONC__IA(&h->has_lock), memory_order_relaxed);
+    if (magic != MAGIC || es == 0 || n == 0 || n > (sz - HEADER) / es || has_lock > 1) {
+        conc_shm_close(shm);
+        return CONC_EINVAL;
+    }
+    rc = conc__array_wrap(shm, 0, (size_t)es, (size_t)n, has_lock != 0, out);
     if (rc)
         conc_shm_close(shm);
     return rc;
 }
 
 void *conc_array_ptr(const conc_array_t *a) { return a ? a->data : NULL; }
-size_t conc_array_len(const conc_array_t *a) { return a ? (size_t)a->hdr->n : 0; }
-size_t conc_array_elem_size(const conc_array_t *a) { return a ? (size_t)a->hdr->elem_size : 0; }
+size_t conc_array_len(const conc_array_t *a) { return a ? a->n : 0; }
+size_t conc_array_elem_size(const conc_array_t *a) { return a ? a->elem_size : 0; }
 const char *conc_array_name(const conc_array_t *a) { return a ? conc_shm_name(a->shm) : NULL; }
 
 conc_prlock_t *conc_array_get_lock(const conc_array_t *a)
 {
-    return a && a->hdr->has_lock ? &a->hdr->lock : NULL;
+    return a && a->has_lock ? &a->hdr->lock : NULL;
 }
 
 int conc_array_acquire(conc_array_t *a, bool blocking, double timeout)
 {
-    if (!a || !a->hdr->has_lock)
+    if (!a || !a->has_lock)
         return CONC_EINVAL;
+    /* CONC_EOWNERDEAD: taken over from a holder that died holding it; the
+     * elements may be half-written (the caller holds the lock: repair) */
     return conc_prlock_acquire(&a->hdr->lock, blocking, timeout);
 }
 
 int conc_array_release(conc_array_t *a)
 {
-    if (!a || !a->hdr->has_lock)
+    if (!a || !a->has_lock)
         return CONC_EINVAL;
     return conc_prlock_release(&a->hdr->lock);
 }

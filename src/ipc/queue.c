@@ -130,6 +130,7 @@ int conc__mpq_fault_point;
 /* Tests only: the cap on one futex sleep of a queue wait (a test that
  * raises it turns a lost wakeup into a long stall it can see). */
 int64_t conc__mpq_sleep_cap_ns = SLEEP_CAP_NS;
+void (*conc__mpq_attach_hook)(conc__mpq_shm_t *s);
 
 static inline uint64_t msg_size(uint64_t len) { return HDR + ((len + 7) & ~(uint64_t)7); }
 
@@ -243,15 +244,36 @@ static inline uint64_t *ring_word(const conc_mpqueue_t *q, uint64_t pos)
     return (uint64_t *)(void *)(q->ring + (pos & q->mask));
 }
 
+/* A shared field broke an invariant: the queue is broken for this handle
+ * from now on (every call returns CONC_EBROKEN). */
+static int mpq_break(conc_mpqueue_t *q)
+{
+    atomic_store_explicit(&q->broken, 1, RLX);
+    return CONC_EBROKEN;
+}
+
+/* Positions a peer may have written: a tail t and a head h (a cached copy
+ * or the real one) must be multiples of 8 with h <= t <= h + cap - HDR. */
+static inline bool mpq_span_ok(const conc_mpqueue_t *q, uint64_t h, uint64_t t)
+{
+    return ((h | t) & 7) == 0 && h <= t && t - h <= q->cap - HDR;
+}
+
 /* Finish or undo the operation a dead lock holder left in sd's journal.
- * A put took effect iff its header was stored; a get iff head moved. */
-static void mpq_repair(conc_mpqueue_t *q, bool put_side)
+ * A put took effect iff its header was stored; a get iff head moved. The
+ * journal is shared memory: read once, checked (aligned, a size that fits
+ * the ring); false when it is bad (the caller breaks the queue). */
+static bool mpq_repair(conc_mpqueue_t *q, bool put_side)
 {
     conc__mpq_shm_t *s = q->shm;
     conc__mpq_side_t *sd = put_side ? &s->put : &s->get;
+    bool ok = true;
     if (conc__load(&sd->j.valid, ACQ)) {
-        uint64_t pos = sd->j.pos, size = sd->j.size, count = sd->j.count;
-        if (put_side) {
+        uint64_t pos = conc__load(&sd->j.pos, RLX), size = conc__load(&sd->j.size, RLX);
+        uint64_t count = conc__load(&sd->j.count, RLX);
+        if (((pos | size) & 7) != 0 || size < HDR || size > q->cap - HDR) {
+            ok = false;
+        } else if (put_side) {
             bool done = conc__load(ring_word(q, pos), ACQ) != 0;
             conc__store(&s->puts, count + done, REL);
             conc__store(&s->tail, done ? pos + size : pos, REL);
@@ -259,12 +281,24 @@ static void mpq_repair(conc_mpqueue_t *q, bool put_side)
             bool done = conc__load(&s->head, ACQ) != pos;
             conc__store(&s->gets, count + done, REL);
         }
-        conc__store(&sd->j.valid, 0u, REL);
+        if (ok)
+            conc__store(&sd->j.valid, 0u, REL);
     }
     atomic_fetch_add_explicit(CONC__A(&s->recoveries), 1u, RLX);
     mpq_wake(&s->nonempty, INT_MAX);
     mpq_wake(&s->nonfull, INT_MAX);
     mpq_wake(&s->alldone, INT_MAX);
+    return ok;
+}
+
+/* After a takeover: repair, or (a bad journal) let the lock go and break. */
+static int mpq_took_over(conc_mpqueue_t *q, bool put_side)
+{
+    if (mpq_repair(q, put_side))
+        return 0;
+    conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
+    conc__store(&sd->lock, (uint64_t)0, REL);
+    return mpq_break(q);
 }
 
 /* Lock word: holder's thread id | low 31 bits of its start time << 32 |
@@ -458,8 +492,7 @@ static int bias_revoke(conc_mpqueue_t *q, bool put_side, uint64_t me, uint64_t w
                 if (!atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
                     return 1;
                 conc__store(&sd->busy, 0u, RLX);
-                mpq_repair(q, put_side);
-                return 0;
+                return mpq_took_over(q, put_side);
             }
         }
         if (now >= deadline)
@@ -502,6 +535,14 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
                 return 0;
             continue; /* lost the race, or took the bias: enter it above */
         }
+        if (w == me) {
+            /* Our own id, but this thread holds no plain lock between
+             * calls: a stale or forged word (it would wait for itself for
+             * ever). Take it as a dead holder's. */
+            if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+                return mpq_took_over(q, put_side);
+            continue;
+        }
         if (w & LOCK_BIAS) {
             int r = bias_revoke(q, put_side, me, w, deadline);
             if (r <= 0)
@@ -529,16 +570,15 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
             continue;
         /* The holder died with the lock: take it over from that exact
          * word (so one waiter wins), then finish or undo its operation. */
-        if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX)) {
-            mpq_repair(q, put_side);
-            return 0;
-        }
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
+            return mpq_took_over(q, put_side);
     }
 }
 
 /* Lock one side; deadline as for waits (0: wait for the lock anyway, it
- * is held only across a copy). Returns 0 or CONC_ETIMEDOUT; *biased says
- * how to unlock.
+ * is held only across a copy). Returns 0, CONC_ETIMEDOUT or CONC_EBROKEN
+ * (took over a dead holder's lock and its journal was bad: unlocked);
+ * *biased says how to unlock.
  *
  * Biased locking: a thread that takes a side's lock while nobody else
  * ever wanted it (revoked is 0, and its process is registered for global
@@ -603,21 +643,26 @@ static inline void mpq_notify_unlocked(conc__mpq_wait_t *w, int n)
 
 /* --------------------------------------------------------- lifecycle */
 
-static int mpq_handle(conc_mpqueue_t **out, int fd, conc__mpq_shm_t *s, size_t map_size)
+/* The header fields come as checked copies: the handle never re-reads
+ * them from the segment. */
+static int mpq_handle(conc_mpqueue_t **out, int fd, conc__mpq_shm_t *s, size_t map_size,
+                      size_t data_off, uint64_t cap, int kind, uint64_t maxsize)
 {
     conc_mpqueue_t *q = calloc(1, sizeof *q);
     if (!q)
         return CONC_ENOMEM;
     (void)mpq_mb_register();
     q->shm = s;
-    q->ring = (unsigned char *)s + s->data_off;
+    q->ring = (unsigned char *)s + data_off;
     q->map_size = map_size;
     q->fd = fd;
-    q->kind = (int)s->kind;
-    q->cap = s->cap;
-    q->mask = s->cap - 1;
+    q->kind = kind;
+    q->cap = cap;
+    q->mask = cap - 1;
+    q->maxsize = maxsize;
     atomic_init(&q->users, 0);
     atomic_init(&q->closed, 0);
+    atomic_init(&q->broken, 0);
     *out = q;
     return 0;
 }
@@ -634,6 +679,11 @@ static size_t mpq_data_off(void)
 static inline bool mpq_open(const conc_mpqueue_t *q)
 {
     return q->shm && !atomic_load_explicit(&((conc_mpqueue_t *)q)->closed, memory_order_relaxed);
+}
+
+static inline bool mpq_is_broken(const conc_mpqueue_t *q)
+{
+    return atomic_load_explicit(&((conc_mpqueue_t *)q)->broken, memory_order_relaxed) != 0;
 }
 
 int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsize, size_t capacity)
@@ -677,7 +727,7 @@ int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsiz
     s->maxsize = (kind != CONC_MPQ_SIMPLE && maxsize > 0) ? (uint64_t)maxsize : 0;
     s->map_size = size;
     s->data_off = off;
-    int rc = mpq_handle(out, fd, s, size);
+    int rc = mpq_handle(out, fd, s, size, off, cap, (int)kind, s->maxsize);
     if (rc != 0) {
         munmap(p, size);
         close(fd);
@@ -704,20 +754,28 @@ int conc_mpqueue_attach(conc_mpqueue_t **out, int fd)
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
         return errno == ENOMEM ? CONC_ENOMEM : CONC_EINVAL;
+    /* The header is shared memory that a peer may change at any moment
+     * (even during this call): read each field once, check the copies,
+     * use only them. */
     conc__mpq_shm_t *s = p;
-    uint64_t cap = s->cap;
-    if (conc__load(&s->magic, ACQ) != CONC__MPQ_MAGIC || s->version != CONC__MPQ_VERSION ||
-        s->map_size != size || s->data_off != off || cap < 64 || (cap & (cap - 1)) != 0 ||
-        off + cap != size || s->kind > CONC_MPQ_SIMPLE) {
+    uint64_t magic = conc__load(&s->magic, ACQ);
+    uint32_t version = conc__load(&s->version, RLX), kind = conc__load(&s->kind, RLX);
+    uint64_t cap = conc__load(&s->cap, RLX), maxsize = conc__load(&s->maxsize, RLX);
+    uint64_t msize = conc__load(&s->map_size, RLX), doff = conc__load(&s->data_off, RLX);
+    if (magic != CONC__MPQ_MAGIC || version != CONC__MPQ_VERSION || msize != size || doff != off ||
+        cap < 64 || (cap & (cap - 1)) != 0 || off + cap != size || kind > CONC_MPQ_SIMPLE ||
+        (kind == CONC_MPQ_SIMPLE && maxsize != 0) || maxsize > (uint64_t)LONG_MAX) {
         munmap(p, size);
         return CONC_EINVAL;
     }
+    if (conc__mpq_attach_hook)
+        conc__mpq_attach_hook(s);
     int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (nfd < 0) {
         munmap(p, size);
         return CONC_ESYS;
     }
-    int rc = mpq_handle(out, nfd, s, size);
+    int rc = mpq_handle(out, nfd, s, size, off, cap, (int)kind, maxsize);
     if (rc != 0) {
         munmap(p, size);
         close(nfd);
@@ -890,26 +948,47 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
         return CONC_EINVAL;
     if (len > q->cap - 2 * HDR)
         return CONC_ERANGE;
+    if (mpq_is_broken(q))
+        return CONC_EBROKEN;
     /* room for the message and the zero header that ends the ring */
-    uint64_t need = msg_size(len), cap = q->cap - HDR, maxsize = s->maxsize;
+    uint64_t need = msg_size(len), cap = q->cap - HDR, maxsize = q->maxsize;
     bool counted = false, biased;
     int rc = mpq_lock(q, true, &dl, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
     uint64_t t;
     for (;;) {
-        t = s->tail;
-        if (t + need - s->put.peer_pos <= cap && (!maxsize || s->puts - s->put.peer_count < maxsize))
+        /* Each shared word once, into a local; the checks and the writes
+         * below use only the copies. A tail that is not a multiple of 8
+         * would put a header across the end of the ring. */
+        t = conc__load(&s->tail, RLX);
+        uint64_t h = conc__load(&s->put.peer_pos, RLX), pc = conc__load(&s->put.peer_count, RLX);
+        uint64_t p = conc__load(&s->puts, RLX);
+        bool fresh = false, room = false;
+        for (;;) {
+            if (!mpq_span_ok(q, h, t)) {
+                if (fresh) {
+                    mpq_unlock(s, true, biased);
+                    return mpq_leave(q, counted, mpq_break(q));
+                }
+            } else if (t + need - h <= cap && (!maxsize || p - pc < maxsize)) {
+                room = true;
+                break;
+            } else if (fresh) {
+                break;
+            }
+            /* The cached peer words say no: refresh both (the wait below
+             * watches them, so neither may be stale) and look again. */
+            h = conc__load(&s->head, ACQ);
+            if (maxsize)
+                pc = conc__load(&s->gets, ACQ);
+            conc__store(&s->put.peer_pos, h, RLX);
+            conc__store(&s->put.peer_count, pc, RLX);
+            fresh = true;
+        }
+        if (room)
             break;
-        /* The cached peer words say no: refresh both (the wait below
-         * watches them, so neither may be stale) and look again. */
-        s->put.peer_pos = conc__load(&s->head, ACQ);
-        if (maxsize)
-            s->put.peer_count = conc__load(&s->gets, ACQ);
-        if (t + need - s->put.peer_pos <= cap && (!maxsize || s->puts - s->put.peer_count < maxsize))
-            break;
-        wait_cond_t c = {.a = &s->head, .av = s->put.peer_pos, .b = maxsize ? &s->gets : NULL,
-                         .bv = s->put.peer_count};
+        wait_cond_t c = {.a = &s->head, .av = h, .b = maxsize ? &s->gets : NULL, .bv = pc};
         mpq_unlock(s, true, biased);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
@@ -930,7 +1009,7 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     FAULT(1);
     conc__store(ring_word(q, t + need), (uint64_t)0, RLX);
     FAULT(2);
-    uint64_t p = s->puts;
+    uint64_t p = conc__load(&s->puts, RLX);
     s->put.j.pos = t;
     s->put.j.size = need;
     s->put.j.count = p;
@@ -967,13 +1046,21 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     mpq_dl_t dl;
     if (dl_init(&dl, block, timeout) != 0)
         return CONC_EINVAL;
+    if (mpq_is_broken(q))
+        return CONC_EBROKEN;
     bool counted = false, biased;
     int rc = mpq_lock(q, false, &dl, &biased);
     if (rc != 0)
         return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
     uint64_t h, hdr;
     for (;;) {
-        h = s->head;
+        /* head once, checked (a multiple of 8: a header never crosses the
+         * end of the ring); only the copy is used. */
+        h = conc__load(&s->head, RLX);
+        if (__builtin_expect((h & 7) != 0, 0)) {
+            mpq_unlock(s, false, biased);
+            return mpq_leave(q, counted, mpq_break(q));
+        }
         hdr = conc__load(ring_word(q, h), ACQ);
         if (hdr != 0)
             break;
@@ -987,7 +1074,8 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
         if (rc != 0) {
             /* We may have been the one consumer woken for a message that
              * is still there: pass the wakeup on. */
-            if (conc__load(ring_word(q, conc__load(&s->head, ACQ)), ACQ) != 0)
+            uint64_t h2 = conc__load(&s->head, ACQ);
+            if ((h2 & 7) == 0 && conc__load(ring_word(q, h2), ACQ) != 0)
                 mpq_notify(&s->nonempty, 1);
             return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc);
         }
@@ -995,7 +1083,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     size_t len = (size_t)(uint32_t)hdr;
     if (__builtin_expect(len > q->cap - 2 * HDR || hdr >> 32 != CONC__MPQ_MARK, 0)) {
         mpq_unlock(s, false, biased); /* someone scribbled on the segment */
-        return mpq_leave(q, counted, CONC_EBROKEN);
+        return mpq_leave(q, counted, mpq_break(q));
     }
     if (allocp) {
         buf = malloc(len ? len : 1);
@@ -1013,7 +1101,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     FAULT(11);
     /* Commit: head (release: the bytes were read before the space is
      * handed back). gets follows; the journal covers the gap. */
-    uint64_t g = s->gets;
+    uint64_t g = conc__load(&s->gets, RLX);
     s->get.j.pos = h;
     s->get.j.size = msg_size(len);
     s->get.j.count = g;
@@ -1073,7 +1161,7 @@ bool conc_mpqueue_full(const conc_mpqueue_t *q)
     if (!q || !mpq_open(q))
         return false;
     const conc__mpq_shm_t *s = q->shm;
-    if (s->maxsize && conc_mpqueue_qsize(q) >= s->maxsize)
+    if (q->maxsize && conc_mpqueue_qsize(q) >= q->maxsize)
         return true;
     uint64_t h = conc__load(&s->head, ACQ);
     uint64_t t = conc__load(&s->tail, ACQ);
@@ -1082,7 +1170,7 @@ bool conc_mpqueue_full(const conc_mpqueue_t *q)
 
 long conc_mpqueue_maxsize(const conc_mpqueue_t *q)
 {
-    return q && mpq_open(q) ? (long)q->shm->maxsize : 0;
+    return q && mpq_open(q) ? (long)q->maxsize : 0;
 }
 
 size_t conc_mpqueue_capacity(const conc_mpqueue_t *q) { return q && mpq_open(q) ? (size_t)q->cap : 0; }
@@ -1103,6 +1191,8 @@ int conc_mpqueue_task_done(conc_mpqueue_t *q)
 {
     if (!q || !mpq_open(q) || q->kind != CONC_MPQ_JOINABLE)
         return CONC_EINVAL;
+    if (mpq_is_broken(q))
+        return CONC_EBROKEN;
     conc__mpq_shm_t *s = q->shm;
     uint64_t d = conc__load(&s->done, RLX), p;
     do {
@@ -1119,6 +1209,8 @@ int conc_mpqueue_join(conc_mpqueue_t *q, double timeout)
 {
     if (!q || !mpq_open(q) || q->kind != CONC_MPQ_JOINABLE)
         return CONC_EINVAL;
+    if (mpq_is_broken(q))
+        return CONC_EBROKEN;
     conc__mpq_shm_t *s = q->shm;
     int64_t deadline;
     if (conc__deadline(timeout, &deadline) != 0)

@@ -81,9 +81,16 @@ struct conc_mpqueue {
     size_t map_size;
     int fd;
     int kind;
-    uint64_t cap, mask;
+    uint64_t cap, mask;    /* checked copies of the header's (read once at attach) */
+    uint64_t maxsize;
     atomic_int users;      /* calls in progress in this process */
     atomic_int closed;
+    atomic_int broken;     /* a shared field broke an invariant: CONC_EBROKEN */
 };
+
+/* Tests only: called by conc_mpqueue_attach between its checks of the
+ * header and the handle's making (a test flips fields there, as a peer
+ * racing the attach could). */
+extern void (*conc__mpq_attach_hook)(conc__mpq_shm_t *s);
 
 #endif

@@ -290,10 +290,13 @@ int conc_shm_attach(const char *name, conc_shm_t **out)
     }
     s->size = s->total;
     if (s->total >= 2 * TRAILER) {
-        conc__shm_trailer_t *t = (conc__shm_trailer_t *)((char *)s->base + s->total - TRAILER);
-        if (conc__shm_valid(t, s->total)) {
+        /* One copy of the trailer (a peer may rewrite it at any time):
+         * checked and used from the copy only. */
+        conc__shm_trailer_t t;
+        memcpy(&t, (char *)s->base + s->total - TRAILER, sizeof t);
+        if (conc__shm_valid(&t, s->total)) {
             s->ours = true;
-            s->size = (size_t)t->size;
+            s->size = (size_t)t.size;
         }
     }
     *out = s;
@@ -341,5 +344,7 @@ pid_t conc__shm_owner(const conc_shm_t *s)
 {
     if (!s || !s->ours)
         return 0;
-    return ((const conc__shm_trailer_t *)((const char *)s->base + s->total - TRAILER))->pid;
+    int32_t pid = atomic_load_explicit(
+        CONC__IA(&((conc__shm_trailer_t *)((char *)s->base + s->total - TRAILER))->pid), memory_order_relaxed);
+    return pid > 0 ? pid : 0;
 }
