@@ -197,7 +197,11 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
         return 0;
     struct stat st;
     void *m = MAP_FAILED;
-    if (fstat(mfd, &st) == 0 && (size_t)st.st_size == CONC__MGR_CHAN_SIZE)
+    /* The server's segment must be sealed against shrinking: else it could
+     * truncate it under our mapping and make our next access a SIGBUS. */
+    int seals = fcntl(mfd, F_GET_SEALS);
+    if (fstat(mfd, &st) == 0 && (size_t)st.st_size == CONC__MGR_CHAN_SIZE && seals >= 0 &&
+        (seals & F_SEAL_SHRINK))
         m = mmap(NULL, CONC__MGR_CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     int e = errno;
     close(mfd);

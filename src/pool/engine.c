@@ -693,7 +693,10 @@ static cres_t *cres_to_table(cres_t *c)
     return nc;
 }
 
-static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *tab, const unsigned char *data,
+/* False when the piece is malformed (the worker wrote nonsense). A piece
+ * of a task we no longer track (failed when its worker was reported dead)
+ * is dropped. */
+static bool add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *tab, const unsigned char *data,
                       tlist_t *done)
 {
     task_t *prev = NULL, *t = w->head;
@@ -701,11 +704,23 @@ static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
         prev = t;
         t = t->next;
     }
-    if (!t || (uint64_t)r->first + r->count > t->count)
-        return; /* not ours (cannot happen) */
+    if (!t)
+        return true;
+    if ((uint64_t)r->first + r->count > t->count)
+        return false;
     bool uni = r->flags & WRES_UNIFORM;
     if (uni && (uint64_t)r->unilen * r->count != r->datalen)
-        return; /* malformed (cannot happen) */
+        return false;
+    if (!uni) { /* the items' lengths must add up to the data, exactly */
+        uint64_t sum = 0;
+        for (uint32_t j = 0; j < r->count; j++)
+            sum += tab[j].len; /* u32 each, at most 2^32 of them: no overflow */
+        if (sum != r->datalen)
+            return false;
+    }
+    if (r->first != (t->res ? t->res->got : 0))
+        return false; /* a worker sends a task's pieces in order, each once:
+                         anything else would leave table entries unset */
     cres_t *c = t->res;
     if (!c) {
         size_t est = r->datalen;
@@ -764,7 +779,7 @@ static void add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
         ns = ns / r->count * t->count;
     e->avg_ns = e->avg_ns <= 0 ? ns : 0.8 * e->avg_ns + 0.2 * ns;
     if (c->got < c->count)
-        return;
+        return true;
 done_task:
     if (prev)
         prev->next = t->next;
@@ -774,29 +789,41 @@ done_task:
         w->tail = prev;
     w->ninflight--;
     tl_push(done, t);
-    return;
+    return true;
 oom:
     task_fail(t, CONC_ENOMEM, "out of memory for a result");
     goto done_task;
 }
 
-static void on_results(engine_t *e, const unsigned char *m, size_t n, tlist_t *done)
+/* A results message (copied out of the shared ring, but written by a
+ * worker: any bytes). Every length is checked against what is left before
+ * it is used, without overflow. False when it is malformed (the caller
+ * breaks the pool). */
+static bool on_results(engine_t *e, const unsigned char *m, size_t n, tlist_t *done)
 {
-    const mhdr_t *h = (const mhdr_t *)m;
-    if (h->worker >= e->nw)
-        return;
-    wslot_t *w = &e->w[h->worker];
-    size_t pos = sizeof *h;
-    for (uint32_t i = 0; i < h->n; i++) {
-        if (pos + sizeof(wres_t) > n)
-            return;
+    mhdr_t h;
+    memcpy(&h, m, sizeof h);
+    if (h.worker >= e->nw)
+        return false;
+    wslot_t *w = &e->w[h.worker];
+    size_t pos = sizeof h;
+    for (uint32_t i = 0; i < h.n; i++) {
+        size_t rem = n - pos;
+        if (rem < sizeof(wres_t))
+            return false;
         const wres_t *r = (const wres_t *)(m + pos);
+        rem -= sizeof *r;
         size_t tab = r->flags & WRES_UNIFORM ? 0 : (size_t)r->count * sizeof(witem_t);
-        if (pos + sizeof *r + tab + r->datalen > n)
-            return;
-        add_piece(e, w, r, (const witem_t *)(r + 1), m + pos + sizeof *r + tab, done);
-        pos += sizeof *r + tab + PAD8(r->datalen);
+        if (tab > rem || r->datalen > rem - tab)
+            return false;
+        if (!add_piece(e, w, r, (const witem_t *)(r + 1), m + pos + sizeof *r + tab, done))
+            return false;
+        size_t step = sizeof *r + tab + PAD8((size_t)r->datalen);
+        if (step > n - pos)
+            break; /* the last piece, unpadded */
+        pos += step;
     }
+    return true;
 }
 
 /* The proc that sent a message, if it is still the slot's current one. */
@@ -849,8 +876,14 @@ static void on_died(engine_t *e, const unsigned char *m, size_t n, tlist_t *out)
             p = q;
             break;
         }
-    if (!p)
+    /* A worker can forge a notice, even with a real pointer: act only on
+     * one the watcher sent (its private flag), and take the pid and exit
+     * code from our own records, not from the message. */
+    if (!p || __atomic_load_n(&p->noticed, __ATOMIC_ACQUIRE) != 1)
         return;
+    __atomic_store_n(&p->noticed, 2, __ATOMIC_RELAXED); /* one notice per death */
+    wdied_t real = {p->child.pid, p->child.exitcode, 0};
+    d = &real;
     uint32_t idx = p->idx;
     wslot_t *w = &e->w[idx];
     e->live--;
@@ -917,7 +950,10 @@ static void *manager_main(void *arg)
         if (rc == 0 && n >= sizeof(mhdr_t)) {
             const mhdr_t *h = (const mhdr_t *)buf;
             switch (h->type) {
-            case M_RESULTS: on_results(e, buf, n, &out); break;
+            case M_RESULTS:
+                if (!on_results(e, buf, n, &out))
+                    break_pool(e, "a worker sent a malformed result message", &out);
+                break;
             case M_RETIRE: {
                 proc_t *p = current(e, h);
                 if (p) {
@@ -975,6 +1011,7 @@ static void *watcher_main(void *arg)
             epoll_ctl(e->epfd, EPOLL_CTL_DEL, p->child.pidfd, NULL);
             if (conc__child_wait(&p->child, conc__now_ns() + 10 * 1000000000LL) != 0)
                 p->child.exitcode = 255;
+            __atomic_store_n(&p->noticed, 1, __ATOMIC_RELEASE);
             struct {
                 mhdr_t h;
                 wdied_t d;

@@ -135,6 +135,9 @@ typedef struct proc {
     uint32_t idx, gen;
     bool retired;           /* sent M_RETIRE */
     bool killed;            /* we signalled it */
+    int noticed;            /* atomic: the watcher saw it end and sent M_DIED
+                               (the notice travels through memory workers can
+                               write: only this private flag makes it real) */
 } proc_t;
 
 typedef struct {

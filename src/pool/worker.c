@@ -336,6 +336,26 @@ static void run_strided(wk_t *w, conc_pool_fn fn, const unsigned char *data, siz
     }
 }
 
+/* Do a chunk's items lie inside its data? stride: count items of stride
+ * bytes; 0: count + 1 offsets (u64) first, non-decreasing, within the
+ * bytes after them. */
+static bool chunk_ok(const wtask_t *t, const unsigned char *data)
+{
+    if (t->stride)
+        return t->count <= t->datalen / t->stride;
+    uint64_t table = ((uint64_t)t->count + 1) * 8;
+    if (table > t->datalen)
+        return false;
+    uint64_t prev = 0, o;
+    for (uint64_t j = 0; j <= t->count; j++) {
+        memcpy(&o, data + j * 8, sizeof o);
+        if (o < prev || o > t->datalen - table)
+            return false;
+        prev = o;
+    }
+    return true;
+}
+
 /* Run the tasks of one message. Returns false when the worker must leave
  * (its task budget is used up). */
 static bool run_tasks(wk_t *w, const unsigned char *m, size_t n, unsigned max_tasks, unsigned *done)
@@ -346,14 +366,25 @@ static bool run_tasks(wk_t *w, const unsigned char *m, size_t n, unsigned max_ta
     const char *regname = NULL;
     size_t reglen = 0;
     for (uint32_t i = 0; i < h->n; i++) {
-        if (pos + sizeof(wtask_t) > n)
+        /* The message came through shared memory: every length is checked
+         * against what is left, without overflow, before it is used; a
+         * malformed task ends the message. */
+        size_t rem = n - pos;
+        if (rem < sizeof(wtask_t))
             break;
         const wtask_t *t = (const wtask_t *)(m + pos);
+        rem -= sizeof *t;
+        if (t->namelen > rem || PAD8((size_t)t->namelen) > rem)
+            break;
+        rem -= PAD8((size_t)t->namelen);
+        if (t->datalen > rem)
+            break;
         const char *name = (const char *)(t + 1);
         const unsigned char *data = (const unsigned char *)name + PAD8(t->namelen);
-        pos += sizeof *t + PAD8(t->namelen) + PAD8(t->datalen);
-        if (pos > n)
+        if (t->kind == K_CHUNK && !chunk_ok(t, data))
             break;
+        size_t step = PAD8((size_t)t->datalen);
+        pos += sizeof *t + PAD8((size_t)t->namelen) + (step <= rem ? step : rem);
         if (!regname || reglen != t->namelen || memcmp(regname, name, reglen) != 0) {
             char nb[256];
             size_t k = t->namelen < sizeof nb - 1 ? t->namelen : sizeof nb - 1;
