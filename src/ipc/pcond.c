@@ -392,9 +392,15 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
 
     conc__pcond_lk_t lk = conc__pbarrier_lk(b);
     conc__pbarrier_lock(b);
-    while (b->state == DRAINING || b->state == RESETTING)
-        if (conc__pcond_wait_dl(&b->cond, &lk, CONC__NO_DEADLINE) == CONC_EOWNERDEAD)
+    /* The previous round drains (or a reset runs): wait for it, within
+     * the caller's deadline (a peer could leave the state there for
+     * ever); running out breaks the barrier, as a timeout below does. */
+    while (b->state == DRAINING || b->state == RESETTING) {
+        int w = conc__pcond_wait_dl(&b->cond, &lk, deadline);
+        if (w == CONC_EOWNERDEAD ||
+            (w == CONC_ETIMEDOUT && (b->state == DRAINING || b->state == RESETTING)))
             conc__pbarrier_break(b);
+    }
     /* Under the lock, but a peer may have written anything: a count out
      * of [0, parties) is a broken barrier. */
     int32_t parties = conc__pbarrier_parties(b), count = b->count;

@@ -711,10 +711,15 @@ static bool add_piece(engine_t *e, wslot_t *w, const wres_t *r, const witem_t *t
     bool uni = r->flags & WRES_UNIFORM;
     if (uni && (uint64_t)r->unilen * r->count != r->datalen)
         return false;
-    if (!uni) { /* the items' lengths must add up to the data, exactly */
+    if (!uni) { /* the items' lengths must add up to the data, exactly, and
+                   a failed item's message must end in its NUL */
         uint64_t sum = 0;
-        for (uint32_t j = 0; j < r->count; j++)
-            sum += tab[j].len; /* u32 each, at most 2^32 of them: no overflow */
+        for (uint32_t j = 0; j < r->count; j++) {
+            uint32_t len = tab[j].len;
+            if (tab[j].code != 0 && (len == 0 || sum + len > r->datalen || data[sum + len - 1] != 0))
+                return false;
+            sum += len; /* u32 each, at most 2^32 of them: no overflow */
+        }
         if (sum != r->datalen)
             return false;
     }
@@ -824,6 +829,17 @@ static bool on_results(engine_t *e, const unsigned char *m, size_t n, tlist_t *d
         pos += step;
     }
     return true;
+}
+
+/* For the fuzzer (tests/fuzz/pool_fuzz.c): parse one results message for
+ * e; the tasks it completed come back in *done (linked by next). */
+bool conc__engine_parse_results(engine_t *e, const unsigned char *m, size_t n, task_t **done)
+{
+    tlist_t l;
+    tl_init(&l);
+    bool ok = n >= sizeof(mhdr_t) && on_results(e, m, n, &l);
+    *done = l.head;
+    return ok;
 }
 
 /* The proc that sent a message, if it is still the slot's current one. */

@@ -231,6 +231,10 @@ void conc__pool_populate_queue(conc_mpqueue_t *q);
 cres_t *conc__cres_alloc(size_t bytes);
 void conc__cres_release(cres_t *c);
 
+/* For the fuzzer: parse one M_RESULTS message (any bytes) for e; false
+ * when malformed. Tasks it completed are linked from *done. */
+bool conc__engine_parse_results(engine_t *e, const unsigned char *m, size_t n, task_t **done);
+
 /* worker.c */
 extern const conc_registration_t *conc__pool_worker_entry(void);
 
