@@ -37,6 +37,15 @@
  * that the holder died. All processes sharing a queue must be in one pid
  * namespace (the locks record thread ids).
  *
+ * Hostile peers: any process that maps the segment can write anything in
+ * it. Each shared field is read once, checked (positions multiples of 8,
+ * head <= tail <= head + capacity, message lengths and journal entries
+ * that fit the ring) and only the copy is used; a bad one marks this
+ * handle broken: that call and every later put/get/task_done/join return
+ * CONC_EBROKEN. No value makes a call read or write outside the segment
+ * (docs/security.md). A live peer can still make calls wait (by holding a
+ * side's lock), as a slow one would.
+ *
  * Speed: while only one thread (of one process) puts, it keeps the
  * producers' lock between its puts, and likewise for gets, so a put or a
  * get costs no atomic read-modify-write; the first other thread that
@@ -93,7 +102,10 @@ CONC_API int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, lo
  * another process, received by inheritance or SCM_RIGHTS). The handle
  * keeps its own duplicate of fd: the caller still owns fd. Returns 0 and
  * a new handle in *out; CONC_EINVAL (NULL, fd is not a conc queue
- * segment); CONC_ENOMEM; CONC_ESYS. */
+ * segment, or its header fails the checks); CONC_ENOMEM; CONC_ESYS. The
+ * header's fields are read once and the handle keeps the checked copies
+ * (capacity, kind, maxsize): a peer changing them later changes nothing
+ * for this handle. */
 CONC_API int conc_mpqueue_attach(conc_mpqueue_t **out, int fd);
 
 /* A printable name for q's segment ("conc-mpq:<pid>:<fd>", at most
@@ -132,7 +144,8 @@ CONC_API int conc_mpqueue_free(conc_mpqueue_t *q);
  * and there is no room, or when the timeout passed (queue.Full);
  * CONC_ERANGE when the message could never fit (len >
  * conc_mpqueue_max_message(q)); CONC_EINVAL (NULL, closed handle, bad
- * timeout). Blocks only while the queue is full. */
+ * timeout); CONC_EBROKEN (a peer scribbled on the segment, see above).
+ * Blocks only while the queue is full. */
 CONC_API int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block,
                               double timeout);
 CONC_API int conc_mpqueue_put_nowait(conc_mpqueue_t *q, const void *data, size_t len);
@@ -142,7 +155,8 @@ CONC_API int conc_mpqueue_put_nowait(conc_mpqueue_t *q, const void *data, size_t
  * or when the timeout passed (queue.Empty); CONC_ERANGE when the message is
  * longer than cap: *len is set to its length and the message stays at the
  * head of the queue (Python's BufferTooShort, minus the loss); CONC_EINVAL
- * (NULL q/len, NULL buf with cap > 0, closed handle, bad timeout). */
+ * (NULL q/len, NULL buf with cap > 0, closed handle, bad timeout);
+ * CONC_EBROKEN (a bad header or position in the segment). */
 CONC_API int conc_mpqueue_get(conc_mpqueue_t *q, void *buf, size_t cap, size_t *len, bool block,
                               double timeout);
 CONC_API int conc_mpqueue_get_nowait(conc_mpqueue_t *q, void *buf, size_t cap, size_t *len);
