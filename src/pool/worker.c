@@ -438,6 +438,8 @@ static int worker_main(const void *arg, size_t len)
         return 70;
     wcfg_t cfg;
     memcpy(&cfg, arg, sizeof cfg);
+    if (cfg.initname_len > len - sizeof cfg || cfg.initarg_len > len - sizeof cfg - cfg.initname_len)
+        return 70; /* lengths past the argument's bytes */
     const int *fds;
     if (conc__child_fds(&fds) < 2)
         return 70;
