@@ -395,3 +395,106 @@ Test(ipc_hostile, shm_trailer_size_flipper, .timeout = 30)
     conc_shm_unlink(s);
     conc_shm_close(s);
 }
+
+/* ------------------------------------------ process-pool result messages
+ * A worker writes its results into the shared result ring; the parent
+ * parses them (from a private copy). A hostile worker's lengths must not
+ * make the parent read past the message or assemble a result whose items
+ * point outside it. */
+
+#include "pool/internal.h"
+
+typedef struct {
+    mhdr_t h;
+    wres_t r;
+    witem_t tab[2];
+    unsigned char data[16];
+} results_msg_t;
+
+static bool parse_one(results_msg_t *m, size_t n, uint32_t task_count, task_t **t_out)
+{
+    engine_t e;
+    memset(&e, 0, sizeof e);
+    wslot_t w;
+    memset(&w, 0, sizeof w);
+    e.nw = 1;
+    e.w = &w;
+    task_t *t = calloc(1, sizeof *t);
+    cr_assert_not_null(t);
+    t->id = 7;
+    t->count = task_count;
+    t->kind = K_CHUNK;
+    w.head = w.tail = t;
+    w.ninflight = 1;
+    task_t *done = NULL;
+    bool ok = conc__engine_parse_results(&e, (const unsigned char *)m, n, &done);
+    *t_out = t;
+    return ok;
+}
+
+static void free_task(task_t *t)
+{
+    free(t->res);
+    free(t);
+}
+
+Test(ipc_hostile, pool_result_lengths_that_wrap)
+{
+    results_msg_t *m = calloc(1, sizeof *m); /* exact size: ASan sees any read past it */
+    m->h = (mhdr_t){M_RESULTS, 0, 1, 0};
+    m->r = (wres_t){.id = 7, .first = 0, .count = 1, .datalen = UINT64_MAX - 40};
+    task_t *t;
+    cr_assert_not(parse_one(m, sizeof *m, 1, &t), "a data length past the message is malformed");
+    cr_assert_null(t->res);
+    free_task(t);
+    free(m);
+}
+
+Test(ipc_hostile, pool_result_items_must_add_up)
+{
+    results_msg_t *m = calloc(1, sizeof *m);
+    m->h = (mhdr_t){M_RESULTS, 0, 1, 0};
+    m->r = (wres_t){.id = 7, .first = 0, .count = 2, .datalen = sizeof m->data};
+    m->tab[0] = (witem_t){0, 100000}; /* item 0 claims far more than the data */
+    m->tab[1] = (witem_t){0, 0};
+    task_t *t;
+    cr_assert_not(parse_one(m, sizeof *m, 2, &t));
+    free_task(t);
+    /* a failure message without its NUL */
+    m->tab[0] = (witem_t){CONC_EINVAL, 8};
+    m->tab[1] = (witem_t){0, 8};
+    memset(m->data, 'x', sizeof m->data);
+    cr_assert_not(parse_one(m, sizeof *m, 2, &t));
+    free_task(t);
+    /* well formed: accepted, items inside the block */
+    m->data[7] = 0;
+    cr_assert(parse_one(m, sizeof *m, 2, &t));
+    cr_assert_not_null(t->res);
+    cr_assert_eq(t->res->got, 2);
+    free_task(t);
+    free(m);
+}
+
+Test(ipc_hostile, pool_result_piece_sent_twice)
+{
+    /* two pieces for item 0 of a two-item task: item 1 would stay unset */
+    struct {
+        mhdr_t h;
+        wres_t r1;
+        witem_t t1;
+        unsigned char d1[8];
+        wres_t r2;
+        witem_t t2;
+        unsigned char d2[8];
+    } *m = calloc(1, sizeof *m);
+    m->h = (mhdr_t){M_RESULTS, 0, 2, 0};
+    m->r1 = (wres_t){.id = 7, .first = 0, .count = 1, .datalen = 8};
+    m->t1 = (witem_t){0, 8};
+    m->r2 = m->r1;
+    m->t2 = m->t1;
+    task_t *t;
+    cr_assert_not(parse_one((results_msg_t *)(void *)m, sizeof *m, 2, &t));
+    cr_assert(t->res == NULL || t->res->got < 2, "never complete with an unset item");
+    free_task(t);
+    free(m);
+}
