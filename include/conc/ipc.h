@@ -195,8 +195,8 @@ CONC_API int conc_shm_sweep(void);
  * EOWNERDEAD: the caller holds the lock, and the data it guards may be
  * half-updated, so it should repair it before use (then release as
  * usual). conc_plock_recoveries() counts such takeovers. A non-blocking
- * acquire (or one whose timeout ends before the first check) does not
- * check. The Condition's wait reports CONC_EOWNERDEAD when it took its
+ * acquire does not check (it reports CONC_ETIMEDOUT); a timed one checks
+ * every 50 ms and once more when its timeout ends. The Condition's wait reports CONC_EOWNERDEAD when it took its
  * lock back from a dead holder (its own outcome is then unknown: treat it
  * as a spurious wakeup and re-check the predicate, after the repair); a
  * Barrier whose lock was taken over from a dead party breaks
