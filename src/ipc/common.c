@@ -294,8 +294,13 @@ static __thread struct {
     unsigned gen;
 } conc__ipc_maps[MAPCACHE];
 static __thread unsigned conc__ipc_maps_next;
-/* Bumped by conc_shared_free (an unmap we make): cached ranges may be gone. */
+/* Bumped before conc unmaps shared memory (conc_shared_free,
+ * conc_shm_close): cached ranges may be gone. A mapping the program
+ * unmaps itself and maps again at the same place with another size is
+ * not seen until the next of those. */
 static _Atomic unsigned conc__ipc_maps_gen = 1;
+
+void conc__ipc_unmapping(void) { atomic_fetch_add_explicit(&conc__ipc_maps_gen, 1u, memory_order_release); }
 
 static bool conc__ipc_maps_find(uintptr_t p, uintptr_t *lo, uintptr_t *hi)
 {
@@ -389,6 +394,6 @@ void conc_shared_free(void *p)
     uint64_t *h = (uint64_t *)((char *)p - 16);
     if (((uintptr_t)p & (pg - 1)) != 0 || h[0] != CONC__SHARED_MAGIC)
         return; /* not ours: leave it alone */
-    atomic_fetch_add_explicit(&conc__ipc_maps_gen, 1u, memory_order_release);
+    conc__ipc_unmapping();
     munmap((char *)p - pg, (size_t)h[1]);
 }

@@ -334,8 +334,10 @@ int conc_shm_close(conc_shm_t *s)
 {
     if (!s)
         return 0;
-    if (s->base)
+    if (s->base) {
+        conc__ipc_unmapping();
         munmap(s->base, s->total);
+    }
     free(s);
     return 0;
 }
