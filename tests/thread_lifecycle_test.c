@@ -150,9 +150,23 @@ static void *check_own_ident(void *arg)
     return NULL;
 }
 
+static atomic_int spin_stop;
+
+static void *spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&spin_stop, memory_order_relaxed)) {
+    }
+    return NULL;
+}
+
 Test(thread_life, ident_valid_at_start, .timeout = TU_TIMEOUT)
 {
-    enum { BATCH = 32, ROUNDS = 12 };
+    enum { BATCH = 32, ROUNDS = 16, SPINNERS = 4 };
+    /* Load, so the creator is often preempted right after pthread_create. */
+    pthread_t sp[SPINNERS];
+    for (int i = 0; i < SPINNERS; i++)
+        cr_assert_eq(pthread_create(&sp[i], NULL, spinner, NULL), 0);
     for (int r = 0; r < ROUNDS; r++) {
         conc_thread_t *ts[BATCH];
         for (int i = 0; i < BATCH; i++)
@@ -162,6 +176,9 @@ Test(thread_life, ident_valid_at_start, .timeout = TU_TIMEOUT)
             conc_thread_free(ts[i]);
         }
     }
+    atomic_store(&spin_stop, 1);
+    for (int i = 0; i < SPINNERS; i++)
+        pthread_join(sp[i], NULL);
     cr_assert_eq(atomic_load(&ident_bad), 0, "%d threads saw a wrong ident at their start",
                  atomic_load(&ident_bad));
 }
