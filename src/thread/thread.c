@@ -17,9 +17,12 @@
  * its stack is recycled at once; if nobody joins, the last reference
  * detaches it. `reaped` makes sure exactly one of the two happens.
  *
- * Exit: an atexit handler runs the modules' exit hooks (pools, timers) and
- * joins every live non-daemon thread, until neither finds anything
- * (Python's threading._shutdown). Fork: pthread_atfork handlers keep the registry
+ * Exit: an exit handler marks the main thread finished, then runs the
+ * modules' exit hooks (pools, timers) and joins every live non-daemon
+ * thread, until neither finds anything (Python's threading._shutdown). It
+ * is registered lazily and again at each thread start (exit_arm), so it
+ * runs before the program's earlier atexit handlers. A thread that leaves
+ * through pthread_exit finishes in a cleanup handler. Fork: pthread_atfork handlers keep the registry
  * consistent; in the child every other thread is marked DONE and the
  * forking thread becomes the main thread, as in CPython.
  */
