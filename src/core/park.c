@@ -36,6 +36,23 @@ static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS, .cut_sc
 /* Set by the thread module: runs when a thread conc did not create ends. */
 void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
 
+static long conc__nwakers; /* atomic: see conc__wakers */
+
+void conc__wakers_add(long delta)
+{
+    atomic_fetch_add_explicit(CONC__A(&conc__nwakers), delta, memory_order_seq_cst);
+}
+
+long conc__wakers(void)
+{
+    return atomic_load_explicit(CONC__A(&conc__nwakers), memory_order_seq_cst);
+}
+
+void conc__wakers_reset(long n)
+{
+    atomic_store_explicit(CONC__A(&conc__nwakers), n, memory_order_seq_cst);
+}
+
 static void conc__ctx_destroy(void *p)
 {
     conc__ctx_t *ctx = p;
@@ -44,6 +61,7 @@ static void conc__ctx_destroy(void *p)
         conc__foreign_exit_hook(ctx);
     conc__cur = NULL;
     free(ctx);
+    conc__wakers_add(-1);
 }
 
 static void conc__ctx_key_init(void)
@@ -73,6 +91,7 @@ conc__ctx_t *conc__ctx_slow(void)
     conc__ctx_init(ctx);
     conc__cur = ctx;
     pthread_setspecific(conc__ctx_key, ctx);
+    conc__wakers_add(1);
     return ctx;
 }
 

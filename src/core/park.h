@@ -265,6 +265,17 @@ void conc__unpark_list(conc__waiter_t *list);
 int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
                       void (*on_timeout_locked)(conc__waitq_t *q, void *arg), void *arg);
 
+/* OS threads that could wake a parked context from outside its own
+ * thread, as far as conc knows: the threads conc started (counted from
+ * start until they end), threads that have a conc context (they used
+ * conc), and helper threads registered with conc__wakers_add by the code
+ * that starts them. A thread conc never saw (a sanitizer's, a library's)
+ * is not counted: it cannot hold a conc waiter. LoopExit (green/hub.c)
+ * reads it; conc__wakers_reset is for fork children. */
+void conc__wakers_add(long delta);
+long conc__wakers(void);
+void conc__wakers_reset(long n);
+
 /* True when more than one CPU is online: spinning is worth it. */
 bool conc__smp(void);
 

@@ -223,6 +223,7 @@ static void thread_over(void *p)
     thread_finish(t);
     self_record = NULL;
     conc__ctx_bind(NULL);
+    conc__wakers_add(-1);
     thread_unref(t); /* the running thread's own reference */
 }
 
@@ -300,6 +301,7 @@ int conc_thread_start(conc_thread_t *t)
                                                  memory_order_acq_rel, RLX))
         return CONC_EPERM;
     thread_ref(t); /* the running thread's */
+    conc__wakers_add(1); /* from now on it could wake someone (LoopExit) */
     reg_lock_acquire();
     reg_add_locked(t);
     reg_lock_release();
@@ -320,6 +322,7 @@ int conc_thread_start(conc_thread_t *t)
         reg_remove_locked(t);
         reg_lock_release();
         conc__store(&t->status, CONC__T_NEW, REL);
+        conc__wakers_add(-1);
         thread_unref(t);
         return err == EINVAL ? CONC_EINVAL : CONC_EAGAIN;
     }
@@ -772,6 +775,7 @@ static void atfork_child(void)
     }
     conc_lock_init(&hook_lock);
     conc_lock_init(&arm_lock);
+    conc__wakers_reset(1); /* the forking thread is the only one left */
     conc__locals_atfork_child();
 }
 
