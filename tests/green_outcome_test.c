@@ -256,3 +256,111 @@ Test(green_outcome, zero_timeout_never_switches, .timeout = TU_TIMEOUT)
     cr_assert_eq(r, PTR(1), "a poll from a green thread ran the polled one (or did not time out)");
     cr_assert_eq(conc_green_free(a), 0);
 }
+
+/* ---- a timeout scope that outlives its function is reported (debug) */
+
+static conc_event_t never = CONC_EVENT_INIT;
+
+/* Opens a scope and returns early on one path (the bug). */
+__attribute__((noinline)) static int leaky_fetch(int early)
+{
+    int rc = conc_timeout_begin(0.05);
+    if (early)
+        return rc; /* the scope stays open */
+    rc = conc_event_wait(&never, CONC_FOREVER);
+    conc_timeout_end();
+    return rc + 1;
+}
+
+__attribute__((noinline)) static int wait_deeper(void)
+{
+    return conc_event_wait(&never, CONC_FOREVER);
+}
+
+/* Correct: the wait happens inside the opener (through a helper). */
+__attribute__((noinline)) static int tidy_fetch(void)
+{
+    int rc = conc_timeout_begin(0.03);
+    if (rc == 0)
+        rc = wait_deeper();
+    int fired = conc_timeout_end();
+    return rc == CONC_ETIMEDOUT && fired == 1 ? 0 : 1;
+}
+
+__attribute__((noinline)) static int scoped_fetch(bool early)
+{
+    CONC_TIMEOUT_SCOPE(0.03);
+    if (early)
+        return 7; /* the scope ends here by itself */
+    return conc_event_wait(&never, CONC_FOREVER);
+}
+
+Test(green_outcome, leaked_timeout_scope_is_reported, .timeout = TU_TIMEOUT)
+{
+    setenv("CONC_DEBUG", "1", 1); /* before the first scope of this process */
+    int saved;
+    FILE *tmp;
+    start_capture(&saved, &tmp);
+    int tidy = tidy_fetch();
+    int early = leaky_fetch(1);
+    /* an unrelated wait later: cut by the leaked scope, and reported */
+    int later = conc_event_wait(&never, 1.0);
+    int left = conc_timeout_end();
+    end_capture(saved, tmp);
+    cr_assert_eq(tidy, 0);
+    cr_assert_eq(early, 0);
+    cr_assert_eq(later, CONC_ETIMEDOUT);
+    cr_assert_eq(left, 1, "the leaked scope was not the one that fired");
+    const char *hit = strstr(err_out, "a timeout scope opened in");
+    cr_assert_not_null(hit, "the leaked scope was not reported: '%s'", err_out);
+    cr_assert_null(strstr(hit + 1, "a timeout scope opened in"), "reported more than once: %s", err_out);
+}
+
+Test(green_outcome, tidy_scopes_are_not_reported, .timeout = TU_TIMEOUT)
+{
+    setenv("CONC_DEBUG", "1", 1);
+    int saved;
+    FILE *tmp;
+    start_capture(&saved, &tmp);
+    int a = tidy_fetch();
+    int b = leaky_fetch(0);
+    int c = scoped_fetch(true);
+    int d = scoped_fetch(false);
+    int e = conc_timeout_end(); /* nothing left open */
+    int f = conc_event_wait(&never, 0.02);
+    end_capture(saved, tmp);
+    cr_assert_eq(a, 0);
+    cr_assert_eq(b, CONC_ETIMEDOUT + 1);
+    cr_assert_eq(c, 7);
+    cr_assert_eq(d, CONC_ETIMEDOUT);
+    cr_assert_eq(e, CONC_EPERM, "CONC_TIMEOUT_SCOPE left a scope open");
+    cr_assert_eq(f, CONC_ETIMEDOUT);
+    cr_assert_null(strstr(err_out, "timeout scope"), "a tidy scope was reported: %s", err_out);
+}
+
+static void *leak_on_green(void *arg)
+{
+    (void)arg;
+    int early = leaky_fetch(1);
+    int later = conc_event_wait(&never, 1.0);
+    int left = conc_timeout_end();
+    return PTR(early == 0 && later == CONC_ETIMEDOUT && left == 1 ? 1 : 2);
+}
+
+Test(green_outcome, leaked_timeout_scope_on_a_green_thread_is_reported, .timeout = TU_TIMEOUT)
+{
+    setenv("CONC_DEBUG", "1", 1);
+    int saved;
+    FILE *tmp;
+    start_capture(&saved, &tmp);
+    conc_green_t *g;
+    void *r = NULL;
+    int rc = conc_go(&g, leak_on_green, NULL);
+    if (rc == 0)
+        rc = conc_green_get(g, 5.0, &r);
+    end_capture(saved, tmp);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(r, PTR(1));
+    cr_assert_not_null(strstr(err_out, "a timeout scope opened in"), "not reported: '%s'", err_out);
+    cr_assert_eq(conc_green_free(g), 0);
+}

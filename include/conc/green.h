@@ -150,9 +150,32 @@ CONC_API int conc_yield(void);
  * begin returns 0, CONC_EINVAL (negative/NaN seconds; CONC_FOREVER opens a
  * scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
  * this scope fired, 0 if not, CONC_EPERM if no scope is open.
+ *
+ * The rule: a scope belongs to the function that opened it, and must be
+ * ended before that function returns — on every path, early returns and
+ * error paths included. A scope left open stays on the context and cuts
+ * some later, unrelated wait. CONC_TIMEOUT_SCOPE(seconds) (GCC, Clang)
+ * opens a scope that ends by itself when the enclosing block is left, by
+ * any path. Debug builds (no NDEBUG), or any build run with CONC_DEBUG=1,
+ * report on stderr a scope still open after its function returned, at
+ * the next wait of that context ("conc: a timeout scope opened in F ...").
  */
 CONC_API int conc_timeout_begin(double seconds);
 CONC_API int conc_timeout_end(void);
+
+#if defined(__GNUC__) || defined(__clang__)
+static inline void conc__timeout_scope_leave(int *begun)
+{
+    if (*begun == 0)
+        conc_timeout_end();
+}
+#define CONC__SCOPE_CAT2(a, b) a##b
+#define CONC__SCOPE_CAT(a, b) CONC__SCOPE_CAT2(a, b)
+/* A timeout scope for the rest of the enclosing block: ended when the
+ * block is left by any path (return, break, goto). Use at most one per
+ * line. A wait it cuts returns CONC_ETIMEDOUT as with begin/end. */
+#define CONC_TIMEOUT_SCOPE(seconds)                                                              int CONC__SCOPE_CAT(conc__scope_, __LINE__)                                                      __attribute__((cleanup(conc__timeout_scope_leave), unused)) = conc_timeout_begin(seconds)
+#endif
 
 /*
  * LoopExit: when a green thread's hub has nothing that could ever wake

@@ -256,6 +256,10 @@ int conc_timeout_begin(double seconds)
     int i = ctx->nscopes++;
     ctx->scopes[i] = dl;
     ctx->fired &= (uint8_t)~(1u << i);
+    if (__builtin_expect(conc__scope_debug_on(), 0))
+        conc__scope_note(ctx, i);
+    else
+        ctx->scope_cfa[i] = 0;
     if (dl != CONC__NO_DEADLINE && (ctx->scope_dl == 0 || dl < ctx->scope_dl))
         ctx->scope_dl = dl;
     return 0;
@@ -282,6 +286,8 @@ int conc__park(conc__waiter_t *w, int64_t deadline)
     conc__ctx_t *ctx = w->ctx;
     const conc__park_ops_t *ops = ctx->ops;
     ctx->cut_scope = -1;
+    if (__builtin_expect(ctx->nscopes != 0, 0) && conc__scope_debug_on())
+        conc__scope_check(ctx);
     int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
     int rc = ops ? ops->park(w, dl) : conc__thread_park(w, dl);
     if (__builtin_expect(rc == CONC_ETIMEDOUT && dl != deadline, 0))

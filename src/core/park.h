@@ -88,7 +88,17 @@ typedef struct conc__ctx {
     uint8_t fired;               /* bit i: scope i fired */
     int8_t cut_scope;            /* the scope the last park fired, or -1 */
     uint8_t nointr;              /* > 0: parks are not cut short (conc's own lock holds) */
+    uint8_t scope_reported;      /* debug: bit i: scope i was reported as leaked */
+    uintptr_t scope_cfa[CONC__MAX_SCOPES]; /* debug: where each scope's opener sits (scope_debug.c) */
+    void *scope_fn[CONC__MAX_SCOPES];      /* debug: the function that opened it */
 } conc__ctx_t;
+
+/* Debug check of timeout scopes that outlive their function
+ * (scope_debug.c): on without NDEBUG or with CONC_DEBUG=1. note: called
+ * by conc_timeout_begin for scope i; check: at a park with scopes open. */
+bool conc__scope_debug_on(void);
+void conc__scope_note(conc__ctx_t *ctx, int i);
+void conc__scope_check(conc__ctx_t *ctx);
 
 enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };
 
