@@ -732,7 +732,8 @@ Test(green_timeout, loopexit_despite_a_thread_conc_does_not_know, .timeout = TU_
 {
     char out[1024];
     run_sc("loopexit_despite_raw_thread", out, sizeof out);
-    cr_assert(strstr(out, "threads_now=2\n"), "%s", out);
+    const char *tn = strstr(out, "threads_now=");
+    cr_assert(tn && atoi(tn + 12) >= 2, "the raw thread is not there: %s", out); /* TSan adds its own */
     char want[64];
     snprintf(want, sizeof want, "join=%d\n", CONC_ELOOPEXIT);
     cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
