@@ -689,6 +689,18 @@ static void exit_step(void *arg)
     exit_sequence();
 }
 
+/* At dlclose of a shared conc, take the registration back: it would point
+ * into unmapped code (at process exit this runs after the handlers, and
+ * finds nothing left). */
+__attribute__((destructor)) static void exit_disarm(void)
+{
+#ifdef __GLIBC__
+    tl_unregistering = true;
+    __cxa_finalize(&exit_handle);
+    tl_unregistering = false;
+#endif
+}
+
 static void exit_arm(void)
 {
     conc__lock_hold(&arm_lock);
