@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include <conc/futures.h>
+#include <signal.h>
 
 TestSuite(thread_life);
 
@@ -58,6 +59,8 @@ static void program_cleanup(void)
         conc_executor_free(p);
 }
 
+static void *exits_early(void *arg);
+
 static int scenario(const char *name)
 {
     if (strcmp(name, "join_main") == 0) {
@@ -79,10 +82,31 @@ static int scenario(const char *name)
         conc_thread_free(t);
         return 0;
     }
+    if (strcmp(name, "pthread_exit_at_exit") == 0) {
+        alarm(20); /* a hang at exit would be the bug: die of SIGALRM instead */
+        conc_thread_t *t;
+        if (conc_thread_spawn(&t, exits_early, NULL, NULL) != 0)
+            return 2;
+        conc_thread_free(t);
+        if (write(1, "main done\n", 10) != 10)
+            return 3;
+        return 0; /* the exit step must not wait forever for it */
+    }
     return 99;
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)
+
+Test(thread_life, pthread_exit_thread_does_not_hang_exit, .timeout = TU_TIMEOUT)
+{
+    char out[256];
+    double secs;
+    int st = tu_run_scenario("pthread_exit_at_exit", out, sizeof out, &secs);
+    cr_assert(WIFEXITED(st), "child status %#x (SIGALRM: exit hung)", st);
+    cr_assert_eq(WEXITSTATUS(st), 0);
+    cr_assert_str_eq(out, "main done\n");
+    cr_assert_lt(secs, 10.0);
+}
 
 Test(thread_life, non_daemon_thread_joins_main_at_exit, .timeout = TU_TIMEOUT)
 {

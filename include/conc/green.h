@@ -67,7 +67,8 @@ CONC_API int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg);
 CONC_API int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg);
 
 /* Greenlet.join: wait up to timeout for g to end (returned, failed, or was
- * killed). Returns 0 once it ended (whatever its outcome), CONC_ETIMEDOUT
+ * killed). Returns 0 once it ended, whatever its outcome (gevent's join
+ * returns None regardless; get reports the outcome), CONC_ETIMEDOUT
  * (the timeout, or a timeout scope of the caller), CONC_EKILLED (the
  * caller was killed), CONC_ELOOPEXIT, CONC_EPERM when joining yourself,
  * CONC_EINVAL. Blocks the calling context only (any kind, any OS thread).
