@@ -169,8 +169,8 @@ CONC_API int conc_yield(void);
  * this scope fired, 0 if not, CONC_EPERM if no scope is open.
  *
  * The rule: a scope belongs to the function that opened it, and must be
- * ended before that function returns — on every path, early returns and
- * error paths included. A scope left open stays on the context and cuts
+ * ended by that function before it returns — on every path, early returns
+ * and error paths included. A scope left open stays on the context and cuts
  * some later, unrelated wait. CONC_TIMEOUT_SCOPE(seconds) (GCC, Clang)
  * opens a scope that ends by itself when the enclosing block is left, by
  * any path. Debug builds (no NDEBUG), or any build run with CONC_DEBUG=1,

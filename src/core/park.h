@@ -97,7 +97,7 @@ typedef struct conc__ctx {
  * (scope_debug.c): on without NDEBUG or with CONC_DEBUG=1. note: called
  * by conc_timeout_begin for scope i; check: at a park with scopes open. */
 bool conc__scope_debug_on(void);
-void conc__scope_note(conc__ctx_t *ctx, int i);
+__attribute__((noinline)) void conc__scope_note(conc__ctx_t *ctx, int i);
 void conc__scope_check(conc__ctx_t *ctx);
 
 enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };
