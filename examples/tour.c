@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -3645,6 +3646,82 @@ static int sec_kill(void)
     return 0;
 }
 
+/* ---- green/outcome: what a wait reports, and what nothing changes ---- */
+
+static void *gives_up(void *arg)
+{
+    (void)arg;
+    conc_sleep(0.01);
+    return conc_fail(CONC_ETIMEDOUT, "the server did not answer"); /* the task's own timeout */
+}
+
+static void *naps(void *arg)
+{
+    conc_sleep(*(double *)arg);
+    return (void *)"rested";
+}
+
+static void meddling_link(conc_green_t *g, void *arg)
+{
+    (void)g;
+    (void)arg;
+    conc_fail(CONC_EINVAL, "a link that fails"); /* reported; changes nothing */
+}
+
+static void *kills_itself(void *arg)
+{
+    int *rcs = arg;
+    rcs[0] = conc_green_kill(conc_green_current(), true, 1.0); /* gevent: GreenletExit at once */
+    rcs[1] = conc_sleep(0.001);                               /* delivered once: not again */
+    return NULL;
+}
+
+static int sec_outcome(void)
+{
+    conc_green_t *g;
+    void *r = NULL;
+    const char *msg = NULL;
+    printf("  a green thread fails with a code of its own, CONC_ETIMEDOUT; get() says\n"
+           "  CONC_EFAILED (it failed), never the wait's own codes:\n");
+    CHECK(conc_go(&g, gives_up, NULL) == 0);
+    CHECK(conc_green_link(g, meddling_link, NULL) == 0);
+    fflush(stdout);
+    int rc = conc_green_get(g, 5.0, &r);
+    int code = conc_green_exception(g, &msg);
+    printf("    get(g, 5.0) -> %s; exception(g) -> %s: %s\n", conc_errname(rc), conc_errname(code),
+           msg ? msg : "");
+    printf("    (the link above failed: it was reported on stderr, and the outcome stayed)\n");
+    CHECK(rc == CONC_EFAILED && code == CONC_ETIMEDOUT);
+    conc_green_free(g);
+
+    double nap = 10;
+    CHECK(conc_go(&g, naps, &nap) == 0);
+    rc = conc_green_get(g, 0, &r);
+    printf("  get(g, 0) on one that has not run yet is a pure poll -> %s (it did not run: "
+           "started() = %s)\n",
+           conc_errname(rc), conc_green_started(g) ? "true" : "false");
+    CHECK(rc == CONC_ETIMEDOUT && !conc_green_started(g));
+    rc = conc_green_get(g, 0.02, &r);
+    printf("  get(g, 0.02) while it naps -> %s: the wait's own timeout, g is fine\n", conc_errname(rc));
+    CHECK(rc == CONC_ETIMEDOUT && conc_green_exception(g, NULL) == 0);
+    CHECK(conc_green_kill(g, true, 5.0) == 0);
+    rc = conc_green_get(g, 0, &r);
+    printf("  killed, then get() -> %s with result %s, successful() = %s (GreenletExit)\n",
+           conc_errname(rc), r ? "set" : "NULL", conc_green_successful(g) ? "true" : "false");
+    CHECK(rc == 0 && r == NULL && conc_green_successful(g));
+    conc_green_free(g);
+
+    int rcs[2] = {99, 99};
+    CHECK(conc_go(&g, kills_itself, rcs) == 0);
+    CHECK(conc_green_join(g, 5.0) == 0);
+    printf("  a green thread kills itself with block: kill() -> %s at once, its next\n"
+           "  sleep -> %s; it ends as killed: %s\n",
+           conc_errname(rcs[0]), conc_errname(rcs[1]), conc_green_killed(g) ? "yes" : "no");
+    CHECK(rcs[0] == CONC_EKILLED && rcs[1] == 0 && conc_green_killed(g));
+    conc_green_free(g);
+    return 0;
+}
+
 /* ---- green/pool: at most N at once ---- */
 
 enum { POOL_SIZE = 3, POOL_JOBS = 8 };
@@ -3691,11 +3768,22 @@ static void *wait_forever(void *ev)
     return NULL;
 }
 
+static void *library_helper(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause(); /* a thread some library started: it never calls conc */
+    return NULL;
+}
+
 static int loopexit_child(const void *arg, size_t len)
 {
     (void)arg;
     (void)len;
     alarm(20); /* a hang would be a bug: die instead */
+    pthread_t helper;
+    if (pthread_create(&helper, NULL, library_helper, NULL) != 0)
+        return 3;
     char nthreads[32] = "?";
     proc_stat(0, 20, nthreads, sizeof nthreads);
     conc_event_t ev = CONC_EVENT_INIT;
@@ -3704,8 +3792,9 @@ static int loopexit_child(const void *arg, size_t len)
         return 2;
     double t0 = conc_monotonic();
     int rc = conc_green_join(g, CONC_FOREVER);
-    say("    child %d (%s thread): a green thread waits on an Event nobody sets;\n"
-        "    join(g) with no timeout -> %s after %.1f ms instead of hanging\n",
+    say("    child %d (%s threads: it and a library's helper conc never saw): a green\n"
+        "    thread waits on an Event nobody sets; join(g) with no timeout -> %s after\n"
+        "    %.1f ms instead of hanging\n",
         (int)getpid(), nthreads, conc_errname(rc), (conc_monotonic() - t0) * 1e3);
     int krc = conc_green_kill(g, true, 5.0);
     conc_green_free(g);
@@ -3722,14 +3811,16 @@ static int sec_loopexit(void)
     CHECK(conc_go(&g, wait_forever, &ev) == 0);
     int rc = conc_green_join(g, 0.1);
     printf("  here a green thread waits on an Event nobody sets, and join(g, timeout=0.1)\n"
-           "  -> %s: the join's own timer could end the wait, and so could any other\n"
-           "  thread of this process (threads now: %s%s), so the wait is not\n"
-           "  hopeless. LoopExit needs one thread and nothing pending,\n",
-           conc_errname(rc), nthreads, strcmp(nthreads, "1") ? ", the tour's thread pools" : "");
+           "  -> %s: the join's own timer could end the wait, so it is not hopeless.\n"
+           "  Without a timeout, LoopExit needs nothing pending and no other thread conc\n"
+           "  knows of (its own threads, threads that used conc: the tour's other chapters\n"
+           "  leave thread pools behind; threads now: %s). Threads conc never saw do not\n"
+           "  count,\n",
+           conc_errname(rc), nthreads);
     CHECK(rc == CONC_ETIMEDOUT);
     CHECK(conc_green_kill(g, true, 5.0) == 0);
     conc_green_free(g);
-    printf("  so that part runs in a fresh, single-threaded process (start method spawn):\n");
+    printf("  so that part runs in a fresh process (start method spawn):\n");
     struct kid k;
     memset(&k, 0, sizeof k);
     conc_process_t *p = start_kid(loopexit_child, &k, "LoopExit", CONC_SPAWN);
@@ -3752,6 +3843,8 @@ static const struct section green_sections[] = {
      sec_timeout, "with gevent.Timeout(0.1): q.get()"},
     {"kill", "Greenlet.kill: the next blocking call returns GreenletExit; links",
      sec_kill, "g.kill(block=True)"},
+    {"outcome", "get(): failed, timed out and killed told apart; links cannot rewrite; self-kill",
+     sec_outcome, "try: g.get(timeout=0.02) except gevent.Timeout: ...  # vs g.exception"},
     {"pool", "gevent.pool.Pool: at most N green threads at once",
      sec_pool, "p = Pool(3); [p.spawn(job, i) for i in range(8)]; p.join()"},
     {"loopexit", "LoopExit: a wait nothing could ever end returns an error, not a hang",

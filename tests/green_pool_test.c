@@ -189,7 +189,7 @@ Test(green_pool, killed_or_failed_members_free_their_slot, .timeout = TU_TIMEOUT
     cr_assert_lt(tu_now() - t0, 0.5);
     cr_assert_eq(conc_green_pool_join(p, 5.0), 0, "join of a pool whose member failed");
     const char *msg = NULL;
-    cr_assert_eq(conc_green_get(g, 0, NULL), CONC_EBROKEN);
+    cr_assert_eq(conc_green_get(g, 0, NULL), CONC_EFAILED);
     cr_assert_eq(conc_green_exception(g, &msg), CONC_EBROKEN);
     cr_assert_str_eq(msg, "member failed");
     cr_assert_eq(conc_green_free(g), 0);

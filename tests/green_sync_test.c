@@ -1210,7 +1210,8 @@ static void *green_offload_fail(void *arg)
     void *r = PTR(1);
     int rc = conc_green_offload(offload_fail, NULL, &r);
     int mine = conc_failure(NULL);
-    return PTR(rc == CONC_ESYS && mine == 0 ? 0 : (rc != CONC_ESYS ? rc : 1000));
+    /* outcomes rule: fn's failure is CONC_EFAILED, not its own code */
+    return PTR(rc == CONC_EFAILED && mine == 0 ? 0 : (rc != CONC_EFAILED ? rc : 1000));
 }
 
 static atomic_int offload_finished;

@@ -142,7 +142,10 @@ Test(green, get_returns_failure_code_and_message, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_go(&g, fail_fn, NULL), 0);
     cr_assert_eq(conc_green_exception(g, NULL), 0, "a failure before it ran");
     void *r = PTR(1);
-    cr_assert_eq(conc_green_get(g, 5.0, &r), CONC_EBROKEN);
+    /* The outcomes rule (conc/base.h): a failed task is CONC_EFAILED for
+     * every wait, whatever code it failed with; the code is its exception. */
+    cr_assert_eq(conc_green_get(g, 5.0, &r), CONC_EFAILED);
+    cr_assert_eq(r, PTR(1), "get stored a result for a failed green thread");
     cr_assert(conc_green_dead(g));
     cr_assert_not(conc_green_successful(g));
     cr_assert_not(conc_green_killed(g));
@@ -345,7 +348,7 @@ Test(green, kill_of_an_ended_green_thread_does_nothing, .timeout = TU_TIMEOUT)
 }
 
 typedef struct {
-    atomic_int join_rc, get_rc, kill_rc, kill_nb_rc;
+    atomic_int join_rc, get_rc, kill_rc, after_rc, kill_nb_rc, next_rc;
 } self_t;
 
 static void *self_ops(void *arg)
@@ -354,22 +357,50 @@ static void *self_ops(void *arg)
     conc_green_t *me = conc_green_current();
     atomic_store(&s->join_rc, conc_green_join(me, 0.1));
     atomic_store(&s->get_rc, conc_green_get(me, 0.1, NULL));
+    /* gevent: killing yourself raises GreenletExit at once — delivered by
+     * the kill call itself, and only once */
     atomic_store(&s->kill_rc, conc_green_kill(me, true, 0.1));
+    atomic_store(&s->after_rc, conc_sleep(0.001));
     return NULL;
 }
 
-Test(green, joining_or_block_killing_yourself_is_eperm, .timeout = TU_TIMEOUT)
+static void *self_kill_nonblocking(void *arg)
+{
+    self_t *s = arg;
+    /* without block the kill is pending: the next blocking call gets it */
+    atomic_store(&s->kill_nb_rc, conc_green_kill(conc_green_current(), false, 0));
+    atomic_store(&s->next_rc, conc_sleep(0.001));
+    atomic_store(&s->after_rc, conc_sleep(0.001));
+    return NULL;
+}
+
+Test(green, joining_yourself_is_eperm_killing_yourself_raises_at_once, .timeout = TU_TIMEOUT)
 {
     self_t s;
     atomic_store(&s.join_rc, 99);
     atomic_store(&s.get_rc, 99);
     atomic_store(&s.kill_rc, 99);
+    atomic_store(&s.after_rc, 99);
     conc_green_t *g;
     cr_assert_eq(conc_go(&g, self_ops, &s), 0);
     cr_assert_eq(conc_green_join(g, 5.0), 0);
     cr_assert_eq(atomic_load(&s.join_rc), CONC_EPERM);
     cr_assert_eq(atomic_load(&s.get_rc), CONC_EPERM);
-    cr_assert_eq(atomic_load(&s.kill_rc), CONC_EPERM);
+    cr_assert_eq(atomic_load(&s.kill_rc), CONC_EKILLED, "kill(self, block) must deliver the kill at once");
+    cr_assert_eq(atomic_load(&s.after_rc), 0, "the self-kill was delivered twice");
+    cr_assert(conc_green_killed(g));
+    cr_assert(conc_green_successful(g), "a kill is a successful end (GreenletExit)");
+    cr_assert_eq(conc_green_free(g), 0);
+
+    atomic_store(&s.kill_nb_rc, 99);
+    atomic_store(&s.next_rc, 99);
+    atomic_store(&s.after_rc, 99);
+    cr_assert_eq(conc_go(&g, self_kill_nonblocking, &s), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    cr_assert_eq(atomic_load(&s.kill_nb_rc), 0);
+    cr_assert_eq(atomic_load(&s.next_rc), CONC_EKILLED);
+    cr_assert_eq(atomic_load(&s.after_rc), 0);
+    cr_assert(conc_green_killed(g));
     cr_assert_eq(conc_green_free(g), 0);
 }
 

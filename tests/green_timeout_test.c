@@ -12,10 +12,10 @@
  * zero and FOREVER scopes, misuse, every blocking primitive is cut, and a
  * cut lock wait leaves the lock as it was.
  *
- * LoopExit (CONC_ELOOPEXIT) needs a process with no other thread, and
- * Criterion's test child has two (its runner's I/O thread; checked in
- * loopexit_not_raised_while_another_thread_exists below), so those cases
- * run as scenarios in a fresh single-threaded exec of this binary
+ * LoopExit (CONC_ELOOPEXIT) needs a process with no other thread that
+ * conc knows of (threads conc never saw, like Criterion's runner thread,
+ * do not count: loopexit_ignores_criterions_threads). Most cases run as
+ * scenarios in a fresh single-threaded exec of this binary
  * (TU_MAIN_WITH_SCENARIOS), with alarm() turning a hang into a failure. */
 #include "test_util.h"
 
@@ -576,6 +576,14 @@ static void *set_after(void *arg)
     return NULL;
 }
 
+static void *raw_idle(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
 static void *green_set_after(void *arg)
 {
     conc_sleep(0.05);
@@ -629,18 +637,39 @@ static int scenario(const char *name)
         return 0;
     }
     if (strcmp(name, "no_loopexit_with_other_thread") == 0) {
+        /* a conc thread will set the event: it could wake the waiter */
+        waitev_t w = {.ev = &ev};
+        atomic_store(&w.rc, 99);
+        conc_green_t *g;
+        if (conc_go(&g, wait_event_forever, &w) != 0)
+            return 2;
+        conc_thread_t *th;
+        if (conc_thread_spawn(&th, set_after, &ev, NULL) != 0)
+            return 4;
+        printf("join=%d\n", conc_green_join(g, CONC_FOREVER));
+        printf("waiter=%d\n", atomic_load(&w.rc));
+        conc_thread_join(th, CONC_FOREVER, NULL);
+        conc_thread_free(th);
+        conc_green_free(g);
+        return 0;
+    }
+    if (strcmp(name, "loopexit_despite_raw_thread") == 0) {
+        /* a thread conc never saw (a sanitizer's, a library's) cannot
+         * wake a conc waiter: it must not turn the LoopExit into a hang */
         waitev_t w = {.ev = &ev};
         atomic_store(&w.rc, 99);
         conc_green_t *g;
         if (conc_go(&g, wait_event_forever, &w) != 0)
             return 2;
         pthread_t th;
-        pthread_create(&th, NULL, set_after, &ev);
+        if (pthread_create(&th, NULL, raw_idle, NULL) != 0)
+            return 4;
+        printf("threads_now=%d\n", count_threads());
         printf("join=%d\n", conc_green_join(g, CONC_FOREVER));
+        printf("kill=%d\n", conc_green_kill(g, true, 5.0));
         printf("waiter=%d\n", atomic_load(&w.rc));
-        pthread_join(th, NULL);
         conc_green_free(g);
-        return 0;
+        return 0; /* exit ends the raw thread */
     }
     return 3;
 }
@@ -699,23 +728,74 @@ Test(green_timeout, no_loopexit_while_another_thread_exists_scenario, .timeout =
     cr_assert(strstr(out, "waiter=0\n"), "%s", out);
 }
 
-/* Inside Criterion's test child there are already two threads (the runner
- * keeps an I/O thread), so LoopExit must not fire here: a FOREVER join of
- * a green thread that another thread wakes later returns 0. */
-Test(green_timeout, loopexit_not_raised_while_another_thread_exists, .timeout = 20)
+Test(green_timeout, loopexit_despite_a_thread_conc_does_not_know, .timeout = TU_TIMEOUT)
+{
+    char out[1024];
+    run_sc("loopexit_despite_raw_thread", out, sizeof out);
+    const char *tn = strstr(out, "threads_now=");
+    cr_assert(tn && atoi(tn + 12) >= 2, "the raw thread is not there: %s", out); /* TSan adds its own */
+    char want[64];
+    snprintf(want, sizeof want, "join=%d\n", CONC_ELOOPEXIT);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+    cr_assert(strstr(out, "kill=0\n"), "%s", out);
+    snprintf(want, sizeof want, "waiter=%d\n", CONC_EKILLED);
+    cr_assert(strstr(out, want), "want %s; got:\n%s", want, out);
+}
+
+/* Inside Criterion's test child there are already other threads (the
+ * runner keeps an I/O thread) that conc never saw: they do not count, so
+ * LoopExit fires here too... */
+Test(green_timeout, loopexit_ignores_criterions_threads, .timeout = 20)
 {
     int n = count_threads();
     cr_log_info("threads in Criterion's test child: %d", n);
-    cr_assert_geq(n, 1);
     conc_event_t ev = CONC_EVENT_INIT;
     waitev_t w = {.ev = &ev};
     atomic_store(&w.rc, 99);
     conc_green_t *g;
     cr_assert_eq(conc_go(&g, wait_event_forever, &w), 0);
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, set_after, &ev), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), CONC_ELOOPEXIT);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert_eq(atomic_load(&w.rc), CONC_EKILLED);
+    cr_assert_eq(conc_green_free(g), 0);
+}
+
+/* ...but a thread conc knows (one it started, or a foreign thread that
+ * used conc) could wake the waiter: a FOREVER join of a green thread that
+ * such a thread wakes later returns 0. */
+static atomic_int foreign_known;
+
+static void *foreign_set_after(void *arg)
+{
+    conc_current_thread(); /* conc knows this thread from now on */
+    atomic_store(&foreign_known, 1);
+    return set_after(arg);
+}
+
+Test(green_timeout, loopexit_not_raised_while_a_known_thread_exists, .timeout = 20)
+{
+    conc_event_t ev = CONC_EVENT_INIT;
+    waitev_t w = {.ev = &ev};
+    atomic_store(&w.rc, 99);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, wait_event_forever, &w), 0);
+    conc_thread_t *th;
+    cr_assert_eq(conc_thread_spawn(&th, set_after, &ev, NULL), 0);
     cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
-    pthread_join(th, NULL);
+    cr_assert_eq(conc_thread_join(th, 10, NULL), 0);
+    conc_thread_free(th);
+    cr_assert_eq(atomic_load(&w.rc), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+
+    /* a foreign thread that used conc */
+    conc_event_clear(&ev);
+    atomic_store(&w.rc, 99);
+    cr_assert_eq(conc_go(&g, wait_event_forever, &w), 0);
+    pthread_t pt;
+    cr_assert_eq(pthread_create(&pt, NULL, foreign_set_after, &ev), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&foreign_known), 10)); /* not a conc wait: no LoopExit */
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    pthread_join(pt, NULL);
     cr_assert_eq(atomic_load(&w.rc), 0);
     cr_assert_eq(conc_green_free(g), 0);
 }

@@ -127,7 +127,8 @@ struct conc_executor {
 };
 
 /* Executor.submit. Returns 0 and a new future in *out; CONC_ESHUTDOWN after
- * shutdown; CONC_EBROKEN when the executor is broken (e.g. its initializer
+ * shutdown, or for any executor once conc's exit step ran (from a later
+ * atexit handler: conc/thread.h); CONC_EBROKEN when the executor is broken (e.g. its initializer
  * failed); CONC_EINVAL; CONC_ENOMEM. */
 CONC_API int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg);
 /* Executor.shutdown(wait, cancel_futures): no new submits; with

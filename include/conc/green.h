@@ -67,21 +67,29 @@ CONC_API int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg);
 CONC_API int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg);
 
 /* Greenlet.join: wait up to timeout for g to end (returned, failed, or was
- * killed). Returns 0 once it ended, CONC_ETIMEDOUT, CONC_EPERM when joining
- * yourself, CONC_EINVAL. Blocks the calling context only (any kind, any
- * OS thread). */
+ * killed). Returns 0 once it ended, whatever its outcome (gevent's join
+ * returns None regardless; get reports the outcome), CONC_ETIMEDOUT
+ * (the timeout, or a timeout scope of the caller), CONC_EKILLED (the
+ * caller was killed), CONC_ELOOPEXIT, CONC_EPERM when joining yourself,
+ * CONC_EINVAL. Blocks the calling context only (any kind, any OS thread).
+ * A timeout of 0 is a pure poll: it never switches to another green
+ * thread (one that has not run yet is not run by it). */
 CONC_API int conc_green_join(conc_green_t *g, double timeout);
 
-/* Greenlet.get: join, then hand over the outcome. Returns 0 and stores fn's
- * return value in *result; or g's failure code when its function failed
- * with conc_fail (see conc_green_exception for the message);
- * CONC_ETIMEDOUT; CONC_EPERM (yourself); CONC_EINVAL. A green thread that
- * was killed ends cleanly, like gevent's GreenletExit: 0 with *result set
- * to NULL, whatever its function returned after seeing CONC_EKILLED. */
+/* Greenlet.get: join, then hand over the outcome (the outcomes rule of
+ * conc/base.h). Returns 0 and stores fn's return value in *result;
+ * CONC_EFAILED when g's function failed (conc_fail), whatever code it
+ * failed with — read the code and message with conc_green_exception;
+ * the wait's own outcomes as for join: CONC_ETIMEDOUT, CONC_EKILLED (the
+ * caller was killed), CONC_ELOOPEXIT, CONC_EPERM (yourself), CONC_EINVAL.
+ * *result is only written on success. A green thread that was killed ends
+ * cleanly, like gevent's GreenletExit: 0 with *result set to NULL,
+ * whatever its function returned after seeing CONC_EKILLED. */
 CONC_API int conc_green_get(conc_green_t *g, double timeout, void **result);
 
-/* The failure g ended with: its code (0 if none or still running) and, if
- * msg is not NULL, its message (valid while the handle is). */
+/* Greenlet.exception: the failure g ended with — its own code, as given
+ * to conc_fail (0 if none, killed, or still running) and, if msg is not
+ * NULL, its message (valid while the handle is). */
 CONC_API int conc_green_exception(const conc_green_t *g, const char **msg);
 
 /* Greenlet.kill: make g's next (or current) blocking call return
@@ -89,8 +97,13 @@ CONC_API int conc_green_exception(const conc_green_t *g, const char **msg);
  * again, it blocks normally. A green thread killed before it started
  * never runs (it ends at once; its links still run). Killing an ended one
  * does nothing. Works from any OS thread. With block, waits up to timeout
- * for g to end. Returns 0, CONC_ETIMEDOUT (block only), CONC_EPERM (block
- * on yourself), CONC_EINVAL. */
+ * for g to end. Returns 0, CONC_ETIMEDOUT (block only), CONC_EKILLED,
+ * CONC_EINVAL.
+ * Killing yourself (g is the caller), as gevent raises GreenletExit in the
+ * caller at once: with block, this call delivers the kill — it returns
+ * CONC_EKILLED, and no later call sees it again; without block it returns
+ * 0 and your next blocking call returns CONC_EKILLED. Either way you end
+ * as killed (conc_green_killed) once you return. */
 CONC_API int conc_green_kill(conc_green_t *g, bool block, double timeout);
 
 /* Give back the handle (see Ownership). Returns 0 or CONC_EINVAL. */
@@ -120,6 +133,10 @@ CONC_API int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeou
  * on the caller, if it already has). The callback runs on the ending green
  * thread after its end is visible to joiners (so conc_green_join(g) inside
  * it is a join of yourself: CONC_EPERM); it must not block for long.
+ * A callback that fails (conc_fail) changes nothing — g's outcome as seen
+ * by get, exception and later links stays as it was, and so does the
+ * caller's own failure state — and is reported on stderr ("Exception in a
+ * link of green thread NAME: ..."), as gevent's hub reports it.
  * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
 
@@ -150,25 +167,53 @@ CONC_API int conc_yield(void);
  * begin returns 0, CONC_EINVAL (negative/NaN seconds; CONC_FOREVER opens a
  * scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
  * this scope fired, 0 if not, CONC_EPERM if no scope is open.
+ *
+ * The rule: a scope belongs to the function that opened it, and must be
+ * ended by that function before it returns — on every path, early returns
+ * and error paths included. A scope left open stays on the context and cuts
+ * some later, unrelated wait. CONC_TIMEOUT_SCOPE(seconds) (GCC, Clang)
+ * opens a scope that ends by itself when the enclosing block is left, by
+ * any path. Debug builds (no NDEBUG), or any build run with CONC_DEBUG=1,
+ * report on stderr a scope still open after its function returned, at
+ * the next wait of that context ("conc: a timeout scope opened in F ...").
  */
 CONC_API int conc_timeout_begin(double seconds);
 CONC_API int conc_timeout_end(void);
 
+#if defined(__GNUC__) || defined(__clang__)
+static inline void conc__timeout_scope_leave(int *begun)
+{
+    if (*begun == 0)
+        conc_timeout_end();
+}
+#define CONC__SCOPE_CAT2(a, b) a##b
+#define CONC__SCOPE_CAT(a, b) CONC__SCOPE_CAT2(a, b)
+/* A timeout scope for the rest of the enclosing block: ended when the
+ * block is left by any path (return, break, goto). Use at most one per
+ * line. A wait it cuts returns CONC_ETIMEDOUT as with begin/end. */
+#define CONC_TIMEOUT_SCOPE(seconds)                                                              int CONC__SCOPE_CAT(conc__scope_, __LINE__)                                                      __attribute__((cleanup(conc__timeout_scope_leave), unused)) = conc_timeout_begin(seconds)
+#endif
+
 /*
  * LoopExit: when a green thread's hub has nothing that could ever wake
  * the OS thread's own context — no ready green thread, no timer, no I/O
- * being waited on, and no other thread in the process — the blocked call
- * of that context returns CONC_ELOOPEXIT instead of hanging. Another
- * thread (conc's thread pools, Criterion's runner...) could always wake
- * it, so then it waits. Once the last green thread of a hub has ended, the
- * OS thread's context parks as a plain thread again, and LoopExit no
- * longer applies.
+ * being waited on, and no other thread conc knows of — the blocked call
+ * of that context returns CONC_ELOOPEXIT instead of hanging. The threads
+ * conc knows of are the ones it started (conc_thread_*, its thread pools
+ * and offload workers, the timer thread) and foreign threads that have
+ * used conc; while one lives it could wake the context, so it waits. A
+ * thread conc never saw (a sanitizer's, a library's, a raw pthread that
+ * never called conc) does not count: it holds no conc waiter. Once the
+ * last green thread of a hub has ended, the OS thread's context parks as
+ * a plain thread again, and LoopExit no longer applies.
  */
 
 /* gevent's threadpool.spawn(...).get(): run fn(arg) on conc's default
  * thread pool and park the caller (only this green thread) until it is
- * done. Returns 0 and stores fn's result in *result, fn's failure code,
- * or CONC_EKILLED/CONC_ETIMEDOUT if interrupted (fn keeps running). */
+ * done. Returns 0 and stores fn's result in *result; CONC_EFAILED if fn
+ * failed (conc_fail; submit to a pool yourself to read its code and
+ * message from the future); CONC_EKILLED / CONC_ETIMEDOUT if the wait was
+ * interrupted (fn keeps running); CONC_ESHUTDOWN after the exit step. */
 CONC_API int conc_green_offload(void *(*fn)(void *), void *arg, void **result);
 
 /*

@@ -10,9 +10,20 @@
  * conc_main_thread() return borrowed pointers: valid while that thread runs
  * (the main thread's for the whole process).
  *
- * Exit: at normal process exit (return from main, exit()), conc joins every
- * non-daemon thread still running and waits for pending (not cancelled)
- * timers, as Python does. Daemon threads are abandoned.
+ * Exit: at normal process exit (return from main, exit()), conc first
+ * marks the main thread finished (threads joining it return), then joins
+ * every non-daemon thread still running, shuts down its thread pools and
+ * waits for pending (not cancelled) timers, as Python's threading._shutdown
+ * does. Daemon threads are abandoned. As in Python, this happens before
+ * the program's own atexit handlers run: conc (re-)registers its exit step
+ * each time a conc thread starts, so every handler registered before the
+ * last thread start runs after the joins (a handler registered after that
+ * runs first: C runs atexit handlers newest first). Work submitted to any
+ * executor after the exit step (from a later atexit handler) fails with
+ * CONC_ESHUTDOWN.
+ *
+ * A conc thread that ends with pthread_exit() (or is cancelled) ends like
+ * one whose function returned NULL: join returns, it leaves enumerate.
  */
 #ifndef CONC_THREAD_H
 #define CONC_THREAD_H
@@ -36,6 +47,7 @@ typedef struct conc_thread_opts {
 } conc_thread_opts_t;
 
 /* Create a thread that will run fn(arg) once started (Thread(target=...)).
+ * A NULL or empty name gives the default "Thread-N".
  * Returns 0 and stores a new handle in *out, or CONC_EINVAL (NULL out/fn,
  * stack size too small), CONC_ENOMEM. Does not start it. */
 CONC_API int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg,
@@ -49,8 +61,11 @@ CONC_API int conc_thread_spawn(conc_thread_t **out, void *(*fn)(void *), void *a
                                const conc_thread_opts_t *opts);
 /* Wait until the thread's function has returned. Returns 0 and stores the
  * function's return value in *result (if result is not NULL);
- * CONC_ETIMEDOUT if timeout passed first; CONC_EPERM when joining yourself
- * or a thread never started; CONC_EINVAL. Any number of contexts may join. */
+ * CONC_ETIMEDOUT if timeout passed first; CONC_EPERM at once when joining
+ * yourself, a thread never started, or a thread conc did not create (a
+ * "dummy" record, as Python's dummy threads cannot be joined); CONC_EINVAL.
+ * Any number of contexts may join. The main thread can be joined: it
+ * counts as finished once the process exits normally. */
 CONC_API int conc_thread_join(conc_thread_t *t, double timeout, void **result);
 /* Give back your handle (see Ownership). Returns 0 or CONC_EINVAL. */
 CONC_API int conc_thread_free(conc_thread_t *t);
@@ -64,8 +79,9 @@ CONC_API int conc_thread_set_name(conc_thread_t *t, const char *name);
 CONC_API bool conc_thread_daemon(const conc_thread_t *t);
 /* Change the daemon flag; CONC_EPERM once started (Python's RuntimeError). */
 CONC_API int conc_thread_set_daemon(conc_thread_t *t, bool daemon);
-/* Thread.ident: the pthread_t as an integer; 0 before start. Stays set after
- * the thread ended. */
+/* Thread.ident: the pthread_t as an integer; 0 before start, set from the
+ * thread's first instruction on (and in the creator once start returned).
+ * Stays set after the thread ended. */
 CONC_API unsigned long conc_thread_ident(const conc_thread_t *t);
 /* Thread.native_id: the kernel's thread id (gettid); 0 before start. */
 CONC_API long conc_thread_native_id(const conc_thread_t *t);
@@ -74,7 +90,9 @@ CONC_API long conc_thread_native_id(const conc_thread_t *t);
  * works for threads conc did not create (a "dummy" record, kept while that
  * thread lives). NULL only if memory ran out. */
 CONC_API conc_thread_t *conc_current_thread(void);
-/* threading.main_thread(): borrowed, valid for the whole process. */
+/* threading.main_thread(): borrowed, valid for the whole process. In a
+ * child made by fork(), the thread that forked (even one conc never saw:
+ * it gets a record named "MainThread"). */
 CONC_API conc_thread_t *conc_main_thread(void);
 /* threading.get_ident() / get_native_id() of the caller. */
 CONC_API unsigned long conc_get_ident(void);
@@ -89,7 +107,10 @@ CONC_API size_t conc_thread_enumerate(conc_thread_t **out, size_t cap);
 
 /* threading.excepthook: called in a thread whose function returned after
  * conc_fail(). code/msg are the failure; t is the thread. The default hook
- * prints "Exception in thread NAME: ErrName: message" on stderr. */
+ * prints "Exception in thread NAME: ErrName: message" on stderr (called
+ * with t NULL, it names the calling thread). A hook that fails itself
+ * (calls conc_fail) is reported on stderr as "Exception in
+ * threading.excepthook: ErrName: message". */
 typedef void (*conc_excepthook_fn)(conc_thread_t *t, int code, const char *msg, void *arg);
 /* Install hook (NULL restores the default). Returns the previous hook. */
 CONC_API conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg);

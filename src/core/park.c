@@ -36,6 +36,23 @@ static conc__ctx_t conc__emergency_ctx = {.spin_ns = CONC__SPIN_INIT_NS, .cut_sc
 /* Set by the thread module: runs when a thread conc did not create ends. */
 void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
 
+static long conc__nwakers; /* atomic: see conc__wakers */
+
+void conc__wakers_add(long delta)
+{
+    atomic_fetch_add_explicit(CONC__A(&conc__nwakers), delta, memory_order_seq_cst);
+}
+
+long conc__wakers(void)
+{
+    return atomic_load_explicit(CONC__A(&conc__nwakers), memory_order_seq_cst);
+}
+
+void conc__wakers_reset(long n)
+{
+    atomic_store_explicit(CONC__A(&conc__nwakers), n, memory_order_seq_cst);
+}
+
 static void conc__ctx_destroy(void *p)
 {
     conc__ctx_t *ctx = p;
@@ -44,6 +61,7 @@ static void conc__ctx_destroy(void *p)
         conc__foreign_exit_hook(ctx);
     conc__cur = NULL;
     free(ctx);
+    conc__wakers_add(-1);
 }
 
 static void conc__ctx_key_init(void)
@@ -73,6 +91,7 @@ conc__ctx_t *conc__ctx_slow(void)
     conc__ctx_init(ctx);
     conc__cur = ctx;
     pthread_setspecific(conc__ctx_key, ctx);
+    conc__wakers_add(1);
     return ctx;
 }
 
@@ -237,6 +256,10 @@ int conc_timeout_begin(double seconds)
     int i = ctx->nscopes++;
     ctx->scopes[i] = dl;
     ctx->fired &= (uint8_t)~(1u << i);
+    if (__builtin_expect(conc__scope_debug_on(), 0))
+        conc__scope_note(ctx, i);
+    else
+        ctx->scope_cfa[i] = 0;
     if (dl != CONC__NO_DEADLINE && (ctx->scope_dl == 0 || dl < ctx->scope_dl))
         ctx->scope_dl = dl;
     return 0;
@@ -263,6 +286,8 @@ int conc__park(conc__waiter_t *w, int64_t deadline)
     conc__ctx_t *ctx = w->ctx;
     const conc__park_ops_t *ops = ctx->ops;
     ctx->cut_scope = -1;
+    if (__builtin_expect(ctx->nscopes != 0, 0) && conc__scope_debug_on())
+        conc__scope_check(ctx);
     int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
     int rc = ops ? ops->park(w, dl) : conc__thread_park(w, dl);
     if (__builtin_expect(rc == CONC_ETIMEDOUT && dl != deadline, 0))

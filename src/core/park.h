@@ -88,7 +88,17 @@ typedef struct conc__ctx {
     uint8_t fired;               /* bit i: scope i fired */
     int8_t cut_scope;            /* the scope the last park fired, or -1 */
     uint8_t nointr;              /* > 0: parks are not cut short (conc's own lock holds) */
+    uint8_t scope_reported;      /* debug: bit i: scope i was reported as leaked */
+    uintptr_t scope_cfa[CONC__MAX_SCOPES]; /* debug: where each scope's opener sits (scope_debug.c) */
+    void *scope_fn[CONC__MAX_SCOPES];      /* debug: the function that opened it */
 } conc__ctx_t;
+
+/* Debug check of timeout scopes that outlive their function
+ * (scope_debug.c): on without NDEBUG or with CONC_DEBUG=1. note: called
+ * by conc_timeout_begin for scope i; check: at a park with scopes open. */
+bool conc__scope_debug_on(void);
+__attribute__((noinline)) void conc__scope_note(conc__ctx_t *ctx, int i);
+void conc__scope_check(conc__ctx_t *ctx);
 
 enum { CONC__W_WAITING = 0, CONC__W_NOTIFIED = 1, CONC__W_SLEEPING = 2 };
 
@@ -264,6 +274,17 @@ void conc__unpark_list(conc__waiter_t *list);
  * returns 0. */
 int conc__wait_queued(conc__waitq_t *q, conc__waiter_t *w, int64_t deadline,
                       void (*on_timeout_locked)(conc__waitq_t *q, void *arg), void *arg);
+
+/* OS threads that could wake a parked context from outside its own
+ * thread, as far as conc knows: the threads conc started (counted from
+ * start until they end), threads that have a conc context (they used
+ * conc), and helper threads registered with conc__wakers_add by the code
+ * that starts them. A thread conc never saw (a sanitizer's, a library's)
+ * is not counted: it cannot hold a conc waiter. LoopExit (green/hub.c)
+ * reads it; conc__wakers_reset is for fork children. */
+void conc__wakers_add(long delta);
+long conc__wakers(void);
+void conc__wakers_reset(long n);
 
 /* True when more than one CPU is online: spinning is worth it. */
 bool conc__smp(void);

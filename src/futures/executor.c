@@ -4,11 +4,14 @@
 #include "futures/internal.h"
 
 bool conc__executor_is_own_worker(conc_executor_t *ex);
+bool conc__exit_done(void);
 
 int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
 {
     if (!ex || !ex->ops || !out || !fn)
         return CONC_EINVAL;
+    if (conc__exit_done())
+        return CONC_ESHUTDOWN; /* after the exit step (Python: "cannot schedule new futures after interpreter shutdown") */
     return ex->ops->submit(ex, out, fn, arg);
 }
 

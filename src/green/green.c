@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -161,6 +162,27 @@ void conc__green_unref(conc_green_t *g)
     conc__stack_put(h == g->gs.hub ? h : NULL, &st);
 }
 
+/* Run one link callback in the calling context (usually the ended green
+ * thread itself, so the link sees its outcome). A callback that fails
+ * (conc_fail) changes nothing — not g's outcome, not the caller's own
+ * failure state — and is reported on stderr, as gevent's hub reports an
+ * exception raised in a link (and conc a failing future callback). */
+static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
+{
+    conc__ctx_t *c = conc__ctx();
+    int saved = c->fail_code;
+    char saved_msg[sizeof c->fail_msg];
+    memcpy(saved_msg, c->fail_msg, sizeof saved_msg);
+    cb(g, arg);
+    if (c->fail_code == saved && strcmp(c->fail_msg, saved_msg) == 0)
+        return;
+    if (c->fail_code)
+        fprintf(stderr, "Exception in a link of green thread %s: %s%s%s\n", conc_green_name(g),
+                conc_errname(c->fail_code), c->fail_msg[0] ? ": " : "", c->fail_msg);
+    c->fail_code = saved;
+    memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
+}
+
 /* Mark g ended and tell everyone: joiners, links, its pool. */
 static void end_green(conc_green_t *g)
 {
@@ -189,7 +211,7 @@ static void end_green(conc_green_t *g)
     }
     while (rev) {
         conc__link_t *n = rev->next;
-        rev->cb(g, rev->arg);
+        run_link(g, rev->cb, rev->arg);
         free(rev);
         rev = n;
     }
@@ -257,8 +279,10 @@ int conc_green_join(conc_green_t *g, double timeout)
         return 0;
     if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL)
         return conc_event_wait(&g->done, timeout); /* from another OS thread */
-    /* A joiner on g's own hub: a plain list, no atomics (hub-local). */
-    if (dl == 0)
+    /* A joiner on g's own hub: a plain list, no atomics (hub-local). A
+     * wait whose time is already up is a pure poll: it never switches (so
+     * a green thread that has not run yet is not run by it). */
+    if (dl != CONC__NO_DEADLINE && dl <= conc__now_ns())
         return CONC_ETIMEDOUT;
     conc__waiter_t w;
     conc__waiter_init(&w);
@@ -287,7 +311,7 @@ int conc_green_get(conc_green_t *g, double timeout, void **result)
         return 0;
     }
     if (g->ctx.fail_code)
-        return g->ctx.fail_code;
+        return CONC_EFAILED; /* its own code and message: conc_green_exception */
     if (result)
         *result = g->result;
     return 0;
@@ -314,6 +338,19 @@ int conc_green_kill(conc_green_t *g, bool block, double timeout)
     int64_t dl;
     if (block && conc__deadline(timeout, &dl))
         return CONC_EINVAL;
+    if (g == conc_green_current()) {
+        /* Killing yourself. gevent raises GreenletExit in the caller: with
+         * block, this call delivers the kill — it returns CONC_EKILLED and
+         * the kill is not delivered again; without block, the kill is
+         * pending and the next blocking call returns CONC_EKILLED. Either
+         * way g ends as killed once it returns. */
+        conc__green_do_kill(g);
+        if (!block)
+            return 0;
+        if (g->gs.interrupt == CONC_EKILLED)
+            g->gs.interrupt = 0;
+        return CONC_EKILLED;
+    }
     if (atomic_load_explicit(&g->status, memory_order_acquire) != G_DEAD) {
         if (g->gs.hub == conc__tl_hub)
             conc__green_do_kill(g);
@@ -322,8 +359,6 @@ int conc_green_kill(conc_green_t *g, bool block, double timeout)
     }
     if (!block)
         return 0;
-    if (g == conc_green_current())
-        return CONC_EPERM;
     return conc_green_join(g, timeout);
 }
 
@@ -408,7 +443,7 @@ int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), voi
     do {
         if (head == CONC__LINKS_CLOSED) { /* already ended */
             free(l);
-            cb(g, arg);
+            run_link(g, cb, arg);
             return 0;
         }
         l->next = head;
@@ -482,6 +517,11 @@ int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
         return rc;
     void *r = NULL;
     rc = conc_future_result(f, CONC_FOREVER, &r);
+    if (rc != 0 && rc != CONC_EKILLED && rc != CONC_ETIMEDOUT && rc != CONC_ELOOPEXIT) {
+        int code = 0;
+        if (conc_future_exception(f, 0, &code, NULL) == 0 && code != 0)
+            rc = CONC_EFAILED; /* fn failed (outcomes rule: conc/base.h) */
+    }
     conc_future_free(f);
     if (rc == 0 && result)
         *result = r;

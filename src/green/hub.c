@@ -22,7 +22,9 @@
  * (Dekker-style: both sides use sequentially consistent operations).
  *
  * LoopExit: when nothing is ready, no timer is pending, no fd is waited on
- * and the process has no other thread, nothing can ever wake the main
+ * and no other thread conc knows of could wake it (conc__wakers: conc's
+ * own threads, threads that used conc, registered helpers — not threads
+ * conc never saw, such as a sanitizer's), nothing can ever wake the main
  * context, so its blocked call returns CONC_ELOOPEXIT.
  *
  * Hubs are never freed (a remote waker may touch one just after the
@@ -43,7 +45,6 @@
 
 #include "arch/switch.h"
 #include "core/fdwait.h"
-#include "core/sys.h"
 #include "core/time.h"
 #include "green/internal.h"
 
@@ -602,7 +603,7 @@ static void poll_once(conc__hub_t *h, bool block)
                 timeout = 0;
         } else {
             timeout = -1;
-            if (h->nfdwait == 0 && h->main.parked_w && conc__process_threads() <= 1) {
+            if (h->nfdwait == 0 && h->main.parked_w && conc__wakers() <= 1) {
                 conc__hub_interrupt(h, &h->main, CONC_ELOOPEXIT);
                 return;
             }

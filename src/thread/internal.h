@@ -58,6 +58,9 @@ conc_thread_t *conc__thread_self(void);
  * thread, a thread may submit to a pool...). A hook returns true if it
  * waited for or stopped something. */
 void conc__at_exit(bool (*hook)(void));
+/* True once conc's exit step ran (threads joined, pools shut down): new
+ * work submitted from a later atexit handler fails with CONC_ESHUTDOWN. */
+bool conc__exit_done(void);
 
 /* Report the failure recorded on t's context through the excepthook. */
 void conc__thread_report_failure(conc_thread_t *t);

@@ -17,9 +17,12 @@
  * its stack is recycled at once; if nobody joins, the last reference
  * detaches it. `reaped` makes sure exactly one of the two happens.
  *
- * Exit: an atexit handler runs the modules' exit hooks (pools, timers) and
- * joins every live non-daemon thread, until neither finds anything
- * (Python's threading._shutdown). Fork: pthread_atfork handlers keep the registry
+ * Exit: an exit handler marks the main thread finished, then runs the
+ * modules' exit hooks (pools, timers) and joins every live non-daemon
+ * thread, until neither finds anything (Python's threading._shutdown). It
+ * is registered lazily and again at each thread start (exit_arm), so it
+ * runs before the program's earlier atexit handlers. A thread that leaves
+ * through pthread_exit finishes in a cleanup handler. Fork: pthread_atfork handlers keep the registry
  * consistent; in the child every other thread is marked DONE and the
  * forking thread becomes the main thread, as in CPython.
  */
@@ -47,6 +50,7 @@ static conc_thread_t *main_thread;
 static __thread conc_thread_t *self_record __attribute__((tls_model("initial-exec")));
 
 extern void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
+static void exit_arm(void);
 
 static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg);
 static conc_excepthook_fn hook_fn = default_hook; /* under hook_lock */
@@ -162,6 +166,32 @@ static void os_name(const char *name)
 
 /* ----------------------------------------------------------- lifecycle */
 
+/* Call the excepthook for (t, code, msg) in the calling context. A hook
+ * that fails itself (conc_fail) is reported on stderr, as Python prints
+ * "Exception in threading.excepthook:"; the caller's own failure state is
+ * left as it was. */
+static void call_excepthook(conc_thread_t *t, int code, const char *msg)
+{
+    conc__lock_hold(&hook_lock);
+    conc_excepthook_fn fn = hook_fn;
+    void *arg = hook_arg;
+    conc_lock_release(&hook_lock);
+    conc__ctx_t *c = conc__ctx();
+    char copy[sizeof c->fail_msg];
+    snprintf(copy, sizeof copy, "%s", msg ? msg : "");
+    int saved = c->fail_code;
+    char saved_msg[sizeof c->fail_msg];
+    memcpy(saved_msg, c->fail_msg, sizeof saved_msg);
+    c->fail_code = 0;
+    c->fail_msg[0] = 0;
+    fn(t, code, copy, arg);
+    if (c->fail_code)
+        fprintf(stderr, "Exception in threading.excepthook: %s%s%s\n", conc_errname(c->fail_code),
+                c->fail_msg[0] ? ": " : "", c->fail_msg);
+    c->fail_code = saved;
+    memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
+}
+
 void conc__thread_report_failure(conc_thread_t *t)
 {
     if (!t)
@@ -169,11 +199,7 @@ void conc__thread_report_failure(conc_thread_t *t)
     conc__ctx_t *c = t->ctx;
     if (!c || c->fail_code == 0)
         return;
-    conc__lock_hold(&hook_lock);
-    conc_excepthook_fn fn = hook_fn;
-    void *arg = hook_arg;
-    conc_lock_release(&hook_lock);
-    fn(t, c->fail_code, c->fail_msg, arg);
+    call_excepthook(t, c->fail_code, c->fail_msg);
 }
 
 /* The end of a thread's life, in that thread: hook, locals, registry, done. */
@@ -188,9 +214,26 @@ static void thread_finish(conc_thread_t *t)
     conc_event_set(&t->done);
 }
 
+/* The thread is over, however it ended: its function returned, or it
+ * called pthread_exit() (C's SystemExit) or was cancelled — a cleanup
+ * handler, so every way out marks it finished (join, enumerate, exit). */
+static void thread_over(void *p)
+{
+    conc_thread_t *t = p;
+    thread_finish(t);
+    self_record = NULL;
+    conc__ctx_bind(NULL);
+    conc__wakers_add(-1);
+    thread_unref(t); /* the running thread's own reference */
+}
+
 static void *trampoline(void *p)
 {
     conc_thread_t *t = p;
+    /* Ident and native id first: valid from the thread's first instruction
+     * of user code (the creator also stores the ident once pthread_create
+     * returned: the same value). */
+    conc__store(&t->ident, (unsigned long)pthread_self(), RLX);
     t->pt = pthread_self();
     self_record = t;
     conc__ctx_bind(t->ctx);
@@ -198,11 +241,9 @@ static void *trampoline(void *p)
     conc_event_set(&t->started);
     if (strncmp(t->name, "Thread-", 7) != 0)
         os_name(t->name);
+    pthread_cleanup_push(thread_over, t);
     t->result = t->fn(t->arg);
-    thread_finish(t);
-    self_record = NULL;
-    conc__ctx_bind(NULL);
-    thread_unref(t); /* the running thread's own reference */
+    pthread_cleanup_pop(1);
     return NULL;
 }
 
@@ -239,6 +280,8 @@ int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg, const c
     } else {
         t->daemon = o.daemon;
     }
+    if (o.name && !*o.name)
+        o.name = NULL; /* Python: Thread(name="") gets the default name */
     if (name_set_initial(t, o.name, "Thread-",
                          o.name ? 0 : atomic_fetch_add_explicit(CONC__A(&name_counter), 1, RLX) + 1)) {
         free(t);
@@ -258,6 +301,7 @@ int conc_thread_start(conc_thread_t *t)
                                                  memory_order_acq_rel, RLX))
         return CONC_EPERM;
     thread_ref(t); /* the running thread's */
+    conc__wakers_add(1); /* from now on it could wake someone (LoopExit) */
     reg_lock_acquire();
     reg_add_locked(t);
     reg_lock_release();
@@ -278,12 +322,14 @@ int conc_thread_start(conc_thread_t *t)
         reg_remove_locked(t);
         reg_lock_release();
         conc__store(&t->status, CONC__T_NEW, REL);
+        conc__wakers_add(-1);
         thread_unref(t);
         return err == EINVAL ? CONC_EINVAL : CONC_EAGAIN;
     }
     conc__store(&t->ident, (unsigned long)pt, RLX);
     t->pt_start = pt;
     conc__store(&t->pt_known, 1, REL);
+    exit_arm();
     return 0;
 }
 
@@ -314,8 +360,8 @@ int conc_thread_join(conc_thread_t *t, double timeout, void **result)
         return rc;
     if (conc__load(&t->status, ACQ) == CONC__T_NEW)
         return CONC_EPERM;
-    if (t == self_record)
-        return CONC_EPERM;
+    if (t == self_record || t->dummy)
+        return CONC_EPERM; /* yourself; a foreign thread (Python: cannot join a dummy thread) */
     int exp = 0;
     if (deadline == CONC__NO_DEADLINE && !t->dummy && !t->is_main && conc__ctx()->ops == NULL &&
         conc__load(&t->pt_known, ACQ) && conc__load(&t->reaped, RLX) == 0) {
@@ -504,8 +550,21 @@ size_t conc_thread_enumerate(conc_thread_t **out, size_t cap)
 static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg)
 {
     (void)arg;
-    fprintf(stderr, "Exception in thread %s: %s%s%s\n", t && t->name ? t->name : "?", conc_errname(code),
-            msg && *msg ? ": " : "", msg ? msg : "");
+    char name[32];
+    const char *n = t && t->name ? t->name : NULL;
+    if (!n) {
+        /* Called without a thread: name the calling one (its ident when
+         * there is no record), as Python's excepthook does. */
+        conc_thread_t *me = conc__thread_self();
+        if (me && me->name) {
+            n = me->name;
+        } else {
+            snprintf(name, sizeof name, "%lu", conc_get_ident());
+            n = name;
+        }
+    }
+    fprintf(stderr, "Exception in thread %s: %s%s%s\n", n, conc_errname(code), msg && *msg ? ": " : "",
+            msg ? msg : "");
 }
 
 conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg)
@@ -523,6 +582,7 @@ conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg)
 #define EXIT_HOOKS 8
 static bool (*exit_hooks[EXIT_HOOKS])(void); /* under reg_lock */
 static int n_exit_hooks;
+static int exit_done;                        /* atomic: the exit step ran */
 
 void conc__at_exit(bool (*hook)(void))
 {
@@ -530,6 +590,12 @@ void conc__at_exit(bool (*hook)(void))
     if (n_exit_hooks < EXIT_HOOKS)
         exit_hooks[n_exit_hooks++] = hook;
     reg_lock_release();
+    exit_arm();
+}
+
+bool conc__exit_done(void)
+{
+    return conc__load(&exit_done, ACQ) != 0;
 }
 
 /* Join every live non-daemon thread but the caller; true if it joined any. */
@@ -556,10 +622,26 @@ static bool join_round(void)
     }
 }
 
-/* Python's threading._shutdown: the module hooks (pools shut down, timers
- * drained) and the joins alternate until nothing is left to wait for. */
+/* The main thread is over (Python's _shutdown marks it first): threads
+ * joining it return, it leaves enumerate. Its record stays (static). */
+static void main_over(void)
+{
+    conc_thread_t *m = main_thread;
+    if (!m || m != self_record || conc__load(&m->status, ACQ) != CONC__T_RUNNING)
+        return;
+    reg_lock_acquire();
+    reg_remove_locked(m);
+    reg_lock_release();
+    conc__store(&m->status, CONC__T_DONE, REL);
+    conc_event_set(&m->done);
+}
+
+/* Python's threading._shutdown: the main thread is marked finished, then
+ * the module hooks (pools shut down, timers drained) and the joins
+ * alternate until nothing is left to wait for. */
 static void exit_sequence(void)
 {
+    main_over();
     bool progress;
     do {
         progress = false;
@@ -573,6 +655,67 @@ static void exit_sequence(void)
             progress |= hooks[i]();
         progress |= join_round();
     } while (progress);
+    conc__store(&exit_done, 1, REL);
+}
+
+/*
+ * When the exit step runs. Python joins its threads before it runs any
+ * atexit handler; C runs atexit handlers newest first, so conc's step must
+ * be the newest registration when exit begins. It is registered lazily,
+ * not from a constructor, and registered again each time a conc thread
+ * starts (and when a module first needs an exit hook): a handler the
+ * program registered before its threads started therefore runs after the
+ * threads were joined, as in Python.
+ *
+ * Re-registering must not grow the handler list: with glibc, the old
+ * registration is first taken back with __cxa_finalize on a handle of our
+ * own (it calls our function once, which does nothing while
+ * `tl_unregistering` is set, and frees the slot; a free slot at the top
+ * of the list is reused by the next registration). So the list grows only
+ * by the registrations the program made in between.
+ */
+extern int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
+extern void __cxa_finalize(void *dso);
+static char exit_handle; /* the "DSO handle" of conc's registrations */
+static __thread bool tl_unregistering;
+static conc_lock_t arm_lock = CONC_LOCK_INIT;
+static bool armed; /* under arm_lock */
+
+static void exit_step(void *arg)
+{
+    (void)arg;
+    if (tl_unregistering)
+        return;
+    exit_sequence();
+}
+
+/* At dlclose of a shared conc, take the registration back: it would point
+ * into unmapped code (at process exit this runs after the handlers, and
+ * finds nothing left). */
+__attribute__((destructor)) static void exit_disarm(void)
+{
+#ifdef __GLIBC__
+    tl_unregistering = true;
+    __cxa_finalize(&exit_handle);
+    tl_unregistering = false;
+#endif
+}
+
+static void exit_arm(void)
+{
+    conc__lock_hold(&arm_lock);
+#ifdef __GLIBC__
+    if (armed) {
+        tl_unregistering = true;
+        __cxa_finalize(&exit_handle);
+        tl_unregistering = false;
+    }
+    armed = __cxa_atexit(exit_step, NULL, &exit_handle) == 0;
+#else
+    if (!armed)
+        armed = __cxa_atexit(exit_step, NULL, &exit_handle) == 0;
+#endif
+    conc_lock_release(&arm_lock);
 }
 
 static void atfork_prepare(void)
@@ -590,6 +733,8 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     conc_thread_t *me = self_record;
+    if (!me && conc__cur)
+        me = conc__cur->thread; /* a record not cached in self_record yet */
     conc_lock_init(&reg_lock);
     conc_thread_t *t = reg_head;
     reg_head = NULL;
@@ -609,6 +754,28 @@ static void atfork_child(void)
         }
         t = next;
     }
+    if (!me && (me = record_new())) {
+        /* fork() from a thread conc never saw: it becomes the main thread
+         * (Python's _after_fork makes a new _MainThread for it). */
+        conc__ctx_t *ctx = conc__ctx();
+        me->status = CONC__T_RUNNING;
+        me->is_main = true;
+        me->ctx = ctx;
+        ctx->thread = me;
+        name_set_initial(me, "MainThread", NULL, 0);
+        conc_event_set(&me->started);
+        self_record = me;
+    } else if (me && me->dummy) {
+        /* A foreign thread known through its dummy record: the record
+         * turns into the main thread's, as in Python. */
+        me->is_main = true;
+        me->dummy = false;
+        me->daemon = false;
+        if (me->name != me->name_buf)
+            free(me->name);
+        name_set_initial(me, "MainThread", NULL, 0);
+        self_record = me;
+    }
     if (me) {
         reg_add_locked(me);
         me->native_id = (long)syscall(SYS_gettid);
@@ -619,6 +786,8 @@ static void atfork_child(void)
         main_thread = NULL;
     }
     conc_lock_init(&hook_lock);
+    conc_lock_init(&arm_lock);
+    conc__wakers_reset(1); /* the forking thread is the only one left */
     conc__locals_atfork_child();
 }
 
@@ -639,5 +808,5 @@ __attribute__((constructor)) static void conc__thread_init(void)
     reg_add_locked(t);
     conc__foreign_exit_hook = foreign_exit;
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    atexit(exit_sequence);
+    /* The exit step is registered lazily (exit_arm), not here. */
 }
