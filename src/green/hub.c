@@ -729,19 +729,20 @@ static void hub_thread_exit(void *p)
 static void hub_atfork_prepare(void) { pthread_mutex_lock(&hubs_lock); }
 static void hub_atfork_parent(void) { pthread_mutex_unlock(&hubs_lock); }
 
-static void hub_atfork_child(void)
+/* After fork, in the child: h gets an epoll instance and an eventfd of
+ * its own (the inherited ones are the parent's open files: sharing them,
+ * the parent's hub could reap the child's edge-triggered events and
+ * wake-ups, or the other way round), watching what h watched. false: out
+ * of fds (h is then unusable). */
+static bool hub_own_fds(conc__hub_t *h)
 {
-    pthread_mutex_unlock(&hubs_lock);
-    conc__hub_t *h = conc__tl_hub;
-    if (!h)
-        return;
-    /* The epoll instance is shared with the parent: make our own. */
     close(h->epfd);
     close(h->evfd);
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE};
-    epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
+    if (h->epfd < 0 || h->evfd < 0 || epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev) != 0)
+        return false;
     for (size_t fd = 0; fd < h->nfds; fd++) {
         if (!h->fds[fd].registered)
             continue;
@@ -752,6 +753,26 @@ static void hub_atfork_child(void)
         }
     }
     atomic_store(&h->sleeping, 0);
+    return true;
+}
+
+static void hub_atfork_child(void)
+{
+    pthread_mutex_unlock(&hubs_lock);
+    /* Retired hubs wait on the free list for the next thread that wants
+     * one; the parent may hand its copy of the same record to one of its
+     * threads. Each keeps the epoll instance it had: give the child's
+     * copies their own (one that cannot get them is left off the list). */
+    conc__hub_t **pp = &hubs_free;
+    while (*pp) {
+        if (hub_own_fds(*pp))
+            pp = &(*pp)->free_next;
+        else
+            *pp = (*pp)->free_next;
+    }
+    conc__hub_t *h = conc__tl_hub;
+    if (h)
+        hub_own_fds(h);
 }
 
 static void hub_once_init(void)
