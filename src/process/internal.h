@@ -165,8 +165,9 @@ void conc__forkserver_atfork_prepare(void);
 void conc__forkserver_atfork_parent(void);
 void conc__forkserver_atfork_child(void);
 
-/* symname.c: a name for fn ("work", or "the function at 0x..."). */
-void conc__fn_name(void (*fn)(void), char *out, size_t cap);
+/* symname.c: a name for fn ("work", or "the function at 0x...": then
+ * false, no symbol names it). */
+bool conc__fn_name(void (*fn)(void), char *out, size_t cap);
 /* symname.c: fn's registration; when it has none, fail (conc_fail with
  * CONC_EINVAL and a message naming fn and the fix, CONC_REGISTER, also
  * written once to stderr) and return NULL. where: why a name is needed

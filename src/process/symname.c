@@ -99,19 +99,20 @@ static int find_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-void conc__fn_name(void (*fn)(void), char *out, size_t cap)
+bool conc__fn_name(void (*fn)(void), char *out, size_t cap)
 {
     Dl_info di;
     memset(&di, 0, sizeof di);
     if (dladdr((void *)fn, &di) && di.dli_sname && (void *)di.dli_saddr == (void *)fn) {
         snprintf(out, cap, "%s", di.dli_sname);
-        return;
+        return true;
     }
     where_t w = {.addr = (uintptr_t)fn};
     dl_iterate_phdr(find_object, &w);
     if (w.found && symtab_name(*w.path ? w.path : "/proc/self/exe", (uintptr_t)fn - w.bias, out, cap))
-        return;
+        return true;
     snprintf(out, cap, "the function at %p", (void *)fn);
+    return false;
 }
 
 const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where,
@@ -121,9 +122,10 @@ const conc_registration_t *conc__require_registered(void (*fn)(void), const char
     if (r)
         return r;
     char name[256];
-    conc__fn_name(fn, name, sizeof name);
-    conc_fail(CONC_EINVAL,
-              "%s is not registered: %s; add %s(%s); at file scope", name, where, macro, name);
+    /* Unnamed (a stripped program): the fix still reads as code. */
+    bool named = conc__fn_name(fn, name, sizeof name);
+    conc_fail(CONC_EINVAL, "%s is not registered: %s; add %s(%s); at file scope", name, where,
+              macro, named ? name : "<its name>");
     const char *msg = "";
     conc_failure(&msg);
     fprintf(stderr, "conc: %s\n", msg);
