@@ -20,6 +20,7 @@
 #include "conc/base.h"
 #include "conc/green.h"
 #include "core/futex.h"
+#include "core/sys.h"
 
 #define CONC__SPIN_MIN_NS 500
 #define CONC__SPIN_MAX_NS 50000
@@ -337,15 +338,30 @@ void conc__unpark(conc__waiter_t *w)
  * every other conc constructor (priority), and child handlers run in
  * registration order, so no later handler meets a stale guard. */
 unsigned conc__fork_gen;
+/* Some fork in this memory's history was made while other threads ran
+ * (sticky: their half-done work is inherited by every later fork). */
+bool conc__fork_orphans;
+static bool fork_saw_threads; /* set by prepare, read by the child */
+
+/* Prepare handlers run in reverse registration order: this one, the
+ * first registered, runs last, right before the fork. Another thread can
+ * start one only if another thread runs: one thread now means none left
+ * behind. (/proc unreadable: 0, counted as threaded.) */
+static void fork_gen_atfork_prepare(void)
+{
+    conc__store(&fork_saw_threads, conc__process_threads() != 1, RLX);
+}
 
 static void fork_gen_atfork_child(void)
 {
     conc__store(&conc__fork_gen, conc__load(&conc__fork_gen, RLX) + 1, RLX);
+    if (conc__load(&fork_saw_threads, RLX))
+        conc__store(&conc__fork_orphans, true, RLX);
 }
 
 __attribute__((constructor(101))) static void fork_gen_init(void)
 {
-    pthread_atfork(NULL, NULL, fork_gen_atfork_child);
+    pthread_atfork(fork_gen_atfork_prepare, NULL, fork_gen_atfork_child);
 }
 
 void conc__waitq_lock(conc__waitq_t *q)

@@ -247,6 +247,9 @@ static inline bool conc__spin_until(bool (*ready)(void *), void *arg, int64_t de
  * as after any fork of a threaded program, the child should exec or use
  * conc with timeouts). */
 extern unsigned conc__fork_gen;
+/* A fork in this memory's history left threads behind (it was made while
+ * other threads ran): only then can something be stuck since the fork. */
+extern bool conc__fork_orphans;
 static inline unsigned conc__guard_stamp(void)
 {
     return ((conc__load(&conc__fork_gen, RLX) & 0x7fffffffu) << 1) | 1u;

@@ -18,12 +18,14 @@
  * writes on every operation) and re-check exactly before sleeping.
  *
  * After a raw fork() the claiming thread may not exist: its cell stays
- * claimed for good. So in a process that was forked (core/park.h) a spin
- * that lasts ~16k rounds gives up and answers full/empty; the caller's
- * blocking path then waits with its own deadline instead of spinning
- * forever. (In a threaded child a preempted claimer can cause such an
- * answer too; blocking callers re-check, so only the _nowait calls can see
- * a spurious Full/Empty there.)
+ * claimed for good. So in a process forked while other threads ran (or
+ * descended from one: conc__fork_orphans, core/park.h) a spin that lasts
+ * ~16k rounds gives up and answers full/empty; the caller's blocking path
+ * then waits with its own deadline instead of spinning forever. (There a
+ * preempted claimer can cause such an answer too; blocking callers
+ * re-check, so only the _nowait calls can see a spurious Full/Empty. A
+ * child forked from a single thread — every fork-server child — stays
+ * exact.)
  */
 #include <stdlib.h>
 
@@ -61,10 +63,11 @@ void conc__ring_close(conc__ring_t *r)
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
 
-/* A claimed cell still unpublished after many rounds, in a forked child. */
+/* A claimed cell still unpublished after many rounds, in a child that a
+ * fork may have left with a dead claimer. */
 static bool stuck_since_fork(unsigned *spins)
 {
-    return ++*spins > (1u << 14) && conc__load(&conc__fork_gen, RLX) != 0;
+    return ++*spins > (1u << 14) && conc__load(&conc__fork_orphans, RLX);
 }
 
 int conc__ring_put(conc__ring_t *r, void *item, bool exact)
