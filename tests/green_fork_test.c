@@ -108,6 +108,11 @@ static void round_trip(bool child_sleeps_first)
 
 Test(green_fork, a_hub_retired_before_fork_is_not_shared_with_the_parent)
 {
+    /* TSan loses the happens-before of a fiber made by a thread of the
+     * parent when the child switches to it (with or without this fix): it
+     * is not made for fork after threads, as process_test notes too. */
+    if (TU_TSAN)
+        cr_skip_test("fork after threads: TSan reports its own fiber bookkeeping");
     round_trip(true);
     round_trip(false);
 }
