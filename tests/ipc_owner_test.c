@@ -299,3 +299,123 @@ Test(ipc_owner, value_acquire_reports_ownerdead, .timeout = 60)
     conc_value_free(g_value);
     conc_shared_free(s);
 }
+
+/* ---- a live holder is never judged dead ---- */
+
+#include <sys/resource.h>
+
+/* In a child whose first look at holder identities happens while it is
+ * out of file descriptors (pidfd_open fails with EMFILE): it must not
+ * decide for good that this kernel has no pidfs, and even a process that
+ * did use start times (old kernel, pidfd_open filtered) must not compare
+ * them with a peer's pidfs inode tag: the live holder below would be
+ * judged dead (two holders). Exit: 0 timed out as it should, 3 took a
+ * live holder's lock, 5 setup. */
+static int acquire_after_emfile(owner_t *s, int unused)
+{
+    (void)unused;
+    struct rlimit old, low;
+    if (getrlimit(RLIMIT_NOFILE, &old) != 0)
+        return 5;
+    int top = -1; /* fill every descriptor up to a small limit */
+    low = old;
+    low.rlim_cur = 64;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+        return 5;
+    for (;;) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            break;
+        top = fd > top ? fd : top;
+    }
+    conc_plock_t scratch = CONC_PLOCK_INIT; /* its tag is made now, with no fd left */
+    int rc = conc_plock_acquire(&scratch, true, 1.0);
+    conc_plock_release(&scratch);
+    setrlimit(RLIMIT_NOFILE, &old);
+    for (int fd = 3; fd <= top; fd++)
+        close(fd);
+    if (rc != 0)
+        return 5;
+    while (!atomic_load(&s->ready))
+        usleep(1000);
+    rc = conc_plock_acquire(&s->lock, true, 0.5); /* several liveness checks */
+    atomic_store(&s->rc, rc);
+    return rc == CONC_ETIMEDOUT ? 0 : rc == CONC_EOWNERDEAD || rc == 0 ? 3 : 5;
+}
+
+Test(ipc_owner, live_holder_not_judged_dead_after_emfile, .timeout = 60)
+{
+    owner_t *s;
+    cr_assert_eq(conc_shared_alloc(sizeof *s, (void **)&s), 0);
+    /* fork before this process looks at any holder identity */
+    pid_t c = fork_fn(acquire_after_emfile, s, 0);
+    cr_assert_eq(conc_plock_acquire(&s->lock, true, 1.0), 0);
+    atomic_store(&s->ready, 1);
+    int ex = reap(c);
+    cr_assert_eq(ex, 0, "child exit %d, rc %d (3: took the lock of a live holder)", ex, atomic_load(&s->rc));
+    cr_assert_eq(conc_plock_release(&s->lock), 0, "still ours");
+    conc_shared_free(s);
+}
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+/* pidfd_open fails with EPERM from now on (as under a sandbox that
+ * filters it): this process falls back to start-time tags for good. */
+static bool filter_pidfd_open(void)
+{
+#ifdef SYS_pidfd_open
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+#else
+    return false;
+#endif
+}
+
+static int acquire_without_pidfd(owner_t *s, int kind)
+{
+    if (!filter_pidfd_open())
+        return 5;
+    while (!atomic_load(&s->ready))
+        usleep(1000);
+    int rc = kind == LOCK ? conc_plock_acquire(&s->lock, true, 0.5) : conc_prlock_acquire(&s->rlock, true, 0.5);
+    atomic_store(&s->rc, rc);
+    return rc == CONC_ETIMEDOUT ? 0 : rc == CONC_EOWNERDEAD || rc == 0 ? 3 : 6;
+}
+
+static void run_without_pidfd(int kind)
+{
+    owner_t *s;
+    cr_assert_eq(conc_shared_alloc(sizeof *s, (void **)&s), 0);
+    pid_t c = fork_fn(acquire_without_pidfd, s, kind);
+    cr_assert_eq(kind == LOCK ? conc_plock_acquire(&s->lock, true, 1.0) : conc_prlock_acquire(&s->rlock, true, 1.0), 0);
+    atomic_store(&s->ready, 1);
+    int ex = reap(c);
+    if (ex == 5)
+        cr_skip_test("cannot install a seccomp filter here");
+    cr_assert_eq(ex, 0, "child exit %d, rc %d (3: took the lock of a live holder)", ex, atomic_load(&s->rc));
+    cr_assert_eq(kind == LOCK ? conc_plock_release(&s->lock) : conc_prlock_release(&s->rlock), 0, "still ours");
+    conc_shared_free(s);
+}
+
+/* A waiter that cannot use pidfds (start-time tags) and a holder that
+ * can (pidfs inode tag): the tags are of different kinds, never equal. */
+Test(ipc_owner, live_holder_not_judged_dead_by_a_waiter_without_pidfd, .timeout = 60)
+{
+    run_without_pidfd(LOCK);
+}
+
+Test(ipc_owner, live_rlock_holder_not_judged_dead_by_a_waiter_without_pidfd, .timeout = 60)
+{
+    run_without_pidfd(RLOCK);
+}

@@ -554,7 +554,7 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
 
     /* the same thread id with another tag: the holder died and its
      * id was reused, so the lock is taken over */
-    atomic_store((_Atomic uint64_t *)&s->put.lock, live ^ ((uint64_t)1 << 32));
+    atomic_store((_Atomic uint64_t *)&s->put.lock, live ^ ((uint64_t)1 << 36));
     t0 = tu_now();
     cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 5.0), 0);
     cr_assert_lt(tu_now() - t0, 1.0, "took %.3f s to take a dead lock over", tu_now() - t0);

@@ -147,6 +147,8 @@ static bool conc__ipc_use_pidfs(void)
         return m > 0;
     struct statfs sf;
     int fd = conc__ipc_pidfd(getpid(), false);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR))
+        return false; /* cannot tell now: ask again next time, do not decide for good */
     m = fd >= 0 && fstatfs(fd, &sf) == 0 && (unsigned long)sf.f_type == CONC__PID_FS_MAGIC ? 1 : -1;
     if (fd >= 0)
         close(fd);
@@ -154,17 +156,31 @@ static bool conc__ipc_use_pidfs(void)
     return m > 0;
 }
 
-static uint32_t conc__ipc_fold(uint64_t x)
+/* A tag's two low bits name its source, so a tag made from a start time
+ * (an old kernel, pidfd_open filtered, or out of descriptors when this
+ * process first looked) is never compared with a pidfs inode, nor the
+ * other way round: that would judge a live holder dead. */
+#define TAG_SRC_MASK 3u
+#define TAG_SRC_START 1u
+#define TAG_SRC_PIDFS 2u
+
+static uint32_t conc__ipc_fold(uint64_t x, uint32_t src)
 {
-    uint32_t v = (uint32_t)(x ^ (x >> 32));
-    return v ? v : 1u;
+    /* keep the low bits: pidfs inodes are handed out in sequence */
+    return (uint32_t)(x ^ (x >> 32)) << 2 | src;
+}
+
+static uint32_t conc__ipc_start_tag(pid_t id)
+{
+    uint64_t start = conc__ipc_start_time(id);
+    return start ? conc__ipc_fold(start, TAG_SRC_START) : 0;
 }
 
 /* The tag behind an open pidfd. */
 static uint32_t conc__ipc_fd_tag(int fd)
 {
     struct stat st;
-    return fstat(fd, &st) == 0 ? conc__ipc_fold((uint64_t)st.st_ino) : 0;
+    return fstat(fd, &st) == 0 ? conc__ipc_fold((uint64_t)st.st_ino, TAG_SRC_PIDFS) : 0;
 }
 
 uint32_t conc__ipc_tag(pid_t id, bool thread)
@@ -179,8 +195,7 @@ uint32_t conc__ipc_tag(pid_t id, bool thread)
         close(fd);
         return t;
     }
-    uint64_t start = conc__ipc_start_time(id);
-    return start ? conc__ipc_fold(start) : 0;
+    return conc__ipc_start_tag(id);
 }
 
 static _Atomic pid_t conc__ipc_tag_pid;
@@ -207,10 +222,25 @@ uint32_t conc__ipc_my_tag(bool thread)
     return atomic_load_explicit(&conc__ipc_ptag, memory_order_relaxed);
 }
 
+/* Does the current incarnation's tag (now, of the same source as tag)
+ * differ from the holder's? Unknown (0) or a source this process cannot
+ * compute: no difference seen. */
+static bool conc__ipc_tag_differs(uint32_t tag, uint32_t now, uint32_t mask)
+{
+    if (!tag || !now || (tag & TAG_SRC_MASK) != (now & TAG_SRC_MASK))
+        return false;
+    return (now & mask) != (tag & mask);
+}
+
 bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
 {
     if (id <= 0)
         return false;
+    /* Only a tag with a known source is compared, and only with a tag of
+     * that source (a peer may have written any bits). */
+    uint32_t src = tag & TAG_SRC_MASK & mask;
+    if (src != TAG_SRC_PIDFS && src != TAG_SRC_START)
+        tag = 0;
     if (conc__ipc_use_pidfs()) {
         int fd = conc__ipc_pidfd(id, thread);
         if (fd < 0) {
@@ -219,10 +249,8 @@ bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
                 return false;
             return conc__ipc_alive(id, 0); /* out of descriptors...: ask /proc */
         }
-        bool alive = true;
-        uint32_t now = conc__ipc_fd_tag(fd);
-        if (tag && now && (now & mask) != (tag & mask))
-            alive = false; /* the id was reused: the holder is gone */
+        uint32_t now = src == TAG_SRC_START ? conc__ipc_start_tag(id) : conc__ipc_fd_tag(fd);
+        bool alive = !conc__ipc_tag_differs(tag, now, mask); /* differs: the id was reused */
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (alive && poll(&pf, 1, 0) > 0 && (pf.revents & (POLLIN | POLLHUP)))
             alive = false; /* exited (a zombie until reaped) */
@@ -231,10 +259,8 @@ bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
     }
     if (!conc__ipc_alive(id, 0))
         return false;
-    if (!tag)
-        return true;
-    uint32_t now = conc__ipc_tag(id, thread);
-    return now == 0 || (now & mask) == (tag & mask);
+    /* No pidfs here: an inode tag cannot be checked, a start time can. */
+    return !conc__ipc_tag_differs(tag, conc__ipc_start_tag(id), mask);
 }
 
 /* ------------------------------------------------------------- the MAC */

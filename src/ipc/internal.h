@@ -32,8 +32,10 @@ uint64_t conc__ipc_start_time(pid_t pid);
 uint64_t conc__ipc_pidns(void);
 
 /* Holder identity beyond the id (a pid or a thread id, which the kernel
- * reuses): a 32-bit tag of that process/thread's incarnation — the low
- * bits of its pidfs inode number (unique per process or thread since
+ * reuses): a 32-bit tag of that process/thread's incarnation — its two
+ * low bits name the source (pidfs inode or start time: tags of different
+ * sources are never compared), the other bits a digest of its pidfs
+ * inode number (unique per process or thread since
  * boot; Linux 6.9+), else of its start time (clock ticks, /proc). 0 when
  * unknown. conc__ipc_my_tag is the caller's (cached; thread: of the
  * calling thread, else of its process). conc__ipc_holder_alive: does the
