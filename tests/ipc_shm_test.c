@@ -504,3 +504,56 @@ Test(ipc_value, unlink_removes_the_name_and_keeps_the_mapping, .timeout = TU_TIM
     cr_assert_eq(conc_array_unlink(NULL), CONC_EINVAL);
     cr_assert_eq(conc_array_free(a), 0);
 }
+
+/* A process whose main thread returned through pthread_exit lives on in
+ * its other threads; /proc shows its pid as a zombie ('Z') all the same.
+ * Its segments are not a dead owner's: a sweep must leave them. */
+#include <pthread.h>
+
+static void *live_on(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static int create_then_main_thread_exits(void *arg)
+{
+    conc_shm_t *s;
+    if (conc_shm_create(arg, 64, 0, &s) != 0)
+        return 1;
+    pthread_t t;
+    if (pthread_create(&t, NULL, live_on, NULL) != 0)
+        return 1;
+    pthread_exit(NULL);
+}
+
+static bool proc_state_is(pid_t pid, char want)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] == want;
+}
+
+Test(ipc_shm, sweep_keeps_segments_of_an_owner_whose_main_thread_exited, .timeout = TU_TIMEOUT)
+{
+    char name[64];
+    test_name(name, sizeof name, "mainexit");
+    pid_t pid = fork_child(create_then_main_thread_exits, name);
+    cr_assert(TU_WAIT_UNTIL(shm_exists(name) && proc_state_is(pid, 'Z'), 10.0),
+              "the child's main thread exits, its other thread runs on");
+    cr_assert_geq(conc_shm_sweep(), 0);
+    bool kept = shm_exists(name);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    conc_shm_unlink_name(name);
+    cr_assert(kept, "a live owner's segment was swept");
+}

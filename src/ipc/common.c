@@ -61,9 +61,9 @@ pid_t conc__ipc_tid(void)
     return conc__ipc_tid_cache;
 }
 
-/* Reads /proc/<pid>/stat: its state letter and start time (field 22).
- * Returns false when the file cannot be read. */
-static bool conc__ipc_stat(pid_t pid, char *state, uint64_t *start)
+/* Reads /proc/<pid>/stat: its state letter, thread count (field 20) and
+ * start time (field 22). Returns false when the file cannot be read. */
+static bool conc__ipc_stat(pid_t pid, char *state, long *threads, uint64_t *start)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -82,12 +82,16 @@ static bool conc__ipc_stat(pid_t pid, char *state, uint64_t *start)
     if (!p || p[1] != ' ')
         return false;
     *state = p[2];
-    /* p+2 is field 3 (state); the start time is field 22. */
+    /* p+2 is field 3 (state); the thread count is field 20, the start
+     * time field 22. */
     char *q = p + 2;
+    *threads = 0;
     for (int f = 3; f < 22 && q; f++) {
         q = strchr(q, ' ');
         if (q)
             q++;
+        if (q && f + 1 == 20)
+            *threads = strtol(q, NULL, 10);
     }
     *start = q ? strtoull(q, NULL, 10) : 0;
     return true;
@@ -96,24 +100,33 @@ static bool conc__ipc_stat(pid_t pid, char *state, uint64_t *start)
 uint64_t conc__ipc_start_time(pid_t pid)
 {
     char st;
+    long nt;
     uint64_t t;
-    return conc__ipc_stat(pid, &st, &t) ? t : 0;
+    return conc__ipc_stat(pid, &st, &nt, &t) ? t : 0;
 }
 
-bool conc__ipc_alive(pid_t pid, uint64_t start_time)
+/* thread: is the thread with that id alive, else the process. */
+static bool conc__ipc_alive_as(pid_t pid, uint64_t start_time, bool thread)
 {
     if (pid <= 0)
         return false;
     char st;
+    long nt;
     uint64_t t;
-    if (!conc__ipc_stat(pid, &st, &t)) {
+    if (!conc__ipc_stat(pid, &st, &nt, &t)) {
         /* Gone, or /proc hides it (hidepid): ask kill(0). */
         return kill(pid, 0) == 0 || errno == EPERM;
     }
-    if (st == 'Z' || st == 'X' || st == 'x')
+    if (st == 'X' || st == 'x')
+        return false;
+    /* A zombie main thread whose process still has other threads (it
+     * returned through pthread_exit) shows 'Z' too: the process lives. */
+    if (st == 'Z' && (thread || nt <= 1))
         return false;
     return start_time == 0 || t == start_time;
 }
+
+bool conc__ipc_alive(pid_t pid, uint64_t start_time) { return conc__ipc_alive_as(pid, start_time, false); }
 
 /* --------------------------------------------------- holder identity
  * A pid (thread id) is reused by the kernel; a lock word that holds only
@@ -247,7 +260,7 @@ bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
             /* ESRCH: gone; ENOENT: not a process (a thread of another) */
             if (errno == ESRCH || errno == ENOENT)
                 return false;
-            return conc__ipc_alive(id, 0); /* out of descriptors...: ask /proc */
+            return conc__ipc_alive_as(id, 0, thread); /* out of descriptors...: ask /proc */
         }
         uint32_t now = src == TAG_SRC_START ? conc__ipc_start_tag(id) : conc__ipc_fd_tag(fd);
         bool alive = !conc__ipc_tag_differs(tag, now, mask); /* differs: the id was reused */
@@ -257,7 +270,7 @@ bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
         close(fd);
         return alive;
     }
-    if (!conc__ipc_alive(id, 0))
+    if (!conc__ipc_alive_as(id, 0, thread))
         return false;
     /* No pidfs here: an inode tag cannot be checked, a start time can. */
     return !conc__ipc_tag_differs(tag, conc__ipc_start_tag(id), mask);

@@ -3,7 +3,8 @@
  * - conc__ipc_pid()/conc__ipc_tid(): the caller's pid / thread id, cached
  *   (glibc's getpid is a syscall) and refreshed in fork children.
  * - conc__ipc_alive(pid): does that process (or thread id) still run?
- *   false when it is gone or a zombie; start_time, when nonzero, must match
+ *   false when it is gone or a zombie (a process whose main thread exited
+ *   while others run is alive); start_time, when nonzero, must match
  *   field 22 of /proc/<pid>/stat (defeats pid reuse).
  * - conc__ipc_start_time(pid): that field, 0 if unknown.
  * - conc__ipc_pidns(): inode of the caller's pid namespace.
