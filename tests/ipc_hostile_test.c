@@ -498,3 +498,29 @@ Test(ipc_hostile, pool_result_piece_sent_twice)
     free_task(t);
     free(m);
 }
+
+/* A peer hands over a segment of its own making (SCM_RIGHTS, or the name
+ * of its fd): a perfect queue header, but no seals, so it could shrink
+ * the file under the victim's mapping, and the victim's next access
+ * would be SIGBUS. attach refuses a segment not sealed against
+ * shrinking. */
+Test(ipc_hostile, queue_attach_refuses_an_unsealed_segment, .timeout = 30)
+{
+    conc_mpqueue_t *q;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, CAP), 0);
+    peer_t pe = peer_map(q);
+    int fd = memfd_create("forged-queue", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, pe.s, pe.size), (ssize_t)pe.size);
+    conc_mpqueue_t *v = NULL;
+    int rc = conc_mpqueue_attach(&v, fd);
+    if (rc == 0) {
+        /* what the peer would do next: then any put faults */
+        cr_assert_eq(ftruncate(fd, 4096), 0);
+        conc_mpqueue_free(v);
+    }
+    cr_assert_eq(rc, CONC_EINVAL, "attached an unsealed segment (a peer can shrink it: SIGBUS)");
+    close(fd);
+    peer_unmap(&pe);
+    conc_mpqueue_free(q);
+}

@@ -102,7 +102,8 @@ CONC_API int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, lo
  * another process, received by inheritance or SCM_RIGHTS). The handle
  * keeps its own duplicate of fd: the caller still owns fd. Returns 0 and
  * a new handle in *out; CONC_EINVAL (NULL, fd is not a conc queue
- * segment, or its header fails the checks); CONC_ENOMEM; CONC_ESYS. The
+ * segment — a memfd sealed against shrinking, so no peer can make our
+ * accesses fault — or its header fails the checks); CONC_ENOMEM; CONC_ESYS. The
  * header's fields are read once and the handle keeps the checked copies
  * (capacity, kind, maxsize): a peer changing them later changes nothing
  * for this handle. */

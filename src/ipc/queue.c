@@ -711,8 +711,14 @@ int conc_mpqueue_new(conc_mpqueue_t **out, conc_mpqueue_kind_t kind, long maxsiz
         errno = e;
         return CONC_ESYS;
     }
-    /* Nobody may resize it under the mappings (that would be SIGBUS). */
-    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    /* Nobody may resize it under the mappings (that would be SIGBUS);
+     * attach refuses a segment without the seal. */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return CONC_ESYS;
+    }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         int e = errno;
@@ -749,6 +755,13 @@ int conc_mpqueue_attach(conc_mpqueue_t **out, int fd)
         return errno == EBADF ? CONC_EINVAL : CONC_ESYS;
     size_t off = mpq_data_off();
     if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < off + 64)
+        return CONC_EINVAL;
+    /* A segment its maker could shrink under our mapping would make any
+     * access SIGBUS: only a memfd sealed against shrinking is a queue
+     * (the seal is final: sealing is sealed too). The size is read after
+     * the seals are. */
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) != 0 || (uint64_t)st.st_size < off + 64)
         return CONC_EINVAL;
     size_t size = (size_t)st.st_size;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
