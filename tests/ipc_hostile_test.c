@@ -524,3 +524,41 @@ Test(ipc_hostile, queue_attach_refuses_an_unsealed_segment, .timeout = 30)
     peer_unmap(&pe);
     conc_mpqueue_free(q);
 }
+
+/* conc_shared_alloc memory is shared with every fork child. Its size, which
+ * conc_shared_free passes to munmap, must not be: a child that rewrites it
+ * would make the parent's free unmap whatever follows the block (here a
+ * page of the parent's own, placed right after it). */
+Test(ipc_hostile, shared_free_size_not_forgeable_by_a_fork_child, .timeout = 30)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    /* mappings are placed top down: our page first, the block below it */
+    unsigned char *after = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(after, MAP_FAILED);
+    unsigned char *p;
+    cr_assert_eq(conc_shared_alloc(pg, (void **)&p), 0);
+    if (p + pg != after) {
+        conc_shared_free(p);
+        munmap(after, pg);
+        cr_skip_test("the block is not right below our page");
+    }
+    after[0] = 42;
+    fflush(NULL);
+    pid_t c = fork();
+    cr_assert_neq(c, -1);
+    if (c == 0) {
+        /* the hostile child: the header sits in the page before the block */
+        uint64_t *h = (uint64_t *)(void *)(p - 16);
+        if (mprotect(p - pg, pg, PROT_READ | PROT_WRITE) == 0)
+            h[1] += pg; /* one page more: the parent's own page */
+        _exit(0);
+    }
+    int st;
+    cr_assert_eq(waitpid(c, &st, 0), c);
+    conc_shared_free(p);
+    unsigned char v;
+    bool mapped = mincore(after, pg, &v) == 0;
+    cr_assert(mapped, "conc_shared_free unmapped a page that was not the block's");
+    cr_assert_eq(after[0], 42);
+    munmap(after, pg);
+}

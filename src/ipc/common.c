@@ -403,7 +403,10 @@ bool conc__ipc_spin(bool (*ready)(void *), void *arg, int64_t deadline)
 
 /* ------------------------------------------------ anonymous shared memory
  * The returned pointer stays page aligned: the mapping's size lives at the
- * end of one leading page. */
+ * end of one leading page. That page is private (MAP_PRIVATE over the
+ * first page of the shared mapping): a fork child that writes it changes
+ * only its own copy, so it cannot choose what our conc_shared_free
+ * unmaps. */
 #define CONC__SHARED_MAGIC 0x636f6e6373686172ull /* "concshar" */
 
 int conc_shared_alloc(size_t size, void **out)
@@ -418,6 +421,10 @@ int conc_shared_alloc(size_t size, void **out)
     void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return CONC_ENOMEM;
+    if (mmap(m, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != m) {
+        munmap(m, total);
+        return CONC_ENOMEM;
+    }
     uint64_t *h = (uint64_t *)((char *)m + pg - 16);
     h[0] = CONC__SHARED_MAGIC;
     h[1] = total;
