@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <pthread.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "conc/ipc.h"
@@ -83,6 +85,30 @@ static int squat(owner_t *s, int unused)
     return 0;
 }
 
+/* The holder's pid goes to a thread of another process, not to a
+ * process (a pid the kernel hands out is a thread id as often). */
+static bool g_thread_squat;
+
+static void *squat_thread(void *arg)
+{
+    owner_t *s = arg;
+    atomic_store(&s->reused, (int)syscall(SYS_gettid) == atomic_load(&s->holder_pid) ? 1 : -1);
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static int squat_in_a_thread(owner_t *s, int unused)
+{
+    (void)unused;
+    pthread_t t;
+    if (pthread_create(&t, NULL, squat_thread, s) != 0)
+        atomic_store(&s->reused, -1);
+    for (;;)
+        pause();
+    return 0;
+}
+
 static bool set_last_pid(int pid)
 {
     int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
@@ -104,6 +130,12 @@ static int reuse_scenario(owner_t *s, int kind, bool waiter_first)
 {
     if (mount("proc", "/proc", "proc", 0, NULL) != 0)
         return 5; /* our /proc must show this namespace's pids */
+    if (g_thread_squat) { /* leave a free pid below the holder's for the squatter process */
+        pid_t d = fork();
+        if (d == 0)
+            _exit(0);
+        reap(d);
+    }
     pid_t holder = fork_fn(hold_forever, s, kind);
     for (int i = 0; i < 5000 && !atomic_load(&s->ready); i++)
         usleep(1000);
@@ -117,9 +149,9 @@ static int reuse_scenario(owner_t *s, int kind, bool waiter_first)
     atomic_store(&s->death_ns, now_ns());
     kill(holder, SIGKILL);
     reap(holder);
-    if (!set_last_pid(holder - 1))
+    if (!set_last_pid(holder - (g_thread_squat ? 2 : 1)))
         return 5;
-    pid_t squatter = fork_fn(squat, s, 0);
+    pid_t squatter = fork_fn(g_thread_squat ? squat_in_a_thread : squat, s, 0);
     for (int i = 0; i < 5000 && !atomic_load(&s->reused); i++)
         usleep(100);
     if (!waiter_first)
@@ -206,6 +238,21 @@ Test(ipc_owner, rlock_pid_reused_waiter_started_after, .timeout = 60)
 
 Test(ipc_owner, rlock_pid_reused_waiter_asleep_at_death, .timeout = 60)
 {
+    run_reuse(RLOCK, true);
+}
+
+/* A Lock's holder is a process: its pid now naming a thread of another
+ * process means the holder is gone (pidfd_open(pid, 0) fails with EINVAL
+ * on Linux 6.9-6.1x, ENOENT later). */
+Test(ipc_owner, lock_pid_reused_by_a_thread, .timeout = 60)
+{
+    g_thread_squat = true;
+    run_reuse(LOCK, false);
+}
+
+Test(ipc_owner, rlock_tid_reused_by_a_thread, .timeout = 60)
+{
+    g_thread_squat = true;
     run_reuse(RLOCK, true);
 }
 

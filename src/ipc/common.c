@@ -257,8 +257,11 @@ bool conc__ipc_holder_alive(pid_t id, uint32_t tag, uint32_t mask, bool thread)
     if (conc__ipc_use_pidfs()) {
         int fd = conc__ipc_pidfd(id, thread);
         if (fd < 0) {
-            /* ESRCH: gone; ENOENT: not a process (a thread of another) */
-            if (errno == ESRCH || errno == ENOENT)
+            /* ESRCH: gone; ENOENT (EINVAL before Linux 6.1x, for a
+             * process pidfd: the only EINVAL for a positive id without
+             * flags): the id names no process now, a thread of another
+             * at most, so the holder process is gone */
+            if (errno == ESRCH || errno == ENOENT || (errno == EINVAL && !thread))
                 return false;
             return conc__ipc_alive_as(id, 0, thread); /* out of descriptors...: ask /proc */
         }
