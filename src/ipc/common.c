@@ -336,7 +336,7 @@ static __thread struct {
     unsigned gen;
 } conc__ipc_maps[MAPCACHE];
 static __thread unsigned conc__ipc_maps_next;
-/* Bumped before conc unmaps shared memory (conc_shared_free,
+/* Bumped after conc unmaps shared memory (conc_shared_free,
  * conc_shm_close): cached ranges may be gone. A mapping the program
  * unmaps itself and maps again at the same place with another size is
  * not seen until the next of those. */
@@ -443,6 +443,6 @@ void conc_shared_free(void *p)
     uint64_t *h = (uint64_t *)((char *)p - 16);
     if (((uintptr_t)p & (pg - 1)) != 0 || h[0] != CONC__SHARED_MAGIC)
         return; /* not ours: leave it alone */
-    conc__ipc_unmapping();
     munmap((char *)p - pg, (size_t)h[1]);
+    conc__ipc_unmapping(); /* after: a lookup racing the munmap is forgotten too */
 }

@@ -57,7 +57,9 @@ uint64_t conc__ipc_mac(uint64_t a, uint64_t b, uint64_t c);
  * line of /proc/self/maps)? For a pointer computed from a shared offset.
  * Answers are cached per thread. */
 bool conc__ipc_in_mapping(const void *a, size_t alen, const void *b, size_t blen);
-/* Call before conc unmaps shared memory: forgets the cached answers. */
+/* Call after conc unmaps shared memory: forgets the cached answers (a
+ * thread that read /proc/self/maps before the munmap ended caches a range
+ * under the old generation only). */
 void conc__ipc_unmapping(void);
 
 /* How often a sleeping lock waiter checks that the holder lives (ns). */

@@ -335,8 +335,8 @@ int conc_shm_close(conc_shm_t *s)
     if (!s)
         return 0;
     if (s->base) {
-        conc__ipc_unmapping();
         munmap(s->base, s->total);
+        conc__ipc_unmapping(); /* after: a lookup racing the munmap is forgotten too */
     }
     free(s);
     return 0;
