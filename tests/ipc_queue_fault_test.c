@@ -572,3 +572,63 @@ Test(ipc_queue_fault, lock_holder_liveness, .timeout = TU_TIMEOUT)
     assert_queue_works(q);
     cr_assert_eq(conc_mpqueue_free(q), 0);
 }
+
+/* block=false never waits (Python's put_nowait/get_nowait): not even for
+ * a side lock that a live process holds and does not let go (stopped,
+ * hostile, or forged by a peer). The calls run in a child with an alarm:
+ * before the fix they waited for the lock for ever. */
+static int nowait_under_held_locks(conc_mpqueue_t *q)
+{
+    alarm(10);
+    unsigned char m[16] = {1}, b[64];
+    size_t n;
+    double t0 = tu_now();
+    int rp = conc_mpqueue_put_nowait(q, m, sizeof m);
+    int rg = conc_mpqueue_get_nowait(q, b, sizeof b, &n);
+    int rt = conc_mpqueue_put(q, m, sizeof m, false, 5.0); /* block=false: the timeout is ignored */
+    double took = tu_now() - t0;
+    if (rp != CONC_EFULL)
+        return 1;
+    if (rg != CONC_EEMPTY)
+        return 2;
+    if (rt != CONC_EFULL)
+        return 3;
+    return took < 1.0 ? 0 : 4;
+}
+
+Test(ipc_queue_fault, nowait_calls_do_not_wait_for_a_live_holder, .timeout = TU_TIMEOUT)
+{
+    conc_mpqueue_t *q;
+    cr_assert_eq(conc_mpqueue_new(&q, CONC_MPQ_QUEUE, 0, 4096), 0);
+    conc__mpq_shm_t *s = q->shm;
+    unsigned char m[16] = {2};
+    cr_assert_eq(conc_mpqueue_put(q, m, sizeof m, true, 1.0), 0); /* a message to get */
+    fflush(NULL);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        die_with_parent();
+        for (;;)
+            pause();
+    }
+    uint64_t tag = conc__ipc_tag(holder, true);
+    uint64_t live = (uint64_t)(uint32_t)holder | (tag & 0x7fffffffu) << 32;
+    atomic_store((_Atomic uint64_t *)&s->put.lock, live);
+    atomic_store((_Atomic uint64_t *)&s->get.lock, live);
+    fflush(NULL);
+    pid_t t = fork();
+    cr_assert_neq(t, -1);
+    if (t == 0)
+        _exit(nowait_under_held_locks(q));
+    int st = reap(t);
+    kill(holder, SIGKILL);
+    reap(holder);
+    cr_assert(WIFEXITED(st), "a non-blocking call waited for the lock (killed by signal %d)",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "exit %d (1 put_nowait, 2 get_nowait, 3 put(block=false), 4 slow)",
+                 WEXITSTATUS(st));
+    cr_assert_eq(conc_mpqueue_recoveries(q), 0, "a live holder's lock was not taken");
+    atomic_store((_Atomic uint64_t *)&s->put.lock, (uint64_t)0);
+    atomic_store((_Atomic uint64_t *)&s->get.lock, (uint64_t)0);
+    cr_assert_eq(conc_mpqueue_free(q), 0);
+}

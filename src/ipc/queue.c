@@ -442,6 +442,8 @@ static bool bias_idle(void *arg)
  * lock held this long usually means a preempted or dead holder. */
 #define LOCK_FIRST_CHECK_NS 2000000LL
 #define BIAS_POLL_NS 100000LL
+/* How long a non-blocking call waits for a side lock held by another. */
+#define NOWAIT_LOCK_NS 100000000LL
 
 /* Biased holder: enter an operation. busy = 1, then look at revoked; a
  * revoker stores revoked, issues a global membarrier, then looks at busy,
@@ -512,8 +514,12 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
                          bool *biased)
 {
     conc__mpq_side_t *sd = put_side ? &q->shm->put : &q->shm->get;
+    /* A non-blocking call waits for a held lock a little (it is held
+     * across a copy; a dead holder is found after LOCK_FIRST_CHECK_NS),
+     * never for ever: a holder that lives and keeps it (stopped, or a
+     * forged word) makes it report full/empty, as Python's does at once. */
     if (deadline == 0)
-        deadline = CONC__NO_DEADLINE; /* a non-blocking call still waits for the lock */
+        deadline = conc__now_ns() + NOWAIT_LOCK_NS;
     int64_t period = LOCK_FIRST_CHECK_NS;
     bool spun = false;
     *biased = false;
@@ -575,9 +581,9 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
     }
 }
 
-/* Lock one side; deadline as for waits (0: wait for the lock anyway, it
- * is held only across a copy). Returns 0, CONC_ETIMEDOUT or CONC_EBROKEN
- * (took over a dead holder's lock and its journal was bad: unlocked);
+/* Lock one side; deadline as for waits (0: wait for the lock up to
+ * NOWAIT_LOCK_NS, it is held only across a copy). Returns 0,
+ * CONC_ETIMEDOUT or CONC_EBROKEN (took over a dead holder's lock and its journal was bad: unlocked);
  * *biased says how to unlock.
  *
  * Biased locking: a thread that takes a side's lock while nobody else
