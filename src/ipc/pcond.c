@@ -358,9 +358,11 @@ static void conc__pbarrier_exit(conc_pbarrier_t *b)
 /* Runs the action; returns 0, CONC_EBROKEN (it failed) or CONC_ENOTSUP. */
 static int conc__pbarrier_action(conc_pbarrier_t *b)
 {
-    void (*action)(void *) = b->action; /* one read of each; only the copies are used */
-    void *arg = b->arg;
-    uint64_t tag = b->layout;
+    /* One (atomic: never re-read by the compiler) read of each; only the
+     * copies are checked and used. */
+    void (*action)(void *) = (void (*)(void *))__atomic_load_n((uintptr_t *)(void *)&b->action, __ATOMIC_RELAXED);
+    void *arg = __atomic_load_n(&b->arg, __ATOMIC_RELAXED);
+    uint64_t tag = __atomic_load_n(&b->layout, __ATOMIC_RELAXED);
     if (!action)
         return 0;
     if (tag != conc__pbarrier_tag(action, arg))

@@ -339,8 +339,9 @@ int conc_psemaphore_release(conc_psemaphore_t *s, long n)
     if (!s || n < 1)
         return CONC_EINVAL;
     uint32_t v = atomic_load_explicit(CONC__IA(&s->value), RLXO);
+    uint32_t bound = atomic_load_explicit(CONC__IA(&s->bound), RLXO); /* once */
     for (;;) {
-        if (s->bound && (uint64_t)v + (uint64_t)n > (uint64_t)s->bound - 1)
+        if (bound && (uint64_t)v + (uint64_t)n > (uint64_t)bound - 1)
             return CONC_EINVAL;
         if ((uint64_t)v + (uint64_t)n > SEM_MAX)
             return CONC_ERANGE;
