@@ -39,14 +39,14 @@ enum {
     CONC_EPERM = -3,      /* RuntimeError: release of an unowned lock, joining
                              yourself, starting twice, joining an unstarted one */
     CONC_ENOMEM = -4,     /* MemoryError                                        */
-    CONC_EBROKEN = -5,    /* BrokenBarrierError, BrokenExecutor                 */
+    CONC_EBROKEN = -5,    /* BrokenBarrierError, BrokenExecutor, dead Manager   */
     CONC_EEMPTY = -6,     /* queue.Empty                                        */
     CONC_EFULL = -7,      /* queue.Full                                         */
     CONC_ESHUTDOWN = -8,  /* queue.ShutDown, submit after shutdown              */
     CONC_ECANCELLED = -9, /* CancelledError                                     */
     CONC_EKILLED = -10,   /* GreenletExit: a green thread was killed            */
     CONC_EEOF = -11,      /* EOFError: the peer closed                          */
-    CONC_EFAILED = -12,   /* a task failed without naming a code                */
+    CONC_EFAILED = -12,   /* the task waited on failed (see "Outcomes" below)   */
     CONC_ESYS = -13,      /* OSError: the kernel refused (see errno)            */
     CONC_EAGAIN = -14,    /* resource temporarily unavailable (e.g. threads)    */
     CONC_EDEADLK = -15,   /* a deadlock was detected / would occur              */
@@ -63,8 +63,31 @@ enum {
 CONC_API const char *conc_strerror(int code);
 
 /* Returns the Python exception name that code stands for ("TimeoutError"),
- * or "OK" for 0. Static string, never NULL. */
+ * or "OK" for 0. Static string, never NULL. CONC_EBROKEN stands for
+ * several Python exceptions and is named "BrokenError"; the failure's
+ * message names what broke ("BrokenProcessPool: ...", "BrokenThreadPool:
+ * ...", "manager server died" ...). */
 CONC_API const char *conc_errname(int code);
+
+/*
+ * Outcomes: a caller can always tell "the wait ended" from "the task
+ * failed".
+ *
+ * Every wait on a task's outcome — conc_future_result, conc_future_bytes
+ * (AsyncResult.get), conc_map, conc_process_pool_map / conc_pool_map and
+ * their results and iterators, conc_green_get / conc_green_join — returns
+ * CONC_EFAILED when the task failed, whatever code the task failed with
+ * (even CONC_ETIMEDOUT or CONC_ECANCELLED). The task's own code and
+ * message are read separately: conc_future_exception,
+ * conc_results_exception, conc_pool_iter_exception, conc_green_exception.
+ * The wait's own outcomes keep their codes:
+ *   CONC_ETIMEDOUT   this wait's timeout passed (or a Timeout scope ended it);
+ *   CONC_ECANCELLED  the future itself was cancelled (cancelled() is true);
+ *   CONC_EKILLED     the waiting green thread was killed.
+ * A broken pool fails its futures: their exception code is CONC_EBROKEN,
+ * with a message naming what broke, and result() returns CONC_EFAILED for
+ * them like any failure; submitting to a broken pool returns CONC_EBROKEN.
+ */
 
 /* Python's None as a timeout: wait forever. */
 #define CONC_FOREVER (-1.0)

@@ -60,9 +60,12 @@ CONC_API conc_future_t *conc_future_ref(conc_future_t *f);
 CONC_API int conc_future_free(conc_future_t *f);
 
 /* Wait up to timeout for the outcome. Returns 0 and stores the result in
- * *result (may be NULL); CONC_ETIMEDOUT if it is not done in time;
- * CONC_ECANCELLED if it was cancelled; otherwise the task's failure code
- * (as given to conc_fail; its message: conc_future_exception). */
+ * *result (may be NULL); CONC_EFAILED if the task failed, whatever code it
+ * failed with (its code and message: conc_future_exception);
+ * CONC_ETIMEDOUT only if this wait timed out (or a Timeout scope ended
+ * it); CONC_ECANCELLED only if f itself was cancelled (cancelled() is
+ * true); CONC_EKILLED if the waiting green thread was killed; CONC_EINVAL.
+ * So `while (conc_future_result(f, 1.0, &r) == CONC_ETIMEDOUT)` ends. */
 CONC_API int conc_future_result(conc_future_t *f, double timeout, void **result);
 /* Wait up to timeout; returns 0 once done and stores the exception's code
  * (0 if the task succeeded) in *code and its message (owned by f, valid
@@ -87,10 +90,20 @@ CONC_API conc_future_state_t conc_future_state(const conc_future_t *f);
  * CONC_EINVAL, CONC_ENOMEM. */
 typedef void (*conc_future_cb)(conc_future_t *f, void *arg);
 CONC_API int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg);
+/* Remove every callback added with this fn and arg that has not started
+ * to run (gevent's unlink, asyncio's remove_done_callback). Returns how
+ * many were removed (0 when none is left: f is done, or they never were
+ * added), or CONC_EINVAL. A callback already running is not waited for. */
+CONC_API int conc_future_remove_done_callback(conc_future_t *f, conc_future_cb fn, void *arg);
 
 /* For executors. set_running_or_notify_cancel returns 1 when f moved to
- * RUNNING (run the task), 0 when it was cancelled (do not run it; waiters
- * are woken), CONC_EPERM when it is already running or done. */
+ * RUNNING (run the task); 0 when it was cancelled (do not run it): f is
+ * then "cancelled and notified" (CPython's CANCELLED_AND_NOTIFIED) and
+ * conc_wait / conc_as_completed count it as done from now on — until
+ * then they count a cancelled future as not done; CONC_EPERM when it is
+ * already running or done, or was notified once already. Executors call
+ * it (or drop a cancelled future) exactly once per future; conc's own
+ * executors do, also for futures cancelled by shutdown(cancel_futures). */
 CONC_API int conc_future_set_running_or_notify_cancel(conc_future_t *f);
 /* Complete f. Return 0, or CONC_EPERM when it is already finished or
  * cancelled (InvalidStateError). code < 0 (else CONC_EFAILED); msg may be
@@ -147,12 +160,17 @@ typedef struct conc_map_opts {
     void (*progress)(size_t done, size_t total, void *arg);
     void *progress_arg;
     size_t *failed_index;  /* if set: which item failed or timed out */
+    /* If set: on CONC_EFAILED, a new reference to the future of the item
+     * that failed (its code and message: conc_future_exception; free it). */
+    conc_future_t **failed_future;
 } conc_map_opts_t;
 
 /* Executor.map: run fn(args[i]) for i < n and store the results, in order,
- * in results[i]. Returns 0 when all succeeded; otherwise the code of the
- * first item (in submission order) that failed, or CONC_ETIMEDOUT when
- * the overall timeout passed — and everything not yet started is
+ * in results[i]. Returns 0 when all succeeded; CONC_EFAILED when an item
+ * failed (the first, in submission order; whatever code it failed with:
+ * see failed_future); CONC_ETIMEDOUT only when the overall timeout passed;
+ * CONC_ECANCELLED when an item was cancelled (shutdown with
+ * cancel_futures) — and in all three cases everything not yet started is
  * cancelled. CONC_EINVAL, CONC_ESHUTDOWN, CONC_EBROKEN as for submit. */
 CONC_API int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t n,
                       void **results, const conc_map_opts_t *opts);
@@ -162,14 +180,18 @@ typedef struct conc_thread_pool_opts {
     size_t max_workers;            /* 0: min(32, cpu_count + 4) */
     const char *thread_name_prefix; /* "ThreadPoolExecutor-N" by default */
     /* Runs once in each worker before any task; if it calls conc_fail the
-     * pool is broken: pending futures fail with CONC_EBROKEN, and so do
-     * later submits. */
+     * failure is reported on stderr ("Exception in initializer:", as
+     * Python logs it) and the pool is broken (BrokenThreadPool): pending
+     * futures fail with code CONC_EBROKEN and a message that carries the
+     * initializer's code and message; later submits return CONC_EBROKEN. */
     void (*initializer)(void *arg);
     void *initarg;
 } conc_thread_pool_opts_t;
 
 /* A ThreadPoolExecutor. Workers start lazily (one per submit while fewer
- * than max_workers exist and none is idle) and are reused. Returns 0 and
+ * than max_workers exist and none is idle, as Python 3.8+: a worker that
+ * finished its task counts as idle, so back-to-back submit/result pairs
+ * use one thread) and are reused. Returns 0 and
  * a new executor in *out (free with conc_executor_free), CONC_EINVAL,
  * CONC_ENOMEM. At process exit, pools still alive are shut down and their
  * workers joined (Python's behaviour). */
@@ -184,7 +206,8 @@ typedef enum conc_return_when {
 } conc_return_when_t;
 
 /* concurrent.futures.wait: wait until return_when holds or the timeout
- * passes (one deadline for the whole call). Duplicates in fs count once.
+ * passes (one deadline for the whole call). Done means finished, or
+ * cancelled and notified (see set_running_or_notify_cancel). Duplicates in fs count once.
  * Fills done[] / not_done[] (each of capacity n, either may be NULL) with
  * borrowed pointers (no new references) and their counts. Returns 0 (also
  * on timeout, as Python returns the two sets), CONC_EINVAL, or — with the
@@ -195,7 +218,9 @@ CONC_API int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_
                        conc_future_t **done, size_t *ndone, conc_future_t **not_done, size_t *nnot_done);
 
 /* concurrent.futures.as_completed: an iterator over fs (duplicates once)
- * yielding each future as it finishes (those already done first). */
+ * yielding each future as it finishes (those already done first). As for
+ * conc_wait, a cancelled future counts as done once its executor was
+ * notified (conc_future_set_running_or_notify_cancel). */
 typedef struct conc_as_completed conc_as_completed_t;
 /* timeout: one deadline for the whole iteration (CONC_FOREVER: none). */
 CONC_API int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, size_t n,
@@ -204,6 +229,8 @@ CONC_API int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *con
  * the iterator lives); CONC_ETIMEDOUT when the deadline passes first (the
  * iterator stays usable); CONC_EEOF when every future has been yielded. */
 CONC_API int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f);
+/* Free the iterator (at any time): the callbacks it left on futures not
+ * yet done are removed, so nothing stays behind on a long-lived future. */
 CONC_API int conc_as_completed_free(conc_as_completed_t *it);
 
 #ifdef __cplusplus

@@ -24,9 +24,19 @@
  * conc_pool_fn: it gets a private copy of its byte-buffer argument and
  * hands back its result bytes with conc_pool_return (called any number of
  * times: the pieces are appended; none means an empty result). It fails
- * by calling conc_fail(code, fmt, ...) — the caller then sees that code
- * and message — or by returning a nonzero value (a negative CONC_E* code
- * is kept, anything else becomes CONC_EFAILED). Task functions must be
+ * by calling conc_fail(code, fmt, ...) — the caller's wait then returns
+ * CONC_EFAILED and the exception getters give that code and message — or
+ * by returning a nonzero value (a negative CONC_E* code is kept, anything
+ * else becomes CONC_EFAILED).
+ *
+ * Outcomes (the rule of conc/base.h): every wait or read of a task's
+ * outcome — conc_future_bytes / conc_future_result (AsyncResult.get),
+ * conc_results_item, conc_pool_iter_next, the maps, conc_pool_apply —
+ * returns CONC_EFAILED when the task (or item) failed, whatever code it
+ * failed with; CONC_ETIMEDOUT only for the wait's own timeout;
+ * CONC_ECANCELLED only for a cancelled task. The failure's own code and
+ * message: conc_future_exception, conc_results_exception,
+ * conc_pool_iter_exception. Task functions must be
  * registered: CONC_POOL_REGISTER(fn) at file scope (CONC_REGISTER works
  * too; see conc/process.h for why functions are named through a registry).
  *
@@ -59,8 +69,9 @@
  *
  * Dead workers. ProcessPoolExecutor: a worker that dies (signal, _exit, a
  * crash in a task) breaks the pool (BrokenProcessPool): every pending and
- * running future fails with CONC_EBROKEN and a message naming the worker's
- * pid and how it ended, later submits fail with CONC_EBROKEN, the other
+ * running future fails (result: CONC_EFAILED) with exception code
+ * CONC_EBROKEN and a message that starts "BrokenProcessPool:" and names
+ * the worker's pid and how it ended, later submits fail with CONC_EBROKEN, the other
  * workers are killed and everything is reaped. Pool: the dead worker is
  * replaced and only the tasks it had taken and not yet reported fail with
  * CONC_EBROKEN (the one it was running — and, since results travel in
@@ -121,21 +132,28 @@ typedef struct conc_results conc_results_t;
 /* Number of items. 0 for NULL. */
 CONC_API size_t conc_results_len(const conc_results_t *r);
 /* Item i: returns 0 and its result bytes in *data, *len (owned by r);
- * or the item's failure code, with its message (NUL-terminated, owned by
- * r) in *data and the message length in *len; CONC_EINVAL (NULL r, i out
- * of range). data and len may be NULL. */
+ * CONC_EFAILED when the item failed (whatever its code; read it with
+ * conc_results_exception) or CONC_ECANCELLED when it was cancelled, with
+ * the message (NUL-terminated, owned by r) in *data and its length in
+ * *len; CONC_EINVAL (NULL r, i out of range). data and len may be NULL. */
 CONC_API int conc_results_item(const conc_results_t *r, size_t i, const void **data, size_t *len);
-/* Copy every result into dst[i * item_size]. Returns 0; the first failed
- * item's code; CONC_ERANGE when a result is not exactly item_size bytes
- * (copying stops there); CONC_EINVAL. */
+/* Item i's exception: returns 0 and stores its own failure code in *code
+ * (0 if it succeeded, CONC_ECANCELLED if it was cancelled) and its message
+ * (owned by r; NULL if it succeeded) in *msg; CONC_EINVAL. */
+CONC_API int conc_results_exception(const conc_results_t *r, size_t i, int *code, const char **msg);
+/* Copy every result into dst[i * item_size]. Returns 0; CONC_EFAILED (or
+ * CONC_ECANCELLED) at the first item that failed; CONC_ERANGE when a
+ * result is not exactly item_size bytes (copying stops there);
+ * CONC_EINVAL. */
 CONC_API int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size);
 /* Free r (NULL is a no-op). */
 CONC_API void conc_results_free(conc_results_t *r);
 
-/* Result bytes of a future of a bytes task: waits up to timeout, then
- * returns 0 with *data, *len (owned by the future, valid while you hold a
- * reference); CONC_ETIMEDOUT; CONC_ECANCELLED; the task's failure code
- * (message: conc_future_exception); CONC_EINVAL (NULL f, bad timeout, a
+/* Result bytes of a future of a bytes task (AsyncResult.get): waits up to
+ * timeout, then returns 0 with *data, *len (owned by the future, valid
+ * while you hold a reference); CONC_ETIMEDOUT; CONC_ECANCELLED;
+ * CONC_EFAILED if the task failed (its code and message:
+ * conc_future_exception); CONC_EINVAL (NULL f, bad timeout, a
  * future that does not hold result bytes). */
 CONC_API int conc_future_bytes(conc_future_t *f, double timeout, const void **data, size_t *len);
 
@@ -173,9 +191,10 @@ CONC_API int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, 
 
 /* Executor.map(fn, items, timeout, chunksize): runs fn on every item
  * (chunksize items per task; 0 means 1, as in Python) and waits for all.
- * Returns 0 when every item succeeded, otherwise the code of the first
- * failed item (in item order) — in both cases *out holds all outcomes
- * (free it); CONC_ETIMEDOUT when timeout (seconds, for the whole call)
+ * Returns 0 when every item succeeded, otherwise CONC_EFAILED (or
+ * CONC_ECANCELLED, for items cancelled by a shutdown) — in both cases *out
+ * holds all outcomes (free it; conc_results_exception gives each failed
+ * item's code and message); CONC_ETIMEDOUT when timeout (seconds, for the whole call)
  * passed first: what has not started is cancelled and *out is NULL;
  * CONC_EBROKEN / CONC_ESHUTDOWN / CONC_EINVAL / CONC_ERANGE as for submit
  * (*out NULL). */
@@ -219,7 +238,9 @@ CONC_API int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *
 
 /* Pool.apply: apply_async and wait. Returns 0 with a malloc'd copy of the
  * result in *data (free it; never NULL on success) and its length in *len;
- * or the task's failure code; or an error of apply_async. */
+ * CONC_EFAILED if the task failed (to read its code and message, use
+ * conc_pool_apply_async and conc_future_exception); or an error of
+ * apply_async. */
 CONC_API int conc_pool_apply(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len, void **data,
                              size_t *rlen);
 
@@ -239,11 +260,17 @@ CONC_API int conc_pool_imap_unordered(conc_pool_t *p, conc_pool_fn fn, const voi
                                       size_t n, size_t chunksize, conc_pool_iter_t **out);
 /* The iterator's next(timeout): returns 0 with the next result in
  * *data, *len (owned by the iterator, valid until it is freed) and its item
- * index in *index (any of the three may be NULL); the item's failure code
- * (message in *data, as conc_results_item); CONC_ETIMEDOUT (the iterator
- * stays usable); CONC_EEOF after the last item; CONC_EINVAL. */
+ * index in *index (any of the three may be NULL); CONC_EFAILED when that
+ * item failed (CONC_ECANCELLED: cancelled), with its message in *data as
+ * conc_results_item (its code: conc_pool_iter_exception); CONC_ETIMEDOUT
+ * only when this wait timed out (the iterator stays usable); CONC_EEOF
+ * after the last item; CONC_EINVAL. */
 CONC_API int conc_pool_iter_next(conc_pool_iter_t *it, double timeout, const void **data, size_t *len,
                                  size_t *index);
+/* The exception of the item the last conc_pool_iter_next returned: 0 and
+ * its own failure code in *code (0 if it succeeded) and message (owned by
+ * the iterator; NULL if it succeeded) in *msg; CONC_EINVAL. */
+CONC_API int conc_pool_iter_exception(const conc_pool_iter_t *it, int *code, const char **msg);
 /* Free the iterator (waits for nothing: unfinished chunks still run). */
 CONC_API void conc_pool_iter_free(conc_pool_iter_t *it);
 

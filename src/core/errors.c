@@ -13,7 +13,10 @@ static const struct conc__errinfo conc__errors[] = {
     {CONC_ETIMEDOUT, "TimeoutError", "TimeoutError: timed out"},
     {CONC_EPERM, "RuntimeError", "RuntimeError: operation not permitted in this state"},
     {CONC_ENOMEM, "MemoryError", "MemoryError: out of memory"},
-    {CONC_EBROKEN, "BrokenBarrierError", "BrokenBarrierError: broken barrier or executor"},
+    /* One code for every broken thing: the name stays neutral, the
+     * failure's message says which (conc/base.h, "Outcomes"). */
+    {CONC_EBROKEN, "BrokenError",
+     "BrokenError: broken barrier, executor, pool or manager (BrokenBarrierError, BrokenExecutor, ...)"},
     {CONC_EEMPTY, "queue.Empty", "queue.Empty: the queue is empty"},
     {CONC_EFULL, "queue.Full", "queue.Full: the queue is full"},
     {CONC_ESHUTDOWN, "ShutDown", "ShutDown: shut down"},

@@ -81,13 +81,15 @@ int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t
                 }
             }
             if (rc == 0)
-                rc = conc_future_result(fs[i], 0, &results[i]);
+                rc = conc_future_result(fs[i], 0, &results[i]); /* CONC_EFAILED: item i failed */
             if (rc)
                 break;
         }
     }
     if (rc && o.failed_index)
         *o.failed_index = submitted < n ? submitted : i;
+    if (rc == CONC_EFAILED && o.failed_future && i < submitted)
+        *o.failed_future = conc_future_ref(fs[i]);
     /* A failure or a timeout cancels what has not started. */
     for (size_t k = 0; k < submitted; k++) {
         if (rc)

@@ -256,16 +256,50 @@ bool conc_future_done(const conc_future_t *f)
     return f && final_state(fstate(f));
 }
 
+/* Done as wait() and as_completed see it (CPython's FINISHED or
+ * CANCELLED_AND_NOTIFIED); notified=false: done as result() sees it. */
+static inline bool done_as(unsigned s, bool notified)
+{
+    switch (s & FS_MASK) {
+    case CONC_FUTURE_FINISHED: return true;
+    case CONC_FUTURE_CANCELLED: return !notified || (s & FS_NOTIFIED);
+    default: return false;
+    }
+}
+
+bool conc__future_done_notified(const conc_future_t *f)
+{
+    return done_as(conc__load(&f->state, ACQ), true);
+}
+
 static void run_callbacks(conc_future_t *f, conc__cb_t *cb);
 
-/* After the CAS that made f final: wake waiters, run callbacks. */
-static void complete_slow(conc_future_t *f)
+/* After the CAS that made f final (or notified it): wake every waiter,
+ * run the callbacks. A cancel (keep_waiters) runs only the done
+ * callbacks: wait()/as_completed ones stay until the executor notifies.
+ * The waiters woken by a cancel include wait()'s, which re-check and
+ * register again. */
+static void complete_slow(conc_future_t *f, bool keep_waiters)
 {
     conc__waitq_lock(&f->q);
     conc__waiter_t *list = conc__waitq_take_all(&f->q);
-    conc__cb_t *cbs = f->cbs;
+    conc__cb_t *cbs = f->cbs, *run = NULL, **run_tail = &run;
     f->cbs = NULL;
     f->cbs_tail = &f->cbs;
+    if (keep_waiters) {
+        for (conc__cb_t *cb = cbs, *next; cb; cb = next) {
+            next = cb->next;
+            cb->next = NULL;
+            if (cb->waiter) {
+                *f->cbs_tail = cb;
+                f->cbs_tail = &cb->next;
+            } else {
+                *run_tail = cb;
+                run_tail = &cb->next;
+            }
+        }
+        cbs = run;
+    }
     conc__waitq_unlock(&f->q);
     conc__unpark_list(list);
     run_callbacks(f, cbs);
@@ -303,7 +337,7 @@ static void finish_claimed(conc_future_t *f, void *result, int code, const char 
                                                   memory_order_acq_rel, RLX)) {
     }
     if (s & FS_HASW)
-        complete_slow(f);
+        complete_slow(f, false);
 }
 
 static int finish(conc_future_t *f, void *result, int code, const char *msg)
@@ -340,6 +374,27 @@ int conc_future_set_exception(conc_future_t *f, int code, const char *msg)
     return finish(f, NULL, code < 0 ? code : CONC_EFAILED, msg);
 }
 
+/* CANCELLED -> CANCELLED_AND_NOTIFIED: true if this call did it. */
+static bool notify_cancel(conc_future_t *f)
+{
+    unsigned s = conc__load(&f->state, RLX);
+    for (;;) {
+        if ((s & FS_MASK) != CONC_FUTURE_CANCELLED || (s & FS_NOTIFIED))
+            return false;
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_NOTIFIED, memory_order_acq_rel,
+                                                  RLX))
+            break;
+    }
+    if (s & FS_HASW)
+        complete_slow(f, false); /* wait()'s waiters and callbacks */
+    return true;
+}
+
+void conc__future_notify_cancel(conc_future_t *f)
+{
+    notify_cancel(f);
+}
+
 int conc_future_set_running_or_notify_cancel(conc_future_t *f)
 {
     if (!f)
@@ -347,9 +402,9 @@ int conc_future_set_running_or_notify_cancel(conc_future_t *f)
     unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING);
     if (s != ~0u)
         return 1;
-    if (fstate(f) == CONC_FUTURE_CANCELLED)
-        return 0; /* waiters were woken by cancel() already */
-    return CONC_EPERM;
+    if (notify_cancel(f))
+        return 0; /* result() waiters were woken by cancel() already */
+    return CONC_EPERM; /* running, finished, or notified once already */
 }
 
 bool conc_future_cancel(conc_future_t *f)
@@ -360,7 +415,7 @@ bool conc_future_cancel(conc_future_t *f)
     if (s == ~0u)
         return fstate(f) == CONC_FUTURE_CANCELLED;
     if (s & FS_HASW)
-        complete_slow(f);
+        complete_slow(f, true);
     return true;
 }
 
@@ -371,14 +426,23 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg)
 
 bool conc__future_run(conc_future_t *f)
 {
+    return conc__future_run_hook(f, NULL, NULL);
+}
+
+bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), void *hook_arg)
+{
     /* RUNNING and COMPLETING at once: the runner owns the outcome (so it
      * saves a CAS at the end); set_result by anyone else meanwhile is
      * refused with CONC_EPERM, as for a finished future. */
-    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING | FS_COMPLETING) == ~0u)
+    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING | FS_COMPLETING) == ~0u) {
+        notify_cancel(f); /* cancelled: the executor drops it (CPython's notify) */
         return false;
+    }
     conc__ctx_t *c = conc__ctx();
     c->fail_code = 0;
     void *r = f->fn(f->arg);
+    if (before_publish)
+        before_publish(hook_arg);
     if (c->fail_code) {
         finish_claimed(f, NULL, c->fail_code, c->fail_msg);
         c->fail_code = 0;
@@ -419,18 +483,19 @@ static void run_callbacks(conc_future_t *f, conc__cb_t *cb)
         memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
 }
 
-/* Take f's guard and set HASW, unless f is done (then return false with
- * the guard released and the outcome visible). Completers that see HASW
- * take the guard, so what we add under it is never missed. */
-static bool lock_unless_done(conc_future_t *f)
+/* Take f's guard and set HASW, unless f is done (as result() sees it, or
+ * with notified as wait() sees it): then return false with the guard
+ * released and the outcome visible. Completers (and the notifier) that
+ * see HASW take the guard, so what we add under it is never missed. */
+static bool lock_unless_done(conc_future_t *f, bool notified)
 {
     conc__waitq_lock(&f->q);
     unsigned s = conc__load(&f->state, ACQ);
-    while (!final_state(s) &&
+    while (!done_as(s, notified) &&
            !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
                                                   ACQ)) {
     }
-    if (final_state(s)) {
+    if (done_as(s, notified)) {
         conc__waitq_unlock(&f->q);
         return false;
     }
@@ -442,7 +507,7 @@ int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg
     return conc__future_add_callback(f, fn, arg, NULL);
 }
 
-int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *))
+static int add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *), bool waiter)
 {
     if (!f || !fn)
         return CONC_EINVAL;
@@ -452,8 +517,9 @@ int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, vo
     cb->fn = fn;
     cb->arg = arg;
     cb->discard = discard;
+    cb->waiter = waiter;
     cb->next = NULL;
-    if (!lock_unless_done(f)) {
+    if (!lock_unless_done(f, waiter)) {
         run_callbacks(f, cb); /* the outcome is visible: read with acquire */
         return 0;
     }
@@ -463,12 +529,55 @@ int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, vo
     return 0;
 }
 
+int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *))
+{
+    return add_callback(f, fn, arg, discard, false);
+}
+
+int conc__future_add_waiter_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *))
+{
+    return add_callback(f, fn, arg, discard, true);
+}
+
+int conc__future_remove_callback(conc_future_t *f, conc_future_cb fn, void *arg)
+{
+    conc__cb_t *gone = NULL;
+    int n = 0;
+    conc__waitq_lock(&f->q);
+    f->cbs_tail = &f->cbs;
+    for (conc__cb_t **pp = &f->cbs; *pp;) {
+        conc__cb_t *cb = *pp;
+        if (cb->fn == fn && cb->arg == arg) {
+            *pp = cb->next;
+            cb->next = gone;
+            gone = cb;
+            n++;
+        } else {
+            pp = &cb->next;
+            f->cbs_tail = pp;
+        }
+    }
+    conc__waitq_unlock(&f->q);
+    while (gone) {
+        conc__cb_t *next = gone->next;
+        free(gone);
+        gone = next;
+    }
+    return n;
+}
+
+int conc_future_remove_done_callback(conc_future_t *f, conc_future_cb fn, void *arg)
+{
+    if (!f || !fn)
+        return CONC_EINVAL;
+    return conc__future_remove_callback(f, fn, arg);
+}
+
 /* ------------------------------------------------------------- waiting */
 
-/* Register w on f unless f is done; true if registered. */
-bool conc__future_register(conc_future_t *f, conc__waiter_t *w)
+bool conc__future_register(conc_future_t *f, conc__waiter_t *w, bool notified)
 {
-    if (!lock_unless_done(f))
+    if (!lock_unless_done(f, notified))
         return false;
     conc__waitq_push(&f->q, w);
     conc__waitq_unlock(&f->q);
@@ -478,6 +587,36 @@ bool conc__future_register(conc_future_t *f, conc__waiter_t *w)
 static bool spin_done(void *p)
 {
     return final_state(conc__load(&((conc_future_t *)p)->state, ACQ));
+}
+
+static bool spin_notified(void *p)
+{
+    return done_as(conc__load(&((conc_future_t *)p)->state, ACQ), true);
+}
+
+int conc__future_wait_notified(conc_future_t *f, int64_t deadline)
+{
+    if (done_as(conc__load(&f->state, ACQ), true))
+        return 0;
+    if (deadline == CONC__NO_DEADLINE && f->owner && conc__pool_run_inline(f))
+        return 0; /* ran it here (finished), or it was cancelled: notified */
+    if (deadline == 0)
+        return CONC_ETIMEDOUT;
+    if (conc__spin_until(spin_notified, f, deadline))
+        return 0;
+    /* A cancel wakes this waiter before the notify: wait again. */
+    for (;;) {
+        conc__waiter_t w;
+        conc__waiter_init(&w);
+        w.spun = 1;
+        if (!conc__future_register(f, &w, true))
+            return 0;
+        int rc = conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
+        if (rc)
+            return rc;
+        if (done_as(conc__load(&f->state, ACQ), true))
+            return 0;
+    }
 }
 
 int conc__future_wait_done(conc_future_t *f, int64_t deadline)
@@ -499,7 +638,7 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;
-    if (!conc__future_register(f, &w))
+    if (!conc__future_register(f, &w, false))
         return 0;
     return conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
 }
@@ -523,7 +662,7 @@ int conc_future_result(conc_future_t *f, double timeout, void **result)
     if (rc)
         return rc;
     if (f->code)
-        return f->code;
+        return CONC_EFAILED; /* the task failed: conc_future_exception says how */
     if (result)
         *result = f->result;
     return 0;
@@ -556,6 +695,7 @@ static void then_cb(conc_future_t *f, void *p)
     unsigned s = fstate(f);
     if (s == CONC_FUTURE_CANCELLED) {
         conc_future_cancel(out);
+        notify_cancel(out); /* no executor will ever see it */
     } else if (f->code) {
         finish(out, NULL, f->code, f->msg);
     } else if (transition(out, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) != ~0u) {

@@ -11,17 +11,31 @@
 #define FS_MASK 3u
 #define FS_HASW 4u
 #define FS_COMPLETING 8u /* a completer owns the outcome fields right now */
+/* CPython's CANCELLED_AND_NOTIFIED: set on a cancelled future once its
+ * executor has seen the cancellation (set_running_or_notify_cancel). wait()
+ * and as_completed count a cancelled future as done only then. */
+#define FS_NOTIFIED 16u
 
 typedef struct conc__cb {
     conc_future_cb fn;
     void *arg;
     void (*discard)(void *arg); /* if the future is dropped before it completes */
+    bool waiter;                /* a wait()/as_completed callback: runs when f is
+                                   finished or cancelled-and-notified */
     struct conc__cb *next;
 } conc__cb_t;
 
 /* add_done_callback with a discard hook: called with arg instead of fn if
  * the last reference to f goes while f is still pending. */
 int conc__future_add_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *));
+/* The same for wait()/as_completed: fn runs once f is finished, or
+ * cancelled and notified (at once if it already is). */
+int conc__future_add_waiter_callback(conc_future_t *f, conc_future_cb fn, void *arg, void (*discard)(void *));
+/* Remove callbacks (either kind) matching fn and arg that have not run;
+ * returns how many were removed (their discard hooks are not called). */
+int conc__future_remove_callback(conc_future_t *f, conc_future_cb fn, void *arg);
+/* Done as wait() sees it: finished, or cancelled and notified. */
+bool conc__future_done_notified(const conc_future_t *f);
 
 struct conc_future {
     unsigned state;             /* conc_future_state_t | FS_HASW (atomic) */
@@ -45,9 +59,20 @@ void conc__futures_trim(void);
 /* Wait until f is done or the deadline; helps run pool tasks meanwhile if
  * the caller is a pool worker. 0 or CONC_ETIMEDOUT. */
 int conc__future_wait_done(conc_future_t *f, int64_t deadline);
+/* The same, for done as wait() sees it (conc__future_done_notified). */
+int conc__future_wait_notified(conc_future_t *f, int64_t deadline);
+/* Register w on f unless f is done (notified: as wait() sees it); true if
+ * registered. */
+bool conc__future_register(conc_future_t *f, conc__waiter_t *w, bool notified);
+/* Executors: f was cancelled and will never run; move it to
+ * cancelled-and-notified (wakes wait()/as_completed). No-op otherwise. */
+void conc__future_notify_cancel(conc_future_t *f);
 /* Run f's task (executor side): running -> call -> result/exception.
  * Returns false if f was cancelled before it could start. */
 bool conc__future_run(conc_future_t *f);
+/* The same, calling before_publish(arg) after the task returned and
+ * before its outcome is published (a pool marks its worker idle there). */
+bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), void *arg);
 /* Complete f as failed with code (e.g. CONC_EBROKEN) if it is still
  * pending or running. */
 void conc__future_fail_now(conc_future_t *f, int code, const char *msg);

@@ -16,7 +16,12 @@
  * plain release store of the deque's bottom, a compiler-only fence and a
  * load of `idle` (core/fence.h) — so a worker is woken only when one
  * sleeps, never missed, and submitting costs no atomic RMW or fence. Workers start lazily: a submit that finds no
- * idle worker starts one while fewer than max_workers exist.
+ * idle worker starts one while fewer than max_workers exist. "Idle" is
+ * Python 3.8's _idle_semaphore: a worker that finished a task adds a
+ * token (before it publishes the outcome, so the caller woken by that
+ * outcome sees it), a submit that finds no sleeping worker takes one
+ * instead of starting a thread — so submit().result() in a loop uses one
+ * worker. Tokens are kept only while the pool can still grow.
  *
  * Waiting runs the awaited task: a worker that waits without a timeout
  * on a not-yet-started future of its own pool runs it on the spot, in a
@@ -25,8 +30,11 @@
  *
  * Shutdown: submits fail from then on; with cancel_futures every queued
  * future is cancelled; workers drain what is left and exit; wait joins
- * them. A failing initializer breaks the pool: queued futures fail with
- * CONC_EBROKEN and so do later submits. At process exit, live pools are
+ * them. A failing initializer is reported on stderr and breaks the pool:
+ * queued futures fail with CONC_EBROKEN and a message naming the
+ * initializer's failure (BrokenThreadPool); later submits fail with
+ * CONC_EBROKEN. Cancelled futures the pool drops are notified
+ * (CANCELLED_AND_NOTIFIED), whether a worker or shutdown drops them. At process exit, live pools are
  * shut down and joined (an exit hook of the thread module), as Python does.
  */
 #define _GNU_SOURCE
@@ -81,6 +89,8 @@ struct pool {
     conc__waitq_t idleq;
     atomic_int shutdown;
     atomic_int broken;
+    atomic_size_t tokens;         /* idle tokens (Python's _idle_semaphore) */
+    char broken_msg[384];         /* why, once broken is set */
     struct pool *all_next;        /* registry of live pools (exit hook) */
 };
 
@@ -196,13 +206,42 @@ static void wake_all_workers(pool_t *p)
     conc__unpark_list(list);
 }
 
+/* Fail f because the pool is broken (broken_msg is set before broken). */
+static void fail_broken(pool_t *p, conc_future_t *f)
+{
+    conc__future_notify_cancel(f); /* a cancelled one is just dropped */
+    conc__future_fail_now(f, CONC_EBROKEN, p->broken_msg);
+}
+
+/* Before a worker publishes a task's outcome: it is idle again. */
+static void add_token(void *arg)
+{
+    pool_t *p = arg;
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
+    if (n >= p->max_workers)
+        return; /* the pool cannot grow: nobody asks */
+    size_t t = atomic_load_explicit(&p->tokens, memory_order_relaxed);
+    while (t < n && !atomic_compare_exchange_weak_explicit(&p->tokens, &t, t + 1, memory_order_release,
+                                                           memory_order_relaxed)) {
+    }
+}
+
+static bool take_token(pool_t *p)
+{
+    size_t t = atomic_load_explicit(&p->tokens, memory_order_relaxed);
+    while (t && !atomic_compare_exchange_weak_explicit(&p->tokens, &t, t - 1, memory_order_acquire,
+                                                       memory_order_relaxed)) {
+    }
+    return t != 0;
+}
+
 /* Run f's task and drop the pool's reference. */
 static void run(pool_t *p, conc_future_t *f)
 {
     if (atomic_load_explicit(&p->broken, memory_order_acquire))
-        conc__future_fail_now(f, CONC_EBROKEN, "a thread initializer failed, the pool is not usable anymore");
+        fail_broken(p, f);
     else
-        conc__future_run(f);
+        conc__future_run_hook(f, add_token, p);
     conc_future_free(f);
 }
 
@@ -229,13 +268,27 @@ bool conc__pool_run_inline(conc_future_t *f)
 
 /* ------------------------------------------------------------- workers */
 
-static void break_pool(pool_t *p)
+/* The initializer failed with code and msg: report it (Python logs
+ * "Exception in initializer:" with the traceback) and break the pool. */
+static void break_pool(pool_t *p, int code, const char *msg)
 {
-    atomic_store_explicit(&p->broken, 1, memory_order_release);
+    char why[384];
+    snprintf(why, sizeof why,
+             "BrokenThreadPool: a thread initializer failed, the thread pool is not usable anymore (%s: %s)",
+             conc_errname(code), msg && *msg ? msg : conc_strerror(code));
+    fprintf(stderr, "Exception in initializer:\n%s: %s\n", conc_errname(code),
+            msg && *msg ? msg : conc_strerror(code));
+    fflush(stderr);
+    conc__lock_hold(&p->lock);
+    if (!atomic_load_explicit(&p->broken, memory_order_relaxed)) {
+        memcpy(p->broken_msg, why, sizeof why);
+        atomic_store_explicit(&p->broken, 1, memory_order_seq_cst);
+    }
+    conc_lock_release(&p->lock);
     /* Fail everything queued now; later arrivals fail in run(). */
     conc_future_t *f;
     while ((f = steal_any(p, NULL)) != NULL) {
-        conc__future_fail_now(f, CONC_EBROKEN, "a thread initializer failed, the pool is not usable anymore");
+        fail_broken(p, f);
         conc_future_free(f);
     }
     wake_all_workers(p);
@@ -249,9 +302,11 @@ static void *worker_main(void *arg)
     if (p->initializer) {
         conc_fail_clear();
         p->initializer(p->initarg);
-        if (conc_failure(NULL)) {
+        const char *msg;
+        int code = conc_failure(&msg);
+        if (code) {
+            break_pool(p, code, msg);
             conc_fail_clear();
-            break_pool(p);
         }
     }
     for (;;) {
@@ -423,7 +478,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
     conc__fence_light(); /* the push before the shutdown and idle checks; see fence.h */
     if (atomic_load_explicit(&p->broken, memory_order_seq_cst)) {
         /* The initializer failed meanwhile and the workers may be gone. */
-        conc__future_fail_now(f, CONC_EBROKEN, "a thread initializer failed, the pool is not usable anymore");
+        fail_broken(p, f);
         conc_future_free(f);
         return CONC_EBROKEN;
     }
@@ -440,7 +495,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
     }
     if (atomic_load_explicit(&p->idle, memory_order_relaxed)) {
         wake_one_worker(p);
-    } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers) {
+    } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers && !take_token(p)) {
         conc__lock_hold(&p->lock);
         bool shut = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
         int rc = shut ? 0 : start_worker_locked(p);
@@ -473,6 +528,7 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
         conc_future_t *f;
         while ((f = steal_any(p, NULL)) != NULL) {
             conc_future_cancel(f);
+            conc__future_notify_cancel(f); /* dropped: wait() may count it */
             conc_future_free(f);
         }
     }
@@ -510,6 +566,7 @@ static void pool_destroy(conc_executor_t *ex)
     conc_future_t *f;
     while ((f = steal_any(p, NULL)) != NULL) {
         conc_future_cancel(f);
+        conc__future_notify_cancel(f);
         conc_future_free(f);
     }
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);

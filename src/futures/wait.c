@@ -6,10 +6,16 @@
  * re-checks the condition after each wakeup, and takes the nodes off
  * before returning. One deadline covers the whole call.
  *
- * as_completed() registers a done-callback on each distinct future that
- * appends it to a finished list inside the iterator's shared state (which
- * the callbacks keep alive with a reference count) and wakes the
+ * as_completed() registers a waiter callback on each distinct future
+ * that appends it to a finished list inside the iterator's shared state
+ * (which the callbacks keep alive with a reference count) and wakes the
  * iterator; next() hands out finished futures in completion order.
+ * Freeing the iterator removes the callbacks that have not run, so an
+ * iterator abandoned on a long-lived future leaves nothing behind.
+ *
+ * Both count a future as done when it finished or was cancelled and
+ * notified (CPython's CANCELLED_AND_NOTIFIED): a cancelled future whose
+ * executor has not dropped it yet is still pending for them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +24,11 @@
 #include "futures/internal.h"
 #include "sync/internal.h"
 
-bool conc__future_register(conc_future_t *f, conc__waiter_t *w);
-
+/* Done as CPython's wait() sees it: finished, or cancelled and notified
+ * (a future cancelled but not yet dropped by its executor is not done). */
 static bool is_done(conc_future_t *f)
 {
-    return conc_future_done(f);
+    return conc__future_done_notified(f);
 }
 
 static bool failed(conc_future_t *f)
@@ -113,7 +119,7 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
     int intr = 0; /* a kill or timeout scope cut the wait short */
     if (return_when == CONC_ALL_COMPLETED) {
         for (size_t i = 0; i < m; i++) {
-            int r = conc__future_wait_done(u[i], deadline);
+            int r = conc__future_wait_notified(u[i], deadline);
             if (r) {
                 if (conc__park_interrupted(r))
                     intr = r;
@@ -136,7 +142,7 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
             for (size_t i = 0; i < m && !any_done; i++) {
                 conc__waiter_init(&nodes[i]);
                 nodes[i].group = &g;
-                reg[i] = conc__future_register(u[i], &nodes[i]);
+                reg[i] = conc__future_register(u[i], &nodes[i], true);
                 if (!reg[i])
                     any_done = true; /* finished meanwhile: re-check */
             }
@@ -250,7 +256,7 @@ int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *const *fs, s
     for (size_t i = 0; i < m; i++) {
         conc_future_ref(u[i]);
         atomic_fetch_add_explicit(CONC__A(&sh->refs), 1, RLX);
-        if (conc__future_add_callback(u[i], ac_cb, sh, ac_discard)) {
+        if (conc__future_add_waiter_callback(u[i], ac_cb, sh, ac_discard)) {
             /* Out of memory: undo. Callbacks already registered keep the
              * shared state alive through their own references. */
             ac_unref(sh);
@@ -309,8 +315,14 @@ int conc_as_completed_free(conc_as_completed_t *it)
 {
     if (!it)
         return CONC_EINVAL;
-    for (size_t i = 0; i < it->m; i++)
+    for (size_t i = 0; i < it->m; i++) {
+        /* Our callback, if it has not run, goes with its reference on the
+         * shared state; one that runs now keeps the state alive itself. */
+        int n = conc__future_remove_callback(it->fs[i], ac_cb, it->sh);
+        while (n-- > 0)
+            ac_unref(it->sh);
         conc_future_free(it->fs[i]);
+    }
     free(it->fs);
     ac_unref(it->sh);
     free(it);

@@ -55,8 +55,9 @@ int conc_future_bytes(conc_future_t *f, double timeout, const void **data, size_
     return 0;
 }
 
-/* Item j of chunk future f (done): its code, data and length. */
-static int chunk_item(conc_future_t *f, size_t j, const void **data, size_t *len)
+/* Item j of chunk future f (done): its own code (the task's failure code,
+ * or CONC_ECANCELLED for a cancelled chunk), data and length. */
+static int chunk_item_code(conc_future_t *f, size_t j, const void **data, size_t *len)
 {
     const cres_t *c = fut_cres(f);
     if (!c) {
@@ -88,6 +89,20 @@ static int chunk_item(conc_future_t *f, size_t j, const void **data, size_t *len
     return code;
 }
 
+/* The outcome rule (conc/base.h): a failed item is CONC_EFAILED whatever
+ * its code; a cancelled chunk stays CONC_ECANCELLED. */
+static int outcome(int code, conc_future_t *f)
+{
+    if (code == 0)
+        return 0;
+    return conc_future_cancelled(f) ? CONC_ECANCELLED : CONC_EFAILED;
+}
+
+static int chunk_item(conc_future_t *f, size_t j, const void **data, size_t *len)
+{
+    return outcome(chunk_item_code(f, j, data, len), f);
+}
+
 size_t conc_results_len(const conc_results_t *r) { return r ? r->n : 0; }
 
 int conc_results_item(const conc_results_t *r, size_t i, const void **data, size_t *len)
@@ -95,6 +110,19 @@ int conc_results_item(const conc_results_t *r, size_t i, const void **data, size
     if (!r || i >= r->n)
         return CONC_EINVAL;
     return chunk_item(r->fs[i / r->chunksize], i % r->chunksize, data, len);
+}
+
+int conc_results_exception(const conc_results_t *r, size_t i, int *code, const char **msg)
+{
+    if (!r || i >= r->n)
+        return CONC_EINVAL;
+    const void *d = NULL;
+    int c = chunk_item_code(r->fs[i / r->chunksize], i % r->chunksize, &d, NULL);
+    if (code)
+        *code = c;
+    if (msg)
+        *msg = c ? (const char *)d : NULL;
+    return 0;
 }
 
 int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size)
@@ -118,7 +146,7 @@ int conc_results_copy(const conc_results_t *r, void *dst, size_t item_size)
             uint32_t len;
             int32_t code = cres_item(cr, j, &off, &len);
             if (code)
-                return code;
+                return CONC_EFAILED;
             if (len != item_size)
                 return CONC_ERANGE;
             memcpy(out + j * item_size, data + off, item_size);
@@ -522,6 +550,8 @@ struct conc_pool_iter {
     conc_cond_t cv;
     size_t *ready;
     size_t nready, rpos;
+    int last_code;           /* the last item's own failure code */
+    const char *last_msg;
     int refs;                /* the iterator + one per pending callback */
 };
 
@@ -647,13 +677,30 @@ int conc_pool_iter_next(conc_pool_iter_t *it, double timeout, const void **data,
     size_t c = it->cur, j = it->cur_j;
     size_t first = c * it->r.chunksize;
     size_t cnt = it->r.n - first < it->r.chunksize ? it->r.n - first : it->r.chunksize;
-    int rc = chunk_item(it->r.fs[c], j, data, len);
+    const void *d = NULL;
+    int code = chunk_item_code(it->r.fs[c], j, &d, len);
+    it->last_code = code;
+    it->last_msg = code ? (const char *)d : NULL;
+    if (data)
+        *data = d;
+    int rc = outcome(code, it->r.fs[c]);
     if (index)
         *index = first + j;
     it->yielded++;
     if (++it->cur_j >= cnt)
         it->have_cur = false;
     return rc;
+}
+
+int conc_pool_iter_exception(const conc_pool_iter_t *it, int *code, const char **msg)
+{
+    if (!it)
+        return CONC_EINVAL;
+    if (code)
+        *code = it->last_code;
+    if (msg)
+        *msg = it->last_msg;
+    return 0;
 }
 
 void conc_pool_iter_free(conc_pool_iter_t *it)

@@ -856,7 +856,9 @@ static void break_pool(engine_t *e, const char *msg, tlist_t *out)
     if (e->state == S_BROKEN || e->state == S_TERMINATING)
         return;
     e->state = S_BROKEN;
-    snprintf(e->broken_msg, sizeof e->broken_msg, "%s", msg);
+    /* The message names what broke (CONC_EBROKEN alone cannot). */
+    snprintf(e->broken_msg, sizeof e->broken_msg, "%s%s",
+             e->mode == E_EXECUTOR ? "BrokenProcessPool: " : "multiprocessing.Pool broken: ", msg);
     fail_everything(e, CONC_EBROKEN, e->broken_msg, out);
     kill_all(e, SIGKILL);
 }

@@ -168,7 +168,7 @@ typedef struct engine {
     uint64_t next_id;
     int live;               /* processes started and not yet seen dead */
     proc_t *all;            /* every proc not yet released */
-    char broken_msg[320];
+    char broken_msg[384];
     double avg_ns;          /* EWMA of a task's run time */
     unsigned rr;            /* round-robin start for dispatch */
     conc_start_method_t method;
