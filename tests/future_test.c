@@ -231,7 +231,7 @@ Test(future, cancel_failed_future, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_future_set_exception(f, CONC_ERANGE, "too big"), 0);
     cr_assert_not(conc_future_cancel(f));
     assert_state(f, CONC_FUTURE_FINISHED);
-    cr_assert_eq(conc_future_result(f, 0, NULL), CONC_ERANGE);
+    cr_assert_eq(conc_future_result(f, 0, NULL), CONC_EFAILED);
     freef(f);
 }
 
@@ -245,7 +245,7 @@ Test(future, set_exception_code_and_message, .timeout = TU_TIMEOUT)
     memset(buf, 'x', sizeof buf - 1); /* the message was copied */
     assert_state(f, CONC_FUTURE_FINISHED);
     void *r = P(9);
-    cr_assert_eq(conc_future_result(f, 0, &r), CONC_ERANGE);
+    cr_assert_eq(conc_future_result(f, 0, &r), CONC_EFAILED);
     int code = 0;
     const char *msg = NULL;
     cr_assert_eq(conc_future_exception(f, 0, &code, &msg), 0);
@@ -361,7 +361,7 @@ Test(future, timed_waiters_woken_before_timeout, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_future_set_exception(f, CONC_EEOF, "closed"), 0);
     tu_bunch_join(&b);
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(atomic_load(&x.rc[i]), CONC_EEOF);
+        cr_assert_eq(atomic_load(&x.rc[i]), CONC_EFAILED);
         cr_assert_lt(x.dt[i], 20.0);
     }
     freef(f);
@@ -839,7 +839,7 @@ Test(future, then_propagates_failure, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&then_calls), 0, "fn ran although f failed");
     conc_future_t *gs[2] = {g, g2};
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(conc_future_result(gs[i], 5, NULL), CONC_ERANGE);
+        cr_assert_eq(conc_future_result(gs[i], 5, NULL), CONC_EFAILED);
         int code;
         const char *msg;
         cr_assert_eq(conc_future_exception(gs[i], 0, &code, &msg), 0);
@@ -877,7 +877,7 @@ Test(future, then_fn_failure, .timeout = TU_TIMEOUT)
     conc_fail_clear();
     cr_assert_eq(conc_future_set_result(f, P(6)), 0);
     cr_assert_eq(atomic_load(&then_calls), 1);
-    cr_assert_eq(conc_future_result(g, 5, NULL), CONC_EEOF);
+    cr_assert_eq(conc_future_result(g, 5, NULL), CONC_EFAILED);
     int code;
     const char *msg;
     cr_assert_eq(conc_future_exception(g, 0, &code, &msg), 0);
@@ -892,7 +892,7 @@ Test(future, then_fn_failure, .timeout = TU_TIMEOUT)
 
     /* the same on an already-done future */
     cr_assert_eq(conc_future_then(f, &g, failing_fn, NULL), 0);
-    cr_assert_eq(conc_future_result(g, 5, NULL), CONC_EEOF);
+    cr_assert_eq(conc_future_result(g, 5, NULL), CONC_EFAILED);
     cr_assert_eq(conc_failure(NULL), 0);
     freef(g);
     freef(f);
@@ -1009,4 +1009,138 @@ Test(future, free_while_running_and_after, .timeout = TU_TIMEOUT)
     atomic_store(&gate, 1);
     freef(g); /* after it finished */
     freepool(ex); /* waits for f's task */
+}
+
+/* ------------------------------------------- outcomes a caller can tell apart
+ * (issue 12 section 4; the rule in conc/base.h): result() returns
+ * CONC_EFAILED for a failed task whatever its code, so the wait's own
+ * CONC_ETIMEDOUT and CONC_ECANCELLED mean what they say. */
+
+static void *fails_with(void *arg)
+{
+    int code = (int)(intptr_t)arg;
+    return conc_fail(code, "task failed with %s", conc_errname(code));
+}
+
+Test(future, task_failing_with_timeout_is_not_a_timed_out_wait, .timeout = TU_TIMEOUT)
+{
+    conc_executor_t *ex = mkpool(2);
+    conc_future_t *f;
+    cr_assert_eq(conc_submit(ex, &f, fails_with, (void *)(intptr_t)CONC_ETIMEDOUT), 0);
+    void *r;
+    int rc, loops = 0;
+    /* the loop of the issue: it must end */
+    while ((rc = conc_future_result(f, 1.0, &r)) == CONC_ETIMEDOUT && ++loops < 30) {
+    }
+    cr_assert_eq(rc, CONC_EFAILED, "result = %d after %d timed-out waits", rc, loops);
+    int code = 0;
+    const char *msg = NULL;
+    cr_assert_eq(conc_future_exception(f, 0, &code, &msg), 0);
+    cr_assert_eq(code, CONC_ETIMEDOUT);
+    cr_assert_str_eq(msg, "task failed with TimeoutError");
+    freef(f);
+    freepool(ex);
+}
+
+Test(future, task_failing_with_cancelled_is_not_cancelled, .timeout = TU_TIMEOUT)
+{
+    conc_executor_t *ex = mkpool(2);
+    conc_future_t *f;
+    cr_assert_eq(conc_submit(ex, &f, fails_with, (void *)(intptr_t)CONC_ECANCELLED), 0);
+    cr_assert_eq(conc_future_result(f, 20, NULL), CONC_EFAILED);
+    cr_assert_not(conc_future_cancelled(f), "a task that failed with CancelledError is not cancelled()");
+    assert_state(f, CONC_FUTURE_FINISHED);
+    int code = 0;
+    cr_assert_eq(conc_future_exception(f, 0, &code, NULL), 0);
+    cr_assert_eq(code, CONC_ECANCELLED);
+    /* a really cancelled future says CONC_ECANCELLED */
+    conc_future_t *g = newf();
+    cr_assert(conc_future_cancel(g));
+    cr_assert_eq(conc_future_result(g, 0, NULL), CONC_ECANCELLED);
+    cr_assert(conc_future_cancelled(g));
+    freef(g);
+    /* set_exception with any code: the same */
+    int codes[] = {CONC_ETIMEDOUT, CONC_ECANCELLED, CONC_EKILLED, CONC_EBROKEN, CONC_EINVAL, CONC_EFAILED};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        conc_future_t *h = newf();
+        cr_assert_eq(conc_future_set_exception(h, codes[i], "x"), 0);
+        cr_assert_eq(conc_future_result(h, 0, NULL), CONC_EFAILED, "code %d", codes[i]);
+        cr_assert_eq(conc_future_exception(h, 0, &code, NULL), 0);
+        cr_assert_eq(code, codes[i]);
+        freef(h);
+    }
+    freef(f);
+    freepool(ex);
+}
+
+Test(future, then_chain_failure_is_failed, .timeout = TU_TIMEOUT)
+{
+    conc_future_t *f = newf(), *g, *h;
+    cr_assert_eq(conc_future_then(f, &g, plus_fn, P(1)), 0);
+    cr_assert_eq(conc_future_then(g, &h, plus_fn, P(1)), 0);
+    cr_assert_eq(conc_future_set_exception(f, CONC_ETIMEDOUT, "upstream timed out"), 0);
+    cr_assert_eq(conc_future_result(h, 5, NULL), CONC_EFAILED);
+    int code = 0;
+    const char *msg = NULL;
+    cr_assert_eq(conc_future_exception(h, 0, &code, &msg), 0);
+    cr_assert_eq(code, CONC_ETIMEDOUT);
+    cr_assert_str_eq(msg, "upstream timed out");
+    freef(h);
+    freef(g);
+    freef(f);
+}
+
+/* ------------------------------------------------ CANCELLED_AND_NOTIFIED */
+
+Test(future, set_running_or_notify_cancel_twice, .timeout = TU_TIMEOUT)
+{
+    /* CPython test_future: a cancelled future notified once is
+     * CANCELLED_AND_NOTIFIED; a second call is a RuntimeError */
+    conc_future_t *f = newf();
+    cr_assert(conc_future_cancel(f));
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f), 0);
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f), CONC_EPERM);
+    cr_assert(conc_future_cancelled(f));
+    cr_assert(conc_future_done(f));
+    cr_assert(conc_future_cancel(f), "cancel() of a cancelled-and-notified future is true");
+    cr_assert_eq(conc_future_result(f, 0, NULL), CONC_ECANCELLED);
+    assert_state(f, CONC_FUTURE_CANCELLED);
+    freef(f);
+    /* running, then finished: both refuse */
+    f = newf();
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f), 1);
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f), CONC_EPERM);
+    cr_assert_eq(conc_future_set_result(f, NULL), 0);
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f), CONC_EPERM);
+    freef(f);
+}
+
+/* --------------------------------------------------- removable callbacks */
+
+static atomic_int removed_calls;
+static void removed_cb(conc_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add(&removed_calls, (int)(intptr_t)arg);
+}
+
+Test(future, remove_done_callback, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&removed_calls, 0);
+    conc_future_t *f = newf();
+    cr_assert_eq(conc_future_add_done_callback(f, removed_cb, P(1)), 0);
+    cr_assert_eq(conc_future_add_done_callback(f, removed_cb, P(10)), 0);
+    cr_assert_eq(conc_future_add_done_callback(f, removed_cb, P(1)), 0);
+    cr_assert_eq(conc_future_add_done_callback(f, removed_cb, P(100)), 0);
+    cr_assert_eq(conc_future_remove_done_callback(f, removed_cb, P(1)), 2, "both (fn, arg) matches go");
+    cr_assert_eq(conc_future_remove_done_callback(f, removed_cb, P(1)), 0);
+    cr_assert_eq(conc_future_remove_done_callback(f, removed_cb, P(100)), 1, "the last one (the list's tail)");
+    /* adding after removing the tail appends correctly */
+    cr_assert_eq(conc_future_add_done_callback(f, removed_cb, P(1000)), 0);
+    cr_assert_eq(conc_future_remove_done_callback(NULL, removed_cb, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_future_remove_done_callback(f, NULL, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_future_set_result(f, NULL), 0);
+    cr_assert_eq(atomic_load(&removed_calls), 1010, "calls %d", atomic_load(&removed_calls));
+    cr_assert_eq(conc_future_remove_done_callback(f, removed_cb, P(10)), 0, "ran already");
+    freef(f);
 }

@@ -2,9 +2,11 @@
  * test_concurrent_futures test_wait.py and test_as_completed.py
  * (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED, timeouts, duplicates,
  * already-done and cancelled futures, the pending-calls race; as_completed
- * order, timeouts, duplicates, references), with conc's choices: cancelled
- * futures count as done, one deadline for the whole call, an as_completed
- * iterator that stays usable after CONC_ETIMEDOUT and ends with CONC_EEOF. */
+ * order, timeouts, duplicates, references). As in CPython, a cancelled
+ * future counts as done only once its executor was notified
+ * (CANCELLED_AND_NOTIFIED); conc's choices: one deadline for the whole
+ * call, an as_completed iterator that stays usable after CONC_ETIMEDOUT
+ * and ends with CONC_EEOF. */
 #include "test_util.h"
 
 #define P(x) ((void *)(uintptr_t)(x))
@@ -87,7 +89,8 @@ static void do_wait(wres_t *w, conc_future_t *const *fs, size_t n, double timeou
 typedef struct {
     conc_future_t *f[8];
     double at[8]; /* seconds after start */
-    int code[8];  /* 0: set_result, <0: set_exception, 1: cancel */
+    int code[8];  /* 0: set_result, <0: set_exception, 1: cancel and notify
+                     (an executor dropping it), 2: cancel only */
     int n;
     double t0;
 } completer_t;
@@ -103,6 +106,8 @@ static void completer_fn(void *p, int i)
         if (c->code[k] == 0)
             conc_future_set_result(c->f[k], P(k));
         else if (c->code[k] == 1)
+            conc_future_cancel(c->f[k]), conc_future_set_running_or_notify_cancel(c->f[k]);
+        else if (c->code[k] == 2)
             conc_future_cancel(c->f[k]);
         else
             conc_future_set_exception(c->f[k], c->code[k], "failed later");
@@ -212,8 +217,9 @@ Test(wait, first_completed_some_already_completed, .timeout = TU_TIMEOUT)
     do_wait(&w, fs, 4, CONC_FOREVER, CONC_FIRST_COMPLETED);
     cr_assert_eq(w.rc, 0);
     cr_assert_lt(w.dt, 5.0);
-    assert_set("done", w.done, w.nd, (conc_future_t *[]){cn, ok, c}, 3);
-    assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){p}, 1);
+    /* cancelled but not notified: not done yet (CPython's CANCELLED) */
+    assert_set("done", w.done, w.nd, (conc_future_t *[]){cn, ok}, 2);
+    assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){c, p}, 2);
     for (int i = 0; i < 4; i++)
         freef(fs[i]);
 }
@@ -239,6 +245,56 @@ Test(wait, cancellation_completes_first_completed, .timeout = TU_TIMEOUT)
     assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){f1}, 1);
     freef(f1);
     freef(f2);
+}
+
+/* CPython: cancel() alone wakes result() but not wait()/as_completed; the
+ * executor's set_running_or_notify_cancel does (CANCELLED_AND_NOTIFIED). */
+Test(wait, cancel_without_notify_is_not_done, .timeout = TU_TIMEOUT)
+{
+    static tu_bunch_t b;
+    static completer_t c;
+    conc_future_t *f1 = newf(), *f2 = newf();
+    memset(&c, 0, sizeof c);
+    c.f[0] = f2;
+    c.at[0] = 0.05;
+    c.code[0] = 2; /* cancel only */
+    c.n = 1;
+    start_completer(&b, &c);
+    conc_future_t *fs[2] = {f1, f2};
+    wres_t w;
+    do_wait(&w, fs, 2, 0.3, CONC_FIRST_COMPLETED);
+    tu_bunch_join(&b);
+    cr_assert_eq(w.rc, 0);
+    tu_assert_timeout(w.dt, 0.3);
+    cr_assert(conc_future_cancelled(f2) && conc_future_done(f2), "cancelled() and done() are true");
+    assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){f1, f2}, 2);
+    do_wait(&w, fs, 2, 0.1, CONC_ALL_COMPLETED);
+    cr_assert_eq(w.nn, 2, "ALL_COMPLETED counted a cancelled, not notified future");
+    /* result() sees the cancellation at once */
+    cr_assert_eq(conc_future_result(f2, 0, NULL), CONC_ECANCELLED);
+    /* the executor's notification makes it done for wait() */
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f2), 0);
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f2), CONC_EPERM,
+                 "a second set_running_or_notify_cancel on a cancelled future");
+    do_wait(&w, fs, 2, 5, CONC_FIRST_COMPLETED);
+    assert_set("done", w.done, w.nd, (conc_future_t *[]){f2}, 1);
+    /* as_completed: cancelled-not-notified is yielded only once notified */
+    conc_future_t *f3 = newf();
+    cr_assert(conc_future_cancel(f3));
+    conc_as_completed_t *it;
+    cr_assert_eq(conc_as_completed_new(&it, &f3, 1, 0.1), 0);
+    conc_future_t *got = NULL;
+    cr_assert_eq(conc_as_completed_next(it, &got), CONC_ETIMEDOUT, "yielded a cancelled, not notified future");
+    conc_as_completed_free(it);
+    cr_assert_eq(conc_as_completed_new(&it, &f3, 1, 5), 0);
+    cr_assert_eq(conc_future_set_running_or_notify_cancel(f3), 0);
+    cr_assert_eq(conc_as_completed_next(it, &got), 0);
+    cr_assert_eq(got, f3);
+    cr_assert_eq(conc_as_completed_next(it, &got), CONC_EEOF);
+    conc_as_completed_free(it);
+    freef(f1);
+    freef(f2);
+    freef(f3);
 }
 
 Test(wait, first_exception, .timeout = TU_TIMEOUT)
@@ -278,8 +334,8 @@ Test(wait, first_exception_some_already_complete, .timeout = TU_TIMEOUT)
     do_wait(&w, fs, 5, CONC_FOREVER, CONC_FIRST_EXCEPTION);
     cr_assert_eq(w.rc, 0);
     cr_assert_lt(w.dt, 5.0);
-    assert_set("done", w.done, w.nd, (conc_future_t *[]){ok, c, cn, bad}, 4);
-    assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){p}, 1);
+    assert_set("done", w.done, w.nd, (conc_future_t *[]){ok, cn, bad}, 3);
+    assert_set("not_done", w.not_done, w.nn, (conc_future_t *[]){c, p}, 2);
     for (int i = 0; i < 5; i++)
         freef(fs[i]);
 }
@@ -289,7 +345,7 @@ Test(wait, first_exception_not_ended_by_success_or_cancel, .timeout = TU_TIMEOUT
     /* FIRST_EXCEPTION returns on a future that "finishes by raising"; a
      * success or a cancellation does not end it (CancelledError is not the
      * future's exception in Python's wait) */
-    conc_future_t *ok = successful(), *c = cancelled(), *p = newf();
+    conc_future_t *ok = successful(), *c = cancelled_notified(), *p = newf();
     conc_future_t *fs[3] = {ok, c, p};
     wres_t w;
     do_wait(&w, fs, 3, 0.2, CONC_FIRST_EXCEPTION);
@@ -461,7 +517,7 @@ Test(as_completed, already_done_first_then_in_completion_order, .timeout = TU_TI
     static tu_bunch_t b;
     static completer_t c;
     conc_future_t *p0 = newf(), *p1 = newf(), *p2 = newf();
-    conc_future_t *ok = successful(), *bad = failed(), *cn = cancelled();
+    conc_future_t *ok = successful(), *bad = failed(), *cn = cancelled_notified();
     conc_future_t *fs[6] = {p0, ok, p1, bad, p2, cn};
     conc_as_completed_t *it = ac_new(fs, 6, CONC_FOREVER);
     conc_future_t *got[6];
@@ -634,4 +690,61 @@ Test(as_completed, free_iterator_then_drop_pending_future, .timeout = TU_TIMEOUT
     cr_assert_eq(conc_as_completed_next(it, &got), CONC_ETIMEDOUT);
     cr_assert_eq(conc_as_completed_free(it), 0);
     freef(p);
+}
+
+/* Issue 12: an as_completed iterator freed before its futures complete
+ * removes its callbacks. 100,000 abandoned iterators on one long-lived
+ * future leave no memory behind, and completing it afterwards runs only
+ * the callbacks still registered. */
+#include <malloc.h>
+#if TU_SANITIZED
+#include <sanitizer/allocator_interface.h>
+static size_t heap_in_use(void) { return __sanitizer_get_current_allocated_bytes(); }
+#else
+static size_t heap_in_use(void) { return mallinfo2().uordblks; }
+#endif
+
+static atomic_int late_calls;
+static void late_cb(conc_future_t *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    atomic_fetch_add(&late_calls, 1);
+}
+
+Test(as_completed, abandoned_iterators_leave_nothing, .timeout = TU_TIMEOUT)
+{
+    conc_future_t *lived = newf(), *other = successful();
+    conc_future_t *fs[2] = {lived, other};
+    /* warm up (caches, the first iterator's allocations) */
+    for (int i = 0; i < 100; i++) {
+        conc_as_completed_t *it = ac_new(fs, 2, CONC_FOREVER);
+        cr_assert_eq(conc_as_completed_free(it), 0);
+    }
+    size_t before = heap_in_use();
+    enum { N = 100000 };
+    for (int i = 0; i < N; i++) {
+        conc_as_completed_t *it = ac_new(fs, 2, CONC_FOREVER);
+        if (i % 2) { /* some take what is done first */
+            conc_future_t *got;
+            cr_assert_eq(conc_as_completed_next(it, &got), 0);
+        }
+        cr_assert_eq(conc_as_completed_free(it), 0);
+    }
+    size_t after = heap_in_use();
+    long grew = (long)after - (long)before;
+    cr_assert_lt(grew, 256 * 1024, "100,000 abandoned iterators kept %ld bytes", grew);
+    /* the future still works, and its own callbacks still run */
+    atomic_store(&late_calls, 0);
+    cr_assert_eq(conc_future_add_done_callback(lived, late_cb, NULL), 0);
+    conc_as_completed_t *live = ac_new(fs, 2, 10);
+    cr_assert_eq(conc_future_set_result(lived, P(7)), 0);
+    cr_assert_eq(atomic_load(&late_calls), 1);
+    conc_future_t *got[2];
+    cr_assert_eq(conc_as_completed_next(live, &got[0]), 0);
+    cr_assert_eq(conc_as_completed_next(live, &got[1]), 0);
+    cr_assert(got[0] != got[1]);
+    cr_assert_eq(conc_as_completed_free(live), 0);
+    freef(lived);
+    freef(other);
 }
