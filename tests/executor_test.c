@@ -237,7 +237,7 @@ Test(executor, task_failure, .timeout = TU_TIMEOUT)
     conc_future_t *g = submit(ex, square_task, P(4)); /* same worker, next task */
     conc_future_t *h = submit(ex, fail_then_clear_task, NULL);
     void *r = P(1);
-    cr_assert_eq(conc_future_result(f, 20, &r), CONC_ERANGE);
+    cr_assert_eq(conc_future_result(f, 20, &r), CONC_EFAILED);
     int code = 0;
     const char *msg = NULL;
     cr_assert_eq(conc_future_exception(f, 20, &code, &msg), 0);
@@ -505,6 +505,12 @@ Test(executor, failing_initializer_breaks_pool, .timeout = TU_TIMEOUT)
     reset_counters();
     atomic_store(&failing_inits, 0);
     conc_thread_pool_opts_t o = {.max_workers = 2, .initializer = failing_init};
+    /* Python logs "Exception in initializer:"; so does conc (on stderr) */
+    FILE *tmp = tmpfile();
+    cr_assert_not_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
     conc_executor_t *ex = mkpool_opts(&o);
     enum { N = 5 };
     conc_future_t *fs[N];
@@ -519,10 +525,29 @@ Test(executor, failing_initializer_breaks_pool, .timeout = TU_TIMEOUT)
     cr_assert_geq(accepted, 1, "the first submit cannot know yet");
     for (int i = 0; i < accepted; i++) {
         int rc = conc_future_result(fs[i], 20, NULL);
-        cr_assert_eq(rc, CONC_EBROKEN, "pending future of a broken pool: %d", rc);
+        cr_assert_eq(rc, CONC_EFAILED, "pending future of a broken pool: %d", rc);
         cr_assert(conc_future_done(fs[i]));
+        /* BrokenThreadPool, carrying the initializer's code and message */
+        int code = 0;
+        const char *msg = NULL;
+        cr_assert_eq(conc_future_exception(fs[i], 0, &code, &msg), 0);
+        cr_assert_eq(code, CONC_EBROKEN);
+        cr_assert_not_null(msg);
+        cr_assert_not_null(strstr(msg, "BrokenThreadPool"), "message: %s", msg);
+        cr_assert_not_null(strstr(msg, "initializer failed"), "message: %s", msg);
+        cr_assert_not_null(strstr(msg, conc_errname(CONC_EINVAL)), "message: %s", msg);
         freef(fs[i]);
     }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char out[2048] = "";
+    rewind(tmp);
+    size_t nout = fread(out, 1, sizeof out - 1, tmp);
+    out[nout] = 0;
+    fclose(tmp);
+    cr_assert_not_null(strstr(out, "Exception in initializer:"), "stderr: %s", out);
+    cr_assert_not_null(strstr(out, "initializer failed"), "stderr: %s", out);
     cr_assert_eq(atomic_load(&completed), 0, "a task ran in a broken pool");
     cr_assert_geq(atomic_load(&failing_inits), 1);
     conc_future_t *f = NULL;
@@ -981,9 +1006,18 @@ Test(executor, map_failure_cancels_later_items, .timeout = TU_TIMEOUT)
         args[i] = P(i);
     size_t fi = 999;
     conc_map_opts_t o = {.timeout = CONC_FOREVER, .failed_index = &fi};
+    conc_future_t *failed = NULL;
+    o.failed_future = &failed;
     int rc = conc_map(ex, map_fail_item, args, N, res, &o);
-    cr_assert_eq(rc, CONC_ERANGE, "map = %d", rc);
+    cr_assert_eq(rc, CONC_EFAILED, "map = %d", rc);
     cr_assert_eq(fi, 2);
+    cr_assert_not_null(failed);
+    int code = 0;
+    const char *msg = NULL;
+    cr_assert_eq(conc_future_exception(failed, 0, &code, &msg), 0);
+    cr_assert_eq(code, CONC_ERANGE);
+    cr_assert_str_eq(msg, "item 2");
+    freef(failed);
     cr_assert_eq(U(res[0]), 1);
     cr_assert_eq(U(res[1]), 2);
     freepool(ex);
@@ -1014,8 +1048,8 @@ Test(executor, map_reports_first_failure_in_submission_order, .timeout = TU_TIME
     size_t fi = 999;
     conc_map_opts_t o = {.timeout = CONC_FOREVER, .failed_index = &fi};
     int rc = conc_map(ex, map_first_fail_item, args, 4, res, &o);
-    cr_assert_eq(rc, CONC_EEOF, "map = %d: not the first item's failure", rc);
-    cr_assert_eq(fi, 0);
+    cr_assert_eq(rc, CONC_EFAILED, "map = %d", rc);
+    cr_assert_eq(fi, 0, "not the first item's failure");
     freepool(ex);
 }
 
@@ -1097,4 +1131,88 @@ Test(executor, process_exit_joins_live_pool, .timeout = TU_TIMEOUT)
     cr_assert_eq(WEXITSTATUS(st), 0);
     cr_assert_str_eq(out, "task 0\ntask 1\ntask 2\n", "at exit the pool's work was dropped: '%s'", out);
     cr_assert_lt(secs, 20.0);
+}
+
+/* ------------------------------------------------ issue 12, sections 4-5 */
+
+static void *fails_timed_out(void *arg)
+{
+    (void)arg;
+    return conc_fail(CONC_ETIMEDOUT, "the task's own timeout");
+}
+
+Test(executor, map_task_timeout_is_not_map_timeout, .timeout = TU_TIMEOUT)
+{
+    conc_executor_t *ex = mkpool(2);
+    void *args[3] = {P(0), P(1), P(2)}, *res[3];
+    conc_future_t *failed = NULL;
+    size_t fi = 99;
+    conc_map_opts_t o = {.timeout = 30, .failed_index = &fi, .failed_future = &failed};
+    int rc = conc_map(ex, fails_timed_out, args, 3, res, &o);
+    cr_assert_eq(rc, CONC_EFAILED, "map = %d (CONC_ETIMEDOUT would mean the map's own timeout)", rc);
+    cr_assert_eq(fi, 0);
+    int code = 0;
+    cr_assert_eq(conc_future_exception(failed, 0, &code, NULL), 0);
+    cr_assert_eq(code, CONC_ETIMEDOUT);
+    freef(failed);
+    freepool(ex);
+}
+
+static void *tid_task(void *arg)
+{
+    (void)arg;
+    return P(tu_gettid());
+}
+
+Test(executor, idle_thread_reuse, .timeout = TU_TIMEOUT)
+{
+    /* CPython test_thread_pool.test_idle_thread_reuse (Python 3.8+'s
+     * _idle_semaphore): back-to-back submit().result() use one worker */
+    for (int round = 0; round < 20; round++) {
+        conc_executor_t *ex = mkpool(0);
+        void *t[3];
+        for (int i = 0; i < 3; i++) {
+            conc_future_t *f = submit(ex, tid_task, NULL);
+            cr_assert_eq(conc_future_result(f, 20, &t[i]), 0);
+            freef(f);
+        }
+        cr_assert(t[0] == t[1] && t[1] == t[2], "round %d: three submit/result pairs ran on %s threads", round,
+                  t[0] == t[1] || t[1] == t[2] || t[0] == t[2] ? "two" : "three");
+        freepool(ex);
+    }
+}
+
+static atomic_int gate2;
+static void *gate2_task(void *arg)
+{
+    double dl = tu_now() + 20;
+    while (!atomic_load(&gate2) && tu_now() < dl)
+        tu_sleep(0.001);
+    return arg;
+}
+
+Test(executor, shutdown_cancel_futures_notifies_waiters, .timeout = TU_TIMEOUT)
+{
+    /* futures cancelled by shutdown(cancel_futures) are dropped by the
+     * pool: they are CANCELLED_AND_NOTIFIED, so wait() counts them done */
+    atomic_store(&gate2, 0);
+    conc_executor_t *ex = mkpool(1);
+    conc_future_t *fs[4];
+    for (int i = 0; i < 4; i++)
+        fs[i] = submit(ex, gate2_task, P(i));
+    cr_assert(TU_WAIT_UNTIL(conc_future_running(fs[0]), 10));
+    cr_assert_eq(conc_executor_shutdown(ex, false, true), 0);
+    for (int i = 1; i < 4; i++) {
+        cr_assert(conc_future_cancelled(fs[i]));
+        cr_assert_eq(conc_future_set_running_or_notify_cancel(fs[i]), CONC_EPERM, "not notified by the pool");
+    }
+    conc_future_t *done[4], *nd[4];
+    size_t a = 0, b = 0;
+    cr_assert_eq(conc_wait(fs + 1, 3, 5, CONC_ALL_COMPLETED, done, &a, nd, &b), 0);
+    cr_assert_eq(a, 3);
+    atomic_store(&gate2, 1);
+    cr_assert_eq(conc_future_result(fs[0], 20, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        freef(fs[i]);
+    freepool(ex);
 }
