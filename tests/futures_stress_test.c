@@ -65,7 +65,7 @@ static void submitter(void *p, int idx)
                 void *r = NULL;
                 int rc = conc_future_result(fs[k], 30, &r);
                 bool fails = (args[k] & 63) == 0;
-                if (fails ? rc != CONC_ERANGE : (rc != 0 || U(r) != args[k] * 3))
+                if (fails ? rc != CONC_EFAILED : (rc != 0 || U(r) != args[k] * 3))
                     atomic_fetch_add(&sub_errors, 1);
             }
             conc_future_free(fs[k]);
