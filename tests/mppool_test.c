@@ -121,7 +121,8 @@ Test(mppool, apply)
     cr_assert_eq(n, sizeof(int));
     cr_assert_eq(as_int(d), 25);
     free(d);
-    cr_assert_eq(conc_pool_apply(p, fail_on_5, &x, sizeof x, &d, &n), CONC_EINVAL);
+    /* a task failing with CONC_EINVAL is not a bad argument: CONC_EFAILED */
+    cr_assert_eq(conc_pool_apply(p, fail_on_5, &x, sizeof x, &d, &n), CONC_EFAILED);
     cr_assert_eq(conc_pool_apply(NULL, sqr, &x, sizeof x, &d, &n), CONC_EINVAL);
     cr_assert_eq(conc_pool_free(p), 0);
 }
@@ -167,11 +168,14 @@ Test(mppool, map)
     cr_assert_eq(conc_results_len(r), 0);
     conc_results_free(r);
     /* a failing item: map reports it, the rest are there */
-    cr_assert_eq(conc_pool_map(p, fail_on_5, xs, sizeof xs[0], 10, 3, &r), CONC_EINVAL);
+    cr_assert_eq(conc_pool_map(p, fail_on_5, xs, sizeof xs[0], 10, 3, &r), CONC_EFAILED);
     const void *d;
     size_t n;
-    cr_assert_eq(conc_results_item(r, 5, &d, &n), CONC_EINVAL);
+    cr_assert_eq(conc_results_item(r, 5, &d, &n), CONC_EFAILED);
     cr_assert_str_eq(d, "five");
+    int code = 0;
+    cr_assert_eq(conc_results_exception(r, 5, &code, NULL), 0);
+    cr_assert_eq(code, CONC_EINVAL);
     cr_assert_eq(conc_results_item(r, 9, &d, &n), 0);
     cr_assert_eq(as_int(d), 9);
     conc_results_free(r);
@@ -201,8 +205,16 @@ Test(mppool, imap)
     /* a failing item comes out in its place */
     conc_pool_iter_t *it;
     cr_assert_eq(conc_pool_imap(p, fail_on_5, xs, sizeof xs[0], 10, 1, &it), 0);
-    for (int i = 0; i < 10; i++)
-        cr_assert_eq(conc_pool_iter_next(it, 10, NULL, NULL, NULL), i == 5 ? CONC_EINVAL : 0);
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(conc_pool_iter_next(it, 10, NULL, NULL, NULL), i == 5 ? CONC_EFAILED : 0);
+        int code = 1;
+        const char *msg = NULL;
+        cr_assert_eq(conc_pool_iter_exception(it, &code, &msg), 0);
+        cr_assert_eq(code, i == 5 ? CONC_EINVAL : 0);
+        if (i == 5)
+            cr_assert_str_eq(msg, "five");
+    }
+    cr_assert_eq(conc_pool_iter_exception(NULL, NULL, NULL), CONC_EINVAL);
     conc_pool_iter_free(it);
     conc_pool_free(p);
 }
@@ -295,7 +307,7 @@ Test(mppool, apply_async_callbacks)
     for (int i = 0; i < 10; i++) {
         const void *d;
         int rc = conc_future_bytes(fs[i], 10, &d, NULL);
-        cr_assert_eq(rc, i == 5 ? CONC_EINVAL : 0);
+        cr_assert_eq(rc, i == 5 ? CONC_EFAILED : 0); /* AsyncResult.get: the outcome rule */
         conc_future_free(fs[i]);
     }
     TU_WAIT_UNTIL(atomic_load(&cb_calls) == 10, 5);
@@ -349,7 +361,12 @@ Test(mppool, terminate)
     cr_assert(tu_now() - t0 < 5.0);
     for (int i = 0; i < 6; i++) {
         int rc = conc_future_bytes(fs[i], 1, NULL, NULL);
-        cr_assert(rc == CONC_ESHUTDOWN || rc == CONC_ECANCELLED, "rc=%d", rc);
+        cr_assert(rc == CONC_EFAILED || rc == CONC_ECANCELLED, "rc=%d", rc);
+        if (rc == CONC_EFAILED) { /* running ones fail with ShutDown ("pool terminated") */
+            int code = 0;
+            cr_assert_eq(conc_future_exception(fs[i], 0, &code, NULL), 0);
+            cr_assert_eq(code, CONC_ESHUTDOWN);
+        }
         conc_future_free(fs[i]);
     }
     conc_pool_free(p);
@@ -369,8 +386,10 @@ Test(mppool, initializer)
     conc_pool_free(p);
     o.initializer = init_bad;
     cr_assert_eq(conc_pool_new(&p, &o), 0);
+    /* refused at submit once broken (CONC_EBROKEN), or accepted first and
+     * then failed by the breakage (CONC_EFAILED, exception CONC_EBROKEN) */
     int rc = conc_pool_apply(p, read_global, NULL, 0, &d, &n);
-    cr_assert_eq(rc, CONC_EBROKEN);
+    cr_assert(rc == CONC_EBROKEN || rc == CONC_EFAILED, "rc=%d", rc);
     conc_pool_free(p);
 }
 
@@ -404,7 +423,7 @@ Test(mppool, dead_worker_is_replaced)
     cr_assert_eq(conc_pool_pids(p, before, 2), 2);
     void *d;
     size_t n;
-    cr_assert_eq(conc_pool_apply(p, die_task, NULL, 0, &d, &n), CONC_EBROKEN);
+    cr_assert_eq(conc_pool_apply(p, die_task, NULL, 0, &d, &n), CONC_EFAILED);
     conc_future_t *f;
     cr_assert_eq(conc_pool_apply_async(p, die_task, NULL, 0, NULL, NULL, NULL, &f), 0);
     int code;
@@ -463,13 +482,13 @@ Test(mppool, map_result_layouts)
     for (int i = 0; i < N; i++)
         xs[i] = i;
     conc_results_t *r;
-    cr_assert_eq(conc_pool_map(p, mixed, xs, sizeof *xs, N, 5000, &r), CONC_EINVAL);
+    cr_assert_eq(conc_pool_map(p, mixed, xs, sizeof *xs, N, 5000, &r), CONC_EFAILED);
     for (int i = 0; i < N; i++) {
         const void *d;
         size_t n;
         int rc = conc_results_item(r, (size_t)i, &d, &n);
         if (i == 12345) {
-            cr_assert_eq(rc, CONC_EINVAL);
+            cr_assert_eq(rc, CONC_EFAILED);
             cr_assert_str_eq(d, "bad 12345");
         } else if (i == 4500) {
             cr_assert_eq(rc, 0);

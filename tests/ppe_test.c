@@ -206,7 +206,7 @@ Test(ppe, exceptions)
     cr_assert_eq(conc_future_exception(f, 10, &code, &msg), 0);
     cr_assert_eq(code, CONC_ERANGE);
     cr_assert_str_eq(msg, "bad value 42");
-    cr_assert_eq(conc_future_bytes(f, 0, NULL, NULL), CONC_ERANGE);
+    cr_assert_eq(conc_future_bytes(f, 0, NULL, NULL), CONC_EFAILED); /* the outcome rule */
     conc_future_free(f);
     cr_assert_eq(conc_process_pool_submit(ex, &f, nonzero, NULL, 0), 0);
     cr_assert_eq(conc_future_bytes(f, 10, NULL, NULL), CONC_EFAILED);
@@ -278,7 +278,10 @@ Test(ppe, big_results_travel_in_pieces)
     size_t huge = (size_t)2 << 20;
     conc_future_t *f;
     cr_assert_eq(conc_process_pool_submit(ex, &f, big, &huge, sizeof huge), 0);
-    cr_assert_eq(conc_future_bytes(f, 30, NULL, NULL), CONC_ERANGE);
+    cr_assert_eq(conc_future_bytes(f, 30, NULL, NULL), CONC_EFAILED);
+    int code = 0;
+    cr_assert_eq(conc_future_exception(f, 0, &code, NULL), 0);
+    cr_assert_eq(code, CONC_ERANGE);
     conc_future_free(f);
     conc_executor_free(ex);
 }
@@ -356,12 +359,22 @@ Test(ppe, map_exception)
     conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 2);
     conc_buf_t items[5] = {{"1", 1}, {"2", 1}, {"3", 1}, {"4", 1}, {"5", 1}};
     conc_results_t *r;
-    cr_assert_eq(conc_process_pool_map(ex, raiser, items, 0, 5, 2, 10, &r), CONC_ERANGE);
+    cr_assert_eq(conc_process_pool_map(ex, raiser, items, 0, 5, 2, 10, &r), CONC_EFAILED);
     const void *d;
     size_t n;
-    cr_assert_eq(conc_results_item(r, 3, &d, &n), CONC_ERANGE);
+    cr_assert_eq(conc_results_item(r, 3, &d, &n), CONC_EFAILED);
     cr_assert_str_eq((const char *)d, "bad value 4");
     cr_assert_eq(n, strlen("bad value 4"));
+    int code = 0;
+    const char *msg = NULL;
+    cr_assert_eq(conc_results_exception(r, 3, &code, &msg), 0);
+    cr_assert_eq(code, CONC_ERANGE);
+    cr_assert_str_eq(msg, "bad value 4");
+    cr_assert_eq(conc_results_exception(r, 0, &code, &msg), 0);
+    cr_assert_eq(code, CONC_ERANGE);
+    cr_assert_str_eq(msg, "bad value 1");
+    cr_assert_eq(conc_results_exception(r, 5, &code, &msg), CONC_EINVAL);
+    cr_assert_eq(conc_results_exception(NULL, 0, &code, &msg), CONC_EINVAL);
     conc_results_free(r);
     conc_executor_free(ex);
 }
@@ -472,6 +485,9 @@ static void check_broken(conc_executor_t *ex, conc_future_t *victim, int npend, 
     cr_assert_eq(code, CONC_EBROKEN);
     cr_assert(strstr(msg, want), "msg: %s", msg);
     cr_assert(strstr(msg, "worker process "), "msg: %s", msg);
+    /* the message names what broke; result() says the task failed */
+    cr_assert(strstr(msg, "BrokenProcessPool: "), "msg: %s", msg);
+    cr_assert_eq(conc_future_result(victim, 0, NULL), CONC_EFAILED);
     for (int i = 0; i < npend; i++) {
         cr_assert_eq(conc_future_exception(pend[i], 10, &code, &msg), 0);
         cr_assert_eq(code, CONC_EBROKEN);
