@@ -1250,3 +1250,89 @@ Test(queue, ping_pong, .timeout = TU_TIMEOUT)
         freeq(x.b);
     }
 }
+
+/* ------------------------------------------- SimpleQueue.put is reentrant
+ * (issue 12 section 5; CPython's test_queue CSimpleQueueTest
+ * test_reentrancy: a put from a signal handler / __del__ that interrupted a
+ * put on the same queue). A timer signal aimed at this thread fires every
+ * 50 microseconds while it puts in a loop; the handler puts too. Before
+ * the fix a handler that landed inside put spun forever on the lock its own
+ * thread held. */
+#include <signal.h>
+
+#define HANDLER_TAG ((uintptr_t)1 << 40)
+static conc_queue_t *reent_q;
+static volatile sig_atomic_t reent_handler_puts, reent_handler_fails;
+
+static void reent_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    if (conc_queue_put_nowait(reent_q, (void *)(HANDLER_TAG + (uintptr_t)reent_handler_puts)) == 0)
+        reent_handler_puts = reent_handler_puts + 1;
+    else
+        reent_handler_fails = reent_handler_fails + 1;
+    errno = saved;
+}
+
+Test(queue, simple_put_reentrant_from_signal_handler, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_queue_new(&reent_q, CONC_SIMPLE, 0), 0);
+    reent_handler_puts = reent_handler_fails = 0;
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = reent_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    struct sigevent sev = {0};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGALRM;
+    sev._sigev_un._tid = (pid_t)tu_gettid();
+    timer_t tm;
+    cr_assert_eq(timer_create(CLOCK_MONOTONIC, &sev, &tm), 0);
+    struct itimerspec its = {{0, 50000}, {0, 50000}}; /* every 50 µs */
+    cr_assert_eq(timer_settime(tm, 0, &its, NULL), 0);
+
+    uintptr_t put_main = 0, next_main = 0, next_handler = 0;
+    long put_fail = 0, bad_order = 0;
+    double end = tu_now() + (TU_SANITIZED ? 0.5 : 1.0);
+    while (tu_now() < end || reent_handler_puts < 100) {
+        for (int k = 0; k < 64; k++)
+            if (conc_queue_put(reent_q, (void *)put_main, true, CONC_FOREVER) == 0)
+                put_main++;
+            else
+                put_fail++;
+        void *it;
+        while (conc_queue_get_nowait(reent_q, &it) == 0) {
+            uintptr_t v = (uintptr_t)it;
+            if (v >= HANDLER_TAG)
+                bad_order += v - HANDLER_TAG != next_handler++;
+            else
+                bad_order += v != next_main++;
+        }
+        if (tu_now() > end + 20)
+            break;
+    }
+    its = (struct itimerspec){{0, 0}, {0, 0}};
+    timer_settime(tm, 0, &its, NULL);
+    void *it;
+    while (conc_queue_get_nowait(reent_q, &it) == 0) {
+        uintptr_t v = (uintptr_t)it;
+        if (v >= HANDLER_TAG)
+            bad_order += v - HANDLER_TAG != next_handler++;
+        else
+            bad_order += v != next_main++;
+    }
+    TU_TRACE("reentrant put: %lu main puts, %d handler puts", (unsigned long)put_main, (int)reent_handler_puts);
+    cr_assert_eq(put_fail, 0);
+    cr_assert_eq(reent_handler_fails, 0);
+    cr_assert_geq(reent_handler_puts, 100, "only %d signals were handled", (int)reent_handler_puts);
+    cr_assert_eq(next_main, put_main, "%lu of %lu main puts came out", (unsigned long)next_main,
+                 (unsigned long)put_main);
+    cr_assert_eq(next_handler, (uintptr_t)reent_handler_puts, "%lu of %d handler puts came out",
+                 (unsigned long)next_handler, (int)reent_handler_puts);
+    cr_assert_eq(bad_order, 0, "items out of order");
+    timer_delete(tm);
+    sigaction(SIGALRM, &old, NULL);
+    conc_queue_free(reent_q, NULL);
+}

@@ -6,6 +6,20 @@
 
 enum { IMPL_RING, IMPL_SEGQ, IMPL_HEAPQ };
 
+/* SimpleQueue.put from a signal handler that interrupted a put on the
+ * same queue in the same thread (queue.c): the nested put cannot take the
+ * store's lock its own thread holds, so it parks the item in one of these
+ * slots (claimed and published with atomic bit operations, no lock, no
+ * malloc) and the interrupted put moves it into the store before it
+ * returns. */
+#define CONC__REENT_SLOTS 64
+typedef struct {
+    _Atomic uint64_t claimed, ready;
+    atomic_size_t seq;
+    void *item[CONC__REENT_SLOTS];
+    size_t order[CONC__REENT_SLOTS];
+} conc__reent_t;
+
 struct conc_queue {
     conc_queue_kind_t kind;
     int impl;
@@ -25,6 +39,7 @@ struct conc_queue {
     atomic_uint jsleep;                            /* joiners queued */
     conc__waitq_t joinq;
     atomic_int shutdown;                           /* 0, 1, 2 = immediate */
+    conc__reent_t *reent;                          /* SimpleQueue only */
 };
 
 /* Try to take an item without blocking; wakes a sleeping putter on success. */

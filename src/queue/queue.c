@@ -19,6 +19,14 @@
  * Shutdown sets a flag, then wakes every getter and putter (and joiners);
  * each re-checks: putters fail with CONC_ESHUTDOWN, getters drain what is
  * left, then fail with CONC_ESHUTDOWN.
+ *
+ * SimpleQueue.put is reentrant (Python's is): a put marks the thread as
+ * "putting to q" for its whole length; a put on q that finds the mark set
+ * runs in a signal handler that interrupted that put, so it must not take
+ * the store's lock (held by its own thread) nor a wait list's guard: it
+ * parks the item in a lock-free side slot (conc__reent_t) and returns. The
+ * interrupted put, before it drops the mark, moves parked items into the
+ * store in the order they were parked and wakes getters for them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +237,10 @@ static int queue_new(conc_queue_t **out, conc_queue_kind_t kind, long maxsize, c
         q->impl = IMPL_HEAPQ;
         rc = conc__heapq_init(&q->s.heapq, kind != CONC_PRIORITY, cmp, (size_t)q->maxsize);
     }
+    if (rc == 0 && kind == CONC_SIMPLE && !(q->reent = calloc(1, sizeof *q->reent))) {
+        conc__segq_destroy(&q->s.segq);
+        rc = CONC_ENOMEM;
+    }
     if (rc) {
         free(q);
         return rc;
@@ -269,11 +281,84 @@ int conc_queue_free(conc_queue_t *q, void (*dtor)(void *item))
         conc__heapq_destroy(&q->s.heapq);
         break;
     }
+    free(q->reent);
     free(q);
     return 0;
 }
 
 /* ------------------------------------------------------------- put / get */
+
+/* The queue the calling thread is putting to (SimpleQueue only). */
+static __thread conc_queue_t *tl_putting;
+
+/* A nested put (a signal handler interrupted a put on q in this thread):
+ * park item in a side slot. Async-signal-safe: atomics only. */
+static int reent_park(conc_queue_t *q, void *item)
+{
+    conc__reent_t *r = q->reent;
+    if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+        return CONC_ESHUTDOWN;
+    uint64_t c = atomic_load_explicit(&r->claimed, memory_order_relaxed);
+    int b;
+    do {
+        if (c == ~(uint64_t)0)
+            return CONC_ENOMEM; /* 64 puts parked at once: out of side slots */
+        b = __builtin_ctzll(~c);
+    } while (!atomic_compare_exchange_weak_explicit(&r->claimed, &c, c | ((uint64_t)1 << b), memory_order_acquire,
+                                                    memory_order_relaxed));
+    r->item[b] = item;
+    r->order[b] = atomic_fetch_add_explicit(&r->seq, 1, memory_order_relaxed);
+    atomic_fetch_or_explicit(&r->ready, (uint64_t)1 << b, memory_order_release);
+    return 0;
+}
+
+/* Move the parked items into the store, oldest first. The calling put
+ * holds the mark, so puts nested in it park too (picked up next round).
+ * Returns false if the store refused one (it stays parked). */
+static bool reent_drain(conc_queue_t *q)
+{
+    conc__reent_t *r = q->reent;
+    uint64_t ready = atomic_load_explicit(&r->ready, memory_order_acquire);
+    while (ready) {
+        int best = -1;
+        for (uint64_t m = ready; m; m &= m - 1) {
+            int b = __builtin_ctzll(m);
+            if (best < 0 || (long)(r->order[b] - r->order[best]) < 0)
+                best = b;
+        }
+        uint64_t bit = (uint64_t)1 << best;
+        if (store_put(q, r->item[best]) != 0)
+            return false;
+        atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_relaxed);
+        atomic_fetch_and_explicit(&r->claimed, ~bit, memory_order_release);
+        after_put(q);
+        ready &= ~bit;
+    }
+    return true;
+}
+
+static int simple_put(conc_queue_t *q, void *item)
+{
+    if (tl_putting == q)
+        return reent_park(q, item);
+    conc_queue_t *outer = tl_putting; /* a put on another queue we interrupted */
+    tl_putting = q;
+    atomic_signal_fence(memory_order_seq_cst);
+    int rc = store_put(q, item);
+    if (rc == 0)
+        after_put(q);
+    for (;;) {
+        bool ok = reent_drain(q);
+        atomic_signal_fence(memory_order_seq_cst);
+        tl_putting = outer;
+        atomic_signal_fence(memory_order_seq_cst);
+        /* parked after the drain, before the mark went: one more round */
+        if (!ok || !atomic_load_explicit(&q->reent->ready, memory_order_acquire))
+            return rc;
+        tl_putting = q;
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+}
 
 int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
 {
@@ -282,6 +367,8 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     int64_t deadline = CONC__NO_DEADLINE;
     if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
+    if (q->reent)
+        return simple_put(q, item); /* unbounded, reentrant */
     int rc = store_put_x(q, item, !block);
     if (__builtin_expect(rc == 0, 1)) {
         after_put(q);
