@@ -327,12 +327,16 @@ static bool reent_drain(conc_queue_t *q)
                 best = b;
         }
         uint64_t bit = (uint64_t)1 << best;
-        if (store_put(q, r->item[best]) != 0)
+        ready &= ~bit;
+        /* Take it (a put of another thread may be draining too). */
+        if (!(atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_acquire) & bit))
+            continue;
+        if (store_put(q, r->item[best]) != 0) {
+            atomic_fetch_or_explicit(&r->ready, bit, memory_order_release); /* leave it parked */
             return false;
-        atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_relaxed);
+        }
         atomic_fetch_and_explicit(&r->claimed, ~bit, memory_order_release);
         after_put(q);
-        ready &= ~bit;
     }
     return true;
 }
