@@ -23,10 +23,12 @@ static void tell(conc_future_t *f, void *arg)
 {
     void *price;
     int rc = conc_future_result(f, 0, &price);        /* done: never waits */
+    int code = 0;
+    conc_future_exception(f, 0, &code, NULL);         /* CONC_EFAILED: the task's own code */
     if (rc == 0)
         printf("  [%s] item %d costs %d\n", (const char *)arg, N(price) - 100, N(price));
     else
-        printf("  [%s] failed: %s\n", (const char *)arg, conc_errname(rc));
+        printf("  [%s] failed: %s\n", (const char *)arg, conc_errname(code));
     conc_semaphore_release(&told, 1);
 }
 

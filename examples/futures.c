@@ -35,7 +35,7 @@ int main(void)
     int code;
     const char *msg;
     conc_submit(pool, &g, divide, P(0));
-    int rc = conc_future_result(g, 5.0, &r);          /* raises: returns the task's code */
+    int rc = conc_future_result(g, 5.0, &r);          /* raises: CONC_EFAILED ("Exception") */
     conc_future_exception(g, 0, &code, &msg);         /* g.exception() */
     printf("divide(0): result() -> %s, exception() -> %s: %s\n", conc_errname(rc),
            conc_errname(code), msg);

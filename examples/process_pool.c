@@ -68,7 +68,8 @@ int main(int argc, char **argv)
         printf("1. %s\n", (const char *)r);
     conc_future_free(f);
 
-    /* 4. kill a busy worker: its future fails at once with CONC_EBROKEN */
+    /* 4. kill a busy worker: its future fails at once (BrokenProcessPool:
+     * exception CONC_EBROKEN, message naming the worker) */
     conc_process_pool_submit(ex, &f, nap, NULL, 0);
     usleep(100000);
     int pids[8];

@@ -1184,7 +1184,7 @@ static int sec_callbacks(void)
            failed.text);
     CHECK(failed.code == CONC_EINVAL && strcmp(failed.text, "no such drink: 'kale smoothie'") == 0);
     void *r = NULL;
-    CHECK(conc_future_result(g, 0, &r) == CONC_EINVAL); /* result() re-raises it */
+    CHECK(conc_future_result(g, 0, &r) == CONC_EFAILED); /* result() re-raises it: "the task failed" */
 
     /* 4. a callback that raises is reported and changes nothing */
     conc_excepthook_fn old = conc_set_excepthook(cb_hook, NULL);
@@ -1373,13 +1373,17 @@ static int sec_map(void)
     atomic_store(&thumbs_made, 0);
     thumb_fail_at = 0;
     size_t bad = 0;
-    conc_map_opts_t o2 = {.timeout = 30.0, .failed_index = &bad};
+    conc_future_t *why = NULL;
+    conc_map_opts_t o2 = {.timeout = 30.0, .failed_index = &bad, .failed_future = &why};
     rc = conc_map(ex, make_thumbnail, args, MAP_ITEMS, results, &o2);
     CHECK(conc_executor_shutdown(ex, true, false) == 0); /* let running items finish */
     int made = atomic_load(&thumbs_made);
-    printf("  with photo 0 broken: map raised %s at item %zu; %d of %d tasks ran, "
-           "the rest were cancelled\n", conc_errname(rc), bad, made, MAP_ITEMS);
-    CHECK(rc == CONC_EINVAL && bad == 0 && made < MAP_ITEMS);
+    int why_code = 0;
+    CHECK(why && conc_future_exception(why, 0, &why_code, NULL) == 0);
+    printf("  with photo 0 broken: map raised %s (%s) at item %zu; %d of %d tasks ran, "
+           "the rest were cancelled\n", conc_errname(rc), conc_errname(why_code), bad, made, MAP_ITEMS);
+    CHECK(rc == CONC_EFAILED && why_code == CONC_EINVAL && bad == 0 && made < MAP_ITEMS);
+    conc_future_free(why);
     thumb_fail_at = -1;
     CHECK(conc_executor_free(ex) == 0);
     return 0;
@@ -1519,7 +1523,7 @@ static int sec_wait(void)
     fs[3] = submit(ex, ask_broken_mirror, "moon");
     CHECK(conc_wait(fs, 4, 5.0, CONC_FIRST_EXCEPTION, done, &nd, not_done, &nn) == 0);
     show_sets("wait(FIRST_EXCEPTION):", fs, names, 4, done, nd, not_done, nn);
-    CHECK(nd == 2 && nn == 2 && conc_future_done(fs[3]) && conc_future_result(fs[3], 0, NULL) == CONC_EEOF);
+    CHECK(nd == 2 && nn == 2 && conc_future_done(fs[3]) && conc_future_result(fs[3], 0, NULL) == CONC_EFAILED);
 
     conc_event_set(&mirrors_gate);
     conc_future_t *dup[5] = {fs[0], fs[1], fs[2], fs[3], fs[0]}; /* a duplicate counts once */
