@@ -516,4 +516,42 @@ Test(mppool, map_result_layouts)
     conc_pool_free(p);
 }
 
+/* Issue 12 section 4: AsyncResult.get and imap say CONC_EFAILED for a task
+ * that failed with CONC_ETIMEDOUT; CONC_ETIMEDOUT stays the wait's own. */
+static int fails_timed_out(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)arg;
+    (void)len;
+    (void)out;
+    conc_fail(CONC_ETIMEDOUT, "the task's own timeout");
+    return 0;
+}
+CONC_POOL_REGISTER(fails_timed_out);
+
+Test(mppool, task_timeout_is_not_wait_timeout)
+{
+    conc_pool_t *p = new_pool(2);
+    conc_future_t *f;
+    cr_assert_eq(conc_pool_apply_async(p, fails_timed_out, NULL, 0, NULL, NULL, NULL, &f), 0);
+    cr_assert_eq(conc_future_bytes(f, 10, NULL, NULL), CONC_EFAILED);
+    int code = 0;
+    cr_assert_eq(conc_future_exception(f, 0, &code, NULL), 0);
+    cr_assert_eq(code, CONC_ETIMEDOUT);
+    conc_future_free(f);
+    void *d = NULL;
+    size_t n = 0;
+    cr_assert_eq(conc_pool_apply(p, fails_timed_out, NULL, 0, &d, &n), CONC_EFAILED);
+    char items[3] = {0};
+    conc_pool_iter_t *it;
+    cr_assert_eq(conc_pool_imap(p, fails_timed_out, items, 1, 3, 1, &it), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(conc_pool_iter_next(it, 10, NULL, NULL, NULL), CONC_EFAILED);
+        cr_assert_eq(conc_pool_iter_exception(it, &code, NULL), 0);
+        cr_assert_eq(code, CONC_ETIMEDOUT);
+    }
+    cr_assert_eq(conc_pool_iter_next(it, 10, NULL, NULL, NULL), CONC_EEOF);
+    conc_pool_iter_free(it);
+    conc_pool_free(p);
+}
+
 TU_MAIN_WITH_PROCESS_GUARD()

@@ -679,4 +679,52 @@ Test(ppe, many_tasks_and_cancel)
     conc_executor_free(ex);
 }
 
+/* Issue 12 section 4: a task that fails with CONC_ETIMEDOUT or
+ * CONC_ECANCELLED is a failed task (CONC_EFAILED), never a timed-out wait
+ * or a cancelled future. */
+static int fails_with_code(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)out;
+    int code;
+    if (len != sizeof code)
+        return CONC_EINVAL;
+    memcpy(&code, arg, sizeof code);
+    conc_fail(code, "task failed with %s", conc_errname(code));
+    return 0;
+}
+CONC_POOL_REGISTER(fails_with_code);
+
+Test(ppe, task_failure_codes_are_not_wait_outcomes)
+{
+    conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 2);
+    int codes[2] = {CONC_ETIMEDOUT, CONC_ECANCELLED};
+    for (int k = 0; k < 2; k++) {
+        conc_future_t *f;
+        cr_assert_eq(conc_process_pool_submit(ex, &f, fails_with_code, &codes[k], sizeof codes[k]), 0);
+        int rc, loops = 0;
+        while ((rc = conc_future_bytes(f, 1.0, NULL, NULL)) == CONC_ETIMEDOUT && ++loops < 30) {
+        }
+        cr_assert_eq(rc, CONC_EFAILED, "code %d: bytes = %d", codes[k], rc);
+        cr_assert_not(conc_future_cancelled(f));
+        int code = 0;
+        const char *msg = NULL;
+        cr_assert_eq(conc_future_exception(f, 0, &code, &msg), 0);
+        cr_assert_eq(code, codes[k]);
+        conc_future_free(f);
+    }
+    /* the map: CONC_EFAILED, not the map's own timeout */
+    conc_results_t *r = NULL;
+    cr_assert_eq(conc_process_pool_map(ex, fails_with_code, codes, sizeof codes[0], 2, 1, 30, &r), CONC_EFAILED);
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(conc_results_item(r, i, NULL, NULL), CONC_EFAILED);
+        int code = 0;
+        cr_assert_eq(conc_results_exception(r, i, &code, NULL), 0);
+        cr_assert_eq(code, codes[i]);
+    }
+    int out[2];
+    cr_assert_eq(conc_results_copy(r, out, sizeof out[0]), CONC_EFAILED);
+    conc_results_free(r);
+    conc_executor_free(ex);
+}
+
 TU_MAIN_WITH_PROCESS_GUARD()
