@@ -461,6 +461,11 @@ Test(ppe, shutdown_cancel_futures)
         cr_assert_eq(conc_process_pool_submit(ex, &fs[i], sleeper, &s, sizeof s), 0);
     tu_sleep(0.1);
     cr_assert_eq(conc_executor_shutdown(ex, true, true), 0);
+    /* the pool dropped the cancelled ones: notified (CANCELLED_AND_NOTIFIED),
+     * so wait() counts every future done */
+    size_t nd = 0, nn = 0;
+    cr_assert_eq(conc_wait(fs, 20, 5, CONC_ALL_COMPLETED, NULL, &nd, NULL, &nn), 0);
+    cr_assert_eq(nn, 0, "%zu futures cancelled by shutdown are not done for wait()", nn);
     int cancelled = 0, ok = 0;
     for (int i = 0; i < 20; i++) {
         cr_assert(conc_future_done(fs[i]));

@@ -623,7 +623,9 @@ static void cancel_backlog(engine_t *e, tlist_t *out)
 {
     for (task_t *t = e->bl_head, *n; t; t = n) {
         n = t->next;
-        if (!conc_future_cancel(t->f))
+        if (conc_future_cancel(t->f))
+            conc__future_notify_cancel(t->f); /* dropped: wait()/as_completed count it */
+        else
             task_fail(t, CONC_ECANCELLED, "cancelled"); /* went back after a full queue */
         tl_push(out, t); /* finish_task on a cancelled future is a no-op */
     }
