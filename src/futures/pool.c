@@ -494,6 +494,10 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
         }
     }
     if (atomic_load_explicit(&p->idle, memory_order_relaxed)) {
+        /* A sleeping worker takes it: it was idle, so use up its token
+         * (Python's submit acquires the idle semaphore either way). */
+        if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers)
+            take_token(p);
         wake_one_worker(p);
     } else if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers && !take_token(p)) {
         conc__lock_hold(&p->lock);
