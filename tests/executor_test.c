@@ -1176,8 +1176,8 @@ Test(executor, idle_thread_reuse, .timeout = TU_TIMEOUT)
             cr_assert_eq(conc_future_result(f, 20, &t[i]), 0);
             freef(f);
         }
-        cr_assert(t[0] == t[1] && t[1] == t[2], "round %d: three submit/result pairs ran on %s threads", round,
-                  t[0] == t[1] || t[1] == t[2] || t[0] == t[2] ? "two" : "three");
+        cr_assert(t[0] == t[1] && t[1] == t[2], "round %d: three submit/result pairs ran on %s threads (%ld %ld %ld)", round,
+                  t[0] == t[1] || t[1] == t[2] || t[0] == t[2] ? "two" : "three", (long)U(t[0]), (long)U(t[1]), (long)U(t[2]));
         freepool(ex);
     }
 }

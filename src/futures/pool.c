@@ -67,6 +67,7 @@ typedef struct worker {
     pool_t *pool;
     conc_thread_t *thread;
     unsigned victim;
+    size_t index;                 /* its slot in workers[] */
 } worker_t;
 
 struct pool {
@@ -220,6 +221,9 @@ static void add_token(void *arg)
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
     if (n >= p->max_workers)
         return; /* the pool cannot grow: nobody asks */
+    worker_t *w = tl_worker;
+    if (w && w->pool == p && w->index >= n)
+        n = w->index + 1; /* its starter has not published it yet */
     size_t t = atomic_load_explicit(&p->tokens, memory_order_relaxed);
     while (t < n && !atomic_compare_exchange_weak_explicit(&p->tokens, &t, t + 1, memory_order_release,
                                                            memory_order_relaxed)) {
@@ -391,6 +395,7 @@ static int start_worker_locked(pool_t *p)
     }
     w->pool = p;
     w->victim = (unsigned)n + 1;
+    w->index = n;
     char name[96];
     snprintf(name, sizeof name, "%s_%zu", p->prefix, n);
     conc_thread_opts_t o = {.name = name, .daemon = true};
