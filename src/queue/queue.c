@@ -352,15 +352,19 @@ static int simple_put(conc_queue_t *q, void *item)
     if (rc == 0)
         after_put(q);
     for (;;) {
-        bool ok = reent_drain(q);
         atomic_signal_fence(memory_order_seq_cst);
         tl_putting = outer;
         atomic_signal_fence(memory_order_seq_cst);
-        /* parked after the drain, before the mark went: one more round */
-        if (!ok || !atomic_load_explicit(&q->reent->ready, memory_order_acquire))
+        /* Anything parked while the mark was set is seen here (a handler
+         * that runs from now on puts the ordinary way). */
+        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1))
             return rc;
         tl_putting = q;
         atomic_signal_fence(memory_order_seq_cst);
+        if (!reent_drain(q)) {
+            tl_putting = outer;
+            return rc; /* the store refused one (no memory): it stays parked */
+        }
     }
 }
 
