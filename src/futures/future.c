@@ -13,6 +13,16 @@
  * CAS happens before the completer takes the guard, a registrant that
  * takes the guard later sees the final state and does not register.
  *
+ * CANCELLED_AND_NOTIFIED (CPython): cancel() wakes every waiter and runs
+ * the done callbacks, but wait() and as_completed count a cancelled
+ * future as done only once its executor notified it (NOTIFIED bit, set by
+ * set_running_or_notify_cancel with a CAS like any other move). Their
+ * waiters re-register after the cancel's wakeup, and their callbacks
+ * ("waiter" callbacks) stay on the list until the notify runs them; the
+ * same HASW-then-guard protocol keeps the notify from missing either.
+ * Callbacks that have not run can be removed (remove_done_callback; an
+ * as_completed iterator removes its own when freed).
+ *
  * Futures come from a per-thread free list; they are reference counted
  * and go back to the list of whichever thread drops the last reference.
  */
