@@ -12,7 +12,8 @@
  *
  * Tasks have the pthread shape void *fn(void *arg). A task fails by
  * calling conc_fail(code, fmt, ...) (and returning): its future then holds
- * that code and message as its exception.
+ * that code and message as its exception, and result() returns
+ * CONC_EFAILED (the outcome rule of conc/base.h).
  *
  * Ownership: futures are reference counted. Every conc_future_t * you get
  * from conc_submit, conc_future_new, conc_future_then or conc_future_ref is
