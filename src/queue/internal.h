@@ -11,11 +11,13 @@ enum { IMPL_RING, IMPL_SEGQ, IMPL_HEAPQ };
  * store's lock its own thread holds, so it parks the item in one of these
  * slots (claimed and published with atomic bit operations, no lock, no
  * malloc) and the interrupted put moves it into the store before it
- * returns. */
+ * returns. Only the thread that parked an item moves it (so one thread's
+ * puts keep their order). */
 #define CONC__REENT_SLOTS 64
 typedef struct {
     _Atomic uint64_t claimed, ready;
     atomic_size_t seq;
+    _Atomic uintptr_t owner[CONC__REENT_SLOTS]; /* the parking thread */
     void *item[CONC__REENT_SLOTS];
     size_t order[CONC__REENT_SLOTS];
 } conc__reent_t;

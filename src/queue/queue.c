@@ -25,8 +25,11 @@
  * runs in a signal handler that interrupted that put, so it must not take
  * the store's lock (held by its own thread) nor a wait list's guard: it
  * parks the item in a lock-free side slot (conc__reent_t) and returns. The
- * interrupted put, before it drops the mark, moves parked items into the
- * store in the order they were parked and wakes getters for them.
+ * interrupted put moves the items its thread parked into the store, in the
+ * order they were parked, and wakes getters for them: after it dropped the
+ * mark it looks once more (a handler that runs from then on puts the
+ * ordinary way, and an ordinary put first moves its own thread's parked
+ * items, so one thread's puts keep their order).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +294,12 @@ int conc_queue_free(conc_queue_t *q, void (*dtor)(void *item))
 /* The queue the calling thread is putting to (SimpleQueue only). */
 static __thread conc_queue_t *tl_putting;
 
+/* Who parked an item: the address of this thread's mark (signal-safe). */
+static inline uintptr_t self_id(void)
+{
+    return (uintptr_t)&tl_putting;
+}
+
 /* A nested put (a signal handler interrupted a put on q in this thread):
  * park item in a side slot. Async-signal-safe: atomics only. */
 static int reent_park(conc_queue_t *q, void *item)
@@ -308,17 +317,31 @@ static int reent_park(conc_queue_t *q, void *item)
                                                     memory_order_relaxed));
     r->item[b] = item;
     r->order[b] = atomic_fetch_add_explicit(&r->seq, 1, memory_order_relaxed);
+    atomic_store_explicit(&r->owner[b], self_id(), memory_order_relaxed);
     atomic_fetch_or_explicit(&r->ready, (uint64_t)1 << b, memory_order_release);
     return 0;
 }
 
-/* Move the parked items into the store, oldest first. The calling put
- * holds the mark, so puts nested in it park too (picked up next round).
- * Returns false if the store refused one (it stays parked). */
+/* The parked items of the calling thread. */
+static uint64_t reent_mine(conc__reent_t *r)
+{
+    uint64_t ready = atomic_load_explicit(&r->ready, memory_order_acquire), mine = 0;
+    for (uint64_t m = ready; m; m &= m - 1) {
+        int b = __builtin_ctzll(m);
+        if (atomic_load_explicit(&r->owner[b], memory_order_relaxed) == self_id())
+            mine |= (uint64_t)1 << b;
+    }
+    return mine;
+}
+
+/* Move the calling thread's parked items into the store, oldest first.
+ * The calling put holds the mark, so puts nested in it park too (picked
+ * up next round). Returns false if the store refused one (it stays
+ * parked). */
 static bool reent_drain(conc_queue_t *q)
 {
     conc__reent_t *r = q->reent;
-    uint64_t ready = atomic_load_explicit(&r->ready, memory_order_acquire);
+    uint64_t ready = reent_mine(r);
     while (ready) {
         int best = -1;
         for (uint64_t m = ready; m; m &= m - 1) {
@@ -328,13 +351,9 @@ static bool reent_drain(conc_queue_t *q)
         }
         uint64_t bit = (uint64_t)1 << best;
         ready &= ~bit;
-        /* Take it (a put of another thread may be draining too). */
-        if (!(atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_acquire) & bit))
-            continue;
-        if (store_put(q, r->item[best]) != 0) {
-            atomic_fetch_or_explicit(&r->ready, bit, memory_order_release); /* leave it parked */
-            return false;
-        }
+        if (store_put(q, r->item[best]) != 0)
+            return false; /* no memory: it stays parked */
+        atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_relaxed);
         atomic_fetch_and_explicit(&r->claimed, ~bit, memory_order_release);
         after_put(q);
     }
@@ -348,6 +367,11 @@ static int simple_put(conc_queue_t *q, void *item)
     conc_queue_t *outer = tl_putting; /* a put on another queue we interrupted */
     tl_putting = q;
     atomic_signal_fence(memory_order_seq_cst);
+    /* Items parked by a handler that interrupted an earlier put (it may be
+     * this one's own handler, running between that put's last look and its
+     * return) go first: a handler's puts keep their order. */
+    if (__builtin_expect(atomic_load_explicit(&q->reent->ready, memory_order_relaxed) != 0, 0))
+        reent_drain(q);
     int rc = store_put(q, item);
     if (rc == 0)
         after_put(q);
@@ -357,7 +381,8 @@ static int simple_put(conc_queue_t *q, void *item)
         atomic_signal_fence(memory_order_seq_cst);
         /* Anything parked while the mark was set is seen here (a handler
          * that runs from now on puts the ordinary way). */
-        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1))
+        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1) ||
+            !reent_mine(q->reent))
             return rc;
         tl_putting = q;
         atomic_signal_fence(memory_order_seq_cst);
