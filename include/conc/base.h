@@ -76,8 +76,9 @@ CONC_API const char *conc_errname(int code);
  * Every wait on a task's outcome — conc_future_result, conc_future_bytes
  * (AsyncResult.get), conc_pool_apply, conc_map, conc_process_pool_map /
  * conc_pool_map and their results and iterators, conc_green_get,
- * conc_green_offload — returns CONC_EFAILED when the task failed, whatever code the task failed with
- * (even CONC_ETIMEDOUT or CONC_ECANCELLED). The task's own code and
+ * conc_green_offload — returns CONC_EFAILED when the task failed,
+ * whatever code the task failed with (even CONC_ETIMEDOUT or
+ * CONC_ECANCELLED). The task's own code and
  * message are read separately: conc_future_exception,
  * conc_results_exception, conc_pool_iter_exception, conc_green_exception.
  * The wait's own outcomes keep their codes:
