@@ -5,16 +5,45 @@
  * CONC_E* code that names the Python exception it stands for. Results come
  * back through out-parameters. conc_strerror() names each code.
  *
- * Timeouts are double seconds, as in Python: CONC_FOREVER (-1.0) means
- * "None" (wait forever), 0 means "do not block". Any other negative value,
- * or NaN, is CONC_EINVAL. Huge values are clamped (they behave as forever)
- * and never overflow. Internally every wait uses an absolute
- * CLOCK_MONOTONIC deadline, so a call that sleeps and retries never
- * waits longer in total than its timeout.
+ * Timeouts (the one rule; each header lists its calls' behaviour):
+ *   - double seconds, as in Python. CONC_FOREVER (INFINITY) is Python's
+ *     None: wait forever. So does any value too large to represent (past
+ *     ~100 years it is clamped, never overflows). 0 means "do not block"
+ *     (one try).
+ *   - NaN is always CONC_EINVAL. -1.0 is not special anywhere: it is a
+ *     negative timeout like any other.
+ *   - A negative timeout follows the Python original of each call:
+ *       "time is already up" — the call does not wait and reports its
+ *       timeout (CONC_ETIMEDOUT, or what the call returns on timeout):
+ *       Event.wait, Condition.wait / wait_for, Barrier.wait,
+ *       Semaphore.acquire, Thread.join, Future.result / exception,
+ *       futures wait / as_completed / map, green join / get / wait,
+ *       gevent.sleep (conc_sleep: a yield), Timer intervals, Timeout
+ *       scopes, cooperative I/O waits, and in multiprocessing (whose
+ *       SemLock clamps a negative timeout to 0) Process.join, the
+ *       process-shared Lock / RLock / Semaphore / Condition / Event /
+ *       Barrier, the cross-process Queue, Connection.poll and pool
+ *       results;
+ *       CONC_EINVAL before touching any state (Python's ValueError):
+ *       Lock / RLock / Condition acquire (in-process, and through a
+ *       Manager proxy), queue.Queue put / get where the timeout applies
+ *       (a put on an unbounded queue ignores it, as Python's does),
+ *       time.sleep (conc_sleep_thread).
+ *   - blocking=false takes no timeout: only CONC_FOREVER (Python's
+ *     default) is allowed with it; any other value is CONC_EINVAL
+ *     (Python's "can't specify a timeout for a non-blocking call").
+ *   - So a remaining time computed as `deadline - conc_monotonic()` never
+ *     means "forever" once it went negative: a lenient call reports its
+ *     timeout at once, a strict one CONC_EINVAL (pass fmax(left, 0) to a
+ *     strict call to get its timeout instead).
+ * Internally every wait turns its timeout into an absolute
+ * CLOCK_MONOTONIC deadline once, at entry, so a call that sleeps and
+ * retries never waits longer in total than its timeout.
  */
 #ifndef CONC_BASE_H
 #define CONC_BASE_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -90,14 +119,15 @@ CONC_API const char *conc_errname(int code);
  * them like any failure; submitting to a broken pool returns CONC_EBROKEN.
  */
 
-/* Python's None as a timeout: wait forever. */
-#define CONC_FOREVER (-1.0)
+/* Python's None as a timeout: wait forever (the timeout rule at the top). */
+#define CONC_FOREVER ((double)INFINITY)
 
 /* Seconds on the monotonic clock (time.monotonic()). */
 CONC_API double conc_monotonic(void);
 
 /* Sleep the calling thread for seconds (time.sleep). Returns 0, or
- * CONC_EINVAL for a negative or NaN value. */
+ * CONC_EINVAL for a negative or NaN value (time.sleep(-1) is ValueError).
+ * CONC_FOREVER sleeps 100 years. */
 CONC_API int conc_sleep_thread(double seconds);
 
 /*
