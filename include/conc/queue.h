@@ -15,9 +15,13 @@
  * layer (a brief adaptive spin, then a sleep) and wake nobody unless
  * somebody actually sleeps.
  *
- * block/timeout as in Python: block=false never waits (the timeout is
- * ignored); block=true waits up to timeout seconds (CONC_FOREVER: no
- * limit; other negative values or NaN: CONC_EINVAL).
+ * block/timeout as in Python (the rule of conc/base.h): block=false never
+ * waits (the timeout is ignored); block=true waits up to timeout seconds
+ * (CONC_FOREVER: no limit). A negative timeout on get, or on put to a
+ * bounded queue, is CONC_EINVAL before anything changes (Python's
+ * ValueError; -1.0 is not "forever"); a put on an unbounded queue ignores
+ * its timeout, as Python's does. NaN is always CONC_EINVAL. join and
+ * select treat a negative timeout as already up (a poll).
  */
 #ifndef CONC_QUEUE_H
 #define CONC_QUEUE_H
@@ -82,7 +86,8 @@ CONC_API conc_queue_kind_t conc_queue_kind(const conc_queue_t *q);
  * called more times than items were put (ValueError) or for a SimpleQueue. */
 CONC_API int conc_queue_task_done(conc_queue_t *q);
 /* Wait until every item ever put has been marked done (Queue.join; Python
- * has no timeout, CONC_FOREVER gives its behaviour). Returns 0,
+ * has no timeout, CONC_FOREVER gives its behaviour; negative: already up,
+ * a poll). Returns 0,
  * CONC_ETIMEDOUT, CONC_EINVAL (also for a SimpleQueue). */
 CONC_API int conc_queue_join(conc_queue_t *q, double timeout);
 /* Number of items put and not yet marked done. */
@@ -100,7 +105,7 @@ CONC_API bool conc_queue_is_shutdown(const conc_queue_t *q);
 /* Wait until any of qs[0..n) yields an item: get it into *item and its
  * position into *index. Ready queues are served fairly (the scan starts
  * where the last select of this thread left off). Returns 0;
- * CONC_EEMPTY when timeout passed (0: do not block); CONC_ESHUTDOWN when
+ * CONC_EEMPTY when timeout passed (0 or negative: do not block); CONC_ESHUTDOWN when
  * every queue is shut down and empty; CONC_EINVAL (NULL, n == 0, a NULL
  * queue). Counts as a get for task_done purposes. */
 CONC_API int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **item,

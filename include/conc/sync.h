@@ -15,10 +15,20 @@
  * The acquire family follows Python: acquire(blocking, timeout).
  *   - blocking=true,  timeout=CONC_FOREVER: wait as long as it takes.
  *   - blocking=true,  timeout>=0: wait at most timeout seconds.
+ *   - blocking=true,  timeout<0: Lock, RLock and Condition acquire return
+ *     CONC_EINVAL (Python's ValueError; -1.0 is not "forever"), touching
+ *     nothing; Semaphore acquire tries once (Python computes its timeout
+ *     as time left, so negative means "already up").
  *   - blocking=false, timeout=CONC_FOREVER: try once.
  *   - blocking=false with any other timeout: CONC_EINVAL (Python's
  *     "can't specify a timeout for a non-blocking call").
  * They return 0 when acquired and CONC_ETIMEDOUT when not (Python's False).
+ * Waits (the rule of conc/base.h): a negative timeout on Condition.wait /
+ * wait_for, Event.wait and Barrier.wait means "already up": Event.wait
+ * returns CONC_ETIMEDOUT unless set; Condition.wait releases and
+ * re-acquires the lock and returns CONC_ETIMEDOUT (wait_for: unless pred
+ * holds); Barrier.wait breaks the barrier (CONC_EBROKEN) unless the caller
+ * is the last party. NaN is CONC_EINVAL everywhere.
  */
 #ifndef CONC_SYNC_H
 #define CONC_SYNC_H
@@ -199,12 +209,15 @@ typedef struct conc_barrier {
     double timeout;
 } conc_barrier_t;
 
-/* Python's wait(timeout=None): use the barrier's default timeout. */
-#define CONC_BARRIER_DEFAULT (-2.0)
+/* Python's wait(timeout=None): use the barrier's default timeout. It is
+ * -INFINITY, which no remaining time computed from a finite deadline can
+ * equal (every other negative timeout is "already up"). */
+#define CONC_BARRIER_DEFAULT (-(double)INFINITY)
 
 /* parties >= 1; action (may be NULL) runs in one of the waiting contexts
  * once all arrived, before any is released; timeout is the default for
- * wait() (CONC_FOREVER for none). Returns 0 or CONC_EINVAL. */
+ * wait() (CONC_FOREVER for none; negative: every wait is already up, as
+ * Python accepts it). Returns 0 or CONC_EINVAL (NaN timeout). */
 CONC_API int conc_barrier_init(conc_barrier_t *b, int parties, void (*action)(void *),
                                void *arg, double timeout);
 /* Wait for all parties. On success returns 0 and, if index is not NULL,

@@ -61,11 +61,12 @@ CONC_API int conc_thread_spawn(conc_thread_t **out, void *(*fn)(void *), void *a
                                const conc_thread_opts_t *opts);
 /* Wait until the thread's function has returned. Returns 0 and stores the
  * function's return value in *result (if result is not NULL);
- * CONC_ETIMEDOUT if timeout passed first; CONC_EPERM at once when joining
- * yourself, a thread never started, or a thread conc did not create (a
- * "dummy" record, as Python's dummy threads cannot be joined); CONC_EINVAL.
- * Any number of contexts may join. The main thread can be joined: it
- * counts as finished once the process exits normally. */
+ * CONC_ETIMEDOUT if timeout passed first (a negative timeout is already
+ * up: a poll, as Python's join(max(timeout, 0))); CONC_EPERM at once when
+ * joining yourself, a thread never started, or a thread conc did not
+ * create (a "dummy" record, as Python's dummy threads cannot be joined);
+ * CONC_EINVAL (NaN). Any number of contexts may join. The main thread can
+ * be joined: it counts as finished once the process exits normally. */
 CONC_API int conc_thread_join(conc_thread_t *t, double timeout, void **result);
 /* Give back your handle (see Ownership). Returns 0 or CONC_EINVAL. */
 CONC_API int conc_thread_free(conc_thread_t *t);
@@ -140,17 +141,19 @@ CONC_API int conc_local_free(conc_local_t *l);
  * timer thread: keep it short, or hand longer work to a thread. */
 typedef struct conc_timer conc_timer_t;
 
-/* Arm a timer. interval >= 0 (no CONC_FOREVER). Returns 0 and a new handle
- * in *out (free it with conc_timer_free; freeing does not cancel), or
- * CONC_EINVAL, CONC_ENOMEM, CONC_EAGAIN (no timer thread). */
+/* Arm a timer. interval: seconds; negative fires at once (Python's Timer
+ * waits with it as a timeout: already up), CONC_FOREVER never fires (only
+ * cancel ends it). Returns 0 and a new handle in *out (free it with
+ * conc_timer_free; freeing does not cancel), or CONC_EINVAL (NaN, NULL),
+ * CONC_ENOMEM, CONC_EAGAIN (no timer thread). */
 CONC_API int conc_timer_start(conc_timer_t **out, double interval, void (*fn)(void *),
                               void *arg);
 /* Stop it if it has not fired yet. Harmless after it fired or was
  * cancelled. Returns 0 or CONC_EINVAL. If fn is running now, cancel does
  * not wait for it (use join). */
 CONC_API int conc_timer_cancel(conc_timer_t *t);
-/* Wait until the timer has fired (fn returned) or was cancelled.
- * Returns 0, CONC_ETIMEDOUT, CONC_EINVAL, or CONC_EPERM when called from
+/* Wait until the timer has fired (fn returned) or was cancelled (timeout
+ * as Thread.join: negative is already up). Returns 0, CONC_ETIMEDOUT, CONC_EINVAL, or CONC_EPERM when called from
  * fn itself (it would wait for itself). */
 CONC_API int conc_timer_join(conc_timer_t *t, double timeout);
 /* True while the timer is pending or its fn is running. */

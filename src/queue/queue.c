@@ -398,7 +398,10 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     if (!q)
         return CONC_EINVAL;
     int64_t deadline = CONC__NO_DEADLINE;
-    if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
+    /* Python checks the timeout only where it applies (a bounded queue);
+     * an unbounded put ignores it (NaN is still a bug). */
+    if (block && timeout != CONC_FOREVER &&
+        (q->maxsize > 0 ? conc__deadline_strict(timeout, &deadline) : isnan(timeout) ? CONC_EINVAL : 0))
         return CONC_EINVAL;
     if (q->reent)
         return simple_put(q, item); /* unbounded, reentrant */
@@ -454,7 +457,7 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
     if (!q || !item)
         return CONC_EINVAL;
     int64_t deadline = CONC__NO_DEADLINE;
-    if (block && timeout != CONC_FOREVER && conc__deadline(timeout, &deadline))
+    if (block && timeout != CONC_FOREVER && conc__deadline_strict(timeout, &deadline))
         return CONC_EINVAL;
     if (__builtin_expect(store_get_x(q, item, !block), 1)) {
         after_get(q);

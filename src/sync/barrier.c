@@ -22,7 +22,7 @@ int conc_barrier_init(conc_barrier_t *b, int parties, void (*action)(void *), vo
 {
     if (!b || parties <= 0)
         return CONC_EINVAL;
-    if (timeout != CONC_FOREVER && (isnan(timeout) || timeout < 0))
+    if (isnan(timeout)) /* a negative default: every wait is already up */
         return CONC_EINVAL;
     memset(b, 0, sizeof *b);
     b->parties = parties;

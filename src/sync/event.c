@@ -104,7 +104,7 @@ int conc_event_wait(conc_event_t *e, double timeout)
     }
     if (s & FLAG)
         return 0;
-    if (timeout == 0)
+    if (timeout <= 0) /* 0 polls; a negative timeout is already up */
         return CONC_ETIMEDOUT;
     unsigned gen0 = s >> 2;
 

@@ -64,7 +64,7 @@ int conc_semaphore_acquire(conc_semaphore_t *s, bool blocking, double timeout)
         return CONC_EINVAL;
     int64_t deadline = CONC__NO_DEADLINE;
     if (!(blocking && timeout == CONC_FOREVER)) {
-        int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+        int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline);
         if (rc)
             return rc;
     }

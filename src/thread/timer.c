@@ -369,11 +369,13 @@ static int ensure_thread(void)
 
 int conc_timer_start(conc_timer_t **out, double interval, void (*fn)(void *), void *arg)
 {
-    if (!out || !fn || isnan(interval) || interval < 0)
+    if (!out || !fn || isnan(interval))
         return CONC_EINVAL;
+    /* Python's Timer waits finished.wait(interval): a negative interval
+     * is already up (fires at once), a huge one never comes. */
     uint64_t delta;
     double ns = interval * 1e9;
-    delta = ns >= (double)MAX_INTERVAL_NS ? MAX_INTERVAL_NS : (uint64_t)ns;
+    delta = !(ns > 0) ? 0 : ns >= (double)MAX_INTERVAL_NS ? MAX_INTERVAL_NS : (uint64_t)ns;
 
     conc_timer_t *t = calloc(1, sizeof *t);
     if (!t)
