@@ -31,6 +31,13 @@
  * that wait on their subtasks never deadlock the pool. Timed waits never
  * run tasks (a task could overrun the timeout): as in Python, a timed wait
  * for work queued behind busy workers just times out.
+ *
+ * Timeouts (the rule of conc/base.h): every wait here — result,
+ * exception, wait, as_completed, map — treats a negative timeout as
+ * "already up", as Python's do: it does not wait and reports its timeout
+ * (as_completed still yields the futures already done first; wait returns
+ * the two sets). CONC_FOREVER waits as long as it takes; NaN is
+ * CONC_EINVAL.
  */
 #ifndef CONC_FUTURES_H
 #define CONC_FUTURES_H
@@ -154,9 +161,14 @@ CONC_API int conc_executor_shutdown(conc_executor_t *ex, bool wait, bool cancel_
  * when called from one of the executor's own workers. */
 CONC_API int conc_executor_free(conc_executor_t *ex);
 
-/* Options for conc_map; NULL means: no timeout, no progress. */
+/* Options for conc_map; NULL or a zero struct means Python's defaults:
+ * no timeout, no progress. */
 typedef struct conc_map_opts {
-    double timeout;        /* overall, seconds; CONC_FOREVER for none (set it!) */
+    /* Overall, seconds (the rule of conc/base.h: negative is already up).
+     * Used when nonzero or when has_timeout is set; 0 alone means none
+     * (Python's timeout=None), so {.progress = cb} waits as long as it
+     * takes. A timeout of 0 (poll once): {.timeout = 0, .has_timeout = true}. */
+    double timeout;
     /* Called (in the mapping thread) each time another item is done. */
     void (*progress)(size_t done, size_t total, void *arg);
     void *progress_arg;
@@ -164,6 +176,7 @@ typedef struct conc_map_opts {
     /* If set: on CONC_EFAILED, a new reference to the future of the item
      * that failed (its code and message: conc_future_exception; free it). */
     conc_future_t **failed_future;
+    bool has_timeout;      /* use timeout even when it is 0 */
 } conc_map_opts_t;
 
 /* Executor.map: run fn(args[i]) for i < n and store the results, in order,

@@ -28,6 +28,13 @@
  * them: they never run again. Join them before the thread ends (the main
  * thread's are dropped at process exit, as in gevent).
  *
+ * Timeouts (the rule of conc/base.h; gevent arms a timer with the value,
+ * so a negative one is already up): join, get, joinall, kill(block), the
+ * pool's spawn / join / kill and Timeout scopes treat a negative timeout
+ * as already up (they do not wait and report the timeout); conc_sleep of
+ * a negative value yields like conc_sleep(0), as gevent.sleep(-1) does
+ * (unlike time.sleep: see conc_sleep_thread). NaN is CONC_EINVAL.
+ *
  * Ownership: conc_go returns a handle that you give back with
  * conc_green_free exactly once (before or after the green thread ended;
  * freeing does not stop it). Pass out = NULL to conc_go for a detached
@@ -142,7 +149,9 @@ CONC_API int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *
 
 /* gevent.sleep: green threads park for seconds; OS threads sleep. 0 yields
  * to the other ready green threads (on an OS thread without a hub, to the
- * OS scheduler). Returns 0, CONC_EINVAL (negative/NaN), or the
+ * OS scheduler), and so does a negative value (gevent.sleep(-1)).
+ * CONC_FOREVER sleeps until killed or cut by a scope. Returns 0,
+ * CONC_EINVAL (NaN), or the
  * interruption that cut it short: CONC_EKILLED, CONC_ETIMEDOUT (a timeout
  * scope ran out). */
 CONC_API int conc_sleep(double seconds);
@@ -164,8 +173,9 @@ CONC_API int conc_yield(void);
  * where its own timeout reports something else (a Queue get cut by a scope
  * returns CONC_ETIMEDOUT, not CONC_EEMPTY; a Barrier wait breaks the
  * barrier and returns CONC_ETIMEDOUT), so the two can be told apart. Works on green threads and OS threads alike.
- * begin returns 0, CONC_EINVAL (negative/NaN seconds; CONC_FOREVER opens a
- * scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
+ * begin returns 0, CONC_EINVAL (NaN seconds; a negative value opens a
+ * scope that has already fired, as gevent.Timeout(-1) does; CONC_FOREVER
+ * opens a scope that never fires), CONC_ERANGE (nested too deep). end returns 1 if
  * this scope fired, 0 if not, CONC_EPERM if no scope is open.
  *
  * The rule: a scope belongs to the function that opened it, and must be

@@ -22,7 +22,10 @@
  *   CONC_EPERM      another green thread of the same hub already waits to
  *                   read (or to write) this fd
  *   CONC_EINVAL     a negative fd, NULL buffer with n > 0, n > SSIZE_MAX,
- *                   a negative or NaN timeout other than CONC_FOREVER
+ *                   a NaN timeout, or a negative one (Python's
+ *                   socket.settimeout(-1) is ValueError; -1.0 is not
+ *                   "forever"); conc_wait_read / conc_wait_write follow
+ *                   gevent instead: a negative timeout is already up
  * A wait that was cut short (timeout, kill) moved no data: the bytes the
  * kernel had not taken or given are still there for the next call.
  *
@@ -112,7 +115,8 @@ CONC_API int conc_sendall(int fd, const void *buf, size_t n, int flags, double t
 
 /* gevent.socket.wait_read / wait_write: wait until fd is readable /
  * writable (errors and hang-ups count as ready), up to timeout; returns at
- * once if it already is. For driving other libraries' non-blocking fds.
+ * once if it already is (a negative timeout is already up: one check, as
+ * gevent's timer fires at once). For driving other libraries' non-blocking fds.
  * Returns 0, CONC_ETIMEDOUT, CONC_EKILLED, CONC_EPERM (see above),
  * CONC_EINVAL (bad fd), CONC_ESYS. Readiness may be spurious: retry your
  * call and wait again on EAGAIN. */

@@ -40,9 +40,12 @@ int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t
 {
     if (!ex || !ex->ops || !fn || (n && (!args || !results)))
         return CONC_EINVAL;
-    conc_map_opts_t o = {.timeout = CONC_FOREVER};
+    conc_map_opts_t o = {0};
     if (opts)
         o = *opts;
+    /* Zero means Python's default (no timeout) unless has_timeout says 0. */
+    if (o.timeout == 0 && !o.has_timeout)
+        o.timeout = CONC_FOREVER;
     int64_t deadline;
     if (conc__deadline(o.timeout, &deadline))
         return CONC_EINVAL;

@@ -475,10 +475,10 @@ int conc_yield(void)
 int conc_sleep(double seconds)
 {
     int64_t dl;
-    if (conc__deadline(seconds, &dl) || seconds < 0)
+    if (conc__deadline(seconds, &dl))
         return CONC_EINVAL;
     conc__ctx_t *ctx = conc__ctx();
-    if (seconds == 0)
+    if (seconds <= 0) /* gevent.sleep(-1) is sleep(0): a yield */
         return conc_yield();
     if (!ctx->ops && ctx->scope_dl == 0)
         return conc_sleep_thread(seconds);

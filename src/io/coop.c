@@ -57,7 +57,7 @@ static int check_args(int fd, const void *buf, size_t n, double timeout, int64_t
 {
     if (fd < 0 || (!buf && n > 0) || n > (size_t)SSIZE_MAX)
         return CONC_EINVAL;
-    return conc__deadline(timeout, dl);
+    return conc__deadline_strict(timeout, dl); /* settimeout(-1): ValueError */
 }
 
 /* Is fd ready right now (a zero-timeout poll)? 1, 0, or a code. */
@@ -230,7 +230,7 @@ int conc_sendall(int fd, const void *buf, size_t n, int flags, double timeout)
 static int wait_public(int fd, int events, double timeout)
 {
     int64_t dl;
-    if (fd < 0 || conc__deadline(timeout, &dl))
+    if (fd < 0 || conc__deadline(timeout, &dl)) /* gevent: negative is already up */
         return CONC_EINVAL;
     /* Level-triggered, whatever the hub's epoll does: an fd that is ready
      * now returns at once (the caller may not have drained it), and
@@ -244,7 +244,7 @@ int conc_wait_write(int fd, double timeout) { return wait_public(fd, CONC__FD_WR
 int conc_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeout)
 {
     int64_t dl;
-    if (fd < 0 || (addr && !addrlen) || conc__deadline(timeout, &dl))
+    if (fd < 0 || (addr && !addrlen) || conc__deadline_strict(timeout, &dl))
         return CONC_EINVAL;
     int mode = classify(fd);
     if (mode < 0)
@@ -329,7 +329,7 @@ static int connect_nb(int fd, const struct sockaddr *addr, socklen_t addrlen, in
 int conc_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double timeout)
 {
     int64_t dl;
-    if (fd < 0 || !addr || conc__deadline(timeout, &dl))
+    if (fd < 0 || !addr || conc__deadline_strict(timeout, &dl))
         return CONC_EINVAL;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
