@@ -93,8 +93,8 @@ CONC_API int conc_conn_recv_bytes(conc_conn_t *c, void **buf, size_t *len, size_
 CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, size_t *len);
 
 /* Wait until there is something to read (a message, or end of file — then
- * recv reports CONC_EEOF), without consuming it. timeout: 0 checks,
- * CONC_FOREVER waits. Returns 0 (Python's True), CONC_ETIMEDOUT (False),
+ * recv reports CONC_EEOF), without consuming it. timeout: 0 (or negative,
+ * as Python's wait() treats it) checks, CONC_FOREVER waits. Returns 0 (Python's True), CONC_ETIMEDOUT (False),
  * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
 CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
 
@@ -178,7 +178,12 @@ CONC_API int conc_shm_sweep(void);
  * children inherit; free it with conc_shared_free.
  *
  * Semantics and error codes are those of conc/sync.h (the acquire family:
- * acquire(blocking, timeout) -> 0 / CONC_ETIMEDOUT / CONC_EINVAL). They
+ * acquire(blocking, timeout) -> 0 / CONC_ETIMEDOUT / CONC_EINVAL), except
+ * for a negative timeout, which follows multiprocessing (its SemLock
+ * clamps it to 0): every acquire and wait here — Lock, RLock, Semaphore,
+ * Condition, Event, Barrier, Value/Array's lock — treats it as already
+ * up (one try, then CONC_ETIMEDOUT; a Barrier breaks). blocking=false with
+ * a timeout other than CONC_FOREVER is still CONC_EINVAL; NaN too. They
  * block on futexes on the shared words (after a short spin), and a release
  * makes a futex call only when someone sleeps. Waiters are not served in
  * strict FIFO order.
@@ -371,12 +376,12 @@ typedef struct conc_pbarrier {
 } conc_pbarrier_t;
 
 /* Same as conc_barrier_init (timeout: the default for wait, CONC_FOREVER
- * for none). Returns 0 or CONC_EINVAL. */
+ * for none, negative: already up). Returns 0 or CONC_EINVAL. */
 CONC_API int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *),
                                 void *arg, double timeout);
 CONC_API int conc_pbarrier_new(int parties, void (*action)(void *), void *arg, double timeout,
                                conc_pbarrier_t **out);
-/* timeout CONC_BARRIER_DEFAULT (conc/sync.h, -2.0) uses the barrier's.
+/* timeout CONC_BARRIER_DEFAULT (conc/sync.h, -INFINITY) uses the barrier's.
  * Returns 0 (and *index 0..parties-1 if index != NULL), CONC_EBROKEN,
  * CONC_ENOTSUP (see above), CONC_EINVAL. */
 CONC_API int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index);

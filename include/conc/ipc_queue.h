@@ -55,12 +55,15 @@
  * MEMBARRIER_CMD_GLOBAL_EXPEDITED (Linux 4.16+; where it is missing the
  * queue falls back to plain locks and full fences).
  *
- * block/timeout as in Python's queue module: block=false never waits for
+ * block/timeout as in multiprocessing.Queue: block=false never waits for
  * room or a message (the timeout is ignored; it waits at most 0.1 s for
  * the side's lock, held only across a copy, so that a dead holder's lock
  * is still taken over: a holder that lives and keeps it makes the call
- * report CONC_EFULL/CONC_EEMPTY); block=true waits up to timeout seconds (CONC_FOREVER:
- * no limit; other negative values or NaN: CONC_EINVAL). Waits spin briefly,
+ * report CONC_EFULL/CONC_EEMPTY); block=true waits up to timeout seconds
+ * (CONC_FOREVER: no limit; a negative timeout is already up, as
+ * multiprocessing's SemLock clamps it to 0: one try, as block=false, then
+ * CONC_EFULL / CONC_EEMPTY; NaN: CONC_EINVAL). join treats a negative
+ * timeout the same way. Waits spin briefly,
  * then sleep on a futex in the shared segment; nobody is woken unless
  * somebody sleeps.
  *

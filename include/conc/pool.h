@@ -46,6 +46,11 @@
  * reference). map-like calls return a conc_results_t (one result or
  * failure per item) that the caller frees.
  *
+ * Timeouts (the rule of conc/base.h): every wait here — future bytes,
+ * map, the iterators' next, AsyncResult waits, Pool join — treats a
+ * negative timeout as already up (AsyncResult.get waits on an Event in
+ * Python); NaN is CONC_EINVAL.
+ *
  * Items. map, imap and imap_unordered take their inputs as
  * (items, item_size, n): n items of item_size bytes each, one after the
  * other; or, when item_size is 0, items points at n conc_buf_t (items of

@@ -195,9 +195,11 @@ CONC_API int conc_process_new(conc_process_t **out, conc_process_fn fn, const vo
  * for spawn/forkserver), CONC_ENOMEM, CONC_ESYS (errno set). */
 CONC_API int conc_process_start(conc_process_t *p);
 
-/* Wait until the child has ended (and reap it). Returns 0 (the exit code is
+/* Wait until the child has ended (and reap it). A negative timeout is
+ * already up (one check), as multiprocessing's join waits with
+ * connection.wait. Returns 0 (the exit code is
  * then available), CONC_ETIMEDOUT, CONC_EPERM (never started, or not this
- * process's child), CONC_EINVAL (NULL, closed, bad timeout). Any number of
+ * process's child), CONC_EINVAL (NULL, closed, NaN timeout). Any number of
  * threads may join the same process. */
 CONC_API int conc_process_join(conc_process_t *p, double timeout);
 

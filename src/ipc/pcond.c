@@ -288,7 +288,7 @@ int conc_pbarrier_init(conc_pbarrier_t *b, int parties, void (*action)(void *), 
 {
     if (!b || parties <= 0)
         return CONC_EINVAL;
-    if (timeout != CONC_FOREVER && (isnan(timeout) || timeout < 0))
+    if (isnan(timeout)) /* a negative default: every wait is already up */
         return CONC_EINVAL;
     memset(b, 0, sizeof *b);
     conc_pcond_init(&b->cond, &b->lock);

@@ -149,7 +149,7 @@ int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout)
     if (!l || ((uintptr_t)l & 7))
         return CONC_EINVAL;
     int64_t deadline;
-    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline); /* SemLock: negative is 0 */
     if (rc)
         return rc;
     return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false, deadline);
@@ -203,7 +203,7 @@ int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout)
     if (!r || ((uintptr_t)r & 7))
         return CONC_EINVAL;
     int64_t deadline;
-    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline); /* SemLock: negative is 0 */
     if (rc)
         return rc;
     uint64_t me = conc__prlock_me();
@@ -316,7 +316,7 @@ int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout)
     if (!s)
         return CONC_EINVAL;
     int64_t deadline;
-    int rc = conc__acquire_deadline(blocking, timeout, &deadline);
+    int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline); /* SemLock: negative is 0 */
     if (rc)
         return rc;
     if (conc__psem_try(s))

@@ -311,7 +311,7 @@ static int mpq_took_over(conc_mpqueue_t *q, bool put_side)
 #define DL_LAZY INT64_MIN
 typedef struct {
     int64_t dl;     /* DL_LAZY until computed; 0: do not wait */
-    double timeout; /* validated: CONC_FOREVER or >= 0 */
+    double timeout; /* validated: not NaN; negative gives dl = 0 */
 } mpq_dl_t;
 
 static int64_t dl_get(mpq_dl_t *d)
@@ -329,8 +329,10 @@ static inline int dl_init(mpq_dl_t *d, bool block, double timeout)
         d->dl = 0;
     else if (timeout == CONC_FOREVER)
         d->dl = CONC__NO_DEADLINE;
-    else if (!(timeout >= 0)) /* NaN or negative */
+    else if (isnan(timeout))
         return CONC_EINVAL;
+    else if (timeout < 0) /* multiprocessing's SemLock: negative is 0 */
+        d->dl = 0;
     else
         d->dl = DL_LAZY;
     return 0;
