@@ -71,7 +71,12 @@
  * call waits at most the manager's timeout for its reply (opts.timeout,
  * default 30 s). A server that dies closes its connections, so no call
  * hangs on a dead server whatever its timeout. Calls park the calling green
- * thread (conc/io.h) rather than its hub.
+ * thread (conc/io.h) rather than its hub. Timeouts follow the server-side
+ * object's Python original (conc/base.h): a negative timeout is
+ * CONC_EINVAL for Lock.acquire, Queue.get and a put to a bounded Queue
+ * (threading.Lock / queue.Queue raise ValueError); a put to an unbounded
+ * Queue ignores it; NaN is CONC_EINVAL. conc_manager_connect takes no
+ * negative timeout either.
  *
  * Beyond Python: a Lock whose holder's connection closes (its process died
  * or freed the proxy) while still holding it is released by the server.
@@ -137,11 +142,12 @@ CONC_API int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t 
 
 /* BaseManager(address, authkey).connect(): connect to a running server.
  * address: as conc_manager_address gives it (a Unix socket path, or
- * "127.0.0.1:PORT"). Waits up to timeout for the connection and handshake.
- * Returns 0, CONC_EINVAL (also for an empty key: it would prove nothing),
- * CONC_EPERM (wrong key), CONC_EBROKEN (nobody there, or it closed),
- * CONC_ESYS (errno set: this process is out of file descriptors),
- * CONC_ENOMEM. */
+ * "127.0.0.1:PORT"). Waits up to timeout (>= 0, or CONC_FOREVER) for the
+ * connection and handshake.
+ * Returns 0, CONC_EINVAL (also for an empty key: it would prove nothing;
+ * and for a negative or NaN timeout), CONC_EPERM (wrong key), CONC_EBROKEN
+ * (nobody there, or it closed), CONC_ESYS (errno set: this process is out
+ * of file descriptors), CONC_ENOMEM. */
 CONC_API int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
                                   size_t authkey_len, double timeout);
 
@@ -224,8 +230,8 @@ CONC_API int conc_mlist_free(conc_mlist_t *l);
 /* ---------------------------------------------------------------- lock */
 
 /* Lock.acquire(blocking, timeout), as in conc/sync.h: 0 when acquired,
- * CONC_ETIMEDOUT when not, CONC_EINVAL for a bad combination. Blocks on
- * the server. */
+ * CONC_ETIMEDOUT when not, CONC_EINVAL for a bad combination or a
+ * negative timeout (ValueError). Blocks on the server. */
 CONC_API int conc_mlock_acquire(conc_mlock_t *l, bool blocking, double timeout);
 /* Lock.release(): any process may release; CONC_EPERM when not locked. */
 CONC_API int conc_mlock_release(conc_mlock_t *l);
@@ -236,11 +242,13 @@ CONC_API int conc_mlock_free(conc_mlock_t *l);
 /* --------------------------------------------------------------- queue */
 
 /* Queue.put(item, block, timeout): CONC_EFULL when a bounded queue stays
- * full (at once when block is false). */
+ * full (at once when block is false); CONC_EINVAL for a negative timeout
+ * on a bounded queue (an unbounded one ignores it). */
 CONC_API int conc_mqueue_put(conc_mqueue_t *q, const void *item, size_t len, bool block,
                              double timeout);
 /* Queue.get(block, timeout): *item malloc'd; CONC_EEMPTY when nothing
- * came (at once when block is false). */
+ * came (at once when block is false); CONC_EINVAL for a negative timeout
+ * with block. */
 CONC_API int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool block,
                              double timeout);
 /* Queue.qsize() -> *n. */

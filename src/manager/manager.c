@@ -146,15 +146,13 @@ static int chan_switch(mproxy_t *p, int fd, double timeout)
     static const uint8_t req[5] = {1, 0, 0, 0, CONC__MOP_SHM};
     if (conc_write_all(fd, req, sizeof req, NULL, timeout) != 0)
         return CONC_EBROKEN;
-    double deadline = timeout < 0 ? INFINITY : conc_monotonic() + timeout;
+    double deadline = conc_monotonic() + timeout; /* CONC_FOREVER stays INFINITY */
     uint8_t msg[8];
     size_t have = 0;
     int mfd = -1;
     bool ctrunc = false;
     while (have < sizeof msg) {
-        double left = timeout < 0 ? CONC_FOREVER : deadline - conc_monotonic();
-        if (timeout >= 0 && left < 0)
-            left = 0;
+        double left = deadline - conc_monotonic(); /* negative: already up */
         if (conc_wait_read(fd, left) != 0)
             goto broken;
         struct iovec iov = {msg + have, sizeof msg - have};
@@ -242,7 +240,7 @@ static int set_rcvtimeo(mproxy_t *p, double t)
 /* The frame in p->in, or a broken proxy. */
 static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
 {
-    double deadline = wait < 0 ? INFINITY : conc_monotonic() + wait;
+    double deadline = conc_monotonic() + wait; /* CONC_FOREVER stays INFINITY */
     size_t have = 0;
     for (;;) {
         const uint8_t *body;
@@ -271,8 +269,8 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
         }
         ssize_t r = conc__mgr_recv_spin(p->fd, p->in + have, p->incap - have, &p->spin);
         if (r < 0 && errno == EAGAIN) {
-            double left = wait < 0 ? CONC_FOREVER : deadline - conc_monotonic();
-            if (wait >= 0 && left < 0)
+            double left = deadline - conc_monotonic();
+            if (left < 0) /* conc_read's socket timeout takes no negative */
                 left = 0;
             if (have == 0 && !conc_green_current() && set_rcvtimeo(p, wait) == 0) {
                 /* An OS thread sleeps in recv itself: one syscall, where
@@ -282,7 +280,7 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
                  * is read within what is left of it. */
                 do
                     r = recv(p->fd, p->in + have, p->incap - have, 0);
-                while (r < 0 && errno == EINTR && (wait < 0 || conc_monotonic() < deadline));
+                while (r < 0 && errno == EINTR && conc_monotonic() < deadline);
             } else {
                 r = conc_read(p->fd, p->in + have, p->incap - have, left);
             }
@@ -304,7 +302,9 @@ static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep)
     __atomic_store_n(&ch->req_len, (uint32_t)n, __ATOMIC_RELAXED);
     uint32_t seq = ++p->seq;
     conc__mgr_chan_post(&ch->req_seq, seq, &ch->srv_wait, p->fd);
-    int64_t deadline = wait < 0 ? INT64_MAX : conc__now_ns() + (int64_t)(wait * 1e9);
+    int64_t deadline;
+    if (conc__deadline(wait, &deadline) != 0)
+        return CONC_EINVAL;
     int rc = conc__mgr_chan_wait(&ch->rep_seq, seq - 1, &ch->cli_wait, p->fd, &p->spin, deadline,
                                  NULL, conc_green_current() != NULL);
     if (rc)
@@ -572,10 +572,12 @@ static double blocking_wait(mproxy_t *p, bool block, double timeout)
         return p->timeout;
     if (timeout == CONC_FOREVER || timeout >= 1e9)
         return CONC_FOREVER;
-    return timeout + p->timeout;
+    return (timeout > 0 ? timeout : 0) + p->timeout; /* negative: the server does not wait */
 }
 
-static bool bad_timeout(double t) { return isnan(t) || (t < 0 && t != CONC_FOREVER); }
+/* The calls whose Python original raises ValueError for a negative
+ * timeout (threading.Lock.acquire, queue.Queue.get): NaN or negative. */
+static bool bad_timeout(double t) { return !(t >= 0); }
 
 /* ------------------------------------------------------- server process */
 
@@ -1093,7 +1095,9 @@ int conc_mlock_free(conc_mlock_t *l) { return proxy_free((mproxy_t *)l); }
 
 int conc_mqueue_put(conc_mqueue_t *q, const void *item, size_t len, bool block, double timeout)
 {
-    if (!q || !KEYOK(item, len) || (block && bad_timeout(timeout)))
+    /* The server checks a negative timeout where it applies (a bounded
+     * queue: Python's ValueError); an unbounded put ignores it. */
+    if (!q || !KEYOK(item, len) || (block && isnan(timeout)))
         return CONC_EINVAL;
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;

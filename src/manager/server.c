@@ -730,7 +730,10 @@ static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             v = conc__rb_bytes(r, &vn);
         if (!conc__rb_done(r) || block > 1)
             return bad(c);
-        if (block && conc__deadline(timeout, &deadline) != 0)
+        /* queue.Queue: a negative timeout is ValueError for a get and for
+         * a put to a bounded queue; an unbounded put ignores it. */
+        bool strict = op == CONC__MOP_Q_GET || o->maxsize > 0;
+        if (block && (strict ? conc__deadline_strict(timeout, &deadline) : conc__deadline(timeout, &deadline)) != 0)
             return reply_code(c, CONC_EINVAL);
     } else if (!conc__rb_done(r)) {
         return bad(c);

@@ -300,7 +300,7 @@ int conc__mgr_hs_server(int fd, const void *key, size_t keylen, double timeout)
 
 int conc__mgr_hs_client(int fd, const void *key, size_t keylen, double timeout)
 {
-    double deadline = timeout < 0 ? 1e300 : conc_monotonic() + timeout;
+    double deadline = conc_monotonic() + timeout; /* CONC_FOREVER stays INFINITY */
     int rc = answer(fd, 'S', key, keylen, deadline);
     return rc ? rc : deliver(fd, 'C', key, keylen, deadline);
 }
