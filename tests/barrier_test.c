@@ -42,7 +42,6 @@ Test(barrier, bad_inputs, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_barrier_init(&b, 0, NULL, NULL, CONC_FOREVER), CONC_EINVAL);
     cr_assert_eq(conc_barrier_init(&b, -1, NULL, NULL, CONC_FOREVER), CONC_EINVAL);
     cr_assert_eq(conc_barrier_init(&b, INT_MIN, NULL, NULL, CONC_FOREVER), CONC_EINVAL);
-    cr_assert_eq(conc_barrier_init(&b, 2, NULL, NULL, -5.0), CONC_EINVAL);
     cr_assert_eq(conc_barrier_init(&b, 2, NULL, NULL, NAN), CONC_EINVAL);
     cr_assert_eq(conc_barrier_wait(NULL, CONC_FOREVER, NULL), CONC_EINVAL);
     cr_assert_eq(conc_barrier_reset(NULL), CONC_EINVAL);
@@ -52,8 +51,6 @@ Test(barrier, bad_inputs, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_barrier_init(&b, 2, NULL, NULL, CONC_FOREVER), 0);
     cr_assert_eq(conc_barrier_parties(&b), 2);
     int idx = 77;
-    cr_assert_eq(conc_barrier_wait(&b, -5.0, &idx), CONC_EINVAL);
-    cr_assert_eq(conc_barrier_wait(&b, -0.5, &idx), CONC_EINVAL);
     cr_assert_eq(conc_barrier_wait(&b, NAN, &idx), CONC_EINVAL);
     cr_assert_eq(idx, 77);
     cr_assert_eq(conc_barrier_n_waiting(&b), 0, "an invalid wait was counted");

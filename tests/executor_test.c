@@ -160,11 +160,8 @@ Test(executor, null_arguments, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_map(ex, NULL, args, 2, res, NULL), CONC_EINVAL);
     cr_assert_eq(conc_map(ex, square_task, NULL, 2, res, NULL), CONC_EINVAL);
     cr_assert_eq(conc_map(ex, square_task, args, 2, NULL, NULL), CONC_EINVAL);
-    const double bad[] = {-0.5, -2, NAN, -INFINITY};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        conc_map_opts_t o = {.timeout = bad[i]};
-        cr_assert_eq(conc_map(ex, square_task, args, 2, res, &o), CONC_EINVAL, "map timeout %g", bad[i]);
-    }
+    conc_map_opts_t nan_o = {.timeout = NAN};
+    cr_assert_eq(conc_map(ex, square_task, args, 2, res, &nan_o), CONC_EINVAL);
     /* none of that broke the pool */
     f = submit(ex, square_task, P(7));
     void *r;
@@ -973,7 +970,7 @@ Test(executor, map_timeout_zero_while_saturated, .timeout = TU_TIMEOUT)
     conc_future_t *blocker = submit(ex, gate_task, NULL);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&started) == 1, 10));
     void *args[2] = {P(3), P(4)}, *res[2];
-    conc_map_opts_t o = {.timeout = 0};
+    conc_map_opts_t o = {.timeout = 0, .has_timeout = true};
     double t = tu_now();
     cr_assert_eq(conc_map(ex, map_gated_item, args, 2, res, &o), CONC_ETIMEDOUT);
     cr_assert_lt(tu_now() - t, 5.0);

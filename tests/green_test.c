@@ -587,14 +587,13 @@ Test(green, bad_arguments, .timeout = TU_TIMEOUT)
     cr_assert_not(conc_green_started(NULL));
     cr_assert_not(conc_green_successful(NULL));
     cr_assert_not(conc_green_killed(NULL));
-    cr_assert_eq(conc_sleep(-0.5), CONC_EINVAL);
+    cr_assert_eq(conc_sleep(-0.5), 0); /* gevent.sleep(-1): a yield */
     cr_assert_eq(conc_sleep(NAN), CONC_EINVAL);
     cr_assert_eq(conc_green_joinall(NULL, 0, 1.0), 0);
 
     cr_assert_eq(conc_go(&g, noop, NULL), 0);
-    cr_assert_eq(conc_green_join(g, -5.0), CONC_EINVAL);
     cr_assert_eq(conc_green_join(g, NAN), CONC_EINVAL);
-    cr_assert_eq(conc_green_get(g, -0.5, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_get(g, NAN, NULL), CONC_EINVAL);
     cr_assert_eq(conc_green_kill(g, true, NAN), CONC_EINVAL);
     cr_assert_eq(conc_green_link(g, NULL, NULL), CONC_EINVAL);
     conc_green_t *arr[2] = {g, NULL};

@@ -572,6 +572,7 @@ Test(io, bad_fds_and_arguments, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_read(s[0], NULL, 4, 1.0), CONC_EINVAL);
     cr_assert_eq(conc_read(s[0], buf, (size_t)SSIZE_MAX + 1, 1.0), CONC_EINVAL);
     cr_assert_eq(conc_read(s[0], buf, 4, -2.0), CONC_EINVAL);
+    cr_assert_eq(conc_read(s[0], buf, 4, -1.0), CONC_EINVAL); /* settimeout(-1): ValueError */
     cr_assert_eq(conc_read(s[0], buf, 4, NAN), CONC_EINVAL);
     cr_assert_eq(conc_write_all(s[0], NULL, 1, NULL, 1.0), CONC_EINVAL);
     cr_assert_eq(conc_connect(s[0], NULL, 0, 1.0), CONC_EINVAL);

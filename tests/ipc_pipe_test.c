@@ -62,7 +62,7 @@ Test(ipc_pipe, bad_arguments, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_pipe(true, &a, &b), 0);
     cr_assert_eq(conc_conn_send_bytes(a, NULL, 3), CONC_EINVAL);
     cr_assert_eq(conc_conn_recv_bytes(b, NULL, &n, 0), CONC_EINVAL);
-    cr_assert_eq(conc_conn_poll(b, -0.5), CONC_EINVAL);
+    cr_assert_eq(conc_conn_poll(b, -0.5), CONC_ETIMEDOUT); /* already up: a check */
     cr_assert_eq(conc_conn_poll(b, NAN), CONC_EINVAL);
     cr_assert_geq(conc_conn_fileno(a), 0);
     cr_assert_neq(conc_conn_fileno(a), conc_conn_fileno(b));

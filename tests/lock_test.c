@@ -62,8 +62,9 @@ Test(lock, bad_timeouts, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_lock_acquire(&l, false, 1.0), CONC_EINVAL);
     cr_assert_eq(conc_lock_acquire(&l, false, 0.0), CONC_EINVAL);
     cr_assert_eq(conc_lock_acquire(&l, false, 1e100), CONC_EINVAL);
-    /* negative other than FOREVER, NaN */
+    /* every negative (Python's ValueError; -1.0 is not "forever"), NaN */
     cr_assert_eq(conc_lock_acquire(&l, true, -100), CONC_EINVAL);
+    cr_assert_eq(conc_lock_acquire(&l, true, -1.0), CONC_EINVAL);
     cr_assert_eq(conc_lock_acquire(&l, true, -0.5), CONC_EINVAL);
     cr_assert_eq(conc_lock_acquire(&l, true, -1.5), CONC_EINVAL);
     cr_assert_eq(conc_lock_acquire(&l, true, -INFINITY), CONC_EINVAL);

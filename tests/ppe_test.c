@@ -241,7 +241,7 @@ Test(ppe, misuse)
     cr_assert_eq(conc_process_pool_submit(ex, &f, echo, b, n), CONC_ERANGE);
     free(b);
     conc_results_t *r;
-    cr_assert_eq(conc_process_pool_map(ex, echo, "ab", 1, 2, 1, -2.0, &r), CONC_EINVAL);
+    cr_assert_eq(conc_process_pool_map(ex, echo, "ab", 1, 2, 1, NAN, &r), CONC_EINVAL);
     /* a thread pool's future holds no bytes */
     cr_assert_eq(conc_future_new(&f), 0);
     conc_future_set_result(f, (void *)1);

@@ -84,7 +84,6 @@ Test(semaphore, bad_timeouts_and_counts, .timeout = TU_TIMEOUT)
         cr_assert_eq(inits[k](&s, 2), 0);
         cr_assert_eq(conc_semaphore_acquire(&s, false, 1.0), CONC_EINVAL);
         cr_assert_eq(conc_semaphore_acquire(&s, false, 0.0), CONC_EINVAL);
-        cr_assert_eq(conc_semaphore_acquire(&s, true, -2), CONC_EINVAL);
         cr_assert_eq(conc_semaphore_acquire(&s, true, NAN), CONC_EINVAL);
         cr_assert_eq(conc_semaphore_value(&s), 2, "an invalid acquire took a unit");
         cr_assert_eq(conc_semaphore_acquire(&s, true, 1e300), 0);

@@ -39,10 +39,7 @@ Test(timer, bad_inputs, .timeout = TU_TIMEOUT)
     conc_timer_t *t = (conc_timer_t *)0x1;
     cr_assert_eq(conc_timer_start(NULL, 0.1, nop, NULL), CONC_EINVAL);
     cr_assert_eq(conc_timer_start(&t, 0.1, NULL, NULL), CONC_EINVAL);
-    cr_assert_eq(conc_timer_start(&t, CONC_FOREVER, nop, NULL), CONC_EINVAL);
-    cr_assert_eq(conc_timer_start(&t, -0.5, nop, NULL), CONC_EINVAL);
     cr_assert_eq(conc_timer_start(&t, NAN, nop, NULL), CONC_EINVAL);
-    cr_assert_eq(conc_timer_start(&t, -INFINITY, nop, NULL), CONC_EINVAL);
     cr_assert_eq(t, (conc_timer_t *)0x1, "*out set on failure");
     cr_assert_eq(conc_timer_cancel(NULL), CONC_EINVAL);
     cr_assert_eq(conc_timer_join(NULL, 1.0), CONC_EINVAL);
@@ -51,7 +48,6 @@ Test(timer, bad_inputs, .timeout = TU_TIMEOUT)
     cr_assert_not(conc_timer_fired(NULL));
 
     cr_assert_eq(conc_timer_start(&t, 0.01, nop, NULL), 0);
-    cr_assert_eq(conc_timer_join(t, -0.5), CONC_EINVAL);
     cr_assert_eq(conc_timer_join(t, NAN), CONC_EINVAL);
     cr_assert_eq(conc_timer_join(t, 10), 0);
     cr_assert_eq(conc_timer_free(t), 0);
