@@ -10,8 +10,10 @@
  *     None: wait forever. So does any value too large to represent (past
  *     ~100 years it is clamped, never overflows). 0 means "do not block"
  *     (one try).
- *   - NaN is always CONC_EINVAL. -1.0 is not special anywhere: it is a
- *     negative timeout like any other.
+ *   - NaN is CONC_EINVAL wherever a timeout is looked at (a queue call
+ *     with block=false ignores its timeout altogether, as Python's does).
+ *     -1.0 is not special anywhere: it is a negative timeout like any
+ *     other.
  *   - A negative timeout follows the Python original of each call:
  *       "time is already up" — the call does not wait and reports its
  *       timeout (CONC_ETIMEDOUT, or what the call returns on timeout):
