@@ -146,6 +146,22 @@ Test(ipc_timeout_rule, pool_results_negative_are_already_up)
     cr_assert_eq(conc_pool_terminate(p), 0);
     conc_future_free(f);
     cr_assert_eq(conc_pool_free(p), 0);
+
+    /* ProcessPoolExecutor.map(timeout=-1): nothing waited for */
+    conc_executor_t *ex;
+    conc_process_pool_opts_t po = {.max_workers = 1};
+    cr_assert_eq(conc_process_pool_new(&ex, &po), 0);
+    conc_results_t *r = NULL;
+    t0 = tu_now();
+    cr_assert_eq(conc_process_pool_map(ex, slow_task, "ab", 1, 2, 1, -1.0, &r), CONC_ETIMEDOUT);
+    cr_assert_lt(tu_now() - t0, QUICK);
+    cr_assert_null(r);
+    cr_assert_eq(conc_executor_shutdown(ex, false, true), 0);
+    int pids[4];
+    size_t np = conc_process_pool_pids(ex, pids, 4);
+    for (size_t i = 0; i < np; i++)
+        kill(pids[i], SIGKILL); /* the running slow task would keep free() waiting 30 s */
+    cr_assert_eq(conc_executor_free(ex), 0);
 }
 
 Test(ipc_timeout_rule, manager_lock_and_queue_follow_threading_and_queue)

@@ -357,8 +357,17 @@ Test(timeout_rule, green_waits_negative_are_already_up_sleep_yields, .timeout = 
     cr_assert_eq(conc_timeout_begin(-1.0), 0);
     cr_assert_eq(conc_event_wait(&ev, CONC_FOREVER), CONC_ETIMEDOUT);
     cr_assert_eq(conc_timeout_end(), 1);
+    /* a green Pool full of a waiting member: spawn(-1) does not wait */
+    conc_green_pool_t *gp;
+    cr_assert_eq(conc_green_pool_new(&gp, 1), 0);
+    cr_assert_eq(conc_green_pool_spawn(gp, NULL, green_wait_event, &ev, -1.0), 0, "a free slot: taken");
+    cr_assert_eq(conc_green_pool_spawn(gp, NULL, green_mark, NULL, -1.0), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_green_pool_size(gp), 1, "the refused spawn took nothing");
+    cr_assert_eq(conc_green_pool_join(gp, -1.0), CONC_ETIMEDOUT);
     cr_assert_lt(tu_now() - t0, QUICK);
     conc_event_set(&ev);
+    cr_assert_eq(conc_green_pool_join(gp, CONC_FOREVER), 0);
+    cr_assert_eq(conc_green_pool_free(gp), 0);
     cr_assert_eq(conc_green_join(w, CONC_FOREVER), 0);
     conc_green_free(g);
     conc_green_free(w);
