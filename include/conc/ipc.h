@@ -32,7 +32,11 @@ extern "C" {
  *
  * Blocking: send blocks while the kernel's buffer is full (the reader must
  * read); recv blocks until a whole message is there. Use conc_conn_poll
- * to wait with a timeout. A Connection is used by one thread at a time
+ * to wait with a timeout. Every wait is colorless: a green thread parks
+ * alone, and a conc_green_kill of it (CONC_EKILLED) or a Timeout scope
+ * (CONC_ETIMEDOUT, conc/green.h; OS threads too) cuts it short — before a
+ * message started the connection stays usable, in the middle of one it
+ * breaks. A Connection is used by one thread at a time
  * (like Python's); after fork, each process should use only its own end.
  *
  * Ownership: conc_pipe/conc_conn_from_fd give heap handles; conc_conn_close
@@ -75,8 +79,9 @@ CONC_API int conc_conn_set_inheritable(conc_conn_t *c, bool inheritable);
 
 /* Send one message of len bytes (len may be 0). Blocks until all of it is
  * written to the kernel. Returns 0, CONC_EINVAL (NULL buf with len > 0,
- * not writable, broken), CONC_ESYS (EPIPE: the reader is gone). A failure
- * in the middle of a message breaks the connection. */
+ * not writable, broken), CONC_ESYS (EPIPE: the reader is gone),
+ * CONC_EKILLED / CONC_ETIMEDOUT (a kill or a Timeout scope cut a wait for
+ * room). A failure in the middle of a message breaks the connection. */
 CONC_API int conc_conn_send_bytes(conc_conn_t *c, const void *buf, size_t len);
 
 /* Receive one message into a new malloc'd buffer (*buf, freed by the
@@ -84,7 +89,8 @@ CONC_API int conc_conn_send_bytes(conc_conn_t *c, const void *buf, size_t len);
  * allocation) of *len bytes. maxlength: 0 for no limit, else longer
  * messages are refused with CONC_ERANGE and break the connection. Blocks
  * until a whole message arrived. Returns 0, CONC_EEOF, CONC_ERANGE,
- * CONC_ENOMEM, CONC_EINVAL, CONC_ESYS. */
+ * CONC_ENOMEM, CONC_EINVAL, CONC_ESYS; CONC_EKILLED / CONC_ETIMEDOUT when a
+ * kill or a Timeout scope cut the wait. */
 CONC_API int conc_conn_recv_bytes(conc_conn_t *c, void **buf, size_t *len, size_t maxlength);
 
 /* Receive one message into buf (cap bytes); *len gets its length.
@@ -94,7 +100,9 @@ CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, si
 
 /* Wait until there is something to read (a message, or end of file — then
  * recv reports CONC_EEOF), without consuming it. timeout: 0 (or negative,
- * as Python's wait() treats it) checks, CONC_FOREVER waits. Returns 0 (Python's True), CONC_ETIMEDOUT (False),
+ * as Python's wait() treats it) checks, CONC_FOREVER waits. Returns 0
+ * (Python's True), CONC_ETIMEDOUT (False, or a Timeout scope ran out),
+ * CONC_EKILLED (a killed green thread),
  * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
 CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
 
@@ -186,7 +194,12 @@ CONC_API int conc_shm_sweep(void);
  * a timeout other than CONC_FOREVER is still CONC_EINVAL; NaN too. They
  * block on futexes on the shared words (after a short spin), and a release
  * makes a futex call only when someone sleeps. Waiters are not served in
- * strict FIFO order.
+ * strict FIFO order. Every wait is colorless: a green thread parks alone
+ * (a waiter thread sleeps on the word for it), and a conc_green_kill of
+ * the waiter or a Timeout scope (conc/green.h; OS threads too) ends it with
+ * CONC_EKILLED / CONC_ETIMEDOUT, taking nothing — unless it was satisfied
+ * at that moment: then it succeeds, and the interruption comes at the
+ * next blocking call. A cut-short Barrier wait breaks the barrier.
  *
  * Owner death: a Lock stores its holder's pid, an RLock its owner's thread
  * id, each with a tag that tells that process (thread) from a later one
@@ -247,7 +260,8 @@ CONC_API int conc_plock_init(conc_plock_t *l);
 CONC_API int conc_plock_new(conc_plock_t **out);
 /* Returns 0, CONC_EOWNERDEAD (acquired from a holder that died holding
  * it: the caller holds the lock and should repair what it protects),
- * CONC_ETIMEDOUT, CONC_EINVAL. Blocks per blocking/timeout. */
+ * CONC_ETIMEDOUT, CONC_EINVAL; CONC_EKILLED (a killed green thread).
+ * Blocks per blocking/timeout (and Timeout scopes). */
 CONC_API int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout);
 /* Returns 0, or CONC_EPERM when not locked. Never blocks. */
 CONC_API int conc_plock_release(conc_plock_t *l);

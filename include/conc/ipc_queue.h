@@ -65,7 +65,11 @@
  * CONC_EFULL / CONC_EEMPTY; NaN: CONC_EINVAL). join treats a negative
  * timeout the same way. Waits spin briefly,
  * then sleep on a futex in the shared segment; nobody is woken unless
- * somebody sleeps.
+ * somebody sleeps. Waits are colorless: a green thread parks alone, and a
+ * conc_green_kill of it or a Timeout scope (conc/green.h; OS threads too)
+ * ends put / get / join with CONC_EKILLED / CONC_ETIMEDOUT (not
+ * CONC_EFULL / CONC_EEMPTY), the queue untouched; a get that an item
+ * reached as it was cut returns the item.
  *
  * Handles: a conc_mpqueue_t is a per-process handle (malloc'd, owned by
  * the caller, freed with conc_mpqueue_free). A forked child inherits a

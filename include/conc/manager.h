@@ -59,7 +59,13 @@
  *   CONC_EEMPTY    KeyError for dict get/del/pop; queue.Empty.
  *   CONC_ERANGE    IndexError for list get/set/pop; too large a message.
  *   CONC_EFULL     queue.Full.
- *   CONC_ETIMEDOUT acquire timed out (Python's False).
+ *   CONC_ETIMEDOUT acquire timed out (Python's False); or a Timeout scope
+ *                  (conc/green.h) ran out during any call.
+ *   CONC_EKILLED   the calling green thread was killed during the call.
+ *                  After either of these two the proxy stays usable: it
+ *                  drops its connection and dials a new one at the next
+ *                  call; a get or put that took effect as it was cut
+ *                  returns 0 (docs/manager.md).
  *   CONC_ESHUTDOWN the server is shutting down.
  *   CONC_ESYS      errno set; EMFILE/ENFILE: this process has no file
  *                  descriptor left for a new connection (the server is

@@ -24,7 +24,8 @@ int conc__fd_wait(int fd, int events, int64_t deadline)
         p.events |= POLLIN;
     if (events & CONC__FD_WRITE)
         p.events |= POLLOUT;
-    int64_t dl = conc__park_deadline(ctx, deadline);
+    ctx->cut_scope = -1; /* as conc__park: conc__park_interrupted reads it */
+    int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
     for (;;) {
         int ms = -1;
         if (dl != CONC__NO_DEADLINE) {

@@ -300,7 +300,11 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
         }
         return 0;
     }
-    gs->last_intr = 0;
+    /* conc's own uninterruptible waits (nointr) keep what the last
+     * interrupted park reported: a caller that finds that wait satisfied
+     * after them still rearms it (core/shwait.h conc__cut_rearm). */
+    if (!gs->ctx->nointr)
+        gs->last_intr = 0;
     if (gs->interrupt && !gs->ctx->nointr)
         return take_interrupt(gs);
     uint32_t exp = CONC__W_WAITING;

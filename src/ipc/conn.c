@@ -18,6 +18,13 @@
  * is no longer at a message boundary: a message over the limit (its bytes
  * are not read), an EOF or I/O error in the middle of a message.
  *
+ * Colorless: every wait goes through conc__fd_wait (core/fdwait.h): a
+ * green thread parks alone (its hub's epoll watches the fd) and a kill or
+ * a Timeout scope cuts it short. A plain OS thread with no scope open
+ * keeps the cheap path (a blocking read or write, no poll first). A wait
+ * cut short before a message started leaves the connection as it was; one
+ * cut in the middle of a message breaks it (as an EOF there does).
+ *
  * SIGPIPE: sockets are written with MSG_NOSIGNAL; for pipes the signal is
  * blocked in the calling thread around the write and a SIGPIPE caused by
  * it is consumed, so a vanished reader is CONC_ESYS/EPIPE, never a signal.
@@ -38,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fdwait.h"
 #include "core/sys.h"
 #include "ipc/internal.h"
 
@@ -131,6 +139,8 @@ int conc_conn_close(conc_conn_t *c)
     if (!c)
         return 0;
     int rc = 0;
+    if (c->fd >= 0)
+        conc__fd_forget(c->fd); /* a hub may watch it (green waits) */
     if (c->fd >= 0 && close(c->fd) != 0 && errno != EINTR)
         rc = CONC_ESYS;
     free(c->rbuf);
@@ -138,12 +148,40 @@ int conc_conn_close(conc_conn_t *c)
     return rc;
 }
 
-/* Wait until fd is ready for events (after EAGAIN on a non-blocking fd). */
-static void conc__conn_wait_fd(int fd, short events)
+/* Must the caller wait for readiness before a read or write that could
+ * block? A green context (its hub must not block) or an open Timeout
+ * scope (the syscall would ignore it). */
+static inline bool conc__conn_wait_first(void)
 {
-    struct pollfd p = {.fd = fd, .events = events};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    conc__ctx_t *x = conc__ctx();
+    return x->ops != NULL || x->scope_dl != 0;
+}
+
+/* Ready now (level-triggered)? A hub watches fds edge-triggered, so
+ * conc__fd_wait must only follow a call that found the fd not ready. */
+static bool conc__conn_ready(int fd, int events)
+{
+    struct pollfd p = {.fd = fd, .events = (short)(((events & CONC__FD_READ) ? POLLIN : 0) |
+                                                   ((events & CONC__FD_WRITE) ? POLLOUT : 0))};
+    int r;
+    while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR) {
     }
+    return r != 0; /* an error: let the syscall report it */
+}
+
+/* Wait until fd is ready (CONC__FD_READ / WRITE) until deadline: 0, or
+ * CONC_ETIMEDOUT, an interruption (CONC_EKILLED, CONC_ETIMEDOUT of a
+ * scope), CONC_ESYS, CONC_EINVAL. */
+static int conc__conn_wait_dl(int fd, int events, int64_t deadline)
+{
+    if (conc__conn_ready(fd, events))
+        return 0;
+    return conc__fd_wait(fd, events, deadline);
+}
+
+static int conc__conn_wait_fd(int fd, int events)
+{
+    return conc__conn_wait_dl(fd, events, CONC__NO_DEADLINE);
 }
 
 /* ------------------------------------------------------------------ send */
@@ -153,7 +191,8 @@ static ssize_t conc__conn_writev(conc_conn_t *c, struct iovec *iov, int n)
 {
     if (c->sock) {
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        return sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        /* Waiting contexts never block in the call (EAGAIN: wait, retry). */
+        return sendmsg(c->fd, &m, MSG_NOSIGNAL | (conc__conn_wait_first() ? MSG_DONTWAIT : 0));
     }
     if (c->sigpipe_ignored) /* as Python runs: a gone reader is just EPIPE */
         return n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
@@ -165,12 +204,28 @@ static int conc__conn_write_all(conc_conn_t *c, struct iovec *iov, int n)
 {
     bool started = false;
     while (n > 0) {
+        if (!c->sock && conc__conn_wait_first()) {
+            /* A pipe cannot be written without blocking per call: wait
+             * until it takes bytes (it may still block for the rest of a
+             * large message). */
+            int w = conc__conn_wait_fd(c->fd, CONC__FD_WRITE);
+            if (w) {
+                if (started)
+                    c->broken = true;
+                return w;
+            }
+        }
         ssize_t r = conc__conn_writev(c, iov, n);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                conc__conn_wait_fd(c->fd, POLLOUT);
+                int w = conc__conn_wait_fd(c->fd, CONC__FD_WRITE);
+                if (w) {
+                    if (started)
+                        c->broken = true; /* the peer saw half a message */
+                    return w;
+                }
                 continue;
             }
             if (started)
@@ -212,17 +267,26 @@ int conc_conn_send_bytes(conc_conn_t *c, const void *buf, size_t len)
 /* ------------------------------------------------------------------ recv */
 
 /* One read into dst (at most cap). Returns bytes, 0 at EOF, or -1 after an
- * error (errno); EINTR and EAGAIN are retried. */
-static ssize_t conc__conn_read(conc_conn_t *c, void *dst, size_t cap)
+ * error (errno); EINTR and EAGAIN are retried. A wait cut short: -1 with
+ * *intr set to the interruption. */
+static ssize_t conc__conn_read(conc_conn_t *c, void *dst, size_t cap, int *intr)
 {
+    bool wait = conc__conn_wait_first();
     for (;;) {
-        ssize_t r = read(c->fd, dst, cap);
+        if (wait) {
+            int w = conc__conn_wait_fd(c->fd, CONC__FD_READ);
+            if (w) {
+                *intr = w;
+                return -1;
+            }
+        }
+        ssize_t r = c->sock ? recv(c->fd, dst, cap, wait ? MSG_DONTWAIT : 0) : read(c->fd, dst, cap);
         if (r >= 0)
             return r;
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            conc__conn_wait_fd(c->fd, POLLIN);
+            wait = true;
             continue;
         }
         return -1;
@@ -240,7 +304,10 @@ static int conc__conn_fill(conc_conn_t *c, size_t need)
             c->rlen -= c->rpos;
             c->rpos = 0;
         }
-        ssize_t r = conc__conn_read(c, c->rbuf + c->rlen, BUF - c->rlen);
+        int intr = 0;
+        ssize_t r = conc__conn_read(c, c->rbuf + c->rlen, BUF - c->rlen, &intr);
+        if (r < 0 && intr)
+            return intr; /* the buffer keeps what came: still at a boundary */
         if (r < 0) {
             if (c->rlen > c->rpos)
                 c->broken = true;
@@ -296,10 +363,11 @@ static int conc__conn_body(conc_conn_t *c, char *dst, size_t len)
     c->rpos = c->rlen = 0;
     size_t done = have;
     while (done < len) {
-        ssize_t r = conc__conn_read(c, dst + done, len - done);
+        int intr = 0;
+        ssize_t r = conc__conn_read(c, dst + done, len - done, &intr);
         if (r <= 0) {
             c->broken = true;
-            return r == 0 ? CONC_EEOF : CONC_ESYS;
+            return r == 0 ? CONC_EEOF : intr ? intr : CONC_ESYS;
         }
         done += (size_t)r;
     }
@@ -364,23 +432,23 @@ int conc_conn_poll(conc_conn_t *c, double timeout)
         return CONC_EINVAL;
     if (c->rlen > c->rpos)
         return 0;
-    for (;;) {
-        struct timespec ts, *tsp = NULL;
-        if (deadline != CONC__NO_DEADLINE) {
-            int64_t left = deadline - conc__now_ns();
-            if (left < 0)
-                left = 0;
-            ts.tv_sec = (time_t)(left / 1000000000);
-            ts.tv_nsec = (long)(left % 1000000000);
-            tsp = &ts;
-        }
+    /* data, EOF (POLLHUP) or an error recv will report; a kill or a
+     * Timeout scope cuts it short (CONC_EKILLED / CONC_ETIMEDOUT) */
+    int rc = conc__conn_wait_dl(c->fd, CONC__FD_READ, deadline);
+    if (rc == CONC_ETIMEDOUT) {
+        /* Time is up (or was at once, for timeout 0): one last look. Ready
+         * now means satisfied, even if a scope cut the wait. */
+        conc__cut_t cut = conc__cut_save(rc);
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        int r = ppoll(&p, 1, tsp, NULL);
-        if (r > 0)
-            return 0; /* data, EOF (POLLHUP) or an error recv will report */
-        if (r == 0)
-            return CONC_ETIMEDOUT;
-        if (errno != EINTR)
+        int r;
+        while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+        }
+        if (r < 0)
             return CONC_ESYS;
+        if (r > 0) {
+            conc__cut_rearm(&cut);
+            return 0;
+        }
     }
+    return rc == CONC_EINVAL ? CONC_ESYS : rc;
 }

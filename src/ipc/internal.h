@@ -10,7 +10,10 @@
  * - conc__ipc_pidns(): inode of the caller's pid namespace.
  * - conc__pwait(word, expect, deadline): a shared futex sleep that counts
  *   itself in *sleepers, so wakers call the kernel only when someone
- *   sleeps; conc__pwake(word, sleepers, n) is the matching wake.
+ *   sleeps; conc__pwake(word, sleepers, n) is the matching wake. It is
+ *   colorless: callers handle an interruption (kill, Timeout scope) by
+ *   looking once more at their condition — satisfied: succeed and
+ *   conc__cut_rearm; else return the interruption.
  */
 #ifndef CONC_IPC_INTERNAL_H
 #define CONC_IPC_INTERNAL_H
@@ -22,6 +25,7 @@
 
 #include "conc/ipc.h"
 #include "core/futex.h"
+#include "core/shwait.h"
 #include "core/time.h"
 
 #define CONC__IA(p) ((_Atomic __typeof__(*(p)) *)(p))
@@ -66,14 +70,20 @@ void conc__ipc_unmapping(void);
 #define CONC__IPC_CHECK_NS (50 * 1000 * 1000)
 
 /* Sleep on *word while it equals expect, until woken, the deadline, or
- * (with check) the next liveness check. Returns 0 or CONC_ETIMEDOUT. */
+ * (with check) the next liveness check — colorless (core/shwait.h): a
+ * green thread parks alone, and a kill or a Timeout scope cuts the sleep.
+ * Returns 0, CONC_ETIMEDOUT, or an interruption (CONC_EKILLED...; tell a
+ * scope's CONC_ETIMEDOUT from the deadline's with conc__is_cut
+ * right after the call). A green thread's sleep is done by the waiter
+ * thread, which counts as this sleeper for as long as the call lasts. */
 static inline int conc__pwait(uint32_t *word, uint32_t *sleepers, uint32_t expect, int64_t deadline)
 {
     /* The kernel orders this increment before its read of *word (a full
-     * barrier in futex_wait); the waker's seq_cst store of *word and
-     * seq_cst load of *sleepers pair with it. */
+     * barrier in futex_wait / futex_waitv, which runs after the hand-off);
+     * the waker's seq_cst store of *word and seq_cst load of *sleepers
+     * pair with it. */
     atomic_fetch_add_explicit(CONC__IA(sleepers), 1u, memory_order_seq_cst);
-    int r = conc__futex_wait(word, expect, deadline, 1);
+    int r = conc__shared_wait(word, expect, deadline);
     atomic_fetch_sub_explicit(CONC__IA(sleepers), 1u, memory_order_relaxed);
     return r;
 }

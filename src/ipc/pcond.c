@@ -142,8 +142,13 @@ static bool conc__pcond_take(conc_pcond_t *c)
 #define TOKEN_SPIN_NS (10 * 1000 * 1000)
 
 /* The wait, with the lock held and checked. 0 notified, CONC_ETIMEDOUT,
- * CONC_EOWNERDEAD (the lock was taken back from a dead holder). */
-static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int64_t deadline)
+ * CONC_EOWNERDEAD (the lock was taken back from a dead holder), or an
+ * interruption (a kill, a Timeout scope: cut->code says which; 0 for
+ * anything else). Interrupted, it leaves like a timeout; if a notify
+ * counted it meanwhile it reports being notified and rearms the
+ * interruption. The relock is never cut short. */
+static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int64_t deadline,
+                               conc__cut_t *cut)
 {
     atomic_store_explicit(CONC__IA(&c->waiting), atomic_load_explicit(CONC__IA(&c->waiting), RLXO) + 1,
                           RLXO);
@@ -155,6 +160,7 @@ static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int6
         levels = conc__prlock_release_all(lk->lock);
 
     bool notified = false, timed_out = false;
+    cut->code = 0;
     uint32_t s = s0;
     for (;;) {
         if (s != s0 && conc__pcond_take(c)) {
@@ -163,8 +169,13 @@ static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int6
         }
         if (timed_out)
             break;
-        if (conc__futex_wait(&c->seq, s, deadline, 1) == CONC_ETIMEDOUT)
+        int r = conc__shared_wait(&c->seq, s, deadline);
+        if (conc__is_cut(r)) {
+            *cut = conc__cut_save(r); /* one more look, then leave */
             timed_out = true;
+        } else if (r == CONC_ETIMEDOUT) {
+            timed_out = true;
+        }
         s = atomic_load_explicit(CONC__IA(&c->seq), ACQO);
     }
 
@@ -173,12 +184,15 @@ static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int6
         taken = conc__plock_lock_forever(lk->lock);
     else
         taken = conc__prlock_restore(lk->lock, levels);
-    if (notified)
+    if (notified) {
+        conc__cut_rearm(cut);
+        cut->code = 0;
         return taken;
+    }
     uint32_t w = atomic_load_explicit(CONC__IA(&c->waiting), RLXO);
     if (w > 0) {
         atomic_store_explicit(CONC__IA(&c->waiting), w - 1, RLXO);
-        return taken ? taken : CONC_ETIMEDOUT;
+        return taken ? taken : cut->code ? cut->code : CONC_ETIMEDOUT;
     }
     /* A notify counted this waiter after its timeout: its token is there
      * (or about to be). Bounded: a peer may have zeroed the counters; then
@@ -189,6 +203,8 @@ static int conc__pcond_wait_dl(conc_pcond_t *c, const conc__pcond_lk_t *lk, int6
             break;
         conc__cpu_relax();
     }
+    conc__cut_rearm(cut); /* notified after all */
+    cut->code = 0;
     return taken;
 }
 
@@ -205,7 +221,8 @@ int conc_pcond_wait(conc_pcond_t *c, double timeout)
         return CONC_EBROKEN;
     if (!conc__pcond_owned(&lk))
         return CONC_EPERM;
-    return conc__pcond_wait_dl(c, &lk, deadline);
+    conc__cut_t cut;
+    return conc__pcond_wait_dl(c, &lk, deadline, &cut);
 }
 
 int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double timeout)
@@ -224,8 +241,16 @@ int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double
     while (!pred(arg)) {
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
-        if (conc__pcond_wait_dl(c, &lk, deadline) == CONC_EOWNERDEAD)
+        conc__cut_t cut;
+        rc = conc__pcond_wait_dl(c, &lk, deadline, &cut);
+        if (rc == CONC_EOWNERDEAD)
             return CONC_EOWNERDEAD; /* repair first; pred may see torn data */
+        if (cut.code) {
+            if (!pred(arg))
+                return cut.code; /* a kill or a timeout scope */
+            conc__cut_rearm(&cut);
+            return 0;
+        }
     }
     return 0;
 }
@@ -397,10 +422,16 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
     /* The previous round drains (or a reset runs): wait for it, within
      * the caller's deadline (a peer could leave the state there for
      * ever); running out breaks the barrier, as a timeout below does. */
+    conc__cut_t cut;
     while (b->state == DRAINING || b->state == RESETTING) {
-        int w = conc__pcond_wait_dl(&b->cond, &lk, deadline);
-        if (w == CONC_EOWNERDEAD ||
-            (w == CONC_ETIMEDOUT && (b->state == DRAINING || b->state == RESETTING)))
+        int w = conc__pcond_wait_dl(&b->cond, &lk, deadline, &cut);
+        if (w == CONC_EOWNERDEAD)
+            conc__pbarrier_break(b);
+        if (cut.code) { /* a kill or a timeout scope: it had not joined */
+            conc_plock_release(&b->lock);
+            return cut.code;
+        }
+        if (w == CONC_ETIMEDOUT && (b->state == DRAINING || b->state == RESETTING))
             conc__pbarrier_break(b);
     }
     /* Under the lock, but a peer may have written anything: a count out
@@ -415,6 +446,7 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
     int idx = count;
     b->count = count + 1;
     rc = 0;
+    int intr = 0;
     if (idx + 1 == parties) {
         rc = conc__pbarrier_action(b);
         if (rc)
@@ -425,14 +457,19 @@ int conc_pbarrier_wait(conc_pbarrier_t *b, double timeout, int *index)
         }
     } else {
         while (b->state == FILLING) {
-            int w = conc__pcond_wait_dl(&b->cond, &lk, deadline);
-            if ((w == CONC_ETIMEDOUT && b->state == FILLING) || w == CONC_EOWNERDEAD) {
+            int w = conc__pcond_wait_dl(&b->cond, &lk, deadline, &cut);
+            if (((w == CONC_ETIMEDOUT || cut.code) && b->state == FILLING) || w == CONC_EOWNERDEAD) {
+                /* A timeout breaks the barrier (Python); so does an
+                 * interruption, which is what this call reports. */
                 conc__pbarrier_break(b);
+                intr = cut.code;
                 break;
             }
+            if (cut.code) /* cut short just as the barrier filled: passed */
+                conc__cut_rearm(&cut);
         }
         if (b->state < 0)
-            rc = CONC_EBROKEN;
+            rc = intr ? intr : CONC_EBROKEN;
     }
     count = b->count;
     b->count = count > 0 ? count - 1 : 0;

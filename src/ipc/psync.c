@@ -71,8 +71,10 @@ static bool conc__ptry(void *arg)
 }
 
 /* Take the owner pair at word from free to me. Returns 0, CONC_EOWNERDEAD
- * (taken over from a holder that ended without releasing) or
- * CONC_ETIMEDOUT. thread: the ids are thread ids (RLock). */
+ * (taken over from a holder that ended without releasing), CONC_ETIMEDOUT
+ * or an interruption (CONC_EKILLED, a Timeout scope's CONC_ETIMEDOUT: the
+ * lock if it is free by then, else nothing taken). thread: the ids are
+ * thread ids (RLock). */
 static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint64_t me,
                             bool thread, int64_t deadline)
 {
@@ -97,8 +99,18 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
             return CONC_ETIMEDOUT;
         int64_t wake = now + CONC__IPC_CHECK_NS;
         bool check = wake < deadline;
-        if (conc__pwait(word, sleepers, s, check ? wake : deadline) == CONC_ETIMEDOUT &&
-            atomic_load_explicit(PAIR(word), RLXO) == v &&
+        int r = conc__pwait(word, sleepers, s, check ? wake : deadline);
+        if (conc__is_cut(r)) {
+            /* A kill or a Timeout scope: the lock if it is free now, else
+             * the interruption. */
+            conc__cut_t cut = conc__cut_save(r);
+            if (conc__ptry(&t)) {
+                conc__cut_rearm(&cut);
+                return 0;
+            }
+            return r;
+        }
+        if (r == CONC_ETIMEDOUT && atomic_load_explicit(PAIR(word), RLXO) == v &&
             !conc__ipc_holder_alive((pid_t)s, OWNER_TAG(v), UINT32_MAX, thread)) {
             /* The holder ended without releasing (or its id names another
              * process now): take over from that exact pair, so one waiter
@@ -258,18 +270,27 @@ uint32_t conc__prlock_release_all(conc_prlock_t *r)
     return n ? n : 1; /* a peer may have zeroed it: we held one level at least */
 }
 
+/* conc's own holds (a condition's relock, the barrier's bookkeeping):
+ * never cut short; a kill or a scope waits for the caller's next call. */
 int conc__prlock_restore(conc_prlock_t *r, uint32_t n)
 {
+    conc__ctx_t *ctx = conc__ctx();
+    ctx->nointr++;
     int rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, conc__prlock_me(), true,
                               CONC__NO_DEADLINE);
+    ctx->nointr--;
     atomic_store_explicit(CONC__IA(&r->count), n, RLXO);
     return rc;
 }
 
 int conc__plock_lock_forever(conc_plock_t *l)
 {
-    return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false,
-                            CONC__NO_DEADLINE);
+    conc__ctx_t *ctx = conc__ctx();
+    ctx->nointr++;
+    int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false,
+                              CONC__NO_DEADLINE);
+    ctx->nointr--;
+    return rc;
 }
 
 /* ----------------------------------------------------------- Semaphore */
@@ -330,7 +351,15 @@ int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout)
             return 0;
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
-        conc__pwait(&s->value, &s->sleepers, 0, deadline);
+        int r = conc__pwait(&s->value, &s->sleepers, 0, deadline);
+        if (conc__is_cut(r)) {
+            conc__cut_t cut = conc__cut_save(r);
+            if (conc__psem_try(s)) {
+                conc__cut_rearm(&cut);
+                return 0;
+            }
+            return r;
+        }
     }
 }
 
@@ -431,6 +460,14 @@ int conc_pevent_wait(conc_pevent_t *e, double timeout)
             return 0;
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
-        conc__pwait(&e->state, &e->sleepers, s, deadline);
+        int r = conc__pwait(&e->state, &e->sleepers, s, deadline);
+        if (conc__is_cut(r)) {
+            conc__cut_t cut = conc__cut_save(r);
+            if (atomic_load_explicit(CONC__IA(&e->state), ACQO) != s) {
+                conc__cut_rearm(&cut);
+                return 0;
+            }
+            return r;
+        }
     }
 }

@@ -85,6 +85,14 @@
  * hang. A process killed while asleep leaves `sleepers` one too high;
  * that only costs the other side a futex_wake call per operation.
  *
+ * Every sleep is colorless (core/shwait.h): a green thread yields to its
+ * siblings instead of the CPU and then parks (a waiter thread sleeps on
+ * the word for it); a kill or a Timeout scope cuts any wait — for room,
+ * for a message, for a side's lock — and the call returns the
+ * interruption (mpq_cut) with nothing taken, unless the condition it
+ * waited for had come true by then (the call goes on, the interruption is
+ * delivered at the next blocking call).
+ *
  * JoinableQueue: unfinished = puts - done. task_done increments done
  * with a CAS that refuses to pass puts (ValueError); one word, so it is
  * crash-safe without a lock.
@@ -105,6 +113,7 @@
 #include <sys/syscall.h>
 #include <linux/membarrier.h>
 
+#include "conc/green.h"
 #include "core/fence.h"
 #include "core/futex.h"
 #include "core/park.h"
@@ -168,6 +177,34 @@ static bool mpq_sleep_fence(void)
 }
 #define BLIND_SLEEP_NS 1000000LL
 
+/* mpq_sleep_fence for a green thread. The membarrier is needed between
+ * the sleeper's count and its re-read, but one serves every sleeper of
+ * this OS thread that counted itself before it: the green thread first
+ * lets its siblings run (those going to sleep too count themselves), and
+ * issues the membarrier only if none of them did meanwhile. A hundred
+ * green consumers that find a queue empty then cost one membarrier, not
+ * a hundred. Returns 1 (fenced), 0 (cannot fence: cap the sleep), or an
+ * interruption from the yield (nothing was taken). */
+static __thread unsigned mpq_fence_gen;
+static int mpq_green_sleep_fence(void)
+{
+    unsigned g = mpq_fence_gen;
+    int r = conc_yield();
+    if (r)
+        return r;
+    if (mpq_fence_gen != g)
+        return 1; /* a sibling fenced after our count: it covers us */
+    if (!mpq_sleep_fence())
+        return 0;
+    mpq_fence_gen = g + 1;
+    return 1;
+}
+
+/* Set by a wait that a kill or a Timeout scope cut short, just before it
+ * returns the interruption; read (and cleared) on the error paths only, so
+ * the op reports the interruption itself, not Full/Empty. */
+static __thread bool mpq_cut;
+
 /* Between the spin and the sleep: give the CPU away (sched_yield) for up
  * to a per-thread budget, re-checking after each yield. When the other
  * side is runnable on our CPU (an oversubscribed machine), this lets it
@@ -199,27 +236,93 @@ static bool mpq_yield_until(const wait_cond_t *c, int64_t deadline)
     return false;
 }
 
-/* Wait for the condition; 0 when it changed, CONC_ETIMEDOUT. */
+/* rc, an op's failure: the interruption as is, else a timeout as alt. */
+static int mpq_cut_code(int rc, int alt)
+{
+    if (mpq_cut) {
+        mpq_cut = false;
+        return rc;
+    }
+    return rc == CONC_ETIMEDOUT ? alt : rc;
+}
+
+/* mpq_yield_until for a green thread: conc_yield lets its siblings run
+ * (a sibling may be the one that changes the condition, and sleeping
+ * costs each green sleeper a membarrier and a hand-off to the waiter
+ * thread). Same budget. 1 changed, 0 not, or an interruption (mpq_cut
+ * set; nothing was consumed, so the caller just reports it). */
+static int mpq_green_yield_until(const wait_cond_t *c, int64_t deadline)
+{
+    uint32_t budget = mpq_yield_ns;
+    int64_t end = conc__now_ns() + budget;
+    if (end > deadline)
+        end = deadline;
+    for (unsigned i = 1;; i++) {
+        int r = conc_yield();
+        if (r) {
+            mpq_cut = true;
+            return r;
+        }
+        if (cond_changed((void *)c)) {
+            mpq_yield_ns = budget >= YIELD_MAX_NS / 2 ? YIELD_MAX_NS : budget * 2;
+            return 1;
+        }
+        if ((i & 3) == 0 && conc__now_ns() >= end)
+            break;
+    }
+    mpq_yield_ns = budget / 2 < YIELD_MIN_NS ? YIELD_MIN_NS : budget / 2;
+    return 0;
+}
+
+/* Wait for the condition; 0 when it changed, CONC_ETIMEDOUT, or an
+ * interruption (kill, Timeout scope; mpq_cut set). A green thread never
+ * blocks its OS thread: it yields to its siblings, then parks
+ * (core/shwait.h). */
 static int mpq_wait(conc__mpq_wait_t *w, wait_cond_t *c, int64_t deadline)
 {
-    if (cond_changed(c) || conc__spin_until(cond_changed, c, deadline) || mpq_yield_until(c, deadline))
+    if (cond_changed(c) || conc__spin_until(cond_changed, c, deadline))
         return 0;
+    bool green = conc__ctx()->ops != NULL;
+    if (!green) {
+        if (mpq_yield_until(c, deadline))
+            return 0;
+    } else {
+        int r = mpq_green_yield_until(c, deadline);
+        if (r)
+            return r > 0 ? 0 : r;
+    }
     for (;;) {
         int64_t now = conc__now_ns();
         if (now >= deadline)
             return cond_changed(c) ? 0 : CONC_ETIMEDOUT;
         atomic_fetch_add_explicit(CONC__A(&w->sleepers), 1u, SEQ);
-        int64_t cap = mpq_sleep_fence() ? conc__mpq_sleep_cap_ns : BLIND_SLEEP_NS;
+        int f = green ? mpq_green_sleep_fence() : mpq_sleep_fence();
+        if (f < 0) { /* interrupted while it let its siblings count themselves */
+            atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
+            mpq_cut = true;
+            return f;
+        }
+        int64_t cap = f ? conc__mpq_sleep_cap_ns : BLIND_SLEEP_NS;
         uint32_t seq = conc__load(&w->seq, SEQ);
         if (cond_changed(c)) {
             atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
             return 0;
         }
         int64_t until = deadline - now > cap ? now + cap : deadline;
-        conc__futex_wait(&w->seq, seq, until, 1);
+        int r = conc__shared_wait(&w->seq, seq, until);
         atomic_fetch_sub_explicit(CONC__A(&w->sleepers), 1u, SEQ);
-        if (cond_changed(c))
+        bool intr = conc__is_cut(r);
+        if (cond_changed(c)) {
+            if (intr) { /* satisfied as it was cut: the caller goes on */
+                conc__cut_t cut = conc__cut_save(r);
+                conc__cut_rearm(&cut);
+            }
             return 0;
+        }
+        if (intr) {
+            mpq_cut = true;
+            return r;
+        }
     }
 }
 
@@ -503,7 +606,11 @@ static int bias_revoke(conc_mpqueue_t *q, bool put_side, uint64_t me, uint64_t w
             return CONC_ETIMEDOUT;
         int64_t until = now + BIAS_POLL_NS < deadline ? now + BIAS_POLL_NS : deadline;
         /* a timed nap (nobody wakes it; a change of busy ends it early) */
-        conc__futex_wait(&sd->busy, conc__load(&sd->busy, RLX), until, 1);
+        int r = conc__shared_wait(&sd->busy, conc__load(&sd->busy, RLX), until);
+        if (conc__is_cut(r)) {
+            mpq_cut = true;
+            return r;
+        }
     }
     if (!atomic_compare_exchange_strong_explicit(CONC__A(&sd->lock), &w, me, ACQ, RLX))
         return 1;
@@ -569,8 +676,16 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
         atomic_fetch_add_explicit(CONC__A(&sd->lock_sleepers), 1u, SEQ);
         int64_t cap = mpq_sleep_fence() ? period : BLIND_SLEEP_NS;
         int64_t until = deadline - now > cap ? now + cap : deadline;
-        int r = conc__futex_wait(lock_futex(&sd->lock), (uint32_t)w, until, 1);
+        int r = conc__shared_wait(lock_futex(&sd->lock), (uint32_t)w, until);
         atomic_fetch_sub_explicit(CONC__A(&sd->lock_sleepers), 1u, RLX);
+        if (conc__is_cut(r)) {
+            /* Cut short: leave without the lock; a wakeup it may have
+             * taken goes to the next sleeper. */
+            if (conc__load(&sd->lock, ACQ) != w && conc__load(&sd->lock_sleepers, SEQ) != 0)
+                conc__futex_wake(lock_futex(&sd->lock), 1, 1);
+            mpq_cut = true;
+            return r;
+        }
         if (r != CONC_ETIMEDOUT || conc__load(&sd->lock, ACQ) != w)
             continue;
         period = CONC__IPC_CHECK_NS;
@@ -585,8 +700,9 @@ static int mpq_lock_slow(conc_mpqueue_t *q, bool put_side, uint64_t me, int64_t 
 
 /* Lock one side; deadline as for waits (0: wait for the lock up to
  * NOWAIT_LOCK_NS, it is held only across a copy). Returns 0,
- * CONC_ETIMEDOUT or CONC_EBROKEN (took over a dead holder's lock and its journal was bad: unlocked);
- * *biased says how to unlock.
+ * CONC_ETIMEDOUT, an interruption (mpq_cut set) or CONC_EBROKEN (took
+ * over a dead holder's lock and its journal was bad: unlocked); *biased
+ * says how to unlock.
  *
  * Biased locking: a thread that takes a side's lock while nobody else
  * ever wanted it (revoked is 0, and its process is registered for global
@@ -976,7 +1092,7 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     bool counted = false, biased;
     int rc = mpq_lock(q, true, &dl, &biased);
     if (rc != 0)
-        return rc == CONC_ETIMEDOUT ? CONC_EFULL : rc;
+        return mpq_cut_code(rc, CONC_EFULL);
     uint64_t t;
     for (;;) {
         /* Each shared word once, into a local; the checks and the writes
@@ -1013,11 +1129,11 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
         mpq_unlock(s, true, biased);
         if (!block || !mpq_enter_wait(q, &counted))
             return mpq_leave(q, counted, block ? CONC_EINVAL : CONC_EFULL);
-        if (mpq_wait(&s->nonfull, &c, dl_get(&dl)) != 0)
-            return mpq_leave(q, counted, CONC_EFULL);
+        if ((rc = mpq_wait(&s->nonfull, &c, dl_get(&dl))) != 0)
+            return mpq_leave(q, counted, mpq_cut_code(rc, CONC_EFULL));
         rc = mpq_lock(q, true, &dl, &biased);
         if (rc != 0)
-            return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EFULL : rc);
+            return mpq_leave(q, counted, mpq_cut_code(rc, CONC_EFULL));
     }
     /* [t, t + need + HDR) is free. The bytes, the zero header after them,
      * the journal, the count, then the header: the commit. */
@@ -1072,7 +1188,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     bool counted = false, biased;
     int rc = mpq_lock(q, false, &dl, &biased);
     if (rc != 0)
-        return rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc;
+        return mpq_cut_code(rc, CONC_EEMPTY);
     uint64_t h, hdr;
     for (;;) {
         /* head once, checked (a multiple of 8: a header never crosses the
@@ -1098,7 +1214,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
             uint64_t h2 = conc__load(&s->head, ACQ);
             if ((h2 & 7) == 0 && conc__load(ring_word(q, h2), ACQ) != 0)
                 mpq_notify(&s->nonempty, 1);
-            return mpq_leave(q, counted, rc == CONC_ETIMEDOUT ? CONC_EEMPTY : rc);
+            return mpq_leave(q, counted, mpq_cut_code(rc, CONC_EEMPTY));
         }
     }
     size_t len = (size_t)(uint32_t)hdr;
@@ -1245,8 +1361,9 @@ int conc_mpqueue_join(conc_mpqueue_t *q, double timeout)
         if (!mpq_enter_wait(q, &counted))
             return CONC_EINVAL;
         wait_cond_t c = {.a = &s->done, .av = d};
-        if (mpq_wait(&s->alldone, &c, deadline) != 0)
-            return mpq_leave(q, counted, CONC_ETIMEDOUT);
+        int rc = mpq_wait(&s->alldone, &c, deadline);
+        if (rc != 0)
+            return mpq_leave(q, counted, mpq_cut_code(rc, CONC_ETIMEDOUT));
     }
 }
 

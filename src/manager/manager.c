@@ -25,6 +25,20 @@
  * skips the futex and parks on the socket. TCP, opts.socket_only and
  * CONC_MANAGER_TRANSPORT=socket keep the frames on the socket.
  *
+ * Interruptions (a kill of the calling green thread, a Timeout scope,
+ * conc/green.h) cut every wait of a call short, on OS threads too. The
+ * request is out by then and the server may be about to answer it, so
+ * the proxy half-closes its connection (shutdown SHUT_WR): the server's
+ * blocking get/put/acquire looks at the socket between its 50 ms slices,
+ * stops waiting and answers at once. The proxy reads that answer (for at
+ * most CUT_DRAIN_NS, not interruptible), closes the connection and dials
+ * a new one, bound to the same object, at its next call. An answer that
+ * says the call succeeded after all (a get that took an item as it was
+ * cut) is returned as success and the interruption is delivered at the
+ * next blocking call, so no item is lost; an acquire that succeeded as it
+ * was cut still reports the interruption: the lock belonged to the closed
+ * connection, and the server releases it with that connection.
+ *
  * After fork the child has a copy of the parent's socket (and channel
  * mapping); using it from both would interleave frames. A proxy therefore remembers the pid that
  * connected it and, used in another process, dials again and binds to the
@@ -49,12 +63,17 @@
 #include "conc/green.h"
 #include "conc/io.h"
 #include "conc/manager.h"
+#include "core/fdwait.h"
+#include "core/park.h"
+#include "core/shwait.h"
 #include "core/time.h"
 #include "manager/internal.h"
 #include "process/internal.h"
 
 #define DEFAULT_TIMEOUT 30.0
 #define ADDR_MAX 160
+/* How long a cut-short call waits for the server's answer (see above). */
+#define CUT_DRAIN_NS 2000000000LL
 
 typedef struct conc__mproxy {
     int fd;
@@ -72,6 +91,8 @@ typedef struct conc__mproxy {
     conc__mgr_chan_t *chan; /* the shared-memory channel (NULL: the socket carries frames) */
     uint32_t seq;        /* the last request posted on chan */
     bool socket_only;    /* never switch to a channel */
+    bool redial;         /* a call was cut short: next call dials anew */
+    size_t have;         /* bytes of the reply in `in` (socket transport) */
     char addr[ADDR_MAX];
     uint8_t *key;
     size_t keylen;
@@ -237,11 +258,24 @@ static int set_rcvtimeo(mproxy_t *p, double t)
     return 0;
 }
 
-/* The frame in p->in, or a broken proxy. */
-static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
+/* A call's wait (seconds; CONC_FOREVER or a huge one: none; 0 or
+ * negative: time is up) as a deadline. */
+static int64_t wait_deadline(double wait)
 {
-    double deadline = conc_monotonic() + wait; /* CONC_FOREVER stays INFINITY */
-    size_t have = 0;
+    if (wait == CONC_FOREVER || wait >= 1e9)
+        return CONC__NO_DEADLINE;
+    if (!(wait > 0))
+        return conc__now_ns();
+    return conc__now_ns() + (int64_t)(wait * 1e9);
+}
+
+/* The frame in p->in, or a broken proxy. The bytes already received of
+ * it: p->have. A kill or a Timeout scope that cuts the wait short sets
+ * *cut and returns its code (p->have keeps what came). */
+static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep, conc__cut_t *cut)
+{
+    int64_t deadline = wait_deadline(wait);
+    size_t have = p->have;
     for (;;) {
         const uint8_t *body;
         size_t blen, used;
@@ -269,20 +303,32 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
         }
         ssize_t r = conc__mgr_recv_spin(p->fd, p->in + have, p->incap - have, &p->spin);
         if (r < 0 && errno == EAGAIN) {
-            double left = deadline - conc_monotonic();
-            if (left < 0) /* conc_read's socket timeout takes no negative */
-                left = 0;
-            if (have == 0 && !conc_green_current() && set_rcvtimeo(p, wait) == 0) {
-                /* An OS thread sleeps in recv itself: one syscall, where
-                 * conc_read would take three (recv, poll, recv). The
-                 * socket keeps the call's whole wait as its timeout (set
-                 * again only when it changes); the rest of a long reply
-                 * is read within what is left of it. */
+            conc__ctx_t *x = conc__ctx();
+            if (have == 0 && !x->ops && (x->scope_dl == 0 || x->nointr) && set_rcvtimeo(p, wait) == 0) {
+                /* An OS thread with no Timeout scope open sleeps in recv
+                 * itself: one syscall, where a wait would take three
+                 * (recv, poll, recv). The socket keeps the call's whole
+                 * wait as its timeout (set again only when it changes);
+                 * the rest of a long reply is read within what is left
+                 * of it. */
                 do
                     r = recv(p->fd, p->in + have, p->incap - have, 0);
-                while (r < 0 && errno == EINTR && conc_monotonic() < deadline);
+                while (r < 0 && errno == EINTR && (deadline == CONC__NO_DEADLINE || conc__now_ns() < deadline));
             } else {
-                r = conc_read(p->fd, p->in + have, p->incap - have, left);
+                /* green: park on the hub; an OS thread in a scope: poll
+                 * bounded by it. Kills and scopes cut it short. */
+                int w = conc__fd_wait(p->fd, CONC__FD_READ, deadline);
+                if (w != 0) {
+                    if (conc__is_cut(w)) {
+                        *cut = conc__cut_save(w);
+                        p->have = have;
+                        return w;
+                    }
+                    return CONC_EBROKEN; /* timeout, error */
+                }
+                r = recv(p->fd, p->in + have, p->incap - have, MSG_DONTWAIT);
+                if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                    continue;
             }
         }
         if (r <= 0)
@@ -291,24 +337,10 @@ static int recv_reply(mproxy_t *p, double wait, conc__rbuf_t *rep)
     }
 }
 
-/* One round trip on the shared-memory channel: the request frame in p->req
- * goes into the data area, the reply comes back into p->in. */
-static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep)
+/* The reply to request seq, now in the channel's data area, into p->in. */
+static int chan_take_reply(mproxy_t *p, uint32_t seq, conc__rbuf_t *rep)
 {
     conc__mgr_chan_t *ch = p->chan;
-    conc__wbuf_t *w = &p->req;
-    size_t n = w->len - 4;
-    memcpy(conc__mgr_chan_data(ch), w->p + 4, n);
-    __atomic_store_n(&ch->req_len, (uint32_t)n, __ATOMIC_RELAXED);
-    uint32_t seq = ++p->seq;
-    conc__mgr_chan_post(&ch->req_seq, seq, &ch->srv_wait, p->fd);
-    int64_t deadline;
-    if (conc__deadline(wait, &deadline) != 0)
-        return CONC_EINVAL;
-    int rc = conc__mgr_chan_wait(&ch->rep_seq, seq - 1, &ch->cli_wait, p->fd, &p->spin, deadline,
-                                 NULL, conc_green_current() != NULL);
-    if (rc)
-        return CONC_EBROKEN; /* EOF, timeout, killed: no reply can be paired with this call now */
     size_t rl = __atomic_load_n(&ch->rep_len, __ATOMIC_RELAXED);
     if (__atomic_load_n(&ch->rep_seq, __ATOMIC_ACQUIRE) != seq || rl < 4 ||
         rl > CONC__MGR_MAX_FRAME)
@@ -328,6 +360,63 @@ static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep)
     rep->end = p->in + rl;
     rep->bad = false;
     return 0;
+}
+
+/* One round trip on the shared-memory channel: the request frame in p->req
+ * goes into the data area, the reply comes back into p->in. A kill or a
+ * Timeout scope: *cut set, its code returned. */
+static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep, conc__cut_t *cut)
+{
+    conc__mgr_chan_t *ch = p->chan;
+    conc__wbuf_t *w = &p->req;
+    size_t n = w->len - 4;
+    memcpy(conc__mgr_chan_data(ch), w->p + 4, n);
+    __atomic_store_n(&ch->req_len, (uint32_t)n, __ATOMIC_RELAXED);
+    uint32_t seq = ++p->seq;
+    conc__mgr_chan_post(&ch->req_seq, seq, &ch->srv_wait, p->fd);
+    int rc = conc__mgr_chan_wait(&ch->rep_seq, seq - 1, &ch->cli_wait, p->fd, &p->spin,
+                                 wait_deadline(wait), NULL, conc__ctx()->ops != NULL);
+    if (rc) {
+        if (conc__is_cut(rc)) {
+            *cut = conc__cut_save(rc);
+            return rc;
+        }
+        return CONC_EBROKEN; /* EOF, timeout: no reply can be paired with this call now */
+    }
+    return chan_take_reply(p, seq, rep);
+}
+
+/* The wait of a call whose request is out was cut short (see the top of
+ * the file): half-close, read the server's answer (not interruptible, for
+ * at most CUT_DRAIN_NS), drop the connection (the next call dials again).
+ * 0 when the answer says the call took effect (an acquire excepted): the
+ * caller goes on with *rep, the interruption rearmed; else the
+ * interruption's code. */
+static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
+{
+    conc__ctx_t *x = conc__ctx();
+    shutdown(p->fd, SHUT_WR);
+    x->nointr++;
+    int rc;
+    if (p->chan) {
+        rc = conc__mgr_chan_wait(&p->chan->rep_seq, p->seq - 1, &p->chan->cli_wait, p->fd, &p->spin,
+                                 conc__now_ns() + CUT_DRAIN_NS, NULL, x->ops != NULL);
+        if (rc == 0)
+            rc = chan_take_reply(p, p->seq, rep);
+    } else {
+        conc__cut_t again;
+        rc = recv_reply(p, (double)CUT_DRAIN_NS / 1e9, rep, &again);
+    }
+    x->nointr--;
+    proxy_close_fd(p);
+    p->redial = true;
+    uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
+    if (rc == 0 && rep->end - rep->p >= 4 && rep->p[0] == 0 && rep->p[1] == 0 && rep->p[2] == 0 &&
+        rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE) {
+        conc__cut_rearm(cut);
+        return 0;
+    }
+    return cut->code;
 }
 
 /* Dial, authenticate, bind (by id when p->id is set). Caller holds p->mu. */
@@ -373,14 +462,16 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
     }
     conc__wb_end_frame(w);
     conc__rbuf_t rep;
+    conc__cut_t cut;
+    p->have = 0;
     if (w->oom)
         rc = CONC_ENOMEM;
     else if (p->chan)
-        rc = chan_call(p, timeout, &rep);
+        rc = chan_call(p, timeout, &rep, &cut);
     else if (conc_write_all(fd, w->p, w->len, NULL, timeout) != 0)
         rc = CONC_EBROKEN;
     else
-        rc = recv_reply(p, timeout, &rep);
+        rc = recv_reply(p, timeout, &rep, &cut);
     if (!rc) {
         rc = (int32_t)conc__rb_u32(&rep);
         if (!rc) {
@@ -430,25 +521,43 @@ static void proxy_fini(mproxy_t *p)
 
 /* ----------------------------------------------------------------- calls */
 
-/* Begin a request: lock the proxy, reconnect after fork, start the frame. */
+/* Why the last call_begin of this thread failed. */
+static __thread int begin_rc;
+
+/* Begin a request: lock the proxy, start the frame. NULL when the wait
+ * for the lock (another call on the same proxy) was cut short by a kill
+ * or a Timeout scope: the caller returns call_failed(). */
 static conc__wbuf_t *call_begin(mproxy_t *p, uint8_t op)
 {
-    conc_lock_acquire(&p->mu, true, CONC_FOREVER);
+    int rc = conc_lock_acquire(&p->mu, true, CONC_FOREVER);
+    if (rc) {
+        begin_rc = rc;
+        return NULL;
+    }
     conc__wb_begin_frame(&p->req);
     conc__wb_u8(&p->req, op);
     return &p->req;
 }
+
+static int call_failed(void) { return begin_rc; }
 
 /* Send, wait up to wait (CONC_FOREVER: until the reply or EOF) for the
  * reply; returns its code (the results follow in *rep). The lock stays
  * held until call_end. */
 static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
 {
-    if (p->fd >= 0 && p->pid != self_pid && !p->broken) { /* inherited through fork */
+    bool forked = p->fd >= 0 && p->pid != self_pid && !p->broken; /* inherited through fork */
+    if (forked || (p->redial && !p->broken)) {
         proxy_close_fd(p);
         conc__wbuf_t saved = p->req; /* the pending request survives the rebind */
         memset(&p->req, 0, sizeof p->req);
+        /* After a cut-short call: never cut short itself (the kill or the
+         * scope that cut that call may still be pending). */
+        conc__ctx_t *x = conc__ctx();
+        x->nointr += !forked;
         int rc = proxy_connect(p, p->timeout, 0, 0, NULL);
+        x->nointr -= !forked;
+        p->redial = false;
         conc__wb_free(&p->req);
         p->req = saved;
         if (rc) {
@@ -465,10 +574,21 @@ static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
         return CONC_ERANGE;
     conc__wb_end_frame(w);
     int rc;
-    if (p->chan)
-        rc = chan_call(p, wait, rep);
-    else if (!(rc = conc_write_all(p->fd, w->p, w->len, NULL, p->timeout)))
-        rc = recv_reply(p, wait, rep);
+    conc__cut_t cut = {0, -1};
+    p->have = 0;
+    if (p->chan) {
+        rc = chan_call(p, wait, rep, &cut);
+    } else if (!(rc = conc_write_all(p->fd, w->p, w->len, NULL, p->timeout))) {
+        rc = recv_reply(p, wait, rep, &cut);
+    } else if (conc__is_cut(rc)) {
+        /* cut short while the request went out: at most part of it did;
+         * the server drops a connection that ends inside a frame */
+        proxy_close_fd(p);
+        p->redial = true;
+        return rc;
+    }
+    if (rc && cut.code && (rc = call_cut(p, &cut, rep)) != 0)
+        return rc; /* the connection is gone; the next call dials again */
     if (rc) {
         if (rc != CONC_ENOMEM) {
             p->broken = true;
@@ -772,7 +892,8 @@ int conc_manager_shutdown(conc_manager_t *m)
 {
     if (!m)
         return CONC_EINVAL;
-    call_begin(&m->ctl, CONC__MOP_SHUTDOWN);
+    if (!call_begin(&m->ctl, CONC__MOP_SHUTDOWN))
+        return call_failed();
     int rc = call_void(&m->ctl, m->ctl.timeout);
     conc_lock_acquire(&m->ctl.mu, true, CONC_FOREVER);
     m->ctl.broken = true; /* the server is going: later calls fail at once */
@@ -865,6 +986,8 @@ int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *va
     if (klen > CONC__MGR_MAX_FRAME || vlen > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&d->p, CONC__MOP_D_SET);
+    if (!w)
+        return call_failed();
     conc__wb_bytes(w, key, klen);
     conc__wb_bytes(w, val, vlen);
     return call_void(&d->p, d->p.timeout);
@@ -878,6 +1001,8 @@ static int dict_key_bytes(conc_mdict_t *d, int op, const void *key, size_t klen,
     if (klen > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&d->p, (uint8_t)op);
+    if (!w)
+        return call_failed();
     conc__wb_bytes(w, key, klen);
     if (op == CONC__MOP_D_DEL)
         return call_void(&d->p, d->p.timeout);
@@ -906,6 +1031,8 @@ int conc_mdict_contains(conc_mdict_t *d, const void *key, size_t klen, bool *out
     if (klen > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&d->p, CONC__MOP_D_HAS);
+    if (!w)
+        return call_failed();
     conc__wb_bytes(w, key, klen);
     return call_bool(&d->p, out);
 }
@@ -915,7 +1042,8 @@ int conc_mdict_len(conc_mdict_t *d, size_t *n)
     if (!d || !n)
         return CONC_EINVAL;
     uint64_t v = 0;
-    call_begin(&d->p, CONC__MOP_D_LEN);
+    if (!call_begin(&d->p, CONC__MOP_D_LEN))
+        return call_failed();
     int rc = call_u64(&d->p, &v);
     if (!rc)
         *n = (size_t)v;
@@ -927,7 +1055,8 @@ int conc_mdict_keys(conc_mdict_t *d, conc_mbytes_t **keys, size_t *n)
     if (!d || !keys || !n)
         return CONC_EINVAL;
     mproxy_t *p = &d->p;
-    call_begin(p, CONC__MOP_D_KEYS);
+    if (!call_begin(p, CONC__MOP_D_KEYS))
+        return call_failed();
     conc__rbuf_t rep;
     int rc = call_run(p, p->timeout, &rep);
     if (!rc) {
@@ -971,7 +1100,8 @@ int conc_mdict_clear(conc_mdict_t *d)
 {
     if (!d)
         return CONC_EINVAL;
-    call_begin(&d->p, CONC__MOP_D_CLEAR);
+    if (!call_begin(&d->p, CONC__MOP_D_CLEAR))
+        return call_failed();
     return call_void(&d->p, d->p.timeout);
 }
 
@@ -986,6 +1116,8 @@ int conc_mlist_append(conc_mlist_t *l, const void *val, size_t len)
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_APPEND);
+    if (!w)
+        return call_failed();
     conc__wb_bytes(w, val, len);
     return call_void(&l->p, l->p.timeout);
 }
@@ -1002,6 +1134,8 @@ int conc_mlist_extend(conc_mlist_t *l, const conc_mbytes_t *items, size_t n)
             return CONC_ERANGE;
     }
     conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_EXTEND);
+    if (!w)
+        return call_failed();
     conc__wb_u32(w, (uint32_t)n);
     for (size_t i = 0; i < n; i++)
         conc__wb_bytes(w, items[i].data, items[i].len);
@@ -1013,6 +1147,8 @@ static int list_index_bytes(conc_mlist_t *l, int op, long index, void **val, siz
     if (!l || !val || !len)
         return CONC_EINVAL;
     conc__wbuf_t *w = call_begin(&l->p, (uint8_t)op);
+    if (!w)
+        return call_failed();
     conc__wb_u64(w, (uint64_t)(int64_t)index);
     return call_bytes(&l->p, l->p.timeout, val, len);
 }
@@ -1034,6 +1170,8 @@ int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_SET);
+    if (!w)
+        return call_failed();
     conc__wb_u64(w, (uint64_t)(int64_t)index);
     conc__wb_bytes(w, val, len);
     return call_void(&l->p, l->p.timeout);
@@ -1044,7 +1182,8 @@ int conc_mlist_len(conc_mlist_t *l, size_t *n)
     if (!l || !n)
         return CONC_EINVAL;
     uint64_t v = 0;
-    call_begin(&l->p, CONC__MOP_L_LEN);
+    if (!call_begin(&l->p, CONC__MOP_L_LEN))
+        return call_failed();
     int rc = call_u64(&l->p, &v);
     if (!rc)
         *n = (size_t)v;
@@ -1055,7 +1194,8 @@ int conc_mlist_clear(conc_mlist_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    call_begin(&l->p, CONC__MOP_L_CLEAR);
+    if (!call_begin(&l->p, CONC__MOP_L_CLEAR))
+        return call_failed();
     return call_void(&l->p, l->p.timeout);
 }
 
@@ -1068,6 +1208,8 @@ int conc_mlock_acquire(conc_mlock_t *l, bool blocking, double timeout)
     if (!l || bad_timeout(timeout) || (!blocking && timeout != CONC_FOREVER))
         return CONC_EINVAL;
     conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_K_ACQUIRE);
+    if (!w)
+        return call_failed();
     conc__wb_u8(w, blocking);
     conc__wb_f64(w, timeout);
     return call_void(&l->p, blocking_wait(&l->p, blocking, timeout));
@@ -1077,7 +1219,8 @@ int conc_mlock_release(conc_mlock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    call_begin(&l->p, CONC__MOP_K_RELEASE);
+    if (!call_begin(&l->p, CONC__MOP_K_RELEASE))
+        return call_failed();
     return call_void(&l->p, l->p.timeout);
 }
 
@@ -1085,7 +1228,8 @@ int conc_mlock_locked(conc_mlock_t *l, bool *out)
 {
     if (!l || !out)
         return CONC_EINVAL;
-    call_begin(&l->p, CONC__MOP_K_LOCKED);
+    if (!call_begin(&l->p, CONC__MOP_K_LOCKED))
+        return call_failed();
     return call_bool(&l->p, out);
 }
 
@@ -1102,6 +1246,8 @@ int conc_mqueue_put(conc_mqueue_t *q, const void *item, size_t len, bool block, 
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
     conc__wbuf_t *w = call_begin(&q->p, CONC__MOP_Q_PUT);
+    if (!w)
+        return call_failed();
     conc__wb_u8(w, block);
     conc__wb_f64(w, block ? timeout : 0);
     conc__wb_bytes(w, item, len);
@@ -1113,6 +1259,8 @@ int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool block, doub
     if (!q || !item || !len || (block && bad_timeout(timeout)))
         return CONC_EINVAL;
     conc__wbuf_t *w = call_begin(&q->p, CONC__MOP_Q_GET);
+    if (!w)
+        return call_failed();
     conc__wb_u8(w, block);
     conc__wb_f64(w, block ? timeout : 0);
     return call_bytes(&q->p, blocking_wait(&q->p, block, timeout), item, len);
@@ -1123,7 +1271,8 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
     if (!q || !n)
         return CONC_EINVAL;
     uint64_t v = 0;
-    call_begin(&q->p, CONC__MOP_Q_SIZE);
+    if (!call_begin(&q->p, CONC__MOP_Q_SIZE))
+        return call_failed();
     int rc = call_u64(&q->p, &v);
     if (!rc)
         *n = (size_t)v;

@@ -20,8 +20,10 @@
 #include <unistd.h>
 
 #include "conc/io.h"
+#include "core/fdwait.h"
 #include "core/futex.h"
 #include "core/park.h"
+#include "core/shwait.h"
 #include "core/time.h"
 #include "manager/internal.h"
 #include "manager/sha256.h"
@@ -428,6 +430,20 @@ static bool moved(const uint32_t *word, uint32_t old, uint32_t *flag)
     return true;
 }
 
+/* A wait cut short by rc (a kill, a Timeout scope): no wake-up wanted;
+ * the word moved meanwhile: satisfied after all (the interruption waits
+ * for the next blocking call), else report it. */
+static int chan_cut(const uint32_t *word, uint32_t old, uint32_t *flag, int rc)
+{
+    conc__cut_t cut = conc__cut_save(rc);
+    __atomic_store_n(flag, 0, __ATOMIC_SEQ_CST);
+    if (moved(word, old, flag)) {
+        conc__cut_rearm(&cut);
+        return 0;
+    }
+    return rc;
+}
+
 int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int fd,
                         conc__spin_t *sp, int64_t deadline, const int *stop, bool green)
 {
@@ -443,7 +459,10 @@ int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int 
             __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);
             if (moved(word, old, flag))
                 return 0;
-            conc__futex_wait(word, old, until, 1);
+            /* colorless: a Timeout scope (or a kill) cuts it short */
+            int r = conc__shared_wait((uint32_t *)word, old, until);
+            if (conc__is_cut(r))
+                return chan_cut(word, old, flag, r);
             if (moved(word, old, flag))
                 return 0;
             if (conc__now_ns() >= until)
@@ -466,20 +485,18 @@ int conc__mgr_chan_wait(const uint32_t *word, uint32_t old, uint32_t *flag, int 
             __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
             return CONC_ETIMEDOUT;
         }
-        if (green) {
-            int rc = conc_wait_read(fd, deadline == INT64_MAX ? CONC_FOREVER
-                                                              : (double)(deadline - now) / 1e9);
-            if (rc != 0 && rc != CONC_ETIMEDOUT) {
-                __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
-                return moved(word, old, flag) ? 0 : rc;
-            }
-        } else {
-            struct pollfd pf = {.fd = fd, .events = POLLIN | POLLRDHUP};
-            int64_t ms = deadline == INT64_MAX ? -1 : (deadline - now + 999999) / 1000000;
-            if (poll(&pf, 1, ms > INT32_MAX ? INT32_MAX : (int)ms) < 0 && errno != EINTR) {
-                __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
-                return moved(word, old, flag) ? 0 : CONC_EEOF;
-            }
+        /* a green thread parks on the hub's epoll (edge-triggered: look
+         * first, wake-up bytes may be waiting), an OS thread polls; either
+         * way kills and Timeout scopes cut it short */
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int rc = 0;
+        if (poll(&pf, 1, 0) == 0)
+            rc = conc__fd_wait(fd, CONC__FD_READ, deadline);
+        if (conc__is_cut(rc))
+            return chan_cut(word, old, flag, rc);
+        if (rc != 0 && rc != CONC_ETIMEDOUT) {
+            __atomic_store_n(flag, 0, __ATOMIC_RELAXED);
+            return moved(word, old, flag) ? 0 : CONC_EEOF;
         }
         if (moved(word, old, flag))
             return 0;
