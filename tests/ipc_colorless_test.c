@@ -847,6 +847,50 @@ Test(colorless, process_join_scope_and_green, .timeout = TU_TIMEOUT)
     conc_process_free(p);
 }
 
+/* A child joins its parent (multiprocessing.parent_process().join()) under
+ * a Timeout scope, on its OS thread and on a green thread. */
+static void *green_join_parent(void *arg)
+{
+    int *rc = arg;
+    conc_timeout_begin(0.2);
+    *rc = conc_process_join(conc_parent_process(), CONC_FOREVER);
+    conc_timeout_end();
+    return NULL;
+}
+
+static int parent_joiner(const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    conc_process_t *pp = conc_parent_process();
+    if (!pp)
+        return 2;
+    conc_timeout_begin(0.2);
+    int rc = conc_process_join(pp, CONC_FOREVER);
+    if (conc_timeout_end() != 1 || rc != CONC_ETIMEDOUT)
+        return 3;
+    int grc = -1;
+    conc_green_t *g;
+    if (conc_go(&g, green_join_parent, &grc) != 0 || conc_green_join(g, 10) != 0)
+        return 4;
+    conc_green_free(g);
+    return grc == CONC_ETIMEDOUT ? 0 : 5;
+}
+CONC_REGISTER(parent_joiner);
+
+Test(colorless, parent_process_join_scope, .timeout = TU_TIMEOUT)
+{
+    conc_process_opts_t po = {.method = CONC_FORK};
+    conc_process_t *p;
+    cr_assert_eq(conc_process_new(&p, parent_joiner, NULL, 0, &po), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(conc_process_join(p, 20), 0);
+    int code = -1;
+    cr_assert_eq(conc_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 0, "the child's checks failed: %d", code);
+    conc_process_free(p);
+}
+
 static int slow_task(const void *arg, size_t len, conc_pool_out_t *out)
 {
     (void)arg;

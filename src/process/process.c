@@ -34,7 +34,9 @@
 #include <unistd.h>
 
 #include "conc/thread.h"
+#include "core/fdwait.h"
 #include "core/park.h"
+#include "core/shwait.h"
 #include "core/time.h"
 #include "process/internal.h"
 #include "sync/internal.h"
@@ -440,17 +442,14 @@ int conc_process_join(conc_process_t *p, double timeout)
                 return 0;
             if (parent_rec.child.pidfd < 0)
                 return CONC_EPERM;
-            struct timespec ts, *tsp = NULL;
-            if (deadline != CONC__NO_DEADLINE) {
-                int64_t left = deadline - conc__now_ns();
-                if (left <= 0)
-                    return CONC_ETIMEDOUT;
-                ts.tv_sec = (time_t)(left / 1000000000);
-                ts.tv_nsec = (long)(left % 1000000000);
-                tsp = &ts;
-            }
-            struct pollfd pf = {parent_rec.child.pidfd, POLLIN, 0};
-            ppoll(&pf, 1, tsp, NULL);
+            if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+                return CONC_ETIMEDOUT;
+            /* colorless: a green thread parks, kills and scopes cut it */
+            int w = conc__fd_wait(parent_rec.child.pidfd, CONC__FD_READ, deadline);
+            if (w != 0 && w != CONC_ETIMEDOUT)
+                return parent_alive() ? w : 0;
+            if (w == CONC_ETIMEDOUT && conc__is_cut(w))
+                return parent_alive() ? w : 0;
         }
     }
     rc = conc__child_wait(&p->child, deadline);
