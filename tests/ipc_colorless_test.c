@@ -174,7 +174,7 @@ static void case_green_parks_alone(const op_t *op)
 {
     env_t *e = env_new();
     op->setup(e);
-    pid_t pid = child(e, op, 0.3);
+    pid_t pid = child(e, op, 0.6);
     ticker_t tk = {0};
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER};
     conc_green_t *gt, *gwait;
@@ -184,10 +184,12 @@ static void case_green_parks_alone(const op_t *op)
     atomic_store(&tk.stop, 1);
     cr_assert_eq(conc_green_join(gt, 5), 0);
     cr_assert_eq(w.rc, 0, "%s: %s", op->name, conc_strerror(w.rc));
-    cr_assert_geq(w.took, 0.2, "%s: returned before the peer acted (%.3f s)", op->name, w.took);
-    /* ~0.3 s at 2 ms a tick: the ticker ran all along */
+    cr_assert_geq(w.took, 0.5, "%s: returned before the peer acted (%.3f s)", op->name, w.took);
+    /* ~0.6 s at 2 ms a tick: the ticker ran all along (a hub blocked by the
+     * wait would show one gap of about 0.6 s; a loaded machine, shorter
+     * ones) */
     cr_assert_geq(tk.ticks, 20, "%s: the ticker stopped (%d ticks)", op->name, tk.ticks);
-    cr_assert_lt(tk.max_gap, TU_SANITIZED ? 0.25 : 0.1, "%s: ticker gap %.3f s", op->name, tk.max_gap);
+    cr_assert_lt(tk.max_gap, 0.4, "%s: ticker gap %.3f s", op->name, tk.max_gap);
     conc_green_free(gt);
     conc_green_free(gwait);
     reap(pid);
