@@ -461,6 +461,7 @@ typedef struct race {
     const char *kind; /* "mpq", "sem", "mq", "lock" */
     int got;
     int errs;
+    int last_err;
     _Atomic int child_done;
 } race_t;
 
@@ -510,7 +511,7 @@ static void *race_consume(void *arg)
         if (rc == 0)
             r->got++;
         else if (rc != CONC_ETIMEDOUT)
-            r->errs++;
+            r->errs++, r->last_err = rc;
         conc_yield(); /* let the watcher run when nothing made us wait */
     }
     while (strcmp(r->kind, "lock") && race_take(r, 0.2) == 0)
@@ -561,7 +562,7 @@ static void race(const char *kind, bool green)
     }
     cr_assert_eq(conc_green_join(w, 10), 0);
     conc_green_free(w);
-    cr_assert_eq(r.errs, 0, "%s: unexpected errors", kind);
+    cr_assert_eq(r.errs, 0, "%s: %d unexpected errors, the last %s", kind, r.errs, conc_strerror(r.last_err));
     if (!strcmp(kind, "lock"))
         cr_assert_not(conc_plock_locked(e->lk), "the lock was left held");
     else

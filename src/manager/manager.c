@@ -556,6 +556,13 @@ static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
         conc__ctx_t *x = conc__ctx();
         x->nointr += !forked;
         int rc = proxy_connect(p, p->timeout, 0, 0, NULL);
+        /* A burst of cut-short calls dials in a burst: a busy server's
+         * accept backlog may be full for a moment. Try again briefly. */
+        for (int k = 0; rc && rc != CONC_EPERM && !forked && k < 20; k++) {
+            conc_sleep(0.01 * (k + 1));
+            proxy_close_fd(p);
+            rc = proxy_connect(p, p->timeout, 0, 0, NULL);
+        }
         x->nointr -= !forked;
         p->redial = false;
         conc__wb_free(&p->req);
