@@ -51,6 +51,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/park.h"
 #include "core/time.h"
 #include "futures/internal.h"
 #include "ipc/queue_internal.h"
@@ -1041,6 +1042,23 @@ static void *watcher_main(void *arg)
     }
 }
 
+/* The pool's two threads complete futures that green threads may wait on:
+ * they count as wakers (LoopExit, core/park.h) from before they are
+ * created until they end, not only once they first use a conc context. */
+static void *watcher_entry(void *arg)
+{
+    void *r = watcher_main(arg);
+    conc__wakers_add(-1);
+    return r;
+}
+
+static void *manager_entry(void *arg)
+{
+    void *r = manager_main(arg);
+    conc__wakers_add(-1);
+    return r;
+}
+
 /* ------------------------------------------------------- create / exit */
 
 static bool exit_hook(void)
@@ -1148,9 +1166,13 @@ int conc__engine_new(engine_t **out, int mode, const engine_opts_t *o)
     if (e->tmsg_max * 4 <= POPULATE_MAX)
         conc__pool_populate(e->scratch, e->tmsg_max);
     rc = CONC_EAGAIN;
-    if (pthread_create(&e->watcher, NULL, watcher_main, e))
+    conc__wakers_add(2);
+    if (pthread_create(&e->watcher, NULL, watcher_entry, e)) {
+        conc__wakers_add(-2);
         goto fail;
-    if (pthread_create(&e->manager, NULL, manager_main, e)) {
+    }
+    if (pthread_create(&e->manager, NULL, manager_entry, e)) {
+        conc__wakers_add(-1);
         uint64_t one = 1;
         ssize_t wr = write(e->evfd, &one, sizeof one);
         (void)wr;
