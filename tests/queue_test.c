@@ -1337,3 +1337,79 @@ Test(queue, simple_put_reentrant_from_signal_handler, .timeout = TU_TIMEOUT)
     sigaction(SIGALRM, &old, NULL);
     conc_queue_free(reent_q, NULL);
 }
+
+/* SimpleQueue.get interrupted by a put in the same thread (Python's docs:
+ * "a put() or get() call can be interrupted by another put() call in the
+ * same thread without deadlocking"). A getter blocks in get; another
+ * thread signals it again and again; its handler puts on the same queue.
+ * Before the fix a handler that landed while the getter held its wait
+ * list's guard (sleep_until) spun forever waiting for that guard. */
+static conc_queue_t *greent_q;
+static atomic_long greent_puts, greent_got;
+static atomic_int greent_stop;
+
+static void greent_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    if (conc_queue_put_nowait(greent_q, (void *)(uintptr_t)1) == 0)
+        atomic_fetch_add(&greent_puts, 1);
+    errno = saved;
+}
+
+static void *greent_getter(void *arg)
+{
+    (void)arg;
+    void *it;
+    while (!atomic_load(&greent_stop))
+        if (conc_queue_get(greent_q, &it, true, 0.02) == 0)
+            atomic_fetch_add(&greent_got, 1);
+    return NULL;
+}
+
+Test(queue, simple_get_interrupted_by_a_put_in_a_signal_handler, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_queue_new(&greent_q, CONC_SIMPLE, 0), 0);
+    atomic_store(&greent_puts, 0);
+    atomic_store(&greent_got, 0);
+    atomic_store(&greent_stop, 0);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = greent_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR2, &sa, &old), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, greent_getter, NULL), 0);
+    double end = tu_now() + (TU_SANITIZED ? 1.0 : 2.0);
+    long rounds = 0;
+    bool stuck = false;
+    while (tu_now() < end && !stuck) {
+        long want = atomic_load(&greent_puts) + 1;
+        pthread_kill(th, SIGUSR2);
+        /* The handler ran and its item came out (signals may merge: send
+         * again while waiting). */
+        double give_up = tu_now() + 5.0;
+        while (atomic_load(&greent_got) < want) {
+            if (tu_now() > give_up) {
+                stuck = true;
+                break;
+            }
+            if (atomic_load(&greent_puts) < want)
+                pthread_kill(th, SIGUSR2);
+            for (volatile int k = 0; k < 200; k++) {
+            }
+        }
+        rounds++;
+    }
+    cr_assert_not(stuck, "the getter hung after %ld rounds (%ld puts, %ld got)", rounds, atomic_load(&greent_puts),
+                  atomic_load(&greent_got));
+    atomic_store(&greent_stop, 1);
+    pthread_join(th, NULL);
+    void *it;
+    while (conc_queue_get_nowait(greent_q, &it) == 0)
+        atomic_fetch_add(&greent_got, 1);
+    cr_assert_eq(atomic_load(&greent_got), atomic_load(&greent_puts));
+    TU_TRACE("get interrupted by put: %ld rounds", rounds);
+    sigaction(SIGUSR2, &old, NULL);
+    conc_queue_free(greent_q, NULL);
+}

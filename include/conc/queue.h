@@ -64,8 +64,8 @@ CONC_API int conc_queue_free(conc_queue_t *q, void (*dtor)(void *item));
  * CONC_ESHUTDOWN after shutdown (also for a putter blocked when shutdown
  * happens); CONC_EINVAL. Blocks only on a full bounded queue.
  * A SimpleQueue's put is reentrant, as Python's: it may be called from a
- * signal handler that interrupted a put on the same queue in the same
- * thread (the item is queued before the interrupted put returns; up to 64
+ * signal handler that interrupted a put or a get on the same queue in the
+ * same thread (the item is queued before the interrupted put returns; up to 64
  * such nested puts can be pending at once, past that CONC_ENOMEM). */
 CONC_API int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout);
 CONC_API int conc_queue_put_nowait(conc_queue_t *q, void *item);

@@ -179,6 +179,114 @@ typedef struct {
     atomic_uint *cnt;
 } sleep_arg_t;
 
+/* The SimpleQueue the calling thread is putting to, or holding the get
+ * wait list's guard of (a put that finds it set parks its item). */
+static __thread conc_queue_t *tl_putting;
+
+/* Who parked an item: the address of this thread's mark (signal-safe). */
+static inline uintptr_t self_id(void)
+{
+    return (uintptr_t)&tl_putting;
+}
+
+/* A nested put (a signal handler interrupted a put on q in this thread):
+ * park item in a side slot. Async-signal-safe: atomics only. */
+static int reent_park(conc_queue_t *q, void *item)
+{
+    conc__reent_t *r = q->reent;
+    if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+        return CONC_ESHUTDOWN;
+    uint64_t c = atomic_load_explicit(&r->claimed, memory_order_relaxed);
+    int b;
+    do {
+        if (c == ~(uint64_t)0)
+            return CONC_ENOMEM; /* 64 puts parked at once: out of side slots */
+        b = __builtin_ctzll(~c);
+    } while (!atomic_compare_exchange_weak_explicit(&r->claimed, &c, c | ((uint64_t)1 << b), memory_order_acquire,
+                                                    memory_order_relaxed));
+    r->item[b] = item;
+    r->order[b] = atomic_fetch_add_explicit(&r->seq, 1, memory_order_relaxed);
+    atomic_store_explicit(&r->owner[b], self_id(), memory_order_relaxed);
+    atomic_fetch_or_explicit(&r->ready, (uint64_t)1 << b, memory_order_release);
+    return 0;
+}
+
+/* The parked items of the calling thread. */
+static uint64_t reent_mine(conc__reent_t *r)
+{
+    uint64_t ready = atomic_load_explicit(&r->ready, memory_order_acquire), mine = 0;
+    for (uint64_t m = ready; m; m &= m - 1) {
+        int b = __builtin_ctzll(m);
+        if (atomic_load_explicit(&r->owner[b], memory_order_relaxed) == self_id())
+            mine |= (uint64_t)1 << b;
+    }
+    return mine;
+}
+
+/* Move the calling thread's parked items into the store, oldest first.
+ * The calling put holds the mark, so puts nested in it park too (picked
+ * up next round). Returns false if the store refused one (it stays
+ * parked). */
+static bool reent_drain(conc_queue_t *q)
+{
+    conc__reent_t *r = q->reent;
+    uint64_t ready = reent_mine(r);
+    while (ready) {
+        int best = -1;
+        for (uint64_t m = ready; m; m &= m - 1) {
+            int b = __builtin_ctzll(m);
+            if (best < 0 || (long)(r->order[b] - r->order[best]) < 0)
+                best = b;
+        }
+        uint64_t bit = (uint64_t)1 << best;
+        ready &= ~bit;
+        if (store_put(q, r->item[best]) != 0)
+            return false; /* no memory: it stays parked */
+        atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_relaxed);
+        atomic_fetch_and_explicit(&r->claimed, ~bit, memory_order_release);
+        after_put(q);
+    }
+    return true;
+}
+
+/* Set the mark for q (a reentrant SimpleQueue; no-op otherwise); returns
+ * what leave() restores. */
+static inline conc_queue_t *reent_enter(conc_queue_t *q)
+{
+    conc_queue_t *outer = tl_putting;
+    if (q->reent) {
+        tl_putting = q;
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    return outer;
+}
+
+/* Drop the mark for q, then move what handlers parked while it was set
+ * (a handler that runs from then on puts the ordinary way). Returns false
+ * if the store refused an item (no memory: it stays parked). Call it
+ * holding no lock of q's. */
+static bool reent_leave(conc_queue_t *q, conc_queue_t *outer)
+{
+    if (!q->reent)
+        return true;
+    for (;;) {
+        atomic_signal_fence(memory_order_seq_cst);
+        tl_putting = outer;
+        atomic_signal_fence(memory_order_seq_cst);
+        if (outer == q) /* nested in a put on q: that put moves them */
+            return true;
+        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1) ||
+            !reent_mine(q->reent))
+            return true;
+        tl_putting = q;
+        atomic_signal_fence(memory_order_seq_cst);
+        if (!reent_drain(q)) {
+            tl_putting = outer;
+            return false;
+        }
+    }
+}
+
 static void on_timeout_dec(conc__waitq_t *wq, void *arg)
 {
     (void)wq;
@@ -186,7 +294,15 @@ static void on_timeout_dec(conc__waitq_t *wq, void *arg)
 }
 
 /* Queue w on wq (cnt++), re-check `ready`, park. Returns 0 when woken or
- * when ready turned true before sleeping, CONC_ETIMEDOUT at the deadline. */
+ * when ready turned true before sleeping, CONC_ETIMEDOUT at the deadline.
+ *
+ * While it holds wq's guard, a SimpleQueue getter sets the reentrancy
+ * mark: a signal handler that interrupts it there and puts on q must not
+ * wake a getter (that takes the guard its own thread holds), so its put
+ * parks the item, and reent_leave moves it once the guard is released
+ * (Python: a get may be interrupted by a put in the same thread). The
+ * park itself runs unmarked: a handler's put while it sleeps is ordinary
+ * and wakes it. conc__wait_queued, inlined, to mark its guarded part. */
 static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
                        bool (*ready)(const conc_queue_t *), int64_t deadline)
 {
@@ -195,6 +311,7 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;
+    conc_queue_t *outer = reent_enter(q);
     conc__waitq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
     if (q->impl == IMPL_SEGQ)
@@ -202,12 +319,29 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
         atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
         conc__waitq_unlock(wq);
+        reent_leave(q, outer);
         return 0;
     }
     conc__waitq_push(wq, &w);
     conc__waitq_unlock(wq);
-    sleep_arg_t a = {cnt};
-    return conc__wait_queued(wq, &w, deadline, on_timeout_dec, &a);
+    reent_leave(q, outer); /* a parked item's wake may be our own: park returns at once */
+    int rc = conc__park(&w, deadline);
+    if (rc == 0)
+        return 0;
+    outer = reent_enter(q);
+    conc__waitq_lock(wq);
+    if (w.queued) {
+        conc__waitq_remove(wq, &w);
+        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+        conc__waitq_unlock(wq);
+        reent_leave(q, outer);
+        return rc;
+    }
+    conc__waitq_unlock(wq);
+    reent_leave(q, outer);
+    conc__park_settle(&w);
+    conc__park_rearm(&w);
+    return 0;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -291,75 +425,6 @@ int conc_queue_free(conc_queue_t *q, void (*dtor)(void *item))
 
 /* ------------------------------------------------------------- put / get */
 
-/* The queue the calling thread is putting to (SimpleQueue only). */
-static __thread conc_queue_t *tl_putting;
-
-/* Who parked an item: the address of this thread's mark (signal-safe). */
-static inline uintptr_t self_id(void)
-{
-    return (uintptr_t)&tl_putting;
-}
-
-/* A nested put (a signal handler interrupted a put on q in this thread):
- * park item in a side slot. Async-signal-safe: atomics only. */
-static int reent_park(conc_queue_t *q, void *item)
-{
-    conc__reent_t *r = q->reent;
-    if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
-        return CONC_ESHUTDOWN;
-    uint64_t c = atomic_load_explicit(&r->claimed, memory_order_relaxed);
-    int b;
-    do {
-        if (c == ~(uint64_t)0)
-            return CONC_ENOMEM; /* 64 puts parked at once: out of side slots */
-        b = __builtin_ctzll(~c);
-    } while (!atomic_compare_exchange_weak_explicit(&r->claimed, &c, c | ((uint64_t)1 << b), memory_order_acquire,
-                                                    memory_order_relaxed));
-    r->item[b] = item;
-    r->order[b] = atomic_fetch_add_explicit(&r->seq, 1, memory_order_relaxed);
-    atomic_store_explicit(&r->owner[b], self_id(), memory_order_relaxed);
-    atomic_fetch_or_explicit(&r->ready, (uint64_t)1 << b, memory_order_release);
-    return 0;
-}
-
-/* The parked items of the calling thread. */
-static uint64_t reent_mine(conc__reent_t *r)
-{
-    uint64_t ready = atomic_load_explicit(&r->ready, memory_order_acquire), mine = 0;
-    for (uint64_t m = ready; m; m &= m - 1) {
-        int b = __builtin_ctzll(m);
-        if (atomic_load_explicit(&r->owner[b], memory_order_relaxed) == self_id())
-            mine |= (uint64_t)1 << b;
-    }
-    return mine;
-}
-
-/* Move the calling thread's parked items into the store, oldest first.
- * The calling put holds the mark, so puts nested in it park too (picked
- * up next round). Returns false if the store refused one (it stays
- * parked). */
-static bool reent_drain(conc_queue_t *q)
-{
-    conc__reent_t *r = q->reent;
-    uint64_t ready = reent_mine(r);
-    while (ready) {
-        int best = -1;
-        for (uint64_t m = ready; m; m &= m - 1) {
-            int b = __builtin_ctzll(m);
-            if (best < 0 || (long)(r->order[b] - r->order[best]) < 0)
-                best = b;
-        }
-        uint64_t bit = (uint64_t)1 << best;
-        ready &= ~bit;
-        if (store_put(q, r->item[best]) != 0)
-            return false; /* no memory: it stays parked */
-        atomic_fetch_and_explicit(&r->ready, ~bit, memory_order_relaxed);
-        atomic_fetch_and_explicit(&r->claimed, ~bit, memory_order_release);
-        after_put(q);
-    }
-    return true;
-}
-
 static int simple_put(conc_queue_t *q, void *item)
 {
     if (tl_putting == q)
@@ -375,22 +440,11 @@ static int simple_put(conc_queue_t *q, void *item)
     int rc = store_put(q, item);
     if (rc == 0)
         after_put(q);
-    for (;;) {
-        atomic_signal_fence(memory_order_seq_cst);
-        tl_putting = outer;
-        atomic_signal_fence(memory_order_seq_cst);
-        /* Anything parked while the mark was set is seen here (a handler
-         * that runs from now on puts the ordinary way). */
-        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1) ||
-            !reent_mine(q->reent))
-            return rc;
-        tl_putting = q;
-        atomic_signal_fence(memory_order_seq_cst);
-        if (!reent_drain(q)) {
-            tl_putting = outer;
-            return rc; /* the store refused one (no memory): it stays parked */
-        }
-    }
+    /* Anything parked while the mark was set is moved now (a handler that
+     * runs from then on puts the ordinary way); an item the store refuses
+     * (no memory) stays parked. */
+    reent_leave(q, outer);
+    return rc;
 }
 
 int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
