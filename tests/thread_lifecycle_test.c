@@ -92,6 +92,14 @@ static int scenario(const char *name)
             return 3;
         return 0; /* the exit step must not wait forever for it */
     }
+    if (strcmp(name, "main_pthread_exit") == 0) {
+        alarm(30);
+        conc_thread_t *t;
+        if (conc_thread_spawn(&t, join_main, NULL, NULL) != 0)
+            return 2;
+        conc_thread_free(t);
+        pthread_exit(NULL); /* the C idiom: let the other threads finish */
+    }
     return 99;
 }
 
@@ -361,4 +369,18 @@ Test(thread_life, failing_excepthook_is_reported, .timeout = TU_TIMEOUT)
     capture_stderr(run_thread_with_failing_hook, out, sizeof out);
     cr_assert_not_null(strstr(out, "Exception in threading.excepthook"), "stderr: %s", out);
     cr_assert_not_null(strstr(out, "the hook broke"), "stderr: %s", out);
+}
+
+/* The main thread that ends with pthread_exit() (a common C idiom: the
+ * process lives until its last thread ends) is over: a thread joining it
+ * returns at once, as for a main thread that returned. */
+Test(thread_life, main_thread_pthread_exit_counts_as_finished, .timeout = TU_TIMEOUT)
+{
+    char out[256];
+    double secs;
+    int st = tu_run_scenario("main_pthread_exit", out, sizeof out, &secs);
+    cr_assert(WIFEXITED(st), "child status %#x", st);
+    cr_assert_eq(WEXITSTATUS(st), 0);
+    cr_assert_str_eq(out, "main-joined 0 alive 0\n");
+    cr_assert_lt(secs, 10.0, "the joiner waited for its timeout");
 }

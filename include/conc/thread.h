@@ -24,6 +24,8 @@
  *
  * A conc thread that ends with pthread_exit() (or is cancelled) ends like
  * one whose function returned NULL: join returns, it leaves enumerate.
+ * So does the main thread when it calls pthread_exit() (threads joining
+ * it return; the process lives until its last thread ends).
  */
 #ifndef CONC_THREAD_H
 #define CONC_THREAD_H

@@ -51,6 +51,7 @@ static __thread conc_thread_t *self_record __attribute__((tls_model("initial-exe
 
 extern void (*conc__foreign_exit_hook)(conc__ctx_t *ctx);
 static void exit_arm(void);
+static void main_finish(conc_thread_t *m);
 
 static void default_hook(conc_thread_t *t, int code, const char *msg, void *arg);
 static conc_excepthook_fn hook_fn = default_hook; /* under hook_lock */
@@ -463,6 +464,13 @@ long conc_thread_native_id(const conc_thread_t *t)
 static void foreign_exit(conc__ctx_t *ctx)
 {
     conc_thread_t *t = ctx->thread;
+    if (t && t->is_main && t == main_thread) {
+        /* The main thread left through pthread_exit() (the process lives
+         * on until its last thread ends): it is over, as Python's main
+         * thread is once _shutdown marked it; threads joining it return. */
+        main_finish(t);
+        return;
+    }
     if (!t || t->is_main)
         return;
     thread_finish(t);
@@ -624,16 +632,22 @@ static bool join_round(void)
 
 /* The main thread is over (Python's _shutdown marks it first): threads
  * joining it return, it leaves enumerate. Its record stays (static). */
-static void main_over(void)
+static void main_finish(conc_thread_t *m)
 {
-    conc_thread_t *m = main_thread;
-    if (!m || m != self_record || conc__load(&m->status, ACQ) != CONC__T_RUNNING)
+    if (conc__load(&m->status, ACQ) != CONC__T_RUNNING)
         return;
     reg_lock_acquire();
     reg_remove_locked(m);
     reg_lock_release();
     conc__store(&m->status, CONC__T_DONE, REL);
     conc_event_set(&m->done);
+}
+
+static void main_over(void)
+{
+    conc_thread_t *m = main_thread;
+    if (m && m == self_record)
+        main_finish(m);
 }
 
 /* Python's threading._shutdown: the main thread is marked finished, then
