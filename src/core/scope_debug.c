@@ -16,6 +16,10 @@
  * once on stderr. If the unwinder cannot get that far (the top of a green
  * thread's stack, code without unwind tables), nothing is reported: the
  * check never cries wolf on a scope it cannot judge.
+ *
+ * The unwinder is libgcc_s's, loaded with dlopen only when the check is
+ * turned on: conc itself needs nothing but libc (where libgcc_s cannot be
+ * loaded, a static executable for one, the check stays off).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -24,9 +28,33 @@
 #include <stdlib.h>
 #include <unwind.h>
 
+#include <pthread.h>
+
 #include "core/park.h"
 
 static _Atomic int enabled = -1; /* -1: not decided yet */
+
+/* libgcc_s's unwinder, found at run time (see above). */
+static struct {
+    _Unwind_Reason_Code (*backtrace)(_Unwind_Trace_Fn, void *);
+    _Unwind_Word (*get_cfa)(struct _Unwind_Context *);
+    _Unwind_Ptr (*get_ip)(struct _Unwind_Context *);
+    void *(*find_fn)(void *);
+} uw;
+static pthread_once_t uw_once = PTHREAD_ONCE_INIT;
+
+static void uw_load(void)
+{
+    void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return;
+    uw.get_cfa = (_Unwind_Word(*)(struct _Unwind_Context *))dlsym(h, "_Unwind_GetCFA");
+    uw.get_ip = (_Unwind_Ptr(*)(struct _Unwind_Context *))dlsym(h, "_Unwind_GetIP");
+    uw.find_fn = (void *(*)(void *))dlsym(h, "_Unwind_FindEnclosingFunction");
+    void *bt = dlsym(h, "_Unwind_Backtrace");
+    if (uw.get_cfa && uw.get_ip && uw.find_fn && bt)
+        uw.backtrace = (_Unwind_Reason_Code(*)(_Unwind_Trace_Fn, void *))bt; /* last: the "loaded" flag */
+}
 
 bool conc__scope_debug_on(void)
 {
@@ -39,6 +67,10 @@ bool conc__scope_debug_on(void)
     const char *v = getenv("CONC_DEBUG");
     e = v && *v && !(v[0] == '0' && v[1] == 0);
 #endif
+    if (e) {
+        pthread_once(&uw_once, uw_load);
+        e = uw.backtrace != NULL; /* no unwinder: nothing can be judged */
+    }
     atomic_store_explicit(&enabled, e, memory_order_relaxed);
     return e;
 }
@@ -56,10 +88,10 @@ static _Unwind_Reason_Code note_step(struct _Unwind_Context *uc, void *arg)
     note_walk_t *w = arg;
     /* 0: conc__scope_note, 1: conc_timeout_begin, 2: its caller */
     if (w->depth == 1) {
-        w->cfa = (uintptr_t)_Unwind_GetCFA(uc);
+        w->cfa = (uintptr_t)uw.get_cfa(uc);
     } else if (w->depth == 2) {
-        uintptr_t ip = (uintptr_t)_Unwind_GetIP(uc);
-        w->fn = ip ? _Unwind_FindEnclosingFunction((void *)(ip - 1)) : NULL;
+        uintptr_t ip = (uintptr_t)uw.get_ip(uc);
+        w->fn = ip ? uw.find_fn((void *)(ip - 1)) : NULL;
         return _URC_END_OF_STACK;
     }
     w->depth++;
@@ -69,7 +101,7 @@ static _Unwind_Reason_Code note_step(struct _Unwind_Context *uc, void *arg)
 __attribute__((noinline)) void conc__scope_note(conc__ctx_t *ctx, int i)
 {
     note_walk_t w = {0, 0, NULL};
-    _Unwind_Backtrace(note_step, &w);
+    uw.backtrace(note_step, &w);
     ctx->scope_cfa[i] = w.fn ? w.cfa : 0; /* 0: unknown, never checked */
     ctx->scope_fn[i] = w.fn;
     ctx->scope_reported &= (uint8_t)~(1u << i);
@@ -87,11 +119,11 @@ typedef struct {
 static _Unwind_Reason_Code check_step(struct _Unwind_Context *uc, void *arg)
 {
     check_walk_t *w = arg;
-    uintptr_t cfa = (uintptr_t)_Unwind_GetCFA(uc);
+    uintptr_t cfa = (uintptr_t)uw.get_cfa(uc);
     if (cfa <= w->cfa)
         return _URC_NO_REASON;
-    uintptr_t ip = (uintptr_t)_Unwind_GetIP(uc);
-    if (ip && _Unwind_FindEnclosingFunction((void *)(ip - 1)) == w->fn) {
+    uintptr_t ip = (uintptr_t)uw.get_ip(uc);
+    if (ip && uw.find_fn((void *)(ip - 1)) == w->fn) {
         w->found = 1;
         return _URC_END_OF_STACK;
     }
@@ -104,7 +136,7 @@ void conc__scope_check(conc__ctx_t *ctx)
         if (!ctx->scope_cfa[i] || (ctx->scope_reported & (1u << i)))
             continue;
         check_walk_t w = {ctx->scope_cfa[i], ctx->scope_fn[i], 0, 0};
-        _Unwind_Backtrace(check_step, &w);
+        uw.backtrace(check_step, &w);
         if (w.found || w.above == 0)
             continue; /* alive, or the unwinder could not tell */
         ctx->scope_reported |= (uint8_t)(1u << i);
