@@ -98,10 +98,11 @@ CONC_API conc_future_state_t conc_future_state(const conc_future_t *f);
  * CONC_EINVAL, CONC_ENOMEM. */
 typedef void (*conc_future_cb)(conc_future_t *f, void *arg);
 CONC_API int conc_future_add_done_callback(conc_future_t *f, conc_future_cb fn, void *arg);
-/* Remove every callback added with this fn and arg that has not started
- * to run (gevent's unlink, asyncio's remove_done_callback). Returns how
- * many were removed (0 when none is left: f is done, or they never were
- * added), or CONC_EINVAL. A callback already running is not waited for. */
+/* Remove every callback added with this fn and arg that f has not taken
+ * to run yet (gevent's unlink, asyncio's remove_done_callback). Returns
+ * how many were removed, or CONC_EINVAL. 0 when none is left: they never
+ * were added, or f completed and took them (they run, or ran, once each,
+ * perhaps right now in the completing context: not waited for). */
 CONC_API int conc_future_remove_done_callback(conc_future_t *f, conc_future_cb fn, void *arg);
 
 /* For executors. set_running_or_notify_cancel returns 1 when f moved to
