@@ -265,18 +265,10 @@ static inline conc_queue_t *reent_enter(conc_queue_t *q)
  * (a handler that runs from then on puts the ordinary way). Returns false
  * if the store refused an item (no memory: it stays parked). Call it
  * holding no lock of q's. */
-static bool reent_leave(conc_queue_t *q, conc_queue_t *outer)
+static bool reent_leave_slow(conc_queue_t *q, conc_queue_t *outer)
 {
-    if (!q->reent)
-        return true;
     for (;;) {
-        atomic_signal_fence(memory_order_seq_cst);
-        tl_putting = outer;
-        atomic_signal_fence(memory_order_seq_cst);
-        if (outer == q) /* nested in a put on q: that put moves them */
-            return true;
-        if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1) ||
-            !reent_mine(q->reent))
+        if (!reent_mine(q->reent))
             return true;
         tl_putting = q;
         atomic_signal_fence(memory_order_seq_cst);
@@ -284,7 +276,26 @@ static bool reent_leave(conc_queue_t *q, conc_queue_t *outer)
             tl_putting = outer;
             return false;
         }
+        atomic_signal_fence(memory_order_seq_cst);
+        tl_putting = outer;
+        atomic_signal_fence(memory_order_seq_cst);
+        if (!atomic_load_explicit(&q->reent->ready, memory_order_relaxed))
+            return true;
     }
+}
+
+static inline bool reent_leave(conc_queue_t *q, conc_queue_t *outer)
+{
+    if (!q->reent)
+        return true;
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_putting = outer;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (outer == q) /* nested in a put on q: that put moves them */
+        return true;
+    if (__builtin_expect(!atomic_load_explicit(&q->reent->ready, memory_order_relaxed), 1))
+        return true;
+    return reent_leave_slow(q, outer);
 }
 
 static void on_timeout_dec(conc__waitq_t *wq, void *arg)
