@@ -580,6 +580,36 @@ Test(colorless, satisfied_at_cut_plock_green, .timeout = TU_TIMEOUT) { race("loc
 Test(colorless, satisfied_at_cut_mqueue_get, .timeout = TU_TIMEOUT) { race("mq", false); }
 Test(colorless, satisfied_at_cut_mqueue_get_green, .timeout = TU_TIMEOUT) { race("mq", true); }
 
+/* An unnamed Manager queue lives as long as a connection is bound to it:
+ * a cut-short call must rebind before it drops its connection, or the
+ * server frees the queue and every later call is CONC_EBROKEN (seen in
+ * ~3 % of mqueue_get_scope_green runs before the fix). */
+static void *cut_rounds(void *arg)
+{
+    env_t *e = arg;
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(conc_timeout_begin(0.005), 0);
+        int rc = mq_get(e, CONC_FOREVER);
+        conc_timeout_end();
+        cr_assert_eq(rc, CONC_ETIMEDOUT, "round %d: %s", i, conc_strerror(rc));
+        conc_sleep(0.1); /* the server sees the old connection end first */
+        cr_assert_eq(conc_mqueue_put(e->mq, "x", 1, true, 5), 0, "round %d", i);
+        cr_assert_eq(mq_get(e, 5), 0, "round %d", i);
+    }
+    return NULL;
+}
+Test(colorless, cut_calls_keep_an_unnamed_queue, .timeout = TU_TIMEOUT)
+{
+    env_t *e = env_new();
+    mq_setup(e);
+    cut_rounds(e); /* an OS thread */
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, cut_rounds, e), 0); /* a green thread */
+    cr_assert_eq(conc_green_join(g, 60), 0);
+    conc_green_free(g);
+    env_free(e);
+}
+
 /* A green receiver that leaves bytes in the kernel between reads (messages
  * larger than the connection's buffer) does not wait for a readiness edge
  * that already came. */

@@ -31,8 +31,12 @@
  * the proxy half-closes its connection (shutdown SHUT_WR): the server's
  * blocking get/put/acquire looks at the socket between its 50 ms slices,
  * stops waiting and answers at once. The proxy reads that answer (for at
- * most CUT_DRAIN_NS, not interruptible), closes the connection and dials
- * a new one, bound to the same object, at its next call. An answer that
+ * most CUT_DRAIN_NS, not interruptible) and closes the connection. Before
+ * the half-close it binds a second connection to the same object, which
+ * takes the old one's place: an unnamed object lives as long as some
+ * connection is bound to it, so binding after the close could find it
+ * gone (if that second connection cannot be made, the next call dials
+ * again). An answer that
  * says the call succeeded after all (a get that took an item as it was
  * cut) is returned as success and the interruption is delivered at the
  * next blocking call, so no item is lost; an acquire that succeeded as it
@@ -387,16 +391,60 @@ static int chan_call(mproxy_t *p, double wait, conc__rbuf_t *rep, conc__cut_t *c
 }
 
 /* The wait of a call whose request is out was cut short (see the top of
- * the file): half-close, read the server's answer (not interruptible, for
- * at most CUT_DRAIN_NS), drop the connection (the next call dials again).
+ * the file): bind a second connection to the object (keeper_connect),
+ * half-close, read the server's answer (not interruptible, for at most
+ * CUT_DRAIN_NS), drop the connection; the keeper takes its place (without
+ * one, the next call dials again).
  * 0 when the answer says the call took effect (an acquire excepted): the
  * caller goes on with *rep, the interruption rearmed; else the
  * interruption's code. */
+static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize, const char *name);
+
+/* A second connection bound to p's object, made while p's connection still
+ * holds it: the server frees an unnamed object when its last connection
+ * closes, so the rebind after a cut must come before the old connection
+ * goes. k->fd < 0 when it could not be made (the next call dials again). */
+static void keeper_connect(const mproxy_t *p, mproxy_t *k)
+{
+    memset(k, 0, sizeof *k);
+    k->fd = -1;
+    conc_lock_init(&k->mu);
+    k->timeout = p->timeout;
+    k->socket_only = p->socket_only;
+    k->id = p->id;
+    k->kind = p->kind;
+    memcpy(k->addr, p->addr, sizeof k->addr);
+    k->key = p->key;
+    k->keylen = p->keylen;
+    double t = (double)CUT_DRAIN_NS / 1e9; /* a cut stays prompt: at most this long */
+    if (p->id && proxy_connect(k, p->timeout < t ? p->timeout : t, 0, 0, NULL) != 0)
+        k->fd = -1;
+}
+
+/* Put the keeper's connection in place of p's (closed already). */
+static void keeper_install(mproxy_t *p, mproxy_t *k)
+{
+    if (k->fd >= 0) {
+        p->fd = k->fd;
+        p->chan = k->chan;
+        p->seq = k->seq;
+        p->pid = k->pid;
+        p->rcvtimeo = k->rcvtimeo;
+        p->spin = k->spin;
+        p->broken = false;
+        p->redial = false;
+    }
+    conc__wb_free(&k->req);
+    free(k->in);
+}
+
 static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
 {
     conc__ctx_t *x = conc__ctx();
-    shutdown(p->fd, SHUT_WR);
     x->nointr++;
+    mproxy_t keeper;
+    keeper_connect(p, &keeper);
+    shutdown(p->fd, SHUT_WR);
     int rc;
     if (p->chan) {
         rc = conc__mgr_chan_wait(&p->chan->rep_seq, p->seq - 1, &p->chan->cli_wait, p->fd, &p->spin,
@@ -410,6 +458,7 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     x->nointr--;
     proxy_close_fd(p);
     p->redial = true;
+    keeper_install(p, &keeper);
     uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
     if (rc == 0 && rep->end - rep->p >= 4 && rep->p[0] == 0 && rep->p[1] == 0 && rep->p[2] == 0 &&
         rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE) {
