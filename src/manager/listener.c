@@ -181,6 +181,21 @@ static void serve_chan(conc__mgr_conn_t *c)
     }
 }
 
+/* Take c off the server's list of connections, free it and close fd. */
+static void conn_drop(conc__mgr_server_t *s, conc__mgr_conn_t *c, int fd)
+{
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    conc_lock_release(&s->mu);
+    conc__mgr_conn_free(c);
+    close(fd);
+}
+
 /* An authenticated connection: frames in, replies out, until EOF. */
 static void *conn_main(void *arg)
 {
@@ -241,16 +256,7 @@ static void *conn_main(void *arg)
             wake_main(s);
         }
     }
-    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    conc_lock_release(&s->mu);
-    conc__mgr_conn_free(c);
-    close(fd);
+    conn_drop(s, c, fd);
     __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELEASE); /* last touch of s */
     return NULL;
 }
@@ -279,16 +285,7 @@ static void start_conn(conc__mgr_server_t *s, int fd)
     pthread_attr_setstacksize(&at, 256 * 1024);
     pthread_t th;
     if (pthread_create(&th, &at, conn_main, c) != 0) { /* refuse it */
-        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            s->conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        conc_lock_release(&s->mu);
-        conc__mgr_conn_free(c);
-        close(fd);
+        conn_drop(s, c, fd);
         __atomic_fetch_sub(&s->nthreads, 1, __ATOMIC_RELAXED);
     }
     pthread_attr_destroy(&at);
