@@ -13,4 +13,5 @@
 #include "conc/io.h"
 #include "conc/pool.h"
 #include "conc/manager.h"
+#include "conc/trace.h"
 #endif

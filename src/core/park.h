@@ -110,6 +110,8 @@ typedef struct conc__waiter {
     uintptr_t data;             /* primitive-specific payload */
     uint32_t spun;              /* the primitive already spun: sleep at once */
     struct conc__waiter *group; /* select: unpark this one instead (see below) */
+    const void *obj;            /* what it waits on (observe.h), for dumps and */
+    uint8_t kind;               /* the deadlock detector: enum conc__wait_kind */
 } conc__waiter_t;
 
 /*
@@ -157,6 +159,8 @@ static inline void conc__waiter_init(conc__waiter_t *w)
     w->data = 0;
     w->spun = 0;
     w->group = 0;
+    w->obj = 0;
+    w->kind = 0;
 }
 
 /* Block until unparked (0) or the deadline (CONC_ETIMEDOUT); green
