@@ -14,4 +14,5 @@
 #include "conc/pool.h"
 #include "conc/manager.h"
 #include "conc/trace.h"
+#include "conc/selectors.h"
 #endif

@@ -84,9 +84,11 @@ enum {
     CONC_ELOOPEXIT = -16, /* gevent LoopExit: nothing could ever wake the waiter*/
     CONC_ENOTSUP = -17,   /* NotImplementedError / not supported here           */
     CONC_ERANGE = -18,    /* OverflowError: value out of range                  */
-    CONC_EOWNERDEAD = -19 /* robust-mutex EOWNERDEAD: the lock is yours now, but
+    CONC_EOWNERDEAD = -19, /* robust-mutex EOWNERDEAD: the lock is yours now, but
                              its previous holder died holding it; repair the
                              data it protected (process-shared locks only)    */
+    CONC_EKEY = -20       /* KeyError: no such key / key already present
+                             (selectors: fd registered twice, or not at all) */
 };
 
 /* Returns a static, human readable description of code ("queue.Empty: ...").

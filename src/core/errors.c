@@ -33,6 +33,7 @@ static const struct conc__errinfo conc__errors[] = {
     {CONC_EOWNERDEAD, "OwnerDeadError",
      "OwnerDeadError: acquired, but the previous holder died holding the lock (robust-mutex "
      "EOWNERDEAD); repair the data it protected"},
+    {CONC_EKEY, "KeyError", "KeyError: no such key, or the key is already present"},
 };
 
 static const struct conc__errinfo *conc__find(int code)
