@@ -247,8 +247,10 @@ static void u_arm(conc_selector_t *s, sel_uring_t *b)
                            ((k->pub.events & CONC_SEL_WRITE) ? POLLOUT : 0);
         e->user_data = ((uint64_t)(uint32_t)k->pub.fd << 32) | k->gen;
     }
-    memmove(b->arm, b->arm + i, (size_t)(b->narm - i) * sizeof *b->arm);
-    b->narm -= i;
+    if (i) {
+        memmove(b->arm, b->arm + i, (size_t)(b->narm - i) * sizeof *b->arm);
+        b->narm -= i;
+    }
 }
 
 static int u_reap(conc_selector_t *s, sel_uring_t *b, conc_selector_ready_t *out, int max)
