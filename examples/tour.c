@@ -3858,6 +3858,8 @@ static const struct section green_sections[] = {
 
 /* ================================================ the table of chapters */
 
+#include "tour/selectors.h"
+
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
                 "Timer, local",
@@ -3881,6 +3883,9 @@ static const struct chapter chapters[] = {
     {"green", "gevent: 协程 (green threads / coroutines) -- switching, 10,000 sleepers, an echo "
               "server, waiting on a thread pool, Timeout, kill, Pool, LoopExit",
      green_sections},
+    {"selectors", "selectors: 多路复用 (I/O multiplexing) -- one readiness loop on select, poll, "
+                  "epoll, io_uring and signal-driven I/O; the SIGIO rescan; select in a green thread",
+     selectors_sections},
     /* later: I/O models ... */
     {NULL, NULL, NULL},
 };
