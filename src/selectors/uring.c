@@ -143,23 +143,28 @@ static void u_fini(conc_selector_t *s)
     free(b);
 }
 
-/* Submit what is queued (no wait). */
+/* Submit what is queued (no wait). A few tries: EINTR retries, and EBUSY /
+ * EAGAIN (completions backed up) first lets the kernel flush them. */
 static int u_flush(sel_uring_t *b)
 {
     __atomic_store_n(b->sq_tail, b->tail, __ATOMIC_RELEASE);
-    for (;;) {
+    for (int tries = 0; tries < 8; tries++) {
         unsigned pending = b->tail - __atomic_load_n(b->sq_head, __ATOMIC_ACQUIRE);
         if (!pending)
             return 0;
         int r = sys_enter(b->fd, pending, 0, 0, NULL, 0);
-        if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY)
-            return CONC_ESYS;
-        if (r < 0 && errno != EINTR) {
-            /* the kernel is short of completion room: let it flush */
+        if (r == 0)
+            break;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EBUSY)) {
             (void)sys_enter(b->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
-            return 0;
+            continue;
         }
+        if (r < 0)
+            return CONC_ESYS;
     }
+    return 0;
 }
 
 static struct io_uring_sqe *u_sqe(sel_uring_t *b)
