@@ -701,3 +701,58 @@ Test(selectors_stress, random_writes_500_pairs, .timeout = TU_TIMEOUT)
     for (int i = 0; i < np; i++)
         close(p[i][0]), close(p[i][1]);
 }
+
+/* Selectors made and closed inside a green thread, each parked on: the
+ * numbers of their epoll / ring / signal fds are reused from one to the
+ * next, and the hub must not confuse them. */
+typedef struct {
+    conc_selector_backend_t b;
+    int fds[2];
+    int fails;
+} green_reuse_t;
+
+static void *write_soon(void *arg)
+{
+    int fd = INT(arg);
+    conc_sleep(0.01);
+    return PTR(write(fd, "w", 1));
+}
+
+static void *green_reuse(void *arg)
+{
+    green_reuse_t *r = arg;
+    for (int i = 0; i < 4; i++) {
+        conc_selector_t *s;
+        if (conc_selector_new(&s, r->b) != 0)
+            return PTR(-1);
+        conc_selector_register(s, r->fds[0], CONC_SEL_READ, NULL, NULL);
+        conc_green_t *w;
+        conc_go(&w, write_soon, PTR(r->fds[1]));
+        conc_selector_ready_t ev[1];
+        int n = conc_selector_select(s, 5.0, ev, 1);
+        char c;
+        r->fails += n != 1 || read(r->fds[0], &c, 1) != 1;
+        conc_green_join(w, 5.0);
+        conc_green_free(w);
+        conc_selector_close(s);
+    }
+    return NULL;
+}
+
+Test(selectors_green, selectors_made_and_closed_in_a_green_thread, .timeout = TU_TIMEOUT)
+{
+    for (int i = 0; i < NALL; i++) {
+        conc_selector_t *probe;
+        if (!open_sel(ALL[i], &probe))
+            continue;
+        conc_selector_close(probe);
+        green_reuse_t r = {.b = ALL[i]};
+        pair(r.fds);
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, green_reuse, &r), 0);
+        cr_assert_eq(conc_green_join(g, 20.0), 0);
+        conc_green_free(g);
+        cr_assert_eq(r.fails, 0, "%s: %d selects missed their wake-up", conc_selector_backend_name(ALL[i]), r.fails);
+        close(r.fds[0]), close(r.fds[1]);
+    }
+}

@@ -98,6 +98,12 @@ void conc_selector_close(conc_selector_t *s)
 {
     if (!s)
         return;
+    /* A hub may watch the fd a green select parked on (as conc_close). */
+    int w = s->ops->waitfd(s);
+    if (w >= 0)
+        conc__fd_forget(w);
+    if (s->helper_ep >= 0)
+        conc__fd_forget(s->helper_ep);
     s->ops->fini(s);
     for (int fd = 0; fd <= s->maxfd; fd++)
         free(s->keys[fd]);
