@@ -55,6 +55,15 @@ Test(io_models, select, .timeout = 90) { echo_model("select"); }
 Test(io_models, poll, .timeout = 90) { echo_model("poll"); }
 Test(io_models, epoll, .timeout = 90) { echo_model("epoll"); }
 Test(io_models, signal, .timeout = 90) { echo_model("signal"); }
+/* The signal queue overflows (RLIMIT_SIGPENDING of 2, inherited by the
+ * server): events are lost, SIGIO comes instead, the server rescans every
+ * fd, and no echo is lost. */
+Test(io_models, signal_queue_overflow, .timeout = 90)
+{
+    struct rlimit r = {2, 2};
+    cr_assert_eq(setrlimit(RLIMIT_SIGPENDING, &r), 0); /* this test's own process (Criterion forks one) */
+    echo_model("signal");
+}
 Test(io_models, uring, .timeout = 90) { echo_model("uring"); }
 Test(io_models, green, .timeout = 90) { echo_model("green"); }
 
