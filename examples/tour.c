@@ -3859,6 +3859,7 @@ static const struct section green_sections[] = {
 /* ================================================ the table of chapters */
 
 #include "tour/selectors.h"
+#include "tour/io_models.h"
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
@@ -3886,7 +3887,9 @@ static const struct chapter chapters[] = {
     {"selectors", "selectors: 多路复用 (I/O multiplexing) -- one readiness loop on select, poll, "
                   "epoll, io_uring and signal-driven I/O; the SIGIO rescan; select in a green thread",
      selectors_sections},
-    /* later: I/O models ... */
+    {"io_models", "I/O模型 (the five I/O models): blocking, non-blocking, select/poll/epoll, "
+                  "signal-driven, io_uring, and green threads -- one echo load on each",
+     io_models_sections},
     {NULL, NULL, NULL},
 };
 
