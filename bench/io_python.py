@@ -7,7 +7,16 @@ and serves until killed.
   uvloop   echo: the same Protocol on uvloop's loop
   pywsgi   HTTP: gevent.pywsgi.WSGIServer answering "hello\\n" (keep-alive)
 """
+import socket
 import sys
+
+
+def nodelay(sock):
+    # Every server in the bench answers with TCP_NODELAY (asyncio, uvloop, Go,
+    # nginx and conc set it themselves); gevent leaves Nagle on, and pywsgi's
+    # separate header and body writes then wait for the client's delayed ACK
+    # (40 ms a response), which would measure the ACK timer, not gevent.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def ready(port):
@@ -18,6 +27,7 @@ def gevent_echo(port):
     from gevent.server import StreamServer
 
     def handle(sock, addr):
+        nodelay(sock)
         while True:
             data = sock.recv(4096)
             if not data:
@@ -37,7 +47,12 @@ def pywsgi(port):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
         return [b"hello\n"]
 
-    server = WSGIServer(("127.0.0.1", port), app, log=None, backlog=4096)
+    class Server(WSGIServer):
+        def handle(self, sock, address):
+            nodelay(sock)
+            WSGIServer.handle(self, sock, address)
+
+    server = Server(("127.0.0.1", port), app, log=None, backlog=4096)
     server.init_socket()
     ready(server.server_port)
     server.serve_forever()
