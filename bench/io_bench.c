@@ -199,19 +199,37 @@ static int impl_start(const impl_t *im, io_server_t *s, char *why, size_t whylen
 
 /* ------------------------------------------------------------ measurements */
 
-static double measure_echo(const impl_t *im, int conns, char *why, size_t whylen, bool *skipped)
+/* The server's CPU time at the start and the end of the counted window. */
+typedef struct cpu_mark {
+    pid_t pid;
+    double at[2];
+} cpu_mark_t;
+
+static void cpu_mark(void *arg, int phase)
+{
+    cpu_mark_t *m = arg;
+    m->at[phase] = io_cpu_seconds(m->pid);
+}
+
+/* Round trips/s of impl with conns connections; *cpu_us: the server's CPU
+ * time per round trip in microseconds (NAN if unknown). */
+static double measure_echo(const impl_t *im, int conns, double *cpu_us, char *why, size_t whylen, bool *skipped)
 {
     io_server_t s;
+    *cpu_us = NAN;
     int rc = impl_start(im, &s, why, whylen);
     *skipped = rc == 1;
     if (rc != 0)
         return NAN;
     double secs = (conns >= 1000 ? 1.0 : 0.8) * opt_scale;
+    cpu_mark_t m = {.pid = s.pid, .at = {-1, -1}};
     io_load_opts_t o = {.port = s.port, .conns = conns, .warm = conns >= 1000 ? 0.3 : 0.2,
-                        .secs = secs < 0.3 ? 0.3 : secs, .stall = 10};
+                        .secs = secs < 0.3 ? 0.3 : secs, .stall = 10, .mark = cpu_mark, .mark_arg = &m};
     io_load_result_t r;
     rc = io_load_run(&o, &r, why, whylen);
     io_server_stop(&s);
+    if (rc == 0 && m.at[0] >= 0 && m.at[1] >= m.at[0] && r.round_trips > 0)
+        *cpu_us = (m.at[1] - m.at[0]) * 1e6 / (double)r.round_trips;
     return rc == 0 ? r.rate : NAN;
 }
 
@@ -330,12 +348,19 @@ static void run_echo_rows(void)
 {
     static const int conns[2] = {50, 1000};
     static const char *const names[2] = {"io.echo.50", "io.echo.1000"};
-    bench_row_t *rows[2] = {NULL, NULL};
+    static const char *const cpu_names[2] = {"io.echo.50.server_cpu", "io.echo.1000.server_cpu"};
+    bench_row_t *rows[2] = {NULL, NULL}, *cpu_rows[2] = {NULL, NULL};
     for (int r = 0; r < 2; r++)
         if (want_row(names[r])) {
             rows[r] = bench_row_new(names[r], "rt/s", false);
             for (int i = 0; i < NECHO; i++)
                 bench_impl_add(rows[r], echo_impls[i].name);
+        }
+    for (int r = 0; r < 2; r++) /* the server's CPU per round trip, from the same runs */
+        if (rows[r]) {
+            cpu_rows[r] = bench_row_new(cpu_names[r], "us/rt", true);
+            for (int i = 0; i < NECHO; i++)
+                bench_impl_add(cpu_rows[r], echo_impls[i].name);
         }
     io_raise_nofile(4096);
     for (int rep = 0; rep < opt_reps; rep++)
@@ -348,9 +373,12 @@ static void run_echo_rows(void)
                 bool skipped = false;
                 if (dead(bi))
                     continue;
-                double v = measure_echo(&echo_impls[i], conns[r], why, sizeof why, &skipped);
+                double cpu;
+                double v = measure_echo(&echo_impls[i], conns[r], &cpu, why, sizeof why, &skipped);
                 record(bi, v, skipped, why);
-                fprintf(stderr, "  %s %s rep %d: %.0f%s%s\n", names[r], bi->name, rep, v, why[0] ? " " : "", why);
+                record(&cpu_rows[r]->impl[i], cpu, skipped || !isnan(v), why[0] ? why : "no CPU time");
+                fprintf(stderr, "  %s %s rep %d: %.0f rt/s, %.2f us CPU/rt%s%s\n", names[r], bi->name, rep, v, cpu,
+                        why[0] ? " " : "", why);
             }
         }
 }
@@ -499,6 +527,16 @@ int main(int argc, char **argv)
         snprintf(text, sizeof text, "%s: conc >= 1.5x uvloop", echo_rows[r]);
         bench_target_tally(&tally, echo_rows[r], "uvloop", 1.5, text);
     }
+    printf("  (informational) the same targets by the server's CPU time per round trip (lower is better):\n");
+    static const char *const cpu_rows[2] = {"io.echo.50.server_cpu", "io.echo.1000.server_cpu"};
+    static const struct { const char *peer; double want; } cpu_t[4] = {{"epoll", 1.0}, {"libuv", 1.0}, {"gevent", 3.0}, {"uvloop", 1.5}};
+    bench_tally_t info = {0, 0};
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 4; k++) {
+            char text[96];
+            snprintf(text, sizeof text, "%s: conc >= %gx %s", cpu_rows[r], cpu_t[k].want, cpu_t[k].peer);
+            bench_target_tally(&info, cpu_rows[r], cpu_t[k].peer, cpu_t[k].want, text);
+        }
     target_between(&tally, "io.echo.1000", "conc_uring", "conc_epoll", 1.2,
                    "io.echo.1000: conc_uring >= 1.2x conc_epoll");
     target_at_most(&tally, "io.echo.10k_idle_rss", 6144, "io.echo.10k_idle_rss: conc <= 6 KiB/conn");

@@ -243,6 +243,25 @@ static inline long io_rss_bytes(pid_t pid)
     return kb < 0 ? -1 : kb * 1024;
 }
 
+/* CPU time (user + system, all threads) pid has used, in seconds; -1 if
+ * unknown. Clock-tick resolution (10 ms): measure over a second or more. */
+static inline double io_cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* ------------------------------------------------------------ the client */
 
 typedef struct io_load_opts {
@@ -252,6 +271,8 @@ typedef struct io_load_opts {
     double warm;    /* seconds run before counting */
     double secs;    /* seconds counted (an upper bound when rounds > 0) */
     double stall;   /* no echo for this long: failure (0 = 5 s) */
+    void (*mark)(void *arg, int phase); /* optional: called as counting starts (0) and ends (1) */
+    void *mark_arg;
 } io_load_opts_t;
 
 typedef struct io_load_result {
@@ -347,6 +368,8 @@ static inline int io_load_run(const io_load_opts_t *o, io_load_result_t *res, ch
     long count = 0, finished = 0;
     bool counting = o->warm <= 0;
     double start = io_now(), t0 = start, now = start, last = start;
+    if (counting && o->mark)
+        o->mark(o->mark_arg, 0);
     while (!(o->rounds > 0 && finished == n)) {
         int k = epoll_wait(ep, evs, n, 50);
         if (k < 0 && errno != EINTR) {
@@ -358,6 +381,8 @@ static inline int io_load_run(const io_load_opts_t *o, io_load_result_t *res, ch
             counting = true;
             count = 0;
             t0 = now;
+            if (o->mark)
+                o->mark(o->mark_arg, 0);
         }
         if (counting && now - t0 >= o->secs)
             break;
@@ -398,6 +423,8 @@ static inline int io_load_run(const io_load_opts_t *o, io_load_result_t *res, ch
         }
     }
     now = io_now();
+    if (o->mark)
+        o->mark(o->mark_arg, 1);
     res->round_trips = count;
     res->seconds = now - t0;
     res->rate = res->seconds > 0 ? (double)count / res->seconds : 0;
