@@ -367,7 +367,8 @@ static void run_echo_rows(void)
         for (int r = 0; r < 2; r++) {
             if (!rows[r])
                 continue;
-            for (int i = 0; i < NECHO; i++) {
+            for (int j = 0; j < NECHO; j++) {
+                int i = (j + rep * 7) % NECHO; /* each rep starts elsewhere: no impl always follows the same one */
                 bench_impl_t *bi = &rows[r]->impl[i];
                 char why[200] = "";
                 bool skipped = false;
@@ -406,7 +407,8 @@ static void run_http_row(void)
     for (int i = 0; i < NHTTP; i++)
         bench_impl_add(row, http_impls[i].name);
     for (int rep = 0; rep < opt_reps; rep++)
-        for (int i = 0; i < NHTTP; i++) {
+        for (int j = 0; j < NHTTP; j++) {
+            int i = (j + rep) % NHTTP;
             bench_impl_t *bi = &row->impl[i];
             char why[200] = "";
             bool skipped = false;
