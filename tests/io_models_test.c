@@ -143,3 +143,25 @@ Test(io_models, http_keepalive_pipelined, .timeout = 60)
     close(fd);
     io_server_stop(&s);
 }
+
+/* The harness: a server that exits with status 77 (io_uring refused, say)
+ * is reported as skipped, one that dies early as failed, and a silent one
+ * times out — never a hang. */
+Test(io_models, harness_skip_and_failure, .timeout = 60)
+{
+    io_server_t s;
+    char why[256];
+    char *skip[] = {"/bin/sh", "-c", "echo 'cannot run here' >&2; exit 77", NULL};
+    cr_assert_eq(io_server_start(skip, NULL, 0, 10.0, &s, why, sizeof why), 1, "%s", why);
+    char *die[] = {"/bin/sh", "-c", "exit 3", NULL};
+    cr_assert_eq(io_server_start(die, NULL, 0, 10.0, &s, why, sizeof why), -1);
+    cr_assert(strstr(why, "status 3"), "%s", why);
+    char *silent[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
+    cr_assert_eq(io_server_start(silent, NULL, 0, 0.5, &s, why, sizeof why), -1);
+    cr_assert(strstr(why, "not ready"), "%s", why);
+    char *env[] = {"/bin/sh", "-c", "echo ready $IO_TEST_PORT; exec sleep 30", NULL};
+    cr_assert_eq(io_server_start(env, "IO_TEST_PORT=4242", 0, 10.0, &s, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(s.port, 4242, "the extra environment variable reaches the server");
+    io_server_stop(&s);
+    cr_assert_eq(s.pid, 0);
+}
