@@ -21,6 +21,7 @@
 #include "conc/green.h"
 #include "core/futex.h"
 #include "core/sys.h"
+#include "trace/obs.h"
 
 #define CONC__SPIN_MIN_NS 500
 #define CONC__SPIN_MAX_NS 50000
@@ -145,6 +146,8 @@ void conc__spin_end(conc__spinner_t *sp, bool success)
         return; /* did not spin */
     conc__ctx_t *c = sp->ctx;
     uint32_t b = c->spin_ns;
+    if (success)
+        CONC__STAT(CONC__ST_SPIN_WON);
     if (success) {
         b = b + b / 2 + CONC__SPIN_MIN_NS;
         if (b > CONC__SPIN_MAX_NS)
@@ -200,6 +203,7 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
                 return 0;
         }
     }
+    CONC__STAT(CONC__ST_FUTEX_SLEEP);
     for (;;) {
         int r = conc__futex_wait(&w->state, CONC__W_SLEEPING, deadline, 0);
         if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED)
@@ -284,6 +288,13 @@ int conc_timeout_end(void)
 
 int conc__park(conc__waiter_t *w, int64_t deadline)
 {
+    if (conc__obs_on(CONC__OBS_PARKS))
+        return conc__obs_park(w, deadline); /* src/trace: around the plain park */
+    return conc__park_plain(w, deadline);
+}
+
+int conc__park_plain(conc__waiter_t *w, int64_t deadline)
+{
     conc__ctx_t *ctx = w->ctx;
     const conc__park_ops_t *ops = ctx->ops;
     ctx->cut_scope = -1;
@@ -324,6 +335,8 @@ void conc__unpark(conc__waiter_t *w)
         conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, REL); /* last touch */
         return;
     }
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__obs_unpark(w);
     const conc__park_ops_t *ops = w->ctx->ops;
     if (ops)
         ops->unpark(w);

@@ -91,6 +91,8 @@ typedef struct conc__ctx {
     uint8_t scope_reported;      /* debug: bit i: scope i was reported as leaked */
     uintptr_t scope_cfa[CONC__MAX_SCOPES]; /* debug: where each scope's opener sits (scope_debug.c) */
     void *scope_fn[CONC__MAX_SCOPES];      /* debug: the function that opened it */
+    uint32_t trace_id;           /* its track in traces (src/trace), 0 until first traced */
+    uint32_t trace_gen;          /* the trace that last named that track */
 } conc__ctx_t;
 
 /* Debug check of timeout scopes that outlive their function

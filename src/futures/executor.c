@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "futures/internal.h"
+#include "trace/obs.h"
 
 bool conc__executor_is_own_worker(conc_executor_t *ex);
 bool conc__exit_done(void);
@@ -12,6 +13,8 @@ int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), v
         return CONC_EINVAL;
     if (conc__exit_done())
         return CONC_ESHUTDOWN; /* after the exit step (Python: "cannot schedule new futures after interpreter shutdown") */
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_task(CONC__TASK_SUBMIT, fn, arg);
     return ex->ops->submit(ex, out, fn, arg);
 }
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trace/obs.h"
 #include "conc/thread.h"
 #include "futures/internal.h"
 #include "sync/internal.h"
@@ -450,7 +451,12 @@ bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), voi
     }
     conc__ctx_t *c = conc__ctx();
     c->fail_code = 0;
+    bool traced = conc__obs_on(CONC__OBS_TRACE);
+    if (traced)
+        conc__trace_task(CONC__TASK_START, f->fn, f->arg);
     void *r = f->fn(f->arg);
+    if (traced)
+        conc__trace_task(CONC__TASK_FINISH, f->fn, f->arg);
     if (before_publish)
         before_publish(hook_arg);
     if (c->fail_code) {

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "trace/obs.h"
 #include "conc/sync.h"
 #include "conc/thread.h"
 #include "core/fence.h"
@@ -163,8 +164,10 @@ static conc_future_t *steal_any(pool_t *p, worker_t *self)
     conc_future_t *f;
     for (size_t k = 0; k < n; k++) {
         worker_t *w = p->workers[(start + k) % n];
-        if (w && w != self && (f = steal_from(&w->dq)))
+        if (w && w != self && (f = steal_from(&w->dq))) {
+            CONC__STAT(CONC__ST_STEAL);
             return f;
+        }
     }
     for (size_t k = 0; k <= e; k++) {
         size_t i = (start + k) % (e + 1);

@@ -26,6 +26,7 @@
 #include "conc/futures.h"
 #include "core/time.h"
 #include "green/internal.h"
+#include "trace/obs.h"
 #include "thread/internal.h"
 
 
@@ -89,6 +90,8 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     g->ctx.nscopes = 0;
     g->ctx.fired = 0;
     g->ctx.cut_scope = -1;
+    g->ctx.trace_id = 0;
+    g->ctx.trace_gen = 0;
     g->gs.hub = h;
     g->gs.next = NULL;
     atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
@@ -139,6 +142,8 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
         h->all->all_prev = g;
     h->all = g;
     conc__hub_ready(h, &g->gs);
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_spawn(&g->ctx, opts && opts->name ? g->name : NULL);
     if (out)
         *out = g;
     return 0;
@@ -187,6 +192,8 @@ static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), vo
 static void end_green(conc_green_t *g)
 {
     conc__hub_t *h = g->gs.hub;
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_end(&g->ctx);
     h->nalive--;
     if (g->all_prev)
         g->all_prev->all_next = g->all_next;

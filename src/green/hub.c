@@ -47,6 +47,7 @@
 #include "core/fdwait.h"
 #include "core/time.h"
 #include "green/internal.h"
+#include "trace/obs.h"
 
 #ifdef CONC__ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -99,6 +100,8 @@ static void asan_finish(conc__gs_t *self)
  * is read again from `from`. */
 static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
 {
+    if (conc__obs_on(CONC__OBS_TRACE | CONC__OBS_STATS))
+        conc__obs_switch(from->ctx, from->kind == GS_LOOP, to->ctx, to->kind == GS_LOOP);
     h->cur = to;
 #ifdef CONC__ASAN
     asan_from = from;
@@ -548,6 +551,7 @@ static void fire_timers(conc__hub_t *h, int64_t now)
     while (h->nheap && h->heap[0]->due <= now) {
         conc__gs_t *gs = h->heap[0];
         heap_remove(h, gs);
+        CONC__STAT(CONC__ST_TIMER_FIRE);
         if (gs->parked_w)
             resume_for(h, gs, gs->parked_w, CONC__W_TIMEDOUT);
     }
@@ -621,7 +625,12 @@ static void poll_once(conc__hub_t *h, bool block)
         return;
     }
     struct epoll_event evs[64];
+    bool traced = timeout != 0 && conc__obs_on(CONC__OBS_TRACE);
+    if (traced)
+        conc__trace_hub(CONC__HUB_IO_B);
     int n = epoll_for(h, evs, 64, timeout);
+    if (traced)
+        conc__trace_hub(CONC__HUB_IO_E);
     if (timeout != 0)
         atomic_store_explicit(&h->sleeping, 0, memory_order_seq_cst);
     for (int i = 0; i < n; i++) {
@@ -644,7 +653,12 @@ static void hub_loop(conc__hub_t *h)
         /* One pass per turn, one epoll call at most: a quick look when
          * contexts are ready (the periodic fairness turn), a sleep when
          * none is. */
+        bool traced = conc__obs_on(CONC__OBS_TRACE);
+        if (traced)
+            conc__trace_hub(CONC__HUB_TURN_B);
         poll_once(h, h->ready_head == NULL);
+        if (traced)
+            conc__trace_hub(CONC__HUB_TURN_E);
         conc__gs_t *to = pop_ready(h);
         if (to)
             do_switch(h, &h->loop, to);

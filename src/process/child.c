@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "trace/obs.h"
 #include "core/park.h"
 #include "core/time.h"
 #include "core/fdwait.h"
@@ -137,6 +138,8 @@ static int status_code(const siginfo_t *si)
 
 static void publish(conc__child_t *c, int code)
 {
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_process(CONC__PROC_EXIT, (long)c->pid, code);
     c->exitcode = code;
     conc__store(&c->done, 1, REL);
 }

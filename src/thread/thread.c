@@ -35,6 +35,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "trace/obs.h"
 #include "sync/internal.h"
 #include "thread/internal.h"
 
@@ -221,6 +222,8 @@ static void thread_finish(conc_thread_t *t)
 static void thread_over(void *p)
 {
     conc_thread_t *t = p;
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_thread_end();
     thread_finish(t);
     self_record = NULL;
     conc__ctx_bind(NULL);
@@ -242,6 +245,8 @@ static void *trampoline(void *p)
     conc_event_set(&t->started);
     if (strncmp(t->name, "Thread-", 7) != 0)
         os_name(t->name);
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_thread_start(t->name);
     pthread_cleanup_push(thread_over, t);
     t->result = t->fn(t->arg);
     pthread_cleanup_pop(1);

@@ -1,0 +1,540 @@
+/*
+ * trace.c — recording every state transition of every context, cheaply.
+ *
+ * How it works. Each OS thread that records anything owns one buffer
+ * (conc__tbuf_t, found through a thread-local pointer): a fixed array of
+ * 32-byte records and a count. Only the owner appends: it fills the next
+ * record and publishes it with a release store of the count — no lock, no
+ * atomic read-modify-write, no syscall. A full buffer drops the record and
+ * counts the drop. Green threads record into the buffer of the OS thread
+ * that runs them, naming their own track in the record.
+ *
+ * The hot paths record raw facts only: "this context parks on X", "that
+ * context wakes this one", "the hub switches from A to B". The states
+ * (running, ready, blocked) and the flows from waker to woken are derived
+ * from the facts at conc_trace_stop (write.c), off every traced thread.
+ *
+ * Invariants:
+ *   - conc_trace_start / _stop are serialised by trace_mu; a trace has a
+ *     generation number; a buffer's records belong to the generation in
+ *     its gen field, and its owner resets it (count 0, dropped 0, a new
+ *     array if the size changed) the first time it records in a newer
+ *     generation. The writer reads only buffers of its own generation, and
+ *     only records below the count it loaded (acquire), so it never reads
+ *     a record being written and an owner never reuses a record being read
+ *     (a reset needs a newer generation, which needs the writer done).
+ *   - Buffers live on a list until their thread ended (dead) and a stop
+ *     has written them; then they are freed (their counters folded into
+ *     the totals first).
+ *   - Track ids: every context gets one lazily (ctx->trace_id, from a
+ *     counter, set by a CAS). A hub's loop context shares its OS thread's
+ *     context, so its track is that id with the top bit set. A context
+ *     names its track (thread / green name, kind, its hub's track) the
+ *     first time it records in a trace (ctx->trace_gen).
+ *   - A forked child stops tracing without writing (the parent writes).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "conc/green.h"
+#include "conc/thread.h"
+#include "core/time.h"
+#include "green/internal.h"
+#include "trace/internal.h"
+
+#define DEFAULT_EVENTS 65536u
+#define LOOP_BIT 0x80000000u
+
+static pthread_mutex_t tbufs_lock = PTHREAD_MUTEX_INITIALIZER;
+static conc__tbuf_t *tbufs;                  /* every buffer */
+static uint64_t retired[CONC__ST_N];         /* counters of freed buffers */
+static __thread conc__tbuf_t *tl_tbuf __attribute__((tls_model("initial-exec")));
+static pthread_key_t tbuf_key;
+static pthread_once_t tbuf_once = PTHREAD_ONCE_INIT;
+
+static uint32_t trace_gen;     /* atomic: the current (or last) trace */
+static uint32_t trace_cap = DEFAULT_EVENTS; /* atomic: events per buffer */
+static uint32_t next_track;    /* atomic */
+
+static pthread_mutex_t trace_mu = PTHREAD_MUTEX_INITIALIZER;
+static FILE *trace_file;
+static conc_trace_opts_t trace_opts;
+static char trace_svg[4096];
+
+/* ------------------------------------------------------------- buffers */
+
+static void tbuf_thread_exit(void *p)
+{
+    conc__tbuf_t *b = p;
+    if (tl_tbuf == b)
+        tl_tbuf = NULL;
+    atomic_store_explicit(CONC__A(&b->dead), 1, memory_order_release);
+}
+
+static void tbuf_key_init(void) { pthread_key_create(&tbuf_key, tbuf_thread_exit); }
+
+conc__tbuf_t *conc__tbuf_self(void)
+{
+    conc__tbuf_t *b = tl_tbuf;
+    if (__builtin_expect(b != NULL, 1))
+        return b;
+    pthread_once(&tbuf_once, tbuf_key_init);
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    pthread_mutex_lock(&tbufs_lock);
+    b->next = tbufs;
+    tbufs = b;
+    pthread_mutex_unlock(&tbufs_lock);
+    pthread_setspecific(tbuf_key, b);
+    tl_tbuf = b;
+    return b;
+}
+
+/* Free the buffers of ended threads (their records are written or
+ * abandoned). Under tbufs_lock. */
+static void reap_dead_locked(void)
+{
+    for (conc__tbuf_t **pp = &tbufs; *pp;) {
+        conc__tbuf_t *b = *pp;
+        if (atomic_load_explicit(CONC__A(&b->dead), memory_order_acquire)) {
+            for (int k = 0; k < CONC__ST_N; k++)
+                retired[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
+            *pp = b->next;
+            free(b->ev);
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+}
+
+/* The owner's buffer ready for generation gen (NULL: no memory). */
+static __attribute__((noinline)) conc__tbuf_t *tbuf_for(uint32_t gen)
+{
+    conc__tbuf_t *b = conc__tbuf_self();
+    if (!b)
+        return NULL;
+    uint32_t cap = atomic_load_explicit(CONC__A(&trace_cap), memory_order_relaxed);
+    if (!b->ev || b->cap != cap) {
+        free(b->ev);
+        b->ev = malloc((size_t)cap * sizeof *b->ev);
+        b->cap = b->ev ? cap : 0;
+    }
+    atomic_store_explicit(CONC__A(&b->n), 0u, memory_order_relaxed);
+    atomic_store_explicit(CONC__A(&b->dropped), (uint64_t)0, memory_order_relaxed);
+    atomic_store_explicit(CONC__A(&b->gen), gen, memory_order_release);
+    return b;
+}
+
+/* Append one record; returns its timestamp (0 when dropped). */
+static inline int64_t rec(uint32_t type, uint32_t track, uint64_t a, uint64_t b)
+{
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    conc__tbuf_t *t = tl_tbuf;
+    if (__builtin_expect(!t || t->gen != gen, 0) && !(t = tbuf_for(gen)))
+        return 0;
+    uint32_t n = t->n; /* only the owner writes it */
+    if (__builtin_expect(n >= t->cap, 0)) {
+        atomic_fetch_add_explicit(CONC__A(&t->dropped), (uint64_t)1, memory_order_relaxed);
+        return 0;
+    }
+    conc__tev_t *e = &t->ev[n];
+    e->ts = conc__now_ns();
+    e->type = type;
+    e->track = track;
+    e->a = a;
+    e->b = b;
+    atomic_store_explicit(CONC__A(&t->n), n + 1, memory_order_release);
+    return e->ts;
+}
+
+/* -------------------------------------------------------------- counters */
+
+void conc__stat_inc(int k)
+{
+    conc__tbuf_t *b = conc__tbuf_self();
+    if (!b)
+        return;
+    uint64_t *c = &b->stats[k]; /* owner-only writes: no RMW needed */
+    atomic_store_explicit(CONC__A(c), atomic_load_explicit(CONC__A(c), memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void obs_set(uint32_t bit, bool on)
+{
+#ifndef CONC_NO_OBSERVE
+    if (on)
+        atomic_fetch_or_explicit(CONC__A(&conc__obs_flags), bit, memory_order_seq_cst);
+    else
+        atomic_fetch_and_explicit(CONC__A(&conc__obs_flags), ~bit, memory_order_seq_cst);
+#else
+    (void)bit;
+    (void)on;
+#endif
+}
+
+static bool obs_get(uint32_t bit)
+{
+#ifndef CONC_NO_OBSERVE
+    return (atomic_load_explicit(CONC__A(&conc__obs_flags), memory_order_relaxed) & bit) != 0;
+#else
+    (void)bit;
+    return false;
+#endif
+}
+
+bool conc_stats_enable(bool on)
+{
+    bool was = obs_get(CONC__OBS_STATS);
+    obs_set(CONC__OBS_STATS, on);
+    return was;
+}
+
+int conc_stats(conc_stats_t *out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    uint64_t sum[CONC__ST_N];
+    pthread_mutex_lock(&tbufs_lock);
+    memcpy(sum, retired, sizeof sum);
+    for (conc__tbuf_t *b = tbufs; b; b = b->next)
+        for (int k = 0; k < CONC__ST_N; k++)
+            sum[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
+    pthread_mutex_unlock(&tbufs_lock);
+    out->parks = sum[CONC__ST_PARK];
+    out->spins_won = sum[CONC__ST_SPIN_WON];
+    out->futex_sleeps = sum[CONC__ST_FUTEX_SLEEP];
+    out->green_switches = sum[CONC__ST_GREEN_SWITCH];
+    out->steals = sum[CONC__ST_STEAL];
+    out->timer_fires = sum[CONC__ST_TIMER_FIRE];
+    return 0;
+}
+
+void conc_stats_reset(void)
+{
+    pthread_mutex_lock(&tbufs_lock);
+    memset(retired, 0, sizeof retired);
+    for (conc__tbuf_t *b = tbufs; b; b = b->next)
+        for (int k = 0; k < CONC__ST_N; k++)
+            atomic_store_explicit(CONC__A(&b->stats[k]), (uint64_t)0, memory_order_relaxed);
+    pthread_mutex_unlock(&tbufs_lock);
+}
+
+/* ---------------------------------------------------------------- tracks */
+
+static uint32_t track_id(conc__ctx_t *c)
+{
+    uint32_t id = atomic_load_explicit(CONC__A(&c->trace_id), memory_order_relaxed);
+    if (__builtin_expect(id != 0, 1))
+        return id;
+    uint32_t fresh = (atomic_fetch_add_explicit(CONC__A(&next_track), 1u, memory_order_relaxed) + 1) & ~LOOP_BIT;
+    if (fresh == 0)
+        fresh = 1;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&c->trace_id), &id, fresh, memory_order_relaxed,
+                                                memory_order_relaxed))
+        return fresh;
+    return id;
+}
+
+static void rec_name(uint32_t track, const char *name)
+{
+    char buf[32] = {0};
+    strncpy(buf, name, sizeof buf - 1);
+    uint64_t w[4];
+    memcpy(w, buf, sizeof w);
+    rec(T_NAME, track, w[0], w[1]);
+    if (buf[15] && buf[16])
+        rec(T_NAME2, track, w[2], w[3]);
+}
+
+/* Name c's track in this trace (c is the calling thread's own context,
+ * or a green thread its spawner just made). */
+static __attribute__((noinline)) void track_name(conc__ctx_t *c, uint32_t id, uint32_t gen)
+{
+    c->trace_gen = gen;
+    char buf[48];
+    const char *name;
+    if (c->is_green) {
+        conc__gs_t *gs = c->green;
+        uint32_t group = (gs && gs->hub && gs->hub->main.ctx) ? track_id(gs->hub->main.ctx) : 0;
+        rec(T_INFO, id, TK_GREEN, group);
+        name = conc_green_name((conc_green_t *)c);
+    } else {
+        long tid = syscall(SYS_gettid);
+        rec(T_INFO, id, TK_THREAD | ((uint64_t)tid << 8), 0);
+        if (c->thread)
+            name = conc_thread_name(c->thread);
+        else if (tid == getpid())
+            name = "MainThread";
+        else {
+            snprintf(buf, sizeof buf, "thread %ld", tid);
+            name = buf;
+        }
+    }
+    rec_name(id, name ? name : "?");
+}
+
+/* The calling context's track (the hub's loop has its own). */
+static inline uint32_t cur_track(void)
+{
+    conc__ctx_t *c = conc__ctx();
+    uint32_t id = track_id(c);
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    if (__builtin_expect(c->trace_gen != gen, 0))
+        track_name(c, id, gen);
+    conc__hub_t *h = conc__tl_hub;
+    if (h && h->cur == &h->loop)
+        id |= LOOP_BIT;
+    return id;
+}
+
+/* ------------------------------------------------------------------ hooks */
+
+int conc__obs_park(conc__waiter_t *w, int64_t deadline)
+{
+    bool tr = conc__obs_on(CONC__OBS_TRACE), pr = conc__obs_on(CONC__OBS_PROFILE);
+    CONC__STAT(CONC__ST_PARK);
+    uint32_t track = 0;
+    if (tr) {
+        track = cur_track();
+        rec(T_PARK, track, (uintptr_t)w->obj, w->kind);
+    }
+    int64_t t0 = pr ? conc__now_ns() : 0;
+    int rc = conc__park_plain(w, deadline);
+    if (pr)
+        conc__profile_note(w, conc__now_ns() - t0, __builtin_return_address(0));
+    if (tr)
+        rec(T_RESUME, track, (uint64_t)(int64_t)rc, 0);
+    return rc;
+}
+
+void conc__obs_unpark(conc__waiter_t *w)
+{
+    if (conc__obs_on(CONC__OBS_TRACE)) {
+        uint32_t me = cur_track();
+        rec(T_WAKE, me, track_id(w->ctx), 0);
+    }
+}
+
+void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_loop)
+{
+    CONC__STAT(CONC__ST_GREEN_SWITCH);
+    if (!conc__obs_on(CONC__OBS_TRACE) || !from || !to)
+        return;
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t f = track_id(from), t = track_id(to);
+    if (from->trace_gen != gen && !from->is_green)
+        track_name(from, f, gen);
+    rec(T_SWITCH, f | (from_loop ? LOOP_BIT : 0), t | (to_loop ? LOOP_BIT : 0), 0);
+    if (to->trace_gen != gen)
+        track_name(to, t, gen); /* recorded on its track as it starts to run */
+}
+
+void conc__trace_hub(int what)
+{
+    static const uint32_t types[] = {T_TURN_B, T_TURN_E, T_IO_B, T_IO_E};
+    rec(types[what], cur_track(), 0, 0);
+}
+
+void conc__trace_spawn(conc__ctx_t *g, const char *name)
+{
+    uint32_t me = cur_track();
+    uint32_t id = track_id(g);
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    g->trace_gen = gen;
+    conc__gs_t *gs = g->green;
+    uint32_t group = (gs && gs->hub && gs->hub->main.ctx) ? track_id(gs->hub->main.ctx) : 0;
+    rec(T_INFO, id, TK_GREEN, group);
+    rec_name(id, name ? name : conc_green_name((conc_green_t *)g));
+    rec(T_SPAWN, me, id, 0);
+}
+
+void conc__trace_end(conc__ctx_t *ctx)
+{
+    conc__ctx_t *c = ctx ? ctx : conc__ctx();
+    rec(T_END, track_id(c), 0, 0);
+}
+
+void conc__trace_thread_start(const char *name)
+{
+    conc__ctx_t *c = conc__ctx();
+    uint32_t id = track_id(c);
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    c->trace_gen = gen;
+    rec(T_INFO, id, TK_THREAD | ((uint64_t)syscall(SYS_gettid) << 8), 0);
+    rec_name(id, name ? name : "?");
+}
+
+void conc__trace_thread_end(void) { conc__trace_end(NULL); }
+
+void conc__trace_task(int what, void *(*fn)(void *), void *arg)
+{
+    static const uint32_t types[] = {T_SUBMIT, T_TSTART, T_TFINISH};
+    rec(types[what], cur_track(), (uintptr_t)fn, (uintptr_t)arg);
+}
+
+void conc__trace_process(int what, long pid, int code)
+{
+    rec(what == CONC__PROC_START ? T_PSTART : T_PEXIT, cur_track(), (uint64_t)pid, (uint64_t)(int64_t)code);
+}
+
+/* ------------------------------------------------------------ start/stop */
+
+bool conc_trace_active(void) { return obs_get(CONC__OBS_TRACE); }
+
+int conc_trace_start_opts(const char *path, const conc_trace_opts_t *opts)
+{
+    if (!path || !*path)
+        return CONC_EINVAL;
+    if (opts && (opts->buffer_events > (1u << 26) || opts->ascii_width < 0))
+        return CONC_EINVAL;
+#ifdef CONC_NO_OBSERVE
+    return CONC_ENOTSUP;
+#endif
+    pthread_mutex_lock(&trace_mu);
+    if (trace_file) {
+        pthread_mutex_unlock(&trace_mu);
+        return CONC_EPERM;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        pthread_mutex_unlock(&trace_mu);
+        return CONC_ESYS;
+    }
+    trace_opts = opts ? *opts : (conc_trace_opts_t){0};
+    trace_svg[0] = 0;
+    if (trace_opts.svg_path) {
+        snprintf(trace_svg, sizeof trace_svg, "%s", trace_opts.svg_path);
+        trace_opts.svg_path = trace_svg;
+    }
+    uint32_t cap = (uint32_t)trace_opts.buffer_events;
+    if (cap == 0) {
+        const char *e = getenv("CONC_TRACE_BUFFER");
+        long v = e ? atol(e) : 0;
+        cap = (v > 0 && v <= (1L << 26)) ? (uint32_t)v : DEFAULT_EVENTS;
+    }
+    trace_file = f;
+    pthread_mutex_lock(&tbufs_lock);
+    reap_dead_locked();
+    pthread_mutex_unlock(&tbufs_lock);
+    atomic_store_explicit(CONC__A(&trace_cap), cap, memory_order_relaxed);
+    atomic_fetch_add_explicit(CONC__A(&trace_gen), 1u, memory_order_seq_cst);
+    obs_set(CONC__OBS_TRACE, true);
+    pthread_mutex_unlock(&trace_mu);
+    return 0;
+}
+
+int conc_trace_start(const char *path) { return conc_trace_start_opts(path, NULL); }
+
+static int cmp_ts(const void *x, const void *y)
+{
+    const conc__tev_t *a = x, *b = y;
+    return (a->ts > b->ts) - (a->ts < b->ts);
+}
+
+int conc_trace_stop(void)
+{
+    pthread_mutex_lock(&trace_mu);
+    FILE *f = trace_file;
+    if (!f) {
+        pthread_mutex_unlock(&trace_mu);
+        return CONC_EPERM;
+    }
+    obs_set(CONC__OBS_TRACE, false);
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    /* Gather every record of this trace into one array. */
+    size_t total = 0, cap = 0;
+    uint64_t dropped = 0;
+    conc__tev_t *all = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&tbufs_lock);
+    for (conc__tbuf_t *b = tbufs; b; b = b->next) {
+        if (atomic_load_explicit(CONC__A(&b->gen), memory_order_acquire) != gen)
+            continue;
+        uint32_t n = atomic_load_explicit(CONC__A(&b->n), memory_order_acquire);
+        dropped += atomic_load_explicit(CONC__A(&b->dropped), memory_order_relaxed);
+        if (total + n > cap) {
+            size_t nc = (total + n) * 2 + 64;
+            conc__tev_t *na = realloc(all, nc * sizeof *all);
+            if (!na) {
+                rc = CONC_ENOMEM;
+                break;
+            }
+            all = na;
+            cap = nc;
+        }
+        memcpy(all + total, b->ev, (size_t)n * sizeof *all);
+        total += n;
+    }
+    reap_dead_locked();
+    pthread_mutex_unlock(&tbufs_lock);
+    if (rc == 0) {
+        /* Records from different threads interleave: order by time (a
+         * stable order within one thread: its clock reads rise). */
+        qsort(all, total, sizeof *all, cmp_ts);
+        conc__timeline_t tl = {0};
+        tl.dropped = dropped;
+        tl.events = total;
+        tl.buffer_events = atomic_load_explicit(CONC__A(&trace_cap), memory_order_relaxed);
+        rc = conc__timeline_build(&tl, all, total);
+        if (rc == 0) {
+            rc = conc__timeline_json(&tl, f);
+            if (trace_opts.svg_path) {
+                FILE *s = fopen(trace_opts.svg_path, "w");
+                if (!s || conc__timeline_svg(&tl, s) != 0)
+                    rc = rc ? rc : CONC_ESYS;
+                if (s && fclose(s) != 0)
+                    rc = rc ? rc : CONC_ESYS;
+            }
+            if (trace_opts.ascii)
+                conc__timeline_ascii(&tl, trace_opts.ascii, trace_opts.ascii_width ? trace_opts.ascii_width : 72);
+        }
+        conc__timeline_free(&tl);
+    }
+    free(all);
+    if (fclose(f) != 0 && rc == 0)
+        rc = CONC_ESYS;
+    trace_file = NULL;
+    pthread_mutex_unlock(&trace_mu);
+    return rc;
+}
+
+/* ---------------------------------------------------- environment, fork */
+
+static void trace_atfork_child(void)
+{
+    /* The parent writes the trace; the child's copy of it is dropped. */
+    obs_set(CONC__OBS_TRACE, false);
+    pthread_mutex_init(&trace_mu, NULL);
+    pthread_mutex_init(&tbufs_lock, NULL);
+    if (trace_file) {
+        fclose(trace_file); /* nothing buffered: records are written at stop */
+        trace_file = NULL;
+    }
+}
+
+static void trace_at_exit(void)
+{
+    if (obs_get(CONC__OBS_TRACE))
+        conc_trace_stop();
+}
+
+void conc__profile_env(void);
+
+__attribute__((constructor)) static void trace_env_init(void)
+{
+    pthread_atfork(NULL, NULL, trace_atfork_child);
+    const char *e = getenv("CONC_STATS");
+    if (e && *e && strcmp(e, "0") != 0)
+        obs_set(CONC__OBS_STATS, true);
+    conc__profile_env();
+    e = getenv("CONC_TRACE");
+    if (e && *e && conc_trace_start(e) == 0)
+        atexit(trace_at_exit);
+}
