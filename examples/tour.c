@@ -3860,6 +3860,7 @@ static const struct section green_sections[] = {
 
 #include "tour/selectors.h"
 #include "tour/io_models.h"
+#include "tour/states.h"
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
@@ -3890,6 +3891,9 @@ static const struct chapter chapters[] = {
     {"io_models", "I/O模型 (the five I/O models): blocking, non-blocking, select/poll/epoll, "
                   "signal-driven, io_uring, and green threads -- one echo load on each",
      io_models_sections},
+    {"states", "task states: 进程的状态 (process states) -- running, ready, blocked, live: "
+               "a trace, a timeline picture, wait profiles, counters",
+     states_sections},
     {NULL, NULL, NULL},
 };
 

@@ -39,8 +39,9 @@ extern "C" {
  * counts it: the file's "otherData" says "dropped_events". CONC_TRACE=path
  * in the environment starts a trace at load and writes it at exit. */
 typedef struct conc_trace_opts {
-    /* Records per OS thread buffer (32 bytes each). 0: $CONC_TRACE_BUFFER
-     * or 65536. At most 2^26. */
+    /* Size of each OS thread's buffer, in 16-byte units: a switch, a park,
+     * a wake take one (a park two, a task start two). 0: $CONC_TRACE_BUFFER
+     * or 65536 (1 MiB). At most 2^26. */
     size_t buffer_events;
     /* Also draw the timeline as an SVG picture at stop (NULL: no). */
     const char *svg_path;

@@ -487,8 +487,11 @@ int conc_sleep(double seconds)
     conc__ctx_t *ctx = conc__ctx();
     if (seconds <= 0) /* gevent.sleep(-1) is sleep(0): a yield */
         return conc_yield();
-    if (!ctx->ops && ctx->scope_dl == 0)
+    if (!ctx->ops && ctx->scope_dl == 0) {
+        if (conc__obs_on(CONC__OBS_TRACE))
+            return conc__trace_sleep(seconds, conc_sleep_thread);
         return conc_sleep_thread(seconds);
+    }
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;

@@ -8,8 +8,8 @@
 #include "conc/trace.h"
 #include "trace/obs.h"
 
-/* One recorded transition: 32 bytes, written by the thread that owns the
- * buffer; the meaning of a and b depends on type. */
+/* One recorded transition as read back (a buffer stores it in 16 to 32
+ * bytes, see rec() in trace.c); the meaning of a and b depends on type. */
 typedef struct conc__tev {
     int64_t ts;     /* CLOCK_MONOTONIC ns */
     uint32_t type;  /* T_* */
@@ -38,10 +38,10 @@ enum { TK_THREAD = 1, TK_GREEN = 2, TK_LOOP = 3 };
 typedef struct conc__tbuf {
     struct conc__tbuf *next; /* all buffers, under conc__tbufs_lock */
     uint32_t gen;            /* the trace these events belong to (atomic) */
-    uint32_t n;              /* events published (atomic: release by owner) */
-    uint32_t cap;
-    uint64_t dropped;        /* atomic */
-    conc__tev_t *ev;
+    uint32_t n;              /* words published (atomic: release by owner) */
+    uint32_t cap;            /* words */
+    uint64_t dropped;        /* records dropped (atomic) */
+    uint64_t *w;             /* records, 2 to 4 words each (trace.c) */
     int dead;                /* its thread ended (atomic) */
     uint64_t stats[CONC__ST_N]; /* counters, relaxed atomics */
 } conc__tbuf_t;

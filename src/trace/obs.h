@@ -59,6 +59,8 @@ void conc__trace_thread_end(void);
  * finishes on the calling context. */
 void conc__trace_task(int what, void *(*fn)(void *), void *arg);
 enum { CONC__TASK_SUBMIT, CONC__TASK_START, CONC__TASK_FINISH };
+/* green/green.c: an OS thread's plain sleep, shown as blocked on sleep. */
+int conc__trace_sleep(double seconds, int (*sleep_fn)(double));
 /* process: a child process started / was seen to exit. */
 void conc__trace_process(int what, long pid, int code);
 enum { CONC__PROC_START, CONC__PROC_EXIT };

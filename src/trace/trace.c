@@ -66,6 +66,65 @@ static FILE *trace_file;
 static conc_trace_opts_t trace_opts;
 static char trace_svg[4096];
 
+/* ------------------------------------------------------------- the clock
+ * A record's time is the CPU's invariant counter where there is one (x86
+ * TSC with constant_tsc, aarch64's virtual counter): a few ns, where
+ * clock_gettime costs 20-70 ns (more in VMs). conc_trace_stop maps counts
+ * to CLOCK_MONOTONIC ns by two clock readings, at start and at stop. */
+
+static bool use_cycles;
+static int64_t clk_ns0;
+static uint64_t clk_cyc0;
+
+static inline uint64_t cycles(void)
+{
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+    uint64_t v;
+    __asm__ __volatile__("isb; mrs %0, cntvct_el0" : "=r"(v));
+    return v;
+#else
+    return 0;
+#endif
+}
+
+static inline int64_t stamp(void)
+{
+    return __builtin_expect(use_cycles, 1) ? (int64_t)cycles() : conc__now_ns();
+}
+
+static void clock_probe(void)
+{
+#if defined(__x86_64__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[4096];
+    bool inv = false;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "flags", 5) == 0) {
+            inv = strstr(line, " constant_tsc") && strstr(line, " nonstop_tsc");
+            break;
+        }
+    if (f)
+        fclose(f);
+    use_cycles = inv;
+#elif defined(__aarch64__)
+    use_cycles = true;
+#endif
+}
+
+/* Map every record's stamp to ns since the clock's origin. */
+static void clock_convert(conc__tev_t *ev, size_t n)
+{
+    if (!use_cycles)
+        return;
+    int64_t ns1 = conc__now_ns();
+    uint64_t c1 = cycles();
+    double k = c1 > clk_cyc0 ? (double)(ns1 - clk_ns0) / (double)(c1 - clk_cyc0) : 1.0;
+    for (size_t i = 0; i < n; i++)
+        ev[i].ts = clk_ns0 + (int64_t)((double)((int64_t)((uint64_t)ev[i].ts - clk_cyc0)) * k);
+}
+
 /* ------------------------------------------------------------- buffers */
 
 static void tbuf_thread_exit(void *p)
@@ -106,7 +165,7 @@ static void reap_dead_locked(void)
             for (int k = 0; k < CONC__ST_N; k++)
                 retired[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
             *pp = b->next;
-            free(b->ev);
+            free(b->w);
             free(b);
         } else {
             pp = &b->next;
@@ -120,11 +179,11 @@ static __attribute__((noinline)) conc__tbuf_t *tbuf_for(uint32_t gen)
     conc__tbuf_t *b = conc__tbuf_self();
     if (!b)
         return NULL;
-    uint32_t cap = atomic_load_explicit(CONC__A(&trace_cap), memory_order_relaxed);
-    if (!b->ev || b->cap != cap) {
-        free(b->ev);
-        b->ev = malloc((size_t)cap * sizeof *b->ev);
-        b->cap = b->ev ? cap : 0;
+    uint32_t cap = 2 * atomic_load_explicit(CONC__A(&trace_cap), memory_order_relaxed);
+    if (!b->w || b->cap != cap) {
+        free(b->w);
+        b->w = malloc((size_t)cap * sizeof *b->w);
+        b->cap = b->w ? cap : 0;
     }
     atomic_store_explicit(CONC__A(&b->n), 0u, memory_order_relaxed);
     atomic_store_explicit(CONC__A(&b->dropped), (uint64_t)0, memory_order_relaxed);
@@ -132,26 +191,64 @@ static __attribute__((noinline)) conc__tbuf_t *tbuf_for(uint32_t gen)
     return b;
 }
 
-/* Append one record; returns its timestamp (0 when dropped). */
-static inline int64_t rec(uint32_t type, uint32_t track, uint64_t a, uint64_t b)
+/* Records are 2 to 4 words: [stamp - base (48 bits) | extra words << 8 |
+ * type] [track | x << 32] [a] [b]. Types with one extra word keep a in it
+ * and b in x; with none, a in x (x is sign-extended when read back). */
+static inline int nextra(uint32_t type)
+{
+    switch (type) {
+    case T_INFO: case T_NAME: case T_NAME2: case T_SUBMIT: case T_TSTART: case T_TFINISH: return 2;
+    case T_PARK: case T_PSTART: case T_PEXIT: return 1;
+    default: return 0;
+    }
+}
+
+static int64_t clk_base; /* atomic: stamps are stored relative to it */
+
+/* Append one record (dropped and counted when the buffer is full). */
+static inline void rec(uint32_t type, uint32_t track, uint64_t a, uint64_t b)
 {
     uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
     conc__tbuf_t *t = tl_tbuf;
     if (__builtin_expect(!t || t->gen != gen, 0) && !(t = tbuf_for(gen)))
-        return 0;
+        return;
+    int k = nextra(type);
     uint32_t n = t->n; /* only the owner writes it */
-    if (__builtin_expect(n >= t->cap, 0)) {
+    if (__builtin_expect(n + 2 + (uint32_t)k > t->cap, 0)) {
         atomic_fetch_add_explicit(CONC__A(&t->dropped), (uint64_t)1, memory_order_relaxed);
-        return 0;
+        return;
     }
-    conc__tev_t *e = &t->ev[n];
-    e->ts = conc__now_ns();
-    e->type = type;
-    e->track = track;
-    e->a = a;
-    e->b = b;
-    atomic_store_explicit(CONC__A(&t->n), n + 1, memory_order_release);
-    return e->ts;
+    uint64_t *w = &t->w[n];
+    int64_t base = atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed);
+    w[0] = ((uint64_t)(stamp() - base) << 16) | ((uint64_t)k << 8) | type;
+    uint32_t x = k == 0 ? (uint32_t)a : k == 1 ? (uint32_t)b : 0;
+    w[1] = track | ((uint64_t)x << 32);
+    if (k >= 1)
+        w[2] = a;
+    if (k == 2)
+        w[3] = b;
+    atomic_store_explicit(CONC__A(&t->n), n + 2 + (uint32_t)k, memory_order_release);
+}
+
+/* Decode n words of a buffer into records; returns how many. */
+static size_t decode(const uint64_t *w, uint32_t n, conc__tev_t *out, int64_t base)
+{
+    size_t m = 0;
+    for (uint32_t i = 0; i + 2 <= n;) {
+        uint64_t h = w[i];
+        int k = (int)((h >> 8) & 3);
+        if (i + 2 + (uint32_t)k > n)
+            break;
+        conc__tev_t *e = &out[m++];
+        e->ts = base + ((int64_t)h >> 16); /* 48 bits, sign-extended */
+        e->type = (uint32_t)(h & 0xff);
+        e->track = (uint32_t)w[i + 1];
+        int64_t x = (int32_t)(uint32_t)(w[i + 1] >> 32);
+        e->a = k >= 1 ? w[i + 2] : (uint64_t)x;
+        e->b = k == 2 ? w[i + 3] : k == 1 ? (uint64_t)x : 0;
+        i += 2 + (uint32_t)k;
+    }
+    return m;
 }
 
 /* -------------------------------------------------------------- counters */
@@ -336,6 +433,15 @@ void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_
         track_name(to, t, gen); /* recorded on its track as it starts to run */
 }
 
+int conc__trace_sleep(double seconds, int (*sleep_fn)(double))
+{
+    uint32_t track = cur_track();
+    rec(T_PARK, track, 0, CONC__WAIT_SLEEP);
+    int rc = sleep_fn(seconds);
+    rec(T_RESUME, track, (uint64_t)(int64_t)CONC_ETIMEDOUT, 0);
+    return rc;
+}
+
 void conc__trace_hub(int what)
 {
     static const uint32_t types[] = {T_TURN_B, T_TURN_E, T_IO_B, T_IO_E};
@@ -424,6 +530,9 @@ int conc_trace_start_opts(const char *path, const conc_trace_opts_t *opts)
     reap_dead_locked();
     pthread_mutex_unlock(&tbufs_lock);
     atomic_store_explicit(CONC__A(&trace_cap), cap, memory_order_relaxed);
+    clk_ns0 = conc__now_ns();
+    clk_cyc0 = cycles();
+    atomic_store_explicit(CONC__A(&clk_base), use_cycles ? (int64_t)clk_cyc0 : clk_ns0, memory_order_relaxed);
     atomic_fetch_add_explicit(CONC__A(&trace_gen), 1u, memory_order_seq_cst);
     obs_set(CONC__OBS_TRACE, true);
     pthread_mutex_unlock(&trace_mu);
@@ -459,8 +568,8 @@ int conc_trace_stop(void)
             continue;
         uint32_t n = atomic_load_explicit(CONC__A(&b->n), memory_order_acquire);
         dropped += atomic_load_explicit(CONC__A(&b->dropped), memory_order_relaxed);
-        if (total + n > cap) {
-            size_t nc = (total + n) * 2 + 64;
+        if (total + n / 2 > cap) { /* at most n / 2 records */
+            size_t nc = (total + n / 2) * 2 + 64;
             conc__tev_t *na = realloc(all, nc * sizeof *all);
             if (!na) {
                 rc = CONC_ENOMEM;
@@ -469,12 +578,12 @@ int conc_trace_stop(void)
             all = na;
             cap = nc;
         }
-        memcpy(all + total, b->ev, (size_t)n * sizeof *all);
-        total += n;
+        total += decode(b->w, n, all + total, atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed));
     }
     reap_dead_locked();
     pthread_mutex_unlock(&tbufs_lock);
     if (rc == 0) {
+        clock_convert(all, total);
         /* Records from different threads interleave: order by time (a
          * stable order within one thread: its clock reads rise). */
         qsort(all, total, sizeof *all, cmp_ts);
@@ -530,6 +639,7 @@ void conc__profile_env(void);
 __attribute__((constructor)) static void trace_env_init(void)
 {
     pthread_atfork(NULL, NULL, trace_atfork_child);
+    clock_probe();
     const char *e = getenv("CONC_STATS");
     if (e && *e && strcmp(e, "0") != 0)
         obs_set(CONC__OBS_STATS, true);
