@@ -419,10 +419,9 @@ void conc__obs_unpark(conc__waiter_t *w)
     }
 }
 
-void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_loop)
+__attribute__((noinline)) static void switch_slow(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_loop)
 {
-    CONC__STAT(CONC__ST_GREEN_SWITCH);
-    if (!conc__obs_on(CONC__OBS_TRACE) || !from || !to)
+    if (!from || !to)
         return;
     uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
     uint32_t f = track_id(from), t = track_id(to);
@@ -431,6 +430,36 @@ void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_
     rec(T_SWITCH, f | (from_loop ? LOOP_BIT : 0), t | (to_loop ? LOOP_BIT : 0), 0);
     if (to->trace_gen != gen)
         track_name(to, t, gen); /* recorded on its track as it starts to run */
+}
+
+/* On every switch of a traced hub: the common case (both tracks named in
+ * this trace, a buffer of this trace with room) is one record written
+ * here with no call; anything else takes switch_slow. */
+void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_loop)
+{
+#ifndef CONC_NO_OBSERVE
+    uint32_t fl = atomic_load_explicit(CONC__A(&conc__obs_flags), memory_order_relaxed);
+    if (fl & CONC__OBS_STATS)
+        conc__stat_inc(CONC__ST_GREEN_SWITCH);
+    if (!(fl & CONC__OBS_TRACE))
+        return;
+    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    conc__tbuf_t *t = tl_tbuf;
+    if (__builtin_expect(!t || !from || !to || t->gen != gen || from->trace_gen != gen || to->trace_gen != gen, 0))
+        return switch_slow(from, from_loop, to, to_loop);
+    uint32_t f = atomic_load_explicit(CONC__A(&from->trace_id), memory_order_relaxed);
+    uint32_t d = atomic_load_explicit(CONC__A(&to->trace_id), memory_order_relaxed);
+    uint32_t n = t->n;
+    if (__builtin_expect(n + 2 > t->cap, 0))
+        return switch_slow(from, from_loop, to, to_loop); /* counts the drop */
+    uint64_t *w = &t->w[n];
+    int64_t base = atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed);
+    w[0] = ((uint64_t)(stamp() - base) << 16) | T_SWITCH;
+    w[1] = (f | (from_loop ? LOOP_BIT : 0)) | ((uint64_t)(d | (to_loop ? LOOP_BIT : 0)) << 32);
+    atomic_store_explicit(CONC__A(&t->n), n + 2, memory_order_release);
+#else
+    (void)from, (void)from_loop, (void)to, (void)to_loop;
+#endif
 }
 
 int conc__trace_sleep(double seconds, int (*sleep_fn)(double))
