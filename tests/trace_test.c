@@ -412,3 +412,52 @@ Test(stats, counters_count_only_while_enabled)
     conc_stats(&s2);
     cr_assert_eq(s2.parks, 0);
 }
+
+/* ---------------------------------------------------- CONC_TRACE=path */
+
+/* Runs only in the child started below: some work, then the process
+ * exits with the trace still running; the atexit handler writes it. */
+Test(trace_env, child)
+{
+    if (!getenv("CONC_TRACE_TEST_CHILD"))
+        cr_skip_test("runs only as the child of trace_env/written_at_exit");
+    cr_assert(conc_trace_active());
+    conc_green_t *g[2];
+    cr_assert_eq(conc_go(&g[0], yielder, (void *)(intptr_t)10), 0);
+    cr_assert_eq(conc_go(&g[1], yielder, (void *)(intptr_t)10), 0);
+    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
+    fflush(NULL);
+    exit(0);
+}
+
+Test(trace_env, written_at_exit)
+{
+    NEED_PYTHON();
+    /* %p: each process (Criterion's runner and its worker) its own file */
+    char pattern[128], cmd[1024];
+    snprintf(pattern, sizeof pattern, "/tmp/conc_trace_env_%d", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "unset BXFI_MAP; CONC_TRACE_TEST_CHILD=1 CONC_TRACE=%s_%%p.json /proc/%d/exe "
+             "--filter=trace_env/child >/dev/null 2>&1",
+             pattern, (int)getpid());
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    /* the file of the process that ran the green threads passes */
+    char ls[256];
+    snprintf(ls, sizeof ls, "ls %s_*.json 2>/dev/null", pattern);
+    FILE *p = popen(ls, "r");
+    cr_assert(p);
+    int files = 0, passed = 0;
+    char line[200];
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = 0;
+        files++;
+        snprintf(trace_path, sizeof trace_path, "%s", line);
+        if (check("--no-drops --min green_tracks=2 --min ready=20 >/dev/null") == 0)
+            passed++;
+        unlink(line);
+    }
+    pclose(p);
+    cr_assert_geq(files, 1, "no trace file %s_<pid>.json was written", pattern);
+    cr_assert_eq(passed, 1, "%d of %d trace files hold the child's run", passed, files);
+}

@@ -419,6 +419,7 @@ void conc__obs_unpark(conc__waiter_t *w)
     }
 }
 
+#ifndef CONC_NO_OBSERVE
 __attribute__((noinline)) static void switch_slow(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_loop)
 {
     if (!from || !to)
@@ -431,6 +432,7 @@ __attribute__((noinline)) static void switch_slow(conc__ctx_t *from, int from_lo
     if (to->trace_gen != gen)
         track_name(to, t, gen); /* recorded on its track as it starts to run */
 }
+#endif
 
 /* On every switch of a traced hub: the common case (both tracks named in
  * this trace, a buffer of this trace with room) is one record written
@@ -674,6 +676,20 @@ __attribute__((constructor)) static void trace_env_init(void)
         obs_set(CONC__OBS_STATS, true);
     conc__profile_env();
     e = getenv("CONC_TRACE");
-    if (e && *e && conc_trace_start(e) == 0)
-        atexit(trace_at_exit);
+    if (e && *e) {
+        /* "%p" in the path is this process's pid: processes started from
+         * here (spawn, forkserver, exec) inherit the variable and trace to
+         * their own files. Without it only this process traces: the
+         * variable is taken out of the environment its children inherit. */
+        char path[4096];
+        const char *pp = strstr(e, "%p");
+        if (pp)
+            snprintf(path, sizeof path, "%.*s%ld%s", (int)(pp - e), e, (long)getpid(), pp + 2);
+        else
+            snprintf(path, sizeof path, "%s", e);
+        if (!pp)
+            unsetenv("CONC_TRACE");
+        if (conc_trace_start(path) == 0)
+            atexit(trace_at_exit);
+    }
 }
