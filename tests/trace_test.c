@@ -16,7 +16,7 @@ static char trace_path[256];
 
 static void make_path(const char *tag)
 {
-    snprintf(trace_path, sizeof trace_path, "/tmp/conc_trace_test_%d_%s.json", (int)getpid(), tag);
+    snprintf(trace_path, sizeof trace_path, "/tmp/conc_trace_test_%ld_%s.json", (long)getpid(), tag);
 }
 
 static const char *python(void)
@@ -100,7 +100,7 @@ static void known_program(void)
     /* three threads on a Lock */
     conc_thread_t *t[3];
     for (int i = 0; i < 3; i++) {
-        char name[16];
+        char name[24];
         snprintf(name, sizeof name, "locker-%d", i);
         conc_thread_opts_t o = {.name = name};
         cr_assert_eq(conc_thread_new(&t[i], locker, NULL, &o), 0);
@@ -426,6 +426,8 @@ Test(trace_env, child)
     cr_assert_eq(conc_go(&g[0], yielder, (void *)(intptr_t)10), 0);
     cr_assert_eq(conc_go(&g[1], yielder, (void *)(intptr_t)10), 0);
     cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
     fflush(NULL);
     exit(0);
 }

@@ -15,6 +15,7 @@ typedef struct conc__tev {
     uint32_t type;  /* T_* */
     uint32_t track; /* the context it happened to (or that did it) */
     uint64_t a, b;
+    uint32_t seq;   /* order of reading (ties in ts keep it) */
 } conc__tev_t;
 
 enum {

@@ -575,7 +575,9 @@ int conc_trace_start(const char *path) { return conc_trace_start_opts(path, NULL
 static int cmp_ts(const void *x, const void *y)
 {
     const conc__tev_t *a = x, *b = y;
-    return (a->ts > b->ts) - (a->ts < b->ts);
+    if (a->ts != b->ts)
+        return (a->ts > b->ts) - (a->ts < b->ts);
+    return (a->seq > b->seq) - (a->seq < b->seq);
 }
 
 int conc_trace_stop(void)
@@ -617,7 +619,10 @@ int conc_trace_stop(void)
         clock_convert(all, total);
         /* Records from different threads interleave: order by time (a
          * stable order within one thread: its clock reads rise). */
-        qsort(all, total, sizeof *all, cmp_ts);
+        for (size_t i = 0; i < total; i++)
+            all[i].seq = (uint32_t)i; /* ties keep each buffer's order */
+        if (total)
+            qsort(all, total, sizeof *all, cmp_ts);
         conc__timeline_t tl = {0};
         tl.dropped = dropped;
         tl.events = total;
