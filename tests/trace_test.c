@@ -260,6 +260,57 @@ Test(trace, errors)
     unlink(trace_path);
 }
 
+/* --------------------------------------- process pool and green pool */
+
+static int pp_square(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)len;
+    long x;
+    memcpy(&x, arg, sizeof x);
+    long y = x * x;
+    return conc_pool_return(out, &y, sizeof y);
+}
+CONC_POOL_REGISTER(pp_square);
+
+static void *gp_task(void *arg)
+{
+    conc_sleep(0.001);
+    return arg;
+}
+
+Test(trace, process_pool_and_green_pool)
+{
+    NEED_PYTHON();
+    unsetenv("BXFI_MAP");
+    make_path("pools");
+    cr_assert_eq(conc_trace_start(trace_path), 0);
+    /* green pool: 4 tasks, 2 at a time */
+    conc_green_pool_t *gp;
+    cr_assert_eq(conc_green_pool_new(&gp, 2), 0);
+    for (intptr_t i = 0; i < 4; i++)
+        cr_assert_eq(conc_green_pool_spawn(gp, NULL, gp_task, (void *)i, 10.0), 0);
+    cr_assert_eq(conc_green_pool_join(gp, 10.0), 0);
+    conc_green_pool_free(gp);
+    /* process pool: 3 tasks, parent side */
+    conc_executor_t *ex;
+    conc_process_pool_opts_t o = {.max_workers = 2};
+    cr_assert_eq(conc_process_pool_new(&ex, &o), 0);
+    conc_future_t *f[3];
+    for (long i = 0; i < 3; i++)
+        cr_assert_eq(conc_process_pool_submit(ex, &f[i], pp_square, &i, sizeof i), 0);
+    for (int i = 0; i < 3; i++) {
+        const void *r;
+        size_t n;
+        cr_assert_eq(conc_future_bytes(f[i], 20.0, &r, &n), 0);
+        conc_future_free(f[i]);
+    }
+    conc_executor_free(ex);
+    cr_assert_eq(conc_trace_stop(), 0);
+    int rc = check("--no-drops --min tasks=4 --min results=3 --min submits=7 --min pstarts=2");
+    cr_assert_eq(rc, 0, "checker exit %d on %s", rc, trace_path);
+    unlink(trace_path);
+}
+
 /* ------------------------------------------------------------- profiles */
 
 static void *contender(void *arg)
@@ -463,3 +514,4 @@ Test(trace_env, written_at_exit)
     cr_assert_geq(files, 1, "no trace file %s_<pid>.json was written", pattern);
     cr_assert_eq(passed, 1, "%d of %d trace files hold the child's run", passed, files);
 }
+TU_MAIN_WITH_PROCESS_GUARD()

@@ -231,7 +231,12 @@ void conc__green_run(conc_green_t *g)
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
     if (!g->killed) { /* killed before it started: it never runs */
         atomic_store_explicit(&g->ran, true, memory_order_release);
+        bool traced = g->pool && conc__obs_on(CONC__OBS_TRACE);
+        if (traced)
+            conc__trace_task(CONC__TASK_START, g->fn, g->arg);
         g->result = g->fn(g->arg);
+        if (traced)
+            conc__trace_task(CONC__TASK_FINISH, g->fn, g->arg);
     }
     if (g->gs.interrupt == CONC_EKILLED || g->gs.last_intr == CONC_EKILLED)
         g->killed = true;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "green/internal.h"
+#include "trace/obs.h"
 
 struct conc_green_pool {
     conc_semaphore_t slots;
@@ -60,6 +61,8 @@ int conc_green_pool_spawn(conc_green_pool_t *p, conc_green_t **out, void *(*fn)(
     int rc = conc_semaphore_acquire(&p->slots, true, timeout);
     if (rc)
         return rc;
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_task(CONC__TASK_SUBMIT, fn, arg);
     conc_green_t *g;
     rc = conc_go(&g, fn, arg);
     if (rc) {

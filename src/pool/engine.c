@@ -57,6 +57,7 @@
 #include "ipc/queue_internal.h"
 #include "pool/internal.h"
 #include "thread/internal.h"
+#include "trace/obs.h"
 
 #define BATCH_NS 200000.0
 #define BATCH_MAX 1024
@@ -271,6 +272,8 @@ static void task_fail(task_t *t, int code, const char *msg)
 /* Complete one task's future (outside the lock, may run callbacks). */
 static void finish_task(task_t *t)
 {
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_task(CONC__TASK_DONE, NULL, t);
     conc_future_t *f = t->f;
     cres_t *r = t->res;
     uint64_t off0 = 0;
@@ -526,6 +529,9 @@ static void wake_manager(engine_t *e)
 
 int conc__engine_submit(engine_t *e, task_t **ts, size_t n)
 {
+    if (conc__obs_on(CONC__OBS_TRACE))
+        for (size_t i = 0; i < n; i++)
+            conc__trace_task(CONC__TASK_SUBMIT, NULL, ts[i]); /* matched by the task */
     tlist_t drop;
     tl_init(&drop);
     lock(e);

@@ -119,12 +119,16 @@ int conc__child_start(conc__child_t *c, const conc__launch_t *l)
     conc__process_exit_hook_once();
     if (m != CONC_FORK && (!l->entry || !l->entry->fn || l->entry->sig != CONC_SIG_PROCESS))
         return CONC_EINVAL;
+    int rc;
     switch (m) {
-    case CONC_FORK: return fork_start(c, l);
-    case CONC_SPAWN: return conc__spawn_start(c, l);
-    case CONC_FORKSERVER: return conc__forkserver_start(c, l);
+    case CONC_FORK: rc = fork_start(c, l); break;
+    case CONC_SPAWN: rc = conc__spawn_start(c, l); break;
+    case CONC_FORKSERVER: rc = conc__forkserver_start(c, l); break;
     default: return CONC_EINVAL;
     }
+    if (rc == 0 && conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_process(CONC__PROC_START, (long)c->pid, 0);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- wait */

@@ -33,7 +33,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "trace/obs.h"
 #include "conc/thread.h"
 #include "core/fdwait.h"
 #include "core/park.h"
@@ -397,8 +396,6 @@ int conc_process_start(conc_process_t *p)
         return rc;
     }
     p->method = l.method;
-    if (conc__obs_on(CONC__OBS_TRACE))
-        conc__trace_process(CONC__PROC_START, (long)p->child.pid, 0);
     rec_ref(p);
     kids_acquire();
     list_add_locked(p);

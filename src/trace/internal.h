@@ -29,7 +29,7 @@ enum {
     T_RESUME,    /* a: the park's result (0: woken) */
     T_END,
     T_TURN_B, T_TURN_E, T_IO_B, T_IO_E,
-    T_SUBMIT, T_TSTART, T_TFINISH, /* a: fn, b: arg */
+    T_SUBMIT, T_TSTART, T_TFINISH, T_TDONE, /* a: fn, b: arg */
     T_PSTART, T_PEXIT,             /* a: pid, b: exit code */
 };
 
@@ -61,7 +61,7 @@ typedef struct conc__slice {
 } conc__slice_t;
 
 enum { S_RUNNING = 1, S_READY, S_BLOCKED, S_WAKE, S_SPAWN, S_SUBMIT, S_TASK, S_TURN, S_IOWAIT,
-       S_PSTART, S_PEXIT, S_OPEN /* flag: still in that state at stop */ = 0x80 };
+       S_PSTART, S_PEXIT, S_RESULT, S_OPEN /* flag: still in that state at stop */ = 0x80 };
 
 typedef struct conc__track {
     uint32_t id;

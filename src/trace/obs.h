@@ -58,7 +58,8 @@ void conc__trace_thread_end(void);
 /* futures: a task submitted by the calling context; a task starts /
  * finishes on the calling context. */
 void conc__trace_task(int what, void *(*fn)(void *), void *arg);
-enum { CONC__TASK_SUBMIT, CONC__TASK_START, CONC__TASK_FINISH };
+enum { CONC__TASK_SUBMIT, CONC__TASK_START, CONC__TASK_FINISH,
+       CONC__TASK_DONE /* its result arrived here (it ran in another process) */ };
 /* green/green.c: an OS thread's plain sleep, shown as blocked on sleep. */
 int conc__trace_sleep(double seconds, int (*sleep_fn)(double));
 /* process: a child process started / was seen to exit. */

@@ -98,6 +98,7 @@ static const char *state_name(unsigned st)
     case S_TURN: return "hub turn";
     case S_PSTART: return "process start";
     case S_PEXIT: return "process exit";
+    case S_RESULT: return "result";
     default: return "?";
     }
 }
@@ -173,6 +174,7 @@ int conc__timeline_json(const conc__timeline_t *tl, FILE *f)
         case S_TASK: snprintf(name, sizeof name, "task %#llx(%#llx)", (unsigned long long)s->a,
                               (unsigned long long)s->b); cat = "task"; break;
         case S_TURN: snprintf(name, sizeof name, "hub turn"); cat = "hub"; break;
+        case S_RESULT: snprintf(name, sizeof name, "result of task %#llx", (unsigned long long)s->b); cat = "task"; break;
         case S_PSTART: snprintf(name, sizeof name, "process %lld started", (long long)s->a); cat = "process"; break;
         case S_PEXIT: snprintf(name, sizeof name, "process %lld exited (%lld)", (long long)s->a,
                                (long long)(int64_t)s->b); cat = "process"; break;

@@ -359,6 +359,23 @@ int conc__timeline_build(conc__timeline_t *tl, conc__tev_t *ev, size_t n)
             b->subs[b->nsubs++] = (struct submit){e->a, e->b, s};
             break;
         }
+        case T_TDONE: {
+            size_t s = slice(b, ti, S_RESULT, ts, ts);
+            if (s == SIZE_MAX)
+                break;
+            SL(s).a = e->a;
+            SL(s).b = e->b;
+            for (size_t j = 0; j < b->nsubs; j++)
+                if (b->subs[j].fn == e->a && b->subs[j].arg == e->b) {
+                    uint64_t id = new_flow(b);
+                    SL(b->subs[j].slice).flow_out = id;
+                    SL(b->subs[j].slice).peer = (uint32_t)ti + 1;
+                    SL(s).flow_in = id;
+                    b->subs[j] = b->subs[--b->nsubs];
+                    break;
+                }
+            break;
+        }
         case T_TSTART: {
             close_state(b, ti, ts);
             uint64_t id = 0;

@@ -197,7 +197,7 @@ static __attribute__((noinline)) conc__tbuf_t *tbuf_for(uint32_t gen)
 static inline int nextra(uint32_t type)
 {
     switch (type) {
-    case T_INFO: case T_NAME: case T_NAME2: case T_SUBMIT: case T_TSTART: case T_TFINISH: return 2;
+    case T_INFO: case T_NAME: case T_NAME2: case T_SUBMIT: case T_TSTART: case T_TFINISH: case T_TDONE: return 2;
     case T_PARK: case T_PSTART: case T_PEXIT: return 1;
     default: return 0;
     }
@@ -512,7 +512,7 @@ void conc__trace_thread_end(void) { conc__trace_end(NULL); }
 
 void conc__trace_task(int what, void *(*fn)(void *), void *arg)
 {
-    static const uint32_t types[] = {T_SUBMIT, T_TSTART, T_TFINISH};
+    static const uint32_t types[] = {T_SUBMIT, T_TSTART, T_TFINISH, T_TDONE};
     rec(types[what], cur_track(), (uintptr_t)fn, (uintptr_t)arg);
 }
 

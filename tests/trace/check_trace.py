@@ -9,7 +9,8 @@ count is written. Exit 0 when all holds, 1 with a list of what did not.
 usage: check_trace.py FILE [--no-drops | --expect-dropped]
                             [--names A,B,...] [--min KEY=N ...]
 KEYs for --min: blocked, wakes, tasks, spawns, submits, green_tracks,
-thread_tracks, ready, turns, iowaits, blocked_lock.
+thread_tracks, ready, running, turns, iowaits, blocked_lock, results,
+pstarts, pexits, flows.
 """
 import json
 import sys
@@ -133,6 +134,9 @@ def main(argv):
     count["turns"] = count.get("hub turn", 0)
     count["iowaits"] = count.get("I/O wait", 0)
     count["blocked_lock"] = count.get("blocked_Lock", 0)
+    count["results"] = count.get("result", 0)
+    count["pstarts"] = count.get("process start", 0)
+    count["pexits"] = count.get("process exit", 0)
 
     if "--no-drops" in opts and dropped != 0:
         errors.append("dropped_events is %d, expected 0" % dropped)
