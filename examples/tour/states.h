@@ -23,13 +23,13 @@ static void st_busy(double seconds)
     while ((double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9 < seconds);
 }
 
-/* runs in bursts and yields: running <-> ready */
+/* runs in bursts, naps between them: running -> blocked -> ready -> ... */
 static void *st_worker(void *arg)
 {
     (void)arg;
     for (int i = 0; i < 4; i++) {
         st_busy(0.001);
-        conc_yield();
+        conc_sleep(0.0005);
     }
     conc_queue_put(st_q, (void *)1, true, CONC_FOREVER);
     return NULL;
@@ -70,8 +70,10 @@ static int sec_states_timeline(void)
     const char *env_svg = getenv("CONC_TOUR_STATES_SVG"); /* docs/trace-states.svg is made so */
     if (env_svg && *env_svg)
         svg = env_svg;
-    printf("  three green threads on this thread's hub (a worker that yields, a waiter on a\n"
-           "  queue, a sleeper) and two OS threads on one Lock, traced:\n\n");
+    printf("  three green threads on this thread's hub (a worker that runs in bursts and\n"
+           "  naps, a waiter on a queue the worker fills, a sleeper) and two OS threads on\n"
+           "  one Lock, traced. A green thread is ready when it could run but its hub runs\n"
+           "  another one (the hub runs one at a time); blocked when it waits:\n\n");
     conc_trace_opts_t o = {.svg_path = svg, .ascii = stdout, .ascii_width = 60};
     int rc = conc_trace_start_opts(json, &o);
     CHECK(rc == 0);
@@ -83,7 +85,8 @@ static int sec_states_timeline(void)
     conc_thread_new(&t[0], st_holder, NULL, &h1);
     conc_thread_new(&t[1], st_holder, NULL, &h2);
     conc_thread_start(t[0]);
-    st_busy(0.0005);
+    while (!conc_lock_locked(&st_lock)) /* the contender comes when it is taken */
+        sched_yield();
     conc_thread_start(t[1]);
     conc_green_t *g[3];
     conc_green_opts_t wo = {.name = "worker"}, qo = {.name = "waiter"}, so = {.name = "sleeper"};
