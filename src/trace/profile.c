@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conc.h"
 #include "trace/internal.h"
 
 #define NENT 4096 /* power of two */
@@ -51,29 +52,58 @@ static bool obs_toggle(uint32_t bit, bool on)
 #endif
 }
 
-static bool is_conc_frame(void *pc, const void *own_base)
+/* Where conc's code is. In a shared libconc: its object (dladdr's base).
+ * Linked statically, conc's objects sit together in the program's text:
+ * the span of the addresses of functions from every module stands for it. */
+static const void *own_base;
+static uintptr_t span_lo, span_hi;
+static bool shared_lib;
+
+static void where_init(void)
 {
-    Dl_info di;
-    if (!dladdr(pc, &di))
-        return false;
-    if (di.dli_sname)
-        return strncmp(di.dli_sname, "conc", 4) == 0;
-    return di.dli_fbase == own_base; /* no name: conc's if in conc's object */
+    Dl_info me;
+    bool found = dladdr((void *)conc_profile_start, &me) != 0;
+    own_base = found ? me.dli_fbase : NULL;
+    shared_lib = found && me.dli_fname && strstr(me.dli_fname, ".so"); /* libconc.so.N */
+    void *probes[] = {
+        (void *)conc_profile_start, (void *)conc_trace_start, (void *)conc_lock_acquire,
+        (void *)conc_rlock_acquire, (void *)conc_cond_wait, (void *)conc_event_wait,
+        (void *)conc_semaphore_acquire, (void *)conc_barrier_wait, (void *)conc_queue_get,
+        (void *)conc_queue_put, (void *)conc_future_result, (void *)conc_submit, (void *)conc_wait,
+        (void *)conc_go, (void *)conc_green_join, (void *)conc_sleep, (void *)conc_thread_join,
+        (void *)conc_thread_start, (void *)conc_process_join, (void *)conc_strerror, (void *)conc_timeout_begin,
+    };
+    span_lo = UINTPTR_MAX;
+    span_hi = 0;
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        uintptr_t a = (uintptr_t)probes[i];
+        if (a < span_lo)
+            span_lo = a;
+        if (a > span_hi)
+            span_hi = a;
+    }
 }
 
+static bool is_conc_frame(void *pc)
+{
+    if (shared_lib) {
+        Dl_info di;
+        return dladdr(pc, &di) && di.dli_fbase == own_base;
+    }
+    return (uintptr_t)pc >= span_lo && (uintptr_t)pc <= span_hi + 4096;
+}
+
+/* The return address in the first caller outside conc. */
 static void *call_site(void)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, where_init);
     void *pcs[DEPTH];
     int n = backtrace(pcs, DEPTH);
-    Dl_info me;
-    const void *own = dladdr((void *)conc_profile_start, &me) ? me.dli_fbase : NULL;
-    /* Names of conc's functions are known only in a shared libconc; in a
-     * static one, every frame looks like the program's. */
-    bool named = dladdr((void *)conc_profile_start, &me) && me.dli_sname;
-    for (int i = 2; i < n && named; i++)
-        if (!is_conc_frame(pcs[i], own))
+    for (int i = 1; i < n; i++)
+        if (!is_conc_frame(pcs[i]))
             return pcs[i];
-    return n > 5 ? pcs[5] : n > 0 ? pcs[n - 1] : NULL;
+    return n > 0 ? pcs[n - 1] : NULL;
 }
 
 void conc__profile_note(const conc__waiter_t *w, int64_t wait_ns, void *site_hint)
