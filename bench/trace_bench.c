@@ -28,9 +28,8 @@
  * Targets: conc within 2 % of conc_notrace on the four rows; trace.event
  * <= 100 ns; green.switch conc_traced <= 3x conc.
  */
-#ifdef TRACE_BENCH_NOTRACE /* the child-only twin uses a part of bench_util.h */
+/* each of the two programs uses a part of bench_util.h */
 #pragma GCC diagnostic ignored "-Wunused-function"
-#endif
 #include "bench_util.h"
 
 #include <pthread.h>

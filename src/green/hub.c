@@ -101,7 +101,7 @@ static void asan_finish(conc__gs_t *self)
 static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
 {
     if (conc__obs_on(CONC__OBS_TRACE | CONC__OBS_STATS))
-        conc__obs_switch(from->ctx, from->kind == GS_LOOP, to->ctx, to->kind == GS_LOOP);
+        conc__obs_switch_inline(from->ctx, from->kind == GS_LOOP, to->ctx, to->kind == GS_LOOP);
     h->cur = to;
 #ifdef CONC__ASAN
     asan_from = from;

@@ -35,17 +35,6 @@ enum {
 
 enum { TK_THREAD = 1, TK_GREEN = 2, TK_LOOP = 3 };
 
-/* A thread's buffer (one per OS thread that recorded anything). */
-typedef struct conc__tbuf {
-    struct conc__tbuf *next; /* all buffers, under conc__tbufs_lock */
-    uint32_t gen;            /* the trace these events belong to (atomic) */
-    uint32_t n;              /* words published (atomic: release by owner) */
-    uint32_t cap;            /* words */
-    uint64_t dropped;        /* records dropped (atomic) */
-    uint64_t *w;             /* records, 2 to 4 words each (trace.c) */
-    int dead;                /* its thread ended (atomic) */
-    uint64_t stats[CONC__ST_N]; /* counters, relaxed atomics */
-} conc__tbuf_t;
 
 /* The derived timeline (write.c) and its renderers. */
 typedef struct conc__slice {

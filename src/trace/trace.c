@@ -53,11 +53,11 @@
 static pthread_mutex_t tbufs_lock = PTHREAD_MUTEX_INITIALIZER;
 static conc__tbuf_t *tbufs;                  /* every buffer */
 static uint64_t retired[CONC__ST_N];         /* counters of freed buffers */
-static __thread conc__tbuf_t *tl_tbuf __attribute__((tls_model("initial-exec")));
+__thread conc__tbuf_t *conc__tl_tbuf __attribute__((tls_model("initial-exec")));
 static pthread_key_t tbuf_key;
 static pthread_once_t tbuf_once = PTHREAD_ONCE_INIT;
 
-static uint32_t trace_gen;     /* atomic: the current (or last) trace */
+uint32_t conc__trace_gen;      /* atomic: the current (or last) trace */
 static uint32_t trace_cap = DEFAULT_EVENTS; /* atomic: events per buffer */
 static uint32_t next_track;    /* atomic */
 
@@ -72,7 +72,7 @@ static char trace_svg[4096];
  * clock_gettime costs 20-70 ns (more in VMs). conc_trace_stop maps counts
  * to CLOCK_MONOTONIC ns by two clock readings, at start and at stop. */
 
-static bool use_cycles;
+bool conc__use_cycles;
 static int64_t clk_ns0;
 static uint64_t clk_cyc0;
 
@@ -89,10 +89,6 @@ static inline uint64_t cycles(void)
 #endif
 }
 
-static inline int64_t stamp(void)
-{
-    return __builtin_expect(use_cycles, 1) ? (int64_t)cycles() : conc__now_ns();
-}
 
 static void clock_probe(void)
 {
@@ -107,16 +103,16 @@ static void clock_probe(void)
         }
     if (f)
         fclose(f);
-    use_cycles = inv;
+    conc__use_cycles = inv;
 #elif defined(__aarch64__)
-    use_cycles = true;
+    conc__use_cycles = true;
 #endif
 }
 
 /* Map every record's stamp to ns since the clock's origin. */
 static void clock_convert(conc__tev_t *ev, size_t n)
 {
-    if (!use_cycles)
+    if (!conc__use_cycles)
         return;
     int64_t ns1 = conc__now_ns();
     uint64_t c1 = cycles();
@@ -130,8 +126,8 @@ static void clock_convert(conc__tev_t *ev, size_t n)
 static void tbuf_thread_exit(void *p)
 {
     conc__tbuf_t *b = p;
-    if (tl_tbuf == b)
-        tl_tbuf = NULL;
+    if (conc__tl_tbuf == b)
+        conc__tl_tbuf = NULL;
     atomic_store_explicit(CONC__A(&b->dead), 1, memory_order_release);
 }
 
@@ -139,7 +135,7 @@ static void tbuf_key_init(void) { pthread_key_create(&tbuf_key, tbuf_thread_exit
 
 conc__tbuf_t *conc__tbuf_self(void)
 {
-    conc__tbuf_t *b = tl_tbuf;
+    conc__tbuf_t *b = conc__tl_tbuf;
     if (__builtin_expect(b != NULL, 1))
         return b;
     pthread_once(&tbuf_once, tbuf_key_init);
@@ -151,7 +147,7 @@ conc__tbuf_t *conc__tbuf_self(void)
     tbufs = b;
     pthread_mutex_unlock(&tbufs_lock);
     pthread_setspecific(tbuf_key, b);
-    tl_tbuf = b;
+    conc__tl_tbuf = b;
     return b;
 }
 
@@ -203,13 +199,13 @@ static inline int nextra(uint32_t type)
     }
 }
 
-static int64_t clk_base; /* atomic: stamps are stored relative to it */
+int64_t conc__clk_base; /* atomic: stamps are stored relative to it */
 
 /* Append one record (dropped and counted when the buffer is full). */
 static inline void rec(uint32_t type, uint32_t track, uint64_t a, uint64_t b)
 {
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
-    conc__tbuf_t *t = tl_tbuf;
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
+    conc__tbuf_t *t = conc__tl_tbuf;
     if (__builtin_expect(!t || t->gen != gen, 0) && !(t = tbuf_for(gen)))
         return;
     int k = nextra(type);
@@ -219,8 +215,8 @@ static inline void rec(uint32_t type, uint32_t track, uint64_t a, uint64_t b)
         return;
     }
     uint64_t *w = &t->w[n];
-    int64_t base = atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed);
-    w[0] = ((uint64_t)(stamp() - base) << 16) | ((uint64_t)k << 8) | type;
+    int64_t base = atomic_load_explicit(CONC__A(&conc__clk_base), memory_order_relaxed);
+    w[0] = ((uint64_t)(conc__stamp() - base) << 16) | ((uint64_t)k << 8) | type;
     uint32_t x = k == 0 ? (uint32_t)a : k == 1 ? (uint32_t)b : 0;
     w[1] = track | ((uint64_t)x << 32);
     if (k >= 1)
@@ -382,7 +378,7 @@ static inline uint32_t cur_track(void)
 {
     conc__ctx_t *c = conc__ctx();
     uint32_t id = track_id(c);
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     if (__builtin_expect(c->trace_gen != gen, 0))
         track_name(c, id, gen);
     conc__hub_t *h = conc__tl_hub;
@@ -424,7 +420,7 @@ __attribute__((noinline)) static void switch_slow(conc__ctx_t *from, int from_lo
 {
     if (!from || !to)
         return;
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     uint32_t f = track_id(from), t = track_id(to);
     if (from->trace_gen != gen && !from->is_green)
         track_name(from, f, gen);
@@ -445,8 +441,8 @@ void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_
         conc__stat_inc(CONC__ST_GREEN_SWITCH);
     if (!(fl & CONC__OBS_TRACE))
         return;
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
-    conc__tbuf_t *t = tl_tbuf;
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
+    conc__tbuf_t *t = conc__tl_tbuf;
     if (__builtin_expect(!t || !from || !to || t->gen != gen || from->trace_gen != gen || to->trace_gen != gen, 0))
         return switch_slow(from, from_loop, to, to_loop);
     uint32_t f = atomic_load_explicit(CONC__A(&from->trace_id), memory_order_relaxed);
@@ -455,8 +451,8 @@ void conc__obs_switch(conc__ctx_t *from, int from_loop, conc__ctx_t *to, int to_
     if (__builtin_expect(n + 2 > t->cap, 0))
         return switch_slow(from, from_loop, to, to_loop); /* counts the drop */
     uint64_t *w = &t->w[n];
-    int64_t base = atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed);
-    w[0] = ((uint64_t)(stamp() - base) << 16) | T_SWITCH;
+    int64_t base = atomic_load_explicit(CONC__A(&conc__clk_base), memory_order_relaxed);
+    w[0] = ((uint64_t)(conc__stamp() - base) << 16) | T_SWITCH;
     w[1] = (f | (from_loop ? LOOP_BIT : 0)) | ((uint64_t)(d | (to_loop ? LOOP_BIT : 0)) << 32);
     atomic_store_explicit(CONC__A(&t->n), n + 2, memory_order_release);
 #else
@@ -483,7 +479,7 @@ void conc__trace_spawn(conc__ctx_t *g, const char *name)
 {
     uint32_t me = cur_track();
     uint32_t id = track_id(g);
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     g->trace_gen = gen;
     conc__gs_t *gs = g->green;
     uint32_t group = (gs && gs->hub && gs->hub->main.ctx) ? track_id(gs->hub->main.ctx) : 0;
@@ -502,7 +498,7 @@ void conc__trace_thread_start(const char *name)
 {
     conc__ctx_t *c = conc__ctx();
     uint32_t id = track_id(c);
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     c->trace_gen = gen;
     rec(T_INFO, id, TK_THREAD | ((uint64_t)syscall(SYS_gettid) << 8), 0);
     rec_name(id, name ? name : "?");
@@ -563,8 +559,8 @@ int conc_trace_start_opts(const char *path, const conc_trace_opts_t *opts)
     atomic_store_explicit(CONC__A(&trace_cap), cap, memory_order_relaxed);
     clk_ns0 = conc__now_ns();
     clk_cyc0 = cycles();
-    atomic_store_explicit(CONC__A(&clk_base), use_cycles ? (int64_t)clk_cyc0 : clk_ns0, memory_order_relaxed);
-    atomic_fetch_add_explicit(CONC__A(&trace_gen), 1u, memory_order_seq_cst);
+    atomic_store_explicit(CONC__A(&conc__clk_base), conc__use_cycles ? (int64_t)clk_cyc0 : clk_ns0, memory_order_relaxed);
+    atomic_fetch_add_explicit(CONC__A(&conc__trace_gen), 1u, memory_order_seq_cst);
     obs_set(CONC__OBS_TRACE, true);
     pthread_mutex_unlock(&trace_mu);
     return 0;
@@ -589,7 +585,7 @@ int conc_trace_stop(void)
         return CONC_EPERM;
     }
     obs_set(CONC__OBS_TRACE, false);
-    uint32_t gen = atomic_load_explicit(CONC__A(&trace_gen), memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     /* Gather every record of this trace into one array. */
     size_t total = 0, cap = 0;
     uint64_t dropped = 0;
@@ -611,7 +607,7 @@ int conc_trace_stop(void)
             all = na;
             cap = nc;
         }
-        total += decode(b->w, n, all + total, atomic_load_explicit(CONC__A(&clk_base), memory_order_relaxed));
+        total += decode(b->w, n, all + total, atomic_load_explicit(CONC__A(&conc__clk_base), memory_order_relaxed));
     }
     reap_dead_locked();
     pthread_mutex_unlock(&tbufs_lock);
