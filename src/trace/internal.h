@@ -50,7 +50,7 @@ typedef struct conc__slice {
 } conc__slice_t;
 
 enum { S_RUNNING = 1, S_READY, S_BLOCKED, S_WAKE, S_SPAWN, S_SUBMIT, S_TASK, S_TURN, S_IOWAIT,
-       S_PSTART, S_PEXIT, S_RESULT, S_OPEN /* flag: still in that state at stop */ = 0x80 };
+       S_PSTART, S_PEXIT, S_RESULT, S_END, S_OPEN /* flag: still in that state at stop */ = 0x80 };
 
 typedef struct conc__track {
     uint32_t id;

@@ -99,6 +99,7 @@ static const char *state_name(unsigned st)
     case S_PSTART: return "process start";
     case S_PEXIT: return "process exit";
     case S_RESULT: return "result";
+    case S_END: return "ended";
     default: return "?";
     }
 }

@@ -323,6 +323,7 @@ int conc__timeline_build(conc__timeline_t *tl, conc__tev_t *ev, size_t n)
         case T_END:
             close_state(b, ti, ts);
             t->st = 0xff;
+            slice(b, ti, S_END, ts, ts);
             break;
         case T_TURN_B:
             close_state(b, ti, ts);
