@@ -653,10 +653,13 @@ static void hub_loop(conc__hub_t *h)
         /* One pass per turn, one epoll call at most: a quick look when
          * contexts are ready (the periodic fairness turn), a sleep when
          * none is. */
-        bool traced = conc__obs_on(CONC__OBS_TRACE);
+        /* traced: the turns that may wait (the periodic fairness turns
+         * show as the loop's running slices) */
+        bool idle = h->ready_head == NULL;
+        bool traced = idle && conc__obs_on(CONC__OBS_TRACE);
         if (traced)
             conc__trace_hub(CONC__HUB_TURN_B);
-        poll_once(h, h->ready_head == NULL);
+        poll_once(h, idle);
         if (traced)
             conc__trace_hub(CONC__HUB_TURN_E);
         conc__gs_t *to = pop_ready(h);
