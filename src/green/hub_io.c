@@ -171,6 +171,7 @@ static int run_op(conc__hub_t *h, hub_op_t *o, conc__waiter_t *w, int64_t deadli
         o->w = NULL;
         return 0;
     }
+    h->nsubmit++;
     h->nfdwait++;
     int rc = conc__park(w, deadline);
     if (rc)
@@ -366,6 +367,7 @@ static ssize_t acc_op(conc__hub_t *h, const conc__fdop_t *d, int64_t deadline)
             if (h->pops->submit(h->poller, &a->op) != 0)
                 return CONC_EAGAIN;
             a->armed = true;
+            h->narm++;
         }
         know(h, e, fd, CONC__FD_READ);
         conc__waiter_t w;

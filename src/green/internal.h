@@ -131,6 +131,7 @@ typedef struct conc__hub {
     size_t nfds;
     size_t nwatched;                 /* fds with registered != 0 */
     size_t nacq;                     /* listeners with an accept queue (uring) */
+    unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
     unsigned nswitch;
     struct conc__hub *free_next;
