@@ -616,8 +616,10 @@ static conc__hub_t *hub_create(void)
         hubs_free = h->free_next;
     pthread_mutex_unlock(&hubs_lock);
     if (h) {
-        if (h->pops != ops)
-            conc__hub_io_switch(h, ops); /* a recycled hub: keep its own if busy */
+        /* A recycled hub: the backend this thread wants, and a ring of its
+         * own (an io_uring ring may belong to the thread that made it). */
+        if (h->pops != ops || h->pops->completion)
+            conc__hub_io_switch(h, ops, true);
         return h;
     }
     h = calloc(1, sizeof *h);
@@ -703,7 +705,7 @@ int conc_hub_init(const conc_hub_opts_t *opts)
     }
     if (h->cur != &h->main)
         return CONC_EPERM; /* from a green thread: its hub is running */
-    return conc__hub_io_switch(h, ops);
+    return conc__hub_io_switch(h, ops, false);
 }
 
 conc_hub_backend_t conc_hub_backend(void)

@@ -420,6 +420,7 @@ ssize_t conc__green_fd_op(const conc__fdop_t *d, int64_t deadline)
         o.op.buf = d->buf;
         o.op.len = d->n > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)d->n;
         o.op.msg_flags = d->flags | (d->kind == CONC__OP_SEND ? MSG_NOSIGNAL : 0);
+        o.op.multishot = 1; /* coop.c tried (or knew it dry): poll first */
         break;
     case CONC__OP_READ:
     case CONC__OP_WRITE:
@@ -593,11 +594,14 @@ void conc__hub_io_forked(conc__hub_t *h)
     h->poller = NULL;
 }
 
-/* Switch an idle hub to another backend. */
-int conc__hub_io_switch(conc__hub_t *h, const conc__poller_ops_t *ops)
+/* Switch an idle hub to another backend (renew: or to a new instance of
+ * the same; a recycled hub forgets the fds its last thread left). */
+int conc__hub_io_switch(conc__hub_t *h, const conc__poller_ops_t *ops, bool renew)
 {
-    if (ops == h->pops)
+    if (ops == h->pops && !renew)
         return 0;
+    if (renew)
+        conc__hub_io_detach(h);
     if (h->nfdwait || h->nacq)
         return CONC_EPERM;
     conc__poller_t *p = ops->create(h->evfd);

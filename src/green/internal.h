@@ -177,7 +177,7 @@ void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns);
 void conc__hub_io_detach(conc__hub_t *h);
 bool conc__hub_io_start(conc__hub_t *h, const struct conc__poller_ops *ops);
 void conc__hub_io_forked(conc__hub_t *h);
-int conc__hub_io_switch(conc__hub_t *h, const struct conc__poller_ops *ops);
+int conc__hub_io_switch(conc__hub_t *h, const struct conc__poller_ops *ops, bool renew);
 
 /* Stacks (stack.c). size: usable bytes, page multiple. */
 #define CONC__GREEN_STACK_DEFAULT ((size_t)128 * 1024)

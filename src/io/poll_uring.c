@@ -70,6 +70,7 @@ struct conc__poller {
     conc__pop_t *inflight;
     conc__pop_t wake; /* POLL_ADD (multishot) on wakefd */
     bool wake_armed;
+    bool defer;       /* IORING_SETUP_DEFER_TASKRUN: completions post only in enter */
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
@@ -199,8 +200,18 @@ static conc__poller_t *ur_create(int wakefd)
     p->wakefd = wakefd;
     struct io_uring_params par;
     memset(&par, 0, sizeof par);
-    par.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+    /* Best first: task work run only when the hub enters the ring (6.1;
+     * the ring then belongs to this thread: hub.c makes a new one when a
+     * recycled hub moves to another thread), then cooperative task work
+     * (5.19), then plain. */
+    par.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
     p->ringfd = sys_setup(RING_ENTRIES, &par);
+    p->defer = p->ringfd >= 0;
+    if (p->ringfd < 0 && errno == EINVAL) {
+        memset(&par, 0, sizeof par);
+        par.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+        p->ringfd = sys_setup(RING_ENTRIES, &par);
+    }
     if (p->ringfd < 0 && errno == EINVAL) {
         memset(&par, 0, sizeof par);
         p->ringfd = sys_setup(RING_ENTRIES, &par);
@@ -337,6 +348,8 @@ static int ur_submit(conc__poller_t *p, conc__pop_t *op)
         s.addr = (uint64_t)(uintptr_t)op->buf;
         s.len = op->len;
         s.msg_flags = (uint32_t)op->msg_flags;
+        if (op->multishot) /* the caller just saw EAGAIN: do not try again first */
+            s.ioprio = IORING_RECVSEND_POLL_FIRST;
         break;
     case IORING_OP_READ:
     case IORING_OP_WRITE:
@@ -425,10 +438,13 @@ static int ur_wait(conc__poller_t *p, int64_t timeout_ns, void (*ready)(void *ar
             p->to_submit -= (unsigned)r <= p->to_submit ? (unsigned)r : p->to_submit;
         else if (errno != EINTR && errno != ETIME && errno != EBUSY && errno != EAGAIN)
             return -errno;
-    } else if (p->to_submit) {
-        int r = flush(p);
-        if (r < 0 && r != -EBUSY)
-            return r;
+    } else if (p->to_submit || (p->defer && p->inflight)) {
+        /* deferred task work: only an enter with GETEVENTS posts completions */
+        int r = sys_enter(p->ringfd, p->to_submit, 0, p->defer ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+        if (r >= 0)
+            p->to_submit -= (unsigned)r <= p->to_submit ? (unsigned)r : p->to_submit;
+        else if (errno != EINTR && errno != EBUSY && errno != EAGAIN)
+            return -errno;
     }
     reap(p);
     return 0;

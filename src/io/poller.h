@@ -49,7 +49,7 @@ typedef struct conc__poller conc__poller_t; /* a backend's state */
  * stack) until `done` said it is over (for a multishot one: more == false). */
 typedef struct conc__pop {
     uint8_t opcode;       /* IORING_OP_* */
-    uint8_t multishot;    /* accept: IORING_ACCEPT_MULTISHOT */
+    uint8_t multishot;    /* accept: IORING_ACCEPT_MULTISHOT; recv/send: poll first */
     int fd;
     void *buf;            /* recv/send/read/write buffer; connect: the address */
     uint32_t len;         /* bytes; connect: address length; poll: POLL* mask */
