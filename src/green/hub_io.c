@@ -263,6 +263,7 @@ typedef struct accq {
     unsigned head, n, cap;
     bool armed;             /* op in flight */
     bool orphan;            /* the listener was forgotten: free once quiet */
+    bool pinned;            /* forget is reaping its cancellation: keep it */
     conc__poller_t *poller; /* to cancel through */
     const conc__poller_ops_t *pops;
 } accq_t;
@@ -278,7 +279,7 @@ static void acc_close_queued(accq_t *a)
 
 static void acc_maybe_free(accq_t *a)
 {
-    if (a->orphan && !a->armed && !a->w) {
+    if (a->orphan && !a->armed && !a->w && !a->pinned) {
         acc_close_queued(a);
         free(a->q);
         free(a);
@@ -484,8 +485,17 @@ void conc__green_fd_forget(int fd)
         h->nacq--;
         a->orphan = true;
         acc_close_queued(a);
-        if (a->armed)
+        if (a->armed) {
+            /* Cancel it and reap that now: nothing is left in the kernel
+             * that would accept on a closed listener's behalf. Usually
+             * immediate; an accept the kernel is running (io-wq) takes a
+             * moment: wait for it, 1 ms at a time, at most ~0.1 s. */
             h->pops->cancel(h->poller, &a->op);
+            a->pinned = true;
+            for (int i = 0; i < 100 && a->armed; i++)
+                h->pops->wait(h->poller, i < 2 ? 0 : 1000000, NULL, NULL);
+            a->pinned = false;
+        }
         if (a->w)
             conc__unpark(a->w);
         else
