@@ -2,7 +2,8 @@
  * (private; the cooperative I/O of conc/io.h is built on it).
  *
  * On a green thread (or an OS thread whose hub runs green threads) the
- * wait parks only the caller: the fd is watched by the hub's epoll. On a
+ * wait parks only the caller: the fd is watched by the hub's poller
+ * (io/poller.h: epoll, io_uring, poll or select). On a
  * plain OS thread it is a poll(2). Timeout scopes (conc_timeout_begin) and
  * kills apply either way. */
 #ifndef CONC_CORE_FDWAIT_H

@@ -4,7 +4,7 @@
  *
  * Every call is "try, and on EAGAIN wait, then try again": the syscall is
  * made first because on a busy fd the data is usually there already, and
- * conc__fd_wait parks a green thread on its hub's epoll (or polls on a
+ * conc__fd_wait parks a green thread on its hub's poller (or polls on a
  * plain OS thread), honouring the deadline, timeout scopes and kills. The
  * deadline is computed once per call, so a call that waits and retries
  * several times (read_exact, write_all, a spurious wake-up) never waits
@@ -25,6 +25,17 @@
  * blocked in the calling thread around the write and a SIGPIPE caused by
  * the write is consumed, so the caller sees EPIPE (sockets use
  * MSG_NOSIGNAL instead, which costs nothing).
+ *
+ * On a hub whose backend completes operations (io_uring, green/hub_io.c),
+ * the wait is the operation itself: where the syscall said EAGAIN (or the
+ * hub knows the socket ran dry) recv / send / accept / connect are handed
+ * to the kernel whole through conc__fd_op, and the call parks until the
+ * completion brings the result; a cut-short one is cancelled and reaped
+ * before the call returns. CONC_ENOTSUP from conc__fd_op (every other
+ * kind of context) means: wait for readiness as above; CONC_EAGAIN means
+ * the kernel would not (a fork, an old kernel): readiness from then on.
+ * conc_accept takes connections a multishot accept already queued on the
+ * hub before it tries accept(2).
  *
  * connect: non-blocking connect, wait for writability, read SO_ERROR, and
  * make sure the socket really is connected (getpeername) before reporting
