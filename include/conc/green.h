@@ -227,6 +227,51 @@ static inline void conc__timeout_scope_leave(int *begun)
 CONC_API int conc_green_offload(void *(*fn)(void *), void *arg, void **result);
 
 /*
+ * Hub backends: how a hub waits for I/O (docs/green.md, "Hub backends").
+ * Every backend runs every conc call the same way; they differ in speed
+ * and limits:
+ *   CONC_HUB_EPOLL   edge-triggered epoll (readiness; no fd limit)
+ *   CONC_HUB_URING   io_uring: cooperative recv/send/read/write on
+ *                    sockets, accept and connect are submitted to the
+ *                    kernel as operations (one io_uring_enter per hub
+ *                    turn), other waits are IORING_OP_POLL_ADD
+ *   CONC_HUB_POLL    poll(2) over the fds being waited on
+ *   CONC_HUB_SELECT  select(2): fds >= FD_SETSIZE (1024) cannot be waited
+ *                    on (the call that would wait returns CONC_ERANGE)
+ *   CONC_HUB_DEFAULT (zero) the process default: CONC_HUB_BACKEND from the
+ *                    environment (epoll|uring|poll|select), else the best
+ *                    this kernel allows (see docs/green.md for which).
+ */
+typedef enum conc_hub_backend {
+    CONC_HUB_DEFAULT = 0,
+    CONC_HUB_EPOLL = 1,
+    CONC_HUB_URING = 2,
+    CONC_HUB_POLL = 3,
+    CONC_HUB_SELECT = 4,
+} conc_hub_backend_t;
+
+/* Options of a hub; zero means the defaults. */
+typedef struct conc_hub_opts {
+    conc_hub_backend_t backend;
+} conc_hub_opts_t;
+
+/* Make the calling OS thread's hub now, with opts (NULL: defaults),
+ * instead of at the first conc_go; or switch an existing hub that waits on
+ * no fd and has no I/O in flight to another backend. Does not block.
+ * Returns 0; CONC_ENOTSUP when the backend asked for explicitly cannot be
+ * used here (io_uring disabled by /proc/sys/kernel/io_uring_disabled or a
+ * seccomp filter, or too old a kernel); CONC_EPERM when the hub is busy
+ * with I/O; CONC_EINVAL (an unknown backend); CONC_ENOMEM. */
+CONC_API int conc_hub_init(const conc_hub_opts_t *opts);
+
+/* The backend of the calling OS thread's hub, or CONC_HUB_DEFAULT when
+ * it has none yet. */
+CONC_API conc_hub_backend_t conc_hub_backend(void);
+
+/* "epoll", "uring", "poll", "select", "default"; NULL for anything else. */
+CONC_API const char *conc_hub_backend_name(conc_hub_backend_t b);
+
+/*
  * Green Pool (gevent.pool.Pool): at most size green threads of the pool
  * run at once; spawn blocks (the calling context) until a slot is free.
  */

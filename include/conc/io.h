@@ -5,8 +5,9 @@
  * TCP and Unix addresses.
  *
  * How a call works: it tries the syscall; when the kernel says EAGAIN it
- * waits until the fd is ready — a green thread parks on its hub's epoll
- * and its siblings run; a plain OS thread sleeps in poll(2) — then tries
+ * waits until the fd is ready — a green thread parks on its hub's poller
+ * (epoll, io_uring, poll or select: conc/green.h, "Hub backends"; on
+ * io_uring the kernel does the whole operation) and its siblings run; a plain OS thread sleeps in poll(2) — then tries
  * again. Timeouts are per call (double seconds, CONC_FOREVER = none, 0 =
  * try once, never wait), and timeout scopes (conc_timeout_begin) and kills
  * (conc_green_kill) cut a wait short.
@@ -21,13 +22,17 @@
  *   CONC_EEOF       (conc_read_exact only) the peer closed before n bytes
  *   CONC_EPERM      another green thread of the same hub already waits to
  *                   read (or to write) this fd
+ *   CONC_ERANGE     the call had to wait on an fd >= FD_SETSIZE (1024) on
+ *                   a hub whose backend is select (CONC_HUB_SELECT)
  *   CONC_EINVAL     a negative fd, NULL buffer with n > 0, n > SSIZE_MAX,
  *                   a NaN timeout, or a negative one (Python's
  *                   socket.settimeout(-1) is ValueError; -1.0 is not
  *                   "forever"); conc_wait_read / conc_wait_write follow
  *                   gevent instead: a negative timeout is already up
  * A wait that was cut short (timeout, kill) moved no data: the bytes the
- * kernel had not taken or given are still there for the next call.
+ * kernel had not taken or given are still there for the next call (on an
+ * io_uring hub the operation is cancelled and its completion reaped
+ * before the call returns: the kernel never writes buf afterwards).
  *
  * Blocking and non-blocking fds: every fd conc makes (conc_accept,
  * conc_tcp_*, conc_unix_*, conc_socketpair) is O_NONBLOCK and O_CLOEXEC,

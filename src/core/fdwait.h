@@ -2,7 +2,8 @@
  * (private; the cooperative I/O of conc/io.h is built on it).
  *
  * On a green thread (or an OS thread whose hub runs green threads) the
- * wait parks only the caller: the fd is watched by the hub's epoll. On a
+ * wait parks only the caller: the fd is watched by the hub's poller
+ * (io/poller.h: epoll, io_uring, poll or select). On a
  * plain OS thread it is a poll(2). Timeout scopes (conc_timeout_begin) and
  * kills apply either way. */
 #ifndef CONC_CORE_FDWAIT_H
@@ -10,6 +11,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
+
+#include "conc/base.h"
 
 #include "core/park.h"
 
@@ -40,6 +44,38 @@ static inline void conc__fd_short(int fd, int events)
     conc__ctx_t *ctx = conc__ctx();
     if (ctx->ops && ctx->ops->fd_short)
         ctx->ops->fd_short(fd, events);
+}
+
+/* Completion-based I/O (a hub on io_uring): the whole operation is handed
+ * to the kernel and the caller parks until it is done, instead of waiting
+ * for readiness and then making the system call. */
+enum { CONC__OP_RECV, CONC__OP_SEND, CONC__OP_READ, CONC__OP_WRITE, CONC__OP_ACCEPT, CONC__OP_CONNECT };
+typedef struct conc__fdop {
+    int kind;                    /* CONC__OP_* */
+    int fd;
+    void *buf;                   /* recv/send/read/write */
+    size_t n;
+    int flags;                   /* recv/send flags (no MSG_DONTWAIT) */
+    const struct sockaddr *addr; /* connect */
+    socklen_t addrlen;
+    struct sockaddr *out_addr;   /* accept: the peer (may be NULL) */
+    socklen_t *out_addrlen;
+    bool armed_only;             /* accept: only if the hub already accepts on fd */
+} conc__fdop_t;
+
+/* Run op on fd, parking the caller until it completes, the absolute
+ * deadline, or an interruption (kill, timeout scope) — a cut-short
+ * operation is cancelled and its completion reaped before this returns,
+ * so buf is never written afterwards. Returns what the system call would
+ * (bytes >= 0, a new fd for accept, 0 for connect), CONC_ESYS with errno,
+ * CONC_ETIMEDOUT / CONC_EKILLED..., CONC_EPERM (another context waits the
+ * same way on fd), or: CONC_ENOTSUP — the caller's context does not do
+ * completions (use the system call and conc__fd_wait); CONC_EAGAIN — it
+ * did not happen, retry that way (accept: armed_only found no queue). */
+static inline ssize_t conc__fd_op(const conc__fdop_t *op, int64_t deadline)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    return ctx->ops && ctx->ops->fd_op ? ctx->ops->fd_op(op, deadline) : CONC_ENOTSUP;
 }
 
 /* Forget fd before it is closed (a green thread's hub may be watching it).

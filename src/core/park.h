@@ -29,6 +29,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "conc/sync.h"
 #include "core/time.h"
@@ -51,6 +52,7 @@
 #define REL memory_order_release
 
 struct conc__waiter;
+struct conc__fdop;
 
 /* How one kind of context blocks and is woken. */
 typedef struct conc__park_ops {
@@ -67,6 +69,8 @@ typedef struct conc__park_ops {
     void (*fd_forget)(int fd);
     bool (*fd_maybe_ready)(int fd, int events);
     void (*fd_short)(int fd, int events);
+    /* conc__fd_op (core/fdwait.h) for this kind (NULL: CONC_ENOTSUP). */
+    ssize_t (*fd_op)(const struct conc__fdop *op, int64_t deadline);
 } conc__park_ops_t;
 
 #define CONC__MAX_SCOPES 8

@@ -8,9 +8,11 @@
  * through the loop); only when nothing is ready — or every 64 switches, or
  * when another thread left work in the inbox — does it switch to the loop,
  * which moves remote wakeups and kill requests from the lock-free inboxes
- * to the ready queue, fires due timers (a binary heap), and polls epoll
- * (the fds green threads wait on, plus an eventfd other threads write to
- * wake it only when it sleeps).
+ * to the ready queue, fires due timers (a binary heap), and polls its
+ * poller — epoll, io_uring, poll or select behind one interface
+ * (io/poller.h; the fd side is hub_io.c) — for the fds green threads wait
+ * on and the operations they submitted, plus an eventfd other threads
+ * write to wake it only when it sleeps.
  *
  * The park protocol (core/park.h) carries over: a parking green context
  * moves its waiter WAITING -> SLEEPING and switches away. Whoever moves it
@@ -37,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -47,6 +48,7 @@
 #include "core/fdwait.h"
 #include "core/time.h"
 #include "green/internal.h"
+#include "io/poller.h"
 #include "trace/obs.h"
 
 #ifdef CONC__ASAN
@@ -67,7 +69,6 @@ static pthread_key_t hub_key;
 static pthread_once_t hub_once = PTHREAD_ONCE_INIT;
 
 #define LOOP_STACK ((size_t)64 * 1024)
-#define EV_WAKE UINT64_MAX
 
 /* ------------------------------------------------------------ switching */
 
@@ -386,137 +387,16 @@ static void green_rearm(conc__waiter_t *w)
     gs->last_intr = 0;
 }
 
-/* ---------------------------------------------------------------- fd waits */
-
-static conc__fdent_t *fdent(conc__hub_t *h, int fd)
-{
-    if ((size_t)fd >= h->nfds) {
-        size_t n = h->nfds ? h->nfds : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        conc__fdent_t *t = realloc(h->fds, n * sizeof *t);
-        if (!t)
-            return NULL;
-        memset(t + h->nfds, 0, (n - h->nfds) * sizeof *t);
-        h->fds = t;
-        h->nfds = n;
-    }
-    return &h->fds[fd];
-}
-
-/* A short read or write of fd means it is drained or full now: true for
- * stream sockets only — not for datagrams, pipes (a packet-mode pipe's
- * read end cannot be told from a plain one), terminals, inotify,
- * signalfd... (one record per read). */
-static bool is_stream(int fd)
-{
-    int type = 0;
-    socklen_t len = sizeof type;
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
-}
-
-static uint32_t ep_events(int dirs)
-{
-    uint32_t ev = EPOLLET;
-    if (dirs & CONC__FD_READ)
-        ev |= EPOLLIN | EPOLLRDHUP;
-    if (dirs & CONC__FD_WRITE)
-        ev |= EPOLLOUT;
-    return ev;
-}
-
-/* Watch fd for `events` too from now on (edge-triggered; a direction is
- * added when first waited for — not before, or every ACK that frees send
- * space would wake the hub for nothing). 0 or -1 (errno). */
-static int watch_fd(conc__hub_t *h, conc__fdent_t *e, int fd, int events)
-{
-    int want = e->registered | events;
-    struct epoll_event ev = {.events = ep_events(want), .data.u64 = (uint64_t)fd};
-    if (e->registered) {
-        if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
-            return -1;
-    } else {
-        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
-            (errno != EEXIST || epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) != 0))
-            return -1;
-        e->stream = is_stream(fd);
-        e->dry = 0;
-        h->nwatched++;
-    }
-    e->registered = (uint8_t)want;
-    return 0;
-}
-
-static int green_fd_wait(int fd, int events, int64_t deadline)
-{
-    conc__hub_t *h = conc__tl_hub;
-    conc__fdent_t *e = fdent(h, fd);
-    if (!e)
-        return CONC_ENOMEM;
-    if (((events & CONC__FD_READ) && e->rd) || ((events & CONC__FD_WRITE) && e->wr))
-        return CONC_EPERM; /* another context of this hub waits for the same */
-    if ((e->registered & events) != events && watch_fd(h, e, fd, events) != 0)
-        return errno == EPERM ? 0 : errno == EBADF ? CONC_EINVAL : CONC_ESYS; /* EPERM: a file, always ready */
-    e->dry |= (uint8_t)events; /* the caller found it not ready */
-    conc__waiter_t w;
-    conc__waiter_init(&w);
-    if (events & CONC__FD_READ)
-        e->rd = &w;
-    if (events & CONC__FD_WRITE)
-        e->wr = &w;
-    h->nfdwait++;
-    int rc = conc__park(&w, deadline);
-    h->nfdwait--;
-    e = &h->fds[fd]; /* the table may have moved */
-    if (e->rd == &w)
-        e->rd = NULL;
-    if (e->wr == &w)
-        e->wr = NULL;
-    return rc;
-}
-
-static void green_fd_forget(int fd)
-{
-    conc__hub_t *h = conc__tl_hub;
-    if (!h || fd < 0 || (size_t)fd >= h->nfds || !h->fds[fd].registered)
-        return;
-    conc__fdent_t *e = &h->fds[fd];
-    epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-    e->registered = 0;
-    e->dry = 0;
-    h->nwatched--;
-    /* Waiters would wait forever: wake them to see the fd is gone. */
-    if (e->rd)
-        conc__unpark(e->rd);
-    if (e->wr && e->wr != e->rd)
-        conc__unpark(e->wr);
-}
-
-/* Readiness hints (core/fdwait.h): only for fds this hub watches. */
-static bool green_fd_maybe_ready(int fd, int events)
-{
-    conc__hub_t *h = conc__tl_hub;
-    if (fd < 0 || (size_t)fd >= h->nfds || (h->fds[fd].registered & events) != events)
-        return true; /* not watched that way: nothing known */
-    return (h->fds[fd].dry & events) != events;
-}
-
-static void green_fd_short(int fd, int events)
-{
-    conc__hub_t *h = conc__tl_hub;
-    if (fd >= 0 && (size_t)fd < h->nfds && h->fds[fd].stream)
-        h->fds[fd].dry |= (uint8_t)(events & h->fds[fd].registered);
-}
-
 const conc__park_ops_t conc__green_ops = {
     .park = green_park,
     .unpark = green_unpark,
     .kind = "green",
     .rearm = green_rearm,
-    .fd_wait = green_fd_wait,
-    .fd_forget = green_fd_forget,
-    .fd_maybe_ready = green_fd_maybe_ready,
-    .fd_short = green_fd_short,
+    .fd_wait = conc__green_fd_wait,
+    .fd_forget = conc__green_fd_forget,
+    .fd_maybe_ready = conc__green_fd_maybe_ready,
+    .fd_short = conc__green_fd_short,
+    .fd_op = conc__green_fd_op,
 };
 
 /* ------------------------------------------------------------- the loop */
@@ -557,44 +437,8 @@ static void fire_timers(conc__hub_t *h, int64_t now)
     }
 }
 
-static int epoll_for(conc__hub_t *h, struct epoll_event *evs, int max, int64_t timeout_ns)
-{
-#ifdef SYS_epoll_pwait2
-    static _Atomic int no_pwait2;
-    if (timeout_ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
-        struct timespec ts = {timeout_ns / 1000000000, timeout_ns % 1000000000};
-        long r = syscall(SYS_epoll_pwait2, h->epfd, evs, max, &ts, NULL, 0);
-        if (r >= 0 || errno != ENOSYS)
-            return (int)r;
-        atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
-    }
-#endif
-    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
-    if (timeout_ns > (int64_t)1000000000 * 1000000)
-        ms = 1000000000;
-    return epoll_wait(h->epfd, evs, max, ms);
-}
-
-static void wake_fd(conc__hub_t *h, int fd, uint32_t ev)
-{
-    if ((size_t)fd >= h->nfds)
-        return;
-    conc__fdent_t *e = &h->fds[fd];
-    if (ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
-        e->dry &= (uint8_t)~CONC__FD_READ;
-    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-        e->dry &= (uint8_t)~CONC__FD_WRITE;
-    conc__waiter_t *rd = e->rd, *wr = e->wr;
-    if (rd && (ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
-        conc__unpark(rd);
-    if (wr && wr != rd && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-        conc__unpark(wr);
-    else if (wr && wr == rd && !(ev & (EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && (ev & EPOLLOUT))
-        conc__unpark(wr);
-}
-
 /* One pass: inboxes, timers, I/O. block: nothing is ready, so sleep in
- * epoll until something happens (or deliver LoopExit). */
+ * the poller until something happens (or deliver LoopExit). */
 static void poll_once(conc__hub_t *h, bool block)
 {
     drain_inboxes(h);
@@ -624,24 +468,14 @@ static void poll_once(conc__hub_t *h, bool block)
     } else if (h->nfdwait == 0) {
         return;
     }
-    struct epoll_event evs[64];
     bool traced = timeout != 0 && conc__obs_on(CONC__OBS_TRACE);
     if (traced)
         conc__trace_hub(CONC__HUB_IO_B);
-    int n = epoll_for(h, evs, 64, timeout);
+    conc__hub_io_poll(h, timeout);
     if (traced)
         conc__trace_hub(CONC__HUB_IO_E);
     if (timeout != 0)
         atomic_store_explicit(&h->sleeping, 0, memory_order_seq_cst);
-    for (int i = 0; i < n; i++) {
-        if (evs[i].data.u64 == EV_WAKE) {
-            uint64_t v;
-            ssize_t r = read(h->evfd, &v, sizeof v);
-            (void)r;
-            continue;
-        }
-        wake_fd(h, (int)evs[i].data.u64, evs[i].events);
-    }
     if (h->nheap)
         fire_timers(h, conc__now_ns());
 }
@@ -650,7 +484,7 @@ static void hub_loop(conc__hub_t *h) __attribute__((noreturn));
 static void hub_loop(conc__hub_t *h)
 {
     for (;;) {
-        /* One pass per turn, one epoll call at most: a quick look when
+        /* One pass per turn, one poller call at most: a quick look when
          * contexts are ready (the periodic fairness turn), a sleep when
          * none is. */
         /* traced: the turns that may wait (the periodic fairness turns
@@ -707,18 +541,11 @@ void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind)
  * while main runs (none of its waiters is outstanding). */
 static void maybe_detach(conc__hub_t *h)
 {
-    if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && !h->ready_head && !inbox_pending(h) &&
-        !h->dead && h->main.ctx && !h->main.interrupt) {
+    if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && h->nacq == 0 && !h->ready_head &&
+        !inbox_pending(h) && !h->dead && h->main.ctx && !h->main.interrupt) {
         /* Detached, a conc_close would not reach the hub: forget every fd
          * now, or a reused fd number would look watched already. */
-        for (size_t fd = 0; h->nwatched && fd < h->nfds; fd++) {
-            if (h->fds[fd].registered) {
-                epoll_ctl(h->epfd, EPOLL_CTL_DEL, (int)fd, NULL);
-                h->fds[fd].registered = 0;
-                h->fds[fd].dry = 0;
-                h->nwatched--;
-            }
-        }
+        conc__hub_io_detach(h);
         h->main.ctx->ops = NULL;
         h->main.ctx->green = NULL;
     }
@@ -750,31 +577,23 @@ static void hub_thread_exit(void *p)
 static void hub_atfork_prepare(void) { pthread_mutex_lock(&hubs_lock); }
 static void hub_atfork_parent(void) { pthread_mutex_unlock(&hubs_lock); }
 
-/* After fork, in the child: h gets an epoll instance and an eventfd of
- * its own (the inherited ones are the parent's open files: sharing them,
- * the parent's hub could reap the child's edge-triggered events and
- * wake-ups, or the other way round), watching what h watched. false: out
- * of fds (h is then unusable). */
+/* After fork, in the child: h gets a poller and an eventfd of its own
+ * (the inherited ones are the parent's open files: sharing them, the
+ * parent's hub could reap the child's edge-triggered events, completions
+ * and wake-ups, or the other way round), watching what h watched. false:
+ * out of fds (h is then unusable). */
 static bool hub_own_fds(conc__hub_t *h)
 {
-    close(h->epfd);
+    const conc__poller_ops_t *ops = h->pops;
+    conc__hub_io_forked(h);
     close(h->evfd);
-    h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE};
-    if (h->epfd < 0 || h->evfd < 0 || epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev) != 0)
-        return false;
-    for (size_t fd = 0; fd < h->nfds; fd++) {
-        if (!h->fds[fd].registered)
-            continue;
-        struct epoll_event e = {.events = ep_events(h->fds[fd].registered), .data.u64 = fd};
-        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, (int)fd, &e) != 0) {
-            h->fds[fd].registered = 0;
-            h->nwatched--;
-        }
-    }
     atomic_store(&h->sleeping, 0);
-    return true;
+    if (h->evfd < 0)
+        return false;
+    if (conc__hub_io_start(h, ops))
+        return true;
+    return conc__hub_io_start(h, &conc__poll_epoll);
 }
 
 static void hub_atfork_child(void)
@@ -802,25 +621,32 @@ static void hub_once_init(void)
     pthread_atfork(hub_atfork_prepare, hub_atfork_parent, hub_atfork_child);
 }
 
+/* The backend the next hub of this thread gets (conc_hub_init). */
+static __thread const conc__poller_ops_t *tl_want;
+
 static conc__hub_t *hub_create(void)
 {
+    const conc__poller_ops_t *ops = tl_want ? tl_want : conc__poller_choose(CONC_HUB_DEFAULT);
     pthread_mutex_lock(&hubs_lock);
     conc__hub_t *h = hubs_free;
     if (h)
         hubs_free = h->free_next;
     pthread_mutex_unlock(&hubs_lock);
-    if (h)
+    if (h) {
+        /* A recycled hub: the backend this thread wants, and a ring of its
+         * own (an io_uring ring may belong to the thread that made it). */
+        if (h->pops != ops || h->pops->completion)
+            conc__hub_io_switch(h, ops, true);
         return h;
+    }
     h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
-    h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE};
-    if (h->epfd < 0 || h->evfd < 0 || epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev) != 0 ||
+    if (h->evfd < 0 || !(conc__hub_io_start(h, ops) || conc__hub_io_start(h, &conc__poll_epoll)) ||
         conc__stack_get(NULL, LOOP_STACK, &h->loop_stack) != 0) {
-        if (h->epfd >= 0)
-            close(h->epfd);
+        if (h->poller)
+            h->pops->destroy(h->poller);
         if (h->evfd >= 0)
             close(h->evfd);
         free(h);
@@ -836,10 +662,11 @@ static conc__hub_t *hub_create(void)
     return h;
 }
 
-conc__hub_t *conc__hub_get(void)
+/* The calling thread's hub, made if need be, without attaching its
+ * context (it keeps parking as a plain thread until a green thread runs). */
+static conc__hub_t *hub_ensure(conc__ctx_t *ctx)
 {
     conc__hub_t *h = conc__tl_hub;
-    conc__ctx_t *ctx = conc__ctx();
     if (!h) {
         pthread_once(&hub_once, hub_once_init);
         if (!(h = hub_create()))
@@ -854,6 +681,15 @@ conc__hub_t *conc__hub_get(void)
         pthread_setspecific(hub_key, h);
         conc__stack_overflow_handler_install();
     }
+    return h;
+}
+
+conc__hub_t *conc__hub_get(void)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    conc__hub_t *h = conc__tl_hub;
+    if (!h && !(h = hub_ensure(ctx)))
+        return NULL;
     if (ctx->ops == NULL) {
         /* (re)attach: this thread's context now parks through the hub */
         h->main.ctx = ctx;
@@ -862,4 +698,41 @@ conc__hub_t *conc__hub_get(void)
         ctx->ops = &conc__green_ops;
     }
     return h;
+}
+
+/* ------------------------------------------------------------ backends */
+
+int conc_hub_init(const conc_hub_opts_t *opts)
+{
+    conc_hub_backend_t b = opts ? opts->backend : CONC_HUB_DEFAULT;
+    if ((unsigned)b > CONC_HUB_SELECT)
+        return CONC_EINVAL;
+    const conc__poller_ops_t *ops = conc__poller_choose(b);
+    if (!ops)
+        return CONC_ENOTSUP;
+    conc__hub_t *h = conc__tl_hub;
+    if (!h) {
+        tl_want = ops;
+        h = hub_ensure(conc__ctx());
+        tl_want = NULL;
+        if (!h)
+            return CONC_ENOMEM;
+        if (h->pops == ops)
+            return 0;
+    }
+    if (h->cur != &h->main)
+        return CONC_EPERM; /* from a green thread: its hub is running */
+    return conc__hub_io_switch(h, ops, false);
+}
+
+conc_hub_backend_t conc_hub_backend(void)
+{
+    conc__hub_t *h = conc__tl_hub;
+    return h ? h->pops->backend : CONC_HUB_DEFAULT;
+}
+
+const char *conc_hub_backend_name(conc_hub_backend_t b)
+{
+    static const char *const names[] = {"default", "epoll", "uring", "poll", "select"};
+    return (unsigned)b < sizeof names / sizeof names[0] ? names[b] : NULL;
 }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "conc/green.h"
 #include "conc/sync.h"
@@ -99,10 +100,12 @@ struct conc_green {
     char name[32];
 };
 
-/* One watched fd. */
+/* One fd the hub knows (hub_io.c). */
 typedef struct conc__fdent {
     conc__waiter_t *rd, *wr;
-    uint8_t registered; /* CONC__FD_READ/WRITE: the directions epoll watches */
+    struct accq *acc;   /* uring: the multishot accept on this listener */
+    uint8_t registered; /* CONC__FD_READ/WRITE: the directions ever waited on */
+    uint8_t interest;   /* CONC__FD_READ/WRITE: what the poller watches */
     uint8_t dry;    /* CONC__FD_READ/WRITE: ran dry, no readiness seen since */
     uint8_t stream; /* a short read means drained (not a datagram socket) */
 } conc__fdent_t;
@@ -115,8 +118,10 @@ typedef struct conc__hub {
     conc__gs_t *ready_head, *ready_tail;
     conc__gs_t *_Atomic inbox;       /* remote wakeups (Treiber stack) */
     void *_Atomic kills;             /* remote kill requests (via kill_next) */
-    _Atomic int sleeping;            /* in epoll_wait: wake through evfd */
-    int epfd, evfd;
+    _Atomic int sleeping;            /* in the poller's wait: wake through evfd */
+    int evfd;
+    const struct conc__poller_ops *pops; /* the backend (io/poller.h) */
+    struct conc__poller *poller;
     conc__gs_t **heap;               /* timers, by due */
     size_t nheap, cap_heap;
     size_t nalive;                   /* green threads not yet ended */
@@ -125,6 +130,8 @@ typedef struct conc__hub {
     conc__fdent_t *fds;
     size_t nfds;
     size_t nwatched;                 /* fds with registered != 0 */
+    size_t nacq;                     /* listeners with an accept queue (uring) */
+    unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
     unsigned nswitch;
     struct conc__hub *free_next;
@@ -156,6 +163,21 @@ void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code);
 void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g);   /* from another thread */
 void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind);
 extern const conc__park_ops_t conc__green_ops;
+
+/* I/O (hub_io.c): the park ops' fd entries, the poll of a hub turn,
+ * and the poller's life. */
+struct conc__fdop;
+struct conc__poller_ops;
+int conc__green_fd_wait(int fd, int events, int64_t deadline);
+ssize_t conc__green_fd_op(const struct conc__fdop *d, int64_t deadline);
+void conc__green_fd_forget(int fd);
+bool conc__green_fd_maybe_ready(int fd, int events);
+void conc__green_fd_short(int fd, int events);
+void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns);
+void conc__hub_io_detach(conc__hub_t *h);
+bool conc__hub_io_start(conc__hub_t *h, const struct conc__poller_ops *ops);
+void conc__hub_io_forked(conc__hub_t *h);
+int conc__hub_io_switch(conc__hub_t *h, const struct conc__poller_ops *ops, bool renew);
 
 /* Stacks (stack.c). size: usable bytes, page multiple. */
 #define CONC__GREEN_STACK_DEFAULT ((size_t)128 * 1024)

@@ -4,7 +4,7 @@
  *
  * Every call is "try, and on EAGAIN wait, then try again": the syscall is
  * made first because on a busy fd the data is usually there already, and
- * conc__fd_wait parks a green thread on its hub's epoll (or polls on a
+ * conc__fd_wait parks a green thread on its hub's poller (or polls on a
  * plain OS thread), honouring the deadline, timeout scopes and kills. The
  * deadline is computed once per call, so a call that waits and retries
  * several times (read_exact, write_all, a spurious wake-up) never waits
@@ -25,6 +25,17 @@
  * blocked in the calling thread around the write and a SIGPIPE caused by
  * the write is consumed, so the caller sees EPIPE (sockets use
  * MSG_NOSIGNAL instead, which costs nothing).
+ *
+ * On a hub whose backend completes operations (io_uring, green/hub_io.c),
+ * the wait is the operation itself: where the syscall said EAGAIN (or the
+ * hub knows the socket ran dry) recv / send / accept / connect are handed
+ * to the kernel whole through conc__fd_op, and the call parks until the
+ * completion brings the result; a cut-short one is cancelled and reaped
+ * before the call returns. CONC_ENOTSUP from conc__fd_op (every other
+ * kind of context) means: wait for readiness as above; CONC_EAGAIN means
+ * the kernel would not (a fork, an old kernel): readiness from then on.
+ * conc_accept takes connections a multishot accept already queued on the
+ * hub before it tries accept(2).
  *
  * connect: non-blocking connect, wait for writability, read SO_ERROR, and
  * make sure the socket really is connected (getpeername) before reporting
@@ -104,22 +115,33 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t n)
     return conc__writev_nosigpipe(fd, &v, 1);
 }
 
+/* The operation would block: on a hub that does completions (io_uring)
+ * hand it to the kernel whole. Returns bytes >= 0, a code, CONC_ENOTSUP
+ * (wait for readiness instead) or CONC_EAGAIN (it did not happen: retry
+ * the system call, then wait for readiness). */
+static ssize_t xfer_op(int fd, bool wr, void *buf, size_t n, int flags, int64_t dl)
+{
+    conc__fdop_t op = {.kind = wr ? CONC__OP_SEND : CONC__OP_RECV, .fd = fd, .buf = buf, .n = n, .flags = flags};
+    return conc__fd_op(&op, dl);
+}
+
 /* One transfer (bytes >= 0) or a code. *mode is M_SOCK on the first call
  * of an operation; any_fd allows falling back to read/write for
  * non-sockets (conc_read/conc_write) instead of failing with ENOTSOCK. */
 static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd, int *mode, int64_t dl)
 {
     int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
-    if (dl != 0 && !conc__fd_maybe_ready(fd, ev)) {
-        /* The hub saw it run dry and nothing since: the syscall would
-         * only say EAGAIN. Wait first. */
-        int rc = conc__fd_wait(fd, ev, dl);
-        if (rc)
-            return rc;
-    }
+    /* The hub saw it run dry and nothing since: the syscall would only
+     * say EAGAIN. Wait (or hand the operation over) first. */
+    bool skip = dl != 0 && !conc__fd_maybe_ready(fd, ev);
+    bool use_op = dl != 0;
     for (;;) {
         ssize_t r;
-        if (*mode == M_SOCK) {
+        if (skip) {
+            skip = false;
+            r = -1;
+            errno = EAGAIN;
+        } else if (*mode == M_SOCK) {
             r = wr ? send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL) : recv(fd, buf, n, flags | MSG_DONTWAIT);
             if (r < 0 && errno == ENOTSOCK && any_fd) {
                 int m = classify(fd);
@@ -145,6 +167,28 @@ static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return CONC_ESYS;
+        if (use_op && *mode == M_SOCK) {
+            r = xfer_op(fd, wr, buf, n, flags, dl);
+            if (r >= 0) {
+                if ((size_t)r < n && n > 0)
+                    conc__fd_short(fd, ev);
+                return r;
+            }
+            if (r == CONC_ESYS && errno == ENOTSOCK && any_fd) {
+                int m = classify(fd);
+                if (m < 0)
+                    return m;
+                *mode = m;
+                continue;
+            }
+            if (r == CONC_EAGAIN) {
+                use_op = false; /* the kernel would not: readiness from now on */
+                continue;
+            }
+            if (r != CONC_ENOTSUP)
+                return r;
+            use_op = false;
+        }
         int rc = conc__fd_wait(fd, ev, dl);
         if (rc)
             return rc;
@@ -249,7 +293,21 @@ int conc_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeou
     int mode = classify(fd);
     if (mode < 0)
         return mode;
+    /* On io_uring, a listener the hub already accepts on (multishot) has
+     * its connections queued there: take them, never race accept(2). */
+    conc__fdop_t op = {.kind = CONC__OP_ACCEPT, .fd = fd, .out_addr = addr, .out_addrlen = addrlen};
+    bool use_op = mode != M_BLOCK;
     for (;;) {
+        if (use_op) {
+            op.armed_only = true;
+            ssize_t o = conc__fd_op(&op, dl);
+            if (o >= 0)
+                return (int)o;
+            if (o == CONC_ENOTSUP)
+                use_op = false;
+            else if (o != CONC_EAGAIN)
+                return (int)o;
+        }
         if (mode == M_BLOCK) {
             int rc = wait_fd(fd, CONC__FD_READ, dl, true);
             if (rc)
@@ -262,6 +320,17 @@ int conc_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeou
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return CONC_ESYS;
+        if (use_op && dl != 0) {
+            op.armed_only = false;
+            ssize_t o = conc__fd_op(&op, dl);
+            if (o >= 0)
+                return (int)o;
+            if (o == CONC_EAGAIN)
+                continue; /* the kernel ended the accept: accept(2) says why */
+            if (o != CONC_ENOTSUP)
+                return (int)o;
+            use_op = false;
+        }
         int rc = conc__fd_wait(fd, CONC__FD_READ, dl);
         if (rc)
             return rc;
@@ -287,6 +356,20 @@ static int nap(int64_t ns, int64_t dl)
 static int connect_nb(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t dl)
 {
     int64_t backoff = 1000000;
+    if (dl != 0) {
+        /* io_uring: the kernel connects and reports the outcome */
+        conc__fdop_t op = {.kind = CONC__OP_CONNECT, .fd = fd, .addr = addr, .addrlen = addrlen};
+        ssize_t o = conc__fd_op(&op, dl);
+        if (o >= 0)
+            return 0;
+        if (o == CONC_ESYS && errno == EAGAIN && addr->sa_family == AF_UNIX) {
+            /* backlog full: the loop below backs off and retries */
+        } else if (o == CONC_ESYS && (errno == EISCONN)) {
+            return 0;
+        } else if (o != CONC_ENOTSUP && o != CONC_EAGAIN) {
+            return (int)o;
+        }
+    }
     for (;;) {
         if (connect(fd, addr, addrlen) == 0)
             return 0;

@@ -1,0 +1,504 @@
+/*
+ * tests/hub_backend_test.c — the hub's pollers (io/poller.h): choosing a
+ * backend (option, CONC_HUB_BACKEND, fallback when io_uring is refused),
+ * io_uring's completion-based operations (cancellation by kill, Timeout
+ * scope and deadline with the buffer untouched afterwards; multishot
+ * accept), an echo load on every backend, wake-ups from other threads on
+ * every backend, and select's FD_SETSIZE limit.
+ *
+ * The rest of the green and io suites runs on every backend too: CTest
+ * reruns them with CONC_HUB_BACKEND set (tests/CMakeLists.txt block in the
+ * top CMakeLists).
+ */
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "green/internal.h"
+#include "io/poller.h"
+
+#define PTR(i) ((void *)(intptr_t)(i))
+
+static long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1L << 20 : (long)rl.rlim_cur;
+}
+
+static void use_backend(conc_hub_backend_t b)
+{
+    if (b == CONC_HUB_URING && !conc__uring_available())
+        cr_skip_test("io_uring is not available here (disabled, filtered or too old a kernel)");
+    conc_hub_opts_t o = {.backend = b};
+    cr_assert_eq(conc_hub_init(&o), 0);
+    cr_assert_eq(conc_hub_backend(), b);
+}
+
+/* ------------------------------------------------------------- choosing */
+
+/* In a fresh child: CONC_HUB_BACKEND=env (NULL: unset), io_uring's probe
+ * failing with fail_errno (0: real), then init with `ask`. Exit status:
+ * the backend, or 100 + -code. */
+static int child_backend(const char *env, int fail_errno, conc_hub_backend_t ask)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        if (env)
+            setenv("CONC_HUB_BACKEND", env, 1);
+        else
+            unsetenv("CONC_HUB_BACKEND");
+        if (fail_errno)
+            conc__uring_test_fail(fail_errno);
+        conc_hub_opts_t o = {.backend = ask};
+        int rc = conc_hub_init(&o);
+        _exit(rc ? 100 - rc : (int)conc_hub_backend());
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+Test(hub_choice, by_environment)
+{
+    cr_assert_eq(child_backend("epoll", 0, CONC_HUB_DEFAULT), CONC_HUB_EPOLL);
+    cr_assert_eq(child_backend("poll", 0, CONC_HUB_DEFAULT), CONC_HUB_POLL);
+    cr_assert_eq(child_backend("select", 0, CONC_HUB_DEFAULT), CONC_HUB_SELECT);
+    int u = child_backend("uring", 0, CONC_HUB_DEFAULT);
+    cr_assert_eq(u, conc__uring_available() ? CONC_HUB_URING : CONC_HUB_EPOLL);
+    /* nonsense is ignored: the default */
+    int d = child_backend(NULL, 0, CONC_HUB_DEFAULT);
+    cr_assert_eq(child_backend("bogus", 0, CONC_HUB_DEFAULT), d);
+    cr_assert(d == CONC_HUB_EPOLL || d == CONC_HUB_URING);
+    /* an explicit option wins over the environment */
+    cr_assert_eq(child_backend("select", 0, CONC_HUB_POLL), CONC_HUB_POLL);
+}
+
+Test(hub_choice, uring_refused_falls_back_to_epoll)
+{
+    /* seccomp / io_uring_disabled: EPERM; an old kernel: ENOSYS */
+    cr_assert_eq(child_backend("uring", EPERM, CONC_HUB_DEFAULT), CONC_HUB_EPOLL);
+    cr_assert_eq(child_backend("uring", ENOSYS, CONC_HUB_DEFAULT), CONC_HUB_EPOLL);
+    cr_assert_eq(child_backend(NULL, EPERM, CONC_HUB_DEFAULT), CONC_HUB_EPOLL);
+    /* asked for in code: refused, not replaced */
+    cr_assert_eq(child_backend(NULL, EPERM, CONC_HUB_URING), 100 - CONC_ENOTSUP);
+}
+
+static int fdwait_pair[2];
+static void *wait_readable(void *arg)
+{
+    (void)arg;
+    return PTR(conc_wait_read(fdwait_pair[0], 5.0));
+}
+
+Test(hub_choice, option_per_hub)
+{
+    cr_assert_eq(conc_hub_backend(), CONC_HUB_DEFAULT); /* no hub yet */
+    cr_assert_str_eq(conc_hub_backend_name(CONC_HUB_URING), "uring");
+    cr_assert_str_eq(conc_hub_backend_name(CONC_HUB_SELECT), "select");
+    cr_assert_null(conc_hub_backend_name((conc_hub_backend_t)9));
+    conc_hub_opts_t bad = {.backend = (conc_hub_backend_t)9};
+    cr_assert_eq(conc_hub_init(&bad), CONC_EINVAL);
+    use_backend(CONC_HUB_POLL);
+    use_backend(CONC_HUB_SELECT); /* idle: switched */
+    use_backend(CONC_HUB_EPOLL);
+    /* busy: a green thread waits on an fd */
+    cr_assert_eq(conc_socketpair(fdwait_pair), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, wait_readable, NULL), 0);
+    cr_assert_eq(conc_sleep(0.02), 0);
+    conc_hub_opts_t o = {.backend = CONC_HUB_POLL};
+    cr_assert_eq(conc_hub_init(&o), CONC_EPERM);
+    cr_assert_eq(conc_hub_backend(), CONC_HUB_EPOLL);
+    cr_assert_eq(write(fdwait_pair[1], "x", 1), 1);
+    void *r;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, 0);
+    conc_green_free(g);
+    /* other threads get their own hub, with the process default */
+    conc_close(fdwait_pair[0]);
+    conc_close(fdwait_pair[1]);
+}
+
+/* --------------------------------------------------- wake-ups, every one */
+
+static conc_event_t wake_ev;
+static void *setter(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.05);
+    conc_event_set(&wake_ev);
+    return NULL;
+}
+static void *wait_event(void *arg)
+{
+    (void)arg;
+    return PTR(conc_event_wait(&wake_ev, 5.0) ? 0 : 1);
+}
+
+static void remote_wake(conc_hub_backend_t b)
+{
+    use_backend(b);
+    for (int round = 0; round < 3; round++) {
+        conc_event_clear(&wake_ev);
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, wait_event, NULL), 0);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, setter, NULL), 0);
+        void *r;
+        double t0 = tu_now();
+        cr_assert_eq(conc_green_get(g, 5.0, &r), 0); /* the hub sleeps in its poller meanwhile */
+        cr_assert_eq((intptr_t)r, 1, "the event was not seen");
+        cr_assert_lt(tu_now() - t0, 2.0);
+        pthread_join(t, NULL);
+        conc_green_free(g);
+    }
+}
+
+Test(hub_wake, epoll) { remote_wake(CONC_HUB_EPOLL); }
+Test(hub_wake, uring) { remote_wake(CONC_HUB_URING); }
+Test(hub_wake, poll) { remote_wake(CONC_HUB_POLL); }
+Test(hub_wake, select) { remote_wake(CONC_HUB_SELECT); }
+
+/* ------------------------------------------------- uring: cancellation */
+
+static int sp[2];
+static unsigned char rbuf[64];
+static void *recv_forever(void *arg)
+{
+    (void)arg;
+    return PTR(conc_recv(sp[0], rbuf, sizeof rbuf, 0, CONC_FOREVER));
+}
+static _Atomic int scope_fired;
+static void *recv_in_scope(void *arg)
+{
+    (void)arg;
+    conc_timeout_begin(0.05);
+    ssize_t r = conc_recv(sp[0], rbuf, sizeof rbuf, 0, CONC_FOREVER);
+    atomic_store(&scope_fired, conc_timeout_end());
+    return PTR(r);
+}
+static void *read_with_timeout(void *arg)
+{
+    (void)arg;
+    return PTR(conc_read(sp[0], rbuf, sizeof rbuf, 0.05));
+}
+
+/* After the call returned: data that arrives is not written into rbuf,
+ * and is still there for the next call. */
+static void check_untouched(void)
+{
+    for (size_t i = 0; i < sizeof rbuf; i++)
+        cr_assert_eq(rbuf[i], 0xAA, "rbuf[%zu] was written after the call returned", i);
+    cr_assert_eq(write(sp[1], "hello", 5), 5);
+    cr_assert_eq(conc_sleep(0.05), 0); /* hub turns: a live operation would complete now */
+    for (size_t i = 0; i < sizeof rbuf; i++)
+        cr_assert_eq(rbuf[i], 0xAA, "rbuf[%zu] was written after the call returned", i);
+    char b[16];
+    cr_assert_eq(conc_recv(sp[0], b, sizeof b, 0, 1.0), 5, "the bytes were consumed");
+    cr_assert_eq(memcmp(b, "hello", 5), 0);
+}
+
+static conc_green_t *start_reader(void *(*fn)(void *))
+{
+    use_backend(CONC_HUB_URING);
+    cr_assert_eq(conc_socketpair(sp), 0);
+    memset(rbuf, 0xAA, sizeof rbuf);
+    conc_green_t *g;
+    unsigned long before = conc__tl_hub->nsubmit;
+    cr_assert_eq(conc_go(&g, fn, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    cr_assert_gt(conc__tl_hub->nsubmit, before, "the recv was not submitted as an operation");
+    return g;
+}
+
+Test(hub_uring, recv_cancelled_by_kill, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_reader(recv_forever);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert(conc_green_killed(g));
+    check_untouched();
+    conc_green_free(g);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
+
+static _Atomic intptr_t killed_rc;
+static void *recv_report(void *arg)
+{
+    (void)arg;
+    atomic_store(&killed_rc, (intptr_t)conc_recv(sp[0], rbuf, sizeof rbuf, 0, CONC_FOREVER));
+    return NULL;
+}
+static conc_green_t *remote_target;
+static void *remote_killer(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.05);
+    conc_green_kill(remote_target, false, 0);
+    return NULL;
+}
+
+Test(hub_uring, recv_cancelled_by_kill_from_another_thread, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&killed_rc, 1);
+    remote_target = start_reader(recv_report);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, remote_killer, NULL), 0);
+    cr_assert_eq(conc_green_join(remote_target, 5.0), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(atomic_load(&killed_rc), CONC_EKILLED);
+    check_untouched();
+    conc_green_free(remote_target);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
+
+Test(hub_uring, recv_cancelled_by_timeout_scope, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_reader(recv_in_scope);
+    void *r;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, CONC_ETIMEDOUT);
+    cr_assert_eq(atomic_load(&scope_fired), 1);
+    check_untouched();
+    conc_green_free(g);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
+
+Test(hub_uring, read_cancelled_by_its_timeout, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_reader(read_with_timeout);
+    void *r;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, CONC_ETIMEDOUT);
+    check_untouched();
+    conc_green_free(g);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
+
+static void *recv_closed(void *arg)
+{
+    (void)arg;
+    ssize_t r = conc_recv(sp[0], rbuf, sizeof rbuf, 0, 5.0);
+    return PTR(r == CONC_ESYS ? -errno : r);
+}
+
+Test(hub_uring, close_wakes_a_pending_recv, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_reader(recv_closed);
+    int fd = sp[0];
+    cr_assert_eq(conc_close(fd), 0); /* gevent's cancel_wait: the waiter sees EBADF */
+    void *r;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, -EBADF);
+    conc_green_free(g);
+    conc_close(sp[1]);
+}
+
+/* ------------------------------------------------- uring: multishot accept */
+
+enum { NACC = 200 };
+static int acc_lfd, acc_port;
+static _Atomic int acc_ok;
+
+static void *acc_server(void *arg)
+{
+    (void)arg;
+    int fds[NACC];
+    int n = 0;
+    for (; n < NACC; n++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int c = conc_accept(acc_lfd, (struct sockaddr *)&ss, &len, 10.0);
+        if (c < 0)
+            break;
+        if (ss.ss_family != AF_INET)
+            break;
+        fds[n] = c;
+    }
+    for (int i = 0; i < n; i++) {
+        char b;
+        if (conc_read(fds[i], &b, 1, 5.0) == 1 && conc_write(fds[i], &b, 1, 5.0) == 1)
+            atomic_fetch_add(&acc_ok, 1);
+        conc_close(fds[i]);
+    }
+    return PTR(n);
+}
+
+static void *acc_client(void *arg)
+{
+    int fd;
+    char b = (char)(intptr_t)arg, e = 0;
+    if (conc_tcp_dial("127.0.0.1", acc_port, 10.0, &fd) != 0)
+        return PTR(1);
+    int bad = conc_write(fd, &b, 1, 10.0) != 1 || conc_read(fd, &e, 1, 10.0) != 1 || e != b;
+    conc_close(fd);
+    return PTR(bad);
+}
+
+Test(hub_uring, multishot_accept_of_many_connections, .timeout = TU_TIMEOUT)
+{
+    if (raise_nofile() < 2 * NACC + 64)
+        cr_skip_test("fd limit too low");
+    use_backend(CONC_HUB_URING);
+    cr_assert_eq(conc_tcp_listen("127.0.0.1", 0, 512, &acc_lfd), 0);
+    acc_port = conc_socket_port(acc_lfd);
+    conc_green_t *srv, *cl[NACC];
+    cr_assert_eq(conc_go(&srv, acc_server, NULL), 0);
+    for (int i = 0; i < NACC; i++)
+        cr_assert_eq(conc_go(&cl[i], acc_client, PTR(i)), 0);
+    cr_assert_eq(conc_green_joinall(cl, NACC, 30.0), 0);
+    void *r;
+    cr_assert_eq(conc_green_get(srv, 10.0, &r), 0);
+    cr_assert_eq((intptr_t)r, NACC);
+    cr_assert_eq(atomic_load(&acc_ok), NACC);
+    for (int i = 0; i < NACC; i++) {
+        cr_assert_eq(conc_green_get(cl[i], 0, &r), 0);
+        cr_assert_eq((intptr_t)r, 0, "client %d failed", i);
+        conc_green_free(cl[i]);
+    }
+    conc_green_free(srv);
+    if (atomic_load(&conc__uring_multishot))
+        cr_assert_lt(conc__tl_hub->narm, 10, "%lu accepts armed for %d connections: not multishot",
+                     conc__tl_hub->narm, NACC);
+    else
+        cr_log_warn("this kernel has no multishot accept: one operation per connection");
+    cr_assert_eq(conc_close(acc_lfd), 0);
+}
+
+/* ------------------------------------------- echo load, every backend */
+
+static int echo_lfd, echo_port;
+static _Atomic int echo_served;
+enum { ECHO_ROUNDS = 5, ECHO_MSG = 64 };
+
+static void *echo_conn(void *arg)
+{
+    int c = (int)(intptr_t)arg;
+    char buf[512];
+    ssize_t n;
+    while ((n = conc_read(c, buf, sizeof buf, 20.0)) > 0)
+        if (conc_write_all(c, buf, (size_t)n, NULL, 20.0) != 0)
+            break;
+    conc_close(c);
+    atomic_fetch_add(&echo_served, 1);
+    return NULL;
+}
+
+static void *echo_server(void *arg)
+{
+    (void)arg;
+    int c;
+    while ((c = conc_accept(echo_lfd, NULL, NULL, CONC_FOREVER)) >= 0)
+        if (conc_go(NULL, echo_conn, PTR(c)) != 0)
+            conc_close(c);
+    return NULL;
+}
+
+static void *echo_client(void *arg)
+{
+    int fd, id = (int)(intptr_t)arg;
+    if (conc_tcp_dial("127.0.0.1", echo_port, 20.0, &fd) != 0)
+        return PTR(1);
+    char out[ECHO_MSG], in[ECHO_MSG];
+    int bad = 0;
+    for (int r = 0; r < ECHO_ROUNDS && !bad; r++) {
+        memset(out, 'a' + (id + r) % 26, sizeof out);
+        memcpy(out, &id, sizeof id);
+        bad = conc_write_all(fd, out, sizeof out, NULL, 20.0) != 0 ||
+              conc_read_exact(fd, in, sizeof in, NULL, 20.0) != 0 || memcmp(in, out, sizeof in) != 0;
+    }
+    conc_close(fd);
+    return PTR(bad ? 2 : 0);
+}
+
+static void echo_load(conc_hub_backend_t b, int n)
+{
+    long lim = raise_nofile();
+    if (lim < 2 * n + 64)
+        n = (int)(lim - 64) / 2;
+    use_backend(b);
+    cr_assert_eq(conc_tcp_listen("127.0.0.1", 0, 1024, &echo_lfd), 0);
+    echo_port = conc_socket_port(echo_lfd);
+    conc_green_t *srv, **cl = calloc((size_t)n, sizeof *cl);
+    cr_assert(cl);
+    cr_assert_eq(conc_go(&srv, echo_server, NULL), 0);
+    double t0 = tu_now();
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(conc_go(&cl[i], echo_client, PTR(i)), 0);
+    cr_assert_eq(conc_green_joinall(cl, (size_t)n, 40.0), 0, "clients did not finish");
+    double dt = tu_now() - t0;
+    for (int i = 0; i < n; i++) {
+        void *r;
+        cr_assert_eq(conc_green_get(cl[i], 0, &r), 0);
+        cr_assert_eq((intptr_t)r, 0, "client %d failed (%d)", i, (int)(intptr_t)r);
+        conc_green_free(cl[i]);
+    }
+    free(cl);
+    cr_assert_eq(conc_green_kill(srv, true, 5.0), 0);
+    conc_green_free(srv);
+    conc_close(echo_lfd);
+    cr_log_info("%s: %d connections x %d round trips in %.3f s", conc_hub_backend_name(b), n, ECHO_ROUNDS, dt);
+}
+
+Test(hub_echo, epoll_1000, .timeout = TU_TIMEOUT) { echo_load(CONC_HUB_EPOLL, 1000); }
+Test(hub_echo, uring_1000, .timeout = TU_TIMEOUT) { echo_load(CONC_HUB_URING, 1000); }
+Test(hub_echo, poll_1000, .timeout = TU_TIMEOUT) { echo_load(CONC_HUB_POLL, 1000); }
+/* 2 fds per connection in this process: select stays under FD_SETSIZE */
+Test(hub_echo, select_400, .timeout = TU_TIMEOUT) { echo_load(CONC_HUB_SELECT, 400); }
+
+/* ------------------------------------------------ select: FD_SETSIZE */
+
+static int big_fd;
+static void *wait_big(void *arg)
+{
+    (void)arg;
+    char b[8];
+    intptr_t r1 = conc_recv(big_fd, b, sizeof b, 0, 1.0);
+    intptr_t r2 = conc_wait_read(big_fd, 1.0);
+    return PTR(r1 == CONC_ERANGE && r2 == CONC_ERANGE);
+}
+
+Test(hub_select, fd_past_fd_setsize_is_a_clear_error, .timeout = TU_TIMEOUT)
+{
+    if (raise_nofile() < FD_SETSIZE + 100)
+        cr_skip_test("fd limit under FD_SETSIZE");
+    use_backend(CONC_HUB_SELECT);
+    cr_assert_eq(conc_socketpair(sp), 0);
+    big_fd = fcntl(sp[0], F_DUPFD_CLOEXEC, FD_SETSIZE + 20);
+    cr_assert_geq(big_fd, FD_SETSIZE);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, wait_big, NULL), 0);
+    void *r;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, 1, "a wait on fd %d did not return CONC_ERANGE", big_fd);
+    conc_green_free(g);
+    /* data already there needs no wait: it works */
+    cr_assert_eq(write(sp[1], "abc", 3), 3);
+    char b[8];
+    cr_assert_eq(conc_recv(big_fd, b, sizeof b, 0, 1.0), 3);
+    /* and fds under the limit still do */
+    fdwait_pair[0] = sp[0];
+    cr_assert_eq(conc_go(&g, wait_readable, NULL), 0);
+    cr_assert_eq(write(sp[1], "x", 1), 1);
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq((intptr_t)r, 0);
+    conc_green_free(g);
+    conc_close(big_fd);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
