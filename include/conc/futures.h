@@ -244,6 +244,11 @@ CONC_API int conc_as_completed_new(conc_as_completed_t **out, conc_future_t *con
  * the iterator lives); CONC_ETIMEDOUT when the deadline passes first (the
  * iterator stays usable); CONC_EEOF when every future has been yielded. */
 CONC_API int conc_as_completed_next(conc_as_completed_t *it, conc_future_t **f);
+/* How many of the iterator's distinct futures have not finished (yet): the
+ * count in CPython's TimeoutError "%d (of %d) futures unfinished", read
+ * after conc_as_completed_next returned CONC_ETIMEDOUT; *total (may be
+ * NULL) gets the "of" part, the number of distinct futures. 0 for NULL. */
+CONC_API size_t conc_as_completed_unfinished(conc_as_completed_t *it, size_t *total);
 /* Free the iterator (at any time): the callbacks it left on futures not
  * yet done are removed, so nothing stays behind on a long-lived future. */
 CONC_API int conc_as_completed_free(conc_as_completed_t *it);

@@ -113,6 +113,9 @@ CONC_API int conc_rlock_release(conc_rlock_t *r);
 CONC_API bool conc_rlock_is_owned(const conc_rlock_t *r);
 /* The caller's recursion level (0 when the caller does not own it). */
 CONC_API unsigned long conc_rlock_level(const conc_rlock_t *r);
+/* RLock.locked() (Python 3.14): true while any context holds r (a
+ * snapshot), not only the caller; false for NULL. */
+CONC_API bool conc_rlock_locked(const conc_rlock_t *r);
 
 /* ----------------------------------------------------------- Condition */
 
@@ -234,6 +237,72 @@ CONC_API int conc_barrier_abort(conc_barrier_t *b);
 CONC_API bool conc_barrier_broken(conc_barrier_t *b);
 CONC_API int conc_barrier_n_waiting(conc_barrier_t *b);
 CONC_API int conc_barrier_parties(const conc_barrier_t *b);
+
+/* ----------------------------------------------------------- with lock: */
+
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__cplusplus)
+/* Python's `with lock:` for the rest of the enclosing block:
+ *
+ *     {
+ *         CONC_WITH(&lock);          // lock.acquire()
+ *         if (bad) return -1;        // released here...
+ *         ...
+ *     }                              // ...and here, and on break / goto out
+ *
+ * Works with a conc_lock_t *, conc_rlock_t *, conc_semaphore_t * (one
+ * unit) or conc_cond_t * (its lock). The acquire blocks without a timeout,
+ * so it can only fail when cut short (CONC_EKILLED, CONC_ETIMEDOUT from a
+ * Timeout scope): then nothing is released at the end. CONC_WITH_RC(&lock,
+ * rc) also declares `const int rc`, the acquire's result (0 when held) —
+ * check it where a kill or a scope can interrupt the wait, as Python's
+ * `with` would raise there. One per line; release order is the reverse of
+ * acquire order, as nested `with` statements. */
+typedef struct conc__held {
+    int (*release)(void *obj);
+    void *obj; /* NULL: not held */
+    int rc;
+} conc__held_t;
+static inline int conc__held_lock_rel(void *o) { return conc_lock_release((conc_lock_t *)o); }
+static inline int conc__held_rlock_rel(void *o) { return conc_rlock_release((conc_rlock_t *)o); }
+static inline int conc__held_sem_rel(void *o) { return conc_semaphore_release((conc_semaphore_t *)o, 1); }
+static inline int conc__held_cond_rel(void *o) { return conc_cond_release((conc_cond_t *)o); }
+static inline conc__held_t conc__held_mk(int (*rel)(void *), void *obj, int rc)
+{
+    conc__held_t h = {rel, rc == 0 ? obj : (void *)0, rc};
+    return h;
+}
+static inline conc__held_t conc__held_lock(conc_lock_t *l)
+{
+    return conc__held_mk(conc__held_lock_rel, l, l ? conc_lock_acquire(l, true, CONC_FOREVER) : CONC_EINVAL);
+}
+static inline conc__held_t conc__held_rlock(conc_rlock_t *r)
+{
+    return conc__held_mk(conc__held_rlock_rel, r, conc_rlock_acquire(r, true, CONC_FOREVER));
+}
+static inline conc__held_t conc__held_sem(conc_semaphore_t *s)
+{
+    return conc__held_mk(conc__held_sem_rel, s, conc_semaphore_acquire(s, true, CONC_FOREVER));
+}
+static inline conc__held_t conc__held_cond(conc_cond_t *c)
+{
+    return conc__held_mk(conc__held_cond_rel, c, conc_cond_acquire(c, true, CONC_FOREVER));
+}
+static inline void conc__held_leave(conc__held_t *h)
+{
+    if (h->obj)
+        h->release(h->obj);
+}
+#define conc__held_take(x)                                                                            \
+    _Generic((x), conc_lock_t *: conc__held_lock, conc_rlock_t *: conc__held_rlock,                  \
+             conc_semaphore_t *: conc__held_sem, conc_cond_t *: conc__held_cond)(x)
+#define CONC__WITH_CAT2(a, b) a##b
+#define CONC__WITH_CAT(a, b) CONC__WITH_CAT2(a, b)
+#define CONC_WITH_RC(lockp, rcvar)                                                                       \
+    conc__held_t CONC__WITH_CAT(conc__held_, __LINE__) __attribute__((cleanup(conc__held_leave))) =  \
+        conc__held_take(lockp);                                                                       \
+    const int rcvar __attribute__((unused)) = CONC__WITH_CAT(conc__held_, __LINE__).rc
+#define CONC_WITH(lockp) CONC_WITH_RC(lockp, CONC__WITH_CAT(conc__with_rc_, __LINE__))
+#endif
 
 #ifdef __cplusplus
 }

@@ -118,6 +118,17 @@ typedef void (*conc_excepthook_fn)(conc_thread_t *t, int code, const char *msg, 
 /* Install hook (NULL restores the default). Returns the previous hook. */
 CONC_API conc_excepthook_fn conc_set_excepthook(conc_excepthook_fn hook, void *arg);
 
+/* threading.stack_size(size): the stack size of threads created from now
+ * on whose options leave stack_size at 0 (conc_thread_new, conc's thread
+ * pools, timers...). 0 means the system default. Stores the previous
+ * setting (0 = default) in *old (may be NULL), as Python returns it.
+ * Returns 0, or CONC_EINVAL — and changes nothing — for a size below
+ * 32 KiB (CPython's minimum, its ValueError) or one the system refuses
+ * (pthread_attr_setstacksize: not a valid size). As in Python, calling it
+ * with 0 resets the default; conc_stack_size_get only reads. */
+CONC_API int conc_stack_size(size_t size, size_t *old);
+CONC_API size_t conc_stack_size_get(void);
+
 /* --------------------------------------------------------------- local */
 
 /* threading.local: one value per thread — and per green thread, used from
@@ -134,6 +145,15 @@ CONC_API void *conc_local_get(conc_local_t *l);
  * CONC_ENOMEM. */
 CONC_API int conc_local_set(conc_local_t *l, void *value, void **old);
 CONC_API int conc_local_free(conc_local_t *l);
+/* A subclass of threading.local with an __init__: init(arg) runs in each
+ * context (thread, or green thread) the first time it calls conc_local_get
+ * without having set a value, and its result becomes that context's value
+ * (destroyed by dtor like any other; conc_local_set replaces it as usual;
+ * a value set to NULL stays NULL). init runs with no conc lock held and
+ * may use conc. NULL init is conc_local_new. Returns 0, CONC_EINVAL,
+ * CONC_ENOMEM. */
+CONC_API int conc_local_new_init(conc_local_t **out, void *(*init)(void *arg), void *arg,
+                                 void (*dtor)(void *value));
 
 /* --------------------------------------------------------------- Timer */
 

@@ -328,3 +328,18 @@ int conc_as_completed_free(conc_as_completed_t *it)
     free(it);
     return 0;
 }
+
+size_t conc_as_completed_unfinished(conc_as_completed_t *it, size_t *total)
+{
+    if (!it) {
+        if (total)
+            *total = 0;
+        return 0;
+    }
+    conc__lock_hold(&it->sh->lock);
+    size_t done = it->sh->nfinished;
+    conc_lock_release(&it->sh->lock);
+    if (total)
+        *total = it->m;
+    return it->m - done;
+}

@@ -70,3 +70,8 @@ unsigned long conc_rlock_level(const conc_rlock_t *r)
 {
     return conc_rlock_is_owned(r) ? r->count : 0;
 }
+
+bool conc_rlock_locked(const conc_rlock_t *r)
+{
+    return r && conc_lock_locked(&r->lock);
+}

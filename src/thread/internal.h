@@ -50,6 +50,8 @@ struct conc_thread {
     conc__slotset_t locals;      /* threading.local values */
 };
 
+/* threading.stack_size()'s setting (stack_size.c): 0 = the system default. */
+size_t conc__thread_default_stack(void);
 /* The calling thread's record, created for foreign threads (NULL: no memory). */
 conc_thread_t *conc__thread_self(void);
 /* Modules that keep work alive past main (pools, timers) register an exit

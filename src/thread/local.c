@@ -22,6 +22,8 @@ struct conc_local {
     size_t idx;
     uint64_t gen;
     void (*dtor)(void *);
+    void *(*init)(void *arg); /* a local subclass's __init__: first get per context */
+    void *init_arg;
 };
 
 typedef struct {
@@ -43,11 +45,18 @@ static void locals_lock_acquire(void) { conc__lock_hold(&locals_lock); }
 
 int conc_local_new(conc_local_t **out, void (*dtor)(void *))
 {
+    return conc_local_new_init(out, NULL, NULL, dtor);
+}
+
+int conc_local_new_init(conc_local_t **out, void *(*init)(void *arg), void *arg, void (*dtor)(void *))
+{
     if (!out)
         return CONC_EINVAL;
     conc_local_t *l = malloc(sizeof *l);
     if (!l)
         return CONC_ENOMEM;
+    l->init = init;
+    l->init_arg = arg;
     locals_lock_acquire();
     size_t i;
     for (i = 0; i < table_len; i++)
@@ -110,13 +119,27 @@ static conc__slotset_t *current_set(bool create)
 void *conc_local_get(conc_local_t *l)
 {
     conc__slotset_t *t;
-    if (!l || !(t = current_set(false)))
-        return NULL;
     void *v = NULL;
-    conc__lock_hold(&t->lock);
-    if (l->idx < t->nslots && t->slots[l->idx].gen == l->gen)
-        v = t->slots[l->idx].value;
-    conc_lock_release(&t->lock);
+    bool have = false;
+    if (!l)
+        return NULL;
+    if ((t = current_set(false))) {
+        conc__lock_hold(&t->lock);
+        if (l->idx < t->nslots && t->slots[l->idx].gen == l->gen) {
+            v = t->slots[l->idx].value;
+            have = true;
+        }
+        conc_lock_release(&t->lock);
+    }
+    if (!have && l->init) {
+        /* First use in this context: run the initialiser (no lock held:
+         * it may use other locals), then keep what it made. */
+        v = l->init(l->init_arg);
+        if (conc_local_set(l, v, NULL) != 0 && l->dtor && v) {
+            l->dtor(v); /* out of memory: nothing may leak */
+            v = NULL;
+        }
+    }
     return v;
 }
 

@@ -274,6 +274,8 @@ int conc_thread_new(conc_thread_t **out, void *(*fn)(void *), void *arg, const c
         o = *opts;
     if (o.stack_size != 0 && o.stack_size < CONC__MIN_STACK)
         return CONC_EINVAL;
+    if (o.stack_size == 0)
+        o.stack_size = conc__thread_default_stack(); /* threading.stack_size() */
     conc_thread_t *t = record_new();
     if (!t)
         return CONC_ENOMEM;
