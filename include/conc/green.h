@@ -147,6 +147,51 @@ CONC_API int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeou
  * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
 
+/* Greenlet.link_value / link_exception: as conc_green_link, but cb runs
+ * only if g ends successfully (a kill counts as success, as GreenletExit
+ * does in gevent) / only if it fails (conc_fail). Returns as link. */
+CONC_API int conc_green_link_value(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
+CONC_API int conc_green_link_exception(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
+/* Greenlet.unlink: remove one link (of any kind) made with this cb and
+ * arg that has not run — the earliest made, as gevent removes the first.
+ * Returns 1 if one was removed, 0 if none was left (never linked, or g
+ * ended and its links ran or are running now), CONC_EINVAL.
+ * unlink_all removes every link not yet run and returns how many. Both
+ * work from any OS thread. */
+CONC_API int conc_green_unlink(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
+CONC_API int conc_green_unlink_all(conc_green_t *g);
+/* Greenlet.has_links(): true while links wait for g's end. */
+CONC_API bool conc_green_has_links(const conc_green_t *g);
+/* Greenlet.value: what g's function returned, once g ended successfully;
+ * NULL until then, and if it failed or was killed. Never blocks — use it
+ * in a link callback, where conc_green_get would join yourself. */
+CONC_API void *conc_green_value(const conc_green_t *g);
+
+/* Greenlet(fn, arg) without start: make a green thread on the calling OS
+ * thread's hub that does not run until conc_green_start (or
+ * conc_green_start_later). *out must not be NULL. A handle freed before it
+ * was started ends it unrun (killed: its links run). Returns as conc_go. */
+CONC_API int conc_green_new(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg);
+/* Greenlet.start(): schedule it. start_later(seconds): schedule it to
+ * begin after seconds (0 or less: as start); a kill meanwhile ends it
+ * without running fn (conc_green_started stays false). Only on the hub's
+ * OS thread. Returns 0; CONC_EPERM if it was started already (or made by
+ * conc_go, or killed), or the caller is another OS thread; CONC_EINVAL
+ * (NULL, NaN or CONC_FOREVER seconds). Never blocks. */
+CONC_API int conc_green_start(conc_green_t *g);
+CONC_API int conc_green_start_later(conc_green_t *g, double seconds);
+/* gevent.spawn_later: conc_green_new + start_later. NULL out: detached.
+ * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_green_spawn_later(conc_green_t **out, double seconds, void *(*fn)(void *), void *arg);
+/* gevent.killall(greenlets, block, timeout): kill every one of gs (NULL
+ * entries and the caller itself are skipped) — all the kills first, so
+ * none that has not started ever runs — then, with block, wait up to
+ * timeout for all to end. Returns 0, CONC_ETIMEDOUT (block: some still
+ * run), CONC_EKILLED / CONC_ETIMEDOUT (the caller was killed or its scope
+ * fired while it waited), CONC_EPERM (block, and the caller is among gs),
+ * CONC_EINVAL. */
+CONC_API int conc_green_killall(conc_green_t *const *gs, size_t n, bool block, double timeout);
+
 /* gevent.sleep: green threads park for seconds; OS threads sleep. 0 yields
  * to the other ready green threads (on an OS thread without a hub, to the
  * OS scheduler), and so does a negative value (gevent.sleep(-1)).

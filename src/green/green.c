@@ -56,7 +56,10 @@ static void default_name(char *buf, unsigned long n)
     buf[i] = 0;
 }
 
-int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg)
+int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
+                     bool schedule);
+int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
+                     bool schedule)
 {
     if (!fn)
         return CONC_EINVAL;
@@ -125,6 +128,8 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     atomic_store_explicit(&g->links, NULL, memory_order_relaxed);
     g->pool = NULL;
     g->pool_next = g->pool_prev = NULL;
+    g->unscheduled = !schedule;
+    g->start_dl = 0;
     if (opts && opts->name) {
         strncpy(g->name, opts->name, sizeof g->name - 1);
         g->name[sizeof g->name - 1] = 0;
@@ -141,12 +146,18 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     if (h->all)
         h->all->all_prev = g;
     h->all = g;
-    conc__hub_ready(h, &g->gs);
+    if (schedule)
+        conc__hub_ready(h, &g->gs);
     if (conc__obs_on(CONC__OBS_TRACE))
         conc__trace_spawn(&g->ctx, opts && opts->name ? g->name : NULL);
     if (out)
         *out = g;
     return 0;
+}
+
+int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg)
+{
+    return conc__green_make(out, opts, fn, arg, true);
 }
 
 int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
@@ -172,6 +183,14 @@ void conc__green_unref(conc_green_t *g)
  * (conc_fail) changes nothing — not g's outcome, not the caller's own
  * failure state — and is reported on stderr, as gevent's hub reports an
  * exception raised in a link (and conc a failing future callback). */
+static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg);
+void conc__green_run_link(conc_green_t *g, const conc__link_t *l)
+{
+    bool ok = g->killed || g->ctx.fail_code == 0; /* successful(): a kill counts */
+    if (l->kind == CONC__LINK_ANY || (l->kind == CONC__LINK_VALUE) == ok)
+        run_link(g, l->cb, l->arg);
+}
+
 static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
 {
     conc__ctx_t *c = conc__ctx();
@@ -202,7 +221,17 @@ static void end_green(conc_green_t *g)
     if (g->all_next)
         g->all_next->all_prev = g->all_prev;
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
-    conc__link_t *list = atomic_exchange_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_acq_rel);
+    conc__link_t *list = atomic_load_explicit(&g->links, memory_order_acquire);
+    for (;;) {
+        if (__builtin_expect(list == CONC__LINKS_BUSY, 0)) { /* an unlink edits it: it puts it back */
+            sched_yield();
+            list = atomic_load_explicit(&g->links, memory_order_acquire);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            break;
+    }
     if (g->pool)
         conc__green_pool_member_done(g);
     conc__waiter_t *w;
@@ -218,7 +247,7 @@ static void end_green(conc_green_t *g)
     }
     while (rev) {
         conc__link_t *n = rev->next;
-        run_link(g, rev->cb, rev->arg);
+        conc__green_run_link(g, rev);
         free(rev);
         rev = n;
     }
@@ -229,6 +258,13 @@ void conc__green_run(conc_green_t *g);
 void conc__green_run(conc_green_t *g)
 {
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
+    if (g->start_dl && !g->killed) { /* start_later: wait out the delay (a kill ends it unrun) */
+        conc__waiter_t w;
+        conc__waiter_init(&w);
+        w.spun = 1;
+        if (conc__park(&w, g->start_dl) == CONC_EKILLED)
+            g->killed = true;
+    }
     if (!g->killed) { /* killed before it started: it never runs */
         atomic_store_explicit(&g->ran, true, memory_order_release);
         bool traced = g->pool && conc__obs_on(CONC__OBS_TRACE);
@@ -253,6 +289,16 @@ void conc__green_do_kill(conc_green_t *g)
         return;
     g->killed = true;
     if (st == G_NEW) {
+        if (g->unscheduled) { /* made, never started: it is on no queue */
+            g->unscheduled = false;
+            if (g->gs.hub->cur == &g->gs.hub->loop) {
+                conc__hub_ready(g->gs.hub, &g->gs); /* ends on its own stack, unrun */
+                return;
+            }
+            end_green(g);
+            conc__green_unref(g);
+            return;
+        }
         if (g->gs.hub->cur == &g->gs.hub->loop)
             return; /* a remote kill, handled in the hub's loop: links may
                        block, so it ends on its own stack when its turn comes
@@ -378,6 +424,8 @@ int conc_green_free(conc_green_t *g)
 {
     if (!g || g->detached)
         return CONC_EINVAL;
+    if (g->unscheduled && g->gs.hub == conc__tl_hub)
+        conc__green_do_kill(g); /* never started: it never will (as gevent drops it) */
     g->detached = true;
     conc__green_unref(g);
     return 0;
@@ -442,7 +490,8 @@ int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeout)
     return 0;
 }
 
-int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
+int conc__green_link_kind(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg, int kind);
+int conc__green_link_kind(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg, int kind)
 {
     if (!g || !cb)
         return CONC_EINVAL;
@@ -451,17 +500,27 @@ int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), voi
         return CONC_ENOMEM;
     l->cb = cb;
     l->arg = arg;
+    l->kind = kind;
     conc__link_t *head = atomic_load_explicit(&g->links, memory_order_acquire);
     do {
+        while (head == CONC__LINKS_BUSY) { /* an unlink edits the list */
+            sched_yield();
+            head = atomic_load_explicit(&g->links, memory_order_acquire);
+        }
         if (head == CONC__LINKS_CLOSED) { /* already ended */
+            conc__green_run_link(g, l);
             free(l);
-            run_link(g, cb, arg);
             return 0;
         }
         l->next = head;
     } while (!atomic_compare_exchange_weak_explicit(&g->links, &head, l, memory_order_acq_rel,
                                                     memory_order_acquire));
     return 0;
+}
+
+int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
+{
+    return conc__green_link_kind(g, cb, arg, CONC__LINK_ANY);
 }
 
 /* ------------------------------------------------------ sleep and yield */

@@ -69,10 +69,13 @@ typedef struct conc__link {
     struct conc__link *next;
     void (*cb)(conc_green_t *g, void *arg);
     void *arg;
+    int kind; /* CONC__LINK_*: which outcomes it runs for (links.c) */
 } conc__link_t;
+enum { CONC__LINK_ANY = 0, CONC__LINK_VALUE = 1, CONC__LINK_EXCEPTION = 2 };
 
 enum { G_NEW = 0, G_RUNNING = 1, G_DEAD = 2 };
 #define CONC__LINKS_CLOSED ((conc__link_t *)1)
+#define CONC__LINKS_BUSY ((conc__link_t *)2) /* a list being edited (unlink): wait */
 
 /* A green thread. It lives at the top of its own stack, so an idle green
  * thread costs one page. */
@@ -95,6 +98,8 @@ struct conc_green {
     conc__link_t *_Atomic links; /* a stack; CONC__LINKS_CLOSED once ended */
     struct conc_green_pool *pool;
     struct conc_green *pool_next, *pool_prev;
+    bool unscheduled;        /* made by conc_green_new, not started yet */
+    int64_t start_dl;        /* start_later: run fn from this deadline on (0: at once) */
     struct conc_green *all_next, *all_prev; /* hub->all: live ones, for debuggers */
     _Atomic int name_state; /* 0: default name not made yet, 1: being made, 2: set */
     char name[32];
@@ -190,6 +195,8 @@ void conc__stack_overflow_handler_thread_exit(void);
 
 /* green.c */
 void conc__green_unref(conc_green_t *g);
+/* links.c: run a link now (in the caller) if its kind matches g's outcome. */
+void conc__green_run_link(conc_green_t *g, const conc__link_t *l);
 void conc__green_do_kill(conc_green_t *g); /* on g's hub thread */
 
 #endif

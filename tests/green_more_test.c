@@ -1,0 +1,338 @@
+/*
+ * The rest of gevent's Greenlet API (issue 17), ported from gevent's
+ * test__greenlet.py: link_value / link_exception / unlink / unlink_all /
+ * has_links (TestLink, test_link_value...), Greenlet.value read in a link,
+ * Greenlet(fn) + start() / start_later, spawn_later (TestStart,
+ * test_start_later, test_kill_scheduled...), killall (TestBasic.test_killall,
+ * test_killall_iterable, block and timeout).
+ */
+#include "test_util.h"
+
+#define PTR(x) ((void *)(uintptr_t)(x))
+#define INT(p) ((int)(uintptr_t)(p))
+
+static void *ret_arg(void *arg) { return arg; }
+
+static void *fail_it(void *arg)
+{
+    (void)arg;
+    conc_fail(CONC_EBROKEN, "boom");
+    return PTR(1);
+}
+
+static void *sleeper(void *arg)
+{
+    int rc = conc_sleep(arg ? *(double *)arg : 10.0);
+    return PTR(rc == CONC_EKILLED ? 2 : 1);
+}
+
+typedef struct {
+    int any, value, exc;
+    void *seen; /* conc_green_value read in the link */
+} linkrec_t;
+
+static void on_any(conc_green_t *g, void *arg) { ((linkrec_t *)arg)->any++; ((linkrec_t *)arg)->seen = conc_green_value(g); }
+static void on_value(conc_green_t *g, void *arg) { (void)g; ((linkrec_t *)arg)->value++; }
+static void on_exc(conc_green_t *g, void *arg) { (void)g; ((linkrec_t *)arg)->exc++; }
+
+Test(green_more, link_value_and_exception, .timeout = TU_TIMEOUT)
+{
+    linkrec_t ok = {0}, bad = {0};
+    conc_green_t *a, *b;
+    cr_assert_eq(conc_go(&a, ret_arg, PTR(42)), 0);
+    cr_assert_eq(conc_go(&b, fail_it, NULL), 0);
+    cr_assert_not(conc_green_has_links(a));
+    cr_assert_eq(conc_green_link(a, on_any, &ok), 0);
+    cr_assert_eq(conc_green_link_value(a, on_value, &ok), 0);
+    cr_assert_eq(conc_green_link_exception(a, on_exc, &ok), 0);
+    cr_assert(conc_green_has_links(a));
+    cr_assert_eq(conc_green_link(b, on_any, &bad), 0);
+    cr_assert_eq(conc_green_link_value(b, on_value, &bad), 0);
+    cr_assert_eq(conc_green_link_exception(b, on_exc, &bad), 0);
+    cr_assert_null(conc_green_value(a), "no value before the end");
+    cr_assert_eq(conc_green_join(a, 5), 0);
+    cr_assert_eq(conc_green_join(b, 5), 0);
+    cr_assert(ok.any == 1 && ok.value == 1 && ok.exc == 0);
+    cr_assert_eq(ok.seen, PTR(42), "a link reads the ended green thread's value");
+    cr_assert(bad.any == 1 && bad.value == 0 && bad.exc == 1);
+    cr_assert_null(bad.seen, "a failed one has no value");
+    cr_assert_eq(conc_green_value(a), PTR(42));
+    cr_assert_null(conc_green_value(b));
+    cr_assert_not(conc_green_has_links(a), "links ran: none left");
+    /* linking to an ended one runs the callback at once, by kind */
+    linkrec_t late = {0};
+    cr_assert_eq(conc_green_link_value(b, on_value, &late), 0);
+    cr_assert_eq(conc_green_link_exception(b, on_exc, &late), 0);
+    cr_assert(late.value == 0 && late.exc == 1);
+    cr_assert_eq(conc_green_unlink(a, on_any, &ok), 0, "nothing left to unlink");
+    conc_green_free(a);
+    conc_green_free(b);
+}
+
+Test(green_more, killed_counts_as_value, .timeout = TU_TIMEOUT)
+{
+    linkrec_t r = {0};
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, sleeper, NULL), 0);
+    cr_assert_eq(conc_green_link_value(g, on_value, &r), 0);
+    cr_assert_eq(conc_green_link_exception(g, on_exc, &r), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5), 0);
+    cr_assert(r.value == 1 && r.exc == 0, "GreenletExit is a success");
+    cr_assert_null(conc_green_value(g));
+    conc_green_free(g);
+}
+
+Test(green_more, unlink_and_unlink_all, .timeout = TU_TIMEOUT)
+{
+    linkrec_t r = {0};
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, ret_arg, PTR(1)), 0);
+    cr_assert_eq(conc_green_unlink(NULL, on_any, &r), CONC_EINVAL);
+    cr_assert_eq(conc_green_unlink(g, NULL, &r), CONC_EINVAL);
+    cr_assert_eq(conc_green_unlink_all(NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_link(g, on_any, &r), 0);
+    cr_assert_eq(conc_green_link(g, on_any, &r), 0);
+    cr_assert_eq(conc_green_link_value(g, on_value, &r), 0);
+    cr_assert_eq(conc_green_unlink(g, on_any, &r), 1, "one at a time");
+    cr_assert_eq(conc_green_unlink(g, on_any, NULL), 0, "arg must match");
+    cr_assert_eq(conc_green_unlink(g, on_value, &r), 1, "any kind");
+    cr_assert(conc_green_has_links(g));
+    cr_assert_eq(conc_green_join(g, 5), 0);
+    cr_assert_eq(r.any, 1, "the other on_any link ran");
+    cr_assert_eq(r.value, 0);
+
+    linkrec_t r2 = {0};
+    conc_green_t *h;
+    cr_assert_eq(conc_go(&h, ret_arg, PTR(1)), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_green_link(h, on_any, &r2), 0);
+    cr_assert_eq(conc_green_unlink_all(h), 3);
+    cr_assert_not(conc_green_has_links(h));
+    cr_assert_eq(conc_green_join(h, 5), 0);
+    cr_assert_eq(r2.any, 0);
+    cr_assert_eq(conc_green_unlink_all(h), 0);
+    conc_green_free(g);
+    conc_green_free(h);
+}
+
+/* unlink from another OS thread while the green thread ends: every link
+ * either runs once or is removed, never both, never lost */
+static _Atomic int ran_links;
+static void count_link(conc_green_t *g, void *arg) { (void)g; (void)arg; atomic_fetch_add(&ran_links, 1); }
+static void *unlinker(void *arg)
+{
+    conc_green_t *g = arg;
+    intptr_t removed = 0;
+    for (int i = 0; i < 200; i++) {
+        int rc = conc_green_unlink(g, count_link, PTR(i));
+        if (rc > 0)
+            removed += rc;
+    }
+    return (void *)removed;
+}
+
+Test(green_more, unlink_races_the_end, .timeout = TU_TIMEOUT)
+{
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&ran_links, 0);
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, ret_arg, NULL), 0);
+        for (int i = 0; i < 200; i++)
+            cr_assert_eq(conc_green_link(g, count_link, PTR(i)), 0);
+        conc_thread_t *t;
+        cr_assert_eq(conc_thread_spawn(&t, unlinker, g, NULL), 0);
+        cr_assert_eq(conc_green_join(g, 5), 0);
+        void *removed = NULL;
+        cr_assert_eq(conc_thread_join(t, 10, &removed), 0);
+        conc_thread_free(t);
+        cr_assert_eq(atomic_load(&ran_links) + (int)(intptr_t)removed, 200);
+        conc_green_free(g);
+    }
+}
+
+/* ------------------------------------------------------ new + start */
+
+Test(green_more, new_then_start, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_green_new(NULL, NULL, ret_arg, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_new(&g, NULL, NULL, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, PTR(5)), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    cr_assert_not(conc_green_started(g), "not scheduled until start");
+    cr_assert_eq(conc_green_join(g, 0.02), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_green_start(g), 0);
+    cr_assert_eq(conc_green_start(g), CONC_EPERM, "a second start is an error");
+    void *r = NULL;
+    cr_assert_eq(conc_green_get(g, 5, &r), 0);
+    cr_assert_eq(r, PTR(5));
+    cr_assert_eq(conc_green_start(g), CONC_EPERM);
+    conc_green_free(g);
+
+    conc_green_t *s;
+    cr_assert_eq(conc_go(&s, ret_arg, NULL), 0);
+    cr_assert_eq(conc_green_start(s), CONC_EPERM, "spawned ones are started");
+    cr_assert_eq(conc_green_start(NULL), CONC_EINVAL);
+    conc_green_free(s);
+}
+
+Test(green_more, kill_before_start, .timeout = TU_TIMEOUT)
+{
+    linkrec_t r = {0};
+    conc_green_t *g;
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, PTR(5)), 0);
+    cr_assert_eq(conc_green_link(g, on_any, &r), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5), 0);
+    cr_assert(conc_green_dead(g));
+    cr_assert(conc_green_killed(g));
+    cr_assert_not(conc_green_started(g));
+    cr_assert_eq(r.any, 1);
+    cr_assert_eq(conc_green_start(g), CONC_EPERM);
+    conc_green_free(g);
+    /* a handle freed unstarted: it ends (killed), its links run */
+    linkrec_t r2 = {0};
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, NULL), 0);
+    cr_assert_eq(conc_green_link(g, on_any, &r2), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    cr_assert_eq(r2.any, 1);
+}
+
+static void *from_other_thread(void *arg) { return PTR(conc_green_start(arg)); }
+
+Test(green_more, start_from_another_thread_refused, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, NULL), 0);
+    conc_thread_t *t;
+    void *rc = NULL;
+    cr_assert_eq(conc_thread_spawn(&t, from_other_thread, g, NULL), 0);
+    cr_assert_eq(conc_thread_join(t, 10, &rc), 0);
+    conc_thread_free(t);
+    cr_assert_eq((intptr_t)rc, CONC_EPERM);
+    cr_assert_eq(conc_green_start(g), 0);
+    cr_assert_eq(conc_green_join(g, 5), 0);
+    conc_green_free(g);
+}
+
+Test(green_more, spawn_later, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_green_spawn_later(&g, NAN, ret_arg, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_spawn_later(&g, CONC_FOREVER, ret_arg, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_green_spawn_later(&g, 0.1, NULL, NULL), CONC_EINVAL);
+    double t0 = tu_now();
+    cr_assert_eq(conc_green_spawn_later(&g, 0.1, ret_arg, PTR(7)), 0);
+    cr_assert_eq(conc_sleep(0.03), 0);
+    cr_assert_not(conc_green_started(g), "not before its time");
+    void *r = NULL;
+    cr_assert_eq(conc_green_get(g, 5, &r), 0);
+    cr_assert_eq(r, PTR(7));
+    cr_assert_geq(tu_now() - t0, 0.095);
+    cr_assert_lt(tu_now() - t0, 0.1 + TU_SLACK);
+    conc_green_free(g);
+
+    /* start_later on a made one; negative: at once */
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, PTR(8)), 0);
+    cr_assert_eq(conc_green_start_later(g, -1), 0);
+    cr_assert_eq(conc_green_start_later(g, 1), CONC_EPERM);
+    cr_assert_eq(conc_green_get(g, 5, &r), 0);
+    cr_assert_eq(r, PTR(8));
+    conc_green_free(g);
+
+    /* detached */
+    static _Atomic int hits;
+    cr_assert_eq(conc_green_spawn_later(NULL, 0.01, ret_arg, NULL), 0);
+    (void)hits;
+    cr_assert_eq(conc_sleep(0.05), 0);
+}
+
+Test(green_more, kill_during_start_later, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    linkrec_t r = {0};
+    cr_assert_eq(conc_green_spawn_later(&g, 10, ret_arg, PTR(1)), 0);
+    cr_assert_eq(conc_green_link(g, on_any, &r), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* it is now waiting out its delay */
+    double t0 = tu_now();
+    cr_assert_eq(conc_green_kill(g, true, 5), 0);
+    cr_assert_lt(tu_now() - t0, TU_SLACK);
+    cr_assert(conc_green_killed(g));
+    cr_assert_not(conc_green_started(g), "fn never ran");
+    cr_assert_eq(r.any, 1);
+    conc_green_free(g);
+}
+
+/* ------------------------------------------------------------ killall */
+
+Test(green_more, killall, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *gs[4];
+    cr_assert_eq(conc_go(&gs[0], sleeper, NULL), 0);
+    cr_assert_eq(conc_go(&gs[1], sleeper, NULL), 0);
+    cr_assert_eq(conc_go(&gs[2], ret_arg, NULL), 0);
+    gs[3] = NULL;
+    cr_assert_eq(conc_yield(), 0); /* 0 and 1 sleep; 2 ended */
+    cr_assert_eq(conc_green_killall(NULL, 1, true, 1), CONC_EINVAL);
+    cr_assert_eq(conc_green_killall(gs, 4, true, NAN), CONC_EINVAL);
+    cr_assert_eq(conc_green_killall(gs, 4, true, 5), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert(conc_green_dead(gs[i]));
+    cr_assert(conc_green_killed(gs[0]) && conc_green_killed(gs[1]));
+    cr_assert_not(conc_green_killed(gs[2]));
+    for (int i = 0; i < 3; i++)
+        conc_green_free(gs[i]);
+
+    /* not started yet: none of them ever runs */
+    cr_assert_eq(conc_go(&gs[0], ret_arg, NULL), 0);
+    cr_assert_eq(conc_go(&gs[1], ret_arg, NULL), 0);
+    cr_assert_eq(conc_green_killall(gs, 2, false, 0), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    cr_assert(!conc_green_started(gs[0]) && !conc_green_started(gs[1]));
+    conc_green_free(gs[0]);
+    conc_green_free(gs[1]);
+}
+
+static void *stubborn(void *arg)
+{
+    (void)arg;
+    while (conc_sleep(0.02) == CONC_EKILLED) { /* ignores kills for a while */
+    }
+    return NULL;
+}
+
+Test(green_more, killall_timeout, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, stubborn, NULL), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_killall(&g, 1, true, 0.005), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_green_join(g, 5), 0);
+    conc_green_free(g);
+}
+
+static void *killall_in_green(void *arg)
+{
+    conc_green_t **gs = arg;
+    return PTR(conc_green_killall(gs, 1, true, CONC_FOREVER));
+}
+
+Test(green_more, killall_waiter_is_killable, .timeout = TU_TIMEOUT)
+{
+    /* the blocking wait of killall is colorless: it parks one green
+     * thread, and a kill or a Timeout scope cuts it */
+    conc_green_t *s, *k;
+    cr_assert_eq(conc_go(&s, stubborn, NULL), 0);
+    cr_assert_eq(conc_go(&k, killall_in_green, &s), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    cr_assert_eq(conc_green_kill(k, true, 5), 0);
+    void *rc = NULL;
+    cr_assert(conc_green_dead(k));
+    (void)rc;
+    conc_timeout_begin(0.01);
+    cr_assert_eq(conc_green_killall(&s, 1, true, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_timeout_end(), 1);
+    cr_assert_eq(conc_green_join(s, 5), 0);
+    conc_green_free(s);
+    conc_green_free(k);
+}
