@@ -319,25 +319,109 @@ CONC_API const char *conc_hub_backend_name(conc_hub_backend_t b);
 /*
  * Green Pool (gevent.pool.Pool): at most size green threads of the pool
  * run at once; spawn blocks (the calling context) until a slot is free.
+ * Members are green threads of the caller's hub: add, start and discard
+ * only on that OS thread. PoolFull is CONC_EFULL: a spawn / add that
+ * found no slot — not blocking, or its own timeout passed (gevent raises
+ * PoolFull for both) — while CONC_ETIMEDOUT means a Timeout scope cut it.
  */
 typedef struct conc_green_pool conc_green_pool_t;
 
-/* Returns 0 and a new pool in *out; CONC_EINVAL (size < 1), CONC_ENOMEM. */
+/* gevent's Pool(None): no limit (free_count is always 1, full never). */
+#define CONC_GREEN_POOL_UNBOUNDED ((size_t)-1)
+
+/* Pool(size). size 0 is allowed, as in gevent: a pool nothing can join
+ * (spawn waits until its timeout; useful with wait_available and a
+ * timeout). Returns 0 and a new pool in *out; CONC_EINVAL (NULL out, size
+ * above CONC_SEMAPHORE_MAX and not CONC_GREEN_POOL_UNBOUNDED), CONC_ENOMEM. */
 CONC_API int conc_green_pool_new(conc_green_pool_t **out, size_t size);
-/* Wait for a free slot (up to timeout), then conc_go into the pool.
- * *out (may be NULL) receives a handle you must free. Returns 0,
- * CONC_ETIMEDOUT, CONC_EINVAL, CONC_ENOMEM, or an interruption. */
+/* Wait for a free slot (up to timeout; 0: do not wait), then conc_go into
+ * the pool. *out (may be NULL) receives a handle you must free. Returns 0,
+ * CONC_EFULL (no slot in time: PoolFull), CONC_EINVAL, CONC_ENOMEM, or an
+ * interruption (CONC_EKILLED, CONC_ETIMEDOUT from a scope). */
 CONC_API int conc_green_pool_spawn(conc_green_pool_t *p, conc_green_t **out, void *(*fn)(void *), void *arg,
                                    double timeout);
+/* Pool.add(greenlet, blocking, timeout): track g (best made with
+ * conc_green_new and not started, so it cannot end before it is counted),
+ * taking a slot — waiting for one if blocking, up to timeout. Adding one
+ * already in p, or one that has ended, does nothing. Returns 0, CONC_EFULL,
+ * an interruption, CONC_EPERM (g is in another pool, or the caller is not
+ * on g's hub's OS thread), CONC_EINVAL. Pool.start: add, then
+ * conc_green_start (CONC_EPERM if g was started already). */
+CONC_API int conc_green_pool_add(conc_green_pool_t *p, conc_green_t *g, bool blocking, double timeout);
+CONC_API int conc_green_pool_start(conc_green_pool_t *p, conc_green_t *g, bool blocking, double timeout);
+/* Pool.discard: stop tracking g (its slot is free again; g runs on).
+ * Returns 0 (also when g was not in p), CONC_EPERM (not g's hub's OS
+ * thread), CONC_EINVAL. contains: g is a live member of p. */
+CONC_API int conc_green_pool_discard(conc_green_pool_t *p, conc_green_t *g);
+CONC_API bool conc_green_pool_contains(const conc_green_pool_t *p, const conc_green_t *g);
 /* Wait until no green thread of the pool runs. 0 or CONC_ETIMEDOUT. */
 CONC_API int conc_green_pool_join(conc_green_pool_t *p, double timeout);
 /* Kill every member; with block, wait up to timeout for them to end. */
 CONC_API int conc_green_pool_kill(conc_green_pool_t *p, bool block, double timeout);
-/* Members running now / free slots. */
+/* Members running now / free slots (Pool.free_count: 1 for an unbounded
+ * pool) / no free slot (Pool.full). */
 CONC_API size_t conc_green_pool_size(const conc_green_pool_t *p);
 CONC_API size_t conc_green_pool_free_count(const conc_green_pool_t *p);
+CONC_API bool conc_green_pool_full(const conc_green_pool_t *p);
+/* Pool.wait_available(timeout): wait until a spawn would not block,
+ * without taking the slot; stores free_count in *free_out (may be NULL;
+ * 0 unless it returns 0). Returns 0, CONC_ETIMEDOUT (gevent returns 0
+ * free there: a Pool(0) always ends so), an interruption, CONC_EINVAL. */
+CONC_API int conc_green_pool_wait_available(conc_green_pool_t *p, double timeout, size_t *free_out);
 /* Free an empty pool: CONC_EPERM while members run, else 0. */
 CONC_API int conc_green_pool_free(conc_green_pool_t *p);
+
+/* Pool.apply(fn, arg): run fn(arg) in a member and wait for it; called
+ * from a member of p itself, fn runs right there (no slot taken: a member
+ * waiting for its own full pool would deadlock), as gevent does. Returns 0
+ * and fn's result in *result (may be NULL); CONC_EFAILED when fn failed —
+ * its code and message are passed on to the caller (conc_fail), as get
+ * re-raises; an interruption (the member is then killed); CONC_EINVAL. */
+CONC_API int conc_green_pool_apply(conc_green_pool_t *p, void *(*fn)(void *), void *arg, void **result);
+/* Pool.apply_async(fn, arg, callback): never blocks. With room, spawns fn
+ * in the pool; when full, returns a helper green thread outside the pool
+ * that waits for a slot and ends with the member's outcome (value or
+ * failure), so conc_green_get on *out gives fn's outcome either way.
+ * callback (may be NULL) gets fn's result on success, run on the ending
+ * green thread (a link). *out may be NULL (detached). Returns 0,
+ * CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_green_pool_apply_async(conc_green_pool_t *p, conc_green_t **out, void *(*fn)(void *), void *arg,
+                                         void (*callback)(void *result, void *arg), void *cb_arg);
+/* Pool.map: fn(args[i]) for i < n, at most the pool's size at once;
+ * results[i] in input order once all ended. Returns 0; CONC_EFAILED if an
+ * item failed — the first in input order, index in *failed_index (may be
+ * NULL), its code and message passed on to the caller (conc_fail) — the
+ * others still ran; an interruption of the caller (then the items still
+ * running are killed and waited for); CONC_EINVAL. */
+CONC_API int conc_green_pool_map(conc_green_pool_t *p, void *(*fn)(void *), void *const *args, size_t n,
+                                 void **results, size_t *failed_index);
+
+/* Pool.imap / imap_unordered: a lazy iterator over the results. A feeder
+ * green thread (on the caller's hub, outside the pool) spawns the items
+ * in order as slots free up; conc_green_imap_next hands the results out
+ * in input order (imap) or as they finish (unordered). */
+typedef struct conc_green_imap conc_green_imap_t;
+typedef struct conc_green_imap_opts {
+    bool unordered; /* imap_unordered */
+    size_t maxsize; /* gevent's maxsize: at most this many finished results
+                       wait unconsumed (the feeder pauses); 0: no limit */
+} conc_green_imap_opts_t;
+/* args must stay valid until conc_green_imap_free. Returns 0, CONC_EINVAL,
+ * CONC_ENOMEM. opts NULL = imap with no maxsize. */
+CONC_API int conc_green_pool_imap(conc_green_imap_t **out, conc_green_pool_t *p, void *(*fn)(void *),
+                                  void *const *args, size_t n, const conc_green_imap_opts_t *opts);
+/* The next result: 0 with it in *result and its input index in *index
+ * (either may be NULL); CONC_EFAILED when that item failed (read its code
+ * with conc_green_imap_exception; the iteration goes on with the next);
+ * CONC_EEOF after the last; an interruption of the wait (kill, scope —
+ * the iterator stays usable); the error that stopped the feeder
+ * (CONC_ENOMEM). Blocks the calling context only. */
+CONC_API int conc_green_imap_next(conc_green_imap_t *it, void **result, size_t *index);
+/* The failure code (0: none) and message (valid until free) of item index. */
+CONC_API int conc_green_imap_exception(conc_green_imap_t *it, size_t index, const char **msg);
+/* Stop: items not spawned yet never run, running ones are killed and
+ * waited for. Returns 0 or CONC_EINVAL. */
+CONC_API int conc_green_imap_free(conc_green_imap_t *it);
 
 #ifdef __cplusplus
 }
