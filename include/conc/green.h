@@ -250,6 +250,62 @@ static inline void conc__timeout_scope_leave(int *begun)
 #endif
 
 /*
+ * Timeout as an object (gevent.Timeout(seconds, exception)):
+ *
+ *     conc_timeout_t t;
+ *     conc_timeout_init(&t, 0.5, 0);        // Timeout(0.5)
+ *     conc_timeout_start(&t);               // t.start()
+ *     rc = conc_queue_get(q, &item, true, CONC_FOREVER); // CONC_ETIMEDOUT after 0.5 s
+ *     conc_timeout_cancel(&t);              // t.cancel()
+ *
+ * A started object is a timeout scope of the context that started it (the
+ * same rules: it cuts the first wait still blocked at its deadline, once),
+ * but objects can be cancelled in any order — an outer one while inner
+ * ones (objects or begin/end scopes) are open — and restarted. A custom
+ * code (a negative CONC_E*; 0 = CONC_ETIMEDOUT) is what the wait it cuts
+ * returns, as gevent raises the Timeout's exception; the wait's own
+ * timeout still returns its usual code. Each takes one of the 8 scope
+ * slots of its context while started; conc_timeout_end ends the
+ * innermost begin/end scope, leaving objects open.
+ * A started object must be cancelled on its own context before that
+ * context ends; a green thread's open objects vanish with it.
+ */
+typedef struct conc_timeout {
+    double seconds; /* CONC_FOREVER: never fires (gevent's Timeout(None)) */
+    int code;       /* what a cut wait returns; 0: CONC_ETIMEDOUT */
+    uint32_t id;    /* private: the running scope, 0 when not started */
+    void *ctx;      /* private: the context that started it */
+    bool fired;     /* private: it fired (kept by cancel) */
+} conc_timeout_t;
+#define CONC_TIMEOUT_INIT(seconds, code) {(seconds), (code), 0, 0, 0}
+
+/* Timeout(seconds, exception): 0, CONC_EINVAL (NULL, NaN seconds, code > 0).
+ * Negative seconds: fires at once when started. Does not start it. */
+CONC_API int conc_timeout_init(conc_timeout_t *t, double seconds, int code);
+/* Timeout.start(): arm from now on the calling context. Returns 0,
+ * CONC_EPERM (pending already: cancel first), CONC_ERANGE (8 scopes open),
+ * CONC_EINVAL. A fired one may be started again. start_new: init + start
+ * (Timeout.start_new). */
+CONC_API int conc_timeout_start(conc_timeout_t *t);
+CONC_API int conc_timeout_start_new(conc_timeout_t *t, double seconds, int code);
+/* Timeout.cancel(): disarm (its slot goes, whichever it is). Idempotent:
+ * 0, also when not started; CONC_EPERM from another context than the one
+ * that started it; CONC_EINVAL. */
+CONC_API int conc_timeout_cancel(conc_timeout_t *t);
+/* Timeout.pending: started here and not yet fired or cancelled. fired:
+ * it cut a wait (or its deadline passed in one), even after cancel. Both
+ * read the calling context: false elsewhere. */
+CONC_API bool conc_timeout_pending(const conc_timeout_t *t);
+CONC_API bool conc_timeout_fired(const conc_timeout_t *t);
+/* gevent.with_timeout(seconds, fn, arg, timeout_value=...): call fn(arg)
+ * under a Timeout. Returns 0 with fn's result in *result (may be NULL);
+ * CONC_ETIMEDOUT with timeout_value in *result when this timeout fired
+ * (fn saw CONC_ETIMEDOUT from the wait it cut, and returned); CONC_EFAILED
+ * if fn failed (conc_fail: the caller's failure now); CONC_ERANGE,
+ * CONC_EINVAL. Other scopes' cuts reach fn as usual. */
+CONC_API int conc_with_timeout(double seconds, void *(*fn)(void *), void *arg, void *timeout_value, void **result);
+
+/*
  * LoopExit: when a green thread's hub has nothing that could ever wake
  * the OS thread's own context — no ready green thread, no timer, no I/O
  * being waited on, and no other thread conc knows of — the blocked call

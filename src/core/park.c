@@ -244,8 +244,28 @@ int conc__park_cut(conc__ctx_t *ctx, int64_t deadline)
                 ctx->cut_scope = (int8_t)i;
             }
         scope_recompute(ctx);
+        int code = ctx->cut_scope >= 0 ? ctx->scope_code[ctx->cut_scope] : 0;
+        if (__builtin_expect(code != 0, 0))
+            return code; /* a Timeout object's own exception */
     }
     return CONC_ETIMEDOUT;
+}
+
+int conc__scope_push(conc__ctx_t *ctx, int64_t dl, uint32_t id, int code)
+{
+    if (ctx->nscopes >= CONC__MAX_SCOPES)
+        return CONC_ERANGE;
+    if (dl == 0)
+        dl = 1; /* 0 means "no scope" in scope_dl: already passed anyway */
+    int i = ctx->nscopes++;
+    ctx->scopes[i] = dl;
+    ctx->scope_id[i] = id;
+    ctx->scope_code[i] = code;
+    ctx->fired &= (uint8_t)~(1u << i);
+    ctx->scope_cfa[i] = 0;
+    if (dl != CONC__NO_DEADLINE && (ctx->scope_dl == 0 || dl < ctx->scope_dl))
+        ctx->scope_dl = dl;
+    return i;
 }
 
 int conc_timeout_begin(double seconds)
@@ -254,20 +274,45 @@ int conc_timeout_begin(double seconds)
     if (conc__deadline(seconds, &dl))
         return CONC_EINVAL;
     conc__ctx_t *ctx = conc__ctx();
-    if (ctx->nscopes >= CONC__MAX_SCOPES)
-        return CONC_ERANGE;
-    if (dl == 0)
-        dl = 1; /* 0 means "no scope" in scope_dl: already passed anyway */
-    int i = ctx->nscopes++;
-    ctx->scopes[i] = dl;
-    ctx->fired &= (uint8_t)~(1u << i);
+    int i = conc__scope_push(ctx, dl, 0, 0);
+    if (i < 0)
+        return i;
     if (__builtin_expect(conc__scope_debug_on(), 0))
         conc__scope_note(ctx, i);
-    else
-        ctx->scope_cfa[i] = 0;
-    if (dl != CONC__NO_DEADLINE && (ctx->scope_dl == 0 || dl < ctx->scope_dl))
-        ctx->scope_dl = dl;
     return 0;
+}
+
+int conc__scope_find(const conc__ctx_t *ctx, uint32_t id)
+{
+    for (int i = ctx->nscopes - 1; i >= 0; i--)
+        if (ctx->scope_id[i] == id)
+            return i;
+    return -1;
+}
+
+/* Take slot i out, wherever it sits: the ones above move down one. */
+int conc__scope_remove(conc__ctx_t *ctx, int i)
+{
+    int fired = (ctx->fired >> i) & 1;
+    int n = ctx->nscopes;
+    for (int k = i; k + 1 < n; k++) {
+        ctx->scopes[k] = ctx->scopes[k + 1];
+        ctx->scope_id[k] = ctx->scope_id[k + 1];
+        ctx->scope_code[k] = ctx->scope_code[k + 1];
+        ctx->scope_cfa[k] = ctx->scope_cfa[k + 1];
+        ctx->scope_fn[k] = ctx->scope_fn[k + 1];
+    }
+    /* the bit sets: keep bits below i, shift the ones above down */
+    uint8_t low = (uint8_t)((1u << i) - 1);
+    ctx->fired = (uint8_t)((ctx->fired & low) | ((ctx->fired >> 1) & ~low));
+    ctx->scope_reported = (uint8_t)((ctx->scope_reported & low) | ((ctx->scope_reported >> 1) & ~low));
+    ctx->nscopes = (uint8_t)(n - 1);
+    if (ctx->cut_scope == i)
+        ctx->cut_scope = -1;
+    else if (ctx->cut_scope > i)
+        ctx->cut_scope--;
+    scope_recompute(ctx);
+    return fired;
 }
 
 int conc_timeout_end(void)
@@ -275,7 +320,15 @@ int conc_timeout_end(void)
     conc__ctx_t *ctx = conc__ctx();
     if (ctx->nscopes == 0)
         return CONC_EPERM;
-    int i = --ctx->nscopes;
+    int i = ctx->nscopes - 1;
+    if (__builtin_expect(ctx->scope_id[i] != 0, 0)) {
+        /* Timeout objects sit above: end the innermost begin/end scope */
+        i = conc__scope_find(ctx, 0);
+        if (i < 0)
+            return CONC_EPERM;
+        return conc__scope_remove(ctx, i);
+    }
+    ctx->nscopes = (uint8_t)i;
     int fired = (ctx->fired >> i) & 1;
     ctx->fired &= (uint8_t)~(1u << i);
     if (ctx->cut_scope >= i)

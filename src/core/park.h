@@ -97,6 +97,8 @@ typedef struct conc__ctx {
     void *scope_fn[CONC__MAX_SCOPES];      /* debug: the function that opened it */
     uint32_t trace_id;           /* its track in traces (src/trace), 0 until first traced */
     uint32_t trace_gen;          /* the trace that last named that track */
+    uint32_t scope_id[CONC__MAX_SCOPES];   /* a conc_timeout_t's id; 0: a begin/end scope */
+    int scope_code[CONC__MAX_SCOPES];      /* what a cut by it returns; 0: CONC_ETIMEDOUT */
 } conc__ctx_t;
 
 /* Debug check of timeout scopes that outlive their function
@@ -195,6 +197,12 @@ static inline int64_t conc__park_deadline(const conc__ctx_t *ctx, int64_t deadli
     return (s && s < deadline) ? s : deadline;
 }
 int conc__park_cut(conc__ctx_t *ctx, int64_t deadline);
+/* Timeout objects (timeout_obj.c): open a scope with an id and a code at
+ * the top; find one by id (-1: gone); remove slot i wherever it sits
+ * (returns whether it had fired). */
+int conc__scope_push(conc__ctx_t *ctx, int64_t dl, uint32_t id, int code);
+int conc__scope_find(const conc__ctx_t *ctx, uint32_t id);
+int conc__scope_remove(conc__ctx_t *ctx, int i);
 /* After a timed-out park found w already dequeued: wait for the imminent
  * unpark, so the waker's last touch happens before w's memory goes. */
 void conc__park_settle(conc__waiter_t *w);
