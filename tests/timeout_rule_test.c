@@ -361,7 +361,7 @@ Test(timeout_rule, green_waits_negative_are_already_up_sleep_yields, .timeout = 
     conc_green_pool_t *gp;
     cr_assert_eq(conc_green_pool_new(&gp, 1), 0);
     cr_assert_eq(conc_green_pool_spawn(gp, NULL, green_wait_event, &ev, -1.0), 0, "a free slot: taken");
-    cr_assert_eq(conc_green_pool_spawn(gp, NULL, green_mark, NULL, -1.0), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_green_pool_spawn(gp, NULL, green_mark, NULL, -1.0), CONC_EFULL, "PoolFull");
     cr_assert_eq(conc_green_pool_size(gp), 1, "the refused spawn took nothing");
     cr_assert_eq(conc_green_pool_join(gp, -1.0), CONC_ETIMEDOUT);
     cr_assert_lt(tu_now() - t0, QUICK);
