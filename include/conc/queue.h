@@ -74,6 +74,12 @@ CONC_API int conc_queue_put_nowait(conc_queue_t *q, void *item);
  * CONC_ESHUTDOWN once the queue is shut down and empty; CONC_EINVAL. */
 CONC_API int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout);
 CONC_API int conc_queue_get_nowait(conc_queue_t *q, void **item);
+/* gevent's Queue.peek(block, timeout): the item get would return next,
+ * left in the queue; waits as get does (block/timeout rules as get).
+ * Returns 0, CONC_EEMPTY, CONC_ESHUTDOWN (shut down and empty), an
+ * interruption (CONC_EKILLED, CONC_ETIMEDOUT from a scope), CONC_EINVAL.
+ * Another context may take the item right after: peek is a snapshot. */
+CONC_API int conc_queue_peek(conc_queue_t *q, void **item, bool block, double timeout);
 
 /* Approximate size, as in Python (exact when nothing runs concurrently). */
 CONC_API size_t conc_queue_qsize(const conc_queue_t *q);
@@ -110,6 +116,29 @@ CONC_API bool conc_queue_is_shutdown(const conc_queue_t *q);
  * queue). Counts as a get for task_done purposes. */
 CONC_API int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **item,
                                double timeout);
+
+/* ------------------------------------------------------------- Channel */
+
+/* gevent.queue.Channel: a queue of size 0 (Go's unbuffered channel). put
+ * hands its item straight to a getter: it waits until one takes it; get
+ * waits until a putter offers one. Items are void * (NULL is valid).
+ * block/timeout as for conc_queue_put/get (a negative timeout with block
+ * is CONC_EINVAL). Both park only the calling context (green thread or OS
+ * thread) and are cut by kill and Timeout scopes. */
+typedef struct conc_channel conc_channel_t;
+/* Returns 0 and a new channel in *out, CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_channel_new(conc_channel_t **out);
+/* Free it: CONC_EPERM while contexts wait on it (nothing is freed), 0. */
+CONC_API int conc_channel_free(conc_channel_t *c);
+/* Channel.put: 0 once a getter took the item; CONC_EFULL when no getter
+ * came (not blocking, or the timeout passed: queue.Full); an interruption
+ * (the item was not taken then); CONC_EINVAL. */
+CONC_API int conc_channel_put(conc_channel_t *c, void *item, bool block, double timeout);
+/* Channel.get: 0 and the item in *item; CONC_EEMPTY when no putter came;
+ * an interruption; CONC_EINVAL. */
+CONC_API int conc_channel_get(conc_channel_t *c, void **item, bool block, double timeout);
+/* Channel.balance: waiting putters minus waiting getters (a snapshot). */
+CONC_API long conc_channel_balance(const conc_channel_t *c);
 
 #ifdef __cplusplus
 }

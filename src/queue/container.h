@@ -94,6 +94,7 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact);
  * counted in enq) or fails. */
 void conc__ring_close(conc__ring_t *r);
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact); /* false: empty */
+bool conc__ring_peek(conc__ring_t *r, void **item);               /* left in place */
 /* Cheap readiness hints for spinning: look only at the next cell, which
  * the other side is about to write anyway (not at the shared counters). */
 static inline bool conc__ring_peek_get(const conc__ring_t *r)
@@ -151,6 +152,7 @@ void conc__segq_destroy(conc__segq_t *q);
 int conc__segq_put(conc__segq_t *q, void *item);
 void conc__segq_close(conc__segq_t *q);
 bool conc__segq_get(conc__segq_t *q, void **item);
+bool conc__segq_peek(conc__segq_t *q, void **item);
 static inline size_t conc__segq_size(const conc__segq_t *q)
 {
     size_t g = atomic_load((atomic_size_t *)&q->gets);
@@ -184,5 +186,6 @@ void conc__heapq_destroy(conc__heapq_t *h);
 int conc__heapq_put(conc__heapq_t *h, void *item);
 void conc__heapq_close(conc__heapq_t *h);
 bool conc__heapq_get(conc__heapq_t *h, void **item);
+bool conc__heapq_peek(conc__heapq_t *h, void **item);
 
 #endif

@@ -123,3 +123,16 @@ bool conc__heapq_get(conc__heapq_t *h, void **item)
     conc__spin_unlock(&h->lock);
     return true;
 }
+
+/* Queue.peek: what get would return next, left in place. */
+bool conc__heapq_peek(conc__heapq_t *h, void **item)
+{
+    if (atomic_load_explicit(&h->count, memory_order_relaxed) == 0)
+        return false;
+    conc__spin_lock(&h->lock);
+    bool ok = h->n > 0;
+    if (ok)
+        *item = h->lifo ? h->v[h->n - 1].item : h->v[0].item;
+    conc__spin_unlock(&h->lock);
+    return ok;
+}

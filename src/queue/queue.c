@@ -570,6 +570,56 @@ int conc_queue_get_nowait(conc_queue_t *q, void **item)
     return conc_queue_get(q, item, false, CONC_FOREVER);
 }
 
+/* ----------------------------------------------------------------- peek */
+
+static bool store_peek(conc_queue_t *q, void **item)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return conc__ring_peek(&q->s.ring, item);
+    case IMPL_SEGQ:
+        return conc__segq_peek(&q->s.segq, item);
+    default:
+        return conc__heapq_peek(&q->s.heapq, item);
+    }
+}
+
+/* gevent's Queue.peek: wait as get does, take nothing. A peeker sleeps
+ * among the getters, so a put's single wakeup may reach it instead of a
+ * getter: once it saw an item it passes that wakeup on (after_put). */
+int conc_queue_peek(conc_queue_t *q, void **item, bool block, double timeout)
+{
+    if (!q || !item)
+        return CONC_EINVAL;
+    int64_t deadline = CONC__NO_DEADLINE;
+    if (block && timeout != CONC_FOREVER && conc__deadline_strict(timeout, &deadline))
+        return CONC_EINVAL;
+    bool slept = false;
+    for (;;) {
+        if (store_peek(q, item)) {
+            if (slept)
+                after_put(q);
+            return 0;
+        }
+        if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+            return store_peek(q, item) ? 0 : CONC_ESHUTDOWN;
+        if (!block)
+            return CONC_EEMPTY;
+        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline);
+        slept = true;
+        if (src != 0) {
+            bool intr = conc__park_interrupted(src);
+            if (store_peek(q, item)) {
+                after_put(q);
+                return 0;
+            }
+            if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
+                return CONC_ESHUTDOWN;
+            return intr ? src : CONC_EEMPTY;
+        }
+    }
+}
+
 /* --------------------------------------------------------------- queries */
 
 size_t conc_queue_qsize(const conc_queue_t *q)

@@ -131,3 +131,28 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
         }
     }
 }
+
+/* Queue.peek: the next item, left in place. A cell's item is read only
+ * while its sequence says "full, not taken", then both counters are read
+ * again: if a consumer took it meanwhile (and a producer of the next lap
+ * may be rewriting it), the read is thrown away and retried — a seqlock. */
+bool conc__ring_peek(conc__ring_t *r, void **item)
+{
+    for (;;) {
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_acquire);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (seq != pos + 1) {
+            if ((intptr_t)(seq - (pos + 1)) < 0)
+                return false; /* empty (or its item is still being written) */
+            continue;         /* taken meanwhile: look again */
+        }
+        void *it = atomic_load_explicit((void *_Atomic *)&c->item, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq &&
+            atomic_load_explicit(&r->deq, memory_order_relaxed) == pos) {
+            *item = it;
+            return true;
+        }
+    }
+}

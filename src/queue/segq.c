@@ -128,3 +128,20 @@ bool conc__segq_get(conc__segq_t *q, void **item)
     conc__spin_unlock(&q->head_lock);
     return true;
 }
+
+/* Queue.peek: the head item, left in place (under the consumers' lock). */
+bool conc__segq_peek(conc__segq_t *q, void **item)
+{
+    conc__spin_lock(&q->head_lock);
+    conc__seg_t *seg = q->head;
+    size_t i = q->head_i;
+    if (i == CONC__SEG_ITEMS) {
+        seg = atomic_load_explicit(&seg->next, memory_order_acquire);
+        i = 0;
+    }
+    bool ok = seg && atomic_load_explicit(&seg->slots[i].full, memory_order_acquire);
+    if (ok)
+        *item = seg->slots[i].item;
+    conc__spin_unlock(&q->head_lock);
+    return ok;
+}
