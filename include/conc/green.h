@@ -136,6 +136,47 @@ CONC_API conc_green_t *conc_green_current(void);
  * (CONC_EKILLED...). */
 CONC_API int conc_green_joinall(conc_green_t *const *gs, size_t n, double timeout);
 
+/* gevent.joinall(greenlets, timeout, raise_error, count): wait until
+ * count of gs have ended (0: all; NULL entries are skipped and not
+ * counted), up to timeout. done_idx (capacity n) receives the indices of
+ * the ended ones in the order they ended (those ended already first, in
+ * input order), *ndone their number — fewer than asked when the timeout
+ * passed (0 is returned then, as gevent returns the list). With
+ * raise_error, the first one seen to fail (conc_fail) stops the wait: it
+ * is the last entry of done_idx and the call returns CONC_EFAILED (its
+ * code: conc_green_exception). Otherwise 0, an interruption of the caller
+ * (CONC_EKILLED, CONC_ETIMEDOUT from a scope), CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_green_joinall_ex(conc_green_t *const *gs, size_t n, double timeout, size_t count,
+                                   bool raise_error, size_t *done_idx, size_t *ndone);
+
+/* gevent.wait(objects, timeout, count) / iwait over mixed waitables. */
+typedef enum conc_waitable_kind {
+    CONC_WAITABLE_GREEN = 1, /* obj: conc_green_t * — ready once it ended */
+    CONC_WAITABLE_EVENT,     /* obj: conc_event_t * — ready while set */
+    CONC_WAITABLE_FUTURE,    /* obj: conc_future_t * — ready once done (or cancelled) */
+    CONC_WAITABLE_QUEUE,     /* obj: conc_queue_t * — ready while it holds an item, or shut down */
+    CONC_WAITABLE_FD,        /* fd, events — readable (or writable: CONC_WAITABLE_WRITE) */
+    CONC_WAITABLE_PROCESS,   /* obj: conc_process_t * — ready once it exited (it is joined) */
+} conc_waitable_kind_t;
+#define CONC_WAITABLE_WRITE 2 /* events for CONC_WAITABLE_FD; 0 = readable */
+typedef struct conc_waitable {
+    conc_waitable_kind_t kind;
+    void *obj; /* NULL (except for fds): skipped */
+    int fd;
+    int events;
+} conc_waitable_t;
+/* Wait until count of objs are ready (0: all of them), up to timeout.
+ * ready (capacity n) receives their indices — the ones ready at once
+ * first, in input order, then in the order they became ready — and
+ * *nready how many (fewer when the timeout passed: still 0 returned, as
+ * gevent.wait returns the list). Nothing is consumed (a queue item stays,
+ * an event stays set). Each object not ready at once is watched by a
+ * helper green thread on the caller's hub, killed before this returns.
+ * Returns 0, an interruption of the caller (CONC_EKILLED, CONC_ETIMEDOUT
+ * from a scope; *nready still set), CONC_EINVAL (bad kind, NaN), CONC_ENOMEM. */
+CONC_API int conc_green_wait(const conc_waitable_t *objs, size_t n, size_t count, double timeout, size_t *ready,
+                             size_t *nready);
+
 /* Greenlet.link / rawlink: call cb(g, arg) once g has ended (right away,
  * on the caller, if it already has). The callback runs on the ending green
  * thread after its end is visible to joiners (so conc_green_join(g) inside
