@@ -178,6 +178,14 @@ typedef struct conc_map_opts {
      * that failed (its code and message: conc_future_exception; free it). */
     conc_future_t **failed_future;
     bool has_timeout;      /* use timeout even when it is 0 */
+    /* Items per task (0 or 1: one each). Python's ThreadPoolExecutor
+     * ignores chunksize; conc batches on any executor that runs tasks in
+     * this process, which only saves per-task overhead (same results,
+     * same order). A chunk fails at its first failing item. */
+    size_t chunksize;
+    /* 3.14's buffersize, for conc_map_iter_new: at most this many tasks
+     * submitted ahead of the consumer (0: Python's None, all at once). */
+    size_t buffersize;
 } conc_map_opts_t;
 
 /* Executor.map: run fn(args[i]) for i < n and store the results, in order,
@@ -189,6 +197,32 @@ typedef struct conc_map_opts {
  * cancelled. CONC_EINVAL, CONC_ESHUTDOWN, CONC_EBROKEN as for submit. */
 CONC_API int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t n,
                       void **results, const conc_map_opts_t *opts);
+
+/* Executor.map's lazy result iterator (`for r in ex.map(fn, args, timeout,
+ * chunksize, buffersize)`): results come out in input order, each as soon
+ * as it (and the ones before it) are done. opts: timeout (one deadline
+ * from _new for the whole iteration), chunksize, buffersize; progress and
+ * failed_* are not used here. args must stay valid until free. Returns 0,
+ * or what a submit returned (CONC_ESHUTDOWN, CONC_EBROKEN...; nothing is
+ * left running then), CONC_EINVAL, CONC_ENOMEM. */
+typedef struct conc_map_iter conc_map_iter_t;
+CONC_API int conc_map_iter_new(conc_map_iter_t **out, conc_executor_t *ex, void *(*fn)(void *), void *const *args,
+                               size_t n, const conc_map_opts_t *opts);
+/* The next result: 0, it in *result and its input index in *index (either
+ * may be NULL); CONC_EEOF after the last. As Python's generator raises
+ * and ends: CONC_EFAILED (item *index failed: conc_map_iter_exception),
+ * CONC_ECANCELLED (an item was cancelled, e.g. by shutdown) or
+ * CONC_ETIMEDOUT (the overall timeout passed) cancel everything not
+ * started, and every later call returns CONC_EEOF. An interruption of the
+ * caller (CONC_EKILLED; CONC_ETIMEDOUT from a Timeout scope) leaves it
+ * usable. Blocks the calling context only. */
+CONC_API int conc_map_iter_next(conc_map_iter_t *it, void **result, size_t *index);
+/* The failed item's code and message (valid until free), 0 if none. */
+CONC_API int conc_map_iter_exception(const conc_map_iter_t *it, int *code, const char **msg);
+/* Cancel what has not started and free. Waits for chunk tasks already
+ * running (chunksize > 1: they write into the iterator); single-item
+ * tasks running on are left to finish alone. Returns 0 or CONC_EINVAL. */
+CONC_API int conc_map_iter_free(conc_map_iter_t *it);
 
 /* ThreadPoolExecutor options; NULL or zero fields mean the defaults. */
 typedef struct conc_thread_pool_opts {

@@ -6,6 +6,8 @@
 
 bool conc__executor_is_own_worker(conc_executor_t *ex);
 bool conc__exit_done(void);
+int conc__map_chunked(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t n, void **results,
+                      const conc_map_opts_t *o);
 
 int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
 {
@@ -54,6 +56,8 @@ int conc_map(conc_executor_t *ex, void *(*fn)(void *), void *const *args, size_t
         return CONC_EINVAL;
     if (n == 0)
         return 0;
+    if (o.chunksize > 1) /* map_iter.c */
+        return conc__map_chunked(ex, fn, args, n, results, &o);
     conc_future_t **fs = malloc(n * sizeof *fs);
     if (!fs)
         return CONC_ENOMEM;
