@@ -336,3 +336,23 @@ Test(green_more, killall_waiter_is_killable, .timeout = TU_TIMEOUT)
     conc_green_free(s);
     conc_green_free(k);
 }
+
+static _Atomic int cb_order[4];
+static _Atomic int cb_n;
+static void cb_note(void *arg) { cb_order[atomic_fetch_add(&cb_n, 1)] = INT(arg); }
+static void *green_note(void *arg) { cb_note(arg); return NULL; }
+
+Test(green_more, run_callback_on_the_hub, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&cb_n, 0);
+    cr_assert_eq(conc_green_run_callback(NULL, NULL), CONC_EINVAL);
+    conc_green_t *g;
+    cr_assert_eq(conc_green_run_callback(cb_note, PTR(1)), 0);
+    cr_assert_eq(conc_go(&g, green_note, PTR(2)), 0);
+    cr_assert_eq(conc_green_run_callback(cb_note, PTR(3)), 0);
+    cr_assert_eq(atomic_load(&cb_n), 0, "not before the caller blocks or yields");
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(atomic_load(&cb_n), 3);
+    cr_assert(cb_order[0] == 1 && cb_order[1] == 2 && cb_order[2] == 3, "in order with ready green threads");
+    conc_green_free(g);
+}

@@ -224,6 +224,13 @@ CONC_API int conc_green_start_later(conc_green_t *g, double seconds);
 /* gevent.spawn_later: conc_green_new + start_later. NULL out: detached.
  * Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_green_spawn_later(conc_green_t **out, double seconds, void *(*fn)(void *), void *arg);
+/* hub.loop.run_callback(fn, arg): call fn(arg) soon on the calling OS
+ * thread's hub — after the caller's next blocking point or yield, in
+ * order with the green threads already ready — without a handle to keep.
+ * It runs in a detached green thread of its own (so, unlike gevent's
+ * loop callbacks, one that blocks parks only itself). Returns 0,
+ * CONC_EINVAL, CONC_ENOMEM. Never blocks. */
+CONC_API int conc_green_run_callback(void (*fn)(void *arg), void *arg);
 /* gevent.killall(greenlets, block, timeout): kill every one of gs (NULL
  * entries and the caller itself are skipped) — all the kills first, so
  * none that has not started ever runs — then, with block, wait up to

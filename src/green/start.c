@@ -9,6 +9,8 @@
  * timed park, so a kill during the delay ends it without running fn, the
  * way gevent's kill cancels a start_later timer.
  */
+#include <stdlib.h>
+
 #include "core/time.h"
 #include "green/internal.h"
 
@@ -78,4 +80,32 @@ int conc_green_killall(conc_green_t *const *gs, size_t n, bool block, double tim
     if (!block)
         return 0;
     return conc_green_joinall(gs, n, timeout);
+}
+
+typedef struct {
+    void (*fn)(void *);
+    void *arg;
+} callback_t;
+
+static void *run_callback(void *arg)
+{
+    callback_t c = *(callback_t *)arg;
+    free(arg);
+    c.fn(c.arg);
+    return NULL;
+}
+
+int conc_green_run_callback(void (*fn)(void *), void *arg)
+{
+    if (!fn)
+        return CONC_EINVAL;
+    callback_t *c = malloc(sizeof *c);
+    if (!c)
+        return CONC_ENOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    int rc = conc_go(NULL, run_callback, c);
+    if (rc)
+        free(c);
+    return rc;
 }
