@@ -3861,6 +3861,7 @@ static const struct section green_sections[] = {
 #include "tour/selectors.h"
 #include "tour/io_models.h"
 #include "tour/states.h"
+#include "tour/gevent_more.h"
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
@@ -3894,6 +3895,8 @@ static const struct chapter chapters[] = {
     {"states", "task states: 进程的状态 (process states) -- running, ready, blocked, live: "
                "a trace, a timeline picture, wait profiles, counters",
      states_sections},
+    {"gevent", "gevent, the rest: Pool.imap_unordered and PoolFull, Timeout objects, Channel, wait",
+     gevent_more_sections},
     {NULL, NULL, NULL},
 };
 
