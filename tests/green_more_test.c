@@ -356,3 +356,22 @@ Test(green_more, run_callback_on_the_hub, .timeout = TU_TIMEOUT)
     cr_assert(cb_order[0] == 1 && cb_order[1] == 2 && cb_order[2] == 3, "in order with ready green threads");
     conc_green_free(g);
 }
+
+static void *free_elsewhere(void *arg) { return PTR(conc_green_free(arg)); }
+
+Test(green_more, unstarted_freed_from_another_thread, .timeout = TU_TIMEOUT)
+{
+    linkrec_t r = {0};
+    conc_green_t *g;
+    cr_assert_eq(conc_green_new(&g, NULL, ret_arg, NULL), 0);
+    cr_assert_eq(conc_green_link(g, on_any, &r), 0);
+    conc_thread_t *t;
+    void *rc = PTR(1);
+    cr_assert_eq(conc_thread_spawn(&t, free_elsewhere, g, NULL), 0);
+    cr_assert_eq(conc_thread_join(t, 10, &rc), 0);
+    conc_thread_free(t);
+    cr_assert_eq(INT(rc), 0);
+    for (int i = 0; i < 100 && r.any == 0; i++)
+        conc_sleep(0.005); /* the hub takes the kill request and ends it unrun */
+    cr_assert_eq(r.any, 1);
+}

@@ -424,8 +424,12 @@ int conc_green_free(conc_green_t *g)
 {
     if (!g || g->detached)
         return CONC_EINVAL;
-    if (g->unscheduled && g->gs.hub == conc__tl_hub)
-        conc__green_do_kill(g); /* never started: it never will (as gevent drops it) */
+    if (g->unscheduled) { /* never started: it never will (as gevent drops it) */
+        if (g->gs.hub == conc__tl_hub)
+            conc__green_do_kill(g);
+        else
+            conc__hub_kill_remote(g->gs.hub, g);
+    }
     g->detached = true;
     conc__green_unref(g);
     return 0;
