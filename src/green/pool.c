@@ -102,11 +102,11 @@ int conc_green_pool_spawn(conc_green_pool_t *p, conc_green_t **out, void *(*fn)(
 {
     if (!p || !fn)
         return CONC_EINVAL;
-    if (conc__obs_on(CONC__OBS_TRACE))
-        conc__trace_task(CONC__TASK_SUBMIT, fn, arg);
     int rc = slot_take(p, true, timeout);
     if (rc)
         return rc;
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__trace_task(CONC__TASK_SUBMIT, fn, arg);
     conc_green_t *g;
     rc = conc_go(&g, fn, arg);
     if (rc) {
