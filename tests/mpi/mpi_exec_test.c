@@ -1,0 +1,134 @@
+/*
+ * mpi_exec_test.c — the MPI executor's tests (a plain program: see
+ * harness.h for why not Criterion).
+ *
+ *   mpirun -n 4 ./mpi_exec_test     launch mode 1: ranks 1..3 serve
+ *   ./mpi_exec_test                 launch mode 2: workers are spawned
+ *
+ * Every body of exec_bodies.h runs against conc's process pool and then
+ * against the MPI executor, so both are held to the same behaviour.
+ */
+#include "exec_bodies.h"
+
+#include <conc/mpi.h>
+
+static int mk_pool(conc_executor_t **ex, size_t workers, conc_process_fn init, const void *arg, size_t len)
+{
+    conc_process_pool_opts_t o = {.max_workers = workers, .initializer = init, .initarg = arg, .initarg_len = len};
+    return conc_process_pool_new(ex, &o);
+}
+
+static int mk_mpi(conc_executor_t **ex, size_t workers, conc_process_fn init, const void *arg, size_t len)
+{
+    conc_mpi_opts_t o = {.max_workers = workers, .initializer = init, .initarg = arg, .initarg_len = len};
+    return conc_mpi_executor_new(ex, &o);
+}
+
+static const factory_t pool_factory = {"process_pool", mk_pool, conc_process_pool_pids, false};
+static factory_t mpi_factory = {"mpi", mk_mpi, conc_mpi_executor_pids, false};
+
+typedef struct {
+    const body_t *b;
+    const factory_t *f;
+} job_t;
+
+static int run_body(void *p)
+{
+    job_t *j = p;
+    return j->b->fn(j->f);
+}
+
+static int init_unregistered(const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    return 0;
+}
+
+/* MPI only: bad options; one executor at a time on mpirun's ranks. */
+static int t_mpi_options(void *p)
+{
+    (void)p;
+    conc_executor_t *ex, *ex2;
+    CHECK(conc_mpi_executor_new(NULL, NULL) == CONC_EINVAL);
+    conc_mpi_opts_t o = {.max_workers = 5000};
+    CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL);
+    o = (conc_mpi_opts_t){.initializer = init_unregistered};
+    CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL);
+    CHECK(conc_mpi_executor_pids(NULL, NULL, 0) == 0);
+    if (conc_mpi_world_size() > 1) {
+        o = (conc_mpi_opts_t){.max_workers = (size_t)conc_mpi_world_size()};
+        CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL); /* more than the ranks */
+        CHECK(conc_mpi_executor_new(&ex, NULL) == 0);
+        CHECK(conc_mpi_executor_new(&ex2, NULL) == CONC_EAGAIN);
+        CHECK(conc_executor_free(ex) == 0);
+        CHECK(conc_mpi_executor_new(&ex, NULL) == 0); /* again, after the first */
+        CHECK(conc_executor_free(ex) == 0);
+    }
+    return 0;
+}
+
+/* A green thread waiting on an MPI future parks only itself. */
+static int g_counter;
+static void *g_tick(void *a)
+{
+    (void)a;
+    for (int i = 0; i < 20; i++) {
+        g_counter++;
+        conc_sleep(0.005);
+    }
+    return NULL;
+}
+
+static void *g_wait(void *a)
+{
+    conc_future_t *f = a;
+    const void *d;
+    size_t n;
+    return (void *)(intptr_t)conc_future_bytes(f, 30, &d, &n);
+}
+
+static int t_green_wait(void *p)
+{
+    (void)p;
+    conc_executor_t *ex;
+    CHECK(mk_mpi(&ex, 1, NULL, NULL, 0) == 0);
+    int ms = 300;
+    conc_future_t *f;
+    CHECK(conc_process_pool_submit(ex, &f, b_sleep_ms, &ms, sizeof ms) == 0);
+    conc_green_t *a, *b;
+    CHECK(conc_go(&a, g_wait, f) == 0);
+    CHECK(conc_go(&b, g_tick, NULL) == 0);
+    void *ra = NULL;
+    CHECK(conc_green_join(b, CONC_FOREVER) == 0);
+    CHECK(g_counter == 20);                   /* ticked while the other waited */
+    CHECK(!conc_future_done(f));
+    CHECK(conc_green_get(a, CONC_FOREVER, &ra) == 0);
+    CHECK((intptr_t)ra == 0);
+    conc_green_free(a);
+    conc_green_free(b);
+    conc_future_free(f);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    CONC_MPI_MAIN(argc, argv);
+    const char *mode = conc_mpi_world_size() > 1 ? "world" : "spawn";
+    mpi_factory.persist = conc_mpi_world_size() > 1;
+    printf("conc MPI executor tests, launch mode: %s (%d ranks)\n", mode, conc_mpi_world_size());
+    const char *only = getenv("MPI_TEST_ONLY");
+    for (size_t i = 0; i < sizeof exec_bodies / sizeof *exec_bodies; i++) {
+        if (only && !strstr(exec_bodies[i].name, only))
+            continue;
+        job_t jp = {&exec_bodies[i], &pool_factory}, jm = {&exec_bodies[i], &mpi_factory};
+        if (!getenv("MPI_TEST_NO_POOL"))
+            h_run("process_pool", exec_bodies[i].name, run_body, &jp);
+        h_run(mode, exec_bodies[i].name, run_body, &jm);
+    }
+    if (!only) {
+        h_run(mode, "options", t_mpi_options, NULL);
+        h_run(mode, "green_wait_parks_only_itself", t_green_wait, NULL);
+    }
+    return h_summary();
+}
