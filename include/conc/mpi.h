@@ -81,7 +81,8 @@ typedef struct conc_mpi_opts {
     char *const *args;
 } conc_mpi_opts_t;
 
-/* Called by CONC_MPI_MAIN: initialises MPI (if the program did not);
+/* Called by CONC_MPI_MAIN: runs CONC_PROCESS_MAIN first (a process pool
+ * may start children from an MPI program too), initialises MPI (if the program did not);
  * on a worker rank (ranks 1.. of mpirun, or a spawned worker) serves
  * tasks until the parent ends, finalizes MPI and exits the process; on
  * rank 0 or alone returns 0 (CONC_ESYS if MPI could not start). The

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "conc/process.h"
 #include "mpi/internal.h"
 
 int conc__mpi_provided = -1;
@@ -47,6 +48,10 @@ int conc__mpi_init(int *argc, char ***argv)
 
 int conc_mpi_main(int *argc, char ***argv)
 {
+    /* a child a process pool started (spawn, fork server): it is no MPI
+     * process; CONC_PROCESS_MAIN runs it and exits */
+    if (argc && argv)
+        conc_process_main(*argc, *argv);
     int rc = conc__mpi_init(argc, argv);
     if (rc)
         return rc;

@@ -25,9 +25,14 @@ dies*)
     fi ;;
 esac
 rm -f "$out"
-# nothing of ours may be left running
-sleep 0.5
-left=$(pgrep -f "/$prog\$" | grep -v "^$$\$")
+# nothing of ours may be left running (mpirun itself may take a moment)
+i=0
+while [ $i -lt 50 ]; do
+    left=$(pgrep -x "$prog")
+    [ -z "$left" ] && break
+    sleep 0.2
+    i=$((i + 1))
+done
 if [ -n "$left" ]; then
     echo "FAIL: processes left running: $left"; ps -o pid,stat,cmd -p $left
     kill -9 $left 2>/dev/null
