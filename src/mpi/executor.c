@@ -311,8 +311,8 @@ static bool dispatch(mx_t *x)
             free_workers += !x->w[i].dead && x->w[i].nb < INFLIGHT;
         size_t want = batch_size(x);
         size_t share = (x->nbl + free_workers - 1) / (free_workers ? free_workers : 1);
-        if (want > share && x->avg_ns > 50000)
-            want = share; /* long tasks: spread them */
+        if (want > share)
+            want = share; /* spread what there is over the free workers */
         pend_t *head = x->bl_head, **tail = &x->bl_head;
         size_t n = 0, bytes = 0;
         while (*tail && n < want && (n == 0 || bytes + (*tail)->len <= BATCH_BYTES)) {

@@ -404,6 +404,38 @@ static int body_broken_initializer(const factory_t *F)
     return 0;
 }
 
+/* After many trivial tasks (big batches), a few slow ones still spread
+ * over the workers instead of queueing behind each other in one batch. */
+static int body_slow_after_fast(const factory_t *F)
+{
+    conc_executor_t *ex;
+    CHECK(F->make(&ex, 3, NULL, NULL, 0) == 0);
+    enum { N = 3000 };
+    conc_future_t **fs = malloc(N * sizeof *fs);
+    for (int i = 0; i < N; i++)
+        CHECK(conc_process_pool_submit(ex, &fs[i], b_square, &i, sizeof i) == 0);
+    for (int i = 0; i < N; i++) {
+        int v;
+        CHECK(int_of(fs[i], &v) == 0 && v == i * i);
+        conc_future_free(fs[i]);
+    }
+    free(fs);
+    int ms = 400;
+    conc_future_t *g[3];
+    double t0 = h_now();
+    for (int i = 0; i < 3; i++)
+        CHECK(conc_process_pool_submit(ex, &g[i], b_sleep_ms, &ms, sizeof ms) == 0);
+    for (int i = 0; i < 3; i++) {
+        int v;
+        CHECK(int_of(g[i], &v) == 0);
+        conc_future_free(g[i]);
+    }
+    double dt = h_now() - t0;
+    CHECK(dt < 1.0, "3 x 400 ms on 3 workers took %.2f s", dt);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
 typedef struct {
     const char *name;
     int (*fn)(const factory_t *);
@@ -423,5 +455,6 @@ static const body_t exec_bodies[] = {
     {"free_leaves_no_worker", body_free_leaves_no_worker},
     {"initializer", body_initializer},
     {"broken_initializer", body_broken_initializer},
+    {"slow_after_fast_spread", body_slow_after_fast},
 };
 #endif
