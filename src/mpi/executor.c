@@ -38,6 +38,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -63,9 +64,16 @@ typedef struct pend {
     struct pend *next;
     conc_future_t *f;       /* our reference */
     uint32_t kind, count;
-    size_t len;
+    size_t len;             /* of wire (padded to 8 with zeros) */
+    /* a task sent alone goes out as is: bh, blen and wire are one T_TASKS
+     * message (a big map chunk is not copied again) */
+    mbatch_t bh;
+    uint64_t blen;
     unsigned char wire[];
 } pend_t;
+
+_Static_assert(offsetof(pend_t, wire) == offsetof(pend_t, bh) + sizeof(mbatch_t) + 8,
+               "a lone task's message is contiguous");
 
 typedef struct batch {
     struct batch *next;
@@ -80,6 +88,7 @@ typedef struct {
     batch_t *head, *tail;
     unsigned nb;
     bool dead;
+    int64_t last;           /* when it last answered (or was set up) */
 } wrk_t;
 
 enum { X_NEW, X_RUNNING, X_DONE };
@@ -99,7 +108,6 @@ typedef struct mx {
     size_t nw;
     wrk_t *w;
     double avg_ns;
-    unsigned rr;
     int setup_rc;
     conc_event_t ready, done;
     /* options */
@@ -131,7 +139,8 @@ static void wake(void)
 
 static void pend_free(pend_t *p)
 {
-    conc_future_free(p->f);
+    if (p->f)
+        conc_future_free(p->f);
     free(p);
 }
 
@@ -215,7 +224,7 @@ static void setup(mx_t *x)
         free(errs);
     }
     for (size_t i = 0; rc == 0 && i < x->nw; i++) {
-        x->w[i] = (wrk_t){(int)(x->spawned ? i : i + 1), -1, -1, NULL, NULL, 0, false};
+        x->w[i] = (wrk_t){(int)(x->spawned ? i : i + 1), -1, -1, NULL, NULL, 0, false, conc__mpi_now()};
         if (send_config(x, x->w[i].rank) != MPI_SUCCESS)
             rc = CONC_ESYS;
     }
@@ -260,7 +269,7 @@ static void send_batch(mx_t *x, wrk_t *w, pend_t *list, uint32_t n)
         free(b);
         return;
     }
-    unsigned char *m = malloc(len);
+    unsigned char *m = k == 1 ? (unsigned char *)&ts[0]->bh : malloc(len);
     if (!m) {
         for (uint32_t j = 0; j < k; j++) {
             conc__pool_remote_fail(ts[j]->f, CONC_ENOMEM, "out of memory");
@@ -273,7 +282,11 @@ static void send_batch(mx_t *x, wrk_t *w, pend_t *list, uint32_t n)
     mbatch_t h = {k, 0, 0};
     memcpy(m, &h, sizeof h);
     size_t pos = sizeof h;
-    for (uint32_t j = 0; j < k; j++) {
+    if (k == 1) {
+        ts[0]->blen = ts[0]->len;
+        pos = len;
+    }
+    for (uint32_t j = 0; j < k && k > 1; j++) {
         uint64_t l = ts[j]->len;
         memcpy(m + pos, &l, 8);
         memcpy(m + pos + 8, ts[j]->wire, l);
@@ -282,7 +295,7 @@ static void send_batch(mx_t *x, wrk_t *w, pend_t *list, uint32_t n)
     }
     b->n = k;
     b->ts = ts;
-    b->msg = m;
+    b->msg = k == 1 ? NULL : m; /* a lone task's message is its pend */
     b->req = MPI_REQUEST_NULL;
     if (w->tail)
         w->tail->next = b;
@@ -302,13 +315,22 @@ static void send_batch(mx_t *x, wrk_t *w, pend_t *list, uint32_t n)
 static bool dispatch(mx_t *x)
 {
     bool did = false;
-    for (size_t step = 0; step < x->nw && x->nbl && !x->broken; step++) {
-        wrk_t *w = &x->w[x->rr++ % x->nw];
-        if (w->dead || w->nb >= INFLIGHT)
-            continue;
+    while (x->nbl && !x->broken) {
+        /* the worker with the least in flight, and among those the one
+         * that answered last: it is still polling, not asleep (workers
+         * back off when idle), so a lone task gets the fastest answer */
+        wrk_t *w = NULL;
         size_t free_workers = 0;
-        for (size_t i = 0; i < x->nw; i++)
-            free_workers += !x->w[i].dead && x->w[i].nb < INFLIGHT;
+        for (size_t i = 0; i < x->nw; i++) {
+            wrk_t *c = &x->w[i];
+            if (c->dead || c->nb >= INFLIGHT)
+                continue;
+            free_workers++;
+            if (!w || c->nb < w->nb || (c->nb == w->nb && c->last > w->last))
+                w = c;
+        }
+        if (!w)
+            break;
         size_t want = batch_size(x);
         size_t share = (x->nbl + free_workers - 1) / (free_workers ? free_workers : 1);
         if (want > share)
@@ -361,6 +383,7 @@ static void on_results(mx_t *x, wrk_t *w, const unsigned char *m, size_t n)
     if (!w->head)
         w->tail = NULL;
     w->nb--;
+    w->last = conc__mpi_now();
     mbatch_t h = {0, 0, 0};
     if (n >= sizeof h)
         memcpy(&h, m, sizeof h);
@@ -500,8 +523,10 @@ static void finish(mx_t *x)
             n = b->next;
             if (b->req != MPI_REQUEST_NULL)
                 MPI_Request_free(&b->req);
-            b->msg = NULL; /* may still be read by MPI: left to it */
-            batch_done(b);
+            /* MPI may still read the message (b->msg, or a lone task's
+             * pend): only the futures are given back, the rest is left */
+            for (uint32_t j = 0; j < b->n; j++)
+                b->ts[j]->f = (conc_future_free(b->ts[j]->f), NULL);
         }
         w->head = w->tail = NULL;
         w->nb = 0;
@@ -648,7 +673,8 @@ static int mx_submit(conc_executor_t *ex, const conc__rtask_t *ts, size_t n)
     mx_t *x = (mx_t *)ex;
     pend_t *head = NULL, **tail = &head;
     for (size_t i = 0; i < n; i++) {
-        pend_t *p = malloc(sizeof *p + ts[i].len);
+        size_t len = MPAD8(ts[i].len + ts[i].extlen);
+        pend_t *p = malloc(sizeof *p + len);
         if (!p) {
             for (pend_t *q = head, *nx; q; q = nx) {
                 nx = q->next;
@@ -660,8 +686,11 @@ static int mx_submit(conc_executor_t *ex, const conc__rtask_t *ts, size_t n)
         p->f = conc_future_ref(ts[i].f);
         p->kind = ts[i].kind;
         p->count = ts[i].count;
-        p->len = ts[i].len;
+        p->len = len;
         memcpy(p->wire, ts[i].wire, ts[i].len);
+        if (ts[i].extlen)
+            memcpy(p->wire + ts[i].len, ts[i].ext, ts[i].extlen);
+        memset(p->wire + ts[i].len + ts[i].extlen, 0, len - ts[i].len - ts[i].extlen);
         *tail = p;
         tail = &p->next;
     }

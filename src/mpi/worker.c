@@ -94,17 +94,17 @@ static int run_init(const unsigned char *m, size_t n, char *msg, size_t msgcap)
     return code;
 }
 
-/* Run a T_TASKS message and send its T_RESULTS. */
-static int run_batch(MPI_Comm comm, const unsigned char *m, size_t n, int initfail, const char *initmsg)
+/* Run a T_TASKS message and send its T_RESULTS: each blob is appended
+ * straight after its length word in one buffer (*out, kept between
+ * batches). */
+static int run_batch(MPI_Comm comm, const unsigned char *m, size_t n, int initfail, const char *initmsg,
+                     void **out, size_t *cap)
 {
     mbatch_t h;
     if (n < sizeof h)
         return MPI_SUCCESS;
     memcpy(&h, m, sizeof h);
-    size_t pos = sizeof h, cap = 4096, len = sizeof h;
-    unsigned char *out = malloc(cap);
-    if (!out)
-        return MPI_ERR_NO_MEM;
+    size_t pos = sizeof h, used = sizeof h;
     int64_t t0 = conc__mpi_now();
     uint32_t done = 0;
     for (; done < h.n; done++) {
@@ -115,55 +115,51 @@ static int run_batch(MPI_Comm comm, const unsigned char *m, size_t n, int initfa
         pos += 8;
         if (tl > n - pos)
             break;
-        void *blob = NULL;
-        size_t bl = 0;
+        if (used + 8 > *cap) {
+            size_t c = *cap ? *cap * 2 : 65536;
+            void *o = realloc(*out, c);
+            if (!o)
+                return MPI_ERR_NO_MEM;
+            *out = o;
+            *cap = c;
+        }
+        size_t lenat = used;
+        used += 8;
         int rc;
         if (initfail) {
             uint32_t count = 1;
-            if (tl >= 12)
+            if (tl >= 16)
                 memcpy(&count, m + pos + 12, 4); /* wtask_t.count */
-            rc = conc__pool_remote_fail_blob(count, CONC_EBROKEN, initmsg, &blob, &bl);
+            rc = conc__pool_remote_fail_blob(count, CONC_EBROKEN, initmsg, out, cap, &used);
         } else {
-            rc = conc__pool_remote_run(m + pos, tl, &blob, &bl);
+            rc = conc__pool_remote_run(m + pos, tl, out, cap, &used);
             if (rc == CONC_EBROKEN)
-                rc = conc__pool_remote_fail_blob(1, CONC_EBROKEN, "worker: malformed task", &blob, &bl);
+                rc = conc__pool_remote_fail_blob(1, CONC_EBROKEN, "worker: malformed task", out, cap, &used);
         }
-        pos += MPAD8(tl) <= n - pos ? MPAD8(tl) : n - pos;
-        if (rc) {
-            free(out);
+        if (rc)
             return MPI_ERR_NO_MEM;
-        }
-        size_t need = len + 8 + MPAD8(bl);
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            unsigned char *o = realloc(out, cap);
-            if (!o) {
-                free(blob);
-                free(out);
-                return MPI_ERR_NO_MEM;
-            }
-            out = o;
-        }
-        uint64_t b64 = bl;
-        memcpy(out + len, &b64, 8);
-        memcpy(out + len + 8, blob, bl);
-        memset(out + len + 8 + bl, 0, MPAD8(bl) - bl);
-        len = need;
-        free(blob);
+        uint64_t bl = used - lenat - 8;
+        memcpy((unsigned char *)*out + lenat, &bl, 8);
+        pos += MPAD8(tl) <= n - pos ? MPAD8(tl) : n - pos;
+    }
+    if (*cap < sizeof h) {
+        void *o = realloc(*out, 65536);
+        if (!o)
+            return MPI_ERR_NO_MEM;
+        *out = o;
+        *cap = 65536;
     }
     mbatch_t r = {done, 0, (uint64_t)(conc__mpi_now() - t0)};
-    memcpy(out, &r, sizeof r);
-    int rc = send(comm, T_RESULTS, out, len);
-    free(out);
-    return rc;
+    memcpy(*out, &r, sizeof r);
+    return send(comm, T_RESULTS, *out, used);
 }
 
 int conc__mpi_serve(MPI_Comm comm, int world)
 {
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     unsigned char *buf = NULL;
-    size_t cap = 0;
+    void *out = NULL;
+    size_t cap = 0, ocap = 0;
     int initfail = 0;
     char initmsg[320] = "";
     for (;;) {
@@ -203,7 +199,7 @@ int conc__mpi_serve(MPI_Comm comm, int world)
             break;
         }
         case T_TASKS:
-            rc = run_batch(comm, buf, n, initfail, initmsg);
+            rc = run_batch(comm, buf, n, initfail, initmsg, &out, &ocap);
             break;
         case T_DETACH:
             initfail = 0;
@@ -219,8 +215,10 @@ int conc__mpi_serve(MPI_Comm comm, int world)
             break;
     }
     free(buf);
+    free(out);
     return -1;
 done:
     free(buf);
+    free(out);
     return 0;
 }

@@ -58,7 +58,8 @@ static const conc__pool_remote_t *remote_of(conc_executor_t *ex)
 static int tgt_task_new(tgt_t *t, task_t **out, const conc_registration_t *reg, uint32_t kind, const void *items,
                         size_t item_size, size_t count, bool borrow)
 {
-    return conc__task_new(t->e, out, reg, kind, items, item_size, count, t->e && borrow);
+    /* a remote backend copies a borrowed task's items when it queues it */
+    return conc__task_new(t->e, out, reg, kind, items, item_size, count, borrow);
 }
 
 /* Queue tasks, all or none; the caller frees them when the target is a
@@ -70,8 +71,11 @@ static int tgt_submit(tgt_t *t, task_t **ts, size_t n)
     conc__rtask_t *rt = calloc(n ? n : 1, sizeof *rt);
     if (!rt)
         return CONC_ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        rt[i] = (conc__rtask_t){ts[i]->f, ts[i]->wire, ts[i]->wirelen, ts[i]->kind, ts[i]->count};
+    for (size_t i = 0; i < n; i++) {
+        task_t *k = ts[i];
+        rt[i] = (conc__rtask_t){k->f, k->wire, k->ext ? k->headlen : k->wirelen, k->ext,
+                                k->ext ? ((const wtask_t *)k->wire)->datalen : 0, k->kind, k->count};
+    }
     int rc = t->r->submit(t->rex, rt, n);
     free(rt);
     if (rc == 0)

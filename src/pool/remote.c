@@ -20,17 +20,42 @@
 
 /* ------------------------------------------------------------ worker */
 
+/* Grow out's buffer to hold at least need bytes. */
+static int out_grow(conc_pool_out_t *out, size_t need)
+{
+    if (need <= out->cap)
+        return 0;
+    size_t c = out->cap ? out->cap : 4096;
+    while (c < need)
+        c *= 2;
+    unsigned char *p = realloc(out->p, c);
+    if (!p)
+        return CONC_ENOMEM;
+    out->p = p;
+    out->cap = c;
+    return 0;
+}
+
+/* One blob being built at the end of the caller's buffer: the items'
+ * results go straight into it (out.p is that buffer), the table (only
+ * once an item fails or differs in length) aside. */
 typedef struct {
-    conc_pool_out_t out;    /* item results, one after the other */
+    conc_pool_out_t out;
+    size_t data0;           /* where the blob's data starts in out.p */
     witem_t *tab;
-    size_t n, cap;
+    size_t n, cap;          /* items so far; table capacity */
     uint32_t nfail;
+    bool uni;               /* every item so far succeeded with unilen bytes */
+    uint32_t unilen;
+    conc__ctx_t *ctx;
 } run_t;
 
-static int add_item(run_t *r, int code, uint32_t len)
+static int tab_push(run_t *r, int code, uint32_t len)
 {
-    if (r->n == r->cap) {
-        size_t c = r->cap ? r->cap * 2 : 16;
+    if (r->n >= r->cap) {
+        size_t c = r->cap ? r->cap * 2 : 64;
+        while (c <= r->n)
+            c *= 2;
         witem_t *t = realloc(r->tab, c * sizeof *t);
         if (!t)
             return CONC_ENOMEM;
@@ -38,8 +63,33 @@ static int add_item(run_t *r, int code, uint32_t len)
         r->cap = c;
     }
     r->tab[r->n++] = (witem_t){code, len};
-    r->nfail += code != 0;
     return 0;
+}
+
+/* Leave the uniform form: a table entry for every item so far. */
+static int to_table(run_t *r)
+{
+    size_t n = r->n;
+    r->n = 0;
+    r->uni = false;
+    for (size_t j = 0; j < n; j++)
+        if (tab_push(r, 0, r->unilen))
+            return CONC_ENOMEM;
+    return 0;
+}
+
+static int item_ok(run_t *r, uint32_t len)
+{
+    r->out.base += len;
+    r->out.len = 0;
+    if (r->uni && (r->n == 0 || len == r->unilen)) {
+        r->unilen = len;
+        r->n++;
+        return 0;
+    }
+    if (r->uni && to_table(r))
+        return CONC_ENOMEM;
+    return tab_push(r, 0, len);
 }
 
 /* Item failed with code and msg: the message (with its NUL) is its data. */
@@ -53,76 +103,113 @@ static int item_fail(run_t *r, int code, const char *msg)
         return CONC_ENOMEM;
     r->out.base += len;
     r->out.len = 0;
-    return add_item(r, code, (uint32_t)len);
+    if (r->uni && to_table(r))
+        return CONC_ENOMEM;
+    r->nfail++;
+    return tab_push(r, code, (uint32_t)len);
+}
+
+/* After a task returned: record its outcome (ret: its return value). */
+static int settle(run_t *r, int ret)
+{
+    conc__ctx_t *ctx = r->ctx;
+    int code = ctx->fail_code;
+    const char *msg = ctx->fail_msg;
+    if (!code && ret) {
+        code = ret < 0 ? ret : CONC_EFAILED;
+        msg = ret < 0 ? conc_strerror(ret) : "task returned a nonzero value";
+    }
+    if (code) {
+        int rc = item_fail(r, code, msg);
+        ctx->fail_code = 0;
+        return rc;
+    }
+    if (r->out.len > UINT32_MAX)
+        return item_fail(r, CONC_ERANGE, "result too large");
+    return item_ok(r, (uint32_t)r->out.len);
 }
 
 static int run_one(run_t *r, const conc_registration_t *reg, uint32_t kind, const void *arg, size_t len)
 {
-    conc_fail_clear();
     r->out.len = 0;
     if (!reg)
         return item_fail(r, CONC_EINVAL, "task function not found in the worker's registry");
-    int rc = 0;
     if (kind == K_WORD) {
         uint64_t v = 0;
         memcpy(&v, arg, len < 8 ? len : 8);
         void *res = ((void *(*)(void *))(void (*)(void))reg->fn)((void *)(uintptr_t)v);
+        if (r->ctx->fail_code)
+            return settle(r, 0);
         uint64_t rv = (uint64_t)(uintptr_t)res;
-        const char *msg;
-        int code = conc_failure(&msg);
-        if (code) {
-            rc = item_fail(r, code, msg);
-            conc_fail_clear();
-            return rc;
-        }
         if (conc_pool_return(&r->out, &rv, 8))
             return CONC_ENOMEM;
-    } else {
-        int ret = ((conc_pool_fn)(void (*)(void))reg->fn)(arg, len, &r->out);
-        const char *msg;
-        int code = conc_failure(&msg);
-        if (!code && ret) {
-            code = ret < 0 ? ret : CONC_EFAILED;
-            msg = ret < 0 ? conc_strerror(ret) : "task returned a nonzero value";
-        }
-        if (code) {
-            rc = item_fail(r, code, msg);
-            conc_fail_clear();
-            return rc;
-        }
+        return settle(r, 0);
     }
-    if (r->out.len > UINT32_MAX)
-        return item_fail(r, CONC_ERANGE, "result too large");
-    uint32_t n = (uint32_t)r->out.len;
-    r->out.base += n;
-    r->out.len = 0;
-    return add_item(r, 0, n);
+    return settle(r, ((conc_pool_fn)(void (*)(void))reg->fn)(arg, len, &r->out));
 }
 
-static int make_blob(run_t *r, void **blob, size_t *bloblen)
+/* A chunk of fixed-size items. Fast path: an item that succeeds with the
+ * uniform length is just counted (its bytes are already in place). */
+static int run_strided(run_t *r, conc_pool_fn fn, const unsigned char *data, size_t stride, uint32_t count)
 {
-    bool uni = r->nfail == 0;
-    for (size_t j = 1; uni && j < r->n; j++)
-        uni = r->tab[j].len == r->tab[0].len;
-    size_t tab = uni ? 0 : r->n * sizeof(witem_t);
-    size_t datalen = r->out.base;
-    unsigned char *b = malloc(sizeof(conc__rblob_t) + tab + datalen);
-    if (!b)
-        return CONC_ENOMEM;
-    conc__rblob_t h = {(uint32_t)r->n, r->nfail, uni && r->n ? r->tab[0].len : 0, !uni, datalen};
-    memcpy(b, &h, sizeof h);
-    if (tab)
-        memcpy(b + sizeof h, r->tab, tab);
-    if (datalen)
-        memcpy(b + sizeof h + tab, r->out.p, datalen);
-    *blob = b;
-    *bloblen = sizeof h + tab + datalen;
+    conc__ctx_t *ctx = r->ctx;
+    for (uint32_t j = 0; j < count; j++) {
+        r->out.len = 0;
+        int ret = fn(data + (size_t)j * stride, stride, &r->out);
+        size_t len = r->out.len;
+        if (__builtin_expect(ret == 0 && ctx->fail_code == 0 && r->uni && r->n && len == r->unilen, 1)) {
+            r->out.base += len;
+            r->n++;
+            continue;
+        }
+        int rc = settle(r, ret);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
-int conc__pool_remote_run(const void *wire, size_t len, void **blob, size_t *bloblen)
+/* Close the blob: header before the data, the table after it. */
+static int finish_blob(run_t *r, size_t *used)
 {
-    if (!wire || !blob || !bloblen || len < sizeof(wtask_t))
+    size_t datalen = r->out.base - r->data0;
+    size_t tabat = PAD8(r->out.base);
+    size_t tab = r->uni ? 0 : r->n * sizeof(witem_t);
+    size_t end = PAD8(tabat + tab);
+    r->out.len = 0;
+    if (out_grow(&r->out, end)) /* room for the padding and the table */
+        return CONC_ENOMEM;
+    unsigned char *b = r->out.p;
+    memset(b + r->out.base, 0, tabat - r->out.base);
+    if (tab)
+        memcpy(b + tabat, r->tab, tab);
+    memset(b + tabat + tab, 0, end - tabat - tab);
+    conc__rblob_t h = {(uint32_t)r->n, r->nfail, r->uni ? r->unilen : 0, !r->uni, datalen};
+    memcpy(b + r->data0 - sizeof h, &h, sizeof h);
+    *used = end;
+    return 0;
+}
+
+/* Set up a blob at *used (8-aligned) of the caller's buffer. */
+static int start_blob(run_t *r, void **buf, size_t *cap, size_t used)
+{
+    *r = (run_t){.out = {*buf, *cap, used + sizeof(conc__rblob_t), 0}, .uni = true, .ctx = conc__ctx()};
+    r->data0 = r->out.base;
+    if (r->data0 > r->out.cap && out_grow(&r->out, r->data0 + 64))
+        return CONC_ENOMEM;
+    return 0;
+}
+
+static void end_run(run_t *r, void **buf, size_t *cap)
+{
+    *buf = r->out.p;
+    *cap = r->out.cap;
+    free(r->tab);
+}
+
+int conc__pool_remote_run(const void *wire, size_t len, void **buf, size_t *cap, size_t *used)
+{
+    if (!wire || !buf || !cap || !used || (*used & 7) || len < sizeof(wtask_t))
         return CONC_EBROKEN;
     wtask_t t;
     memcpy(&t, wire, sizeof t);
@@ -142,10 +229,14 @@ int conc__pool_remote_run(const void *wire, size_t len, void **blob, size_t *blo
     memcpy(nb, name, t.namelen);
     nb[t.namelen] = 0;
     const conc_registration_t *reg = conc_registry_find(nb);
-    run_t r = {0};
-    int rc = 0;
-    if (t.kind != K_CHUNK) {
+    run_t r;
+    int rc = start_blob(&r, buf, cap, *used);
+    r.ctx->fail_code = 0;
+    if (rc) {
+    } else if (t.kind != K_CHUNK) {
         rc = run_one(&r, reg, t.kind, data, t.datalen);
+    } else if (t.stride && reg) {
+        rc = run_strided(&r, (conc_pool_fn)(void (*)(void))reg->fn, data, t.stride, t.count);
     } else {
         for (uint32_t j = 0; rc == 0 && j < t.count; j++) {
             if (t.stride) {
@@ -160,22 +251,23 @@ int conc__pool_remote_run(const void *wire, size_t len, void **blob, size_t *blo
         }
     }
     if (rc == 0)
-        rc = make_blob(&r, blob, bloblen);
-    free(r.tab);
-    free(r.out.p);
+        rc = finish_blob(&r, used);
+    end_run(&r, buf, cap);
     return rc;
 }
 
-int conc__pool_remote_fail_blob(uint32_t count, int code, const char *msg, void **blob, size_t *bloblen)
+int conc__pool_remote_fail_blob(uint32_t count, int code, const char *msg, void **buf, size_t *cap,
+                                size_t *used)
 {
-    run_t r = {0};
-    int rc = 0;
+    if (!buf || !cap || !used || (*used & 7))
+        return CONC_EINVAL;
+    run_t r;
+    int rc = start_blob(&r, buf, cap, *used);
     for (uint32_t j = 0; rc == 0 && j < (count ? count : 1); j++)
         rc = item_fail(&r, code, msg);
     if (rc == 0)
-        rc = make_blob(&r, blob, bloblen);
-    free(r.tab);
-    free(r.out.p);
+        rc = finish_blob(&r, used);
+    end_run(&r, buf, cap);
     return rc;
 }
 
@@ -201,12 +293,14 @@ void conc__pool_remote_complete(conc_future_t *f, uint32_t kind, uint32_t count,
     if (!b || len < sizeof h)
         return broken(f, "BrokenExecutor: a worker sent a malformed result");
     memcpy(&h, b, sizeof h);
+    /* header, data, padding to 8, table */
+    size_t avail = len - sizeof h;
     size_t tab = h.table ? (size_t)h.count * sizeof(witem_t) : 0;
-    if (h.count != count || (h.table && h.count > (len - sizeof h) / sizeof(witem_t)) ||
-        h.datalen != len - sizeof h - tab)
+    if (h.count != count || h.datalen > avail || (h.table && h.count > avail / sizeof(witem_t)) ||
+        PAD8((size_t)h.datalen) + tab > avail)
         return broken(f, "BrokenExecutor: a worker sent a malformed result");
-    const witem_t *items = (const witem_t *)(b + sizeof h);
-    const unsigned char *data = b + sizeof h + tab;
+    const unsigned char *data = b + sizeof h;
+    const witem_t *items = (const witem_t *)(data + PAD8((size_t)h.datalen));
     /* check the table: lengths add up, failures carry a NUL-ended message */
     uint64_t off = 0;
     uint32_t nfail = 0;
@@ -229,8 +323,11 @@ void conc__pool_remote_complete(conc_future_t *f, uint32_t kind, uint32_t count,
         return broken(f, "BrokenExecutor: a worker sent a malformed result");
     }
     if (kind != K_CHUNK) {
-        int32_t code = h.table ? items[0].code : 0;
-        uint32_t l0 = h.table ? items[0].len : h.unilen;
+        witem_t i0 = {0, h.unilen};
+        if (h.table)
+            memcpy(&i0, items, sizeof i0);
+        int32_t code = i0.code;
+        uint32_t l0 = i0.len;
         if (code) {
             conc__future_fail_now(f, code, (const char *)data);
             return;

@@ -15,10 +15,10 @@
  *   worker:  conc__pool_remote_run runs one wire task and returns its
  *            result blob.
  *
- * Blob (worker -> parent, untrusted there): rblob_t, then (table) count
- * witem_t, then datalen bytes: each item's result, or for a failed item
- * its message with the NUL. Without a table every item succeeded with
- * unilen bytes.
+ * Blob (worker -> parent, untrusted there): rblob_t, then datalen bytes
+ * (each item's result, or for a failed item its message with the NUL),
+ * padding to 8, then (table) count witem_t. Without a table every item
+ * succeeded with unilen bytes.
  */
 #ifndef CONC_POOL_REMOTE_H
 #define CONC_POOL_REMOTE_H
@@ -33,8 +33,11 @@
 
 typedef struct conc__rtask {
     conc_future_t *f;       /* borrowed: take a reference to keep it */
-    const void *wire;       /* the encoded task, len bytes (copy them) */
+    const void *wire;       /* the encoded task, len bytes (copy them) ... */
     size_t len;
+    const void *ext;        /* ... followed by extlen bytes here (a map's
+                               items, not copied into wire), or NULL */
+    size_t extlen;
     uint32_t kind, count;   /* what conc__pool_remote_complete needs back */
 } conc__rtask_t;
 
@@ -60,14 +63,15 @@ CONC_API int conc__pool_remote_add(const conc__pool_remote_t *r);
  * whose argument and result travel as words. */
 CONC_API int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *),
                                            void *arg);
-/* Worker: run the encoded task (len bytes, checked). Returns 0 with a
- * malloc'd blob in *blob (free it), its length in *bloblen; CONC_EBROKEN
- * for bytes that are not a task; CONC_ENOMEM. */
-CONC_API int conc__pool_remote_run(const void *wire, size_t len, void **blob, size_t *bloblen);
-/* A blob in which all count items failed with code and msg (a worker whose
- * initializer failed). */
-CONC_API int conc__pool_remote_fail_blob(uint32_t count, int code, const char *msg, void **blob,
-                                         size_t *bloblen);
+/* Worker: run the encoded task (len bytes, checked) and append its blob
+ * to the malloc'd buffer *buf (capacity *cap, may be realloc'd) at *used
+ * (8-aligned); *used moves to the blob's end, padded to 8. Returns 0;
+ * CONC_EBROKEN for bytes that are not a task; CONC_ENOMEM. */
+CONC_API int conc__pool_remote_run(const void *wire, size_t len, void **buf, size_t *cap, size_t *used);
+/* The same for a blob in which all count items failed with code and msg
+ * (a worker whose initializer failed). */
+CONC_API int conc__pool_remote_fail_blob(uint32_t count, int code, const char *msg, void **buf, size_t *cap,
+                                         size_t *used);
 /* Parent: complete f (of a task of kind and count items) from the blob; a
  * malformed blob fails f with CONC_EBROKEN. Does nothing if f is done. */
 CONC_API void conc__pool_remote_complete(conc_future_t *f, uint32_t kind, uint32_t count, const void *blob,
