@@ -107,6 +107,22 @@ static int t_green_wait(void *p)
     conc_green_free(a);
     conc_green_free(b);
     conc_future_free(f);
+    /* a Timeout scope and a kill cut a wait on an MPI future short */
+    CHECK(conc_process_pool_submit(ex, &f, b_sleep_ms, &ms, sizeof ms) == 0);
+    conc_timeout_begin(0.05);
+    const void *d;
+    size_t n;
+    double t0 = h_now();
+    CHECK(conc_future_bytes(f, CONC_FOREVER, &d, &n) == CONC_ETIMEDOUT);
+    conc_timeout_end();
+    CHECK(h_now() - t0 < 0.25);
+    CHECK(conc_go(&a, g_wait, f) == 0);
+    conc_sleep(0.02);
+    CHECK(conc_green_kill(a, true, 5) == 0);
+    CHECK(conc_green_killed(a));
+    conc_green_free(a);
+    CHECK(conc_future_bytes(f, 30, &d, &n) == 0); /* the task itself still ran */
+    conc_future_free(f);
     CHECK(conc_executor_free(ex) == 0);
     return 0;
 }
