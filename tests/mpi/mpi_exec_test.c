@@ -146,5 +146,15 @@ int main(int argc, char **argv)
         h_run(mode, "options", t_mpi_options, NULL);
         h_run(mode, "green_wait_parks_only_itself", t_green_wait, NULL);
     }
+    /* Left alive at exit (Python joins its executors at exit): the atexit
+     * step shuts it down with wait, releases the ranks and finalizes MPI;
+     * run.sh then checks that no process of ours is left. */
+    conc_executor_t *ex;
+    conc_future_t *f;
+    int ms = 100;
+    if (!only && mk_mpi(&ex, 2, NULL, NULL, 0) == 0 && conc_process_pool_submit(ex, &f, b_sleep_ms, &ms, sizeof ms) == 0) {
+        conc_future_free(f);
+        printf("exiting with a live MPI executor and a task in flight\n");
+    }
     return h_summary();
 }
