@@ -98,6 +98,11 @@ CONC_API int conc_mpi_main(int *argc, char ***argv);
  * to start or to spawn); CONC_ENOMEM. */
 CONC_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);
 
+/* conc_executor_shutdown(ex, wait=true, ...) and conc_executor_free return
+ * CONC_EPERM when called from a done-callback of one of the executor's
+ * futures (callbacks run on the communication thread, which the wait would
+ * be waiting for); shutdown without wait works there. */
+
 /* The workers' process ids (up to cap) and how many workers there are
  * (0 for NULL or another executor). A worker on another host reports -1
  * until it has answered; pids are those on its own host. */

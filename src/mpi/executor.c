@@ -561,7 +561,8 @@ static void *comm_main(void *arg)
     unsigned char *buf = NULL;
     size_t cap = 0;
     int64_t idle_since = 0, last_check = 0;
-    mx_t *snap[64];
+    mx_t **snap = NULL;
+    size_t snapcap = 0;
     lock();
     for (;;) {
         bool did = false;
@@ -581,7 +582,7 @@ static void *comm_main(void *arg)
                 *pp = x->next;
                 bool run = x->state == X_RUNNING;
                 x->state = X_DONE;
-                if (!x->spawned && run)
+                if (!x->spawned)
                     G.world_busy = false;
                 unlock();
                 if (run)
@@ -596,9 +597,18 @@ static void *comm_main(void *arg)
         }
         if (G.stop && !G.list)
             break;
-        size_t ns = 0;
+        size_t ns = 0, nlist = 0;
         bool inflight = false;
-        for (mx_t *x = G.list; x && ns < 64; x = x->next)
+        for (mx_t *x = G.list; x; x = x->next)
+            nlist++;
+        if (nlist > snapcap) {
+            mx_t **ns2 = realloc(snap, nlist * 2 * sizeof *snap);
+            if (ns2) {
+                snap = ns2;
+                snapcap = nlist * 2;
+            }
+        }
+        for (mx_t *x = G.list; x && ns < snapcap; x = x->next)
             if (x->state == X_RUNNING) {
                 snap[ns++] = x;
                 for (size_t i = 0; i < x->nw; i++)
@@ -644,6 +654,7 @@ static void *comm_main(void *arg)
     }
     unlock();
     free(buf);
+    free(snap);
     return NULL;
 }
 
@@ -737,7 +748,9 @@ static int mx_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
         conc_future_set_running_or_notify_cancel(p->f);
         pend_free(p);
     }
-    if (wait && !is_comm_thread())
+    if (wait && is_comm_thread())
+        return CONC_EPERM; /* from a callback run by the thread: it would wait for itself */
+    if (wait)
         conc_event_wait(&x->done, CONC_FOREVER);
     return 0;
 }
@@ -879,14 +892,16 @@ size_t conc_mpi_executor_pids(conc_executor_t *ex, int *pids, size_t cap)
  * finalize MPI. */
 void conc__mpi_atexit(void)
 {
+    /* each shutdown(wait) returns once the thread has taken its executor
+     * off the list */
     lock();
-    mx_t *live[64];
-    size_t n = 0;
-    for (mx_t *x = G.list; x && n < 64; x = x->next)
-        live[n++] = x;
+    while (G.started && G.list) {
+        mx_t *x = G.list;
+        unlock();
+        mx_shutdown(&x->base, true, false);
+        lock();
+    }
     unlock();
-    for (size_t i = 0; i < n; i++)
-        mx_shutdown(&live[i]->base, true, false);
     if (G.started) {
         lock();
         G.stop = true;

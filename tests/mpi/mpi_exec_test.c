@@ -44,6 +44,13 @@ static int init_unregistered(const void *arg, size_t len)
     return 0;
 }
 
+static int cb_rc = 1;
+static void free_from_callback(conc_future_t *f, void *ex)
+{
+    (void)f;
+    __atomic_store_n(&cb_rc, conc_executor_free(ex), __ATOMIC_RELEASE);
+}
+
 /* MPI only: bad options; one executor at a time on mpirun's ranks. */
 static int t_mpi_options(void *p)
 {
@@ -55,6 +62,19 @@ static int t_mpi_options(void *p)
     o = (conc_mpi_opts_t){.initializer = init_unregistered};
     CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL);
     CHECK(conc_mpi_executor_pids(NULL, NULL, 0) == 0);
+    /* freeing the executor from a callback on its own thread is refused */
+    CHECK(mk_mpi(&ex, 1, NULL, NULL, 0) == 0);
+    conc_future_t *f;
+    int ms = 50;
+    CHECK(conc_process_pool_submit(ex, &f, b_sleep_ms, &ms, sizeof ms) == 0);
+    CHECK(conc_future_add_done_callback(f, free_from_callback, ex) == 0);
+    CHECK(conc_future_bytes(f, 30, NULL, NULL) == 0);
+    double end = h_now() + 10;
+    while (__atomic_load_n(&cb_rc, __ATOMIC_ACQUIRE) == 1 && h_now() < end)
+        usleep(1000);
+    CHECK(cb_rc == CONC_EPERM, "rc %d", cb_rc);
+    conc_future_free(f);
+    CHECK(conc_executor_free(ex) == 0);
     if (conc_mpi_world_size() > 1) {
         o = (conc_mpi_opts_t){.max_workers = (size_t)conc_mpi_world_size()};
         CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL); /* more than the ranks */
