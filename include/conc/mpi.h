@@ -93,7 +93,8 @@ CONC_API int conc_mpi_main(int *argc, char ***argv);
 /* MPIPoolExecutor(...): returns 0 and a new executor in *out (free it with
  * conc_executor_free: it shuts down, waits, and the workers exit or, under
  * mpirun, go back to waiting for the next executor); CONC_EINVAL (NULL
- * out, an unregistered initializer, max_workers too large); CONC_EAGAIN
+ * out, an unregistered initializer, max_workers too large, a command
+ * that is not an executable file); CONC_EAGAIN
  * (under mpirun, another executor uses the ranks); CONC_ESYS (MPI failed
  * to start or to spawn); CONC_ENOMEM. */
 CONC_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);

@@ -210,9 +210,17 @@ static void setup(mx_t *x)
             exe[n > 0 ? n : 0] = 0;
             cmd = exe;
         }
-        if (!errs ||
-            MPI_Comm_spawn(cmd, x->args ? x->args : MPI_ARGV_NULL, (int)x->nw, MPI_INFO_NULL, 0, MPI_COMM_SELF,
-                           &x->comm, errs) != MPI_SUCCESS) {
+        /* a failed spawn returns an error instead of aborting the program
+         * (MPI_COMM_SELF's handler is put back after) */
+        MPI_Errhandler old;
+        MPI_Comm_get_errhandler(MPI_COMM_SELF, &old);
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+        int src = errs ? MPI_Comm_spawn(cmd, x->args ? x->args : MPI_ARGV_NULL, (int)x->nw, MPI_INFO_NULL, 0,
+                                        MPI_COMM_SELF, &x->comm, errs)
+                       : MPI_ERR_NO_MEM;
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, old);
+        MPI_Errhandler_free(&old);
+        if (src != MPI_SUCCESS) {
             rc = CONC_ESYS;
             x->comm = MPI_COMM_NULL;
         } else {
@@ -772,6 +780,25 @@ static void mx_destroy(conc_executor_t *ex)
 static const conc_executor_ops_t mx_ops = {"MPIPoolExecutor", mx_submit_word, mx_shutdown, mx_destroy};
 static const conc__pool_remote_t mx_remote = {&mx_ops, mx_submit};
 
+/* An executable file at path, or (no slash) in a PATH directory. */
+static bool program_found(const char *cmd)
+{
+    if (!*cmd)
+        return false;
+    if (strchr(cmd, '/'))
+        return access(cmd, X_OK) == 0;
+    const char *path = getenv("PATH");
+    char buf[PATH_MAX];
+    while (path && *path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        if (snprintf(buf, sizeof buf, "%.*s/%s", (int)n, path, cmd) < (int)sizeof buf && access(buf, X_OK) == 0)
+            return true;
+        path = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
 static int copy_opts(mx_t *x, const conc_mpi_opts_t *o)
 {
     if (o->initializer) {
@@ -786,6 +813,8 @@ static int copy_opts(mx_t *x, const conc_mpi_opts_t *o)
         memcpy(x->initarg, o->initarg, o->initarg_len);
         x->initarg_len = o->initarg_len;
     }
+    if (o->command && !program_found(o->command))
+        return CONC_EINVAL; /* Open MPI 4.1's spawn of a missing program never returns */
     if (o->command && !(x->command = strdup(o->command)))
         return CONC_ENOMEM;
     if (o->args) {

@@ -62,6 +62,10 @@ static int t_mpi_options(void *p)
     o = (conc_mpi_opts_t){.initializer = init_unregistered};
     CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL);
     CHECK(conc_mpi_executor_pids(NULL, NULL, 0) == 0);
+    o = (conc_mpi_opts_t){.spawn = true, .max_workers = 1, .command = "/nonexistent/conc-worker"};
+    CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL); /* Open MPI's spawn would hang */
+    o.command = "no-such-program-conc-mpi";
+    CHECK(conc_mpi_executor_new(&ex, &o) == CONC_EINVAL);
     /* freeing the executor from a callback on its own thread is refused */
     CHECK(mk_mpi(&ex, 1, NULL, NULL, 0) == 0);
     conc_future_t *f;
