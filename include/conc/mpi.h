@@ -79,6 +79,12 @@ typedef struct conc_mpi_opts {
      * (NULL-terminated, or NULL). It must call CONC_MPI_MAIN first. */
     const char *command;
     char *const *args;
+    /* Seconds conc_mpi_executor_new waits for the workers to be started
+     * and connected (0: 60). Open MPI 4.1's MPI_Comm_spawn can hang (a
+     * worker stuck in its PMIx start-up, seen now and then on a loaded
+     * machine): the call then returns CONC_ETIMEDOUT instead of hanging,
+     * and the executor is dropped once MPI returns, if it ever does. */
+    double start_timeout;
 } conc_mpi_opts_t;
 
 /* Called by CONC_MPI_MAIN: runs CONC_PROCESS_MAIN first (a process pool
@@ -96,7 +102,8 @@ CONC_API int conc_mpi_main(int *argc, char ***argv);
  * out, an unregistered initializer, max_workers too large, a command
  * that is not an executable file); CONC_EAGAIN
  * (under mpirun, another executor uses the ranks); CONC_ESYS (MPI failed
- * to start or to spawn); CONC_ENOMEM. */
+ * to start or to spawn); CONC_ETIMEDOUT (the workers were not ready within
+ * opts.start_timeout); CONC_ENOMEM. */
 CONC_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);
 
 /* conc_executor_shutdown(ex, wait=true, ...) and conc_executor_free return

@@ -99,6 +99,8 @@ typedef struct mx {
     /* under G.mu */
     int state;
     bool closing, broken;
+    bool abandoned;         /* its creator gave up waiting for the setup:
+                               the thread ends and frees it */
     pend_t *bl_head, **bl_tail;
     size_t nbl;
     char broken_msg[400];
@@ -239,8 +241,10 @@ static void setup(mx_t *x)
     x->setup_rc = rc;
     lock();
     x->state = rc ? X_DONE : X_RUNNING;
+    bool abandoned = x->abandoned;
     unlock();
-    conc_event_set(&x->ready);
+    if (!abandoned)
+        conc_event_set(&x->ready); /* x is its creator's again */
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -561,6 +565,8 @@ static void finish(mx_t *x)
         }
 }
 
+static void mx_destroy(conc_executor_t *ex);
+
 /* ------------------------------------------------------------ the thread */
 
 static void *comm_main(void *arg)
@@ -588,14 +594,17 @@ static void *comm_main(void *arg)
             mx_t *x = *pp;
             if (x->state == X_DONE || can_finish(x)) {
                 *pp = x->next;
-                bool run = x->state == X_RUNNING;
+                bool run = x->state == X_RUNNING, abandoned = x->abandoned;
                 x->state = X_DONE;
                 if (!x->spawned)
                     G.world_busy = false;
                 unlock();
                 if (run)
                     finish(x);
-                conc_event_set(&x->done); /* x may be freed from here */
+                if (abandoned)
+                    mx_destroy(&x->base);
+                else
+                    conc_event_set(&x->done); /* x may be freed from here */
                 lock();
                 did = true;
                 pp = &G.list;
@@ -885,7 +894,19 @@ int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts)
         mx_destroy(&x->base);
         return rc;
     }
-    conc_event_wait(&x->ready, CONC_FOREVER);
+    double limit = o.start_timeout > 0 ? o.start_timeout : 60;
+    if (conc_event_wait(&x->ready, limit) != 0) {
+        lock();
+        bool pending = x->state == X_NEW;
+        if (pending) {
+            x->abandoned = true; /* the thread finishes and frees it */
+            x->closing = true;
+        }
+        unlock();
+        if (pending)
+            return CONC_ETIMEDOUT;
+        conc_event_wait(&x->ready, CONC_FOREVER); /* it finished just now */
+    }
     if (x->setup_rc) {
         rc = x->setup_rc;
         conc_event_wait(&x->done, CONC_FOREVER);
@@ -923,20 +944,30 @@ void conc__mpi_atexit(void)
 {
     /* each shutdown(wait) returns once the thread has taken its executor
      * off the list */
-    lock();
-    while (G.started && G.list) {
-        mx_t *x = G.list;
-        unlock();
-        mx_shutdown(&x->base, true, false);
+    for (;;) {
         lock();
+        mx_t *x = G.list;
+        while (x && x->abandoned)
+            x = x->next;
+        unlock();
+        if (!x || !G.started)
+            break;
+        mx_shutdown(&x->base, true, false);
     }
-    unlock();
     if (G.started) {
         lock();
         G.stop = true;
         pthread_cond_signal(&G.cv);
         unlock();
-        pthread_join(G.th, NULL);
+        /* bounded: the thread may be stuck in an MPI_Comm_spawn that
+         * never returns (an executor whose start timed out) */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        if (pthread_timedjoin_np(G.th, NULL, &ts) != 0) {
+            fprintf(stderr, "conc: the MPI communication thread is stuck in MPI; exiting without MPI_Finalize\n");
+            return;
+        }
         G.started = false;
     }
     int finalized = 0;

@@ -91,6 +91,31 @@ static int t_mpi_options(void *p)
     return 0;
 }
 
+/* A start that takes longer than start_timeout returns CONC_ETIMEDOUT;
+ * the executor is dropped when its setup ends, and the next one works. */
+static int t_start_timeout(void *p)
+{
+    (void)p;
+    conc_executor_t *ex;
+    conc_mpi_opts_t o = {.max_workers = 2, .start_timeout = 1e-6};
+    int rc = conc_mpi_executor_new(&ex, &o);
+    CHECK(rc == CONC_ETIMEDOUT || rc == 0, "rc %d", rc);
+    if (rc == 0)
+        CHECK(conc_executor_free(ex) == 0);
+    /* the abandoned one is finished by the thread; then the ranks are free */
+    double end = h_now() + 20;
+    while ((rc = mk_mpi(&ex, 2, NULL, NULL, 0)) == CONC_EAGAIN && h_now() < end)
+        usleep(10000);
+    CHECK(rc == 0, "rc %d", rc);
+    conc_future_t *f;
+    int x = 4, v = 0;
+    CHECK(conc_process_pool_submit(ex, &f, b_square, &x, sizeof x) == 0);
+    CHECK(int_of(f, &v) == 0 && v == 16);
+    conc_future_free(f);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
 /* A green thread waiting on an MPI future parks only itself. */
 static int g_counter;
 static void *g_tick(void *a)
@@ -168,6 +193,7 @@ int main(int argc, char **argv)
     }
     if (!only) {
         h_run(mode, "options", t_mpi_options, NULL);
+        h_run(mode, "start_timeout", t_start_timeout, NULL);
         h_run(mode, "green_wait_parks_only_itself", t_green_wait, NULL);
     }
     /* Left alive at exit (Python joins its executors at exit): the atexit
