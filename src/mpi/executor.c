@@ -212,16 +212,9 @@ static void setup(mx_t *x)
             exe[n > 0 ? n : 0] = 0;
             cmd = exe;
         }
-        /* a failed spawn returns an error instead of aborting the program
-         * (MPI_COMM_SELF's handler is put back after) */
-        MPI_Errhandler old;
-        MPI_Comm_get_errhandler(MPI_COMM_SELF, &old);
-        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
         int src = errs ? MPI_Comm_spawn(cmd, x->args ? x->args : MPI_ARGV_NULL, (int)x->nw, MPI_INFO_NULL, 0,
                                         MPI_COMM_SELF, &x->comm, errs)
                        : MPI_ERR_NO_MEM;
-        MPI_Comm_set_errhandler(MPI_COMM_SELF, old);
-        MPI_Errhandler_free(&old);
         if (src != MPI_SUCCESS) {
             rc = CONC_ESYS;
             x->comm = MPI_COMM_NULL;
