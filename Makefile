@@ -2,6 +2,7 @@
 # with cmake/ctest directly; see README.md.
 #
 #   make demo                 build and run the tour (examples/tour.c)
+#   make demo-mpi             the MPI executor's tour under mpirun, 4 ranks (Open MPI)
 #   make test                 install test deps if missing (root), build, ctest
 #   make test-asan            the same suites under ASan+UBSan (build-asan/)
 #   make test-tsan            the same suites under TSan (build-tsan/)
@@ -28,7 +29,7 @@ CMAKE_ARGS  ?=
 CONFIGURE = $(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(2) -DCONC_WERROR=$(WERROR) $(CMAKE_ARGS)
 RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
 
-.PHONY: all build demo test test-deps test-asan test-tsan bench install install-test \
+.PHONY: all build demo demo-mpi test test-deps test-asan test-tsan bench install install-test \
         werror werror-gcc werror-clang clean help
 
 all: build
@@ -48,6 +49,17 @@ demo:
 	$(call CONFIGURE,build,$(BUILD_TYPE))
 	$(CMAKE) --build build -j $(JOBS) --target tour
 	./build/tour
+
+# The MPI tour (examples/mpi/tour_mpi.c), loopback only, oversubscribed,
+# allowed as root (docs/mpi.md explains each setting).
+MPIRUN_FLAGS = --oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
+               --mca oob_tcp_if_include lo --mca mpi_yield_when_idle 1
+demo-mpi:
+	$(call CONFIGURE,build,$(BUILD_TYPE))
+	@$(CMAKE) --build build -j $(JOBS) --target tour_mpi || { \
+	  echo "make demo-mpi: no tour_mpi target: is Open MPI installed? (apt-get install libopenmpi-dev openmpi-bin)" >&2; \
+	  exit 1; }
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun $(MPIRUN_FLAGS) -n 4 ./build/tour_mpi
 
 test-deps:
 	scripts/install-test-deps

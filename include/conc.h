@@ -13,6 +13,7 @@
 #include "conc/io.h"
 #include "conc/pool.h"
 #include "conc/manager.h"
+#include "conc/mpi.h" /* declarations only: link libconc_mpi to use them */
 #include "conc/trace.h"
 #include "conc/selectors.h"
 #endif

@@ -18,6 +18,71 @@
 #include "core/time.h"
 #include "futures/internal.h"
 #include "pool/internal.h"
+#include "pool/remote.h"
+
+/* ------------------------------------------------------------ targets */
+
+/* Where tasks go: the local engine, or a remote backend's executor
+ * (libconc_mpi, see remote.h). */
+typedef struct {
+    engine_t *e;
+    conc_executor_t *rex;
+    const conc__pool_remote_t *r;
+} tgt_t;
+
+#define REMOTE_MAX 4
+static const conc__pool_remote_t *_Atomic remotes[REMOTE_MAX];
+
+int conc__pool_remote_add(const conc__pool_remote_t *r)
+{
+    for (int i = 0; i < REMOTE_MAX; i++) {
+        const conc__pool_remote_t *cur = atomic_load(&remotes[i]);
+        if (cur == r)
+            return 0;
+        if (!cur && atomic_compare_exchange_strong(&remotes[i], &cur, r))
+            return 0;
+    }
+    return CONC_ENOMEM;
+}
+
+static const conc__pool_remote_t *remote_of(conc_executor_t *ex)
+{
+    for (int i = 0; ex && ex->ops && i < REMOTE_MAX; i++) {
+        const conc__pool_remote_t *r = atomic_load(&remotes[i]);
+        if (r && r->ops == ex->ops)
+            return r;
+    }
+    return NULL;
+}
+
+static int tgt_task_new(tgt_t *t, task_t **out, const conc_registration_t *reg, uint32_t kind, const void *items,
+                        size_t item_size, size_t count, bool borrow)
+{
+    /* a remote backend copies a borrowed task's items when it queues it */
+    return conc__task_new(t->e, out, reg, kind, items, item_size, count, borrow);
+}
+
+/* Queue tasks, all or none; the caller frees them when the target is a
+ * remote backend (it copies what it keeps). */
+static int tgt_submit(tgt_t *t, task_t **ts, size_t n)
+{
+    if (t->e)
+        return conc__engine_submit(t->e, ts, n);
+    conc__rtask_t *rt = calloc(n ? n : 1, sizeof *rt);
+    if (!rt)
+        return CONC_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        task_t *k = ts[i];
+        rt[i] = (conc__rtask_t){k->f, k->wire, k->ext ? k->headlen : k->wirelen, k->ext,
+                                k->ext ? ((const wtask_t *)k->wire)->datalen : 0, k->kind, k->count};
+    }
+    int rc = t->r->submit(t->rex, rt, n);
+    free(rt);
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++)
+            conc__task_free(ts[i]);
+    return rc;
+}
 
 /* ------------------------------------------------------------ results */
 
@@ -185,7 +250,7 @@ void conc_results_free(conc_results_t *r)
  * whose items stay valid until it returns — big chunks of fixed-size items
  * are then read from the caller's array when dispatched, not copied
  * first (see do_map for the early return). */
-static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
                          size_t chunksize, conc_results_t *r, void (*cb)(conc_future_t *, void *), char *cbargs,
                          size_t cbstride, bool borrow)
 {
@@ -206,7 +271,7 @@ static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t
         size_t first = c * chunksize, cnt = n - first < chunksize ? n - first : chunksize;
         const void *base = item_size ? (const char *)items + first * item_size
                                      : (const void *)((const conc_buf_t *)items + first);
-        rc = conc__task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt, borrow);
+        rc = tgt_task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt, borrow);
         if (rc == 0 && !(ts[c]->f = conc__future_alloc()))
             rc = CONC_ENOMEM;
         if (rc == 0)
@@ -215,7 +280,7 @@ static int submit_chunks(engine_t *e, conc_pool_fn fn, const void *items, size_t
             conc_future_free(r->fs[c]), r->fs[c] = NULL;
     }
     if (rc == 0)
-        rc = conc__engine_submit(e, ts, r->nchunks);
+        rc = tgt_submit(e, ts, r->nchunks);
     if (rc) {
         for (size_t c = 0; c < r->nchunks; c++) {
             if (r->fs[c] && cb)
@@ -255,7 +320,7 @@ static int wait_chunks(conc_results_t *r, int64_t deadline)
     return 0;
 }
 
-static int do_map(engine_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n, size_t chunksize,
+static int do_map(tgt_t *e, conc_pool_fn fn, const void *items, size_t item_size, size_t n, size_t chunksize,
                   int64_t deadline, conc_results_t **out)
 {
     conc_results_t *r = calloc(1, sizeof *r);
@@ -270,7 +335,8 @@ static int do_map(engine_t *e, conc_pool_fn fn, const void *items, size_t item_s
     if (rc == CONC_ETIMEDOUT) {
         /* chunks that could not be cancelled (dispatched once, sent back
          * by a full queue) may still wait: they get their own copy */
-        conc__engine_unborrow(e);
+        if (e->e)
+            conc__engine_unborrow(e->e);
         conc_results_free(r);
         return rc;
     }
@@ -278,11 +344,11 @@ static int do_map(engine_t *e, conc_pool_fn fn, const void *items, size_t item_s
     return rc;
 }
 
-static int submit_one(engine_t *e, conc_future_t **out, const conc_registration_t *reg, uint32_t kind,
+static int submit_one(tgt_t *e, conc_future_t **out, const conc_registration_t *reg, uint32_t kind,
                       const void *arg, size_t len, conc_future_cb cb, void *cbarg)
 {
     task_t *t;
-    int rc = conc__task_new(e, &t, reg, kind, arg, len, 1, false);
+    int rc = tgt_task_new(e, &t, reg, kind, arg, len, 1, false);
     if (rc)
         return rc;
     if (!(t->f = conc__future_alloc())) {
@@ -296,7 +362,7 @@ static int submit_one(engine_t *e, conc_future_t **out, const conc_registration_
         conc__task_free(t);
         return rc;
     }
-    rc = conc__engine_submit(e, &t, 1);
+    rc = tgt_submit(e, &t, 1);
     if (rc) {
         if (f)
             conc_future_free(f);
@@ -322,7 +388,8 @@ static int ppe_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)
     if (!reg)
         return CONC_EINVAL;
     uint64_t v = (uint64_t)(uintptr_t)arg;
-    return submit_one(p->e, out, reg, K_WORD, &v, 8, NULL, NULL);
+    tgt_t t = {p->e, NULL, NULL};
+    return submit_one(&t, out, reg, K_WORD, &v, 8, NULL, NULL);
 }
 
 static int ppe_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
@@ -346,6 +413,25 @@ static const conc_executor_ops_t ppe_ops = {"ProcessPoolExecutor", ppe_submit_wo
 static engine_t *ppe_engine(conc_executor_t *ex)
 {
     return ex && ex->ops == &ppe_ops ? ((ppe_t *)ex)->e : NULL;
+}
+
+/* A process pool executor, or one of a remote backend: false otherwise. */
+static bool ppe_target(conc_executor_t *ex, tgt_t *t)
+{
+    *t = (tgt_t){ppe_engine(ex), ex, NULL};
+    if (!t->e)
+        t->r = remote_of(ex);
+    return t->e || t->r;
+}
+
+int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+{
+    tgt_t t;
+    const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, true) : NULL;
+    if (!ppe_target(ex, &t) || !out || !reg)
+        return CONC_EINVAL;
+    uint64_t v = (uint64_t)(uintptr_t)arg;
+    return submit_one(&t, out, reg, K_WORD, &v, 8, NULL, NULL);
 }
 
 int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts)
@@ -382,22 +468,22 @@ int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t 
 int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
                              size_t len)
 {
-    engine_t *e = ppe_engine(ex);
+    tgt_t t;
     const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, false) : NULL;
-    if (!e || !out || !reg || (!arg && len))
+    if (!ppe_target(ex, &t) || !out || !reg || (!arg && len))
         return CONC_EINVAL;
-    return submit_one(e, out, reg, K_BYTES, arg, len, NULL, NULL);
+    return submit_one(&t, out, reg, K_BYTES, arg, len, NULL, NULL);
 }
 
 int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
                           size_t chunksize, double timeout, conc_results_t **out)
 {
-    engine_t *e = ppe_engine(ex);
+    tgt_t t;
     int64_t deadline;
-    if (!e || !fn || !out || conc__deadline(timeout, &deadline))
+    if (!ppe_target(ex, &t) || !fn || !out || conc__deadline(timeout, &deadline))
         return CONC_EINVAL;
     *out = NULL;
-    return do_map(e, fn, items, item_size, n, chunksize, deadline, out);
+    return do_map(&t, fn, items, item_size, n, chunksize, deadline, out);
 }
 
 size_t conc_process_pool_pids(conc_executor_t *ex, int *pids, size_t cap)
@@ -486,7 +572,8 @@ int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size
             return CONC_ENOMEM;
         *a = (apply_cb_t){callback, error_callback, cbarg};
     }
-    int rc = submit_one(p->e, out, reg, K_BYTES, arg, len, a ? apply_done : NULL, a);
+    tgt_t t = {p->e, NULL, NULL};
+    int rc = submit_one(&t, out, reg, K_BYTES, arg, len, a ? apply_done : NULL, a);
     return pool_rc(rc);
 }
 
@@ -528,7 +615,8 @@ int conc_pool_map(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t ite
         size_t d = p->processes * 4;
         chunksize = n / d + (n % d ? 1 : 0);
     }
-    return pool_rc(do_map(p->e, fn, items, item_size, n, chunksize, CONC__NO_DEADLINE, out));
+    tgt_t t = {p->e, NULL, NULL};
+    return pool_rc(do_map(&t, fn, items, item_size, n, chunksize, CONC__NO_DEADLINE, out));
 }
 
 /* ------------------------------------------------------------- imap */
@@ -593,7 +681,8 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
     conc_cond_init_rlock(&it->cv, &it->mu);
     int rc;
     if (ordered) {
-        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0, false);
+        tgt_t t = {p->e, NULL, NULL};
+        rc = submit_chunks(&t, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0, false);
     } else {
         size_t cs = chunksize ? chunksize : 1;
         size_t nch = n ? (n - 1) / cs + 1 : 0;
@@ -611,7 +700,8 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
         /* fs[] must be complete before a callback searches it: hold the
          * lock while submitting (callbacks wait for it). */
         conc_cond_acquire(&it->cv, true, CONC_FOREVER);
-        rc = submit_chunks(p->e, fn, items, item_size, n, chunksize, &it->r, iter_chunk_done,
+        tgt_t t = {p->e, NULL, NULL};
+        rc = submit_chunks(&t, fn, items, item_size, n, chunksize, &it->r, iter_chunk_done,
                            (char *)it->slots, sizeof *it->slots, false);
         conc_cond_release(&it->cv);
         if (rc) {

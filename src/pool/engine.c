@@ -56,6 +56,7 @@
 #include "futures/internal.h"
 #include "ipc/queue_internal.h"
 #include "pool/internal.h"
+#include "pool/remote.h"
 #include "thread/internal.h"
 #include "trace/obs.h"
 
@@ -97,7 +98,8 @@ int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, ui
     }
     size_t headlen = sizeof(wtask_t) + PAD8(namelen);
     size_t wirelen = headlen + PAD8(datalen);
-    if (wirelen + sizeof(mhdr_t) > e->tmsg_max || count > UINT32_MAX || item_size > UINT32_MAX)
+    size_t tmax = e ? e->tmsg_max : CONC__REMOTE_MAX; /* no engine: a remote backend's task */
+    if (wirelen + sizeof(mhdr_t) > tmax || count > UINT32_MAX || item_size > UINT32_MAX)
         return CONC_ERANGE;
     borrow = borrow && kind == K_CHUNK && item_size && datalen > 4096;
     size_t own = borrow ? headlen : wirelen;

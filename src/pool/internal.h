@@ -109,6 +109,13 @@ static inline int32_t cres_item(const cres_t *r, size_t j, uint64_t *off, uint32
     return r->items[j].code;
 }
 
+/* Where a task writes its result (worker.c, remote.c): base is where this
+ * item's bytes start in p, len how many it has written so far. */
+struct conc_pool_out {
+    unsigned char *p;
+    size_t cap, base, len;
+};
+
 /* ---------------------------------------------------------- engine */
 
 typedef struct task {
@@ -236,6 +243,8 @@ void conc__cres_release(cres_t *c);
 bool conc__engine_parse_results(engine_t *e, const unsigned char *m, size_t n, task_t **done);
 
 /* worker.c */
+/* Do a chunk task's items lie inside its data (datalen bytes at data)? */
+bool conc__pool_chunk_ok(const wtask_t *t, const unsigned char *data);
 extern const conc_registration_t *conc__pool_worker_entry(void);
 
 #endif

@@ -25,13 +25,6 @@
 
 #define FLUSH_NS 50000
 
-/* A task's result goes straight into the worker's piece data (pd): base
- * is where this item's bytes start, len how many it has written so far. */
-struct conc_pool_out {
-    unsigned char *p;
-    size_t cap, base, len;
-};
-
 static int out_reserve(conc_pool_out_t *out, size_t need)
 {
     if (need <= out->cap)
@@ -339,7 +332,7 @@ static void run_strided(wk_t *w, conc_pool_fn fn, const unsigned char *data, siz
 /* Do a chunk's items lie inside its data? stride: count items of stride
  * bytes; 0: count + 1 offsets (u64) first, non-decreasing, within the
  * bytes after them. */
-static bool chunk_ok(const wtask_t *t, const unsigned char *data)
+bool conc__pool_chunk_ok(const wtask_t *t, const unsigned char *data)
 {
     if (t->stride)
         return t->count <= t->datalen / t->stride;
@@ -381,7 +374,7 @@ static bool run_tasks(wk_t *w, const unsigned char *m, size_t n, unsigned max_ta
             break;
         const char *name = (const char *)(t + 1);
         const unsigned char *data = (const unsigned char *)name + PAD8(t->namelen);
-        if (t->kind == K_CHUNK && !chunk_ok(t, data))
+        if (t->kind == K_CHUNK && !conc__pool_chunk_ok(t, data))
             break;
         size_t step = PAD8((size_t)t->datalen);
         pos += sizeof *t + PAD8((size_t)t->namelen) + (step <= rem ? step : rem);
