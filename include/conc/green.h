@@ -131,6 +131,18 @@ CONC_API const char *conc_green_name(const conc_green_t *g);
  * caller is an OS thread's own context. */
 CONC_API conc_green_t *conc_green_current(void);
 
+/* Which kind of context the caller is, for code that must act differently
+ * on a green thread without touching conc's objects — interposers such as
+ * libconc_patch.so (docs/patch.md): CONC_CTX_THREAD (an OS thread's own
+ * context, no hub attached), CONC_CTX_MAIN (an OS thread's own context
+ * while its hub runs green threads: gevent's main greenlet),
+ * CONC_CTX_GREEN (a green thread, as conc_green_current() != NULL),
+ * CONC_CTX_HUB (a hub's scheduler loop: conc's own code, e.g. its
+ * epoll_wait). Never blocks: one thread-local read, no allocation,
+ * async-signal-safe. */
+enum { CONC_CTX_THREAD = 0, CONC_CTX_GREEN = 1, CONC_CTX_HUB = 2, CONC_CTX_MAIN = 3 };
+CONC_API int conc_context_kind(void);
+
 /* gevent.joinall: wait for all n to end (NULL entries are skipped).
  * Returns 0, CONC_ETIMEDOUT, or whatever interrupted the wait
  * (CONC_EKILLED...). */
