@@ -36,14 +36,17 @@
 extern "C" {
 #endif
 
+/* Exported from libconc_patch.so (not libconc.so, so not CONC_API). */
+#define CONC_PATCH_API __attribute__((visibility("default")))
+
 /* The errno of a patched call cut short by a kill or a timeout scope, for
  * the whole process (EINTR at first). e: a positive errno value. Returns
  * the previous value, or CONC_EINVAL (e <= 0). Thread-safe. */
-CONC_API int conc_patch_set_cut_errno(int e);
+CONC_PATCH_API int conc_patch_set_cut_errno(int e);
 
 /* True while the patch is loaded and active (it is off when
  * CONC_PATCH=0 is in the environment at load time). */
-CONC_API bool conc_patch_active(void);
+CONC_PATCH_API bool conc_patch_active(void);
 
 #ifdef __cplusplus
 }
