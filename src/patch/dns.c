@@ -73,9 +73,15 @@ static int offload(struct job *j)
     int rc = conc_green_offload(run, j, &unused);
     if (rc == 0 || rc == CONC_EFAILED)
         return 0;
+    if (rc != CONC_EKILLED && rc != CONC_ETIMEDOUT) {
+        /* not submitted (CONC_ESHUTDOWN after the exit step...): the
+         * lookup runs here, blocking the OS thread as without the patch */
+        run(j);
+        return 0;
+    }
     int expect = RUNNING;
     if (atomic_compare_exchange_strong(&j->state, &expect, ABANDONED)) {
-        errno = rc == CONC_EKILLED || rc == CONC_ETIMEDOUT ? conc__patch_cut_errno() : EAGAIN;
+        errno = conc__patch_cut_errno();
         return -1;
     }
     return 0; /* finished just as we were cut: take the answer */

@@ -244,7 +244,7 @@ static int waitable(int fd)
 
 static ssize_t other_in(int fd, const struct iovec *iov, int n)
 {
-    if (waitable(fd)) {
+    if (iov_len(iov, (size_t)n) > 0 && waitable(fd)) { /* a 0-byte read returns at once */
         int w = conc__patch_wait_fd(fd, POLLIN, PATCH_NEVER);
         if (w == W_CUT)
             return fail_wait(w, 0);
@@ -254,7 +254,7 @@ static ssize_t other_in(int fd, const struct iovec *iov, int n)
 
 static ssize_t other_out(int fd, const struct iovec *iov, int n)
 {
-    int kind = waitable(fd);
+    int kind = iov_len(iov, (size_t)n) > 0 ? waitable(fd) : 0; /* a 0-byte write returns at once */
     if (!kind)
         return n == 1 ? REAL(write)(fd, iov[0].iov_base, iov[0].iov_len) : REAL(writev)(fd, iov, n);
     if (kind == 1) {
@@ -269,7 +269,7 @@ static ssize_t other_out(int fd, const struct iovec *iov, int n)
         return REAL(writev)(fd, iov, n);
     size_t nv = (size_t)n, want = iov_len(iov, (size_t)n), done = 0;
     ssize_t res = 0;
-    while (done < want || want == 0) {
+    while (done < want) {
         int w = conc__patch_wait_fd(fd, POLLOUT, PATCH_NEVER);
         if (w == W_CUT) {
             res = fail_wait(w, (ssize_t)done);
@@ -293,8 +293,6 @@ static ssize_t other_out(int fd, const struct iovec *iov, int n)
         }
         done += (size_t)r;
         res = (ssize_t)done;
-        if (want == 0)
-            break;
         iov_advance(&v, &nv, (size_t)r);
     }
     iov_free(stack, base);
