@@ -116,7 +116,7 @@ static char *dup_or_null(const char *s, bool *ok)
 PATCH_EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                              struct addrinfo **res)
 {
-    if (!conc__patch_green() || !res || (!node && !service) ||
+    if (!PATCH_GREEN() || !res || (!node && !service) ||
         ((!node || numeric(node) || (hints && (hints->ai_flags & AI_NUMERICHOST))) &&
          (!service || numeric_port(service) || (hints && (hints->ai_flags & AI_NUMERICSERV)))))
         return REAL(getaddrinfo)(node, service, hints, res);
@@ -154,7 +154,7 @@ PATCH_EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *h
 {
     bool no_host = (flags & NI_NUMERICHOST) || !host || !hostlen;
     bool no_serv = (flags & NI_NUMERICSERV) || !serv || !servlen;
-    if (!conc__patch_green() || !sa || salen > sizeof(struct sockaddr_storage) || (no_host && no_serv))
+    if (!PATCH_GREEN() || !sa || salen > sizeof(struct sockaddr_storage) || (no_host && no_serv))
         return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
     struct job *j = calloc(1, sizeof *j);
     if (!j)

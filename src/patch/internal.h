@@ -32,13 +32,15 @@ void *conc__patch_resolve(const char *name);
         f_;                                                                                                        \
     })
 
-/* True when the caller is a green thread of libconc.so and patching is on:
- * the intercepted call must be made cooperative. On an OS thread's own
- * stack and in the hub's loop it is false (the call goes to libc as is);
- * on a stack that is neither (a green thread of a second, statically
- * linked libconc; another coroutine library) it is false too, and a
- * warning is printed once (see patch.c). */
-bool conc__patch_green(void);
+/* True when the caller is a green thread of libconc.so, the call does not
+ * come from libconc.so itself, and patching is on: the intercepted call
+ * must be made cooperative. On an OS thread's own stack and in the hub's
+ * loop it is false (the call goes to libc as is); on a stack that is
+ * neither (a green thread of a second, statically linked libconc; another
+ * coroutine library) it is false too, and a warning is printed once (see
+ * patch.c). ret: the return address of the intercepted call. */
+bool conc__patch_green(const void *ret);
+#define PATCH_GREEN() conc__patch_green(__builtin_return_address(0))
 
 /* How a wait ended. */
 enum { W_READY = 0, W_TIMEOUT = 1, W_CUT = 2, W_ERROR = 3 };

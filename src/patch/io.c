@@ -325,7 +325,7 @@ static ssize_t out_iov(int fd, const struct iovec *iov, int n)
 
 PATCH_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(read)(fd, buf, n);
     struct iovec v = {buf, n};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
@@ -334,7 +334,7 @@ PATCH_EXPORT ssize_t read(int fd, void *buf, size_t n)
 
 PATCH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
-    if (!conc__patch_green() || n < 0 || n > IOV_MAX)
+    if (!PATCH_GREEN() || n < 0 || n > IOV_MAX)
         return REAL(readv)(fd, iov, n);
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
     return in(fd, &m, 0);
@@ -342,7 +342,7 @@ PATCH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 
 PATCH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT))
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT))
         return REAL(recv)(fd, buf, n, flags);
     struct iovec v = {buf, n};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
@@ -351,7 +351,7 @@ PATCH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 
 PATCH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT) || (addr && !alen))
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT) || (addr && !alen))
         return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
     struct iovec v = {buf, n};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_name = addr, .msg_namelen = addr ? *alen : 0};
@@ -363,14 +363,14 @@ PATCH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct soc
 
 PATCH_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT) || !m)
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT) || !m)
         return REAL(recvmsg)(fd, m, flags);
     return sock_in(fd, m, flags);
 }
 
 PATCH_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(write)(fd, buf, n);
     struct iovec v = {(void *)buf, n};
     return out_iov(fd, &v, 1);
@@ -378,14 +378,14 @@ PATCH_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 
 PATCH_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-    if (!conc__patch_green() || n < 0 || n > IOV_MAX)
+    if (!PATCH_GREEN() || n < 0 || n > IOV_MAX)
         return REAL(writev)(fd, iov, n);
     return out_iov(fd, iov, n);
 }
 
 PATCH_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT))
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT))
         return REAL(send)(fd, buf, n, flags);
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
@@ -399,7 +399,7 @@ PATCH_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 PATCH_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
                             socklen_t alen)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT))
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT))
         return REAL(sendto)(fd, buf, n, flags, addr, alen);
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_name = (void *)addr, .msg_namelen = addr ? alen : 0};
@@ -412,7 +412,7 @@ PATCH_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const 
 
 PATCH_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    if (!conc__patch_green() || (flags & MSG_DONTWAIT) || !msg || msg->msg_iovlen > IOV_MAX)
+    if (!PATCH_GREEN() || (flags & MSG_DONTWAIT) || !msg || msg->msg_iovlen > IOV_MAX)
         return REAL(sendmsg)(fd, msg, flags);
     struct iovec stack[IOV_STACK], *c = iov_copy(stack, msg->msg_iov, msg->msg_iovlen);
     if (!c)
@@ -447,14 +447,14 @@ static int accept_green(int fd, struct sockaddr *addr, socklen_t *alen, int flag
 
 PATCH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *alen)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(accept)(fd, addr, alen);
     return accept_green(fd, addr, alen, 0, false);
 }
 
 PATCH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(accept4)(fd, addr, alen, flags);
     return accept_green(fd, addr, alen, flags, true);
 }
@@ -466,7 +466,7 @@ PATCH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int fla
  * background). */
 PATCH_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(connect)(fd, addr, alen);
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || (fl & O_NONBLOCK) || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)

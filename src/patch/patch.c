@@ -29,15 +29,21 @@
  * stack), say so once on stderr, and leave the calls alone.
  *
  * libconc's own calls come through here too (its read, poll, recv... are
- * bound to our definitions like anyone's). They are always non-blocking
- * (MSG_DONTWAIT, O_NONBLOCK fds, zero-timeout polls) or made from the
- * hub's loop, so they pass straight through; no re-entrancy flag is
- * needed — and a per-OS-thread flag would be wrong anyway, since a green
- * thread parked inside a patched call lets others make patched calls.
+ * bound to our definitions like anyone's). They are left alone: a call
+ * whose return address lies in libconc.so's code goes to libc (libconc
+ * knows what each of its calls blocks, e.g. a 10 s poll for a forkserver's
+ * reply; a kill must not be swallowed by its EINTR loop). That is also
+ * why no re-entrancy flag is needed when the patch calls into libconc —
+ * and a per-OS-thread flag would be wrong anyway, since a green thread
+ * parked inside a patched call lets others make patched calls. (Under
+ * ASan its interceptor sits between libconc and us and hides the caller;
+ * libconc's calls then take the patched path, which gives the same
+ * results for its non-blocking calls.)
  */
 #include "patch/internal.h"
 
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -159,13 +165,52 @@ static void warn_foreign(void)
     (void)r;
 }
 
-bool conc__patch_green(void)
+/* ---------------------------------------------- libconc's own calls */
+
+/* libconc.so's code (its executable segment): calls made from there are
+ * libconc's own, written knowing what they block (a forkserver's reply
+ * under a lock, the hub's epoll_wait...), and go to libc untouched. */
+static uintptr_t lib_lo, lib_hi;
+static _Atomic int lib_state; /* 0 not looked up, 1 busy, 2 known */
+
+static int find_lib(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    uintptr_t want = (uintptr_t)arg;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (want >= lo && want < hi) {
+            lib_lo = lo;
+            lib_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static bool from_libconc(const void *ret)
+{
+    int st = atomic_load_explicit(&lib_state, memory_order_acquire);
+    if (__builtin_expect(st != 2, 0)) {
+        int zero = 0;
+        if (st == 1 || !atomic_compare_exchange_strong(&lib_state, &zero, 1))
+            return false; /* being looked up (dl_iterate_phdr may call us) */
+        dl_iterate_phdr(find_lib, (void *)(uintptr_t)conc_context_kind);
+        atomic_store_explicit(&lib_state, 2, memory_order_release);
+    }
+    return (uintptr_t)ret >= lib_lo && (uintptr_t)ret < lib_hi;
+}
+
+bool conc__patch_green(const void *ret)
 {
     if (__builtin_expect(!atomic_load_explicit(&patch_on, memory_order_relaxed), 0))
         return false;
     int k = conc_context_kind();
     if (k == CONC_CTX_GREEN)
-        return true;
+        return !from_libconc(ret);
     if (k == CONC_CTX_THREAD && __builtin_expect(foreign_stack(), 0))
         warn_foreign();
     return false;

@@ -64,14 +64,14 @@ static int poll_green(struct pollfd *fds, nfds_t n, double dl)
 
 PATCH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
-    if (timeout == 0 || !conc__patch_green())
+    if (timeout == 0 || !PATCH_GREEN())
         return REAL(poll)(fds, n, timeout);
     return poll_green(fds, n, conc__patch_deadline_ms(timeout));
 }
 
 PATCH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
-    if (mask || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) || !conc__patch_green())
+    if (mask || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) || !PATCH_GREEN())
         return REAL(ppoll)(fds, n, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) {
         errno = EINVAL;
@@ -142,7 +142,7 @@ static int select_green(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, double dl)
 
 PATCH_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
 {
-    if ((tv && tv->tv_sec == 0 && tv->tv_usec == 0) || !conc__patch_green())
+    if ((tv && tv->tv_sec == 0 && tv->tv_usec == 0) || !PATCH_GREEN())
         return REAL(select)(nfds, rd, wr, ex, tv);
     if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
         errno = EINVAL;
@@ -163,7 +163,7 @@ PATCH_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct tim
 PATCH_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts,
                          const sigset_t *mask)
 {
-    if (mask || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) || !conc__patch_green())
+    if (mask || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) || !PATCH_GREEN())
         return REAL(pselect)(nfds, rd, wr, ex, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) {
         errno = EINVAL;
@@ -192,14 +192,14 @@ static int epoll_green(int ep, struct epoll_event *ev, int max, double dl)
 
 PATCH_EXPORT int epoll_wait(int ep, struct epoll_event *ev, int max, int timeout)
 {
-    if (timeout == 0 || !conc__patch_green())
+    if (timeout == 0 || !PATCH_GREEN())
         return REAL(epoll_wait)(ep, ev, max, timeout);
     return epoll_green(ep, ev, max, conc__patch_deadline_ms(timeout));
 }
 
 PATCH_EXPORT int epoll_pwait(int ep, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
-    if (mask || timeout == 0 || !conc__patch_green())
+    if (mask || timeout == 0 || !PATCH_GREEN())
         return REAL(epoll_pwait)(ep, ev, max, timeout, mask);
     return epoll_green(ep, ev, max, conc__patch_deadline_ms(timeout));
 }

@@ -36,7 +36,7 @@ static void to_ts(double s, struct timespec *ts)
 
 PATCH_EXPORT unsigned int sleep(unsigned int seconds)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(sleep)(seconds);
     double left = green_sleep(seconds);
     return left > 0 ? (unsigned int)ceil(left) : 0;
@@ -44,7 +44,7 @@ PATCH_EXPORT unsigned int sleep(unsigned int seconds)
 
 PATCH_EXPORT int usleep(useconds_t us)
 {
-    if (!conc__patch_green())
+    if (!PATCH_GREEN())
         return REAL(usleep)(us);
     if (green_sleep(us / 1e6) > 0) {
         errno = conc__patch_cut_errno();
@@ -57,7 +57,7 @@ static bool bad_ts(const struct timespec *ts) { return ts->tv_sec < 0 || ts->tv_
 
 PATCH_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
 {
-    if (!req || !conc__patch_green())
+    if (!req || !PATCH_GREEN())
         return REAL(nanosleep)(req, rem);
     if (bad_ts(req)) {
         errno = EINVAL;
@@ -75,7 +75,7 @@ PATCH_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
 
 PATCH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
 {
-    if (!req || !conc__patch_green() ||
+    if (!req || !PATCH_GREEN() ||
         (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME && clock != CLOCK_TAI))
         return REAL(clock_nanosleep)(clock, flags, req, rem);
     if (bad_ts(req))
