@@ -150,7 +150,8 @@ static void blocked_call_is_cooperative(struct call *c, int wfd)
     int n = ticker_stop(t);
     cr_assert_eq(c->r, 5, "r=%zd errno=%d", c->r, c->err);
     cr_assert_geq(c->took, 0.04);
-    cr_assert_gt(n, 10, "the hub stalled: %d ticks while the call was blocked", n);
+    /* stalled, the ticker would have ticked once (before the call) */
+    cr_assert_gt(n, 3, "the hub stalled: %d ticks while the call was blocked", n);
 }
 
 static ssize_t call_read(struct call *c) { return read(c->fd, c->buf, sizeof c->buf); }
@@ -406,7 +407,7 @@ static void sleeps_overlap(int kind, double each)
         cr_assert_geq(s[i].took, each - TU_EPS);
     }
     cr_assert_lt(took, each + TU_SLACK, "%d sleeps of %.1f s took %.2f s: they did not overlap", N, each, took);
-    cr_assert_gt(k, (int)(each * 1000 / 10), "ticks: %d", k);
+    cr_assert_gt(k, (int)(each * 1000 / 25), "ticks: %d", k);
 }
 
 Test(patch, sleep_overlaps) { sleeps_overlap(0, 1.0); }
@@ -476,7 +477,7 @@ Test(patch, accept_and_connect)
     cr_assert_eq(c.cerr, 0, "connect: errno %d", c.cerr);
     cr_assert_eq(c.n, 5);
     cr_assert_eq(memcmp(c.got, "hello", 5), 0);
-    cr_assert_gt(k, 10);
+    cr_assert_gt(k, 3);
     /* the flags are the caller's: blocking stays blocking */
     cr_assert_eq(fcntl(c.cfd, F_GETFL) & O_NONBLOCK, 0);
     cr_assert_eq(fcntl(c.afd, F_GETFL) & O_NONBLOCK, 0);
@@ -692,7 +693,7 @@ static void times_out(ssize_t (*fn)(struct call *), ssize_t want, int err)
         cr_assert_eq(c.err, err, "errno=%d", c.err);
     cr_assert_geq(c.took, 0.1 - TU_EPS);
     cr_assert_lt(c.took, 0.1 + TU_SLACK);
-    cr_assert_gt(k, 10);
+    cr_assert_gt(k, 3);
     close(p[0]);
     close(p[1]);
 }
@@ -931,7 +932,7 @@ Test(hiredis, blocking_commands_overlap, .init = redis_up, .fini = redis_down)
     for (int i = 0; i < N; i++)
         cr_assert(c[i].ok, "client %d: err %d", i, c[i].err);
     cr_assert_lt(took, 0.3 * 5, "%d BLPOPs of 0.3 s took %.2f s: they did not overlap", N, took);
-    cr_assert_gt(k, 100, "ticks: %d", k);
+    cr_assert_gt(k, 20, "ticks: %d", k);
 }
 
 Test(hiredis, many_clients_set_get, .init = redis_up, .fini = redis_down)
