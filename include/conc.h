@@ -17,4 +17,5 @@
 #include "conc/patch.h" /* declarations only: they live in libconc_patch.so */
 #include "conc/trace.h"
 #include "conc/selectors.h"
+#include "conc/deadlock.h"
 #endif

@@ -52,6 +52,8 @@ typedef struct conc__waitq {
 /* threading.Lock: not owned; any thread may release it. */
 typedef struct conc_lock {
     unsigned int state; /* bit 0 locked, bit 1 waiters queued (atomic) */
+    unsigned int owner; /* private: serial of its last acquirer, as far as
+                           known (lock debugging, conc/deadlock.h) (atomic) */
     conc__waitq_t q;
 } conc_lock_t;
 #define CONC_LOCK_INIT {0}
@@ -72,10 +74,19 @@ CONC_API bool conc_lock_locked(const conc_lock_t *l);
  * above. Define CONC_NO_INLINE before including conc headers to always
  * call the functions; (conc_lock_acquire)(...) also calls them. */
 #if !defined(CONC_NO_INLINE) && (defined(__GNUC__) || defined(__clang__))
+/* Private: nonzero while lock debugging (conc/deadlock.h) is on; then
+ * every acquire and release takes the functions' path. A library built
+ * with -DCONC_OBSERVE=OFF defines CONC_NO_OBSERVE for its users too. */
+#ifndef CONC_NO_OBSERVE
+CONC_API extern unsigned int conc__lock_hooks;
+#define CONC__LOCK_UNHOOKED() (__builtin_expect(__atomic_load_n(&conc__lock_hooks, __ATOMIC_RELAXED) == 0, 1))
+#else
+#define CONC__LOCK_UNHOOKED() 1
+#endif
 static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, double timeout)
 {
     unsigned exp = 0;
-    if (l && blocking && timeout == CONC_FOREVER &&
+    if (l && blocking && timeout == CONC_FOREVER && CONC__LOCK_UNHOOKED() &&
         __atomic_compare_exchange_n(&l->state, &exp, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return 0;
     return (conc_lock_acquire)(l, blocking, timeout);
@@ -83,7 +94,8 @@ static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, doubl
 static inline int conc__lock_release_inline(conc_lock_t *l)
 {
     unsigned exp = 1u;
-    if (l && __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+    if (l && CONC__LOCK_UNHOOKED() &&
+        __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         return 0;
     return (conc_lock_release)(l);
 }

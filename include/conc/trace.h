@@ -21,7 +21,48 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------ dump
- * (registry of contexts, conc_dump, dump on a signal) */
+ * (registry of contexts, conc_dump, dump on a signal)
+ *
+ * conc_dump writes, for every OS thread conc knows (threads it started,
+ * threads that used conc, the main thread) and every green thread of each
+ * thread's hub, one line — name, state (running / ready / blocked), what
+ * it is blocked on and for how long — and a backtrace; then the child
+ * processes still running:
+ *
+ *   Thread "Thread-3" (ident 0x7f.., tid 4122): blocked on Lock 0x55.. held by Thread-2 for 2.1 s
+ *       #0 ./prog(worker+0x2a) [0x55...]
+ *     green "Green-7": blocked on queue get on 0x55.. for 0.3 s
+ *     green "Green-8": blocked on sleep until +0.4 s for 0.1 s
+ *   Process "Process-1" pid 4121: running
+ *
+ * Blocked-on words: "Lock 0x..", "RLock 0x.. held by X", "Condition 0x..",
+ * "Semaphore 0x..", "Event 0x..", "Barrier 0x..", "queue get / put / join
+ * on 0x..", "result of a task of pool 0x.. (future 0x..)", "join of thread
+ * X", "join of green thread X", "join of process 4121", "sleep until
+ * +0.4 s", "fd 7 readable / writable", "shared word 0x.." (a
+ * process-shared object). A Lock's holder is known when it was taken
+ * after a wait or with lock debugging on (conc/deadlock.h), else "?".
+ * Names given with conc_set_name (conc/deadlock.h) are shown in quotes.
+ *
+ * OS threads' backtraces come from a signal sent to each (SIGRTMIN+6, a
+ * handler that calls backtrace(3)); a thread that blocks it is listed
+ * without one; under ThreadSanitizer the signal step is skipped. Green
+ * threads that are not running are walked from their saved context by
+ * frame pointers (code built without them gives a short backtrace).
+ * Symbols need -rdynamic in the program for its own functions. The dump
+ * reads other threads' state while they run: a snapshot, not a stop.
+ */
+
+/* Dump to f (see above). Returns 0, or CONC_EINVAL for NULL. Blocks for
+ * at most ~0.2 s waiting for backtraces; safe to call from any thread but
+ * not from a signal handler (use conc_dump_on_signal). */
+CONC_API int conc_dump(FILE *f);
+/* From now on, signal signo dumps to stderr (Go's SIGQUIT dump): the
+ * handler wakes a dedicated thread, which dumps. CONC_DUMP_SIGNAL=QUIT
+ * (a name without SIG, or a number) in the environment does the same at
+ * load time. Returns 0, CONC_EINVAL (a bad or reserved signal: SIGKILL,
+ * SIGSTOP, SIGRTMIN+6) or CONC_ESYS. */
+CONC_API int conc_dump_on_signal(int signo);
 
 /* ------------------------------------------------------------ trace,
  * profiles and counters */

@@ -12,6 +12,8 @@
 #include "core/park.h"
 #include "core/time.h"
 
+static int fd_poll(conc__ctx_t *ctx, struct pollfd *pp, int64_t dl, int64_t deadline);
+
 int conc__fd_wait(int fd, int events, int64_t deadline)
 {
     if (fd < 0 || events <= 0 || (events & ~(CONC__FD_READ | CONC__FD_WRITE)))
@@ -26,6 +28,15 @@ int conc__fd_wait(int fd, int events, int64_t deadline)
         p.events |= POLLOUT;
     ctx->cut_scope = -1; /* as conc__park: conc__park_interrupted reads it */
     int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
+    conc__obs_block(ctx, CONC__WAIT_FD_OBJ(fd, events), CONC__WAIT_FD, deadline);
+    int rc = fd_poll(ctx, &p, dl, deadline);
+    conc__obs_unblock(ctx);
+    return rc;
+}
+
+static int fd_poll(conc__ctx_t *ctx, struct pollfd *pp, int64_t dl, int64_t deadline)
+{
+    struct pollfd p = *pp;
     for (;;) {
         int ms = -1;
         if (dl != CONC__NO_DEADLINE) {

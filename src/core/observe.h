@@ -49,12 +49,15 @@ enum conc__wait_kind {
     CONC__WAIT_THREAD_JOIN,/* conc_thread_t *      */
     CONC__WAIT_GREEN_JOIN, /* conc_green_t *       */
     CONC__WAIT_SLEEP,      /* NULL (the deadline says until when) */
-    CONC__WAIT_FD,         /* (void *)(intptr_t)fd */
+    CONC__WAIT_FD,         /* CONC__WAIT_FD_OBJ(fd, CONC__FD_READ/WRITE) */
     CONC__WAIT_PROCESS,    /* conc_process_t *     */
     CONC__WAIT_SHARED,     /* a process-shared futex word */
     CONC__WAIT_OTHER,
     CONC__WAIT_NKINDS
 };
+
+/* The obj of an fd wait: the fd in the low 32 bits, the directions above. */
+#define CONC__WAIT_FD_OBJ(fd, events) ((const void *)(((uintptr_t)(unsigned)(fd)) | ((uintptr_t)(events) << 32)))
 
 #ifdef CONC_NO_OBSERVE
 #define conc__obs_on(bit) false
@@ -63,5 +66,58 @@ extern uint32_t conc__obs_flags; /* CONC__OBS_* bits; written rarely */
 #define conc__obs_on(bit) \
     __builtin_expect((__atomic_load_n(&conc__obs_flags, __ATOMIC_RELAXED) & (bit)) != 0, 0)
 #endif
+
+/* Lock debugging is on (lock-order checking or deadlock detection): the
+ * lock paths take their hooks. */
+#define CONC__OBS_LOCKDBG (CONC__OBS_LOCKORDER | CONC__OBS_DEADLOCK)
+
+#include <stddef.h>
+
+struct conc__ctx;
+
+/* ---------------------------------------------------- registry.c
+ * Every OS thread conc knows (threads it started, threads with a context)
+ * is on one list under one mutex; green threads are reached through their
+ * hub (green/dump hook). Serials name contexts in a Lock's owner field. */
+uint32_t conc__serial_next(void);
+void conc__reg_os_add(struct conc__ctx *ctx);    /* by the thread itself */
+void conc__reg_os_remove(struct conc__ctx *ctx); /* before ctx's memory goes */
+void conc__reg_lock(void);
+void conc__reg_unlock(void);
+struct conc__ctx *conc__reg_os_first(void);      /* under conc__reg_lock */
+/* Every green context of the hub of OS context os (under conc__reg_lock;
+ * set by the green module): fn(green ctx, arg) under the hub's list guard;
+ * fn returns false to stop. */
+extern void (*conc__reg_green_walk)(struct conc__ctx *os, bool (*fn)(struct conc__ctx *, void *), void *arg);
+/* The live context with this serial / this address (under conc__reg_lock). */
+struct conc__ctx *conc__reg_find_serial(uint32_t serial);
+struct conc__ctx *conc__reg_find_ptr(const void *p);
+/* Label the calling context's next parks (a join that waits on an Event,
+ * say): obj/kind replace the waiter's own until cleared with kind 0. */
+void conc__wait_label(const void *obj, int kind);
+/* Coarse monotonic ns (a few ns: the vDSO's coarse clock). */
+int64_t conc__now_coarse(void);
+
+/* ---------------------------------------------------- lockdep.c, deadlock.c */
+void conc__debug_init(void); /* parse CONC_DEBUG once */
+/* A lock-like object was taken / given back by the calling context. */
+void conc__lockdep_acquired(const void *lock, int kind);
+void conc__lockdep_released(const void *lock);
+void conc__lockdep_ctx_exit(struct conc__ctx *ctx); /* ctx ends */
+/* Deadlock detection: the slice a blocking wait parks for before it
+ * checks the wait-for graph (ns), and the check itself: CONC_EDEADLK when
+ * the calling context's wait on obj (kind) closes a cycle (printed). */
+int64_t conc__deadlock_slice(void);
+int conc__deadlock_check(const void *obj, int kind);
+/* Wait for e (a join's done event) until deadline, labelled obj/kind for
+ * the dump, in detection slices while detection is on (deadlock.c). */
+struct conc_event;
+int conc__deadlock_event_wait(struct conc_event *e, int64_t deadline, const void *obj, int kind);
+/* The wait's real deadline, cut to the next detection slice. */
+static inline int64_t conc__deadlock_dl(int64_t now, int64_t deadline)
+{
+    int64_t s = now + conc__deadlock_slice();
+    return s < deadline ? s : deadline;
+}
 
 #endif

@@ -61,6 +61,9 @@ static void conc__ctx_destroy(void *p)
     conc__cur = ctx; /* the hook may still need the context */
     if (conc__foreign_exit_hook)
         conc__foreign_exit_hook(ctx);
+    conc__reg_os_remove(ctx);
+    if (ctx->lockdep)
+        conc__lockdep_ctx_exit(ctx);
     conc__cur = NULL;
     free(ctx);
     conc__wakers_add(-1);
@@ -76,6 +79,7 @@ void conc__ctx_init(conc__ctx_t *ctx)
     memset(ctx, 0, sizeof *ctx);
     ctx->spin_ns = CONC__SPIN_INIT_NS;
     ctx->cut_scope = -1;
+    ctx->serial = conc__serial_next();
 }
 
 /* Make ctx the calling OS thread's context (conc-created threads). */
@@ -94,6 +98,7 @@ conc__ctx_t *conc__ctx_slow(void)
     conc__cur = ctx;
     pthread_setspecific(conc__ctx_key, ctx);
     conc__wakers_add(1);
+    conc__reg_os_add(ctx);
     return ctx;
 }
 
@@ -354,7 +359,11 @@ int conc__park_plain(conc__waiter_t *w, int64_t deadline)
     if (__builtin_expect(ctx->nscopes != 0, 0) && conc__scope_debug_on())
         conc__scope_check(ctx);
     int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
+    /* What it waits on, for the dump and the deadlock detector: a copy in
+     * the context (the waiter may vanish under a reader). */
+    conc__obs_block(ctx, w->obj, w->kind, deadline);
     int rc = ops ? ops->park(w, dl) : conc__thread_park(w, dl);
+    conc__obs_unblock(ctx);
     if (__builtin_expect(rc == CONC_ETIMEDOUT && dl != deadline, 0))
         return conc__park_cut(ctx, deadline);
     return rc;

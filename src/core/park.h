@@ -32,6 +32,7 @@
 #include <sys/types.h>
 
 #include "conc/sync.h"
+#include "core/observe.h"
 #include "core/time.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -99,6 +100,23 @@ typedef struct conc__ctx {
     uint32_t trace_gen;          /* the trace that last named that track */
     uint32_t scope_id[CONC__MAX_SCOPES];   /* a conc_timeout_t's id; 0: a begin/end scope */
     int scope_code[CONC__MAX_SCOPES];      /* what a cut by it returns; 0: CONC_ETIMEDOUT */
+    /* Observability (core/registry.c, dump.c, lockdep.c, deadlock.c). The
+     * wait_* copy of the waiter's obj/kind is written by conc__park for
+     * the time of each park (blocked = 1), so other threads read only
+     * this context, never the waiter on its stack. */
+    struct conc__ctx *reg_next, *reg_prev; /* OS-thread contexts: the registry */
+    uint32_t serial;             /* unique, nonzero (a Lock's last acquirer) */
+    uint8_t blocked;             /* atomic: parked now */
+    uint8_t wait_kind;           /* atomic: enum conc__wait_kind */
+    uint8_t registered;          /* on the registry's list (OS threads) */
+    const void *wait_obj;        /* atomic */
+    int64_t wait_since;          /* atomic: coarse monotonic ns */
+    int64_t wait_deadline;       /* atomic */
+    unsigned long pt;            /* OS threads: pthread_self() */
+    long tid;                    /* OS threads: gettid() */
+    void *lockdep;               /* held-lock stack (lockdep.c), made on first use */
+    const void *lbl_obj;         /* conc__wait_label: replaces the waiter's obj/kind */
+    uint8_t lbl_kind;
 } conc__ctx_t;
 
 /* Debug check of timeout scopes that outlive their function
@@ -169,6 +187,34 @@ static inline void conc__waiter_init(conc__waiter_t *w)
     w->group = 0;
     w->obj = 0;
     w->kind = 0;
+}
+
+/* Mark ctx blocked on obj (kind) until unblock: conc__park does it; waits
+ * that do not park (an OS thread's sleep, futex or poll) call it around
+ * their wait, so the dump and the deadlock detector see them. */
+static inline void conc__obs_block(conc__ctx_t *ctx, const void *obj, int kind, int64_t deadline)
+{
+#ifndef CONC_NO_OBSERVE
+    if (ctx->lbl_kind) {
+        obj = ctx->lbl_obj;
+        kind = ctx->lbl_kind;
+    }
+    conc__store(&ctx->wait_obj, obj, RLX);
+    conc__store(&ctx->wait_kind, (uint8_t)kind, RLX);
+    conc__store(&ctx->wait_deadline, deadline, RLX);
+    conc__store(&ctx->wait_since, conc__now_coarse(), RLX);
+    conc__store(&ctx->blocked, (uint8_t)1, REL);
+#else
+    (void)ctx, (void)obj, (void)kind, (void)deadline;
+#endif
+}
+static inline void conc__obs_unblock(conc__ctx_t *ctx)
+{
+#ifndef CONC_NO_OBSERVE
+    conc__store(&ctx->blocked, (uint8_t)0, RLX);
+#else
+    (void)ctx;
+#endif
 }
 
 /* Block until unparked (0) or the deadline (CONC_ETIMEDOUT); green

@@ -353,7 +353,9 @@ static int os_wait(conc__ctx_t *ctx, uint32_t *word, uint32_t expect, int64_t de
 {
     ctx->cut_scope = -1;
     int64_t dl = ctx->nointr ? deadline : conc__park_deadline(ctx, deadline);
+    conc__obs_block(ctx, word, CONC__WAIT_SHARED, deadline);
     int r = conc__futex_wait(word, expect, dl, 1);
+    conc__obs_unblock(ctx);
     if (r == CONC_ETIMEDOUT && dl != deadline)
         return conc__park_cut(ctx, deadline);
     return r;
@@ -366,6 +368,8 @@ int conc__shared_wait(uint32_t *word, uint32_t expect, int64_t deadline)
         return os_wait(ctx, word, expect, deadline);
     shw_node_t n;
     conc__waiter_init(&n.w);
+    n.w.obj = word;
+    n.w.kind = CONC__WAIT_SHARED;
     n.word = word;
     n.expect = expect;
     n.thr = NULL;

@@ -1,5 +1,6 @@
 /* time.c — timeouts to deadlines, conc_monotonic, conc_sleep_thread. */
 #include "core/time.h"
+#include "core/park.h"
 
 #include <errno.h>
 #include <math.h>
@@ -69,7 +70,12 @@ int conc_sleep_thread(double seconds)
     if (dl == CONC__NO_DEADLINE)
         dl = conc__now_ns() + (int64_t)(CONC__MAX_TIMEOUT_S * 1e9);
     struct timespec ts = {.tv_sec = dl / 1000000000, .tv_nsec = dl % 1000000000};
+    conc__ctx_t *ctx = conc__cur; /* a thread conc never saw stays unseen */
+    if (ctx)
+        conc__obs_block(ctx, NULL, CONC__WAIT_SLEEP, dl);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
+    if (ctx)
+        conc__obs_unblock(ctx);
     return 0;
 }

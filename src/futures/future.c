@@ -625,6 +625,8 @@ int conc__future_wait_notified(conc_future_t *f, int64_t deadline)
         conc__waiter_t w;
         conc__waiter_init(&w);
         w.spun = 1;
+        w.obj = f;
+        w.kind = CONC__WAIT_FUTURE;
         if (!conc__future_register(f, &w, true))
             return 0;
         int rc = conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
@@ -654,6 +656,8 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;
+    w.obj = f;
+    w.kind = CONC__WAIT_FUTURE;
     if (!conc__future_register(f, &w, false))
         return 0;
     return conc__wait_queued(&f->q, &w, deadline, NULL, NULL);

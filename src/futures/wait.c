@@ -135,6 +135,8 @@ int conc_wait(conc_future_t *const *fs, size_t n, double timeout, conc_return_wh
                 break;
             conc__waiter_t g;
             conc__waiter_init(&g);
+            g.obj = u;
+            g.kind = CONC__WAIT_SELECT;
             bool *reg = (bool *)calloc(m, sizeof *reg);
             if (!reg)
                 break;

@@ -95,6 +95,12 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->ctx.cut_scope = -1;
     g->ctx.trace_id = 0;
     g->ctx.trace_gen = 0;
+    g->ctx.serial = conc__serial_next();
+    g->ctx.blocked = 0;
+    g->ctx.wait_kind = 0;
+    g->ctx.registered = 0;
+    g->ctx.lockdep = NULL;
+    g->ctx.lbl_kind = 0;
     g->gs.hub = h;
     g->gs.next = NULL;
     atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
@@ -141,11 +147,13 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
      * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
     g->gs.sp = st.resume_sp ? st.resume_sp : conc__switch_frame(g, &g->gs);
     h->nalive++;
+    conc__hub_all_lock(h);
     g->all_prev = NULL;
     g->all_next = h->all;
     if (h->all)
         h->all->all_prev = g;
     h->all = g;
+    conc__hub_all_unlock(h);
     if (schedule)
         conc__hub_ready(h, &g->gs);
     if (conc__obs_on(CONC__OBS_TRACE))
@@ -214,12 +222,16 @@ static void end_green(conc_green_t *g)
     if (conc__obs_on(CONC__OBS_TRACE))
         conc__trace_end(&g->ctx);
     h->nalive--;
+    conc__hub_all_lock(h);
     if (g->all_prev)
         g->all_prev->all_next = g->all_next;
     else
         h->all = g->all_next;
     if (g->all_next)
         g->all_next->all_prev = g->all_prev;
+    conc__hub_all_unlock(h);
+    if (g->ctx.lockdep)
+        conc__lockdep_ctx_exit(&g->ctx);
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
     conc__link_t *list = atomic_load_explicit(&g->links, memory_order_acquire);
     for (;;) {
@@ -335,27 +347,43 @@ int conc_green_join(conc_green_t *g, double timeout)
         return CONC_EINVAL;
     if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
         return 0;
-    if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL)
-        return conc_event_wait(&g->done, timeout); /* from another OS thread */
+    if (conc__obs_on(CONC__OBS_DEADLOCK) && &g->ctx == conc__ctx()) {
+        fprintf(stderr, "conc: deadlock: green thread %s joins itself: CONC_EDEADLK\n", conc_green_name(g));
+        return CONC_EDEADLK;
+    }
+    if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL) /* from another OS thread */
+        return conc__deadlock_event_wait(&g->done, dl, g, CONC__WAIT_GREEN_JOIN);
     /* A joiner on g's own hub: a plain list, no atomics (hub-local). A
      * wait whose time is already up is a pure poll: it never switches (so
      * a green thread that has not run yet is not run by it). */
     if (dl != CONC__NO_DEADLINE && dl <= conc__now_ns())
         return CONC_ETIMEDOUT;
-    conc__waiter_t w;
-    conc__waiter_init(&w);
-    conc__waitq_push(&g->joinq, &w);
-    int rc = conc__park(&w, dl);
-    if (rc != 0) {
-        if (w.queued) {
-            conc__waitq_remove(&g->joinq, &w);
-        } else {
-            conc__park_settle(&w); /* g ended while our park was cut short */
-            conc__park_rearm(&w);
-            rc = 0;
+    for (;;) {
+        conc__waiter_t w;
+        conc__waiter_init(&w);
+        w.obj = g;
+        w.kind = CONC__WAIT_GREEN_JOIN;
+        int64_t pdl = dl;
+        if (conc__obs_on(CONC__OBS_DEADLOCK)) /* detection: park in slices */
+            pdl = conc__deadlock_dl(conc__now_ns(), dl);
+        conc__waitq_push(&g->joinq, &w);
+        int rc = conc__park(&w, pdl);
+        if (rc != 0) {
+            if (w.queued) {
+                conc__waitq_remove(&g->joinq, &w);
+            } else {
+                conc__park_settle(&w); /* g ended while our park was cut short */
+                conc__park_rearm(&w);
+                rc = 0;
+            }
         }
+        if (rc == CONC_ETIMEDOUT && pdl != dl && !conc__park_interrupted(rc)) {
+            if ((rc = conc__deadlock_check(g, CONC__WAIT_GREEN_JOIN)) != 0)
+                return rc;
+            continue;
+        }
+        return rc;
     }
-    return rc;
 }
 
 int conc_green_get(conc_green_t *g, double timeout, void **result)
@@ -563,6 +591,7 @@ int conc_sleep(double seconds)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;
+    w.kind = CONC__WAIT_SLEEP;
     int rc = conc__park(&w, dl);
     if (rc == CONC_ETIMEDOUT && !conc__park_interrupted(rc))
         return 0;

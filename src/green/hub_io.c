@@ -221,6 +221,8 @@ int conc__green_fd_wait(int fd, int events, int64_t deadline)
     e->dry |= (uint8_t)events; /* the caller found it not ready */
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.obj = CONC__WAIT_FD_OBJ(fd, events);
+    w.kind = CONC__WAIT_FD;
     if (events & CONC__FD_READ)
         e->rd = &w;
     if (events & CONC__FD_WRITE)
@@ -373,6 +375,8 @@ static ssize_t acc_op(conc__hub_t *h, const conc__fdop_t *d, int64_t deadline)
         know(h, e, fd, CONC__FD_READ);
         conc__waiter_t w;
         conc__waiter_init(&w);
+        w.obj = CONC__WAIT_FD_OBJ(fd, CONC__FD_READ);
+        w.kind = CONC__WAIT_FD;
         a->w = &w;
         e->rd = &w;
         h->nfdwait++;
@@ -441,6 +445,8 @@ ssize_t conc__green_fd_op(const conc__fdop_t *d, int64_t deadline)
     know(h, e, fd, dir);
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.obj = CONC__WAIT_FD_OBJ(fd, dir);
+    w.kind = CONC__WAIT_FD;
     if (dir == CONC__FD_READ)
         e->rd = &w;
     else

@@ -130,7 +130,8 @@ typedef struct conc__hub {
     conc__gs_t **heap;               /* timers, by due */
     size_t nheap, cap_heap;
     size_t nalive;                   /* green threads not yet ended */
-    struct conc_green *all;          /* the live ones (scripts/gdb/conc_green.py) */
+    struct conc_green *all;          /* the live ones (scripts/gdb/conc_green.py, the dump) */
+    unsigned all_guard;              /* spin lock: `all` against the dump (observe/dump.c) */
     size_t nfdwait;                  /* contexts waiting on fds */
     conc__fdent_t *fds;
     size_t nfds;
@@ -192,6 +193,18 @@ void conc__stack_put(conc__hub_t *h, conc__stack_t *s);
 bool conc__stack_canary_ok(const conc__stack_t *s);
 void conc__stack_overflow_handler_install(void);
 void conc__stack_overflow_handler_thread_exit(void);
+
+/* The guard of h->all: the hub changes the list under it, the dump and
+ * the deadlock detector read it under it from other threads. */
+static inline void conc__hub_all_lock(conc__hub_t *h)
+{
+    unsigned exp = 0;
+    while (!atomic_compare_exchange_weak_explicit(CONC__A(&h->all_guard), &exp, 1u, ACQ, RLX)) {
+        exp = 0;
+        conc__cpu_relax();
+    }
+}
+static inline void conc__hub_all_unlock(conc__hub_t *h) { conc__store(&h->all_guard, 0u, REL); }
 
 /* green.c */
 void conc__green_unref(conc_green_t *g);

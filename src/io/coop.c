@@ -347,6 +347,7 @@ static int nap(int64_t ns, int64_t dl)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1; /* nobody will unpark it: do not spin */
+    w.kind = CONC__WAIT_SLEEP;
     int rc = conc__park(&w, until);
     if (rc == 0 || (rc == CONC_ETIMEDOUT && !conc__park_interrupted(rc)))
         return conc__now_ns() >= dl ? CONC_ETIMEDOUT : 0;

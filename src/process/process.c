@@ -452,7 +452,9 @@ int conc_process_join(conc_process_t *p, double timeout)
                 return parent_alive() ? w : 0;
         }
     }
+    conc__wait_label(p, CONC__WAIT_PROCESS);
     rc = conc__child_wait(&p->child, deadline);
+    conc__wait_label(NULL, 0);
     if (rc)
         return rc;
     unlist(p);

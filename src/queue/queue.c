@@ -322,6 +322,8 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1;
+    w.obj = q;
+    w.kind = wq == &q->getq ? CONC__WAIT_QUEUE_GET : CONC__WAIT_QUEUE_PUT;
     conc_queue_t *outer = reent_enter(q);
     conc__waitq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
@@ -700,6 +702,8 @@ int conc_queue_join(conc_queue_t *q, double timeout)
          * about shutdown itself, only about the count, so wait properly. */
         conc__waiter_t w;
         conc__waiter_init(&w);
+        w.obj = q;
+        w.kind = CONC__WAIT_QUEUE_JOIN;
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
         conc__waitq_lock(&q->joinq);

@@ -140,6 +140,8 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
         conc__waiter_t g;
         conc__waiter_init(&g);
         g.spun = 1;
+        g.obj = qs;
+        g.kind = CONC__WAIT_SELECT;
         size_t reg = 0, nshut = 0;
         bool ready = false;
         for (; reg < n; reg++) {

@@ -41,6 +41,8 @@ static int conc__barrier_sleep(conc_barrier_t *b, int64_t deadline)
 {
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.obj = b;
+    w.kind = CONC__WAIT_BARRIER;
     conc__waitq_lock(&b->q);
     conc__waitq_push(&b->q, &w);
     conc__waitq_unlock(&b->q);

@@ -71,6 +71,8 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
 {
     conc__waiter_t w;
     conc__waiter_init(&w);
+    w.obj = c;
+    w.kind = CONC__WAIT_COND;
     /* May be moved to the lock's list by a notify (wait morphing) — only a
      * wait nothing can cut short: no deadline, no open timeout scope, not
      * a green context (kills). A cut-short wait must find itself on the
@@ -104,6 +106,13 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
         conc__lock_hold(&r->lock);
         conc__store(&r->owner, conc__ctx_id(), RLX);
         r->count = level;
+    }
+    if (conc__obs_on(CONC__OBS_LOCKDBG)) {
+        conc_lock_t *l = c->kind == KIND_LOCK ? (conc_lock_t *)c->lock : &r->lock;
+        conc__store(&l->owner, conc__ctx()->serial, RLX);
+        if (conc__obs_on(CONC__OBS_LOCKORDER))
+            conc__lockdep_acquired(c->kind == KIND_LOCK ? (void *)l : (void *)r,
+                                   c->kind == KIND_LOCK ? CONC__WAIT_LOCK : CONC__WAIT_RLOCK);
     }
     return rc;
 }

@@ -115,6 +115,8 @@ int conc_event_wait(conc_event_t *e, double timeout)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1; /* we just spun on the primitive itself */
+    w.obj = e;
+    w.kind = CONC__WAIT_EVENT;
     conc__waitq_lock(&e->q);
     s = conc__load(&e->state, ACQ);
     for (;;) {

@@ -13,8 +13,16 @@
  * No lost wakeup: WAITERS is set only by a CAS that sees LOCKED, so the
  * holder's release sees it.
  */
-#include "conc/sync.h"
-#include "core/park.h"
+#include <stdio.h>
+
+#include "sync/internal.h"
+
+/* Lock debugging (conc/deadlock.h): while on, the inlined fast paths of
+ * conc/sync.h call the functions below, which record the acquirer's
+ * serial in l->owner and tell lockdep.c; the slow path records the serial
+ * always (one store, after a wait) and, with deadlock detection on, parks
+ * in slices and checks the wait-for graph between them. */
+CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
 #define WAITERS 2u
@@ -67,8 +75,21 @@ static void conc__lock_clear_waiters(conc__waitq_t *q, void *arg)
         atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
 }
 
-/* Returns 0 when acquired, CONC_ETIMEDOUT at the deadline. */
+static int lock_acquire_slow(conc_lock_t *l, int64_t deadline);
+
+/* Returns 0 when acquired, CONC_ETIMEDOUT at the deadline (or
+ * CONC_EDEADLK: detection found this wait closing a cycle). */
 int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
+{
+    int rc = lock_acquire_slow(l, deadline);
+#ifndef CONC_NO_OBSERVE
+    if (rc == 0)
+        conc__store(&l->owner, conc__ctx()->serial, RLX);
+#endif
+    return rc;
+}
+
+static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 {
     if (conc__lock_try(l))
         return 0;
@@ -79,6 +100,8 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1; /* we just spun on the primitive itself */
+    w.obj = l;
+    w.kind = CONC__WAIT_LOCK;
     bool requeue = false;
     for (;;) {
         conc__waitq_lock(&l->q);
@@ -100,9 +123,22 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         else
             conc__waitq_push(&l->q, &w);
         conc__waitq_unlock(&l->q);
-        int rc = conc__wait_queued(&l->q, &w, deadline, conc__lock_clear_waiters, l);
-        if (rc != 0)
-            return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
+        int64_t pdl = deadline;
+#ifndef CONC_NO_OBSERVE
+        /* Deadlock detection: park in slices, check the graph after each. */
+        if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr)
+            pdl = conc__deadlock_dl(conc__now_ns(), deadline);
+#endif
+        int rc = conc__wait_queued(&l->q, &w, pdl, conc__lock_clear_waiters, l);
+        if (rc != 0) {
+            if (pdl == deadline || conc__park_interrupted(rc))
+                return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
+            rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
+            if (rc)
+                return rc;
+            requeue = true; /* first in line again */
+            continue;
+        }
         /* Woken by a release: compete for the lock. */
         if (conc__lock_spin(l, deadline))
             return 0;
@@ -112,9 +148,29 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     }
 }
 
+/* The acquire with lock debugging on. */
+static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t deadline)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    if (conc__obs_on(CONC__OBS_DEADLOCK) && (conc__load(&l->state, RLX) & LOCKED) &&
+        conc__load(&l->owner, RLX) == ctx->serial && deadline != 0) {
+        fprintf(stderr, "conc: deadlock: a Lock (%p) acquired again by its holder: CONC_EDEADLK\n", (void *)l);
+        return CONC_EDEADLK;
+    }
+    int rc = conc__lock_acquire_dl(l, deadline);
+    if (rc == 0) {
+        conc__store(&l->owner, ctx->serial, RLX);
+        if (conc__obs_on(CONC__OBS_LOCKORDER))
+            conc__lockdep_acquired(l, CONC__WAIT_LOCK);
+    }
+    return rc;
+}
+
 int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
 {
     if (__builtin_expect(l != NULL && blocking && timeout == CONC_FOREVER, 1)) {
+        if (conc__obs_on(CONC__OBS_LOCKDBG))
+            return lock_acquire_dbg(l, CONC__NO_DEADLINE);
         unsigned exp = 0;
         if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
             return 0;
@@ -126,6 +182,8 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     int r = conc__acquire_deadline(blocking, timeout, &deadline);
     if (r)
         return r;
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        return lock_acquire_dbg(l, deadline);
     return conc__lock_acquire_slow(l, deadline);
 }
 
@@ -144,6 +202,8 @@ int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
+    if (conc__obs_on(CONC__OBS_LOCKORDER) && (conc__load(&l->state, RLX) & LOCKED))
+        conc__lockdep_released(l);
     unsigned old = LOCKED;
     if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;

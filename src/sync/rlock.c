@@ -30,6 +30,11 @@ int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline)
         return rc;
     conc__store(&r->owner, me, RLX);
     r->count = 1;
+    if (conc__obs_on(CONC__OBS_LOCKDBG)) {
+        conc__store(&r->lock.owner, conc__ctx()->serial, RLX);
+        if (conc__obs_on(CONC__OBS_LOCKORDER))
+            conc__lockdep_acquired(r, CONC__WAIT_RLOCK);
+    }
     return 0;
 }
 
@@ -55,6 +60,8 @@ int conc_rlock_release(conc_rlock_t *r)
     if (conc__load(&r->owner, RLX) != conc__ctx_id())
         return CONC_EPERM;
     if (--r->count == 0) {
+        if (conc__obs_on(CONC__OBS_LOCKORDER))
+            conc__lockdep_released(r);
         conc__store(&r->owner, (uintptr_t)0, RLX);
         return conc_lock_release(&r->lock);
     }

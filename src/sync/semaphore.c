@@ -79,6 +79,8 @@ int conc_semaphore_acquire(conc_semaphore_t *s, bool blocking, double timeout)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1; /* we just spun on the primitive itself */
+    w.obj = s;
+    w.kind = CONC__WAIT_SEM;
     conc__waitq_lock(&s->q);
     unsigned v = conc__load(&s->state, RLX);
     for (;;) {

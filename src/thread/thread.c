@@ -225,6 +225,9 @@ static void thread_over(void *p)
     if (conc__obs_on(CONC__OBS_TRACE))
         conc__trace_thread_end();
     thread_finish(t);
+    conc__reg_os_remove(t->ctx);
+    if (t->ctx->lockdep)
+        conc__lockdep_ctx_exit(t->ctx);
     self_record = NULL;
     conc__ctx_bind(NULL);
     conc__wakers_add(-1);
@@ -241,6 +244,7 @@ static void *trampoline(void *p)
     t->pt = pthread_self();
     self_record = t;
     conc__ctx_bind(t->ctx);
+    conc__reg_os_add(t->ctx);
     conc__store(&t->native_id, (long)syscall(SYS_gettid), RLX);
     conc_event_set(&t->started);
     if (strncmp(t->name, "Thread-", 7) != 0)
@@ -372,18 +376,22 @@ int conc_thread_join(conc_thread_t *t, double timeout, void **result)
         return CONC_EPERM; /* yourself; a foreign thread (Python: cannot join a dummy thread) */
     int exp = 0;
     if (deadline == CONC__NO_DEADLINE && !t->dummy && !t->is_main && conc__ctx()->ops == NULL &&
-        conc__load(&t->pt_known, ACQ) && conc__load(&t->reaped, RLX) == 0) {
+        conc__load(&t->pt_known, ACQ) && conc__load(&t->reaped, RLX) == 0 &&
+        !conc__obs_on(CONC__OBS_DEADLOCK)) {
         /* An OS thread joining for as long as it takes: wait for the
          * thread's full exit in one step with pthread_join (the kernel's
          * exit wakeup; no extra handshake). Only one caller may do that. */
         if (atomic_compare_exchange_strong_explicit(CONC__A(&t->reaped), &exp, 1, memory_order_acq_rel, RLX)) {
+            conc__ctx_t *me = conc__ctx();
+            conc__obs_block(me, t, CONC__WAIT_THREAD_JOIN, CONC__NO_DEADLINE);
             pthread_join(t->pt_start, NULL);
+            conc__obs_unblock(me);
             if (result)
                 *result = t->result;
             return 0;
         }
     }
-    rc = conc_event_wait(&t->done, timeout);
+    rc = conc__deadlock_event_wait(&t->done, deadline, t, CONC__WAIT_THREAD_JOIN);
     if (rc)
         return rc;
     /* The first joiner reaps the OS thread (it is on its way out), so its

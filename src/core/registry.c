@@ -1,0 +1,159 @@
+/*
+ * registry.c — the registry of execution contexts that the dump
+ * (observe/dump.c) and the deadlock detector (observe/deadlock.c) read.
+ *
+ * OS threads: every context of an OS thread that conc knows (threads conc
+ * started, registered by the thread itself when it starts; threads that
+ * got a context on first use, the main thread among them) is on one
+ * doubly linked list under one mutex. A context leaves the list before its
+ * memory goes (thread end, the key destructor of a foreign thread), so a
+ * reader holding the mutex may follow any pointer on the list.
+ *
+ * Green threads are not on this list: spawning one must stay cheap. Each
+ * hub keeps its live green threads on its own list (hub->all) under a
+ * spin guard of its own, and the green module sets conc__reg_green_walk
+ * to walk it; the hub of an OS context is found from the context itself.
+ *
+ * Serials: every context gets a 32-bit serial, nonzero, unique for four
+ * billion contexts; a Lock records its last acquirer's serial in a spare
+ * word (no pointer that could dangle), and the detector looks the serial
+ * up here — a context that ended is simply not found.
+ *
+ * Fork: the mutex is held across fork; in the child only the forking
+ * thread's context stays on the list (the others' threads do not exist).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/observe.h"
+#include "core/park.h"
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static conc__ctx_t *reg_head;
+static uint32_t serial_counter; /* atomic */
+
+void (*conc__reg_green_walk)(conc__ctx_t *os, bool (*fn)(conc__ctx_t *, void *), void *arg);
+
+uint32_t conc__serial_next(void)
+{
+    uint32_t s;
+    do
+        s = atomic_fetch_add_explicit(CONC__A(&serial_counter), 1u, RLX) + 1u;
+    while (s == 0);
+    return s;
+}
+
+int64_t conc__now_coarse(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void conc__reg_lock(void) { pthread_mutex_lock(&reg_mu); }
+void conc__reg_unlock(void) { pthread_mutex_unlock(&reg_mu); }
+conc__ctx_t *conc__reg_os_first(void) { return reg_head; }
+
+void conc__reg_os_add(conc__ctx_t *ctx)
+{
+    ctx->pt = (unsigned long)pthread_self();
+    ctx->tid = (long)syscall(SYS_gettid);
+    pthread_mutex_lock(&reg_mu);
+    if (!ctx->registered) {
+        ctx->reg_prev = NULL;
+        ctx->reg_next = reg_head;
+        if (reg_head)
+            reg_head->reg_prev = ctx;
+        reg_head = ctx;
+        ctx->registered = 1;
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void conc__reg_os_remove(conc__ctx_t *ctx)
+{
+    pthread_mutex_lock(&reg_mu);
+    if (ctx->registered) {
+        if (ctx->reg_prev)
+            ctx->reg_prev->reg_next = ctx->reg_next;
+        else
+            reg_head = ctx->reg_next;
+        if (ctx->reg_next)
+            ctx->reg_next->reg_prev = ctx->reg_prev;
+        ctx->reg_next = ctx->reg_prev = NULL;
+        ctx->registered = 0;
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+typedef struct {
+    uint32_t serial;
+    const void *ptr;
+    conc__ctx_t *found;
+} find_t;
+
+static bool find_step(conc__ctx_t *c, void *arg)
+{
+    find_t *f = arg;
+    if ((f->serial && c->serial == f->serial) || (f->ptr && (const void *)c == f->ptr)) {
+        f->found = c;
+        return false;
+    }
+    return true;
+}
+
+static conc__ctx_t *find(find_t *f)
+{
+    for (conc__ctx_t *c = reg_head; c && !f->found; c = c->reg_next) {
+        if (!find_step(c, f))
+            break;
+        if (conc__reg_green_walk && c->green && !c->is_green)
+            conc__reg_green_walk(c, find_step, f);
+    }
+    return f->found;
+}
+
+conc__ctx_t *conc__reg_find_serial(uint32_t serial)
+{
+    find_t f = {serial, NULL, NULL};
+    return serial ? find(&f) : NULL;
+}
+
+conc__ctx_t *conc__reg_find_ptr(const void *p)
+{
+    find_t f = {0, p, NULL};
+    return p ? find(&f) : NULL;
+}
+
+void conc__wait_label(const void *obj, int kind)
+{
+    conc__ctx_t *c = conc__ctx();
+    c->lbl_obj = obj;
+    c->lbl_kind = (uint8_t)kind;
+}
+
+static void reg_atfork_prepare(void) { pthread_mutex_lock(&reg_mu); }
+static void reg_atfork_parent(void) { pthread_mutex_unlock(&reg_mu); }
+static void reg_atfork_child(void)
+{
+    conc__ctx_t *me = conc__cur;
+    for (conc__ctx_t *c = reg_head; c; c = c->reg_next)
+        c->registered = 0;
+    reg_head = NULL;
+    if (me && !me->is_green && me->pt == (unsigned long)pthread_self()) {
+        /* the same pthread_t in the child: keep it, with its new tid */
+        me->tid = (long)syscall(SYS_gettid);
+        me->reg_next = me->reg_prev = NULL;
+        me->registered = 1;
+        reg_head = me;
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+__attribute__((constructor(102))) static void reg_init(void)
+{
+    pthread_atfork(reg_atfork_prepare, reg_atfork_parent, reg_atfork_child);
+}

@@ -1,0 +1,39 @@
+/* observe/internal.h — what the dump, lock-order checker and deadlock
+ * detector share (private). */
+#ifndef CONC_OBSERVE_INTERNAL_H
+#define CONC_OBSERVE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conc/deadlock.h"
+#include "core/observe.h"
+#include "core/park.h"
+
+/* CONC_DEBUG_* bits now on (debug.c). */
+unsigned conc__debug_bits(void);
+/* After a report: abort() if CONC_DEBUG_ABORT is on. */
+void conc__debug_after_report(void);
+
+/* The name given with conc_set_name, copied into buf; false if none. */
+bool conc__name_of(const void *obj, char *buf, size_t n);
+/* A context's name: a thread's name, a green thread's name, or
+ * "thread <tid>" (reads only the context; caller holds conc__reg_lock
+ * or is the context). */
+const char *conc__ctx_name(const conc__ctx_t *c, char *buf, size_t n);
+/* "Lock 0x55... \"name\"": what a wait of kind on obj is, in words
+ * (without its holder). */
+void conc__describe_obj(char *buf, size_t n, const void *obj, int kind);
+/* A lock-like object's kind word ("Lock", "RLock", ...). */
+const char *conc__kind_word(int kind);
+/* The context that holds obj (the holder of a Lock, the owner of an
+ * RLock, the thread or green thread a join waits for), or NULL. Under
+ * conc__reg_lock. */
+conc__ctx_t *conc__wait_holder(const void *obj, int kind);
+
+/* Print n return addresses, one per line, with a prefix (symbols via
+ * backtrace_symbols). */
+void conc__print_frames(FILE *f, const char *prefix, void *const *frames, int n);
+
+#endif
