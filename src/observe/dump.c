@@ -289,8 +289,10 @@ int conc_dump(FILE *f)
             fprintf(f, " for %.1f s", ln.for_s);
         }
         fputc('\n', f);
-        if (i < ns && (slots[i].tid == me || (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) & 3) == 2))
+        if (i < ns && slots[i].tid == me)
             conc__print_frames(f, "    ", slots[i].frames, slots[i].n);
+        else if (i < ns && (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) & 3) == 2 && slots[i].n > 2)
+            conc__print_frames(f, "    ", slots[i].frames + 2, slots[i].n - 2); /* not the handler's frames */
         else if (!bt_ok)
             fprintf(f, "    (no backtrace: %s)\n",
 #ifdef CONC__TSAN

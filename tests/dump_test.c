@@ -1,0 +1,264 @@
+/*
+ * tests/dump_test.c — conc_dump (conc/trace.h): a known program (a thread
+ * blocked on a held Lock, a green thread sleeping, one on a queue get, a
+ * thread joining a child process) dumped to a memstream, every expected
+ * line checked; dump on a signal.
+ */
+#include "test_util.h"
+
+#include <signal.h>
+
+static conc_lock_t L = CONC_LOCK_INIT;
+static conc_event_t stop;
+static conc_queue_t *q;
+
+static conc_thread_t *start(const char *name, void *(*fn)(void *), void *arg)
+{
+    conc_thread_t *t;
+    conc_thread_opts_t o = {.name = name};
+    cr_assert_eq(conc_thread_new(&t, fn, arg, &o), 0);
+    cr_assert_eq(conc_thread_start(t), 0);
+    return t;
+}
+
+static atomic_int holding;
+
+static void *holder(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&L, true, CONC_FOREVER);
+    atomic_store(&holding, 1);
+    conc_event_wait(&stop, CONC_FOREVER);
+    conc_lock_release(&L);
+    return NULL;
+}
+
+static void *waiter(void *arg)
+{
+    (void)arg;
+    if (conc_lock_acquire(&L, true, CONC_FOREVER) == 0)
+        conc_lock_release(&L);
+    return NULL;
+}
+
+static void *g_sleep(void *arg)
+{
+    (void)arg;
+    conc_sleep(30);
+    return NULL;
+}
+
+static void *g_get(void *arg)
+{
+    (void)arg;
+    void *item;
+    conc_queue_get(q, &item, true, CONC_FOREVER);
+    return NULL;
+}
+
+static conc_green_t *gs[2];
+
+static void *hub_thread(void *arg)
+{
+    (void)arg;
+    conc_green_opts_t o1 = {.name = "sleeper"}, o2 = {.name = "getter"};
+    conc_go_opts(&gs[0], &o1, g_sleep, NULL);
+    conc_go_opts(&gs[1], &o2, g_get, NULL);
+    conc_event_wait(&stop, CONC_FOREVER);
+    conc_green_kill(gs[0], true, CONC_FOREVER);
+    conc_queue_put(q, NULL, true, CONC_FOREVER);
+    conc_green_join(gs[1], CONC_FOREVER);
+    conc_green_free(gs[0]);
+    conc_green_free(gs[1]);
+    return NULL;
+}
+
+static int child_sleep(const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    tu_sleep(30);
+    return 0;
+}
+CONC_REGISTER(child_sleep);
+
+static void *pjoiner(void *arg)
+{
+    conc_process_join(arg, CONC_FOREVER);
+    return NULL;
+}
+
+static char *dump_to_string(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert(f);
+    cr_assert_eq(conc_dump(f), 0);
+    fclose(f);
+    return buf;
+}
+
+/* The line of the dump that starts with prefix (after spaces). */
+static char *line_of(const char *dump, const char *prefix)
+{
+    static char line[1024];
+    const char *p = dump;
+    while (p && *p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        const char *s = p;
+        while (*s == ' ')
+            s++;
+        if (strncmp(s, prefix, strlen(prefix)) == 0) {
+            if (n >= sizeof line)
+                n = sizeof line - 1;
+            memcpy(line, p, n);
+            line[n] = 0;
+            return line;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return NULL;
+}
+
+static bool all_there(const char *d, char *want[], int n)
+{
+    for (int i = 0; i < n; i += 2) {
+        char *l = line_of(d, want[i]);
+        if (!l || !strstr(l, want[i + 1]))
+            return false;
+    }
+    return true;
+}
+
+Test(dump, known_program, .timeout = TU_TIMEOUT)
+{
+    /* the holder of a Lock is known with lock debugging on */
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    conc_event_init(&stop);
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 0), 0);
+    conc_process_t *p;
+    conc_process_opts_t po = {.method = CONC_FORK};
+    cr_assert_eq(conc_process_new(&p, child_sleep, NULL, 0, &po), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    int pid = conc_process_pid(p);
+
+    conc_thread_t *th = start("holder", holder, NULL);
+    TU_WAIT_UNTIL(atomic_load(&holding), 10);
+    conc_thread_t *tw = start("waiter", waiter, NULL);
+    conc_thread_t *thub = start("hubthread", hub_thread, NULL);
+    conc_thread_t *tj = start("pjoiner", pjoiner, p);
+
+    char lockw[128], qw[128], pw[64], pl[64];
+    snprintf(lockw, sizeof lockw, "blocked on Lock %p held by holder for ", (void *)&L);
+    snprintf(qw, sizeof qw, "blocked on queue get on %p for ", (void *)q);
+    snprintf(pw, sizeof pw, "blocked on join of process %d for ", pid);
+    snprintf(pl, sizeof pl, "pid %d: running", pid);
+    char *want[] = {
+        "Thread \"waiter\"",    lockw,
+        "Thread \"holder\"",    "blocked on Event",
+        "green \"sleeper\"",    "blocked on sleep until +",
+        "green \"getter\"",     qw,
+        "Thread \"pjoiner\"",   pw,
+        "Process ",             pl,
+        "Thread \"MainThread\"", ": running",
+    };
+    int nwant = (int)(sizeof want / sizeof want[0]);
+    char *d = NULL;
+    double t0 = tu_now();
+    for (;;) {
+        free(d);
+        d = dump_to_string();
+        if (all_there(d, want, nwant) || tu_now() - t0 > 10)
+            break;
+        tu_sleep(0.05);
+    }
+    for (int i = 0; i < nwant; i += 2) {
+        char *l = line_of(d, want[i]);
+        cr_expect(l && strstr(l, want[i + 1]), "want a line \"%s...%s\" in:\n%s", want[i], want[i + 1], d);
+    }
+    /* backtraces: the main thread's own (the caller of conc_dump) */
+    cr_expect(strstr(d, "#0 "), "no backtrace in:\n%s", d);
+    cr_expect(strstr(d, "conc dump end:"));
+    free(d);
+
+    conc_event_set(&stop);
+    conc_process_terminate(p);
+    cr_assert_eq(conc_thread_join(tj, 10, NULL), 0);
+    cr_assert_eq(conc_thread_join(th, 10, NULL), 0);
+    cr_assert_eq(conc_thread_join(tw, 10, NULL), 0);
+    cr_assert_eq(conc_thread_join(thub, 10, NULL), 0);
+    conc_thread_free(th);
+    conc_thread_free(tw);
+    conc_thread_free(thub);
+    conc_thread_free(tj);
+    conc_process_free(p);
+    conc_queue_free(q, NULL);
+}
+
+static void *ev_waiter(void *arg)
+{
+    (void)arg;
+    conc_event_wait(&stop, CONC_FOREVER);
+    return NULL;
+}
+
+Test(dump, blocked_os_thread_backtrace, .timeout = TU_TIMEOUT)
+{
+    conc_event_init(&stop);
+    conc_thread_t *tw = start("evwaiter", ev_waiter, NULL);
+    char *d = NULL;
+    double t0 = tu_now();
+    const char *l = NULL;
+    do {
+        free(d);
+        tu_sleep(0.02);
+        d = dump_to_string();
+        l = strstr(d, "Thread \"evwaiter\"");
+    } while ((!l || !strstr(line_of(d, "Thread \"evwaiter\""), "blocked on Event")) && tu_now() - t0 < 10);
+    cr_assert(l, "%s", d);
+    const char *next = strchr(l, '\n');
+    cr_assert(next);
+    if (TU_TSAN)
+        cr_expect(strncmp(next + 1, "    (no backtrace: skipped under ThreadSanitizer)", 48) == 0, "%s", d);
+    else
+        cr_expect(strncmp(next + 1, "    #0 ", 7) == 0, "no backtrace for a blocked thread:\n%s", d);
+    free(d);
+    conc_event_set(&stop);
+    cr_assert_eq(conc_thread_join(tw, 10, NULL), 0);
+    conc_thread_free(tw);
+}
+
+Test(dump, on_signal, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_dump_on_signal(SIGKILL), CONC_EINVAL);
+    cr_assert_eq(conc_dump_on_signal(0), CONC_EINVAL);
+    cr_assert_eq(conc_dump(NULL), CONC_EINVAL);
+    /* stderr to a file, raise the signal, wait for the dump */
+    char path[] = "/tmp/conc_dump_testXXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    cr_assert_eq(conc_dump_on_signal(SIGUSR2), 0);
+    raise(SIGUSR2);
+    bool seen = false;
+    double t0 = tu_now();
+    while (!seen && tu_now() - t0 < 10) {
+        tu_sleep(0.02);
+        char buf[8192];
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = 0;
+            seen = strstr(buf, "conc dump end:") != NULL;
+        }
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    signal(SIGUSR2, SIG_DFL);
+    cr_assert(seen, "no dump after the signal");
+}
