@@ -347,10 +347,6 @@ int conc_green_join(conc_green_t *g, double timeout)
         return CONC_EINVAL;
     if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
         return 0;
-    if (conc__obs_on(CONC__OBS_DEADLOCK) && &g->ctx == conc__ctx()) {
-        fprintf(stderr, "conc: deadlock: green thread %s joins itself: CONC_EDEADLK\n", conc_green_name(g));
-        return CONC_EDEADLK;
-    }
     if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL) /* from another OS thread */
         return conc__deadlock_event_wait(&g->done, dl, g, CONC__WAIT_GREEN_JOIN);
     /* A joiner on g's own hub: a plain list, no atomics (hub-local). A
@@ -634,3 +630,20 @@ int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
         *result = r;
     return rc;
 }
+
+/* The registry's walk of a hub's green threads (core/registry.c): the
+ * live ones of the hub that OS context os runs, under the list's guard. */
+static void green_walk(conc__ctx_t *os, bool (*fn)(conc__ctx_t *, void *), void *arg)
+{
+    conc__gs_t *gs = __atomic_load_n((conc__gs_t **)&os->green, __ATOMIC_ACQUIRE);
+    if (!gs)
+        return;
+    conc__hub_t *h = gs->hub;
+    conc__hub_all_lock(h);
+    for (conc_green_t *g = h->all; g; g = g->all_next)
+        if (!fn(&g->ctx, arg))
+            break;
+    conc__hub_all_unlock(h);
+}
+
+__attribute__((constructor)) static void green_walk_init(void) { conc__reg_green_walk = green_walk; }

@@ -1,0 +1,454 @@
+/*
+ * tests/deadlock_test.c — conc/deadlock.h: lock-order checking
+ * (CONC_DEBUG=lockorder) and runtime deadlock detection
+ * (CONC_DEBUG=deadlock), on OS threads and green threads.
+ */
+#include "test_util.h"
+
+#include <signal.h>
+
+#include "core/observe.h"
+
+/* ------------------------------------------------ stderr capture */
+
+static int cap_fd = -1, cap_saved = -1;
+
+static void cap_begin(void)
+{
+    char path[] = "/tmp/conc_deadlock_testXXXXXX";
+    cap_fd = mkstemp(path);
+    cr_assert(cap_fd >= 0);
+    unlink(path);
+    fflush(stderr);
+    cap_saved = dup(2);
+    dup2(cap_fd, 2);
+}
+
+/* Ends the capture; returns what was written (malloc'd), and echoes it. */
+static char *cap_end(void)
+{
+    fflush(stderr);
+    dup2(cap_saved, 2);
+    close(cap_saved);
+    off_t n = lseek(cap_fd, 0, SEEK_END);
+    char *buf = calloc(1, (size_t)n + 1);
+    cr_assert(buf);
+    if (n > 0)
+        cr_assert_eq(pread(cap_fd, buf, (size_t)n, 0), n);
+    close(cap_fd);
+    fputs(buf, stderr);
+    return buf;
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static conc_thread_t *start(const char *name, void *(*fn)(void *), void *arg)
+{
+    conc_thread_t *t;
+    conc_thread_opts_t o = {.name = name};
+    cr_assert_eq(conc_thread_new(&t, fn, arg, &o), 0);
+    cr_assert_eq(conc_thread_start(t), 0);
+    return t;
+}
+
+static void run(const char *name, void *(*fn)(void *), void *arg)
+{
+    conc_thread_t *t = start(name, fn, arg);
+    cr_assert_eq(conc_thread_join(t, 30, NULL), 0);
+    conc_thread_free(t);
+}
+
+static conc_lock_t A = CONC_LOCK_INIT, B = CONC_LOCK_INIT, C = CONC_LOCK_INIT;
+
+typedef struct {
+    conc_lock_t *first, *second;
+} pair_t;
+
+static void *take_two(void *arg)
+{
+    pair_t *p = arg;
+    conc_lock_acquire(p->first, true, CONC_FOREVER);
+    conc_lock_acquire(p->second, true, CONC_FOREVER);
+    conc_lock_release(p->second);
+    conc_lock_release(p->first);
+    return NULL;
+}
+
+/* ------------------------------------------------ lock order */
+
+Test(lockorder, abba_on_two_threads_reported_once, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    conc_set_name(&A, "lock-A");
+    cap_begin();
+    pair_t ab = {&A, &B}, ba = {&B, &A};
+    run("first", take_two, &ab);
+    run("second", take_two, &ba); /* closes the cycle: reported */
+    run("third", take_two, &ba);  /* the same inversion: not again */
+    run("fourth", take_two, &ab);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    char wa[64], wb[64];
+    snprintf(wa, sizeof wa, "Lock %p \"lock-A\"", (void *)&A);
+    snprintf(wb, sizeof wb, "Lock %p", (void *)&B);
+    cr_expect(strstr(out, wa) && strstr(out, wb), "%s", out);
+    cr_expect(strstr(out, "second takes") && strstr(out, "earlier first took"), "%s", out);
+    cr_expect(count(out, "#0 ") >= 2, "both acquisition stacks: %s", out);
+    free(out);
+}
+
+Test(lockorder, consistent_order_not_reported, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    cap_begin();
+    pair_t ab = {&A, &B}, bc = {&B, &C}, ac = {&A, &C};
+    for (int i = 0; i < 3; i++) {
+        run("x", take_two, &ab);
+        run("y", take_two, &bc);
+        run("z", take_two, &ac);
+    }
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 0, "%s", out);
+    free(out);
+}
+
+Test(lockorder, three_lock_cycle, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    cap_begin();
+    pair_t ab = {&A, &B}, bc = {&B, &C}, ca = {&C, &A};
+    run("x", take_two, &ab);
+    run("y", take_two, &bc);
+    run("z", take_two, &ca);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    cr_expect_eq(count(out, "while earlier"), 2, "the path has two edges: %s", out);
+    free(out);
+}
+
+Test(lockorder, forgotten_lock_leaves_the_graph, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    cap_begin();
+    conc_lock_t *a = malloc(sizeof *a);
+    conc_lock_init(a);
+    pair_t ab = {a, &B};
+    run("x", take_two, &ab);
+    conc_debug_forget(a); /* "freed": its edges go */
+    free(a);
+    conc_lock_t *a2 = malloc(sizeof *a2); /* may well get the same address */
+    conc_lock_init(a2);
+    pair_t ba = {&B, a2};
+    run("y", take_two, &ba);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 0, "%s", out);
+    free(a2);
+    free(out);
+}
+
+static conc_rlock_t RA = CONC_RLOCK_INIT, RB = CONC_RLOCK_INIT;
+
+static void *green_rab(void *arg)
+{
+    bool ab = arg != NULL;
+    conc_rlock_t *x = ab ? &RA : &RB, *y = ab ? &RB : &RA;
+    conc_rlock_acquire(x, true, CONC_FOREVER);
+    conc_rlock_acquire(x, true, CONC_FOREVER); /* reentrant: no edge to itself */
+    conc_rlock_acquire(y, true, CONC_FOREVER);
+    conc_rlock_release(y);
+    conc_rlock_release(x);
+    conc_rlock_release(x);
+    return NULL;
+}
+
+Test(lockorder, rlocks_on_green_threads, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    cap_begin();
+    conc_green_t *g1, *g2;
+    conc_green_opts_t o1 = {.name = "g-ab"}, o2 = {.name = "g-ba"};
+    cr_assert_eq(conc_go_opts(&g1, &o1, green_rab, (void *)1), 0);
+    cr_assert_eq(conc_green_join(g1, 10), 0);
+    cr_assert_eq(conc_go_opts(&g2, &o2, green_rab, NULL), 0);
+    cr_assert_eq(conc_green_join(g2, 10), 0);
+    conc_green_free(g1);
+    conc_green_free(g2);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    cr_expect(strstr(out, "g-ba takes RLock") && strstr(out, "earlier g-ab took RLock"), "%s", out);
+    free(out);
+}
+
+static conc_cond_t CV;
+static void *cond_then_b(void *arg)
+{
+    (void)arg;
+    conc_cond_acquire(&CV, true, CONC_FOREVER);
+    conc_cond_wait(&CV, 0.01); /* releases and re-acquires its lock */
+    conc_lock_acquire(&B, true, CONC_FOREVER);
+    conc_lock_release(&B);
+    conc_cond_release(&CV);
+    return NULL;
+}
+
+static void *b_then_cond(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&B, true, CONC_FOREVER);
+    conc_cond_acquire(&CV, true, CONC_FOREVER);
+    conc_cond_release(&CV);
+    conc_lock_release(&B);
+    return NULL;
+}
+
+Test(lockorder, condition_reacquire_counts, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    conc_cond_init(&CV, &A);
+    cap_begin();
+    run("c1", cond_then_b, NULL);
+    run("c2", b_then_cond, NULL);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    free(out);
+}
+
+Test(lockorder, abort_setting, .signal = SIGABRT, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_ABORT);
+    pair_t ab = {&A, &B}, ba = {&B, &A};
+    run("x", take_two, &ab);
+    take_two(&ba); /* aborts */
+}
+
+Test(lockorder, env_comma_list, .timeout = TU_TIMEOUT)
+{
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK | CONC_DEBUG_ABORT);
+    setenv("CONC_DEBUG", "1,lockorder,deadlock", 1);
+    conc__debug_init();
+    cr_expect_eq(conc_debug_flags(), CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK);
+    cr_expect_eq(conc_debug_flags(), 0u);
+    cr_expect_eq(conc_debug_enable(0x100), CONC_EINVAL);
+    cr_expect_eq(conc_debug_set_delay(0), CONC_EINVAL);
+    cr_expect_eq(conc_debug_set_delay(NAN), CONC_EINVAL);
+    cr_expect_eq(conc_debug_set_delay(0.05), 0);
+    cr_expect_eq(conc_set_name(NULL, "x"), CONC_EINVAL);
+}
+
+/* ------------------------------------------------ deadlock detection */
+
+typedef struct {
+    conc_lock_t *first, *second;
+    conc_barrier_t *bar;
+    int rc;
+    double t_edeadlk;
+} dl_arg_t;
+
+static void *dl_take_two(void *arg)
+{
+    dl_arg_t *a = arg;
+    conc_lock_acquire(a->first, true, CONC_FOREVER);
+    conc_barrier_wait(a->bar, 10, NULL);
+    a->rc = conc_lock_acquire(a->second, true, 20);
+    if (a->rc == 0)
+        conc_lock_release(a->second);
+    else
+        a->t_edeadlk = tu_now();
+    conc_lock_release(a->first); /* backs off: the other proceeds */
+    return NULL;
+}
+
+static void cycle_of(int n, bool detect, double timeout_expect)
+{
+    (void)timeout_expect;
+    if (detect)
+        conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_lock_t locks[3] = {CONC_LOCK_INIT, CONC_LOCK_INIT, CONC_LOCK_INIT};
+    conc_barrier_t bar;
+    conc_barrier_init(&bar, n, NULL, NULL, 10);
+    dl_arg_t args[3];
+    conc_thread_t *ts[3];
+    cap_begin();
+    double t0 = tu_now();
+    for (int i = 0; i < n; i++) {
+        args[i] = (dl_arg_t){&locks[i], &locks[(i + 1) % n], &bar, -1, 0};
+        char name[16];
+        snprintf(name, sizeof name, "dl-%d", i);
+        ts[i] = start(name, dl_take_two, &args[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(conc_thread_join(ts[i], 30, NULL), 0);
+        conc_thread_free(ts[i]);
+    }
+    double took = tu_now() - t0;
+    char *out = cap_end();
+    int ndl = 0, nok = 0;
+    for (int i = 0; i < n; i++) {
+        ndl += args[i].rc == CONC_EDEADLK;
+        nok += args[i].rc == 0;
+    }
+    cr_expect_eq(ndl, 1, "exactly one victim (%d)", ndl);
+    cr_expect_eq(nok, n - 1, "the others proceed");
+    cr_expect_eq(count(out, "deadlock detected"), 1, "%s", out);
+    cr_expect_eq(count(out, " waits for Lock "), n, "the cycle has %d waits: %s", n, out);
+    cr_expect(took < 10, "found in %.2f s", took);
+    free(out);
+}
+
+Test(deadlock, abba_two_threads, .timeout = TU_TIMEOUT)
+{
+    cycle_of(2, true, 0);
+}
+
+Test(deadlock, three_thread_cycle, .timeout = TU_TIMEOUT)
+{
+    cycle_of(3, true, 0);
+}
+
+static dl_arg_t gargs[2];
+
+static void *g_take_two(void *arg)
+{
+    dl_arg_t *a = arg;
+    conc_lock_acquire(a->first, true, CONC_FOREVER);
+    conc_yield(); /* both hold their first lock */
+    conc_yield();
+    a->rc = conc_lock_acquire(a->second, true, 20);
+    if (a->rc == 0)
+        conc_lock_release(a->second);
+    conc_lock_release(a->first);
+    return NULL;
+}
+
+Test(deadlock, green_threads_abba, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_lock_t a = CONC_LOCK_INIT, b = CONC_LOCK_INIT;
+    gargs[0] = (dl_arg_t){&a, &b, NULL, -1, 0};
+    gargs[1] = (dl_arg_t){&b, &a, NULL, -1, 0};
+    cap_begin();
+    conc_green_t *g[2];
+    cr_assert_eq(conc_go(&g[0], g_take_two, &gargs[0]), 0);
+    cr_assert_eq(conc_go(&g[1], g_take_two, &gargs[1]), 0);
+    cr_assert_eq(conc_green_join(g[0], 30), 0);
+    cr_assert_eq(conc_green_join(g[1], 30), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+    char *out = cap_end();
+    cr_expect_eq((gargs[0].rc == CONC_EDEADLK) + (gargs[1].rc == CONC_EDEADLK), 1, "rc %d %d", gargs[0].rc,
+                 gargs[1].rc);
+    cr_expect_eq((gargs[0].rc == 0) + (gargs[1].rc == 0), 1);
+    cr_expect_eq(count(out, "deadlock detected"), 1, "%s", out);
+    free(out);
+}
+
+static void *green_self_join(void *arg)
+{
+    *(int *)arg = conc_green_join(conc_green_current(), 5);
+    return NULL;
+}
+
+Test(deadlock, self_relock_and_self_join, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_lock_t l = CONC_LOCK_INIT;
+    cap_begin();
+    cr_assert_eq(conc_lock_acquire(&l, true, CONC_FOREVER), 0);
+    double t0 = tu_now();
+    cr_expect_eq(conc_lock_acquire(&l, true, CONC_FOREVER), CONC_EDEADLK);
+    cr_expect_eq(conc_lock_acquire(&l, true, 5), CONC_EDEADLK);
+    cr_expect(tu_now() - t0 < 1, "at once");
+    cr_expect_eq(conc_lock_acquire(&l, false, CONC_FOREVER), CONC_ETIMEDOUT, "a try is a try");
+    cr_assert_eq(conc_lock_release(&l), 0);
+    cr_expect_eq(conc_lock_acquire(&l, true, CONC_FOREVER), 0);
+    conc_lock_release(&l);
+    int rc = -1;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, green_self_join, &rc), 0);
+    cr_assert_eq(conc_green_join(g, 10), 0);
+    conc_green_free(g);
+    cr_expect_eq(rc, CONC_EPERM); /* joining yourself: refused at once, detection or not */
+    cr_expect_eq(conc_thread_join(conc_current_thread(), 1, NULL), CONC_EPERM); /* Python's RuntimeError */
+    char *out = cap_end();
+    free(out);
+}
+
+static conc_thread_t *jt[2];
+static int jrc[2];
+static conc_event_t jready;
+
+static void *join_other(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    conc_event_wait(&jready, 10);
+    jrc[i] = conc_thread_join(jt[1 - i], 20, NULL);
+    return NULL;
+}
+
+Test(deadlock, join_cycle, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_event_init(&jready);
+    cap_begin();
+    jt[0] = start("j0", join_other, (void *)0);
+    jt[1] = start("j1", join_other, (void *)1);
+    conc_event_set(&jready);
+    double t0 = tu_now();
+    /* one gets CONC_EDEADLK and ends; the other's join then succeeds */
+    TU_WAIT_UNTIL(conc_thread_join(jt[0], 0, NULL) == 0 && conc_thread_join(jt[1], 0, NULL) == 0, 20);
+    cr_expect(tu_now() - t0 < 15);
+    char *out = cap_end();
+    cr_expect_eq((jrc[0] == CONC_EDEADLK) + (jrc[1] == CONC_EDEADLK), 1, "rc %d %d", jrc[0], jrc[1]);
+    cr_expect_eq((jrc[0] == 0) + (jrc[1] == 0), 1, "rc %d %d", jrc[0], jrc[1]);
+    cr_expect(strstr(out, "waits for join of thread j"), "%s", out);
+    conc_thread_free(jt[0]);
+    conc_thread_free(jt[1]);
+    free(out);
+}
+
+static void *dl_timed(void *arg)
+{
+    dl_arg_t *a = arg;
+    conc_lock_acquire(a->first, true, CONC_FOREVER);
+    conc_barrier_wait(a->bar, 10, NULL);
+    a->rc = conc_lock_acquire(a->second, true, 0.3);
+    if (a->rc == 0)
+        conc_lock_release(a->second);
+    conc_lock_release(a->first);
+    return NULL;
+}
+
+Test(deadlock, off_keeps_the_timeout, .timeout = TU_TIMEOUT)
+{
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_lock_t a = CONC_LOCK_INIT, b = CONC_LOCK_INIT;
+    conc_barrier_t bar;
+    conc_barrier_init(&bar, 2, NULL, NULL, 10);
+    dl_arg_t x = {&a, &b, &bar, -1, 0}, y = {&b, &a, &bar, -1, 0};
+    conc_thread_t *t1 = start("t1", dl_timed, &x), *t2 = start("t2", dl_timed, &y);
+    cr_assert_eq(conc_thread_join(t1, 10, NULL), 0);
+    cr_assert_eq(conc_thread_join(t2, 10, NULL), 0);
+    conc_thread_free(t1);
+    conc_thread_free(t2);
+    /* both time out (or, on a loaded machine, one times out first and the
+     * other then gets its lock): never CONC_EDEADLK */
+    cr_expect(x.rc != CONC_EDEADLK && y.rc != CONC_EDEADLK);
+    cr_expect(x.rc == CONC_ETIMEDOUT || y.rc == CONC_ETIMEDOUT);
+    /* a relock without detection just times out */
+    conc_lock_acquire(&a, true, CONC_FOREVER);
+    cr_expect_eq(conc_lock_acquire(&a, true, 0.05), CONC_ETIMEDOUT);
+    conc_lock_release(&a);
+}
+
+Test(deadlock, a_shorter_delay_finds_it_sooner, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_debug_set_delay(0.02), 0);
+    cycle_of(2, true, 0);
+}
