@@ -9,6 +9,7 @@
  * constructor; later calls change both words at any time.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <execinfo.h>
 #include <math.h>
 #include <pthread.h>
@@ -289,12 +290,71 @@ conc__ctx_t *conc__wait_holder(const void *obj, int kind)
     }
 }
 
+#define SYMC_SIZE 4096 /* a power of two */
+
+struct conc__symcache {
+    struct {
+        void *addr;
+        char *text;
+    } e[SYMC_SIZE];
+    int used;
+};
+
+conc__symcache_t *conc__symcache_new(void) { return calloc(1, sizeof(conc__symcache_t)); }
+
+void conc__symcache_free(conc__symcache_t *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < SYMC_SIZE; i++)
+        free(c->e[i].text);
+    free(c);
+}
+
+static void sym_text(void *addr, char *buf, size_t n)
+{
+    Dl_info di;
+    if (dladdr(addr, &di) && di.dli_fname) {
+        const char *mod = strrchr(di.dli_fname, '/');
+        mod = mod ? mod + 1 : di.dli_fname;
+        if (di.dli_sname)
+            snprintf(buf, n, "%s(%s+0x%lx) [%p]", mod, di.dli_sname,
+                     (unsigned long)((uintptr_t)addr - (uintptr_t)di.dli_saddr), addr);
+        else
+            snprintf(buf, n, "%s(+0x%lx) [%p]", mod, (unsigned long)((uintptr_t)addr - (uintptr_t)di.dli_fbase),
+                     addr);
+    } else {
+        snprintf(buf, n, "[%p]", addr);
+    }
+}
+
+void conc__print_frames_c(FILE *f, const char *prefix, void *const *frames, int n, conc__symcache_t *c)
+{
+    for (int i = 0; i < n; i++) {
+        char buf[256];
+        const char *text = NULL;
+        size_t slot = 0;
+        if (c) {
+            slot = (size_t)(((uintptr_t)frames[i] >> 2) * 2654435761u) & (SYMC_SIZE - 1);
+            for (int k = 0; k < 8 && c->e[slot].addr; k++, slot = (slot + 1) & (SYMC_SIZE - 1))
+                if (c->e[slot].addr == frames[i]) {
+                    text = c->e[slot].text;
+                    break;
+                }
+        }
+        if (!text) {
+            sym_text(frames[i], buf, sizeof buf);
+            text = buf;
+            if (c && !c->e[slot].addr && c->used < SYMC_SIZE / 2 && (c->e[slot].text = strdup(buf))) {
+                c->e[slot].addr = frames[i];
+                c->used++;
+            }
+        }
+        fprintf(f, "%s#%d %s\n", prefix, i, text);
+    }
+}
+
 void conc__print_frames(FILE *f, const char *prefix, void *const *frames, int n)
 {
-    if (n <= 0)
-        return;
-    char **syms = backtrace_symbols(frames, n);
-    for (int i = 0; i < n; i++)
-        fprintf(f, "%s#%d %s\n", prefix, i, syms ? syms[i] : "?");
-    free(syms);
+    conc__print_frames_c(f, prefix, frames, n, NULL);
 }

@@ -269,6 +269,7 @@ int conc_dump(FILE *f)
 
     /* 2. each OS thread, then the green threads of its hub */
     lines_t greens = {0};
+    conc__symcache_t *sc = conc__symcache_new();
     int i = 0;
     size_t nthreads = 0, ngreen = 0;
     for (conc__ctx_t *c = conc__reg_os_first(); c; c = c->reg_next, i++) {
@@ -290,9 +291,9 @@ int conc_dump(FILE *f)
         }
         fputc('\n', f);
         if (i < ns && slots[i].tid == me)
-            conc__print_frames(f, "    ", slots[i].frames, slots[i].n);
+            conc__print_frames_c(f, "    ", slots[i].frames, slots[i].n, sc);
         else if (i < ns && (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) & 3) == 2 && slots[i].n > 2)
-            conc__print_frames(f, "    ", slots[i].frames + 2, slots[i].n - 2); /* not the handler's frames */
+            conc__print_frames_c(f, "    ", slots[i].frames + 2, slots[i].n - 2, sc); /* not the handler's frames */
         else if (!bt_ok)
             fprintf(f, "    (no backtrace: %s)\n",
 #ifdef CONC__TSAN
@@ -324,11 +325,12 @@ int conc_dump(FILE *f)
         conc__hub_all_unlock(h);
         for (size_t k = 0; k < greens.n; k++) {
             print_line(f, "  ", "green", &greens.lines[k]);
-            conc__print_frames(f, "      ", greens.lines[k].frames, greens.lines[k].nframes);
+            conc__print_frames_c(f, "      ", greens.lines[k].frames, greens.lines[k].nframes, sc);
         }
         ngreen += greens.n;
     }
     free(greens.lines);
+    conc__symcache_free(sc);
     conc__reg_unlock();
 
     /* 3. child processes */

@@ -32,8 +32,13 @@ const char *conc__kind_word(int kind);
  * conc__reg_lock. */
 conc__ctx_t *conc__wait_holder(const void *obj, int kind);
 
-/* Print n return addresses, one per line, with a prefix (symbols via
- * backtrace_symbols). */
+/* Print n return addresses, one per line, with a prefix: "module(sym+off)
+ * [addr]" found with dladdr. cache (or NULL) keeps what was found, for a
+ * dump that prints the same frames thousands of times. */
+typedef struct conc__symcache conc__symcache_t;
+conc__symcache_t *conc__symcache_new(void);
+void conc__symcache_free(conc__symcache_t *c);
+void conc__print_frames_c(FILE *f, const char *prefix, void *const *frames, int n, conc__symcache_t *c);
 void conc__print_frames(FILE *f, const char *prefix, void *const *frames, int n);
 
 #endif
