@@ -87,6 +87,22 @@ static void *pjoiner(void *arg)
     return NULL;
 }
 
+static void *pool_task(void *arg)
+{
+    (void)arg;
+    conc_event_wait(&stop, CONC_FOREVER);
+    return NULL;
+}
+
+static conc_future_t *futs[3];
+
+static void *fwaiter(void *arg)
+{
+    (void)arg;
+    conc_future_result(futs[0], CONC_FOREVER, NULL);
+    return NULL;
+}
+
 static char *dump_to_string(void)
 {
     char *buf = NULL;
@@ -148,8 +164,16 @@ Test(dump, known_program, .timeout = TU_TIMEOUT)
     conc_thread_t *tw = start("waiter", waiter, NULL);
     conc_thread_t *thub = start("hubthread", hub_thread, NULL);
     conc_thread_t *tj = start("pjoiner", pjoiner, p);
+    conc_executor_t *ex;
+    conc_thread_pool_opts_t xo = {.max_workers = 1};
+    cr_assert_eq(conc_thread_pool_new(&ex, &xo), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_submit(ex, &futs[i], pool_task, NULL), 0);
+    conc_thread_t *tf = start("fwaiter", fwaiter, NULL);
 
-    char lockw[128], qw[128], pw[64], pl[64];
+    char lockw[128], qw[128], pw[64], pl[64], fw[128], xl[128];
+    snprintf(fw, sizeof fw, "blocked on result of a task of pool %p (future %p) for ", (void *)ex, (void *)futs[0]);
+    snprintf(xl, sizeof xl, "%p \"", (void *)ex);
     snprintf(lockw, sizeof lockw, "blocked on Lock %p held by holder for ", (void *)&L);
     snprintf(qw, sizeof qw, "blocked on queue get on %p for ", (void *)q);
     snprintf(pw, sizeof pw, "blocked on join of process %d for ", pid);
@@ -162,6 +186,9 @@ Test(dump, known_program, .timeout = TU_TIMEOUT)
         "Thread \"pjoiner\"",   pw,
         "Process ",             pl,
         "Thread \"MainThread\"", ": running",
+        "Thread \"fwaiter\"",    fw,
+        "Executor ThreadPoolExecutor", xl,
+        "Executor ThreadPoolExecutor", ": 1 of 1 workers, 2 pending work items",
     };
     int nwant = (int)(sizeof want / sizeof want[0]);
     char *d = NULL;
@@ -183,6 +210,14 @@ Test(dump, known_program, .timeout = TU_TIMEOUT)
     free(d);
 
     conc_event_set(&stop);
+    cr_assert_eq(conc_thread_join(tf, 10, NULL), 0);
+    conc_thread_free(tf);
+    for (int i = 0; i < 3; i++) {
+        conc_future_result(futs[i], 10, NULL);
+        conc_future_free(futs[i]);
+    }
+    conc_executor_shutdown(ex, true, false);
+    conc_executor_free(ex);
     conc_process_terminate(p);
     cr_assert_eq(conc_thread_join(tj, 10, NULL), 0);
     cr_assert_eq(conc_thread_join(th, 10, NULL), 0);

@@ -634,6 +634,28 @@ static bool pools_exit_hook(void)
     }
 }
 
+/* The dump (observe/dump.c): one line per live pool with its pending
+ * work items (a snapshot of its deques' sizes). */
+void conc__pools_dump(FILE *f)
+{
+    conc__lock_hold(&registry_lock);
+    for (pool_t *p = registry; p; p = p->all_next) {
+        size_t pending = 0;
+        conc_lock_acquire(&p->lock, true, CONC_FOREVER);
+        size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+        for (size_t i = 0; i < n; i++)
+            pending += conc__deque_size(&p->workers[i]->dq);
+        size_t e = atomic_load_explicit(&p->next_, memory_order_acquire);
+        for (size_t i = 0; i < e; i++)
+            pending += conc__deque_size(p->ext[i]);
+        conc_lock_release(&p->lock);
+        pending += conc__deque_size(&p->overflow);
+        fprintf(f, "Executor ThreadPoolExecutor %p \"%s\": %zu of %zu workers, %zu pending work items%s\n", (void *)p,
+                p->prefix, n, p->max_workers, pending, atomic_load(&p->shutdown) ? ", shut down" : "");
+    }
+    conc_lock_release(&registry_lock);
+}
+
 static void atexit_init(void)
 {
     conc__at_exit(pools_exit_hook);

@@ -47,6 +47,8 @@
 #include "observe/internal.h"
 #include "thread/internal.h"
 
+void conc__pools_dump(FILE *f); /* futures/pool.c */
+
 #define BT_FRAMES 32
 #define MAX_SLOTS 1024
 
@@ -333,7 +335,10 @@ int conc_dump(FILE *f)
     conc__symcache_free(sc);
     conc__reg_unlock();
 
-    /* 3. child processes */
+    /* 3. executors and their queues */
+    conc__pools_dump(f);
+
+    /* 4. child processes */
     conc_process_t *kids[64];
     size_t nk = conc_active_children(kids, 64);
     for (size_t k = 0; k < nk && k < 64; k++) {
