@@ -190,8 +190,8 @@ const char *conc__ctx_name(const conc__ctx_t *c, char *buf, size_t n)
 {
     if (c->is_green) {
         snprintf(buf, n, "%s", conc_green_name((const conc_green_t *)(const void *)c));
-    } else if (c->thread) {
-        const conc_thread_t *t = c->thread;
+    } else if (conc__racy_ptr(&c->thread)) {
+        const conc_thread_t *t = conc__racy_ptr(&c->thread);
         snprintf(buf, n, "%s", t->name ? t->name : "?");
     } else {
         snprintf(buf, n, "thread %ld", c->tid);

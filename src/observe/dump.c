@@ -307,7 +307,7 @@ int conc_dump(FILE *f)
         else
             fprintf(f, "    (no backtrace: the thread did not answer the signal)\n");
 
-        conc__gs_t *gs = __atomic_load_n((conc__gs_t **)&c->green, __ATOMIC_ACQUIRE);
+        conc__gs_t *gs = conc__racy_ptr(&c->green);
         if (!gs || c->is_green)
             continue;
         conc__hub_t *h = gs->hub;
@@ -318,7 +318,7 @@ int conc_dump(FILE *f)
             if (!gl)
                 break;
             snprintf(gl->name, sizeof gl->name, "%s", g->name_state == 2 ? g->name : conc_green_name(g));
-            bool running = __atomic_load_n(&h->cur, __ATOMIC_RELAXED) == &g->gs;
+            bool running = conc__racy_ptr((void *const *)&h->cur) == &g->gs;
             bool started = atomic_load_explicit(&g->ran, memory_order_relaxed);
             describe(&g->ctx, gl, running ? "running" : started ? "ready" : "ready (not started)");
             if (!running && started)

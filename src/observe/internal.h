@@ -11,6 +11,18 @@
 #include "core/observe.h"
 #include "core/park.h"
 
+#include "core/sanitize.h"
+
+/* A deliberate racy read of a word another thread writes plainly (the
+ * dump's snapshot of a hub's running context, a context's hub): any value
+ * it reads is used only after a check, and TSan is told so. */
+#ifdef CONC__TSAN
+#define CONC__NO_TSAN __attribute__((no_sanitize_thread))
+#else
+#define CONC__NO_TSAN
+#endif
+static inline CONC__NO_TSAN void *conc__racy_ptr(void *const *p) { return *(void *const volatile *)p; }
+
 /* CONC_DEBUG_* bits now on (debug.c). */
 unsigned conc__debug_bits(void);
 /* After a report: abort() if CONC_DEBUG_ABORT is on. */
