@@ -3862,6 +3862,7 @@ static const struct section green_sections[] = {
 #include "tour/io_models.h"
 #include "tour/states.h"
 #include "tour/gevent_more.h"
+#include "tour/deadlock.h"
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
@@ -3897,6 +3898,9 @@ static const struct chapter chapters[] = {
      states_sections},
     {"gevent", "gevent, the rest: Pool.imap_unordered and PoolFull, Timeout objects, Channel, wait",
      gevent_more_sections},
+    {"deadlock", "死锁 (deadlock): dining philosophers, the detector, four fixes, Coffman's "
+                 "conditions, lock-order checking, the dump",
+     deadlock_sections},
     {NULL, NULL, NULL},
 };
 
