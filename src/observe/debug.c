@@ -358,3 +358,14 @@ void conc__print_frames(FILE *f, const char *prefix, void *const *frames, int n)
 {
     conc__print_frames_c(f, prefix, frames, n, NULL);
 }
+
+/* Fork: the names' mutex is held across fork (see lockdep.c). lockdep
+ * takes names_mu inside its g_mu, and prepare handlers run in reverse
+ * registration order: registered before lockdep's (priority 104 < 105),
+ * this one runs after it, so fork takes g_mu, then names_mu. */
+static void names_prepare(void) { pthread_mutex_lock(&names_mu); }
+static void names_release(void) { pthread_mutex_unlock(&names_mu); }
+__attribute__((constructor(104))) static void names_atfork(void)
+{
+    pthread_atfork(names_prepare, names_release, names_release);
+}

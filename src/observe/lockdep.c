@@ -32,10 +32,19 @@
 #define HELD_MAX 32
 #define BT_MAX 24
 
+#define KNOWN_SLOTS 64 /* a power of two */
+
 typedef struct {
     int n;
     const void *lock[HELD_MAX];
     uint8_t kind[HELD_MAX];
+    /* Edges this context saw in the graph already (direct-mapped), valid
+     * while the graph's forget generation is the one noted: the steady
+     * state (the same locks in the same order) takes no global lock. */
+    unsigned known_gen;
+    struct {
+        const void *a, *b;
+    } known[KNOWN_SLOTS];
 } held_t;
 
 typedef struct edge {
@@ -60,6 +69,12 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 #define NBUCKETS 4096
 static node_t *buckets[NBUCKETS];
 static int dfs_epoch;
+static unsigned forget_gen = 1; /* atomic: bumped by every conc_debug_forget */
+
+static unsigned known_slot(const void *a, const void *b)
+{
+    return (unsigned)((((uintptr_t)a >> 3) * 31u + ((uintptr_t)b >> 3)) * 2654435761u) & (KNOWN_SLOTS - 1);
+}
 
 static unsigned hash(const void *p) { return (unsigned)(((uintptr_t)p >> 3) * 2654435761u) % NBUCKETS; }
 
@@ -147,11 +162,22 @@ void conc__lockdep_acquired(const void *lock, int kind)
             return;
         ctx->lockdep = h;
     }
-    if (h->n > 0) {
+    int top = h->n < HELD_MAX ? h->n : HELD_MAX;
+    unsigned gen = __atomic_load_n(&forget_gen, __ATOMIC_ACQUIRE);
+    if (h->known_gen != gen) {
+        memset(h->known, 0, sizeof h->known);
+        h->known_gen = gen;
+    }
+    bool all_known = true;
+    for (int i = 0; i < top && all_known; i++) {
+        unsigned s = known_slot(h->lock[i], lock);
+        all_known = h->lock[i] == lock || (h->known[s].a == h->lock[i] && h->known[s].b == lock);
+    }
+    if (!all_known) {
         bool reported = false;
         pthread_mutex_lock(&g_mu);
         node_t *b = node_get(lock, kind, true);
-        for (int i = 0; b && i < h->n && i < HELD_MAX; i++) {
+        for (int i = 0; b && i < top; i++) {
             if (h->lock[i] == lock)
                 continue;
             node_t *a = node_get(h->lock[i], h->kind[i], true);
@@ -160,6 +186,9 @@ void conc__lockdep_acquired(const void *lock, int kind)
             edge_t *e;
             for (e = a->out; e && e->to != b; e = e->next) {
             }
+            unsigned s = known_slot(h->lock[i], lock);
+            h->known[s].a = h->lock[i];
+            h->known[s].b = lock;
             if (e)
                 continue; /* known order */
             if (!(e = calloc(1, sizeof *e)))
@@ -223,6 +252,7 @@ int conc_debug_forget(const void *obj)
     while (*pp && (*pp)->addr != obj)
         pp = &(*pp)->next;
     node_t *dead = *pp;
+    __atomic_fetch_add(&forget_gen, 1, __ATOMIC_RELEASE); /* every context's known edges go stale */
     if (dead) {
         *pp = dead->next;
         for (edge_t *e = dead->out, *n; e; e = n) {
@@ -245,3 +275,9 @@ int conc_debug_forget(const void *obj)
     pthread_mutex_unlock(&g_mu);
     return 0;
 }
+
+/* Fork: the graph's mutex is held across fork, so a child never inherits
+ * it locked by a thread that does not exist there. */
+static void ld_prepare(void) { pthread_mutex_lock(&g_mu); }
+static void ld_release(void) { pthread_mutex_unlock(&g_mu); }
+__attribute__((constructor(105))) static void ld_atfork(void) { pthread_atfork(ld_prepare, ld_release, ld_release); }
