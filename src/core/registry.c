@@ -21,6 +21,9 @@
  *
  * Fork: the mutex is held across fork; in the child only the forking
  * thread's context stays on the list (the others' threads do not exist).
+ * Lock order: reg_mu, then lockdep's graph mutex, then the names' mutex
+ * (observe/): their atfork handlers are registered in the reverse order
+ * (constructor priorities 104, 105, 107), so fork takes them in this one.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -164,7 +167,7 @@ static void reg_atfork_child(void)
     pthread_mutex_unlock(&reg_mu);
 }
 
-__attribute__((constructor(102))) static void reg_init(void)
+__attribute__((constructor(107))) static void reg_init(void)
 {
     pthread_atfork(reg_atfork_prepare, reg_atfork_parent, reg_atfork_child);
 }
