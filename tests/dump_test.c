@@ -204,6 +204,9 @@ Test(dump, known_program, .timeout = TU_TIMEOUT)
         char *l = line_of(d, want[i]);
         cr_expect(l && strstr(l, want[i + 1]), "want a line \"%s...%s\" in:\n%s", want[i], want[i + 1], d);
     }
+    /* a suspended green thread is walked from its saved context */
+    const char *gl = strstr(d, "green \"sleeper\"");
+    cr_expect(gl && strncmp(strchr(gl, '\n') + 1, "      #0 ", 9) == 0, "no frames for a green thread:\n%s", d);
     /* backtraces: the main thread's own (the caller of conc_dump) */
     cr_expect(strstr(d, "#0 "), "no backtrace in:\n%s", d);
     cr_expect(strstr(d, "conc dump end:"));
