@@ -185,6 +185,33 @@ Test(lockorder, rlocks_on_green_threads, .timeout = TU_TIMEOUT)
     free(out);
 }
 
+static conc_semaphore_t S1 = CONC_BOUNDED_SEMAPHORE_INIT(1);
+
+static void *sem_then_a(void *arg)
+{
+    bool sem_first = arg != NULL;
+    if (sem_first)
+        conc_semaphore_acquire(&S1, true, CONC_FOREVER);
+    conc_lock_acquire(&A, true, CONC_FOREVER);
+    if (!sem_first)
+        conc_semaphore_acquire(&S1, true, CONC_FOREVER);
+    conc_semaphore_release(&S1, 1);
+    conc_lock_release(&A);
+    return NULL;
+}
+
+Test(lockorder, bounded_semaphore_of_one_is_a_lock, .timeout = TU_TIMEOUT)
+{
+    conc_debug_enable(CONC_DEBUG_LOCKORDER);
+    cap_begin();
+    run("s1", sem_then_a, (void *)1);
+    run("s2", sem_then_a, NULL);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    cr_expect(strstr(out, "Semaphore"), "%s", out);
+    free(out);
+}
+
 static conc_cond_t CV;
 static void *cond_then_b(void *arg)
 {

@@ -12,7 +12,8 @@
  * (a comma list; the words may be combined: CONC_DEBUG=1,deadlock).
  *
  * Lock-order checking: every acquire of a Lock, an RLock (its first
- * level), a Condition's lock (also its re-acquire after a wait) by any
+ * level), a Condition's lock (also its re-acquire after a wait), a
+ * BoundedSemaphore of 1 (a lock by another name) by any
  * context (OS thread or green thread) records "held A, then took B" edges
  * between the locks the context holds and the new one. The first acquire
  * whose edge closes a cycle in that graph is reported on stderr — the
@@ -20,8 +21,8 @@
  * the backtrace of every acquisition on it — once per edge, then the
  * program goes on (or aborts, CONC_DEBUG_ABORT). Nothing has to deadlock
  * for the report: ABBA on two threads one after the other is reported.
- * Not tracked: Semaphores (any context may release one: no owner to hold
- * it), process-shared locks of conc/ipc.h, conc's own internal locks.
+ * Not tracked: other Semaphores (any context may release one: no owner to
+ * hold it), process-shared locks of conc/ipc.h, conc's own internal locks.
  *
  * Runtime deadlock detection: a blocking Lock / RLock / Condition-lock
  * acquire, thread join or green-thread join that has waited for the

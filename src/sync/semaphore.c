@@ -58,7 +58,21 @@ static void conc__sem_clear_waiters(conc__waitq_t *q, void *arg)
         atomic_fetch_and_explicit(CONC__A(&s->state), ~WAITERS, RLX);
 }
 
+static int sem_acquire(conc_semaphore_t *s, bool blocking, double timeout);
+
+/* A BoundedSemaphore(1) is a lock by another name: lock-order checking
+ * (conc/deadlock.h) tracks it like one. */
+#define CONC__SEM_IS_LOCK(s) ((s)->bound == 2u)
+
 int conc_semaphore_acquire(conc_semaphore_t *s, bool blocking, double timeout)
+{
+    int rc = sem_acquire(s, blocking, timeout);
+    if (rc == 0 && conc__obs_on(CONC__OBS_LOCKORDER) && CONC__SEM_IS_LOCK(s))
+        conc__lockdep_acquired(s, CONC__WAIT_SEM);
+    return rc;
+}
+
+static int sem_acquire(conc_semaphore_t *s, bool blocking, double timeout)
 {
     if (!s)
         return CONC_EINVAL;
@@ -105,6 +119,8 @@ int conc_semaphore_release(conc_semaphore_t *s, long n)
         return CONC_EINVAL;
     if (n > (long)CONC_SEMAPHORE_MAX)
         return CONC_ERANGE;
+    if (conc__obs_on(CONC__OBS_LOCKORDER) && CONC__SEM_IS_LOCK(s) && (conc__load(&s->state, RLX) >> 1) == 0)
+        conc__lockdep_released(s);
     unsigned add = (unsigned)n;
     unsigned v = conc__load(&s->state, RLX);
     for (;;) {
