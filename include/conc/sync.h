@@ -51,7 +51,8 @@ typedef struct conc__waitq {
 
 /* threading.Lock: not owned; any thread may release it. */
 typedef struct conc_lock {
-    unsigned int state; /* bit 0 locked, bit 1 waiters queued (atomic) */
+    unsigned int state; /* bit 0 locked, bit 1 waiters queued, bit 2 tracked
+                           by lock-order checking (atomic) */
     unsigned int owner; /* private: serial of its last acquirer, as far as
                            known (lock debugging, conc/deadlock.h) (atomic) */
     conc__waitq_t q;
@@ -75,8 +76,9 @@ CONC_API bool conc_lock_locked(const conc_lock_t *l);
  * call the functions; (conc_lock_acquire)(...) also calls them. */
 #if !defined(CONC_NO_INLINE) && (defined(__GNUC__) || defined(__clang__))
 /* Private: nonzero while lock debugging (conc/deadlock.h) is on; then
- * every acquire and release takes the functions' path. A library built
- * with -DCONC_OBSERVE=OFF defines CONC_NO_OBSERVE for its users too. */
+ * every acquire takes the function's path (and a lock it marks makes the
+ * release's CAS fail, so the release does too). A library built with
+ * -DCONC_OBSERVE=OFF defines CONC_NO_OBSERVE for its users too. */
 #ifndef CONC_NO_OBSERVE
 CONC_API extern unsigned int conc__lock_hooks;
 #define CONC__LOCK_UNHOOKED() (__builtin_expect(__atomic_load_n(&conc__lock_hooks, __ATOMIC_RELAXED) == 0, 1))
@@ -94,8 +96,7 @@ static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, doubl
 static inline int conc__lock_release_inline(conc_lock_t *l)
 {
     unsigned exp = 1u;
-    if (l && CONC__LOCK_UNHOOKED() &&
-        __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+    if (l && __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         return 0;
     return (conc_lock_release)(l);
 }

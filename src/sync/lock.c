@@ -17,15 +17,19 @@
 
 #include "sync/internal.h"
 
-/* Lock debugging (conc/deadlock.h): while on, the inlined fast paths of
- * conc/sync.h call the functions below, which record the acquirer's
- * serial in l->owner and tell lockdep.c; the slow path records the serial
- * always (one store, after a wait) and, with deadlock detection on, parks
- * in slices and checks the wait-for graph between them. */
+/* Lock debugging (conc/deadlock.h): while on, the inlined acquire of
+ * conc/sync.h calls the function below, which records the acquirer's
+ * serial in l->owner and tells lockdep.c; a lock taken with lock-order
+ * checking on carries TRACKED, so the inlined release (a CAS from exactly
+ * LOCKED) fails and comes here too, and lockdep hears of it — no test of
+ * a switch on the release path. The slow path records the serial always
+ * (one store, after a wait) and, with deadlock detection on, parks in
+ * slices and checks the wait-for graph between them. */
 CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
 #define WAITERS 2u
+#define TRACKED 4u /* taken with lock-order checking on: release goes out of line */
 #ifndef CONC__LOCK_BACKOFF_MAX
 #define CONC__LOCK_BACKOFF_MAX 8u
 #endif
@@ -160,8 +164,10 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
     int rc = conc__lock_acquire_dl(l, deadline);
     if (rc == 0) {
         conc__store(&l->owner, ctx->serial, RLX);
-        if (conc__obs_on(CONC__OBS_LOCKORDER))
+        if (conc__obs_on(CONC__OBS_LOCKORDER)) {
+            atomic_fetch_or_explicit(CONC__A(&l->state), TRACKED, RLX);
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
+        }
     }
     return rc;
 }
@@ -202,15 +208,16 @@ int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (conc__obs_on(CONC__OBS_LOCKORDER) && (conc__load(&l->state, RLX) & LOCKED))
-        conc__lockdep_released(l);
     unsigned old = LOCKED;
     if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;
-    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~LOCKED, REL);
+    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
     if (!(old & LOCKED))
         return CONC_EPERM;
-    conc__lock_wake(l);
+    if (old & TRACKED)
+        conc__lockdep_released(l); /* only the releaser's own held stack */
+    if (old & WAITERS)
+        conc__lock_wake(l);
     return 0;
 }
 
