@@ -95,8 +95,27 @@ struct conc__ctx *conc__reg_find_ptr(const void *p);
 /* Label the calling context's next parks (a join that waits on an Event,
  * say): obj/kind replace the waiter's own until cleared with kind 0. */
 void conc__wait_label(const void *obj, int kind);
-/* Coarse monotonic ns (a few ns: the vDSO's coarse clock). */
+/* Coarse monotonic ns (the vDSO's coarse clock). */
 int64_t conc__now_coarse(void);
+/* A raw time stamp for "blocked since" (park.h): the CPU's counter where
+ * it has a constant-rate one (x86-64 TSC, AArch64 generic timer: one
+ * instruction), else the coarse clock; conc__obs_tick_age turns one into
+ * seconds ago. */
+static inline int64_t conc__obs_tick(void)
+{
+#if defined(__x86_64__)
+    unsigned lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return (int64_t)(((uint64_t)hi << 32) | lo);
+#elif defined(__aarch64__)
+    uint64_t v;
+    __asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
+    return (int64_t)v;
+#else
+    return conc__now_coarse();
+#endif
+}
+double conc__obs_tick_age(int64_t tick);
 
 /* ---------------------------------------------------- lockdep.c, deadlock.c */
 void conc__debug_init(void); /* parse CONC_DEBUG once */

@@ -110,7 +110,7 @@ typedef struct conc__ctx {
     uint8_t wait_kind;           /* atomic: enum conc__wait_kind */
     uint8_t registered;          /* on the registry's list (OS threads) */
     const void *wait_obj;        /* atomic */
-    int64_t wait_since;          /* atomic: coarse monotonic ns */
+    int64_t wait_since;          /* atomic: conc__obs_tick() */
     int64_t wait_deadline;       /* atomic */
     unsigned long pt;            /* OS threads: pthread_self() */
     long tid;                    /* OS threads: gettid() */
@@ -202,7 +202,7 @@ static inline void conc__obs_block(conc__ctx_t *ctx, const void *obj, int kind, 
     conc__store(&ctx->wait_obj, obj, RLX);
     conc__store(&ctx->wait_kind, (uint8_t)kind, RLX);
     conc__store(&ctx->wait_deadline, deadline, RLX);
-    conc__store(&ctx->wait_since, conc__now_coarse(), RLX);
+    conc__store(&ctx->wait_since, conc__obs_tick(), RLX);
     conc__store(&ctx->blocked, (uint8_t)1, REL);
 #else
     (void)ctx, (void)obj, (void)kind, (void)deadline;

@@ -57,6 +57,36 @@ int64_t conc__now_coarse(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Ticks to seconds. x86-64: the TSC's rate, measured against the
+ * monotonic clock since the library was loaded (a long baseline, so
+ * accurate enough for "blocked for 2.1 s"); AArch64: the timer's own
+ * frequency register. */
+static int64_t tick0, ns0;
+
+double conc__obs_tick_age(int64_t tick)
+{
+    int64_t t = conc__obs_tick();
+    if (t <= tick)
+        return 0;
+#if defined(__x86_64__)
+    int64_t ns = conc__now_ns();
+    if (ns - ns0 < 1000000) { /* too short a baseline: take 1 ms more */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        t = conc__obs_tick();
+        ns = conc__now_ns();
+    }
+    double per_ns = (double)(t - tick0) / (double)(ns - ns0);
+    return per_ns > 0 ? (double)(t - tick) / per_ns / 1e9 : 0;
+#elif defined(__aarch64__)
+    uint64_t f;
+    __asm__ __volatile__("mrs %0, cntfrq_el0" : "=r"(f));
+    return f ? (double)(t - tick) / (double)f : 0;
+#else
+    return (double)(t - tick) / 1e9;
+#endif
+}
+
 void conc__reg_lock(void) { pthread_mutex_lock(&reg_mu); }
 void conc__reg_unlock(void) { pthread_mutex_unlock(&reg_mu); }
 conc__ctx_t *conc__reg_os_first(void) { return reg_head; }
@@ -169,5 +199,7 @@ static void reg_atfork_child(void)
 
 __attribute__((constructor(107))) static void reg_init(void)
 {
+    tick0 = conc__obs_tick();
+    ns0 = conc__now_ns();
     pthread_atfork(reg_atfork_prepare, reg_atfork_parent, reg_atfork_child);
 }

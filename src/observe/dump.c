@@ -135,7 +135,7 @@ static void describe(conc__ctx_t *c, line_t *ln, const char *running_state)
     int64_t dl = __atomic_load_n(&c->wait_deadline, __ATOMIC_RELAXED);
     ln->state = "blocked";
     conc__describe_obj(ln->what, sizeof ln->what, obj, kind);
-    ln->for_s = (double)(conc__now_coarse() - since) / 1e9;
+    ln->for_s = conc__obs_tick_age(since);
     if (ln->for_s < 0)
         ln->for_s = 0;
     ln->until_s = -1;
