@@ -5,6 +5,13 @@
  */
 #include "test_util.h"
 
+/* A library configured with -DCONC_OBSERVE=OFF has none of this. */
+#define NEED_OBSERVE()                                                              \
+    do {                                                                            \
+        if (conc_debug_enable(0) == CONC_EINVAL)                                    \
+            cr_skip_test("conc was built with -DCONC_OBSERVE=OFF: nothing to test"); \
+    } while (0)
+
 #include <signal.h>
 
 #include "core/observe.h"
@@ -84,6 +91,7 @@ static void *take_two(void *arg)
 
 Test(lockorder, abba_on_two_threads_reported_once, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
     conc_set_name(&A, "lock-A");
     cap_begin();
@@ -105,6 +113,7 @@ Test(lockorder, abba_on_two_threads_reported_once, .timeout = TU_TIMEOUT)
 
 Test(lockorder, consistent_order_not_reported, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     cap_begin();
     pair_t ab = {&A, &B}, bc = {&B, &C}, ac = {&A, &C};
@@ -120,6 +129,7 @@ Test(lockorder, consistent_order_not_reported, .timeout = TU_TIMEOUT)
 
 Test(lockorder, three_lock_cycle, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     cap_begin();
     pair_t ab = {&A, &B}, bc = {&B, &C}, ca = {&C, &A};
@@ -134,6 +144,7 @@ Test(lockorder, three_lock_cycle, .timeout = TU_TIMEOUT)
 
 Test(lockorder, forgotten_lock_leaves_the_graph, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     cap_begin();
     conc_lock_t *a = malloc(sizeof *a);
@@ -169,6 +180,7 @@ static void *green_rab(void *arg)
 
 Test(lockorder, rlocks_on_green_threads, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     cap_begin();
     conc_green_t *g1, *g2;
@@ -202,6 +214,7 @@ static void *sem_then_a(void *arg)
 
 Test(lockorder, bounded_semaphore_of_one_is_a_lock, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     cap_begin();
     run("s1", sem_then_a, (void *)1);
@@ -236,6 +249,7 @@ static void *b_then_cond(void *arg)
 
 Test(lockorder, condition_reacquire_counts, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER);
     conc_cond_init(&CV, &A);
     cap_begin();
@@ -248,6 +262,7 @@ Test(lockorder, condition_reacquire_counts, .timeout = TU_TIMEOUT)
 
 Test(lockorder, abort_setting, .signal = SIGABRT, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_ABORT);
     pair_t ab = {&A, &B}, ba = {&B, &A};
     run("x", take_two, &ab);
@@ -256,6 +271,7 @@ Test(lockorder, abort_setting, .signal = SIGABRT, .timeout = TU_TIMEOUT)
 
 Test(lockorder, env_comma_list, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK | CONC_DEBUG_ABORT);
     setenv("CONC_DEBUG", "1,lockorder,deadlock", 1);
     conc__debug_init();
@@ -331,11 +347,13 @@ static void cycle_of(int n, bool detect, double timeout_expect)
 
 Test(deadlock, abba_two_threads, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     cycle_of(2, true, 0);
 }
 
 Test(deadlock, three_thread_cycle, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     cycle_of(3, true, 0);
 }
 
@@ -356,6 +374,7 @@ static void *g_take_two(void *arg)
 
 Test(deadlock, green_threads_abba, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_DEADLOCK);
     conc_lock_t a = CONC_LOCK_INIT, b = CONC_LOCK_INIT;
     gargs[0] = (dl_arg_t){&a, &b, NULL, -1, 0};
@@ -384,6 +403,7 @@ static void *green_self_join(void *arg)
 
 Test(deadlock, self_relock_and_self_join, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_DEADLOCK);
     conc_lock_t l = CONC_LOCK_INIT;
     cap_begin();
@@ -421,6 +441,7 @@ static void *join_other(void *arg)
 
 Test(deadlock, join_cycle, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_enable(CONC_DEBUG_DEADLOCK);
     conc_event_init(&jready);
     cap_begin();
@@ -454,6 +475,7 @@ static void *dl_timed(void *arg)
 
 Test(deadlock, off_keeps_the_timeout, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
     conc_lock_t a = CONC_LOCK_INIT, b = CONC_LOCK_INIT;
     conc_barrier_t bar;
@@ -476,6 +498,7 @@ Test(deadlock, off_keeps_the_timeout, .timeout = TU_TIMEOUT)
 
 Test(deadlock, a_shorter_delay_finds_it_sooner, .timeout = TU_TIMEOUT)
 {
+    NEED_OBSERVE();
     cr_assert_eq(conc_debug_set_delay(0.02), 0);
     cycle_of(2, true, 0);
 }
