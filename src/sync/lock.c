@@ -161,13 +161,18 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
         fprintf(stderr, "conc: deadlock: a Lock (%p) acquired again by its holder: CONC_EDEADLK\n", (void *)l);
         return CONC_EDEADLK;
     }
-    int rc = conc__lock_acquire_dl(l, deadline);
+    bool order = conc__obs_on(CONC__OBS_LOCKORDER);
+    unsigned exp = 0;
+    int rc = 0;
+    if (!(order && atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED | TRACKED, ACQ, RLX))) {
+        rc = conc__lock_acquire_dl(l, deadline);
+        if (rc == 0 && order)
+            atomic_fetch_or_explicit(CONC__A(&l->state), TRACKED, RLX);
+    }
     if (rc == 0) {
         conc__store(&l->owner, ctx->serial, RLX);
-        if (conc__obs_on(CONC__OBS_LOCKORDER)) {
-            atomic_fetch_or_explicit(CONC__A(&l->state), TRACKED, RLX);
+        if (order)
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
-        }
     }
     return rc;
 }
@@ -209,7 +214,8 @@ int(conc_lock_release)(conc_lock_t *l)
     if (!l)
         return CONC_EINVAL;
     unsigned old = LOCKED;
-    if (__builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
+    if (!(conc__load(&l->state, RLX) & TRACKED) &&
+        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;
     old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
     if (!(old & LOCKED))
