@@ -70,6 +70,7 @@ static pthread_mutex_t dump_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t bt_once = PTHREAD_ONCE_INIT;
 static bool bt_ok;
 
+#ifndef CONC__TSAN
 static void bt_handler(int sig, siginfo_t *si, void *uc)
 {
     (void)sig, (void)si, (void)uc;
@@ -89,6 +90,7 @@ static void bt_handler(int sig, siginfo_t *si, void *uc)
     }
     errno = saved;
 }
+#endif
 
 static void bt_init(void)
 {
