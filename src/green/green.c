@@ -274,6 +274,7 @@ void conc__green_run(conc_green_t *g)
         conc__waiter_t w;
         conc__waiter_init(&w);
         w.spun = 1;
+        w.kind = CONC__WAIT_SLEEP;
         if (conc__park(&w, g->start_dl) == CONC_EKILLED)
             g->killed = true;
     }

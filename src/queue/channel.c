@@ -102,6 +102,8 @@ int conc_channel_put(conc_channel_t *c, void *item, bool block, double timeout)
     }
     node_t n;
     conc__waiter_init(&n.w);
+    n.w.obj = c;
+    n.w.kind = CONC__WAIT_QUEUE_PUT;
     n.item = item;
     int rc = wait_partner(c, &c->putters, &n, dl);
     if (rc == CONC_ETIMEDOUT && !conc__park_interrupted(rc))
@@ -128,6 +130,8 @@ int conc_channel_get(conc_channel_t *c, void **item, bool block, double timeout)
     }
     node_t n;
     conc__waiter_init(&n.w);
+    n.w.obj = c;
+    n.w.kind = CONC__WAIT_QUEUE_GET;
     n.item = NULL;
     int rc = wait_partner(c, &c->getters, &n, dl);
     if (rc == 0) {
