@@ -106,6 +106,41 @@ CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, si
  * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
 CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
 
+/* multiprocessing.connection.wait(object_list, timeout): one entry per
+ * object — a Connection (readable end), a process sentinel (the process
+ * has ended) or any raw fd (readable: data, EOF or an error). */
+typedef enum conc_waitable_kind {
+    CONC_WAITABLE_CONN = 1,    /* .conn */
+    CONC_WAITABLE_PROCESS = 2, /* .process: its sentinel */
+    CONC_WAITABLE_FD = 3       /* .fd */
+} conc_waitable_kind_t;
+
+typedef struct conc_waitable {
+    conc_waitable_kind_t kind;
+    union {
+        conc_conn_t *conn;
+        struct conc_process *process;
+        int fd;
+    } u;
+    bool ready;                /* out: set by conc_conn_wait */
+} conc_waitable_t;
+
+/* Wait until at least one of objs[0..n) is ready, or timeout (seconds;
+ * CONC_FOREVER waits, 0 or negative checks once). Sets objs[i].ready for
+ * every ready object (Python's returned list) and their number in *nready
+ * (may be NULL). A Connection holding a message it has already read from
+ * the kernel (buffered by an earlier recv) is ready at once — a poll(2) on
+ * its fd would miss it — and so is a broken one (recv reports why). The
+ * same object may appear twice. Returns 0 (at least one ready);
+ * CONC_ETIMEDOUT (Python's empty list: none ready; a Timeout scope that
+ * ran out says the same); CONC_EKILLED (the calling green thread was
+ * killed); CONC_EINVAL (NULL objs with n > 0, n > 4096, an unknown kind, a
+ * NULL / closed / write-only Connection, a negative fd, a process never
+ * started or closed, NaN timeout); CONC_ESYS. Colorless: a green thread
+ * parks alone (its hub watches one epoll fd holding every object). n == 0
+ * waits for the timeout alone, as Python does. */
+CONC_API int conc_conn_wait(conc_waitable_t *objs, size_t n, double timeout, size_t *nready);
+
 /* Close the descriptor and free the handle (c may be NULL). The peer then
  * reads CONC_EEOF once the messages already sent are read. Returns 0 or
  * CONC_ESYS (close failed; the handle is freed anyway). */

@@ -423,6 +423,13 @@ int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, size_t *len
     return rc;
 }
 
+int conc__conn_wait_state(const conc_conn_t *c)
+{
+    if (!c || !c->readable || c->fd < 0)
+        return CONC_EINVAL;
+    return c->broken || c->rlen > c->rpos ? 1 : 0;
+}
+
 int conc_conn_poll(conc_conn_t *c, double timeout)
 {
     if (!c || c->broken || !c->readable)
