@@ -106,6 +106,27 @@ CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, si
  * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
 CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
 
+/* multiprocessing.reduction.send_handle(conn, fd, pid): pass a copy of fd
+ * to the peer (SCM_RIGHTS) as one message. Only over a socket: a duplex
+ * Pipe (conc_pipe(true, ...)) or a Connection over a Unix stream socket.
+ * fd stays open here (close it if you are done with it). Blocks as
+ * send_bytes. Returns 0; CONC_ENOTSUP (not a socket: a simplex Pipe is an
+ * OS pipe, which cannot carry fds); CONC_EINVAL (NULL, broken, not
+ * writable, fd negative or not open); CONC_ESYS; CONC_EKILLED /
+ * CONC_ETIMEDOUT (cut short, as send_bytes). */
+CONC_API int conc_conn_send_handle(conc_conn_t *c, int fd);
+/* recv_handle(conn): receive the next message, which must be a handle
+ * sent by conc_conn_send_handle, and return the new fd in *fd (yours to
+ * close; close-on-exec). Blocks as recv_bytes (colorless). Returns 0;
+ * CONC_EBROKEN when the peer did not send exactly one fd with it (an
+ * ordinary message, no fd, extra fds, control data cut short: every fd
+ * that came with it is closed, *fd is -1; the message is consumed);
+ * CONC_EEOF; CONC_ENOTSUP (not a socket); CONC_EINVAL (NULL, broken, not
+ * readable); CONC_ESYS; CONC_EKILLED / CONC_ETIMEDOUT. Fds a peer attaches
+ * to ordinary messages are closed when the next message is read, and at
+ * close; never more than 32 wait. */
+CONC_API int conc_conn_recv_handle(conc_conn_t *c, int *fd);
+
 /* multiprocessing.connection.wait(object_list, timeout): one entry per
  * object — a Connection (readable end), a process sentinel (the process
  * has ended) or any raw fd (readable: data, EOF or an error). */
