@@ -207,6 +207,20 @@ CONC_API int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const v
                                    size_t item_size, size_t n, size_t chunksize, double timeout,
                                    conc_results_t **out);
 
+/* ProcessPoolExecutor.terminate_workers() / kill_workers() (Python 3.14):
+ * shut the executor down at once — futures not yet sent to a worker are
+ * cancelled (shutdown(wait=False, cancel_futures=True)) — and send SIGTERM
+ * / SIGKILL to every worker still alive. The pool is then broken, as
+ * CPython's manager thread finds it: futures a worker had taken fail with
+ * CONC_EBROKEN ("BrokenProcessPool: A child process terminated abruptly
+ * (terminate_workers)"), later submits return CONC_EBROKEN (a
+ * RuntimeError in Python too). Never blocks; conc_executor_free still
+ * reaps the workers. Calling it again, or after a shutdown, signals
+ * whichever workers are left. Returns 0 or CONC_EINVAL (NULL, not a
+ * process pool). */
+CONC_API int conc_process_pool_terminate_workers(conc_executor_t *ex);
+CONC_API int conc_process_pool_kill_workers(conc_executor_t *ex);
+
 /* ---------------------------------------------------- multiprocessing.Pool */
 
 typedef struct conc_pool conc_pool_t;

@@ -11,6 +11,7 @@
  * callback queues each finished chunk for the iterator).
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,18 @@ int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t 
     *out = &p->base;
     return 0;
 }
+
+static int force_stop(conc_executor_t *ex, int sig)
+{
+    engine_t *e = ppe_engine(ex);
+    if (!e)
+        return CONC_EINVAL;
+    conc__engine_force_stop(e, sig);
+    return 0;
+}
+
+int conc_process_pool_terminate_workers(conc_executor_t *ex) { return force_stop(ex, SIGTERM); }
+int conc_process_pool_kill_workers(conc_executor_t *ex) { return force_stop(ex, SIGKILL); }
 
 int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
                              size_t len)

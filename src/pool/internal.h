@@ -219,6 +219,10 @@ int conc__engine_submit(engine_t *e, task_t **ts, size_t n);
 /* Stop accepting; cancel queued futures if asked; workers exit when done. */
 void conc__engine_close(engine_t *e, bool cancel);
 void conc__engine_terminate(engine_t *e);
+/* ProcessPoolExecutor.terminate_workers / kill_workers (3.14): cancel the
+ * backlog, break the pool (in-flight futures fail with CONC_EBROKEN) and
+ * send sig to every worker. */
+void conc__engine_force_stop(engine_t *e, int sig);
 /* Wait for the manager to finish (0 or CONC_ETIMEDOUT). */
 int conc__engine_join(engine_t *e, int64_t deadline);
 void conc__engine_destroy(engine_t *e);
