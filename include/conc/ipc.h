@@ -485,6 +485,21 @@ CONC_API int conc_array_new(size_t elem_size, size_t n, const void *init, bool l
                             conc_array_t **out);
 /* Value(size, init, lock) = an Array of one element. */
 CONC_API int conc_value_new(size_t size, const void *init, bool lock, conc_value_t **out);
+/* Array(typecode, n, lock=<a Lock or RLock>) / Value(..., lock=l): the
+ * elements guarded by the caller's process-shared lock — exactly one of
+ * rlock and lock (conc_prlock_new / conc_plock_new, or one in other
+ * conc_shared_alloc'd memory: it must be shared with every process that
+ * uses the array, as a fork child inherits it). Several arrays may share
+ * one lock. acquire/release take it; conc_array_get_lock returns rlock,
+ * conc_array_get_plock returns lock. The caller keeps ownership and must
+ * keep it alive while the array is used. A handle attached by name in
+ * another process cannot reach it: it has no lock. (lock=False is
+ * conc_array_new(..., false, ...).) Returns as conc_array_new;
+ * CONC_EINVAL when both or neither lock is given. */
+CONC_API int conc_array_new_with_lock(size_t elem_size, size_t n, const void *init, conc_prlock_t *rlock,
+                                      conc_plock_t *lock, conc_array_t **out);
+CONC_API int conc_value_new_with_lock(size_t size, const void *init, conc_prlock_t *rlock, conc_plock_t *lock,
+                                      conc_value_t **out);
 /* Attach by name (a spawned child). Returns 0, CONC_EINVAL (not a conc
  * array), CONC_ESYS (errno ENOENT). */
 CONC_API int conc_array_attach(const char *name, conc_array_t **out);
@@ -492,8 +507,11 @@ CONC_API int conc_array_attach(const char *name, conc_array_t **out);
 CONC_API void *conc_array_ptr(const conc_array_t *a);
 CONC_API size_t conc_array_len(const conc_array_t *a);
 CONC_API size_t conc_array_elem_size(const conc_array_t *a);
-/* get_lock(): the RLock, or NULL when created with lock=false. */
+/* get_lock(): the RLock (its own, or the caller's rlock), or NULL when
+ * created with lock=false or with a caller's plain Lock. */
 CONC_API conc_prlock_t *conc_array_get_lock(const conc_array_t *a);
+/* get_lock() of an array made with a caller's plain Lock; NULL otherwise. */
+CONC_API conc_plock_t *conc_array_get_plock(const conc_array_t *a);
 /* acquire()/release() of that lock; CONC_EINVAL without one. acquire
  * returns CONC_EOWNERDEAD when it took the lock over from a holder that
  * died holding it: the caller holds it, and the elements may be
