@@ -124,7 +124,8 @@ typedef struct conc_mbytes {
 
 /* Options for conc_manager_start; NULL means all defaults. */
 typedef struct conc_manager_opts {
-    const void *authkey;         /* NULL: 32 random bytes (see conc_manager_authkey);
+    const void *authkey;         /* NULL: this process's authkey (conc_process_authkey:
+                                    32 random bytes shared with its children);
                                     a key of length 0 is CONC_EINVAL */
     size_t authkey_len;
     bool tcp;                    /* listen on TCP 127.0.0.1 instead of a Unix socket */
@@ -147,6 +148,9 @@ typedef struct conc_manager_opts {
 CONC_API int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts);
 
 /* BaseManager(address, authkey).connect(): connect to a running server.
+ * authkey NULL with authkey_len 0 is Python's authkey=None: this
+ * process's authkey (conc_process_authkey), which a child shares with the
+ * parent that started the Manager.
  * address: as conc_manager_address gives it (a Unix socket path, or
  * "127.0.0.1:PORT"). Waits up to timeout (>= 0, or CONC_FOREVER) for the
  * connection and handshake.

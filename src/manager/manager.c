@@ -823,13 +823,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
         o.port > 65535 || isnan(o.timeout) || o.timeout < 0 || (int)o.method < CONC_START_DEFAULT ||
         o.method > CONC_FORKSERVER)
         return CONC_EINVAL;
-    uint8_t rnd[32];
-    if (!o.authkey) {
-        if (conc__mgr_random(rnd, sizeof rnd) != 0)
-            return CONC_ESYS;
-        o.authkey = rnd;
-        o.authkey_len = sizeof rnd;
-    }
+    if (!o.authkey) /* Python: current_process().authkey */
+        o.authkey = conc_process_authkey(conc_current_process(), &o.authkey_len);
     conc_manager_t *m = calloc(1, sizeof *m);
     if (!m)
         return CONC_ENOMEM;
@@ -906,6 +901,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
 int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
                          size_t authkey_len, double timeout)
 {
+    if (!authkey && !authkey_len) /* authkey=None: current_process().authkey */
+        authkey = conc_process_authkey(conc_current_process(), &authkey_len);
     if (!out || !address || !*address || !authkey || !authkey_len || bad_timeout(timeout))
         return CONC_EINVAL; /* an empty key would authenticate anybody */
     conc_manager_t *m = calloc(1, sizeof *m);
