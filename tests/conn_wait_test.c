@@ -19,8 +19,8 @@
 static void setup(void) { unsetenv("BXFI_MAP"); }
 TestSuite(conn_wait, .init = setup, .timeout = TU_TIMEOUT);
 
-static conc_waitable_t wconn(conc_conn_t *c) { return (conc_waitable_t){.kind = CONC_WAITABLE_CONN, .u.conn = c}; }
-static conc_waitable_t wfd(int fd) { return (conc_waitable_t){.kind = CONC_WAITABLE_FD, .u.fd = fd}; }
+static conc_conn_waitable_t wconn(conc_conn_t *c) { return (conc_conn_waitable_t){.kind = CONC_CONN_WAIT_CONN, .u.conn = c}; }
+static conc_conn_waitable_t wfd(int fd) { return (conc_conn_waitable_t){.kind = CONC_CONN_WAIT_FD, .u.fd = fd}; }
 
 /* A forked child that sleeps, then sends one message on c. */
 static pid_t sender(conc_conn_t *c, double delay, int value)
@@ -50,7 +50,7 @@ Test(conn_wait, collects_from_many)
     int seen = 0;
     size_t m = N;
     while (m) {
-        conc_waitable_t objs[N];
+        conc_conn_waitable_t objs[N];
         int idx[N];
         m = 0;
         for (int i = 0; i < N; i++)
@@ -94,7 +94,7 @@ Test(conn_wait, buffered_message_is_ready)
     cr_assert_eq(v, 1);
     struct pollfd p = {.fd = conc_conn_fileno(a), .events = POLLIN};
     cr_assert_eq(poll(&p, 1, 0), 0, "the second message should be in the buffer, not the kernel");
-    conc_waitable_t o = wconn(a);
+    conc_conn_waitable_t o = wconn(a);
     size_t k = 0;
     double t0 = tu_now();
     cr_assert_eq(conc_conn_wait(&o, 1, 5, &k), 0);
@@ -116,7 +116,7 @@ Test(conn_wait, timeout)
 {
     conc_conn_t *a, *b;
     cr_assert_eq(conc_pipe(false, &a, &b), 0);
-    conc_waitable_t o = wconn(a);
+    conc_conn_waitable_t o = wconn(a);
     double t0 = tu_now();
     cr_assert_eq(conc_conn_wait(&o, 1, 0.2, NULL), CONC_ETIMEDOUT);
     double took = tu_now() - t0;
@@ -157,7 +157,7 @@ Test(conn_wait, sentinels_and_fds)
     cr_assert_eq(conc_process_start(p), 0);
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
-    conc_waitable_t objs[2] = {{.kind = CONC_WAITABLE_PROCESS, .u.process = p}, wfd(fds[0])};
+    conc_conn_waitable_t objs[2] = {{.kind = CONC_CONN_WAIT_PROCESS, .u.process = p}, wfd(fds[0])};
     size_t k;
     cr_assert_eq(conc_conn_wait(objs, 2, 0, &k), CONC_ETIMEDOUT);
     double t0 = tu_now();
@@ -180,15 +180,15 @@ Test(conn_wait, bad_input)
 {
     conc_conn_t *a, *b;
     cr_assert_eq(conc_pipe(false, &a, &b), 0);
-    conc_waitable_t o = wconn(b); /* write-only end */
+    conc_conn_waitable_t o = wconn(b); /* write-only end */
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
     o = wconn(NULL);
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
     o = wfd(-1);
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
-    o = (conc_waitable_t){.kind = 99};
+    o = (conc_conn_waitable_t){.kind = 99};
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
-    o = (conc_waitable_t){.kind = CONC_WAITABLE_PROCESS};
+    o = (conc_conn_waitable_t){.kind = CONC_CONN_WAIT_PROCESS};
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
     o = wconn(a);
     cr_assert_eq(conc_conn_wait(&o, 1, NAN, NULL), CONC_EINVAL);
@@ -196,7 +196,7 @@ Test(conn_wait, bad_input)
     conc_process_t *p;
     double d = 0;
     cr_assert_eq(conc_process_new(&p, sleeper, &d, sizeof d, NULL), 0);
-    o = (conc_waitable_t){.kind = CONC_WAITABLE_PROCESS, .u.process = p}; /* not started */
+    o = (conc_conn_waitable_t){.kind = CONC_CONN_WAIT_PROCESS, .u.process = p}; /* not started */
     cr_assert_eq(conc_conn_wait(&o, 1, 0, NULL), CONC_EINVAL);
     conc_process_free(p);
     /* a peer that closed: ready (recv says EOF) */
@@ -212,7 +212,7 @@ Test(conn_wait, bad_input)
 /* ------------------------------------------------------------ colorless */
 
 typedef struct {
-    conc_waitable_t o;
+    conc_conn_waitable_t o;
     double scope;
     int rc, fired;
 } gw_t;

@@ -130,21 +130,21 @@ CONC_API int conc_conn_recv_handle(conc_conn_t *c, int *fd);
 /* multiprocessing.connection.wait(object_list, timeout): one entry per
  * object — a Connection (readable end), a process sentinel (the process
  * has ended) or any raw fd (readable: data, EOF or an error). */
-typedef enum conc_waitable_kind {
-    CONC_WAITABLE_CONN = 1,    /* .conn */
-    CONC_WAITABLE_PROCESS = 2, /* .process: its sentinel */
-    CONC_WAITABLE_FD = 3       /* .fd */
-} conc_waitable_kind_t;
+typedef enum conc_conn_waitable_kind {
+    CONC_CONN_WAIT_CONN = 1,    /* .conn */
+    CONC_CONN_WAIT_PROCESS = 2, /* .process: its sentinel */
+    CONC_CONN_WAIT_FD = 3       /* .fd */
+} conc_conn_waitable_kind_t;
 
-typedef struct conc_waitable {
-    conc_waitable_kind_t kind;
+typedef struct conc_conn_waitable {
+    conc_conn_waitable_kind_t kind;
     union {
         conc_conn_t *conn;
         struct conc_process *process;
         int fd;
     } u;
     bool ready;                /* out: set by conc_conn_wait */
-} conc_waitable_t;
+} conc_conn_waitable_t;
 
 /* Wait until at least one of objs[0..n) is ready, or timeout (seconds;
  * CONC_FOREVER waits, 0 or negative checks once). Sets objs[i].ready for
@@ -160,7 +160,7 @@ typedef struct conc_waitable {
  * started or closed, NaN timeout); CONC_ESYS. Colorless: a green thread
  * parks alone (its hub watches one epoll fd holding every object). n == 0
  * waits for the timeout alone, as Python does. */
-CONC_API int conc_conn_wait(conc_waitable_t *objs, size_t n, double timeout, size_t *nready);
+CONC_API int conc_conn_wait(conc_conn_waitable_t *objs, size_t n, double timeout, size_t *nready);
 
 /* Close the descriptor and free the handle (c may be NULL). The peer then
  * reads CONC_EEOF once the messages already sent are read. Returns 0 or

@@ -31,20 +31,20 @@
 #define MAX_OBJS 4096
 
 /* The fd of o, or a negative error. */
-static int obj_fd(const conc_waitable_t *o)
+static int obj_fd(const conc_conn_waitable_t *o)
 {
     switch (o->kind) {
-    case CONC_WAITABLE_CONN: {
+    case CONC_CONN_WAIT_CONN: {
         int st = conc__conn_wait_state(o->u.conn);
         return st < 0 ? st : conc_conn_fileno(o->u.conn);
     }
-    case CONC_WAITABLE_PROCESS: {
+    case CONC_CONN_WAIT_PROCESS: {
         if (!o->u.process)
             return CONC_EINVAL;
         int fd = conc_process_sentinel(o->u.process);
         return fd < 0 ? CONC_EINVAL : fd;
     }
-    case CONC_WAITABLE_FD:
+    case CONC_CONN_WAIT_FD:
         return o->u.fd >= 0 ? o->u.fd : CONC_EINVAL;
     default:
         return CONC_EINVAL;
@@ -53,11 +53,11 @@ static int obj_fd(const conc_waitable_t *o)
 
 /* One look at every object: marks the ready ones, returns how many, or
  * CONC_ESYS. */
-static int look(conc_waitable_t *objs, size_t n, struct pollfd *pf)
+static int look(conc_conn_waitable_t *objs, size_t n, struct pollfd *pf)
 {
     int nready = 0;
     for (size_t i = 0; i < n; i++) {
-        objs[i].ready = objs[i].kind == CONC_WAITABLE_CONN && conc__conn_wait_state(objs[i].u.conn) == 1;
+        objs[i].ready = objs[i].kind == CONC_CONN_WAIT_CONN && conc__conn_wait_state(objs[i].u.conn) == 1;
         pf[i].revents = 0;
         pf[i].events = POLLIN;
     }
@@ -83,7 +83,7 @@ static void drain(int epfd)
     }
 }
 
-int conc_conn_wait(conc_waitable_t *objs, size_t n, double timeout, size_t *nready)
+int conc_conn_wait(conc_conn_waitable_t *objs, size_t n, double timeout, size_t *nready)
 {
     int64_t deadline;
     if ((!objs && n) || n > MAX_OBJS || conc__deadline(timeout, &deadline) != 0)
