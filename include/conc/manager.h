@@ -263,6 +263,12 @@ CONC_API int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool bl
                              double timeout);
 /* Queue.qsize() -> *n. */
 CONC_API int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n);
+/* Queue.empty() / Queue.full() -> *empty / *full (full: bounded and
+ * holding maxsize items; never for an unbounded queue). The answer is the
+ * server's at the moment it answered. 0 or an error above (CONC_EINVAL
+ * for NULL). */
+CONC_API int conc_mqueue_empty(conc_mqueue_t *q, bool *empty);
+CONC_API int conc_mqueue_full(conc_mqueue_t *q, bool *full);
 CONC_API int conc_mqueue_free(conc_mqueue_t *q);
 
 #ifdef __cplusplus

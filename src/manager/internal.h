@@ -161,6 +161,7 @@ enum {
     CONC__MOP_Q_PUT = 64,     /* u8 block, f64 timeout, value */
     CONC__MOP_Q_GET,          /* u8 block, f64 timeout -> value */
     CONC__MOP_Q_SIZE,         /* -> u64 */
+    CONC__MOP_Q_FULL,         /* -> u64: 1 when bounded and at maxsize */
 };
 
 enum { CONC__MK_DICT = 1, CONC__MK_LIST = 2, CONC__MK_LOCK = 3, CONC__MK_QUEUE = 4 };

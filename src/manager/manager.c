@@ -1332,4 +1332,28 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
     return rc;
 }
 
+int conc_mqueue_empty(conc_mqueue_t *q, bool *empty)
+{
+    size_t n;
+    if (!empty)
+        return CONC_EINVAL;
+    int rc = conc_mqueue_qsize(q, &n);
+    if (!rc)
+        *empty = n == 0;
+    return rc;
+}
+
+int conc_mqueue_full(conc_mqueue_t *q, bool *full)
+{
+    if (!q || !full)
+        return CONC_EINVAL;
+    uint64_t v = 0;
+    if (!call_begin(&q->p, CONC__MOP_Q_FULL))
+        return call_failed();
+    int rc = call_u64(&q->p, &v);
+    if (!rc)
+        *full = v != 0;
+    return rc;
+}
+
 int conc_mqueue_free(conc_mqueue_t *q) { return proxy_free((mproxy_t *)q); }

@@ -773,6 +773,10 @@ static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         reply_code(c, 0);
         conc__wb_u64(&c->out, o->len);
         break;
+    case CONC__MOP_Q_FULL:
+        reply_code(c, 0);
+        conc__wb_u64(&c->out, o->maxsize > 0 && o->len >= (size_t)o->maxsize);
+        break;
     }
     conc_lock_release(&o->mu);
     return 0;
@@ -802,7 +806,7 @@ int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
         rc = do_list(c, o, &r, op);
     } else if (op >= CONC__MOP_K_ACQUIRE && op <= CONC__MOP_K_LOCKED && o && o->kind == CONC__MK_LOCK) {
         rc = do_lock(c, o, &r, op);
-    } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_SIZE && o && o->kind == CONC__MK_QUEUE) {
+    } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_FULL && o && o->kind == CONC__MK_QUEUE) {
         rc = do_queue(c, o, &r, op);
     } else {
         rc = bad(c); /* unknown op, or not for the bound object */
