@@ -235,6 +235,19 @@ CONC_API int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len
 CONC_API int conc_mlist_len(conc_mlist_t *l, size_t *n);
 /* l.clear(). */
 CONC_API int conc_mlist_clear(conc_mlist_t *l);
+/* l.insert(index, val): index clamped to [0, len] as Python does (a
+ * negative one counts from the end). 0 or an error above. */
+CONC_API int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len);
+/* l.index(val) -> *index (the first equal item: same bytes); l.count(val)
+ * -> *count; l.remove(val) removes the first equal item. index and remove
+ * return CONC_EEMPTY when no item equals val (Python's ValueError "not in
+ * list"; absent, as a missing dict key is here); otherwise 0 or an error
+ * above. */
+CONC_API int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index);
+CONC_API int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count);
+CONC_API int conc_mlist_remove(conc_mlist_t *l, const void *val, size_t len);
+/* l.reverse(): in place. */
+CONC_API int conc_mlist_reverse(conc_mlist_t *l);
 CONC_API int conc_mlist_free(conc_mlist_t *l);
 
 /* ---------------------------------------------------------------- lock */

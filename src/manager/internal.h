@@ -153,6 +153,11 @@ enum {
     CONC__MOP_L_POP,         /* i64 index -> value */
     CONC__MOP_L_LEN,         /* -> u64 */
     CONC__MOP_L_CLEAR,
+    CONC__MOP_L_INSERT,      /* i64 index (clamped), value */
+    CONC__MOP_L_INDEX,       /* value -> u64 (CONC_EEMPTY: absent) */
+    CONC__MOP_L_COUNT,       /* value -> u64 */
+    CONC__MOP_L_REMOVE,      /* value (CONC_EEMPTY: absent) */
+    CONC__MOP_L_REVERSE,
 
     CONC__MOP_K_ACQUIRE = 48, /* u8 blocking, f64 timeout */
     CONC__MOP_K_RELEASE,

@@ -1252,6 +1252,64 @@ int conc_mlist_clear(conc_mlist_t *l)
     return call_void(&l->p, l->p.timeout);
 }
 
+int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len)
+{
+    if (!l || !KEYOK(val, len))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_INSERT);
+    if (!w)
+        return call_failed();
+    conc__wb_u64(w, (uint64_t)(int64_t)index);
+    conc__wb_bytes(w, val, len);
+    return call_void(&l->p, l->p.timeout);
+}
+
+/* index / count / remove: one value, maybe a u64 back. */
+static int list_find(conc_mlist_t *l, int op, const void *val, size_t len, size_t *out)
+{
+    if (!l || !KEYOK(val, len) || (op != CONC__MOP_L_REMOVE && !out))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, op);
+    if (!w)
+        return call_failed();
+    conc__wb_bytes(w, val, len);
+    if (op == CONC__MOP_L_REMOVE)
+        return call_void(&l->p, l->p.timeout);
+    uint64_t v = 0;
+    int rc = call_u64(&l->p, &v);
+    if (!rc)
+        *out = (size_t)v;
+    return rc;
+}
+
+int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index)
+{
+    return list_find(l, CONC__MOP_L_INDEX, val, len, index);
+}
+
+int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count)
+{
+    return list_find(l, CONC__MOP_L_COUNT, val, len, count);
+}
+
+int conc_mlist_remove(conc_mlist_t *l, const void *val, size_t len)
+{
+    return list_find(l, CONC__MOP_L_REMOVE, val, len, NULL);
+}
+
+int conc_mlist_reverse(conc_mlist_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    if (!call_begin(&l->p, CONC__MOP_L_REVERSE))
+        return call_failed();
+    return call_void(&l->p, l->p.timeout);
+}
+
 int conc_mlist_free(conc_mlist_t *l) { return proxy_free((mproxy_t *)l); }
 
 /* ---------------------------------------------------------------- lock */
