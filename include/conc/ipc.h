@@ -106,6 +106,62 @@ CONC_API int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, si
  * CONC_EINVAL (bad timeout, not readable, broken), CONC_ESYS. */
 CONC_API int conc_conn_poll(conc_conn_t *c, double timeout);
 
+/* multiprocessing.reduction.send_handle(conn, fd, pid): pass a copy of fd
+ * to the peer (SCM_RIGHTS) as one message. Only over a socket: a duplex
+ * Pipe (conc_pipe(true, ...)) or a Connection over a Unix stream socket.
+ * fd stays open here (close it if you are done with it). Blocks as
+ * send_bytes. Returns 0; CONC_ENOTSUP (not a socket: a simplex Pipe is an
+ * OS pipe, which cannot carry fds); CONC_EINVAL (NULL, broken, not
+ * writable, fd negative or not open); CONC_ESYS; CONC_EKILLED /
+ * CONC_ETIMEDOUT (cut short, as send_bytes). */
+CONC_API int conc_conn_send_handle(conc_conn_t *c, int fd);
+/* recv_handle(conn): receive the next message, which must be a handle
+ * sent by conc_conn_send_handle, and return the new fd in *fd (yours to
+ * close; close-on-exec). Blocks as recv_bytes (colorless). Returns 0;
+ * CONC_EBROKEN when the peer did not send exactly one fd with it (an
+ * ordinary message, no fd, extra fds, control data cut short: every fd
+ * that came with it is closed, *fd is -1; the message is consumed);
+ * CONC_EEOF; CONC_ENOTSUP (not a socket); CONC_EINVAL (NULL, broken, not
+ * readable); CONC_ESYS; CONC_EKILLED / CONC_ETIMEDOUT. Fds a peer attaches
+ * to ordinary messages are closed when the next message is read, and at
+ * close; never more than 32 wait. */
+CONC_API int conc_conn_recv_handle(conc_conn_t *c, int *fd);
+
+/* multiprocessing.connection.wait(object_list, timeout): one entry per
+ * object — a Connection (readable end), a process sentinel (the process
+ * has ended) or any raw fd (readable: data, EOF or an error). */
+typedef enum conc_conn_waitable_kind {
+    CONC_CONN_WAIT_CONN = 1,    /* .conn */
+    CONC_CONN_WAIT_PROCESS = 2, /* .process: its sentinel */
+    CONC_CONN_WAIT_FD = 3       /* .fd */
+} conc_conn_waitable_kind_t;
+
+typedef struct conc_conn_waitable {
+    conc_conn_waitable_kind_t kind;
+    union {
+        conc_conn_t *conn;
+        struct conc_process *process;
+        int fd;
+    } u;
+    bool ready;                /* out: set by conc_conn_wait */
+} conc_conn_waitable_t;
+
+/* Wait until at least one of objs[0..n) is ready, or timeout (seconds;
+ * CONC_FOREVER waits, 0 or negative checks once). Sets objs[i].ready for
+ * every ready object (Python's returned list) and their number in *nready
+ * (may be NULL). A Connection holding a message it has already read from
+ * the kernel (buffered by an earlier recv) is ready at once — a poll(2) on
+ * its fd would miss it — and so is a broken one (recv reports why). The
+ * same object may appear twice. Returns 0 (at least one ready);
+ * CONC_ETIMEDOUT (Python's empty list: none ready; a Timeout scope that
+ * ran out says the same); CONC_EKILLED (the calling green thread was
+ * killed); CONC_EINVAL (NULL objs with n > 0, n > 4096, an unknown kind, a
+ * NULL / closed / write-only Connection, a negative fd, a process never
+ * started or closed, NaN timeout); CONC_ESYS. Colorless: a green thread
+ * parks alone (its hub watches one epoll fd holding every object). n == 0
+ * waits for the timeout alone, as Python does. */
+CONC_API int conc_conn_wait(conc_conn_waitable_t *objs, size_t n, double timeout, size_t *nready);
+
 /* Close the descriptor and free the handle (c may be NULL). The peer then
  * reads CONC_EEOF once the messages already sent are read. Returns 0 or
  * CONC_ESYS (close failed; the handle is freed anyway). */
@@ -429,6 +485,21 @@ CONC_API int conc_array_new(size_t elem_size, size_t n, const void *init, bool l
                             conc_array_t **out);
 /* Value(size, init, lock) = an Array of one element. */
 CONC_API int conc_value_new(size_t size, const void *init, bool lock, conc_value_t **out);
+/* Array(typecode, n, lock=<a Lock or RLock>) / Value(..., lock=l): the
+ * elements guarded by the caller's process-shared lock — exactly one of
+ * rlock and lock (conc_prlock_new / conc_plock_new, or one in other
+ * conc_shared_alloc'd memory: it must be shared with every process that
+ * uses the array, as a fork child inherits it). Several arrays may share
+ * one lock. acquire/release take it; conc_array_get_lock returns rlock,
+ * conc_array_get_plock returns lock. The caller keeps ownership and must
+ * keep it alive while the array is used. A handle attached by name in
+ * another process cannot reach it: it has no lock. (lock=False is
+ * conc_array_new(..., false, ...).) Returns as conc_array_new;
+ * CONC_EINVAL when both or neither lock is given. */
+CONC_API int conc_array_new_with_lock(size_t elem_size, size_t n, const void *init, conc_prlock_t *rlock,
+                                      conc_plock_t *lock, conc_array_t **out);
+CONC_API int conc_value_new_with_lock(size_t size, const void *init, conc_prlock_t *rlock, conc_plock_t *lock,
+                                      conc_value_t **out);
 /* Attach by name (a spawned child). Returns 0, CONC_EINVAL (not a conc
  * array), CONC_ESYS (errno ENOENT). */
 CONC_API int conc_array_attach(const char *name, conc_array_t **out);
@@ -436,8 +507,11 @@ CONC_API int conc_array_attach(const char *name, conc_array_t **out);
 CONC_API void *conc_array_ptr(const conc_array_t *a);
 CONC_API size_t conc_array_len(const conc_array_t *a);
 CONC_API size_t conc_array_elem_size(const conc_array_t *a);
-/* get_lock(): the RLock, or NULL when created with lock=false. */
+/* get_lock(): the RLock (its own, or the caller's rlock), or NULL when
+ * created with lock=false or with a caller's plain Lock. */
 CONC_API conc_prlock_t *conc_array_get_lock(const conc_array_t *a);
+/* get_lock() of an array made with a caller's plain Lock; NULL otherwise. */
+CONC_API conc_plock_t *conc_array_get_plock(const conc_array_t *a);
 /* acquire()/release() of that lock; CONC_EINVAL without one. acquire
  * returns CONC_EOWNERDEAD when it took the lock over from a holder that
  * died holding it: the caller holds it, and the elements may be

@@ -124,7 +124,8 @@ typedef struct conc_mbytes {
 
 /* Options for conc_manager_start; NULL means all defaults. */
 typedef struct conc_manager_opts {
-    const void *authkey;         /* NULL: 32 random bytes (see conc_manager_authkey);
+    const void *authkey;         /* NULL: this process's authkey (conc_process_authkey:
+                                    32 random bytes shared with its children);
                                     a key of length 0 is CONC_EINVAL */
     size_t authkey_len;
     bool tcp;                    /* listen on TCP 127.0.0.1 instead of a Unix socket */
@@ -147,6 +148,9 @@ typedef struct conc_manager_opts {
 CONC_API int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts);
 
 /* BaseManager(address, authkey).connect(): connect to a running server.
+ * authkey NULL with authkey_len 0 is Python's authkey=None: this
+ * process's authkey (conc_process_authkey), which a child shares with the
+ * parent that started the Manager.
  * address: as conc_manager_address gives it (a Unix socket path, or
  * "127.0.0.1:PORT"). Waits up to timeout (>= 0, or CONC_FOREVER) for the
  * connection and handshake.
@@ -231,6 +235,19 @@ CONC_API int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len
 CONC_API int conc_mlist_len(conc_mlist_t *l, size_t *n);
 /* l.clear(). */
 CONC_API int conc_mlist_clear(conc_mlist_t *l);
+/* l.insert(index, val): index clamped to [0, len] as Python does (a
+ * negative one counts from the end). 0 or an error above. */
+CONC_API int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len);
+/* l.index(val) -> *index (the first equal item: same bytes); l.count(val)
+ * -> *count; l.remove(val) removes the first equal item. index and remove
+ * return CONC_EEMPTY when no item equals val (Python's ValueError "not in
+ * list"; absent, as a missing dict key is here); otherwise 0 or an error
+ * above. */
+CONC_API int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index);
+CONC_API int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count);
+CONC_API int conc_mlist_remove(conc_mlist_t *l, const void *val, size_t len);
+/* l.reverse(): in place. */
+CONC_API int conc_mlist_reverse(conc_mlist_t *l);
 CONC_API int conc_mlist_free(conc_mlist_t *l);
 
 /* ---------------------------------------------------------------- lock */
@@ -259,6 +276,12 @@ CONC_API int conc_mqueue_get(conc_mqueue_t *q, void **item, size_t *len, bool bl
                              double timeout);
 /* Queue.qsize() -> *n. */
 CONC_API int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n);
+/* Queue.empty() / Queue.full() -> *empty / *full (full: bounded and
+ * holding maxsize items; never for an unbounded queue). The answer is the
+ * server's at the moment it answered. 0 or an error above (CONC_EINVAL
+ * for NULL). */
+CONC_API int conc_mqueue_empty(conc_mqueue_t *q, bool *empty);
+CONC_API int conc_mqueue_full(conc_mqueue_t *q, bool *full);
 CONC_API int conc_mqueue_free(conc_mqueue_t *q);
 
 #ifdef __cplusplus

@@ -207,6 +207,20 @@ CONC_API int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const v
                                    size_t item_size, size_t n, size_t chunksize, double timeout,
                                    conc_results_t **out);
 
+/* ProcessPoolExecutor.terminate_workers() / kill_workers() (Python 3.14):
+ * shut the executor down at once — futures not yet sent to a worker are
+ * cancelled (shutdown(wait=False, cancel_futures=True)) — and send SIGTERM
+ * / SIGKILL to every worker still alive. The pool is then broken, as
+ * CPython's manager thread finds it: futures a worker had taken fail with
+ * CONC_EBROKEN ("BrokenProcessPool: A child process terminated abruptly
+ * (terminate_workers)"), later submits return CONC_EBROKEN (a
+ * RuntimeError in Python too). Never blocks; conc_executor_free still
+ * reaps the workers. Calling it again, or after a shutdown, signals
+ * whichever workers are left. Returns 0 or CONC_EINVAL (NULL, not a
+ * process pool). */
+CONC_API int conc_process_pool_terminate_workers(conc_executor_t *ex);
+CONC_API int conc_process_pool_kill_workers(conc_executor_t *ex);
+
 /* ---------------------------------------------------- multiprocessing.Pool */
 
 typedef struct conc_pool conc_pool_t;
@@ -278,6 +292,82 @@ CONC_API int conc_pool_iter_next(conc_pool_iter_t *it, double timeout, const voi
 CONC_API int conc_pool_iter_exception(const conc_pool_iter_t *it, int *code, const char **msg);
 /* Free the iterator (waits for nothing: unfinished chunks still run). */
 CONC_API void conc_pool_iter_free(conc_pool_iter_t *it);
+
+/* AsyncResult of apply_async (a future): ready() is conc_future_done,
+ * get(timeout) is conc_future_bytes. */
+/* AsyncResult.successful(): returns 0 and *ok (true: the task succeeded);
+ * CONC_EINVAL when it is not ready yet (Python's ValueError) or f/ok is
+ * NULL. Never blocks. */
+CONC_API int conc_async_successful(conc_future_t *f, bool *ok);
+/* AsyncResult.wait(timeout): wait until f is ready. Returns 0 (ready,
+ * whatever its outcome), CONC_ETIMEDOUT, CONC_EKILLED (the calling green
+ * thread was killed), CONC_EINVAL (NULL, NaN). Colorless: parks only the
+ * calling green thread; a Timeout scope cuts it short. */
+CONC_API int conc_async_wait(conc_future_t *f, double timeout);
+
+/* Pool.starmap: each item is a tuple of nargs byte buffers —
+ * args[i * nargs + k] is argument k of item i — that the task unpacks
+ * with conc_pool_args. Returns as conc_pool_map. */
+CONC_API int conc_pool_starmap(conc_pool_t *p, conc_pool_fn fn, const conc_buf_t *args, size_t nargs,
+                               size_t n, size_t chunksize, conc_results_t **out);
+/* In a starmap task: unpack the argument tuple in (arg, len) into argv
+ * (up to cap entries; pointers into arg) and its size in *argc. Returns
+ * 0; CONC_ERANGE when the tuple has more than cap arguments (*argc says
+ * how many); CONC_EINVAL (NULL, bytes that are not a tuple: checked). */
+CONC_API int conc_pool_args(const void *arg, size_t len, conc_buf_t *argv, size_t cap, size_t *argc);
+
+/* MapResult: Pool.map_async / starmap_async. */
+typedef struct conc_map_result conc_map_result_t;
+/* callback(results, cbarg) when every item succeeded; error_callback(code,
+ * msg, cbarg) with the first failure (in the order the chunks finished)
+ * otherwise. Either runs once, after the last chunk finished, in the
+ * thread that finished it: the pool's result thread (Pool) or a pool
+ * thread (ThreadPool) — or in the caller of map_async if every chunk was
+ * done before it returned. Keep them short; do not wait on the pool. */
+typedef void (*conc_pool_map_callback)(const conc_results_t *r, void *cbarg);
+/* Pool.map_async(fn, items, chunksize, callback, error_callback): as
+ * conc_pool_map but returns at once with a new MapResult in *out (free
+ * it with conc_map_result_free; out may be NULL). Items are copied.
+ * Returns 0; CONC_EINVAL (NULL, unregistered fn, pool closed), CONC_ERANGE,
+ * CONC_ENOMEM, CONC_EBROKEN. */
+CONC_API int conc_pool_map_async(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size,
+                                 size_t n, size_t chunksize, conc_pool_map_callback callback,
+                                 conc_pool_error_callback error_callback, void *cbarg,
+                                 conc_map_result_t **out);
+/* Pool.starmap_async: starmap's items, map_async's result. */
+CONC_API int conc_pool_starmap_async(conc_pool_t *p, conc_pool_fn fn, const conc_buf_t *args, size_t nargs,
+                                     size_t n, size_t chunksize, conc_pool_map_callback callback,
+                                     conc_pool_error_callback error_callback, void *cbarg,
+                                     conc_map_result_t **out);
+/* ready(): every chunk is done (and the callback has run). */
+CONC_API bool conc_map_result_ready(conc_map_result_t *r);
+/* successful(): 0 and *ok; CONC_EINVAL when not ready (ValueError). */
+CONC_API int conc_map_result_successful(conc_map_result_t *r, bool *ok);
+/* wait(timeout): 0 when ready, CONC_ETIMEDOUT, CONC_EKILLED, CONC_EINVAL.
+ * Colorless (as conc_async_wait). */
+CONC_API int conc_map_result_wait(conc_map_result_t *r, double timeout);
+/* get(timeout): wait, then 0 and the results in *out (owned by r: valid
+ * until conc_map_result_free); CONC_EFAILED when an item failed (*out
+ * still holds every outcome; the first failure: conc_map_result_exception);
+ * CONC_ETIMEDOUT (the map goes on), CONC_EKILLED, CONC_EINVAL. */
+CONC_API int conc_map_result_get(conc_map_result_t *r, double timeout, const conc_results_t **out);
+/* The first failure's code and message (owned by r): 0, and *code 0 when
+ * none failed; CONC_EINVAL when not ready. */
+CONC_API int conc_map_result_exception(conc_map_result_t *r, int *code, const char **msg);
+/* Drop the MapResult (the map goes on; callbacks still run). */
+CONC_API void conc_map_result_free(conc_map_result_t *r);
+
+/* multiprocessing.pool.ThreadPool(processes, initializer, initargs): a
+ * conc_pool_t whose tasks run in threads of this process; every conc_pool_*
+ * call above works on it the same way (one word to switch). Differences:
+ * task functions need not be registered; opts->method, maxtasksperchild
+ * and queue_capacity are ignored; callbacks run in the pool thread that
+ * finished the task; conc_pool_pids gives 0; terminate cancels tasks not
+ * yet started but cannot stop running ones (threads cannot be killed).
+ * The initializer (conc_process_fn) runs in each thread; if it fails the
+ * pool is broken (tasks fail with CONC_EBROKEN). Returns 0 and the pool in
+ * *out (conc_pool_free); CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_threadpool_new(conc_pool_t **out, const conc_pool_opts_t *opts);
 
 /* Pool.close: no more tasks; the workers exit once the queued ones are
  * done. Returns 0 or CONC_EINVAL. */

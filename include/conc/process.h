@@ -259,6 +259,21 @@ CONC_API conc_start_method_t conc_process_method(const conc_process_t *p);
  * original program, the Process's name in a child; pid is getpid(). */
 CONC_API conc_process_t *conc_current_process(void);
 
+/* Process.authkey: the bytes Managers and Listeners prove to each other
+ * (HMAC). The main process's is 32 random bytes (os.urandom(32)), made
+ * at first use; a new Process copies its creator's current key and the
+ * child starts with it as its own (every start method), so a family of
+ * processes shares one key unless told otherwise. The parent record
+ * (conc_parent_process) reports this process's key, as Python does.
+ * Returns the key (owned by p; valid until it is set again or p freed)
+ * and its length in *len (len may be NULL); NULL for NULL p. */
+CONC_API const void *conc_process_authkey(conc_process_t *p, size_t *len);
+/* Set p's authkey (copied): the current process's, or a child's before it
+ * starts. Returns 0; CONC_EINVAL (NULL, len 0 — an empty key would let
+ * anybody in — len > 256, the parent record); CONC_EPERM (the child has
+ * started). Not synchronised with concurrent readers of the same key. */
+CONC_API int conc_process_set_authkey(conc_process_t *p, const void *key, size_t len);
+
 /* multiprocessing.parent_process(): borrowed, NULL in the original
  * program. In a child started by conc: the process that started it (for a
  * fork-server child too), with its name and pid; is_alive, join and

@@ -5,6 +5,12 @@
  * named segment, it is inherited by fork children and attachable by name
  * from spawned ones; being a conc segment, the sweep removes it if its
  * creator dies without freeing it.
+ *
+ * A caller's lock (Value(..., lock=<a Lock or RLock>)): the header says
+ * has_lock 2 and the handle points at the caller's process-shared lock
+ * (its memory must be shared with every process that uses the handle: a
+ * fork child inherits both). A handle attached by name cannot reach a
+ * caller's lock: it has none (acquire is CONC_EINVAL there).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,7 +40,9 @@ struct conc_array {
     conc__array_hdr_t *hdr;
     void *data;
     size_t elem_size, n;
-    bool has_lock;
+    bool has_lock;          /* its own RLock in the header */
+    conc_prlock_t *ext_rlock; /* or a caller's lock */
+    conc_plock_t *ext_lock;
     pid_t creator; /* pid that created it in this handle's history, 0 if attached */
 };
 
@@ -82,6 +90,30 @@ int conc_array_new(size_t elem_size, size_t n, const void *init, bool lock, conc
     return rc;
 }
 
+int conc_array_new_with_lock(size_t elem_size, size_t n, const void *init, conc_prlock_t *rlock,
+                             conc_plock_t *lock, conc_array_t **out)
+{
+    if (!out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (!rlock == !lock)
+        return CONC_EINVAL; /* exactly one */
+    int rc = conc_array_new(elem_size, n, init, false, out);
+    if (rc)
+        return rc;
+    conc__array_hdr_t *h = (*out)->hdr;
+    atomic_store_explicit(CONC__IA(&h->has_lock), 2u, memory_order_relaxed);
+    (*out)->ext_rlock = rlock;
+    (*out)->ext_lock = lock;
+    return 0;
+}
+
+int conc_value_new_with_lock(size_t size, const void *init, conc_prlock_t *rlock, conc_plock_t *lock,
+                             conc_value_t **out)
+{
+    return conc_array_new_with_lock(size, 1, init, rlock, lock, out);
+}
+
 int conc_value_new(size_t size, const void *init, bool lock, conc_value_t **out)
 {
     return conc_array_new(size, 1, init, lock, out);
@@ -107,11 +139,11 @@ int conc_array_attach(const char *name, conc_array_t **out)
     uint64_t es = atomic_load_explicit(CONC__IA(&h->elem_size), memory_order_relaxed);
     uint64_t n = atomic_load_explicit(CONC__IA(&h->n), memory_order_relaxed);
     uint32_t has_lock = atomic_load_explicit(CONC__IA(&h->has_lock), memory_order_relaxed);
-    if (magic != MAGIC || es == 0 || n == 0 || n > (sz - HEADER) / es || has_lock > 1) {
+    if (magic != MAGIC || es == 0 || n == 0 || n > (sz - HEADER) / es || has_lock > 2) {
         conc_shm_close(shm);
         return CONC_EINVAL;
     }
-    rc = conc__array_wrap(shm, 0, (size_t)es, (size_t)n, has_lock != 0, out);
+    rc = conc__array_wrap(shm, 0, (size_t)es, (size_t)n, has_lock == 1, out);
     if (rc)
         conc_shm_close(shm);
     return rc;
@@ -124,11 +156,17 @@ const char *conc_array_name(const conc_array_t *a) { return a ? conc_shm_name(a-
 
 conc_prlock_t *conc_array_get_lock(const conc_array_t *a)
 {
-    return a && a->has_lock ? &a->hdr->lock : NULL;
+    return !a ? NULL : a->has_lock ? &a->hdr->lock : a->ext_rlock;
 }
+
+conc_plock_t *conc_array_get_plock(const conc_array_t *a) { return a ? a->ext_lock : NULL; }
 
 int conc_array_acquire(conc_array_t *a, bool blocking, double timeout)
 {
+    if (a && a->ext_rlock)
+        return conc_prlock_acquire(a->ext_rlock, blocking, timeout);
+    if (a && a->ext_lock)
+        return conc_plock_acquire(a->ext_lock, blocking, timeout);
     if (!a || !a->has_lock)
         return CONC_EINVAL;
     /* CONC_EOWNERDEAD: taken over from a holder that died holding it; the
@@ -138,6 +176,10 @@ int conc_array_acquire(conc_array_t *a, bool blocking, double timeout)
 
 int conc_array_release(conc_array_t *a)
 {
+    if (a && a->ext_rlock)
+        return conc_prlock_release(a->ext_rlock);
+    if (a && a->ext_lock)
+        return conc_plock_release(a->ext_lock);
     if (!a || !a->has_lock)
         return CONC_EINVAL;
     return conc_prlock_release(&a->hdr->lock);

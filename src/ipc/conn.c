@@ -53,13 +53,89 @@
 #define SMALL 4096
 #define HDR 8
 
+/* Passed fds (send_handle / recv_handle; sockets only). Every socket read
+ * is a recvmsg with room for RX_FDS fds (MSG_CMSG_CLOEXEC), since a plain
+ * read would make the kernel drop fds riding on the bytes it returns.
+ * Each fd received is queued with the stream range [start, end) of the
+ * read that brought it; the kernel ends a read right after the bytes that
+ * carried fds, so a handle message starting at stream offset S owns the
+ * entries whose range holds S. Entries wholly before the next message
+ * are strays (a peer attached fds to ordinary messages): closed. At most
+ * FDQ_MAX wait; more are closed on arrival. */
+#define RX_FDS 8
+#define FDQ_MAX 32
+#define FDQ_TRUNC 1 /* the control data was cut (MSG_CTRUNC): fds were lost */
+
+typedef struct {
+    int fd, flags;
+    uint64_t start, end;
+} fdent_t;
+
+/* The body of a handle message: magic, then the number of fds (1). */
+static const char HANDLE_MAGIC[8] = {'c', 'o', 'n', 'c', '-', 'f', 'd', 0};
+#define HANDLE_LEN 12
+
 struct conc_conn {
     int fd;
     bool readable, writable, sock, broken;
     bool sigpipe_ignored; /* SIGPIPE was SIG_IGN when it was made: no guard */
     size_t rpos, rlen; /* buffered bytes: rbuf[rpos, rlen) */
     char *rbuf;        /* BUF bytes when readable */
+    uint64_t rtotal;   /* bytes read from the fd so far */
+    fdent_t *fdq;      /* passed fds waiting (FDQ_MAX entries, lazily) */
+    size_t nfdq;
+    const void *tx_ctl; /* control data for the next sendmsg (send_handle) */
+    size_t tx_ctl_len;
 };
+
+/* Stream offset of the next unread byte. */
+static uint64_t conc__conn_rpos(const conc_conn_t *c) { return c->rtotal - (c->rlen - c->rpos); }
+
+/* Close queued fds whose read ended at or before pos (strays). */
+static void conc__conn_drop_fds(conc_conn_t *c, uint64_t pos)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->nfdq; i++) {
+        if (c->fdq[i].end <= pos)
+            close(c->fdq[i].fd);
+        else
+            c->fdq[k++] = c->fdq[i];
+    }
+    c->nfdq = k;
+}
+
+/* Queue the fds of a recvmsg that returned bytes [start, end). Any bytes
+ * are checked: only SOL_SOCKET/SCM_RIGHTS payloads are taken, whole ints
+ * only; other control messages are ignored. */
+static void conc__conn_take_fds(conc_conn_t *c, struct msghdr *m, uint64_t start, uint64_t end)
+{
+    int flags = (m->msg_flags & MSG_CTRUNC) ? FDQ_TRUNC : 0;
+    bool any = false;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(m); h; h = CMSG_NXTHDR(m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
+            continue;
+        size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *d = CMSG_DATA(h);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, d + i * sizeof(int), sizeof fd);
+            if (fd < 0)
+                continue;
+            any = true;
+            if (!c->fdq && !(c->fdq = malloc(FDQ_MAX * sizeof *c->fdq))) {
+                close(fd);
+                continue;
+            }
+            if (c->nfdq == FDQ_MAX) {
+                close(fd); /* too many waiting: a flood is not our problem */
+                continue;
+            }
+            c->fdq[c->nfdq++] = (fdent_t){fd, flags, start, end};
+        }
+    }
+    if (flags && !any && c->nfdq < FDQ_MAX && (c->fdq || (c->fdq = malloc(FDQ_MAX * sizeof *c->fdq))))
+        c->fdq[c->nfdq++] = (fdent_t){-1, flags, start, end}; /* remember the loss */
+}
 
 static int conc__conn_make(int fd, bool r, bool w, conc_conn_t **out)
 {
@@ -143,6 +219,10 @@ int conc_conn_close(conc_conn_t *c)
         conc__fd_forget(c->fd); /* a hub may watch it (green waits) */
     if (c->fd >= 0 && close(c->fd) != 0 && errno != EINTR)
         rc = CONC_ESYS;
+    for (size_t i = 0; i < c->nfdq; i++)
+        if (c->fdq[i].fd >= 0)
+            close(c->fdq[i].fd);
+    free(c->fdq);
     free(c->rbuf);
     free(c);
     return rc;
@@ -190,9 +270,17 @@ static int conc__conn_wait_fd(int fd, int events)
 static ssize_t conc__conn_writev(conc_conn_t *c, struct iovec *iov, int n)
 {
     if (c->sock) {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        struct msghdr m = {.msg_iov = iov,
+                           .msg_iovlen = (size_t)n,
+                           .msg_control = (void *)c->tx_ctl,
+                           .msg_controllen = c->tx_ctl_len};
         /* Waiting contexts never block in the call (EAGAIN: wait, retry). */
-        return sendmsg(c->fd, &m, MSG_NOSIGNAL | (conc__conn_wait_first() ? MSG_DONTWAIT : 0));
+        ssize_t r = sendmsg(c->fd, &m, MSG_NOSIGNAL | (conc__conn_wait_first() ? MSG_DONTWAIT : 0));
+        if (r >= 0) { /* control data goes with the first bytes only */
+            c->tx_ctl = NULL;
+            c->tx_ctl_len = 0;
+        }
+        return r;
     }
     if (c->sigpipe_ignored) /* as Python runs: a gone reader is just EPIPE */
         return n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
@@ -280,9 +368,24 @@ static ssize_t conc__conn_read(conc_conn_t *c, void *dst, size_t cap, int *intr)
                 return -1;
             }
         }
-        ssize_t r = c->sock ? recv(c->fd, dst, cap, wait ? MSG_DONTWAIT : 0) : read(c->fd, dst, cap);
-        if (r >= 0)
+        ssize_t r;
+        if (c->sock) {
+            union {
+                struct cmsghdr h;
+                char b[CMSG_SPACE(RX_FDS * sizeof(int))];
+            } ctl;
+            struct iovec iov = {dst, cap};
+            struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+            r = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | (wait ? MSG_DONTWAIT : 0));
+            if (r >= 0 && (m.msg_controllen || (m.msg_flags & MSG_CTRUNC)))
+                conc__conn_take_fds(c, &m, c->rtotal, c->rtotal + (uint64_t)r);
+        } else {
+            r = read(c->fd, dst, cap);
+        }
+        if (r >= 0) {
+            c->rtotal += (uint64_t)r;
             return r;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -328,6 +431,8 @@ static int conc__conn_header(conc_conn_t *c, uint64_t *len)
 {
     if (!c || c->broken || !c->readable)
         return CONC_EINVAL;
+    if (c->nfdq)
+        conc__conn_drop_fds(c, conc__conn_rpos(c));
     int rc = conc__conn_fill(c, HDR);
     if (rc)
         return rc;
@@ -421,6 +526,104 @@ int conc_conn_recv_bytes_into(conc_conn_t *c, void *buf, size_t cap, size_t *len
     if (rc == 0)
         *len = (size_t)n;
     return rc;
+}
+
+/* ------------------------------------------------------- passing fds */
+
+int conc_conn_send_handle(conc_conn_t *c, int fd)
+{
+    if (!c || c->broken || !c->writable || fd < 0)
+        return CONC_EINVAL;
+    if (!c->sock)
+        return CONC_ENOTSUP;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    ctl.h.cmsg_level = SOL_SOCKET;
+    ctl.h.cmsg_type = SCM_RIGHTS;
+    ctl.h.cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(&ctl.h), &fd, sizeof fd);
+    char msg[HDR + HANDLE_LEN];
+    uint64_t h = HANDLE_LEN;
+    uint32_t one = 1;
+    memcpy(msg, &h, HDR);
+    memcpy(msg + HDR, HANDLE_MAGIC, sizeof HANDLE_MAGIC);
+    memcpy(msg + HDR + sizeof HANDLE_MAGIC, &one, sizeof one);
+    c->tx_ctl = &ctl;
+    c->tx_ctl_len = sizeof ctl;
+    struct iovec iov = {msg, sizeof msg};
+    int rc = conc__conn_write_all(c, &iov, 1);
+    bool sent = c->tx_ctl == NULL;
+    c->tx_ctl = NULL;
+    c->tx_ctl_len = 0;
+    if (rc == 0 && !sent)
+        rc = CONC_ESYS;
+    if (rc == CONC_ESYS && errno == EBADF)
+        rc = CONC_EINVAL; /* fd is not open */
+    return rc;
+}
+
+int conc_conn_recv_handle(conc_conn_t *c, int *fd)
+{
+    if (!fd)
+        return CONC_EINVAL;
+    *fd = -1;
+    if (!c || c->broken || !c->readable)
+        return CONC_EINVAL;
+    if (!c->sock)
+        return CONC_ENOTSUP;
+    /* where the handle message starts: its header must be buffered first */
+    uint64_t len;
+    int rc = conc__conn_header(c, &len);
+    if (rc)
+        return rc;
+    uint64_t start = conc__conn_rpos(c);
+    char body[HANDLE_LEN];
+    size_t got;
+    rc = conc_conn_recv_bytes_into(c, body, sizeof body, &got);
+    if (rc)
+        return rc == CONC_ERANGE ? CONC_EBROKEN : rc; /* not a handle message */
+    bool ok = got == HANDLE_LEN && memcmp(body, HANDLE_MAGIC, sizeof HANDLE_MAGIC) == 0;
+    uint32_t count = 0;
+    if (ok)
+        memcpy(&count, body + sizeof HANDLE_MAGIC, sizeof count);
+    /* the fds that came with this message's bytes */
+    int mine = -1, nmine = 0;
+    bool trunc = false;
+    size_t k = 0;
+    for (size_t i = 0; i < c->nfdq; i++) {
+        fdent_t e = c->fdq[i];
+        if (e.start <= start && start < e.end) {
+            trunc |= (e.flags & FDQ_TRUNC) != 0;
+            if (e.fd >= 0) {
+                if (nmine++ == 0)
+                    mine = e.fd;
+                else
+                    close(e.fd); /* extra fds: never handed out */
+            }
+        } else if (e.end <= start) {
+            close(e.fd); /* strays before it */
+        } else {
+            c->fdq[k++] = e;
+        }
+    }
+    c->nfdq = k;
+    if (!ok || count != 1 || nmine != 1 || trunc) {
+        if (mine >= 0)
+            close(mine);
+        return CONC_EBROKEN;
+    }
+    *fd = mine;
+    return 0;
+}
+
+int conc__conn_wait_state(const conc_conn_t *c)
+{
+    if (!c || !c->readable || c->fd < 0)
+        return CONC_EINVAL;
+    return c->broken || c->rlen > c->rpos ? 1 : 0;
 }
 
 int conc_conn_poll(conc_conn_t *c, double timeout)

@@ -108,4 +108,10 @@ int conc__plock_lock_forever(conc_plock_t *l);
 /* Bounded spin on ready(arg) (true when it became ready). */
 bool conc__ipc_spin(bool (*ready)(void *), void *arg, int64_t deadline);
 
+/* conn.c, for connection.wait (connwait.c): 1 when c is ready without
+ * its fd — a message (or part of one) already sits in its buffer, or it
+ * is broken (recv reports that at once); 0 when only its fd can tell;
+ * CONC_EINVAL (NULL, closed, not readable). */
+int conc__conn_wait_state(const conc_conn_t *c);
+
 #endif

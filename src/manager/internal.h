@@ -153,6 +153,11 @@ enum {
     CONC__MOP_L_POP,         /* i64 index -> value */
     CONC__MOP_L_LEN,         /* -> u64 */
     CONC__MOP_L_CLEAR,
+    CONC__MOP_L_INSERT,      /* i64 index (clamped), value */
+    CONC__MOP_L_INDEX,       /* value -> u64 (CONC_EEMPTY: absent) */
+    CONC__MOP_L_COUNT,       /* value -> u64 */
+    CONC__MOP_L_REMOVE,      /* value (CONC_EEMPTY: absent) */
+    CONC__MOP_L_REVERSE,
 
     CONC__MOP_K_ACQUIRE = 48, /* u8 blocking, f64 timeout */
     CONC__MOP_K_RELEASE,
@@ -161,6 +166,7 @@ enum {
     CONC__MOP_Q_PUT = 64,     /* u8 block, f64 timeout, value */
     CONC__MOP_Q_GET,          /* u8 block, f64 timeout -> value */
     CONC__MOP_Q_SIZE,         /* -> u64 */
+    CONC__MOP_Q_FULL,         /* -> u64: 1 when bounded and at maxsize */
 };
 
 enum { CONC__MK_DICT = 1, CONC__MK_LIST = 2, CONC__MK_LOCK = 3, CONC__MK_QUEUE = 4 };

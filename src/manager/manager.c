@@ -823,13 +823,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
         o.port > 65535 || isnan(o.timeout) || o.timeout < 0 || (int)o.method < CONC_START_DEFAULT ||
         o.method > CONC_FORKSERVER)
         return CONC_EINVAL;
-    uint8_t rnd[32];
-    if (!o.authkey) {
-        if (conc__mgr_random(rnd, sizeof rnd) != 0)
-            return CONC_ESYS;
-        o.authkey = rnd;
-        o.authkey_len = sizeof rnd;
-    }
+    if (!o.authkey) /* Python: current_process().authkey */
+        o.authkey = conc_process_authkey(conc_current_process(), &o.authkey_len);
     conc_manager_t *m = calloc(1, sizeof *m);
     if (!m)
         return CONC_ENOMEM;
@@ -906,6 +901,8 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
 int conc_manager_connect(conc_manager_t **out, const char *address, const void *authkey,
                          size_t authkey_len, double timeout)
 {
+    if (!authkey && !authkey_len) /* authkey=None: current_process().authkey */
+        authkey = conc_process_authkey(conc_current_process(), &authkey_len);
     if (!out || !address || !*address || !authkey || !authkey_len || bad_timeout(timeout))
         return CONC_EINVAL; /* an empty key would authenticate anybody */
     conc_manager_t *m = calloc(1, sizeof *m);
@@ -1255,6 +1252,64 @@ int conc_mlist_clear(conc_mlist_t *l)
     return call_void(&l->p, l->p.timeout);
 }
 
+int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len)
+{
+    if (!l || !KEYOK(val, len))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_INSERT);
+    if (!w)
+        return call_failed();
+    conc__wb_u64(w, (uint64_t)(int64_t)index);
+    conc__wb_bytes(w, val, len);
+    return call_void(&l->p, l->p.timeout);
+}
+
+/* index / count / remove: one value, maybe a u64 back. */
+static int list_find(conc_mlist_t *l, int op, const void *val, size_t len, size_t *out)
+{
+    if (!l || !KEYOK(val, len) || (op != CONC__MOP_L_REMOVE && !out))
+        return CONC_EINVAL;
+    if (len > CONC__MGR_MAX_FRAME)
+        return CONC_ERANGE;
+    conc__wbuf_t *w = call_begin(&l->p, op);
+    if (!w)
+        return call_failed();
+    conc__wb_bytes(w, val, len);
+    if (op == CONC__MOP_L_REMOVE)
+        return call_void(&l->p, l->p.timeout);
+    uint64_t v = 0;
+    int rc = call_u64(&l->p, &v);
+    if (!rc)
+        *out = (size_t)v;
+    return rc;
+}
+
+int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index)
+{
+    return list_find(l, CONC__MOP_L_INDEX, val, len, index);
+}
+
+int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count)
+{
+    return list_find(l, CONC__MOP_L_COUNT, val, len, count);
+}
+
+int conc_mlist_remove(conc_mlist_t *l, const void *val, size_t len)
+{
+    return list_find(l, CONC__MOP_L_REMOVE, val, len, NULL);
+}
+
+int conc_mlist_reverse(conc_mlist_t *l)
+{
+    if (!l)
+        return CONC_EINVAL;
+    if (!call_begin(&l->p, CONC__MOP_L_REVERSE))
+        return call_failed();
+    return call_void(&l->p, l->p.timeout);
+}
+
 int conc_mlist_free(conc_mlist_t *l) { return proxy_free((mproxy_t *)l); }
 
 /* ---------------------------------------------------------------- lock */
@@ -1332,6 +1387,30 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
     int rc = call_u64(&q->p, &v);
     if (!rc)
         *n = (size_t)v;
+    return rc;
+}
+
+int conc_mqueue_empty(conc_mqueue_t *q, bool *empty)
+{
+    size_t n;
+    if (!empty)
+        return CONC_EINVAL;
+    int rc = conc_mqueue_qsize(q, &n);
+    if (!rc)
+        *empty = n == 0;
+    return rc;
+}
+
+int conc_mqueue_full(conc_mqueue_t *q, bool *full)
+{
+    if (!q || !full)
+        return CONC_EINVAL;
+    uint64_t v = 0;
+    if (!call_begin(&q->p, CONC__MOP_Q_FULL))
+        return call_failed();
+    int rc = call_u64(&q->p, &v);
+    if (!rc)
+        *full = v != 0;
     return rc;
 }
 

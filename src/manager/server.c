@@ -585,9 +585,10 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
     const uint8_t *v = NULL;
     uint32_t count = 0;
     const uint8_t *items = NULL;
-    if (op == CONC__MOP_L_GET || op == CONC__MOP_L_SET || op == CONC__MOP_L_POP)
+    if (op == CONC__MOP_L_GET || op == CONC__MOP_L_SET || op == CONC__MOP_L_POP || op == CONC__MOP_L_INSERT)
         idx = (int64_t)conc__rb_u64(r);
-    if (op == CONC__MOP_L_APPEND || op == CONC__MOP_L_SET)
+    if (op == CONC__MOP_L_APPEND || op == CONC__MOP_L_SET || op == CONC__MOP_L_INSERT || op == CONC__MOP_L_INDEX ||
+        op == CONC__MOP_L_COUNT || op == CONC__MOP_L_REMOVE)
         v = conc__rb_bytes(r, &vn);
     if (op == CONC__MOP_L_EXTEND) { /* validate every item before touching the list */
         count = conc__rb_u32(r);
@@ -664,6 +665,62 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         break;
     case CONC__MOP_L_CLEAR:
         vec_clear(o);
+        reply_code(c, 0);
+        break;
+    case CONC__MOP_L_INSERT: {
+        /* list.insert: the index is clamped to [0, len] */
+        if (idx < 0)
+            pos = (uint64_t)-(idx + 1) >= o->len ? 0 : o->len - (size_t)-(idx + 1) - 1;
+        else
+            pos = (uint64_t)idx > o->len ? o->len : (size_t)idx;
+        item_t it;
+        if (!(rc = vec_reserve(o, 1)) && !(rc = item_set(&it, v, vn))) {
+            for (size_t i = o->len; i > pos; i--)
+                *vec_at(o, i) = *vec_at(o, i - 1);
+            *vec_at(o, pos) = it;
+            o->len++;
+        }
+        reply_code(c, rc);
+        break;
+    }
+    case CONC__MOP_L_INDEX:
+    case CONC__MOP_L_COUNT:
+    case CONC__MOP_L_REMOVE: {
+        uint64_t count = 0;
+        bool found = false;
+        for (size_t i = 0; i < o->len && !found; i++) {
+            item_t *it = vec_at(o, i);
+            if (it->n != vn || (vn && memcmp(it->p, v, vn) != 0))
+                continue;
+            count++;
+            if (op != CONC__MOP_L_COUNT) {
+                found = true;
+                pos = i;
+            }
+        }
+        if (op == CONC__MOP_L_COUNT) {
+            reply_code(c, 0);
+            conc__wb_u64(w, count);
+        } else if (!found) {
+            reply_code(c, CONC_EEMPTY); /* ValueError: x not in list (absent, as d[k]) */
+        } else if (op == CONC__MOP_L_INDEX) {
+            reply_code(c, 0);
+            conc__wb_u64(w, pos);
+        } else {
+            free(vec_at(o, pos)->p);
+            for (size_t i = pos; i + 1 < o->len; i++)
+                *vec_at(o, i) = *vec_at(o, i + 1);
+            o->len--;
+            reply_code(c, 0);
+        }
+        break;
+    }
+    case CONC__MOP_L_REVERSE:
+        for (size_t i = 0, j = o->len; i + 1 < j; i++, j--) {
+            item_t t = *vec_at(o, i);
+            *vec_at(o, i) = *vec_at(o, j - 1);
+            *vec_at(o, j - 1) = t;
+        }
         reply_code(c, 0);
         break;
     }
@@ -773,6 +830,10 @@ static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         reply_code(c, 0);
         conc__wb_u64(&c->out, o->len);
         break;
+    case CONC__MOP_Q_FULL:
+        reply_code(c, 0);
+        conc__wb_u64(&c->out, o->maxsize > 0 && o->len >= (size_t)o->maxsize);
+        break;
     }
     conc_lock_release(&o->mu);
     return 0;
@@ -798,11 +859,11 @@ int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
         rc = do_bind(c, &r, op);
     } else if (op >= CONC__MOP_D_SET && op <= CONC__MOP_D_CLEAR && o && o->kind == CONC__MK_DICT) {
         rc = do_dict(c, o, &r, op);
-    } else if (op >= CONC__MOP_L_APPEND && op <= CONC__MOP_L_CLEAR && o && o->kind == CONC__MK_LIST) {
+    } else if (op >= CONC__MOP_L_APPEND && op <= CONC__MOP_L_REVERSE && o && o->kind == CONC__MK_LIST) {
         rc = do_list(c, o, &r, op);
     } else if (op >= CONC__MOP_K_ACQUIRE && op <= CONC__MOP_K_LOCKED && o && o->kind == CONC__MK_LOCK) {
         rc = do_lock(c, o, &r, op);
-    } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_SIZE && o && o->kind == CONC__MK_QUEUE) {
+    } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_FULL && o && o->kind == CONC__MK_QUEUE) {
         rc = do_queue(c, o, &r, op);
     } else {
         rc = bad(c); /* unknown op, or not for the bound object */

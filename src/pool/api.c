@@ -11,6 +11,7 @@
  * callback queues each finished chunk for the iterator).
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct {
     engine_t *e;
     conc_executor_t *rex;
     const conc__pool_remote_t *r;
+    tpool_t *tp;            /* a ThreadPool: jobs run in its threads */
 } tgt_t;
 
 #define REMOTE_MAX 4
@@ -254,8 +256,9 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
                          size_t chunksize, conc_results_t *r, void (*cb)(conc_future_t *, void *), char *cbargs,
                          size_t cbstride, bool borrow)
 {
-    const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
-    if (!reg || (n && !items))
+    tpool_t *tp = e->tp;
+    const conc_registration_t *reg = tp ? NULL : conc__pool_entry((void (*)(void))fn, false);
+    if ((!reg && !(tp && fn)) || (n && !items))
         return CONC_EINVAL;
     if (chunksize == 0)
         chunksize = 1;
@@ -271,6 +274,23 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
         size_t first = c * chunksize, cnt = n - first < chunksize ? n - first : chunksize;
         const void *base = item_size ? (const char *)items + first * item_size
                                      : (const void *)((const conc_buf_t *)items + first);
+        if (tp) {
+            conc_future_t *f = conc__future_alloc();
+            if (!f) {
+                rc = CONC_ENOMEM;
+                break;
+            }
+            r->fs[c] = conc_future_ref(f);
+            if (cb && (rc = conc__future_add_callback(r->fs[c], cb, cbargs + c * cbstride, NULL)) != 0) {
+                conc_future_free(f);
+                conc_future_free(r->fs[c]), r->fs[c] = NULL;
+                break;
+            }
+            /* queued at once: a failure later cancels what is already queued */
+            if ((rc = conc__tpool_submit(tp, f, fn, base, item_size, cnt, false)) != 0)
+                conc_future_free(f);
+            continue;
+        }
         rc = tgt_task_new(e, &ts[c], reg, K_CHUNK, base, item_size, cnt, borrow);
         if (rc == 0 && !(ts[c]->f = conc__future_alloc()))
             rc = CONC_ENOMEM;
@@ -279,13 +299,14 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
         if (rc == 0 && cb && (rc = conc__future_add_callback(r->fs[c], cb, cbargs + c * cbstride, NULL)) != 0)
             conc_future_free(r->fs[c]), r->fs[c] = NULL;
     }
-    if (rc == 0)
+    if (rc == 0 && !tp)
         rc = tgt_submit(e, ts, r->nchunks);
     if (rc) {
         for (size_t c = 0; c < r->nchunks; c++) {
             if (r->fs[c] && cb)
                 conc_future_cancel(r->fs[c]); /* runs cb: the iterator counts it */
-            conc__task_free(ts ? ts[c] : NULL);
+            if (!tp)
+                conc__task_free(ts ? ts[c] : NULL);
         }
         results_drop(r);
         r->fs = NULL;
@@ -326,7 +347,7 @@ static int do_map(tgt_t *e, conc_pool_fn fn, const void *items, size_t item_size
     conc_results_t *r = calloc(1, sizeof *r);
     if (!r)
         return CONC_ENOMEM;
-    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, true);
+    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, !e->tp);
     if (rc) {
         free(r);
         return rc;
@@ -388,7 +409,7 @@ static int ppe_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)
     if (!reg)
         return CONC_EINVAL;
     uint64_t v = (uint64_t)(uintptr_t)arg;
-    tgt_t t = {p->e, NULL, NULL};
+    tgt_t t = {p->e, NULL, NULL, NULL};
     return submit_one(&t, out, reg, K_WORD, &v, 8, NULL, NULL);
 }
 
@@ -418,7 +439,7 @@ static engine_t *ppe_engine(conc_executor_t *ex)
 /* A process pool executor, or one of a remote backend: false otherwise. */
 static bool ppe_target(conc_executor_t *ex, tgt_t *t)
 {
-    *t = (tgt_t){ppe_engine(ex), ex, NULL};
+    *t = (tgt_t){ppe_engine(ex), ex, NULL, NULL};
     if (!t->e)
         t->r = remote_of(ex);
     return t->e || t->r;
@@ -465,6 +486,18 @@ int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t 
     return 0;
 }
 
+static int force_stop(conc_executor_t *ex, int sig)
+{
+    engine_t *e = ppe_engine(ex);
+    if (!e)
+        return CONC_EINVAL;
+    conc__engine_force_stop(e, sig);
+    return 0;
+}
+
+int conc_process_pool_terminate_workers(conc_executor_t *ex) { return force_stop(ex, SIGTERM); }
+int conc_process_pool_kill_workers(conc_executor_t *ex) { return force_stop(ex, SIGKILL); }
+
 int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
                              size_t len)
 {
@@ -495,10 +528,33 @@ size_t conc_process_pool_pids(conc_executor_t *ex, int *pids, size_t cap)
 /* ---------------------------------------------------- multiprocessing.Pool */
 
 struct conc_pool {
-    engine_t *e;
+    engine_t *e;            /* Pool: the process engine; or */
+    tpool_t *tp;            /* ThreadPool: the thread backend (threads.c) */
     size_t processes;
     int state; /* 0 running, 1 closed, 2 terminated */
 };
+
+int conc_threadpool_new(conc_pool_t **out, const conc_pool_opts_t *opts)
+{
+    if (!out)
+        return CONC_EINVAL;
+    conc_pool_opts_t o = {0};
+    if (opts)
+        o = *opts;
+    if ((o.initarg_len && !o.initarg) || o.processes > 4096)
+        return CONC_EINVAL;
+    conc_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    p->processes = o.processes ? o.processes : (size_t)conc_cpu_count();
+    int rc = conc__tpool_new(&p->tp, p->processes, o.initializer, o.initarg, o.initarg_len);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
 
 int conc_pool_new(conc_pool_t **out, const conc_pool_opts_t *opts)
 {
@@ -561,8 +617,8 @@ int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size
                           conc_pool_callback callback, conc_pool_error_callback error_callback, void *cbarg,
                           conc_future_t **out)
 {
-    const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, false) : NULL;
-    if (!p || !reg || (!arg && len))
+    const conc_registration_t *reg = fn && p && !p->tp ? conc__pool_entry((void (*)(void))fn, false) : NULL;
+    if (!p || !fn || (!reg && !p->tp) || (!arg && len))
         return CONC_EINVAL;
     if (p->state)
         return CONC_EINVAL;
@@ -572,7 +628,30 @@ int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size
             return CONC_ENOMEM;
         *a = (apply_cb_t){callback, error_callback, cbarg};
     }
-    tgt_t t = {p->e, NULL, NULL};
+    if (p->tp) {
+        conc_future_t *f = conc__future_alloc(), *mine = NULL;
+        int rc = f ? 0 : CONC_ENOMEM;
+        if (rc == 0 && out)
+            mine = conc_future_ref(f);
+        if (rc == 0 && a && (rc = conc__future_add_callback(f, apply_done, a, free)) == 0)
+            a = NULL; /* the future owns it now */
+        if (rc == 0) {
+            conc_buf_t one = {arg, len};
+            rc = conc__tpool_submit(p->tp, f, fn, &one, 0, 1, true);
+        }
+        if (rc) {
+            if (mine)
+                conc_future_free(mine);
+            if (f)
+                conc_future_free(f);
+            free(a);
+            return pool_rc(rc);
+        }
+        if (out)
+            *out = mine;
+        return 0;
+    }
+    tgt_t t = {p->e, NULL, NULL, NULL};
     int rc = submit_one(&t, out, reg, K_BYTES, arg, len, a ? apply_done : NULL, a);
     return pool_rc(rc);
 }
@@ -615,9 +694,41 @@ int conc_pool_map(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t ite
         size_t d = p->processes * 4;
         chunksize = n / d + (n % d ? 1 : 0);
     }
-    tgt_t t = {p->e, NULL, NULL};
+    tgt_t t = {p->e, NULL, NULL, p->tp};
     return pool_rc(do_map(&t, fn, items, item_size, n, chunksize, CONC__NO_DEADLINE, out));
 }
+
+/* Start a map without waiting (map_async): as conc_pool_map, but the
+ * items are copied and *out (r's chunks: conc__results_chunk) is returned
+ * at once. */
+int conc__pool_map_start(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                         size_t chunksize, conc_results_t **out)
+{
+    if (!p || !fn || !out)
+        return CONC_EINVAL;
+    *out = NULL;
+    if (p->state)
+        return CONC_EINVAL;
+    if (chunksize == 0) {
+        size_t d = p->processes * 4;
+        chunksize = n / d + (n % d ? 1 : 0);
+    }
+    conc_results_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return CONC_ENOMEM;
+    tgt_t t = {p->e, NULL, NULL, p->tp};
+    int rc = submit_chunks(&t, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, false);
+    if (rc) {
+        free(r);
+        return pool_rc(rc);
+    }
+    *out = r;
+    return 0;
+}
+
+size_t conc__results_nchunks(const conc_results_t *r) { return r->nchunks; }
+size_t conc__results_chunksize(const conc_results_t *r) { return r->chunksize; }
+conc_future_t *conc__results_chunk(const conc_results_t *r, size_t c) { return r->fs[c]; }
 
 /* ------------------------------------------------------------- imap */
 
@@ -681,7 +792,7 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
     conc_cond_init_rlock(&it->cv, &it->mu);
     int rc;
     if (ordered) {
-        tgt_t t = {p->e, NULL, NULL};
+        tgt_t t = {p->e, NULL, NULL, p->tp};
         rc = submit_chunks(&t, fn, items, item_size, n, chunksize, &it->r, NULL, NULL, 0, false);
     } else {
         size_t cs = chunksize ? chunksize : 1;
@@ -700,7 +811,7 @@ static int imap_common(conc_pool_t *p, conc_pool_fn fn, const void *items, size_
         /* fs[] must be complete before a callback searches it: hold the
          * lock while submitting (callbacks wait for it). */
         conc_cond_acquire(&it->cv, true, CONC_FOREVER);
-        tgt_t t = {p->e, NULL, NULL};
+        tgt_t t = {p->e, NULL, NULL, p->tp};
         rc = submit_chunks(&t, fn, items, item_size, n, chunksize, &it->r, iter_chunk_done,
                            (char *)it->slots, sizeof *it->slots, false);
         conc_cond_release(&it->cv);
@@ -805,7 +916,10 @@ int conc_pool_close(conc_pool_t *p)
         return CONC_EINVAL;
     if (p->state == 0) {
         p->state = 1;
-        conc__engine_close(p->e, false);
+        if (p->tp)
+            conc__tpool_close(p->tp);
+        else
+            conc__engine_close(p->e, false);
     }
     return 0;
 }
@@ -815,7 +929,10 @@ int conc_pool_terminate(conc_pool_t *p)
     if (!p)
         return CONC_EINVAL;
     p->state = 2;
-    conc__engine_terminate(p->e);
+    if (p->tp)
+        conc__tpool_terminate(p->tp);
+    else
+        conc__engine_terminate(p->e);
     return 0;
 }
 
@@ -824,7 +941,7 @@ int conc_pool_join(conc_pool_t *p, double timeout)
     int64_t deadline;
     if (!p || conc__deadline(timeout, &deadline) || p->state == 0)
         return CONC_EINVAL;
-    return conc__engine_join(p->e, deadline);
+    return p->tp ? conc__tpool_join(p->tp, deadline) : conc__engine_join(p->e, deadline);
 }
 
 int conc_pool_free(conc_pool_t *p)
@@ -833,13 +950,17 @@ int conc_pool_free(conc_pool_t *p)
         return CONC_EINVAL;
     if (p->state != 2)
         conc_pool_terminate(p);
-    conc__engine_join(p->e, CONC__NO_DEADLINE);
-    conc__engine_destroy(p->e);
+    if (p->tp) {
+        conc__tpool_destroy(p->tp);
+    } else {
+        conc__engine_join(p->e, CONC__NO_DEADLINE);
+        conc__engine_destroy(p->e);
+    }
     free(p);
     return 0;
 }
 
 size_t conc_pool_pids(conc_pool_t *p, int *pids, size_t cap)
 {
-    return p ? conc__engine_pids(p->e, pids, cap) : 0;
+    return p && p->e ? conc__engine_pids(p->e, pids, cap) : 0;
 }

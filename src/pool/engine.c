@@ -862,7 +862,13 @@ static proc_t *current(engine_t *e, const mhdr_t *h)
     return p && p->gen == h->gen ? p : NULL;
 }
 
+static void break_pool_sig(engine_t *e, const char *msg, tlist_t *out, int sig);
 static void break_pool(engine_t *e, const char *msg, tlist_t *out)
+{
+    break_pool_sig(e, msg, out, SIGKILL);
+}
+
+static void break_pool_sig(engine_t *e, const char *msg, tlist_t *out, int sig)
 {
     if (e->state == S_BROKEN || e->state == S_TERMINATING)
         return;
@@ -871,7 +877,25 @@ static void break_pool(engine_t *e, const char *msg, tlist_t *out)
     snprintf(e->broken_msg, sizeof e->broken_msg, "%s%s",
              e->mode == E_EXECUTOR ? "BrokenProcessPool: " : "multiprocessing.Pool broken: ", msg);
     fail_everything(e, CONC_EBROKEN, e->broken_msg, out);
-    kill_all(e, SIGKILL);
+    kill_all(e, sig);
+}
+
+void conc__engine_force_stop(engine_t *e, int sig)
+{
+    tlist_t out;
+    tl_init(&out);
+    lock(e);
+    cancel_backlog(e, &out); /* shutdown(wait=False, cancel_futures=True) */
+    if (e->state <= S_CLOSING)
+        break_pool_sig(e,
+                       sig == SIGKILL ? "A child process terminated abruptly (kill_workers)"
+                                      : "A child process terminated abruptly (terminate_workers)",
+                       &out, sig);
+    else
+        kill_all(e, sig); /* broken or terminating already: whoever is left */
+    unlock(e);
+    finish_list(&out);
+    wake_manager(e);
 }
 
 /* Start a replacement unless the pool is going away and the slot has

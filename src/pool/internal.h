@@ -109,8 +109,9 @@ static inline int32_t cres_item(const cres_t *r, size_t j, uint64_t *off, uint32
     return r->items[j].code;
 }
 
-/* Where a task writes its result (worker.c, remote.c): base is where this
- * item's bytes start in p, len how many it has written so far. */
+/* Where a task writes its result (worker.c, remote.c; threads.c for a
+ * ThreadPool): base is where this item's bytes start in p, len how many
+ * it has written so far. */
 struct conc_pool_out {
     unsigned char *p;
     size_t cap, base, len;
@@ -218,6 +219,10 @@ int conc__engine_submit(engine_t *e, task_t **ts, size_t n);
 /* Stop accepting; cancel queued futures if asked; workers exit when done. */
 void conc__engine_close(engine_t *e, bool cancel);
 void conc__engine_terminate(engine_t *e);
+/* ProcessPoolExecutor.terminate_workers / kill_workers (3.14): cancel the
+ * backlog, break the pool (in-flight futures fail with CONC_EBROKEN) and
+ * send sig to every worker. */
+void conc__engine_force_stop(engine_t *e, int sig);
 /* Wait for the manager to finish (0 or CONC_ETIMEDOUT). */
 int conc__engine_join(engine_t *e, int64_t deadline);
 void conc__engine_destroy(engine_t *e);
@@ -241,6 +246,29 @@ void conc__cres_release(cres_t *c);
 /* For the fuzzer: parse one M_RESULTS message (any bytes) for e; false
  * when malformed. Tasks it completed are linked from *done. */
 bool conc__engine_parse_results(engine_t *e, const unsigned char *m, size_t n, task_t **done);
+
+/* threads.c: multiprocessing.pool.ThreadPool's backend. A job runs
+ * items (fixed size: item_size > 0; or conc_buf_t: item_size 0) through
+ * fn in a thread of ex and completes f (a fresh conc__future_alloc, whose
+ * reference the job takes) with a cres_t block, as a worker's results do
+ * (apply: one item, and its failure fails f, as a K_BYTES task's does).
+ * 0 or an error (nothing queued; f untouched). */
+typedef struct tpool tpool_t;
+int conc__tpool_new(tpool_t **out, size_t threads, conc_process_fn init, const void *initarg, size_t initarg_len);
+int conc__tpool_submit(tpool_t *tp, conc_future_t *f, conc_pool_fn fn, const void *items,
+                       size_t item_size, size_t count, bool apply);
+void conc__tpool_close(tpool_t *tp);
+void conc__tpool_terminate(tpool_t *tp);
+int conc__tpool_join(tpool_t *tp, int64_t deadline);
+void conc__tpool_destroy(tpool_t *tp);
+
+/* api.c, for async.c: map_async's start (copies the items) and the
+ * chunks of a results object. */
+int conc__pool_map_start(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                         size_t chunksize, conc_results_t **out);
+size_t conc__results_nchunks(const conc_results_t *r);
+size_t conc__results_chunksize(const conc_results_t *r);
+conc_future_t *conc__results_chunk(const conc_results_t *r, size_t c);
 
 /* worker.c */
 /* Do a chunk task's items lie inside its data (datalen bytes at data)? */

@@ -82,7 +82,7 @@ static int fork_start(conc__child_t *c, const conc__launch_t *l)
         return errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
     if (pid == 0) {
         conc__child_info_t info = {l->name, l->ident, l->daemon, NULL, ppid, ppidfd, l->fds, l->nfds, true,
-                                   CONC_FORK};
+                                   CONC_FORK, l->authkey, l->authkey_len};
         conc__become_child(&info);
         conc__child_exit(conc__run_child_fn(fn, l->arg, l->len));
     }

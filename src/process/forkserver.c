@@ -358,7 +358,8 @@ _Noreturn void conc__forkserver_main(int boot)
             sigprocmask(SIG_SETMASK, &old, NULL);
             conc__child_info_t info = {r.name, r.ident, r.h.daemon != 0, r.parent_name,
                                        (pid_t)r.h.parent_pid, ppidfd, r.fds + nfixed,
-                                       r.nrecv - nfixed, true, CONC_FORKSERVER};
+                                       r.nrecv - nfixed, true, CONC_FORKSERVER, r.h.authkey,
+                                       r.h.authkey_len};
             conc__become_child(&info);
             conc__child_exit(conc__run_child_fn((conc_process_fn)(void (*)(void))entry->fn, r.arg,
                                                 (size_t)r.h.arg_len));

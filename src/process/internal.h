@@ -41,7 +41,11 @@ typedef struct conc__launch {
     bool daemon;                      /* the child's own daemon flag */
     const int *fds;                   /* passed to the child, in order */
     int nfds;                         /* <= CONC__MAX_FDS */
+    const unsigned char *authkey;     /* the child's Process.authkey */
+    size_t authkey_len;               /* <= CONC__AUTHKEY_MAX */
 } conc__launch_t;
+
+#define CONC__AUTHKEY_MAX 256
 
 typedef struct conc__child {
     pid_t pid;
@@ -88,6 +92,8 @@ typedef struct conc__child_info {
     int nfds;
     bool forked;              /* strings stay valid: the parent's copy */
     conc_start_method_t method; /* how this child was started */
+    const unsigned char *authkey; /* its authkey (NULL: keep this process's) */
+    size_t authkey_len;
 } conc__child_info_t;
 
 /* process.c: become the child described by info (current/parent records,
@@ -120,7 +126,9 @@ typedef struct conc__req_hdr {
     int32_t parent_pid;
     uint32_t nfds;            /* fds after the fixed ones in SCM_RIGHTS */
     uint8_t daemon;
-    uint8_t pad[7];
+    uint8_t pad[5];
+    uint16_t authkey_len;     /* <= CONC__AUTHKEY_MAX */
+    uint8_t authkey[CONC__AUTHKEY_MAX];
 } conc__req_hdr_t;
 enum { CONC__REQ_PROCESS = 1, CONC__REQ_SERVER = 2 };
 

@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conc/thread.h"
@@ -61,6 +63,11 @@ struct conc_process {
     pid_t creator;
     conc__child_t child;
     struct conc_process *next, *prev;
+    /* Process.authkey: a child's is copied from its creator's current one
+     * at conc_process_new; the main process's is 32 random bytes, made at
+     * first use (authkey_len 0 until then). */
+    size_t authkey_len;
+    unsigned char authkey[CONC__AUTHKEY_MAX];
 };
 
 static conc_lock_t kids_lock = CONC_LOCK_INIT;
@@ -215,6 +222,10 @@ void conc__become_child(const conc__child_info_t *info)
     current_rec.ident = ident;
     current_rec.name_owned = copy;
     current_rec.daemon = info->daemon;
+    if (info->authkey && info->authkey_len && info->authkey_len <= CONC__AUTHKEY_MAX) {
+        memmove(current_rec.authkey, info->authkey, info->authkey_len);
+        current_rec.authkey_len = info->authkey_len;
+    }
     current_rec.method = info->method; /* what conc_process_method() reports here */
     parent_rec.name = pname;
     parent_rec.name_owned = copy;
@@ -307,6 +318,10 @@ int conc_process_new(conc_process_t **out, conc_process_fn fn, const void *arg, 
     p->daemon = o.daemon;
     p->method = o.method;
     p->creator = getpid();
+    size_t klen;
+    const void *key = conc_process_authkey(&current_rec, &klen); /* inherited, as in Python */
+    memcpy(p->authkey, key, klen);
+    p->authkey_len = klen;
     p->child.pidfd = p->child.statusfd = -1;
     conc_lock_init(&p->child.mu);
     if (len && !(p->arg = malloc(len)))
@@ -386,6 +401,8 @@ int conc_process_start(conc_process_t *p)
     l.name = p->name;
     l.ident = p->ident;
     l.daemon = p->daemon;
+    l.authkey = p->authkey;
+    l.authkey_len = p->authkey_len;
     /* In the child, the atfork handler keeps the cached pidfd (the
      * parent's pidfd there) only for the thread that forks for us. */
     conc__store(&forking, l.method == CONC_FORK ? pthread_self() : (pthread_t)0, RLX);
@@ -599,6 +616,59 @@ conc_start_method_t conc_process_method(const conc_process_t *p) { return p ? p-
 /* ---------------------------------------------------- module functions */
 
 conc_process_t *conc_current_process(void) { return &current_rec; }
+
+/* ------------------------------------------------------------ authkey */
+
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void key_init(void)
+{
+    if (current_rec.authkey_len) /* a child told by its parent */
+        return;
+    size_t got = 0;
+    while (got < 32) {
+        ssize_t r = getrandom(current_rec.authkey + got, 32 - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r < 0 && errno != EINTR)
+            break;
+    }
+    if (got < 32) { /* no entropy source: still unpredictable enough to differ */
+        uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&got;
+        for (size_t i = got; i < 32; i++, t = t * 6364136223846793005ull + 1442695040888963407ull)
+            current_rec.authkey[i] = (unsigned char)(t >> 56);
+    }
+    current_rec.authkey_len = 32;
+}
+
+const void *conc_process_authkey(conc_process_t *p, size_t *len)
+{
+    if (!p) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (p->kind != K_CHILD) /* current, or parent: the same key (Python) */
+        p = &current_rec;
+    if (p == &current_rec && !current_rec.authkey_len)
+        pthread_once(&key_once, key_init);
+    if (len)
+        *len = p->authkey_len;
+    return p->authkey;
+}
+
+int conc_process_set_authkey(conc_process_t *p, const void *key, size_t len)
+{
+    if (!p || !key || len == 0 || len > CONC__AUTHKEY_MAX || p->kind == K_PARENT)
+        return CONC_EINVAL;
+    if (p->kind == K_CHILD && conc__load(&p->state, ACQ) != S_NEW)
+        return CONC_EPERM; /* started: its copy is in the child already */
+    if (p == &current_rec)
+        pthread_once(&key_once, key_init); /* a later first read must not overwrite it */
+    memmove(p->authkey, key, len);
+    p->authkey_len = len;
+    return 0;
+}
 
 conc_process_t *conc_parent_process(void) { return have_parent ? &parent_rec : NULL; }
 

@@ -138,7 +138,8 @@ int conc_process_main(int argc, char **argv)
     int nfixed = r.nrecv - (int)r.h.nfds;
     conc__child_info_t info = {r.name, r.ident, r.h.daemon != 0, r.parent_name, (pid_t)r.h.parent_pid,
                                nfixed > 0 ? r.fds[0] : -1, r.fds + (nfixed > 0 ? nfixed : 0),
-                               r.nrecv - (nfixed > 0 ? nfixed : 0), false, CONC_SPAWN};
+                               r.nrecv - (nfixed > 0 ? nfixed : 0), false, CONC_SPAWN,
+                               r.h.authkey, r.h.authkey_len};
     conc__become_child(&info);
     int code = conc__run_child_fn((conc_process_fn)(void (*)(void))entry->fn, r.arg, (size_t)r.h.arg_len);
     conc__req_free(&r);

@@ -154,6 +154,11 @@ int conc__req_send(int sock, uint32_t kind, const conc__launch_t *l, const char 
     h.parent_pid = (int32_t)getpid();
     h.nfds = (uint32_t)l->nfds;
     h.daemon = l->daemon;
+    if (l->authkey_len > CONC__AUTHKEY_MAX)
+        return CONC_EINVAL;
+    h.authkey_len = (uint16_t)l->authkey_len;
+    if (l->authkey_len)
+        memcpy(h.authkey, l->authkey, l->authkey_len);
     int fds[CONC__MAX_FDS + 3];
     if (nfixed + l->nfds > CONC__MAX_FDS + 3)
         return CONC_EINVAL;
@@ -205,7 +210,7 @@ int conc__req_recv(int sock, conc__req_t *r)
     int rc = conc__recv_fds(sock, &r->h, sizeof r->h, r->fds, CONC__MAX_FDS + 3, &r->nrecv);
     if (rc)
         return rc;
-    if (r->h.magic != CONC__REQ_MAGIC || r->h.nfds > CONC__MAX_FDS)
+    if (r->h.magic != CONC__REQ_MAGIC || r->h.nfds > CONC__MAX_FDS || r->h.authkey_len > CONC__AUTHKEY_MAX)
         return CONC_ESYS;
     size_t strs = (size_t)r->h.fn_len + r->h.name_len + r->h.ident_len + r->h.parent_name_len;
     if (r->h.fn_len > 4096 || r->h.name_len > 65536 || r->h.ident_len > 4096 ||
