@@ -18,4 +18,6 @@
 #include "conc/trace.h"
 #include "conc/selectors.h"
 #include "conc/deadlock.h"
+#include "conc/banker.h"
+#include "conc/gil.h"
 #endif
