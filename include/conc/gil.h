@@ -13,8 +13,11 @@
  *     default, sys.getswitchinterval()). If no switch happened meanwhile it
  *     sets the drop request (CPython's gil_drop_request) and keeps waiting.
  *   - The holder calls conc_gil_check at safe points (CPython's eval
- *     breaker, between bytecodes): one relaxed load when nobody asked; when
- *     the drop request is set it drops the GIL and queues to take it again.
+ *     breaker, between bytecodes): one relaxed load when nobody waits; when
+ *     the drop request is set — or, checked on every 16th call while
+ *     someone waits, the oldest wait has lasted a whole interval (so the
+ *     hand-off does not also wait for the waiter's timer to wake it) — it
+ *     drops the GIL and queues to take it again.
  *   - Forced switching with FIFO hand-off: a release hands the GIL directly
  *     to the oldest waiter (it is the holder when it wakes), so the dropping
  *     thread cannot take it straight back (CPython's FORCE_SWITCHING waits
@@ -62,10 +65,11 @@ typedef struct conc_gil {
     uintptr_t holder;      /* the holding context's id; 0 = free (atomic) */
     unsigned long switches; /* changes of holder (atomic) */
     unsigned int drop_request; /* a waiter asked the holder to drop (atomic) */
-    unsigned int reserved;
+    unsigned int ticks;    /* the holder's checks (atomic, holder only) */
     int64_t interval_ns;   /* 0 = the default, 5 ms */
+    int64_t asked_ns;      /* since when someone waits (monotonic ns); 0 = nobody (atomic) */
 } conc_gil_t;
-#define CONC_GIL_INIT {{0, 0, 0, 0}, 0, 0, 0, 0, 0}
+#define CONC_GIL_INIT {{0, 0, 0, 0}, 0, 0, 0, 0, 0, 0}
 
 /* The default switch interval, seconds (sys.getswitchinterval()). */
 #define CONC_GIL_DEFAULT_INTERVAL 0.005

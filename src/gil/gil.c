@@ -7,7 +7,15 @@
  *   switches      bumped on every change of holder (CPython's
  *                 switch_number);
  *   drop_request  set by a waiter that waited a whole interval without
- *                 seeing a switch; cleared on every hand-off and release.
+ *                 seeing a switch; cleared on every hand-off and release;
+ *   asked_ns      since when the oldest waiter has been asking, counted
+ *                 from its arrival or from the last switch, whichever is
+ *                 later (the interval restarts at a switch, as CPython's
+ *                 waiters restart theirs when switch_number moved); 0 when
+ *                 nobody waits. The holder's check compares it with the
+ *                 clock itself (every 16th check while someone waits), so
+ *                 a hand-off needs one wake-up (the new holder's), not two
+ *                 (the waiter's timer, then the hand-off) as in CPython.
  * Invariant: holder == 0 implies the list is empty (a release with
  * waiters hands the GIL to the oldest instead of freeing it), so a taker
  * that finds holder == 0 under the guard may take it without barging past
@@ -74,8 +82,19 @@ static int gil_take(conc_gil_t *g, uintptr_t me, int64_t deadline)
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.spun = 1; /* waits last about an interval: do not burn a CPU on them */
+    /* ... nor yield it: an OS thread sleeps on the futex at once (the state
+     * machine of park.c: SLEEPING means the waker issues a futex wake). A
+     * thread that sits in sched_yield when the GIL is handed to it is
+     * runnable but not running, and on a loaded machine may wait a whole
+     * time slice for a CPU; a futex wake-up gets the scheduler's wake-up
+     * preference instead. Green threads park through their hub as usual. */
+    bool sleep_now = w.ctx->ops == NULL;
+    if (sleep_now)
+        w.state = CONC__W_SLEEPING;
     w.obj = g;
     w.kind = CONC__WAIT_OTHER;
+    if (conc__waitq_empty(&g->q))
+        conc__store(&g->asked_ns, conc__now_ns(), RLX);
     conc__waitq_push(&g->q, &w);
     unsigned long seen = g->switches;
     conc__waitq_unlock(&g->q);
@@ -99,6 +118,8 @@ static int gil_take(conc_gil_t *g, uintptr_t me, int64_t deadline)
         }
         if (intr || (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)) {
             conc__waitq_remove(&g->q, &w);
+            if (conc__waitq_empty(&g->q))
+                conc__store(&g->asked_ns, (int64_t)0, RLX);
             conc__waitq_unlock(&g->q);
             return rc;
         }
@@ -106,7 +127,8 @@ static int gil_take(conc_gil_t *g, uintptr_t me, int64_t deadline)
         if (g->switches == seen)
             conc__store(&g->drop_request, 1u, RLX);
         seen = g->switches;
-        w.state = CONC__W_WAITING; /* still queued: nobody else touched it */
+        /* still queued: nobody else touched it */
+        w.state = sleep_now ? CONC__W_SLEEPING : CONC__W_WAITING;
         conc__waitq_unlock(&g->q);
     }
 }
@@ -125,6 +147,8 @@ static int gil_give(conc_gil_t *g, uintptr_t me)
     if (w)
         conc__store(&g->switches, g->switches + 1, RLX);
     conc__store(&g->drop_request, 0u, RLX);
+    /* the next waiter's interval starts now (or nobody waits) */
+    conc__store(&g->asked_ns, conc__waitq_empty(&g->q) ? (int64_t)0 : conc__now_ns(), RLX);
     conc__waitq_unlock(&g->q);
     if (w)
         conc__unpark(w); /* it wakes as the holder */
@@ -167,8 +191,17 @@ int conc_gil_check(conc_gil_t *g)
     if (!g)
         return CONC_EINVAL;
     uintptr_t me = conc__ctx_id();
-    if (__builtin_expect(!conc__load(&g->drop_request, RLX), 1))
-        return conc__load(&g->holder, RLX) == me ? 0 : CONC_EPERM;
+    if (__builtin_expect(!conc__load(&g->drop_request, RLX), 1)) {
+        int64_t asked = conc__load(&g->asked_ns, RLX);
+        if (__builtin_expect(asked == 0, 1))
+            return conc__load(&g->holder, RLX) == me ? 0 : CONC_EPERM;
+        if (conc__load(&g->holder, RLX) != me)
+            return CONC_EPERM;
+        unsigned t = conc__load(&g->ticks, RLX) + 1;
+        conc__store(&g->ticks, t, RLX);
+        if ((t & 15) != 0 || conc__now_ns() - asked < gil_interval(g))
+            return 0;
+    }
     int handed = gil_give(g, me);
     if (handed < 0)
         return handed;
