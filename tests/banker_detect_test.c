@@ -76,6 +76,8 @@ Test(banker_detect, two_clients_locks_deadlock_is_caught, .timeout = TU_TIMEOUT)
 {
     memset(&pr, 0, sizeof pr);
     pthread_barrier_init(&pr.bar, NULL, 2);
+    conc_set_name(&pr.r[0], "resource 0");
+    conc_set_name(&pr.r[1], "resource 1");
     cr_assert_eq(conc_debug_enable(CONC_DEBUG_DEADLOCK), 0);
     tu_run_threads(2, locks_client, NULL);
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
@@ -86,6 +88,8 @@ Test(banker_detect, two_clients_locks_deadlock_is_caught, .timeout = TU_TIMEOUT)
                   atomic_load(&pr.rc[1]));
     cr_assert_not(conc_lock_locked(&pr.r[0]));
     cr_assert_not(conc_lock_locked(&pr.r[1]));
+    conc_set_name(&pr.r[0], NULL);
+    conc_set_name(&pr.r[1], NULL);
 }
 
 Test(banker_detect, two_clients_banker_never_deadlocks, .timeout = TU_TIMEOUT)
@@ -177,6 +181,12 @@ Test(banker_detect, random_workload_with_locks_deadlocks_and_is_caught, .timeout
     for (int k = 0; k < SC; k++)
         for (int i = 0; i < SM; i++) /* small claims: 1..2 units of a type */
             rw.max[k][i] = 1 + (long)(rnd(&seed) % 2u);
+    for (int i = 0, u = 0; i < SM; i++)
+        for (long k = 0; k < st_total[i]; k++, u++) {
+            char name[32];
+            snprintf(name, sizeof name, "type %d unit %ld", i, k);
+            conc_set_name(&rw.unit[u], name);
+        }
     cr_assert_eq(conc_debug_enable(CONC_DEBUG_DEADLOCK), 0);
     static tu_bunch_t b;
     tu_bunch_start(&b, SC, random_locks_client, NULL);
@@ -188,8 +198,10 @@ Test(banker_detect, random_workload_with_locks_deadlocks_and_is_caught, .timeout
     cr_assert_eq(atomic_load(&rw.errors), 0);
     cr_assert_eq(atomic_load(&rw.timeouts), 0, "a deadlock went unnoticed: a wait timed out");
     cr_assert_geq(atomic_load(&rw.deadlocks), 1, "no deadlock in %ld rounds", atomic_load(&rw.rounds));
-    for (int u = 0; u < NUNITS; u++)
+    for (int u = 0; u < NUNITS; u++) {
         cr_assert_not(conc_lock_locked(&rw.unit[u]));
+        conc_set_name(&rw.unit[u], NULL);
+    }
 }
 
 #else
