@@ -1,9 +1,11 @@
 /*
  * examples/tour/banker.h — the tour's section "philosophers_banker" of the
  * deadlock chapter (死锁): the dining philosophers made safe by the
- * banker's algorithm (银行家算法). Included by examples/tour.c; the rest of
- * the deadlock chapter lives beside it (examples/tour/deadlock.h), and
- * banker_sections[] is listed in that chapter (or, until then, as its own).
+ * banker's algorithm (银行家算法). Included by examples/tour.c. The rest of
+ * the deadlock chapter (the philosophers deadlocking, the detector, the
+ * other three cures) is written separately; sec_philosophers_banker is
+ * meant to join that chapter's sections — until then banker_sections[]
+ * is a chapter of its own ("banker").
  *
  * Five philosophers, five forks. Each fork is a resource type with one
  * unit; philosopher i claims forks i and i+1 (its maximum claim), then

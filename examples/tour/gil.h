@@ -11,7 +11,7 @@
 
 /* ---- gil/cpu: why CPython threads do not run CPU-bound code in parallel ---- */
 
-enum { GIL_WORK = 40000000 }; /* hash steps: a few hundred ms on one CPU */
+enum { GIL_WORK = 60000000 }; /* hash steps: a few hundred ms on one CPU */
 
 struct gil_job {
     conc_gil_t *gil; /* NULL: no GIL */
@@ -80,9 +80,18 @@ CONC_REGISTER(gil_half_child);
 
 /* Run the work on `nthreads` threads (the halves in parallel) with or
  * without gil; returns seconds; *most = most workers seen running at once. */
-static double gil_run_threads(int nthreads, conc_gil_t *gil, uint64_t *res, int *most)
+static double gil_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double gil_run_threads_once(int nthreads, conc_gil_t *gil, uint64_t *res, int *most,
+                                   double *cpu)
 {
     atomic_int inside = 0, most_inside = 0;
+    double c0 = gil_cpu_seconds();
     struct gil_job j[2];
     pthread_t t[2];
     double t0 = conc_monotonic();
@@ -93,57 +102,93 @@ static double gil_run_threads(int nthreads, conc_gil_t *gil, uint64_t *res, int 
     for (int i = 0; i < nthreads; i++)
         pthread_join(t[i], NULL);
     double dt = conc_monotonic() - t0;
+    *cpu = gil_cpu_seconds() - c0;
     for (int i = 0; i < nthreads; i++)
         res[i] = j[i].result;
     *most = atomic_load(&most_inside);
     return dt;
 }
 
-static int sec_gil_cpu(void)
+/* Two processes, each with half of the work: seconds; their exit codes
+ * (0: the hash they computed was the threads' one). */
+static double gil_run_processes(const uint64_t expect[2], int codes[2])
 {
-    printf("  %d hash steps of CPU-bound work, done four ways (%ld CPUs here).\n", GIL_WORK,
-           sysconf(_SC_NPROCESSORS_ONLN));
-    uint64_t one[2], under[2], free2[2];
-    int most1, most_gil, most_free;
-    conc_gil_t gil = CONC_GIL_INIT;
-    double t1 = gil_run_threads(1, NULL, one, &most1);
-    double tg = gil_run_threads(2, &gil, under, &most_gil);
-    double tf = gil_run_threads(2, NULL, free2, &most_free);
-
-    /* two processes, each with half of the work (a GIL is per process) */
     struct gil_half h[2];
     conc_process_t *p[2] = {NULL, NULL};
     double t0 = conc_monotonic();
     for (int i = 0; i < 2; i++) {
-        h[i] = (struct gil_half){1000u + (uint64_t)i, free2[i], GIL_WORK / 2};
+        h[i] = (struct gil_half){1000u + (uint64_t)i, expect[i], GIL_WORK / 2};
         conc_process_opts_t o = {.name = i ? "half-2" : "half-1"};
         int rc = conc_process_new(&p[i], gil_half_child, &h[i], sizeof h[i], &o);
         if (rc == 0)
             rc = conc_process_start(p[i]);
         CHECK(rc == 0);
     }
-    int codes[2] = {-1, -1};
     for (int i = 0; i < 2; i++) {
+        codes[i] = -1;
         if (!p[i])
             continue;
         if (conc_process_join(p[i], 60.0) == 0)
             conc_process_exitcode(p[i], &codes[i]);
         conc_process_free(p[i]);
     }
-    double tp = conc_monotonic() - t0;
+    return conc_monotonic() - t0;
+}
 
-    printf("    %-34s %8s   %s\n", "how", "seconds", "ran at once");
-    printf("    %-34s %8.3f   %d\n", "1 thread", t1, most1);
-    printf("    %-34s %8.3f   %d   (%lu GIL switches)\n", "2 threads under the GIL", tg, most_gil,
-           conc_gil_switches(&gil));
-    printf("    %-34s %8.3f   %d\n", "2 threads, no GIL (C threads)", tf, most_free);
-    printf("    %-34s %8.3f   -   (exit codes %d %d)\n", "2 processes (a GIL each)", tp, codes[0],
-           codes[1]);
-    printf("  Under the GIL two threads take about as long as one (they take turns,\n"
-           "  every %.0f ms); without it, or in two processes, they use two CPUs when\n"
-           "  the machine has them free.\n",
+/* The best of three runs: the machine may be busy with other work. */
+static double gil_run_threads(int nthreads, conc_gil_t *gil, uint64_t *res, int *most, double *par)
+{
+    double best = 1e9;
+    *par = 0;
+    for (int r = 0; r < 3; r++) {
+        int m = 0;
+        double cpu;
+        double t = gil_run_threads_once(nthreads, gil, res, &m, &cpu);
+        if (t < best)
+            best = t;
+        if (cpu / t > *par)
+            *par = cpu / t; /* CPU seconds per second: how many CPUs it used */
+        if (r == 0 || m > *most)
+            *most = m;
+    }
+    return best;
+}
+
+static int sec_gil_cpu(void)
+{
+    printf("  %d hash steps of CPU-bound work, done four ways (%ld CPUs here; the\n"
+           "  best of three runs of each).\n",
+           GIL_WORK, sysconf(_SC_NPROCESSORS_ONLN));
+    uint64_t one[2], under[2], free2[2];
+    int most1 = 0, most_gil = 0, most_free = 0;
+    conc_gil_t gil = CONC_GIL_INIT;
+    double p1, pg, pf;
+    double t1 = gil_run_threads(1, NULL, one, &most1, &p1);
+    double tg = gil_run_threads(2, &gil, under, &most_gil, &pg);
+    double tf = gil_run_threads(2, NULL, free2, &most_free, &pf);
+
+    /* two processes, each with half of the work (a GIL is per process) */
+    int codes[2] = {-1, -1};
+    double tp = 1e9;
+    for (int r = 0; r < 3; r++) {
+        double t = gil_run_processes(free2, codes);
+        if (t < tp)
+            tp = t;
+    }
+
+    printf("    %-31s %8s %6s %12s\n", "how", "seconds", "CPUs", "ran at once");
+    printf("    %-31s %8.3f %6.2f %12d\n", "1 thread", t1, p1, most1);
+    printf("    %-31s %8.3f %6.2f %12d   (%lu GIL switches)\n", "2 threads under the GIL", tg, pg,
+           most_gil, conc_gil_switches(&gil));
+    printf("    %-31s %8.3f %6.2f %12d\n", "2 threads, no GIL (C threads)", tf, pf, most_free);
+    printf("    %-31s %8.3f %6s %12s   (exit codes %d %d)\n", "2 processes (a GIL each)", tp, "-", "2",
+           codes[0], codes[1]);
+    printf("  CPUs = CPU seconds per wall second. Under the GIL two threads take about\n"
+           "  as long as one and use one CPU (they take turns, every %.0f ms); without\n"
+           "  it, or in two processes, they use two CPUs when the machine has them free.\n",
            conc_gil_getswitchinterval(&gil) * 1e3);
     CHECK(most_gil == 1); /* never two at once under the GIL */
+    CHECK(pg < 1.2);      /* ... so never more than one CPU busy */
     CHECK(under[0] == free2[0] && under[1] == free2[1]);
     CHECK(codes[0] == 0 && codes[1] == 0);
     return 0;
