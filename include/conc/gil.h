@@ -13,7 +13,7 @@
  *     default, sys.getswitchinterval()). If no switch happened meanwhile it
  *     sets the drop request (CPython's gil_drop_request) and keeps waiting.
  *   - The holder calls conc_gil_check at safe points (CPython's eval
- *     breaker, between bytecodes): one relaxed load when nobody waits; when
+ *     breaker, between bytecodes): three relaxed loads when nobody waits; when
  *     the drop request is set — or, checked on every 16th call while
  *     someone waits, the oldest wait has lasted a whole interval (so the
  *     hand-off does not also wait for the waiter's timer to wake it) — it
@@ -94,7 +94,7 @@ CONC_API int conc_gil_release(conc_gil_t *g);
 /* A safe point for the holder (the eval breaker). When another context has
  * asked for the GIL for longer than the switch interval, drops it (to the
  * oldest waiter) and takes it again behind the waiters already queued.
- * Returns 0 (nobody asked: costs one load), 1 (it switched: other holders
+ * Returns 0 (nobody asked: costs three relaxed loads, no clock read), 1 (it switched: other holders
  * ran in between), CONC_EPERM (the caller does not hold it), CONC_EINVAL.
  * The re-take is not cut short by kills or Timeout scopes (they stay
  * pending for the caller's next blocking call): on return the caller

@@ -33,8 +33,11 @@
  * (the interruption is re-armed for the next blocking call, as every park
  * user does).
  *
- * conc_gil_check is the eval breaker: one relaxed load of drop_request;
- * when set, release (to the oldest waiter) and take again from the tail.
+ * conc_gil_check is the eval breaker: relaxed loads of drop_request and
+ * asked_ns (and the holder, to refuse a non-holder); when the request is
+ * set, or asked_ns is an interval old (the clock is read on every 16th
+ * check while someone waits), release (to the oldest waiter) and take
+ * again from the tail.
  * Because the hand-off is direct, the dropping thread cannot win the GIL
  * back before the requester ran: CPython's FORCE_SWITCHING, for free.
  */
