@@ -27,7 +27,10 @@
  * step that times out with the waiter still queued compares `switches`
  * with the value it saw at the step's start: unchanged means the holder
  * kept the GIL for a whole interval while we asked, so it sets
- * drop_request (CPython's SET_GIL_DROP_REQUEST), then parks another step.
+ * drop_request (CPython's SET_GIL_DROP_REQUEST) and from then on sleeps
+ * until handed the GIL (the holder's check also follows asked_ns, which
+ * restarts at each switch, so no further ticks are needed); changed
+ * means someone else got it meanwhile: another step.
  * The wait's own deadline, a kill or a Timeout scope removes the waiter;
  * if a releaser dequeued it first, the GIL is ours and the wait succeeds
  * (the interruption is re-armed for the next blocking call, as every park
@@ -102,9 +105,14 @@ static int gil_take(conc_gil_t *g, uintptr_t me, int64_t deadline)
     unsigned long seen = g->switches;
     conc__waitq_unlock(&g->q);
 
+    /* One interval, then set the drop request and sleep until handed the
+     * GIL (or the deadline): the holder's check follows asked_ns itself,
+     * so ticking on (CPython's waiters wake every interval) would only
+     * take CPU from the holder. */
     int64_t interval = gil_interval(g);
+    bool asked = false;
     for (;;) {
-        int64_t step = conc__now_ns() + interval;
+        int64_t step = asked ? deadline : conc__now_ns() + interval;
         if (step > deadline)
             step = deadline;
         int rc = conc__park(&w, step);
@@ -127,8 +135,10 @@ static int gil_take(conc_gil_t *g, uintptr_t me, int64_t deadline)
             return rc;
         }
         /* A whole interval without a switch: ask the holder to drop. */
-        if (g->switches == seen)
+        if (g->switches == seen) {
             conc__store(&g->drop_request, 1u, RLX);
+            asked = true;
+        }
         seen = g->switches;
         /* still queued: nobody else touched it */
         w.state = sleep_now ? CONC__W_SLEEPING : CONC__W_WAITING;
