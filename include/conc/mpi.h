@@ -61,6 +61,9 @@
 #include "conc/futures.h"
 #include "conc/pool.h"
 
+/* Exported from libconc_mpi (not libconc): link with conc::conc_mpi. */
+#define CONC_MPI_API __attribute__((visibility("default")))
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -93,7 +96,7 @@ typedef struct conc_mpi_opts {
  * tasks until the parent ends, finalizes MPI and exits the process; on
  * rank 0 or alone returns 0 (CONC_ESYS if MPI could not start). The
  * arguments may be NULL. Call it first thing in main. */
-CONC_API int conc_mpi_main(int *argc, char ***argv);
+CONC_MPI_API int conc_mpi_main(int *argc, char ***argv);
 #define CONC_MPI_MAIN(argc, argv) conc_mpi_main(&(argc), &(argv))
 
 /* MPIPoolExecutor(...): returns 0 and a new executor in *out (free it with
@@ -104,7 +107,7 @@ CONC_API int conc_mpi_main(int *argc, char ***argv);
  * (under mpirun, another executor uses the ranks); CONC_ESYS (MPI failed
  * to start or to spawn); CONC_ETIMEDOUT (the workers were not ready within
  * opts.start_timeout); CONC_ENOMEM. */
-CONC_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);
+CONC_MPI_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);
 
 /* conc_executor_shutdown(ex, wait=true, ...) and conc_executor_free return
  * CONC_EPERM when called from a done-callback of one of the executor's
@@ -114,12 +117,12 @@ CONC_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t 
 /* The workers' process ids (up to cap) and how many workers there are
  * (0 for NULL or another executor). A worker on another host reports -1
  * until it has answered; pids are those on its own host. */
-CONC_API size_t conc_mpi_executor_pids(conc_executor_t *ex, int *pids, size_t cap);
+CONC_MPI_API size_t conc_mpi_executor_pids(conc_executor_t *ex, int *pids, size_t cap);
 
 /* This process's rank in MPI_COMM_WORLD (-1 before MPI started) and the
  * world's size (0 before). */
-CONC_API int conc_mpi_rank(void);
-CONC_API int conc_mpi_world_size(void);
+CONC_MPI_API int conc_mpi_rank(void);
+CONC_MPI_API int conc_mpi_world_size(void);
 
 #ifdef __cplusplus
 }
