@@ -3862,9 +3862,9 @@ static const struct section green_sections[] = {
 #include "tour/io_models.h"
 #include "tour/states.h"
 #include "tour/gevent_more.h"
+#include "tour/banker.h"
 #include "tour/deadlock.h"
 #include "tour/gil.h"
-#include "tour/banker.h"
 
 static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
@@ -3900,15 +3900,13 @@ static const struct chapter chapters[] = {
      states_sections},
     {"gevent", "gevent, the rest: Pool.imap_unordered and PoolFull, Timeout objects, Channel, wait",
      gevent_more_sections},
-    {"deadlock", "死锁 (deadlock): dining philosophers, the detector, four fixes, Coffman's "
-                 "conditions, lock-order checking, the dump",
+    {"deadlock", "死锁 (deadlock): dining philosophers, the detector, four fixes (the last "
+                 "the banker's algorithm, 银行家算法), Coffman's conditions, lock-order "
+                 "checking, the dump",
      deadlock_sections},
     {"gil", "GIL: 全局解释器锁 (global interpreter lock) -- CPU-bound threads under a GIL, "
             "without it and in processes; an I/O-bound thread beside a CPU-bound one",
      gil_sections},
-    {"banker", "死锁 (deadlock): the banker's algorithm (银行家算法) -- dining philosophers "
-               "made safe",
-     banker_sections},
     {NULL, NULL, NULL},
 };
 

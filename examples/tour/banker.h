@@ -3,9 +3,8 @@
  * deadlock chapter (死锁): the dining philosophers made safe by the
  * banker's algorithm (银行家算法). Included by examples/tour.c. The rest of
  * the deadlock chapter (the philosophers deadlocking, the detector, the
- * other three cures) is written separately; sec_philosophers_banker is
- * meant to join that chapter's sections — until then banker_sections[]
- * is a chapter of its own ("banker").
+ * other three cures) is in tour/deadlock.h, whose section list includes
+ * sec_philosophers_banker (so this file comes first).
  *
  * Five philosophers, five forks. Each fork is a resource type with one
  * unit; philosopher i claims forks i and i+1 (its maximum claim), then
@@ -132,9 +131,3 @@ static int sec_philosophers_banker(void)
     CHECK(conc_banker_free(t.b) == 0);
     return 0;
 }
-
-static const struct section banker_sections[] = {
-    {"philosophers_banker", "dining philosophers made safe by the banker's algorithm",
-     sec_philosophers_banker, "banker.request(me, left_fork)  # waits while granting it would be unsafe"},
-    {NULL, NULL, NULL, NULL},
-};

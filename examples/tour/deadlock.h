@@ -332,6 +332,8 @@ static const struct section deadlock_sections[] = {
     {"butler", "fix: a butler Semaphore(N-1)", sec_dl_butler, "with butler: with left: with right: eat()"},
     {"reentrant", "fix: RLock where a thread re-takes its own lock", sec_dl_reentrant,
      "lock = threading.RLock()  # a Lock would hang here"},
+    {"philosophers_banker", "fix: the banker's algorithm grants a fork only when the state stays safe",
+     sec_philosophers_banker, "banker.request(me, left_fork)  # waits while granting it would be unsafe"},
     {"coffman", "the four Coffman conditions, each broken", sec_dl_coffman,
      "if right.acquire(blocking=False): eat()  # else put left down"},
     {"lockorder", "lock-order checking: an inversion reported before it deadlocks", sec_dl_lockorder,
