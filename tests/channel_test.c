@@ -272,3 +272,42 @@ Test(queue_peek, colorless, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_queue_peek(pq, &item, true, 1), CONC_ESHUTDOWN);
     cr_assert_eq(conc_queue_free(pq, NULL), 0);
 }
+
+/* peek on a bounded FIFO (the lock-free ring) while another thread gets
+ * and puts: a peek may read a cell the next lap's put is writing. Under
+ * TSan this was a data race (the put stored the item plainly); a peek
+ * must also only ever see an item that was put. */
+static _Atomic int peek_stop;
+
+static void *ring_churn(void *arg)
+{
+    (void)arg;
+    for (int i = 1; i <= 20000; i++) {
+        void *it;
+        if (conc_queue_put(pq, PTR(i), true, 5) != 0 || conc_queue_get(pq, &it, true, 5) != 0)
+            return PTR(1);
+    }
+    atomic_store(&peek_stop, 1);
+    return NULL;
+}
+
+Test(queue_peek, ring_peek_races_get_and_put, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_queue_new(&pq, CONC_FIFO, 2), 0);
+    cr_assert_eq(conc_queue_put(pq, PTR(1 << 20), true, 1), 0);
+    atomic_store(&peek_stop, 0);
+    conc_thread_t *t;
+    void *rc;
+    cr_assert_eq(conc_thread_spawn(&t, ring_churn, NULL, NULL), 0);
+    long peeks = 0;
+    while (!atomic_load(&peek_stop) && peeks < 5000000) {
+        void *item = NULL;
+        if (conc_queue_peek(pq, &item, false, 0) == 0)
+            cr_assert(INT(item) > 0 && INT(item) <= (1 << 20), "peek saw %d", INT(item));
+        peeks++;
+    }
+    cr_assert_eq(conc_thread_join(t, 30, &rc), 0);
+    conc_thread_free(t);
+    cr_assert_null(rc);
+    cr_assert_eq(conc_queue_free(pq, NULL), 0);
+}

@@ -6,6 +6,7 @@
  * raise_error, count). Colorless: the caller may be the main context or a
  * green thread, and a kill or a Timeout scope cuts the wait.
  */
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -219,4 +220,32 @@ Test(green_wait, process, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_process_exitcode(p, &code), 0);
     cr_assert_eq(code, 3);
     conc_process_free(p);
+}
+
+/* A waitable whose wait fails at once (a closed fd: the hub cannot watch
+ * it) makes the wait return that error, as gevent.wait raises it, instead
+ * of never becoming ready: the wait must not hang until its timeout. */
+Test(green_wait, failing_fd_wait_is_reported, .timeout = TU_TIMEOUT)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    int bad = fcntl(p[0], F_DUPFD_CLOEXEC, 900); /* a number nothing else gets soon */
+    cr_assert_geq(bad, 900);
+    close(bad);
+    close(p[0]);
+    close(p[1]);
+    p[0] = bad;
+    int direct = conc_wait_read(p[0], 5);
+    cr_assert_lt(direct, 0, "conc_wait_read of a closed fd: %d", direct);
+    conc_green_t *sleeper;
+    cr_assert_eq(conc_go(&sleeper, nap, PTR(5000)), 0);
+    conc_waitable_t objs[2] = {{.kind = CONC_WAITABLE_FD, .fd = p[0]}, {.kind = CONC_WAITABLE_GREEN, .obj = sleeper}};
+    size_t ready[2], nready = 99;
+    double t0 = conc_monotonic();
+    int rc = conc_green_wait(objs, 2, 0, 10, ready, &nready);
+    double took = conc_monotonic() - t0;
+    cr_assert_eq(rc, direct, "wait returned %d (the fd's own wait: %d) after %.2f s", rc, direct, took);
+    cr_assert_lt(took, 3, "the wait hung for %.2f s", took);
+    cr_assert_eq(conc_green_kill(sleeper, true, 5), 0);
+    conc_green_free(sleeper);
 }

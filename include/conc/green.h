@@ -185,7 +185,9 @@ typedef struct conc_waitable {
  * an event stays set). Each object not ready at once is watched by a
  * helper green thread on the caller's hub, killed before this returns.
  * Returns 0, an interruption of the caller (CONC_EKILLED, CONC_ETIMEDOUT
- * from a scope; *nready still set), CONC_EINVAL (bad kind, NaN), CONC_ENOMEM. */
+ * from a scope; *nready still set), CONC_EINVAL (bad kind, NaN), CONC_ENOMEM,
+ * or the error of an object's own wait that failed (a closed fd: what
+ * conc_wait_read says, e.g. CONC_ESYS) — it could never become ready. */
 CONC_API int conc_green_wait(const conc_waitable_t *objs, size_t n, size_t count, double timeout, size_t *ready,
                              size_t *nready);
 

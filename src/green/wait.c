@@ -32,6 +32,7 @@ typedef struct {
     size_t nready;
     bool raise_error;  /* joinall: stop at the first failed green thread */
     size_t failed;     /* its index, or SIZE_MAX */
+    int error;         /* an object's wait failed (a closed fd...): returned */
     conc_event_t changed;
 } waitset_t;
 
@@ -102,14 +103,20 @@ static void mark(waitset_t *w, size_t i)
 static void *helper(void *arg)
 {
     helper_t *h = arg;
-    if (block_one(&h->w->objs[h->i]) == 0)
+    int rc = block_one(&h->w->objs[h->i]);
+    if (rc == 0) {
         mark(h->w, h->i);
+    } else if (rc != CONC_EKILLED && rc != CONC_ELOOPEXIT && !h->w->error) {
+        /* it can never become ready (a closed fd): the wait says why */
+        h->w->error = rc;
+        conc_event_set(&h->w->changed);
+    }
     return NULL;
 }
 
 static bool done(const waitset_t *w)
 {
-    return w->nready >= w->want || w->failed != SIZE_MAX;
+    return w->nready >= w->want || w->failed != SIZE_MAX || w->error;
 }
 
 static bool valid(const conc_waitable_t *o)
@@ -195,7 +202,7 @@ static int wait_set(waitset_t *w, double timeout)
             conc_green_free(gs[i]);
         }
     free(hs), free(gs), free(pending);
-    return rc;
+    return rc ? rc : w->error;
 }
 
 int conc_green_wait(const conc_waitable_t *objs, size_t n, size_t count, double timeout, size_t *ready,

@@ -109,8 +109,17 @@ static ssize_t sock_in(int fd, struct msghdr *m, int flags)
 {
     socklen_t namelen = m->msg_namelen;
     size_t ctllen = m->msg_controllen;
+    /* MSG_WAITALL means "fill the buffer" on stream sockets only: on a
+     * datagram or seqpacket socket one recv is one message (recv(2)) */
+    int wall = flags & MSG_WAITALL;
+    if (wall) {
+        int type = 0;
+        socklen_t tl = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type != SOCK_STREAM)
+            wall = 0;
+    }
     ssize_t r = REAL(recvmsg)(fd, m, flags | MSG_DONTWAIT);
-    bool waitall = (flags & MSG_WAITALL) && r > 0;
+    bool waitall = wall && r > 0;
     if ((r < 0 && !would_block()) || (r >= 0 && !waitall) || (flags & MSG_DONTWAIT))
         return r;
     size_t want = iov_len(m->msg_iov, m->msg_iovlen);
@@ -155,7 +164,7 @@ static ssize_t sock_in(int fd, struct msghdr *m, int flags)
             res = done ? (ssize_t)done : -1;
             break;
         }
-        if (!(flags & MSG_WAITALL) || r == 0) {
+        if (!wall || r == 0) {
             res = (ssize_t)done + r;
             break;
         }

@@ -83,7 +83,9 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->enq, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed)) {
-                c->item = item;
+                /* atomic (relaxed: a plain mov): conc__ring_peek may read
+                 * this cell while the next lap's put writes it */
+                atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
                 atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
                 return 0;
             }

@@ -1138,3 +1138,37 @@ Test(patch, libconc_own_calls_pass_through)
     cr_assert_eq(rc, 0);
     cr_assert_lt(k, 10, "the ticker ran %d times during an OS-thread sleep", k);
 }
+
+/* MSG_WAITALL has no effect on datagram sockets (recv(2)): a recv with a
+ * buffer larger than the datagram returns that one datagram, and never
+ * glues the next one onto it. */
+static _Atomic ssize_t dg_got = -2;
+static char dg_buf[64];
+
+static void *dgram_waitall_body(void *arg)
+{
+    int fd = *(int *)arg;
+    atomic_store(&dg_got, recv(fd, dg_buf, sizeof dg_buf, MSG_WAITALL));
+    return NULL;
+}
+
+Test(patch, recv_waitall_datagram_is_one_datagram, .timeout = TU_TIMEOUT)
+{
+    need_patch();
+    int types[2] = {SOCK_DGRAM, SOCK_SEQPACKET};
+    for (int i = 0; i < 2; i++) {
+        int p[2];
+        cr_assert_eq(socketpair(AF_UNIX, types[i] | SOCK_CLOEXEC, 0, p), 0);
+        cr_assert_eq(send(p[1], "0123456789", 10, 0), 10);
+        cr_assert_eq(send(p[1], "abcde", 5, 0), 5);
+        atomic_store(&dg_got, -2);
+        memset(dg_buf, 0, sizeof dg_buf);
+        run_green(dgram_waitall_body, &p[0]);
+        cr_assert_eq(atomic_load(&dg_got), 10, "type %d: recv returned %zd (%.15s)", types[i],
+                     (ssize_t)atomic_load(&dg_got), dg_buf);
+        char rest[16];
+        cr_assert_eq(recv(p[0], rest, sizeof rest, MSG_DONTWAIT), 5);
+        close(p[0]);
+        close(p[1]);
+    }
+}
