@@ -391,8 +391,10 @@ static int ur_cancel(conc__poller_t *p, conc__pop_t *op)
 static void reap(conc__poller_t *p)
 {
     _Atomic unsigned *headp = (_Atomic unsigned *)p->cq_head;
-    unsigned head = atomic_load_explicit(headp, memory_order_relaxed);
     for (;;) {
+        /* Reloaded each turn: a done callback may cancel, and a cancel on a
+         * full SQ may reap (this function, nested) before it returns. */
+        unsigned head = atomic_load_explicit(headp, memory_order_relaxed);
         unsigned tail = atomic_load_explicit((_Atomic unsigned *)p->cq_tail, memory_order_acquire);
         if (head == tail)
             break;
