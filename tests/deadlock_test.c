@@ -285,6 +285,27 @@ Test(lockorder, env_comma_list, .timeout = TU_TIMEOUT)
     cr_expect_eq(conc_set_name(NULL, "x"), CONC_EINVAL);
 }
 
+Test(lockorder, env_unknown_word_is_reported, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK | CONC_DEBUG_ABORT);
+    setenv("CONC_DEBUG", "deadlok,lockorder", 1);
+    cap_begin();
+    conc__debug_init();
+    char *out = cap_end();
+    cr_expect_eq(conc_debug_flags(), CONC_DEBUG_LOCKORDER);
+    cr_expect(strstr(out, "CONC_DEBUG") && strstr(out, "\"deadlok\""), "a typo is said, not silently ignored");
+    free(out);
+    setenv("CONC_DEBUG", "1,deadlock", 1);
+    cap_begin();
+    conc__debug_init();
+    out = cap_end();
+    cr_expect_eq(out[0], 0, "known words are quiet");
+    free(out);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK);
+    unsetenv("CONC_DEBUG");
+}
+
 /* ------------------------------------------------ deadlock detection */
 
 typedef struct {
