@@ -412,3 +412,56 @@ Test(dump, env_bad_signal_is_said, .timeout = TU_TIMEOUT)
     cr_assert(n > 0, "a bad CONC_DUMP_SIGNAL was silently ignored");
     cr_expect(strstr(buf, "CONC_DUMP_SIGNAL=QUITT") && strstr(buf, "CONC_DUMP_SIGNAL=3x"), "%s", buf);
 }
+
+/* A green thread blocked on a Lock held by a green thread of the same
+ * hub: the dump, which walks that hub's list under its guard, looks the
+ * holder up in the registry, whose walk takes the same guard. */
+static conc_lock_t GL = CONC_LOCK_INIT;
+
+static void *g_hold(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&GL, true, 5.0); /* the slow path: records this green thread as the owner */
+    conc_sleep(0.5);
+    conc_lock_release(&GL);
+    return NULL;
+}
+
+static void *g_want(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&GL, true, CONC_FOREVER);
+    conc_lock_release(&GL);
+    return NULL;
+}
+
+static void *dump_soon(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.2);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    conc_dump(f);
+    fclose(f);
+    return buf;
+}
+
+Test(dump, green_waits_on_green_holder, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_green_opts_t o1 = {.name = "gholder"}, o2 = {.name = "gwanter"};
+    conc_green_t *g[2];
+    cr_assert_eq(conc_go_opts(&g[0], &o1, g_hold, NULL), 0);
+    cr_assert_eq(conc_go_opts(&g[1], &o2, g_want, NULL), 0);
+    conc_thread_t *t = start("dumper", dump_soon, NULL);
+    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+    void *out = NULL;
+    cr_assert_eq(conc_thread_join(t, 10, &out), 0, "the dump hung");
+    conc_thread_free(t);
+    cr_assert(out);
+    cr_expect(strstr(out, "held by gholder"), "%s", (char *)out);
+    free(out);
+}

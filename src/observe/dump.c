@@ -315,6 +315,7 @@ int conc_dump(FILE *f)
         conc__hub_t *h = gs->hub;
         greens.n = 0;
         conc__hub_all_lock(h);
+        conc__hub_all_held = h; /* describe's holder lookup walks this hub too */
         for (conc_green_t *g = h->all; g; g = g->all_next) {
             line_t *gl = lines_add(&greens);
             if (!gl)
@@ -326,6 +327,7 @@ int conc_dump(FILE *f)
             if (!running && started)
                 gl->nframes = green_frames(g, gl->frames, BT_FRAMES);
         }
+        conc__hub_all_held = NULL;
         conc__hub_all_unlock(h);
         for (size_t k = 0; k < greens.n; k++) {
             print_line(f, "  ", "green", &greens.lines[k]);
