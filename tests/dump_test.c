@@ -15,6 +15,8 @@
 
 #include <signal.h>
 
+#include "core/sanitize.h"
+
 static conc_lock_t L = CONC_LOCK_INIT;
 static conc_event_t stop;
 static conc_queue_t *q;
@@ -326,6 +328,7 @@ static void *dump_loop(void *arg)
     return NULL;
 }
 
+#if !defined(CONC__TSAN)
 static int child_dump_on_signal(void)
 {
     char path[] = "/tmp/conc_dump_childXXXXXX";
@@ -348,10 +351,16 @@ static int child_dump_on_signal(void)
     }
     return 1;
 }
+#endif
 
 Test(dump, forked_child, .timeout = TU_TIMEOUT)
 {
     NEED_OBSERVE();
+    int st;
+#if defined(CONC__TSAN)
+    fprintf(stderr, "dump/forked_child: the child's dump on a signal is not checked under TSan "
+                    "(it starts no thread in a forked child)\n");
+#else
     cr_assert_eq(conc_dump_on_signal(SIGUSR2), 0);
     pid_t p = fork();
     cr_assert(p >= 0);
@@ -359,10 +368,10 @@ Test(dump, forked_child, .timeout = TU_TIMEOUT)
         alarm(20);
         _exit(child_dump_on_signal());
     }
-    int st;
     cr_assert_eq(waitpid(p, &st, 0), p);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's dump on SIGUSR2: status %d", st);
     signal(SIGUSR2, SIG_DFL);
+#endif
 
     atomic_store(&dumping_on, 1);
     conc_thread_t *t = start("dumper", dump_loop, NULL);

@@ -423,10 +423,12 @@ int conc_dump_on_signal(int signo)
 static void dump_atfork_child(void)
 {
     pthread_mutex_init(&dump_mu, NULL);
+#ifndef CONC__TSAN /* TSan kills a forked child that starts a thread */
     if (__atomic_load_n(&sig_armed, __ATOMIC_RELAXED)) {
         sem_destroy(&sig_sem);
         sig_start();
     }
+#endif
 }
 
 /* CONC_DUMP_SIGNAL=QUIT (or SIGQUIT, or a number). Called by the
