@@ -285,6 +285,27 @@ Test(lockorder, env_comma_list, .timeout = TU_TIMEOUT)
     cr_expect_eq(conc_set_name(NULL, "x"), CONC_EINVAL);
 }
 
+Test(lockorder, env_unknown_word_is_reported, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK | CONC_DEBUG_ABORT);
+    setenv("CONC_DEBUG", "deadlok,lockorder", 1);
+    cap_begin();
+    conc__debug_init();
+    char *out = cap_end();
+    cr_expect_eq(conc_debug_flags(), CONC_DEBUG_LOCKORDER);
+    cr_expect(strstr(out, "CONC_DEBUG") && strstr(out, "\"deadlok\""), "a typo is said, not silently ignored");
+    free(out);
+    setenv("CONC_DEBUG", "1,deadlock", 1);
+    cap_begin();
+    conc__debug_init();
+    out = cap_end();
+    cr_expect_eq(out[0], 0, "known words are quiet");
+    free(out);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER | CONC_DEBUG_DEADLOCK);
+    unsetenv("CONC_DEBUG");
+}
+
 /* ------------------------------------------------ deadlock detection */
 
 typedef struct {
@@ -501,4 +522,82 @@ Test(deadlock, a_shorter_delay_finds_it_sooner, .timeout = TU_TIMEOUT)
     NEED_OBSERVE();
     cr_assert_eq(conc_debug_set_delay(0.02), 0);
     cycle_of(2, true, 0);
+}
+
+/* A Lock's last acquirer is known only while it is held by an acquire made
+ * with detection on: one taken while detection was off (the inlined fast
+ * path writes no owner) must not be blamed on whoever took it before. */
+static void *take_and_keep(void *arg)
+{
+    cr_assert_eq(conc_lock_acquire((conc_lock_t *)arg, true, CONC_FOREVER), 0);
+    return NULL; /* a Lock: another thread may release it */
+}
+
+Test(deadlock, stale_owner_is_not_the_holder, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_lock_t l = CONC_LOCK_INIT;
+    cr_assert_eq(conc_lock_acquire(&l, true, CONC_FOREVER), 0); /* owner: this thread */
+    cr_assert_eq(conc_lock_release(&l), 0);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    run("keeper", take_and_keep, &l); /* taken with detection off */
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    cap_begin();
+    int rc = conc_lock_acquire(&l, true, 0.3);
+    char *out = cap_end();
+    cr_expect_eq(rc, CONC_ETIMEDOUT, "held by the keeper, not by this thread: got %d", rc);
+    cr_expect_eq(count(out, "deadlock"), 0, "nothing reported");
+    free(out);
+    cr_assert_eq(conc_lock_release(&l), 0); /* any thread may release a Lock */
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+}
+
+static conc_lock_t SL = CONC_LOCK_INIT, SM = CONC_LOCK_INIT;
+static conc_event_t s_done, s_go;
+
+static void *stale_then_wait(void *arg)
+{
+    conc_lock_acquire(&SL, true, CONC_FOREVER); /* owner of SL: this thread */
+    conc_lock_release(&SL);
+    conc_event_set(&s_done);
+    conc_event_wait(&s_go, CONC_FOREVER);
+    int rc = conc_lock_acquire(&SM, true, 10); /* held by the main thread */
+    if (rc == 0)
+        conc_lock_release(&SM);
+    *(int *)arg = rc;
+    return NULL;
+}
+
+Test(deadlock, stale_owner_makes_no_cycle, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_event_init(&s_done);
+    conc_event_init(&s_go);
+    int trc = -1;
+    conc_thread_t *t = start("stale", stale_then_wait, &trc);
+    cr_assert_eq(conc_event_wait(&s_done, 10), 0);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    run("keeper", take_and_keep, &SL); /* SL held by the keeper, unknown to the detector */
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    cr_assert_eq(conc_lock_acquire(&SM, true, CONC_FOREVER), 0);
+    conc_event_set(&s_go);
+    tu_sleep(0.1); /* "stale" blocks on SM */
+    cap_begin();
+    int rc = conc_lock_acquire(&SL, true, 0.3);
+    char *out = cap_end();
+    cr_expect_eq(rc, CONC_ETIMEDOUT, "no cycle: SL is not held by \"stale\": got %d", rc);
+    cr_expect_eq(count(out, "deadlock"), 0, "nothing reported");
+    free(out);
+    conc_lock_release(&SM);
+    cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+    conc_thread_free(t);
+    cr_expect_eq(trc, 0);
+    cr_assert_eq(conc_lock_release(&SL), 0);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
 }

@@ -15,6 +15,8 @@
 
 #include <signal.h>
 
+#include "core/sanitize.h"
+
 static conc_lock_t L = CONC_LOCK_INIT;
 static conc_event_t stop;
 static conc_queue_t *q;
@@ -309,4 +311,166 @@ Test(dump, on_signal, .timeout = TU_TIMEOUT)
     close(fd);
     signal(SIGUSR2, SIG_DFL);
     cr_assert(seen, "no dump after the signal");
+}
+
+/* A forked child keeps the dump on a signal (a dumping thread of its own:
+ * the parent's does not exist there, and the signal was swallowed), and
+ * a child forked while another thread was dumping can dump too. */
+static atomic_int dumping_on;
+
+static void *dump_loop(void *arg)
+{
+    (void)arg;
+    FILE *f = fopen("/dev/null", "w");
+    while (atomic_load(&dumping_on))
+        conc_dump(f);
+    fclose(f);
+    return NULL;
+}
+
+#if !defined(CONC__TSAN)
+static int child_dump_on_signal(void)
+{
+    char path[] = "/tmp/conc_dump_childXXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return 2;
+    unlink(path);
+    dup2(fd, 2);
+    raise(SIGUSR2);
+    double t0 = tu_now();
+    while (tu_now() - t0 < 5) {
+        tu_sleep(0.02);
+        char buf[8192];
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = 0;
+            if (strstr(buf, "conc dump end:"))
+                return 0;
+        }
+    }
+    return 1;
+}
+#endif
+
+Test(dump, forked_child, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    int st;
+#if defined(CONC__TSAN)
+    fprintf(stderr, "dump/forked_child: the child's dump on a signal is not checked under TSan "
+                    "(it starts no thread in a forked child)\n");
+#else
+    cr_assert_eq(conc_dump_on_signal(SIGUSR2), 0);
+    pid_t p = fork();
+    cr_assert(p >= 0);
+    if (p == 0) {
+        alarm(20);
+        _exit(child_dump_on_signal());
+    }
+    cr_assert_eq(waitpid(p, &st, 0), p);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's dump on SIGUSR2: status %d", st);
+    signal(SIGUSR2, SIG_DFL);
+#endif
+
+    atomic_store(&dumping_on, 1);
+    conc_thread_t *t = start("dumper", dump_loop, NULL);
+    int hung = 0;
+    for (int k = 0; k < 10; k++) {
+        tu_sleep(0.01);
+        pid_t c = fork();
+        cr_assert(c >= 0);
+        if (c == 0) {
+            alarm(5); /* a dump_mu inherited locked would hang here */
+            FILE *f = fopen("/dev/null", "w");
+            conc_dump(f);
+            _exit(0);
+        }
+        cr_assert_eq(waitpid(c, &st, 0), c);
+        hung += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    atomic_store(&dumping_on, 0);
+    cr_assert_eq(conc_thread_join(t, 30, NULL), 0);
+    conc_thread_free(t);
+    cr_expect_eq(hung, 0, "%d of 10 children forked during a dump could not dump", hung);
+}
+
+void conc__dump_env(void); /* core/observe.h */
+
+Test(dump, env_bad_signal_is_said, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    char path[] = "/tmp/conc_dump_envXXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    setenv("CONC_DUMP_SIGNAL", "QUITT", 1);
+    conc__dump_env();
+    setenv("CONC_DUMP_SIGNAL", "3x", 1);
+    conc__dump_env();
+    unsetenv("CONC_DUMP_SIGNAL");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[1024] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    cr_assert(n > 0, "a bad CONC_DUMP_SIGNAL was silently ignored");
+    cr_expect(strstr(buf, "CONC_DUMP_SIGNAL=QUITT") && strstr(buf, "CONC_DUMP_SIGNAL=3x"), "%s", buf);
+}
+
+/* A green thread blocked on a Lock held by a green thread of the same
+ * hub: the dump, which walks that hub's list under its guard, looks the
+ * holder up in the registry, whose walk takes the same guard. */
+static conc_lock_t GL = CONC_LOCK_INIT;
+
+static void *g_hold(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&GL, true, 5.0); /* the slow path: records this green thread as the owner */
+    conc_sleep(0.5);
+    conc_lock_release(&GL);
+    return NULL;
+}
+
+static void *g_want(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&GL, true, CONC_FOREVER);
+    conc_lock_release(&GL);
+    return NULL;
+}
+
+static void *dump_soon(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.2);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    conc_dump(f);
+    fclose(f);
+    return buf;
+}
+
+Test(dump, green_waits_on_green_holder, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_green_opts_t o1 = {.name = "gholder"}, o2 = {.name = "gwanter"};
+    conc_green_t *g[2];
+    cr_assert_eq(conc_go_opts(&g[0], &o1, g_hold, NULL), 0);
+    cr_assert_eq(conc_go_opts(&g[1], &o2, g_want, NULL), 0);
+    conc_thread_t *t = start("dumper", dump_soon, NULL);
+    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+    void *out = NULL;
+    cr_assert_eq(conc_thread_join(t, 10, &out), 0, "the dump hung");
+    conc_thread_free(t);
+    cr_assert(out);
+    cr_expect(strstr(out, "held by gholder"), "%s", (char *)out);
+    free(out);
 }

@@ -514,4 +514,41 @@ Test(trace_env, written_at_exit)
     cr_assert_geq(files, 1, "no trace file %s_<pid>.json was written", pattern);
     cr_assert_eq(passed, 1, "%d of %d trace files hold the child's run", passed, files);
 }
+/* A CONC_TRACE that cannot be opened, or a trace that cannot be written
+ * at exit, is said on stderr (the process has no other way to hear of it). */
+static void env_trace_to(const char *target, const char *expect)
+{
+    char out[128], cmd[1024];
+    snprintf(out, sizeof out, "/tmp/conc_trace_env_err_%d.txt", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "unset BXFI_MAP; CONC_TRACE_TEST_CHILD=1 CONC_TRACE=%s /proc/%d/exe "
+             "--filter=trace_env/child_quiet >/dev/null 2>%s",
+             target, (int)getpid(), out);
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st), "child status %d", st);
+    FILE *f = fopen(out, "r");
+    cr_assert(f);
+    char buf[4096] = {0};
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(out);
+    cr_expect(strstr(buf, expect) != NULL, "CONC_TRACE=%s: \"%s\" expected on stderr, got: %s", target, expect, buf);
+}
+
+Test(trace_env, child_quiet)
+{
+    if (!getenv("CONC_TRACE_TEST_CHILD"))
+        cr_skip_test("runs only as the child of trace_env/bad_path_and_write_error_are_said");
+    conc_yield();
+    fflush(NULL);
+    exit(0);
+}
+
+Test(trace_env, bad_path_and_write_error_are_said)
+{
+    env_trace_to("/nonexistent-dir/x/trace.json", "conc: CONC_TRACE: no trace");
+    if (access("/dev/full", W_OK) == 0)
+        env_trace_to("/dev/full", "conc: CONC_TRACE: the trace could not be written");
+}
 TU_MAIN_WITH_PROCESS_GUARD()

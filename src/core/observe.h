@@ -83,6 +83,7 @@ uint32_t conc__serial_next(void);
 void conc__reg_os_add(struct conc__ctx *ctx);    /* by the thread itself */
 void conc__reg_os_remove(struct conc__ctx *ctx); /* before ctx's memory goes */
 void conc__reg_lock(void);
+void conc__dump_env(void); /* CONC_DUMP_SIGNAL, read once (observe/dump.c) */
 void conc__reg_unlock(void);
 struct conc__ctx *conc__reg_os_first(void);      /* under conc__reg_lock */
 /* Every green context of the hub of OS context os (under conc__reg_lock;

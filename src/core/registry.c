@@ -202,4 +202,5 @@ __attribute__((constructor(107))) static void reg_init(void)
     tick0 = conc__obs_tick();
     ns0 = conc__now_ns();
     pthread_atfork(reg_atfork_prepare, reg_atfork_parent, reg_atfork_child);
+    conc__dump_env(); /* CONC_DUMP_SIGNAL (observe/dump.c) */
 }

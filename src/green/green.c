@@ -650,11 +650,16 @@ static void green_walk(conc__ctx_t *os, bool (*fn)(conc__ctx_t *, void *), void 
     if (!gs)
         return;
     conc__hub_t *h = gs->hub;
-    conc__hub_all_lock(h);
+    bool held = h == conc__hub_all_held; /* the caller holds the guard already */
+    if (!held)
+        conc__hub_all_lock(h);
     for (conc_green_t *g = h->all; g; g = g->all_next)
         if (!fn(&g->ctx, arg))
             break;
-    conc__hub_all_unlock(h);
+    if (!held)
+        conc__hub_all_unlock(h);
 }
+
+__thread conc__hub_t *conc__hub_all_held;
 
 __attribute__((constructor)) static void green_walk_init(void) { conc__reg_green_walk = green_walk; }

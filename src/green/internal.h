@@ -205,6 +205,10 @@ static inline void conc__hub_all_lock(conc__hub_t *h)
     }
 }
 static inline void conc__hub_all_unlock(conc__hub_t *h) { conc__store(&h->all_guard, 0u, REL); }
+/* The hub whose all_guard the calling thread holds while it looks things
+ * up in the registry (the dump): the registry's walk of that hub must not
+ * take the guard again (a spin lock: it would spin forever). */
+extern __thread conc__hub_t *conc__hub_all_held;
 
 /* green.c */
 void conc__green_unref(conc_green_t *g);

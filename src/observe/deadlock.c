@@ -44,6 +44,12 @@ int conc__deadlock_check(const void *obj, int kind)
     int k = kind;
     chain[n++] = (step_t){me, o, k};
     while (n < CHAIN_MAX) {
+        /* A Lock's owner word names its holder only while the lock carries
+         * TRACKED (taken with debugging on, lock.c); a Lock taken with it
+         * off keeps whichever serial was there before: no edge. */
+        if (k == CONC__WAIT_LOCK &&
+            (__atomic_load_n(&((const conc_lock_t *)o)->state, __ATOMIC_ACQUIRE) & 5u) != 5u)
+            break;
         conc__ctx_t *h = conc__wait_holder(o, k);
         if (!h)
             break;

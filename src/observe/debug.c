@@ -107,6 +107,9 @@ void conc__debug_init(void)
             bits |= CONC_DEBUG_DEADLOCK;
         else if (n == 5 && strncmp(v, "abort", n) == 0)
             bits |= CONC_DEBUG_ABORT;
+        else if (n && !(n == 1 && (*v == '1' || *v == '0'))) /* a typo must not pass for "on" */
+            fprintf(stderr, "conc: CONC_DEBUG: unknown word \"%.*s\" ignored (known: 1, lockorder, deadlock, abort)\n",
+                    (int)n, v);
         v += n;
         if (*v == ',')
             v++;

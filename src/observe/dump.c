@@ -315,6 +315,7 @@ int conc_dump(FILE *f)
         conc__hub_t *h = gs->hub;
         greens.n = 0;
         conc__hub_all_lock(h);
+        conc__hub_all_held = h; /* describe's holder lookup walks this hub too */
         for (conc_green_t *g = h->all; g; g = g->all_next) {
             line_t *gl = lines_add(&greens);
             if (!gl)
@@ -326,6 +327,7 @@ int conc_dump(FILE *f)
             if (!running && started)
                 gl->nframes = green_frames(g, gl->frames, BT_FRAMES);
         }
+        conc__hub_all_held = NULL;
         conc__hub_all_unlock(h);
         for (size_t k = 0; k < greens.n; k++) {
             print_line(f, "  ", "green", &greens.lines[k]);
@@ -359,6 +361,7 @@ int conc_dump(FILE *f)
 static sem_t sig_sem;
 static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
 static bool sig_thread_ok;
+static int sig_armed; /* a signal dumps in this process (atomic) */
 
 static void *sig_thread(void *arg)
 {
@@ -407,12 +410,33 @@ int conc_dump_on_signal(int signo)
     sa.sa_handler = sig_handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    return sigaction(signo, &sa, NULL) == 0 ? 0 : CONC_ESYS;
+    if (sigaction(signo, &sa, NULL) != 0)
+        return CONC_ESYS;
+    __atomic_store_n(&sig_armed, 1, __ATOMIC_RELAXED);
+    return 0;
 }
 
-/* CONC_DUMP_SIGNAL=QUIT (or SIGQUIT, or a number) */
-__attribute__((constructor(104))) static void dump_env(void)
+/* Fork: the child has no dumping thread (the handler would post to a
+ * semaphore nobody waits on: the signal swallowed) and may have forked
+ * while another thread held dump_mu. The child gets the mutex fresh and,
+ * if a signal was armed, a dumping thread of its own. */
+static void dump_atfork_child(void)
 {
+    pthread_mutex_init(&dump_mu, NULL);
+#ifndef CONC__TSAN /* TSan kills a forked child that starts a thread */
+    if (__atomic_load_n(&sig_armed, __ATOMIC_RELAXED)) {
+        sem_destroy(&sig_sem);
+        sig_start();
+    }
+#endif
+}
+
+/* CONC_DUMP_SIGNAL=QUIT (or SIGQUIT, or a number). Called by the
+ * registry's constructor (core/registry.c), so that a program linked with
+ * libconc.a, which may not pull this file in otherwise, still has it. */
+void conc__dump_env(void)
+{
+    pthread_atfork(NULL, NULL, dump_atfork_child);
     const char *v = getenv("CONC_DUMP_SIGNAL");
     if (!v || !*v)
         return;
@@ -423,10 +447,13 @@ __attribute__((constructor(104))) static void dump_env(void)
         int sig;
     } names[] = {{"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP},
                  {"INT", SIGINT},   {"TERM", SIGTERM}, {"PWR", SIGPWR},   {"WINCH", SIGWINCH}};
-    int sig = atoi(v);
+    char *end;
+    long n = strtol(v, &end, 10);
+    int sig = (end != v && !*end && n > 0 && n < NSIG) ? (int)n : 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(v, names[i].name) == 0)
             sig = names[i].sig;
-    if (sig > 0)
-        conc_dump_on_signal(sig);
+    if (sig <= 0 || conc_dump_on_signal(sig) != 0)
+        fprintf(stderr, "conc: CONC_DUMP_SIGNAL=%s: not a signal a dump can be asked with; no dump on a signal\n",
+                getenv("CONC_DUMP_SIGNAL"));
 }

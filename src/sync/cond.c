@@ -110,7 +110,7 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
     if (conc__obs_on(CONC__OBS_LOCKDBG)) {
         conc_lock_t *l = c->kind == KIND_LOCK ? (conc_lock_t *)c->lock : &r->lock;
         conc__store(&l->owner, conc__ctx()->serial, RLX);
-        if (conc__obs_on(CONC__OBS_LOCKORDER) && c->kind == KIND_LOCK)
+        if (c->kind == KIND_LOCK)
             atomic_fetch_or_explicit(CONC__A(&l->state), 4u /* TRACKED: lock.c */, RLX);
         if (conc__obs_on(CONC__OBS_LOCKORDER))
             conc__lockdep_acquired(c->kind == KIND_LOCK ? (void *)l : (void *)r,

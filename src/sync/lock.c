@@ -19,17 +19,20 @@
 
 /* Lock debugging (conc/deadlock.h): while on, the inlined acquire of
  * conc/sync.h calls the function below, which records the acquirer's
- * serial in l->owner and tells lockdep.c; a lock taken with lock-order
- * checking on carries TRACKED, so the inlined release (a CAS from exactly
- * LOCKED) fails and comes here too, and lockdep hears of it — no test of
- * a switch on the release path. The slow path records the serial always
- * (one store, after a wait) and, with deadlock detection on, parks in
+ * serial in l->owner and tells lockdep.c; a lock taken with debugging
+ * on carries TRACKED, so the inlined release (a CAS from exactly LOCKED)
+ * fails and comes here too, lockdep hears of it and the owner word is
+ * cleared — no test of a switch on the release path. TRACKED is what
+ * makes the owner word trusted by the detector: a Lock taken with
+ * debugging off (the inlined CAS) leaves a stale serial there. The slow
+ * path records the serial always (one store, after a wait: the dump's
+ * "held by", as far as known) and, with deadlock detection on, parks in
  * slices and checks the wait-for graph between them. */
 CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
 #define WAITERS 2u
-#define TRACKED 4u /* taken with lock-order checking on: release goes out of line */
+#define TRACKED 4u /* taken with lock debugging on: owner is the acquirer; release goes out of line */
 #ifndef CONC__LOCK_BACKOFF_MAX
 #define CONC__LOCK_BACKOFF_MAX 8u
 #endif
@@ -156,7 +159,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t deadline)
 {
     conc__ctx_t *ctx = conc__ctx();
-    if (conc__obs_on(CONC__OBS_DEADLOCK) && (conc__load(&l->state, RLX) & LOCKED) &&
+    if (conc__obs_on(CONC__OBS_DEADLOCK) && (conc__load(&l->state, ACQ) & (LOCKED | TRACKED)) == (LOCKED | TRACKED) &&
         conc__load(&l->owner, RLX) == ctx->serial && deadline != 0) {
         fprintf(stderr, "conc: deadlock: a Lock (%p) acquired again by its holder: CONC_EDEADLK\n", (void *)l);
         return CONC_EDEADLK;
@@ -164,9 +167,12 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
     bool order = conc__obs_on(CONC__OBS_LOCKORDER);
     unsigned exp = 0;
     int rc = 0;
-    if (!(order && atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED | TRACKED, ACQ, RLX))) {
+    /* TRACKED also marks l->owner as meaningful (this acquire writes it;
+     * the out-of-line release clears it): an owner left by an acquire made
+     * with debugging off is stale and must not be taken for the holder. */
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED | TRACKED, ACQ, RLX)) {
         rc = conc__lock_acquire_dl(l, deadline);
-        if (rc == 0 && order)
+        if (rc == 0)
             atomic_fetch_or_explicit(CONC__A(&l->state), TRACKED, RLX);
     }
     if (rc == 0) {
@@ -217,6 +223,8 @@ int(conc_lock_release)(conc_lock_t *l)
     if (!(conc__load(&l->state, RLX) & TRACKED) &&
         __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;
+    if (conc__load(&l->state, RLX) & TRACKED)
+        conc__store(&l->owner, 0u, RLX); /* no known holder once released */
     old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
     if (!(old & LOCKED))
         return CONC_EPERM;

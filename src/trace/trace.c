@@ -34,7 +34,9 @@
  *   - A forked child stops tracing without writing (the parent writes).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -660,10 +662,16 @@ static void trace_atfork_child(void)
     }
 }
 
+static char env_path[4096]; /* CONC_TRACE's file, for the messages */
+
 static void trace_at_exit(void)
 {
-    if (obs_get(CONC__OBS_TRACE))
-        conc_trace_stop();
+    if (obs_get(CONC__OBS_TRACE)) {
+        int rc = conc_trace_stop();
+        if (rc) /* at exit nobody else can hear of it */
+            fprintf(stderr, "conc: CONC_TRACE: the trace could not be written to %s (%s)\n", env_path,
+                    conc_strerror(rc));
+    }
 }
 
 void conc__profile_env(void);
@@ -682,15 +690,19 @@ __attribute__((constructor)) static void trace_env_init(void)
          * here (spawn, forkserver, exec) inherit the variable and trace to
          * their own files. Without it only this process traces: the
          * variable is taken out of the environment its children inherit. */
-        char path[4096];
+        char *path = env_path;
         const char *pp = strstr(e, "%p");
         if (pp)
-            snprintf(path, sizeof path, "%.*s%ld%s", (int)(pp - e), e, (long)getpid(), pp + 2);
+            snprintf(path, sizeof env_path, "%.*s%ld%s", (int)(pp - e), e, (long)getpid(), pp + 2);
         else
-            snprintf(path, sizeof path, "%s", e);
+            snprintf(path, sizeof env_path, "%s", e);
         if (!pp)
             unsetenv("CONC_TRACE");
-        if (conc_trace_start(path) == 0)
+        int rc = conc_trace_start(path);
+        if (rc == 0)
             atexit(trace_at_exit);
+        else
+            fprintf(stderr, "conc: CONC_TRACE: no trace: %s: %s\n", path,
+                    rc == CONC_ESYS ? strerror(errno) : conc_strerror(rc));
     }
 }
