@@ -473,4 +473,79 @@ Test(dump, green_waits_on_green_holder, .timeout = TU_TIMEOUT)
     cr_assert(out);
     cr_expect(strstr(out, "held by gholder"), "%s", (char *)out);
     free(out);
+
+/* A process pool: 2 workers, 4 slow tasks. The dump lists the pool with
+ * 2 running and 2 pending, each worker as a child process of the pool
+ * with the task it runs, the pool's results thread by name, and a thread
+ * waiting on a queued task's future by the task and the pool. */
+static int dump_slow(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)arg, (void)len, (void)out;
+    struct timespec ts = {2, 0};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+CONC_POOL_REGISTER(dump_slow);
+
+static conc_future_t *pfuts[4];
+
+static void *pfwaiter(void *arg)
+{
+    (void)arg;
+    conc_future_result(pfuts[3], 30, NULL);
+    return NULL;
+}
+
+Test(dump, process_pool, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_executor_t *ex;
+    conc_process_pool_opts_t o = {.max_workers = 2, .method = CONC_FORK}; /* Criterion's main: no CONC_PROCESS_MAIN */
+    cr_assert_eq(conc_process_pool_new(&ex, &o), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(conc_process_pool_submit(ex, &pfuts[i], dump_slow, NULL, 0), 0);
+    conc_thread_t *tw = start("pfwaiter", pfwaiter, NULL);
+    char *d = NULL;
+    int pids[2] = {0, 0};
+    char pidstr[2][32];
+    bool ok = false;
+    double t0 = tu_now();
+    while (!ok && tu_now() - t0 < 10) {
+        free(d);
+        tu_sleep(0.05);
+        if (conc_process_pool_pids(ex, pids, 2) != 2)
+            continue;
+        d = dump_to_string();
+        snprintf(pidstr[0], sizeof pidstr[0], "pid %d: worker", pids[0]);
+        snprintf(pidstr[1], sizeof pidstr[1], "pid %d: worker", pids[1]);
+        const char *w = line_of(d, "Thread \"pfwaiter\"");
+        ok = strstr(d, "2 pending work items, 2 running") && strstr(d, pidstr[0]) && strstr(d, pidstr[1]) &&
+             w && strstr(w, "blocked on result of a task dump_slow of pool 0x");
+    }
+    cr_assert(ok, "%s", d);
+    char *l = line_of(d, "Executor ProcessPoolExecutor");
+    cr_expect(l && strstr(l, "2 of 2 worker processes, 2 pending work items, 2 running"), "%s", d);
+    cr_expect(line_of(d, "pending: task dump_slow"), "%s", d);
+    for (int i = 0; i < 2; i++) {
+        const char *p = strstr(d, pidstr[i]);
+        const char *e = p ? strchr(p, '\n') : NULL;
+        cr_expect(p && e, "%s", d);
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)(e - p), p);
+        cr_expect(strstr(line, "of ProcessPoolExecutor 0x") && strstr(line, "alive, running task dump_slow"),
+                  "%s", d);
+    }
+    l = line_of(d, "Thread \"conc process pool 0x");
+    cr_expect(l && strstr(l, "results\"") && strstr(l, "results from the worker processes of pool 0x"), "%s", d);
+    cr_expect(strstr(d, "watcher\""), "%s", d);
+    l = strstr(d, "conc dump end:");
+    cr_expect(l && strstr(l, "2 child processes"), "%s", d);
+    free(d);
+    cr_assert_eq(conc_thread_join(tw, 30, NULL), 0);
+    conc_thread_free(tw);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(conc_future_result(pfuts[i], 30, NULL), 0);
+        conc_future_free(pfuts[i]);
+    }
+    conc_executor_free(ex);
 }

@@ -52,6 +52,7 @@ enum conc__wait_kind {
     CONC__WAIT_FD,         /* CONC__WAIT_FD_OBJ(fd, CONC__FD_READ/WRITE) */
     CONC__WAIT_PROCESS,    /* conc_process_t *     */
     CONC__WAIT_SHARED,     /* a process-shared futex word */
+    CONC__WAIT_POOL,       /* a process pool's engine: its workers' results */
     CONC__WAIT_OTHER,
     CONC__WAIT_NKINDS
 };

@@ -196,7 +196,7 @@ const char *conc__ctx_name(const conc__ctx_t *c, char *buf, size_t n)
     } else if (conc__racy_ptr(&c->thread)) {
         const conc_thread_t *t = conc__racy_ptr(&c->thread);
         snprintf(buf, n, "%s", t->name ? t->name : "?");
-    } else {
+    } else if (!conc__name_of(c, buf, n)) { /* a named internal thread (a pool's) */
         snprintf(buf, n, "thread %ld", c->tid);
     }
     return buf;
@@ -233,7 +233,10 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind)
     case CONC__WAIT_FUTURE: {
         const struct conc_future *f = obj;
         const void *pool = f ? __atomic_load_n(&f->owner, __ATOMIC_RELAXED) : NULL;
-        if (pool)
+        const char *task = f && pool && !f->fn ? __atomic_load_n((const char *const *)&f->arg, __ATOMIC_RELAXED) : NULL;
+        if (pool && task) /* a process pool's (pool/engine.c) */
+            snprintf(buf, n, "result of a task %s of pool %p (future %p%s)", task, pool, obj, nm);
+        else if (pool)
             snprintf(buf, n, "result of a task of pool %p (future %p%s)", pool, obj, nm);
         else
             snprintf(buf, n, "result of future %p%s", obj, nm);
@@ -249,6 +252,7 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind)
         snprintf(buf, n, "join of green thread %s%s", obj ? conc_green_name(obj) : "?", nm);
         break;
     case CONC__WAIT_SLEEP: snprintf(buf, n, "sleep"); break;
+    case CONC__WAIT_POOL: snprintf(buf, n, "results from the worker processes of pool %p", obj); break;
     case CONC__WAIT_FD: {
         uintptr_t v = (uintptr_t)obj;
         int fd = (int)(unsigned)(v & 0xffffffffu);

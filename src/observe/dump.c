@@ -48,6 +48,7 @@
 #include "thread/internal.h"
 
 void conc__pools_dump(FILE *f); /* futures/pool.c */
+size_t conc__engines_dump(FILE *f); /* pool/engine.c: process pools and their workers */
 
 #define BT_FRAMES 32
 #define MAX_SLOTS 1024
@@ -341,6 +342,7 @@ int conc_dump(FILE *f)
 
     /* 3. executors and their queues */
     conc__pools_dump(f);
+    size_t nworkers = conc__engines_dump(f);
 
     /* 4. child processes */
     conc_process_t *kids[64];
@@ -350,7 +352,8 @@ int conc_dump(FILE *f)
         fprintf(f, "Process \"%s\" pid %d: running\n", nm ? nm : "?", conc_process_pid(kids[k]));
         conc_process_free(kids[k]);
     }
-    fprintf(f, "conc dump end: %zu threads, %zu green threads, %zu child processes\n", nthreads, ngreen, nk);
+    fprintf(f, "conc dump end: %zu threads, %zu green threads, %zu child processes\n", nthreads, ngreen,
+            nk + nworkers);
     fflush(f);
     pthread_mutex_unlock(&dump_mu);
     return 0;

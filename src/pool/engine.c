@@ -51,6 +51,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "conc/deadlock.h"
 #include "core/park.h"
 #include "core/time.h"
 #include "futures/internal.h"
@@ -126,6 +127,7 @@ int conc__task_new(engine_t *e, task_t **out, const conc_registration_t *reg, ui
     unsigned char *p = t->wire + sizeof *w;
     memcpy(p, reg->name, namelen);
     memset(p + namelen, 0, PAD8(namelen) - namelen);
+    t->name = reg->name;
     p += PAD8(namelen);
     if (borrow) {
         *out = t;
@@ -341,8 +343,8 @@ static int start_proc(engine_t *e, uint32_t idx)
         memcpy(cfg + sizeof *c, e->init->name, namelen);
     if (e->initarg_len)
         memcpy(cfg + sizeof *c + namelen, e->initarg, e->initarg_len);
-    char name[64];
-    snprintf(name, sizeof name, "%s-%u", e->mode == E_POOL ? "PoolWorker" : "ProcessPoolWorker",
+    char *name = p->name;
+    snprintf(p->name, sizeof p->name, "%s-%u", e->mode == E_POOL ? "PoolWorker" : "ProcessPoolWorker",
              ++e->nstarted);
     int fds[2] = {conc_mpqueue_fd(w->tq), conc_mpqueue_fd(e->rq)};
     conc__launch_t l = {.entry = conc__pool_worker_entry(),
@@ -549,6 +551,10 @@ int conc__engine_submit(engine_t *e, task_t **ts, size_t n)
         task_t *t = ts[i];
         t->id = ++e->next_id;
         t->next = NULL;
+        if (t->f) { /* what a waiter waits on, for the dump (futures/internal.h) */
+            t->f->owner = e;
+            t->f->arg = (void *)(uintptr_t)t->name;
+        }
         if (e->bl_tail)
             e->bl_tail->next = t;
         else
@@ -996,7 +1002,9 @@ static void *manager_main(void *arg)
         conc__pool_populate(buf, cap / 4 + 4096); /* a worker's messages are at most a quarter */
     for (;;) {
         size_t n = 0;
+        conc__wait_label(e, CONC__WAIT_POOL); /* the dump: "results from the workers of pool e" */
         int rc = buf ? conc_mpqueue_get(e->rq, buf, cap, &n, true, CONC_FOREVER) : CONC_ENOMEM;
+        conc__wait_label(NULL, 0);
         tlist_t out;
         tl_init(&out);
         lock(e);
@@ -1077,18 +1085,79 @@ static void *watcher_main(void *arg)
 /* The pool's two threads complete futures that green threads may wait on:
  * they count as wakers (LoopExit, core/park.h) from before they are
  * created until they end, not only once they first use a conc context. */
+static void name_thread(engine_t *e, const char *what)
+{
+    char nm[64];
+    snprintf(nm, sizeof nm, "conc %s %p %s", e->mode == E_POOL ? "Pool" : "process pool", (void *)e, what);
+    conc_set_name(conc__ctx(), nm); /* conc__ctx_name shows it in the dump */
+}
+
 static void *watcher_entry(void *arg)
 {
+    name_thread(arg, "watcher");
     void *r = watcher_main(arg);
+    conc_set_name(conc__ctx(), NULL);
     conc__wakers_add(-1);
     return r;
 }
 
 static void *manager_entry(void *arg)
 {
+    name_thread(arg, "results");
     void *r = manager_main(arg);
+    conc_set_name(conc__ctx(), NULL);
     conc__wakers_add(-1);
     return r;
+}
+
+size_t conc__engines_dump(FILE *f)
+{
+    size_t nk = 0;
+    conc_lock_acquire(&reg_mu, true, CONC_FOREVER);
+    for (engine_t *e = registry; e; e = e->reg_next) {
+        const char *kind = e->mode == E_POOL ? "Pool" : "ProcessPoolExecutor";
+        if (conc_lock_acquire(&e->mu, true, 0.5) != 0) {
+            fprintf(f, "Executor %s %p: busy (its lock is held), not shown\n", kind, (void *)e);
+            continue;
+        }
+        /* a worker runs the first task sent to it; the others wait in its queue */
+        size_t running = 0, pending = e->nbacklog;
+        for (size_t i = 0; i < e->nw; i++)
+            if (e->w[i].ninflight) {
+                running++;
+                pending += e->w[i].ninflight - 1;
+            }
+        static const char *const st[] = {"", ", closing", ", terminating", ", broken"};
+        fprintf(f, "Executor %s %p: %d of %zu worker processes, %zu pending work items, %zu running%s\n", kind,
+                (void *)e, e->live, e->nw, pending, running, st[e->state & 3]);
+        int shown = 0;
+        for (size_t i = 0; i < e->nw && shown < 4; i++)
+            for (task_t *t = e->w[i].head ? e->w[i].head->next : NULL; t && shown < 4; t = t->next, shown++)
+                fprintf(f, "  pending: task %s (id %llu, sent to worker %zu)\n", t->name ? t->name : "?",
+                        (unsigned long long)t->id, i);
+        for (task_t *t = e->bl_head; t && shown < 4; t = t->next, shown++)
+            fprintf(f, "  pending: task %s (id %llu)\n", t->name ? t->name : "?", (unsigned long long)t->id);
+        if ((size_t)shown < pending)
+            fprintf(f, "  pending: ... %zu more\n", pending - (size_t)shown);
+        for (size_t i = 0; i < e->nw; i++) {
+            proc_t *p = e->w[i].proc;
+            if (!p)
+                continue;
+            bool alive = !__atomic_load_n(&p->noticed, __ATOMIC_ACQUIRE);
+            fprintf(f, "Process \"%s\" pid %d: worker %zu of %s %p, %s", p->name, (int)p->child.pid, i, kind,
+                    (void *)e, alive ? "alive" : "exited");
+            task_t *t = e->w[i].head;
+            if (alive && t)
+                fprintf(f, ", running task %s (id %llu)", t->name ? t->name : "?", (unsigned long long)t->id);
+            else if (alive)
+                fprintf(f, ", idle");
+            fputc('\n', f);
+            nk++;
+        }
+        conc_lock_release(&e->mu);
+    }
+    conc_lock_release(&reg_mu);
+    return nk;
 }
 
 /* ------------------------------------------------------- create / exit */

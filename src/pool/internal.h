@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "conc/futures.h"
 #include "conc/ipc_queue.h"
@@ -126,6 +127,7 @@ typedef struct task {
     conc_future_t *f;       /* the engine's reference */
     uint32_t kind, count;
     bool running;           /* its future is RUNNING already */
+    const char *name;       /* the task function's registered name (the dump) */
     cres_t *res;            /* being assembled */
     size_t wirelen;         /* wtask + name + data, padded */
     size_t headlen;         /* wtask + name, padded */
@@ -142,6 +144,7 @@ typedef struct proc {
     struct proc *all_next;
     uint32_t idx, gen;
     bool retired;           /* sent M_RETIRE */
+    char name[32];          /* "ProcessPoolWorker-3" (the dump) */
     bool killed;            /* we signalled it */
     int noticed;            /* atomic: the watcher saw it end and sent M_DIED
                                (the notice travels through memory workers can
@@ -227,6 +230,10 @@ void conc__engine_force_stop(engine_t *e, int sig);
 int conc__engine_join(engine_t *e, int64_t deadline);
 void conc__engine_destroy(engine_t *e);
 size_t conc__engine_pids(engine_t *e, int *pids, size_t cap);
+/* The dump (observe/dump.c): every live engine with its pending and
+ * running work, then its workers as child processes; returns how many
+ * worker lines it printed. */
+size_t conc__engines_dump(FILE *f);
 
 /* The registry entry of a task function; NULL if not a usable one. */
 const conc_registration_t *conc__pool_entry(void (*fn)(void), bool word);
