@@ -601,3 +601,146 @@ Test(deadlock, stale_owner_makes_no_cycle, .timeout = TU_TIMEOUT)
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
     conc_debug_set_delay(0.1);
 }
+
+/* ------------------------------------------------ process-shared locks
+ * A shared Lock/RLock is seen by this process at its address here:
+ * lock-order edges like any lock, and in the wait-for graph while a
+ * context of this process holds it (observe/shlock.c's side table). */
+
+typedef struct {
+    conc_plock_t *sh;
+    conc_lock_t *l;
+    bool shared_first;
+} mixed_t;
+
+static void *take_mixed(void *arg)
+{
+    mixed_t *m = arg;
+    if (m->shared_first) {
+        conc_plock_acquire(m->sh, true, CONC_FOREVER);
+        conc_lock_acquire(m->l, true, CONC_FOREVER);
+        conc_lock_release(m->l);
+        conc_plock_release(m->sh);
+    } else {
+        conc_lock_acquire(m->l, true, CONC_FOREVER);
+        conc_plock_acquire(m->sh, true, CONC_FOREVER);
+        conc_plock_release(m->sh);
+        conc_lock_release(m->l);
+    }
+    return NULL;
+}
+
+Test(lockorder, shared_lock_and_lock_abba_reported_once, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    conc_plock_t *sh;
+    cr_assert_eq(conc_plock_new(&sh), 0);
+    conc_lock_t l = CONC_LOCK_INIT;
+    cap_begin();
+    mixed_t sf = {sh, &l, true}, lf = {sh, &l, false};
+    run("shared-first", take_mixed, &sf);
+    run("lock-first", take_mixed, &lf); /* closes the cycle */
+    run("again", take_mixed, &lf);
+    run("again2", take_mixed, &sf);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    char wsh[64];
+    snprintf(wsh, sizeof wsh, "%p", (void *)sh);
+    cr_expect(strstr(out, wsh), "the shared lock's address: %s", out);
+    cr_expect(strstr(out, "lock-first takes") && strstr(out, "earlier shared-first took"), "%s", out);
+    free(out);
+    conc_debug_forget(sh);
+    conc_debug_forget(&l);
+    conc_shared_free(sh);
+}
+
+typedef struct {
+    conc_plock_t *first, *second;
+    conc_barrier_t *bar;
+    int rc;
+} sh_arg_t;
+
+static void *sh_take_two(void *arg)
+{
+    sh_arg_t *a = arg;
+    conc_plock_acquire(a->first, true, CONC_FOREVER);
+    if (a->bar)
+        conc_barrier_wait(a->bar, 10, NULL);
+    else {
+        conc_yield(); /* green: both hold their first lock */
+        conc_yield();
+    }
+    a->rc = conc_plock_acquire(a->second, true, 20);
+    if (a->rc == 0)
+        conc_plock_release(a->second);
+    conc_plock_release(a->first); /* backs off: the other proceeds */
+    return NULL;
+}
+
+static void shared_abba(bool green)
+{
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_plock_t *a, *b;
+    cr_assert_eq(conc_plock_new(&a), 0);
+    cr_assert_eq(conc_plock_new(&b), 0);
+    conc_barrier_t bar;
+    conc_barrier_init(&bar, 2, NULL, NULL, 10);
+    sh_arg_t args[2] = {{a, b, green ? NULL : &bar, -1}, {b, a, green ? NULL : &bar, -1}};
+    cap_begin();
+    double t0 = tu_now();
+    if (green) {
+        conc_green_t *g[2];
+        cr_assert_eq(conc_go(&g[0], sh_take_two, &args[0]), 0);
+        cr_assert_eq(conc_go(&g[1], sh_take_two, &args[1]), 0);
+        cr_assert_eq(conc_green_join(g[0], 30), 0);
+        cr_assert_eq(conc_green_join(g[1], 30), 0);
+        conc_green_free(g[0]);
+        conc_green_free(g[1]);
+    } else {
+        conc_thread_t *t0_ = start("sh-0", sh_take_two, &args[0]);
+        conc_thread_t *t1_ = start("sh-1", sh_take_two, &args[1]);
+        cr_assert_eq(conc_thread_join(t0_, 30, NULL), 0);
+        cr_assert_eq(conc_thread_join(t1_, 30, NULL), 0);
+        conc_thread_free(t0_);
+        conc_thread_free(t1_);
+    }
+    double took = tu_now() - t0;
+    char *out = cap_end();
+    cr_expect_eq((args[0].rc == CONC_EDEADLK) + (args[1].rc == CONC_EDEADLK), 1, "rc %d %d", args[0].rc,
+                 args[1].rc);
+    cr_expect_eq((args[0].rc == 0) + (args[1].rc == 0), 1, "the other proceeds: rc %d %d", args[0].rc,
+                 args[1].rc);
+    cr_expect_eq(count(out, "deadlock detected"), 1, "%s", out);
+    cr_expect(took < 10, "found in %.2f s", took);
+    free(out);
+    conc_shared_free(a);
+    conc_shared_free(b);
+}
+
+Test(deadlock, shared_locks_abba_two_threads, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    shared_abba(false);
+}
+
+Test(deadlock, shared_locks_abba_green_threads, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    shared_abba(true);
+}
+
+Test(deadlock, shared_lock_self_relock, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_plock_t *a;
+    cr_assert_eq(conc_plock_new(&a), 0);
+    cr_assert_eq(conc_plock_acquire(a, true, CONC_FOREVER), 0);
+    cap_begin();
+    cr_expect_eq(conc_plock_acquire(a, true, 5), CONC_EDEADLK);
+    cr_expect_eq(conc_plock_acquire(a, false, CONC_FOREVER), CONC_ETIMEDOUT, "non-blocking: just busy");
+    free(cap_end());
+    cr_expect_eq(conc_plock_release(a), 0);
+    conc_shared_free(a);
+}

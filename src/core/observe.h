@@ -125,6 +125,17 @@ void conc__debug_init(void); /* parse CONC_DEBUG once */
 void conc__lockdep_acquired(const void *lock, int kind);
 void conc__lockdep_released(const void *lock);
 void conc__lockdep_ctx_exit(struct conc__ctx *ctx); /* ctx ends */
+/* Process-shared locks (ipc) as seen here (observe/shlock.c): lock is the
+ * conc_plock_t / conc_prlock_t (its futex word is at offset 0), kind
+ * CONC__WAIT_SHARED, pair the owner pair this process wrote. Called only
+ * while CONC__OBS_LOCKDBG is on. holder: the context of this process that
+ * holds the lock whose word is at word, when the shared pair (read once)
+ * is still the one recorded (under conc__reg_lock). mine: the calling
+ * context holds it. */
+void conc__shlock_acquired(const void *lock, int kind, uint64_t pair);
+void conc__shlock_released(const void *lock);
+struct conc__ctx *conc__shlock_holder(const void *word, int *kind);
+bool conc__shlock_mine(const void *word, uint64_t pair);
 /* Deadlock detection: the slice a blocking wait parks for before it
  * checks the wait-for graph (ns), and the check itself: CONC_EDEADLK when
  * the calling context's wait on obj (kind) closes a cycle (printed). */

@@ -30,6 +30,7 @@
  */
 #define _GNU_SOURCE
 #include <limits.h>
+#include <stdio.h>
 
 #include "ipc/internal.h"
 
@@ -85,6 +86,7 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
         return CONC_ETIMEDOUT;
     if (conc__ipc_spin(conc__ptry, &t, deadline))
         return 0;
+    int64_t dchk = 0; /* deadlock detection: the next check (0: none yet) */
     for (;;) {
         /* One read of the pair; only the copy is used below. */
         uint64_t v = atomic_load_explicit(PAIR(word), RLXO);
@@ -98,6 +100,23 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
         if (deadline != CONC__NO_DEADLINE && now >= deadline)
             return CONC_ETIMEDOUT;
         int64_t wake = now + CONC__IPC_CHECK_NS;
+#ifndef CONC_NO_OBSERVE
+        /* Detection on: sleep in slices, and check the wait-for graph
+         * after each (a holder of this process is found in shlock.c's
+         * side table, never through the shared word alone). */
+        if (conc__obs_on(CONC__OBS_DEADLOCK) && !conc__ctx()->nointr) {
+            if (dchk && now >= dchk) {
+                int d = conc__deadlock_check(word, CONC__WAIT_SHARED);
+                if (d)
+                    return d;
+                dchk = 0;
+            }
+            if (!dchk)
+                dchk = now + conc__deadlock_slice();
+            if (dchk < wake)
+                wake = dchk;
+        }
+#endif
         bool check = wake < deadline;
         int r = conc__pwait(word, sleepers, s, check ? wake : deadline);
         if (conc__is_cut(r)) {
@@ -156,6 +175,23 @@ int conc_plock_new(conc_plock_t **out)
     return conc_shared_alloc(sizeof(conc_plock_t), (void **)out);
 }
 
+/* The acquire with lock debugging on: a second acquire by the context
+ * that holds it is CONC_EDEADLK at once (detection on), and the holder
+ * goes into this process's side table (observe/shlock.c). */
+static __attribute__((noinline)) int plock_acquire_dbg(conc_plock_t *l, int64_t deadline)
+{
+    uint64_t me = conc__plock_me();
+    if (conc__obs_on(CONC__OBS_DEADLOCK) && deadline != 0 && conc__shlock_mine(l, me)) {
+        fprintf(stderr, "conc: deadlock: a shared Lock (%p) acquired again by its holder: CONC_EDEADLK\n",
+                (void *)l);
+        return CONC_EDEADLK;
+    }
+    int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, me, false, deadline);
+    if (rc == 0 || rc == CONC_EOWNERDEAD)
+        conc__shlock_acquired(l, CONC__WAIT_SHARED, me);
+    return rc;
+}
+
 int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout)
 {
     if (!l || ((uintptr_t)l & 7))
@@ -164,6 +200,8 @@ int conc_plock_acquire(conc_plock_t *l, bool blocking, double timeout)
     int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline); /* SemLock: negative is 0 */
     if (rc)
         return rc;
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        return plock_acquire_dbg(l, deadline);
     return conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false, deadline);
 }
 
@@ -171,6 +209,8 @@ int conc_plock_release(conc_plock_t *l)
 {
     if (!l || ((uintptr_t)l & 7))
         return CONC_EINVAL;
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        conc__shlock_released(l); /* before the word is free for another acquirer */
     uint64_t old = atomic_exchange_explicit(PAIR(&l->word), (uint64_t)0, SC);
     if (OWNER_ID(old) == 0)
         return CONC_EPERM;
@@ -227,8 +267,11 @@ int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout)
         return 0;
     }
     rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, me, true, deadline);
-    if (rc == 0 || rc == CONC_EOWNERDEAD)
+    if (rc == 0 || rc == CONC_EOWNERDEAD) {
         atomic_store_explicit(CONC__IA(&r->count), 1u, RLXO);
+        if (conc__obs_on(CONC__OBS_LOCKDBG))
+            conc__shlock_acquired(r, CONC__WAIT_SHARED, me);
+    }
     return rc;
 }
 
@@ -240,8 +283,11 @@ int conc_prlock_release(conc_prlock_t *r)
     if (!conc__prlock_mine(r, conc__prlock_me()) || n == 0)
         return CONC_EPERM;
     atomic_store_explicit(CONC__IA(&r->count), n - 1, RLXO);
-    if (n == 1)
+    if (n == 1) {
+        if (conc__obs_on(CONC__OBS_LOCKDBG))
+            conc__shlock_released(r);
         conc__pword_unlock(&r->word, &r->sleepers);
+    }
     return 0;
 }
 
@@ -266,6 +312,8 @@ uint32_t conc__prlock_release_all(conc_prlock_t *r)
 {
     uint32_t n = atomic_load_explicit(CONC__IA(&r->count), RLXO);
     atomic_store_explicit(CONC__IA(&r->count), 0u, RLXO);
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        conc__shlock_released(r);
     conc__pword_unlock(&r->word, &r->sleepers);
     return n ? n : 1; /* a peer may have zeroed it: we held one level at least */
 }
@@ -276,10 +324,12 @@ int conc__prlock_restore(conc_prlock_t *r, uint32_t n)
 {
     conc__ctx_t *ctx = conc__ctx();
     ctx->nointr++;
-    int rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, conc__prlock_me(), true,
-                              CONC__NO_DEADLINE);
+    uint64_t me = conc__prlock_me();
+    int rc = conc__pword_lock(&r->word, &r->sleepers, &r->recoveries, me, true, CONC__NO_DEADLINE);
     ctx->nointr--;
     atomic_store_explicit(CONC__IA(&r->count), n, RLXO);
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        conc__shlock_acquired(r, CONC__WAIT_SHARED, me);
     return rc;
 }
 
@@ -287,9 +337,11 @@ int conc__plock_lock_forever(conc_plock_t *l)
 {
     conc__ctx_t *ctx = conc__ctx();
     ctx->nointr++;
-    int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, conc__plock_me(), false,
-                              CONC__NO_DEADLINE);
+    uint64_t me = conc__plock_me();
+    int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, me, false, CONC__NO_DEADLINE);
     ctx->nointr--;
+    if (conc__obs_on(CONC__OBS_LOCKDBG))
+        conc__shlock_acquired(l, CONC__WAIT_SHARED, me);
     return rc;
 }
 

@@ -293,6 +293,8 @@ conc__ctx_t *conc__wait_holder(const void *obj, int kind)
         conc_green_t *g = (conc_green_t *)obj;
         return conc__reg_find_ptr(&g->ctx);
     }
+    case CONC__WAIT_SHARED: /* a shared Lock/RLock held by a context of this process */
+        return conc__shlock_holder(obj, NULL);
     default: return NULL;
     }
 }
