@@ -21,8 +21,10 @@
  * the backtrace of every acquisition on it — once per edge, then the
  * program goes on (or aborts, CONC_DEBUG_ABORT). Nothing has to deadlock
  * for the report: ABBA on two threads one after the other is reported.
+ * Process-shared Locks and RLocks (conc/ipc.h) are tracked by their
+ * address in this process's mapping, this process's acquires only.
  * Not tracked: other Semaphores (any context may release one: no owner to
- * hold it), process-shared locks of conc/ipc.h, conc's own internal locks.
+ * hold it), conc's own internal locks.
  *
  * Runtime deadlock detection: a blocking Lock / RLock / Condition-lock
  * acquire, thread join or green-thread join that has waited for the
@@ -35,8 +37,12 @@
  * proceed). It checks again after every further delay. A Lock acquired a
  * second time by the context that holds it returns CONC_EDEADLK at once
  * (a Lock has no owner in Python; with detection on its last acquirer is
- * taken as the holder). Waits on Events, Queues, Futures, Semaphores and
- * process-shared objects have no single holder and are not judged.
+ * taken as the holder; the same for a shared Lock). A process-shared Lock
+ * or RLock (conc/ipc.h) is in the graph while a context of this process
+ * holds it (a process-local side table; nothing is written to shared
+ * memory); holders in other processes are not (their waits are not
+ * visible here). Waits on Events, Queues, Futures, Semaphores and the
+ * other process-shared objects have no single holder and are not judged.
  *
  * Cost: with both off, a Lock's uncontended acquire and release test one
  * global word more (the inlined fast path, conc/sync.h); a library built
