@@ -744,3 +744,34 @@ Test(deadlock, shared_lock_self_relock, .timeout = TU_TIMEOUT)
     cr_expect_eq(conc_plock_release(a), 0);
     conc_shared_free(a);
 }
+
+/* A shared Lock taken with detection on, released with it off, then taken
+ * by another thread of this process (its word names only the pid, the
+ * same as before): the old acquirer must not be taken for the holder. */
+static void *sh_take_and_keep(void *arg)
+{
+    cr_assert_eq(conc_plock_acquire((conc_plock_t *)arg, true, CONC_FOREVER), 0);
+    return NULL; /* a Lock: another thread may release it */
+}
+
+Test(deadlock, shared_lock_stale_entry_is_not_the_holder, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_plock_t *a;
+    cr_assert_eq(conc_plock_new(&a), 0);
+    cr_assert_eq(conc_plock_acquire(a, true, CONC_FOREVER), 0);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    cr_assert_eq(conc_plock_release(a), 0); /* with detection off */
+    run("keeper", sh_take_and_keep, a);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    cap_begin();
+    int rc = conc_plock_acquire(a, true, 0.3);
+    char *out = cap_end();
+    cr_expect_eq(rc, CONC_ETIMEDOUT, "held by the keeper, not by this thread: got %d", rc);
+    cr_expect_eq(count(out, "deadlock"), 0, "nothing reported: %s", out);
+    free(out);
+    cr_assert_eq(conc_plock_release(a), 0);
+    conc_shared_free(a);
+}

@@ -136,6 +136,7 @@ void conc__shlock_acquired(const void *lock, int kind, uint64_t pair);
 void conc__shlock_released(const void *lock);
 struct conc__ctx *conc__shlock_holder(const void *word, int *kind);
 bool conc__shlock_mine(const void *word, uint64_t pair);
+void conc__shlock_forget_all(void); /* detection switched off */
 /* Deadlock detection: the slice a blocking wait parks for before it
  * checks the wait-for graph (ns), and the check itself: CONC_EDEADLK when
  * the calling context's wait on obj (kind) closes a cycle (printed). */

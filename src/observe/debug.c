@@ -68,6 +68,8 @@ int conc_debug_disable(unsigned flags)
         return CONC_EINVAL;
     __atomic_fetch_and(&debug_bits, ~flags, __ATOMIC_SEQ_CST);
     apply();
+    if (!(conc__debug_bits() & CONC_DEBUG_DEADLOCK))
+        conc__shlock_forget_all(); /* its entries would go stale */
     return 0;
 }
 

@@ -54,9 +54,11 @@ void conc__shlock_acquired(const void *lock, int kind, uint64_t pair)
     conc__ctx_t *ctx = conc__ctx();
     if (conc__obs_on(CONC__OBS_DEADLOCK)) {
         pthread_mutex_lock(&sh_mu);
-        sh_ent_t **pp = sh_find(lock);
-        sh_ent_t *e = *pp;
-        if (!e && (e = calloc(1, sizeof *e))) {
+        /* Tested again under the mutex: a conc_debug_disable that cleared
+         * the table before cannot leave this entry behind. */
+        sh_ent_t **pp = conc__obs_on(CONC__OBS_DEADLOCK) ? sh_find(lock) : NULL;
+        sh_ent_t *e = pp ? *pp : NULL;
+        if (pp && !e && (e = calloc(1, sizeof *e))) {
             e->addr = lock;
             *pp = e;
         }
@@ -112,6 +114,24 @@ bool conc__shlock_mine(const void *word, uint64_t pair)
     bool mine = e && e->pair == pair && e->serial == me;
     pthread_mutex_unlock(&sh_mu);
     return mine;
+}
+
+/* Detection switched off: entries would go stale (a release with it off
+ * does not clear its entry, and a Lock's word names only the pid, so a
+ * later holder of this process would be taken for the recorded one):
+ * forget them all. A lock held across off and on again is simply not
+ * known: no false holder. */
+void conc__shlock_forget_all(void)
+{
+    pthread_mutex_lock(&sh_mu);
+    for (int i = 0; i < SH_BUCKETS; i++) {
+        for (sh_ent_t *e = sh_tab[i], *n; e; e = n) {
+            n = e->next;
+            free(e);
+        }
+        sh_tab[i] = NULL;
+    }
+    pthread_mutex_unlock(&sh_mu);
 }
 
 static void sh_prepare(void) { pthread_mutex_lock(&sh_mu); }
