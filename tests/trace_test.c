@@ -159,20 +159,27 @@ static void *yielder(void *arg)
     return NULL;
 }
 
+/* Traces two green threads yielding n times each into trace_path, with
+ * per-thread buffers of `buffer` events. */
+static void trace_two_yielders(size_t buffer, int n)
+{
+    conc_trace_opts_t o = {.buffer_events = buffer};
+    cr_assert_eq(conc_trace_start_opts(trace_path, &o), 0);
+    conc_green_t *g[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(conc_go(&g[i], yielder, (void *)(intptr_t)n), 0);
+    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+    cr_assert_eq(conc_trace_stop(), 0);
+}
+
 Test(trace, nothing_lost_below_the_limit)
 {
     NEED_PYTHON();
     make_path("full");
     /* 2 x 500 yields: ~1000 switches, each a record or two: fits in 8192 */
-    conc_trace_opts_t o = {.buffer_events = 8192};
-    cr_assert_eq(conc_trace_start_opts(trace_path, &o), 0);
-    conc_green_t *g[2];
-    cr_assert_eq(conc_go(&g[0], yielder, (void *)(intptr_t)500), 0);
-    cr_assert_eq(conc_go(&g[1], yielder, (void *)(intptr_t)500), 0);
-    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
-    conc_green_free(g[0]);
-    conc_green_free(g[1]);
-    cr_assert_eq(conc_trace_stop(), 0);
+    trace_two_yielders(8192, 500);
     /* each green thread runs 501 times and is ready 500 times */
     int rc = check("--no-drops --min running=1000 --min ready=1000 --min green_tracks=2");
     cr_assert_eq(rc, 0, "checker exit %d on %s", rc, trace_path);
@@ -183,15 +190,7 @@ Test(trace, tiny_buffer_counts_drops)
 {
     NEED_PYTHON();
     make_path("tiny");
-    conc_trace_opts_t o = {.buffer_events = 64};
-    cr_assert_eq(conc_trace_start_opts(trace_path, &o), 0);
-    conc_green_t *g[2];
-    cr_assert_eq(conc_go(&g[0], yielder, (void *)(intptr_t)300), 0);
-    cr_assert_eq(conc_go(&g[1], yielder, (void *)(intptr_t)300), 0);
-    cr_assert_eq(conc_green_joinall(g, 2, 10.0), 0);
-    conc_green_free(g[0]);
-    conc_green_free(g[1]);
-    cr_assert_eq(conc_trace_stop(), 0);
+    trace_two_yielders(64, 300);
     int rc = check("--expect-dropped");
     cr_assert_eq(rc, 0, "checker exit %d on %s", rc, trace_path);
     /* and the count is in the file */
