@@ -118,7 +118,12 @@ bench:
 
 install:
 	$(call CONFIGURE,build,$(BUILD_TYPE)) -DCMAKE_INSTALL_PREFIX="$(PREFIX)"
-	$(CMAKE) --build build -j $(JOBS) --target conc_shared conc_static
+	@targets="conc_shared conc_static"; \
+	for t in conc_patch conc_mpi_shared conc_mpi_static; do \
+	  if $(CMAKE) --build build --target help | grep -q "[. ]$$t$$"; then targets="$$targets $$t"; fi; \
+	done; \
+	echo "$(CMAKE) --build build -j $(JOBS) --target $$targets"; \
+	$(CMAKE) --build build -j $(JOBS) --target $$targets
 	$(CMAKE) --install build --prefix "$(PREFIX)"
 	@pc=$$(find "$(PREFIX)" -path '*/pkgconfig/conc.pc' 2>/dev/null | head -n1); lib=$$(dirname "$$(dirname "$$pc")"); \
 	echo; echo "conc is installed in $(PREFIX). To build a program against it (README: use it from your project):"; \
