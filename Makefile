@@ -130,7 +130,8 @@ install:
 	echo "  pkg-config: export PKG_CONFIG_PATH=$$lib/pkgconfig"; \
 	echo '              cc app.c -o app $$(pkg-config --cflags --libs conc) -Wl,-rpath,'"$$lib"; \
 	echo "  CMake:      cmake -DCMAKE_PREFIX_PATH=$(PREFIX) ...   (find_package(conc), conc::conc)"; \
-	echo "  without the rpath: LD_LIBRARY_PATH=$$lib ./app, or link $$lib/libconc.a -pthread (static)"
+	echo "  without the rpath: LD_LIBRARY_PATH=$$lib ./app, or link $$lib/libconc.a -pthread (static)"; \
+	case "$(PREFIX)" in /usr|/usr/local) echo "  a system prefix: run ldconfig once so programs find the new libconc.so";; esac
 
 install-test:
 	tests/install/run
