@@ -3919,8 +3919,8 @@ static const struct chapter chapters[] = {
      states_sections},
     {"gevent", "gevent, the rest: Pool.imap_unordered and PoolFull, Timeout objects, Channel, wait",
      gevent_more_sections},
-    {"deadlock", "死锁 — deadlock: dining philosophers, the detector, four fixes (the last "
-                 "the banker's algorithm, 银行家算法), Coffman's conditions, lock-order "
+    {"deadlock", "死锁 — deadlock: dining philosophers, the detector, four fixes (the last: "
+                 "银行家算法 — the banker's algorithm), Coffman's conditions, lock-order "
                  "checking, the dump",
      deadlock_sections},
     {"gil", "GIL: 全局解释器锁 — global interpreter lock -- CPU-bound threads under a GIL, "
