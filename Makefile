@@ -1,7 +1,10 @@
 # conc — convenience wrapper around CMake. Everything here can also be done
 # with cmake/ctest directly; see README.md.
 #
-#   make demo                 build and run the tour (examples/tour.c)
+#   make demo                 build quietly (log: build/demo-build.log), then run the
+#                             tour (examples/tour.c); VERBOSE=1 shows the build,
+#                             TOUR=queue runs one chapter
+#   make docs                 the HTML API reference + guides (build/docs/html/index.html)
 #   make demo-mpi             the MPI executor's tour under mpirun, 4 ranks (Open MPI)
 #   make test                 install test deps if missing (root), build, ctest
 #   make test-asan            the same suites under ASan+UBSan (build-asan/)
@@ -11,6 +14,7 @@
 #   make install-test         install into a temp prefix, build a consumer with
 #                             find_package(conc) and with pkg-config, run it
 #   make werror               gcc and clang builds with -Werror (build-gcc/, build-clang/)
+#   make demo-test            check `make demo` on a stand-in project (quiet; fails loudly)
 #   make clean
 #
 # Variables: CC (compiler), WERROR=ON, BUILD_TYPE, JOBS, CTEST_ARGS, CMAKE_ARGS.
@@ -23,32 +27,40 @@ WERROR      ?= OFF
 BUILD_TYPE  ?= RelWithDebInfo
 PREFIX      ?= /usr/local
 BENCH       ?=
+VERBOSE     ?= 0
+TOUR        ?=
 CTEST_ARGS  ?=
 CMAKE_ARGS  ?=
 
 CONFIGURE = $(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(2) -DCONC_WERROR=$(WERROR) $(CMAKE_ARGS)
 RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
 
-.PHONY: all build demo demo-mpi test test-deps test-asan test-tsan bench install install-test \
+.PHONY: all build demo demo-test docs demo-mpi test test-deps test-asan test-tsan bench install install-test \
         werror werror-gcc werror-clang clean help
 
 all: build
 
 help:
-	@sed -n '1,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,19p' Makefile | sed 's/^# \{0,1\}//'
 
 build:
 	$(call CONFIGURE,build,$(BUILD_TYPE))
 	$(CMAKE) --build build -j $(JOBS)
 
+# scripts/demo: the build's output goes to build/demo-build.log (VERBOSE=1:
+# to the terminal); a failed build prints the log's tail and exits non-zero.
 demo:
-	@if [ ! -f examples/tour.c ]; then \
-	  echo "make demo: examples/tour.c does not exist yet, so there is no tour to run." >&2; \
-	  echo "           (It is the demo program; it builds to build/tour once it lands.)" >&2; \
-	  exit 1; fi
-	$(call CONFIGURE,build,$(BUILD_TYPE))
-	$(CMAKE) --build build -j $(JOBS) --target tour
-	./build/tour
+	@BUILD_DIR=build BUILD_TYPE=$(BUILD_TYPE) WERROR=$(WERROR) CMAKE_ARGS="$(CMAKE_ARGS)" \
+	  JOBS=$(JOBS) VERBOSE=$(VERBOSE) TOUR="$(TOUR)" scripts/demo
+
+demo-test:
+	tests/demo/run
+
+# Doxygen over include/conc/*.h + README.md and docs/*.md, then the checks
+# (undocumented functions, broken links) and a look in headless Chromium
+# (scripts/make-docs says what each step checks).
+docs:
+	scripts/make-docs
 
 # The MPI tour (examples/mpi/tour_mpi.c), loopback only, oversubscribed,
 # allowed as root (docs/mpi.md explains each setting).
@@ -106,8 +118,20 @@ bench:
 
 install:
 	$(call CONFIGURE,build,$(BUILD_TYPE)) -DCMAKE_INSTALL_PREFIX="$(PREFIX)"
-	$(CMAKE) --build build -j $(JOBS) --target conc_shared conc_static
+	@targets="conc_shared conc_static"; \
+	for t in conc_patch conc_mpi_shared conc_mpi_static; do \
+	  if $(CMAKE) --build build --target help | grep -q "[. ]$$t$$"; then targets="$$targets $$t"; fi; \
+	done; \
+	echo "$(CMAKE) --build build -j $(JOBS) --target $$targets"; \
+	$(CMAKE) --build build -j $(JOBS) --target $$targets
 	$(CMAKE) --install build --prefix "$(PREFIX)"
+	@pc=$$(find "$(PREFIX)" -path '*/pkgconfig/conc.pc' 2>/dev/null | head -n1); lib=$$(dirname "$$(dirname "$$pc")"); \
+	echo; echo "conc is installed in $(PREFIX). To build a program against it (README: use it from your project):"; \
+	echo "  pkg-config: export PKG_CONFIG_PATH=$$lib/pkgconfig"; \
+	echo '              cc app.c -o app $$(pkg-config --cflags --libs conc) -Wl,-rpath,'"$$lib"; \
+	echo "  CMake:      cmake -DCMAKE_PREFIX_PATH=$(PREFIX) ...   (find_package(conc), conc::conc)"; \
+	echo "  without the rpath: LD_LIBRARY_PATH=$$lib ./app, or link $$lib/libconc.a -pthread (static)"; \
+	case "$(PREFIX)" in /usr|/usr/local) echo "  a system prefix: run ldconfig once so programs find the new libconc.so";; esac
 
 install-test:
 	tests/install/run

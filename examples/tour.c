@@ -51,6 +51,22 @@ static int failures;
         }                                                                                    \
     } while (0)
 
+/* Some sections show an error report on purpose (an excepthook's line, the
+ * deadlock detector's report...). It goes to stderr, as in a real program;
+ * these markers label it there too, so a piped or logged stderr does not
+ * read as a failure. */
+static void expected_stderr_begin(const char *what)
+{
+    fflush(stdout);
+    fprintf(stderr, "    [expected error output, shown on purpose: %s]\n", what);
+}
+
+static void expected_stderr_end(void)
+{
+    fflush(stderr);
+    fprintf(stderr, "    [end of the expected error output]\n");
+}
+
 /* Give other threads a chance to run right now (the "GIL switch" that makes
  * races visible). */
 static void yield_now(void) { sched_yield(); }
@@ -517,11 +533,11 @@ static int sec_excepthook(void)
     conc_set_excepthook(old, NULL);
     CHECK(atomic_load(&hook_calls) == 1);
     printf("  with the default hook back, the same failure is a line on stderr:\n");
-    fflush(stdout);
+    expected_stderr_begin("the default excepthook reports a failed thread");
     conc_thread_spawn(&t, parse_config, NULL, &o);
     conc_thread_join(t, CONC_FOREVER, NULL);
     conc_thread_free(t);
-    fflush(stderr);
+    expected_stderr_end();
     return 0;
 }
 
@@ -1611,7 +1627,7 @@ static int sec_cancel(void)
 }
 
 static const struct section futures_sections[] = {
-    {"callbacks", "Future.add_done_callback: run code when a result is ready (回调函数)",
+    {"callbacks", "Future.add_done_callback: run code when a result is ready (回调函数 — callback function)",
      sec_callbacks, "f = pool.submit(brew); f.add_done_callback(lambda f: print(f.result()))"},
     {"then", "beyond Python: chain steps with then()", sec_then,
      "(none in Python; JavaScript: loadCart(7).then(addTax).then(formatTotal))"},
@@ -1964,8 +1980,10 @@ static int sec_start(void)
 
     /* Failing and killed children. */
     k.n = -4;
+    expected_stderr_begin("a child process reports its failure");
     conc_process_t *p = start_kid(failing_child, &k, "Parser", CONC_START_DEFAULT);
     int code = finish(p, 10.0);
+    expected_stderr_end();
     printf("  a child that fails with conc_fail (Python: raises): exitcode %d\n", code);
     CHECK(code == 1);
     struct lab *lab;
@@ -2446,7 +2464,7 @@ static int sec_mpqueue(void)
 static const struct section processes_sections[] = {
     {"start", "multiprocessing.Process with fork, spawn and forkserver; exitcode", sec_start,
      "p = Process(target=square, args=(5,)); p.start(); p.join(); p.exitcode"},
-    {"states", "process states (进程状态): running, ready, blocked, zombie", sec_states,
+    {"states", "进程状态 — process states: running, ready, blocked, zombie", sec_states,
      "p.start()  # ready -> running -> blocked on q.get() -> ... -> p.join()"},
     {"three", "three processes printing: interleaved, then one at a time with a Lock",
      sec_three, "with lock: print(pid, 'is running'); time.sleep(0.1); print(pid, 'is done')"},
@@ -3689,8 +3707,9 @@ static int sec_outcome(void)
            "  CONC_EFAILED (it failed), never the wait's own codes:\n");
     CHECK(conc_go(&g, gives_up, NULL) == 0);
     CHECK(conc_green_link(g, meddling_link, NULL) == 0);
-    fflush(stdout);
+    expected_stderr_begin("a link callback that fails is reported");
     int rc = conc_green_get(g, 5.0, &r);
+    expected_stderr_end();
     int code = conc_green_exception(g, &msg);
     printf("    get(g, 5.0) -> %s; exception(g) -> %s: %s\n", conc_errname(rc), conc_errname(code),
            msg ? msg : "");
@@ -3870,45 +3889,86 @@ static const struct chapter chapters[] = {
     {"threads", "threading: Thread, Lock, RLock, Condition, Semaphore, Event, Barrier, "
                 "Timer, local",
      threads_sections},
-    {"queue", "queue: producer-consumer (生产者消费者模型) -- Queue, LifoQueue, "
+    {"queue", "queue: 生产者消费者模型 — the producer-consumer model -- Queue, LifoQueue, "
               "PriorityQueue, SimpleQueue, select",
      queue_sections},
-    {"futures", "concurrent.futures: callbacks (回调函数) -- Future, ThreadPoolExecutor, "
+    {"futures", "concurrent.futures: 回调函数 — callbacks -- Future, ThreadPoolExecutor, "
                 "then, map, as_completed, wait, cancel",
      futures_sections},
-    {"processes", "multiprocessing: 进程 (processes) -- Process, start methods "
+    {"processes", "multiprocessing: 进程 — processes -- Process, start methods "
                   "(fork/spawn/forkserver), process states, Pipe, Queue",
      processes_sections},
-    {"mutex", "multiprocessing: 互斥锁 (mutex) -- a shared Value with and without its "
+    {"mutex", "multiprocessing: 互斥锁 — mutual exclusion lock -- a shared Value with and without its "
               "lock, a Lock whose holder dies",
      mutex_sections},
-    {"pools", "multiprocessing + concurrent.futures: 进程池 (process pools) -- threads vs "
+    {"pools", "multiprocessing + concurrent.futures: 进程池 — process pools -- threads vs "
               "processes on a CPU-bound job, Pool.map/imap_unordered with a progress bar, "
               "a killed worker (BrokenProcessPool), Manager",
      pools_sections},
-    {"green", "gevent: 协程 (green threads / coroutines) -- switching, 10,000 sleepers, an echo "
+    {"green", "gevent: 协程 — coroutines (green threads) -- switching, 10,000 sleepers, an echo "
               "server, waiting on a thread pool, Timeout, kill, Pool, LoopExit",
      green_sections},
-    {"selectors", "selectors: 多路复用 (I/O multiplexing) -- one readiness loop on select, poll, "
+    {"selectors", "selectors: 多路复用 — I/O multiplexing -- one readiness loop on select, poll, "
                   "epoll, io_uring and signal-driven I/O; the SIGIO rescan; select in a green thread",
      selectors_sections},
-    {"io_models", "I/O模型 (the five I/O models): blocking, non-blocking, select/poll/epoll, "
+    {"io_models", "I/O模型 — the five I/O models: blocking, non-blocking, select/poll/epoll, "
                   "signal-driven, io_uring, and green threads -- one echo load on each",
      io_models_sections},
-    {"states", "task states: 进程的状态 (process states) -- running, ready, blocked, live: "
+    {"states", "task states: 进程的状态 — process states -- running, ready, blocked, live: "
                "a trace, a timeline picture, wait profiles, counters",
      states_sections},
     {"gevent", "gevent, the rest: Pool.imap_unordered and PoolFull, Timeout objects, Channel, wait",
      gevent_more_sections},
-    {"deadlock", "死锁 (deadlock): dining philosophers, the detector, four fixes (the last "
-                 "the banker's algorithm, 银行家算法), Coffman's conditions, lock-order "
+    {"deadlock", "死锁 — deadlock: dining philosophers, the detector, four fixes (the last: "
+                 "银行家算法 — the banker's algorithm), Coffman's conditions, lock-order "
                  "checking, the dump",
      deadlock_sections},
-    {"gil", "GIL: 全局解释器锁 (global interpreter lock) -- CPU-bound threads under a GIL, "
+    {"gil", "GIL: 全局解释器锁 — global interpreter lock -- CPU-bound threads under a GIL, "
             "without it and in processes; an I/O-bound thread beside a CPU-bound one",
      gil_sections},
     {NULL, NULL, NULL},
 };
+
+/* The tour's last screen: one line per chapter that ran (what it showed,
+ * where to read more). A chapter missing here gets its title and the
+ * guide's index. */
+static const struct {
+    const char *chapter, *showed, *read;
+} summary[] = {
+    {"threads", "Thread, Lock, RLock, Condition, Event, Barrier", "docs/threading.md"},
+    {"queue", "back-pressure, join, shutdown, select on queues", "docs/queue.md"},
+    {"futures", "thread pools, callbacks, then, map, as_completed", "docs/futures.md"},
+    {"processes", "fork/spawn/forkserver, states, Pipe, Queue", "docs/process.md"},
+    {"mutex", "a shared Value with and without its lock", "docs/ipc.md"},
+    {"pools", "threads vs processes, imap, a killed worker", "docs/pool.md"},
+    {"green", "switching, 10,000 sleepers, echo, Timeout", "docs/green.md"},
+    {"selectors", "select, poll, epoll, io_uring, signal-driven", "docs/selectors.md"},
+    {"io_models", "one echo load on every I/O model", "docs/io.md"},
+    {"states", "running/ready/blocked: trace, wait profiles", "docs/trace.md"},
+    {"gevent", "imap_unordered, Timeout objects, Channel, wait", "docs/green.md"},
+    {"deadlock", "dining philosophers, detector, four fixes", "docs/deadlock.md"},
+    {"gil", "CPU- and I/O-bound threads under a GIL", "docs/gil.md"},
+};
+
+static void print_summary(const bool *ran)
+{
+    printf("\n=== Summary: what the tour showed ===\n");
+    int i = 0;
+    for (const struct chapter *c = chapters; c->name; c++, i++) {
+        if (!ran[i])
+            continue;
+        const char *showed = c->title, *read = "docs/README.md";
+        for (size_t k = 0; k < sizeof summary / sizeof summary[0]; k++)
+            if (strcmp(summary[k].chapter, c->name) == 0)
+                showed = summary[k].showed, read = summary[k].read;
+        printf("  %-9s %-48.48s  %s\n", c->name, showed, read);
+    }
+    printf("\nRead more: README.md (start here: install, use from your project), docs/README.md\n"
+           "(one guide per module), the API reference (make docs, then open\n"
+           "build/docs/html/index.html). Run one part again: build/tour <chapter>[/<section>];\n"
+           "build/tour --list lists them. Lines marked [expected error output] on stderr are\n"
+           "reports the tour provoked on purpose.\n");
+}
 
 static void run_section(const struct chapter *c, const struct section *s)
 {
@@ -3972,11 +4032,17 @@ int main(int argc, char **argv)
     if (want && !(one = lookup(want, &only)))
         return usage();
     printf("conc tour: Python's concurrency toolbox, in C.\n");
-    if (one)
+    bool ran[sizeof chapters / sizeof chapters[0]] = {false};
+    if (one) {
         run_chapter(one, only);
-    else
-        for (const struct chapter *c = chapters; c->name; c++)
+        ran[one - chapters] = true;
+    } else {
+        for (const struct chapter *c = chapters; c->name; c++) {
             run_chapter(c, NULL);
+            ran[c - chapters] = true;
+        }
+    }
+    print_summary(ran);
     printf("\n%s\n", failures ? "tour finished with failed checks" : "tour finished: all checks passed");
     return failures ? 1 : 0;
 }

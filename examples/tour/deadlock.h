@@ -70,10 +70,11 @@ static int sec_dl_philosophers(void)
     printf("   5 philosophers each hold their left fork and wait for the right one: a cycle.\n"
            "   CONC_DEBUG=deadlock (here: conc_debug_enable) finds it after 100 ms; the detector's\n"
            "   report goes to stderr:\n");
-    fflush(stdout);
+    expected_stderr_begin("the deadlock detector's report");
     double t0 = conc_monotonic();
     run_phils(phil_naive);
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    expected_stderr_end();
     printf("   %d meals eaten in %.2f s; %d philosopher(s) got CONC_EDEADLK, put the fork down and "
            "retried\n",
            atomic_load(&meals), conc_monotonic() - t0, atomic_load(&victims));
@@ -164,9 +165,11 @@ static int sec_dl_reentrant(void)
 {
     conc_lock_t l = CONC_LOCK_INIT;
     conc_rlock_t r = CONC_RLOCK_INIT;
+    expected_stderr_begin("the detector's report of a Lock taken again by its holder");
     conc_debug_enable(CONC_DEBUG_DEADLOCK);
     int rc = depth_lock(&l, 2);
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    expected_stderr_end();
     printf("   a recursive function taking a Lock again: %s at once (without detection: a silent hang)\n",
            conc_errname(rc));
     int rc2 = depth_rlock(&r, 2);
@@ -264,7 +267,7 @@ static int sec_dl_lockorder(void)
     conc_set_name(&lo_b, "audit-log");
     printf("   thread 1 takes accounts then audit-log; later thread 2 takes them the other way.\n"
            "   Nothing hangs, but CONC_DEBUG=lockorder reports the inversion (stderr), with both stacks:\n");
-    fflush(stdout);
+    expected_stderr_begin("the lock-order checker's report");
     for (int k = 0; k < 2; k++) {
         conc_thread_t *t;
         conc_thread_new(&t, take_ab, k == 0 ? (void *)1 : NULL, NULL);
@@ -273,6 +276,7 @@ static int sec_dl_lockorder(void)
         conc_thread_free(t);
     }
     conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    expected_stderr_end();
     conc_debug_forget(&lo_a);
     conc_debug_forget(&lo_b);
     return 0;

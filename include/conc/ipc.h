@@ -312,6 +312,9 @@ typedef struct conc_plock {
 } conc_plock_t;
 #define CONC_PLOCK_INIT {0, 0, 0, 0}
 
+/* Initialise an unlocked Lock in memory the processes share, or get a new
+ * one in an anonymous shared mapping (_new; fork children inherit it; free
+ * it with conc_shared_free). Returns 0, CONC_EINVAL (NULL), CONC_ENOMEM. */
 CONC_API int conc_plock_init(conc_plock_t *l);
 CONC_API int conc_plock_new(conc_plock_t **out);
 /* Returns 0, CONC_EOWNERDEAD (acquired from a holder that died holding
@@ -336,6 +339,8 @@ typedef struct conc_prlock {
 } conc_prlock_t;
 #define CONC_PRLOCK_INIT {0, 0, 0, 0, 0, 0}
 
+/* Initialise an unowned RLock, or get a new one (as conc_plock_init and
+ * conc_plock_new). Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_prlock_init(conc_prlock_t *r);
 CONC_API int conc_prlock_new(conc_prlock_t **out);
 /* Returns 0, CONC_EOWNERDEAD (taken over from an owner thread that ended
@@ -377,6 +382,8 @@ typedef struct conc_pevent {
 } conc_pevent_t;
 #define CONC_PEVENT_INIT {0, 0}
 
+/* Initialise an Event whose flag is clear, or get a new one (as
+ * conc_plock_init and conc_plock_new). Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_pevent_init(conc_pevent_t *e);
 CONC_API int conc_pevent_new(conc_pevent_t **out);
 /* Set the flag and wake all waiters; every process/thread already waiting
@@ -400,6 +407,12 @@ typedef struct conc_pcond {
     conc_prlock_t own;
 } conc_pcond_t;
 
+/* Condition(lock) over a shared Lock (NULL: the embedded RLock),
+ * Condition(rlock) over a shared RLock, or a new Condition with its
+ * embedded RLock (_new, as conc_plock_new); acquire and release take and
+ * drop that lock and return what the lock's own calls do, or CONC_EBROKEN
+ * when the lock's recorded place is out of bounds (a peer wrote it).
+ * Init returns 0, CONC_EINVAL (c NULL); _new also CONC_ENOMEM. */
 CONC_API int conc_pcond_init(conc_pcond_t *c, conc_plock_t *lock);
 CONC_API int conc_pcond_init_rlock(conc_pcond_t *c, conc_prlock_t *rlock);
 CONC_API int conc_pcond_new(conc_pcond_t **out); /* embedded RLock */

@@ -115,6 +115,7 @@ typedef struct conc_rlock {
 } conc_rlock_t;
 #define CONC_RLOCK_INIT {CONC_LOCK_INIT, 0, 0}
 
+/* (Re)initialise an unlocked RLock. Returns 0, or CONC_EINVAL for NULL. */
 CONC_API int conc_rlock_init(conc_rlock_t *r);
 /* Acquire; re-entrant for the owner. Returns 0, CONC_ETIMEDOUT, CONC_EINVAL,
  * or CONC_ERANGE if the recursion count would overflow. */
@@ -201,6 +202,8 @@ typedef struct conc_event {
 } conc_event_t;
 #define CONC_EVENT_INIT {0}
 
+/* (Re)initialise an Event whose flag is clear. Returns 0, or CONC_EINVAL
+ * for NULL. */
 CONC_API int conc_event_init(conc_event_t *e);
 /* Set the flag and wake every waiter. Every context already waiting when
  * set() happens returns 0 from its wait, even if clear() follows at once.

@@ -137,6 +137,8 @@ CONC_API size_t conc_stack_size_get(void);
  * in that thread. conc_local_free passes every remaining value to dtor. */
 typedef struct conc_local conc_local_t;
 
+/* data = threading.local(): a new local in *out (free it with
+ * conc_local_free). Returns 0, CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_local_new(conc_local_t **out, void (*dtor)(void *value));
 /* The calling thread's value, or NULL. Never blocks. */
 CONC_API void *conc_local_get(conc_local_t *l);
