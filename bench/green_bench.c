@@ -1031,6 +1031,12 @@ static void usage(FILE *f)
                "                   [--python PY --python-script green_python.py] [--go green_go_peer] [--list]\n");
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
+}
+
 int main(int argc, char **argv)
 {
     ssize_t sl = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
@@ -1060,46 +1066,13 @@ int main(int argc, char **argv)
 #endif
     }
 
-    for (int i = 1; i < argc; i += 2) { /* every option but --list/--help takes a value */
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else if (strcmp(a, "--go") == 0) {
-            opt_go = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "green_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "green_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script, .go = &opt_go};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     signal(SIGPIPE, SIG_IGN);
     (void)bench_run_peer;       /* peers are started by spawn_child instead */
     (void)bench_python_targets; /* no "python" impl here: greenlet, gevent */

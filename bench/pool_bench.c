@@ -767,50 +767,23 @@ static void usage(FILE *f)
                "                  [--jsonl FILE] [--python PYTHON --python-script pool_python.py] [--list]\n");
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
+}
+
 int main(int argc, char **argv)
 {
     CONC_PROCESS_MAIN(argc, argv); /* spawned and fork-server children stop here */
 
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v;
-        } else if (strcmp(a, "--settle") == 0) {
-            opt_settle_ms = atol(v);
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "pool_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "pool_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script, .settle_ms = &opt_settle_ms};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     (void)bench_python_targets; /* the targets differ per row (see the end of main) */
 
     g_sh = mmap(NULL, sizeof *g_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -179,40 +179,26 @@ static void run_row(const char *row, int nfds)
         bench_impl_record(py, vals[i]);
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: selectors_bench [--reps N] [--scale F] [--only rows] [--jsonl FILE] "
+               "[--python PY --python-script selectors_python.py]\n");
+}
+
+static void list_rows(void)
+{
+    printf("selectors.sparse_10\nselectors.sparse_1000\n");
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            printf("selectors.sparse_10\nselectors.sparse_1000\n");
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "usage: selectors_bench [--reps N] [--scale F] [--only rows] [--jsonl FILE] "
-                            "[--python PY --python-script selectors_python.py]\n");
-            return 2;
-        }
-        if (strcmp(a, "--reps") == 0)
-            opt_reps = atoi(v);
-        else if (strcmp(a, "--scale") == 0)
-            opt_scale = atof(v);
-        else if (strcmp(a, "--only") == 0)
-            opt_only = v;
-        else if (strcmp(a, "--jsonl") == 0)
-            opt_jsonl = v;
-        else if (strcmp(a, "--python") == 0)
-            opt_python = v;
-        else if (strcmp(a, "--python-script") == 0)
-            opt_python_script = v;
-        else if (strcmp(a, "--impls") != 0) { /* accepted for bench/run; all impls run */
-            fprintf(stderr, "selectors_bench: unknown option %s\n", a);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "selectors_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
+    /* --impls is accepted and ignored: all impls run */
+    static const bench_args_t args = {
+        .prog = "selectors_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .jsonl = &opt_jsonl, .python = &opt_python, .python_script = &opt_python_script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     bench_note_load();
     double t_start = bench_now();
     if (in_list(opt_only, "selectors.sparse_10"))
