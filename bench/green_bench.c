@@ -6,10 +6,14 @@
  * Rows (see bench/README.md):
  *   green.switch        ns per switch: two green threads yield to each
  *                       other, 2M times each (4M switches)
- *                       conc boost go greenlet gevent
+ *                       conc boost boost_fiber go greenlet gevent
  *   green.spawn_join    ns per spawn + run of an empty body + join, 1M
  *                       times one after the other
- *                       conc boost go gevent
+ *                       conc boost boost_fiber go gevent
+ *   green.chan_pingpong ns per hand-off: two green threads pass 1..N back
+ *                       and forth through two channels (1M round trips,
+ *                       2M hand-offs)
+ *                       conc go boost_fiber
  *   green.idle_rss      bytes of RSS per idle green thread, 100k alive
  *                       conc go gevent
  *   green.idle_rss_1m   the same with 1M alive
@@ -27,9 +31,17 @@
  *   boost     Boost.Context fcontext (jump_fcontext between two contexts;
  *             make_fcontext on a stack from pooled_fixedsize_stack for
  *             spawn_join), bench/green_peers.cpp
+ *             chan_pingpong: two conc_queue_t of kind CONC_SIMPLE
+ *             (unbounded; put never blocks, get parks the green thread):
+ *             faster here than a CONC_FIFO queue of capacity 1, the nearest
+ *             thing to an unbuffered channel (see bench/README.md)
+ *   boost_fiber  Boost.Fiber on the thread's round_robin scheduler:
+ *             this_fiber::yield, fiber + join, buffered_channel<long>(2)
+ *             ping-pong; bench/green_peers.cpp
  *   go        bench/green_go/main.go, GOMAXPROCS=1: runtime.Gosched
- *             ping-pong, `go f()` + sync.WaitGroup, goroutines blocked on
- *             a channel, a goroutine per connection
+ *             ping-pong, `go f()` + sync.WaitGroup, unbuffered channel
+ *             ping-pong, goroutines blocked on a channel, a goroutine per
+ *             connection
  *   greenlet  bench/green_python.py: greenlet.switch ping-pong
  *   gevent    bench/green_python.py: gevent.sleep(0), spawn().join(),
  *             greenlets blocked in Event.wait(), StreamServer
@@ -78,6 +90,7 @@
 #include <arpa/inet.h>
 
 #include "conc/base.h"
+#include "conc/queue.h"
 #include "conc/sync.h"
 #ifdef CONC_BENCH_HAVE_GREEN
 #include "conc/green.h"
@@ -90,6 +103,31 @@
 int gpeer_boost_init(char *why, size_t whylen);
 int gpeer_boost_switch(long n, char *why, size_t whylen);
 int gpeer_boost_spawn_join(long n, char *why, size_t whylen);
+int gpeer_fiber_switch(long n, char *why, size_t whylen);
+int gpeer_fiber_spawn_join(long n, char *why, size_t whylen);
+int gpeer_fiber_chan_pingpong(long n, char *why, size_t whylen);
+#if !defined(CONC_BENCH_HAVE_BOOST) || !defined(CONC_BENCH_HAVE_BOOST_FIBER)
+static int fiber_missing(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "not built: CMake found no C++ compiler or no Boost.Fiber (libboost-fiber-dev)");
+    return -1;
+}
+int gpeer_fiber_switch(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+int gpeer_fiber_spawn_join(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+int gpeer_fiber_chan_pingpong(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+#endif
 #ifndef CONC_BENCH_HAVE_BOOST
 int gpeer_boost_init(char *why, size_t whylen)
 {
@@ -110,14 +148,15 @@ int gpeer_boost_spawn_join(long n, char *why, size_t whylen)
 
 extern char **environ;
 
-enum { I_CONC, I_BOOST, I_GO, I_GREENLET, I_GEVENT, I_EPOLL, NIMPLS };
-static const char *impl_names[] = {"conc", "boost", "go", "greenlet", "gevent", "epoll"};
+enum { I_CONC, I_BOOST, I_FIBER, I_GO, I_GREENLET, I_GEVENT, I_EPOLL, NIMPLS };
+static const char *impl_names[] = {"conc", "boost", "boost_fiber", "go", "greenlet", "gevent", "epoll"};
 
 #define SWITCH_N 2000000L    /* yields per green thread (C and Go) */
 #define SWITCH_PY_N 200000L  /* greenlet switches per greenlet */
 #define SWITCH_GEV_N 50000L  /* gevent.sleep(0) per greenlet */
 #define SPAWN_N 1000000L     /* spawn + join (C and Go) */
 #define SPAWN_GEV_N 20000L   /* gevent.spawn().join() */
+#define CHAN_N 1000000L      /* green.chan_pingpong round trips */
 #define IDLE_N 100000L       /* green.idle_rss */
 #define IDLE_1M_N 1000000L   /* green.idle_rss_1m */
 #define ECHO_CONNS 50
@@ -375,6 +414,88 @@ static double conc_spawn_join(long n, char *why, size_t whylen)
     if (ran != n)
         return FAIL("%ld bodies ran instead of %ld", ran, n);
     return (t1 - t0) * 1e9 / (double)n;
+}
+
+/* -------------------------------------------------- conc: chan_pingpong */
+
+/* Two green threads hand 1..n back and forth through two conc queues:
+ * A puts i on ping and gets it back from pong; B gets from ping and puts
+ * what it got on pong. Every get parks the green thread until the other
+ * side has put (a hub-local hand-off: no OS thread sleeps). The waits carry
+ * a 60 s timeout so a lost item fails the run instead of hanging it. */
+typedef struct chanpp {
+    conc_queue_t *ping, *pong;
+    long n, bad, done;
+    int err;
+} chanpp_t;
+
+static void *chan_a_body(void *arg)
+{
+    chanpp_t *c = arg;
+    for (long i = 1; i <= c->n; i++) {
+        void *x = NULL;
+        int rc = conc_queue_put(c->ping, (void *)(uintptr_t)i, true, 60.0);
+        if (rc == 0)
+            rc = conc_queue_get(c->pong, &x, true, 60.0);
+        if (rc != 0) {
+            c->err = rc;
+            break;
+        }
+        c->bad += (uintptr_t)x != (uintptr_t)i;
+        c->done++;
+    }
+    return NULL;
+}
+
+static void *chan_b_body(void *arg)
+{
+    chanpp_t *c = arg;
+    for (long i = 1; i <= c->n; i++) {
+        void *x = NULL;
+        int rc = conc_queue_get(c->ping, &x, true, 60.0);
+        if (rc == 0)
+            rc = conc_queue_put(c->pong, x, true, 60.0);
+        if (rc != 0) {
+            c->err = rc;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* CONC_SIMPLE (unbounded) by default; CONC_BENCH_CHAN_FIFO1=1 measures a
+ * CONC_FIFO queue of capacity 1 instead (the closest to an unbuffered
+ * channel), to compare the two. */
+static double conc_chan_pingpong(long n, char *why, size_t whylen)
+{
+    chanpp_t c = {.n = n};
+    bool fifo1 = getenv("CONC_BENCH_CHAN_FIFO1") && atoi(getenv("CONC_BENCH_CHAN_FIFO1"));
+    int rc = conc_queue_new(&c.ping, fifo1 ? CONC_FIFO : CONC_SIMPLE, fifo1 ? 1 : 0);
+    if (rc == 0)
+        rc = conc_queue_new(&c.pong, fifo1 ? CONC_FIFO : CONC_SIMPLE, fifo1 ? 1 : 0);
+    if (rc != 0)
+        return FAIL("conc_queue_new: %s", conc_errname(rc));
+    conc_green_t *a, *b;
+    double t0 = bench_now();
+    rc = conc_go(&a, chan_a_body, &c);
+    if (rc != 0)
+        return FAIL("conc_go: %s", conc_errname(rc));
+    rc = conc_go(&b, chan_b_body, &c);
+    if (rc != 0)
+        return FAIL("conc_go: %s", conc_errname(rc));
+    int ra = conc_green_join(a, CONC_FOREVER), rb = conc_green_join(b, CONC_FOREVER);
+    double t1 = bench_now();
+    conc_green_free(a);
+    conc_green_free(b);
+    conc_queue_free(c.ping, NULL);
+    conc_queue_free(c.pong, NULL);
+    if (ra != 0 || rb != 0)
+        return FAIL("conc_green_join: %s", conc_errname(ra ? ra : rb));
+    if (c.err)
+        return FAIL("conc_queue_put/get: %s", conc_errname(c.err));
+    if (c.bad || c.done != n)
+        return FAIL("%ld of %ld round trips came back wrong", c.bad + (n - c.done), n);
+    return (t1 - t0) * 1e9 / (double)(2 * n);
 }
 
 /* ------------------------------------------ conc: idle_rss (child process) */
@@ -744,6 +865,8 @@ static double row_switch(int impl, char *why, size_t whylen)
 #endif
     case I_BOOST:
         return timed_boost(gpeer_boost_switch, scaled(SWITCH_N), 2, why, whylen);
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_switch, scaled(SWITCH_N), 2, why, whylen);
     case I_GO:
         return go_value("switch", scaled(SWITCH_N), 120, why, whylen);
     case I_GREENLET:
@@ -763,10 +886,27 @@ static double row_spawn_join(int impl, char *why, size_t whylen)
 #endif
     case I_BOOST:
         return timed_boost(gpeer_boost_spawn_join, scaled(SPAWN_N), 1, why, whylen);
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_spawn_join, scaled(SPAWN_N), 1, why, whylen);
     case I_GO:
         return go_value("spawn_join", scaled(SPAWN_N), 120, why, whylen);
     case I_GEVENT:
         return python_value("gevent", "spawn_join", scaled(SPAWN_GEV_N), 120, why, whylen);
+    }
+    return FAIL("impl not built in");
+}
+
+static double row_chan_pingpong(int impl, char *why, size_t whylen)
+{
+    switch (impl) {
+#ifdef CONC_BENCH_HAVE_GREEN
+    case I_CONC:
+        return conc_chan_pingpong(scaled(CHAN_N), why, whylen);
+#endif
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_chan_pingpong, scaled(CHAN_N), 2, why, whylen);
+    case I_GO:
+        return go_value("pingpong", scaled(CHAN_N), 120, why, whylen);
     }
     return FAIL("impl not built in");
 }
@@ -853,8 +993,9 @@ typedef struct rowdef {
 } rowdef_t;
 
 static const rowdef_t rowdefs[] = {
-    {"green.switch", "ns", true, row_switch, {I_CONC, I_BOOST, I_GO, I_GREENLET, I_GEVENT}, 5},
-    {"green.spawn_join", "ns", true, row_spawn_join, {I_CONC, I_BOOST, I_GO, I_GEVENT}, 4},
+    {"green.switch", "ns", true, row_switch, {I_CONC, I_BOOST, I_FIBER, I_GO, I_GREENLET, I_GEVENT}, 6},
+    {"green.spawn_join", "ns", true, row_spawn_join, {I_CONC, I_BOOST, I_FIBER, I_GO, I_GEVENT}, 5},
+    {"green.chan_pingpong", "ns", true, row_chan_pingpong, {I_CONC, I_GO, I_FIBER}, 3},
     {"green.idle_rss", "bytes", true, row_idle_rss, {I_CONC, I_GO, I_GEVENT}, 3},
     {"green.idle_rss_1m", "bytes", true, row_idle_rss_1m, {I_CONC}, 1},
     {"echo.50conn", "rt/s", false, row_echo, {I_CONC, I_EPOLL, I_GO, I_GEVENT}, 4},
@@ -886,6 +1027,12 @@ static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen
 #endif
     case I_BOOST:
         return gpeer_boost_init(why, whylen) != 0;
+    case I_FIBER:
+#if defined(CONC_BENCH_HAVE_BOOST) && defined(CONC_BENCH_HAVE_BOOST_FIBER)
+        return true;
+#else
+        return fiber_missing(why, whylen) == 0;
+#endif
     case I_GO:
         if (!opt_go) {
             snprintf(why, whylen, "no Go compiler (golang-go) when the bench was configured");
@@ -945,8 +1092,8 @@ static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen
  * themselves, and idle_rss is a fresh process each time. */
 static bool wants_warmup(const rowdef_t *d, int impl)
 {
-    return (impl == I_CONC || impl == I_BOOST) &&
-           (d->fn == row_switch || d->fn == row_spawn_join);
+    return (impl == I_CONC || impl == I_BOOST || impl == I_FIBER) &&
+           (d->fn == row_switch || d->fn == row_spawn_join || d->fn == row_chan_pingpong);
 }
 
 static void run_row(const rowdef_t *d)
@@ -1103,5 +1250,14 @@ int main(int argc, char **argv)
     target_runs(&tally, "green.idle_rss_1m", "green.idle_rss_1m: the 1M row runs");
     bench_target_tally(&tally, "echo.50conn", "epoll", 0.95, "echo.50conn: conc >= 0.95x epoll");
     bench_target_tally(&tally, "echo.50conn", "gevent", 2.0, "echo.50conn: conc >= 2x gevent");
+    printf("targets (issue 18: each peer at its best):\n");
+    bench_target_tally(&tally, "green.switch", "boost", 1 / 1.5, "green.switch: conc time <= 1.5x boost (raw jump)");
+    bench_target_tally(&tally, "green.switch", "boost_fiber", 1 / 0.5, "green.switch: conc time <= 0.5x boost_fiber");
+    bench_target_tally(&tally, "green.spawn_join", "boost", 1 / 2.0,
+                       "green.spawn_join: conc time <= 2.0x boost (pooled)");
+    bench_target_tally(&tally, "green.spawn_join", "boost_fiber", 1 / 0.5,
+                       "green.spawn_join: conc time <= 0.5x boost_fiber");
+    bench_target_tally(&tally, "green.chan_pingpong", "go", 3.0, "green.chan_pingpong: conc >= 3x go");
+    bench_target_tally(&tally, "echo.50conn", "epoll", 1.0, "echo.50conn: conc >= 1.0x epoll");
     return bench_finish("green", &tally, opt_jsonl, t_start);
 }
