@@ -112,6 +112,12 @@ double fpeer_tbb_throughput(long n, unsigned char *slots, int workers, char *why
     fpeer_tbb_available(why, whylen);
     return -1;
 }
+double fpeer_tbb_parallel_for(long n, unsigned char *slots, int workers, char *why, size_t whylen)
+{
+    (void)n, (void)slots, (void)workers;
+    fpeer_tbb_available(why, whylen);
+    return -1;
+}
 double fpeer_tbb_fib(int n, int cutoff, int workers, long *value, char *why, size_t whylen)
 {
     (void)n, (void)cutoff, (void)workers, (void)value;
@@ -142,8 +148,8 @@ double fomp_fib(int n, int cutoff, int workers, long *value, char *why, size_t w
 
 /* ----------------------------------------------------------- settings */
 
-enum { IMPL_CONC, IMPL_TBB, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON, NIMPLS };
-static const char *impl_names[] = {"conc", "tbb", "openmp", "libuv", "glib", "python"};
+enum { IMPL_CONC, IMPL_TBB, IMPL_TBB_PFOR, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON, NIMPLS };
+static const char *impl_names[] = {"conc", "tbb", "tbb_parallel_for", "openmp", "libuv", "glib", "python"};
 
 #define THROUGHPUT_TASKS 1000000L
 #define LATENCY_TRIPS 50000L
@@ -520,6 +526,9 @@ static double pool_throughput(int impl, char *why, size_t whylen)
     case IMPL_TBB:
         secs = fpeer_tbb_throughput(n, slots, g_workers, why, whylen);
         break;
+    case IMPL_TBB_PFOR:
+        secs = fpeer_tbb_parallel_for(n, slots, g_workers, why, whylen);
+        break;
     case IMPL_OPENMP:
         secs = fomp_throughput(n, slots, g_workers, why, whylen);
         break;
@@ -701,7 +710,7 @@ typedef struct rowdef {
 
 static const rowdef_t rowdefs[] = {
     {"pool.throughput", "tasks/s", false, pool_throughput, 120,
-     {IMPL_CONC, IMPL_TBB, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON}, 6},
+     {IMPL_CONC, IMPL_TBB, IMPL_TBB_PFOR, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON}, 7},
     {"pool.latency", "us", true, pool_latency, 60, {IMPL_CONC, IMPL_GLIB, IMPL_LIBUV, IMPL_PYTHON}, 4},
     {"pool.nested", "ms", true, pool_nested, 30, {IMPL_CONC, IMPL_TBB, IMPL_OPENMP}, 3},
 };
@@ -739,6 +748,7 @@ static bool impl_available(int impl, char *why, size_t whylen)
     case IMPL_CONC:
         return true;
     case IMPL_TBB:
+    case IMPL_TBB_PFOR:
         return fpeer_tbb_available(why, whylen);
     case IMPL_OPENMP:
         return fomp_available(why, whylen);
@@ -931,6 +941,16 @@ int main(int argc, char **argv)
     bench_target_tally(&tally, "pool.latency", "glib", 1 / 0.2, "pool.latency: conc time <= 0.2x glib");
     bench_target_tally(&tally, "pool.nested", "tbb", 1 / 1.5, "pool.nested: conc time <= 1.5x tbb");
     bench_python_targets(&tally, 100.0);
+    printf("targets (issue 18: each peer at its best):\n");
+    bench_target_tally(&tally, "pool.throughput", "tbb", 2.0, "pool.throughput: conc >= 2.0x tbb task_group");
+    bench_target_tally(&tally, "pool.nested", "tbb", 1.0, "pool.nested: conc time <= 1.0x tbb");
+    {
+        /* the ceiling: no per-task submission at all (informational) */
+        bench_row_t *r = bench_row_find("pool.throughput");
+        double s = r ? bench_speedup(r, "tbb_parallel_for") : NAN;
+        if (!isnan(s))
+            printf("  (info) pool.throughput: conc is %.3gx tbb_parallel_for, the \"submitter helps\" ceiling\n", s);
+    }
     int status = bench_finish("futures", &tally, opt_jsonl, t_start);
     fflush(stdout);
     fflush(stderr);

@@ -434,9 +434,9 @@ static void *chan_a_body(void *arg)
     chanpp_t *c = arg;
     for (long i = 1; i <= c->n; i++) {
         void *x = NULL;
-        int rc = conc_queue_put(c->ping, (void *)(uintptr_t)i, true, 60.0);
+        int rc = conc_queue_put(c->ping, (void *)(uintptr_t)i, true, CONC_FOREVER);
         if (rc == 0)
-            rc = conc_queue_get(c->pong, &x, true, 60.0);
+            rc = conc_queue_get(c->pong, &x, true, CONC_FOREVER);
         if (rc != 0) {
             c->err = rc;
             break;
@@ -452,9 +452,9 @@ static void *chan_b_body(void *arg)
     chanpp_t *c = arg;
     for (long i = 1; i <= c->n; i++) {
         void *x = NULL;
-        int rc = conc_queue_get(c->ping, &x, true, 60.0);
+        int rc = conc_queue_get(c->ping, &x, true, CONC_FOREVER);
         if (rc == 0)
-            rc = conc_queue_put(c->pong, x, true, 60.0);
+            rc = conc_queue_put(c->pong, x, true, CONC_FOREVER);
         if (rc != 0) {
             c->err = rc;
             break;
@@ -469,10 +469,12 @@ static void *chan_b_body(void *arg)
 static double conc_chan_pingpong(long n, char *why, size_t whylen)
 {
     chanpp_t c = {.n = n};
-    bool fifo1 = getenv("CONC_BENCH_CHAN_FIFO1") && atoi(getenv("CONC_BENCH_CHAN_FIFO1"));
-    int rc = conc_queue_new(&c.ping, fifo1 ? CONC_FIFO : CONC_SIMPLE, fifo1 ? 1 : 0);
+    const char *k = getenv("CONC_BENCH_CHAN");
+    long cap = k ? atol(k) : 0;
+    conc_queue_kind_t kind = cap > 0 ? CONC_FIFO : CONC_SIMPLE;
+    int rc = conc_queue_new(&c.ping, kind, cap);
     if (rc == 0)
-        rc = conc_queue_new(&c.pong, fifo1 ? CONC_FIFO : CONC_SIMPLE, fifo1 ? 1 : 0);
+        rc = conc_queue_new(&c.pong, kind, cap);
     if (rc != 0)
         return FAIL("conc_queue_new: %s", conc_errname(rc));
     conc_green_t *a, *b;
