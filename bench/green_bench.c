@@ -31,10 +31,11 @@
  *   boost     Boost.Context fcontext (jump_fcontext between two contexts;
  *             make_fcontext on a stack from pooled_fixedsize_stack for
  *             spawn_join), bench/green_peers.cpp
- *             chan_pingpong: two conc_queue_t of kind CONC_SIMPLE
- *             (unbounded; put never blocks, get parks the green thread):
- *             faster here than a CONC_FIFO queue of capacity 1, the nearest
- *             thing to an unbuffered channel (see bench/README.md)
+ *             chan_pingpong: two CONC_FIFO queues of capacity 2 (a ring;
+ *             a get on an empty one parks the green thread), the fastest
+ *             conc queue for this: CONC_SIMPLE pays a membarrier whenever
+ *             a getter goes to sleep, capacity 1 is heap-backed (see
+ *             bench/README.md)
  *   boost_fiber  Boost.Fiber on the thread's round_robin scheduler:
  *             this_fiber::yield, fiber + join, buffered_channel<long>(2)
  *             ping-pong; bench/green_peers.cpp
@@ -421,8 +422,9 @@ static double conc_spawn_join(long n, char *why, size_t whylen)
 /* Two green threads hand 1..n back and forth through two conc queues:
  * A puts i on ping and gets it back from pong; B gets from ping and puts
  * what it got on pong. Every get parks the green thread until the other
- * side has put (a hub-local hand-off: no OS thread sleeps). The waits carry
- * a 60 s timeout so a lost item fails the run instead of hanging it. */
+ * side has put (a hub-local hand-off: no OS thread sleeps). The waits have
+ * no timeout, like the other rows' joins (a deadline costs a clock read per
+ * wait). */
 typedef struct chanpp {
     conc_queue_t *ping, *pong;
     long n, bad, done;
@@ -463,14 +465,13 @@ static void *chan_b_body(void *arg)
     return NULL;
 }
 
-/* CONC_SIMPLE (unbounded) by default; CONC_BENCH_CHAN_FIFO1=1 measures a
- * CONC_FIFO queue of capacity 1 instead (the closest to an unbuffered
- * channel), to compare the two. */
+/* CONC_FIFO of capacity 2 by default; CONC_BENCH_CHAN=<capacity> measures
+ * another capacity (0: CONC_SIMPLE, unbounded), to compare. */
 static double conc_chan_pingpong(long n, char *why, size_t whylen)
 {
     chanpp_t c = {.n = n};
     const char *k = getenv("CONC_BENCH_CHAN");
-    long cap = k ? atol(k) : 0;
+    long cap = k ? atol(k) : 2;
     conc_queue_kind_t kind = cap > 0 ? CONC_FIFO : CONC_SIMPLE;
     int rc = conc_queue_new(&c.ping, kind, cap);
     if (rc == 0)
