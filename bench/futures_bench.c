@@ -716,31 +716,14 @@ static const rowdef_t rowdefs[] = {
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 static bool selected(const char *name)
 {
-    return in_list(opt_only, name);
+    return bench_in_list(opt_only, name);
 }
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
-    if (!in_list(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
         return false;
     }

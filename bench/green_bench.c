@@ -191,23 +191,6 @@ static long scaled(long n)
 #define FAIL(...) (snprintf(why, whylen, __VA_ARGS__), NAN)
 #define WHY(...) snprintf(why, whylen, __VA_ARGS__)
 
-static bool list_has(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 static double rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -1009,7 +992,7 @@ static const rowdef_t rowdefs[] = {
  * conc that may not be built yet. */
 static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen)
 {
-    if (!list_has(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not in --impls");
         return false;
     }
@@ -1231,7 +1214,7 @@ int main(int argc, char **argv)
     bench_note_load();
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
-        if (list_has(opt_only, rowdefs[k].name))
+        if (bench_in_list(opt_only, rowdefs[k].name))
             run_row(&rowdefs[k]);
     if (bench_nrows == 0) {
         fprintf(stderr, "green_bench: no row matches --only %s\n", opt_only);

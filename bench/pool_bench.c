@@ -611,26 +611,9 @@ static const rowdef_t rowdefs[] = {
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen)
 {
-    if (!in_list(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
         return false;
     }
@@ -800,7 +783,7 @@ int main(int argc, char **argv)
     bench_note_load();
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
-        if (in_list(opt_only, rowdefs[k].name))
+        if (bench_in_list(opt_only, rowdefs[k].name))
             run_row(&rowdefs[k]);
     if (bench_nrows == 0) {
         fprintf(stderr, "pool_bench: no row matches --only %s\n", opt_only);

@@ -43,23 +43,6 @@ static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 typedef struct {
     conc_selector_t *s;
     int *idle;
@@ -201,9 +184,9 @@ int main(int argc, char **argv)
         return st;
     bench_note_load();
     double t_start = bench_now();
-    if (in_list(opt_only, "selectors.sparse_10"))
+    if (bench_in_list(opt_only, "selectors.sparse_10"))
         run_row("selectors.sparse_10", 10);
-    if (in_list(opt_only, "selectors.sparse_1000"))
+    if (bench_in_list(opt_only, "selectors.sparse_1000"))
         run_row("selectors.sparse_1000", 1000);
     bench_print_header("selectors", opt_reps);
     printf("(select(0) with 1 ready fd among N registered; every call checked)\n");

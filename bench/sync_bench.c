@@ -696,19 +696,7 @@ static const rowdef_t rowdefs[] = {
 
 static bool selected(const char *name)
 {
-    if (!opt_only)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = opt_only; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
+    return bench_in_list(opt_only, name);
 }
 
 static bool impl_available(int impl, char *why, size_t whylen)
