@@ -161,6 +161,7 @@ static int qpeer_kind(int impl)
 static int opt_reps = 7;
 static double opt_scale = 1.0;
 static const char *opt_only;
+static const char *opt_impls; /* --impls a,b: only these (e.g. to profile one) */
 static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
@@ -716,6 +717,10 @@ static bool selected(const char *name)
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
+        snprintf(why, whylen, "not in --impls");
+        return false;
+    }
     switch (impl) {
     case IMPL_MOODYCAMEL:
     case IMPL_MOODY_UNB:
@@ -819,7 +824,7 @@ static void run_row(const rowdef_t *d)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]\n"
+    fprintf(f, "usage: queue_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]\n"
                "                   [--python PYTHON --python-script queue_python.py] [--list]\n");
 }
 
@@ -833,7 +838,8 @@ int main(int argc, char **argv)
 {
     static const bench_args_t args = {
         .prog = "queue_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
-        .only = &opt_only, .jsonl = &opt_jsonl, .python = &opt_python, .python_script = &opt_python_script};
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script};
     int st = bench_parse_args(argc, argv, &args);
     if (st >= 0)
         return st;
