@@ -198,6 +198,8 @@ int main(int argc, char **argv)
     int st = bench_parse_args(argc, argv, &args);
     if (st >= 0)
         return st;
+    (void)bench_run_peer;       /* no external peer here */
+    (void)bench_python_targets; /* no Python peer here */
     pthread_t t; /* measure in a multi-threaded process, as sync_bench does */
     pthread_create(&t, NULL, empty_thread, NULL);
     pthread_join(t, NULL);
