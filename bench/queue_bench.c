@@ -64,7 +64,7 @@
  * up on a tenth of the items, then measures one run), so load changes on a
  * shared machine hit it and the C impls alike.
  *
- * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]
  *                    [--python PYTHON --python-script queue_python.py] [--list]
  */
 #define _GNU_SOURCE

@@ -21,7 +21,7 @@
  * peer (bench/sync_python.py, run with the interpreter given by --python)
  * does its own warm-up and repetitions and prints one value per line.
  *
- * Usage: sync_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ * Usage: sync_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]
  *                   [--python PYTHON --python-script sync_python.py]
  */
 #define _GNU_SOURCE
