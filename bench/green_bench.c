@@ -1245,5 +1245,6 @@ int main(int argc, char **argv)
                        "green.spawn_join: conc time <= 0.5x boost_fiber");
     bench_target_tally(&tally, "green.chan_pingpong", "go", 3.0, "green.chan_pingpong: conc >= 3x go");
     bench_target_tally(&tally, "echo.50conn", "epoll", 1.0, "echo.50conn: conc >= 1.0x epoll");
+    printf("  (where conc's time goes on the missed ones: bench/README.md, \"Issue 18\")\n");
     return bench_finish("green", &tally, opt_jsonl, t_start);
 }

@@ -878,6 +878,7 @@ int main(int argc, char **argv)
     bench_target_best(&tally, "queue.1p1c", ckspsc, 1.0, "queue.1p1c: conc >= 1.0x ck_ring SPSC");
     bench_target_best(&tally, "queue.1p1c", moody, 3.0, "queue.1p1c: conc >= 3x the best moodycamel");
     bench_target_best(&tally, "queue.2p2c", moody, 3.0, "queue.2p2c: conc >= 3x the best moodycamel");
+    printf("  (where conc's time goes on the missed ones: bench/README.md, \"Issue 18\")\n");
     bench_python_targets(&tally, 50.0);
     return bench_finish("queue", &tally, opt_jsonl, t_start);
 }
