@@ -246,7 +246,7 @@ static void bench_print_header(const char *module, int reps)
     printf("\n== %s: median of %d reps per impl (reps interleaved, warm-up discarded), %ld CPUs, "
            "load avg %.2f at start, %.2f now ==\n",
            module, reps, ncpu, bench_load_start, l[0]);
-    printf("%-20s %-9s %16s %-6s %27s   %s\n", "bench", "impl", "median", "unit",
+    printf("%-20s %-21s %16s %-6s %27s   %s\n", "bench", "impl", "median", "unit",
            "min .. max", "conc vs peer (>1: conc better)");
 }
 
@@ -257,7 +257,7 @@ static void bench_print_row(bench_row_t *r)
         bench_impl_t *im = &r->impl[i];
         const char *bn = i == 0 ? r->name : "";
         if (im->status != BENCH_OK || im->n == 0) {
-            printf("%-20s %-9s %16s %-6s   %s: %s\n", bn, im->name, "-", r->unit,
+            printf("%-20s %-21s %16s %-6s   %s: %s\n", bn, im->name, "-", r->unit,
                    im->status == BENCH_FAILED ? "FAILED" : "skipped",
                    im->note[0] ? im->note : "no measurement");
             continue;
@@ -266,7 +266,7 @@ static void bench_print_row(bench_row_t *r)
         char range[80];
         snprintf(range, sizeof range, "%s .. %s", bench_fmt_h(b, sizeof b, bench_min(im->vals, im->n)),
                  bench_fmt_h(c, sizeof c, bench_max(im->vals, im->n)));
-        printf("%-20s %-9s %16s %-6s %27s", bn, im->name, bench_fmt_h(a, sizeof a, med), r->unit, range);
+        printf("%-20s %-21s %16s %-6s %27s", bn, im->name, bench_fmt_h(a, sizeof a, med), r->unit, range);
         if (strcmp(im->name, "conc") != 0) {
             double s = bench_speedup(r, im->name);
             if (!isnan(s))
@@ -345,6 +345,36 @@ static void bench_target_tally(bench_tally_t *t, const char *row, const char *pe
     t->missed += r == 0;
 }
 
+/* The peer with the best median on row among names (a NULL-terminated
+ * list of variants of one peer: "moodycamel", "moodycamel_unbounded", ...),
+ * or NULL when none has a valid measurement. */
+static inline const char *bench_best_of(bench_row_t *r, const char *const *names)
+{
+    const char *best = NULL;
+    double bv = 0;
+    for (; r && *names; names++) {
+        bench_impl_t *im = bench_impl_find(r, *names);
+        if (!bench_impl_ok(im))
+            continue;
+        double v = bench_impl_median(im);
+        if (!best || (r->lower_better ? v < bv : v > bv))
+            best = *names, bv = v;
+    }
+    return best;
+}
+
+/* bench_target_tally against the fastest of a peer's variants (issue 18:
+ * ratios are against the peer at its best); the line names the variant. */
+static inline void bench_target_best(bench_tally_t *t, const char *row, const char *const *variants, double want,
+                                     const char *text)
+{
+    bench_row_t *r = bench_row_find(row);
+    if (!r)
+        return;
+    const char *best = bench_best_of(r, variants);
+    bench_target_tally(t, row, best ? best : variants[0], want, text);
+}
+
 /* "conc >= want x python" on every row that has a python impl. */
 static void bench_python_targets(bench_tally_t *t, double want)
 {
@@ -377,6 +407,107 @@ static int bench_finish(const char *module, const bench_tally_t *t, const char *
     printf("%s bench took %.0f s%s\n", module, bench_now() - t_start,
            failed ? "; some impls FAILED their checks (see above)" : "");
     return failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------ command line */
+
+/* The options every bench program takes from bench/run, parsed once here:
+ *   --reps N  --scale F  --only row,row  --impls a,b  --jsonl FILE
+ *   --python PY  --python-script FILE  --settle MS  --go PEER
+ *   --list  -h/--help
+ * A program points at the variables it uses; an option whose pointer is
+ * NULL is accepted and ignored (bench/run passes the common ones to every
+ * program). `extra` sees the options this parser does not know first: it
+ * returns how many arguments it took (1: a flag, 2: an option with its
+ * value), 0 for "not mine". `list` prints the rows for --list (NULL: --list
+ * is refused). Returns -1 to go on, else the exit status for main: 0 after
+ * --help / --list, 2 on a bad command line (with the usage on stderr). On
+ * the way it checks --reps is 1..BENCH_MAX_REPS and --scale > 0, and notes
+ * on stderr that fewer than 5 repetitions make poor medians. */
+typedef struct bench_args {
+    const char *prog;           /* "queue_bench": for the messages */
+    void (*usage)(FILE *f);     /* NULL: a generic usage line */
+    void (*list)(void);
+    int (*extra)(const char *opt, const char *val);
+    int *reps;
+    double *scale;
+    const char **only, **impls, **jsonl, **python, **python_script, **go;
+    long *settle_ms;
+} bench_args_t;
+
+static void bench__usage(const bench_args_t *a, FILE *f)
+{
+    if (a->usage)
+        a->usage(f);
+    else
+        fprintf(f, "usage: %s [--reps N] [--scale F] [--only row,row] [--jsonl FILE] [--list]\n", a->prog);
+}
+
+static int bench_parse_args(int argc, char **argv, const bench_args_t *a)
+{
+    for (int i = 1; i < argc;) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int took = a->extra ? a->extra(o, v) : 0;
+        if (took > 0) {
+            i += took;
+            continue;
+        }
+        if (strcmp(o, "--list") == 0 && a->list) {
+            a->list();
+            return 0;
+        }
+        if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
+            bench__usage(a, stdout);
+            return 0;
+        }
+        static const char *const names[] = {"--reps",   "--scale",  "--only",          "--impls", "--jsonl",
+                                            "--python", "--python-script", "--go", "--settle"};
+        int k = 0, n = (int)(sizeof names / sizeof *names);
+        while (k < n && strcmp(o, names[k]) != 0)
+            k++;
+        if (k == n || !v) {
+            if (k == n)
+                fprintf(stderr, "%s: unknown option %s\n", a->prog, o);
+            bench__usage(a, stderr);
+            return 2;
+        }
+        const char **str[] = {NULL, NULL, a->only, a->impls, a->jsonl, a->python, a->python_script, a->go, NULL};
+        if (k == 0 && a->reps)
+            *a->reps = atoi(v);
+        else if (k == 1 && a->scale)
+            *a->scale = atof(v);
+        else if (k == 8 && a->settle_ms)
+            *a->settle_ms = atol(v);
+        else if (str[k])
+            *str[k] = v;
+        i += 2;
+    }
+    if ((a->reps && (*a->reps < 1 || *a->reps > BENCH_MAX_REPS)) || (a->scale && !(*a->scale > 0))) {
+        fprintf(stderr, "%s: --reps must be 1..%d and --scale > 0\n", a->prog, BENCH_MAX_REPS);
+        return 2;
+    }
+    if (a->reps && *a->reps < 5)
+        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    return -1;
+}
+
+/* Is name in the comma-separated list? A NULL list holds everything
+ * (--only and --impls left out). */
+static inline bool bench_in_list(const char *list, const char *name)
+{
+    if (!list)
+        return true;
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == len && strncmp(p, name, l) == 0)
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
 }
 
 /* ------------------------------------------------- external peer program */

@@ -309,19 +309,7 @@ static double banker_run(char *why, size_t whylen)
 
 static bool selected(const char *name)
 {
-    if (!opt_only)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = opt_only; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
+    return bench_in_list(opt_only, name);
 }
 
 /* Run the Python peer for row (one value per line; `stride` values per
@@ -360,44 +348,20 @@ static void usage(FILE *f)
 
 static const char *const rownames[] = {"gil.convoy_p50", "gil.convoy_p99", "gil.handoff", "banker.request"};
 
+static void list_rows(void)
+{
+    for (size_t k = 0; k < sizeof rownames / sizeof *rownames; k++)
+        printf("%s\n", rownames[k]);
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (size_t k = 0; k < sizeof rownames / sizeof *rownames; k++)
-                printf("%s\n", rownames[k]);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "deadlock_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "deadlock_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .jsonl = &opt_jsonl, .python = &opt_python, .python_script = &opt_python_script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     if (!opt_python)
         fprintf(stderr, "note: python peer skipped (no --python given)\n");
     bench_note_load();

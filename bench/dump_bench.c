@@ -192,19 +192,14 @@ static void *empty_thread(void *arg) { return arg; }
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--reps") == 0)
-            opt_reps = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--scale") == 0)
-            opt_scale = atof(argv[i + 1]);
-        else if (strcmp(argv[i], "--jsonl") == 0)
-            opt_jsonl = argv[i + 1];
-        else if (strcmp(argv[i], "--only") == 0)
-            opt_only = argv[i + 1];
-        /* --python, --python-script: no Python peer here */
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS)
-        opt_reps = 7;
+    /* --python, --python-script: accepted, no Python peer here */
+    static const bench_args_t args = {
+        .prog = "dump_bench", .reps = &opt_reps, .scale = &opt_scale, .only = &opt_only, .jsonl = &opt_jsonl};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
+    (void)bench_run_peer;       /* no external peer here */
+    (void)bench_python_targets; /* no Python peer here */
     pthread_t t; /* measure in a multi-threaded process, as sync_bench does */
     pthread_create(&t, NULL, empty_thread, NULL);
     pthread_join(t, NULL);

@@ -112,6 +112,12 @@ double fpeer_tbb_throughput(long n, unsigned char *slots, int workers, char *why
     fpeer_tbb_available(why, whylen);
     return -1;
 }
+double fpeer_tbb_parallel_for(long n, unsigned char *slots, int workers, char *why, size_t whylen)
+{
+    (void)n, (void)slots, (void)workers;
+    fpeer_tbb_available(why, whylen);
+    return -1;
+}
 double fpeer_tbb_fib(int n, int cutoff, int workers, long *value, char *why, size_t whylen)
 {
     (void)n, (void)cutoff, (void)workers, (void)value;
@@ -142,8 +148,8 @@ double fomp_fib(int n, int cutoff, int workers, long *value, char *why, size_t w
 
 /* ----------------------------------------------------------- settings */
 
-enum { IMPL_CONC, IMPL_TBB, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON, NIMPLS };
-static const char *impl_names[] = {"conc", "tbb", "openmp", "libuv", "glib", "python"};
+enum { IMPL_CONC, IMPL_TBB, IMPL_TBB_PFOR, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON, NIMPLS };
+static const char *impl_names[] = {"conc", "tbb", "tbb_parallel_for", "openmp", "libuv", "glib", "python"};
 
 #define THROUGHPUT_TASKS 1000000L
 #define LATENCY_TRIPS 50000L
@@ -520,6 +526,9 @@ static double pool_throughput(int impl, char *why, size_t whylen)
     case IMPL_TBB:
         secs = fpeer_tbb_throughput(n, slots, g_workers, why, whylen);
         break;
+    case IMPL_TBB_PFOR:
+        secs = fpeer_tbb_parallel_for(n, slots, g_workers, why, whylen);
+        break;
     case IMPL_OPENMP:
         secs = fomp_throughput(n, slots, g_workers, why, whylen);
         break;
@@ -701,37 +710,20 @@ typedef struct rowdef {
 
 static const rowdef_t rowdefs[] = {
     {"pool.throughput", "tasks/s", false, pool_throughput, 120,
-     {IMPL_CONC, IMPL_TBB, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON}, 6},
+     {IMPL_CONC, IMPL_TBB, IMPL_TBB_PFOR, IMPL_OPENMP, IMPL_LIBUV, IMPL_GLIB, IMPL_PYTHON}, 7},
     {"pool.latency", "us", true, pool_latency, 60, {IMPL_CONC, IMPL_GLIB, IMPL_LIBUV, IMPL_PYTHON}, 4},
     {"pool.nested", "ms", true, pool_nested, 30, {IMPL_CONC, IMPL_TBB, IMPL_OPENMP}, 3},
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 static bool selected(const char *name)
 {
-    return in_list(opt_only, name);
+    return bench_in_list(opt_only, name);
 }
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
-    if (!in_list(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
         return false;
     }
@@ -739,6 +731,7 @@ static bool impl_available(int impl, char *why, size_t whylen)
     case IMPL_CONC:
         return true;
     case IMPL_TBB:
+    case IMPL_TBB_PFOR:
         return fpeer_tbb_available(why, whylen);
     case IMPL_OPENMP:
         return fomp_available(why, whylen);
@@ -859,48 +852,21 @@ static void usage(FILE *f)
                "                     [--python PYTHON --python-script futures_python.py] [--list]\n");
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) { /* every option but --list/--help takes a value */
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v;
-        } else if (strcmp(a, "--settle") == 0) {
-            opt_settle_ms = atol(v);
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "futures_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "futures_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script, .settle_ms = &opt_settle_ms};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
 
 #ifdef CONC_BENCH_HAVE_OPENMP
     /* libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it
@@ -958,6 +924,17 @@ int main(int argc, char **argv)
     bench_target_tally(&tally, "pool.latency", "glib", 1 / 0.2, "pool.latency: conc time <= 0.2x glib");
     bench_target_tally(&tally, "pool.nested", "tbb", 1 / 1.5, "pool.nested: conc time <= 1.5x tbb");
     bench_python_targets(&tally, 100.0);
+    printf("targets (issue 18: each peer at its best):\n");
+    bench_target_tally(&tally, "pool.throughput", "tbb", 2.0, "pool.throughput: conc >= 2.0x tbb task_group");
+    bench_target_tally(&tally, "pool.nested", "tbb", 1.0, "pool.nested: conc time <= 1.0x tbb");
+    printf("  (where conc's time goes on the missed ones: bench/README.md, \"Issue 18\")\n");
+    {
+        /* the ceiling: no per-task submission at all (informational) */
+        bench_row_t *r = bench_row_find("pool.throughput");
+        double s = r ? bench_speedup(r, "tbb_parallel_for") : NAN;
+        if (!isnan(s))
+            printf("  (info) pool.throughput: conc is %.3gx tbb_parallel_for, the \"submitter helps\" ceiling\n", s);
+    }
     int status = bench_finish("futures", &tally, opt_jsonl, t_start);
     fflush(stdout);
     fflush(stderr);

@@ -22,6 +22,8 @@
 #include <memory>
 
 #ifdef CONC_BENCH_HAVE_TBB
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 #endif
@@ -86,6 +88,31 @@ extern "C" double fpeer_tbb_throughput(long n, unsigned char *slots, int workers
                 g.run([p] { fut_touch(p); });
             }
             g.wait();
+            t1 = now_s();
+        });
+        return t1 - t0;
+    } catch (const std::exception &e) {
+        std::snprintf(why, whylen, "tbb: %s", e.what());
+        return -1;
+    }
+#else
+    (void)n, (void)slots, (void)workers;
+    fpeer_tbb_available(why, whylen);
+    return -1;
+#endif
+}
+
+extern "C" double fpeer_tbb_parallel_for(long n, unsigned char *slots, int workers, char *why, size_t whylen)
+{
+#ifdef CONC_BENCH_HAVE_TBB
+    try {
+        double t0 = 0, t1 = 0;
+        arena(workers).execute([&] {
+            t0 = now_s();
+            tbb::parallel_for(tbb::blocked_range<long>(0, n), [slots](const tbb::blocked_range<long> &r) {
+                for (long i = r.begin(); i != r.end(); i++)
+                    fut_touch(slots + i);
+            });
             t1 = now_s();
         });
         return t1 - t0;

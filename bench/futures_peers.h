@@ -36,6 +36,11 @@ int fpeer_tbb_available(char *why, size_t whylen);
 /* Submit n tasks fut_touch(slots + i) with task_group::run, then wait().
  * Returns the seconds taken, or -1 (reason in why). */
 double fpeer_tbb_throughput(long n, unsigned char *slots, int workers, char *why, size_t whylen);
+/* The "submitter helps" ceiling (issue 18): the same n bodies through
+ * tbb::parallel_for over [0, n) with TBB's default auto_partitioner (it
+ * splits the range into chunks that idle workers steal; no per-task
+ * submission at all). Returns the seconds taken, or -1. */
+double fpeer_tbb_parallel_for(long n, unsigned char *slots, int workers, char *why, size_t whylen);
 /* fib(n) where every call with n > cutoff runs both halves as tasks of a
  * task_group and waits for them. Stores the value in *value; returns the
  * seconds taken, or -1. */

@@ -6,10 +6,14 @@
  * Rows (see bench/README.md):
  *   green.switch        ns per switch: two green threads yield to each
  *                       other, 2M times each (4M switches)
- *                       conc boost go greenlet gevent
+ *                       conc boost boost_fiber go greenlet gevent
  *   green.spawn_join    ns per spawn + run of an empty body + join, 1M
  *                       times one after the other
- *                       conc boost go gevent
+ *                       conc boost boost_fiber go gevent
+ *   green.chan_pingpong ns per hand-off: two green threads pass 1..N back
+ *                       and forth through two channels (1M round trips,
+ *                       2M hand-offs)
+ *                       conc go boost_fiber
  *   green.idle_rss      bytes of RSS per idle green thread, 100k alive
  *                       conc go gevent
  *   green.idle_rss_1m   the same with 1M alive
@@ -27,9 +31,18 @@
  *   boost     Boost.Context fcontext (jump_fcontext between two contexts;
  *             make_fcontext on a stack from pooled_fixedsize_stack for
  *             spawn_join), bench/green_peers.cpp
+ *             chan_pingpong: two CONC_FIFO queues of capacity 2 (a ring;
+ *             a get on an empty one parks the green thread), the fastest
+ *             conc queue for this: CONC_SIMPLE pays a membarrier whenever
+ *             a getter goes to sleep, capacity 1 is heap-backed (see
+ *             bench/README.md)
+ *   boost_fiber  Boost.Fiber on the thread's round_robin scheduler:
+ *             this_fiber::yield, fiber + join, buffered_channel<long>(2)
+ *             ping-pong; bench/green_peers.cpp
  *   go        bench/green_go/main.go, GOMAXPROCS=1: runtime.Gosched
- *             ping-pong, `go f()` + sync.WaitGroup, goroutines blocked on
- *             a channel, a goroutine per connection
+ *             ping-pong, `go f()` + sync.WaitGroup, unbuffered channel
+ *             ping-pong, goroutines blocked on a channel, a goroutine per
+ *             connection
  *   greenlet  bench/green_python.py: greenlet.switch ping-pong
  *   gevent    bench/green_python.py: gevent.sleep(0), spawn().join(),
  *             greenlets blocked in Event.wait(), StreamServer
@@ -78,6 +91,7 @@
 #include <arpa/inet.h>
 
 #include "conc/base.h"
+#include "conc/queue.h"
 #include "conc/sync.h"
 #ifdef CONC_BENCH_HAVE_GREEN
 #include "conc/green.h"
@@ -90,6 +104,31 @@
 int gpeer_boost_init(char *why, size_t whylen);
 int gpeer_boost_switch(long n, char *why, size_t whylen);
 int gpeer_boost_spawn_join(long n, char *why, size_t whylen);
+int gpeer_fiber_switch(long n, char *why, size_t whylen);
+int gpeer_fiber_spawn_join(long n, char *why, size_t whylen);
+int gpeer_fiber_chan_pingpong(long n, char *why, size_t whylen);
+#if !defined(CONC_BENCH_HAVE_BOOST) || !defined(CONC_BENCH_HAVE_BOOST_FIBER)
+static int fiber_missing(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "not built: CMake found no C++ compiler or no Boost.Fiber (libboost-fiber-dev)");
+    return -1;
+}
+int gpeer_fiber_switch(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+int gpeer_fiber_spawn_join(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+int gpeer_fiber_chan_pingpong(long n, char *why, size_t whylen)
+{
+    (void)n;
+    return fiber_missing(why, whylen);
+}
+#endif
 #ifndef CONC_BENCH_HAVE_BOOST
 int gpeer_boost_init(char *why, size_t whylen)
 {
@@ -110,14 +149,15 @@ int gpeer_boost_spawn_join(long n, char *why, size_t whylen)
 
 extern char **environ;
 
-enum { I_CONC, I_BOOST, I_GO, I_GREENLET, I_GEVENT, I_EPOLL, NIMPLS };
-static const char *impl_names[] = {"conc", "boost", "go", "greenlet", "gevent", "epoll"};
+enum { I_CONC, I_BOOST, I_FIBER, I_GO, I_GREENLET, I_GEVENT, I_EPOLL, NIMPLS };
+static const char *impl_names[] = {"conc", "boost", "boost_fiber", "go", "greenlet", "gevent", "epoll"};
 
 #define SWITCH_N 2000000L    /* yields per green thread (C and Go) */
 #define SWITCH_PY_N 200000L  /* greenlet switches per greenlet */
 #define SWITCH_GEV_N 50000L  /* gevent.sleep(0) per greenlet */
 #define SPAWN_N 1000000L     /* spawn + join (C and Go) */
 #define SPAWN_GEV_N 20000L   /* gevent.spawn().join() */
+#define CHAN_N 1000000L      /* green.chan_pingpong round trips */
 #define IDLE_N 100000L       /* green.idle_rss */
 #define IDLE_1M_N 1000000L   /* green.idle_rss_1m */
 #define ECHO_CONNS 50
@@ -150,23 +190,6 @@ static long scaled(long n)
 
 #define FAIL(...) (snprintf(why, whylen, __VA_ARGS__), NAN)
 #define WHY(...) snprintf(why, whylen, __VA_ARGS__)
-
-static bool list_has(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
 
 static double rss_bytes(void)
 {
@@ -375,6 +398,90 @@ static double conc_spawn_join(long n, char *why, size_t whylen)
     if (ran != n)
         return FAIL("%ld bodies ran instead of %ld", ran, n);
     return (t1 - t0) * 1e9 / (double)n;
+}
+
+/* -------------------------------------------------- conc: chan_pingpong */
+
+/* Two green threads hand 1..n back and forth through two conc queues:
+ * A puts i on ping and gets it back from pong; B gets from ping and puts
+ * what it got on pong. Every get parks the green thread until the other
+ * side has put (a hub-local hand-off: no OS thread sleeps). The waits have
+ * no timeout, like the other rows' joins (a deadline costs a clock read per
+ * wait). */
+typedef struct chanpp {
+    conc_queue_t *ping, *pong;
+    long n, bad, done;
+    int err;
+} chanpp_t;
+
+static void *chan_a_body(void *arg)
+{
+    chanpp_t *c = arg;
+    for (long i = 1; i <= c->n; i++) {
+        void *x = NULL;
+        int rc = conc_queue_put(c->ping, (void *)(uintptr_t)i, true, CONC_FOREVER);
+        if (rc == 0)
+            rc = conc_queue_get(c->pong, &x, true, CONC_FOREVER);
+        if (rc != 0) {
+            c->err = rc;
+            break;
+        }
+        c->bad += (uintptr_t)x != (uintptr_t)i;
+        c->done++;
+    }
+    return NULL;
+}
+
+static void *chan_b_body(void *arg)
+{
+    chanpp_t *c = arg;
+    for (long i = 1; i <= c->n; i++) {
+        void *x = NULL;
+        int rc = conc_queue_get(c->ping, &x, true, CONC_FOREVER);
+        if (rc == 0)
+            rc = conc_queue_put(c->pong, x, true, CONC_FOREVER);
+        if (rc != 0) {
+            c->err = rc;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* CONC_FIFO of capacity 2 by default; CONC_BENCH_CHAN=<capacity> measures
+ * another capacity (0: CONC_SIMPLE, unbounded), to compare. */
+static double conc_chan_pingpong(long n, char *why, size_t whylen)
+{
+    chanpp_t c = {.n = n};
+    const char *k = getenv("CONC_BENCH_CHAN");
+    long cap = k ? atol(k) : 2;
+    conc_queue_kind_t kind = cap > 0 ? CONC_FIFO : CONC_SIMPLE;
+    int rc = conc_queue_new(&c.ping, kind, cap);
+    if (rc == 0)
+        rc = conc_queue_new(&c.pong, kind, cap);
+    if (rc != 0)
+        return FAIL("conc_queue_new: %s", conc_errname(rc));
+    conc_green_t *a, *b;
+    double t0 = bench_now();
+    rc = conc_go(&a, chan_a_body, &c);
+    if (rc != 0)
+        return FAIL("conc_go: %s", conc_errname(rc));
+    rc = conc_go(&b, chan_b_body, &c);
+    if (rc != 0)
+        return FAIL("conc_go: %s", conc_errname(rc));
+    int ra = conc_green_join(a, CONC_FOREVER), rb = conc_green_join(b, CONC_FOREVER);
+    double t1 = bench_now();
+    conc_green_free(a);
+    conc_green_free(b);
+    conc_queue_free(c.ping, NULL);
+    conc_queue_free(c.pong, NULL);
+    if (ra != 0 || rb != 0)
+        return FAIL("conc_green_join: %s", conc_errname(ra ? ra : rb));
+    if (c.err)
+        return FAIL("conc_queue_put/get: %s", conc_errname(c.err));
+    if (c.bad || c.done != n)
+        return FAIL("%ld of %ld round trips came back wrong", c.bad + (n - c.done), n);
+    return (t1 - t0) * 1e9 / (double)(2 * n);
 }
 
 /* ------------------------------------------ conc: idle_rss (child process) */
@@ -744,6 +851,8 @@ static double row_switch(int impl, char *why, size_t whylen)
 #endif
     case I_BOOST:
         return timed_boost(gpeer_boost_switch, scaled(SWITCH_N), 2, why, whylen);
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_switch, scaled(SWITCH_N), 2, why, whylen);
     case I_GO:
         return go_value("switch", scaled(SWITCH_N), 120, why, whylen);
     case I_GREENLET:
@@ -763,10 +872,27 @@ static double row_spawn_join(int impl, char *why, size_t whylen)
 #endif
     case I_BOOST:
         return timed_boost(gpeer_boost_spawn_join, scaled(SPAWN_N), 1, why, whylen);
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_spawn_join, scaled(SPAWN_N), 1, why, whylen);
     case I_GO:
         return go_value("spawn_join", scaled(SPAWN_N), 120, why, whylen);
     case I_GEVENT:
         return python_value("gevent", "spawn_join", scaled(SPAWN_GEV_N), 120, why, whylen);
+    }
+    return FAIL("impl not built in");
+}
+
+static double row_chan_pingpong(int impl, char *why, size_t whylen)
+{
+    switch (impl) {
+#ifdef CONC_BENCH_HAVE_GREEN
+    case I_CONC:
+        return conc_chan_pingpong(scaled(CHAN_N), why, whylen);
+#endif
+    case I_FIBER:
+        return timed_boost(gpeer_fiber_chan_pingpong, scaled(CHAN_N), 2, why, whylen);
+    case I_GO:
+        return go_value("pingpong", scaled(CHAN_N), 120, why, whylen);
     }
     return FAIL("impl not built in");
 }
@@ -853,8 +979,9 @@ typedef struct rowdef {
 } rowdef_t;
 
 static const rowdef_t rowdefs[] = {
-    {"green.switch", "ns", true, row_switch, {I_CONC, I_BOOST, I_GO, I_GREENLET, I_GEVENT}, 5},
-    {"green.spawn_join", "ns", true, row_spawn_join, {I_CONC, I_BOOST, I_GO, I_GEVENT}, 4},
+    {"green.switch", "ns", true, row_switch, {I_CONC, I_BOOST, I_FIBER, I_GO, I_GREENLET, I_GEVENT}, 6},
+    {"green.spawn_join", "ns", true, row_spawn_join, {I_CONC, I_BOOST, I_FIBER, I_GO, I_GEVENT}, 5},
+    {"green.chan_pingpong", "ns", true, row_chan_pingpong, {I_CONC, I_GO, I_FIBER}, 3},
     {"green.idle_rss", "bytes", true, row_idle_rss, {I_CONC, I_GO, I_GEVENT}, 3},
     {"green.idle_rss_1m", "bytes", true, row_idle_rss_1m, {I_CONC}, 1},
     {"echo.50conn", "rt/s", false, row_echo, {I_CONC, I_EPOLL, I_GO, I_GEVENT}, 4},
@@ -865,7 +992,7 @@ static const rowdef_t rowdefs[] = {
  * conc that may not be built yet. */
 static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen)
 {
-    if (!list_has(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not in --impls");
         return false;
     }
@@ -886,6 +1013,12 @@ static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen
 #endif
     case I_BOOST:
         return gpeer_boost_init(why, whylen) != 0;
+    case I_FIBER:
+#if defined(CONC_BENCH_HAVE_BOOST) && defined(CONC_BENCH_HAVE_BOOST_FIBER)
+        return true;
+#else
+        return fiber_missing(why, whylen) == 0;
+#endif
     case I_GO:
         if (!opt_go) {
             snprintf(why, whylen, "no Go compiler (golang-go) when the bench was configured");
@@ -945,8 +1078,8 @@ static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen
  * themselves, and idle_rss is a fresh process each time. */
 static bool wants_warmup(const rowdef_t *d, int impl)
 {
-    return (impl == I_CONC || impl == I_BOOST) &&
-           (d->fn == row_switch || d->fn == row_spawn_join);
+    return (impl == I_CONC || impl == I_BOOST || impl == I_FIBER) &&
+           (d->fn == row_switch || d->fn == row_spawn_join || d->fn == row_chan_pingpong);
 }
 
 static void run_row(const rowdef_t *d)
@@ -1031,6 +1164,12 @@ static void usage(FILE *f)
                "                   [--python PY --python-script green_python.py] [--go green_go_peer] [--list]\n");
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
+}
+
 int main(int argc, char **argv)
 {
     ssize_t sl = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
@@ -1060,46 +1199,13 @@ int main(int argc, char **argv)
 #endif
     }
 
-    for (int i = 1; i < argc; i += 2) { /* every option but --list/--help takes a value */
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else if (strcmp(a, "--go") == 0) {
-            opt_go = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "green_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "green_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script, .go = &opt_go};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     signal(SIGPIPE, SIG_IGN);
     (void)bench_run_peer;       /* peers are started by spawn_child instead */
     (void)bench_python_targets; /* no "python" impl here: greenlet, gevent */
@@ -1108,7 +1214,7 @@ int main(int argc, char **argv)
     bench_note_load();
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
-        if (list_has(opt_only, rowdefs[k].name))
+        if (bench_in_list(opt_only, rowdefs[k].name))
             run_row(&rowdefs[k]);
     if (bench_nrows == 0) {
         fprintf(stderr, "green_bench: no row matches --only %s\n", opt_only);
@@ -1130,5 +1236,15 @@ int main(int argc, char **argv)
     target_runs(&tally, "green.idle_rss_1m", "green.idle_rss_1m: the 1M row runs");
     bench_target_tally(&tally, "echo.50conn", "epoll", 0.95, "echo.50conn: conc >= 0.95x epoll");
     bench_target_tally(&tally, "echo.50conn", "gevent", 2.0, "echo.50conn: conc >= 2x gevent");
+    printf("targets (issue 18: each peer at its best):\n");
+    bench_target_tally(&tally, "green.switch", "boost", 1 / 1.5, "green.switch: conc time <= 1.5x boost (raw jump)");
+    bench_target_tally(&tally, "green.switch", "boost_fiber", 1 / 0.5, "green.switch: conc time <= 0.5x boost_fiber");
+    bench_target_tally(&tally, "green.spawn_join", "boost", 1 / 2.0,
+                       "green.spawn_join: conc time <= 2.0x boost (pooled)");
+    bench_target_tally(&tally, "green.spawn_join", "boost_fiber", 1 / 0.5,
+                       "green.spawn_join: conc time <= 0.5x boost_fiber");
+    bench_target_tally(&tally, "green.chan_pingpong", "go", 3.0, "green.chan_pingpong: conc >= 3x go");
+    bench_target_tally(&tally, "echo.50conn", "epoll", 1.0, "echo.50conn: conc >= 1.0x epoll");
+    printf("  (where conc's time goes on the missed ones: bench/README.md, \"Issue 18\")\n");
     return bench_finish("green", &tally, opt_jsonl, t_start);
 }

@@ -12,6 +12,15 @@
 // Compiled into green_bench only when CMake finds a C++ compiler and
 // Boost.Context (bench/CMakeLists.txt); otherwise green_bench skips the
 // boost peer with a printed note.
+//
+// The boost_fiber peer (issue 18): Boost.Fiber, the scheduler-level library
+// built on Boost.Context (Debian libboost-fiber-dev), as its documentation
+// shows it: fibers on the default round_robin scheduler of the calling
+// thread, boost::this_fiber::yield for switch, fiber + join for
+// spawn_join, and two buffered_channel<long> (capacity 2, the smallest)
+// for chan_pingpong. Stacks come from Boost.Fiber's pooled_fixedsize_stack
+// (128 KiB, like the others) so a spawn costs no mmap. Built only with
+// CONC_BENCH_HAVE_BOOST_FIBER (the CMake package of boost_fiber found).
 
 #include <boost/context/detail/fcontext.hpp>
 #include <boost/context/pooled_fixedsize_stack.hpp>
@@ -19,6 +28,10 @@
 #include <cstddef>
 #include <cstdio>
 #include <new>
+
+#ifdef CONC_BENCH_HAVE_BOOST_FIBER
+#include <boost/fiber/all.hpp>
+#endif
 
 namespace ctx = boost::context;
 using ctx::detail::fcontext_t;
@@ -159,5 +172,111 @@ int gpeer_boost_spawn_join(long n, char *why, std::size_t whylen)
     }
     return 0;
 }
+
+#ifdef CONC_BENCH_HAVE_BOOST_FIBER
+
+namespace fibers = boost::fibers;
+
+// n yields each in two fibers, joined by the calling thread's main fiber.
+// A yield that came back without the other fiber running is counted (more
+// than 2 fails the run, as for the other impls).
+int gpeer_fiber_switch(long n, char *why, std::size_t whylen)
+{
+    long turn = 0, missed = 0;
+    auto body = [&] {
+        for (long i = 0; i < n; i++) {
+            long before = ++turn;
+            boost::this_fiber::yield();
+            if (turn == before)
+                missed++;
+        }
+    };
+    try {
+        fibers::fiber a(std::allocator_arg, fibers::pooled_fixedsize_stack(kStackSize), body);
+        fibers::fiber b(std::allocator_arg, fibers::pooled_fixedsize_stack(kStackSize), body);
+        a.join();
+        b.join();
+    } catch (const std::exception &e) {
+        std::snprintf(why, whylen, "boost.fiber threw: %s", e.what());
+        return -1;
+    }
+    if (turn != 2 * n) {
+        std::snprintf(why, whylen, "%ld iterations instead of %ld", turn, 2 * n);
+        return -1;
+    }
+    if (missed > 2) {
+        std::snprintf(why, whylen, "%ld yields came back without the other fiber running", missed);
+        return -1;
+    }
+    return 0;
+}
+
+// n fiber spawns of an empty body, each joined before the next. One pooled
+// stack allocator for the whole run (its pool keeps the freed stacks).
+int gpeer_fiber_spawn_join(long n, char *why, std::size_t whylen)
+{
+    long ran = 0;
+    try {
+        fibers::pooled_fixedsize_stack salloc(kStackSize);
+        for (long i = 0; i < n; i++) {
+            fibers::fiber f(std::allocator_arg, salloc, [&ran] { ++ran; });
+            f.join();
+        }
+    } catch (const std::exception &e) {
+        std::snprintf(why, whylen, "boost.fiber threw: %s", e.what());
+        return -1;
+    }
+    if (ran != n) {
+        std::snprintf(why, whylen, "%ld bodies ran instead of %ld", ran, n);
+        return -1;
+    }
+    return 0;
+}
+
+// Ping-pong through two buffered_channel<long>: fiber A pushes 1..n on
+// ping and pops each back from pong, fiber B pops from ping and pushes
+// what it got on pong. 2n hand-offs; A checks every value it gets back.
+int gpeer_fiber_chan_pingpong(long n, char *why, std::size_t whylen)
+{
+    long bad = 0, got = 0;
+    try {
+        fibers::buffered_channel<long> ping(2), pong(2);
+        fibers::pooled_fixedsize_stack salloc(kStackSize);
+        fibers::fiber a(std::allocator_arg, salloc, [&] {
+            for (long i = 1; i <= n; i++) {
+                long x = 0;
+                if (ping.push(i) != fibers::channel_op_status::success ||
+                    pong.pop(x) != fibers::channel_op_status::success) {
+                    bad++;
+                    break;
+                }
+                bad += x != i;
+                got++;
+            }
+        });
+        fibers::fiber b(std::allocator_arg, salloc, [&] {
+            for (long i = 1; i <= n; i++) {
+                long x = 0;
+                if (ping.pop(x) != fibers::channel_op_status::success ||
+                    pong.push(x) != fibers::channel_op_status::success) {
+                    bad++;
+                    break;
+                }
+            }
+        });
+        a.join();
+        b.join();
+    } catch (const std::exception &e) {
+        std::snprintf(why, whylen, "boost.fiber threw: %s", e.what());
+        return -1;
+    }
+    if (bad || got != n) {
+        std::snprintf(why, whylen, "%ld of %ld round trips came back wrong or failed", bad + (n - got), n);
+        return -1;
+    }
+    return 0;
+}
+
+#endif // CONC_BENCH_HAVE_BOOST_FIBER
 
 } // extern "C"

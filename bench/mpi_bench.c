@@ -178,6 +178,17 @@ static int run_mpirun(char **tail, int ntail, double *vals, int max, char *why, 
     return bench_run_peer(argv, vals, max, why, whylen);
 }
 
+static bool is_child; /* --child: the ranks' side, under mpirun */
+
+static int child_flag(const char *opt, const char *val)
+{
+    (void)val;
+    if (strcmp(opt, "--child") != 0)
+        return 0;
+    is_child = true;
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
 #ifdef CONC_BENCH_HAVE_MPI
@@ -191,24 +202,11 @@ int main(int argc, char **argv)
     int reps = 5;
     double scale = 1;
     const char *jsonl = NULL, *python = NULL, *script = NULL;
-    bool is_child = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--child") == 0)
-            is_child = true;
-        else if (strcmp(a, "--reps") == 0 && v)
-            reps = atoi(v), i++;
-        else if (strcmp(a, "--scale") == 0 && v)
-            scale = atof(v), i++;
-        else if (strcmp(a, "--jsonl") == 0 && v)
-            jsonl = v, i++;
-        else if (strcmp(a, "--python") == 0 && v)
-            python = v, i++;
-        else if (strcmp(a, "--python-script") == 0 && v)
-            script = v, i++;
-    }
-    if (reps < 1 || reps > BENCH_MAX_REPS)
-        reps = 5;
+    const bench_args_t args = {.prog = "mpi_bench", .extra = child_flag, .reps = &reps, .scale = &scale,
+                               .jsonl = &jsonl, .python = &python, .python_script = &script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
 #ifndef CONC_BENCH_HAVE_MPI
     (void)is_child, (void)jsonl, (void)python, (void)script, (void)run_mpirun;
     printf("mpi bench: skipped: conc was built without Open MPI (apt-get install libopenmpi-dev openmpi-bin)\n");

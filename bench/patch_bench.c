@@ -152,38 +152,19 @@ static void usage(FILE *f)
     fprintf(f, "usage: patch_bench [--reps N] [--scale F] [--jsonl FILE]\n");
 }
 
+static void list_rows(void)
+{
+    printf("io.patch.redis\n");
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            printf("io.patch.redis\n");
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0 || strcmp(a, "--python-script") == 0 || strcmp(a, "--only") == 0) {
-            /* bench/run's common options: no Python peer here */
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "patch_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "patch_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .jsonl = &opt_jsonl};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     gets_per_client = (int)(20 * opt_scale + 0.5);
     if (gets_per_client < 1)
         gets_per_client = 1;

@@ -918,23 +918,6 @@ static const rowdef_t rowdefs[] = {
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 static bool is_python(int impl)
 {
     return impl == IMPL_PYTHON || impl == IMPL_PY_FORK || impl == IMPL_PY_FORKSERVER || impl == IMPL_PY_SPAWN;
@@ -942,7 +925,7 @@ static bool is_python(int impl)
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
-    if (!in_list(opt_impls, impl_names[impl])) {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
         snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
         return false;
     }
@@ -1125,50 +1108,23 @@ static void usage(FILE *f)
                "                     [--jsonl FILE] [--python PYTHON --python-script process_python.py] [--list]\n");
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
+}
+
 int main(int argc, char **argv)
 {
     CONC_PROCESS_MAIN(argc, argv); /* spawned and fork-server children stop here */
 
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v;
-        } else if (strcmp(a, "--settle") == 0) {
-            opt_settle_ms = atol(v);
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "process_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "process_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script, .settle_ms = &opt_settle_ms};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     (void)bench_python_targets; /* the targets differ per row (see the end of main) */
     (void)bench_print_header; /* print_table: wider columns for this module's names */
     (void)bench_print_row;
@@ -1189,7 +1145,7 @@ int main(int argc, char **argv)
     bench_note_load();
     double t_start = bench_now();
     for (int k = 0; k < NROWDEFS; k++)
-        if (in_list(opt_only, rowdefs[k].name))
+        if (bench_in_list(opt_only, rowdefs[k].name))
             run_row(&rowdefs[k]);
     if (bench_nrows == 0) {
         fprintf(stderr, "process_bench: no row matches --only %s\n", opt_only);

@@ -5,9 +5,12 @@
  *
  * Rows (items/s, higher is better; pointer-sized items; see bench/README.md):
  *   queue.1p1c          1 producer, 1 consumer, 2M items, capacity 1024
- *                       conc moodycamel gasyncqueue tbb python
+ *                       conc moodycamel moodycamel_unbounded moodycamel_spsc
+ *                       ck_spsc ck_mpmc gasyncqueue gasyncqueue_unbounded
+ *                       tbb python
  *   queue.2p2c          2 producers, 2 consumers, 2M items in all
- *                       conc moodycamel gasyncqueue tbb python
+ *                       conc moodycamel moodycamel_unbounded ck_mpmc
+ *                       gasyncqueue gasyncqueue_unbounded tbb python
  *   simplequeue.1p1c    unbounded, 1 producer, 1 consumer, 2M items
  *                       conc python
  *   priorityqueue.1p1c  capacity 1024, random priorities, 1M items
@@ -26,6 +29,20 @@
  *                a g_atomic_int counter, and a GMutex + GCond only when a
  *                producer must sleep (see gbq_put below)
  *   tbb          tbb::concurrent_bounded_queue, set_capacity(1024), push/pop
+ *
+ * The peers at their best (issue 18): where an impl above adds something
+ * to match conc's semantics (bounded, blocking), the unmodified peer runs
+ * beside it and the targets take the faster of the two:
+ *   moodycamel_unbounded  BlockingConcurrentQueue as documented: unbounded,
+ *                producer/consumer tokens, enqueue / wait_dequeue
+ *   moodycamel_spsc  moodycamel's BlockingReaderWriterCircularBuffer(1024),
+ *                bounded single-producer single-consumer (1p1c only)
+ *   ck_spsc      Concurrency Kit's ck_ring, ck_ring_enqueue_spsc /
+ *                ck_ring_dequeue_spsc on a 1024-slot ring (1023 items):
+ *                non-blocking, so a full or empty ring is waited out by
+ *                spinning (pause; sched_yield every 64 spins) (1p1c only)
+ *   ck_mpmc      the same ring with ck_ring_enqueue_mpmc / _dequeue_mpmc
+ *   gasyncqueue_unbounded  a plain GAsyncQueue: g_async_queue_push / _pop
  *   python       bench/queue_python.py: queue.Queue(1024), queue.SimpleQueue,
  *                queue.PriorityQueue(1024) with CPython threads (1M items for
  *                the FIFO rows, fewer for the others; values are per second)
@@ -47,7 +64,7 @@
  * up on a tenth of the items, then measures one run), so load changes on a
  * shared machine hit it and the C impls alike.
  *
- * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ * Usage: queue_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]
  *                    [--python PYTHON --python-script queue_python.py] [--list]
  */
 #define _GNU_SOURCE
@@ -93,9 +110,42 @@ int qpeer_consume(qpeer_t *q, long n, int nprod, uint64_t *sum, uint64_t *sumsq,
 #ifdef CONC_BENCH_HAVE_GLIB
 #include <glib.h>
 #endif
+#ifdef CONC_BENCH_HAVE_CK
+#include <ck_ring.h>
+#endif
 
-enum { IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON, NIMPLS };
-static const char *impl_names[] = {"conc", "moodycamel", "gasyncqueue", "tbb", "python"};
+enum {
+    IMPL_CONC,
+    IMPL_MOODYCAMEL,
+    IMPL_MOODY_UNB,
+    IMPL_MOODY_SPSC,
+    IMPL_CK_SPSC,
+    IMPL_CK_MPMC,
+    IMPL_GASYNC,
+    IMPL_GASYNC_UNB,
+    IMPL_TBB,
+    IMPL_PYTHON,
+    NIMPLS
+};
+static const char *impl_names[] = {"conc",    "moodycamel", "moodycamel_unbounded", "moodycamel_spsc",
+                                   "ck_spsc", "ck_mpmc",    "gasyncqueue",          "gasyncqueue_unbounded",
+                                   "tbb",     "python"};
+
+/* the qpeer kind (bench/queue_peers.h) of a C++ impl, or -1 */
+static int qpeer_kind(int impl)
+{
+    switch (impl) {
+    case IMPL_MOODYCAMEL:
+        return QPEER_MOODYCAMEL;
+    case IMPL_MOODY_UNB:
+        return QPEER_MOODYCAMEL_UNBOUNDED;
+    case IMPL_MOODY_SPSC:
+        return QPEER_MOODYCAMEL_SPSC;
+    case IMPL_TBB:
+        return QPEER_TBB;
+    }
+    return -1;
+}
 
 #define CAPACITY 1024
 #define MAX_THREADS 8
@@ -111,6 +161,7 @@ static const char *impl_names[] = {"conc", "moodycamel", "gasyncqueue", "tbb", "
 static int opt_reps = 7;
 static double opt_scale = 1.0;
 static const char *opt_only;
+static const char *opt_impls; /* --impls a,b: only these (e.g. to profile one) */
 static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
@@ -133,6 +184,17 @@ static inline void cpu_relax(void)
 }
 
 #define FAIL(...) (snprintf(why, whylen, __VA_ARGS__), NAN)
+
+/* ck_ring never blocks: a full or empty ring is waited out here. */
+static inline void spin_wait(unsigned *k)
+{
+    if (++*k < 64) {
+        cpu_relax();
+    } else {
+        *k = 0;
+        sched_yield();
+    }
+}
 
 /* ------------------------------------------------------------ the gate */
 
@@ -252,6 +314,10 @@ static struct {
 #ifdef CONC_BENCH_HAVE_GLIB
     gbq_t gq;
 #endif
+#ifdef CONC_BENCH_HAVE_CK
+    ck_ring_t ck;
+    ck_ring_buffer_t ckbuf[CAPACITY];
+#endif
     atomic_uint_least64_t sum, sumsq;
     atomic_int finished;
     long progress;        /* bumped (__atomic) by consumers every 64k items: stall check */
@@ -291,13 +357,31 @@ static void *producer(void *arg)
         }
         break;
     case IMPL_MOODYCAMEL:
+    case IMPL_MOODY_UNB:
+    case IMPL_MOODY_SPSC:
     case IMPL_TBB:
         err = qpeer_produce(R.pq, v, stride, n);
         break;
+#ifdef CONC_BENCH_HAVE_CK
+    case IMPL_CK_SPSC:
+        for (long i = 0; i < n; i++, v += stride)
+            for (unsigned k = 0; !ck_ring_enqueue_spsc(&R.ck, R.ckbuf, (void *)v);)
+                spin_wait(&k);
+        break;
+    case IMPL_CK_MPMC:
+        for (long i = 0; i < n; i++, v += stride)
+            for (unsigned k = 0; !ck_ring_enqueue_mpmc(&R.ck, R.ckbuf, (void *)v);)
+                spin_wait(&k);
+        break;
+#endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
         for (long i = 0; i < n; i++, v += stride)
             gbq_put(&R.gq, (void *)v);
+        break;
+    case IMPL_GASYNC_UNB:
+        for (long i = 0; i < n; i++, v += stride)
+            g_async_queue_push(R.gq.q, (void *)v);
         break;
 #endif
     default:
@@ -345,6 +429,8 @@ static void *consumer(void *arg)
         }
         break;
     case IMPL_MOODYCAMEL:
+    case IMPL_MOODY_UNB:
+    case IMPL_MOODY_SPSC:
     case IMPL_TBB:
         /* the C++ loop checks the order itself (nprod > 0) */
         err = qpeer_consume(R.pq, n, order ? nprod : 0, &sum, &sumsq, &R.progress);
@@ -353,10 +439,33 @@ static void *consumer(void *arg)
             err = 0;
         }
         break;
+#ifdef CONC_BENCH_HAVE_CK
+    case IMPL_CK_SPSC:
+    case IMPL_CK_MPMC: {
+        bool sp = R.impl == IMPL_CK_SPSC;
+        for (long i = 0; i < n; i++) {
+            for (unsigned k = 0; !(sp ? ck_ring_dequeue_spsc(&R.ck, R.ckbuf, &item)
+                                      : ck_ring_dequeue_mpmc(&R.ck, R.ckbuf, &item));)
+                spin_wait(&k);
+            SEE(item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
+        }
+        break;
+    }
+#endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
         for (long i = 0; i < n; i++) {
             item = gbq_get(&R.gq);
+            SEE(item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
+        }
+        break;
+    case IMPL_GASYNC_UNB:
+        for (long i = 0; i < n; i++) {
+            item = g_async_queue_pop(R.gq.q);
             SEE(item);
             if ((i & 0xffff) == 0)
                 __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
@@ -439,13 +548,23 @@ static double run_queue(int impl, enum row_kind kind, int nprod, int ncons, long
         break;
     }
     case IMPL_MOODYCAMEL:
+    case IMPL_MOODY_UNB:
+    case IMPL_MOODY_SPSC:
     case IMPL_TBB:
-        R.pq = qpeer_new(impl == IMPL_TBB ? QPEER_TBB : QPEER_MOODYCAMEL, CAPACITY, why, whylen);
+        R.pq = qpeer_new(qpeer_kind(impl), CAPACITY, why, whylen);
         if (!R.pq)
             return NAN;
         break;
+#ifdef CONC_BENCH_HAVE_CK
+    case IMPL_CK_SPSC:
+    case IMPL_CK_MPMC:
+        memset(R.ckbuf, 0, sizeof R.ckbuf);
+        ck_ring_init(&R.ck, CAPACITY);
+        break;
+#endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
+    case IMPL_GASYNC_UNB:
         gbq_init(&R.gq, CAPACITY);
         break;
 #endif
@@ -508,11 +627,22 @@ static double run_queue(int impl, enum row_kind kind, int nprod, int ncons, long
         break;
     }
     case IMPL_MOODYCAMEL:
+    case IMPL_MOODY_UNB:
+    case IMPL_MOODY_SPSC:
     case IMPL_TBB:
         qpeer_free(R.pq);
         break;
+#ifdef CONC_BENCH_HAVE_CK
+    case IMPL_CK_SPSC:
+    case IMPL_CK_MPMC: {
+        void *x;
+        leftover = ck_ring_dequeue_mpmc(&R.ck, R.ckbuf, &x);
+        break;
+    }
+#endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
+    case IMPL_GASYNC_UNB:
         leftover = g_async_queue_length(R.gq.q) != 0;
         gbq_clear(&R.gq);
         break;
@@ -566,8 +696,15 @@ typedef struct rowdef {
 } rowdef_t;
 
 static const rowdef_t rowdefs[] = {
-    {"queue.1p1c", queue_1p1c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON}, 5},
-    {"queue.2p2c", queue_2p2c, {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_GASYNC, IMPL_TBB, IMPL_PYTHON}, 5},
+    {"queue.1p1c",
+     queue_1p1c,
+     {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_MOODY_UNB, IMPL_MOODY_SPSC, IMPL_CK_SPSC, IMPL_CK_MPMC, IMPL_GASYNC,
+      IMPL_GASYNC_UNB, IMPL_TBB, IMPL_PYTHON},
+     10},
+    {"queue.2p2c",
+     queue_2p2c,
+     {IMPL_CONC, IMPL_MOODYCAMEL, IMPL_MOODY_UNB, IMPL_CK_MPMC, IMPL_GASYNC, IMPL_GASYNC_UNB, IMPL_TBB, IMPL_PYTHON},
+     8},
     {"simplequeue.1p1c", simplequeue_1p1c, {IMPL_CONC, IMPL_PYTHON}, 2},
     {"priorityqueue.1p1c", priorityqueue_1p1c, {IMPL_CONC, IMPL_PYTHON}, 2},
 };
@@ -575,29 +712,31 @@ static const rowdef_t rowdefs[] = {
 
 static bool selected(const char *name)
 {
-    if (!opt_only)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = opt_only; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
+    return bench_in_list(opt_only, name);
 }
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
+        snprintf(why, whylen, "not in --impls");
+        return false;
+    }
     switch (impl) {
     case IMPL_MOODYCAMEL:
-        return qpeer_available(QPEER_MOODYCAMEL, why, whylen);
+    case IMPL_MOODY_UNB:
+    case IMPL_MOODY_SPSC:
     case IMPL_TBB:
-        return qpeer_available(QPEER_TBB, why, whylen);
+        return qpeer_available(qpeer_kind(impl), why, whylen);
+    case IMPL_CK_SPSC:
+    case IMPL_CK_MPMC:
+#ifndef CONC_BENCH_HAVE_CK
+        snprintf(why, whylen, "Concurrency Kit (pkg-config ck, Debian libck-dev) was not found when the bench was built");
+        return false;
+#else
+        return true;
+#endif
     case IMPL_GASYNC:
+    case IMPL_GASYNC_UNB:
 #ifndef CONC_BENCH_HAVE_GLIB
         snprintf(why, whylen, "GLib (pkg-config glib-2.0) was not found when the bench was built");
         return false;
@@ -685,48 +824,25 @@ static void run_row(const rowdef_t *d)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: queue_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]\n"
+    fprintf(f, "usage: queue_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]\n"
                "                   [--python PYTHON --python-script queue_python.py] [--list]\n");
+}
+
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
 }
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) { /* every option but --list/--help takes a value */
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "queue_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "queue_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     if (!opt_python)
         fprintf(stderr, "note: python peer skipped (no --python given)\n");
     else if (access(opt_python, X_OK) != 0)
@@ -756,6 +872,13 @@ int main(int argc, char **argv)
     bench_tally_t tally = {0, 0};
     bench_target_tally(&tally, "queue.1p1c", "moodycamel", 1.5, "queue.1p1c: conc >= 1.5x moodycamel");
     bench_target_tally(&tally, "queue.2p2c", "moodycamel", 1.0, "queue.2p2c: conc >= 1.0x moodycamel");
+    printf("targets (issue 18: each peer at its best; against the faster of its variants):\n");
+    static const char *const moody[] = {"moodycamel", "moodycamel_unbounded", "moodycamel_spsc", NULL};
+    static const char *const ckspsc[] = {"ck_spsc", NULL};
+    bench_target_best(&tally, "queue.1p1c", ckspsc, 1.0, "queue.1p1c: conc >= 1.0x ck_ring SPSC");
+    bench_target_best(&tally, "queue.1p1c", moody, 3.0, "queue.1p1c: conc >= 3x the best moodycamel");
+    bench_target_best(&tally, "queue.2p2c", moody, 3.0, "queue.2p2c: conc >= 3x the best moodycamel");
+    printf("  (where conc's time goes on the missed ones: bench/README.md, \"Issue 18\")\n");
     bench_python_targets(&tally, 50.0);
     return bench_finish("queue", &tally, opt_jsonl, t_start);
 }

@@ -14,6 +14,12 @@
 // are ever inside, producers sleep when it is full, and the fast path
 // stays lock-free (one extra atomic per put and per get). Each thread uses
 // a producer or consumer token, the fastest way to use the queue.
+//
+// The peers at their best (issue 18): the same BlockingConcurrentQueue
+// unbounded, as its documentation recommends (tokens, enqueue,
+// wait_dequeue; no semaphore), and moodycamel's bounded single-producer
+// single-consumer BlockingReaderWriterCircularBuffer (readerwriterqueue,
+// Debian libreaderwriterqueue-dev) for the 1p1c row.
 
 #include "queue_peers.h"
 
@@ -26,6 +32,9 @@
 #endif
 #ifdef CONC_BENCH_HAVE_TBB
 #include <tbb/concurrent_queue.h>
+#endif
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL_SPSC
+#include <readerwriterqueue/readerwritercircularbuffer.h>
 #endif
 
 namespace {
@@ -101,6 +110,65 @@ struct MoodyPeer final : qpeer {
 } // namespace
 #endif
 
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL
+namespace {
+struct MoodyUnboundedPeer final : qpeer {
+    moodycamel::BlockingConcurrentQueue<void *> q;
+
+    explicit MoodyUnboundedPeer(long cap) : q((size_t)cap) {}
+    int produce(uintptr_t first, uintptr_t stride, long n) override
+    {
+        moodycamel::ProducerToken tok(q);
+        uintptr_t v = first;
+        for (long i = 0; i < n; i++, v += stride)
+            if (!q.enqueue(tok, (void *)v))
+                return -1; // allocation failed
+        return 0;
+    }
+    int consume(long n, Checker &c, long *progress) override
+    {
+        moodycamel::ConsumerToken tok(q);
+        void *item;
+        for (long i = 0; i < n; i++) {
+            q.wait_dequeue(tok, item);
+            c.see((uintptr_t)item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(progress, 1, __ATOMIC_RELAXED);
+        }
+        return 0;
+    }
+};
+} // namespace
+#endif
+
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL_SPSC
+namespace {
+struct MoodySpscPeer final : qpeer {
+    moodycamel::BlockingReaderWriterCircularBuffer<void *> q;
+
+    explicit MoodySpscPeer(long cap) : q((size_t)cap) {}
+    int produce(uintptr_t first, uintptr_t stride, long n) override
+    {
+        uintptr_t v = first;
+        for (long i = 0; i < n; i++, v += stride)
+            q.wait_enqueue((void *)v);
+        return 0;
+    }
+    int consume(long n, Checker &c, long *progress) override
+    {
+        void *item;
+        for (long i = 0; i < n; i++) {
+            q.wait_dequeue(item);
+            c.see((uintptr_t)item);
+            if ((i & 0xffff) == 0)
+                __atomic_fetch_add(progress, 1, __ATOMIC_RELAXED);
+        }
+        return 0;
+    }
+};
+} // namespace
+#endif
+
 #ifdef CONC_BENCH_HAVE_TBB
 namespace {
 struct TbbPeer final : qpeer {
@@ -142,6 +210,22 @@ int qpeer_available(int kind, char *why, size_t whylen)
                               "(Debian libconcurrentqueue-dev) at configure time");
         return 0;
 #endif
+    case QPEER_MOODYCAMEL_UNBOUNDED:
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL
+        return 1;
+#else
+        snprintf(why, whylen, "not built: no C++ compiler or no <concurrentqueue/blockingconcurrentqueue.h> "
+                              "(Debian libconcurrentqueue-dev) at configure time");
+        return 0;
+#endif
+    case QPEER_MOODYCAMEL_SPSC:
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL_SPSC
+        return 1;
+#else
+        snprintf(why, whylen, "not built: no C++ compiler or no <readerwriterqueue/readerwritercircularbuffer.h> "
+                              "(Debian libreaderwriterqueue-dev) at configure time");
+        return 0;
+#endif
     case QPEER_TBB:
 #ifdef CONC_BENCH_HAVE_TBB
         return 1;
@@ -163,6 +247,12 @@ qpeer_t *qpeer_new(int kind, long capacity, char *why, size_t whylen)
 #ifdef CONC_BENCH_HAVE_MOODYCAMEL
         if (kind == QPEER_MOODYCAMEL)
             q = new MoodyPeer(capacity);
+        if (kind == QPEER_MOODYCAMEL_UNBOUNDED)
+            q = new MoodyUnboundedPeer(capacity);
+#endif
+#ifdef CONC_BENCH_HAVE_MOODYCAMEL_SPSC
+        if (kind == QPEER_MOODYCAMEL_SPSC)
+            q = new MoodySpscPeer(capacity);
 #endif
 #ifdef CONC_BENCH_HAVE_TBB
         if (kind == QPEER_TBB)

@@ -12,6 +12,13 @@
  *                     signal the slot). Producer and consumer tokens.
  *   QPEER_TBB         tbb::concurrent_bounded_queue<void *> with
  *                     set_capacity(capacity); push / pop.
+ *   QPEER_MOODYCAMEL_UNBOUNDED  moodycamel::BlockingConcurrentQueue<void *>
+ *                     as its authors intend it: unbounded (capacity is
+ *                     only the initial size), producer and consumer
+ *                     tokens, enqueue / wait_dequeue.
+ *   QPEER_MOODYCAMEL_SPSC  moodycamel::BlockingReaderWriterCircularBuffer
+ *                     <void *>(capacity), one producer and one consumer
+ *                     only: wait_enqueue / wait_dequeue.
  *
  * Items are the values first, first + stride, first + 2 * stride, ...
  * cast to void *; never 0.
@@ -26,13 +33,13 @@
 extern "C" {
 #endif
 
-enum { QPEER_MOODYCAMEL = 0, QPEER_TBB = 1 };
+enum { QPEER_MOODYCAMEL = 0, QPEER_TBB = 1, QPEER_MOODYCAMEL_UNBOUNDED = 2, QPEER_MOODYCAMEL_SPSC = 3 };
 
 typedef struct qpeer qpeer_t;
 
 /* 1 when the peer was compiled in; else 0 with the reason in why. */
 int qpeer_available(int kind, char *why, size_t whylen);
-/* A new bounded queue of that kind, or NULL (reason in why). */
+/* A new queue of that kind (bounded to capacity but for _UNBOUNDED), or NULL (reason in why). */
 qpeer_t *qpeer_new(int kind, long capacity, char *why, size_t whylen);
 void qpeer_free(qpeer_t *q);
 /* Put n items: first, first + stride, ... Returns 0, or -1 on an error. */

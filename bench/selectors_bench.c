@@ -43,23 +43,6 @@ static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
 
-static bool in_list(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
-}
-
 typedef struct {
     conc_selector_t *s;
     int *idle;
@@ -179,45 +162,31 @@ static void run_row(const char *row, int nfds)
         bench_impl_record(py, vals[i]);
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: selectors_bench [--reps N] [--scale F] [--only rows] [--jsonl FILE] "
+               "[--python PY --python-script selectors_python.py]\n");
+}
+
+static void list_rows(void)
+{
+    printf("selectors.sparse_10\nselectors.sparse_1000\n");
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            printf("selectors.sparse_10\nselectors.sparse_1000\n");
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "usage: selectors_bench [--reps N] [--scale F] [--only rows] [--jsonl FILE] "
-                            "[--python PY --python-script selectors_python.py]\n");
-            return 2;
-        }
-        if (strcmp(a, "--reps") == 0)
-            opt_reps = atoi(v);
-        else if (strcmp(a, "--scale") == 0)
-            opt_scale = atof(v);
-        else if (strcmp(a, "--only") == 0)
-            opt_only = v;
-        else if (strcmp(a, "--jsonl") == 0)
-            opt_jsonl = v;
-        else if (strcmp(a, "--python") == 0)
-            opt_python = v;
-        else if (strcmp(a, "--python-script") == 0)
-            opt_python_script = v;
-        else if (strcmp(a, "--impls") != 0) { /* accepted for bench/run; all impls run */
-            fprintf(stderr, "selectors_bench: unknown option %s\n", a);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "selectors_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
+    /* --impls is accepted and ignored: all impls run */
+    static const bench_args_t args = {
+        .prog = "selectors_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .jsonl = &opt_jsonl, .python = &opt_python, .python_script = &opt_python_script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     bench_note_load();
     double t_start = bench_now();
-    if (in_list(opt_only, "selectors.sparse_10"))
+    if (bench_in_list(opt_only, "selectors.sparse_10"))
         run_row("selectors.sparse_10", 10);
-    if (in_list(opt_only, "selectors.sparse_1000"))
+    if (bench_in_list(opt_only, "selectors.sparse_1000"))
         run_row("selectors.sparse_1000", 1000);
     bench_print_header("selectors", opt_reps);
     printf("(select(0) with 1 ready fd among N registered; every call checked)\n");

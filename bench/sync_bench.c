@@ -21,7 +21,7 @@
  * peer (bench/sync_python.py, run with the interpreter given by --python)
  * does its own warm-up and repetitions and prints one value per line.
  *
- * Usage: sync_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
+ * Usage: sync_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]
  *                   [--python PYTHON --python-script sync_python.py]
  */
 #define _GNU_SOURCE
@@ -45,6 +45,7 @@ static const char *impl_names[] = {"conc", "pthread", "gmutex"};
 static int opt_reps = 7;
 static double opt_scale = 1.0;
 static const char *opt_only;
+static const char *opt_impls; /* --impls a,b: only these (e.g. to profile one) */
 static const char *opt_jsonl;
 static const char *opt_python;
 static const char *opt_python_script;
@@ -696,23 +697,15 @@ static const rowdef_t rowdefs[] = {
 
 static bool selected(const char *name)
 {
-    if (!opt_only)
-        return true;
-    size_t len = strlen(name);
-    for (const char *p = opt_only; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == len && strncmp(p, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return false;
+    return bench_in_list(opt_only, name);
 }
 
 static bool impl_available(int impl, char *why, size_t whylen)
 {
+    if (!bench_in_list(opt_impls, impl_names[impl])) {
+        snprintf(why, whylen, "not in --impls");
+        return false;
+    }
 #ifndef CONC_BENCH_HAVE_GLIB
     if (impl == IMPL_GMUTEX) {
         snprintf(why, whylen, "GLib (pkg-config glib-2.0) was not found when the bench was built");
@@ -796,48 +789,25 @@ static void run_row(const rowdef_t *d)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sync_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]\n"
+    fprintf(f, "usage: sync_bench [--reps N] [--scale F] [--only row,row] [--impls a,b] [--jsonl FILE]\n"
                "                  [--python PYTHON --python-script sync_python.py] [--list]\n");
+}
+
+static void list_rows(void)
+{
+    for (int k = 0; k < NROWDEFS; k++)
+        printf("%s\n", rowdefs[k].name);
 }
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NROWDEFS; k++)
-                printf("%s\n", rowdefs[k].name);
-            return 0;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v);
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v);
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v;
-        } else if (strcmp(a, "--python") == 0) {
-            opt_python = v;
-        } else if (strcmp(a, "--python-script") == 0) {
-            opt_python_script = v;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "sync_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    static const bench_args_t args = {
+        .prog = "sync_bench", .usage = usage, .list = list_rows, .reps = &opt_reps, .scale = &opt_scale,
+        .only = &opt_only, .impls = &opt_impls, .jsonl = &opt_jsonl, .python = &opt_python,
+        .python_script = &opt_python_script};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     if (!opt_python)
         fprintf(stderr, "note: python peer skipped (no --python given)\n");
     else if (access(opt_python, X_OK) != 0)

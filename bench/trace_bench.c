@@ -288,30 +288,32 @@ static void run_child(const char *path, bench_row_t **rows, const char *impl)
 }
 #endif
 
+static bool child; /* --child: the measuring child (run by the parent) */
+
+static int child_flag(const char *opt, const char *val)
+{
+    (void)val;
+    if (strcmp(opt, "--child") != 0)
+        return 0;
+    child = true;
+    return 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: trace_bench [--reps N] [--scale X] [--jsonl FILE]\n");
+}
+
 int main(int argc, char **argv)
 {
     int reps = 7;
     const char *jsonl = NULL;
-    bool child = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--child") == 0)
-            child = true;
-        else if (strcmp(a, "--reps") == 0 && v)
-            reps = atoi(argv[++i]);
-        else if (strcmp(a, "--scale") == 0 && v)
-            opt_scale = atof(argv[++i]);
-        else if (strcmp(a, "--jsonl") == 0 && v)
-            jsonl = argv[++i];
-        else if ((strcmp(a, "--python") == 0 || strcmp(a, "--python-script") == 0 || strcmp(a, "--only") == 0) && v)
-            i++; /* no Python peer here */
-        else {
-            fprintf(stderr, "usage: trace_bench [--reps N] [--scale X] [--jsonl FILE]\n");
-            return 2;
-        }
-    }
-    if (!(opt_scale > 0))
-        return 2;
+    /* --python, --python-script, --only: accepted, no Python peer here */
+    const bench_args_t args = {.prog = "trace_bench", .usage = usage, .extra = child_flag, .reps = &reps,
+                               .scale = &opt_scale, .jsonl = &jsonl};
+    int st = bench_parse_args(argc, argv, &args);
+    if (st >= 0)
+        return st;
     if (child)
         return child_main();
 #ifdef TRACE_BENCH_NOTRACE

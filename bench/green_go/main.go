@@ -9,6 +9,9 @@
 //	                            runtime.Gosched() N times (2N switches)
 //	green_go_peer spawn_join N  ns per `go f()` of an empty body + join
 //	                            (sync.WaitGroup), N times one after the other
+//	green_go_peer pingpong N    ns per hand-off: two goroutines pass 1..N
+//	                            back and forth through two unbuffered
+//	                            channels (2N hand-offs)
 //	green_go_peer idle_rss N    bytes of RSS per goroutine with N goroutines
 //	                            alive, each blocked receiving from a channel
 //	green_go_peer echo          echo server on 127.0.0.1 (port on stdout), a
@@ -97,6 +100,36 @@ func spawnJoinRun(n int) float64 {
 	return float64(el.Nanoseconds()) / float64(n)
 }
 
+// pingpongRun: goroutine A sends i on ping and receives it back on pong,
+// B receives on ping and sends on pong; unbuffered channels, as Go
+// programs hand work from one goroutine to another. A checks each value.
+func pingpongRun(n int) float64 {
+	ping, pong := make(chan int), make(chan int)
+	done := make(chan int)
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			pong <- <-ping
+		}
+	}()
+	go func() {
+		bad := 0
+		for i := 1; i <= n; i++ {
+			ping <- i
+			if <-pong != i {
+				bad++
+			}
+		}
+		done <- bad
+	}()
+	bad := <-done
+	el := time.Since(t0)
+	if bad != 0 {
+		die("pingpong: %d of %d values came back wrong", bad, n)
+	}
+	return float64(el.Nanoseconds()) / float64(2*n)
+}
+
 func rssBytes() int64 {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
@@ -170,7 +203,7 @@ func echoServe() {
 func main() {
 	runtime.GOMAXPROCS(1)
 	if len(os.Args) < 2 {
-		die("usage: green_go_peer switch|spawn_join|idle_rss N | echo")
+		die("usage: green_go_peer switch|spawn_join|pingpong|idle_rss N | echo")
 	}
 	if os.Args[1] == "echo" {
 		echoServe()
@@ -195,6 +228,9 @@ func main() {
 	case "spawn_join":
 		spawnJoinRun(warm)
 		v = spawnJoinRun(n)
+	case "pingpong":
+		pingpongRun(warm)
+		v = pingpongRun(n)
 	case "idle_rss":
 		v = idleRSS(n) // a fresh process per measurement: no warm-up
 	default:
