@@ -56,7 +56,10 @@
  *   CONC_EBROKEN   the server is gone: the connection failed, closed, or a
  *                  reply did not come within the manager's timeout. The
  *                  proxy stays broken; every later call returns it too.
- *   CONC_EEMPTY    KeyError for dict get/del/pop; queue.Empty.
+ *   CONC_EKEY      KeyError for dict get/del/pop/popitem.
+ *   CONC_EEMPTY    queue.Empty; ValueError "not in list" (list index/remove).
+ *   CONC_EATTR     AttributeError: no such Namespace attribute; a method a
+ *                  registered type does not expose.
  *   CONC_ERANGE    IndexError for list get/set/pop; too large a message.
  *   CONC_EFULL     queue.Full.
  *   CONC_ETIMEDOUT acquire timed out (Python's False); or a Timeout scope
@@ -208,10 +211,10 @@ CONC_API int conc_manager_queue(conc_manager_t *m, const char *name, long maxsiz
 /* d[key] = val. 0 or an error above. */
 CONC_API int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val,
                             size_t vlen);
-/* d[key]: *val (malloc'd, free it) and *vlen; CONC_EEMPTY if absent. */
+/* d[key]: *val (malloc'd, free it) and *vlen; CONC_EKEY if absent. */
 CONC_API int conc_mdict_get(conc_mdict_t *d, const void *key, size_t klen, void **val,
                             size_t *vlen);
-/* del d[key]: CONC_EEMPTY if absent. */
+/* del d[key]: CONC_EKEY if absent. */
 CONC_API int conc_mdict_del(conc_mdict_t *d, const void *key, size_t klen);
 /* d.pop(key): as get, and removes it. */
 CONC_API int conc_mdict_pop(conc_mdict_t *d, const void *key, size_t klen, void **val,

@@ -40,6 +40,7 @@ typedef struct conc__mproxy {
     const uint8_t *bind_init;
     size_t bind_init_len;
     bool bind_item;
+    char vtype_cache;    /* a Value's typecode */
 } mproxy_t;
 
 struct conc_manager {

@@ -185,7 +185,7 @@ enum {
     CONC__MOP_D_SET_REF = 196,     /* key, id u64 (dict or namespace) */
     CONC__MOP_L_APPEND_REF = 200,  /* id u64 */
     CONC__MOP_L_SET_REF = 201,     /* i64 index, id u64 */
-    CONC__MOP_V_GET = 208,         /* -> bytes (the typecode's size) */
+    CONC__MOP_V_GET = 208,         /* -> u8 typecode, bytes (the typecode's size) */
     CONC__MOP_V_SET = 209,         /* bytes (the typecode's size) */
     CONC__MOP_U_CALL = 216,        /* method bytes, args bytes -> u8 has, [bytes] */
 };

@@ -416,7 +416,10 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     keeper_connect(p, &keeper);
     shutdown(p->fd, SHUT_WR);
     int rc;
-    if (p->chan) {
+    uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
+    if (op == CONC__MOP_U_CALL) {
+        rc = CONC_EBROKEN; /* a registered method cannot be stopped: do not wait for it */
+    } else if (p->chan) {
         rc = conc__mgr_chan_wait(&p->chan->rep_seq, p->seq - 1, &p->chan->cli_wait, p->fd, &p->spin,
                                  conc__now_ns() + CUT_DRAIN_NS, NULL, x->ops != NULL);
         if (rc == 0)
@@ -429,7 +432,6 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     proxy_close_fd(p);
     p->redial = true;
     keeper_install(p, &keeper);
-    uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
     if (rc == 0 && rep->end - rep->p >= 4 && rep->p[0] == 0 && rep->p[1] == 0 && rep->p[2] == 0 &&
         rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE) {
         conc__cut_rearm(cut);

@@ -351,6 +351,7 @@ static int do_value(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
     size_t size = conc_mvalue_size(o->vtype);
     if (op == CONC__MOP_V_GET) {
         conc__mgr_reply_code(c, 0);
+        conc__wb_u8(&c->out, (uint8_t)o->vtype);
         conc__wb_bytes(&c->out, o->vbits, size);
     } else if (n != size) {
         conc__mgr_reply_code(c, CONC_EINVAL);
