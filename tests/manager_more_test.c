@@ -773,6 +773,16 @@ static void registered_type(conc_start_method_t method)
     conc_mobject_t *x;
     cr_assert_eq(conc_manager_make(m, "NoSuchType", NULL, NULL, 0, &x), CONC_EKEY);
     cr_assert_eq(conc_manager_make(m, "Counter", NULL, "bad", 3, &x), CONC_EINVAL); /* create said so */
+    /* a named instance whose create failed is forgotten: the name can be made again */
+    cr_assert_eq(conc_manager_make(m, "Counter", "retry", "bad", 3, &x), CONC_EINVAL);
+    cr_assert_eq(conc_manager_make(m, "Counter", "retry", &start10, sizeof start10, &x), 0);
+    cr_assert_eq(call_ll(x, "incr", 0, false), 11);
+    conc_mobject_free(x);
+    /* a Value's bad init, an unknown type: nothing is made under the name */
+    conc_mvalue_t *mv;
+    cr_assert_eq(conc_manager_make(m, "NoSuchType", "nst", NULL, 0, &x), CONC_EKEY);
+    cr_assert_eq(conc_manager_value(m, "nst", 'i', NULL, &mv), 0);
+    conc_mvalue_free(mv);
     cr_assert_eq(conc_manager_make(m, "", NULL, NULL, 0, &x), CONC_EINVAL);
     cr_assert_eq(conc_manager_make(NULL, "Counter", NULL, NULL, 0, &x), CONC_EINVAL);
     /* destroy runs when the last proxy goes (anonymous instances) */

@@ -253,7 +253,7 @@ CONC_API int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, siz
 /* l.index(val) -> *index (the first equal item: same bytes); l.count(val)
  * -> *count; l.remove(val) removes the first equal item. index and remove
  * return CONC_EEMPTY when no item equals val (Python's ValueError "not in
- * list"; absent, as a missing dict key is here); otherwise 0 or an error
+ * list"; a missing dict key is CONC_EKEY); otherwise 0 or an error
  * above. */
 CONC_API int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index);
 CONC_API int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count);

@@ -57,8 +57,9 @@ struct conc__mgr_obj {
     char vtype;
     uint8_t vbits[8];
     /* an instance of a registered type */
-    const conc_mtype_t *utype;
+    const conc_mtype_t *utype;     /* set before the object is visible */
     void *uself;
+    bool ubroken;                  /* create has not succeeded (yet) */
 };
 
 /* Kinds beyond internal.h's four (the numbers of conc_mkind_t). */
@@ -86,9 +87,14 @@ int conc__mgr_bad(conc__mgr_conn_t *c);
 /* server_more.c: requests for the new kinds and ops (0 or CONC_EINVAL,
  * as conc__mgr_dispatch) */
 int conc__mgr_do_more(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op);
-/* Check and apply BIND_NEW's trailing init bytes to a new object: 0, or a
- * code for the reply. */
-int conc__mgr_init_obj(obj_t *o, int kind, const uint8_t *init, size_t n);
+/* BIND_NEW's trailing init bytes (Value, registered types), in three
+ * steps: check them before anything is made (0 or a reply code: a bad
+ * Value, an unknown type), apply what needs no user code while the new
+ * object is not visible yet (server lock: the typecode, the type), then
+ * run the type's create under the object's own lock (0 or its code). */
+int conc__mgr_init_check(int kind, const uint8_t *init, size_t n);
+void conc__mgr_init_pre(obj_t *o, int kind, const uint8_t *init, size_t n);
+int conc__mgr_init_run(obj_t *o, const uint8_t *init, size_t n);
 /* Whether an existing object named like a new request matches it. */
 bool conc__mgr_init_matches(const obj_t *o, const uint8_t *init, size_t n);
 /* Free what a Value / registered instance owns. */

@@ -379,11 +379,13 @@ static int obj_get(conc__mgr_server_t *s, int kind, long maxsize, const uint8_t 
                    size_t nlen, const uint8_t *init, size_t ilen, obj_t **out)
 {
     uint64_t h = hash_bytes(name, nlen);
+    int rc = conc__mgr_init_check(kind, init, ilen);
+    if (rc)
+        return rc;
     conc_lock_acquire(&s->mu, true, CONC_FOREVER);
     if (nlen) {
         for (obj_t *o = s->names[h % NBUCKETS]; o; o = o->name_next)
             if (o->nlen == nlen && memcmp(o->name, name, nlen) == 0) {
-                int rc = 0;
                 if (o->kind != kind || !conc__mgr_init_matches(o, init, ilen))
                     rc = CONC_EINVAL;
                 else
@@ -412,15 +414,25 @@ static int obj_get(conc__mgr_server_t *s, int kind, long maxsize, const uint8_t 
         o->name_next = s->names[h % NBUCKETS];
         s->names[h % NBUCKETS] = o;
     }
-    /* A Value's or a registered type's contents are made under its own
-     * lock, taken before the object can be found: nobody uses it half
-     * made (a registered create runs user code: not under the server lock). */
+    /* A registered type's instance is made under its own lock, taken
+     * before the object can be found: nobody uses it half made (create
+     * runs user code: not under the server lock). */
+    conc__mgr_init_pre(o, kind, init, ilen);
     conc_lock_acquire(&o->mu, true, CONC_FOREVER);
     conc_lock_release(&s->mu);
-    int rc = conc__mgr_init_obj(o, kind, init, ilen);
+    rc = conc__mgr_init_run(o, init, ilen);
     conc_lock_release(&o->mu);
-    if (rc) {
-        conc__mgr_unref(s, o);
+    if (rc) { /* forget its name too, so that a later make may try again */
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+        if (nlen) {
+            obj_t **pp = &s->names[h % NBUCKETS];
+            while (*pp != o)
+                pp = &(*pp)->name_next;
+            *pp = o->name_next;
+            obj_unref(s, o);
+        }
+        obj_unref(s, o);
+        conc_lock_release(&s->mu);
         return rc;
     }
     *out = o;

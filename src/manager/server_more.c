@@ -71,56 +71,71 @@ static int user_code(int rc)
     return rc > 0 || rc < CONC__MGR_MIN_CODE ? CONC_EFAILED : rc;
 }
 
-int conc__mgr_init_obj(obj_t *o, int kind, const uint8_t *init, size_t n)
+int conc__mgr_init_check(int kind, const uint8_t *init, size_t n)
 {
-    if (kind == CONC__MK_VALUE) {
-        if (!init || n < 1 || conc_mvalue_size((char)init[0]) != n - 1)
-            return CONC_EINVAL;
-        o->vtype = (char)init[0];
-        memcpy(o->vbits, init + 1, n - 1);
-        if (o->vtype == '?')
-            o->vbits[0] = o->vbits[0] != 0;
-        return 0;
-    }
+    if (kind == CONC__MK_VALUE)
+        return init && n >= 1 && conc_mvalue_size((char)init[0]) == n - 1 ? 0 : CONC_EINVAL;
     if (kind == CONC__MK_USER) {
         conc__rbuf_t r = {init, init + n, false};
         size_t tn, an;
         const uint8_t *tid = conc__rb_bytes(&r, &tn);
-        const uint8_t *args = conc__rb_bytes(&r, &an);
+        conc__rb_bytes(&r, &an);
         if (!init || !conc__rb_done(&r))
             return CONC_EINVAL;
-        const conc_mtype_t *t = find_type(tid, tn);
-        if (!t)
-            return CONC_EKEY;
-        void *self = NULL;
-        int rc = t->create(args, an, &self);
-        if (rc)
-            return user_code(rc);
-        o->utype = t;
-        o->uself = self;
-        return 0;
+        return find_type(tid, tn) ? 0 : CONC_EKEY;
     }
     return init ? CONC_EINVAL : 0;
+}
+
+void conc__mgr_init_pre(obj_t *o, int kind, const uint8_t *init, size_t n)
+{
+    if (kind == CONC__MK_VALUE) {
+        o->vtype = (char)init[0];
+        memcpy(o->vbits, init + 1, n - 1);
+        if (o->vtype == '?')
+            o->vbits[0] = o->vbits[0] != 0;
+    } else if (kind == CONC__MK_USER) {
+        conc__rbuf_t r = {init, init + n, false};
+        size_t tn;
+        const uint8_t *tid = conc__rb_bytes(&r, &tn);
+        o->utype = find_type(tid, tn);
+        o->ubroken = true; /* until create succeeded */
+    }
+}
+
+int conc__mgr_init_run(obj_t *o, const uint8_t *init, size_t n)
+{
+    if (o->kind != CONC__MK_USER)
+        return 0;
+    conc__rbuf_t r = {init, init + n, false};
+    size_t tn, an;
+    conc__rb_bytes(&r, &tn);
+    const uint8_t *args = conc__rb_bytes(&r, &an);
+    void *self = NULL;
+    int rc = o->utype->create(an ? args : NULL, an, &self);
+    if (rc)
+        return user_code(rc);
+    o->uself = self;
+    o->ubroken = false;
+    return 0;
 }
 
 bool conc__mgr_init_matches(const obj_t *o, const uint8_t *init, size_t n)
 {
     if (o->kind == CONC__MK_VALUE)
         return init && n >= 1 && (char)init[0] == o->vtype;
-    if (o->kind == CONC__MK_USER) {
+    if (o->kind == CONC__MK_USER) { /* checked already: init parses */
         conc__rbuf_t r = {init, init + n, false};
-        size_t tn, an;
+        size_t tn;
         const uint8_t *tid = conc__rb_bytes(&r, &tn);
-        conc__rb_bytes(&r, &an);
-        return init && conc__rb_done(&r) && o->utype && strlen(o->utype->typeid) == tn &&
-               memcmp(o->utype->typeid, tid, tn) == 0;
+        return o->utype && strlen(o->utype->typeid) == tn && memcmp(o->utype->typeid, tid, tn) == 0;
     }
     return init == NULL;
 }
 
 void conc__mgr_fini_obj(obj_t *o)
 {
-    if (o->utype && o->utype->destroy)
+    if (o->utype && !o->ubroken && o->utype->destroy)
         o->utype->destroy(o->uself);
     o->utype = NULL;
     o->uself = NULL;
@@ -380,7 +395,7 @@ static int do_call(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r)
             fn = x->fn;
             break;
         }
-    if (!t) {
+    if (!t || o->ubroken) {
         conc__mgr_reply_code(c, CONC_EINVAL);
     } else if (!fn) {
         conc__mgr_reply_code(c, CONC_EATTR); /* not in exposed */
