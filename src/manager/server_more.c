@@ -76,11 +76,13 @@ int conc__mgr_init_check(int kind, const uint8_t *init, size_t n)
     if (kind == CONC__MK_VALUE)
         return init && n >= 1 && conc_mvalue_size((char)init[0]) == n - 1 ? 0 : CONC_EINVAL;
     if (kind == CONC__MK_USER) {
+        if (!init) /* no init bytes at all (never init + 0 on NULL) */
+            return CONC_EINVAL;
         conc__rbuf_t r = {init, init + n, false};
         size_t tn, an;
         const uint8_t *tid = conc__rb_bytes(&r, &tn);
         conc__rb_bytes(&r, &an);
-        if (!init || !conc__rb_done(&r))
+        if (!conc__rb_done(&r))
             return CONC_EINVAL;
         return find_type(tid, tn) ? 0 : CONC_EKEY;
     }
@@ -124,7 +126,9 @@ bool conc__mgr_init_matches(const obj_t *o, const uint8_t *init, size_t n)
 {
     if (o->kind == CONC__MK_VALUE)
         return init && n >= 1 && (char)init[0] == o->vtype;
-    if (o->kind == CONC__MK_USER) { /* checked already: init parses */
+    if (o->kind == CONC__MK_USER) { /* checked already: init is there and parses */
+        if (!init)
+            return false;
         conc__rbuf_t r = {init, init + n, false};
         size_t tn;
         const uint8_t *tid = conc__rb_bytes(&r, &tn);
