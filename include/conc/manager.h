@@ -421,7 +421,8 @@ CONC_API int conc_manager_value(conc_manager_t *m, const char *name, char typeco
 CONC_API int conc_mvalue_get(conc_mvalue_t *v, void *out);
 /* v.value = *in. '?' stores in != 0. */
 CONC_API int conc_mvalue_set(conc_mvalue_t *v, const void *in);
-/* The typecode (0 for NULL). Never blocks. */
+/* The typecode (0 for NULL, and for a Value read back from a container
+ * until its first get or set). Never blocks. */
 CONC_API char conc_mvalue_typecode(const conc_mvalue_t *v);
 /* The size of typecode's C type, 0 when it is not one of the above. */
 CONC_API size_t conc_mvalue_size(char typecode);
