@@ -363,14 +363,19 @@ static void chain_drop(conc__mgr_server_t *s, dent_t *e)
 
 static void ring_drop(conc__mgr_server_t *s, ring_t *r)
 {
-    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    bool refs = false;
+    for (size_t i = 0; i < r->len; i++)
+        refs |= r->v[(r->first + i) % r->cap].ref != NULL;
+    if (refs) /* the server lock only when there are references to drop */
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
     for (size_t i = 0; i < r->len; i++) {
         item_t *it = &r->v[(r->first + i) % r->cap];
         if (it->ref)
             obj_unref(s, it->ref);
         free(it->p);
     }
-    conc_lock_release(&s->mu);
+    if (refs)
+        conc_lock_release(&s->mu);
     free(r->v);
 }
 
