@@ -1042,6 +1042,33 @@ Test(manager_more, authkey_reaches_children)
     conc_manager_free(m);
 }
 
+/* A proxy cast to another type (say one from a *_get_proxy) is refused
+ * before anything is sent, and stays usable. */
+Test(manager_more, wrong_kind_is_einval)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l;
+    conc_mdict_t *d;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    cr_assert_eq(conc_manager_dict(m, NULL, &d), 0);
+    void *v;
+    size_t vl;
+    conc_mitem_t *it;
+    cr_assert_eq(conc_mdict_setdefault((conc_mdict_t *)l, "k", 1, "v", 1, &v, &vl), CONC_EINVAL);
+    cr_assert_eq(conc_mdict_items((conc_mdict_t *)l, &it, &vl), CONC_EINVAL);
+    cr_assert_eq(conc_mns_set((conc_mns_t *)d, "a", "b", 1), CONC_EINVAL);
+    cr_assert_eq(conc_mvalue_get((conc_mvalue_t *)d, &vl), CONC_EINVAL);
+    cr_assert_eq(conc_mobject_call((conc_mobject_t *)d, "incr", NULL, 0, NULL, NULL), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_append_proxy((conc_mlist_t *)d, l), CONC_EINVAL);
+    cr_assert_eq(conc_mdict_set_proxy((conc_mdict_t *)l, "k", 1, d), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_append(l, "x", 1), 0);
+    put(d, "k", "v");
+    assert_get(d, "k", "v");
+    conc_mlist_free(l);
+    conc_mdict_free(d);
+    conc_manager_free(m);
+}
+
 /* ------------------------------------------------- malformed new requests */
 
 static int32_t reply_code(const uint8_t *r) { return (int32_t)((uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24); }

@@ -28,6 +28,11 @@ struct conc_mobject { mproxy_t p; };
 
 int conc_mproxy_free(void *proxy) { return conc__mp_free(proxy); }
 
+/* A proxy of the kind a call expects: a proxy cast to the wrong type (say
+ * one from a *_get_proxy) is CONC_EINVAL here, instead of a request the
+ * server refuses by closing the connection. */
+#define IS(x, k) ((x) && (x)->p.kind == (k))
+
 /* The proxy another proxy of the same server refers to: its object id (0:
  * not a proxy of that server). */
 static uint64_t same_server_id(const mproxy_t *p, const void *proxy)
@@ -73,7 +78,7 @@ int conc_mdict_pop_default(conc_mdict_t *d, const void *key, size_t klen, const 
 int conc_mdict_setdefault(conc_mdict_t *d, const void *key, size_t klen, const void *def,
                           size_t dlen, void **val, size_t *vlen)
 {
-    if (!d || !KEYOK(key, klen) || !KEYOK(def, dlen) || !val || !vlen)
+    if (!IS(d, CONC__MK_DICT) || !KEYOK(key, klen) || !KEYOK(def, dlen) || !val || !vlen)
         return CONC_EINVAL;
     if (klen > CONC__MGR_MAX_FRAME || dlen > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
@@ -99,7 +104,7 @@ static bool take_nested(conc__rbuf_t *r, conc_mkind_t *kind, const uint8_t **b, 
 
 int conc_mdict_popitem(conc_mdict_t *d, void **key, size_t *klen, void **val, size_t *vlen)
 {
-    if (!d || !key || !klen || !val || !vlen)
+    if (!IS(d, CONC__MK_DICT) || !key || !klen || !val || !vlen)
         return CONC_EINVAL;
     mproxy_t *p = &d->p;
     if (!conc__mp_call_begin(p, CONC__MOP_D_POPITEM))
@@ -128,7 +133,7 @@ int conc_mdict_popitem(conc_mdict_t *d, void **key, size_t *klen, void **val, si
 
 int conc_mdict_update(conc_mdict_t *d, const conc_mbytes_t *keys, const conc_mbytes_t *vals, size_t n)
 {
-    if (!d || (n && (!keys || !vals)))
+    if (!IS(d, CONC__MK_DICT) || (n && (!keys || !vals)))
         return CONC_EINVAL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -151,7 +156,7 @@ int conc_mdict_update(conc_mdict_t *d, const conc_mbytes_t *keys, const conc_mby
 
 static int dict_items(conc_mdict_t *d, bool with_keys, conc_mitem_t **items, size_t *n)
 {
-    if (!d || !items || !n)
+    if (!IS(d, CONC__MK_DICT) || !items || !n)
         return CONC_EINVAL;
     mproxy_t *p = &d->p;
     if (!conc__mp_call_begin(p, CONC__MOP_D_ITEMS))
@@ -270,7 +275,7 @@ static int get_ref(mproxy_t *p, uint8_t sel, const void *key, size_t klen, long 
 
 int conc_mdict_set_proxy(conc_mdict_t *d, const void *key, size_t klen, const void *proxy)
 {
-    if (!d || !KEYOK(key, klen))
+    if (!IS(d, CONC__MK_DICT) || !KEYOK(key, klen))
         return CONC_EINVAL;
     return set_ref_key(&d->p, key, klen, proxy);
 }
@@ -278,14 +283,14 @@ int conc_mdict_set_proxy(conc_mdict_t *d, const void *key, size_t klen, const vo
 int conc_mdict_get_proxy(conc_mdict_t *d, const void *key, size_t klen, void **proxy,
                          conc_mkind_t *kind)
 {
-    if (!d || !KEYOK(key, klen) || !proxy)
+    if (!IS(d, CONC__MK_DICT) || !KEYOK(key, klen) || !proxy)
         return CONC_EINVAL;
     return get_ref(&d->p, 0, key, klen, 0, proxy, kind);
 }
 
 int conc_mlist_append_proxy(conc_mlist_t *l, const void *proxy)
 {
-    uint64_t id = l ? same_server_id(&l->p, proxy) : 0;
+    uint64_t id = IS(l, CONC__MK_LIST) ? same_server_id(&l->p, proxy) : 0;
     if (!id)
         return CONC_EINVAL;
     conc__wbuf_t *w = conc__mp_call_begin(&l->p, CONC__MOP_L_APPEND_REF);
@@ -297,7 +302,7 @@ int conc_mlist_append_proxy(conc_mlist_t *l, const void *proxy)
 
 int conc_mlist_set_proxy(conc_mlist_t *l, long index, const void *proxy)
 {
-    uint64_t id = l ? same_server_id(&l->p, proxy) : 0;
+    uint64_t id = IS(l, CONC__MK_LIST) ? same_server_id(&l->p, proxy) : 0;
     if (!id)
         return CONC_EINVAL;
     conc__wbuf_t *w = conc__mp_call_begin(&l->p, CONC__MOP_L_SET_REF);
@@ -310,7 +315,7 @@ int conc_mlist_set_proxy(conc_mlist_t *l, long index, const void *proxy)
 
 int conc_mlist_get_proxy(conc_mlist_t *l, long index, void **proxy, conc_mkind_t *kind)
 {
-    if (!l || !proxy)
+    if (!IS(l, CONC__MK_LIST) || !proxy)
         return CONC_EINVAL;
     return get_ref(&l->p, 1, NULL, 0, index, proxy, kind);
 }
@@ -329,47 +334,49 @@ static bool attr_ok(const char *a) { return a && a[0] && a[0] != '_' && strlen(a
 
 int conc_mns_set(conc_mns_t *ns, const char *attr, const void *val, size_t len)
 {
-    if (!ns || !attr_ok(attr))
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr))
         return CONC_EINVAL;
     return conc_mdict_set((conc_mdict_t *)ns, attr, strlen(attr), val, len);
 }
 
 int conc_mns_get(conc_mns_t *ns, const char *attr, void **val, size_t *len)
 {
-    if (!ns || !attr_ok(attr))
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr))
         return CONC_EINVAL;
     return conc_mdict_get((conc_mdict_t *)ns, attr, strlen(attr), val, len);
 }
 
 int conc_mns_del(conc_mns_t *ns, const char *attr)
 {
-    if (!ns || !attr_ok(attr))
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr))
         return CONC_EINVAL;
     return conc_mdict_del((conc_mdict_t *)ns, attr, strlen(attr));
 }
 
 int conc_mns_has(conc_mns_t *ns, const char *attr, bool *out)
 {
-    if (!ns || !attr_ok(attr))
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr))
         return CONC_EINVAL;
     return conc_mdict_contains((conc_mdict_t *)ns, attr, strlen(attr), out);
 }
 
 int conc_mns_names(conc_mns_t *ns, conc_mbytes_t **names, size_t *n)
 {
+    if (!IS(ns, CONC__MK_NAMESPACE))
+        return CONC_EINVAL;
     return conc_mdict_keys((conc_mdict_t *)ns, names, n);
 }
 
 int conc_mns_set_proxy(conc_mns_t *ns, const char *attr, const void *proxy)
 {
-    if (!ns || !attr_ok(attr))
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr))
         return CONC_EINVAL;
     return set_ref_key(&ns->p, attr, strlen(attr), proxy);
 }
 
 int conc_mns_get_proxy(conc_mns_t *ns, const char *attr, void **proxy, conc_mkind_t *kind)
 {
-    if (!ns || !attr_ok(attr) || !proxy)
+    if (!IS(ns, CONC__MK_NAMESPACE) || !attr_ok(attr) || !proxy)
         return CONC_EINVAL;
     return get_ref(&ns->p, 0, attr, strlen(attr), 0, proxy, kind);
 }
@@ -395,7 +402,7 @@ int conc_manager_value(conc_manager_t *m, const char *name, char typecode, const
 
 int conc_mvalue_get(conc_mvalue_t *v, void *out)
 {
-    if (!v)
+    if (!IS(v, CONC__MK_VALUE))
         return CONC_EINVAL;
     mproxy_t *p = &v->p;
     if (!conc__mp_call_begin(p, CONC__MOP_V_GET))
@@ -421,7 +428,7 @@ int conc_mvalue_get(conc_mvalue_t *v, void *out)
 
 int conc_mvalue_set(conc_mvalue_t *v, const void *in)
 {
-    if (!v || !in)
+    if (!IS(v, CONC__MK_VALUE) || !in)
         return CONC_EINVAL;
     if (!v->p.vtype_cache) { /* read back from a container: learn the typecode first */
         int rc = conc_mvalue_get(v, NULL);
@@ -460,7 +467,7 @@ int conc_manager_make(conc_manager_t *m, const char *typeid, const char *name, c
 int conc_mobject_call(conc_mobject_t *o, const char *method, const void *args, size_t len,
                       void **out, size_t *outlen)
 {
-    if (!o || !method || !KEYOK(args, len) || (out && !outlen))
+    if (!IS(o, CONC__MK_USER) || !method || !KEYOK(args, len) || (out && !outlen))
         return CONC_EINVAL;
     size_t mn = strlen(method);
     if (mn > MAX_ATTR || len > CONC__MGR_MAX_FRAME - MAX_ATTR - 16)
