@@ -29,7 +29,8 @@
  * and the connection is closed. The key is never sent.
  *
  * Shared objects are bytes: dict keys and values, list items, queue items
- * are byte strings of any length (the whole request must fit in
+ * are byte strings (a dict value, a list item or a Namespace attribute may
+ * also be another shared object: nested proxies, below) of any length (the whole request must fit in
  * CONC_MANAGER_MAX_MESSAGE; larger is CONC_ERANGE). Every object may carry
  * a name: asking for a name that exists returns a proxy of the same object
  * (another client looks it up that way); a name is kept until the server

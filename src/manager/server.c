@@ -33,6 +33,14 @@
  * Dicts keep insertion order (like Python's): entries are chained in the
  * hash buckets and on a doubly linked list in insertion order. Lists are
  * arrays; queues are rings.
+ *
+ * Nested proxies (objects.h, server_more.c): a dict or list item may be a
+ * reference to another object, counted in its refs. References an item
+ * loses under an object's lock (overwritten, deleted, cleared) are dropped
+ * after that lock is released; freeing an object drops the references it
+ * holds through obj_unref's worklist (no recursion: a chain of any depth).
+ * refs is atomic: changed under the server lock, or raised under a
+ * container's lock while the container's item holds one (BIND_ITEM).
  */
 #define _GNU_SOURCE
 #include <errno.h>
