@@ -638,6 +638,66 @@ Test(manager_more, nested_refcounts)
     conc_manager_free(m);
 }
 
+/* Several threads (own proxies each) replace, read back, mutate and drop
+ * nested references in one dict at once: the server's reference counts
+ * must hold (a freed-too-early object would fail a bind or crash the
+ * server; a leak shows under LeakSanitizer). */
+typedef struct churn {
+    conc_manager_t *m;
+    int id, rc, rounds;
+} churn_t;
+
+static void *churn_main(void *arg)
+{
+    churn_t *c = arg;
+    conc_mdict_t *d;
+    if ((c->rc = conc_manager_dict(c->m, "churn", &d)) != 0)
+        return NULL;
+    for (int i = 0; i < c->rounds && !c->rc; i++) {
+        conc_mlist_t *l, *back = NULL;
+        const char *key = (i % 2) ? "a" : "b";
+        if ((c->rc = conc_manager_list(c->m, NULL, &l)) != 0)
+            break;
+        if (!(c->rc = conc_mlist_append(l, &c->id, sizeof c->id)))
+            c->rc = conc_mdict_set_proxy(d, key, 1, l); /* replaces (drops) another thread's list */
+        conc_mlist_free(l);
+        if (c->rc)
+            break;
+        int rc = conc_mdict_get_proxy(d, key, 1, (void **)&back, NULL);
+        if (rc == 0) { /* whoever's list is there now: alive and usable */
+            size_t n;
+            c->rc = conc_mlist_len(back, &n);
+            if (!c->rc && n < 1)
+                c->rc = -1000;
+            if (!c->rc)
+                c->rc = conc_mlist_append(back, "x", 1);
+            conc_mlist_free(back);
+        } else if (rc != CONC_EKEY) { /* deleted meanwhile: fine */
+            c->rc = rc;
+        }
+        if (!c->rc && i % 5 == 4 && (rc = conc_mdict_del(d, key, 1)) != 0 && rc != CONC_EKEY)
+            c->rc = rc; /* absent: another thread deleted it first */
+    }
+    conc_mdict_free(d);
+    return NULL;
+}
+
+Test(manager_more, nested_refcount_churn)
+{
+    conc_manager_t *m = start();
+    churn_t c[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (churn_t){m, i, 0, TU_SANITIZED ? 30 : 150};
+        cr_assert_eq(pthread_create(&th[i], NULL, churn_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(c[i].rc, 0, "thread %d: %d %s", i, c[i].rc, conc_strerror(c[i].rc));
+    }
+    conc_manager_free(m);
+}
+
 /* ---------------------------------------------------- registered types */
 
 typedef struct counter {
