@@ -442,7 +442,8 @@ CONC_API int conc_mvalue_free(conc_mvalue_t *v);
  *         {"incr", counter_incr}, {NULL, NULL}};
  *     CONC_MANAGER_REGISTER("Counter", counter_new, counter_free, counter_methods);
  *
- * typeid is a string literal (1..200 bytes); the registration is made at
+ * The type's name (Python's typeid; a C++ keyword, hence type_name) is
+ * a string literal (1..200 bytes); the registration is made at
  * load time in every copy of the program, so the server finds the type
  * whatever the start method. create gets the constructor's argument bytes
  * and sets *self (0 or a CONC_E* code, which conc_manager_make returns).
@@ -463,15 +464,15 @@ typedef struct conc_mmethod {
     conc_mmethod_fn fn;
 } conc_mmethod_t;
 typedef struct conc_mtype {
-    const char *typeid;
+    const char *type_name;         /* Python's typeid */
     conc_mtype_new_fn create;
     conc_mtype_free_fn destroy;
     const conc_mmethod_t *methods; /* ends with {NULL, NULL} */
 } conc_mtype_t;
 
 #define CONC__SIG_MTYPE 90 /* registry tag of a manager type */
-#define CONC_MANAGER_REGISTER(typeid, create, destroy, methods) \
-    CONC__MREG1(typeid, create, destroy, methods, __COUNTER__)
+#define CONC_MANAGER_REGISTER(type_name, create, destroy, methods) \
+    CONC__MREG1(type_name, create, destroy, methods, __COUNTER__)
 #define CONC__MREG1(t, c, d, m, n) CONC__MREG2(t, c, d, m, n)
 #define CONC__MREG2(t, c, d, m, n)                                                       \
     static const conc_mtype_t conc__mtype_##n = {t, c, d, m};                            \
@@ -486,9 +487,9 @@ typedef struct conc_mtype {
 
 /* m.<typeid>(*args): a new instance (name NULL), or the instance named
  * name (made with args the first time). CONC_EKEY when the server has no
- * type typeid; CONC_EINVAL for a name held by another kind or type; the
+ * type type_name; CONC_EINVAL for a name held by another kind or type; the
  * create function's own code. args: len bytes (NULL with 0). */
-CONC_API int conc_manager_make(conc_manager_t *m, const char *typeid, const char *name,
+CONC_API int conc_manager_make(conc_manager_t *m, const char *type_name, const char *name,
                                const void *args, size_t len, conc_mobject_t **out);
 /* proxy._callmethod(method, args): run method on the server. *out (may be
  * NULL: the result is dropped) gets the method's malloc'd result, or NULL

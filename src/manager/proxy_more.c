@@ -448,16 +448,16 @@ int conc_mvalue_free(conc_mvalue_t *v) { return conc__mp_free((mproxy_t *)v); }
 
 /* ---------------------------------------------------- registered types */
 
-int conc_manager_make(conc_manager_t *m, const char *typeid, const char *name, const void *args,
+int conc_manager_make(conc_manager_t *m, const char *type_name, const char *name, const void *args,
                       size_t len, conc_mobject_t **out)
 {
-    if (!m || !out || !typeid || !typeid[0] || strlen(typeid) > 200 || !KEYOK(args, len) ||
+    if (!m || !out || !type_name || !type_name[0] || strlen(type_name) > 200 || !KEYOK(args, len) ||
         (name && strlen(name) > 4096))
         return CONC_EINVAL;
     if (len > CONC__MGR_MAX_FRAME - 4096)
         return CONC_ERANGE;
     conc__wbuf_t init = {0};
-    conc__wb_bytes(&init, typeid, strlen(typeid));
+    conc__wb_bytes(&init, type_name, strlen(type_name));
     conc__wb_bytes(&init, args, len);
     int rc = init.oom ? CONC_ENOMEM : conc__mp_make(m, CONC__MK_USER, 0, name, (mproxy_t **)out, init.p, init.len);
     conc__wb_free(&init);

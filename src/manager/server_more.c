@@ -49,14 +49,14 @@ size_t conc_mvalue_size(char typecode)
     }
 }
 
-/* The registered type named typeid (n bytes), or NULL. */
-static const conc_mtype_t *find_type(const uint8_t *typeid, size_t n)
+/* The registered type named tname (n bytes), or NULL. */
+static const conc_mtype_t *find_type(const uint8_t *tname, size_t n)
 {
     char name[sizeof "conc.mtype." + MAX_TYPEID];
-    if (n == 0 || n > MAX_TYPEID || memchr(typeid, 0, n))
+    if (n == 0 || n > MAX_TYPEID || memchr(tname, 0, n))
         return NULL;
     memcpy(name, "conc.mtype.", sizeof "conc.mtype." - 1);
-    memcpy(name + sizeof "conc.mtype." - 1, typeid, n);
+    memcpy(name + sizeof "conc.mtype." - 1, tname, n);
     name[sizeof "conc.mtype." - 1 + n] = 0;
     const conc_registration_t *r = conc_registry_find(name);
     if (!r || r->sig != CONC__SIG_MTYPE || !r->fn)
@@ -132,7 +132,7 @@ bool conc__mgr_init_matches(const obj_t *o, const uint8_t *init, size_t n)
         conc__rbuf_t r = {init, init + n, false};
         size_t tn;
         const uint8_t *tid = conc__rb_bytes(&r, &tn);
-        return o->utype && strlen(o->utype->typeid) == tn && memcmp(o->utype->typeid, tid, tn) == 0;
+        return o->utype && strlen(o->utype->type_name) == tn && memcmp(o->utype->type_name, tid, tn) == 0;
     }
     return init == NULL;
 }
