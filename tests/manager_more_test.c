@@ -101,6 +101,19 @@ Test(manager_more, namespace)
     /* AttributeError */
     cr_assert_eq(conc_mns_get(n, "job", &v, &vl), CONC_EATTR);
     cr_assert_eq(conc_mns_del(n, "job"), CONC_EATTR);
+    void *px;
+    cr_assert_eq(conc_mns_get_proxy(n, "job", &px, NULL), CONC_EATTR);
+    cr_assert_eq(conc_mns_get_proxy(n, "name", &px, NULL), CONC_EINVAL); /* bytes, not a proxy */
+    cr_assert_eq(conc_mns_set_proxy(n, "me", n), 0);                     /* ns.me = ns */
+    conc_mns_t *me;
+    conc_mkind_t kind;
+    cr_assert_eq(conc_mns_get_proxy(n, "me", (void **)&me, &kind), 0);
+    cr_assert_eq(kind, CONC_MK_NAMESPACE);
+    cr_assert_eq(conc_mns_get(me, "name", &v, &vl), 0);
+    cr_assert(bytes_eq(v, vl, "Bob"));
+    free(v);
+    conc_mns_free(me);
+    cr_assert_eq(conc_mns_del(n, "me"), 0);
     cr_assert_eq(conc_mns_get(NULL, "job", &v, &vl), CONC_EINVAL);
     cr_assert_eq(conc_mns_get(n, NULL, &v, &vl), CONC_EINVAL);
     conc_mns_free(n);
