@@ -3110,7 +3110,7 @@ static int mgr_worker(const void *arg, size_t len)
         int rc = conc_mdict_get(d, "count", 5, &v, &vlen); /* n = d.get("count", 0) */
         if (rc == 0 && vlen == sizeof n)
             memcpy(&n, v, sizeof n);
-        else if (rc != CONC_EEMPTY)
+        else if (rc != CONC_EKEY)
             code = 6;
         free(v);
         n++;

@@ -1,7 +1,7 @@
 /* Tests for conc/base.h: error codes, monotonic clock, sleep, conc_fail. */
 #include "test_util.h"
 
-#define FIRST_CODE CONC_EKEY /* the most negative defined code */
+#define FIRST_CODE CONC_EATTR /* the most negative defined code */
 
 Test(base, strerror_every_code, .timeout = TU_TIMEOUT)
 {
@@ -41,6 +41,7 @@ Test(base, errname_every_code, .timeout = TU_TIMEOUT)
     cr_assert_str_eq(conc_errname(CONC_ERANGE), "OverflowError");
     cr_assert_str_eq(conc_errname(CONC_EOWNERDEAD), "OwnerDeadError");
     cr_assert_str_eq(conc_errname(CONC_EKEY), "KeyError");
+    cr_assert_str_eq(conc_errname(CONC_EATTR), "AttributeError");
     cr_assert_not_null(strstr(conc_errname(CONC_ECANCELLED), "CancelledError"));
     cr_assert_not_null(strstr(conc_errname(CONC_EKILLED), "GreenletExit"));
     cr_assert_not_null(strstr(conc_errname(CONC_ELOOPEXIT), "LoopExit"));

@@ -1,7 +1,7 @@
 /*
  * More methods of a Manager's proxies. ListProxy insert / index / count /
  * remove / reverse with Python's list semantics (insert clamps its index;
- * index/remove of an absent value is ValueError: CONC_EEMPTY, as a missing dict key). Queue proxy
+ * index/remove of an absent value is ValueError: CONC_EEMPTY; a missing dict key is CONC_EKEY). Queue proxy
  * empty() / full(), ported from CPython's
  * _test_multiprocessing.py _TestQueue.test_put / test_get (empty and full
  * before, during and after filling a Queue(maxsize=6)), seen from a

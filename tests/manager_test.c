@@ -216,7 +216,7 @@ Test(manager, dict_proxy)
     cr_assert_eq(conc_mdict_get(d, "", 0, &v, &vl), 0);
     cr_assert_eq(vl, 0);
     free(v);
-    cr_assert_eq(conc_mdict_get(d, "zz", 2, &v, &vl), CONC_EEMPTY); /* KeyError */
+    cr_assert_eq(conc_mdict_get(d, "zz", 2, &v, &vl), CONC_EKEY); /* KeyError */
     bool has;
     cr_assert_eq(conc_mdict_contains(d, "b", 1, &has), 0);
     cr_assert(has);
@@ -233,9 +233,9 @@ Test(manager, dict_proxy)
     cr_assert_eq(conc_mdict_pop(d, "b", 1, &v, &vl), 0);
     cr_assert_eq(vl, 2);
     free(v);
-    cr_assert_eq(conc_mdict_pop(d, "b", 1, &v, &vl), CONC_EEMPTY);
+    cr_assert_eq(conc_mdict_pop(d, "b", 1, &v, &vl), CONC_EKEY);
     cr_assert_eq(conc_mdict_del(d, "a", 1), 0);
-    cr_assert_eq(conc_mdict_del(d, "a", 1), CONC_EEMPTY);
+    cr_assert_eq(conc_mdict_del(d, "a", 1), CONC_EKEY);
     cr_assert_eq(conc_mdict_len(d, &n), 0);
     cr_assert_eq(n, 1);
     /* many keys: growth and lookups */
@@ -969,7 +969,7 @@ static void dict_workout(conc_manager_t *m, long n, bool want_chan)
     cr_assert_eq(conc_mdict_keys(d, &keys, &nk), 0);
     cr_assert_eq(nk, len);
     free(keys);
-    cr_assert_eq(conc_mdict_get(d, "nope", 4, &g, &gl), CONC_EEMPTY);
+    cr_assert_eq(conc_mdict_get(d, "nope", 4, &g, &gl), CONC_EKEY);
     cr_assert_eq(conc_mdict_free(d), 0);
     cr_assert_eq(chan_maps(), before);
 }

@@ -131,4 +131,40 @@ Test(mp_authkey, manager_uses_the_process_key)
     conc_manager_free(m);
 }
 
+/* The fork server path: its children get the key of the process that asked
+ * for them (not the fork server's own copy), and a manager whose server
+ * the fork server started authenticates them with it. */
+static int connect_by_forkserver(const char *addr, const char *set)
+{
+    conc_process_t *p;
+    conc_process_opts_t o = {.method = CONC_FORKSERVER};
+    cr_assert_eq(conc_process_new(&p, connect_default, addr, strlen(addr), &o), 0);
+    if (set)
+        cr_assert_eq(conc_process_set_authkey(p, set, strlen(set)), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(conc_process_join(p, 30), 0);
+    int code = -1;
+    conc_process_exitcode(p, &code);
+    conc_process_free(p);
+    return code;
+}
+
+Test(mp_authkey, forkserver)
+{
+    size_t n;
+    const void *k = conc_process_authkey(conc_current_process(), &n);
+    unsigned char mine[32];
+    memcpy(mine, k, n);
+    cr_assert_eq(run(CONC_FORKSERVER, mine, 32, NULL, 0), 0);
+    cr_assert_eq(run(CONC_FORKSERVER, "fs key", 6, "fs key", 6), 0);
+    cr_assert_eq(run(CONC_FORKSERVER, mine, 32, "fs key", 6), 3);
+    conc_manager_t *m;
+    conc_manager_opts_t mo = {.method = CONC_FORKSERVER};
+    cr_assert_eq(conc_manager_start(&m, &mo), 0);
+    const char *addr = conc_manager_address(m);
+    cr_assert_eq(connect_by_forkserver(addr, NULL), 0, "authkey=None in a fork-server child");
+    cr_assert_eq(connect_by_forkserver(addr, "nope"), 4, "another key is refused");
+    conc_manager_free(m);
+}
+
 TU_MAIN_WITH_PROCESS_GUARD()

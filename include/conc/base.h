@@ -87,8 +87,11 @@ enum {
     CONC_EOWNERDEAD = -19, /* robust-mutex EOWNERDEAD: the lock is yours now, but
                              its previous holder died holding it; repair the
                              data it protected (process-shared locks only)    */
-    CONC_EKEY = -20       /* KeyError: no such key / key already present
+    CONC_EKEY = -20,      /* KeyError: no such key / key already present
                              (selectors: fd registered twice, or not at all) */
+    CONC_EATTR = -21      /* AttributeError: no such attribute (a Manager
+                             Namespace), or a method not exposed by a
+                             Manager's registered type */
 };
 
 /* Returns a static, human readable description of code ("queue.Empty: ...").

@@ -29,7 +29,8 @@
  * and the connection is closed. The key is never sent.
  *
  * Shared objects are bytes: dict keys and values, list items, queue items
- * are byte strings of any length (the whole request must fit in
+ * are byte strings (a dict value, a list item or a Namespace attribute may
+ * also be another shared object: nested proxies, below) of any length (the whole request must fit in
  * CONC_MANAGER_MAX_MESSAGE; larger is CONC_ERANGE). Every object may carry
  * a name: asking for a name that exists returns a proxy of the same object
  * (another client looks it up that way); a name is kept until the server
@@ -56,7 +57,10 @@
  *   CONC_EBROKEN   the server is gone: the connection failed, closed, or a
  *                  reply did not come within the manager's timeout. The
  *                  proxy stays broken; every later call returns it too.
- *   CONC_EEMPTY    KeyError for dict get/del/pop; queue.Empty.
+ *   CONC_EKEY      KeyError for dict get/del/pop/popitem.
+ *   CONC_EEMPTY    queue.Empty; ValueError "not in list" (list index/remove).
+ *   CONC_EATTR     AttributeError: no such Namespace attribute; a method a
+ *                  registered type does not expose.
  *   CONC_ERANGE    IndexError for list get/set/pop; too large a message.
  *   CONC_EFULL     queue.Full.
  *   CONC_ETIMEDOUT acquire timed out (Python's False); or a Timeout scope
@@ -136,6 +140,15 @@ typedef struct conc_manager_opts {
                                     (this handle and the proxies made from it; the
                                     environment's CONC_MANAGER_TRANSPORT=socket does it
                                     for every connection of the process) */
+    /* Manager(initializer=, initargs=): run initializer(initargs,
+     * initargs_len) once in the server process before it serves anybody.
+     * It must be registered (CONC_REGISTER: the server may be a new
+     * program, as with spawn); a nonzero return ends the server and start
+     * returns CONC_EBROKEN; an unregistered function is CONC_EINVAL.
+     * initargs (copied; at most 1 MiB) may be NULL with length 0. */
+    conc_process_fn initializer;
+    const void *initargs;
+    size_t initargs_len;
 } conc_manager_opts_t;
 
 /* ------------------------------------------------------------- manager */
@@ -199,10 +212,10 @@ CONC_API int conc_manager_queue(conc_manager_t *m, const char *name, long maxsiz
 /* d[key] = val. 0 or an error above. */
 CONC_API int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val,
                             size_t vlen);
-/* d[key]: *val (malloc'd, free it) and *vlen; CONC_EEMPTY if absent. */
+/* d[key]: *val (malloc'd, free it) and *vlen; CONC_EKEY if absent. */
 CONC_API int conc_mdict_get(conc_mdict_t *d, const void *key, size_t klen, void **val,
                             size_t *vlen);
-/* del d[key]: CONC_EEMPTY if absent. */
+/* del d[key]: CONC_EKEY if absent. */
 CONC_API int conc_mdict_del(conc_mdict_t *d, const void *key, size_t klen);
 /* d.pop(key): as get, and removes it. */
 CONC_API int conc_mdict_pop(conc_mdict_t *d, const void *key, size_t klen, void **val,
@@ -241,7 +254,7 @@ CONC_API int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, siz
 /* l.index(val) -> *index (the first equal item: same bytes); l.count(val)
  * -> *count; l.remove(val) removes the first equal item. index and remove
  * return CONC_EEMPTY when no item equals val (Python's ValueError "not in
- * list"; absent, as a missing dict key is here); otherwise 0 or an error
+ * list"; a missing dict key is CONC_EKEY); otherwise 0 or an error
  * above. */
 CONC_API int conc_mlist_index(conc_mlist_t *l, const void *val, size_t len, size_t *index);
 CONC_API int conc_mlist_count(conc_mlist_t *l, const void *val, size_t len, size_t *count);
@@ -283,6 +296,224 @@ CONC_API int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n);
 CONC_API int conc_mqueue_empty(conc_mqueue_t *q, bool *empty);
 CONC_API int conc_mqueue_full(conc_mqueue_t *q, bool *full);
 CONC_API int conc_mqueue_free(conc_mqueue_t *q);
+
+/* ====================================================== more proxies
+ *
+ * Namespace, Value, the rest of DictProxy, nested proxies, registered
+ * types (BaseManager.register) and handing a manager to a child.
+ * Errors as above, and CONC_EKEY (KeyError: a dict has no such key),
+ * CONC_EATTR (AttributeError: a Namespace has no such attribute; a
+ * registered type does not expose that method). docs/manager.md.
+ */
+typedef struct conc_mns conc_mns_t;         /* NamespaceProxy */
+typedef struct conc_mvalue conc_mvalue_t;   /* ValueProxy */
+typedef struct conc_mobject conc_mobject_t; /* proxy of a registered type */
+
+/* What a stored value is: bytes, or a reference to a shared object (a
+ * nested proxy; the number is the kind of that object). */
+typedef enum conc_mkind {
+    CONC_MK_BYTES = 0,
+    CONC_MK_DICT = 1,
+    CONC_MK_LIST = 2,
+    CONC_MK_LOCK = 3,
+    CONC_MK_QUEUE = 4,
+    CONC_MK_NAMESPACE = 16,
+    CONC_MK_VALUE = 17,
+    CONC_MK_OBJECT = 18 /* an instance of a registered type */
+} conc_mkind_t;
+
+/* One entry of a dict snapshot (items, values, copy). value.data is NULL
+ * when the value is a nested proxy (kind says of what: read it with
+ * conc_mdict_get_proxy). */
+typedef struct conc_mitem {
+    conc_mbytes_t key;
+    conc_mbytes_t value;
+    conc_mkind_t kind;
+} conc_mitem_t;
+
+/* Close any proxy (dict, list, lock, queue, namespace, value, object;
+ * also one from a *_get_proxy). 0 or CONC_EINVAL. */
+CONC_API int conc_mproxy_free(void *proxy);
+
+/* --------------------------------------------------------- dict, more */
+
+/* Every call below: 0 or an error above; byte results malloc'd (free()). */
+
+/* d.get(key, default): the value, or a copy of def (dlen bytes; NULL with
+ * 0: an empty one) when key is absent. CONC_EINVAL when the value is a
+ * nested proxy. */
+CONC_API int conc_mdict_get_default(conc_mdict_t *d, const void *key, size_t klen, const void *def,
+                                    size_t dlen, void **val, size_t *vlen);
+/* d.pop(key, default): as conc_mdict_pop, but absent gives a copy of def. */
+CONC_API int conc_mdict_pop_default(conc_mdict_t *d, const void *key, size_t klen, const void *def,
+                                    size_t dlen, void **val, size_t *vlen);
+/* d.setdefault(key, default): the value; when absent, def is stored first
+ * (one atomic step on the server). */
+CONC_API int conc_mdict_setdefault(conc_mdict_t *d, const void *key, size_t klen, const void *def,
+                                   size_t dlen, void **val, size_t *vlen);
+/* d.popitem(): removes and returns the last inserted pair (LIFO, as
+ * Python 3.7+); CONC_EKEY when empty. *val is NULL (and *vlen 0) when the
+ * value was a nested proxy (its reference is dropped). */
+CONC_API int conc_mdict_popitem(conc_mdict_t *d, void **key, size_t *klen, void **val, size_t *vlen);
+/* d.update(zip(keys, vals)): n pairs in one atomic request (later pairs
+ * win over earlier ones with the same key). */
+CONC_API int conc_mdict_update(conc_mdict_t *d, const conc_mbytes_t *keys, const conc_mbytes_t *vals,
+                               size_t n);
+/* list(d.items()) / d.copy() (Python's copy() returns a plain dict: a
+ * snapshot), in insertion order: *items is one malloc'd block, free it
+ * once. conc_mdict_values: the same with every key empty (NULL, 0). */
+CONC_API int conc_mdict_items(conc_mdict_t *d, conc_mitem_t **items, size_t *n);
+CONC_API int conc_mdict_copy(conc_mdict_t *d, conc_mitem_t **items, size_t *n);
+CONC_API int conc_mdict_values(conc_mdict_t *d, conc_mitem_t **items, size_t *n);
+
+/* ------------------------------------------------------ nested proxies
+ *
+ * d[key] = proxy, l.append(proxy), l[i] = proxy, ns.attr = proxy: the
+ * container stores a reference to the proxy's shared object (which then
+ * lives at least as long as the container holds it), not a copy. Reading
+ * it back with *_get_proxy gives a new proxy of that same object (free it
+ * with conc_mproxy_free); a change through it is seen by every proxy of
+ * the object. proxy: any proxy of the same server (else CONC_EINVAL). A
+ * container may hold itself (Python allows b.append(b)); such a cycle is
+ * freed when the server ends. *_get_proxy of a value that is bytes, and
+ * the byte getters (get, pop, l[i]) of a nested proxy, are CONC_EINVAL
+ * (TypeError); *kind (may be NULL) gets the object's kind. */
+CONC_API int conc_mdict_set_proxy(conc_mdict_t *d, const void *key, size_t klen, const void *proxy);
+CONC_API int conc_mdict_get_proxy(conc_mdict_t *d, const void *key, size_t klen, void **proxy,
+                                  conc_mkind_t *kind);
+CONC_API int conc_mlist_append_proxy(conc_mlist_t *l, const void *proxy);
+CONC_API int conc_mlist_set_proxy(conc_mlist_t *l, long index, const void *proxy);
+CONC_API int conc_mlist_get_proxy(conc_mlist_t *l, long index, void **proxy, conc_mkind_t *kind);
+
+/* ----------------------------------------------------------- Namespace */
+
+/* m.Namespace(): a shared object whose attributes are set and read by
+ * name. Names are C strings of 1..4096 bytes; a name starting with '_'
+ * is CONC_EINVAL (Python keeps those on the proxy, unshared). name: as
+ * for conc_manager_dict. */
+CONC_API int conc_manager_namespace(conc_manager_t *m, const char *name, conc_mns_t **out);
+/* ns.attr = val. */
+CONC_API int conc_mns_set(conc_mns_t *ns, const char *attr, const void *val, size_t len);
+/* ns.attr: *val malloc'd; CONC_EATTR when there is no such attribute. */
+CONC_API int conc_mns_get(conc_mns_t *ns, const char *attr, void **val, size_t *len);
+/* del ns.attr: CONC_EATTR when absent. */
+CONC_API int conc_mns_del(conc_mns_t *ns, const char *attr);
+/* hasattr(ns, attr) -> *out. */
+CONC_API int conc_mns_has(conc_mns_t *ns, const char *attr, bool *out);
+/* The attribute names in the order they were first set (what
+ * Namespace's repr lists): one block as conc_mdict_keys. */
+CONC_API int conc_mns_names(conc_mns_t *ns, conc_mbytes_t **names, size_t *n);
+/* ns.attr = proxy / ns.attr read back as a proxy (nested proxies above). */
+CONC_API int conc_mns_set_proxy(conc_mns_t *ns, const char *attr, const void *proxy);
+CONC_API int conc_mns_get_proxy(conc_mns_t *ns, const char *attr, void **proxy, conc_mkind_t *kind);
+CONC_API int conc_mns_free(conc_mns_t *ns);
+
+/* --------------------------------------------------------------- Value */
+
+/* m.Value(typecode, value): one typed C value on the server. typecode is
+ * one of array's: 'b' 'B' 'h' 'H' 'i' 'I' 'l' 'L' 'q' 'Q' 'f' 'd' 'c'
+ * ('c': one char) or '?' (bool; stored as 0 or 1); init points to a value
+ * of that C type (NULL: zero). A name that exists with another kind or
+ * typecode is CONC_EINVAL (and the existing value is kept, as for the
+ * other kinds). Other typecodes: CONC_EINVAL. */
+CONC_API int conc_manager_value(conc_manager_t *m, const char *name, char typecode, const void *init,
+                                conc_mvalue_t **out);
+/* v.value -> *out (the typecode's C type: sizeof that type is written). */
+CONC_API int conc_mvalue_get(conc_mvalue_t *v, void *out);
+/* v.value = *in. '?' stores in != 0. */
+CONC_API int conc_mvalue_set(conc_mvalue_t *v, const void *in);
+/* The typecode (0 for NULL, and for a Value read back from a container
+ * until its first get or set). Never blocks. */
+CONC_API char conc_mvalue_typecode(const conc_mvalue_t *v);
+/* The size of typecode's C type, 0 when it is not one of the above. */
+CONC_API size_t conc_mvalue_size(char typecode);
+CONC_API int conc_mvalue_free(conc_mvalue_t *v);
+
+/* ---------------------------------------------------- registered types
+ *
+ * BaseManager.register(typeid, callable, exposed): a type whose instances
+ * live in the server and whose methods run there. At file scope:
+ *
+ *     static int counter_new(const void *args, size_t len, void **self);
+ *     static void counter_free(void *self);
+ *     static int counter_incr(void *self, const void *args, size_t len,
+ *                             void **out, size_t *outlen);
+ *     static const conc_mmethod_t counter_methods[] = {
+ *         {"incr", counter_incr}, {NULL, NULL}};
+ *     CONC_MANAGER_REGISTER("Counter", counter_new, counter_free, counter_methods);
+ *
+ * The type's name (Python's typeid; a C++ keyword, hence type_name) is
+ * a string literal (1..200 bytes); the registration is made at
+ * load time in every copy of the program, so the server finds the type
+ * whatever the start method. create gets the constructor's argument bytes
+ * and sets *self (0 or a CONC_E* code, which conc_manager_make returns).
+ * A method gets the call's argument bytes and may set *out to a malloc'd
+ * result (the server frees it) of *outlen bytes (leave *out NULL for
+ * none); it returns 0 or a CONC_E* code (another value becomes
+ * CONC_EFAILED), which the caller gets. destroy (may be NULL) runs when
+ * the last proxy (and name) is gone. Methods of one instance run one at a
+ * time; they run in the server's connection threads, so a method that
+ * blocks holds up callers of that instance only. The methods listed are
+ * the exposed ones: any other name is CONC_EATTR.
+ */
+typedef int (*conc_mtype_new_fn)(const void *args, size_t len, void **self);
+typedef void (*conc_mtype_free_fn)(void *self);
+typedef int (*conc_mmethod_fn)(void *self, const void *args, size_t len, void **out, size_t *outlen);
+typedef struct conc_mmethod {
+    const char *name;
+    conc_mmethod_fn fn;
+} conc_mmethod_t;
+typedef struct conc_mtype {
+    const char *type_name;         /* Python's typeid */
+    conc_mtype_new_fn create;
+    conc_mtype_free_fn destroy;
+    const conc_mmethod_t *methods; /* ends with {NULL, NULL} */
+} conc_mtype_t;
+
+#define CONC__SIG_MTYPE 90 /* registry tag of a manager type */
+#define CONC_MANAGER_REGISTER(type_name, create, destroy, methods) \
+    CONC__MREG1(type_name, create, destroy, methods, __COUNTER__)
+#define CONC__MREG1(t, c, d, m, n) CONC__MREG2(t, c, d, m, n)
+#define CONC__MREG2(t, c, d, m, n)                                                       \
+    static const conc_mtype_t conc__mtype_##n = {t, c, d, m};                            \
+    static const conc_mtype_t *conc__mtype_get_##n(void) { return &conc__mtype_##n; }    \
+    static conc_registration_t conc__mtreg_##n = {                                       \
+        "conc.mtype." t, (void (*)(void))conc__mtype_get_##n, CONC__SIG_MTYPE, 0};       \
+    __attribute__((constructor)) static void conc__mtreg_ctor_##n(void)                  \
+    {                                                                                    \
+        conc_register(&conc__mtreg_##n);                                                 \
+    }                                                                                    \
+    struct conc__mtreg_semicolon_##n
+
+/* m.<typeid>(*args): a new instance (name NULL), or the instance named
+ * name (made with args the first time). CONC_EKEY when the server has no
+ * type type_name; CONC_EINVAL for a name held by another kind or type; the
+ * create function's own code. args: len bytes (NULL with 0). */
+CONC_API int conc_manager_make(conc_manager_t *m, const char *type_name, const char *name,
+                               const void *args, size_t len, conc_mobject_t **out);
+/* proxy._callmethod(method, args): run method on the server. *out (may be
+ * NULL: the result is dropped) gets the method's malloc'd result, or NULL
+ * with *outlen 0 when it gave none. Returns the method's code, CONC_EATTR
+ * for a method that is not exposed, or an error above. Waits for the
+ * method however long it takes (a dead server ends the wait at once);
+ * kill and Timeout scopes cut the wait short (the method runs on). */
+CONC_API int conc_mobject_call(conc_mobject_t *o, const char *method, const void *args, size_t len,
+                               void **out, size_t *outlen);
+CONC_API int conc_mobject_free(conc_mobject_t *o);
+
+/* -------------------------------------------------- a manager for a child
+ *
+ * A child connecting by address uses its own Process.authkey, which is its
+ * parent's: enough for a Manager started with the default key. For a key
+ * of its own, hand the child a reference (Python sends a proxy's authkey
+ * along while it spawns a child): conc_manager_ref gives the address and
+ * the key as bytes (malloc'd, free() them; they hold the key: give them
+ * only to whom you would give the key), to pass as the child's Process
+ * argument; the child's conc_manager_attach connects with them (within
+ * timeout). A wrong key is CONC_EPERM; bytes that are not a reference,
+ * CONC_EINVAL. */
+CONC_API int conc_manager_ref(const conc_manager_t *m, void **ref, size_t *len);
+CONC_API int conc_manager_attach(conc_manager_t **out, const void *ref, size_t len, double timeout);
 
 #ifdef __cplusplus
 }

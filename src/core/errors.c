@@ -34,6 +34,7 @@ static const struct conc__errinfo conc__errors[] = {
      "OwnerDeadError: acquired, but the previous holder died holding the lock (robust-mutex "
      "EOWNERDEAD); repair the data it protected"},
     {CONC_EKEY, "KeyError", "KeyError: no such key, or the key is already present"},
+    {CONC_EATTR, "AttributeError", "AttributeError: no such attribute, or a method that is not exposed"},
 };
 
 static const struct conc__errinfo *conc__find(int code)

@@ -171,6 +171,27 @@ enum {
 
 enum { CONC__MK_DICT = 1, CONC__MK_LIST = 2, CONC__MK_LOCK = 3, CONC__MK_QUEUE = 4 };
 
+/* Namespace, Value, registered types, the rest of DictProxy, nested
+ * proxies (server_more.c; kinds in objects.h). A nested value in a reply
+ * is u8 kind (0: bytes follow; else the referent's kind, nothing follows). */
+enum {
+    CONC__MOP_BIND_ITEM = 12,      /* container id u64, u8 sel: 0 key bytes | 1 i64 index
+                                      -> id u64, kind u8 (the nested object there) */
+    CONC__MOP_MORE_FIRST = 192,
+    CONC__MOP_D_SETDEFAULT = 192,  /* key, value -> value */
+    CONC__MOP_D_POPITEM = 193,     /* -> key, nested value */
+    CONC__MOP_D_UPDATE = 194,      /* u32 n, n x (key, value) */
+    CONC__MOP_D_ITEMS = 195,       /* -> u64 n, n x (key, nested value) */
+    CONC__MOP_D_SET_REF = 196,     /* key, id u64 (dict or namespace) */
+    CONC__MOP_L_APPEND_REF = 200,  /* id u64 */
+    CONC__MOP_L_SET_REF = 201,     /* i64 index, id u64 */
+    CONC__MOP_V_GET = 208,         /* -> u8 typecode, bytes (the typecode's size) */
+    CONC__MOP_V_SET = 209,         /* bytes (the typecode's size) */
+    CONC__MOP_U_CALL = 216,        /* method bytes, args bytes -> u8 has, [bytes] */
+};
+/* The most negative code a reply may carry. */
+#define CONC__MGR_MIN_CODE CONC_EATTR
+
 /* ------------------------------------------------------------ encoding */
 
 typedef struct conc__wbuf {

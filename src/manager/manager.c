@@ -71,49 +71,19 @@
 #include "core/park.h"
 #include "core/shwait.h"
 #include "core/time.h"
+#include "manager/client.h"
 #include "manager/internal.h"
 #include "process/internal.h"
 
 #define DEFAULT_TIMEOUT 30.0
-#define ADDR_MAX 160
 /* How long a cut-short call waits for the server's answer (see above). */
 #define CUT_DRAIN_NS 2000000000LL
-
-typedef struct conc__mproxy {
-    int fd;
-    pid_t pid;           /* the process that connected fd */
-    bool broken;
-    uint64_t id;         /* bound object (0: the manager's own connection) */
-    int kind;
-    conc_lock_t mu;
-    conc__wbuf_t req;
-    uint8_t *in;
-    size_t incap;
-    double timeout;
-    conc__spin_t spin;
-    double rcvtimeo;     /* SO_RCVTIMEO now set on fd (0: none yet) */
-    conc__mgr_chan_t *chan; /* the shared-memory channel (NULL: the socket carries frames) */
-    uint32_t seq;        /* the last request posted on chan */
-    bool socket_only;    /* never switch to a channel */
-    bool redial;         /* a call was cut short: next call dials anew */
-    size_t have;         /* bytes of the reply in `in` (socket transport) */
-    char addr[ADDR_MAX];
-    uint8_t *key;
-    size_t keylen;
-} mproxy_t;
 
 struct conc_mdict { mproxy_t p; };
 struct conc_mlist { mproxy_t p; };
 struct conc_mlock { mproxy_t p; };
 struct conc_mqueue { mproxy_t p; };
 
-struct conc_manager {
-    mproxy_t ctl;
-    pid_t owner;             /* the process that started the server, 0 if connected */
-    conc__child_t child;
-    bool shut;
-    char path[ADDR_MAX];     /* the Unix socket we created ("" for TCP) */
-};
 
 /* --------------------------------------------------------- connections */
 
@@ -446,7 +416,10 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     keeper_connect(p, &keeper);
     shutdown(p->fd, SHUT_WR);
     int rc;
-    if (p->chan) {
+    uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
+    if (op == CONC__MOP_U_CALL) {
+        rc = CONC_EBROKEN; /* a registered method cannot be stopped: do not wait for it */
+    } else if (p->chan) {
         rc = conc__mgr_chan_wait(&p->chan->rep_seq, p->seq - 1, &p->chan->cli_wait, p->fd, &p->spin,
                                  conc__now_ns() + CUT_DRAIN_NS, NULL, x->ops != NULL);
         if (rc == 0)
@@ -459,7 +432,6 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     proxy_close_fd(p);
     p->redial = true;
     keeper_install(p, &keeper);
-    uint8_t op = p->req.len > 4 ? p->req.p[4] : 0;
     if (rc == 0 && rep->end - rep->p >= 4 && rep->p[0] == 0 && rep->p[1] == 0 && rep->p[2] == 0 &&
         rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE) {
         conc__cut_rearm(cut);
@@ -496,18 +468,23 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
     p->fd = fd;
     p->pid = getpid();
     p->broken = false;
-    if (!kind && !p->id)
+    if (!kind && !p->id && !p->bind_item)
         return 0; /* the manager's own connection */
     conc__wbuf_t *w = &p->req;
     conc__wb_begin_frame(w);
     if (p->id) {
         conc__wb_u8(w, CONC__MOP_BIND_ID);
         conc__wb_u64(w, p->id);
+    } else if (p->bind_item) { /* a nested proxy: the whole request is given */
+        conc__wb_u8(w, CONC__MOP_BIND_ITEM);
+        conc__wb_put(w, p->bind_init, p->bind_init_len);
     } else {
         conc__wb_u8(w, CONC__MOP_BIND_NEW);
         conc__wb_u8(w, kind);
         conc__wb_u64(w, (uint64_t)(int64_t)maxsize);
         conc__wb_bytes(w, name ? name : "", name ? strlen(name) : 0);
+        if (p->bind_init)
+            conc__wb_bytes(w, p->bind_init, p->bind_init_len);
     }
     conc__wb_end_frame(w);
     conc__rbuf_t rep;
@@ -534,6 +511,9 @@ static int proxy_connect(mproxy_t *p, double timeout, uint8_t kind, long maxsize
     }
     if (rc)
         proxy_close_fd(p);
+    p->bind_init = NULL; /* only the first bind uses them; later ones go by id */
+    p->bind_init_len = 0;
+    p->bind_item = false;
     return rc;
 }
 
@@ -653,7 +633,7 @@ static int call_run(mproxy_t *p, double wait, conc__rbuf_t *rep)
         return rc == CONC_ENOMEM ? rc : CONC_EBROKEN;
     }
     rc = (int32_t)conc__rb_u32(rep);
-    if (rc > 0 || rc < CONC_ERANGE) { /* not a code: the stream is corrupt */
+    if (rc > 0 || rc < CONC__MGR_MIN_CODE) { /* not a code: the stream is corrupt */
         p->broken = true;
         proxy_close_fd(p);
         return CONC_EBROKEN;
@@ -766,10 +746,26 @@ static int conc__manager_server(const void *arg, size_t len)
     size_t keylen, pathlen;
     const uint8_t *key = conc__rb_bytes(&r, &keylen);
     const uint8_t *path = conc__rb_bytes(&r, &pathlen);
+    size_t inlen = 0, ialen = 0;
+    const uint8_t *init = NULL, *iargs = NULL;
+    if (!r.bad && r.p != r.end) { /* Manager(initializer, initargs) */
+        init = conc__rb_bytes(&r, &inlen);
+        iargs = conc__rb_bytes(&r, &ialen);
+    }
     const int *fds;
     int nfds = conc__child_fds(&fds);
-    if (!conc__rb_done(&r) || nfds < 1 || pathlen >= ADDR_MAX)
+    if (!conc__rb_done(&r) || nfds < 1 || pathlen >= ADDR_MAX || inlen >= 256)
         return 2;
+    if (init) { /* once, before serving: connections wait in the backlog */
+        char fn[256];
+        memcpy(fn, init, inlen);
+        fn[inlen] = 0;
+        const conc_registration_t *reg = conc_registry_find(fn);
+        if (!reg || reg->sig != CONC_SIG_PROCESS || !reg->fn)
+            return 2;
+        if (((conc_process_fn)reg->fn)(ialen ? iargs : NULL, ialen) != 0)
+            return 3; /* the listening socket closes with us: start sees CONC_EBROKEN */
+    }
     char p[ADDR_MAX];
     memcpy(p, path, pathlen);
     p[pathlen] = 0;
@@ -825,6 +821,13 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
         return CONC_EINVAL;
     if (!o.authkey) /* Python: current_process().authkey */
         o.authkey = conc_process_authkey(conc_current_process(), &o.authkey_len);
+    const conc_registration_t *init = NULL;
+    if (o.initializer) {
+        init = conc_registry_find_fn((void (*)(void))o.initializer);
+        if (!init || strlen(init->name) >= 256 || (o.initargs_len && !o.initargs) ||
+            o.initargs_len > (1u << 20))
+            return CONC_EINVAL; /* the server may be a new program: it finds it by name */
+    }
     conc_manager_t *m = calloc(1, sizeof *m);
     if (!m)
         return CONC_ENOMEM;
@@ -852,6 +855,10 @@ int conc_manager_start(conc_manager_t **out, const conc_manager_opts_t *opts)
     conc__wbuf_t arg = {0};
     conc__wb_bytes(&arg, o.authkey, o.authkey_len);
     conc__wb_bytes(&arg, m->path, strlen(m->path));
+    if (init) {
+        conc__wb_bytes(&arg, init->name, strlen(init->name));
+        conc__wb_bytes(&arg, o.initargs, o.initargs_len);
+    }
     if (!rc && arg.oom)
         rc = CONC_ENOMEM;
     if (!rc) {
@@ -975,8 +982,17 @@ int conc_manager_free(conc_manager_t *m)
     return 0;
 }
 
+static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                           mproxy_t **out, const uint8_t *init, size_t ilen);
+
 static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
                       mproxy_t **out)
+{
+    return make_proxy_init(m, kind, maxsize, name, out, NULL, 0);
+}
+
+static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                           mproxy_t **out, const uint8_t *init, size_t ilen)
 {
     if (!m || !out || (name && strlen(name) > 4096))
         return CONC_EINVAL;
@@ -985,6 +1001,8 @@ static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char 
         return CONC_ENOMEM;
     int rc = proxy_init(p, m->ctl.addr, m->ctl.key, m->ctl.keylen, m->ctl.timeout);
     p->socket_only = m->ctl.socket_only;
+    p->bind_init = init;
+    p->bind_init_len = ilen;
     if (!rc) {
         conc_lock_acquire(&p->mu, true, CONC_FOREVER);
         rc = proxy_connect(p, p->timeout, kind, maxsize, name);
@@ -1415,3 +1433,92 @@ int conc_mqueue_full(conc_mqueue_t *q, bool *full)
 }
 
 int conc_mqueue_free(conc_mqueue_t *q) { return proxy_free((mproxy_t *)q); }
+
+/* ------------------------------------------ for proxy_more.c (client.h) */
+
+conc__wbuf_t *conc__mp_call_begin(mproxy_t *p, uint8_t op) { return call_begin(p, op); }
+int conc__mp_call_failed(void) { return call_failed(); }
+int conc__mp_call_run(mproxy_t *p, double wait, conc__rbuf_t *rep) { return call_run(p, wait, rep); }
+void conc__mp_call_end(mproxy_t *p) { call_end(p); }
+int conc__mp_call_void(mproxy_t *p, double wait) { return call_void(p, wait); }
+int conc__mp_call_bytes(mproxy_t *p, double wait, void **val, size_t *len)
+{
+    return call_bytes(p, wait, val, len);
+}
+int conc__mp_call_u64(mproxy_t *p, uint64_t *out) { return call_u64(p, out); }
+int conc__mp_call_bool(mproxy_t *p, bool *out) { return call_bool(p, out); }
+int conc__mp_free(mproxy_t *p) { return proxy_free(p); }
+
+int conc__mp_broken(mproxy_t *p)
+{
+    p->broken = true;
+    proxy_close_fd(p);
+    return CONC_EBROKEN;
+}
+
+int conc__mp_make(conc_manager_t *m, uint8_t kind, long maxsize, const char *name, mproxy_t **out,
+                  const uint8_t *init, size_t ilen)
+{
+    return make_proxy_init(m, kind, maxsize, name, out, init, ilen);
+}
+
+int conc__mp_make_item(const mproxy_t *src, const uint8_t *req, size_t n, mproxy_t **out)
+{
+    mproxy_t *p = malloc(sizeof *p);
+    if (!p)
+        return CONC_ENOMEM;
+    int rc = proxy_init(p, src->addr, src->key, src->keylen, src->timeout);
+    p->socket_only = src->socket_only;
+    p->bind_init = req;
+    p->bind_init_len = n;
+    p->bind_item = true;
+    if (!rc) {
+        conc_lock_acquire(&p->mu, true, CONC_FOREVER);
+        rc = proxy_connect(p, p->timeout, 0, 0, NULL);
+        conc_lock_release(&p->mu);
+    }
+    if (rc) {
+        proxy_fini(p);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ------------------------------------------------- a manager for a child */
+
+static const char ref_magic[8] = "CMGRREF1";
+
+int conc_manager_ref(const conc_manager_t *m, void **ref, size_t *len)
+{
+    if (!m || !ref || !len)
+        return CONC_EINVAL;
+    conc__wbuf_t w = {0};
+    conc__wb_put(&w, ref_magic, sizeof ref_magic);
+    conc__wb_bytes(&w, m->ctl.addr, strlen(m->ctl.addr));
+    conc__wb_bytes(&w, m->ctl.key, m->ctl.keylen);
+    if (w.oom) {
+        conc__wb_free(&w);
+        return CONC_ENOMEM;
+    }
+    *ref = w.p;
+    *len = w.len;
+    return 0;
+}
+
+int conc_manager_attach(conc_manager_t **out, const void *ref, size_t len, double timeout)
+{
+    if (!out || !ref || len < sizeof ref_magic || memcmp(ref, ref_magic, sizeof ref_magic) != 0)
+        return CONC_EINVAL;
+    conc__rbuf_t r = {(const uint8_t *)ref + sizeof ref_magic, (const uint8_t *)ref + len, false};
+    size_t an, kn;
+    const uint8_t *a = conc__rb_bytes(&r, &an);
+    const uint8_t *k = conc__rb_bytes(&r, &kn);
+    if (!conc__rb_done(&r) || an == 0 || an >= ADDR_MAX || memchr(a, 0, an) || kn == 0)
+        return CONC_EINVAL;
+    char addr[ADDR_MAX];
+    memcpy(addr, a, an);
+    addr[an] = 0;
+    return conc_manager_connect(out, addr, k, kn, timeout);
+}

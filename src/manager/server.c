@@ -33,6 +33,14 @@
  * Dicts keep insertion order (like Python's): entries are chained in the
  * hash buckets and on a doubly linked list in insertion order. Lists are
  * arrays; queues are rings.
+ *
+ * Nested proxies (objects.h, server_more.c): a dict or list item may be a
+ * reference to another object, counted in its refs. References an item
+ * loses under an object's lock (overwritten, deleted, cleared) are dropped
+ * after that lock is released; freeing an object drops the references it
+ * holds through obj_unref's worklist (no recursion: a chain of any depth).
+ * refs is atomic: changed under the server lock, or raised under a
+ * container's lock while the container's item holds one (BIND_ITEM).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,46 +56,11 @@
 #include <unistd.h>
 
 #include "core/time.h"
-#include "manager/server.h"
+#include "manager/objects.h"
 
 #define NBUCKETS CONC__MGR_NBUCKETS
 #define SLICE_NS 50000000LL
 #define MAX_NAME 4096
-
-typedef struct item {
-    uint8_t *p; /* malloc'd, at least one byte */
-    size_t n;
-} item_t;
-
-typedef struct dent {
-    struct dent *chain, *prev, *next;
-    uint64_t h;
-    item_t v;
-    size_t klen;
-    uint8_t key[];
-} dent_t;
-
-typedef struct conc__mgr_obj {
-    uint64_t id;
-    int kind;
-    unsigned long refs;            /* server lock */
-    struct conc__mgr_obj *id_next, *name_next;
-    char *name;                    /* NULL: anonymous */
-    size_t nlen;
-    conc_lock_t mu;
-    conc_cond_t cv;
-    /* dict */
-    dent_t **b;
-    size_t nb, n;
-    dent_t *head, *tail;
-    /* list, queue (ring from `first`) */
-    item_t *v;
-    size_t len, cap, first;
-    long maxsize;
-    /* lock */
-    bool held;
-    conc__mgr_conn_t *holder;
-} obj_t;
 
 /* --------------------------------------------------------------- items */
 
@@ -100,6 +73,7 @@ static int item_set(item_t *it, const uint8_t *p, size_t n)
         memcpy(q, p, n);
     it->p = q;
     it->n = n;
+    it->ref = NULL;
     return 0;
 }
 
@@ -113,9 +87,11 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
     return h ^ (h >> 29);
 }
 
+uint64_t conc__mgr_hash(const uint8_t *p, size_t n) { return hash_bytes(p, n); }
+
 /* ---------------------------------------------------------------- dict */
 
-static dent_t **dict_slot(obj_t *o, const uint8_t *k, size_t kn, uint64_t h)
+dent_t **conc__mgr_dict_slot(obj_t *o, const uint8_t *k, size_t kn, uint64_t h)
 {
     dent_t **pp = &o->b[h & (o->nb - 1)];
     for (; *pp; pp = &(*pp)->chain)
@@ -141,7 +117,10 @@ static int dict_grow(obj_t *o)
     return 0;
 }
 
-static void dict_unlink(obj_t *o, dent_t **pp)
+#define dict_slot conc__mgr_dict_slot
+#define dict_unlink conc__mgr_dict_unlink
+
+void conc__mgr_dict_unlink(obj_t *o, dent_t **pp)
 {
     dent_t *e = *pp;
     *pp = e->chain;
@@ -156,8 +135,10 @@ static void dict_unlink(obj_t *o, dent_t **pp)
     o->n--;
 }
 
-static int dict_set(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
+int conc__mgr_dict_put(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn,
+                       obj_t *ref, obj_t **old)
 {
+    *old = NULL;
     if (o->n >= o->nb - o->nb / 4 || !o->nb) {
         int rc = dict_grow(o);
         if (rc)
@@ -165,12 +146,13 @@ static int dict_set(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, siz
     }
     uint64_t h = hash_bytes(k, kn);
     dent_t **pp = dict_slot(o, k, kn, h);
-    item_t it;
-    int rc = item_set(&it, v, vn);
+    item_t it = {NULL, 0, ref};
+    int rc = ref ? 0 : item_set(&it, v, vn);
     if (rc)
         return rc;
     if (*pp) {
         free((*pp)->v.p);
+        *old = (*pp)->v.ref;
         (*pp)->v = it;
         return 0;
     }
@@ -196,6 +178,13 @@ static int dict_set(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, siz
     return 0;
 }
 
+static int dict_set(obj_t *o, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn, obj_t **old)
+{
+    return conc__mgr_dict_put(o, k, kn, v, vn, NULL, old);
+}
+
+/* Free every entry (bytes only: the references an object holds are
+ * dropped by obj_unref's worklist, or by the caller of dict_detach). */
 static void dict_clear(obj_t *o)
 {
     for (dent_t *e = o->head, *nx; e; e = nx) {
@@ -234,6 +223,36 @@ static int vec_reserve(obj_t *o, size_t more)
 
 static item_t *vec_at(obj_t *o, size_t i) { return &o->v[(o->first + i) % o->cap]; }
 
+int conc__mgr_vec_reserve(obj_t *o, size_t more) { return vec_reserve(o, more); }
+item_t *conc__mgr_vec_at(obj_t *o, size_t i) { return vec_at(o, i); }
+
+/* With o->mu held: take every item out (the dict's chain in *chain, the
+ * list's array in *v, *n); the caller frees them after unlocking
+ * (items_drop), since they may hold references. */
+static void dict_detach(obj_t *o, dent_t **chain)
+{
+    *chain = o->head;
+    o->head = o->tail = NULL;
+    o->n = 0;
+    if (o->b)
+        memset(o->b, 0, o->nb * sizeof *o->b);
+}
+
+typedef struct ring {
+    item_t *v;
+    size_t len, cap, first;
+} ring_t;
+
+static void vec_detach(obj_t *o, ring_t *r)
+{
+    r->v = o->v;
+    r->len = o->len;
+    r->cap = o->cap;
+    r->first = o->first;
+    o->v = NULL;
+    o->len = o->cap = o->first = 0;
+}
+
 static void vec_clear(obj_t *o)
 {
     for (size_t i = 0; i < o->len; i++)
@@ -261,6 +280,7 @@ static bool norm_index(obj_t *o, int64_t idx, size_t *pos)
 
 static void obj_free(obj_t *o)
 {
+    conc__mgr_fini_obj(o);
     dict_clear(o);
     free(o->b);
     vec_clear(o);
@@ -277,31 +297,112 @@ static obj_t *obj_by_id(conc__mgr_server_t *s, uint64_t id)
     return o;
 }
 
-static void obj_unref(conc__mgr_server_t *s, obj_t *o) /* server lock held */
+/* With the server lock: one reference less; at zero the object leaves the
+ * id table and goes on *work (to be freed by obj_unref's loop). */
+static void obj_dec(conc__mgr_server_t *s, obj_t *o, obj_t **work)
 {
-    if (--o->refs)
+    if (__atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL))
         return;
     obj_t **pp = &s->ids[o->id % NBUCKETS];
     while (*pp != o)
         pp = &(*pp)->id_next;
     *pp = o->id_next;
-    obj_free(o); /* anonymous: named ones keep a reference */
+    o->free_next = *work; /* anonymous: named ones keep a reference */
+    *work = o;
+}
+
+/* Server lock held. Freeing an object drops the references its items hold:
+ * an explicit worklist, so a long chain of nested containers cannot
+ * overflow the stack. Nothing else can reach an object at zero. */
+static void obj_unref(conc__mgr_server_t *s, obj_t *o)
+{
+    obj_t *work = NULL;
+    obj_dec(s, o, &work);
+    while (work) {
+        obj_t *x = work;
+        work = x->free_next;
+        for (dent_t *e = x->head; e; e = e->next)
+            if (e->v.ref)
+                obj_dec(s, e->v.ref, &work);
+        for (size_t i = 0; i < x->len; i++)
+            if (x->v[(x->first + i) % x->cap].ref)
+                obj_dec(s, x->v[(x->first + i) % x->cap].ref, &work);
+        obj_free(x);
+    }
+}
+
+void conc__mgr_unref(conc__mgr_server_t *s, obj_t *o)
+{
+    if (!o)
+        return;
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    obj_unref(s, o);
+    conc_lock_release(&s->mu);
+}
+
+obj_t *conc__mgr_obj_ref(conc__mgr_server_t *s, uint64_t id)
+{
+    conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    obj_t *o = obj_by_id(s, id);
+    if (o)
+        __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
+    conc_lock_release(&s->mu);
+    return o;
+}
+
+/* Free detached items (no object lock held): bytes, and the references. */
+static void chain_drop(conc__mgr_server_t *s, dent_t *e)
+{
+    bool refs = false;
+    for (dent_t *x = e; x; x = x->next)
+        refs |= x->v.ref != NULL;
+    if (refs)
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    for (dent_t *nx; e; e = nx) {
+        nx = e->next;
+        if (e->v.ref)
+            obj_unref(s, e->v.ref);
+        free(e->v.p);
+        free(e);
+    }
+    if (refs)
+        conc_lock_release(&s->mu);
+}
+
+static void ring_drop(conc__mgr_server_t *s, ring_t *r)
+{
+    bool refs = false;
+    for (size_t i = 0; i < r->len; i++)
+        refs |= r->v[(r->first + i) % r->cap].ref != NULL;
+    if (refs) /* the server lock only when there are references to drop */
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+    for (size_t i = 0; i < r->len; i++) {
+        item_t *it = &r->v[(r->first + i) % r->cap];
+        if (it->ref)
+            obj_unref(s, it->ref);
+        free(it->p);
+    }
+    if (refs)
+        conc_lock_release(&s->mu);
+    free(r->v);
 }
 
 /* Find or create; returns the object with a reference for the caller. */
 static int obj_get(conc__mgr_server_t *s, int kind, long maxsize, const uint8_t *name,
-                   size_t nlen, obj_t **out)
+                   size_t nlen, const uint8_t *init, size_t ilen, obj_t **out)
 {
     uint64_t h = hash_bytes(name, nlen);
+    int rc = conc__mgr_init_check(kind, init, ilen);
+    if (rc)
+        return rc;
     conc_lock_acquire(&s->mu, true, CONC_FOREVER);
     if (nlen) {
         for (obj_t *o = s->names[h % NBUCKETS]; o; o = o->name_next)
             if (o->nlen == nlen && memcmp(o->name, name, nlen) == 0) {
-                int rc = 0;
-                if (o->kind != kind)
+                if (o->kind != kind || !conc__mgr_init_matches(o, init, ilen))
                     rc = CONC_EINVAL;
                 else
-                    o->refs++, *out = o;
+                    __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED), *out = o;
                 conc_lock_release(&s->mu);
                 return rc;
             }
@@ -326,7 +427,27 @@ static int obj_get(conc__mgr_server_t *s, int kind, long maxsize, const uint8_t 
         o->name_next = s->names[h % NBUCKETS];
         s->names[h % NBUCKETS] = o;
     }
+    /* A registered type's instance is made under its own lock, taken
+     * before the object can be found: nobody uses it half made (create
+     * runs user code: not under the server lock). */
+    conc__mgr_init_pre(o, kind, init, ilen);
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
     conc_lock_release(&s->mu);
+    rc = conc__mgr_init_run(o, init, ilen);
+    conc_lock_release(&o->mu);
+    if (rc) { /* forget its name too, so that a later make may try again */
+        conc_lock_acquire(&s->mu, true, CONC_FOREVER);
+        if (nlen) {
+            obj_t **pp = &s->names[h % NBUCKETS];
+            while (*pp != o)
+                pp = &(*pp)->name_next;
+            *pp = o->name_next;
+            obj_unref(s, o);
+        }
+        obj_unref(s, o);
+        conc_lock_release(&s->mu);
+        return rc;
+    }
     *out = o;
     return 0;
 }
@@ -478,6 +599,14 @@ static int bad(conc__mgr_conn_t *c)
     return CONC_EINVAL;
 }
 
+int conc__mgr_bad(conc__mgr_conn_t *c) { return bad(c); }
+
+static bool kind_ok(int kind)
+{
+    return (kind >= CONC__MK_DICT && kind <= CONC__MK_QUEUE) || kind == CONC__MK_NAMESPACE ||
+           kind == CONC__MK_VALUE || kind == CONC__MK_USER;
+}
+
 static int do_bind(conc__mgr_conn_t *c, conc__rbuf_t *r, int op)
 {
     obj_t *o = NULL;
@@ -485,23 +614,26 @@ static int do_bind(conc__mgr_conn_t *c, conc__rbuf_t *r, int op)
     if (op == CONC__MOP_BIND_NEW) {
         uint8_t kind = conc__rb_u8(r);
         uint64_t maxsize = conc__rb_u64(r);
-        size_t nlen;
-        const uint8_t *name = conc__rb_bytes(r, &nlen);
-        if (!conc__rb_done(r) || kind < CONC__MK_DICT || kind > CONC__MK_QUEUE)
+        size_t nlen, ilen = 0;
+        const uint8_t *name = conc__rb_bytes(r, &nlen), *init = NULL;
+        if (!r->bad && r->p != r->end) /* Value and registered types: their init bytes */
+            init = conc__rb_bytes(r, &ilen);
+        if (!conc__rb_done(r) || !kind_ok(kind))
             return bad(c);
         if (nlen > MAX_NAME)
             return reply_code(c, CONC_EINVAL);
         int64_t ms = (int64_t)maxsize;
-        rc = obj_get(c->s, kind, ms > LONG_MAX ? LONG_MAX : ms < 0 ? 0 : (long)ms, name, nlen, &o);
+        rc = obj_get(c->s, kind, ms > LONG_MAX ? LONG_MAX : ms < 0 ? 0 : (long)ms, name, nlen,
+                     init, ilen, &o);
+    } else if (op == CONC__MOP_BIND_ITEM) {
+        rc = conc__mgr_resolve_item(c->s, r, &o);
+        if (rc == CONC_EINVAL && r->bad)
+            return bad(c);
     } else {
         uint64_t id = conc__rb_u64(r);
         if (!conc__rb_done(r))
             return bad(c);
-        conc_lock_acquire(&c->s->mu, true, CONC_FOREVER);
-        o = obj_by_id(c->s, id);
-        if (o)
-            o->refs++;
-        conc_lock_release(&c->s->mu);
+        o = conc__mgr_obj_ref(c->s, id);
         rc = o ? 0 : CONC_EINVAL;
     }
     if (rc)
@@ -526,10 +658,12 @@ static int do_dict(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         return bad(c);
     conc__wbuf_t *w = &c->out;
     int rc = 0;
+    obj_t *drop = NULL;   /* a reference to drop once o->mu is released */
+    dent_t *chain = NULL; /* entries taken out by clear */
     conc_lock_acquire(&o->mu, true, CONC_FOREVER);
     switch (op) {
     case CONC__MOP_D_SET:
-        rc = dict_set(o, k, kn, v, vn);
+        rc = dict_set(o, k, kn, v, vn, &drop);
         reply_code(c, rc);
         break;
     case CONC__MOP_D_GET:
@@ -544,7 +678,11 @@ static int do_dict(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             break;
         }
         if (!e) {
-            reply_code(c, CONC_EEMPTY);
+            reply_code(c, CONC_EKEY);
+            break;
+        }
+        if (e->v.ref && op != CONC__MOP_D_DEL) {
+            reply_code(c, CONC_EINVAL); /* a nested proxy: read it with get_proxy */
             break;
         }
         reply_code(c, 0);
@@ -552,6 +690,7 @@ static int do_dict(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             conc__wb_bytes(w, e->v.p, e->v.n);
         if (op != CONC__MOP_D_GET) {
             dict_unlink(o, pp);
+            drop = e->v.ref;
             free(e->v.p);
             free(e);
         }
@@ -570,11 +709,13 @@ static int do_dict(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             reply_code(c, CONC_ERANGE);
         break;
     case CONC__MOP_D_CLEAR:
-        dict_clear(o);
+        dict_detach(o, &chain);
         reply_code(c, 0);
         break;
     }
     conc_lock_release(&o->mu);
+    conc__mgr_unref(c->s, drop);
+    chain_drop(c->s, chain);
     return 0;
 }
 
@@ -601,6 +742,8 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
     conc__wbuf_t *w = &c->out;
     size_t pos = 0;
     int rc = 0;
+    obj_t *drop = NULL;          /* a reference to drop once o->mu is released */
+    ring_t cleared = {0};        /* the items a clear took out */
     conc_lock_acquire(&o->mu, true, CONC_FOREVER);
     switch (op) {
     case CONC__MOP_L_APPEND:
@@ -631,6 +774,10 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             reply_code(c, CONC_ERANGE);
             break;
         }
+        if (vec_at(o, pos)->ref) {
+            reply_code(c, CONC_EINVAL); /* a nested proxy: read it with get_proxy */
+            break;
+        }
         reply_code(c, 0);
         conc__wb_bytes(w, vec_at(o, pos)->p, vec_at(o, pos)->n);
         break;
@@ -640,6 +787,7 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             rc = CONC_ERANGE;
         else if (!(rc = item_set(&it, v, vn))) {
             free(vec_at(o, pos)->p);
+            drop = vec_at(o, pos)->ref;
             *vec_at(o, pos) = it;
         }
         reply_code(c, rc);
@@ -648,6 +796,10 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
     case CONC__MOP_L_POP: {
         if (!norm_index(o, idx, &pos)) {
             reply_code(c, CONC_ERANGE);
+            break;
+        }
+        if (vec_at(o, pos)->ref) {
+            reply_code(c, CONC_EINVAL);
             break;
         }
         item_t it = *vec_at(o, pos);
@@ -664,7 +816,7 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         conc__wb_u64(w, o->len);
         break;
     case CONC__MOP_L_CLEAR:
-        vec_clear(o);
+        vec_detach(o, &cleared);
         reply_code(c, 0);
         break;
     case CONC__MOP_L_INSERT: {
@@ -690,8 +842,8 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         bool found = false;
         for (size_t i = 0; i < o->len && !found; i++) {
             item_t *it = vec_at(o, i);
-            if (it->n != vn || (vn && memcmp(it->p, v, vn) != 0))
-                continue;
+            if (it->ref || it->n != vn || (vn && memcmp(it->p, v, vn) != 0))
+                continue; /* a nested proxy equals no bytes */
             count++;
             if (op != CONC__MOP_L_COUNT) {
                 found = true;
@@ -725,6 +877,9 @@ static int do_list(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         break;
     }
     conc_lock_release(&o->mu);
+    conc__mgr_unref(c->s, drop);
+    if (cleared.v)
+        ring_drop(c->s, &cleared);
     return 0;
 }
 
@@ -855,21 +1010,32 @@ int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
             reply_code(c, 0);
             rc = op == CONC__MOP_SHUTDOWN;
         }
-    } else if (op == CONC__MOP_BIND_NEW || op == CONC__MOP_BIND_ID) {
+    } else if (op == CONC__MOP_BIND_NEW || op == CONC__MOP_BIND_ID || op == CONC__MOP_BIND_ITEM) {
         rc = do_bind(c, &r, op);
-    } else if (op >= CONC__MOP_D_SET && op <= CONC__MOP_D_CLEAR && o && o->kind == CONC__MK_DICT) {
+    } else if (op >= CONC__MOP_D_SET && op <= CONC__MOP_D_CLEAR && o &&
+               (o->kind == CONC__MK_DICT || o->kind == CONC__MK_NAMESPACE)) {
         rc = do_dict(c, o, &r, op);
+        if (o->kind == CONC__MK_NAMESPACE && c->out.len >= 8 && !c->out.oom &&
+            (int32_t)(c->out.p[4] | c->out.p[5] << 8 | c->out.p[6] << 16 | (uint32_t)c->out.p[7] << 24) ==
+                CONC_EKEY) { /* a Namespace: AttributeError */
+            conc__wb_begin_frame(&c->out);
+            conc__wb_u32(&c->out, (uint32_t)CONC_EATTR);
+        }
     } else if (op >= CONC__MOP_L_APPEND && op <= CONC__MOP_L_REVERSE && o && o->kind == CONC__MK_LIST) {
         rc = do_list(c, o, &r, op);
     } else if (op >= CONC__MOP_K_ACQUIRE && op <= CONC__MOP_K_LOCKED && o && o->kind == CONC__MK_LOCK) {
         rc = do_lock(c, o, &r, op);
     } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_FULL && o && o->kind == CONC__MK_QUEUE) {
         rc = do_queue(c, o, &r, op);
+    } else if (op >= CONC__MOP_MORE_FIRST && o) { /* server_more.c */
+        rc = conc__mgr_do_more(c, o, &r, op);
     } else {
         rc = bad(c); /* unknown op, or not for the bound object */
     }
     if (c->out.oom)
         reply_code(c, CONC_ENOMEM);
+    if (!c->out.oom && c->out.len > 4 + CONC__MGR_MAX_FRAME) /* a reply too large for any frame */
+        reply_code(c, CONC_ERANGE);
     if (c->out.oom) { /* not even the code fits */
         static const uint8_t nomem[8] = {4, 0, 0, 0, (uint8_t)CONC_ENOMEM, 0xff, 0xff, 0xff};
         *reply = nomem + 4;

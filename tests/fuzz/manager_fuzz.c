@@ -20,6 +20,11 @@
  * behind them. The data area is small (CHAN_CAP) so that announced
  * lengths and replies past it are exercised too.
  *
+ * The newer requests (Namespace, Value, nested references, DictProxy's
+ * setdefault/popitem/update/items, BIND_ITEM, calls of a registered type
+ * — the "Fuzz" type below) go through the same dispatcher; the seed
+ * corpus has a stream of each.
+ *
  * Build and run: tests/fuzz/run [seconds]
  */
 #include <stddef.h>
@@ -30,6 +35,36 @@
 #include "manager/internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A registered type (issue 17), so that calls reach a method: "echo"
+ * returns its arguments, "fail" a code, anything else is not exposed. */
+static int fz_new(const void *args, size_t len, void **self)
+{
+    *self = malloc(len ? len : 1);
+    if (!*self)
+        return CONC_ENOMEM;
+    if (len)
+        memcpy(*self, args, len);
+    return len > 64 ? CONC_ERANGE : 0;
+}
+static int fz_echo(void *self, const void *args, size_t len, void **out, size_t *outlen)
+{
+    (void)self;
+    if (!len)
+        return 0;
+    if (!(*out = malloc(len)))
+        return CONC_ENOMEM;
+    memcpy(*out, args, len);
+    *outlen = len;
+    return 0;
+}
+static int fz_fail(void *self, const void *args, size_t len, void **out, size_t *outlen)
+{
+    (void)self, (void)args, (void)out, (void)outlen;
+    return len ? 77 : CONC_EKEY;
+}
+static const conc_mmethod_t fz_methods[] = {{"echo", fz_echo}, {"fail", fz_fail}, {NULL, NULL}};
+CONC_MANAGER_REGISTER("Fuzz", fz_new, free, fz_methods);
 
 #define CHAN_CAP 4096u
 
