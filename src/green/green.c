@@ -268,9 +268,8 @@ static void end_green(conc_green_t *g)
     }
     if (g->pool)
         conc__green_pool_member_done(g);
-    conc__waiter_t *w;
-    while ((w = conc__waitq_pop(&g->joinq)))
-        conc__unpark(w);
+    while (!conc__waitq_empty(&g->joinq)) /* (the test inline: no call to find the list empty) */
+        conc__unpark(conc__waitq_pop(&g->joinq));
     conc_event_set(&g->done);
     conc__link_t *rev = NULL; /* added newest first: run in link order */
     while (list) {
