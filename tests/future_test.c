@@ -1147,3 +1147,52 @@ Test(future, remove_done_callback, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_future_remove_done_callback(f, removed_cb, P(10)), 0, "ran already");
     freef(f);
 }
+
+/* Futures are recycled through per-thread caches and a shared depot of
+ * batches: thousands alive at once, freed by another thread (whose cache
+ * overflows into the depot and is handed back when the thread ends, a
+ * partial batch included), come back as fresh futures. */
+#define RECYCLE_N 3001
+static conc_future_t *recycle_fs[RECYCLE_N];
+
+static void *free_odd(void *arg)
+{
+    (void)arg;
+    for (int i = 1; i < RECYCLE_N; i += 2)
+        conc_future_free(recycle_fs[i]);
+    return NULL;
+}
+
+Test(future, recycled_through_the_depot)
+{
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < RECYCLE_N; i++) {
+            conc_future_t *f;
+            cr_assert_eq(conc_future_new(&f), 0);
+            cr_assert_eq(conc_future_state(f), CONC_FUTURE_PENDING);
+            cr_assert_not(conc_future_done(f));
+            void *r = P(99);
+            cr_assert_eq(conc_future_result(f, 0, &r), CONC_ETIMEDOUT);
+            if (i % 3 == 0)
+                cr_assert_eq(conc_future_set_exception(f, CONC_EBROKEN, "bad"), 0);
+            else
+                cr_assert_eq(conc_future_set_result(f, P(i + 1)), 0);
+            recycle_fs[i] = f;
+        }
+        for (int i = 0; i < RECYCLE_N; i++) {
+            void *r = NULL;
+            int rc = conc_future_result(recycle_fs[i], CONC_FOREVER, &r);
+            if (i % 3 == 0) {
+                cr_assert_eq(rc, CONC_EFAILED);
+            } else {
+                cr_assert_eq(rc, 0);
+                cr_assert_eq(r, P(i + 1));
+            }
+        }
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, free_odd, NULL), 0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        for (int i = 0; i < RECYCLE_N; i += 2)
+            conc_future_free(recycle_fs[i]);
+    }
+}

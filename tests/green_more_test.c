@@ -375,3 +375,48 @@ Test(green_more, unstarted_freed_from_another_thread, .timeout = TU_TIMEOUT)
         conc_sleep(0.005); /* the hub takes the kill request and ends it unrun */
     cr_assert_eq(r.any, 1);
 }
+
+/* A hub reuses an ended green thread's record for the next spawn (kept
+ * on its stack): nothing of the old one may show through — outcome,
+ * name, links, kill — whatever way the old one ended. */
+Test(green_more, recycled_green_is_fresh, .timeout = TU_TIMEOUT)
+{
+    for (int round = 0; round < 3; round++) {
+        for (int how = 0; how < 3; how++) { /* 0: failed, named, linked; 1: killed; 2: ok */
+            conc_green_t *old;
+            linkrec_t oldl = {0};
+            double forever = 10.0;
+            if (how == 0) {
+                conc_green_opts_t o = {0};
+                o.name = "old-one";
+                cr_assert_eq(conc_go_opts(&old, &o, fail_it, NULL), 0);
+                cr_assert_eq(conc_green_link(old, on_any, &oldl), 0);
+            } else if (how == 1) {
+                cr_assert_eq(conc_go(&old, sleeper, &forever), 0);
+                cr_assert_eq(conc_yield(), 0); /* it runs and sleeps */
+                cr_assert_eq(conc_green_kill(old, true, CONC_FOREVER), 0);
+            } else {
+                cr_assert_eq(conc_go(&old, ret_arg, PTR(3)), 0);
+            }
+            cr_assert_eq(conc_green_join(old, CONC_FOREVER), 0);
+            cr_assert_eq(conc_green_free(old), 0);
+
+            conc_green_t *g;
+            linkrec_t l = {0};
+            cr_assert_eq(conc_go(&g, ret_arg, PTR(7)), 0);
+            cr_assert_eq(conc_green_link(g, on_any, &l), 0);
+            cr_assert_not(conc_green_dead(g));
+            cr_assert_not(conc_green_started(g));
+            cr_assert_eq(strncmp(conc_green_name(g), "Green-", 6), 0, "name %s", conc_green_name(g));
+            void *r = NULL;
+            cr_assert_eq(conc_green_get(g, CONC_FOREVER, &r), 0);
+            cr_assert_eq(INT(r), 7);
+            cr_assert(conc_green_successful(g));
+            cr_assert_not(conc_green_killed(g));
+            cr_assert_eq(conc_green_exception(g, NULL), 0);
+            cr_assert_eq(l.any, 1);
+            cr_assert_eq(oldl.any, how == 0 ? 1 : 0); /* the old link ran once, for the old one */
+            cr_assert_eq(conc_green_free(g), 0);
+        }
+    }
+}

@@ -39,11 +39,14 @@
 /* -------------------------------------------------------------- memory */
 
 /* Futures are recycled: each thread keeps a small cache, and caches trade
- * chains of BATCH futures with a global depot under one lock (so a burst
+ * batches of BATCH futures with a global depot under one lock (so a burst
  * of a million futures is allocated once, not page-faulted in again for
- * every burst). The depot keeps at most DEPOT_MAX chains; past that,
- * memory goes back to malloc. A chain is linked through the futures' own
- * `owner` (next future) and `arg` (next chain) fields while they sit there. */
+ * every burst). A batch is an array of pointers (a batch_t), so moving
+ * one touches none of its futures: a cache refilled from the depot does
+ * not walk a chain of futures long out of the cache, one dependent miss
+ * after another (a million futures alive at once is the usual burst). The
+ * depot keeps at most DEPOT_MAX batches; past that, or when a batch_t
+ * cannot be allocated, memory goes back to malloc. */
 
 #define CACHE_MAX 256
 #define BATCH 128
@@ -54,30 +57,37 @@ typedef struct {
     unsigned n;
 } fcache_t;
 
+typedef struct batch {
+    struct batch *next;
+    conc_future_t *items[BATCH];
+} batch_t;
+
 static __thread fcache_t *tl_cache;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static conc_lock_t depot_lock = CONC_LOCK_INIT;
-static conc_future_t *depot;     /* chains, linked through arg */
+static batch_t *depot;           /* full batches */
 static size_t depot_chains;
 
-#define NEXT_IN_CHAIN(f) ((f)->owner)
-
-static void depot_put(conc_future_t **items, unsigned n)
+/* items[0..BATCH) go to the depot (or back to malloc). */
+static void depot_put(conc_future_t **items)
 {
-    for (unsigned i = 0; i + 1 < n; i++)
-        NEXT_IN_CHAIN(items[i]) = items[i + 1];
-    NEXT_IN_CHAIN(items[n - 1]) = NULL;
-    conc__lock_hold(&depot_lock);
-    if (depot_chains < DEPOT_MAX) {
-        items[0]->arg = depot;
-        depot = items[0];
-        depot_chains++;
-        items = NULL;
+    batch_t *b = malloc(sizeof *b);
+    if (b) {
+        memcpy(b->items, items, sizeof b->items);
+        conc__lock_hold(&depot_lock);
+        if (depot_chains < DEPOT_MAX) {
+            b->next = depot;
+            depot = b;
+            depot_chains++;
+            b = NULL;
+            items = NULL;
+        }
+        conc_lock_release(&depot_lock);
+        free(b);
     }
-    conc_lock_release(&depot_lock);
     if (items)
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < BATCH; i++)
             free(items[i]);
 }
 
@@ -93,17 +103,16 @@ void conc__futures_trim(void)
         c->n = 0;
     }
     conc__lock_hold(&depot_lock);
-    conc_future_t *chains = depot;
+    batch_t *b = depot;
     depot = NULL;
     depot_chains = 0;
     conc_lock_release(&depot_lock);
-    while (chains) {
-        conc_future_t *next_chain = chains->arg;
-        for (conc_future_t *f = chains, *n; f; f = n) {
-            n = (conc_future_t *)NEXT_IN_CHAIN(f);
-            free(f);
-        }
-        chains = next_chain;
+    while (b) {
+        batch_t *next = b->next;
+        for (unsigned i = 0; i < BATCH; i++)
+            free(b->items[i]);
+        free(b);
+        b = next;
     }
 }
 
@@ -111,25 +120,29 @@ void conc__futures_trim(void)
 static bool depot_take(fcache_t *c)
 {
     conc__lock_hold(&depot_lock);
-    conc_future_t *chain = depot;
-    if (chain) {
-        depot = chain->arg;
+    batch_t *b = depot;
+    if (b) {
+        depot = b->next;
         depot_chains--;
     }
     conc_lock_release(&depot_lock);
-    for (conc_future_t *f = chain; f && c->n < CACHE_MAX; f = (conc_future_t *)NEXT_IN_CHAIN(f))
-        c->items[c->n++] = f;
-    return chain != NULL;
+    if (!b)
+        return false;
+    memcpy(&c->items[c->n], b->items, sizeof b->items); /* only called with c->n == 0 */
+    c->n += BATCH;
+    free(b);
+    return true;
 }
 
 static void cache_destroy(void *p)
 {
     fcache_t *c = p;
-    while (c->n) {
-        unsigned k = c->n < BATCH ? c->n : BATCH;
-        depot_put(&c->items[c->n - k], k);
-        c->n -= k;
+    while (c->n >= BATCH) {
+        depot_put(&c->items[c->n - BATCH]);
+        c->n -= BATCH;
     }
+    while (c->n) /* a partial batch */
+        free(c->items[--c->n]);
     free(c);
     tl_cache = NULL;
 }
@@ -163,10 +176,15 @@ conc_future_t *conc__future_alloc(void)
 {
     fcache_t *c = cache_get();
     conc_future_t *f;
-    if (c && (c->n || depot_take(c)))
+    if (c && (c->n || depot_take(c))) {
         f = c->items[--c->n];
-    else if (!(f = malloc(sizeof *f)))
+        /* The next one is handed out soon: start fetching it (a recycled
+         * future is usually out of the cache by now). */
+        if (c->n)
+            __builtin_prefetch(c->items[c->n - 1], 1);
+    } else if (!(f = malloc(sizeof *f))) {
         return NULL;
+    }
     f->state = CONC_FUTURE_PENDING;
     f->refs = 1;
     f->q = (conc__waitq_t){0};
@@ -192,15 +210,17 @@ static void future_release(conc_future_t *f)
             cb->discard(cb->arg);
         free(cb);
     }
-    free(f->msg);
-    free(f->owned);
+    if (f->msg) /* (tested here: most futures have neither) */
+        free(f->msg);
+    if (f->owned)
+        free(f->owned);
     fcache_t *c = cache_get();
     if (!c) {
         free(f);
         return;
     }
     if (c->n == CACHE_MAX) { /* full: hand the older half to the depot */
-        depot_put(&c->items[0], BATCH);
+        depot_put(&c->items[0]);
         memmove(&c->items[0], &c->items[BATCH], (CACHE_MAX - BATCH) * sizeof c->items[0]);
         c->n -= BATCH;
     }
@@ -667,8 +687,8 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
  * visible), CONC_ECANCELLED, CONC_ETIMEDOUT, CONC_EINVAL. */
 static int wait_finished(conc_future_t *f, double timeout)
 {
-    int64_t deadline;
-    if (!f || conc__deadline(timeout, &deadline))
+    int64_t deadline = CONC__NO_DEADLINE; /* CONC_FOREVER, the usual wait: no clock read */
+    if (!f || (timeout != CONC_FOREVER && conc__deadline(timeout, &deadline)))
         return CONC_EINVAL;
     int rc = conc__future_wait_done(f, deadline); /* ends with an acquire load */
     if (rc)

@@ -35,6 +35,10 @@ void conc__green_pool_member_done(conc_green_t *g);
 
 static _Atomic unsigned long green_ids;
 
+/* Ended green threads a hub keeps for reuse, records and stacks (beyond
+ * that, their stacks go to the stack pool: stack.c). */
+#define GFREE_MAX 256
+
 static conc_green_t *green_of(conc__gs_t *gs)
 {
     return (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
@@ -73,22 +77,40 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     conc__hub_t *h = conc__hub_get();
     if (!h)
         return CONC_ENOMEM;
-    conc__stack_t st;
-    if (conc__stack_get(h, size, &st) != 0)
-        return CONC_ENOMEM;
-    conc_green_t *g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+    conc_green_t *g = h->gfree;
+    if (g && size == CONC__GREEN_STACK_DEFAULT) {
+        /* A record this hub kept (conc__green_unref): it sits on its stack
+         * already, with the fields that depend only on the stack and the
+         * hub (set below for a new one) still right. */
+        h->gfree = g->all_next;
+        h->ngfree--;
+    } else {
+        conc__stack_t st;
+        if (conc__stack_get(h, size, &st) != 0)
+            return CONC_ENOMEM;
+        g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+        g->ctx.ops = &conc__green_ops;
+        g->ctx.green = &g->gs;
+        g->ctx.is_green = 1;
+        g->gs.hub = h;
+        g->gs.ctx = &g->ctx;
+        g->gs.kind = GS_GREEN;
+        g->gs.stack_lo = st.lo;
+        g->gs.stack_size = (size_t)(st.hi - st.lo);
+#ifdef CONC__TSAN
+        g->gs.tsan_fiber = st.tsan_fiber;
+#endif
+        g->stack = st;
+    }
 
     /* Field by field (spawn is on the hot path): the failure message and
      * the scope slots need no clearing. */
-    g->ctx.ops = &conc__green_ops;
     g->ctx.fail_code = 0;
     g->ctx.fail_msg[0] = 0;
     g->ctx.spin_ns = 0;
     g->ctx.spin_skips = 0;
     g->ctx.thread = NULL;
-    g->ctx.green = &g->gs;
     g->ctx.locals = NULL;
-    g->ctx.is_green = 1;
     g->ctx.scope_dl = 0;
     g->ctx.nscopes = 0;
     g->ctx.fired = 0;
@@ -101,24 +123,15 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->ctx.registered = 0;
     g->ctx.lockdep = NULL;
     g->ctx.lbl_kind = 0;
-    g->gs.hub = h;
     g->gs.next = NULL;
     atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
     g->gs.parked_w = NULL;
-    g->gs.ctx = &g->ctx;
     g->gs.heap_idx = SIZE_MAX;
     g->gs.interrupt = 0;
     g->gs.last_intr = 0;
-    g->gs.kind = GS_GREEN;
-    g->gs.stack_lo = st.lo;
-    g->gs.stack_size = (size_t)(st.hi - st.lo);
 #ifdef CONC__ASAN
     g->gs.asan_fake = NULL;
 #endif
-#ifdef CONC__TSAN
-    g->gs.tsan_fiber = st.tsan_fiber;
-#endif
-    g->stack = st;
     g->fn = fn;
     g->arg = arg;
     g->result = NULL;
@@ -145,7 +158,7 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     }
     /* A stack that ran green threads before is suspended in
      * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
-    g->gs.sp = st.resume_sp ? st.resume_sp : conc__switch_frame(g, &g->gs);
+    g->gs.sp = g->stack.resume_sp ? g->stack.resume_sp : conc__switch_frame(g, &g->gs);
     h->nalive++;
     conc__hub_all_lock(h);
     g->all_prev = NULL;
@@ -181,6 +194,15 @@ void conc__green_unref(conc_green_t *g)
         atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
     conc__hub_t *h = conc__tl_hub;
+    if (h == g->gs.hub && h->ngfree < GFREE_MAX &&
+        (size_t)(g->stack.hi - g->stack.lo) == CONC__GREEN_STACK_DEFAULT) {
+        /* Kept whole for this hub's next spawn (conc__green_make). */
+        g->stack.resume_sp = g->gs.sp; /* where its next green thread starts */
+        g->all_next = h->gfree;
+        h->gfree = g;
+        h->ngfree++;
+        return;
+    }
     conc__stack_t st = g->stack; /* g lives on it */
     st.resume_sp = g->gs.sp;      /* where its next green thread starts */
     conc__stack_put(h == g->gs.hub ? h : NULL, &st);
@@ -246,9 +268,8 @@ static void end_green(conc_green_t *g)
     }
     if (g->pool)
         conc__green_pool_member_done(g);
-    conc__waiter_t *w;
-    while ((w = conc__waitq_pop(&g->joinq)))
-        conc__unpark(w);
+    while (!conc__waitq_empty(&g->joinq)) /* (the test inline: no call to find the list empty) */
+        conc__unpark(conc__waitq_pop(&g->joinq));
     conc_event_set(&g->done);
     conc__link_t *rev = NULL; /* added newest first: run in link order */
     while (list) {
@@ -341,10 +362,10 @@ int conc_green_join(conc_green_t *g, double timeout)
 {
     if (!g)
         return CONC_EINVAL;
-    if (g == conc_green_current())
+    if (&g->ctx == conc__cur) /* g == conc_green_current(), without the lookup */
         return CONC_EPERM;
-    int64_t dl;
-    if (conc__deadline(timeout, &dl))
+    int64_t dl = CONC__NO_DEADLINE; /* CONC_FOREVER, the usual join: no clock read */
+    if (timeout != CONC_FOREVER && conc__deadline(timeout, &dl))
         return CONC_EINVAL;
     if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
         return 0;

@@ -545,7 +545,8 @@ static void maybe_detach(conc__hub_t *h)
         !inbox_pending(h) && !h->dead && h->main.ctx && !h->main.interrupt) {
         /* Detached, a conc_close would not reach the hub: forget every fd
          * now, or a reused fd number would look watched already. */
-        conc__hub_io_detach(h);
+        if (h->nwatched) /* (nacq is 0 here) */
+            conc__hub_io_detach(h);
         h->main.ctx->ops = NULL;
         h->main.ctx->green = NULL;
     }

@@ -144,6 +144,12 @@ typedef struct conc__hub {
     /* stacks of the default size, kept for reuse by this hub */
     conc__stack_t *cache;
     size_t ncache, cap_cache;
+    /* ended green threads of this hub with default-size stacks, records
+     * kept in place on their stacks (linked through all_next): the next
+     * spawn takes one back without the stack cache's copies and with the
+     * per-stack fields already right (green.c) */
+    struct conc_green *gfree;
+    size_t ngfree;
 } conc__hub_t;
 
 /* The calling OS thread's hub, or NULL. */
