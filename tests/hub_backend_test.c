@@ -290,6 +290,23 @@ Test(hub_uring, read_cancelled_by_its_timeout, .timeout = TU_TIMEOUT)
     conc_close(sp[1]);
 }
 
+/* A cancel that cannot be queued (the SQ ring full) is asked for again:
+ * the timed-out read ends instead of waiting forever for its data. */
+Test(hub_uring, read_timeout_when_the_cancel_fails_at_first, .timeout = TU_TIMEOUT)
+{
+    conc__uring_test_cancel_fail(3);
+    conc_green_t *g = start_reader(read_with_timeout);
+    void *r;
+    int rc = conc_green_get(g, 5.0, &r);
+    conc__uring_test_cancel_fail(0);
+    cr_assert_eq(rc, 0, "the read was never cut short: %d", rc);
+    cr_assert_eq((intptr_t)r, CONC_ETIMEDOUT);
+    check_untouched();
+    conc_green_free(g);
+    conc_close(sp[0]);
+    conc_close(sp[1]);
+}
+
 static void *recv_closed(void *arg)
 {
     (void)arg;
