@@ -206,7 +206,8 @@ static inline void conc__obs_block(conc__ctx_t *ctx, const void *obj, int kind, 
     conc__store(&ctx->wait_obj, obj, RLX);
     conc__store(&ctx->wait_kind, (uint8_t)kind, RLX);
     conc__store(&ctx->wait_deadline, deadline, RLX);
-    conc__store(&ctx->wait_since, __atomic_load_n(&conc__obs_flags, __ATOMIC_RELAXED) ? conc__obs_tick() : 0, RLX);
+    int64_t since = __atomic_load_n(&conc__obs_flags, __ATOMIC_RELAXED) ? conc__obs_tick() : 0;
+    conc__store(&ctx->wait_since, since, RLX);
     conc__store(&ctx->blocked, (uint8_t)1, REL);
 #else
     (void)ctx, (void)obj, (void)kind, (void)deadline;
