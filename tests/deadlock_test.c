@@ -854,3 +854,23 @@ Test(lockorder, held_stack_overflow_released_out_of_order, .timeout = TU_TIMEOUT
     cr_expect_eq(count(out, "lock-order inversion"), 0, "%s", out);
     free(out);
 }
+
+/* Backtraces name functions that are not exported (static ones, a program
+ * linked without -rdynamic) from the file's symbol table. */
+Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    static conc_lock_t P = CONC_LOCK_INIT, Q = CONC_LOCK_INIT;
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    cap_begin();
+    pair_t pq = {&P, &Q}, qp = {&Q, &P};
+    run("first", take_two, &pq);
+    run("second", take_two, &qp);
+    char *out = cap_end();
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    conc_debug_forget(&P);
+    conc_debug_forget(&Q);
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    cr_expect(strstr(out, "(take_two+0x"), "a static function unnamed in: %s", out);
+    free(out);
+}
