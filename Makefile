@@ -17,7 +17,8 @@
 #   make demo-test            check `make demo` on a stand-in project (quiet; fails loudly)
 #   make clean
 #
-# Variables: CC (compiler), WERROR=ON, BUILD_TYPE, JOBS, CTEST_ARGS, CMAKE_ARGS.
+# Variables: CC (compiler), WERROR=ON, BUILD_TYPE, JOBS, CTEST_ARGS, CMAKE_ARGS,
+#            SAN_CTEST_JOBS (test programs at a time under a sanitizer, 2).
 
 SHELL       := /bin/bash
 CMAKE       ?= cmake
@@ -34,6 +35,10 @@ CMAKE_ARGS  ?=
 
 CONFIGURE = $(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(2) -DCONC_WERROR=$(WERROR) $(CMAKE_ARGS)
 RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
+# The sanitized suites run two test programs at a time (most of their time
+# is waiting; the few that want the machine alone are RUN_SERIAL in
+# CMakeLists.txt). SAN_CTEST_JOBS=1: one at a time.
+SAN_CTEST_JOBS ?= 2
 
 .PHONY: all build demo demo-test docs demo-mpi test test-deps test-asan test-tsan bench install install-test \
         werror werror-gcc werror-clang clean help
@@ -41,7 +46,7 @@ RUN_CTEST = cd $(1) && $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARG
 all: build
 
 help:
-	@sed -n '1,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,20p' Makefile | sed 's/^# \{0,1\}//'
 
 build:
 	$(call CONFIGURE,build,$(BUILD_TYPE))
@@ -81,15 +86,17 @@ test: test-deps
 	$(CMAKE) --build build -j $(JOBS)
 	$(call RUN_CTEST,build)
 
+# The sanitizer builds compile what the suites run: no examples (the plain
+# and -Werror builds compile those) but the I/O model servers, no libconc_mpi.
 test-asan: test-deps
-	$(call CONFIGURE,build-asan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=address
+	$(call CONFIGURE,build-asan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=address -DCONC_BUILD_EXAMPLES=OFF
 	$(CMAKE) --build build-asan -j $(JOBS)
-	$(call RUN_CTEST,build-asan)
+	$(call RUN_CTEST,build-asan) -j $(SAN_CTEST_JOBS)
 
 # TSan needs a fixed memory layout; some kernels randomise mmap too much for
 # it (high vm.mmap_rnd_bits). A probe decides whether to run with ASLR off.
 test-tsan: test-deps
-	$(call CONFIGURE,build-tsan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=thread
+	$(call CONFIGURE,build-tsan,Debug) -DCONC_BUILD_TESTS=ON -DCONC_SANITIZE=thread -DCONC_BUILD_EXAMPLES=OFF
 	$(CMAKE) --build build-tsan -j $(JOBS)
 	@set -e; wrap=""; \
 	if ! build-tsan/tsan_probe >/dev/null 2>&1; then \

@@ -775,3 +775,102 @@ Test(deadlock, shared_lock_stale_entry_is_not_the_holder, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_plock_release(a), 0);
     conc_shared_free(a);
 }
+
+/* ------------------------------------------------ mend: windows, overflow */
+
+#include "sync/internal.h"
+
+/* A debug acquire by another thread, paused between taking the Lock and
+ * marking it TRACKED, while this thread's serial is still in the owner word
+ * (from an acquire made with debugging off): that must not read as "held
+ * by this thread" (a false CONC_EDEADLK). */
+static conc_lock_t WL = CONC_LOCK_INIT;
+static _Atomic int w_paused, w_go;
+static void pause_in_window(conc_lock_t *l)
+{
+    if (l != &WL)
+        return;
+    atomic_store(&w_paused, 1);
+    while (!atomic_load(&w_go))
+        tu_sleep(0.001);
+}
+static void *take_wl(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&WL, true, CONC_FOREVER);
+    conc_lock_release(&WL);
+    return NULL;
+}
+
+Test(deadlock, owner_is_written_before_tracked, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    cr_assert_eq(conc_lock_acquire(&WL, true, 5.0), 0); /* slow path: the owner word is this thread */
+    cr_assert_eq(conc_lock_release(&WL), 0);
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc__lock_dbg_test_hook = pause_in_window;
+    conc_thread_t *t = start("taker", take_wl, NULL);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&w_paused), 10.0));
+    int rc = conc_lock_acquire(&WL, true, 0.2);
+    atomic_store(&w_go, 1);
+    cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+    conc_thread_free(t);
+    conc__lock_dbg_test_hook = NULL;
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+    cr_expect_eq(rc, CONC_ETIMEDOUT, "held by the taker: got %d", rc);
+}
+
+/* More Locks held than lockdep's held stack has room for (32), released
+ * out of order: the stack must not keep a released lock (which would make
+ * a false lock-order edge and report). */
+Test(lockorder, held_stack_overflow_released_out_of_order, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    enum { N = 40 };
+    static conc_lock_t many[N], X = CONC_LOCK_INIT;
+    for (int i = 0; i < N; i++)
+        conc_lock_init(&many[i]);
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    cap_begin();
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(conc_lock_acquire(&many[i], true, CONC_FOREVER), 0);
+    for (int i = 0; i < N; i++) /* oldest first: not the stack's order */
+        cr_assert_eq(conc_lock_release(&many[i]), 0);
+    /* nothing is held now: taking X, then each of them, is one order (a
+     * lock still on the stack would also have been taken before X) */
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(conc_lock_acquire(&X, true, CONC_FOREVER), 0);
+        cr_assert_eq(conc_lock_acquire(&many[k], true, CONC_FOREVER), 0);
+        cr_assert_eq(conc_lock_release(&many[k]), 0);
+        cr_assert_eq(conc_lock_release(&X), 0);
+    }
+    char *out = cap_end();
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    for (int i = 0; i < N; i++)
+        conc_debug_forget(&many[i]);
+    conc_debug_forget(&X);
+    cr_expect_eq(count(out, "lock-order inversion"), 0, "%s", out);
+    free(out);
+}
+
+/* Backtraces name functions that are not exported (static ones, a program
+ * linked without -rdynamic) from the file's symbol table. */
+Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    static conc_lock_t P = CONC_LOCK_INIT, Q = CONC_LOCK_INIT;
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    cap_begin();
+    pair_t pq = {&P, &Q}, qp = {&Q, &P};
+    run("first", take_two, &pq);
+    run("second", take_two, &qp);
+    char *out = cap_end();
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    conc_debug_forget(&P);
+    conc_debug_forget(&Q);
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    cr_expect(strstr(out, "(take_two+0x"), "a static function unnamed in: %s", out);
+    free(out);
+}

@@ -278,6 +278,61 @@ Test(dump, blocked_os_thread_backtrace, .timeout = TU_TIMEOUT)
     conc_thread_free(tw);
 }
 
+/* With every observation off a park does not read the clock: a wait that
+ * began then has no "for … s"; once a dump was asked for, new waits do. */
+static conc_event_t e_early, e_late;
+static atomic_int early_in;
+static void *early_waiter(void *arg)
+{
+    (void)arg;
+    atomic_store(&early_in, 1);
+    conc_event_wait(&e_early, CONC_FOREVER);
+    return NULL;
+}
+static void *late_waiter(void *arg)
+{
+    (void)arg;
+    conc_event_wait(&e_late, CONC_FOREVER);
+    return NULL;
+}
+
+static char *dump_until_blocked(const char *who)
+{
+    char *d = NULL, *l = NULL;
+    double t0 = tu_now();
+    do {
+        free(d);
+        tu_sleep(0.02);
+        d = dump_to_string();
+        l = line_of(d, who);
+    } while ((!l || !strstr(l, "blocked on Event")) && tu_now() - t0 < 10);
+    cr_assert(l && strstr(l, "blocked on Event"), "%s", d);
+    return d;
+}
+
+Test(dump, how_long_only_for_waits_begun_under_observation, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_event_init(&e_early);
+    conc_event_init(&e_late);
+    conc_thread_t *a = start("early", early_waiter, NULL);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&early_in) && tu_tid_sleeping(conc_thread_native_id(a)), 10));
+    tu_sleep(0.05);
+    char *d = dump_until_blocked("Thread \"early\"");
+    cr_expect(!strstr(line_of(d, "Thread \"early\""), " for "), "blocked before any observation: %s", d);
+    free(d);
+    conc_thread_t *b = start("late", late_waiter, NULL);
+    d = dump_until_blocked("Thread \"late\"");
+    cr_expect(strstr(line_of(d, "Thread \"late\""), " for "), "blocked after a dump: %s", d);
+    free(d);
+    conc_event_set(&e_early);
+    conc_event_set(&e_late);
+    cr_assert_eq(conc_thread_join(a, 10, NULL), 0);
+    cr_assert_eq(conc_thread_join(b, 10, NULL), 0);
+    conc_thread_free(a);
+    conc_thread_free(b);
+}
+
 Test(dump, on_signal, .timeout = TU_TIMEOUT)
 {
     NEED_OBSERVE();

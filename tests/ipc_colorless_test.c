@@ -46,6 +46,8 @@ typedef struct env {
     /* shared words */
     _Atomic int ready;
     _Atomic int flag;
+    _Atomic int go;   /* parent -> child: act now (child(e, op, -1)) */
+    _Atomic int seen; /* parent -> child: the action was seen, exit */
 } env_t;
 
 typedef struct op {
@@ -87,6 +89,9 @@ static void env_free(env_t *e)
     munmap(e, sizeof *e);
 }
 
+/* The peer: acts `delay` s after it is ready, or (delay < 0) when the
+ * parent says go (after its cut: no race with the cut, no idle wait); then
+ * exits once the parent saw the action (at most 5 s later). */
 static pid_t child(env_t *e, const op_t *op, double delay)
 {
     fflush(NULL);
@@ -96,9 +101,18 @@ static pid_t child(env_t *e, const op_t *op, double delay)
         if (op->hold)
             op->hold(e);
         atomic_store(&e->ready, 1);
-        tu_sleep(delay);
+        if (delay >= 0) {
+            tu_sleep(delay);
+        } else {
+            double dl = tu_now() + 20;
+            while (!atomic_load(&e->go) && tu_now() < dl)
+                tu_sleep(0.001);
+        }
         op->peer(e);
-        tu_sleep(0.2); /* let the parent see the action before our exit does */
+        /* let the parent see the action before our exit does */
+        double dl = tu_now() + 5;
+        while (!atomic_load(&e->seen) && tu_now() < dl)
+            tu_sleep(0.001);
         _exit(0);
     }
     double dl = tu_now() + 10;
@@ -192,11 +206,12 @@ static void case_green_parks_alone(const op_t *op)
     cr_assert_lt(tk.max_gap, 0.4, "%s: ticker gap %.3f s", op->name, tk.max_gap);
     conc_green_free(gt);
     conc_green_free(gwait);
+    atomic_store(&e->seen, 1);
     reap(pid);
     env_free(e);
 }
 
-/* After a cut-short wait: the child acts at ~0.8 s, and then a plain wait
+/* After a cut-short wait: the child acts when told to, and then a plain wait
  * succeeds (a barrier reports being broken instead, then works again after
  * a reset). */
 static void still_works(env_t *e, const op_t *op)
@@ -214,7 +229,7 @@ static void case_kill(const op_t *op)
 {
     env_t *e = env_new();
     op->setup(e);
-    pid_t pid = child(e, op, 0.8);
+    pid_t pid = child(e, op, -1);
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER};
     conc_green_t *g;
     cr_assert_eq(conc_go(&g, green_wait, &w), 0);
@@ -224,11 +239,13 @@ static void case_kill(const op_t *op)
     int rc = conc_green_kill(g, true, 10.0);
     double took = tu_now() - t0;
     cr_assert_eq(rc, 0, "%s: kill: %s", op->name, conc_strerror(rc));
-    /* promptly: well before the child acts (0.6 s from now) */
+    /* promptly (the child acts only once told to, below) */
     cr_assert_lt(took, TU_SANITIZED ? 2.0 : 0.5, "%s: kill took %.3f s", op->name, took);
     cr_assert_eq(w.rc, CONC_EKILLED, "%s: %s", op->name, conc_strerror(w.rc));
     conc_green_free(g);
+    atomic_store(&e->go, 1);
     still_works(e, op);
+    atomic_store(&e->seen, 1);
     reap(pid);
     env_free(e);
 }
@@ -238,7 +255,7 @@ static void case_scope_os(const op_t *op)
 {
     env_t *e = env_new();
     op->setup(e);
-    pid_t pid = child(e, op, 0.8);
+    pid_t pid = child(e, op, -1);
     double t0 = tu_now();
     cr_assert_eq(conc_timeout_begin(0.2), 0);
     int rc = op->wait(e, CONC_FOREVER);
@@ -248,7 +265,9 @@ static void case_scope_os(const op_t *op)
     cr_assert_eq(fired, 1, "%s", op->name);
     cr_assert_geq(took, 0.2 - TU_EPS, "%s: %.3f s", op->name, took);
     cr_assert_lt(took, 0.2 + TU_SLACK, "%s: %.3f s", op->name, took);
+    atomic_store(&e->go, 1);
     still_works(e, op);
+    atomic_store(&e->seen, 1);
     reap(pid);
     env_free(e);
 }
@@ -258,7 +277,7 @@ static void case_scope_green(const op_t *op)
 {
     env_t *e = env_new();
     op->setup(e);
-    pid_t pid = child(e, op, 0.8);
+    pid_t pid = child(e, op, -1);
     ticker_t tk = {0};
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER, .scope = 0.2};
     conc_green_t *gt, *g;
@@ -274,7 +293,9 @@ static void case_scope_green(const op_t *op)
     cr_assert_geq(tk.ticks, 10, "%s: the ticker stopped", op->name);
     conc_green_free(gt);
     conc_green_free(g);
+    atomic_store(&e->go, 1);
     still_works(e, op);
+    atomic_store(&e->seen, 1);
     reap(pid);
     env_free(e);
 }

@@ -9,6 +9,7 @@
  */
 #include "test_util.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -204,6 +205,43 @@ Test(trace, tiny_buffer_counts_drops)
     cr_assert(d, "no dropped_events in %s", buf);
     cr_assert_gt(atol(d + strlen("\"dropped_events\":")), 500);
     unlink(trace_path);
+}
+
+/* A CONC_TRACE_BUFFER that is not a number of events is said on stderr
+ * (the default is used), like a bad CONC_TRACE or CONC_DEBUG. */
+static int said_bad_buffer(const char *value)
+{
+    char out[128];
+    snprintf(out, sizeof out, "/tmp/conc_trace_buf_%d.txt", (int)getpid());
+    fflush(stderr);
+    int saved = dup(2), fd = open(out, O_CREAT | O_TRUNC | O_RDWR, 0600);
+    cr_assert(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    setenv("CONC_TRACE_BUFFER", value, 1);
+    make_path("badbuf");
+    int rc = conc_trace_start(trace_path);
+    if (rc == 0)
+        rc = conc_trace_stop();
+    unsetenv("CONC_TRACE_BUFFER");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[1024] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(out);
+    unlink(trace_path);
+    cr_assert_eq(rc, 0);
+    return n > 0 && strstr(buf, "conc: CONC_TRACE_BUFFER=") && strstr(buf, value);
+}
+
+Test(trace, bad_buffer_variable_is_said)
+{
+    cr_expect(said_bad_buffer("lots"), "CONC_TRACE_BUFFER=lots was silently ignored");
+    cr_expect(said_bad_buffer("100k"), "CONC_TRACE_BUFFER=100k was silently ignored");
+    cr_expect(said_bad_buffer("0"), "CONC_TRACE_BUFFER=0 was silently ignored");
+    cr_expect(said_bad_buffer("999999999"), "CONC_TRACE_BUFFER=999999999 was silently ignored");
+    cr_expect(!said_bad_buffer("4096"), "CONC_TRACE_BUFFER=4096 is fine");
 }
 
 Test(trace, picture_and_ascii)

@@ -29,6 +29,7 @@ enum {
     CONC__OBS_STATS = 1u << 2,     /* conc_stats counters */
     CONC__OBS_LOCKORDER = 1u << 3, /* CONC_DEBUG=lockorder */
     CONC__OBS_DEADLOCK = 1u << 4,  /* CONC_DEBUG=deadlock */
+    CONC__OBS_DUMP = 1u << 5,      /* dumps asked for (conc_dump, a dump signal) */
 };
 
 /* What a parked waiter waits on (conc__waiter_t.kind); obj names the

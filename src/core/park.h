@@ -191,7 +191,11 @@ static inline void conc__waiter_init(conc__waiter_t *w)
 
 /* Mark ctx blocked on obj (kind) until unblock: conc__park does it; waits
  * that do not park (an OS thread's sleep, futex or poll) call it around
- * their wait, so the dump and the deadlock detector see them. */
+ * their wait, so the dump and the deadlock detector see them. "Since
+ * when" costs a read of the CPU's counter: only while some observation
+ * is on (a dump was asked for or can be, by a signal; tracing, stats,
+ * profiles, lock debugging); else 0, "not known" (the dump leaves the
+ * "for 2.1 s" out). With everything off a park only stores. */
 static inline void conc__obs_block(conc__ctx_t *ctx, const void *obj, int kind, int64_t deadline)
 {
 #ifndef CONC_NO_OBSERVE
@@ -202,7 +206,8 @@ static inline void conc__obs_block(conc__ctx_t *ctx, const void *obj, int kind, 
     conc__store(&ctx->wait_obj, obj, RLX);
     conc__store(&ctx->wait_kind, (uint8_t)kind, RLX);
     conc__store(&ctx->wait_deadline, deadline, RLX);
-    conc__store(&ctx->wait_since, conc__obs_tick(), RLX);
+    int64_t since = __atomic_load_n(&conc__obs_flags, __ATOMIC_RELAXED) ? conc__obs_tick() : 0;
+    conc__store(&ctx->wait_since, since, RLX);
     conc__store(&ctx->blocked, (uint8_t)1, REL);
 #else
     (void)ctx, (void)obj, (void)kind, (void)deadline;

@@ -177,13 +177,18 @@ static int run_op(conc__hub_t *h, hub_op_t *o, conc__waiter_t *w, int64_t deadli
     if (rc)
         *cut = conc__cut_save(rc);
     if (!o->done) {
-        h->pops->cancel(h->poller, &o->op);
+        /* A cancel that could not be queued (the SQ ring still full after
+         * a flush) is asked for again after a hub turn, at most 1 ms
+         * later: without it the operation might never end. */
+        bool asked = h->pops->cancel(h->poller, &o->op) == 0;
         conc__ctx_t *ctx = conc__ctx();
         int8_t scope = ctx->cut_scope;
         ctx->nointr++;
         while (!o->done) {
             conc__waiter_init(w);
-            conc__park(w, CONC__NO_DEADLINE);
+            conc__park(w, asked ? CONC__NO_DEADLINE : conc__now_ns() + 1000000);
+            if (!asked && !o->done)
+                asked = h->pops->cancel(h->poller, &o->op) == 0;
         }
         ctx->nointr--;
         ctx->cut_scope = scope;
@@ -496,10 +501,13 @@ void conc__green_fd_forget(int fd)
              * that would accept on a closed listener's behalf. Usually
              * immediate; an accept the kernel is running (io-wq) takes a
              * moment: wait for it, 1 ms at a time, at most ~0.1 s. */
-            h->pops->cancel(h->poller, &a->op);
+            bool asked = h->pops->cancel(h->poller, &a->op) == 0;
             a->pinned = true;
-            for (int i = 0; i < 100 && a->armed; i++)
+            for (int i = 0; i < 100 && a->armed; i++) {
                 h->pops->wait(h->poller, i < 2 ? 0 : 1000000, NULL, NULL);
+                if (!asked && a->armed) /* the SQ ring was full: ask again */
+                    asked = h->pops->cancel(h->poller, &a->op) == 0;
+            }
             a->pinned = false;
         }
         if (a->w)

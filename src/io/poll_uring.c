@@ -88,12 +88,15 @@ static int sys_enter(int fd, unsigned submit, unsigned min, unsigned flags, void
 _Atomic int conc__uring_multishot = 1;
 static _Atomic int probed;    /* 0: not yet, 1: usable, -1: not */
 static _Atomic int test_fail; /* test hook: errno io_uring_setup "returns" */
+static _Atomic int test_cancel_fail; /* test hook: how many cancels fail */
 
 void conc__uring_test_fail(int err)
 {
     atomic_store(&test_fail, err);
     atomic_store(&probed, 0);
 }
+
+void conc__uring_test_cancel_fail(int n) { atomic_store(&test_cancel_fail, n); }
 
 static const uint8_t needed_ops[] = {IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_ACCEPT,
                                      IORING_OP_CONNECT,  IORING_OP_RECV,         IORING_OP_SEND,
@@ -379,6 +382,10 @@ static int ur_cancel(conc__poller_t *p, conc__pop_t *op)
 {
     if (!op->inflight)
         return 0;
+    if (__builtin_expect(atomic_load_explicit(&test_cancel_fail, memory_order_relaxed) > 0, 0)) {
+        atomic_fetch_sub(&test_cancel_fail, 1);
+        return -EBUSY; /* as when the SQ ring stays full */
+    }
     struct io_uring_sqe s;
     memset(&s, 0, sizeof s);
     s.opcode = IORING_OP_ASYNC_CANCEL;

@@ -97,5 +97,7 @@ extern _Atomic int conc__uring_multishot;
 /* Test hooks: make the io_uring probe fail with this errno (0: real
  * probe), forgetting what was probed before. */
 void conc__uring_test_fail(int err);
+/* Test hook: the next n cancels fail (-EBUSY, as with a full SQ ring). */
+void conc__uring_test_cancel_fail(int n);
 
 #endif

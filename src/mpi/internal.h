@@ -51,5 +51,8 @@ extern int conc__mpi_wsize, conc__mpi_wrank;
 extern MPI_Comm conc__mpi_world; /* rank 0 under mpirun with CONC_MPI_MAIN: its workers */
 int conc__mpi_init(int *argc, char ***argv);
 int64_t conc__mpi_now(void);
+/* Test hook (executor.c, atomic): the next reply buffer that must grow
+ * cannot be had (its batch fails with CONC_ENOMEM). */
+extern bool conc__mpi_test_nomem;
 
 #endif

@@ -23,6 +23,7 @@
 #include "futures/internal.h"
 #include "green/internal.h"
 #include "observe/internal.h"
+#include "process/internal.h"
 #include "thread/internal.h"
 
 extern unsigned int conc__lock_hooks; /* sync/lock.c */
@@ -328,9 +329,13 @@ static void sym_text(void *addr, char *buf, size_t n)
     if (dladdr(addr, &di) && di.dli_fname) {
         const char *mod = strrchr(di.dli_fname, '/');
         mod = mod ? mod + 1 : di.dli_fname;
+        char nm[128];
+        uintptr_t at = 0;
         if (di.dli_sname)
             snprintf(buf, n, "%s(%s+0x%lx) [%p]", mod, di.dli_sname,
                      (unsigned long)((uintptr_t)addr - (uintptr_t)di.dli_saddr), addr);
+        else if (conc__code_name(addr, nm, sizeof nm, &at)) /* not exported: the symbol table */
+            snprintf(buf, n, "%s(%s+0x%lx) [%p]", mod, nm, (unsigned long)at, addr);
         else
             snprintf(buf, n, "%s(+0x%lx) [%p]", mod, (unsigned long)((uintptr_t)addr - (uintptr_t)di.dli_fbase),
                      addr);

@@ -138,8 +138,8 @@ static void describe(conc__ctx_t *c, line_t *ln, const char *running_state)
     int64_t dl = __atomic_load_n(&c->wait_deadline, __ATOMIC_RELAXED);
     ln->state = "blocked";
     conc__describe_obj(ln->what, sizeof ln->what, obj, kind);
-    ln->for_s = conc__obs_tick_age(since);
-    if (ln->for_s < 0)
+    ln->for_s = since ? conc__obs_tick_age(since) : -1; /* -1: blocked before any observation */
+    if (since && ln->for_s < 0)
         ln->for_s = 0;
     ln->until_s = -1;
     if (kind == CONC__WAIT_SLEEP && dl != CONC__NO_DEADLINE)
@@ -196,7 +196,8 @@ static void print_line(FILE *f, const char *indent, const char *label, const lin
             fprintf(f, " on %s", ln->what);
         if (ln->holder[0])
             fprintf(f, " held by %s", ln->holder);
-        fprintf(f, " for %.1f s", ln->for_s);
+        if (ln->for_s >= 0)
+            fprintf(f, " for %.1f s", ln->for_s);
     }
     fputc('\n', f);
 }
@@ -222,10 +223,21 @@ static line_t *lines_add(lines_t *ls)
     return ln;
 }
 
+/* From now on parks note since when they wait (core/park.h): the dumps
+ * say "for 2.1 s" of every wait that began after this. */
+static void mark_dumps_wanted(void)
+{
+#ifndef CONC_NO_OBSERVE
+    if (!conc__obs_on(CONC__OBS_DUMP))
+        __atomic_fetch_or(&conc__obs_flags, (uint32_t)CONC__OBS_DUMP, __ATOMIC_RELAXED);
+#endif
+}
+
 int conc_dump(FILE *f)
 {
     if (!f)
         return CONC_EINVAL;
+    mark_dumps_wanted();
     pthread_once(&bt_once, bt_init);
     pthread_mutex_lock(&dump_mu);
     long me = (long)syscall(SYS_gettid);
@@ -292,7 +304,8 @@ int conc_dump(FILE *f)
                 fprintf(f, " on %s", ln.what);
             if (ln.holder[0])
                 fprintf(f, " held by %s", ln.holder);
-            fprintf(f, " for %.1f s", ln.for_s);
+            if (ln.for_s >= 0)
+                fprintf(f, " for %.1f s", ln.for_s);
         }
         fputc('\n', f);
         if (i < ns && slots[i].tid == me)
@@ -416,6 +429,7 @@ int conc_dump_on_signal(int signo)
     if (sigaction(signo, &sa, NULL) != 0)
         return CONC_ESYS;
     __atomic_store_n(&sig_armed, 1, __ATOMIC_RELAXED);
+    mark_dumps_wanted();
     return 0;
 }
 

@@ -35,7 +35,10 @@
 #define KNOWN_SLOTS 64 /* a power of two */
 
 typedef struct {
-    int n;
+    /* The locks held, oldest first: n of them on the stack; `over` more
+     * were taken when it was full and are not known by name (a release
+     * of a lock not on the stack is one of them). */
+    int n, over;
     const void *lock[HELD_MAX];
     uint8_t kind[HELD_MAX];
     /* Edges this context saw in the graph already (direct-mapped), valid
@@ -162,7 +165,7 @@ void conc__lockdep_acquired(const void *lock, int kind)
             return;
         ctx->lockdep = h;
     }
-    int top = h->n < HELD_MAX ? h->n : HELD_MAX;
+    int top = h->n;
     unsigned gen = __atomic_load_n(&forget_gen, __ATOMIC_ACQUIRE);
     if (h->known_gen != gen) {
         memset(h->known, 0, sizeof h->known);
@@ -214,8 +217,10 @@ void conc__lockdep_acquired(const void *lock, int kind)
     if (h->n < HELD_MAX) {
         h->lock[h->n] = lock;
         h->kind[h->n] = (uint8_t)kind;
+        h->n++;
+    } else {
+        h->over++;
     }
-    h->n++;
 }
 
 void conc__lockdep_released(const void *lock)
@@ -223,7 +228,7 @@ void conc__lockdep_released(const void *lock)
     held_t *h = conc__ctx()->lockdep;
     if (!h)
         return;
-    int top = h->n < HELD_MAX ? h->n : HELD_MAX;
+    int top = h->n;
     for (int i = top - 1; i >= 0; i--) {
         if (h->lock[i] != lock)
             continue;
@@ -232,8 +237,8 @@ void conc__lockdep_released(const void *lock)
         h->n--;
         return;
     }
-    if (h->n > HELD_MAX)
-        h->n--; /* an overflowed entry */
+    if (h->over > 0)
+        h->over--; /* one of those taken while the stack was full */
 }
 
 void conc__lockdep_ctx_exit(conc__ctx_t *ctx)

@@ -510,6 +510,25 @@ PATCH_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
             e = conc__patch_cut_errno();
             break;
         }
+        if (w == W_ERROR) {
+            /* the hub cannot wait for fd (select's FD_SETSIZE, no memory):
+             * wait as a plain thread would, or this loop would spin */
+            int ms = -1;
+            if (dl != PATCH_NEVER) {
+                double left = (dl - conc_monotonic()) * 1e3;
+                ms = left <= 0 ? 0 : left > 1e9 ? 1000000000 : (int)left + 1;
+            }
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int pr = REAL(poll)(&p, 1, ms);
+            if (pr == 0) {
+                e = EINPROGRESS;
+                break;
+            }
+            if (pr < 0 && errno != EINTR) {
+                e = errno;
+                break;
+            }
+        }
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {

@@ -176,6 +176,10 @@ void conc__forkserver_atfork_child(void);
 /* symname.c: a name for fn ("work", or "the function at 0x...": then
  * false, no symbol names it). */
 bool conc__fn_name(void (*fn)(void), char *out, size_t cap);
+/* symname.c: the function whose code holds addr, from the ELF symbol
+ * table of its file (static and hidden functions too); *at: addr's offset
+ * in it. false: not known (a stripped file). */
+bool conc__code_name(const void *addr, char *out, size_t cap, uintptr_t *at);
 /* symname.c: fn's registration; when it has none, fail (conc_fail with
  * CONC_EINVAL and a message naming fn and the fix, CONC_REGISTER, also
  * written once to stderr) and return NULL. where: why a name is needed

@@ -9,7 +9,9 @@
  * a bare CONC_EINVAL. dladdr names exported symbols (shared libraries,
  * -rdynamic); for the rest — the static functions of a program — the ELF
  * symbol table of the file that holds the address (when it was not
- * stripped) still knows the name. Neither found: the address.
+ * stripped) still knows the name. Neither found: the address. The same
+ * table names the function around a code address for backtraces
+ * (observe/debug.c), static functions and hidden ones included.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -24,8 +26,9 @@
 
 #include "process/internal.h"
 
-/* The FUNC symbol at offset off in the ELF file at path (its .symtab). */
-static bool symtab_name(const char *path, uintptr_t off, char *out, size_t cap)
+/* The FUNC symbol at offset off in the ELF file at path (its .symtab);
+ * with `within`, the one whose code holds off (*at: off from its start). */
+static bool symtab_find(const char *path, uintptr_t off, bool within, char *out, size_t cap, uintptr_t *at)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -57,8 +60,10 @@ static bool symtab_name(const char *path, uintptr_t off, char *out, size_t cap)
         size_t n = sh[i].sh_size / sizeof *sym;
         const char *names = (const char *)(m + strs->sh_offset);
         for (size_t k = 0; k < n; k++) {
-            if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_value != off ||
-                sym[k].st_name >= strs->sh_size)
+            if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_name >= strs->sh_size)
+                continue;
+            if (within ? off < sym[k].st_value || off - sym[k].st_value >= sym[k].st_size
+                       : sym[k].st_value != off)
                 continue;
             const char *nm = names + sym[k].st_name;
             size_t len = strnlen(nm, strs->sh_size - sym[k].st_name);
@@ -66,6 +71,8 @@ static bool symtab_name(const char *path, uintptr_t off, char *out, size_t cap)
                 continue;
             memcpy(out, nm, len);
             out[len] = 0;
+            if (at)
+                *at = off - sym[k].st_value;
             found = true;
             break;
         }
@@ -109,10 +116,17 @@ bool conc__fn_name(void (*fn)(void), char *out, size_t cap)
     }
     where_t w = {.addr = (uintptr_t)fn};
     dl_iterate_phdr(find_object, &w);
-    if (w.found && symtab_name(*w.path ? w.path : "/proc/self/exe", (uintptr_t)fn - w.bias, out, cap))
+    if (w.found && symtab_find(*w.path ? w.path : "/proc/self/exe", (uintptr_t)fn - w.bias, false, out, cap, NULL))
         return true;
     snprintf(out, cap, "the function at %p", (void *)fn);
     return false;
+}
+
+bool conc__code_name(const void *addr, char *out, size_t cap, uintptr_t *at)
+{
+    where_t w = {.addr = (uintptr_t)addr};
+    dl_iterate_phdr(find_object, &w);
+    return w.found && symtab_find(*w.path ? w.path : "/proc/self/exe", (uintptr_t)addr - w.bias, true, out, cap, at);
 }
 
 const conc_registration_t *conc__require_registered(void (*fn)(void), const char *where,

@@ -6,6 +6,9 @@
 #include "core/park.h"
 
 int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline);
+/* Test hook (lock.c): the debug acquire calls it once it holds l, before
+ * l is marked TRACKED. NULL: none. */
+extern void (*conc__lock_dbg_test_hook)(conc_lock_t *l);
 /* Acquire with a deadline (CONC__NO_DEADLINE, 0 = try once). */
 static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
 {

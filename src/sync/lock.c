@@ -155,6 +155,10 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     }
 }
 
+/* Test hook: called by the debug acquire just after it took the lock,
+ * before the lock is marked TRACKED (tests/deadlock_test.c). */
+void (*conc__lock_dbg_test_hook)(conc_lock_t *l);
+
 /* The acquire with lock debugging on. */
 static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t deadline)
 {
@@ -167,16 +171,23 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
     bool order = conc__obs_on(CONC__OBS_LOCKORDER);
     unsigned exp = 0;
     int rc = 0;
-    /* TRACKED also marks l->owner as meaningful (this acquire writes it;
-     * the out-of-line release clears it): an owner left by an acquire made
-     * with debugging off is stale and must not be taken for the holder. */
-    if (!atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED | TRACKED, ACQ, RLX)) {
+    if (!atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
         rc = conc__lock_acquire_dl(l, deadline);
-        if (rc == 0)
-            atomic_fetch_or_explicit(CONC__A(&l->state), TRACKED, RLX);
-    }
     if (rc == 0) {
+        if (__builtin_expect(conc__lock_dbg_test_hook != NULL, 0))
+            conc__lock_dbg_test_hook(l);
+        /* TRACKED marks l->owner as meaningful (the out-of-line release
+         * clears it): an owner left by an acquire made with debugging off
+         * is stale and must not be taken for the holder. So the owner is
+         * written first and TRACKED published after it (release): whoever
+         * sees TRACKED (acquire) sees this owner, never the stale one. Not
+         * if the lock was released meanwhile (any thread may release a
+         * Lock): then it stays untracked. */
         conc__store(&l->owner, ctx->serial, RLX);
+        unsigned s = conc__load(&l->state, RLX);
+        while ((s & (LOCKED | TRACKED)) == LOCKED &&
+               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | TRACKED, REL, RLX)) {
+        }
         if (order)
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
     }

@@ -89,8 +89,9 @@ static inline void conc__obs_switch_inline(conc__ctx_t *from, int from_loop, con
     uint32_t fl = __atomic_load_n(&conc__obs_flags, __ATOMIC_RELAXED);
     uint32_t gen = __atomic_load_n(&conc__trace_gen, __ATOMIC_RELAXED);
     conc__tbuf_t *t = conc__tl_tbuf;
-    if (__builtin_expect(fl == CONC__OBS_TRACE && t && from && to && t->gen == gen && from->trace_gen == gen &&
-                             to->trace_gen == gen && t->n + 2 <= t->cap, 1)) {
+    if (__builtin_expect((fl & ~(uint32_t)CONC__OBS_DUMP) == CONC__OBS_TRACE && t && from && to && t->gen == gen &&
+                             from->trace_gen == gen && to->trace_gen == gen && t->n + 2 <= t->cap,
+                         1)) {
         uint32_t n = t->n, f = __atomic_load_n(&from->trace_id, __ATOMIC_RELAXED);
         uint32_t d = __atomic_load_n(&to->trace_id, __ATOMIC_RELAXED);
         uint64_t *w = &t->w[n];

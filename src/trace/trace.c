@@ -52,8 +52,13 @@
 #define DEFAULT_EVENTS 65536u
 #define LOOP_BIT 0x80000000u
 
+/* Every buffer is on the list tbufs. A thread's first record puts its
+ * buffer in front with a CAS (no lock: a traced thread never waits for
+ * the one that writes the trace); everything else that walks the list or
+ * takes buffers off it does so under tbufs_lock, and takes the first one
+ * off with a CAS too (new ones may be put in front meanwhile). */
 static pthread_mutex_t tbufs_lock = PTHREAD_MUTEX_INITIALIZER;
-static conc__tbuf_t *tbufs;                  /* every buffer */
+static conc__tbuf_t *tbufs;                  /* every buffer; atomic head */
 static uint64_t retired[CONC__ST_N];         /* counters of freed buffers */
 __thread conc__tbuf_t *conc__tl_tbuf __attribute__((tls_model("initial-exec")));
 static pthread_key_t tbuf_key;
@@ -144,10 +149,10 @@ conc__tbuf_t *conc__tbuf_self(void)
     b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
-    pthread_mutex_lock(&tbufs_lock);
-    b->next = tbufs;
-    tbufs = b;
-    pthread_mutex_unlock(&tbufs_lock);
+    conc__tbuf_t *head = __atomic_load_n(&tbufs, __ATOMIC_RELAXED);
+    do
+        b->next = head;
+    while (!__atomic_compare_exchange_n(&tbufs, &head, b, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     pthread_setspecific(tbuf_key, b);
     conc__tl_tbuf = b;
     return b;
@@ -157,17 +162,28 @@ conc__tbuf_t *conc__tbuf_self(void)
  * abandoned). Under tbufs_lock. */
 static void reap_dead_locked(void)
 {
-    for (conc__tbuf_t **pp = &tbufs; *pp;) {
-        conc__tbuf_t *b = *pp;
-        if (atomic_load_explicit(CONC__A(&b->dead), memory_order_acquire)) {
-            for (int k = 0; k < CONC__ST_N; k++)
-                retired[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
-            *pp = b->next;
-            free(b->w);
-            free(b);
-        } else {
-            pp = &b->next;
+    conc__tbuf_t *prev = NULL, *b = __atomic_load_n(&tbufs, __ATOMIC_ACQUIRE);
+    while (b) {
+        conc__tbuf_t *next = b->next;
+        if (!atomic_load_explicit(CONC__A(&b->dead), memory_order_acquire)) {
+            prev = b;
+            b = next;
+            continue;
         }
+        if (prev) {
+            prev->next = next;
+        } else {
+            conc__tbuf_t *exp = b;
+            if (!__atomic_compare_exchange_n(&tbufs, &exp, next, false, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
+                b = exp; /* new buffers in front: b is further down now */
+                continue;
+            }
+        }
+        for (int k = 0; k < CONC__ST_N; k++)
+            retired[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
+        free(b->w);
+        free(b);
+        b = next;
     }
 }
 
@@ -298,7 +314,7 @@ int conc_stats(conc_stats_t *out)
     uint64_t sum[CONC__ST_N];
     pthread_mutex_lock(&tbufs_lock);
     memcpy(sum, retired, sizeof sum);
-    for (conc__tbuf_t *b = tbufs; b; b = b->next)
+    for (conc__tbuf_t *b = __atomic_load_n(&tbufs, __ATOMIC_ACQUIRE); b; b = b->next)
         for (int k = 0; k < CONC__ST_N; k++)
             sum[k] += atomic_load_explicit(CONC__A(&b->stats[k]), memory_order_relaxed);
     pthread_mutex_unlock(&tbufs_lock);
@@ -315,7 +331,7 @@ void conc_stats_reset(void)
 {
     pthread_mutex_lock(&tbufs_lock);
     memset(retired, 0, sizeof retired);
-    for (conc__tbuf_t *b = tbufs; b; b = b->next)
+    for (conc__tbuf_t *b = __atomic_load_n(&tbufs, __ATOMIC_ACQUIRE); b; b = b->next)
         for (int k = 0; k < CONC__ST_N; k++)
             atomic_store_explicit(CONC__A(&b->stats[k]), (uint64_t)0, memory_order_relaxed);
     pthread_mutex_unlock(&tbufs_lock);
@@ -551,8 +567,17 @@ int conc_trace_start_opts(const char *path, const conc_trace_opts_t *opts)
     uint32_t cap = (uint32_t)trace_opts.buffer_events;
     if (cap == 0) {
         const char *e = getenv("CONC_TRACE_BUFFER");
-        long v = e ? atol(e) : 0;
-        cap = (v > 0 && v <= (1L << 26)) ? (uint32_t)v : DEFAULT_EVENTS;
+        cap = DEFAULT_EVENTS;
+        if (e && *e) {
+            char *end;
+            errno = 0;
+            long v = strtol(e, &end, 10);
+            if (errno == 0 && *end == 0 && v > 0 && v <= (1L << 26))
+                cap = (uint32_t)v;
+            else
+                fprintf(stderr, "conc: CONC_TRACE_BUFFER=%s: not a number of events in 1..%ld; using %u\n", e,
+                        1L << 26, DEFAULT_EVENTS);
+        }
     }
     trace_file = f;
     pthread_mutex_lock(&tbufs_lock);
@@ -594,7 +619,7 @@ int conc_trace_stop(void)
     conc__tev_t *all = NULL;
     int rc = 0;
     pthread_mutex_lock(&tbufs_lock);
-    for (conc__tbuf_t *b = tbufs; b; b = b->next) {
+    for (conc__tbuf_t *b = __atomic_load_n(&tbufs, __ATOMIC_ACQUIRE); b; b = b->next) {
         if (atomic_load_explicit(CONC__A(&b->gen), memory_order_acquire) != gen)
             continue;
         uint32_t n = atomic_load_explicit(CONC__A(&b->n), memory_order_acquire);

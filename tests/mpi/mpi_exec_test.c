@@ -202,6 +202,51 @@ static int t_green_wait(void *p)
     return 0;
 }
 
+/* A reply that cannot be received for want of memory fails its batch's
+ * futures with CONC_ENOMEM (no truncation error, no broken executor). */
+static int b_big(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    int n = len == sizeof(int) ? *(const int *)arg : 0;
+    char *p = malloc((size_t)n);
+    if (!p)
+        return conc_fail(CONC_ENOMEM, "no memory"), 0;
+    memset(p, 'z', (size_t)n);
+    int rc = conc_pool_return(out, p, (size_t)n);
+    free(p);
+    return rc;
+}
+CONC_POOL_REGISTER(b_big);
+
+extern bool conc__mpi_test_nomem; /* src/mpi/executor.c */
+
+static int t_reply_nomem(void *p)
+{
+    (void)p;
+    conc_executor_t *ex;
+    CHECK(mk_mpi(&ex, 1, NULL, NULL, 0) == 0);
+    conc_future_t *f;
+    const void *d;
+    size_t n;
+    int x = 7, big = 24 << 20; /* bigger than any reply before: the buffer must grow */
+    CHECK(conc_process_pool_submit(ex, &f, b_square, &x, sizeof x) == 0);
+    CHECK(conc_future_bytes(f, 30, &d, &n) == 0); /* the worker is up */
+    conc_future_free(f);
+    __atomic_store_n(&conc__mpi_test_nomem, true, __ATOMIC_RELAXED);
+    CHECK(conc_process_pool_submit(ex, &f, b_big, &big, sizeof big) == 0);
+    int rc = conc_future_bytes(f, 60, &d, &n), code = 0;
+    __atomic_store_n(&conc__mpi_test_nomem, false, __ATOMIC_RELAXED);
+    CHECK(rc == CONC_EFAILED, "got %d", rc);
+    CHECK(conc_future_exception(f, 0, &code, NULL) == 0);
+    CHECK(code == CONC_ENOMEM, "code %d", code);
+    conc_future_free(f);
+    /* the executor goes on */
+    CHECK(conc_process_pool_submit(ex, &f, b_square, &x, sizeof x) == 0);
+    CHECK(conc_future_bytes(f, 30, &d, &n) == 0 && n == sizeof(int) && *(const int *)d == 49);
+    conc_future_free(f);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     CONC_MPI_MAIN(argc, argv);
@@ -221,6 +266,7 @@ int main(int argc, char **argv)
         run_mpi(mode, "options", t_mpi_options, NULL);
         run_mpi(mode, "start_timeout", t_start_timeout, NULL);
         run_mpi(mode, "green_wait_parks_only_itself", t_green_wait, NULL);
+        run_mpi(mode, "reply_without_memory_fails_its_batch", t_reply_nomem, NULL);
     }
     /* Left alive at exit (Python joins its executors at exit): the atexit
      * step shuts it down with wait, releases the ranks and finalizes MPI;

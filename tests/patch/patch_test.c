@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -511,6 +512,68 @@ Test(patch, connect_refused_reports_the_error)
     run_green(connect_refused, &r);
     cr_assert_eq(r.rc, -1);
     cr_assert_eq(r.err, ECONNREFUSED);
+}
+
+/* A connect whose wait the hub cannot do (select's hub, an fd past
+ * FD_SETSIZE) waits as a plain thread would: it honours SO_SNDTIMEO
+ * instead of spinning. The listener's accept queue is full, so the SYN
+ * goes unanswered and the connection stays in progress. */
+struct stuck {
+    int port, rc, err;
+    double took;
+};
+static void *connect_stuck(void *arg)
+{
+    struct stuck *st = arg;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int hi = dup2(s, 1500);
+    close(s);
+    struct timeval tv = {0, 300000};
+    setsockopt(hi, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)st->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    double t0 = tu_now();
+    st->rc = connect(hi, (struct sockaddr *)&a, sizeof a);
+    st->err = errno;
+    st->took = tu_now() - t0;
+    close(hi);
+    return NULL;
+}
+
+Test(patch, connect_the_hub_cannot_wait_for_does_not_spin, .timeout = 30)
+{
+    need_patch();
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 1600)
+        cr_skip_test("RLIMIT_NOFILE's hard limit %ld is below 1600", (long)rl.rlim_max);
+    rl.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    conc_hub_opts_t o = {.backend = CONC_HUB_SELECT};
+    cr_assert_eq(conc_hub_init(&o), 0);
+    struct stuck st = {0, 0, 0, 0};
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 0), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    st.port = ntohs(a.sin_port);
+    int fill[3];
+    for (int i = 0; i < 3; i++) { /* fill the accept queue (from this OS thread: not patched) */
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int r = connect(fill[i], (struct sockaddr *)&a, sizeof a);
+        cr_assert(r == 0 || errno == EINPROGRESS);
+    }
+    tu_sleep(0.05);
+    run_green(connect_stuck, &st);
+    cr_assert_eq(st.rc, -1);
+    cr_assert_eq(st.err, EINPROGRESS, "errno %d", st.err);
+    cr_assert_geq(st.took, 0.25);
+    cr_assert_lt(st.took, 0.3 + TU_SLACK);
+    for (int i = 0; i < 3; i++)
+        close(fill[i]);
+    close(l);
 }
 
 /* ------------------------------------------------------- getaddrinfo */
