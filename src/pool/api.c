@@ -576,8 +576,11 @@ int conc_submit_bytes(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn,
     tgt_t t;
     if (!bytes_target(ex, &t) || !out || !fn || (!arg && len))
         return CONC_EINVAL;
-    if (tgt_local(&t))
-        return conc__bytes_submit(ex, out, fn, arg, len, 1, false);
+    if (tgt_local(&t)) {
+        conc_buf_t none = {NULL, 0}; /* item_size 0 would mean conc_buf_t items */
+        return len ? conc__bytes_submit(ex, out, fn, arg, len, 1, false)
+                   : conc__bytes_submit(ex, out, fn, &none, 0, 1, false);
+    }
     const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
     if (!reg)
         return CONC_EINVAL;
