@@ -239,7 +239,7 @@ static void results_drop(conc_results_t *r)
              * Only this object ever handed the future out, and the
              * engine never looks at a finished one's result again. */
             cres_t *c = (cres_t *)fut_cres(r->fs[i]);
-            if (c) {
+            if (c && !r->fs[i]->owned_free) { /* a pooled block goes with the future */
                 r->fs[i]->owned = NULL;
                 conc__cres_release(c);
             }

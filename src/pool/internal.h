@@ -116,6 +116,9 @@ static inline int32_t cres_item(const cres_t *r, size_t j, uint64_t *off, uint32
 struct conc_pool_out {
     unsigned char *p;
     size_t cap, base, len;
+    bool fixed;             /* p is not this buffer's to realloc (bytes.c: a
+                               block that also holds the task's argument):
+                               growing moves to a new malloc'd buffer */
 };
 
 /* ---------------------------------------------------------- engine */
