@@ -476,6 +476,81 @@ BOTH(wait_and_as_completed)
     conc_executor_free(ex);
 }
 
+/* ------------------------------------------------------ colorless waits */
+
+/* A green thread waiting on a bytes future or a map parks only itself
+ * (another green thread ticks meanwhile); a Timeout scope and a kill cut
+ * the waits short. */
+static conc_executor_t *g_ex;
+static atomic_int ticks;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 5; i++) {
+        conc_sleep(0.01);
+        atomic_fetch_add(&ticks, 1);
+    }
+    return NULL;
+}
+
+static void *scoped_waits(void *arg)
+{
+    (void)arg;
+    int ms = 400;
+    conc_future_t *f;
+    if (conc_submit_bytes(g_ex, &f, nap, &ms, sizeof ms) != 0)
+        return (void *)1;
+    conc_timeout_begin(0.1);
+    int rc = conc_future_bytes(f, CONC_FOREVER, NULL, NULL);
+    conc_timeout_end();
+    bool ok = rc == CONC_ETIMEDOUT && atomic_load(&ticks) >= 3;
+    conc_future_free(f);
+    int mss[2] = {400, 400};
+    conc_results_t *r = NULL;
+    conc_timeout_begin(0.05);
+    rc = conc_map_bytes(g_ex, nap, mss, sizeof *mss, 2, 1, CONC_FOREVER, &r);
+    conc_timeout_end();
+    ok = ok && rc == CONC_ETIMEDOUT && r == NULL;
+    return ok ? NULL : (void *)2;
+}
+
+static void *killed_wait(void *arg)
+{
+    conc_future_t *f = arg;
+    return (void *)(intptr_t)conc_future_bytes(f, CONC_FOREVER, NULL, NULL);
+}
+
+BOTH(green_waits_are_colorless)
+{
+    g_ex = make(2);
+    atomic_store(&ticks, 0);
+    conc_green_t *g[2];
+    cr_assert_eq(conc_go(&g[0], scoped_waits, NULL), 0);
+    cr_assert_eq(conc_go(&g[1], ticker, NULL), 0);
+    void *r = (void *)9;
+    cr_assert_eq(conc_green_get(g[0], 30, &r), 0);
+    cr_assert_null(r, "%p", r);
+    cr_assert_eq(conc_green_join(g[1], 30), 0);
+    conc_green_free(g[0]);
+    conc_green_free(g[1]);
+
+    int ms = 300;
+    conc_future_t *f;
+    cr_assert_eq(conc_submit_bytes(g_ex, &f, nap, &ms, sizeof ms), 0);
+    conc_green_t *k;
+    cr_assert_eq(conc_go(&k, killed_wait, f), 0);
+    conc_sleep(0.02); /* k starts and waits */
+    double t0 = conc_monotonic();
+    cr_assert_eq(conc_green_kill(k, true, 30), 0);
+    cr_assert(conc_monotonic() - t0 < 0.25, "the kill cut the wait short");
+    cr_assert(conc_green_killed(k));
+    cr_assert_eq(conc_future_bytes(f, 30, NULL, NULL), 0); /* the task itself went on */
+    conc_green_free(k);
+    conc_future_free(f);
+    conc_executor_free(g_ex);
+}
+
 /* ------------------------------------------- conc_submit with a pointer */
 
 /* A process pool refuses conc_submit (a pointer would reach the worker as
