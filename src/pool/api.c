@@ -105,7 +105,13 @@ static const cres_t *fut_cres(conc_future_t *f)
     if (conc_future_state(f) != CONC_FUTURE_FINISHED || f->code) /* acquire load */
         return NULL;
     const cres_t *c = f->result;
-    if (!c || (const void *)f->owned != (const void *)c || c->magic != CRES_MAGIC)
+    if (!c)
+        return NULL;
+    /* ours: the block the executor attached, or a bytes.c job's result */
+    if ((const void *)f->owned != (const void *)c &&
+        !(f->owned_free == conc__bytes_free && conc__bytes_result(f->owned) == (const void *)c))
+        return NULL;
+    if (c->magic != CRES_MAGIC)
         return NULL;
     return c;
 }

@@ -5,46 +5,38 @@
  * futures and result blocks there as on a process pool, so that moving
  * work between threads and processes changes only the constructor.
  *
- * How: a job is one malloc block, made by the submitter:
+ * How: a job is one block, made by the submitter:
  *
- *     [cres_t header][item table (a chunk)][room for the results][job_t][offsets][items]
+ *     [job_t][cres_t header][item table (a chunk)][room for results][offsets][items]
  *
  * submitted with plain conc_submit as job_run(job). job_run calls the task
- * on each item (read in place) with a conc_pool_out_t whose buffer is the
- * front of that same block, marked fixed: results up to the room's size
- * land right after the header (or the table) and the block *is* the
- * result — one allocation per task, made and (usually) freed by the
- * submitting thread, no copy. A result that outgrows the room moves to a
- * new malloc'd buffer (conc_pool_return never reallocs a fixed one: the
- * items it is reading live further on in the block), which then becomes
- * the result block and the job block is freed. One item (submit) gets a
- * uniform block; its failure fails the future with the task's code and
- * message (conc_fail left them in the context; a nonzero return is turned
- * into one), as a K_BYTES task's does. A chunk (map) always completes with
- * a table block: one outcome per item.
+ * on each item (read in place) with a conc_pool_out_t whose buffer starts
+ * at the cres_t header inside the block, marked fixed: results up to the
+ * room's size land right after the header (or the table), and that part
+ * of the block *is* the result — one allocation per task and no copy. A
+ * result that outgrows the room moves to a new malloc'd buffer
+ * (conc_pool_return never reallocs a fixed one: the items it is reading
+ * live further on in the block). One item (submit) gets a uniform result;
+ * its failure fails the future with the task's code and message
+ * (conc_fail left them in the context; a nonzero return is turned into
+ * one), as a K_BYTES task's does. A chunk (map) always completes with a
+ * table: one outcome per item.
  *
- * Ownership (the one subtle part). The future frees f->owned with free()
- * when its last reference goes, and the result readers (fut_cres in
- * api.c) want f->owned == f->result for a result. The job does not know
- * its future until conc_submit has returned, and the task may finish
- * before that. So the submitter and job_run meet on job->st:
- *   - the submitter sets f->owned = the block, then CASes st 0 ->
- *     SUBMITTED; if job_run got there first (st == RAN), the submitter
- *     sets f->owned = job->res (the result block, or the job block when
- *     the task failed) and frees the job block if that is another one;
- *   - job_run, once the result is built, CASes st 0 -> RAN (storing res);
- *     if the submitter got there first, job_run moves f->owned to the
- *     result block when that is another one and frees the job block —
- *     before it returns, so before the outcome is published.
- * Either way f->owned is right before the caller of submit gets f, so
- * before anyone can read the result or drop the last reference; a job
- * that never runs (cancelled, shut down, broken pool) is freed with its
- * future. job_t lives after the result room, so the submitter's writes
- * (f, st) never meet job_run's header writes.
+ * Ownership. After conc_submit returns, the submitter makes the block the
+ * future's owned memory (f->owned = block, f->owned_free =
+ * conc__bytes_free) — before the caller gets f, so before anyone can read
+ * the result or drop the last reference, even when the task has already
+ * run. job_run never touches the future: it leaves the result's address
+ * in job->res (published with the outcome), and the readers (fut_cres in
+ * api.c) accept a result that is the block's job->res
+ * (conc__bytes_result). conc__bytes_free frees a moved result with the
+ * block. A job that never runs (cancelled, shut down, broken pool) goes
+ * with its future the same way.
+ *
+ * Small blocks (one word or two of argument) are recycled: see below.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,27 +44,13 @@
 #include "futures/internal.h"
 #include "pool/internal.h"
 
-enum { ST_NONE = 0, ST_RAN = 1, ST_SUBMITTED = 2 };
-
 /* Result room per job: a word or two for one item, whose argument is
  * often about as big as its result; about the items' size for a chunk.
- * Small enough that a one-word task's whole block (cres_t header, room,
- * job_t, argument of up to 16 bytes) fits one recycled BLK. */
+ * Small enough that a one-word task's whole block (job_t, cres_t header,
+ * room, argument of up to 16 bytes) fits one recycled BLK. */
 #define ROOM_MIN 16
 #define ROOM_MAX ((size_t)64 << 10)
 
-typedef struct {
-    _Atomic uint32_t st;
-    uint32_t count;
-    uint32_t room;          /* results start at head; room bytes there */
-    uint16_t chunk;         /* a map chunk: a table, never a failed future */
-    uint16_t pooled;        /* the block came from blk_alloc */
-    conc_future_t *f;       /* set by the submitter before its CAS */
-    unsigned char *res;     /* set by job_run before its CAS */
-    conc_pool_fn fn;
-    size_t item_size;       /* 0: count + 1 offsets follow, then the items */
-    size_t tail[];
-} job_t;
 
 /* ------------------------------------------------ small job blocks */
 
@@ -205,20 +183,31 @@ static void blk_free(void *p)
 
 /* --------------------------------------------------------------- jobs */
 
+typedef struct {
+    uint32_t count;
+    uint32_t room;          /* result bytes that fit in the block */
+    uint16_t chunk;         /* a map chunk: a table, never a failed future */
+    uint16_t pooled;        /* the block came from blk_alloc */
+    unsigned char *res;     /* the result (in the block or moved), NULL */
+    conc_pool_fn fn;
+    size_t item_size;       /* 0: count + 1 offsets follow the room, then the items */
+} job_t;
+
+#define JOB_AT PAD8(sizeof(job_t))
+
 static size_t job_head(const job_t *j)
 {
     return offsetof(cres_t, items) + (j->chunk ? j->count * sizeof(citem_t) : 0);
 }
 
-/* The block a job lives in (it starts with the result header). */
-static unsigned char *job_block(job_t *j)
-{
-    return (unsigned char *)j - PAD8(job_head(j) + j->room);
-}
+/* Where the result starts (a cres_t header). */
+static unsigned char *job_out(job_t *j) { return (unsigned char *)j + JOB_AT; }
+
+static size_t *job_tail(job_t *j) { return (size_t *)(job_out(j) + PAD8(job_head(j) + j->room)); }
 
 static unsigned char *job_data(job_t *j)
 {
-    return (unsigned char *)&j->tail[j->item_size ? 0 : j->count + 1];
+    return (unsigned char *)&job_tail(j)[j->item_size ? 0 : j->count + 1];
 }
 
 static const void *item_at(job_t *j, size_t i, size_t *len)
@@ -227,17 +216,32 @@ static const void *item_at(job_t *j, size_t i, size_t *len)
         *len = j->item_size;
         return job_data(j) + i * j->item_size;
     }
-    *len = j->tail[i + 1] - j->tail[i];
-    return job_data(j) + j->tail[i];
+    size_t *t = job_tail(j);
+    *len = t[i + 1] - t[i];
+    return job_data(j) + t[i];
 }
 
-/* Run the items; returns the result block (j->block, or a new one), or
- * NULL for a single failed item (the failure stays in the context) or
- * when out of memory. */
+void conc__bytes_free(void *block)
+{
+    job_t *j = block;
+    if (!j)
+        return;
+    if (j->res && j->res != job_out(j))
+        free(j->res);
+    j->pooled ? blk_free(j) : free(j);
+}
+
+const void *conc__bytes_result(const void *block)
+{
+    return block ? ((const job_t *)block)->res : NULL;
+}
+
+/* Run the items; returns the result (job_out(j), or a moved copy), or
+ * NULL for a single failed item (the failure stays in the context). */
 static unsigned char *run_items(job_t *j)
 {
     size_t n = j->count, head = job_head(j);
-    conc_pool_out_t out = {job_block(j), head + j->room, head, 0, true};
+    conc_pool_out_t out = {job_out(j), head + j->room, head, 0, true};
     uint32_t nfail = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len;
@@ -285,7 +289,7 @@ static unsigned char *run_items(job_t *j)
     c->count = c->got = (uint32_t)n;
     c->nfail = nfail;
     c->cap = c->used = out.base + out.len - head;
-    c->blk = out.fixed ? (size_t)((unsigned char *)j - out.p) : out.cap; /* at least */
+    c->blk = out.fixed ? 0 : out.cap; /* never handed to conc__cres_release (api.c) */
     c->table = j->chunk;
     c->unilen = j->chunk ? 0 : (uint32_t)out.len;
     return out.p;
@@ -294,20 +298,8 @@ static unsigned char *run_items(job_t *j)
 static void *job_run(void *arg)
 {
     job_t *j = arg;
-    unsigned char *block = job_block(j);
-    unsigned char *c = run_items(j);
-    j->res = c ? c : block;
-    uint32_t exp = ST_NONE;
-    if (atomic_compare_exchange_strong_explicit(&j->st, &exp, ST_RAN, memory_order_acq_rel,
-                                                memory_order_acquire))
-        return c; /* the submitter attaches it (and frees the job block if need be) */
-    if (c && c != block) {
-        bool pooled = j->pooled;
-        j->f->owned = c;
-        j->f->owned_free = NULL;
-        pooled ? blk_free(block) : free(block);
-    }
-    return c;
+    j->res = run_items(j);
+    return j->res;
 }
 
 int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *items,
@@ -328,19 +320,15 @@ int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn
     size_t head = offsetof(cres_t, items) + (chunk ? count * sizeof(citem_t) : 0);
     size_t room = chunk ? (item_size ? total : 16 * count) : total;
     room = PAD8(room < ROOM_MIN ? ROOM_MIN : room > ROOM_MAX ? ROOM_MAX : room);
-    size_t at = PAD8(head + room);
-    size_t size = at + sizeof(job_t) + ntail * sizeof(size_t) + total;
+    size_t size = JOB_AT + PAD8(head + room) + ntail * sizeof(size_t) + total;
     bool pooled = size <= BLK;
-    unsigned char *block = pooled ? blk_alloc() : malloc(size);
-    if (!block)
+    job_t *j = pooled ? blk_alloc() : malloc(size);
+    if (!j)
         return CONC_ENOMEM;
-    job_t *j = (job_t *)(block + at);
-    atomic_init(&j->st, ST_NONE);
-    j->pooled = pooled;
     j->count = (uint32_t)count;
     j->room = (uint32_t)room;
     j->chunk = chunk;
-    j->f = NULL;
+    j->pooled = pooled;
     j->res = NULL;
     j->fn = fn;
     j->item_size = item_size;
@@ -349,35 +337,26 @@ int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn
         if (total)
             memcpy(data, items, total);
     } else {
-        size_t off = 0;
+        size_t *t = job_tail(j), off = 0;
         for (size_t i = 0; i < count; i++) {
             const conc_buf_t *b = (const conc_buf_t *)items + i;
-            j->tail[i] = off;
+            t[i] = off;
             if (b->len)
                 memcpy(data + off, b->data, b->len);
             off += b->len;
         }
-        j->tail[count] = off;
+        t[count] = off;
     }
     conc_future_t *f;
     int rc = conc_submit(ex, &f, job_run, j);
     if (rc) {
-        pooled ? blk_free(block) : free(block);
+        conc__bytes_free(j);
         return rc;
     }
-    f->owned = block;
-    f->owned_free = pooled ? blk_free : NULL;
-    j->f = f;
-    uint32_t exp = ST_NONE;
-    if (!atomic_compare_exchange_strong_explicit(&j->st, &exp, ST_SUBMITTED, memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        unsigned char *res = j->res; /* it ran already */
-        if (res != block) {
-            f->owned = res;
-            f->owned_free = NULL;
-            pooled ? blk_free(block) : free(block);
-        }
-    }
+    /* The task may have run already: f is finished then, but nobody else
+     * has it yet (see Ownership above). */
+    f->owned = j;
+    f->owned_free = conc__bytes_free;
     *out = f;
     return 0;
 }
