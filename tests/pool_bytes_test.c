@@ -177,6 +177,18 @@ BOTH(submit_result)
     cr_assert_eq(n, 0);
     conc_future_free(f);
 
+    /* a longer argument (not a small block) */
+    char longarg[200];
+    for (int i = 0; i < 200; i++)
+        longarg[i] = (char)('a' + i % 26);
+    cr_assert_eq(conc_submit_bytes(ex, &f, shout, longarg, sizeof longarg), 0);
+    memset(longarg, 0, sizeof longarg);
+    cr_assert_eq(conc_future_bytes(f, 30, &d, &n), 0);
+    cr_assert_eq(n, 200);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(((const char *)d)[i], (char)('A' + i % 26));
+    conc_future_free(f);
+
     /* a big result */
     size_t want = 300000;
     cr_assert_eq(conc_submit_bytes(ex, &f, big, &want, sizeof want), 0);

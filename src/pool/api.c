@@ -464,7 +464,7 @@ static engine_t *ppe_engine(conc_executor_t *ex)
 static bool ppe_target(conc_executor_t *ex, tgt_t *t)
 {
     *t = (tgt_t){ppe_engine(ex), ex, NULL, NULL};
-    if (!t->e)
+    if (!t->e && atomic_load_explicit(&remotes[0], memory_order_acquire)) /* any backend at all */
         t->r = remote_of(ex);
     return t->e || t->r;
 }
@@ -579,14 +579,11 @@ static bool bytes_target(conc_executor_t *ex, tgt_t *t)
 
 int conc_submit_bytes(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg, size_t len)
 {
-    tgt_t t;
-    if (!bytes_target(ex, &t) || !out || !fn || (!arg && len))
+    if (!ex || !ex->ops || !out || !fn || (!arg && len))
         return CONC_EINVAL;
-    if (tgt_local(&t)) {
-        conc_buf_t none = {NULL, 0}; /* item_size 0 would mean conc_buf_t items */
-        return len ? conc__bytes_submit(ex, out, fn, arg, len, 1, false)
-                   : conc__bytes_submit(ex, out, fn, &none, 0, 1, false);
-    }
+    tgt_t t;
+    if (!ppe_target(ex, &t)) /* an executor that runs tasks in this process */
+        return conc__bytes_submit_one(ex, out, fn, arg, len);
     const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
     if (!reg)
         return CONC_EINVAL;

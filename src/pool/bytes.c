@@ -295,11 +295,68 @@ static unsigned char *run_items(job_t *j)
     return out.p;
 }
 
+/* One item (submit): the task's own conc_fail, if any, is left in the
+ * context for the future (conc__future_run starts it clear), so the
+ * context is only looked at when the task returned nonzero. */
+static unsigned char *run_one(job_t *j)
+{
+    size_t head = offsetof(cres_t, items);
+    conc_pool_out_t out = {job_out(j), head + j->room, head, 0, true};
+    /* a one-item job has no offsets: item_size is its length, even 0 */
+    int rc = j->fn(job_out(j) + PAD8(head + j->room), j->item_size, &out);
+    if (rc && !conc_failure(NULL))
+        conc_fail(rc < 0 ? rc : CONC_EFAILED, "%s", rc < 0 ? conc_strerror(rc) : "task returned a nonzero value");
+    else if (!rc && out.len > UINT32_MAX)
+        conc_fail(CONC_ERANGE, "result too large");
+    cres_t *c = (cres_t *)out.p;
+    c->magic = CRES_MAGIC;
+    c->count = c->got = 1;
+    c->nfail = 0;
+    c->cap = c->used = out.len;
+    c->blk = out.fixed ? 0 : out.cap;
+    c->table = 0;
+    c->unilen = (uint32_t)out.len;
+    return out.p; /* kept with the block even if the future fails */
+}
+
 static void *job_run(void *arg)
 {
     job_t *j = arg;
-    j->res = run_items(j);
+    j->res = j->chunk ? run_items(j) : run_one(j);
     return j->res;
+}
+
+int conc__bytes_submit_one(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
+                           size_t len)
+{
+    size_t room = PAD8(len < ROOM_MIN ? ROOM_MIN : len > ROOM_MAX ? ROOM_MAX : len);
+    size_t at = JOB_AT + PAD8(offsetof(cres_t, items) + room);
+    bool pooled = at + len <= BLK;
+    job_t *j = pooled ? blk_alloc() : malloc(at + len);
+    if (!j)
+        return CONC_ENOMEM;
+    j->count = 1;
+    j->room = (uint32_t)room;
+    j->chunk = 0;
+    j->pooled = pooled;
+    j->res = NULL;
+    j->fn = fn;
+    j->item_size = len;
+    unsigned char *data = (unsigned char *)j + at;
+    if (len == 8)
+        memcpy(data, arg, 8); /* a word: no call */
+    else if (len)
+        memcpy(data, arg, len);
+    conc_future_t *f;
+    int rc = conc_submit(ex, &f, job_run, j);
+    if (rc) {
+        conc__bytes_free(j);
+        return rc;
+    }
+    f->owned = j; /* see Ownership above */
+    f->owned_free = conc__bytes_free;
+    *out = f;
+    return 0;
 }
 
 int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *items,

@@ -283,6 +283,9 @@ void conc__tpool_destroy(tpool_t *tp);
  * CONC_EINVAL, CONC_ERANGE, CONC_ENOMEM (nothing queued). */
 int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *items,
                        size_t item_size, size_t count, bool chunk);
+/* The same for one item of len bytes (the submit of a bytes task). */
+int conc__bytes_submit_one(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
+                           size_t len);
 void conc__bytes_free(void *block);
 const void *conc__bytes_result(const void *block);
 
