@@ -51,16 +51,15 @@
 #define ROOM_MIN 16
 #define ROOM_MAX ((size_t)64 << 10)
 
-
 /* ------------------------------------------------ small job blocks */
 
-/* A one-item job's block is small (header, a little room, job_t, a short
+/* A one-item job's block is small (job_t, header, a little room, a short
  * argument) and there is one per task: malloc there costs more than the
  * whole thread-pool round trip once thousands are in flight. So blocks of
  * up to BLK bytes are recycled like futures (futures/future.c): a cache
  * per thread, batches of TBATCH traded with a global depot under a mutex,
- * whichever thread frees a block keeps it. The future frees such a block
- * through owned_free = blk_free. */
+ * whichever thread frees a block keeps it (the future's owned_free,
+ * conc__bytes_free, gives it back). */
 #define BLK 128
 #define TCAP 256
 #define TBATCH 128
