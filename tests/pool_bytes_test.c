@@ -659,10 +659,11 @@ Test(pool_bytes_thread, nested_submit_one_worker)
 /* Many short tasks from several threads at once, futures freed early or
  * late: the ownership hand-off between submitter and worker (bytes.c). */
 static conc_executor_t *race_ex;
+static long race_n; /* tu_iters is not for threads: read once by the test */
 static void *race_submitter(void *arg)
 {
     (void)arg;
-    long n = tu_iters(3000);
+    long n = race_n;
     for (long i = 0; i < n; i++) {
         conc_future_t *f;
         if (conc_submit_bytes(race_ex, &f, square, &i, sizeof i) != 0)
@@ -683,6 +684,7 @@ static void *race_submitter(void *arg)
 Test(pool_bytes_thread, handoff_race)
 {
     race_ex = threads(3);
+    race_n = tu_iters(3000);
     conc_thread_t *t[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(conc_thread_spawn(&t[i], race_submitter, NULL, NULL), 0);
