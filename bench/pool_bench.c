@@ -17,6 +17,15 @@
  *   manager.dict_ops   set+get pairs/s on a Manager dict proxy, from a
  *                      forked child of the process that started the
  *                      manager (20k pairs; Python 2000)
+ *   pool.bytes_throughput
+ *                      tasks/s: submit 100k trivial tasks to a 2-worker
+ *                      ThreadPoolExecutor, then wait for every result:
+ *                      impl conc through the bytes path (conc_submit_bytes
+ *                      of 8 bytes, conc_future_bytes: the call that runs
+ *                      unchanged on a process pool), impl conc_submit
+ *                      through the pthread-shaped one (conc_submit of a
+ *                      word, conc_future_result) — the cost of the one-word
+ *                      switch when the work stays in threads (no Python peer)
  *
  * The impls:
  *   conc    ppe.*: conc_process_pool_new({.max_workers = 2, .method =
@@ -80,8 +89,8 @@
 
 /* ----------------------------------------------------------- settings */
 
-enum { IMPL_CONC, IMPL_PYTHON, NIMPLS };
-static const char *impl_names[] = {"conc", "python"};
+enum { IMPL_CONC, IMPL_PYTHON, IMPL_SUBMIT, NIMPLS };
+static const char *impl_names[] = {"conc", "python", "conc_submit"};
 
 /* Iterations per measurement at --scale 1 (the Python peer's counts are in
  * pool_python.py). */
@@ -315,6 +324,78 @@ static double row_throughput(int impl, char *why, size_t whylen)
     if (ppe_warm(ex, why, whylen) == 0) {
         double t0 = bench_now();
         if (ppe_batch(ex, fs, n, 1000, why, whylen) == 0)
+            res = (double)n / (bench_now() - t0);
+    }
+    conc_executor_free(ex);
+    free(fs);
+    return res;
+}
+
+/* ----------------------------------------- thread pool: bytes vs words */
+
+static void *ident_word(void *arg) { return arg; }
+
+/* Submit n ident tasks to the thread pool ex (bytes path, or conc_submit
+ * for impl IMPL_SUBMIT), wait for all, check them. */
+static int tpe_batch(int impl, conc_executor_t *ex, conc_future_t **fs, long n, long base, char *why,
+                     size_t whylen)
+{
+    int rc = 0;
+    long i;
+    for (i = 0; i < n; i++) {
+        long v = base + i;
+        rc = impl == IMPL_SUBMIT ? conc_submit(ex, &fs[i], ident_word, (void *)(intptr_t)v)
+                                 : conc_submit_bytes(ex, &fs[i], ident, &v, sizeof v);
+        if (rc) {
+            snprintf(why, whylen, "submit: %s", conc_errname(rc));
+            break;
+        }
+    }
+    long nsub = i;
+    for (long k = 0; k < nsub; k++) {
+        long v = -1;
+        int r2;
+        if (impl == IMPL_SUBMIT) {
+            void *r = NULL;
+            r2 = conc_future_result(fs[k], CONC_FOREVER, &r);
+            v = (long)(intptr_t)r;
+        } else {
+            const void *d;
+            size_t len = 0;
+            r2 = conc_future_bytes(fs[k], CONC_FOREVER, &d, &len);
+            if (r2 == 0 && len == sizeof v)
+                memcpy(&v, d, sizeof v);
+        }
+        if (rc == 0 && r2 != 0) {
+            snprintf(why, whylen, "task %ld: %s", k, conc_errname(r2));
+            rc = r2;
+        } else if (rc == 0 && v != base + k) {
+            snprintf(why, whylen, "task %ld: wrong result", k);
+            rc = CONC_EFAILED;
+        }
+        conc_future_free(fs[k]);
+    }
+    return rc;
+}
+
+static double row_bytes_throughput(int impl, char *why, size_t whylen)
+{
+    long n = scaled(THRU_N);
+    conc_future_t **fs = malloc((size_t)n * sizeof *fs);
+    if (!fs)
+        return FAIL("out of memory");
+    conc_executor_t *ex;
+    conc_thread_pool_opts_t o = {.max_workers = WORKERS};
+    int rc = conc_thread_pool_new(&ex, &o);
+    if (rc) {
+        free(fs);
+        snprintf(why, whylen, "conc_thread_pool_new: %s", conc_errname(rc));
+        return NAN;
+    }
+    double res = NAN;
+    if (tpe_batch(impl, ex, fs, n < 4096 ? n : 4096, 0, why, whylen) == 0) {
+        double t0 = bench_now();
+        if (tpe_batch(impl, ex, fs, n, 1000, why, whylen) == 0)
             res = (double)n / (bench_now() - t0);
     }
     conc_executor_free(ex);
@@ -608,6 +689,7 @@ static const rowdef_t rowdefs[] = {
     {"pool.map_chunked", "items/s", false, row_map, 60},
     {"ppe.broken_detect", "ms", true, row_broken, 60},
     {"manager.dict_ops", "pairs/s", false, row_dict, 60},
+    {"pool.bytes_throughput", "tasks/s", false, row_bytes_throughput, 60},
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
@@ -671,7 +753,11 @@ static void run_row(const rowdef_t *d)
     bench_impl_t *ims[NIMPLS];
     char why[200];
     fprintf(stderr, "running %s ...\n", d->name);
+    bool bytes_row = strcmp(d->name, "pool.bytes_throughput") == 0;
     for (int i = 0; i < NIMPLS; i++) {
+        ims[i] = NULL;
+        if (bytes_row ? i == IMPL_PYTHON : i == IMPL_SUBMIT)
+            continue; /* conc_submit only on the bytes row; no python there */
         ims[i] = bench_impl_add(r, impl_names[i]);
         why[0] = 0;
         if (!impl_available(d, i, why, sizeof why)) {
@@ -689,7 +775,7 @@ static void run_row(const rowdef_t *d)
     for (int rep = 0; rep < opt_reps; rep++) {
         for (int j = 0; j < NIMPLS; j++) {
             int i = (j + rep) % NIMPLS;
-            if (ims[i]->status != BENCH_OK)
+            if (!ims[i] || ims[i]->status != BENCH_OK)
                 continue;
             why[0] = 0;
             double v = measure(d, i, why, sizeof why);
@@ -746,7 +832,7 @@ static void abs_target(bench_tally_t *t, const char *row, double limit)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pool_bench [--reps N] [--scale F] [--only row,row] [--impls conc,python] [--settle MS]\n"
+    fprintf(f, "usage: pool_bench [--reps N] [--scale F] [--only row,row] [--impls conc,python,conc_submit] [--settle MS]\n"
                "                  [--jsonl FILE] [--python PYTHON --python-script pool_python.py] [--list]\n");
 }
 
@@ -803,6 +889,8 @@ int main(int argc, char **argv)
     bench_target_tally(&tally, "pool.map_chunked", "python", 5.0, "pool.map_chunked: conc >= 5x python");
     abs_target(&tally, "ppe.broken_detect", 10.0);
     bench_target_tally(&tally, "manager.dict_ops", "python", 10.0, "manager.dict_ops: conc >= 10x python");
+    bench_target_tally(&tally, "pool.bytes_throughput", "conc_submit", 0.95,
+                       "pool.bytes_throughput: bytes >= 0.95x conc_submit");
     int status = bench_finish("pool", &tally, opt_jsonl, t_start);
     munmap(g_sh, sizeof *g_sh);
     return status;

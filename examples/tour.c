@@ -3209,9 +3209,13 @@ static int sec_manager(void)
     return 0;
 }
 
+#include "tour/one_word.h"
+
 static const struct section pools_sections[] = {
     {"cpu", "a CPU-bound job on ThreadPoolExecutor and ProcessPoolExecutor, side by side",
      sec_cpu, "with ProcessPoolExecutor() as ex: total = sum(ex.map(count_primes, spans))"},
+    {"one-word", "ThreadPoolExecutor -> ProcessPoolExecutor: the same bytes task, one word changed",
+     sec_one_word, "ex = ProcessPoolExecutor()  # was ThreadPoolExecutor(); the rest unchanged"},
     {"imap", "Pool.map, then Pool.imap_unordered with a progress bar", sec_imap,
      "for r in pool.imap_unordered(render, frames): bar.update(1)"},
     {"broken", "a worker killed on purpose: BrokenProcessPool, and a Pool that replaces it",

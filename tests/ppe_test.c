@@ -286,31 +286,50 @@ Test(ppe, big_results_travel_in_pieces)
     conc_executor_free(ex);
 }
 
+/* conc_submit / conc_map with a void * on a process pool are refused
+ * (the pointer would reach the worker as a bare number); word tasks go
+ * by value through their own, explicit names. */
 Test(ppe, executor_interface)
 {
     conc_executor_t *ex = new_pool(CONC_START_DEFAULT, 2);
-    conc_future_t *f;
-    cr_assert_eq(conc_submit(ex, &f, word_sq, (void *)7), 0);
+    conc_future_t *f = NULL;
+    int x = 7;
+    cr_assert_eq(conc_submit(ex, &f, word_sq, &x), CONC_ENOTSUP);
+    cr_assert_null(f);
+    void *a1[1] = {&x}, *r1[1];
+    cr_assert_eq(conc_map(ex, word_sq, a1, 1, r1, NULL), CONC_ENOTSUP);
+    conc_map_iter_t *it = NULL;
+    cr_assert_eq(conc_map_iter_new(&it, ex, word_sq, a1, 1, NULL), CONC_ENOTSUP);
+    cr_assert_null(it);
+    cr_assert(strlen(conc_strerror(CONC_ENOTSUP)) > 0);
+
+    cr_assert_eq(conc_process_pool_submit_word(ex, &f, word_sq, (void *)7), 0);
     void *res;
     cr_assert_eq(conc_future_result(f, 10, &res), 0);
     cr_assert_eq((uintptr_t)res, 49);
     conc_future_free(f);
-    cr_assert_eq(conc_submit(ex, &f, word_sq, (void *)13), 0);
+    cr_assert_eq(conc_process_pool_submit_word(ex, &f, word_sq, (void *)13), 0);
     int code;
     const char *msg;
     cr_assert_eq(conc_future_exception(f, 10, &code, &msg), 0);
     cr_assert_eq(code, CONC_EINVAL);
     cr_assert_str_eq(msg, "unlucky 13");
     conc_future_free(f);
-    /* conc_map over the executor interface */
+    /* conc_map's semantics, word by word */
     void *args[100], *out[100];
     for (uintptr_t i = 0; i < 100; i++)
         args[i] = (void *)(i < 13 ? i : i + 1);
-    cr_assert_eq(conc_map(ex, word_sq, args, 100, out, NULL), 0);
+    cr_assert_eq(conc_process_pool_map_word(ex, word_sq, args, 100, out, NULL), 0);
     for (uintptr_t i = 0; i < 100; i++)
         cr_assert_eq((uintptr_t)out[i], (uintptr_t)args[i] * (uintptr_t)args[i]);
-    /* unregistered task function */
-    cr_assert_eq(conc_submit(ex, &f, (void *(*)(void *))(void (*)(void))unregistered, NULL), CONC_EINVAL);
+    /* unregistered task function; not a process pool */
+    cr_assert_eq(conc_process_pool_submit_word(ex, &f, (void *(*)(void *))(void (*)(void))unregistered, NULL),
+                 CONC_EINVAL);
+    conc_executor_t *tp;
+    cr_assert_eq(conc_thread_pool_new(&tp, NULL), 0);
+    cr_assert_eq(conc_process_pool_submit_word(tp, &f, word_sq, (void *)7), CONC_EINVAL);
+    cr_assert_eq(conc_process_pool_map_word(tp, word_sq, args, 1, out, NULL), CONC_EINVAL);
+    conc_executor_free(tp);
     conc_executor_free(ex);
 }
 
@@ -429,7 +448,7 @@ Test(ppe, shutdown_wait)
     }
     conc_future_t *f;
     cr_assert_eq(conc_process_pool_submit(ex, &f, echo, "a", 1), CONC_ESHUTDOWN);
-    cr_assert_eq(conc_submit(ex, &f, word_sq, NULL), CONC_ESHUTDOWN);
+    cr_assert_eq(conc_process_pool_submit_word(ex, &f, word_sq, NULL), CONC_ESHUTDOWN);
     cr_assert_eq(conc_executor_shutdown(ex, true, false), 0); /* twice is fine */
     cr_assert_eq(tu_zombies(), 0);
     conc_executor_free(ex);
@@ -665,7 +684,7 @@ Test(ppe, many_tasks_and_cancel)
     size_t n = (size_t)tu_iters(20000);
     conc_future_t **fs = malloc(n * sizeof *fs);
     for (size_t i = 0; i < n; i++)
-        cr_assert_eq(conc_submit(ex, &fs[i], word_sq, (void *)(uintptr_t)(i == 13 ? 12 : i)), 0);
+        cr_assert_eq(conc_process_pool_submit_word(ex, &fs[i], word_sq, (void *)(uintptr_t)(i == 13 ? 12 : i)), 0);
     /* cancel some from the end: those still queued say so */
     size_t cancelled = 0;
     for (size_t i = n - 100; i < n; i++)

@@ -10,6 +10,14 @@
  *     void *r; conc_future_result(f, CONC_FOREVER, &r); // r = f.result()
  *     conc_future_free(f); conc_executor_free(ex);     // with ex: ...
  *
+ * Threads or processes, one word: bytes tasks (conc/pool.h:
+ * conc_submit_bytes, conc_map_bytes, conc_future_bytes) run the same on
+ * a thread pool and on a process pool:
+ *
+ *     conc_thread_pool_new(&ex, NULL);   // or: conc_process_pool_new(&ex, NULL);
+ *     conc_submit_bytes(ex, &f, square, &x, sizeof x);
+ *     conc_future_bytes(f, CONC_FOREVER, &r, &n);
+ *
  * Tasks have the pthread shape void *fn(void *arg). A task fails by
  * calling conc_fail(code, fmt, ...) (and returning): its future then holds
  * that code and message as its exception, and result() returns
@@ -151,7 +159,12 @@ struct conc_executor {
 /* Executor.submit. Returns 0 and a new future in *out; CONC_ESHUTDOWN after
  * shutdown, or for any executor once conc's exit step ran (from a later
  * atexit handler: conc/thread.h); CONC_EBROKEN when the executor is broken (e.g. its initializer
- * failed); CONC_EINVAL; CONC_ENOMEM. */
+ * failed); CONC_EINVAL; CONC_ENOMEM; CONC_ENOTSUP on a process pool or an
+ * MPI executor (arg would reach another process as a bare number: use the
+ * bytes tasks of conc/pool.h — conc_submit_bytes runs the same task on a
+ * thread pool and on a process pool, so switching is one word — or, for
+ * a value that is no pointer, conc_process_pool_submit_word). conc_map and
+ * conc_map_iter_new submit through it and return the same. */
 CONC_API int conc_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg);
 /* Executor.shutdown(wait, cancel_futures): no new submits; with
  * cancel_futures, work not yet started is cancelled; with wait, blocks

@@ -21,7 +21,9 @@
  * The same calls as a process pool (conc/pool.h): conc_process_pool_submit
  * and conc_process_pool_map (bytes tasks registered with
  * CONC_POOL_REGISTER; chunked maps, results in item order, conc_results_t),
- * conc_submit and conc_map (word tasks registered with CONC_REGISTER),
+ * conc_process_pool_submit_word / conc_process_pool_map_word (word tasks
+ * registered with CONC_REGISTER; conc_submit and conc_map are refused with
+ * CONC_ENOTSUP, as on a process pool),
  * conc_executor_shutdown / conc_executor_free, and the futures work with
  * conc_wait, conc_as_completed, conc_future_bytes, callbacks. Switching is
  * one constructor.

@@ -56,11 +56,36 @@
  * other; or, when item_size is 0, items points at n conc_buf_t (items of
  * any size). Inputs are copied before the call returns.
  *
+ * One word between threads and processes. conc_submit_bytes and
+ * conc_map_bytes take the bytes task above on ANY executor: on a process
+ * pool (or an MPI executor, conc/mpi.h) it runs in a worker process; on a
+ * ThreadPoolExecutor (conc_thread_pool_new) or any other executor that
+ * runs tasks in this process it runs in one of its threads — with the
+ * same private copy of the argument (the caller may reuse its buffer at
+ * once), the same conc_pool_return, the same futures and result getters
+ * (conc_future_bytes, conc_results_*), the same failures and
+ * cancellation. So switching is one word:
+ *
+ *     conc_thread_pool_new(&ex, NULL);   // or: conc_process_pool_new(&ex, NULL);
+ *     conc_submit_bytes(ex, &f, square, &x, sizeof x);
+ *     conc_future_bytes(f, CONC_FOREVER, &r, &n);
+ *     conc_map_bytes(ex, square, xs, sizeof *xs, 100, 10, CONC_FOREVER, &res);
+ *
+ * Register the task once (CONC_POOL_REGISTER, file scope): a process pool
+ * needs it (a spawned or fork-server worker finds fn by its name); a
+ * thread pool does not look, so the same code runs on both.
+ * conc_process_pool_submit / conc_process_pool_map are the same two calls
+ * under their older names.
+ *
  * The Executor interface. A process pool is a conc_executor_t:
- * conc_executor_shutdown and conc_executor_free work on it, and so do
- * conc_submit and conc_map, with the pthread-shaped task void *fn(void *)
- * (registered with CONC_REGISTER): since pointers mean nothing in another
- * process, arg and the result travel by value, as integers (uintptr_t).
+ * conc_executor_shutdown and conc_executor_free work on it. conc_submit,
+ * conc_map and conc_map_iter_new (the pthread-shaped void *fn(void *))
+ * are refused on it with CONC_ENOTSUP: their void * would reach the worker
+ * as a bare number, and a pointer means nothing in another process
+ * (earlier versions sent it by value, silently). The by-value "word" tasks
+ * remain, asked for by name: conc_process_pool_submit_word and
+ * conc_process_pool_map_word (fn registered with CONC_REGISTER; the
+ * argument and the result travel as integers, uintptr_t-sized).
  *
  * Workers. max_workers processes, started when the pool is created (each
  * with the start method asked for; CONC_START_DEFAULT is fork while the
@@ -186,15 +211,17 @@ typedef struct conc_process_pool_opts {
  * CONC_ENOMEM; CONC_ESYS (a worker could not be started). */
 CONC_API int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts);
 
-/* Executor.submit(fn, arg): arg (len bytes) is copied. Returns 0 and a new
+/* Executor.submit(fn, arg): the older name of conc_submit_bytes (below),
+ * and the same call: arg (len bytes) is copied. Returns 0 and a new
  * future in *out (results: conc_future_bytes); CONC_ESHUTDOWN after
- * shutdown; CONC_EBROKEN when the pool is broken; CONC_EINVAL (NULL, not a
- * process pool, fn not registered); CONC_ERANGE (arg too large);
- * CONC_ENOMEM. Never blocks on the workers. */
+ * shutdown; CONC_EBROKEN when the pool is broken; CONC_EINVAL (NULL, fn
+ * not registered); CONC_ERANGE (arg too large); CONC_ENOMEM. Never
+ * blocks on the workers. */
 CONC_API int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn,
                                       const void *arg, size_t len);
 
-/* Executor.map(fn, items, timeout, chunksize): runs fn on every item
+/* Executor.map(fn, items, timeout, chunksize) — the older name of
+ * conc_map_bytes, the same call: runs fn on every item
  * (chunksize items per task; 0 means 1, as in Python) and waits for all.
  * Returns 0 when every item succeeded, otherwise CONC_EFAILED (or
  * CONC_ECANCELLED, for items cancelled by a shutdown) — in both cases *out
@@ -206,6 +233,39 @@ CONC_API int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, 
 CONC_API int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const void *items,
                                    size_t item_size, size_t n, size_t chunksize, double timeout,
                                    conc_results_t **out);
+
+/* Executor.submit(fn, arg) for a bytes task on any executor (see "One
+ * word between threads and processes" above): arg (len bytes) is copied
+ * before the call returns. Returns 0 and a new future in *out (results:
+ * conc_future_bytes; exception: conc_future_exception); CONC_ESHUTDOWN
+ * after shutdown; CONC_EBROKEN when the pool is broken; CONC_EINVAL (NULL
+ * ex/out/fn, arg NULL with len > 0, fn not registered for a process
+ * pool); CONC_ERANGE (arg too large for a process pool's queue);
+ * CONC_ENOMEM. Never blocks on the workers. */
+CONC_API int conc_submit_bytes(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
+                               size_t len);
+
+/* Executor.map(fn, items, timeout, chunksize) for a bytes task on any
+ * executor: returns as conc_process_pool_map (which it is). On a thread
+ * pool the items are copied too, and chunksize batches them as on a
+ * process pool (Python's ThreadPoolExecutor ignores chunksize: same
+ * results, fewer tasks). */
+CONC_API int conc_map_bytes(conc_executor_t *ex, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                            size_t chunksize, double timeout, conc_results_t **out);
+
+/* Word tasks on a process pool (or an MPI executor), by name: fn is a
+ * pthread-shaped task registered with CONC_REGISTER; word is sent BY VALUE
+ * (as a uintptr_t: never a pointer into this process) and the task's
+ * return value comes back the same way (conc_future_result gives it as a
+ * void *). Returns as conc_submit, plus CONC_EINVAL when ex is not a
+ * process pool or fn is not registered. */
+CONC_API int conc_process_pool_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *),
+                                           void *word);
+/* conc_map with word tasks on a process pool: words[i] sent by value,
+ * results[i] the returned words. Returns as conc_map; CONC_EINVAL when ex
+ * is not a process pool (or fn not registered: the first submit fails). */
+CONC_API int conc_process_pool_map_word(conc_executor_t *ex, void *(*fn)(void *), void *const *words, size_t n,
+                                        void **results, const conc_map_opts_t *opts);
 
 /* ProcessPoolExecutor.terminate_workers() / kill_workers() (Python 3.14):
  * shut the executor down at once — futures not yet sent to a worker are

@@ -194,6 +194,7 @@ conc_future_t *conc__future_alloc(void)
     f->code = 0;
     f->msg = NULL;
     f->owned = NULL;
+    f->owned_free = NULL;
     f->fn = NULL;
     f->arg = NULL;
     f->owner = NULL;
@@ -212,7 +213,9 @@ static void future_release(conc_future_t *f)
     }
     if (f->msg) /* (tested here: most futures have neither) */
         free(f->msg);
-    if (f->owned)
+    if (f->owned_free)
+        f->owned_free(f->owned);
+    else if (f->owned)
         free(f->owned);
     fcache_t *c = cache_get();
     if (!c) {

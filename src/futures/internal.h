@@ -47,6 +47,7 @@ struct conc_future {
     char *msg;                  /* failure message (malloc'd) or NULL */
     void *owned;                /* malloc'd block an executor attached (a process
                                    pool's result bytes): freed with the future */
+    void (*owned_free)(void *); /* how owned goes (NULL: free); set with owned */
     /* The task, while an executor holds it. */
     void *(*fn)(void *);
     void *arg;

@@ -32,6 +32,13 @@ typedef struct {
     tpool_t *tp;            /* a ThreadPool: jobs run in its threads */
 } tgt_t;
 
+/* An executor that runs tasks in this process (rex without e or r):
+ * bytes tasks go to it as bytes.c jobs. */
+static conc_executor_t *tgt_local(const tgt_t *t)
+{
+    return !t->e && !t->r && !t->tp ? t->rex : NULL;
+}
+
 #define REMOTE_MAX 4
 static const conc__pool_remote_t *_Atomic remotes[REMOTE_MAX];
 
@@ -98,7 +105,13 @@ static const cres_t *fut_cres(conc_future_t *f)
     if (conc_future_state(f) != CONC_FUTURE_FINISHED || f->code) /* acquire load */
         return NULL;
     const cres_t *c = f->result;
-    if (!c || (const void *)f->owned != (const void *)c || c->magic != CRES_MAGIC)
+    if (!c)
+        return NULL;
+    /* ours: the block the executor attached, or a bytes.c job's result */
+    if ((const void *)f->owned != (const void *)c &&
+        !(f->owned_free == conc__bytes_free && conc__bytes_result(f->owned) == (const void *)c))
+        return NULL;
+    if (c->magic != CRES_MAGIC)
         return NULL;
     return c;
 }
@@ -232,7 +245,7 @@ static void results_drop(conc_results_t *r)
              * Only this object ever handed the future out, and the
              * engine never looks at a finished one's result again. */
             cres_t *c = (cres_t *)fut_cres(r->fs[i]);
-            if (c) {
+            if (c && !r->fs[i]->owned_free) { /* a pooled block goes with the future */
                 r->fs[i]->owned = NULL;
                 conc__cres_release(c);
             }
@@ -257,8 +270,9 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
                          size_t cbstride, bool borrow)
 {
     tpool_t *tp = e->tp;
-    const conc_registration_t *reg = tp ? NULL : conc__pool_entry((void (*)(void))fn, false);
-    if ((!reg && !(tp && fn)) || (n && !items))
+    bool local = tp || tgt_local(e); /* tasks run in this process: fn need not be registered */
+    const conc_registration_t *reg = local ? NULL : conc__pool_entry((void (*)(void))fn, false);
+    if ((!reg && !(local && fn)) || (n && !items))
         return CONC_EINVAL;
     if (chunksize == 0)
         chunksize = 1;
@@ -274,6 +288,18 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
         size_t first = c * chunksize, cnt = n - first < chunksize ? n - first : chunksize;
         const void *base = item_size ? (const char *)items + first * item_size
                                      : (const void *)((const conc_buf_t *)items + first);
+        if (tgt_local(e)) {
+            conc_future_t *f;
+            if ((rc = conc__bytes_submit(tgt_local(e), &f, fn, base, item_size, cnt, true)) != 0)
+                break;
+            r->fs[c] = f;
+            if (cb && (rc = conc__future_add_callback(f, cb, cbargs + c * cbstride, NULL)) != 0) {
+                conc_future_cancel(f);
+                conc_future_free(f), r->fs[c] = NULL;
+                break;
+            }
+            continue;
+        }
         if (tp) {
             conc_future_t *f = conc__future_alloc();
             if (!f) {
@@ -299,13 +325,13 @@ static int submit_chunks(tgt_t *e, conc_pool_fn fn, const void *items, size_t it
         if (rc == 0 && cb && (rc = conc__future_add_callback(r->fs[c], cb, cbargs + c * cbstride, NULL)) != 0)
             conc_future_free(r->fs[c]), r->fs[c] = NULL;
     }
-    if (rc == 0 && !tp)
+    if (rc == 0 && !local)
         rc = tgt_submit(e, ts, r->nchunks);
     if (rc) {
         for (size_t c = 0; c < r->nchunks; c++) {
-            if (r->fs[c] && cb)
+            if (r->fs[c] && (cb || tgt_local(e)))
                 conc_future_cancel(r->fs[c]); /* runs cb: the iterator counts it */
-            if (!tp)
+            if (!local)
                 conc__task_free(ts ? ts[c] : NULL);
         }
         results_drop(r);
@@ -347,7 +373,7 @@ static int do_map(tgt_t *e, conc_pool_fn fn, const void *items, size_t item_size
     conc_results_t *r = calloc(1, sizeof *r);
     if (!r)
         return CONC_ENOMEM;
-    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, !e->tp);
+    int rc = submit_chunks(e, fn, items, item_size, n, chunksize, r, NULL, NULL, 0, !e->tp && !tgt_local(e));
     if (rc) {
         free(r);
         return rc;
@@ -402,15 +428,13 @@ typedef struct {
     engine_t *e;
 } ppe_t;
 
-static int ppe_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+/* conc_submit / conc_map on a process pool: refused. The pthread-shaped
+ * task's void * would have to travel by value (a pointer means nothing in
+ * the worker); that is conc_process_pool_submit_word, asked for by name. */
+static int ppe_submit_refused(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
 {
-    ppe_t *p = (ppe_t *)ex;
-    const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, true);
-    if (!reg)
-        return CONC_EINVAL;
-    uint64_t v = (uint64_t)(uintptr_t)arg;
-    tgt_t t = {p->e, NULL, NULL, NULL};
-    return submit_one(&t, out, reg, K_WORD, &v, 8, NULL, NULL);
+    (void)ex, (void)out, (void)fn, (void)arg;
+    return CONC_ENOTSUP;
 }
 
 static int ppe_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
@@ -429,7 +453,7 @@ static void ppe_destroy(conc_executor_t *ex)
     free(p);
 }
 
-static const conc_executor_ops_t ppe_ops = {"ProcessPoolExecutor", ppe_submit_word, ppe_shutdown, ppe_destroy};
+static const conc_executor_ops_t ppe_ops = {"ProcessPoolExecutor", ppe_submit_refused, ppe_shutdown, ppe_destroy};
 
 static engine_t *ppe_engine(conc_executor_t *ex)
 {
@@ -440,12 +464,12 @@ static engine_t *ppe_engine(conc_executor_t *ex)
 static bool ppe_target(conc_executor_t *ex, tgt_t *t)
 {
     *t = (tgt_t){ppe_engine(ex), ex, NULL, NULL};
-    if (!t->e)
+    if (!t->e && atomic_load_explicit(&remotes[0], memory_order_acquire)) /* any backend at all */
         t->r = remote_of(ex);
     return t->e || t->r;
 }
 
-int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+static int submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
 {
     tgt_t t;
     const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, true) : NULL;
@@ -453,6 +477,51 @@ int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void
         return CONC_EINVAL;
     uint64_t v = (uint64_t)(uintptr_t)arg;
     return submit_one(&t, out, reg, K_WORD, &v, 8, NULL, NULL);
+}
+
+/* A remote backend's conc_submit: refused as on a local process pool. */
+int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+{
+    return ppe_submit_refused(ex, out, fn, arg);
+}
+
+int conc_process_pool_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *word)
+{
+    return submit_word(ex, out, fn, word);
+}
+
+/* The word view conc_process_pool_map_word hands to conc_map: its
+ * submits are word submits to the real pool. Lives on the caller's
+ * stack for the duration of the map (conc_map keeps no executor). */
+typedef struct {
+    conc_executor_t base;
+    conc_executor_t *real;
+} word_view_t;
+
+static int view_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *), void *arg)
+{
+    return submit_word(((word_view_t *)ex)->real, out, fn, arg);
+}
+
+static int view_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
+{
+    (void)ex, (void)wait, (void)cancel_futures;
+    return 0;
+}
+
+static void view_destroy(conc_executor_t *ex) { (void)ex; }
+
+static const conc_executor_ops_t view_ops = {"ProcessPoolExecutor(words)", view_submit, view_shutdown,
+                                             view_destroy};
+
+int conc_process_pool_map_word(conc_executor_t *ex, void *(*fn)(void *), void *const *words, size_t n,
+                               void **results, const conc_map_opts_t *opts)
+{
+    tgt_t t;
+    if (!ppe_target(ex, &t))
+        return CONC_EINVAL;
+    word_view_t v = {{&view_ops}, ex};
+    return conc_map(&v.base, fn, words, n, results, opts);
 }
 
 int conc_process_pool_new(conc_executor_t **out, const conc_process_pool_opts_t *opts)
@@ -498,25 +567,50 @@ static int force_stop(conc_executor_t *ex, int sig)
 int conc_process_pool_terminate_workers(conc_executor_t *ex) { return force_stop(ex, SIGTERM); }
 int conc_process_pool_kill_workers(conc_executor_t *ex) { return force_stop(ex, SIGKILL); }
 
+/* Where a bytes call on ex goes: a process pool or a remote backend, or
+ * (any other executor) bytes.c jobs run by ex in this process. */
+static bool bytes_target(conc_executor_t *ex, tgt_t *t)
+{
+    if (ppe_target(ex, t))
+        return true;
+    *t = (tgt_t){NULL, ex, NULL, NULL};
+    return ex && ex->ops;
+}
+
+int conc_submit_bytes(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg, size_t len)
+{
+    if (!ex || !ex->ops || !out || !fn || (!arg && len))
+        return CONC_EINVAL;
+    tgt_t t;
+    if (!ppe_target(ex, &t)) /* an executor that runs tasks in this process */
+        return conc__bytes_submit_one(ex, out, fn, arg, len);
+    const conc_registration_t *reg = conc__pool_entry((void (*)(void))fn, false);
+    if (!reg)
+        return CONC_EINVAL;
+    return submit_one(&t, out, reg, K_BYTES, arg, len, NULL, NULL);
+}
+
+int conc_map_bytes(conc_executor_t *ex, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
+                   size_t chunksize, double timeout, conc_results_t **out)
+{
+    tgt_t t;
+    int64_t deadline;
+    if (!bytes_target(ex, &t) || !fn || !out || conc__deadline(timeout, &deadline))
+        return CONC_EINVAL;
+    *out = NULL;
+    return do_map(&t, fn, items, item_size, n, chunksize, deadline, out);
+}
+
 int conc_process_pool_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
                              size_t len)
 {
-    tgt_t t;
-    const conc_registration_t *reg = fn ? conc__pool_entry((void (*)(void))fn, false) : NULL;
-    if (!ppe_target(ex, &t) || !out || !reg || (!arg && len))
-        return CONC_EINVAL;
-    return submit_one(&t, out, reg, K_BYTES, arg, len, NULL, NULL);
+    return conc_submit_bytes(ex, out, fn, arg, len);
 }
 
 int conc_process_pool_map(conc_executor_t *ex, conc_pool_fn fn, const void *items, size_t item_size, size_t n,
                           size_t chunksize, double timeout, conc_results_t **out)
 {
-    tgt_t t;
-    int64_t deadline;
-    if (!ppe_target(ex, &t) || !fn || !out || conc__deadline(timeout, &deadline))
-        return CONC_EINVAL;
-    *out = NULL;
-    return do_map(&t, fn, items, item_size, n, chunksize, deadline, out);
+    return conc_map_bytes(ex, fn, items, item_size, n, chunksize, timeout, out);
 }
 
 size_t conc_process_pool_pids(conc_executor_t *ex, int *pids, size_t cap)

@@ -116,6 +116,9 @@ static inline int32_t cres_item(const cres_t *r, size_t j, uint64_t *off, uint32
 struct conc_pool_out {
     unsigned char *p;
     size_t cap, base, len;
+    bool fixed;             /* p is not this buffer's to realloc (bytes.c: a
+                               block that also holds the task's argument):
+                               growing moves to a new malloc'd buffer */
 };
 
 /* ---------------------------------------------------------- engine */
@@ -268,6 +271,23 @@ void conc__tpool_close(tpool_t *tp);
 void conc__tpool_terminate(tpool_t *tp);
 int conc__tpool_join(tpool_t *tp, int64_t deadline);
 void conc__tpool_destroy(tpool_t *tp);
+
+/* bytes.c: bytes tasks on an executor that runs them in this process.
+ * Submits one job of count items (fixed size: item_size > 0; or
+ * conc_buf_t: item_size 0), copied first, with conc_submit(ex) and
+ * returns its future in *out: it completes with a cres_t result — uniform
+ * for one item, whose failure fails the future (chunk false); a table of
+ * every item's outcome for a chunk. The future owns the job's block
+ * (f->owned, freed by conc__bytes_free), and the result is
+ * conc__bytes_result(f->owned). 0 or what conc_submit returned;
+ * CONC_EINVAL, CONC_ERANGE, CONC_ENOMEM (nothing queued). */
+int conc__bytes_submit(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *items,
+                       size_t item_size, size_t count, bool chunk);
+/* The same for one item of len bytes (the submit of a bytes task). */
+int conc__bytes_submit_one(conc_executor_t *ex, conc_future_t **out, conc_pool_fn fn, const void *arg,
+                           size_t len);
+void conc__bytes_free(void *block);
+const void *conc__bytes_result(const void *block);
 
 /* api.c, for async.c: map_async's start (copies the items) and the
  * chunks of a results object. */

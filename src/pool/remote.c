@@ -193,7 +193,7 @@ static int finish_blob(run_t *r, size_t *used)
 /* Set up a blob at *used (8-aligned) of the caller's buffer. */
 static int start_blob(run_t *r, void **buf, size_t *cap, size_t used)
 {
-    *r = (run_t){.out = {*buf, *cap, used + sizeof(conc__rblob_t), 0}, .uni = true, .ctx = conc__ctx()};
+    *r = (run_t){.out = {*buf, *cap, used + sizeof(conc__rblob_t), 0, false}, .uni = true, .ctx = conc__ctx()};
     r->data0 = r->out.base;
     if (r->data0 > r->out.cap && out_grow(&r->out, r->data0 + 64))
         return CONC_ENOMEM;

@@ -1,7 +1,7 @@
 /* remote.h — process-pool tasks run by a backend outside libconc (private).
  *
  * libconc_mpi's executor takes the process pool's own calls
- * (conc_process_pool_submit, conc_process_pool_map, conc_submit) and gives
+ * (conc_submit_bytes, conc_map_bytes, the word calls) and gives
  * back the same futures and conc_results_t, so switching from a process
  * pool to MPI is one constructor. libconc stays free of MPI: the backend
  * registers its executor ops here, and these exported (CONC_API, but not
@@ -59,8 +59,9 @@ typedef struct {
 /* Register a backend (kept for the life of the process; up to 4). 0 or
  * CONC_ENOMEM. */
 CONC_API int conc__pool_remote_add(const conc__pool_remote_t *r);
-/* conc_submit on a remote executor: a registered void *(*)(void *) task
- * whose argument and result travel as words. */
+/* conc_submit on a remote executor: refused with CONC_ENOTSUP, as on a
+ * process pool (the word tasks go through conc_process_pool_submit_word /
+ * conc_process_pool_map_word, which take remote executors too). */
 CONC_API int conc__pool_remote_submit_word(conc_executor_t *ex, conc_future_t **out, void *(*fn)(void *),
                                            void *arg);
 /* Worker: run the encoded task (len bytes, checked) and append its blob

@@ -32,9 +32,13 @@ static int out_reserve(conc_pool_out_t *out, size_t need)
     size_t cap = out->cap ? out->cap * 2 : 4096;
     while (cap < need)
         cap *= 2;
-    unsigned char *p = realloc(out->p, cap);
+    unsigned char *p = out->fixed ? malloc(cap) : realloc(out->p, cap);
     if (!p)
         return CONC_ENOMEM;
+    if (out->fixed) { /* the old buffer stays where it is (see bytes.c) */
+        memcpy(p, out->p, out->base + out->len);
+        out->fixed = false;
+    }
     out->p = p;
     out->cap = cap;
     return 0;

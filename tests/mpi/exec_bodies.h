@@ -122,9 +122,12 @@ static int body_submit(const factory_t *F)
         CHECK(v == i * i, "item %d: %d", i, v);
         conc_future_free(fs[i]);
     }
-    /* the pthread-shaped interface: words travel by value */
+    /* the pthread-shaped interface: refused (a pointer would travel as a
+     * bare number); words travel by value under their own name */
     conc_future_t *f;
-    CHECK(conc_submit(ex, &f, b_word_sq, (void *)(uintptr_t)12) == 0);
+    int twelve = 12;
+    CHECK(conc_submit(ex, &f, b_word_sq, &twelve) == CONC_ENOTSUP);
+    CHECK(conc_process_pool_submit_word(ex, &f, b_word_sq, (void *)(uintptr_t)12) == 0);
     void *r = NULL;
     CHECK(conc_future_result(f, 30, &r) == 0);
     CHECK((uintptr_t)r == 144);
@@ -186,11 +189,12 @@ static int check_map(const factory_t *F, size_t chunksize)
     for (int i = 0; i < N; i++)
         CHECK(out[i] == i * i, "item %d", i);
     conc_results_free(r);
-    /* conc_map with word tasks */
+    /* conc_map with word tasks: by name */
     void *args[50], *res[50];
     for (int i = 0; i < 50; i++)
         args[i] = (void *)(uintptr_t)i;
-    CHECK(conc_map(ex, b_word_sq, args, 50, res, NULL) == 0);
+    CHECK(conc_map(ex, b_word_sq, args, 50, res, NULL) == CONC_ENOTSUP);
+    CHECK(conc_process_pool_map_word(ex, b_word_sq, args, 50, res, NULL) == 0);
     for (int i = 0; i < 50; i++)
         CHECK((uintptr_t)res[i] == (uintptr_t)(i * i));
     CHECK(conc_executor_free(ex) == 0);
@@ -302,7 +306,7 @@ static int body_shutdown_wait(const factory_t *F)
         CHECK(conc_future_done(fs[i]) && !conc_future_cancelled(fs[i]));
     conc_future_t *f;
     CHECK(conc_process_pool_submit(ex, &f, b_sleep_ms, &ms, sizeof ms) == CONC_ESHUTDOWN);
-    CHECK(conc_submit(ex, &f, b_word_sq, NULL) == CONC_ESHUTDOWN);
+    CHECK(conc_process_pool_submit_word(ex, &f, b_word_sq, NULL) == CONC_ESHUTDOWN);
     CHECK(conc_executor_shutdown(ex, true, false) == 0); /* twice is fine */
     for (int i = 0; i < 4; i++)
         conc_future_free(fs[i]);
