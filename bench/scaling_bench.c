@@ -19,10 +19,17 @@
  *                                   max_workers), each then waiting for its
  *                                   futures                          conc
  *   scaling.pool.w{2,4,8,16,64}     tasks/s, one submitter, max_workers w
- *   scaling.green_spawn.{1k,10k,100k,1m}  ns per green thread: spawn N (all
- *                                   alive at once: each runs, yields once,
- *                                   returns), join all; steady state (a
- *                                   warm-up round first; stacks pooled)
+ *   scaling.green_spawn.{1k,10k,100k,1m}  ns per spawn + run of an empty
+ *                                   body + join, one after another, with N
+ *                                   green threads alive (N - 1 parked in
+ *                                   conc_event_wait beside it): the
+ *                                   scheduler's cost as the population grows
+ *   scaling.green_spawn_all.{1k,...,1m}  ns per green thread when all N are
+ *                                   alive at once: spawn N (each runs,
+ *                                   yields once, returns), join all; steady
+ *                                   state (a warm-up round first; stacks
+ *                                   pooled): the memory hierarchy's cost
+ *                                   (N pages of stack touched per round)
  *   scaling.green_switch.{r2,r100k} ns per switch with 2 / 100k green
  *                                   threads ready, each yielding in a loop
  *   scaling.echo.c{10,100,1000,10000}  echo round trips/s (64 B, closed loop,
@@ -43,7 +50,8 @@
  *
  * Targets (issue 18): scaling.lock.t64 conc >= 0.8x conc at t2 and >= 2x
  * pthread at t64; scaling.queue.p16 conc >= 0.5x conc at p1;
- * scaling.green_spawn.1m <= 1.5x scaling.green_spawn.1k.
+ * scaling.green_spawn.1m <= 1.5x scaling.green_spawn.1k (and, reported
+ * beside it, the same for scaling.green_spawn_all).
  *
  * Usage: scaling_bench [--quick] [--reps N] [--scale F] [--only prefix,...]
  *                      [--jsonl FILE] [--list]
@@ -512,21 +520,84 @@ static double green_switch_round(conc_green_t **gs, long n, long total)
     return (t1 - t0) * 1e9 / (double)(g_switch_rounds * n);
 }
 
-/* scaling_bench --child spawn|switch N reps [total]: print reps values. */
+static conc_event_t g_idle_ev;
+static long g_idle_started;
+
+static void *idle_body(void *arg)
+{
+    (void)arg;
+    g_idle_started++;
+    return (void *)(intptr_t)(conc_event_wait(&g_idle_ev, CONC_FOREVER) == 0 ? 1 : 2);
+}
+
+static void *empty_body(void *arg)
+{
+    ++*(long *)arg;
+    return NULL;
+}
+
+/* One spawn + run of an empty body + join after another, total times, with
+ * the n - 1 green threads of spawn_alive_setup parked beside. ns each. */
+static double green_spawn_alive_round(long total)
+{
+    long ran = 0;
+    double t0 = bench_now();
+    for (long i = 0; i < total; i++) {
+        conc_green_t *g;
+        if (conc_go(&g, empty_body, &ran) != 0)
+            return NAN;
+        int rc = conc_green_join(g, CONC_FOREVER);
+        conc_green_free(g);
+        if (rc != 0)
+            return NAN;
+    }
+    double t1 = bench_now();
+    return ran == total ? (t1 - t0) * 1e9 / (double)total : NAN;
+}
+
+/* scaling_bench --child spawn|spawnall|switch N reps total: print reps
+ * values. spawn: N - 1 green threads parked in conc_event_wait, then
+ * rounds of `total` spawn+join of one more; spawnall: rounds of N spawned
+ * at once, all joined; switch: N green threads yielding, total switches. */
 static int child_main(const char *what, long n, int reps, long total)
 {
     conc_green_t **gs = malloc((size_t)n * sizeof *gs);
     if (!gs)
         return 1;
     memset(gs, 0xff, (size_t)n * sizeof *gs);
-    bool sw = strcmp(what, "switch") == 0;
+    bool sw = strcmp(what, "switch") == 0, alive = strcmp(what, "spawn") == 0;
+    if (alive) {
+        conc_event_init(&g_idle_ev);
+        for (long i = 0; i < n - 1; i++)
+            if (conc_go(&gs[i], idle_body, NULL) != 0) {
+                fprintf(stderr, "scaling_bench: conc_go #%ld of %ld failed\n", i, n - 1);
+                return 1;
+            }
+        while (g_idle_started < n - 1)
+            conc_yield();
+    }
     for (int r = -1; r < reps; r++) { /* round -1: warm-up (stacks, hub, handle pool) */
-        double v = sw ? green_switch_round(gs, n, total) : green_spawn_round(gs, n);
+        double v = sw ? green_switch_round(gs, n, total)
+                   : alive ? green_spawn_alive_round(total)
+                           : green_spawn_round(gs, n);
         if (isnan(v))
             return 1;
         if (r >= 0) {
             printf("%.3f\n", v);
             fflush(stdout);
+        }
+    }
+    if (alive) {
+        conc_event_set(&g_idle_ev);
+        long bad = 0;
+        for (long i = 0; i < n - 1; i++) {
+            void *res = NULL;
+            bad += conc_green_get(gs[i], 60, &res) != 0 || res != (void *)1;
+            conc_green_free(gs[i]);
+        }
+        if (bad) {
+            fprintf(stderr, "scaling_bench: %ld parked green threads did not end cleanly\n", bad);
+            return 1;
         }
     }
     return 0;
@@ -653,7 +724,7 @@ static double run_ppe(int workers, char *why, size_t whylen)
 
 /* ------------------------------------------------------------ driver */
 
-enum group { G_LOCK, G_EVENT, G_QUEUE, G_POOL_S, G_POOL_W, G_SPAWN, G_SWITCH, G_ECHO, G_PPE };
+enum group { G_LOCK, G_EVENT, G_QUEUE, G_POOL_S, G_POOL_W, G_SPAWN, G_SPAWN_ALL, G_SWITCH, G_ECHO, G_PPE };
 
 typedef struct point {
     const char *name;
@@ -680,6 +751,10 @@ static const point_t points[] = {
     {"scaling.green_spawn.10k", G_SPAWN, 10000, 0},
     {"scaling.green_spawn.100k", G_SPAWN, 100000, 0},
     {"scaling.green_spawn.1m", G_SPAWN, 1000000, 1},
+    {"scaling.green_spawn_all.1k", G_SPAWN_ALL, 1000, 0},
+    {"scaling.green_spawn_all.10k", G_SPAWN_ALL, 10000, 0},
+    {"scaling.green_spawn_all.100k", G_SPAWN_ALL, 100000, 0},
+    {"scaling.green_spawn_all.1m", G_SPAWN_ALL, 1000000, 1},
     {"scaling.green_switch.r2", G_SWITCH, 2, 0},
     {"scaling.green_switch.r100k", G_SWITCH, 100000, 0},
     {"scaling.echo.c10", G_ECHO, 10, 0},       {"scaling.echo.c100", G_ECHO, 100, 0},
@@ -776,7 +851,7 @@ static int reps_for(enum group g)
 
 static void run_point(const point_t *p)
 {
-    bool lower = p->g == G_SPAWN || p->g == G_SWITCH;
+    bool lower = p->g == G_SPAWN || p->g == G_SPAWN_ALL || p->g == G_SWITCH;
     const char *unit = p->g == G_LOCK    ? "ops/s"
                        : p->g == G_EVENT ? "trips/s"
                        : p->g == G_QUEUE ? "items/s"
@@ -790,13 +865,14 @@ static void run_point(const point_t *p)
     char why[200];
     double t0 = bench_now();
     fprintf(stderr, "running %s ...", p->name);
-    if (p->g == G_SPAWN || p->g == G_SWITCH) {
+    if (lower) { /* green rows: a child process each */
         ims[0] = bench_impl_add(r, "conc");
         double vals[BENCH_MAX_REPS];
         int reps = opt_reps < 5 ? opt_reps : 5;
-        long total = p->g == G_SWITCH ? scaled(2000000) : 0;
+        long total = p->g == G_SWITCH ? scaled(2000000) : p->g == G_SPAWN ? scaled(300000) : 0;
+        const char *what = p->g == G_SWITCH ? "switch" : p->g == G_SPAWN ? "spawn" : "spawnall";
         why[0] = 0;
-        int got = child_values(p->g == G_SWITCH ? "switch" : "spawn", p->n, total, reps, vals, why, sizeof why);
+        int got = child_values(what, p->n, total, reps, vals, why, sizeof why);
         if (got < 0)
             bench_impl_note(ims[0], BENCH_FAILED, "%s", why);
         for (int i = 0; i < got; i++)
@@ -942,5 +1018,7 @@ int main(int argc, char **argv)
     self_target(&tally, "scaling.queue.p16", "scaling.queue.p1", 0.5, "queue: conc 16p16c >= 0.5x conc 1p1c");
     self_target(&tally, "scaling.green_spawn.1m", "scaling.green_spawn.1k", 1.5,
                 "green spawn+join: 1M alive <= 1.5x 1k alive");
+    self_target(&tally, "scaling.green_spawn_all.1m", "scaling.green_spawn_all.1k", 1.5,
+                "green spawn all, join all: 1M <= 1.5x 1k");
     return bench_finish("scaling", &tally, opt_jsonl, t_start);
 }
