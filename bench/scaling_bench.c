@@ -5,7 +5,11 @@
  * here is one point of a curve, named scaling.<what>.<n>:
  *
  *   scaling.lock.t{1,2,4,8,16,64}   ops/s, one Lock, t threads each doing
- *                                   acquire, counter++, release (2M in all)
+ *                                   acquire, counter++, release for the
+ *                                   same 0.15 s window (all contend the
+ *                                   whole time; ops that end after the
+ *                                   window closes are counted too, at most
+ *                                   one time slice's worth)
  *                                   impls conc pthread gmutex
  *   scaling.event.p{1,2,4,8,16}     round trips/s summed over p Event
  *                                   ping-pong pairs (two threads each)
@@ -151,7 +155,7 @@ enum { L_CONC, L_PTHREAD, L_GMUTEX };
 static struct {
     gate_t gate;
     int impl;
-    long per;
+    atomic_int stop;
     conc_lock_t cl;
     pthread_mutex_t pm;
 #ifdef CONC_BENCH_HAVE_GLIB
@@ -159,53 +163,54 @@ static struct {
 #endif
     long counter;
     atomic_int err;
-    double end[64];
+    long done[64];
 } LK;
+
+/* Acquire, counter++, release until told to stop (checked every 64 ops,
+ * the same for every impl): every thread contends for the whole window. */
+#define LOCK_LOOP(ACQ, REL)                                                              \
+    do {                                                                                 \
+        while (!atomic_load_explicit(&LK.stop, memory_order_relaxed)) {                  \
+            for (int k_ = 0; k_ < 64; k_++) {                                            \
+                err |= (ACQ);                                                            \
+                LK.counter++;                                                            \
+                err |= (REL);                                                            \
+            }                                                                            \
+            ops += 64;                                                                   \
+        }                                                                                \
+    } while (0)
 
 static void *lock_worker(void *arg)
 {
     int id = (int)(intptr_t)arg, err = 0;
-    long n = LK.per;
+    long ops = 0;
     gate_arrive(&LK.gate);
     switch (LK.impl) {
     case L_CONC:
-        for (long i = 0; i < n; i++) {
-            err |= conc_lock_acquire(&LK.cl, true, CONC_FOREVER);
-            LK.counter++;
-            err |= conc_lock_release(&LK.cl);
-        }
+        LOCK_LOOP(conc_lock_acquire(&LK.cl, true, CONC_FOREVER), conc_lock_release(&LK.cl));
         break;
     case L_PTHREAD:
-        for (long i = 0; i < n; i++) {
-            err |= pthread_mutex_lock(&LK.pm);
-            LK.counter++;
-            err |= pthread_mutex_unlock(&LK.pm);
-        }
+        LOCK_LOOP(pthread_mutex_lock(&LK.pm), pthread_mutex_unlock(&LK.pm));
         break;
 #ifdef CONC_BENCH_HAVE_GLIB
     case L_GMUTEX:
-        for (long i = 0; i < n; i++) {
-            g_mutex_lock(&LK.gm);
-            LK.counter++;
-            g_mutex_unlock(&LK.gm);
-        }
+        LOCK_LOOP((g_mutex_lock(&LK.gm), 0), (g_mutex_unlock(&LK.gm), 0));
         break;
 #endif
     }
-    LK.end[id] = bench_now();
+    LK.done[id] = ops;
     if (err)
         atomic_store(&LK.err, err);
     return NULL;
 }
 
+/* ops/s over a fixed window (0.15 s x scale) with nt threads contending. */
 static double run_lock(int impl, int nt, char *why, size_t whylen)
 {
     pthread_t th[64];
     LK.impl = impl;
-    LK.per = scaled(2000000) / nt;
-    if (LK.per < 1)
-        LK.per = 1;
     LK.counter = 0;
+    atomic_store(&LK.stop, 0);
     atomic_store(&LK.err, 0);
     gate_reset(&LK.gate);
     conc_lock_init(&LK.cl);
@@ -218,21 +223,26 @@ static double run_lock(int impl, int nt, char *why, size_t whylen)
             fprintf(stderr, "scaling_bench: pthread_create failed\n");
             exit(1);
         }
-    double t0 = gate_open(&LK.gate, nt), t1 = 0;
-    for (int i = 0; i < nt; i++)
+    double window = 0.15 * opt_scale < 0.05 ? 0.05 : 0.15 * opt_scale;
+    double t0 = gate_open(&LK.gate, nt);
+    struct timespec ts = {(time_t)window, (long)((window - (double)(time_t)window) * 1e9)};
+    nanosleep(&ts, NULL);
+    atomic_store(&LK.stop, 1);
+    double t1 = bench_now();
+    long total = 0;
+    for (int i = 0; i < nt; i++) {
         pthread_join(th[i], NULL);
-    for (int i = 0; i < nt; i++)
-        if (LK.end[i] > t1)
-            t1 = LK.end[i];
+        total += LK.done[i];
+    }
 #ifdef CONC_BENCH_HAVE_GLIB
     g_mutex_clear(&LK.gm);
 #endif
     pthread_mutex_destroy(&LK.pm);
     if (atomic_load(&LK.err))
         return FAIL("acquire/release returned an error (%d)", atomic_load(&LK.err));
-    if (LK.counter != LK.per * nt)
-        return FAIL("lost updates: %ld, expected %ld", LK.counter, LK.per * nt);
-    return (double)(LK.per * nt) / (t1 - t0);
+    if (LK.counter != total)
+        return FAIL("lost updates: %ld, expected %ld", LK.counter, total);
+    return (double)total / (t1 - t0);
 }
 
 /* ---------------------------------------------------- event ping-pong */
