@@ -17,7 +17,9 @@
  *   scaling.queue.p{1,2,4,8,16}     items/s, N producers / N consumers on one
  *                                   bounded FIFO (capacity 1024): the queue
  *                                   bench's own code and peers
- *                                   (bench/scaling_queue.c)
+ *                                   (bench/scaling_queue.c); items per run
+ *                                   sized from each impl's warm-up rate
+ *                                   (about 0.15 s a run)
  *   scaling.pool.s{1,2,4,8,16}      tasks/s, s threads submitting empty tasks
  *                                   to one ThreadPoolExecutor (default
  *                                   max_workers), each then waiting for its
@@ -830,6 +832,11 @@ static bool impl_available(enum group g, int i, char *why, size_t whylen)
     return true;
 }
 
+/* Items per queue run, per impl: sized from the warm-up's rate so that a
+ * run takes about 0.15 s x scale (peers that collapse at 8p8c move 0.3M
+ * items/s, TBB 25k at 16p16c; conc 30M), between 4k and 3M items. */
+static long g_queue_items[BENCH_MAX_IMPLS];
+
 static double measure(const point_t *p, int impl, char *why, size_t whylen, bool *skipped)
 {
     *skipped = false;
@@ -839,7 +846,7 @@ static double measure(const point_t *p, int impl, char *why, size_t whylen, bool
     case G_EVENT:
         return run_event(impl, (int)p->n, why, whylen);
     case G_QUEUE:
-        return scq_run(impl, (int)p->n, scaled(600000), why, whylen);
+        return scq_run(impl, (int)p->n, g_queue_items[impl], why, whylen);
     case G_POOL_S:
         return run_pool((int)p->n, 0, why, whylen);
     case G_POOL_W:
@@ -900,9 +907,15 @@ static void run_point(const point_t *p)
         if (p->g == G_ECHO || p->g == G_PPE)
             continue; /* these warm up inside each measurement */
         bool sk;
+        if (p->g == G_QUEUE)
+            g_queue_items[i] = 16384; /* the warm-up: 16k items */
         double v = measure(p, i, why, sizeof why, &sk); /* warm-up, discarded */
         if (isnan(v))
             bench_impl_note(ims[i], sk ? BENCH_SKIPPED : BENCH_FAILED, "%s", why);
+        else if (p->g == G_QUEUE) {
+            double want = v * 0.15 * opt_scale;
+            g_queue_items[i] = want < 4096 ? 4096 : want > 3e6 ? 3000000 : (long)want;
+        }
     }
     int reps = reps_for(p->g);
     for (int rep = 0; rep < reps; rep++)
