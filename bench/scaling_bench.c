@@ -112,15 +112,6 @@ static long scaled(long n)
     return v < 1 ? 1 : v;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ __volatile__("pause");
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Start gate: workers check in and wait (yielding: up to 128 threads on 2
  * CPUs), the main thread opens it and starts the clock. */
 typedef struct gate {
