@@ -60,8 +60,9 @@
  * beside it, the same for scaling.green_spawn_all).
  *
  * Usage: scaling_bench [--quick] [--reps N] [--scale F] [--only prefix,...]
- *                      [--jsonl FILE] [--list]
- * --only takes row-name prefixes (scaling.lock, scaling.echo.c10000).
+ *                      [--impls name,...] [--jsonl FILE] [--list]
+ * --only takes row-name prefixes (scaling.lock, scaling.echo.c10000);
+ * --impls runs only the named impls (e.g. conc alone, under perf).
  * --quick: 3 reps, a tenth of the work, and the largest points (1M green
  * threads, 10,000 connections) left out.
  */
@@ -101,6 +102,7 @@ static int opt_reps = 7;
 static double opt_scale = 1.0;
 static bool opt_quick;
 static const char *opt_only;
+static const char *opt_impls; /* --impls conc,pthread: only these */
 static const char *opt_jsonl;
 static const char *g_self = "/proc/self/exe";
 
@@ -810,6 +812,23 @@ static int group_impls(enum group g, const char **names, int max)
     }
 }
 
+static bool impl_selected(const char *name)
+{
+    if (!opt_impls)
+        return true;
+    size_t len = strlen(name);
+    for (const char *s = opt_impls; *s;) {
+        const char *e = strchr(s, ',');
+        size_t l = e ? (size_t)(e - s) : strlen(s);
+        if (l == len && strncmp(s, name, l) == 0)
+            return true;
+        if (!e)
+            break;
+        s = e + 1;
+    }
+    return false;
+}
+
 static bool impl_available(enum group g, int i, char *why, size_t whylen)
 {
     if (g == G_LOCK && i == L_GMUTEX) {
@@ -895,6 +914,10 @@ static void run_point(const point_t *p)
     for (int i = 0; i < ni; i++) {
         ims[i] = bench_impl_add(r, names[i]);
         why[0] = 0;
+        if (!impl_selected(names[i])) {
+            bench_impl_note(ims[i], BENCH_SKIPPED, "not in --impls");
+            continue;
+        }
         if (!impl_available(p->g, i, why, sizeof why)) {
             bench_impl_note(ims[i], BENCH_SKIPPED, "%s", why);
             continue;
@@ -958,7 +981,7 @@ static void self_target(bench_tally_t *t, const char *a, const char *b, double w
 static void usage(FILE *f)
 {
     fprintf(f, "usage: scaling_bench [--quick] [--reps N] [--scale F] [--only prefix,prefix] [--jsonl FILE]\n"
-               "                     [--list]\n");
+               "                     [--impls conc,pthread,...] [--list]\n");
 }
 
 int main(int argc, char **argv)
@@ -986,6 +1009,8 @@ int main(int argc, char **argv)
             opt_scale = atof(v), scale_set = true, i++;
         } else if (strcmp(a, "--only") == 0) {
             opt_only = v, i++;
+        } else if (strcmp(a, "--impls") == 0) {
+            opt_impls = v, i++;
         } else if (strcmp(a, "--jsonl") == 0) {
             opt_jsonl = v, i++;
         } else if (strcmp(a, "--python") == 0 || strcmp(a, "--python-script") == 0) {
