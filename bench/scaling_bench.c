@@ -96,6 +96,7 @@
 int scq_nimpls(void);
 const char *scq_impl_name(int i);
 int scq_available(int i, char *why, size_t whylen);
+int scq_applicable(int i, int n);
 double scq_run(int i, int n, long items, char *why, size_t whylen);
 
 static int opt_reps = 7;
@@ -916,6 +917,10 @@ static void run_point(const point_t *p)
         why[0] = 0;
         if (!impl_selected(names[i])) {
             bench_impl_note(ims[i], BENCH_SKIPPED, "not in --impls");
+            continue;
+        }
+        if (p->g == G_QUEUE && !scq_applicable(i, (int)p->n)) {
+            bench_impl_note(ims[i], BENCH_SKIPPED, "single producer / single consumer only");
             continue;
         }
         if (!impl_available(p->g, i, why, sizeof why)) {

@@ -11,6 +11,8 @@
  *   scq_nimpls()            number of queue impls (Python excluded)
  *   scq_impl_name(i)        "conc", "moodycamel", ...
  *   scq_available(i, why)   1 when impl i can run here
+ *   scq_applicable(i, n)    0 for a single-producer / single-consumer
+ *                           impl (its name says "spsc") when n > 1
  *   scq_run(i, n, items, why)  items/s through a bounded FIFO with n
  *                           producers and n consumers, or NAN (why)
  */
@@ -22,6 +24,7 @@ int queue_bench_main(int argc, char **argv);
 int scq_nimpls(void);
 const char *scq_impl_name(int i);
 int scq_available(int i, char *why, size_t whylen);
+int scq_applicable(int i, int n);
 double scq_run(int i, int n, long items, char *why, size_t whylen);
 
 int scq_nimpls(void)
@@ -37,6 +40,11 @@ const char *scq_impl_name(int i)
 int scq_available(int i, char *why, size_t whylen)
 {
     return impl_available(i, why, whylen);
+}
+
+int scq_applicable(int i, int n)
+{
+    return n == 1 || !strstr(impl_names[i], "spsc");
 }
 
 double scq_run(int i, int n, long items, char *why, size_t whylen)
