@@ -6,7 +6,7 @@
  *
  *   scaling.lock.t{1,2,4,8,16,64}   ops/s, one Lock, t threads each doing
  *                                   acquire, counter++, release for the
- *                                   same 0.15 s window (all contend the
+ *                                   same 0.1 s window (all contend the
  *                                   whole time; ops that end after the
  *                                   window closes are counted too, at most
  *                                   one time slice's worth)
@@ -200,7 +200,7 @@ static void *lock_worker(void *arg)
     return NULL;
 }
 
-/* ops/s over a fixed window (0.15 s x scale) with nt threads contending. */
+/* ops/s over a fixed window (0.1 s x scale) with nt threads contending. */
 static double run_lock(int impl, int nt, char *why, size_t whylen)
 {
     pthread_t th[64];
@@ -219,7 +219,7 @@ static double run_lock(int impl, int nt, char *why, size_t whylen)
             fprintf(stderr, "scaling_bench: pthread_create failed\n");
             exit(1);
         }
-    double window = 0.15 * opt_scale < 0.05 ? 0.05 : 0.15 * opt_scale;
+    double window = 0.1 * opt_scale < 0.05 ? 0.05 : 0.1 * opt_scale;
     double t0 = gate_open(&LK.gate, nt);
     struct timespec ts = {(time_t)window, (long)((window - (double)(time_t)window) * 1e9)};
     nanosleep(&ts, NULL);
