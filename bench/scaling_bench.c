@@ -23,7 +23,10 @@
  *   scaling.pool.s{1,2,4,8,16}      tasks/s, s threads submitting empty tasks
  *                                   to one ThreadPoolExecutor (default
  *                                   max_workers), each then waiting for its
- *                                   futures                          conc
+ *                                   futures; gthreadpool: GLib's
+ *                                   GThreadPool with as many threads, no
+ *                                   futures, waited for with
+ *                                   g_thread_pool_free        conc gthreadpool
  *   scaling.pool.w{2,4,8,16,64}     tasks/s, one submitter, max_workers w
  *   scaling.green_spawn.{1k,10k,100k,1m}  ns per spawn + run of an empty
  *                                   body + join, one after another, with N
@@ -431,7 +434,7 @@ static double run_pool(int submitters, int workers, char *why, size_t whylen)
     int rc = conc_thread_pool_new(&PL.ex, &o);
     if (rc != 0)
         return FAIL("conc_thread_pool_new: %s", conc_errname(rc));
-    PL.per = scaled(200000) / submitters;
+    PL.per = scaled(100000) / submitters;
     if (PL.per < 1)
         PL.per = 1;
     atomic_store(&PL.err, 0);
@@ -456,6 +459,70 @@ static double run_pool(int submitters, int workers, char *why, size_t whylen)
         return FAIL("%ld tasks came back wrong", atomic_load(&PL.bad));
     return (double)(PL.per * submitters) / (t1 - t0);
 }
+
+#ifdef CONC_BENCH_HAVE_GLIB
+/* The GLib peer: GThreadPool with the same number of threads (conc's
+ * default max_workers, min(32, CPUs + 4), when workers is 0), s threads
+ * pushing, then g_thread_pool_free(wait) until every task ran. No futures:
+ * each task only counts itself. */
+static atomic_long g_gtp_done;
+static GThreadPool *g_gtp;
+static atomic_int g_gtp_fail;
+
+static void gtp_task(gpointer data, gpointer user)
+{
+    (void)data, (void)user;
+    atomic_fetch_add_explicit(&g_gtp_done, 1, memory_order_relaxed);
+}
+
+static void *gtp_submitter(void *arg)
+{
+    (void)arg;
+    long n = PL.per;
+    gate_arrive(&PL.gate);
+    for (long k = 0; k < n; k++)
+        if (!g_thread_pool_push(g_gtp, (gpointer)(intptr_t)(k + 1), NULL))
+            atomic_store(&g_gtp_fail, 1);
+    return NULL;
+}
+
+static double run_gthreadpool(int submitters, int workers, char *why, size_t whylen)
+{
+    pthread_t th[16];
+    if (workers == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN) + 4;
+        workers = c > 32 ? 32 : (int)c;
+    }
+    GError *gerr = NULL;
+    g_gtp = g_thread_pool_new(gtp_task, NULL, workers, TRUE, &gerr);
+    if (!g_gtp) {
+        double r = FAIL("g_thread_pool_new: %s", gerr ? gerr->message : "?");
+        g_clear_error(&gerr);
+        return r;
+    }
+    PL.per = scaled(100000) / submitters;
+    if (PL.per < 1)
+        PL.per = 1;
+    atomic_store(&g_gtp_done, 0);
+    atomic_store(&g_gtp_fail, 0);
+    gate_reset(&PL.gate);
+    for (int i = 0; i < submitters; i++)
+        if (pthread_create(&th[i], NULL, gtp_submitter, (void *)(intptr_t)i) != 0) {
+            fprintf(stderr, "scaling_bench: pthread_create failed\n");
+            exit(1);
+        }
+    double t0 = gate_open(&PL.gate, submitters);
+    for (int i = 0; i < submitters; i++)
+        pthread_join(th[i], NULL);
+    g_thread_pool_free(g_gtp, FALSE, TRUE); /* returns once every queued task ran */
+    double t1 = bench_now();
+    if (atomic_load(&g_gtp_fail))
+        return FAIL("g_thread_pool_push failed");
+    if (atomic_load(&g_gtp_done) != PL.per * submitters)
+        return FAIL("%ld of %ld tasks ran", atomic_load(&g_gtp_done), PL.per * submitters);
+    return (double)(PL.per * submitters) / (t1 - t0);
+}
+#endif
 
 /* ------------------------------------------------------- green threads */
 
@@ -807,6 +874,10 @@ static int group_impls(enum group g, const char **names, int max)
     case G_ECHO:
         names[0] = "conc", names[1] = "epoll", names[2] = "libuv";
         return 3;
+    case G_POOL_S:
+    case G_POOL_W:
+        names[0] = "conc", names[1] = "gthreadpool";
+        return 2;
     default:
         names[0] = "conc";
         return 1;
@@ -838,6 +909,12 @@ static bool impl_available(enum group g, int i, char *why, size_t whylen)
         return false;
 #endif
     }
+    if ((g == G_POOL_S || g == G_POOL_W) && i == 1) {
+#ifndef CONC_BENCH_HAVE_GLIB
+        snprintf(why, whylen, "GLib (pkg-config glib-2.0) was not found when the bench was built");
+        return false;
+#endif
+    }
     if (g == G_QUEUE)
         return scq_available(i, why, whylen);
     return true;
@@ -859,9 +936,14 @@ static double measure(const point_t *p, int impl, char *why, size_t whylen, bool
     case G_QUEUE:
         return scq_run(impl, (int)p->n, g_queue_items[impl], why, whylen);
     case G_POOL_S:
-        return run_pool((int)p->n, 0, why, whylen);
-    case G_POOL_W:
-        return run_pool(1, (int)p->n, why, whylen);
+    case G_POOL_W: {
+        int subs = p->g == G_POOL_S ? (int)p->n : 1, workers = p->g == G_POOL_W ? (int)p->n : 0;
+#ifdef CONC_BENCH_HAVE_GLIB
+        if (impl == 1)
+            return run_gthreadpool(subs, workers, why, whylen);
+#endif
+        return run_pool(subs, workers, why, whylen);
+    }
     case G_ECHO:
         return run_echo(impl, (int)p->n, why, whylen, skipped);
     case G_PPE:
