@@ -19,7 +19,9 @@
  *                                   bench's own code and peers
  *                                   (bench/scaling_queue.c); items per run
  *                                   sized from each impl's warm-up rate
- *                                   (about 0.15 s a run)
+ *                                   (about 0.1 s a run); ck_ring sits
+ *                                   out when threads outnumber CPUs, SPSC
+ *                                   impls above 1p1c (bench/scaling_queue.c)
  *   scaling.pool.s{1,2,4,8,16}      tasks/s, s threads submitting empty tasks
  *                                   to one ThreadPoolExecutor (default
  *                                   max_workers), each then waiting for its
@@ -99,7 +101,7 @@
 int scq_nimpls(void);
 const char *scq_impl_name(int i);
 int scq_available(int i, char *why, size_t whylen);
-int scq_applicable(int i, int n);
+const char *scq_skip(int i, int n);
 double scq_run(int i, int n, long items, char *why, size_t whylen);
 
 static int opt_reps = 7;
@@ -884,23 +886,6 @@ static int group_impls(enum group g, const char **names, int max)
     }
 }
 
-static bool impl_selected(const char *name)
-{
-    if (!opt_impls)
-        return true;
-    size_t len = strlen(name);
-    for (const char *s = opt_impls; *s;) {
-        const char *e = strchr(s, ',');
-        size_t l = e ? (size_t)(e - s) : strlen(s);
-        if (l == len && strncmp(s, name, l) == 0)
-            return true;
-        if (!e)
-            break;
-        s = e + 1;
-    }
-    return false;
-}
-
 static bool impl_available(enum group g, int i, char *why, size_t whylen)
 {
     if (g == G_LOCK && i == L_GMUTEX) {
@@ -921,7 +906,7 @@ static bool impl_available(enum group g, int i, char *why, size_t whylen)
 }
 
 /* Items per queue run, per impl: sized from the warm-up's rate so that a
- * run takes about 0.15 s x scale (peers that collapse at 8p8c move 0.3M
+ * run takes about 0.1 s x scale (peers that collapse at 8p8c move 0.3M
  * items/s, TBB 25k at 16p16c; conc 30M), between 4k and 3M items. */
 static long g_queue_items[BENCH_MAX_IMPLS];
 
@@ -955,7 +940,7 @@ static double measure(const point_t *p, int impl, char *why, size_t whylen, bool
 
 static int reps_for(enum group g)
 {
-    int cap = g == G_ECHO ? 3 : g == G_PPE ? 5 : opt_reps;
+    int cap = g == G_ECHO ? 3 : g == G_PPE || g == G_QUEUE ? 5 : opt_reps; /* ~3 min in all */
     return opt_reps < cap ? opt_reps : cap;
 }
 
@@ -997,12 +982,13 @@ static void run_point(const point_t *p)
     for (int i = 0; i < ni; i++) {
         ims[i] = bench_impl_add(r, names[i]);
         why[0] = 0;
-        if (!impl_selected(names[i])) {
+        if (!bench_in_list(opt_impls, names[i])) {
             bench_impl_note(ims[i], BENCH_SKIPPED, "not in --impls");
             continue;
         }
-        if (p->g == G_QUEUE && !scq_applicable(i, (int)p->n)) {
-            bench_impl_note(ims[i], BENCH_SKIPPED, "single producer / single consumer only");
+        const char *skip = p->g == G_QUEUE ? scq_skip(i, (int)p->n) : NULL;
+        if (skip) {
+            bench_impl_note(ims[i], BENCH_SKIPPED, "%s", skip);
             continue;
         }
         if (!impl_available(p->g, i, why, sizeof why)) {
@@ -1018,7 +1004,7 @@ static void run_point(const point_t *p)
         if (isnan(v))
             bench_impl_note(ims[i], sk ? BENCH_SKIPPED : BENCH_FAILED, "%s", why);
         else if (p->g == G_QUEUE) {
-            double want = v * 0.15 * opt_scale;
+            double want = v * 0.1 * opt_scale;
             g_queue_items[i] = want < 4096 ? 4096 : want > 3e6 ? 3000000 : (long)want;
         }
     }
@@ -1065,6 +1051,22 @@ static void self_target(bench_tally_t *t, const char *a, const char *b, double w
     t->missed += !met;
 }
 
+static void list_rows(void)
+{
+    for (int k = 0; k < NPOINTS; k++)
+        printf("%s\n", points[k].name);
+}
+
+static int extra_arg(const char *opt, const char *val)
+{
+    (void)val;
+    if (strcmp(opt, "--quick") == 0) {
+        opt_quick = true;
+        return 1;
+    }
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: scaling_bench [--quick] [--reps N] [--scale F] [--only prefix,prefix] [--jsonl FILE]\n"
@@ -1075,51 +1077,18 @@ int main(int argc, char **argv)
 {
     if (argc >= 6 && strcmp(argv[1], "--child") == 0)
         return child_main(argv[2], atol(argv[3]), atoi(argv[4]), atol(argv[5]));
-    bool reps_set = false, scale_set = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--list") == 0) {
-            for (int k = 0; k < NPOINTS; k++)
-                printf("%s\n", points[k].name);
-            return 0;
-        } else if (strcmp(a, "--quick") == 0) {
-            opt_quick = true;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (!v) {
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--reps") == 0) {
-            opt_reps = atoi(v), reps_set = true, i++;
-        } else if (strcmp(a, "--scale") == 0) {
-            opt_scale = atof(v), scale_set = true, i++;
-        } else if (strcmp(a, "--only") == 0) {
-            opt_only = v, i++;
-        } else if (strcmp(a, "--impls") == 0) {
-            opt_impls = v, i++;
-        } else if (strcmp(a, "--jsonl") == 0) {
-            opt_jsonl = v, i++;
-        } else if (strcmp(a, "--python") == 0 || strcmp(a, "--python-script") == 0) {
-            i++; /* no Python peer here */
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    (void)reps_set, (void)scale_set;
-    (void)bench_python_targets; /* no Python peer here */
-    if (opt_quick) { /* later --reps / --scale still count: they were parsed already, so only cap */
+    bench_args_t args = {.prog = "scaling_bench", .usage = usage, .list = list_rows, .extra = extra_arg,
+                         .reps = &opt_reps, .scale = &opt_scale, .only = &opt_only, .impls = &opt_impls,
+                         .jsonl = &opt_jsonl};
+    int st = bench_parse_args(argc, argv, &args); /* --python / --python-script: ignored */
+    if (st >= 0)
+        return st;
+    if (opt_quick) {
         if (opt_reps > 3)
             opt_reps = 3;
         opt_scale *= 0.1;
     }
-    if (opt_reps < 1 || opt_reps > BENCH_MAX_REPS || !(opt_scale > 0)) {
-        fprintf(stderr, "scaling_bench: --reps must be 1..%d and --scale > 0\n", BENCH_MAX_REPS);
-        return 2;
-    }
-    if (opt_reps < 5)
-        fprintf(stderr, "note: fewer than 5 repetitions: medians are not reliable\n");
+    (void)bench_python_targets; /* no Python peer here */
     static char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     if (sl > 0) {

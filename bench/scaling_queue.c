@@ -11,8 +11,15 @@
  *   scq_nimpls()            number of queue impls (Python excluded)
  *   scq_impl_name(i)        "conc", "moodycamel", ...
  *   scq_available(i, why)   1 when impl i can run here
- *   scq_applicable(i, n)    0 for a single-producer / single-consumer
- *                           impl (its name says "spsc") when n > 1
+ *   scq_skip(i, n)          NULL, or why impl i sits out NpNc: a single-
+ *                           producer / single-consumer impl (its name
+ *                           says "spsc") when n > 1; Concurrency Kit's
+ *                           ring ("ck_") when the 2n threads outnumber the
+ *                           CPUs: its enqueue spins, without yielding, for
+ *                           every earlier producer to publish, so a
+ *                           producer preempted mid-enqueue stalls all the
+ *                           others for whole time slices (4p4c on 2 CPUs
+ *                           moved under 64k items in 60 s)
  *   scq_run(i, n, items, why)  items/s through a bounded FIFO with n
  *                           producers and n consumers, or NAN (why)
  */
@@ -24,7 +31,7 @@ int queue_bench_main(int argc, char **argv);
 int scq_nimpls(void);
 const char *scq_impl_name(int i);
 int scq_available(int i, char *why, size_t whylen);
-int scq_applicable(int i, int n);
+const char *scq_skip(int i, int n);
 double scq_run(int i, int n, long items, char *why, size_t whylen);
 
 int scq_nimpls(void)
@@ -42,9 +49,14 @@ int scq_available(int i, char *why, size_t whylen)
     return impl_available(i, why, whylen);
 }
 
-int scq_applicable(int i, int n)
+const char *scq_skip(int i, int n)
 {
-    return n == 1 || !strstr(impl_names[i], "spsc");
+    if (n > 1 && strstr(impl_names[i], "spsc"))
+        return "single producer / single consumer only";
+    if (strncmp(impl_names[i], "ck_", 3) == 0 && 2L * n > sysconf(_SC_NPROCESSORS_ONLN))
+        return "ck_ring spins without yielding: with more threads than CPUs a preempted producer "
+               "stalls the rest (left out)";
+    return NULL;
 }
 
 double scq_run(int i, int n, long items, char *why, size_t whylen)
