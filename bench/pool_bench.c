@@ -26,6 +26,9 @@
  *                      through the pthread-shaped one (conc_submit of a
  *                      word, conc_future_result) — the cost of the one-word
  *                      switch when the work stays in threads (no Python peer)
+ *   manager.sem_ops    acquire+release pairs/s on a Manager Semaphore(1)
+ *                      proxy, from the process that started the manager
+ *                      (20k pairs; Python 2000)
  *
  * The impls:
  *   conc    ppe.*: conc_process_pool_new({.max_workers = 2, .method =
@@ -80,6 +83,7 @@
 #if defined(__has_include)
 #if __has_include("conc/manager.h")
 #include "conc/manager.h"
+#include "conc/manager_sync.h"
 #define HAVE_MANAGER 1
 #endif
 #endif
@@ -663,8 +667,52 @@ out:
     conc_manager_free(m);
     return res;
 }
+
+/* ------------------------------------------------------- manager.sem_ops */
+
+static double row_sem(int impl, char *why, size_t whylen)
+{
+    (void)impl;
+    long n = scaled(DICT_N);
+    conc_manager_t *m;
+    conc_manager_opts_t mo = {0};
+    mo.method = CONC_FORK;
+    int rc = conc_manager_start(&m, &mo);
+    if (rc != 0)
+        return FAIL("conc_manager_start: %s", conc_errname(rc));
+    if (conc_manager_pid(m) > 0)
+        kid_add(conc_manager_pid(m));
+    double res = NAN;
+    conc_msem_t *s = NULL;
+    if ((rc = conc_manager_semaphore(m, NULL, 1, &s)) != 0) {
+        res = FAIL("conc_manager_semaphore: %s", conc_errname(rc));
+        goto out;
+    }
+    for (int i = 0; i < 100; i++) /* warm up */
+        if ((rc = conc_msem_acquire(s, true, CONC_FOREVER)) != 0 || (rc = conc_msem_release(s, 1)) != 0) {
+            res = FAIL("warm-up: %s", conc_errname(rc));
+            goto out;
+        }
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++)
+        if ((rc = conc_msem_acquire(s, true, CONC_FOREVER)) != 0 || (rc = conc_msem_release(s, 1)) != 0) {
+            res = FAIL("acquire/release: %s", conc_errname(rc));
+            goto out;
+        }
+    res = (double)n / (bench_now() - t0);
+out:
+    if (s)
+        conc_msem_free(s);
+    conc_manager_free(m);
+    return res;
+}
 #else
 static double row_dict(int impl, char *why, size_t whylen)
+{
+    (void)impl;
+    return FAIL("manager not built");
+}
+static double row_sem(int impl, char *why, size_t whylen)
 {
     (void)impl;
     return FAIL("manager not built");
@@ -690,6 +738,7 @@ static const rowdef_t rowdefs[] = {
     {"ppe.broken_detect", "ms", true, row_broken, 60},
     {"manager.dict_ops", "pairs/s", false, row_dict, 60},
     {"pool.bytes_throughput", "tasks/s", false, row_bytes_throughput, 60},
+    {"manager.sem_ops", "pairs/s", false, row_sem, 60},
 };
 #define NROWDEFS ((int)(sizeof rowdefs / sizeof rowdefs[0]))
 
@@ -699,7 +748,7 @@ static bool impl_available(const rowdef_t *d, int impl, char *why, size_t whylen
         snprintf(why, whylen, "not selected (--impls %s)", opt_impls);
         return false;
     }
-    if (!HAVE_MANAGER && strcmp(d->name, "manager.dict_ops") == 0) {
+    if (!HAVE_MANAGER && strncmp(d->name, "manager.", 8) == 0) {
         snprintf(why, whylen, "manager not built");
         return false;
     }

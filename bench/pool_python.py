@@ -21,6 +21,8 @@ driver takes the median):
                        BrokenProcessPool
     manager.dict_ops   set+get pairs/s on Manager().dict() from a forked
                        child (2000 pairs; d[k] = v; d[k])
+    manager.sem_ops    acquire+release pairs/s on Manager().Semaphore(1)
+                       from the parent (2000 pairs)
 
 Every pool and manager uses the fork context (3.11's default on Linux, as
 conc's bench uses CONC_FORK); pools are created and every worker has run
@@ -182,12 +184,28 @@ def dict_ops():
     return n / out[1]
 
 
+def sem_ops():
+    n = scaled(2_000)
+    with CTX.Manager() as m:
+        s = m.Semaphore(1)
+        for _ in range(20):  # warm up
+            s.acquire()
+            s.release()
+        t0 = time.monotonic()
+        for _ in range(n):
+            s.acquire()
+            s.release()
+        t1 = time.monotonic()
+    return n / (t1 - t0)
+
+
 ROWS = {
     "ppe.throughput": throughput,
     "ppe.latency": latency,
     "pool.map_chunked": map_chunked,
     "ppe.broken_detect": broken_detect,
     "manager.dict_ops": dict_ops,
+    "manager.sem_ops": sem_ops,
 }
 
 

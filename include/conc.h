@@ -13,6 +13,7 @@
 #include "conc/io.h"
 #include "conc/pool.h"
 #include "conc/manager.h"
+#include "conc/manager_sync.h"
 #include "conc/mpi.h" /* declarations only: link libconc_mpi to use them */
 #include "conc/patch.h" /* declarations only: they live in libconc_patch.so */
 #include "conc/trace.h"

@@ -367,6 +367,75 @@ Test(mp_async, threadpool_runs_here)
     cr_assert_eq(conc_pool_free(p), 0);
 }
 
+/* CPython's ThreadPool runs callback / error_callback on its result-handler
+ * thread: a slow callback holds up no worker. One worker: while the first
+ * task's callback sleeps, a second task still runs and finishes; the
+ * callback runs on neither the worker nor the caller; join waits for it. */
+static int tid_task(const void *arg, size_t len, conc_pool_out_t *out)
+{
+    (void)arg, (void)len;
+    pthread_t me = pthread_self();
+    return conc_pool_return(out, &me, sizeof me);
+}
+
+typedef struct {
+    _Atomic int started, finished;
+    pthread_t thread, worker;
+} slowcb_t;
+
+static void slow_cb(const void *d, size_t len, void *arg)
+{
+    slowcb_t *s = arg;
+    s->thread = pthread_self();
+    if (len == sizeof(pthread_t))
+        memcpy(&s->worker, d, sizeof s->worker);
+    atomic_store(&s->started, 1);
+    tu_sleep(0.5);
+    atomic_store(&s->finished, 1);
+}
+
+static void slow_ecb(int code, const char *msg, void *arg)
+{
+    (void)code, (void)msg;
+    slow_cb(NULL, 0, arg);
+}
+
+Test(mp_async, threadpool_slow_callback_holds_no_worker)
+{
+    conc_pool_t *p = mk(true, 1);
+    slowcb_t s = {0};
+    cr_assert_eq(conc_pool_apply_async(p, tid_task, NULL, 0, slow_cb, NULL, &s, NULL), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&s.started), 5));
+    double t0 = tu_now();
+    void *d;
+    size_t n;
+    cr_assert_eq(conc_pool_apply(p, tid_task, NULL, 0, &d, &n), 0); /* the one worker is free */
+    cr_assert_lt(tu_now() - t0, 0.4);
+    cr_assert_not(atomic_load(&s.finished), "the second task waited for the callback");
+    pthread_t worker;
+    memcpy(&worker, d, sizeof worker);
+    free(d);
+    cr_assert(pthread_equal(worker, s.worker));
+    cr_assert_not(pthread_equal(s.thread, worker), "the callback ran on the worker");
+    cr_assert_not(pthread_equal(s.thread, pthread_self()));
+    /* map_async's callback and an error_callback: the same thread */
+    slowcb_t m = {0};
+    int xs[3] = {1, 2, 3};
+    conc_map_result_t *mr;
+    cr_assert_eq(conc_pool_map_async(p, sqr, xs, sizeof(int), 3, 1, NULL, slow_ecb, &m, &mr), 0);
+    conc_map_result_free(mr);
+    slowcb_t e = {0};
+    int five = 5;
+    cr_assert_eq(conc_pool_apply_async(p, fail_on_5, &five, sizeof five, NULL, slow_ecb, &e, NULL), 0);
+    cr_assert_eq(conc_pool_close(p), 0);
+    cr_assert_eq(conc_pool_join(p, 10), 0); /* waits for the callbacks too */
+    cr_assert(atomic_load(&s.finished));
+    cr_assert(atomic_load(&e.finished));
+    cr_assert_not(atomic_load(&m.started)); /* no failure: no error_callback */
+    cr_assert(pthread_equal(e.thread, s.thread));
+    conc_pool_free(p);
+}
+
 static int tl_init_value;
 static __thread int tl_value;
 static int tinit(const void *arg, size_t len)

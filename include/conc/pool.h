@@ -421,9 +421,12 @@ CONC_API void conc_map_result_free(conc_map_result_t *r);
  * conc_pool_t whose tasks run in threads of this process; every conc_pool_*
  * call above works on it the same way (one word to switch). Differences:
  * task functions need not be registered; opts->method, maxtasksperchild
- * and queue_capacity are ignored; callbacks run in the pool thread that
- * finished the task; conc_pool_pids gives 0; terminate cancels tasks not
+ * and queue_capacity are ignored; conc_pool_pids gives 0; terminate cancels tasks not
  * yet started but cannot stop running ones (threads cannot be killed).
+ * Callbacks (apply_async's, map_async's) run, one at a time in the order
+ * the tasks finished, on the pool's result-handler thread (started with the
+ * first callback), as in CPython: never on a worker, so a slow callback
+ * holds up later callbacks but no task; join waits for them too.
  * The initializer (conc_process_fn) runs in each thread; if it fails the
  * pool is broken (tasks fail with CONC_EBROKEN). Returns 0 and the pool in
  * *out (conc_pool_free); CONC_EINVAL, CONC_ENOMEM. */

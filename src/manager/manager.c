@@ -29,7 +29,8 @@
  * conc/green.h) cut every wait of a call short, on OS threads too. The
  * request is out by then and the server may be about to answer it, so
  * the proxy half-closes its connection (shutdown SHUT_WR): the server's
- * blocking get/put/acquire looks at the socket between its 50 ms slices,
+ * blocking get/put/acquire wakes up on the hang-up (it sleeps in ppoll
+ * on the socket too),
  * stops waiting and answers at once. The proxy reads that answer (for at
  * most CUT_DRAIN_NS, not interruptible) and closes the connection. Before
  * the half-close it binds a second connection to the same object, which
@@ -73,6 +74,8 @@
 #include "core/time.h"
 #include "manager/client.h"
 #include "manager/internal.h"
+#include "manager/proxy.h"
+#include "manager/sync.h"
 #include "process/internal.h"
 
 #define DEFAULT_TIMEOUT 30.0
@@ -433,7 +436,7 @@ static int call_cut(mproxy_t *p, const conc__cut_t *cut, conc__rbuf_t *rep)
     p->redial = true;
     keeper_install(p, &keeper);
     if (rc == 0 && rep->end - rep->p >= 4 && rep->p[0] == 0 && rep->p[1] == 0 && rep->p[2] == 0 &&
-        rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE) {
+        rep->p[3] == 0 && op != CONC__MOP_K_ACQUIRE && !conc__mgr_sync_op_owned(op)) {
         conc__cut_rearm(cut);
         return 0;
     }
@@ -734,6 +737,67 @@ static double blocking_wait(mproxy_t *p, bool block, double timeout)
 /* The calls whose Python original raises ValueError for a negative
  * timeout (threading.Lock.acquire, queue.Queue.get): NaN or negative. */
 static bool bad_timeout(double t) { return !(t >= 0); }
+
+/* ------------------------------------------- for the other proxy files */
+
+/* src/manager/proxy.h: the call machinery for proxies defined in other
+ * files (manager_sync.c). */
+conc__wbuf_t *conc__mp_begin(void *p, uint8_t op) { return call_begin(p, op); }
+int conc__mp_failed(void) { return call_failed(); }
+int conc__mp_run(void *p, double wait, conc__rbuf_t *rep) { return call_run(p, wait, rep); }
+void conc__mp_end(void *p) { call_end(p); }
+int conc__mp_void(void *p, double wait) { return call_void(p, wait); }
+int conc__mp_u64(void *p, uint64_t *out) { return call_u64(p, out); }
+int conc__mp_bool(void *p, bool *out) { return call_bool(p, out); }
+double conc__mp_wait(void *p, bool block, double timeout) { return blocking_wait(p, block, timeout); }
+double conc__mp_timeout(const void *p) { return ((const mproxy_t *)p)->timeout; }
+void conc__mps_broken(void *p)
+{
+    mproxy_t *x = p;
+    x->broken = true;
+    proxy_close_fd(x);
+}
+
+static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                      mproxy_t **out);
+static int proxy_free(mproxy_t *p);
+
+int conc__mp_make_sync(conc_manager_t *m, uint8_t kind, int64_t param, double timeout,
+                       const char *name, void **out)
+{
+    mproxy_t *p;
+    int rc = make_proxy(m, 0, 0, name, &p); /* connected, bound to nothing yet */
+    if (rc)
+        return rc;
+    conc__wbuf_t *w = call_begin(p, CONC__MOP_BIND_SYNC);
+    if (!w) {
+        proxy_free(p);
+        return call_failed();
+    }
+    conc__wb_u8(w, kind);
+    conc__wb_u64(w, (uint64_t)param);
+    conc__wb_f64(w, timeout);
+    conc__wb_bytes(w, name ? name : "", name ? strlen(name) : 0);
+    conc__rbuf_t rep;
+    rc = call_run(p, p->timeout, &rep);
+    if (!rc) {
+        uint64_t id = conc__rb_u64(&rep);
+        uint8_t k = conc__rb_u8(&rep);
+        if (!conc__rb_done(&rep) || k != kind || !id)
+            rc = CONC_EBROKEN;
+        p->id = id;
+        p->kind = k;
+    }
+    call_end(p);
+    if (rc) {
+        proxy_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int conc__mps_free(void *p) { return proxy_free(p); }
 
 /* ------------------------------------------------------- server process */
 

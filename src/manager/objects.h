@@ -60,6 +60,9 @@ struct conc__mgr_obj {
     const conc_mtype_t *utype;     /* set before the object is visible */
     void *uself;
     bool ubroken;                  /* create has not succeeded (yet) */
+    struct owaiter *waiters;       /* blocked requests (o->mu): see obj_notify (server.c) */
+    /* Event, Semaphore, Condition, Barrier, Pool (sync.c) */
+    struct conc__mgr_sync *sync;
 };
 
 /* Kinds beyond internal.h's four (the numbers of conc_mkind_t). */

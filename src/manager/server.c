@@ -11,10 +11,12 @@
  * lock is never held while taking the server lock.
  *
  * Blocking requests (Lock.acquire, Queue.get on an empty queue, Queue.put
- * on a full one) wait on the object's condition in slices of at most
- * 50 ms; between slices they look at the server's stop flag and at the
- * client's socket (POLLRDHUP), so a client that went away or a shutdown
- * never leaves a thread waiting for good.
+ * on a full one) sleep in one ppoll on an eventfd of their own (on the
+ * object's list of waiters) and on the client's socket (POLLRDHUP), up to
+ * their deadline: obj_notify writes every waiter's eventfd, a client that
+ * goes away wakes its own thread at once, shutdown notifies every object.
+ * (Without an eventfd — out of descriptors — they nap 50 ms at a time.)
+ * Every change a waiter may wait for must go through obj_notify.
  *
  * A Lock held by a connection that closed is released. The holder's
  * thread does it when it sees the EOF, but that is asynchronous; so every
@@ -52,15 +54,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/time.h"
 #include "manager/objects.h"
+#include "manager/sync.h"
 
 #define NBUCKETS CONC__MGR_NBUCKETS
-#define SLICE_NS 50000000LL
+#define SLICE_NS 50000000LL     /* a wait without an eventfd naps this long */
+#define RECHECK_NS 1000000000LL /* and with one, looks again at least this often */
 #define MAX_NAME 4096
+
+typedef struct owaiter {
+    struct owaiter *next;
+    int efd;
+} owaiter_t;
+
+/* With o->mu held: wake every request waiting on o (the condition too). */
+static void obj_notify(obj_t *o)
+{
+    conc_cond_notify_all(&o->cv);
+    for (owaiter_t *w = o->waiters; w; w = w->next)
+        if (w->efd >= 0) {
+            uint64_t one = 1;
+            ssize_t r = write(w->efd, &one, sizeof one);
+            (void)r;
+        }
+}
 
 /* --------------------------------------------------------------- items */
 
@@ -285,6 +307,7 @@ static void obj_free(obj_t *o)
     free(o->b);
     vec_clear(o);
     free(o->v);
+    conc__mgr_sync_free(o->sync);
     free(o->name);
     free(o);
 }
@@ -509,10 +532,12 @@ static void unbind(conc__mgr_conn_t *c)
         if (o->held && o->holder == c) { /* its holder is gone: release it */
             o->held = false;
             o->holder = NULL;
-            conc_cond_notify_all(&o->cv);
+            obj_notify(o);
         }
         conc_lock_release(&o->mu);
     }
+    if (o->sync)
+        conc__mgr_sync_leave(o->sync, c);
     conc_lock_acquire(&c->s->mu, true, CONC_FOREVER);
     obj_unref(c->s, o);
     conc_lock_release(&c->s->mu);
@@ -549,7 +574,7 @@ static void lock_reclaim(obj_t *o)
     if (o->kind == CONC__MK_LOCK && o->held && o->holder && peer_gone(o->holder->fd)) {
         o->held = false;
         o->holder = NULL;
-        conc_cond_notify_all(&o->cv);
+        obj_notify(o);
     }
 }
 
@@ -564,8 +589,22 @@ static int wait_slice(conc__mgr_conn_t *c, obj_t *o, int64_t deadline)
         return CONC_ESHUTDOWN;
     if (peer_gone(c->fd))
         return CONC_EEOF;
-    int64_t slice = deadline - now < SLICE_NS ? deadline - now : SLICE_NS;
-    conc_cond_wait(&o->cv, (double)slice / 1e9);
+    owaiter_t w = {o->waiters, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    o->waiters = &w;
+    int64_t left = deadline - now;
+    if (left > (w.efd < 0 ? SLICE_NS : RECHECK_NS))
+        left = w.efd < 0 ? SLICE_NS : RECHECK_NS;
+    struct pollfd p[2] = {{.fd = c->fd, .events = POLLRDHUP}, {.fd = w.efd, .events = POLLIN}};
+    struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+    conc_lock_release(&o->mu);
+    ppoll(p, 2, &ts, NULL);
+    conc_lock_acquire(&o->mu, true, CONC_FOREVER);
+    owaiter_t **pp = &o->waiters;
+    while (*pp != &w)
+        pp = &(*pp)->next;
+    *pp = w.next;
+    if (w.efd >= 0)
+        close(w.efd);
     lock_reclaim(o);
     return 0;
 }
@@ -587,8 +626,10 @@ void conc__mgr_wake_objects(conc__mgr_server_t *s)
     for (int i = 0; i < NBUCKETS; i++)
         for (obj_t *o = s->ids[i]; o; o = o->id_next) {
             conc_lock_acquire(&o->mu, true, CONC_FOREVER);
-            conc_cond_notify_all(&o->cv);
+            obj_notify(o);
             conc_lock_release(&o->mu);
+            if (o->sync)
+                conc__mgr_sync_wake(o->sync);
         }
     conc_lock_release(&s->mu);
 }
@@ -643,6 +684,26 @@ static int do_bind(conc__mgr_conn_t *c, conc__rbuf_t *r, int op)
     reply_code(c, 0);
     conc__wb_u64(&c->out, o->id);
     conc__wb_u8(&c->out, (uint8_t)o->kind);
+    return 0;
+}
+
+int conc__mgr_bind_sync_obj(conc__mgr_conn_t *c, int kind, const uint8_t *name, size_t nlen,
+                            conc__mgr_sync_t *sy, bool *used, uint64_t *id)
+{
+    obj_t *o = NULL;
+    *used = false;
+    int rc = obj_get(c->s, kind, 0, name, nlen, NULL, 0, &o);
+    if (rc)
+        return rc;
+    conc_lock_acquire(&c->s->mu, true, CONC_FOREVER);
+    if (!o->sync) { /* new (two first binders of one name race here: one wins) */
+        o->sync = sy;
+        *used = true;
+    }
+    conc_lock_release(&c->s->mu);
+    unbind(c);
+    c->bound = o;
+    *id = o->id;
     return 0;
 }
 
@@ -916,7 +977,7 @@ static int do_lock(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         } else {
             o->held = false;
             o->holder = NULL;
-            conc_cond_notify_all(&o->cv);
+            obj_notify(o);
         }
         reply_code(c, rc);
         break;
@@ -959,7 +1020,7 @@ static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         if (o->maxsize <= 0 || o->len < (size_t)o->maxsize) {
             if (!(rc = vec_reserve(o, 1)) && !(rc = item_set(vec_at(o, o->len), v, vn))) {
                 o->len++;
-                conc_cond_notify_all(&o->cv);
+                obj_notify(o);
             }
         } else if (rc == CONC_ETIMEDOUT) {
             rc = CONC_EFULL;
@@ -973,7 +1034,7 @@ static int do_queue(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
             item_t it = *vec_at(o, 0);
             o->first = (o->first + 1) % o->cap;
             o->len--;
-            conc_cond_notify_all(&o->cv);
+            obj_notify(o);
             reply_code(c, 0);
             conc__wb_bytes(&c->out, it.p, it.n);
             free(it.p);
@@ -1027,6 +1088,10 @@ int conc__mgr_dispatch(conc__mgr_conn_t *c, const uint8_t *req, size_t n,
         rc = do_lock(c, o, &r, op);
     } else if (op >= CONC__MOP_Q_PUT && op <= CONC__MOP_Q_FULL && o && o->kind == CONC__MK_QUEUE) {
         rc = do_queue(c, o, &r, op);
+    } else if (op == CONC__MOP_BIND_SYNC) {
+        rc = conc__mgr_sync_bind(c, &r);
+    } else if (op >= CONC__MOP_SYNC_FIRST && op <= CONC__MOP_SYNC_LAST && o) {
+        rc = conc__mgr_sync_dispatch(c, o->sync, &r, op);
     } else if (op >= CONC__MOP_MORE_FIRST && o) { /* server_more.c */
         rc = conc__mgr_do_more(c, o, &r, op);
     } else {

@@ -677,6 +677,8 @@ int conc_pool_new(conc_pool_t **out, const conc_pool_opts_t *opts)
     return 0;
 }
 
+tpool_t *conc__pool_tpool(const conc_pool_t *p) { return p ? p->tp : NULL; }
+
 static int pool_rc(int rc)
 {
     return rc == CONC_ESHUTDOWN ? CONC_EINVAL : rc; /* ValueError: Pool not running */
@@ -686,11 +688,42 @@ typedef struct {
     conc_pool_callback cb;
     conc_pool_error_callback ecb;
     void *arg;
+    tpool_t *tp;        /* a ThreadPool's: run the callback on its result thread */
+    conc_future_t *f;   /* (a deferred copy holds a reference) */
 } apply_cb_t;
+
+static void apply_run(conc_future_t *f, apply_cb_t *a);
+
+static void apply_deferred(void *p)
+{
+    apply_cb_t *a = p;
+    apply_run(a->f, a);
+    conc_future_free(a->f);
+    free(a);
+}
 
 static void apply_done(conc_future_t *f, void *p)
 {
     apply_cb_t *a = p;
+    if (a->tp) { /* CPython's ThreadPool: callbacks on the result thread, not the worker */
+        apply_cb_t *d = malloc(sizeof *d);
+        if (d) {
+            *d = *a;
+            d->f = conc_future_ref(f);
+            if (conc__tpool_defer(a->tp, apply_deferred, d) == 0) {
+                free(a);
+                return;
+            }
+            conc_future_free(d->f);
+            free(d);
+        }
+    }
+    apply_run(f, a);
+    free(a);
+}
+
+static void apply_run(conc_future_t *f, apply_cb_t *a)
+{
     const void *d;
     size_t n;
     int rc = conc_future_bytes(f, 0, &d, &n);
@@ -704,7 +737,6 @@ static void apply_done(conc_future_t *f, void *p)
             conc_future_exception(f, 0, &code, &msg);
         a->ecb(code, msg ? msg : "", a->arg);
     }
-    free(a);
 }
 
 int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size_t len,
@@ -720,7 +752,7 @@ int conc_pool_apply_async(conc_pool_t *p, conc_pool_fn fn, const void *arg, size
     if (callback || error_callback) {
         if (!(a = malloc(sizeof *a)))
             return CONC_ENOMEM;
-        *a = (apply_cb_t){callback, error_callback, cbarg};
+        *a = (apply_cb_t){callback, error_callback, cbarg, p->tp, NULL};
     }
     if (p->tp) {
         conc_future_t *f = conc__future_alloc(), *mine = NULL;

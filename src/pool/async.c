@@ -155,6 +155,7 @@ struct conc_map_result {
     int code;               /* first failure (under mu; final once done) */
     const char *msg;        /* owned by r */
     conc_event_t done;
+    tpool_t *tp;            /* a ThreadPool's: callbacks on its result thread */
 };
 
 static void mr_unref(conc_map_result_t *m)
@@ -163,6 +164,36 @@ static void mr_unref(conc_map_result_t *m)
         conc_results_free(m->r);
         free(m);
     }
+}
+
+/* Every chunk is done: the user's callback, then ready(). */
+static void mr_fire(void *arg)
+{
+    conc_map_result_t *m = arg;
+    if (!m->code && m->cb)
+        m->cb(m->r, m->cbarg);
+    else if (m->code && m->ecb)
+        m->ecb(m->code, m->msg ? m->msg : "", m->cbarg);
+    conc_event_set(&m->done);
+}
+
+static void mr_fire_deferred(void *arg)
+{
+    mr_fire(arg);
+    mr_unref(arg);
+}
+
+static void mr_finish(conc_map_result_t *m)
+{
+    /* a ThreadPool runs callbacks on its result thread (CPython's
+     * _handle_results), not on the worker that finished the last chunk */
+    if (m->tp && (m->cb || m->ecb)) {
+        atomic_fetch_add((_Atomic int *)&m->refs, 1);
+        if (conc__tpool_defer(m->tp, mr_fire_deferred, m) == 0)
+            return;
+        atomic_fetch_sub((_Atomic int *)&m->refs, 1);
+    }
+    mr_fire(m);
 }
 
 static void mr_chunk_done(conc_future_t *f, void *arg)
@@ -186,13 +217,8 @@ static void mr_chunk_done(conc_future_t *f, void *arg)
     }
     bool last = --m->left == 0;
     conc_lock_release(&m->mu);
-    if (last) {
-        if (!m->code && m->cb)
-            m->cb(m->r, m->cbarg);
-        else if (m->code && m->ecb)
-            m->ecb(m->code, m->msg ? m->msg : "", m->cbarg);
-        conc_event_set(&m->done);
-    }
+    if (last)
+        mr_finish(m);
     mr_unref(m);
 }
 
@@ -213,6 +239,7 @@ static int map_async(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t 
     m->cb = cb;
     m->ecb = ecb;
     m->cbarg = cbarg;
+    m->tp = conc__pool_tpool(p);
     size_t nch = conc__results_nchunks(m->r);
     m->left = nch + 1; /* + this call's own count: no callback fires early */
     m->refs = (int)nch + 2;
@@ -227,13 +254,8 @@ static int map_async(conc_pool_t *p, conc_pool_fn fn, const void *items, size_t 
     conc_lock_acquire(&m->mu, true, CONC_FOREVER);
     bool last = --m->left == 0;
     conc_lock_release(&m->mu);
-    if (last) {
-        if (!m->code && m->cb)
-            m->cb(m->r, m->cbarg);
-        else if (m->code && m->ecb)
-            m->ecb(m->code, m->msg ? m->msg : "", m->cbarg);
-        conc_event_set(&m->done);
-    }
+    if (last)
+        mr_finish(m);
     mr_unref(m); /* this call's reference */
     if (out)
         *out = m;

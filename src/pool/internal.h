@@ -271,6 +271,12 @@ void conc__tpool_close(tpool_t *tp);
 void conc__tpool_terminate(tpool_t *tp);
 int conc__tpool_join(tpool_t *tp, int64_t deadline);
 void conc__tpool_destroy(tpool_t *tp);
+/* Run fn(arg) on the pool's result-handler thread (started on first use),
+ * after the calls deferred before it; join waits for it. 0, or CONC_ENOMEM
+ * / CONC_EAGAIN (no thread): the caller runs it itself. */
+int conc__tpool_defer(tpool_t *tp, void (*fn)(void *), void *arg);
+/* p's thread backend (NULL: a process Pool). */
+tpool_t *conc__pool_tpool(const conc_pool_t *p);
 
 /* bytes.c: bytes tasks on an executor that runs them in this process.
  * Submits one job of count items (fixed size: item_size > 0; or

@@ -11,12 +11,21 @@
  * future with it — so conc_future_bytes, conc_results_*, the iterators and
  * the map results read thread and process outcomes alike.
  *
+ * Callbacks (apply_async's callback / error_callback, map_async's) run on
+ * the pool's result-handler thread, as in CPython's ThreadPool (its
+ * _handle_results thread), not on the worker that finished the task: the
+ * completion callback in api.c / async.c hands them over with
+ * conc__tpool_defer, so a slow callback holds up later callbacks, never a
+ * worker. The result thread starts with the first deferred callback; each
+ * deferred call counts in `pending`, so join waits for the callbacks too.
+ *
  * Invariants: the job owns one reference to its future; exactly one of
  * job_run (the executor ran it) and job_done (the executor cancelled it
  * at terminate, or failed it: a broken pool) frees the job. `pending` counts jobs not yet freed; join
  * waits for it to reach 0 under `cv`.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +33,21 @@
 #include "futures/internal.h"
 #include "pool/internal.h"
 
+typedef struct deferred {
+    struct deferred *next;
+    void (*fn)(void *);
+    void *arg;
+} deferred_t;
+
 struct tpool {
     conc_executor_t *ex;
     conc_lock_t mu;
     conc_cond_t cv;
     size_t pending;
+    /* the result-handler thread (under cv's lock) */
+    deferred_t *dq, **dq_tail;
+    bool rthread, rstop;
+    pthread_t rt;
     conc_process_fn init;
     void *initarg;
     size_t initarg_len;
@@ -156,6 +175,64 @@ static void job_done(conc_future_t *ef, void *arg)
     }
 }
 
+/* ------------------------------------------------ result-handler thread */
+
+static void pending_done(tpool_t *tp) /* cv's lock held */
+{
+    if (--tp->pending == 0)
+        conc_cond_notify_all(&tp->cv);
+}
+
+static void *result_main(void *arg)
+{
+    tpool_t *tp = arg;
+    conc_cond_acquire(&tp->cv, true, CONC_FOREVER);
+    for (;;) {
+        deferred_t *d = tp->dq;
+        if (!d) {
+            if (tp->rstop)
+                break;
+            conc_cond_wait(&tp->cv, CONC_FOREVER);
+            continue;
+        }
+        tp->dq = d->next;
+        if (!tp->dq)
+            tp->dq_tail = &tp->dq;
+        conc_cond_release(&tp->cv);
+        d->fn(d->arg);
+        free(d);
+        conc_cond_acquire(&tp->cv, true, CONC_FOREVER);
+        pending_done(tp);
+    }
+    conc_cond_release(&tp->cv);
+    return NULL;
+}
+
+int conc__tpool_defer(tpool_t *tp, void (*fn)(void *), void *arg)
+{
+    deferred_t *d = malloc(sizeof *d);
+    if (!d)
+        return CONC_ENOMEM;
+    *d = (deferred_t){NULL, fn, arg};
+    conc_cond_acquire(&tp->cv, true, CONC_FOREVER);
+    if (!tp->rthread) {
+        if (tp->rstop || pthread_create(&tp->rt, NULL, result_main, tp) != 0) {
+            conc_cond_release(&tp->cv);
+            free(d);
+            return CONC_EAGAIN;
+        }
+        pthread_setname_np(tp->rt, "ThreadPool-res");
+        tp->rthread = true;
+    }
+    *tp->dq_tail = d;
+    tp->dq_tail = &d->next;
+    tp->pending++;
+    /* the lock is the condition's: every waiter (join's too) looks again */
+    conc_cond_notify_all(&tp->cv);
+    conc_cond_release(&tp->cv);
+    return 0;
+}
+
 static void tp_init(void *arg)
 {
     tpool_t *tp = arg;
@@ -171,6 +248,7 @@ int conc__tpool_new(tpool_t **out, size_t threads, conc_process_fn init, const v
         return CONC_ENOMEM;
     conc_lock_init(&tp->mu);
     conc_cond_init(&tp->cv, &tp->mu);
+    tp->dq_tail = &tp->dq;
     tp->init = init;
     if (initarg_len) {
         if (!(tp->initarg = malloc(initarg_len))) {
@@ -289,6 +367,13 @@ void conc__tpool_destroy(tpool_t *tp)
         return;
     conc__tpool_terminate(tp);
     conc__tpool_join(tp, CONC__NO_DEADLINE);
+    conc_cond_acquire(&tp->cv, true, CONC_FOREVER);
+    tp->rstop = true;
+    bool rt = tp->rthread;
+    conc_cond_notify_all(&tp->cv);
+    conc_cond_release(&tp->cv);
+    if (rt)
+        pthread_join(tp->rt, NULL);
     conc_executor_free(tp->ex);
     free(tp->initarg);
     free(tp);
