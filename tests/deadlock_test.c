@@ -874,3 +874,81 @@ Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
     cr_expect(strstr(out, "(take_two+0x"), "a static function unnamed in: %s", out);
     free(out);
 }
+
+/* ------------------------------------------------ walks racing ending green threads */
+
+/* The detector and the dump look a Lock's holder up in the registry; a
+ * green holder may end and be freed (its stack reused) right after. They
+ * must copy what they need while the hub pins it, never read it after:
+ * under ASan a freed green thread's record is poisoned, so a late read is
+ * a use after free. Bounded stress: one hub spawns short green threads
+ * that take WLK; two OS threads wait on WLK with a 1 µs detection delay
+ * (a check per slice) and dump in a loop. */
+static conc_lock_t WLK = CONC_LOCK_INIT;
+static int wl_stop;
+
+static void *wl_green(void *arg)
+{
+    (void)arg;
+    if (conc_lock_acquire(&WLK, true, 5) == 0) {
+        conc_yield();
+        conc_lock_release(&WLK);
+    }
+    return NULL;
+}
+
+static void *wl_hub(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE)) {
+        for (int i = 0; i < 16; i++)
+            conc_go(NULL, wl_green, NULL); /* detached: freed when it ends */
+        for (int i = 0; i < 64; i++)
+            conc_yield();
+    }
+    conc_sleep(0.05); /* the last ones end */
+    return NULL;
+}
+
+static void *wl_waiter(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE))
+        if (conc_lock_acquire(&WLK, true, 0.002) == 0)
+            conc_lock_release(&WLK);
+    return NULL;
+}
+
+static void *wl_dumper(void *arg)
+{
+    FILE *f = arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE)) {
+        conc_dump(f);
+        rewind(f);
+    }
+    return NULL;
+}
+
+Test(deadlock, walks_race_ending_green_threads, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    FILE *devnull = fopen("/dev/null", "w");
+    cr_assert(devnull);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(1e-6);
+    __atomic_store_n(&wl_stop, 0, __ATOMIC_RELEASE);
+    conc_thread_t *hub = start("wl-hub", wl_hub, NULL);
+    conc_thread_t *w1 = start("wl-wait1", wl_waiter, NULL);
+    conc_thread_t *w2 = start("wl-wait2", wl_waiter, NULL);
+    conc_thread_t *d = start("wl-dump", wl_dumper, devnull);
+    tu_sleep(TU_SANITIZED ? 2.0 : 1.0);
+    __atomic_store_n(&wl_stop, 1, __ATOMIC_RELEASE);
+    conc_thread_t *ts[] = {hub, w1, w2, d};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(conc_thread_join(ts[i], 20, NULL), 0);
+        conc_thread_free(ts[i]);
+    }
+    conc_debug_set_delay(0.1);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    fclose(devnull);
+}

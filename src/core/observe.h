@@ -92,9 +92,26 @@ struct conc__ctx *conc__reg_os_first(void);      /* under conc__reg_lock */
  * set by the green module): fn(green ctx, arg) under the hub's list guard;
  * fn returns false to stop. */
 extern void (*conc__reg_green_walk)(struct conc__ctx *os, bool (*fn)(struct conc__ctx *, void *), void *arg);
-/* The live context with this serial / this address (under conc__reg_lock). */
-struct conc__ctx *conc__reg_find_serial(uint32_t serial);
-struct conc__ctx *conc__reg_find_ptr(const void *p);
+/* The context of the OS thread whose hub runs this green context, or NULL
+ * (set by the green module; used in a forked child). */
+extern struct conc__ctx *(*conc__reg_green_os)(struct conc__ctx *green);
+/* What a reader keeps of a context found in the registry: copied while
+ * the context is pinned (reg_mu for an OS thread's, its hub's list guard
+ * for a green thread's), because a green thread that ends may be freed
+ * (its stack reused) the moment the guard is released. id is for
+ * comparing identities only: never dereference it. */
+typedef struct conc__ctx_snap {
+    const struct conc__ctx *id;
+    uint32_t serial;
+    int wait_kind;
+    const void *wait_obj;
+    bool blocked;
+    char name[48];
+} conc__ctx_snap_t;
+/* The live context with this serial / this address (under conc__reg_lock):
+ * true and *out filled, or false. */
+bool conc__reg_find_serial(uint32_t serial, conc__ctx_snap_t *out);
+bool conc__reg_find_ptr(const void *p, conc__ctx_snap_t *out);
 /* Label the calling context's next parks (a join that waits on an Event,
  * say): obj/kind replace the waiter's own until cleared with kind 0. */
 void conc__wait_label(const void *obj, int kind);
@@ -135,7 +152,7 @@ void conc__lockdep_ctx_exit(struct conc__ctx *ctx); /* ctx ends */
  * context holds it. */
 void conc__shlock_acquired(const void *lock, int kind, uint64_t pair);
 void conc__shlock_released(const void *lock);
-struct conc__ctx *conc__shlock_holder(const void *word, int *kind);
+uint32_t conc__shlock_holder(const void *word, int *kind); /* the holder's serial, 0 */
 bool conc__shlock_mine(const void *word, uint64_t pair);
 void conc__shlock_forget_all(void); /* detection switched off */
 /* Deadlock detection: the slice a blocking wait parks for before it

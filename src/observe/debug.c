@@ -273,32 +273,32 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind)
     }
 }
 
-conc__ctx_t *conc__wait_holder(const void *obj, int kind)
+bool conc__wait_holder(const void *obj, int kind, conc__ctx_snap_t *out)
 {
     if (!obj)
-        return NULL;
+        return false;
     switch (kind) {
     case CONC__WAIT_LOCK: {
         const conc_lock_t *l = obj;
         if (!(__atomic_load_n(&l->state, __ATOMIC_RELAXED) & 1u))
-            return NULL;
-        return conc__reg_find_serial(__atomic_load_n(&l->owner, __ATOMIC_RELAXED));
+            return false;
+        return conc__reg_find_serial(__atomic_load_n(&l->owner, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_RLOCK: {
         const conc_rlock_t *r = obj;
-        return conc__reg_find_ptr((const void *)__atomic_load_n(&r->owner, __ATOMIC_RELAXED));
+        return conc__reg_find_ptr((const void *)__atomic_load_n(&r->owner, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_THREAD_JOIN: {
         const conc_thread_t *t = obj;
-        return conc__reg_find_ptr(__atomic_load_n(&t->ctx, __ATOMIC_RELAXED));
+        return conc__reg_find_ptr(__atomic_load_n(&t->ctx, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_GREEN_JOIN: {
         conc_green_t *g = (conc_green_t *)obj;
-        return conc__reg_find_ptr(&g->ctx);
+        return conc__reg_find_ptr(&g->ctx, out);
     }
-    case CONC__WAIT_SHARED: /* a shared Lock/RLock held by a context of this process */
-        return conc__shlock_holder(obj, NULL);
-    default: return NULL;
+    case CONC__WAIT_SHARED: /* a shared lock held by a context of this process */
+        return conc__reg_find_serial(conc__shlock_holder(obj, NULL), out);
+    default: return false;
     }
 }
 

@@ -86,7 +86,7 @@ void conc__shlock_released(const void *lock)
     conc__lockdep_released(lock);
 }
 
-conc__ctx_t *conc__shlock_holder(const void *word, int *kind)
+uint32_t conc__shlock_holder(const void *word, int *kind)
 {
     /* Only words in the table are read (a shared semaphore's or event's
      * word is never there): it is a lock some context of ours took, and
@@ -101,7 +101,7 @@ conc__ctx_t *conc__shlock_holder(const void *word, int *kind)
             *kind = e->kind;
     }
     pthread_mutex_unlock(&sh_mu);
-    return serial ? conc__reg_find_serial(serial) : NULL;
+    return serial;
 }
 
 bool conc__shlock_mine(const void *word, uint64_t pair)
