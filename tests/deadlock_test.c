@@ -885,7 +885,7 @@ Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
  * that take WLK; two OS threads wait on WLK with a 1 µs detection delay
  * (a check per slice) and dump in a loop. */
 static conc_lock_t WLK = CONC_LOCK_INIT;
-static int wl_stop;
+static int wl_stop, wl_live;
 
 static void *wl_green(void *arg)
 {
@@ -894,6 +894,7 @@ static void *wl_green(void *arg)
         conc_yield();
         conc_lock_release(&WLK);
     }
+    __atomic_fetch_sub(&wl_live, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -902,11 +903,13 @@ static void *wl_hub(void *arg)
     (void)arg;
     while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE)) {
         for (int i = 0; i < 16; i++)
-            conc_go(NULL, wl_green, NULL); /* detached: freed when it ends */
+            if (conc_go(NULL, wl_green, NULL) == 0) /* detached: freed when it ends */
+                __atomic_fetch_add(&wl_live, 1, __ATOMIC_RELAXED);
         for (int i = 0; i < 64; i++)
             conc_yield();
     }
-    conc_sleep(0.05); /* the last ones end */
+    while (__atomic_load_n(&wl_live, __ATOMIC_ACQUIRE)) /* the last ones end */
+        conc_sleep(0.001);
     return NULL;
 }
 

@@ -55,6 +55,11 @@ enum conc__wait_kind {
     CONC__WAIT_SHARED,     /* a process-shared futex word */
     CONC__WAIT_POOL,       /* a process pool's engine: its workers' results */
     CONC__WAIT_OTHER,
+    /* process-shared locks (ipc/psync.c labels its waits with these; the
+     * side table of observe/shlock.c and lock-order nodes use them too) */
+    CONC__WAIT_SHARED_LOCK,  /* conc_plock_t *  */
+    CONC__WAIT_SHARED_RLOCK, /* conc_prlock_t * */
+    CONC__WAIT_SHARED_SEM,   /* conc_psemaphore_t * (a BoundedSemaphore(1)) */
     CONC__WAIT_NKINDS
 };
 
@@ -144,8 +149,9 @@ void conc__lockdep_acquired(const void *lock, int kind);
 void conc__lockdep_released(const void *lock);
 void conc__lockdep_ctx_exit(struct conc__ctx *ctx); /* ctx ends */
 /* Process-shared locks (ipc) as seen here (observe/shlock.c): lock is the
- * conc_plock_t / conc_prlock_t (its futex word is at offset 0), kind
- * CONC__WAIT_SHARED, pair the owner pair this process wrote. Called only
+ * conc_plock_t / conc_prlock_t / conc_psemaphore_t (its futex word is at
+ * offset 0), kind CONC__WAIT_SHARED_LOCK / _RLOCK / _SEM, pair the owner
+ * pair this process wrote (a semaphore: 0, its value while held). Called only
  * while CONC__OBS_LOCKDBG is on. holder: the context of this process that
  * holds the lock whose word is at word, when the shared pair (read once)
  * is still the one recorded (under conc__reg_lock). mine: the calling
@@ -154,7 +160,12 @@ void conc__shlock_acquired(const void *lock, int kind, uint64_t pair);
 void conc__shlock_released(const void *lock);
 uint32_t conc__shlock_holder(const void *word, int *kind); /* the holder's serial, 0 */
 bool conc__shlock_mine(const void *word, uint64_t pair);
+/* The kind recorded for the shared lock at word (CONC__WAIT_SHARED_*), 0. */
+int conc__shlock_kind(const void *word);
 void conc__shlock_forget_all(void); /* detection switched off */
+/* A shared wait kind: CONC__WAIT_SHARED or one of the _SHARED_* above. */
+#define CONC__WAIT_IS_SHARED(k) \
+    ((k) == CONC__WAIT_SHARED || ((k) >= CONC__WAIT_SHARED_LOCK && (k) <= CONC__WAIT_SHARED_SEM))
 /* Deadlock detection: the slice a blocking wait parks for before it
  * checks the wait-for graph (ns), and the check itself: CONC_EDEADLK when
  * the calling context's wait on obj (kind) closes a cycle (printed). */

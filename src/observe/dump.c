@@ -146,7 +146,7 @@ static void describe(conc__ctx_t *c, line_t *ln, const char *running_state)
         ln->until_s = (double)(dl - conc__now_ns()) / 1e9;
     ln->holder[0] = 0;
     conc__ctx_snap_t h;
-    if ((kind == CONC__WAIT_LOCK || kind == CONC__WAIT_RLOCK || kind == CONC__WAIT_SHARED) && conc__wait_holder(obj, kind, &h))
+    if ((kind == CONC__WAIT_LOCK || kind == CONC__WAIT_RLOCK || CONC__WAIT_IS_SHARED(kind)) && conc__wait_holder(obj, kind, &h))
         snprintf(ln->holder, sizeof ln->holder, "%s", h.name);
     else if (kind == CONC__WAIT_LOCK && (__atomic_load_n(&((const conc_lock_t *)obj)->state, __ATOMIC_RELAXED) & 1u))
         snprintf(ln->holder, sizeof ln->holder, "?");
