@@ -23,20 +23,39 @@
 #ifndef CONC_ARCH_SWITCH_X86_64_H
 #define CONC_ARCH_SWITCH_X86_64_H
 
+/* Unwind info for a signal that lands inside the switch (conc_dump asks
+ * every thread for its backtrace with a signal): the stack-pointer moves
+ * are told to the unwinder, and from the moment the stack pointer is the
+ * other context's until the jump to its resume address the frame is
+ * marked outermost (a backtrace taken there ends at the switch instead of
+ * following a bogus frame into unmapped memory). Directives only: no
+ * instruction changes. */
+#ifdef __GCC_HAVE_DWARF2_CFI_ASM
+#define CONC__CFI(x) x "\n\t"
+#else
+#define CONC__CFI(x)
+#endif
+
 static inline __attribute__((always_inline)) void conc__switch(void **save, void *to)
 {
     void *s = save, *t = to;
     __asm__ __volatile__(
         "subq $128, %%rsp\n\t" /* step over the red zone: the code around may use it */
+        CONC__CFI(".cfi_adjust_cfa_offset 128")
+        CONC__CFI(".cfi_remember_state")
         "leaq 1f(%%rip), %%rax\n\t"
         "pushq %%rbp\n\t"
+        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "pushq %%rax\n\t"
+        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "subq $8, %%rsp\n\t"
+        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "stmxcsr (%%rsp)\n\t"
         "fnstcw 4(%%rsp)\n\t"
         "movq %%rsp, %%rdx\n\t"
         "movq %%rsp, (%%rdi)\n\t"
         "movq %%rsi, %%rsp\n\t"
+        CONC__CFI(".cfi_undefined rip")
         "movl (%%rsp), %%eax\n\t"
         "xorl (%%rdx), %%eax\n\t"
         "testl $0xffc0, %%eax\n\t"
@@ -53,7 +72,9 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
         "popq %%rbp\n\t"
         "jmpq *%%rax\n\t"
         "1:\n\t"
+        CONC__CFI(".cfi_restore_state")
         "addq $128, %%rsp\n\t"
+        CONC__CFI(".cfi_adjust_cfa_offset -128")
         : "+D"(s), "+S"(t)
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",
