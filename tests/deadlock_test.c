@@ -713,6 +713,9 @@ static void shared_abba(bool green)
                  args[1].rc);
     cr_expect_eq(count(out, "deadlock detected"), 1, "%s", out);
     cr_expect(took < 10, "found in %.2f s", took);
+    char w[64];
+    snprintf(w, sizeof w, "waits for shared Lock %p", (void *)a);
+    cr_expect(strstr(out, w) && !strstr(out, "shared word"), "named by kind (%s): %s", w, out);
     free(out);
     conc_shared_free(a);
     conc_shared_free(b);
@@ -873,6 +876,112 @@ Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
     cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
     cr_expect(strstr(out, "(take_two+0x"), "a static function unnamed in: %s", out);
     free(out);
+}
+
+/* A BoundedSemaphore(1) in shared memory is a lock by another name: it is
+ * in the lock-order graph and the wait-for graph like a shared Lock, and
+ * reports name shared locks by their kind and name. */
+typedef struct {
+    conc_psemaphore_t *sem;
+    conc_prlock_t *r;
+    conc_barrier_t *bar;
+    bool sem_first;
+    int rc;
+} semr_t;
+
+static void *take_sem_r(void *arg)
+{
+    semr_t *a = arg;
+    if (a->sem_first) {
+        conc_psemaphore_acquire(a->sem, true, CONC_FOREVER);
+        if (a->bar)
+            conc_barrier_wait(a->bar, 10, NULL);
+        if ((a->rc = conc_prlock_acquire(a->r, true, 20)) == 0)
+            conc_prlock_release(a->r);
+        conc_psemaphore_release(a->sem, 1);
+    } else {
+        conc_prlock_acquire(a->r, true, CONC_FOREVER);
+        if (a->bar)
+            conc_barrier_wait(a->bar, 10, NULL);
+        if ((a->rc = conc_psemaphore_acquire(a->sem, true, 20)) == 0)
+            conc_psemaphore_release(a->sem, 1);
+        conc_prlock_release(a->r);
+    }
+    return NULL;
+}
+
+Test(lockorder, shared_semaphore_of_one_is_a_lock, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    conc_psemaphore_t *sem, *sem2;
+    conc_prlock_t *r;
+    cr_assert_eq(conc_psemaphore_new(1, true, &sem), 0);
+    cr_assert_eq(conc_psemaphore_new(2, true, &sem2), 0); /* not a lock */
+    cr_assert_eq(conc_prlock_new(&r), 0);
+    conc_set_name(sem, "slots");
+    cap_begin();
+    semr_t sf = {sem, r, NULL, true, -1}, rf = {sem, r, NULL, false, -1};
+    run("sem-first", take_sem_r, &sf);
+    run("rlock-first", take_sem_r, &rf); /* closes the cycle */
+    semr_t sf2 = {sem2, r, NULL, true, -1}, rf2 = {sem2, r, NULL, false, -1};
+    run("sem2-first", take_sem_r, &sf2);
+    run("rlock-first2", take_sem_r, &rf2); /* a Semaphore(2) is no lock: no edge */
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    char w[96];
+    snprintf(w, sizeof w, "shared Semaphore %p \"slots\"", (void *)sem);
+    cr_expect(strstr(out, w), "named by kind and name (%s): %s", w, out);
+    snprintf(w, sizeof w, "shared RLock %p", (void *)r);
+    cr_expect(strstr(out, w), "named by kind (%s): %s", w, out);
+    cr_expect(!strstr(out, "shared word"), "%s", out);
+    free(out);
+    conc_debug_forget(sem);
+    conc_debug_forget(r);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    conc_shared_free(sem);
+    conc_shared_free(sem2);
+    conc_shared_free(r);
+}
+
+Test(deadlock, shared_semaphore_and_rlock_abba, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_psemaphore_t *sem;
+    conc_prlock_t *r;
+    cr_assert_eq(conc_psemaphore_new(1, true, &sem), 0);
+    cr_assert_eq(conc_prlock_new(&r), 0);
+    conc_set_name(r, "table");
+    conc_barrier_t bar;
+    conc_barrier_init(&bar, 2, NULL, NULL, 10);
+    semr_t a = {sem, r, &bar, true, -1}, b = {sem, r, &bar, false, -1};
+    cap_begin();
+    double t0 = tu_now();
+    conc_thread_t *ta = start("sem-side", take_sem_r, &a);
+    conc_thread_t *tb = start("rlock-side", take_sem_r, &b);
+    cr_assert_eq(conc_thread_join(ta, 30, NULL), 0);
+    cr_assert_eq(conc_thread_join(tb, 30, NULL), 0);
+    conc_thread_free(ta);
+    conc_thread_free(tb);
+    double took = tu_now() - t0;
+    char *out = cap_end();
+    cr_expect_eq((a.rc == CONC_EDEADLK) + (b.rc == CONC_EDEADLK), 1, "rc %d %d: %s", a.rc, b.rc, out);
+    cr_expect_eq((a.rc == 0) + (b.rc == 0), 1, "the other proceeds: rc %d %d", a.rc, b.rc);
+    cr_expect(took < 10, "found in %.2f s", took);
+    char w[96];
+    snprintf(w, sizeof w, "waits for shared Semaphore %p, held by", (void *)sem);
+    cr_expect(strstr(out, w), "(%s): %s", w, out);
+    snprintf(w, sizeof w, "waits for shared RLock %p \"table\", held by", (void *)r);
+    cr_expect(strstr(out, w), "(%s): %s", w, out);
+    cr_expect(!strstr(out, "shared word"), "%s", out);
+    free(out);
+    conc_set_name(r, NULL);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+    conc_shared_free(sem);
+    conc_shared_free(r);
 }
 
 /* ------------------------------------------------ walks racing ending green threads */
