@@ -24,12 +24,15 @@
 #define CONC_ARCH_SWITCH_X86_64_H
 
 /* Unwind info for a signal that lands inside the switch (conc_dump asks
- * every thread for its backtrace with a signal): the stack-pointer moves
- * are told to the unwinder, and from the moment the stack pointer is the
- * other context's until the jump to its resume address the frame is
- * marked outermost (a backtrace taken there ends at the switch instead of
- * following a bogus frame into unmapped memory). Directives only: no
- * instruction changes. */
+ * every thread for its backtrace with a signal): from the first stack
+ * move to the last the frame is marked outermost, so a backtrace taken
+ * there ends at the switch instead of following a bogus frame (the stack
+ * pointer is off by the red zone and the pushes, then on the other
+ * context's stack) into unmapped memory. The frame's CFA is said to be
+ * the stack pointer itself for that stretch: the unwinder still reads the
+ * callee-saved registers' slots relative to it, and those reads must land
+ * on mapped stack, whatever the compiler's own rule was (rsp- or
+ * rbp-based). Directives only: no instruction changes. */
 #ifdef __GCC_HAVE_DWARF2_CFI_ASM
 #define CONC__CFI(x) x "\n\t"
 #else
@@ -41,21 +44,18 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
     void *s = save, *t = to;
     __asm__ __volatile__(
         "subq $128, %%rsp\n\t" /* step over the red zone: the code around may use it */
-        CONC__CFI(".cfi_adjust_cfa_offset 128")
         CONC__CFI(".cfi_remember_state")
+        CONC__CFI(".cfi_def_cfa %%rsp, 0")
+        CONC__CFI(".cfi_undefined %%rip")
         "leaq 1f(%%rip), %%rax\n\t"
         "pushq %%rbp\n\t"
-        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "pushq %%rax\n\t"
-        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "subq $8, %%rsp\n\t"
-        CONC__CFI(".cfi_adjust_cfa_offset 8")
         "stmxcsr (%%rsp)\n\t"
         "fnstcw 4(%%rsp)\n\t"
         "movq %%rsp, %%rdx\n\t"
         "movq %%rsp, (%%rdi)\n\t"
         "movq %%rsi, %%rsp\n\t"
-        CONC__CFI(".cfi_undefined rip")
         "movl (%%rsp), %%eax\n\t"
         "xorl (%%rdx), %%eax\n\t"
         "testl $0xffc0, %%eax\n\t"
@@ -72,9 +72,8 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
         "popq %%rbp\n\t"
         "jmpq *%%rax\n\t"
         "1:\n\t"
-        CONC__CFI(".cfi_restore_state")
         "addq $128, %%rsp\n\t"
-        CONC__CFI(".cfi_adjust_cfa_offset -128")
+        CONC__CFI(".cfi_restore_state")
         : "+D"(s), "+S"(t)
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",
