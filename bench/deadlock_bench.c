@@ -38,7 +38,9 @@
  * it. ns per grant = run time / grants (all threads together).
  *
  * Method as in sync_bench: a warm-up run per impl, discarded; every run
- * checks its result; the Python peer does its own repetitions.
+ * checks its result; the Python peer does its own repetitions, except for
+ * the convoy, where conc's and CPython's repetitions alternate (the tail
+ * is the machine's load: both must see the same).
  *
  * Usage: deadlock_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
  *                       [--python PYTHON --python-script deadlock_python.py]
@@ -341,7 +343,14 @@ static bool selected(const char *name)
 
 /* Run the Python peer for row (one value per line; `stride` values per
  * repetition). Fills ims[0..stride-1]. */
+static void run_python_n(const char *row, bench_impl_t **ims, int stride, int nreps);
 static void run_python(const char *row, bench_impl_t **ims, int stride)
+{
+    run_python_n(row, ims, stride, opt_reps);
+}
+
+/* nreps repetitions of the Python peer's row (one process). */
+static void run_python_n(const char *row, bench_impl_t **ims, int stride, int nreps)
 {
     char why[200] = "";
     if (!opt_python || !opt_python_script || access(opt_python, X_OK) != 0) {
@@ -351,18 +360,18 @@ static void run_python(const char *row, bench_impl_t **ims, int stride)
         return;
     }
     char reps[32], scale[32];
-    snprintf(reps, sizeof reps, "%d", opt_reps);
+    snprintf(reps, sizeof reps, "%d", nreps);
     snprintf(scale, sizeof scale, "%g", opt_scale);
     char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", reps, "--scale", scale,
                     (char *)row, NULL};
     double vals[BENCH_MAX_REPS * 2];
     int n = bench_run_peer(argv, vals, BENCH_MAX_REPS * 2, why, sizeof why);
-    if (n < opt_reps * stride) {
+    if (n < nreps * stride) {
         for (int s = 0; s < stride; s++)
             bench_impl_note(ims[s], BENCH_FAILED, "%s", n < 0 ? why : "python peer printed too few values");
         return;
     }
-    for (int i = 0; i < opt_reps; i++)
+    for (int i = 0; i < nreps; i++)
         for (int s = 0; s < stride; s++)
             bench_impl_record(ims[s], vals[i * stride + s]);
 }
@@ -402,6 +411,7 @@ int main(int argc, char **argv)
         bench_row_t *r50 = bench_row_new("gil.convoy_p50", "us", true);
         bench_row_t *r99 = bench_row_new("gil.convoy_p99", "us", true);
         bench_impl_t *c[2] = {bench_impl_add(r50, "conc"), bench_impl_add(r99, "conc")};
+        bench_impl_t *py[2] = {bench_impl_add(r50, "python"), bench_impl_add(r99, "python")};
         why[0] = 0;
         if (convoy_run(why, sizeof why) != 0) { /* warm-up */
             bench_impl_note(c[0], BENCH_FAILED, "%s", why);
@@ -420,9 +430,13 @@ int main(int argc, char **argv)
                     " + GIL wait %.0f/%.0f, of which the holder was off the CPU %.0f/%.0f\n",
                     rep, convoy_p[0], convoy_p[1], convoy_over[0], convoy_over[1], convoy_wait[0],
                     convoy_wait[1], convoy_off[0], convoy_off[1]);
+            /* CPython's run right after, one repetition at a time: on a
+             * machine whose load drifts, both see the same load */
+            if (py[0]->status == BENCH_OK)
+                run_python_n("gil.convoy", py, 2, 1);
         }
-        bench_impl_t *py[2] = {bench_impl_add(r50, "python"), bench_impl_add(r99, "python")};
-        run_python("gil.convoy", py, 2);
+        if (c[0]->status != BENCH_OK && py[0]->status == BENCH_OK)
+            run_python("gil.convoy", py, 2);
         bench_impl_t *iv[2] = {bench_impl_add(r50, "interval"), bench_impl_add(r99, "interval")};
         for (int s = 0; s < 2; s++)
             for (int rep = 0; rep < opt_reps; rep++)

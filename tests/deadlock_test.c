@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include "core/observe.h"
+#include "core/park.h"
 
 /* ------------------------------------------------ stderr capture */
 
@@ -984,6 +985,109 @@ Test(deadlock, shared_semaphore_and_rlock_abba, .timeout = TU_TIMEOUT)
     conc_shared_free(r);
 }
 
+/* ------------------------------------------------ a holder that ends during a walk */
+
+/* Deterministic: the registry's test hook runs right after a lookup found
+ * the green thread that holds a Lock (its hub's guard released); the hook
+ * lets that green thread release, end and be freed before it returns.
+ * Whatever the detector or the dump reads of it afterwards is a use after
+ * free, which ASan reports (a freed green thread's record is poisoned);
+ * they must use only the copy the lookup made. Both walks: the detector's
+ * check of a waiting thread, and conc_dump's line for a blocked one. */
+static conc_lock_t UE_L = CONC_LOCK_INIT;
+static conc_event_t ue_go, ue_holding;
+static const void *ue_target; /* the green holder's context */
+static int ue_ended, ue_hooked;
+
+static void ue_hook(const conc__ctx_t *found)
+{
+    if (!ue_target || (const void *)found != ue_target)
+        return;
+    ue_target = NULL;
+    ue_hooked = 1;
+    conc_event_set(&ue_go); /* the holder releases and ends */
+    double t0 = tu_now();
+    while (!__atomic_load_n(&ue_ended, __ATOMIC_ACQUIRE) && tu_now() - t0 < 10)
+        tu_sleep(0.001);
+    tu_sleep(0.05); /* its hub frees it right after switching away */
+}
+
+static void *ue_green(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&UE_L, true, CONC_FOREVER);
+    ue_target = conc__ctx();
+    conc_event_set(&ue_holding);
+    conc_event_wait(&ue_go, 20);
+    conc_lock_release(&UE_L);
+    __atomic_store_n(&ue_ended, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *ue_hub(void *arg)
+{
+    (void)arg;
+    conc_go(NULL, ue_green, NULL); /* detached: freed when it ends */
+    while (!__atomic_load_n(&ue_ended, __ATOMIC_ACQUIRE))
+        conc_sleep(0.001);
+    conc_sleep(0.1);
+    return NULL;
+}
+
+static void *ue_wait(void *arg)
+{
+    (void)arg;
+    if (conc_lock_acquire(&UE_L, true, 20) == 0)
+        conc_lock_release(&UE_L);
+    return NULL;
+}
+
+static void ue_phase(bool dump)
+{
+    conc_event_init(&ue_go);
+    conc_event_init(&ue_holding);
+    ue_ended = 0;
+    ue_hooked = 0;
+    conc_debug_set_delay(dump ? 60 : 0.02); /* the dump phase: no checks of their own */
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_thread_t *hub = start("ue-hub", ue_hub, NULL);
+    cr_assert_eq(conc_event_wait(&ue_holding, 10), 0);
+    conc_thread_t *w = NULL;
+    if (dump) {
+        w = start("ue-waiter", ue_wait, NULL);
+        tu_sleep(0.1); /* blocked on UE_L by now */
+        conc__reg_found_hook = ue_hook;
+        FILE *f = fopen("/dev/null", "w");
+        cr_assert(f);
+        conc_dump(f);
+        fclose(f);
+    } else {
+        conc__reg_found_hook = ue_hook;
+        int rc = conc_lock_acquire(&UE_L, true, 10);
+        cr_expect_eq(rc, 0, "the holder ended and released it: got %d", rc);
+        if (rc == 0)
+            conc_lock_release(&UE_L);
+    }
+    conc__reg_found_hook = NULL;
+    cr_expect(ue_hooked, "the walk found the green holder");
+    conc_event_set(&ue_go);
+    if (w) {
+        cr_assert_eq(conc_thread_join(w, 30, NULL), 0);
+        conc_thread_free(w);
+    }
+    cr_assert_eq(conc_thread_join(hub, 30, NULL), 0);
+    conc_thread_free(hub);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+}
+
+Test(deadlock, holder_ends_during_the_walk, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    ue_phase(false); /* the detector */
+    ue_phase(true);  /* conc_dump */
+}
+
 /* ------------------------------------------------ walks racing ending green threads */
 
 /* The detector and the dump look a Lock's holder up in the registry; a
@@ -1053,7 +1157,7 @@ Test(deadlock, walks_race_ending_green_threads, .timeout = TU_TIMEOUT)
     conc_thread_t *w1 = start("wl-wait1", wl_waiter, NULL);
     conc_thread_t *w2 = start("wl-wait2", wl_waiter, NULL);
     conc_thread_t *d = start("wl-dump", wl_dumper, devnull);
-    tu_sleep(TU_SANITIZED ? 2.0 : 1.0);
+    tu_sleep(TU_SANITIZED ? 1.0 : 0.5);
     __atomic_store_n(&wl_stop, 1, __ATOMIC_RELEASE);
     conc_thread_t *ts[] = {hub, w1, w2, d};
     for (int i = 0; i < 4; i++) {

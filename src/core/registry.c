@@ -168,6 +168,8 @@ static bool has_hub(const conc__ctx_t *c)
     return *(void *const volatile *)&c->green != NULL && !c->is_green;
 }
 
+void (*conc__reg_found_hook)(const conc__ctx_t *found);
+
 static bool find(find_t *f)
 {
     for (conc__ctx_t *c = reg_head; c && !f->found; c = c->reg_next) {
@@ -176,6 +178,8 @@ static bool find(find_t *f)
         if (conc__reg_green_walk && has_hub(c))
             conc__reg_green_walk(c, find_step, f);
     }
+    if (f->found && conc__reg_found_hook) /* tests: the context may go now */
+        conc__reg_found_hook(f->out->id);
     return f->found;
 }
 
