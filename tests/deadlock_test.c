@@ -1001,10 +1001,11 @@ static int ue_ended, ue_hooked;
 
 static void ue_hook(const conc__ctx_t *found)
 {
-    if (!ue_target || (const void *)found != ue_target)
+    const void *t = __atomic_load_n(&ue_target, __ATOMIC_ACQUIRE);
+    if (!t || (const void *)found != t ||
+        !__atomic_compare_exchange_n(&ue_target, &t, NULL, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return;
-    ue_target = NULL;
-    ue_hooked = 1;
+    __atomic_store_n(&ue_hooked, 1, __ATOMIC_RELEASE);
     conc_event_set(&ue_go); /* the holder releases and ends */
     double t0 = tu_now();
     while (!__atomic_load_n(&ue_ended, __ATOMIC_ACQUIRE) && tu_now() - t0 < 10)
@@ -1016,7 +1017,7 @@ static void *ue_green(void *arg)
 {
     (void)arg;
     conc_lock_acquire(&UE_L, true, CONC_FOREVER);
-    ue_target = conc__ctx();
+    __atomic_store_n(&ue_target, (const void *)conc__ctx(), __ATOMIC_RELEASE);
     conc_event_set(&ue_holding);
     conc_event_wait(&ue_go, 20);
     conc_lock_release(&UE_L);
@@ -1046,8 +1047,8 @@ static void ue_phase(bool dump)
 {
     conc_event_init(&ue_go);
     conc_event_init(&ue_holding);
-    ue_ended = 0;
-    ue_hooked = 0;
+    __atomic_store_n(&ue_ended, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&ue_hooked, 0, __ATOMIC_RELEASE);
     conc_debug_set_delay(dump ? 60 : 0.02); /* the dump phase: no checks of their own */
     conc_debug_enable(CONC_DEBUG_DEADLOCK);
     conc_thread_t *hub = start("ue-hub", ue_hub, NULL);
@@ -1056,20 +1057,20 @@ static void ue_phase(bool dump)
     if (dump) {
         w = start("ue-waiter", ue_wait, NULL);
         tu_sleep(0.1); /* blocked on UE_L by now */
-        conc__reg_found_hook = ue_hook;
+        __atomic_store_n(&conc__reg_found_hook, ue_hook, __ATOMIC_RELEASE);
         FILE *f = fopen("/dev/null", "w");
         cr_assert(f);
         conc_dump(f);
         fclose(f);
     } else {
-        conc__reg_found_hook = ue_hook;
+        __atomic_store_n(&conc__reg_found_hook, ue_hook, __ATOMIC_RELEASE);
         int rc = conc_lock_acquire(&UE_L, true, 10);
         cr_expect_eq(rc, 0, "the holder ended and released it: got %d", rc);
         if (rc == 0)
             conc_lock_release(&UE_L);
     }
-    conc__reg_found_hook = NULL;
-    cr_expect(ue_hooked, "the walk found the green holder");
+    __atomic_store_n(&conc__reg_found_hook, NULL, __ATOMIC_RELEASE);
+    cr_expect(__atomic_load_n(&ue_hooked, __ATOMIC_ACQUIRE), "the walk found the green holder");
     conc_event_set(&ue_go);
     if (w) {
         cr_assert_eq(conc_thread_join(w, 30, NULL), 0);

@@ -178,8 +178,9 @@ static bool find(find_t *f)
         if (conc__reg_green_walk && has_hub(c))
             conc__reg_green_walk(c, find_step, f);
     }
-    if (f->found && conc__reg_found_hook) /* tests: the context may go now */
-        conc__reg_found_hook(f->out->id);
+    void (*hook)(const conc__ctx_t *) = __atomic_load_n(&conc__reg_found_hook, __ATOMIC_ACQUIRE);
+    if (f->found && hook) /* tests: the context may go now */
+        hook(f->out->id);
     return f->found;
 }
 
