@@ -116,11 +116,11 @@ typedef struct conc__ctx_snap {
 /* The live context with this serial / this address (under conc__reg_lock):
  * true and *out filled, or false. */
 bool conc__reg_find_serial(uint32_t serial, conc__ctx_snap_t *out);
+bool conc__reg_find_ptr(const void *p, conc__ctx_snap_t *out);
 /* Tests only: called by a lookup that found a context, after its guard is
  * released (under conc__reg_lock): a green thread it names may end and be
  * freed before the hook returns, and nothing may read it afterwards. */
 extern void (*conc__reg_found_hook)(const struct conc__ctx *found);
-bool conc__reg_find_ptr(const void *p, conc__ctx_snap_t *out);
 /* Label the calling context's next parks (a join that waits on an Event,
  * say): obj/kind replace the waiter's own until cleared with kind 0. */
 void conc__wait_label(const void *obj, int kind);
