@@ -32,7 +32,11 @@
  * the stack pointer itself for that stretch: the unwinder still reads the
  * callee-saved registers' slots relative to it, and those reads must land
  * on mapped stack, whatever the compiler's own rule was (rsp- or
- * rbp-based). Directives only: no instruction changes. */
+ * rbp-based). At the resume address the compiler's rule is back: a
+ * debugger that resumes a suspended context there (scripts/gdb, which
+ * sets the stack pointer past the red zone) unwinds it as before; only a
+ * signal on that one instruction (the red zone's addq) sees a CFA 128
+ * bytes off. Directives only: no instruction changes. */
 #ifdef __GCC_HAVE_DWARF2_CFI_ASM
 #define CONC__CFI(x) x "\n\t"
 #else
@@ -72,8 +76,8 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
         "popq %%rbp\n\t"
         "jmpq *%%rax\n\t"
         "1:\n\t"
-        "addq $128, %%rsp\n\t"
         CONC__CFI(".cfi_restore_state")
+        "addq $128, %%rsp\n\t"
         : "+D"(s), "+S"(t)
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",
