@@ -158,14 +158,12 @@ static bool find_step(conc__ctx_t *c, void *arg)
     return true;
 }
 
-/* c runs a hub (a racy read: c->green is set by c's own thread; the walk
- * itself reads it again and works under the hub's guard). */
-#if defined(CONC__TSAN)
-__attribute__((no_sanitize_thread))
-#endif
+/* c runs a hub (c->green is set by c's own thread, published with release
+ * (green/hub.c); the walk itself reads it again and works under the
+ * hub's guard). */
 static bool has_hub(const conc__ctx_t *c)
 {
-    return *(void *const volatile *)&c->green != NULL && !c->is_green;
+    return !c->is_green && __atomic_load_n(&c->green, __ATOMIC_ACQUIRE) != NULL;
 }
 
 void (*conc__reg_found_hook)(const conc__ctx_t *found);

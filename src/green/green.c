@@ -675,14 +675,12 @@ int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
     return rc;
 }
 
-/* os's hub context, read from another thread: a deliberate racy read (a
- * hub's record is never freed; a stale one is walked under its guard). */
-#if defined(CONC__TSAN)
-__attribute__((no_sanitize_thread))
-#endif
+/* os's hub context, read from another thread (published with release by
+ * conc__hub_get; a hub's record is never freed; a stale one is walked
+ * under its guard). */
 static conc__gs_t *conc__racy_green(conc__ctx_t *os)
 {
-    return *(void *const volatile *)&os->green;
+    return __atomic_load_n(&os->green, __ATOMIC_ACQUIRE);
 }
 
 /* The registry's walk of a hub's green threads (core/registry.c): the

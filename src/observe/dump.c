@@ -323,7 +323,7 @@ int conc_dump(FILE *f)
         else
             fprintf(f, "    (no backtrace: the thread did not answer the signal)\n");
 
-        conc__gs_t *gs = conc__racy_ptr(&c->green);
+        conc__gs_t *gs = __atomic_load_n(&c->green, __ATOMIC_ACQUIRE); /* released by green/hub.c */
         if (!gs || c->is_green)
             continue;
         conc__hub_t *h = gs->hub;
