@@ -19,7 +19,11 @@
  * about one switch interval (it asks for the GIL after waiting a whole
  * interval, then the CPU-bound thread drops it at its next check). The
  * `interval` impl is the switch interval itself (5 ms, in us), so the
- * table reads "p99 vs the interval". The Python peer
+ * table reads "p99 vs the interval". Each repetition also prints (stderr)
+ * where the time went: the sleep's overshoot, the wait for the GIL, and
+ * how much of that wait the holder spent descheduled (wall time minus its
+ * thread CPU time) — on a loaded machine that, not the algorithm, is the
+ * tail. The Python peer
  * (bench/deadlock_python.py) runs the same two threads under CPython's
  * GIL (`while not stop: x += 1` and time.sleep(0.001)).
  *
@@ -34,7 +38,9 @@
  * it. ns per grant = run time / grants (all threads together).
  *
  * Method as in sync_bench: a warm-up run per impl, discarded; every run
- * checks its result; the Python peer does its own repetitions.
+ * checks its result; the Python peer does its own repetitions, except for
+ * the convoy, where conc's and CPython's repetitions alternate (the tail
+ * is the machine's load: both must see the same).
  *
  * Usage: deadlock_bench [--reps N] [--scale F] [--only row,row] [--jsonl FILE]
  *                       [--python PYTHON --python-script deadlock_python.py]
@@ -114,6 +120,12 @@ static void *cpu_bound(void *arg)
 }
 
 static double convoy_p[2]; /* the last run's p50, p99 */
+/* Where the latency goes (the last run's p50, p99, us): the 1 ms sleep's
+ * overshoot (the I/O thread waiting for a CPU after its timer), the wait
+ * in end_allow for the GIL, and how much of that wait the CPU-bound
+ * holder spent off the CPU (wall time minus its thread CPU time): a
+ * holder that is descheduled while holding cannot reach its next check. */
+static double convoy_over[2], convoy_wait[2], convoy_off[2];
 
 static int convoy_run(char *why, size_t whylen)
 {
@@ -122,7 +134,8 @@ static int convoy_run(char *why, size_t whylen)
     int n = (int)scaled(300);
     if (n < 2)
         n = 2;
-    double *lat = malloc((size_t)n * sizeof *lat);
+    double *lat = malloc((size_t)n * 4 * sizeof *lat);
+    double *over = lat ? lat + n : NULL, *waitv = lat ? lat + 2 * n : NULL, *off = lat ? lat + 3 * n : NULL;
     pthread_t t;
     if (!lat || pthread_create(&t, NULL, cpu_bound, &c) != 0) {
         free(lat);
@@ -133,12 +146,25 @@ static int convoy_run(char *why, size_t whylen)
         sched_yield();
     /* The I/O-bound thread (this one) runs under the GIL too. */
     int rc = conc_gil_acquire(&c.g, CONC_FOREVER);
+    clockid_t hcpu;
+    bool have_cpu = pthread_getcpuclockid(t, &hcpu) == 0;
     for (int i = 0; rc == 0 && i < n; i++) {
         double t0 = bench_now();
         conc_gil_begin_allow(&c.g);
         sleep_s(0.001); /* the blocking call */
+        double tw = bench_now();
+        struct timespec c0 = {0, 0}, c1 = {0, 0};
+        if (have_cpu)
+            clock_gettime(hcpu, &c0);
         conc_gil_end_allow(&c.g);
-        lat[i] = (bench_now() - t0 - 0.001) * 1e6;
+        if (have_cpu)
+            clock_gettime(hcpu, &c1);
+        double ta = bench_now();
+        lat[i] = (ta - t0 - 0.001) * 1e6;
+        over[i] = (tw - t0 - 0.001) * 1e6;
+        waitv[i] = (ta - tw) * 1e6;
+        double cpu_us = ((double)(c1.tv_sec - c0.tv_sec) * 1e9 + (double)(c1.tv_nsec - c0.tv_nsec)) / 1e3;
+        off[i] = have_cpu && waitv[i] > cpu_us ? waitv[i] - cpu_us : 0;
     }
     if (rc == 0)
         conc_gil_release(&c.g);
@@ -151,6 +177,9 @@ static int convoy_run(char *why, size_t whylen)
     }
     convoy_p[0] = pct(lat, n, 50);
     convoy_p[1] = pct(lat, n, 99);
+    convoy_over[0] = pct(over, n, 50), convoy_over[1] = pct(over, n, 99);
+    convoy_wait[0] = pct(waitv, n, 50), convoy_wait[1] = pct(waitv, n, 99);
+    convoy_off[0] = pct(off, n, 50), convoy_off[1] = pct(off, n, 99);
     free(lat);
     return 0;
 }
@@ -314,7 +343,14 @@ static bool selected(const char *name)
 
 /* Run the Python peer for row (one value per line; `stride` values per
  * repetition). Fills ims[0..stride-1]. */
+static void run_python_n(const char *row, bench_impl_t **ims, int stride, int nreps);
 static void run_python(const char *row, bench_impl_t **ims, int stride)
+{
+    run_python_n(row, ims, stride, opt_reps);
+}
+
+/* nreps repetitions of the Python peer's row (one process). */
+static void run_python_n(const char *row, bench_impl_t **ims, int stride, int nreps)
 {
     char why[200] = "";
     if (!opt_python || !opt_python_script || access(opt_python, X_OK) != 0) {
@@ -324,18 +360,18 @@ static void run_python(const char *row, bench_impl_t **ims, int stride)
         return;
     }
     char reps[32], scale[32];
-    snprintf(reps, sizeof reps, "%d", opt_reps);
+    snprintf(reps, sizeof reps, "%d", nreps);
     snprintf(scale, sizeof scale, "%g", opt_scale);
     char *argv[] = {(char *)opt_python, (char *)opt_python_script, "--reps", reps, "--scale", scale,
                     (char *)row, NULL};
     double vals[BENCH_MAX_REPS * 2];
     int n = bench_run_peer(argv, vals, BENCH_MAX_REPS * 2, why, sizeof why);
-    if (n < opt_reps * stride) {
+    if (n < nreps * stride) {
         for (int s = 0; s < stride; s++)
             bench_impl_note(ims[s], BENCH_FAILED, "%s", n < 0 ? why : "python peer printed too few values");
         return;
     }
-    for (int i = 0; i < opt_reps; i++)
+    for (int i = 0; i < nreps; i++)
         for (int s = 0; s < stride; s++)
             bench_impl_record(ims[s], vals[i * stride + s]);
 }
@@ -375,6 +411,7 @@ int main(int argc, char **argv)
         bench_row_t *r50 = bench_row_new("gil.convoy_p50", "us", true);
         bench_row_t *r99 = bench_row_new("gil.convoy_p99", "us", true);
         bench_impl_t *c[2] = {bench_impl_add(r50, "conc"), bench_impl_add(r99, "conc")};
+        bench_impl_t *py[2] = {bench_impl_add(r50, "python"), bench_impl_add(r99, "python")};
         why[0] = 0;
         if (convoy_run(why, sizeof why) != 0) { /* warm-up */
             bench_impl_note(c[0], BENCH_FAILED, "%s", why);
@@ -388,9 +425,18 @@ int main(int argc, char **argv)
             }
             bench_impl_record(c[0], convoy_p[0]);
             bench_impl_record(c[1], convoy_p[1]);
+            fprintf(stderr,
+                    "  conc convoy rep %d (us, p50/p99): response %.0f/%.0f = sleep overshoot %.0f/%.0f"
+                    " + GIL wait %.0f/%.0f, of which the holder was off the CPU %.0f/%.0f\n",
+                    rep, convoy_p[0], convoy_p[1], convoy_over[0], convoy_over[1], convoy_wait[0],
+                    convoy_wait[1], convoy_off[0], convoy_off[1]);
+            /* CPython's run right after, one repetition at a time: on a
+             * machine whose load drifts, both see the same load */
+            if (py[0]->status == BENCH_OK)
+                run_python_n("gil.convoy", py, 2, 1);
         }
-        bench_impl_t *py[2] = {bench_impl_add(r50, "python"), bench_impl_add(r99, "python")};
-        run_python("gil.convoy", py, 2);
+        if (c[0]->status != BENCH_OK && py[0]->status == BENCH_OK)
+            run_python("gil.convoy", py, 2);
         bench_impl_t *iv[2] = {bench_impl_add(r50, "interval"), bench_impl_add(r99, "interval")};
         for (int s = 0; s < 2; s++)
             for (int rep = 0; rep < opt_reps; rep++)

@@ -183,7 +183,7 @@ Test(banker_detect, random_workload_with_locks_deadlocks_and_is_caught, .timeout
             rw.max[k][i] = 1 + (long)(rnd(&seed) % 2u);
     for (int i = 0, u = 0; i < SM; i++)
         for (long k = 0; k < st_total[i]; k++, u++) {
-            char name[32];
+            char name[48]; /* room for any int and long (-Wformat-truncation at -O1) */
             snprintf(name, sizeof name, "type %d unit %ld", i, k);
             conc_set_name(&rw.unit[u], name);
         }

@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include "core/observe.h"
+#include "core/park.h"
 
 /* ------------------------------------------------ stderr capture */
 
@@ -713,6 +714,9 @@ static void shared_abba(bool green)
                  args[1].rc);
     cr_expect_eq(count(out, "deadlock detected"), 1, "%s", out);
     cr_expect(took < 10, "found in %.2f s", took);
+    char w[64];
+    snprintf(w, sizeof w, "waits for shared Lock %p", (void *)a);
+    cr_expect(strstr(out, w) && !strstr(out, "shared word"), "named by kind (%s): %s", w, out);
     free(out);
     conc_shared_free(a);
     conc_shared_free(b);
@@ -873,4 +877,295 @@ Test(lockorder, report_names_static_functions, .timeout = TU_TIMEOUT)
     cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
     cr_expect(strstr(out, "(take_two+0x"), "a static function unnamed in: %s", out);
     free(out);
+}
+
+/* A BoundedSemaphore(1) in shared memory is a lock by another name: it is
+ * in the lock-order graph and the wait-for graph like a shared Lock, and
+ * reports name shared locks by their kind and name. */
+typedef struct {
+    conc_psemaphore_t *sem;
+    conc_prlock_t *r;
+    conc_barrier_t *bar;
+    bool sem_first;
+    int rc;
+} semr_t;
+
+static void *take_sem_r(void *arg)
+{
+    semr_t *a = arg;
+    if (a->sem_first) {
+        conc_psemaphore_acquire(a->sem, true, CONC_FOREVER);
+        if (a->bar)
+            conc_barrier_wait(a->bar, 10, NULL);
+        if ((a->rc = conc_prlock_acquire(a->r, true, 20)) == 0)
+            conc_prlock_release(a->r);
+        conc_psemaphore_release(a->sem, 1);
+    } else {
+        conc_prlock_acquire(a->r, true, CONC_FOREVER);
+        if (a->bar)
+            conc_barrier_wait(a->bar, 10, NULL);
+        if ((a->rc = conc_psemaphore_acquire(a->sem, true, 20)) == 0)
+            conc_psemaphore_release(a->sem, 1);
+        conc_prlock_release(a->r);
+    }
+    return NULL;
+}
+
+Test(lockorder, shared_semaphore_of_one_is_a_lock, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    conc_psemaphore_t *sem, *sem2;
+    conc_prlock_t *r;
+    cr_assert_eq(conc_psemaphore_new(1, true, &sem), 0);
+    cr_assert_eq(conc_psemaphore_new(2, true, &sem2), 0); /* not a lock */
+    cr_assert_eq(conc_prlock_new(&r), 0);
+    conc_set_name(sem, "slots");
+    cap_begin();
+    semr_t sf = {sem, r, NULL, true, -1}, rf = {sem, r, NULL, false, -1};
+    run("sem-first", take_sem_r, &sf);
+    run("rlock-first", take_sem_r, &rf); /* closes the cycle */
+    semr_t sf2 = {sem2, r, NULL, true, -1}, rf2 = {sem2, r, NULL, false, -1};
+    run("sem2-first", take_sem_r, &sf2);
+    run("rlock-first2", take_sem_r, &rf2); /* a Semaphore(2) is no lock: no edge */
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    char w[96];
+    snprintf(w, sizeof w, "shared Semaphore %p \"slots\"", (void *)sem);
+    cr_expect(strstr(out, w), "named by kind and name (%s): %s", w, out);
+    snprintf(w, sizeof w, "shared RLock %p", (void *)r);
+    cr_expect(strstr(out, w), "named by kind (%s): %s", w, out);
+    cr_expect(!strstr(out, "shared word"), "%s", out);
+    free(out);
+    conc_debug_forget(sem);
+    conc_debug_forget(r);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    conc_shared_free(sem);
+    conc_shared_free(sem2);
+    conc_shared_free(r);
+}
+
+Test(deadlock, shared_semaphore_and_rlock_abba, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_debug_set_delay(0.05);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_psemaphore_t *sem;
+    conc_prlock_t *r;
+    cr_assert_eq(conc_psemaphore_new(1, true, &sem), 0);
+    cr_assert_eq(conc_prlock_new(&r), 0);
+    conc_set_name(r, "table");
+    conc_barrier_t bar;
+    conc_barrier_init(&bar, 2, NULL, NULL, 10);
+    semr_t a = {sem, r, &bar, true, -1}, b = {sem, r, &bar, false, -1};
+    cap_begin();
+    double t0 = tu_now();
+    conc_thread_t *ta = start("sem-side", take_sem_r, &a);
+    conc_thread_t *tb = start("rlock-side", take_sem_r, &b);
+    cr_assert_eq(conc_thread_join(ta, 30, NULL), 0);
+    cr_assert_eq(conc_thread_join(tb, 30, NULL), 0);
+    conc_thread_free(ta);
+    conc_thread_free(tb);
+    double took = tu_now() - t0;
+    char *out = cap_end();
+    cr_expect_eq((a.rc == CONC_EDEADLK) + (b.rc == CONC_EDEADLK), 1, "rc %d %d: %s", a.rc, b.rc, out);
+    cr_expect_eq((a.rc == 0) + (b.rc == 0), 1, "the other proceeds: rc %d %d", a.rc, b.rc);
+    cr_expect(took < 10, "found in %.2f s", took);
+    char w[96];
+    snprintf(w, sizeof w, "waits for shared Semaphore %p, held by", (void *)sem);
+    cr_expect(strstr(out, w), "(%s): %s", w, out);
+    snprintf(w, sizeof w, "waits for shared RLock %p \"table\", held by", (void *)r);
+    cr_expect(strstr(out, w), "(%s): %s", w, out);
+    cr_expect(!strstr(out, "shared word"), "%s", out);
+    free(out);
+    conc_set_name(r, NULL);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+    conc_shared_free(sem);
+    conc_shared_free(r);
+}
+
+/* ------------------------------------------------ a holder that ends during a walk */
+
+/* Deterministic: the registry's test hook runs right after a lookup found
+ * the green thread that holds a Lock (its hub's guard released); the hook
+ * lets that green thread release, end and be freed before it returns.
+ * Whatever the detector or the dump reads of it afterwards is a use after
+ * free, which ASan reports (a freed green thread's record is poisoned);
+ * they must use only the copy the lookup made. Both walks: the detector's
+ * check of a waiting thread, and conc_dump's line for a blocked one. */
+static conc_lock_t UE_L = CONC_LOCK_INIT;
+static conc_event_t ue_go, ue_holding;
+static const void *ue_target; /* the green holder's context */
+static int ue_ended, ue_hooked;
+
+static void ue_hook(const conc__ctx_t *found)
+{
+    const void *t = __atomic_load_n(&ue_target, __ATOMIC_ACQUIRE);
+    if (!t || (const void *)found != t ||
+        !__atomic_compare_exchange_n(&ue_target, &t, NULL, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&ue_hooked, 1, __ATOMIC_RELEASE);
+    conc_event_set(&ue_go); /* the holder releases and ends */
+    double t0 = tu_now();
+    while (!__atomic_load_n(&ue_ended, __ATOMIC_ACQUIRE) && tu_now() - t0 < 10)
+        tu_sleep(0.001);
+    tu_sleep(0.05); /* its hub frees it right after switching away */
+}
+
+static void *ue_green(void *arg)
+{
+    (void)arg;
+    conc_lock_acquire(&UE_L, true, CONC_FOREVER);
+    __atomic_store_n(&ue_target, (const void *)conc__ctx(), __ATOMIC_RELEASE);
+    conc_event_set(&ue_holding);
+    conc_event_wait(&ue_go, 20);
+    conc_lock_release(&UE_L);
+    __atomic_store_n(&ue_ended, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *ue_hub(void *arg)
+{
+    (void)arg;
+    conc_go(NULL, ue_green, NULL); /* detached: freed when it ends */
+    while (!__atomic_load_n(&ue_ended, __ATOMIC_ACQUIRE))
+        conc_sleep(0.001);
+    conc_sleep(0.1);
+    return NULL;
+}
+
+static void *ue_wait(void *arg)
+{
+    (void)arg;
+    if (conc_lock_acquire(&UE_L, true, 20) == 0)
+        conc_lock_release(&UE_L);
+    return NULL;
+}
+
+static void ue_phase(bool dump)
+{
+    conc_event_init(&ue_go);
+    conc_event_init(&ue_holding);
+    __atomic_store_n(&ue_ended, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&ue_hooked, 0, __ATOMIC_RELEASE);
+    conc_debug_set_delay(dump ? 60 : 0.02); /* the dump phase: no checks of their own */
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_thread_t *hub = start("ue-hub", ue_hub, NULL);
+    cr_assert_eq(conc_event_wait(&ue_holding, 10), 0);
+    conc_thread_t *w = NULL;
+    if (dump) {
+        w = start("ue-waiter", ue_wait, NULL);
+        tu_sleep(0.1); /* blocked on UE_L by now */
+        __atomic_store_n(&conc__reg_found_hook, ue_hook, __ATOMIC_RELEASE);
+        FILE *f = fopen("/dev/null", "w");
+        cr_assert(f);
+        conc_dump(f);
+        fclose(f);
+    } else {
+        __atomic_store_n(&conc__reg_found_hook, ue_hook, __ATOMIC_RELEASE);
+        int rc = conc_lock_acquire(&UE_L, true, 10);
+        cr_expect_eq(rc, 0, "the holder ended and released it: got %d", rc);
+        if (rc == 0)
+            conc_lock_release(&UE_L);
+    }
+    __atomic_store_n(&conc__reg_found_hook, NULL, __ATOMIC_RELEASE);
+    cr_expect(__atomic_load_n(&ue_hooked, __ATOMIC_ACQUIRE), "the walk found the green holder");
+    conc_event_set(&ue_go);
+    if (w) {
+        cr_assert_eq(conc_thread_join(w, 30, NULL), 0);
+        conc_thread_free(w);
+    }
+    cr_assert_eq(conc_thread_join(hub, 30, NULL), 0);
+    conc_thread_free(hub);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(0.1);
+}
+
+Test(deadlock, holder_ends_during_the_walk, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    ue_phase(false); /* the detector */
+    ue_phase(true);  /* conc_dump */
+}
+
+/* ------------------------------------------------ walks racing ending green threads */
+
+/* The detector and the dump look a Lock's holder up in the registry; a
+ * green holder may end and be freed (its stack reused) right after. They
+ * must copy what they need while the hub pins it, never read it after:
+ * under ASan a freed green thread's record is poisoned, so a late read is
+ * a use after free. Bounded stress: one hub spawns short green threads
+ * that take WLK; two OS threads wait on WLK with a 1 µs detection delay
+ * (a check per slice) and dump in a loop. */
+static conc_lock_t WLK = CONC_LOCK_INIT;
+static int wl_stop, wl_live;
+
+static void *wl_green(void *arg)
+{
+    (void)arg;
+    if (conc_lock_acquire(&WLK, true, 5) == 0) {
+        conc_yield();
+        conc_lock_release(&WLK);
+    }
+    __atomic_fetch_sub(&wl_live, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *wl_hub(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE)) {
+        for (int i = 0; i < 16; i++)
+            if (conc_go(NULL, wl_green, NULL) == 0) /* detached: freed when it ends */
+                __atomic_fetch_add(&wl_live, 1, __ATOMIC_RELAXED);
+        for (int i = 0; i < 64; i++)
+            conc_yield();
+    }
+    while (__atomic_load_n(&wl_live, __ATOMIC_ACQUIRE)) /* the last ones end */
+        conc_sleep(0.001);
+    return NULL;
+}
+
+static void *wl_waiter(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE))
+        if (conc_lock_acquire(&WLK, true, 0.002) == 0)
+            conc_lock_release(&WLK);
+    return NULL;
+}
+
+static void *wl_dumper(void *arg)
+{
+    FILE *f = arg;
+    while (!__atomic_load_n(&wl_stop, __ATOMIC_ACQUIRE)) {
+        conc_dump(f);
+        rewind(f);
+    }
+    return NULL;
+}
+
+Test(deadlock, walks_race_ending_green_threads, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    FILE *devnull = fopen("/dev/null", "w");
+    cr_assert(devnull);
+    conc_debug_enable(CONC_DEBUG_DEADLOCK);
+    conc_debug_set_delay(1e-6);
+    __atomic_store_n(&wl_stop, 0, __ATOMIC_RELEASE);
+    conc_thread_t *hub = start("wl-hub", wl_hub, NULL);
+    conc_thread_t *w1 = start("wl-wait1", wl_waiter, NULL);
+    conc_thread_t *w2 = start("wl-wait2", wl_waiter, NULL);
+    conc_thread_t *d = start("wl-dump", wl_dumper, devnull);
+    tu_sleep(TU_SANITIZED ? 1.0 : 0.5);
+    __atomic_store_n(&wl_stop, 1, __ATOMIC_RELEASE);
+    conc_thread_t *ts[] = {hub, w1, w2, d};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(conc_thread_join(ts[i], 20, NULL), 0);
+        conc_thread_free(ts[i]);
+    }
+    conc_debug_set_delay(0.1);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+    fclose(devnull);
 }

@@ -21,8 +21,10 @@
  * the backtrace of every acquisition on it — once per edge, then the
  * program goes on (or aborts, CONC_DEBUG_ABORT). Nothing has to deadlock
  * for the report: ABBA on two threads one after the other is reported.
- * Process-shared Locks and RLocks (conc/ipc.h) are tracked by their
- * address in this process's mapping, this process's acquires only.
+ * Process-shared Locks, RLocks and BoundedSemaphores of 1 (conc/ipc.h)
+ * are tracked by their address in this process's mapping, this process's
+ * acquires only; reports call them "shared Lock", "shared RLock",
+ * "shared Semaphore" (with their conc_set_name name, if any).
  * Not tracked: other Semaphores (any context may release one: no owner to
  * hold it), conc's own internal locks.
  *
@@ -37,9 +39,9 @@
  * proceed). It checks again after every further delay. A Lock acquired a
  * second time by the context that holds it returns CONC_EDEADLK at once
  * (a Lock has no owner in Python; with detection on its last acquirer is
- * taken as the holder; the same for a shared Lock). A process-shared Lock
- * or RLock (conc/ipc.h) is in the graph while a context of this process
- * holds it (a process-local side table; nothing is written to shared
+ * taken as the holder; the same for a shared Lock). A process-shared
+ * Lock, RLock or BoundedSemaphore of 1 (conc/ipc.h) is in the graph while
+ * a context of this process holds it (a process-local side table; nothing is written to shared
  * memory); holders in other processes are not (their waits are not
  * visible here). Waits on Events, Queues, Futures, Semaphores and the
  * other process-shared objects have no single holder and are not judged.

@@ -367,7 +367,11 @@ typedef struct conc_psemaphore {
 CONC_API int conc_psemaphore_init(conc_psemaphore_t *s, long value);
 CONC_API int conc_pbounded_semaphore_init(conc_psemaphore_t *s, long value);
 CONC_API int conc_psemaphore_new(long value, bool bounded, conc_psemaphore_t **out);
-/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL. */
+/* Returns 0, CONC_ETIMEDOUT, CONC_EINVAL. A BoundedSemaphore of 1 is a
+ * lock by another name for lock debugging (conc/deadlock.h): with
+ * CONC_DEBUG=lockorder its acquisitions by this process are in the
+ * lock-order graph, and with CONC_DEBUG=deadlock a wait that closes a
+ * cycle returns CONC_EDEADLK. */
 CONC_API int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout);
 /* Add n >= 1 units. CONC_EINVAL for n < 1 or when a bounded semaphore
  * would pass its initial value (nothing released: ValueError); CONC_ERANGE

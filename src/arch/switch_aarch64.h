@@ -11,6 +11,16 @@
 #ifndef CONC_ARCH_SWITCH_AARCH64_H
 #define CONC_ARCH_SWITCH_AARCH64_H
 
+/* Unwind info for a signal that lands inside the switch (conc_dump's
+ * backtrace signal): from the stack move to the branch the frame is
+ * marked outermost, with the stack pointer as its CFA (see
+ * switch_x86_64.h). Directives only. */
+#ifdef __GCC_HAVE_DWARF2_CFI_ASM
+#define CONC__CFI(x) x "\n\t"
+#else
+#define CONC__CFI(x)
+#endif
+
 static inline __attribute__((always_inline)) void conc__switch(void **save, void *to)
 {
     register void *s __asm__("x0") = save;
@@ -18,12 +28,16 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
     __asm__ __volatile__(
         "adr x9, 1f\n\t"
         "stp x29, x9, [sp, #-16]!\n\t"
+        CONC__CFI(".cfi_remember_state")
+        CONC__CFI(".cfi_def_cfa sp, 0")
+        CONC__CFI(".cfi_undefined x30")
         "mov x10, sp\n\t"
         "str x10, [x0]\n\t"
         "mov sp, x1\n\t"
         "ldp x29, x9, [sp], #16\n\t"
         "br x9\n\t"
         "1:\n\t"
+        CONC__CFI(".cfi_restore_state")
         : "+r"(s), "+r"(t)
         :
         : "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",

@@ -23,11 +23,34 @@
 #ifndef CONC_ARCH_SWITCH_X86_64_H
 #define CONC_ARCH_SWITCH_X86_64_H
 
+/* Unwind info for a signal that lands inside the switch (conc_dump asks
+ * every thread for its backtrace with a signal): from the first stack
+ * move to the last the frame is marked outermost, so a backtrace taken
+ * there ends at the switch instead of following a bogus frame (the stack
+ * pointer is off by the red zone and the pushes, then on the other
+ * context's stack) into unmapped memory. The frame's CFA is said to be
+ * the stack pointer itself for that stretch: the unwinder still reads the
+ * callee-saved registers' slots relative to it, and those reads must land
+ * on mapped stack, whatever the compiler's own rule was (rsp- or
+ * rbp-based). At the resume address the compiler's rule is back: a
+ * debugger that resumes a suspended context there (scripts/gdb, which
+ * sets the stack pointer past the red zone) unwinds it as before; only a
+ * signal on that one instruction (the red zone's addq) sees a CFA 128
+ * bytes off. Directives only: no instruction changes. */
+#ifdef __GCC_HAVE_DWARF2_CFI_ASM
+#define CONC__CFI(x) x "\n\t"
+#else
+#define CONC__CFI(x)
+#endif
+
 static inline __attribute__((always_inline)) void conc__switch(void **save, void *to)
 {
     void *s = save, *t = to;
     __asm__ __volatile__(
         "subq $128, %%rsp\n\t" /* step over the red zone: the code around may use it */
+        CONC__CFI(".cfi_remember_state")
+        CONC__CFI(".cfi_def_cfa %%rsp, 0")
+        CONC__CFI(".cfi_undefined %%rip")
         "leaq 1f(%%rip), %%rax\n\t"
         "pushq %%rbp\n\t"
         "pushq %%rax\n\t"
@@ -53,6 +76,7 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
         "popq %%rbp\n\t"
         "jmpq *%%rax\n\t"
         "1:\n\t"
+        CONC__CFI(".cfi_restore_state")
         "addq $128, %%rsp\n\t"
         : "+D"(s), "+S"(t)
         :

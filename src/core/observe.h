@@ -55,6 +55,11 @@ enum conc__wait_kind {
     CONC__WAIT_SHARED,     /* a process-shared futex word */
     CONC__WAIT_POOL,       /* a process pool's engine: its workers' results */
     CONC__WAIT_OTHER,
+    /* process-shared locks (ipc/psync.c labels its waits with these; the
+     * side table of observe/shlock.c and lock-order nodes use them too) */
+    CONC__WAIT_SHARED_LOCK,  /* conc_plock_t *  */
+    CONC__WAIT_SHARED_RLOCK, /* conc_prlock_t * */
+    CONC__WAIT_SHARED_SEM,   /* conc_psemaphore_t * (a BoundedSemaphore(1)) */
     CONC__WAIT_NKINDS
 };
 
@@ -92,9 +97,30 @@ struct conc__ctx *conc__reg_os_first(void);      /* under conc__reg_lock */
  * set by the green module): fn(green ctx, arg) under the hub's list guard;
  * fn returns false to stop. */
 extern void (*conc__reg_green_walk)(struct conc__ctx *os, bool (*fn)(struct conc__ctx *, void *), void *arg);
-/* The live context with this serial / this address (under conc__reg_lock). */
-struct conc__ctx *conc__reg_find_serial(uint32_t serial);
-struct conc__ctx *conc__reg_find_ptr(const void *p);
+/* The context of the OS thread whose hub runs this green context, or NULL
+ * (set by the green module; used in a forked child). */
+extern struct conc__ctx *(*conc__reg_green_os)(struct conc__ctx *green);
+/* What a reader keeps of a context found in the registry: copied while
+ * the context is pinned (reg_mu for an OS thread's, its hub's list guard
+ * for a green thread's), because a green thread that ends may be freed
+ * (its stack reused) the moment the guard is released. id is for
+ * comparing identities only: never dereference it. */
+typedef struct conc__ctx_snap {
+    const struct conc__ctx *id;
+    uint32_t serial;
+    int wait_kind;
+    const void *wait_obj;
+    bool blocked;
+    char name[48];
+} conc__ctx_snap_t;
+/* The live context with this serial / this address (under conc__reg_lock):
+ * true and *out filled, or false. */
+bool conc__reg_find_serial(uint32_t serial, conc__ctx_snap_t *out);
+bool conc__reg_find_ptr(const void *p, conc__ctx_snap_t *out);
+/* Tests only: called by a lookup that found a context, after its guard is
+ * released (under conc__reg_lock): a green thread it names may end and be
+ * freed before the hook returns, and nothing may read it afterwards. */
+extern void (*conc__reg_found_hook)(const struct conc__ctx *found);
 /* Label the calling context's next parks (a join that waits on an Event,
  * say): obj/kind replace the waiter's own until cleared with kind 0. */
 void conc__wait_label(const void *obj, int kind);
@@ -127,17 +153,23 @@ void conc__lockdep_acquired(const void *lock, int kind);
 void conc__lockdep_released(const void *lock);
 void conc__lockdep_ctx_exit(struct conc__ctx *ctx); /* ctx ends */
 /* Process-shared locks (ipc) as seen here (observe/shlock.c): lock is the
- * conc_plock_t / conc_prlock_t (its futex word is at offset 0), kind
- * CONC__WAIT_SHARED, pair the owner pair this process wrote. Called only
+ * conc_plock_t / conc_prlock_t / conc_psemaphore_t (its futex word is at
+ * offset 0), kind CONC__WAIT_SHARED_LOCK / _RLOCK / _SEM, pair the owner
+ * pair this process wrote (a semaphore: 0, its value while held). Called only
  * while CONC__OBS_LOCKDBG is on. holder: the context of this process that
  * holds the lock whose word is at word, when the shared pair (read once)
  * is still the one recorded (under conc__reg_lock). mine: the calling
  * context holds it. */
 void conc__shlock_acquired(const void *lock, int kind, uint64_t pair);
 void conc__shlock_released(const void *lock);
-struct conc__ctx *conc__shlock_holder(const void *word, int *kind);
+uint32_t conc__shlock_holder(const void *word, int *kind); /* the holder's serial, 0 */
 bool conc__shlock_mine(const void *word, uint64_t pair);
+/* The kind recorded for the shared lock at word (CONC__WAIT_SHARED_*), 0. */
+int conc__shlock_kind(const void *word);
 void conc__shlock_forget_all(void); /* detection switched off */
+/* A shared wait kind: CONC__WAIT_SHARED or one of the _SHARED_* above. */
+#define CONC__WAIT_IS_SHARED(k) \
+    ((k) == CONC__WAIT_SHARED || ((k) >= CONC__WAIT_SHARED_LOCK && (k) <= CONC__WAIT_SHARED_SEM))
 /* Deadlock detection: the slice a blocking wait parks for before it
  * checks the wait-for graph (ns), and the check itself: CONC_EDEADLK when
  * the calling context's wait on obj (kind) closes a cycle (printed). */

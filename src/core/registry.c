@@ -17,10 +17,17 @@
  * Serials: every context gets a 32-bit serial, nonzero, unique for four
  * billion contexts; a Lock records its last acquirer's serial in a spare
  * word (no pointer that could dangle), and the detector looks the serial
- * up here — a context that ended is simply not found.
+ * up here — a context that ended is simply not found. A lookup copies
+ * what its caller needs (conc__ctx_snap_t) while the context is pinned —
+ * reg_mu for an OS thread's, the hub's guard for a green thread's — and
+ * hands back only that copy: a green thread lives on its stack, which is
+ * reused the moment it ends, so no pointer to it may outlive the guard.
  *
  * Fork: the mutex is held across fork; in the child only the forking
- * thread's context stays on the list (the others' threads do not exist).
+ * thread's context stays on the list (the others' threads do not exist);
+ * forked from a green thread, that is the context of the OS thread that
+ * runs its hub (conc__reg_green_os), through which the green thread is
+ * found.
  * Lock order: reg_mu, then lockdep's graph mutex, then the names' mutex
  * (observe/): their atfork handlers are registered in the reverse order
  * (constructor priorities 104, 105, 107), so fork takes them in this one.
@@ -34,12 +41,14 @@
 #include "core/observe.h"
 #include "core/park.h"
 #include "core/sanitize.h"
+#include "observe/internal.h" /* conc__ctx_name */
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static conc__ctx_t *reg_head;
 static uint32_t serial_counter; /* atomic */
 
 void (*conc__reg_green_walk)(conc__ctx_t *os, bool (*fn)(conc__ctx_t *, void *), void *arg);
+conc__ctx_t *(*conc__reg_green_os)(conc__ctx_t *green);
 
 uint32_t conc__serial_next(void)
 {
@@ -126,30 +135,40 @@ void conc__reg_os_remove(conc__ctx_t *ctx)
 typedef struct {
     uint32_t serial;
     const void *ptr;
-    conc__ctx_t *found;
+    conc__ctx_snap_t *out;
+    bool found;
 } find_t;
 
+/* Called with c pinned (reg_mu held for an OS context, c's hub's list
+ * guard for a green one): everything the caller needs is copied here. */
 static bool find_step(conc__ctx_t *c, void *arg)
 {
     find_t *f = arg;
     if ((f->serial && c->serial == f->serial) || (f->ptr && (const void *)c == f->ptr)) {
-        f->found = c;
+        conc__ctx_snap_t *o = f->out;
+        o->id = c;
+        o->serial = c->serial;
+        o->blocked = __atomic_load_n(&c->blocked, __ATOMIC_ACQUIRE) != 0;
+        o->wait_obj = __atomic_load_n(&c->wait_obj, __ATOMIC_RELAXED);
+        o->wait_kind = __atomic_load_n(&c->wait_kind, __ATOMIC_RELAXED);
+        conc__ctx_name(c, o->name, sizeof o->name);
+        f->found = true;
         return false;
     }
     return true;
 }
 
-/* c runs a hub (a racy read: c->green is set by c's own thread; the walk
- * itself reads it again and works under the hub's guard). */
-#if defined(CONC__TSAN)
-__attribute__((no_sanitize_thread))
-#endif
+/* c runs a hub (c->green is set by c's own thread, published with release
+ * (green/hub.c); the walk itself reads it again and works under the
+ * hub's guard). */
 static bool has_hub(const conc__ctx_t *c)
 {
-    return *(void *const volatile *)&c->green != NULL && !c->is_green;
+    return !c->is_green && __atomic_load_n(&c->green, __ATOMIC_ACQUIRE) != NULL;
 }
 
-static conc__ctx_t *find(find_t *f)
+void (*conc__reg_found_hook)(const conc__ctx_t *found);
+
+static bool find(find_t *f)
 {
     for (conc__ctx_t *c = reg_head; c && !f->found; c = c->reg_next) {
         if (!find_step(c, f))
@@ -157,19 +176,22 @@ static conc__ctx_t *find(find_t *f)
         if (conc__reg_green_walk && has_hub(c))
             conc__reg_green_walk(c, find_step, f);
     }
+    void (*hook)(const conc__ctx_t *) = __atomic_load_n(&conc__reg_found_hook, __ATOMIC_ACQUIRE);
+    if (f->found && hook) /* tests: the context may go now */
+        hook(f->out->id);
     return f->found;
 }
 
-conc__ctx_t *conc__reg_find_serial(uint32_t serial)
+bool conc__reg_find_serial(uint32_t serial, conc__ctx_snap_t *out)
 {
-    find_t f = {serial, NULL, NULL};
-    return serial ? find(&f) : NULL;
+    find_t f = {serial, NULL, out, false};
+    return serial ? find(&f) : false;
 }
 
-conc__ctx_t *conc__reg_find_ptr(const void *p)
+bool conc__reg_find_ptr(const void *p, conc__ctx_snap_t *out)
 {
-    find_t f = {0, p, NULL};
-    return p ? find(&f) : NULL;
+    find_t f = {0, p, out, false};
+    return p ? find(&f) : false;
 }
 
 void conc__wait_label(const void *obj, int kind)
@@ -184,6 +206,12 @@ static void reg_atfork_parent(void) { pthread_mutex_unlock(&reg_mu); }
 static void reg_atfork_child(void)
 {
     conc__ctx_t *me = conc__cur;
+    /* Forked from a green thread: the OS thread that runs its hub is the
+     * child's one thread; keeping its context keeps the hub, so the
+     * child's dump and detector see the forking green thread (and the
+     * hub's others, which the child has too). */
+    if (me && me->is_green)
+        me = conc__reg_green_os ? conc__reg_green_os(me) : NULL;
     for (conc__ctx_t *c = reg_head; c; c = c->reg_next)
         c->registered = 0;
     reg_head = NULL;

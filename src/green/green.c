@@ -28,6 +28,10 @@
 #include "green/internal.h"
 #include "trace/obs.h"
 #include "thread/internal.h"
+#include "core/sanitize.h"
+#ifdef CONC__ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 
 void conc__hub_retire(conc__hub_t *h, conc__gs_t *from);
@@ -82,6 +86,9 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
         /* A record this hub kept (conc__green_unref): it sits on its stack
          * already, with the fields that depend only on the stack and the
          * hub (set below for a new one) still right. */
+#ifdef CONC__ASAN
+        ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned while kept */
+#endif
         h->gfree = g->all_next;
         h->ngfree--;
     } else {
@@ -89,6 +96,9 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
         if (conc__stack_get(h, size, &st) != 0)
             return CONC_ENOMEM;
         g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+#ifdef CONC__ASAN
+        ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned when its last owner freed it */
+#endif
         g->ctx.ops = &conc__green_ops;
         g->ctx.green = &g->gs;
         g->ctx.is_green = 1;
@@ -201,11 +211,23 @@ void conc__green_unref(conc_green_t *g)
         g->all_next = h->gfree;
         h->gfree = g;
         h->ngfree++;
+#ifdef CONC__ASAN
+        /* kept, not live: a reader that kept a pointer to it (the dump,
+         * the deadlock detector) is reported as a use after free */
+        ASAN_POISON_MEMORY_REGION(g, sizeof *g);
+#endif
         return;
     }
     conc__stack_t st = g->stack; /* g lives on it */
     st.resume_sp = g->gs.sp;      /* where its next green thread starts */
-    conc__stack_put(h == g->gs.hub ? h : NULL, &st);
+    bool own = h == g->gs.hub;
+#ifdef CONC__ASAN
+    /* g is freed: a reader that kept a pointer to it (the dump, the
+     * deadlock detector) is reported as a use after free, not a silent
+     * read of whichever green thread reuses the stack. */
+    ASAN_POISON_MEMORY_REGION(g, sizeof *g);
+#endif
+    conc__stack_put(own ? h : NULL, &st);
 }
 
 /* Run one link callback in the calling context (usually the ended green
@@ -653,14 +675,12 @@ int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
     return rc;
 }
 
-/* os's hub context, read from another thread: a deliberate racy read (a
- * hub's record is never freed; a stale one is walked under its guard). */
-#if defined(CONC__TSAN)
-__attribute__((no_sanitize_thread))
-#endif
+/* os's hub context, read from another thread (published with release by
+ * conc__hub_get; a hub's record is never freed; a stale one is walked
+ * under its guard). */
 static conc__gs_t *conc__racy_green(conc__ctx_t *os)
 {
-    return *(void *const volatile *)&os->green;
+    return __atomic_load_n(&os->green, __ATOMIC_ACQUIRE);
 }
 
 /* The registry's walk of a hub's green threads (core/registry.c): the
@@ -683,4 +703,19 @@ static void green_walk(conc__ctx_t *os, bool (*fn)(conc__ctx_t *, void *), void 
 
 __thread conc__hub_t *conc__hub_all_held;
 
-__attribute__((constructor)) static void green_walk_init(void) { conc__reg_green_walk = green_walk; }
+/* The OS context that runs green context c's hub (registry.c, in a child
+ * forked from a green thread: only c's own thread calls it). */
+static conc__ctx_t *green_os(conc__ctx_t *c)
+{
+    conc__gs_t *gs = c->green;
+    conc__hub_t *h = gs ? gs->hub : NULL;
+    if (!h)
+        return NULL;
+    return h->main.ctx ? h->main.ctx : h->loop.ctx;
+}
+
+__attribute__((constructor)) static void green_walk_init(void)
+{
+    conc__reg_green_walk = green_walk;
+    conc__reg_green_os = green_os;
+}

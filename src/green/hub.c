@@ -548,7 +548,7 @@ static void maybe_detach(conc__hub_t *h)
         if (h->nwatched) /* (nacq is 0 here) */
             conc__hub_io_detach(h);
         h->main.ctx->ops = NULL;
-        h->main.ctx->green = NULL;
+        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
     }
 }
 
@@ -561,7 +561,7 @@ static void hub_thread_exit(void *p)
     conc__stack_overflow_handler_thread_exit();
     if (conc__cur && conc__cur == h->main.ctx) {
         h->main.ctx->ops = NULL;
-        h->main.ctx->green = NULL;
+        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
     }
     h->main.ctx = NULL;
     if (h->nalive != 0)
@@ -695,7 +695,9 @@ conc__hub_t *conc__hub_get(void)
         /* (re)attach: this thread's context now parks through the hub */
         h->main.ctx = ctx;
         h->loop.ctx = ctx;
-        ctx->green = &h->main;
+        /* published with release: another thread's dump or deadlock
+         * check that reads it (acquire) sees the hub's record made */
+        __atomic_store_n(&ctx->green, (void *)&h->main, __ATOMIC_RELEASE);
         ctx->ops = &conc__green_ops;
     }
     return h;

@@ -76,6 +76,8 @@ static bool conc__ptry(void *arg)
  * or an interruption (CONC_EKILLED, a Timeout scope's CONC_ETIMEDOUT: the
  * lock if it is free by then, else nothing taken). thread: the ids are
  * thread ids (RLock). */
+static int conc__pword_wait(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint64_t me,
+                            bool thread, int64_t deadline);
 static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint64_t me,
                             bool thread, int64_t deadline)
 {
@@ -86,6 +88,21 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
         return CONC_ETIMEDOUT;
     if (conc__ipc_spin(conc__ptry, &t, deadline))
         return 0;
+#ifndef CONC_NO_OBSERVE
+    /* the dump and the detector say "shared Lock" / "shared RLock" */
+    conc__wait_label(word, thread ? CONC__WAIT_SHARED_RLOCK : CONC__WAIT_SHARED_LOCK);
+    int rc = conc__pword_wait(word, sleepers, recoveries, me, thread, deadline);
+    conc__wait_label(NULL, 0);
+    return rc;
+#else
+    return conc__pword_wait(word, sleepers, recoveries, me, thread, deadline);
+#endif
+}
+
+static int conc__pword_wait(uint32_t *word, uint32_t *sleepers, uint32_t *recoveries, uint64_t me,
+                            bool thread, int64_t deadline)
+{
+    conc__ptry_t t = {word, me};
     int64_t dchk = 0; /* deadlock detection: the next check (0: none yet) */
     for (;;) {
         /* One read of the pair; only the copy is used below. */
@@ -106,7 +123,7 @@ static int conc__pword_lock(uint32_t *word, uint32_t *sleepers, uint32_t *recove
          * side table, never through the shared word alone). */
         if (conc__obs_on(CONC__OBS_DEADLOCK) && !conc__ctx()->nointr) {
             if (dchk && now >= dchk) {
-                int d = conc__deadlock_check(word, CONC__WAIT_SHARED);
+                int d = conc__deadlock_check(word, thread ? CONC__WAIT_SHARED_RLOCK : CONC__WAIT_SHARED_LOCK);
                 if (d)
                     return d;
                 dchk = 0;
@@ -188,7 +205,7 @@ static __attribute__((noinline)) int plock_acquire_dbg(conc_plock_t *l, int64_t 
     }
     int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, me, false, deadline);
     if (rc == 0 || rc == CONC_EOWNERDEAD)
-        conc__shlock_acquired(l, CONC__WAIT_SHARED, me);
+        conc__shlock_acquired(l, CONC__WAIT_SHARED_LOCK, me);
     return rc;
 }
 
@@ -270,7 +287,7 @@ int conc_prlock_acquire(conc_prlock_t *r, bool blocking, double timeout)
     if (rc == 0 || rc == CONC_EOWNERDEAD) {
         atomic_store_explicit(CONC__IA(&r->count), 1u, RLXO);
         if (conc__obs_on(CONC__OBS_LOCKDBG))
-            conc__shlock_acquired(r, CONC__WAIT_SHARED, me);
+            conc__shlock_acquired(r, CONC__WAIT_SHARED_RLOCK, me);
     }
     return rc;
 }
@@ -329,7 +346,7 @@ int conc__prlock_restore(conc_prlock_t *r, uint32_t n)
     ctx->nointr--;
     atomic_store_explicit(CONC__IA(&r->count), n, RLXO);
     if (conc__obs_on(CONC__OBS_LOCKDBG))
-        conc__shlock_acquired(r, CONC__WAIT_SHARED, me);
+        conc__shlock_acquired(r, CONC__WAIT_SHARED_RLOCK, me);
     return rc;
 }
 
@@ -341,7 +358,7 @@ int conc__plock_lock_forever(conc_plock_t *l)
     int rc = conc__pword_lock(&l->word, &l->sleepers, &l->recoveries, me, false, CONC__NO_DEADLINE);
     ctx->nointr--;
     if (conc__obs_on(CONC__OBS_LOCKDBG))
-        conc__shlock_acquired(l, CONC__WAIT_SHARED, me);
+        conc__shlock_acquired(l, CONC__WAIT_SHARED_LOCK, me);
     return rc;
 }
 
@@ -384,6 +401,57 @@ static bool conc__psem_try(void *arg)
     return false;
 }
 
+/* A BoundedSemaphore(1) is a lock by another name: with lock debugging on
+ * it is tracked like one (observe/shlock.c). bound is read once, and only
+ * decides what this process records about its own acquisitions. */
+#define PSEM_IS_LOCK(bound) ((bound) == 2u)
+
+/* The acquire of a shared BoundedSemaphore(1) with lock debugging on: the
+ * wait goes in slices of the detection delay with a wait-for graph check
+ * after each, and the acquisition goes into the side table and the
+ * lock-order graph. */
+static __attribute__((noinline)) int psem_acquire_dbg(conc_psemaphore_t *s, int64_t deadline)
+{
+    int rc = 0;
+    int64_t dchk = 0;
+    conc__wait_label(s, CONC__WAIT_SHARED_SEM);
+    for (;;) {
+        if (conc__psem_try(s))
+            break;
+        int64_t now = conc__now_ns();
+        if (deadline != CONC__NO_DEADLINE && now >= deadline) {
+            rc = CONC_ETIMEDOUT;
+            break;
+        }
+        int64_t wake = deadline;
+        if (conc__obs_on(CONC__OBS_DEADLOCK) && !conc__ctx()->nointr) {
+            if (dchk && now >= dchk) {
+                if ((rc = conc__deadlock_check(s, CONC__WAIT_SHARED_SEM)) != 0)
+                    break;
+                dchk = 0;
+            }
+            if (!dchk)
+                dchk = now + conc__deadlock_slice();
+            if (dchk < wake)
+                wake = dchk;
+        }
+        int r = conc__pwait(&s->value, &s->sleepers, 0, wake);
+        if (conc__is_cut(r)) {
+            conc__cut_t cut = conc__cut_save(r);
+            if (conc__psem_try(s)) {
+                conc__cut_rearm(&cut);
+                break;
+            }
+            rc = r;
+            break;
+        }
+    }
+    conc__wait_label(NULL, 0);
+    if (rc == 0)
+        conc__shlock_acquired(s, CONC__WAIT_SHARED_SEM, 0);
+    return rc;
+}
+
 int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout)
 {
     if (!s)
@@ -392,6 +460,10 @@ int conc_psemaphore_acquire(conc_psemaphore_t *s, bool blocking, double timeout)
     int rc = conc__acquire_deadline_lenient(blocking, timeout, &deadline); /* SemLock: negative is 0 */
     if (rc)
         return rc;
+#ifndef CONC_NO_OBSERVE
+    if (conc__obs_on(CONC__OBS_LOCKDBG) && PSEM_IS_LOCK(atomic_load_explicit(CONC__IA(&s->bound), RLXO)))
+        return psem_acquire_dbg(s, deadline);
+#endif
     if (conc__psem_try(s))
         return 0;
     if (deadline == 0)
@@ -421,6 +493,10 @@ int conc_psemaphore_release(conc_psemaphore_t *s, long n)
         return CONC_EINVAL;
     uint32_t v = atomic_load_explicit(CONC__IA(&s->value), RLXO);
     uint32_t bound = atomic_load_explicit(CONC__IA(&s->bound), RLXO); /* once */
+#ifndef CONC_NO_OBSERVE
+    if (conc__obs_on(CONC__OBS_LOCKDBG) && PSEM_IS_LOCK(bound) && v == 0)
+        conc__shlock_released(s); /* before the unit is there for another acquirer */
+#endif
     for (;;) {
         if (bound && (uint64_t)v + (uint64_t)n > (uint64_t)bound - 1)
             return CONC_EINVAL;

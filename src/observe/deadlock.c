@@ -16,11 +16,15 @@
  * broken at the first — which by then is leaving its wait with
  * CONC_EDEADLK. A member between two slices is missed the same way, which
  * only delays the finding by a slice. Contexts are found by serial or
- * address in the registry, so a holder that ended is simply not found.
+ * address in the registry, so a holder that ended is simply not found;
+ * what the walk needs of a holder (blocked?, on what, its name) is copied
+ * while the registry pins it (conc__ctx_snap_t): a green thread that ends
+ * and is freed meanwhile is never read.
  */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conc/sync.h"
 #include "observe/internal.h"
@@ -28,9 +32,10 @@
 #define CHAIN_MAX 64
 
 typedef struct {
-    conc__ctx_t *ctx;
+    const conc__ctx_t *ctx; /* identity only: never dereferenced (it may be gone) */
     const void *obj;
     int kind;
+    char name[48];
 } step_t;
 
 int conc__deadlock_check(const void *obj, int kind)
@@ -42,7 +47,9 @@ int conc__deadlock_check(const void *obj, int kind)
     conc__reg_lock();
     const void *o = obj;
     int k = kind;
-    chain[n++] = (step_t){me, o, k};
+    chain[n] = (step_t){me, o, k, ""};
+    conc__ctx_name(me, chain[n].name, sizeof chain[n].name);
+    n++;
     while (n < CHAIN_MAX) {
         /* A Lock's owner word names its holder only while the lock carries
          * TRACKED (taken with debugging on, lock.c); a Lock taken with it
@@ -50,33 +57,35 @@ int conc__deadlock_check(const void *obj, int kind)
         if (k == CONC__WAIT_LOCK &&
             (__atomic_load_n(&((const conc_lock_t *)o)->state, __ATOMIC_ACQUIRE) & 5u) != 5u)
             break;
-        conc__ctx_t *h = conc__wait_holder(o, k);
-        if (!h)
+        /* h is a copy made while the holder was pinned: a green thread
+         * that ends now and is freed is never read (only its copy). */
+        conc__ctx_snap_t h;
+        if (!conc__wait_holder(o, k, &h))
             break;
-        if (h == me) {
+        if (h.id == me) {
             cycle = true;
             break;
         }
-        if (!__atomic_load_n(&h->blocked, __ATOMIC_ACQUIRE))
+        if (!h.blocked)
             break;
-        o = __atomic_load_n(&h->wait_obj, __ATOMIC_RELAXED);
-        k = __atomic_load_n(&h->wait_kind, __ATOMIC_RELAXED);
+        o = h.wait_obj;
+        k = h.wait_kind;
         bool seen = false;
         for (int i = 0; i < n; i++)
-            seen |= chain[i].ctx == h;
+            seen |= chain[i].ctx == h.id;
         if (seen)
             break; /* a cycle that does not include me: its own members will find it */
-        chain[n++] = (step_t){h, o, k};
+        chain[n] = (step_t){h.id, o, k, ""};
+        memcpy(chain[n].name, h.name, sizeof h.name);
+        n++;
     }
     if (cycle) {
-        char who[48], what[160], whom[48];
-        fprintf(stderr, "conc: deadlock detected (CONC_DEBUG=deadlock); CONC_EDEADLK to %s:\n",
-                conc__ctx_name(me, who, sizeof who));
+        char what[160];
+        fprintf(stderr, "conc: deadlock detected (CONC_DEBUG=deadlock); CONC_EDEADLK to %s:\n", chain[0].name);
         for (int i = 0; i < n; i++) {
-            conc__ctx_t *next = i + 1 < n ? chain[i + 1].ctx : me;
+            const char *next = i + 1 < n ? chain[i + 1].name : chain[0].name;
             conc__describe_obj(what, sizeof what, chain[i].obj, chain[i].kind);
-            fprintf(stderr, "  %s waits for %s, held by %s\n", conc__ctx_name(chain[i].ctx, who, sizeof who),
-                    what, conc__ctx_name(next, whom, sizeof whom));
+            fprintf(stderr, "  %s waits for %s, held by %s\n", chain[i].name, what, next);
         }
         fflush(stderr);
     }

@@ -219,6 +219,9 @@ const char *conc__kind_word(int kind)
     case CONC__WAIT_QUEUE_JOIN: return "Queue";
     case CONC__WAIT_FUTURE: return "Future";
     case CONC__WAIT_SHARED: return "shared word";
+    case CONC__WAIT_SHARED_LOCK: return "shared Lock";
+    case CONC__WAIT_SHARED_RLOCK: return "shared RLock";
+    case CONC__WAIT_SHARED_SEM: return "shared Semaphore";
     default: return "object";
     }
 }
@@ -269,36 +272,45 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind)
         break;
     case CONC__WAIT_NONE:
     case CONC__WAIT_OTHER: snprintf(buf, n, "an internal wait"); break;
+    case CONC__WAIT_SHARED: {
+        /* a shared word this process took as a lock is named by its kind */
+        int k = obj ? conc__shlock_kind(obj) : 0;
+        snprintf(buf, n, "%s %p%s", conc__kind_word(k ? k : kind), obj, nm);
+        break;
+    }
     default: snprintf(buf, n, "%s %p%s", conc__kind_word(kind), obj, nm); break;
     }
 }
 
-conc__ctx_t *conc__wait_holder(const void *obj, int kind)
+bool conc__wait_holder(const void *obj, int kind, conc__ctx_snap_t *out)
 {
     if (!obj)
-        return NULL;
+        return false;
     switch (kind) {
     case CONC__WAIT_LOCK: {
         const conc_lock_t *l = obj;
         if (!(__atomic_load_n(&l->state, __ATOMIC_RELAXED) & 1u))
-            return NULL;
-        return conc__reg_find_serial(__atomic_load_n(&l->owner, __ATOMIC_RELAXED));
+            return false;
+        return conc__reg_find_serial(__atomic_load_n(&l->owner, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_RLOCK: {
         const conc_rlock_t *r = obj;
-        return conc__reg_find_ptr((const void *)__atomic_load_n(&r->owner, __ATOMIC_RELAXED));
+        return conc__reg_find_ptr((const void *)__atomic_load_n(&r->owner, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_THREAD_JOIN: {
         const conc_thread_t *t = obj;
-        return conc__reg_find_ptr(__atomic_load_n(&t->ctx, __ATOMIC_RELAXED));
+        return conc__reg_find_ptr(__atomic_load_n(&t->ctx, __ATOMIC_RELAXED), out);
     }
     case CONC__WAIT_GREEN_JOIN: {
         conc_green_t *g = (conc_green_t *)obj;
-        return conc__reg_find_ptr(&g->ctx);
+        return conc__reg_find_ptr(&g->ctx, out);
     }
-    case CONC__WAIT_SHARED: /* a shared Lock/RLock held by a context of this process */
-        return conc__shlock_holder(obj, NULL);
-    default: return NULL;
+    case CONC__WAIT_SHARED: /* a shared lock held by a context of this process */
+    case CONC__WAIT_SHARED_LOCK:
+    case CONC__WAIT_SHARED_RLOCK:
+    case CONC__WAIT_SHARED_SEM:
+        return conc__reg_find_serial(conc__shlock_holder(obj, NULL), out);
+    default: return false;
     }
 }
 

@@ -145,9 +145,9 @@ static void describe(conc__ctx_t *c, line_t *ln, const char *running_state)
     if (kind == CONC__WAIT_SLEEP && dl != CONC__NO_DEADLINE)
         ln->until_s = (double)(dl - conc__now_ns()) / 1e9;
     ln->holder[0] = 0;
-    conc__ctx_t *h = conc__wait_holder(obj, kind);
-    if (h && (kind == CONC__WAIT_LOCK || kind == CONC__WAIT_RLOCK))
-        conc__ctx_name(h, ln->holder, sizeof ln->holder);
+    conc__ctx_snap_t h;
+    if ((kind == CONC__WAIT_LOCK || kind == CONC__WAIT_RLOCK || CONC__WAIT_IS_SHARED(kind)) && conc__wait_holder(obj, kind, &h))
+        snprintf(ln->holder, sizeof ln->holder, "%s", h.name);
     else if (kind == CONC__WAIT_LOCK && (__atomic_load_n(&((const conc_lock_t *)obj)->state, __ATOMIC_RELAXED) & 1u))
         snprintf(ln->holder, sizeof ln->holder, "?");
 }
@@ -323,7 +323,7 @@ int conc_dump(FILE *f)
         else
             fprintf(f, "    (no backtrace: the thread did not answer the signal)\n");
 
-        conc__gs_t *gs = conc__racy_ptr(&c->green);
+        conc__gs_t *gs = __atomic_load_n(&c->green, __ATOMIC_ACQUIRE); /* released by green/hub.c */
         if (!gs || c->is_green)
             continue;
         conc__hub_t *h = gs->hub;

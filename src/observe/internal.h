@@ -40,9 +40,11 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind);
 /* A lock-like object's kind word ("Lock", "RLock", ...). */
 const char *conc__kind_word(int kind);
 /* The context that holds obj (the holder of a Lock, the owner of an
- * RLock, the thread or green thread a join waits for), or NULL. Under
+ * RLock, the thread or green thread a join waits for): true and a copy of
+ * what the caller may need in *out (taken while the holder was pinned: the
+ * holder may be gone the moment this returns), or false. Under
  * conc__reg_lock. */
-conc__ctx_t *conc__wait_holder(const void *obj, int kind);
+bool conc__wait_holder(const void *obj, int kind, conc__ctx_snap_t *out);
 
 /* Print n return addresses, one per line, with a prefix: "module(sym+off)
  * [addr]" found with dladdr. cache (or NULL) keeps what was found, for a

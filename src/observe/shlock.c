@@ -15,6 +15,11 @@
  * A holder in another process is never in the graph: its waits are not
  * visible here, and nothing it writes is trusted.
  *
+ * A BoundedSemaphore(1) in shared memory (a semaphore used as a lock) is
+ * tracked the same way: its holder is the context that took the last unit
+ * here, named while the value (read once) is still 0; any release clears
+ * the entry (a semaphore has no owner).
+ *
  * One small chained hash table under one mutex. Lock order: the registry
  * lock (deadlock.c) may be held when this mutex is taken, never the
  * reverse; no other lock is taken under it. Its atfork handler is
@@ -86,7 +91,7 @@ void conc__shlock_released(const void *lock)
     conc__lockdep_released(lock);
 }
 
-conc__ctx_t *conc__shlock_holder(const void *word, int *kind)
+uint32_t conc__shlock_holder(const void *word, int *kind)
 {
     /* Only words in the table are read (a shared semaphore's or event's
      * word is never there): it is a lock some context of ours took, and
@@ -95,13 +100,27 @@ conc__ctx_t *conc__shlock_holder(const void *word, int *kind)
     uint32_t serial = 0;
     pthread_mutex_lock(&sh_mu);
     sh_ent_t *e = *sh_find(word);
-    if (e && e->pair == __atomic_load_n((const uint64_t *)word, __ATOMIC_RELAXED)) {
+    /* a semaphore's word: its value (held while 0); its sleepers' count
+     * beside it changes freely */
+    uint64_t mask = e && e->kind == CONC__WAIT_SHARED_SEM ? 0xffffffffu : ~(uint64_t)0;
+    if (e && e->pair == (__atomic_load_n((const uint64_t *)word, __ATOMIC_RELAXED) & mask)) {
         serial = e->serial;
         if (kind)
             *kind = e->kind;
     }
     pthread_mutex_unlock(&sh_mu);
-    return serial ? conc__reg_find_serial(serial) : NULL;
+    return serial;
+}
+
+int conc__shlock_kind(const void *word)
+{
+    int k = 0;
+    pthread_mutex_lock(&sh_mu);
+    sh_ent_t *e = *sh_find(word);
+    if (e)
+        k = e->kind;
+    pthread_mutex_unlock(&sh_mu);
+    return k;
 }
 
 bool conc__shlock_mine(const void *word, uint64_t pair)
