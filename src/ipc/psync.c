@@ -103,7 +103,9 @@ static int conc__pword_wait(uint32_t *word, uint32_t *sleepers, uint32_t *recove
                             bool thread, int64_t deadline)
 {
     conc__ptry_t t = {word, me};
+#ifndef CONC_NO_OBSERVE
     int64_t dchk = 0; /* deadlock detection: the next check (0: none yet) */
+#endif
     for (;;) {
         /* One read of the pair; only the copy is used below. */
         uint64_t v = atomic_load_explicit(PAIR(word), RLXO);
