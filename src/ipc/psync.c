@@ -412,7 +412,7 @@ static bool conc__psem_try(void *arg)
  * wait goes in slices of the detection delay with a wait-for graph check
  * after each, and the acquisition goes into the side table and the
  * lock-order graph. */
-static __attribute__((noinline)) int psem_acquire_dbg(conc_psemaphore_t *s, int64_t deadline)
+static __attribute__((noinline, unused)) int psem_acquire_dbg(conc_psemaphore_t *s, int64_t deadline)
 {
     int rc = 0;
     int64_t dchk = 0;
