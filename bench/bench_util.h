@@ -422,7 +422,8 @@ static int bench_finish(const char *module, const bench_tally_t *t, const char *
  * value), 0 for "not mine". `list` prints the rows for --list (NULL: --list
  * is refused). Returns -1 to go on, else the exit status for main: 0 after
  * --help / --list, 2 on a bad command line (with the usage on stderr). On
- * the way it checks --reps is 1..BENCH_MAX_REPS and --scale > 0, and notes
+ * the way it checks --reps is 1..BENCH_MAX_REPS, --scale > 0 and --settle
+ * >= 0 (each value a number as a whole: "5x" is refused), and notes
  * on stderr that fewer than 5 repetitions make poor medians. */
 typedef struct bench_args {
     const char *prog;           /* "queue_bench": for the messages */
@@ -472,18 +473,32 @@ static int bench_parse_args(int argc, char **argv, const bench_args_t *a)
             return 2;
         }
         const char **str[] = {NULL, NULL, a->only, a->impls, a->jsonl, a->python, a->python_script, a->go, NULL};
+        /* numbers: the whole value must be one ("5x", "", "1e999" are refused) */
+        double num = 0;
+        if (k == 0 || k == 1 || k == 8) {
+            char *end;
+            errno = 0;
+            num = strtod(v, &end);
+            if (end == v || *end || errno == ERANGE || !isfinite(num) ||
+                ((k == 0 || k == 8) && (num != floor(num) || fabs(num) > 1e9))) {
+                fprintf(stderr, "%s: %s %s: not a %s\n", a->prog, o, v, k == 1 ? "number" : "whole number");
+                bench__usage(a, stderr);
+                return 2;
+            }
+        }
         if (k == 0 && a->reps)
-            *a->reps = atoi(v);
+            *a->reps = (int)num;
         else if (k == 1 && a->scale)
-            *a->scale = atof(v);
+            *a->scale = num;
         else if (k == 8 && a->settle_ms)
-            *a->settle_ms = atol(v);
+            *a->settle_ms = (long)num;
         else if (str[k])
             *str[k] = v;
         i += 2;
     }
-    if ((a->reps && (*a->reps < 1 || *a->reps > BENCH_MAX_REPS)) || (a->scale && !(*a->scale > 0))) {
-        fprintf(stderr, "%s: --reps must be 1..%d and --scale > 0\n", a->prog, BENCH_MAX_REPS);
+    if ((a->reps && (*a->reps < 1 || *a->reps > BENCH_MAX_REPS)) || (a->scale && !(*a->scale > 0)) ||
+        (a->settle_ms && *a->settle_ms < 0)) {
+        fprintf(stderr, "%s: --reps must be 1..%d, --scale > 0 and --settle >= 0\n", a->prog, BENCH_MAX_REPS);
         return 2;
     }
     if (a->reps && *a->reps < 5)
