@@ -1025,6 +1025,32 @@ static inline int mpq_leave(conc_mpqueue_t *q, bool counted, int rc)
 
 /* --------------------------------------------------------- put / get */
 
+/* ThreadSanitizer sees one process. A queue is shared with other
+ * processes, and the happens-before that frees ring space can run through
+ * them: a consumer thread here reads a message and releases head; a
+ * producer in another process acquires head and caches it in
+ * put.peer_pos, then releases the put lock; a producer thread here takes
+ * the lock and trusts peer_pos — so it writes where our consumer read,
+ * ordered by a chain TSan never saw (it reported ring_read's memcpy
+ * against the put's stores; mppool's result queue does this, its workers
+ * put from child processes). Likewise a consumer here can read bytes a
+ * producer here wrote for a message that a consumer elsewhere took.
+ * Under TSan only, each commit also releases, and the other side
+ * acquires, a TSan-only sync object on the word it commits (head for a
+ * get, tail for a put). Every release follows the copy it covers, so a
+ * put writing into bytes a get has not finished reading (or a get reading
+ * bytes a put has not committed) is still reported. Other builds: no
+ * code at all. */
+#ifdef CONC__TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#define TSAN_RELEASE(p) __tsan_release((void *)(p))
+#else
+#define TSAN_ACQUIRE(p) ((void)0)
+#define TSAN_RELEASE(p) ((void)0)
+#endif
+
 #define PREFETCH_AHEAD 512 /* bytes past tail the producer prefetches */
 
 /* Copy n <= 64 bytes inline (two overlapping fixed-size moves), without
@@ -1141,6 +1167,7 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
      * read it last (a ring ago), so getting it back costs a cross-CPU
      * transfer that the prefetch overlaps with this put and the next. */
     __builtin_prefetch(q->ring + ((t + PREFETCH_AHEAD) & q->mask), 1, 3);
+    TSAN_ACQUIRE(&s->head); /* h may be another process's cached copy */
     if (len)
         ring_write(q, t + HDR, data, len);
     FAULT(1);
@@ -1157,6 +1184,7 @@ int conc_mpqueue_put(conc_mpqueue_t *q, const void *data, size_t len, bool block
     conc__store(&s->puts, p + 1, RLX);
     FAULT(4);
     conc__store(ring_word(q, t), (uint64_t)len | CONC__MPQ_MARK << 32, REL);
+    TSAN_RELEASE(&s->tail);
     FAULT(5);
     conc__store(&s->tail, t + need, RLX);
     atomic_signal_fence(SEQ);
@@ -1217,6 +1245,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
             return mpq_leave(q, counted, mpq_cut_code(rc, CONC_EEMPTY));
         }
     }
+    TSAN_ACQUIRE(&s->tail);
     size_t len = (size_t)(uint32_t)hdr;
     if (__builtin_expect(len > q->cap - 2 * HDR || hdr >> 32 != CONC__MPQ_MARK, 0)) {
         mpq_unlock(s, false, biased); /* someone scribbled on the segment */
@@ -1247,6 +1276,7 @@ static int mpq_get(conc_mpqueue_t *q, void *buf, size_t bufcap, size_t *lenp, vo
     atomic_signal_fence(SEQ);
     FAULT(12);
     conc__store(&s->head, h + msg_size(len), REL);
+    TSAN_RELEASE(&s->head);
     FAULT(13);
     conc__store(&s->gets, g + 1, REL);
     atomic_signal_fence(SEQ);
