@@ -7,7 +7,9 @@
 # Then no process of the test program may be left running.
 secs=$1 expect=$2
 shift 2
-prog=$(basename "$(eval echo \${$#})")
+progpath=$(eval echo \${$#})
+prog=$(basename "$progpath")
+progexe=$(readlink -f "$progpath")
 out=$(mktemp)
 timeout -k 5 "$secs" "$@" >"$out" 2>&1
 rc=$?
@@ -28,7 +30,13 @@ rm -f "$out"
 # nothing of ours may be left running (mpirun itself may take a moment)
 i=0
 while [ $i -lt 50 ]; do
-    left=$(pgrep -x "$prog")
+    # only this checkout's program: another build of the same test (a
+    # second clone's CI run) may run beside us and is not ours to judge
+    left=
+    for p in $(pgrep -x "$prog"); do
+        [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$progexe" ] && left="$left $p"
+    done
+    left=${left# }
     [ -z "$left" ] && break
     sleep 0.2
     i=$((i + 1))
