@@ -1489,6 +1489,11 @@ Test(manager_more, list_imul)
     fill(l, "xy");
     cr_assert_eq(conc_mlist_imul(l, LONG_MAX), CONC_ENOMEM);
     cr_assert_eq(conc_mlist_imul(l, 1L << 40), CONC_ENOMEM);
+    cr_assert_eq(conc_mlist_imul(l, (1L << 19) + 1), CONC_ENOMEM); /* past 2^20 items */
+    static char big[1 << 16];
+    cr_assert_eq(conc_mlist_append(l, big, sizeof big), 0);
+    cr_assert_eq(conc_mlist_imul(l, 1025), CONC_ENOMEM); /* past 64 MiB of bytes */
+    cr_assert_eq(conc_mlist_del(l, -1), 0);
     cr_assert_str_eq(joined(l, true), "x|y");
     /* nested proxies repeat as references to the same object */
     cr_assert_eq(conc_mlist_append_proxy(l, inner), 0);

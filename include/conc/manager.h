@@ -414,8 +414,9 @@ CONC_API int conc_mlist_del_slice(conc_mlist_t *l, long start, long stop, long s
 CONC_API int conc_mlist_sort(conc_mlist_t *l, bool reverse);
 /* l *= n: the items repeated n times (nested proxies repeat as
  * references); n <= 0 clears, as Python. CONC_ENOMEM (MemoryError) when
- * the result would pass 2^26 items or 1 GiB of item bytes (nothing
- * changes). l += items is conc_mlist_extend; l + items is a slice of all
+ * the result would pass 2^20 items or 64 MiB of item bytes (a limit
+ * of the server: one small request must not allocate without bound;
+ * nothing changes). l += items is conc_mlist_extend; l + items is a slice of all
  * plus the local items. */
 CONC_API int conc_mlist_imul(conc_mlist_t *l, long n);
 

@@ -26,9 +26,11 @@
 #include "manager/objects.h"
 
 #define NONE INT64_MIN
-/* l *= n: at most this many items / item bytes afterwards (else CONC_ENOMEM) */
-#define IMUL_MAX_ITEMS ((size_t)1 << 26)
-#define IMUL_MAX_BYTES ((size_t)1 << 30)
+/* l *= n: at most this many items / item bytes afterwards (else
+ * CONC_ENOMEM). One small request must not make the server allocate
+ * without bound (the fuzzer's memory limit, other clients). */
+#define IMUL_MAX_ITEMS ((size_t)1 << 20)
+#define IMUL_MAX_BYTES ((size_t)1 << 26)
 
 typedef struct { int64_t start, step; size_t n; } span_t;
 
