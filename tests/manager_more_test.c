@@ -1363,6 +1363,18 @@ Test(manager_more, list_slices)
     cr_assert_eq(n, 1);
     cr_assert_eq(*(char *)it[0].value.data, '0');
     free(it);
+    cr_assert_eq(conc_mlist_slice(l, -1, CONC_MLIST_NONE, LONG_MAX, &it, &n), 0); /* l[9::huge] */
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '9');
+    free(it);
+    cr_assert_eq(conc_mlist_slice(l, 0, CONC_MLIST_NONE, -(LONG_MAX), &it, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '0');
+    free(it);
+    cr_assert_eq(conc_mlist_del_slice(l, -1, CONC_MLIST_NONE, LONG_MAX), 0);
+    cr_assert_eq(conc_mlist_del_slice(l, 0, CONC_MLIST_NONE, -(LONG_MAX)), 0);
+    cr_assert_str_eq(joined(l, false), "12345678");
+    fill(l, "0123456789");
     /* an empty list, a nested proxy in a slice (data NULL, kind set) */
     cr_assert_eq(conc_mlist_clear(l), 0);
     cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, -1, &it, &n), 0);

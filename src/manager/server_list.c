@@ -232,9 +232,9 @@ int conc__mgr_do_list_more(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int o
         span_t s = adjust(a, b, step, o->len);
         conc__mgr_reply_code(c, 0);
         conc__wb_u64(w, s.n);
-        int64_t i = s.start;
-        for (size_t k = 0; k < s.n && !w->oom && w->len <= CONC__MGR_MAX_FRAME; k++, i += s.step)
-            put_nested(w, conc__mgr_vec_at(o, (size_t)i));
+        /* start + k * step stays in [0, len) for k < n (no step past the last) */
+        for (size_t k = 0; k < s.n && !w->oom && w->len <= CONC__MGR_MAX_FRAME; k++)
+            put_nested(w, conc__mgr_vec_at(o, (size_t)(s.start + (int64_t)k * s.step)));
         if (w->len > 4 + CONC__MGR_MAX_FRAME)
             conc__mgr_reply_code(c, CONC_ERANGE);
         break;
