@@ -15,6 +15,7 @@
  */
 #include "test_util.h"
 
+#include <limits.h>
 #include <time.h>
 
 #include <conc/green.h>
@@ -1231,6 +1232,387 @@ Test(manager_more, malformed_requests)
     memcpy(selfref + 6, rep + 4, 8); /* the id just bound */
     cr_assert_eq(one(c, selfref, sizeof selfref, &code), 0);
     cr_assert_eq(code, 0);
+    conc__mgr_conn_free(c);
+    conc__mgr_server_free(s);
+}
+
+/* ------------------------------------------------ ListProxy, the rest */
+
+#define NO CONC_MLIST_NONE
+#include "manager_list_cases.h"
+#undef NO
+
+/* l = list(chars): one byte per item. */
+static void fill(conc_mlist_t *l, const char *chars)
+{
+    cr_assert_eq(conc_mlist_clear(l), 0);
+    size_t n = strlen(chars);
+    conc_mbytes_t items[64];
+    for (size_t i = 0; i < n; i++)
+        items[i] = (conc_mbytes_t){(void *)(chars + i), 1};
+    cr_assert_eq(conc_mlist_extend(l, items, n), 0);
+}
+
+/* The list's items joined, '|' between them when sep (a nested proxy: '@'). */
+static char *joined(conc_mlist_t *l, bool sep)
+{
+    conc_mitem_t *it;
+    size_t n;
+    int rc = conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, CONC_MLIST_NONE, &it, &n);
+    cr_assert_eq(rc, 0, "slice: %s", conc_strerror(rc));
+    static char out[4096];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sep && i)
+            out[k++] = '|';
+        if (it[i].kind != CONC_MK_BYTES) {
+            cr_assert_null(it[i].value.data);
+            out[k++] = '@';
+            continue;
+        }
+        memcpy(out + k, it[i].value.data, it[i].value.len);
+        k += it[i].value.len;
+    }
+    out[k] = 0;
+    free(it);
+    return out;
+}
+
+Test(manager_more, list_contains_del)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l, *inner;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    cr_assert_eq(conc_manager_list(m, NULL, &inner), 0);
+    cr_assert_eq(conc_mlist_contains(l, "a", 1), 0); /* empty list */
+    fill(l, "abc");
+    cr_assert_eq(conc_mlist_append(l, "", 0), 0);
+    cr_assert_eq(conc_mlist_append(l, "bc", 2), 0);
+    cr_assert_eq(conc_mlist_append_proxy(l, inner), 0);
+    cr_assert_eq(conc_mlist_contains(l, "b", 1), 1);
+    cr_assert_eq(conc_mlist_contains(l, "bc", 2), 1);
+    cr_assert_eq(conc_mlist_contains(l, "", 0), 1);
+    cr_assert_eq(conc_mlist_contains(l, NULL, 0), 1);
+    cr_assert_eq(conc_mlist_contains(l, "d", 1), 0);
+    cr_assert_eq(conc_mlist_contains(l, "bcd", 3), 0); /* the proxy equals no bytes */
+    cr_assert_eq(conc_mlist_contains(l, NULL, 1), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_contains(NULL, "a", 1), CONC_EINVAL);
+    /* del l[i]: as Python's, IndexError (CONC_ERANGE) out of range */
+    cr_assert_str_eq(joined(l, true), "a|b|c||bc|@");
+    cr_assert_eq(conc_mlist_del(l, 6), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(l, -7), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(l, LONG_MAX), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(l, LONG_MIN), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(l, -1), 0); /* the nested proxy: its reference goes */
+    cr_assert_eq(conc_mlist_del(l, 0), 0);
+    cr_assert_eq(conc_mlist_del(l, -2), 0);
+    cr_assert_str_eq(joined(l, true), "b|c|bc");
+    cr_assert_eq(conc_mlist_del(l, 1), 0);
+    cr_assert_eq(conc_mlist_del(l, -2), 0);
+    cr_assert_eq(conc_mlist_del(l, 0), 0);
+    cr_assert_eq(conc_mlist_del(l, 0), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(l, -1), CONC_ERANGE);
+    cr_assert_eq(conc_mlist_del(NULL, 0), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_append(inner, "x", 1), 0); /* still alive through its proxy */
+    conc_mlist_free(inner);
+    conc_mlist_free(l);
+    conc_manager_free(m);
+}
+
+Test(manager_more, list_slices)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    fill(l, "0123456789");
+    for (size_t i = 0; i < sizeof slice_cases / sizeof *slice_cases; i++) {
+        const struct slice_case *sc = &slice_cases[i];
+        conc_mitem_t *it;
+        size_t n;
+        cr_assert_eq(conc_mlist_slice(l, sc->a, sc->b, sc->s, &it, &n), 0);
+        char got[16] = {0};
+        cr_assert_leq(n, 10);
+        for (size_t k = 0; k < n; k++) {
+            cr_assert_eq(it[k].value.len, 1);
+            cr_assert_eq(it[k].key.len, 0);
+            got[k] = *(char *)it[k].value.data;
+        }
+        free(it);
+        cr_assert_str_eq(got, sc->got, "l[%ld:%ld:%ld] = %s, want %s", sc->a, sc->b, sc->s, got,
+                         sc->got);
+        cr_assert_eq(conc_mlist_del_slice(l, sc->a, sc->b, sc->s), 0);
+        cr_assert_str_eq(joined(l, false), sc->left, "del l[%ld:%ld:%ld]", sc->a, sc->b, sc->s);
+        if (strcmp(sc->left, "0123456789") != 0)
+            fill(l, "0123456789");
+    }
+    /* step 0: ValueError, nothing changes */
+    conc_mitem_t *it = NULL;
+    size_t n = 0;
+    cr_assert_eq(conc_mlist_slice(l, 0, 5, 0, &it, &n), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_del_slice(l, 0, 5, 0), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_slice(l, 0, 5, 1, NULL, &n), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_slice(NULL, 0, 5, 1, &it, &n), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_del_slice(NULL, 0, 5, 1), CONC_EINVAL);
+    cr_assert_str_eq(joined(l, false), "0123456789");
+    /* extreme bounds and steps */
+    cr_assert_eq(conc_mlist_slice(l, LONG_MAX, LONG_MIN + 1, -(LONG_MAX), &it, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '9');
+    free(it);
+    cr_assert_eq(conc_mlist_slice(l, LONG_MIN + 1, LONG_MAX, LONG_MAX, &it, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '0');
+    free(it);
+    cr_assert_eq(conc_mlist_slice(l, -1, CONC_MLIST_NONE, LONG_MAX, &it, &n), 0); /* l[9::huge] */
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '9');
+    free(it);
+    cr_assert_eq(conc_mlist_slice(l, 0, CONC_MLIST_NONE, -(LONG_MAX), &it, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(*(char *)it[0].value.data, '0');
+    free(it);
+    cr_assert_eq(conc_mlist_del_slice(l, -1, CONC_MLIST_NONE, LONG_MAX), 0);
+    cr_assert_eq(conc_mlist_del_slice(l, 0, CONC_MLIST_NONE, -(LONG_MAX)), 0);
+    cr_assert_str_eq(joined(l, false), "12345678");
+    fill(l, "0123456789");
+    /* an empty list, a nested proxy in a slice (data NULL, kind set) */
+    cr_assert_eq(conc_mlist_clear(l), 0);
+    cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, -1, &it, &n), 0);
+    cr_assert_eq(n, 0);
+    free(it);
+    cr_assert_eq(conc_mlist_del_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, -2), 0);
+    conc_mdict_t *d;
+    cr_assert_eq(conc_manager_dict(m, NULL, &d), 0);
+    cr_assert_eq(conc_mlist_append(l, "ab", 2), 0);
+    cr_assert_eq(conc_mlist_append_proxy(l, d), 0);
+    cr_assert_eq(conc_mlist_append(l, "", 0), 0);
+    cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, -1, &it, &n), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(it[0].kind, CONC_MK_BYTES);
+    cr_assert_eq(it[0].value.len, 0);
+    cr_assert_not_null(it[0].value.data);
+    cr_assert_eq(it[1].kind, CONC_MK_DICT);
+    cr_assert_null(it[1].value.data);
+    cr_assert(bytes_eq(it[2].value.data, it[2].value.len, "ab"));
+    free(it);
+    cr_assert_eq(conc_mlist_del_slice(l, 1, 2, 1), 0); /* drops the reference */
+    cr_assert_str_eq(joined(l, true), "ab|");
+    put(d, "k", "v"); /* its own proxy keeps it */
+    conc_mdict_free(d);
+    conc_mlist_free(l);
+    conc_manager_free(m);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+Test(manager_more, list_sort)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    cr_assert_eq(conc_mlist_sort(l, false), 0); /* empty */
+    static const char *words[] = {"b", "abc", "ab", "", "b", "a", "\xff", "ab\x01", "ab\x00"};
+    size_t nw = sizeof words / sizeof *words;
+    for (size_t i = 0; i < nw; i++)
+        cr_assert_eq(conc_mlist_append(l, words[i], i == nw - 1 ? 3 : strlen(words[i])), 0);
+    cr_assert_eq(conc_mlist_sort(l, false), 0);
+    conc_mitem_t *it;
+    size_t n;
+    /* memcmp, then the shorter first: "ab" < "ab\0" < "ab\1" < "abc" */
+    static const char *want[] = {"", "a", "ab", "ab\x00", "ab\x01", "abc", "b", "b", "\xff"};
+    static const size_t wlen[] = {0, 1, 2, 3, 3, 3, 1, 1, 1};
+    cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, CONC_MLIST_NONE, &it, &n), 0);
+    cr_assert_eq(n, nw);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(it[i].value.len == wlen[i] && memcmp(it[i].value.data, want[i], wlen[i]) == 0,
+                  "item %zu", i);
+    free(it);
+    cr_assert_eq(conc_mlist_sort(l, true), 0);
+    cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, CONC_MLIST_NONE, &it, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(it[i].value.len == wlen[n - 1 - i] &&
+                      memcmp(it[i].value.data, want[n - 1 - i], wlen[n - 1 - i]) == 0,
+                  "reversed item %zu", i);
+    free(it);
+    /* many random items against qsort */
+    srand(17);
+    char buf[300][8];
+    const char *ptr[300];
+    conc_mbytes_t items[300];
+    for (int i = 0; i < 300; i++) {
+        snprintf(buf[i], sizeof buf[i], "%d", rand() % 1000);
+        ptr[i] = buf[i];
+        items[i] = (conc_mbytes_t){buf[i], strlen(buf[i])};
+    }
+    cr_assert_eq(conc_mlist_clear(l), 0);
+    cr_assert_eq(conc_mlist_extend(l, items, 300), 0);
+    cr_assert_eq(conc_mlist_sort(l, false), 0);
+    qsort(ptr, 300, sizeof *ptr, cmp_str); /* the same order for digit strings */
+    cr_assert_eq(conc_mlist_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, CONC_MLIST_NONE, &it, &n), 0);
+    cr_assert_eq(n, 300);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(bytes_eq(it[i].value.data, it[i].value.len, ptr[i]), "item %zu", i);
+    free(it);
+    /* a nested proxy has no order (TypeError); alone it sorts */
+    conc_mlist_t *inner;
+    cr_assert_eq(conc_manager_list(m, NULL, &inner), 0);
+    cr_assert_eq(conc_mlist_append_proxy(l, inner), 0);
+    cr_assert_eq(conc_mlist_sort(l, false), CONC_EINVAL);
+    cr_assert_eq(conc_mlist_len(l, &n), 0);
+    cr_assert_eq(n, 301);
+    void *last;
+    cr_assert_eq(conc_mlist_get_proxy(l, 300, &last, NULL), 0); /* still last */
+    conc_mproxy_free(last);
+    cr_assert_eq(conc_mlist_clear(l), 0);
+    cr_assert_eq(conc_mlist_append_proxy(l, inner), 0);
+    cr_assert_eq(conc_mlist_sort(l, true), 0);
+    cr_assert_eq(conc_mlist_sort(NULL, true), CONC_EINVAL);
+    conc_mlist_free(inner);
+    conc_mlist_free(l);
+    conc_manager_free(m);
+}
+
+Test(manager_more, list_imul)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l, *inner;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    cr_assert_eq(conc_manager_list(m, NULL, &inner), 0);
+    cr_assert_eq(conc_mlist_imul(l, 5), 0); /* [] * 5 */
+    cr_assert_str_eq(joined(l, true), "");
+    fill(l, "ab");
+    cr_assert_eq(conc_mlist_append(l, "", 0), 0);
+    cr_assert_eq(conc_mlist_imul(l, 1), 0);
+    cr_assert_str_eq(joined(l, true), "a|b|");
+    cr_assert_eq(conc_mlist_imul(l, 3), 0);
+    cr_assert_str_eq(joined(l, true), "a|b||a|b||a|b|");
+    cr_assert_eq(conc_mlist_imul(l, 0), 0);
+    cr_assert_str_eq(joined(l, true), "");
+    fill(l, "xy");
+    cr_assert_eq(conc_mlist_imul(l, -4), 0);
+    cr_assert_str_eq(joined(l, true), "");
+    fill(l, "xy");
+    cr_assert_eq(conc_mlist_imul(l, LONG_MIN), 0);
+    cr_assert_str_eq(joined(l, true), "");
+    /* too large: MemoryError, nothing changes */
+    fill(l, "xy");
+    cr_assert_eq(conc_mlist_imul(l, LONG_MAX), CONC_ENOMEM);
+    cr_assert_eq(conc_mlist_imul(l, 1L << 40), CONC_ENOMEM);
+    cr_assert_eq(conc_mlist_imul(l, (1L << 19) + 1), CONC_ENOMEM); /* past 2^20 items */
+    static char big[1 << 16];
+    cr_assert_eq(conc_mlist_append(l, big, sizeof big), 0);
+    cr_assert_eq(conc_mlist_imul(l, 1025), CONC_ENOMEM); /* past 64 MiB of bytes */
+    cr_assert_eq(conc_mlist_del(l, -1), 0);
+    cr_assert_str_eq(joined(l, true), "x|y");
+    /* nested proxies repeat as references to the same object */
+    cr_assert_eq(conc_mlist_append_proxy(l, inner), 0);
+    cr_assert_eq(conc_mlist_imul(l, 2), 0);
+    cr_assert_str_eq(joined(l, true), "x|y|@|x|y|@");
+    conc_mlist_t *again;
+    cr_assert_eq(conc_mlist_get_proxy(l, -1, (void **)&again, NULL), 0);
+    cr_assert_eq(conc_mlist_append(again, "seen", 4), 0);
+    conc_mlist_free(again);
+    cr_assert_eq(conc_mlist_contains(inner, "seen", 4), 1);
+    cr_assert_eq(conc_mlist_del(l, 2), 0); /* one reference goes, the other stays */
+    cr_assert_eq(conc_mlist_get_proxy(l, -1, (void **)&again, NULL), 0);
+    cr_assert_eq(conc_mlist_contains(again, "seen", 4), 1);
+    conc_mlist_free(again);
+    cr_assert_eq(conc_mlist_imul(l, 0), 0);
+    cr_assert_eq(conc_mlist_contains(inner, "seen", 4), 1);
+    cr_assert_eq(conc_mlist_imul(NULL, 2), CONC_EINVAL);
+    conc_mlist_free(inner);
+    conc_mlist_free(l);
+    conc_manager_free(m);
+}
+
+/* A forked child uses every new list call on the parent's list. */
+static int list_more_child(const void *arg, size_t len)
+{
+    (void)len;
+    conc_mlist_t *l = *(conc_mlist_t *const *)arg;
+    CK(conc_mlist_contains(l, "c", 1) == 1);
+    CK(conc_mlist_contains(l, "z", 1) == 0);
+    CK(conc_mlist_del(l, -1) == 0);                       /* "dcbae" -> "dcba" */
+    CK(conc_mlist_sort(l, false) == 0);                   /* "abcd" */
+    CK(conc_mlist_del_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, 2) == 0); /* "bd" */
+    CK(conc_mlist_imul(l, 2) == 0);                       /* "bdbd" */
+    conc_mitem_t *it;
+    size_t n;
+    CK(conc_mlist_slice(l, -1, CONC_MLIST_NONE, -2, &it, &n) == 0 && n == 2);
+    CK(*(char *)it[0].value.data == 'd' && *(char *)it[1].value.data == 'd');
+    free(it);
+    return 0;
+}
+CONC_REGISTER(list_more_child);
+
+Test(manager_more, list_more_across_fork)
+{
+    conc_manager_t *m = start();
+    conc_mlist_t *l;
+    cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
+    fill(l, "dcbae");
+    conc_process_t *p;
+    conc_process_opts_t po = {.method = CONC_FORK};
+    cr_assert_eq(conc_process_new(&p, list_more_child, &l, sizeof l, &po), 0);
+    cr_assert_eq(conc_process_start(p), 0);
+    cr_assert_eq(conc_process_join(p, 30), 0);
+    int code = -1;
+    conc_process_exitcode(p, &code);
+    cr_assert_eq(code, 0);
+    conc_process_free(p);
+    cr_assert_str_eq(joined(l, false), "bdbd");
+    conc_mlist_free(l);
+    conc_manager_free(m);
+}
+
+Test(manager_more, list_more_malformed)
+{
+    conc__mgr_server_t *s;
+    cr_assert_eq(conc__mgr_server_new(&s, "k", 1, true), 0);
+    conc__mgr_conn_t *c = conc__mgr_conn_new(s, -1);
+    int32_t code;
+    static const uint8_t bind_l[] = {3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const uint8_t bind_d[] = {3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    /* each malformed request closes the connection: bind again after it */
+    static const struct { uint8_t b[32]; size_t n; } bad[] = {
+        {{224}, 1},                                  /* contains without a value */
+        {{224, 5, 0, 0, 0, 'a'}, 6},                 /* a value shorter than it says */
+        {{224, 1, 0, 0, 0, 'a', 0}, 7},              /* a trailing byte */
+        {{225, 1, 0, 0}, 4},                         /* del: a short index */
+        {{225, 1, 0, 0, 0, 0, 0, 0, 0, 9}, 10},
+        {{226, 0, 0, 0, 0, 0, 0, 0, 0}, 9},          /* slice: one bound of three */
+        {{227, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}, 19},
+        {{228}, 1},                                  /* sort: no flag */
+        {{228, 2}, 2},                               /* sort: a flag neither 0 nor 1 */
+        {{228, 0, 0}, 3},
+        {{229, 3}, 2},                               /* imul: a short count */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_eq(one(c, bind_l, sizeof bind_l, &code), 0);
+        cr_assert_eq(code, 0);
+        cr_assert_eq(one(c, bad[i].b, bad[i].n, &code), CONC_EINVAL, "request %zu", i);
+    }
+    /* the new ops on a dict: not for the bound object */
+    cr_assert_eq(one(c, bind_d, sizeof bind_d, &code), 0);
+    static const uint8_t sort_d[] = {228, 0};
+    cr_assert_eq(one(c, sort_d, sizeof sort_d, &code), CONC_EINVAL);
+    /* well-formed: step 0 is answered (ValueError), the connection stays */
+    cr_assert_eq(one(c, bind_l, sizeof bind_l, &code), 0);
+    static const uint8_t step0[25] = {226};
+    cr_assert_eq(one(c, step0, sizeof step0, &code), 0);
+    cr_assert_eq(code, CONC_EINVAL);
+    static const uint8_t app[] = {32, 1, 0, 0, 0, 'q'};
+    cr_assert_eq(one(c, app, sizeof app, &code), 0);
+    cr_assert_eq(code, 0);
+    static const uint8_t has[] = {224, 1, 0, 0, 0, 'q'};
+    cr_assert_eq(one(c, has, sizeof has, &code), 0);
+    cr_assert_eq(code, 0);
+    static const uint8_t big[] = {229, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
+    cr_assert_eq(one(c, big, sizeof big, &code), 0);
+    cr_assert_eq(code, CONC_ENOMEM);
     conc__mgr_conn_free(c);
     conc__mgr_server_free(s);
 }

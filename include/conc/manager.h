@@ -100,6 +100,7 @@
 #ifndef CONC_MANAGER_H
 #define CONC_MANAGER_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -384,6 +385,40 @@ CONC_API int conc_mdict_get_proxy(conc_mdict_t *d, const void *key, size_t klen,
 CONC_API int conc_mlist_append_proxy(conc_mlist_t *l, const void *proxy);
 CONC_API int conc_mlist_set_proxy(conc_mlist_t *l, long index, const void *proxy);
 CONC_API int conc_mlist_get_proxy(conc_mlist_t *l, long index, void **proxy, conc_mkind_t *kind);
+
+/* ----------------------------------------------------------- list, more */
+
+/* A slice bound (start, stop, step) left out, as Python's None. */
+#define CONC_MLIST_NONE LONG_MIN
+
+/* val in l: 1 when an item has the same bytes, 0 when none does (a
+ * nested proxy equals no bytes), or a negative error code above. */
+CONC_API int conc_mlist_contains(conc_mlist_t *l, const void *val, size_t len);
+/* del l[index] (negative counts from the end; a nested proxy item is
+ * removed too): 0, CONC_ERANGE (IndexError) or an error above. */
+CONC_API int conc_mlist_del(conc_mlist_t *l, long index);
+/* l[start:stop:step] -> a snapshot as conc_mdict_values' (keys empty;
+ * value.data NULL and kind set for a nested proxy): *items is one
+ * malloc'd block of *n entries, free(*items) once. Bounds as Python's:
+ * CONC_MLIST_NONE for an omitted one, negative ones count from the end,
+ * then clamped to the list; step 0 is CONC_EINVAL (ValueError);
+ * CONC_ERANGE when the result exceeds a reply. */
+CONC_API int conc_mlist_slice(conc_mlist_t *l, long start, long stop, long step,
+                              conc_mitem_t **items, size_t *n);
+/* del l[start:stop:step]: the same slice rules; one atomic step. */
+CONC_API int conc_mlist_del_slice(conc_mlist_t *l, long start, long stop, long step);
+/* l.sort(reverse=reverse): stable (equal items keep their order, also
+ * reversed). Items compare as bytes: memcmp over the shorter length, then
+ * the shorter item first (b"ab" < b"abc" < b"b"). CONC_EINVAL (TypeError)
+ * when the list holds a nested proxy and two or more items. */
+CONC_API int conc_mlist_sort(conc_mlist_t *l, bool reverse);
+/* l *= n: the items repeated n times (nested proxies repeat as
+ * references); n <= 0 clears, as Python. CONC_ENOMEM (MemoryError) when
+ * the result would pass 2^20 items or 64 MiB of item bytes (a limit
+ * of the server: one small request must not allocate without bound;
+ * nothing changes). l += items is conc_mlist_extend; l + items is a slice of all
+ * plus the local items. */
+CONC_API int conc_mlist_imul(conc_mlist_t *l, long n);
 
 /* ----------------------------------------------------------- Namespace */
 

@@ -188,6 +188,14 @@ enum {
     CONC__MOP_V_GET = 208,         /* -> u8 typecode, bytes (the typecode's size) */
     CONC__MOP_V_SET = 209,         /* bytes (the typecode's size) */
     CONC__MOP_U_CALL = 216,        /* method bytes, args bytes -> u8 has, [bytes] */
+    /* the rest of ListProxy (server_list.c); a slice is i64 start, stop,
+     * step with INT64_MIN for None (step None: 1; step 0: CONC_EINVAL) */
+    CONC__MOP_L_CONTAINS = 224,    /* value -> u8 */
+    CONC__MOP_L_DEL = 225,         /* i64 index */
+    CONC__MOP_L_SLICE = 226,       /* slice -> u64 n, n x nested value */
+    CONC__MOP_L_DEL_SLICE = 227,   /* slice */
+    CONC__MOP_L_SORT = 228,        /* u8 reverse (0 or 1) */
+    CONC__MOP_L_IMUL = 229,        /* i64 n (<= 0: clear) */
 };
 /* The most negative code a reply may carry. */
 #define CONC__MGR_MIN_CODE CONC_EATTR

@@ -90,6 +90,9 @@ int conc__mgr_bad(conc__mgr_conn_t *c);
 /* server_more.c: requests for the new kinds and ops (0 or CONC_EINVAL,
  * as conc__mgr_dispatch) */
 int conc__mgr_do_more(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op);
+/* server_list.c: ListProxy's contains, del, slices, sort, *= (ops
+ * CONC__MOP_L_CONTAINS..CONC__MOP_L_IMUL on a list; as conc__mgr_dispatch) */
+int conc__mgr_do_list_more(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op);
 /* BIND_NEW's trailing init bytes (Value, registered types), in three
  * steps: check them before anything is made (0 or a reply code: a bad
  * Value, an unknown type), apply what needs no user code while the new

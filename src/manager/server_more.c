@@ -427,6 +427,8 @@ int conc__mgr_do_more(conc__mgr_conn_t *c, obj_t *o, conc__rbuf_t *r, int op)
         return do_dict_more(c, o, r, op);
     if ((op == CONC__MOP_L_APPEND_REF || op == CONC__MOP_L_SET_REF) && o->kind == CONC__MK_LIST)
         return do_list_more(c, o, r, op);
+    if (op >= CONC__MOP_L_CONTAINS && op <= CONC__MOP_L_IMUL && o->kind == CONC__MK_LIST)
+        return conc__mgr_do_list_more(c, o, r, op);
     if ((op == CONC__MOP_V_GET || op == CONC__MOP_V_SET) && o->kind == CONC__MK_VALUE)
         return do_value(c, o, r, op);
     if (op == CONC__MOP_U_CALL && o->kind == CONC__MK_USER)
