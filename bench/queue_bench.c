@@ -69,6 +69,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_util.h"
+#include "bench_gate.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -196,35 +197,6 @@ static inline void spin_wait(unsigned *k)
     }
 }
 
-/* ------------------------------------------------------------ the gate */
-
-typedef struct gate {
-    atomic_int ready;
-    atomic_int go;
-} gate_t;
-
-static void gate_reset(gate_t *g)
-{
-    atomic_store(&g->ready, 0);
-    atomic_store(&g->go, 0);
-}
-
-static void gate_arrive(gate_t *g)
-{
-    atomic_fetch_add(&g->ready, 1);
-    while (!atomic_load_explicit(&g->go, memory_order_acquire))
-        cpu_relax();
-}
-
-static double gate_open(gate_t *g, int parties)
-{
-    while (atomic_load(&g->ready) < parties)
-        sched_yield();
-    double t0 = bench_now();
-    atomic_store_explicit(&g->go, 1, memory_order_release);
-    return t0;
-}
-
 /* ------------------------------------------- GAsyncQueue, bounded to 1024 */
 
 #ifdef CONC_BENCH_HAVE_GLIB
@@ -304,7 +276,7 @@ static uint64_t prio_seed(int producer)
 }
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     enum row_kind kind;
     int nprod, ncons;
@@ -338,7 +310,7 @@ static void *producer(void *arg)
     long n = R.per_prod;
     uintptr_t stride = (uintptr_t)R.nprod, v = (uintptr_t)p + 1;
     int err = 0;
-    gate_arrive(&R.gate);
+    bench_gate_arrive(&R.gate, false);
     switch (R.impl) {
     case IMPL_CONC:
         if (R.kind == ROW_PRIORITY) {
@@ -416,7 +388,7 @@ static void *consumer(void *arg)
     uintptr_t last[MAX_THREADS] = {0};
     uint64_t sum = 0, sumsq = 0;
     void *item;
-    gate_arrive(&R.gate);
+    bench_gate_arrive(&R.gate, false);
     switch (R.impl) {
     case IMPL_CONC:
         for (long i = 0; i < n; i++) {
@@ -524,7 +496,7 @@ static double run_queue(int impl, enum row_kind kind, int nprod, int ncons, long
     __atomic_store_n(&R.progress, 0, __ATOMIC_RELAXED);
     atomic_store(&R.err, 0);
     atomic_store(&R.disorder, 0);
-    gate_reset(&R.gate);
+    bench_gate_reset(&R.gate);
 
     /* what the consumers must add up to */
     uint64_t want_sum = 0, want_sumsq = 0;
@@ -583,7 +555,7 @@ static double run_queue(int impl, enum row_kind kind, int nprod, int ncons, long
         }
         started++;
     }
-    double t0 = gate_open(&R.gate, started);
+    double t0 = bench_gate_open(&R.gate, started);
 
     /* Wait for the workers; they time themselves, so polling is cheap.
      * A queue that lost an item would leave a consumer waiting forever. */

@@ -73,6 +73,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_util.h"
+#include "bench_gate.h"
 #include "io_load.h"
 
 #include <pthread.h>
@@ -120,41 +121,12 @@ static long scaled(long n)
     return v < 1 ? 1 : v;
 }
 
-/* Start gate: workers check in and wait (yielding: up to 128 threads on 2
- * CPUs), the main thread opens it and starts the clock. */
-typedef struct gate {
-    atomic_int ready;
-    atomic_int go;
-} gate_t;
-
-static void gate_reset(gate_t *g)
-{
-    atomic_store(&g->ready, 0);
-    atomic_store(&g->go, 0);
-}
-
-static void gate_arrive(gate_t *g)
-{
-    atomic_fetch_add(&g->ready, 1);
-    while (!atomic_load_explicit(&g->go, memory_order_acquire))
-        sched_yield();
-}
-
-static double gate_open(gate_t *g, int parties)
-{
-    while (atomic_load(&g->ready) < parties)
-        sched_yield();
-    double t0 = bench_now();
-    atomic_store_explicit(&g->go, 1, memory_order_release);
-    return t0;
-}
-
 /* ------------------------------------------------------------ lock */
 
 enum { L_CONC, L_PTHREAD, L_GMUTEX };
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     atomic_int stop;
     conc_lock_t cl;
@@ -185,7 +157,7 @@ static void *lock_worker(void *arg)
 {
     int id = (int)(intptr_t)arg, err = 0;
     long ops = 0;
-    gate_arrive(&LK.gate);
+    bench_gate_arrive(&LK.gate, true);
     switch (LK.impl) {
     case L_CONC:
         LOCK_LOOP(conc_lock_acquire(&LK.cl, true, CONC_FOREVER), conc_lock_release(&LK.cl));
@@ -213,7 +185,7 @@ static double run_lock(int impl, int nt, char *why, size_t whylen)
     LK.counter = 0;
     atomic_store(&LK.stop, 0);
     atomic_store(&LK.err, 0);
-    gate_reset(&LK.gate);
+    bench_gate_reset(&LK.gate);
     conc_lock_init(&LK.cl);
     pthread_mutex_init(&LK.pm, NULL);
 #ifdef CONC_BENCH_HAVE_GLIB
@@ -225,7 +197,7 @@ static double run_lock(int impl, int nt, char *why, size_t whylen)
             exit(1);
         }
     double window = 0.1 * opt_scale < 0.05 ? 0.05 : 0.1 * opt_scale;
-    double t0 = gate_open(&LK.gate, nt);
+    double t0 = bench_gate_open(&LK.gate, nt);
     struct timespec ts = {(time_t)window, (long)((window - (double)(time_t)window) * 1e9)};
     nanosleep(&ts, NULL);
     atomic_store(&LK.stop, 1);
@@ -296,7 +268,7 @@ typedef struct pair {
 } pair_t;
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     long n;
     pair_t *pairs;
@@ -309,7 +281,7 @@ static void *event_worker(void *arg)
     int id = (int)(intptr_t)arg, side = id & 1, err = 0;
     pair_t *p = &EV.pairs[id / 2];
     long n = EV.n, r = 0;
-    gate_arrive(&EV.gate);
+    bench_gate_arrive(&EV.gate, true);
     for (long i = 0; i < n; i++, r++) {
         if (EV.impl == E_CONC) {
             if (side == 0) {
@@ -348,7 +320,7 @@ static double run_event(int impl, int np, char *why, size_t whylen)
     if (EV.n < 1)
         EV.n = 1;
     EV.pairs = pairs;
-    gate_reset(&EV.gate);
+    bench_gate_reset(&EV.gate);
     for (int i = 0; i < np; i++) {
         conc_event_init(&pairs[i].ce[0]);
         conc_event_init(&pairs[i].ce[1]);
@@ -360,7 +332,7 @@ static double run_event(int impl, int np, char *why, size_t whylen)
             fprintf(stderr, "scaling_bench: pthread_create failed\n");
             exit(1);
         }
-    double t0 = gate_open(&EV.gate, 2 * np), t1 = 0;
+    double t0 = bench_gate_open(&EV.gate, 2 * np), t1 = 0;
     for (int i = 0; i < 2 * np; i++)
         pthread_join(th[i], NULL);
     for (int i = 0; i < 2 * np; i++)
@@ -389,7 +361,7 @@ static void *empty_task(void *arg)
 }
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     conc_executor_t *ex;
     long per;
     atomic_int err;
@@ -404,11 +376,11 @@ static void *pool_submitter(void *arg)
     conc_future_t **fs = malloc((size_t)n * sizeof *fs);
     if (!fs) {
         atomic_store(&PL.err, CONC_ENOMEM);
-        gate_arrive(&PL.gate);
+        bench_gate_arrive(&PL.gate, true);
         PL.end[id] = bench_now();
         return NULL;
     }
-    gate_arrive(&PL.gate);
+    bench_gate_arrive(&PL.gate, true);
     long k = 0, bad = 0;
     int rc = 0;
     for (; k < n; k++)
@@ -441,13 +413,13 @@ static double run_pool(int submitters, int workers, char *why, size_t whylen)
         PL.per = 1;
     atomic_store(&PL.err, 0);
     atomic_store(&PL.bad, 0);
-    gate_reset(&PL.gate);
+    bench_gate_reset(&PL.gate);
     for (int i = 0; i < submitters; i++)
         if (pthread_create(&th[i], NULL, pool_submitter, (void *)(intptr_t)i) != 0) {
             fprintf(stderr, "scaling_bench: pthread_create failed\n");
             exit(1);
         }
-    double t0 = gate_open(&PL.gate, submitters), t1 = 0;
+    double t0 = bench_gate_open(&PL.gate, submitters), t1 = 0;
     for (int i = 0; i < submitters; i++)
         pthread_join(th[i], NULL);
     for (int i = 0; i < submitters; i++)
@@ -481,7 +453,7 @@ static void *gtp_submitter(void *arg)
 {
     (void)arg;
     long n = PL.per;
-    gate_arrive(&PL.gate);
+    bench_gate_arrive(&PL.gate, true);
     for (long k = 0; k < n; k++)
         if (!g_thread_pool_push(g_gtp, (gpointer)(intptr_t)(k + 1), NULL))
             atomic_store(&g_gtp_fail, 1);
@@ -507,13 +479,13 @@ static double run_gthreadpool(int submitters, int workers, char *why, size_t why
         PL.per = 1;
     atomic_store(&g_gtp_done, 0);
     atomic_store(&g_gtp_fail, 0);
-    gate_reset(&PL.gate);
+    bench_gate_reset(&PL.gate);
     for (int i = 0; i < submitters; i++)
         if (pthread_create(&th[i], NULL, gtp_submitter, (void *)(intptr_t)i) != 0) {
             fprintf(stderr, "scaling_bench: pthread_create failed\n");
             exit(1);
         }
-    double t0 = gate_open(&PL.gate, submitters);
+    double t0 = bench_gate_open(&PL.gate, submitters);
     for (int i = 0; i < submitters; i++)
         pthread_join(th[i], NULL);
     g_thread_pool_free(g_gtp, FALSE, TRUE); /* returns once every queued task ran */

@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_util.h"
+#include "bench_gate.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -69,35 +70,6 @@ static inline void cpu_relax(void)
 typedef double (*measure_fn)(int impl, char *why, size_t whylen);
 
 #define FAIL(...) (snprintf(why, whylen, __VA_ARGS__), NAN)
-
-/* Start gate for two-thread runs: each worker checks in, then spins until
- * the main thread opens the gate and starts the clock. */
-typedef struct gate {
-    atomic_int ready;
-    atomic_int go;
-} gate_t;
-
-static void gate_reset(gate_t *g)
-{
-    atomic_store(&g->ready, 0);
-    atomic_store(&g->go, 0);
-}
-
-static void gate_arrive(gate_t *g)
-{
-    atomic_fetch_add(&g->ready, 1);
-    while (!atomic_load_explicit(&g->go, memory_order_acquire))
-        cpu_relax();
-}
-
-static double gate_open(gate_t *g, int parties)
-{
-    while (atomic_load(&g->ready) < parties)
-        sched_yield();
-    double t0 = bench_now();
-    atomic_store_explicit(&g->go, 1, memory_order_release);
-    return t0;
-}
 
 /* ------------------------------------------------------ lock.uncontended */
 
@@ -208,7 +180,7 @@ static double rlock_uncontended(int impl, char *why, size_t whylen)
 /* ------------------------------------------------------- lock.contended2 */
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     long n;
     conc_lock_t cl;
@@ -225,7 +197,7 @@ static void *contended_worker(void *arg)
 {
     int id = (int)(intptr_t)arg, err = 0;
     long n = ct.n;
-    gate_arrive(&ct.gate);
+    bench_gate_arrive(&ct.gate, false);
     switch (ct.impl) {
     case IMPL_CONC:
         for (long i = 0; i < n; i++) {
@@ -264,7 +236,7 @@ static double lock_contended2(int impl, char *why, size_t whylen)
     ct.n = scaled(1000000);
     ct.counter = 0;
     atomic_store(&ct.err, 0);
-    gate_reset(&ct.gate);
+    bench_gate_reset(&ct.gate);
     conc_lock_init(&ct.cl);
     pthread_mutex_init(&ct.pm, NULL);
 #ifdef CONC_BENCH_HAVE_GLIB
@@ -273,7 +245,7 @@ static double lock_contended2(int impl, char *why, size_t whylen)
     for (int i = 0; i < 2; i++)
         if (pthread_create(&th[i], NULL, contended_worker, (void *)(intptr_t)i) != 0)
             return FAIL("pthread_create failed");
-    double t0 = gate_open(&ct.gate, 2);
+    double t0 = bench_gate_open(&ct.gate, 2);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
     double t1 = ct.end[0] > ct.end[1] ? ct.end[0] : ct.end[1];
@@ -335,7 +307,7 @@ static int pevent_wait(pevent_t *e)
 }
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     long n;
     conc_event_t ce1, ce2;
@@ -350,7 +322,7 @@ static void *event_b(void *arg)
     (void)arg;
     int err = 0;
     long n = ev.n, rounds = 0;
-    gate_arrive(&ev.gate);
+    bench_gate_arrive(&ev.gate, false);
     for (long i = 0; i < n; i++) {
         if (ev.impl == IMPL_CONC) {
             err |= conc_event_wait(&ev.ce1, CONC_FOREVER);
@@ -378,14 +350,14 @@ static double event_pingpong(int impl, char *why, size_t whylen)
     ev.n = scaled(50000);
     ev.b_rounds = 0;
     atomic_store(&ev.err, 0);
-    gate_reset(&ev.gate);
+    bench_gate_reset(&ev.gate);
     conc_event_init(&ev.ce1);
     conc_event_init(&ev.ce2);
     pevent_init(&ev.pe1);
     pevent_init(&ev.pe2);
     if (pthread_create(&b, NULL, event_b, NULL) != 0)
         return FAIL("pthread_create failed");
-    double t0 = gate_open(&ev.gate, 1);
+    double t0 = bench_gate_open(&ev.gate, 1);
     /* A: set e1, wait e2, clear e2. */
     for (long i = 0; i < ev.n; i++) {
         if (impl == IMPL_CONC) {
@@ -413,7 +385,7 @@ static double event_pingpong(int impl, char *why, size_t whylen)
 /* ---------------------------------------------------- condition.pingpong */
 
 static struct {
-    gate_t gate;
+    bench_gate_t gate;
     int impl;
     long n;
     conc_lock_t cl;
@@ -457,7 +429,7 @@ static void cond_player(int k)
 static void *cond_b(void *arg)
 {
     (void)arg;
-    gate_arrive(&cv.gate);
+    bench_gate_arrive(&cv.gate, false);
     cond_player(1);
     return NULL;
 }
@@ -470,7 +442,7 @@ static double condition_pingpong(int impl, char *why, size_t whylen)
     cv.turn = 0;
     cv.turns[0] = cv.turns[1] = 0;
     atomic_store(&cv.err, 0);
-    gate_reset(&cv.gate);
+    bench_gate_reset(&cv.gate);
     conc_lock_init(&cv.cl);
     if (conc_cond_init(&cv.cc, &cv.cl) != 0)
         return FAIL("conc_cond_init failed");
@@ -478,7 +450,7 @@ static double condition_pingpong(int impl, char *why, size_t whylen)
     pthread_cond_init(&cv.pc, NULL);
     if (pthread_create(&b, NULL, cond_b, NULL) != 0)
         return FAIL("pthread_create failed");
-    double t0 = gate_open(&cv.gate, 1);
+    double t0 = bench_gate_open(&cv.gate, 1);
     cond_player(0);
     double t1 = bench_now();
     pthread_join(b, NULL);
