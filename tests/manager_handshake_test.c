@@ -20,14 +20,6 @@
 
 #include <conc/manager.h>
 
-#define CK(c)                                                                     \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "child check failed: %s (line %d)\n", #c, __LINE__);  \
-            return 99;                                                            \
-        }                                                                         \
-    } while (0)
-
 static void setup(void) { unsetenv("BXFI_MAP"); } /* spawned copies are not Criterion workers */
 TestSuite(manager_handshake, .init = setup, .timeout = TU_TIMEOUT);
 
@@ -162,18 +154,18 @@ static int child_evicts_at_random(const void *arg, size_t len)
 {
     (void)arg, (void)len;
     struct rlimit rl = {1200, 1200};
-    CK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    TU_CK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 20};
     conc_manager_t *m;
-    CK(conc_manager_start(&m, &o) == 0);
+    TU_CK(conc_manager_start(&m, &o) == 0);
     const char *addr = conc_manager_address(m);
     enum { N = 600 };
     static int fds[N];
     for (int i = 0; i < N; i++)
-        CK((fds[i] = silent(addr)) >= 0);
+        TU_CK((fds[i] = silent(addr)) >= 0);
     /* let the server accept them all */
     conc_mdict_t *d;
-    CK(conc_manager_dict(m, "x", &d) == 0);
+    TU_CK(conc_manager_dict(m, "x", &d) == 0);
     int dropped_old = 0, dropped_new = 0;
     for (int i = 0; i < N; i++) {
         struct pollfd p = {.fd = fds[i], .events = POLLRDHUP};
@@ -184,11 +176,11 @@ static int child_evicts_at_random(const void *arg, size_t len)
             dropped_new++;
     }
     fprintf(stderr, "dropped: %d of the older half, %d of the newer\n", dropped_old, dropped_new);
-    CK(dropped_old + dropped_new >= N - 128 - 8); /* at most ~128 held */
-    CK(dropped_old < N / 2);                     /* some old ones survived: random, */
-    CK(dropped_new > 0);                         /* not first come first served */
+    TU_CK(dropped_old + dropped_new >= N - 128 - 8); /* at most ~128 held */
+    TU_CK(dropped_old < N / 2);                     /* some old ones survived: random, */
+    TU_CK(dropped_new > 0);                         /* not first come first served */
     conc_manager_t *m2;
-    CK(conc_manager_connect(&m2, addr, "secret", 6, 10) == 0);
+    TU_CK(conc_manager_connect(&m2, addr, "secret", 6, 10) == 0);
     conc_manager_free(m2);
     for (int i = 0; i < N; i++)
         close(fds[i]);
@@ -240,32 +232,32 @@ static int child_out_of_fds(const void *arg, size_t len)
     (void)arg, (void)len;
     conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 10};
     conc_manager_t *m;
-    CK(conc_manager_start(&m, &o) == 0);
+    TU_CK(conc_manager_start(&m, &o) == 0);
     struct rlimit rl = {256, 256};
-    CK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    TU_CK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     int fds[256], n = 0;
     while (n < 256 && (fds[n] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
         n++;
-    CK(errno == EMFILE);
+    TU_CK(errno == EMFILE);
     conc_mdict_t *d = NULL;
     errno = 0;
     int rc = conc_manager_dict(m, "d", &d);
     int e = errno;
     fprintf(stderr, "out of fds: %s, errno %d\n", conc_strerror(rc), e);
-    CK(rc == CONC_ESYS);
-    CK(e == EMFILE);
+    TU_CK(rc == CONC_ESYS);
+    TU_CK(e == EMFILE);
     conc_manager_t *x = NULL;
-    CK(conc_manager_connect(&x, conc_manager_address(m), "secret", 6, 5) == CONC_ESYS && errno == EMFILE);
+    TU_CK(conc_manager_connect(&x, conc_manager_address(m), "secret", 6, 5) == CONC_ESYS && errno == EMFILE);
     /* one fd free: the socket fits, the shared-memory channel's memfd does not */
     close(fds[--n]);
     errno = 0;
     rc = conc_manager_dict(m, "d", &d);
     e = errno;
     fprintf(stderr, "one fd left: %s, errno %d\n", conc_strerror(rc), e);
-    CK(rc == CONC_ESYS && e == EMFILE);
+    TU_CK(rc == CONC_ESYS && e == EMFILE);
     for (int i = 0; i < n; i++)
         close(fds[i]);
-    CK(conc_manager_dict(m, "d", &d) == 0); /* nothing was broken */
+    TU_CK(conc_manager_dict(m, "d", &d) == 0); /* nothing was broken */
     conc_mdict_free(d);
     conc_manager_free(m);
     return 0;
@@ -323,18 +315,18 @@ Test(manager_handshake, socket_directory_removed_on_sigterm_and_sighup)
 static int child_blocked_in_get(const void *arg, size_t len)
 {
     (void)len;
-    CK(setpgid(0, 0) == 0);
+    TU_CK(setpgid(0, 0) == 0);
     conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 10};
     conc_manager_t *m;
-    CK(conc_manager_start(&m, &o) == 0);
+    TU_CK(conc_manager_start(&m, &o) == 0);
     const char *a = conc_manager_address(m);
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s.tmp", (const char *)arg);
     FILE *f = fopen(tmp, "w");
-    CK(f && fputs(a, f) >= 0 && fclose(f) == 0);
-    CK(rename(tmp, arg) == 0);
+    TU_CK(f && fputs(a, f) >= 0 && fclose(f) == 0);
+    TU_CK(rename(tmp, arg) == 0);
     conc_mqueue_t *q;
-    CK(conc_manager_queue(m, NULL, 0, &q) == 0);
+    TU_CK(conc_manager_queue(m, NULL, 0, &q) == 0);
     void *v;
     size_t n;
     conc_mqueue_get(q, &v, &n, true, CONC_FOREVER);
@@ -382,9 +374,9 @@ static int child_takes_lock(const void *arg, size_t len)
 {
     const char *addr = arg;
     size_t alen = strlen(addr);
-    CK(conc_manager_connect(&holder_m, addr, addr + alen + 1, len - alen - 1, 10) == 0);
-    CK(conc_manager_lock(holder_m, "L", &holder_l) == 0);
-    CK(conc_mlock_acquire(holder_l, true, 10) == 0);
+    TU_CK(conc_manager_connect(&holder_m, addr, addr + alen + 1, len - alen - 1, 10) == 0);
+    TU_CK(conc_manager_lock(holder_m, "L", &holder_l) == 0);
+    TU_CK(conc_mlock_acquire(holder_l, true, 10) == 0);
     return 0; /* exits holding it: the connection closes with the process */
 }
 CONC_REGISTER(child_takes_lock);

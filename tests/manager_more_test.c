@@ -23,14 +23,6 @@
 
 #include "manager/internal.h"
 
-#define CK(c)                                                                     \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "child check failed: %s (line %d)\n", #c, __LINE__);  \
-            return 99;                                                            \
-        }                                                                         \
-    } while (0)
-
 static void setup(void) { unsetenv("BXFI_MAP"); }
 TestSuite(manager_more, .init = setup, .timeout = TU_TIMEOUT);
 
@@ -138,10 +130,10 @@ static int ns_child(const void *arg, size_t len)
 {
     (void)len;
     conc_mns_t *n = *(conc_mns_t *const *)arg;
-    CK(conc_mns_set(n, "from_child", "yes", 3) == 0);
+    TU_CK(conc_mns_set(n, "from_child", "yes", 3) == 0);
     void *v;
     size_t vl;
-    CK(conc_mns_get(n, "from_parent", &v, &vl) == 0 && vl == 2);
+    TU_CK(conc_mns_get(n, "from_parent", &v, &vl) == 0 && vl == 2);
     free(v);
     return 0;
 }
@@ -542,15 +534,15 @@ static int nested_child(const void *arg, size_t len)
     (void)len;
     conc_mdict_t *d = *(conc_mdict_t *const *)arg;
     conc_mns_t *ns;
-    CK(conc_mdict_get_proxy(d, "ns", 2, (void **)&ns, NULL) == 0);
-    CK(conc_mns_set(ns, "seen", "by child", 8) == 0);
+    TU_CK(conc_mdict_get_proxy(d, "ns", 2, (void **)&ns, NULL) == 0);
+    TU_CK(conc_mns_set(ns, "seen", "by child", 8) == 0);
     conc_mvalue_t *v;
     conc_mkind_t k;
-    CK(conc_mns_get_proxy(ns, "counter", (void **)&v, &k) == 0 && k == CONC_MK_VALUE);
+    TU_CK(conc_mns_get_proxy(ns, "counter", (void **)&v, &k) == 0 && k == CONC_MK_VALUE);
     int x = 0;
-    CK(conc_mvalue_get(v, &x) == 0 && x == 5 && conc_mvalue_typecode(v) == 'i');
+    TU_CK(conc_mvalue_get(v, &x) == 0 && x == 5 && conc_mvalue_typecode(v) == 'i');
     x = 6;
-    CK(conc_mvalue_set(v, &x) == 0);
+    TU_CK(conc_mvalue_set(v, &x) == 0);
     conc_mvalue_free(v);
     conc_mns_free(ns);
     return 0;
@@ -1042,8 +1034,8 @@ static int attach_child(const void *arg, size_t len)
     if (rc)
         return rc == CONC_EPERM ? 4 : rc == CONC_EINVAL ? 5 : 6;
     conc_mdict_t *d;
-    CK(conc_manager_dict(m, "from_children", &d) == 0);
-    CK(conc_mdict_set(d, "k", 1, "v", 1) == 0);
+    TU_CK(conc_manager_dict(m, "from_children", &d) == 0);
+    TU_CK(conc_mdict_set(d, "k", 1, "v", 1) == 0);
     conc_mdict_free(d);
     conc_manager_free(m);
     return 0;
@@ -1533,16 +1525,16 @@ static int list_more_child(const void *arg, size_t len)
 {
     (void)len;
     conc_mlist_t *l = *(conc_mlist_t *const *)arg;
-    CK(conc_mlist_contains(l, "c", 1) == 1);
-    CK(conc_mlist_contains(l, "z", 1) == 0);
-    CK(conc_mlist_del(l, -1) == 0);                       /* "dcbae" -> "dcba" */
-    CK(conc_mlist_sort(l, false) == 0);                   /* "abcd" */
-    CK(conc_mlist_del_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, 2) == 0); /* "bd" */
-    CK(conc_mlist_imul(l, 2) == 0);                       /* "bdbd" */
+    TU_CK(conc_mlist_contains(l, "c", 1) == 1);
+    TU_CK(conc_mlist_contains(l, "z", 1) == 0);
+    TU_CK(conc_mlist_del(l, -1) == 0);                       /* "dcbae" -> "dcba" */
+    TU_CK(conc_mlist_sort(l, false) == 0);                   /* "abcd" */
+    TU_CK(conc_mlist_del_slice(l, CONC_MLIST_NONE, CONC_MLIST_NONE, 2) == 0); /* "bd" */
+    TU_CK(conc_mlist_imul(l, 2) == 0);                       /* "bdbd" */
     conc_mitem_t *it;
     size_t n;
-    CK(conc_mlist_slice(l, -1, CONC_MLIST_NONE, -2, &it, &n) == 0 && n == 2);
-    CK(*(char *)it[0].value.data == 'd' && *(char *)it[1].value.data == 'd');
+    TU_CK(conc_mlist_slice(l, -1, CONC_MLIST_NONE, -2, &it, &n) == 0 && n == 2);
+    TU_CK(*(char *)it[0].value.data == 'd' && *(char *)it[1].value.data == 'd');
     free(it);
     return 0;
 }

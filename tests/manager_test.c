@@ -27,14 +27,6 @@
 #include "manager/internal.h"
 #include "manager/sha256.h"
 
-#define CK(c)                                                                     \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "child check failed: %s (line %d)\n", #c, __LINE__);  \
-            return 99;                                                            \
-        }                                                                         \
-    } while (0)
-
 static void setup(void) { unsetenv("BXFI_MAP"); }
 TestSuite(manager, .init = setup, .timeout = TU_TIMEOUT);
 
@@ -356,13 +348,13 @@ static int child_inherited(const void *arg, size_t len)
     (void)arg;
     (void)len;
     /* the inherited proxy reconnects in this process */
-    CK(conc_mdict_set(g_dict, "child", 5, "yes", 3) == 0);
+    TU_CK(conc_mdict_set(g_dict, "child", 5, "yes", 3) == 0);
     void *v;
     size_t vl;
-    CK(conc_mdict_get(g_dict, "parent", 6, &v, &vl) == 0 && vl == 2);
+    TU_CK(conc_mdict_get(g_dict, "parent", 6, &v, &vl) == 0 && vl == 2);
     free(v);
     for (int i = 0; i < 200; i++)
-        CK(conc_mdict_set(g_dict, &i, sizeof i, "", 0) == 0);
+        TU_CK(conc_mdict_set(g_dict, &i, sizeof i, "", 0) == 0);
     return 0;
 }
 CONC_REGISTER(child_inherited);
@@ -371,21 +363,21 @@ static int child_by_address(const void *arg, size_t len)
 {
     conc_manager_t *m;
     int rc = connect_arg(arg, len, &m);
-    CK(rc == 0);
-    CK(conc_manager_pid(m) == 0); /* not ours */
+    TU_CK(rc == 0);
+    TU_CK(conc_manager_pid(m) == 0); /* not ours */
     conc_mdict_t *d;
-    CK(conc_manager_dict(m, "registry", &d) == 0);
+    TU_CK(conc_manager_dict(m, "registry", &d) == 0);
     void *v;
     size_t vl;
-    CK(conc_mdict_get(d, "from", 4, &v, &vl) == 0 && vl == 6 && memcmp(v, "parent", 6) == 0);
+    TU_CK(conc_mdict_get(d, "from", 4, &v, &vl) == 0 && vl == 6 && memcmp(v, "parent", 6) == 0);
     free(v);
-    CK(conc_mdict_set(d, "reply", 5, "spawned", 7) == 0);
+    TU_CK(conc_mdict_set(d, "reply", 5, "spawned", 7) == 0);
     conc_mlist_t *l;
-    CK(conc_manager_list(m, "log", &l) == 0);
-    CK(conc_mlist_append(l, "hello", 5) == 0);
+    TU_CK(conc_manager_list(m, "log", &l) == 0);
+    TU_CK(conc_mlist_append(l, "hello", 5) == 0);
     conc_mlist_free(l);
     conc_mdict_free(d);
-    CK(conc_manager_free(m) == 0); /* does not stop the server */
+    TU_CK(conc_manager_free(m) == 0); /* does not stop the server */
     return 0;
 }
 CONC_REGISTER(child_by_address);
@@ -458,20 +450,20 @@ Test(manager, spawned_server)
 static int child_lock(const void *arg, size_t len)
 {
     conc_manager_t *m;
-    CK(connect_arg(arg, len, &m) == 0);
+    TU_CK(connect_arg(arg, len, &m) == 0);
     conc_mlock_t *l;
-    CK(conc_manager_lock(m, "L", &l) == 0);
+    TU_CK(conc_manager_lock(m, "L", &l) == 0);
     /* the parent holds it */
-    CK(conc_mlock_acquire(l, false, CONC_FOREVER) == CONC_ETIMEDOUT);
+    TU_CK(conc_mlock_acquire(l, false, CONC_FOREVER) == CONC_ETIMEDOUT);
     double t0 = tu_now();
-    CK(conc_mlock_acquire(l, true, 0.2) == CONC_ETIMEDOUT);
-    CK(tu_now() - t0 >= 0.19);
+    TU_CK(conc_mlock_acquire(l, true, 0.2) == CONC_ETIMEDOUT);
+    TU_CK(tu_now() - t0 >= 0.19);
     bool locked = false;
-    CK(conc_mlock_locked(l, &locked) == 0 && locked);
+    TU_CK(conc_mlock_locked(l, &locked) == 0 && locked);
     /* a Lock is not owned: this process may release what the parent took */
-    CK(conc_mlock_release(l) == 0);
-    CK(conc_mlock_release(l) == CONC_EPERM);
-    CK(conc_mlock_acquire(l, true, 5) == 0);
+    TU_CK(conc_mlock_release(l) == 0);
+    TU_CK(conc_mlock_release(l) == CONC_EPERM);
+    TU_CK(conc_mlock_acquire(l, true, 5) == 0);
     /* dying while holding it: the server releases it for the parent */
     _exit(0);
 }
@@ -498,11 +490,11 @@ Test(manager, lock_across_processes)
 static int child_put_later(const void *arg, size_t len)
 {
     conc_manager_t *m;
-    CK(connect_arg(arg, len, &m) == 0);
+    TU_CK(connect_arg(arg, len, &m) == 0);
     conc_mqueue_t *q;
-    CK(conc_manager_queue(m, "Q", 2, &q) == 0);
+    TU_CK(conc_manager_queue(m, "Q", 2, &q) == 0);
     tu_sleep(0.2);
-    CK(conc_mqueue_put(q, "late", 4, true, CONC_FOREVER) == 0);
+    TU_CK(conc_mqueue_put(q, "late", 4, true, CONC_FOREVER) == 0);
     conc_mqueue_free(q);
     conc_manager_free(m);
     return 0;
@@ -872,7 +864,7 @@ static void incr_worker(void *arg, int idx)
 static int child_incr(const void *arg, size_t len)
 {
     conc_args_t a = {0};
-    CK(connect_arg(arg, len, &a.m) == 0);
+    TU_CK(connect_arg(arg, len, &a.m) == 0);
     a.rounds = (int)tu_iters(200);
     incr_worker(&a, 0);
     conc_manager_free(a.m);
@@ -1053,17 +1045,17 @@ Test(manager, shm_server_killed_mid_call)
 static int child_hold_and_hammer(const void *arg, size_t len)
 {
     conc_manager_t *m;
-    CK(connect_arg(arg, len, &m) == 0);
+    TU_CK(connect_arg(arg, len, &m) == 0);
     conc_mdict_t *d;
     conc_mlock_t *l;
-    CK(conc_manager_dict(m, "shared", &d) == 0);
-    CK(conc_manager_lock(m, "L", &l) == 0);
-    CK(conc_mlock_acquire(l, true, 10) == 0);
+    TU_CK(conc_manager_dict(m, "shared", &d) == 0);
+    TU_CK(conc_manager_lock(m, "L", &l) == 0);
+    TU_CK(conc_mlock_acquire(l, true, 10) == 0);
     for (long i = 0;; i++) {
-        CK(conc_mdict_set(d, "started", 7, &i, sizeof i) == 0);
+        TU_CK(conc_mdict_set(d, "started", 7, &i, sizeof i) == 0);
         void *v;
         size_t vl;
-        CK(conc_mdict_get(d, "started", 7, &v, &vl) == 0);
+        TU_CK(conc_mdict_get(d, "started", 7, &v, &vl) == 0);
         free(v);
     }
 }
@@ -1105,19 +1097,19 @@ static int child_own_keys(const void *arg, size_t len)
     conc_manager_t *m;
     const char *addr = arg;
     size_t alen = strlen(addr);
-    CK(conc_manager_connect(&m, addr, addr + alen + 2, len - alen - 2, 10) == 0);
+    TU_CK(conc_manager_connect(&m, addr, addr + alen + 2, len - alen - 2, 10) == 0);
     char me = addr[alen + 1];
     conc_mdict_t *d;
-    CK(conc_manager_dict(m, "two", &d) == 0);
+    TU_CK(conc_manager_dict(m, "two", &d) == 0);
     long n = tu_iters(5000);
     for (long i = 0; i < n; i++) {
         char k[32];
         size_t kl = (size_t)snprintf(k, sizeof k, "%c%ld", me, i % 100);
-        CK(conc_mdict_set(d, k, kl, &i, sizeof i) == 0);
+        TU_CK(conc_mdict_set(d, k, kl, &i, sizeof i) == 0);
         void *v;
         size_t vl;
-        CK(conc_mdict_get(d, k, kl, &v, &vl) == 0);
-        CK(vl == sizeof i && memcmp(v, &i, sizeof i) == 0);
+        TU_CK(conc_mdict_get(d, k, kl, &v, &vl) == 0);
+        TU_CK(vl == sizeof i && memcmp(v, &i, sizeof i) == 0);
         free(v);
     }
     conc_mdict_free(d);

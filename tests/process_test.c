@@ -28,15 +28,6 @@
 #include "core/time.h"
 #include "process/internal.h"
 
-#define CK(c)                                                                     \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "child %d: check failed at line %d: %s\n", getpid(), \
-                    __LINE__, #c);                                                \
-            return 99;                                                            \
-        }                                                                         \
-    } while (0)
-
 static const conc_start_method_t METHODS[] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
 #define NMETHODS 3
 
@@ -86,22 +77,22 @@ typedef struct {
 static int info_fn(const void *arg, size_t len)
 {
     info_arg_t a;
-    CK(len == sizeof a);
+    TU_CK(len == sizeof a);
     memcpy(&a, arg, sizeof a);
     conc_process_t *me = conc_current_process();
-    CK(strcmp(conc_process_name(me), a.name) == 0);
-    CK(conc_process_pid(me) == getpid());
-    CK(conc_process_daemon(me) == a.daemon);
-    CK(conc_process_is_alive(me));
-    CK(conc_process_join(me, 0) == CONC_EPERM);
+    TU_CK(strcmp(conc_process_name(me), a.name) == 0);
+    TU_CK(conc_process_pid(me) == getpid());
+    TU_CK(conc_process_daemon(me) == a.daemon);
+    TU_CK(conc_process_is_alive(me));
+    TU_CK(conc_process_join(me, 0) == CONC_EPERM);
     conc_process_t *pp = conc_parent_process();
-    CK(pp != NULL);
-    CK(conc_process_pid(pp) == a.parent_pid);
-    CK(strcmp(conc_process_name(pp), "MainProcess") == 0);
-    CK(conc_process_is_alive(pp));
-    CK(conc_process_join(pp, 0.01) == CONC_ETIMEDOUT);
-    CK(conc_process_sentinel(pp) >= 0);
-    CK(conc_process_terminate(pp) == CONC_EPERM);
+    TU_CK(pp != NULL);
+    TU_CK(conc_process_pid(pp) == a.parent_pid);
+    TU_CK(strcmp(conc_process_name(pp), "MainProcess") == 0);
+    TU_CK(conc_process_is_alive(pp));
+    TU_CK(conc_process_join(pp, 0.01) == CONC_ETIMEDOUT);
+    TU_CK(conc_process_sentinel(pp) >= 0);
+    TU_CK(conc_process_terminate(pp) == CONC_EPERM);
     return 0;
 }
 CONC_REGISTER(info_fn);
@@ -112,7 +103,7 @@ static int sum_fn(const void *arg, size_t len)
     unsigned s = 0;
     for (size_t i = 0; i < len; i++)
         s += b[i];
-    CK(len == (1u << 20) + 3);
+    TU_CK(len == (1u << 20) + 3);
     return (int)(s & 0x7f);
 }
 CONC_REGISTER(sum_fn);
@@ -123,8 +114,8 @@ static int daemon_parent(const void *arg, size_t len)
     (void)len;
     conc_process_t *p;
     conc_process_opts_t o = {.method = CONC_FORK};
-    CK(conc_process_new(&p, ret_byte, NULL, 0, &o) == 0);
-    CK(conc_process_start(p) == CONC_EPERM); /* daemonic processes have no children */
+    TU_CK(conc_process_new(&p, ret_byte, NULL, 0, &o) == 0);
+    TU_CK(conc_process_start(p) == CONC_EPERM); /* daemonic processes have no children */
     conc_process_free(p);
     return 0;
 }
@@ -134,10 +125,10 @@ CONC_REGISTER(daemon_parent);
 static int slow_writer(const void *arg, size_t len)
 {
     int fd;
-    CK(len == sizeof fd);
+    TU_CK(len == sizeof fd);
     memcpy(&fd, arg, sizeof fd);
     tu_sleep(0.3);
-    CK(write(fd, "N", 1) == 1);
+    TU_CK(write(fd, "N", 1) == 1);
     return 0;
 }
 CONC_REGISTER(slow_writer);
@@ -157,26 +148,26 @@ CONC_REGISTER(daemon_sleeper);
 static int exit_seq_fn(const void *arg, size_t len)
 {
     int fd;
-    CK(len == sizeof fd);
+    TU_CK(len == sizeof fd);
     memcpy(&fd, arg, sizeof fd);
     conc_process_t *a, *b;
     conc_process_opts_t oa = {.method = CONC_FORK};
     conc_process_opts_t ob = {.method = CONC_FORK, .daemon = true};
-    CK(conc_process_new(&a, slow_writer, &fd, sizeof fd, &oa) == 0);
-    CK(conc_process_new(&b, daemon_sleeper, &fd, sizeof fd, &ob) == 0);
-    CK(conc_process_start(a) == 0);
-    CK(conc_process_start(b) == 0);
+    TU_CK(conc_process_new(&a, slow_writer, &fd, sizeof fd, &oa) == 0);
+    TU_CK(conc_process_new(&b, daemon_sleeper, &fd, sizeof fd, &ob) == 0);
+    TU_CK(conc_process_start(a) == 0);
+    TU_CK(conc_process_start(b) == 0);
     char buf[1 + sizeof(int)];
     int dpid = conc_process_pid(b);
     buf[0] = 'D';
     memcpy(buf + 1, &dpid, sizeof dpid);
-    CK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
+    TU_CK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
     /* Names carry the creator's numbers: the child is Process-N. */
     const char *me = conc_process_name(conc_current_process());
     char want[64];
     snprintf(want, sizeof want, "%s:1", me);
-    CK(strncmp(me, "Process-", 8) == 0);
-    CK(strcmp(conc_process_name(a), want) == 0);
+    TU_CK(strncmp(me, "Process-", 8) == 0);
+    TU_CK(strcmp(conc_process_name(a), want) == 0);
     conc_process_free(a);
     conc_process_free(b);
     return 0;
@@ -187,12 +178,12 @@ CONC_REGISTER(exit_seq_fn);
 static int pipe_writer(const void *arg, size_t len)
 {
     const int *fds;
-    CK(conc__child_fds(&fds) == 1);
+    TU_CK(conc__child_fds(&fds) == 1);
     char buf[64];
-    CK(len <= sizeof buf);
+    TU_CK(len <= sizeof buf);
     for (size_t i = 0; i < len; i++)
         buf[i] = ((const char *)arg)[len - 1 - i];
-    CK(write(fds[0], buf, len) == (ssize_t)len);
+    TU_CK(write(fds[0], buf, len) == (ssize_t)len);
     return 0;
 }
 CONC_REGISTER(pipe_writer);
@@ -203,9 +194,9 @@ static int report_ppid(const void *arg, size_t len)
     (void)arg;
     (void)len;
     const int *fds;
-    CK(conc__child_fds(&fds) == 1);
+    TU_CK(conc__child_fds(&fds) == 1);
     int pid = getppid();
-    CK(write(fds[0], &pid, sizeof pid) == (ssize_t)sizeof pid);
+    TU_CK(write(fds[0], &pid, sizeof pid) == (ssize_t)sizeof pid);
     return 0;
 }
 CONC_REGISTER(report_ppid);
@@ -215,14 +206,14 @@ CONC_REGISTER(report_ppid);
 static int server_owner(const void *arg, size_t len)
 {
     int fd;
-    CK(len == sizeof fd);
+    TU_CK(len == sizeof fd);
     memcpy(&fd, arg, sizeof fd);
     conc__child_t c;
     conc__launch_t l = {.entry = conc_registry_find("report_ppid"), .method = CONC_FORKSERVER,
                         .name = "reporter", .fds = &fd, .nfds = 1};
-    CK(conc__child_start(&c, &l) == 0);
-    CK(conc__child_wait(&c, CONC__NO_DEADLINE) == 0);
-    CK(c.exitcode == 0);
+    TU_CK(conc__child_start(&c, &l) == 0);
+    TU_CK(conc__child_wait(&c, CONC__NO_DEADLINE) == 0);
+    TU_CK(c.exitcode == 0);
     conc__child_release(&c);
     tu_sleep(30);
     return 0;
@@ -601,8 +592,8 @@ Test(process, unregistered_function_needs_fork)
 
 static int arg_aligned(const void *arg, size_t len)
 {
-    CK(((uintptr_t)arg % _Alignof(max_align_t)) == 0);
-    CK(len >= sizeof(int) && *(const int *)arg == 42); /* what our examples do */
+    TU_CK(((uintptr_t)arg % _Alignof(max_align_t)) == 0);
+    TU_CK(len >= sizeof(int) && *(const int *)arg == 42); /* what our examples do */
     return 0;
 }
 CONC_REGISTER(arg_aligned);
@@ -665,10 +656,10 @@ static int read_comm(const void *arg, size_t len)
 {
     char comm[32] = {0};
     int fd = open("/proc/self/comm", O_RDONLY);
-    CK(fd >= 0);
+    TU_CK(fd >= 0);
     ssize_t n = read(fd, comm, sizeof comm - 1);
     close(fd);
-    CK(n > 0);
+    TU_CK(n > 0);
     if (comm[n - 1] == '\n')
         comm[n - 1] = 0;
     if (strcmp(comm, (const char *)arg) != 0 || len != strlen(arg) + 1) {

@@ -93,6 +93,18 @@ static inline void tu_sleep(double s)
 
 static inline long tu_gettid(void) { return (long)syscall(SYS_gettid); }
 
+/* TU_CK(c): in a child process's body (returns its exit status), a check
+ * that fails reports the child, the line and the expression on stderr and
+ * ends the body with status 99 for the parent's assertion. */
+#define TU_CK(c)                                                                  \
+    do {                                                                          \
+        if (!(c)) {                                                               \
+            fprintf(stderr, "child %d: check failed at line %d: %s\n", (int)getpid(), \
+                    __LINE__, #c);                                                \
+            return 99;                                                            \
+        }                                                                         \
+    } while (0)
+
 static inline long tu_iters(long n)
 {
     static long pct = -1;
