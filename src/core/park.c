@@ -6,7 +6,14 @@
  * still spinning or yielding: no futex call on either side) or WAITING ->
  * SLEEPING -> NOTIFIED (the waker sees SLEEPING and issues one FUTEX_WAKE).
  * Before sleeping a waiter spins (adaptive budget) and then yields a few
- * times, which on an oversubscribed machine hands the CPU to the waker. The waker's
+ * times, which on an oversubscribed machine hands the CPU to the waker.
+ * Three corrections keep a pair of threads on two CPUs spinning (a hand-off
+ * in ~100 ns instead of a yield or futex round trip of microseconds)
+ * without spinning where the CPU is shared: quick yields that were
+ * answered restore a budget that fell to 0; after a futex wake the next
+ * spin covers the sleeper's wake-up (if this CPU looked unshared); and a
+ * pair that hands one CPU back and forth with yields sleeps now and then,
+ * so the scheduler can wake one of them on an idle CPU. The waker's
  * last access is the exchange plus, at most, a futex wake on the word's
  * address; a futex wake on memory that was reused is harmless.
  */
@@ -27,6 +34,14 @@
 #define CONC__SPIN_MAX_NS 50000
 #define CONC__SPIN_INIT_NS 10000
 #define CONC__PARK_YIELDS 4
+/* A sched_yield that returns within this ran no other thread (~0.3 us
+ * alone on this VM, >= 1.3 us when it switches to another and back). */
+#define CONC__YIELD_QUICK_NS 1000
+/* The spin after waking a sleeper: covers its wake-up latency. */
+#define CONC__SPIN_WOKE_NS CONC__SPIN_MAX_NS
+/* A yield that returns within this ran another thread for a moment only
+ * (a partner answering, not another process's time slice). */
+#define CONC__YIELD_SHARED_NS 30000
 
 /* ------------------------------------------------------------ contexts */
 
@@ -125,14 +140,29 @@ bool conc__smp(void)
 
 void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
 {
-    sp->ctx = conc__ctx();
+    conc__ctx_t *c = sp->ctx = conc__ctx();
     sp->n = 0;
+    sp->boosted = false;
     int64_t budget = 0;
     /* Green threads never spin: the waker may be a sibling on this hub. */
-    if (!sp->ctx->ops && conc__smp()) {
-        budget = sp->ctx->spin_ns;
+    if (!c->ops && conc__smp()) {
+        budget = c->spin_ns;
+        if (c->spin_woke) {
+            /* It woke a sleeper since its last spin: what it waits for now
+             * is likely that thread's answer, which comes after its
+             * wake-up latency (an idle CPU's: ~15-50 us on a VM). Spin long
+             * enough to catch it, so a pair that fell asleep gets back to
+             * spinning instead of halving both budgets to 0 — but only if
+             * its last yields showed this CPU to itself (the sleeper is
+             * not queued behind this spin). */
+            c->spin_woke = 0;
+            if (budget < CONC__SPIN_WOKE_NS && c->spin_alone) {
+                budget = CONC__SPIN_WOKE_NS;
+                sp->boosted = true;
+            }
+        }
         /* With no budget left, probe now and then: conditions change. */
-        if (budget == 0 && (++sp->ctx->spin_skips & 15) == 0)
+        if (budget == 0 && (++c->spin_skips & 15) == 0)
             budget = CONC__SPIN_MIN_NS;
     }
     if (budget == 0) {
@@ -154,6 +184,8 @@ void conc__spin_end(conc__spinner_t *sp, bool success)
     if (success)
         CONC__STAT(CONC__ST_SPIN_WON);
     if (success) {
+        if (sp->boosted && b < CONC__SPIN_INIT_NS)
+            b = CONC__SPIN_INIT_NS; /* the partner answers fast again */
         b = b + b / 2 + CONC__SPIN_MIN_NS;
         if (b > CONC__SPIN_MAX_NS)
             b = CONC__SPIN_MAX_NS;
@@ -188,18 +220,46 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
         if (ok)
             return 0;
     }
-    if (s == CONC__W_WAITING && conc__smp()) {
+    conc__ctx_t *c = w->ctx;
+    if (s == CONC__W_WAITING && conc__smp() && !c->spin_shared) {
         /* A few yields before sleeping: on an oversubscribed machine the
-         * waker may be waiting for this very CPU; on an idle one a yield
-         * returns at once. Cheaper than a futex sleep + wake either way. */
+         * waker may be waiting for this very CPU (or was just woken onto
+         * it); on an idle one a yield returns at once. Cheaper than a futex
+         * sleep + wake either way. Timed, to learn where the waker runs. */
+        int64_t t = conc__now_ns();
         for (int y = 0; y < CONC__PARK_YIELDS; y++) {
-            if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
+            if (t >= deadline)
                 break;
             sched_yield();
-            if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED)
+            int64_t t2 = conc__now_ns(), took = t2 - t;
+            t = t2;
+            c->spin_alone = took < CONC__YIELD_QUICK_NS;
+            if (conc__load(&w->state, ACQ) == CONC__W_NOTIFIED) {
+                if (took < CONC__YIELD_QUICK_NS) {
+                    /* Nobody else wanted this CPU, so the waker runs on
+                     * another and answered within microseconds: a spin
+                     * would have caught it for free. A budget that fell
+                     * to 0 (a pair knocked out of spinning) starts again. */
+                    if (c->spin_ns < CONC__SPIN_INIT_NS)
+                        c->spin_ns = CONC__SPIN_INIT_NS;
+                } else if (took < CONC__YIELD_SHARED_NS) {
+                    /* The yield ran a thread briefly, and the answer came
+                     * in it: the waker shares this CPU. Two threads that
+                     * hand the CPU to each other with yields stay on one
+                     * CPU forever (both always runnable: the scheduler
+                     * never moves either). Now and then (a sleep costs
+                     * more than a yield when no CPU is idle) the next
+                     * wait sleeps instead, which lets the scheduler wake
+                     * it on an idle CPU; from there the pair's quick
+                     * yields (above) bring it back to spinning. */
+                    if (++c->spin_shared_n == 0)
+                        c->spin_shared = 1;
+                }
                 return 0;
+            }
         }
     }
+    c->spin_shared = 0;
     if (s == CONC__W_WAITING) {
         uint32_t exp = CONC__W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
@@ -222,8 +282,12 @@ static void conc__thread_unpark(conc__waiter_t *w)
 {
     uint32_t *word = &w->state;
     uint32_t old = atomic_exchange_explicit(CONC__A(word), CONC__W_NOTIFIED, memory_order_acq_rel);
-    if (old == CONC__W_SLEEPING)
+    if (old == CONC__W_SLEEPING) {
         conc__futex_wake(word, 1, 0);
+        conc__ctx_t *me = conc__cur;
+        if (me)
+            me->spin_woke = 1; /* see conc__spin_begin */
+    }
 }
 
 /* ------------------------------------------------------ timeout scopes */

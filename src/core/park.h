@@ -83,6 +83,10 @@ typedef struct conc__ctx {
     char fail_msg[256];
     uint32_t spin_ns;            /* adaptive spin budget before sleeping */
     uint32_t spin_skips;         /* waits since the budget fell to 0 */
+    uint8_t spin_shared;         /* next park sleeps without yielding (park.c) */
+    uint8_t spin_woke;           /* woke a sleeper since its last spin */
+    uint8_t spin_alone;          /* its last yields ran no other thread */
+    uint8_t spin_shared_n;       /* waits answered by a thread on its own CPU, mod 256 */
     void *thread;                /* the conc_thread_t for OS threads, if known */
     void *green;                 /* scheduling state when a hub runs this context */
     void *locals;                /* a green thread's local values (thread/local.c) */
@@ -273,6 +277,7 @@ typedef struct conc__spinner {
     int64_t end;      /* stop spinning at this time */
     int64_t start;
     unsigned n;
+    bool boosted;     /* a longer spin after waking a sleeper (park.c) */
 } conc__spinner_t;
 void conc__spin_begin(conc__spinner_t *sp, int64_t deadline);
 static inline bool conc__spin_more(conc__spinner_t *sp)
