@@ -239,3 +239,202 @@ Test(event, wait_zero_does_not_block, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_event_wait(&e, 0), CONC_ETIMEDOUT);
     cr_assert_lt(tu_now() - t, 1.0);
 }
+
+/* ------------------------------------------- the OS-thread waiting policy
+ * (src/core/park.c): a pair of threads handing events back and forth
+ * must complete whether they share one CPU (yield hand-offs, and now and
+ * then a sleep so the scheduler can spread them), sit on two (spinning,
+ * budgets restored by quick answered yields), or fall asleep (a futex wake
+ * boosts the waker's next spin); and every timed wait still times out. */
+#include <sched.h>
+
+#include "core/park.h"
+
+typedef struct {
+    conc_event_t e1, e2;
+    long rounds;
+    int cpu_b; /* -1: anywhere */
+    atomic_int bad;
+} pp_t;
+
+/* The n-th CPU this process may run on (-1: none). */
+static int allowed_cpu(int n)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set) && n-- == 0)
+            return c;
+    return -1;
+}
+
+static bool pin_self(int cpu)
+{
+    if (cpu < 0)
+        return true;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+}
+
+static void *pp_b(void *arg)
+{
+    pp_t *p = arg;
+    if (!pin_self(p->cpu_b))
+        atomic_store(&p->bad, -1);
+    for (long i = 0; i < p->rounds; i++) {
+        if (conc_event_wait(&p->e1, 5.0) != 0 || conc_event_clear(&p->e1) != 0 || conc_event_set(&p->e2) != 0) {
+            atomic_store(&p->bad, 1);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Ping-pong with A pinned to the cpu_a-th allowed CPU and B to the
+ * cpu_b-th (-1: unpinned); every wait has a timeout, so a lost wake-up
+ * fails instead of hanging. */
+static void pingpong(int cpu_a, int cpu_b, long rounds)
+{
+    static pp_t p;
+    if (cpu_a >= 0)
+        cpu_a = allowed_cpu(cpu_a);
+    if (cpu_b >= 0)
+        cpu_b = allowed_cpu(cpu_b);
+    memset(&p, 0, sizeof p);
+    p.rounds = rounds;
+    p.cpu_b = cpu_b;
+    cpu_set_t old;
+    cr_assert_eq(pthread_getaffinity_np(pthread_self(), sizeof old, &old), 0);
+    cr_assert(pin_self(cpu_a));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, pp_b, &p), 0);
+    long i = 0;
+    for (; i < rounds && !atomic_load(&p.bad); i++) {
+        cr_assert_eq(conc_event_set(&p.e1), 0);
+        int rc = conc_event_wait(&p.e2, 5.0);
+        cr_assert_eq(rc, 0, "round %ld: wait returned %d", i, rc);
+        cr_assert_eq(conc_event_clear(&p.e2), 0);
+    }
+    pthread_join(t, NULL);
+    pthread_setaffinity_np(pthread_self(), sizeof old, &old);
+    cr_assert_eq(atomic_load(&p.bad), 0);
+    cr_assert_eq(i, rounds);
+}
+
+Test(event, pingpong_on_one_cpu, .timeout = TU_TIMEOUT)
+{
+    /* Both on one CPU: the answers come in yields that ran the partner,
+     * so every 256th such wait sleeps in the kernel instead. */
+    pingpong(0, 0, tu_iters(3000));
+    conc__ctx_t *c = conc__ctx();
+    /* A timed wait after it (the shared-CPU sleep path may be next). */
+    conc_event_t e = CONC_EVENT_INIT;
+    c->spin_shared = 1;
+    double t = tu_now();
+    cr_assert_eq(conc_event_wait(&e, 0.02), CONC_ETIMEDOUT);
+    double dt = tu_now() - t;
+    cr_assert(dt >= 0.02 - TU_EPS && dt < 0.02 + TU_SLACK, "%.3f s", dt);
+    cr_assert_eq(c->spin_shared, 0, "a sleep clears the sleep-instead-of-yield flag");
+}
+
+Test(event, pingpong_on_two_cpus, .timeout = TU_TIMEOUT)
+{
+    if (allowed_cpu(1) < 0)
+        cr_skip_test("one CPU");
+    pingpong(0, 1, tu_iters(20000));
+    pingpong(-1, -1, tu_iters(20000));
+}
+
+Test(event, spin_boost_after_waking_a_sleeper, .timeout = TU_TIMEOUT)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        cr_skip_test("one CPU: nothing spins");
+    conc__ctx_t *c = conc__ctx();
+    conc__spinner_t sp;
+    /* no budget, woke a sleeper, CPU to itself: one long spin */
+    c->spin_ns = 0;
+    c->spin_skips = 0;
+    c->spin_woke = 1;
+    c->spin_alone = 1;
+    conc__spin_begin(&sp, CONC__NO_DEADLINE);
+    cr_assert(sp.boosted);
+    cr_assert_eq(sp.end - sp.start, 50000);
+    cr_assert_eq(c->spin_woke, 0, "one boost per wake");
+    conc__spin_end(&sp, true);
+    cr_assert_geq(c->spin_ns, 10000, "a won boost restores the budget");
+    /* failing it shrinks from the budget the thread had, not the boost */
+    c->spin_ns = 0;
+    c->spin_woke = 1;
+    conc__spin_begin(&sp, CONC__NO_DEADLINE);
+    conc__spin_end(&sp, false);
+    cr_assert_eq(c->spin_ns, 0);
+    /* the deadline caps it */
+    c->spin_woke = 1;
+    int64_t dl = conc__now_ns() + 1000;
+    conc__spin_begin(&sp, dl);
+    cr_assert(sp.boosted);
+    cr_assert_leq(sp.end, dl);
+    conc__spin_end(&sp, false);
+    /* its CPU looked shared: no boost (and no spin with no budget) */
+    c->spin_ns = 0;
+    c->spin_skips = 0;
+    c->spin_woke = 1;
+    c->spin_alone = 0;
+    conc__spin_begin(&sp, CONC__NO_DEADLINE);
+    cr_assert_not(sp.boosted);
+    cr_assert_eq(sp.end, 0);
+    conc__spin_end(&sp, false);
+    c->spin_ns = 10000;
+}
+
+static void *sleep_then_wait(void *arg)
+{
+    return (void *)(intptr_t)conc_event_wait(arg, 5.0);
+}
+
+Test(event, futex_wake_marks_the_waker, .timeout = TU_TIMEOUT)
+{
+    conc_event_t e = CONC_EVENT_INIT;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, sleep_then_wait, &e), 0);
+    tu_sleep(0.1); /* long past its spin and yields: asleep in the kernel */
+    conc__ctx_t *c = conc__ctx();
+    c->spin_woke = 0;
+    cr_assert_eq(conc_event_set(&e), 0);
+    cr_assert_eq(c->spin_woke, 1, "a futex wake marks the waker for a boosted spin");
+    void *r;
+    pthread_join(t, &r);
+    cr_assert_eq((int)(intptr_t)r, 0);
+}
+
+static void *scope_wait(void *arg)
+{
+    /* A boosted spin and the sleep-instead-of-yield path, cut by a
+     * Timeout scope shorter than the wait's own timeout. */
+    conc__ctx_t *c = conc__ctx();
+    c->spin_woke = 1;
+    c->spin_alone = 1;
+    c->spin_shared = 1;
+    if (conc_timeout_begin(0.03) != 0)
+        return (void *)(intptr_t)-100;
+    double t = tu_now();
+    int rc = conc_event_wait(arg, 5.0);
+    double dt = tu_now() - t;
+    int fired = conc_timeout_end();
+    if (rc != CONC_ETIMEDOUT || fired != 1 || dt < 0.03 - TU_EPS || dt > 0.03 + TU_SLACK)
+        return (void *)(intptr_t)(rc ? rc : -101);
+    return NULL;
+}
+
+Test(event, scope_cuts_a_boosted_wait, .timeout = TU_TIMEOUT)
+{
+    conc_event_t e = CONC_EVENT_INIT;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, scope_wait, &e), 0);
+    void *r;
+    pthread_join(t, &r);
+    cr_assert_null(r, "rc %d", (int)(intptr_t)r);
+}
