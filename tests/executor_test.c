@@ -829,6 +829,107 @@ Test(executor, nested_submit_and_wait_two_workers, .timeout = TU_TIMEOUT) { nest
 
 Test(executor, nested_submit_and_wait_one_worker, .timeout = TU_TIMEOUT) { nested_case(1, 4); }
 
+/* Inline runs (a worker waiting untimed on a queued task of its own pool
+ * runs it itself) use a context of their own per nesting depth, kept by
+ * the worker and reused: each run must still look like a run on another
+ * worker — its own RLock identity, a clean failure record — however many
+ * runs reused that context before, and past the worker's cache of them. */
+static conc_rlock_t inl_rlock;
+static atomic_int inl_reentered, inl_stale_failure;
+static void *inl_probe(void *arg)
+{
+    if (conc_failure(NULL) != 0)
+        atomic_fetch_add(&inl_stale_failure, 1);
+    if (conc_rlock_acquire(&inl_rlock, false, CONC_FOREVER) == 0) {
+        atomic_fetch_add(&inl_reentered, 1); /* re-entered the waiter's RLock */
+        conc_rlock_release(&inl_rlock);
+    }
+    if (U(arg) == 1)
+        return conc_fail(CONC_ERANGE, "inline child fails");
+    return P(7);
+}
+static void *inl_parent(void *arg)
+{
+    (void)arg;
+    if (conc_rlock_acquire(&inl_rlock, true, CONC_FOREVER) != 0)
+        return conc_fail(CONC_EFAILED, "rlock");
+    uintptr_t bad = 0;
+    for (int i = 0; i < 50; i++) {
+        conc_future_t *c = NULL;
+        if (conc_submit(nest_pool, &c, inl_probe, P(i % 3 == 1)) != 0) {
+            bad++;
+            break;
+        }
+        void *r = NULL;
+        int rc = conc_future_result(c, CONC_FOREVER, &r);
+        int code = 0;
+        if (i % 3 == 1) {
+            if (rc != CONC_EFAILED || conc_future_exception(c, 0, &code, NULL) != 0 || code != CONC_ERANGE)
+                bad++;
+        } else if (rc != 0 || U(r) != 7) {
+            bad++;
+        }
+        conc_future_free(c);
+    }
+    /* the parent's own failure record is untouched by its children's */
+    if (conc_failure(NULL) != 0)
+        bad++;
+    conc_rlock_release(&inl_rlock);
+    return P(bad);
+}
+
+Test(executor, inline_runs_reused_context_is_fresh, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&inl_reentered, 0);
+    atomic_store(&inl_stale_failure, 0);
+    cr_assert_eq(conc_rlock_init(&inl_rlock), 0);
+    nest_pool = mkpool(1); /* the only worker runs every child inline */
+    for (int round = 0; round < 2; round++) {
+        conc_future_t *f = submit(nest_pool, inl_parent, NULL);
+        void *r = P(99);
+        cr_assert_eq(conc_future_result(f, 30, &r), 0);
+        cr_assert_eq(U(r), 0, "%lu inline children saw a wrong outcome", (unsigned long)U(r));
+        freef(f);
+    }
+    freepool(nest_pool);
+    cr_assert_eq(atomic_load(&inl_reentered), 0, "an inline child re-entered its waiter's RLock");
+    cr_assert_eq(atomic_load(&inl_stale_failure), 0, "an inline child started with a failure set");
+}
+
+/* A chain of tasks each waiting on the next, deeper than the contexts a
+ * worker keeps for inline runs: the runs past the cache still work, on
+ * one worker (where every wait runs the next link inline) and on two. */
+static void *chain_task(void *arg)
+{
+    uintptr_t d = U(arg);
+    if (d == 0)
+        return P(1);
+    conc_future_t *c = NULL;
+    if (conc_submit(nest_pool, &c, chain_task, P(d - 1)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    void *r = NULL;
+    int rc = conc_future_result(c, CONC_FOREVER, &r);
+    conc_future_free(c);
+    if (rc != 0)
+        return conc_fail(rc, "link failed");
+    return P(U(r) + 1);
+}
+
+Test(executor, nested_chain_deeper_than_inline_cache, .timeout = TU_TIMEOUT)
+{
+    for (size_t workers = 1; workers <= 2; workers++) {
+        nest_pool = mkpool(workers);
+        for (int k = 0; k < 3; k++) {
+            conc_future_t *f = submit(nest_pool, chain_task, P(100));
+            void *r = NULL;
+            cr_assert_eq(conc_future_result(f, 30, &r), 0, "chain of 100 on %zu workers", workers);
+            cr_assert_eq(U(r), 101);
+            freef(f);
+        }
+        freepool(nest_pool);
+    }
+}
+
 /* A timed wait inside a worker must keep its timeout, even when the
  * library lets waiting workers run queued tasks: helping with a task that
  * takes longer than the timeout overruns it. */

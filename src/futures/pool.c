@@ -60,6 +60,7 @@
 #define BATCH_MIN (2 * BATCH) /* shorter outside deques: one at a time */
 #define IDLE_YIELDS 16
 #define IDLE_SPIN_NS 20000
+#define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
 typedef struct pool pool_t;
 
@@ -69,6 +70,8 @@ typedef struct worker {
     conc_thread_t *thread;
     unsigned victim;
     size_t index;                 /* its slot in workers[] */
+    unsigned inl_depth;           /* inline runs (conc__pool_run_inline) open now */
+    conc__ctx_t *inl[INL_CACHE];  /* their contexts, one per depth, kept for reuse */
 } worker_t;
 
 struct pool {
@@ -252,6 +255,37 @@ static void run(pool_t *p, conc_future_t *f)
     conc_future_free(f);
 }
 
+/* The context an inline run at depth d uses: a worker keeps one per
+ * depth, made on first use, so a run costs no context set-up (a fresh one
+ * zeroes a kilobyte and takes a serial from a counter every worker
+ * bumps). Reusing it is what a worker thread does with its own context
+ * across tasks; the fields a wait leaves behind are reset. NULL: past the
+ * cache, or no memory (the caller uses one on its stack). */
+static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
+{
+    if (d >= INL_CACHE)
+        return NULL;
+    conc__ctx_t *c = w->inl[d];
+    if (!c) {
+        if (!(c = malloc(sizeof *c)))
+            return NULL;
+        conc__ctx_init(c);
+        w->inl[d] = c;
+        return c;
+    }
+    c->fail_code = 0;
+    c->fail_msg[0] = 0;
+    c->scope_dl = 0;
+    c->nscopes = 0;
+    c->fired = 0;
+    c->cut_scope = -1;
+    c->nointr = 0;
+    c->scope_reported = 0;
+    c->lbl_obj = NULL;
+    c->lbl_kind = 0;
+    return c;
+}
+
 bool conc__pool_run_inline(conc_future_t *f)
 {
     worker_t *w = tl_worker;
@@ -259,18 +293,42 @@ bool conc__pool_run_inline(conc_future_t *f)
         return false;
     if (atomic_load_explicit(&w->pool->broken, memory_order_acquire))
         return false;
+    /* Started on another worker: nothing to run (conc__future_run would
+     * find that out too, after the set-up). A cancelled one still goes
+     * through conc__future_run, which notifies it. */
+    if ((atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) == CONC_FUTURE_RUNNING)
+        return false;
     /* Run it as if on another worker: a context of its own, so it has its
      * own failure record and RLock identity (the waiting task may hold an
      * RLock; the subtask must not silently re-enter it). */
     conc__ctx_t *caller = conc__ctx();
-    conc__ctx_t tmp;
-    conc__ctx_init(&tmp);
-    tmp.thread = caller->thread;
-    tmp.spin_ns = caller->spin_ns;
-    conc__ctx_bind(&tmp);
+    conc__ctx_t stack_ctx;
+    conc__ctx_t *tmp = inline_ctx(w, w->inl_depth);
+    if (!tmp) {
+        conc__ctx_init(&stack_ctx);
+        tmp = &stack_ctx;
+    }
+    tmp->thread = caller->thread;
+    tmp->spin_ns = caller->spin_ns;
+    conc__ctx_bind(tmp);
+    w->inl_depth++;
     bool ran = conc__future_run(f); /* claims it; the queue entry is skipped later */
+    w->inl_depth--;
     conc__ctx_bind(caller);
+    if (tmp == &stack_ctx)
+        conc__lockdep_ctx_exit(&stack_ctx);
     return ran;
+}
+
+/* A worker's thread ends: free its inline-run contexts. */
+static void inline_ctx_free(worker_t *w)
+{
+    for (unsigned d = 0; d < INL_CACHE; d++)
+        if (w->inl[d]) {
+            conc__lockdep_ctx_exit(w->inl[d]);
+            free(w->inl[d]);
+            w->inl[d] = NULL;
+        }
 }
 
 /* ------------------------------------------------------------- workers */
@@ -376,6 +434,7 @@ static void *worker_main(void *arg)
         conc__waitq_unlock(&p->idleq);
         conc__wait_queued(&p->idleq, &wt, CONC__NO_DEADLINE, NULL, NULL);
     }
+    inline_ctx_free(w);
     tl_worker = NULL;
     return NULL;
 }
