@@ -930,6 +930,57 @@ Test(executor, nested_chain_deeper_than_inline_cache, .timeout = TU_TIMEOUT)
     }
 }
 
+/* A worker that runs a waited-on task inline takes it out of its own
+ * deque when it is the newest entry, and drops the finished or cancelled
+ * entries below it; a cancelled one is notified then (wait() counts it
+ * as done) and never runs; a pending one above is left queued, not run. */
+static atomic_int drop_ran[3];
+static void *drop_child(void *arg)
+{
+    atomic_fetch_add(&drop_ran[U(arg)], 1);
+    return P(U(arg) + 10);
+}
+static void *drop_parent(void *arg)
+{
+    (void)arg;
+    conc_future_t *keep = NULL, *gone = NULL, *last = NULL;
+    uintptr_t bad = 0;
+    if (conc_submit(nest_pool, &keep, drop_child, P(0)) != 0 || conc_submit(nest_pool, &gone, drop_child, P(1)) != 0 ||
+        conc_submit(nest_pool, &last, drop_child, P(2)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    bad += !conc_future_cancel(gone); /* queued on our one worker: cancels */
+    void *r = NULL;
+    bad += conc_future_result(last, CONC_FOREVER, &r) != 0 || U(r) != 12; /* runs inline */
+    /* the cancelled entry below it is dropped and notified by now */
+    conc_future_t *fs[1] = {gone}, *done[1];
+    size_t ndone = 0;
+    bad += conc_wait(fs, 1, 0, CONC_ALL_COMPLETED, done, &ndone, NULL, NULL) != 0 || ndone != 1;
+    /* keep is still pending: not run by the wait on last */
+    bad += conc_future_state(keep) != CONC_FUTURE_PENDING;
+    bad += conc_future_result(keep, CONC_FOREVER, &r) != 0 || U(r) != 10;
+    bad += conc_future_result(gone, CONC_FOREVER, &r) != CONC_ECANCELLED;
+    conc_future_free(keep);
+    conc_future_free(gone);
+    conc_future_free(last);
+    return P(bad);
+}
+
+Test(executor, inline_run_drops_stale_entries, .timeout = TU_TIMEOUT)
+{
+    for (int i = 0; i < 3; i++)
+        atomic_store(&drop_ran[i], 0);
+    nest_pool = mkpool(1);
+    conc_future_t *f = submit(nest_pool, drop_parent, NULL);
+    void *r = P(99);
+    cr_assert_eq(conc_future_result(f, 30, &r), 0);
+    cr_assert_eq(U(r), 0, "%lu checks failed in the worker", (unsigned long)U(r));
+    freef(f);
+    freepool(nest_pool);
+    cr_assert_eq(atomic_load(&drop_ran[0]), 1);
+    cr_assert_eq(atomic_load(&drop_ran[1]), 0, "a cancelled task ran");
+    cr_assert_eq(atomic_load(&drop_ran[2]), 1);
+}
+
 /* A timed wait inside a worker must keep its timeout, even when the
  * library lets waiting workers run queued tasks: helping with a task that
  * takes longer than the timeout overruns it. */

@@ -84,6 +84,16 @@ conc_future_t *conc__deque_pop(conc__deque_t *d)
     return f;
 }
 
+conc_future_t *conc__deque_peek(conc__deque_t *d)
+{
+    size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    if ((intptr_t)(b - t) <= 0)
+        return NULL;
+    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    return atomic_load_explicit(&a->slot[(b - 1) & (a->size - 1)], memory_order_relaxed);
+}
+
 conc_future_t *conc__deque_steal(conc__deque_t *d)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_acquire);

@@ -38,6 +38,9 @@ void conc__deque_destroy(conc__deque_t *d);
 bool conc__deque_push(conc__deque_t *d, conc_future_t *f);
 conc_future_t *conc__deque_pop(conc__deque_t *d);   /* owner only; NULL: empty */
 conc_future_t *conc__deque_steal(conc__deque_t *d); /* anyone; NULL: empty or lost a race */
+/* Owner only: the item a pop would return now, without taking it (NULL:
+ * empty). A thief may still take it before the owner's pop. */
+conc_future_t *conc__deque_peek(conc__deque_t *d);
 /* Steal up to max items at once (about half of what is there) into out[];
  * returns how many. Only for deques whose owner never pops (outside
  * submitters' deques): an owner pop could race for the same items. */

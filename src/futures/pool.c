@@ -286,6 +286,22 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
     return c;
 }
 
+/* Drop the entries at the bottom of w's own deque whose futures have
+ * started (run inline by a wait), finished or been cancelled: what the
+ * worker's loop would skip later, done now while they are in cache, so
+ * thieves find runnable tasks at the top instead of stale entries. Stops
+ * at the first pending one (it is not ours to run here). */
+static void drop_stale(worker_t *w)
+{
+    conc_future_t *f;
+    while ((f = conc__deque_peek(&w->dq)) != NULL &&
+           (atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) != CONC_FUTURE_PENDING) {
+        if ((f = conc__deque_pop(&w->dq)) == NULL)
+            break; /* a thief took the last one */
+        run(w->pool, f); /* drops it (notifies a cancelled one) */
+    }
+}
+
 bool conc__pool_run_inline(conc_future_t *f)
 {
     worker_t *w = tl_worker;
@@ -303,20 +319,36 @@ bool conc__pool_run_inline(conc_future_t *f)
      * RLock; the subtask must not silently re-enter it). */
     conc__ctx_t *caller = conc__ctx();
     conc__ctx_t stack_ctx;
-    conc__ctx_t *tmp = inline_ctx(w, w->inl_depth);
+    /* (A green thread of a hub on this worker gets a fresh one: green
+     * threads interleave, so their inline runs do not nest like calls.) */
+    conc__ctx_t *tmp = caller->is_green ? NULL : inline_ctx(w, w->inl_depth);
     if (!tmp) {
         conc__ctx_init(&stack_ctx);
         tmp = &stack_ctx;
     }
     tmp->thread = caller->thread;
     tmp->spin_ns = caller->spin_ns;
+    /* The usual case (the task submitted last, waited on first): f is the
+     * newest entry of our own deque. Take it out, so no stale entry is
+     * left for a pop or a thief to skip later. */
+    bool popped = false;
+    if (conc__deque_peek(&w->dq) == f) {
+        conc_future_t *g = conc__deque_pop(&w->dq); /* f, or NULL if a thief took it */
+        popped = g == f;
+        if (g && g != f && !conc__deque_push(&w->dq, g)) /* (cannot happen: only we move the bottom) */
+            run(w->pool, g);
+    }
     conc__ctx_bind(tmp);
-    w->inl_depth++;
-    bool ran = conc__future_run(f); /* claims it; the queue entry is skipped later */
-    w->inl_depth--;
+    bool cached = tmp != &stack_ctx;
+    w->inl_depth += cached;
+    bool ran = conc__future_run(f); /* claims it; a queue entry left is skipped later */
+    w->inl_depth -= cached;
     conc__ctx_bind(caller);
-    if (tmp == &stack_ctx)
+    if (!cached)
         conc__lockdep_ctx_exit(&stack_ctx);
+    if (popped)
+        conc_future_free(f); /* the pool's reference, which the entry held */
+    drop_stale(w);
     return ran;
 }
 
