@@ -981,6 +981,70 @@ Test(executor, inline_run_drops_stale_entries, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&drop_ran[2]), 1);
 }
 
+/* A worker waiting untimed on a task another worker runs now keeps its
+ * CPU awake for a while (spinning and yielding) before it sleeps: it gets
+ * the result whether the task ends during that time or long after (the
+ * sleep then takes over), and a timeout scope open in the waiting task
+ * still cuts the wait at the scope's deadline. */
+static atomic_int wr_started;
+static void *wr_sleeper(void *arg)
+{
+    atomic_fetch_add(&wr_started, 1);
+    tu_sleep((double)U(arg) / 1000.0);
+    return P(U(arg) + 1);
+}
+static void *wr_waiter(void *arg)
+{
+    uintptr_t ms = U(arg) & 0xffff, scoped = U(arg) >> 16;
+    conc_future_t *c = NULL;
+    if (conc_submit(nest_pool, &c, wr_sleeper, P(ms)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    /* wait until the other worker has taken it: then it runs, and this
+     * wait cannot run it inline */
+    double dl = tu_now() + 10;
+    while (conc_future_state(c) == CONC_FUTURE_PENDING && tu_now() < dl)
+        sched_yield();
+    void *r = NULL;
+    int rc;
+    double t = tu_now();
+    if (scoped) {
+        conc_timeout_begin(0.05);
+        rc = conc_future_result(c, CONC_FOREVER, &r);
+        conc_timeout_end();
+    } else {
+        rc = conc_future_result(c, CONC_FOREVER, &r);
+    }
+    double dt = tu_now() - t;
+    uintptr_t bad = 0;
+    if (scoped) {
+        bad += rc != CONC_ETIMEDOUT;
+        bad += dt > 0.05 + TU_SLACK;
+        bad += conc_future_result(c, CONC_FOREVER, &r) != 0 || U(r) != ms + 1;
+    } else {
+        bad += rc != 0 || U(r) != ms + 1;
+    }
+    conc_future_free(c);
+    return P(bad);
+}
+
+Test(executor, worker_waits_on_running_task, .timeout = TU_TIMEOUT)
+{
+    nest_pool = mkpool(2);
+    /* short (ends while the waiter spins), long (ends after it slept),
+     * and long with a 50 ms timeout scope open in the waiter */
+    uintptr_t cases[] = {1, 300, 300 | (1u << 16)};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        atomic_store(&wr_started, 0);
+        conc_future_t *f = submit(nest_pool, wr_waiter, P(cases[i]));
+        void *r = P(99);
+        cr_assert_eq(conc_future_result(f, 30, &r), 0);
+        cr_assert_eq(U(r), 0, "case %zu: %lu checks failed in the worker", i, (unsigned long)U(r));
+        cr_assert_eq(atomic_load(&wr_started), 1);
+        freef(f);
+    }
+    freepool(nest_pool);
+}
+
 /* A timed wait inside a worker must keep its timeout, even when the
  * library lets waiting workers run queued tasks: helping with a task that
  * takes longer than the timeout overruns it. */

@@ -308,6 +308,8 @@ bool conc__future_done_notified(const conc_future_t *f)
 
 static void run_callbacks(conc_future_t *f, conc__cb_t *cb);
 
+__thread bool conc__future_woke_sleeper;
+
 /* After the CAS that made f final (or notified it): wake every waiter,
  * run the callbacks. A cancel (keep_waiters) runs only the done
  * callbacks: wait()/as_completed ones stay until the executor notifies.
@@ -335,6 +337,16 @@ static void complete_slow(conc_future_t *f, bool keep_waiters)
         cbs = run;
     }
     conc__waitq_unlock(&f->q);
+    /* Note whether this wakes a thread asleep in the kernel (a pool worker
+     * then lets it have its CPU: conc__future_woke_sleeper). The waiters
+     * stay valid until unparked. */
+    for (conc__waiter_t *w = list; w; w = w->next) {
+        conc__waiter_t *t = w->group ? w->group : w;
+        if (conc__load(&t->state, RLX) == CONC__W_SLEEPING) {
+            conc__future_woke_sleeper = true;
+            break;
+        }
+    }
     conc__unpark_list(list);
     run_callbacks(f, cbs);
 }
@@ -670,7 +682,7 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
      * with one worker. It does not run unrelated tasks: one could need a
      * lock the waiting task holds. Timed waits keep Python's semantics and
      * never run a task, which could overrun the timeout. */
-    if (deadline == CONC__NO_DEADLINE && f->owner && conc__pool_run_inline(f))
+    if (deadline == CONC__NO_DEADLINE && f->owner && (conc__pool_run_inline(f) || conc__pool_wait_running(f)))
         return 0;
     if (deadline == 0)
         return CONC_ETIMEDOUT;

@@ -78,8 +78,16 @@ bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), voi
  * pending or running. */
 void conc__future_fail_now(conc_future_t *f, int code, const char *msg);
 
+/* Set on the calling thread when completing a future woke a waiter that
+ * was asleep in the kernel (futex); the pool's workers read and clear it. */
+extern __thread bool conc__future_woke_sleeper;
+
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */
 bool conc__pool_run_inline(conc_future_t *f);
+/* pool.c: if the calling thread is a worker of f's pool and f runs on
+ * another worker, wait for it a while without sleeping; true if f
+ * finished meanwhile (see pool.c). */
+bool conc__pool_wait_running(conc_future_t *f);
 
 #endif

@@ -60,6 +60,7 @@
 #define BATCH_MIN (2 * BATCH) /* shorter outside deques: one at a time */
 #define IDLE_YIELDS 16
 #define IDLE_SPIN_NS 20000
+#define WAIT_RUNNING_NS 200000 /* conc__pool_wait_running: how long at most */
 #define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
 typedef struct pool pool_t;
@@ -352,6 +353,37 @@ bool conc__pool_run_inline(conc_future_t *f)
     return ran;
 }
 
+/* A worker waits without a timeout on f, which another worker of the
+ * pool runs now: keep this CPU awake for a while instead of sleeping in
+ * the kernel at once — spinning, and yielding it to any other runnable
+ * thread every few microseconds. Such waits (a subtask that a thief took)
+ * are usually short, and a sleeping thread's wake-up costs the waker a
+ * futex call and the sleeper the time its CPU takes to come out of its
+ * halt (on a virtual machine an interrupt through the host: tens of us).
+ * Only for a worker's own OS-thread context with no timeout scope open:
+ * nothing but f's end can end such a wait. True: f finished meanwhile. */
+bool conc__pool_wait_running(conc_future_t *f)
+{
+    worker_t *w = tl_worker;
+    if (!w || f->owner != (void *)w->pool || !conc__smp())
+        return false;
+    conc__ctx_t *c = conc__ctx();
+    if (c->ops || c->nscopes)
+        return false;
+    int64_t end = conc__now_ns() + WAIT_RUNNING_NS;
+    for (unsigned k = 1;; k++) {
+        unsigned s = atomic_load_explicit(CONC__A(&f->state), memory_order_acquire);
+        if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
+            return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
+        conc__cpu_relax();
+        if (k % 64 == 0) {
+            sched_yield();
+            if (conc__now_ns() > end)
+                return false;
+        }
+    }
+}
+
 /* A worker's thread ends: free its inline-run contexts. */
 static void inline_ctx_free(worker_t *w)
 {
@@ -412,6 +444,16 @@ static void *worker_main(void *arg)
             f = steal_any(p, w);
         if (f) {
             run(p, f);
+            if (conc__future_woke_sleeper) {
+                /* Its outcome woke a thread that slept in the kernel (a
+                 * caller in result()): let it have this CPU at once.
+                 * Woken onto a CPU that idles, it would wait for that
+                 * CPU to come out of its halt first — on a virtual
+                 * machine an interrupt to the host, tens of us — while
+                 * this worker spun here looking for work. */
+                conc__future_woke_sleeper = false;
+                sched_yield();
+            }
             continue;
         }
         if (atomic_load_explicit(&p->broken, memory_order_acquire) && !any_work(p))
