@@ -60,6 +60,7 @@
 #define BATCH_MIN (2 * BATCH) /* shorter outside deques: one at a time */
 #define IDLE_YIELDS 16
 #define IDLE_SPIN_NS 20000
+#define IDLE_SPIN_YIELD_EVERY 16 /* polls of the idle spin between two yields */
 #define WAIT_RUNNING_NS 200000 /* conc__pool_wait_running: how long at most */
 #define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
@@ -460,7 +461,11 @@ static void *worker_main(void *arg)
             break; /* run() fails whatever is still queued */
         /* Nothing to do: spin a little (a fixed floor on top of the
          * adaptive budget: work tends to arrive in streams, and a worker
-         * that falls asleep costs the submitter a wake-up), then sleep. */
+         * that falls asleep costs the submitter a wake-up), then sleep.
+         * The spin yields the CPU every few polls: a thread just woken
+         * onto this CPU (the caller of result() whose task ended) would
+         * otherwise wait for the whole spin before the scheduler lets it
+         * preempt us. */
         conc__spinner_t sp;
         conc__spin_begin(&sp, CONC__NO_DEADLINE);
         if (conc__smp() && sp.end < sp.start + IDLE_SPIN_NS) {
@@ -469,9 +474,12 @@ static void *worker_main(void *arg)
             sp.end = sp.start + IDLE_SPIN_NS;
         }
         bool found = false;
-        while (conc__spin_more(&sp))
+        for (unsigned k = 1; conc__spin_more(&sp); k++) {
             if ((found = any_work(p)))
                 break;
+            if (k % IDLE_SPIN_YIELD_EVERY == 0)
+                sched_yield();
+        }
         conc__spin_end(&sp, found);
         if (found)
             continue;
