@@ -1045,6 +1045,68 @@ Test(executor, worker_waits_on_running_task, .timeout = TU_TIMEOUT)
     freepool(nest_pool);
 }
 
+/* The same wait from a green thread on a worker's hub parks only that
+ * green thread (no spinning: the hub's other green threads must run), so
+ * a kill, or a timeout scope opened in it, cuts it short. */
+typedef struct {
+    conc_future_t *c;
+    double scope;      /* > 0: wait inside a timeout scope of that length */
+    atomic_int rc;
+} gwr_t;
+static void *gwr_green(void *arg)
+{
+    gwr_t *g = arg;
+    if (g->scope > 0)
+        conc_timeout_begin(g->scope);
+    atomic_store(&g->rc, conc_future_result(g->c, CONC_FOREVER, NULL));
+    if (g->scope > 0)
+        conc_timeout_end();
+    return NULL;
+}
+static void *gwr_worker_task(void *arg)
+{
+    uintptr_t bad = 0;
+    for (int mode = 0; mode < 2; mode++) { /* 0: kill, 1: timeout scope */
+        gwr_t g = {.scope = mode ? 0.05 : 0};
+        atomic_store(&g.rc, 99);
+        if (conc_submit(nest_pool, &g.c, wr_sleeper, P(400)) != 0)
+            return conc_fail(CONC_EFAILED, "submit");
+        double dl = tu_now() + 10;
+        while (conc_future_state(g.c) == CONC_FUTURE_PENDING && tu_now() < dl)
+            sched_yield(); /* the other worker runs it now */
+        conc_green_t *gt = NULL;
+        if (conc_go(&gt, gwr_green, &g) != 0)
+            return conc_fail(CONC_EFAILED, "go");
+        double t = tu_now();
+        if (mode == 0) {
+            conc_sleep(0.03); /* lets the green thread start its wait */
+            bad += conc_green_kill(gt, true, 5.0) != 0;
+        } else {
+            bad += conc_green_join(gt, 5.0) != 0;
+        }
+        double dt = tu_now() - t;
+        bad += conc_green_join(gt, 5.0) != 0;
+        conc_green_free(gt);
+        bad += atomic_load(&g.rc) != (mode == 0 ? CONC_EKILLED : CONC_ETIMEDOUT);
+        bad += dt > 0.05 + TU_SLACK; /* cut, not waited out (400 ms) */
+        bad += conc_future_result(g.c, CONC_FOREVER, NULL) != 0;
+        conc_future_free(g.c);
+        (void)arg;
+    }
+    return P(bad);
+}
+
+Test(executor, green_waiter_in_worker_cut_by_kill_and_scope, .timeout = TU_TIMEOUT)
+{
+    nest_pool = mkpool(2);
+    conc_future_t *f = submit(nest_pool, gwr_worker_task, NULL);
+    void *r = P(99);
+    cr_assert_eq(conc_future_result(f, 30, &r), 0);
+    cr_assert_eq(U(r), 0, "%lu checks failed in the worker", (unsigned long)U(r));
+    freef(f);
+    freepool(nest_pool);
+}
+
 /* A timed wait inside a worker must keep its timeout, even when the
  * library lets waiting workers run queued tasks: helping with a task that
  * takes longer than the timeout overruns it. */
