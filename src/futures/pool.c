@@ -61,6 +61,7 @@
 #define IDLE_YIELDS 16
 #define IDLE_SPIN_NS 20000
 #define IDLE_SPIN_YIELD_EVERY 16 /* polls of the idle spin between two yields */
+#define IDLE_SPIN_PURE 128        /* polls before the first yield */
 #define WAIT_RUNNING_NS 200000 /* conc__pool_wait_running: how long at most */
 #define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
@@ -462,7 +463,9 @@ static void *worker_main(void *arg)
         /* Nothing to do: spin a little (a fixed floor on top of the
          * adaptive budget: work tends to arrive in streams, and a worker
          * that falls asleep costs the submitter a wake-up), then sleep.
-         * The spin yields the CPU every few polls: a thread just woken
+         * After the first polls (a submit().result() loop's next task
+         * comes within a microsecond or so), the spin yields the CPU every
+         * few polls: a thread just woken
          * onto this CPU (the caller of result() whose task ended) would
          * otherwise wait for the whole spin before the scheduler lets it
          * preempt us. */
@@ -477,7 +480,7 @@ static void *worker_main(void *arg)
         for (unsigned k = 1; conc__spin_more(&sp); k++) {
             if ((found = any_work(p)))
                 break;
-            if (k % IDLE_SPIN_YIELD_EVERY == 0)
+            if (k >= IDLE_SPIN_PURE && k % IDLE_SPIN_YIELD_EVERY == 0)
                 sched_yield();
         }
         conc__spin_end(&sp, found);
