@@ -296,11 +296,21 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
  * at the first pending one (it is not ours to run here). */
 static void drop_stale(worker_t *w)
 {
+    /* Popped before it is looked at: a peeked entry could be stolen and
+     * its future released meanwhile. */
     conc_future_t *f;
-    while ((f = conc__deque_peek(&w->dq)) != NULL &&
-           (atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) != CONC_FUTURE_PENDING) {
-        if ((f = conc__deque_pop(&w->dq)) == NULL)
-            break; /* a thief took the last one */
+    while ((f = conc__deque_pop(&w->dq)) != NULL) {
+        if ((atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) == CONC_FUTURE_PENDING) {
+            /* Put back where it was (the slot just freed: cannot fail).
+             * A worker that looked meanwhile may have gone to sleep: wake
+             * it as a submit would (see pool_submit and fence.h). */
+            if (!conc__deque_push(&w->dq, f))
+                run(w->pool, f);
+            conc__fence_light();
+            if (atomic_load_explicit(&w->pool->idle, memory_order_relaxed))
+                wake_one_worker(w->pool);
+            return;
+        }
         run(w->pool, f); /* drops it (notifies a cancelled one) */
     }
 }
