@@ -366,4 +366,23 @@ void conc__wakers_reset(long n);
 /* True when more than one CPU is online: spinning is worth it. */
 bool conc__smp(void);
 
+/* Hub-local wakes (green/hub.c; used by queue.c's direct hand-off). A
+ * waker on the OS thread that runs a hub may wake a green context of that
+ * same hub (one that is not the caller) without the atomic protocol: the
+ * parked context cannot run until this thread switches to it, and
+ * everything else that may resume it (its timer, a kill) runs on this
+ * thread too. conc__tl_hub is the calling thread's hub (NULL: none);
+ * conc__local_hub() the hub that schedules the calling context (NULL: a
+ * plain OS-thread context). A waiter records the latter when it waits; a
+ * waker that finds it equal to its own conc__tl_hub, with w->ctx not its
+ * own context, may call conc__unpark_local(w) (under the rules of
+ * conc__unpark: exactly once per dequeue, after dropping the guard). */
+struct conc__hub;
+extern __thread struct conc__hub *conc__tl_hub __attribute__((tls_model("initial-exec")));
+static inline struct conc__hub *conc__local_hub(void)
+{
+    return conc__ctx()->ops ? conc__tl_hub : 0;
+}
+void conc__unpark_local(conc__waiter_t *w);
+
 #endif

@@ -366,6 +366,20 @@ static void green_unpark(conc__waiter_t *w)
     remote_wake(h);
 }
 
+/* park.h: w is parked (or resumed by its timer or a kill, not yet run) by
+ * a green context of this thread's hub other than the caller's. Nobody
+ * else can touch its state word now: plain loads and stores do. */
+void conc__unpark_local(conc__waiter_t *w)
+{
+    if (conc__obs_on(CONC__OBS_TRACE))
+        conc__obs_unpark(w);
+    conc__gs_t *gs = w->ctx->green;
+    uint32_t old = conc__load(&w->state, RLX);
+    conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, RLX);
+    if (old == CONC__W_SLEEPING)
+        conc__hub_ready(gs->hub, gs);
+}
+
 void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g)
 {
     if (atomic_exchange_explicit(&g->kill_queued, true, memory_order_acq_rel))

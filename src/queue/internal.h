@@ -35,6 +35,7 @@ struct conc_queue {
      * RMWs and read without it by the fast paths (see container.h). */
     _Alignas(CONC__CACHELINE) atomic_uint gsleep; /* getters (and selects) queued */
     conc__waitq_t getq;
+    atomic_size_t handoffs;        /* items handed straight to a getter (queue.c), under getq's guard */
     _Alignas(CONC__CACHELINE) atomic_uint psleep; /* putters queued */
     conc__waitq_t putq;
     _Alignas(CONC__CACHELINE) atomic_size_t dones; /* task_done calls */

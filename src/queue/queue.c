@@ -9,8 +9,24 @@
  * reads gsleep and wakes one getter only if it is non-zero — so an
  * uncontended put or get never touches a wait list or makes a syscall.
  * Putters on a full bounded queue sleep the same way on putq/psleep.
- * A woken waiter retries (no hand-off): whoever gets there first takes
- * the item, and a waiter that loses simply waits again.
+ * A woken waiter retries: whoever gets there first takes the item, and
+ * a waiter that loses simply waits again.
+ *
+ * Hub-local hand-off: a green getter records its hub in its waiter
+ * (qwaiter_t). A put by a context of that same OS thread's hub that finds
+ * such a getter first in line, the store empty and open, gives it the
+ * item straight away under getq's guard (put and get take effect at that
+ * instant: the queue was empty, so FIFO order holds) and makes it ready
+ * with conc__unpark_local, without touching the store and without atomic
+ * read-modify-writes beyond the guard. A getter dequeued so is satisfied
+ * whatever happens to it before it runs (a kill, its timer, a Timeout
+ * scope): its park returns 0 or, if cut, finds itself dequeued and
+ * settles (park.h), and the get returns the item; the interruption stays
+ * pending for the next blocking call — nothing is lost or duplicated.
+ * Peekers, select nodes, OS threads and green threads of other hubs are
+ * never handed to (they take the ordinary path), nor are SimpleQueues
+ * (their reentrant put). Handed items count as puts for task_done/join
+ * (`handoffs`, written under getq's guard).
  *
  * Tasks: unfinished = puts - dones, where puts is the store's own put
  * counter (no extra atomic on put) and dones counts task_done calls.
@@ -101,7 +117,7 @@ static size_t store_size(const conc_queue_t *q)
     }
 }
 
-static size_t store_puts(const conc_queue_t *q)
+static size_t store_puts_only(const conc_queue_t *q)
 {
     switch (q->impl) {
     case IMPL_RING:
@@ -110,6 +126,28 @@ static size_t store_puts(const conc_queue_t *q)
         return atomic_load((atomic_size_t *)&q->s.segq.puts);
     default:
         return atomic_load((atomic_size_t *)&q->s.heapq.puts);
+    }
+}
+
+/* Items ever put: into the store, or handed straight to a getter. */
+static size_t store_puts(const conc_queue_t *q)
+{
+    return store_puts_only(q) + atomic_load((atomic_size_t *)&q->handoffs);
+}
+
+/* Closed by shutdown: a put from now on fails. */
+static bool store_closed(conc_queue_t *q)
+{
+    switch (q->impl) {
+    case IMPL_RING:
+        return (atomic_load_explicit(&q->s.ring.enq, memory_order_seq_cst) & CONC__RING_CLOSED) != 0;
+    case IMPL_SEGQ:
+        return atomic_load_explicit(&q->s.segq.closed, memory_order_seq_cst);
+    default:
+        conc__spin_lock(&q->s.heapq.lock);
+        bool c = q->s.heapq.closed;
+        conc__spin_unlock(&q->s.heapq.lock);
+        return c;
     }
 }
 
@@ -138,14 +176,46 @@ static bool has_room(const conc_queue_t *q)
 
 /* ------------------------------------------------------------- sleepers */
 
+/* A getter's waiter (sleep_until): w.data == QW_TAKES marks one that
+ * takes a hub-local hand-off (a plain get by a green context). */
+typedef struct {
+    conc__waiter_t w; /* first: the list holds &qw->w */
+    struct conc__hub *hub; /* the getter's hub */
+    void *item;            /* handed to it (handed) */
+    bool handed;
+} qwaiter_t;
+#define QW_TAKES ((uintptr_t)0x9e7)
+#define QW_HANDED 1 /* sleep_until: the item came by hand-off */
+
+/* A waiter the calling thread may wake with conc__unpark_local (see
+ * park.h): a getter of a green context of this thread's hub, not the
+ * caller. Under the list's guard. */
+static inline bool qw_local(const conc__waiter_t *w)
+{
+    return w->data == QW_TAKES && ((const qwaiter_t *)w)->hub == conc__tl_hub && w->ctx != conc__cur;
+}
+
+/* The sleeper counts change only under their list's guard (a plain
+ * decrement will do); the increments stay read-modify-writes, which
+ * order them before the sleeper's re-check (no lost wakeup). */
+static inline void cnt_dec(atomic_uint *cnt)
+{
+    atomic_store_explicit(cnt, atomic_load_explicit(cnt, memory_order_relaxed) - 1, memory_order_relaxed);
+}
+
 void conc__queue_wake_one(conc__waitq_t *wq, atomic_uint *cnt)
 {
     conc__waitq_lock(wq);
     conc__waiter_t *w = conc__waitq_pop(wq);
-    if (w)
-        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+    bool local = false;
+    if (w) {
+        cnt_dec(cnt);
+        local = qw_local(w);
+    }
     conc__waitq_unlock(wq);
-    if (w)
+    if (local)
+        conc__unpark_local(w);
+    else if (w)
         conc__unpark(w);
 }
 
@@ -315,45 +385,80 @@ static void on_timeout_dec(conc__waitq_t *wq, void *arg)
  * park itself runs unmarked: a handler's put while it sleeps is ordinary
  * and wakes it. conc__wait_queued, inlined, to mark its guarded part. */
 static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
-                       bool (*ready)(const conc_queue_t *), int64_t deadline)
+                       bool (*ready)(const conc_queue_t *), int64_t deadline, void **handed)
 {
     if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
         return CONC_ETIMEDOUT;
-    conc__waiter_t w;
-    conc__waiter_init(&w);
-    w.spun = 1;
-    w.obj = q;
-    w.kind = wq == &q->getq ? CONC__WAIT_QUEUE_GET : CONC__WAIT_QUEUE_PUT;
+    /* handed: a get, which takes a hub-local hand-off if it is green
+     * (returns QW_HANDED with the item in *handed). */
+    qwaiter_t qw;
+    conc__waiter_t *wp = &qw.w;
+    conc__waiter_init(wp);
+    wp->spun = 1;
+    wp->obj = q;
+    wp->kind = wq == &q->getq ? CONC__WAIT_QUEUE_GET : CONC__WAIT_QUEUE_PUT;
+    qw.handed = false;
+    qw.hub = handed ? conc__local_hub() : NULL;
+    if (qw.hub)
+        wp->data = QW_TAKES;
     conc_queue_t *outer = reent_enter(q);
     conc__waitq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
     if (q->impl == IMPL_SEGQ)
         conc__fence_heavy(); /* segq puts publish without an RMW */
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
-        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+        cnt_dec(cnt);
         conc__waitq_unlock(wq);
         reent_leave(q, outer);
         return 0;
     }
-    conc__waitq_push(wq, &w);
+    conc__waitq_push(wq, wp);
     conc__waitq_unlock(wq);
     reent_leave(q, outer); /* a parked item's wake may be our own: park returns at once */
-    int rc = conc__park(&w, deadline);
+    int rc = conc__park(wp, deadline);
     if (rc == 0)
-        return 0;
+        goto woken;
     outer = reent_enter(q);
     conc__waitq_lock(wq);
-    if (w.queued) {
-        conc__waitq_remove(wq, &w);
-        atomic_fetch_sub_explicit(cnt, 1, memory_order_seq_cst);
+    if (wp->queued) {
+        conc__waitq_remove(wq, wp);
+        cnt_dec(cnt);
         conc__waitq_unlock(wq);
         reent_leave(q, outer);
         return rc;
     }
     conc__waitq_unlock(wq);
     reent_leave(q, outer);
-    conc__park_settle(&w);
-    conc__park_rearm(&w);
+    conc__park_settle(wp);
+    conc__park_rearm(wp);
+woken:
+    if (qw.handed) {
+        *handed = qw.item;
+        return QW_HANDED;
+    }
+    return 0;
+}
+
+/* The hub-local hand-off (see the top): 0 when item went straight to a
+ * green getter of this thread's hub, 1 when it must be put the ordinary
+ * way. The caller saw a sleeping getter and runs on a hub (conc__tl_hub). */
+static int handoff(conc_queue_t *q, void *item)
+{
+    conc__waitq_lock(&q->getq);
+    conc__waiter_t *w = q->getq.head;
+    if (!w || !qw_local(w) || store_size(q) != 0 || store_closed(q)) {
+        conc__waitq_unlock(&q->getq);
+        return 1;
+    }
+    conc__waitq_remove(&q->getq, w);
+    cnt_dec(&q->gsleep);
+    atomic_store_explicit(&q->handoffs, atomic_load_explicit(&q->handoffs, memory_order_relaxed) + 1,
+                          memory_order_release);
+    qwaiter_t *qw = (qwaiter_t *)w;
+    qw->item = item;
+    qw->handed = true;
+    conc__waitq_unlock(&q->getq);
+    conc__unpark_local(w);
     return 0;
 }
 
@@ -472,6 +577,9 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
         return CONC_EINVAL;
     if (q->reent)
         return simple_put(q, item); /* unbounded, reentrant */
+    /* A getter sleeps and this thread runs a hub: maybe hand item to it. */
+    if (atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__tl_hub && handoff(q, item) == 0)
+        return 0;
     int rc = store_put_x(q, item, !block);
     if (__builtin_expect(rc == 0, 1)) {
         after_put(q);
@@ -494,7 +602,7 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
         }
         if (rc != CONC_EFULL)
             return rc; /* CONC_ESHUTDOWN, CONC_ENOMEM */
-        int src = sleep_until(q, &q->putq, &q->psleep, has_room, deadline);
+        int src = sleep_until(q, &q->putq, &q->psleep, has_room, deadline, NULL);
         if (src != 0) {
             bool intr = conc__park_interrupted(src);
             rc = store_put(q, item);
@@ -535,18 +643,20 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
     if (!block)
         return CONC_EEMPTY;
 
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
     bool ok = false;
-    while (conc__spin_more(&sp)) {
-        if (peek_get(q) && store_get_x(q, item, false)) {
-            ok = true;
-            break;
+    if (!conc__ctx()->ops) { /* green contexts never spin (conc__spin_begin) */
+        conc__spinner_t sp;
+        conc__spin_begin(&sp, deadline);
+        while (conc__spin_more(&sp)) {
+            if (peek_get(q) && store_get_x(q, item, false)) {
+                ok = true;
+                break;
+            }
+            if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
+                break;
         }
-        if (atomic_load_explicit(&q->shutdown, memory_order_relaxed))
-            break;
+        conc__spin_end(&sp, ok);
     }
-    conc__spin_end(&sp, ok);
     for (;;) {
         if (ok) {
             after_get(q);
@@ -554,7 +664,12 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
         }
         if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
             return conc__queue_try_get(q, item) ? 0 : CONC_ESHUTDOWN;
-        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline);
+        void *got;
+        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline, &got);
+        if (src == QW_HANDED) {
+            *item = got;
+            return 0;
+        }
         if (src != 0) {
             bool intr = conc__park_interrupted(src);
             if (conc__queue_try_get(q, item))
@@ -607,7 +722,7 @@ int conc_queue_peek(conc_queue_t *q, void **item, bool block, double timeout)
             return store_peek(q, item) ? 0 : CONC_ESHUTDOWN;
         if (!block)
             return CONC_EEMPTY;
-        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline);
+        int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline, NULL);
         slept = true;
         if (src != 0) {
             bool intr = conc__park_interrupted(src);
