@@ -32,12 +32,14 @@ static void *getter_fn(void *arg)
     return NULL;
 }
 
-/* get, then a blocking sleep that reports a pending interruption */
-static void *getter_then_sleep_fn(void *arg)
+/* get, then another get on the (empty) queue, which must report a
+ * pending interruption at once instead of sleeping */
+static void *getter_then_get_fn(void *arg)
 {
     getter_t *g = arg;
     getter_fn(g);
-    g->rc2 = conc_sleep(0.5);
+    void *x;
+    g->rc2 = conc_queue_get(g->q, &x, true, 0.5);
     return NULL;
 }
 
@@ -275,7 +277,7 @@ Test(queue_green, kill_around_the_handoff_loses_nothing, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 2), 0);
         getter_t g = {.q = q, .timeout = CONC_FOREVER};
         conc_green_t *h, *hk;
-        cr_assert_eq(conc_go(&h, getter_then_sleep_fn, &g), 0);
+        cr_assert_eq(conc_go(&h, getter_then_get_fn, &g), 0);
         cr_assert_eq(conc_sleep(0), 0); /* the getter parks */
         killer_t k = {q, h, how};
         cr_assert_eq(conc_go(&hk, killer_fn, &k), 0);

@@ -384,5 +384,14 @@ static inline struct conc__hub *conc__local_hub(void)
     return conc__ctx()->ops ? conc__tl_hub : 0;
 }
 void conc__unpark_local(conc__waiter_t *w);
+/* A green context about to queue w (guard held, its last re-check done)
+ * may mark it asleep already: its park then skips the atomic WAITING ->
+ * SLEEPING step. false (nothing done): not a green context, or its park
+ * would return at once (a pending interruption). After true the caller
+ * must queue w and call conc__park(w, ...) next — no other park, no
+ * switch in between: a waker may move it out of SLEEPING from then on,
+ * and whoever does so resumes it. */
+#define CONC__SPUN_ASLEEP 2u /* w->spun: marked by conc__park_presleep */
+bool conc__park_presleep(conc__waiter_t *w);
 
 #endif

@@ -292,6 +292,14 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
 {
     conc__gs_t *gs = w->ctx->green;
     conc__hub_t *h = gs->hub;
+    if (w->spun == CONC__SPUN_ASLEEP) {
+        /* conc__park_presleep: SLEEPING since before it was queued, and
+         * maybe already taken out of it by a waker on another thread that
+         * is making it ready (the inbox): switch away whatever the state,
+         * whoever took it out of SLEEPING resumes it. */
+        w->spun = 1;
+        goto asleep;
+    }
     uint32_t s = conc__load(&w->state, ACQ);
     if (s == CONC__W_NOTIFIED)
         return 0;
@@ -315,6 +323,7 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
     if (!atomic_compare_exchange_strong_explicit(CONC__A(&w->state), &exp, CONC__W_SLEEPING,
                                                  memory_order_acq_rel, memory_order_acquire))
         return 0; /* notified meanwhile */
+asleep:
     gs->parked_w = w;
     if (deadline != CONC__NO_DEADLINE && !heap_add(h, gs, deadline))
         resume_for(h, gs, w, CONC__W_TIMEDOUT); /* no memory for a timer: time out now */
@@ -364,6 +373,27 @@ static void green_unpark(conc__waiter_t *w)
     } while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, gs, memory_order_seq_cst,
                                                     memory_order_relaxed));
     remote_wake(h);
+}
+
+/* park.h: the caller, a green context, is about to queue w after its last
+ * re-check. Nothing runs on this thread but the caller until its park
+ * switches away, and interruptions are only posted by this thread (a
+ * remote kill goes through the loop), so checking for one now is as good
+ * as in the park, and the state can move to SLEEPING with a plain store
+ * before w is visible to any waker. */
+bool conc__park_presleep(conc__waiter_t *w)
+{
+    conc__ctx_t *ctx = w->ctx;
+    if (!ctx->ops)
+        return false;
+    conc__gs_t *gs = ctx->green;
+    if (gs->interrupt && !ctx->nointr)
+        return false; /* the park delivers it at once */
+    if (!ctx->nointr)
+        gs->last_intr = 0;
+    conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
+    w->spun = CONC__SPUN_ASLEEP;
+    return true;
 }
 
 /* park.h: w is parked (or resumed by its timer or a kill, not yet run) by

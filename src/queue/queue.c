@@ -398,8 +398,8 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     wp->obj = q;
     wp->kind = wq == &q->getq ? CONC__WAIT_QUEUE_GET : CONC__WAIT_QUEUE_PUT;
     qw.handed = false;
-    qw.hub = handed ? conc__local_hub() : NULL;
-    if (qw.hub)
+    qw.hub = conc__local_hub();
+    if (qw.hub && handed)
         wp->data = QW_TAKES;
     conc_queue_t *outer = reent_enter(q);
     conc__waitq_lock(wq);
@@ -412,6 +412,8 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
         reent_leave(q, outer);
         return 0;
     }
+    if (qw.hub && !q->reent) /* (a SimpleQueue's reent_leave below may wake us) */
+        conc__park_presleep(wp);
     conc__waitq_push(wq, wp);
     conc__waitq_unlock(wq);
     reent_leave(q, outer); /* a parked item's wake may be our own: park returns at once */
