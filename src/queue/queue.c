@@ -135,6 +135,18 @@ static size_t store_puts(const conc_queue_t *q)
     return store_puts_only(q) + atomic_load((atomic_size_t *)&q->handoffs);
 }
 
+static bool store_closed(conc_queue_t *q);
+
+/* Empty, and not closed by shutdown (a put would land). */
+static bool store_empty_open(conc_queue_t *q)
+{
+    if (q->impl == IMPL_RING) {
+        size_t e = atomic_load_explicit(&q->s.ring.enq, memory_order_seq_cst);
+        return !(e & CONC__RING_CLOSED) && atomic_load_explicit(&q->s.ring.deq, memory_order_seq_cst) == e;
+    }
+    return store_size(q) == 0 && !store_closed(q);
+}
+
 /* Closed by shutdown: a put from now on fails. */
 static bool store_closed(conc_queue_t *q)
 {
@@ -187,6 +199,16 @@ typedef struct {
 #define QW_TAKES ((uintptr_t)0x9e7)
 #define QW_HANDED 1 /* sleep_until: the item came by hand-off */
 
+/* conc__waitq_lock with its uncontended case inline. */
+static inline void wq_lock(conc__waitq_t *wq)
+{
+    unsigned free_ = 0;
+    if (__builtin_expect(!atomic_compare_exchange_strong_explicit(CONC__A(&wq->guard), &free_, conc__guard_stamp(),
+                                                                  memory_order_acquire, memory_order_relaxed),
+                         0))
+        conc__waitq_lock(wq);
+}
+
 /* A waiter the calling thread may wake with conc__unpark_local (see
  * park.h): a getter of a green context of this thread's hub, not the
  * caller. Under the list's guard. */
@@ -205,7 +227,7 @@ static inline void cnt_dec(atomic_uint *cnt)
 
 void conc__queue_wake_one(conc__waitq_t *wq, atomic_uint *cnt)
 {
-    conc__waitq_lock(wq);
+    wq_lock(wq);
     conc__waiter_t *w = conc__waitq_pop(wq);
     bool local = false;
     if (w) {
@@ -384,8 +406,9 @@ static void on_timeout_dec(conc__waitq_t *wq, void *arg)
  * (Python: a get may be interrupted by a put in the same thread). The
  * park itself runs unmarked: a handler's put while it sleeps is ordinary
  * and wakes it. conc__wait_queued, inlined, to mark its guarded part. */
-static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
-                       bool (*ready)(const conc_queue_t *), int64_t deadline, void **handed)
+static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
+                                                            bool (*ready)(const conc_queue_t *), int64_t deadline,
+                                                            void **handed)
 {
     if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
         return CONC_ETIMEDOUT;
@@ -402,7 +425,7 @@ static int sleep_until(conc_queue_t *q, conc__waitq_t *wq, atomic_uint *cnt,
     if (qw.hub && handed)
         wp->data = QW_TAKES;
     conc_queue_t *outer = reent_enter(q);
-    conc__waitq_lock(wq);
+    wq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
     if (q->impl == IMPL_SEGQ)
         conc__fence_heavy(); /* segq puts publish without an RMW */
@@ -446,13 +469,21 @@ woken:
  * way. The caller saw a sleeping getter and runs on a hub (conc__tl_hub). */
 static int handoff(conc_queue_t *q, void *item)
 {
-    conc__waitq_lock(&q->getq);
+    wq_lock(&q->getq);
     conc__waiter_t *w = q->getq.head;
-    if (!w || !qw_local(w) || store_size(q) != 0 || store_closed(q)) {
+    if (!w || !qw_local(w) || !store_empty_open(q)) {
         conc__waitq_unlock(&q->getq);
         return 1;
     }
-    conc__waitq_remove(&q->getq, w);
+    /* conc__waitq_pop, w being the head */
+    conc__waiter_t *next = w->next;
+    q->getq.head = next;
+    if (next)
+        next->prev = NULL;
+    else
+        q->getq.tail = NULL;
+    w->next = NULL;
+    w->queued = 0;
     cnt_dec(&q->gsleep);
     atomic_store_explicit(&q->handoffs, atomic_load_explicit(&q->handoffs, memory_order_relaxed) + 1,
                           memory_order_release);
@@ -666,7 +697,7 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
         }
         if (atomic_load_explicit(&q->shutdown, memory_order_acquire))
             return conc__queue_try_get(q, item) ? 0 : CONC_ESHUTDOWN;
-        void *got;
+        void *got = NULL;
         int src = sleep_until(q, &q->getq, &q->gsleep, conc__queue_has_items, deadline, &got);
         if (src == QW_HANDED) {
             *item = got;
