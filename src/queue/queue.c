@@ -29,7 +29,8 @@
  * (`handoffs`, written under getq's guard).
  *
  * Tasks: unfinished = puts - dones, where puts is the store's own put
- * counter (no extra atomic on put) and dones counts task_done calls.
+ * counter (no extra atomic on put) plus the hand-offs (below), and dones
+ * counts task_done calls.
  * Joiners sleep on joinq/jsleep and are woken when dones catches up.
  *
  * Shutdown sets a flag, then wakes every getter and putter (and joiners);
