@@ -475,7 +475,7 @@ woken:
 
 /* The hub-local hand-off (see the top): 0 when item went straight to a
  * green getter of this thread's hub, 1 when it must be put the ordinary
- * way. The caller saw a sleeping getter and runs on a hub (conc__tl_hub). */
+ * way. The caller saw a sleeping getter and is a context of a hub. */
 static int handoff(conc_queue_t *q, void *item)
 {
     wq_lock(&q->getq);
@@ -619,8 +619,8 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
         return CONC_EINVAL;
     if (q->reent)
         return simple_put(q, item); /* unbounded, reentrant */
-    /* A getter sleeps and this thread runs a hub: maybe hand item to it. */
-    if (atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__tl_hub && handoff(q, item) == 0)
+    /* A getter sleeps and a hub runs the caller: maybe hand item to it. */
+    if (atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__local_hub() && handoff(q, item) == 0)
         return 0;
     int rc = store_put_x(q, item, !block);
     if (__builtin_expect(rc == 0, 1)) {
