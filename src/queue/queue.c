@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "core/fence.h"
+#include "green/local.h"
 #include "queue/internal.h"
 
 /* ------------------------------------------------------------ the store */
@@ -237,7 +238,7 @@ void conc__queue_wake_one(conc__waitq_t *wq, atomic_uint *cnt)
     }
     conc__waitq_unlock(wq);
     if (local)
-        conc__unpark_local(w);
+        conc__unpark_local_inline(w);
     else if (w)
         conc__unpark(w);
 }
@@ -437,7 +438,7 @@ static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, co
         return 0;
     }
     if (qw.hub && !q->reent) /* (a SimpleQueue's reent_leave below may wake us) */
-        conc__park_presleep(wp);
+        conc__park_presleep_inline(wp);
     /* conc__waitq_push, inline */
     wp->next = NULL;
     wp->prev = wq->tail;
@@ -500,7 +501,7 @@ static int handoff(conc_queue_t *q, void *item)
     qw->item = item;
     qw->handed = true;
     conc__waitq_unlock(&q->getq);
-    conc__unpark_local(w);
+    conc__unpark_local_inline(w);
     return 0;
 }
 
