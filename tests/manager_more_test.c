@@ -13,7 +13,7 @@
  *
  * Own main: spawned servers and children run a fresh copy of this file.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <limits.h>
 #include <time.h>
@@ -23,16 +23,12 @@
 
 #include "manager/internal.h"
 
-static void setup(void) { unsetenv("BXFI_MAP"); }
-TestSuite(manager_more, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager_more, .init = mu_setup, .timeout = TU_TIMEOUT);
 
 static conc_manager_t *start_with(conc_start_method_t method)
 {
-    conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 10, .method = method};
-    conc_manager_t *m = NULL;
-    int rc = conc_manager_start(&m, &o);
-    cr_assert_eq(rc, 0, "start: %s", conc_strerror(rc));
-    return m;
+    return mu_start(
+        (conc_manager_opts_t){.authkey = "secret", .authkey_len = 6, .timeout = 10, .method = method});
 }
 
 static conc_manager_t *start(void) { return start_with(CONC_START_DEFAULT); }
@@ -145,15 +141,7 @@ Test(manager_more, namespace_across_fork)
     conc_mns_t *n;
     cr_assert_eq(conc_manager_namespace(m, NULL, &n), 0);
     cr_assert_eq(conc_mns_set(n, "from_parent", "ok", 2), 0);
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, ns_child, &n, sizeof n, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(ns_child, &n, sizeof n, CONC_FORK, 30), 0);
     void *v;
     size_t vl;
     cr_assert_eq(conc_mns_get(n, "from_child", &v, &vl), 0);
@@ -562,15 +550,7 @@ Test(manager_more, nested_seen_across_processes)
     cr_assert_eq(conc_mns_set_proxy(ns, "counter", v), 0);
     cr_assert_eq(conc_mdict_set_proxy(d, "ns", 2, ns), 0);
     cr_assert_eq(conc_mns_get(ns, "counter", &(void *){0}, &(size_t){0}), CONC_EINVAL);
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, nested_child, &d, sizeof d, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(nested_child, &d, sizeof d, CONC_FORK, 30), 0);
     void *b;
     size_t bl;
     cr_assert_eq(conc_mns_get(ns, "seen", &b, &bl), 0);
@@ -1059,19 +1039,6 @@ static int connect_child(const void *arg, size_t len)
 }
 CONC_REGISTER(connect_child);
 
-static int run_child(conc_process_fn fn, const void *arg, size_t len, conc_start_method_t method)
-{
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = method};
-    cr_assert_eq(conc_process_new(&p, fn, arg, len, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    conc_process_free(p);
-    return code;
-}
-
 Test(manager_more, authkey_reaches_children)
 {
     conc_manager_t *m = start(); /* its own key, not the process's */
@@ -1082,17 +1049,17 @@ Test(manager_more, authkey_reaches_children)
     conc_start_method_t ms[] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
     for (int i = 0; i < 3; i++) {
         /* by address with authkey None: the child's key is not the manager's */
-        cr_assert_eq(run_child(connect_child, addr, strlen(addr), ms[i]), 4, "method %d", ms[i]);
+        cr_assert_eq(mu_run_child(connect_child, addr, strlen(addr), ms[i], 30), 4, "method %d", ms[i]);
         /* with the reference: authenticated */
-        cr_assert_eq(run_child(attach_child, ref, rlen, ms[i]), 0, "method %d", ms[i]);
+        cr_assert_eq(mu_run_child(attach_child, ref, rlen, ms[i], 30), 0, "method %d", ms[i]);
     }
     /* a wrong key is refused; bytes that are no reference are CONC_EINVAL */
     unsigned char *bad = malloc(rlen);
     memcpy(bad, ref, rlen);
     bad[rlen - 1] ^= 1;
-    cr_assert_eq(run_child(attach_child, bad, rlen, CONC_FORK), 4);
-    cr_assert_eq(run_child(attach_child, bad, rlen - 1, CONC_FORK), 5);
-    cr_assert_eq(run_child(attach_child, "garbage!garbage!", 16, CONC_FORK), 5);
+    cr_assert_eq(mu_run_child(attach_child, bad, rlen, CONC_FORK, 30), 4);
+    cr_assert_eq(mu_run_child(attach_child, bad, rlen - 1, CONC_FORK, 30), 5);
+    cr_assert_eq(mu_run_child(attach_child, "garbage!garbage!", 16, CONC_FORK, 30), 5);
     free(bad);
     conc_manager_t *m2;
     cr_assert_eq(conc_manager_attach(&m2, ref, 3, 1), CONC_EINVAL);
@@ -1546,15 +1513,7 @@ Test(manager_more, list_more_across_fork)
     conc_mlist_t *l;
     cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
     fill(l, "dcbae");
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, list_more_child, &l, sizeof l, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(list_more_child, &l, sizeof l, CONC_FORK, 30), 0);
     cr_assert_str_eq(joined(l, false), "bdbd");
     conc_mlist_free(l);
     conc_manager_free(m);
