@@ -1114,6 +1114,26 @@ static int proxy_free(mproxy_t *p)
 
 #define KEYOK(k, kn) ((k) || !(kn))
 
+/* An op without arguments whose answer is nothing (clear, reverse,
+ * release) or a count (len, qsize). */
+static int call_op_void(mproxy_t *p, uint8_t op)
+{
+    if (!call_begin(p, op))
+        return call_failed();
+    return call_void(p, p->timeout);
+}
+
+static int call_op_size(mproxy_t *p, uint8_t op, size_t *n)
+{
+    uint64_t v = 0;
+    if (!call_begin(p, op))
+        return call_failed();
+    int rc = call_u64(p, &v);
+    if (!rc)
+        *n = (size_t)v;
+    return rc;
+}
+
 int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val, size_t vlen)
 {
     if (!d || !KEYOK(key, klen) || !KEYOK(val, vlen))
@@ -1176,13 +1196,7 @@ int conc_mdict_len(conc_mdict_t *d, size_t *n)
 {
     if (!d || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&d->p, CONC__MOP_D_LEN))
-        return call_failed();
-    int rc = call_u64(&d->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&d->p, CONC__MOP_D_LEN, n);
 }
 
 int conc_mdict_keys(conc_mdict_t *d, conc_mbytes_t **keys, size_t *n)
@@ -1235,9 +1249,7 @@ int conc_mdict_clear(conc_mdict_t *d)
 {
     if (!d)
         return CONC_EINVAL;
-    if (!call_begin(&d->p, CONC__MOP_D_CLEAR))
-        return call_failed();
-    return call_void(&d->p, d->p.timeout);
+    return call_op_void(&d->p, CONC__MOP_D_CLEAR);
 }
 
 int conc_mdict_free(conc_mdict_t *d) { return proxy_free((mproxy_t *)d); }
@@ -1298,54 +1310,43 @@ int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len)
     return list_index_bytes(l, CONC__MOP_L_POP, index, val, len);
 }
 
-int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
+/* set / insert: an index and a value, nothing back. */
+static int list_index_value(conc_mlist_t *l, uint8_t op, long index, const void *val, size_t len)
 {
     if (!l || !KEYOK(val, len))
         return CONC_EINVAL;
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
-    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_SET);
+    conc__wbuf_t *w = call_begin(&l->p, op);
     if (!w)
         return call_failed();
     conc__wb_u64(w, (uint64_t)(int64_t)index);
     conc__wb_bytes(w, val, len);
     return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
+{
+    return list_index_value(l, CONC__MOP_L_SET, index, val, len);
 }
 
 int conc_mlist_len(conc_mlist_t *l, size_t *n)
 {
     if (!l || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&l->p, CONC__MOP_L_LEN))
-        return call_failed();
-    int rc = call_u64(&l->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&l->p, CONC__MOP_L_LEN, n);
 }
 
 int conc_mlist_clear(conc_mlist_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_L_CLEAR))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_L_CLEAR);
 }
 
 int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len)
 {
-    if (!l || !KEYOK(val, len))
-        return CONC_EINVAL;
-    if (len > CONC__MGR_MAX_FRAME)
-        return CONC_ERANGE;
-    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_INSERT);
-    if (!w)
-        return call_failed();
-    conc__wb_u64(w, (uint64_t)(int64_t)index);
-    conc__wb_bytes(w, val, len);
-    return call_void(&l->p, l->p.timeout);
+    return list_index_value(l, CONC__MOP_L_INSERT, index, val, len);
 }
 
 /* index / count / remove: one value, maybe a u64 back. */
@@ -1387,9 +1388,7 @@ int conc_mlist_reverse(conc_mlist_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_L_REVERSE))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_L_REVERSE);
 }
 
 int conc_mlist_free(conc_mlist_t *l) { return proxy_free((mproxy_t *)l); }
@@ -1412,9 +1411,7 @@ int conc_mlock_release(conc_mlock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_K_RELEASE))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_K_RELEASE);
 }
 
 int conc_mlock_locked(conc_mlock_t *l, bool *out)
@@ -1463,13 +1460,7 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
 {
     if (!q || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&q->p, CONC__MOP_Q_SIZE))
-        return call_failed();
-    int rc = call_u64(&q->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&q->p, CONC__MOP_Q_SIZE, n);
 }
 
 int conc_mqueue_empty(conc_mqueue_t *q, bool *empty)
