@@ -21,6 +21,7 @@
 #include <conc/green.h>
 #include <conc/manager.h>
 
+#include "manager/client.h"
 #include "manager/internal.h"
 
 TestSuite(manager_more, .init = mu_setup, .timeout = TU_TIMEOUT);
@@ -1566,6 +1567,73 @@ Test(manager_more, list_more_malformed)
     cr_assert_eq(code, CONC_ENOMEM);
     conc__mgr_conn_free(c);
     conc__mgr_server_free(s);
+}
+
+/* The client's decoder of items replies (dict items/values/copy, list
+ * slices), fed by hand: the server is untrusted, so a reply whose count or
+ * sizes do not match its bytes breaks the proxy instead of being read. */
+static int take(bool keyed, bool with_keys, conc__wbuf_t *w, conc_mitem_t **items, size_t *n,
+                bool *broken)
+{
+    mproxy_t p = {.fd = -1};
+    conc__rbuf_t rep = {w->p, w->p + w->len, false};
+    int rc = conc__mp_take_items(&p, &rep, keyed, with_keys, items, n);
+    *broken = p.broken;
+    conc__wb_reset(w);
+    return rc;
+}
+
+Test(manager_more, items_replies_decoded_and_checked)
+{
+    conc__wbuf_t w = {0};
+    conc_mitem_t *it;
+    size_t n;
+    bool broken;
+    /* a slice: bytes, a nested proxy, empty bytes */
+    conc__wb_u64(&w, 3);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "ab", 2);
+    conc__wb_u8(&w, CONC_MK_DICT);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "", 0);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), 0);
+    cr_assert_eq(n, 3);
+    cr_assert(it[0].kind == CONC_MK_BYTES && bytes_eq(it[0].value.data, it[0].value.len, "ab"));
+    cr_assert(it[1].kind == CONC_MK_DICT && !it[1].value.data && !it[1].key.data);
+    cr_assert(it[2].kind == CONC_MK_BYTES && it[2].value.data && it[2].value.len == 0);
+    free(it);
+    /* dict items, with and without the keys */
+    for (int wk = 0; wk < 2; wk++) {
+        conc__wb_u64(&w, 2);
+        conc__wb_bytes(&w, "k1", 2), conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "v1", 2);
+        conc__wb_bytes(&w, "k2", 2), conc__wb_u8(&w, CONC_MK_LIST);
+        cr_assert_eq(take(true, wk, &w, &it, &n, &broken), 0);
+        cr_assert_eq(n, 2);
+        cr_assert(bytes_eq(it[0].value.data, it[0].value.len, "v1"));
+        cr_assert_eq(it[1].kind, CONC_MK_LIST);
+        if (wk) {
+            cr_assert(bytes_eq(it[0].key.data, it[0].key.len, "k1"));
+            cr_assert(bytes_eq(it[1].key.data, it[1].key.len, "k2"));
+        } else {
+            cr_assert(!it[0].key.data && !it[1].key.data);
+        }
+        free(it);
+    }
+    /* more items announced than the bytes can hold; a short value; a
+     * trailing byte: each breaks the proxy */
+    conc__wb_u64(&w, 1000);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "x", 1);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), CONC_EBROKEN);
+    cr_assert(broken);
+    conc__wb_u64(&w, 1);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_u32(&w, 5), conc__wb_put(&w, "ab", 2);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), CONC_EBROKEN);
+    conc__wb_u64(&w, 1);
+    conc__wb_bytes(&w, "k", 1), conc__wb_u8(&w, CONC_MK_LIST), conc__wb_u8(&w, 0);
+    cr_assert_eq(take(true, true, &w, &it, &n, &broken), CONC_EBROKEN);
+    conc__wb_u64(&w, 0);
+    cr_assert_eq(take(true, true, &w, &it, &n, &broken), 0);
+    cr_assert_eq(n, 0);
+    free(it);
+    conc__wb_free(&w);
 }
 
 TU_MAIN_WITH_PROCESS_GUARD()
