@@ -1023,22 +1023,7 @@ static int attach_child(const void *arg, size_t len)
 }
 CONC_REGISTER(attach_child);
 
-/* arg: the address; connects with authkey None (its Process.authkey). */
-static int connect_child(const void *arg, size_t len)
-{
-    char addr[256];
-    if (len >= sizeof addr)
-        return 5;
-    memcpy(addr, arg, len);
-    addr[len] = 0;
-    conc_manager_t *m;
-    int rc = conc_manager_connect(&m, addr, NULL, 0, 10);
-    if (rc)
-        return rc == CONC_EPERM ? 4 : 6;
-    conc_manager_free(m);
-    return 0;
-}
-CONC_REGISTER(connect_child);
+CONC_REGISTER(mu_connect_child); /* a child connects with authkey None */
 
 Test(manager_more, authkey_reaches_children)
 {
@@ -1050,7 +1035,7 @@ Test(manager_more, authkey_reaches_children)
     conc_start_method_t ms[] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
     for (int i = 0; i < 3; i++) {
         /* by address with authkey None: the child's key is not the manager's */
-        cr_assert_eq(mu_run_child(connect_child, addr, strlen(addr), ms[i], 30), 4, "method %d", ms[i]);
+        cr_assert_eq(mu_run_child(mu_connect_child, addr, strlen(addr), ms[i], 30), 4, "method %d", ms[i]);
         /* with the reference: authenticated */
         cr_assert_eq(mu_run_child(attach_child, ref, rlen, ms[i], 30), 0, "method %d", ms[i]);
     }

@@ -10,6 +10,9 @@
  *   registered fn(arg, len), by fork, spawn or forkserver.
  * - mu_join_code(p, secs): join p (it must end within secs), free it and
  *   return its exit code; mu_run_child(fn, arg, len, how, secs) does both.
+ * - mu_connect_child: a child body that connects to the manager at the
+ *   address arg with authkey None (its Process.authkey); a file that runs
+ *   it registers it with CONC_REGISTER(mu_connect_child).
  *
  * cr_assert is only called on the test's own thread, as everywhere.
  */
@@ -53,6 +56,23 @@ static inline int mu_run_child(conc_process_fn fn, const void *arg, size_t len,
                                conc_start_method_t how, double secs)
 {
     return mu_join_code(mu_run(fn, arg, len, how), secs);
+}
+
+/* arg: the address (len bytes, no NUL). 0: connected; 4: refused
+ * (CONC_EPERM); 5: an address too long; 6: any other error. */
+static inline int mu_connect_child(const void *arg, size_t len)
+{
+    char addr[256];
+    if (len >= sizeof addr)
+        return 5;
+    memcpy(addr, arg, len);
+    addr[len] = 0;
+    conc_manager_t *m;
+    int rc = conc_manager_connect(&m, addr, NULL, 0, 10);
+    if (rc)
+        return rc == CONC_EPERM ? 4 : 6;
+    conc_manager_free(m);
+    return 0;
 }
 
 #endif
