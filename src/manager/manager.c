@@ -1055,18 +1055,20 @@ static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char 
     return make_proxy_init(m, kind, maxsize, name, out, NULL, 0);
 }
 
-static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
-                           mproxy_t **out, const uint8_t *init, size_t ilen)
+/* A new proxy on src's server (its address, key, timeout, transport),
+ * bound to (kind, maxsize, name) plus init bytes, or with item to the
+ * BIND_ITEM request init. */
+static int proxy_new_on(const mproxy_t *src, uint8_t kind, long maxsize, const char *name,
+                        const uint8_t *init, size_t ilen, bool item, mproxy_t **out)
 {
-    if (!m || !out || (name && strlen(name) > 4096))
-        return CONC_EINVAL;
     mproxy_t *p = malloc(sizeof *p);
     if (!p)
         return CONC_ENOMEM;
-    int rc = proxy_init(p, m->ctl.addr, m->ctl.key, m->ctl.keylen, m->ctl.timeout);
-    p->socket_only = m->ctl.socket_only;
+    int rc = proxy_init(p, src->addr, src->key, src->keylen, src->timeout);
+    p->socket_only = src->socket_only;
     p->bind_init = init;
     p->bind_init_len = ilen;
+    p->bind_item = item;
     if (!rc) {
         conc_lock_acquire(&p->mu, true, CONC_FOREVER);
         rc = proxy_connect(p, p->timeout, kind, maxsize, name);
@@ -1079,6 +1081,14 @@ static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const 
     }
     *out = p;
     return 0;
+}
+
+static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                           mproxy_t **out, const uint8_t *init, size_t ilen)
+{
+    if (!m || !out || (name && strlen(name) > 4096))
+        return CONC_EINVAL;
+    return proxy_new_on(&m->ctl, kind, maxsize, name, init, ilen, false, out);
 }
 
 int conc_manager_dict(conc_manager_t *m, const char *name, conc_mdict_t **out)
@@ -1519,26 +1529,7 @@ int conc__mp_make(conc_manager_t *m, uint8_t kind, long maxsize, const char *nam
 
 int conc__mp_make_item(const mproxy_t *src, const uint8_t *req, size_t n, mproxy_t **out)
 {
-    mproxy_t *p = malloc(sizeof *p);
-    if (!p)
-        return CONC_ENOMEM;
-    int rc = proxy_init(p, src->addr, src->key, src->keylen, src->timeout);
-    p->socket_only = src->socket_only;
-    p->bind_init = req;
-    p->bind_init_len = n;
-    p->bind_item = true;
-    if (!rc) {
-        conc_lock_acquire(&p->mu, true, CONC_FOREVER);
-        rc = proxy_connect(p, p->timeout, 0, 0, NULL);
-        conc_lock_release(&p->mu);
-    }
-    if (rc) {
-        proxy_fini(p);
-        free(p);
-        return rc;
-    }
-    *out = p;
-    return 0;
+    return proxy_new_on(src, 0, 0, NULL, req, n, true, out);
 }
 
 /* ------------------------------------------------- a manager for a child */
