@@ -1475,7 +1475,7 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
 
 int conc_mqueue_empty(conc_mqueue_t *q, bool *empty)
 {
-    size_t n;
+    size_t n = 0; /* set on success; gcc (aarch64, -O2) cannot see that through call_op_size */
     if (!empty)
         return CONC_EINVAL;
     int rc = conc_mqueue_qsize(q, &n);
