@@ -304,6 +304,12 @@ static void note_err(int code)
     atomic_compare_exchange_strong(&R.err, &zero, code ? code : -9999);
 }
 
+/* The C peers' producer loop: PUT(v) puts the next item v (a blocking put,
+ * or a spin until the ring takes it). */
+#define PRODUCE_EACH(PUT)                                                                \
+    for (long i = 0; i < n; i++, v += stride)                                            \
+        PUT
+
 static void *producer(void *arg)
 {
     int p = (int)(intptr_t)arg, id = p;
@@ -336,24 +342,20 @@ static void *producer(void *arg)
         break;
 #ifdef CONC_BENCH_HAVE_CK
     case IMPL_CK_SPSC:
-        for (long i = 0; i < n; i++, v += stride)
-            for (unsigned k = 0; !ck_ring_enqueue_spsc(&R.ck, R.ckbuf, (void *)v);)
-                spin_wait(&k);
+        PRODUCE_EACH(for (unsigned k = 0; !ck_ring_enqueue_spsc(&R.ck, R.ckbuf, (void *)v);)
+                         spin_wait(&k));
         break;
     case IMPL_CK_MPMC:
-        for (long i = 0; i < n; i++, v += stride)
-            for (unsigned k = 0; !ck_ring_enqueue_mpmc(&R.ck, R.ckbuf, (void *)v);)
-                spin_wait(&k);
+        PRODUCE_EACH(for (unsigned k = 0; !ck_ring_enqueue_mpmc(&R.ck, R.ckbuf, (void *)v);)
+                         spin_wait(&k));
         break;
 #endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
-        for (long i = 0; i < n; i++, v += stride)
-            gbq_put(&R.gq, (void *)v);
+        PRODUCE_EACH(gbq_put(&R.gq, (void *)v));
         break;
     case IMPL_GASYNC_UNB:
-        for (long i = 0; i < n; i++, v += stride)
-            g_async_queue_push(R.gq.q, (void *)v);
+        PRODUCE_EACH(g_async_queue_push(R.gq.q, (void *)v));
         break;
 #endif
     default:
@@ -378,6 +380,16 @@ static void *producer(void *arg)
             *l_ = x_;                                                                    \
         }                                                                                \
     } while (0)
+
+/* The C peers' consumer loop: GET stores the next item in `item`; each is
+ * seen (SEE) and progress is bumped every 64k items. */
+#define CONSUME_EACH(GET)                                                                \
+    for (long i = 0; i < n; i++) {                                                       \
+        GET;                                                                             \
+        SEE(item);                                                                       \
+        if ((i & 0xffff) == 0)                                                           \
+            __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);                        \
+    }
 
 static void *consumer(void *arg)
 {
@@ -415,33 +427,18 @@ static void *consumer(void *arg)
     case IMPL_CK_SPSC:
     case IMPL_CK_MPMC: {
         bool sp = R.impl == IMPL_CK_SPSC;
-        for (long i = 0; i < n; i++) {
-            for (unsigned k = 0; !(sp ? ck_ring_dequeue_spsc(&R.ck, R.ckbuf, &item)
-                                      : ck_ring_dequeue_mpmc(&R.ck, R.ckbuf, &item));)
-                spin_wait(&k);
-            SEE(item);
-            if ((i & 0xffff) == 0)
-                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
-        }
+        CONSUME_EACH(for (unsigned k = 0; !(sp ? ck_ring_dequeue_spsc(&R.ck, R.ckbuf, &item)
+                                               : ck_ring_dequeue_mpmc(&R.ck, R.ckbuf, &item));)
+                         spin_wait(&k));
         break;
     }
 #endif
 #ifdef CONC_BENCH_HAVE_GLIB
     case IMPL_GASYNC:
-        for (long i = 0; i < n; i++) {
-            item = gbq_get(&R.gq);
-            SEE(item);
-            if ((i & 0xffff) == 0)
-                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
-        }
+        CONSUME_EACH(item = gbq_get(&R.gq));
         break;
     case IMPL_GASYNC_UNB:
-        for (long i = 0; i < n; i++) {
-            item = g_async_queue_pop(R.gq.q);
-            SEE(item);
-            if ((i & 0xffff) == 0)
-                __atomic_fetch_add(&R.progress, 1, __ATOMIC_RELAXED);
-        }
+        CONSUME_EACH(item = g_async_queue_pop(R.gq.q));
         break;
 #endif
     default:

@@ -428,47 +428,38 @@ static void check_late(ctx_t *x, double expect_timeout, int expect_rc)
         cr_assert_geq(maxdt, expect_timeout - TU_EPS, "longest wait %.3f", maxdt);
 }
 
-Test(barrier, timeout_breaks_it_for_everyone, .timeout = TU_TIMEOUT)
+/* N late waiters with per-call timeout on a barrier whose default is
+ * dflt: check_late(expect_timeout, expect_rc), and the barrier is broken
+ * exactly when they got CONC_EBROKEN. */
+static void run_late(double timeout, double dflt, double expect_timeout, int expect_rc)
 {
     static ctx_t x;
     reset_ctx(&x);
-    x.timeout = 0.2; /* shorter than the default of 5 and than the lateness */
-    cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 5.0), 0);
+    x.timeout = timeout;
+    cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, dflt), 0);
     tu_run_threads(N, late_fn, &x);
-    check_late(&x, 0.2, CONC_EBROKEN);
-    cr_assert(conc_barrier_broken(&x.b));
+    check_late(&x, expect_timeout, expect_rc);
+    cr_assert_eq(conc_barrier_broken(&x.b), expect_rc == CONC_EBROKEN);
+}
+
+Test(barrier, timeout_breaks_it_for_everyone, .timeout = TU_TIMEOUT)
+{
+    run_late(0.2, 5.0, 0.2, CONC_EBROKEN); /* shorter than the default and than the lateness */
 }
 
 Test(barrier, default_timeout, .timeout = TU_TIMEOUT)
 {
-    static ctx_t x;
-    reset_ctx(&x);
-    x.timeout = CONC_BARRIER_DEFAULT;
-    cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 0.2), 0);
-    tu_run_threads(N, late_fn, &x);
-    check_late(&x, 0.2, CONC_EBROKEN);
-    cr_assert(conc_barrier_broken(&x.b));
+    run_late(CONC_BARRIER_DEFAULT, 0.2, 0.2, CONC_EBROKEN);
 }
 
 Test(barrier, explicit_forever_overrides_default, .timeout = TU_TIMEOUT)
 {
-    static ctx_t x;
-    reset_ctx(&x);
-    x.timeout = CONC_FOREVER;
-    cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 0.1), 0);
-    tu_run_threads(N, late_fn, &x);
-    check_late(&x, 1.0, 0);
-    cr_assert_not(conc_barrier_broken(&x.b));
+    run_late(CONC_FOREVER, 0.1, 1.0, 0);
 }
 
 Test(barrier, explicit_timeout_longer_than_default, .timeout = TU_TIMEOUT)
 {
-    static ctx_t x;
-    reset_ctx(&x);
-    x.timeout = 10.0;
-    cr_assert_eq(conc_barrier_init(&x.b, N, NULL, NULL, 0.1), 0);
-    tu_run_threads(N, late_fn, &x);
-    check_late(&x, 1.0, 0);
+    run_late(10.0, 0.1, 1.0, 0);
 }
 
 Test(barrier, lone_waiter_times_out, .timeout = TU_TIMEOUT)

@@ -183,12 +183,29 @@ static void *tick(void *arg)
     return NULL;
 }
 
-/* (a) */
-static void case_green_parks_alone(const op_t *op)
+/* A case's start: a fresh env set up for op, and its child (delay: as
+ * for child()). */
+static env_t *case_begin(const op_t *op, double delay, pid_t *pid)
 {
     env_t *e = env_new();
     op->setup(e);
-    pid_t pid = child(e, op, 0.6);
+    *pid = child(e, op, delay);
+    return e;
+}
+
+/* A case's end: the child may finish; it is reaped and the env freed. */
+static void case_end(env_t *e, pid_t pid)
+{
+    atomic_store(&e->seen, 1);
+    reap(pid);
+    env_free(e);
+}
+
+/* (a) */
+static void case_green_parks_alone(const op_t *op)
+{
+    pid_t pid;
+    env_t *e = case_begin(op, 0.6, &pid);
     ticker_t tk = {0};
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER};
     conc_green_t *gt, *gwait;
@@ -206,16 +223,15 @@ static void case_green_parks_alone(const op_t *op)
     cr_assert_lt(tk.max_gap, 0.4, "%s: ticker gap %.3f s", op->name, tk.max_gap);
     conc_green_free(gt);
     conc_green_free(gwait);
-    atomic_store(&e->seen, 1);
-    reap(pid);
-    env_free(e);
+    case_end(e, pid);
 }
 
-/* After a cut-short wait: the child acts when told to, and then a plain wait
+/* After a cut-short wait: the child is told to act, and then a plain wait
  * succeeds (a barrier reports being broken instead, then works again after
  * a reset). */
 static void still_works(env_t *e, const op_t *op)
 {
+    atomic_store(&e->go, 1);
     if (op->breaks) {
         cr_assert(conc_pbarrier_broken(e->bar), "%s: not broken by the cut", op->name);
         return;
@@ -227,9 +243,8 @@ static void still_works(env_t *e, const op_t *op)
 /* (b) */
 static void case_kill(const op_t *op)
 {
-    env_t *e = env_new();
-    op->setup(e);
-    pid_t pid = child(e, op, -1);
+    pid_t pid;
+    env_t *e = case_begin(op, -1, &pid);
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER};
     conc_green_t *g;
     cr_assert_eq(conc_go(&g, green_wait, &w), 0);
@@ -243,19 +258,15 @@ static void case_kill(const op_t *op)
     cr_assert_lt(took, TU_SANITIZED ? 2.0 : 0.5, "%s: kill took %.3f s", op->name, took);
     cr_assert_eq(w.rc, CONC_EKILLED, "%s: %s", op->name, conc_strerror(w.rc));
     conc_green_free(g);
-    atomic_store(&e->go, 1);
     still_works(e, op);
-    atomic_store(&e->seen, 1);
-    reap(pid);
-    env_free(e);
+    case_end(e, pid);
 }
 
 /* (c) on the calling OS thread */
 static void case_scope_os(const op_t *op)
 {
-    env_t *e = env_new();
-    op->setup(e);
-    pid_t pid = child(e, op, -1);
+    pid_t pid;
+    env_t *e = case_begin(op, -1, &pid);
     double t0 = tu_now();
     cr_assert_eq(conc_timeout_begin(0.2), 0);
     int rc = op->wait(e, CONC_FOREVER);
@@ -265,19 +276,15 @@ static void case_scope_os(const op_t *op)
     cr_assert_eq(fired, 1, "%s", op->name);
     cr_assert_geq(took, 0.2 - TU_EPS, "%s: %.3f s", op->name, took);
     cr_assert_lt(took, 0.2 + TU_SLACK, "%s: %.3f s", op->name, took);
-    atomic_store(&e->go, 1);
     still_works(e, op);
-    atomic_store(&e->seen, 1);
-    reap(pid);
-    env_free(e);
+    case_end(e, pid);
 }
 
 /* (c) on a green thread (a ticker beside it) */
 static void case_scope_green(const op_t *op)
 {
-    env_t *e = env_new();
-    op->setup(e);
-    pid_t pid = child(e, op, -1);
+    pid_t pid;
+    env_t *e = case_begin(op, -1, &pid);
     ticker_t tk = {0};
     gw_t w = {.e = e, .op = op, .timeout = CONC_FOREVER, .scope = 0.2};
     conc_green_t *gt, *g;
@@ -293,11 +300,8 @@ static void case_scope_green(const op_t *op)
     cr_assert_geq(tk.ticks, 10, "%s: the ticker stopped", op->name);
     conc_green_free(gt);
     conc_green_free(g);
-    atomic_store(&e->go, 1);
     still_works(e, op);
-    atomic_store(&e->seen, 1);
-    reap(pid);
-    env_free(e);
+    case_end(e, pid);
 }
 
 /* --------------------------------------------------------------- ops */

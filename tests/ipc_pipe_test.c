@@ -8,38 +8,6 @@
 
 #include "conc/ipc.h"
 
-/* ------------------------------------------------------------ children */
-
-/* Fork a child running fn(arg); its return value is the exit status. */
-static pid_t fork_child(int (*fn)(void *), void *arg)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(fn(arg));
-    return pid;
-}
-
-/* Wait (at most secs) for pid; returns its exit status, or -signal. */
-static int wait_child(pid_t pid, double secs)
-{
-    double dl = tu_now() + secs;
-    int st;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (tu_now() > dl) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            cr_assert_fail("child %d did not finish in %.0fs", (int)pid, secs);
-        }
-        tu_sleep(0.001);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 /* ---------------------------------------------------------------- tests */
 
 Test(ipc_pipe, bad_arguments, .timeout = TU_TIMEOUT)
@@ -149,7 +117,7 @@ Test(ipc_pipe, echo_through_a_fork_child, .timeout = TU_TIMEOUT)
 {
     conc_conn_t *ends[2];
     cr_assert_eq(conc_pipe(true, &ends[0], &ends[1]), 0);
-    pid_t pid = fork_child(echo_child, ends);
+    pid_t pid = tu_fork_child(echo_child, ends);
     conc_conn_close(ends[1]);
     /* sizes around the small/large and buffer thresholds */
     size_t sizes[] = {0, 1, 7, 8, 9, 4095, 4096, 4097, 30000, 32768, 65535, 65536, 65537, 200000, 1 << 20};
@@ -173,7 +141,7 @@ Test(ipc_pipe, echo_through_a_fork_child, .timeout = TU_TIMEOUT)
         cr_assert_eq(v, i);
     }
     conc_conn_close(ends[0]); /* child reads EOF and exits 0 */
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     free(buf);
     free(in);
 }
@@ -229,7 +197,7 @@ Test(ipc_pipe, sixteen_mib_survives_partial_writes_and_eintr, .timeout = TU_TIME
     cr_assert_eq(conc_pipe(false, &down_r, &down_w), 0);
     cr_assert_eq(conc_pipe(false, &up_r, &up_w), 0);
     conc_conn_t *cc[2] = {down_r, up_w};
-    pid_t pid = fork_child(big_child, cc);
+    pid_t pid = tu_fork_child(big_child, cc);
     conc_conn_close(down_r);
     conc_conn_close(up_w);
     unsigned char *buf = malloc(BIG);
@@ -242,7 +210,7 @@ Test(ipc_pipe, sixteen_mib_survives_partial_writes_and_eintr, .timeout = TU_TIME
     stop_ticks();
     cr_assert_eq(n, BIG);
     cr_assert(memcmp(p, buf, BIG) == 0);
-    cr_assert_eq(wait_child(pid, 30), 0);
+    cr_assert_eq(tu_wait_child(pid, 30), 0);
     free(p);
     free(buf);
     conc_conn_close(down_w);
@@ -261,9 +229,9 @@ Test(ipc_pipe, eof_after_the_peer_closes, .timeout = TU_TIMEOUT)
 {
     conc_conn_t *ends[2];
     cr_assert_eq(conc_pipe(true, &ends[0], &ends[1]), 0);
-    pid_t pid = fork_child(send_then_exit, ends);
+    pid_t pid = tu_fork_child(send_then_exit, ends);
     conc_conn_close(ends[1]);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     /* what was sent before the close still arrives, then EOF (every time) */
     cr_assert_eq(conc_conn_poll(ends[0], 5.0), 0);
     char buf[32];
@@ -298,9 +266,9 @@ Test(ipc_pipe, eof_inside_a_message_breaks_the_connection, .timeout = TU_TIMEOUT
 {
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork_child(half_message_child, &fds[1]);
+    pid_t pid = tu_fork_child(half_message_child, &fds[1]);
     close(fds[1]);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     conc_conn_t *r;
     cr_assert_eq(conc_conn_from_fd(fds[0], true, false, &r), 0);
     void *p;
@@ -352,7 +320,7 @@ Test(ipc_pipe, poll_wakes_when_another_process_sends, .timeout = TU_TIMEOUT)
 {
     conc_conn_t *ends[2];
     cr_assert_eq(conc_pipe(true, &ends[0], &ends[1]), 0);
-    pid_t pid = fork_child(late_sender, ends);
+    pid_t pid = tu_fork_child(late_sender, ends);
     conc_conn_close(ends[1]);
     double t0 = tu_now();
     cr_assert_eq(conc_conn_poll(ends[0], 10.0), 0);
@@ -363,7 +331,7 @@ Test(ipc_pipe, poll_wakes_when_another_process_sends, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_conn_recv_bytes(ends[0], &p, &n, 0), 0);
     cr_assert_eq(n, 4);
     free(p);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     conc_conn_close(ends[0]);
 }
 

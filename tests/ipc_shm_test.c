@@ -10,34 +10,6 @@
 
 #include "conc/ipc.h"
 
-static pid_t fork_child(int (*fn)(void *), void *arg)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(fn(arg));
-    return pid;
-}
-
-static int wait_child(pid_t pid, double secs)
-{
-    double dl = tu_now() + secs;
-    int st;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (tu_now() > dl) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            cr_assert_fail("child %d did not finish in %.0fs", (int)pid, secs);
-        }
-        tu_sleep(0.001);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 static bool shm_exists(const char *name)
 {
     char path[300];
@@ -110,8 +82,8 @@ Test(ipc_shm, create_attach_unlink_by_name, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_shm_create(name, 100, 0, &dup), CONC_ESYS);
     cr_assert_eq(errno, EEXIST);
 
-    pid_t pid = fork_child(child_writes, name);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    pid_t pid = tu_fork_child(child_writes, name);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     cr_assert_str_eq((char *)buf + 50, "from child");
 
     /* a second attach in this process sees the same bytes; a leading '/' is fine */
@@ -173,9 +145,9 @@ static void leave_orphan(const char *name, int flags, bool reap)
 {
     struct killed_owner k = {.flags = flags};
     snprintf(k.name, sizeof k.name, "%s", name);
-    pid_t pid = fork_child(create_then_die, &k);
+    pid_t pid = tu_fork_child(create_then_die, &k);
     if (reap) {
-        cr_assert_eq(wait_child(pid, 20), -SIGKILL);
+        cr_assert_eq(tu_wait_child(pid, 20), -SIGKILL);
     } else { /* leave it a zombie: the sweep must see it as dead too */
         siginfo_t si;
         cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
@@ -247,14 +219,14 @@ Test(ipc_shm, adopt_keeps_a_segment_past_its_creator, .timeout = TU_TIMEOUT)
 {
     char name[64];
     test_name(name, sizeof name, "adopt");
-    pid_t pid = fork_child(create_and_exit, name);
+    pid_t pid = tu_fork_child(create_and_exit, name);
     conc_shm_t *s = NULL;
     /* attach and adopt while the child may still run or be a zombie */
     for (int i = 0; i < 2000 && conc_shm_attach(name, &s) != 0; i++)
         tu_sleep(0.001);
     cr_assert_not_null(s);
     cr_assert_eq(conc_shm_adopt(s), 0);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     conc_shm_sweep();
     cr_assert(shm_exists(name), "adopted by a live process: kept");
     cr_assert_str_eq(conc_shm_buf(s), "handed over");
@@ -358,11 +330,11 @@ Test(ipc_value, contended_increments_from_two_processes_lose_nothing, .timeout =
     conc_value_t *v;
     cr_assert_eq(conc_value_new(sizeof(int64_t), NULL, true, &v), 0);
     struct incr_arg a = {v, tu_iters(100000), true};
-    pid_t p1 = fork_child(incr_child, &a);
-    pid_t p2 = fork_child(incr_child, &a);
+    pid_t p1 = tu_fork_child(incr_child, &a);
+    pid_t p2 = tu_fork_child(incr_child, &a);
     cr_assert_eq(incr_child(&a), 0);
-    cr_assert_eq(wait_child(p1, 50), 0);
-    cr_assert_eq(wait_child(p2, 50), 0);
+    cr_assert_eq(tu_wait_child(p1, 50), 0);
+    cr_assert_eq(tu_wait_child(p2, 50), 0);
     cr_assert_eq(*(int64_t *)conc_value_ptr(v), 3 * a.n);
     conc_value_free(v);
 }
@@ -394,8 +366,8 @@ Test(ipc_array, shared_with_fork_and_attach, .timeout = TU_TIMEOUT)
     int init[5] = {1, 2, 3, 4, 5};
     conc_array_t *a;
     cr_assert_eq(conc_array_new(sizeof(int), 5, init, true, &a), 0);
-    pid_t pid = fork_child(array_child, a);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    pid_t pid = tu_fork_child(array_child, a);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     int *x = conc_array_ptr(a);
     int want[5] = {-1, 20, 30, 40, 50};
     for (int i = 0; i < 5; i++)
@@ -424,8 +396,8 @@ Test(ipc_array, killed_creator_leaks_nothing_after_a_sweep, .timeout = TU_TIMEOU
 {
     char *name;
     cr_assert_eq(conc_shared_alloc(256, (void **)&name), 0);
-    pid_t pid = fork_child(array_creator_dies, name);
-    cr_assert_eq(wait_child(pid, 20), -SIGKILL);
+    pid_t pid = tu_fork_child(array_creator_dies, name);
+    cr_assert_eq(tu_wait_child(pid, 20), -SIGKILL);
     cr_assert(name[0]);
     cr_assert_geq(conc_shm_sweep(), 0); /* (a concurrent create may have swept it first) */
     cr_assert_not(shm_exists(name));
@@ -552,7 +524,7 @@ Test(ipc_shm, sweep_keeps_segments_of_an_owner_whose_main_thread_exited, .timeou
     test_name(name, sizeof name, "mainexit");
     g_live_on = mmap(NULL, sizeof *g_live_on, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq((void *)g_live_on, MAP_FAILED);
-    pid_t pid = fork_child(create_then_main_thread_exits, name);
+    pid_t pid = tu_fork_child(create_then_main_thread_exits, name);
     bool ready = TU_WAIT_UNTIL(shm_exists(name) && proc_state_is(pid, 'Z'), 10.0);
     if (!atomic_load(g_live_on)) { /* TSan: no threads in a fork child of a threaded process */
         kill(pid, SIGKILL);

@@ -8,34 +8,6 @@
 
 #include "conc/ipc.h"
 
-static pid_t fork_child(int (*fn)(void *), void *arg)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(fn(arg));
-    return pid;
-}
-
-static int wait_child(pid_t pid, double secs)
-{
-    double dl = tu_now() + secs;
-    int st;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (tu_now() > dl) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            cr_assert_fail("child %d did not finish in %.0fs", (int)pid, secs);
-        }
-        tu_sleep(0.001);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 /* Everything the processes of one test share. */
 typedef struct shared {
     conc_plock_t lock;
@@ -107,14 +79,14 @@ static int hold_then_release(void *p)
 Test(ipc_lock, excludes_another_process, .timeout = TU_TIMEOUT)
 {
     shared_t *s = new_shared();
-    pid_t pid = fork_child(hold_then_release, s);
+    pid_t pid = tu_fork_child(hold_then_release, s);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&s->ready), 10));
     cr_assert_eq(conc_plock_acquire(&s->lock, false, CONC_FOREVER), CONC_ETIMEDOUT);
     cr_assert_eq(conc_plock_acquire(&s->lock, true, 0.05), CONC_ETIMEDOUT);
     double t0 = tu_now();
     cr_assert_eq(conc_plock_acquire(&s->lock, true, CONC_FOREVER), 0);
     cr_assert_gt(tu_now() - t0, 0.05, "waited for the holder");
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     cr_assert_eq(conc_plock_release(&s->lock), 0);
     cr_assert_eq(conc_plock_recoveries(&s->lock), 0);
     conc_shared_free(s);
@@ -130,7 +102,7 @@ Test(ipc_lock, another_process_may_release_it, .timeout = TU_TIMEOUT)
 {
     shared_t *s = new_shared();
     cr_assert_eq(conc_plock_acquire(&s->lock, true, CONC_FOREVER), 0);
-    cr_assert_eq(wait_child(fork_child(release_parents_lock, s), 20), 0);
+    cr_assert_eq(tu_wait_child(tu_fork_child(release_parents_lock, s), 20), 0);
     cr_assert_not(conc_plock_locked(&s->lock));
     conc_shared_free(s);
 }
@@ -154,11 +126,11 @@ static int lock_counter(void *p)
 Test(ipc_lock, contended_counter_loses_nothing, .timeout = TU_TIMEOUT)
 {
     shared_t *s = new_shared();
-    pid_t a = fork_child(lock_counter, s);
-    pid_t b = fork_child(lock_counter, s);
+    pid_t a = tu_fork_child(lock_counter, s);
+    pid_t b = tu_fork_child(lock_counter, s);
     cr_assert_eq(lock_counter(s), 0);
-    cr_assert_eq(wait_child(a, 50), 0);
-    cr_assert_eq(wait_child(b, 50), 0);
+    cr_assert_eq(tu_wait_child(a, 50), 0);
+    cr_assert_eq(tu_wait_child(b, 50), 0);
     cr_assert_eq(s->counter, 3 * tu_iters(100000));
     conc_shared_free(s);
 }
@@ -188,23 +160,23 @@ static int recover_in_child(void *p)
 Test(ipc_lock, holder_killed_is_recovered_not_wedged, .timeout = TU_TIMEOUT)
 {
     shared_t *s = new_shared();
-    pid_t pid = fork_child(acquire_and_die, s);
+    pid_t pid = tu_fork_child(acquire_and_die, s);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&s->ready), 10));
     cr_assert(conc_plock_locked(&s->lock));
     cr_assert_eq(conc_plock_acquire(&s->lock, false, CONC_FOREVER), CONC_ETIMEDOUT,
                  "a live holder is not robbed");
     cr_assert_eq(conc_plock_acquire(&s->lock, true, 0.2), CONC_ETIMEDOUT, "a live holder is not robbed");
     /* a waiter in another process is blocked when the holder dies */
-    pid_t waiter = fork_child(recover_in_child, s);
+    pid_t waiter = tu_fork_child(recover_in_child, s);
     tu_sleep(0.05);
     kill(pid, SIGKILL); /* not reaped yet: a zombie holds it */
-    cr_assert_eq(wait_child(waiter, 20), 0, "the other process took the lock over");
+    cr_assert_eq(tu_wait_child(waiter, 20), 0, "the other process took the lock over");
     cr_assert_eq(conc_plock_acquire(&s->lock, true, 5.0), 0);
     cr_assert_eq(conc_plock_recoveries(&s->lock), 1);
     cr_assert_eq(conc_plock_release(&s->lock), 0);
 
     /* the RLock (held twice) too, here with its owner reaped */
-    cr_assert_eq(wait_child(pid, 20), -SIGKILL);
+    cr_assert_eq(tu_wait_child(pid, 20), -SIGKILL);
     cr_assert_not(conc_prlock_is_owned(&s->rlock));
     cr_assert_eq(conc_prlock_release(&s->rlock), CONC_EPERM);
     double t0 = tu_now();
@@ -255,11 +227,11 @@ Test(ipc_rlock, reentrant_and_owned, .timeout = TU_TIMEOUT)
         cr_assert_eq(conc_prlock_level(r), (unsigned long)i);
     }
     cr_assert(conc_prlock_is_owned(r));
-    pid_t pid = fork_child(rlock_other, s);
+    pid_t pid = tu_fork_child(rlock_other, s);
     tu_sleep(0.1);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(conc_prlock_release(r), 0);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     cr_assert_eq(conc_prlock_release(r), CONC_EPERM);
     cr_assert_eq(conc_prlock_level(r), 0);
 
@@ -327,7 +299,7 @@ Test(ipc_semaphore, release_n_wakes_n_processes, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_psemaphore_init(&s->sem, 0), 0);
     pid_t kids[4];
     for (int i = 0; i < 4; i++)
-        kids[i] = fork_child(sem_taker, s);
+        kids[i] = tu_fork_child(sem_taker, s);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&s->ready) == 4, 10));
     tu_sleep(0.1);
     cr_assert_eq(atomic_load(&s->woken), 0);
@@ -336,7 +308,7 @@ Test(ipc_semaphore, release_n_wakes_n_processes, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_psemaphore_release(&s->sem, 3), 0);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&s->woken) == 4, 10));
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(wait_child(kids[i], 20), 0);
+        cr_assert_eq(tu_wait_child(kids[i], 20), 0);
     cr_assert_eq(conc_psemaphore_value(&s->sem), 0);
     conc_shared_free(s);
 }
@@ -367,14 +339,14 @@ Test(ipc_event, set_wakes_every_waiting_process_even_if_cleared_at_once, .timeou
 
     pid_t kids[3];
     for (int i = 0; i < 3; i++)
-        kids[i] = fork_child(event_waiter, s);
+        kids[i] = tu_fork_child(event_waiter, s);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&s->ready) == 3, 10));
     tu_sleep(0.1);
     cr_assert_eq(atomic_load(&s->woken), 0);
     cr_assert_eq(conc_pevent_set(&s->ev), 0);
     cr_assert_eq(conc_pevent_clear(&s->ev), 0);
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(wait_child(kids[i], 20), 0, "a waiter missed the set");
+        cr_assert_eq(tu_wait_child(kids[i], 20), 0, "a waiter missed the set");
     cr_assert_not(conc_pevent_is_set(&s->ev));
     cr_assert_eq(conc_pevent_set(&s->ev), 0);
     cr_assert_eq(conc_pevent_set(&s->ev), 0);
@@ -413,7 +385,7 @@ Test(ipc_condition, notify_n_wakes_n_processes, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_pcond_init(&s->cond, &s->cond_lock), 0);
     pid_t kids[5];
     for (int i = 0; i < 5; i++)
-        kids[i] = fork_child(cond_waiter, s);
+        kids[i] = tu_fork_child(cond_waiter, s);
     cr_assert(TU_WAIT_UNTIL(cond_waiting(s) == 5, 10));
     cr_assert_eq(atomic_load(&s->woken), 0);
     cr_assert_eq(conc_pcond_notify(&s->cond, 1), CONC_EPERM, "notify needs the lock");
@@ -434,7 +406,7 @@ Test(ipc_condition, notify_n_wakes_n_processes, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_pcond_notify_all(&s->cond), 0);
     conc_pcond_release(&s->cond);
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(wait_child(kids[i], 20), 0);
+        cr_assert_eq(tu_wait_child(kids[i], 20), 0);
     /* a notify with nobody waiting is not saved for later */
     conc_pcond_acquire(&s->cond, true, CONC_FOREVER);
     cr_assert_eq(conc_pcond_notify(&s->cond, 1), 0);
@@ -475,14 +447,14 @@ Test(ipc_condition, wait_for_timeouts_and_rlock_levels, .timeout = TU_TIMEOUT)
     tu_assert_timeout(tu_now() - t0, 0.1);
     cr_assert_eq(conc_prlock_level(&s->cond.own), 2, "both levels are back");
     cr_assert_eq(conc_pcond_wait_for(&s->cond, value_is_3, s, 0.05), CONC_ETIMEDOUT);
-    pid_t pid = fork_child(cond_producer, s);
+    pid_t pid = tu_fork_child(cond_producer, s);
     cr_assert_eq(conc_pcond_wait_for(&s->cond, value_is_3, s, 20.0), 0);
     cr_assert_eq(s->value, 3);
     cr_assert_eq(conc_prlock_level(&s->cond.own), 2);
     cr_assert_eq(conc_pcond_release(&s->cond), 0);
     cr_assert_eq(conc_pcond_release(&s->cond), 0);
     cr_assert_eq(conc_pcond_release(&s->cond), CONC_EPERM);
-    cr_assert_eq(wait_child(pid, 20), 0);
+    cr_assert_eq(tu_wait_child(pid, 20), 0);
     conc_shared_free(s);
 }
 
@@ -537,16 +509,16 @@ Test(ipc_condition, two_processes_take_turns_without_lost_wakeups, .timeout = TU
     cr_assert_eq(conc_pcond_init(&s->cond, &s->cond_lock), 0);
     long n = tu_iters(2000);
     struct turns a = {s, 0, n}, b = {s, 1, n};
-    pid_t pid = fork_child(take_turns, &b);
+    pid_t pid = tu_fork_child(take_turns, &b);
     cr_assert_eq(take_turns(&a), 0);
-    cr_assert_eq(wait_child(pid, 30), 0);
+    cr_assert_eq(tu_wait_child(pid, 30), 0);
     cr_assert_eq(s->value, 2 * n);
 
     conc_psemaphore_init(&s->sem, 0);
     conc_psemaphore_init(&s->sem2, 1);
-    pid = fork_child(sem_turns, &b);
+    pid = tu_fork_child(sem_turns, &b);
     cr_assert_eq(sem_turns(&a), 0);
-    cr_assert_eq(wait_child(pid, 30), 0);
+    cr_assert_eq(tu_wait_child(pid, 30), 0);
     cr_assert_eq(s->counter, 2 * n);
     conc_shared_free(s);
 }
@@ -582,11 +554,11 @@ Test(ipc_barrier, lockstep_across_processes_with_an_action, .timeout = TU_TIMEOU
     cr_assert_eq(conc_pbarrier_init(&s->barrier, 1, NULL, NULL, NAN), CONC_EINVAL);
     cr_assert_eq(conc_pbarrier_init(&s->barrier, PARTIES, count_action, s, CONC_FOREVER), 0);
     cr_assert_eq(conc_pbarrier_parties(&s->barrier), PARTIES);
-    pid_t a = fork_child(barrier_party, s);
-    pid_t b = fork_child(barrier_party, s);
+    pid_t a = tu_fork_child(barrier_party, s);
+    pid_t b = tu_fork_child(barrier_party, s);
     cr_assert_eq(barrier_party(s), 0);
-    cr_assert_eq(wait_child(a, 20), 0);
-    cr_assert_eq(wait_child(b, 20), 0);
+    cr_assert_eq(tu_wait_child(a, 20), 0);
+    cr_assert_eq(tu_wait_child(b, 20), 0);
     cr_assert_eq(atomic_load(&s->actions), CYCLES);
     for (int c = 0; c < CYCLES; c++)
         cr_assert_eq(atomic_load(&s->results[8 + c]), (1 << PARTIES) - 1, "indices unique in cycle %d", c);
@@ -608,11 +580,11 @@ Test(ipc_barrier, abort_timeout_and_reset, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_pbarrier_init(&s->barrier, 3, NULL, NULL, 20.0), 0);
     pid_t kids[2];
     for (int i = 0; i < 2; i++)
-        kids[i] = fork_child(barrier_waiter, s);
+        kids[i] = tu_fork_child(barrier_waiter, s);
     cr_assert(TU_WAIT_UNTIL(conc_pbarrier_n_waiting(&s->barrier) == 2, 10));
     cr_assert_eq(conc_pbarrier_abort(&s->barrier), 0);
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(wait_child(kids[i], 20), 0, "abort wakes waiters with EBROKEN");
+        cr_assert_eq(tu_wait_child(kids[i], 20), 0, "abort wakes waiters with EBROKEN");
     cr_assert(conc_pbarrier_broken(&s->barrier));
     cr_assert_eq(conc_pbarrier_wait(&s->barrier, 1.0, NULL), CONC_EBROKEN);
     cr_assert_eq(conc_pbarrier_reset(&s->barrier), 0);
@@ -620,20 +592,20 @@ Test(ipc_barrier, abort_timeout_and_reset, .timeout = TU_TIMEOUT)
 
     /* a waiter's timeout breaks it for the others too */
     atomic_store(&s->ready, 0);
-    pid_t w = fork_child(barrier_waiter, s);
+    pid_t w = tu_fork_child(barrier_waiter, s);
     cr_assert(TU_WAIT_UNTIL(conc_pbarrier_n_waiting(&s->barrier) == 1, 10));
     double t0 = tu_now();
     cr_assert_eq(conc_pbarrier_wait(&s->barrier, 0.1, NULL), CONC_EBROKEN);
     tu_assert_timeout(tu_now() - t0, 0.1);
-    cr_assert_eq(wait_child(w, 20), 0);
+    cr_assert_eq(tu_wait_child(w, 20), 0);
     cr_assert(conc_pbarrier_broken(&s->barrier));
 
     /* reset while a process waits: it gets EBROKEN, the barrier works again */
     cr_assert_eq(conc_pbarrier_reset(&s->barrier), 0);
-    w = fork_child(barrier_waiter, s);
+    w = tu_fork_child(barrier_waiter, s);
     cr_assert(TU_WAIT_UNTIL(conc_pbarrier_n_waiting(&s->barrier) == 1, 10));
     cr_assert_eq(conc_pbarrier_reset(&s->barrier), 0);
-    cr_assert_eq(wait_child(w, 20), 0);
+    cr_assert_eq(tu_wait_child(w, 20), 0);
     cr_assert_not(conc_pbarrier_broken(&s->barrier));
     conc_pbarrier_t *one;
     cr_assert_eq(conc_pbarrier_new(1, NULL, NULL, CONC_FOREVER, &one), 0);
@@ -654,10 +626,10 @@ Test(ipc_barrier, failing_action_breaks_it, .timeout = TU_TIMEOUT)
 {
     shared_t *s = new_shared();
     cr_assert_eq(conc_pbarrier_init(&s->barrier, 2, failing_action, NULL, 20.0), 0);
-    pid_t w = fork_child(barrier_waiter, s);
+    pid_t w = tu_fork_child(barrier_waiter, s);
     cr_assert(TU_WAIT_UNTIL(conc_pbarrier_n_waiting(&s->barrier) == 1, 10));
     cr_assert_eq(conc_pbarrier_wait(&s->barrier, CONC_BARRIER_DEFAULT, NULL), CONC_EBROKEN);
-    cr_assert_eq(wait_child(w, 20), 0);
+    cr_assert_eq(tu_wait_child(w, 20), 0);
     cr_assert(conc_pbarrier_broken(&s->barrier));
     conc_fail_clear();
     conc_shared_free(s);

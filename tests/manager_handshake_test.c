@@ -7,7 +7,7 @@
  * directory goes away however the server ends, and a Lock whose holder
  * died is free by the time the holder's death can be seen.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,16 +20,11 @@
 
 #include <conc/manager.h>
 
-static void setup(void) { unsetenv("BXFI_MAP"); } /* spawned copies are not Criterion workers */
-TestSuite(manager_handshake, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager_handshake, .init = mu_setup, .timeout = TU_TIMEOUT);
 
 static conc_manager_t *start(void)
 {
-    conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 20};
-    conc_manager_t *m = NULL;
-    int rc = conc_manager_start(&m, &o);
-    cr_assert_eq(rc, 0, "start: %s", conc_strerror(rc));
-    return m;
+    return mu_start((conc_manager_opts_t){.authkey = "secret", .authkey_len = 6, .timeout = 20});
 }
 
 /* A raw connection to a Unix-socket manager that says nothing. */
@@ -192,22 +187,9 @@ CONC_REGISTER(child_evicts_at_random);
 
 /* Spawned, not forked: these children start threads (a manager), which
  * TSan does not allow in a fork of a threaded process. */
-static int run_child(conc_process_fn fn, const void *arg, size_t len)
-{
-    conc_process_t *p;
-    conc_process_opts_t o = {.method = CONC_SPAWN};
-    cr_assert_eq(conc_process_new(&p, fn, arg, len, &o), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 60), 0);
-    int code = -1;
-    cr_assert_eq(conc_process_exitcode(p, &code), 0);
-    conc_process_free(p);
-    return code;
-}
-
 Test(manager_handshake, past_the_limit_a_random_pending_one_is_dropped)
 {
-    cr_assert_eq(run_child(child_evicts_at_random, NULL, 0), 0);
+    cr_assert_eq(mu_run_child(child_evicts_at_random, NULL, 0, CONC_SPAWN, 60), 0);
 }
 
 /* ----------------------------------------------------------- edges */
@@ -266,7 +248,7 @@ CONC_REGISTER(child_out_of_fds);
 
 Test(manager_handshake, out_of_fds_is_esys_not_ebroken)
 {
-    cr_assert_eq(run_child(child_out_of_fds, NULL, 0), 0);
+    cr_assert_eq(mu_run_child(child_out_of_fds, NULL, 0, CONC_SPAWN, 60), 0);
 }
 
 static bool path_gone(const char *path)
@@ -349,10 +331,7 @@ Test(manager_handshake, socket_directory_removed_when_group_killed_during_get)
     char file[64];
     snprintf(file, sizeof file, "/tmp/conc-mgr-test-%d", getpid());
     unlink(file);
-    conc_process_t *p;
-    conc_process_opts_t o = {.method = CONC_SPAWN};
-    cr_assert_eq(conc_process_new(&p, child_blocked_in_get, file, strlen(file) + 1, &o), 0);
-    cr_assert_eq(conc_process_start(p), 0);
+    conc_process_t *p = mu_run(child_blocked_in_get, file, strlen(file) + 1, CONC_SPAWN);
     char path[256] = {0};
     cr_assert(TU_WAIT_UNTIL(read_addr(file, path, sizeof path), 20), "no address from the child");
     unlink(file);
@@ -393,7 +372,7 @@ Test(manager_handshake, dead_holders_lock_released_before_join_returns)
     memcpy(arg, conc_manager_address(m), alen + 1);
     memcpy(arg + alen + 1, key, klen);
     for (int round = 0; round < 20; round++) {
-        cr_assert_eq(run_child(child_takes_lock, arg, alen + 1 + klen), 0);
+        cr_assert_eq(mu_run_child(child_takes_lock, arg, alen + 1 + klen, CONC_SPAWN, 60), 0);
         /* the holder's exit is observed: its lock is free, at once */
         bool locked = true;
         cr_assert_eq(conc_mlock_locked(l, &locked), 0);

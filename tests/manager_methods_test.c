@@ -8,18 +8,15 @@
  * second proxy of the same named queue too; an unbounded queue is never
  * full.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <conc/manager.h>
 
-static void setup(void) { unsetenv("BXFI_MAP"); }
-TestSuite(manager_methods, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager_methods, .init = mu_setup, .timeout = TU_TIMEOUT);
 
 Test(manager_methods, empty_and_full)
 {
-    conc_manager_t *m;
-    conc_manager_opts_t o = {.timeout = 10};
-    cr_assert_eq(conc_manager_start(&m, &o), 0);
+    conc_manager_t *m = mu_start((conc_manager_opts_t){.timeout = 10});
     conc_mqueue_t *q, *q2;
     cr_assert_eq(conc_manager_queue(m, "Q", 6, &q), 0);
     cr_assert_eq(conc_manager_queue(m, "Q", 0, &q2), 0); /* the same queue */
@@ -83,9 +80,7 @@ static void expect_list(conc_mlist_t *l, const char *want)
 
 Test(manager_methods, list_methods)
 {
-    conc_manager_t *m;
-    conc_manager_opts_t o = {.timeout = 10};
-    cr_assert_eq(conc_manager_start(&m, &o), 0);
+    conc_manager_t *m = mu_start((conc_manager_opts_t){.timeout = 10});
     conc_mlist_t *l;
     cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
     cr_assert_eq(conc_mlist_insert(l, 0, "b", 1), 0);      /* [b] */

@@ -13,7 +13,7 @@
  *
  * Own main: spawned servers and children run a fresh copy of this file.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <limits.h>
 #include <time.h>
@@ -21,18 +21,15 @@
 #include <conc/green.h>
 #include <conc/manager.h>
 
+#include "manager/client.h"
 #include "manager/internal.h"
 
-static void setup(void) { unsetenv("BXFI_MAP"); }
-TestSuite(manager_more, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager_more, .init = mu_setup, .timeout = TU_TIMEOUT);
 
 static conc_manager_t *start_with(conc_start_method_t method)
 {
-    conc_manager_opts_t o = {.authkey = "secret", .authkey_len = 6, .timeout = 10, .method = method};
-    conc_manager_t *m = NULL;
-    int rc = conc_manager_start(&m, &o);
-    cr_assert_eq(rc, 0, "start: %s", conc_strerror(rc));
-    return m;
+    return mu_start(
+        (conc_manager_opts_t){.authkey = "secret", .authkey_len = 6, .timeout = 10, .method = method});
 }
 
 static conc_manager_t *start(void) { return start_with(CONC_START_DEFAULT); }
@@ -145,15 +142,7 @@ Test(manager_more, namespace_across_fork)
     conc_mns_t *n;
     cr_assert_eq(conc_manager_namespace(m, NULL, &n), 0);
     cr_assert_eq(conc_mns_set(n, "from_parent", "ok", 2), 0);
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, ns_child, &n, sizeof n, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(ns_child, &n, sizeof n, CONC_FORK, 30), 0);
     void *v;
     size_t vl;
     cr_assert_eq(conc_mns_get(n, "from_child", &v, &vl), 0);
@@ -562,15 +551,7 @@ Test(manager_more, nested_seen_across_processes)
     cr_assert_eq(conc_mns_set_proxy(ns, "counter", v), 0);
     cr_assert_eq(conc_mdict_set_proxy(d, "ns", 2, ns), 0);
     cr_assert_eq(conc_mns_get(ns, "counter", &(void *){0}, &(size_t){0}), CONC_EINVAL);
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, nested_child, &d, sizeof d, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(nested_child, &d, sizeof d, CONC_FORK, 30), 0);
     void *b;
     size_t bl;
     cr_assert_eq(conc_mns_get(ns, "seen", &b, &bl), 0);
@@ -1042,35 +1023,7 @@ static int attach_child(const void *arg, size_t len)
 }
 CONC_REGISTER(attach_child);
 
-/* arg: the address; connects with authkey None (its Process.authkey). */
-static int connect_child(const void *arg, size_t len)
-{
-    char addr[256];
-    if (len >= sizeof addr)
-        return 5;
-    memcpy(addr, arg, len);
-    addr[len] = 0;
-    conc_manager_t *m;
-    int rc = conc_manager_connect(&m, addr, NULL, 0, 10);
-    if (rc)
-        return rc == CONC_EPERM ? 4 : 6;
-    conc_manager_free(m);
-    return 0;
-}
-CONC_REGISTER(connect_child);
-
-static int run_child(conc_process_fn fn, const void *arg, size_t len, conc_start_method_t method)
-{
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = method};
-    cr_assert_eq(conc_process_new(&p, fn, arg, len, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    conc_process_free(p);
-    return code;
-}
+CONC_REGISTER(mu_connect_child); /* a child connects with authkey None */
 
 Test(manager_more, authkey_reaches_children)
 {
@@ -1082,17 +1035,17 @@ Test(manager_more, authkey_reaches_children)
     conc_start_method_t ms[] = {CONC_FORK, CONC_SPAWN, CONC_FORKSERVER};
     for (int i = 0; i < 3; i++) {
         /* by address with authkey None: the child's key is not the manager's */
-        cr_assert_eq(run_child(connect_child, addr, strlen(addr), ms[i]), 4, "method %d", ms[i]);
+        cr_assert_eq(mu_run_child(mu_connect_child, addr, strlen(addr), ms[i], 30), 4, "method %d", ms[i]);
         /* with the reference: authenticated */
-        cr_assert_eq(run_child(attach_child, ref, rlen, ms[i]), 0, "method %d", ms[i]);
+        cr_assert_eq(mu_run_child(attach_child, ref, rlen, ms[i], 30), 0, "method %d", ms[i]);
     }
     /* a wrong key is refused; bytes that are no reference are CONC_EINVAL */
     unsigned char *bad = malloc(rlen);
     memcpy(bad, ref, rlen);
     bad[rlen - 1] ^= 1;
-    cr_assert_eq(run_child(attach_child, bad, rlen, CONC_FORK), 4);
-    cr_assert_eq(run_child(attach_child, bad, rlen - 1, CONC_FORK), 5);
-    cr_assert_eq(run_child(attach_child, "garbage!garbage!", 16, CONC_FORK), 5);
+    cr_assert_eq(mu_run_child(attach_child, bad, rlen, CONC_FORK, 30), 4);
+    cr_assert_eq(mu_run_child(attach_child, bad, rlen - 1, CONC_FORK, 30), 5);
+    cr_assert_eq(mu_run_child(attach_child, "garbage!garbage!", 16, CONC_FORK, 30), 5);
     free(bad);
     conc_manager_t *m2;
     cr_assert_eq(conc_manager_attach(&m2, ref, 3, 1), CONC_EINVAL);
@@ -1546,15 +1499,7 @@ Test(manager_more, list_more_across_fork)
     conc_mlist_t *l;
     cr_assert_eq(conc_manager_list(m, NULL, &l), 0);
     fill(l, "dcbae");
-    conc_process_t *p;
-    conc_process_opts_t po = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, list_more_child, &l, sizeof l, &po), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    cr_assert_eq(conc_process_join(p, 30), 0);
-    int code = -1;
-    conc_process_exitcode(p, &code);
-    cr_assert_eq(code, 0);
-    conc_process_free(p);
+    cr_assert_eq(mu_run_child(list_more_child, &l, sizeof l, CONC_FORK, 30), 0);
     cr_assert_str_eq(joined(l, false), "bdbd");
     conc_mlist_free(l);
     conc_manager_free(m);
@@ -1607,6 +1552,73 @@ Test(manager_more, list_more_malformed)
     cr_assert_eq(code, CONC_ENOMEM);
     conc__mgr_conn_free(c);
     conc__mgr_server_free(s);
+}
+
+/* The client's decoder of items replies (dict items/values/copy, list
+ * slices), fed by hand: the server is untrusted, so a reply whose count or
+ * sizes do not match its bytes breaks the proxy instead of being read. */
+static int take(bool keyed, bool with_keys, conc__wbuf_t *w, conc_mitem_t **items, size_t *n,
+                bool *broken)
+{
+    mproxy_t p = {.fd = -1};
+    conc__rbuf_t rep = {w->p, w->p + w->len, false};
+    int rc = conc__mp_take_items(&p, &rep, keyed, with_keys, items, n);
+    *broken = p.broken;
+    conc__wb_reset(w);
+    return rc;
+}
+
+Test(manager_more, items_replies_decoded_and_checked)
+{
+    conc__wbuf_t w = {0};
+    conc_mitem_t *it;
+    size_t n;
+    bool broken;
+    /* a slice: bytes, a nested proxy, empty bytes */
+    conc__wb_u64(&w, 3);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "ab", 2);
+    conc__wb_u8(&w, CONC_MK_DICT);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "", 0);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), 0);
+    cr_assert_eq(n, 3);
+    cr_assert(it[0].kind == CONC_MK_BYTES && bytes_eq(it[0].value.data, it[0].value.len, "ab"));
+    cr_assert(it[1].kind == CONC_MK_DICT && !it[1].value.data && !it[1].key.data);
+    cr_assert(it[2].kind == CONC_MK_BYTES && it[2].value.data && it[2].value.len == 0);
+    free(it);
+    /* dict items, with and without the keys */
+    for (int wk = 0; wk < 2; wk++) {
+        conc__wb_u64(&w, 2);
+        conc__wb_bytes(&w, "k1", 2), conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "v1", 2);
+        conc__wb_bytes(&w, "k2", 2), conc__wb_u8(&w, CONC_MK_LIST);
+        cr_assert_eq(take(true, wk, &w, &it, &n, &broken), 0);
+        cr_assert_eq(n, 2);
+        cr_assert(bytes_eq(it[0].value.data, it[0].value.len, "v1"));
+        cr_assert_eq(it[1].kind, CONC_MK_LIST);
+        if (wk) {
+            cr_assert(bytes_eq(it[0].key.data, it[0].key.len, "k1"));
+            cr_assert(bytes_eq(it[1].key.data, it[1].key.len, "k2"));
+        } else {
+            cr_assert(!it[0].key.data && !it[1].key.data);
+        }
+        free(it);
+    }
+    /* more items announced than the bytes can hold; a short value; a
+     * trailing byte: each breaks the proxy */
+    conc__wb_u64(&w, 1000);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_bytes(&w, "x", 1);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), CONC_EBROKEN);
+    cr_assert(broken);
+    conc__wb_u64(&w, 1);
+    conc__wb_u8(&w, CONC_MK_BYTES), conc__wb_u32(&w, 5), conc__wb_put(&w, "ab", 2);
+    cr_assert_eq(take(false, false, &w, &it, &n, &broken), CONC_EBROKEN);
+    conc__wb_u64(&w, 1);
+    conc__wb_bytes(&w, "k", 1), conc__wb_u8(&w, CONC_MK_LIST), conc__wb_u8(&w, 0);
+    cr_assert_eq(take(true, true, &w, &it, &n, &broken), CONC_EBROKEN);
+    conc__wb_u64(&w, 0);
+    cr_assert_eq(take(true, true, &w, &it, &n, &broken), 0);
+    cr_assert_eq(n, 0);
+    free(it);
+    conc__wb_free(&w);
 }
 
 TU_MAIN_WITH_PROCESS_GUARD()

@@ -13,7 +13,7 @@
  * wait breaks the barrier); a waiter whose process dies frees its waits;
  * malformed requests for the new ops are refused.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -26,35 +26,9 @@
 #include "manager/internal.h"
 #include "manager/sync.h"
 
-static void setup(void) { unsetenv("BXFI_MAP"); }
-TestSuite(manager_sync, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager_sync, .init = mu_setup, .timeout = TU_TIMEOUT);
 
-static conc_manager_t *start(void)
-{
-    conc_manager_opts_t o = {.timeout = 10};
-    conc_manager_t *m = NULL;
-    int rc = conc_manager_start(&m, &o);
-    cr_assert_eq(rc, 0, "start: %s", conc_strerror(rc));
-    return m;
-}
-
-static int join_code(conc_process_t *p)
-{
-    cr_assert_eq(conc_process_join(p, 30), 0, "child did not end");
-    int code = -1;
-    cr_assert_eq(conc_process_exitcode(p, &code), 0);
-    conc_process_free(p);
-    return code;
-}
-
-static conc_process_t *run(conc_process_fn fn)
-{
-    conc_process_t *p;
-    conc_process_opts_t o = {.method = CONC_FORK};
-    cr_assert_eq(conc_process_new(&p, fn, NULL, 0, &o), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    return p;
-}
+static conc_manager_t *start(void) { return mu_start((conc_manager_opts_t){.timeout = 10}); }
 
 /* Proxies the forked children use (a proxy reconnects in a child). */
 static conc_mevent_t *g_ev;
@@ -94,11 +68,11 @@ Test(manager_sync, event)
     cr_assert_not(set);
     /* another process sets it while we wait */
     g_ev = e;
-    conc_process_t *p = run(child_set_later);
+    conc_process_t *p = mu_run(child_set_later, NULL, 0, CONC_FORK);
     t0 = tu_now();
     cr_assert_eq(conc_mevent_wait(e, 20), 0);
     cr_assert_lt(tu_now() - t0, 10);
-    cr_assert_eq(join_code(p), 0);
+    cr_assert_eq(mu_join_code(p, 30), 0);
     /* a second proxy by name is the same event */
     conc_mevent_t *a, *b;
     cr_assert_eq(conc_manager_event(m, "E", &a), 0);
@@ -413,9 +387,9 @@ Test(manager_sync, barrier)
     conc_mbarrier_t *b2;
     cr_assert_eq(conc_manager_barrier(m, NULL, 2, CONC_FOREVER, &b2), 0);
     g_bar = b2;
-    conc_process_t *p = run(child_bar);
+    conc_process_t *p = mu_run(child_bar, NULL, 0, CONC_FORK);
     cr_assert_eq(conc_mbarrier_wait(b2, 20, NULL), 0);
-    cr_assert_eq(join_code(p), 0);
+    cr_assert_eq(mu_join_code(p, 30), 0);
     /* test_timeout: the waiter that times out breaks it, for the others too */
     bararg_t w = {m, NULL, 1, -1, 20};
     cr_assert_eq(conc_manager_barrier(m, "B", N, 0, &w.b), 0);
@@ -620,7 +594,7 @@ Test(manager_sync, dead_waiter_loses_no_permit)
     conc_msem_t *s;
     cr_assert_eq(conc_manager_semaphore(m, NULL, 0, &s), 0);
     g_sem = s;
-    conc_process_t *p = run(child_sem_wait);
+    conc_process_t *p = mu_run(child_sem_wait, NULL, 0, CONC_FORK);
     tu_sleep(0.3);
     cr_assert_eq(conc_process_kill(p), 0);
     cr_assert_eq(conc_process_join(p, 10), 0);

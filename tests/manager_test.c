@@ -11,7 +11,7 @@
  * Own main: spawned children (a process the manager's owner did not
  * fork, connecting by address) run a fresh copy of this executable.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <limits.h>
 #include <poll.h>
@@ -27,8 +27,7 @@
 #include "manager/internal.h"
 #include "manager/sha256.h"
 
-static void setup(void) { unsetenv("BXFI_MAP"); }
-TestSuite(manager, .init = setup, .timeout = TU_TIMEOUT);
+TestSuite(manager, .init = mu_setup, .timeout = TU_TIMEOUT);
 
 /* ----------------------------------------------------------- SHA / HMAC */
 
@@ -131,11 +130,7 @@ Test(manager, hmac_sha256_rfc4231)
 
 static conc_manager_t *start(bool tcp)
 {
-    conc_manager_opts_t o = {.tcp = tcp, .authkey = "secret", .authkey_len = 6, .timeout = 10};
-    conc_manager_t *m = NULL;
-    int rc = conc_manager_start(&m, &o);
-    cr_assert_eq(rc, 0, "start: %s", conc_strerror(rc));
-    return m;
+    return mu_start((conc_manager_opts_t){.tcp = tcp, .authkey = "secret", .authkey_len = 6, .timeout = 10});
 }
 
 /* "address\0key" for children that connect by address. */
@@ -155,24 +150,6 @@ static int connect_arg(const void *arg, size_t len, conc_manager_t **m)
     const char *addr = arg;
     size_t alen = strlen(addr);
     return conc_manager_connect(m, addr, addr + alen + 1, len - alen - 1, 10);
-}
-
-static int join_code(conc_process_t *p)
-{
-    cr_assert_eq(conc_process_join(p, 30), 0, "child did not end");
-    int code = -1;
-    cr_assert_eq(conc_process_exitcode(p, &code), 0);
-    conc_process_free(p);
-    return code;
-}
-
-static conc_process_t *run(conc_process_fn fn, const void *arg, size_t len, conc_start_method_t how)
-{
-    conc_process_t *p;
-    conc_process_opts_t o = {.method = how};
-    cr_assert_eq(conc_process_new(&p, fn, arg, len, &o), 0);
-    cr_assert_eq(conc_process_start(p), 0);
-    return p;
 }
 
 /* ---------------------------------------------------------- dict, list */
@@ -387,7 +364,7 @@ Test(manager, proxy_in_forked_child)
     conc_manager_t *m = start(false);
     cr_assert_eq(conc_manager_dict(m, NULL, &g_dict), 0);
     cr_assert_eq(conc_mdict_set(g_dict, "parent", 6, "ok", 2), 0);
-    cr_assert_eq(join_code(run(child_inherited, NULL, 0, CONC_FORK)), 0);
+    cr_assert_eq(mu_run_child(child_inherited, NULL, 0, CONC_FORK, 30), 0);
     void *v;
     size_t vl;
     cr_assert_eq(conc_mdict_get(g_dict, "child", 5, &v, &vl), 0); /* parent's connection intact */
@@ -408,7 +385,7 @@ Test(manager, spawned_process_connects_by_address)
     cr_assert_eq(conc_mdict_set(d, "from", 4, "parent", 6), 0);
     char arg[512];
     size_t len = addr_arg(m, arg, sizeof arg);
-    cr_assert_eq(join_code(run(child_by_address, arg, len, CONC_SPAWN)), 0);
+    cr_assert_eq(mu_run_child(child_by_address, arg, len, CONC_SPAWN, 30), 0);
     void *v;
     size_t vl;
     cr_assert_eq(conc_mdict_get(d, "reply", 5, &v, &vl), 0);
@@ -477,7 +454,7 @@ Test(manager, lock_across_processes)
     cr_assert_eq(conc_mlock_acquire(l, true, CONC_FOREVER), 0);
     char arg[512];
     size_t len = addr_arg(m, arg, sizeof arg);
-    cr_assert_eq(join_code(run(child_lock, arg, len, CONC_FORK)), 0);
+    cr_assert_eq(mu_run_child(child_lock, arg, len, CONC_FORK, 30), 0);
     /* the child took the lock and died: released by the server */
     cr_assert_eq(conc_mlock_acquire(l, true, 5), 0);
     cr_assert_eq(conc_mlock_release(l), 0);
@@ -516,14 +493,14 @@ Test(manager, queue_blocking_get_and_timeouts)
     /* a blocking get woken by another process's put */
     char arg[512];
     size_t len = addr_arg(m, arg, sizeof arg);
-    conc_process_t *p = run(child_put_later, arg, len, CONC_FORK);
+    conc_process_t *p = mu_run(child_put_later, arg, len, CONC_FORK);
     t0 = tu_now();
     cr_assert_eq(conc_mqueue_get(q, &v, &vl, true, 10), 0);
     cr_assert_lt(tu_now() - t0, 5);
     cr_assert_eq(vl, 4);
     cr_assert_eq(memcmp(v, "late", 4), 0);
     free(v);
-    cr_assert_eq(join_code(p), 0);
+    cr_assert_eq(mu_join_code(p, 30), 0);
     /* bounded: maxsize 2 */
     cr_assert_eq(conc_mqueue_put(q, "1", 1, true, CONC_FOREVER), 0);
     cr_assert_eq(conc_mqueue_put(q, "2", 1, false, 0), 0);
@@ -879,7 +856,7 @@ Test(manager, concurrent_clients)
     size_t len = addr_arg(m, arg, sizeof arg);
     conc_process_t *p[2];
     for (int i = 0; i < 2; i++)
-        p[i] = run(child_incr, arg, len, CONC_FORK);
+        p[i] = mu_run(child_incr, arg, len, CONC_FORK);
     conc_args_t a = {m, (int)tu_iters(200), 0};
     if (!TU_TSAN)
         tu_run_threads(4, incr_worker, &a);
@@ -887,7 +864,7 @@ Test(manager, concurrent_clients)
         incr_worker(&a, 0);
     cr_assert_eq(a.err, 0);
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(join_code(p[i]), 0);
+        cr_assert_eq(mu_join_code(p[i], 30), 0);
     conc_mdict_t *d;
     cr_assert_eq(conc_manager_dict(m, "counter", &d), 0);
     void *v;
@@ -1071,7 +1048,7 @@ Test(manager, shm_client_killed_mid_call)
     cr_assert_eq(conc_manager_dict(m, "shared", &d), 0);
     cr_assert_eq(conc_manager_lock(m, "L", &l), 0);
     for (int round = 0; round < 4; round++) {
-        conc_process_t *p = run(child_hold_and_hammer, arg, len, CONC_FORK);
+        conc_process_t *p = mu_run(child_hold_and_hammer, arg, len, CONC_FORK);
         bool has = false;
         cr_assert(TU_WAIT_UNTIL(conc_mdict_contains(d, "started", 7, &has) == 0 && has, 10));
         tu_sleep(0.01 * round);
@@ -1128,10 +1105,10 @@ Test(manager, shm_two_clients_at_once)
         memcpy(arg[i], conc_manager_address(m), alen + 1);
         arg[i][alen + 1] = (char)('a' + i);
         memcpy(arg[i] + alen + 2, "secret", 6);
-        p[i] = run(child_own_keys, arg[i], alen + 8, CONC_FORK);
+        p[i] = mu_run(child_own_keys, arg[i], alen + 8, CONC_FORK);
     }
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(join_code(p[i]), 0);
+        cr_assert_eq(mu_join_code(p[i], 30), 0);
     conc_mdict_t *d;
     cr_assert_eq(conc_manager_dict(m, "two", &d), 0);
     size_t n;

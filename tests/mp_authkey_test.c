@@ -6,7 +6,7 @@
  * inherited by children (fork and spawn), settable before start, and the
  * default key of a Manager and of connect.
  */
-#include "test_util.h"
+#include "manager_util.h"
 
 #include <conc/manager.h>
 #include <conc/process.h>
@@ -85,22 +85,7 @@ Test(mp_authkey, inherited_and_settable)
     conc_process_free(p);
 }
 
-/* A child connects to its parent's Manager with authkey=None. */
-static int connect_default(const void *arg, size_t len)
-{
-    char addr[256];
-    if (len >= sizeof addr)
-        return 5;
-    memcpy(addr, arg, len);
-    addr[len] = 0;
-    conc_manager_t *m;
-    int rc = conc_manager_connect(&m, addr, NULL, 0, 10);
-    if (rc)
-        return rc == CONC_EPERM ? 4 : 6;
-    conc_manager_free(m);
-    return 0;
-}
-CONC_REGISTER(connect_default);
+CONC_REGISTER(mu_connect_child); /* a child connects with authkey None */
 
 Test(mp_authkey, manager_uses_the_process_key)
 {
@@ -113,7 +98,7 @@ Test(mp_authkey, manager_uses_the_process_key)
     cr_assert_eq(memcmp(mk, pk, n), 0);
     const char *addr = conc_manager_address(m);
     conc_process_t *p;
-    cr_assert_eq(conc_process_new(&p, connect_default, addr, strlen(addr), NULL), 0);
+    cr_assert_eq(conc_process_new(&p, mu_connect_child, addr, strlen(addr), NULL), 0);
     cr_assert_eq(conc_process_start(p), 0);
     cr_assert_eq(conc_process_join(p, 30), 0);
     int code = -1;
@@ -121,7 +106,7 @@ Test(mp_authkey, manager_uses_the_process_key)
     cr_assert_eq(code, 0, "the child could not connect with the inherited key: %d", code);
     conc_process_free(p);
     /* a child with another key is refused */
-    cr_assert_eq(conc_process_new(&p, connect_default, addr, strlen(addr), NULL), 0);
+    cr_assert_eq(conc_process_new(&p, mu_connect_child, addr, strlen(addr), NULL), 0);
     cr_assert_eq(conc_process_set_authkey(p, "nope", 4), 0);
     cr_assert_eq(conc_process_start(p), 0);
     cr_assert_eq(conc_process_join(p, 30), 0);
@@ -138,7 +123,7 @@ static int connect_by_forkserver(const char *addr, const char *set)
 {
     conc_process_t *p;
     conc_process_opts_t o = {.method = CONC_FORKSERVER};
-    cr_assert_eq(conc_process_new(&p, connect_default, addr, strlen(addr), &o), 0);
+    cr_assert_eq(conc_process_new(&p, mu_connect_child, addr, strlen(addr), &o), 0);
     if (set)
         cr_assert_eq(conc_process_set_authkey(p, set, strlen(set)), 0);
     cr_assert_eq(conc_process_start(p), 0);

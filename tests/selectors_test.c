@@ -447,6 +447,60 @@ Test(selectors, kernel_refusals, .timeout = TU_TIMEOUT)
     close(file);
 }
 
+/* ---- the uring backend */
+
+extern int conc__uring_refuse_submit; /* src/selectors/uring.c, tests only */
+
+/* The kernel refuses new submissions (io_uring_enter: EAGAIN) until the
+ * SQ ring is full, then a registered fd is unregistered and closed: its
+ * poll's cancel finds no free SQE. It must not be lost: once the kernel
+ * takes submissions again the poll is removed, so the kernel lets go of
+ * the file (the peer sees EOF) and nothing is reported for the gone key
+ * or for a new key that reuses its number. */
+Test(selectors_uring, cancel_with_the_submission_queue_full_is_not_lost, .timeout = TU_TIMEOUT)
+{
+    conc_selector_t *s;
+    if (!open_sel(CONC_SEL_URING, &s))
+        return;
+    enum { FILL = 300 }; /* more keys to arm than the SQ ring's 256 entries */
+    raise_nofile(FILL + 64);
+    int a[2], quiet[2];
+    pair(a);
+    cr_assert_eq(pipe2(quiet, O_CLOEXEC), 0);
+    cr_assert_eq(conc_selector_register(s, a[0], CONC_SEL_READ, NULL, NULL), 0);
+    conc_selector_ready_t ev[8];
+    cr_assert_eq(conc_selector_select(s, 0, ev, 8), 0); /* a[0]'s poll is in the kernel */
+    conc__uring_refuse_submit = 1;
+    int fill[FILL];
+    for (int i = 0; i < FILL; i++) {
+        fill[i] = dup(quiet[0]);
+        cr_assert_geq(fill[i], 0);
+        cr_assert_eq(conc_selector_register(s, fill[i], CONC_SEL_READ, NULL, NULL), 0);
+    }
+    cr_assert_eq(conc_selector_select(s, 0, ev, 8), 0); /* arms 256: the SQ ring is full */
+    cr_assert_eq(conc_selector_unregister(s, a[0], NULL), 0);
+    int gone = a[0];
+    close(a[0]);
+    conc__uring_refuse_submit = 0;
+    cr_assert_eq(conc_selector_select(s, 0, ev, 8), 0);
+    struct pollfd pf = {a[1], POLLIN, 0};
+    cr_assert_eq(poll(&pf, 1, 2000), 1, "the kernel still holds the unregistered, closed fd's file");
+    char c;
+    cr_assert_eq(recv(a[1], &c, 1, MSG_DONTWAIT), 0, "EOF");
+    /* the number comes back for a quiet fd: no stale completion is reported */
+    cr_assert_eq(dup2(quiet[0], gone), gone);
+    cr_assert_eq(conc_selector_register(s, gone, CONC_SEL_READ, NULL, NULL), 0);
+    cr_assert_eq(conc_selector_select(s, 0.05, ev, 8), 0);
+    cr_assert_eq(conc_selector_unregister(s, gone, NULL), 0);
+    close(gone);
+    for (int i = 0; i < FILL; i++) {
+        cr_assert_eq(conc_selector_unregister(s, fill[i], NULL), 0);
+        close(fill[i]);
+    }
+    conc_selector_close(s);
+    close(a[1]), close(quiet[0]), close(quiet[1]);
+}
+
 /* ---- the signal backend */
 
 Test(selectors_signal, queue_overflow_falls_back_to_a_full_rescan, .timeout = TU_TIMEOUT)

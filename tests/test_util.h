@@ -361,4 +361,37 @@ static inline int tu_run_scenario(const char *name, char *out, size_t cap, doubl
     return st;
 }
 
+/* tu_fork_child(fn, arg): a plain fork() whose child runs fn(arg) and
+ * exits with its result. tu_wait_child(pid, secs): wait at most secs for
+ * it (then SIGKILL it and fail the test); its exit status, or -signal. */
+#include <signal.h>
+
+static inline pid_t tu_fork_child(int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+static inline int tu_wait_child(pid_t pid, double secs)
+{
+    double dl = tu_now() + secs;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            break;
+        if (tu_now() > dl) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            cr_assert_fail("child %d did not finish in %.0fs", (int)pid, secs);
+        }
+        tu_sleep(0.001);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
 #endif /* CONC_TEST_UTIL_H */

@@ -281,6 +281,7 @@ Test(timer, failing_fn_does_not_stop_others, .timeout = TU_TIMEOUT)
 
 /* ---- ordering */
 
+typedef struct slot slot_t;
 typedef struct {
     int n;
     atomic_int next; /* slot of the next timer to fire */
@@ -288,12 +289,14 @@ typedef struct {
     int *order;  /* order[k] = index of the k-th timer to fire */
     int *calls;  /* per timer */
     double *fired;
+    slot_t *slots;     /* timer i's argument: {&ord, i} */
+    conc_timer_t **ts; /* timer i (freed by ord_free) */
 } ord_t;
 static ord_t ord;
-typedef struct {
+struct slot {
     ord_t *o;
     int i;
-} slot_t;
+};
 
 static void ord_fn(void *arg)
 {
@@ -314,32 +317,43 @@ static void ord_alloc(int n)
     ord.order = calloc((size_t)n, sizeof *ord.order);
     ord.calls = calloc((size_t)n, sizeof *ord.calls);
     ord.fired = calloc((size_t)n, sizeof *ord.fired);
-    cr_assert(ord.order && ord.calls && ord.fired);
+    ord.slots = calloc((size_t)n, sizeof *ord.slots);
+    ord.ts = calloc((size_t)n, sizeof *ord.ts);
+    cr_assert(ord.order && ord.calls && ord.fired && ord.slots && ord.ts);
+    for (int i = 0; i < n; i++)
+        ord.slots[i] = (slot_t){&ord, i};
+}
+
+/* Start timer i, due in delay seconds. */
+static void ord_start(int i, double delay)
+{
+    cr_assert_eq(conc_timer_start(&ord.ts[i], delay, ord_fn, &ord.slots[i]), 0);
 }
 
 static void ord_free(void)
 {
+    for (int i = 0; i < ord.n; i++)
+        conc_timer_free(ord.ts[i]);
     free(ord.order);
     free(ord.calls);
     free(ord.fired);
+    free(ord.slots);
+    free(ord.ts);
 }
 
 Test(timer, many_pending_timers_fire_in_due_order, .timeout = TU_TIMEOUT)
 {
     const int n = (int)tu_iters(100000);
     ord_alloc(n);
-    slot_t *slots = calloc((size_t)n, sizeof *slots);
-    conc_timer_t **ts = calloc((size_t)n, sizeof *ts);
     double *lo = calloc((size_t)n, sizeof *lo), *hi = calloc((size_t)n, sizeof *hi);
-    cr_assert(slots && ts && lo && hi);
+    cr_assert(lo && hi);
     /* intervals spread over [0.3, 0.8) s in a scrambled order */
     unsigned long long seed = 0x9e3779b97f4a7c15ull;
     for (int i = 0; i < n; i++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         double iv = 0.3 + (double)(seed >> 11) / (double)(1ull << 53) * 0.5;
-        slots[i] = (slot_t){&ord, i};
         double a = tu_now();
-        int rc = conc_timer_start(&ts[i], iv, ord_fn, &slots[i]);
+        int rc = conc_timer_start(&ord.ts[i], iv, ord_fn, &ord.slots[i]);
         double b = tu_now();
         cr_assert_eq(rc, 0, "start %d: %d", i, rc);
         lo[i] = a + iv; /* the due time is between these two */
@@ -348,7 +362,7 @@ Test(timer, many_pending_timers_fire_in_due_order, .timeout = TU_TIMEOUT)
     cr_assert(TU_WAIT_UNTIL(atomic_load(&ord.pos) >= n, 50), "%d of %d fired", atomic_load(&ord.pos),
               n);
     for (int i = 0; i < n; i++)
-        cr_assert_eq(conc_timer_join(ts[i], 10), 0);
+        cr_assert_eq(conc_timer_join(ord.ts[i], 10), 0);
     tu_sleep(0.05);
     cr_assert_eq(atomic_load(&ord.pos), n);
     for (int i = 0; i < n; i++) {
@@ -368,10 +382,6 @@ Test(timer, many_pending_timers_fire_in_due_order, .timeout = TU_TIMEOUT)
             maxlo_i = i;
         }
     }
-    for (int i = 0; i < n; i++)
-        conc_timer_free(ts[i]);
-    free(slots);
-    free(ts);
     free(lo);
     free(hi);
     ord_free();
@@ -381,20 +391,11 @@ Test(timer, same_interval_fires_in_start_order, .timeout = TU_TIMEOUT)
 {
     const int n = (int)tu_iters(20000);
     ord_alloc(n);
-    slot_t *slots = calloc((size_t)n, sizeof *slots);
-    conc_timer_t **ts = calloc((size_t)n, sizeof *ts);
-    cr_assert(slots && ts);
-    for (int i = 0; i < n; i++) {
-        slots[i] = (slot_t){&ord, i};
-        cr_assert_eq(conc_timer_start(&ts[i], 0.2, ord_fn, &slots[i]), 0);
-    }
+    for (int i = 0; i < n; i++)
+        ord_start(i, 0.2);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&ord.pos) >= n, 50));
     for (int k = 0; k < n; k++)
         cr_assert_eq(ord.order[k], k, "fire #%d was timer %d", k, ord.order[k]);
-    for (int i = 0; i < n; i++)
-        conc_timer_free(ts[i]);
-    free(slots);
-    free(ts);
     ord_free();
 }
 
@@ -412,23 +413,14 @@ Test(timer, equal_due_times_fire_in_start_order, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_timer_start(&b, 0, rec_fn, &blocker), 0);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&blocker.thread) != 0, 10));
     ord_alloc(n);
-    slot_t *slots = calloc((size_t)n, sizeof *slots);
-    conc_timer_t **ts = calloc((size_t)n, sizeof *ts);
-    cr_assert(slots && ts);
-    for (int i = 0; i < n; i++) {
-        slots[i] = (slot_t){&ord, i};
-        cr_assert_eq(conc_timer_start(&ts[i], (i % 3) ? 0.0 : 1e-9, ord_fn, &slots[i]), 0);
-    }
+    for (int i = 0; i < n; i++)
+        ord_start(i, (i % 3) ? 0.0 : 1e-9);
     conc_event_set(&release);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&ord.pos) >= n, 30));
     for (int k = 0; k < n; k++)
         cr_assert_eq(ord.order[k], k, "fire #%d was timer %d", k, ord.order[k]);
     cr_assert_eq(conc_timer_join(b, 10), 0);
     conc_timer_free(b);
-    for (int i = 0; i < n; i++)
-        conc_timer_free(ts[i]);
-    free(slots);
-    free(ts);
     ord_free();
 }
 
@@ -437,26 +429,18 @@ Test(timer, cancel_half_of_many, .timeout = TU_TIMEOUT)
 {
     const int n = (int)tu_iters(20000);
     ord_alloc(n);
-    slot_t *slots = calloc((size_t)n, sizeof *slots);
-    conc_timer_t **ts = calloc((size_t)n, sizeof *ts);
-    cr_assert(slots && ts);
-    for (int i = 0; i < n; i++) {
-        slots[i] = (slot_t){&ord, i};
-        cr_assert_eq(conc_timer_start(&ts[i], 0.3 + 0.2 * ((i * 7919) % n) / n, ord_fn, &slots[i]), 0);
-    }
-    for (int i = 0; i < n; i += 2)
-        cr_assert_eq(conc_timer_cancel(ts[i]), 0);
     for (int i = 0; i < n; i++)
-        cr_assert_eq(conc_timer_join(ts[i], 30), 0);
+        ord_start(i, 0.3 + 0.2 * ((i * 7919) % n) / n);
+    for (int i = 0; i < n; i += 2)
+        cr_assert_eq(conc_timer_cancel(ord.ts[i]), 0);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(conc_timer_join(ord.ts[i], 30), 0);
     tu_sleep(0.05);
     cr_assert_eq(atomic_load(&ord.pos), n / 2);
     for (int i = 0; i < n; i++) {
         cr_assert_eq(ord.calls[i], i % 2, "timer %d fired %d times", i, ord.calls[i]);
-        cr_assert_eq(conc_timer_fired(ts[i]), i % 2 == 1);
-        conc_timer_free(ts[i]);
+        cr_assert_eq(conc_timer_fired(ord.ts[i]), i % 2 == 1);
     }
-    free(slots);
-    free(ts);
     ord_free();
 }
 

@@ -128,6 +128,15 @@ static bool conc__pcond_owned(const conc__pcond_lk_t *lk)
     return conc_prlock_is_owned(lk->lock);
 }
 
+/* c's lock, which the caller must hold: 0, CONC_EBROKEN (a peer wrote a bad
+ * kind or offset) or CONC_EPERM (not held). */
+static int conc__pcond_held(conc_pcond_t *c, conc__pcond_lk_t *lk)
+{
+    if (!conc__pcond_resolve(c, lk))
+        return CONC_EBROKEN;
+    return conc__pcond_owned(lk) ? 0 : CONC_EPERM;
+}
+
 static bool conc__pcond_take(conc_pcond_t *c)
 {
     uint32_t t = atomic_load_explicit(CONC__IA(&c->tokens), RLXO);
@@ -217,10 +226,8 @@ int conc_pcond_wait(conc_pcond_t *c, double timeout)
     if (rc)
         return rc;
     conc__pcond_lk_t lk;
-    if (!conc__pcond_resolve(c, &lk))
-        return CONC_EBROKEN;
-    if (!conc__pcond_owned(&lk))
-        return CONC_EPERM;
+    if ((rc = conc__pcond_held(c, &lk)))
+        return rc;
     conc__cut_t cut;
     return conc__pcond_wait_dl(c, &lk, deadline, &cut);
 }
@@ -234,10 +241,8 @@ int conc_pcond_wait_for(conc_pcond_t *c, bool (*pred)(void *), void *arg, double
     if (rc)
         return rc;
     conc__pcond_lk_t lk;
-    if (!conc__pcond_resolve(c, &lk))
-        return CONC_EBROKEN;
-    if (!conc__pcond_owned(&lk))
-        return CONC_EPERM;
+    if ((rc = conc__pcond_held(c, &lk)))
+        return rc;
     while (!pred(arg)) {
         if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT;
@@ -271,11 +276,10 @@ int conc_pcond_notify(conc_pcond_t *c, int n)
 {
     if (!c || n < 0)
         return CONC_EINVAL;
+    int rc;
     conc__pcond_lk_t lk;
-    if (!conc__pcond_resolve(c, &lk))
-        return CONC_EBROKEN;
-    if (!conc__pcond_owned(&lk))
-        return CONC_EPERM;
+    if ((rc = conc__pcond_held(c, &lk)))
+        return rc;
     conc__pcond_notify_locked(c, (uint32_t)n);
     return 0;
 }
@@ -284,11 +288,10 @@ int conc_pcond_notify_all(conc_pcond_t *c)
 {
     if (!c)
         return CONC_EINVAL;
+    int rc;
     conc__pcond_lk_t lk;
-    if (!conc__pcond_resolve(c, &lk))
-        return CONC_EBROKEN;
-    if (!conc__pcond_owned(&lk))
-        return CONC_EPERM;
+    if ((rc = conc__pcond_held(c, &lk)))
+        return rc;
     conc__pcond_notify_locked(c, UINT32_MAX);
     return 0;
 }

@@ -70,5 +70,11 @@ int conc__mp_make(conc_manager_t *m, uint8_t kind, long maxsize, const char *nam
 /* A proxy on the same server as p, bound with a BIND_ITEM request body. */
 int conc__mp_make_item(const mproxy_t *p, const uint8_t *req, size_t n, mproxy_t **out);
 int conc__mp_free(mproxy_t *p);
+/* Decode an items reply (a u64 count, then per item: a key's bytes when
+ * keyed, a u8 kind, and the value's bytes when the kind is CONC_MK_BYTES)
+ * into one malloc'd block of conc_mitem_t (keys kept when with_keys).
+ * The reply is checked whole first: a bad shape breaks p (CONC_EBROKEN). */
+int conc__mp_take_items(mproxy_t *p, conc__rbuf_t *rep, bool keyed, bool with_keys,
+                        conc_mitem_t **items, size_t *n);
 
 #endif

@@ -1055,18 +1055,20 @@ static int make_proxy(conc_manager_t *m, uint8_t kind, long maxsize, const char 
     return make_proxy_init(m, kind, maxsize, name, out, NULL, 0);
 }
 
-static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
-                           mproxy_t **out, const uint8_t *init, size_t ilen)
+/* A new proxy on src's server (its address, key, timeout, transport),
+ * bound to (kind, maxsize, name) plus init bytes, or with item to the
+ * BIND_ITEM request init. */
+static int proxy_new_on(const mproxy_t *src, uint8_t kind, long maxsize, const char *name,
+                        const uint8_t *init, size_t ilen, bool item, mproxy_t **out)
 {
-    if (!m || !out || (name && strlen(name) > 4096))
-        return CONC_EINVAL;
     mproxy_t *p = malloc(sizeof *p);
     if (!p)
         return CONC_ENOMEM;
-    int rc = proxy_init(p, m->ctl.addr, m->ctl.key, m->ctl.keylen, m->ctl.timeout);
-    p->socket_only = m->ctl.socket_only;
+    int rc = proxy_init(p, src->addr, src->key, src->keylen, src->timeout);
+    p->socket_only = src->socket_only;
     p->bind_init = init;
     p->bind_init_len = ilen;
+    p->bind_item = item;
     if (!rc) {
         conc_lock_acquire(&p->mu, true, CONC_FOREVER);
         rc = proxy_connect(p, p->timeout, kind, maxsize, name);
@@ -1079,6 +1081,14 @@ static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const 
     }
     *out = p;
     return 0;
+}
+
+static int make_proxy_init(conc_manager_t *m, uint8_t kind, long maxsize, const char *name,
+                           mproxy_t **out, const uint8_t *init, size_t ilen)
+{
+    if (!m || !out || (name && strlen(name) > 4096))
+        return CONC_EINVAL;
+    return proxy_new_on(&m->ctl, kind, maxsize, name, init, ilen, false, out);
 }
 
 int conc_manager_dict(conc_manager_t *m, const char *name, conc_mdict_t **out)
@@ -1113,6 +1123,26 @@ static int proxy_free(mproxy_t *p)
 /* ---------------------------------------------------------------- dict */
 
 #define KEYOK(k, kn) ((k) || !(kn))
+
+/* An op without arguments whose answer is nothing (clear, reverse,
+ * release) or a count (len, qsize). */
+static int call_op_void(mproxy_t *p, uint8_t op)
+{
+    if (!call_begin(p, op))
+        return call_failed();
+    return call_void(p, p->timeout);
+}
+
+static int call_op_size(mproxy_t *p, uint8_t op, size_t *n)
+{
+    uint64_t v = 0;
+    if (!call_begin(p, op))
+        return call_failed();
+    int rc = call_u64(p, &v);
+    if (!rc)
+        *n = (size_t)v;
+    return rc;
+}
 
 int conc_mdict_set(conc_mdict_t *d, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -1176,13 +1206,7 @@ int conc_mdict_len(conc_mdict_t *d, size_t *n)
 {
     if (!d || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&d->p, CONC__MOP_D_LEN))
-        return call_failed();
-    int rc = call_u64(&d->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&d->p, CONC__MOP_D_LEN, n);
 }
 
 int conc_mdict_keys(conc_mdict_t *d, conc_mbytes_t **keys, size_t *n)
@@ -1235,9 +1259,7 @@ int conc_mdict_clear(conc_mdict_t *d)
 {
     if (!d)
         return CONC_EINVAL;
-    if (!call_begin(&d->p, CONC__MOP_D_CLEAR))
-        return call_failed();
-    return call_void(&d->p, d->p.timeout);
+    return call_op_void(&d->p, CONC__MOP_D_CLEAR);
 }
 
 int conc_mdict_free(conc_mdict_t *d) { return proxy_free((mproxy_t *)d); }
@@ -1298,54 +1320,43 @@ int conc_mlist_pop(conc_mlist_t *l, long index, void **val, size_t *len)
     return list_index_bytes(l, CONC__MOP_L_POP, index, val, len);
 }
 
-int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
+/* set / insert: an index and a value, nothing back. */
+static int list_index_value(conc_mlist_t *l, uint8_t op, long index, const void *val, size_t len)
 {
     if (!l || !KEYOK(val, len))
         return CONC_EINVAL;
     if (len > CONC__MGR_MAX_FRAME)
         return CONC_ERANGE;
-    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_SET);
+    conc__wbuf_t *w = call_begin(&l->p, op);
     if (!w)
         return call_failed();
     conc__wb_u64(w, (uint64_t)(int64_t)index);
     conc__wb_bytes(w, val, len);
     return call_void(&l->p, l->p.timeout);
+}
+
+int conc_mlist_set(conc_mlist_t *l, long index, const void *val, size_t len)
+{
+    return list_index_value(l, CONC__MOP_L_SET, index, val, len);
 }
 
 int conc_mlist_len(conc_mlist_t *l, size_t *n)
 {
     if (!l || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&l->p, CONC__MOP_L_LEN))
-        return call_failed();
-    int rc = call_u64(&l->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&l->p, CONC__MOP_L_LEN, n);
 }
 
 int conc_mlist_clear(conc_mlist_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_L_CLEAR))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_L_CLEAR);
 }
 
 int conc_mlist_insert(conc_mlist_t *l, long index, const void *val, size_t len)
 {
-    if (!l || !KEYOK(val, len))
-        return CONC_EINVAL;
-    if (len > CONC__MGR_MAX_FRAME)
-        return CONC_ERANGE;
-    conc__wbuf_t *w = call_begin(&l->p, CONC__MOP_L_INSERT);
-    if (!w)
-        return call_failed();
-    conc__wb_u64(w, (uint64_t)(int64_t)index);
-    conc__wb_bytes(w, val, len);
-    return call_void(&l->p, l->p.timeout);
+    return list_index_value(l, CONC__MOP_L_INSERT, index, val, len);
 }
 
 /* index / count / remove: one value, maybe a u64 back. */
@@ -1387,9 +1398,7 @@ int conc_mlist_reverse(conc_mlist_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_L_REVERSE))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_L_REVERSE);
 }
 
 int conc_mlist_free(conc_mlist_t *l) { return proxy_free((mproxy_t *)l); }
@@ -1412,9 +1421,7 @@ int conc_mlock_release(conc_mlock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    if (!call_begin(&l->p, CONC__MOP_K_RELEASE))
-        return call_failed();
-    return call_void(&l->p, l->p.timeout);
+    return call_op_void(&l->p, CONC__MOP_K_RELEASE);
 }
 
 int conc_mlock_locked(conc_mlock_t *l, bool *out)
@@ -1463,18 +1470,12 @@ int conc_mqueue_qsize(conc_mqueue_t *q, size_t *n)
 {
     if (!q || !n)
         return CONC_EINVAL;
-    uint64_t v = 0;
-    if (!call_begin(&q->p, CONC__MOP_Q_SIZE))
-        return call_failed();
-    int rc = call_u64(&q->p, &v);
-    if (!rc)
-        *n = (size_t)v;
-    return rc;
+    return call_op_size(&q->p, CONC__MOP_Q_SIZE, n);
 }
 
 int conc_mqueue_empty(conc_mqueue_t *q, bool *empty)
 {
-    size_t n;
+    size_t n = 0; /* set on success; gcc (aarch64, -O2) cannot see that through call_op_size */
     if (!empty)
         return CONC_EINVAL;
     int rc = conc_mqueue_qsize(q, &n);
@@ -1528,26 +1529,7 @@ int conc__mp_make(conc_manager_t *m, uint8_t kind, long maxsize, const char *nam
 
 int conc__mp_make_item(const mproxy_t *src, const uint8_t *req, size_t n, mproxy_t **out)
 {
-    mproxy_t *p = malloc(sizeof *p);
-    if (!p)
-        return CONC_ENOMEM;
-    int rc = proxy_init(p, src->addr, src->key, src->keylen, src->timeout);
-    p->socket_only = src->socket_only;
-    p->bind_init = req;
-    p->bind_init_len = n;
-    p->bind_item = true;
-    if (!rc) {
-        conc_lock_acquire(&p->mu, true, CONC_FOREVER);
-        rc = proxy_connect(p, p->timeout, 0, 0, NULL);
-        conc_lock_release(&p->mu);
-    }
-    if (rc) {
-        proxy_fini(p);
-        free(p);
-        return rc;
-    }
-    *out = p;
-    return 0;
+    return proxy_new_on(src, 0, 0, NULL, req, n, true, out);
 }
 
 /* ------------------------------------------------- a manager for a child */

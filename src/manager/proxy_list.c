@@ -63,42 +63,8 @@ int conc_mlist_slice(conc_mlist_t *l, long start, long stop, long step, conc_mit
         return conc__mp_call_failed();
     conc__rbuf_t rep;
     int rc = conc__mp_call_run(p, p->timeout, &rep);
-    if (!rc) {
-        uint64_t count = conc__rb_u64(&rep);
-        conc__rbuf_t scan = rep; /* check the shape and size the block first */
-        size_t bytes = 0;
-        for (uint64_t i = 0; i < count && !scan.bad; i++) {
-            size_t vn = 0;
-            if (conc__rb_u8(&scan) == 0)
-                conc__rb_bytes(&scan, &vn);
-            bytes += vn;
-        }
-        if (!conc__rb_done(&scan) || count > (uint64_t)(rep.end - rep.p)) {
-            rc = conc__mp_broken(p);
-        } else {
-            conc_mitem_t *arr = malloc(count * sizeof *arr + bytes + 1);
-            if (!arr) {
-                rc = CONC_ENOMEM;
-            } else {
-                uint8_t *data = (uint8_t *)(arr + count);
-                for (uint64_t i = 0; i < count; i++) {
-                    uint8_t kind = conc__rb_u8(&rep);
-                    arr[i] = (conc_mitem_t){{NULL, 0}, {NULL, 0}, (conc_mkind_t)kind};
-                    if (kind == 0) {
-                        size_t vn;
-                        const uint8_t *v = conc__rb_bytes(&rep, &vn);
-                        if (vn)
-                            memcpy(data, v, vn);
-                        arr[i].value.data = data;
-                        arr[i].value.len = vn;
-                        data += vn;
-                    }
-                }
-                *items = arr;
-                *n = (size_t)count;
-            }
-        }
-    }
+    if (!rc)
+        rc = conc__mp_take_items(p, &rep, false, false, items, n);
     conc__mp_call_end(p);
     return rc;
 }

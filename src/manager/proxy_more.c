@@ -154,6 +154,53 @@ int conc_mdict_update(conc_mdict_t *d, const conc_mbytes_t *keys, const conc_mby
     return conc__mp_call_void(&d->p, d->p.timeout);
 }
 
+int conc__mp_take_items(mproxy_t *p, conc__rbuf_t *rep, bool keyed, bool with_keys,
+                        conc_mitem_t **items, size_t *n)
+{
+    uint64_t count = conc__rb_u64(rep);
+    conc__rbuf_t scan = *rep; /* check the shape and size the block first */
+    size_t bytes = 0;
+    for (uint64_t i = 0; i < count && !scan.bad; i++) {
+        size_t kn = 0, vn;
+        const uint8_t *v;
+        conc_mkind_t kind;
+        if (keyed)
+            conc__rb_bytes(&scan, &kn);
+        if (take_nested(&scan, &kind, &v, &vn))
+            bytes += (with_keys ? kn : 0) + vn;
+    }
+    /* the least an item takes: a kind, and a key's length when keyed */
+    if (!conc__rb_done(&scan) || count > (uint64_t)(rep->end - rep->p) / (keyed ? 5 : 1))
+        return conc__mp_broken(p);
+    conc_mitem_t *arr = malloc(count * sizeof *arr + bytes + 1);
+    if (!arr)
+        return CONC_ENOMEM;
+    uint8_t *data = (uint8_t *)(arr + count);
+    for (uint64_t i = 0; i < count; i++) {
+        size_t kn = 0, vn;
+        const uint8_t *k = keyed ? conc__rb_bytes(rep, &kn) : NULL, *v;
+        conc_mkind_t kind;
+        take_nested(rep, &kind, &v, &vn);
+        arr[i] = (conc_mitem_t){{NULL, 0}, {NULL, 0}, kind};
+        if (keyed && with_keys) {
+            memcpy(data, k, kn);
+            arr[i].key.data = data;
+            arr[i].key.len = kn;
+            data += kn;
+        }
+        if (kind == CONC_MK_BYTES) {
+            if (vn)
+                memcpy(data, v, vn);
+            arr[i].value.data = data;
+            arr[i].value.len = vn;
+            data += vn;
+        }
+    }
+    *items = arr;
+    *n = (size_t)count;
+    return 0;
+}
+
 static int dict_items(conc_mdict_t *d, bool with_keys, conc_mitem_t **items, size_t *n)
 {
     if (!IS(d, CONC__MK_DICT) || !items || !n)
@@ -163,55 +210,8 @@ static int dict_items(conc_mdict_t *d, bool with_keys, conc_mitem_t **items, siz
         return conc__mp_call_failed();
     conc__rbuf_t rep;
     int rc = conc__mp_call_run(p, p->timeout, &rep);
-    if (!rc) {
-        uint64_t count = conc__rb_u64(&rep);
-        conc__rbuf_t scan = rep; /* check the shape and size the block first */
-        size_t bytes = 0;
-        for (uint64_t i = 0; i < count && !scan.bad; i++) {
-            size_t kn, vn;
-            const uint8_t *v;
-            conc_mkind_t kind;
-            conc__rb_bytes(&scan, &kn);
-            if (take_nested(&scan, &kind, &v, &vn))
-                bytes += (with_keys ? kn : 0) + vn;
-        }
-        if (!conc__rb_done(&scan) || count > (uint64_t)(rep.end - rep.p) / 5) {
-            rc = conc__mp_broken(p);
-        } else {
-            conc_mitem_t *arr = malloc(count * sizeof *arr + bytes + 1);
-            if (!arr) {
-                rc = CONC_ENOMEM;
-            } else {
-                uint8_t *data = (uint8_t *)(arr + count);
-                for (uint64_t i = 0; i < count; i++) {
-                    size_t kn, vn;
-                    const uint8_t *k = conc__rb_bytes(&rep, &kn), *v;
-                    conc_mkind_t kind;
-                    take_nested(&rep, &kind, &v, &vn);
-                    arr[i].key.data = NULL;
-                    arr[i].key.len = 0;
-                    if (with_keys) {
-                        memcpy(data, k, kn);
-                        arr[i].key.data = data;
-                        arr[i].key.len = kn;
-                        data += kn;
-                    }
-                    arr[i].kind = kind;
-                    arr[i].value.data = NULL;
-                    arr[i].value.len = 0;
-                    if (kind == CONC_MK_BYTES) {
-                        if (vn)
-                            memcpy(data, v, vn);
-                        arr[i].value.data = data;
-                        arr[i].value.len = vn;
-                        data += vn;
-                    }
-                }
-                *items = arr;
-                *n = (size_t)count;
-            }
-        }
-    }
+    if (!rc)
+        rc = conc__mp_take_items(p, &rep, true, with_keys, items, n);
     conc__mp_call_end(p);
     return rc;
 }

@@ -17,7 +17,13 @@
  *      key is stale (cancelled by unregister / modify) and is dropped.
  * Unregister and modify cancel the poll in flight (POLL_REMOVE by
  * user_data) and submit at once, so the kernel drops its reference to the
- * file before the caller closes it. Completions beyond max stay in the
+ * file before the caller closes it. A cancel is never lost: when the SQ
+ * ring has no free entry (the kernel refuses submissions, EAGAIN) its tag
+ * waits in rm[] and is queued first thing in every later cancel and
+ * select, before any new POLL_ADD; no key is armed again while rm[] is
+ * not empty. rm[] cannot overflow: add reserves room for every
+ * registered key on top of the cancels already waiting (invariant:
+ * nrm + keys armed <= rmcap), so unregister never needs memory. Completions beyond max stay in the
  * ring for the next call. The CQ ring holds 4096 entries and the kernel
  * keeps overflowing completions (IORING_FEAT_NODROP), flushed on the next
  * enter.
@@ -27,6 +33,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <linux/io_uring.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -53,6 +60,8 @@ typedef struct {
     uint32_t gen;
     int *arm; /* fds whose key needs a POLL_ADD */
     int narm, armcap;
+    uint64_t *rm; /* tags of polls whose POLL_REMOVE found no free SQE yet */
+    int nrm, rmcap;
 } sel_uring_t;
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
@@ -60,8 +69,16 @@ static int sys_setup(unsigned entries, struct io_uring_params *p)
     return (int)syscall(__NR_io_uring_setup, entries, p);
 }
 
+/* Tests: while nonzero, every io_uring_enter that submits fails with EAGAIN
+ * (a kernel that cannot take new requests), so the SQ ring fills up. */
+int conc__uring_refuse_submit;
+
 static int sys_enter(int fd, unsigned submit, unsigned min, unsigned flags, void *arg, size_t argsz)
 {
+    if (submit && __builtin_expect(__atomic_load_n(&conc__uring_refuse_submit, __ATOMIC_RELAXED), 0)) {
+        errno = EAGAIN;
+        return -1;
+    }
     return (int)syscall(__NR_io_uring_enter, fd, submit, min, flags, arg, argsz);
 }
 
@@ -140,6 +157,7 @@ static void u_fini(conc_selector_t *s)
     u_unmap(b);
     close(b->fd); /* cancels every poll in flight */
     free(b->arm);
+    free(b->rm);
     free(b);
 }
 
@@ -196,20 +214,36 @@ static int u_push_arm(sel_uring_t *b, int fd)
     return 0;
 }
 
+/* Queue a POLL_REMOVE for every waiting cancel the SQ ring has room for;
+ * true when none is left waiting. */
+static bool u_queue_removes(sel_uring_t *b)
+{
+    int i = 0;
+    for (; i < b->nrm; i++) {
+        struct io_uring_sqe *e = u_sqe(b);
+        if (!e)
+            break; /* still full: the next cancel or select tries again */
+        e->opcode = IORING_OP_POLL_REMOVE;
+        e->fd = -1;
+        e->addr = b->rm[i];
+        e->user_data = TAG_REMOVE;
+    }
+    if (i) {
+        memmove(b->rm, b->rm + i, (size_t)(b->nrm - i) * sizeof *b->rm);
+        b->nrm -= i;
+    }
+    return b->nrm == 0;
+}
+
 /* Cancel k's poll in flight, if any, and submit at once. */
 static void u_cancel(sel_uring_t *b, conc__sel_key_t *k)
 {
     if (!k->slot)
         return;
     k->slot = 0;
-    struct io_uring_sqe *e = u_sqe(b);
-    if (e) {
-        e->opcode = IORING_OP_POLL_REMOVE;
-        e->fd = -1;
-        e->addr = ((uint64_t)(uint32_t)k->pub.fd << 32) | k->gen;
-        e->user_data = TAG_REMOVE;
-    }
+    b->rm[b->nrm++] = ((uint64_t)(uint32_t)k->pub.fd << 32) | k->gen; /* room: see u_add */
     k->gen = ++b->gen; /* whatever completes under the old tag is stale */
+    u_queue_removes(b);
     u_flush(b);
 }
 
@@ -217,6 +251,21 @@ static int u_add(conc_selector_t *s, conc__sel_key_t *k)
 {
     sel_uring_t *b = s->be;
     k->slot = 0;
+    /* room for a cancel of every registered key (k included) on top of
+     * those waiting: u_cancel never allocates */
+    long need = (long)b->nrm + s->count;
+    if (need > b->rmcap) {
+        long cap = b->rmcap ? b->rmcap : 64;
+        while (cap < need)
+            cap *= 2;
+        if (cap > INT_MAX)
+            return CONC_ENOMEM;
+        uint64_t *rm = realloc(b->rm, (size_t)cap * sizeof *rm);
+        if (!rm)
+            return CONC_ENOMEM;
+        b->rm = rm;
+        b->rmcap = (int)cap;
+    }
     return u_push_arm(b, k->pub.fd);
 }
 
@@ -285,7 +334,8 @@ static int u_reap(conc_selector_t *s, sel_uring_t *b, conc_selector_ready_t *out
 static int u_wait(conc_selector_t *s, int64_t ns, conc_selector_ready_t *out, int max)
 {
     sel_uring_t *b = s->be;
-    u_arm(s, b);
+    if (u_queue_removes(b)) /* cancels first; no arming while one waits */
+        u_arm(s, b);
     __atomic_store_n(b->sq_tail, b->tail, __ATOMIC_RELEASE);
     unsigned pending = b->tail - __atomic_load_n(b->sq_head, __ATOMIC_ACQUIRE);
     bool have = *b->cq_head != __atomic_load_n(b->cq_tail, __ATOMIC_ACQUIRE);
