@@ -392,29 +392,82 @@ Test(event, spin_boost_after_waking_a_sleeper, .timeout = TU_TIMEOUT)
 
 static void *sleep_then_wait(void *arg)
 {
-    return (void *)(intptr_t)conc_event_wait(arg, 5.0);
+    return (void *)(intptr_t)conc_event_wait(arg, 30.0);
+}
+
+/* The state of the one waiter queued on e (-1: none yet). Read under the
+ * list's guard: a queued waiter cannot leave (it takes the guard to). */
+static int queued_state(conc_event_t *e)
+{
+    conc__waitq_lock(&e->q);
+    conc__waiter_t *w = e->q.head;
+    int st = w ? (int)conc__load(&w->state, ACQ) : -1;
+    conc__waitq_unlock(&e->q);
+    return st;
 }
 
 Test(event, futex_wake_marks_the_waker, .timeout = TU_TIMEOUT)
 {
-    /* A wake of a waiter still yielding costs no syscall and marks
-     * nothing, so under heavy load the waiter may need longer to reach
-     * its futex sleep: retry with a longer nap. */
+    /* Only a wake of a waiter that reached its futex sleep marks the
+     * waker (one still spinning or yielding needs no syscall): wake it
+     * once its state word says SLEEPING, however long that takes under
+     * load, instead of guessing a nap. */
     conc__ctx_t *c = conc__ctx();
-    bool marked = false;
-    for (int attempt = 0; attempt < 5 && !marked; attempt++) {
-        conc_event_t e = CONC_EVENT_INIT;
-        pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, sleep_then_wait, &e), 0);
-        tu_sleep(0.1 * (attempt + 1)); /* long past its spin and yields */
-        c->spin_woke = 0;
-        cr_assert_eq(conc_event_set(&e), 0);
-        marked = c->spin_woke == 1;
-        void *r;
-        pthread_join(t, &r);
-        cr_assert_eq((int)(intptr_t)r, 0);
+    conc_event_t e = CONC_EVENT_INIT;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, sleep_then_wait, &e), 0);
+    double t0 = tu_now();
+    while (queued_state(&e) != CONC__W_SLEEPING) {
+        cr_assert_lt(tu_now() - t0, 20.0, "the waiter never went to sleep");
+        tu_sleep(0.001);
     }
-    cr_assert(marked, "a futex wake marks the waker for a boosted spin");
+    c->spin_woke = 0;
+    cr_assert_eq(conc_event_set(&e), 0);
+    cr_assert_eq(c->spin_woke, 1, "a futex wake marks the waker for a boosted spin");
+    void *r;
+    pthread_join(t, &r);
+    cr_assert_eq((int)(intptr_t)r, 0);
+}
+
+Test(event, spin_stops_at_an_open_scope, .timeout = TU_TIMEOUT)
+{
+    /* Spins are given the wait's own deadline (conc_event_wait, Lock,
+     * Semaphore, futures, queues): an open Timeout scope that ends first
+     * must end the spin too, boosted or not, so the park that follows
+     * delivers the scope on time instead of after a 50 us spin. */
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        cr_skip_test("one CPU: nothing spins");
+    conc__ctx_t *c = conc__ctx();
+    conc__spinner_t sp;
+    cr_assert_eq(conc_timeout_begin(0), 0); /* its time is already up */
+    int64_t scope = c->scope_dl;
+    cr_assert_neq(scope, 0);
+    c->spin_ns = 0;
+    c->spin_skips = 0;
+    c->spin_woke = 1;
+    c->spin_alone = 1;
+    conc__spin_begin(&sp, CONC__NO_DEADLINE);
+    cr_assert(sp.boosted);
+    cr_assert_leq(sp.end, scope, "a boosted spin runs past the scope by %lld ns", (long long)(sp.end - scope));
+    conc__spin_end(&sp, false);
+    c->spin_ns = 50000;
+    conc__spin_begin(&sp, conc__now_ns() + 1000000000);
+    cr_assert_leq(sp.end, scope, "a spin runs past the scope by %lld ns", (long long)(sp.end - scope));
+    conc__spin_end(&sp, false);
+    /* the wait itself: cut by the scope, which is marked fired */
+    conc_event_t e = CONC_EVENT_INIT;
+    cr_assert_eq(conc_event_wait(&e, 5.0), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_timeout_end(), 1);
+    /* conc's own uninterruptible holds (nointr) are not cut: nor their spin */
+    cr_assert_eq(conc_timeout_begin(0), 0);
+    c->nointr++;
+    c->spin_ns = 50000;
+    conc__spin_begin(&sp, CONC__NO_DEADLINE);
+    cr_assert_eq(sp.end - sp.start, 50000);
+    conc__spin_end(&sp, false);
+    c->nointr--;
+    conc_timeout_end();
+    c->spin_ns = 10000;
 }
 
 static void *scope_wait(void *arg)

@@ -171,6 +171,11 @@ void conc__spin_begin(conc__spinner_t *sp, int64_t deadline)
     }
     sp->start = conc__now_ns();
     sp->end = sp->start + budget;
+    /* Callers pass the wait's own deadline: an open Timeout scope that
+     * ends first ends the spin too (the park after it delivers the scope),
+     * except in conc's own uninterruptible holds. */
+    if (!c->nointr)
+        deadline = conc__park_deadline(c, deadline);
     if (sp->end > deadline)
         sp->end = deadline;
 }
