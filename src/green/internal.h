@@ -139,7 +139,7 @@ typedef struct conc__hub {
     size_t nacq;                     /* listeners with an accept queue (uring) */
     unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
-    unsigned nswitch;
+    int turns;                       /* switches left before the loop's fairness turn */
     struct conc__hub *free_next;
     /* stacks of the default size, kept for reuse by this hub */
     conc__stack_t *cache;
