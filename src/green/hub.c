@@ -225,9 +225,12 @@ static __attribute__((noinline, cold)) int yield_slow(conc__ctx_t *ctx)
 int conc_yield(void)
 {
     conc__ctx_t *ctx = conc__cur;
-    if (__builtin_expect(!ctx || !ctx->ops || ctx->scope_dl != 0, 0))
+    conc__gs_t *gs;
+    /* ctx->green is set exactly while ctx->ops is (conc__hub_get,
+     * maybe_detach, hub_thread_exit; green.c for green threads), and it
+     * shares a cache line with scope_dl */
+    if (__builtin_expect(!ctx || !(gs = ctx->green) || ctx->scope_dl != 0, 0))
         return yield_slow(ctx);
-    conc__gs_t *gs = ctx->green;
     conc__hub_t *h = gs->hub;
     conc__gs_t *to = h->ready_head;
     if (__builtin_expect(gs->interrupt != 0 || !to, 0))
