@@ -2,10 +2,12 @@
  * switch_x86_64.c — fresh stacks for x86-64: the frame conc__switch (see
  * switch_x86_64.h) resumes into on a new stack, and the entry trampoline.
  *
- * The first switch to a fresh stack pops the default FP control words,
+ * The first switch to a fresh stack loads the default FP control words,
  * the resume address (conc__switch_start) and "rbp", which carries the
- * argument; the trampoline then calls conc__green_entry(arg) with the
- * stack 16-byte aligned, as the ABI wants at a call.
+ * argument, from the frame's three slots and jumps with the stack pointer
+ * still at the slots; the trampoline steps over them and calls
+ * conc__green_entry(arg) with the stack 16-byte aligned, as the ABI wants
+ * at a call.
  */
 #if defined(__x86_64__)
 #include <stdint.h>
@@ -20,6 +22,7 @@ __asm__(".text\n"
         "conc__switch_start:\n"
         "  .cfi_startproc\n"
         "  .cfi_undefined %rip\n" /* the outermost frame, for debuggers */
+        "  addq $24, %rsp\n"   /* the slots */
         "  movq %rbp, %rdi\n"
         "  xorl %ebp, %ebp\n"
         "  call conc__green_entry\n"

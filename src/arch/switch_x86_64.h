@@ -13,7 +13,10 @@
  * hand on the stack (8-byte slots, from the saved stack pointer up):
  *   [0] MXCSR (low 4 bytes) | x87 control word (bytes 4-5)
  *   [1] resume address   [2] rbp
- * below the 128-byte red zone of the suspended code.
+ * below the 128-byte red zone of the suspended code. The stack pointer
+ * moves once (the slots are stored, not pushed) and the resumed side
+ * reads its slots where they are: 16 instructions for a switch whose
+ * control words match.
  * The FP control words are callee-saved; they are loaded back only when
  * their control bits differ from the running context's (ldmxcsr costs tens
  * of ns on some CPUs, a compare nothing), so exception flags are per
@@ -35,8 +38,9 @@
  * rbp-based). At the resume address the compiler's rule is back: a
  * debugger that resumes a suspended context there (scripts/gdb, which
  * sets the stack pointer past the red zone) unwinds it as before; only a
- * signal on that one instruction (the red zone's addq) sees a CFA 128
- * bytes off. Directives only: no instruction changes. */
+ * signal on that one instruction (the red zone's addq) sees a CFA 152
+ * bytes off (the red zone and the slots). Directives only: no instruction
+ * changes. */
 #ifdef __GCC_HAVE_DWARF2_CFI_ASM
 #define CONC__CFI(x) x "\n\t"
 #else
@@ -47,37 +51,36 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
 {
     void *s = save, *t = to;
     __asm__ __volatile__(
-        "subq $128, %%rsp\n\t" /* step over the red zone: the code around may use it */
+        /* one stack move: the red zone (the code around may use it) and
+         * the three slots; the slots are written, not pushed */
+        "subq $152, %%rsp\n\t"
         CONC__CFI(".cfi_remember_state")
         CONC__CFI(".cfi_def_cfa %%rsp, 0")
         CONC__CFI(".cfi_undefined %%rip")
         "leaq 1f(%%rip), %%rax\n\t"
-        "pushq %%rbp\n\t"
-        "pushq %%rax\n\t"
-        "subq $8, %%rsp\n\t"
+        "movq %%rax, 8(%%rsp)\n\t"
+        "movq %%rbp, 16(%%rsp)\n\t"
         "stmxcsr (%%rsp)\n\t"
         "fnstcw 4(%%rsp)\n\t"
-        "movq %%rsp, %%rdx\n\t"
+        "movl (%%rsp), %%eax\n\t"
+        "movzwl 4(%%rsp), %%edx\n\t"
         "movq %%rsp, (%%rdi)\n\t"
         "movq %%rsi, %%rsp\n\t"
-        "movl (%%rsp), %%eax\n\t"
-        "xorl (%%rdx), %%eax\n\t"
-        "testl $0xffc0, %%eax\n\t"
-        "jz 2f\n\t"
-        "ldmxcsr (%%rsp)\n\t"
-        "2:\n\t"
-        "movzwl 4(%%rsp), %%eax\n\t"
-        "cmpw 4(%%rdx), %%ax\n\t"
-        "je 3f\n\t"
-        "fldcw 4(%%rsp)\n\t"
+        "xorl (%%rsp), %%eax\n\t"
+        "xorw 4(%%rsp), %%dx\n\t"
+        "andl $0xffc0, %%eax\n\t"
+        "orl %%edx, %%eax\n\t"
+        "jnz 4f\n\t"
         "3:\n\t"
-        "addq $8, %%rsp\n\t"
-        "popq %%rax\n\t"
-        "popq %%rbp\n\t"
-        "jmpq *%%rax\n\t"
+        "movq 16(%%rsp), %%rbp\n\t"
+        "jmpq *8(%%rsp)\n\t"
+        "4:\n\t"
+        "ldmxcsr (%%rsp)\n\t"
+        "fldcw 4(%%rsp)\n\t"
+        "jmp 3b\n\t"
         "1:\n\t"
         CONC__CFI(".cfi_restore_state")
-        "addq $128, %%rsp\n\t"
+        "addq $152, %%rsp\n\t"
         : "+D"(s), "+S"(t)
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",

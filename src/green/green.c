@@ -597,23 +597,7 @@ int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), voi
 
 /* ------------------------------------------------------ sleep and yield */
 
-int conc_yield(void)
-{
-    conc__ctx_t *ctx = conc__ctx();
-    if (!ctx->ops) {
-        sched_yield();
-        return 0;
-    }
-    conc__gs_t *gs = ctx->green;
-    if (__builtin_expect(gs->interrupt != 0, 0)) {
-        int code = gs->interrupt;
-        gs->interrupt = 0;
-        return code;
-    }
-    if (__builtin_expect(ctx->scope_dl != 0, 0) && conc__now_ns() >= ctx->scope_dl)
-        return conc__park_cut(ctx, CONC__NO_DEADLINE);
-    return conc__hub_yield(gs);
-}
+/* conc_yield: hub.c (its fast path switches inline). */
 
 int conc_sleep(double seconds)
 {

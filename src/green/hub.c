@@ -36,6 +36,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,12 +100,16 @@ static void asan_finish(conc__gs_t *self)
 /* Switch from the running context `from` to `to`; returns when someone
  * switches back to `from` — for a retired green thread's stack, that is
  * when the stack is reused, maybe by another OS thread's hub, so the hub
- * is read again from `from`. */
-static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
+ * is read again from `from`. The switcher makes `to` current (h->cur,
+ * conc__cur) before it leaves: every way into a suspended context goes
+ * through here (a fresh stack's conc__green_entry sets them itself), so
+ * the resumed side has only the retired stack to release. */
+static inline __attribute__((always_inline)) void switch_to(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
 {
     if (conc__obs_on(CONC__OBS_TRACE | CONC__OBS_STATS))
         conc__obs_switch_inline(from->ctx, from->kind == GS_LOOP, to->ctx, to->kind == GS_LOOP);
     h->cur = to;
+    conc__cur = to->ctx;
 #ifdef CONC__ASAN
     asan_from = from;
     __sanitizer_start_switch_fiber(&from->asan_fake, to->stack_lo, to->stack_size);
@@ -117,9 +122,13 @@ static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
     asan_finish(from);
 #endif
     h = from->hub;
-    h->cur = from;
-    conc__cur = from->ctx;
-    after_switch(h);
+    if (__builtin_expect(h->dead != NULL, 0))
+        after_switch(h);
+}
+
+static void do_switch(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
+{
+    switch_to(h, from, to);
 }
 
 void conc__hub_unready(conc__hub_t *h, conc__gs_t *gs)
@@ -156,11 +165,21 @@ static bool inbox_pending(conc__hub_t *h)
 
 /* Every 64 switches the loop gets a turn even when contexts are ready, so
  * timers, I/O and wakeups from other threads are not starved by green
- * threads that keep yielding to each other. */
+ * threads that keep yielding to each other (h->turns counts down: one
+ * decrement and a sign test per switch). */
+static inline bool loop_turn(conc__hub_t *h)
+{
+    if (__builtin_expect(--h->turns < 0, 0)) {
+        h->turns = 63;
+        return true;
+    }
+    return false;
+}
+
 void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
 {
     conc__gs_t *to;
-    if (__builtin_expect((++h->nswitch & 63) == 0, 0) || !(to = pop_ready(h)))
+    if (loop_turn(h) || !(to = pop_ready(h)))
         to = &h->loop;
     if (to == from)
         return;
@@ -172,6 +191,69 @@ int conc__hub_yield(conc__gs_t *gs)
     conc__hub_t *h = gs->hub;
     conc__hub_ready(h, gs);
     conc__hub_schedule(h, gs);
+    int code = gs->interrupt;
+    if (__builtin_expect(code != 0, 0))
+        gs->interrupt = 0;
+    return code;
+}
+
+/* conc_yield off the fast path: a plain OS thread, a pending interruption,
+ * an open Timeout scope, nothing else ready or the loop's turn. */
+static __attribute__((noinline, cold)) int yield_slow(conc__ctx_t *ctx)
+{
+    if (!ctx)
+        ctx = conc__ctx_slow();
+    if (!ctx->ops) {
+        sched_yield();
+        return 0;
+    }
+    conc__gs_t *gs = ctx->green;
+    if (gs->interrupt != 0) {
+        int code = gs->interrupt;
+        gs->interrupt = 0;
+        return code;
+    }
+    if (ctx->scope_dl != 0 && conc__now_ns() >= ctx->scope_dl)
+        return conc__park_cut(ctx, CONC__NO_DEADLINE);
+    return conc__hub_yield(gs);
+}
+
+/* gevent.sleep(0). The fast path — a context of a hub, nothing pending
+ * for it, another one ready and no loop turn due — moves the caller from
+ * the running slot to the ready queue's tail and switches straight to the
+ * queue's head, inline: no detour through conc__hub_schedule or the loop. */
+int conc_yield(void)
+{
+    conc__ctx_t *ctx = conc__cur;
+    conc__gs_t *gs;
+    /* ctx->green is set exactly while ctx->ops is (conc__hub_get,
+     * maybe_detach, hub_thread_exit; green.c for green threads), and it
+     * shares a cache line with scope_dl */
+    if (__builtin_expect(!ctx || !(gs = ctx->green) || ctx->scope_dl != 0, 0))
+        return yield_slow(ctx);
+    conc__hub_t *h = gs->hub;
+    conc__gs_t *to = h->ready_head;
+    if (__builtin_expect(gs->interrupt != 0 || !to, 0))
+        return yield_slow(ctx);
+    if (__builtin_expect(loop_turn(h), 0)) {
+        h->turns = 0; /* conc__hub_schedule takes the turn */
+        return yield_slow(ctx);
+    }
+    /* to leaves the head, gs joins the tail */
+    conc__gs_t *next = to->next;
+    gs->next = NULL;
+    if (next) {
+        conc__gs_t *tail = h->ready_tail;
+        next->prev = NULL;
+        h->ready_head = next;
+        tail->next = gs;
+        gs->prev = tail;
+    } else {
+        h->ready_head = gs;
+        gs->prev = NULL;
+    }
+    h->ready_tail = gs;
+    switch_to(h, gs, to);
     int code = gs->interrupt;
     if (__builtin_expect(code != 0, 0))
         gs->interrupt = 0;

@@ -116,11 +116,14 @@ typedef struct conc__fdent {
 } conc__fdent_t;
 
 typedef struct conc__hub {
+    /* what every switch touches, in one cache line */
     conc__gs_t *cur;                 /* the running context */
+    conc__gs_t *ready_head, *ready_tail;
+    conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
+    int turns;                       /* switches left before the loop's fairness turn */
     conc__gs_t main;                 /* the OS thread's own context */
     conc__gs_t loop;                 /* the loop context */
     conc__stack_t loop_stack;
-    conc__gs_t *ready_head, *ready_tail;
     conc__gs_t *_Atomic inbox;       /* remote wakeups (Treiber stack) */
     void *_Atomic kills;             /* remote kill requests (via kill_next) */
     _Atomic int sleeping;            /* in the poller's wait: wake through evfd */
@@ -138,8 +141,6 @@ typedef struct conc__hub {
     size_t nwatched;                 /* fds with registered != 0 */
     size_t nacq;                     /* listeners with an accept queue (uring) */
     unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
-    conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
-    unsigned nswitch;
     struct conc__hub *free_next;
     /* stacks of the default size, kept for reuse by this hub */
     conc__stack_t *cache;

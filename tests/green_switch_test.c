@@ -1,0 +1,473 @@
+/* conc green threads, the switch: conc_yield's inline fast path (the
+ * caller joins the ready queue's tail, the head runs next, no detour
+ * through the loop) and what must still happen at a switch — round-robin
+ * order with two and with many ready, from green threads and from the
+ * main context; kills (local and from another OS thread) and Timeout
+ * scopes delivered to a yielding green thread; timers and cross-thread
+ * wakeups served while green threads only yield (the loop's fairness
+ * turn); the FP control words kept per context; the switch counter; a
+ * dump (its backtrace signal) landing among the switches.
+ *
+ * Every loop is bounded in time, so a broken switch fails a test instead
+ * of hanging it. */
+#include "test_util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "conc/green.h"
+#include "conc/sync.h"
+#include "conc/trace.h"
+
+#define PTR(x) ((void *)(uintptr_t)(x))
+#define INT(p) ((int)(uintptr_t)(p))
+
+/* What g returned (g has ended). */
+static void *result_of(conc_green_t *g)
+{
+    void *r = PTR(0xbad);
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    return r;
+}
+
+/* ------------------------------------------------------ round-robin order */
+
+#define RING_MAX 8
+
+typedef struct {
+    int n;           /* green threads in the ring */
+    long rounds;     /* yields of each */
+    long pos;        /* next slot of seq */
+    int *seq;        /* who ran, in order */
+    int err;         /* a yield's nonzero code */
+} ring_t;
+
+typedef struct {
+    ring_t *r;
+    int id;
+} ring_arg_t;
+
+static void *ring_body(void *arg)
+{
+    ring_arg_t *a = arg;
+    ring_t *r = a->r;
+    for (long i = 0; i < r->rounds; i++) {
+        r->seq[r->pos++] = a->id;
+        int rc = conc_yield();
+        if (rc != 0) {
+            r->err = rc;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* n green threads yielding `rounds` times each run strictly in turn, past
+ * many of the loop's fairness turns (one every 64 switches). */
+static void check_ring(int n, long rounds)
+{
+    ring_t r = {n, rounds, 0, calloc((size_t)(n * rounds), sizeof(int)), 0};
+    cr_assert_not_null(r.seq);
+    conc_green_t *g[RING_MAX];
+    ring_arg_t a[RING_MAX];
+    for (int i = 0; i < n; i++) {
+        a[i] = (ring_arg_t){&r, i};
+        cr_assert_eq(conc_go(&g[i], ring_body, &a[i]), 0);
+    }
+    cr_assert_eq(conc_green_joinall(g, (size_t)n, 10.0), 0);
+    cr_assert_eq(r.err, 0, "conc_yield returned %d", r.err);
+    cr_assert_eq(r.pos, n * rounds);
+    for (long k = 0; k < n * rounds; k++)
+        cr_assert_eq(r.seq[k], (int)(k % n), "slot %ld: green thread %d ran, %d expected", k, r.seq[k],
+                     (int)(k % n));
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(conc_green_free(g[i]), 0);
+    free(r.seq);
+}
+
+Test(green_switch, two_alternate_strictly, .timeout = TU_TIMEOUT) { check_ring(2, 1000); }
+
+Test(green_switch, many_run_round_robin, .timeout = TU_TIMEOUT) { check_ring(5, 300); }
+
+static void *count_yields(void *arg)
+{
+    atomic_long *n = arg;
+    for (int i = 0; i < 50; i++) {
+        atomic_fetch_add(n, 1);
+        if (conc_yield() != 0)
+            return PTR(1);
+    }
+    return NULL;
+}
+
+/* The main context's yield takes the fast path too: each one lets every
+ * ready green thread run exactly once before main runs again. */
+Test(green_switch, main_yield_runs_each_ready_once, .timeout = TU_TIMEOUT)
+{
+    atomic_long n[2] = {0, 0};
+    conc_green_t *g[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(conc_go(&g[i], count_yields, &n[i]), 0);
+    for (long k = 1; k <= 50; k++) {
+        cr_assert_eq(conc_yield(), 0);
+        cr_assert_eq(atomic_load(&n[0]), k, "after main's yield %ld: %ld", k, atomic_load(&n[0]));
+        cr_assert_eq(atomic_load(&n[1]), k, "after main's yield %ld: %ld", k, atomic_load(&n[1]));
+    }
+    cr_assert_eq(conc_green_joinall(g, 2, 5.0), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_null(result_of(g[i]));
+        cr_assert_eq(conc_green_free(g[i]), 0);
+    }
+}
+
+/* ------------------------------------------------------ kills and scopes */
+
+typedef struct {
+    atomic_long yields;
+    atomic_int rc;
+    atomic_int stop; /* the partner: stop yielding */
+} spin_t;
+
+/* Yield until a yield returns nonzero (kill, scope) or 5 s pass. */
+static void *yield_until_cut(void *arg)
+{
+    spin_t *s = arg;
+    double dl = tu_now() + 5.0;
+    int rc = 0;
+    while (rc == 0 && tu_now() < dl) {
+        rc = conc_yield();
+        atomic_fetch_add(&s->yields, 1);
+    }
+    atomic_store(&s->rc, rc == 0 ? 1 : rc);
+    return NULL;
+}
+
+/* Yield (keeping the ready queue non-empty) until told to stop. */
+static void *partner(void *arg)
+{
+    spin_t *s = arg;
+    double dl = tu_now() + 5.0;
+    while (!atomic_load(&s->stop) && tu_now() < dl)
+        conc_yield();
+    return NULL;
+}
+
+typedef struct {
+    conc_green_t *victim;
+    spin_t *s;
+} killer_t;
+
+static void *local_killer(void *arg)
+{
+    killer_t *k = arg;
+    while (atomic_load(&k->s->yields) < 100)
+        conc_yield();
+    return PTR(conc_green_kill(k->victim, false, 0));
+}
+
+/* A kill from a green thread of the same hub reaches a green thread that
+ * only yields: its next yield returns CONC_EKILLED. */
+Test(green_switch, kill_reaches_a_yielding_green_thread, .timeout = TU_TIMEOUT)
+{
+    spin_t s = {0};
+    conc_green_t *v, *p, *k;
+    cr_assert_eq(conc_go(&v, yield_until_cut, &s), 0);
+    cr_assert_eq(conc_go(&p, partner, &s), 0);
+    killer_t kr = {v, &s};
+    cr_assert_eq(conc_go(&k, local_killer, &kr), 0);
+    cr_assert_eq(conc_green_join(v, 10.0), 0);
+    atomic_store(&s.stop, 1);
+    cr_assert_eq(conc_green_join(p, 10.0), 0);
+    cr_assert_eq(conc_green_join(k, 10.0), 0);
+    cr_assert_eq(INT(result_of(k)), 0);
+    cr_assert_eq(atomic_load(&s.rc), CONC_EKILLED, "yield returned %d", atomic_load(&s.rc));
+    cr_assert(conc_green_killed(v));
+    conc_green_free(v);
+    conc_green_free(p);
+    conc_green_free(k);
+}
+
+typedef struct {
+    conc_green_t *g[2];
+    spin_t *s;
+} remote_t;
+
+static void *remote_killer(void *arg)
+{
+    remote_t *r = arg;
+    while (atomic_load(&r->s[0].yields) < 100 || atomic_load(&r->s[1].yields) < 100)
+        tu_sleep(0.0005);
+    for (int i = 0; i < 2; i++)
+        if (conc_green_kill(r->g[i], false, 0) != 0)
+            return PTR(1);
+    return NULL;
+}
+
+/* Kills from another OS thread reach two green threads that only yield
+ * to each other (the loop drains the kill requests at its fairness turn). */
+Test(green_switch, remote_kill_reaches_yielding_green_threads, .timeout = TU_TIMEOUT)
+{
+    spin_t s[2] = {{0}, {0}};
+    remote_t r = {{NULL, NULL}, s};
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(conc_go(&r.g[i], yield_until_cut, &s[i]), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, remote_killer, &r), 0);
+    cr_assert_eq(conc_green_joinall(r.g, 2, 10.0), 0);
+    void *res = PTR(1);
+    pthread_join(th, &res);
+    cr_assert_null(res);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(atomic_load(&s[i].rc), CONC_EKILLED, "green thread %d: yield returned %d", i,
+                     atomic_load(&s[i].rc));
+        cr_assert(conc_green_killed(r.g[i]));
+        conc_green_free(r.g[i]);
+    }
+}
+
+typedef struct {
+    spin_t s;
+    int end_rc;
+    double took;
+} scoped_t;
+
+static void *scoped_yielder(void *arg)
+{
+    scoped_t *sc = arg;
+    double t0 = tu_now();
+    if (conc_timeout_begin(0.02) != 0)
+        return PTR(1);
+    yield_until_cut(&sc->s);
+    sc->took = tu_now() - t0;
+    sc->end_rc = conc_timeout_end();
+    atomic_store(&sc->s.stop, 1);
+    return NULL;
+}
+
+/* A Timeout scope cuts a yield once its deadline passed, while another
+ * green thread keeps the ready queue busy. */
+Test(green_switch, timeout_scope_cuts_a_yield, .timeout = TU_TIMEOUT)
+{
+    scoped_t sc = {0};
+    conc_green_t *g, *p;
+    cr_assert_eq(conc_go(&g, scoped_yielder, &sc), 0);
+    cr_assert_eq(conc_go(&p, partner, &sc.s), 0);
+    cr_assert_eq(conc_green_join(g, 10.0), 0);
+    cr_assert_eq(conc_green_join(p, 10.0), 0);
+    cr_assert_null(result_of(g));
+    cr_assert_eq(atomic_load(&sc.s.rc), CONC_ETIMEDOUT, "yield returned %d", atomic_load(&sc.s.rc));
+    cr_assert(sc.took >= 0.02 - TU_EPS && sc.took < 0.02 + TU_SLACK, "cut after %.3f s", sc.took);
+    cr_assert_gt(atomic_load(&sc.s.yields), 1);
+    conc_green_free(g);
+    conc_green_free(p);
+}
+
+/* --------------------------------------------- the loop's turn still comes */
+
+typedef struct {
+    conc_event_t ev;
+    atomic_int slept, woke;
+} waker_t;
+
+static void *short_sleeper(void *arg)
+{
+    waker_t *w = arg;
+    atomic_store(&w->slept, conc_sleep(0.01) == 0 ? 1 : 2);
+    return NULL;
+}
+
+static void *event_waiter(void *arg)
+{
+    waker_t *w = arg;
+    atomic_store(&w->woke, conc_event_wait(&w->ev, 5.0) == 0 ? 1 : 2);
+    return NULL;
+}
+
+static void *event_setter(void *arg)
+{
+    tu_sleep(0.01);
+    conc_event_set(&((waker_t *)arg)->ev);
+    return NULL;
+}
+
+static void *yield_until_served(void *arg)
+{
+    waker_t *w = arg;
+    double dl = tu_now() + 5.0;
+    while ((!atomic_load(&w->slept) || !atomic_load(&w->woke)) && tu_now() < dl)
+        if (conc_yield() != 0)
+            return PTR(1);
+    return NULL;
+}
+
+/* Two green threads that only yield do not starve a timer of the same hub
+ * nor a wakeup from another OS thread. */
+Test(green_switch, timers_and_remote_wakeups_served_while_yielding, .timeout = TU_TIMEOUT)
+{
+    waker_t w = {0};
+    cr_assert_eq(conc_event_init(&w.ev), 0);
+    conc_green_t *g[4];
+    cr_assert_eq(conc_go(&g[0], short_sleeper, &w), 0);
+    cr_assert_eq(conc_go(&g[1], event_waiter, &w), 0);
+    cr_assert_eq(conc_go(&g[2], yield_until_served, &w), 0);
+    cr_assert_eq(conc_go(&g[3], yield_until_served, &w), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, event_setter, &w), 0);
+    double t0 = tu_now();
+    cr_assert_eq(conc_green_joinall(g, 4, 10.0), 0);
+    double took = tu_now() - t0;
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&w.slept), 1);
+    cr_assert_eq(atomic_load(&w.woke), 1);
+    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_null(result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+}
+
+/* ---------------------------------------------------- FP control words */
+
+#if defined(__x86_64__)
+static unsigned get_mxcsr(void)
+{
+    unsigned v;
+    __asm__ __volatile__("stmxcsr %0" : "=m"(v));
+    return v;
+}
+static void set_mxcsr(unsigned v) { __asm__ __volatile__("ldmxcsr %0" : : "m"(v)); }
+static unsigned short get_fpucw(void)
+{
+    unsigned short v;
+    __asm__ __volatile__("fnstcw %0" : "=m"(v));
+    return v;
+}
+static void set_fpucw(unsigned short v) { __asm__ __volatile__("fldcw %0" : : "m"(v)); }
+
+typedef struct {
+    unsigned mx;        /* MXCSR control bits this one sets */
+    unsigned short cw;  /* x87 control word this one sets */
+    int bad;            /* a yield came back with other words */
+} fpw_t;
+
+#define MX_CTRL 0xffc0u
+
+static void *fp_body(void *arg)
+{
+    fpw_t *f = arg;
+    unsigned mx0 = get_mxcsr();
+    unsigned short cw0 = get_fpucw();
+    set_mxcsr((mx0 & ~MX_CTRL) | f->mx);
+    set_fpucw(f->cw);
+    for (int i = 0; i < 200; i++) {
+        if (conc_yield() != 0)
+            f->bad |= 4;
+        if ((get_mxcsr() & MX_CTRL) != f->mx)
+            f->bad |= 1;
+        if (get_fpucw() != f->cw)
+            f->bad |= 2;
+    }
+    set_mxcsr(mx0);
+    set_fpucw(cw0);
+    return NULL;
+}
+
+/* The FP control words are callee-saved (System V): each context keeps
+ * its own rounding modes and masks across switches, whatever the others
+ * set. */
+Test(green_switch, fp_control_words_kept_per_context, .timeout = TU_TIMEOUT)
+{
+    unsigned mx_main = get_mxcsr() & MX_CTRL;
+    unsigned short cw_main = get_fpucw();
+    fpw_t f[3] = {
+        {0x1f80u | 0x6000u, 0x0f7fu, 0}, /* toward zero / x87 toward zero */
+        {0x1f80u | 0x8040u, 0x077fu, 0}, /* FZ + DAZ / x87 round up */
+        {0x1f80u, 0x037fu, 0},           /* the defaults */
+    };
+    conc_green_t *g[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_go(&g[i], fp_body, &f[i]), 0);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(conc_yield(), 0);
+        cr_assert_eq(get_mxcsr() & MX_CTRL, mx_main);
+        cr_assert_eq(get_fpucw(), cw_main);
+    }
+    cr_assert_eq(conc_green_joinall(g, 3, 5.0), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(f[i].bad, 0, "green thread %d: control words lost across a switch (%d)", i, f[i].bad);
+        conc_green_free(g[i]);
+    }
+}
+#else
+Test(green_switch, fp_control_words_kept_per_context)
+{
+    cr_skip_test("the FP control words are checked on x86-64 only (AArch64's switch leaves FPCR to the thread)");
+}
+#endif
+
+/* ------------------------------------------------- counters and the dump */
+
+/* Every fast-path switch counts in conc_stats' green_switches. */
+Test(green_switch, stats_count_every_switch, .timeout = TU_TIMEOUT)
+{
+    bool was = conc_stats_enable(true);
+    conc_stats_reset();
+    atomic_long n[2] = {0, 0};
+    conc_green_t *g[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(conc_go(&g[i], count_yields, &n[i]), 0);
+    cr_assert_eq(conc_green_joinall(g, 2, 5.0), 0);
+    conc_stats_t st;
+    cr_assert_eq(conc_stats(&st), 0);
+    conc_stats_enable(was);
+    cr_assert_geq(st.green_switches, 100, "%llu switches counted for 100 yields", st.green_switches);
+    for (int i = 0; i < 2; i++)
+        conc_green_free(g[i]);
+}
+
+static void *dumper(void *arg)
+{
+    atomic_int *stop = arg;
+    FILE *f = fopen("/dev/null", "w");
+    if (!f)
+        return PTR(1);
+    int bad = 0;
+    for (int i = 0; i < 20 && !atomic_load(stop); i++) {
+        if (conc_dump(f) != 0)
+            bad = 1;
+        tu_sleep(0.002);
+    }
+    fclose(f);
+    atomic_store(stop, 2);
+    return PTR(bad);
+}
+
+static void *yield_until_stop(void *arg)
+{
+    atomic_int *stop = arg;
+    double dl = tu_now() + 10.0;
+    while (atomic_load(stop) != 2 && tu_now() < dl)
+        if (conc_yield() != 0)
+            return PTR(1);
+    return NULL;
+}
+
+/* conc_dump from another thread (its backtrace signal lands anywhere,
+ * mid-switch included) while two green threads switch flat out. */
+Test(green_switch, dump_among_switches, .timeout = TU_TIMEOUT)
+{
+    atomic_int stop = 0;
+    conc_green_t *g[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(conc_go(&g[i], yield_until_stop, &stop), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, dumper, &stop), 0);
+    cr_assert_eq(conc_green_joinall(g, 2, 20.0), 0);
+    void *res = PTR(1);
+    pthread_join(th, &res);
+    cr_assert_null(res, "conc_dump failed");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_null(result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+}
