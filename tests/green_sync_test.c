@@ -1261,3 +1261,82 @@ Test(green_sync, offload_failure_main_context_and_kill, .timeout = TU_TIMEOUT)
     cr_assert(TU_WAIT_UNTIL(atomic_load(&offload_finished), 5.0));
     cr_assert_eq(conc_green_free(g), 0);
 }
+
+/* --------------------- lock: green waiters beside a spinning OS thread
+ * A release hands a woken waiter the lock's SPIN bit (lock.c): a green
+ * one never spins, tries once and queues again; a killed one (cut in its
+ * queue) must not keep the OS waiters from being woken. */
+
+typedef struct {
+    conc_lock_t l;
+    atomic_int stop, errors;
+    long counter, iters;
+} ghammer_t;
+
+static void ghammer_os(void *p, int i)
+{
+    ghammer_t *h = p;
+    (void)i;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        if (conc_lock_acquire(&h->l, true, 10.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        h->counter++;
+        conc_lock_release(&h->l);
+    }
+}
+
+static void *ghammer_green(void *arg)
+{
+    ghammer_t *h = arg;
+    for (long k = 0; k < h->iters; k++) {
+        if (conc_lock_acquire(&h->l, true, 10.0) != 0) {
+            atomic_fetch_add(&h->errors, 1);
+            return NULL;
+        }
+        h->counter++;
+        conc_lock_release(&h->l);
+        if (k % 4 == 0)
+            conc_yield();
+    }
+    return NULL;
+}
+
+static void *ghammer_victim(void *arg)
+{
+    ghammer_t *h = arg;
+    int rc = conc_lock_acquire(&h->l, true, 10.0);
+    if (rc == 0)
+        conc_lock_release(&h->l);
+    return (void *)(intptr_t)rc;
+}
+
+Test(green_sync, lock_green_waiters_beside_hammering_threads, .timeout = TU_TIMEOUT)
+{
+    static ghammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    h.iters = tu_iters(300);
+    tu_bunch_start(&b, 2, ghammer_os, &h);
+    conc_green_t *g[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_go(&g[i], ghammer_green, &h), 0);
+    cr_assert_eq(conc_green_joinall(g, 3, 40.0), 0, "green waiters starved by hammering threads");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(conc_green_free(g[i]), 0);
+
+    /* A green waiter killed in the queue while the threads hammer. */
+    for (int round = 0; round < 10; round++) {
+        conc_green_t *v;
+        cr_assert_eq(conc_go(&v, ghammer_victim, &h), 0);
+        cr_assert_eq(conc_sleep(0.002), 0);
+        cr_assert_eq(conc_green_kill(v, true, 5.0), 0);
+        cr_assert_eq(conc_green_free(v), 0);
+    }
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+    cr_assert_not(conc_lock_locked(&h.l));
+    cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    /* still usable by a fresh green thread and the main thread */
+    cr_assert_eq(conc_lock_acquire(&h.l, true, 1.0), 0);
+    cr_assert_eq(conc_lock_release(&h.l), 0);
+}
