@@ -85,13 +85,16 @@ CONC_API extern unsigned int conc__lock_hooks;
 #else
 #define CONC__LOCK_UNHOOKED() 1
 #endif
-/* Both take the fast path while waiters sleep (bit 1) as long as no
- * release needs to wake one: a contender is active (bit 3, lock.c). */
+/* Both take the fast path also while waiters sleep (bit 1), as long as
+ * no release needs to wake one: a contender is active (bit 3, lock.c).
+ * The first CAS assumes the uncontended word; a failed one returns the
+ * word for the second. */
 static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, double timeout)
 {
     if (l && blocking && timeout == CONC_FOREVER && CONC__LOCK_UNHOOKED()) {
-        unsigned s = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-        if (!(s & 1u) && __atomic_compare_exchange_n(&l->state, &s, s | 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        unsigned s = 0;
+        if (__atomic_compare_exchange_n(&l->state, &s, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) ||
+            (!(s & 1u) && __atomic_compare_exchange_n(&l->state, &s, s | 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
             return 0;
     }
     return (conc_lock_acquire)(l, blocking, timeout);
@@ -99,12 +102,11 @@ static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, doubl
 static inline int conc__lock_release_inline(conc_lock_t *l)
 {
     if (l) {
-        unsigned s = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        unsigned s = 1u;
         /* locked, not tracked, and nobody to wake (no waiters, or a contender active) */
-        if ((s & 7u) == 1u || (s & 15u) == 11u) {
-            if (__atomic_compare_exchange_n(&l->state, &s, s & ~1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-                return 0;
-        }
+        if (__atomic_compare_exchange_n(&l->state, &s, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED) ||
+            ((s & 15u) == 11u && __atomic_compare_exchange_n(&l->state, &s, s & ~1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
+            return 0;
     }
     return (conc_lock_release)(l);
 }
