@@ -1262,10 +1262,10 @@ Test(green_sync, offload_failure_main_context_and_kill, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_green_free(g), 0);
 }
 
-/* --------------------- lock: green waiters beside a spinning OS thread
- * A release hands a woken waiter the lock's SPIN bit (lock.c): a green
- * one never spins, tries once and queues again; a killed one (cut in its
- * queue) must not keep the OS waiters from being woken. */
+/* --------------------- lock: green waiters beside hammering OS threads
+ * A green waiter never spins: woken, it tries once and queues again; it
+ * must still get in, and one killed in the queue must not keep the OS
+ * threads' releases from waking the others. */
 
 typedef struct {
     conc_lock_t l;

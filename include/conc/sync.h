@@ -85,29 +85,19 @@ CONC_API extern unsigned int conc__lock_hooks;
 #else
 #define CONC__LOCK_UNHOOKED() 1
 #endif
-/* Both take the fast path also while waiters sleep (bit 1), as long as
- * no release needs to wake one: a contender is active (bit 3, lock.c).
- * The first CAS assumes the uncontended word; a failed one returns the
- * word for the second. */
 static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, double timeout)
 {
-    if (l && blocking && timeout == CONC_FOREVER && CONC__LOCK_UNHOOKED()) {
-        unsigned s = 0;
-        if (__atomic_compare_exchange_n(&l->state, &s, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) ||
-            (!(s & 1u) && __atomic_compare_exchange_n(&l->state, &s, s | 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
-            return 0;
-    }
+    unsigned exp = 0;
+    if (l && blocking && timeout == CONC_FOREVER && CONC__LOCK_UNHOOKED() &&
+        __atomic_compare_exchange_n(&l->state, &exp, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
     return (conc_lock_acquire)(l, blocking, timeout);
 }
 static inline int conc__lock_release_inline(conc_lock_t *l)
 {
-    if (l) {
-        unsigned s = 1u;
-        /* locked, not tracked, and nobody to wake (no waiters, or a contender active) */
-        if (__atomic_compare_exchange_n(&l->state, &s, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED) ||
-            ((s & 15u) == 11u && __atomic_compare_exchange_n(&l->state, &s, s & ~1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
-            return 0;
-    }
+    unsigned exp = 1u;
+    if (l && __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return 0;
     return (conc_lock_release)(l);
 }
 #define conc_lock_acquire(l, blocking, timeout) conc__lock_acquire_inline((l), (blocking), (timeout))

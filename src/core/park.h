@@ -138,7 +138,7 @@ typedef struct conc__waiter {
     struct conc__waiter *next, *prev;
     conc__ctx_t *ctx;
     uintptr_t data;             /* primitive-specific payload */
-    uint32_t spun;              /* the primitive already spun: no spin; 2: no yields either */
+    uint32_t spun;              /* the primitive already spun: sleep at once */
     struct conc__waiter *group; /* select: unpark this one instead (see below) */
     const void *obj;            /* what it waits on (observe.h), for dumps and */
     uint8_t kind;               /* the deadlock detector: enum conc__wait_kind */

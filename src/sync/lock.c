@@ -33,16 +33,9 @@ CONC_API unsigned int conc__lock_hooks;
 #define LOCKED 1u
 #define WAITERS 2u
 #define TRACKED 4u /* taken with lock debugging on: owner is the acquirer; release goes out of line */
-#define SPIN 8u    /* a contender is active (spinning, or woken and not run yet): a release wakes nobody */
 #ifndef CONC__LOCK_BACKOFF_MAX
-#define CONC__LOCK_BACKOFF_MAX 64u
+#define CONC__LOCK_BACKOFF_MAX 8u
 #endif
-#ifndef CONC__LOCK_SPIN_POLLS
-#define CONC__LOCK_SPIN_POLLS 16u
-#endif
-/* In a child forked while threads ran, a SPIN bit may belong to a thread
- * that is gone: waiters there sleep in slices of this and clear it. */
-#define CONC__LOCK_ORPHAN_SLICE_NS 20000000
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -52,62 +45,24 @@ int conc_lock_init(conc_lock_t *l)
     return 0;
 }
 
-/* Take the lock if it is free; the SPIN owner (own) gives SPIN up in the
- * same CAS. */
-static inline bool conc__lock_try_as(conc_lock_t *l, bool own)
+static inline bool conc__lock_try(conc_lock_t *l)
 {
-    unsigned s = conc__load(&l->state, RLX), keep = own ? ~SPIN : ~0u;
+    unsigned s = conc__load(&l->state, RLX);
     while (!(s & LOCKED)) {
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s | LOCKED) & keep, ACQ, RLX))
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX))
             return true;
     }
     return false;
 }
 
-static inline bool conc__lock_try(conc_lock_t *l)
-{
-    return conc__lock_try_as(l, false);
-}
-
-/* Give SPIN up without the lock (a timeout, an error): if waiters are
- * queued and nobody holds the lock, nobody else would wake one. */
-static void conc__lock_spin_drop(conc_lock_t *l)
-{
-    unsigned old = atomic_fetch_and_explicit(CONC__A(&l->state), ~SPIN, memory_order_acq_rel);
-    if ((old & (WAITERS | LOCKED)) == WAITERS)
-        conc__lock_wake(l);
-}
-
-/* Spin for the lock. Only one contender spins at a time: it owns SPIN
- * (*own; a woken waiter is handed it by the release). A newcomer that
- * finds SPIN taken does not spin (returns false with *own unset: it
- * sleeps at once). The spin polls with reads that back off, so the
- * holder keeps its cache line between them. Returns true with the lock
- * held and SPIN given up. */
-static bool conc__lock_spin(conc_lock_t *l, int64_t deadline, bool *own)
+static bool conc__lock_spin(conc_lock_t *l, int64_t deadline)
 {
     conc__spinner_t sp;
     conc__spin_begin(&sp, deadline);
-    if (sp.end == 0) /* no budget (a green thread, one CPU, spinning did not pay) */
-        return conc__lock_try_as(l, *own);
-    if (!*own) {
-        unsigned s = conc__load(&l->state, RLX);
-        for (;;) {
-            if (!(s & LOCKED)) {
-                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX))
-                    return true;
-            } else if (s & SPIN) {
-                return false; /* someone spins already */
-            } else if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | SPIN, RLX, RLX)) {
-                break;
-            }
-        }
-        *own = true;
-    }
     bool ok = false;
-    unsigned backoff = 1, polls = 0;
+    unsigned backoff = 1; /* exponential: keeps the line with the holder */
     do {
-        if (!(conc__load(&l->state, RLX) & LOCKED) && conc__lock_try_as(l, true)) {
+        if (!(conc__load(&l->state, RLX) & LOCKED) && conc__lock_try(l)) {
             ok = true;
             break;
         }
@@ -115,12 +70,8 @@ static bool conc__lock_spin(conc_lock_t *l, int64_t deadline, bool *own)
             conc__cpu_relax();
         if (backoff < CONC__LOCK_BACKOFF_MAX)
             backoff <<= 1;
-        if (++polls >= CONC__LOCK_SPIN_POLLS)
-            break;
     } while (conc__spin_more(&sp));
     conc__spin_end(&sp, ok);
-    if (ok)
-        *own = false;
     return ok;
 }
 
@@ -151,82 +102,55 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         return 0;
     if (deadline == 0)
         return CONC_ETIMEDOUT;
-    bool own = false; /* this context owns SPIN */
-    if (conc__lock_spin(l, deadline, &own))
+    if (conc__lock_spin(l, deadline))
         return 0;
     conc__waiter_t w;
     conc__waiter_init(&w);
-    w.spun = 2; /* it spun, or another spins: sleep at once, no yields */
+    w.spun = 1; /* we just spun on the primitive itself */
     w.obj = l;
     w.kind = CONC__WAIT_LOCK;
     bool requeue = false;
     for (;;) {
         conc__waitq_lock(&l->q);
-        unsigned s = conc__load(&l->state, RLX), keep = own ? ~SPIN : ~0u;
+        unsigned s = conc__load(&l->state, RLX);
         for (;;) {
             if (!(s & LOCKED)) {
-                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s | LOCKED) & keep, ACQ, RLX)) {
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX)) {
                     conc__waitq_unlock(&l->q);
                     return 0;
                 }
-            } else if (((s | WAITERS) & keep) == s ||
-                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s | WAITERS) & keep, ACQ, RLX)) {
-                break; /* queued with the lock held: its release wakes us (SPIN given up with it) */
+            } else if ((s & WAITERS) ||
+                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | WAITERS, ACQ, RLX)) {
+                break;
             }
         }
-        own = false;
         w.state = CONC__W_WAITING;
-        w.data = 0;
         if (requeue)
             conc__waitq_push_front(&l->q, &w);
         else
             conc__waitq_push(&l->q, &w);
         conc__waitq_unlock(&l->q);
         int64_t pdl = deadline;
-        bool orphans = conc__load(&conc__fork_orphans, RLX);
-        if (__builtin_expect(orphans, 0)) {
-            int64_t sl = conc__now_ns() + CONC__LOCK_ORPHAN_SLICE_NS;
-            if (sl < pdl)
-                pdl = sl;
-        }
 #ifndef CONC_NO_OBSERVE
         /* Deadlock detection: park in slices, check the graph after each. */
-        if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr) {
-            int64_t d = conc__deadlock_dl(conc__now_ns(), deadline);
-            if (d < pdl)
-                pdl = d;
-        }
+        if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr)
+            pdl = conc__deadlock_dl(conc__now_ns(), deadline);
 #endif
         int rc = conc__wait_queued(&l->q, &w, pdl, conc__lock_clear_waiters, l);
         if (rc != 0) {
             if (pdl == deadline || conc__park_interrupted(rc))
                 return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
-            if (orphans) {
-                /* A slice ran out: a SPIN left by a thread the fork did
-                 * not copy would keep every release from waking us. */
-                conc__lock_spin_drop(l);
-                if (conc__lock_try(l))
-                    return 0;
-            }
-#ifndef CONC_NO_OBSERVE
-            if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr) {
-                rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
-                if (rc)
-                    return rc;
-            }
-#endif
+            rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
+            if (rc)
+                return rc;
             requeue = true; /* first in line again */
             continue;
         }
-        /* Woken by a release, which handed us SPIN (w.data): compete. */
-        own = w.data != 0;
-        if (conc__lock_spin(l, deadline, &own))
+        /* Woken by a release: compete for the lock. */
+        if (conc__lock_spin(l, deadline))
             return 0;
-        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline) {
-            if (own)
-                conc__lock_spin_drop(l);
+        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
             return CONC_ETIMEDOUT; /* it is held: its holder wakes the next */
-        }
         requeue = true;
     }
 }
@@ -275,7 +199,8 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     if (__builtin_expect(l != NULL && blocking && timeout == CONC_FOREVER, 1)) {
         if (conc__obs_on(CONC__OBS_LOCKDBG))
             return lock_acquire_dbg(l, CONC__NO_DEADLINE);
-        if (conc__lock_try(l))
+        unsigned exp = 0;
+        if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
             return 0;
         return conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
     }
@@ -290,34 +215,12 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     return conc__lock_acquire_slow(l, deadline);
 }
 
-/* Wake the first waiter, unless the lock is held (its release will) or a
- * contender owns SPIN (it takes the lock, whose release wakes, or queues
- * itself seeing it held). A lock waiter woken here is handed SPIN, so no
- * other release wakes another until it has run. */
 void conc__lock_wake(conc_lock_t *l)
 {
     conc__waitq_lock(&l->q);
-    conc__waiter_t *w = NULL;
-    unsigned s = conc__load(&l->state, ACQ);
-    for (;;) {
-        if (s & (LOCKED | SPIN))
-            break;
-        if (conc__waitq_empty(&l->q)) {
-            if (s & WAITERS)
-                atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
-            break;
-        }
-        conc__waiter_t *h = l->q.head;
-        bool mine = h->kind == CONC__WAIT_LOCK && h->obj == l; /* not a condition's morphed waiter */
-        unsigned n = s | (mine ? SPIN : 0u);
-        if (h->next == NULL)
-            n &= ~WAITERS;
-        if (n == s || atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, n, memory_order_acq_rel, ACQ)) {
-            w = conc__waitq_pop(&l->q);
-            w->data = mine;
-            break;
-        }
-    }
+    conc__waiter_t *w = conc__waitq_pop(&l->q);
+    if (conc__waitq_empty(&l->q))
+        atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
     conc__waitq_unlock(&l->q);
     if (w)
         conc__unpark(w);
@@ -327,14 +230,18 @@ int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
+    unsigned old = LOCKED;
+    if (!(conc__load(&l->state, RLX) & TRACKED) &&
+        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
+        return 0;
     if (conc__load(&l->state, RLX) & TRACKED)
         conc__store(&l->owner, 0u, RLX); /* no known holder once released */
-    unsigned old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
+    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
     if (!(old & LOCKED))
         return CONC_EPERM;
     if (old & TRACKED)
         conc__lockdep_released(l); /* only the releaser's own held stack */
-    if ((old & (WAITERS | SPIN)) == WAITERS)
+    if (old & WAITERS)
         conc__lock_wake(l);
     return 0;
 }
