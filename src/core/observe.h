@@ -87,6 +87,7 @@ struct conc__ctx;
  * is on one list under one mutex; green threads are reached through their
  * hub (green/dump hook). Serials name contexts in a Lock's owner field. */
 uint32_t conc__serial_next(void);
+uint32_t conc__serial_take(uint32_t n); /* n in a row, first returned (none is 0) */
 void conc__reg_os_add(struct conc__ctx *ctx);    /* by the thread itself */
 void conc__reg_os_remove(struct conc__ctx *ctx); /* before ctx's memory goes */
 void conc__reg_lock(void);

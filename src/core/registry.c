@@ -59,6 +59,17 @@ uint32_t conc__serial_next(void)
     return s;
 }
 
+/* n consecutive serials, none of them 0: a hub hands them to its green
+ * threads one by one (green.c), one shared atomic add per n spawns. */
+uint32_t conc__serial_take(uint32_t n)
+{
+    for (;;) {
+        uint32_t s = atomic_fetch_add_explicit(CONC__A(&serial_counter), n, RLX) + 1u;
+        if (s != 0 && (uint32_t)(s + n - 1u) >= s) /* the block does not wrap through 0 */
+            return s;
+    }
+}
+
 int64_t conc__now_coarse(void)
 {
     struct timespec ts;

@@ -42,6 +42,8 @@ static _Atomic unsigned long green_ids;
 /* Ended green threads a hub keeps for reuse, records and stacks (beyond
  * that, their stacks go to the stack pool: stack.c). */
 #define GFREE_MAX 256
+/* Serials a hub takes at once for its green threads. */
+#define SERIAL_BLOCK 64u
 
 static conc_green_t *green_of(conc__gs_t *gs)
 {
@@ -127,7 +129,11 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->ctx.cut_scope = -1;
     g->ctx.trace_id = 0;
     g->ctx.trace_gen = 0;
-    g->ctx.serial = conc__serial_next();
+    if (__builtin_expect(h->serial_next == h->serial_end, 0)) {
+        h->serial_next = conc__serial_take(SERIAL_BLOCK);
+        h->serial_end = h->serial_next + SERIAL_BLOCK; /* 0 if the block ends at UINT32_MAX */
+    }
+    g->ctx.serial = h->serial_next++;
     g->ctx.blocked = 0;
     g->ctx.wait_kind = 0;
     g->ctx.registered = 0;
@@ -259,6 +265,46 @@ static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), vo
     memcpy(c->fail_msg, saved_msg, sizeof saved_msg);
 }
 
+/* g's joinq holds joiners on g's own hub only (conc_green_join), and
+ * every waker of such a waiter — g's end, the hub's timers, kills — runs
+ * on that hub's thread: their state word needs no atomic exchange, and
+ * the list no guard (park.h's protocol, without the cross-thread race). */
+static void joinq_push(conc__waitq_t *q, conc__waiter_t *w)
+{
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    w->queued = 1;
+}
+
+/* Wake every joiner of g, in join order (on g's hub). */
+static void wake_joiners(conc__hub_t *h, conc_green_t *g)
+{
+    conc__waiter_t *w = g->joinq.head;
+    g->joinq.head = g->joinq.tail = NULL;
+    bool traced = conc__obs_on(CONC__OBS_TRACE);
+    while (w) {
+        conc__waiter_t *n = w->next;
+        w->queued = 0;
+        w->next = w->prev = NULL;
+        if (traced) {
+            conc__unpark(w); /* the traced unpark (trace/) */
+        } else {
+            /* green_unpark (hub.c) on the waiter's own hub: whoever moves
+             * it out of SLEEPING readies it, exactly once */
+            uint32_t old = conc__load(&w->state, RLX);
+            conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, RLX);
+            if (old == CONC__W_SLEEPING)
+                conc__hub_ready(h, w->ctx->green);
+        }
+        w = n;
+    }
+}
+
 /* Mark g ended and tell everyone: joiners, links, its pool. */
 static void end_green(conc_green_t *g)
 {
@@ -290,8 +336,8 @@ static void end_green(conc_green_t *g)
     }
     if (g->pool)
         conc__green_pool_member_done(g);
-    while (!conc__waitq_empty(&g->joinq)) /* (the test inline: no call to find the list empty) */
-        conc__unpark(conc__waitq_pop(&g->joinq));
+    if (!conc__waitq_empty(&g->joinq))
+        wake_joiners(h, g);
     conc_event_set(&g->done);
     conc__link_t *rev = NULL; /* added newest first: run in link order */
     while (list) {
@@ -406,7 +452,7 @@ int conc_green_join(conc_green_t *g, double timeout)
         int64_t pdl = dl;
         if (conc__obs_on(CONC__OBS_DEADLOCK)) /* detection: park in slices */
             pdl = conc__deadlock_dl(conc__now_ns(), dl);
-        conc__waitq_push(&g->joinq, &w);
+        joinq_push(&g->joinq, &w);
         int rc = conc__park(&w, pdl);
         if (rc != 0) {
             if (w.queued) {

@@ -151,6 +151,9 @@ typedef struct conc__hub {
      * per-stack fields already right (green.c) */
     struct conc_green *gfree;
     size_t ngfree;
+    /* serials for this hub's green threads, taken from the registry's
+     * counter in blocks (conc__serial_take): [serial_next, serial_end) */
+    uint32_t serial_next, serial_end;
 } conc__hub_t;
 
 /* The calling OS thread's hub, or NULL. */
