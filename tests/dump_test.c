@@ -711,3 +711,67 @@ Test(dump, forked_from_a_green_thread, .timeout = TU_TIMEOUT)
                  "child status %d (11: dump lacks the forker, 12: lacks its sibling, 14: no CONC_EDEADLK)",
                  (int)(intptr_t)res);
 }
+
+/* Dumps from another OS thread while the hub spawns and ends green
+ * threads as fast as it can: the hub changes its list of live green
+ * threads under the writer side of an asymmetric guard (no atomic
+ * read-modify-write; green/internal.h), the dump reads it under the
+ * reader side. Every dump must list the steady green thread and each
+ * spawned-but-not-yet-run one it caught; neither side may hang. */
+static atomic_int race_done;
+
+static void *g_steady(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&race_done))
+        conc_sleep(0.001);
+    return NULL;
+}
+
+static void *g_nop(void *arg)
+{
+    ++*(long *)arg;
+    return NULL;
+}
+
+static void *race_dumper(void *arg)
+{
+    int n = *(int *)arg, bad = 0;
+    for (int i = 0; i < n; i++) {
+        char *d = dump_to_string();
+        if (!strstr(d, "steady"))
+            bad++;
+        free(d);
+    }
+    atomic_store(&race_done, 1);
+    return (void *)(intptr_t)bad;
+}
+
+Test(dump, races_spawn_and_end, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    atomic_store(&race_done, 0);
+    conc_green_opts_t os = {.name = "steady"};
+    conc_green_t *st;
+    cr_assert_eq(conc_go_opts(&st, &os, g_steady, NULL), 0);
+    conc_yield(); /* steady is on the hub's list from its spawn on */
+    int n = TU_SANITIZED ? 40 : 300;
+    conc_thread_t *t = start("racer", race_dumper, &n);
+    long ran = 0, spawned = 0;
+    while (!atomic_load(&race_done)) {
+        conc_green_t *g[4];
+        for (int k = 0; k < 4; k++, spawned++)
+            cr_assert_eq(conc_go(&g[k], g_nop, &ran), 0);
+        for (int k = 0; k < 4; k++) {
+            cr_assert_eq(conc_green_join(g[k], 10), 0);
+            conc_green_free(g[k]);
+        }
+    }
+    void *bad = NULL;
+    cr_assert_eq(conc_thread_join(t, 30, &bad), 0, "the dumper hung");
+    conc_thread_free(t);
+    cr_assert_eq(conc_green_join(st, 10), 0);
+    conc_green_free(st);
+    cr_expect_eq((intptr_t)bad, 0, "%ld dumps lacked the steady green thread", (long)(intptr_t)bad);
+    cr_expect_eq(ran, spawned);
+}

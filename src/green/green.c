@@ -176,13 +176,13 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
      * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
     g->gs.sp = g->stack.resume_sp ? g->stack.resume_sp : conc__switch_frame(g, &g->gs);
     h->nalive++;
-    conc__hub_all_lock(h);
+    conc__hub_all_wlock(h);
     g->all_prev = NULL;
     g->all_next = h->all;
     if (h->all)
         h->all->all_prev = g;
     h->all = g;
-    conc__hub_all_unlock(h);
+    conc__hub_all_wunlock(h);
     if (schedule)
         conc__hub_ready(h, &g->gs);
     if (conc__obs_on(CONC__OBS_TRACE))
@@ -312,14 +312,14 @@ static void end_green(conc_green_t *g)
     if (conc__obs_on(CONC__OBS_TRACE))
         conc__trace_end(&g->ctx);
     h->nalive--;
-    conc__hub_all_lock(h);
+    conc__hub_all_wlock(h);
     if (g->all_prev)
         g->all_prev->all_next = g->all_next;
     else
         h->all = g->all_next;
     if (g->all_next)
         g->all_next->all_prev = g->all_prev;
-    conc__hub_all_unlock(h);
+    conc__hub_all_wunlock(h);
     if (g->ctx.lockdep)
         conc__lockdep_ctx_exit(&g->ctx);
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
@@ -711,6 +711,21 @@ int conc_green_offload(void *(*fn)(void *), void *arg, void **result)
 static conc__gs_t *conc__racy_green(conc__ctx_t *os)
 {
     return __atomic_load_n(&os->green, __ATOMIC_ACQUIRE);
+}
+
+/* A reader holds h->all (internal.h): step back so it can finish, wait,
+ * then announce again, with a full fence this time. */
+void conc__hub_all_wlock_slow(conc__hub_t *h)
+{
+    for (;;) {
+        conc__store(&h->all_wbusy, 0u, REL);
+        while (conc__load(&h->all_guard, ACQ))
+            conc__cpu_relax();
+        conc__store(&h->all_wbusy, 1u, RLX);
+        conc__fence_full();
+        if (!conc__load(&h->all_guard, ACQ))
+            return;
+    }
 }
 
 /* The registry's walk of a hub's green threads (core/registry.c): the

@@ -746,6 +746,7 @@ static conc__hub_t *hub_create(void)
     h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
+    conc__membarrier_init(); /* the light side of h->all's guard (internal.h) */
     h->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (h->evfd < 0 || !(conc__hub_io_start(h, ops) || conc__hub_io_start(h, &conc__poll_epoll)) ||
         conc__stack_get(NULL, LOOP_STACK, &h->loop_stack) != 0) {

@@ -19,6 +19,7 @@
 
 #include "conc/green.h"
 #include "conc/sync.h"
+#include "core/fence.h"
 #include "core/park.h"
 
 /* Waiter states beyond park.h's: set by the hub when it resumes a parked
@@ -134,7 +135,8 @@ typedef struct conc__hub {
     size_t nheap, cap_heap;
     size_t nalive;                   /* green threads not yet ended */
     struct conc_green *all;          /* the live ones (scripts/gdb/conc_green.py, the dump) */
-    unsigned all_guard;              /* spin lock: `all` against the dump (observe/dump.c) */
+    unsigned all_guard;              /* readers of `all` (the dump: observe/dump.c), a spin lock */
+    unsigned all_wbusy;              /* the hub changes `all` now (conc__hub_all_wlock) */
     size_t nfdwait;                  /* contexts waiting on fds */
     conc__fdent_t *fds;
     size_t nfds;
@@ -204,17 +206,35 @@ bool conc__stack_canary_ok(const conc__stack_t *s);
 void conc__stack_overflow_handler_install(void);
 void conc__stack_overflow_handler_thread_exit(void);
 
-/* The guard of h->all: the hub changes the list under it, the dump and
- * the deadlock detector read it under it from other threads. */
-static inline void conc__hub_all_lock(conc__hub_t *h)
+/* The guard of h->all: an asymmetric lock. The hub thread, the only one
+ * that changes the list (spawn, end: hot), announces itself in all_wbusy
+ * and checks all_guard with only a compiler barrier between (fence.h's
+ * light side); a reader (the dump, the deadlock detector: rare) takes
+ * all_guard, makes every thread pass a full barrier (the heavy side:
+ * membarrier) and waits for all_wbusy to clear. One of the two sees the
+ * other, so they never overlap; the hub pays no atomic read-modify-write.
+ * Without membarrier both sides use full fences. */
+static inline void conc__hub_all_lock(conc__hub_t *h) /* readers */
 {
     unsigned exp = 0;
     while (!atomic_compare_exchange_weak_explicit(CONC__A(&h->all_guard), &exp, 1u, ACQ, RLX)) {
         exp = 0;
         conc__cpu_relax();
     }
+    conc__fence_heavy();
+    while (conc__load(&h->all_wbusy, ACQ))
+        conc__cpu_relax();
 }
 static inline void conc__hub_all_unlock(conc__hub_t *h) { conc__store(&h->all_guard, 0u, REL); }
+void conc__hub_all_wlock_slow(conc__hub_t *h); /* green.c */
+static inline void conc__hub_all_wlock(conc__hub_t *h) /* the hub's own thread */
+{
+    conc__store(&h->all_wbusy, 1u, RLX);
+    conc__fence_light();
+    if (__builtin_expect(conc__load(&h->all_guard, ACQ) != 0, 0))
+        conc__hub_all_wlock_slow(h);
+}
+static inline void conc__hub_all_wunlock(conc__hub_t *h) { conc__store(&h->all_wbusy, 0u, REL); }
 /* The hub whose all_guard the calling thread holds while it looks things
  * up in the registry (the dump): the registry's walk of that hub must not
  * take the guard again (a spin lock: it would spin forever). */
