@@ -420,3 +420,61 @@ Test(green_more, recycled_green_is_fresh, .timeout = TU_TIMEOUT)
         }
     }
 }
+
+/* Joins from another OS thread racing the end: the ending green thread
+ * sets its `done` event only if it sees a remote join begun (a count it
+ * reads after closing its links, a joiner bumps before reading them), so
+ * every interleaving must still wake the joiner with the result. */
+static conc_green_t *_Atomic rj_slot;
+static atomic_int rj_acks, rj_bad, rj_quit;
+
+static void *rj_body(void *arg)
+{
+    for (int k = (int)((uintptr_t)arg % 3); k > 0; k--)
+        conc_yield();
+    return arg;
+}
+
+static void *rj_joiner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&rj_quit)) {
+        conc_green_t *g = atomic_exchange(&rj_slot, NULL);
+        if (!g) {
+            sched_yield();
+            continue;
+        }
+        void *r = NULL;
+        int rc = conc_green_get(g, 10, &r);
+        if (rc != 0 || !conc_green_dead(g) || r == NULL)
+            atomic_fetch_add(&rj_bad, 1);
+        atomic_fetch_add(&rj_acks, 1);
+    }
+    return NULL;
+}
+
+Test(green_more, join_from_another_thread_races_the_end, .timeout = TU_TIMEOUT)
+{
+    conc_thread_t *t;
+    cr_assert_eq(conc_thread_new(&t, rj_joiner, NULL, NULL), 0);
+    cr_assert_eq(conc_thread_start(t), 0);
+    int n = TU_SANITIZED ? 60 : 600;
+    for (int i = 1; i <= n; i++) {
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, rj_body, PTR(i)), 0);
+        atomic_store(&rj_slot, g);
+        if (i % 4 == 1) /* let the remote join begin first */
+            while (atomic_load(&rj_slot))
+                sched_yield();
+        if (i % 4 == 2)
+            conc_sleep(0.0002);
+        cr_assert_eq(conc_green_join(g, 10), 0);
+        while (atomic_load(&rj_acks) != i)
+            sched_yield();
+        conc_green_free(g);
+    }
+    atomic_store(&rj_quit, 1);
+    cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+    conc_thread_free(t);
+    cr_expect_eq(atomic_load(&rj_bad), 0);
+}

@@ -9,7 +9,8 @@
  * pending kill request from another OS thread. The last reference returns
  * the stack (and with it the record) to the stack pool.
  *
- * Ending, in order: status DEAD, the `done` event (joiners wake), then the
+ * Ending, in order: status DEAD, the joiners on its hub and the `done`
+ * event (joiners on other OS threads: set only if one began) wake, then the
  * links, on the ending green thread. A green thread killed before it
  * started ends at once, in the killer's context; the hub skips it when it
  * comes up in the ready queue.
@@ -158,7 +159,10 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->detached = out == NULL;
     atomic_store_explicit(&g->kill_queued, false, memory_order_relaxed);
     atomic_store_explicit(&g->kill_next, NULL, memory_order_relaxed);
-    memset(&g->done, 0, sizeof g->done);
+    if (atomic_load_explicit(&g->remote_joins, memory_order_relaxed)) { /* else `done` was never touched */
+        memset(&g->done, 0, sizeof g->done);
+        atomic_store_explicit(&g->remote_joins, 0, memory_order_relaxed);
+    }
     memset(&g->joinq, 0, sizeof g->joinq);
     atomic_store_explicit(&g->links, NULL, memory_order_relaxed);
     g->pool = NULL;
@@ -330,15 +334,21 @@ static void end_green(conc_green_t *g)
             list = atomic_load_explicit(&g->links, memory_order_acquire);
             continue;
         }
-        if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_seq_cst,
                                                   memory_order_acquire))
             break;
     }
+    /* The `done` event only if a join from another OS thread began: it
+     * counts itself in remote_joins, then looks at links (both seq_cst),
+     * as we closed links, then look at remote_joins — one of the two sees
+     * the other (conc_green_join). */
+    bool remote = atomic_load_explicit(&g->remote_joins, memory_order_seq_cst) != 0;
     if (g->pool)
         conc__green_pool_member_done(g);
     if (!conc__waitq_empty(&g->joinq))
         wake_joiners(h, g);
-    conc_event_set(&g->done);
+    if (remote)
+        conc_event_set(&g->done);
     conc__link_t *rev = NULL; /* added newest first: run in link order */
     while (list) {
         conc__link_t *n = list->next;
@@ -437,8 +447,13 @@ int conc_green_join(conc_green_t *g, double timeout)
         return CONC_EINVAL;
     if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
         return 0;
-    if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL) /* from another OS thread */
+    if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL) { /* from another OS thread */
+        /* g's end sets `done` only if it sees this count (end_green) */
+        atomic_fetch_add_explicit(&g->remote_joins, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&g->links, memory_order_seq_cst) == CONC__LINKS_CLOSED)
+            return 0; /* it ended (its status is DEAD: written before) */
         return conc__deadlock_event_wait(&g->done, dl, g, CONC__WAIT_GREEN_JOIN);
+    }
     /* A joiner on g's own hub: a plain list, no atomics (hub-local). A
      * wait whose time is already up is a pure poll: it never switches (so
      * a green thread that has not run yet is not run by it). */

@@ -94,7 +94,8 @@ struct conc_green {
     bool detached;
     _Atomic bool kill_queued;
     void *_Atomic kill_next; /* remote kill requests (hub->kills) */
-    conc_event_t done;       /* set at the end: joiners on other OS threads */
+    conc_event_t done;       /* set at the end if remote_joins: joiners on other OS threads */
+    _Atomic unsigned remote_joins; /* joins from other OS threads began (never decremented) */
     conc__waitq_t joinq;     /* joiners on g's own hub (no guard: hub-local) */
     conc__link_t *_Atomic links; /* a stack; CONC__LINKS_CLOSED once ended */
     struct conc_green_pool *pool;
