@@ -478,3 +478,91 @@ Test(green_more, join_from_another_thread_races_the_end, .timeout = TU_TIMEOUT)
     conc_thread_free(t);
     cr_expect_eq(atomic_load(&rj_bad), 0);
 }
+
+/* The usual join (no deadline, no scope) parks through the hub-local park
+ * (green/hub.c conc__hub_park_local): a kill still cuts it short, from the
+ * hub or from another OS thread, and leaves nothing behind on the joined
+ * green thread's list; a kill that comes in the same turn as the joined
+ * one's end lets the join succeed and stays pending for the next wait. */
+typedef struct {
+    conc_green_t *target;
+    int rc, after;
+} joiner_t;
+
+static void *joiner_body(void *arg)
+{
+    joiner_t *j = arg;
+    j->rc = conc_green_join(j->target, CONC_FOREVER);
+    j->after = conc_sleep(0.001);
+    return NULL;
+}
+
+static void *kill_arg(void *arg)
+{
+    conc_green_kill(arg, false, 0);
+    return NULL;
+}
+
+static void *kill_from_thread(void *arg)
+{
+    tu_sleep(0.02);
+    conc_green_kill(arg, false, 0);
+    return NULL;
+}
+
+Test(green_more, usual_join_killed, .timeout = TU_TIMEOUT)
+{
+    double ten = 10.0;
+    for (int from_thread = 0; from_thread < 2; from_thread++) {
+        conc_green_t *g, *j;
+        joiner_t jr = {0};
+        cr_assert_eq(conc_go(&g, sleeper, &ten), 0);
+        jr.target = g;
+        cr_assert_eq(conc_go(&j, joiner_body, &jr), 0);
+        conc_thread_t *t = NULL;
+        if (from_thread) {
+            cr_assert_eq(conc_thread_new(&t, kill_from_thread, j, NULL), 0);
+            cr_assert_eq(conc_thread_start(t), 0);
+        } else {
+            conc_yield(); /* j joins g */
+            conc_green_t *k;
+            cr_assert_eq(conc_go(&k, kill_arg, j), 0);
+            conc_green_free(k);
+        }
+        cr_assert_eq(conc_green_join(j, 10), 0);
+        cr_expect_eq(jr.rc, CONC_EKILLED, "from_thread %d", from_thread);
+        cr_expect(!conc_green_dead(g));
+        cr_expect_eq(conc_green_kill(g, true, 10), 0); /* g's end finds no stale joiner */
+        cr_expect(conc_green_killed(g));
+        if (t) {
+            cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+            conc_thread_free(t);
+        }
+        conc_green_free(j);
+        conc_green_free(g);
+    }
+}
+
+static void *kill_then_end(void *arg)
+{
+    conc_green_kill(*(conc_green_t **)arg, false, 0); /* the joiner, parked on us */
+    return PTR(7);
+}
+
+Test(green_more, usual_join_kill_in_the_same_turn_as_the_end, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g, *j;
+    joiner_t jr = {0};
+    cr_assert_eq(conc_green_new(&g, NULL, kill_then_end, &j), 0);
+    jr.target = g;
+    cr_assert_eq(conc_go(&j, joiner_body, &jr), 0);
+    conc_yield();                          /* j parks in its join of g */
+    cr_assert_eq(conc_green_start(g), 0); /* g kills j, then ends */
+    cr_assert_eq(conc_green_join(j, 10), 0);
+    cr_expect_eq(jr.rc, 0, "the join was satisfied in the same turn");
+    cr_expect_eq(jr.after, CONC_EKILLED, "the kill stays pending for the next wait");
+    cr_expect(conc_green_killed(j));
+    cr_expect_eq(INT(conc_green_value(g)), 7);
+    conc_green_free(j);
+    conc_green_free(g);
+}

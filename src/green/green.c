@@ -459,6 +459,25 @@ int conc_green_join(conc_green_t *g, double timeout)
      * a green thread that has not run yet is not run by it). */
     if (dl != CONC__NO_DEADLINE && dl <= conc__now_ns())
         return CONC_ETIMEDOUT;
+    conc__ctx_t *me = conc__cur;
+    conc__gs_t *mgs = me->green;
+    if (dl == CONC__NO_DEADLINE && me->nscopes == 0 && !me->nointr && !mgs->interrupt &&
+        !conc__obs_on(CONC__OBS_PARKS | CONC__OBS_DEADLOCK)) {
+        /* The usual join: conc__park's steps for this case, with the
+         * hub-local park (hub.c) */
+        conc__waiter_t w;
+        conc__waiter_init(&w);
+        w.obj = g;
+        w.kind = CONC__WAIT_GREEN_JOIN;
+        joinq_push(&g->joinq, &w);
+        me->cut_scope = -1;
+        conc__obs_block(me, g, CONC__WAIT_GREEN_JOIN, CONC__NO_DEADLINE);
+        int rc = conc__hub_park_local(mgs, &w);
+        conc__obs_unblock(me);
+        if (rc != 0 && w.queued) /* interrupted: g's end would have notified it (rc 0) */
+            conc__waitq_remove(&g->joinq, &w);
+        return rc;
+    }
     for (;;) {
         conc__waiter_t w;
         conc__waiter_init(&w);

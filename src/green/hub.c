@@ -425,6 +425,28 @@ asleep:
     return take_interrupt(gs);
 }
 
+/* green_park for a join of a green thread of this hub (green.c): its
+ * waiter is on that green thread's joinq, which only this hub's thread
+ * touches, and every waker — the end, a kill, LoopExit — runs on this
+ * thread, so the WAITING -> SLEEPING step needs no atomic exchange. The
+ * caller checked: no deadline, no timeout scope, nothing pending, not
+ * nointr, no observation that wraps parks. */
+int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
+{
+    conc__hub_t *h = gs->hub;
+    gs->last_intr = 0;
+    conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
+    gs->parked_w = w;
+    conc__hub_schedule(h, gs);
+    gs->parked_w = NULL;
+    if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED) {
+        if (gs->kind == GS_MAIN)
+            maybe_detach(h);
+        return 0;
+    }
+    return take_interrupt(gs); /* INTERRUPTED: no timer was set */
+}
+
 static void remote_wake(conc__hub_t *h)
 {
     if (atomic_load_explicit(&h->sleeping, memory_order_seq_cst) &&
