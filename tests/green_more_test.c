@@ -566,3 +566,80 @@ Test(green_more, usual_join_kill_in_the_same_turn_as_the_end, .timeout = TU_TIME
     conc_green_free(j);
     conc_green_free(g);
 }
+
+/* An ended green thread's "alive" reference is kept pending on its hub
+ * while its handle is held, so that the usual free after a join drops
+ * both at once (green.c conc__green_off_stack): the other orders must
+ * still free every record exactly once (ASan checks the poisoning of
+ * freed records) and reuse them. */
+static void *ret_one(void *arg)
+{
+    (void)arg;
+    return PTR(1);
+}
+
+static void *free_it(void *arg)
+{
+    conc_green_free(arg);
+    return NULL;
+}
+
+static void *spawn_join_no_free(void *arg)
+{
+    conc_green_t **out = arg;
+    if (conc_go(out, ret_one, NULL) != 0 || conc_green_join(*out, 10) != 0)
+        *out = NULL;
+    return NULL; /* the thread ends with the ended one pending on its hub */
+}
+
+Test(green_more, pending_alive_reference_orders, .timeout = TU_TIMEOUT)
+{
+    for (int round = 0; round < 3; round++) {
+        /* two ended back to back, freed in both orders */
+        conc_green_t *a, *b;
+        cr_assert_eq(conc_go(&a, ret_one, NULL), 0);
+        cr_assert_eq(conc_go(&b, ret_one, NULL), 0);
+        cr_assert_eq(conc_green_join(a, 10), 0);
+        cr_assert_eq(conc_green_join(b, 10), 0);
+        cr_expect_eq(INT(conc_green_value(a)), 1);
+        cr_expect_eq(INT(conc_green_value(b)), 1);
+        conc_green_free(round & 1 ? b : a);
+        conc_green_free(round & 1 ? a : b);
+
+        /* the handle freed by another OS thread while pending: the next
+         * end on the hub drops the alive reference */
+        conc_green_t *c, *d;
+        cr_assert_eq(conc_go(&c, ret_one, NULL), 0);
+        cr_assert_eq(conc_green_join(c, 10), 0);
+        conc_thread_t *t;
+        cr_assert_eq(conc_thread_new(&t, free_it, c, NULL), 0);
+        cr_assert_eq(conc_thread_start(t), 0);
+        cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+        conc_thread_free(t);
+        cr_assert_eq(conc_go(&d, ret_one, NULL), 0);
+        cr_assert_eq(conc_green_join(d, 10), 0);
+        cr_expect_eq(INT(conc_green_value(d)), 1);
+        conc_green_free(d);
+
+        /* a thread that ends with one pending: its handle freed here */
+        conc_green_t *e = NULL;
+        cr_assert_eq(conc_thread_new(&t, spawn_join_no_free, &e, NULL), 0);
+        cr_assert_eq(conc_thread_start(t), 0);
+        cr_assert_eq(conc_thread_join(t, 10, NULL), 0);
+        conc_thread_free(t);
+        cr_assert(e);
+        cr_expect(conc_green_dead(e));
+        cr_expect_eq(INT(conc_green_value(e)), 1);
+        cr_expect_eq(conc_green_free(e), 0);
+    }
+    /* and the records are reused as usual */
+    long ran = 0;
+    for (int i = 0; i < 100; i++) {
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, rj_body, PTR(1)), 0);
+        cr_assert_eq(conc_green_join(g, 10), 0);
+        ran += conc_green_dead(g);
+        conc_green_free(g);
+    }
+    cr_expect_eq(ran, 100);
+}

@@ -206,6 +206,8 @@ int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
     return conc_go_opts(out, NULL, fn, arg);
 }
 
+static void green_release(conc__hub_t *h, conc_green_t *g);
+
 void conc__green_unref(conc_green_t *g)
 {
     /* The last reference cannot gain company (taking one needs one), so
@@ -213,7 +215,13 @@ void conc__green_unref(conc_green_t *g)
     if (atomic_load_explicit(&g->refs, memory_order_acquire) != 1 &&
         atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
         return;
-    conc__hub_t *h = conc__tl_hub;
+    green_release(conc__tl_hub, g);
+}
+
+/* The last reference to g went (h: the calling thread's hub): keep g for
+ * h's next spawn, or give its stack back. */
+static void green_release(conc__hub_t *h, conc_green_t *g)
+{
     if (h == g->gs.hub && h->ngfree < GFREE_MAX &&
         (size_t)(g->stack.hi - g->stack.lo) == CONC__GREEN_STACK_DEFAULT) {
         /* Kept whole for this hub's next spawn (conc__green_make). */
@@ -238,6 +246,25 @@ void conc__green_unref(conc_green_t *g)
     ASAN_POISON_MEMORY_REGION(g, sizeof *g);
 #endif
     conc__stack_put(own ? h : NULL, &st);
+}
+
+/* d ended and its hub has switched off its stack: its "alive" reference
+ * goes. While its handle is still held, the hub keeps that reference
+ * pending instead (one green thread at a time): the handle's free on this
+ * hub, the usual end of a join, then drops both at once with no atomic
+ * read-modify-write (conc_green_free); the next ended one, or the
+ * thread's exit, drops it otherwise. */
+void conc__green_off_stack(conc__hub_t *h, conc_green_t *d)
+{
+    conc_green_t *p = h->dead_pending;
+    if (p) {
+        h->dead_pending = NULL;
+        conc__green_unref(p);
+    }
+    if (atomic_load_explicit(&d->refs, memory_order_acquire) == 1) /* the last: recycled now */
+        conc__green_unref(d);
+    else
+        h->dead_pending = d;
 }
 
 /* Run one link callback in the calling context (usually the ended green
@@ -572,6 +599,22 @@ int conc_green_free(conc_green_t *g)
 {
     if (!g || g->detached)
         return CONC_EINVAL;
+    conc__hub_t *h = conc__tl_hub;
+    if (h && h->dead_pending == g) {
+        /* Its hub kept its alive reference (conc__green_off_stack): both
+         * go now. Nothing else may change refs meanwhile — a remote kill
+         * takes one only from a live g; a pending kill's is dropped by
+         * this thread — so 2 means these two are the last. */
+        h->dead_pending = NULL;
+        g->detached = true;
+        if (atomic_load_explicit(&g->refs, memory_order_acquire) == 2) {
+            green_release(h, g);
+            return 0;
+        }
+        conc__green_unref(g); /* pending kills hold it too */
+        conc__green_unref(g);
+        return 0;
+    }
     if (g->unscheduled) { /* never started: it never will (as gevent drops it) */
         if (g->gs.hub == conc__tl_hub)
             conc__green_do_kill(g);

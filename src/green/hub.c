@@ -79,7 +79,7 @@ static void after_switch(conc__hub_t *h)
     conc_green_t *d = h->dead;
     if (d) {
         h->dead = NULL;
-        conc__green_unref(d); /* its "alive" reference: off its stack now */
+        conc__green_off_stack(h, d); /* its "alive" reference: off its stack now */
     }
 }
 
@@ -689,6 +689,10 @@ static void hub_thread_exit(void *p)
         __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
     }
     h->main.ctx = NULL;
+    conc_green_t *pend = h->dead_pending; /* its handle's free would have dropped it */
+    h->dead_pending = NULL;
+    if (pend)
+        conc__green_unref(pend);
     if (h->nalive != 0)
         return; /* its green threads are abandoned with it (documented) */
     pthread_mutex_lock(&hubs_lock);

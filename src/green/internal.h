@@ -144,6 +144,7 @@ typedef struct conc__hub {
     size_t nwatched;                 /* fds with registered != 0 */
     size_t nacq;                     /* listeners with an accept queue (uring) */
     unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
+    conc_green_t *dead_pending;      /* off its stack, alive ref kept for its handle's free (green.c) */
     struct conc__hub *free_next;
     /* stacks of the default size, kept for reuse by this hub */
     conc__stack_t *cache;
@@ -244,6 +245,7 @@ extern __thread conc__hub_t *conc__hub_all_held;
 
 /* green.c */
 void conc__green_unref(conc_green_t *g);
+void conc__green_off_stack(conc__hub_t *h, conc_green_t *d); /* after the switch off d's stack */
 /* links.c: run a link now (in the caller) if its kind matches g's outcome. */
 void conc__green_run_link(conc_green_t *g, const conc__link_t *l);
 void conc__green_do_kill(conc_green_t *g); /* on g's hub thread */
