@@ -151,6 +151,46 @@ Test(green_more, unlink_races_the_end, .timeout = TU_TIMEOUT)
     }
 }
 
+/* Links from another OS thread racing the end: the end closes the links
+ * with plain stores unless a link or unlink from another thread is under
+ * way (green.c end_green); every link runs exactly once, at the end on
+ * the green thread or at once in the linker. */
+static void *linker(void *arg)
+{
+    conc_green_t *g = arg;
+    for (int i = 0; i < 200; i++)
+        if (conc_green_link(g, count_link, PTR(i)) != 0)
+            return PTR(1);
+    return NULL;
+}
+
+static void *yield_some(void *arg)
+{
+    for (int i = 0; i < (int)(intptr_t)arg; i++)
+        conc_yield();
+    return NULL;
+}
+
+Test(green_more, link_from_another_thread_races_the_end, .timeout = TU_TIMEOUT)
+{
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&ran_links, 0);
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, yield_some, PTR(round * 3)), 0);
+        conc_thread_t *t;
+        cr_assert_eq(conc_thread_spawn(&t, linker, g, NULL), 0);
+        if (round & 1)
+            tu_sleep(0.0005);
+        cr_assert_eq(conc_green_join(g, 5), 0);
+        void *bad = PTR(1);
+        cr_assert_eq(conc_thread_join(t, 10, &bad), 0);
+        conc_thread_free(t);
+        cr_assert_null(bad);
+        cr_assert_eq(atomic_load(&ran_links), 200, "round %d", round);
+        conc_green_free(g);
+    }
+}
+
 /* ------------------------------------------------------ new + start */
 
 Test(green_more, new_then_start, .timeout = TU_TIMEOUT)

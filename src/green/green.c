@@ -354,22 +354,31 @@ static void end_green(conc_green_t *g)
     if (g->ctx.lockdep)
         conc__lockdep_ctx_exit(&g->ctx);
     atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
+    /* Other OS threads that link, unlink or join g announce themselves,
+     * pass a heavy fence (membarrier) and then look at the status; we
+     * wrote the status, pass a light one and look at their counts: one of
+     * the two sees the other (core/fence.h). No link or unlink from
+     * another thread under way: nobody else touches the links now (one
+     * that comes later sees DEAD and keeps off), so they close with
+     * plain stores; else with a CAS against them. A remote joiner that
+     * began gets the `done` event. */
+    conc__fence_light();
+    bool foreign = atomic_load_explicit(&g->foreign_links, memory_order_acquire) != 0;
+    bool remote = atomic_load_explicit(&g->remote_joins, memory_order_relaxed) != 0;
     conc__link_t *list = atomic_load_explicit(&g->links, memory_order_acquire);
-    for (;;) {
+    if (!foreign && list != CONC__LINKS_BUSY)
+        atomic_store_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_release);
+    else
+        for (;;) {
         if (__builtin_expect(list == CONC__LINKS_BUSY, 0)) { /* an unlink edits it: it puts it back */
             sched_yield();
             list = atomic_load_explicit(&g->links, memory_order_acquire);
             continue;
         }
-        if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_seq_cst,
+        if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
     }
-    /* The `done` event only if a join from another OS thread began: it
-     * counts itself in remote_joins, then looks at links (both seq_cst),
-     * as we closed links, then look at remote_joins — one of the two sees
-     * the other (conc_green_join). */
-    bool remote = atomic_load_explicit(&g->remote_joins, memory_order_seq_cst) != 0;
     if (g->pool)
         conc__green_pool_member_done(g);
     if (!conc__waitq_empty(&g->joinq))
@@ -476,9 +485,10 @@ int conc_green_join(conc_green_t *g, double timeout)
         return 0;
     if (g->gs.hub != conc__tl_hub || conc__ctx()->ops == NULL) { /* from another OS thread */
         /* g's end sets `done` only if it sees this count (end_green) */
-        atomic_fetch_add_explicit(&g->remote_joins, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&g->links, memory_order_seq_cst) == CONC__LINKS_CLOSED)
-            return 0; /* it ended (its status is DEAD: written before) */
+        atomic_fetch_add_explicit(&g->remote_joins, 1, memory_order_relaxed);
+        conc__fence_heavy();
+        if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
+            return 0;
         return conc__deadlock_event_wait(&g->done, dl, g, CONC__WAIT_GREEN_JOIN);
     }
     /* A joiner on g's own hub: a plain list, no atomics (hub-local). A
@@ -696,6 +706,15 @@ int conc__green_link_kind(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg
     l->cb = cb;
     l->arg = arg;
     l->kind = kind;
+    bool foreign = g->gs.hub != conc__tl_hub;
+    if (foreign && !conc__links_foreign_enter(g)) {
+        /* ended: its end closes the links (or did) and runs those it had */
+        while (atomic_load_explicit(&g->links, memory_order_acquire) != CONC__LINKS_CLOSED)
+            sched_yield();
+        conc__green_run_link(g, l);
+        free(l);
+        return 0;
+    }
     conc__link_t *head = atomic_load_explicit(&g->links, memory_order_acquire);
     do {
         while (head == CONC__LINKS_BUSY) { /* an unlink edits the list */
@@ -703,6 +722,8 @@ int conc__green_link_kind(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg
             head = atomic_load_explicit(&g->links, memory_order_acquire);
         }
         if (head == CONC__LINKS_CLOSED) { /* already ended */
+            if (foreign)
+                conc__links_foreign_leave(g);
             conc__green_run_link(g, l);
             free(l);
             return 0;
@@ -710,7 +731,24 @@ int conc__green_link_kind(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg
         l->next = head;
     } while (!atomic_compare_exchange_weak_explicit(&g->links, &head, l, memory_order_acq_rel,
                                                     memory_order_acquire));
+    if (foreign)
+        conc__links_foreign_leave(g);
     return 0;
+}
+
+bool conc__links_foreign_enter(conc_green_t *g)
+{
+    atomic_fetch_add_explicit(&g->foreign_links, 1, memory_order_relaxed);
+    conc__fence_heavy(); /* against end_green's light fence */
+    if (atomic_load_explicit(&g->status, memory_order_acquire) != G_DEAD)
+        return true;
+    conc__links_foreign_leave(g);
+    return false;
+}
+
+void conc__links_foreign_leave(conc_green_t *g)
+{
+    atomic_fetch_sub_explicit(&g->foreign_links, 1, memory_order_release);
 }
 
 int conc_green_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)

@@ -96,6 +96,7 @@ struct conc_green {
     void *_Atomic kill_next; /* remote kill requests (hub->kills) */
     conc_event_t done;       /* set at the end if remote_joins: joiners on other OS threads */
     _Atomic unsigned remote_joins; /* joins from other OS threads began (never decremented) */
+    _Atomic unsigned foreign_links; /* links / unlinks from other OS threads under way */
     conc__waitq_t joinq;     /* joiners on g's own hub (no guard: hub-local) */
     conc__link_t *_Atomic links; /* a stack; CONC__LINKS_CLOSED once ended */
     struct conc_green_pool *pool;
@@ -249,5 +250,10 @@ void conc__green_off_stack(conc__hub_t *h, conc_green_t *d); /* after the switch
 /* links.c: run a link now (in the caller) if its kind matches g's outcome. */
 void conc__green_run_link(conc_green_t *g, const conc__link_t *l);
 void conc__green_do_kill(conc_green_t *g); /* on g's hub thread */
+/* A link or unlink of g from another OS thread than its hub's: announce
+ * it (false: g ended, its links are or will be closed: do not touch
+ * them); leave once done. See end_green. */
+bool conc__links_foreign_enter(conc_green_t *g);
+void conc__links_foreign_leave(conc_green_t *g);
 
 #endif

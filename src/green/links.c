@@ -8,7 +8,10 @@
  * Removing from the middle cannot be done with one CAS, so an unlink
  * swaps the whole stack for CONC__LINKS_BUSY, edits it privately and
  * stores the result back; while BUSY, a link and the end wait (yield) —
- * only an unlink ever holds it, for a few loads and stores.
+ * only an unlink ever holds it, for a few loads and stores. A link or
+ * unlink from another OS thread than g's hub's announces itself first
+ * (conc__links_foreign_enter): the end closes the links with plain
+ * stores when none is under way (green.c end_green).
  */
 #include <sched.h>
 #include <stdlib.h>
@@ -27,13 +30,21 @@ int conc_green_link_exception(conc_green_t *g, void (*cb)(conc_green_t *g, void 
     return conc__green_link_kind(g, cb, arg, CONC__LINK_EXCEPTION);
 }
 
-/* Take the list (BUSY in its place); NULL list and false once ended. */
-static bool take(conc_green_t *g, conc__link_t **list)
+/* Take the list (BUSY in its place); NULL list and false once ended.
+ * From another OS thread than g's hub's, announced (green.c end_green):
+ * the caller leaves after put_back (`foreign`). */
+static bool take(conc_green_t *g, conc__link_t **list, bool *foreign)
 {
+    *foreign = g->gs.hub != conc__tl_hub;
+    if (*foreign && !conc__links_foreign_enter(g))
+        return false; /* ended: no links to remove any more */
     conc__link_t *head = atomic_load_explicit(&g->links, memory_order_acquire);
     for (;;) {
-        if (head == CONC__LINKS_CLOSED)
+        if (head == CONC__LINKS_CLOSED) {
+            if (*foreign)
+                conc__links_foreign_leave(g);
             return false;
+        }
         if (head == CONC__LINKS_BUSY) {
             sched_yield();
             head = atomic_load_explicit(&g->links, memory_order_acquire);
@@ -47,9 +58,11 @@ static bool take(conc_green_t *g, conc__link_t **list)
     }
 }
 
-static void put_back(conc_green_t *g, conc__link_t *list)
+static void put_back(conc_green_t *g, conc__link_t *list, bool foreign)
 {
     atomic_store_explicit(&g->links, list, memory_order_release);
+    if (foreign)
+        conc__links_foreign_leave(g);
 }
 
 int conc_green_unlink(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), void *arg)
@@ -57,7 +70,8 @@ int conc_green_unlink(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), v
     if (!g || !cb)
         return CONC_EINVAL;
     conc__link_t *list;
-    if (!take(g, &list))
+    bool foreign;
+    if (!take(g, &list, &foreign))
         return 0;
     /* gevent removes the first one linked: the last match in the stack */
     conc__link_t **victim = NULL;
@@ -69,7 +83,7 @@ int conc_green_unlink(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), v
         gone = *victim;
         *victim = gone->next;
     }
-    put_back(g, list);
+    put_back(g, list, foreign);
     free(gone);
     return gone ? 1 : 0;
 }
@@ -79,9 +93,10 @@ int conc_green_unlink_all(conc_green_t *g)
     if (!g)
         return CONC_EINVAL;
     conc__link_t *list;
-    if (!take(g, &list))
+    bool foreign;
+    if (!take(g, &list, &foreign))
         return 0;
-    put_back(g, NULL);
+    put_back(g, NULL, foreign);
     int n = 0;
     while (list) {
         conc__link_t *next = list->next;
