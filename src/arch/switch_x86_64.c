@@ -4,8 +4,9 @@
  *
  * The first switch to a fresh stack loads the default FP control words,
  * the resume address (conc__switch_start) and "rbp", which carries the
- * argument, from the frame's three slots and jumps with the stack pointer
- * still at the slots; the trampoline steps over them and calls
+ * argument, from the frame's three slots, 152 bytes (the red zone and the
+ * slots) below the aligned top, and jumps with the stack pointer at that
+ * top, as for any suspended context; the trampoline calls
  * conc__green_entry(arg) with the stack 16-byte aligned, as the ABI wants
  * at a call.
  */
@@ -22,7 +23,6 @@ __asm__(".text\n"
         "conc__switch_start:\n"
         "  .cfi_startproc\n"
         "  .cfi_undefined %rip\n" /* the outermost frame, for debuggers */
-        "  addq $24, %rsp\n"   /* the slots */
         "  movq %rbp, %rdi\n"
         "  xorl %ebp, %ebp\n"
         "  call conc__green_entry\n"
@@ -34,7 +34,7 @@ void conc__switch_start(void);
 
 void *conc__switch_frame(void *top, void *arg)
 {
-    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 3;
+    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 19; /* 152 bytes */
     sp[0] = 0x1F80u | ((uint64_t)0x037Fu << 32); /* default MXCSR, x87 cw */
     sp[1] = (uint64_t)(uintptr_t)conc__switch_start;
     sp[2] = (uint64_t)(uintptr_t)arg; /* popped into rbp */

@@ -14,9 +14,12 @@
  *   [0] MXCSR (low 4 bytes) | x87 control word (bytes 4-5)
  *   [1] resume address   [2] rbp
  * below the 128-byte red zone of the suspended code. The stack pointer
- * moves once (the slots are stored, not pushed) and the resumed side
- * reads its slots where they are: 16 instructions for a switch whose
- * control words match.
+ * moves once on each side (the slots are stored, not pushed): the
+ * switching side reads the other context's slots, puts its stack pointer
+ * back where it was when it suspended and jumps, so the resumed code
+ * starts with its own stack pointer and the compiler's unwind rule (a
+ * signal landing there unwinds normally). 17 instructions for a switch
+ * whose control words match.
  * The FP control words are callee-saved; they are loaded back only when
  * their control bits differ from the running context's (ldmxcsr costs tens
  * of ns on some CPUs, a compare nothing), so exception flags are per
@@ -35,12 +38,15 @@
  * the stack pointer itself for that stretch: the unwinder still reads the
  * callee-saved registers' slots relative to it, and those reads must land
  * on mapped stack, whatever the compiler's own rule was (rsp- or
- * rbp-based). At the resume address the compiler's rule is back: a
- * debugger that resumes a suspended context there (scripts/gdb, which
- * sets the stack pointer past the red zone) unwinds it as before; only a
- * signal on that one instruction (the red zone's addq) sees a CFA 152
- * bytes off (the red zone and the slots). Directives only: no instruction
- * changes. */
+ * rbp-based). The stretch ends with the jump, which the other side's
+ * stack pointer, already back above its red zone, takes: at the resume
+ * address the compiler's rule holds exactly (a debugger that resumes a
+ * suspended context there, scripts/gdb, sets the same stack pointer).
+ * (The resumed side used to step back over the red zone itself, and a
+ * signal on that one instruction unwound from a CFA 152 bytes off and
+ * crashed libgcc's unwinder: tests/green_switch_test.c,
+ * dump_among_switches.) Past the jump's `addq` the slots lie below the
+ * red zone, where a signal frame may land: they are read before it. */
 #ifdef __GCC_HAVE_DWARF2_CFI_ASM
 #define CONC__CFI(x) x "\n\t"
 #else
@@ -73,14 +79,15 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
         "jnz 4f\n\t"
         "3:\n\t"
         "movq 16(%%rsp), %%rbp\n\t"
-        "jmpq *8(%%rsp)\n\t"
+        "movq 8(%%rsp), %%rax\n\t"
+        "addq $152, %%rsp\n\t"
+        "jmpq *%%rax\n\t"
         "4:\n\t"
         "ldmxcsr (%%rsp)\n\t"
         "fldcw 4(%%rsp)\n\t"
         "jmp 3b\n\t"
         "1:\n\t"
         CONC__CFI(".cfi_restore_state")
-        "addq $152, %%rsp\n\t"
         : "+D"(s), "+S"(t)
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",
