@@ -74,9 +74,20 @@ typedef struct {
 /* Set in `enq` by close(): puts fail from then on, atomically with claims. */
 #define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
 
+/* A side's owner word (pown, cown): none yet, an owning thread's id
+ * (ring.c: single-producer / single-consumer path), being revoked, or
+ * shared for good (every operation takes its ticket with a CAS). */
+#define CONC__RING_OWN_NONE ((uintptr_t)0)
+#define CONC__RING_OWN_REVOKING ((uintptr_t)1)
+#define CONC__RING_OWN_SHARED ((uintptr_t)2)
+
 typedef struct {
     _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
+    _Atomic uintptr_t pown;                      /* producer side's owner */
+    atomic_uint pbusy;                           /* the owner is in a put */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
+    _Atomic uintptr_t cown;                      /* consumer side's owner */
+    atomic_uint cbusy;                           /* the owner is in a get */
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;
@@ -110,6 +121,18 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
         return true; /* let put see it and fail */
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
+}
+/* Whether a side may run its owner path (counters stored without an RMW):
+ * then a sleeper must pair its re-check with conc__fence_heavy (the
+ * owner's wake-up check follows a compiler-only fence). Monotonic states:
+ * once it says false after having said true, the revocation's hand-over
+ * orders every owner operation before the caller's re-check. */
+static inline bool conc__ring_owned(const conc__ring_t *r)
+{
+    uintptr_t p = atomic_load((_Atomic uintptr_t *)&r->pown);
+    uintptr_t c = atomic_load((_Atomic uintptr_t *)&r->cown);
+    return (p != CONC__RING_OWN_NONE && p != CONC__RING_OWN_SHARED) ||
+           (c != CONC__RING_OWN_NONE && c != CONC__RING_OWN_SHARED);
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {

@@ -45,6 +45,14 @@ struct conc_queue {
     conc__reent_t *reent;                          /* SimpleQueue only */
 };
 
+/* Whether a put or get may publish without an atomic RMW (segq puts; a
+ * ring side with an owner): a sleeper then pairs its re-check with
+ * conc__fence_heavy (core/fence.h) instead of relying on that RMW. */
+static inline bool conc__queue_light_publish(const conc_queue_t *q)
+{
+    return q->impl == IMPL_SEGQ || (q->impl == IMPL_RING && conc__ring_owned(&q->s.ring));
+}
+
 /* Try to take an item without blocking; wakes a sleeping putter on success. */
 bool conc__queue_try_get(conc_queue_t *q, void **item);
 /* Whether q holds an item (a seq_cst read, for the sleeping protocol). */

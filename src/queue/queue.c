@@ -254,17 +254,21 @@ static void wake_all(conc__waitq_t *wq, atomic_uint *cnt)
 
 static inline void after_put(conc_queue_t *q)
 {
-    /* ring and heapq publish with an atomic RMW, which already orders the
-     * load below; segq with a release store, paired with the sleeper's
-     * heavy fence (core/fence.h). */
+    /* heapq and a shared ring side publish with an atomic RMW, which
+     * already orders the load below; segq and a ring side's owner with
+     * plain stores, paired with the sleeper's heavy fence (core/fence.h;
+     * the owner path exists only where membarrier works). */
     if (q->impl == IMPL_SEGQ)
         conc__fence_light();
+    else
+        atomic_signal_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&q->gsleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->getq, &q->gsleep);
 }
 
 static inline void after_get(conc_queue_t *q)
 {
+    atomic_signal_fence(memory_order_seq_cst); /* see after_put */
     if (atomic_load_explicit(&q->psleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->putq, &q->psleep);
 }
@@ -429,8 +433,8 @@ static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, co
     conc_queue_t *outer = reent_enter(q);
     wq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
-    if (q->impl == IMPL_SEGQ)
-        conc__fence_heavy(); /* segq puts publish without an RMW */
+    if (conc__queue_light_publish(q))
+        conc__fence_heavy(); /* segq puts, ring owners publish without an RMW */
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
         cnt_dec(cnt);
         conc__waitq_unlock(wq);

@@ -26,10 +26,45 @@
  * re-check, so only the _nowait calls can see a spurious Full/Empty. A
  * child forked from a single thread — every fork-server child — stays
  * exact.)
+ *
+ * Owner paths (one producer, one consumer). A ticket CAS is a locked
+ * instruction: it drains the store buffer, so every put/get waits for the
+ * cache line of the cell it just wrote to come back from the other core.
+ * Most rings have one producing and one consuming thread, so each side
+ * has an owner word (pown, cown): the first thread to put (get) claims
+ * its side, and while it owns it, it takes tickets with a plain load and
+ * store of enq (deq) — the same steps as the CAS path (claim, then fill
+ * or empty the cell, then publish its seq), so a half-done owner step
+ * looks like a claimed, unpublished cell to everybody else. The owner
+ * brackets each operation with a busy flag, stored without a fence and
+ * followed by a re-read of the owner word. Another thread that wants the
+ * side (or close()) revokes it for good: owner word -> REVOKING,
+ * membarrier(2) (conc__fence_heavy: every running thread of the process
+ * executes a full barrier, so either the owner's re-read sees REVOKING or
+ * the revoker sees busy), waits for busy == 0, then SHARED: from then on
+ * everybody uses the CAS path. Only a process where membarrier works
+ * claims sides (conc__membarrier_init); a revocation in a child that a
+ * fork left without the owner stops waiting as a stuck claim does.
+ *
+ * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
+ * count after the publishing stores) has no RMW before it, so while a side
+ * may be owned (conc__ring_owned) sleepers pair their re-check with a
+ * heavy fence, as with segq. FIFO puts and gets are not async-signal-safe
+ * (Python's are not either): a handler that puts to a ring its thread owns
+ * while that thread is mid-put would take the same ticket.
  */
+#include <sched.h>
 #include <stdlib.h>
 
+#include "core/fence.h"
 #include "queue/container.h"
+
+/* This thread's id as a side owner (never 0, 1 or 2). */
+static __thread char ring_self __attribute__((tls_model("initial-exec")));
+static inline uintptr_t self_id(void)
+{
+    return (uintptr_t)&ring_self;
+}
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
 {
@@ -44,6 +79,11 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     r->mask = (cap & (cap - 1)) == 0 ? cap - 1 : 0;
     atomic_init(&r->enq, 0);
     atomic_init(&r->deq, 0);
+    atomic_init(&r->pown, CONC__RING_OWN_NONE);
+    atomic_init(&r->cown, CONC__RING_OWN_NONE);
+    atomic_init(&r->pbusy, 0);
+    atomic_init(&r->cbusy, 0);
+    conc__membarrier_init(); /* once per process: sides may be claimed */
     return 0;
 }
 
@@ -58,11 +98,6 @@ static inline conc__cell_t *cell_at(conc__ring_t *r, size_t pos)
     return &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
 }
 
-void conc__ring_close(conc__ring_t *r)
-{
-    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
-}
-
 /* A claimed cell still unpublished after many rounds, in a child that a
  * fork may have left with a dead claimer. */
 static bool stuck_since_fork(unsigned *spins)
@@ -70,8 +105,137 @@ static bool stuck_since_fork(unsigned *spins)
     return ++*spins > (1u << 14) && conc__load(&conc__fork_orphans, RLX);
 }
 
+/* The calling thread does not own the side: claim it if nobody has yet
+ * and may_claim (returns true: the caller owns it now), else make it
+ * shared for good (returns false: use the CAS path). */
+static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me, bool may_claim)
+{
+    uintptr_t o = atomic_load_explicit(own, memory_order_acquire);
+    for (;;) {
+        if (o == CONC__RING_OWN_SHARED)
+            return false;
+        if (o == CONC__RING_OWN_REVOKING) {
+            /* another thread is handing it over: wait for SHARED */
+            for (unsigned n = 0; (o = atomic_load_explicit(own, memory_order_acquire)) ==
+                                 CONC__RING_OWN_REVOKING;)
+                if (++n < 64)
+                    conc__cpu_relax();
+                else
+                    sched_yield();
+            continue;
+        }
+        if (o == CONC__RING_OWN_NONE) {
+            uintptr_t want = may_claim && conc__membarrier_init() ? me : CONC__RING_OWN_SHARED;
+            if (atomic_compare_exchange_strong_explicit(own, &o, want, memory_order_seq_cst,
+                                                        memory_order_acquire))
+                return want == me;
+            continue;
+        }
+        if (o == me)
+            return true;
+        if (!atomic_compare_exchange_strong_explicit(own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                     memory_order_acquire))
+            continue;
+        /* Either the owner's re-read of `own` sees REVOKING, or we see its
+         * busy flag: wait until its operation is over. */
+        conc__fence_heavy();
+        unsigned spins = 0;
+        while (atomic_load_explicit(busy, memory_order_acquire) && !stuck_since_fork(&spins)) {
+            if ((spins & 63) != 63)
+                conc__cpu_relax();
+            else
+                sched_yield();
+        }
+        atomic_store_explicit(own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+        return false;
+    }
+}
+
+/* Enter the owner path: true if the calling thread owns the side (busy is
+ * set then; the caller clears it with side_leave). */
+static inline bool side_enter(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me)
+{
+    if (atomic_load_explicit(own, memory_order_relaxed) != me)
+        return false;
+    atomic_store_explicit(busy, 1, memory_order_relaxed);
+    /* no hardware fence: the revoker's membarrier stands in for it */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(own, memory_order_relaxed) == me, 1))
+        return true;
+    atomic_store_explicit(busy, 0, memory_order_release);
+    return false;
+}
+
+static inline void side_leave(atomic_uint *busy)
+{
+    atomic_store_explicit(busy, 0, memory_order_release);
+}
+
+void conc__ring_close(conc__ring_t *r)
+{
+    /* The CLOSED bit is set with an RMW, so no owner may store enq. */
+    side_take(&r->pown, &r->pbusy, CONC__RING_OWN_NONE, false);
+    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
+}
+
+/* The owner's put: only it stores enq (close revokes first). */
+static int owner_put(conc__ring_t *r, void *item, bool exact)
+{
+    unsigned spins = 0;
+    size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
+    for (;;) {
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (seq == pos) {
+            atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
+            atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+            return 0;
+        }
+        /* Full by this cell. Really full, or a consumer is mid-way? */
+        if (!exact)
+            return CONC_EFULL;
+        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
+        if (pos - deq >= r->cap || stuck_since_fork(&spins))
+            return CONC_EFULL;
+        conc__cpu_relax();
+    }
+}
+
+/* The owner's get: only it stores deq. */
+static bool owner_get(conc__ring_t *r, void **item, bool exact)
+{
+    unsigned spins = 0;
+    size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
+    for (;;) {
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (seq == pos + 1) {
+            atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
+            *item = c->item;
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+            return true;
+        }
+        /* Empty by this cell. Really empty, or a producer is mid-way? */
+        if (!exact)
+            return false;
+        size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
+        if (enq == pos || stuck_since_fork(&spins))
+            return false;
+        conc__cpu_relax();
+    }
+}
+
 int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
+    uintptr_t me = self_id();
+    if (side_enter(&r->pown, &r->pbusy, me) ||
+        (atomic_load_explicit(&r->pown, memory_order_relaxed) != CONC__RING_OWN_SHARED &&
+         side_take(&r->pown, &r->pbusy, me, true) && side_enter(&r->pown, &r->pbusy, me))) {
+        int rc = owner_put(r, item, exact);
+        side_leave(&r->pbusy);
+        return rc;
+    }
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
@@ -106,6 +270,14 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 {
+    uintptr_t me = self_id();
+    if (side_enter(&r->cown, &r->cbusy, me) ||
+        (atomic_load_explicit(&r->cown, memory_order_relaxed) != CONC__RING_OWN_SHARED &&
+         side_take(&r->cown, &r->cbusy, me, true) && side_enter(&r->cown, &r->cbusy, me))) {
+        bool ok = owner_get(r, item, exact);
+        side_leave(&r->cbusy);
+        return ok;
+    }
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
