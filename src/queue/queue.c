@@ -178,9 +178,18 @@ static inline bool peek_get(const conc_queue_t *q)
     return q->impl == IMPL_RING ? conc__ring_peek_get(&q->s.ring) : store_size(q) > 0;
 }
 
-static inline bool peek_put(const conc_queue_t *q)
+/* spins: rounds so far. A ring of 64+ cells that is full is being
+ * emptied by a consumer with plenty to do: for the first rounds wait for
+ * a few lines of room (conc__ring_peek_put_ahead), then for any. */
+#define CONC__PUT_AHEAD 16
+#define CONC__PUT_AHEAD_ROUNDS 64
+static inline bool peek_put(const conc_queue_t *q, unsigned spins)
 {
-    return q->impl == IMPL_RING ? conc__ring_peek_put(&q->s.ring) : has_room(q);
+    if (q->impl != IMPL_RING)
+        return has_room(q);
+    if (spins < CONC__PUT_AHEAD_ROUNDS && q->s.ring.cap >= 4 * CONC__PUT_AHEAD)
+        return conc__ring_peek_put_ahead(&q->s.ring, CONC__PUT_AHEAD);
+    return conc__ring_peek_put(&q->s.ring);
 }
 
 static bool has_room(const conc_queue_t *q)
@@ -638,7 +647,7 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     conc__spinner_t sp;
     conc__spin_begin(&sp, deadline);
     while (conc__spin_more(&sp)) {
-        if (peek_put(q) && (rc = store_put_x(q, item, false)) != CONC_EFULL)
+        if (peek_put(q, sp.n) && (rc = store_put_x(q, item, false)) != CONC_EFULL)
             break;
     }
     conc__spin_end(&sp, rc == 0);
