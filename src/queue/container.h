@@ -135,6 +135,59 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
+/* The owner paths' thread id (ring.c): this variable's address. */
+extern __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
+
+/* Blocking put/get fast path, inline (queue.c): if the calling thread owns
+ * the side, one non-exact attempt (as conc__ring_put/get with exact =
+ * false); returns 1 (put) / -1 (get) when it does not own it: call the
+ * general function then. Put: 0, CONC_EFULL or 1. Get: 1 = got, 0 =
+ * empty, -1 = not owner. The same steps as ring.c's owner_put/owner_get. */
+static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
+{
+    uintptr_t me = (uintptr_t)&conc__ring_self;
+    if (atomic_load_explicit(&r->pown, memory_order_relaxed) != me)
+        return 1;
+    atomic_store_explicit(&r->pbusy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier is the fence */
+    int rc = 1;
+    if (__builtin_expect(atomic_load_explicit(&r->pown, memory_order_relaxed) == me, 1)) {
+        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        rc = CONC_EFULL;
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos) {
+            atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
+            atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+            rc = 0;
+        }
+    }
+    atomic_store_explicit(&r->pbusy, 0, memory_order_release);
+    return rc;
+}
+static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
+{
+    uintptr_t me = (uintptr_t)&conc__ring_self;
+    if (atomic_load_explicit(&r->cown, memory_order_relaxed) != me)
+        return -1;
+    atomic_store_explicit(&r->cbusy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    int rc = -1;
+    if (__builtin_expect(atomic_load_explicit(&r->cown, memory_order_relaxed) == me, 1)) {
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        rc = 0;
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
+            atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
+            *item = c->item;
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+            rc = 1;
+        }
+    }
+    atomic_store_explicit(&r->cbusy, 0, memory_order_release);
+    return rc;
+}
+
 /* Whether a side may run its owner path (counters stored without an RMW):
  * then a sleeper must pair its re-check with conc__fence_heavy (the
  * owner's wake-up check follows a compiler-only fence). Monotonic states:

@@ -621,7 +621,7 @@ static int simple_put(conc_queue_t *q, void *item)
     return rc;
 }
 
-int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
+static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bool block, double timeout)
 {
     if (!q)
         return CONC_EINVAL;
@@ -670,6 +670,19 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     }
 }
 
+/* The fast path: a blocking put without a deadline on a ring side this
+ * thread owns (container.h), in a small frame; anything else, or a full
+ * ring, goes the general way (which tries again). */
+int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
+{
+    if (__builtin_expect(q && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
+        conc__ring_put_owned(&q->s.ring, item) == 0) {
+        after_put(q);
+        return 0;
+    }
+    return put_general(q, item, block, timeout);
+}
+
 int conc_queue_put_nowait(conc_queue_t *q, void *item)
 {
     return conc_queue_put(q, item, false, CONC_FOREVER);
@@ -683,7 +696,7 @@ bool conc__queue_try_get(conc_queue_t *q, void **item)
     return true;
 }
 
-int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
+static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, bool block, double timeout)
 {
     if (!q || !item)
         return CONC_EINVAL;
@@ -736,6 +749,17 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
         }
         ok = store_get(q, item);
     }
+}
+
+/* The fast path, as for put. */
+int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
+{
+    if (__builtin_expect(q && item && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
+        conc__ring_get_owned(&q->s.ring, item) > 0) {
+        after_get(q);
+        return 0;
+    }
+    return get_general(q, item, block, timeout);
 }
 
 int conc_queue_get_nowait(conc_queue_t *q, void **item)

@@ -60,10 +60,10 @@
 #include "queue/container.h"
 
 /* This thread's id as a side owner (never 0, 1 or 2). */
-static __thread char ring_self __attribute__((tls_model("initial-exec")));
+__thread char conc__ring_self __attribute__((tls_model("initial-exec")));
 static inline uintptr_t self_id(void)
 {
-    return (uintptr_t)&ring_self;
+    return (uintptr_t)&conc__ring_self;
 }
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
