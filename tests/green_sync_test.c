@@ -1443,12 +1443,35 @@ Test(green_sync, queue_ring_owner_sides_green_and_os_threads, .timeout = TU_TIME
     cr_assert_eq(atomic_load(&x.errors), 0);
     cr_assert_eq(atomic_load(&x.got), x.n);
     conc__ring_t *r = &x.q->s.ring;
-    if (mb) {
-        cr_assert(side_owned(atomic_load(&r->pown)), "the put side is not owned");
-        cr_assert(side_owned(atomic_load(&r->cown)), "the get side is not owned");
-    } else {
+    /* each side was claimed; one whose sleepers met every few items is
+     * shared by now (conc__ring_sleep_fence) */
+    cr_assert_neq(atomic_load(&r->pown), CONC__RING_OWN_NONE);
+    cr_assert_neq(atomic_load(&r->cown), CONC__RING_OWN_NONE);
+    if (!mb)
         cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
-    }
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+
+    /* the sleepers' rule, white box: a side owned by another thread needs
+     * the heavy fence; after FENCE_STRIKES sleeps with no items between
+     * them it is made shared (and needs none); this thread's own side or a
+     * shared one never needs it */
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 4), 0);
+    r = &x.q->s.ring;
+    uintptr_t none = CONC__RING_OWN_NONE;
+    cr_assert(atomic_compare_exchange_strong(&r->pown, &none, (uintptr_t)0x1000)); /* another thread */
+    int fenced = 0;
+    while (conc__ring_sleep_fence(r, true))
+        cr_assert_lt(++fenced, 100);
+    cr_assert_eq(fenced, 15);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_not(conc__ring_sleep_fence(r, true));
+    cr_assert_not(conc__ring_sleep_fence(r, false)); /* get side unowned */
+    void *it0;
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it0), CONC_EEMPTY); /* this thread claims the get side */
+    cr_assert_not(conc__ring_sleep_fence(r, false));
+    cr_assert_eq(conc_queue_put_nowait(x.q, PTR(5)), 0); /* CAS path: shared */
+    cr_assert_eq(conc_queue_get(x.q, &it0, true, 1.0), 0);
+    cr_assert_eq(it0, PTR(5));
     cr_assert_eq(conc_queue_free(x.q, NULL), 0);
 
     /* cuts on sides this thread owns */

@@ -91,6 +91,10 @@ typedef struct {
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;
+    /* sleepers only (conc__ring_sleep_fence): the other side's counter at
+     * the last heavy fence, per side, and how many came too close */
+    _Alignas(CONC__CACHELINE) atomic_size_t fence_mark[2];
+    atomic_uint fence_strikes;
 } conc__ring_t;
 
 int conc__ring_init(conc__ring_t *r, size_t cap);
@@ -188,18 +192,17 @@ static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
     return rc;
 }
 
-/* Whether a side may run its owner path (counters stored without an RMW):
- * then a sleeper must pair its re-check with conc__fence_heavy (the
- * owner's wake-up check follows a compiler-only fence). Monotonic states:
- * once it says false after having said true, the revocation's hand-over
- * orders every owner operation before the caller's re-check. */
-static inline bool conc__ring_owned(const conc__ring_t *r)
-{
-    uintptr_t p = atomic_load((_Atomic uintptr_t *)&r->pown);
-    uintptr_t c = atomic_load((_Atomic uintptr_t *)&r->cown);
-    return (p != CONC__RING_OWN_NONE && p != CONC__RING_OWN_SHARED) ||
-           (c != CONC__RING_OWN_NONE && c != CONC__RING_OWN_SHARED);
-}
+/* For a sleeper (a getter: getter = true; a putter: false) that has
+ * counted itself in (a seq_cst RMW) and is about to re-check: whether it
+ * must pair that re-check with conc__fence_heavy, because the side that
+ * would wake it (the put side for a getter) is owned by another thread,
+ * whose wake-up check follows only a compiler fence. Not needed when the
+ * side is unowned (a later claim is a seq_cst CAS), shared (its owner
+ * operations, if any, were handed over), or owned by this very thread
+ * (green threads of one hub: program order). When such sleeps come often
+ * (few items between them), a membarrier each costs more than the owner
+ * path saves: the side is then made shared instead. */
+bool conc__ring_sleep_fence(conc__ring_t *r, bool getter);
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
     size_t d = atomic_load((atomic_size_t *)&r->deq);

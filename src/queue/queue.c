@@ -442,7 +442,7 @@ static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, co
     conc_queue_t *outer = reent_enter(q);
     wq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
-    if (conc__queue_light_publish(q))
+    if (conc__queue_light_publish(q, wq == &q->getq))
         conc__fence_heavy(); /* segq puts, ring owners publish without an RMW */
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
         cnt_dec(cnt);

@@ -47,9 +47,13 @@
  * fork left without the owner stops waiting as a stuck claim does.
  *
  * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
- * count after the publishing stores) has no RMW before it, so while a side
- * may be owned (conc__ring_owned) sleepers pair their re-check with a
- * heavy fence, as with segq. FIFO puts and gets are not async-signal-safe
+ * count after the publishing stores) has no RMW before it, so a sleeper
+ * waiting on a side owned by another thread pairs its re-check with a
+ * heavy fence, as with segq (conc__ring_sleep_fence; not when the owner
+ * is its own thread, e.g. green threads of one hub). Where sleeps come
+ * every few items (hand-offs between threads), those membarriers would
+ * cost more than the owner path saves, so after a run of such close
+ * sleeps the side is made shared. FIFO puts and gets are not async-signal-safe
  * (Python's are not either): a handler that puts to a ring its thread owns
  * while that thread is mid-put would take the same ticket.
  */
@@ -83,6 +87,9 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->cown, CONC__RING_OWN_NONE);
     atomic_init(&r->pbusy, 0);
     atomic_init(&r->cbusy, 0);
+    atomic_init(&r->fence_mark[0], 0);
+    atomic_init(&r->fence_mark[1], 0);
+    atomic_init(&r->fence_strikes, 0);
     conc__membarrier_init(); /* once per process: sides may be claimed */
     return 0;
 }
@@ -169,6 +176,34 @@ static inline bool side_enter(_Atomic uintptr_t *own, atomic_uint *busy, uintptr
 static inline void side_leave(atomic_uint *busy)
 {
     atomic_store_explicit(busy, 0, memory_order_release);
+}
+
+/* Sleeps closer than this many items apart are strikes; this many strikes
+ * make the side shared. */
+#define FENCE_NEAR 256
+#define FENCE_STRIKES 16
+
+bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
+{
+    _Atomic uintptr_t *own = getter ? &r->pown : &r->cown;
+    atomic_uint *busy = getter ? &r->pbusy : &r->cbusy;
+    uintptr_t o = atomic_load(own);
+    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == self_id())
+        return false;
+    if (o != CONC__RING_OWN_REVOKING) {
+        size_t now = atomic_load_explicit(getter ? &r->enq : &r->deq, memory_order_relaxed) & ~CONC__RING_CLOSED;
+        size_t last = atomic_exchange_explicit(&r->fence_mark[getter], now, memory_order_relaxed);
+        if (now - last >= FENCE_NEAR) {
+            atomic_store_explicit(&r->fence_strikes, 0, memory_order_relaxed);
+            return true;
+        }
+        if (atomic_fetch_add_explicit(&r->fence_strikes, 1, memory_order_relaxed) + 1 < FENCE_STRIKES)
+            return true;
+    }
+    /* hand the side over (its own heavy fence orders the owner's last
+     * operations before our re-check); from now on its puts use the RMW */
+    side_take(own, busy, CONC__RING_OWN_NONE, false);
+    return false;
 }
 
 void conc__ring_close(conc__ring_t *r)
