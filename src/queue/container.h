@@ -202,7 +202,14 @@ static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
  * (green threads of one hub: program order). When such sleeps come often
  * (few items between them), a membarrier each costs more than the owner
  * path saves: the side is then made shared instead. */
-bool conc__ring_sleep_fence(conc__ring_t *r, bool getter);
+bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter);
+static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
+{
+    uintptr_t o = atomic_load(getter ? &r->pown : &r->cown);
+    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == (uintptr_t)&conc__ring_self)
+        return false;
+    return conc__ring_sleep_fence_slow(r, getter);
+}
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
     size_t d = atomic_load((atomic_size_t *)&r->deq);

@@ -621,7 +621,9 @@ static int simple_put(conc_queue_t *q, void *item)
     return rc;
 }
 
-static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bool block, double timeout)
+/* tried: the fast path already made the first (non-exact) attempt. */
+static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bool block, double timeout,
+                                                 bool tried)
 {
     if (!q)
         return CONC_EINVAL;
@@ -634,9 +636,10 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
     if (q->reent)
         return simple_put(q, item); /* unbounded, reentrant */
     /* A getter sleeps and a hub runs the caller: maybe hand item to it. */
-    if (atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__local_hub() && handoff(q, item) == 0)
+    if (!tried && atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__local_hub() &&
+        handoff(q, item) == 0)
         return 0;
-    int rc = store_put_x(q, item, !block);
+    int rc = tried ? CONC_EFULL : store_put_x(q, item, !block);
     if (__builtin_expect(rc == 0, 1)) {
         after_put(q);
         return 0;
@@ -675,12 +678,15 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
  * ring, goes the general way (which tries again). */
 int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
 {
+    int rc = 1;
+    /* (a sleeping getter: the general path, which may hand item over) */
     if (__builtin_expect(q && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
-        conc__ring_put_owned(&q->s.ring, item) == 0) {
+        !atomic_load_explicit(&q->gsleep, memory_order_relaxed) &&
+        (rc = conc__ring_put_owned(&q->s.ring, item)) == 0) {
         after_put(q);
         return 0;
     }
-    return put_general(q, item, block, timeout);
+    return put_general(q, item, block, timeout, rc == CONC_EFULL);
 }
 
 int conc_queue_put_nowait(conc_queue_t *q, void *item)
@@ -696,14 +702,16 @@ bool conc__queue_try_get(conc_queue_t *q, void **item)
     return true;
 }
 
-static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, bool block, double timeout)
+/* tried: the fast path already made the first (non-exact) attempt. */
+static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, bool block, double timeout,
+                                                 bool tried)
 {
     if (!q || !item)
         return CONC_EINVAL;
     int64_t deadline = CONC__NO_DEADLINE;
     if (block && timeout != CONC_FOREVER && conc__deadline_strict(timeout, &deadline))
         return CONC_EINVAL;
-    if (__builtin_expect(store_get_x(q, item, !block), 1)) {
+    if (!tried && __builtin_expect(store_get_x(q, item, !block), 1)) {
         after_get(q);
         return 0;
     }
@@ -754,12 +762,13 @@ static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, b
 /* The fast path, as for put. */
 int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
 {
+    int got = -1;
     if (__builtin_expect(q && item && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
-        conc__ring_get_owned(&q->s.ring, item) > 0) {
+        (got = conc__ring_get_owned(&q->s.ring, item)) > 0) {
         after_get(q);
         return 0;
     }
-    return get_general(q, item, block, timeout);
+    return get_general(q, item, block, timeout, got == 0);
 }
 
 int conc_queue_get_nowait(conc_queue_t *q, void **item)

@@ -183,7 +183,7 @@ static inline void side_leave(atomic_uint *busy)
 #define FENCE_NEAR 256
 #define FENCE_STRIKES 16
 
-bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
+bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
 {
     _Atomic uintptr_t *own = getter ? &r->pown : &r->cown;
     atomic_uint *busy = getter ? &r->pbusy : &r->cbusy;
@@ -214,7 +214,7 @@ void conc__ring_close(conc__ring_t *r)
 }
 
 /* The owner's put: only it stores enq (close revokes first). */
-static int owner_put(conc__ring_t *r, void *item, bool exact)
+static inline int owner_put(conc__ring_t *r, void *item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
@@ -238,7 +238,7 @@ static int owner_put(conc__ring_t *r, void *item, bool exact)
 }
 
 /* The owner's get: only it stores deq. */
-static bool owner_get(conc__ring_t *r, void **item, bool exact)
+static inline bool owner_get(conc__ring_t *r, void **item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
@@ -261,16 +261,9 @@ static bool owner_get(conc__ring_t *r, void **item, bool exact)
     }
 }
 
-int conc__ring_put(conc__ring_t *r, void *item, bool exact)
+/* The CAS path (a shared side). */
+static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, bool exact)
 {
-    uintptr_t me = self_id();
-    if (side_enter(&r->pown, &r->pbusy, me) ||
-        (atomic_load_explicit(&r->pown, memory_order_relaxed) != CONC__RING_OWN_SHARED &&
-         side_take(&r->pown, &r->pbusy, me, true) && side_enter(&r->pown, &r->pbusy, me))) {
-        int rc = owner_put(r, item, exact);
-        side_leave(&r->pbusy);
-        return rc;
-    }
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
@@ -303,16 +296,33 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
     }
 }
 
-bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
+/* A side nobody owns yet, or being handed over: claim it or share it. */
+static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool exact)
 {
     uintptr_t me = self_id();
-    if (side_enter(&r->cown, &r->cbusy, me) ||
-        (atomic_load_explicit(&r->cown, memory_order_relaxed) != CONC__RING_OWN_SHARED &&
-         side_take(&r->cown, &r->cbusy, me, true) && side_enter(&r->cown, &r->cbusy, me))) {
-        bool ok = owner_get(r, item, exact);
-        side_leave(&r->cbusy);
-        return ok;
+    if (side_take(&r->pown, &r->pbusy, me, true) && side_enter(&r->pown, &r->pbusy, me)) {
+        int rc = owner_put(r, item, exact);
+        side_leave(&r->pbusy);
+        return rc;
     }
+    return shared_put(r, item, exact);
+}
+
+int conc__ring_put(conc__ring_t *r, void *item, bool exact)
+{
+    if (side_enter(&r->pown, &r->pbusy, self_id())) {
+        int rc = owner_put(r, item, exact);
+        side_leave(&r->pbusy);
+        return rc;
+    }
+    if (atomic_load_explicit(&r->pown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+        return shared_put(r, item, exact);
+    return claim_put(r, item, exact);
+}
+
+/* The CAS path (a shared side). */
+static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, bool exact)
+{
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
@@ -339,6 +349,30 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
         }
     }
+}
+
+/* A side nobody owns yet, or being handed over: claim it or share it. */
+static __attribute__((noinline)) bool claim_get(conc__ring_t *r, void **item, bool exact)
+{
+    uintptr_t me = self_id();
+    if (side_take(&r->cown, &r->cbusy, me, true) && side_enter(&r->cown, &r->cbusy, me)) {
+        bool ok = owner_get(r, item, exact);
+        side_leave(&r->cbusy);
+        return ok;
+    }
+    return shared_get(r, item, exact);
+}
+
+bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
+{
+    if (side_enter(&r->cown, &r->cbusy, self_id())) {
+        bool ok = owner_get(r, item, exact);
+        side_leave(&r->cbusy);
+        return ok;
+    }
+    if (atomic_load_explicit(&r->cown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+        return shared_get(r, item, exact);
+    return claim_get(r, item, exact);
 }
 
 /* Queue.peek: the next item, left in place. A cell's item is read only
