@@ -118,19 +118,6 @@ static inline bool conc__ring_peek_get(const conc__ring_t *r)
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos + 1;
 }
-/* A putter waiting on a full ring: true once the cell `ahead` tickets
- * past the next one is free too, so the putter refills cache lines the
- * consumer has left instead of taking each line back from it cell by
- * cell while it is still emptying it (2 line transfers per item). */
-static inline bool conc__ring_peek_put_ahead(const conc__ring_t *r, size_t ahead)
-{
-    size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
-    if (pos & CONC__RING_CLOSED)
-        return true; /* let put see it and fail */
-    pos += ahead;
-    const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
-    return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
-}
 static inline bool conc__ring_peek_put(const conc__ring_t *r)
 {
     size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);

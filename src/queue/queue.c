@@ -178,18 +178,9 @@ static inline bool peek_get(const conc_queue_t *q)
     return q->impl == IMPL_RING ? conc__ring_peek_get(&q->s.ring) : store_size(q) > 0;
 }
 
-/* spins: rounds so far. A ring of 64+ cells that is full is being
- * emptied by a consumer with plenty to do: for the first rounds wait for
- * a few lines of room (conc__ring_peek_put_ahead), then for any. */
-#define CONC__PUT_AHEAD 16
-#define CONC__PUT_AHEAD_ROUNDS 64
-static inline bool peek_put(const conc_queue_t *q, unsigned spins)
+static inline bool peek_put(const conc_queue_t *q)
 {
-    if (q->impl != IMPL_RING)
-        return has_room(q);
-    if (spins < CONC__PUT_AHEAD_ROUNDS && q->s.ring.cap >= 4 * CONC__PUT_AHEAD)
-        return conc__ring_peek_put_ahead(&q->s.ring, CONC__PUT_AHEAD);
-    return conc__ring_peek_put(&q->s.ring);
+    return q->impl == IMPL_RING ? conc__ring_peek_put(&q->s.ring) : has_room(q);
 }
 
 static bool has_room(const conc_queue_t *q)
@@ -650,7 +641,7 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
     conc__spinner_t sp;
     conc__spin_begin(&sp, deadline);
     while (conc__spin_more(&sp)) {
-        if (peek_put(q, sp.n) && (rc = store_put_x(q, item, false)) != CONC_EFULL)
+        if (peek_put(q) && (rc = store_put_x(q, item, false)) != CONC_EFULL)
             break;
     }
     conc__spin_end(&sp, rc == 0);
