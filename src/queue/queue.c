@@ -669,9 +669,11 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
  * ring, goes the general way (which tries again). */
 int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
 {
+    if (!q || q->impl != IMPL_RING)
+        return put_general(q, item, block, timeout, false);
     int rc = 1;
     /* (a sleeping getter: the general path, which may hand item over) */
-    if (__builtin_expect(q && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
+    if (__builtin_expect(block && timeout == CONC_FOREVER, 1) &&
         !atomic_load_explicit(&q->gsleep, memory_order_relaxed) &&
         (rc = conc__ring_put_owned(&q->s.ring, item)) == 0) {
         after_put(q);
@@ -753,8 +755,10 @@ static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, b
 /* The fast path, as for put. */
 int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
 {
+    if (!q || q->impl != IMPL_RING)
+        return get_general(q, item, block, timeout, false);
     int got = -1;
-    if (__builtin_expect(q && item && block && timeout == CONC_FOREVER && q->impl == IMPL_RING, 1) &&
+    if (__builtin_expect(item && block && timeout == CONC_FOREVER, 1) &&
         (got = conc__ring_get_owned(&q->s.ring, item)) > 0) {
         after_get(q);
         return 0;
