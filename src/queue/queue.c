@@ -669,12 +669,11 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
  * ring, goes the general way (which tries again). */
 int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
 {
-    if (!q || q->impl != IMPL_RING)
+    /* (a sleeping getter: the general path, which may hand item over) */
+    if (!q || q->impl != IMPL_RING || atomic_load_explicit(&q->gsleep, memory_order_relaxed))
         return put_general(q, item, block, timeout, false);
     int rc = 1;
-    /* (a sleeping getter: the general path, which may hand item over) */
     if (__builtin_expect(block && timeout == CONC_FOREVER, 1) &&
-        !atomic_load_explicit(&q->gsleep, memory_order_relaxed) &&
         (rc = conc__ring_put_owned(&q->s.ring, item)) == 0) {
         after_put(q);
         return 0;
