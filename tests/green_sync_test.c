@@ -1339,6 +1339,7 @@ Test(green_sync, lock_green_waiters_beside_hammering_threads, .timeout = TU_TIME
     /* still usable by a fresh green thread and the main thread */
     cr_assert_eq(conc_lock_acquire(&h.l, true, 1.0), 0);
     cr_assert_eq(conc_lock_release(&h.l), 0);
+}
 
 /* ------------------------------------------- Queue: a ring's owner paths */
 
