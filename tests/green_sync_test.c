@@ -1340,3 +1340,174 @@ Test(green_sync, lock_green_waiters_beside_hammering_threads, .timeout = TU_TIME
     cr_assert_eq(conc_lock_acquire(&h.l, true, 1.0), 0);
     cr_assert_eq(conc_lock_release(&h.l), 0);
 }
+
+/* ------------------------------------------- Queue: a ring's owner paths */
+
+#include "core/fence.h"
+#include "queue/internal.h"
+
+static bool side_owned(uintptr_t o)
+{
+    return o != CONC__RING_OWN_NONE && o != CONC__RING_OWN_REVOKING && o != CONC__RING_OWN_SHARED;
+}
+
+static void *ring_green_producer(void *arg)
+{
+    qx_t *x = arg;
+    for (long i = 1; i <= x->n; i++)
+        if (conc_queue_put(x->q, PTR(i), true, 10.0) != 0) {
+            atomic_fetch_add(&x->errors, 1);
+            break;
+        }
+    return NULL;
+}
+
+static void ring_os_consumer(void *arg, int idx)
+{
+    (void)idx;
+    qx_t *x = arg;
+    for (long i = 1; i <= x->n; i++) {
+        void *it;
+        if (conc_queue_get(x->q, &it, true, 10.0) != 0 || it != PTR(i)) {
+            atomic_fetch_add(&x->errors, 1);
+            return;
+        }
+        atomic_fetch_add(&x->got, 1);
+    }
+}
+
+static atomic_int ring_rc; /* a killed green thread's result is NULL: its code goes here */
+
+static void *ring_get_in_scope(void *arg)
+{
+    void *it;
+    conc_timeout_begin(0.03);
+    int rc = conc_queue_get(arg, &it, true, CONC_FOREVER);
+    conc_timeout_end();
+    atomic_store(&ring_rc, rc);
+    return NULL;
+}
+
+static void *ring_get_forever(void *arg)
+{
+    void *it;
+    atomic_store(&ring_rc, conc_queue_get(arg, &it, true, CONC_FOREVER));
+    return NULL;
+}
+
+static void *ring_put_timed(void *arg)
+{
+    atomic_store(&ring_rc, conc_queue_put(arg, PTR(99), true, 0.03));
+    return NULL;
+}
+
+static void *ring_put_forever(void *arg)
+{
+    atomic_store(&ring_rc, conc_queue_put(arg, PTR(98), true, CONC_FOREVER));
+    return NULL;
+}
+
+static int green_result(void *(*fn)(void *), void *arg, bool kill)
+{
+    conc_green_t *g;
+    atomic_store(&ring_rc, 12345);
+    cr_assert_eq(conc_go(&g, fn, arg), 0);
+    if (kill) {
+        cr_assert_eq(conc_sleep(0.01), 0);
+        cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    }
+    void *r = PTR(1);
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    return atomic_load(&ring_rc);
+}
+
+/* One green producer (its hub's thread owns the put side) and one OS
+ * consumer (owns the get side), both blocking on a ring of 4; then, on the
+ * owning thread, green getters and putters cut by a Timeout scope, a
+ * timeout and a kill; then an OS thread takes the put side over. */
+Test(green_sync, queue_ring_owner_sides_green_and_os_threads, .timeout = TU_TIMEOUT)
+{
+    static qx_t x;
+    memset(&x, 0, sizeof x);
+    x.n = tu_iters(20000);
+    bool mb = conc__membarrier_init();
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 4), 0);
+    cr_assert_eq(x.q->impl, IMPL_RING);
+    static tu_bunch_t b;
+    tu_bunch_start(&b, 1, ring_os_consumer, &x);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, ring_green_producer, &x), 0);
+    cr_assert_eq(conc_green_join(g, 30.0), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    cr_assert_eq(atomic_load(&x.got), x.n);
+    conc__ring_t *r = &x.q->s.ring;
+    /* each side was claimed; one whose sleepers met every few items is
+     * shared by now (conc__ring_sleep_fence) */
+    cr_assert_neq(atomic_load(&r->pown), CONC__RING_OWN_NONE);
+    cr_assert_neq(atomic_load(&r->cown), CONC__RING_OWN_NONE);
+    if (!mb)
+        cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+
+    /* the sleepers' rule, white box: a side owned by another thread needs
+     * the heavy fence; after FENCE_STRIKES sleeps with no items between
+     * them it is made shared (and needs none); this thread's own side or a
+     * shared one never needs it */
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 4), 0);
+    r = &x.q->s.ring;
+    uintptr_t none = CONC__RING_OWN_NONE;
+    cr_assert(atomic_compare_exchange_strong(&r->pown, &none, (uintptr_t)0x1000)); /* another thread */
+    int fenced = 0;
+    while (conc__ring_sleep_fence(r, true))
+        cr_assert_lt(++fenced, 100);
+    cr_assert_eq(fenced, 15);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_not(conc__ring_sleep_fence(r, true));
+    cr_assert_not(conc__ring_sleep_fence(r, false)); /* get side unowned */
+    void *it0;
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it0), CONC_EEMPTY); /* this thread claims the get side */
+    cr_assert_not(conc__ring_sleep_fence(r, false));
+    cr_assert_eq(conc_queue_put_nowait(x.q, PTR(5)), 0); /* CAS path: shared */
+    cr_assert_eq(conc_queue_get(x.q, &it0, true, 1.0), 0);
+    cr_assert_eq(it0, PTR(5));
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+
+    /* cuts on sides this thread owns */
+    conc_queue_t *q;
+    void *it;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 2), 0);
+    cr_assert_eq(conc_queue_get_nowait(q, &it), CONC_EEMPTY); /* claims the get side */
+    cr_assert_eq(green_result(ring_get_in_scope, q, false), CONC_ETIMEDOUT);
+    cr_assert_eq(green_result(ring_get_forever, q, true), CONC_EKILLED);
+    cr_assert_eq(conc_queue_put_nowait(q, PTR(1)), 0); /* claims the put side */
+    cr_assert_eq(conc_queue_put_nowait(q, PTR(2)), 0);
+    cr_assert_eq(conc_queue_put_nowait(q, PTR(3)), CONC_EFULL);
+    cr_assert_eq(green_result(ring_put_timed, q, false), CONC_EFULL);
+    cr_assert_eq(green_result(ring_put_forever, q, true), CONC_EKILLED);
+    r = &q->s.ring;
+    if (mb) {
+        cr_assert(side_owned(atomic_load(&r->pown)) && side_owned(atomic_load(&r->cown)));
+        cr_assert_eq(atomic_load(&r->pown), atomic_load(&r->cown), "one thread owns both sides");
+    }
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, PTR(1));
+    /* an OS thread's put takes the side over for good */
+    static qx_t y;
+    memset(&y, 0, sizeof y);
+    y.q = q;
+    y.n = 1;
+    tu_bunch_start(&b, 1, q_os_producer, &y);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&y.errors), 0);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(conc_queue_qsize(q), 2);
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, PTR(2));
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, PTR(1)); /* q_os_producer puts 1..n */
+    cr_assert_eq(conc_queue_get_nowait(q, &it), CONC_EEMPTY);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}

@@ -91,4 +91,87 @@ Test(queue_fork, get_nowait_stays_exact_in_a_child_forked_without_threads)
     cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (14: get_nowait said Empty)", WEXITSTATUS(st));
 }
 
+/* A ring's sides owned by threads a fork leaves behind (ring.c, owner
+ * paths): the put side's owner is idle, the get side's owner is frozen
+ * mid-get (its busy flag set, as if the fork caught it there). The child's
+ * thread takes both sides over — the busy one after its bounded wait in a
+ * process forked while threads ran — and the queue stays exact. */
+static void *own_put_side(void *arg)
+{
+    return (void *)(intptr_t)conc_queue_put_nowait(arg, (void *)1);
+}
+
+static atomic_int idle_stop;
+static void *idle_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&idle_stop))
+        tu_sleep(0.001);
+    return NULL;
+}
+
+static int owner_child(conc_queue_t *q)
+{
+    alarm(20); /* a hang kills the child: the parent sees a signal */
+    void *item;
+    if (conc_queue_put_nowait(q, (void *)2) != 0)
+        return 20;
+    if (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_SHARED)
+        return 21;
+    if (conc_queue_get_nowait(q, &item) != 0 || item != (void *)1)
+        return 22;
+    if (atomic_load(&q->s.ring.cown) != CONC__RING_OWN_SHARED)
+        return 23;
+    if (conc_queue_get_nowait(q, &item) != 0 || item != (void *)2)
+        return 24;
+    if (conc_queue_get_nowait(q, &item) != CONC_EEMPTY)
+        return 25;
+    for (int i = 0; i < 8; i++)
+        if (conc_queue_put(q, (void *)(intptr_t)(10 + i), true, 1.0) != 0)
+            return 26;
+    if (conc_queue_put_nowait(q, (void *)3) != CONC_EFULL || conc_queue_qsize(q) != 8)
+        return 27;
+    for (int i = 0; i < 8; i++)
+        if (conc_queue_get(q, &item, true, 1.0) != 0 || item != (void *)(intptr_t)(10 + i))
+            return 28;
+    return 0;
+}
+
+Test(queue_fork, ring_sides_owned_by_threads_left_behind)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    cr_assert_eq(q->impl, IMPL_RING);
+    pthread_t t;
+    void *rc;
+    cr_assert_eq(pthread_create(&t, NULL, own_put_side, q), 0);
+    cr_assert_eq(pthread_join(t, &rc), 0);
+    cr_assert_eq((intptr_t)rc, 0);
+    conc__ring_t *r = &q->s.ring;
+    uintptr_t fake = 0x1000; /* a thread that exists in no process */
+    uintptr_t none = CONC__RING_OWN_NONE;
+    cr_assert(atomic_compare_exchange_strong(&r->cown, &none, fake));
+    atomic_store(&r->cbusy, 1);
+    /* a thread runs during the fork, as the frozen owner would */
+    pthread_t idle;
+    atomic_store(&idle_stop, 0);
+    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(owner_child(q));
+    atomic_store(&idle_stop, 1);
+    pthread_join(idle, NULL);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed", WEXITSTATUS(st));
+    atomic_store(&r->cbusy, 0); /* the frozen owner "finishes" in the parent */
+    void *item;
+    cr_assert_eq(conc_queue_get_nowait(q, &item), 0);
+    cr_assert_eq(item, (void *)1);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)

@@ -312,6 +312,8 @@ Test(queue_stress, shutdown_midstream, .timeout = TU_TIMEOUT)
         for (int c = 0; c < 3; c++)
             for (int imm = 0; imm < 2; imm++)
                 for (int r = 0; r < 4; r++) {
+                    if (r == 0) /* one producer, one consumer: a ring's owner paths; close revokes */
+                        run_shutdown(kinds[k], caps[c], 1, 1, imm, tu_iters(20000));
                     run_shutdown(kinds[k], caps[c], 2, 2, imm, tu_iters(20000));
                     run_shutdown(kinds[k], caps[c], 4, 3, imm, tu_iters(20000));
                 }
@@ -386,4 +388,105 @@ Test(queue_stress, simplequeue_many_threads, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_queue_qsize(f.q), 0);
     cr_assert_eq(conc_queue_free(f.q, NULL), 0);
     free(f.seen);
+}
+
+/* A ring's sides handed over mid-stream (ring.c, owner paths): producer A
+ * and consumer C run alone (each owns its side, plain ticket stores), then
+ * producer B and consumer D join while A and C keep going (each revokes a
+ * side: membarrier, wait for the owner's operation, CAS path from then
+ * on). Blocking, timed and nowait calls mixed; every item comes out once,
+ * each producer's items in order for each consumer, nothing left over. */
+typedef struct {
+    conc_queue_t *q;
+    long per;
+    atomic_long put_a, got_c, got, sum, bad, errors;
+    atomic_int producers_done;
+} ho_t;
+
+static int ho_put(ho_t *h, uintptr_t v, long k)
+{
+    for (;;) {
+        int rc = (k & 3) == 0   ? conc_queue_put_nowait(h->q, P(v))
+                 : (k & 3) == 1 ? conc_queue_put(h->q, P(v), true, 0.0005)
+                                : conc_queue_put(h->q, P(v), true, 20);
+        if (rc != CONC_EFULL || (k & 3) == 3)
+            return rc;
+        if ((k & 3) == 0)
+            sched_yield();
+    }
+}
+
+static void ho_fn(void *arg, int i)
+{
+    ho_t *h = arg;
+    if (i < 2) { /* producers: 0 = A, 1 = B (starts when A is halfway) */
+        if (i == 1)
+            while (atomic_load(&h->put_a) < h->per / 2)
+                sched_yield();
+        for (long k = 0; k < h->per; k++) {
+            if (ho_put(h, ((uintptr_t)i << 32) | (uintptr_t)(k + 1), k) != 0) {
+                atomic_fetch_add(&h->errors, 1);
+                break;
+            }
+            if (i == 0)
+                atomic_fetch_add(&h->put_a, 1);
+        }
+        atomic_fetch_add(&h->producers_done, 1);
+        return;
+    }
+    /* consumers: 2 = C, 3 = D (starts when C took a quarter) */
+    if (i == 3)
+        while (atomic_load(&h->got_c) < h->per / 4 && atomic_load(&h->producers_done) < 2)
+            sched_yield();
+    uintptr_t last[2] = {0, 0};
+    for (long k = 0;; k++) {
+        void *it;
+        int rc = (k & 3) == 0   ? conc_queue_get_nowait(h->q, &it)
+                 : (k & 3) == 1 ? conc_queue_get(h->q, &it, true, 0.0005)
+                                : conc_queue_get(h->q, &it, true, 20);
+        if (rc == CONC_EEMPTY && (k & 3) != 3)
+            continue;
+        if (rc == CONC_ESHUTDOWN)
+            return;
+        if (rc != 0) {
+            atomic_fetch_add(&h->errors, 1);
+            return;
+        }
+        uintptr_t v = U(it), p = v >> 32, n = v & 0xffffffffu;
+        if (p > 1 || n <= last[p])
+            atomic_fetch_add(&h->bad, 1);
+        else
+            last[p] = n;
+        atomic_fetch_add(&h->sum, (long)n);
+        atomic_fetch_add(&h->got, 1);
+        if (i == 2)
+            atomic_fetch_add(&h->got_c, 1);
+    }
+}
+
+Test(queue_stress, ring_owner_handover_midstream, .timeout = TU_TIMEOUT)
+{
+    static ho_t h;
+    static tu_bunch_t b;
+    long caps[] = {2, 3, 64};
+    int rounds = TU_SANITIZED ? 3 : 12;
+    for (int r = 0; r < rounds; r++) {
+        long cap = caps[r % 3];
+        memset(&h, 0, sizeof h);
+        h.per = tu_iters(20000);
+        cr_assert_eq(conc_queue_new(&h.q, CONC_FIFO, cap), 0);
+        tu_bunch_start(&b, 4, ho_fn, &h);
+        cr_assert(TU_WAIT_UNTIL(atomic_load(&h.producers_done) == 2, 30), "producers stuck (cap %ld)", cap);
+        cr_assert(TU_WAIT_UNTIL(atomic_load(&h.got) == 2 * h.per || atomic_load(&h.errors), 30),
+                  "cap %ld: %ld of %ld items came out", cap, atomic_load(&h.got), 2 * h.per);
+        cr_assert_eq(conc_queue_shutdown(h.q, false, NULL), 0);
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&h.errors), 0, "cap %ld", cap);
+        cr_assert_eq(atomic_load(&h.bad), 0, "cap %ld: out of order", cap);
+        cr_assert_eq(atomic_load(&h.got), 2 * h.per);
+        cr_assert_eq(atomic_load(&h.sum), h.per * (h.per + 1));
+        cr_assert_eq(conc_queue_qsize(h.q), 0);
+        cr_assert_eq(conc_queue_unfinished_tasks(h.q), (size_t)(2 * h.per));
+        cr_assert_eq(conc_queue_free(h.q, NULL), 0);
+    }
 }

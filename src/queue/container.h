@@ -74,12 +74,27 @@ typedef struct {
 /* Set in `enq` by close(): puts fail from then on, atomically with claims. */
 #define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
 
+/* A side's owner word (pown, cown): none yet, an owning thread's id
+ * (ring.c: single-producer / single-consumer path), being revoked, or
+ * shared for good (every operation takes its ticket with a CAS). */
+#define CONC__RING_OWN_NONE ((uintptr_t)0)
+#define CONC__RING_OWN_REVOKING ((uintptr_t)1)
+#define CONC__RING_OWN_SHARED ((uintptr_t)2)
+
 typedef struct {
     _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
+    _Atomic uintptr_t pown;                      /* producer side's owner */
+    atomic_uint pbusy;                           /* the owner is in a put */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
+    _Atomic uintptr_t cown;                      /* consumer side's owner */
+    atomic_uint cbusy;                           /* the owner is in a get */
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;
+    /* sleepers only (conc__ring_sleep_fence): the other side's counter at
+     * the last heavy fence, per side, and how many came too close */
+    _Alignas(CONC__CACHELINE) atomic_size_t fence_mark[2];
+    atomic_uint fence_strikes;
 } conc__ring_t;
 
 int conc__ring_init(conc__ring_t *r, size_t cap);
@@ -110,6 +125,77 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
         return true; /* let put see it and fail */
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
+}
+/* The owner paths' thread id (ring.c): this variable's address. */
+extern __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
+
+/* Blocking put/get fast path, inline (queue.c): if the calling thread owns
+ * the side, one non-exact attempt (as conc__ring_put/get with exact =
+ * false); returns 1 (put) / -1 (get) when it does not own it: call the
+ * general function then. Put: 0, CONC_EFULL or 1. Get: 1 = got, 0 =
+ * empty, -1 = not owner. The same steps as ring.c's owner_put/owner_get. */
+static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
+{
+    uintptr_t me = (uintptr_t)&conc__ring_self;
+    if (atomic_load_explicit(&r->pown, memory_order_relaxed) != me)
+        return 1;
+    atomic_store_explicit(&r->pbusy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier is the fence */
+    int rc = 1;
+    if (__builtin_expect(atomic_load_explicit(&r->pown, memory_order_relaxed) == me, 1)) {
+        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        rc = CONC_EFULL;
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos) {
+            atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
+            atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+            rc = 0;
+        }
+    }
+    atomic_store_explicit(&r->pbusy, 0, memory_order_release);
+    return rc;
+}
+static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
+{
+    uintptr_t me = (uintptr_t)&conc__ring_self;
+    if (atomic_load_explicit(&r->cown, memory_order_relaxed) != me)
+        return -1;
+    atomic_store_explicit(&r->cbusy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    int rc = -1;
+    if (__builtin_expect(atomic_load_explicit(&r->cown, memory_order_relaxed) == me, 1)) {
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        rc = 0;
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
+            atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
+            *item = c->item;
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+            rc = 1;
+        }
+    }
+    atomic_store_explicit(&r->cbusy, 0, memory_order_release);
+    return rc;
+}
+
+/* For a sleeper (a getter: getter = true; a putter: false) that has
+ * counted itself in (a seq_cst RMW) and is about to re-check: whether it
+ * must pair that re-check with conc__fence_heavy, because the side that
+ * would wake it (the put side for a getter) is owned by another thread,
+ * whose wake-up check follows only a compiler fence. Not needed when the
+ * side is unowned (a later claim is a seq_cst CAS), shared (its owner
+ * operations, if any, were handed over), or owned by this very thread
+ * (green threads of one hub: program order). When such sleeps come often
+ * (few items between them), a membarrier each costs more than the owner
+ * path saves: the side is then made shared instead. */
+bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter);
+static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
+{
+    uintptr_t o = atomic_load(getter ? &r->pown : &r->cown);
+    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == (uintptr_t)&conc__ring_self)
+        return false;
+    return conc__ring_sleep_fence_slow(r, getter);
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {

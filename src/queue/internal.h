@@ -45,6 +45,15 @@ struct conc_queue {
     conc__reent_t *reent;                          /* SimpleQueue only */
 };
 
+/* For a sleeper that counted itself in (getter: on getq; else putq):
+ * whether the operations that would wake it may publish without an atomic
+ * RMW (segq puts; a ring side owned by another thread, container.h), so
+ * that it must pair its re-check with conc__fence_heavy (core/fence.h). */
+static inline bool conc__queue_light_publish(conc_queue_t *q, bool getter)
+{
+    return q->impl == IMPL_SEGQ || (q->impl == IMPL_RING && conc__ring_sleep_fence(&q->s.ring, getter));
+}
+
 /* Try to take an item without blocking; wakes a sleeping putter on success. */
 bool conc__queue_try_get(conc_queue_t *q, void **item);
 /* Whether q holds an item (a seq_cst read, for the sleeping protocol). */

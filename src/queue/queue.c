@@ -254,17 +254,21 @@ static void wake_all(conc__waitq_t *wq, atomic_uint *cnt)
 
 static inline void after_put(conc_queue_t *q)
 {
-    /* ring and heapq publish with an atomic RMW, which already orders the
-     * load below; segq with a release store, paired with the sleeper's
-     * heavy fence (core/fence.h). */
+    /* heapq and a shared ring side publish with an atomic RMW, which
+     * already orders the load below; segq and a ring side's owner with
+     * plain stores, paired with the sleeper's heavy fence (core/fence.h;
+     * the owner path exists only where membarrier works). */
     if (q->impl == IMPL_SEGQ)
         conc__fence_light();
+    else
+        atomic_signal_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&q->gsleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->getq, &q->gsleep);
 }
 
 static inline void after_get(conc_queue_t *q)
 {
+    atomic_signal_fence(memory_order_seq_cst); /* see after_put */
     if (atomic_load_explicit(&q->psleep, memory_order_seq_cst))
         conc__queue_wake_one(&q->putq, &q->psleep);
 }
@@ -429,8 +433,8 @@ static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, co
     conc_queue_t *outer = reent_enter(q);
     wq_lock(wq);
     atomic_fetch_add_explicit(cnt, 1, memory_order_seq_cst);
-    if (q->impl == IMPL_SEGQ)
-        conc__fence_heavy(); /* segq puts publish without an RMW */
+    if (conc__queue_light_publish(q, wq == &q->getq))
+        conc__fence_heavy(); /* segq puts, ring owners publish without an RMW */
     if (ready(q) || atomic_load_explicit(&q->shutdown, memory_order_seq_cst)) {
         cnt_dec(cnt);
         conc__waitq_unlock(wq);
@@ -608,7 +612,9 @@ static int simple_put(conc_queue_t *q, void *item)
     return rc;
 }
 
-int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
+/* tried: the fast path already made the first (non-exact) attempt. */
+static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bool block, double timeout,
+                                                 bool tried)
 {
     if (!q)
         return CONC_EINVAL;
@@ -621,9 +627,10 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     if (q->reent)
         return simple_put(q, item); /* unbounded, reentrant */
     /* A getter sleeps and a hub runs the caller: maybe hand item to it. */
-    if (atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__local_hub() && handoff(q, item) == 0)
+    if (!tried && atomic_load_explicit(&q->gsleep, memory_order_relaxed) && conc__local_hub() &&
+        handoff(q, item) == 0)
         return 0;
-    int rc = store_put_x(q, item, !block);
+    int rc = tried ? CONC_EFULL : store_put_x(q, item, !block);
     if (__builtin_expect(rc == 0, 1)) {
         after_put(q);
         return 0;
@@ -657,6 +664,23 @@ int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
     }
 }
 
+/* The fast path: a blocking put without a deadline on a ring side this
+ * thread owns (container.h), in a small frame; anything else, or a full
+ * ring, goes the general way (which tries again). */
+int conc_queue_put(conc_queue_t *q, void *item, bool block, double timeout)
+{
+    /* (a sleeping getter: the general path, which may hand item over) */
+    if (!q || q->impl != IMPL_RING || atomic_load_explicit(&q->gsleep, memory_order_relaxed))
+        return put_general(q, item, block, timeout, false);
+    int rc = 1;
+    if (__builtin_expect(block && timeout == CONC_FOREVER, 1) &&
+        (rc = conc__ring_put_owned(&q->s.ring, item)) == 0) {
+        after_put(q);
+        return 0;
+    }
+    return put_general(q, item, block, timeout, rc == CONC_EFULL);
+}
+
 int conc_queue_put_nowait(conc_queue_t *q, void *item)
 {
     return conc_queue_put(q, item, false, CONC_FOREVER);
@@ -670,14 +694,16 @@ bool conc__queue_try_get(conc_queue_t *q, void **item)
     return true;
 }
 
-int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
+/* tried: the fast path already made the first (non-exact) attempt. */
+static __attribute__((noinline)) int get_general(conc_queue_t *q, void **item, bool block, double timeout,
+                                                 bool tried)
 {
     if (!q || !item)
         return CONC_EINVAL;
     int64_t deadline = CONC__NO_DEADLINE;
     if (block && timeout != CONC_FOREVER && conc__deadline_strict(timeout, &deadline))
         return CONC_EINVAL;
-    if (__builtin_expect(store_get_x(q, item, !block), 1)) {
+    if (!tried && __builtin_expect(store_get_x(q, item, !block), 1)) {
         after_get(q);
         return 0;
     }
@@ -723,6 +749,20 @@ int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
         }
         ok = store_get(q, item);
     }
+}
+
+/* The fast path, as for put. */
+int conc_queue_get(conc_queue_t *q, void **item, bool block, double timeout)
+{
+    if (!q || q->impl != IMPL_RING)
+        return get_general(q, item, block, timeout, false);
+    int got = -1;
+    if (__builtin_expect(item && block && timeout == CONC_FOREVER, 1) &&
+        (got = conc__ring_get_owned(&q->s.ring, item)) > 0) {
+        after_get(q);
+        return 0;
+    }
+    return get_general(q, item, block, timeout, got == 0);
 }
 
 int conc_queue_get_nowait(conc_queue_t *q, void **item)

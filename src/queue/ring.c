@@ -26,10 +26,49 @@
  * re-check, so only the _nowait calls can see a spurious Full/Empty. A
  * child forked from a single thread — every fork-server child — stays
  * exact.)
+ *
+ * Owner paths (one producer, one consumer). A ticket CAS is a locked
+ * instruction: it drains the store buffer, so every put/get waits for the
+ * cache line of the cell it just wrote to come back from the other core.
+ * Most rings have one producing and one consuming thread, so each side
+ * has an owner word (pown, cown): the first thread to put (get) claims
+ * its side, and while it owns it, it takes tickets with a plain load and
+ * store of enq (deq) — the same steps as the CAS path (claim, then fill
+ * or empty the cell, then publish its seq), so a half-done owner step
+ * looks like a claimed, unpublished cell to everybody else. The owner
+ * brackets each operation with a busy flag, stored without a fence and
+ * followed by a re-read of the owner word. Another thread that wants the
+ * side (or close()) revokes it for good: owner word -> REVOKING,
+ * membarrier(2) (conc__fence_heavy: every running thread of the process
+ * executes a full barrier, so either the owner's re-read sees REVOKING or
+ * the revoker sees busy), waits for busy == 0, then SHARED: from then on
+ * everybody uses the CAS path. Only a process where membarrier works
+ * claims sides (conc__membarrier_init); a revocation in a child that a
+ * fork left without the owner stops waiting as a stuck claim does.
+ *
+ * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
+ * count after the publishing stores) has no RMW before it, so a sleeper
+ * waiting on a side owned by another thread pairs its re-check with a
+ * heavy fence, as with segq (conc__ring_sleep_fence; not when the owner
+ * is its own thread, e.g. green threads of one hub). Where sleeps come
+ * every few items (hand-offs between threads), those membarriers would
+ * cost more than the owner path saves, so after a run of such close
+ * sleeps the side is made shared. FIFO puts and gets are not async-signal-safe
+ * (Python's are not either): a handler that puts to a ring its thread owns
+ * while that thread is mid-put would take the same ticket.
  */
+#include <sched.h>
 #include <stdlib.h>
 
+#include "core/fence.h"
 #include "queue/container.h"
+
+/* This thread's id as a side owner (never 0, 1 or 2). */
+__thread char conc__ring_self __attribute__((tls_model("initial-exec")));
+static inline uintptr_t self_id(void)
+{
+    return (uintptr_t)&conc__ring_self;
+}
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
 {
@@ -44,6 +83,14 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     r->mask = (cap & (cap - 1)) == 0 ? cap - 1 : 0;
     atomic_init(&r->enq, 0);
     atomic_init(&r->deq, 0);
+    atomic_init(&r->pown, CONC__RING_OWN_NONE);
+    atomic_init(&r->cown, CONC__RING_OWN_NONE);
+    atomic_init(&r->pbusy, 0);
+    atomic_init(&r->cbusy, 0);
+    atomic_init(&r->fence_mark[0], 0);
+    atomic_init(&r->fence_mark[1], 0);
+    atomic_init(&r->fence_strikes, 0);
+    conc__membarrier_init(); /* once per process: sides may be claimed */
     return 0;
 }
 
@@ -58,11 +105,6 @@ static inline conc__cell_t *cell_at(conc__ring_t *r, size_t pos)
     return &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
 }
 
-void conc__ring_close(conc__ring_t *r)
-{
-    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
-}
-
 /* A claimed cell still unpublished after many rounds, in a child that a
  * fork may have left with a dead claimer. */
 static bool stuck_since_fork(unsigned *spins)
@@ -70,7 +112,157 @@ static bool stuck_since_fork(unsigned *spins)
     return ++*spins > (1u << 14) && conc__load(&conc__fork_orphans, RLX);
 }
 
-int conc__ring_put(conc__ring_t *r, void *item, bool exact)
+/* The calling thread does not own the side: claim it if nobody has yet
+ * and may_claim (returns true: the caller owns it now), else make it
+ * shared for good (returns false: use the CAS path). */
+static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me, bool may_claim)
+{
+    uintptr_t o = atomic_load_explicit(own, memory_order_acquire);
+    for (;;) {
+        if (o == CONC__RING_OWN_SHARED)
+            return false;
+        if (o == CONC__RING_OWN_REVOKING) {
+            /* another thread is handing it over: wait for SHARED */
+            for (unsigned n = 0; (o = atomic_load_explicit(own, memory_order_acquire)) ==
+                                 CONC__RING_OWN_REVOKING;)
+                if (++n < 64)
+                    conc__cpu_relax();
+                else
+                    sched_yield();
+            continue;
+        }
+        if (o == CONC__RING_OWN_NONE) {
+            uintptr_t want = may_claim && conc__membarrier_init() ? me : CONC__RING_OWN_SHARED;
+            if (atomic_compare_exchange_strong_explicit(own, &o, want, memory_order_seq_cst,
+                                                        memory_order_acquire))
+                return want == me;
+            continue;
+        }
+        if (o == me)
+            return true;
+        if (!atomic_compare_exchange_strong_explicit(own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                     memory_order_acquire))
+            continue;
+        /* Either the owner's re-read of `own` sees REVOKING, or we see its
+         * busy flag: wait until its operation is over. */
+        conc__fence_heavy();
+        unsigned spins = 0;
+        while (atomic_load_explicit(busy, memory_order_acquire) && !stuck_since_fork(&spins)) {
+            if ((spins & 63) != 63)
+                conc__cpu_relax();
+            else
+                sched_yield();
+        }
+        atomic_store_explicit(own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+        return false;
+    }
+}
+
+/* Enter the owner path: true if the calling thread owns the side (busy is
+ * set then; the caller clears it with side_leave). */
+static inline bool side_enter(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me)
+{
+    if (atomic_load_explicit(own, memory_order_relaxed) != me)
+        return false;
+    atomic_store_explicit(busy, 1, memory_order_relaxed);
+    /* no hardware fence: the revoker's membarrier stands in for it */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(own, memory_order_relaxed) == me, 1))
+        return true;
+    atomic_store_explicit(busy, 0, memory_order_release);
+    return false;
+}
+
+static inline void side_leave(atomic_uint *busy)
+{
+    atomic_store_explicit(busy, 0, memory_order_release);
+}
+
+/* Sleeps closer than this many items apart are strikes; this many strikes
+ * make the side shared. */
+#define FENCE_NEAR 256
+#define FENCE_STRIKES 16
+
+bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
+{
+    _Atomic uintptr_t *own = getter ? &r->pown : &r->cown;
+    atomic_uint *busy = getter ? &r->pbusy : &r->cbusy;
+    uintptr_t o = atomic_load(own);
+    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == self_id())
+        return false;
+    if (o != CONC__RING_OWN_REVOKING) {
+        size_t now = atomic_load_explicit(getter ? &r->enq : &r->deq, memory_order_relaxed) & ~CONC__RING_CLOSED;
+        size_t last = atomic_exchange_explicit(&r->fence_mark[getter], now, memory_order_relaxed);
+        if (now - last >= FENCE_NEAR) {
+            atomic_store_explicit(&r->fence_strikes, 0, memory_order_relaxed);
+            return true;
+        }
+        if (atomic_fetch_add_explicit(&r->fence_strikes, 1, memory_order_relaxed) + 1 < FENCE_STRIKES)
+            return true;
+    }
+    /* hand the side over (its own heavy fence orders the owner's last
+     * operations before our re-check); from now on its puts use the RMW */
+    side_take(own, busy, CONC__RING_OWN_NONE, false);
+    return false;
+}
+
+void conc__ring_close(conc__ring_t *r)
+{
+    /* The CLOSED bit is set with an RMW, so no owner may store enq. */
+    side_take(&r->pown, &r->pbusy, CONC__RING_OWN_NONE, false);
+    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
+}
+
+/* The owner's put: only it stores enq (close revokes first). */
+static inline int owner_put(conc__ring_t *r, void *item, bool exact)
+{
+    unsigned spins = 0;
+    size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
+    for (;;) {
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (seq == pos) {
+            atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
+            atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+            return 0;
+        }
+        /* Full by this cell. Really full, or a consumer is mid-way? */
+        if (!exact)
+            return CONC_EFULL;
+        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
+        if (pos - deq >= r->cap || stuck_since_fork(&spins))
+            return CONC_EFULL;
+        conc__cpu_relax();
+    }
+}
+
+/* The owner's get: only it stores deq. */
+static inline bool owner_get(conc__ring_t *r, void **item, bool exact)
+{
+    unsigned spins = 0;
+    size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
+    for (;;) {
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (seq == pos + 1) {
+            atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
+            *item = c->item;
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+            return true;
+        }
+        /* Empty by this cell. Really empty, or a producer is mid-way? */
+        if (!exact)
+            return false;
+        size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
+        if (enq == pos || stuck_since_fork(&spins))
+            return false;
+        conc__cpu_relax();
+    }
+}
+
+/* The CAS path (a shared side). */
+static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
@@ -104,7 +296,32 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
     }
 }
 
-bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
+/* A side nobody owns yet, or being handed over: claim it or share it. */
+static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool exact)
+{
+    uintptr_t me = self_id();
+    if (side_take(&r->pown, &r->pbusy, me, true) && side_enter(&r->pown, &r->pbusy, me)) {
+        int rc = owner_put(r, item, exact);
+        side_leave(&r->pbusy);
+        return rc;
+    }
+    return shared_put(r, item, exact);
+}
+
+int conc__ring_put(conc__ring_t *r, void *item, bool exact)
+{
+    if (side_enter(&r->pown, &r->pbusy, self_id())) {
+        int rc = owner_put(r, item, exact);
+        side_leave(&r->pbusy);
+        return rc;
+    }
+    if (atomic_load_explicit(&r->pown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+        return shared_put(r, item, exact);
+    return claim_put(r, item, exact);
+}
+
+/* The CAS path (a shared side). */
+static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
@@ -132,6 +349,30 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
         }
     }
+}
+
+/* A side nobody owns yet, or being handed over: claim it or share it. */
+static __attribute__((noinline)) bool claim_get(conc__ring_t *r, void **item, bool exact)
+{
+    uintptr_t me = self_id();
+    if (side_take(&r->cown, &r->cbusy, me, true) && side_enter(&r->cown, &r->cbusy, me)) {
+        bool ok = owner_get(r, item, exact);
+        side_leave(&r->cbusy);
+        return ok;
+    }
+    return shared_get(r, item, exact);
+}
+
+bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
+{
+    if (side_enter(&r->cown, &r->cbusy, self_id())) {
+        bool ok = owner_get(r, item, exact);
+        side_leave(&r->cbusy);
+        return ok;
+    }
+    if (atomic_load_explicit(&r->cown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+        return shared_get(r, item, exact);
+    return claim_get(r, item, exact);
 }
 
 /* Queue.peek: the next item, left in place. A cell's item is read only

@@ -150,8 +150,8 @@ int conc_queue_select(conc_queue_t *const *qs, size_t n, size_t *index, void **i
             nodes[reg].group = &g;
             conc__waitq_lock(&q->getq);
             atomic_fetch_add_explicit(&q->gsleep, 1, memory_order_seq_cst);
-            if (q->impl == IMPL_SEGQ)
-                conc__fence_heavy(); /* segq puts publish without an RMW */
+            if (conc__queue_light_publish(q, true))
+                conc__fence_heavy(); /* segq puts, ring owners publish without an RMW */
             /* A queue that is shut down (and so stays empty once drained)
              * is not a reason to stay awake, unless all of them are. */
             nshut += atomic_load_explicit(&q->shutdown, memory_order_seq_cst) != 0;
