@@ -12,6 +12,8 @@
 #include "conc/green.h"
 #include "conc/queue.h"
 
+#include <sys/wait.h>
+
 #define PTR(x) ((void *)(uintptr_t)(x))
 #define INT(p) ((long)(uintptr_t)(p))
 
@@ -652,4 +654,36 @@ Test(queue_green, several_hubs_os_threads_timeouts_lose_nothing, .timeout = TU_T
         cr_assert_eq(conc_queue_free(mh.q, NULL), 0);
         free(mh.seen);
     }
+}
+
+/* fork() with a green getter asleep on the queue: in the child (a copy of
+ * the hub, the queue and the getter) a put hands the item to the child's
+ * copy of the getter; the parent's getter gets the parent's item. */
+Test(queue_green, handoff_in_a_forked_child, .timeout = TU_TIMEOUT)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 0), 0);
+    getter_t g = {.q = q, .timeout = 10.0};
+    conc_green_t *h;
+    cr_assert_eq(conc_go(&h, getter_fn, &g), 0);
+    cr_assert_eq(conc_sleep(0), 0); /* it parks */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int bad = conc_queue_put(q, PTR(41), true, CONC_FOREVER) != 0;
+        bad |= (conc_queue_qsize(q) != 0) << 1;
+        bad |= (conc_green_join(h, 10.0) != 0) << 2;
+        bad |= (g.rc != 0 || INT(g.item) != 41) << 3;
+        bad |= (conc_queue_unfinished_tasks(q) != 1) << 4;
+        _exit(bad);
+    }
+    cr_assert_eq(conc_queue_put(q, PTR(42), true, CONC_FOREVER), 0);
+    join_free(h);
+    cr_assert_eq(g.rc, 0);
+    cr_assert_eq(INT(g.item), 42);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
