@@ -12,6 +12,8 @@
 #include "conc/green.h"
 #include "conc/queue.h"
 
+#include <sys/wait.h>
+
 #define PTR(x) ((void *)(uintptr_t)(x))
 #define INT(p) ((long)(uintptr_t)(p))
 
@@ -525,4 +527,167 @@ Test(queue_green, an_os_thread_first_in_line_keeps_its_turn, .timeout = TU_TIMEO
     cr_assert((a == 1 && c == 2) || (a == 2 && c == 1), "os got %ld, green got %ld", a, c);
     cr_assert_eq(conc_queue_qsize(osfirst_q), 0);
     cr_assert_eq(conc_queue_free(osfirst_q, NULL), 0);
+}
+
+/* ------------------- several hubs, OS threads, timeouts and scopes */
+
+/* Green producers and consumers on two hubs (two OS threads) and on the
+ * main hub, an OS producer and an OS consumer, all on one queue; the
+ * consumers get with short timeouts or short Timeout scopes, so timers
+ * keep firing around the hand-offs (same hub) and the ordinary wakes
+ * (other hubs, OS threads). Every item arrives exactly once, and each
+ * producer's items reach each consumer in order (FIFO kinds). */
+#define MH_PROD 5 /* 2 per hub thread, 1 OS thread */
+typedef struct {
+    conc_queue_t *q;
+    long n;
+    bool fifo;
+    atomic_uchar *seen; /* MH_PROD * n */
+    atomic_long total;
+    atomic_int bad;
+} mh_t;
+
+static mh_t mh;
+
+static void mh_produce(int who, bool green)
+{
+    for (long i = 0; i < mh.n; i++) {
+        if (conc_queue_put(mh.q, PTR(((long)who << 32) | (i + 1)), true, 10.0) != 0)
+            atomic_store(&mh.bad, 1);
+        if ((i & 7) == 0 && green)
+            conc_sleep(0);
+    }
+}
+
+static void mh_consume(int style)
+{
+    long last[MH_PROD] = {0};
+    while (atomic_load(&mh.total) < MH_PROD * mh.n && !atomic_load(&mh.bad)) {
+        void *x = NULL;
+        int rc;
+        if (style) {
+            conc_timeout_begin(0.0005);
+            rc = conc_queue_get(mh.q, &x, true, CONC_FOREVER);
+            conc_timeout_end();
+        } else {
+            rc = conc_queue_get(mh.q, &x, true, 0.0007);
+        }
+        if (rc == (style ? CONC_ETIMEDOUT : CONC_EEMPTY))
+            continue;
+        if (rc != 0) {
+            atomic_store(&mh.bad, 1000 * style - rc);
+            return;
+        }
+        long who = INT(x) >> 32, seq = INT(x) & 0xffffffff;
+        if (who < 0 || who >= MH_PROD || seq < 1 || seq > mh.n) {
+            atomic_store(&mh.bad, 3);
+            return;
+        }
+        if (atomic_fetch_add(&mh.seen[who * mh.n + seq - 1], 1) != 0)
+            atomic_store(&mh.bad, 4); /* taken twice */
+        if (mh.fifo && seq <= last[who])
+            atomic_store(&mh.bad, 5);
+        last[who] = seq;
+        atomic_fetch_add(&mh.total, 1);
+        conc_queue_task_done(mh.q);
+    }
+}
+
+static void *mh_green(void *arg)
+{
+    int r = (int)(intptr_t)arg;
+    if (r >= 0)
+        mh_produce(r, true);
+    else
+        mh_consume(-r - 1);
+    return NULL;
+}
+
+static void mh_thread(void *arg, int idx)
+{
+    (void)arg;
+    if (idx == 2) {
+        mh_produce(4, false);
+        return;
+    }
+    if (idx == 3) {
+        mh_consume(idx & 1);
+        return;
+    }
+    conc_green_t *g[4];
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(conc_go(&g[2 * i], mh_green, (void *)(intptr_t)(-1 - i)), 0);
+        cr_assert_eq(conc_go(&g[2 * i + 1], mh_green, (void *)(intptr_t)(2 * idx + i)), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(conc_green_join(g[i], 30.0), 0);
+        conc_green_free(g[i]);
+    }
+}
+
+Test(queue_green, several_hubs_os_threads_timeouts_lose_nothing, .timeout = TU_TIMEOUT)
+{
+    conc_queue_kind_t kinds[] = {CONC_FIFO, CONC_FIFO, CONC_PRIORITY, CONC_LIFO};
+    long caps[] = {0, 3, 0, 0};
+    for (int k = 0; k < 4; k++) {
+        memset(&mh, 0, sizeof mh);
+        mh.n = tu_iters(1500);
+        mh.fifo = kinds[k] == CONC_FIFO;
+        mh.seen = calloc((size_t)(MH_PROD * mh.n), 1);
+        cr_assert_not_null(mh.seen);
+        cr_assert_eq(conc_queue_new(&mh.q, kinds[k], caps[k]), 0);
+        static tu_bunch_t b;
+        tu_bunch_start(&b, 4, mh_thread, NULL);
+        conc_green_t *g[2];
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(conc_go(&g[i], mh_green, (void *)(intptr_t)(-1 - i)), 0);
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(conc_green_join(g[i], 30.0), 0);
+            conc_green_free(g[i]);
+        }
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&mh.bad), 0, "kind %d: bad %d", k, atomic_load(&mh.bad));
+        cr_assert_eq(atomic_load(&mh.total), MH_PROD * mh.n);
+        cr_assert_eq(conc_queue_qsize(mh.q), 0);
+        cr_assert_eq(conc_queue_unfinished_tasks(mh.q), 0);
+        cr_assert_eq(conc_queue_join(mh.q, 0), 0);
+        cr_assert_eq(conc_queue_free(mh.q, NULL), 0);
+        free(mh.seen);
+    }
+}
+
+/* fork() with a green getter asleep on the queue: in the child (a copy of
+ * the hub, the queue and the getter) a put hands the item to the child's
+ * copy of the getter; the parent's getter gets the parent's item. */
+Test(queue_green, handoff_in_a_forked_child, .timeout = TU_TIMEOUT)
+{
+    /* In the child TSan reports its own fiber bookkeeping (every switch
+     * between the copied contexts, hand-off or not; see green_fork_test). */
+    if (TU_TSAN)
+        cr_skip_test("fork with green threads: TSan reports its own fiber bookkeeping in the child");
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 0), 0);
+    getter_t g = {.q = q, .timeout = 10.0};
+    conc_green_t *h;
+    cr_assert_eq(conc_go(&h, getter_fn, &g), 0);
+    cr_assert_eq(conc_sleep(0), 0); /* it parks */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int bad = conc_queue_put(q, PTR(41), true, CONC_FOREVER) != 0;
+        bad |= (conc_queue_qsize(q) != 0) << 1;
+        bad |= (conc_green_join(h, 10.0) != 0) << 2;
+        bad |= (g.rc != 0 || INT(g.item) != 41) << 3;
+        bad |= (conc_queue_unfinished_tasks(q) != 1) << 4;
+        _exit(bad);
+    }
+    cr_assert_eq(conc_queue_put(q, PTR(42), true, CONC_FOREVER), 0);
+    join_free(h);
+    cr_assert_eq(g.rc, 0);
+    cr_assert_eq(INT(g.item), 42);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
