@@ -174,4 +174,74 @@ Test(queue_fork, ring_sides_owned_by_threads_left_behind)
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 
+/* The bounded wait for a busy owner is only for owners a fork left
+ * behind. In a process descended from a threaded fork, a side claimed in
+ * that very process has a live owner: a revoker must wait for its
+ * operation however long it is preempted, never switch the side to the
+ * CAS path under it (the owner would then store its ticket over a CAS
+ * claim: one cell for two puts). */
+static atomic_int live_state; /* 1: the owner claimed, 2: let it exit */
+static void *live_owner(void *arg)
+{
+    if (conc_queue_put_nowait(arg, (void *)1) != 0)
+        return (void *)1;
+    atomic_store(&live_state, 1);
+    while (atomic_load(&live_state) != 2)
+        tu_sleep(0.001);
+    return NULL;
+}
+static atomic_int revoker_done;
+static void *revoker(void *arg)
+{
+    intptr_t rc = conc_queue_put_nowait(arg, (void *)2);
+    atomic_store(&revoker_done, 1);
+    return (void *)rc;
+}
+
+static int live_owner_child(void)
+{
+    alarm(20);
+    conc_queue_t *q;
+    if (conc_queue_new(&q, CONC_FIFO, 8) != 0 || q->impl != IMPL_RING)
+        return 30;
+    pthread_t o, v;
+    if (pthread_create(&o, NULL, live_owner, q) != 0)
+        return 31;
+    while (atomic_load(&live_state) != 1)
+        tu_sleep(0.001);
+    /* the owner, "preempted" in the middle of a put */
+    atomic_store(&q->s.ring.pbusy, 1);
+    if (pthread_create(&v, NULL, revoker, q) != 0)
+        return 32;
+    tu_sleep(0.3);
+    int early = atomic_load(&revoker_done);
+    atomic_store(&q->s.ring.pbusy, 0); /* its put ends */
+    void *rc;
+    pthread_join(v, &rc);
+    atomic_store(&live_state, 2);
+    pthread_join(o, NULL);
+    if (early)
+        return 33; /* the side went shared while its owner was in a put */
+    if ((intptr_t)rc != 0 || conc_queue_qsize(q) != 2)
+        return 34;
+    return 0;
+}
+
+Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
+{
+    pthread_t idle;
+    atomic_store(&idle_stop, 0);
+    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(live_owner_child());
+    atomic_store(&idle_stop, 1);
+    pthread_join(idle, NULL);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (33: revoked under a live owner)", WEXITSTATUS(st));
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)

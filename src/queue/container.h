@@ -85,9 +85,11 @@ typedef struct {
     _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
     _Atomic uintptr_t pown;                      /* producer side's owner */
     atomic_uint pbusy;                           /* the owner is in a put */
+    atomic_uint pgen;                            /* conc__fork_gen at pown's claim */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
     atomic_uint cbusy;                           /* the owner is in a get */
+    atomic_uint cgen;                            /* conc__fork_gen at cown's claim */
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;

@@ -44,7 +44,9 @@
  * the revoker sees busy), waits for busy == 0, then SHARED: from then on
  * everybody uses the CAS path. Only a process where membarrier works
  * claims sides (conc__membarrier_init); a revocation in a child that a
- * fork left without the owner stops waiting as a stuck claim does.
+ * fork left without the owner stops waiting as a stuck claim does — only
+ * for a side claimed before that fork (pgen/cgen: the fork generation of
+ * the claim); an owner claimed in this process is alive and waited for.
  *
  * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
  * count after the publishing stores) has no RMW before it, so a sleeper
@@ -87,6 +89,8 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->cown, CONC__RING_OWN_NONE);
     atomic_init(&r->pbusy, 0);
     atomic_init(&r->cbusy, 0);
+    atomic_init(&r->pgen, 0);
+    atomic_init(&r->cgen, 0);
     atomic_init(&r->fence_mark[0], 0);
     atomic_init(&r->fence_mark[1], 0);
     atomic_init(&r->fence_strikes, 0);
@@ -114,8 +118,13 @@ static bool stuck_since_fork(unsigned *spins)
 
 /* The calling thread does not own the side: claim it if nobody has yet
  * and may_claim (returns true: the caller owns it now), else make it
- * shared for good (returns false: use the CAS path). */
-static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me, bool may_claim)
+ * shared for good (returns false: use the CAS path). gen: the fork
+ * generation the side was claimed in. Only an owner claimed in an older
+ * generation (a thread of an ancestor process, left behind by a fork) may
+ * be given up on while busy; an owner of this process is alive and its
+ * operation ends, however long it is preempted. */
+static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, atomic_uint *gen, uintptr_t me,
+                      bool may_claim)
 {
     uintptr_t o = atomic_load_explicit(own, memory_order_acquire);
     for (;;) {
@@ -133,6 +142,8 @@ static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me, b
         }
         if (o == CONC__RING_OWN_NONE) {
             uintptr_t want = may_claim && conc__membarrier_init() ? me : CONC__RING_OWN_SHARED;
+            /* (racing claimers of one process store the same value) */
+            atomic_store_explicit(gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
             if (atomic_compare_exchange_strong_explicit(own, &o, want, memory_order_seq_cst,
                                                         memory_order_acquire))
                 return want == me;
@@ -147,7 +158,10 @@ static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me, b
          * busy flag: wait until its operation is over. */
         conc__fence_heavy();
         unsigned spins = 0;
-        while (atomic_load_explicit(busy, memory_order_acquire) && !stuck_since_fork(&spins)) {
+        bool left_behind = atomic_load_explicit(gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX);
+        while (atomic_load_explicit(busy, memory_order_acquire)) {
+            if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
+                break;
             if ((spins & 63) != 63)
                 conc__cpu_relax();
             else
@@ -187,6 +201,7 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
 {
     _Atomic uintptr_t *own = getter ? &r->pown : &r->cown;
     atomic_uint *busy = getter ? &r->pbusy : &r->cbusy;
+    atomic_uint *gen = getter ? &r->pgen : &r->cgen;
     uintptr_t o = atomic_load(own);
     if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == self_id())
         return false;
@@ -202,14 +217,14 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
     }
     /* hand the side over (its own heavy fence orders the owner's last
      * operations before our re-check); from now on its puts use the RMW */
-    side_take(own, busy, CONC__RING_OWN_NONE, false);
+    side_take(own, busy, gen, CONC__RING_OWN_NONE, false);
     return false;
 }
 
 void conc__ring_close(conc__ring_t *r)
 {
     /* The CLOSED bit is set with an RMW, so no owner may store enq. */
-    side_take(&r->pown, &r->pbusy, CONC__RING_OWN_NONE, false);
+    side_take(&r->pown, &r->pbusy, &r->pgen, CONC__RING_OWN_NONE, false);
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
 
@@ -300,7 +315,7 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
 static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool exact)
 {
     uintptr_t me = self_id();
-    if (side_take(&r->pown, &r->pbusy, me, true) && side_enter(&r->pown, &r->pbusy, me)) {
+    if (side_take(&r->pown, &r->pbusy, &r->pgen, me, true) && side_enter(&r->pown, &r->pbusy, me)) {
         int rc = owner_put(r, item, exact);
         side_leave(&r->pbusy);
         return rc;
@@ -355,7 +370,7 @@ static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, b
 static __attribute__((noinline)) bool claim_get(conc__ring_t *r, void **item, bool exact)
 {
     uintptr_t me = self_id();
-    if (side_take(&r->cown, &r->cbusy, me, true) && side_enter(&r->cown, &r->cbusy, me)) {
+    if (side_take(&r->cown, &r->cbusy, &r->cgen, me, true) && side_enter(&r->cown, &r->cbusy, me)) {
         bool ok = owner_get(r, item, exact);
         side_leave(&r->cbusy);
         return ok;
