@@ -244,4 +244,49 @@ Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
     cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (33: revoked under a live owner)", WEXITSTATUS(st));
 }
 
+/* The same for the thread that forked: it owned the put side before the
+ * fork and goes on owning it in the child, where it is alive. */
+static int forker_owner_child(conc_queue_t *q)
+{
+    alarm(20);
+    atomic_store(&revoker_done, 0);
+    atomic_store(&q->s.ring.pbusy, 1); /* this owner, "preempted" mid-put */
+    pthread_t v;
+    if (pthread_create(&v, NULL, revoker, q) != 0)
+        return 40;
+    tu_sleep(0.3);
+    int early = atomic_load(&revoker_done);
+    atomic_store(&q->s.ring.pbusy, 0);
+    void *rc;
+    pthread_join(v, &rc);
+    if (early)
+        return 41;
+    if ((intptr_t)rc != 0 || conc_queue_qsize(q) != 2)
+        return 42;
+    return 0;
+}
+
+Test(queue_fork, forking_owner_is_waited_for_in_its_child)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread owns the put side */
+    cr_assert_neq(atomic_load(&q->s.ring.pown), CONC__RING_OWN_SHARED);
+    pthread_t idle;
+    atomic_store(&idle_stop, 0);
+    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(forker_owner_child(q));
+    atomic_store(&idle_stop, 1);
+    pthread_join(idle, NULL);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (41: revoked under the live forking owner)",
+                 WEXITSTATUS(st));
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)

@@ -59,6 +59,7 @@
  * (Python's are not either): a handler that puts to a ring its thread owns
  * while that thread is mid-put would take the same ticket.
  */
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 
@@ -70,6 +71,18 @@ __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
 static inline uintptr_t self_id(void)
 {
     return (uintptr_t)&conc__ring_self;
+}
+
+/* The thread that made the last fork (in a child: its only thread, still
+ * the owner of the sides it owned before the fork). */
+static uintptr_t fork_survivor;
+static void ring_atfork_child(void)
+{
+    atomic_store_explicit((_Atomic uintptr_t *)&fork_survivor, self_id(), memory_order_relaxed);
+}
+__attribute__((constructor)) static void ring_fork_init(void)
+{
+    pthread_atfork(NULL, NULL, ring_atfork_child);
 }
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
@@ -121,8 +134,9 @@ static bool stuck_since_fork(unsigned *spins)
  * shared for good (returns false: use the CAS path). gen: the fork
  * generation the side was claimed in. Only an owner claimed in an older
  * generation (a thread of an ancestor process, left behind by a fork) may
- * be given up on while busy; an owner of this process is alive and its
- * operation ends, however long it is preempted. */
+ * be given up on while busy, unless it is the thread that forked (alive
+ * here); an owner of this process is alive and its operation ends,
+ * however long it is preempted. */
 static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, atomic_uint *gen, uintptr_t me,
                       bool may_claim)
 {
@@ -158,7 +172,9 @@ static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, atomic_uint *ge
          * busy flag: wait until its operation is over. */
         conc__fence_heavy();
         unsigned spins = 0;
-        bool left_behind = atomic_load_explicit(gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX);
+        /* (claimed before a fork, by another thread than the forking one) */
+        bool left_behind = atomic_load_explicit(gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX) &&
+                           o != atomic_load_explicit((_Atomic uintptr_t *)&fork_survivor, memory_order_relaxed);
         while (atomic_load_explicit(busy, memory_order_acquire)) {
             if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
                 break;
