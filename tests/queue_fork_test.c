@@ -229,6 +229,8 @@ static int live_owner_child(void)
 
 Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
 {
+    if (TU_TSAN)
+        cr_skip_test("TSan does not start threads in a child of a threaded fork");
     pthread_t idle;
     atomic_store(&idle_stop, 0);
     cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
@@ -268,6 +270,8 @@ static int forker_owner_child(conc_queue_t *q)
 
 Test(queue_fork, forking_owner_is_waited_for_in_its_child)
 {
+    if (TU_TSAN)
+        cr_skip_test("TSan does not start threads in a child of a threaded fork");
     conc_queue_t *q;
     cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
     cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread owns the put side */
