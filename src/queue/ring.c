@@ -346,7 +346,9 @@ int conc__ring_put(conc__ring_t *r, void *item, bool exact)
         side_leave(&r->pbusy);
         return rc;
     }
-    if (atomic_load_explicit(&r->pown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+    /* acquire: pairs with the revoker's SHARED store, so the former owner's
+     * last ticket store is before our CAS (C11; x86 and ARMv8 order it anyway) */
+    if (atomic_load_explicit(&r->pown, memory_order_acquire) == CONC__RING_OWN_SHARED)
         return shared_put(r, item, exact);
     return claim_put(r, item, exact);
 }
@@ -401,7 +403,9 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
         side_leave(&r->cbusy);
         return ok;
     }
-    if (atomic_load_explicit(&r->cown, memory_order_relaxed) == CONC__RING_OWN_SHARED)
+    /* acquire: pairs with the revoker's SHARED store, so the former owner's
+     * last ticket store is before our CAS (C11; x86 and ARMv8 order it anyway) */
+    if (atomic_load_explicit(&r->cown, memory_order_acquire) == CONC__RING_OWN_SHARED)
         return shared_get(r, item, exact);
     return claim_get(r, item, exact);
 }
