@@ -486,7 +486,7 @@ Test(green_switch, dump_among_switches, .timeout = TU_TIMEOUT)
  * BlockingSwitchOutError), and everything goes on. */
 static struct {
     atomic_int ran, armed;
-    int rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_fd;
+    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_fd;
     int fds[2];
     conc_green_t *target;
     conc_event_t ev;
@@ -495,6 +495,7 @@ static struct {
 static void inloop_handler(int sig)
 {
     (void)sig;
+    inloop.kind = conc_context_kind();
     inloop.rc_yield = conc_yield();
     inloop.rc_sleep0 = conc_sleep(0);
     inloop.rc_sleep = conc_sleep(0.01);
@@ -541,6 +542,7 @@ Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
     sigaction(SIGUSR1, &old, NULL);
     cr_assert(atomic_load(&inloop.ran), "the signal did not land");
     cr_assert_null(result_of(g));
+    cr_expect_eq(inloop.kind, CONC_CTX_HUB);
     cr_expect_eq(inloop.rc_yield, CONC_EPERM);
     cr_expect_eq(inloop.rc_sleep0, CONC_EPERM);
     cr_expect_eq(inloop.rc_sleep, CONC_EPERM);
