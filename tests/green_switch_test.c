@@ -486,7 +486,7 @@ Test(green_switch, dump_among_switches, .timeout = TU_TIMEOUT)
  * BlockingSwitchOutError), and everything goes on. */
 static struct {
     atomic_int ran, armed;
-    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_fd;
+    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_join_forever, rc_fd;
     int fds[2];
     conc_green_t *target;
     conc_event_t ev;
@@ -501,6 +501,7 @@ static void inloop_handler(int sig)
     inloop.rc_sleep = conc_sleep(0.01);
     inloop.rc_event = conc_event_wait(&inloop.ev, 0.01);
     inloop.rc_join = conc_green_join(inloop.target, 0.01);
+    inloop.rc_join_forever = conc_green_join(inloop.target, CONC_FOREVER); /* the hub-local join */
     inloop.rc_fd = conc_wait_read(inloop.fds[0], 0.01);
     atomic_store(&inloop.ran, 1);
 }
@@ -548,6 +549,7 @@ Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
     cr_expect_eq(inloop.rc_sleep, CONC_EPERM);
     cr_expect_eq(inloop.rc_event, CONC_EPERM);
     cr_expect_eq(inloop.rc_join, CONC_EPERM);
+    cr_expect_eq(inloop.rc_join_forever, CONC_EPERM);
     cr_expect_eq(inloop.rc_fd, CONC_EPERM);
     conc_green_free(g);
     /* the main context still works: a green thread, a yield, a sleep */
