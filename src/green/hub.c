@@ -441,6 +441,8 @@ asleep:
 int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
 {
     conc__hub_t *h = gs->hub;
+    if (__builtin_expect(h->cur != gs, 0))
+        return CONC_EPERM; /* the loop context must not block (w stays queued: the caller removes it) */
     gs->last_intr = 0;
     conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
     gs->parked_w = w;
