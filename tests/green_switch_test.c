@@ -13,9 +13,13 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "conc/green.h"
+#include "conc/io.h"
 #include "conc/sync.h"
 #include "conc/trace.h"
 
@@ -470,4 +474,89 @@ Test(green_switch, dump_among_switches, .timeout = TU_TIMEOUT)
         cr_assert_null(result_of(g[i]));
         conc_green_free(g[i]);
     }
+}
+
+/* ------------------------- blocking calls from the hub's loop context */
+
+/* Code the loop context runs (here a signal handler that lands while the
+ * loop sleeps in its poller, main and the only green thread parked) must
+ * not block or switch: the loop runs on main's conc context, so a yield
+ * or park from there was taken for main's and overwrote main's saved
+ * stack pointer. Each returns CONC_EPERM instead (gevent's
+ * BlockingSwitchOutError), and everything goes on. */
+static struct {
+    atomic_int ran, armed;
+    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_join_forever, rc_fd;
+    int fds[2];
+    conc_green_t *target;
+    conc_event_t ev;
+} inloop;
+
+static void inloop_handler(int sig)
+{
+    (void)sig;
+    inloop.kind = conc_context_kind();
+    inloop.rc_yield = conc_yield();
+    inloop.rc_sleep0 = conc_sleep(0);
+    inloop.rc_sleep = conc_sleep(0.01);
+    inloop.rc_event = conc_event_wait(&inloop.ev, 0.01);
+    inloop.rc_join = conc_green_join(inloop.target, 0.01);
+    inloop.rc_join_forever = conc_green_join(inloop.target, CONC_FOREVER); /* the hub-local join */
+    inloop.rc_fd = conc_wait_read(inloop.fds[0], 0.01);
+    atomic_store(&inloop.ran, 1);
+}
+
+static void *inloop_sleeper(void *arg)
+{
+    (void)arg;
+    atomic_store(&inloop.armed, 1);
+    return PTR(conc_sleep(TU_SANITIZED ? 1.5 : 0.6));
+}
+
+static void *inloop_signaller(void *arg)
+{
+    pthread_t main_th = *(pthread_t *)arg;
+    double dl = tu_now() + 5.0;
+    while (!atomic_load(&inloop.armed) && tu_now() < dl)
+        usleep(1000);
+    usleep(TU_SANITIZED ? 300000 : 150000); /* both parked: the loop sleeps in its poller */
+    pthread_kill(main_th, SIGUSR1);
+    return NULL;
+}
+
+Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
+{
+    memset(&inloop, 0, sizeof inloop);
+    cr_assert_eq(conc_event_init(&inloop.ev), 0);
+    cr_assert_eq(pipe(inloop.fds), 0);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = inloop_handler;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, inloop_sleeper, NULL), 0);
+    inloop.target = g;
+    pthread_t self = pthread_self(), th;
+    cr_assert_eq(pthread_create(&th, NULL, inloop_signaller, &self), 0);
+    cr_assert_eq(conc_green_join(g, 10.0), 0);
+    pthread_join(th, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    cr_assert(atomic_load(&inloop.ran), "the signal did not land");
+    cr_assert_null(result_of(g));
+    cr_expect_eq(inloop.kind, CONC_CTX_HUB);
+    cr_expect_eq(inloop.rc_yield, CONC_EPERM);
+    cr_expect_eq(inloop.rc_sleep0, CONC_EPERM);
+    cr_expect_eq(inloop.rc_sleep, CONC_EPERM);
+    cr_expect_eq(inloop.rc_event, CONC_EPERM);
+    cr_expect_eq(inloop.rc_join, CONC_EPERM);
+    cr_expect_eq(inloop.rc_join_forever, CONC_EPERM);
+    cr_expect_eq(inloop.rc_fd, CONC_EPERM);
+    conc_green_free(g);
+    /* the main context still works: a green thread, a yield, a sleep */
+    cr_assert_eq(conc_go(&g, inloop_sleeper, NULL), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_join(g, 10.0), 0);
+    conc_green_free(g);
+    close(inloop.fds[0]);
+    close(inloop.fds[1]);
 }

@@ -217,6 +217,13 @@ CONC_API int conc_green_unlink(conc_green_t *g, void (*cb)(conc_green_t *g, void
 CONC_API int conc_green_unlink_all(conc_green_t *g);
 /* Greenlet.has_links(): true while links wait for g's end. */
 CONC_API bool conc_green_has_links(const conc_green_t *g);
+/* The hub's loop context (conc_context_kind() == CONC_CTX_HUB: code the
+ * scheduler runs itself, e.g. a signal handler that lands while it polls)
+ * must never block or switch away, as gevent refuses a blocking call in
+ * the event loop (BlockingSwitchOutError): conc_yield, conc_sleep,
+ * conc_green_join, Event / Queue / lock waits, fd waits and every other
+ * call that would park return CONC_EPERM from there at once, and change
+ * nothing. (Links themselves run on the ending green thread, not there.) */
 /* Greenlet.value: what g's function returned, once g ended successfully;
  * NULL until then, and if it failed or was killed. Never blocks — use it
  * in a link callback, where conc_green_get would join yourself. */

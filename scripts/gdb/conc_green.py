@@ -7,7 +7,7 @@
 # A green thread that is not running is suspended inside the scheduler; its
 # saved stack pointer (gs.sp) points at a small frame the context switch
 # left (src/arch/switch_<cpu>.h): on x86-64 [FP control][resume address]
-# [rbp] below a 128-byte red zone, on AArch64 [x29][resume address]. `bt N`
+# [rbp] below a 128-byte red zone, on AArch64 [x29][resume address][FPCR][pad]. `bt N`
 # loads those into the registers, prints the backtrace and puts the
 # registers back (on a live process; a core file's registers cannot be
 # changed). The live green threads of a hub are on its `all` list.
@@ -124,7 +124,7 @@ class ConcGreen(gdb.Command):
         u64 = gdb.lookup_type("unsigned long").pointer()
         word = lambda a: int(gdb.Value(a).cast(u64).dereference())
         if _arch() == "aarch64":
-            regs = {"$x29": word(sp), "$pc": word(sp + 8), "$sp": sp + 16}
+            regs = {"$x29": word(sp), "$pc": word(sp + 8), "$sp": sp + 32}
         else:
             regs = {"$rip": word(sp + 8), "$rbp": word(sp + 16), "$rsp": sp + 24 + 128}
         frame = gdb.newest_frame()

@@ -5,8 +5,10 @@
  * branches, no call/return pair to unbalance the return predictor; every
  * register it does not restore is declared clobbered, so the compiler
  * saves only what is live (at most x19-x28 and d8-d15, the callee-saved
- * set). Kept by hand, 16 bytes at the saved stack pointer: x29 (frame
- * pointer) and the resume address.
+ * set). Kept by hand, 32 bytes at the saved stack pointer: x29 (frame
+ * pointer), the resume address and FPCR (rounding mode, flush-to-zero:
+ * callee-saved in AAPCS64, so per context like MXCSR and the x87 control
+ * word on x86-64; loaded back only when it differs), 8 bytes of padding.
  */
 #ifndef CONC_ARCH_SWITCH_AARCH64_H
 #define CONC_ARCH_SWITCH_AARCH64_H
@@ -27,14 +29,21 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
     register void *t __asm__("x1") = to;
     __asm__ __volatile__(
         "adr x9, 1f\n\t"
-        "stp x29, x9, [sp, #-16]!\n\t"
+        "mrs x10, fpcr\n\t"
+        "stp x29, x9, [sp, #-32]!\n\t"
         CONC__CFI(".cfi_remember_state")
         CONC__CFI(".cfi_def_cfa sp, 0")
         CONC__CFI(".cfi_undefined x30")
-        "mov x10, sp\n\t"
-        "str x10, [x0]\n\t"
+        "str x10, [sp, #16]\n\t"
+        "mov x11, sp\n\t"
+        "str x11, [x0]\n\t"
         "mov sp, x1\n\t"
-        "ldp x29, x9, [sp], #16\n\t"
+        "ldr x11, [sp, #16]\n\t"
+        "cmp x10, x11\n\t"
+        "b.eq 2f\n\t"
+        "msr fpcr, x11\n\t" /* only when it differs: msr fpcr may serialise */
+        "2:\n\t"
+        "ldp x29, x9, [sp], #32\n\t"
         "br x9\n\t"
         "1:\n\t"
         CONC__CFI(".cfi_restore_state")

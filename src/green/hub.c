@@ -189,6 +189,8 @@ void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
 int conc__hub_yield(conc__gs_t *gs)
 {
     conc__hub_t *h = gs->hub;
+    if (__builtin_expect(h->cur != gs, 0))
+        return CONC_EPERM; /* from the loop context */
     conc__hub_ready(h, gs);
     conc__hub_schedule(h, gs);
     int code = gs->interrupt;
@@ -208,6 +210,8 @@ static __attribute__((noinline, cold)) int yield_slow(conc__ctx_t *ctx)
         return 0;
     }
     conc__gs_t *gs = ctx->green;
+    if (gs->hub->cur != gs)
+        return CONC_EPERM; /* the loop context (it runs on main's ctx): it must not switch */
     if (gs->interrupt != 0) {
         int code = gs->interrupt;
         gs->interrupt = 0;
@@ -233,7 +237,8 @@ int conc_yield(void)
         return yield_slow(ctx);
     conc__hub_t *h = gs->hub;
     conc__gs_t *to = h->ready_head;
-    if (__builtin_expect(gs->interrupt != 0 || !to, 0))
+    /* h->cur != gs: the loop context, which runs on main's ctx */
+    if (__builtin_expect(gs->interrupt != 0 || !to || h->cur != gs, 0))
         return yield_slow(ctx);
     if (__builtin_expect(loop_turn(h), 0)) {
         h->turns = 0; /* conc__hub_schedule takes the turn */
@@ -386,6 +391,8 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
     uint32_t s = conc__load(&w->state, ACQ);
     if (s == CONC__W_NOTIFIED)
         return 0;
+    if (__builtin_expect(h->cur != gs, 0))
+        return CONC_EPERM; /* the loop context (on main's ctx) must not block: w stays WAITING */
     if (s != CONC__W_WAITING) {
         /* Settling after a cut-short park: the unpark is imminent (its
          * waker is on another thread, or already done). Let others run. */
@@ -434,6 +441,8 @@ asleep:
 int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
 {
     conc__hub_t *h = gs->hub;
+    if (__builtin_expect(h->cur != gs, 0))
+        return CONC_EPERM; /* the loop context must not block (w stays queued: the caller removes it) */
     gs->last_intr = 0;
     conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
     gs->parked_w = w;

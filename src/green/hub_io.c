@@ -209,6 +209,8 @@ static short poll_mask(int events)
 int conc__green_fd_wait(int fd, int events, int64_t deadline)
 {
     conc__hub_t *h = conc__tl_hub;
+    if (h->cur == &h->loop)
+        return CONC_EPERM; /* the loop context must not block */
     conc__fdent_t *e = fdent(h, fd);
     if (!e)
         return CONC_ENOMEM;

@@ -83,6 +83,30 @@ static void *square(void *arg)
     return (void *)(v * v);
 }
 
+#if defined(__aarch64__)
+/* The FP control register is per context, as MXCSR and the x87 control
+ * word are on x86-64: a green thread's rounding mode stays its own. */
+static unsigned long get_fpcr(void)
+{
+    unsigned long v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+static void set_fpcr(unsigned long v) { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
+#define RMODE_TOWARDZERO (3ul << 22)
+static void *fpcr_keeper(void *arg)
+{
+    unsigned long mine = (unsigned long)arg;
+    set_fpcr(mine);
+    for (int i = 0; i < 100; i++) {
+        if (conc_yield() != 0 || get_fpcr() != mine)
+            return NULL;
+    }
+    set_fpcr(0);
+    return arg;
+}
+#endif
+
 static conc_local_t *loc;
 
 static void *with_local(void *arg)
@@ -122,6 +146,24 @@ int main(void)
     CHECK(conc_green_kill(g[0], true, 30) == 0 && conc_green_killed(g[0]));
     conc_green_free(g[0]);
 
+#if defined(__aarch64__)
+    /* FPCR per context: two green threads with their own rounding modes
+     * and main's, switching among each other */
+    {
+        unsigned long main_fpcr = get_fpcr();
+        CHECK(conc_go(&g[0], fpcr_keeper, (void *)RMODE_TOWARDZERO) == 0);
+        CHECK(conc_go(&g[1], fpcr_keeper, (void *)(1ul << 22)) == 0);
+        for (int i = 0; i < 50; i++) {
+            conc_yield();
+            CHECK(get_fpcr() == main_fpcr);
+        }
+        CHECK(conc_green_get(g[0], 30, &r) == 0 && r == (void *)RMODE_TOWARDZERO);
+        CHECK(conc_green_get(g[1], 30, &r) == 0 && r == (void *)(1ul << 22));
+        CHECK(get_fpcr() == main_fpcr);
+        conc_green_free(g[0]);
+        conc_green_free(g[1]);
+    }
+#endif
     /* green-thread locals */
     CHECK(conc_local_new(&loc, NULL) == 0);
     CHECK(conc_go(&g[0], with_local, (void *)1) == 0 && conc_go(&g[1], with_local, (void *)2) == 0);
