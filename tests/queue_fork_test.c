@@ -110,6 +110,26 @@ static void *idle_thread(void *arg)
     return NULL;
 }
 
+/* Forks while a second thread runs (so the child descends from a
+ * threaded fork) and runs child(q) there; returns the child's exit code
+ * (its failed step), failing the test if it was killed (hung: alarm). */
+static int fork_threaded(int (*child)(conc_queue_t *), conc_queue_t *q)
+{
+    pthread_t idle;
+    atomic_store(&idle_stop, 0);
+    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(child(q));
+    atomic_store(&idle_stop, 1);
+    pthread_join(idle, NULL);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return WEXITSTATUS(st);
+}
+
 static int owner_child(conc_queue_t *q)
 {
     alarm(20); /* a hang kills the child: the parent sees a signal */
@@ -153,19 +173,8 @@ Test(queue_fork, ring_sides_owned_by_threads_left_behind)
     cr_assert(atomic_compare_exchange_strong(&r->cown, &none, fake));
     atomic_store(&r->cbusy, 1);
     /* a thread runs during the fork, as the frozen owner would */
-    pthread_t idle;
-    atomic_store(&idle_stop, 0);
-    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(owner_child(q));
-    atomic_store(&idle_stop, 1);
-    pthread_join(idle, NULL);
-    int st = 0;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed", WEXITSTATUS(st));
+    int step = fork_threaded(owner_child, q);
+    cr_assert_eq(step, 0, "child step %d failed", step);
     atomic_store(&r->cbusy, 0); /* the frozen owner "finishes" in the parent */
     void *item;
     cr_assert_eq(conc_queue_get_nowait(q, &item), 0);
@@ -198,8 +207,9 @@ static void *revoker(void *arg)
     return (void *)rc;
 }
 
-static int live_owner_child(void)
+static int live_owner_child(conc_queue_t *unused)
 {
+    (void)unused;
     alarm(20);
     conc_queue_t *q;
     if (conc_queue_new(&q, CONC_FIFO, 8) != 0 || q->impl != IMPL_RING)
@@ -231,19 +241,8 @@ Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
 {
     if (TU_TSAN)
         cr_skip_test("TSan does not start threads in a child of a threaded fork");
-    pthread_t idle;
-    atomic_store(&idle_stop, 0);
-    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(live_owner_child());
-    atomic_store(&idle_stop, 1);
-    pthread_join(idle, NULL);
-    int st = 0;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (33: revoked under a live owner)", WEXITSTATUS(st));
+    int step = fork_threaded(live_owner_child, NULL);
+    cr_assert_eq(step, 0, "child step %d failed (33: revoked under a live owner)", step);
 }
 
 /* The same for the thread that forked: it owned the put side before the
@@ -276,20 +275,8 @@ Test(queue_fork, forking_owner_is_waited_for_in_its_child)
     cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
     cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread owns the put side */
     cr_assert_neq(atomic_load(&q->s.ring.pown), CONC__RING_OWN_SHARED);
-    pthread_t idle;
-    atomic_store(&idle_stop, 0);
-    cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(forker_owner_child(q));
-    atomic_store(&idle_stop, 1);
-    pthread_join(idle, NULL);
-    int st = 0;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (41: revoked under the live forking owner)",
-                 WEXITSTATUS(st));
+    int step = fork_threaded(forker_owner_child, q);
+    cr_assert_eq(step, 0, "child step %d failed (41: revoked under the live forking owner)", step);
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 

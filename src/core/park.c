@@ -525,18 +525,6 @@ void conc__waitq_lock(conc__waitq_t *q)
     }
 }
 
-void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w)
-{
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-    w->queued = 1;
-}
-
 void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w)
 {
     w->prev = NULL;

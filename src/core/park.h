@@ -334,7 +334,20 @@ static inline bool conc__guard_stale(unsigned v, unsigned mine) { return v && v 
 /* Wait-list operations; everything but lock/unlock needs the guard held. */
 void conc__waitq_lock(conc__waitq_t *q);
 static inline void conc__waitq_unlock(conc__waitq_t *q) { conc__store(&q->guard, 0u, REL); }
-void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w);       /* at the tail */
+/* At the tail (the caller holds the list's guard, or owns the list alone:
+ * green.c's hub-local join list). Inline: queue.c's wait path and the join
+ * take it on their fast paths. */
+static inline void conc__waitq_push(conc__waitq_t *q, conc__waiter_t *w)
+{
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    w->queued = 1;
+}
 void conc__waitq_push_front(conc__waitq_t *q, conc__waiter_t *w);
 void conc__waitq_remove(conc__waitq_t *q, conc__waiter_t *w);
 conc__waiter_t *conc__waitq_pop(conc__waitq_t *q);                 /* head or NULL */

@@ -299,18 +299,8 @@ static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), vo
 /* g's joinq holds joiners on g's own hub only (conc_green_join), and
  * every waker of such a waiter — g's end, the hub's timers, kills — runs
  * on that hub's thread: their state word needs no atomic exchange, and
- * the list no guard (park.h's protocol, without the cross-thread race). */
-static void joinq_push(conc__waitq_t *q, conc__waiter_t *w)
-{
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-    w->queued = 1;
-}
+ * the list no guard (park.h's protocol, without the cross-thread race);
+ * conc_green_join pushes with conc__waitq_push and no guard. */
 
 /* Wake every joiner of g, in join order (on g's hub). */
 static void wake_joiners(conc__hub_t *h, conc_green_t *g)
@@ -506,7 +496,7 @@ int conc_green_join(conc_green_t *g, double timeout)
         conc__waiter_init(&w);
         w.obj = g;
         w.kind = CONC__WAIT_GREEN_JOIN;
-        joinq_push(&g->joinq, &w);
+        conc__waitq_push(&g->joinq, &w);
         me->cut_scope = -1;
         conc__obs_block(me, g, CONC__WAIT_GREEN_JOIN, CONC__NO_DEADLINE);
         int rc = conc__hub_park_local(mgs, &w);
@@ -523,7 +513,7 @@ int conc_green_join(conc_green_t *g, double timeout)
         int64_t pdl = dl;
         if (conc__obs_on(CONC__OBS_DEADLOCK)) /* detection: park in slices */
             pdl = conc__deadlock_dl(conc__now_ns(), dl);
-        joinq_push(&g->joinq, &w);
+        conc__waitq_push(&g->joinq, &w);
         int rc = conc__park(&w, pdl);
         if (rc != 0) {
             if (w.queued) {

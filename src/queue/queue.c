@@ -443,15 +443,7 @@ static inline __attribute__((always_inline)) int sleep_until(conc_queue_t *q, co
     }
     if (qw.hub && !q->reent) /* (a SimpleQueue's reent_leave below may wake us) */
         conc__park_presleep_inline(wp);
-    /* conc__waitq_push, inline */
-    wp->next = NULL;
-    wp->prev = wq->tail;
-    if (wq->tail)
-        wq->tail->next = wp;
-    else
-        wq->head = wp;
-    wq->tail = wp;
-    wp->queued = 1;
+    conc__waitq_push(wq, wp);
     conc__waitq_unlock(wq);
     reent_leave(q, outer); /* a parked item's wake may be our own: park returns at once */
     int rc = conc__park(wp, deadline);
