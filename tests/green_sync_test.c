@@ -1351,17 +1351,6 @@ static bool side_owned(uintptr_t o)
     return o != CONC__RING_OWN_NONE && o != CONC__RING_OWN_REVOKING && o != CONC__RING_OWN_SHARED;
 }
 
-static void *ring_green_producer(void *arg)
-{
-    qx_t *x = arg;
-    for (long i = 1; i <= x->n; i++)
-        if (conc_queue_put(x->q, PTR(i), true, 10.0) != 0) {
-            atomic_fetch_add(&x->errors, 1);
-            break;
-        }
-    return NULL;
-}
-
 static void ring_os_consumer(void *arg, int idx)
 {
     (void)idx;
@@ -1437,7 +1426,7 @@ Test(green_sync, queue_ring_owner_sides_green_and_os_threads, .timeout = TU_TIME
     static tu_bunch_t b;
     tu_bunch_start(&b, 1, ring_os_consumer, &x);
     conc_green_t *g;
-    cr_assert_eq(conc_go(&g, ring_green_producer, &x), 0);
+    cr_assert_eq(conc_go(&g, q_green_producer, &x), 0);
     cr_assert_eq(conc_green_join(g, 30.0), 0);
     cr_assert_eq(conc_green_free(g), 0);
     tu_bunch_join(&b);
