@@ -385,6 +385,24 @@ static void *dump_loop(void *arg)
 }
 
 #if !defined(CONC__TSAN)
+/* True when every other thread of this process is blocked in the kernel
+ * (the dumping thread conc_dump_on_signal started is up and waiting). */
+static bool other_threads_sleeping(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return false;
+    long me = tu_gettid();
+    bool all = true;
+    for (struct dirent *e; all && (e = readdir(d)) != NULL;) {
+        long tid = atol(e->d_name);
+        if (tid > 0 && tid != me && !tu_tid_sleeping(tid))
+            all = false;
+    }
+    closedir(d);
+    return all;
+}
+
 static int child_dump_on_signal(void)
 {
     char path[] = "/tmp/conc_dump_childXXXXXX";
@@ -395,7 +413,7 @@ static int child_dump_on_signal(void)
     dup2(fd, 2);
     raise(SIGUSR2);
     double t0 = tu_now();
-    while (tu_now() - t0 < 5) {
+    while (tu_now() - t0 < 10) {
         tu_sleep(0.02);
         char buf[8192];
         ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
@@ -418,6 +436,10 @@ Test(dump, forked_child, .timeout = TU_TIMEOUT)
                     "(it starts no thread in a forked child)\n");
 #else
     cr_assert_eq(conc_dump_on_signal(SIGUSR2), 0);
+    /* fork once the dumping thread is up and waiting, not while it is
+     * being created (a fork then can leave a sanitizer's runtime lock held
+     * in the child, which then cannot start its own dumping thread) */
+    cr_assert(TU_WAIT_UNTIL(other_threads_sleeping(), 10.0), "the dumping thread never waited");
     pid_t p = fork();
     cr_assert(p >= 0);
     if (p == 0) {
