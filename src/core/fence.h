@@ -10,6 +10,11 @@
  * makes every running thread of the process execute a full barrier
  * (membarrier(2), MEMBARRIER_CMD_PRIVATE_EXPEDITED). Where membarrier is
  * not available both become ordinary seq_cst fences.
+ * Known gap: the choice is made once, at registration. If membarrier
+ * registers and later fails (a seccomp filter installed after start-up),
+ * the heavy side falls back to a full fence while light sides keep their
+ * compiler barrier, and the pairing no longer holds (the queue ring's
+ * owner path, segq, the hub's live list depend on it). Not handled yet.
  */
 #ifndef CONC_CORE_FENCE_H
 #define CONC_CORE_FENCE_H
