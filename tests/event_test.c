@@ -348,6 +348,16 @@ Test(event, pingpong_on_two_cpus, .timeout = TU_TIMEOUT)
     pingpong(-1, -1, tu_iters(20000));
 }
 
+/* Sets the spinner's adaptive state: no budget, no skipped spins, a futex
+ * wake just issued, and whether the CPU looked the thread's own. */
+static void spin_state_woke(conc__ctx_t *c, bool alone)
+{
+    c->spin_ns = 0;
+    c->spin_skips = 0;
+    c->spin_woke = 1;
+    c->spin_alone = alone;
+}
+
 Test(event, spin_boost_after_waking_a_sleeper, .timeout = TU_TIMEOUT)
 {
     if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
@@ -355,10 +365,7 @@ Test(event, spin_boost_after_waking_a_sleeper, .timeout = TU_TIMEOUT)
     conc__ctx_t *c = conc__ctx();
     conc__spinner_t sp;
     /* no budget, woke a sleeper, CPU to itself: one long spin */
-    c->spin_ns = 0;
-    c->spin_skips = 0;
-    c->spin_woke = 1;
-    c->spin_alone = 1;
+    spin_state_woke(c, true);
     conc__spin_begin(&sp, CONC__NO_DEADLINE);
     cr_assert(sp.boosted);
     cr_assert_eq(sp.end - sp.start, 50000);
@@ -379,10 +386,7 @@ Test(event, spin_boost_after_waking_a_sleeper, .timeout = TU_TIMEOUT)
     cr_assert_leq(sp.end, dl);
     conc__spin_end(&sp, false);
     /* its CPU looked shared: no boost (and no spin with no budget) */
-    c->spin_ns = 0;
-    c->spin_skips = 0;
-    c->spin_woke = 1;
-    c->spin_alone = 0;
+    spin_state_woke(c, false);
     conc__spin_begin(&sp, CONC__NO_DEADLINE);
     cr_assert_not(sp.boosted);
     cr_assert_eq(sp.end, 0);
@@ -442,10 +446,7 @@ Test(event, spin_stops_at_an_open_scope, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc_timeout_begin(0), 0); /* its time is already up */
     int64_t scope = c->scope_dl;
     cr_assert_neq(scope, 0);
-    c->spin_ns = 0;
-    c->spin_skips = 0;
-    c->spin_woke = 1;
-    c->spin_alone = 1;
+    spin_state_woke(c, true);
     conc__spin_begin(&sp, CONC__NO_DEADLINE);
     cr_assert(sp.boosted);
     cr_assert_leq(sp.end, scope, "a boosted spin runs past the scope by %lld ns", (long long)(sp.end - scope));
