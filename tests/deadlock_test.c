@@ -1169,3 +1169,143 @@ Test(deadlock, walks_race_ending_green_threads, .timeout = TU_TIMEOUT)
     conc_debug_disable(CONC_DEBUG_DEADLOCK);
     fclose(devnull);
 }
+
+/* ------------------------------------------------ the shared-lock hooks
+ * observe/shlock.c's hooks (conc__shlock_*), called directly on plain
+ * 64-bit words standing for shared locks' owner pairs: what the ipc
+ * locks call while lock debugging is on, one by one. */
+
+static uint64_t sh_words[256];
+
+static void *sh_holder_elsewhere(void *arg)
+{
+    uint64_t *w = arg;
+    /* another context: the holder is named, but it is not "mine" here */
+    uint32_t s = conc__shlock_holder(w, NULL);
+    bool mine = conc__shlock_mine(w, *w);
+    return (void *)(uintptr_t)(s && !mine && s != conc__ctx()->serial);
+}
+
+Test(shlock, hooks_record_name_and_forget_holders, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    uint64_t *w = &sh_words[0];
+    uint32_t me = conc__ctx()->serial;
+    cr_assert_neq(me, 0u);
+    int kind = -1;
+
+    /* detection off: nothing is recorded, nothing named */
+    *w = 0x1234;
+    conc__shlock_acquired(w, CONC__WAIT_SHARED_LOCK, 0x1234);
+    cr_assert_eq(conc__shlock_holder(w, &kind), 0u);
+    cr_assert_eq(kind, -1, "kind untouched when there is no holder");
+    cr_assert_eq(conc__shlock_kind(w), 0);
+    cr_assert_not(conc__shlock_mine(w, 0x1234));
+    conc__shlock_released(w);
+
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_DEADLOCK), 0);
+    /* unknown words and NULL: no holder, no kind; an unknown word is not read */
+    cr_assert_eq(conc__shlock_holder(NULL, NULL), 0u);
+    cr_assert_eq(conc__shlock_kind(NULL), 0);
+    cr_assert_eq(conc__shlock_holder(&sh_words[1], NULL), 0u);
+
+    /* recorded: named while the word still holds the recorded pair */
+    conc__shlock_acquired(w, CONC__WAIT_SHARED_LOCK, 0x1234);
+    cr_assert_eq(conc__shlock_holder(w, &kind), me);
+    cr_assert_eq(kind, CONC__WAIT_SHARED_LOCK);
+    cr_assert_eq(conc__shlock_kind(w), CONC__WAIT_SHARED_LOCK);
+    cr_assert(conc__shlock_mine(w, 0x1234));
+    cr_assert_not(conc__shlock_mine(w, 0x1235), "another pair is not mine");
+    void *r;
+    conc_thread_t *t = start("elsewhere", sh_holder_elsewhere, w);
+    cr_assert_eq(conc_thread_join(t, 30, &r), 0);
+    conc_thread_free(t);
+    cr_assert_eq((uintptr_t)r, 1u, "another thread sees the holder but not as its own");
+    /* the word changed (released elsewhere, another incarnation): stale */
+    *w = 0x9999;
+    cr_assert_eq(conc__shlock_holder(w, NULL), 0u);
+    cr_assert_not(conc__shlock_mine(w, 0x1234));
+    cr_assert_not(conc__shlock_mine(w, 0x9999), "the pair is right, the table is not");
+    cr_assert_eq(conc__shlock_kind(w), CONC__WAIT_SHARED_LOCK, "the entry stays until released");
+    /* recorded again (the same entry, new pair and kind); one release clears it */
+    conc__shlock_acquired(w, CONC__WAIT_SHARED_RLOCK, 0x9999);
+    cr_assert_eq(conc__shlock_holder(w, &kind), me);
+    cr_assert_eq(kind, CONC__WAIT_SHARED_RLOCK);
+    conc__shlock_released(w);
+    cr_assert_eq(conc__shlock_holder(w, NULL), 0u);
+    cr_assert_eq(conc__shlock_kind(w), 0);
+    cr_assert_not(conc__shlock_mine(w, 0x9999));
+    conc__shlock_released(w); /* releasing an unknown word is harmless */
+
+    /* a semaphore's word: held while its value (low 32 bits) is 0, however
+     * many sleepers the high half counts */
+    uint64_t *s = &sh_words[2];
+    *s = 0;
+    conc__shlock_acquired(s, CONC__WAIT_SHARED_SEM, 0);
+    *s = (uint64_t)3 << 32;
+    cr_assert_eq(conc__shlock_holder(s, &kind), me);
+    cr_assert_eq(kind, CONC__WAIT_SHARED_SEM);
+    *s = ((uint64_t)3 << 32) | 1; /* a unit is back: nobody holds it */
+    cr_assert_eq(conc__shlock_holder(s, NULL), 0u);
+    /* a Lock's word is compared whole: the high half counts there */
+    *w = 0x77;
+    conc__shlock_acquired(w, CONC__WAIT_SHARED_LOCK, 0x77);
+    *w = ((uint64_t)1 << 32) | 0x77;
+    cr_assert_eq(conc__shlock_holder(w, NULL), 0u);
+    *w = 0x77;
+
+    /* many words, so buckets chain: releasing some keeps the others */
+    for (int i = 8; i < 256; i++) {
+        sh_words[i] = (uint64_t)i;
+        conc__shlock_acquired(&sh_words[i], CONC__WAIT_SHARED_LOCK, (uint64_t)i);
+    }
+    for (int i = 8; i < 256; i += 3)
+        conc__shlock_released(&sh_words[i]);
+    for (int i = 8; i < 256; i++)
+        cr_assert_eq(conc__shlock_holder(&sh_words[i], NULL), (i - 8) % 3 ? me : 0u, "word %d", i);
+
+    /* switched off: every entry forgotten (stale otherwise), none named
+     * when switched on again */
+    cr_assert_eq(conc_debug_disable(CONC_DEBUG_DEADLOCK), 0);
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_DEADLOCK), 0);
+    cr_assert_eq(conc__shlock_holder(w, NULL), 0u);
+    cr_assert_eq(conc__shlock_holder(s, NULL), 0u);
+    for (int i = 8; i < 256; i++)
+        cr_assert_eq(conc__shlock_holder(&sh_words[i], NULL), 0u, "word %d", i);
+    conc_debug_disable(CONC_DEBUG_DEADLOCK);
+}
+
+/* With lock-order checking on, the hooks feed the lock-order graph: two
+ * words taken in both orders are one inversion; a release takes a word
+ * off the held stack (no edge from it afterwards). */
+Test(shlock, hooks_feed_the_lock_order_graph, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    uint64_t *x = &sh_words[3], *y = &sh_words[4], *z = &sh_words[5];
+    cap_begin();
+    conc__shlock_acquired(x, CONC__WAIT_SHARED_LOCK, 1);
+    conc__shlock_released(x);
+    /* x was released: no edge x -> z, so z -> x closes no cycle */
+    conc__shlock_acquired(z, CONC__WAIT_SHARED_LOCK, 1);
+    conc__shlock_acquired(x, CONC__WAIT_SHARED_LOCK, 1);
+    conc__shlock_released(x);
+    conc__shlock_released(z);
+    conc__shlock_acquired(x, CONC__WAIT_SHARED_LOCK, 1); /* x -> y */
+    conc__shlock_acquired(y, CONC__WAIT_SHARED_RLOCK, 1);
+    conc__shlock_released(y);
+    conc__shlock_released(x);
+    char *quiet = cap_end();
+    cr_expect_eq(count(quiet, "lock-order inversion"), 0, "a released lock left an edge: %s", quiet);
+    free(quiet);
+    cap_begin();
+    conc__shlock_acquired(y, CONC__WAIT_SHARED_RLOCK, 1); /* y -> x: closes the cycle */
+    conc__shlock_acquired(x, CONC__WAIT_SHARED_LOCK, 1);
+    conc__shlock_released(x);
+    conc__shlock_released(y);
+    char *out = cap_end();
+    cr_expect_eq(count(out, "lock-order inversion"), 1, "%s", out);
+    free(out);
+    conc_debug_forget(x), conc_debug_forget(y), conc_debug_forget(z);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+}

@@ -402,7 +402,101 @@ Test(green_switch, fp_control_words_kept_per_context, .timeout = TU_TIMEOUT)
         conc_green_free(g[i]);
     }
 }
+
+/* A new green thread starts with its spawner's FP control words (as a
+ * POSIX thread starts with its creator's), whatever the green thread that
+ * ran on its recycled stack and record before left in them, and on a
+ * fresh stack too. The words are those at spawn time (conc_green_new),
+ * not at the start. */
+typedef struct {
+    unsigned mx;
+    unsigned short cw;
+} fpseen_t;
+
+static void *fp_leave_dirty(void *arg)
+{
+    (void)arg;
+    set_mxcsr((get_mxcsr() & ~MX_CTRL) | 0x1f80u | 0x4000u); /* round up */
+    set_fpucw(0x0b7fu);                                        /* x87 round up */
+    return NULL; /* ends with them set: its stack keeps them */
+}
+
+static void *fp_report(void *arg)
+{
+    fpseen_t *f = arg;
+    f->mx = get_mxcsr() & MX_CTRL;
+    f->cw = get_fpucw();
+    return NULL;
+}
+
+static fpseen_t spawn_and_see(const conc_green_opts_t *opts)
+{
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fp_leave_dirty, NULL), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    conc_green_free(g); /* its record and stack go back to the hub */
+    fpseen_t f = {0, 0};
+    cr_assert_eq(conc_go_opts(&g, opts, fp_report, &f), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    conc_green_free(g);
+    return f;
+}
+
+static void *fp_green_spawner(void *arg)
+{
+    fpseen_t *f = arg;
+    set_mxcsr((get_mxcsr() & ~MX_CTRL) | 0x1f80u | 0x8040u); /* FZ + DAZ */
+    set_fpucw(0x077fu);
+    *f = spawn_and_see(NULL);
+    return NULL;
+}
+
+Test(green_switch, fp_control_words_come_from_the_spawner, .timeout = TU_TIMEOUT)
+{
+    unsigned mx0 = get_mxcsr();
+    unsigned short cw0 = get_fpucw();
+    /* the defaults, after one that ended with others */
+    fpseen_t f = spawn_and_see(NULL);
+    cr_assert_eq(f.mx, mx0 & MX_CTRL, "MXCSR %#x, spawner's %#x", f.mx, mx0 & MX_CTRL);
+    cr_assert_eq(f.cw, cw0, "x87 cw %#x, spawner's %#x", f.cw, cw0);
+    /* the spawner's own words (toward zero), on a recycled stack */
+    set_mxcsr((mx0 & ~MX_CTRL) | 0x1f80u | 0x6000u);
+    set_fpucw(0x0f7fu);
+    f = spawn_and_see(NULL);
+    cr_assert_eq(f.mx, 0x1f80u | 0x6000u, "MXCSR %#x", f.mx);
+    cr_assert_eq(f.cw, 0x0f7fu, "x87 cw %#x", f.cw);
+    /* on a fresh stack (a size not used before in this process) */
+    conc_green_opts_t big = {.stack_size = 3u << 20};
+    f = spawn_and_see(&big);
+    cr_assert_eq(f.mx, 0x1f80u | 0x6000u, "fresh stack: MXCSR %#x", f.mx);
+    cr_assert_eq(f.cw, 0x0f7fu, "fresh stack: x87 cw %#x", f.cw);
+    /* a green thread's spawn: its words, not main's nor the hub's */
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fp_green_spawner, &f), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    conc_green_free(g);
+    cr_assert_eq(f.mx, 0x1f80u | 0x8040u, "green spawner: MXCSR %#x", f.mx);
+    cr_assert_eq(f.cw, 0x077fu, "green spawner: x87 cw %#x", f.cw);
+    cr_assert_eq(get_mxcsr() & MX_CTRL, 0x1f80u | 0x6000u, "main's own words kept");
+    /* the words at conc_green_new, not at conc_green_start */
+    cr_assert_eq(conc_go(&g, fp_leave_dirty, NULL), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    conc_green_free(g);
+    cr_assert_eq(conc_green_new(&g, NULL, fp_report, &f), 0);
+    set_mxcsr(mx0);
+    set_fpucw(cw0);
+    cr_assert_eq(conc_green_start(g), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    conc_green_free(g);
+    cr_assert_eq(f.mx, 0x1f80u | 0x6000u, "made under toward-zero: MXCSR %#x", f.mx);
+    cr_assert_eq(f.cw, 0x0f7fu);
+    cr_assert_eq(get_mxcsr() & MX_CTRL, mx0 & MX_CTRL);
+}
 #else
+Test(green_switch, fp_control_words_come_from_the_spawner)
+{
+    cr_skip_test("checked on x86-64 here; tests/arch/green_smoke.c checks FPCR on AArch64");
+}
 Test(green_switch, fp_control_words_kept_per_context)
 {
     cr_skip_test("the FP control words are checked on x86-64 only (AArch64's switch leaves FPCR to the thread)");

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <conc/process.h>
@@ -1055,6 +1056,159 @@ Test(process, many_processes)
         }
     }
     cr_assert_eq(conc_active_children(NULL, 0), 0);
+}
+
+/* ------------------------------------------- the guard, called directly */
+
+/* conc_process_main is the guard of every spawned child; these call it by
+ * hand in a forked child of the test, with the bootstrap variable a real
+ * spawn would set (CONC_PROCESS_CHILD=<fd>:<mode>) and the request a real
+ * parent would send on that fd. */
+
+#define GUARD_ENV "CONC_PROCESS_CHILD"
+
+TestSuite(process_guard, .init = setup, .timeout = TU_TIMEOUT);
+
+/* What the guard's child sees: it returns 40 + a bit per wrong thing, so
+ * the exit code says which check failed. */
+static int guard_target(const void *arg, size_t len)
+{
+    int code = 40;
+    if (len != 5 || memcmp(arg, "bytes", 5) != 0)
+        code |= 1;
+    if (getenv(GUARD_ENV))
+        code |= 2; /* the bootstrap variable is gone before the function runs */
+    const char *name = conc_process_name(conc_current_process());
+    if (!name || strcmp(name, "GuardChild") != 0)
+        code |= 4;
+    if (conc_process_method(conc_current_process()) != CONC_SPAWN)
+        code |= 8;
+    conc_process_t *parent = conc_parent_process();
+    if (!parent || conc_process_pid(parent) != getppid()) /* borrowed */
+        code |= 16;
+    return code;
+}
+CONC_REGISTER(guard_target);
+
+static int guard_not_process(const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    return 0;
+}
+CONC_REGISTER_AS(guard_not_process, "guard_not_process", 150); /* another signature tag */
+
+/* Fork a child that sets GUARD_ENV to env (NULL: unset), with stderr into
+ * a pipe, and calls conc_process_main; the child _exit(77)s if the guard
+ * returned (after checking it returned 0). If fn_name is set, a request
+ * for it goes on the socket whose child end the variable names (env is
+ * then a format with one %d for the fd). Returns the exit status (or
+ * 1000 + signal); the child's stderr is copied into err. */
+static int guard_run(const char *env, const char *fn_name, char *err, size_t errcap)
+{
+    int sv[2] = {-1, -1}, ep[2];
+    cr_assert_eq(pipe(ep), 0);
+    if (fn_name)
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(ep[1], 2);
+        close(ep[0]);
+        char var[64];
+        if (env) {
+            snprintf(var, sizeof var, env, sv[1]);
+            setenv(GUARD_ENV, var, 1);
+        } else {
+            unsetenv(GUARD_ENV);
+        }
+        if (sv[0] >= 0)
+            close(sv[0]);
+        char *argv[] = {(char *)"guard", NULL};
+        int rc = conc_process_main(1, argv);
+        _exit(rc == 0 ? 77 : 78);
+    }
+    close(ep[1]);
+    if (fn_name) {
+        close(sv[1]);
+        conc__launch_t l = {.arg = "bytes", .len = 5, .name = "GuardChild", .ident = "9"};
+        cr_assert_eq(conc__req_send(sv[0], CONC__REQ_PROCESS, &l, fn_name, NULL, 0), 0);
+        close(sv[0]);
+    }
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < errcap && (k = read(ep[0], err + n, errcap - 1 - n)) > 0)
+        n += (size_t)k;
+    err[n] = 0;
+    close(ep[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
+}
+
+/* Outside a child started by conc: returns 0 at once, every time, with
+ * any arguments; nothing else changes. */
+Test(process_guard, returns_zero_outside_a_child)
+{
+    char err[256];
+    unsetenv(GUARD_ENV);
+    char *argv[] = {(char *)"x", NULL};
+    cr_assert_eq(conc_process_main(0, NULL), 0);
+    cr_assert_eq(conc_process_main(1, argv), 0);
+    cr_assert_eq(conc_process_main(1, argv), 0, "twice");
+    cr_assert_str_eq(argv[0], "x");
+    cr_assert_str_eq(conc_process_name(conc_current_process()), "MainProcess");
+    /* and in a fresh child, too: it returned and the program went on */
+    cr_assert_eq(guard_run(NULL, NULL, err, sizeof err), 77);
+    cr_assert_str_empty(err);
+}
+
+/* A malformed bootstrap value: a message on stderr and exit status 255,
+ * never a return into main (which would start children forever). */
+Test(process_guard, bad_bootstrap_value_exits_255)
+{
+    static const char *bad[] = {"", "x", "5", "5:", "5:q", "-1:p", "2000000:p", ":p", "5;p", "5:px", "x5:p"};
+    char err[512];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_eq(guard_run(bad[i], NULL, err, sizeof err), 255, "value '%s'", bad[i]);
+        cr_assert(strstr(err, "bad " GUARD_ENV " value"), "value '%s': stderr '%s'", bad[i], err);
+    }
+}
+
+/* A parent that went away before sending the request (the fd names a
+ * socket whose other end is closed, or no open fd): exit 255, silently. */
+Test(process_guard, no_request_exits_255)
+{
+    char err[512];
+    cr_assert_eq(guard_run("900:p", NULL, err, sizeof err), 255); /* fd 900 is not open */
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[0]);
+    char var[32];
+    snprintf(var, sizeof var, "%d:p", sv[1]);
+    cr_assert_eq(guard_run(var, NULL, err, sizeof err), 255);
+    close(sv[1]);
+}
+
+/* In a spawned child: runs the requested registered function with the
+ * argument bytes, as the named process, and exits with its return value;
+ * it never returns into main. */
+Test(process_guard, runs_the_requested_function_and_exits)
+{
+    char err[512];
+    int code = guard_run("%d:p", "guard_target", err, sizeof err);
+    cr_assert_eq(code, 40, "exit %d (40 + failed checks' bits), stderr '%s'", code, err);
+}
+
+/* A name that is not in the registry, or not a process function: 255 and
+ * a message naming it. */
+Test(process_guard, unknown_function_exits_255)
+{
+    char err[512];
+    cr_assert_eq(guard_run("%d:p", "no_such_function_here", err, sizeof err), 255);
+    cr_assert(strstr(err, "no process function 'no_such_function_here'"), "stderr '%s'", err);
+    cr_assert_eq(guard_run("%d:p", "guard_not_process", err, sizeof err), 255);
+    cr_assert(strstr(err, "no process function 'guard_not_process'"), "stderr '%s'", err);
 }
 
 int main(int argc, char *argv[])

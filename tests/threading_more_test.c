@@ -315,3 +315,78 @@ Test(threading_more, as_completed_unfinished_count, .timeout = TU_TIMEOUT)
     for (int i = 0; i < 3; i++)
         conc_future_free(fs[i]);
 }
+
+/* CONC_WITH's helpers (conc/sync.h), one by one: what each takes, what
+ * it records, and that leave releases exactly what was taken. */
+Test(threading_more, with_helpers_directly, .timeout = TU_TIMEOUT)
+{
+    conc_lock_t l = CONC_LOCK_INIT;
+    conc__held_t h = conc__held_lock(&l);
+    cr_assert_eq(h.rc, 0);
+    cr_assert_eq(h.obj, &l);
+    cr_assert(conc_lock_locked(&l));
+    conc__held_leave(&h);
+    cr_assert_not(conc_lock_locked(&l));
+
+    /* NULL: the acquire's CONC_EINVAL, nothing held, leave does nothing */
+    h = conc__held_lock(NULL);
+    cr_assert_eq(h.rc, CONC_EINVAL);
+    cr_assert_null(h.obj);
+    conc__held_leave(&h);
+    h = conc__held_rlock(NULL);
+    cr_assert_eq(h.rc, CONC_EINVAL);
+    cr_assert_null(h.obj);
+    conc__held_leave(&h);
+    h = conc__held_sem(NULL);
+    cr_assert_eq(h.rc, CONC_EINVAL);
+    cr_assert_null(h.obj);
+    conc__held_leave(&h);
+    h = conc__held_cond(NULL);
+    cr_assert_eq(h.rc, CONC_EINVAL);
+    cr_assert_null(h.obj);
+    conc__held_leave(&h);
+
+    /* RLock: one level each; leave gives back one */
+    conc_rlock_t r = CONC_RLOCK_INIT;
+    conc__held_t h1 = conc__held_take(&r), h2 = conc__held_take(&r);
+    cr_assert_eq(h1.rc, 0);
+    cr_assert_eq(h2.obj, &r);
+    cr_assert_eq(conc_rlock_level(&r), 2);
+    conc__held_leave(&h2);
+    cr_assert_eq(conc_rlock_level(&r), 1);
+    conc__held_leave(&h1);
+    cr_assert_not(conc_rlock_locked(&r));
+
+    /* Semaphore: one unit */
+    conc_semaphore_t s;
+    conc_semaphore_init(&s, 3);
+    h = conc__held_take(&s);
+    cr_assert_eq(h.rc, 0);
+    cr_assert_eq(conc_semaphore_value(&s), 2);
+    conc__held_leave(&h);
+    cr_assert_eq(conc_semaphore_value(&s), 3);
+
+    /* Condition: its lock */
+    conc_cond_t c = CONC_COND_INIT;
+    h = conc__held_take(&c);
+    cr_assert_eq(h.rc, 0);
+    cr_assert_eq(conc_cond_notify(&c, 1), 0, "the condition's lock is held");
+    conc__held_leave(&h);
+    cr_assert_eq(conc_cond_notify(&c, 1), CONC_EPERM);
+
+    /* a failed take (cut by a Timeout scope) records the code, holds
+     * nothing, and leave releases nothing (the lock stays the holder's) */
+    cr_assert_eq(conc_lock_acquire(&l, true, CONC_FOREVER), 0);
+    conc_timeout_begin(0.01);
+    h = conc__held_take(&l);
+    conc_timeout_end();
+    cr_assert_eq(h.rc, CONC_ETIMEDOUT);
+    cr_assert_null(h.obj);
+    conc__held_leave(&h);
+    cr_assert(conc_lock_locked(&l), "leave of a failed take released the holder's lock");
+    cr_assert_eq(conc_lock_release(&l), 0);
+    /* the release functions return the primitive's own results */
+    cr_assert_eq(conc__held_lock_rel(&l), CONC_EPERM, "releasing an unheld Lock");
+    cr_assert_eq(conc__held_rlock_rel(&r), CONC_EPERM);
+    cr_assert_eq(conc__held_cond_rel(&c), CONC_EPERM);
+}

@@ -96,8 +96,12 @@ typedef struct conc_mpi_opts {
  * may start children from an MPI program too), initialises MPI (if the program did not);
  * on a worker rank (ranks 1.. of mpirun, or a spawned worker) serves
  * tasks until the parent ends, finalizes MPI and exits the process; on
- * rank 0 or alone returns 0 (CONC_ESYS if MPI could not start). The
- * arguments may be NULL. Call it first thing in main. */
+ * rank 0 or alone returns 0 (again on a second call). CONC_ESYS: MPI
+ * could not start (or was finalized already); CONC_ENOTSUP: the program
+ * started MPI itself with a thread level below MPI_THREAD_SERIALIZED
+ * (plain MPI_Init), which the executor cannot use. The arguments may be
+ * NULL (the process guard runs all the same). Call it first thing in
+ * main. */
 CONC_MPI_API int conc_mpi_main(int *argc, char ***argv);
 #define CONC_MPI_MAIN(argc, argv) conc_mpi_main(&(argc), &(argv))
 
@@ -107,7 +111,8 @@ CONC_MPI_API int conc_mpi_main(int *argc, char ***argv);
  * out, an unregistered initializer, max_workers too large, a command
  * that is not an executable file); CONC_EAGAIN
  * (under mpirun, another executor uses the ranks); CONC_ESYS (MPI failed
- * to start or to spawn); CONC_ETIMEDOUT (the workers were not ready within
+ * to start or to spawn, or was finalized); CONC_ENOTSUP (the program
+ * started MPI below MPI_THREAD_SERIALIZED); CONC_ETIMEDOUT (the workers were not ready within
  * opts.start_timeout); CONC_ENOMEM. */
 CONC_MPI_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opts_t *opts);
 
@@ -122,7 +127,8 @@ CONC_MPI_API int conc_mpi_executor_new(conc_executor_t **out, const conc_mpi_opt
 CONC_MPI_API size_t conc_mpi_executor_pids(conc_executor_t *ex, int *pids, size_t cap);
 
 /* This process's rank in MPI_COMM_WORLD (-1 before MPI started) and the
- * world's size (0 before). */
+ * world's size (0 before); also when the program started MPI itself,
+ * before or without conc_mpi_main. */
 CONC_MPI_API int conc_mpi_rank(void);
 CONC_MPI_API int conc_mpi_world_size(void);
 

@@ -10,7 +10,10 @@
  * conc__switch_frame(top, arg) prepares a fresh stack (top: one past its
  * highest byte) whose first switch enters conc__green_entry(arg), which
  * never returns; it returns the stack pointer to switch to. It lives in
- * switch_<cpu>.c with the entry trampoline.
+ * switch_<cpu>.c with the entry trampoline. The frame carries the calling
+ * context's FP control words; conc__switch_inherit_fp(sp) (inline, in
+ * switch_<cpu>.h) puts them into a suspended frame that is reused, so a
+ * green thread starts with its spawner's words either way.
  */
 #ifndef CONC_ARCH_SWITCH_H
 #define CONC_ARCH_SWITCH_H

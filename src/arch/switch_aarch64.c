@@ -2,7 +2,8 @@
  * switch_aarch64.c — fresh stacks for AArch64: the frame conc__switch (see
  * switch_aarch64.h) resumes into on a new stack, and the entry trampoline.
  *
- * The first switch loads the default FPCR and pops "x29", which carries
+ * The first switch loads the FPCR of the context that made the frame (its
+ * spawner) and pops "x29", which carries
  * the argument, and the resume address (conc__switch_start); the trampoline clears the frame pointer
  * and calls conc__green_entry(arg).
  */
@@ -33,8 +34,7 @@ void *conc__switch_frame(void *top, void *arg)
     uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 4;
     sp[0] = (uint64_t)(uintptr_t)arg;                 /* x29 */
     sp[1] = (uint64_t)(uintptr_t)conc__switch_start;  /* resume address */
-    sp[2] = 0;                                        /* FPCR: the default */
     sp[3] = 0;
-    return sp;
+    return conc__switch_inherit_fp(sp);               /* FPCR: the caller's */
 }
 #endif

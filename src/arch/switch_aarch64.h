@@ -56,4 +56,17 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
           "v29", "v30", "v31");
 }
 
+/* A green thread starts with its spawner's FPCR (as a POSIX thread starts
+ * with its creator's floating-point environment): store the calling
+ * context's FPCR into a suspended frame (a recycled stack's, or a fresh
+ * one from conc__switch_frame), which the first switch into it loads when
+ * it differs from the switcher's. Two instructions; returns sp. */
+static inline __attribute__((always_inline)) void *conc__switch_inherit_fp(void *sp)
+{
+    unsigned long v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    ((unsigned long *)sp)[2] = v;
+    return sp;
+}
+
 #endif

@@ -2,8 +2,8 @@
  * switch_x86_64.c — fresh stacks for x86-64: the frame conc__switch (see
  * switch_x86_64.h) resumes into on a new stack, and the entry trampoline.
  *
- * The first switch to a fresh stack loads the default FP control words,
- * the resume address (conc__switch_start) and "rbp", which carries the
+ * The first switch to a fresh stack loads the FP control words of the
+ * context that made the frame (its spawner), the resume address (conc__switch_start) and "rbp", which carries the
  * argument, from the frame's three slots, 152 bytes (the red zone and the
  * slots) below the aligned top, and jumps with the stack pointer at that
  * top, as for any suspended context; the trampoline calls
@@ -35,9 +35,9 @@ void conc__switch_start(void);
 void *conc__switch_frame(void *top, void *arg)
 {
     uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 19; /* 152 bytes */
-    sp[0] = 0x1F80u | ((uint64_t)0x037Fu << 32); /* default MXCSR, x87 cw */
+    sp[0] = 0;
     sp[1] = (uint64_t)(uintptr_t)conc__switch_start;
     sp[2] = (uint64_t)(uintptr_t)arg; /* popped into rbp */
-    return sp;
+    return conc__switch_inherit_fp(sp); /* the caller's MXCSR, x87 cw */
 }
 #endif

@@ -96,4 +96,20 @@ static inline __attribute__((always_inline)) void conc__switch(void **save, void
           "st(7)", "mm0", "mm1", "mm2", "mm3", "mm4", "mm5", "mm6", "mm7");
 }
 
+/* A green thread starts with its spawner's FP control words (as a POSIX
+ * thread starts with its creator's floating-point environment): store the
+ * calling context's MXCSR and x87 control word into slot [0] of a
+ * suspended frame (a recycled stack's, or a fresh one from
+ * conc__switch_frame), which the first switch into it loads when they
+ * differ from the switcher's. Two instructions; returns sp. */
+static inline __attribute__((always_inline)) void *conc__switch_inherit_fp(void *sp)
+{
+    __asm__ __volatile__("stmxcsr (%0)\n\t"
+                         "fnstcw 4(%0)"
+                         :
+                         : "r"(sp)
+                         : "memory");
+    return sp;
+}
+
 #endif

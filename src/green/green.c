@@ -177,8 +177,9 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
         atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
     }
     /* A stack that ran green threads before is suspended in
-     * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
-    g->gs.sp = g->stack.resume_sp ? g->stack.resume_sp : conc__switch_frame(g, &g->gs);
+     * conc__green_entry's loop: resume it there; a fresh one gets a frame.
+     * Either way it starts with the spawner's FP control words. */
+    g->gs.sp = g->stack.resume_sp ? conc__switch_inherit_fp(g->stack.resume_sp) : conc__switch_frame(g, &g->gs);
     h->nalive++;
     conc__hub_all_wlock(h);
     g->all_prev = NULL;

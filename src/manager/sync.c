@@ -48,6 +48,7 @@
 
 #include "conc/pool.h"
 #include "conc/process.h"
+#include "core/park.h"
 #include "core/time.h"
 #include "futures/internal.h"
 #include "manager/server.h"
@@ -59,17 +60,19 @@
 #define MAX_FN 256      /* a task function's registered name */
 #define MAX_RESULTS 65536 /* apply_async / map_async results a Pool keeps */
 
+/* A server thread's waiter. Its list link is the park layer's wait-list
+ * node (core/park.h: next, prev, queued), on a conc__waitq_t, with that
+ * layer's list operations; the lists are guarded by sy->mu (the waitq's
+ * own spin guard is not used) and nothing here parks on the node: a
+ * server thread sleeps in poll on its eventfd and the client's socket. */
 typedef struct swaiter {
-    struct swaiter *prev, *next;
+    conc__waiter_t node; /* first: a list's node is its swaiter */
     int efd;    /* eventfd, -1: nap */
     bool woken; /* semaphore: handed a permit; condition: notified; event: set */
-    bool queued;
     bool shared; /* efd belongs to a Pool result: never read it (see pool_wait) */
 } swaiter_t;
 
-typedef struct wq {
-    swaiter_t *head, *tail;
-} wq_t;
+typedef conc__waitq_t wq_t;
 
 struct conc__mgr_sync {
     pthread_mutex_t mu;
@@ -95,31 +98,17 @@ struct conc__mgr_sync {
 
 /* ------------------------------------------------------------- waiting */
 
-static void wq_push(wq_t *q, swaiter_t *w)
-{
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-    w->queued = true;
-}
+static swaiter_t *sw_of(conc__waiter_t *n) { return (swaiter_t *)n; }
+static swaiter_t *wq_first(const wq_t *q) { return sw_of(q->head); }
+static swaiter_t *wq_next(const swaiter_t *w) { return sw_of(w->node.next); }
 
+static void wq_push(wq_t *q, swaiter_t *w) { conc__waitq_push(q, &w->node); }
+
+/* Off the list, if still on it (a waker may have taken it off). */
 static void wq_remove(wq_t *q, swaiter_t *w)
 {
-    if (!w->queued)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        q->tail = w->prev;
-    w->queued = false;
+    if (w->node.queued)
+        conc__waitq_remove(q, &w->node);
 }
 
 static void wake(swaiter_t *w)
@@ -133,7 +122,7 @@ static void wake(swaiter_t *w)
 
 static void wake_all(wq_t *q)
 {
-    for (swaiter_t *w = q->head; w; w = w->next)
+    for (swaiter_t *w = wq_first(q); w; w = wq_next(w))
         wake(w);
 }
 
@@ -308,7 +297,7 @@ static int do_event(conc__mgr_conn_t *c, conc__mgr_sync_t *sy, conc__rbuf_t *r, 
     switch (op) {
     case CONC__MOP_E_SET:
         sy->flag = true;
-        for (swaiter_t *w = sy->q.head; w; w = w->next) {
+        for (swaiter_t *w = wq_first(&sy->q); w; w = wq_next(w)) {
             w->woken = true;
             wake(w);
         }
@@ -348,7 +337,7 @@ static int do_event(conc__mgr_conn_t *c, conc__mgr_sync_t *sy, conc__rbuf_t *r, 
 /* With sy->mu held: hand free permits to the oldest waiters. */
 static void sem_hand_out(conc__mgr_sync_t *sy)
 {
-    for (swaiter_t *w = sy->q.head; w && sy->value > 0; w = w->next)
+    for (swaiter_t *w = wq_first(&sy->q); w && sy->value > 0; w = wq_next(w))
         if (!w->woken) {
             w->woken = true;
             sy->value--;
@@ -464,7 +453,7 @@ static int cond_lock(conc__mgr_sync_t *sy, conc__mgr_conn_t *c, int64_t deadline
 /* With sy->mu held: a notification whose waiter left goes to the next. */
 static void cond_pass_on(conc__mgr_sync_t *sy)
 {
-    for (swaiter_t *w = sy->q.head; w; w = w->next)
+    for (swaiter_t *w = wq_first(&sy->q); w; w = wq_next(w))
         if (!w->woken) {
             w->woken = true;
             wake(w);
@@ -518,7 +507,7 @@ static int do_cond(conc__mgr_conn_t *c, conc__mgr_sync_t *sy, conc__rbuf_t *r, i
         else if (op == CONC__MOP_C_NOTIFY && n < 0)
             reply(c, CONC_EINVAL);
         else {
-            for (swaiter_t *w = sy->q.head; w && (op == CONC__MOP_C_NOTIFY_ALL || n > 0); w = w->next)
+            for (swaiter_t *w = wq_first(&sy->q); w && (op == CONC__MOP_C_NOTIFY_ALL || n > 0); w = wq_next(w))
                 if (!w->woken) {
                     w->woken = true;
                     wake(w);

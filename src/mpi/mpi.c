@@ -49,9 +49,9 @@ int conc__mpi_init(int *argc, char ***argv)
 int conc_mpi_main(int *argc, char ***argv)
 {
     /* a child a process pool started (spawn, fork server): it is no MPI
-     * process; CONC_PROCESS_MAIN runs it and exits */
-    if (argc && argv)
-        conc_process_main(*argc, *argv);
+     * process; CONC_PROCESS_MAIN runs it and exits (with NULL arguments
+     * too: the guard does not need them) */
+    conc_process_main(argc ? *argc : 0, argv ? *argv : NULL);
     int rc = conc__mpi_init(argc, argv);
     if (rc)
         return rc;
@@ -85,6 +85,35 @@ int conc_mpi_main(int *argc, char ***argv)
     return 0;
 }
 
-int conc_mpi_rank(void) { return conc__mpi_wrank; }
+/* MPI started by the program itself, without CONC_MPI_MAIN (yet): learn
+ * the world from MPI once it has started (MPI_Initialized may be called at
+ * any time, from any thread). */
+static void learn_world(void)
+{
+    if (__atomic_load_n(&conc__mpi_wsize, __ATOMIC_ACQUIRE) > 0)
+        return;
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    if (!inited)
+        return;
+    MPI_Finalized(&finalized);
+    if (finalized)
+        return;
+    int rank = -1, size = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    __atomic_store_n(&conc__mpi_wrank, rank, __ATOMIC_RELAXED);
+    __atomic_store_n(&conc__mpi_wsize, size, __ATOMIC_RELEASE);
+}
 
-int conc_mpi_world_size(void) { return conc__mpi_wsize; }
+int conc_mpi_rank(void)
+{
+    learn_world();
+    return __atomic_load_n(&conc__mpi_wrank, __ATOMIC_RELAXED);
+}
+
+int conc_mpi_world_size(void)
+{
+    learn_world();
+    return __atomic_load_n(&conc__mpi_wsize, __ATOMIC_RELAXED);
+}

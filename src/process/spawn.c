@@ -115,7 +115,8 @@ int conc_process_main(int argc, char **argv)
         return 0;
     char *end;
     long fd = strtol(e, &end, 10);
-    char mode = *end == ':' ? end[1] : 0;
+    /* exactly <digits>:<mode> ("" or ":p" would read as fd 0) */
+    char mode = end != e && *e >= '0' && *e <= '9' && end[0] == ':' && end[1] && !end[2] ? end[1] : 0;
     unsetenv(SPAWN_ENV);
     if (fd < 0 || fd > 1 << 20 || (mode != 'p' && mode != 's')) {
         fprintf(stderr, "conc: bad " SPAWN_ENV " value\n");

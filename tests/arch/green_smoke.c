@@ -105,6 +105,32 @@ static void *fpcr_keeper(void *arg)
     set_fpcr(0);
     return arg;
 }
+
+/* A green thread starts with its spawner's FPCR, whatever the one that
+ * ran on its recycled stack left there. */
+static void *fpcr_leave_dirty(void *arg)
+{
+    (void)arg;
+    set_fpcr(1ul << 22); /* round up, left set at the end */
+    return NULL;
+}
+static void *fpcr_report(void *arg)
+{
+    (void)arg;
+    return (void *)get_fpcr();
+}
+static unsigned long fpcr_of_next_spawn(void)
+{
+    conc_green_t *g;
+    void *r = NULL;
+    if (conc_go(&g, fpcr_leave_dirty, NULL) != 0 || conc_green_join(g, 30) != 0)
+        return ~0ul;
+    conc_green_free(g);
+    if (conc_go(&g, fpcr_report, NULL) != 0 || conc_green_get(g, 30, &r) != 0)
+        return ~0ul;
+    conc_green_free(g);
+    return (unsigned long)r;
+}
 #endif
 
 static conc_local_t *loc;
@@ -162,6 +188,11 @@ int main(void)
         CHECK(get_fpcr() == main_fpcr);
         conc_green_free(g[0]);
         conc_green_free(g[1]);
+        /* a new green thread gets its spawner's FPCR on a recycled stack */
+        CHECK(fpcr_of_next_spawn() == main_fpcr);
+        set_fpcr(main_fpcr | RMODE_TOWARDZERO | (1ul << 24)); /* + flush-to-zero */
+        CHECK(fpcr_of_next_spawn() == (main_fpcr | RMODE_TOWARDZERO | (1ul << 24)));
+        set_fpcr(main_fpcr);
     }
 #endif
     /* green-thread locals */

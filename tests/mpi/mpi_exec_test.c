@@ -250,9 +250,35 @@ static int t_reply_nomem(void *p)
     return 0;
 }
 
+/* conc_mpi_main on rank 0, directly: the world is known (mpirun's ranks,
+ * or 1 alone); a second call returns 0 and does no collective call again
+ * (a second MPI_Comm_dup on rank 0 alone would hang the next executor). */
+static int main_argc;
+static char **main_argv;
+static int t_main_direct(void *p)
+{
+    (void)p;
+    int size = conc_mpi_world_size();
+    CHECK(conc_mpi_rank() == 0, "rank %d", conc_mpi_rank());
+    CHECK(size >= 1, "size %d", size);
+    CHECK(conc_mpi_main(&main_argc, &main_argv) == 0);
+    CHECK(conc_mpi_main(NULL, NULL) == 0);
+    CHECK(conc_mpi_rank() == 0 && conc_mpi_world_size() == size);
+    conc_executor_t *ex;
+    CHECK(mk_mpi(&ex, 1, NULL, NULL, 0) == 0);
+    conc_future_t *f;
+    int x = 5, v = 0;
+    CHECK(conc_process_pool_submit(ex, &f, b_square, &x, sizeof x) == 0);
+    CHECK(int_of(f, &v) == 0 && v == 25);
+    conc_future_free(f);
+    CHECK(conc_executor_free(ex) == 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     CONC_MPI_MAIN(argc, argv);
+    main_argc = argc, main_argv = argv;
     const char *mode = conc_mpi_world_size() > 1 ? "world" : "spawn";
     mpi_factory.persist = conc_mpi_world_size() > 1;
     printf("conc MPI executor tests, launch mode: %s (%d ranks)\n", mode, conc_mpi_world_size());
@@ -266,6 +292,7 @@ int main(int argc, char **argv)
         run_mpi(mode, exec_bodies[i].name, run_body, &jm);
     }
     if (!only) {
+        run_mpi(mode, "main_called_again", t_main_direct, NULL);
         run_mpi(mode, "options", t_mpi_options, NULL);
         run_mpi(mode, "start_timeout", t_start_timeout, NULL);
         run_mpi(mode, "green_wait_parks_only_itself", t_green_wait, NULL);
