@@ -252,7 +252,12 @@ int conc_future_free(conc_future_t *f)
 {
     if (!f)
         return CONC_EINVAL;
-    if (atomic_fetch_sub_explicit(CONC__A(&f->refs), 1, memory_order_acq_rel) == 1)
+    /* The only reference left is ours: nobody else can take or drop one
+     * now, so no atomic RMW is needed (the usual end of a pool task's
+     * future: the pool dropped its reference when the task finished). The
+     * acquire pairs with the release of the decrement that left one. */
+    if (conc__load(&f->refs, ACQ) == 1 ||
+        atomic_fetch_sub_explicit(CONC__A(&f->refs), 1, memory_order_acq_rel) == 1)
         future_release(f);
     return 0;
 }
@@ -309,6 +314,7 @@ bool conc__future_done_notified(const conc_future_t *f)
 static void run_callbacks(conc_future_t *f, conc__cb_t *cb);
 
 __thread bool conc__future_woke_sleeper;
+atomic_ulong conc__queued_cancels;
 
 /* After the CAS that made f final (or notified it): wake every waiter,
  * run the callbacks. A cancel (keep_waiters) runs only the done
@@ -460,6 +466,8 @@ bool conc_future_cancel(conc_future_t *f)
     unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_CANCELLED);
     if (s == ~0u)
         return fstate(f) == CONC_FUTURE_CANCELLED;
+    if (f->owner)
+        atomic_fetch_add_explicit(&conc__queued_cancels, 1, RLX);
     if (s & FS_HASW)
         complete_slow(f, true);
     return true;

@@ -2,6 +2,8 @@
 #ifndef CONC_FUTURES_INTERNAL_H
 #define CONC_FUTURES_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "conc/futures.h"
 #include "core/park.h"
 
@@ -82,9 +84,19 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg);
  * was asleep in the kernel (futex); the pool's workers read and clear it. */
 extern __thread bool conc__future_woke_sleeper;
 
+/* How many futures an executor had queued were cancelled so far (a hint:
+ * a pool worker tidies its deque's cancelled entries after an inline run
+ * when it changed). */
+extern atomic_ulong conc__queued_cancels;
+
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */
 bool conc__pool_run_inline(conc_future_t *f);
+/* How many futures an executor had queued were cancelled so far (a hint:
+ * a pool worker tidies its deque's cancelled entries after an inline run
+ * when it changed). */
+extern atomic_ulong conc__queued_cancels;
+
 /* pool.c: if the calling thread is a worker of f's pool and f runs on
  * another worker, wait for it a while without sleeping; true if f
  * finished meanwhile (see pool.c). */

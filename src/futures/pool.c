@@ -74,6 +74,7 @@ typedef struct worker {
     unsigned victim;
     size_t index;                 /* its slot in workers[] */
     unsigned inl_depth;           /* inline runs (conc__pool_run_inline) open now */
+    unsigned long seen_cancels;   /* conc__queued_cancels at its last drop_stale */
     conc__ctx_t *inl[INL_CACHE];  /* their contexts, one per depth, kept for reuse */
 } worker_t;
 
@@ -289,6 +290,18 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
     return c;
 }
 
+/* Push f, which w just popped, back onto w's own deque (the slot just
+ * freed: cannot fail). A worker that looked meanwhile may have gone to
+ * sleep: wake it as a submit would (see pool_submit and fence.h). */
+static void put_back(worker_t *w, conc_future_t *f)
+{
+    if (!conc__deque_push(&w->dq, f))
+        run(w->pool, f);
+    conc__fence_light();
+    if (atomic_load_explicit(&w->pool->idle, memory_order_relaxed))
+        wake_one_worker(w->pool);
+}
+
 /* Drop the entries at the bottom of w's own deque whose futures have
  * started (run inline by a wait), finished or been cancelled: what the
  * worker's loop would skip later, done now while they are in cache, so
@@ -298,17 +311,11 @@ static void drop_stale(worker_t *w)
 {
     /* Popped before it is looked at: a peeked entry could be stolen and
      * its future released meanwhile. */
+    w->seen_cancels = atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed);
     conc_future_t *f;
     while ((f = conc__deque_pop(&w->dq)) != NULL) {
         if ((atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) == CONC_FUTURE_PENDING) {
-            /* Put back where it was (the slot just freed: cannot fail).
-             * A worker that looked meanwhile may have gone to sleep: wake
-             * it as a submit would (see pool_submit and fence.h). */
-            if (!conc__deque_push(&w->dq, f))
-                run(w->pool, f);
-            conc__fence_light();
-            if (atomic_load_explicit(&w->pool->idle, memory_order_relaxed))
-                wake_one_worker(w->pool);
+            put_back(w, f);
             return;
         }
         run(w->pool, f); /* drops it (notifies a cancelled one) */
@@ -341,15 +348,27 @@ bool conc__pool_run_inline(conc_future_t *f)
     }
     tmp->thread = caller->thread;
     tmp->spin_ns = caller->spin_ns;
-    /* The usual case (the task submitted last, waited on first): f is the
-     * newest entry of our own deque. Take it out, so no stale entry is
-     * left for a pop or a thief to skip later. */
-    bool popped = false;
-    if (conc__deque_peek(&w->dq) == f) {
-        conc_future_t *g = conc__deque_pop(&w->dq); /* f, or NULL if a thief took it */
-        popped = g == f;
-        if (g && g != f && !conc__deque_push(&w->dq, g)) /* (cannot happen: only we move the bottom) */
-            run(w->pool, g);
+    /* Take f out of our own deque, so no stale entry is left for a pop or
+     * a thief to skip later: it is the newest entry (the task submitted
+     * last, waited on first) or the one below it (two subtasks submitted,
+     * the first waited on first: the newer one is taken off, f popped and
+     * the newer one put back, where thieves still find it). Deeper, it
+     * stays (run() skips it later) and drop_stale tidies up after the run. */
+    bool popped = false, tidy = false;
+    conc_future_t *above = conc__deque_peek(&w->dq);
+    if (above == f) {
+        popped = conc__deque_pop(&w->dq) == f; /* NULL if a thief took it */
+    } else if (above && conc__deque_peek_at(&w->dq, 2) == f) {
+        above = conc__deque_pop(&w->dq); /* the newer one; NULL if thieves took both */
+        if (above) {
+            conc_future_t *g = conc__deque_pop(&w->dq); /* f, or NULL if a thief took it */
+            popped = g == f;
+            if (g && g != f) /* (cannot happen: only we push) */
+                put_back(w, g);
+            put_back(w, above);
+        }
+    } else {
+        tidy = above != NULL; /* f deeper in our deque, or in another one */
     }
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
@@ -361,7 +380,12 @@ bool conc__pool_run_inline(conc_future_t *f)
         conc__lockdep_ctx_exit(&stack_ctx);
     if (popped)
         conc_future_free(f); /* the pool's reference, which the entry held */
-    drop_stale(w);
+    /* A cancelled entry below is dropped (and notified, so wait() counts
+     * it) now rather than when the loop reaches it: only if some queued
+     * future was cancelled since the last look, so the usual run costs no
+     * pop here. */
+    if (tidy || atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed) != w->seen_cancels)
+        drop_stale(w);
     return ran;
 }
 
