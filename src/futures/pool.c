@@ -252,11 +252,12 @@ static bool take_token(pool_t *p)
 /* Run f's task and drop the pool's reference. */
 static void run(pool_t *p, conc_future_t *f)
 {
-    if (atomic_load_explicit(&p->broken, memory_order_acquire))
+    if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
         fail_broken(p, f);
-    else
-        conc__future_run_hook(f, add_token, p);
-    conc_future_free(f);
+        conc_future_free(f);
+    } else {
+        conc__future_run_owned(f, add_token, p); /* drops it */
+    }
 }
 
 /* The context an inline run at depth d uses: a worker keeps one per
@@ -314,7 +315,7 @@ static void drop_stale(worker_t *w)
     w->seen_cancels = atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed);
     conc_future_t *f;
     while ((f = conc__deque_pop(&w->dq)) != NULL) {
-        if ((atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) == CONC_FUTURE_PENDING) {
+        if ((conc__load(&f->sw, RLX) & FS_MASK) == CONC_FUTURE_PENDING) {
             put_back(w, f);
             return;
         }
@@ -332,7 +333,7 @@ bool conc__pool_run_inline(conc_future_t *f)
     /* Started on another worker: nothing to run (conc__future_run would
      * find that out too, after the set-up). A cancelled one still goes
      * through conc__future_run, which notifies it. */
-    if ((atomic_load_explicit(CONC__A(&f->state), memory_order_relaxed) & FS_MASK) == CONC_FUTURE_RUNNING)
+    if ((conc__load(&f->sw, RLX) & FS_MASK) == CONC_FUTURE_RUNNING)
         return false;
     /* Run it as if on another worker: a context of its own, so it has its
      * own failure record and RLock identity (the waiting task may hold an
@@ -373,13 +374,13 @@ bool conc__pool_run_inline(conc_future_t *f)
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
     w->inl_depth += cached;
-    bool ran = conc__future_run(f); /* claims it; a queue entry left is skipped later */
+    /* Claims it (a queue entry left is skipped later); popped, the run
+     * drops the pool's reference, which the entry held. */
+    bool ran = popped ? conc__future_run_owned(f, NULL, NULL) : conc__future_run(f);
     w->inl_depth -= cached;
     conc__ctx_bind(caller);
     if (!cached)
         conc__lockdep_ctx_exit(&stack_ctx);
-    if (popped)
-        conc_future_free(f); /* the pool's reference, which the entry held */
     /* A cancelled entry below is dropped (and notified, so wait() counts
      * it) now rather than when the loop reaches it: only if some queued
      * future was cancelled since the last look, so the usual run costs no
@@ -408,7 +409,7 @@ bool conc__pool_wait_running(conc_future_t *f)
         return false;
     int64_t end = conc__now_ns() + WAIT_RUNNING_NS;
     for (unsigned k = 1;; k++) {
-        unsigned s = atomic_load_explicit(CONC__A(&f->state), memory_order_acquire);
+        uint64_t s = conc__load(&f->sw, ACQ);
         if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
         conc__cpu_relax();
@@ -639,7 +640,7 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
     f->fn = fn;
     f->arg = arg;
     f->owner = p;
-    f->refs = 2; /* the caller's and the pool's */
+    f->sw = 2 * FS_REF | CONC_FUTURE_PENDING; /* the caller's reference and the pool's */
 
     worker_t *w = tl_worker;
     bool ok;
