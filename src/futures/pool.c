@@ -256,7 +256,13 @@ static void run(pool_t *p, conc_future_t *f)
         fail_broken(p, f);
         conc_future_free(f);
     } else {
-        conc__future_run_owned(f, add_token, p); /* drops it */
+        /* The reference goes after the outcome is out, not in the CAS
+         * that publishes it (conc__future_run_owned, which inline runs
+         * use): measured, pool.throughput (a million tasks whose caller
+         * is another thread) ran ~30% slower that way, with fewer
+         * instructions — a cache effect not pinned down yet. */
+        conc__future_run_hook(f, add_token, p);
+        conc_future_free(f);
     }
 }
 
