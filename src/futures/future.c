@@ -25,6 +25,11 @@
  *
  * Futures come from a per-thread free list; they are reference counted
  * and go back to the list of whichever thread drops the last reference.
+ * The count shares the state word (its upper half), so an executor that
+ * runs a task can drop its own reference in the very CAS that publishes
+ * the outcome (conc__future_run_owned; when nobody waits, else after the
+ * wake-ups), and a holder whose reference is the last one (count 1: no
+ * one else can change it) frees without an atomic RMW.
  */
 #include <pthread.h>
 #include <stdio.h>

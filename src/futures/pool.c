@@ -26,7 +26,12 @@
  * Waiting runs the awaited task: a worker that waits without a timeout
  * on a not-yet-started future of its own pool runs it on the spot, in a
  * context of its own (conc__pool_run_inline), so tasks that wait on their
- * subtasks cannot deadlock the pool.
+ * subtasks cannot deadlock the pool. It runs that task only, never an
+ * unrelated one (which could need a lock the waiter holds). When the task
+ * is one of the two newest entries of the worker's own deque (fork-join:
+ * submit a, submit b, wait a), the wait takes it out (popping b first and
+ * pushing it back, where thieves find it), so no stale entry is left and
+ * the run costs no tidying pop afterwards.
  *
  * Shutdown: submits fail from then on; with cancel_futures every queued
  * future is cancelled; workers drain what is left and exit; wait joins
@@ -103,7 +108,7 @@ struct pool {
     struct pool *all_next;        /* registry of live pools (exit hook) */
 };
 
-static __thread worker_t *tl_worker;
+static __thread worker_t *tl_worker __attribute__((tls_model("initial-exec")));
 
 /* Per-thread cache: which deque this thread uses for which pool. */
 #define TL_SLOTS 4
