@@ -8,6 +8,7 @@
  * and map's progress callback and failed_index. */
 #include "test_util.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #define P(x) ((void *)(uintptr_t)(x))
@@ -979,6 +980,143 @@ Test(executor, inline_run_drops_stale_entries, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&drop_ran[0]), 1);
     cr_assert_eq(atomic_load(&drop_ran[1]), 0, "a cancelled task ran");
     cr_assert_eq(atomic_load(&drop_ran[2]), 1);
+}
+
+/* Two subtasks submitted, the first waited on first (the usual fork-join
+ * shape): the wait takes the first out from under the second, runs it
+ * inline and puts the second back, still queued — not run by that wait,
+ * cancellable, and stealable by another worker while the first runs. */
+static atomic_int pair_ran[2], pair_b_started;
+static void *pair_child(void *arg)
+{
+    uintptr_t which = U(arg) & 1, wait_for_b = U(arg) >> 1;
+    atomic_fetch_add(&pair_ran[which], 1);
+    if (which == 1)
+        atomic_store(&pair_b_started, 1);
+    if (wait_for_b && !TU_WAIT_UNTIL(atomic_load(&pair_b_started), 20))
+        return conc_fail(CONC_ETIMEDOUT, "the put-back sibling was never stolen");
+    return P(which + 20);
+}
+static void *pair_parent(void *arg)
+{
+    uintptr_t mode = U(arg); /* 0: run both inline, 1: cancel the second, 2: the second is stolen */
+    conc_future_t *a = NULL, *b = NULL;
+    uintptr_t bad = 0;
+    if (conc_submit(nest_pool, &a, pair_child, P(mode == 2 ? 2 : 0)) != 0 ||
+        conc_submit(nest_pool, &b, pair_child, P(1)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    void *r = NULL;
+    bad += conc_future_result(a, CONC_FOREVER, &r) != 0 || U(r) != 20;
+    if (mode == 0) {
+        bad += conc_future_state(b) != CONC_FUTURE_PENDING; /* not run by the wait on a */
+        bad += atomic_load(&pair_ran[1]) != 0;
+        bad += conc_future_result(b, CONC_FOREVER, &r) != 0 || U(r) != 21; /* runs inline now */
+    } else if (mode == 1) {
+        bad += !conc_future_cancel(b); /* still queued: cancels */
+        bad += conc_future_result(b, CONC_FOREVER, &r) != CONC_ECANCELLED;
+    } else {
+        bad += conc_future_result(b, CONC_FOREVER, &r) != 0 || U(r) != 21;
+    }
+    conc_future_free(a);
+    conc_future_free(b);
+    return P(bad);
+}
+static atomic_int warm_n;
+static void *warm_task(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&warm_n, 1);
+    TU_WAIT_UNTIL(atomic_load(&warm_n) >= 2, 20);
+    return NULL;
+}
+
+Test(executor, inline_run_of_the_second_newest_entry, .timeout = TU_TIMEOUT)
+{
+    for (uintptr_t mode = 0; mode < 3; mode++) {
+        atomic_store(&pair_ran[0], 0);
+        atomic_store(&pair_ran[1], 0);
+        atomic_store(&pair_b_started, 0);
+        nest_pool = mkpool(mode == 2 ? 2 : 1);
+        if (mode == 2) { /* both workers up: the idle one steals the put-back entry */
+            atomic_store(&warm_n, 0);
+            conc_future_t *w1 = submit(nest_pool, warm_task, NULL), *w2 = submit(nest_pool, warm_task, NULL);
+            cr_assert_eq(conc_future_result(w1, 30, NULL), 0);
+            cr_assert_eq(conc_future_result(w2, 30, NULL), 0);
+            freef(w1);
+            freef(w2);
+        }
+        conc_future_t *f = submit(nest_pool, pair_parent, P(mode));
+        void *r = P(99);
+        cr_assert_eq(conc_future_result(f, 30, &r), 0, "mode %lu", (unsigned long)mode);
+        cr_assert_eq(U(r), 0, "mode %lu: %lu checks failed in the worker", (unsigned long)mode, (unsigned long)U(r));
+        freef(f);
+        freepool(nest_pool);
+        cr_assert_eq(atomic_load(&pair_ran[0]), 1, "mode %lu", (unsigned long)mode);
+        cr_assert_eq(atomic_load(&pair_ran[1]), mode == 1 ? 0 : 1, "mode %lu", (unsigned long)mode);
+    }
+}
+
+/* An inline run drops the pool's reference in the CAS that publishes the
+ * outcome when nobody waits on the future, after waking the waiters and
+ * running the callbacks otherwise. Other holders of references — a done
+ * callback, a thread that lets go of its reference while the run goes on
+ * — see each outcome once and every future freed once (ASan checks). */
+static atomic_int ref_cb_runs;
+static void ref_cb(conc_future_t *f, void *arg)
+{
+    (void)arg;
+    void *r = NULL;
+    if (conc_future_result(f, 0, &r) == 0 && U(r) == 5)
+        atomic_fetch_add(&ref_cb_runs, 1);
+}
+static void *ref_child(void *arg)
+{
+    for (volatile uintptr_t i = 0; i < U(arg); i++) {
+    }
+    return P(5);
+}
+static void *ref_dropper(void *arg)
+{
+    conc_future_t *f = arg;
+    sched_yield();
+    conc_future_free(f);
+    return NULL;
+}
+static void *ref_parent(void *arg)
+{
+    uintptr_t n = U(arg), bad = 0;
+    for (uintptr_t i = 0; i < n; i++) {
+        conc_future_t *c = NULL;
+        if (conc_submit(nest_pool, &c, ref_child, P(i % 7 * 50)) != 0)
+            return conc_fail(CONC_EFAILED, "submit");
+        bool cb = i % 2 == 1, other = i % 3 != 0;
+        if (cb && conc_future_add_done_callback(c, ref_cb, NULL) != 0)
+            bad++;
+        pthread_t th;
+        bool started = other && pthread_create(&th, NULL, ref_dropper, conc_future_ref(c)) == 0;
+        if (other && !started)
+            conc_future_free(c); /* the reference the thread would have dropped */
+        void *r = NULL;
+        bad += conc_future_result(c, CONC_FOREVER, &r) != 0 || U(r) != 5;
+        if (started)
+            pthread_join(th, NULL);
+        conc_future_free(c);
+    }
+    return P(bad);
+}
+
+Test(executor, inline_run_drops_the_pool_reference_once, .timeout = TU_TIMEOUT)
+{
+    long n = tu_iters(300);
+    atomic_store(&ref_cb_runs, 0);
+    nest_pool = mkpool(1);
+    conc_future_t *f = submit(nest_pool, ref_parent, P(n));
+    void *r = P(99);
+    cr_assert_eq(conc_future_result(f, 30, &r), 0);
+    cr_assert_eq(U(r), 0, "%lu checks failed in the worker", (unsigned long)U(r));
+    freef(f);
+    freepool(nest_pool);
+    cr_assert_eq(atomic_load(&ref_cb_runs), n / 2, "done callbacks: %d of %ld", atomic_load(&ref_cb_runs), n / 2);
 }
 
 /* A worker waiting untimed on a task another worker runs now keeps its

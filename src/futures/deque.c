@@ -40,58 +40,19 @@ void conc__deque_destroy(conc__deque_t *d)
     }
 }
 
-bool conc__deque_push(conc__deque_t *d, conc_future_t *f)
+bool conc__deque_grow(conc__deque_t *d, size_t b, size_t t)
 {
-    size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
     conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (b - t >= a->size) {
-        conc__darray_t *n = darray_new(a->size * 2);
-        if (!n)
-            return false;
-        for (size_t i = t; i < b; i++)
-            atomic_store_explicit(&n->slot[i & (n->size - 1)],
-                                  atomic_load_explicit(&a->slot[i & (a->size - 1)], memory_order_relaxed),
-                                  memory_order_relaxed);
-        n->prev = a;
-        atomic_store_explicit(&d->array, n, memory_order_release);
-        a = n;
-    }
-    atomic_store_explicit(&a->slot[b & (a->size - 1)], f, memory_order_relaxed);
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+    conc__darray_t *n = darray_new(a->size * 2);
+    if (!n)
+        return false;
+    for (size_t i = t; i < b; i++)
+        atomic_store_explicit(&n->slot[i & (n->size - 1)],
+                              atomic_load_explicit(&a->slot[i & (a->size - 1)], memory_order_relaxed),
+                              memory_order_relaxed);
+    n->prev = a;
+    atomic_store_explicit(&d->array, n, memory_order_release);
     return true;
-}
-
-conc_future_t *conc__deque_pop(conc__deque_t *d)
-{
-    size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
-    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
-    conc__fence_full();
-    size_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
-    if ((intptr_t)(b - t) < 0) {
-        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-        return NULL;
-    }
-    conc_future_t *f = atomic_load_explicit(&a->slot[b & (a->size - 1)], memory_order_relaxed);
-    if (b == t) {
-        /* The last item: race the thieves for it. */
-        if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
-                                                     memory_order_relaxed))
-            f = NULL;
-        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-    }
-    return f;
-}
-
-conc_future_t *conc__deque_peek(conc__deque_t *d)
-{
-    size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
-    if ((intptr_t)(b - t) <= 0)
-        return NULL;
-    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    return atomic_load_explicit(&a->slot[(b - 1) & (a->size - 1)], memory_order_relaxed);
 }
 
 conc_future_t *conc__deque_steal(conc__deque_t *d)

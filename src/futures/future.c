@@ -25,6 +25,11 @@
  *
  * Futures come from a per-thread free list; they are reference counted
  * and go back to the list of whichever thread drops the last reference.
+ * The count shares the state word (its upper half), so an executor that
+ * runs a task can drop its own reference in the very CAS that publishes
+ * the outcome (conc__future_run_owned; when nobody waits, else after the
+ * wake-ups), and a holder whose reference is the last one (count 1: no
+ * one else can change it) frees without an atomic RMW.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -185,8 +190,7 @@ conc_future_t *conc__future_alloc(void)
     } else if (!(f = malloc(sizeof *f))) {
         return NULL;
     }
-    f->state = CONC_FUTURE_PENDING;
-    f->refs = 1;
+    f->sw = FS_REF | CONC_FUTURE_PENDING;
     f->q = (conc__waitq_t){0};
     f->cbs = NULL;
     f->cbs_tail = &f->cbs;
@@ -244,7 +248,7 @@ int conc_future_new(conc_future_t **out)
 conc_future_t *conc_future_ref(conc_future_t *f)
 {
     if (f)
-        atomic_fetch_add_explicit(CONC__A(&f->refs), 1, RLX);
+        atomic_fetch_add_explicit(CONC__A(&f->sw), FS_REF, RLX);
     return f;
 }
 
@@ -252,7 +256,12 @@ int conc_future_free(conc_future_t *f)
 {
     if (!f)
         return CONC_EINVAL;
-    if (atomic_fetch_sub_explicit(CONC__A(&f->refs), 1, memory_order_acq_rel) == 1)
+    /* The only reference left is ours: nobody else can take or drop one
+     * now, so no atomic RMW is needed (the usual end of a pool task's
+     * future: the pool dropped its reference when the task finished). The
+     * acquire pairs with the release of the decrement that left one. */
+    if (FS_REFS(conc__load(&f->sw, ACQ)) == 1 ||
+        FS_REFS(atomic_fetch_sub_explicit(CONC__A(&f->sw), FS_REF, memory_order_acq_rel)) == 1)
         future_release(f);
     return 0;
 }
@@ -261,10 +270,10 @@ int conc_future_free(conc_future_t *f)
 
 static inline unsigned fstate(const conc_future_t *f)
 {
-    return conc__load(&f->state, ACQ) & FS_MASK;
+    return (unsigned)(conc__load(&f->sw, ACQ) & FS_MASK);
 }
 
-static inline bool final_state(unsigned s)
+static inline bool final_state(uint64_t s)
 {
     s &= FS_MASK;
     return s == CONC_FUTURE_CANCELLED || s == CONC_FUTURE_FINISHED;
@@ -292,7 +301,7 @@ bool conc_future_done(const conc_future_t *f)
 
 /* Done as wait() and as_completed see it (CPython's FINISHED or
  * CANCELLED_AND_NOTIFIED); notified=false: done as result() sees it. */
-static inline bool done_as(unsigned s, bool notified)
+static inline bool done_as(uint64_t s, bool notified)
 {
     switch (s & FS_MASK) {
     case CONC_FUTURE_FINISHED: return true;
@@ -303,12 +312,13 @@ static inline bool done_as(unsigned s, bool notified)
 
 bool conc__future_done_notified(const conc_future_t *f)
 {
-    return done_as(conc__load(&f->state, ACQ), true);
+    return done_as(conc__load(&f->sw, ACQ), true);
 }
 
 static void run_callbacks(conc_future_t *f, conc__cb_t *cb);
 
 __thread bool conc__future_woke_sleeper;
+atomic_ulong conc__queued_cancels;
 
 /* After the CAS that made f final (or notified it): wake every waiter,
  * run the callbacks. A cancel (keep_waiters) runs only the done
@@ -352,14 +362,15 @@ static void complete_slow(conc_future_t *f, bool keep_waiters)
 }
 
 /* Move f from one of `from` (a bit set of states) to `to`. Returns the
- * previous state word, or UINT_MAX if f was not in `from`. */
-static unsigned transition(conc_future_t *f, unsigned from_mask, unsigned to)
+ * previous state word, or NOT_MOVED if f was not in `from`. */
+#define NOT_MOVED UINT64_MAX
+static uint64_t transition(conc_future_t *f, unsigned from_mask, unsigned to)
 {
-    unsigned s = conc__load(&f->state, RLX);
+    uint64_t s = conc__load(&f->sw, RLX);
     for (;;) {
         if ((s & FS_COMPLETING) || !((1u << (s & FS_MASK)) & from_mask))
-            return ~0u;
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | to,
+            return NOT_MOVED;
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->sw), &s, (s & FS_KEEP) | to,
                                                   memory_order_acq_rel, RLX))
             return s;
     }
@@ -367,8 +378,11 @@ static unsigned transition(conc_future_t *f, unsigned from_mask, unsigned to)
 
 #define FROM(st) (1u << (st))
 
-/* Write the outcome of a future we hold COMPLETING on, then publish it. */
-static void finish_claimed(conc_future_t *f, void *result, int code, const char *msg)
+/* Write the outcome of a future we hold COMPLETING on, then publish it.
+ * With drop, the caller's reference goes too: in the publishing CAS when
+ * nobody waits (then f may be gone on return), after waking the waiters
+ * and running the callbacks otherwise. */
+static inline void publish(conc_future_t *f, void *result, int code, const char *msg, bool drop)
 {
     f->result = result;
     f->code = code;
@@ -378,23 +392,35 @@ static void finish_claimed(conc_future_t *f, void *result, int code, const char 
         if (f->msg)
             memcpy(f->msg, msg, n);
     }
-    unsigned s = conc__load(&f->state, RLX);
-    while (!atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, (s & FS_HASW) | CONC_FUTURE_FINISHED,
-                                                  memory_order_acq_rel, RLX)) {
-    }
-    if (s & FS_HASW)
+    uint64_t s = conc__load(&f->sw, RLX), n;
+    do {
+        n = (s & FS_KEEP) | CONC_FUTURE_FINISHED;
+        if (drop && !(s & FS_HASW))
+            n -= FS_REF;
+    } while (!atomic_compare_exchange_weak_explicit(CONC__A(&f->sw), &s, n, memory_order_acq_rel, RLX));
+    if (s & FS_HASW) {
         complete_slow(f, false);
+        if (drop)
+            conc_future_free(f);
+    } else if (drop && FS_REFS(n) == 0) {
+        future_release(f); /* the other holders let go meanwhile */
+    }
+}
+
+static void finish_claimed(conc_future_t *f, void *result, int code, const char *msg)
+{
+    publish(f, result, code, msg, false);
 }
 
 static int finish(conc_future_t *f, void *result, int code, const char *msg)
 {
     /* Claim the outcome (COMPLETING) so only one completer writes it, and
      * cancel/set_running cannot slip in meanwhile. */
-    unsigned s = conc__load(&f->state, RLX);
+    uint64_t s = conc__load(&f->sw, RLX);
     for (;;) {
         if ((s & FS_COMPLETING) || final_state(s))
             return CONC_EPERM;
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_COMPLETING,
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->sw), &s, s | FS_COMPLETING,
                                                   memory_order_acq_rel, RLX))
             break;
     }
@@ -406,7 +432,7 @@ int conc_future_set_result(conc_future_t *f, void *result)
 {
     if (!f)
         return CONC_EINVAL;
-    if (final_state(conc__load(&f->state, ACQ)))
+    if (final_state(conc__load(&f->sw, ACQ)))
         return CONC_EPERM;
     return finish(f, result, 0, NULL);
 }
@@ -415,7 +441,7 @@ int conc_future_set_exception(conc_future_t *f, int code, const char *msg)
 {
     if (!f)
         return CONC_EINVAL;
-    if (final_state(conc__load(&f->state, ACQ)))
+    if (final_state(conc__load(&f->sw, ACQ)))
         return CONC_EPERM;
     return finish(f, NULL, code < 0 ? code : CONC_EFAILED, msg);
 }
@@ -423,11 +449,11 @@ int conc_future_set_exception(conc_future_t *f, int code, const char *msg)
 /* CANCELLED -> CANCELLED_AND_NOTIFIED: true if this call did it. */
 static bool notify_cancel(conc_future_t *f)
 {
-    unsigned s = conc__load(&f->state, RLX);
+    uint64_t s = conc__load(&f->sw, RLX);
     for (;;) {
         if ((s & FS_MASK) != CONC_FUTURE_CANCELLED || (s & FS_NOTIFIED))
             return false;
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_NOTIFIED, memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&f->sw), &s, s | FS_NOTIFIED, memory_order_acq_rel,
                                                   RLX))
             break;
     }
@@ -445,8 +471,8 @@ int conc_future_set_running_or_notify_cancel(conc_future_t *f)
 {
     if (!f)
         return CONC_EINVAL;
-    unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING);
-    if (s != ~0u)
+    uint64_t s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING);
+    if (s != NOT_MOVED)
         return 1;
     if (notify_cancel(f))
         return 0; /* result() waiters were woken by cancel() already */
@@ -457,9 +483,11 @@ bool conc_future_cancel(conc_future_t *f)
 {
     if (!f)
         return false;
-    unsigned s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_CANCELLED);
-    if (s == ~0u)
+    uint64_t s = transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_CANCELLED);
+    if (s == NOT_MOVED)
         return fstate(f) == CONC_FUTURE_CANCELLED;
+    if (f->owner)
+        atomic_fetch_add_explicit(&conc__queued_cancels, 1, RLX);
     if (s & FS_HASW)
         complete_slow(f, true);
     return true;
@@ -470,18 +498,16 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg)
     finish(f, NULL, code, msg);
 }
 
-bool conc__future_run(conc_future_t *f)
-{
-    return conc__future_run_hook(f, NULL, NULL);
-}
-
-bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), void *hook_arg)
+/* Run f's task; drop: the caller's reference goes too (see publish). */
+static inline bool run_task(conc_future_t *f, void (*before_publish)(void *), void *hook_arg, bool drop)
 {
     /* RUNNING and COMPLETING at once: the runner owns the outcome (so it
      * saves a CAS at the end); set_result by anyone else meanwhile is
      * refused with CONC_EPERM, as for a finished future. */
-    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING | FS_COMPLETING) == ~0u) {
+    if (transition(f, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING | FS_COMPLETING) == NOT_MOVED) {
         notify_cancel(f); /* cancelled: the executor drops it (CPython's notify) */
+        if (drop)
+            conc_future_free(f);
         return false;
     }
     conc__ctx_t *c = conc__ctx();
@@ -495,13 +521,28 @@ bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), voi
     if (before_publish)
         before_publish(hook_arg);
     if (c->fail_code) {
-        finish_claimed(f, NULL, c->fail_code, c->fail_msg);
+        publish(f, NULL, c->fail_code, c->fail_msg, drop);
         c->fail_code = 0;
         c->fail_msg[0] = 0;
     } else {
-        finish_claimed(f, r, 0, NULL);
+        publish(f, r, 0, NULL, drop);
     }
     return true;
+}
+
+bool conc__future_run(conc_future_t *f)
+{
+    return run_task(f, NULL, NULL, false);
+}
+
+bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), void *hook_arg)
+{
+    return run_task(f, before_publish, hook_arg, false);
+}
+
+bool conc__future_run_owned(conc_future_t *f, void (*before_publish)(void *), void *hook_arg)
+{
+    return run_task(f, before_publish, hook_arg, true);
 }
 
 /* ----------------------------------------------------------- callbacks */
@@ -541,9 +582,9 @@ static void run_callbacks(conc_future_t *f, conc__cb_t *cb)
 static bool lock_unless_done(conc_future_t *f, bool notified)
 {
     conc__waitq_lock(&f->q);
-    unsigned s = conc__load(&f->state, ACQ);
+    uint64_t s = conc__load(&f->sw, ACQ);
     while (!done_as(s, notified) &&
-           !atomic_compare_exchange_weak_explicit(CONC__A(&f->state), &s, s | FS_HASW, memory_order_acq_rel,
+           !atomic_compare_exchange_weak_explicit(CONC__A(&f->sw), &s, s | FS_HASW, memory_order_acq_rel,
                                                   ACQ)) {
     }
     if (done_as(s, notified)) {
@@ -637,17 +678,17 @@ bool conc__future_register(conc_future_t *f, conc__waiter_t *w, bool notified)
 
 static bool spin_done(void *p)
 {
-    return final_state(conc__load(&((conc_future_t *)p)->state, ACQ));
+    return final_state(conc__load(&((conc_future_t *)p)->sw, ACQ));
 }
 
 static bool spin_notified(void *p)
 {
-    return done_as(conc__load(&((conc_future_t *)p)->state, ACQ), true);
+    return done_as(conc__load(&((conc_future_t *)p)->sw, ACQ), true);
 }
 
 int conc__future_wait_notified(conc_future_t *f, int64_t deadline)
 {
-    if (done_as(conc__load(&f->state, ACQ), true))
+    if (done_as(conc__load(&f->sw, ACQ), true))
         return 0;
     if (deadline == CONC__NO_DEADLINE && f->owner && conc__pool_run_inline(f))
         return 0; /* ran it here (finished), or it was cancelled: notified */
@@ -667,14 +708,14 @@ int conc__future_wait_notified(conc_future_t *f, int64_t deadline)
         int rc = conc__wait_queued(&f->q, &w, deadline, NULL, NULL);
         if (rc)
             return rc;
-        if (done_as(conc__load(&f->state, ACQ), true))
+        if (done_as(conc__load(&f->sw, ACQ), true))
             return 0;
     }
 }
 
 int conc__future_wait_done(conc_future_t *f, int64_t deadline)
 {
-    if (final_state(conc__load(&f->state, ACQ)))
+    if (final_state(conc__load(&f->sw, ACQ)))
         return 0;
     /* Waiting without a timeout, a worker of the pool that queued f runs f
      * itself if it has not started yet (its queue entry is skipped later),
@@ -753,7 +794,7 @@ static void then_cb(conc_future_t *f, void *p)
         notify_cancel(out); /* no executor will ever see it */
     } else if (f->code) {
         finish(out, NULL, f->code, f->msg);
-    } else if (transition(out, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) != ~0u) {
+    } else if (transition(out, FROM(CONC_FUTURE_PENDING), CONC_FUTURE_RUNNING) != NOT_MOVED) {
         conc__ctx_t *c = conc__ctx();
         int saved = c->fail_code;
         c->fail_code = 0;

@@ -2,6 +2,9 @@
 #ifndef CONC_FUTURES_INTERNAL_H
 #define CONC_FUTURES_INTERNAL_H
 
+#include <stdatomic.h>
+#include <stdint.h>
+
 #include "conc/futures.h"
 #include "core/park.h"
 
@@ -15,6 +18,13 @@
  * executor has seen the cancellation (set_running_or_notify_cancel). wait()
  * and as_completed count a cancelled future as done only then. */
 #define FS_NOTIFIED 16u
+/* The reference count lives in the same word (bits 32-63, FS_REF each):
+ * a pool drops its reference in the CAS that publishes the outcome, so a
+ * task's future costs one atomic RMW fewer. A state change keeps FS_KEEP
+ * (HASW and the count). */
+#define FS_REF ((uint64_t)1 << 32)
+#define FS_REFS(w) ((uint32_t)((w) >> 32))
+#define FS_KEEP (FS_HASW | ~(uint64_t)0xffffffffu)
 
 typedef struct conc__cb {
     conc_future_cb fn;
@@ -38,8 +48,8 @@ int conc__future_remove_callback(conc_future_t *f, conc_future_cb fn, void *arg)
 bool conc__future_done_notified(const conc_future_t *f);
 
 struct conc_future {
-    unsigned state;             /* conc_future_state_t | FS_HASW (atomic) */
-    int refs;                   /* atomic */
+    uint64_t sw;                /* atomic: conc_future_state_t | FS_* flags,
+                                   and the references (FS_REF each) */
     conc__waitq_t q;            /* waiters; its guard also guards cbs */
     conc__cb_t *cbs, **cbs_tail;
     void *result;
@@ -71,6 +81,10 @@ void conc__future_notify_cancel(conc_future_t *f);
 /* Run f's task (executor side): running -> call -> result/exception.
  * Returns false if f was cancelled before it could start. */
 bool conc__future_run(conc_future_t *f);
+/* The same, and drop the caller's reference to f (a pool's, which its
+ * queue entry held): in the CAS that publishes the outcome when nobody
+ * waits on f, so f may be gone on return either way. */
+bool conc__future_run_owned(conc_future_t *f, void (*before_publish)(void *), void *arg);
 /* The same, calling before_publish(arg) after the task returned and
  * before its outcome is published (a pool marks its worker idle there). */
 bool conc__future_run_hook(conc_future_t *f, void (*before_publish)(void *), void *arg);
@@ -82,9 +96,19 @@ void conc__future_fail_now(conc_future_t *f, int code, const char *msg);
  * was asleep in the kernel (futex); the pool's workers read and clear it. */
 extern __thread bool conc__future_woke_sleeper;
 
+/* How many futures an executor had queued were cancelled so far (a hint:
+ * a pool worker tidies its deque's cancelled entries after an inline run
+ * when it changed). */
+extern atomic_ulong conc__queued_cancels;
+
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */
 bool conc__pool_run_inline(conc_future_t *f);
+/* How many futures an executor had queued were cancelled so far (a hint:
+ * a pool worker tidies its deque's cancelled entries after an inline run
+ * when it changed). */
+extern atomic_ulong conc__queued_cancels;
+
 /* pool.c: if the calling thread is a worker of f's pool and f runs on
  * another worker, wait for it a while without sleeping; true if f
  * finished meanwhile (see pool.c). */
