@@ -67,62 +67,102 @@ static void default_name(char *buf, unsigned long n)
     buf[i] = 0;
 }
 
-int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
-                     bool schedule);
-int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
-                     bool schedule)
+/* A new record for a green thread of h, on a stack of `size` usable bytes
+ * from the stack pool: the fields that depend only on the stack and the
+ * hub, and those every ended green thread leaves as a new one needs them
+ * (see conc__green_make), are set here once; a kept record (h->gfree)
+ * has them still right. NULL: out of memory. */
+static __attribute__((noinline)) conc_green_t *fresh_record(conc__hub_t *h, size_t size)
 {
-    if (!fn)
-        return CONC_EINVAL;
+    conc__stack_t st;
+    if (conc__stack_get(h, size, &st) != 0)
+        return NULL;
+    conc_green_t *g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+#ifdef CONC__ASAN
+    ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned when its last owner freed it */
+#endif
+    g->ctx.ops = &conc__green_ops;
+    g->ctx.green = &g->gs;
+    g->ctx.is_green = 1;
+    g->ctx.nointr = 0;
+    g->gs.hub = h;
+    g->gs.ctx = &g->ctx;
+    g->gs.kind = GS_GREEN;
+    g->gs.stack_lo = st.lo;
+    g->gs.stack_size = (size_t)(st.hi - st.lo);
+#ifdef CONC__TSAN
+    g->gs.tsan_fiber = st.tsan_fiber;
+#endif
+    atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
+    g->gs.parked_w = NULL;
+    g->gs.heap_idx = SIZE_MAX;
+    atomic_store_explicit(&g->kill_next, NULL, memory_order_relaxed);
+    memset(&g->done, 0, sizeof g->done); /* a pooled stack's last record may have used it */
+    atomic_store_explicit(&g->remote_joins, 0, memory_order_relaxed);
+    atomic_store_explicit(&g->foreign_links, 0, memory_order_relaxed);
+    memset(&g->joinq, 0, sizeof g->joinq);
+    g->stack = st;
+    /* A stack that ran green threads before is suspended in
+     * conc__green_entry's loop: resume it there; a fresh one gets a frame.
+     * (A kept record's gs.sp is where its last green thread left it, in
+     * that loop.) */
+    g->gs.sp = st.resume_sp ? st.resume_sp : conc__switch_frame(g, &g->gs);
+    return g;
+}
+
+/* The slow parts of a spawn: options, a stack of another size, a hub to
+ * make. Returns the record, or NULL with *rc set. */
+static __attribute__((noinline)) conc_green_t *make_slow(conc__hub_t **hp, const conc_green_opts_t *opts, int *rc)
+{
     size_t size = CONC__GREEN_STACK_DEFAULT;
     if (opts && opts->stack_size) {
-        if (opts->stack_size < CONC__GREEN_STACK_MIN || opts->stack_size > ((size_t)1 << 40))
-            return CONC_EINVAL;
+        if (opts->stack_size < CONC__GREEN_STACK_MIN || opts->stack_size > ((size_t)1 << 40)) {
+            *rc = CONC_EINVAL;
+            return NULL;
+        }
         size_t pg = (size_t)sysconf(_SC_PAGESIZE);
         size = (opts->stack_size + pg - 1) & ~(pg - 1);
     }
+    *rc = CONC_ENOMEM;
     conc__hub_t *h = conc__hub_get();
     if (!h)
-        return CONC_ENOMEM;
+        return NULL;
+    if (__builtin_expect(h->serial_next == h->serial_end, 0)) {
+        h->serial_next = conc__serial_take(SERIAL_BLOCK);
+        h->serial_end = h->serial_next + SERIAL_BLOCK; /* 0 if the block ends at UINT32_MAX */
+    }
+    *hp = h;
     conc_green_t *g = h->gfree;
     if (g && size == CONC__GREEN_STACK_DEFAULT) {
-        /* A record this hub kept (conc__green_unref): it sits on its stack
-         * already, with the fields that depend only on the stack and the
-         * hub (set below for a new one) still right. */
 #ifdef CONC__ASAN
         ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned while kept */
 #endif
         h->gfree = g->all_next;
         h->ngfree--;
-    } else {
-        conc__stack_t st;
-        if (conc__stack_get(h, size, &st) != 0)
-            return CONC_ENOMEM;
-        g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
-#ifdef CONC__ASAN
-        ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned when its last owner freed it */
-#endif
-        g->ctx.ops = &conc__green_ops;
-        g->ctx.green = &g->gs;
-        g->ctx.is_green = 1;
-        g->gs.hub = h;
-        g->gs.ctx = &g->ctx;
-        g->gs.kind = GS_GREEN;
-        g->gs.stack_lo = st.lo;
-        g->gs.stack_size = (size_t)(st.hi - st.lo);
-#ifdef CONC__TSAN
-        g->gs.tsan_fiber = st.tsan_fiber;
-#endif
-        g->stack = st;
+        return g;
     }
+    return fresh_record(h, size);
+}
 
-    /* Field by field (spawn is on the hot path): the failure message and
-     * the scope slots need no clearing. */
+/* Set up record g (a kept one or fresh_record's) for a new green thread of
+ * h: field by field (spawn is on the hot path), and only those a green
+ * thread's run may have changed. What every end leaves as a new one needs
+ * it — not parked (parked_w NULL, heap_idx SIZE_MAX), no joiner queued
+ * (joinq empty), no link or unlink from another thread under way
+ * (foreign_links 0), inbox_next / kill_next written before each use,
+ * nointr back to 0, gs.sp where the stack's next green thread starts —
+ * was set once by fresh_record. The failure message and the scope slots
+ * need no clearing; `done` and remote_joins only if a remote join touched
+ * them. The caller has a serial ready (h->serial_next != serial_end). No
+ * calls: the usual spawn (conc_go) saves no registers. */
+static inline __attribute__((always_inline)) void record_init(conc__hub_t *h, conc_green_t *g,
+                                                             void *(*fn)(void *), void *arg, bool handle)
+{
     g->ctx.fail_code = 0;
     g->ctx.fail_msg[0] = 0;
     g->ctx.spin_ns = 0;
     g->ctx.spin_skips = 0;
-    g->ctx.thread = NULL;
+    g->ctx.thread = NULL; /* a dummy thread record, if it asked (conc__thread_self) */
     g->ctx.locals = NULL;
     g->ctx.scope_dl = 0;
     g->ctx.nscopes = 0;
@@ -130,20 +170,12 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->ctx.cut_scope = -1;
     g->ctx.trace_id = 0;
     g->ctx.trace_gen = 0;
-    if (__builtin_expect(h->serial_next == h->serial_end, 0)) {
-        h->serial_next = conc__serial_take(SERIAL_BLOCK);
-        h->serial_end = h->serial_next + SERIAL_BLOCK; /* 0 if the block ends at UINT32_MAX */
-    }
     g->ctx.serial = h->serial_next++;
     g->ctx.blocked = 0;
     g->ctx.wait_kind = 0;
     g->ctx.registered = 0;
     g->ctx.lockdep = NULL;
     g->ctx.lbl_kind = 0;
-    g->gs.next = NULL;
-    atomic_store_explicit(&g->gs.inbox_next, NULL, memory_order_relaxed);
-    g->gs.parked_w = NULL;
-    g->gs.heap_idx = SIZE_MAX;
     g->gs.interrupt = 0;
     g->gs.last_intr = 0;
 #ifdef CONC__ASAN
@@ -153,42 +185,61 @@ int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*
     g->arg = arg;
     g->result = NULL;
     atomic_store_explicit(&g->status, G_NEW, memory_order_relaxed);
-    atomic_store_explicit(&g->refs, out ? 2 : 1, memory_order_relaxed);
+    atomic_store_explicit(&g->refs, handle ? 2 : 1, memory_order_relaxed);
     g->killed = false;
     atomic_store_explicit(&g->ran, false, memory_order_relaxed);
-    g->detached = out == NULL;
+    g->detached = !handle;
     atomic_store_explicit(&g->kill_queued, false, memory_order_relaxed);
-    atomic_store_explicit(&g->kill_next, NULL, memory_order_relaxed);
-    if (atomic_load_explicit(&g->remote_joins, memory_order_relaxed)) { /* else `done` was never touched */
-        memset(&g->done, 0, sizeof g->done);
+    if (__builtin_expect(atomic_load_explicit(&g->remote_joins, memory_order_relaxed) != 0, 0)) {
+        memset(&g->done, 0, sizeof g->done); /* else `done` was never touched */
         atomic_store_explicit(&g->remote_joins, 0, memory_order_relaxed);
     }
-    memset(&g->joinq, 0, sizeof g->joinq);
     atomic_store_explicit(&g->links, NULL, memory_order_relaxed);
     g->pool = NULL;
     g->pool_next = g->pool_prev = NULL;
-    g->unscheduled = !schedule;
     g->start_dl = 0;
+    atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
+    h->nalive++;
+}
+
+/* Put g on h's list of live ones (the dump's); the caller announced
+ * itself (conc__hub_all_wlock). */
+static inline __attribute__((always_inline)) void all_insert(conc__hub_t *h, conc_green_t *g)
+{
+    conc_green_t *first = h->all;
+    g->all_prev = NULL;
+    g->all_next = first;
+    if (first)
+        first->all_prev = g;
+    h->all = g;
+}
+
+int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
+                     bool schedule);
+int conc__green_make(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(void *), void *arg,
+                     bool schedule)
+{
+    if (!fn)
+        return CONC_EINVAL;
+    conc__hub_t *h;
+    int rc;
+    conc_green_t *g = make_slow(&h, opts, &rc);
+    if (!g)
+        return rc;
+    record_init(h, g, fn, arg, out != NULL);
+    g->unscheduled = !schedule;
     if (opts && opts->name) {
         strncpy(g->name, opts->name, sizeof g->name - 1);
         g->name[sizeof g->name - 1] = 0;
         atomic_store_explicit(&g->name_state, 2, memory_order_relaxed);
-    } else {
-        atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
     }
-    /* A stack that ran green threads before is suspended in
-     * conc__green_entry's loop: resume it there; a fresh one gets a frame. */
-    g->gs.sp = g->stack.resume_sp ? g->stack.resume_sp : conc__switch_frame(g, &g->gs);
-    h->nalive++;
     conc__hub_all_wlock(h);
-    g->all_prev = NULL;
-    g->all_next = h->all;
-    if (h->all)
-        h->all->all_prev = g;
-    h->all = g;
+    all_insert(h, g);
     conc__hub_all_wunlock(h);
     if (schedule)
         conc__hub_ready(h, &g->gs);
+    else
+        g->gs.next = g->gs.prev = NULL;
     if (conc__obs_on(CONC__OBS_TRACE))
         conc__trace_spawn(&g->ctx, opts && opts->name ? g->name : NULL);
     if (out)
@@ -201,12 +252,74 @@ int conc_go_opts(conc_green_t **out, const conc_green_opts_t *opts, void *(*fn)(
     return conc__green_make(out, opts, fn, arg, true);
 }
 
-int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
+/* conc_go's end when a reader holds h->all (the dump): wait for it. */
+static __attribute__((noinline)) int go_finish_slow(conc__hub_t *h, conc_green_t *g, conc_green_t **out)
 {
-    return conc_go_opts(out, NULL, fn, arg);
+    conc__hub_all_wlock_slow(h);
+    all_insert(h, g);
+    conc__hub_all_wunlock(h);
+    conc__hub_ready(h, &g->gs);
+    if (out)
+        *out = g;
+    return 0;
 }
 
-static void green_release(conc__hub_t *h, conc_green_t *g);
+int conc_go(conc_green_t **out, void *(*fn)(void *), void *arg)
+{
+    /* The usual spawn, a leaf: this thread's hub attached (or attached
+     * again: maybe_detach), a kept record (green_release) that sits on
+     * its stack with the per-stack fields right, serials at hand, no
+     * trace. Anything else: conc__green_make. */
+    conc__hub_t *h = conc__tl_hub;
+    conc__ctx_t *me = conc__cur;
+    conc_green_t *g;
+    if (__builtin_expect(!fn || !h || !me || !(g = h->gfree) || h->serial_next == h->serial_end ||
+                             conc__obs_on(CONC__OBS_TRACE),
+                         0))
+        return conc__green_make(out, NULL, fn, arg, true);
+#ifdef CONC__ASAN
+    ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned while kept */
+#endif
+    if (__builtin_expect(me->ops == NULL, 0))
+        conc__hub_attach(h, me);
+    h->gfree = g->all_next;
+    h->ngfree--;
+    record_init(h, g, fn, arg, out != NULL);
+    g->unscheduled = false;
+    conc__store(&h->all_wbusy, 1u, RLX); /* conc__hub_all_wlock, its slow side out of line */
+    conc__fence_light();
+    if (__builtin_expect(conc__load(&h->all_guard, ACQ) != 0, 0))
+        return go_finish_slow(h, g, out);
+    all_insert(h, g);
+    conc__hub_all_wunlock(h);
+    conc__hub_ready(h, &g->gs);
+    if (out)
+        *out = g;
+    return 0;
+}
+
+static void green_release_slow(conc__hub_t *h, conc_green_t *g);
+
+/* The last reference to g went (h: the calling thread's hub): keep g for
+ * h's next spawn, or give its stack back. */
+static inline void green_release(conc__hub_t *h, conc_green_t *g)
+{
+    if (__builtin_expect(h == g->gs.hub && h->ngfree < GFREE_MAX &&
+                         g->gs.stack_size == CONC__GREEN_STACK_DEFAULT, 1)) {
+        /* Kept whole for this hub's next spawn (conc__green_make); its
+         * gs.sp stays where its next green thread starts. */
+        g->all_next = h->gfree;
+        h->gfree = g;
+        h->ngfree++;
+#ifdef CONC__ASAN
+        /* kept, not live: a reader that kept a pointer to it (the dump,
+         * the deadlock detector) is reported as a use after free */
+        ASAN_POISON_MEMORY_REGION(g, sizeof *g);
+#endif
+        return;
+    }
+    green_release_slow(h, g);
+}
 
 void conc__green_unref(conc_green_t *g)
 {
@@ -218,24 +331,8 @@ void conc__green_unref(conc_green_t *g)
     green_release(conc__tl_hub, g);
 }
 
-/* The last reference to g went (h: the calling thread's hub): keep g for
- * h's next spawn, or give its stack back. */
-static void green_release(conc__hub_t *h, conc_green_t *g)
+static __attribute__((noinline)) void green_release_slow(conc__hub_t *h, conc_green_t *g)
 {
-    if (h == g->gs.hub && h->ngfree < GFREE_MAX &&
-        (size_t)(g->stack.hi - g->stack.lo) == CONC__GREEN_STACK_DEFAULT) {
-        /* Kept whole for this hub's next spawn (conc__green_make). */
-        g->stack.resume_sp = g->gs.sp; /* where its next green thread starts */
-        g->all_next = h->gfree;
-        h->gfree = g;
-        h->ngfree++;
-#ifdef CONC__ASAN
-        /* kept, not live: a reader that kept a pointer to it (the dump,
-         * the deadlock detector) is reported as a use after free */
-        ASAN_POISON_MEMORY_REGION(g, sizeof *g);
-#endif
-        return;
-    }
     conc__stack_t st = g->stack; /* g lives on it */
     st.resume_sp = g->gs.sp;      /* where its next green thread starts */
     bool own = h == g->gs.hub;
@@ -462,12 +559,36 @@ conc_green_t *conc_green_current(void)
     return gs->kind == GS_GREEN ? green_of(gs) : NULL;
 }
 
+static int join_park(conc_green_t *g, int64_t dl);
+
 int conc_green_join(conc_green_t *g, double timeout)
 {
     if (!g)
         return CONC_EINVAL;
-    if (&g->ctx == conc__cur) /* g == conc_green_current(), without the lookup */
+    conc__ctx_t *me = conc__cur;
+    if (&g->ctx == me) /* g == conc_green_current(), without the lookup */
         return CONC_EPERM;
+    if (__builtin_expect(timeout == CONC_FOREVER, 1) && g->gs.hub == conc__tl_hub && me && me->ops) {
+        /* The usual join: no deadline (no clock read), from g's own hub. */
+        if (atomic_load_explicit(&g->status, memory_order_acquire) == G_DEAD)
+            return 0;
+        conc__gs_t *mgs = me->green;
+        if (me->nscopes == 0 && !me->nointr && !mgs->interrupt &&
+            !conc__obs_on(CONC__OBS_PARKS | CONC__OBS_DEADLOCK)) {
+            /* conc__park's steps for this case, with the hub-local park
+             * (hub.c): a plain list, no atomics */
+            conc__waiter_t w = {.state = CONC__W_WAITING, .ctx = me, .obj = g, .kind = CONC__WAIT_GREEN_JOIN};
+            conc__waitq_push(&g->joinq, &w);
+            me->cut_scope = -1;
+            conc__obs_block(me, g, CONC__WAIT_GREEN_JOIN, CONC__NO_DEADLINE);
+            int rc = conc__hub_park_local(mgs, &w);
+            conc__obs_unblock(me);
+            if (__builtin_expect(rc != 0, 0) && w.queued) /* interrupted: g's end would have notified it (rc 0) */
+                conc__waitq_remove(&g->joinq, &w);
+            return rc;
+        }
+        return join_park(g, CONC__NO_DEADLINE);
+    }
     int64_t dl = CONC__NO_DEADLINE; /* CONC_FOREVER, the usual join: no clock read */
     if (timeout != CONC_FOREVER && conc__deadline(timeout, &dl))
         return CONC_EINVAL;
@@ -486,25 +607,13 @@ int conc_green_join(conc_green_t *g, double timeout)
      * a green thread that has not run yet is not run by it). */
     if (dl != CONC__NO_DEADLINE && dl <= conc__now_ns())
         return CONC_ETIMEDOUT;
-    conc__ctx_t *me = conc__cur;
-    conc__gs_t *mgs = me->green;
-    if (dl == CONC__NO_DEADLINE && me->nscopes == 0 && !me->nointr && !mgs->interrupt &&
-        !conc__obs_on(CONC__OBS_PARKS | CONC__OBS_DEADLOCK)) {
-        /* The usual join: conc__park's steps for this case, with the
-         * hub-local park (hub.c) */
-        conc__waiter_t w;
-        conc__waiter_init(&w);
-        w.obj = g;
-        w.kind = CONC__WAIT_GREEN_JOIN;
-        conc__waitq_push(&g->joinq, &w);
-        me->cut_scope = -1;
-        conc__obs_block(me, g, CONC__WAIT_GREEN_JOIN, CONC__NO_DEADLINE);
-        int rc = conc__hub_park_local(mgs, &w);
-        conc__obs_unblock(me);
-        if (rc != 0 && w.queued) /* interrupted: g's end would have notified it (rc 0) */
-            conc__waitq_remove(&g->joinq, &w);
-        return rc;
-    }
+    return join_park(g, dl);
+}
+
+/* A join on g's own hub through conc__park: a deadline, a timeout scope,
+ * a pending interruption, nointr, or observation that wraps parks. */
+static int join_park(conc_green_t *g, int64_t dl)
+{
     for (;;) {
         conc__waiter_t w;
         conc__waiter_init(&w);
@@ -606,11 +715,11 @@ int conc_green_free(conc_green_t *g)
          * takes one only from a live g; a pending kill's is dropped by
          * this thread — so 2 means these two are the last. */
         h->dead_pending = NULL;
-        g->detached = true;
         if (atomic_load_explicit(&g->refs, memory_order_acquire) == 2) {
             green_release(h, g);
             return 0;
         }
+        g->detached = true;
         conc__green_unref(g); /* pending kills hold it too */
         conc__green_unref(g);
         return 0;

@@ -374,7 +374,22 @@ static int take_interrupt(conc__gs_t *gs)
     return code;
 }
 
-static void maybe_detach(conc__hub_t *h);
+/* Back to plain OS-thread parking once nothing green is left: a thread
+ * that ran green threads once does not keep paying for the hub. Only
+ * while main runs (none of its waiters is outstanding). Inline: a join of
+ * the last green thread (spawn + join) comes here every time. */
+static inline void maybe_detach(conc__hub_t *h)
+{
+    if ((h->nalive | h->nheap | h->nfdwait | h->nacq) == 0 && !h->ready_head && !h->dead &&
+        !inbox_pending(h) && h->main.ctx && !h->main.interrupt) {
+        /* Detached, a conc_close would not reach the hub: forget every fd
+         * now, or a reused fd number would look watched already. */
+        if (__builtin_expect(h->nwatched != 0, 0)) /* (nacq is 0 here) */
+            conc__hub_io_detach(h);
+        h->main.ctx->ops = NULL;
+        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
+    }
+}
 
 static int green_park(conc__waiter_t *w, int64_t deadline)
 {
@@ -670,22 +685,6 @@ void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind)
     gs->heap_idx = SIZE_MAX;
 }
 
-/* Back to plain OS-thread parking once nothing green is left: a thread
- * that ran green threads once does not keep paying for the hub. Only
- * while main runs (none of its waiters is outstanding). */
-static void maybe_detach(conc__hub_t *h)
-{
-    if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && h->nacq == 0 && !h->ready_head &&
-        !inbox_pending(h) && !h->dead && h->main.ctx && !h->main.interrupt) {
-        /* Detached, a conc_close would not reach the hub: forget every fd
-         * now, or a reused fd number would look watched already. */
-        if (h->nwatched) /* (nacq is 0 here) */
-            conc__hub_io_detach(h);
-        h->main.ctx->ops = NULL;
-        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
-    }
-}
-
 static void hub_thread_exit(void *p)
 {
     conc__hub_t *h = p;
@@ -830,15 +829,8 @@ conc__hub_t *conc__hub_get(void)
     conc__hub_t *h = conc__tl_hub;
     if (!h && !(h = hub_ensure(ctx)))
         return NULL;
-    if (ctx->ops == NULL) {
-        /* (re)attach: this thread's context now parks through the hub */
-        h->main.ctx = ctx;
-        h->loop.ctx = ctx;
-        /* published with release: another thread's dump or deadlock
-         * check that reads it (acquire) sees the hub's record made */
-        __atomic_store_n(&ctx->green, (void *)&h->main, __ATOMIC_RELEASE);
-        ctx->ops = &conc__green_ops;
-    }
+    if (ctx->ops == NULL)
+        conc__hub_attach(h, ctx); /* this thread's context now parks through the hub */
     return h;
 }
 

@@ -164,6 +164,18 @@ typedef struct conc__hub {
 /* The calling OS thread's hub, or NULL. */
 extern __thread conc__hub_t *conc__tl_hub __attribute__((tls_model("initial-exec")));
 conc__hub_t *conc__hub_get(void); /* create on first use; NULL if out of memory */
+extern const struct conc__park_ops conc__green_ops;
+/* (Re)attach the hub's OS thread's own context ctx (conc__hub_get; a
+ * spawn after maybe_detach): it parks through the hub from now on. */
+static inline void conc__hub_attach(conc__hub_t *h, conc__ctx_t *ctx)
+{
+    h->main.ctx = ctx;
+    h->loop.ctx = ctx;
+    /* published with release: another thread's dump or deadlock check
+     * that reads it (acquire) sees the hub's record made */
+    __atomic_store_n(&ctx->green, (void *)&h->main, __ATOMIC_RELEASE);
+    ctx->ops = &conc__green_ops;
+}
 
 /* Scheduling (hub.c). All on the hub's own thread. */
 /* Append gs to the ready queue. Inline: it is on every yield and wakeup. */
