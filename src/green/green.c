@@ -400,7 +400,7 @@ static void run_link(conc_green_t *g, void (*cb)(conc_green_t *g, void *arg), vo
  * conc_green_join pushes with conc__waitq_push and no guard. */
 
 /* Wake every joiner of g, in join order (on g's hub). */
-static void wake_joiners(conc__hub_t *h, conc_green_t *g)
+static __attribute__((noinline)) void wake_joiners(conc__hub_t *h, conc_green_t *g)
 {
     conc__waiter_t *w = g->joinq.head;
     g->joinq.head = g->joinq.tail = NULL;
@@ -423,40 +423,11 @@ static void wake_joiners(conc__hub_t *h, conc_green_t *g)
     }
 }
 
-/* Mark g ended and tell everyone: joiners, links, its pool. */
-static void end_green(conc_green_t *g)
+/* end_green's links closed while a link or unlink from another thread is
+ * under way: against it, with a CAS. Returns the links to run. */
+static __attribute__((noinline)) conc__link_t *close_links_slow(conc_green_t *g, conc__link_t *list)
 {
-    conc__hub_t *h = g->gs.hub;
-    if (conc__obs_on(CONC__OBS_TRACE))
-        conc__trace_end(&g->ctx);
-    h->nalive--;
-    conc__hub_all_wlock(h);
-    if (g->all_prev)
-        g->all_prev->all_next = g->all_next;
-    else
-        h->all = g->all_next;
-    if (g->all_next)
-        g->all_next->all_prev = g->all_prev;
-    conc__hub_all_wunlock(h);
-    if (g->ctx.lockdep)
-        conc__lockdep_ctx_exit(&g->ctx);
-    atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
-    /* Other OS threads that link, unlink or join g announce themselves,
-     * pass a heavy fence (membarrier) and then look at the status; we
-     * wrote the status, pass a light one and look at their counts: one of
-     * the two sees the other (core/fence.h). No link or unlink from
-     * another thread under way: nobody else touches the links now (one
-     * that comes later sees DEAD and keeps off), so they close with
-     * plain stores; else with a CAS against them. A remote joiner that
-     * began gets the `done` event. */
-    conc__fence_light();
-    bool foreign = atomic_load_explicit(&g->foreign_links, memory_order_acquire) != 0;
-    bool remote = atomic_load_explicit(&g->remote_joins, memory_order_relaxed) != 0;
-    conc__link_t *list = atomic_load_explicit(&g->links, memory_order_acquire);
-    if (!foreign && list != CONC__LINKS_BUSY)
-        atomic_store_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_release);
-    else
-        for (;;) {
+    for (;;) {
         if (__builtin_expect(list == CONC__LINKS_BUSY, 0)) { /* an unlink edits it: it puts it back */
             sched_yield();
             list = atomic_load_explicit(&g->links, memory_order_acquire);
@@ -464,8 +435,15 @@ static void end_green(conc_green_t *g)
         }
         if (atomic_compare_exchange_weak_explicit(&g->links, &list, CONC__LINKS_CLOSED, memory_order_acq_rel,
                                                   memory_order_acquire))
-            break;
+            return list;
     }
+}
+
+/* end_green's tail when g is in a pool, has links or a remote joiner:
+ * the pool, the joiners, `done`, then the links, in that order. */
+static __attribute__((noinline)) void end_tell_slow(conc__hub_t *h, conc_green_t *g, conc__link_t *list,
+                                                    bool remote)
+{
     if (g->pool)
         conc__green_pool_member_done(g);
     if (!conc__waitq_empty(&g->joinq))
@@ -487,12 +465,87 @@ static void end_green(conc_green_t *g)
     }
 }
 
+static __attribute__((noinline)) void end_trace(conc_green_t *g)
+{
+    conc__trace_end(&g->ctx);
+}
+
+/* wake_joiners for the usual joiner: alone, untraced. */
+static inline __attribute__((always_inline)) void wake_one_joiner(conc__hub_t *h, conc_green_t *g)
+{
+    conc__waiter_t *w = g->joinq.head;
+    if (__builtin_expect(w->next != NULL || conc__obs_on(CONC__OBS_TRACE), 0)) {
+        wake_joiners(h, g);
+        return;
+    }
+    g->joinq.head = g->joinq.tail = NULL;
+    w->queued = 0;
+    w->prev = NULL;
+    uint32_t old = conc__load(&w->state, RLX); /* green_unpark on its own hub (see wake_joiners) */
+    conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, RLX);
+    if (old == CONC__W_SLEEPING)
+        conc__hub_ready(h, w->ctx->green);
+}
+
+/* Mark g ended and tell everyone: joiners, links, its pool. Inline in
+ * conc__green_run (every green thread's end); the rare parts out of line. */
+static inline __attribute__((always_inline)) void end_green_inline(conc_green_t *g)
+{
+    conc__hub_t *h = g->gs.hub;
+    if (conc__obs_on(CONC__OBS_TRACE))
+        end_trace(g);
+    h->nalive--;
+    if (__builtin_expect(g->ctx.lockdep != NULL, 0))
+        conc__lockdep_ctx_exit(&g->ctx);
+    /* One light fence for two asymmetric guards (core/fence.h): after it
+     * we look at h->all's readers (conc__hub_all_wlock: we announced
+     * ourselves in all_wbusy), and at the other OS threads that link,
+     * unlink or join g — they announce themselves, pass a heavy fence
+     * (membarrier) and then look at the status; we wrote the status, pass
+     * the light one and look at their counts: one of the two sees the
+     * other. (A reader of h->all may see g DEAD there a moment before it
+     * leaves the list: it only ever reads the record.) No link or unlink
+     * from another thread under way: nobody else touches the links now
+     * (one that comes later sees DEAD and keeps off), so they close with
+     * plain stores; else with a CAS against them. A remote joiner that
+     * began gets the `done` event. */
+    atomic_store_explicit(&g->status, G_DEAD, memory_order_release);
+    conc__store(&h->all_wbusy, 1u, RLX);
+    conc__fence_light();
+    if (__builtin_expect(conc__load(&h->all_guard, ACQ) != 0, 0))
+        conc__hub_all_wlock_slow(h);
+    conc_green_t *prev = g->all_prev, *next = g->all_next;
+    if (prev)
+        prev->all_next = next;
+    else
+        h->all = next;
+    if (next)
+        next->all_prev = prev;
+    conc__hub_all_wunlock(h);
+    bool foreign = atomic_load_explicit(&g->foreign_links, memory_order_acquire) != 0;
+    bool remote = atomic_load_explicit(&g->remote_joins, memory_order_relaxed) != 0;
+    conc__link_t *list = atomic_load_explicit(&g->links, memory_order_acquire);
+    if (__builtin_expect(!foreign && list != CONC__LINKS_BUSY, 1))
+        atomic_store_explicit(&g->links, CONC__LINKS_CLOSED, memory_order_release);
+    else
+        list = close_links_slow(g, list);
+    if (__builtin_expect(g->pool || list || remote, 0))
+        end_tell_slow(h, g, list, remote);
+    else if (!conc__waitq_empty(&g->joinq))
+        wake_one_joiner(h, g);
+}
+
+static void end_green(conc_green_t *g)
+{
+    end_green_inline(g);
+}
+
 /* Run g's function and end it; the caller then retires the stack. */
 void conc__green_run(conc_green_t *g);
 void conc__green_run(conc_green_t *g)
 {
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
-    if (g->start_dl && !g->killed) { /* start_later: wait out the delay (a kill ends it unrun) */
+    if (__builtin_expect(g->start_dl != 0, 0) && !g->killed) { /* start_later: wait out the delay (a kill ends it unrun) */
         conc__waiter_t w;
         conc__waiter_init(&w);
         w.spun = 1;
@@ -513,7 +566,7 @@ void conc__green_run(conc_green_t *g)
         g->killed = true;
     if (g->ctx.locals)
         conc__locals_ctx_exit(&g->ctx); /* destructors run on g, before joiners wake */
-    end_green(g);
+    end_green_inline(g);
     g->gs.hub->dead = g; /* its alive reference goes once we are off this stack */
 }
 

@@ -461,7 +461,11 @@ int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
     gs->last_intr = 0;
     conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
     gs->parked_w = w;
-    conc__hub_schedule(h, gs);
+    /* conc__hub_schedule, inline (gs runs: it is not the ready queue's) */
+    conc__gs_t *to;
+    if (loop_turn(h) || !(to = pop_ready(h)))
+        to = &h->loop;
+    switch_to(h, gs, to);
     gs->parked_w = NULL;
     if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED) {
         if (gs->kind == GS_MAIN)
@@ -670,7 +674,13 @@ void conc__green_entry(void *arg)
     conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
     for (;;) {
         conc__green_run(g);
-        conc__hub_retire(g->gs.hub, &g->gs);
+        /* conc__hub_retire, inline: the switch's registers are saved
+         * once per stack, at this loop's entry, not once per green thread */
+        h = gs->hub;
+        conc__gs_t *to = pop_ready(h);
+        if (!to)
+            to = &h->loop;
+        switch_to(h, gs, to);
     }
 }
 
