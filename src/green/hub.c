@@ -74,12 +74,17 @@ static pthread_once_t hub_once = PTHREAD_ONCE_INIT;
 
 /* ------------------------------------------------------------ switching */
 
-static void after_switch(conc__hub_t *h)
+static inline void after_switch(conc__hub_t *h)
 {
     conc_green_t *d = h->dead;
     if (d) {
         h->dead = NULL;
-        conc__green_off_stack(h, d); /* its "alive" reference: off its stack now */
+        /* its "alive" reference: off its stack now. The usual case of
+         * conc__green_off_stack inline: nothing pending, its handle held */
+        if (__builtin_expect(!h->dead_pending && atomic_load_explicit(&d->refs, memory_order_acquire) != 1, 1))
+            h->dead_pending = d;
+        else
+            conc__green_off_stack(h, d);
     }
 }
 
