@@ -1023,7 +1023,7 @@ static conc__ctx_t *green_os(conc__ctx_t *c)
     conc__hub_t *h = gs ? gs->hub : NULL;
     if (!h)
         return NULL;
-    return h->main.ctx ? h->main.ctx : h->loop.ctx;
+    return h->main.ctx ? h->main.ctx : h->os_ctx;
 }
 
 __attribute__((constructor)) static void green_walk_init(void)
