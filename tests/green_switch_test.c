@@ -681,7 +681,8 @@ Test(green_recycle, killed_failed_linked_then_reused, .timeout = TU_TIMEOUT)
     recycle_check_clean("after a failure");
     /* ended with a link not yet run when it was made, and one unlinked */
     atomic_int n = 0;
-    cr_assert_eq(conc_go(&g, recycle_probe, &(int){0}), 0);
+    int probe_rc = -1;
+    cr_assert_eq(conc_go(&g, recycle_probe, &probe_rc), 0);
     cr_assert_eq(conc_green_link(g, recycle_count_cb, &n), 0);
     cr_assert_eq(conc_green_link(g, recycle_count_cb, PTR(0)), 0);
     cr_assert_eq(conc_green_unlink(g, recycle_count_cb, PTR(0)), 1);
@@ -775,7 +776,8 @@ Test(green_join_local, target_killed_while_joined, .timeout = TU_TIMEOUT)
 Test(green_join_local, joined_by_three_one_times_out, .timeout = TU_TIMEOUT)
 {
     conc_green_t *t, *a, *b, *c;
-    cr_assert_eq(conc_go(&t, recycle_probe, &(int){0}), 0);
+    int probe_rc = -1;
+    cr_assert_eq(conc_go(&t, recycle_probe, &probe_rc), 0);
     joiner_t ja = {.target = t, .timeout = CONC_FOREVER}, jb = {.target = t, .timeout = CONC_FOREVER};
     joiner_t jc = {.target = t, .timeout = 0.0005};
     cr_assert_eq(conc_go(&a, join_it, &ja), 0);
