@@ -35,7 +35,6 @@
 #endif
 
 
-void conc__hub_retire(conc__hub_t *h, conc__gs_t *from);
 void conc__green_pool_member_done(conc_green_t *g);
 
 static _Atomic unsigned long green_ids;

@@ -270,18 +270,6 @@ int conc_yield(void)
     return code;
 }
 
-/* The running green thread ended: switch away. Its stack stays suspended
- * here, in conc__green_entry's loop, until a new green thread reuses the
- * stack and switches to it (so stacks are never unwound or re-entered:
- * sanitizers see every frame return). */
-void conc__hub_retire(conc__hub_t *h, conc__gs_t *from)
-{
-    conc__gs_t *to = pop_ready(h);
-    if (!to)
-        to = &h->loop;
-    do_switch(h, from, to);
-}
-
 /* ---------------------------------------------------------------- timers */
 
 static void heap_swap(conc__hub_t *h, size_t a, size_t b)
@@ -715,8 +703,11 @@ void conc__green_entry(void *arg)
     conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
     for (;;) {
         conc__green_run(g);
-        /* conc__hub_retire, inline: the switch's registers are saved
-         * once per stack, at this loop's entry, not once per green thread */
+        /* Ended: switch away. The stack stays suspended here until a new
+         * green thread reuses it and switches to it (so stacks are never
+         * unwound or re-entered: sanitizers see every frame return). The
+         * switch is inline: its registers are saved once per stack, at
+         * this loop's entry, and every call on this stack keeps its ret. */
         h = gs->hub;
         conc__gs_t *to = pop_ready(h);
         if (!to)
