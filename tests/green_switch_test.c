@@ -580,10 +580,12 @@ Test(green_switch, dump_among_switches, .timeout = TU_TIMEOUT)
  * BlockingSwitchOutError), and everything goes on. */
 static struct {
     atomic_int ran, armed;
-    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_join_forever, rc_fd;
+    int kind, rc_yield, rc_sleep0, rc_sleep, rc_event, rc_join, rc_join_forever, rc_fd, rc_queue;
     int fds[2];
+    bool cur_null;
     conc_green_t *target;
     conc_event_t ev;
+    conc_queue_t *q;
 } inloop;
 
 static void inloop_handler(int sig)
@@ -597,6 +599,9 @@ static void inloop_handler(int sig)
     inloop.rc_join = conc_green_join(inloop.target, 0.01);
     inloop.rc_join_forever = conc_green_join(inloop.target, CONC_FOREVER); /* the hub-local join */
     inloop.rc_fd = conc_wait_read(inloop.fds[0], 0.01);
+    void *item = NULL;
+    inloop.rc_queue = conc_queue_get(inloop.q, &item, true, CONC_FOREVER); /* the presleep path */
+    inloop.cur_null = conc_green_current() == NULL; /* the loop is no green thread */
     atomic_store(&inloop.ran, 1);
 }
 
@@ -623,6 +628,7 @@ Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
     memset(&inloop, 0, sizeof inloop);
     cr_assert_eq(conc_event_init(&inloop.ev), 0);
     cr_assert_eq(pipe(inloop.fds), 0);
+    cr_assert_eq(conc_queue_new(&inloop.q, CONC_FIFO, 2), 0);
     struct sigaction sa = {0}, old;
     sa.sa_handler = inloop_handler;
     sigemptyset(&sa.sa_mask);
@@ -645,6 +651,9 @@ Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
     cr_expect_eq(inloop.rc_join, CONC_EPERM);
     cr_expect_eq(inloop.rc_join_forever, CONC_EPERM);
     cr_expect_eq(inloop.rc_fd, CONC_EPERM);
+    cr_expect_eq(inloop.rc_queue, CONC_EPERM);
+    cr_expect(inloop.cur_null);
+    cr_expect_neq(conc_context_kind(), CONC_CTX_HUB); /* back on main (the hub detached once idle) */
     conc_green_free(g);
     /* the main context still works: a green thread, a yield, a sleep */
     cr_assert_eq(conc_go(&g, inloop_sleeper, NULL), 0);
@@ -653,4 +662,305 @@ Test(green_loop, blocking_call_from_loop_is_eperm, .timeout = TU_TIMEOUT)
     conc_green_free(g);
     close(inloop.fds[0]);
     close(inloop.fds[1]);
+    /* the queue works for main after the refusals (no waiter left behind) */
+    cr_assert_eq(conc_queue_put(inloop.q, PTR(7), true, 1.0), 0);
+    void *item = NULL;
+    cr_assert_eq(conc_queue_get(inloop.q, &item, true, 1.0), 0);
+    cr_assert_eq(INT(item), 7);
+    conc_queue_free(inloop.q, NULL);
+}
+
+/* ------------------------- recycled green thread records (spawn + join) */
+
+/* An ended green thread's record stays on its stack for the hub's next
+ * spawn (green.c: fresh_record sets once what every end leaves right;
+ * conc_go resets only what a run may change). Whatever the last green
+ * thread on a record did — killed, failed, linked, joined from another OS
+ * thread, left a Timeout scope open, asked for its thread record — the
+ * next one starts clean. Spawned one after the other, each reuses the
+ * record the last one left. */
+
+static void *recycle_sleep(void *arg)
+{
+    (void)arg;
+    return PTR(conc_sleep(10.0));
+}
+
+static void *recycle_fail(void *arg)
+{
+    (void)arg;
+    return conc_fail(CONC_EINVAL, "failed on purpose");
+}
+
+static void *recycle_leak_scope(void *arg)
+{
+    (void)arg;
+    conc_timeout_begin(0.001); /* never ended: the record must not keep it */
+    return NULL;
+}
+
+static void *recycle_probe(void *arg)
+{
+    /* a clean record: not interrupted, no scope, a sleep that sleeps */
+    int *rc = arg;
+    *rc = conc_sleep(0.002);
+    return PTR(0x600d);
+}
+
+static void *count_ran(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return NULL;
+}
+
+static void *sleep_for(void *arg)
+{
+    return PTR(conc_sleep(*(double *)arg));
+}
+
+static void recycle_count_cb(conc_green_t *g, void *arg)
+{
+    (void)g;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void *recycle_join_from_thread(void *arg)
+{
+    return PTR(conc_green_join((conc_green_t *)arg, 10.0));
+}
+
+/* Spawn and check a probe: it must run as a new green thread would. */
+static void recycle_check_clean(const char *after)
+{
+    int rc = -1;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, recycle_probe, &rc), 0);
+    cr_expect(!conc_green_has_links(g), "%s: links left", after);
+    cr_expect(!conc_green_dead(g) && !conc_green_started(g), "%s", after);
+    atomic_int links = 0;
+    cr_assert_eq(conc_green_link(g, recycle_count_cb, &links), 0);
+    void *r = NULL;
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0, "%s: get", after);
+    cr_expect_eq(INT(r), 0x600d, "%s", after);
+    cr_expect_eq(rc, 0, "%s: its sleep returned %d", after, rc);
+    cr_expect(!conc_green_killed(g) && conc_green_successful(g), "%s", after);
+    cr_expect_eq(conc_green_exception(g, NULL), 0, "%s: exception left", after);
+    cr_expect_eq(atomic_load(&links), 1, "%s: its link ran %d times", after, atomic_load(&links));
+    cr_expect_eq(strncmp(conc_green_name(g), "Green-", 6), 0, "%s: name %s", after, conc_green_name(g));
+    cr_assert_eq(conc_green_free(g), 0);
+}
+
+Test(green_recycle, killed_failed_linked_then_reused, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    /* killed while it ran (parked in a sleep) */
+    cr_assert_eq(conc_go(&g, recycle_sleep, NULL), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert(conc_green_killed(g));
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a kill while running");
+    /* killed before it started */
+    cr_assert_eq(conc_go(&g, recycle_sleep, NULL), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert(conc_green_killed(g) && !conc_green_started(g));
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a kill before the start");
+    /* failed */
+    cr_assert_eq(conc_go(&g, recycle_fail, NULL), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    const char *msg = NULL;
+    cr_assert_eq(conc_green_exception(g, &msg), CONC_EINVAL);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a failure");
+    /* ended with a link not yet run when it was made, and one unlinked */
+    atomic_int n = 0;
+    int probe_rc = -1;
+    cr_assert_eq(conc_go(&g, recycle_probe, &probe_rc), 0);
+    cr_assert_eq(conc_green_link(g, recycle_count_cb, &n), 0);
+    cr_assert_eq(conc_green_link(g, recycle_count_cb, PTR(0)), 0);
+    cr_assert_eq(conc_green_unlink(g, recycle_count_cb, PTR(0)), 1);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    cr_assert_eq(atomic_load(&n), 1);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after links");
+    /* a Timeout scope left open */
+    cr_assert_eq(conc_go(&g, recycle_leak_scope, NULL), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a leaked Timeout scope");
+    /* joined from another OS thread (its `done` event used) */
+    cr_assert_eq(conc_go(&g, recycle_sleep, NULL), 0);
+    cr_assert_eq(conc_yield(), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, recycle_join_from_thread, g), 0);
+    tu_sleep(0.02);
+    cr_assert_eq(conc_green_kill(g, false, 0), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0); /* the hub runs: the kill lands */
+    void *jr = PTR(1);
+    pthread_join(th, &jr);
+    cr_assert_eq(INT(jr), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a remote join");
+    /* and again joined remotely, on the record that had a remote joiner */
+    cr_assert_eq(conc_go(&g, recycle_sleep, NULL), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(pthread_create(&th, NULL, recycle_join_from_thread, g), 0);
+    tu_sleep(0.02);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    pthread_join(th, &jr);
+    cr_assert_eq(INT(jr), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a second remote join");
+}
+
+/* A detached green thread's record comes back at its end; one whose
+ * handle was freed before it ended comes back when it ends. */
+Test(green_recycle, detached_and_freed_early, .timeout = TU_TIMEOUT)
+{
+    atomic_int n = 0;
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(conc_go(NULL, count_ran, &n), 0);
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, count_ran, &n), 0);
+        cr_assert_eq(conc_green_free(g), 0); /* before it ran */
+        cr_assert_eq(conc_yield(), 0);
+    }
+    cr_assert_eq(conc_sleep(0.001), 0);
+    cr_assert_eq(atomic_load(&n), 100);
+    recycle_check_clean("after detached ones");
+}
+
+/* ------------------------------ the hub-local join and its wake-ups */
+
+typedef struct {
+    conc_green_t *target;
+    double timeout;
+    atomic_int rc, done;
+} joiner_t;
+
+static void *join_it(void *arg)
+{
+    joiner_t *j = arg;
+    atomic_store(&j->rc, conc_green_join(j->target, j->timeout));
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+static void *kill_it(void *arg)
+{
+    return PTR(conc_green_kill((conc_green_t *)arg, false, 0));
+}
+
+/* The target is killed by a third green thread while main joins it. */
+Test(green_join_local, target_killed_while_joined, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *t, *k;
+    cr_assert_eq(conc_go(&t, recycle_sleep, NULL), 0);
+    cr_assert_eq(conc_go(&k, kill_it, t), 0); /* runs after t parked */
+    cr_assert_eq(conc_green_join(t, CONC_FOREVER), 0);
+    cr_assert(conc_green_killed(t));
+    cr_assert_eq(INT(result_of(k)), 0);
+    conc_green_free(k);
+    conc_green_free(t);
+}
+
+/* Two green threads and main join one target: all woken, in join order,
+ * by its end; a joiner that times out leaves the list clean. */
+Test(green_join_local, joined_by_three_one_times_out, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *t, *a, *b, *c;
+    int probe_rc = -1;
+    cr_assert_eq(conc_go(&t, recycle_probe, &probe_rc), 0);
+    joiner_t ja = {.target = t, .timeout = CONC_FOREVER}, jb = {.target = t, .timeout = CONC_FOREVER};
+    joiner_t jc = {.target = t, .timeout = 0.0005};
+    cr_assert_eq(conc_go(&a, join_it, &ja), 0);
+    cr_assert_eq(conc_go(&c, join_it, &jc), 0);
+    cr_assert_eq(conc_go(&b, join_it, &jb), 0);
+    cr_assert_eq(conc_green_join(t, CONC_FOREVER), 0);
+    cr_assert_eq(conc_green_join(a, 5.0), 0);
+    cr_assert_eq(conc_green_join(b, 5.0), 0);
+    cr_assert_eq(conc_green_join(c, 5.0), 0);
+    cr_expect_eq(atomic_load(&ja.rc), 0);
+    cr_expect_eq(atomic_load(&jb.rc), 0);
+    cr_expect(atomic_load(&jc.rc) == CONC_ETIMEDOUT || atomic_load(&jc.rc) == 0);
+    conc_green_free(a);
+    conc_green_free(b);
+    conc_green_free(c);
+    conc_green_free(t);
+}
+
+/* A joiner killed while it waits leaves the target's list (its waiter was
+ * on its own stack); the target's end later wakes nobody stale. */
+Test(green_join_local, joiner_killed_target_runs_on, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *t, *j;
+    double secs = 0.05;
+    cr_assert_eq(conc_go(&t, sleep_for, &secs), 0);
+    joiner_t jj = {.target = t, .timeout = CONC_FOREVER};
+    cr_assert_eq(conc_go(&j, join_it, &jj), 0);
+    cr_assert_eq(conc_yield(), 0); /* both parked */
+    cr_assert_eq(conc_green_kill(j, true, 5.0), 0);
+    cr_assert_eq(atomic_load(&jj.rc), CONC_EKILLED);
+    conc_green_free(j);
+    /* the joiner's record is reused while t still sleeps */
+    recycle_check_clean("after a killed joiner");
+    cr_assert_eq(conc_green_join(t, 5.0), 0);
+    cr_assert(!conc_green_killed(t));
+    conc_green_free(t);
+}
+
+/* A dump (another OS thread walking the hub's list of live green threads)
+ * while records end, go back to the hub and come out again as new green
+ * threads, over and over. */
+static atomic_int dump_stop;
+
+static void *dump_loop(void *arg)
+{
+    (void)arg;
+    FILE *f = fopen("/dev/null", "w");
+    if (!f)
+        return PTR(1);
+    long n = 0;
+    while (!atomic_load(&dump_stop) || n < 3) {
+        if (conc_dump(f) != 0) {
+            fclose(f);
+            return PTR(2);
+        }
+        n++;
+    }
+    fclose(f);
+    return NULL;
+}
+
+static void *yield_once(void *arg)
+{
+    (void)arg;
+    return PTR(conc_yield());
+}
+
+Test(green_recycle, dump_while_records_recycle, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&dump_stop, 0);
+    pthread_t th;
+    conc_green_t *warm;
+    cr_assert_eq(conc_go(&warm, yield_once, NULL), 0); /* the hub exists before the dumper looks */
+    cr_assert_eq(conc_green_join(warm, 5.0), 0);
+    conc_green_free(warm);
+    cr_assert_eq(pthread_create(&th, NULL, dump_loop, NULL), 0);
+    long rounds = tu_iters(20000);
+    double end = tu_now() + (TU_SANITIZED ? 3.0 : 1.0);
+    for (long i = 0; i < rounds && tu_now() < end; i++) {
+        conc_green_t *g[3];
+        for (int k = 0; k < 3; k++)
+            cr_assert_eq(conc_go(&g[k], yield_once, NULL), 0);
+        for (int k = 0; k < 3; k++) {
+            cr_assert_eq(conc_green_join(g[k], CONC_FOREVER), 0);
+            conc_green_free(g[k]);
+        }
+    }
+    atomic_store(&dump_stop, 1);
+    void *r = PTR(9);
+    pthread_join(th, &r);
+    cr_assert_null(r, "conc_dump failed (%d)", INT(r));
 }

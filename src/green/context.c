@@ -3,8 +3,8 @@
  * is, read from the thread-local current context without creating one (a
  * thread that never used conc is a plain OS thread). Interposers
  * (libconc_patch.so) call it on every intercepted libc call, so it is one
- * TLS load and two compares (two more loads for an OS thread's own context, whose
- * ctx->green is main's also while the loop runs).
+ * TLS load, two compares and a table look-up by the scheduling record's kind
+ * (the hub's loop runs on a context of its own: green/internal.h).
  */
 #include "green/internal.h"
 
@@ -13,10 +13,7 @@ int conc_context_kind(void)
     conc__ctx_t *ctx = conc__cur;
     if (!ctx || !ctx->green)
         return CONC_CTX_THREAD;
-    conc__gs_t *gs = ctx->green;
-    if (gs->kind == GS_GREEN)
-        return CONC_CTX_GREEN;
-    /* the loop runs on the OS thread's own context: ctx->green is main's */
-    conc__hub_t *h = gs->hub;
-    return __atomic_load_n(&h->cur, __ATOMIC_RELAXED) == &h->loop ? CONC_CTX_HUB : CONC_CTX_MAIN;
+    /* the loop has a context of its own (green/internal.h) */
+    static const int kinds[] = {[GS_MAIN] = CONC_CTX_MAIN, [GS_GREEN] = CONC_CTX_GREEN, [GS_LOOP] = CONC_CTX_HUB};
+    return kinds[((conc__gs_t *)ctx->green)->kind];
 }

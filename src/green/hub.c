@@ -74,12 +74,17 @@ static pthread_once_t hub_once = PTHREAD_ONCE_INIT;
 
 /* ------------------------------------------------------------ switching */
 
-static void after_switch(conc__hub_t *h)
+static inline void after_switch(conc__hub_t *h)
 {
     conc_green_t *d = h->dead;
     if (d) {
         h->dead = NULL;
-        conc__green_off_stack(h, d); /* its "alive" reference: off its stack now */
+        /* its "alive" reference: off its stack now. The usual case of
+         * conc__green_off_stack inline: nothing pending, its handle held */
+        if (__builtin_expect(!h->dead_pending && atomic_load_explicit(&d->refs, memory_order_acquire) != 1, 1))
+            h->dead_pending = d;
+        else
+            conc__green_off_stack(h, d);
     }
 }
 
@@ -106,8 +111,9 @@ static void asan_finish(conc__gs_t *self)
  * the resumed side has only the retired stack to release. */
 static inline __attribute__((always_inline)) void switch_to(conc__hub_t *h, conc__gs_t *from, conc__gs_t *to)
 {
-    if (conc__obs_on(CONC__OBS_TRACE | CONC__OBS_STATS))
-        conc__obs_switch_inline(from->ctx, from->kind == GS_LOOP, to->ctx, to->kind == GS_LOOP);
+    if (conc__obs_on(CONC__OBS_TRACE | CONC__OBS_STATS)) /* the loop's track is its OS thread's */
+        conc__obs_switch_inline(from->kind == GS_LOOP ? h->os_ctx : from->ctx, from->kind == GS_LOOP,
+                                to->kind == GS_LOOP ? h->os_ctx : to->ctx, to->kind == GS_LOOP);
     h->cur = to;
     conc__cur = to->ctx;
 #ifdef CONC__ASAN
@@ -188,9 +194,7 @@ void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
 
 int conc__hub_yield(conc__gs_t *gs)
 {
-    conc__hub_t *h = gs->hub;
-    if (__builtin_expect(h->cur != gs, 0))
-        return CONC_EPERM; /* from the loop context */
+    conc__hub_t *h = gs->hub; /* gs runs (not the loop: yield_slow refused it) */
     conc__hub_ready(h, gs);
     conc__hub_schedule(h, gs);
     int code = gs->interrupt;
@@ -209,9 +213,9 @@ static __attribute__((noinline, cold)) int yield_slow(conc__ctx_t *ctx)
         sched_yield();
         return 0;
     }
+    if (ctx->ops != &conc__green_ops)
+        return CONC_EPERM; /* the loop context (conc__loop_ops): it must not switch */
     conc__gs_t *gs = ctx->green;
-    if (gs->hub->cur != gs)
-        return CONC_EPERM; /* the loop context (it runs on main's ctx): it must not switch */
     if (gs->interrupt != 0) {
         int code = gs->interrupt;
         gs->interrupt = 0;
@@ -237,8 +241,9 @@ int conc_yield(void)
         return yield_slow(ctx);
     conc__hub_t *h = gs->hub;
     conc__gs_t *to = h->ready_head;
-    /* h->cur != gs: the loop context, which runs on main's ctx */
-    if (__builtin_expect(gs->interrupt != 0 || !to || h->cur != gs, 0))
+    /* the loop context has a standing interruption (CONC__LOOP_REFUSES):
+     * yield_slow refuses it */
+    if (__builtin_expect(gs->interrupt != 0 || !to, 0))
         return yield_slow(ctx);
     if (__builtin_expect(loop_turn(h), 0)) {
         h->turns = 0; /* conc__hub_schedule takes the turn */
@@ -263,18 +268,6 @@ int conc_yield(void)
     if (__builtin_expect(code != 0, 0))
         gs->interrupt = 0;
     return code;
-}
-
-/* The running green thread ended: switch away. Its stack stays suspended
- * here, in conc__green_entry's loop, until a new green thread reuses the
- * stack and switches to it (so stacks are never unwound or re-entered:
- * sanitizers see every frame return). */
-void conc__hub_retire(conc__hub_t *h, conc__gs_t *from)
-{
-    conc__gs_t *to = pop_ready(h);
-    if (!to)
-        to = &h->loop;
-    do_switch(h, from, to);
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -374,7 +367,22 @@ static int take_interrupt(conc__gs_t *gs)
     return code;
 }
 
-static void maybe_detach(conc__hub_t *h);
+/* Back to plain OS-thread parking once nothing green is left: a thread
+ * that ran green threads once does not keep paying for the hub. Only
+ * while main runs (none of its waiters is outstanding). Inline: a join of
+ * the last green thread (spawn + join) comes here every time. */
+static inline void maybe_detach(conc__hub_t *h)
+{
+    if ((h->nalive | h->nheap | h->nfdwait | h->nacq) == 0 && !h->ready_head && !h->dead &&
+        !inbox_pending(h) && h->main.ctx && !h->main.interrupt) {
+        /* Detached, a conc_close would not reach the hub: forget every fd
+         * now, or a reused fd number would look watched already. */
+        if (__builtin_expect(h->nwatched != 0, 0)) /* (nacq is 0 here) */
+            conc__hub_io_detach(h);
+        h->main.ctx->ops = NULL;
+        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
+    }
+}
 
 static int green_park(conc__waiter_t *w, int64_t deadline)
 {
@@ -391,8 +399,6 @@ static int green_park(conc__waiter_t *w, int64_t deadline)
     uint32_t s = conc__load(&w->state, ACQ);
     if (s == CONC__W_NOTIFIED)
         return 0;
-    if (__builtin_expect(h->cur != gs, 0))
-        return CONC_EPERM; /* the loop context (on main's ctx) must not block: w stays WAITING */
     if (s != CONC__W_WAITING) {
         /* Settling after a cut-short park: the unpark is imminent (its
          * waker is on another thread, or already done). Let others run. */
@@ -440,13 +446,15 @@ asleep:
  * nointr, no observation that wraps parks. */
 int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
 {
-    conc__hub_t *h = gs->hub;
-    if (__builtin_expect(h->cur != gs, 0))
-        return CONC_EPERM; /* the loop context must not block (w stays queued: the caller removes it) */
+    conc__hub_t *h = gs->hub; /* gs runs: the loop context (its standing interruption) parks through conc__park */
     gs->last_intr = 0;
     conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);
     gs->parked_w = w;
-    conc__hub_schedule(h, gs);
+    /* conc__hub_schedule, inline (gs runs: it is not the ready queue's) */
+    conc__gs_t *to;
+    if (loop_turn(h) || !(to = pop_ready(h)))
+        to = &h->loop;
+    switch_to(h, gs, to);
     gs->parked_w = NULL;
     if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED) {
         if (gs->kind == GS_MAIN)
@@ -531,6 +539,46 @@ const conc__park_ops_t conc__green_ops = {
     .fd_maybe_ready = conc__green_fd_maybe_ready,
     .fd_short = conc__green_fd_short,
     .fd_op = conc__green_fd_op,
+};
+
+/* The loop context's park ops: it must never block or switch away (it is
+ * what runs everything else), so every park and fd wait reached from it —
+ * code it runs itself, e.g. a signal handler that lands while it polls —
+ * returns CONC_EPERM at once and changes nothing (a waiter already
+ * notified is simply done: conc__park_settle). Closing an fd still tells
+ * the hub. */
+static int loop_park(conc__waiter_t *w, int64_t deadline)
+{
+    (void)deadline;
+    return conc__load(&w->state, ACQ) == CONC__W_NOTIFIED ? 0 : CONC_EPERM;
+}
+
+static void loop_unpark(conc__waiter_t *w)
+{
+    conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, REL); /* it never sleeps */
+}
+
+static int loop_fd_wait(int fd, int events, int64_t deadline)
+{
+    (void)fd, (void)events, (void)deadline;
+    return CONC_EPERM;
+}
+
+static ssize_t loop_fd_op(const struct conc__fdop *d, int64_t deadline)
+{
+    (void)d, (void)deadline;
+    return CONC_EPERM;
+}
+
+const conc__park_ops_t conc__loop_ops = {
+    .park = loop_park,
+    .unpark = loop_unpark,
+    .kind = "hub",
+    .fd_wait = loop_fd_wait,
+    .fd_forget = conc__green_fd_forget,
+    .fd_maybe_ready = conc__green_fd_maybe_ready,
+    .fd_short = conc__green_fd_short,
+    .fd_op = loop_fd_op,
 };
 
 /* ------------------------------------------------------------- the loop */
@@ -655,7 +703,16 @@ void conc__green_entry(void *arg)
     conc_green_t *g = (conc_green_t *)((char *)gs - offsetof(conc_green_t, gs));
     for (;;) {
         conc__green_run(g);
-        conc__hub_retire(g->gs.hub, &g->gs);
+        /* Ended: switch away. The stack stays suspended here until a new
+         * green thread reuses it and switches to it (so stacks are never
+         * unwound or re-entered: sanitizers see every frame return). The
+         * switch is inline: its registers are saved once per stack, at
+         * this loop's entry, and every call on this stack keeps its ret. */
+        h = gs->hub;
+        conc__gs_t *to = pop_ready(h);
+        if (!to)
+            to = &h->loop;
+        switch_to(h, gs, to);
     }
 }
 
@@ -668,22 +725,6 @@ void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind)
     gs->ctx = ctx;
     gs->kind = (uint8_t)kind;
     gs->heap_idx = SIZE_MAX;
-}
-
-/* Back to plain OS-thread parking once nothing green is left: a thread
- * that ran green threads once does not keep paying for the hub. Only
- * while main runs (none of its waiters is outstanding). */
-static void maybe_detach(conc__hub_t *h)
-{
-    if (h->nalive == 0 && h->nheap == 0 && h->nfdwait == 0 && h->nacq == 0 && !h->ready_head &&
-        !inbox_pending(h) && !h->dead && h->main.ctx && !h->main.interrupt) {
-        /* Detached, a conc_close would not reach the hub: forget every fd
-         * now, or a reused fd number would look watched already. */
-        if (h->nwatched) /* (nacq is 0 here) */
-            conc__hub_io_detach(h);
-        h->main.ctx->ops = NULL;
-        __atomic_store_n(&h->main.ctx->green, NULL, __ATOMIC_RELEASE); /* the dump reads it */
-    }
 }
 
 static void hub_thread_exit(void *p)
@@ -792,7 +833,12 @@ static conc__hub_t *hub_create(void)
         free(h);
         return NULL;
     }
-    conc__gs_init(&h->loop, h, NULL, GS_LOOP);
+    h->loop_ctx.ops = &conc__loop_ops;
+    h->loop_ctx.green = &h->loop;
+    h->loop_ctx.cut_scope = -1;
+    h->loop_ctx.serial = conc__serial_take(1);
+    conc__gs_init(&h->loop, h, &h->loop_ctx, GS_LOOP);
+    h->loop.interrupt = CONC__LOOP_REFUSES; /* standing: see internal.h */
     h->loop.stack_lo = h->loop_stack.lo;
     h->loop.stack_size = (size_t)(h->loop_stack.hi - h->loop_stack.lo);
 #ifdef CONC__TSAN
@@ -815,7 +861,7 @@ static conc__hub_t *hub_ensure(conc__ctx_t *ctx)
 #ifdef CONC__TSAN
         h->main.tsan_fiber = __tsan_get_current_fiber();
 #endif
-        h->loop.ctx = ctx;
+        h->os_ctx = ctx;
         h->cur = &h->main;
         conc__tl_hub = h;
         pthread_setspecific(hub_key, h);
@@ -830,15 +876,8 @@ conc__hub_t *conc__hub_get(void)
     conc__hub_t *h = conc__tl_hub;
     if (!h && !(h = hub_ensure(ctx)))
         return NULL;
-    if (ctx->ops == NULL) {
-        /* (re)attach: this thread's context now parks through the hub */
-        h->main.ctx = ctx;
-        h->loop.ctx = ctx;
-        /* published with release: another thread's dump or deadlock
-         * check that reads it (acquire) sees the hub's record made */
-        __atomic_store_n(&ctx->green, (void *)&h->main, __ATOMIC_RELEASE);
-        ctx->ops = &conc__green_ops;
-    }
+    if (ctx->ops == NULL)
+        conc__hub_attach(h, ctx); /* this thread's context now parks through the hub */
     return h;
 }
 

@@ -208,9 +208,7 @@ static short poll_mask(int events)
 
 int conc__green_fd_wait(int fd, int events, int64_t deadline)
 {
-    conc__hub_t *h = conc__tl_hub;
-    if (h->cur == &h->loop)
-        return CONC_EPERM; /* the loop context must not block */
+    conc__hub_t *h = conc__tl_hub; /* (the loop context's fd waits: conc__loop_ops) */
     conc__fdent_t *e = fdent(h, fd);
     if (!e)
         return CONC_ENOMEM;

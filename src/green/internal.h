@@ -125,8 +125,9 @@ typedef struct conc__hub {
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
     int turns;                       /* switches left before the loop's fairness turn */
     conc__gs_t main;                 /* the OS thread's own context */
-    conc__gs_t loop;                 /* the loop context */
+    conc__gs_t loop;                 /* the loop context (loop.ctx = &loop_ctx) */
     conc__stack_t loop_stack;
+    conc__ctx_t *os_ctx;             /* the OS thread's own context (main's, kept after it left) */
     conc__gs_t *_Atomic inbox;       /* remote wakeups (Treiber stack) */
     void *_Atomic kills;             /* remote kill requests (via kill_next) */
     _Atomic int sleeping;            /* in the poller's wait: wake through evfd */
@@ -159,11 +160,35 @@ typedef struct conc__hub {
     /* serials for this hub's green threads, taken from the registry's
      * counter in blocks (conc__serial_take): [serial_next, serial_end) */
     uint32_t serial_next, serial_end;
+    /* The loop context's own conc context: conc__cur while the loop runs,
+     * so the current context says "hub loop" by itself. Its ops
+     * (conc__loop_ops) refuse every park and fd wait with CONC_EPERM, and
+     * its scheduling record carries a standing interruption, CONC_EPERM
+     * (CONC__LOOP_REFUSES), that the inline fast paths which look at
+     * gs->interrupt anyway (conc_yield, the hub-local join, the queue's
+     * presleep) take to their slow side, where the refusal is decided:
+     * no check of its own on any fast path. (gevent's
+     * BlockingSwitchOutError: conc/green.h.) */
+    conc__ctx_t loop_ctx;
 } conc__hub_t;
+#define CONC__LOOP_REFUSES CONC_EPERM
+extern const struct conc__park_ops conc__loop_ops;
 
 /* The calling OS thread's hub, or NULL. */
 extern __thread conc__hub_t *conc__tl_hub __attribute__((tls_model("initial-exec")));
 conc__hub_t *conc__hub_get(void); /* create on first use; NULL if out of memory */
+extern const struct conc__park_ops conc__green_ops;
+/* (Re)attach the hub's OS thread's own context ctx (conc__hub_get; a
+ * spawn after maybe_detach): it parks through the hub from now on. */
+static inline void conc__hub_attach(conc__hub_t *h, conc__ctx_t *ctx)
+{
+    h->main.ctx = ctx;
+    h->os_ctx = ctx;
+    /* published with release: another thread's dump or deadlock check
+     * that reads it (acquire) sees the hub's record made */
+    __atomic_store_n(&ctx->green, (void *)&h->main, __ATOMIC_RELEASE);
+    ctx->ops = &conc__green_ops;
+}
 
 /* Scheduling (hub.c). All on the hub's own thread. */
 /* Append gs to the ready queue. Inline: it is on every yield and wakeup. */

@@ -22,8 +22,8 @@ static inline bool conc__park_presleep_inline(conc__waiter_t *w)
     if (!ctx->ops)
         return false;
     conc__gs_t *gs = ctx->green;
-    if ((gs->interrupt && !ctx->nointr) || gs->hub->cur != gs)
-        return false; /* the park delivers it (or the loop context's CONC_EPERM) at once */
+    if (gs->interrupt && !ctx->nointr)
+        return false; /* the park delivers it (the loop context's standing one: CONC_EPERM) at once */
     if (!ctx->nointr)
         gs->last_intr = 0;
     conc__store(&w->state, (uint32_t)CONC__W_SLEEPING, RLX);

@@ -395,12 +395,15 @@ static __attribute__((noinline)) void track_name(conc__ctx_t *c, uint32_t id, ui
 static inline uint32_t cur_track(void)
 {
     conc__ctx_t *c = conc__ctx();
+    conc__hub_t *h = conc__tl_hub;
+    bool loop = h && h->cur == &h->loop;
+    if (loop && h->os_ctx)
+        c = h->os_ctx; /* the loop runs on a context of its own: its OS thread's track */
     uint32_t id = track_id(c);
     uint32_t gen = atomic_load_explicit(CONC__A(&conc__trace_gen), memory_order_relaxed);
     if (__builtin_expect(c->trace_gen != gen, 0))
         track_name(c, id, gen);
-    conc__hub_t *h = conc__tl_hub;
-    if (h && h->cur == &h->loop)
+    if (loop)
         id |= LOOP_BIT;
     return id;
 }
