@@ -1,17 +1,50 @@
 /*
  * lock.c — threading.Lock.
  *
- * state: bit 0 LOCKED, bit 1 WAITERS (the wait list may be non-empty).
- * Acquire is one CAS when free. Otherwise: spin a little (adaptive, bounded)
- * retrying the CAS, then take the list guard, set WAITERS with a CAS that
- * also proves the lock is still held, queue a waiter and park. Release is
- * one atomic AND; only if WAITERS was set does it take the guard and
- * unpark the oldest waiter, which then competes for the lock again
- * (barging, as pthread and Python allow: no convoys). A woken waiter that
- * loses re-queues at the front. WAITERS is cleared (under the guard) when
- * the list empties, so a set bit never means "nobody to wake" for long.
- * No lost wakeup: WAITERS is set only by a CAS that sees LOCKED, so the
- * holder's release sees it.
+ * Two bytes of one word. `state` is all the fast paths touch: 0 free,
+ * LOCKED, RESERVED (free, but handed to one waiter), TRACKED (lock
+ * debugging). The inlined acquire is a CAS 0 -> LOCKED, the inlined
+ * release a CAS LOCKED -> 0 followed by a load of `ctl`; both succeed
+ * whether or not waiters sleep, so a running holder takes and drops the
+ * lock at full speed beside any number of sleepers. `ctl` holds the
+ * waiters' bits, changed only by CAS (ctl_update) and mostly under the
+ * wait list's guard:
+ *   WAITERS  the list is not empty;
+ *   CAND     one contender is "in flight": spinning on the lock, or woken
+ *            by a release and about to run. At most one at a time, so a
+ *            release wakes nobody while one is on its way (no wake storm);
+ *   HANDOFF  the list holds a waiter that asks to be handed the lock;
+ *   ACT      (WAITERS and not CAND) or HANDOFF: a release must call
+ *            conc__lock_wake. Kept equal to that by every update.
+ * No lost wakeup (Dekker): the release CASes state, then loads ctl; a
+ * waiter updates ctl, then loads state (all sequentially consistent), so
+ * either the release sees ACT or the waiter sees the lock free and takes
+ * it. While CAND is set there is no ACT to see: the candidate itself
+ * takes the lock, or, giving up, clears CAND (which sets ACT) and
+ * re-checks the lock the same way.
+ *
+ * Acquire: a CAS; then the slow path. A contender that finds no candidate
+ * becomes it (OS threads on SMP): it polls the lock with exponential
+ * backoff (one poll every ~1-2 us at most: the holder keeps its cache
+ * line) for a bounded time, taking the lock when it sees it free
+ * (barging: the running thread wins, as with pthread, no convoys). Every
+ * other contender queues and sleeps at once (no spin, no yields: with
+ * dozens of threads on a few CPUs they only steal the holder's time). A
+ * candidate that runs out of time queues at the tail and sleeps. A release
+ * with ACT pops the oldest waiter, makes it the candidate and unparks it
+ * (a futex wake at most once per candidate's time, not per release); it
+ * does nothing if the lock was taken again meanwhile (that holder's
+ * release sees ACT in turn). Green threads and single-CPU machines never
+ * spin: a woken candidate tries once.
+ *
+ * Fairness: a candidate that gives up after waiting FAIR_NS or more in
+ * all (OS threads: after a full spin of its own, so at most one handoff
+ * per candidate's time) queues at the head with HANDOFF instead; the next
+ * release sets state to RESERVED, which no other acquire takes, pops it
+ * and unparks it; it turns RESERVED into LOCKED. The requester keeps CAND
+ * until then. A timed-out waiter takes itself off the list under the
+ * guard (clearing HANDOFF and CAND if it had asked); one the release had
+ * already dequeued treats the wait as satisfied, as park.h says.
  */
 #include <stdio.h>
 
@@ -31,11 +64,31 @@
 CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
+#define RESERVED 2u /* free, handed to the waiter that asked (HANDOFF) */
+#define TRACKED 4u  /* taken with lock debugging on: owner is the acquirer; release goes out of line */
+
+#define ACT 1u
 #define WAITERS 2u
-#define TRACKED 4u /* taken with lock debugging on: owner is the acquirer; release goes out of line */
-#ifndef CONC__LOCK_BACKOFF_MAX
-#define CONC__LOCK_BACKOFF_MAX 8u
+#define CAND 4u
+#define HANDOFF 8u
+
+/* How long a candidate polls before it sleeps (it is the only one). */
+#ifndef CONC__LOCK_CAND_NS
+#define CONC__LOCK_CAND_NS 50000
 #endif
+/* Most pauses between two polls of a candidate. */
+#ifndef CONC__LOCK_BACKOFF_MAX
+#define CONC__LOCK_BACKOFF_MAX 64u
+#endif
+/* A waiter that waited this long asks for a handoff. */
+#ifndef CONC__LOCK_FAIR_NS
+#define CONC__LOCK_FAIR_NS 1000000
+#endif
+
+/* w->data of a lock waiter: what the release that dequeued it did. */
+enum { W_WOKEN_CAND = 1, W_GRANTED = 2, W_ASKS = 4 };
+
+#define SC memory_order_seq_cst
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -45,41 +98,94 @@ int conc_lock_init(conc_lock_t *l)
     return 0;
 }
 
-static inline bool conc__lock_try(conc_lock_t *l)
+static inline unsigned ctl_fix(unsigned c)
 {
-    unsigned s = conc__load(&l->state, RLX);
-    while (!(s & LOCKED)) {
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX))
+    c &= ~ACT;
+    if (((c & WAITERS) && !(c & CAND)) || (c & HANDOFF))
+        c |= ACT;
+    return c;
+}
+
+/* ctl = fix((ctl & ~clr) | set), one sequentially consistent RMW (always
+ * a write, so it orders against the releases' loads). Returns the old. */
+static unsigned ctl_update(conc_lock_t *l, unsigned clr, unsigned set)
+{
+    unsigned char old = conc__load(&l->ctl, RLX);
+    for (;;) {
+        unsigned char nw = (unsigned char)ctl_fix(((unsigned)old & ~clr) | set);
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->ctl), &old, nw, SC, RLX))
+            return old;
+    }
+}
+
+/* Become the candidate if there is none. */
+static bool ctl_claim_cand(conc_lock_t *l)
+{
+    unsigned char old = conc__load(&l->ctl, RLX);
+    while (!(old & CAND)) {
+        unsigned char nw = (unsigned char)ctl_fix(old | CAND);
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->ctl), &old, nw, SC, RLX))
             return true;
     }
     return false;
 }
 
-static bool conc__lock_spin(conc_lock_t *l, int64_t deadline)
+static inline bool lock_take(conc_lock_t *l)
 {
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
-    bool ok = false;
-    unsigned backoff = 1; /* exponential: keeps the line with the holder */
-    do {
-        if (!(conc__load(&l->state, RLX) & LOCKED) && conc__lock_try(l)) {
-            ok = true;
-            break;
-        }
-        for (unsigned k = 1; k < backoff; k++)
+    unsigned char z = 0;
+    return atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &z, (unsigned char)LOCKED, ACQ, RLX);
+}
+
+static inline bool lock_free(conc_lock_t *l) { return conc__load(&l->state, SC) == 0; }
+
+/* The candidate polls until it takes the lock (true) or its time, the
+ * deadline or an open timeout scope's is up (false). */
+static bool cand_spin(conc_lock_t *l, conc__ctx_t *ctx, int64_t deadline)
+{
+    int64_t now = conc__now_ns(), end = now + CONC__LOCK_CAND_NS;
+    if (!ctx->nointr)
+        deadline = conc__park_deadline(ctx, deadline);
+    if (end > deadline)
+        end = deadline;
+    unsigned backoff = 1, n = 0;
+    for (;;) {
+        if (conc__load(&l->state, RLX) == 0 && lock_take(l))
+            return true;
+        for (unsigned k = 0; k < backoff; k++)
             conc__cpu_relax();
         if (backoff < CONC__LOCK_BACKOFF_MAX)
             backoff <<= 1;
-    } while (conc__spin_more(&sp));
-    conc__spin_end(&sp, ok);
-    return ok;
+        if ((++n & 3) == 0 && conc__now_ns() >= end)
+            return false;
+    }
 }
 
-static void conc__lock_clear_waiters(conc__waitq_t *q, void *arg)
+/* The candidate took the lock: the next release wakes a new one. */
+static inline void cand_done(conc_lock_t *l) { ctl_update(l, CAND, 0); }
+
+/* The candidate stops without the lock and without queueing (deadline):
+ * make sure someone sees the lock if it is free. */
+static void cand_leave(conc_lock_t *l)
 {
-    conc_lock_t *l = arg;
-    if (conc__waitq_empty(q))
-        atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
+    unsigned old = ctl_update(l, CAND, 0);
+    if ((old & WAITERS) && lock_free(l))
+        conc__lock_wake(l);
+}
+
+typedef struct {
+    conc_lock_t *l;
+    conc__waiter_t *w;
+} lock_wait_t;
+
+/* Under the guard, after a timed-out waiter took itself off the list. */
+static void lock_unqueued(conc__waitq_t *q, void *arg)
+{
+    lock_wait_t *lw = arg;
+    unsigned clr = conc__waitq_empty(q) ? WAITERS : 0;
+    if (lw->w->data & W_ASKS)
+        clr |= HANDOFF | CAND;
+    lw->w->data = 0;
+    ctl_update(lw->l, clr, 0);
 }
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline);
@@ -98,60 +204,82 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 {
-    if (conc__lock_try(l))
+    if (lock_take(l))
         return 0;
     if (deadline == 0)
         return CONC_ETIMEDOUT;
-    if (conc__lock_spin(l, deadline))
-        return 0;
+    conc__ctx_t *ctx = conc__ctx();
+    bool spin = !ctx->ops && conc__smp();
+    bool cand = spin && ctl_claim_cand(l);
+    bool front = false;
+    int64_t since = conc__now_ns(); /* for fairness (FAIR_NS) */
     conc__waiter_t w;
     conc__waiter_init(&w);
-    w.spun = 1; /* we just spun on the primitive itself */
     w.obj = l;
     w.kind = CONC__WAIT_LOCK;
-    bool requeue = false;
+    lock_wait_t lw = {l, &w};
     for (;;) {
-        conc__waitq_lock(&l->q);
-        unsigned s = conc__load(&l->state, RLX);
-        for (;;) {
-            if (!(s & LOCKED)) {
-                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX)) {
-                    conc__waitq_unlock(&l->q);
-                    return 0;
-                }
-            } else if ((s & WAITERS) ||
-                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | WAITERS, ACQ, RLX)) {
-                break;
+        bool ask = false;
+        if (cand) {
+            if (spin ? cand_spin(l, ctx, deadline) : lock_take(l)) {
+                cand_done(l);
+                return 0;
             }
+            int64_t now = conc__now_ns();
+            if (deadline != CONC__NO_DEADLINE && now >= deadline) {
+                cand_leave(l);
+                return CONC_ETIMEDOUT;
+            }
+            ask = now - since >= CONC__LOCK_FAIR_NS;
         }
+        conc__waitq_lock(&l->q);
         w.state = CONC__W_WAITING;
-        if (requeue)
+        w.data = ask ? W_ASKS : 0;
+        /* Asking, or first in line again (a deadlock-detection slice):
+         * the head. Else the tail, a candidate too: it had its turn. */
+        if (ask || front)
             conc__waitq_push_front(&l->q, &w);
         else
             conc__waitq_push(&l->q, &w);
+        /* An asker stays the candidate until it is handed the lock. */
+        ctl_update(l, cand && !ask ? CAND : 0, WAITERS | (ask ? HANDOFF : 0));
+        if (lock_free(l) && lock_take(l)) {
+            conc__waitq_remove(&l->q, &w);
+            lock_unqueued(&l->q, &lw);
+            conc__waitq_unlock(&l->q);
+            return 0;
+        }
         conc__waitq_unlock(&l->q);
+        cand = false;
+        front = false;
+        /* A sleeper is woken only to be the candidate or to be handed the
+         * lock: no spin and no yields before the futex (see park.c). An
+         * asker waits for a release of a running holder: park's own spin. */
+        w.spun = ask ? 0 : CONC__SPUN_SLEEP;
         int64_t pdl = deadline;
 #ifndef CONC_NO_OBSERVE
         /* Deadlock detection: park in slices, check the graph after each. */
         if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr)
             pdl = conc__deadlock_dl(conc__now_ns(), deadline);
 #endif
-        int rc = conc__wait_queued(&l->q, &w, pdl, conc__lock_clear_waiters, l);
+        int rc = conc__wait_queued(&l->q, &w, pdl, lock_unqueued, &lw);
         if (rc != 0) {
             if (pdl == deadline || conc__park_interrupted(rc))
                 return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
             rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
             if (rc)
                 return rc;
-            requeue = true; /* first in line again */
+            front = true; /* first in line again */
             continue;
         }
-        /* Woken by a release: compete for the lock. */
-        if (conc__lock_spin(l, deadline))
+        if (w.data & W_GRANTED) {
+            /* Handed over: RESERVED is ours alone. */
+            conc__store(&l->state, (unsigned char)LOCKED, RLX);
+            ctl_update(l, CAND, 0);
             return 0;
-        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
-            return CONC_ETIMEDOUT; /* it is held: its holder wakes the next */
-        requeue = true;
+        }
+        /* Woken by a release as the candidate (W_WOKEN_CAND). */
+        cand = true;
     }
 }
 
@@ -169,10 +297,9 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
         return CONC_EDEADLK;
     }
     bool order = conc__obs_on(CONC__OBS_LOCKORDER);
-    unsigned exp = 0;
     int rc = 0;
-    if (!atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
-        rc = conc__lock_acquire_dl(l, deadline);
+    if (!lock_take(l))
+        rc = conc__lock_acquire_slow(l, deadline);
     if (rc == 0) {
         if (__builtin_expect(conc__lock_dbg_test_hook != NULL, 0))
             conc__lock_dbg_test_hook(l);
@@ -184,9 +311,9 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
          * if the lock was released meanwhile (any thread may release a
          * Lock): then it stays untracked. */
         conc__store(&l->owner, ctx->serial, RLX);
-        unsigned s = conc__load(&l->state, RLX);
+        unsigned char s = conc__load(&l->state, RLX);
         while ((s & (LOCKED | TRACKED)) == LOCKED &&
-               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | TRACKED, REL, RLX)) {
+               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (unsigned char)(s | TRACKED), REL, RLX)) {
         }
         if (order)
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
@@ -199,8 +326,7 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     if (__builtin_expect(l != NULL && blocking && timeout == CONC_FOREVER, 1)) {
         if (conc__obs_on(CONC__OBS_LOCKDBG))
             return lock_acquire_dbg(l, CONC__NO_DEADLINE);
-        unsigned exp = 0;
-        if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
+        if (lock_take(l))
             return 0;
         return conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
     }
@@ -215,38 +341,75 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     return conc__lock_acquire_slow(l, deadline);
 }
 
+/* A release found ACT (or a waker found the lock free with waiters): hand
+ * the lock to an asker, or wake the oldest waiter as the candidate. */
 void conc__lock_wake(conc_lock_t *l)
 {
+    unsigned c = conc__load(&l->ctl, SC);
+    if (!(c & ACT))
+        return;
+    if (conc__load(&l->state, SC) != 0)
+        return; /* taken again: that holder's release sees ACT in turn */
     conc__waitq_lock(&l->q);
-    conc__waiter_t *w = conc__waitq_pop(&l->q);
-    if (conc__waitq_empty(&l->q))
-        atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
+    c = conc__load(&l->ctl, RLX);
+    conc__waiter_t *w = NULL;
+    if (c & HANDOFF) {
+        unsigned char z = 0;
+        for (w = l->q.head; w && !(w->data & W_ASKS); w = w->next) {
+        }
+        if (w && atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &z, (unsigned char)RESERVED, memory_order_acq_rel, RLX)) {
+            conc__waitq_remove(&l->q, w);
+            w->data = W_GRANTED;
+            ctl_update(l, HANDOFF | (conc__waitq_empty(&l->q) ? WAITERS : 0), 0);
+        } else {
+            w = NULL; /* taken again meanwhile: its release comes here */
+        }
+    } else if ((c & ACT) && conc__load(&l->state, RLX) == 0) {
+        w = conc__waitq_pop(&l->q);
+        unsigned clr = conc__waitq_empty(&l->q) ? WAITERS : 0;
+        if (w && w->obj == l && w->kind == CONC__WAIT_LOCK) {
+            w->data = W_WOKEN_CAND;
+            ctl_update(l, clr, CAND);
+        } else {
+            ctl_update(l, clr, 0); /* a condition's waiter moved here: it competes on its own */
+        }
+    }
     conc__waitq_unlock(&l->q);
     if (w)
         conc__unpark(w);
+}
+
+/* Under l->q's guard, after waiters were pushed (cond.c's wait morphing);
+ * the caller then calls conc__lock_wake if the lock is free. */
+void conc__lock_queued(conc_lock_t *l)
+{
+    ctl_update(l, 0, WAITERS);
 }
 
 int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    unsigned old = LOCKED;
-    if (!(conc__load(&l->state, RLX) & TRACKED) &&
-        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
+    unsigned char s = conc__load(&l->state, RLX), exp = LOCKED;
+    if (!(s & TRACKED) &&
+        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, (unsigned char)0, SC, RLX), 1)) {
+        if (conc__load(&l->ctl, SC) & ACT)
+            conc__lock_wake(l);
         return 0;
-    if (conc__load(&l->state, RLX) & TRACKED)
+    }
+    if (s & TRACKED)
         conc__store(&l->owner, 0u, RLX); /* no known holder once released */
-    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
+    unsigned char old = atomic_fetch_and_explicit(CONC__A(&l->state), (unsigned char)~(LOCKED | TRACKED), SC);
     if (!(old & LOCKED))
         return CONC_EPERM;
     if (old & TRACKED)
         conc__lockdep_released(l); /* only the releaser's own held stack */
-    if (old & WAITERS)
+    if (conc__load(&l->ctl, SC) & ACT)
         conc__lock_wake(l);
     return 0;
 }
 
 bool conc_lock_locked(const conc_lock_t *l)
 {
-    return l && (conc__load(&l->state, RLX) & LOCKED);
+    return l && conc__load(&l->state, RLX) != 0;
 }
