@@ -43,7 +43,7 @@ extern "C" {
 struct conc__waiter;
 typedef struct conc__waitq {
     unsigned int guard; /* spin lock protecting head/tail (atomic) */
-    unsigned int reserved;
+    unsigned int reserved; /* the primitive's, under the guard (a Lock: its waiters' bits) */
     struct conc__waiter *head, *tail;
 } conc__waitq_t;
 
@@ -51,12 +51,9 @@ typedef struct conc__waitq {
 
 /* threading.Lock: not owned; any thread may release it. */
 typedef struct conc_lock {
-    unsigned char state; /* the fast paths' byte: 0 free, bit 0 locked, bit 1
-                            reserved (handed to a waiter), bit 2 tracked by
-                            lock-order checking (atomic) */
-    unsigned char ctl;   /* private: waiters' bits (sync/lock.c); bit 0: a
-                            release must call conc__lock_wake (atomic) */
-    unsigned short spare;
+    unsigned int state; /* bit 0 locked, bit 1 a release must go out of line
+                           (waiters to wake), bit 2 tracked by lock-order
+                           checking, bit 3 reserved for a waiter (atomic) */
     unsigned int owner; /* private: serial of its last acquirer, as far as
                            known (lock debugging, conc/deadlock.h) (atomic) */
     conc__waitq_t q;
@@ -76,11 +73,8 @@ CONC_API bool conc_lock_locked(const conc_lock_t *l);
 
 /* The uncontended paths of acquire/release are inlined into the caller (one
  * compare-and-swap each, no call); anything else goes to the functions
- * above (and a release that finds sleepers to wake calls conc__lock_wake).
- * Define CONC_NO_INLINE before including conc headers to always
+ * above. Define CONC_NO_INLINE before including conc headers to always
  * call the functions; (conc_lock_acquire)(...) also calls them. */
-/* Private: what a release that found bit 0 of ctl set calls (lock.c). */
-CONC_API void conc__lock_wake(conc_lock_t *l);
 #if !defined(CONC_NO_INLINE) && (defined(__GNUC__) || defined(__clang__))
 /* Private: nonzero while lock debugging (conc/deadlock.h) is on; then
  * every acquire takes the function's path (and a lock it marks makes the
@@ -94,22 +88,17 @@ CONC_API extern unsigned int conc__lock_hooks;
 #endif
 static inline int conc__lock_acquire_inline(conc_lock_t *l, bool blocking, double timeout)
 {
-    unsigned char exp = 0;
+    unsigned exp = 0;
     if (l && blocking && timeout == CONC_FOREVER && CONC__LOCK_UNHOOKED() &&
-        __atomic_compare_exchange_n(&l->state, &exp, (unsigned char)1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        __atomic_compare_exchange_n(&l->state, &exp, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return 0;
     return (conc_lock_acquire)(l, blocking, timeout);
 }
-/* The CAS and the load of ctl are sequentially consistent: a waiter sets
- * ctl's bit and then reads state, so one of the two sees the other. */
 static inline int conc__lock_release_inline(conc_lock_t *l)
 {
-    unsigned char exp = 1;
-    if (l && __atomic_compare_exchange_n(&l->state, &exp, (unsigned char)0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        if (__builtin_expect(__atomic_load_n(&l->ctl, __ATOMIC_SEQ_CST) & 1u, 0))
-            conc__lock_wake(l);
+    unsigned exp = 1u;
+    if (l && __atomic_compare_exchange_n(&l->state, &exp, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         return 0;
-    }
     return (conc_lock_release)(l);
 }
 #define conc_lock_acquire(l, blocking, timeout) conc__lock_acquire_inline((l), (blocking), (timeout))

@@ -111,7 +111,7 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
         conc_lock_t *l = c->kind == KIND_LOCK ? (conc_lock_t *)c->lock : &r->lock;
         conc__store(&l->owner, conc__ctx()->serial, RLX);
         if (c->kind == KIND_LOCK)
-            atomic_fetch_or_explicit(CONC__A(&l->state), (unsigned char)4 /* TRACKED: lock.c */, RLX);
+            atomic_fetch_or_explicit(CONC__A(&l->state), 4u /* TRACKED: lock.c */, RLX);
         if (conc__obs_on(CONC__OBS_LOCKORDER))
             conc__lockdep_acquired(c->kind == KIND_LOCK ? (void *)l : (void *)r,
                                    c->kind == KIND_LOCK ? CONC__WAIT_LOCK : CONC__WAIT_RLOCK);
@@ -185,8 +185,7 @@ static void conc__cond_hand_over(conc_cond_t *c, conc__waiter_t *list)
     if (moved) {
         conc__lock_queued(l);
         conc__waitq_unlock(&l->q);
-        if (conc__load(&l->state, memory_order_seq_cst) == 0) /* released meanwhile: nobody else will wake them */
-            conc__lock_wake(l);
+        conc__lock_wake(l); /* if released meanwhile: nobody else would wake them */
     }
     conc__unpark_list(wake);
 }

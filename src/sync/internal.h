@@ -12,8 +12,8 @@ extern void (*conc__lock_dbg_test_hook)(conc_lock_t *l);
 /* Acquire with a deadline (CONC__NO_DEADLINE, 0 = try once). */
 static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
 {
-    unsigned char exp = 0;
-    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, (unsigned char)1, ACQ, RLX))
+    unsigned exp = 0;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, 1u, ACQ, RLX))
         return 0;
     return conc__lock_acquire_slow(l, deadline);
 }
@@ -22,18 +22,20 @@ static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
  * pending for the caller's next blocking call. */
 static inline void conc__lock_hold(conc_lock_t *l)
 {
-    unsigned char exp = 0;
-    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, (unsigned char)1, ACQ, RLX))
+    unsigned exp = 0;
+    if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, 1u, ACQ, RLX))
         return;
     conc__ctx_t *ctx = conc__ctx();
     ctx->nointr++;
     conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
     ctx->nointr--;
 }
-/* conc__lock_wake (conc/sync.h): what a release that finds the ctl byte's
- * ACT bit calls; also called when the lock may be free with waiters
- * queued (it checks). conc__lock_queued: under l->q's guard, after
- * pushing waiters onto l->q from outside lock.c (cond.c). */
+/* After a release found ACT (or whenever l may be free with waiters
+ * queued: it checks): hand l to the waiter that asked, or wake the oldest
+ * waiter as the candidate (lock.c). */
+void conc__lock_wake(conc_lock_t *l);
+/* Under l->q's guard, after pushing waiters onto l->q from outside
+ * lock.c (cond.c's wait morphing); afterwards call conc__lock_wake. */
 void conc__lock_queued(conc_lock_t *l);
 int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline);
 

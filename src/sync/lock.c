@@ -1,27 +1,24 @@
 /*
  * lock.c — threading.Lock.
  *
- * Two bytes of one word. `state` is all the fast paths touch: 0 free,
- * LOCKED, RESERVED (free, but handed to one waiter), TRACKED (lock
- * debugging). The inlined acquire is a CAS 0 -> LOCKED, the inlined
- * release a CAS LOCKED -> 0 followed by a load of `ctl`; both succeed
- * whether or not waiters sleep, so a running holder takes and drops the
- * lock at full speed beside any number of sleepers. `ctl` holds the
- * waiters' bits, changed only by CAS (ctl_update) and mostly under the
- * wait list's guard:
+ * state (the word the inlined fast paths CAS: 0 -> LOCKED, LOCKED -> 0):
+ * LOCKED, ACT (a release must come here: someone to wake or hand the lock
+ * to), TRACKED (lock debugging), RESERVED (free, but handed to one
+ * waiter). Sleeping waiters leave no bit in it: ACT is set only while
+ * waiters sleep with nobody in flight for them, so a running holder takes
+ * and drops the lock at full speed beside any number of sleepers. The
+ * waiters' bits live in q.reserved (ctl), read and written only under the
+ * wait list's guard, and ACT is recomputed from them with every change:
  *   WAITERS  the list is not empty;
  *   CAND     one contender is "in flight": spinning on the lock, or woken
  *            by a release and about to run. At most one at a time, so a
  *            release wakes nobody while one is on its way (no wake storm);
  *   HANDOFF  the list holds a waiter that asks to be handed the lock;
- *   ACT      (WAITERS and not CAND) or HANDOFF: a release must call
- *            conc__lock_wake. Kept equal to that by every update.
- * No lost wakeup (Dekker): the release CASes state, then loads ctl; a
- * waiter updates ctl, then loads state (all sequentially consistent), so
- * either the release sees ACT or the waiter sees the lock free and takes
- * it. While CAND is set there is no ACT to see: the candidate itself
- * takes the lock, or, giving up, clears CAND (which sets ACT) and
- * re-checks the lock the same way.
+ *   ACT  =   (WAITERS and not CAND) or HANDOFF.
+ * No lost wakeup: ACT is set by a CAS on state that sees the lock held (a
+ * CAS that finds it free takes it instead, or wakes), so the holder's
+ * release CAS fails and comes here. While CAND is set the candidate itself
+ * takes the lock, or, giving up, clears CAND (which sets ACT) the same way.
  *
  * Acquire: a CAS; then the slow path. A contender that finds no candidate
  * becomes it (OS threads on SMP): it polls the lock with exponential
@@ -34,14 +31,14 @@
  * with ACT pops the oldest waiter, makes it the candidate and unparks it
  * (a futex wake at most once per candidate's time, not per release); it
  * does nothing if the lock was taken again meanwhile (that holder's
- * release sees ACT in turn). Green threads and single-CPU machines never
+ * release finds ACT in turn). Green threads and single-CPU machines never
  * spin: a woken candidate tries once.
  *
  * Fairness: a candidate that gives up after waiting FAIR_NS or more in
  * all (OS threads: after a full spin of its own, so at most one handoff
  * per candidate's time) queues at the head with HANDOFF instead; the next
  * release sets state to RESERVED, which no other acquire takes, pops it
- * and unparks it; it turns RESERVED into LOCKED. The requester keeps CAND
+ * and unparks it; it turns RESERVED into LOCKED. The asker keeps CAND
  * until then. A timed-out waiter takes itself off the list under the
  * guard (clearing HANDOFF and CAND if it had asked); one the release had
  * already dequeued treats the wait as satisfied, as park.h says.
@@ -64,13 +61,16 @@
 CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
-#define RESERVED 2u /* free, handed to the waiter that asked (HANDOFF) */
+#define ACT 2u      /* a release must come here (see above) */
 #define TRACKED 4u  /* taken with lock debugging on: owner is the acquirer; release goes out of line */
+#define RESERVED 8u /* free, handed to the waiter that asked (HANDOFF) */
+#define HELD (LOCKED | RESERVED)
 
-#define ACT 1u
-#define WAITERS 2u
-#define CAND 4u
-#define HANDOFF 8u
+/* ctl (q.reserved, under the guard) */
+#define WAITERS 1u
+#define CAND 2u
+#define HANDOFF 4u
+#define CTL(l) ((l)->q.reserved)
 
 /* How long a candidate polls before it sleeps (it is the only one). */
 #ifndef CONC__LOCK_CAND_NS
@@ -85,10 +85,8 @@ CONC_API unsigned int conc__lock_hooks;
 #define CONC__LOCK_FAIR_NS 1000000
 #endif
 
-/* w->data of a lock waiter: what the release that dequeued it did. */
-enum { W_WOKEN_CAND = 1, W_GRANTED = 2, W_ASKS = 4 };
-
-#define SC memory_order_seq_cst
+/* w->data of a lock waiter: it asked for a handoff / was handed the lock. */
+enum { W_ASKS = 4, W_GRANTED = 8 };
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -98,58 +96,53 @@ int conc_lock_init(conc_lock_t *l)
     return 0;
 }
 
-static inline unsigned ctl_fix(unsigned c)
+static inline unsigned act_of(unsigned ctl)
 {
-    c &= ~ACT;
-    if (((c & WAITERS) && !(c & CAND)) || (c & HANDOFF))
-        c |= ACT;
-    return c;
+    return (((ctl & WAITERS) && !(ctl & CAND)) || (ctl & HANDOFF)) ? ACT : 0;
 }
 
-/* ctl = fix((ctl & ~clr) | set), one sequentially consistent RMW (always
- * a write, so it orders against the releases' loads). Returns the old. */
-static unsigned ctl_update(conc_lock_t *l, unsigned clr, unsigned set)
+/* Guard held: make ACT agree with ctl. Returns the state it replaced. */
+static unsigned act_sync(conc_lock_t *l)
 {
-    unsigned char old = conc__load(&l->ctl, RLX);
-    for (;;) {
-        unsigned char nw = (unsigned char)ctl_fix(((unsigned)old & ~clr) | set);
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->ctl), &old, nw, SC, RLX))
-            return old;
+    unsigned want = act_of(CTL(l));
+    unsigned s = conc__load(&l->state, RLX);
+    while ((s & ACT) != want &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | want, memory_order_acq_rel, RLX)) {
     }
+    return s;
 }
 
-/* Become the candidate if there is none. */
-static bool ctl_claim_cand(conc_lock_t *l)
+static inline void ctl_waiters(conc_lock_t *l)
 {
-    unsigned char old = conc__load(&l->ctl, RLX);
-    while (!(old & CAND)) {
-        unsigned char nw = (unsigned char)ctl_fix(old | CAND);
-        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->ctl), &old, nw, SC, RLX))
+    if (conc__waitq_empty(&l->q))
+        CTL(l) &= ~WAITERS;
+    else
+        CTL(l) |= WAITERS;
+}
+
+/* Take the lock if it is free, whatever ACT says. */
+static inline bool lock_take(conc_lock_t *l)
+{
+    unsigned s = conc__load(&l->state, RLX);
+    while (!(s & HELD)) {
+        if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX))
             return true;
     }
     return false;
 }
 
-static inline bool lock_take(conc_lock_t *l)
-{
-    unsigned char z = 0;
-    return atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &z, (unsigned char)LOCKED, ACQ, RLX);
-}
-
-static inline bool lock_free(conc_lock_t *l) { return conc__load(&l->state, SC) == 0; }
-
 /* The candidate polls until it takes the lock (true) or its time, the
  * deadline or an open timeout scope's is up (false). */
 static bool cand_spin(conc_lock_t *l, conc__ctx_t *ctx, int64_t deadline)
 {
-    int64_t now = conc__now_ns(), end = now + CONC__LOCK_CAND_NS;
+    int64_t end = conc__now_ns() + CONC__LOCK_CAND_NS;
     if (!ctx->nointr)
         deadline = conc__park_deadline(ctx, deadline);
     if (end > deadline)
         end = deadline;
     unsigned backoff = 1, n = 0;
     for (;;) {
-        if (conc__load(&l->state, RLX) == 0 && lock_take(l))
+        if (!(conc__load(&l->state, RLX) & HELD) && lock_take(l))
             return true;
         for (unsigned k = 0; k < backoff; k++)
             conc__cpu_relax();
@@ -160,16 +153,29 @@ static bool cand_spin(conc_lock_t *l, conc__ctx_t *ctx, int64_t deadline)
     }
 }
 
-/* The candidate took the lock: the next release wakes a new one. */
-static inline void cand_done(conc_lock_t *l) { ctl_update(l, CAND, 0); }
-
-/* The candidate stops without the lock and without queueing (deadline):
- * make sure someone sees the lock if it is free. */
-static void cand_leave(conc_lock_t *l)
+/* Become the candidate if there is none. */
+static bool cand_claim(conc_lock_t *l)
 {
-    unsigned old = ctl_update(l, CAND, 0);
-    if ((old & WAITERS) && lock_free(l))
-        conc__lock_wake(l);
+    conc__waitq_lock(&l->q);
+    bool ok = !(CTL(l) & CAND);
+    if (ok) {
+        CTL(l) |= CAND;
+        act_sync(l);
+    }
+    conc__waitq_unlock(&l->q);
+    return ok;
+}
+
+/* The candidate stops being one (it took the lock, or it leaves at its
+ * deadline); the next release wakes a new one. */
+static void cand_drop(conc_lock_t *l)
+{
+    conc__waitq_lock(&l->q);
+    CTL(l) &= ~CAND;
+    unsigned s = act_sync(l);
+    conc__waitq_unlock(&l->q);
+    if (!(s & HELD) && (conc__load(&l->state, RLX) & ACT))
+        conc__lock_wake(l); /* it is free: nobody else would see ACT */
 }
 
 typedef struct {
@@ -181,11 +187,12 @@ typedef struct {
 static void lock_unqueued(conc__waitq_t *q, void *arg)
 {
     lock_wait_t *lw = arg;
-    unsigned clr = conc__waitq_empty(q) ? WAITERS : 0;
+    (void)q;
     if (lw->w->data & W_ASKS)
-        clr |= HANDOFF | CAND;
+        CTL(lw->l) &= ~(HANDOFF | CAND);
     lw->w->data = 0;
-    ctl_update(lw->l, clr, 0);
+    ctl_waiters(lw->l);
+    act_sync(lw->l);
 }
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline);
@@ -210,7 +217,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         return CONC_ETIMEDOUT;
     conc__ctx_t *ctx = conc__ctx();
     bool spin = !ctx->ops && conc__smp();
-    bool cand = spin && ctl_claim_cand(l);
+    bool cand = spin && cand_claim(l);
     bool front = false;
     int64_t since = conc__now_ns(); /* for fairness (FAIR_NS) */
     conc__waiter_t w;
@@ -222,12 +229,12 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         bool ask = false;
         if (cand) {
             if (spin ? cand_spin(l, ctx, deadline) : lock_take(l)) {
-                cand_done(l);
+                cand_drop(l);
                 return 0;
             }
             int64_t now = conc__now_ns();
             if (deadline != CONC__NO_DEADLINE && now >= deadline) {
-                cand_leave(l);
+                cand_drop(l);
                 return CONC_ETIMEDOUT;
             }
             ask = now - since >= CONC__LOCK_FAIR_NS;
@@ -241,9 +248,25 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             conc__waitq_push_front(&l->q, &w);
         else
             conc__waitq_push(&l->q, &w);
-        /* An asker stays the candidate until it is handed the lock. */
-        ctl_update(l, cand && !ask ? CAND : 0, WAITERS | (ask ? HANDOFF : 0));
-        if (lock_free(l) && lock_take(l)) {
+        CTL(l) |= WAITERS | (ask ? HANDOFF : 0);
+        if (cand && !ask)
+            CTL(l) &= ~CAND; /* an asker stays the candidate until handed the lock */
+        /* Publish ACT with a CAS that sees the lock held; if it is free,
+         * take it instead. */
+        unsigned want = act_of(CTL(l)), s = conc__load(&l->state, RLX);
+        bool took = false;
+        for (;;) {
+            if (!(s & HELD)) {
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX)) {
+                    took = true;
+                    break;
+                }
+            } else if ((s & ACT) == want ||
+                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | want, memory_order_acq_rel, RLX)) {
+                break;
+            }
+        }
+        if (took) {
             conc__waitq_remove(&l->q, &w);
             lock_unqueued(&l->q, &lw);
             conc__waitq_unlock(&l->q);
@@ -254,7 +277,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         front = false;
         /* A sleeper is woken only to be the candidate or to be handed the
          * lock: no spin and no yields before the futex (see park.c). An
-         * asker waits for a release of a running holder: park's own spin. */
+         * asker waits for the release of a running holder: park's spin. */
         w.spun = ask ? 0 : CONC__SPUN_SLEEP;
         int64_t pdl = deadline;
 #ifndef CONC_NO_OBSERVE
@@ -264,6 +287,10 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 #endif
         int rc = conc__wait_queued(&l->q, &w, pdl, lock_unqueued, &lw);
         if (rc != 0) {
+            /* It left the list (and maybe CAND): if the lock is free with
+             * others waiting, someone must see it. */
+            if ((conc__load(&l->state, ACQ) & (ACT | HELD)) == ACT)
+                conc__lock_wake(l);
             if (pdl == deadline || conc__park_interrupted(rc))
                 return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
             rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
@@ -273,12 +300,17 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             continue;
         }
         if (w.data & W_GRANTED) {
-            /* Handed over: RESERVED is ours alone. */
-            conc__store(&l->state, (unsigned char)LOCKED, RLX);
-            ctl_update(l, CAND, 0);
+            /* Handed over: RESERVED is ours alone; CAND too. */
+            conc__waitq_lock(&l->q);
+            CTL(l) &= ~CAND;
+            unsigned want2 = act_of(CTL(l)), s2 = conc__load(&l->state, RLX);
+            while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2, (s2 & ~(RESERVED | ACT)) | LOCKED | want2,
+                                                          memory_order_acq_rel, RLX)) {
+            }
+            conc__waitq_unlock(&l->q);
             return 0;
         }
-        /* Woken by a release as the candidate (W_WOKEN_CAND). */
+        /* Woken by a release as the candidate. */
         cand = true;
     }
 }
@@ -311,9 +343,9 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
          * if the lock was released meanwhile (any thread may release a
          * Lock): then it stays untracked. */
         conc__store(&l->owner, ctx->serial, RLX);
-        unsigned char s = conc__load(&l->state, RLX);
+        unsigned s = conc__load(&l->state, RLX);
         while ((s & (LOCKED | TRACKED)) == LOCKED &&
-               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (unsigned char)(s | TRACKED), REL, RLX)) {
+               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | TRACKED, REL, RLX)) {
         }
         if (order)
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
@@ -341,75 +373,82 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     return conc__lock_acquire_slow(l, deadline);
 }
 
-/* A release found ACT (or a waker found the lock free with waiters): hand
- * the lock to an asker, or wake the oldest waiter as the candidate. */
+/* A release found ACT (or a waiter found the lock free with ACT): hand
+ * the lock to the asker, or wake the oldest waiter as the candidate. */
 void conc__lock_wake(conc_lock_t *l)
 {
-    unsigned c = conc__load(&l->ctl, SC);
-    if (!(c & ACT))
-        return;
-    if (conc__load(&l->state, SC) != 0)
-        return; /* taken again: that holder's release sees ACT in turn */
+    if ((conc__load(&l->state, RLX) & (ACT | HELD)) != ACT)
+        return; /* nothing to do, or taken again: that holder's release finds ACT */
     conc__waitq_lock(&l->q);
-    c = conc__load(&l->ctl, RLX);
     conc__waiter_t *w = NULL;
-    if (c & HANDOFF) {
-        unsigned char z = 0;
+    unsigned s = conc__load(&l->state, RLX);
+    if (CTL(l) & HANDOFF) {
         for (w = l->q.head; w && !(w->data & W_ASKS); w = w->next) {
         }
-        if (w && atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &z, (unsigned char)RESERVED, memory_order_acq_rel, RLX)) {
+        if (w) {
+            /* Reserve the lock for it, unless taken again meanwhile. */
+            unsigned keep = CTL(l);
             conc__waitq_remove(&l->q, w);
-            w->data = W_GRANTED;
-            ctl_update(l, HANDOFF | (conc__waitq_empty(&l->q) ? WAITERS : 0), 0);
-        } else {
-            w = NULL; /* taken again meanwhile: its release comes here */
+            CTL(l) &= ~HANDOFF;
+            ctl_waiters(l);
+            unsigned want = act_of(CTL(l));
+            bool ok = false;
+            while (!(s & HELD)) {
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | RESERVED | want,
+                                                          memory_order_acq_rel, RLX)) {
+                    ok = true;
+                    break;
+                }
+            }
+            if (ok) {
+                w->data = W_GRANTED;
+            } else {
+                conc__waitq_push_front(&l->q, w); /* back where it was: the holder's release hands it over */
+                CTL(l) = keep;
+                w = NULL;
+            }
         }
-    } else if ((c & ACT) && conc__load(&l->state, RLX) == 0) {
+    } else if ((s & ACT) && !(s & HELD)) {
         w = conc__waitq_pop(&l->q);
-        unsigned clr = conc__waitq_empty(&l->q) ? WAITERS : 0;
-        if (w && w->obj == l && w->kind == CONC__WAIT_LOCK) {
-            w->data = W_WOKEN_CAND;
-            ctl_update(l, clr, CAND);
-        } else {
-            ctl_update(l, clr, 0); /* a condition's waiter moved here: it competes on its own */
-        }
+        ctl_waiters(l);
+        if (w && w->obj == l && w->kind == CONC__WAIT_LOCK)
+            CTL(l) |= CAND;
+        /* else a condition's waiter moved here: it competes on its own */
+        act_sync(l);
     }
     conc__waitq_unlock(&l->q);
     if (w)
         conc__unpark(w);
 }
 
-/* Under l->q's guard, after waiters were pushed (cond.c's wait morphing);
- * the caller then calls conc__lock_wake if the lock is free. */
+/* Under l->q's guard, after waiters were pushed (cond.c's wait morphing). */
 void conc__lock_queued(conc_lock_t *l)
 {
-    ctl_update(l, 0, WAITERS);
+    ctl_waiters(l);
+    act_sync(l);
 }
 
 int(conc_lock_release)(conc_lock_t *l)
 {
     if (!l)
         return CONC_EINVAL;
-    unsigned char s = conc__load(&l->state, RLX), exp = LOCKED;
-    if (!(s & TRACKED) &&
-        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, (unsigned char)0, SC, RLX), 1)) {
-        if (conc__load(&l->ctl, SC) & ACT)
-            conc__lock_wake(l);
+    unsigned old = LOCKED;
+    if (!(conc__load(&l->state, RLX) & TRACKED) &&
+        __builtin_expect(atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &old, 0u, REL, RLX), 1))
         return 0;
-    }
-    if (s & TRACKED)
+    if (conc__load(&l->state, RLX) & TRACKED)
         conc__store(&l->owner, 0u, RLX); /* no known holder once released */
-    unsigned char old = atomic_fetch_and_explicit(CONC__A(&l->state), (unsigned char)~(LOCKED | TRACKED), SC);
+    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), memory_order_acq_rel);
     if (!(old & LOCKED))
         return CONC_EPERM;
     if (old & TRACKED)
         conc__lockdep_released(l); /* only the releaser's own held stack */
-    if (conc__load(&l->ctl, SC) & ACT)
+    if (old & ACT)
         conc__lock_wake(l);
     return 0;
 }
 
 bool conc_lock_locked(const conc_lock_t *l)
 {
-    return l && conc__load(&l->state, RLX) != 0;
+    return l && (conc__load(&l->state, RLX) & HELD);
 }
