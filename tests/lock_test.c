@@ -579,3 +579,75 @@ Test(lock, timed_out_candidates_and_askers_clear_their_bits, .timeout = TU_TIMEO
     cr_assert_eq(conc_lock_acquire(&h.l, false, CONC_FOREVER), 0);
     cr_assert_eq(conc_lock_release(&h.l), 0);
 }
+
+/* A fork made while threads contend leaves their candidate and waiters
+ * behind in the child's copy of the lock (they did not survive the fork):
+ * they count as absent there, so the child's own waiters are woken and
+ * get in (sync/lock.c, fork generations in core/park.h). */
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void fork_contend_fn(void *p, int i)
+{
+    hammer_t *h = p;
+    (void)i;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        if (conc_lock_acquire(&h->l, true, 10.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        h->counter++;
+        conc_lock_release(&h->l);
+    }
+}
+
+static void child_hammer(void *p, int i)
+{
+    hammer_t *h = p;
+    if (i == 0) {
+        fork_contend_fn(p, i);
+        return;
+    }
+    for (int k = 0; k < 50; k++) {
+        if (conc_lock_acquire(&h->l, true, 2.0) != 0) {
+            atomic_fetch_add(&h->errors, 1);
+            return;
+        }
+        h->counter++;
+        conc_lock_release(&h->l);
+    }
+}
+
+Test(lock, waiters_left_behind_by_a_fork_do_not_block_the_child, .timeout = TU_TIMEOUT)
+{
+    if (TU_TSAN) {
+        printf("skipped under TSan: threads started after a multi-threaded fork\n");
+        return;
+    }
+    static hammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    tu_bunch_start(&b, 4, fork_contend_fn, &h);
+    for (int round = 0; round < 5; round++) {
+        tu_sleep(0.003 + 0.001 * round);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            /* the child: the lock as the fork left it (maybe held by a
+             * thread that is gone: any thread may release a Lock) */
+            if (conc_lock_locked(&h.l))
+                conc_lock_release(&h.l);
+            atomic_store(&h.stop, 0);
+            atomic_store(&h.errors, 0);
+            static tu_bunch_t cb;
+            tu_bunch_start(&cb, 3, child_hammer, &h);
+            tu_sleep(0.05);
+            atomic_store(&h.stop, 1);
+            tu_bunch_join(&cb);
+            _exit(atomic_load(&h.errors) == 0 ? 0 : 3);
+        }
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "round %d: the child's waiters were stranded (status %#x)", round, st);
+    }
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+}

@@ -34,8 +34,8 @@
  * release finds ACT in turn). Green threads and single-CPU machines never
  * spin: a woken candidate tries once.
  *
- * Fairness: a candidate that gives up after waiting FAIR_NS or more in
- * all (OS threads: after a full spin of its own, so at most one handoff
+ * Fairness: a candidate that gives up FAIR_NS or more after its first
+ * failed turn (OS threads: after a full spin of its own, so at most one handoff
  * per candidate's time) queues at the head with HANDOFF instead; the next
  * release sets state to RESERVED, which no other acquire takes, pops it
  * and unparks it; it turns RESERVED into LOCKED. The asker keeps CAND
@@ -71,6 +71,24 @@ CONC_API unsigned int conc__lock_hooks;
 #define CAND 2u
 #define HANDOFF 4u
 #define CTL(l) ((l)->q.reserved)
+/* Bits 8-31 of ctl: the fork generation (core/park.h) CAND and HANDOFF
+ * were set in; of a waiter's data: the one it queued in. A fork that left
+ * threads behind leaves their CAND / HANDOFF / waiters behind too: stale
+ * ones count as absent (a ghost in the list is skipped, not woken), so a
+ * child's waiters are not left waiting on a candidate that never runs. */
+#define GEN_SHIFT 8
+static inline unsigned gen_now(void) { return conc__load(&conc__fork_gen, RLX) & 0xffffffu; }
+/* Guard held: forget a stale CAND / HANDOFF. */
+static inline void ctl_clean(conc_lock_t *l)
+{
+    if ((CTL(l) & (CAND | HANDOFF)) && (CTL(l) >> GEN_SHIFT) != gen_now())
+        CTL(l) &= ~(CAND | HANDOFF);
+}
+static inline void ctl_set(conc_lock_t *l, unsigned bits)
+{
+    CTL(l) = (CTL(l) & 0xffu) | bits | (gen_now() << GEN_SHIFT);
+}
+static inline bool waiter_stale(const conc__waiter_t *w) { return (w->data >> GEN_SHIFT) != gen_now(); }
 
 /* How long a candidate polls before it sleeps (it is the only one). */
 #ifndef CONC__LOCK_CAND_NS
@@ -157,9 +175,10 @@ static bool cand_spin(conc_lock_t *l, conc__ctx_t *ctx, int64_t deadline)
 static bool cand_claim(conc_lock_t *l)
 {
     conc__waitq_lock(&l->q);
+    ctl_clean(l);
     bool ok = !(CTL(l) & CAND);
     if (ok) {
-        CTL(l) |= CAND;
+        ctl_set(l, CAND);
         act_sync(l);
     }
     conc__waitq_unlock(&l->q);
@@ -171,6 +190,7 @@ static bool cand_claim(conc_lock_t *l)
 static void cand_drop(conc_lock_t *l)
 {
     conc__waitq_lock(&l->q);
+    ctl_clean(l);
     CTL(l) &= ~CAND;
     unsigned s = act_sync(l);
     conc__waitq_unlock(&l->q);
@@ -188,6 +208,7 @@ static void lock_unqueued(conc__waitq_t *q, void *arg)
 {
     lock_wait_t *lw = arg;
     (void)q;
+    ctl_clean(lw->l);
     if (lw->w->data & W_ASKS)
         CTL(lw->l) &= ~(HANDOFF | CAND);
     lw->w->data = 0;
@@ -219,7 +240,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     bool spin = !ctx->ops && conc__smp();
     bool cand = spin && cand_claim(l);
     bool front = false;
-    int64_t since = conc__now_ns(); /* for fairness (FAIR_NS) */
+    int64_t since = 0; /* the end of its first failed turn (FAIR_NS); no clock read before */
     conc__waiter_t w;
     conc__waiter_init(&w);
     w.obj = l;
@@ -237,20 +258,25 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
                 cand_drop(l);
                 return CONC_ETIMEDOUT;
             }
+            if (since == 0)
+                since = now;
             ask = now - since >= CONC__LOCK_FAIR_NS;
         }
         conc__waitq_lock(&l->q);
+        ctl_clean(l);
         w.state = CONC__W_WAITING;
-        w.data = ask ? W_ASKS : 0;
+        w.data = (ask ? W_ASKS : 0) | (gen_now() << GEN_SHIFT);
         /* Asking, or first in line again (a deadlock-detection slice):
          * the head. Else the tail, a candidate too: it had its turn. */
         if (ask || front)
             conc__waitq_push_front(&l->q, &w);
         else
             conc__waitq_push(&l->q, &w);
-        CTL(l) |= WAITERS | (ask ? HANDOFF : 0);
-        if (cand && !ask)
-            CTL(l) &= ~CAND; /* an asker stays the candidate until handed the lock */
+        CTL(l) |= WAITERS;
+        if (ask)
+            ctl_set(l, HANDOFF); /* an asker stays the candidate until handed the lock */
+        else if (cand)
+            CTL(l) &= ~CAND;
         /* Publish ACT with a CAS that sees the lock held; if it is free,
          * take it instead. */
         unsigned want = act_of(CTL(l)), s = conc__load(&l->state, RLX);
@@ -302,6 +328,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         if (w.data & W_GRANTED) {
             /* Handed over: RESERVED is ours alone; CAND too. */
             conc__waitq_lock(&l->q);
+            ctl_clean(l);
             CTL(l) &= ~CAND;
             unsigned want2 = act_of(CTL(l)), s2 = conc__load(&l->state, RLX);
             while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2, (s2 & ~(RESERVED | ACT)) | LOCKED | want2,
@@ -380,10 +407,11 @@ void conc__lock_wake(conc_lock_t *l)
     if ((conc__load(&l->state, RLX) & (ACT | HELD)) != ACT)
         return; /* nothing to do, or taken again: that holder's release finds ACT */
     conc__waitq_lock(&l->q);
+    ctl_clean(l);
     conc__waiter_t *w = NULL;
     unsigned s = conc__load(&l->state, RLX);
     if (CTL(l) & HANDOFF) {
-        for (w = l->q.head; w && !(w->data & W_ASKS); w = w->next) {
+        for (w = l->q.head; w && !((w->data & W_ASKS) && w->obj == l && !waiter_stale(w)); w = w->next) {
         }
         if (w) {
             /* Reserve the lock for it, unless taken again meanwhile. */
@@ -401,7 +429,7 @@ void conc__lock_wake(conc_lock_t *l)
                 }
             }
             if (ok) {
-                w->data = W_GRANTED;
+                w->data = W_GRANTED | (gen_now() << GEN_SHIFT);
             } else {
                 conc__waitq_push_front(&l->q, w); /* back where it was: the holder's release hands it over */
                 CTL(l) = keep;
@@ -409,10 +437,12 @@ void conc__lock_wake(conc_lock_t *l)
             }
         }
     } else if ((s & ACT) && !(s & HELD)) {
-        w = conc__waitq_pop(&l->q);
+        bool mine = false;
+        while ((w = conc__waitq_pop(&l->q)) && (mine = w->obj == l && w->kind == CONC__WAIT_LOCK) && waiter_stale(w)) {
+        } /* a ghost: its thread did not survive a fork */
         ctl_waiters(l);
-        if (w && w->obj == l && w->kind == CONC__WAIT_LOCK)
-            CTL(l) |= CAND;
+        if (w && mine)
+            ctl_set(l, CAND);
         /* else a condition's waiter moved here: it competes on its own */
         act_sync(l);
     }
@@ -424,6 +454,7 @@ void conc__lock_wake(conc_lock_t *l)
 /* Under l->q's guard, after waiters were pushed (cond.c's wait morphing). */
 void conc__lock_queued(conc_lock_t *l)
 {
+    ctl_clean(l);
     ctl_waiters(l);
     act_sync(l);
 }
