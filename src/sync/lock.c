@@ -435,8 +435,13 @@ void conc__lock_wake(conc_lock_t *l)
                 CTL(l) = keep;
                 w = NULL;
             }
+        } else {
+            CTL(l) &= ~HANDOFF; /* nobody asks any more (never expected): wake as usual */
+            act_sync(l);
+            s = conc__load(&l->state, RLX);
         }
-    } else if ((s & ACT) && !(s & HELD)) {
+    }
+    if (!(CTL(l) & HANDOFF) && !w && (s & ACT) && !(s & HELD)) {
         bool mine = false;
         while ((w = conc__waitq_pop(&l->q)) && (mine = w->obj == l && w->kind == CONC__WAIT_LOCK) && waiter_stale(w)) {
         } /* a ghost: its thread did not survive a fork */
