@@ -1336,9 +1336,70 @@ Test(green_sync, lock_green_waiters_beside_hammering_threads, .timeout = TU_TIME
     cr_assert_eq(atomic_load(&h.errors), 0);
     cr_assert_not(conc_lock_locked(&h.l));
     cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
     /* still usable by a fresh green thread and the main thread */
     cr_assert_eq(conc_lock_acquire(&h.l, true, 1.0), 0);
     cr_assert_eq(conc_lock_release(&h.l), 0);
+}
+
+/* Green waiters beside OS threads, where a green waiter waits past the
+ * fairness time (sync/lock.c) and asks to be handed the lock: by the
+ * hammering threads' release, or cut by a Timeout scope or a kill while
+ * it asks (a slow holder keeps the lock 2 ms at a time). No bit stays. */
+static void ghammer_slow(void *p, int i)
+{
+    ghammer_t *h = p;
+    if (i > 0) {
+        ghammer_os(p, i);
+        return;
+    }
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        if (conc_lock_acquire(&h->l, true, 10.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        h->counter++;
+        tu_sleep(0.002);
+        conc_lock_release(&h->l);
+    }
+}
+
+static void *ghammer_scoped(void *arg)
+{
+    ghammer_t *h = arg;
+    for (int k = 0; k < 20; k++) {
+        cr_assert_eq(conc_timeout_begin(0.0025 + 0.0005 * (double)(k % 3)), 0);
+        int rc = conc_lock_acquire(&h->l, true, CONC_FOREVER);
+        int fired = conc_timeout_end();
+        if (rc == 0) {
+            h->counter++;
+            conc_lock_release(&h->l);
+        } else if (rc != CONC_ETIMEDOUT || fired != 1) {
+            atomic_fetch_add(&h->errors, 1);
+        }
+    }
+    return NULL;
+}
+
+Test(green_sync, lock_handoff_to_green_beside_hammering_threads, .timeout = TU_TIMEOUT)
+{
+    static ghammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    h.iters = tu_iters(100);
+    tu_bunch_start(&b, 2, ghammer_slow, &h);
+    conc_green_t *g[4];
+    cr_assert_eq(conc_go(&g[0], ghammer_green, &h), 0);
+    cr_assert_eq(conc_go(&g[1], ghammer_green, &h), 0);
+    cr_assert_eq(conc_go(&g[2], ghammer_scoped, &h), 0);
+    cr_assert_eq(conc_go(&g[3], ghammer_victim, &h), 0);
+    cr_assert_eq(conc_sleep(0.004), 0);
+    cr_assert_eq(conc_green_kill(g[3], true, 5.0), 0);
+    cr_assert_eq(conc_green_joinall(g, 3, 40.0), 0, "green waiters starved by hammering threads");
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(conc_green_free(g[i]), 0);
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+    cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
 }
 
 /* ------------------------------------------- Queue: a ring's owner paths */

@@ -410,6 +410,7 @@ Test(lock, waiters_get_in_against_a_hammering_holder, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&h.got), 3 * h.iters);
     cr_assert_not(conc_lock_locked(&h.l));
     cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
 }
 
 /* Timed contenders that give up (possibly while they own SPIN, spinning or
@@ -450,4 +451,215 @@ Test(lock, timed_out_contenders_never_strand_waiters, .timeout = TU_TIMEOUT)
     cr_assert_geq(atomic_load(&h.got), 3 * h.iters); /* every forever-waiter got in each time */
     cr_assert_not(conc_lock_locked(&h.l));
     cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
+}
+
+/* ------------------------------------------ one candidate, sleepers, handoffs
+ * (sync/lock.c: sleepers leave no bit in the state word; one contender is
+ * in flight at a time; a waiter that waited long is handed the lock). */
+
+/* Many more threads than CPUs, every one needing the lock a bounded
+ * number of times beside a hammering holder: each waiter is woken as the
+ * candidate in turn or handed the lock; none waits out its 10 s. */
+Test(lock, oversubscribed_waiters_all_get_in, .timeout = TU_TIMEOUT)
+{
+    static hammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    h.iters = tu_iters(100);
+    tu_bunch_start(&b, 17, hammer_fn, &h);
+    double t0 = tu_now();
+    while (atomic_load(&h.got) < 16 * h.iters && tu_now() - t0 < 40)
+        tu_sleep(0.001);
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0, "a bounded wait ran out against the hammering holder");
+    cr_assert_eq(atomic_load(&h.got), 16 * h.iters);
+    cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
+}
+
+/* A release while the woken candidate is still on its way wakes nobody
+ * else, and the candidate still gets in: a holder releases and re-takes
+ * the lock in a burst while waiters sleep, then lets go for good. */
+typedef struct {
+    conc_lock_t l;
+    atomic_int ready, got;
+} burst_t;
+
+static void burst_waiter(void *p, int i)
+{
+    burst_t *bt = p;
+    (void)i;
+    atomic_fetch_add(&bt->ready, 1);
+    if (conc_lock_acquire(&bt->l, true, 10.0) == 0) {
+        atomic_fetch_add(&bt->got, 1);
+        conc_lock_release(&bt->l);
+    }
+}
+
+Test(lock, releases_with_a_woken_candidate_in_flight, .timeout = TU_TIMEOUT)
+{
+    static burst_t bt = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&bt.ready, 0);
+        atomic_store(&bt.got, 0);
+        cr_assert_eq(conc_lock_acquire(&bt.l, true, CONC_FOREVER), 0);
+        tu_bunch_start(&b, 6, burst_waiter, &bt);
+        while (atomic_load(&bt.ready) < 6)
+            tu_sleep(0.001);
+        tu_sleep(0.02); /* let them queue and sleep (the candidate's spin ends) */
+        for (int k = 0; k < 1000; k++) {
+            cr_assert_eq(conc_lock_release(&bt.l), 0);
+            cr_assert_eq(conc_lock_acquire(&bt.l, true, CONC_FOREVER), 0);
+        }
+        cr_assert_eq(conc_lock_release(&bt.l), 0);
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&bt.got), 6, "a waiter was stranded");
+        cr_assert_eq(bt.l.state, 0u, "state bits left behind: %#x", bt.l.state);
+        cr_assert_eq(bt.l.q.reserved, 0u, "waiter bits left behind: %#x", bt.l.q.reserved);
+    }
+    /* Releasing an unlocked lock is still an error, also after all that. */
+    cr_assert_eq(conc_lock_release(&bt.l), CONC_EPERM);
+}
+
+/* Waiters that time out while they are the candidate or have asked for a
+ * handoff (they waited past 1 ms) clear what they set: a waiter with no
+ * timeout behind them still gets in every time, and no bit stays set.
+ * The holder keeps the lock 2 ms at a time and takes it again at once, so
+ * a waiter woken at a release finds it taken, asks, and times out. */
+static void asker_fn(void *p, int i)
+{
+    hammer_t *h = p;
+    if (i == 0) {
+        while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+            if (conc_lock_acquire(&h->l, true, CONC_FOREVER) != 0)
+                atomic_fetch_add(&h->errors, 1);
+            h->counter++;
+            tu_sleep(0.002);
+            conc_lock_release(&h->l);
+        }
+        return;
+    }
+    for (long k = 0; k < h->iters; k++) {
+        int rc;
+        if (i != 1) {
+            rc = conc_lock_acquire(&h->l, true, 0.0025 + 0.0005 * (double)((k + i) % 3));
+            if (rc == CONC_ETIMEDOUT)
+                continue;
+        } else {
+            rc = conc_lock_acquire(&h->l, true, CONC_FOREVER);
+        }
+        if (rc != 0) {
+            atomic_fetch_add(&h->errors, 1);
+            continue;
+        }
+        h->counter++;
+        atomic_fetch_add(&h->got, 1);
+        conc_lock_release(&h->l);
+    }
+}
+
+Test(lock, timed_out_candidates_and_askers_clear_their_bits, .timeout = TU_TIMEOUT)
+{
+    static hammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    h.iters = TU_SANITIZED ? 10 : 30;
+    tu_bunch_start(&b, 5, asker_fn, &h);
+    double t0 = tu_now();
+    /* the forever-waiter (i == 1) needs iters; the timed ones come and go */
+    while (atomic_load(&h.got) < h.iters && tu_now() - t0 < 40)
+        tu_sleep(0.005);
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+    cr_assert_geq(atomic_load(&h.got), h.iters);
+    cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
+    cr_assert_eq(conc_lock_acquire(&h.l, false, CONC_FOREVER), 0);
+    cr_assert_eq(conc_lock_release(&h.l), 0);
+}
+
+/* A fork made while threads contend leaves their candidate and waiters
+ * behind in the child's copy of the lock (they did not survive the fork):
+ * they count as absent there, so the child's own waiters are woken and
+ * get in (sync/lock.c, fork generations in core/park.h). */
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void fork_contend_fn(void *p, int i)
+{
+    hammer_t *h = p;
+    (void)i;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        if (conc_lock_acquire(&h->l, true, 10.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        h->counter++;
+        conc_lock_release(&h->l);
+    }
+}
+
+/* In the child: one green thread holds the lock across a sleep while
+ * another waits for it (no new OS threads: their stacks would reuse those
+ * of the threads the fork left behind, on which ghost waiters sit). */
+static void *child_green_holder(void *p)
+{
+    hammer_t *h = p;
+    for (int k = 0; k < 5; k++) {
+        if (conc_lock_acquire(&h->l, true, 2.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        conc_sleep(0.002);
+        conc_lock_release(&h->l);
+        conc_yield();
+    }
+    return NULL;
+}
+
+static void *child_green_waiter(void *p)
+{
+    hammer_t *h = p;
+    for (int k = 0; k < 5; k++) {
+        if (conc_lock_acquire(&h->l, true, 2.0) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        else
+            conc_lock_release(&h->l);
+    }
+    return NULL;
+}
+
+Test(lock, waiters_left_behind_by_a_fork_do_not_block_the_child, .timeout = TU_TIMEOUT)
+{
+    if (TU_TSAN) {
+        printf("skipped under TSan: threads started after a multi-threaded fork\n");
+        return;
+    }
+    static hammer_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    tu_bunch_start(&b, 4, fork_contend_fn, &h);
+    for (int round = 0; round < 5; round++) {
+        tu_sleep(0.003 + 0.001 * round);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            /* the child: the lock as the fork left it (maybe held by a
+             * thread that is gone: any thread may release a Lock) */
+            if (h.l.state & 8u)
+                _exit(0); /* RESERVED: handed to a thread that is gone, like a lock it held; not this test's case */
+            if (conc_lock_locked(&h.l))
+                conc_lock_release(&h.l);
+            atomic_store(&h.errors, 0);
+            conc_green_t *g[2];
+            if (conc_go(&g[0], child_green_holder, &h) != 0 || conc_go(&g[1], child_green_waiter, &h) != 0)
+                _exit(4);
+            if (conc_green_joinall(g, 2, 20.0) != 0)
+                _exit(5);
+            _exit(atomic_load(&h.errors) == 0 ? 0 : 3);
+        }
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "round %d: the child's waiters were stranded (status %#x)", round, st);
+    }
+    atomic_store(&h.stop, 1);
+    tu_bunch_join(&b);
+    cr_assert_eq(atomic_load(&h.errors), 0);
 }

@@ -43,7 +43,7 @@ extern "C" {
 struct conc__waiter;
 typedef struct conc__waitq {
     unsigned int guard; /* spin lock protecting head/tail (atomic) */
-    unsigned int reserved;
+    unsigned int reserved; /* the primitive's, under the guard (a Lock: its waiters' bits) */
     struct conc__waiter *head, *tail;
 } conc__waitq_t;
 
@@ -51,8 +51,9 @@ typedef struct conc__waitq {
 
 /* threading.Lock: not owned; any thread may release it. */
 typedef struct conc_lock {
-    unsigned int state; /* bit 0 locked, bit 1 waiters queued, bit 2 tracked
-                           by lock-order checking (atomic) */
+    unsigned int state; /* bit 0 locked, bit 1 a release must go out of line
+                           (waiters to wake), bit 2 tracked by lock-order
+                           checking, bit 3 reserved for a waiter (atomic) */
     unsigned int owner; /* private: serial of its last acquirer, as far as
                            known (lock debugging, conc/deadlock.h) (atomic) */
     conc__waitq_t q;

@@ -226,7 +226,7 @@ static int conc__thread_park(conc__waiter_t *w, int64_t deadline)
             return 0;
     }
     conc__ctx_t *c = w->ctx;
-    if (s == CONC__W_WAITING && conc__smp() && !c->spin_shared) {
+    if (s == CONC__W_WAITING && w->spun != CONC__SPUN_SLEEP && conc__smp() && !c->spin_shared) {
         /* A few yields before sleeping: on an oversubscribed machine the
          * waker may be waiting for this very CPU (or was just woken onto
          * it); on an idle one a yield returns at once. Cheaper than a futex

@@ -405,6 +405,9 @@ void conc__unpark_local(conc__waiter_t *w);
  * switch in between: a waker may move it out of SLEEPING from then on,
  * and whoever does so resumes it. */
 #define CONC__SPUN_ASLEEP 2u /* w->spun: marked by conc__park_presleep */
+/* w->spun: an OS thread sleeps at once, without the yields (a Lock's
+ * queued waiters: woken only when their turn comes, see sync/lock.c). */
+#define CONC__SPUN_SLEEP 3u
 bool conc__park_presleep(conc__waiter_t *w);
 
 #endif

@@ -183,10 +183,9 @@ static void conc__cond_hand_over(conc_cond_t *c, conc__waiter_t *list)
         list = next;
     }
     if (moved) {
-        unsigned old = atomic_fetch_or_explicit(CONC__A(&l->state), 2u /* WAITERS */, memory_order_acq_rel);
+        conc__lock_queued(l);
         conc__waitq_unlock(&l->q);
-        if (!(old & 1u)) /* released meanwhile: nobody else will wake them */
-            conc__lock_wake(l);
+        conc__lock_wake(l); /* if released meanwhile: nobody else would wake them */
     }
     conc__unpark_list(wake);
 }

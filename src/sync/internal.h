@@ -30,8 +30,13 @@ static inline void conc__lock_hold(conc_lock_t *l)
     conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
     ctx->nointr--;
 }
-/* Unpark the oldest waiter of l (after a release found WAITERS). */
+/* After a release found ACT (or whenever l may be free with waiters
+ * queued: it checks): hand l to the waiter that asked, or wake the oldest
+ * waiter as the candidate (lock.c). */
 void conc__lock_wake(conc_lock_t *l);
+/* Under l->q's guard, after pushing waiters onto l->q from outside
+ * lock.c (cond.c's wait morphing); afterwards call conc__lock_wake. */
+void conc__lock_queued(conc_lock_t *l);
 int conc__rlock_acquire_dl(conc_rlock_t *r, int64_t deadline);
 
 #endif

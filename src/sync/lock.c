@@ -1,17 +1,47 @@
 /*
  * lock.c — threading.Lock.
  *
- * state: bit 0 LOCKED, bit 1 WAITERS (the wait list may be non-empty).
- * Acquire is one CAS when free. Otherwise: spin a little (adaptive, bounded)
- * retrying the CAS, then take the list guard, set WAITERS with a CAS that
- * also proves the lock is still held, queue a waiter and park. Release is
- * one atomic AND; only if WAITERS was set does it take the guard and
- * unpark the oldest waiter, which then competes for the lock again
- * (barging, as pthread and Python allow: no convoys). A woken waiter that
- * loses re-queues at the front. WAITERS is cleared (under the guard) when
- * the list empties, so a set bit never means "nobody to wake" for long.
- * No lost wakeup: WAITERS is set only by a CAS that sees LOCKED, so the
- * holder's release sees it.
+ * state (the word the inlined fast paths CAS: 0 -> LOCKED, LOCKED -> 0):
+ * LOCKED, ACT (a release must come here: someone to wake or hand the lock
+ * to), TRACKED (lock debugging), RESERVED (free, but handed to one
+ * waiter). Sleeping waiters leave no bit in it: ACT is set only while
+ * waiters sleep with nobody in flight for them, so a running holder takes
+ * and drops the lock at full speed beside any number of sleepers. The
+ * waiters' bits live in q.reserved (ctl), read and written only under the
+ * wait list's guard, and ACT is recomputed from them with every change:
+ *   WAITERS  the list is not empty;
+ *   CAND     one contender is "in flight": spinning on the lock, or woken
+ *            by a release and about to run. At most one at a time, so a
+ *            release wakes nobody while one is on its way (no wake storm);
+ *   HANDOFF  the list holds a waiter that asks to be handed the lock;
+ *   ACT  =   (WAITERS and not CAND) or HANDOFF.
+ * No lost wakeup: ACT is set by a CAS on state that sees the lock held (a
+ * CAS that finds it free takes it instead, or wakes), so the holder's
+ * release CAS fails and comes here. While CAND is set the candidate itself
+ * takes the lock, or, giving up, clears CAND (which sets ACT) the same way.
+ *
+ * Acquire: a CAS; then the slow path. A contender that finds no candidate
+ * becomes it (OS threads on SMP): it polls the lock with exponential
+ * backoff (one poll every ~1-2 us at most: the holder keeps its cache
+ * line) for a bounded time, taking the lock when it sees it free
+ * (barging: the running thread wins, as with pthread, no convoys). Every
+ * other contender queues and sleeps at once (no spin, no yields: with
+ * dozens of threads on a few CPUs they only steal the holder's time). A
+ * candidate that runs out of time queues at the tail and sleeps. A release
+ * with ACT pops the oldest waiter, makes it the candidate and unparks it
+ * (a futex wake at most once per candidate's time, not per release); it
+ * does nothing if the lock was taken again meanwhile (that holder's
+ * release finds ACT in turn). Green threads and single-CPU machines never
+ * spin: a woken candidate tries once.
+ *
+ * Fairness: a candidate that gives up FAIR_NS or more after its first
+ * failed turn (OS threads: after a full spin of its own, so at most one handoff
+ * per candidate's time) queues at the head with HANDOFF instead; the next
+ * release sets state to RESERVED, which no other acquire takes, pops it
+ * and unparks it; it turns RESERVED into LOCKED. The asker keeps CAND
+ * until then. A timed-out waiter takes itself off the list under the
+ * guard (clearing HANDOFF and CAND if it had asked); one the release had
+ * already dequeued treats the wait as satisfied, as park.h says.
  */
 #include <stdio.h>
 
@@ -31,11 +61,50 @@
 CONC_API unsigned int conc__lock_hooks;
 
 #define LOCKED 1u
-#define WAITERS 2u
-#define TRACKED 4u /* taken with lock debugging on: owner is the acquirer; release goes out of line */
-#ifndef CONC__LOCK_BACKOFF_MAX
-#define CONC__LOCK_BACKOFF_MAX 8u
+#define ACT 2u      /* a release must come here (see above) */
+#define TRACKED 4u  /* taken with lock debugging on: owner is the acquirer; release goes out of line */
+#define RESERVED 8u /* free, handed to the waiter that asked (HANDOFF) */
+#define HELD (LOCKED | RESERVED)
+
+/* ctl (q.reserved, under the guard) */
+#define WAITERS 1u
+#define CAND 2u
+#define HANDOFF 4u
+#define CTL(l) ((l)->q.reserved)
+/* Bits 8-31 of ctl: the fork generation (core/park.h) CAND and HANDOFF
+ * were set in; of a waiter's data: the one it queued in. A fork that left
+ * threads behind leaves their CAND / HANDOFF / waiters behind too: stale
+ * ones count as absent (a ghost in the list is skipped, not woken), so a
+ * child's waiters are not left waiting on a candidate that never runs. */
+#define GEN_SHIFT 8
+static inline unsigned gen_now(void) { return conc__load(&conc__fork_gen, RLX) & 0xffffffu; }
+/* Guard held: forget a stale CAND / HANDOFF. */
+static inline void ctl_clean(conc_lock_t *l)
+{
+    if ((CTL(l) & (CAND | HANDOFF)) && (CTL(l) >> GEN_SHIFT) != gen_now())
+        CTL(l) &= ~(CAND | HANDOFF);
+}
+static inline void ctl_set(conc_lock_t *l, unsigned bits)
+{
+    CTL(l) = (CTL(l) & 0xffu) | bits | (gen_now() << GEN_SHIFT);
+}
+static inline bool waiter_stale(const conc__waiter_t *w) { return (w->data >> GEN_SHIFT) != gen_now(); }
+
+/* How long a candidate polls before it sleeps (it is the only one). */
+#ifndef CONC__LOCK_CAND_NS
+#define CONC__LOCK_CAND_NS 50000
 #endif
+/* Most pauses between two polls of a candidate. */
+#ifndef CONC__LOCK_BACKOFF_MAX
+#define CONC__LOCK_BACKOFF_MAX 64u
+#endif
+/* A waiter that waited this long asks for a handoff. */
+#ifndef CONC__LOCK_FAIR_NS
+#define CONC__LOCK_FAIR_NS 1000000
+#endif
+
+/* w->data of a lock waiter: it asked for a handoff / was handed the lock. */
+enum { W_ASKS = 4, W_GRANTED = 8 };
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -45,41 +114,106 @@ int conc_lock_init(conc_lock_t *l)
     return 0;
 }
 
-static inline bool conc__lock_try(conc_lock_t *l)
+static inline unsigned act_of(unsigned ctl)
+{
+    return (((ctl & WAITERS) && !(ctl & CAND)) || (ctl & HANDOFF)) ? ACT : 0;
+}
+
+/* Guard held: make ACT agree with ctl. Returns the state it replaced. */
+static unsigned act_sync(conc_lock_t *l)
+{
+    unsigned want = act_of(CTL(l));
+    unsigned s = conc__load(&l->state, RLX);
+    while ((s & ACT) != want &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | want, memory_order_acq_rel, RLX)) {
+    }
+    return s;
+}
+
+static inline void ctl_waiters(conc_lock_t *l)
+{
+    if (conc__waitq_empty(&l->q))
+        CTL(l) &= ~WAITERS;
+    else
+        CTL(l) |= WAITERS;
+}
+
+/* Take the lock if it is free, whatever ACT says. */
+static inline bool lock_take(conc_lock_t *l)
 {
     unsigned s = conc__load(&l->state, RLX);
-    while (!(s & LOCKED)) {
+    while (!(s & HELD)) {
         if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX))
             return true;
     }
     return false;
 }
 
-static bool conc__lock_spin(conc_lock_t *l, int64_t deadline)
+/* The candidate polls until it takes the lock (true) or its time, the
+ * deadline or an open timeout scope's is up (false). */
+static bool cand_spin(conc_lock_t *l, conc__ctx_t *ctx, int64_t deadline)
 {
-    conc__spinner_t sp;
-    conc__spin_begin(&sp, deadline);
-    bool ok = false;
-    unsigned backoff = 1; /* exponential: keeps the line with the holder */
-    do {
-        if (!(conc__load(&l->state, RLX) & LOCKED) && conc__lock_try(l)) {
-            ok = true;
-            break;
-        }
-        for (unsigned k = 1; k < backoff; k++)
+    int64_t end = conc__now_ns() + CONC__LOCK_CAND_NS;
+    if (!ctx->nointr)
+        deadline = conc__park_deadline(ctx, deadline);
+    if (end > deadline)
+        end = deadline;
+    unsigned backoff = 1, n = 0;
+    for (;;) {
+        if (!(conc__load(&l->state, RLX) & HELD) && lock_take(l))
+            return true;
+        for (unsigned k = 0; k < backoff; k++)
             conc__cpu_relax();
         if (backoff < CONC__LOCK_BACKOFF_MAX)
             backoff <<= 1;
-    } while (conc__spin_more(&sp));
-    conc__spin_end(&sp, ok);
+        if ((++n & 3) == 0 && conc__now_ns() >= end)
+            return false;
+    }
+}
+
+/* Become the candidate if there is none. */
+static bool cand_claim(conc_lock_t *l)
+{
+    conc__waitq_lock(&l->q);
+    ctl_clean(l);
+    bool ok = !(CTL(l) & CAND);
+    if (ok) {
+        ctl_set(l, CAND);
+        act_sync(l);
+    }
+    conc__waitq_unlock(&l->q);
     return ok;
 }
 
-static void conc__lock_clear_waiters(conc__waitq_t *q, void *arg)
+/* The candidate stops being one (it took the lock, or it leaves at its
+ * deadline); the next release wakes a new one. */
+static void cand_drop(conc_lock_t *l)
 {
-    conc_lock_t *l = arg;
-    if (conc__waitq_empty(q))
-        atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
+    conc__waitq_lock(&l->q);
+    ctl_clean(l);
+    CTL(l) &= ~CAND;
+    unsigned s = act_sync(l);
+    conc__waitq_unlock(&l->q);
+    if (!(s & HELD) && (conc__load(&l->state, RLX) & ACT))
+        conc__lock_wake(l); /* it is free: nobody else would see ACT */
+}
+
+typedef struct {
+    conc_lock_t *l;
+    conc__waiter_t *w;
+} lock_wait_t;
+
+/* Under the guard, after a timed-out waiter took itself off the list. */
+static void lock_unqueued(conc__waitq_t *q, void *arg)
+{
+    lock_wait_t *lw = arg;
+    (void)q;
+    ctl_clean(lw->l);
+    if (lw->w->data & W_ASKS)
+        CTL(lw->l) &= ~(HANDOFF | CAND);
+    lw->w->data = 0;
+    ctl_waiters(lw->l);
+    act_sync(lw->l);
 }
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline);
@@ -98,60 +232,113 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 {
-    if (conc__lock_try(l))
+    if (lock_take(l))
         return 0;
     if (deadline == 0)
         return CONC_ETIMEDOUT;
-    if (conc__lock_spin(l, deadline))
-        return 0;
+    conc__ctx_t *ctx = conc__ctx();
+    bool spin = !ctx->ops && conc__smp();
+    bool cand = spin && cand_claim(l);
+    bool front = false;
+    int64_t since = 0; /* the end of its first failed turn (FAIR_NS); no clock read before */
     conc__waiter_t w;
     conc__waiter_init(&w);
-    w.spun = 1; /* we just spun on the primitive itself */
     w.obj = l;
     w.kind = CONC__WAIT_LOCK;
-    bool requeue = false;
+    lock_wait_t lw = {l, &w};
     for (;;) {
-        conc__waitq_lock(&l->q);
-        unsigned s = conc__load(&l->state, RLX);
-        for (;;) {
-            if (!(s & LOCKED)) {
-                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX)) {
-                    conc__waitq_unlock(&l->q);
-                    return 0;
-                }
-            } else if ((s & WAITERS) ||
-                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | WAITERS, ACQ, RLX)) {
-                break;
+        bool ask = false;
+        if (cand) {
+            if (spin ? cand_spin(l, ctx, deadline) : lock_take(l)) {
+                cand_drop(l);
+                return 0;
             }
+            int64_t now = conc__now_ns();
+            if (deadline != CONC__NO_DEADLINE && now >= deadline) {
+                cand_drop(l);
+                return CONC_ETIMEDOUT;
+            }
+            if (since == 0)
+                since = now;
+            ask = now - since >= CONC__LOCK_FAIR_NS;
         }
+        conc__waitq_lock(&l->q);
+        ctl_clean(l);
         w.state = CONC__W_WAITING;
-        if (requeue)
+        w.data = (ask ? W_ASKS : 0) | (gen_now() << GEN_SHIFT);
+        /* Asking, or first in line again (a deadlock-detection slice):
+         * the head. Else the tail, a candidate too: it had its turn. */
+        if (ask || front)
             conc__waitq_push_front(&l->q, &w);
         else
             conc__waitq_push(&l->q, &w);
+        CTL(l) |= WAITERS;
+        if (ask)
+            ctl_set(l, HANDOFF); /* an asker stays the candidate until handed the lock */
+        else if (cand)
+            CTL(l) &= ~CAND;
+        /* Publish ACT with a CAS that sees the lock held; if it is free,
+         * take it instead. */
+        unsigned want = act_of(CTL(l)), s = conc__load(&l->state, RLX);
+        bool took = false;
+        for (;;) {
+            if (!(s & HELD)) {
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | LOCKED, ACQ, RLX)) {
+                    took = true;
+                    break;
+                }
+            } else if ((s & ACT) == want ||
+                       atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | want, memory_order_acq_rel, RLX)) {
+                break;
+            }
+        }
+        if (took) {
+            conc__waitq_remove(&l->q, &w);
+            lock_unqueued(&l->q, &lw);
+            conc__waitq_unlock(&l->q);
+            return 0;
+        }
         conc__waitq_unlock(&l->q);
+        cand = false;
+        front = false;
+        /* A sleeper is woken only to be the candidate or to be handed the
+         * lock: no spin and no yields before the futex (see park.c). An
+         * asker waits for the release of a running holder: park's spin. */
+        w.spun = ask ? 0 : CONC__SPUN_SLEEP;
         int64_t pdl = deadline;
 #ifndef CONC_NO_OBSERVE
         /* Deadlock detection: park in slices, check the graph after each. */
         if (conc__obs_on(CONC__OBS_DEADLOCK) && !w.ctx->nointr)
             pdl = conc__deadlock_dl(conc__now_ns(), deadline);
 #endif
-        int rc = conc__wait_queued(&l->q, &w, pdl, conc__lock_clear_waiters, l);
+        int rc = conc__wait_queued(&l->q, &w, pdl, lock_unqueued, &lw);
         if (rc != 0) {
+            /* It left the list (and maybe CAND): if the lock is free with
+             * others waiting, someone must see it. */
+            if ((conc__load(&l->state, ACQ) & (ACT | HELD)) == ACT)
+                conc__lock_wake(l);
             if (pdl == deadline || conc__park_interrupted(rc))
                 return rc; /* CONC_ETIMEDOUT, or an interruption (green threads) */
             rc = conc__deadlock_check(l, CONC__WAIT_LOCK);
             if (rc)
                 return rc;
-            requeue = true; /* first in line again */
+            front = true; /* first in line again */
             continue;
         }
-        /* Woken by a release: compete for the lock. */
-        if (conc__lock_spin(l, deadline))
+        if (w.data & W_GRANTED) {
+            /* Handed over: RESERVED is ours alone; CAND too. */
+            conc__waitq_lock(&l->q);
+            ctl_clean(l);
+            CTL(l) &= ~CAND;
+            unsigned want2 = act_of(CTL(l)), s2 = conc__load(&l->state, RLX);
+            while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2, (s2 & ~(RESERVED | ACT)) | LOCKED | want2,
+                                                          memory_order_acq_rel, RLX)) {
+            }
+            conc__waitq_unlock(&l->q);
             return 0;
-        if (deadline != CONC__NO_DEADLINE && conc__now_ns() >= deadline)
-            return CONC_ETIMEDOUT; /* it is held: its holder wakes the next */
-        requeue = true;
+        }
+        /* Woken by a release as the candidate. */
+        cand = true;
     }
 }
 
@@ -169,10 +356,9 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
         return CONC_EDEADLK;
     }
     bool order = conc__obs_on(CONC__OBS_LOCKORDER);
-    unsigned exp = 0;
     int rc = 0;
-    if (!atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
-        rc = conc__lock_acquire_dl(l, deadline);
+    if (!lock_take(l))
+        rc = conc__lock_acquire_slow(l, deadline);
     if (rc == 0) {
         if (__builtin_expect(conc__lock_dbg_test_hook != NULL, 0))
             conc__lock_dbg_test_hook(l);
@@ -199,8 +385,7 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     if (__builtin_expect(l != NULL && blocking && timeout == CONC_FOREVER, 1)) {
         if (conc__obs_on(CONC__OBS_LOCKDBG))
             return lock_acquire_dbg(l, CONC__NO_DEADLINE);
-        unsigned exp = 0;
-        if (atomic_compare_exchange_strong_explicit(CONC__A(&l->state), &exp, LOCKED, ACQ, RLX))
+        if (lock_take(l))
             return 0;
         return conc__lock_acquire_slow(l, CONC__NO_DEADLINE);
     }
@@ -215,15 +400,68 @@ int(conc_lock_acquire)(conc_lock_t *l, bool blocking, double timeout)
     return conc__lock_acquire_slow(l, deadline);
 }
 
+/* A release found ACT (or a waiter found the lock free with ACT): hand
+ * the lock to the asker, or wake the oldest waiter as the candidate. */
 void conc__lock_wake(conc_lock_t *l)
 {
+    if ((conc__load(&l->state, RLX) & (ACT | HELD)) != ACT)
+        return; /* nothing to do, or taken again: that holder's release finds ACT */
     conc__waitq_lock(&l->q);
-    conc__waiter_t *w = conc__waitq_pop(&l->q);
-    if (conc__waitq_empty(&l->q))
-        atomic_fetch_and_explicit(CONC__A(&l->state), ~WAITERS, RLX);
+    ctl_clean(l);
+    conc__waiter_t *w = NULL;
+    unsigned s = conc__load(&l->state, RLX);
+    if (CTL(l) & HANDOFF) {
+        for (w = l->q.head; w && !((w->data & W_ASKS) && w->obj == l && !waiter_stale(w)); w = w->next) {
+        }
+        if (w) {
+            /* Reserve the lock for it, unless taken again meanwhile. */
+            unsigned keep = CTL(l);
+            conc__waitq_remove(&l->q, w);
+            CTL(l) &= ~HANDOFF;
+            ctl_waiters(l);
+            unsigned want = act_of(CTL(l));
+            bool ok = false;
+            while (!(s & HELD)) {
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | RESERVED | want,
+                                                          memory_order_acq_rel, RLX)) {
+                    ok = true;
+                    break;
+                }
+            }
+            if (ok) {
+                w->data = W_GRANTED | (gen_now() << GEN_SHIFT);
+            } else {
+                conc__waitq_push_front(&l->q, w); /* back where it was: the holder's release hands it over */
+                CTL(l) = keep;
+                w = NULL;
+            }
+        } else {
+            CTL(l) &= ~HANDOFF; /* nobody asks any more (never expected): wake as usual */
+            act_sync(l);
+            s = conc__load(&l->state, RLX);
+        }
+    }
+    if (!(CTL(l) & HANDOFF) && !w && (s & ACT) && !(s & HELD)) {
+        bool mine = false;
+        while ((w = conc__waitq_pop(&l->q)) && (mine = w->obj == l && w->kind == CONC__WAIT_LOCK) && waiter_stale(w)) {
+        } /* a ghost: its thread did not survive a fork */
+        ctl_waiters(l);
+        if (w && mine)
+            ctl_set(l, CAND);
+        /* else a condition's waiter moved here: it competes on its own */
+        act_sync(l);
+    }
     conc__waitq_unlock(&l->q);
     if (w)
         conc__unpark(w);
+}
+
+/* Under l->q's guard, after waiters were pushed (cond.c's wait morphing). */
+void conc__lock_queued(conc_lock_t *l)
+{
+    ctl_clean(l);
+    ctl_waiters(l);
+    act_sync(l);
 }
 
 int(conc_lock_release)(conc_lock_t *l)
@@ -236,17 +474,17 @@ int(conc_lock_release)(conc_lock_t *l)
         return 0;
     if (conc__load(&l->state, RLX) & TRACKED)
         conc__store(&l->owner, 0u, RLX); /* no known holder once released */
-    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), REL);
+    old = atomic_fetch_and_explicit(CONC__A(&l->state), ~(LOCKED | TRACKED), memory_order_acq_rel);
     if (!(old & LOCKED))
         return CONC_EPERM;
     if (old & TRACKED)
         conc__lockdep_released(l); /* only the releaser's own held stack */
-    if (old & WAITERS)
+    if (old & ACT)
         conc__lock_wake(l);
     return 0;
 }
 
 bool conc_lock_locked(const conc_lock_t *l)
 {
-    return l && (conc__load(&l->state, RLX) & LOCKED);
+    return l && (conc__load(&l->state, RLX) & HELD);
 }
