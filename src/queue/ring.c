@@ -129,6 +129,22 @@ static bool stuck_since_fork(unsigned *spins)
     return ++*spins > (1u << 14) && conc__load(&conc__fork_orphans, RLX);
 }
 
+/* Wait a round for a cell another thread claimed but has not published
+ * yet (true: give up, see stuck_since_fork). Its claimer is normally a few
+ * instructions from done, but it may have been preempted there: with more
+ * threads than CPUs it then waits in a run queue, behind the very threads
+ * spinning for it, so after a short spin each round yields the CPU. */
+static bool mid_way_wait(unsigned *spins)
+{
+    if (stuck_since_fork(spins))
+        return true;
+    if ((*spins & 63) != 0)
+        conc__cpu_relax();
+    else
+        sched_yield();
+    return false;
+}
+
 /* The calling thread does not own the side: claim it if nobody has yet
  * and may_claim (returns true: the caller owns it now), else make it
  * shared for good (returns false: use the CAS path). gen: the fork
@@ -262,9 +278,8 @@ static inline int owner_put(conc__ring_t *r, void *item, bool exact)
         if (!exact)
             return CONC_EFULL;
         size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
-        if (pos - deq >= r->cap || stuck_since_fork(&spins))
+        if (pos - deq >= r->cap || mid_way_wait(&spins))
             return CONC_EFULL;
-        conc__cpu_relax();
     }
 }
 
@@ -286,9 +301,8 @@ static inline bool owner_get(conc__ring_t *r, void **item, bool exact)
         if (!exact)
             return false;
         size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
-        if (enq == pos || stuck_since_fork(&spins))
+        if (enq == pos || mid_way_wait(&spins))
             return false;
-        conc__cpu_relax();
     }
 }
 
@@ -317,9 +331,8 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
             if (!exact)
                 return CONC_EFULL;
             size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
-            if (pos - deq >= r->cap || stuck_since_fork(&spins))
+            if (pos - deq >= r->cap || mid_way_wait(&spins))
                 return CONC_EFULL;
-            conc__cpu_relax();
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
         } else {
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
@@ -374,9 +387,8 @@ static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, b
             if (!exact)
                 return false;
             size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
-            if (enq == pos || stuck_since_fork(&spins))
+            if (enq == pos || mid_way_wait(&spins))
                 return false;
-            conc__cpu_relax();
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
         } else {
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
