@@ -73,6 +73,11 @@ typedef struct {
 
 /* Set in `enq` by close(): puts fail from then on, atomically with claims. */
 #define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
+/* Set in `enq` (`deq`) while a thread owns the put (get) side and may
+ * store the counter without an RMW (ring.c): the CAS path's ticket CAS,
+ * which expects the bit clear, cannot succeed under an owner. */
+#define CONC__RING_OWNED ((size_t)1 << (sizeof(size_t) * 8 - 2))
+#define CONC__RING_FLAGS (CONC__RING_CLOSED | CONC__RING_OWNED)
 
 /* A side's owner word (pown, cown): none yet, an owning thread's id
  * (ring.c: single-producer / single-consumer path), being revoked, or
@@ -82,14 +87,23 @@ typedef struct {
 #define CONC__RING_OWN_SHARED ((uintptr_t)2)
 
 typedef struct {
-    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
+    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED | OWNED) */
     _Atomic uintptr_t pown;                      /* producer side's owner */
     atomic_uint pbusy;                           /* the owner is in a put */
     atomic_uint pgen;                            /* conc__fork_gen at pown's claim */
-    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
+    /* re-claiming a shared side (ring.c): the thread of the last CAS-path
+     * put, how many in a row it made, how many make it claim the side,
+     * and enq when it was last claimed */
+    _Atomic uintptr_t plast;
+    atomic_uint pstreak, preclaim;
+    atomic_size_t pfrom;
+    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| OWNED) */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
     atomic_uint cbusy;                           /* the owner is in a get */
     atomic_uint cgen;                            /* conc__fork_gen at cown's claim */
+    _Atomic uintptr_t clast;                     /* (as for the put side) */
+    atomic_uint cstreak, creclaim;
+    atomic_size_t cfrom;
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;
@@ -116,7 +130,7 @@ bool conc__ring_peek(conc__ring_t *r, void **item);               /* left in pla
  * the other side is about to write anyway (not at the shared counters). */
 static inline bool conc__ring_peek_get(const conc__ring_t *r)
 {
-    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed);
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed) & ~CONC__RING_OWNED;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos + 1;
 }
@@ -125,6 +139,7 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
     size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
     if (pos & CONC__RING_CLOSED)
         return true; /* let put see it and fail */
+    pos &= ~CONC__RING_OWNED;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
@@ -145,13 +160,13 @@ static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
     atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier is the fence */
     int rc = 1;
     if (__builtin_expect(atomic_load_explicit(&r->pown, memory_order_relaxed) == me, 1)) {
-        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
-        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
+        conc__cell_t *c = &r->cells[r->mask ? (p & r->mask) : (p % r->cap)];
         rc = CONC_EFULL;
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos) {
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == p) {
             atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
             atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
-            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+            atomic_store_explicit(&c->seq, p + 1, memory_order_release);
             rc = 0;
         }
     }
@@ -167,13 +182,13 @@ static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
     atomic_signal_fence(memory_order_seq_cst);
     int rc = -1;
     if (__builtin_expect(atomic_load_explicit(&r->cown, memory_order_relaxed) == me, 1)) {
-        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
-        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
+        conc__cell_t *c = &r->cells[r->mask ? (p & r->mask) : (p % r->cap)];
         rc = 0;
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == p + 1) {
             atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
             *item = c->item;
-            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+            atomic_store_explicit(&c->seq, p + r->cap, memory_order_release);
             rc = 1;
         }
     }
@@ -201,8 +216,8 @@ static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
-    size_t d = atomic_load((atomic_size_t *)&r->deq);
-    size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_CLOSED;
+    size_t d = atomic_load((atomic_size_t *)&r->deq) & ~CONC__RING_OWNED;
+    size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_FLAGS;
     return e > d ? (e - d > r->cap ? r->cap : e - d) : 0;
 }
 
