@@ -406,5 +406,15 @@ void conc__unpark_local(conc__waiter_t *w);
  * and whoever does so resumes it. */
 #define CONC__SPUN_ASLEEP 2u /* w->spun: marked by conc__park_presleep */
 bool conc__park_presleep(conc__waiter_t *w);
+/* For conc's own waits on another OS thread that are not parks (a queue
+ * ring's revoker waiting for the side's owner to finish its operation):
+ * on a green context (not the hub's loop), switch to the other ready
+ * green threads of its hub and come back, leaving any interruption that
+ * arrives meanwhile (a kill, a Timeout scope) pending for the caller's
+ * next blocking call; returns true. On an OS-thread context (or the
+ * loop's) it does nothing and returns false (the caller may
+ * sched_yield). Never call it holding a guard or lock that another green
+ * thread of the hub may take (green/hub.c). */
+bool conc__hub_pause(void);
 
 #endif

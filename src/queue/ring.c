@@ -227,10 +227,17 @@ static void side_mark(side_t s)
 }
 
 /* The owner o of a side is being replaced (own == REVOKING, set by the
- * caller): wait for its operation, clear OWNED, make the side shared. A
- * claim that did not last long makes the next one wait for a longer
- * run of CAS-path operations by one thread. */
-static void side_revoke(side_t s, uintptr_t o)
+ * caller): wait for its operation, clear OWNED, make the side shared
+ * (true). A claim that did not last long makes the next one wait for a
+ * longer run of CAS-path operations by one thread.
+ * The owner's operation is a few instructions, but its thread may be
+ * preempted in it. A green revoker (may_switch: it holds no guard) does
+ * not stall its hub meanwhile: after a short spin it puts the owner back
+ * (only a revoker changes REVOKING) and switches to the hub's other green
+ * threads (conc__hub_pause), then tries again (false) — so REVOKING is
+ * never left set while its revoker is switched out, where a green thread
+ * of the same hub could wait for it without switching. */
+static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
 {
     /* Either the owner's re-read of `own` sees REVOKING, or we see its
      * busy flag: wait until its operation is over. */
@@ -239,9 +246,16 @@ static void side_revoke(side_t s, uintptr_t o)
     /* (claimed before a fork, by another thread than the forking one) */
     bool left_behind = atomic_load_explicit(s.gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX) &&
                        o != atomic_load_explicit((_Atomic uintptr_t *)&fork_survivor, memory_order_relaxed);
+    may_switch = may_switch && !left_behind && conc__local_hub();
     while (atomic_load_explicit(s.busy, memory_order_acquire)) {
         if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
             break;
+        if (may_switch && spins >= 256) {
+            atomic_store_explicit(s.own, o, memory_order_seq_cst);
+            if (!conc__hub_pause())
+                sched_yield(); /* the hub's loop context: it cannot switch */
+            return false;
+        }
         if ((spins & 63) != 63)
             conc__cpu_relax();
         else
@@ -256,6 +270,7 @@ static void side_revoke(side_t s, uintptr_t o)
     atomic_store_explicit(s.reclaim, k, memory_order_relaxed);
     atomic_store_explicit(s.streak, 0, memory_order_relaxed);
     atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+    return true;
 }
 
 /* The calling thread does not own the side: claim it if nobody has yet
@@ -265,8 +280,9 @@ static void side_revoke(side_t s, uintptr_t o)
  * Only an owner claimed in an older generation (a thread of an ancestor
  * process, left behind by a fork) may be given up on while busy, unless
  * it is the thread that forked (alive here); an owner of this process is
- * alive and its operation ends, however long it is preempted. */
-static bool side_take(side_t s, uintptr_t me, bool may_claim)
+ * alive and its operation ends, however long it is preempted.
+ * may_switch: the caller holds no guard (side_revoke). */
+static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
 {
     uintptr_t o = atomic_load_explicit(s.own, memory_order_acquire);
     for (;;) {
@@ -296,8 +312,9 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim)
         if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
                                                      memory_order_acquire))
             continue;
-        side_revoke(s, o);
-        return false;
+        if (side_revoke(s, o, may_switch))
+            return false;
+        o = atomic_load_explicit(s.own, memory_order_acquire); /* put back while we switched: again */
     }
 }
 
@@ -340,7 +357,11 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
     uintptr_t o = atomic_load(s.own);
     if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == self_id())
         return false;
-    if (o != CONC__RING_OWN_REVOKING) {
+    /* Being revoked: our heavy fence pairs with the outgoing owner's
+     * operations (no waiting here, under the list's guard). */
+    if (o == CONC__RING_OWN_REVOKING)
+        return true;
+    {
         size_t now = atomic_load_explicit(s.ctr, memory_order_relaxed) & ~CONC__RING_FLAGS;
         size_t last = atomic_exchange_explicit(&r->fence_mark[getter], now, memory_order_relaxed);
         if (now - last >= FENCE_NEAR) {
@@ -351,8 +372,13 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
             return true;
     }
     /* hand the side over (its own heavy fence orders the owner's last
-     * operations before our re-check); from now on its puts use the RMW */
-    side_take(s, CONC__RING_OWN_NONE, false);
+     * operations before our re-check); from now on its puts use the RMW.
+     * Under the guard: revoke without switching, and do not wait for
+     * another revoker (fence instead). */
+    if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                 memory_order_acquire))
+        return o != CONC__RING_OWN_SHARED && o != self_id();
+    side_revoke(s, o, false);
     return false;
 }
 
@@ -360,7 +386,7 @@ void conc__ring_close(conc__ring_t *r)
 {
     /* The CLOSED bit is set with an RMW, so no owner may store enq (and
      * none claims the side again: CAS-path puts fail from then on). */
-    side_take(side_of(r, false), CONC__RING_OWN_NONE, false);
+    side_take(side_of(r, false), CONC__RING_OWN_NONE, false, true);
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
 
@@ -455,7 +481,7 @@ static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool
 {
     uintptr_t me = self_id();
     side_t s = side_of(r, false);
-    if (side_take(s, me, true) && side_enter(s.own, s.busy, me)) {
+    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
         side_mark(s);
         int rc = owner_put(r, item, exact);
         side_leave(s.busy);
@@ -524,7 +550,7 @@ static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, boo
 {
     uintptr_t me = self_id();
     side_t s = side_of(r, true);
-    if (side_take(s, me, true) && side_enter(s.own, s.busy, me)) {
+    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
         side_mark(s);
         bool ok = owner_get(r, item, exact);
         side_leave(s.busy);
