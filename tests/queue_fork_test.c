@@ -287,9 +287,9 @@ Test(queue_fork, forking_owner_is_waited_for_in_its_child)
 
 /* ------------------------------------------------------------------
  * Re-claiming a shared ring side (ring.c): a thread that makes a long run
- * of CAS-path operations alone on a side claims it back (the OWNED bit in
- * the side's counter shuts out CAS-path operations under way); the next
- * other thread revokes it again. */
+ * of CAS-path operations alone on a side claims it back (clearing
+ * SHARED_BIT in the side's counter shuts out CAS-path operations under
+ * way); the next other thread revokes it again. */
 
 static uintptr_t ring_self(void)
 {
@@ -318,7 +318,7 @@ static intptr_t on_other_thread(void *(*fn)(void *), conc_queue_t *q)
 
 /* This thread makes both sides shared (another thread's put and get
  * revoke its first claims), then a run of put+get pairs alone: it owns
- * both sides again, with OWNED set. Returns the run's length. */
+ * both sides again, SHARED_BIT clear. Returns the run's length. */
 static long reclaim_both(conc_queue_t *q)
 {
     conc__ring_t *r = &q->s.ring;
@@ -350,11 +350,11 @@ Test(queue_reclaim, a_solo_run_claims_a_shared_side_back)
     reclaim_both(q);
     cr_assert_eq(atomic_load(&r->pown), ring_self());
     cr_assert_eq(atomic_load(&r->cown), ring_self());
-    cr_assert(atomic_load(&r->enq) & CONC__RING_OWNED);
-    cr_assert(atomic_load(&r->deq) & CONC__RING_OWNED);
+    cr_assert_not(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    cr_assert_not(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
     /* a CAS-path put that read enq as shared before the claim cannot take
-     * a ticket under the owner (its CAS expects OWNED clear) */
-    size_t stale = atomic_load(&r->enq) & ~CONC__RING_FLAGS;
+     * a ticket under the owner (its CAS expects SHARED_BIT set) */
+    size_t stale = atomic_load(&r->enq) | CONC__RING_SHARED_BIT;
     cr_assert_not(atomic_compare_exchange_strong(&r->enq, &stale, stale + 1));
     cr_assert_eq(conc_queue_qsize(q), 0);
     cr_assert_eq(conc_queue_unfinished_tasks(q), atomic_load(&r->enq) & ~CONC__RING_FLAGS);
@@ -370,12 +370,12 @@ Test(queue_reclaim, a_solo_run_claims_a_shared_side_back)
     /* another thread's get revokes the get side: CAS path, FIFO kept */
     cr_assert_eq(on_other_thread(other_get, q), 50);
     cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
-    cr_assert_not(atomic_load(&r->deq) & CONC__RING_OWNED);
+    cr_assert(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
     /* ... and its put the put side (a short claim: the next one needs a
      * longer run) */
     cr_assert_eq(on_other_thread(other_put, q), 0);
     cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
-    cr_assert_not(atomic_load(&r->enq) & CONC__RING_OWNED);
+    cr_assert(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
     cr_assert_gt(atomic_load(&r->preclaim), k0);
     for (int i = 1; i < 8; i++) {
         cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
@@ -532,8 +532,8 @@ Test(queue_reclaim, shutdown_while_sides_are_claimed_back)
 }
 
 /* A side claimed back by a thread that a fork leaves behind (it runs
- * during the fork, idle): the child takes the sides over (clearing
- * OWNED) and the queue stays exact there; in the parent the owner goes on. */
+ * during the fork, idle): the child takes the sides over (setting
+ * SHARED_BIT) and the queue stays exact there; in the parent the owner goes on. */
 static int reclaimed_child(conc_queue_t *q)
 {
     alarm(20);
@@ -542,10 +542,10 @@ static int reclaimed_child(conc_queue_t *q)
     TU_CK(conc_queue_qsize(q) == 2);
     TU_CK(conc_queue_put_nowait(q, (void *)3) == 0);
     TU_CK(atomic_load(&r->pown) == CONC__RING_OWN_SHARED);
-    TU_CK(!(atomic_load(&r->enq) & CONC__RING_OWNED));
+    TU_CK(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
     TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)1);
     TU_CK(atomic_load(&r->cown) == CONC__RING_OWN_SHARED);
-    TU_CK(!(atomic_load(&r->deq) & CONC__RING_OWNED));
+    TU_CK(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
     for (int i = 0; i < 6; i++)
         TU_CK(conc_queue_put(q, (void *)(uintptr_t)(10 + i), true, 1.0) == 0);
     TU_CK(conc_queue_put_nowait(q, (void *)4) == CONC_EFULL && conc_queue_qsize(q) == 8);

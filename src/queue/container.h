@@ -73,11 +73,12 @@ typedef struct {
 
 /* Set in `enq` by close(): puts fail from then on, atomically with claims. */
 #define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
-/* Set in `enq` (`deq`) while a thread owns the put (get) side and may
- * store the counter without an RMW (ring.c): the CAS path's ticket CAS,
- * which expects the bit clear, cannot succeed under an owner. */
-#define CONC__RING_OWNED ((size_t)1 << (sizeof(size_t) * 8 - 2))
-#define CONC__RING_FLAGS (CONC__RING_CLOSED | CONC__RING_OWNED)
+/* Set in `enq` (`deq`) while the put (get) side is shared (ring.c): the
+ * CAS path's ticket CAS expects it set, so it cannot succeed once a thread
+ * claimed the side back (clearing it with an RMW) and stores the counter
+ * without one; an owner's counter is plain (no bit to mask). */
+#define CONC__RING_SHARED_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
+#define CONC__RING_FLAGS (CONC__RING_CLOSED | CONC__RING_SHARED_BIT)
 
 /* A side's owner word (pown, cown): none yet, an owning thread's id
  * (ring.c: single-producer / single-consumer path), being revoked, or
@@ -87,7 +88,7 @@ typedef struct {
 #define CONC__RING_OWN_SHARED ((uintptr_t)2)
 
 typedef struct {
-    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED | OWNED) */
+    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED | SHARED_BIT) */
     _Atomic uintptr_t pown;                      /* producer side's owner */
     atomic_uint pbusy;                           /* the owner is in a put */
     atomic_uint pgen;                            /* conc__fork_gen at pown's claim */
@@ -97,7 +98,7 @@ typedef struct {
     _Atomic uintptr_t plast;
     atomic_uint pstreak, preclaim;
     atomic_size_t pfrom;
-    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| OWNED) */
+    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| SHARED_BIT) */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
     atomic_uint cbusy;                           /* the owner is in a get */
     atomic_uint cgen;                            /* conc__fork_gen at cown's claim */
@@ -130,7 +131,7 @@ bool conc__ring_peek(conc__ring_t *r, void **item);               /* left in pla
  * the other side is about to write anyway (not at the shared counters). */
 static inline bool conc__ring_peek_get(const conc__ring_t *r)
 {
-    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed) & ~CONC__RING_OWNED;
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed) & ~CONC__RING_SHARED_BIT;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos + 1;
 }
@@ -139,7 +140,7 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
     size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
     if (pos & CONC__RING_CLOSED)
         return true; /* let put see it and fail */
-    pos &= ~CONC__RING_OWNED;
+    pos &= ~CONC__RING_SHARED_BIT;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
@@ -160,13 +161,13 @@ static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
     atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier is the fence */
     int rc = 1;
     if (__builtin_expect(atomic_load_explicit(&r->pown, memory_order_relaxed) == me, 1)) {
-        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
-        conc__cell_t *c = &r->cells[r->mask ? (p & r->mask) : (p % r->cap)];
+        size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
         rc = CONC_EFULL;
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) == p) {
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos) {
             atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
             atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
-            atomic_store_explicit(&c->seq, p + 1, memory_order_release);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
             rc = 0;
         }
     }
@@ -182,13 +183,13 @@ static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
     atomic_signal_fence(memory_order_seq_cst);
     int rc = -1;
     if (__builtin_expect(atomic_load_explicit(&r->cown, memory_order_relaxed) == me, 1)) {
-        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
-        conc__cell_t *c = &r->cells[r->mask ? (p & r->mask) : (p % r->cap)];
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+        conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
         rc = 0;
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) == p + 1) {
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
             atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
             *item = c->item;
-            atomic_store_explicit(&c->seq, p + r->cap, memory_order_release);
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
             rc = 1;
         }
     }
@@ -216,7 +217,7 @@ static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
-    size_t d = atomic_load((atomic_size_t *)&r->deq) & ~CONC__RING_OWNED;
+    size_t d = atomic_load((atomic_size_t *)&r->deq) & ~CONC__RING_SHARED_BIT;
     size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_FLAGS;
     return e > d ? (e - d > r->cap ? r->cap : e - d) : 0;
 }

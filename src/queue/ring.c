@@ -56,12 +56,13 @@
  * made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the thread
  * claims the side again (SHARED -> its id). The claim must shut out
  * CAS-path operations already under way, which read the side as shared:
- * the counter carries an OWNED bit, which the new owner sets with an RMW
- * (side_mark, in its first busy bracket) and which the CAS path's ticket
- * CAS expects clear — a CAS-path operation either took its ticket before
- * the bit (the owner's plain load sees it) or fails, sees the bit and
- * starts over (RING_AGAIN). The revoker clears the bit after the owner's
- * last operation. A claim costs the next revocation's membarrier (~20 us
+ * a shared side's counter carries SHARED_BIT (set by whoever makes it
+ * shared, after the owner's last operation), which the CAS path's ticket
+ * CAS expects set and the new owner clears with an RMW (side_mark, in its
+ * first busy bracket) — a CAS-path operation either took its ticket
+ * before (the owner's plain load sees it) or fails, sees the bit clear and
+ * starts over (RING_AGAIN). An owner's counter has no bit to mask: the
+ * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~20 us
  * when another CPU runs a thread of ours, in a VM): one that did not last
  * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
  * that did halves it (down to RECLAIM_MIN).
@@ -214,20 +215,20 @@ static inline void side_leave(atomic_uint *busy)
     atomic_store_explicit(busy, 0, memory_order_release);
 }
 
-/* A new owner's first step, inside its first busy bracket: set OWNED in
- * the counter with an RMW, so that no CAS-path operation that read the
- * side as shared can take a ticket from now on (theirs expect the bit
- * clear; they fail, see the bit and go round again). */
+/* A new owner's first step, inside its first busy bracket: clear
+ * SHARED_BIT in the counter with an RMW, so that no CAS-path operation
+ * that read the side as shared can take a ticket from now on (theirs
+ * expect the bit set; they fail, see it clear and go round again). */
 static void side_mark(side_t s)
 {
     size_t c = atomic_load_explicit(s.ctr, memory_order_relaxed);
-    if (!(c & CONC__RING_OWNED))
-        c = atomic_fetch_or_explicit(s.ctr, CONC__RING_OWNED, memory_order_seq_cst);
+    if (c & CONC__RING_SHARED_BIT)
+        c = atomic_fetch_and_explicit(s.ctr, ~CONC__RING_SHARED_BIT, memory_order_seq_cst);
     atomic_store_explicit(s.from, c & ~CONC__RING_FLAGS, memory_order_relaxed);
 }
 
 /* The owner o of a side is being replaced (own == REVOKING, set by the
- * caller): wait for its operation, clear OWNED, make the side shared
+ * caller): wait for its operation, set SHARED_BIT, make the side shared
  * (true). A claim that did not last long makes the next one wait for a
  * longer run of CAS-path operations by one thread.
  * The owner's operation is a few instructions, but its thread may be
@@ -261,7 +262,7 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
         else
             sched_yield();
     }
-    size_t c = atomic_fetch_and_explicit(s.ctr, ~CONC__RING_OWNED, memory_order_seq_cst) & ~CONC__RING_FLAGS;
+    size_t c = atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst) & ~CONC__RING_FLAGS;
     unsigned k = atomic_load_explicit(s.reclaim, memory_order_relaxed);
     if (c - atomic_load_explicit(s.from, memory_order_relaxed) < RECLAIM_PAYOFF)
         k = k < RECLAIM_MAX / 2 ? k * 2 : RECLAIM_MAX; /* a short claim */
@@ -299,13 +300,18 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
             continue;
         }
         if (o == CONC__RING_OWN_NONE) {
-            uintptr_t want = may_claim && conc__membarrier_init() ? me : CONC__RING_OWN_SHARED;
+            bool claim = may_claim && conc__membarrier_init();
             /* (racing claimers of one process store the same value) */
             atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
-            if (atomic_compare_exchange_strong_explicit(s.own, &o, want, memory_order_seq_cst,
-                                                        memory_order_acquire))
-                return want == me;
-            continue;
+            if (!atomic_compare_exchange_strong_explicit(s.own, &o, claim ? me : CONC__RING_OWN_REVOKING,
+                                                         memory_order_seq_cst, memory_order_acquire))
+                continue;
+            if (claim)
+                return true;
+            /* never owned: shared from the start (others wait for SHARED) */
+            atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
+            atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+            return false;
         }
         if (o == me)
             return true;
@@ -390,28 +396,29 @@ void conc__ring_close(conc__ring_t *r)
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
 
-/* The CAS path saw OWNED: a thread claimed the side meanwhile; look again. */
+/* The CAS path saw SHARED_BIT clear: a thread claimed the side
+ * meanwhile; look again. */
 #define RING_AGAIN 1
 
 /* The owner's put: only it stores enq (close revokes first). */
 static inline int owner_put(conc__ring_t *r, void *item, bool exact)
 {
     unsigned spins = 0;
-    size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
-    conc__cell_t *c = cell_at(r, p);
+    size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
     for (;;) {
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        if (seq == p) {
+        if (seq == pos) {
             atomic_store_explicit(&r->enq, pos + 1, memory_order_relaxed);
             atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
-            atomic_store_explicit(&c->seq, p + 1, memory_order_release);
+            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
             return 0;
         }
         /* Full by this cell. Really full, or a consumer is mid-way? */
         if (!exact)
             return CONC_EFULL;
-        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_OWNED;
-        if (p - deq >= r->cap || mid_way_wait(&spins))
+        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
+        if (pos - deq >= r->cap || mid_way_wait(&spins))
             return CONC_EFULL;
     }
 }
@@ -420,21 +427,21 @@ static inline int owner_put(conc__ring_t *r, void *item, bool exact)
 static inline bool owner_get(conc__ring_t *r, void **item, bool exact)
 {
     unsigned spins = 0;
-    size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed), p = pos & ~CONC__RING_OWNED;
-    conc__cell_t *c = cell_at(r, p);
+    size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
+    conc__cell_t *c = cell_at(r, pos);
     for (;;) {
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        if (seq == p + 1) {
+        if (seq == pos + 1) {
             atomic_store_explicit(&r->deq, pos + 1, memory_order_relaxed);
             *item = c->item;
-            atomic_store_explicit(&c->seq, p + r->cap, memory_order_release);
+            atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
             return true;
         }
         /* Empty by this cell. Really empty, or a producer is mid-way? */
         if (!exact)
             return false;
         size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_FLAGS;
-        if (enq == p || mid_way_wait(&spins))
+        if (enq == pos || mid_way_wait(&spins))
             return false;
     }
 }
@@ -446,18 +453,22 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
-        if (pos & CONC__RING_FLAGS)
-            return pos & CONC__RING_CLOSED ? CONC_ESHUTDOWN : RING_AGAIN;
-        conc__cell_t *c = cell_at(r, pos);
+        /* (close() leaves the bit set) */
+        if (pos & CONC__RING_CLOSED)
+            return CONC_ESHUTDOWN;
+        if (!(pos & CONC__RING_SHARED_BIT))
+            return RING_AGAIN;
+        size_t p = pos & ~CONC__RING_SHARED_BIT;
+        conc__cell_t *c = cell_at(r, p);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)pos;
+        intptr_t dif = (intptr_t)seq - (intptr_t)p;
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->enq, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed)) {
                 /* atomic (relaxed: a plain mov): conc__ring_peek may read
                  * this cell while the next lap's put writes it */
                 atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
-                atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+                atomic_store_explicit(&c->seq, p + 1, memory_order_release);
                 side_count(side_of(r, false));
                 return 0;
             }
@@ -465,8 +476,8 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
             /* Full by this cell. Really full, or a consumer is mid-way? */
             if (!exact)
                 return CONC_EFULL;
-            size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_OWNED;
-            if (pos - deq >= r->cap || mid_way_wait(&spins))
+            size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
+            if (p - deq >= r->cap || mid_way_wait(&spins))
                 return CONC_EFULL;
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
         } else {
@@ -517,16 +528,17 @@ static __attribute__((noinline)) int shared_get(conc__ring_t *r, void **item, bo
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
-        if (pos & CONC__RING_OWNED)
+        if (!(pos & CONC__RING_SHARED_BIT))
             return GET_AGAIN;
-        conc__cell_t *c = cell_at(r, pos);
+        size_t p = pos & ~CONC__RING_SHARED_BIT;
+        conc__cell_t *c = cell_at(r, p);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)(pos + 1);
+        intptr_t dif = (intptr_t)seq - (intptr_t)(p + 1);
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->deq, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed)) {
                 *item = c->item;
-                atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
+                atomic_store_explicit(&c->seq, p + r->cap, memory_order_release);
                 side_count(side_of(r, true));
                 return 1;
             }
@@ -535,7 +547,7 @@ static __attribute__((noinline)) int shared_get(conc__ring_t *r, void **item, bo
             if (!exact)
                 return 0;
             size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_FLAGS;
-            if (enq == pos || mid_way_wait(&spins))
+            if (enq == p || mid_way_wait(&spins))
                 return 0;
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
         } else {
@@ -583,7 +595,7 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 bool conc__ring_peek(conc__ring_t *r, void **item)
 {
     for (;;) {
-        size_t pos = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_OWNED;
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
         conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         if (seq != pos + 1) {
@@ -594,7 +606,7 @@ bool conc__ring_peek(conc__ring_t *r, void **item)
         void *it = atomic_load_explicit((void *_Atomic *)&c->item, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq &&
-            (atomic_load_explicit(&r->deq, memory_order_relaxed) & ~CONC__RING_OWNED) == pos) {
+            (atomic_load_explicit(&r->deq, memory_order_relaxed) & ~CONC__RING_SHARED_BIT) == pos) {
             *item = it;
             return true;
         }
