@@ -107,7 +107,7 @@ __attribute__((constructor)) static void ring_fork_init(void)
 /* A shared side is claimed again by a thread that made this many CAS-path
  * operations on it in a row (at first; see side_revoke). */
 #define RECLAIM_MIN 1024u
-#define RECLAIM_MAX (1u << 22)
+#define RECLAIM_MAX (1u << 14)
 /* A claim that lasted this many operations paid for its revocation (a
  * membarrier: ~20 us where the other CPU runs a thread of ours, in a VM). */
 #define RECLAIM_PAYOFF 8192u
