@@ -145,7 +145,7 @@ static bool store_empty_open(conc_queue_t *q)
     if (q->impl == IMPL_RING) {
         size_t e = atomic_load_explicit(&q->s.ring.enq, memory_order_seq_cst);
         return !(e & CONC__RING_CLOSED) && ((atomic_load_explicit(&q->s.ring.deq, memory_order_seq_cst) ^ e) &
-                                            ~CONC__RING_SHARED_BIT) == 0;
+                                            ~CONC__RING_FLAGS) == 0;
     }
     return store_size(q) == 0 && !store_closed(q);
 }
