@@ -387,6 +387,37 @@ Test(queue_reclaim, a_solo_run_claims_a_shared_side_back)
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 
+/* Only the side's first owner claims it back (ring.c: a former owner may
+ * still be inside an owner-path entry begun before its revocation, and
+ * would set and clear busy under another thread's claim). */
+static void *long_solo_run(void *arg)
+{
+    conc_queue_t *q = arg;
+    long n = (long)atomic_load(&q->s.ring.preclaim) * 4;
+    void *it;
+    for (long i = 0; i < n; i++)
+        if (conc_queue_put_nowait(q, (void *)(uintptr_t)(i + 1)) != 0 || conc_queue_get_nowait(q, &it) != 0 ||
+            it != (void *)(uintptr_t)(i + 1))
+            return (void *)1;
+    return NULL;
+}
+
+Test(queue_reclaim, only_the_first_owner_claims_back)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread: the first owner of both sides */
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(on_other_thread(long_solo_run, q), 0); /* revokes both, then a long run alone */
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    cr_assert(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    cr_assert_eq(conc_queue_qsize(q), 0);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
 /* Producers put in bursts, one at a time (a mutex: each burst is a solo
  * run, long enough to claim the side back), except every third burst,
  * which races the others freely — CAS-path puts under way while a side is

@@ -48,13 +48,21 @@
  * claimed before that fork (pgen/cgen: the fork generation of the claim);
  * an owner claimed in this process is alive and waited for.
  *
- * Re-claiming a shared side. With more threads than CPUs (16 producers on
- * 2 CPUs), the scheduler mostly lets one thread run alone on a side for a
- * whole time slice (tens of thousands of operations in a row). So the CAS
- * path counts, on the counter's own cache line (in this CPU's cache right
- * after the CAS), which thread made the last operation and how many it
- * made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the thread
- * claims the side again (SHARED -> its id). The claim must shut out
+ * Re-claiming a shared side. A side revoked because a second thread came
+ * by once, or because sleepers met every few items for a while, often
+ * goes back to one thread running alone on it for a long time. So the
+ * CAS path counts, on the counter's own cache line (in this CPU's cache
+ * right after the CAS), which thread made the last operation and how many
+ * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the
+ * side's first owner claims it again (SHARED -> its id). Only the first
+ * owner: a former owner may still be inside an owner-path entry it began
+ * before its revocation (preempted between its check of the owner word
+ * and its store of busy); it then sets and clears busy, which under
+ * another thread's claim would be that thread's busy flag (a revoker
+ * would stop waiting for an operation under way). With a single owner
+ * ever, the claimer is that thread, inside no such entry. (Letting any
+ * thread claim — one producer of 16 running alone for a time slice —
+ * needs a busy flag per thread, not per side.) The claim must shut out
  * CAS-path operations already under way, which read the side as shared:
  * a shared side's counter carries SHARED_BIT (set by whoever makes it
  * shared, after the owner's last operation), which the CAS path's ticket
@@ -139,6 +147,8 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->creclaim, RECLAIM_MIN);
     atomic_init(&r->pfrom, 0);
     atomic_init(&r->cfrom, 0);
+    atomic_init(&r->pfirst, CONC__RING_OWN_NONE);
+    atomic_init(&r->cfirst, CONC__RING_OWN_NONE);
     atomic_init(&r->fence_mark[0], 0);
     atomic_init(&r->fence_mark[1], 0);
     atomic_init(&r->fence_strikes, 0);
@@ -183,7 +193,7 @@ static bool mid_way_wait(unsigned *spins)
 /* One side of the ring (put: enq and the p* fields; get: deq, c*). */
 typedef struct {
     atomic_size_t *ctr;
-    _Atomic uintptr_t *own, *last;
+    _Atomic uintptr_t *own, *last, *first;
     atomic_uint *busy, *gen, *streak, *reclaim;
     atomic_size_t *from;
 } side_t;
@@ -191,8 +201,10 @@ typedef struct {
 static inline side_t side_of(conc__ring_t *r, bool getter)
 {
     if (getter)
-        return (side_t){&r->deq, &r->cown, &r->clast, &r->cbusy, &r->cgen, &r->cstreak, &r->creclaim, &r->cfrom};
-    return (side_t){&r->enq, &r->pown, &r->plast, &r->pbusy, &r->pgen, &r->pstreak, &r->preclaim, &r->pfrom};
+        return (side_t){&r->deq,  &r->cown,    &r->clast,    &r->cfirst, &r->cbusy,
+                        &r->cgen, &r->cstreak, &r->creclaim, &r->cfrom};
+    return (side_t){&r->enq,  &r->pown,    &r->plast,    &r->pfirst, &r->pbusy,
+                    &r->pgen, &r->pstreak, &r->preclaim, &r->pfrom};
 }
 
 /* Enter the owner path: true if the calling thread owns the side (busy is
@@ -306,8 +318,10 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
             if (!atomic_compare_exchange_strong_explicit(s.own, &o, claim ? me : CONC__RING_OWN_REVOKING,
                                                          memory_order_seq_cst, memory_order_acquire))
                 continue;
-            if (claim)
+            if (claim) {
+                atomic_store_explicit(s.first, me, memory_order_relaxed);
                 return true;
+            }
             /* never owned: shared from the start (others wait for SHARED) */
             atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
             atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
@@ -341,8 +355,14 @@ static inline void side_count(side_t s)
     if (__builtin_expect(n < atomic_load_explicit(s.reclaim, memory_order_relaxed), 1))
         return;
     atomic_store_explicit(s.streak, 0, memory_order_relaxed);
+    /* Only the side's first owner claims it back: a former owner may still
+     * be inside an owner-path entry it began before its revocation
+     * (preempted between its check of the owner word and its store of
+     * busy), and would then set and clear busy — under another thread's
+     * claim, that thread's busy flag. With one owner ever, that thread is
+     * the caller, not inside any such entry. */
     uintptr_t o = CONC__RING_OWN_SHARED;
-    if (conc__membarrier_state != 1 ||
+    if (conc__membarrier_state != 1 || atomic_load_explicit(s.first, memory_order_relaxed) != me ||
         !atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst, memory_order_relaxed))
         return;
     atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
