@@ -188,6 +188,42 @@ Test(queue_fork, ring_sides_owned_by_threads_left_behind)
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 
+/* A side caught REVOKING by a raw fork (its revoker is left behind): a
+ * put in the child finishes the hand-over after the bounded wait and
+ * keeps its timeout (it waited for SHARED forever before). */
+static int revoking_child(conc_queue_t *q)
+{
+    alarm(20);
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    double t0 = tu_now();
+    TU_CK(conc_queue_put(q, (void *)2, true, 1.0) == 0);
+    TU_CK(tu_now() - t0 < 5.0);
+    TU_CK(atomic_load(&r->pown) == CONC__RING_OWN_SHARED);
+    TU_CK(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)1);
+    TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)2);
+    TU_CK(conc_queue_get_nowait(q, &it) == CONC_EEMPTY);
+    return 0;
+}
+
+Test(queue_fork, side_left_revoking_by_a_fork_is_taken_over)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &q->s.ring;
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0);
+    uintptr_t owner = atomic_load(&r->pown);
+    atomic_store(&r->pown, CONC__RING_OWN_REVOKING); /* a revoker, caught by the fork */
+    int step = fork_threaded(revoking_child, q);
+    cr_assert_eq(step, 0, "child step %d failed", step);
+    atomic_store(&r->pown, owner); /* in the parent the "revoker" gives the side back */
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, (void *)1);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
 /* The bounded wait for a busy owner is only for owners a fork left
  * behind. In a process descended from a threaded fork, a side claimed in
  * that very process has a live owner: a revoker must wait for its

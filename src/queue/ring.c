@@ -286,6 +286,21 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
     return true;
 }
 
+/* A side left REVOKING for long in a process that a fork may have left
+ * without its revoker: finish the hand-over (its owner, if still busy,
+ * gets the bounded wait of a stuck claim; the CAS leaves a live revoker's
+ * own end of it alone). */
+static void side_orphan_revoked(side_t s)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(s.busy, memory_order_acquire) && !stuck_since_fork(&spins))
+        sched_yield();
+    atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
+    uintptr_t o = CONC__RING_OWN_REVOKING;
+    atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_SHARED, memory_order_seq_cst,
+                                            memory_order_relaxed);
+}
+
 /* The calling thread does not own the side: claim it if nobody has yet
  * and may_claim (returns true: the caller owns it now, and marks it on
  * its first operation, side_mark), else make it shared (returns false:
@@ -304,11 +319,16 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
         if (o == CONC__RING_OWN_REVOKING) {
             /* another thread is handing it over: wait for SHARED */
             for (unsigned n = 0; (o = atomic_load_explicit(s.own, memory_order_acquire)) ==
-                                 CONC__RING_OWN_REVOKING;)
-                if (++n < 64)
+                                 CONC__RING_OWN_REVOKING;) {
+                if (stuck_since_fork(&n)) {
+                    side_orphan_revoked(s);
+                    break;
+                }
+                if ((n & 63) != 0)
                     conc__cpu_relax();
                 else
                     sched_yield();
+            }
             continue;
         }
         if (o == CONC__RING_OWN_NONE) {
