@@ -513,8 +513,8 @@ bool conc__hub_pause(void)
 {
     conc__ctx_t *ctx = conc__cur;
     conc__gs_t *gs;
-    if (!ctx || !ctx->ops || !(gs = ctx->green) || gs->hub->cur != gs)
-        return false; /* an OS thread, or the loop context (it must not switch) */
+    if (!ctx || ctx->ops != &conc__green_ops || !(gs = ctx->green))
+        return false; /* an OS thread, or the loop context (conc__loop_ops: it must not switch) */
     conc__hub_ready(gs->hub, gs);
     conc__hub_schedule(gs->hub, gs);
     return true;
