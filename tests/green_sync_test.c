@@ -1561,3 +1561,109 @@ Test(green_sync, queue_ring_owner_sides_green_and_os_threads, .timeout = TU_TIME
     cr_assert_eq(conc_queue_get_nowait(q, &it), CONC_EEMPTY);
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
+
+/* A green thread that revokes a ring side from an OS thread "preempted"
+ * in the middle of an operation (its busy flag held for 0.3 s) does not
+ * stall its hub meanwhile: the hub's other green threads run (ring.c,
+ * side_revoke: it puts the owner back and switches, conc__hub_pause). A
+ * kill that comes meanwhile is not lost: the put (which does not block)
+ * completes and the revoker's next blocking call returns CONC_EKILLED. */
+typedef struct {
+    conc_queue_t *q;
+    atomic_int owner_state; /* 1: the owner claimed, 2: let it exit */
+    atomic_int ticks, stop, busy_cleared;
+    int ticks_before, ticks_after; /* around the revoker's put */
+    int put_rc, sleep_rc;
+    conc_green_t *revoker;
+    bool kill;
+} gr_t;
+
+static void *gr_owner(void *arg)
+{
+    gr_t *x = arg;
+    if (conc_queue_put_nowait(x->q, PTR(1)) != 0)
+        return PTR(1);
+    atomic_store(&x->owner_state, 1);
+    while (atomic_load(&x->owner_state) != 2)
+        tu_sleep(0.001);
+    return NULL;
+}
+
+static void *gr_unbusy(void *arg)
+{
+    gr_t *x = arg;
+    tu_sleep(0.3);
+    atomic_store(&x->busy_cleared, 1);
+    atomic_store(&x->q->s.ring.pbusy, 0); /* the owner's put ends */
+    return NULL;
+}
+
+static void *gr_ticker(void *arg)
+{
+    gr_t *x = arg;
+    while (!atomic_load(&x->stop)) {
+        int t = atomic_fetch_add(&x->ticks, 1) + 1;
+        if (x->kill && t == 10 && !atomic_load(&x->busy_cleared))
+            conc_green_kill(x->revoker, false, 0);
+        conc_sleep(0.002);
+    }
+    return NULL;
+}
+
+static void *gr_revoker(void *arg)
+{
+    gr_t *x = arg;
+    x->ticks_before = atomic_load(&x->ticks);
+    x->put_rc = conc_queue_put_nowait(x->q, PTR(2));
+    x->ticks_after = atomic_load(&x->ticks);
+    x->sleep_rc = conc_sleep(x->kill ? 5.0 : 0.001);
+    return NULL;
+}
+
+static void green_revoker_case(bool kill)
+{
+    static gr_t x;
+    memset(&x, 0, sizeof x);
+    x.kill = kill;
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &x.q->s.ring;
+    pthread_t owner, unbusy;
+    cr_assert_eq(pthread_create(&owner, NULL, gr_owner, &x), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&x.owner_state) == 1, 10.0));
+    cr_assert(side_owned(atomic_load(&r->pown)));
+    atomic_store(&r->pbusy, 1); /* the owner, "preempted" mid-put */
+    conc_green_t *ticker;
+    cr_assert_eq(conc_go(&ticker, gr_ticker, &x), 0);
+    cr_assert_eq(conc_go(&x.revoker, gr_revoker, &x), 0);
+    cr_assert_eq(pthread_create(&unbusy, NULL, gr_unbusy, &x), 0);
+    cr_assert_eq(conc_green_join(x.revoker, 10.0), 0);
+    atomic_store(&x.stop, 1);
+    cr_assert_eq(conc_green_join(ticker, 10.0), 0);
+    pthread_join(unbusy, NULL);
+    atomic_store(&x.owner_state, 2);
+    void *orc;
+    pthread_join(owner, &orc);
+    cr_assert_null(orc);
+    cr_assert_eq(x.put_rc, 0);
+    cr_assert_geq(x.ticks_after - x.ticks_before, 10, "the hub ran its other green thread %d times in 0.3 s",
+                  x.ticks_after - x.ticks_before);
+    cr_assert_eq(x.sleep_rc, kill ? CONC_EKILLED : 0);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, PTR(1));
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, PTR(2));
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), CONC_EEMPTY);
+    cr_assert_eq(conc_green_free(x.revoker), 0);
+    cr_assert_eq(conc_green_free(ticker), 0);
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+}
+
+Test(green_sync, queue_ring_green_revoker_lets_its_hub_run, .timeout = TU_TIMEOUT)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    green_revoker_case(false);
+    green_revoker_case(true);
+}

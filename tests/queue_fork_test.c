@@ -1,4 +1,7 @@
 /*
+ * Queues in a forked child (suite queue_fork), and re-claiming a shared
+ * ring side (suite queue_reclaim, below).
+ *
  * Queues in a forked child. A raw fork() of a threaded program may leave
  * a ring cell claimed by a thread that does not exist in the child, so
  * there an exact look (get_nowait, put_nowait, the re-check before a
@@ -15,9 +18,11 @@
 
 #include <conc/queue.h>
 
+#include "core/fence.h"
 #include "queue/internal.h"
 
 TestSuite(queue_fork, .timeout = TU_TIMEOUT);
+TestSuite(queue_reclaim, .timeout = TU_TIMEOUT);
 
 typedef struct {
     conc__ring_t *r;
@@ -183,6 +188,42 @@ Test(queue_fork, ring_sides_owned_by_threads_left_behind)
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 
+/* A side caught REVOKING by a raw fork (its revoker is left behind): a
+ * put in the child finishes the hand-over after the bounded wait and
+ * keeps its timeout (it waited for SHARED forever before). */
+static int revoking_child(conc_queue_t *q)
+{
+    alarm(20);
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    double t0 = tu_now();
+    TU_CK(conc_queue_put(q, (void *)2, true, 1.0) == 0);
+    TU_CK(tu_now() - t0 < 5.0);
+    TU_CK(atomic_load(&r->pown) == CONC__RING_OWN_SHARED);
+    TU_CK(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)1);
+    TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)2);
+    TU_CK(conc_queue_get_nowait(q, &it) == CONC_EEMPTY);
+    return 0;
+}
+
+Test(queue_fork, side_left_revoking_by_a_fork_is_taken_over)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &q->s.ring;
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0);
+    uintptr_t owner = atomic_load(&r->pown);
+    atomic_store(&r->pown, CONC__RING_OWN_REVOKING); /* a revoker, caught by the fork */
+    int step = fork_threaded(revoking_child, q);
+    cr_assert_eq(step, 0, "child step %d failed", step);
+    atomic_store(&r->pown, owner); /* in the parent the "revoker" gives the side back */
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, (void *)1);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
 /* The bounded wait for a busy owner is only for owners a fork left
  * behind. In a process descended from a threaded fork, a side claimed in
  * that very process has a live owner: a revoker must wait for its
@@ -278,6 +319,368 @@ Test(queue_fork, forking_owner_is_waited_for_in_its_child)
     int step = fork_threaded(forker_owner_child, q);
     cr_assert_eq(step, 0, "child step %d failed (41: revoked under the live forking owner)", step);
     cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
+/* ------------------------------------------------------------------
+ * Re-claiming a shared ring side (ring.c): a thread that makes a long run
+ * of CAS-path operations alone on a side claims it back (clearing
+ * SHARED_BIT in the side's counter shuts out CAS-path operations under
+ * way); the next other thread revokes it again. */
+
+static uintptr_t ring_self(void)
+{
+    return (uintptr_t)&conc__ring_self;
+}
+
+/* Puts (and gets) item 1000 + i on another thread, revoking what it owns. */
+static void *other_put(void *arg)
+{
+    return (void *)(intptr_t)conc_queue_put_nowait(arg, (void *)(uintptr_t)7);
+}
+static void *other_get(void *arg)
+{
+    void *it = NULL;
+    int rc = conc_queue_get_nowait(arg, &it);
+    return (void *)(intptr_t)(rc ? rc : (intptr_t)it);
+}
+static intptr_t on_other_thread(void *(*fn)(void *), conc_queue_t *q)
+{
+    pthread_t t;
+    void *rc;
+    cr_assert_eq(pthread_create(&t, NULL, fn, q), 0);
+    cr_assert_eq(pthread_join(t, &rc), 0);
+    return (intptr_t)rc;
+}
+
+/* This thread makes both sides shared (another thread's put and get
+ * revoke its first claims), then a run of put+get pairs alone: it owns
+ * both sides again, SHARED_BIT clear. Returns the run's length. */
+static long reclaim_both(conc_queue_t *q)
+{
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* claims the put side */
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);       /* and the get side */
+    cr_assert_eq(on_other_thread(other_put, q), 0);
+    cr_assert_eq(on_other_thread(other_get, q), 7);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    long n = (long)atomic_load(&r->preclaim) + 10;
+    for (long i = 0; i < n; i++) {
+        cr_assert_eq(conc_queue_put_nowait(q, (void *)(uintptr_t)(100 + i)), 0);
+        cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+        cr_assert_eq(it, (void *)(uintptr_t)(100 + i));
+    }
+    return n;
+}
+
+Test(queue_reclaim, a_solo_run_claims_a_shared_side_back)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    cr_assert_eq(q->impl, IMPL_RING);
+    conc__ring_t *r = &q->s.ring;
+    unsigned k0 = atomic_load(&r->preclaim);
+    reclaim_both(q);
+    cr_assert_eq(atomic_load(&r->pown), ring_self());
+    cr_assert_eq(atomic_load(&r->cown), ring_self());
+    cr_assert_not(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    cr_assert_not(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
+    /* a CAS-path put that read enq as shared before the claim cannot take
+     * a ticket under the owner (its CAS expects SHARED_BIT set) */
+    size_t stale = atomic_load(&r->enq) | CONC__RING_SHARED_BIT;
+    cr_assert_not(atomic_compare_exchange_strong(&r->enq, &stale, stale + 1));
+    cr_assert_eq(conc_queue_qsize(q), 0);
+    cr_assert_eq(conc_queue_unfinished_tasks(q), atomic_load(&r->enq) & ~CONC__RING_FLAGS);
+    /* full and empty stay exact under an owner */
+    void *it;
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(conc_queue_put_nowait(q, (void *)(uintptr_t)(50 + i)), 0);
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)9), CONC_EFULL);
+    cr_assert_eq(conc_queue_qsize(q), 8);
+    cr_assert(conc_queue_full(q));
+    cr_assert_eq(conc_queue_peek(q, &it, false, 0), 0);
+    cr_assert_eq(it, (void *)50);
+    /* another thread's get revokes the get side: CAS path, FIFO kept */
+    cr_assert_eq(on_other_thread(other_get, q), 50);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    cr_assert(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
+    /* ... and its put the put side (a short claim: the next one needs a
+     * longer run) */
+    cr_assert_eq(on_other_thread(other_put, q), 0);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    cr_assert_gt(atomic_load(&r->preclaim), k0);
+    for (int i = 1; i < 8; i++) {
+        cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+        cr_assert_eq(it, (void *)(uintptr_t)(50 + i));
+    }
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, (void *)7);
+    cr_assert_eq(conc_queue_get_nowait(q, &it), CONC_EEMPTY);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
+/* Only the side's first owner claims it back (ring.c: a former owner may
+ * still be inside an owner-path entry begun before its revocation, and
+ * would set and clear busy under another thread's claim). */
+static void *long_solo_run(void *arg)
+{
+    conc_queue_t *q = arg;
+    long n = (long)atomic_load(&q->s.ring.preclaim) * 4;
+    void *it;
+    for (long i = 0; i < n; i++)
+        if (conc_queue_put_nowait(q, (void *)(uintptr_t)(i + 1)) != 0 || conc_queue_get_nowait(q, &it) != 0 ||
+            it != (void *)(uintptr_t)(i + 1))
+            return (void *)1;
+    return NULL;
+}
+
+Test(queue_reclaim, only_the_first_owner_claims_back)
+{
+    conc_queue_t *q;
+    cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread: the first owner of both sides */
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(on_other_thread(long_solo_run, q), 0); /* revokes both, then a long run alone */
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    cr_assert(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    cr_assert_eq(conc_queue_qsize(q), 0);
+    cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
+/* Producers put in bursts, one at a time (a mutex: each burst is a solo
+ * run, long enough to claim the side back), except every third burst,
+ * which races the others freely — CAS-path puts under way while a side is
+ * being claimed and revoked. Consumers likewise. Every item comes out
+ * once, each producer's in order; shutdown may come mid-way. */
+#define RC_NP 4
+#define RC_NC 2
+typedef struct {
+    conc_queue_t *q;
+    long per;               /* items per producer */
+    long burst;
+    pthread_mutex_t pm, cm; /* one bursting producer / consumer at a time */
+    bool stop_on_shutdown;
+    atomic_uchar *seen;     /* by value */
+    atomic_long got, put_ok, put_sum, got_sum, dup, disorder, errors, owned_after_burst;
+    atomic_int producers_done;
+} rc_t;
+
+static void rc_producer(void *arg, int p)
+{
+    rc_t *x = arg;
+    long k = 0;
+    for (long b = 0; k < x->per; b++) {
+        bool solo = b % 3 != 2;
+        if (solo)
+            pthread_mutex_lock(&x->pm);
+        int rc = 0;
+        for (long i = 0; i < x->burst && k < x->per; i++, k++) {
+            uintptr_t v = (uintptr_t)p * (uintptr_t)x->per + (uintptr_t)k + 1;
+            rc = conc_queue_put(x->q, (void *)v, true, 20.0);
+            if (rc)
+                break;
+            atomic_fetch_add(&x->put_ok, 1);
+            atomic_fetch_add(&x->put_sum, (long)v);
+        }
+        if (solo && atomic_load(&x->q->s.ring.pown) == ring_self())
+            atomic_fetch_add(&x->owned_after_burst, 1);
+        if (solo)
+            pthread_mutex_unlock(&x->pm);
+        if (rc) {
+            if (!(rc == CONC_ESHUTDOWN && x->stop_on_shutdown))
+                atomic_fetch_add(&x->errors, 1);
+            break;
+        }
+    }
+    atomic_fetch_add(&x->producers_done, 1);
+}
+
+static void rc_consumer(void *arg, int c)
+{
+    rc_t *x = arg;
+    long last[RC_NP] = {0};
+    bool done = false;
+    for (long b = 0; !done; b++) {
+        bool solo = (b + c) % 3 != 2;
+        if (solo)
+            pthread_mutex_lock(&x->cm);
+        for (long i = 0; i < x->burst; i++) {
+            void *it;
+            int rc = conc_queue_get(x->q, &it, true, 20.0);
+            if (rc) {
+                if (rc != CONC_ESHUTDOWN)
+                    atomic_fetch_add(&x->errors, 1);
+                done = true;
+                break;
+            }
+            uintptr_t v = (uintptr_t)it;
+            if (v == 0 || v > (uintptr_t)(RC_NP * x->per)) {
+                atomic_fetch_add(&x->errors, 1);
+                continue;
+            }
+            if (atomic_exchange(&x->seen[v], 1))
+                atomic_fetch_add(&x->dup, 1);
+            int p = (int)((v - 1) / (uintptr_t)x->per);
+            if ((long)v <= last[p])
+                atomic_fetch_add(&x->disorder, 1);
+            last[p] = (long)v;
+            atomic_fetch_add(&x->got_sum, (long)v);
+            atomic_fetch_add(&x->got, 1);
+        }
+        if (solo)
+            pthread_mutex_unlock(&x->cm);
+    }
+}
+
+static void rc_run(rc_t *x, double shutdown_after)
+{
+    cr_assert_eq(conc_queue_new(&x->q, CONC_FIFO, 256), 0);
+    cr_assert_eq(x->q->impl, IMPL_RING);
+    x->seen = calloc((size_t)(RC_NP * x->per + 1), 1);
+    cr_assert_not_null(x->seen);
+    pthread_mutex_init(&x->pm, NULL);
+    pthread_mutex_init(&x->cm, NULL);
+    static tu_bunch_t pb, cb;
+    tu_bunch_start(&cb, RC_NC, rc_consumer, x);
+    tu_bunch_start(&pb, RC_NP, rc_producer, x);
+    if (shutdown_after > 0) {
+        /* mid-way: once a side was claimed back (or a bound passed) */
+        TU_WAIT_UNTIL(atomic_load(&x->owned_after_burst) > 0 && atomic_load(&x->got) > 0, shutdown_after);
+        cr_assert_eq(conc_queue_shutdown(x->q, false, NULL), 0);
+        cr_assert_eq(atomic_load(&x->q->s.ring.pown), CONC__RING_OWN_SHARED, "close revokes the put side");
+        cr_assert_eq(conc_queue_put_nowait(x->q, (void *)1), CONC_ESHUTDOWN);
+    } else {
+        tu_bunch_join(&pb);
+        cr_assert_eq(conc_queue_shutdown(x->q, false, NULL), 0); /* ends the consumers once drained */
+    }
+    tu_bunch_join(&pb);
+    tu_bunch_join(&cb);
+    cr_assert_eq(atomic_load(&x->errors), 0);
+    cr_assert_eq(atomic_load(&x->dup), 0);
+    cr_assert_eq(atomic_load(&x->disorder), 0);
+    cr_assert_eq(atomic_load(&x->got), atomic_load(&x->put_ok), "lost items: put %ld, got %ld",
+                 atomic_load(&x->put_ok), atomic_load(&x->got));
+    cr_assert_eq(atomic_load(&x->got_sum), atomic_load(&x->put_sum));
+    cr_assert_eq(conc_queue_qsize(x->q), 0);
+    cr_assert_eq(conc_queue_free(x->q, NULL), 0);
+    free(x->seen);
+    pthread_mutex_destroy(&x->pm);
+    pthread_mutex_destroy(&x->cm);
+}
+
+Test(queue_reclaim, claims_back_while_other_threads_race)
+{
+    static rc_t x;
+    memset(&x, 0, sizeof x);
+    x.per = tu_iters(60000);
+    x.burst = 3000; /* > RECLAIM_MIN (ring.c): each solo burst may claim */
+    rc_run(&x, 0);
+    cr_assert_eq(atomic_load(&x.put_ok), RC_NP * x.per);
+    if (conc__membarrier_init())
+        cr_assert_gt(atomic_load(&x.owned_after_burst), 0, "no side was ever claimed back");
+}
+
+Test(queue_reclaim, shutdown_while_sides_are_claimed_back)
+{
+    static rc_t x;
+    memset(&x, 0, sizeof x);
+    x.per = tu_iters(200000);
+    x.burst = 3000;
+    x.stop_on_shutdown = true;
+    rc_run(&x, 10.0);
+    cr_assert_lt(atomic_load(&x.put_ok), RC_NP * x.per, "shutdown came after every put (not mid-way)");
+}
+
+/* A side claimed back by a thread that a fork leaves behind (it runs
+ * during the fork, idle): the child takes the sides over (setting
+ * SHARED_BIT) and the queue stays exact there; in the parent the owner goes on. */
+static int reclaimed_child(conc_queue_t *q)
+{
+    alarm(20);
+    conc__ring_t *r = &q->s.ring;
+    void *it;
+    TU_CK(conc_queue_qsize(q) == 2);
+    TU_CK(conc_queue_put_nowait(q, (void *)3) == 0);
+    TU_CK(atomic_load(&r->pown) == CONC__RING_OWN_SHARED);
+    TU_CK(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
+    TU_CK(conc_queue_get_nowait(q, &it) == 0 && it == (void *)1);
+    TU_CK(atomic_load(&r->cown) == CONC__RING_OWN_SHARED);
+    TU_CK(atomic_load(&r->deq) & CONC__RING_SHARED_BIT);
+    for (int i = 0; i < 6; i++)
+        TU_CK(conc_queue_put(q, (void *)(uintptr_t)(10 + i), true, 1.0) == 0);
+    TU_CK(conc_queue_put_nowait(q, (void *)4) == CONC_EFULL && conc_queue_qsize(q) == 8);
+    TU_CK(conc_queue_get(q, &it, true, 1.0) == 0 && it == (void *)2);
+    TU_CK(conc_queue_get(q, &it, true, 1.0) == 0 && it == (void *)3);
+    for (int i = 0; i < 6; i++)
+        TU_CK(conc_queue_get(q, &it, true, 1.0) == 0 && it == (void *)(uintptr_t)(10 + i));
+    TU_CK(conc_queue_get_nowait(q, &it) == CONC_EEMPTY);
+    return 0;
+}
+
+typedef struct {
+    conc_queue_t *q;
+    atomic_int state; /* 1: both sides claimed back, 2: forked, go on */
+    uintptr_t id;
+} reowner_t;
+
+static void *reowner(void *arg)
+{
+    reowner_t *o = arg;
+    o->id = ring_self();
+    reclaim_both(o->q);
+    conc_queue_put_nowait(o->q, (void *)1);
+    conc_queue_put_nowait(o->q, (void *)2);
+    atomic_store(&o->state, 1);
+    while (atomic_load(&o->state) != 2)
+        tu_sleep(0.001);
+    /* still the owner in the parent */
+    void *it;
+    if (conc_queue_get_nowait(o->q, &it) != 0 || it != (void *)1)
+        return (void *)1;
+    if (conc_queue_put_nowait(o->q, (void *)5) != 0)
+        return (void *)2;
+    return NULL;
+}
+
+Test(queue_reclaim, sides_claimed_back_by_a_thread_a_fork_leaves_behind)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    static reowner_t o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(conc_queue_new(&o.q, CONC_FIFO, 8), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, reowner, &o), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&o.state) == 1, 20.0));
+    conc__ring_t *r = &o.q->s.ring;
+    cr_assert_eq(atomic_load(&r->pown), o.id);
+    cr_assert_eq(atomic_load(&r->cown), o.id);
+    pid_t pid = fork(); /* the owner thread runs (idle) during the fork */
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(reclaimed_child(o.q));
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d (hung?)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child failed (see its stderr)");
+    atomic_store(&o.state, 2);
+    void *rc;
+    cr_assert_eq(pthread_join(t, &rc), 0);
+    cr_assert_null(rc);
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(o.q, &it), 0); /* this thread revokes the get side */
+    cr_assert_eq(it, (void *)2);
+    cr_assert_eq(conc_queue_get_nowait(o.q, &it), 0);
+    cr_assert_eq(it, (void *)5);
+    cr_assert_eq(conc_queue_get_nowait(o.q, &it), CONC_EEMPTY);
+    cr_assert_eq(conc_queue_free(o.q, NULL), 0);
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)

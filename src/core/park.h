@@ -409,5 +409,15 @@ void conc__unpark_local(conc__waiter_t *w);
  * queued waiters: woken only when their turn comes, see sync/lock.c). */
 #define CONC__SPUN_SLEEP 3u
 bool conc__park_presleep(conc__waiter_t *w);
+/* For conc's own waits on another OS thread that are not parks (a queue
+ * ring's revoker waiting for the side's owner to finish its operation):
+ * on a green context (not the hub's loop), switch to the other ready
+ * green threads of its hub and come back, leaving any interruption that
+ * arrives meanwhile (a kill, a Timeout scope) pending for the caller's
+ * next blocking call; returns true. On an OS-thread context (or the
+ * loop's) it does nothing and returns false (the caller may
+ * sched_yield). Never call it holding a guard or lock that another green
+ * thread of the hub may take (green/hub.c). */
+bool conc__hub_pause(void);
 
 #endif

@@ -508,6 +508,18 @@ void conc__unpark_local(conc__waiter_t *w)
     conc__unpark_local_inline(w);
 }
 
+/* park.h: conc__hub_yield without taking the interruption. */
+bool conc__hub_pause(void)
+{
+    conc__ctx_t *ctx = conc__cur;
+    conc__gs_t *gs;
+    if (!ctx || ctx->ops != &conc__green_ops || !(gs = ctx->green))
+        return false; /* an OS thread, or the loop context (conc__loop_ops: it must not switch) */
+    conc__hub_ready(gs->hub, gs);
+    conc__hub_schedule(gs->hub, gs);
+    return true;
+}
+
 void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g)
 {
     if (atomic_exchange_explicit(&g->kill_queued, true, memory_order_acq_rel))

@@ -73,6 +73,12 @@ typedef struct {
 
 /* Set in `enq` by close(): puts fail from then on, atomically with claims. */
 #define CONC__RING_CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1))
+/* Set in `enq` (`deq`) while the put (get) side is shared (ring.c): the
+ * CAS path's ticket CAS expects it set, so it cannot succeed once a thread
+ * claimed the side back (clearing it with an RMW) and stores the counter
+ * without one; an owner's counter is plain (no bit to mask). */
+#define CONC__RING_SHARED_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
+#define CONC__RING_FLAGS (CONC__RING_CLOSED | CONC__RING_SHARED_BIT)
 
 /* A side's owner word (pown, cown): none yet, an owning thread's id
  * (ring.c: single-producer / single-consumer path), being revoked, or
@@ -82,14 +88,25 @@ typedef struct {
 #define CONC__RING_OWN_SHARED ((uintptr_t)2)
 
 typedef struct {
-    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED) */
+    _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED | SHARED_BIT) */
     _Atomic uintptr_t pown;                      /* producer side's owner */
     atomic_uint pbusy;                           /* the owner is in a put */
     atomic_uint pgen;                            /* conc__fork_gen at pown's claim */
-    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken */
+    /* re-claiming a shared side (ring.c): the thread of the last CAS-path
+     * put, how many in a row it made, how many make it claim the side,
+     * and enq when it was last claimed */
+    _Atomic uintptr_t plast;
+    atomic_uint pstreak, preclaim;
+    atomic_size_t pfrom;
+    _Atomic uintptr_t pfirst; /* the only thread that may claim it back */
+    _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| SHARED_BIT) */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
     atomic_uint cbusy;                           /* the owner is in a get */
     atomic_uint cgen;                            /* conc__fork_gen at cown's claim */
+    _Atomic uintptr_t clast;                     /* (as for the put side) */
+    atomic_uint cstreak, creclaim;
+    atomic_size_t cfrom;
+    _Atomic uintptr_t cfirst;
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;
@@ -116,7 +133,7 @@ bool conc__ring_peek(conc__ring_t *r, void **item);               /* left in pla
  * the other side is about to write anyway (not at the shared counters). */
 static inline bool conc__ring_peek_get(const conc__ring_t *r)
 {
-    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed);
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->deq, memory_order_relaxed) & ~CONC__RING_SHARED_BIT;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos + 1;
 }
@@ -125,6 +142,7 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
     size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
     if (pos & CONC__RING_CLOSED)
         return true; /* let put see it and fail */
+    pos &= ~CONC__RING_SHARED_BIT;
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
@@ -201,8 +219,8 @@ static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
 }
 static inline size_t conc__ring_size(const conc__ring_t *r)
 {
-    size_t d = atomic_load((atomic_size_t *)&r->deq);
-    size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_CLOSED;
+    size_t d = atomic_load((atomic_size_t *)&r->deq) & ~CONC__RING_SHARED_BIT;
+    size_t e = atomic_load((atomic_size_t *)&r->enq) & ~CONC__RING_FLAGS;
     return e > d ? (e - d > r->cap ? r->cap : e - d) : 0;
 }
 

@@ -123,7 +123,7 @@ static size_t store_puts_only(const conc_queue_t *q)
 {
     switch (q->impl) {
     case IMPL_RING:
-        return atomic_load((atomic_size_t *)&q->s.ring.enq) & ~CONC__RING_CLOSED;
+        return atomic_load((atomic_size_t *)&q->s.ring.enq) & ~CONC__RING_FLAGS;
     case IMPL_SEGQ:
         return atomic_load((atomic_size_t *)&q->s.segq.puts);
     default:
@@ -144,7 +144,8 @@ static bool store_empty_open(conc_queue_t *q)
 {
     if (q->impl == IMPL_RING) {
         size_t e = atomic_load_explicit(&q->s.ring.enq, memory_order_seq_cst);
-        return !(e & CONC__RING_CLOSED) && atomic_load_explicit(&q->s.ring.deq, memory_order_seq_cst) == e;
+        return !(e & CONC__RING_CLOSED) && ((atomic_load_explicit(&q->s.ring.deq, memory_order_seq_cst) ^ e) &
+                                            ~CONC__RING_FLAGS) == 0;
     }
     return store_size(q) == 0 && !store_closed(q);
 }

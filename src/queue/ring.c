@@ -38,15 +38,42 @@
  * looks like a claimed, unpublished cell to everybody else. The owner
  * brackets each operation with a busy flag, stored without a fence and
  * followed by a re-read of the owner word. Another thread that wants the
- * side (or close()) revokes it for good: owner word -> REVOKING,
- * membarrier(2) (conc__fence_heavy: every running thread of the process
- * executes a full barrier, so either the owner's re-read sees REVOKING or
- * the revoker sees busy), waits for busy == 0, then SHARED: from then on
- * everybody uses the CAS path. Only a process where membarrier works
- * claims sides (conc__membarrier_init); a revocation in a child that a
- * fork left without the owner stops waiting as a stuck claim does — only
- * for a side claimed before that fork (pgen/cgen: the fork generation of
- * the claim); an owner claimed in this process is alive and waited for.
+ * side (or close()) revokes it: owner word -> REVOKING, membarrier(2)
+ * (conc__fence_heavy: every running thread of the process executes a full
+ * barrier, so either the owner's re-read sees REVOKING or the revoker sees
+ * busy), waits for busy == 0, then SHARED: everybody uses the CAS path.
+ * Only a process where membarrier works claims sides
+ * (conc__membarrier_init); a revocation in a child that a fork left
+ * without the owner stops waiting as a stuck claim does — only for a side
+ * claimed before that fork (pgen/cgen: the fork generation of the claim);
+ * an owner claimed in this process is alive and waited for.
+ *
+ * Re-claiming a shared side. A side revoked because a second thread came
+ * by once, or because sleepers met every few items for a while, often
+ * goes back to one thread running alone on it for a long time. So the
+ * CAS path counts, on the counter's own cache line (in this CPU's cache
+ * right after the CAS), which thread made the last operation and how many
+ * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the
+ * side's first owner claims it again (SHARED -> its id). Only the first
+ * owner: a former owner may still be inside an owner-path entry it began
+ * before its revocation (preempted between its check of the owner word
+ * and its store of busy); it then sets and clears busy, which under
+ * another thread's claim would be that thread's busy flag (a revoker
+ * would stop waiting for an operation under way). With a single owner
+ * ever, the claimer is that thread, inside no such entry. (Letting any
+ * thread claim — one producer of 16 running alone for a time slice —
+ * needs a busy flag per thread, not per side.) The claim must shut out
+ * CAS-path operations already under way, which read the side as shared:
+ * a shared side's counter carries SHARED_BIT (set by whoever makes it
+ * shared, after the owner's last operation), which the CAS path's ticket
+ * CAS expects set and the new owner clears with an RMW (side_mark, in its
+ * first busy bracket) — a CAS-path operation either took its ticket
+ * before (the owner's plain load sees it) or fails, sees the bit clear and
+ * starts over (RING_AGAIN). An owner's counter has no bit to mask: the
+ * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~20 us
+ * when another CPU runs a thread of ours, in a VM): one that did not last
+ * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
+ * that did halves it (down to RECLAIM_MIN).
  *
  * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
  * count after the publishing stores) has no RMW before it, so a sleeper
@@ -85,6 +112,14 @@ __attribute__((constructor)) static void ring_fork_init(void)
     pthread_atfork(NULL, NULL, ring_atfork_child);
 }
 
+/* A shared side is claimed again by a thread that made this many CAS-path
+ * operations on it in a row (at first; see side_revoke). */
+#define RECLAIM_MIN 1024u
+#define RECLAIM_MAX (1u << 14)
+/* A claim that lasted this many operations paid for its revocation (a
+ * membarrier: ~20 us where the other CPU runs a thread of ours, in a VM). */
+#define RECLAIM_PAYOFF 8192u
+
 int conc__ring_init(conc__ring_t *r, size_t cap)
 {
     r->cells = malloc(cap * sizeof *r->cells);
@@ -104,6 +139,16 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->cbusy, 0);
     atomic_init(&r->pgen, 0);
     atomic_init(&r->cgen, 0);
+    atomic_init(&r->plast, 0);
+    atomic_init(&r->clast, 0);
+    atomic_init(&r->pstreak, 0);
+    atomic_init(&r->cstreak, 0);
+    atomic_init(&r->preclaim, RECLAIM_MIN);
+    atomic_init(&r->creclaim, RECLAIM_MIN);
+    atomic_init(&r->pfrom, 0);
+    atomic_init(&r->cfrom, 0);
+    atomic_init(&r->pfirst, CONC__RING_OWN_NONE);
+    atomic_init(&r->cfirst, CONC__RING_OWN_NONE);
     atomic_init(&r->fence_mark[0], 0);
     atomic_init(&r->fence_mark[1], 0);
     atomic_init(&r->fence_strikes, 0);
@@ -129,63 +174,37 @@ static bool stuck_since_fork(unsigned *spins)
     return ++*spins > (1u << 14) && conc__load(&conc__fork_orphans, RLX);
 }
 
-/* The calling thread does not own the side: claim it if nobody has yet
- * and may_claim (returns true: the caller owns it now), else make it
- * shared for good (returns false: use the CAS path). gen: the fork
- * generation the side was claimed in. Only an owner claimed in an older
- * generation (a thread of an ancestor process, left behind by a fork) may
- * be given up on while busy, unless it is the thread that forked (alive
- * here); an owner of this process is alive and its operation ends,
- * however long it is preempted. */
-static bool side_take(_Atomic uintptr_t *own, atomic_uint *busy, atomic_uint *gen, uintptr_t me,
-                      bool may_claim)
+/* Wait a round for a cell another thread claimed but has not published
+ * yet (true: give up, see stuck_since_fork). Its claimer is normally a few
+ * instructions from done, but it may have been preempted there: with more
+ * threads than CPUs it then waits in a run queue, behind the very threads
+ * spinning for it, so after a short spin each round yields the CPU. */
+static bool mid_way_wait(unsigned *spins)
 {
-    uintptr_t o = atomic_load_explicit(own, memory_order_acquire);
-    for (;;) {
-        if (o == CONC__RING_OWN_SHARED)
-            return false;
-        if (o == CONC__RING_OWN_REVOKING) {
-            /* another thread is handing it over: wait for SHARED */
-            for (unsigned n = 0; (o = atomic_load_explicit(own, memory_order_acquire)) ==
-                                 CONC__RING_OWN_REVOKING;)
-                if (++n < 64)
-                    conc__cpu_relax();
-                else
-                    sched_yield();
-            continue;
-        }
-        if (o == CONC__RING_OWN_NONE) {
-            uintptr_t want = may_claim && conc__membarrier_init() ? me : CONC__RING_OWN_SHARED;
-            /* (racing claimers of one process store the same value) */
-            atomic_store_explicit(gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
-            if (atomic_compare_exchange_strong_explicit(own, &o, want, memory_order_seq_cst,
-                                                        memory_order_acquire))
-                return want == me;
-            continue;
-        }
-        if (o == me)
-            return true;
-        if (!atomic_compare_exchange_strong_explicit(own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
-                                                     memory_order_acquire))
-            continue;
-        /* Either the owner's re-read of `own` sees REVOKING, or we see its
-         * busy flag: wait until its operation is over. */
-        conc__fence_heavy();
-        unsigned spins = 0;
-        /* (claimed before a fork, by another thread than the forking one) */
-        bool left_behind = atomic_load_explicit(gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX) &&
-                           o != atomic_load_explicit((_Atomic uintptr_t *)&fork_survivor, memory_order_relaxed);
-        while (atomic_load_explicit(busy, memory_order_acquire)) {
-            if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
-                break;
-            if ((spins & 63) != 63)
-                conc__cpu_relax();
-            else
-                sched_yield();
-        }
-        atomic_store_explicit(own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
-        return false;
-    }
+    if (stuck_since_fork(spins))
+        return true;
+    if ((*spins & 63) != 0)
+        conc__cpu_relax();
+    else
+        sched_yield();
+    return false;
+}
+
+/* One side of the ring (put: enq and the p* fields; get: deq, c*). */
+typedef struct {
+    atomic_size_t *ctr;
+    _Atomic uintptr_t *own, *last, *first;
+    atomic_uint *busy, *gen, *streak, *reclaim;
+    atomic_size_t *from;
+} side_t;
+
+static inline side_t side_of(conc__ring_t *r, bool getter)
+{
+    if (getter)
+        return (side_t){&r->deq,  &r->cown,    &r->clast,    &r->cfirst, &r->cbusy,
+                        &r->cgen, &r->cstreak, &r->creclaim, &r->cfrom};
+    return (side_t){&r->enq,  &r->pown,    &r->plast,    &r->pfirst, &r->pbusy,
+                    &r->pgen, &r->pstreak, &r->preclaim, &r->pfrom};
 }
 
 /* Enter the owner path: true if the calling thread owns the side (busy is
@@ -208,6 +227,171 @@ static inline void side_leave(atomic_uint *busy)
     atomic_store_explicit(busy, 0, memory_order_release);
 }
 
+/* A new owner's first step, inside its first busy bracket: clear
+ * SHARED_BIT in the counter with an RMW, so that no CAS-path operation
+ * that read the side as shared can take a ticket from now on (theirs
+ * expect the bit set; they fail, see it clear and go round again). */
+static void side_mark(side_t s)
+{
+    size_t c = atomic_load_explicit(s.ctr, memory_order_relaxed);
+    if (c & CONC__RING_SHARED_BIT)
+        c = atomic_fetch_and_explicit(s.ctr, ~CONC__RING_SHARED_BIT, memory_order_seq_cst);
+    atomic_store_explicit(s.from, c & ~CONC__RING_FLAGS, memory_order_relaxed);
+}
+
+/* The owner o of a side is being replaced (own == REVOKING, set by the
+ * caller): wait for its operation, set SHARED_BIT, make the side shared
+ * (true). A claim that did not last long makes the next one wait for a
+ * longer run of CAS-path operations by one thread.
+ * The owner's operation is a few instructions, but its thread may be
+ * preempted in it. A green revoker (may_switch: it holds no guard) does
+ * not stall its hub meanwhile: after a short spin it puts the owner back
+ * (only a revoker changes REVOKING) and switches to the hub's other green
+ * threads (conc__hub_pause), then tries again (false) — so REVOKING is
+ * never left set while its revoker is switched out, where a green thread
+ * of the same hub could wait for it without switching. */
+static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
+{
+    /* Either the owner's re-read of `own` sees REVOKING, or we see its
+     * busy flag: wait until its operation is over. */
+    conc__fence_heavy();
+    unsigned spins = 0;
+    /* (claimed before a fork, by another thread than the forking one) */
+    bool left_behind = atomic_load_explicit(s.gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX) &&
+                       o != atomic_load_explicit((_Atomic uintptr_t *)&fork_survivor, memory_order_relaxed);
+    may_switch = may_switch && !left_behind && conc__local_hub();
+    while (atomic_load_explicit(s.busy, memory_order_acquire)) {
+        if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
+            break;
+        if (may_switch && spins >= 256) {
+            atomic_store_explicit(s.own, o, memory_order_seq_cst);
+            if (!conc__hub_pause())
+                sched_yield(); /* the hub's loop context: it cannot switch */
+            return false;
+        }
+        if ((spins & 63) != 63)
+            conc__cpu_relax();
+        else
+            sched_yield();
+    }
+    size_t c = atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst) & ~CONC__RING_FLAGS;
+    unsigned k = atomic_load_explicit(s.reclaim, memory_order_relaxed);
+    if (c - atomic_load_explicit(s.from, memory_order_relaxed) < RECLAIM_PAYOFF)
+        k = k < RECLAIM_MAX / 2 ? k * 2 : RECLAIM_MAX; /* a short claim */
+    else
+        k = k / 2 > RECLAIM_MIN ? k / 2 : RECLAIM_MIN;
+    atomic_store_explicit(s.reclaim, k, memory_order_relaxed);
+    atomic_store_explicit(s.streak, 0, memory_order_relaxed);
+    atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+    return true;
+}
+
+/* A side left REVOKING for long in a process that a fork may have left
+ * without its revoker: finish the hand-over (its owner, if still busy,
+ * gets the bounded wait of a stuck claim; the CAS leaves a live revoker's
+ * own end of it alone). */
+static void side_orphan_revoked(side_t s)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(s.busy, memory_order_acquire) && !stuck_since_fork(&spins))
+        sched_yield();
+    atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
+    uintptr_t o = CONC__RING_OWN_REVOKING;
+    atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_SHARED, memory_order_seq_cst,
+                                            memory_order_relaxed);
+}
+
+/* The calling thread does not own the side: claim it if nobody has yet
+ * and may_claim (returns true: the caller owns it now, and marks it on
+ * its first operation, side_mark), else make it shared (returns false:
+ * use the CAS path). gen: the fork generation the side was claimed in.
+ * Only an owner claimed in an older generation (a thread of an ancestor
+ * process, left behind by a fork) may be given up on while busy, unless
+ * it is the thread that forked (alive here); an owner of this process is
+ * alive and its operation ends, however long it is preempted.
+ * may_switch: the caller holds no guard (side_revoke). */
+static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
+{
+    uintptr_t o = atomic_load_explicit(s.own, memory_order_acquire);
+    for (;;) {
+        if (o == CONC__RING_OWN_SHARED)
+            return false;
+        if (o == CONC__RING_OWN_REVOKING) {
+            /* another thread is handing it over: wait for SHARED */
+            for (unsigned n = 0; (o = atomic_load_explicit(s.own, memory_order_acquire)) ==
+                                 CONC__RING_OWN_REVOKING;) {
+                if (stuck_since_fork(&n)) {
+                    side_orphan_revoked(s);
+                    break;
+                }
+                if ((n & 63) != 0)
+                    conc__cpu_relax();
+                else
+                    sched_yield();
+            }
+            continue;
+        }
+        if (o == CONC__RING_OWN_NONE) {
+            bool claim = may_claim && conc__membarrier_init();
+            /* (racing claimers of one process store the same value) */
+            atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
+            if (!atomic_compare_exchange_strong_explicit(s.own, &o, claim ? me : CONC__RING_OWN_REVOKING,
+                                                         memory_order_seq_cst, memory_order_acquire))
+                continue;
+            if (claim) {
+                atomic_store_explicit(s.first, me, memory_order_relaxed);
+                return true;
+            }
+            /* never owned: shared from the start (others wait for SHARED) */
+            atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
+            atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
+            return false;
+        }
+        if (o == me)
+            return true;
+        if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                     memory_order_acquire))
+            continue;
+        if (side_revoke(s, o, may_switch))
+            return false;
+        o = atomic_load_explicit(s.own, memory_order_acquire); /* put back while we switched: again */
+    }
+}
+
+/* After a CAS-path operation of the calling thread: count the run of such
+ * operations it made in a row (the side's counter line is in this CPU's
+ * cache now: plain loads and stores) and claim the side back when the run
+ * is long: with more threads than CPUs, the scheduler often lets one
+ * thread run alone on a side for a whole time slice. */
+static inline void side_count(side_t s)
+{
+    uintptr_t me = self_id();
+    unsigned n = atomic_load_explicit(s.streak, memory_order_relaxed) + 1;
+    if (atomic_load_explicit(s.last, memory_order_relaxed) != me) {
+        atomic_store_explicit(s.last, me, memory_order_relaxed);
+        n = 1;
+    }
+    atomic_store_explicit(s.streak, n, memory_order_relaxed);
+    if (__builtin_expect(n < atomic_load_explicit(s.reclaim, memory_order_relaxed), 1))
+        return;
+    atomic_store_explicit(s.streak, 0, memory_order_relaxed);
+    /* Only the side's first owner claims it back: a former owner may still
+     * be inside an owner-path entry it began before its revocation
+     * (preempted between its check of the owner word and its store of
+     * busy), and would then set and clear busy — under another thread's
+     * claim, that thread's busy flag. With one owner ever, that thread is
+     * the caller, not inside any such entry. */
+    uintptr_t o = CONC__RING_OWN_SHARED;
+    if (conc__membarrier_state != 1 || atomic_load_explicit(s.first, memory_order_relaxed) != me ||
+        !atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst, memory_order_relaxed))
+        return;
+    atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
+    if (side_enter(s.own, s.busy, me)) {
+        side_mark(s);
+        side_leave(s.busy);
+    }
+}
+
 /* Sleeps closer than this many items apart are strikes; this many strikes
  * make the side shared. */
 #define FENCE_NEAR 256
@@ -215,14 +399,16 @@ static inline void side_leave(atomic_uint *busy)
 
 bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
 {
-    _Atomic uintptr_t *own = getter ? &r->pown : &r->cown;
-    atomic_uint *busy = getter ? &r->pbusy : &r->cbusy;
-    atomic_uint *gen = getter ? &r->pgen : &r->cgen;
-    uintptr_t o = atomic_load(own);
+    side_t s = side_of(r, !getter); /* the side that would wake us */
+    uintptr_t o = atomic_load(s.own);
     if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == self_id())
         return false;
-    if (o != CONC__RING_OWN_REVOKING) {
-        size_t now = atomic_load_explicit(getter ? &r->enq : &r->deq, memory_order_relaxed) & ~CONC__RING_CLOSED;
+    /* Being revoked: our heavy fence pairs with the outgoing owner's
+     * operations (no waiting here, under the list's guard). */
+    if (o == CONC__RING_OWN_REVOKING)
+        return true;
+    {
+        size_t now = atomic_load_explicit(s.ctr, memory_order_relaxed) & ~CONC__RING_FLAGS;
         size_t last = atomic_exchange_explicit(&r->fence_mark[getter], now, memory_order_relaxed);
         if (now - last >= FENCE_NEAR) {
             atomic_store_explicit(&r->fence_strikes, 0, memory_order_relaxed);
@@ -232,17 +418,27 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
             return true;
     }
     /* hand the side over (its own heavy fence orders the owner's last
-     * operations before our re-check); from now on its puts use the RMW */
-    side_take(own, busy, gen, CONC__RING_OWN_NONE, false);
+     * operations before our re-check); from now on its puts use the RMW.
+     * Under the guard: revoke without switching, and do not wait for
+     * another revoker (fence instead). */
+    if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                 memory_order_acquire))
+        return o != CONC__RING_OWN_SHARED && o != self_id();
+    side_revoke(s, o, false);
     return false;
 }
 
 void conc__ring_close(conc__ring_t *r)
 {
-    /* The CLOSED bit is set with an RMW, so no owner may store enq. */
-    side_take(&r->pown, &r->pbusy, &r->pgen, CONC__RING_OWN_NONE, false);
+    /* The CLOSED bit is set with an RMW, so no owner may store enq (and
+     * none claims the side again: CAS-path puts fail from then on). */
+    side_take(side_of(r, false), CONC__RING_OWN_NONE, false, true);
     atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
 }
+
+/* The CAS path saw SHARED_BIT clear: a thread claimed the side
+ * meanwhile; look again. */
+#define RING_AGAIN 1
 
 /* The owner's put: only it stores enq (close revokes first). */
 static inline int owner_put(conc__ring_t *r, void *item, bool exact)
@@ -261,10 +457,9 @@ static inline int owner_put(conc__ring_t *r, void *item, bool exact)
         /* Full by this cell. Really full, or a consumer is mid-way? */
         if (!exact)
             return CONC_EFULL;
-        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
-        if (pos - deq >= r->cap || stuck_since_fork(&spins))
+        size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
+        if (pos - deq >= r->cap || mid_way_wait(&spins))
             return CONC_EFULL;
-        conc__cpu_relax();
     }
 }
 
@@ -285,41 +480,45 @@ static inline bool owner_get(conc__ring_t *r, void **item, bool exact)
         /* Empty by this cell. Really empty, or a producer is mid-way? */
         if (!exact)
             return false;
-        size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
-        if (enq == pos || stuck_since_fork(&spins))
+        size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_FLAGS;
+        if (enq == pos || mid_way_wait(&spins))
             return false;
-        conc__cpu_relax();
     }
 }
 
-/* The CAS path (a shared side). */
+/* The CAS path (a shared side): 0, CONC_EFULL, CONC_ESHUTDOWN or
+ * RING_AGAIN (a thread claimed the side). */
 static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
     for (;;) {
+        /* (close() leaves the bit set) */
         if (pos & CONC__RING_CLOSED)
             return CONC_ESHUTDOWN;
-        conc__cell_t *c = cell_at(r, pos);
+        if (!(pos & CONC__RING_SHARED_BIT))
+            return RING_AGAIN;
+        size_t p = pos & ~CONC__RING_SHARED_BIT;
+        conc__cell_t *c = cell_at(r, p);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)pos;
+        intptr_t dif = (intptr_t)seq - (intptr_t)p;
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->enq, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed)) {
                 /* atomic (relaxed: a plain mov): conc__ring_peek may read
                  * this cell while the next lap's put writes it */
                 atomic_store_explicit((void *_Atomic *)&c->item, item, memory_order_relaxed);
-                atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+                atomic_store_explicit(&c->seq, p + 1, memory_order_release);
+                side_count(side_of(r, false));
                 return 0;
             }
         } else if (dif < 0) {
             /* Full by this cell. Really full, or a consumer is mid-way? */
             if (!exact)
                 return CONC_EFULL;
-            size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire);
-            if (pos - deq >= r->cap || stuck_since_fork(&spins))
+            size_t deq = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
+            if (p - deq >= r->cap || mid_way_wait(&spins))
                 return CONC_EFULL;
-            conc__cpu_relax();
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
         } else {
             pos = atomic_load_explicit(&r->enq, memory_order_relaxed);
@@ -327,13 +526,16 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
     }
 }
 
-/* A side nobody owns yet, or being handed over: claim it or share it. */
+/* A side nobody owns yet, or owned by another thread, or being handed
+ * over: claim it or share it. */
 static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool exact)
 {
     uintptr_t me = self_id();
-    if (side_take(&r->pown, &r->pbusy, &r->pgen, me, true) && side_enter(&r->pown, &r->pbusy, me)) {
+    side_t s = side_of(r, false);
+    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
+        side_mark(s);
         int rc = owner_put(r, item, exact);
-        side_leave(&r->pbusy);
+        side_leave(s.busy);
         return rc;
     }
     return shared_put(r, item, exact);
@@ -341,42 +543,52 @@ static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool
 
 int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
-    if (side_enter(&r->pown, &r->pbusy, self_id())) {
-        int rc = owner_put(r, item, exact);
-        side_leave(&r->pbusy);
-        return rc;
+    for (;;) {
+        if (side_enter(&r->pown, &r->pbusy, self_id())) {
+            int rc = owner_put(r, item, exact);
+            side_leave(&r->pbusy);
+            return rc;
+        }
+        /* acquire: pairs with the revoker's SHARED store, so the former
+         * owner's last ticket store is before our CAS (C11; x86 and ARMv8
+         * order it anyway) */
+        int rc = atomic_load_explicit(&r->pown, memory_order_acquire) == CONC__RING_OWN_SHARED
+                     ? shared_put(r, item, exact)
+                     : claim_put(r, item, exact);
+        if (rc != RING_AGAIN)
+            return rc;
     }
-    /* acquire: pairs with the revoker's SHARED store, so the former owner's
-     * last ticket store is before our CAS (C11; x86 and ARMv8 order it anyway) */
-    if (atomic_load_explicit(&r->pown, memory_order_acquire) == CONC__RING_OWN_SHARED)
-        return shared_put(r, item, exact);
-    return claim_put(r, item, exact);
 }
 
-/* The CAS path (a shared side). */
-static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, bool exact)
+/* The CAS path (a shared side): 1 = got, 0 = empty, RING_AGAIN + 1 (a
+ * thread claimed the side). */
+#define GET_AGAIN (RING_AGAIN + 1)
+static __attribute__((noinline)) int shared_get(conc__ring_t *r, void **item, bool exact)
 {
     unsigned spins = 0;
     size_t pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
     for (;;) {
-        conc__cell_t *c = cell_at(r, pos);
+        if (!(pos & CONC__RING_SHARED_BIT))
+            return GET_AGAIN;
+        size_t p = pos & ~CONC__RING_SHARED_BIT;
+        conc__cell_t *c = cell_at(r, p);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)(pos + 1);
+        intptr_t dif = (intptr_t)seq - (intptr_t)(p + 1);
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->deq, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed)) {
                 *item = c->item;
-                atomic_store_explicit(&c->seq, pos + r->cap, memory_order_release);
-                return true;
+                atomic_store_explicit(&c->seq, p + r->cap, memory_order_release);
+                side_count(side_of(r, true));
+                return 1;
             }
         } else if (dif < 0) {
             /* Empty by this cell. Really empty, or a producer is mid-way? */
             if (!exact)
-                return false;
-            size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_CLOSED;
-            if (enq == pos || stuck_since_fork(&spins))
-                return false;
-            conc__cpu_relax();
+                return 0;
+            size_t enq = atomic_load_explicit(&r->enq, memory_order_acquire) & ~CONC__RING_FLAGS;
+            if (enq == p || mid_way_wait(&spins))
+                return 0;
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
         } else {
             pos = atomic_load_explicit(&r->deq, memory_order_relaxed);
@@ -384,13 +596,16 @@ static __attribute__((noinline)) bool shared_get(conc__ring_t *r, void **item, b
     }
 }
 
-/* A side nobody owns yet, or being handed over: claim it or share it. */
-static __attribute__((noinline)) bool claim_get(conc__ring_t *r, void **item, bool exact)
+/* A side nobody owns yet, or owned by another thread, or being handed
+ * over: claim it or share it. */
+static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, bool exact)
 {
     uintptr_t me = self_id();
-    if (side_take(&r->cown, &r->cbusy, &r->cgen, me, true) && side_enter(&r->cown, &r->cbusy, me)) {
+    side_t s = side_of(r, true);
+    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
+        side_mark(s);
         bool ok = owner_get(r, item, exact);
-        side_leave(&r->cbusy);
+        side_leave(s.busy);
         return ok;
     }
     return shared_get(r, item, exact);
@@ -398,16 +613,19 @@ static __attribute__((noinline)) bool claim_get(conc__ring_t *r, void **item, bo
 
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 {
-    if (side_enter(&r->cown, &r->cbusy, self_id())) {
-        bool ok = owner_get(r, item, exact);
-        side_leave(&r->cbusy);
-        return ok;
+    for (;;) {
+        if (side_enter(&r->cown, &r->cbusy, self_id())) {
+            bool ok = owner_get(r, item, exact);
+            side_leave(&r->cbusy);
+            return ok;
+        }
+        /* acquire: as for put */
+        int rc = atomic_load_explicit(&r->cown, memory_order_acquire) == CONC__RING_OWN_SHARED
+                     ? shared_get(r, item, exact)
+                     : claim_get(r, item, exact);
+        if (rc != GET_AGAIN)
+            return rc;
     }
-    /* acquire: pairs with the revoker's SHARED store, so the former owner's
-     * last ticket store is before our CAS (C11; x86 and ARMv8 order it anyway) */
-    if (atomic_load_explicit(&r->cown, memory_order_acquire) == CONC__RING_OWN_SHARED)
-        return shared_get(r, item, exact);
-    return claim_get(r, item, exact);
 }
 
 /* Queue.peek: the next item, left in place. A cell's item is read only
@@ -417,7 +635,7 @@ bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 bool conc__ring_peek(conc__ring_t *r, void **item)
 {
     for (;;) {
-        size_t pos = atomic_load_explicit(&r->deq, memory_order_acquire);
+        size_t pos = atomic_load_explicit(&r->deq, memory_order_acquire) & ~CONC__RING_SHARED_BIT;
         conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         if (seq != pos + 1) {
@@ -428,7 +646,7 @@ bool conc__ring_peek(conc__ring_t *r, void **item)
         void *it = atomic_load_explicit((void *_Atomic *)&c->item, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq &&
-            atomic_load_explicit(&r->deq, memory_order_relaxed) == pos) {
+            (atomic_load_explicit(&r->deq, memory_order_relaxed) & ~CONC__RING_SHARED_BIT) == pos) {
             *item = it;
             return true;
         }
