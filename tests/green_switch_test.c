@@ -964,3 +964,86 @@ Test(green_recycle, dump_while_records_recycle, .timeout = TU_TIMEOUT)
     pthread_join(th, &r);
     cr_assert_null(r, "conc_dump failed (%d)", INT(r));
 }
+
+/* More ways a record's last green thread may end (review of the recycled
+ * records): blocked in an fd wait and killed (the fd then becomes ready:
+ * no stale waiter may wake the record's next green thread), a pool
+ * member killed in a timed wait, one killed while another OS thread links
+ * and joins it, and an unstarted one (conc_green_new) freed. */
+
+static void *recycle_wait_fd(void *arg)
+{
+    return PTR(conc_wait_read(*(int *)arg, 10.0));
+}
+
+static void *recycle_link_join_from_thread(void *arg)
+{
+    atomic_int *n = (atomic_int *)((void **)arg)[1];
+    conc_green_t *g = ((void **)arg)[0];
+    if (conc_green_link(g, recycle_count_cb, n) != 0)
+        return PTR(-1);
+    return PTR(conc_green_join(g, 10.0));
+}
+
+Test(green_recycle, fd_wait_pool_remote_link_unstarted_then_reused, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g;
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    /* blocked in an fd wait, killed */
+    cr_assert_eq(conc_go(&g, recycle_wait_fd, &fds[0]), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert(conc_green_killed(g));
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a kill in an fd wait");
+    cr_assert_eq(write(fds[1], "x", 1), 1); /* ready now: nobody waits */
+    recycle_check_clean("after the fd became ready");
+    char c;
+    cr_assert_eq(read(fds[0], &c, 1), 1);
+    /* the fd waited on again by the record's next green thread */
+    cr_assert_eq(conc_go(&g, recycle_wait_fd, &fds[0]), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(write(fds[1], "y", 1), 1);
+    void *r = PTR(1);
+    cr_assert_eq(conc_green_get(g, 5.0, &r), 0);
+    cr_assert_eq(INT(r), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after an fd wait that ended");
+    close(fds[0]);
+    close(fds[1]);
+    /* a pool member killed in a timed wait */
+    conc_green_pool_t *p;
+    cr_assert_eq(conc_green_pool_new(&p, 2), 0);
+    cr_assert_eq(conc_green_pool_spawn(p, &g, recycle_sleep, NULL, 5.0), 0);
+    cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert_eq(conc_green_pool_join(p, 5.0), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after a pool member's kill");
+    cr_assert_eq(conc_green_pool_free_count(p), 2);
+    cr_assert_eq(conc_green_pool_free(p), 0);
+    /* linked and joined from another OS thread while killed */
+    for (int i = 0; i < 3; i++) {
+        atomic_int n = 0;
+        cr_assert_eq(conc_go(&g, recycle_sleep, NULL), 0);
+        cr_assert_eq(conc_yield(), 0);
+        void *args[2] = {g, &n};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, recycle_link_join_from_thread, args), 0);
+        tu_sleep(i * 0.01);
+        cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+        void *jr = PTR(1);
+        pthread_join(th, &jr);
+        cr_assert_eq(INT(jr), 0);
+        cr_assert_eq(atomic_load(&n), 1);
+        cr_assert_eq(conc_green_free(g), 0);
+        recycle_check_clean("after a remote link and join");
+    }
+    /* made, never started, freed (it ends unrun on the freeing call) */
+    atomic_int ran = 0;
+    cr_assert_eq(conc_green_new(&g, NULL, count_ran, &ran), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    recycle_check_clean("after an unstarted one was freed");
+    cr_assert_eq(atomic_load(&ran), 0);
+}

@@ -254,9 +254,18 @@ void conc__describe_obj(char *buf, size_t n, const void *obj, int kind)
         snprintf(buf, n, "join of thread %s%s", t && t->name ? t->name : "?", nm);
         break;
     }
-    case CONC__WAIT_GREEN_JOIN:
-        snprintf(buf, n, "join of green thread %s%s", obj ? conc_green_name(obj) : "?", nm);
+    case CONC__WAIT_GREEN_JOIN: {
+        /* Looked up among the live ones, its name copied under its hub's
+         * guard: one that ended since the joiner's wait was read may be
+         * back with its hub for the next spawn (green.c), and its record
+         * must not be read — nor named: conc_green_name writes. */
+        conc__ctx_snap_t s;
+        if (obj && conc__reg_find_ptr(&((const conc_green_t *)obj)->ctx, &s))
+            snprintf(buf, n, "join of green thread %s%s", s.name, nm);
+        else
+            snprintf(buf, n, "join of green thread %p (ended)%s", obj, nm);
         break;
+    }
     case CONC__WAIT_SLEEP: snprintf(buf, n, "sleep"); break;
     case CONC__WAIT_POOL: snprintf(buf, n, "results from the worker processes of pool %p", obj); break;
     case CONC__WAIT_FD: {
