@@ -982,6 +982,57 @@ Test(executor, inline_run_drops_stale_entries, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&drop_ran[2]), 1);
 }
 
+/* A cancelled entry below a pending one survives the tidy-up after the
+ * first inline run (the tidy stops at the pending one); the next inline
+ * run, which takes that pending one, must still drop and notify it, though
+ * no cancel happened since the first tidy: wait() with no time to wait
+ * then counts it as done. */
+static void *drop_deep_parent(void *arg)
+{
+    uintptr_t shape = U(arg); /* 0: mid waited on as the newest entry; 1: via the two-deep path */
+    conc_future_t *gone = NULL, *mid = NULL, *last = NULL;
+    uintptr_t bad = 0;
+    if (conc_submit(nest_pool, &gone, drop_child, P(1)) != 0 || conc_submit(nest_pool, &mid, drop_child, P(0)) != 0 ||
+        conc_submit(nest_pool, &last, drop_child, P(2)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    bad += !conc_future_cancel(gone); /* queued on our one worker: cancels */
+    void *r = NULL;
+    if (shape == 0) {
+        bad += conc_future_result(last, CONC_FOREVER, &r) != 0 || U(r) != 12; /* tidy stops at mid */
+        bad += conc_future_result(mid, CONC_FOREVER, &r) != 0 || U(r) != 10;  /* newest now */
+    } else {
+        bad += conc_future_result(mid, CONC_FOREVER, &r) != 0 || U(r) != 10; /* under last: tidy stops at last */
+        bad += conc_future_result(last, CONC_FOREVER, &r) != 0 || U(r) != 12;
+    }
+    conc_future_t *fs[1] = {gone}, *done[1];
+    size_t ndone = 0;
+    bad += (conc_wait(fs, 1, 0, CONC_ALL_COMPLETED, done, &ndone, NULL, NULL) != 0 || ndone != 1) * 100;
+    bad += conc_future_result(gone, CONC_FOREVER, &r) != CONC_ECANCELLED;
+    conc_future_free(gone);
+    conc_future_free(mid);
+    conc_future_free(last);
+    return P(bad);
+}
+
+Test(executor, inline_run_drops_cancelled_entries_under_pending_ones, .timeout = TU_TIMEOUT)
+{
+    for (uintptr_t shape = 0; shape < 2; shape++) {
+        for (int i = 0; i < 3; i++)
+            atomic_store(&drop_ran[i], 0);
+        nest_pool = mkpool(1);
+        conc_future_t *f = submit(nest_pool, drop_deep_parent, P(shape));
+        void *r = P(99);
+        cr_assert_eq(conc_future_result(f, 30, &r), 0);
+        cr_assert_eq(U(r), 0, "shape %lu: checks failed in the worker (%lu; 100: the cancelled one not notified)",
+                     (unsigned long)shape, (unsigned long)U(r));
+        freef(f);
+        freepool(nest_pool);
+        cr_assert_eq(atomic_load(&drop_ran[1]), 0, "a cancelled task ran");
+        cr_assert_eq(atomic_load(&drop_ran[0]), 1);
+        cr_assert_eq(atomic_load(&drop_ran[2]), 1);
+    }
+}
+
 /* Two subtasks submitted, the first waited on first (the usual fork-join
  * shape): the wait takes the first out from under the second, runs it
  * inline and puts the second back, still queued — not run by that wait,
