@@ -2,8 +2,12 @@
  * start of a task (from many threads), completion racing completion,
  * callbacks added while the future completes (each runs exactly once),
  * waiters racing completions, and futures freed at random moments by random
- * threads. Iterations scale down under sanitizers (tu_iters). */
+ * threads; the work-stealing deque alone (its owner's pops and the two-deep
+ * take of an inline run racing thieves, growing under them). Iterations
+ * scale down under sanitizers (tu_iters). */
 #include "test_util.h"
+
+#include "futures/deque.h"
 
 #define P(x) ((void *)(uintptr_t)(x))
 #define U(p) ((uintptr_t)(p))
@@ -739,4 +743,120 @@ Test(futures_stress, fork_join_inline_runs_race_thieves_and_cancels, .timeout = 
     cr_assert_eq(atomic_load(&fj_errors), 0, "%d errors", atomic_load(&fj_errors));
     TU_TRACE("fork-join: %ld rounds, %d nodes in the last, %d cancelled by others", rounds, atomic_load(&fj_next),
              atomic_load(&fj_cancelled_by_other));
+}
+
+/* ------------------------------------- the deque: owner pops versus thieves
+ *
+ * The owner pushes items and takes them back the ways a pool worker does:
+ * a plain pop, and the inline run's take of the second-newest entry (pop
+ * the newest, pop the one below, push the newest back), with bursts that
+ * make a small array grow while thieves steal. Every item is taken exactly
+ * once, by the owner or by one thief, and a take never yields anything
+ * that was not pushed. */
+
+#define DQ_MAX (1 << 20)
+static conc__deque_t dq;
+static unsigned char dq_taken[DQ_MAX];
+static atomic_int dq_stop, dq_bad;
+
+static void dq_take(conc_future_t *f, long n)
+{
+    uintptr_t id = U(f);
+    if (id == 0 || id > (uintptr_t)n) {
+        atomic_fetch_add(&dq_bad, 1);
+        return;
+    }
+    /* one writer per id when correct; a second take shows up as 2 */
+    __atomic_fetch_add(&dq_taken[id], 1, __ATOMIC_RELAXED);
+}
+
+static void dq_thief(void *p, int idx)
+{
+    long n = *(long *)p;
+    (void)idx;
+    while (!atomic_load(&dq_stop)) {
+        conc_future_t *f = conc__deque_steal(&dq);
+        if (f)
+            dq_take(f, n);
+        else
+            sched_yield();
+    }
+    conc_future_t *f;
+    while ((f = conc__deque_steal(&dq)) != NULL || conc__deque_nonempty(&dq))
+        if (f)
+            dq_take(f, n);
+}
+
+static void dq_owner(void *p, int idx)
+{
+    long n = *(long *)p;
+    if (idx != 0) {
+        dq_thief(p, idx);
+        return;
+    }
+    uint64_t seed = 0x51ed270b27ull;
+    uintptr_t next = 1;
+    while (next <= (uintptr_t)n) {
+        unsigned r = (unsigned)(rnd(&seed) % 8);
+        if (r < 3) { /* push one, pop one */
+            if (!conc__deque_push(&dq, P(next++)))
+                atomic_fetch_add(&dq_bad, 1);
+            conc_future_t *f = conc__deque_pop(&dq);
+            if (f)
+                dq_take(f, n);
+        } else if (r < 7 && next + 1 <= (uintptr_t)n) { /* the inline run's two-deep take */
+            conc_future_t *a = P(next++), *b = P(next++);
+            if (!conc__deque_push(&dq, a) || !conc__deque_push(&dq, b))
+                atomic_fetch_add(&dq_bad, 1);
+            if (r == 6)
+                sched_yield(); /* let thieves at them */
+            conc_future_t *above = conc__deque_peek(&dq);
+            if (above && conc__deque_peek_at(&dq, 2) == a) {
+                above = conc__deque_pop(&dq);
+                if (above) {
+                    conc_future_t *g = conc__deque_pop(&dq);
+                    if (g && g != a)
+                        atomic_fetch_add(&dq_bad, 1000);
+                    if (g)
+                        dq_take(g, n);
+                    if (!conc__deque_push(&dq, above))
+                        atomic_fetch_add(&dq_bad, 1);
+                }
+            }
+        } else { /* a burst: the array grows under the thieves */
+            for (int k = 0; k < 40 && next <= (uintptr_t)n; k++)
+                if (!conc__deque_push(&dq, P(next++)))
+                    atomic_fetch_add(&dq_bad, 1);
+            for (int k = 0; k < 30; k++) {
+                conc_future_t *f = conc__deque_pop(&dq);
+                if (f)
+                    dq_take(f, n);
+            }
+        }
+    }
+    conc_future_t *f;
+    while ((f = conc__deque_pop(&dq)) != NULL)
+        dq_take(f, n);
+    atomic_store(&dq_stop, 1);
+}
+
+Test(futures_stress, deque_owner_takes_race_thieves_and_growth, .timeout = TU_TIMEOUT)
+{
+    long n = tu_iters(400000);
+    if (n >= DQ_MAX)
+        n = DQ_MAX - 1;
+    memset(dq_taken, 0, sizeof dq_taken);
+    atomic_store(&dq_stop, 0);
+    atomic_store(&dq_bad, 0);
+    cr_assert_eq(conc__deque_init(&dq, 4), 0);
+    tu_run_threads(3, dq_owner, &n);
+    long missing = 0, twice = 0;
+    for (long i = 1; i <= n; i++) {
+        missing += dq_taken[i] == 0;
+        twice += dq_taken[i] > 1;
+    }
+    conc__deque_destroy(&dq);
+    cr_assert_eq(atomic_load(&dq_bad), 0, "%d bad takes", atomic_load(&dq_bad));
+    cr_assert_eq(missing, 0, "%ld items never taken", missing);
+    cr_assert_eq(twice, 0, "%ld items taken twice", twice);
 }
