@@ -676,8 +676,22 @@ static void fj_canceller(void *p, int idx)
             sched_yield();
             continue;
         }
-        if (rnd(&seed) % 2 && conc_future_cancel(f))
+        unsigned what = (unsigned)(rnd(&seed) % 4);
+        if (what < 2 && conc_future_cancel(f))
             atomic_fetch_add(&fj_cancelled_by_other, 1);
+        if (what == 2) {
+            /* an iterator takes its own reference and hangs a callback
+             * while the pool publishes and drops its own */
+            conc_as_completed_t *it = NULL;
+            conc_future_t *got = NULL;
+            if (conc_as_completed_new(&it, &f, 1, 30) != 0 || conc_as_completed_next(it, &got) != 0 || got != f)
+                atomic_fetch_add(&fj_errors, 1);
+            if (it)
+                conc_as_completed_free(it);
+        } else if (what == 3) {
+            conc_future_t *more = conc_future_ref(f); /* and let go of both at once */
+            conc_future_free(more);
+        }
         conc_future_free(f);
     }
 }
