@@ -982,28 +982,92 @@ Test(executor, inline_run_drops_stale_entries, .timeout = TU_TIMEOUT)
     cr_assert_eq(atomic_load(&drop_ran[2]), 1);
 }
 
+/* A cancelled entry below a pending one survives the tidy-up after the
+ * first inline run (the tidy stops at the pending one); the next inline
+ * run, which takes that pending one, must still drop and notify it, though
+ * no cancel happened since the first tidy: wait() with no time to wait
+ * then counts it as done. */
+static void *drop_deep_parent(void *arg)
+{
+    uintptr_t shape = U(arg); /* 0: mid waited on as the newest entry; 1: via the two-deep path */
+    conc_future_t *gone = NULL, *mid = NULL, *last = NULL;
+    uintptr_t bad = 0;
+    if (conc_submit(nest_pool, &gone, drop_child, P(1)) != 0 || conc_submit(nest_pool, &mid, drop_child, P(0)) != 0 ||
+        conc_submit(nest_pool, &last, drop_child, P(2)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    bad += !conc_future_cancel(gone); /* queued on our one worker: cancels */
+    void *r = NULL;
+    if (shape == 0) {
+        bad += conc_future_result(last, CONC_FOREVER, &r) != 0 || U(r) != 12; /* tidy stops at mid */
+        bad += conc_future_result(mid, CONC_FOREVER, &r) != 0 || U(r) != 10;  /* newest now */
+    } else {
+        bad += conc_future_result(mid, CONC_FOREVER, &r) != 0 || U(r) != 10; /* under last: tidy stops at last */
+        bad += conc_future_result(last, CONC_FOREVER, &r) != 0 || U(r) != 12;
+    }
+    conc_future_t *fs[1] = {gone}, *done[1];
+    size_t ndone = 0;
+    bad += (conc_wait(fs, 1, 0, CONC_ALL_COMPLETED, done, &ndone, NULL, NULL) != 0 || ndone != 1) * 100;
+    bad += conc_future_result(gone, CONC_FOREVER, &r) != CONC_ECANCELLED;
+    conc_future_free(gone);
+    conc_future_free(mid);
+    conc_future_free(last);
+    return P(bad);
+}
+
+Test(executor, inline_run_drops_cancelled_entries_under_pending_ones, .timeout = TU_TIMEOUT)
+{
+    for (uintptr_t shape = 0; shape < 2; shape++) {
+        for (int i = 0; i < 3; i++)
+            atomic_store(&drop_ran[i], 0);
+        nest_pool = mkpool(1);
+        conc_future_t *f = submit(nest_pool, drop_deep_parent, P(shape));
+        void *r = P(99);
+        cr_assert_eq(conc_future_result(f, 30, &r), 0);
+        cr_assert_eq(U(r), 0, "shape %lu: checks failed in the worker (%lu; 100: the cancelled one not notified)",
+                     (unsigned long)shape, (unsigned long)U(r));
+        freef(f);
+        freepool(nest_pool);
+        cr_assert_eq(atomic_load(&drop_ran[1]), 0, "a cancelled task ran");
+        cr_assert_eq(atomic_load(&drop_ran[0]), 1);
+        cr_assert_eq(atomic_load(&drop_ran[2]), 1);
+    }
+}
+
 /* Two subtasks submitted, the first waited on first (the usual fork-join
  * shape): the wait takes the first out from under the second, runs it
  * inline and puts the second back, still queued — not run by that wait,
  * cancellable, and stealable by another worker while the first runs. */
-static atomic_int pair_ran[2], pair_b_started;
+static atomic_int pair_ran[2], pair_b_started, pair_a_inline;
+static atomic_long pair_parent_tid;
 static void *pair_child(void *arg)
 {
     uintptr_t which = U(arg) & 1, wait_for_b = U(arg) >> 1;
     atomic_fetch_add(&pair_ran[which], 1);
     if (which == 1)
         atomic_store(&pair_b_started, 1);
-    if (wait_for_b && !TU_WAIT_UNTIL(atomic_load(&pair_b_started), 20))
-        return conc_fail(CONC_ETIMEDOUT, "the put-back sibling was never stolen");
+    /* Only when the parent's wait runs us (inline, on its thread): the
+     * idle worker may have stolen us instead (mode 3, or a busy machine),
+     * and then the parent, blocked on us, is the only one that could run
+     * the second — waiting for it here would deadlock. */
+    if (wait_for_b && tu_gettid() == atomic_load(&pair_parent_tid)) {
+        atomic_store(&pair_a_inline, 1);
+        if (!TU_WAIT_UNTIL(atomic_load(&pair_b_started), 20))
+            return conc_fail(CONC_ETIMEDOUT, "the put-back sibling was never stolen");
+    }
     return P(which + 20);
 }
 static void *pair_parent(void *arg)
 {
-    uintptr_t mode = U(arg); /* 0: run both inline, 1: cancel the second, 2: the second is stolen */
+    uintptr_t mode = U(arg); /* 0: run both inline, 1: cancel the second, 2: the second is stolen,
+                                3: the first is stolen before the second is submitted */
     conc_future_t *a = NULL, *b = NULL;
     uintptr_t bad = 0;
-    if (conc_submit(nest_pool, &a, pair_child, P(mode == 2 ? 2 : 0)) != 0 ||
-        conc_submit(nest_pool, &b, pair_child, P(1)) != 0)
+    atomic_store(&pair_parent_tid, tu_gettid());
+    if (conc_submit(nest_pool, &a, pair_child, P(mode >= 2 ? 2 : 0)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    if (mode == 3 && !TU_WAIT_UNTIL(atomic_load(&pair_ran[0]), 20)) /* the idle worker took it */
+        bad++;
+    if (conc_submit(nest_pool, &b, pair_child, P(1)) != 0)
         return conc_fail(CONC_EFAILED, "submit");
     void *r = NULL;
     bad += conc_future_result(a, CONC_FOREVER, &r) != 0 || U(r) != 20;
@@ -1032,12 +1096,13 @@ static void *warm_task(void *arg)
 
 Test(executor, inline_run_of_the_second_newest_entry, .timeout = TU_TIMEOUT)
 {
-    for (uintptr_t mode = 0; mode < 3; mode++) {
+    for (uintptr_t mode = 0, tries = 0; mode < 4; mode++) {
         atomic_store(&pair_ran[0], 0);
         atomic_store(&pair_ran[1], 0);
         atomic_store(&pair_b_started, 0);
-        nest_pool = mkpool(mode == 2 ? 2 : 1);
-        if (mode == 2) { /* both workers up: the idle one steals the put-back entry */
+        atomic_store(&pair_a_inline, 0);
+        nest_pool = mkpool(mode >= 2 ? 2 : 1);
+        if (mode >= 2) { /* both workers up: the idle one steals the put-back entry */
             atomic_store(&warm_n, 0);
             conc_future_t *w1 = submit(nest_pool, warm_task, NULL), *w2 = submit(nest_pool, warm_task, NULL);
             cr_assert_eq(conc_future_result(w1, 30, NULL), 0);
@@ -1053,7 +1118,10 @@ Test(executor, inline_run_of_the_second_newest_entry, .timeout = TU_TIMEOUT)
         freepool(nest_pool);
         cr_assert_eq(atomic_load(&pair_ran[0]), 1, "mode %lu", (unsigned long)mode);
         cr_assert_eq(atomic_load(&pair_ran[1]), mode == 1 ? 0 : 1, "mode %lu", (unsigned long)mode);
+        if (mode == 2 && !atomic_load(&pair_a_inline) && ++tries < 50)
+            mode--; /* the idle worker stole the first before the wait took it: again */
     }
+    cr_assert_eq(atomic_load(&pair_a_inline), 0, "mode 3: the first was run inline, not stolen");
 }
 
 /* An inline run drops the pool's reference in the CAS that publishes the

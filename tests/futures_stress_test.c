@@ -2,8 +2,12 @@
  * start of a task (from many threads), completion racing completion,
  * callbacks added while the future completes (each runs exactly once),
  * waiters racing completions, and futures freed at random moments by random
- * threads. Iterations scale down under sanitizers (tu_iters). */
+ * threads; the work-stealing deque alone (its owner's pops and the two-deep
+ * take of an inline run racing thieves, growing under them). Iterations
+ * scale down under sanitizers (tu_iters). */
 #include "test_util.h"
+
+#include "futures/deque.h"
 
 #define P(x) ((void *)(uintptr_t)(x))
 #define U(p) ((uintptr_t)(p))
@@ -558,4 +562,315 @@ Test(futures_stress, futures_freed_at_random_times, .timeout = TU_TIMEOUT)
      * every callback ran exactly once */
     cr_assert_leq(atomic_load(&rf_ran), n);
     cr_assert_eq(atomic_load(&rf_cb), n, "%ld of %ld callbacks", atomic_load(&rf_cb), n);
+}
+
+/* -------------------------- fork-join: inline runs racing thieves, cancels
+ *
+ * Trees of tasks that submit two or three subtasks and wait on them in
+ * varying orders: the oldest first (the wait takes it out from under the
+ * newer one, which goes back to the deque), the newest first, or one
+ * deeper down (left in place, tidied later). Idle workers steal the put-
+ * back entries meanwhile, outside threads cancel some subtasks and drop
+ * references at random moments, done callbacks sit on some. Each task
+ * runs at most once, a cancelled one never, every outcome matches what
+ * ran, every callback runs once, and a cancelled subtask that the parent
+ * then waits on (wait() without a timeout) is counted done. */
+
+#define FJ_MAX 8192
+static conc_executor_t *fj_pool;
+static atomic_int fj_next, fj_errors, fj_cancelled_by_other;
+static atomic_int fj_ran[FJ_MAX], fj_seen[FJ_MAX], fj_cb[FJ_MAX], fj_cb_want[FJ_MAX];
+static pthread_mutex_t fj_mu = PTHREAD_MUTEX_INITIALIZER;
+static conc_future_t *fj_box[64];
+static int fj_nbox;
+static atomic_int fj_done_building;
+
+static void fj_count_cb(conc_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add(&fj_cb[U(arg)], 1);
+}
+
+static void *fj_node(void *arg)
+{
+    unsigned id = (unsigned)(U(arg) >> 8), depth = (unsigned)(U(arg) & 0xff);
+    atomic_fetch_add(&fj_ran[id], 1);
+    if (depth == 0) {
+        for (volatile int i = 0; i < (int)(id % 5) * 40; i++) {
+        }
+        return P(1);
+    }
+    unsigned h = id * 2654435761u;
+    int k = (h >> 7) % 4 == 0 ? 3 : 2;
+    conc_future_t *c[3] = {NULL, NULL, NULL};
+    unsigned cid[3];
+    for (int i = 0; i < k; i++) {
+        cid[i] = (unsigned)atomic_fetch_add(&fj_next, 1);
+        if (cid[i] >= FJ_MAX || conc_submit(fj_pool, &c[i], fj_node, P((uintptr_t)cid[i] << 8 | (depth - 1))) != 0) {
+            atomic_fetch_add(&fj_errors, 1);
+            for (int j = 0; j < i; j++) {
+                conc_future_result(c[j], CONC_FOREVER, NULL);
+                conc_future_free(c[j]);
+            }
+            return P(1);
+        }
+        if ((h >> (9 + i)) % 3 == 0) {
+            atomic_fetch_add(&fj_cb_want[cid[i]], 1);
+            if (conc_future_add_done_callback(c[i], fj_count_cb, P(cid[i])) != 0)
+                atomic_fetch_add(&fj_errors, 1);
+        }
+    }
+    /* hand one subtask to the cancellers now and then (their reference) */
+    if ((h >> 13) % 8 == 0) {
+        int v = (int)((h >> 15) % (unsigned)k);
+        pthread_mutex_lock(&fj_mu);
+        if (fj_nbox < 64)
+            fj_box[fj_nbox++] = conc_future_ref(c[v]);
+        pthread_mutex_unlock(&fj_mu);
+        sched_yield();
+    }
+    static const int orders[4][3] = {{0, 1, 2}, {1, 0, 2}, {2, 1, 0}, {0, 2, 1}};
+    const int *ord = orders[(h >> 17) % 4];
+    uintptr_t total = 1;
+    for (int n = 0; n < 3; n++) {
+        int i = ord[n];
+        if (i >= k)
+            continue;
+        void *r = NULL;
+        int rc = conc_future_result(c[i], CONC_FOREVER, &r);
+        if (rc == 0) {
+            atomic_store(&fj_seen[cid[i]], 1);
+            total += U(r);
+        } else if (rc == CONC_ECANCELLED) {
+            atomic_store(&fj_seen[cid[i]], 2);
+            /* wait() without a timeout counts it: notified by then */
+            conc_future_t *fs[1] = {c[i]};
+            size_t nd = 0;
+            if (conc_wait(fs, 1, CONC_FOREVER, CONC_ALL_COMPLETED, NULL, &nd, NULL, NULL) != 0 || nd != 1)
+                atomic_fetch_add(&fj_errors, 1);
+        } else {
+            atomic_fetch_add(&fj_errors, 1);
+        }
+    }
+    for (int i = 0; i < k; i++)
+        conc_future_free(c[i]);
+    return P(total);
+}
+
+static void fj_canceller(void *p, int idx)
+{
+    (void)p;
+    uint64_t seed = 0xabcdefull + (uint64_t)idx * 104729;
+    for (;;) {
+        conc_future_t *f = NULL;
+        pthread_mutex_lock(&fj_mu);
+        if (fj_nbox) {
+            int i = (int)(rnd(&seed) % (uint64_t)fj_nbox);
+            f = fj_box[i];
+            fj_box[i] = fj_box[--fj_nbox];
+        }
+        pthread_mutex_unlock(&fj_mu);
+        if (!f) {
+            if (atomic_load(&fj_done_building))
+                return;
+            sched_yield();
+            continue;
+        }
+        unsigned what = (unsigned)(rnd(&seed) % 4);
+        if (what < 2 && conc_future_cancel(f))
+            atomic_fetch_add(&fj_cancelled_by_other, 1);
+        if (what == 2) {
+            /* an iterator takes its own reference and hangs a callback
+             * while the pool publishes and drops its own */
+            conc_as_completed_t *it = NULL;
+            conc_future_t *got = NULL;
+            if (conc_as_completed_new(&it, &f, 1, 30) != 0 || conc_as_completed_next(it, &got) != 0 || got != f)
+                atomic_fetch_add(&fj_errors, 1);
+            if (it)
+                conc_as_completed_free(it);
+        } else if (what == 3) {
+            conc_future_t *more = conc_future_ref(f); /* and let go of both at once */
+            conc_future_free(more);
+        }
+        conc_future_free(f);
+    }
+}
+
+static void fj_driver(void *p, int idx)
+{
+    long rounds = *(long *)p;
+    if (idx != 0) {
+        fj_canceller(p, idx);
+        return;
+    }
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < FJ_MAX; i++) {
+            atomic_store(&fj_ran[i], 0);
+            atomic_store(&fj_seen[i], 0);
+            atomic_store(&fj_cb[i], 0);
+            atomic_store(&fj_cb_want[i], 0);
+        }
+        atomic_store(&fj_next, 1);
+        conc_future_t *root = NULL;
+        void *res = NULL;
+        if (conc_submit(fj_pool, &root, fj_node, P((uintptr_t)0 << 8 | 7)) != 0 ||
+            conc_future_result(root, 60, &res) != 0) {
+            atomic_fetch_add(&fj_errors, 1000);
+            break;
+        }
+        conc_future_free(root);
+        /* every callback runs once the pool let go of its entries */
+        int n = atomic_load(&fj_next);
+        double dl = tu_now() + 30;
+        for (int i = 1; i < n; i++)
+            while (atomic_load(&fj_cb[i]) != atomic_load(&fj_cb_want[i]) && tu_now() < dl)
+                sched_yield();
+        long ran = 0;
+        for (int i = 0; i < n; i++) {
+            int rn = atomic_load(&fj_ran[i]), seen = atomic_load(&fj_seen[i]);
+            ran += rn;
+            if (rn > 1 || (i > 0 && (seen == 1) != (rn == 1)) || (i > 0 && seen == 2 && rn != 0) ||
+                atomic_load(&fj_cb[i]) != atomic_load(&fj_cb_want[i])) {
+                fprintf(stderr, "fork-join round %ld node %d: ran %d, outcome %d, callbacks %d of %d\n", r, i, rn,
+                        seen, atomic_load(&fj_cb[i]), atomic_load(&fj_cb_want[i]));
+                atomic_fetch_add(&fj_errors, 1);
+            }
+        }
+        if (ran != (long)U(res)) {
+            fprintf(stderr, "fork-join round %ld: %ld ran, the root counted %lu\n", r, ran, (unsigned long)U(res));
+            atomic_fetch_add(&fj_errors, 1);
+        }
+    }
+    atomic_store(&fj_done_building, 1);
+}
+
+Test(futures_stress, fork_join_inline_runs_race_thieves_and_cancels, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(100);
+    atomic_store(&fj_errors, 0);
+    atomic_store(&fj_cancelled_by_other, 0);
+    atomic_store(&fj_done_building, 0);
+    fj_nbox = 0;
+    fj_pool = mkpool(4);
+    tu_run_threads(3, fj_driver, &rounds);
+    cr_assert_eq(conc_executor_free(fj_pool), 0);
+    cr_assert_eq(atomic_load(&fj_errors), 0, "%d errors", atomic_load(&fj_errors));
+    TU_TRACE("fork-join: %ld rounds, %d nodes in the last, %d cancelled by others", rounds, atomic_load(&fj_next),
+             atomic_load(&fj_cancelled_by_other));
+}
+
+/* ------------------------------------- the deque: owner pops versus thieves
+ *
+ * The owner pushes items and takes them back the ways a pool worker does:
+ * a plain pop, and the inline run's take of the second-newest entry (pop
+ * the newest, pop the one below, push the newest back), with bursts that
+ * make a small array grow while thieves steal. Every item is taken exactly
+ * once, by the owner or by one thief, and a take never yields anything
+ * that was not pushed. */
+
+#define DQ_MAX (1 << 20)
+static conc__deque_t dq;
+static unsigned char dq_taken[DQ_MAX];
+static atomic_int dq_stop, dq_bad;
+
+static void dq_take(conc_future_t *f, long n)
+{
+    uintptr_t id = U(f);
+    if (id == 0 || id > (uintptr_t)n) {
+        atomic_fetch_add(&dq_bad, 1);
+        return;
+    }
+    /* one writer per id when correct; a second take shows up as 2 */
+    __atomic_fetch_add(&dq_taken[id], 1, __ATOMIC_RELAXED);
+}
+
+static void dq_thief(void *p, int idx)
+{
+    long n = *(long *)p;
+    (void)idx;
+    while (!atomic_load(&dq_stop)) {
+        conc_future_t *f = conc__deque_steal(&dq);
+        if (f)
+            dq_take(f, n);
+        else
+            sched_yield();
+    }
+    conc_future_t *f;
+    while ((f = conc__deque_steal(&dq)) != NULL || conc__deque_nonempty(&dq))
+        if (f)
+            dq_take(f, n);
+}
+
+static void dq_owner(void *p, int idx)
+{
+    long n = *(long *)p;
+    if (idx != 0) {
+        dq_thief(p, idx);
+        return;
+    }
+    uint64_t seed = 0x51ed270b27ull;
+    uintptr_t next = 1;
+    while (next <= (uintptr_t)n) {
+        unsigned r = (unsigned)(rnd(&seed) % 8);
+        if (r < 3) { /* push one, pop one */
+            if (!conc__deque_push(&dq, P(next++)))
+                atomic_fetch_add(&dq_bad, 1);
+            conc_future_t *f = conc__deque_pop(&dq);
+            if (f)
+                dq_take(f, n);
+        } else if (r < 7 && next + 1 <= (uintptr_t)n) { /* the inline run's two-deep take */
+            conc_future_t *a = P(next++), *b = P(next++);
+            if (!conc__deque_push(&dq, a) || !conc__deque_push(&dq, b))
+                atomic_fetch_add(&dq_bad, 1);
+            if (r == 6)
+                sched_yield(); /* let thieves at them */
+            conc_future_t *above = conc__deque_peek(&dq);
+            if (above && conc__deque_peek_at(&dq, 2) == a) {
+                above = conc__deque_pop(&dq);
+                if (above) {
+                    conc_future_t *g = conc__deque_pop(&dq);
+                    if (g && g != a)
+                        atomic_fetch_add(&dq_bad, 1000);
+                    if (g)
+                        dq_take(g, n);
+                    if (!conc__deque_push(&dq, above))
+                        atomic_fetch_add(&dq_bad, 1);
+                }
+            }
+        } else { /* a burst: the array grows under the thieves */
+            for (int k = 0; k < 40 && next <= (uintptr_t)n; k++)
+                if (!conc__deque_push(&dq, P(next++)))
+                    atomic_fetch_add(&dq_bad, 1);
+            for (int k = 0; k < 30; k++) {
+                conc_future_t *f = conc__deque_pop(&dq);
+                if (f)
+                    dq_take(f, n);
+            }
+        }
+    }
+    conc_future_t *f;
+    while ((f = conc__deque_pop(&dq)) != NULL)
+        dq_take(f, n);
+    atomic_store(&dq_stop, 1);
+}
+
+Test(futures_stress, deque_owner_takes_race_thieves_and_growth, .timeout = TU_TIMEOUT)
+{
+    long n = tu_iters(400000);
+    if (n >= DQ_MAX)
+        n = DQ_MAX - 1;
+    memset(dq_taken, 0, sizeof dq_taken);
+    atomic_store(&dq_stop, 0);
+    atomic_store(&dq_bad, 0);
+    cr_assert_eq(conc__deque_init(&dq, 4), 0);
+    tu_run_threads(3, dq_owner, &n);
+    long missing = 0, twice = 0;
+    for (long i = 1; i <= n; i++) {
+        missing += dq_taken[i] == 0;
+        twice += dq_taken[i] > 1;
+    }
+    conc__deque_destroy(&dq);
+    cr_assert_eq(atomic_load(&dq_bad), 0, "%d bad takes", atomic_load(&dq_bad));
+    cr_assert_eq(missing, 0, "%ld items never taken", missing);
+    cr_assert_eq(twice, 0, "%ld items taken twice", twice);
 }

@@ -104,10 +104,6 @@ extern atomic_ulong conc__queued_cancels;
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */
 bool conc__pool_run_inline(conc_future_t *f);
-/* How many futures an executor had queued were cancelled so far (a hint:
- * a pool worker tidies its deque's cancelled entries after an inline run
- * when it changed). */
-extern atomic_ulong conc__queued_cancels;
 
 /* pool.c: if the calling thread is a worker of f's pool and f runs on
  * another worker, wait for it a while without sleeping; true if f

@@ -79,7 +79,7 @@ typedef struct worker {
     unsigned victim;
     size_t index;                 /* its slot in workers[] */
     unsigned inl_depth;           /* inline runs (conc__pool_run_inline) open now */
-    unsigned long seen_cancels;   /* conc__queued_cancels at its last drop_stale */
+    unsigned long seen_cancels;   /* conc__queued_cancels when a drop_stale last emptied its deque */
     conc__ctx_t *inl[INL_CACHE];  /* their contexts, one per depth, kept for reuse */
 } worker_t;
 
@@ -321,9 +321,14 @@ static void put_back(worker_t *w, conc_future_t *f)
  * at the first pending one (it is not ours to run here). */
 static void drop_stale(worker_t *w)
 {
+    /* The cancels counted so far are all seen only if the deque ends up
+     * empty: stopped at a pending entry, a cancelled one below it is still
+     * there, and the next inline run must look again (even if no future
+     * was cancelled since). Only we push, so once the deque is empty every
+     * cancel of a future that gets into it later is counted later. */
+    unsigned long cancels = atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed);
     /* Popped before it is looked at: a peeked entry could be stolen and
      * its future released meanwhile. */
-    w->seen_cancels = atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed);
     conc_future_t *f;
     while ((f = conc__deque_pop(&w->dq)) != NULL) {
         if ((conc__load(&f->sw, RLX) & FS_MASK) == CONC_FUTURE_PENDING) {
@@ -332,6 +337,7 @@ static void drop_stale(worker_t *w)
         }
         run(w->pool, f); /* drops it (notifies a cancelled one) */
     }
+    w->seen_cancels = cancels;
 }
 
 bool conc__pool_run_inline(conc_future_t *f)
@@ -394,8 +400,8 @@ bool conc__pool_run_inline(conc_future_t *f)
         conc__lockdep_ctx_exit(&stack_ctx);
     /* A cancelled entry below is dropped (and notified, so wait() counts
      * it) now rather than when the loop reaches it: only if some queued
-     * future was cancelled since the last look, so the usual run costs no
-     * pop here. */
+     * future was cancelled since a tidy-up last emptied our deque, so the
+     * usual run costs no pop here. */
     if (tidy || atomic_load_explicit(&conc__queued_cancels, memory_order_relaxed) != w->seen_cancels)
         drop_stale(w);
     return ran;
