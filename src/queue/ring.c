@@ -69,7 +69,11 @@
  * CAS expects set and the new owner clears with an RMW (side_mark, in its
  * first busy bracket) — a CAS-path operation either took its ticket
  * before (the owner's plain load sees it) or fails, sees the bit clear and
- * starts over (RING_AGAIN). An owner's counter has no bit to mask: the
+ * starts over (RING_AGAIN). close() sets CLOSED in enq only together
+ * with SHARED_BIT (a CAS; a side claimed back meanwhile is revoked again)
+ * and a claim that finds CLOSED is given up (side_mark), so no owner
+ * ever stores enq over CLOSED nor answers Full on a closed side. An
+ * owner's counter has no bit to mask: the
  * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~20 us
  * when another CPU runs a thread of ours, in a VM): one that did not last
  * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
@@ -230,13 +234,27 @@ static inline void side_leave(atomic_uint *busy)
 /* A new owner's first step, inside its first busy bracket: clear
  * SHARED_BIT in the counter with an RMW, so that no CAS-path operation
  * that read the side as shared can take a ticket from now on (theirs
- * expect the bit set; they fail, see it clear and go round again). */
-static void side_mark(side_t s)
+ * expect the bit set; they fail, see it clear and go round again).
+ * False: the put side was closed meanwhile (conc__ring_close sets CLOSED
+ * only together with SHARED_BIT): the claim is given up, the side stays
+ * shared (a revoker under way finishes that), the caller leaves its busy
+ * bracket and takes the CAS path, which fails. */
+static bool side_mark(side_t s)
 {
     size_t c = atomic_load_explicit(s.ctr, memory_order_relaxed);
-    if (c & CONC__RING_SHARED_BIT)
-        c = atomic_fetch_and_explicit(s.ctr, ~CONC__RING_SHARED_BIT, memory_order_seq_cst);
+    while (c & CONC__RING_SHARED_BIT) {
+        if (c & CONC__RING_CLOSED) {
+            uintptr_t me = self_id();
+            atomic_compare_exchange_strong_explicit(s.own, &me, CONC__RING_OWN_SHARED, memory_order_seq_cst,
+                                                    memory_order_relaxed);
+            return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(s.ctr, &c, c & ~CONC__RING_SHARED_BIT, memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            break;
+    }
     atomic_store_explicit(s.from, c & ~CONC__RING_FLAGS, memory_order_relaxed);
+    return true;
 }
 
 /* The owner o of a side is being replaced (own == REVOKING, set by the
@@ -387,7 +405,7 @@ static inline void side_count(side_t s)
         return;
     atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
     if (side_enter(s.own, s.busy, me)) {
-        side_mark(s);
+        (void)side_mark(s);
         side_leave(s.busy);
     }
 }
@@ -430,10 +448,22 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
 
 void conc__ring_close(conc__ring_t *r)
 {
-    /* The CLOSED bit is set with an RMW, so no owner may store enq (and
-     * none claims the side again: CAS-path puts fail from then on). */
-    side_take(side_of(r, false), CONC__RING_OWN_NONE, false, true);
-    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
+    /* The CLOSED bit is set with an RMW, so CAS-path puts fail from then
+     * on, and only while the side is shared: with SHARED_BIT, which no
+     * re-claim clears from then on (side_mark), so no owner stores enq
+     * over it. A claim back that came between our hand-over and the RMW
+     * is revoked again. */
+    side_t s = side_of(r, false);
+    for (;;) {
+        side_take(s, CONC__RING_OWN_NONE, false, true);
+        size_t c = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        while ((c & CONC__RING_SHARED_BIT) &&
+               !atomic_compare_exchange_weak_explicit(&r->enq, &c, c | CONC__RING_CLOSED, memory_order_seq_cst,
+                                                      memory_order_relaxed)) {
+        }
+        if (c & CONC__RING_SHARED_BIT)
+            return;
+    }
 }
 
 /* The CAS path saw SHARED_BIT clear: a thread claimed the side
@@ -533,10 +563,12 @@ static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool
     uintptr_t me = self_id();
     side_t s = side_of(r, false);
     if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
-        side_mark(s);
-        int rc = owner_put(r, item, exact);
+        if (side_mark(s)) {
+            int rc = owner_put(r, item, exact);
+            side_leave(s.busy);
+            return rc;
+        }
         side_leave(s.busy);
-        return rc;
     }
     return shared_put(r, item, exact);
 }
@@ -603,10 +635,12 @@ static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, boo
     uintptr_t me = self_id();
     side_t s = side_of(r, true);
     if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
-        side_mark(s);
-        bool ok = owner_get(r, item, exact);
+        if (side_mark(s)) { /* (deq has no CLOSED bit: always) */
+            bool ok = owner_get(r, item, exact);
+            side_leave(s.busy);
+            return ok;
+        }
         side_leave(s.busy);
-        return ok;
     }
     return shared_get(r, item, exact);
 }
