@@ -286,6 +286,63 @@ Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
     cr_assert_eq(step, 0, "child step %d failed (33: revoked under a live owner)", step);
 }
 
+/* The same with a second thread that comes by while the first revoker
+ * waits: the side is REVOKING for as long as the owner is preempted, but
+ * its revoker is alive (it revoked in this process), so the newcomer
+ * waits for it too instead of taking the hand-over over (which went on
+ * under the live owner's put). */
+static atomic_int second_done;
+static void *second_revoker(void *arg)
+{
+    intptr_t rc = conc_queue_put_nowait(arg, (void *)3);
+    atomic_store(&second_done, 1);
+    return (void *)rc;
+}
+
+static int live_revoker_child(conc_queue_t *unused)
+{
+    (void)unused;
+    alarm(20);
+    conc_queue_t *q;
+    if (conc_queue_new(&q, CONC_FIFO, 8) != 0 || q->impl != IMPL_RING)
+        return 50;
+    atomic_store(&live_state, 0);
+    atomic_store(&revoker_done, 0);
+    pthread_t o, v, w;
+    if (pthread_create(&o, NULL, live_owner, q) != 0)
+        return 51;
+    while (atomic_load(&live_state) != 1)
+        tu_sleep(0.001);
+    atomic_store(&q->s.ring.pbusy, 1); /* the owner, "preempted" mid-put */
+    if (pthread_create(&v, NULL, revoker, q) != 0)
+        return 52;
+    while (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_REVOKING)
+        tu_sleep(0.001);
+    if (pthread_create(&w, NULL, second_revoker, q) != 0)
+        return 53;
+    tu_sleep(0.5);
+    int early = atomic_load(&revoker_done) || atomic_load(&second_done);
+    atomic_store(&q->s.ring.pbusy, 0); /* its put ends */
+    void *rc1, *rc2;
+    pthread_join(v, &rc1);
+    pthread_join(w, &rc2);
+    atomic_store(&live_state, 2);
+    pthread_join(o, NULL);
+    if (early)
+        return 54; /* the side went shared while its owner was in a put */
+    if ((intptr_t)rc1 != 0 || (intptr_t)rc2 != 0 || conc_queue_qsize(q) != 3)
+        return 55;
+    return 0;
+}
+
+Test(queue_fork, live_revoker_in_a_child_of_a_threaded_fork_is_waited_for)
+{
+    if (TU_TSAN)
+        cr_skip_test("TSan does not start threads in a child of a threaded fork");
+    int step = fork_threaded(live_revoker_child, NULL);
+    cr_assert_eq(step, 0, "child step %d failed (54: taken over under a live revoker)", step);
+}
+
 /* The same for the thread that forked: it owned the put side before the
  * fork and goes on owning it in the child, where it is alive. */
 static int forker_owner_child(conc_queue_t *q)

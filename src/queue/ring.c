@@ -46,7 +46,10 @@
  * (conc__membarrier_init); a revocation in a child that a fork left
  * without the owner stops waiting as a stuck claim does — only for a side
  * claimed before that fork (pgen/cgen: the fork generation of the claim);
- * an owner claimed in this process is alive and waited for.
+ * an owner claimed in this process is alive and waited for. Likewise a
+ * side left REVOKING by a fork (its revoker left behind: rgen, the fork
+ * generation stamped before the REVOKING CAS, is older) is taken over
+ * after that bounded wait; a revoker of this process is waited for.
  *
  * Re-claiming a shared side. A side revoked because a second thread came
  * by once, or because sleepers met every few items for a while, often
@@ -153,6 +156,8 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->cfrom, 0);
     atomic_init(&r->pfirst, CONC__RING_OWN_NONE);
     atomic_init(&r->cfirst, CONC__RING_OWN_NONE);
+    atomic_init(&r->prgen, 0);
+    atomic_init(&r->crgen, 0);
     atomic_init(&r->fence_mark[0], 0);
     atomic_init(&r->fence_mark[1], 0);
     atomic_init(&r->fence_strikes, 0);
@@ -198,7 +203,7 @@ static bool mid_way_wait(unsigned *spins)
 typedef struct {
     atomic_size_t *ctr;
     _Atomic uintptr_t *own, *last, *first;
-    atomic_uint *busy, *gen, *streak, *reclaim;
+    atomic_uint *busy, *gen, *streak, *reclaim, *rgen;
     atomic_size_t *from;
 } side_t;
 
@@ -206,9 +211,22 @@ static inline side_t side_of(conc__ring_t *r, bool getter)
 {
     if (getter)
         return (side_t){&r->deq,  &r->cown,    &r->clast,    &r->cfirst, &r->cbusy,
-                        &r->cgen, &r->cstreak, &r->creclaim, &r->cfrom};
+                        &r->cgen, &r->cstreak, &r->creclaim, &r->crgen, &r->cfrom};
     return (side_t){&r->enq,  &r->pown,    &r->plast,    &r->pfirst, &r->pbusy,
-                    &r->pgen, &r->pstreak, &r->preclaim, &r->pfrom};
+                    &r->pgen, &r->pstreak, &r->preclaim, &r->prgen, &r->pfrom};
+}
+
+/* own: *o -> REVOKING (a CAS; false and *o updated if it changed).
+ * Stamps the side's rgen first, so a thread that sees REVOKING also sees
+ * the fork generation of a revoker that may have set it (the CAS
+ * releases the stamp; a failed CAS leaves this process's generation,
+ * which a fork's orphaned REVOKING never sees: threads of the child find
+ * it set from their start and never CAS). */
+static inline bool side_begin_revoke(side_t s, uintptr_t *o)
+{
+    atomic_store_explicit(s.rgen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
+    return atomic_compare_exchange_strong_explicit(s.own, o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                   memory_order_acquire);
 }
 
 /* Enter the owner path: true if the calling thread owns the side (busy is
@@ -304,8 +322,9 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
     return true;
 }
 
-/* A side left REVOKING for long in a process that a fork may have left
- * without its revoker: finish the hand-over (its owner, if still busy,
+/* A side left REVOKING for long by a revoker of an older fork generation
+ * (rgen: a thread a fork left behind; a revoker of this process is alive
+ * and is waited for): finish the hand-over (its owner, if still busy,
  * gets the bounded wait of a stuck claim; the CAS leaves a live revoker's
  * own end of it alone). */
 static void side_orphan_revoked(side_t s)
@@ -335,10 +354,14 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
         if (o == CONC__RING_OWN_SHARED)
             return false;
         if (o == CONC__RING_OWN_REVOKING) {
-            /* another thread is handing it over: wait for SHARED */
+            /* another thread is handing it over: wait for SHARED (a
+             * revoker of this process is alive and finishes, however long
+             * it or the owner it waits for is preempted; only one that a
+             * fork left behind is taken over) */
             for (unsigned n = 0; (o = atomic_load_explicit(s.own, memory_order_acquire)) ==
                                  CONC__RING_OWN_REVOKING;) {
-                if (stuck_since_fork(&n)) {
+                if (stuck_since_fork(&n) &&
+                    atomic_load_explicit(s.rgen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX)) {
                     side_orphan_revoked(s);
                     break;
                 }
@@ -353,8 +376,9 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
             bool claim = may_claim && conc__membarrier_init();
             /* (racing claimers of one process store the same value) */
             atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
-            if (!atomic_compare_exchange_strong_explicit(s.own, &o, claim ? me : CONC__RING_OWN_REVOKING,
-                                                         memory_order_seq_cst, memory_order_acquire))
+            if (claim ? !atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst,
+                                                                 memory_order_acquire)
+                      : !side_begin_revoke(s, &o))
                 continue;
             if (claim) {
                 atomic_store_explicit(s.first, me, memory_order_relaxed);
@@ -367,8 +391,7 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
         }
         if (o == me)
             return true;
-        if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
-                                                     memory_order_acquire))
+        if (!side_begin_revoke(s, &o))
             continue;
         if (side_revoke(s, o, may_switch))
             return false;
@@ -439,8 +462,7 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
      * operations before our re-check); from now on its puts use the RMW.
      * Under the guard: revoke without switching, and do not wait for
      * another revoker (fence instead). */
-    if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
-                                                 memory_order_acquire))
+    if (!side_begin_revoke(s, &o))
         return o != CONC__RING_OWN_SHARED && o != self_id();
     side_revoke(s, o, false);
     return false;
