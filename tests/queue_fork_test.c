@@ -286,6 +286,63 @@ Test(queue_fork, live_owner_in_a_child_of_a_threaded_fork_is_waited_for)
     cr_assert_eq(step, 0, "child step %d failed (33: revoked under a live owner)", step);
 }
 
+/* The same with a second thread that comes by while the first revoker
+ * waits: the side is REVOKING for as long as the owner is preempted, but
+ * its revoker is alive (it revoked in this process), so the newcomer
+ * waits for it too instead of taking the hand-over over (which went on
+ * under the live owner's put). */
+static atomic_int second_done;
+static void *second_revoker(void *arg)
+{
+    intptr_t rc = conc_queue_put_nowait(arg, (void *)3);
+    atomic_store(&second_done, 1);
+    return (void *)rc;
+}
+
+static int live_revoker_child(conc_queue_t *unused)
+{
+    (void)unused;
+    alarm(20);
+    conc_queue_t *q;
+    if (conc_queue_new(&q, CONC_FIFO, 8) != 0 || q->impl != IMPL_RING)
+        return 50;
+    atomic_store(&live_state, 0);
+    atomic_store(&revoker_done, 0);
+    pthread_t o, v, w;
+    if (pthread_create(&o, NULL, live_owner, q) != 0)
+        return 51;
+    while (atomic_load(&live_state) != 1)
+        tu_sleep(0.001);
+    atomic_store(&q->s.ring.pbusy, 1); /* the owner, "preempted" mid-put */
+    if (pthread_create(&v, NULL, revoker, q) != 0)
+        return 52;
+    while (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_REVOKING)
+        tu_sleep(0.001);
+    if (pthread_create(&w, NULL, second_revoker, q) != 0)
+        return 53;
+    tu_sleep(0.5);
+    int early = atomic_load(&revoker_done) || atomic_load(&second_done);
+    atomic_store(&q->s.ring.pbusy, 0); /* its put ends */
+    void *rc1, *rc2;
+    pthread_join(v, &rc1);
+    pthread_join(w, &rc2);
+    atomic_store(&live_state, 2);
+    pthread_join(o, NULL);
+    if (early)
+        return 54; /* the side went shared while its owner was in a put */
+    if ((intptr_t)rc1 != 0 || (intptr_t)rc2 != 0 || conc_queue_qsize(q) != 3)
+        return 55;
+    return 0;
+}
+
+Test(queue_fork, live_revoker_in_a_child_of_a_threaded_fork_is_waited_for)
+{
+    if (TU_TSAN)
+        cr_skip_test("TSan does not start threads in a child of a threaded fork");
+    int step = fork_threaded(live_revoker_child, NULL);
+    cr_assert_eq(step, 0, "child step %d failed (54: taken over under a live revoker)", step);
+}
+
 /* The same for the thread that forked: it owned the put side before the
  * fork and goes on owning it in the child, where it is alive. */
 static int forker_owner_child(conc_queue_t *q)
@@ -681,6 +738,110 @@ Test(queue_reclaim, sides_claimed_back_by_a_thread_a_fork_leaves_behind)
     cr_assert_eq(it, (void *)5);
     cr_assert_eq(conc_queue_get_nowait(o.q, &it), CONC_EEMPTY);
     cr_assert_eq(conc_queue_free(o.q, NULL), 0);
+}
+
+/* A claim back racing shutdown (ring.c, conc__ring_close): the first
+ * owner's run of CAS-path puts reaches the re-claim just as another
+ * thread shuts the queue down. Once shutdown() has returned, every put
+ * fails with CONC_ESHUTDOWN (never CONC_EFULL on a queue far from full,
+ * never a put that lands: an owner's plain store of enq must not erase
+ * the CLOSED bit), and every put that succeeded comes out. */
+typedef struct {
+    conc_queue_t *_Atomic q;
+    atomic_size_t target; /* close when enq reaches it (0: not yet) */
+    atomic_int closed, round, stop;
+} rs_t;
+
+static void *rs_closer(void *arg)
+{
+    rs_t *x = arg;
+    for (int round = 1;; round++) {
+        while (atomic_load(&x->round) != round)
+            if (atomic_load(&x->stop))
+                return NULL;
+            else
+                sched_yield();
+        conc_queue_t *q = atomic_load(&x->q);
+        if (conc_queue_put_nowait(q, (void *)7) != 0) /* revokes the put side: shared */
+            return (void *)1;
+        size_t t;
+        while ((t = atomic_load(&x->target)) == 0)
+            sched_yield();
+        while ((atomic_load(&q->s.ring.enq) & ~CONC__RING_FLAGS) < t)
+            conc__cpu_relax();
+        conc_queue_shutdown(q, false, NULL);
+        atomic_store(&x->closed, round);
+    }
+}
+
+Test(queue_reclaim, a_claim_back_racing_shutdown_keeps_the_queue_closed)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    rs_t x;
+    memset(&x, 0, sizeof x);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, rs_closer, &x), 0);
+    long rounds = tu_iters(3000), landed = 0, efull = 0, lost = 0, owned = 0;
+    unsigned seed = 12345;
+    for (int round = 1; round <= rounds; round++) {
+        conc_queue_t *q;
+        cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 1 << 15), 0);
+        conc__ring_t *r = &q->s.ring;
+        cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread: the first owner */
+        atomic_store(&x.q, q);
+        atomic_store(&x.target, 0);
+        atomic_store(&x.round, round);
+        while (atomic_load(&r->pown) != CONC__RING_OWN_SHARED)
+            sched_yield();
+        long ok = 1;
+        while (ok < 2) /* the closer's put has landed */
+            ok = (long)(atomic_load(&r->enq) & ~CONC__RING_FLAGS);
+        size_t k = atomic_load(&r->preclaim);
+        cr_assert_lt(k, (size_t)1 << 13);
+        /* the closer closes when enq reaches 2 + k - (0..3): around the
+         * put that claims the side back */
+        seed = seed * 1103515245u + 12345u;
+        size_t target = 2 + k - ((seed >> 16) & 3);
+        atomic_store(&x.target, target);
+        int rc;
+        for (;;) {
+            if ((size_t)ok > target + 64) /* past the race: let the closer finish */
+                while (atomic_load(&x.closed) != round)
+                    sched_yield();
+            bool after = atomic_load(&x.closed) == round;
+            rc = conc_queue_put_nowait(q, (void *)(uintptr_t)(ok + 1));
+            if (rc != 0)
+                break;
+            ok++;
+            if (after) {
+                landed++;
+                if (ok > (1 << 14))
+                    break;
+            }
+        }
+        if (rc == CONC_EFULL)
+            efull++;
+        while (atomic_load(&x.closed) != round)
+            sched_yield();
+        if (atomic_load(&r->pown) != CONC__RING_OWN_SHARED)
+            owned++;
+        long got = 0;
+        void *it;
+        while (conc_queue_get_nowait(q, &it) == 0)
+            got++;
+        if (got != ok)
+            lost++;
+        cr_assert_eq(conc_queue_free(q, NULL), 0);
+    }
+    atomic_store(&x.stop, 1);
+    void *trc;
+    cr_assert_eq(pthread_join(t, &trc), 0);
+    cr_assert_null(trc);
+    cr_assert_eq(landed + efull + lost + owned, 0,
+                 "%ld rounds: puts landed after shutdown in %ld, Full on an open-looking queue in %ld, "
+                 "items lost in %ld, a closed side owned in %ld",
+                 rounds, landed, efull, lost, owned);
 }
 
 TU_MAIN_WITH_SCENARIOS(scenario)

@@ -99,6 +99,7 @@ typedef struct {
     atomic_uint pstreak, preclaim;
     atomic_size_t pfrom;
     _Atomic uintptr_t pfirst; /* the only thread that may claim it back */
+    atomic_uint prgen;        /* conc__fork_gen when pown last went REVOKING */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| SHARED_BIT) */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
     atomic_uint cbusy;                           /* the owner is in a get */
@@ -107,6 +108,7 @@ typedef struct {
     atomic_uint cstreak, creclaim;
     atomic_size_t cfrom;
     _Atomic uintptr_t cfirst;
+    atomic_uint crgen;
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
     conc__cell_t *cells;

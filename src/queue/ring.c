@@ -46,7 +46,10 @@
  * (conc__membarrier_init); a revocation in a child that a fork left
  * without the owner stops waiting as a stuck claim does — only for a side
  * claimed before that fork (pgen/cgen: the fork generation of the claim);
- * an owner claimed in this process is alive and waited for.
+ * an owner claimed in this process is alive and waited for. Likewise a
+ * side left REVOKING by a fork (its revoker left behind: rgen, the fork
+ * generation stamped before the REVOKING CAS, is older) is taken over
+ * after that bounded wait; a revoker of this process is waited for.
  *
  * Re-claiming a shared side. A side revoked because a second thread came
  * by once, or because sleepers met every few items for a while, often
@@ -69,7 +72,11 @@
  * CAS expects set and the new owner clears with an RMW (side_mark, in its
  * first busy bracket) — a CAS-path operation either took its ticket
  * before (the owner's plain load sees it) or fails, sees the bit clear and
- * starts over (RING_AGAIN). An owner's counter has no bit to mask: the
+ * starts over (RING_AGAIN). close() sets CLOSED in enq only together
+ * with SHARED_BIT (a CAS; a side claimed back meanwhile is revoked again)
+ * and a claim that finds CLOSED is given up (side_mark), so no owner
+ * ever stores enq over CLOSED nor answers Full on a closed side. An
+ * owner's counter has no bit to mask: the
  * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~20 us
  * when another CPU runs a thread of ours, in a VM): one that did not last
  * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
@@ -149,6 +156,8 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->cfrom, 0);
     atomic_init(&r->pfirst, CONC__RING_OWN_NONE);
     atomic_init(&r->cfirst, CONC__RING_OWN_NONE);
+    atomic_init(&r->prgen, 0);
+    atomic_init(&r->crgen, 0);
     atomic_init(&r->fence_mark[0], 0);
     atomic_init(&r->fence_mark[1], 0);
     atomic_init(&r->fence_strikes, 0);
@@ -194,7 +203,7 @@ static bool mid_way_wait(unsigned *spins)
 typedef struct {
     atomic_size_t *ctr;
     _Atomic uintptr_t *own, *last, *first;
-    atomic_uint *busy, *gen, *streak, *reclaim;
+    atomic_uint *busy, *gen, *streak, *reclaim, *rgen;
     atomic_size_t *from;
 } side_t;
 
@@ -202,9 +211,22 @@ static inline side_t side_of(conc__ring_t *r, bool getter)
 {
     if (getter)
         return (side_t){&r->deq,  &r->cown,    &r->clast,    &r->cfirst, &r->cbusy,
-                        &r->cgen, &r->cstreak, &r->creclaim, &r->cfrom};
+                        &r->cgen, &r->cstreak, &r->creclaim, &r->crgen, &r->cfrom};
     return (side_t){&r->enq,  &r->pown,    &r->plast,    &r->pfirst, &r->pbusy,
-                    &r->pgen, &r->pstreak, &r->preclaim, &r->pfrom};
+                    &r->pgen, &r->pstreak, &r->preclaim, &r->prgen, &r->pfrom};
+}
+
+/* own: *o -> REVOKING (a CAS; false and *o updated if it changed).
+ * Stamps the side's rgen first, so a thread that sees REVOKING also sees
+ * the fork generation of a revoker that may have set it (the CAS
+ * releases the stamp; a failed CAS leaves this process's generation,
+ * which a fork's orphaned REVOKING never sees: threads of the child find
+ * it set from their start and never CAS). */
+static inline bool side_begin_revoke(side_t s, uintptr_t *o)
+{
+    atomic_store_explicit(s.rgen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
+    return atomic_compare_exchange_strong_explicit(s.own, o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
+                                                   memory_order_acquire);
 }
 
 /* Enter the owner path: true if the calling thread owns the side (busy is
@@ -230,13 +252,27 @@ static inline void side_leave(atomic_uint *busy)
 /* A new owner's first step, inside its first busy bracket: clear
  * SHARED_BIT in the counter with an RMW, so that no CAS-path operation
  * that read the side as shared can take a ticket from now on (theirs
- * expect the bit set; they fail, see it clear and go round again). */
-static void side_mark(side_t s)
+ * expect the bit set; they fail, see it clear and go round again).
+ * False: the put side was closed meanwhile (conc__ring_close sets CLOSED
+ * only together with SHARED_BIT): the claim is given up, the side stays
+ * shared (a revoker under way finishes that), the caller leaves its busy
+ * bracket and takes the CAS path, which fails. */
+static bool side_mark(side_t s)
 {
     size_t c = atomic_load_explicit(s.ctr, memory_order_relaxed);
-    if (c & CONC__RING_SHARED_BIT)
-        c = atomic_fetch_and_explicit(s.ctr, ~CONC__RING_SHARED_BIT, memory_order_seq_cst);
+    while (c & CONC__RING_SHARED_BIT) {
+        if (c & CONC__RING_CLOSED) {
+            uintptr_t me = self_id();
+            atomic_compare_exchange_strong_explicit(s.own, &me, CONC__RING_OWN_SHARED, memory_order_seq_cst,
+                                                    memory_order_relaxed);
+            return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(s.ctr, &c, c & ~CONC__RING_SHARED_BIT, memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            break;
+    }
     atomic_store_explicit(s.from, c & ~CONC__RING_FLAGS, memory_order_relaxed);
+    return true;
 }
 
 /* The owner o of a side is being replaced (own == REVOKING, set by the
@@ -286,8 +322,9 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
     return true;
 }
 
-/* A side left REVOKING for long in a process that a fork may have left
- * without its revoker: finish the hand-over (its owner, if still busy,
+/* A side left REVOKING for long by a revoker of an older fork generation
+ * (rgen: a thread a fork left behind; a revoker of this process is alive
+ * and is waited for): finish the hand-over (its owner, if still busy,
  * gets the bounded wait of a stuck claim; the CAS leaves a live revoker's
  * own end of it alone). */
 static void side_orphan_revoked(side_t s)
@@ -317,10 +354,14 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
         if (o == CONC__RING_OWN_SHARED)
             return false;
         if (o == CONC__RING_OWN_REVOKING) {
-            /* another thread is handing it over: wait for SHARED */
+            /* another thread is handing it over: wait for SHARED (a
+             * revoker of this process is alive and finishes, however long
+             * it or the owner it waits for is preempted; only one that a
+             * fork left behind is taken over) */
             for (unsigned n = 0; (o = atomic_load_explicit(s.own, memory_order_acquire)) ==
                                  CONC__RING_OWN_REVOKING;) {
-                if (stuck_since_fork(&n)) {
+                if (stuck_since_fork(&n) &&
+                    atomic_load_explicit(s.rgen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX)) {
                     side_orphan_revoked(s);
                     break;
                 }
@@ -335,8 +376,9 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
             bool claim = may_claim && conc__membarrier_init();
             /* (racing claimers of one process store the same value) */
             atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
-            if (!atomic_compare_exchange_strong_explicit(s.own, &o, claim ? me : CONC__RING_OWN_REVOKING,
-                                                         memory_order_seq_cst, memory_order_acquire))
+            if (claim ? !atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst,
+                                                                 memory_order_acquire)
+                      : !side_begin_revoke(s, &o))
                 continue;
             if (claim) {
                 atomic_store_explicit(s.first, me, memory_order_relaxed);
@@ -349,8 +391,7 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
         }
         if (o == me)
             return true;
-        if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
-                                                     memory_order_acquire))
+        if (!side_begin_revoke(s, &o))
             continue;
         if (side_revoke(s, o, may_switch))
             return false;
@@ -387,7 +428,7 @@ static inline void side_count(side_t s)
         return;
     atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
     if (side_enter(s.own, s.busy, me)) {
-        side_mark(s);
+        (void)side_mark(s);
         side_leave(s.busy);
     }
 }
@@ -421,8 +462,7 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
      * operations before our re-check); from now on its puts use the RMW.
      * Under the guard: revoke without switching, and do not wait for
      * another revoker (fence instead). */
-    if (!atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_REVOKING, memory_order_seq_cst,
-                                                 memory_order_acquire))
+    if (!side_begin_revoke(s, &o))
         return o != CONC__RING_OWN_SHARED && o != self_id();
     side_revoke(s, o, false);
     return false;
@@ -430,10 +470,22 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter)
 
 void conc__ring_close(conc__ring_t *r)
 {
-    /* The CLOSED bit is set with an RMW, so no owner may store enq (and
-     * none claims the side again: CAS-path puts fail from then on). */
-    side_take(side_of(r, false), CONC__RING_OWN_NONE, false, true);
-    atomic_fetch_or_explicit(&r->enq, CONC__RING_CLOSED, memory_order_seq_cst);
+    /* The CLOSED bit is set with an RMW, so CAS-path puts fail from then
+     * on, and only while the side is shared: with SHARED_BIT, which no
+     * re-claim clears from then on (side_mark), so no owner stores enq
+     * over it. A claim back that came between our hand-over and the RMW
+     * is revoked again. */
+    side_t s = side_of(r, false);
+    for (;;) {
+        side_take(s, CONC__RING_OWN_NONE, false, true);
+        size_t c = atomic_load_explicit(&r->enq, memory_order_relaxed);
+        while ((c & CONC__RING_SHARED_BIT) &&
+               !atomic_compare_exchange_weak_explicit(&r->enq, &c, c | CONC__RING_CLOSED, memory_order_seq_cst,
+                                                      memory_order_relaxed)) {
+        }
+        if (c & CONC__RING_SHARED_BIT)
+            return;
+    }
 }
 
 /* The CAS path saw SHARED_BIT clear: a thread claimed the side
@@ -533,10 +585,12 @@ static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool
     uintptr_t me = self_id();
     side_t s = side_of(r, false);
     if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
-        side_mark(s);
-        int rc = owner_put(r, item, exact);
+        if (side_mark(s)) {
+            int rc = owner_put(r, item, exact);
+            side_leave(s.busy);
+            return rc;
+        }
         side_leave(s.busy);
-        return rc;
     }
     return shared_put(r, item, exact);
 }
@@ -603,10 +657,12 @@ static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, boo
     uintptr_t me = self_id();
     side_t s = side_of(r, true);
     if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
-        side_mark(s);
-        bool ok = owner_get(r, item, exact);
+        if (side_mark(s)) { /* (deq has no CLOSED bit: always) */
+            bool ok = owner_get(r, item, exact);
+            side_leave(s.busy);
+            return ok;
+        }
         side_leave(s.busy);
-        return ok;
     }
     return shared_get(r, item, exact);
 }
