@@ -106,10 +106,11 @@ static void *own_put_side(void *arg)
     return (void *)(intptr_t)conc_queue_put_nowait(arg, (void *)1);
 }
 
-static atomic_int idle_stop;
+static atomic_int idle_stop, idle_running;
 static void *idle_thread(void *arg)
 {
     (void)arg;
+    atomic_store(&idle_running, 1);
     while (!atomic_load(&idle_stop))
         tu_sleep(0.001);
     return NULL;
@@ -117,12 +118,18 @@ static void *idle_thread(void *arg)
 
 /* Forks while a second thread runs (so the child descends from a
  * threaded fork) and runs child(q) there; returns the child's exit code
- * (its failed step), failing the test if it was killed (hung: alarm). */
+ * (its failed step), failing the test if it was killed (hung: alarm).
+ * It forks once that thread runs its own code: forked while still being
+ * set up, it could leave a sanitizer's thread-registry or allocator lock
+ * held in the child, whose own pthread_create then hung (ASan). */
 static int fork_threaded(int (*child)(conc_queue_t *), conc_queue_t *q)
 {
     pthread_t idle;
     atomic_store(&idle_stop, 0);
+    atomic_store(&idle_running, 0);
     cr_assert_eq(pthread_create(&idle, NULL, idle_thread, NULL), 0);
+    while (!atomic_load(&idle_running))
+        tu_sleep(0.0005);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0)
