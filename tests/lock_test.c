@@ -368,6 +368,34 @@ typedef struct {
     long counter, iters;
 } hammer_t;
 
+/* The holder's loop: acquire (waiting at most timeout), count, hold for
+ * hold seconds, release, at once again, until told to stop. */
+static void hold_until_stop(hammer_t *h, double timeout, double hold)
+{
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        if (conc_lock_acquire(&h->l, true, timeout) != 0)
+            atomic_fetch_add(&h->errors, 1);
+        h->counter++;
+        if (hold > 0)
+            tu_sleep(hold);
+        conc_lock_release(&h->l);
+    }
+}
+
+/* A contender's turn after an acquire that returned rc (not a timeout it
+ * expected): true (counted) if it got the lock, which the caller then
+ * releases; false (an error counted) if not. */
+static bool got_it(hammer_t *h, int rc)
+{
+    if (rc != 0) {
+        atomic_fetch_add(&h->errors, 1);
+        return false;
+    }
+    h->counter++;
+    atomic_fetch_add(&h->got, 1);
+    return true;
+}
+
 /* Thread 0 hammers (acquire, increment, release, at once again) until
  * told to stop; the others each need the lock iters times, with a bounded
  * wait: a waiter must get in even against a holder that never pauses. */
@@ -375,24 +403,12 @@ static void hammer_fn(void *p, int i)
 {
     hammer_t *h = p;
     if (i == 0) {
-        while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
-            if (conc_lock_acquire(&h->l, true, CONC_FOREVER) != 0)
-                atomic_fetch_add(&h->errors, 1);
-            h->counter++;
-            conc_lock_release(&h->l);
-        }
+        hold_until_stop(h, CONC_FOREVER, 0);
         return;
     }
-    for (long k = 0; k < h->iters; k++) {
-        int rc = conc_lock_acquire(&h->l, true, 10.0);
-        if (rc != 0) {
-            atomic_fetch_add(&h->errors, 1);
-            continue;
-        }
-        h->counter++;
-        atomic_fetch_add(&h->got, 1);
-        conc_lock_release(&h->l);
-    }
+    for (long k = 0; k < h->iters; k++)
+        if (got_it(h, conc_lock_acquire(&h->l, true, 10.0)))
+            conc_lock_release(&h->l);
 }
 
 Test(lock, waiters_get_in_against_a_hammering_holder, .timeout = TU_TIMEOUT)
@@ -427,12 +443,8 @@ static void strand_fn(void *p, int i)
         } else {
             rc = conc_lock_acquire(&h->l, true, CONC_FOREVER);
         }
-        if (rc != 0) {
-            atomic_fetch_add(&h->errors, 1);
+        if (!got_it(h, rc))
             continue;
-        }
-        h->counter++;
-        atomic_fetch_add(&h->got, 1);
         if (k % 16 == 0)
             sched_yield(); /* hold it across a switch now and then */
         conc_lock_release(&h->l);
@@ -532,13 +544,7 @@ static void asker_fn(void *p, int i)
 {
     hammer_t *h = p;
     if (i == 0) {
-        while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
-            if (conc_lock_acquire(&h->l, true, CONC_FOREVER) != 0)
-                atomic_fetch_add(&h->errors, 1);
-            h->counter++;
-            tu_sleep(0.002);
-            conc_lock_release(&h->l);
-        }
+        hold_until_stop(h, CONC_FOREVER, 0.002);
         return;
     }
     for (long k = 0; k < h->iters; k++) {
@@ -550,13 +556,8 @@ static void asker_fn(void *p, int i)
         } else {
             rc = conc_lock_acquire(&h->l, true, CONC_FOREVER);
         }
-        if (rc != 0) {
-            atomic_fetch_add(&h->errors, 1);
-            continue;
-        }
-        h->counter++;
-        atomic_fetch_add(&h->got, 1);
-        conc_lock_release(&h->l);
+        if (got_it(h, rc))
+            conc_lock_release(&h->l);
     }
 }
 
@@ -589,14 +590,8 @@ Test(lock, timed_out_candidates_and_askers_clear_their_bits, .timeout = TU_TIMEO
 
 static void fork_contend_fn(void *p, int i)
 {
-    hammer_t *h = p;
     (void)i;
-    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
-        if (conc_lock_acquire(&h->l, true, 10.0) != 0)
-            atomic_fetch_add(&h->errors, 1);
-        h->counter++;
-        conc_lock_release(&h->l);
-    }
+    hold_until_stop(p, 10.0, 0);
 }
 
 /* In the child: one green thread holds the lock across a sleep while
