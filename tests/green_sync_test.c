@@ -1667,3 +1667,67 @@ Test(green_sync, queue_ring_green_revoker_lets_its_hub_run, .timeout = TU_TIMEOU
     green_revoker_case(false);
     green_revoker_case(true);
 }
+
+/* ------------------- lock: a green waiter woken while its hub is busy
+ * A release wakes the oldest waiter, here a green thread; its hub (this
+ * thread) keeps running something else — it takes and drops the lock
+ * without ever parking. The green thread cannot run yet, so it must not
+ * keep the release path from waking the OS thread waiting behind it: the
+ * OS thread gets in while the hub stays busy (sync/lock.c: only an OS
+ * thread is made the one candidate in flight). */
+typedef struct {
+    conc_lock_t l;
+    atomic_int queued, got, errors;
+} busyhub_t;
+
+static void *busyhub_green(void *arg)
+{
+    busyhub_t *h = arg;
+    atomic_store(&h->queued, 1);
+    if (conc_lock_acquire(&h->l, true, 20.0) != 0)
+        atomic_fetch_add(&h->errors, 1);
+    else
+        conc_lock_release(&h->l);
+    return NULL;
+}
+
+static void busyhub_os(void *p, int i)
+{
+    busyhub_t *h = p;
+    (void)i;
+    if (conc_lock_acquire(&h->l, true, 20.0) != 0) {
+        atomic_fetch_add(&h->errors, 1);
+        return;
+    }
+    atomic_store(&h->got, 1);
+    conc_lock_release(&h->l);
+}
+
+Test(green_sync, lock_green_waiter_woken_on_a_busy_hub_does_not_strand_os_waiters, .timeout = TU_TIMEOUT)
+{
+    static busyhub_t h = {.l = CONC_LOCK_INIT};
+    static tu_bunch_t b;
+    cr_assert_eq(conc_lock_acquire(&h.l, true, CONC_FOREVER), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, busyhub_green, &h), 0);
+    while (!atomic_load(&h.queued))
+        cr_assert_eq(conc_yield(), 0);
+    cr_assert_eq(conc_yield(), 0); /* it queued on the lock (first in line) */
+    tu_bunch_start(&b, 1, busyhub_os, &h);
+    cr_assert(TU_WAIT_UNTIL(tu_bunch_all_sleeping(&b), 10.0)); /* the OS thread sleeps behind it */
+    tu_sleep(0.005);
+    cr_assert_eq(conc_lock_release(&h.l), 0); /* wakes the green thread: ready, not running */
+    /* Busy, never parking: the hub cannot run the green thread. */
+    double t0 = tu_now();
+    while (!atomic_load(&h.got) && tu_now() - t0 < 2.0) {
+        if (conc_lock_acquire(&h.l, false, CONC_FOREVER) == 0)
+            cr_assert_eq(conc_lock_release(&h.l), 0);
+    }
+    cr_assert(atomic_load(&h.got), "the OS waiter was stranded behind a green waiter that could not run");
+    tu_bunch_join(&b);
+    cr_assert_eq(conc_green_join(g, 10.0), 0);
+    cr_assert_eq(conc_green_free(g), 0);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+    cr_assert_eq(h.l.state, 0u, "state bits left behind: %#x", h.l.state);
+    cr_assert_eq(h.l.q.reserved, 0u, "waiter bits left behind: %#x", h.l.q.reserved);
+}

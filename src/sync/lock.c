@@ -31,15 +31,18 @@
  * with ACT pops the oldest waiter, makes it the candidate and unparks it
  * (a futex wake at most once per candidate's time, not per release); it
  * does nothing if the lock was taken again meanwhile (that holder's
- * release finds ACT in turn). Green threads and single-CPU machines never
- * spin: a woken candidate tries once.
+ * release finds ACT in turn). Single-CPU machines never spin: a woken
+ * candidate tries once. A green thread is never the candidate: woken, it
+ * tries once on its own while ACT stays (its hub may be busy, even with
+ * this lock, and could not run it: it must not hold the others back).
  *
- * Fairness: a candidate that gives up FAIR_NS or more after its first
- * failed turn (OS threads: after a full spin of its own, so at most one handoff
- * per candidate's time) queues at the head with HANDOFF instead; the next
- * release sets state to RESERVED, which no other acquire takes, pops it
- * and unparks it; it turns RESERVED into LOCKED. The asker keeps CAND
- * until then. A timed-out waiter takes itself off the list under the
+ * Fairness: a candidate (or a woken green thread) that gives up FAIR_NS
+ * or more after its first failed turn (OS threads: after a full spin of
+ * its own, so at most one handoff per candidate's time), with nobody else
+ * asking, queues at the head with HANDOFF instead; the next release sets
+ * state to RESERVED, which no other acquire takes, pops it and unparks
+ * it; it turns RESERVED into LOCKED. An asker that is the candidate keeps
+ * CAND until then. A timed-out waiter takes itself off the list under the
  * guard (clearing HANDOFF and CAND if it had asked); one the release had
  * already dequeued treats the wait as satisfied, as park.h says.
  */
@@ -103,8 +106,10 @@ static inline bool waiter_stale(const conc__waiter_t *w) { return (w->data >> GE
 #define CONC__LOCK_FAIR_NS 1000000
 #endif
 
-/* w->data of a lock waiter: it asked for a handoff / was handed the lock. */
-enum { W_ASKS = 4, W_GRANTED = 8 };
+/* w->data of a lock waiter: it asked for a handoff / was handed the lock /
+ * holds CAND (an asker that was the candidate; a woken waiter the release
+ * made the candidate) / an OS thread's (set by the waiter itself). */
+enum { W_ASKS = 4, W_GRANTED = 8, W_CAND = 16, W_OS = 32 /* an OS thread's */ };
 
 int conc_lock_init(conc_lock_t *l)
 {
@@ -210,7 +215,7 @@ static void lock_unqueued(conc__waitq_t *q, void *arg)
     (void)q;
     ctl_clean(lw->l);
     if (lw->w->data & W_ASKS)
-        CTL(lw->l) &= ~(HANDOFF | CAND);
+        CTL(lw->l) &= ~(HANDOFF | ((lw->w->data & W_CAND) ? CAND : 0u));
     lw->w->data = 0;
     ctl_waiters(lw->l);
     act_sync(lw->l);
@@ -238,7 +243,8 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         return CONC_ETIMEDOUT;
     conc__ctx_t *ctx = conc__ctx();
     bool spin = !ctx->ops && conc__smp();
-    bool cand = spin && cand_claim(l);
+    bool cand = spin && cand_claim(l); /* holds CAND */
+    bool woken = false;                 /* woken by a release without CAND (a green thread) */
     bool front = false;
     int64_t since = 0; /* the end of its first failed turn (FAIR_NS); no clock read before */
     conc__waiter_t w;
@@ -248,14 +254,18 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
     lock_wait_t lw = {l, &w};
     for (;;) {
         bool ask = false;
-        if (cand) {
-            if (spin ? cand_spin(l, ctx, deadline) : lock_take(l)) {
-                cand_drop(l);
+        if (cand || woken) {
+            if (cand && spin ? cand_spin(l, ctx, deadline) : lock_take(l)) {
+                if (cand)
+                    cand_drop(l);
                 return 0;
             }
             int64_t now = conc__now_ns();
             if (deadline != CONC__NO_DEADLINE && now >= deadline) {
-                cand_drop(l);
+                if (cand)
+                    cand_drop(l);
+                else if ((conc__load(&l->state, ACQ) & (ACT | HELD)) == ACT)
+                    conc__lock_wake(l); /* free, others waiting: pass the wake on */
                 return CONC_ETIMEDOUT;
             }
             if (since == 0)
@@ -264,8 +274,10 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
         }
         conc__waitq_lock(&l->q);
         ctl_clean(l);
+        if (ask && (CTL(l) & HANDOFF))
+            ask = false; /* one asker at a time (a green one need not be the candidate) */
         w.state = CONC__W_WAITING;
-        w.data = (ask ? W_ASKS : 0) | (gen_now() << GEN_SHIFT);
+        w.data = (ask ? W_ASKS : 0) | (ask && cand ? W_CAND : 0) | (ctx->ops ? 0 : W_OS) | (gen_now() << GEN_SHIFT);
         /* Asking, or first in line again (a deadlock-detection slice):
          * the head. Else the tail, a candidate too: it had its turn. */
         if (ask || front)
@@ -274,7 +286,7 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             conc__waitq_push(&l->q, &w);
         CTL(l) |= WAITERS;
         if (ask)
-            ctl_set(l, HANDOFF); /* an asker stays the candidate until handed the lock */
+            ctl_set(l, HANDOFF); /* an asker that is the candidate stays it until handed the lock */
         else if (cand)
             CTL(l) &= ~CAND;
         /* Publish ACT with a CAS that sees the lock held; if it is free,
@@ -299,7 +311,9 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             return 0;
         }
         conc__waitq_unlock(&l->q);
+        bool asked_cand = ask && cand;
         cand = false;
+        woken = false;
         front = false;
         /* A sleeper is woken only to be the candidate or to be handed the
          * lock: no spin and no yields before the futex (see park.c). An
@@ -326,10 +340,11 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             continue;
         }
         if (w.data & W_GRANTED) {
-            /* Handed over: RESERVED is ours alone; CAND too. */
+            /* Handed over: RESERVED is ours alone; CAND too if it asked as the candidate. */
             conc__waitq_lock(&l->q);
             ctl_clean(l);
-            CTL(l) &= ~CAND;
+            if (asked_cand)
+                CTL(l) &= ~CAND;
             unsigned want2 = act_of(CTL(l)), s2 = conc__load(&l->state, RLX);
             while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2, (s2 & ~(RESERVED | ACT)) | LOCKED | want2,
                                                           memory_order_acq_rel, RLX)) {
@@ -337,8 +352,10 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             conc__waitq_unlock(&l->q);
             return 0;
         }
-        /* Woken by a release as the candidate. */
-        cand = true;
+        /* Woken by a release: as the candidate (OS threads), or to try
+         * once on its own (green threads). */
+        cand = (w.data & W_CAND) != 0;
+        woken = !cand;
     }
 }
 
@@ -446,9 +463,16 @@ void conc__lock_wake(conc_lock_t *l)
         while ((w = conc__waitq_pop(&l->q)) && (mine = w->obj == l && w->kind == CONC__WAIT_LOCK) && waiter_stale(w)) {
         } /* a ghost: its thread did not survive a fork */
         ctl_waiters(l);
-        if (w && mine)
+        /* An OS thread becomes the one candidate in flight. A green thread
+         * does not: its hub may be busy (even taking and dropping this
+         * lock without parking), so it could not run to take its turn, and
+         * ACT stays while others wait: the next release wakes the next one
+         * (that green thread tries once and queues again). A condition's
+         * waiter moved here competes on its own too. */
+        if (w && mine && (w->data & W_OS)) {
             ctl_set(l, CAND);
-        /* else a condition's waiter moved here: it competes on its own */
+            w->data |= W_CAND;
+        }
         act_sync(l);
     }
     conc__waitq_unlock(&l->q);
