@@ -329,22 +329,26 @@ Test(threading_more, with_helpers_directly, .timeout = TU_TIMEOUT)
     cr_assert_not(conc_lock_locked(&l));
 
     /* NULL: the acquire's CONC_EINVAL, nothing held, leave does nothing */
-    h = conc__held_lock(NULL);
-    cr_assert_eq(h.rc, CONC_EINVAL);
+#define HELD_OF_NULL(take)                                                                         \
+    do {                                                                                           \
+        h = take(NULL);                                                                            \
+        cr_assert_eq(h.rc, CONC_EINVAL, #take);                                                    \
+        cr_assert_null(h.obj, #take);                                                              \
+        conc__held_leave(&h);                                                                      \
+    } while (0)
+    HELD_OF_NULL(conc__held_lock);
+    HELD_OF_NULL(conc__held_rlock);
+    HELD_OF_NULL(conc__held_sem);
+    HELD_OF_NULL(conc__held_cond);
+#undef HELD_OF_NULL
+
+    /* conc__held_mk: a failed acquire (rc != 0) holds nothing */
+    h = conc__held_mk(conc__held_lock_rel, &l, CONC_ETIMEDOUT);
+    cr_assert_eq(h.rc, CONC_ETIMEDOUT);
     cr_assert_null(h.obj);
-    conc__held_leave(&h);
-    h = conc__held_rlock(NULL);
-    cr_assert_eq(h.rc, CONC_EINVAL);
-    cr_assert_null(h.obj);
-    conc__held_leave(&h);
-    h = conc__held_sem(NULL);
-    cr_assert_eq(h.rc, CONC_EINVAL);
-    cr_assert_null(h.obj);
-    conc__held_leave(&h);
-    h = conc__held_cond(NULL);
-    cr_assert_eq(h.rc, CONC_EINVAL);
-    cr_assert_null(h.obj);
-    conc__held_leave(&h);
+    h = conc__held_mk(conc__held_lock_rel, &l, 0);
+    cr_assert_eq(h.obj, &l);
+    cr_assert_eq(h.release, conc__held_lock_rel);
 
     /* RLock: one level each; leave gives back one */
     conc_rlock_t r = CONC_RLOCK_INIT;
@@ -364,6 +368,9 @@ Test(threading_more, with_helpers_directly, .timeout = TU_TIMEOUT)
     cr_assert_eq(h.rc, 0);
     cr_assert_eq(conc_semaphore_value(&s), 2);
     conc__held_leave(&h);
+    cr_assert_eq(conc__held_sem_rel(&s), 0); /* its release gives back one unit */
+    cr_assert_eq(conc_semaphore_value(&s), 4, "3 after the leave, one more");
+    cr_assert_eq(conc_semaphore_acquire(&s, false, CONC_FOREVER), 0);
     cr_assert_eq(conc_semaphore_value(&s), 3);
 
     /* Condition: its lock */
@@ -389,4 +396,20 @@ Test(threading_more, with_helpers_directly, .timeout = TU_TIMEOUT)
     cr_assert_eq(conc__held_lock_rel(&l), CONC_EPERM, "releasing an unheld Lock");
     cr_assert_eq(conc__held_rlock_rel(&r), CONC_EPERM);
     cr_assert_eq(conc__held_cond_rel(&c), CONC_EPERM);
+}
+
+/* CONC_TIMEOUT_SCOPE's cleanup, called directly: it ends the scope its
+ * begin opened, and nothing when that begin failed (an outer scope stays). */
+Test(threading_more, timeout_scope_leave_directly, .timeout = TU_TIMEOUT)
+{
+    int begun = conc_timeout_begin(5);
+    cr_assert_eq(begun, 0);
+    conc__timeout_scope_leave(&begun);
+    cr_assert_eq(conc_timeout_end(), CONC_EPERM, "the scope was ended");
+
+    cr_assert_eq(conc_timeout_begin(5), 0); /* outer */
+    int failed = CONC_EINVAL;               /* an inner begin that failed */
+    conc__timeout_scope_leave(&failed);
+    cr_assert_eq(conc_timeout_end(), 0, "the outer scope is still open");
+    cr_assert_eq(conc_timeout_end(), CONC_EPERM);
 }
