@@ -182,6 +182,21 @@ static inline bool loop_turn(conc__hub_t *h)
     return false;
 }
 
+/* Switch from the running context `from` to the next ready one (the
+ * loop's on its turn or when none is). Inline in green_park: a call
+ * through conc__hub_schedule and do_switch would save and restore the
+ * callee-saved registers once more per park (measured: about 30
+ * instructions less per hand-off in green.chan_pingpong). */
+static inline __attribute__((always_inline)) void schedule_inline(conc__hub_t *h, conc__gs_t *from)
+{
+    conc__gs_t *to;
+    if (loop_turn(h) || !(to = pop_ready(h)))
+        to = &h->loop;
+    if (__builtin_expect(to == from, 0)) /* it readied itself (no memory for its timer) */
+        return;
+    switch_to(h, from, to);
+}
+
 void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from)
 {
     conc__gs_t *to;
@@ -423,7 +438,7 @@ asleep:
     gs->parked_w = w;
     if (deadline != CONC__NO_DEADLINE && !heap_add(h, gs, deadline))
         resume_for(h, gs, w, CONC__W_TIMEDOUT); /* no memory for a timer: time out now */
-    conc__hub_schedule(h, gs);
+    schedule_inline(h, gs);
     gs->parked_w = NULL;
     if (gs->heap_idx != SIZE_MAX)
         heap_remove(h, gs);
