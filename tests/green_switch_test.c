@@ -1047,3 +1047,159 @@ Test(green_recycle, fd_wait_pool_remote_link_unstarted_then_reused, .timeout = T
     recycle_check_clean("after an unstarted one was freed");
     cr_assert_eq(atomic_load(&ran), 0);
 }
+
+/* ------------------------------------------------------------------------
+ * green_park's switch (hub.c schedule_inline): a park switches straight to
+ * the next ready context, or to the loop on its fairness turn or when none
+ * is ready. A ring of green threads hands a token on through Events (each
+ * hand-off parks one and readies the next) until a timer stops it: the
+ * timer can only fire on a loop turn taken while the ring always has a
+ * member ready. Meanwhile a kill, a Timeout scope and a wakeup from
+ * another OS thread reach green threads parked beside the ring, and the
+ * main context parks in joins (it detaches once nothing green is left). */
+
+#define PARK_RING 4
+typedef struct {
+    conc_event_t go[PARK_RING];
+    atomic_int stop, order_bad, timed_out_ring;
+    atomic_long passes;
+    double deadline;
+    int last; /* the member that had the token last */
+} park_ring_t;
+
+typedef struct {
+    park_ring_t *r;
+    int i;
+} park_member_t;
+
+static void *park_ring_member(void *arg)
+{
+    park_member_t *m = arg;
+    park_ring_t *r = m->r;
+    for (;;) {
+        int rc = conc_event_wait(&r->go[m->i], CONC_FOREVER);
+        if (rc != 0)
+            return PTR(100 + (rc < 0 ? -rc : rc));
+        conc_event_clear(&r->go[m->i]);
+        if (atomic_load(&r->stop) || tu_now() > r->deadline) {
+            if (!atomic_load(&r->stop))
+                atomic_store(&r->timed_out_ring, 1); /* the timer never fired */
+            atomic_store(&r->stop, 1);
+            conc_event_set(&r->go[(m->i + 1) % PARK_RING]); /* the next one ends too */
+            return NULL;
+        }
+        if (r->last != (m->i + PARK_RING - 1) % PARK_RING)
+            atomic_fetch_add(&r->order_bad, 1);
+        r->last = m->i;
+        atomic_fetch_add(&r->passes, 1);
+        conc_event_set(&r->go[(m->i + 1) % PARK_RING]);
+    }
+}
+
+static conc_event_t park_never = CONC_EVENT_INIT;
+
+static void *park_forever(void *arg)
+{
+    (void)arg;
+    return PTR(conc_event_wait(&park_never, CONC_FOREVER)); /* only a kill ends it */
+}
+
+static void *park_timed(void *arg)
+{
+    park_ring_t *r = arg;
+    double t0 = tu_now();
+    int rc = conc_event_wait(&park_never, 0.02);
+    atomic_store(&r->stop, 1);
+    return PTR(rc == CONC_ETIMEDOUT && tu_now() - t0 >= 0.02 - TU_EPS ? 1 : 200 + (rc < 0 ? -rc : rc));
+}
+
+static void *park_scoped(void *arg)
+{
+    (void)arg;
+    if (conc_timeout_begin(0.02) != 0)
+        return PTR(300);
+    int rc = conc_event_wait(&park_never, CONC_FOREVER);
+    int fired = conc_timeout_end();
+    return PTR(rc == CONC_ETIMEDOUT && fired == 1 ? 1 : 400 + (rc < 0 ? -rc : rc));
+}
+
+static conc_event_t park_remote_ev = CONC_EVENT_INIT;
+
+static void *park_remote_waiter(void *arg)
+{
+    (void)arg;
+    return PTR(conc_event_wait(&park_remote_ev, 10.0) == 0 ? 1 : 500);
+}
+
+static void *park_remote_setter(void *arg)
+{
+    (void)arg;
+    usleep(20000);
+    conc_event_set(&park_remote_ev);
+    return NULL;
+}
+
+Test(green_park_switch, ring_timer_kill_scope_remote_and_main, .timeout = TU_TIMEOUT)
+{
+    park_ring_t *r = calloc(1, sizeof *r);
+    cr_assert_not_null(r);
+    r->deadline = tu_now() + 10.0;
+    r->last = PARK_RING - 1;
+    park_member_t m[PARK_RING];
+    conc_green_t *g[PARK_RING];
+    for (int i = 0; i < PARK_RING; i++) {
+        m[i] = (park_member_t){r, i};
+        cr_assert_eq(conc_go(&g[i], park_ring_member, &m[i]), 0);
+    }
+    conc_green_t *forever, *timed, *scoped, *remote;
+    cr_assert_eq(conc_go(&forever, park_forever, NULL), 0);
+    cr_assert_eq(conc_go(&timed, park_timed, r), 0);
+    cr_assert_eq(conc_go(&scoped, park_scoped, NULL), 0);
+    cr_assert_eq(conc_go(&remote, park_remote_waiter, NULL), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, park_remote_setter, NULL), 0);
+    conc_event_set(&r->go[0]);
+    for (int i = 0; i < PARK_RING; i++) {
+        cr_assert_eq(conc_green_join(g[i], i == 0 ? CONC_FOREVER : 30.0), 0); /* the hub-local join, then join_park */
+        cr_assert_null(result_of(g[i]), "ring member %d: %p", i, result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+    cr_assert_eq(atomic_load(&r->timed_out_ring), 0, "the timer never fired while the ring ran");
+    cr_assert_gt(atomic_load(&r->passes), 64, "only %ld hand-offs", atomic_load(&r->passes));
+    cr_assert_eq(atomic_load(&r->order_bad), 0, "the token went out of order %d times", atomic_load(&r->order_bad));
+    cr_assert_eq(conc_green_join(timed, 10.0), 0);
+    cr_assert_eq(INT(result_of(timed)), 1, "timed wait: %d", INT(result_of(timed)));
+    cr_assert_eq(conc_green_join(scoped, 10.0), 0);
+    cr_assert_eq(INT(result_of(scoped)), 1, "scoped wait: %d", INT(result_of(scoped)));
+    cr_assert_eq(conc_green_join(remote, 10.0), 0);
+    cr_assert_eq(INT(result_of(remote)), 1);
+    pthread_join(th, NULL);
+    cr_assert_not(conc_green_dead(forever));
+    cr_assert_eq(conc_green_kill(forever, true, 10.0), 0);
+    cr_assert(conc_green_killed(forever));
+    conc_green_t *rest[] = {timed, scoped, remote, forever};
+    for (int i = 0; i < 4; i++)
+        conc_green_free(rest[i]);
+    /* nothing green left: main went back to plain parking */
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    free(r);
+}
+
+/* The main context parked in green_park (an Event wait, not a join) is
+ * woken by a green thread; once nothing green is left it detaches. */
+static conc_event_t park_main_ev = CONC_EVENT_INIT;
+static void *park_set_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++)
+        conc_yield();
+    conc_event_set(&park_main_ev);
+    return NULL;
+}
+
+Test(green_park_switch, main_parked_woken_by_green_then_detached, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(conc_go(NULL, park_set_main, NULL), 0);
+    cr_assert_eq(conc_event_wait(&park_main_ev, 10.0), 0);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD); /* the setter ended before main ran again */
+}
