@@ -612,6 +612,12 @@ const conc__park_ops_t conc__loop_ops = {
 
 static void drain_inboxes(conc__hub_t *h)
 {
+    /* Plain loads first: the fairness turns (every 64 switches) mostly
+     * find both empty, and an exchange is a locked instruction. A push
+     * that lands after the look is seen by the next turn, or by
+     * poll_once's check after it says it sleeps. */
+    if (!inbox_pending(h))
+        return;
     void *k = atomic_exchange_explicit(&h->kills, NULL, memory_order_acquire);
     while (k) {
         conc_green_t *g = k;
