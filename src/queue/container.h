@@ -148,6 +148,23 @@ static inline bool conc__ring_peek_put(const conc__ring_t *r)
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) == pos;
 }
+/* The same hint for the cell `ahead` places past the next free one (free
+ * for this lap: ahead + 1 puts would fit now, if the consumers free cells
+ * in order). A putter that found the ring full waits on this one most of
+ * the time: the consumer is still taking the cells right after the next
+ * one, and a poll of its cell's line (every item, when the ring stays
+ * full) takes that line away from it in the middle of its get; waiting
+ * for a batch of free cells leaves the consumer its lines and lets the
+ * put and the next ones take the fast path. ahead < cap. */
+static inline bool conc__ring_peek_put_ahead(const conc__ring_t *r, size_t ahead)
+{
+    size_t pos = atomic_load_explicit((atomic_size_t *)&r->enq, memory_order_relaxed);
+    if (pos & CONC__RING_CLOSED)
+        return true;
+    pos = (pos & ~CONC__RING_SHARED_BIT) + ahead;
+    const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
+    return (intptr_t)(atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) - pos) >= 0;
+}
 /* The owner paths' thread id (ring.c): this variable's address. */
 extern __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
 
