@@ -608,7 +608,13 @@ static int simple_put(conc_queue_t *q, void *item)
 /* A blocking put that finds the ring full spins until this many more
  * cells are free (at most a quarter of the ring), see put_general. */
 #ifndef PUT_BATCH
-#define PUT_BATCH 16
+#define PUT_BATCH 256
+#endif
+#ifndef PUT_BATCH_DIV
+#define PUT_BATCH_DIV 4
+#endif
+#ifndef PUT_NEAR_EVERY
+#define PUT_NEAR_EVERY 64
 #endif
 
 /* tried: the fast path already made the first (non-exact) attempt. */
@@ -641,11 +647,11 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
     conc__spin_begin(&sp, deadline);
     /* A full ring: wait for a batch of free cells (conc__ring_peek_put_ahead),
      * looking at the next cell itself only every few rounds. */
-    size_t ahead = q->impl == IMPL_RING ? q->s.ring.cap / 4 : 0;
+    size_t ahead = q->impl == IMPL_RING ? q->s.ring.cap / PUT_BATCH_DIV : 0;
     if (ahead > PUT_BATCH)
         ahead = PUT_BATCH;
     for (unsigned n = 0; conc__spin_more(&sp); n++) {
-        if ((ahead && (n & 7) != 7 ? conc__ring_peek_put_ahead(&q->s.ring, ahead) : peek_put(q)) &&
+        if ((ahead && (n & (PUT_NEAR_EVERY - 1)) != PUT_NEAR_EVERY - 1 ? conc__ring_peek_put_ahead(&q->s.ring, ahead) : peek_put(q)) &&
             (rc = store_put_x(q, item, false)) != CONC_EFULL)
             break;
     }
