@@ -1418,3 +1418,163 @@ Test(queue, simple_get_interrupted_by_a_put_in_a_signal_handler, .timeout = TU_T
     sigaction(SIGUSR2, &old, NULL);
     conc_queue_free(greent_q, NULL);
 }
+
+/* ------------------------------------------- a full ring's blocked puts
+ * A blocking put that finds the ring full spins for a batch of free cells
+ * (queue.c, put_general) but looks at the next cell now and then, so one
+ * get lets exactly one blocked put through, whichever way it waits (spin,
+ * then sleep), with the put side owned by the producer (it filled the
+ * ring) or shared by two producers; and shutdown ends the wait. */
+
+typedef struct {
+    conc_queue_t *q;
+    long cap;
+    int extra;           /* blocked puts per producer after the fill */
+    uintptr_t base;      /* producer i puts base * (i + 1) + k */
+    bool fill;           /* producer 0 fills the ring first */
+    atomic_int filled;   /* producer 0 is done filling */
+    atomic_int done;     /* blocked puts that returned 0 */
+    atomic_int rc_other; /* first other answer */
+} fullput_t;
+
+static void fullput_fn(void *p, int i)
+{
+    fullput_t *x = p;
+    uintptr_t b = x->base * (uintptr_t)(i + 1);
+    if (x->fill && i == 0) {
+        for (long k = 0; k < x->cap; k++) {
+            int rc = conc_queue_put(x->q, P(k + 1), true, CONC_FOREVER);
+            if (rc)
+                atomic_store(&x->rc_other, rc);
+        }
+        atomic_store(&x->filled, 1);
+    }
+    for (int k = 0; k < x->extra; k++) {
+        /* blocking forever, and with a timeout (the deadline path spins too) */
+        int rc = conc_queue_put(x->q, P(b + (uintptr_t)k), true, k & 1 ? 30.0 : CONC_FOREVER);
+        if (rc == 0)
+            atomic_fetch_add(&x->done, 1);
+        else {
+            int zero = 0;
+            atomic_compare_exchange_strong(&x->rc_other, &zero, rc);
+            return;
+        }
+    }
+}
+
+Test(queue, full_ring_one_get_lets_one_blocked_put_through, .timeout = TU_TIMEOUT)
+{
+    static const long caps[] = {2, 4, 5, 16, 1000, 1024};
+    for (size_t ci = 0; ci < sizeof caps / sizeof caps[0]; ci++) {
+        for (int np = 1; np <= 2; np++) {
+            long cap = caps[ci];
+            static fullput_t x;
+            static tu_bunch_t b;
+            memset(&x, 0, sizeof x);
+            x.q = mkq(CONC_FIFO, cap);
+            x.cap = cap;
+            x.extra = 3;
+            x.base = 1000000;
+            x.fill = true;
+            tu_bunch_start(&b, 1, fullput_fn, &x);
+            cr_assert(TU_WAIT_UNTIL(atomic_load(&x.filled), 10), "cap %ld: fill", cap);
+            if (np == 2) { /* a second producer: the put side becomes shared */
+                static tu_bunch_t b2;
+                static fullput_t y;
+                memset(&y, 0, sizeof y);
+                y.q = x.q;
+                y.extra = 3;
+                y.base = 2000000;
+                tu_bunch_start(&b2, 1, fullput_fn, &y);
+                void *it;
+                uintptr_t nf = 1, nx = 1000000, ny = 2000000; /* next of each sequence */
+#define FULLPUT_SEE(v)                                                                                   \
+    do {                                                                                                 \
+        uintptr_t v_ = (v);                                                                              \
+        uintptr_t *n_ = v_ < 1000000 ? &nf : v_ < 2000000 ? &nx : &ny;                                   \
+        cr_assert_eq(v_, *n_, "cap %ld, 2 producers: got %lu, want %lu", cap, (unsigned long)v_,         \
+                     (unsigned long)*n_);                                                                \
+        ++*n_;                                                                                           \
+    } while (0)
+                /* 6 gets, each lets one of the 6 blocked puts through: the
+                 * ring stays full, never over-full */
+                for (int j = 1; j <= 6; j++) {
+                    if (j & 1)
+                        tu_sleep(0.002); /* now in its spin, now asleep */
+                    cr_assert_eq(conc_queue_get(x.q, &it, true, CONC_FOREVER), 0);
+                    FULLPUT_SEE(U(it));
+                    cr_assert(TU_WAIT_UNTIL(atomic_load(&x.done) + atomic_load(&y.done) >= j, 10),
+                              "cap %ld, 2 producers: get %d let no put through", cap, j);
+                    cr_assert_eq(conc_queue_qsize(x.q), (size_t)cap, "cap %ld: qsize %zu", cap,
+                                 conc_queue_qsize(x.q));
+                }
+                tu_bunch_join(&b2);
+                cr_assert_eq(atomic_load(&y.rc_other), 0);
+                tu_bunch_join(&b);
+                cr_assert_eq(atomic_load(&x.rc_other), 0);
+                for (long k = 0; k < cap; k++) {
+                    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+                    FULLPUT_SEE(U(it));
+                }
+#undef FULLPUT_SEE
+                cr_assert_eq(nf, (uintptr_t)cap + 1);
+                cr_assert_eq(nx, 1000003);
+                cr_assert_eq(ny, 2000003);
+                cr_assert(conc_queue_empty(x.q));
+                freeq(x.q);
+                continue;
+            }
+            void *it;
+            uintptr_t nf = 1, nx = 1000000;
+            for (int j = 1; j <= 3 + (int)cap; j++) {
+                if (j == 2)
+                    tu_sleep(0.002);
+                cr_assert_eq(j <= 3 ? conc_queue_get(x.q, &it, true, CONC_FOREVER) : conc_queue_get_nowait(x.q, &it),
+                             0);
+                uintptr_t *n = U(it) < 1000000 ? &nf : &nx;
+                cr_assert_eq(U(it), *n, "cap %ld: got %lu, want %lu", cap, (unsigned long)U(it), (unsigned long)*n);
+                ++*n;
+                if (j > 3)
+                    continue;
+                cr_assert(TU_WAIT_UNTIL(atomic_load(&x.done) >= j, 10), "cap %ld: get %d let no put through",
+                          cap, j);
+                cr_assert_eq(conc_queue_qsize(x.q), (size_t)cap);
+                /* exact _nowait answers around the blocked puts */
+                cr_assert_eq(conc_queue_put_nowait(x.q, P(7)), CONC_EFULL);
+                if (j == 3) {
+                    tu_bunch_join(&b);
+                    cr_assert_eq(atomic_load(&x.rc_other), 0);
+                }
+            }
+            cr_assert_eq(nf, (uintptr_t)cap + 1);
+            cr_assert_eq(nx, 1000003);
+            cr_assert_eq(conc_queue_get_nowait(x.q, &it), CONC_EEMPTY);
+            freeq(x.q);
+        }
+    }
+}
+
+Test(queue, full_ring_blocked_put_ends_on_shutdown, .timeout = TU_TIMEOUT)
+{
+    static const long caps[] = {4, 1024};
+    for (size_t ci = 0; ci < 2; ci++) {
+        static fullput_t x;
+        static tu_bunch_t b;
+        memset(&x, 0, sizeof x);
+        x.q = mkq(CONC_FIFO, caps[ci]);
+        x.cap = caps[ci];
+        x.extra = 1;
+        x.base = 1000000;
+        x.fill = true;
+        tu_bunch_start(&b, 1, fullput_fn, &x);
+        cr_assert(TU_WAIT_UNTIL(atomic_load(&x.filled), 10));
+        if (ci)
+            tu_sleep(0.002);
+        cr_assert_eq(conc_queue_shutdown(x.q, false, NULL), 0);
+        tu_bunch_join(&b);
+        cr_assert_eq(atomic_load(&x.rc_other), CONC_ESHUTDOWN);
+        cr_assert_eq(atomic_load(&x.done), 0);
+        cr_assert_eq(conc_queue_qsize(x.q), (size_t)caps[ci]);
+        freeq(x.q);
+    }
+}

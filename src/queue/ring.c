@@ -422,11 +422,19 @@ static inline void side_count(side_t s)
      * busy), and would then set and clear busy — under another thread's
      * claim, that thread's busy flag. With one owner ever, that thread is
      * the caller, not inside any such entry. */
-    uintptr_t o = CONC__RING_OWN_SHARED;
     if (conc__membarrier_state != 1 || atomic_load_explicit(s.first, memory_order_relaxed) != me ||
-        !atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst, memory_order_relaxed))
+        atomic_load_explicit(s.own, memory_order_relaxed) != CONC__RING_OWN_SHARED)
         return;
+    /* Stamp the claim's fork generation before the CAS, as side_take does
+     * (the CAS releases it): a revoker that sees us as the owner sees our
+     * generation too, never an older claim's (which could make it take a
+     * live owner for one a fork left behind). A shared side's gen is read
+     * by nobody, and nobody but its first owner (us) moves it off SHARED,
+     * so the stamp never lands under another thread's claim. */
     atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
+    uintptr_t o = CONC__RING_OWN_SHARED;
+    if (!atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst, memory_order_relaxed))
+        return;
     if (side_enter(s.own, s.busy, me)) {
         (void)side_mark(s);
         side_leave(s.busy);
