@@ -560,6 +560,7 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
             return RING_AGAIN;
         size_t p = pos & ~CONC__RING_SHARED_BIT;
         conc__cell_t *c = cell_at(r, p);
+        conc__prefetchw(c);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         intptr_t dif = (intptr_t)seq - (intptr_t)p;
         if (dif == 0) {
@@ -634,6 +635,7 @@ static __attribute__((noinline)) int shared_get(conc__ring_t *r, void **item, bo
             return GET_AGAIN;
         size_t p = pos & ~CONC__RING_SHARED_BIT;
         conc__cell_t *c = cell_at(r, p);
+        conc__prefetchw(c);
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         intptr_t dif = (intptr_t)seq - (intptr_t)(p + 1);
         if (dif == 0) {
