@@ -8,7 +8,8 @@
  * store and parks. A putter, after its store operation (a seq_cst RMW),
  * reads gsleep and wakes one getter only if it is non-zero — so an
  * uncontended put or get never touches a wait list or makes a syscall.
- * Putters on a full bounded queue sleep the same way on putq/psleep.
+ * Putters on a full bounded queue sleep the same way on putq/psleep
+ * (their spin on a full ring waits for a batch of free cells: put_general).
  * A woken waiter retries: whoever gets there first takes the item, and
  * a waiter that loses simply waits again.
  *
@@ -606,7 +607,15 @@ static int simple_put(conc_queue_t *q, void *item)
 }
 
 /* A blocking put that finds the ring full spins until this many more
- * cells are free (at most a quarter of the ring), see put_general. */
+ * cells are free (at most a quarter of the ring: PUT_BATCH_DIV), looking
+ * at the next cell only every PUT_NEAR_EVERY rounds and when the spin
+ * runs out. When the consumer is the slower side the ring stays full and
+ * every put waits; polling the next cell then reads the line the
+ * consumer is taking items from, once per item (that halved 1p1c's
+ * throughput); waiting for a batch keeps the producer a quarter of a ring
+ * away, after which a run of puts takes the fast path. It only changes
+ * which cell the spin looks at: the put itself and the exact re-check
+ * before a sleep are as before. */
 #ifndef PUT_BATCH
 #define PUT_BATCH 256
 #endif
@@ -651,10 +660,15 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
     if (ahead > PUT_BATCH)
         ahead = PUT_BATCH;
     for (unsigned n = 0; conc__spin_more(&sp); n++) {
-        if ((ahead && (n & (PUT_NEAR_EVERY - 1)) != PUT_NEAR_EVERY - 1 ? conc__ring_peek_put_ahead(&q->s.ring, ahead) : peek_put(q)) &&
+        bool near = !ahead || (n & (PUT_NEAR_EVERY - 1)) == PUT_NEAR_EVERY - 1;
+        if ((near ? peek_put(q) : conc__ring_peek_put_ahead(&q->s.ring, ahead)) &&
             (rc = store_put_x(q, item, false)) != CONC_EFULL)
             break;
     }
+    /* (a spin that ran out while it waited for the batch: the next cell
+     * may have been free all along) */
+    if (ahead && rc == CONC_EFULL && sp.end != 0)
+        rc = store_put_x(q, item, false);
     conc__spin_end(&sp, rc == 0);
     for (;;) {
         if (rc == 0) {
