@@ -129,7 +129,10 @@ __attribute__((constructor)) static void ring_fork_init(void)
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
 {
-    r->cells = malloc(cap * sizeof *r->cells);
+    /* line-aligned: each line holds 4 whole cells of this ring and nothing
+     * else (no allocator header of a neighbour shares its ends) */
+    size_t bytes = (cap * sizeof *r->cells + CONC__CACHELINE - 1) & ~(size_t)(CONC__CACHELINE - 1);
+    r->cells = cap > SIZE_MAX / sizeof *r->cells / 2 ? NULL : aligned_alloc(CONC__CACHELINE, bytes);
     if (!r->cells)
         return CONC_ENOMEM;
     for (size_t i = 0; i < cap; i++) {
