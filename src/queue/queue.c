@@ -606,25 +606,21 @@ static int simple_put(conc_queue_t *q, void *item)
     return rc;
 }
 
-/* A blocking put that finds the ring full spins until this many more
- * cells are free (at most a quarter of the ring: PUT_BATCH_DIV), looking
- * at the next cell only every PUT_NEAR_EVERY rounds and when the spin
- * runs out. When the consumer is the slower side the ring stays full and
- * every put waits; polling the next cell then reads the line the
- * consumer is taking items from, once per item (that halved 1p1c's
- * throughput); waiting for a batch keeps the producer a quarter of a ring
- * away, after which a run of puts takes the fast path. It only changes
- * which cell the spin looks at: the put itself and the exact re-check
- * before a sleep are as before. */
-#ifndef PUT_BATCH
+/* A blocking put that finds a ring of PUT_BATCH_MIN_CAP cells or more full
+ * spins until a batch of cells is free (PUT_BATCH, at most a quarter of
+ * the ring), looking at the next cell only every PUT_NEAR_EVERY rounds and
+ * once more when the spin runs out. When the consumer is the slower side
+ * the ring stays full and every put waits; polling the next cell then
+ * reads the line the consumer is taking items from, once per item (that
+ * halved 1p1c's throughput); waiting for a batch keeps the producer a
+ * quarter of a ring away, after which a run of puts takes the fast path.
+ * It only changes which cell the spin looks at: the put itself and the
+ * exact re-check before a sleep are as before. (Getters do not batch: a
+ * getter cannot tell a stream from a hand-off, which would pay the wait.) */
 #define PUT_BATCH 256
-#endif
-#ifndef PUT_BATCH_DIV
 #define PUT_BATCH_DIV 4
-#endif
-#ifndef PUT_NEAR_EVERY
-#define PUT_NEAR_EVERY 64
-#endif
+#define PUT_BATCH_MIN_CAP 64 /* smaller rings: few lines, little to gain */
+#define PUT_NEAR_EVERY 64    /* a power of 2 */
 
 /* tried: the fast path already made the first (non-exact) attempt. */
 static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bool block, double timeout,
@@ -656,7 +652,7 @@ static __attribute__((noinline)) int put_general(conc_queue_t *q, void *item, bo
     conc__spin_begin(&sp, deadline);
     /* A full ring: wait for a batch of free cells (conc__ring_peek_put_ahead),
      * looking at the next cell itself only every few rounds. */
-    size_t ahead = q->impl == IMPL_RING ? q->s.ring.cap / PUT_BATCH_DIV : 0;
+    size_t ahead = q->impl == IMPL_RING && q->s.ring.cap >= PUT_BATCH_MIN_CAP ? q->s.ring.cap / PUT_BATCH_DIV : 0;
     if (ahead > PUT_BATCH)
         ahead = PUT_BATCH;
     for (unsigned n = 0; conc__spin_more(&sp); n++) {
