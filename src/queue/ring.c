@@ -82,6 +82,14 @@
  * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
  * that did halves it (down to RECLAIM_MIN).
  *
+ * Cache lines. The cells are line-aligned, four to a line, and both
+ * sides write every cell (the producer its item and seq, the consumer its
+ * seq), so a put or get fetches its cell's line for writing before it reads
+ * the seq (conc__prefetchw): one transfer from the other core instead of a
+ * read and then an upgrade (which, on the CAS path, the next locked CAS
+ * would wait for). A full ring's waiting putter watches a cell a batch
+ * ahead, not the consumer's (queue.c, put_general).
+ *
  * Sleeping (queue.c): the owner's wake-up check (a load of the sleeper
  * count after the publishing stores) has no RMW before it, so a sleeper
  * waiting on a side owned by another thread pairs its re-check with a
