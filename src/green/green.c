@@ -76,7 +76,7 @@ static __attribute__((noinline)) conc_green_t *fresh_record(conc__hub_t *h, size
     conc__stack_t st;
     if (conc__stack_get(h, size, &st) != 0)
         return NULL;
-    conc_green_t *g = (conc_green_t *)(((uintptr_t)st.hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+    conc_green_t *g = conc__stack_record(st.hi);
 #ifdef CONC__ASAN
     ASAN_UNPOISON_MEMORY_REGION(g, sizeof *g); /* poisoned when its last owner freed it */
 #endif

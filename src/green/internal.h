@@ -230,6 +230,19 @@ int conc__hub_io_switch(conc__hub_t *h, const struct conc__poller_ops *ops, bool
 #define CONC__GREEN_STACK_DEFAULT ((size_t)128 * 1024)
 #define CONC__GREEN_STACK_MIN ((size_t)16 * 1024)
 int conc__stack_get(conc__hub_t *h, size_t size, conc__stack_t *out);
+/* Where a green thread's record sits on its stack slot: just below the
+ * slot's top, less the slot's colour — 2 KiB on every other 4 KiB page
+ * number of `hi` — so that two green threads on neighbouring slots (the
+ * usual pair that switch to each other) have their records, frames and
+ * saved slots 2 KiB apart modulo 4 KiB, not at the same page offsets: a
+ * load from the resumed side's slots right after the stores to the
+ * suspended side's would otherwise match them in the low 12 address bits
+ * (4K aliasing: the load waits as if it depended on those stores). */
+static inline conc_green_t *conc__stack_record(const char *hi)
+{
+    uintptr_t top = (uintptr_t)hi - ((((uintptr_t)hi >> 12) & 1) << 11);
+    return (conc_green_t *)((top - sizeof(conc_green_t)) & ~(uintptr_t)63);
+}
 void conc__stack_put(conc__hub_t *h, conc__stack_t *s);
 bool conc__stack_canary_ok(const conc__stack_t *s);
 void conc__stack_overflow_handler_install(void);

@@ -219,7 +219,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         if (off >= page_size)
             break;
         char *hi = s->base + ((size_t)(addr - s->base) / s->slot + 1) * s->slot;
-        conc_green_t *g = (conc_green_t *)(((uintptr_t)hi - sizeof(conc_green_t)) & ~(uintptr_t)63);
+        conc_green_t *g = conc__stack_record(hi);
         put_str("conc: stack overflow in green thread '");
         put_str(g->name[0] ? g->name : "(unnamed)");
         put_str("' (it hit the guard page below its stack; give it a bigger stack_size)\n");
