@@ -93,6 +93,48 @@ Test(green_switch, two_alternate_strictly, .timeout = TU_TIMEOUT) { check_ring(2
 
 Test(green_switch, many_run_round_robin, .timeout = TU_TIMEOUT) { check_ring(5, 300); }
 
+/* Stack colour (green/internal.h, conc__stack_record): the records — and
+ * so the frames and saved slots below them — of green threads on
+ * neighbouring stack slots sit 2 KiB apart modulo 4 KiB, never at the
+ * same page offset, so a switch's loads from one side's slots do not
+ * alias the other side's stores (4K aliasing). A handle is its record.
+ * Among 16 green threads alive at once (default stacks: from the hub's
+ * cache or carved in order), the records take exactly two page offsets,
+ * 2 KiB apart, and the ring still runs strictly in turn. */
+static void *colour_body(void *arg)
+{
+    uintptr_t *where = arg;
+    volatile char local = 0;
+    *where = (uintptr_t)&local;
+    return conc_yield() == 0 ? NULL : PTR(1);
+}
+
+Test(green_switch, neighbouring_stacks_sit_at_two_page_offsets, .timeout = TU_TIMEOUT)
+{
+    enum { N = 16 };
+    conc_green_t *g[N];
+    uintptr_t local[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(conc_go(&g[i], colour_body, &local[i]), 0);
+    cr_assert_eq(conc_green_joinall(g, N, 10.0), 0);
+    uintptr_t first = (uintptr_t)g[0] & 4095;
+    int other = 0;
+    for (int i = 0; i < N; i++) {
+        uintptr_t off = (uintptr_t)g[i] & 4095;
+        cr_assert(off == first || off == ((first + 2048) & 4095), "record %d at page offset %#lx (first %#lx)", i,
+                  (unsigned long)off, (unsigned long)first);
+        other += off != first;
+        /* the same frame, the same distance below each record */
+        cr_assert_eq((uintptr_t)g[i] - local[i], (uintptr_t)g[0] - local[0]);
+        cr_assert_null(result_of(g[i]));
+    }
+    cr_assert(other > 0 && other < N, "all 16 records at one page offset");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(conc_green_free(g[i]), 0);
+    check_ring(2, 200);
+    check_ring(3, 200);
+}
+
 static void *count_yields(void *arg)
 {
     atomic_long *n = arg;

@@ -1148,14 +1148,22 @@ static void *overflow(void *arg)
     return PTR(recurse(0));
 }
 
+static void *sit(void *arg)
+{
+    (void)arg;
+    conc_sleep(60);
+    return NULL;
+}
+
 /* An overflow hits the guard page; a SIGSEGV handler on an alternate stack
  * names the green thread, then the process dies of SIGSEGV. Sanitizers
- * install their own SIGSEGV handling, so this runs only without them. */
-Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout = TU_TIMEOUT)
+ * install their own SIGSEGV handling, so this runs only without them.
+ * `spacers` green threads of the same stack size are started first, so
+ * the overflower's slot is the next one: with 0 and 1 both stack colours
+ * (conc__stack_record: the record 2 KiB lower on every other slot) are
+ * found back from the faulting address. */
+static void overflow_in_child(int spacers)
 {
-    if (TU_SANITIZED) {
-        cr_skip_test("sanitizers handle SIGSEGV themselves");
-    }
     int p[2];
     cr_assert_eq(pipe(p), 0);
     fflush(NULL);
@@ -1168,6 +1176,9 @@ Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout 
         alarm(10);
         conc_green_opts_t o = {.name = "overflower-1", .stack_size = 16 * 1024};
         conc_green_t *g;
+        for (int i = 0; i < spacers; i++)
+            if (conc_go_opts(&g, &o, sit, NULL) != 0)
+                _exit(2);
         if (conc_go_opts(&g, &o, overflow, NULL) != 0)
             _exit(2);
         conc_green_join(g, 5.0);
@@ -1194,6 +1205,15 @@ Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout 
     cr_assert(WIFSIGNALED(st), "the child did not die of a signal (status %d); stderr:\n%s", st, out);
     cr_assert_eq(WTERMSIG(st), SIGSEGV, "died of signal %d; stderr:\n%s", WTERMSIG(st), out);
     cr_assert(strstr(out, "overflower-1"), "the message does not name the green thread:\n%s", out);
+}
+
+Test(green, stack_overflow_names_the_green_thread_and_dies_of_sigsegv, .timeout = TU_TIMEOUT)
+{
+    if (TU_SANITIZED) {
+        cr_skip_test("sanitizers handle SIGSEGV themselves");
+    }
+    overflow_in_child(0);
+    overflow_in_child(1);
 }
 
 /* ------------------------------------------------- green-thread locals */
