@@ -124,8 +124,10 @@ Test(green_switch, neighbouring_stacks_sit_at_two_page_offsets, .timeout = TU_TI
         cr_assert(off == first || off == ((first + 2048) & 4095), "record %d at page offset %#lx (first %#lx)", i,
                   (unsigned long)off, (unsigned long)first);
         other += off != first;
-        /* the same frame, the same distance below each record */
-        cr_assert_eq((uintptr_t)g[i] - local[i], (uintptr_t)g[0] - local[0]);
+        /* the same frame, the same distance below each record (ASan may
+         * put the local on a fake stack of its own) */
+        if (!TU_SANITIZED)
+            cr_assert_eq((uintptr_t)g[i] - local[i], (uintptr_t)g[0] - local[0]);
         cr_assert_null(result_of(g[i]));
     }
     cr_assert(other > 0 && other < N, "all 16 records at one page offset");
