@@ -244,7 +244,6 @@ static inline conc_green_t *conc__stack_record(const char *hi)
     return (conc_green_t *)((top - sizeof(conc_green_t)) & ~(uintptr_t)63);
 }
 void conc__stack_put(conc__hub_t *h, conc__stack_t *s);
-bool conc__stack_canary_ok(const conc__stack_t *s);
 void conc__stack_overflow_handler_install(void);
 void conc__stack_overflow_handler_thread_exit(void);
 
