@@ -81,6 +81,14 @@ typedef struct worker {
     unsigned inl_depth;           /* inline runs (conc__pool_run_inline) open now */
     unsigned long seen_cancels;   /* conc__queued_cancels when a drop_stale last emptied its deque */
     conc__ctx_t *inl[INL_CACHE];  /* their contexts, one per depth, kept for reuse */
+    /* Leapfrogging (see conc__pool_wait_running): the task this worker
+     * runs whose subtasks are every entry of its deque at index lf_base
+     * and above (NULL: none), under a sequence count (odd while it
+     * changes), so a waiter can tell that nothing changed between reading
+     * the record and a steal. Written by the owner only. */
+    _Alignas(64) atomic_ulong lf_seq;
+    _Atomic(conc_future_t *) lf;
+    atomic_size_t lf_base;
 } worker_t;
 
 struct pool {
@@ -302,6 +310,55 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
     return c;
 }
 
+/* Set w's leapfrog record (owner only; a seqlock write). */
+static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
+{
+    unsigned long q = atomic_load_explicit(&w->lf_seq, memory_order_relaxed);
+    atomic_store_explicit(&w->lf_seq, q + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&w->lf_base, base, memory_order_relaxed);
+    atomic_store_explicit(&w->lf, f, memory_order_relaxed);
+    atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
+}
+
+/* w starts f: f's subtasks are what it pushes from now on, if its deque
+ * is empty now (what sits there otherwise is older, not f's). */
+static inline void lf_enter(worker_t *w, conc_future_t *f)
+{
+    size_t b = conc__deque_bottom(&w->dq);
+    if (atomic_load_explicit(&w->dq.top, memory_order_relaxed) == b)
+        lf_set(w, f, b);
+    else if (atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, NULL, 0);
+}
+
+/* Before a worker publishes a task's outcome: it is idle again, and the
+ * task's leapfrog record goes (before the outcome is out: once it is, the
+ * future may be freed and reused). */
+static void worker_done(void *arg)
+{
+    worker_t *w = arg;
+    if (atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, NULL, 0);
+    add_token(w->pool);
+}
+
+/* A worker runs f from its loop: run() with a leapfrog record for it. */
+static void run_worker(worker_t *w, conc_future_t *f)
+{
+    pool_t *p = w->pool;
+    if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
+        fail_broken(p, f);
+        conc_future_free(f);
+        return;
+    }
+    lf_enter(w, f);
+    conc__future_run_hook(f, worker_done, w);
+    if (atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, NULL, 0); /* cancelled: the hook did not run */
+    conc_future_free(f);
+}
+
 /* Push f, which w just popped, back onto w's own deque (the slot just
  * freed: cannot fail). A worker that looked meanwhile may have gone to
  * sleep: wake it as a submit would (see pool_submit and fence.h). */
@@ -388,6 +445,11 @@ bool conc__pool_run_inline(conc_future_t *f)
     } else {
         tidy = above != NULL; /* f deeper in our deque, or in another one */
     }
+    /* Not from the top of our deque, f need not be a subtask of the task
+     * our leapfrog record names: what f pushes must not count as one. */
+    conc_future_t *rec = popped ? NULL : atomic_load_explicit(&w->lf, memory_order_relaxed);
+    if (rec)
+        lf_set(w, NULL, 0);
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
     w->inl_depth += cached;
@@ -396,6 +458,8 @@ bool conc__pool_run_inline(conc_future_t *f)
     bool ran = popped ? conc__future_run_owned(f, NULL, NULL) : conc__future_run(f);
     w->inl_depth -= cached;
     conc__ctx_bind(caller);
+    if (rec) /* what f left in our deque stays below the record's base */
+        lf_set(w, rec, conc__deque_bottom(&w->dq));
     if (!cached)
         conc__lockdep_ctx_exit(&stack_ctx);
     /* A cancelled entry below is dropped (and notified, so wait() counts
@@ -407,15 +471,128 @@ bool conc__pool_run_inline(conc_future_t *f)
     return ran;
 }
 
+/* ---------------------------------------------------------- leapfrog
+ *
+ * A worker that waits on f while another worker, the thief, runs it may
+ * run f's subtasks meanwhile, taken from the thief's deque (Wagner &
+ * Calder's leapfrogging): work the result it waits for comes from, never
+ * an unrelated task. What tells them apart is the thief's leapfrog record
+ * (lf, lf_base, lf_seq): a worker that starts a task with its own deque
+ * empty records it with the deque's bottom, so every entry at that index
+ * or above was pushed while the task ran, by the task or by tasks it ran
+ * on that thread (its subtasks, theirs, ...). The record goes before the
+ * task's outcome is published, is cleared while the worker runs a task
+ * that need not belong to it (a foreign inline run), and comes back with
+ * a base above whatever such a run left behind. The waiter reads the
+ * record, steals at or above the base, and re-reads the sequence count:
+ * unchanged, the entry was pushed under the record (a push after a change
+ * would have made the change visible with it); changed, the entry goes
+ * back into the pool through the waiter's own deque, below its own
+ * record's base. */
+
+/* The worker whose record names f, or NULL. */
+static worker_t *lf_find(pool_t *p, worker_t *self, conc_future_t *f)
+{
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        worker_t *x = p->workers[i];
+        if (x != self && atomic_load_explicit(&x->lf, memory_order_relaxed) == f)
+            return x;
+    }
+    return NULL;
+}
+
+/* g was stolen but is not provably f's: queue it again on w's own deque,
+ * below the base of w's own record (it is not a subtask of that either). */
+static void lf_requeue(worker_t *w, conc_future_t *g)
+{
+    conc_future_t *rec = atomic_load_explicit(&w->lf, memory_order_relaxed);
+    if (rec)
+        lf_set(w, rec, conc__deque_bottom(&w->dq) + 1);
+    put_back(w, g);
+}
+
+typedef struct {
+    worker_t *w;
+    conc_future_t *rec; /* w's record before the run */
+    bool done;
+} lf_restore_t;
+
+/* Before a leapfrogged task's outcome is out: w's record is the one it had
+ * before, based above what the task left in w's deque. */
+static void lf_restore(void *arg)
+{
+    lf_restore_t *r = arg;
+    worker_t *w = r->w;
+    if (r->rec || atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, r->rec, conc__deque_bottom(&w->dq));
+    r->done = true;
+}
+
+/* Run g, stolen from f's thief, in a context of its own (as an inline run;
+ * it dropped the pool's reference with its outcome). */
+static void lf_run(worker_t *w, conc_future_t *g)
+{
+    lf_restore_t r = {w, atomic_load_explicit(&w->lf, memory_order_relaxed), false};
+    size_t b = conc__deque_bottom(&w->dq);
+    if (atomic_load_explicit(&w->dq.top, memory_order_relaxed) == b)
+        lf_set(w, g, b); /* our deque is empty: g's subtasks are what we push now */
+    else if (r.rec)
+        lf_set(w, NULL, 0);
+    conc__ctx_t *caller = conc__ctx();
+    conc__ctx_t stack_ctx;
+    conc__ctx_t *tmp = inline_ctx(w, w->inl_depth);
+    if (!tmp) {
+        conc__ctx_init(&stack_ctx);
+        tmp = &stack_ctx;
+    }
+    tmp->thread = caller->thread;
+    tmp->spin_ns = caller->spin_ns;
+    conc__ctx_bind(tmp);
+    bool cached = tmp != &stack_ctx;
+    w->inl_depth += cached;
+    conc__future_run_owned(g, lf_restore, &r);
+    w->inl_depth -= cached;
+    conc__ctx_bind(caller);
+    if (!cached)
+        conc__lockdep_ctx_exit(&stack_ctx);
+    if (!r.done) /* cancelled: it did not run */
+        lf_restore(&r);
+}
+
+/* One try: take a subtask of f from x's deque and run it. True if
+ * something was taken (run, or queued again). */
+static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
+{
+    unsigned long q = atomic_load_explicit(&x->lf_seq, memory_order_acquire);
+    conc_future_t *rec = atomic_load_explicit(&x->lf, memory_order_relaxed);
+    size_t base = atomic_load_explicit(&x->lf_base, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if ((q & 1) || rec != f)
+        return false;
+    conc_future_t *g = conc__deque_steal_min(&x->dq, base);
+    if (!g)
+        return false;
+    if (atomic_load_explicit(&x->lf_seq, memory_order_seq_cst) != q) {
+        lf_requeue(w, g);
+        return true;
+    }
+    CONC__STAT(CONC__ST_STEAL);
+    lf_run(w, g);
+    return true;
+}
+
 /* A worker waits without a timeout on f, which another worker of the
- * pool runs now: keep this CPU awake for a while instead of sleeping in
- * the kernel at once — spinning, and yielding it to any other runnable
- * thread every few microseconds. Such waits (a subtask that a thief took)
- * are usually short, and a sleeping thread's wake-up costs the waker a
- * futex call and the sleeper the time its CPU takes to come out of its
- * halt (on a virtual machine an interrupt through the host: tens of us).
- * Only for a worker's own OS-thread context with no timeout scope open:
- * nothing but f's end can end such a wait. True: f finished meanwhile. */
+ * pool runs now. While f's thief has f's subtasks queued, run them
+ * (leapfrogging, above); otherwise keep this CPU awake for a while
+ * instead of sleeping in the kernel at once — spinning, and yielding it
+ * to any other runnable thread every few microseconds. Such waits (a
+ * subtask that a thief took) are usually short, and a sleeping thread's
+ * wake-up costs the waker a futex call and the sleeper the time its CPU
+ * takes to come out of its halt (on a virtual machine an interrupt
+ * through the host: tens of us). Only for a worker's own OS-thread
+ * context with no timeout scope open: nothing but f's end can end such a
+ * wait. True: f finished meanwhile. */
 bool conc__pool_wait_running(conc_future_t *f)
 {
     worker_t *w = tl_worker;
@@ -424,11 +601,22 @@ bool conc__pool_wait_running(conc_future_t *f)
     conc__ctx_t *c = conc__ctx();
     if (c->ops || c->nscopes)
         return false;
+    pool_t *p = w->pool;
+    worker_t *thief = NULL;
     int64_t end = conc__now_ns() + WAIT_RUNNING_NS;
     for (unsigned k = 1;; k++) {
         uint64_t s = conc__load(&f->sw, ACQ);
         if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
+        if ((thief || (k % 8 == 1 && (thief = lf_find(p, w, f)))) &&
+            !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
+            if (lf_try(w, thief, f)) {
+                end = conc__now_ns() + WAIT_RUNNING_NS;
+                continue;
+            }
+            if (atomic_load_explicit(&thief->lf, memory_order_relaxed) != f)
+                thief = NULL;
+        }
         conc__cpu_relax();
         if (k % 64 == 0) {
             sched_yield();
@@ -497,7 +685,7 @@ static void *worker_main(void *arg)
         if (!f)
             f = steal_any(p, w);
         if (f) {
-            run(p, f);
+            run_worker(w, f);
             if (conc__future_woke_sleeper) {
                 /* Its outcome woke a thread that slept in the kernel (a
                  * caller in result()): let it have this CPU at once.
