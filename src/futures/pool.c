@@ -68,6 +68,7 @@
 #define IDLE_SPIN_YIELD_EVERY 16 /* polls of the idle spin between two yields */
 #define IDLE_SPIN_PURE 128        /* polls before the first yield */
 #define WAIT_RUNNING_NS 200000 /* conc__pool_wait_running: how long at most */
+#define LF_POLL_EVERY 16 /* conc__pool_wait_running: polls of f between two leapfrog tries */
 #define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
 typedef struct pool pool_t;
@@ -313,11 +314,12 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
 /* Set w's leapfrog record (owner only; a seqlock write). */
 static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
 {
+    /* (Release stores, not fences, which ThreadSanitizer does not model:
+     * a waiter that reads the new record sees the count go odd.) */
     unsigned long q = atomic_load_explicit(&w->lf_seq, memory_order_relaxed);
     atomic_store_explicit(&w->lf_seq, q + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(&w->lf_base, base, memory_order_relaxed);
-    atomic_store_explicit(&w->lf, f, memory_order_relaxed);
+    atomic_store_explicit(&w->lf_base, base, memory_order_release);
+    atomic_store_explicit(&w->lf, f, memory_order_release);
     atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
 }
 
@@ -565,10 +567,14 @@ static void lf_run(worker_t *w, conc_future_t *g)
 static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
 {
     unsigned long q = atomic_load_explicit(&x->lf_seq, memory_order_acquire);
-    conc_future_t *rec = atomic_load_explicit(&x->lf, memory_order_relaxed);
-    size_t base = atomic_load_explicit(&x->lf_base, memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
+    conc_future_t *rec = atomic_load_explicit(&x->lf, memory_order_acquire);
+    size_t base = atomic_load_explicit(&x->lf_base, memory_order_acquire);
     if ((q & 1) || rec != f)
+        return false;
+    /* A look before the steal's fence: usually there is nothing. */
+    size_t t = atomic_load_explicit(&x->dq.top, memory_order_relaxed);
+    if ((intptr_t)(t - base) < 0 ||
+        (intptr_t)(atomic_load_explicit(&x->dq.bottom, memory_order_relaxed) - t) <= 0)
         return false;
     conc_future_t *g = conc__deque_steal_min(&x->dq, base);
     if (!g)
@@ -593,7 +599,34 @@ static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
  * through the host: tens of us). Only for a worker's own OS-thread
  * context with no timeout scope open: nothing but f's end can end such a
  * wait. True: f finished meanwhile. */
+#ifdef LF_STATS
+atomic_ulong lfs_calls, lfs_runs, lfs_idle_ns, lfs_timeouts, lfs_requeue;
+__attribute__((destructor)) static void lfs_print(void)
+{
+    fprintf(stderr, "wait_running calls %lu leapfrog runs %lu requeues %lu idle ms %.3f timeouts %lu\n",
+            lfs_calls, lfs_runs, lfs_requeue, lfs_idle_ns / 1e6, lfs_timeouts);
+}
+#define LFS(x) x
+#else
+#define LFS(x)
+#endif
+
+static bool wait_running(conc_future_t *f);
 bool conc__pool_wait_running(conc_future_t *f)
+{
+#ifdef LF_STATS
+    int64_t t0 = conc__now_ns();
+    lfs_calls++;
+    bool r = wait_running(f);
+    lfs_idle_ns += conc__now_ns() - t0;
+    lfs_timeouts += !r;
+    return r;
+#else
+    return wait_running(f);
+#endif
+}
+
+static bool wait_running(conc_future_t *f)
 {
     worker_t *w = tl_worker;
     if (!w || f->owner != (void *)w->pool || !conc__smp())
@@ -608,10 +641,23 @@ bool conc__pool_wait_running(conc_future_t *f)
         uint64_t s = conc__load(&f->sw, ACQ);
         if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
-        if ((thief || (k % 8 == 1 && (thief = lf_find(p, w, f)))) &&
+#ifdef LF_STATS
+        static int lf_off = -1;
+        if (lf_off < 0)
+            lf_off = getenv("LF_OFF") != NULL;
+        if (lf_off)
+            thief = NULL;
+        else
+#endif
+        /* Every few polls only: the thief's deque and record are on lines
+         * it writes all the time. */
+        if (k % LF_POLL_EVERY == 1 && (thief || (thief = lf_find(p, w, f))) &&
             !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
+            LFS(int64_t t1 = conc__now_ns());
             if (lf_try(w, thief, f)) {
+                LFS(lfs_runs++; lfs_idle_ns -= conc__now_ns() - t1);
                 end = conc__now_ns() + WAIT_RUNNING_NS;
+                k = 0; /* look again at once */
                 continue;
             }
             if (atomic_load_explicit(&thief->lf, memory_order_relaxed) != f)
