@@ -248,6 +248,11 @@ typedef struct conc_thread_pool_opts {
      * initializer's code and message; later submits return CONC_EBROKEN. */
     void (*initializer)(void *arg);
     void *initarg;
+    /* true: a worker waiting on a task that another worker runs never runs
+     * that task's subtasks meanwhile (leapfrogging, docs/futures.md): for
+     * tasks that submit subtasks they do not wait for, which block on
+     * something the waiting task does only after its wait. */
+    bool no_leapfrog;
 } conc_thread_pool_opts_t;
 
 /* A ThreadPoolExecutor. Workers start lazily (one per submit while fewer

@@ -99,6 +99,7 @@ struct pool {
     char prefix[64];
     void (*initializer)(void *);
     void *initarg;
+    bool no_leapfrog;
 
     conc_lock_t lock;             /* workers[], ext registration, shutdown */
     worker_t **workers;           /* max_workers slots */
@@ -651,7 +652,7 @@ static bool wait_running(conc_future_t *f)
 #endif
         /* Every few polls only: the thief's deque and record are on lines
          * it writes all the time. */
-        if (k % LF_POLL_EVERY == 1 && (thief || (thief = lf_find(p, w, f))) &&
+        if (k % LF_POLL_EVERY == 1 && !p->no_leapfrog && (thief || (thief = lf_find(p, w, f))) &&
             !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
             LFS(int64_t t1 = conc__now_ns());
             if (lf_try(w, thief, f)) {
@@ -1123,6 +1124,7 @@ int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *o
         snprintf(p->prefix, sizeof p->prefix, "ThreadPoolExecutor-%lu", p->gen - 1);
     p->initializer = o.initializer;
     p->initarg = o.initarg;
+    p->no_leapfrog = o.no_leapfrog;
     pthread_once(&atexit_once, atexit_init);
     conc__membarrier_init();
     conc__lock_hold(&registry_lock);
