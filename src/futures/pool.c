@@ -26,8 +26,10 @@
  * Waiting runs the awaited task: a worker that waits without a timeout
  * on a not-yet-started future of its own pool runs it on the spot, in a
  * context of its own (conc__pool_run_inline), so tasks that wait on their
- * subtasks cannot deadlock the pool. It runs that task only, never an
- * unrelated one (which could need a lock the waiter holds). When the task
+ * subtasks cannot deadlock the pool. If another worker (a thief) runs it
+ * already, the waiter runs that task's subtasks from the thief's deque
+ * meanwhile (leapfrogging, conc__pool_wait_running), never an unrelated
+ * task (which could need a lock the waiter holds). When the task
  * is one of the two newest entries of the worker's own deque (fork-join:
  * submit a, submit b, wait a), the wait takes it out (popping b first and
  * pushing it back, where thieves find it), so no stale entry is left and
