@@ -180,7 +180,7 @@ static conc_future_t *steal_from(conc__deque_t *d)
  * worker takes a batch, runs the oldest and keeps the rest in its own
  * deque, where other workers can steal them; short ones are taken one
  * item at a time, so a few queued tasks go to as many workers. */
-static conc_future_t *steal_any(pool_t *p, worker_t *self)
+static conc_future_t *steal_any(pool_t *p, worker_t *self, bool *from_worker)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     size_t e = atomic_load_explicit(&p->next_, memory_order_acquire);
@@ -190,6 +190,8 @@ static conc_future_t *steal_any(pool_t *p, worker_t *self)
         worker_t *w = p->workers[(start + k) % n];
         if (w && w != self && (f = steal_from(&w->dq))) {
             CONC__STAT(CONC__ST_STEAL);
+            if (from_worker)
+                *from_worker = true;
             return f;
         }
     }
@@ -326,17 +328,6 @@ static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
     atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
 }
 
-/* w starts f: f's subtasks are what it pushes from now on, if its deque
- * is empty now (what sits there otherwise is older, not f's). */
-static inline void lf_enter(worker_t *w, conc_future_t *f)
-{
-    size_t b = conc__deque_bottom(&w->dq);
-    if (atomic_load_explicit(&w->dq.top, memory_order_relaxed) == b)
-        lf_set(w, f, b);
-    else if (atomic_load_explicit(&w->lf, memory_order_relaxed))
-        lf_set(w, NULL, 0);
-}
-
 /* Before a worker publishes a task's outcome: it is idle again, and the
  * task's leapfrog record goes (before the outcome is out: once it is, the
  * future may be freed and reused). */
@@ -348,8 +339,13 @@ static void worker_done(void *arg)
     add_token(w->pool);
 }
 
-/* A worker runs f from its loop: run() with a leapfrog record for it. */
-static void run_worker(worker_t *w, conc_future_t *f)
+/* A worker runs f, which it stole from another worker's deque with its
+ * own deque empty: run() with a leapfrog record for f (its subtasks are
+ * what the worker pushes from now on). Only such tasks get one: a waiter
+ * on a task a thief runs is usually the task that submitted it, on the
+ * worker it was stolen from (fork-join); tasks taken from outside
+ * submitters' deques (pool.throughput's) cost nothing more. */
+static void run_recorded(worker_t *w, conc_future_t *f)
 {
     pool_t *p = w->pool;
     if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
@@ -357,7 +353,7 @@ static void run_worker(worker_t *w, conc_future_t *f)
         conc_future_free(f);
         return;
     }
-    lf_enter(w, f);
+    lf_set(w, f, conc__deque_bottom(&w->dq));
     conc__future_run_hook(f, worker_done, w);
     if (atomic_load_explicit(&w->lf, memory_order_relaxed))
         lf_set(w, NULL, 0); /* cancelled: the hook did not run */
@@ -707,7 +703,7 @@ static void break_pool(pool_t *p, int code, const char *msg)
     conc_lock_release(&p->lock);
     /* Fail everything queued now; later arrivals fail in run(). */
     conc_future_t *f;
-    while ((f = steal_any(p, NULL)) != NULL) {
+    while ((f = steal_any(p, NULL, NULL)) != NULL) {
         fail_broken(p, f);
         conc_future_free(f);
     }
@@ -731,10 +727,14 @@ static void *worker_main(void *arg)
     }
     for (;;) {
         conc_future_t *f = conc__deque_pop(&w->dq);
+        bool from_worker = false;
         if (!f)
-            f = steal_any(p, w);
+            f = steal_any(p, w, &from_worker); /* our deque is empty */
         if (f) {
-            run_worker(w, f);
+            if (from_worker)
+                run_recorded(w, f);
+            else
+                run(p, f);
             if (conc__future_woke_sleeper) {
                 /* Its outcome woke a thread that slept in the kernel (a
                  * caller in result()): let it have this CPU at once.
@@ -971,7 +971,7 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
     conc_lock_release(&p->lock);
     if (cancel_futures) {
         conc_future_t *f;
-        while ((f = steal_any(p, NULL)) != NULL) {
+        while ((f = steal_any(p, NULL, NULL)) != NULL) {
             conc_future_cancel(f);
             conc__future_notify_cancel(f); /* dropped: wait() may count it */
             conc_future_free(f);
@@ -1009,7 +1009,7 @@ static void pool_destroy(conc_executor_t *ex)
     bool last = registry_remove(p);
     /* Anything left (submitted after the workers were gone) is cancelled. */
     conc_future_t *f;
-    while ((f = steal_any(p, NULL)) != NULL) {
+    while ((f = steal_any(p, NULL, NULL)) != NULL) {
         conc_future_cancel(f);
         conc__future_notify_cancel(f);
         conc_future_free(f);
