@@ -89,7 +89,7 @@ typedef struct worker {
      * and above (NULL: none), under a sequence count (odd while it
      * changes), so a waiter can tell that nothing changed between reading
      * the record and a steal. Written by the owner only. */
-    _Alignas(64) atomic_ulong lf_seq;
+    atomic_ulong lf_seq;
     _Atomic(conc_future_t *) lf;
     atomic_size_t lf_base;
 } worker_t;
@@ -478,8 +478,9 @@ bool conc__pool_run_inline(conc_future_t *f)
  * run f's subtasks meanwhile, taken from the thief's deque (Wagner &
  * Calder's leapfrogging): work the result it waits for comes from, never
  * an unrelated task. What tells them apart is the thief's leapfrog record
- * (lf, lf_base, lf_seq): a worker that starts a task with its own deque
- * empty records it with the deque's bottom, so every entry at that index
+ * (lf, lf_base, lf_seq): a worker that starts a task it stole from another
+ * worker's deque (its own is empty then), or leapfrogs one with its own
+ * deque empty, records it with the deque's bottom, so every entry at that index
  * or above was pushed while the task ran, by the task or by tasks it ran
  * on that thread (its subtasks, theirs, ...). The record goes before the
  * task's outcome is published, is cleared while the worker runs a task
@@ -598,34 +599,7 @@ static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
  * through the host: tens of us). Only for a worker's own OS-thread
  * context with no timeout scope open: nothing but f's end can end such a
  * wait. True: f finished meanwhile. */
-#ifdef LF_STATS
-atomic_ulong lfs_calls, lfs_runs, lfs_idle_ns, lfs_timeouts, lfs_requeue;
-__attribute__((destructor)) static void lfs_print(void)
-{
-    fprintf(stderr, "wait_running calls %lu leapfrog runs %lu requeues %lu idle ms %.3f timeouts %lu\n",
-            lfs_calls, lfs_runs, lfs_requeue, lfs_idle_ns / 1e6, lfs_timeouts);
-}
-#define LFS(x) x
-#else
-#define LFS(x)
-#endif
-
-static bool wait_running(conc_future_t *f);
 bool conc__pool_wait_running(conc_future_t *f)
-{
-#ifdef LF_STATS
-    int64_t t0 = conc__now_ns();
-    lfs_calls++;
-    bool r = wait_running(f);
-    lfs_idle_ns += conc__now_ns() - t0;
-    lfs_timeouts += !r;
-    return r;
-#else
-    return wait_running(f);
-#endif
-}
-
-static bool wait_running(conc_future_t *f)
 {
     worker_t *w = tl_worker;
     if (!w || f->owner != (void *)w->pool || !conc__smp())
@@ -640,21 +614,11 @@ static bool wait_running(conc_future_t *f)
         uint64_t s = conc__load(&f->sw, ACQ);
         if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
-#ifdef LF_STATS
-        static int lf_off = -1;
-        if (lf_off < 0)
-            lf_off = getenv("LF_OFF") != NULL;
-        if (lf_off)
-            thief = NULL;
-        else
-#endif
         /* Every few polls only: the thief's deque and record are on lines
          * it writes all the time. */
         if (k % LF_POLL_EVERY == 1 && !p->no_leapfrog && (thief || (thief = lf_find(p, w, f))) &&
             !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
-            LFS(int64_t t1 = conc__now_ns());
             if (lf_try(w, thief, f)) {
-                LFS(lfs_runs++; lfs_idle_ns -= conc__now_ns() - t1);
                 end = conc__now_ns() + WAIT_RUNNING_NS;
                 k = 0; /* look again at once */
                 continue;
