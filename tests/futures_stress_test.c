@@ -1096,3 +1096,27 @@ Test(futures_stress, leapfrog_chain_deeper_than_the_context_cache, .timeout = TU
     TU_TRACE("leapfrog chain: %ld rounds of depth %d, %d links ran on another thread than their parent", rounds,
              LFC_DEPTH, atomic_load(&lfc_crossed));
 }
+
+/* The leapfrog steal takes only entries at or above a base index. */
+Test(futures_stress, deque_steal_min_respects_the_base)
+{
+    conc__deque_t d;
+    cr_assert_eq(conc__deque_init(&d, 4), 0);
+    conc_future_t *items[6];
+    size_t base0 = conc__deque_bottom(&d);
+    for (int i = 0; i < 6; i++) {
+        items[i] = (conc_future_t *)P(0x1000 + 16 * i);
+        cr_assert(conc__deque_push(&d, items[i])); /* grows past 4 */
+    }
+    cr_assert_null(conc__deque_steal_min(&d, base0 + 2), "the top entry is below the base");
+    cr_assert_eq(conc__deque_steal_min(&d, base0), items[0]);
+    cr_assert_null(conc__deque_steal_min(&d, base0 + 2));
+    cr_assert_eq(conc__deque_steal_min(&d, base0 + 1), items[1]);
+    cr_assert_eq(conc__deque_steal_min(&d, base0 + 2), items[2]);
+    cr_assert_eq(conc__deque_pop(&d), items[5]);
+    cr_assert_eq(conc__deque_pop(&d), items[4]);
+    cr_assert_eq(conc__deque_steal_min(&d, base0), items[3]);
+    cr_assert_null(conc__deque_steal_min(&d, base0), "empty");
+    cr_assert_null(conc__deque_pop(&d));
+    conc__deque_destroy(&d);
+}
