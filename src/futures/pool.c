@@ -476,12 +476,15 @@ bool conc__pool_run_inline(conc_future_t *f)
  *
  * A worker that waits on f while another worker, the thief, runs it may
  * run f's subtasks meanwhile, taken from the thief's deque (Wagner &
- * Calder's leapfrogging): work the result it waits for comes from, never
- * an unrelated task. What tells them apart is the thief's leapfrog record
- * (lf, lf_base, lf_seq): a worker that starts a task it stole from another
- * worker's deque (its own is empty then), or leapfrogs one with its own
- * deque empty, records it with the deque's bottom, so every entry at that index
- * or above was pushed while the task ran, by the task or by tasks it ran
+ * Calder's leapfrogging): what f submitted, or its subtasks did — in
+ * fork-join code work f's result depends on — never an unrelated task.
+ * (The one hazard, a subtask f does not wait for that blocks until the
+ * waiter goes on, and the no_leapfrog option: docs/futures.md.) What
+ * tells them apart is the thief's leapfrog record (lf, lf_base, lf_seq):
+ * a worker that starts a task it stole from another worker's deque (its
+ * own is empty then), or leapfrogs one with its own deque empty, records
+ * it with the deque's bottom, so every entry at that index or above was
+ * pushed while the task ran, by the task or by tasks it ran
  * on that thread (its subtasks, theirs, ...). The record goes before the
  * task's outcome is published, is cleared while the worker runs a task
  * that need not belong to it (a foreign inline run), and comes back with
