@@ -874,3 +874,249 @@ Test(futures_stress, deque_owner_takes_race_thieves_and_growth, .timeout = TU_TI
     cr_assert_eq(missing, 0, "%ld items never taken", missing);
     cr_assert_eq(twice, 0, "%ld items taken twice", twice);
 }
+
+/* ------------------------------------------------------- leapfrogging
+ *
+ * A worker (the waiter, W) waits on F, which the pool's other worker (the
+ * thief, T) took and runs; F queues leaves on T's deque and spins until
+ * one ran elsewhere. With leapfrogging the waiter runs them (they are F's
+ * subtasks); with a timed wait or no_leapfrog it runs none. Modes: plain,
+ * the oldest half cancelled before the waiter looks, every leaf failing,
+ * a timed wait, no_leapfrog, and F with no subtasks at all. */
+
+enum { LF_PLAIN, LF_CANCEL, LF_FAIL, LF_TIMED, LF_OFF, LF_EMPTY, LF_SHUTDOWN };
+#define LF_N 8
+#define LF_SHUT_N 64
+static conc_executor_t *lf_pool;
+static int lf_mode;
+static atomic_long lf_waiter_tid;
+static atomic_int lf_ready, lf_on_waiter, lf_bad, lf_leaf_runs[LF_SHUT_N], lf_shut_ran, lf_shut_cancelled;
+
+static long lf_tid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+/* As the library decides (core/park.c): on one CPU a waiting worker does
+ * not spin, so it does not leapfrog either. */
+static bool lf_smp(void)
+{
+    return sysconf(_SC_NPROCESSORS_ONLN) > 1;
+}
+
+static void *lf_leaf(void *arg)
+{
+    uintptr_t i = U(arg);
+    atomic_fetch_add(&lf_leaf_runs[i], 1);
+    if (lf_tid() == atomic_load(&lf_waiter_tid))
+        atomic_store(&lf_on_waiter, 1);
+    if (lf_mode == LF_SHUTDOWN)
+        tu_sleep(0.001);
+    if (lf_mode == LF_FAIL)
+        return conc_fail(CONC_ERANGE, "leaf %u", (unsigned)i);
+    return P(i * 3 + 1);
+}
+
+/* F, on the thief. */
+static void *lf_awaited(void *arg)
+{
+    (void)arg;
+    int n = lf_mode == LF_EMPTY ? 0 : lf_mode == LF_SHUTDOWN ? LF_SHUT_N : LF_N;
+    conc_future_t *g[LF_SHUT_N];
+    for (int i = 0; i < n; i++)
+        if (conc_submit(lf_pool, &g[i], lf_leaf, P(i)) != 0)
+            return conc_fail(CONC_EFAILED, "submit");
+    if (lf_mode == LF_CANCEL)
+        for (int i = 0; i < n / 2; i++) /* the oldest: what a thief's steal meets first */
+            atomic_fetch_add(&lf_bad, !conc_future_cancel(g[i]));
+    atomic_store(&lf_ready, 1);
+    bool expect = lf_smp() && n > 0 && lf_mode != LF_TIMED && lf_mode != LF_OFF;
+    double dl = tu_now() + (expect ? 10 : 0.2);
+    while (!atomic_load(&lf_on_waiter) && tu_now() < dl)
+        sched_yield();
+    if (lf_mode == LF_EMPTY)
+        tu_sleep(0.02);
+    if (lf_mode == LF_CANCEL && expect && atomic_load(&lf_on_waiter)) {
+        /* the waiter met the cancelled ones first and dropped them from
+         * the pool, notified: wait() counts them done at once */
+        size_t ndone = 0;
+        atomic_fetch_add(&lf_bad, conc_wait(g, (size_t)n / 2, 0, CONC_ALL_COMPLETED, NULL, &ndone, NULL, NULL) != 0 ||
+                                      ndone != (size_t)n / 2);
+    }
+    uintptr_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        void *r = NULL;
+        int rc = conc_future_result(g[i], CONC_FOREVER, &r);
+        int code = 0;
+        const char *msg = NULL;
+        if (lf_mode == LF_CANCEL && i < n / 2) {
+            atomic_fetch_add(&lf_bad, rc != CONC_ECANCELLED || atomic_load(&lf_leaf_runs[i]) != 0);
+        } else if (lf_mode == LF_FAIL) {
+            char want[32];
+            snprintf(want, sizeof want, "leaf %d", i);
+            atomic_fetch_add(&lf_bad, rc != CONC_EFAILED ||
+                                          conc_future_exception(g[i], 0, &code, &msg) != 0 || code != CONC_ERANGE ||
+                                          !msg || strcmp(msg, want) != 0);
+        } else if (lf_mode == LF_SHUTDOWN) {
+            /* ran (once), or cancelled by the shutdown before it started */
+            int runs = atomic_load(&lf_leaf_runs[i]);
+            if (rc == 0 && U(r) == (uintptr_t)i * 3 + 1 && runs == 1)
+                atomic_fetch_add(&lf_shut_ran, 1);
+            else if (rc == CONC_ECANCELLED && runs == 0)
+                atomic_fetch_add(&lf_shut_cancelled, 1);
+            else
+                atomic_fetch_add(&lf_bad, 1);
+        } else {
+            atomic_fetch_add(&lf_bad, rc != 0 || U(r) != (uintptr_t)i * 3 + 1 || atomic_load(&lf_leaf_runs[i]) != 1);
+            sum += U(r);
+        }
+        conc_future_free(g[i]);
+    }
+    return P(sum + 1);
+}
+
+/* A, on the waiter. */
+static void *lf_waiter_task(void *arg)
+{
+    (void)arg;
+    atomic_store(&lf_waiter_tid, lf_tid());
+    conc_future_t *f = NULL;
+    if (conc_submit(lf_pool, &f, lf_awaited, NULL) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    /* until the other worker took F and queued its leaves */
+    double dl = tu_now() + 10;
+    while (!atomic_load(&lf_ready) && tu_now() < dl)
+        sched_yield();
+    void *r = NULL;
+    int rc = conc_future_result(f, lf_mode == LF_TIMED ? 30 : CONC_FOREVER, &r);
+    int mine = conc_failure(NULL); /* leaves that failed here did not touch our record */
+    conc_future_free(f);
+    if (rc != 0 || mine != 0)
+        return conc_fail(CONC_EFAILED, "result(F) = %d, the waiter's own failure = %d", rc, mine);
+    return r;
+}
+
+static void lf_case(int mode)
+{
+    lf_mode = mode;
+    atomic_store(&lf_waiter_tid, 0);
+    atomic_store(&lf_ready, 0);
+    atomic_store(&lf_on_waiter, 0);
+    atomic_store(&lf_bad, 0);
+    atomic_store(&lf_shut_ran, 0);
+    atomic_store(&lf_shut_cancelled, 0);
+    for (int i = 0; i < LF_SHUT_N; i++)
+        atomic_store(&lf_leaf_runs[i], 0);
+    conc_thread_pool_opts_t o = {.max_workers = 2, .no_leapfrog = mode == LF_OFF};
+    cr_assert_eq(conc_thread_pool_new(&lf_pool, &o), 0);
+    conc_future_t *a = NULL;
+    cr_assert_eq(conc_submit(lf_pool, &a, lf_waiter_task, NULL), 0);
+    if (mode == LF_SHUTDOWN) {
+        /* shut down (cancelling what is queued) while the waiter leapfrogs */
+        double dl = tu_now() + 10;
+        while (!atomic_load(&lf_on_waiter) && tu_now() < dl)
+            sched_yield();
+        cr_assert_eq(conc_executor_shutdown(lf_pool, true, true), 0);
+    }
+    void *r = NULL;
+    int rc = conc_future_result(a, 30, &r);
+    const char *msg = NULL;
+    int code = 0;
+    conc_future_exception(a, 0, &code, &msg);
+    cr_assert_eq(rc, 0, "mode %d: the waiting task: %d (%s)", mode, rc, msg ? msg : "");
+    conc_future_free(a);
+    cr_assert_eq(conc_executor_free(lf_pool), 0);
+    cr_assert_eq(atomic_load(&lf_bad), 0, "mode %d: %d leaves with a wrong outcome", mode, atomic_load(&lf_bad));
+    bool expect = lf_smp() && mode != LF_TIMED && mode != LF_OFF && mode != LF_EMPTY;
+    if (expect)
+        cr_assert_eq(atomic_load(&lf_on_waiter), 1, "mode %d: no subtask of F ran on the waiting worker", mode);
+    else
+        cr_assert_eq(atomic_load(&lf_on_waiter), 0, "mode %d: a subtask of F ran on the waiting worker", mode);
+    if (mode == LF_PLAIN)
+        cr_assert_eq(U(r), 1 + LF_N + 3 * (LF_N * (LF_N - 1) / 2));
+    if (mode == LF_SHUTDOWN)
+        cr_assert_eq(atomic_load(&lf_shut_ran) + atomic_load(&lf_shut_cancelled), LF_SHUT_N, "ran %d cancelled %d",
+                     atomic_load(&lf_shut_ran), atomic_load(&lf_shut_cancelled));
+    if (!lf_smp())
+        cr_log_info("one CPU: a waiting worker sleeps at once, nothing to leapfrog");
+}
+
+Test(futures_stress, leapfrog_waiter_runs_the_thiefs_subtasks, .timeout = TU_TIMEOUT) { lf_case(LF_PLAIN); }
+Test(futures_stress, leapfrog_meets_cancelled_subtasks, .timeout = TU_TIMEOUT) { lf_case(LF_CANCEL); }
+Test(futures_stress, leapfrog_subtasks_fail_in_their_own_context, .timeout = TU_TIMEOUT) { lf_case(LF_FAIL); }
+Test(futures_stress, leapfrog_not_on_a_timed_wait, .timeout = TU_TIMEOUT) { lf_case(LF_TIMED); }
+Test(futures_stress, leapfrog_off_with_no_leapfrog, .timeout = TU_TIMEOUT) { lf_case(LF_OFF); }
+Test(futures_stress, leapfrog_thief_with_nothing_queued, .timeout = TU_TIMEOUT) { lf_case(LF_EMPTY); }
+Test(futures_stress, leapfrog_during_shutdown_cancel_futures, .timeout = TU_TIMEOUT) { lf_case(LF_SHUTDOWN); }
+
+/* A chain deeper than the inline-run context cache, each link pausing
+ * after its submit so the other worker steals the child: the two workers
+ * leapfrog each other down the chain (each running the other's
+ * grandchildren nested in its wait). */
+#define LFC_DEPTH 80
+static conc_executor_t *lfc_pool;
+static atomic_int lfc_crossed;
+static void *lfc_link(void *arg)
+{
+    uintptr_t d = U(arg) & 0xffff;
+    long parent = (long)(U(arg) >> 16);
+    long me = lf_tid();
+    if (parent && parent != me)
+        atomic_fetch_add(&lfc_crossed, 1);
+    if (d == 0)
+        return P(1);
+    conc_future_t *c = NULL;
+    if (conc_submit(lfc_pool, &c, lfc_link, P((uintptr_t)me << 16 | (d - 1))) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    tu_sleep(0.0003);
+    void *r = NULL;
+    int rc = conc_future_result(c, CONC_FOREVER, &r);
+    conc_future_free(c);
+    if (rc != 0)
+        return conc_fail(rc, "link %u", (unsigned)d);
+    return P(U(r) + 1);
+}
+
+Test(futures_stress, leapfrog_chain_deeper_than_the_context_cache, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(20);
+    if (rounds < 2)
+        rounds = 2;
+    atomic_store(&lfc_crossed, 0);
+    lfc_pool = mkpool(2);
+    for (long k = 0; k < rounds; k++) {
+        conc_future_t *f = NULL;
+        void *r = NULL;
+        cr_assert_eq(conc_submit(lfc_pool, &f, lfc_link, P(LFC_DEPTH)), 0);
+        cr_assert_eq(conc_future_result(f, 60, &r), 0);
+        cr_assert_eq(U(r), LFC_DEPTH + 1);
+        conc_future_free(f);
+    }
+    cr_assert_eq(conc_executor_free(lfc_pool), 0);
+    TU_TRACE("leapfrog chain: %ld rounds of depth %d, %d links ran on another thread than their parent", rounds,
+             LFC_DEPTH, atomic_load(&lfc_crossed));
+}
+
+/* The leapfrog steal takes only entries at or above a base index. */
+Test(futures_stress, deque_steal_min_respects_the_base)
+{
+    conc__deque_t d;
+    cr_assert_eq(conc__deque_init(&d, 4), 0);
+    conc_future_t *items[6];
+    size_t base0 = conc__deque_bottom(&d);
+    for (int i = 0; i < 6; i++) {
+        items[i] = (conc_future_t *)P(0x1000 + 16 * i);
+        cr_assert(conc__deque_push(&d, items[i])); /* grows past 4 */
+    }
+    cr_assert_null(conc__deque_steal_min(&d, base0 + 2), "the top entry is below the base");
+    cr_assert_eq(conc__deque_steal_min(&d, base0), items[0]);
+    cr_assert_null(conc__deque_steal_min(&d, base0 + 2));
+    cr_assert_eq(conc__deque_steal_min(&d, base0 + 1), items[1]);
+    cr_assert_eq(conc__deque_steal_min(&d, base0 + 2), items[2]);
+    cr_assert_eq(conc__deque_pop(&d), items[5]);
+    cr_assert_eq(conc__deque_pop(&d), items[4]);
+    cr_assert_eq(conc__deque_steal_min(&d, base0), items[3]);
+    cr_assert_null(conc__deque_steal_min(&d, base0), "empty");
+    cr_assert_null(conc__deque_pop(&d));
+    conc__deque_destroy(&d);
+}

@@ -36,9 +36,12 @@
  * waits without a timeout (result, exception, wait with ALL_COMPLETED,
  * map) on a future of its own pool runs that task itself if it has not
  * started — in a context of its own, as if on another worker — so tasks
- * that wait on their subtasks never deadlock the pool. Timed waits never
- * run tasks (a task could overrun the timeout): as in Python, a timed wait
- * for work queued behind busy workers just times out.
+ * that wait on their subtasks never deadlock the pool. If another worker
+ * runs it already, the waiter may run, meanwhile, subtasks that task (or
+ * its subtasks) queued (leapfrogging; never an unrelated task; off with
+ * conc_thread_pool_opts_t.no_leapfrog). Timed waits never run tasks (a
+ * task could overrun the timeout): as in Python, a timed wait for work
+ * queued behind busy workers just times out.
  *
  * Timeouts (the rule of conc/base.h): every wait here — result,
  * exception, wait, as_completed, map — treats a negative timeout as
@@ -248,6 +251,11 @@ typedef struct conc_thread_pool_opts {
      * initializer's code and message; later submits return CONC_EBROKEN. */
     void (*initializer)(void *arg);
     void *initarg;
+    /* true: a worker waiting on a task that another worker runs never runs
+     * that task's subtasks meanwhile (leapfrogging, docs/futures.md): for
+     * tasks that submit subtasks they do not wait for, which block on
+     * something the waiting task does only after its wait. */
+    bool no_leapfrog;
 } conc_thread_pool_opts_t;
 
 /* A ThreadPoolExecutor. Workers start lazily (one per submit while fewer

@@ -70,6 +70,23 @@ conc_future_t *conc__deque_steal(conc__deque_t *d)
     return f;
 }
 
+conc_future_t *conc__deque_steal_min(conc__deque_t *d, size_t min)
+{
+    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    if ((intptr_t)(t - min) < 0)
+        return NULL;
+    conc__fence_full();
+    size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
+    if ((intptr_t)(b - t) <= 0)
+        return NULL;
+    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_consume);
+    conc_future_t *f = atomic_load_explicit(&a->slot[t & (a->size - 1)], memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return NULL;
+    return f;
+}
+
 size_t conc__deque_steal_batch(conc__deque_t *d, conc_future_t **out, size_t max)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_acquire);

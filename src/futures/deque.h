@@ -96,6 +96,14 @@ static inline conc_future_t *conc__deque_peek(conc__deque_t *d)
 }
 
 conc_future_t *conc__deque_steal(conc__deque_t *d); /* anyone; NULL: empty or lost a race */
+/* The same, but only an item at index min or above (pushed when bottom
+ * was min or more): NULL also when the top is below min. */
+conc_future_t *conc__deque_steal_min(conc__deque_t *d, size_t min);
+/* Owner only: the index the next push uses. */
+static inline size_t conc__deque_bottom(conc__deque_t *d)
+{
+    return atomic_load_explicit(&d->bottom, memory_order_relaxed);
+}
 /* Steal up to max items at once (about half of what is there) into out[];
  * returns how many. Only for deques whose owner never pops (outside
  * submitters' deques): an owner pop could race for the same items. */

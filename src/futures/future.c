@@ -720,9 +720,11 @@ int conc__future_wait_done(conc_future_t *f, int64_t deadline)
     /* Waiting without a timeout, a worker of the pool that queued f runs f
      * itself if it has not started yet (its queue entry is skipped later),
      * so tasks waiting on their subtasks cannot deadlock the pool, even
-     * with one worker. It does not run unrelated tasks: one could need a
-     * lock the waiting task holds. Timed waits keep Python's semantics and
-     * never run a task, which could overrun the timeout. */
+     * with one worker; if another worker runs f, the waiter may run f's
+     * own subtasks meanwhile (leapfrogging, pool.c). It does not run
+     * unrelated tasks: one could need a lock the waiting task holds. Timed
+     * waits keep Python's semantics and never run a task, which could
+     * overrun the timeout. */
     if (deadline == CONC__NO_DEADLINE && f->owner && (conc__pool_run_inline(f) || conc__pool_wait_running(f)))
         return 0;
     if (deadline == 0)

@@ -106,7 +106,8 @@ extern atomic_ulong conc__queued_cancels;
 bool conc__pool_run_inline(conc_future_t *f);
 
 /* pool.c: if the calling thread is a worker of f's pool and f runs on
- * another worker, wait for it a while without sleeping; true if f
+ * another worker, wait for it a while without sleeping, running f's
+ * subtasks from that worker's deque meanwhile (leapfrogging); true if f
  * finished meanwhile (see pool.c). */
 bool conc__pool_wait_running(conc_future_t *f);
 

@@ -26,8 +26,10 @@
  * Waiting runs the awaited task: a worker that waits without a timeout
  * on a not-yet-started future of its own pool runs it on the spot, in a
  * context of its own (conc__pool_run_inline), so tasks that wait on their
- * subtasks cannot deadlock the pool. It runs that task only, never an
- * unrelated one (which could need a lock the waiter holds). When the task
+ * subtasks cannot deadlock the pool. If another worker (a thief) runs it
+ * already, the waiter runs that task's subtasks from the thief's deque
+ * meanwhile (leapfrogging, conc__pool_wait_running), never an unrelated
+ * task (which could need a lock the waiter holds). When the task
  * is one of the two newest entries of the worker's own deque (fork-join:
  * submit a, submit b, wait a), the wait takes it out (popping b first and
  * pushing it back, where thieves find it), so no stale entry is left and
@@ -68,6 +70,7 @@
 #define IDLE_SPIN_YIELD_EVERY 16 /* polls of the idle spin between two yields */
 #define IDLE_SPIN_PURE 128        /* polls before the first yield */
 #define WAIT_RUNNING_NS 200000 /* conc__pool_wait_running: how long at most */
+#define LF_POLL_EVERY 16 /* conc__pool_wait_running: polls of f between two leapfrog tries */
 #define INL_CACHE 32 /* inline-run contexts a worker keeps (one per nesting depth) */
 
 typedef struct pool pool_t;
@@ -81,6 +84,14 @@ typedef struct worker {
     unsigned inl_depth;           /* inline runs (conc__pool_run_inline) open now */
     unsigned long seen_cancels;   /* conc__queued_cancels when a drop_stale last emptied its deque */
     conc__ctx_t *inl[INL_CACHE];  /* their contexts, one per depth, kept for reuse */
+    /* Leapfrogging (see conc__pool_wait_running): the task this worker
+     * runs whose subtasks are every entry of its deque at index lf_base
+     * and above (NULL: none), under a sequence count (odd while it
+     * changes), so a waiter can tell that nothing changed between reading
+     * the record and a steal. Written by the owner only. */
+    atomic_ulong lf_seq;
+    _Atomic(conc_future_t *) lf;
+    atomic_size_t lf_base;
 } worker_t;
 
 struct pool {
@@ -90,6 +101,7 @@ struct pool {
     char prefix[64];
     void (*initializer)(void *);
     void *initarg;
+    bool no_leapfrog;
 
     conc_lock_t lock;             /* workers[], ext registration, shutdown */
     worker_t **workers;           /* max_workers slots */
@@ -168,7 +180,7 @@ static conc_future_t *steal_from(conc__deque_t *d)
  * worker takes a batch, runs the oldest and keeps the rest in its own
  * deque, where other workers can steal them; short ones are taken one
  * item at a time, so a few queued tasks go to as many workers. */
-static conc_future_t *steal_any(pool_t *p, worker_t *self)
+static conc_future_t *steal_any(pool_t *p, worker_t *self, bool *from_worker)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     size_t e = atomic_load_explicit(&p->next_, memory_order_acquire);
@@ -178,6 +190,8 @@ static conc_future_t *steal_any(pool_t *p, worker_t *self)
         worker_t *w = p->workers[(start + k) % n];
         if (w && w != self && (f = steal_from(&w->dq))) {
             CONC__STAT(CONC__ST_STEAL);
+            if (from_worker)
+                *from_worker = true;
             return f;
         }
     }
@@ -302,6 +316,50 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
     return c;
 }
 
+/* Set w's leapfrog record (owner only; a seqlock write). */
+static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
+{
+    /* (Release stores, not fences, which ThreadSanitizer does not model:
+     * a waiter that reads the new record sees the count go odd.) */
+    unsigned long q = atomic_load_explicit(&w->lf_seq, memory_order_relaxed);
+    atomic_store_explicit(&w->lf_seq, q + 1, memory_order_relaxed);
+    atomic_store_explicit(&w->lf_base, base, memory_order_release);
+    atomic_store_explicit(&w->lf, f, memory_order_release);
+    atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
+}
+
+/* Before a worker publishes a task's outcome: it is idle again, and the
+ * task's leapfrog record goes (before the outcome is out: once it is, the
+ * future may be freed and reused). */
+static void worker_done(void *arg)
+{
+    worker_t *w = arg;
+    if (atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, NULL, 0);
+    add_token(w->pool);
+}
+
+/* A worker runs f, which it stole from another worker's deque with its
+ * own deque empty: run() with a leapfrog record for f (its subtasks are
+ * what the worker pushes from now on). Only such tasks get one: a waiter
+ * on a task a thief runs is usually the task that submitted it, on the
+ * worker it was stolen from (fork-join); tasks taken from outside
+ * submitters' deques (pool.throughput's) cost nothing more. */
+static void run_recorded(worker_t *w, conc_future_t *f)
+{
+    pool_t *p = w->pool;
+    if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
+        fail_broken(p, f);
+        conc_future_free(f);
+        return;
+    }
+    lf_set(w, f, conc__deque_bottom(&w->dq));
+    conc__future_run_hook(f, worker_done, w);
+    if (atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, NULL, 0); /* cancelled: the hook did not run */
+    conc_future_free(f);
+}
+
 /* Push f, which w just popped, back onto w's own deque (the slot just
  * freed: cannot fail). A worker that looked meanwhile may have gone to
  * sleep: wake it as a submit would (see pool_submit and fence.h). */
@@ -388,6 +446,11 @@ bool conc__pool_run_inline(conc_future_t *f)
     } else {
         tidy = above != NULL; /* f deeper in our deque, or in another one */
     }
+    /* Not from the top of our deque, f need not be a subtask of the task
+     * our leapfrog record names: what f pushes must not count as one. */
+    conc_future_t *rec = popped ? NULL : atomic_load_explicit(&w->lf, memory_order_relaxed);
+    if (rec)
+        lf_set(w, NULL, 0);
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
     w->inl_depth += cached;
@@ -396,6 +459,8 @@ bool conc__pool_run_inline(conc_future_t *f)
     bool ran = popped ? conc__future_run_owned(f, NULL, NULL) : conc__future_run(f);
     w->inl_depth -= cached;
     conc__ctx_bind(caller);
+    if (rec) /* what f left in our deque stays below the record's base */
+        lf_set(w, rec, conc__deque_bottom(&w->dq));
     if (!cached)
         conc__lockdep_ctx_exit(&stack_ctx);
     /* A cancelled entry below is dropped (and notified, so wait() counts
@@ -407,15 +472,136 @@ bool conc__pool_run_inline(conc_future_t *f)
     return ran;
 }
 
+/* ---------------------------------------------------------- leapfrog
+ *
+ * A worker that waits on f while another worker, the thief, runs it may
+ * run f's subtasks meanwhile, taken from the thief's deque (Wagner &
+ * Calder's leapfrogging): what f submitted, or its subtasks did — in
+ * fork-join code work f's result depends on — never an unrelated task.
+ * (The one hazard, a subtask f does not wait for that blocks until the
+ * waiter goes on, and the no_leapfrog option: docs/futures.md.) What
+ * tells them apart is the thief's leapfrog record (lf, lf_base, lf_seq):
+ * a worker that starts a task it stole from another worker's deque (its
+ * own is empty then), or leapfrogs one with its own deque empty, records
+ * it with the deque's bottom, so every entry at that index or above was
+ * pushed while the task ran, by the task or by tasks it ran
+ * on that thread (its subtasks, theirs, ...). The record goes before the
+ * task's outcome is published, is cleared while the worker runs a task
+ * that need not belong to it (a foreign inline run), and comes back with
+ * a base above whatever such a run left behind. The waiter reads the
+ * record, steals at or above the base, and re-reads the sequence count:
+ * unchanged, the entry was pushed under the record (a push after a change
+ * would have made the change visible with it); changed, the entry goes
+ * back into the pool through the waiter's own deque, below its own
+ * record's base. */
+
+/* The worker whose record names f, or NULL. */
+static worker_t *lf_find(pool_t *p, worker_t *self, conc_future_t *f)
+{
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        worker_t *x = p->workers[i];
+        if (x != self && atomic_load_explicit(&x->lf, memory_order_relaxed) == f)
+            return x;
+    }
+    return NULL;
+}
+
+/* g was stolen but is not provably f's: queue it again on w's own deque,
+ * below the base of w's own record (it is not a subtask of that either). */
+static void lf_requeue(worker_t *w, conc_future_t *g)
+{
+    conc_future_t *rec = atomic_load_explicit(&w->lf, memory_order_relaxed);
+    if (rec)
+        lf_set(w, rec, conc__deque_bottom(&w->dq) + 1);
+    put_back(w, g);
+}
+
+typedef struct {
+    worker_t *w;
+    conc_future_t *rec; /* w's record before the run */
+    bool done;
+} lf_restore_t;
+
+/* Before a leapfrogged task's outcome is out: w's record is the one it had
+ * before, based above what the task left in w's deque. */
+static void lf_restore(void *arg)
+{
+    lf_restore_t *r = arg;
+    worker_t *w = r->w;
+    if (r->rec || atomic_load_explicit(&w->lf, memory_order_relaxed))
+        lf_set(w, r->rec, conc__deque_bottom(&w->dq));
+    r->done = true;
+}
+
+/* Run g, stolen from f's thief, in a context of its own (as an inline run;
+ * it dropped the pool's reference with its outcome). */
+static void lf_run(worker_t *w, conc_future_t *g)
+{
+    lf_restore_t r = {w, atomic_load_explicit(&w->lf, memory_order_relaxed), false};
+    size_t b = conc__deque_bottom(&w->dq);
+    if (atomic_load_explicit(&w->dq.top, memory_order_relaxed) == b)
+        lf_set(w, g, b); /* our deque is empty: g's subtasks are what we push now */
+    else if (r.rec)
+        lf_set(w, NULL, 0);
+    conc__ctx_t *caller = conc__ctx();
+    conc__ctx_t stack_ctx;
+    conc__ctx_t *tmp = inline_ctx(w, w->inl_depth);
+    if (!tmp) {
+        conc__ctx_init(&stack_ctx);
+        tmp = &stack_ctx;
+    }
+    tmp->thread = caller->thread;
+    tmp->spin_ns = caller->spin_ns;
+    conc__ctx_bind(tmp);
+    bool cached = tmp != &stack_ctx;
+    w->inl_depth += cached;
+    conc__future_run_owned(g, lf_restore, &r);
+    w->inl_depth -= cached;
+    conc__ctx_bind(caller);
+    if (!cached)
+        conc__lockdep_ctx_exit(&stack_ctx);
+    if (!r.done) /* cancelled: it did not run */
+        lf_restore(&r);
+}
+
+/* One try: take a subtask of f from x's deque and run it. True if
+ * something was taken (run, or queued again). */
+static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
+{
+    unsigned long q = atomic_load_explicit(&x->lf_seq, memory_order_acquire);
+    conc_future_t *rec = atomic_load_explicit(&x->lf, memory_order_acquire);
+    size_t base = atomic_load_explicit(&x->lf_base, memory_order_acquire);
+    if ((q & 1) || rec != f)
+        return false;
+    /* A look before the steal's fence: usually there is nothing. */
+    size_t t = atomic_load_explicit(&x->dq.top, memory_order_relaxed);
+    if ((intptr_t)(t - base) < 0 ||
+        (intptr_t)(atomic_load_explicit(&x->dq.bottom, memory_order_relaxed) - t) <= 0)
+        return false;
+    conc_future_t *g = conc__deque_steal_min(&x->dq, base);
+    if (!g)
+        return false;
+    if (atomic_load_explicit(&x->lf_seq, memory_order_seq_cst) != q) {
+        lf_requeue(w, g);
+        return true;
+    }
+    CONC__STAT(CONC__ST_STEAL);
+    lf_run(w, g);
+    return true;
+}
+
 /* A worker waits without a timeout on f, which another worker of the
- * pool runs now: keep this CPU awake for a while instead of sleeping in
- * the kernel at once — spinning, and yielding it to any other runnable
- * thread every few microseconds. Such waits (a subtask that a thief took)
- * are usually short, and a sleeping thread's wake-up costs the waker a
- * futex call and the sleeper the time its CPU takes to come out of its
- * halt (on a virtual machine an interrupt through the host: tens of us).
- * Only for a worker's own OS-thread context with no timeout scope open:
- * nothing but f's end can end such a wait. True: f finished meanwhile. */
+ * pool runs now. While f's thief has f's subtasks queued, run them
+ * (leapfrogging, above); otherwise keep this CPU awake for a while
+ * instead of sleeping in the kernel at once — spinning, and yielding it
+ * to any other runnable thread every few microseconds. Such waits (a
+ * subtask that a thief took) are usually short, and a sleeping thread's
+ * wake-up costs the waker a futex call and the sleeper the time its CPU
+ * takes to come out of its halt (on a virtual machine an interrupt
+ * through the host: tens of us). Only for a worker's own OS-thread
+ * context with no timeout scope open: nothing but f's end can end such a
+ * wait. True: f finished meanwhile. */
 bool conc__pool_wait_running(conc_future_t *f)
 {
     worker_t *w = tl_worker;
@@ -424,11 +610,25 @@ bool conc__pool_wait_running(conc_future_t *f)
     conc__ctx_t *c = conc__ctx();
     if (c->ops || c->nscopes)
         return false;
+    pool_t *p = w->pool;
+    worker_t *thief = NULL;
     int64_t end = conc__now_ns() + WAIT_RUNNING_NS;
     for (unsigned k = 1;; k++) {
         uint64_t s = conc__load(&f->sw, ACQ);
         if ((s & FS_MASK) != CONC_FUTURE_RUNNING || (s & FS_COMPLETING) == 0)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
+        /* Every few polls only: the thief's deque and record are on lines
+         * it writes all the time. */
+        if (k % LF_POLL_EVERY == 1 && !p->no_leapfrog && (thief || (thief = lf_find(p, w, f))) &&
+            !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
+            if (lf_try(w, thief, f)) {
+                end = conc__now_ns() + WAIT_RUNNING_NS;
+                k = 0; /* look again at once */
+                continue;
+            }
+            if (atomic_load_explicit(&thief->lf, memory_order_relaxed) != f)
+                thief = NULL;
+        }
         conc__cpu_relax();
         if (k % 64 == 0) {
             sched_yield();
@@ -470,7 +670,7 @@ static void break_pool(pool_t *p, int code, const char *msg)
     conc_lock_release(&p->lock);
     /* Fail everything queued now; later arrivals fail in run(). */
     conc_future_t *f;
-    while ((f = steal_any(p, NULL)) != NULL) {
+    while ((f = steal_any(p, NULL, NULL)) != NULL) {
         fail_broken(p, f);
         conc_future_free(f);
     }
@@ -494,10 +694,14 @@ static void *worker_main(void *arg)
     }
     for (;;) {
         conc_future_t *f = conc__deque_pop(&w->dq);
+        bool from_worker = false;
         if (!f)
-            f = steal_any(p, w);
+            f = steal_any(p, w, &from_worker); /* our deque is empty */
         if (f) {
-            run(p, f);
+            if (from_worker)
+                run_recorded(w, f);
+            else
+                run(p, f);
             if (conc__future_woke_sleeper) {
                 /* Its outcome woke a thread that slept in the kernel (a
                  * caller in result()): let it have this CPU at once.
@@ -734,7 +938,7 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
     conc_lock_release(&p->lock);
     if (cancel_futures) {
         conc_future_t *f;
-        while ((f = steal_any(p, NULL)) != NULL) {
+        while ((f = steal_any(p, NULL, NULL)) != NULL) {
             conc_future_cancel(f);
             conc__future_notify_cancel(f); /* dropped: wait() may count it */
             conc_future_free(f);
@@ -772,7 +976,7 @@ static void pool_destroy(conc_executor_t *ex)
     bool last = registry_remove(p);
     /* Anything left (submitted after the workers were gone) is cancelled. */
     conc_future_t *f;
-    while ((f = steal_any(p, NULL)) != NULL) {
+    while ((f = steal_any(p, NULL, NULL)) != NULL) {
         conc_future_cancel(f);
         conc__future_notify_cancel(f);
         conc_future_free(f);
@@ -889,6 +1093,7 @@ int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *o
         snprintf(p->prefix, sizeof p->prefix, "ThreadPoolExecutor-%lu", p->gen - 1);
     p->initializer = o.initializer;
     p->initarg = o.initarg;
+    p->no_leapfrog = o.no_leapfrog;
     pthread_once(&atexit_once, atexit_init);
     conc__membarrier_init();
     conc__lock_hold(&registry_lock);
