@@ -16,7 +16,8 @@
  *
  * The impls:
  *   conc    conc_thread_pool_new with max_workers = cores, created once per
- *           row; conc_submit per task (each has its own future), then
+ *           row (for pool.nested with .leapfrog = true, as docs/futures.md
+ *           recommends for fork-join code); conc_submit per task (each has its own future), then
  *           conc_future_result on each (in submission order) and
  *           conc_future_free, all inside the clock
  *   tbb     tbb::task_group::run + wait() in a task_arena of `cores`
@@ -212,12 +213,16 @@ static long slots_bad(long n)
 
 static conc_executor_t *g_ex; /* the current row's pool */
 
-static int conc_pool(char *why, size_t whylen)
+/* leapfrog: the pool of the nested row (fork-join: docs/futures.md
+ * recommends .leapfrog there); the other rows use the default pool. A
+ * fresh pool is made per row, so the row's first call decides. */
+static int conc_pool_for(bool leapfrog, char *why, size_t whylen)
 {
     if (g_ex)
         return 0;
     conc_thread_pool_opts_t o = {0};
     o.max_workers = (size_t)g_workers;
+    o.leapfrog = leapfrog;
     o.thread_name_prefix = "bench";
     int rc = conc_thread_pool_new(&g_ex, &o);
     if (rc != 0) {
@@ -235,6 +240,11 @@ static void conc_pool_free(void)
             fprintf(stderr, "futures_bench: conc_executor_free: %s\n", conc_errname(rc));
     }
     g_ex = NULL;
+}
+
+static int conc_pool(char *why, size_t whylen)
+{
+    return conc_pool_for(false, why, whylen);
 }
 
 static conc_future_t **g_fs;
@@ -345,7 +355,7 @@ static long conc_fib(int n)
 
 static double conc_nested(long *value, char *why, size_t whylen)
 {
-    if (conc_pool(why, whylen) != 0)
+    if (conc_pool_for(true, why, whylen) != 0)
         return NAN;
     atomic_store(&g_conc_fib_err, 0);
     double t0 = bench_now();

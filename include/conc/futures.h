@@ -37,9 +37,10 @@
  * map) on a future of its own pool runs that task itself if it has not
  * started — in a context of its own, as if on another worker — so tasks
  * that wait on their subtasks never deadlock the pool. If another worker
- * runs it already, the waiter may run, meanwhile, subtasks that task (or
- * its subtasks) queued (leapfrogging; never an unrelated task; off with
- * conc_thread_pool_opts_t.no_leapfrog). Timed waits never run tasks (a
+ * runs it already, the waiter runs nothing (Python's semantics) unless the
+ * pool was made with conc_thread_pool_opts_t.leapfrog: then it may run,
+ * meanwhile, subtasks that task (or its subtasks) queued (never an
+ * unrelated task). Timed waits never run tasks (a
  * task could overrun the timeout): as in Python, a timed wait for work
  * queued behind busy workers just times out.
  *
@@ -251,11 +252,13 @@ typedef struct conc_thread_pool_opts {
      * initializer's code and message; later submits return CONC_EBROKEN. */
     void (*initializer)(void *arg);
     void *initarg;
-    /* true: a worker waiting on a task that another worker runs never runs
-     * that task's subtasks meanwhile (leapfrogging, docs/futures.md): for
-     * tasks that submit subtasks they do not wait for, which block on
-     * something the waiting task does only after its wait. */
-    bool no_leapfrog;
+    /* true: a worker waiting (without a timeout) on a task that another
+     * worker runs may run that task's subtasks meanwhile (leapfrogging,
+     * docs/futures.md): faster recursive fork-join, where every task waits
+     * for the subtasks it submits. Off by default (Python's waits run
+     * nothing): with it, a subtask its parent does not wait for, which
+     * blocks until the waiting task goes on after its wait, deadlocks. */
+    bool leapfrog;
 } conc_thread_pool_opts_t;
 
 /* A ThreadPoolExecutor. Workers start lazily (one per submit while fewer

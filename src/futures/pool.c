@@ -27,8 +27,8 @@
  * on a not-yet-started future of its own pool runs it on the spot, in a
  * context of its own (conc__pool_run_inline), so tasks that wait on their
  * subtasks cannot deadlock the pool. If another worker (a thief) runs it
- * already, the waiter runs that task's subtasks from the thief's deque
- * meanwhile (leapfrogging, conc__pool_wait_running), never an unrelated
+ * already, a pool made with .leapfrog runs that task's subtasks from the
+ * thief's deque meanwhile (leapfrogging, conc__pool_wait_running), never an unrelated
  * task (which could need a lock the waiter holds). When the task
  * is one of the two newest entries of the worker's own deque (fork-join:
  * submit a, submit b, wait a), the wait takes it out (popping b first and
@@ -101,7 +101,7 @@ struct pool {
     char prefix[64];
     void (*initializer)(void *);
     void *initarg;
-    bool no_leapfrog;
+    bool leapfrog;
 
     conc_lock_t lock;             /* workers[], ext registration, shutdown */
     worker_t **workers;           /* max_workers slots */
@@ -478,8 +478,9 @@ bool conc__pool_run_inline(conc_future_t *f)
  * run f's subtasks meanwhile, taken from the thief's deque (Wagner &
  * Calder's leapfrogging): what f submitted, or its subtasks did — in
  * fork-join code work f's result depends on — never an unrelated task.
- * (The one hazard, a subtask f does not wait for that blocks until the
- * waiter goes on, and the no_leapfrog option: docs/futures.md.) What
+ * Only in pools that ask for it (conc_thread_pool_opts_t.leapfrog; off
+ * by default, as Python's waits run nothing): the one hazard, a subtask f
+ * does not wait for that blocks until the waiter goes on, docs/futures.md.) What
  * tells them apart is the thief's leapfrog record (lf, lf_base, lf_seq):
  * a worker that starts a task it stole from another worker's deque (its
  * own is empty then), or leapfrogs one with its own deque empty, records
@@ -619,7 +620,7 @@ bool conc__pool_wait_running(conc_future_t *f)
             return (s & FS_MASK) == CONC_FUTURE_FINISHED; /* finished, or not a plain run */
         /* Every few polls only: the thief's deque and record are on lines
          * it writes all the time. */
-        if (k % LF_POLL_EVERY == 1 && !p->no_leapfrog && (thief || (thief = lf_find(p, w, f))) &&
+        if (k % LF_POLL_EVERY == 1 && p->leapfrog && (thief || (thief = lf_find(p, w, f))) &&
             !atomic_load_explicit(&p->broken, memory_order_relaxed)) {
             if (lf_try(w, thief, f)) {
                 end = conc__now_ns() + WAIT_RUNNING_NS;
@@ -1093,7 +1094,7 @@ int conc_thread_pool_new(conc_executor_t **out, const conc_thread_pool_opts_t *o
         snprintf(p->prefix, sizeof p->prefix, "ThreadPoolExecutor-%lu", p->gen - 1);
     p->initializer = o.initializer;
     p->initarg = o.initarg;
-    p->no_leapfrog = o.no_leapfrog;
+    p->leapfrog = o.leapfrog;
     pthread_once(&atexit_once, atexit_init);
     conc__membarrier_init();
     conc__lock_hold(&registry_lock);
