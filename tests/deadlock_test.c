@@ -826,6 +826,42 @@ Test(deadlock, owner_is_written_before_tracked, .timeout = TU_TIMEOUT)
     cr_expect_eq(rc, CONC_ETIMEDOUT, "held by the taker: got %d", rc);
 }
 
+/* With lock debugging on, a Condition over a Lock marks the Lock as
+ * taken (TRACKED, owner) after its wait's relock — unless the Lock was
+ * released meanwhile (any thread may release a Lock; here the test hook
+ * does, in that window): a free Lock must not carry TRACKED. */
+static conc_lock_t CL = CONC_LOCK_INIT;
+static _Atomic int cl_released;
+static void release_in_window(conc_lock_t *l)
+{
+    if (l == &CL && !atomic_exchange(&cl_released, 1))
+        conc_lock_release(l);
+}
+
+Test(deadlock, cond_relock_released_in_the_window_leaves_no_tracked_bit, .timeout = TU_TIMEOUT)
+{
+    NEED_OBSERVE();
+    conc_cond_t c;
+    cr_assert_eq(conc_cond_init(&c, &CL), 0);
+    cr_assert_eq(conc_debug_enable(CONC_DEBUG_LOCKORDER), 0);
+    cr_assert_eq(conc_lock_acquire(&CL, true, CONC_FOREVER), 0);
+    cr_expect_eq(CL.state, 1u | 4u, "taken with debugging on: LOCKED | TRACKED, got %#x", CL.state);
+    atomic_store(&cl_released, 0);
+    conc__lock_dbg_test_hook = release_in_window;
+    int rc = conc_cond_wait(&c, 0.01); /* times out, relocks; the hook releases */
+    conc__lock_dbg_test_hook = NULL;
+    unsigned st = CL.state;
+    cr_expect_eq(rc, CONC_ETIMEDOUT);
+    cr_expect(atomic_load(&cl_released), "the relock did not pass the hook");
+    cr_expect_eq(st, 0u, "a free lock with bits left: %#x", st);
+    cr_assert_eq(conc_lock_acquire(&CL, false, CONC_FOREVER), 0);
+    cr_expect_eq(CL.state, 1u | 4u, "taken again: LOCKED | TRACKED, got %#x", CL.state);
+    cr_assert_eq(conc_lock_release(&CL), 0);
+    cr_expect_eq(CL.state, 0u);
+    conc_debug_disable(CONC_DEBUG_LOCKORDER);
+    conc_debug_forget(&CL);
+}
+
 /* More Locks held than lockdep's held stack has room for (32), released
  * out of order: the stack must not keep a released lock (which would make
  * a false lock-order edge and report). */

@@ -133,9 +133,17 @@ CONC_API const conc_registration_t *conc_registry_find_fn(void (*fn)(void));
 
 #ifdef __cplusplus
 } /* extern "C" */
-static inline int conc__sig_of(conc_process_fn) { return CONC_SIG_PROCESS; }
-static inline int conc__sig_of(void *(*)(void *)) { return CONC_SIG_TASK; }
-template <class F> static inline int conc__sig_of(F) { return CONC_SIG_OTHER; }
+/* constexpr: CONC_REGISTER's entry is then initialised statically, before
+ * any constructor registers it (a dynamic initialiser may run after the
+ * constructor: clang++ registered an empty entry). Since C++17 noexcept is
+ * part of a function's type: a noexcept function has the same tag. */
+static constexpr inline int conc__sig_of(conc_process_fn) { return CONC_SIG_PROCESS; }
+static constexpr inline int conc__sig_of(void *(*)(void *)) { return CONC_SIG_TASK; }
+#if defined(__cpp_noexcept_function_type)
+static constexpr inline int conc__sig_of(int (*)(const void *, size_t) noexcept) { return CONC_SIG_PROCESS; }
+static constexpr inline int conc__sig_of(void *(*)(void *) noexcept) { return CONC_SIG_TASK; }
+#endif
+template <class F> static constexpr inline int conc__sig_of(F) { return CONC_SIG_OTHER; }
 #define CONC__SIG_OF(fn) conc__sig_of(fn)
 extern "C" {
 #else

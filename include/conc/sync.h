@@ -53,7 +53,8 @@ typedef struct conc__waitq {
 typedef struct conc_lock {
     unsigned int state; /* bit 0 locked, bit 1 a release must go out of line
                            (waiters to wake), bit 2 tracked by lock-order
-                           checking, bit 3 reserved for a waiter (atomic) */
+                           checking, bit 3 reserved for a waiter, with
+                           the fork generation in bits 8-31 (atomic) */
     unsigned int owner; /* private: serial of its last acquirer, as far as
                            known (lock debugging, conc/deadlock.h) (atomic) */
     conc__waitq_t q;

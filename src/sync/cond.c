@@ -109,9 +109,10 @@ static int conc__cond_wait_dl(conc_cond_t *c, int64_t deadline, bool *intr)
     }
     if (conc__obs_on(CONC__OBS_LOCKDBG)) {
         conc_lock_t *l = c->kind == KIND_LOCK ? (conc_lock_t *)c->lock : &r->lock;
-        conc__store(&l->owner, conc__ctx()->serial, RLX);
         if (c->kind == KIND_LOCK)
-            atomic_fetch_or_explicit(CONC__A(&l->state), 4u /* TRACKED: lock.c */, RLX);
+            conc__lock_track(l, conc__ctx()->serial); /* not if released meanwhile */
+        else
+            conc__store(&l->owner, conc__ctx()->serial, RLX);
         if (conc__obs_on(CONC__OBS_LOCKORDER))
             conc__lockdep_acquired(c->kind == KIND_LOCK ? (void *)l : (void *)r,
                                    c->kind == KIND_LOCK ? CONC__WAIT_LOCK : CONC__WAIT_RLOCK);

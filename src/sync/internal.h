@@ -6,9 +6,13 @@
 #include "core/park.h"
 
 int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline);
-/* Test hook (lock.c): the debug acquire calls it once it holds l, before
- * l is marked TRACKED. NULL: none. */
+/* Test hook (lock.c): the debug acquire (and a condition's relock) calls
+ * it once it holds l, before l is marked TRACKED. NULL: none. */
 extern void (*conc__lock_dbg_test_hook)(conc_lock_t *l);
+/* Lock debugging, once the caller took l: record serial as its holder and
+ * mark l TRACKED — unless l was released meanwhile (any thread may release
+ * a Lock): a free lock never carries TRACKED (lock.c). */
+void conc__lock_track(conc_lock_t *l, unsigned serial);
 /* Acquire with a deadline (CONC__NO_DEADLINE, 0 = try once). */
 static inline int conc__lock_acquire_dl(conc_lock_t *l, int64_t deadline)
 {

@@ -68,6 +68,12 @@ CONC_API unsigned int conc__lock_hooks;
 #define TRACKED 4u  /* taken with lock debugging on: owner is the acquirer; release goes out of line */
 #define RESERVED 8u /* free, handed to the waiter that asked (HANDOFF) */
 #define HELD (LOCKED | RESERVED)
+/* Bits 8-31 of state while RESERVED: the fork generation of the handoff
+ * (GEN_SHIFT below). A fork that left the waiter it was handed to behind
+ * leaves a stale RESERVED: the lock is free in the child (Python: only the
+ * forking thread survives; a lock merely promised to another is nobody's),
+ * which the slow path's entry makes true (reserved_drop_stale). */
+#define RGEN_BITS 0xffffff00u
 
 /* ctl (q.reserved, under the guard) */
 #define WAITERS 1u
@@ -92,6 +98,17 @@ static inline void ctl_set(conc_lock_t *l, unsigned bits)
     CTL(l) = (CTL(l) & 0xffu) | bits | (gen_now() << GEN_SHIFT);
 }
 static inline bool waiter_stale(const conc__waiter_t *w) { return (w->data >> GEN_SHIFT) != gen_now(); }
+/* A RESERVED state of an older fork generation: nobody here will take it. */
+static inline bool reserved_stale(unsigned s) { return (s & RESERVED) && (s >> GEN_SHIFT) != gen_now(); }
+/* Free a lock a fork left reserved for a thread that is gone (cold: only
+ * in such a child, once; nothing sets a stale RESERVED again). */
+static __attribute__((noinline, cold)) void reserved_drop_stale(conc_lock_t *l)
+{
+    unsigned s = conc__load(&l->state, RLX);
+    while (reserved_stale(s) &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s & ~(RESERVED | RGEN_BITS), RLX, RLX)) {
+    }
+}
 
 /* How long a candidate polls before it sleeps (it is the only one). */
 #ifndef CONC__LOCK_CAND_NS
@@ -237,6 +254,8 @@ int conc__lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 
 static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
 {
+    if (__builtin_expect(conc__load(&l->state, RLX) & RESERVED, 0))
+        reserved_drop_stale(l);
     if (lock_take(l))
         return 0;
     if (deadline == 0)
@@ -346,7 +365,8 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
             if (asked_cand)
                 CTL(l) &= ~CAND;
             unsigned want2 = act_of(CTL(l)), s2 = conc__load(&l->state, RLX);
-            while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2, (s2 & ~(RESERVED | ACT)) | LOCKED | want2,
+            while (!atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s2,
+                                                          (s2 & ~(RESERVED | RGEN_BITS | ACT)) | LOCKED | want2,
                                                           memory_order_acq_rel, RLX)) {
             }
             conc__waitq_unlock(&l->q);
@@ -363,6 +383,24 @@ static int lock_acquire_slow(conc_lock_t *l, int64_t deadline)
  * before the lock is marked TRACKED (tests/deadlock_test.c). */
 void (*conc__lock_dbg_test_hook)(conc_lock_t *l);
 
+void conc__lock_track(conc_lock_t *l, unsigned serial)
+{
+    if (__builtin_expect(conc__lock_dbg_test_hook != NULL, 0))
+        conc__lock_dbg_test_hook(l);
+    /* TRACKED marks l->owner as meaningful (the out-of-line release
+     * clears it): an owner left by an acquire made with debugging off
+     * is stale and must not be taken for the holder. So the owner is
+     * written first and TRACKED published after it (release): whoever
+     * sees TRACKED (acquire) sees this owner, never the stale one. Not
+     * if the lock was released meanwhile (any thread may release a
+     * Lock): then it stays untracked. */
+    conc__store(&l->owner, serial, RLX);
+    unsigned s = conc__load(&l->state, RLX);
+    while ((s & (LOCKED | TRACKED)) == LOCKED &&
+           !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | TRACKED, REL, RLX)) {
+    }
+}
+
 /* The acquire with lock debugging on. */
 static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t deadline)
 {
@@ -377,20 +415,7 @@ static __attribute__((noinline)) int lock_acquire_dbg(conc_lock_t *l, int64_t de
     if (!lock_take(l))
         rc = conc__lock_acquire_slow(l, deadline);
     if (rc == 0) {
-        if (__builtin_expect(conc__lock_dbg_test_hook != NULL, 0))
-            conc__lock_dbg_test_hook(l);
-        /* TRACKED marks l->owner as meaningful (the out-of-line release
-         * clears it): an owner left by an acquire made with debugging off
-         * is stale and must not be taken for the holder. So the owner is
-         * written first and TRACKED published after it (release): whoever
-         * sees TRACKED (acquire) sees this owner, never the stale one. Not
-         * if the lock was released meanwhile (any thread may release a
-         * Lock): then it stays untracked. */
-        conc__store(&l->owner, ctx->serial, RLX);
-        unsigned s = conc__load(&l->state, RLX);
-        while ((s & (LOCKED | TRACKED)) == LOCKED &&
-               !atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, s | TRACKED, REL, RLX)) {
-        }
+        conc__lock_track(l, ctx->serial);
         if (order)
             conc__lockdep_acquired(l, CONC__WAIT_LOCK);
     }
@@ -439,7 +464,8 @@ void conc__lock_wake(conc_lock_t *l)
             unsigned want = act_of(CTL(l));
             bool ok = false;
             while (!(s & HELD)) {
-                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s, (s & ~ACT) | RESERVED | want,
+                if (atomic_compare_exchange_weak_explicit(CONC__A(&l->state), &s,
+                                                          (s & ~ACT) | RESERVED | want | (gen_now() << GEN_SHIFT),
                                                           memory_order_acq_rel, RLX)) {
                     ok = true;
                     break;
@@ -510,5 +536,8 @@ int(conc_lock_release)(conc_lock_t *l)
 
 bool conc_lock_locked(const conc_lock_t *l)
 {
-    return l && (conc__load(&l->state, RLX) & HELD);
+    if (!l)
+        return false;
+    unsigned s = conc__load(&l->state, RLX);
+    return (s & HELD) && !reserved_stale(s);
 }

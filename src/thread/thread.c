@@ -501,6 +501,12 @@ conc_thread_t *conc__thread_self(void)
     if (t)
         return t;
     conc__ctx_t *ctx = conc__ctx();
+    /* Asked from a green thread or from the hub's loop (a signal handler
+     * that lands while it polls): the record is the OS thread's, kept on
+     * its own context, whose end frees it (foreign_exit). */
+    conc__ctx_t *os = ctx->green && conc__reg_green_os ? conc__reg_green_os(ctx) : NULL;
+    if (os)
+        ctx = os;
     if (ctx->thread) {
         self_record = ctx->thread;
         return ctx->thread;
