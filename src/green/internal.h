@@ -217,6 +217,7 @@ struct conc__fdop;
 struct conc__poller_ops;
 int conc__green_fd_wait(int fd, int events, int64_t deadline);
 ssize_t conc__green_fd_op(const struct conc__fdop *d, int64_t deadline);
+ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64_t deadline);
 void conc__green_fd_forget(int fd);
 bool conc__green_fd_maybe_ready(int fd, int events);
 void conc__green_fd_short(int fd, int events);
