@@ -289,6 +289,7 @@ static int fd_park(conc__hub_t *h, int fd, int ev, int64_t deadline)
     ctx->cut_scope = -1; /* as conc__park */
     conc__obs_block(ctx, w.obj, CONC__WAIT_FD, CONC__NO_DEADLINE);
     h->nfdwait++;
+    h->nfastwait++;
     int rc = conc__hub_park_local(gs, &w);
     h->nfdwait--;
     conc__obs_unblock(ctx);

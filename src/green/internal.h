@@ -146,6 +146,7 @@ typedef struct conc__hub {
     size_t nwatched;                 /* fds with registered != 0 */
     size_t nacq;                     /* listeners with an accept queue (uring) */
     unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
+    unsigned long nfastwait;         /* fd waits by conc__fd_io's hub-local park (tests) */
     conc_green_t *dead_pending;      /* off its stack, alive ref kept for its handle's free (green.c) */
     struct conc__hub *free_next;
     /* stacks of the default size, kept for reuse by this hub */
