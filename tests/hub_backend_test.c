@@ -522,3 +522,329 @@ Test(hub_select, fd_past_fd_setsize_is_a_clear_error, .timeout = TU_TIMEOUT)
     conc_close(sp[0]);
     conc_close(sp[1]);
 }
+
+/* --------------------------------- epoll: the fast path of conc__fd_io */
+
+/* A socket the hub knows (its first wait went the general way) is read
+ * and written through conc__fd_io (hub_io.c): the hint, the system call
+ * and a hub-local park in one function. These check each way out of that
+ * park, and the cases that leave the fast path for the general one. */
+
+static int fsp[2];
+static char fbuf[16];
+static _Atomic int fscope_fired;
+
+/* Waits once (the general path registers fsp[0]), then reads again: the
+ * first read was short, so the hub knows the socket ran dry and the fast
+ * path parks at once. Returns the second read's result. */
+static void *fast_read(void *arg)
+{
+    (void)arg;
+    ssize_t r = conc_read(fsp[0], fbuf, sizeof fbuf, CONC_FOREVER);
+    if (r <= 0)
+        return PTR(r - 1000);
+    return PTR(conc_read(fsp[0], fbuf, sizeof fbuf, CONC_FOREVER));
+}
+
+static conc_green_t *start_fast(void *(*fn)(void *))
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    memset(fbuf, 0, sizeof fbuf);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fn, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* it waits: the general path */
+    unsigned long before = conc__tl_hub->nfastwait;
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    for (int i = 0; i < 2000 && conc__tl_hub->nfastwait == before; i++)
+        conc_sleep(0.001);
+    cr_assert_gt(conc__tl_hub->nfastwait, before, "the second read did not park on the fast path");
+    return g;
+}
+
+static intptr_t fast_result(conc_green_t *g)
+{
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    void *r = NULL;
+    conc_green_get(g, 0, &r);
+    conc_green_free(g);
+    return (intptr_t)r;
+}
+
+static void fast_done(void)
+{
+    conc_close(fsp[0]);
+    conc_close(fsp[1]);
+}
+
+Test(hub_fastio, data_wakes_the_parked_reader, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    cr_assert_eq(write(fsp[1], "hello", 5), 5);
+    cr_assert_eq(fast_result(g), 5);
+    cr_assert_eq(memcmp(fbuf, "hello", 5), 0);
+    fast_done();
+}
+
+Test(hub_fastio, eof_wakes_the_parked_reader, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    cr_assert_eq(close(fsp[1]), 0);
+    cr_assert_eq(fast_result(g), 0, "EOF");
+    conc_close(fsp[0]);
+}
+
+Test(hub_fastio, reset_is_an_error, .timeout = TU_TIMEOUT)
+{
+    /* a TCP peer that resets the connection: recv says ECONNRESET */
+    use_backend(CONC_HUB_EPOLL);
+    int lfd, c;
+    cr_assert_eq(conc_tcp_listen("127.0.0.1", 0, 4, &lfd), 0);
+    cr_assert_eq(conc_tcp_dial("127.0.0.1", conc_socket_port(lfd), 5.0, &c), 0);
+    int s = conc_accept(lfd, NULL, NULL, 5.0);
+    cr_assert_geq(s, 0);
+    fsp[0] = s;
+    fsp[1] = c;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fast_read, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    unsigned long before = conc__tl_hub->nfastwait;
+    cr_assert_eq(write(c, "x", 1), 1);
+    for (int i = 0; i < 2000 && conc__tl_hub->nfastwait == before; i++)
+        conc_sleep(0.001);
+    cr_assert_gt(conc__tl_hub->nfastwait, before);
+    struct linger lg = {1, 0};
+    cr_assert_eq(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    cr_assert_eq(close(c), 0); /* RST */
+    cr_assert_eq(fast_result(g), CONC_ESYS);
+    conc_close(s);
+    conc_close(lfd);
+}
+
+Test(hub_fastio, kill_cuts_the_fast_park, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    cr_assert(conc_green_killed(g));
+    conc_green_free(g);
+    /* nothing was read for it: the next read gets the bytes */
+    cr_assert_eq(write(fsp[1], "later", 5), 5);
+    char b[16];
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), 5);
+    cr_assert_eq(memcmp(b, "later", 5), 0);
+    fast_done();
+}
+
+static void *fast_killer(void *arg)
+{
+    tu_sleep(0.05);
+    conc_green_kill(arg, false, 0);
+    return NULL;
+}
+
+Test(hub_fastio, kill_from_another_thread_cuts_the_fast_park, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, fast_killer, g), 0);
+    cr_assert_eq(conc_green_join(g, 5.0), 0);
+    pthread_join(t, NULL);
+    cr_assert(conc_green_killed(g));
+    conc_green_free(g);
+    fast_done();
+}
+
+Test(hub_fastio, a_second_reader_is_refused, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    char b[4];
+    /* from the main context, both kinds of wait: the fast park's check
+     * (no deadline) and the general one's (a deadline) */
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, CONC_FOREVER), CONC_EPERM);
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), CONC_EPERM);
+    cr_assert_eq(write(fsp[1], "ok", 2), 2);
+    cr_assert_eq(fast_result(g), 2);
+    fast_done();
+}
+
+static void *fast_closer(void *arg)
+{
+    (void)arg;
+    return PTR(conc_close(fsp[0]));
+}
+
+Test(hub_fastio, close_wakes_the_parked_reader, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *g = start_fast(fast_read);
+    conc_green_t *c;
+    cr_assert_eq(conc_go(&c, fast_closer, NULL), 0);
+    cr_assert_eq(fast_result(c), 0);
+    intptr_t r = fast_result(g);
+    cr_assert_eq(r, CONC_ESYS, "the read of a closed fd: %ld", (long)r);
+    conc_close(fsp[1]);
+}
+
+/* The waits the fast park leaves to the general one: a deadline, a
+ * Timeout scope. */
+static void *fast_read_deadline(void *arg)
+{
+    (void)arg;
+    ssize_t r = conc_read(fsp[0], fbuf, sizeof fbuf, CONC_FOREVER);
+    if (r <= 0)
+        return PTR(r - 1000);
+    return PTR(conc_read(fsp[0], fbuf, sizeof fbuf, 0.05));
+}
+static void *fast_read_scoped(void *arg)
+{
+    (void)arg;
+    ssize_t r = conc_read(fsp[0], fbuf, sizeof fbuf, CONC_FOREVER);
+    if (r <= 0)
+        return PTR(r - 1000);
+    conc_timeout_begin(0.05);
+    r = conc_read(fsp[0], fbuf, sizeof fbuf, CONC_FOREVER);
+    atomic_store(&fscope_fired, conc_timeout_end());
+    return PTR(r);
+}
+
+static intptr_t run_registered(void *(*fn)(void *))
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fn, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0);
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    return fast_result(g);
+}
+
+Test(hub_fastio, deadline_and_scope_take_the_general_wait, .timeout = TU_TIMEOUT)
+{
+    cr_assert_eq(run_registered(fast_read_deadline), CONC_ETIMEDOUT);
+    fast_done();
+    atomic_store(&fscope_fired, -1);
+    cr_assert_eq(run_registered(fast_read_scoped), CONC_ETIMEDOUT);
+    cr_assert_eq(atomic_load(&fscope_fired), 1, "the scope fired");
+    fast_done();
+}
+
+/* The main context on the fast path, fed by a green thread and by an OS
+ * thread. */
+static void *fast_feed(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        conc_sleep(0.005);
+        if (conc_write_all(fsp[1], "abcd", 4, NULL, CONC_FOREVER) != 0)
+            return PTR(-1);
+    }
+    return PTR(0);
+}
+static void *os_feed(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        tu_sleep(0.005);
+        if (write(fsp[1], "efgh", 4) != 4)
+            return PTR(-1);
+    }
+    return NULL;
+}
+
+Test(hub_fastio, main_context_reads_from_green_and_os_threads, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fast_feed, NULL), 0);
+    unsigned long before = conc__tl_hub->nfastwait;
+    char b[64];
+    size_t got = 0;
+    while (got < 12) {
+        ssize_t r = conc_read(fsp[0], b + got, sizeof b - got, CONC_FOREVER);
+        cr_assert_gt(r, 0);
+        got += (size_t)r;
+    }
+    cr_assert_eq(fast_result(g), 0);
+    cr_assert_gt(conc__tl_hub->nfastwait, before, "the main context never parked on the fast path");
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, os_feed, NULL), 0);
+    got = 0;
+    while (got < 12) {
+        ssize_t r = conc_read(fsp[0], b + got, sizeof b - got, CONC_FOREVER);
+        cr_assert_gt(r, 0);
+        got += (size_t)r;
+    }
+    pthread_join(t, NULL);
+    cr_assert_eq(memcmp(b, "efghefghefgh", 12), 0);
+    fast_done();
+}
+
+/* Writes wait for room the same way: a green writer pushes 4 MB through a
+ * socket the main context drains slowly; every byte arrives in order. */
+#define FAST_BIG (4 << 20)
+static void *fast_big_writer(void *arg)
+{
+    unsigned char *p = arg;
+    size_t sent = 0;
+    int rc = conc_write_all(fsp[1], p, FAST_BIG, &sent, CONC_FOREVER);
+    if (rc == 0)
+        rc = conc_write_all(fsp[1], p, FAST_BIG, &sent, CONC_FOREVER); /* WRITE is registered now */
+    return PTR(rc);
+}
+
+Test(hub_fastio, writer_waits_for_room, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    unsigned char *p = malloc(FAST_BIG), *q = malloc(65536);
+    cr_assert(p && q);
+    for (size_t i = 0; i < FAST_BIG; i++)
+        p[i] = (unsigned char)(i * 7 + (i >> 13));
+    unsigned long before = conc__tl_hub->nfastwait;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, fast_big_writer, p), 0);
+    size_t got = 0;
+    while (got < 2 * (size_t)FAST_BIG) {
+        ssize_t r = conc_read(fsp[0], q, 65536, 5.0);
+        cr_assert_gt(r, 0);
+        for (ssize_t i = 0; i < r; i++)
+            cr_assert_eq(q[i], p[(got + (size_t)i) % FAST_BIG], "byte %zu", got + (size_t)i);
+        got += (size_t)r;
+    }
+    cr_assert_eq(fast_result(g), 0);
+    cr_assert_gt(conc__tl_hub->nfastwait, before, "nobody parked on the fast path");
+    free(p);
+    free(q);
+    fast_done();
+}
+
+/* An fd number closed behind the hub's back (close, not conc_close) and
+ * reused for a pipe: the table still says "stream socket", recv says
+ * ENOTSOCK, and the general path reads the pipe. */
+static void *read_one(void *arg)
+{
+    (void)arg;
+    return PTR(conc_read(fsp[0], fbuf, 1, CONC_FOREVER));
+}
+
+Test(hub_fastio, reused_fd_number_falls_back, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1); /* a full read: not marked dry */
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    cr_assert_eq(write(pfd[1], "pipe", 4), 4);
+    cr_assert_eq(dup2(pfd[0], fsp[0]), fsp[0]); /* closes the socket under the hub */
+    close(pfd[0]);
+    char b[8];
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), 4);
+    cr_assert_eq(memcmp(b, "pipe", 4), 0);
+    conc_close(fsp[0]);
+    conc_close(fsp[1]);
+    close(pfd[1]);
+}

@@ -78,6 +78,23 @@ static inline ssize_t conc__fd_op(const conc__fdop_t *op, int64_t deadline)
     return ctx->ops && ctx->ops->fd_op ? ctx->ops->fd_op(op, deadline) : CONC_ENOTSUP;
 }
 
+/* A cooperative transfer on a stream socket the caller's hub already
+ * knows (its fast path: io/coop.c tries it first): recv (wr false) or
+ * send (wr true) of up to n bytes with MSG_DONTWAIT (send: MSG_NOSIGNAL)
+ * plus flags, waiting for readiness on EAGAIN until the absolute deadline
+ * (not 0), and the same readiness hints as conc__fd_maybe_ready /
+ * conc__fd_short. Returns bytes >= 0, CONC_ESYS with errno, the wait's
+ * codes (CONC_ETIMEDOUT, CONC_EKILLED, CONC_EPERM...), or
+ * CONC__FD_IO_SLOW: not done (another kind of context or backend, an fd
+ * the hub does not know, a datagram socket, deadline 0, ENOTSOCK) — take
+ * the general path, which starts over (nothing was transferred). */
+#define CONC__FD_IO_SLOW ((ssize_t)INT32_MIN)
+static inline ssize_t conc__fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64_t deadline)
+{
+    conc__ctx_t *ctx = conc__ctx();
+    return ctx->ops && ctx->ops->fd_io ? ctx->ops->fd_io(fd, wr, buf, n, flags, deadline) : CONC__FD_IO_SLOW;
+}
+
 /* Forget fd before it is closed (a green thread's hub may be watching it).
  * Harmless for fds never waited on. */
 void conc__fd_forget(int fd);

@@ -72,6 +72,8 @@ typedef struct conc__park_ops {
     void (*fd_short)(int fd, int events);
     /* conc__fd_op (core/fdwait.h) for this kind (NULL: CONC_ENOTSUP). */
     ssize_t (*fd_op)(const struct conc__fdop *op, int64_t deadline);
+    /* conc__fd_io (core/fdwait.h) for this kind (NULL: CONC__FD_IO_SLOW). */
+    ssize_t (*fd_io)(int fd, bool wr, void *buf, size_t n, int flags, int64_t deadline);
 } conc__park_ops_t;
 
 #define CONC__MAX_SCOPES 8

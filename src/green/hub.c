@@ -566,6 +566,7 @@ const conc__park_ops_t conc__green_ops = {
     .fd_maybe_ready = conc__green_fd_maybe_ready,
     .fd_short = conc__green_fd_short,
     .fd_op = conc__green_fd_op,
+    .fd_io = conc__green_fd_io,
 };
 
 /* The loop context's park ops: it must never block or switch away (it is

@@ -55,6 +55,7 @@
 #include "core/fdwait.h"
 #include "core/shwait.h"
 #include "green/internal.h"
+#include "green/local.h"
 #include "io/poller.h"
 
 #define ACC_SOFT_MAX 64
@@ -259,6 +260,87 @@ int conc__green_fd_wait(int fd, int events, int64_t deadline)
         e->wr = NULL;
     settle_interest(h, fd);
     return rc;
+}
+
+/* ------------------------------------------- the fast path (edge-triggered) */
+
+/* Wait for ev on fd, which the caller found not ready: the hub-local park
+ * (hub.c: no atomics, no timer, no clock read) when nothing needs
+ * conc__park's other steps — no deadline, no timeout scope, no pending
+ * interruption, not nointr, no observation that wraps parks, fd watched
+ * that way already; conc__green_fd_wait otherwise. Every waker of an fd
+ * waiter runs on the hub's thread (wake_fd, conc__green_fd_forget, a kill
+ * through the loop), so the hub-local park's rules hold. */
+static int fd_park(conc__hub_t *h, int fd, int ev, int64_t deadline)
+{
+    conc__ctx_t *ctx = conc__cur;
+    conc__gs_t *gs = ctx->green;
+    conc__fdent_t *e = &h->fds[fd];
+    if (__builtin_expect(deadline != CONC__NO_DEADLINE || ctx->nscopes != 0 || ctx->nointr || gs->interrupt ||
+                             !(e->registered & e->interest & ev) || conc__obs_on(CONC__OBS_PARKS),
+                         0))
+        return conc__green_fd_wait(fd, ev, deadline);
+    conc__waiter_t **slot = ev == CONC__FD_READ ? &e->rd : &e->wr;
+    if (*slot)
+        return CONC_EPERM; /* another context of this hub waits for the same */
+    e->dry |= (uint8_t)ev;
+    conc__waiter_t w = {.state = CONC__W_WAITING, .ctx = ctx, .obj = CONC__WAIT_FD_OBJ(fd, ev), .kind = CONC__WAIT_FD};
+    *slot = &w;
+    ctx->cut_scope = -1; /* as conc__park */
+    conc__obs_block(ctx, w.obj, CONC__WAIT_FD, CONC__NO_DEADLINE);
+    h->nfdwait++;
+    h->nfastwait++;
+    int rc = conc__hub_park_local(gs, &w);
+    h->nfdwait--;
+    conc__obs_unblock(ctx);
+    e = &h->fds[fd]; /* the table may have moved */
+    if (e->rd == &w)
+        e->rd = NULL;
+    if (e->wr == &w)
+        e->wr = NULL;
+    return rc;
+}
+
+/* conc__fd_io (core/fdwait.h): a stream socket this hub's edge-triggered
+ * poller already watches (the direction's first wait goes through
+ * conc__green_fd_wait, which adds it). The steps of coop.c's xfer,
+ * in the same order, without its dispatch: skip the system call when the
+ * hub knows the socket ran dry (only before the first wait), else
+ * recv/send; a short transfer marks it dry; EAGAIN waits and tries again.
+ * Anything else takes the general path (CONC__FD_IO_SLOW) before a byte
+ * moved: a deadline of 0 (its first wait is a look), a completion or
+ * level-triggered backend, an fd the hub does not know yet (the general
+ * path's first wait registers it), a datagram socket, ENOTSOCK (an fd
+ * number reused behind the hub's back). */
+ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64_t deadline)
+{
+    conc__hub_t *h = conc__tl_hub;
+    int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
+    if ((size_t)fd >= h->nfds || deadline == 0 || !h->pops->edge)
+        return CONC__FD_IO_SLOW;
+    conc__fdent_t *e = &h->fds[fd];
+    if (!e->registered || !e->stream)
+        return CONC__FD_IO_SLOW;
+    bool skip = (e->dry & ev) != 0; /* (dry only has directions it is registered for) */
+    for (;;) {
+        if (!skip) {
+            ssize_t r = wr ? send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL) : recv(fd, buf, n, flags | MSG_DONTWAIT);
+            if (r >= 0) {
+                e = &h->fds[fd];
+                if ((size_t)r < n && e->stream) /* drained (or full): the next edge says when not */
+                    e->dry |= (uint8_t)(ev & e->registered);
+                return r;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return errno == ENOTSOCK ? CONC__FD_IO_SLOW : CONC_ESYS;
+        }
+        skip = false;
+        int rc = fd_park(h, fd, ev, deadline);
+        if (rc)
+            return rc;
+    }
 }
 
 /* ---------------------------------------------------- accept queues (uring) */
@@ -561,13 +643,15 @@ static void wake_fd(void *arg, int fd, int ev)
         e->dry &= (uint8_t)~CONC__FD_READ;
     if (wr_ev)
         e->dry &= (uint8_t)~CONC__FD_WRITE;
+    /* Every fd waiter is a context of this hub, parked (or resumed by
+     * its timer or a kill and not run yet): the hub-local unpark. */
     conc__waiter_t *rd = e->rd, *wr = e->wr;
     if (rd && rd_ev)
-        conc__unpark(rd);
+        conc__unpark_local_inline(rd);
     if (wr && wr != rd && wr_ev)
-        conc__unpark(wr);
+        conc__unpark_local_inline(wr);
     else if (wr && wr == rd && !rd_ev && wr_ev)
-        conc__unpark(wr);
+        conc__unpark_local_inline(wr);
 }
 
 void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns)

@@ -146,6 +146,7 @@ typedef struct conc__hub {
     size_t nwatched;                 /* fds with registered != 0 */
     size_t nacq;                     /* listeners with an accept queue (uring) */
     unsigned long nsubmit, narm;     /* operations submitted, accepts armed (tests) */
+    unsigned long nfastwait;         /* fd waits by conc__fd_io's hub-local park (tests) */
     conc_green_t *dead_pending;      /* off its stack, alive ref kept for its handle's free (green.c) */
     struct conc__hub *free_next;
     /* stacks of the default size, kept for reuse by this hub */
@@ -217,6 +218,7 @@ struct conc__fdop;
 struct conc__poller_ops;
 int conc__green_fd_wait(int fd, int events, int64_t deadline);
 ssize_t conc__green_fd_op(const struct conc__fdop *d, int64_t deadline);
+ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64_t deadline);
 void conc__green_fd_forget(int fd);
 bool conc__green_fd_maybe_ready(int fd, int events);
 void conc__green_fd_short(int fd, int events);

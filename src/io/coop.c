@@ -64,10 +64,14 @@
 
 enum { M_SOCK, M_NONBLOCK, M_BLOCK };
 
-static int check_args(int fd, const void *buf, size_t n, double timeout, int64_t *dl)
+static inline int check_args(int fd, const void *buf, size_t n, double timeout, int64_t *dl)
 {
     if (fd < 0 || (!buf && n > 0) || n > (size_t)SSIZE_MAX)
         return CONC_EINVAL;
+    if (timeout == CONC_FOREVER) { /* the usual case: no call, no clock read */
+        *dl = CONC__NO_DEADLINE;
+        return 0;
+    }
     return conc__deadline_strict(timeout, dl); /* settimeout(-1): ValueError */
 }
 
@@ -128,7 +132,8 @@ static ssize_t xfer_op(int fd, bool wr, void *buf, size_t n, int flags, int64_t 
 /* One transfer (bytes >= 0) or a code. *mode is M_SOCK on the first call
  * of an operation; any_fd allows falling back to read/write for
  * non-sockets (conc_read/conc_write) instead of failing with ENOTSOCK. */
-static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd, int *mode, int64_t dl)
+static __attribute__((noinline)) ssize_t xfer_slow(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd,
+                                                   int *mode, int64_t dl)
 {
     int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
     /* The hub saw it run dry and nothing since: the syscall would only
@@ -195,6 +200,18 @@ static ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd
     }
 }
 
+/* xfer: a socket the hub already watches goes its fast path
+ * (conc__fd_io: the same steps, without the dispatch above). */
+static inline ssize_t xfer(int fd, bool wr, void *buf, size_t n, int flags, bool any_fd, int *mode, int64_t dl)
+{
+    if (*mode == M_SOCK && dl != 0) {
+        ssize_t r = conc__fd_io(fd, wr, buf, n, flags, dl);
+        if (r != CONC__FD_IO_SLOW)
+            return r;
+    }
+    return xfer_slow(fd, wr, buf, n, flags, any_fd, mode, dl);
+}
+
 ssize_t conc_read(int fd, void *buf, size_t n, double timeout)
 {
     int64_t dl;
@@ -235,25 +252,55 @@ ssize_t conc_send(int fd, const void *buf, size_t n, int flags, double timeout)
     return xfer(fd, true, (void *)buf, n, flags, false, &mode, dl);
 }
 
-/* Transfer all n bytes; *done counts them. */
-static int xfer_all(int fd, bool wr, char *buf, size_t n, int flags, bool any_fd, size_t *done, double timeout)
+/* Transfer all n bytes; *done counts them. r: the result of a first
+ * transfer already made (CONC__FD_IO_SLOW: none). */
+static __attribute__((noinline)) int xfer_all_from(int fd, bool wr, char *buf, size_t n, int flags, bool any_fd,
+                                                   size_t *done, int64_t dl, ssize_t r)
 {
     size_t got = 0;
-    int64_t dl;
-    int rc = check_args(fd, buf, n, timeout, &dl);
+    int rc = 0;
     int mode = M_SOCK;
-    while (rc == 0 && got < n) {
-        ssize_t r = xfer(fd, wr, buf + got, n - got, flags, any_fd, &mode, dl);
-        if (r < 0)
+    while (got < n) {
+        if (r == CONC__FD_IO_SLOW)
+            r = xfer(fd, wr, buf + got, n - got, flags, any_fd, &mode, dl);
+        if (r < 0) {
             rc = (int)r;
-        else if (r == 0 && !wr)
+            break;
+        }
+        if (r == 0 && !wr) {
             rc = CONC_EEOF;
-        else
-            got += (size_t)r;
+            break;
+        }
+        got += (size_t)r;
+        r = CONC__FD_IO_SLOW;
     }
     if (done)
         *done = got;
     return rc;
+}
+
+/* The usual case inline: one transfer through the hub's fast path moves
+ * it all. */
+static inline int xfer_all(int fd, bool wr, char *buf, size_t n, int flags, bool any_fd, size_t *done,
+                           double timeout)
+{
+    int64_t dl;
+    int rc = check_args(fd, buf, n, timeout, &dl);
+    if (rc) {
+        if (done)
+            *done = 0;
+        return rc;
+    }
+    ssize_t r = CONC__FD_IO_SLOW;
+    if (n > 0 && dl != 0) {
+        r = conc__fd_io(fd, wr, buf, n, flags, dl);
+        if (r == (ssize_t)n) {
+            if (done)
+                *done = n;
+            return 0;
+        }
+    }
+    return xfer_all_from(fd, wr, buf, n, flags, any_fd, done, dl, r);
 }
 
 int conc_read_exact(int fd, void *buf, size_t n, size_t *got, double timeout)
