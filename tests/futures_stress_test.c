@@ -1123,3 +1123,121 @@ Test(futures_stress, deque_steal_min_respects_the_base)
     cr_assert_null(conc__deque_pop(&d));
     conc__deque_destroy(&d);
 }
+
+/* Leapfrogging runs only the awaited task's subtasks, even after the
+ * thief ran a task that is not one inline (H, submitted from outside) and
+ * then a future H left at the top of its deque (L): L is no subtask of T,
+ * so what L queues is not either. A (on the waiter) waits on T (on the
+ * thief); T waits on H, then on L, whose second child M2 lands at or
+ * above the base the thief's record got back after H's run. The waiter
+ * must not run M2. */
+static conc_executor_t *lfu_pool;
+static _Atomic(conc_future_t *) lfu_h;
+static atomic_int lfu_t_started, lfu_pushed, lfu_m2_ran;
+static atomic_long lfu_waiter_tid, lfu_m2_tid;
+
+static void *lfu_m(void *arg)
+{
+    if (U(arg) == 2) {
+        atomic_store(&lfu_m2_tid, lf_tid());
+        atomic_store(&lfu_m2_ran, 1);
+    }
+    return arg;
+}
+
+/* L: queues M1 and M2, lets the waiter look, then waits for both. */
+static void *lfu_l(void *arg)
+{
+    (void)arg;
+    conc_future_t *m1 = NULL, *m2 = NULL;
+    if (conc_submit(lfu_pool, &m1, lfu_m, P(1)) != 0 || conc_submit(lfu_pool, &m2, lfu_m, P(2)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    atomic_store(&lfu_pushed, 1);
+    double dl = tu_now() + (TU_SANITIZED ? 0.5 : 0.2);
+    while (!atomic_load(&lfu_m2_ran) && tu_now() < dl)
+        sched_yield();
+    void *r1 = NULL, *r2 = NULL;
+    int rc = conc_future_result(m2, CONC_FOREVER, &r2) | conc_future_result(m1, CONC_FOREVER, &r1);
+    conc_future_free(m1);
+    conc_future_free(m2);
+    return rc || U(r1) != 1 || U(r2) != 2 ? conc_fail(CONC_EFAILED, "M1/M2") : P(7);
+}
+
+/* H (submitted from outside, run inline by T): queues L, returns it. */
+static void *lfu_hfn(void *arg)
+{
+    (void)arg;
+    conc_future_t *l = NULL;
+    if (conc_submit(lfu_pool, &l, lfu_l, NULL) != 0)
+        return conc_fail(CONC_EFAILED, "submit L");
+    return l;
+}
+
+/* T, on the thief (stolen from the waiter's deque: it gets a record). */
+static void *lfu_t(void *arg)
+{
+    (void)arg;
+    atomic_store(&lfu_t_started, 1);
+    double dl = tu_now() + 10;
+    conc_future_t *h;
+    while (!(h = atomic_load(&lfu_h)) && tu_now() < dl)
+        sched_yield();
+    if (!h)
+        return conc_fail(CONC_EFAILED, "no H");
+    void *l = NULL;
+    if (conc_future_result(h, CONC_FOREVER, &l) != 0 || !l)
+        return conc_fail(CONC_EFAILED, "H");
+    void *r = NULL;
+    int rc = conc_future_result(l, CONC_FOREVER, &r);
+    conc_future_free(l);
+    return rc || U(r) != 7 ? conc_fail(CONC_EFAILED, "L") : P(5);
+}
+
+/* A, on the waiter. */
+static void *lfu_a(void *arg)
+{
+    (void)arg;
+    atomic_store(&lfu_waiter_tid, lf_tid());
+    conc_future_t *t = NULL;
+    if (conc_submit(lfu_pool, &t, lfu_t, NULL) != 0)
+        return conc_fail(CONC_EFAILED, "submit T");
+    double dl = tu_now() + 10;
+    while (!atomic_load(&lfu_pushed) && tu_now() < dl)
+        sched_yield();
+    void *r = NULL;
+    int rc = conc_future_result(t, CONC_FOREVER, &r);
+    conc_future_free(t);
+    return rc || U(r) != 5 ? conc_fail(CONC_EFAILED, "T") : P(3);
+}
+
+Test(futures_stress, leapfrog_never_runs_what_a_foreign_inline_run_queued, .timeout = TU_TIMEOUT)
+{
+    long rounds = TU_SANITIZED ? 1 : 3;
+    conc_thread_pool_opts_t o = {.max_workers = 2, .leapfrog = true};
+    for (long k = 0; k < rounds; k++) {
+        atomic_store(&lfu_h, NULL);
+        atomic_store(&lfu_t_started, 0);
+        atomic_store(&lfu_pushed, 0);
+        atomic_store(&lfu_m2_ran, 0);
+        atomic_store(&lfu_waiter_tid, 0);
+        atomic_store(&lfu_m2_tid, 0);
+        cr_assert_eq(conc_thread_pool_new(&lfu_pool, &o), 0);
+        conc_future_t *a = NULL, *h = NULL;
+        cr_assert_eq(conc_submit(lfu_pool, &a, lfu_a, NULL), 0);
+        double dl = tu_now() + 10;
+        while (!atomic_load(&lfu_t_started) && tu_now() < dl)
+            sched_yield();
+        cr_assert(atomic_load(&lfu_t_started), "T never started");
+        /* both workers busy now: H stays queued until T runs it inline */
+        cr_assert_eq(conc_submit(lfu_pool, &h, lfu_hfn, NULL), 0);
+        atomic_store(&lfu_h, h);
+        void *r = NULL;
+        cr_assert_eq(conc_future_result(a, 30, &r), 0);
+        cr_assert_eq(U(r), 3);
+        conc_future_free(a);
+        conc_future_free(h);
+        cr_assert_eq(conc_executor_free(lfu_pool), 0);
+        cr_assert_neq(atomic_load(&lfu_m2_tid), atomic_load(&lfu_waiter_tid),
+                      "round %ld: the waiter on T ran M2, a child of L (queued by H, which T ran inline)", k);
+    }
+}

@@ -326,6 +326,10 @@ static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
     atomic_store_explicit(&w->lf_base, base, memory_order_release);
     atomic_store_explicit(&w->lf, f, memory_order_release);
     atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
+    /* The count before any later push's slot store: a waiter that reads
+     * such a slot (a relaxed load, maybe with an older bottom) and then
+     * fences (lf_try) sees the count change. Free on x86 (TSO). */
+    atomic_thread_fence(memory_order_release);
 }
 
 /* Before a worker publishes a task's outcome: it is idle again, and the
@@ -431,6 +435,7 @@ bool conc__pool_run_inline(conc_future_t *f)
      * the newer one put back, where thieves still find it). Deeper, it
      * stays (run() skips it later) and drop_stale tidies up after the run. */
     bool popped = false, tidy = false;
+    size_t b0 = conc__deque_bottom(&w->dq); /* f's index: b0 - 1, or b0 - 2 */
     conc_future_t *above = conc__deque_peek(&w->dq);
     if (above == f) {
         popped = conc__deque_pop(&w->dq) == f; /* NULL if a thief took it */
@@ -446,11 +451,20 @@ bool conc__pool_run_inline(conc_future_t *f)
     } else {
         tidy = above != NULL; /* f deeper in our deque, or in another one */
     }
-    /* Not from the top of our deque, f need not be a subtask of the task
-     * our leapfrog record names: what f pushes must not count as one. */
-    conc_future_t *rec = popped ? NULL : atomic_load_explicit(&w->lf, memory_order_relaxed);
+    /* Not from the top of our deque, or from below the record's base (a
+     * future a foreign run left there), f need not be a subtask of the
+     * task our leapfrog record names: what f pushes must not count as one.
+     * A green thread's run may outlive the task (green threads interleave,
+     * their inline runs do not nest like calls): it clears the record and
+     * leaves it cleared. */
+    conc_future_t *rec = atomic_load_explicit(&w->lf, memory_order_relaxed);
+    if (rec && popped &&
+        (intptr_t)(b0 - (above == f ? 1 : 2) - atomic_load_explicit(&w->lf_base, memory_order_relaxed)) >= 0)
+        rec = NULL; /* a subtask: its pushes are the task's too */
     if (rec)
         lf_set(w, NULL, 0);
+    if (caller->is_green)
+        rec = NULL;
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
     w->inl_depth += cached;
@@ -583,6 +597,9 @@ static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
     conc_future_t *g = conc__deque_steal_min(&x->dq, base);
     if (!g)
         return false;
+    /* Pairs with lf_set's closing fence: g's slot, if pushed after a
+     * change of the record, makes the change visible here. */
+    atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&x->lf_seq, memory_order_seq_cst) != q) {
         lf_requeue(w, g);
         return true;
@@ -699,7 +716,7 @@ static void *worker_main(void *arg)
         if (!f)
             f = steal_any(p, w, &from_worker); /* our deque is empty */
         if (f) {
-            if (from_worker)
+            if (from_worker && p->leapfrog) /* only such pools read records */
                 run_recorded(w, f);
             else
                 run(p, f);
