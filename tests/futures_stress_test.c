@@ -887,7 +887,7 @@ Test(futures_stress, deque_owner_takes_race_thieves_and_growth, .timeout = TU_TI
  * looks, every leaf failing, a timed wait, a default pool, and F with no
  * subtasks at all. */
 
-enum { LF_PLAIN, LF_CANCEL, LF_FAIL, LF_TIMED, LF_OFF, LF_EMPTY, LF_SHUTDOWN };
+enum { LF_PLAIN, LF_CANCEL, LF_FAIL, LF_TIMED, LF_OFF, LF_EMPTY, LF_SHUTDOWN, LF_SCOPE, LF_GREEN };
 #define LF_N 8
 #define LF_SHUT_N 64
 static conc_executor_t *lf_pool;
@@ -933,7 +933,8 @@ static void *lf_awaited(void *arg)
         for (int i = 0; i < n / 2; i++) /* the oldest: what a thief's steal meets first */
             atomic_fetch_add(&lf_bad, !conc_future_cancel(g[i]));
     atomic_store(&lf_ready, 1);
-    bool expect = lf_smp() && n > 0 && lf_mode != LF_TIMED && lf_mode != LF_OFF;
+    bool expect = lf_smp() && n > 0 && lf_mode != LF_TIMED && lf_mode != LF_OFF && lf_mode != LF_SCOPE &&
+                  lf_mode != LF_GREEN;
     double dl = tu_now() + (expect ? 10 : 0.2);
     while (!atomic_load(&lf_on_waiter) && tu_now() < dl)
         sched_yield();
@@ -978,6 +979,14 @@ static void *lf_awaited(void *arg)
     return P(sum + 1);
 }
 
+/* The waiter's wait in a green thread of the worker's hub. */
+static void *lf_green_wait(void *arg)
+{
+    void *r = NULL;
+    int rc = conc_future_result(arg, CONC_FOREVER, &r);
+    return rc ? conc_fail(rc, "result(F) in a green thread") : r;
+}
+
 /* A, on the waiter. */
 static void *lf_waiter_task(void *arg)
 {
@@ -991,7 +1000,21 @@ static void *lf_waiter_task(void *arg)
     while (!atomic_load(&lf_ready) && tu_now() < dl)
         sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(f, lf_mode == LF_TIMED ? 30 : CONC_FOREVER, &r);
+    int rc;
+    if (lf_mode == LF_SCOPE) { /* a Timeout scope open: the wait must stay cuttable */
+        conc_timeout_begin(30);
+        rc = conc_future_result(f, CONC_FOREVER, &r);
+        conc_timeout_end();
+    } else if (lf_mode == LF_GREEN) {
+        conc_green_t *g = NULL;
+        rc = conc_go(&g, lf_green_wait, f);
+        if (rc == 0) {
+            rc = conc_green_get(g, 30, &r);
+            conc_green_free(g);
+        }
+    } else {
+        rc = conc_future_result(f, lf_mode == LF_TIMED ? 30 : CONC_FOREVER, &r);
+    }
     int mine = conc_failure(NULL); /* leaves that failed here did not touch our record */
     conc_future_free(f);
     if (rc != 0 || mine != 0)
@@ -1030,7 +1053,8 @@ static void lf_case(int mode)
     conc_future_free(a);
     cr_assert_eq(conc_executor_free(lf_pool), 0);
     cr_assert_eq(atomic_load(&lf_bad), 0, "mode %d: %d leaves with a wrong outcome", mode, atomic_load(&lf_bad));
-    bool expect = lf_smp() && mode != LF_TIMED && mode != LF_OFF && mode != LF_EMPTY;
+    bool expect = lf_smp() && mode != LF_TIMED && mode != LF_OFF && mode != LF_EMPTY && mode != LF_SCOPE &&
+                  mode != LF_GREEN;
     if (expect)
         cr_assert_eq(atomic_load(&lf_on_waiter), 1, "mode %d: no subtask of F ran on the waiting worker", mode);
     else
@@ -1051,6 +1075,8 @@ Test(futures_stress, leapfrog_not_on_a_timed_wait, .timeout = TU_TIMEOUT) { lf_c
 Test(futures_stress, leapfrog_off_in_a_default_pool, .timeout = TU_TIMEOUT) { lf_case(LF_OFF); }
 Test(futures_stress, leapfrog_thief_with_nothing_queued, .timeout = TU_TIMEOUT) { lf_case(LF_EMPTY); }
 Test(futures_stress, leapfrog_during_shutdown_cancel_futures, .timeout = TU_TIMEOUT) { lf_case(LF_SHUTDOWN); }
+Test(futures_stress, leapfrog_not_in_a_timeout_scope, .timeout = TU_TIMEOUT) { lf_case(LF_SCOPE); }
+Test(futures_stress, leapfrog_not_from_a_green_thread, .timeout = TU_TIMEOUT) { lf_case(LF_GREEN); }
 
 /* A chain deeper than the inline-run context cache, each link pausing
  * after its submit so the other worker steals the child: the two workers
