@@ -1267,3 +1267,99 @@ Test(futures_stress, leapfrog_never_runs_what_a_foreign_inline_run_queued, .time
                       "round %ld: the waiter on T ran M2, a child of L (queued by H, which T ran inline)", k);
     }
 }
+
+/* Leapfrogging under churn: independent fork-join trees (fib) from
+ * several outside roots on a pool with more workers than CPUs, so thieves
+ * keep finishing tasks and starting others (and futures are recycled)
+ * while waiters read their records. Every task runs exactly once, every
+ * sum is right, and a task nested on a thread (leapfrogged or run inline
+ * in a wait) always belongs to the tree of the task it is nested in. */
+#define LFS_ROOTS 4
+static conc_executor_t *lfs_pool;
+static atomic_long lfs_runs, lfs_foreign, lfs_nested;
+static __thread int lfs_depth;
+static __thread unsigned lfs_stack[64];
+static __thread unsigned lfs_me; /* a small number per thread, 0: none yet */
+static atomic_uint lfs_threads;
+static atomic_long lfs_leapt;
+
+static unsigned lfs_self(void)
+{
+    if (!lfs_me)
+        lfs_me = (atomic_fetch_add(&lfs_threads, 1) % 255) + 1;
+    return lfs_me;
+}
+
+static void *lfs_fib(void *arg)
+{
+    unsigned root = (unsigned)(U(arg) >> 24), parent = (unsigned)(U(arg) >> 16) & 0xff,
+             n = (unsigned)(U(arg) & 0xffff);
+    unsigned me = lfs_self();
+    atomic_fetch_add(&lfs_runs, 1);
+    if (lfs_depth > 0) {
+        atomic_fetch_add(&lfs_nested, 1);
+        if (parent != me) /* nested here, submitted on another thread: leapfrogged */
+            atomic_fetch_add(&lfs_leapt, 1);
+        if (lfs_stack[lfs_depth - 1] != root)
+            atomic_fetch_add(&lfs_foreign, 1);
+    }
+    if (n < 2) {
+        for (volatile int i = 0; i < 400; i++) {
+        }
+        return P(1);
+    }
+    int d = lfs_depth++;
+    if (d < 64)
+        lfs_stack[d] = root;
+    conc_future_t *a = NULL, *b = NULL;
+    void *ra = NULL, *rb = NULL;
+    uintptr_t tag = (uintptr_t)root << 24 | (uintptr_t)me << 16;
+    int rc = conc_submit(lfs_pool, &a, lfs_fib, P(tag | (n - 1)));
+    rc |= conc_submit(lfs_pool, &b, lfs_fib, P(tag | (n - 2)));
+    if (n >= 6) /* let thieves take the older child (and start on it) before we wait */
+        for (volatile int i = 0; i < 3000; i++) {
+        }
+    if (rc == 0)
+        rc = conc_future_result(a, CONC_FOREVER, &ra) | conc_future_result(b, CONC_FOREVER, &rb);
+    lfs_depth = d;
+    conc_future_free(a);
+    conc_future_free(b);
+    return rc ? conc_fail(CONC_EFAILED, "fib %u", n) : P(U(ra) + U(rb));
+}
+
+Test(futures_stress, leapfrog_churn_runs_each_task_once_within_its_tree, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(40);
+    if (rounds < 3)
+        rounds = 3;
+    const unsigned n = TU_SANITIZED ? 12 : 15;
+    uintptr_t fib[16] = {1, 1};
+    for (int i = 2; i < 16; i++)
+        fib[i] = fib[i - 1] + fib[i - 2];
+    atomic_store(&lfs_runs, 0);
+    atomic_store(&lfs_foreign, 0);
+    atomic_store(&lfs_nested, 0);
+    atomic_store(&lfs_leapt, 0);
+    conc_thread_pool_opts_t o = {.max_workers = 4, .leapfrog = true};
+    cr_assert_eq(conc_thread_pool_new(&lfs_pool, &o), 0);
+    for (long k = 0; k < rounds; k++) {
+        conc_future_t *f[LFS_ROOTS];
+        for (unsigned r = 0; r < LFS_ROOTS; r++)
+            cr_assert_eq(conc_submit(lfs_pool, &f[r], lfs_fib, P((uintptr_t)(r + 1) << 24 | (n - (r & 1)))), 0);
+        for (unsigned r = 0; r < LFS_ROOTS; r++) {
+            void *v = NULL;
+            cr_assert_eq(conc_future_result(f[r], 60, &v), 0);
+            cr_assert_eq(U(v), fib[n - (r & 1)]);
+            conc_future_free(f[r]);
+        }
+    }
+    cr_assert_eq(conc_executor_free(lfs_pool), 0);
+    long want = 0;
+    for (unsigned r = 0; r < LFS_ROOTS; r++)
+        want += (long)(2 * fib[n - (r & 1)] - 1); /* calls of fib(m): 2 fib(m) - 1 with fib(0) = fib(1) = 1 */
+    cr_assert_eq(atomic_load(&lfs_runs), want * rounds, "runs %ld, want %ld", atomic_load(&lfs_runs), want * rounds);
+    cr_assert_eq(atomic_load(&lfs_foreign), 0, "%ld tasks ran nested in a task of another tree",
+                 atomic_load(&lfs_foreign));
+    TU_TRACE("leapfrog churn: %ld rounds, %ld nested runs, %ld of them leapfrogged", rounds,
+             atomic_load(&lfs_nested), atomic_load(&lfs_leapt));
+}
