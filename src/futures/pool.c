@@ -502,8 +502,10 @@ bool conc__pool_run_inline(conc_future_t *f)
  * pushed while the task ran, by the task or by tasks it ran
  * on that thread (its subtasks, theirs, ...). The record goes before the
  * task's outcome is published, is cleared while the worker runs a task
- * that need not belong to it (a foreign inline run), and comes back with
- * a base above whatever such a run left behind. The waiter reads the
+ * that need not belong to it (a foreign inline run: of a future found
+ * elsewhere than at the top of its deque, or below the record's base),
+ * and comes back with a base above whatever such a run left behind
+ * (not after a green thread's run, which may outlive the task). The waiter reads the
  * record, steals at or above the base, and re-reads the sequence count:
  * unchanged, the entry was pushed under the record (a push after a change
  * would have made the change visible with it); changed, the entry goes
