@@ -1363,3 +1363,112 @@ Test(futures_stress, leapfrog_churn_runs_each_task_once_within_its_tree, .timeou
     TU_TRACE("leapfrog churn: %ld rounds, %ld nested runs, %ld of them leapfrogged", rounds,
              atomic_load(&lfs_nested), atomic_load(&lfs_leapt));
 }
+
+/* The put-back path: the thief's record keeps changing (T runs outside
+ * futures inline, one per leaf it queues, each clearing and restoring its
+ * record) while the waiter steals the leaves, so many steals straddle a
+ * change and the stolen leaf goes back into the pool through the waiter's
+ * deque. Each leaf still runs exactly once, with the right outcome. */
+#define LFP_LEAVES 256
+static conc_executor_t *lfp_pool;
+static _Atomic(conc_future_t **) lfp_hs;
+static atomic_int lfp_started, lfp_bad, lfp_runs[LFP_LEAVES];
+static atomic_long lfp_waiter_tid, lfp_on_waiter;
+
+static void *lfp_leaf(void *arg)
+{
+    atomic_fetch_add(&lfp_runs[U(arg)], 1);
+    if (lf_tid() == atomic_load(&lfp_waiter_tid))
+        atomic_fetch_add(&lfp_on_waiter, 1);
+    return P(U(arg) * 5 + 2);
+}
+
+static void *lfp_nop(void *arg)
+{
+    return arg;
+}
+
+static void *lfp_t(void *arg)
+{
+    (void)arg;
+    atomic_store(&lfp_started, 1);
+    double dl = tu_now() + 10;
+    conc_future_t **hs;
+    while (!(hs = atomic_load(&lfp_hs)) && tu_now() < dl)
+        sched_yield();
+    if (!hs)
+        return conc_fail(CONC_EFAILED, "no outside futures");
+    conc_future_t *g[LFP_LEAVES];
+    for (int i = 0; i < LFP_LEAVES; i++) {
+        if (conc_submit(lfp_pool, &g[i], lfp_leaf, P(i)) != 0)
+            return conc_fail(CONC_EFAILED, "submit");
+        void *r = NULL; /* an inline run of a future not ours: the record goes and comes back */
+        atomic_fetch_add(&lfp_bad, conc_future_result(hs[i], CONC_FOREVER, &r) != 0 || U(r) != (uintptr_t)i);
+    }
+    for (int i = 0; i < LFP_LEAVES; i++) {
+        void *r = NULL;
+        int rc = conc_future_result(g[i], CONC_FOREVER, &r);
+        atomic_fetch_add(&lfp_bad, rc != 0 || U(r) != (uintptr_t)i * 5 + 2);
+        conc_future_free(g[i]);
+    }
+    return P(9);
+}
+
+static void *lfp_a(void *arg)
+{
+    (void)arg;
+    atomic_store(&lfp_waiter_tid, lf_tid());
+    conc_future_t *t = NULL;
+    if (conc_submit(lfp_pool, &t, lfp_t, NULL) != 0)
+        return conc_fail(CONC_EFAILED, "submit T");
+    double dl = tu_now() + 10;
+    while (!atomic_load(&lfp_hs) && tu_now() < dl)
+        sched_yield();
+    void *r = NULL;
+    int rc = conc_future_result(t, CONC_FOREVER, &r);
+    conc_future_free(t);
+    return rc || U(r) != 9 ? conc_fail(CONC_EFAILED, "T") : P(4);
+}
+
+Test(futures_stress, leapfrog_put_back_when_the_record_changes, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(20);
+    if (rounds < 2)
+        rounds = 2;
+    conc_thread_pool_opts_t o = {.max_workers = 2, .leapfrog = true};
+    long leapt = 0;
+    for (long k = 0; k < rounds; k++) {
+        atomic_store(&lfp_hs, NULL);
+        atomic_store(&lfp_started, 0);
+        atomic_store(&lfp_bad, 0);
+        atomic_store(&lfp_waiter_tid, 0);
+        atomic_store(&lfp_on_waiter, 0);
+        for (int i = 0; i < LFP_LEAVES; i++)
+            atomic_store(&lfp_runs[i], 0);
+        cr_assert_eq(conc_thread_pool_new(&lfp_pool, &o), 0);
+        conc_future_t *a = NULL;
+        static conc_future_t *hs[LFP_LEAVES];
+        cr_assert_eq(conc_submit(lfp_pool, &a, lfp_a, NULL), 0);
+        double dl = tu_now() + 10;
+        while (!atomic_load(&lfp_started) && tu_now() < dl)
+            sched_yield();
+        cr_assert(atomic_load(&lfp_started), "T never started");
+        /* both workers busy: these stay queued until T runs them inline */
+        for (int i = 0; i < LFP_LEAVES; i++)
+            cr_assert_eq(conc_submit(lfp_pool, &hs[i], lfp_nop, P(i)), 0);
+        atomic_store(&lfp_hs, hs);
+        void *r = NULL;
+        cr_assert_eq(conc_future_result(a, 30, &r), 0);
+        cr_assert_eq(U(r), 4);
+        conc_future_free(a);
+        for (int i = 0; i < LFP_LEAVES; i++)
+            conc_future_free(hs[i]);
+        cr_assert_eq(conc_executor_free(lfp_pool), 0);
+        cr_assert_eq(atomic_load(&lfp_bad), 0, "round %ld: %d wrong outcomes", k, atomic_load(&lfp_bad));
+        for (int i = 0; i < LFP_LEAVES; i++)
+            cr_assert_eq(atomic_load(&lfp_runs[i]), 1, "round %ld: leaf %d ran %d times", k, i,
+                         atomic_load(&lfp_runs[i]));
+        leapt += atomic_load(&lfp_on_waiter);
+    }
+    TU_TRACE("leapfrog put-back: %ld rounds, %ld leaves ran on the waiter", rounds, leapt);
+}
