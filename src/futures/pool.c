@@ -328,8 +328,11 @@ static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
     atomic_store_explicit(&w->lf_seq, q + 2, memory_order_release);
     /* The count before any later push's slot store: a waiter that reads
      * such a slot (a relaxed load, maybe with an older bottom) and then
-     * fences (lf_try) sees the count change. Free on x86 (TSO). */
+     * fences (lf_try) sees the count change. Free on x86 (TSO). (Not under
+     * TSan, which does not model fences and warns about them.) */
+#ifndef CONC__TSAN
     atomic_thread_fence(memory_order_release);
+#endif
 }
 
 /* Before a worker publishes a task's outcome: it is idle again, and the
@@ -601,7 +604,9 @@ static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
         return false;
     /* Pairs with lf_set's closing fence: g's slot, if pushed after a
      * change of the record, makes the change visible here. */
+#ifndef CONC__TSAN
     atomic_thread_fence(memory_order_acquire);
+#endif
     if (atomic_load_explicit(&x->lf_seq, memory_order_seq_cst) != q) {
         lf_requeue(w, g);
         return true;
