@@ -36,12 +36,17 @@
  * store of enq (deq) — the same steps as the CAS path (claim, then fill
  * or empty the cell, then publish its seq), so a half-done owner step
  * looks like a claimed, unpublished cell to everybody else. The owner
- * brackets each operation with a busy flag, stored without a fence and
- * followed by a re-read of the owner word. Another thread that wants the
+ * brackets each operation with its busy count (per thread, not per side:
+ * conc__ring_thr_t, whose address is the thread's owner id; raised without
+ * a fence and followed by a re-read of the owner word; a nesting count, so
+ * a signal handler's operation on another ring restores it). Another thread that wants the
  * side (or close()) revokes it: owner word -> REVOKING, membarrier(2)
  * (conc__fence_heavy: every running thread of the process executes a full
  * barrier, so either the owner's re-read sees REVOKING or the revoker sees
- * busy), waits for busy == 0, then SHARED: everybody uses the CAS path.
+ * busy), waits for the owner's busy == 0, then SHARED: everybody uses the
+ * CAS path. Owner records are never freed (a revoker reads the busy count
+ * of an owner that may have exited); an exited thread's record goes to the
+ * next thread that claims a side, with the sides it still owns.
  * Only a process where membarrier works claims sides
  * (conc__membarrier_init); a revocation in a child that a fork left
  * without the owner stops waiting as a stuck claim does — only for a side
@@ -56,17 +61,17 @@
  * goes back to one thread running alone on it for a long time. So the
  * CAS path counts, on the counter's own cache line (in this CPU's cache
  * right after the CAS), which thread made the last operation and how many
- * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the
- * side's first owner claims it again (SHARED -> its id). Only the first
- * owner: a former owner may still be inside an owner-path entry it began
- * before its revocation (preempted between its check of the owner word
- * and its store of busy); it then sets and clears busy, which under
- * another thread's claim would be that thread's busy flag (a revoker
- * would stop waiting for an operation under way). With a single owner
- * ever, the claimer is that thread, inside no such entry. (Letting any
- * thread claim — one producer of 16 running alone for a time slice —
- * needs a busy flag per thread, not per side.) The claim must shut out
- * CAS-path operations already under way, which read the side as shared:
+ * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) that
+ * thread claims the side (SHARED -> its id) — any thread: with more
+ * threads than CPUs the scheduler often runs one producer of 16 and one
+ * consumer alone for a stretch, and each claims its side for that
+ * stretch (16p16c went from 31 to ~68 M items/s on 2 CPUs). That needs
+ * the busy count per thread: a former owner may still be inside an
+ * owner-path entry it began before its revocation (preempted between its
+ * check of the owner word and its raise of busy); it then raises and
+ * restores its own count, never the new owner's (with one busy flag per
+ * side, a revoker would stop waiting for the new owner's operation).
+ * The claim must shut out CAS-path operations already under way, which read the side as shared:
  * a shared side's counter carries SHARED_BIT (set by whoever makes it
  * shared, after the owner's last operation), which the CAS path's ticket
  * CAS expects set and the new owner clears with an RMW (side_mark, in its
