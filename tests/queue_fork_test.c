@@ -148,10 +148,9 @@ static int owner_child(conc_queue_t *q)
     void *item;
     if (conc_queue_put_nowait(q, (void *)2) != 0)
         return 20;
-    /* (the put side's owner exited before the fork: its record may have
-     * come to this thread, with the side) */
-    if (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_SHARED &&
-        atomic_load(&q->s.ring.pown) != (uintptr_t)conc__ring_me)
+    /* (the put side's owner exited before the fork: its record, with the
+     * side, goes to no thread of the child) */
+    if (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_SHARED || conc__ring_me == &conc__ring_nothr)
         return 21;
     if (conc_queue_get_nowait(q, &item) != 0 || item != (void *)1)
         return 22;

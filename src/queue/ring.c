@@ -176,6 +176,11 @@ static void ring_atfork_child(void)
     atomic_store_explicit((_Atomic uintptr_t *)&fork_survivor, self_id(), memory_order_relaxed);
     /* (a thread left behind may have held it; the child has one thread) */
     pthread_mutex_init(&thr_lock, NULL);
+    /* Records of threads that exited before the fork are not handed out
+     * here: the sides they own carry the parent's fork generation, and a
+     * revoker would take a live owner of such a side for one left behind
+     * (a bounded wait). The few records are left unused. */
+    thr_free = NULL;
 }
 __attribute__((constructor)) static void ring_fork_init(void)
 {
