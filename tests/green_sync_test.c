@@ -1509,7 +1509,8 @@ Test(green_sync, queue_ring_owner_sides_green_and_os_threads, .timeout = TU_TIME
     cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 4), 0);
     r = &x.q->s.ring;
     uintptr_t none = CONC__RING_OWN_NONE;
-    cr_assert(atomic_compare_exchange_strong(&r->pown, &none, (uintptr_t)0x1000)); /* another thread */
+    static conc__ring_thr_t other; /* another thread's record (idle) */
+    cr_assert(atomic_compare_exchange_strong(&r->pown, &none, (uintptr_t)&other)); /* another thread */
     int fenced = 0;
     while (conc__ring_sleep_fence(r, true))
         cr_assert_lt(++fenced, 100);
@@ -1572,6 +1573,7 @@ typedef struct {
     conc_queue_t *q;
     atomic_int owner_state; /* 1: the owner claimed, 2: let it exit */
     atomic_int ticks, stop, busy_cleared;
+    uintptr_t owner; /* the owner thread's id (ring.c) */
     int ticks_before, ticks_after; /* around the revoker's put */
     int put_rc, sleep_rc;
     conc_green_t *revoker;
@@ -1594,7 +1596,7 @@ static void *gr_unbusy(void *arg)
     gr_t *x = arg;
     tu_sleep(0.3);
     atomic_store(&x->busy_cleared, 1);
-    atomic_store(&x->q->s.ring.pbusy, 0); /* the owner's put ends */
+    atomic_store(conc__ring_busy(x->owner), 0); /* the owner's put ends */
     return NULL;
 }
 
@@ -1631,7 +1633,8 @@ static void green_revoker_case(bool kill)
     cr_assert_eq(pthread_create(&owner, NULL, gr_owner, &x), 0);
     cr_assert(TU_WAIT_UNTIL(atomic_load(&x.owner_state) == 1, 10.0));
     cr_assert(side_owned(atomic_load(&r->pown)));
-    atomic_store(&r->pbusy, 1); /* the owner, "preempted" mid-put */
+    x.owner = atomic_load(&r->pown);
+    atomic_store(conc__ring_busy(x.owner), 1); /* the owner, "preempted" mid-put */
     conc_green_t *ticker;
     cr_assert_eq(conc_go(&ticker, gr_ticker, &x), 0);
     cr_assert_eq(conc_go(&x.revoker, gr_revoker, &x), 0);

@@ -148,7 +148,9 @@ static int owner_child(conc_queue_t *q)
     void *item;
     if (conc_queue_put_nowait(q, (void *)2) != 0)
         return 20;
-    if (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_SHARED)
+    /* (the put side's owner exited before the fork: its record, with the
+     * side, goes to no thread of the child) */
+    if (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_SHARED || conc__ring_me == &conc__ring_nothr)
         return 21;
     if (conc_queue_get_nowait(q, &item) != 0 || item != (void *)1)
         return 22;
@@ -180,14 +182,15 @@ Test(queue_fork, ring_sides_owned_by_threads_left_behind)
     cr_assert_eq(pthread_join(t, &rc), 0);
     cr_assert_eq((intptr_t)rc, 0);
     conc__ring_t *r = &q->s.ring;
-    uintptr_t fake = 0x1000; /* a thread that exists in no process */
+    static conc__ring_thr_t frozen; /* a thread that exists in no process */
+    uintptr_t fake = (uintptr_t)&frozen;
     uintptr_t none = CONC__RING_OWN_NONE;
     cr_assert(atomic_compare_exchange_strong(&r->cown, &none, fake));
-    atomic_store(&r->cbusy, 1);
+    atomic_store(&frozen.busy, 1);
     /* a thread runs during the fork, as the frozen owner would */
     int step = fork_threaded(owner_child, q);
     cr_assert_eq(step, 0, "child step %d failed", step);
-    atomic_store(&r->cbusy, 0); /* the frozen owner "finishes" in the parent */
+    atomic_store(&frozen.busy, 0); /* the frozen owner "finishes" in the parent */
     void *item;
     cr_assert_eq(conc_queue_get_nowait(q, &item), 0);
     cr_assert_eq(item, (void *)1);
@@ -268,12 +271,13 @@ static int live_owner_child(conc_queue_t *unused)
     while (atomic_load(&live_state) != 1)
         tu_sleep(0.001);
     /* the owner, "preempted" in the middle of a put */
-    atomic_store(&q->s.ring.pbusy, 1);
+    atomic_uint *busy = conc__ring_busy(atomic_load(&q->s.ring.pown));
+    atomic_store(busy, 1);
     if (pthread_create(&v, NULL, revoker, q) != 0)
         return 32;
     tu_sleep(0.3);
     int early = atomic_load(&revoker_done);
-    atomic_store(&q->s.ring.pbusy, 0); /* its put ends */
+    atomic_store(busy, 0); /* its put ends */
     void *rc;
     pthread_join(v, &rc);
     atomic_store(&live_state, 2);
@@ -320,7 +324,8 @@ static int live_revoker_child(conc_queue_t *unused)
         return 51;
     while (atomic_load(&live_state) != 1)
         tu_sleep(0.001);
-    atomic_store(&q->s.ring.pbusy, 1); /* the owner, "preempted" mid-put */
+    atomic_uint *busy = conc__ring_busy(atomic_load(&q->s.ring.pown));
+    atomic_store(busy, 1); /* the owner, "preempted" mid-put */
     if (pthread_create(&v, NULL, revoker, q) != 0)
         return 52;
     while (atomic_load(&q->s.ring.pown) != CONC__RING_OWN_REVOKING)
@@ -329,7 +334,7 @@ static int live_revoker_child(conc_queue_t *unused)
         return 53;
     tu_sleep(0.5);
     int early = atomic_load(&revoker_done) || atomic_load(&second_done);
-    atomic_store(&q->s.ring.pbusy, 0); /* its put ends */
+    atomic_store(busy, 0); /* its put ends */
     void *rc1, *rc2;
     pthread_join(v, &rc1);
     pthread_join(w, &rc2);
@@ -356,13 +361,14 @@ static int forker_owner_child(conc_queue_t *q)
 {
     alarm(20);
     atomic_store(&revoker_done, 0);
-    atomic_store(&q->s.ring.pbusy, 1); /* this owner, "preempted" mid-put */
+    atomic_uint *busy = conc__ring_busy(atomic_load(&q->s.ring.pown));
+    atomic_store(busy, 1); /* this owner, "preempted" mid-put */
     pthread_t v;
     if (pthread_create(&v, NULL, revoker, q) != 0)
         return 40;
     tu_sleep(0.3);
     int early = atomic_load(&revoker_done);
-    atomic_store(&q->s.ring.pbusy, 0);
+    atomic_store(busy, 0);
     void *rc;
     pthread_join(v, &rc);
     if (early)
@@ -393,7 +399,7 @@ Test(queue_fork, forking_owner_is_waited_for_in_its_child)
 
 static uintptr_t ring_self(void)
 {
-    return (uintptr_t)&conc__ring_self;
+    return (uintptr_t)conc__ring_me;
 }
 
 /* Puts (and gets) item 1000 + i on another thread, revoking what it owns. */
@@ -487,9 +493,10 @@ Test(queue_reclaim, a_solo_run_claims_a_shared_side_back)
     cr_assert_eq(conc_queue_free(q, NULL), 0);
 }
 
-/* Only the side's first owner claims it back (ring.c: a former owner may
- * still be inside an owner-path entry begun before its revocation, and
- * would set and clear busy under another thread's claim). */
+/* Any thread that runs alone on a shared side long enough claims it, not
+ * only the side's first owner (ring.c: busy counts are per thread, so a
+ * former owner still inside an owner-path entry begun before its
+ * revocation raises its own count, never the new owner's). */
 static void *long_solo_run(void *arg)
 {
     conc_queue_t *q = arg;
@@ -499,10 +506,17 @@ static void *long_solo_run(void *arg)
         if (conc_queue_put_nowait(q, (void *)(uintptr_t)(i + 1)) != 0 || conc_queue_get_nowait(q, &it) != 0 ||
             it != (void *)(uintptr_t)(i + 1))
             return (void *)1;
+    if (!conc__membarrier_init())
+        return NULL;
+    /* it owns both sides now */
+    if (atomic_load(&q->s.ring.pown) != ring_self() || atomic_load(&q->s.ring.cown) != ring_self())
+        return (void *)2;
+    if ((atomic_load(&q->s.ring.enq) | atomic_load(&q->s.ring.deq)) & CONC__RING_SHARED_BIT)
+        return (void *)3;
     return NULL;
 }
 
-Test(queue_reclaim, only_the_first_owner_claims_back)
+Test(queue_reclaim, any_thread_claims_back)
 {
     conc_queue_t *q;
     cr_assert_eq(conc_queue_new(&q, CONC_FIFO, 8), 0);
@@ -510,12 +524,175 @@ Test(queue_reclaim, only_the_first_owner_claims_back)
     void *it;
     cr_assert_eq(conc_queue_put_nowait(q, (void *)1), 0); /* this thread: the first owner of both sides */
     cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
-    cr_assert_eq(on_other_thread(long_solo_run, q), 0); /* revokes both, then a long run alone */
+    /* another thread revokes both, then claims them in a long run alone */
+    cr_assert_eq(on_other_thread(long_solo_run, q), 0);
+    /* (that thread exited: its record waits for the next claimer) */
+    cr_assert_eq(conc_queue_put_nowait(q, (void *)5), 0); /* revokes it again */
     cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
-    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
     cr_assert(atomic_load(&r->enq) & CONC__RING_SHARED_BIT);
-    cr_assert_eq(conc_queue_qsize(q), 0);
+    cr_assert_eq(conc_queue_qsize(q), 1);
+    cr_assert_eq(conc_queue_get_nowait(q, &it), 0);
+    cr_assert_eq(it, (void *)5);
+    cr_assert_eq(atomic_load(&r->cown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(conc_queue_get_nowait(q, &it), CONC_EEMPTY);
     cr_assert_eq(conc_queue_free(q, NULL), 0);
+}
+
+/* The hazard that kept claims to a side's first owner: a former owner
+ * "preempted" inside an owner-path entry it began before its revocation
+ * (its busy count raised) while another thread claims the side. That
+ * count is its own: a third thread that revokes the new owner waits for
+ * the new owner's operations only, and the former owner's entry, when it
+ * goes on, sees that it owns nothing (and restores its count). */
+typedef struct {
+    conc_queue_t *q;
+    atomic_int step; /* 1: A claimed, 2: A "preempted" mid-entry, 3: B claimed, 4: let A go on */
+    uintptr_t a_id;
+    intptr_t a_rc;
+} former_t;
+
+static void *former_owner(void *arg)
+{
+    former_t *x = arg;
+    conc__ring_t *r = &x->q->s.ring;
+    if (conc_queue_put_nowait(x->q, (void *)1) != 0)
+        return (void *)1;
+    x->a_id = ring_self();
+    if (atomic_load(&r->pown) != x->a_id)
+        return (void *)2;
+    /* its owner-path entry: the owner word read, busy raised next */
+    atomic_uint *busy = conc__ring_busy(x->a_id);
+    atomic_store(&x->step, 1);
+    while (atomic_load(&x->step) != 2)
+        tu_sleep(0.001);
+    atomic_store(busy, 1); /* preempted after this store, before the re-read */
+    atomic_store(&x->step, 3);
+    while (atomic_load(&x->step) != 4)
+        tu_sleep(0.001);
+    /* the re-read: no longer the owner; restore the count and take the
+     * CAS path (a put through the ordinary entry shows the same) */
+    bool owner = atomic_load(&r->pown) == x->a_id;
+    atomic_store(busy, 0);
+    if (owner)
+        return (void *)3;
+    return (void *)(intptr_t)conc_queue_put_nowait(x->q, (void *)99);
+}
+
+Test(queue_reclaim, a_former_owners_busy_count_is_its_own)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    static former_t x;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 8), 0);
+    conc__ring_t *r = &x.q->s.ring;
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, former_owner, &x), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&x.step) == 1, 10.0));
+    /* this thread (B) revokes A (A is between its read of the owner word
+     * and its raise of busy), then claims the side in a run alone */
+    void *it;
+    cr_assert_eq(conc_queue_put_nowait(x.q, (void *)2), 0);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, (void *)1);
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, (void *)2);
+    atomic_store(&x.step, 2);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&x.step) == 3, 10.0));
+    long n = (long)atomic_load(&r->preclaim) + 10;
+    for (long i = 0; i < n; i++) {
+        cr_assert_eq(conc_queue_put_nowait(x.q, (void *)(uintptr_t)(100 + i)), 0);
+        cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+        cr_assert_eq(it, (void *)(uintptr_t)(100 + i));
+    }
+    cr_assert_eq(atomic_load(&r->pown), ring_self());
+    cr_assert_neq(ring_self(), x.a_id);
+    cr_assert_eq(atomic_load(conc__ring_busy(ring_self())), 0); /* A's raise is not ours */
+    cr_assert_eq(conc_queue_put_nowait(x.q, (void *)7), 0);  /* owner path */
+    /* a third thread revokes B at once (it does not wait for A) */
+    double t0 = tu_now();
+    cr_assert_eq(on_other_thread(other_put, x.q), 0);
+    cr_assert_lt(tu_now() - t0, 5.0);
+    cr_assert_eq(atomic_load(&r->pown), CONC__RING_OWN_SHARED);
+    atomic_store(&x.step, 4);
+    void *arc;
+    cr_assert_eq(pthread_join(a, &arc), 0);
+    cr_assert_eq((intptr_t)arc, 0, "former owner: %d", (int)(intptr_t)arc);
+    /* FIFO: 7 (B's owner put), 7 (the third thread's), 99 (A's CAS put) */
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, (void *)7);
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, (void *)7);
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), 0);
+    cr_assert_eq(it, (void *)99);
+    cr_assert_eq(conc_queue_get_nowait(x.q, &it), CONC_EEMPTY);
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+}
+
+/* An exited owner's record goes to the next thread that claims a side,
+ * together with the sides the exited thread still owns: that thread then
+ * uses them as their owner (nobody else does), FIFO kept; and a thread's
+ * busy count is a nesting count (a handler's operation on another ring in
+ * the middle of one restores it). */
+static void *claim_put_side(void *arg)
+{
+    if (conc_queue_put_nowait(arg, (void *)1) != 0)
+        return (void *)0;
+    return (void *)ring_self();
+}
+static void *inherit(void *arg)
+{
+    conc_queue_t **qs = arg;
+    if (conc_queue_put_nowait(qs[1], (void *)2) != 0) /* its first claim */
+        return (void *)1;
+    uintptr_t me = ring_self();
+    if (atomic_load(&qs[1]->s.ring.pown) != me)
+        return (void *)2;
+    /* a nested operation restores the count it found */
+    atomic_uint *busy = conc__ring_busy(me);
+    atomic_store(busy, 1);
+    if (conc_queue_put_nowait(qs[1], (void *)3) != 0 || atomic_load(busy) != 1)
+        return (void *)3;
+    atomic_store(busy, 0);
+    /* qs[0]'s put side: owned by the exited thread, maybe this record */
+    if (atomic_load(&qs[0]->s.ring.pown) == me && conc_queue_put_nowait(qs[0], (void *)4) != 0)
+        return (void *)4;
+    return NULL;
+}
+
+Test(queue_reclaim, an_exited_owners_record_is_reused)
+{
+    if (!conc__membarrier_init())
+        cr_skip_test("membarrier(2) is not usable here: sides are never owned");
+    conc_queue_t *qs[2];
+    cr_assert_eq(conc_queue_new(&qs[0], CONC_FIFO, 8), 0);
+    cr_assert_eq(conc_queue_new(&qs[1], CONC_FIFO, 8), 0);
+    uintptr_t gone = (uintptr_t)on_other_thread(claim_put_side, qs[0]);
+    cr_assert_neq(gone, 0);
+    cr_assert_eq(atomic_load(&qs[0]->s.ring.pown), gone);
+    pthread_t t;
+    void *trc;
+    cr_assert_eq(pthread_create(&t, NULL, inherit, qs), 0);
+    cr_assert_eq(pthread_join(t, &trc), 0);
+    cr_assert_eq((intptr_t)trc, 0, "inherit: step %d", (int)(intptr_t)trc);
+    /* this thread revokes whoever owns it now: FIFO across the owners */
+    cr_assert_eq(conc_queue_put_nowait(qs[0], (void *)5), 0);
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(qs[0], &it), 0);
+    cr_assert_eq(it, (void *)1);
+    if (conc_queue_qsize(qs[0]) == 2) {
+        cr_assert_eq(conc_queue_get_nowait(qs[0], &it), 0);
+        cr_assert_eq(it, (void *)4);
+    }
+    cr_assert_eq(conc_queue_get_nowait(qs[0], &it), 0);
+    cr_assert_eq(it, (void *)5);
+    for (uintptr_t v = 2; v <= 3; v++) {
+        cr_assert_eq(conc_queue_get_nowait(qs[1], &it), 0);
+        cr_assert_eq(it, (void *)v);
+    }
+    cr_assert_eq(conc_queue_free(qs[0], NULL), 0);
+    cr_assert_eq(conc_queue_free(qs[1], NULL), 0);
 }
 
 /* Producers put in bursts, one at a time (a mutex: each burst is a solo
@@ -697,8 +874,8 @@ typedef struct {
 static void *reowner(void *arg)
 {
     reowner_t *o = arg;
-    o->id = ring_self();
     reclaim_both(o->q);
+    o->id = ring_self(); /* (a thread has its id from its first claim on) */
     conc_queue_put_nowait(o->q, (void *)1);
     conc_queue_put_nowait(o->q, (void *)2);
     atomic_store(&o->state, 1);

@@ -106,7 +106,6 @@ typedef struct {
 typedef struct {
     _Alignas(CONC__CACHELINE) atomic_size_t enq; /* = items ever put (| CLOSED | SHARED_BIT) */
     _Atomic uintptr_t pown;                      /* producer side's owner */
-    atomic_uint pbusy;                           /* the owner is in a put */
     atomic_uint pgen;                            /* conc__fork_gen at pown's claim */
     /* re-claiming a shared side (ring.c): the thread of the last CAS-path
      * put, how many in a row it made, how many make it claim the side,
@@ -114,16 +113,13 @@ typedef struct {
     _Atomic uintptr_t plast;
     atomic_uint pstreak, preclaim;
     atomic_size_t pfrom;
-    _Atomic uintptr_t pfirst; /* the only thread that may claim it back */
     atomic_uint prgen;        /* conc__fork_gen when pown last went REVOKING */
     _Alignas(CONC__CACHELINE) atomic_size_t deq; /* = items ever taken (| SHARED_BIT) */
     _Atomic uintptr_t cown;                      /* consumer side's owner */
-    atomic_uint cbusy;                           /* the owner is in a get */
     atomic_uint cgen;                            /* conc__fork_gen at cown's claim */
     _Atomic uintptr_t clast;                     /* (as for the put side) */
     atomic_uint cstreak, creclaim;
     atomic_size_t cfrom;
-    _Atomic uintptr_t cfirst;
     atomic_uint crgen;
     _Alignas(CONC__CACHELINE) size_t cap;
     size_t mask;                                 /* cap - 1 if a power of 2, else 0 */
@@ -181,8 +177,23 @@ static inline bool conc__ring_peek_put_ahead(const conc__ring_t *r, size_t ahead
     const conc__cell_t *c = &r->cells[r->mask ? (pos & r->mask) : (pos % r->cap)];
     return (intptr_t)(atomic_load_explicit((atomic_size_t *)&c->seq, memory_order_relaxed) - pos) >= 0;
 }
-/* The owner paths' thread id (ring.c): this variable's address. */
-extern __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
+/* A thread that may own ring sides (ring.c): its id is this record's
+ * address, and `busy` brackets its owner-path operations on any ring (a
+ * nesting count: a signal handler's operation on another ring restores
+ * it). Records are never freed (a revoker may read the busy flag of an
+ * owner that exited); an exited thread's record goes to the next thread
+ * that claims a side, with the sides it owned (nobody else uses them). */
+typedef struct conc__ring_thr {
+    _Alignas(CONC__CACHELINE) atomic_uint busy;
+    struct conc__ring_thr *next_free;
+} conc__ring_thr_t;
+/* The calling thread's record (conc__ring_nothr until it first claims). */
+extern __thread conc__ring_thr_t *conc__ring_me __attribute__((tls_model("initial-exec")));
+extern conc__ring_thr_t conc__ring_nothr;
+static inline atomic_uint *conc__ring_busy(uintptr_t owner)
+{
+    return &((conc__ring_thr_t *)owner)->busy;
+}
 
 /* Blocking put/get fast path, inline (queue.c): if the calling thread owns
  * the side, one non-exact attempt (as conc__ring_put/get with exact =
@@ -191,10 +202,12 @@ extern __thread char conc__ring_self __attribute__((tls_model("initial-exec")));
  * empty, -1 = not owner. The same steps as ring.c's owner_put/owner_get. */
 static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
 {
-    uintptr_t me = (uintptr_t)&conc__ring_self;
+    conc__ring_thr_t *t = conc__ring_me;
+    uintptr_t me = (uintptr_t)t;
     if (atomic_load_explicit(&r->pown, memory_order_relaxed) != me)
         return 1;
-    atomic_store_explicit(&r->pbusy, 1, memory_order_relaxed);
+    unsigned b = atomic_load_explicit(&t->busy, memory_order_relaxed);
+    atomic_store_explicit(&t->busy, b + 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier is the fence */
     int rc = 1;
     if (__builtin_expect(atomic_load_explicit(&r->pown, memory_order_relaxed) == me, 1)) {
@@ -209,15 +222,17 @@ static inline int conc__ring_put_owned(conc__ring_t *r, void *item)
             rc = 0;
         }
     }
-    atomic_store_explicit(&r->pbusy, 0, memory_order_release);
+    atomic_store_explicit(&t->busy, b, memory_order_release);
     return rc;
 }
 static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
 {
-    uintptr_t me = (uintptr_t)&conc__ring_self;
+    conc__ring_thr_t *t = conc__ring_me;
+    uintptr_t me = (uintptr_t)t;
     if (atomic_load_explicit(&r->cown, memory_order_relaxed) != me)
         return -1;
-    atomic_store_explicit(&r->cbusy, 1, memory_order_relaxed);
+    unsigned b = atomic_load_explicit(&t->busy, memory_order_relaxed);
+    atomic_store_explicit(&t->busy, b + 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst);
     int rc = -1;
     if (__builtin_expect(atomic_load_explicit(&r->cown, memory_order_relaxed) == me, 1)) {
@@ -232,7 +247,7 @@ static inline int conc__ring_get_owned(conc__ring_t *r, void **item)
             rc = 1;
         }
     }
-    atomic_store_explicit(&r->cbusy, 0, memory_order_release);
+    atomic_store_explicit(&t->busy, b, memory_order_release);
     return rc;
 }
 
@@ -250,7 +265,7 @@ bool conc__ring_sleep_fence_slow(conc__ring_t *r, bool getter);
 static inline bool conc__ring_sleep_fence(conc__ring_t *r, bool getter)
 {
     uintptr_t o = atomic_load(getter ? &r->pown : &r->cown);
-    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == (uintptr_t)&conc__ring_self)
+    if (o == CONC__RING_OWN_NONE || o == CONC__RING_OWN_SHARED || o == (uintptr_t)conc__ring_me)
         return false;
     return conc__ring_sleep_fence_slow(r, getter);
 }

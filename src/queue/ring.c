@@ -36,12 +36,17 @@
  * store of enq (deq) — the same steps as the CAS path (claim, then fill
  * or empty the cell, then publish its seq), so a half-done owner step
  * looks like a claimed, unpublished cell to everybody else. The owner
- * brackets each operation with a busy flag, stored without a fence and
- * followed by a re-read of the owner word. Another thread that wants the
+ * brackets each operation with its busy count (per thread, not per side:
+ * conc__ring_thr_t, whose address is the thread's owner id; raised without
+ * a fence and followed by a re-read of the owner word; a nesting count, so
+ * a signal handler's operation on another ring restores it). Another thread that wants the
  * side (or close()) revokes it: owner word -> REVOKING, membarrier(2)
  * (conc__fence_heavy: every running thread of the process executes a full
  * barrier, so either the owner's re-read sees REVOKING or the revoker sees
- * busy), waits for busy == 0, then SHARED: everybody uses the CAS path.
+ * busy), waits for the owner's busy == 0, then SHARED: everybody uses the
+ * CAS path. Owner records are never freed (a revoker reads the busy count
+ * of an owner that may have exited); an exited thread's record goes to the
+ * next thread that claims a side, with the sides it still owns.
  * Only a process where membarrier works claims sides
  * (conc__membarrier_init); a revocation in a child that a fork left
  * without the owner stops waiting as a stuck claim does — only for a side
@@ -56,17 +61,17 @@
  * goes back to one thread running alone on it for a long time. So the
  * CAS path counts, on the counter's own cache line (in this CPU's cache
  * right after the CAS), which thread made the last operation and how many
- * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) the
- * side's first owner claims it again (SHARED -> its id). Only the first
- * owner: a former owner may still be inside an owner-path entry it began
- * before its revocation (preempted between its check of the owner word
- * and its store of busy); it then sets and clears busy, which under
- * another thread's claim would be that thread's busy flag (a revoker
- * would stop waiting for an operation under way). With a single owner
- * ever, the claimer is that thread, inside no such entry. (Letting any
- * thread claim — one producer of 16 running alone for a time slice —
- * needs a busy flag per thread, not per side.) The claim must shut out
- * CAS-path operations already under way, which read the side as shared:
+ * it made in a row; at `reclaim` in a row (RECLAIM_MIN at first) that
+ * thread claims the side (SHARED -> its id) — any thread: with more
+ * threads than CPUs the scheduler often runs one producer of 16 and one
+ * consumer alone for a stretch, and each claims its side for that
+ * stretch (16p16c went from 31 to ~68 M items/s on 2 CPUs). That needs
+ * the busy count per thread: a former owner may still be inside an
+ * owner-path entry it began before its revocation (preempted between its
+ * check of the owner word and its raise of busy); it then raises and
+ * restores its own count, never the new owner's (with one busy flag per
+ * side, a revoker would stop waiting for the new owner's operation).
+ * The claim must shut out CAS-path operations already under way, which read the side as shared:
  * a shared side's counter carries SHARED_BIT (set by whoever makes it
  * shared, after the owner's last operation), which the CAS path's ticket
  * CAS expects set and the new owner clears with an RMW (side_mark, in its
@@ -108,11 +113,59 @@
 #include "core/fence.h"
 #include "queue/container.h"
 
-/* This thread's id as a side owner (never 0, 1 or 2). */
-__thread char conc__ring_self __attribute__((tls_model("initial-exec")));
+/* This thread's id as a side owner (never 0, 1 or 2): its record's
+ * address (container.h; conc__ring_nothr, which owns nothing, until it
+ * first claims a side). */
+conc__ring_thr_t conc__ring_nothr;
+__thread conc__ring_thr_t *conc__ring_me __attribute__((tls_model("initial-exec"))) = &conc__ring_nothr;
 static inline uintptr_t self_id(void)
 {
-    return (uintptr_t)&conc__ring_self;
+    return (uintptr_t)conc__ring_me;
+}
+
+/* Records of exited threads, for the next threads that claim sides. */
+static pthread_mutex_t thr_lock = PTHREAD_MUTEX_INITIALIZER;
+static conc__ring_thr_t *thr_free;
+static pthread_key_t thr_key;
+static bool thr_key_ok;
+
+/* At thread exit: give the record back (its busy count is 0: no
+ * operation is under way), and stop using it. A ring operation of a
+ * later destructor of this thread gets a record again (or none). */
+static void thr_exit(void *p)
+{
+    conc__ring_thr_t *t = p;
+    conc__ring_me = &conc__ring_nothr;
+    pthread_mutex_lock(&thr_lock);
+    t->next_free = thr_free;
+    thr_free = t;
+    pthread_mutex_unlock(&thr_lock);
+}
+
+/* The calling thread's own record, made on its first claim: its id
+ * (0 when out of memory: the caller does not claim). */
+static uintptr_t thr_id(void)
+{
+    conc__ring_thr_t *t = conc__ring_me;
+    if (__builtin_expect(t != &conc__ring_nothr, 1))
+        return (uintptr_t)t;
+    pthread_mutex_lock(&thr_lock);
+    if ((t = thr_free) != NULL)
+        thr_free = t->next_free;
+    pthread_mutex_unlock(&thr_lock);
+    if (!t) {
+        t = aligned_alloc(CONC__CACHELINE, sizeof *t);
+        if (!t)
+            return 0;
+        atomic_init(&t->busy, 0);
+    }
+    t->next_free = NULL;
+    if (!thr_key_ok || pthread_setspecific(thr_key, t) != 0) {
+        thr_exit(t); /* (no destructor would give it back: not kept) */
+        return 0;
+    }
+    conc__ring_me = t;
+    return (uintptr_t)t;
 }
 
 /* The thread that made the last fork (in a child: its only thread, still
@@ -121,10 +174,18 @@ static uintptr_t fork_survivor;
 static void ring_atfork_child(void)
 {
     atomic_store_explicit((_Atomic uintptr_t *)&fork_survivor, self_id(), memory_order_relaxed);
+    /* (a thread left behind may have held it; the child has one thread) */
+    pthread_mutex_init(&thr_lock, NULL);
+    /* Records of threads that exited before the fork are not handed out
+     * here: the sides they own carry the parent's fork generation, and a
+     * revoker would take a live owner of such a side for one left behind
+     * (a bounded wait). The few records are left unused. */
+    thr_free = NULL;
 }
 __attribute__((constructor)) static void ring_fork_init(void)
 {
     pthread_atfork(NULL, NULL, ring_atfork_child);
+    thr_key_ok = pthread_key_create(&thr_key, thr_exit) == 0;
 }
 
 /* A shared side is claimed again by a thread that made this many CAS-path
@@ -153,8 +214,6 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->deq, 0);
     atomic_init(&r->pown, CONC__RING_OWN_NONE);
     atomic_init(&r->cown, CONC__RING_OWN_NONE);
-    atomic_init(&r->pbusy, 0);
-    atomic_init(&r->cbusy, 0);
     atomic_init(&r->pgen, 0);
     atomic_init(&r->cgen, 0);
     atomic_init(&r->plast, 0);
@@ -165,8 +224,6 @@ int conc__ring_init(conc__ring_t *r, size_t cap)
     atomic_init(&r->creclaim, RECLAIM_MIN);
     atomic_init(&r->pfrom, 0);
     atomic_init(&r->cfrom, 0);
-    atomic_init(&r->pfirst, CONC__RING_OWN_NONE);
-    atomic_init(&r->cfirst, CONC__RING_OWN_NONE);
     atomic_init(&r->prgen, 0);
     atomic_init(&r->crgen, 0);
     atomic_init(&r->fence_mark[0], 0);
@@ -213,18 +270,18 @@ static bool mid_way_wait(unsigned *spins)
 /* One side of the ring (put: enq and the p* fields; get: deq, c*). */
 typedef struct {
     atomic_size_t *ctr;
-    _Atomic uintptr_t *own, *last, *first;
-    atomic_uint *busy, *gen, *streak, *reclaim, *rgen;
+    _Atomic uintptr_t *own, *last;
+    atomic_uint *gen, *streak, *reclaim, *rgen;
     atomic_size_t *from;
 } side_t;
 
 static inline side_t side_of(conc__ring_t *r, bool getter)
 {
     if (getter)
-        return (side_t){&r->deq,  &r->cown,    &r->clast,    &r->cfirst, &r->cbusy,
-                        &r->cgen, &r->cstreak, &r->creclaim, &r->crgen, &r->cfrom};
-    return (side_t){&r->enq,  &r->pown,    &r->plast,    &r->pfirst, &r->pbusy,
-                    &r->pgen, &r->pstreak, &r->preclaim, &r->prgen, &r->pfrom};
+        return (side_t){&r->deq,  &r->cown,     &r->clast,   &r->cgen,
+                        &r->cstreak, &r->creclaim, &r->crgen, &r->cfrom};
+    return (side_t){&r->enq,  &r->pown,     &r->plast,   &r->pgen,
+                    &r->pstreak, &r->preclaim, &r->prgen, &r->pfrom};
 }
 
 /* own: *o -> REVOKING (a CAS; false and *o updated if it changed).
@@ -240,24 +297,27 @@ static inline bool side_begin_revoke(side_t s, uintptr_t *o)
                                                    memory_order_acquire);
 }
 
-/* Enter the owner path: true if the calling thread owns the side (busy is
- * set then; the caller clears it with side_leave). */
-static inline bool side_enter(_Atomic uintptr_t *own, atomic_uint *busy, uintptr_t me)
+/* Enter the owner path: true if the calling thread (me: its id) owns the
+ * side (its busy count is raised then, from *b; the caller restores it
+ * with side_leave). */
+static inline bool side_enter(_Atomic uintptr_t *own, uintptr_t me, unsigned *b)
 {
     if (atomic_load_explicit(own, memory_order_relaxed) != me)
         return false;
-    atomic_store_explicit(busy, 1, memory_order_relaxed);
+    atomic_uint *busy = conc__ring_busy(me);
+    *b = atomic_load_explicit(busy, memory_order_relaxed);
+    atomic_store_explicit(busy, *b + 1, memory_order_relaxed);
     /* no hardware fence: the revoker's membarrier stands in for it */
     atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(own, memory_order_relaxed) == me, 1))
         return true;
-    atomic_store_explicit(busy, 0, memory_order_release);
+    atomic_store_explicit(busy, *b, memory_order_release);
     return false;
 }
 
-static inline void side_leave(atomic_uint *busy)
+static inline void side_leave(uintptr_t me, unsigned b)
 {
-    atomic_store_explicit(busy, 0, memory_order_release);
+    atomic_store_explicit(conc__ring_busy(me), b, memory_order_release);
 }
 
 /* A new owner's first step, inside its first busy bracket: clear
@@ -307,7 +367,7 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
     bool left_behind = atomic_load_explicit(s.gen, memory_order_relaxed) != conc__load(&conc__fork_gen, RLX) &&
                        o != atomic_load_explicit((_Atomic uintptr_t *)&fork_survivor, memory_order_relaxed);
     may_switch = may_switch && !left_behind && conc__local_hub();
-    while (atomic_load_explicit(s.busy, memory_order_acquire)) {
+    while (atomic_load_explicit(conc__ring_busy(o), memory_order_acquire)) {
         if (left_behind ? stuck_since_fork(&spins) : (++spins, false))
             break;
         if (may_switch && spins >= 256) {
@@ -335,14 +395,13 @@ static bool side_revoke(side_t s, uintptr_t o, bool may_switch)
 
 /* A side left REVOKING for long by a revoker of an older fork generation
  * (rgen: a thread a fork left behind; a revoker of this process is alive
- * and is waited for): finish the hand-over (its owner, if still busy,
- * gets the bounded wait of a stuck claim; the CAS leaves a live revoker's
- * own end of it alone). */
+ * and is waited for): finish the hand-over (the CAS leaves a live
+ * revoker's own end of it alone). Its owner was one of the threads of
+ * that fork: left behind too, or the thread that forked — which is not in
+ * an owner operation (it was in fork(), and nobody claims a REVOKING
+ * side), so there is no operation to wait for. */
 static void side_orphan_revoked(side_t s)
 {
-    unsigned spins = 0;
-    while (atomic_load_explicit(s.busy, memory_order_acquire) && !stuck_since_fork(&spins))
-        sched_yield();
     atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
     uintptr_t o = CONC__RING_OWN_REVOKING;
     atomic_compare_exchange_strong_explicit(s.own, &o, CONC__RING_OWN_SHARED, memory_order_seq_cst,
@@ -391,10 +450,8 @@ static bool side_take(side_t s, uintptr_t me, bool may_claim, bool may_switch)
                                                                  memory_order_acquire)
                       : !side_begin_revoke(s, &o))
                 continue;
-            if (claim) {
-                atomic_store_explicit(s.first, me, memory_order_relaxed);
+            if (claim)
                 return true;
-            }
             /* never owned: shared from the start (others wait for SHARED) */
             atomic_fetch_or_explicit(s.ctr, CONC__RING_SHARED_BIT, memory_order_seq_cst);
             atomic_store_explicit(s.own, CONC__RING_OWN_SHARED, memory_order_seq_cst);
@@ -427,28 +484,27 @@ static inline void side_count(side_t s)
     if (__builtin_expect(n < atomic_load_explicit(s.reclaim, memory_order_relaxed), 1))
         return;
     atomic_store_explicit(s.streak, 0, memory_order_relaxed);
-    /* Only the side's first owner claims it back: a former owner may still
-     * be inside an owner-path entry it began before its revocation
-     * (preempted between its check of the owner word and its store of
-     * busy), and would then set and clear busy — under another thread's
-     * claim, that thread's busy flag. With one owner ever, that thread is
-     * the caller, not inside any such entry. */
-    if (conc__membarrier_state != 1 || atomic_load_explicit(s.first, memory_order_relaxed) != me ||
-        atomic_load_explicit(s.own, memory_order_relaxed) != CONC__RING_OWN_SHARED)
+    /* Any thread may claim it: a former owner that is still inside an
+     * owner-path entry it began before its revocation (preempted between
+     * its check of the owner word and its raise of busy) raises and
+     * restores its own busy count, not the new owner's. */
+    if (conc__membarrier_state != 1 || atomic_load_explicit(s.own, memory_order_relaxed) != CONC__RING_OWN_SHARED ||
+        !(me = thr_id()))
         return;
     /* Stamp the claim's fork generation before the CAS, as side_take does
      * (the CAS releases it): a revoker that sees us as the owner sees our
      * generation too, never an older claim's (which could make it take a
      * live owner for one a fork left behind). A shared side's gen is read
-     * by nobody, and nobody but its first owner (us) moves it off SHARED,
-     * so the stamp never lands under another thread's claim. */
+     * by nobody, and the stamps of racing claimers of one process are
+     * equal, so the stamp never lands wrong under another thread's claim. */
     atomic_store_explicit(s.gen, conc__load(&conc__fork_gen, RLX), memory_order_relaxed);
     uintptr_t o = CONC__RING_OWN_SHARED;
     if (!atomic_compare_exchange_strong_explicit(s.own, &o, me, memory_order_seq_cst, memory_order_relaxed))
         return;
-    if (side_enter(s.own, s.busy, me)) {
+    unsigned b;
+    if (side_enter(s.own, me, &b)) {
         (void)side_mark(s);
-        side_leave(s.busy);
+        side_leave(me, b);
     }
 }
 
@@ -602,15 +658,16 @@ static __attribute__((noinline)) int shared_put(conc__ring_t *r, void *item, boo
  * over: claim it or share it. */
 static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool exact)
 {
-    uintptr_t me = self_id();
+    uintptr_t me = thr_id();
     side_t s = side_of(r, false);
-    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
+    unsigned b;
+    if (side_take(s, me ? me : self_id(), me != 0, true) && side_enter(s.own, me, &b)) {
         if (side_mark(s)) {
             int rc = owner_put(r, item, exact);
-            side_leave(s.busy);
+            side_leave(me, b);
             return rc;
         }
-        side_leave(s.busy);
+        side_leave(me, b);
     }
     return shared_put(r, item, exact);
 }
@@ -618,9 +675,11 @@ static __attribute__((noinline)) int claim_put(conc__ring_t *r, void *item, bool
 int conc__ring_put(conc__ring_t *r, void *item, bool exact)
 {
     for (;;) {
-        if (side_enter(&r->pown, &r->pbusy, self_id())) {
+        uintptr_t me = self_id();
+        unsigned b;
+        if (side_enter(&r->pown, me, &b)) {
             int rc = owner_put(r, item, exact);
-            side_leave(&r->pbusy);
+            side_leave(me, b);
             return rc;
         }
         /* acquire: pairs with the revoker's SHARED store, so the former
@@ -675,15 +734,16 @@ static __attribute__((noinline)) int shared_get(conc__ring_t *r, void **item, bo
  * over: claim it or share it. */
 static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, bool exact)
 {
-    uintptr_t me = self_id();
+    uintptr_t me = thr_id();
     side_t s = side_of(r, true);
-    if (side_take(s, me, true, true) && side_enter(s.own, s.busy, me)) {
+    unsigned b;
+    if (side_take(s, me ? me : self_id(), me != 0, true) && side_enter(s.own, me, &b)) {
         if (side_mark(s)) { /* (deq has no CLOSED bit: always) */
             bool ok = owner_get(r, item, exact);
-            side_leave(s.busy);
+            side_leave(me, b);
             return ok;
         }
-        side_leave(s.busy);
+        side_leave(me, b);
     }
     return shared_get(r, item, exact);
 }
@@ -691,9 +751,11 @@ static __attribute__((noinline)) int claim_get(conc__ring_t *r, void **item, boo
 bool conc__ring_get(conc__ring_t *r, void **item, bool exact)
 {
     for (;;) {
-        if (side_enter(&r->cown, &r->cbusy, self_id())) {
+        uintptr_t me = self_id();
+        unsigned b;
+        if (side_enter(&r->cown, me, &b)) {
             bool ok = owner_get(r, item, exact);
-            side_leave(&r->cbusy);
+            side_leave(me, b);
             return ok;
         }
         /* acquire: as for put */
