@@ -47,6 +47,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/io_uring.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,21 +85,22 @@ static conc__fdent_t *fdent(conc__hub_t *h, int fd)
  * socket, which conc__fd_io may take). Stream sockets only — not
  * datagrams, pipes (a packet-mode pipe's read end cannot be told from a
  * plain one), terminals, inotify, signalfd... (one record per read). And
- * not the reads of a Unix stream socket: a read stops after a message
- * that passed fds (SCM_RIGHTS) and, with SO_PASSCRED, between messages
- * of different writers, with more queued. A TCP read also stops at an
- * urgent mark: wake_fd drops READ when the poller reports urgent data
- * (CONC__FD_URG), and a short MSG_OOB read says nothing. */
+ * reads only on TCP (and MPTCP): a Unix stream socket's read stops after
+ * a message that passed fds (SCM_RIGHTS) and, with SO_PASSCRED, between
+ * messages of different writers, with more queued; SCTP's keeps message
+ * boundaries. A TCP read also stops at an urgent mark: wake_fd drops
+ * READ when the poller reports urgent data (CONC__FD_URG); and a short
+ * MSG_OOB / MSG_ERRQUEUE read says nothing of the stream (its callers). */
 static uint8_t short_means(int fd)
 {
-    int type = 0, dom = 0;
+    int type = 0, proto = 0;
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
         return 0;
-    len = sizeof dom;
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX)
-        return CONC__FD_WRITE;
-    return CONC__FD_READ | CONC__FD_WRITE;
+    len = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && (proto == IPPROTO_TCP || proto == 262 /* MPTCP */))
+        return CONC__FD_READ | CONC__FD_WRITE;
+    return CONC__FD_WRITE;
 }
 
 /* The hub knows fd in `events` too from now on. */
@@ -339,7 +341,7 @@ ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64
             ssize_t r = wr ? send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL) : recv(fd, buf, n, flags | MSG_DONTWAIT);
             if (r >= 0) {
                 e = &h->fds[fd];
-                if ((size_t)r < n && !(flags & MSG_OOB)) /* drained (or full): the next edge says when not */
+                if ((size_t)r < n && !(flags & (MSG_OOB | MSG_ERRQUEUE))) /* drained (or full): the next edge says when not */
                     e->dry |= (uint8_t)(ev & e->registered & e->stream);
                 return r;
             }
