@@ -981,3 +981,33 @@ Test(hub_fastio, unix_read_after_passed_fd_is_not_drained, .timeout = TU_TIMEOUT
     fast_done();
     unkeep(k);
 }
+
+Test(hub_fastio, unix_read_between_writers_with_passcred_is_not_drained, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    conc_green_t *k = keep_attached();
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    int one = 1;
+    cr_assert_eq(setsockopt(fsp[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1);
+    cr_assert_eq(write(fsp[1], "ab", 2), 2);
+    pid_t pid = fork(); /* another writer: its messages are not glued to ours */
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(write(fsp[1], "cd", 2) == 2 ? 0 : 1);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    settle();
+    char b[16];
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), 2); /* "ab": the writer changes */
+    ssize_t r = conc_read(fsp[0], b, sizeof b, 1.0);
+    cr_assert_eq(r, 2, "the other writer's data: %zd", r);
+    cr_assert_eq(memcmp(b, "cd", 2), 0);
+    fast_done();
+    unkeep(k);
+}
