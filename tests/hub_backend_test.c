@@ -848,3 +848,166 @@ Test(hub_fastio, reused_fd_number_falls_back, .timeout = TU_TIMEOUT)
     conc_close(fsp[1]);
     close(pfd[1]);
 }
+
+/* ------------- epoll: a short read that does not mean "drained" (revecho) */
+
+/* The fast path and conc__fd_short take a short read of a stream socket
+ * as "drained": the next read skips the system call and parks until the
+ * next edge. These are short reads with data still queued and no edge to
+ * come: the next read must still get the data (it timed out before). */
+
+/* A green thread that keeps the hub attached (with none left, the main
+ * context goes back to plain parking and the hub forgets its fds). */
+static void *keeper(void *arg)
+{
+    (void)arg;
+    conc_sleep(30.0);
+    return NULL;
+}
+static conc_green_t *keep_attached(void)
+{
+    conc_green_t *k;
+    cr_assert_eq(conc_go(&k, keeper, NULL), 0);
+    return k;
+}
+static void unkeep(conc_green_t *k)
+{
+    cr_assert_eq(conc_green_kill(k, true, 5.0), 0);
+    conc_green_free(k);
+}
+
+/* A TCP pair whose server end s the hub watches for reads (its first
+ * wait went the general way) and has seen every edge so far. */
+static void tcp_pair_registered(int *lfd, int *s, int *c)
+{
+    use_backend(CONC_HUB_EPOLL);
+    cr_assert_eq(conc_tcp_listen("127.0.0.1", 0, 4, lfd), 0);
+    cr_assert_eq(conc_tcp_dial("127.0.0.1", conc_socket_port(*lfd), 5.0, c), 0);
+    *s = conc_accept(*lfd, NULL, NULL, 5.0);
+    cr_assert_geq(*s, 0);
+    fsp[0] = *s;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(*c, "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1); /* a full read: not marked dry */
+}
+
+/* Let the data arrive and the hub reap its edges. */
+static void settle(void)
+{
+    tu_sleep(0.05);
+    for (int i = 0; i < 5; i++)
+        conc_sleep(0.002);
+}
+
+Test(hub_fastio, tcp_urgent_mark_is_not_drained, .timeout = TU_TIMEOUT)
+{
+    int lfd, s, c;
+    conc_green_t *k = keep_attached();
+    tcp_pair_registered(&lfd, &s, &c);
+    /* a read stops at the urgent mark: "abc" short, "def" still queued */
+    cr_assert_eq(send(c, "abc", 3, 0), 3);
+    cr_assert_eq(send(c, "X", 1, MSG_OOB), 1);
+    cr_assert_eq(send(c, "def", 3, 0), 3);
+    settle();
+    char b[16];
+    cr_assert_eq(conc_recv(s, b, sizeof b, 0, 1.0), 3);
+    cr_assert_eq(memcmp(b, "abc", 3), 0);
+    ssize_t r = conc_recv(s, b, sizeof b, 0, 1.0);
+    cr_assert_eq(r, 3, "the data after the urgent mark: %zd", r);
+    cr_assert_eq(memcmp(b, "def", 3), 0);
+    conc_close(s);
+    conc_close(c);
+    conc_close(lfd);
+    unkeep(k);
+}
+
+Test(hub_fastio, short_oob_read_is_not_drained, .timeout = TU_TIMEOUT)
+{
+    int lfd, s, c;
+    conc_green_t *k = keep_attached();
+    tcp_pair_registered(&lfd, &s, &c);
+    cr_assert_eq(send(c, "X", 1, MSG_OOB), 1);
+    cr_assert_eq(send(c, "def", 3, 0), 3);
+    settle();
+    char b[16];
+    /* the urgent byte: a short read that says nothing of the stream */
+    cr_assert_eq(conc_recv(s, b, sizeof b, MSG_OOB, 1.0), 1);
+    cr_assert_eq(b[0], 'X');
+    ssize_t r = conc_recv(s, b, sizeof b, 0, 1.0);
+    cr_assert_eq(r, 3, "the data after the urgent byte: %zd", r);
+    conc_close(s);
+    conc_close(c);
+    conc_close(lfd);
+    unkeep(k);
+}
+
+/* Unix stream sockets: a read stops after a message that carried fds
+ * (SCM_RIGHTS), and with SO_PASSCRED between messages of different
+ * writers. */
+static void send_with_fd(int sock, const char *data, size_t n, int passfd)
+{
+    struct iovec v = {(void *)data, n};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
+    cr_assert_eq(sendmsg(sock, &m, 0), (ssize_t)n);
+}
+
+Test(hub_fastio, unix_read_after_passed_fd_is_not_drained, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    conc_green_t *k = keep_attached();
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1);
+    send_with_fd(fsp[1], "ab", 2, 0); /* passes stdin along */
+    cr_assert_eq(write(fsp[1], "cd", 2), 2);
+    settle();
+    char b[16];
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), 2); /* "ab": the passed fd ends the read */
+    ssize_t r = conc_read(fsp[0], b, sizeof b, 1.0);
+    cr_assert_eq(r, 2, "the data after the message with an fd: %zd", r);
+    cr_assert_eq(memcmp(b, "cd", 2), 0);
+    fast_done();
+    unkeep(k);
+}
+
+Test(hub_fastio, unix_read_between_writers_with_passcred_is_not_drained, .timeout = TU_TIMEOUT)
+{
+    use_backend(CONC_HUB_EPOLL);
+    conc_green_t *k = keep_attached();
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    int one = 1;
+    cr_assert_eq(setsockopt(fsp[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1);
+    cr_assert_eq(write(fsp[1], "ab", 2), 2);
+    pid_t pid = fork(); /* another writer: its messages are not glued to ours */
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(write(fsp[1], "cd", 2) == 2 ? 0 : 1);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    settle();
+    char b[16];
+    cr_assert_eq(conc_read(fsp[0], b, sizeof b, 1.0), 2); /* "ab": the writer changes */
+    ssize_t r = conc_read(fsp[0], b, sizeof b, 1.0);
+    cr_assert_eq(r, 2, "the other writer's data: %zd", r);
+    cr_assert_eq(memcmp(b, "cd", 2), 0);
+    fast_done();
+    unkeep(k);
+}

@@ -7,7 +7,8 @@
  * indexed by fd (conc__fdent_t): who waits to read and to write it (one
  * of each: a second is CONC_EPERM), what the hub knows of it
  * (`registered`: the directions ever waited on, `dry`: ran dry with no
- * readiness seen since, `stream`: a short transfer means drained) and,
+ * readiness seen since, `stream`: the directions in which a short
+ * transfer means drained / full — see short_means) and,
  * for readiness backends, the poller's interest in it.
  *
  * Readiness backends (epoll, poll, select): a waiting context puts its
@@ -46,6 +47,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/io_uring.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,22 +80,34 @@ static conc__fdent_t *fdent(conc__hub_t *h, int fd)
     return &h->fds[fd];
 }
 
-/* A short read or write of fd means it is drained or full now: true for
- * stream sockets only — not for datagrams, pipes (a packet-mode pipe's
- * read end cannot be told from a plain one), terminals, inotify,
- * signalfd... (one record per read). */
-static bool is_stream(int fd)
+/* The directions in which a short read or write of fd means it is
+ * drained or full now (CONC__FD_READ / CONC__FD_WRITE; nonzero: a stream
+ * socket, which conc__fd_io may take). Stream sockets only — not
+ * datagrams, pipes (a packet-mode pipe's read end cannot be told from a
+ * plain one), terminals, inotify, signalfd... (one record per read). And
+ * reads only on TCP (and MPTCP): a Unix stream socket's read stops after
+ * a message that passed fds (SCM_RIGHTS) and, with SO_PASSCRED, between
+ * messages of different writers, with more queued; SCTP's keeps message
+ * boundaries. A TCP read also stops at an urgent mark: wake_fd drops
+ * READ when the poller reports urgent data (CONC__FD_URG); and a short
+ * MSG_OOB / MSG_ERRQUEUE read says nothing of the stream (its callers). */
+static uint8_t short_means(int fd)
 {
-    int type = 0;
+    int type = 0, proto = 0;
     socklen_t len = sizeof type;
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+        return 0;
+    len = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && (proto == IPPROTO_TCP || proto == 262 /* MPTCP */))
+        return CONC__FD_READ | CONC__FD_WRITE;
+    return CONC__FD_WRITE;
 }
 
 /* The hub knows fd in `events` too from now on. */
 static void know(conc__hub_t *h, conc__fdent_t *e, int fd, int events)
 {
     if (!e->registered) {
-        e->stream = is_stream(fd);
+        e->stream = short_means(fd);
         e->dry = 0;
         h->nwatched++;
     }
@@ -327,8 +341,8 @@ ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64
             ssize_t r = wr ? send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL) : recv(fd, buf, n, flags | MSG_DONTWAIT);
             if (r >= 0) {
                 e = &h->fds[fd];
-                if ((size_t)r < n && e->stream) /* drained (or full): the next edge says when not */
-                    e->dry |= (uint8_t)(ev & e->registered);
+                if ((size_t)r < n && !(flags & (MSG_OOB | MSG_ERRQUEUE))) /* drained (or full): the next edge says when not */
+                    e->dry |= (uint8_t)(ev & e->registered & e->stream);
                 return r;
             }
             if (errno == EINTR)
@@ -625,8 +639,8 @@ bool conc__green_fd_maybe_ready(int fd, int events)
 void conc__green_fd_short(int fd, int events)
 {
     conc__hub_t *h = conc__tl_hub;
-    if (fd >= 0 && (size_t)fd < h->nfds && h->fds[fd].stream)
-        h->fds[fd].dry |= (uint8_t)(events & h->fds[fd].registered);
+    if (fd >= 0 && (size_t)fd < h->nfds)
+        h->fds[fd].dry |= (uint8_t)(events & h->fds[fd].registered & h->fds[fd].stream);
 }
 
 /* ------------------------------------------------------------- the poll */
@@ -641,6 +655,8 @@ static void wake_fd(void *arg, int fd, int ev)
     bool wr_ev = (ev & (CONC__FD_WRITE | CONC__FD_ERR)) != 0;
     if (rd_ev)
         e->dry &= (uint8_t)~CONC__FD_READ;
+    if (__builtin_expect(ev & CONC__FD_URG, 0))
+        e->stream &= (uint8_t)~CONC__FD_READ; /* reads stop at urgent marks: short is not drained */
     if (wr_ev)
         e->dry &= (uint8_t)~CONC__FD_WRITE;
     /* Every fd waiter is a context of this hub, parked (or resumed by

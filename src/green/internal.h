@@ -115,7 +115,8 @@ typedef struct conc__fdent {
     uint8_t registered; /* CONC__FD_READ/WRITE: the directions ever waited on */
     uint8_t interest;   /* CONC__FD_READ/WRITE: what the poller watches */
     uint8_t dry;    /* CONC__FD_READ/WRITE: ran dry, no readiness seen since */
-    uint8_t stream; /* a short read means drained (not a datagram socket) */
+    uint8_t stream; /* CONC__FD_READ/WRITE: a short transfer means drained / full
+                     * (a stream socket when nonzero: hub_io.c short_means) */
 } conc__fdent_t;
 
 typedef struct conc__hub {

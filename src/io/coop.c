@@ -164,7 +164,7 @@ static __attribute__((noinline)) ssize_t xfer_slow(int fd, bool wr, void *buf, s
             r = wr ? write_nosigpipe(fd, buf, n) : read(fd, buf, n);
         }
         if (r >= 0) {
-            if ((size_t)r < n && n > 0)
+            if ((size_t)r < n && n > 0 && !(flags & (MSG_OOB | MSG_ERRQUEUE))) /* (they say nothing of the stream) */
                 conc__fd_short(fd, ev); /* drained (or full): the next edge says when not */
             return r;
         }
@@ -175,7 +175,7 @@ static __attribute__((noinline)) ssize_t xfer_slow(int fd, bool wr, void *buf, s
         if (use_op && *mode == M_SOCK) {
             r = xfer_op(fd, wr, buf, n, flags, dl);
             if (r >= 0) {
-                if ((size_t)r < n && n > 0)
+                if ((size_t)r < n && n > 0 && !(flags & (MSG_OOB | MSG_ERRQUEUE)))
                     conc__fd_short(fd, ev);
                 return r;
             }

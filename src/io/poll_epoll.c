@@ -58,7 +58,7 @@ static uint32_t ep_events(int dirs)
 {
     uint32_t ev = EPOLLET;
     if (dirs & CONC__FD_READ)
-        ev |= EPOLLIN | EPOLLRDHUP;
+        ev |= EPOLLIN | EPOLLRDHUP | EPOLLPRI; /* PRI: see CONC__FD_URG */
     if (dirs & CONC__FD_WRITE)
         ev |= EPOLLOUT;
     return ev;
@@ -118,6 +118,8 @@ static int ep_wait(conc__poller_t *p, int64_t timeout_ns, void (*ready)(void *ar
             ev |= CONC__FD_WRITE;
         if (e & (EPOLLERR | EPOLLHUP))
             ev |= CONC__FD_ERR;
+        if (e & EPOLLPRI)
+            ev |= CONC__FD_URG;
         ready(arg, (int)evs[i].data.u64, ev);
     }
     return n;

@@ -40,8 +40,11 @@
 #include "conc/green.h"
 
 /* What `ready` reports: CONC__FD_READ / CONC__FD_WRITE (core/fdwait.h)
- * and this one, for an error or hang-up (wakes readers and writers). */
-enum { CONC__FD_ERR = 4 };
+ * and these: CONC__FD_ERR, an error or hang-up (wakes readers and
+ * writers); CONC__FD_URG (with READ), urgent data pending — a read stops
+ * at its mark, so a short read does not mean drained (epoll reports it;
+ * the hub's `stream` hint depends on it only there). */
+enum { CONC__FD_ERR = 4, CONC__FD_URG = 8 };
 
 typedef struct conc__poller conc__poller_t; /* a backend's state */
 
