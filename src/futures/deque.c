@@ -55,9 +55,13 @@ bool conc__deque_grow(conc__deque_t *d, size_t b, size_t t)
     return true;
 }
 
-conc_future_t *conc__deque_steal(conc__deque_t *d)
+/* One steal: the oldest entry, if there is one (and, when bounded, its
+ * index is min or above). */
+static inline conc_future_t *steal_one(conc__deque_t *d, bool bounded, size_t min)
 {
     size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    if (bounded && (intptr_t)(t - min) < 0)
+        return NULL;
     conc__fence_full();
     size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
     if ((intptr_t)(b - t) <= 0)
@@ -70,21 +74,14 @@ conc_future_t *conc__deque_steal(conc__deque_t *d)
     return f;
 }
 
+conc_future_t *conc__deque_steal(conc__deque_t *d)
+{
+    return steal_one(d, false, 0);
+}
+
 conc_future_t *conc__deque_steal_min(conc__deque_t *d, size_t min)
 {
-    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
-    if ((intptr_t)(t - min) < 0)
-        return NULL;
-    conc__fence_full();
-    size_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
-    if ((intptr_t)(b - t) <= 0)
-        return NULL;
-    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_consume);
-    conc_future_t *f = atomic_load_explicit(&a->slot[t & (a->size - 1)], memory_order_relaxed);
-    if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
-                                                 memory_order_relaxed))
-        return NULL;
-    return f;
+    return steal_one(d, true, min);
 }
 
 size_t conc__deque_steal_batch(conc__deque_t *d, conc_future_t **out, size_t max)
