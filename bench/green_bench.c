@@ -53,9 +53,14 @@
  * one hub do: Go with GOMAXPROCS=1, Python (one interpreter thread), the
  * epoll server single-threaded. echo.50conn runs every server in a process
  * of its own (conc and epoll: this program started again with --serve) and
- * the load generator (one thread, epoll, in this process), so a server gets
- * one CPU and the load generator the other on a 2-core machine, alike for
- * every impl. The idle_rss rows start a fresh process per measurement
+ * the load generator (one thread, epoll, in this process). Nothing is
+ * pinned: the kernel places the server and the load generator, alike for
+ * every impl — often on one CPU, where they take turns. Pinning them to
+ * one CPU each was measured (2026-12-06): conc vs epoll stayed at parity
+ * (0.97-1.07x, both sides then ~90% busy: the row reaches the load
+ * generator's limit, which costs about what the epoll server does), while
+ * gevent's server got slower (16 against 9-10 us of CPU per round trip),
+ * so every peer runs unpinned, at its best. The idle_rss rows start a fresh process per measurement
  * (this program with --child-idle-rss for conc): RSS that an earlier run
  * left behind (pooled stacks, a grown heap) would hide the cost.
  *
