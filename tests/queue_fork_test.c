@@ -1028,4 +1028,161 @@ Test(queue_reclaim, a_claim_back_racing_shutdown_keeps_the_queue_closed)
                  rounds, landed, efull, lost, owned);
 }
 
+/* Short-lived threads hand their records (and the sides they own) on
+ * while other threads revoke them: producer threads one after another
+ * (every third overlapping the previous one), each a run of puts long
+ * enough to claim the side back, then exit; consumer threads likewise;
+ * a third thread puts now and then (a revocation, racing the exits and
+ * the next thread's take-over of the record). Every item comes out once,
+ * each producer's in order. */
+#define CH_GENS 48
+#define CH_DIST_ID (CH_GENS + 1)
+typedef struct {
+    conc_queue_t *q;
+    long per;
+    atomic_int stop, errors;
+    atomic_long put_ok, dist_ok, owned;
+    long got, dup, disorder, bad;
+    long last[CH_GENS + 2];
+    unsigned char *seen;
+} ch_t;
+typedef struct {
+    ch_t *x;
+    int id;
+} ch_arg_t;
+
+static uintptr_t ch_val(ch_t *x, int id, long k)
+{
+    return ((uintptr_t)id << 24) | (uintptr_t)(k + 1);
+    (void)x;
+}
+
+static void *ch_producer(void *arg)
+{
+    ch_arg_t *a = arg;
+    /* (claims that did not pay make the next need longer runs: reset, so
+     * that runs keep claiming) */
+    atomic_store(&a->x->q->s.ring.preclaim, 1024);
+    for (long k = 0; k < a->x->per; k++) {
+        if (conc_queue_put(a->x->q, (void *)ch_val(a->x, a->id, k), true, 20.0) != 0) {
+            atomic_fetch_add(&a->x->errors, 1);
+            break;
+        }
+        atomic_fetch_add(&a->x->put_ok, 1);
+        if (atomic_load(&a->x->q->s.ring.pown) == ring_self())
+            atomic_fetch_add(&a->x->owned, 1); /* an owner-path put next */
+    }
+    return NULL;
+}
+
+static void *ch_disturber(void *arg)
+{
+    ch_t *x = arg;
+    for (long k = 0; !atomic_load(&x->stop) && k < (1 << 23); k++) {
+        if (conc_queue_put(x->q, (void *)ch_val(x, CH_DIST_ID, k), true, 20.0) != 0) {
+            atomic_fetch_add(&x->errors, 1);
+            break;
+        }
+        atomic_fetch_add(&x->dist_ok, 1);
+        tu_sleep(k % 8 == 0 ? 0.003 : 0.0002);
+    }
+    return NULL;
+}
+
+/* A consumer generation: n items (or until the queue is shut down). */
+static void *ch_consumer(void *arg)
+{
+    ch_arg_t *a = arg;
+    ch_t *x = a->x;
+    atomic_store(&x->q->s.ring.creclaim, 1024);
+    for (long i = 0; i < (long)a->id; i++) {
+        void *it;
+        int rc = conc_queue_get(x->q, &it, true, 20.0);
+        if (rc) {
+            if (rc != CONC_ESHUTDOWN)
+                atomic_fetch_add(&x->errors, 1);
+            return (void *)1;
+        }
+        uintptr_t v = (uintptr_t)it;
+        int id = (int)(v >> 24);
+        long k = (long)(v & 0xffffff);
+        if (id < 1 || id > CH_DIST_ID || k < 1 || k > (1 << 23)) {
+            x->bad++;
+            continue;
+        }
+        if ((long)v <= x->last[id])
+            x->disorder++;
+        x->last[id] = (long)v;
+        if (id <= CH_GENS) {
+            if (x->seen[(size_t)(id - 1) * (size_t)x->per + (size_t)(k - 1)]++)
+                x->dup++;
+        }
+        x->got++;
+    }
+    return NULL;
+}
+
+static void *ch_consumers(void *arg)
+{
+    ch_t *x = arg;
+    for (int g = 0;; g++) {
+        ch_arg_t a = {x, 1500 + 37 * (g % 11)};
+        pthread_t t;
+        void *rc;
+        if (pthread_create(&t, NULL, ch_consumer, &a) != 0) {
+            atomic_fetch_add(&x->errors, 1);
+            return NULL;
+        }
+        pthread_join(t, &rc);
+        if (rc)
+            return NULL;
+    }
+}
+
+Test(queue_reclaim, short_lived_owners_hand_records_on_under_revocation)
+{
+    static ch_t x;
+    memset(&x, 0, sizeof x);
+    x.per = tu_iters(6000) < 3000 ? 3000 : tu_iters(6000); /* > RECLAIM_MIN: a run may claim */
+    x.seen = calloc((size_t)CH_GENS * (size_t)x.per, 1);
+    cr_assert_not_null(x.seen);
+    cr_assert_eq(conc_queue_new(&x.q, CONC_FIFO, 64), 0);
+    cr_assert_eq(x.q->impl, IMPL_RING);
+    pthread_t cons, dist;
+    cr_assert_eq(pthread_create(&cons, NULL, ch_consumers, &x), 0);
+    cr_assert_eq(pthread_create(&dist, NULL, ch_disturber, &x), 0);
+    ch_arg_t args[CH_GENS];
+    pthread_t prev = 0;
+    bool have_prev = false;
+    for (int g = 0; g < CH_GENS; g++) {
+        args[g] = (ch_arg_t){&x, g + 1};
+        pthread_t t;
+        if (have_prev && g % 3 != 2) {
+            pthread_join(prev, NULL); /* sequential: the next one inherits the record */
+            have_prev = false;
+        }
+        cr_assert_eq(pthread_create(&t, NULL, ch_producer, &args[g]), 0);
+        if (have_prev)
+            pthread_join(prev, NULL); /* overlapped with the previous one */
+        prev = t;
+        have_prev = true;
+    }
+    pthread_join(prev, NULL);
+    atomic_store(&x.stop, 1);
+    pthread_join(dist, NULL);
+    cr_assert_eq(conc_queue_shutdown(x.q, false, NULL), 0); /* the consumers drain, then end */
+    pthread_join(cons, NULL);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    cr_assert_eq(x.bad + x.dup + x.disorder, 0, "bad %ld dup %ld disorder %ld", x.bad, x.dup, x.disorder);
+    cr_assert_eq(atomic_load(&x.put_ok), (long)CH_GENS * x.per);
+    cr_assert_eq(x.got, atomic_load(&x.put_ok) + atomic_load(&x.dist_ok), "lost items: got %ld of %ld", x.got,
+                 atomic_load(&x.put_ok) + atomic_load(&x.dist_ok));
+    cr_assert_eq(conc_queue_qsize(x.q), 0);
+    unsigned rp = atomic_load(&x.q->s.ring.preclaim), rc = atomic_load(&x.q->s.ring.creclaim);
+    cr_assert_eq(conc_queue_free(x.q, NULL), 0);
+    free(x.seen);
+    if (getenv("CH_VERBOSE"))
+        fprintf(stderr, "owned puts: %ld of %ld, preclaim %u creclaim %u\n", atomic_load(&x.owned), atomic_load(&x.put_ok), rp, rc);
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)
