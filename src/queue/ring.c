@@ -126,6 +126,10 @@ static inline uintptr_t self_id(void)
 /* Records of exited threads, for the next threads that claim sides. */
 static pthread_mutex_t thr_lock = PTHREAD_MUTEX_INITIALIZER;
 static conc__ring_thr_t *thr_free;
+/* Records a fork took off thr_free (ring_atfork_child): never handed out
+ * again, but still referenced, so that they are not leaks (a leak checker
+ * that runs when a child exits the normal way would report them). */
+static conc__ring_thr_t *volatile thr_retired; /* (volatile: its stores stay) */
 static pthread_key_t thr_key;
 static bool thr_key_ok;
 
@@ -179,7 +183,15 @@ static void ring_atfork_child(void)
     /* Records of threads that exited before the fork are not handed out
      * here: the sides they own carry the parent's fork generation, and a
      * revoker would take a live owner of such a side for one left behind
-     * (a bounded wait). The few records are left unused. */
+     * (a bounded wait). The few records are left unused (kept on a list
+     * of their own: still reachable). */
+    if (thr_free) {
+        conc__ring_thr_t *last = thr_free;
+        while (last->next_free)
+            last = last->next_free;
+        last->next_free = thr_retired;
+        thr_retired = thr_free;
+    }
     thr_free = NULL;
 }
 __attribute__((constructor)) static void ring_fork_init(void)
