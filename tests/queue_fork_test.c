@@ -1099,10 +1099,9 @@ typedef struct {
     int id;
 } ch_arg_t;
 
-static uintptr_t ch_val(ch_t *x, int id, long k)
+static uintptr_t ch_val(int id, long k)
 {
     return ((uintptr_t)id << 24) | (uintptr_t)(k + 1);
-    (void)x;
 }
 
 static void *ch_producer(void *arg)
@@ -1112,7 +1111,7 @@ static void *ch_producer(void *arg)
      * that runs keep claiming) */
     atomic_store(&a->x->q->s.ring.preclaim, 1024);
     for (long k = 0; k < a->x->per; k++) {
-        if (conc_queue_put(a->x->q, (void *)ch_val(a->x, a->id, k), true, 20.0) != 0) {
+        if (conc_queue_put(a->x->q, (void *)ch_val(a->id, k), true, 20.0) != 0) {
             atomic_fetch_add(&a->x->errors, 1);
             break;
         }
@@ -1127,7 +1126,7 @@ static void *ch_disturber(void *arg)
 {
     ch_t *x = arg;
     for (long k = 0; !atomic_load(&x->stop) && k < (1 << 23); k++) {
-        if (conc_queue_put(x->q, (void *)ch_val(x, CH_DIST_ID, k), true, 20.0) != 0) {
+        if (conc_queue_put(x->q, (void *)ch_val(CH_DIST_ID, k), true, 20.0) != 0) {
             atomic_fetch_add(&x->errors, 1);
             break;
         }
