@@ -1232,4 +1232,127 @@ Test(queue_reclaim, short_lived_owners_hand_records_on_under_revocation)
         fprintf(stderr, "owned puts: %ld of %ld, preclaim %u creclaim %u\n", atomic_load(&x.owned), atomic_load(&x.put_ok), rp, rc);
 }
 
+/* A thread's busy count nests (ring.c): a signal handler that puts to and
+ * gets from a ring its thread owns, interrupting that thread's owner-path
+ * operations on another ring, restores the count it found, so a revoker
+ * of the other ring never stops waiting while the interrupted operation
+ * is under way. Every item comes out once, in order. */
+#include <signal.h>
+typedef struct {
+    conc_queue_t *q1, *q2;
+    pthread_t worker;
+    atomic_int stop, ready, errors;
+    atomic_long handled, rev_puts;
+} sn_t;
+static sn_t *sn_x;
+static _Atomic uintptr_t sn_next2 = 1;
+
+static void sn_handler(int sig)
+{
+    (void)sig;
+    int e = errno;
+    uintptr_t v = atomic_load(&sn_next2);
+    void *it;
+    if (conc_queue_put_nowait(sn_x->q2, (void *)v) != 0 || conc_queue_get_nowait(sn_x->q2, &it) != 0 ||
+        it != (void *)v)
+        atomic_fetch_add(&sn_x->errors, 1);
+    atomic_store(&sn_next2, v + 1);
+    atomic_fetch_add(&sn_x->handled, 1);
+    errno = e;
+}
+
+#define SN_REV ((uintptr_t)1 << 40)
+static void *sn_worker(void *arg)
+{
+    sn_t *x = arg;
+    void *it;
+    /* this thread owns both sides of q2 (and claims q1's on its first use) */
+    if (conc_queue_put_nowait(x->q2, (void *)1) != 0 || conc_queue_get_nowait(x->q2, &it) != 0)
+        atomic_fetch_add(&x->errors, 1);
+    atomic_store(&x->ready, 1);
+    uintptr_t next = 1, expect = 1, last_rev = 0;
+    long n = tu_iters(400000), want = tu_iters(2000);
+    double end = tu_now() + 5.0;
+    for (long i = 0; i < n || (atomic_load(&x->handled) < want && tu_now() < end); i++) {
+        if (conc_queue_put_nowait(x->q1, (void *)next) == 0)
+            next++;
+        while (conc_queue_get_nowait(x->q1, &it) == 0) {
+            uintptr_t v = (uintptr_t)it;
+            if (v & SN_REV) {
+                if (v <= last_rev)
+                    atomic_fetch_add(&x->errors, 1);
+                last_rev = v;
+                continue;
+            }
+            if (v != expect)
+                atomic_fetch_add(&x->errors, 1); /* lost, duplicated or out of order */
+            expect = v + 1;
+        }
+    }
+    atomic_store(&x->stop, 1);
+    if (expect != next)
+        atomic_fetch_add(&x->errors, 1);
+    return (void *)(last_rev & ~SN_REV);
+}
+
+static void *sn_signaller(void *arg)
+{
+    sn_t *x = arg;
+    while (!atomic_load(&x->stop)) {
+        pthread_kill(x->worker, SIGUSR2);
+        tu_sleep(0.00005);
+    }
+    return NULL;
+}
+
+static void *sn_revoker(void *arg)
+{
+    sn_t *x = arg;
+    uintptr_t k = 0;
+    while (!atomic_load(&x->stop)) {
+        if (conc_queue_put_nowait(x->q1, (void *)(SN_REV | (k + 1))) == 0)
+            k++; /* revokes the worker's put side (it claims it back later) */
+        tu_sleep(0.0005);
+    }
+    return (void *)k;
+}
+
+Test(queue_reclaim, a_signal_handlers_ring_operations_nest_in_the_busy_count)
+{
+    static sn_t x;
+    memset(&x, 0, sizeof x);
+    sn_x = &x;
+    cr_assert_eq(conc_queue_new(&x.q1, CONC_FIFO, 1024), 0);
+    cr_assert_eq(conc_queue_new(&x.q2, CONC_FIFO, 1024), 0);
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sn_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR2, &sa, &old), 0);
+    cr_assert_eq(pthread_create(&x.worker, NULL, sn_worker, &x), 0);
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&x.ready), 10.0));
+    pthread_t sg, rv;
+    cr_assert_eq(pthread_create(&sg, NULL, sn_signaller, &x), 0);
+    cr_assert_eq(pthread_create(&rv, NULL, sn_revoker, &x), 0);
+    void *wl, *rk;
+    cr_assert_eq(pthread_join(x.worker, &wl), 0);
+    cr_assert_eq(pthread_join(sg, NULL), 0);
+    cr_assert_eq(pthread_join(rv, &rk), 0);
+    sigaction(SIGUSR2, &old, NULL);
+    void *it;
+    uintptr_t last = (uintptr_t)wl; /* the revoker's items left: in order, none lost */
+    while (conc_queue_get_nowait(x.q1, &it) == 0) {
+        cr_assert((uintptr_t)it & SN_REV);
+        cr_assert_eq((uintptr_t)it & ~SN_REV, last + 1);
+        last++;
+    }
+    cr_assert_eq(last, (uintptr_t)rk);
+    cr_assert_eq(atomic_load(&x.errors), 0);
+    if (getenv("CH_VERBOSE"))
+        fprintf(stderr, "handled %ld signals, %lu revoker puts\n", atomic_load(&x.handled), (unsigned long)last);
+    cr_assert_eq(conc_queue_free(x.q1, NULL), 0);
+    cr_assert_eq(conc_queue_free(x.q2, NULL), 0);
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)
