@@ -109,6 +109,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "core/fence.h"
 #include "queue/container.h"
@@ -123,15 +124,34 @@ static inline uintptr_t self_id(void)
     return (uintptr_t)conc__ring_me;
 }
 
-/* Records of exited threads, for the next threads that claim sides. */
-static pthread_mutex_t thr_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Records of exited threads, for the next threads that claim sides.
+ * A thread's first claim may come from a signal handler (a non-blocking
+ * get in a handler is allowed; a blocking one says CONC_EPERM in the
+ * hub's loop only after its first try), so making a record uses only
+ * async-signal-safe steps: the guard is a flag that a claim only tries
+ * (busy: no claim this time, the CAS path serves), records come from
+ * mmap'd chunks (no malloc; never freed, as records never are), and the
+ * key's slot is set with pthread_setspecific (glibc: a store into the
+ * thread's own array for the first keys). */
+static atomic_flag thr_guard = ATOMIC_FLAG_INIT;
 static conc__ring_thr_t *thr_free;
 /* Records a fork took off thr_free (ring_atfork_child): never handed out
- * again, but still referenced, so that they are not leaks (a leak checker
- * that runs when a child exits the normal way would report them). */
+ * again, but still referenced. */
 static conc__ring_thr_t *volatile thr_retired; /* (volatile: its stores stay) */
+static char *thr_chunk;        /* the rest of the chunk records come from */
+static size_t thr_chunk_left;
+#define THR_CHUNK (16u * 1024u)
 static pthread_key_t thr_key;
 static bool thr_key_ok;
+
+static bool thr_trylock(void)
+{
+    return !atomic_flag_test_and_set_explicit(&thr_guard, memory_order_acquire);
+}
+static void thr_unlock(void)
+{
+    atomic_flag_clear_explicit(&thr_guard, memory_order_release);
+}
 
 /* At thread exit: give the record back (its busy count is 0: no
  * operation is under way), and stop using it. A ring operation of a
@@ -140,31 +160,51 @@ static void thr_exit(void *p)
 {
     conc__ring_thr_t *t = p;
     conc__ring_me = &conc__ring_nothr;
-    pthread_mutex_lock(&thr_lock);
+    while (!thr_trylock()) /* held for a few instructions by a running thread */
+        sched_yield();
     t->next_free = thr_free;
     thr_free = t;
-    pthread_mutex_unlock(&thr_lock);
+    thr_unlock();
 }
 
-/* The calling thread's own record, made on its first claim: its id
- * (0 when out of memory: the caller does not claim). */
+/* A record: a free one, or a new one from the chunk (under the guard). */
+static conc__ring_thr_t *thr_take(void)
+{
+    conc__ring_thr_t *t = thr_free;
+    if (t) {
+        thr_free = t->next_free;
+        return t;
+    }
+    if (thr_chunk_left < sizeof *t) {
+        void *m = mmap(NULL, THR_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        thr_chunk = m;
+        thr_chunk_left = THR_CHUNK;
+    }
+    t = (conc__ring_thr_t *)(void *)thr_chunk; /* (page-aligned chunk, line-sized records) */
+    thr_chunk += sizeof *t;
+    thr_chunk_left -= sizeof *t;
+    atomic_init(&t->busy, 0);
+    return t;
+}
+
+/* The calling thread's own record, made on its first claim: its id (0
+ * when there is none to have now — no memory, or the guard is held, e.g.
+ * by the code a signal handler interrupted: the caller does not claim). */
 static uintptr_t thr_id(void)
 {
     conc__ring_thr_t *t = conc__ring_me;
     if (__builtin_expect(t != &conc__ring_nothr, 1))
         return (uintptr_t)t;
-    pthread_mutex_lock(&thr_lock);
-    if ((t = thr_free) != NULL)
-        thr_free = t->next_free;
-    pthread_mutex_unlock(&thr_lock);
-    if (!t) {
-        t = aligned_alloc(CONC__CACHELINE, sizeof *t);
-        if (!t)
-            return 0;
-        atomic_init(&t->busy, 0);
-    }
+    if (!thr_key_ok || !thr_trylock())
+        return 0;
+    t = thr_take();
+    thr_unlock();
+    if (!t)
+        return 0;
     t->next_free = NULL;
-    if (!thr_key_ok || pthread_setspecific(thr_key, t) != 0) {
+    if (pthread_setspecific(thr_key, t) != 0) {
         thr_exit(t); /* (no destructor would give it back: not kept) */
         return 0;
     }
@@ -179,7 +219,7 @@ static void ring_atfork_child(void)
 {
     atomic_store_explicit((_Atomic uintptr_t *)&fork_survivor, self_id(), memory_order_relaxed);
     /* (a thread left behind may have held it; the child has one thread) */
-    pthread_mutex_init(&thr_lock, NULL);
+    atomic_flag_clear_explicit(&thr_guard, memory_order_relaxed);
     /* Records of threads that exited before the fork are not handed out
      * here: the sides they own carry the parent's fork generation, and a
      * revoker would take a live owner of such a side for one left behind
