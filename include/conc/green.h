@@ -138,8 +138,9 @@ CONC_API conc_green_t *conc_green_current(void);
  * while its hub runs green threads: gevent's main greenlet),
  * CONC_CTX_GREEN (a green thread, as conc_green_current() != NULL),
  * CONC_CTX_HUB (a hub's scheduler loop: conc's own code, e.g. its
- * epoll_wait). Never blocks: one thread-local read, no allocation,
- * async-signal-safe. */
+ * epoll_wait). Never blocks: a thread-local read (and, for an OS
+ * thread's own context attached to its hub, the hub's count of live green
+ * threads), no allocation, async-signal-safe. */
 enum { CONC_CTX_THREAD = 0, CONC_CTX_GREEN = 1, CONC_CTX_HUB = 2, CONC_CTX_MAIN = 3 };
 CONC_API int conc_context_kind(void);
 

@@ -4,7 +4,9 @@
  * thread that never used conc is a plain OS thread). Interposers
  * (libconc_patch.so) call it on every intercepted libc call, so it is one
  * TLS load, two compares and a table look-up by the scheduling record's kind
- * (the hub's loop runs on a context of its own: green/internal.h).
+ * (the hub's loop runs on a context of its own: green/internal.h), plus
+ * the hub's count of live green threads for the main context (it stays
+ * attached, idle, after the join of the last one).
  */
 #include "green/internal.h"
 
@@ -15,5 +17,11 @@ int conc_context_kind(void)
         return CONC_CTX_THREAD;
     /* the loop has a context of its own (green/internal.h) */
     static const int kinds[] = {[GS_MAIN] = CONC_CTX_MAIN, [GS_GREEN] = CONC_CTX_GREEN, [GS_LOOP] = CONC_CTX_HUB};
-    return kinds[((conc__gs_t *)ctx->green)->kind];
+    conc__gs_t *gs = ctx->green;
+    /* the main context stays attached after a join of the last green
+     * thread (hub.c conc__hub_park_local): with none alive it is a plain
+     * thread's */
+    if (gs->kind == GS_MAIN && gs->hub->nalive == 0)
+        return CONC_CTX_THREAD;
+    return kinds[gs->kind];
 }

@@ -471,11 +471,13 @@ int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
         to = &h->loop;
     switch_to(h, gs, to);
     gs->parked_w = NULL;
-    if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED) {
-        if (gs->kind == GS_MAIN)
-            maybe_detach(h);
+    /* No maybe_detach for the main context here (the usual spawn + join
+     * would detach and attach again every time): it stays attached while
+     * idle, which conc_context_kind reports as a plain thread (nalive 0),
+     * and it detaches at its next resumed park (green_park) or stays;
+     * idle, it parks as a plain thread would (poll_once: no LoopExit). */
+    if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED)
         return 0;
-    }
     return take_interrupt(gs); /* INTERRUPTED: no timer was set */
 }
 
@@ -671,7 +673,9 @@ static void poll_once(conc__hub_t *h, bool block)
                 timeout = 0;
         } else {
             timeout = -1;
-            if (h->nfdwait == 0 && h->main.parked_w && conc__wakers() <= 1) {
+            /* (main attached while nothing green is alive — idle after a
+             * join — blocks as a detached thread would: no LoopExit) */
+            if (h->nfdwait == 0 && h->main.parked_w && h->nalive != 0 && conc__wakers() <= 1) {
                 conc__hub_interrupt(h, &h->main, CONC_ELOOPEXIT);
                 return;
             }
