@@ -470,8 +470,11 @@ static __attribute__((noinline)) void end_trace(conc_green_t *g)
     conc__trace_end(&g->ctx);
 }
 
-/* wake_joiners for the usual joiner: alone, untraced. */
-static inline __attribute__((always_inline)) void wake_one_joiner(conc__hub_t *h, conc_green_t *g)
+/* wake_joiners for the usual joiner: alone, untraced. direct: g ends on
+ * its own stack (conc__green_run) and switches away right after — with
+ * nothing else ready, the joiner is handed to that switch (h->handoff)
+ * instead of going through the ready queue (hub.c conc__green_entry). */
+static inline __attribute__((always_inline)) void wake_one_joiner(conc__hub_t *h, conc_green_t *g, bool direct)
 {
     conc__waiter_t *w = g->joinq.head;
     if (__builtin_expect(w->next != NULL || conc__obs_on(CONC__OBS_TRACE), 0)) {
@@ -483,13 +486,17 @@ static inline __attribute__((always_inline)) void wake_one_joiner(conc__hub_t *h
     w->prev = NULL;
     uint32_t old = conc__load(&w->state, RLX); /* green_unpark on its own hub (see wake_joiners) */
     conc__store(&w->state, (uint32_t)CONC__W_NOTIFIED, RLX);
-    if (old == CONC__W_SLEEPING)
-        conc__hub_ready(h, w->ctx->green);
+    if (old == CONC__W_SLEEPING) {
+        if (direct && !h->ready_head)
+            h->handoff = w->ctx->green;
+        else
+            conc__hub_ready(h, w->ctx->green);
+    }
 }
 
 /* Mark g ended and tell everyone: joiners, links, its pool. The rare
  * parts out of line (every green thread's end comes here). */
-static inline __attribute__((always_inline)) void end_green_inline(conc_green_t *g)
+static inline __attribute__((always_inline)) void end_green_inline(conc_green_t *g, bool direct)
 {
     conc__hub_t *h = g->gs.hub;
     if (conc__obs_on(CONC__OBS_TRACE))
@@ -532,12 +539,18 @@ static inline __attribute__((always_inline)) void end_green_inline(conc_green_t 
     if (__builtin_expect(g->pool || list || remote, 0))
         end_tell_slow(h, g, list, remote);
     else if (!conc__waitq_empty(&g->joinq))
-        wake_one_joiner(h, g);
+        wake_one_joiner(h, g, direct);
 }
 
 static __attribute__((noinline)) void end_green(conc_green_t *g)
 {
-    end_green_inline(g);
+    end_green_inline(g, false);
+}
+
+/* g's own end, on its stack: it switches away next (conc__green_entry). */
+static __attribute__((noinline)) void end_green_own(conc_green_t *g)
+{
+    end_green_inline(g, true);
 }
 
 /* Run g's function and end it; the caller then retires the stack. */
@@ -571,7 +584,7 @@ void conc__green_run(conc_green_t *g)
      * green.switch (two green threads yielding, the same instructions)
      * took 9.0 ns instead of 7.3 on the reference machine — a stack
      * placement effect, measured, not understood further. */
-    end_green(g);
+    end_green_own(g);
     g->gs.hub->dead = g; /* its alive reference goes once we are off this stack */
 }
 

@@ -747,8 +747,10 @@ void conc__green_entry(void *arg)
          * switch is inline: its registers are saved once per stack, at
          * this loop's entry, and every call on this stack keeps its ret. */
         h = gs->hub;
-        conc__gs_t *to = pop_ready(h);
-        if (!to)
+        conc__gs_t *to = h->handoff; /* its one joiner, nothing else ready (green.c wake_one_joiner) */
+        if (to)
+            h->handoff = NULL;
+        else if (!(to = pop_ready(h)))
             to = &h->loop;
         switch_to(h, gs, to);
     }

@@ -125,6 +125,8 @@ typedef struct conc__hub {
     conc__gs_t *ready_head, *ready_tail;
     conc_green_t *dead;              /* ended; its alive ref is dropped after the switch */
     int turns;                       /* switches left before the loop's fairness turn */
+    conc__gs_t *handoff;             /* an ended green thread's next context: its one joiner,
+                                      * woken with nothing else ready (green.c); else NULL */
     conc__gs_t main;                 /* the OS thread's own context */
     conc__gs_t loop;                 /* the loop context (loop.ctx = &loop_ctx) */
     conc__stack_t loop_stack;
