@@ -1247,3 +1247,370 @@ Test(green_park_switch, main_parked_woken_by_green_then_detached, .timeout = TU_
     cr_assert_eq(conc_event_wait(&park_main_ev, 10.0), 0);
     cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD); /* the setter ended before main ran again */
 }
+
+/* ------------------------------------------- the join's direct hand-off */
+
+/* The usual spawn + join (green.c, hub.c): the ended green thread switches
+ * straight back to its one joiner when nothing else is ready (h->handoff),
+ * and the main context stays attached, idle, after the join of the last
+ * green thread (no detach + attach per spawn + join). Everything else —
+ * kills, Timeout scopes, blocking, nesting, other OS threads, links,
+ * failures, more joiners — goes the way it went before. */
+
+static void *jd_count(void *arg)
+{
+    atomic_fetch_add((_Atomic long *)arg, 1);
+    return PTR(7);
+}
+
+Test(green_join_direct, spawn_join_loop_hands_off_and_main_reads_as_a_thread, .timeout = TU_TIMEOUT)
+{
+    _Atomic long ran = 0;
+    long n = tu_iters(20000);
+    for (long i = 0; i < n; i++) {
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+        cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+        cr_assert(conc_green_successful(g));
+        cr_assert_eq(conc_green_free(g), 0);
+        /* nothing green alive: a plain thread's context, as before */
+        if (i % 1000 == 0)
+            cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    }
+    cr_assert_eq(atomic_load(&ran), n);
+    cr_assert_null(conc_green_current());
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    /* while one is alive, main is gevent's main greenlet */
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_MAIN);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    conc_green_free(g);
+}
+
+/* Main stays attached after the join, with nothing green alive: a wait it
+ * makes next behaves as a plain thread's — no LoopExit although the only
+ * other thread is one conc never saw (such a thread is ignored for
+ * LoopExit while green threads are alive: green_timeout). */
+static conc_event_t jd_ev;
+static void *jd_raw_setter(void *arg)
+{
+    (void)arg;
+    usleep(50 * 1000);
+    conc_event_set(&jd_ev);
+    return NULL;
+}
+
+Test(green_join_direct, idle_main_waits_as_a_thread_no_loopexit, .timeout = TU_TIMEOUT)
+{
+    _Atomic long ran = 0;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    conc_green_free(g);
+    memset(&jd_ev, 0, sizeof jd_ev);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, jd_raw_setter, NULL), 0);
+    cr_assert_eq(conc_event_wait(&jd_ev, CONC_FOREVER), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    /* a sleep, a timed wait that times out, and a pipe read fed by another
+     * thread, from the idle main context */
+    cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    conc_green_free(g);
+    double t0 = tu_now();
+    cr_assert_eq(conc_sleep(0.02), 0);
+    cr_assert_geq(tu_now() - t0, 0.02 - TU_EPS);
+    conc_event_t never = CONC_EVENT_INIT;
+    cr_assert_eq(conc_event_wait(&never, 0.02), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    conc_green_free(g);
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(write(p[1], "x", 1), 1);
+    char c = 0;
+    cr_assert_eq(conc_read(p[0], &c, 1, 5.0), 1);
+    cr_assert_eq(c, 'x');
+    cr_assert_eq(conc_close(p[0]), 0);
+    cr_assert_eq(conc_close(p[1]), 0);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    cr_assert_eq(atomic_load(&ran), 3);
+}
+
+/* A joiner killed while the green thread it joins runs: the kill is
+ * delivered (at the join or at its next blocking call), the green thread
+ * it joined still runs to its end. */
+typedef struct {
+    conc_green_t *joiner;
+    _Atomic int g_ran, join_rc, after_rc;
+} jd_kill_t;
+
+static void *jd_kills_its_joiner(void *arg)
+{
+    jd_kill_t *k = arg;
+    conc_green_kill(k->joiner, false, 0);
+    atomic_store(&k->g_ran, 1);
+    return NULL;
+}
+
+static void *jd_joiner(void *arg)
+{
+    jd_kill_t *k = arg;
+    conc_green_t *g;
+    if (conc_go(&g, jd_kills_its_joiner, k) != 0)
+        return NULL;
+    atomic_store(&k->join_rc, conc_green_join(g, CONC_FOREVER));
+    atomic_store(&k->after_rc, conc_sleep(0.001));
+    conc_green_join(g, 5.0);
+    conc_green_free(g);
+    return NULL;
+}
+
+Test(green_join_direct, kill_of_the_joiner_while_it_joins, .timeout = TU_TIMEOUT)
+{
+    jd_kill_t k = {0};
+    atomic_store(&k.join_rc, 99);
+    atomic_store(&k.after_rc, 99);
+    cr_assert_eq(conc_go(&k.joiner, jd_joiner, &k), 0);
+    cr_assert_eq(conc_green_join(k.joiner, 10.0), 0);
+    cr_assert_eq(atomic_load(&k.g_ran), 1);
+    int jr = atomic_load(&k.join_rc), ar = atomic_load(&k.after_rc);
+    /* the kill cut the join short, or the join had its answer first and
+     * the kill came at the next blocking call */
+    cr_assert(jr == CONC_EKILLED || (jr == 0 && ar == CONC_EKILLED), "join %d, after %d", jr, ar);
+    cr_assert(conc_green_killed(k.joiner));
+    conc_green_free(k.joiner);
+}
+
+/* Kill of the joined green thread: before it started (it never runs, the
+ * joiner wakes) and while it blocks. */
+static void *jd_block_forever(void *arg)
+{
+    conc_event_t *ev = arg;
+    conc_event_wait(ev, CONC_FOREVER);
+    return PTR(1);
+}
+
+static conc_green_t *jd_target;
+static void *jd_killer(void *arg)
+{
+    (void)arg;
+    conc_green_kill(jd_target, false, 0);
+    return NULL;
+}
+
+Test(green_join_direct, kill_of_the_joined_green_thread, .timeout = TU_TIMEOUT)
+{
+    _Atomic long ran = 0;
+    for (int started = 0; started < 2; started++) {
+        conc_green_t *g, *k;
+        conc_event_t ev = CONC_EVENT_INIT;
+        if (started) { /* g first: it blocks, then k kills it */
+            cr_assert_eq(conc_go(&g, jd_block_forever, &ev), 0);
+            jd_target = g;
+            cr_assert_eq(conc_go(&k, jd_killer, NULL), 0);
+        } else { /* k first: g is killed before it starts */
+            cr_assert_eq(conc_go(&k, jd_killer, NULL), 0);
+            cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+            jd_target = g; /* (neither ran yet) */
+        }
+        cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+        cr_assert(conc_green_killed(g));
+        cr_assert_eq(conc_green_started(g), started);
+        cr_assert_eq(conc_green_join(k, CONC_FOREVER), 0);
+        conc_green_free(g);
+        conc_green_free(k);
+    }
+    cr_assert_eq(atomic_load(&ran), 0);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+}
+
+/* A join in a Timeout scope: cut when the scope fires, 0 when the green
+ * thread ends first (it ended through the hand-off). */
+static void *jd_sleep(void *arg)
+{
+    conc_sleep(*(double *)arg);
+    return PTR(3);
+}
+
+Test(green_join_direct, join_in_a_timeout_scope, .timeout = TU_TIMEOUT)
+{
+    double long_s = 10, short_s = 0;
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, jd_sleep, &long_s), 0);
+    cr_assert_eq(conc_timeout_begin(0.05), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), CONC_ETIMEDOUT);
+    cr_assert_eq(conc_timeout_end(), 1);
+    cr_assert_not(conc_green_dead(g));
+    cr_assert_eq(conc_green_kill(g, true, 5.0), 0);
+    conc_green_free(g);
+    cr_assert_eq(conc_go(&g, jd_sleep, &short_s), 0);
+    cr_assert_eq(conc_timeout_begin(5.0), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    cr_assert_eq(conc_timeout_end(), 0);
+    cr_assert_eq(INT(result_of(g)), 3);
+    conc_green_free(g);
+}
+
+/* The joined green thread blocks (an event another green thread sets, a
+ * sleep) before it ends; and a chain of green threads each joining the one
+ * it spawned. */
+typedef struct {
+    conc_event_t ev;
+    _Atomic int order;
+    int waited_at, set_at;
+} jd_block_t;
+
+static void *jd_waits(void *arg)
+{
+    jd_block_t *b = arg;
+    conc_event_wait(&b->ev, CONC_FOREVER);
+    b->waited_at = atomic_fetch_add(&b->order, 1);
+    conc_sleep(0.001);
+    return PTR(5);
+}
+
+static void *jd_sets(void *arg)
+{
+    jd_block_t *b = arg;
+    b->set_at = atomic_fetch_add(&b->order, 1);
+    conc_event_set(&b->ev);
+    return NULL;
+}
+
+static void *jd_chain(void *arg)
+{
+    long depth = (long)(uintptr_t)arg;
+    if (depth == 0)
+        return PTR(1);
+    conc_green_t *g;
+    if (conc_go(&g, jd_chain, PTR(depth - 1)) != 0)
+        return PTR(0);
+    void *r = PTR(0);
+    if (conc_green_get(g, CONC_FOREVER, &r) != 0)
+        r = PTR(0);
+    conc_green_free(g);
+    return PTR(INT(r) + 1);
+}
+
+Test(green_join_direct, joined_one_blocks_then_ends_and_nested_joins, .timeout = TU_TIMEOUT)
+{
+    for (int i = 0; i < 50; i++) {
+        jd_block_t b = {.ev = CONC_EVENT_INIT};
+        conc_green_t *w, *s;
+        cr_assert_eq(conc_go(&w, jd_waits, &b), 0);
+        cr_assert_eq(conc_go(&s, jd_sets, &b), 0);
+        cr_assert_eq(conc_green_join(w, CONC_FOREVER), 0);
+        cr_assert_eq(INT(result_of(w)), 5);
+        cr_assert_eq(b.set_at, 0);
+        cr_assert_eq(b.waited_at, 1);
+        cr_assert(conc_green_dead(s)); /* it ran before w woke */
+        conc_green_free(w);
+        conc_green_free(s);
+    }
+    for (int i = 0; i < 20; i++) {
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, jd_chain, PTR(20)), 0);
+        cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+        cr_assert_eq(INT(result_of(g)), 21);
+        conc_green_free(g);
+    }
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+}
+
+/* Two joiners on the green thread's hub (a green thread and main) and one
+ * on another OS thread: all wake, the links run before the joins return,
+ * a failure is the green thread's outcome. */
+typedef struct {
+    conc_green_t *g;
+    _Atomic int rc;
+} jd_remote_t;
+
+static void *jd_remote_join(void *arg)
+{
+    jd_remote_t *r = arg;
+    atomic_store(&r->rc, conc_green_join(r->g, 10.0));
+    return NULL;
+}
+
+static void *jd_green_joiner(void *arg)
+{
+    return PTR(conc_green_join(arg, CONC_FOREVER) == 0 ? 11 : 12);
+}
+
+static void *jd_yields_then_fails(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        conc_yield();
+    return conc_fail(CONC_EINVAL, "jd %d", *(int *)arg);
+}
+
+static void jd_link(conc_green_t *g, void *arg)
+{
+    (void)g;
+    atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+Test(green_join_direct, more_joiners_links_and_failure, .timeout = TU_TIMEOUT)
+{
+    int tag = 42;
+    _Atomic int linked = 0;
+    conc_green_t *g, *j;
+    cr_assert_eq(conc_go(&g, jd_yields_then_fails, &tag), 0);
+    cr_assert_eq(conc_green_link(g, jd_link, &linked), 0);
+    cr_assert_eq(conc_go(&j, jd_green_joiner, g), 0);
+    jd_remote_t r = {.g = g};
+    atomic_store(&r.rc, 99);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, jd_remote_join, &r), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    cr_assert_eq(atomic_load(&linked), 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&r.rc), 0);
+    cr_assert_eq(conc_green_join(j, CONC_FOREVER), 0);
+    cr_assert_eq(INT(result_of(j)), 11);
+    void *res = PTR(1);
+    cr_assert_eq(conc_green_get(g, 0, &res), CONC_EFAILED);
+    const char *msg = NULL;
+    cr_assert_eq(conc_green_exception(g, &msg), CONC_EINVAL);
+    cr_assert_str_eq(msg, "jd 42");
+    conc_green_free(j);
+    conc_green_free(g);
+    /* a failure on the plain hand-off path (no link, one joiner) */
+    cr_assert_eq(conc_go(&g, jd_yields_then_fails, &tag), 0);
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+    cr_assert_eq(conc_green_exception(g, NULL), CONC_EINVAL);
+    conc_green_free(g);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+}
+
+/* A green thread's join of its own hub's green thread, ended through the
+ * hand-off, while other contexts are ready: they keep their order (the
+ * hand-off happens only with nothing else ready). */
+static _Atomic int jd_seq;
+static void *jd_stamp(void *arg)
+{
+    *(int *)arg = atomic_fetch_add(&jd_seq, 1);
+    return NULL;
+}
+
+Test(green_join_direct, others_ready_keep_their_order, .timeout = TU_TIMEOUT)
+{
+    atomic_store(&jd_seq, 0);
+    int a = -1, b = -1, c = -1;
+    conc_green_t *ga, *gb, *gc;
+    cr_assert_eq(conc_go(&ga, jd_stamp, &a), 0);
+    cr_assert_eq(conc_go(&gb, jd_stamp, &b), 0);
+    cr_assert_eq(conc_go(&gc, jd_stamp, &c), 0);
+    cr_assert_eq(conc_green_join(gb, CONC_FOREVER), 0);
+    cr_assert_eq(a, 0);
+    cr_assert_eq(b, 1);
+    cr_assert_eq(conc_green_join(gc, CONC_FOREVER), 0);
+    cr_assert_eq(c, 2);
+    conc_green_free(ga);
+    conc_green_free(gb);
+    conc_green_free(gc);
+}
