@@ -84,6 +84,13 @@ static __attribute__((noinline)) conc_green_t *fresh_record(conc__hub_t *h, size
     g->ctx.green = &g->gs;
     g->ctx.is_green = 1;
     g->ctx.nointr = 0;
+    /* never changed on a green context: it never spins (conc__spin_begin),
+     * is never on the OS threads' registry, and a pool sets its links when
+     * it takes it in (green/pool.c member_join) */
+    g->ctx.spin_ns = 0;
+    g->ctx.spin_skips = 0;
+    g->ctx.registered = 0;
+    g->pool_next = g->pool_prev = NULL;
     g->gs.hub = h;
     g->gs.ctx = &g->ctx;
     g->gs.kind = GS_GREEN;
@@ -159,8 +166,6 @@ static inline __attribute__((always_inline)) void record_init(conc__hub_t *h, co
 {
     g->ctx.fail_code = 0;
     g->ctx.fail_msg[0] = 0;
-    g->ctx.spin_ns = 0;
-    g->ctx.spin_skips = 0;
     g->ctx.thread = NULL; /* a dummy thread record, if it asked (conc__thread_self) */
     g->ctx.locals = NULL;
     g->ctx.scope_dl = 0;
@@ -172,7 +177,6 @@ static inline __attribute__((always_inline)) void record_init(conc__hub_t *h, co
     g->ctx.serial = h->serial_next++;
     g->ctx.blocked = 0;
     g->ctx.wait_kind = 0;
-    g->ctx.registered = 0;
     g->ctx.lockdep = NULL;
     g->ctx.lbl_kind = 0;
     g->gs.interrupt = 0;
@@ -196,7 +200,6 @@ static inline __attribute__((always_inline)) void record_init(conc__hub_t *h, co
     }
     atomic_store_explicit(&g->links, NULL, memory_order_relaxed);
     g->pool = NULL;
-    g->pool_next = g->pool_prev = NULL;
     g->start_dl = 0;
     atomic_store_explicit(&g->name_state, 0, memory_order_relaxed); /* "Green-<n>" on demand */
     h->nalive++;
