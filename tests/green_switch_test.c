@@ -1614,3 +1614,45 @@ Test(green_join_direct, others_ready_keep_their_order, .timeout = TU_TIMEOUT)
     conc_green_free(gb);
     conc_green_free(gc);
 }
+
+/* The idle main context's fd waits detach it first: they wait as a plain
+ * thread's and leave the hub nothing to forget — a plain close() and a new
+ * pipe that gets the same fd number then wait as they should (a hub that
+ * kept the first fd registered would never watch the second). */
+typedef struct {
+    int fd;
+    double delay;
+} jd_write_t;
+
+static void *jd_late_writer(void *arg)
+{
+    jd_write_t *w = arg;
+    usleep((useconds_t)(w->delay * 1e6));
+    if (write(w->fd, "y", 1) != 1)
+        return PTR(1);
+    return NULL;
+}
+
+Test(green_join_direct, idle_main_fd_waits_leave_the_hub_nothing, .timeout = TU_TIMEOUT)
+{
+    _Atomic long ran = 0;
+    for (int round = 0; round < 3; round++) {
+        conc_green_t *g;
+        cr_assert_eq(conc_go(&g, jd_count, &ran), 0);
+        cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0);
+        conc_green_free(g);
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        jd_write_t w = {p[1], 0.02};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, jd_late_writer, &w), 0);
+        char c = 0;
+        cr_assert_eq(conc_read(p[0], &c, 1, 5.0), 1, "round %d", round); /* it waits */
+        cr_assert_eq(c, 'y');
+        pthread_join(th, NULL);
+        close(p[0]); /* plain closes: a plain thread may use them */
+        close(p[1]);
+        cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    }
+    cr_assert_eq(atomic_load(&ran), 3);
+}

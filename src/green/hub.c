@@ -399,6 +399,20 @@ static inline void maybe_detach(conc__hub_t *h)
     }
 }
 
+/* The main context's fd waits when nothing green is alive (hub_io.c): it
+ * stayed attached after the join of the last green thread
+ * (conc__hub_park_local), and an fd wait is where it detaches — no waiter
+ * of its own is outstanding at that point — so that it waits with poll(2)
+ * as a plain thread and the hub learns no fd it would never forget. True:
+ * detached (redo the wait as a plain thread). */
+bool conc__hub_main_idle_detach(conc__hub_t *h)
+{
+    if (h->cur != &h->main)
+        return false;
+    maybe_detach(h);
+    return h->main.ctx == NULL || h->main.ctx->ops == NULL;
+}
+
 static int green_park(conc__waiter_t *w, int64_t deadline)
 {
     conc__gs_t *gs = w->ctx->green;
@@ -473,9 +487,11 @@ int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w)
     gs->parked_w = NULL;
     /* No maybe_detach for the main context here (the usual spawn + join
      * would detach and attach again every time): it stays attached while
-     * idle, which conc_context_kind reports as a plain thread (nalive 0),
-     * and it detaches at its next resumed park (green_park) or stays;
-     * idle, it parks as a plain thread would (poll_once: no LoopExit). */
+     * idle. conc_context_kind reports it as a plain thread (nalive 0); its
+     * fd waits detach it first (conc__hub_main_idle_detach); its other
+     * parks go through the hub as a plain thread's would — no LoopExit
+     * while nothing green is alive (poll_once) — and detach it when
+     * notified (green_park). */
     if (conc__load(&w->state, RLX) == CONC__W_NOTIFIED)
         return 0;
     return take_interrupt(gs); /* INTERRUPTED: no timer was set */

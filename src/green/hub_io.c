@@ -224,6 +224,8 @@ static short poll_mask(int events)
 int conc__green_fd_wait(int fd, int events, int64_t deadline)
 {
     conc__hub_t *h = conc__tl_hub; /* (the loop context's fd waits: conc__loop_ops) */
+    if (__builtin_expect(h->nalive == 0, 0) && conc__hub_main_idle_detach(h))
+        return conc__fd_wait(fd, events, deadline); /* as the plain thread it is again */
     conc__fdent_t *e = fdent(h, fd);
     if (!e)
         return CONC_ENOMEM;
@@ -332,6 +334,8 @@ ssize_t conc__green_fd_io(int fd, bool wr, void *buf, size_t n, int flags, int64
     int ev = wr ? CONC__FD_WRITE : CONC__FD_READ;
     if ((size_t)fd >= h->nfds || deadline == 0 || !h->pops->edge)
         return CONC__FD_IO_SLOW;
+    if (__builtin_expect(h->nalive == 0, 0) && conc__hub_main_idle_detach(h))
+        return CONC__FD_IO_SLOW; /* main, nothing green alive: detached (conc__green_fd_wait) */
     conc__fdent_t *e = &h->fds[fd];
     if (!e->registered || !e->stream)
         return CONC__FD_IO_SLOW;
@@ -505,6 +509,8 @@ ssize_t conc__green_fd_op(const conc__fdop_t *d, int64_t deadline)
     conc__hub_t *h = conc__tl_hub;
     if (!h->pops->completion)
         return CONC_ENOTSUP;
+    if (__builtin_expect(h->nalive == 0, 0) && conc__hub_main_idle_detach(h))
+        return CONC_ENOTSUP; /* main, nothing green alive: detached, a plain thread's I/O */
     if (d->kind == CONC__OP_ACCEPT)
         return acc_op(h, d, deadline);
     int fd = d->fd;

@@ -212,6 +212,7 @@ void conc__hub_schedule(conc__hub_t *h, conc__gs_t *from);     /* switch away; r
 void conc__hub_interrupt(conc__hub_t *h, conc__gs_t *gs, int code);
 void conc__hub_kill_remote(conc__hub_t *h, conc_green_t *g);   /* from another thread */
 int conc__hub_park_local(conc__gs_t *gs, conc__waiter_t *w); /* a join on its own hub */
+bool conc__hub_main_idle_detach(conc__hub_t *h); /* hub_io.c: main's fd waits, nothing green alive */
 void conc__gs_init(conc__gs_t *gs, conc__hub_t *h, conc__ctx_t *ctx, int kind);
 extern const conc__park_ops_t conc__green_ops;
 
