@@ -1355,4 +1355,127 @@ Test(queue_reclaim, a_signal_handlers_ring_operations_nest_in_the_busy_count)
     cr_assert_eq(conc_queue_free(x.q2, NULL), 0);
 }
 
+/* Claims back under churn: 8 producers and 8 consumers (more threads than
+ * CPUs) on a small ring, every side claimed back after a short solo run
+ * (RECLAIM_MIN) and revoked by the next thread the scheduler runs, many
+ * times over (a watcher counts the owners it sees). Blocking, timed and _nowait calls mixed: FIFO per producer, no item
+ * lost or doubled; then, from the sides as the churn left them, the
+ * _nowait answers are exact (Full at maxsize items and not before, Empty
+ * at none). */
+#define CHURN_P 8
+#define CHURN_C 8
+typedef struct {
+    conc_queue_t *q;
+    long per;
+    atomic_long got, sum, bad, errors;
+    atomic_int producers_done, stop;
+    long claims;
+} churn_t;
+
+static void churn_fn(void *arg, int i)
+{
+    churn_t *h = arg;
+    if (i < CHURN_P) {
+        for (long n = 1; n <= h->per; n++) {
+            void *it = (void *)(((uintptr_t)i << 32) | (uintptr_t)n);
+            int rc;
+            switch (n % 3) {
+            case 0:
+                while ((rc = conc_queue_put_nowait(h->q, it)) == CONC_EFULL)
+                    sched_yield();
+                break;
+            case 1:
+                while ((rc = conc_queue_put(h->q, it, true, 0.001)) == CONC_EFULL) {
+                }
+                break;
+            default:
+                rc = conc_queue_put(h->q, it, true, CONC_FOREVER);
+            }
+            if (rc != 0) {
+                atomic_fetch_add(&h->errors, 1);
+                break;
+            }
+        }
+        atomic_fetch_add(&h->producers_done, 1);
+        return;
+    }
+    uintptr_t last[CHURN_P] = {0};
+    for (long k = 0;; k++) {
+        void *it;
+        if (atomic_load(&h->got) == CHURN_P * h->per || atomic_load(&h->errors))
+            return; /* all came out (or a producer failed) */
+        int rc = (k % 3) == 0   ? conc_queue_get_nowait(h->q, &it)
+                 : (k % 3) == 1 ? conc_queue_get(h->q, &it, true, 0.001)
+                                : conc_queue_get(h->q, &it, true, 0.05);
+        if (rc == CONC_EEMPTY)
+            continue;
+        if (rc != 0) {
+            atomic_fetch_add(&h->errors, 1);
+            return;
+        }
+        uintptr_t v = (uintptr_t)it, p = v >> 32, n = v & 0xffffffffu;
+        if (p >= CHURN_P || n <= last[p])
+            atomic_fetch_add(&h->bad, 1);
+        else
+            last[p] = n;
+        atomic_fetch_add(&h->sum, (long)n);
+        atomic_fetch_add(&h->got, 1);
+    }
+}
+
+static void *churn_watch(void *arg)
+{
+    churn_t *h = arg;
+    conc__ring_t *r = &h->q->s.ring;
+    uintptr_t was[2] = {CONC__RING_OWN_NONE, CONC__RING_OWN_NONE};
+    while (!atomic_load(&h->stop)) {
+        uintptr_t o[2] = {atomic_load(&r->pown), atomic_load(&r->cown)};
+        for (int s = 0; s < 2; s++)
+            if (o[s] > CONC__RING_OWN_SHARED && o[s] != was[s]) {
+                h->claims++; /* a thread's id, not the last one seen */
+                was[s] = o[s];
+            }
+    }
+    return NULL;
+}
+
+Test(queue_reclaim, claims_back_under_churn_keep_fifo_and_exact_answers)
+{
+    static churn_t h;
+    static tu_bunch_t b;
+    memset(&h, 0, sizeof h);
+    h.per = tu_iters(30000);
+    cr_assert_eq(conc_queue_new(&h.q, CONC_FIFO, 64), 0);
+    pthread_t w;
+    cr_assert_eq(pthread_create(&w, NULL, churn_watch, &h), 0);
+    tu_bunch_start(&b, CHURN_P + CHURN_C, churn_fn, &h);
+    long n = CHURN_P * h.per;
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&h.producers_done) == CHURN_P, 60), "producers stuck");
+    cr_assert(TU_WAIT_UNTIL(atomic_load(&h.got) == n || atomic_load(&h.errors), 60), "%ld of %ld items came out",
+              atomic_load(&h.got), n);
+    tu_bunch_join(&b);
+    /* quiet now, the sides left as the churn left them: exact answers */
+    void *it;
+    cr_assert_eq(conc_queue_get_nowait(h.q, &it), CONC_EEMPTY);
+    for (long i = 0; i < 64; i++)
+        cr_assert_eq(conc_queue_put_nowait(h.q, (void *)(uintptr_t)(i + 1)), 0);
+    cr_assert_eq(conc_queue_put_nowait(h.q, (void *)1), CONC_EFULL);
+    for (long i = 0; i < 64; i++) {
+        cr_assert_eq(conc_queue_get_nowait(h.q, &it), 0);
+        cr_assert_eq(it, (void *)(uintptr_t)(i + 1));
+    }
+    cr_assert_eq(conc_queue_get_nowait(h.q, &it), CONC_EEMPTY);
+    atomic_store(&h.stop, 1);
+    cr_assert_eq(pthread_join(w, NULL), 0);
+    cr_assert_eq(atomic_load(&h.errors), 0);
+    cr_assert_eq(atomic_load(&h.bad), 0, "out of order or foreign items");
+    cr_assert_eq(atomic_load(&h.got), n);
+    cr_assert_eq(atomic_load(&h.sum), CHURN_P * (h.per * (h.per + 1) / 2));
+    cr_assert_eq(conc_queue_qsize(h.q), 0);
+    /* (informative only: the watcher runs now and then, and sees 1 to
+     * 60 owners per run, the two first claims included) */
+    TU_TRACE("owners seen: %ld", h.claims);
+    cr_assert_eq(conc_queue_free(h.q, NULL), 0);
+}
+
 TU_MAIN_WITH_SCENARIOS(scenario)

@@ -65,7 +65,8 @@
  * thread claims the side (SHARED -> its id) — any thread: with more
  * threads than CPUs the scheduler often runs one producer of 16 and one
  * consumer alone for a stretch, and each claims its side for that
- * stretch (16p16c went from 31 to ~68 M items/s on 2 CPUs). That needs
+ * stretch (16p16c went from 31 to ~68 M items/s on 2 CPUs, ~80-106 with
+ * the shorter runs of RECLAIM_MIN). That needs
  * the busy count per thread: a former owner may still be inside an
  * owner-path entry it began before its revocation (preempted between its
  * check of the owner word and its raise of busy); it then raises and
@@ -82,7 +83,7 @@
  * and a claim that finds CLOSED is given up (side_mark), so no owner
  * ever stores enq over CLOSED nor answers Full on a closed side. An
  * owner's counter has no bit to mask: the
- * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~20 us
+ * owner paths are the plain single-producer / single-consumer steps. A claim costs the next revocation's membarrier (~10-20 us
  * when another CPU runs a thread of ours, in a VM): one that did not last
  * RECLAIM_PAYOFF operations doubles the run the next claim needs, one
  * that did halves it (down to RECLAIM_MIN).
@@ -241,12 +242,21 @@ __attribute__((constructor)) static void ring_fork_init(void)
 }
 
 /* A shared side is claimed again by a thread that made this many CAS-path
- * operations on it in a row (at first; see side_revoke). */
-#define RECLAIM_MIN 1024u
-#define RECLAIM_MAX (1u << 14)
-/* A claim that lasted this many operations paid for its revocation (a
- * membarrier: ~20 us where the other CPU runs a thread of ours, in a VM). */
-#define RECLAIM_PAYOFF 8192u
+ * operations on it in a row (at first; see side_revoke).
+ * The break-even: a CAS-path operation costs ~100 ns more than an owner's
+ * while the other side runs on another CPU (a locked instruction waiting
+ * for the cell's line), a revocation's membarrier ~10-20 us, so a claim
+ * pays after a few hundred operations. Measured at 16p16c on 2 CPUs:
+ * with a 1024-8192-16384 run, 3-5% of the operations took the CAS path
+ * and cost about a fifth of the CPU (the side went back to shared with
+ * each time slice: the scheduler ran another of the 16 producers); with
+ * 32-256-4096, 0.15% (25x fewer) for 2.5x the revocations, and 16p16c
+ * went from ~45-76 to ~80-106 M items/s. 1p1c and 2p2c are unchanged
+ * (1p1c never revokes). */
+#define RECLAIM_MIN 32u
+#define RECLAIM_MAX 4096u
+/* A claim that lasted this many operations paid for its revocation. */
+#define RECLAIM_PAYOFF 256u
 
 int conc__ring_init(conc__ring_t *r, size_t cap)
 {
