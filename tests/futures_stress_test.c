@@ -908,6 +908,30 @@ static bool lf_smp(void)
     return sysconf(_SC_NPROCESSORS_ONLN) > 1;
 }
 
+/* The waiting task's first half in the leapfrog tests (A, on the waiter):
+ * note its thread in *tid, submit T (fn) to ex, and wait until ready()
+ * says T runs elsewhere with its subtasks queued (10 s at most). The
+ * caller then waits on T: the wait that leapfrogs. NULL: submit failed. */
+static conc_future_t *lf_submit_when(conc_executor_t *ex, atomic_long *tid, void *(*fn)(void *), bool (*ready)(void))
+{
+    atomic_store(tid, lf_tid());
+    conc_future_t *t = NULL;
+    if (conc_submit(ex, &t, fn, NULL) != 0)
+        return NULL;
+    double dl = tu_now() + 10;
+    while (!ready() && tu_now() < dl)
+        sched_yield();
+    return t;
+}
+
+/* result(t) without a timeout, then free t. */
+static int lf_result_free(conc_future_t *t, void **r)
+{
+    int rc = conc_future_result(t, CONC_FOREVER, r);
+    conc_future_free(t);
+    return rc;
+}
+
 static void *lf_leaf(void *arg)
 {
     uintptr_t i = U(arg);
@@ -988,18 +1012,19 @@ static void *lf_green_wait(void *arg)
     return rc ? conc_fail(rc, "result(F) in a green thread") : r;
 }
 
+/* until the other worker took F and queued its leaves */
+static bool lf_is_ready(void)
+{
+    return atomic_load(&lf_ready);
+}
+
 /* A, on the waiter. */
 static void *lf_waiter_task(void *arg)
 {
     (void)arg;
-    atomic_store(&lf_waiter_tid, lf_tid());
-    conc_future_t *f = NULL;
-    if (conc_submit(lf_pool, &f, lf_awaited, NULL) != 0)
+    conc_future_t *f = lf_submit_when(lf_pool, &lf_waiter_tid, lf_awaited, lf_is_ready);
+    if (!f)
         return conc_fail(CONC_EFAILED, "submit");
-    /* until the other worker took F and queued its leaves */
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lf_ready) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
     int rc;
     if (lf_mode == LF_SCOPE) { /* a Timeout scope open: the wait must stay cuttable */
@@ -1220,20 +1245,20 @@ static void *lfu_t(void *arg)
     return rc || U(r) != 7 ? conc_fail(CONC_EFAILED, "L") : P(5);
 }
 
+static bool lfu_is_pushed(void)
+{
+    return atomic_load(&lfu_pushed);
+}
+
 /* A, on the waiter. */
 static void *lfu_a(void *arg)
 {
     (void)arg;
-    atomic_store(&lfu_waiter_tid, lf_tid());
-    conc_future_t *t = NULL;
-    if (conc_submit(lfu_pool, &t, lfu_t, NULL) != 0)
+    conc_future_t *t = lf_submit_when(lfu_pool, &lfu_waiter_tid, lfu_t, lfu_is_pushed);
+    if (!t)
         return conc_fail(CONC_EFAILED, "submit T");
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lfu_pushed) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(t, CONC_FOREVER, &r);
-    conc_future_free(t);
+    int rc = lf_result_free(t, &r);
     return rc || U(r) != 5 ? conc_fail(CONC_EFAILED, "T") : P(3);
 }
 
@@ -1415,19 +1440,19 @@ static void *lfp_t(void *arg)
     return P(9);
 }
 
+static bool lfp_has_hs(void)
+{
+    return atomic_load(&lfp_hs) != NULL;
+}
+
 static void *lfp_a(void *arg)
 {
     (void)arg;
-    atomic_store(&lfp_waiter_tid, lf_tid());
-    conc_future_t *t = NULL;
-    if (conc_submit(lfp_pool, &t, lfp_t, NULL) != 0)
+    conc_future_t *t = lf_submit_when(lfp_pool, &lfp_waiter_tid, lfp_t, lfp_has_hs);
+    if (!t)
         return conc_fail(CONC_EFAILED, "submit T");
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lfp_hs) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(t, CONC_FOREVER, &r);
-    conc_future_free(t);
+    int rc = lf_result_free(t, &r);
     return rc || U(r) != 9 ? conc_fail(CONC_EFAILED, "T") : P(4);
 }
 
@@ -1633,22 +1658,22 @@ static void *lh_t2(void *arg)
     return P(2);
 }
 
+static bool lh_x_pushed(void) /* W stole T2; G pushed X */
+{
+    return atomic_load(&lh_x) != NULL;
+}
+
 static void *lh_p(void *arg)
 {
     (void)arg;
     lh_rendezvous(&lh_pstarted);
     if (lf_tid() == atomic_load(&lh_w_tid))
         return P(0); /* W: free it for T2 */
-    atomic_store(&lh_a_tid, lf_tid());
-    conc_future_t *t2 = NULL;
-    if (conc_submit(lh_pool, &t2, lh_t2, NULL) != 0)
+    conc_future_t *t2 = lf_submit_when(lh_pool, &lh_a_tid, lh_t2, lh_x_pushed);
+    if (!t2)
         return conc_fail(CONC_EFAILED, "submit T2");
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lh_x) && tu_now() < dl) /* W stole T2; G pushed X */
-        sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(t2, CONC_FOREVER, &r); /* the leapfrogging wait */
-    conc_future_free(t2);
+    int rc = lf_result_free(t2, &r); /* the leapfrogging wait */
     return rc || U(r) != 2 ? conc_fail(CONC_EFAILED, "T2: %d", rc) : P(1);
 }
 
