@@ -700,8 +700,10 @@ static void wake_fd(void *arg, int fd, int ev)
 
 /* Re-check the registrations of fds waited on that stayed quiet for a
  * whole interval (see FD_QUIET above). */
-static void sweep_stale(conc__hub_t *h)
+static __attribute__((noinline, cold)) void sweep_stale(conc__hub_t *h)
 {
+    if (!h->pops->edge || !h->nfdwait)
+        return;
     int64_t now = conc__now_ns();
     if (now < sweep.next)
         return;
@@ -731,18 +733,26 @@ static void sweep_stale(conc__hub_t *h)
     sweep.next = now + sweep.every;
 }
 
-void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns)
+/* A long sleep while contexts park on fds (epoll): wake up within a check
+ * interval, and check after a quiet one. */
+static __attribute__((noinline)) void poll_capped(conc__hub_t *h, int64_t timeout_ns)
 {
-    if (!h->nfdwait || !h->pops->edge) {
-        h->pops->wait(h->poller, timeout_ns, wake_fd, h);
-        return;
-    }
-    /* Someone parks on an fd: wake up within an interval to check. */
     int64_t cap = sweep.every ? sweep.every : SWEEP_MIN_NS;
     bool capped = timeout_ns < 0 || timeout_ns > cap;
     int n = h->pops->wait(h->poller, capped ? cap : timeout_ns, wake_fd, h);
-    if (__builtin_expect(++sweep.polls % SWEEP_POLLS == 0, 0) || (capped && n == 0))
+    if (capped && n == 0)
         sweep_stale(h);
+}
+
+void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns)
+{
+    /* Busy hubs: a look at the clock every SWEEP_POLLS polls. */
+    if (__builtin_expect(++sweep.polls % SWEEP_POLLS == 0, 0))
+        sweep_stale(h);
+    if ((timeout_ns < 0 || timeout_ns > SWEEP_MIN_NS) && h->nfdwait && h->pops->edge)
+        poll_capped(h, timeout_ns);
+    else
+        h->pops->wait(h->poller, timeout_ns, wake_fd, h);
 }
 
 /* Going back to plain parking: a conc_close would not reach the hub any
