@@ -1153,3 +1153,35 @@ Test(hub_stale_fd, conc_socketpair_forgets_a_stale_number, .timeout = TU_TIMEOUT
     conc_close(np[1]);
     unkeep(k);
 }
+
+/* The same in a hub that never sleeps (a green thread yields all the
+ * time, so every poll is a quick look and none is quiet): the check comes
+ * from the poll count. */
+static _Atomic int busy_stop;
+static void *busy_yielder(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&busy_stop))
+        conc_yield();
+    return NULL;
+}
+
+Test(hub_stale_fd, reused_number_in_a_busy_hub_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    cr_assert_eq(close(fsp[0]), 0);
+    cr_assert_eq(close(fsp[1]), 0);
+    int np[2];
+    cr_assert_eq(plain_pair(np), old, "the number was not reused");
+    atomic_store(&busy_stop, 0);
+    conc_green_t *y;
+    cr_assert_eq(conc_go(&y, busy_yielder, NULL), 0);
+    stale_read_completes(np[0], np[1]);
+    atomic_store(&busy_stop, 1);
+    cr_assert_eq(conc_green_join(y, 5.0), 0);
+    conc_green_free(y);
+    close(np[0]);
+    close(np[1]);
+    unkeep(k);
+}
