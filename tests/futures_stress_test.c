@@ -1153,6 +1153,29 @@ Test(futures_stress, leapfrog_chain_deeper_than_the_context_cache, .timeout = TU
 }
 
 /* The leapfrog steal takes only entries at or above a base index. */
+/* The leapfrog put-back's slot (lf_try reserves it before its steal):
+ * after conc__deque_reserve the push needs no memory (the array already
+ * has room), also when the deque was full; with room, reserve allocates
+ * nothing. */
+Test(futures_stress, deque_reserve_leaves_room_for_a_put_back)
+{
+    conc__deque_t d;
+    cr_assert_eq(conc__deque_init(&d, 4), 0);
+    conc__darray_t *a0 = atomic_load(&d.array);
+    cr_assert(conc__deque_reserve(&d, 1));
+    cr_assert_eq(atomic_load(&d.array), a0, "room already: no new array");
+    for (int i = 0; i < 4; i++)
+        cr_assert(conc__deque_push(&d, (conc_future_t *)P(0x1000 + 16 * i)));
+    cr_assert(conc__deque_reserve(&d, 1)); /* full: grows now */
+    conc__darray_t *a1 = atomic_load(&d.array);
+    cr_assert_neq(a1, a0);
+    cr_assert_geq(a1->size, 5);
+    cr_assert(conc__deque_push(&d, (conc_future_t *)P(0x2000)));
+    cr_assert_eq(atomic_load(&d.array), a1, "the push used the reserved room");
+    cr_assert_eq(conc__deque_pop(&d), (conc_future_t *)P(0x2000));
+    conc__deque_destroy(&d);
+}
+
 Test(futures_stress, deque_steal_min_respects_the_base)
 {
     conc__deque_t d;
