@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include "futures/deque.h"
+#include "futures/internal.h"
 
 #define P(x) ((void *)(uintptr_t)(x))
 #define U(p) ((uintptr_t)(p))
@@ -907,6 +908,30 @@ static bool lf_smp(void)
     return sysconf(_SC_NPROCESSORS_ONLN) > 1;
 }
 
+/* The waiting task's first half in the leapfrog tests (A, on the waiter):
+ * note its thread in *tid, submit T (fn) to ex, and wait until ready()
+ * says T runs elsewhere with its subtasks queued (10 s at most). The
+ * caller then waits on T: the wait that leapfrogs. NULL: submit failed. */
+static conc_future_t *lf_submit_when(conc_executor_t *ex, atomic_long *tid, void *(*fn)(void *), bool (*ready)(void))
+{
+    atomic_store(tid, lf_tid());
+    conc_future_t *t = NULL;
+    if (conc_submit(ex, &t, fn, NULL) != 0)
+        return NULL;
+    double dl = tu_now() + 10;
+    while (!ready() && tu_now() < dl)
+        sched_yield();
+    return t;
+}
+
+/* result(t) without a timeout, then free t. */
+static int lf_result_free(conc_future_t *t, void **r)
+{
+    int rc = conc_future_result(t, CONC_FOREVER, r);
+    conc_future_free(t);
+    return rc;
+}
+
 static void *lf_leaf(void *arg)
 {
     uintptr_t i = U(arg);
@@ -987,18 +1012,19 @@ static void *lf_green_wait(void *arg)
     return rc ? conc_fail(rc, "result(F) in a green thread") : r;
 }
 
+/* until the other worker took F and queued its leaves */
+static bool lf_is_ready(void)
+{
+    return atomic_load(&lf_ready);
+}
+
 /* A, on the waiter. */
 static void *lf_waiter_task(void *arg)
 {
     (void)arg;
-    atomic_store(&lf_waiter_tid, lf_tid());
-    conc_future_t *f = NULL;
-    if (conc_submit(lf_pool, &f, lf_awaited, NULL) != 0)
+    conc_future_t *f = lf_submit_when(lf_pool, &lf_waiter_tid, lf_awaited, lf_is_ready);
+    if (!f)
         return conc_fail(CONC_EFAILED, "submit");
-    /* until the other worker took F and queued its leaves */
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lf_ready) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
     int rc;
     if (lf_mode == LF_SCOPE) { /* a Timeout scope open: the wait must stay cuttable */
@@ -1127,6 +1153,29 @@ Test(futures_stress, leapfrog_chain_deeper_than_the_context_cache, .timeout = TU
 }
 
 /* The leapfrog steal takes only entries at or above a base index. */
+/* The leapfrog put-back's slot (lf_try reserves it before its steal):
+ * after conc__deque_reserve the push needs no memory (the array already
+ * has room), also when the deque was full; with room, reserve allocates
+ * nothing. */
+Test(futures_stress, deque_reserve_leaves_room_for_a_put_back)
+{
+    conc__deque_t d;
+    cr_assert_eq(conc__deque_init(&d, 4), 0);
+    conc__darray_t *a0 = atomic_load(&d.array);
+    cr_assert(conc__deque_reserve(&d, 1));
+    cr_assert_eq(atomic_load(&d.array), a0, "room already: no new array");
+    for (int i = 0; i < 4; i++)
+        cr_assert(conc__deque_push(&d, (conc_future_t *)P(0x1000 + 16 * i)));
+    cr_assert(conc__deque_reserve(&d, 1)); /* full: grows now */
+    conc__darray_t *a1 = atomic_load(&d.array);
+    cr_assert_neq(a1, a0);
+    cr_assert_geq(a1->size, 5);
+    cr_assert(conc__deque_push(&d, (conc_future_t *)P(0x2000)));
+    cr_assert_eq(atomic_load(&d.array), a1, "the push used the reserved room");
+    cr_assert_eq(conc__deque_pop(&d), (conc_future_t *)P(0x2000));
+    conc__deque_destroy(&d);
+}
+
 Test(futures_stress, deque_steal_min_respects_the_base)
 {
     conc__deque_t d;
@@ -1219,20 +1268,20 @@ static void *lfu_t(void *arg)
     return rc || U(r) != 7 ? conc_fail(CONC_EFAILED, "L") : P(5);
 }
 
+static bool lfu_is_pushed(void)
+{
+    return atomic_load(&lfu_pushed);
+}
+
 /* A, on the waiter. */
 static void *lfu_a(void *arg)
 {
     (void)arg;
-    atomic_store(&lfu_waiter_tid, lf_tid());
-    conc_future_t *t = NULL;
-    if (conc_submit(lfu_pool, &t, lfu_t, NULL) != 0)
+    conc_future_t *t = lf_submit_when(lfu_pool, &lfu_waiter_tid, lfu_t, lfu_is_pushed);
+    if (!t)
         return conc_fail(CONC_EFAILED, "submit T");
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lfu_pushed) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(t, CONC_FOREVER, &r);
-    conc_future_free(t);
+    int rc = lf_result_free(t, &r);
     return rc || U(r) != 5 ? conc_fail(CONC_EFAILED, "T") : P(3);
 }
 
@@ -1414,19 +1463,19 @@ static void *lfp_t(void *arg)
     return P(9);
 }
 
+static bool lfp_has_hs(void)
+{
+    return atomic_load(&lfp_hs) != NULL;
+}
+
 static void *lfp_a(void *arg)
 {
     (void)arg;
-    atomic_store(&lfp_waiter_tid, lf_tid());
-    conc_future_t *t = NULL;
-    if (conc_submit(lfp_pool, &t, lfp_t, NULL) != 0)
+    conc_future_t *t = lf_submit_when(lfp_pool, &lfp_waiter_tid, lfp_t, lfp_has_hs);
+    if (!t)
         return conc_fail(CONC_EFAILED, "submit T");
-    double dl = tu_now() + 10;
-    while (!atomic_load(&lfp_hs) && tu_now() < dl)
-        sched_yield();
     void *r = NULL;
-    int rc = conc_future_result(t, CONC_FOREVER, &r);
-    conc_future_free(t);
+    int rc = lf_result_free(t, &r);
     return rc || U(r) != 9 ? conc_fail(CONC_EFAILED, "T") : P(4);
 }
 
@@ -1471,4 +1520,231 @@ Test(futures_stress, leapfrog_put_back_when_the_record_changes, .timeout = TU_TI
         leapt += atomic_load(&lfp_on_waiter);
     }
     TU_TRACE("leapfrog put-back: %ld rounds, %ld leaves ran on the waiter", rounds, leapt);
+}
+
+/* ----------------------------------- shutdown(cancel_futures) vs put-backs
+ *
+ * A fork-join wait (submit a, submit b, result(a)) takes the two newest
+ * entries out of the waiter's deque and puts b back; tidy-ups and
+ * leapfrog requeues do the same. A shutdown(cancel_futures) whose drain
+ * falls in that window (here: made to, by the pool's test hook, which
+ * shuts the pool down right there) misses b; b must still not run
+ * (Python: no pending work item runs after shutdown(cancel_futures)). It
+ * is cancelled (its callbacks run) where it would start. */
+static conc_executor_t *sc_pool;
+static atomic_int sc_hooked, sc_b_ran, sc_b_cb, sc_bad;
+static _Atomic(conc_future_t *) sc_b;
+
+static void sc_hook(conc_future_t *f)
+{
+    if (f == atomic_load(&sc_b) && !atomic_exchange(&sc_hooked, 1))
+        atomic_fetch_add(&sc_bad, conc_executor_shutdown(sc_pool, false, true) != 0);
+}
+
+static void *sc_leaf(void *arg)
+{
+    atomic_fetch_add(&sc_b_ran, 1); /* a or b */
+    return arg;
+}
+
+static void sc_cb(conc_future_t *f, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&sc_b_cb, conc_future_cancelled(f) ? 1 : 100);
+}
+
+static void *sc_task(void *arg)
+{
+    bool wait_b = arg != NULL; /* else the worker's loop meets b */
+    conc_future_t *a = NULL, *b = NULL;
+    if (conc_submit(sc_pool, &a, sc_leaf, NULL) != 0 || conc_submit(sc_pool, &b, sc_leaf, P(1)) != 0)
+        return conc_fail(CONC_EFAILED, "submit");
+    conc_future_add_done_callback(b, sc_cb, NULL);
+    atomic_store(&sc_b, b);
+    void *r = NULL;
+    /* Pops b and a, puts b back (the hook shuts down), runs a: a too was
+     * pending when the shutdown came, not started: cancelled as well (in
+     * Python it would have sat in the queue the drain emptied). */
+    int ra = conc_future_result(a, CONC_FOREVER, &r);
+    int rb = wait_b ? conc_future_result(b, CONC_FOREVER, NULL) : CONC_ECANCELLED;
+    conc_future_free(a);
+    if (wait_b)
+        conc_future_free(b); /* else the test does, after the pool's end */
+    if (ra != CONC_ECANCELLED || rb != CONC_ECANCELLED)
+        return conc_fail(CONC_EFAILED, "result(a) = %d, result(b) = %d", ra, rb);
+    return P(3);
+}
+
+Test(futures_stress, put_back_missed_by_shutdown_cancel_futures_does_not_run, .timeout = TU_TIMEOUT)
+{
+    for (int mode = 0; mode < 4; mode++) {
+        bool lf = mode & 1, wait_b = !(mode & 2);
+        atomic_store(&sc_hooked, 0);
+        atomic_store(&sc_b_ran, 0);
+        atomic_store(&sc_b_cb, 0);
+        atomic_store(&sc_bad, 0);
+        atomic_store(&sc_b, NULL);
+        conc_thread_pool_opts_t o = {.max_workers = 1, .leapfrog = lf};
+        cr_assert_eq(conc_thread_pool_new(&sc_pool, &o), 0);
+        conc__pool_put_back_hook = sc_hook;
+        conc_future_t *t = NULL;
+        cr_assert_eq(conc_submit(sc_pool, &t, sc_task, wait_b ? P(1) : NULL), 0);
+        void *r = NULL;
+        int rc = conc_future_result(t, 30, &r);
+        conc__pool_put_back_hook = NULL;
+        const char *msg = NULL;
+        int code = 0;
+        conc_future_exception(t, 0, &code, &msg);
+        cr_assert_eq(rc, 0, "mode %d: %d (%s)", mode, rc, msg ? msg : "");
+        cr_assert_eq(U(r), 3);
+        conc_future_free(t);
+        cr_assert_eq(conc_executor_free(sc_pool), 0);
+        if (!wait_b) {
+            conc_future_t *b = atomic_load(&sc_b);
+            cr_assert(conc_future_cancelled(b), "b not cancelled");
+            conc_future_free(b);
+        }
+        cr_assert_eq(atomic_load(&sc_hooked), 1, "mode %d: the put-back never happened", mode);
+        cr_assert_eq(atomic_load(&sc_bad), 0);
+        cr_assert_eq(atomic_load(&sc_b_ran), 0, "mode %d: a or b ran after shutdown(cancel_futures)", mode);
+        cr_assert_eq(atomic_load(&sc_b_cb), 1, "mode %d: b's callback: %d", mode, atomic_load(&sc_b_cb));
+    }
+}
+
+/* --------------------------- leapfrog: pushes from a worker's green threads
+ *
+ * A task T1 leaves a green thread G behind on its worker W (detached,
+ * parked on an event). A later task T2 that W stole from worker A's deque
+ * carries W's leapfrog record; T2 sets the event and blocks, so W's hub
+ * runs G, which submits X: X lands in W's deque above T2's record base,
+ * but X is not T2's subtask. A's task, waiting on T2 meanwhile, must not
+ * run X (a waiter runs only the awaited task's subtasks): a push from a
+ * thread with a hub never counts as the recorded task's. */
+static conc_executor_t *lh_pool;
+static atomic_long lh_w_tid, lh_a_tid;
+static atomic_int lh_started, lh_pstarted, lh_bad, lh_x_ran, lh_t2_done, lh_x_on_waiter;
+static _Atomic(conc_future_t *) lh_x;
+static conc_event_t lh_e1, lh_e2;
+
+static void lh_rendezvous(atomic_int *n)
+{
+    atomic_fetch_add(n, 1);
+    double dl = tu_now() + 10;
+    while (atomic_load(n) < 2 && tu_now() < dl)
+        sched_yield();
+}
+
+static void *lh_x_fn(void *arg)
+{
+    (void)arg;
+    if (lf_tid() == atomic_load(&lh_a_tid) && !atomic_load(&lh_t2_done))
+        atomic_store(&lh_x_on_waiter, 1);
+    atomic_fetch_add(&lh_x_ran, 1);
+    return P(5);
+}
+
+static void *lh_green(void *arg)
+{
+    (void)arg;
+    if (conc_event_wait(&lh_e1, 30) != 0) {
+        atomic_store(&lh_bad, 1);
+        return NULL;
+    }
+    conc_future_t *x = NULL;
+    if (conc_submit(lh_pool, &x, lh_x_fn, NULL) != 0)
+        atomic_store(&lh_bad, 1);
+    atomic_store(&lh_x, x);
+    return NULL;
+}
+
+static void *lh_t1(void *arg)
+{
+    if (arg) { /* the one that leaves a green thread behind */
+        atomic_store(&lh_w_tid, lf_tid());
+        if (conc_go(NULL, lh_green, NULL) != 0)
+            atomic_store(&lh_bad, 1);
+    }
+    lh_rendezvous(&lh_started); /* both workers busy: T1s on distinct ones */
+    return NULL;
+}
+
+static void *lh_t2(void *arg)
+{
+    (void)arg;
+    conc_event_set(&lh_e1);
+    conc_event_wait(&lh_e2, 0.05); /* parks through the hub: G runs, pushes X */
+    double dl = tu_now() + 10; /* the waiter had its chance */
+    while (!atomic_load(&lh_x) && tu_now() < dl)
+        tu_sleep(0.001);
+    tu_sleep(0.002);
+    atomic_store(&lh_t2_done, 1);
+    return P(2);
+}
+
+static bool lh_x_pushed(void) /* W stole T2; G pushed X */
+{
+    return atomic_load(&lh_x) != NULL;
+}
+
+static void *lh_p(void *arg)
+{
+    (void)arg;
+    lh_rendezvous(&lh_pstarted);
+    if (lf_tid() == atomic_load(&lh_w_tid))
+        return P(0); /* W: free it for T2 */
+    conc_future_t *t2 = lf_submit_when(lh_pool, &lh_a_tid, lh_t2, lh_x_pushed);
+    if (!t2)
+        return conc_fail(CONC_EFAILED, "submit T2");
+    void *r = NULL;
+    int rc = lf_result_free(t2, &r); /* the leapfrogging wait */
+    return rc || U(r) != 2 ? conc_fail(CONC_EFAILED, "T2: %d", rc) : P(1);
+}
+
+Test(futures_stress, leapfrog_never_runs_what_a_workers_green_thread_pushed, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(5);
+    if (rounds < 2)
+        rounds = 2;
+    conc_thread_pool_opts_t o = {.max_workers = 2, .leapfrog = true};
+    for (long k = 0; k < rounds; k++) {
+        atomic_store(&lh_w_tid, 0);
+        atomic_store(&lh_a_tid, 0);
+        atomic_store(&lh_started, 0);
+        atomic_store(&lh_pstarted, 0);
+        atomic_store(&lh_bad, 0);
+        atomic_store(&lh_x_ran, 0);
+        atomic_store(&lh_t2_done, 0);
+        atomic_store(&lh_x_on_waiter, 0);
+        atomic_store(&lh_x, NULL);
+        cr_assert_eq(conc_event_init(&lh_e1), 0);
+        cr_assert_eq(conc_event_init(&lh_e2), 0);
+        cr_assert_eq(conc_thread_pool_new(&lh_pool, &o), 0);
+        conc_future_t *t1[2], *p[2];
+        cr_assert_eq(conc_submit(lh_pool, &t1[0], lh_t1, P(1)), 0);
+        cr_assert_eq(conc_submit(lh_pool, &t1[1], lh_t1, NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(conc_future_result(t1[i], 30, NULL), 0);
+            conc_future_free(t1[i]);
+        }
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(conc_submit(lh_pool, &p[i], lh_p, NULL), 0);
+        uintptr_t sum = 0;
+        for (int i = 0; i < 2; i++) {
+            void *r = NULL;
+            cr_assert_eq(conc_future_result(p[i], 30, &r), 0, "round %ld: P %d", k, i);
+            sum += U(r);
+            conc_future_free(p[i]);
+        }
+        cr_assert_eq(sum, 1, "round %ld: the two P tasks did not run on distinct workers", k);
+        conc_future_t *x = atomic_load(&lh_x);
+        cr_assert(x, "round %ld: the green thread pushed nothing", k);
+        void *r = NULL;
+        cr_assert_eq(conc_future_result(x, 30, &r), 0);
+        conc_future_free(x);
+        cr_assert_eq(conc_executor_free(lh_pool), 0);
+        cr_assert_eq(atomic_load(&lh_bad), 0);
+        cr_assert_eq(atomic_load(&lh_x_ran), 1);
+        cr_assert_eq(atomic_load(&lh_x_on_waiter), 0,
+                     "round %ld: the waiter on T2 ran X, a task a green thread of T2's worker pushed", k);
+    }
 }

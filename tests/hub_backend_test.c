@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 
 #include "green/internal.h"
+#include "core/fdwait.h"
 #include "io/poller.h"
 
 #define PTR(i) ((void *)(intptr_t)(i))
@@ -1009,5 +1010,178 @@ Test(hub_fastio, unix_read_between_writers_with_passcred_is_not_drained, .timeou
     cr_assert_eq(r, 2, "the other writer's data: %zd", r);
     cr_assert_eq(memcmp(b, "cd", 2), 0);
     fast_done();
+    unkeep(k);
+}
+
+/* ------------- epoll: an fd closed behind the hub's back, its number reused
+ *
+ * The hub watched fsp[0] (edge-triggered: the interest stays), then the
+ * socket went away without the hub hearing of it — close(2), dup2(2), or
+ * conc_close on another hub's thread — and a new socket got the number.
+ * The table still says "watched", so no epoll_ctl would add the new
+ * socket, and a reader parked on it would wait for an edge that never
+ * comes. The loop re-checks quiet registrations of fds waited on
+ * (hub_io.c, FD_QUIET): the read completes (before: parked forever, the
+ * join below timed out). conc's own socket makers forget a stale number
+ * at creation. */
+static int stale_rd;
+static char stale_buf[8];
+static void *stale_read(void *arg)
+{
+    (void)arg;
+    return PTR(conc_read(stale_rd, stale_buf, sizeof stale_buf, CONC_FOREVER));
+}
+
+/* fsp[0] watched for reads by this hub; the returned keeper keeps the
+ * hub attached (else it forgets every fd when nothing green is left). */
+static conc_green_t *stale_setup(void)
+{
+    use_backend(CONC_HUB_EPOLL);
+    conc_green_t *k = keep_attached();
+    cr_assert_eq(conc_socketpair(fsp), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, read_one, NULL), 0);
+    cr_assert_eq(conc_sleep(0.01), 0); /* registered by its wait */
+    cr_assert_eq(write(fsp[1], "x", 1), 1);
+    cr_assert_eq(fast_result(g), 1);
+    cr_assert(conc__tl_hub->fds[fsp[0]].interest & CONC__FD_READ);
+    return k;
+}
+
+static int plain_pair(int np[2])
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, np), 0);
+    return np[0];
+}
+
+/* A green reader parks on rd, data comes 20 ms later: it gets it. */
+static void stale_read_completes(int rd, int wr)
+{
+    stale_rd = rd;
+    memset(stale_buf, 0, sizeof stale_buf);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, stale_read, NULL), 0);
+    cr_assert_eq(conc_sleep(0.02), 0);
+    cr_assert_eq(write(wr, "late", 4), 4);
+    double t0 = tu_now();
+    cr_assert_eq(conc_green_join(g, 10.0), 0, "the reader of a reused fd number never woke");
+    void *r = NULL;
+    conc_green_get(g, 0, &r);
+    conc_green_free(g);
+    cr_assert_eq((intptr_t)r, 4);
+    cr_assert_eq(memcmp(stale_buf, "late", 4), 0);
+    TU_TRACE("reused fd %d: read after %.3f s", rd, tu_now() - t0);
+}
+
+Test(hub_stale_fd, plain_close_then_reused_number_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    cr_assert_eq(close(fsp[0]), 0); /* behind the hub's back */
+    cr_assert_eq(close(fsp[1]), 0);
+    int np[2];
+    cr_assert_eq(plain_pair(np), old, "the number was not reused");
+    stale_read_completes(np[0], np[1]);
+    close(np[0]);
+    close(np[1]);
+    unkeep(k);
+}
+
+Test(hub_stale_fd, dup2_over_a_watched_fd_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int np[2];
+    plain_pair(np);
+    cr_assert_eq(dup2(np[0], fsp[0]), fsp[0]); /* the watched socket goes */
+    close(np[0]);
+    stale_read_completes(fsp[0], np[1]);
+    close(fsp[0]);
+    close(fsp[1]);
+    close(np[1]);
+    unkeep(k);
+}
+
+static void *closer_green(void *arg)
+{
+    (void)arg;
+    conc_close(fsp[0]); /* forgets on this thread's hub, not the watcher's */
+    conc_close(fsp[1]);
+    return NULL;
+}
+
+static void *other_hub_closer(void *arg)
+{
+    (void)arg;
+    conc_green_t *g;
+    if (conc_go(&g, closer_green, NULL) != 0)
+        return PTR(1);
+    int rc = conc_green_join(g, 5.0);
+    conc_green_free(g);
+    return PTR(rc);
+}
+
+Test(hub_stale_fd, conc_close_on_another_hubs_thread_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    pthread_t t;
+    void *r = NULL;
+    cr_assert_eq(pthread_create(&t, NULL, other_hub_closer, NULL), 0);
+    cr_assert_eq(pthread_join(t, &r), 0);
+    cr_assert_eq((intptr_t)r, 0);
+    int np[2];
+    cr_assert_eq(plain_pair(np), old, "the number was not reused");
+    stale_read_completes(np[0], np[1]);
+    close(np[0]);
+    close(np[1]);
+    unkeep(k);
+}
+
+Test(hub_stale_fd, conc_socketpair_forgets_a_stale_number, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    cr_assert_eq(close(fsp[0]), 0);
+    cr_assert_eq(close(fsp[1]), 0);
+    int np[2];
+    cr_assert_eq(conc_socketpair(np), 0);
+    cr_assert_eq(np[0], old, "the number was not reused");
+    cr_assert_eq(conc__tl_hub->fds[old].registered, 0, "the hub still thinks it watches the new socket");
+    cr_assert_eq(conc__tl_hub->fds[old].interest, 0);
+    stale_read_completes(np[0], np[1]);
+    conc_close(np[0]);
+    conc_close(np[1]);
+    unkeep(k);
+}
+
+/* The same in a hub that never sleeps (a green thread yields all the
+ * time, so every poll is a quick look and none is quiet): the check comes
+ * from the poll count. */
+static _Atomic int busy_stop;
+static void *busy_yielder(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&busy_stop))
+        conc_yield();
+    return NULL;
+}
+
+Test(hub_stale_fd, reused_number_in_a_busy_hub_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    cr_assert_eq(close(fsp[0]), 0);
+    cr_assert_eq(close(fsp[1]), 0);
+    int np[2];
+    cr_assert_eq(plain_pair(np), old, "the number was not reused");
+    atomic_store(&busy_stop, 0);
+    conc_green_t *y;
+    cr_assert_eq(conc_go(&y, busy_yielder, NULL), 0);
+    stale_read_completes(np[0], np[1]);
+    atomic_store(&busy_stop, 1);
+    cr_assert_eq(conc_green_join(y, 5.0), 0);
+    conc_green_free(y);
+    close(np[0]);
+    close(np[1]);
     unkeep(k);
 }

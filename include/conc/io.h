@@ -60,7 +60,13 @@
  * CONC_EPERM when it can tell). Close an fd with conc_close, never plain
  * close(2), once the hub may have watched it: conc_close makes the hub
  * forget it first, and green threads of that hub still waiting on it wake
- * up and get CONC_ESYS (EBADF) — gevent's cancel_wait.
+ * up and get CONC_ESYS (EBADF) — gevent's cancel_wait. An fd closed
+ * behind the hub's back anyway (close(2), dup2(2), conc_close on another
+ * hub's thread) does not hang a later socket that gets its number: conc's
+ * own socket makers (conc_socketpair, conc_tcp_*, conc_unix_*,
+ * conc_accept) make the calling thread's hub forget the number, and an
+ * epoll hub re-checks a quiet registration that a context waits on (a
+ * delay of 0.2 to 3.2 s then, never a hang).
  *
  * Names are not resolved: the helpers take IPv4/IPv6 literals and
  * "localhost" (127.0.0.1), because DNS would block the OS thread. Resolve

@@ -55,6 +55,16 @@ static inline bool conc__deque_push(conc__deque_t *d, conc_future_t *f)
     return true;
 }
 
+/* Owner only: make room for n more pushes (they cannot fail then, as
+ * thieves only take items). false: out of memory. */
+static inline bool conc__deque_reserve(conc__deque_t *d, size_t n)
+{
+    size_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    size_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    conc__darray_t *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    return __builtin_expect(b - t + n <= a->size, 1) || conc__deque_grow(d, b, t);
+}
+
 /* Owner only; NULL: empty (or a thief took the last item). */
 static inline conc_future_t *conc__deque_pop(conc__deque_t *d)
 {

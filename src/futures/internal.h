@@ -100,6 +100,10 @@ extern __thread bool conc__future_woke_sleeper;
  * a pool worker tidies its deque's cancelled entries after an inline run
  * when it changed). */
 extern atomic_ulong conc__queued_cancels;
+/* Tests only (NULL otherwise): called by the pool with an entry it took
+ * out of a deque and is about to push back (pool.c, put_back), in the
+ * window a concurrent shutdown's drain can miss it. */
+extern void (*conc__pool_put_back_hook)(conc_future_t *f);
 
 /* pool.c: if the calling thread is a worker of the pool that queued f and
  * f has not started, run it here and now (it is done on return: true). */

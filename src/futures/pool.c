@@ -36,8 +36,9 @@
  * the run costs no tidying pop afterwards.
  *
  * Shutdown: submits fail from then on; with cancel_futures every queued
- * future is cancelled; workers drain what is left and exit; wait joins
- * them. A failing initializer is reported on stderr and breaks the pool:
+ * future is cancelled (one in flight between a pop and its put-back,
+ * which the drain missed, where it would start: cancel_if_cancelling);
+ * workers drain what is left and exit; wait joins them. A failing initializer is reported on stderr and breaks the pool:
  * queued futures fail with CONC_EBROKEN and a message naming the
  * initializer's failure (BrokenThreadPool); later submits fail with
  * CONC_EBROKEN. Cancelled futures the pool drops are notified
@@ -45,6 +46,7 @@
  * shut down and joined (an exit hook of the thread module), as Python does.
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -115,6 +117,7 @@ struct pool {
     conc__waitq_t idleq;
     atomic_int shutdown;
     atomic_int broken;
+    atomic_int cancelling;        /* shutdown(cancel_futures): no pending task starts */
     atomic_size_t tokens;         /* idle tokens (Python's _idle_semaphore) */
     char broken_msg[384];         /* why, once broken is set */
     struct pool *all_next;        /* registry of live pools (exit hook) */
@@ -268,6 +271,19 @@ static bool take_token(pool_t *p)
     return t != 0;
 }
 
+/* After shutdown(cancel_futures) no pending task starts: one that missed
+ * the drain (taken out of a deque and put back meanwhile, by a leapfrog
+ * requeue, a fork-join wait's pop of the two newest, a tidy-up, a batch
+ * steal) is cancelled where it would start (its callbacks run, and the run
+ * that follows drops and notifies it). The shutdown sets the flag and
+ * issues a heavy fence before its drain, so a thread that takes such an
+ * entry after the drain missed it sees the flag. */
+static inline void cancel_if_cancelling(pool_t *p, conc_future_t *f)
+{
+    if (__builtin_expect(atomic_load_explicit(&p->cancelling, memory_order_relaxed), 0))
+        conc_future_cancel(f);
+}
+
 /* Run f's task and drop the pool's reference. */
 static void run(pool_t *p, conc_future_t *f)
 {
@@ -275,6 +291,7 @@ static void run(pool_t *p, conc_future_t *f)
         fail_broken(p, f);
         conc_future_free(f);
     } else {
+        cancel_if_cancelling(p, f);
         /* The reference goes after the outcome is out, not in the CAS
          * that publishes it (conc__future_run_owned, which inline runs
          * use): measured, pool.throughput (a million tasks whose caller
@@ -315,6 +332,8 @@ static conc__ctx_t *inline_ctx(worker_t *w, unsigned d)
     c->lbl_kind = 0;
     return c;
 }
+
+void (*conc__pool_put_back_hook)(conc_future_t *f);
 
 /* Set w's leapfrog record (owner only; a seqlock write). */
 static inline void lf_set(worker_t *w, conc_future_t *f, size_t base)
@@ -360,6 +379,7 @@ static void run_recorded(worker_t *w, conc_future_t *f)
         conc_future_free(f);
         return;
     }
+    cancel_if_cancelling(p, f);
     lf_set(w, f, conc__deque_bottom(&w->dq));
     conc__future_run_hook(f, worker_done, w);
     if (atomic_load_explicit(&w->lf, memory_order_relaxed))
@@ -367,13 +387,18 @@ static void run_recorded(worker_t *w, conc_future_t *f)
     conc_future_free(f);
 }
 
-/* Push f, which w just popped, back onto w's own deque (the slot just
- * freed: cannot fail). A worker that looked meanwhile may have gone to
+/* Push f, which w just popped, back onto w's own deque. Cannot fail: the
+ * slot was just freed (a deque's array never shrinks), or lf_try reserved
+ * it before its steal — so a waiter never runs an unrelated task because
+ * memory ran out. A worker that looked meanwhile may have gone to
  * sleep: wake it as a submit would (see pool_submit and fence.h). */
 static void put_back(worker_t *w, conc_future_t *f)
 {
-    if (!conc__deque_push(&w->dq, f))
-        run(w->pool, f);
+    if (__builtin_expect(conc__pool_put_back_hook != NULL, 0))
+        conc__pool_put_back_hook(f);
+    bool ok = conc__deque_push(&w->dq, f);
+    (void)ok;
+    assert(ok);
     conc__fence_light();
     if (atomic_load_explicit(&w->pool->idle, memory_order_relaxed))
         wake_one_worker(w->pool);
@@ -473,6 +498,7 @@ bool conc__pool_run_inline(conc_future_t *f)
     w->inl_depth += cached;
     /* Claims it (a queue entry left is skipped later); popped, the run
      * drops the pool's reference, which the entry held. */
+    cancel_if_cancelling(w->pool, f);
     bool ran = popped ? conc__future_run_owned(f, NULL, NULL) : conc__future_run(f);
     w->inl_depth -= cached;
     conc__ctx_bind(caller);
@@ -576,6 +602,7 @@ static void lf_run(worker_t *w, conc_future_t *g)
     conc__ctx_bind(tmp);
     bool cached = tmp != &stack_ctx;
     w->inl_depth += cached;
+    cancel_if_cancelling(w->pool, g);
     conc__future_run_owned(g, lf_restore, &r);
     w->inl_depth -= cached;
     conc__ctx_bind(caller);
@@ -598,6 +625,10 @@ static bool lf_try(worker_t *w, worker_t *x, conc_future_t *f)
     size_t t = atomic_load_explicit(&x->dq.top, memory_order_relaxed);
     if ((intptr_t)(t - base) < 0 ||
         (intptr_t)(atomic_load_explicit(&x->dq.bottom, memory_order_relaxed) - t) <= 0)
+        return false;
+    /* A slot for a put-back (lf_requeue) before the steal: no memory, no
+     * steal (the waiter just waits). */
+    if (!conc__deque_reserve(&w->dq, 1))
         return false;
     conc_future_t *g = conc__deque_steal_min(&x->dq, base);
     if (!g)
@@ -892,6 +923,12 @@ static int pool_submit(conc_executor_t *ex, conc_future_t **out, void *(*fn)(voi
     bool ok;
     conc__deque_t *d;
     if (w && w->pool == p) {
+        /* A worker thread with a hub runs green threads and hub callbacks
+         * between its task's steps, and they may outlive the task: what
+         * they push is not provably the task's, so the leapfrog record
+         * goes first (a push from such a thread never counts). */
+        if (__builtin_expect(atomic_load_explicit(&w->lf, memory_order_relaxed) != NULL, 0) && conc__tl_hub)
+            lf_set(w, NULL, 0);
         ok = conc__deque_push(&w->dq, f); /* we drain it ourselves, even at shutdown */
     } else {
         d = outside_deque(p);
@@ -962,6 +999,10 @@ static int pool_shutdown(conc_executor_t *ex, bool wait, bool cancel_futures)
     atomic_store_explicit(&p->shutdown, 1, memory_order_seq_cst);
     conc_lock_release(&p->lock);
     if (cancel_futures) {
+        /* Before the drain: an entry it misses (in flight between a pop
+         * and a put-back) is cancelled where it would start. */
+        atomic_store_explicit(&p->cancelling, 1, memory_order_seq_cst);
+        conc__fence_heavy();
         conc_future_t *f;
         while ((f = steal_any(p, NULL, NULL)) != NULL) {
             conc_future_cancel(f);

@@ -62,6 +62,28 @@
 
 #define ACC_SOFT_MAX 64
 
+/* Stale registrations (epoll): an fd closed behind the hub's back (plain
+ * close or dup2, or conc_close on another hub's thread) leaves the table
+ * saying "watched" while the kernel dropped the interest with the file;
+ * a socket that gets the number next would wait for edges that never
+ * come. conc's own socket makers forget the number on the calling thread's
+ * hub (conc__fd_forget at creation); for the rest, the loop re-checks,
+ * after a quiet spell, the registrations of fds that waiters park on and
+ * that saw no event since the last check: EPOLL_CTL_MOD, and on ENOENT an
+ * ADD, which reports the new file's readiness at once. So a stale entry
+ * costs a bounded delay (two check intervals, 0.1 s doubling to at most
+ * 1.6 s while nothing stale turns up), never a hang. The cost on busy
+ * paths: a poll counter (a clock read every SWEEP_POLLS polls), and
+ * wake_fd clears the FD_QUIET mark in the same store as its dry bits. */
+#define FD_QUIET 0x80             /* in dry: no event since the last check */
+#define SWEEP_POLLS 256           /* polls between two looks at the clock */
+#define SWEEP_MIN_NS 100000000LL  /* the first interval, and after a stale find */
+#define SWEEP_MAX_NS 1600000000LL /* the longest */
+static __thread struct {
+    unsigned polls;
+    int64_t next, every;
+} sweep __attribute__((tls_model("initial-exec"))); /* a hub is one thread's */
+
 /* ------------------------------------------------------------- the table */
 
 static conc__fdent_t *fdent(conc__hub_t *h, int fd)
@@ -660,11 +682,11 @@ static void wake_fd(void *arg, int fd, int ev)
     bool rd_ev = (ev & (CONC__FD_READ | CONC__FD_ERR)) != 0;
     bool wr_ev = (ev & (CONC__FD_WRITE | CONC__FD_ERR)) != 0;
     if (rd_ev)
-        e->dry &= (uint8_t)~CONC__FD_READ;
+        e->dry &= (uint8_t)~(CONC__FD_READ | FD_QUIET);
     if (__builtin_expect(ev & CONC__FD_URG, 0))
         e->stream &= (uint8_t)~CONC__FD_READ; /* reads stop at urgent marks: short is not drained */
     if (wr_ev)
-        e->dry &= (uint8_t)~CONC__FD_WRITE;
+        e->dry &= (uint8_t)~(CONC__FD_WRITE | FD_QUIET);
     /* Every fd waiter is a context of this hub, parked (or resumed by
      * its timer or a kill and not run yet): the hub-local unpark. */
     conc__waiter_t *rd = e->rd, *wr = e->wr;
@@ -676,9 +698,61 @@ static void wake_fd(void *arg, int fd, int ev)
         conc__unpark_local_inline(wr);
 }
 
+/* Re-check the registrations of fds waited on that stayed quiet for a
+ * whole interval (see FD_QUIET above). */
+static __attribute__((noinline, cold)) void sweep_stale(conc__hub_t *h)
+{
+    if (!h->pops->edge || !h->nfdwait)
+        return;
+    int64_t now = conc__now_ns();
+    if (now < sweep.next)
+        return;
+    bool stale = false;
+    for (size_t fd = 0; fd < h->nfds; fd++) {
+        conc__fdent_t *e = &h->fds[fd];
+        if (!e->interest || (!e->rd && !e->wr))
+            continue;
+        if (!(e->dry & FD_QUIET)) {
+            e->dry |= FD_QUIET; /* checked next time unless an event comes */
+            continue;
+        }
+        int r = h->pops->set(h->poller, (int)fd, e->interest, e->interest); /* MOD */
+        if (r == -ENOENT) {
+            stale = true;
+            r = h->pops->set(h->poller, (int)fd, 0, e->interest); /* the new file: ADD */
+        }
+        if (r != 0) { /* closed and not reused (EBADF), or now a file: wake its waiters to retry */
+            stale = true;
+            conc__green_fd_forget((int)fd);
+        }
+    }
+    if (stale || sweep.every == 0)
+        sweep.every = SWEEP_MIN_NS;
+    else if (sweep.every < SWEEP_MAX_NS)
+        sweep.every *= 2;
+    sweep.next = now + sweep.every;
+}
+
+/* A long sleep while contexts park on fds (epoll): wake up within a check
+ * interval, and check after a quiet one. */
+static __attribute__((noinline)) void poll_capped(conc__hub_t *h, int64_t timeout_ns)
+{
+    int64_t cap = sweep.every ? sweep.every : SWEEP_MIN_NS;
+    bool capped = timeout_ns < 0 || timeout_ns > cap;
+    int n = h->pops->wait(h->poller, capped ? cap : timeout_ns, wake_fd, h);
+    if (capped && n == 0)
+        sweep_stale(h);
+}
+
 void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns)
 {
-    h->pops->wait(h->poller, timeout_ns, wake_fd, h);
+    /* Busy hubs: a look at the clock every SWEEP_POLLS polls. */
+    if (__builtin_expect(++sweep.polls % SWEEP_POLLS == 0, 0))
+        sweep_stale(h);
+    if ((timeout_ns < 0 || timeout_ns > SWEEP_MIN_NS) && h->nfdwait && h->pops->edge)
+        poll_capped(h, timeout_ns);
+    else
+        h->pops->wait(h->poller, timeout_ns, wake_fd, h);
 }
 
 /* Going back to plain parking: a conc_close would not reach the hub any

@@ -361,8 +361,10 @@ int conc_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeou
                 return rc;
         }
         int c = accept4(fd, addr, addr ? addrlen : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c >= 0)
+        if (c >= 0) {
+            conc__fd_forget(c); /* a number closed behind our hub's back: not watched */
             return c;
+        }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "conc/io.h"
+#include "core/fdwait.h"
 
 /* Close s keeping errno; return code. */
 static int fail_close(int s, int code)
@@ -98,6 +99,7 @@ static int new_socket(int family, int *s)
     *s = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (*s < 0)
         return CONC_ESYS;
+    conc__fd_forget(*s); /* a number closed behind our hub's back: not watched */
     if (family != AF_UNIX) {
         int one = 1;
         if (setsockopt(*s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
@@ -180,6 +182,8 @@ int conc_socketpair(int fds[2])
         return CONC_EINVAL;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
         return CONC_ESYS;
+    conc__fd_forget(fds[0]); /* numbers closed behind our hub's back: not watched */
+    conc__fd_forget(fds[1]);
     return 0;
 }
 
