@@ -1748,3 +1748,60 @@ Test(futures_stress, leapfrog_never_runs_what_a_workers_green_thread_pushed, .ti
                      "round %ld: the waiter on T2 ran X, a task a green thread of T2's worker pushed", k);
     }
 }
+
+/* ---------------------------------------------------------- wake-ups
+ * Every sleeping worker must be woken when a burst needs them all: N
+ * tasks that each wait for all N at a barrier, submitted to N workers
+ * that fell asleep (a wake-up lost or held back leaves tasks queued
+ * behind blocked workers: the barrier times out). Then single submits and
+ * short bursts, each to a sleeping pool. */
+#define WC_N 4
+static conc_barrier_t wc_barrier;
+static atomic_int wc_broken;
+
+static void *wc_meet(void *arg)
+{
+    (void)arg;
+    int rc = conc_barrier_wait(&wc_barrier, 20.0, NULL);
+    if (rc != 0)
+        atomic_fetch_add(&wc_broken, 1);
+    return NULL;
+}
+
+static void *wc_nop(void *arg) { return arg; }
+
+Test(futures_stress, sleeping_workers_are_all_woken_for_a_burst, .timeout = TU_TIMEOUT)
+{
+    conc_executor_t *ex = mkpool(WC_N);
+    long rounds = tu_iters(40);
+    cr_assert_eq(conc_barrier_init(&wc_barrier, WC_N, NULL, NULL, CONC_FOREVER), 0);
+    atomic_store(&wc_broken, 0);
+    for (long k = 0; k < rounds; k++) {
+        /* all N workers exist after the first round; let them fall asleep
+         * (a 20 us spin and a few yields) */
+        tu_sleep(0.01);
+        conc_future_t *fs[WC_N];
+        for (int i = 0; i < WC_N; i++)
+            cr_assert_eq(conc_submit(ex, &fs[i], wc_meet, NULL), 0);
+        for (int i = 0; i < WC_N; i++) {
+            cr_assert_eq(conc_future_result(fs[i], 30.0, NULL), 0, "round %ld task %d", k, i);
+            conc_future_free(fs[i]);
+        }
+        cr_assert_eq(atomic_load(&wc_broken), 0, "round %ld: a barrier wait timed out or broke", k);
+    }
+    /* single submits to a sleeping pool, and short bursts */
+    for (long k = 0; k < rounds; k++) {
+        tu_sleep(0.005);
+        int n = 1 + (int)(k % 3);
+        conc_future_t *fs[3];
+        for (int i = 0; i < n; i++)
+            cr_assert_eq(conc_submit(ex, &fs[i], wc_nop, P(i + 1)), 0);
+        for (int i = 0; i < n; i++) {
+            void *r = NULL;
+            cr_assert_eq(conc_future_result(fs[i], 30.0, &r), 0, "round %ld: a task never ran", k);
+            cr_assert_eq(U(r), (uintptr_t)i + 1);
+            conc_future_free(fs[i]);
+        }
+    }
+    cr_assert_eq(conc_executor_free(ex), 0);
+}
