@@ -306,7 +306,14 @@ static int pevent_wait(pevent_t *e)
     return pthread_mutex_unlock(&e->m);
 }
 
-static struct {
+/* Line-aligned, so this struct's own layout decides which words share a
+ * cache line (ce1's and ce2's state words share one, as do pe1's and
+ * pe2's first words), not where the linker happens to put it: with the
+ * start 32 bytes into a line (as any library change to .bss alignment can
+ * make it) the two states sit on two lines and a round trip moves about
+ * twice as many lines — conc 6 M -> 3.5-4.4 M rt/s with no change to the
+ * event code (bench/README.md, fifth session). */
+static _Alignas(64) struct {
     bench_gate_t gate;
     int impl;
     long n;
