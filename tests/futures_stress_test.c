@@ -1805,3 +1805,141 @@ Test(futures_stress, sleeping_workers_are_all_woken_for_a_burst, .timeout = TU_T
     }
     cr_assert_eq(conc_executor_free(ex), 0);
 }
+
+/* ------------------- shutdown(cancel_futures) racing fork-join work (review)
+ *
+ * Trees of fork-join tasks (submit a, submit b, wait a, wait b; some wait
+ * with conc_wait) run while shutdown(wait, cancel_futures) comes at a
+ * random moment. Afterwards every future is done: a task that started
+ * finished (shutdown(wait) waited for it; cancel_futures never cancels
+ * started work), one that did not is cancelled and notified (wait() counts
+ * it); each done callback ran exactly once, with the future in its final
+ * state; no task ran twice. */
+#define SR_MAX 1024
+#define SR_DEPTH 5
+static conc_executor_t *sr_pool;
+static conc_future_t *sr_fs[SR_MAX];
+static atomic_int sr_started[SR_MAX], sr_finished[SR_MAX], sr_cbs[SR_MAX], sr_cb_state[SR_MAX];
+static atomic_int sr_n, sr_bad, sr_use_wait;
+
+static void sr_cb(conc_future_t *f, void *arg)
+{
+    int i = (int)U(arg);
+    atomic_fetch_add(&sr_cbs[i], 1);
+    atomic_store(&sr_cb_state[i], (int)conc_future_state(f));
+}
+
+static void *sr_task(void *arg);
+
+/* Submit a task of depth d; NULL if the pool refused (shut down). */
+static conc_future_t *sr_submit(int d)
+{
+    int i = atomic_fetch_add(&sr_n, 1);
+    if (i >= SR_MAX) {
+        atomic_store(&sr_bad, 1);
+        return NULL;
+    }
+    conc_future_t *f = NULL;
+    int rc = conc_submit(sr_pool, &f, sr_task, P((uintptr_t)i << 4 | (uintptr_t)d));
+    if (rc) {
+        if (rc != CONC_ESHUTDOWN)
+            atomic_store(&sr_bad, 2);
+        return NULL;
+    }
+    sr_fs[i] = conc_future_ref(f);
+    if (conc_future_add_done_callback(f, sr_cb, P(i)) != 0)
+        atomic_store(&sr_bad, 3);
+    return f;
+}
+
+static void *sr_task(void *arg)
+{
+    int i = (int)(U(arg) >> 4), d = (int)(U(arg) & 15);
+    if (atomic_exchange(&sr_started[i], 1))
+        atomic_store(&sr_bad, 4); /* ran twice */
+    if (d > 0) {
+        conc_future_t *a = sr_submit(d - 1), *b = sr_submit(d - 1);
+        if (atomic_load(&sr_use_wait) && a && b) {
+            conc_future_t *both[2] = {a, b};
+            size_t nd = 0;
+            if (conc_wait(both, 2, CONC_FOREVER, CONC_ALL_COMPLETED, NULL, &nd, NULL, NULL) != 0 || nd != 2)
+                atomic_store(&sr_bad, 5);
+        }
+        conc_future_t *ab[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            if (!ab[k])
+                continue;
+            int rc = conc_future_result(ab[k], CONC_FOREVER, NULL);
+            if (rc != 0 && rc != CONC_ECANCELLED)
+                atomic_store(&sr_bad, 6);
+            conc_future_free(ab[k]);
+        }
+    } else {
+        double end = tu_now() + 20e-6; /* the tree takes a few ms */
+        while (tu_now() < end) {
+        }
+    }
+    atomic_store(&sr_finished[i], 1);
+    return arg;
+}
+
+Test(futures_stress, shutdown_cancel_futures_racing_fork_join, .timeout = TU_TIMEOUT)
+{
+    long rounds = tu_iters(60);
+    if (rounds < 4)
+        rounds = 4;
+    uint64_t seed = 0x9e3779b97f4a7c15u;
+    for (long k = 0; k < rounds; k++) {
+        for (int i = 0; i < SR_MAX; i++) {
+            sr_fs[i] = NULL;
+            atomic_store(&sr_started[i], 0);
+            atomic_store(&sr_finished[i], 0);
+            atomic_store(&sr_cbs[i], 0);
+            atomic_store(&sr_cb_state[i], -1);
+        }
+        atomic_store(&sr_n, 0);
+        atomic_store(&sr_bad, 0);
+        atomic_store(&sr_use_wait, (int)(k & 2));
+        conc_thread_pool_opts_t o = {.max_workers = 1 + (size_t)(k % 3), .leapfrog = k & 1};
+        cr_assert_eq(conc_thread_pool_new(&sr_pool, &o), 0);
+        conc_future_t *roots[4];
+        for (int r = 0; r < 4; r++)
+            cr_assert_not_null(roots[r] = sr_submit(SR_DEPTH));
+        tu_sleep((double)(rnd(&seed) % 3000) * 1e-6);
+        bool wait = (k % 4) != 3;
+        cr_assert_eq(conc_executor_shutdown(sr_pool, wait, true), 0);
+        if (!wait)
+            cr_assert_eq(conc_executor_shutdown(sr_pool, true, false), 0);
+        for (int r = 0; r < 4; r++)
+            conc_future_free(roots[r]);
+        int n = atomic_load(&sr_n);
+        cr_assert_eq(atomic_load(&sr_bad), 0, "round %ld: bad %d", k, atomic_load(&sr_bad));
+        int started = 0;
+        for (int i = 0; i < n && i < SR_MAX; i++) {
+            conc_future_t *f = sr_fs[i];
+            if (!f)
+                continue; /* refused */
+            conc_future_state_t s = conc_future_state(f);
+            if (atomic_load(&sr_started[i])) {
+                started++;
+                cr_assert_eq(s, CONC_FUTURE_FINISHED, "round %ld: task %d started but its future is %d", k, i, s);
+                cr_assert(atomic_load(&sr_finished[i]), "round %ld: task %d started, not finished", k, i);
+            } else {
+                cr_assert_eq(s, CONC_FUTURE_CANCELLED, "round %ld: task %d never started, its future is %d", k, i,
+                             s);
+                size_t nd = 0;
+                cr_assert_eq(conc_wait(&f, 1, 0, CONC_ALL_COMPLETED, NULL, &nd, NULL, NULL), 0);
+                cr_assert_eq(nd, 1, "round %ld: task %d cancelled but not notified", k, i);
+            }
+            cr_assert_eq(atomic_load(&sr_cbs[i]), 1, "round %ld: task %d: %d callbacks", k, i,
+                         atomic_load(&sr_cbs[i]));
+            cr_assert_eq(atomic_load(&sr_cb_state[i]), (int)s, "round %ld: task %d: callback saw %d, final %d", k,
+                         i, atomic_load(&sr_cb_state[i]), s);
+        }
+        cr_assert_eq(conc_executor_free(sr_pool), 0);
+        for (int i = 0; i < n && i < SR_MAX; i++)
+            if (sr_fs[i])
+                conc_future_free(sr_fs[i]);
+        TU_TRACE("shutdown race round %ld: %d tasks, %d started", k, n, started);
+    }
+}
