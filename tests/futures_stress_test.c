@@ -1152,7 +1152,6 @@ Test(futures_stress, leapfrog_chain_deeper_than_the_context_cache, .timeout = TU
              LFC_DEPTH, atomic_load(&lfc_crossed));
 }
 
-/* The leapfrog steal takes only entries at or above a base index. */
 /* The leapfrog put-back's slot (lf_try reserves it before its steal):
  * after conc__deque_reserve the push needs no memory (the array already
  * has room), also when the deque was full; with room, reserve allocates
@@ -1176,6 +1175,7 @@ Test(futures_stress, deque_reserve_leaves_room_for_a_put_back)
     conc__deque_destroy(&d);
 }
 
+/* The leapfrog steal takes only entries at or above a base index. */
 Test(futures_stress, deque_steal_min_respects_the_base)
 {
     conc__deque_t d;
