@@ -1185,3 +1185,39 @@ Test(hub_stale_fd, reused_number_in_a_busy_hub_does_not_hang, .timeout = TU_TIME
     close(np[1]);
     unkeep(k);
 }
+
+/* The same in a hub whose sleeps are cut short by a timer (a green thread
+ * ticks every 5 ms): no poll is a long quiet one and few are counted, so
+ * the check must come from the sleeps that end with nothing to report —
+ * within a check interval or two (0.1 s, 0.2 s), not after 2 x 256 ticks
+ * (before: about 2.6 s). */
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&busy_stop))
+        conc_sleep(0.005);
+    return NULL;
+}
+
+Test(hub_stale_fd, reused_number_with_a_ticking_timer_wakes_within_a_second, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    cr_assert_eq(close(fsp[0]), 0);
+    cr_assert_eq(close(fsp[1]), 0);
+    int np[2];
+    cr_assert_eq(plain_pair(np), old, "the number was not reused");
+    atomic_store(&busy_stop, 0);
+    conc_green_t *y;
+    cr_assert_eq(conc_go(&y, ticker, NULL), 0);
+    double t0 = tu_now();
+    stale_read_completes(np[0], np[1]);
+    double took = tu_now() - t0;
+    atomic_store(&busy_stop, 1);
+    cr_assert_eq(conc_green_join(y, 5.0), 0);
+    conc_green_free(y);
+    cr_assert_lt(took, 1.0, "a stale registration stayed unchecked for %.3f s under a ticking timer", took);
+    close(np[0]);
+    close(np[1]);
+    unkeep(k);
+}

@@ -740,7 +740,11 @@ static __attribute__((noinline)) void poll_capped(conc__hub_t *h, int64_t timeou
     int64_t cap = sweep.every ? sweep.every : SWEEP_MIN_NS;
     bool capped = timeout_ns < 0 || timeout_ns > cap;
     int n = h->pops->wait(h->poller, capped ? cap : timeout_ns, wake_fd, h);
-    if (capped && n == 0)
+    /* Any sleep that ends with nothing to report is a quiet one, capped
+     * or cut short by a timer: a hub whose timers keep every sleep under
+     * the cap (a green thread ticking every few ms) would otherwise only
+     * check every SWEEP_POLLS polls (2 x 256 ticks for a stale find). */
+    if (n == 0)
         sweep_stale(h);
 }
 
@@ -749,7 +753,7 @@ void conc__hub_io_poll(conc__hub_t *h, int64_t timeout_ns)
     /* Busy hubs: a look at the clock every SWEEP_POLLS polls. */
     if (__builtin_expect(++sweep.polls % SWEEP_POLLS == 0, 0))
         sweep_stale(h);
-    if ((timeout_ns < 0 || timeout_ns > SWEEP_MIN_NS) && h->nfdwait && h->pops->edge)
+    if (timeout_ns != 0 && h->nfdwait && h->pops->edge)
         poll_capped(h, timeout_ns);
     else
         h->pops->wait(h->poller, timeout_ns, wake_fd, h);
