@@ -344,7 +344,12 @@ PATCH_EXPORT int close(int fd)
 {
     if (!in_close && atomic_load_explicit(&patch_on, memory_order_relaxed)) {
         int k = conc_context_kind();
-        if (k == CONC_CTX_GREEN || k == CONC_CTX_MAIN)
+        /* THREAD with a hub: the OS thread's own context may stay attached
+         * to it, idle, after the join of its last green thread (it says
+         * THREAD then) while the hub still watches their fds; detached,
+         * conc_close is a plain close. */
+        if (k == CONC_CTX_GREEN || k == CONC_CTX_MAIN ||
+            (k == CONC_CTX_THREAD && conc_hub_backend() != CONC_HUB_DEFAULT))
             return conc__patch_close(fd);
     }
     return REAL(close)(fd);

@@ -904,6 +904,79 @@ Test(patch, close_forgets_the_fd)
     cr_assert_eq(ok, 1);
 }
 
+/* The same when close(2) comes from the OS thread's own context after the
+ * join of its last green thread: that context stays attached to its hub
+ * (conc_context_kind says CONC_CTX_THREAD for it then), and the hub still
+ * watches what its green threads waited on, so the close must still reach
+ * the hub. A hub that forgot the old fd adds the new one when its reader
+ * parks and sees the data that comes 10 ms later; one that did not waits
+ * for an edge that never comes (before: the 90 ms Timeout cut the read;
+ * the stale check finds it 0.1 s or more later). */
+static void *watch_then_time_out(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[8];
+    conc_timeout_begin(0.02);
+    ssize_t r = read(fd, buf, sizeof buf); /* the hub now watches fd */
+    conc_timeout_end();
+    return (void *)(intptr_t)r;
+}
+
+struct reread {
+    int fd;
+    ssize_t r;
+    int err;
+};
+
+static void *read_with_short_timeout(void *arg)
+{
+    struct reread *rr = arg;
+    char buf[8];
+    conc_timeout_begin(0.09); /* the data comes after 0.01 s */
+    rr->r = read(rr->fd, buf, sizeof buf);
+    rr->err = errno;
+    conc_timeout_end();
+    return NULL;
+}
+
+Test(patch, close_from_the_idle_main_context_forgets_the_fd, .timeout = TU_TIMEOUT)
+{
+    need_patch();
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    conc_green_t *g;
+    cr_assert_eq(conc_go(&g, watch_then_time_out, &p[0]), 0);
+    void *res = NULL;
+    cr_assert_eq(conc_green_join(g, CONC_FOREVER), 0); /* no deadline: main stays attached */
+    cr_assert_eq(conc_green_get(g, 0, &res), 0);
+    conc_green_free(g);
+    cr_assert_eq((intptr_t)res, -1);
+    cr_assert_eq(conc_context_kind(), CONC_CTX_THREAD);
+    int old = p[0];
+    close(p[0]); /* from the idle main context, through the patch */
+    close(p[1]);
+    int q[2];
+    cr_assert_eq(pipe2(q, O_CLOEXEC), 0);
+    cr_assert(q[0] == old || q[1] == old, "the number was not reused");
+    int rd = q[0] == old ? q[0] : q[1] == old ? q[1] : q[0];
+    if (rd == q[1]) { /* the write end got the number */
+        close(q[0]);
+        close(q[1]);
+        cr_skip_test("the old number went to the write end");
+    }
+    struct reread rr = {q[0], 0, 0};
+    cr_assert_eq(conc_go(&g, read_with_short_timeout, &rr), 0);
+    struct later l = {q[1], 0.01, 3};
+    conc_green_t *w = go_write_later(&l);
+    cr_assert_eq(conc_green_join(g, 5), 0);
+    conc_green_free(g);
+    cr_assert_eq(conc_green_join(w, 5), 0);
+    conc_green_free(w);
+    cr_assert_eq(rr.r, 3, "the read of a reused fd number waited for an edge: r %zd errno %d", rr.r, rr.err);
+    close(q[0]);
+    close(q[1]);
+}
+
 /* ------------------------------------------------- hiredis, unmodified */
 
 #ifdef CONC_PATCH_TEST_HIREDIS
