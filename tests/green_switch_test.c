@@ -374,6 +374,109 @@ Test(green_switch, timers_and_remote_wakeups_served_while_yielding, .timeout = T
     }
 }
 
+/* The same for a green thread that spawns and joins (no deadline) in a
+ * loop: each end switches straight to its joiner (hub.c h->handoff) when
+ * nothing else is ready, and the join's park still counts toward the
+ * loop's turn, so a timer, a wakeup from another OS thread and an fd
+ * event of the same hub are served. */
+static void *nothing(void *arg) { return arg; }
+
+static int sj_fds[2];
+static atomic_int sj_read;
+static void *sj_reader(void *arg)
+{
+    (void)arg;
+    char c;
+    atomic_store(&sj_read, conc_read(sj_fds[0], &c, 1, 5.0) == 1 ? 1 : 2);
+    return NULL;
+}
+
+static void *sj_writer(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.01);
+    ssize_t r = write(sj_fds[1], "x", 1);
+    (void)r;
+    return NULL;
+}
+
+static void *spawn_join_until_served(void *arg)
+{
+    waker_t *w = arg;
+    double dl = tu_now() + 5.0;
+    while ((!atomic_load(&w->slept) || !atomic_load(&w->woke) || !atomic_load(&sj_read)) && tu_now() < dl) {
+        conc_green_t *c;
+        if (conc_go(&c, nothing, NULL) != 0 || conc_green_join(c, CONC_FOREVER) != 0)
+            return PTR(1);
+        conc_green_free(c);
+    }
+    return NULL;
+}
+
+Test(green_switch, timers_fds_and_remote_wakeups_served_while_spawning_and_joining, .timeout = TU_TIMEOUT)
+{
+    waker_t w = {0};
+    cr_assert_eq(conc_event_init(&w.ev), 0);
+    cr_assert_eq(conc_socketpair(sj_fds), 0);
+    atomic_store(&sj_read, 0);
+    conc_green_t *g[4];
+    cr_assert_eq(conc_go(&g[0], short_sleeper, &w), 0);
+    cr_assert_eq(conc_go(&g[1], event_waiter, &w), 0);
+    cr_assert_eq(conc_go(&g[2], sj_reader, NULL), 0);
+    cr_assert_eq(conc_go(&g[3], spawn_join_until_served, &w), 0);
+    pthread_t th, tw;
+    cr_assert_eq(pthread_create(&th, NULL, event_setter, &w), 0);
+    cr_assert_eq(pthread_create(&tw, NULL, sj_writer, NULL), 0);
+    double t0 = tu_now();
+    cr_assert_eq(conc_green_joinall(g, 4, 10.0), 0);
+    double took = tu_now() - t0;
+    pthread_join(th, NULL);
+    pthread_join(tw, NULL);
+    cr_assert_eq(atomic_load(&w.slept), 1);
+    cr_assert_eq(atomic_load(&w.woke), 1);
+    cr_assert_eq(atomic_load(&sj_read), 1);
+    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_null(result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+    conc_close(sj_fds[0]);
+    conc_close(sj_fds[1]);
+}
+
+/* The same with the OS thread's own context spawning and joining (the
+ * ended green thread hands off to it). */
+Test(green_switch, timers_fds_and_remote_wakeups_served_while_main_spawns_and_joins, .timeout = TU_TIMEOUT)
+{
+    waker_t w = {0};
+    cr_assert_eq(conc_event_init(&w.ev), 0);
+    cr_assert_eq(conc_socketpair(sj_fds), 0);
+    atomic_store(&sj_read, 0);
+    conc_green_t *g[3];
+    cr_assert_eq(conc_go(&g[0], short_sleeper, &w), 0);
+    cr_assert_eq(conc_go(&g[1], event_waiter, &w), 0);
+    cr_assert_eq(conc_go(&g[2], sj_reader, NULL), 0);
+    pthread_t th, tw;
+    cr_assert_eq(pthread_create(&th, NULL, event_setter, &w), 0);
+    cr_assert_eq(pthread_create(&tw, NULL, sj_writer, NULL), 0);
+    double t0 = tu_now();
+    cr_assert_null(spawn_join_until_served(&w));
+    double took = tu_now() - t0;
+    cr_assert_eq(conc_green_joinall(g, 3, 10.0), 0);
+    pthread_join(th, NULL);
+    pthread_join(tw, NULL);
+    cr_assert_eq(atomic_load(&w.slept), 1);
+    cr_assert_eq(atomic_load(&w.woke), 1);
+    cr_assert_eq(atomic_load(&sj_read), 1);
+    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_null(result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+    conc_close(sj_fds[0]);
+    conc_close(sj_fds[1]);
+}
+
 /* ---------------------------------------------------- FP control words */
 
 #if defined(__x86_64__)
