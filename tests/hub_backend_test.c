@@ -1221,3 +1221,78 @@ Test(hub_stale_fd, reused_number_with_a_ticking_timer_wakes_within_a_second, .ti
     close(np[1]);
     unkeep(k);
 }
+
+/* An OS thread whose green threads waited on a socket exits with its own
+ * context still attached to its hub, idle (a join of the last green
+ * thread leaves it so): the hub goes to the free list for the next
+ * thread, and must not take the table along — else, once the socket is
+ * closed (with conc_close, on a thread whose hub never saw it) and its
+ * number reused, the next thread's reader of the new socket waits for an
+ * edge that never comes until the stale check finds it (before: 0.1 s or
+ * more after the data came). */
+static conc__hub_t *exited_hub;
+static void *watch_then_exit(void *arg)
+{
+    (void)arg;
+    conc_hub_opts_t o = {.backend = CONC_HUB_EPOLL};
+    if (conc_hub_init(&o) != 0 || conc_socketpair(fsp) != 0)
+        return PTR(1);
+    conc_green_t *g;
+    if (conc_go(&g, read_one, NULL) != 0)
+        return PTR(2);
+    conc_sleep(0.01); /* registered by its wait */
+    if (write(fsp[1], "x", 1) != 1 || conc_green_join(g, CONC_FOREVER) != 0) /* no deadline: stays attached */
+        return PTR(3);
+    conc_green_free(g);
+    if (!(conc__tl_hub->fds[fsp[0]].interest & CONC__FD_READ))
+        return PTR(4);
+    exited_hub = conc__tl_hub;
+    return NULL;
+}
+
+static void *read_reused_on_recycled_hub(void *arg)
+{
+    double *took = arg;
+    conc_hub_opts_t o = {.backend = CONC_HUB_EPOLL};
+    if (conc_hub_init(&o) != 0)
+        return PTR(1);
+    if (conc__tl_hub != exited_hub)
+        return PTR(5); /* not the recycled hub */
+    int np[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, np) != 0)
+        return PTR(2);
+    stale_rd = np[0];
+    conc_green_t *g;
+    if (conc_go(&g, stale_read, NULL) != 0)
+        return PTR(3);
+    conc_sleep(0.02);
+    if (write(np[1], "late", 4) != 4)
+        return PTR(4);
+    double t0 = tu_now();
+    int rc = conc_green_join(g, 5.0);
+    *took = tu_now() - t0;
+    void *r = NULL;
+    conc_green_get(g, 0, &r);
+    conc_green_free(g);
+    close(np[0]);
+    close(np[1]);
+    return rc == 0 && (intptr_t)r == 4 ? NULL : PTR(6);
+}
+
+Test(hub_stale_fd, exited_threads_hub_forgets_its_fds, .timeout = TU_TIMEOUT)
+{
+    pthread_t t;
+    void *r = PTR(9);
+    cr_assert_eq(pthread_create(&t, NULL, watch_then_exit, NULL), 0);
+    cr_assert_eq(pthread_join(t, &r), 0);
+    cr_assert_null(r, "setup step %d failed", (int)(intptr_t)r);
+    cr_assert_eq(conc_close(fsp[0]), 0);
+    cr_assert_eq(conc_close(fsp[1]), 0);
+    double took = -1;
+    cr_assert_eq(pthread_create(&t, NULL, read_reused_on_recycled_hub, &took), 0);
+    cr_assert_eq(pthread_join(t, &r), 0);
+    if ((intptr_t)r == 5)
+        cr_skip_test("the next thread did not get the exited thread's hub");
+    cr_assert_null(r, "step %d failed", (int)(intptr_t)r);
+    cr_assert_lt(took, 0.05, "the reader of a reused number on a recycled hub woke %.3f s after its data", took);
+}

@@ -788,6 +788,12 @@ static void hub_thread_exit(void *p)
     conc__hub_t *h = p;
     if (conc__tl_hub != h)
         return;
+    /* Its fd table would go with it to the free list (the main context
+     * may have stayed attached, idle, since the join of its last green
+     * thread: no detach forgot the fds): forget them now, or a number
+     * closed and reused meanwhile would look watched to the next thread. */
+    if (h->nalive == 0 && (h->nwatched | h->nacq) != 0)
+        conc__hub_io_detach(h); /* (needs conc__tl_hub) */
     conc__tl_hub = NULL;
     conc__stack_overflow_handler_thread_exit();
     if (conc__cur && conc__cur == h->main.ctx) {
