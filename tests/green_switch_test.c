@@ -400,6 +400,24 @@ static void *sj_writer(void *arg)
     return NULL;
 }
 
+/* Joins the waker threads, checks that the timer, the event and the fd
+ * were served within the slack of a 10 ms sleep, and frees g[0..n). */
+static void sj_served_check(waker_t *w, conc_green_t **g, int n, double took, pthread_t th, pthread_t tw)
+{
+    pthread_join(th, NULL);
+    pthread_join(tw, NULL);
+    cr_assert_eq(atomic_load(&w->slept), 1);
+    cr_assert_eq(atomic_load(&w->woke), 1);
+    cr_assert_eq(atomic_load(&sj_read), 1);
+    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
+    for (int i = 0; i < n; i++) {
+        cr_assert_null(result_of(g[i]));
+        conc_green_free(g[i]);
+    }
+    conc_close(sj_fds[0]);
+    conc_close(sj_fds[1]);
+}
+
 static void *spawn_join_until_served(void *arg)
 {
     waker_t *w = arg;
@@ -430,18 +448,7 @@ Test(green_switch, timers_fds_and_remote_wakeups_served_while_spawning_and_joini
     double t0 = tu_now();
     cr_assert_eq(conc_green_joinall(g, 4, 10.0), 0);
     double took = tu_now() - t0;
-    pthread_join(th, NULL);
-    pthread_join(tw, NULL);
-    cr_assert_eq(atomic_load(&w.slept), 1);
-    cr_assert_eq(atomic_load(&w.woke), 1);
-    cr_assert_eq(atomic_load(&sj_read), 1);
-    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
-    for (int i = 0; i < 4; i++) {
-        cr_assert_null(result_of(g[i]));
-        conc_green_free(g[i]);
-    }
-    conc_close(sj_fds[0]);
-    conc_close(sj_fds[1]);
+    sj_served_check(&w, g, 4, took, th, tw);
 }
 
 /* The same with the OS thread's own context spawning and joining (the
@@ -463,18 +470,7 @@ Test(green_switch, timers_fds_and_remote_wakeups_served_while_main_spawns_and_jo
     cr_assert_null(spawn_join_until_served(&w));
     double took = tu_now() - t0;
     cr_assert_eq(conc_green_joinall(g, 3, 10.0), 0);
-    pthread_join(th, NULL);
-    pthread_join(tw, NULL);
-    cr_assert_eq(atomic_load(&w.slept), 1);
-    cr_assert_eq(atomic_load(&w.woke), 1);
-    cr_assert_eq(atomic_load(&sj_read), 1);
-    cr_assert_lt(took, 0.01 + TU_SLACK, "served after %.3f s", took);
-    for (int i = 0; i < 3; i++) {
-        cr_assert_null(result_of(g[i]));
-        conc_green_free(g[i]);
-    }
-    conc_close(sj_fds[0]);
-    conc_close(sj_fds[1]);
+    sj_served_check(&w, g, 3, took, th, tw);
 }
 
 /* ---------------------------------------------------- FP control words */
