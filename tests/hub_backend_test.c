@@ -1073,18 +1073,31 @@ static void stale_read_completes(int rd, int wr)
     TU_TRACE("reused fd %d: read after %.3f s", rd, tu_now() - t0);
 }
 
-Test(hub_stale_fd, plain_close_then_reused_number_does_not_hang, .timeout = TU_TIMEOUT)
+/* Closes the watched pair with plain close(2): behind the hub's back. */
+static void close_watched_pair(void)
 {
-    conc_green_t *k = stale_setup();
-    int old = fsp[0];
-    cr_assert_eq(close(fsp[0]), 0); /* behind the hub's back */
+    cr_assert_eq(close(fsp[0]), 0);
     cr_assert_eq(close(fsp[1]), 0);
+}
+
+/* Makes a plain pair that must reuse the number old, reads from it (it
+ * must not hang), closes it and lets the keeper k go. */
+static void read_on_reused_plain_pair(conc_green_t *k, int old)
+{
     int np[2];
     cr_assert_eq(plain_pair(np), old, "the number was not reused");
     stale_read_completes(np[0], np[1]);
     close(np[0]);
     close(np[1]);
     unkeep(k);
+}
+
+Test(hub_stale_fd, plain_close_then_reused_number_does_not_hang, .timeout = TU_TIMEOUT)
+{
+    conc_green_t *k = stale_setup();
+    int old = fsp[0];
+    close_watched_pair();
+    read_on_reused_plain_pair(k, old);
 }
 
 Test(hub_stale_fd, dup2_over_a_watched_fd_does_not_hang, .timeout = TU_TIMEOUT)
@@ -1129,20 +1142,14 @@ Test(hub_stale_fd, conc_close_on_another_hubs_thread_does_not_hang, .timeout = T
     cr_assert_eq(pthread_create(&t, NULL, other_hub_closer, NULL), 0);
     cr_assert_eq(pthread_join(t, &r), 0);
     cr_assert_eq((intptr_t)r, 0);
-    int np[2];
-    cr_assert_eq(plain_pair(np), old, "the number was not reused");
-    stale_read_completes(np[0], np[1]);
-    close(np[0]);
-    close(np[1]);
-    unkeep(k);
+    read_on_reused_plain_pair(k, old);
 }
 
 Test(hub_stale_fd, conc_socketpair_forgets_a_stale_number, .timeout = TU_TIMEOUT)
 {
     conc_green_t *k = stale_setup();
     int old = fsp[0];
-    cr_assert_eq(close(fsp[0]), 0);
-    cr_assert_eq(close(fsp[1]), 0);
+    close_watched_pair();
     int np[2];
     cr_assert_eq(conc_socketpair(np), 0);
     cr_assert_eq(np[0], old, "the number was not reused");
@@ -1173,8 +1180,7 @@ static double stale_read_beside(void *(*bg)(void *))
 {
     conc_green_t *k = stale_setup();
     int old = fsp[0];
-    cr_assert_eq(close(fsp[0]), 0);
-    cr_assert_eq(close(fsp[1]), 0);
+    close_watched_pair();
     int np[2];
     cr_assert_eq(plain_pair(np), old, "the number was not reused");
     atomic_store(&busy_stop, 0);

@@ -123,13 +123,20 @@ static int scenario(const char *name)
     return WEXITSTATUS(st);
 }
 
-Test(queue_fork, get_nowait_stays_exact_in_a_child_forked_without_threads)
+/* Runs a scenario of this binary in a process of its own; it must exit
+ * with 0 (else the step that failed; what names the telling step). */
+static void scenario_exits_clean(const char *name, const char *what)
 {
     char out[256];
     double secs;
-    int st = tu_run_scenario("fork_from_one_thread", out, sizeof out, &secs);
+    int st = tu_run_scenario(name, out, sizeof out, &secs);
     cr_assert(WIFEXITED(st), "status %d", st);
-    cr_assert_eq(WEXITSTATUS(st), 0, "child step %d failed (14: get_nowait said Empty)", WEXITSTATUS(st));
+    cr_assert_eq(WEXITSTATUS(st), 0, "step %d failed (%s)", WEXITSTATUS(st), what);
+}
+
+Test(queue_fork, get_nowait_stays_exact_in_a_child_forked_without_threads)
+{
+    scenario_exits_clean("fork_from_one_thread", "14: get_nowait said Empty");
 }
 
 /* After a fork the child hands out no record of a thread that exited
@@ -137,11 +144,7 @@ Test(queue_fork, get_nowait_stays_exact_in_a_child_forked_without_threads)
  * normal way under LeakSanitizer reports no leak. */
 Test(queue_fork, records_dropped_by_a_fork_are_not_leaked)
 {
-    char out[256];
-    double secs;
-    int st = tu_run_scenario("records_of_exited_threads", out, sizeof out, &secs);
-    cr_assert(WIFEXITED(st), "status %d", st);
-    cr_assert_eq(WEXITSTATUS(st), 0, "step %d failed (15: the child's exit reported a leak)", WEXITSTATUS(st));
+    scenario_exits_clean("records_of_exited_threads", "15: the child's exit reported a leak");
 }
 
 /* A ring's sides owned by threads a fork leaves behind (ring.c, owner
