@@ -38,7 +38,8 @@
  * Shutdown: submits fail from then on; with cancel_futures every queued
  * future is cancelled (one in flight between a pop and its put-back,
  * which the drain missed, where it would start: cancel_if_cancelling);
- * workers drain what is left and exit; wait joins them. A failing initializer is reported on stderr and breaks the pool:
+ * workers drain what is left and exit; wait joins them. A failing
+ * initializer is reported on stderr and breaks the pool:
  * queued futures fail with CONC_EBROKEN and a message naming the
  * initializer's failure (BrokenThreadPool); later submits fail with
  * CONC_EBROKEN. Cancelled futures the pool drops are notified
